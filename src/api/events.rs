@@ -1,0 +1,171 @@
+//! `POST /api/v1/events`: HTTP ingest. One event or a JSON array; all-or-nothing validation, then one commit.
+//!
+//! `202` only after the commit. A bad element rejects the whole request (`4xx` naming its index), so a
+//! client never has to guess which half of a batch was stored.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{ApiError, AppState};
+use crate::auth::{AuthError, Principal};
+use crate::event::{decode, DecodeError, Envelope};
+
+/// Most events accepted in one request.
+const MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct IngestQuery {
+    routing_key: Option<String>,
+    exchange: Option<String>,
+}
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let result = handle(&state, query, &headers, body).await;
+    if let Err(e) = &result {
+        let reason = match e {
+            ApiError::Auth(_) | ApiError::Forbidden(_) => "unauthorized",
+            ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
+            ApiError::TooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            _ => "store_unavailable",
+        };
+        metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason)
+            .increment(1);
+        tracing::info!(reason, error = %e, "ingest request refused");
+    }
+    result
+}
+
+async fn handle(
+    state: &AppState,
+    query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    match state.principal(headers)? {
+        Principal::Service => {}
+        Principal::User { .. } => {
+            return Err(ApiError::Auth(AuthError::Invalid(
+                "ingest needs a service key, not a user token".into(),
+            )))
+        }
+    }
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        code: "bad_query",
+        message: e.body_text(),
+    })?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && !mime.ends_with("+json") {
+        return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));
+    }
+    let limit = state.settings.server.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest {
+        code: "invalid_utf8",
+        message: DecodeError::InvalidUtf8(e.valid_up_to()).to_string(),
+    })?;
+
+    let items: Vec<Box<RawValue>> = if text.trim_start().starts_with('[') {
+        serde_json::from_str(text).map_err(|e| bad_json(&e))?
+    } else {
+        vec![serde_json::from_str(text).map_err(|e| bad_json(&e))?]
+    };
+    if items.is_empty() {
+        return Err(ApiError::Unprocessable {
+            code: "empty_batch",
+            message: "the array holds no events".into(),
+        });
+    }
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::Unprocessable {
+            code: "batch_too_large",
+            message: format!("{} events in one request; at most {MAX_BATCH}", items.len()),
+        });
+    }
+
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty());
+    let single = items.len() == 1;
+    let mut prepared = Vec::with_capacity(items.len());
+    for (i, raw) in items.into_iter().enumerate() {
+        let where_ = if single {
+            String::new()
+        } else {
+            format!("event [{i}]: ")
+        };
+        // One key for a batch: each element gets `key:index`, so a retried batch dedupes element by element.
+        let message_id = idempotency_key.map(|k| {
+            if single {
+                k.to_owned()
+            } else {
+                format!("{k}:{i}")
+            }
+        });
+        let envelope = Envelope {
+            exchange: query.exchange.as_deref().unwrap_or(""),
+            routing_key: query.routing_key.as_deref(),
+            message_id: message_id.as_deref(),
+        };
+        let event = decode(envelope, raw).map_err(|e| {
+            let message = format!("{where_}{e}");
+            match e {
+                DecodeError::InvalidJson(_) => ApiError::BadRequest {
+                    code: e.reason(),
+                    message,
+                },
+                _ => ApiError::Unprocessable {
+                    code: e.reason(),
+                    message,
+                },
+            }
+        })?;
+        let p = state
+            .pipeline
+            .prepare(event)
+            .map_err(|e| ApiError::Unprocessable {
+                code: e.reason(),
+                message: format!("{where_}{e}"),
+            })?;
+        prepared.push(p);
+    }
+
+    let outcomes = state.pipeline.commit(prepared).await?;
+    for o in &outcomes {
+        metrics::counter!("herald_ingest_events_total", "transport" => "http", "status" => o.status.label())
+            .increment(1);
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "results": outcomes })),
+    ))
+}
+
+fn bad_json(e: &serde_json::Error) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_json",
+        message: DecodeError::InvalidJson(e.to_string()).to_string(),
+    }
+}

@@ -1,0 +1,97 @@
+//! API: the axum routes — sessions (`/ws`), the REST inbox, HTTP ingest, and ops endpoints.
+//!
+//! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`]); internals are
+//! logged, not leaked; request logs carry the path and a redacted query, never a token.
+
+mod error;
+mod events;
+mod inbox;
+mod ops;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
+use tower_http::services::{ServeDir, ServeFile};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::auth::{self, Authenticator, Principal};
+use crate::config::Settings;
+use crate::fanout::Fanout;
+use crate::inbox::Store;
+use crate::ingest::Pipeline;
+use crate::session::SessionDeps;
+use crate::telemetry::Health;
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub auth: Arc<Authenticator>,
+    pub store: Arc<dyn Store>,
+    pub pipeline: Pipeline,
+    pub fanout: Fanout,
+    pub sessions: SessionDeps,
+    pub metrics: PrometheusHandle,
+    pub health: Health,
+    /// Session tasks, so shutdown can wait for them (upgraded sockets are detached from the HTTP server).
+    pub tracker: TaskTracker,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+
+    /// The caller behind `Authorization: Bearer`: a service key or a user token.
+    fn principal(&self, headers: &axum::http::HeaderMap) -> Result<Principal, ApiError> {
+        let token = auth::bearer(headers).ok_or(ApiError::Auth(auth::AuthError::Missing))?;
+        self.auth.verify_bearer(token).map_err(ApiError::Auth)
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let users = "/api/v1/users/{user_id}/notifications";
+    let mut app = Router::new()
+        .route("/ws/{user_id}", get(ws::upgrade))
+        .route(users, get(inbox::list))
+        .route(&format!("{users}/unread_count"), get(inbox::unread_count))
+        .route(&format!("{users}/read_all"), post(inbox::read_all))
+        .route(&format!("{users}/{{id}}/read"), post(inbox::read))
+        .route(&format!("{users}/{{id}}"), delete(inbox::remove))
+        .route("/api/v1/events", post(events::ingest))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics));
+    if state.settings.auth.dev_token_endpoint {
+        app = app.route("/api/v1/dev/token", post(ops::dev_token));
+    }
+    let demo = &state.settings.server.demo_dir;
+    if !demo.as_os_str().is_empty() && demo.join("index.html").is_file() {
+        app = app.fallback_service(
+            ServeDir::new(demo).fallback(ServeFile::new(demo.join("index.html"))),
+        );
+    } else {
+        app = app.fallback(|| async { ApiError::NotFound("no such route") });
+    }
+    app.layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+        let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
+        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
+    }))
+    .with_state(state)
+}

@@ -1,0 +1,113 @@
+//! `GET /ws/{user_id}`: the handshake. Origin and token are checked before upgrading, so a refused client
+//! costs no session and gets an HTTP status with a JSON reason.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::auth::{self, AuthError, Principal};
+use crate::session::{self, SessionParams};
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    since: Option<i64>,
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let result = handshake(&state, user, query, &headers, ws);
+    if let Err(e) = &result {
+        let reason = match e {
+            ApiError::Auth(AuthError::Missing) => "missing_token",
+            ApiError::Auth(AuthError::Expired) => "token_expired",
+            ApiError::Auth(AuthError::Invalid(_)) => "invalid_token",
+            ApiError::Auth(AuthError::WrongUser(_)) => "wrong_user",
+            ApiError::Forbidden(_) => "origin",
+            _ => "bad_request",
+        };
+        metrics::counter!("herald_ws_rejected_total", "reason" => reason).increment(1);
+    }
+    result
+}
+
+fn handshake(
+    state: &AppState,
+    user: String,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest {
+        code: "bad_query",
+        message: e.body_text(),
+    })?;
+    let ws = ws.map_err(|e| ApiError::BadRequest {
+        code: "not_a_websocket_request",
+        message: e.body_text(),
+    })?;
+    check_origin(state, headers)?;
+
+    let token = query
+        .token
+        .as_deref()
+        .or_else(|| auth::bearer(headers))
+        .or_else(|| auth::protocol_token(headers))
+        .ok_or(ApiError::Auth(AuthError::Missing))?;
+    let Principal::User { id, expires_at } =
+        state.auth.verify_user(token).map_err(ApiError::Auth)?
+    else {
+        unreachable!("verify_user yields users only")
+    };
+    if id != user {
+        return Err(ApiError::Auth(AuthError::WrongUser(user)));
+    }
+
+    let s = &state.settings.websocket;
+    let deps = state.sessions.clone();
+    let tracker = state.tracker.clone();
+    let params = SessionParams {
+        user,
+        since: query.since,
+        expires_at,
+    };
+    Ok(ws
+        .read_buffer_size(s.read_buffer_bytes)
+        .write_buffer_size(s.write_buffer_bytes)
+        .max_write_buffer_size(s.max_write_buffer_bytes)
+        .max_message_size(s.max_inbound_bytes)
+        .max_frame_size(s.max_inbound_bytes)
+        .protocols(["bearer"])
+        .on_upgrade(move |socket| tracker.track_future(session::run(socket, deps, params))))
+}
+
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let s = &state.settings.websocket;
+    match headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or(""))
+    {
+        None if s.allow_missing_origin => Ok(()),
+        None => Err(ApiError::Forbidden("an Origin header is required".into())),
+        Some(origin) => {
+            if s.allowed_origins
+                .iter()
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+            {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "origin `{origin}` is not allowed"
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Decode: every envelope shape our users publish becomes one [`Event`].
+//!
+//! Shapes (see `tests/fixtures/events/`): `{payload, _meta}`, `{event_type, payload, service, ...}`,
+//! flat bodies whose user id lives in the routing key, fanout notifications `{user_id, title, message, type}`,
+//! HTTP events `{event_type, source, user_id, data}` and domain events `{event_id, event_name, occurred_at}`.
+//!
+//! Invariants: decoding never looks at routing rules; the original body text is kept byte for byte
+//! ([`Event::raw`]) and is what clients receive; the event id is stable across redeliveries (AMQP `message_id`,
+//! else the body's `event_id`/`id`, else a digest of exchange + routing key + body).
+
+use std::time::Instant;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// One decoded event, whatever shape it arrived in.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub event_type: String,
+    pub source: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub shape: Shape,
+    /// The body, parsed, for rules and templates.
+    pub body: Map<String, Value>,
+    /// The body exactly as published.
+    pub raw: Box<RawValue>,
+    pub received_at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// `{payload, _meta{timestamp, routing_key, source}}`
+    Meta,
+    /// `{event_type, payload, service, timestamp, version}`
+    Typed,
+    /// `{event_type, timestamp, source, user_id, data}`
+    Http,
+    /// `{event_id, event_name, occurred_at, ...}`
+    Domain,
+    /// `{user_id, title, message, type, timestamp}` on a fanout exchange
+    Notification,
+    /// Anything else with a routing key to route on.
+    Flat,
+}
+
+/// Where an event came from, before its body is read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub exchange: &'a str,
+    /// AMQP routing key or `?routing_key=`; empty/None means "take it from the body".
+    pub routing_key: Option<&'a str>,
+    /// AMQP `message_id` or the HTTP `Idempotency-Key`: wins over ids in the body.
+    pub message_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is {size} bytes, over the {limit}-byte limit")]
+    Oversized { size: usize, limit: usize },
+    #[error("body is not valid UTF-8 (at byte {0})")]
+    InvalidUtf8(usize),
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("body is JSON but not an object")]
+    NotAnObject,
+    #[error("unknown event shape: no _meta, event_type, event_name or title/message, and no routing key to route on")]
+    UnknownShape,
+}
+
+impl DecodeError {
+    /// Short stable label for metrics and dead-letter headers.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::InvalidUtf8(_) => "invalid_utf8",
+            DecodeError::InvalidJson(_) => "invalid_json",
+            DecodeError::NotAnObject => "not_an_object",
+            DecodeError::UnknownShape => "unknown_shape",
+        }
+    }
+}
+
+/// Decode raw bytes (AMQP delivery).
+pub fn decode_bytes(env: Envelope<'_>, bytes: &[u8], limit: usize) -> Result<Event, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::Oversized {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.valid_up_to()))?;
+    let raw: Box<RawValue> =
+        serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    decode(env, raw)
+}
+
+/// Decode one already-delimited JSON value (HTTP ingest, which may receive an array of them).
+pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeError> {
+    let body = match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(DecodeError::NotAnObject),
+        Err(e) => return Err(DecodeError::InvalidJson(e.to_string())),
+    };
+    let meta = body.get("_meta").and_then(Value::as_object);
+    let has = |k: &str| body.contains_key(k);
+    let explicit_key = env.routing_key.filter(|k| !k.is_empty());
+
+    let shape = if meta.is_some() {
+        Shape::Meta
+    } else if has("event_id") && has("event_name") {
+        Shape::Domain
+    } else if has("event_type") && has("payload") {
+        Shape::Typed
+    } else if has("event_type") && has("data") {
+        Shape::Http
+    } else if has("title") && has("message") {
+        Shape::Notification
+    } else if explicit_key.is_some() {
+        Shape::Flat
+    } else {
+        return Err(DecodeError::UnknownShape);
+    };
+
+    let str_field =
+        |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    let meta_str = |k: &str| meta.and_then(|m| str_field(m, k));
+
+    let routing_key = explicit_key
+        .map(str::to_owned)
+        .or_else(|| meta_str("routing_key"))
+        .or_else(|| str_field(&body, "event_type"))
+        .or_else(|| str_field(&body, "event_name"))
+        .unwrap_or_default();
+    let event_type = str_field(&body, "event_type")
+        .or_else(|| str_field(&body, "event_name"))
+        .or_else(|| (!routing_key.is_empty()).then(|| routing_key.clone()))
+        .unwrap_or_else(|| env.exchange.to_owned());
+    let source = meta_str("source")
+        .or_else(|| str_field(&body, "service"))
+        .or_else(|| str_field(&body, "source"))
+        .or_else(|| (!env.exchange.is_empty()).then(|| env.exchange.to_owned()));
+    let occurred_at = meta_str("timestamp")
+        .or_else(|| str_field(&body, "occurred_at"))
+        .or_else(|| str_field(&body, "timestamp"))
+        .and_then(|t| parse_timestamp(&t));
+
+    let id = env
+        .message_id
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .or_else(|| body.get("event_id").and_then(id_string))
+        .or_else(|| body.get("id").and_then(id_string))
+        .unwrap_or_else(|| digest(env.exchange, &routing_key, raw.get()));
+
+    Ok(Event {
+        id,
+        exchange: env.exchange.to_owned(),
+        routing_key,
+        event_type,
+        source,
+        occurred_at,
+        shape,
+        body,
+        raw,
+        received_at: Instant::now(),
+    })
+}
+
+/// A user id (or event id) from JSON: non-empty strings as they are, integers in decimal.
+pub fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn digest(exchange: &str, routing_key: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(exchange.as_bytes());
+    h.update([0]);
+    h.update(routing_key.as_bytes());
+    h.update([0]);
+    h.update(body.as_bytes());
+    format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+/// RFC 3339, or the naive ISO timestamps Python's `datetime.isoformat()` writes (taken as UTC).
+fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(exchange: &'a str, key: &'a str) -> Envelope<'a> {
+        Envelope {
+            exchange,
+            routing_key: Some(key),
+            message_id: None,
+        }
+    }
+
+    #[test]
+    fn malformed_inputs_have_distinct_reasons() {
+        let e = env("x", "a.b");
+        assert_eq!(
+            decode_bytes(e, &[0xff, 0xfe], 100).unwrap_err().reason(),
+            "invalid_utf8"
+        );
+        assert_eq!(
+            decode_bytes(e, b"{not json", 100).unwrap_err().reason(),
+            "invalid_json"
+        );
+        assert_eq!(
+            decode_bytes(e, b"[1,2]", 100).unwrap_err().reason(),
+            "not_an_object"
+        );
+        assert_eq!(
+            decode_bytes(e, b"\"s\"", 100).unwrap_err().reason(),
+            "not_an_object"
+        );
+        assert_eq!(
+            decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(),
+            "oversized"
+        );
+        let no_key = Envelope {
+            exchange: "",
+            routing_key: None,
+            message_id: None,
+        };
+        assert_eq!(
+            decode_bytes(no_key, br#"{"foo":1}"#, 100)
+                .unwrap_err()
+                .reason(),
+            "unknown_shape"
+        );
+    }
+
+    #[test]
+    fn id_prefers_message_id_then_body_ids_then_a_stable_digest() {
+        let body = br#"{"event_type":"a.b","data":{},"event_id":"E","id":7}"#;
+        let mut e = env("x", "a.b");
+        e.message_id = Some("M");
+        assert_eq!(decode_bytes(e, body, 1000).unwrap().id, "M");
+        assert_eq!(decode_bytes(env("x", "a.b"), body, 1000).unwrap().id, "E");
+        let numeric = br#"{"event_type":"a.b","data":{},"id":7}"#;
+        assert_eq!(
+            decode_bytes(env("x", "a.b"), numeric, 1000).unwrap().id,
+            "7"
+        );
+        let anon = br#"{"k":1}"#;
+        let a = decode_bytes(env("x", "a.b"), anon, 1000).unwrap().id;
+        let b = decode_bytes(env("x", "a.b"), anon, 1000).unwrap().id;
+        let c = decode_bytes(env("x", "a.c"), anon, 1000).unwrap().id;
+        assert!(a.starts_with("sha256:"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn naive_python_timestamps_are_utc() {
+        let t = parse_timestamp("2026-01-10T08:15:00.000000").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-10T08:15:00+00:00");
+        assert!(parse_timestamp("2025-12-13T19:27:02.415000Z").is_some());
+        assert!(parse_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn user_ids_may_be_strings_or_integers() {
+        assert_eq!(id_string(&serde_json::json!(123)), Some("123".into()));
+        assert_eq!(id_string(&serde_json::json!(" abc ")), Some("abc".into()));
+        assert_eq!(id_string(&serde_json::json!("")), None);
+        assert_eq!(id_string(&serde_json::json!(1.5)), None);
+        assert_eq!(id_string(&serde_json::json!(null)), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! Fan-out: hand committed notifications and read-state changes to every session that should see them.
+//!
+//! "Cluster = local + transport": [`Fanout`] always delivers to this node's [`Registry`]; a [`Transport`]
+//! (Redis pub/sub, when configured) carries the same message to the other nodes, which deliver it locally.
+//!
+//! Invariants: a message is serialised once before it gets here and every recipient shares the bytes;
+//! fan-out never awaits and never blocks on a slow session (see the registry's queue-full policy).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+
+use crate::registry::{Outgoing, Registry};
+
+/// What travels to sessions (and, with a transport, between nodes).
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// A new notification. `user: None` is a broadcast.
+    Notification {
+        user: Option<Arc<str>>,
+        id: i64,
+        frame: Utf8Bytes,
+        ingested_at: Instant,
+    },
+    /// A read/read_all/deleted frame for one user's other sessions.
+    UserFrame {
+        user: Arc<str>,
+        frame: Utf8Bytes,
+        skip_session: Option<u64>,
+    },
+}
+
+/// Carries messages to other nodes. Implementations must not block.
+pub trait Transport: Send + Sync + 'static {
+    fn publish(&self, message: &Message);
+}
+
+#[derive(Clone)]
+pub struct Fanout {
+    registry: Registry,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+impl Fanout {
+    /// Single node: deliver to local sessions only.
+    pub fn local(registry: Registry) -> Self {
+        Fanout {
+            registry,
+            transport: None,
+        }
+    }
+
+    pub fn with_transport(registry: Registry, transport: Arc<dyn Transport>) -> Self {
+        Fanout {
+            registry,
+            transport: Some(transport),
+        }
+    }
+
+    /// Deliver everywhere: this node's sessions and, through the transport, every other node's.
+    pub fn publish(&self, message: Message) {
+        if let Some(t) = &self.transport {
+            t.publish(&message);
+        }
+        self.deliver_local(&message);
+    }
+
+    /// Deliver to this node's sessions only (also what a transport calls for messages from other nodes).
+    pub fn deliver_local(&self, message: &Message) -> usize {
+        match message {
+            Message::Notification {
+                user,
+                id,
+                frame,
+                ingested_at,
+            } => {
+                let out = Outgoing {
+                    id: *id,
+                    frame: frame.clone(),
+                    ingested_at: Some(*ingested_at),
+                };
+                match user {
+                    Some(u) => self.registry.send_to_user(u, &out, None),
+                    None => self.registry.send_to_all(&out),
+                }
+            }
+            Message::UserFrame {
+                user,
+                frame,
+                skip_session,
+            } => {
+                let out = Outgoing {
+                    id: 0,
+                    frame: frame.clone(),
+                    ingested_at: None,
+                };
+                self.registry.send_to_user(user, &out, *skip_session)
+            }
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}

@@ -1,0 +1,679 @@
+//! The embedded SQLite inbox.
+//!
+//! One writer thread owns the only write connection and commits whatever has queued up in one transaction
+//! (group commit): throughput does not hinge on one fsync per event. Readers use a small pool of WAL read
+//! connections on the blocking thread pool.
+//!
+//! Invariants: ids come from `AUTOINCREMENT` on the single writer, so they only grow in commit order and are
+//! never reused; replies leave the writer only after `COMMIT` returned.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction};
+use rusqlite_migration::{Migrations, M};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{
+    CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write,
+    WriteOutcome,
+};
+use crate::config::{SqliteSync, StoreSettings};
+use crate::protocol::{Notification, RelatedObject};
+use crate::rules::Recipients;
+
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    r#"
+CREATE TABLE notifications (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT    NOT NULL,
+    user_id      TEXT,              -- NULL: a broadcast, visible to every user
+    kind         TEXT    NOT NULL,
+    title        TEXT    NOT NULL,
+    content      TEXT    NOT NULL,
+    event_type   TEXT    NOT NULL,
+    source       TEXT,
+    related_type TEXT,
+    related_id   TEXT,
+    data         TEXT    NOT NULL,  -- JSON
+    body         TEXT    NOT NULL,  -- the original event body, JSON
+    created_at   INTEGER NOT NULL,  -- unix milliseconds
+    read_at      INTEGER            -- targeted rows only; broadcasts keep read state per user below
+);
+CREATE INDEX notifications_by_user ON notifications(user_id, id);
+CREATE INDEX notifications_unread ON notifications(user_id) WHERE read_at IS NULL;
+
+-- Idempotency: one row per event id ever applied.
+CREATE TABLE applied_events (
+    event_id   TEXT    PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Per-user state of broadcasts: read and/or deleted.
+CREATE TABLE broadcast_state (
+    user_id         TEXT    NOT NULL,
+    notification_id INTEGER NOT NULL,
+    read_at         INTEGER,
+    deleted         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, notification_id)
+) WITHOUT ROWID;
+
+-- "Read all" watermark: broadcasts with id <= read_all_up_to are read for this user.
+CREATE TABLE user_state (
+    user_id        TEXT    PRIMARY KEY,
+    read_all_up_to INTEGER NOT NULL,
+    read_all_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+)];
+
+const COLUMNS: &str =
+    "id, user_id, kind, title, content, event_type, source, related_type, related_id, data, created_at";
+
+enum Job {
+    Apply(
+        Vec<Write>,
+        oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>,
+    ),
+    MarkRead(
+        String,
+        i64,
+        oneshot::Sender<Result<Option<Notification>, StoreError>>,
+    ),
+    MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
+    Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    Close(oneshot::Sender<()>),
+}
+
+impl Job {
+    fn weight(&self) -> usize {
+        match self {
+            Job::Apply(w, _) => w.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    reader_permits: Arc<Semaphore>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn internal(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        e => StoreError::Internal(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    pub fn open(
+        path: &Path,
+        settings: &StoreSettings,
+        listener: Option<Arc<dyn CommitListener>>,
+    ) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Internal(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(internal)?;
+        let sync = match settings.synchronous {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(internal)?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
+
+        let mut readers = Vec::with_capacity(settings.read_connections);
+        for _ in 0..settings.read_connections {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(internal)?;
+            r.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+            readers.push(r);
+        }
+
+        let (tx, rx) = mpsc::channel(4096);
+        let batch_max = settings.batch_max;
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, batch_max, listener))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(SqliteStore {
+            writer: tx,
+            reader_permits: Arc::new(Semaphore::new(readers.len())),
+            readers: Arc::new(Mutex::new(readers)),
+        })
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(make(tx))
+            .await
+            .map_err(|_| unavailable("the store is closed"))?;
+        rx.await
+            .map_err(|_| unavailable("the store writer stopped"))?
+    }
+
+    /// Run `f` on a pooled read connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = self
+            .reader_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(unavailable)?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool
+                .lock()
+                .expect("reader pool poisoned")
+                .pop()
+                .expect("a permit guarantees a connection");
+            let result = f(&conn);
+            pool.lock().expect("reader pool poisoned").push(conn);
+            drop(permit);
+            result.map_err(internal)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| Job::Apply(writes, tx)).await
+    }
+
+    async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let unread = if q.unread_only { "AND read_at IS NULL" } else { "" };
+            let sql = format!(
+                "SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications
+                     WHERE user_id = ?1 AND id < ?2 {unread} ORDER BY id DESC LIMIT ?3)
+                 UNION ALL
+                 SELECT * FROM ({BROADCAST_SELECT} AND n.id < ?2 ORDER BY n.id DESC LIMIT ?3) {bunread}
+                 ORDER BY id DESC LIMIT ?3",
+                bunread = if q.unread_only { "WHERE read_at IS NULL" } else { "" },
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![user, q.before.unwrap_or(i64::MAX), q.limit], row_to_notification)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT n.*, b.body FROM (
+                     SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications
+                         WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3)
+                     UNION ALL
+                     SELECT * FROM ({BROADCAST_SELECT} AND n.id > ?2 ORDER BY n.id LIMIT ?3)
+                     ORDER BY id LIMIT ?3) n
+                 JOIN notifications b ON b.id = n.id ORDER BY n.id"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![user, after, limit], |r| {
+                let notification = row_to_notification(r)?;
+                let body: String = r.get(12)?;
+                Ok(Replayed {
+                    notification,
+                    body: raw(body),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT (SELECT count(*) FROM notifications WHERE user_id = ?1 AND read_at IS NULL)
+                      + (SELECT count(*) FROM notifications n
+                         WHERE n.user_id IS NULL
+                           AND n.id > COALESCE((SELECT read_all_up_to FROM user_state WHERE user_id = ?1), 0)
+                           AND NOT EXISTS (SELECT 1 FROM broadcast_state s
+                                           WHERE s.user_id = ?1 AND s.notification_id = n.id
+                                             AND (s.read_at IS NOT NULL OR s.deleted = 1)))",
+            )?;
+            stmt.query_row([user], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::MarkRead(user, id, tx)).await
+    }
+
+    async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::MarkAllRead(user, tx)).await
+    }
+
+    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::Delete(user, id, tx)).await
+    }
+
+    async fn latest_id(&self, user: &str) -> Result<i64, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
+                            COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0))",
+            )?;
+            stmt.query_row([user], |r| r.get(0))
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(unavailable("the store writer stopped"));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writer.send(Job::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Broadcast rows as one user sees them: their read state, minus the ones they deleted.
+const BROADCAST_SELECT: &str =
+    "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source,
+        n.related_type, n.related_id, n.data, n.created_at,
+        COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) AS read_at
+    FROM notifications n
+    LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
+    LEFT JOIN user_state w ON w.user_id = ?1
+    WHERE n.user_id IS NULL AND COALESCE(s.deleted, 0) = 0";
+
+fn raw(s: String) -> Box<RawValue> {
+    RawValue::from_string(s).unwrap_or_else(|_| crate::protocol::raw_null())
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn row_to_notification(r: &Row<'_>) -> rusqlite::Result<Notification> {
+    let related_type: Option<String> = r.get(7)?;
+    let related_id: Option<String> = r.get(8)?;
+    Ok(Notification {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        kind: r.get(2)?,
+        title: r.get(3)?,
+        content: r.get(4)?,
+        event_type: r.get(5)?,
+        source: r.get(6)?,
+        related_object: related_type
+            .zip(related_id)
+            .map(|(kind, id)| RelatedObject { kind, id }),
+        data: raw(r.get(9)?),
+        created_at: from_millis(r.get(10)?),
+        read_at: r.get::<_, Option<i64>>(11)?.map(from_millis),
+    })
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    batch_max: usize,
+    listener: Option<Arc<dyn CommitListener>>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(64);
+    while let Some(first) = rx.blocking_recv() {
+        let mut weight = first.weight();
+        batch.push(first);
+        while weight < batch_max {
+            match rx.try_recv() {
+                Ok(job) => {
+                    weight += job.weight();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
+        commit_batch(&mut conn, &mut batch, listener.as_deref());
+        if closing {
+            rx.close();
+            // Anything that raced in after Close is answered by the dropped reply channels.
+            while let Ok(job) = rx.try_recv() {
+                drop(job);
+            }
+            return;
+        }
+    }
+}
+
+/// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    listener: Option<&dyn CommitListener>,
+) {
+    let now = Utc::now();
+    let result = (|| -> rusqlite::Result<Vec<Answer>> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for job in batch.iter() {
+            answers.push(match job {
+                Job::Apply(writes, _) => Answer::Apply(
+                    writes
+                        .iter()
+                        .map(|w| apply_one(&tx, w, now))
+                        .collect::<rusqlite::Result<_>>()?,
+                ),
+                Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&tx, user, *id, now)?),
+                Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now)?),
+                Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now)?),
+                Job::Close(_) => Answer::Close,
+            });
+        }
+        tx.commit()?;
+        Ok(answers)
+    })();
+    match result {
+        Ok(answers) => {
+            if let Some(listener) = listener {
+                for (job, answer) in batch.iter().zip(&answers) {
+                    if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
+                        for (w, o) in writes.iter().zip(outcomes) {
+                            if let (Write::Notify(n), WriteOutcome::Stored(stored)) = (w, o) {
+                                listener.committed(n, stored);
+                            }
+                        }
+                    }
+                }
+            }
+            for (job, answer) in batch.drain(..).zip(answers) {
+                match (job, answer) {
+                    (Job::Apply(_, r), Answer::Apply(a)) => drop(r.send(Ok(a))),
+                    (Job::MarkRead(_, _, r), Answer::MarkRead(a)) => drop(r.send(Ok(a))),
+                    (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
+                    (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
+                    (Job::Close(r), Answer::Close) => drop(r.send(())),
+                    _ => unreachable!("answers are built in job order"),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, jobs = batch.len(), "inbox commit failed");
+            for job in batch.drain(..) {
+                let err = internal(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                    Some(e.to_string()),
+                ));
+                match job {
+                    Job::Apply(_, r) => drop(r.send(Err(err))),
+                    Job::MarkRead(_, _, r) => drop(r.send(Err(err))),
+                    Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
+                    Job::Delete(_, _, r) => drop(r.send(Err(err))),
+                    Job::Close(r) => drop(r.send(())),
+                }
+            }
+        }
+    }
+}
+
+enum Answer {
+    Apply(Vec<WriteOutcome>),
+    MarkRead(Option<Notification>),
+    MarkAllRead(ReadAll),
+    Delete(bool),
+    Close,
+}
+
+fn apply_one(
+    tx: &Transaction<'_>,
+    w: &Write,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<WriteOutcome> {
+    let fresh = tx
+        .prepare_cached("INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+        .execute(params![w.event_id(), millis(now)])?;
+    if fresh == 0 {
+        return Ok(WriteOutcome::Duplicate);
+    }
+    match w {
+        Write::Notify(n) => {
+            let stored = match &n.recipients {
+                Recipients::Everyone => vec![insert(tx, n, None, now)?],
+                Recipients::Users(users) => users
+                    .iter()
+                    .map(|u| insert(tx, n, Some(u), now))
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            Ok(WriteOutcome::Stored(stored))
+        }
+        Write::Purge { users, .. } => {
+            let mut rows = 0u64;
+            for u in users {
+                rows += tx
+                    .prepare_cached("DELETE FROM notifications WHERE user_id = ?1")?
+                    .execute([u])? as u64;
+                tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?
+                    .execute([u])?;
+                tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?
+                    .execute([u])?;
+            }
+            Ok(WriteOutcome::Purged { rows })
+        }
+    }
+}
+
+fn insert(
+    tx: &Transaction<'_>,
+    n: &NewNotification,
+    user: Option<&String>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Notification> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO notifications
+             (event_id, user_id, kind, title, content, event_type, source, related_type, related_id, data, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    stmt.execute(params![
+        n.event_id,
+        user,
+        n.kind,
+        n.title,
+        n.content,
+        n.event_type,
+        n.source,
+        n.related_object.as_ref().map(|r| &r.kind),
+        n.related_object.as_ref().map(|r| &r.id),
+        n.data.get(),
+        n.body.get(),
+        millis(now),
+    ])?;
+    Ok(Notification {
+        id: tx.last_insert_rowid(),
+        user_id: user.cloned(),
+        kind: n.kind.clone(),
+        title: n.title.clone(),
+        content: n.content.clone(),
+        event_type: n.event_type.clone(),
+        source: n.source.clone(),
+        related_object: n.related_object.clone(),
+        data: n.data.clone(),
+        // Millisecond precision, as stored, so a live frame and a later REST read agree.
+        created_at: from_millis(millis(now)),
+        read_at: None,
+    })
+}
+
+/// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
+fn visible(tx: &Transaction<'_>, user: &str, id: i64) -> rusqlite::Result<Option<Notification>> {
+    let sql = format!(
+        "SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications WHERE user_id = ?1 AND id = ?2
+         UNION ALL SELECT * FROM ({BROADCAST_SELECT} AND n.id = ?2))"
+    );
+    tx.prepare_cached(&sql)?
+        .query_row(params![user, id], row_to_notification)
+        .optional()
+}
+
+fn mark_read(
+    tx: &Transaction<'_>,
+    user: &str,
+    id: i64,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<Option<Notification>> {
+    let Some(n) = visible(tx, user, id)? else {
+        return Ok(None);
+    };
+    if n.read_at.is_some() {
+        return Ok(Some(n));
+    }
+    if n.user_id.is_some() {
+        tx.prepare_cached("UPDATE notifications SET read_at = ?3 WHERE user_id = ?1 AND id = ?2 AND read_at IS NULL")?
+            .execute(params![user, id, millis(now)])?;
+    } else {
+        tx.prepare_cached(
+            "INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, notification_id) DO UPDATE SET read_at = COALESCE(read_at, excluded.read_at)",
+        )?
+        .execute(params![user, id, millis(now)])?;
+    }
+    visible(tx, user, id)
+}
+
+fn mark_all_read(
+    tx: &Transaction<'_>,
+    user: &str,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<ReadAll> {
+    let at = millis(now);
+    tx.prepare_cached(
+        "UPDATE notifications SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL",
+    )?
+    .execute(params![user, at])?;
+    let up_to: i64 = tx
+        .prepare_cached(
+            "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
+                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0))",
+        )?
+        .query_row([user], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET read_all_up_to = excluded.read_all_up_to, read_all_at = excluded.read_all_at",
+    )?
+    .execute(params![user, up_to, at])?;
+    Ok(ReadAll {
+        up_to,
+        read_at: from_millis(at),
+    })
+}
+
+fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusqlite::Result<bool> {
+    let Some(n) = visible(tx, user, id)? else {
+        return Ok(false);
+    };
+    if n.user_id.is_some() {
+        tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id = ?2")?
+            .execute(params![user, id])?;
+    } else {
+        tx.prepare_cached(
+            "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (user_id, notification_id) DO UPDATE SET deleted = 1",
+        )?
+        .execute(params![user, id, millis(now)])?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(
+            &dir.path().join("inbox.db"),
+            &Settings::defaults().store,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        crate::inbox::contract::run_all(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let n = crate::inbox::contract::draft("e-1", Recipients::Users(vec!["u".into()]));
+        store.apply(vec![Write::Notify(n)]).await.unwrap();
+        store.close().await;
+        assert!(
+            store.apply(vec![]).await.is_ok(),
+            "empty batches need no writer"
+        );
+        let reopened = open(&dir);
+        assert_eq!(reopened.unread_count("u").await.unwrap(), 1);
+        reopened.close().await;
+    }
+}

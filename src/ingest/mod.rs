@@ -1,0 +1,182 @@
+//! Ingest: the one pipeline every transport feeds — decode → route → store → fan-out.
+//!
+//! HTTP ingest (`api::events`) and the AMQP consumer both call [`Pipeline::prepare`] per event and
+//! [`Pipeline::commit`] per batch; only the decision of what to do with a bad event (4xx, dead letter) is theirs.
+//!
+//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same event id) is
+//! neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
+
+use serde::Serialize;
+use std::sync::Arc;
+
+use crate::event::Event;
+use crate::fanout::{Fanout, Message};
+use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
+use crate::protocol::{encode_notification_frame, Notification};
+use crate::rules::{Route, RouteError, Rules};
+
+/// An event that has been routed and is ready to commit.
+#[derive(Debug)]
+pub struct Prepared {
+    pub event_id: String,
+    pub exchange: String,
+    pub routing_key: String,
+    action: Action,
+}
+
+#[derive(Debug)]
+enum Action {
+    Write { write: Write },
+    Skip(Status),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Stored,
+    Duplicate,
+    Purged,
+    Ignored,
+    Unmatched,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Stored => "stored",
+            Status::Duplicate => "duplicate",
+            Status::Purged => "purged",
+            Status::Ignored => "ignored",
+            Status::Unmatched => "unmatched",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub event_id: String,
+    pub status: Status,
+    pub notification_ids: Vec<i64>,
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    rules: Arc<Rules>,
+    store: Arc<dyn Store>,
+}
+
+impl Pipeline {
+    pub fn new(rules: Arc<Rules>, store: Arc<dyn Store>) -> Self {
+        Pipeline { rules, store }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Route one decoded event. Pure: no I/O.
+    pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
+        let route = self.rules.route(&event)?;
+        let action = match route {
+            Route::Notify(d) => Action::Write {
+                write: Write::Notify(NewNotification {
+                    event_id: event.id.clone(),
+                    recipients: d.recipients,
+                    kind: d.kind,
+                    title: d.title,
+                    content: d.content,
+                    event_type: event.event_type.clone(),
+                    source: event.source.clone(),
+                    related_object: d.related_object,
+                    data: d.data,
+                    body: Arc::from(event.raw),
+                    ingested_at: event.received_at,
+                }),
+            },
+            Route::Purge(users) => Action::Write {
+                write: Write::Purge {
+                    event_id: event.id.clone(),
+                    users,
+                },
+            },
+            Route::Ignore => Action::Skip(Status::Ignored),
+            Route::Unmatched => {
+                metrics::counter!("herald_events_unmatched_total").increment(1);
+                tracing::info!(
+                    event_id = %event.id, exchange = %event.exchange, routing_key = %event.routing_key,
+                    "no rule matches this event; it is not stored"
+                );
+                Action::Skip(Status::Unmatched)
+            }
+        };
+        Ok(Prepared {
+            event_id: event.id,
+            exchange: event.exchange,
+            routing_key: event.routing_key,
+            action,
+        })
+    }
+
+    /// Commit in one durable batch. Outcomes are in input order. Fan-out happens in the store's commit
+    /// listener ([`Publisher`]), in commit order, before this returns.
+    pub async fn commit(&self, prepared: Vec<Prepared>) -> Result<Vec<Outcome>, StoreError> {
+        let mut writes = Vec::with_capacity(prepared.len());
+        let mut slots = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p.action {
+                Action::Write { write } => {
+                    writes.push(write);
+                    slots.push((p.event_id, None));
+                }
+                Action::Skip(status) => slots.push((p.event_id, Some(status))),
+            }
+        }
+        let mut results = self.store.apply(writes).await?.into_iter();
+        Ok(slots
+            .into_iter()
+            .map(|(event_id, skipped)| {
+                let (status, notification_ids) = match skipped {
+                    Some(status) => (status, Vec::new()),
+                    None => match results.next().expect("one result per write") {
+                        WriteOutcome::Stored(ns) => {
+                            (Status::Stored, ns.iter().map(|n| n.id).collect())
+                        }
+                        WriteOutcome::Duplicate => (Status::Duplicate, Vec::new()),
+                        WriteOutcome::Purged { rows } => {
+                            tracing::info!(event_id = %event_id, rows, "inbox purged");
+                            (Status::Purged, Vec::new())
+                        }
+                    },
+                };
+                Outcome {
+                    event_id,
+                    status,
+                    notification_ids,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The commit listener that turns stored notifications into frames: one serialisation per notification,
+/// shared by every recipient session.
+pub struct Publisher(pub Fanout);
+
+impl CommitListener for Publisher {
+    fn committed(&self, written: &NewNotification, stored: &[Notification]) {
+        for n in stored {
+            let kind = if n.user_id.is_some() {
+                "targeted"
+            } else {
+                "broadcast"
+            };
+            metrics::counter!("herald_notifications_stored_total", "kind" => kind).increment(1);
+            self.0.publish(Message::Notification {
+                user: n.user_id.as_deref().map(Arc::from),
+                id: n.id,
+                frame: encode_notification_frame(n, &written.body),
+                ingested_at: written.ingested_at,
+            });
+        }
+    }
+}

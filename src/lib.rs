@@ -1,0 +1,122 @@
+//! Herald: a real-time notification gateway.
+//!
+//! # Layout
+//!
+//! Modules follow one event from broker to browser:
+//!
+//! - [`ingest`]: the pipeline every transport feeds (HTTP now, AMQP in [`ingest`]'s consumer).
+//! - [`event`]: decode any envelope shape into one [`event::Event`].
+//! - [`rules`]: declarative routing: who gets what notification.
+//! - [`inbox`]: the durable store (SQLite embedded; PostgreSQL for several nodes).
+//! - [`fanout`]: committed notifications to sessions, here and (through a transport) on other nodes.
+//! - [`registry`]: this node's user → sessions map, with bounded outboxes.
+//! - [`session`]: one task per WebSocket.
+//! - [`protocol`]: the client wire format.
+//!
+//! Beside them: [`api`] (axum routes), [`auth`], [`config`], [`telemetry`], [`shutdown`].
+//! `ARCHITECTURE.md` maps it with its invariants.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod event;
+pub mod fanout;
+pub mod inbox;
+pub mod ingest;
+pub mod protocol;
+pub mod registry;
+pub mod rules;
+pub mod session;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{AppState, Shared};
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::fanout::Fanout;
+use crate::ingest::{Pipeline, Publisher};
+use crate::registry::{CloseReason, Registry};
+use crate::rules::Rules;
+use crate::session::SessionDeps;
+use crate::telemetry::Health;
+
+/// Run the gateway on `listener` until `shutdown` is cancelled, then drain and return.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let metrics = telemetry::metrics_handle();
+    let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
+    let rules = Arc::new(Rules::load(&settings.rules.path)?);
+    let registry = Registry::new();
+    let fanout = Fanout::local(registry.clone());
+    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))))
+        .await
+        .context("opening the inbox")?;
+    let pipeline = Pipeline::new(rules.clone(), store.clone());
+    let tracker = TaskTracker::new();
+    let sessions = SessionDeps {
+        store: store.clone(),
+        registry: registry.clone(),
+        auth: auth.clone(),
+        settings: Arc::new(settings.websocket.clone()),
+        shutdown: shutdown.clone(),
+    };
+    let state = AppState::new(Shared {
+        settings: settings.clone(),
+        auth,
+        store: store.clone(),
+        pipeline,
+        fanout,
+        sessions,
+        metrics,
+        health: Health::default(),
+        tracker: tracker.clone(),
+    });
+    tracing::info!(
+        addr = %listener.local_addr()?, rules = rules.len(), store = %redact_url(&settings.store.url),
+        "herald started"
+    );
+
+    let server = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = server.await;
+
+    // Sessions watch the same token and close with 1001; this covers any that were mid-upgrade.
+    registry.close_all(CloseReason::Shutdown);
+    tracker.close();
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            left = tracker.len(),
+            "sessions still open after the grace period"
+        );
+    }
+    store.close().await;
+    tracing::info!("herald stopped");
+    served.context("serving HTTP")
+}
+
+/// A connection URL fit for logs: the password replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

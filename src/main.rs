@@ -1,0 +1,91 @@
+//! The `herald` binary: thin on purpose. Load settings, start tracing, call [`herald::run`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use herald::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Real-time WebSocket notification gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// A TOML file layered over the defaults (environment variables still win).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a user token signed with the configured HS256 secret (for trying things out).
+    Token {
+        user_id: String,
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and the rules, then exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let settings = load(config.as_deref())?;
+            herald::telemetry::init_tracing(&settings.log);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(settings))
+        }
+        Command::Token {
+            user_id,
+            ttl_secs,
+            config,
+        } => {
+            let settings = load(config.as_deref())?;
+            let auth =
+                herald::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
+            let token = auth
+                .mint(&user_id, ttl_secs)
+                .context("tokens can be minted only with HS256")?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let settings = load(config.as_deref())?;
+            let rules = herald::rules::Rules::load(&settings.rules.path)?;
+            println!("configuration ok: {} rules", rules.len());
+            Ok(())
+        }
+    }
+}
+
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    Settings::from_env(config).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.server.bind)
+        .await
+        .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
+    // Tests and scripts read this line to learn the port when server.bind uses port 0.
+    println!("herald listening on http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(herald::shutdown::on_signal(shutdown.clone()));
+    herald::run(settings, listener, shutdown).await
+}

@@ -1,0 +1,309 @@
+//! The client wire format: every JSON shape a browser or the SDK sees, in one place.
+//!
+//! Invariants:
+//! - Only this module knows the client JSON. The SDK's `client-sdk/src/protocol.ts` mirrors it, and both are
+//!   tested against the same golden files in `tests/golden/`.
+//! - A notification is serialised once ([`encode_notification_frame`]) and the resulting bytes are shared by
+//!   every recipient session; nothing downstream re-serialises it.
+//! - Notification `id`s only grow, in commit order, so a client resumes with `?since=<last id>`.
+
+use axum::extract::ws::Utf8Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A stored notification, exactly as REST returns it and as it travels inside a `notification` frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: i64,
+    /// `None` for a broadcast (visible to every user).
+    pub user_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub content: String,
+    pub event_type: String,
+    pub source: Option<String>,
+    pub related_object: Option<RelatedObject>,
+    #[serde(with = "raw_json")]
+    pub data: Box<RawValue>,
+    #[serde(serialize_with = "ts")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "opt_ts")]
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelatedObject {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+}
+
+/// Frames the server sends. Tagged by `type`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// First frame of every session.
+    Ready {
+        session_id: &'a str,
+        user_id: &'a str,
+        /// The newest notification id visible to this user when the session opened (0 if none).
+        latest_id: i64,
+        ping_interval_ms: u64,
+    },
+    Notification {
+        event_type: &'a str,
+        notification: &'a Notification,
+        /// The event body exactly as the publishing service sent it.
+        body: &'a RawValue,
+    },
+    /// Sent after a `since` replay: everything up to and including `up_to` has been delivered.
+    Replayed {
+        up_to: i64,
+    },
+    Pong,
+    /// Notifications were marked read (by another tab, or through REST).
+    Read {
+        ids: &'a [i64],
+        #[serde(serialize_with = "ts")]
+        read_at: DateTime<Utc>,
+    },
+    /// Everything up to and including `up_to` is read.
+    ReadAll {
+        up_to: i64,
+        #[serde(serialize_with = "ts")]
+        read_at: DateTime<Utc>,
+    },
+    Deleted {
+        ids: &'a [i64],
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// Serialise once into a shareable text payload (cloning it is a reference-count bump).
+    pub fn encode(&self) -> Utf8Bytes {
+        // Serialising these types cannot fail: no maps with non-string keys, no failing Serialize impls.
+        let json = serde_json::to_string(self).expect("server frames always serialise");
+        Utf8Bytes::from(json)
+    }
+}
+
+/// The one serialisation of a notification frame, shared by all its recipients.
+pub fn encode_notification_frame(n: &Notification, body: &RawValue) -> Utf8Bytes {
+    ServerFrame::Notification {
+        event_type: &n.event_type,
+        notification: n,
+        body,
+    }
+    .encode()
+}
+
+/// What a client may send on an open socket.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage {
+    Ping,
+    /// Replay everything after `since`, then continue live.
+    Resume {
+        since: i64,
+    },
+    /// A fresh token for this session.
+    Auth {
+        token: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientJson {
+    Ping,
+    Resume { since: i64 },
+    Auth { token: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("expected `ping` or a JSON object with type ping|resume|auth: {0}")]
+pub struct BadClientMessage(pub String);
+
+impl ClientMessage {
+    pub fn parse(text: &str) -> Result<Self, BadClientMessage> {
+        let trimmed = text.trim();
+        if trimmed.eq_ignore_ascii_case("ping") {
+            return Ok(ClientMessage::Ping);
+        }
+        match serde_json::from_str::<ClientJson>(trimmed) {
+            Ok(ClientJson::Ping) => Ok(ClientMessage::Ping),
+            Ok(ClientJson::Resume { since }) => Ok(ClientMessage::Resume { since }),
+            Ok(ClientJson::Auth { token }) => Ok(ClientMessage::Auth { token }),
+            Err(e) => Err(BadClientMessage(e.to_string())),
+        }
+    }
+}
+
+/// A page of the REST inbox, newest first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InboxPage {
+    pub items: Vec<Notification>,
+    /// Pass as `before` to get the next (older) page; `null` when there is none.
+    pub next_before: Option<i64>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UnreadCount {
+    pub unread_count: u64,
+}
+
+/// Timestamps on the wire: RFC 3339, UTC, millisecond precision, `Z` suffix.
+pub fn format_ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ts<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_ts(t))
+}
+
+fn opt_ts<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => ts(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `data` is kept as raw JSON text from the store to the socket: never parsed on the hot path.
+mod raw_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    pub fn serialize<S: Serializer>(v: &RawValue, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+        Box::<RawValue>::deserialize(d)
+    }
+}
+
+/// Raw JSON `null`, for notifications without `data`.
+pub fn raw_null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).expect("null is valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn golden(name: &str) -> Value {
+        let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn as_value(bytes: &Utf8Bytes) -> Value {
+        serde_json::from_str(bytes.as_str()).unwrap()
+    }
+
+    fn sample() -> Notification {
+        serde_json::from_value(golden("notification.json")).unwrap()
+    }
+
+    #[test]
+    fn notification_round_trips_the_golden_file() {
+        let n = sample();
+        assert_eq!(
+            serde_json::to_value(&n).unwrap(),
+            golden("notification.json")
+        );
+    }
+
+    #[test]
+    fn notification_frame_matches_golden() {
+        let g = golden("frame-notification.json");
+        let body = RawValue::from_string(g["body"].to_string()).unwrap();
+        assert_eq!(as_value(&encode_notification_frame(&sample(), &body)), g);
+    }
+
+    #[test]
+    fn broadcast_frame_matches_golden() {
+        let g = golden("frame-broadcast.json");
+        let n: Notification = serde_json::from_value(g["notification"].clone()).unwrap();
+        assert_eq!(n.user_id, None);
+        let body = RawValue::from_string(g["body"].to_string()).unwrap();
+        assert_eq!(as_value(&encode_notification_frame(&n, &body)), g);
+    }
+
+    #[test]
+    fn control_frames_match_golden() {
+        let read_at = "2026-01-10T09:00:00Z".parse().unwrap();
+        let cases: Vec<(ServerFrame, &str)> = vec![
+            (
+                ServerFrame::Ready {
+                    session_id: "s-1f",
+                    user_id: "42",
+                    latest_id: 43,
+                    ping_interval_ms: 25_000,
+                },
+                "frame-ready.json",
+            ),
+            (ServerFrame::Pong, "frame-pong.json"),
+            (
+                ServerFrame::Read {
+                    ids: &[42],
+                    read_at,
+                },
+                "frame-read.json",
+            ),
+            (
+                ServerFrame::ReadAll { up_to: 43, read_at },
+                "frame-read-all.json",
+            ),
+            (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
+            (ServerFrame::Replayed { up_to: 43 }, "frame-replayed.json"),
+            (
+                ServerFrame::Error {
+                    code: "bad_message",
+                    message: "expected `ping` or a JSON object with a known `type`",
+                },
+                "frame-error.json",
+            ),
+        ];
+        for (frame, file) in cases {
+            assert_eq!(as_value(&frame.encode()), golden(file), "{file}");
+        }
+    }
+
+    #[test]
+    fn inbox_page_and_unread_count_parse_from_golden() {
+        let page: InboxPage = serde_json::from_value(golden("inbox-page.json")).unwrap();
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(
+            serde_json::to_value(&page).unwrap(),
+            golden("inbox-page.json")
+        );
+        let c: UnreadCount = serde_json::from_value(golden("unread-count.json")).unwrap();
+        assert_eq!(c.unread_count, 1);
+    }
+
+    #[test]
+    fn client_messages_parse_text_ping_and_json() {
+        assert_eq!(ClientMessage::parse("ping"), Ok(ClientMessage::Ping));
+        assert_eq!(
+            ClientMessage::parse(&golden("client-ping.json").to_string()),
+            Ok(ClientMessage::Ping)
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"resume","since":7}"#),
+            Ok(ClientMessage::Resume { since: 7 })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"auth","token":"t"}"#),
+            Ok(ClientMessage::Auth { token: "t".into() })
+        );
+        assert!(ClientMessage::parse("hello").is_err());
+        assert!(ClientMessage::parse(r#"{"type":"subscribe"}"#).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! The local session registry: user id → open sessions, each with a bounded outbox.
+//!
+//! Invariants:
+//! - Callers get methods, never locks; nothing awaits while holding a registry entry (pushes are synchronous).
+//! - A full outbox never blocks the publisher and never drops silently: the named queue-full policy closes the
+//!   session with [`CloseReason::Lagged`] (4008) so the client resumes from its last id.
+//! - An idle session costs a few hundred bytes here: an empty `VecDeque` does not allocate.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+/// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1001: the server is shutting down.
+    Shutdown,
+    /// 4008: the outbound queue overflowed (queue-full policy `close`).
+    Lagged,
+    /// 4009: nothing heard from the client for `idle_timeout`.
+    Idle,
+    /// 4001: the token expired.
+    TokenExpired,
+    /// 1009: an inbound message was over the limit.
+    TooBig,
+    /// 1003: a binary frame (the protocol is text only).
+    Unsupported,
+    /// 1011: the store failed during a replay.
+    Internal,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Shutdown => 1001,
+            CloseReason::Unsupported => 1003,
+            CloseReason::TooBig => 1009,
+            CloseReason::Internal => 1011,
+            CloseReason::TokenExpired => 4001,
+            CloseReason::Lagged => 4008,
+            CloseReason::Idle => 4009,
+        }
+    }
+
+    /// Short label for the close frame's reason and for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Unsupported => "binary_unsupported",
+            CloseReason::TooBig => "message_too_big",
+            CloseReason::Internal => "internal_error",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::Lagged => "slow_consumer",
+            CloseReason::Idle => "idle_timeout",
+        }
+    }
+}
+
+/// One queued frame. `id` is the notification id (0 for control frames), so a session can drop a live
+/// notification it already sent during a replay.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: i64,
+    pub frame: Utf8Bytes,
+    /// When the event entered Herald, for the delivery-latency histogram.
+    pub ingested_at: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The queue was full: the session is now closing with [`CloseReason::Lagged`].
+    Overflow,
+    /// The session is already closing.
+    Closed,
+}
+
+struct OutboxState {
+    frames: VecDeque<Outgoing>,
+    closing: Option<CloseReason>,
+}
+
+/// A session's bounded outbound queue. One consumer (the session task), many producers.
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    fn new(capacity: usize) -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                closing: None,
+            }),
+            notify: Notify::new(),
+            capacity,
+        }
+    }
+
+    pub fn push(&self, out: Outgoing) -> Push {
+        let mut s = self.state.lock().expect("outbox poisoned");
+        if s.closing.is_some() {
+            return Push::Closed;
+        }
+        if s.frames.len() >= self.capacity {
+            s.closing = Some(CloseReason::Lagged);
+            s.frames.clear();
+            s.frames.shrink_to_fit();
+            drop(s);
+            self.notify.notify_one();
+            return Push::Overflow;
+        }
+        s.frames.push_back(out);
+        drop(s);
+        self.notify.notify_one();
+        Push::Queued
+    }
+
+    /// Ask the session to close. The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut s = self.state.lock().expect("outbox poisoned");
+        s.closing.get_or_insert(reason);
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Wait until there is something to do: move queued frames into `buf`, or return the close reason.
+    /// Cancel-safe: nothing is taken out of the queue until the future completes.
+    pub async fn next(&self, buf: &mut Vec<Outgoing>) -> Option<CloseReason> {
+        loop {
+            {
+                let mut s = self.state.lock().expect("outbox poisoned");
+                if let Some(reason) = s.closing {
+                    return Some(reason);
+                }
+                if !s.frames.is_empty() {
+                    buf.extend(s.frames.drain(..));
+                    if s.frames.capacity() > 64 {
+                        s.frames.shrink_to_fit();
+                    }
+                    return None;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// One open session, as the registry sees it.
+pub struct SessionHandle {
+    pub id: u64,
+    pub outbox: Outbox,
+}
+
+/// Cheap-to-clone handle to the registry.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: DashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
+    next_id: AtomicU64,
+}
+
+/// Removes the session from the registry when dropped (however the session task ends).
+pub struct Registration {
+    registry: Registry,
+    user: Arc<str>,
+    pub handle: Arc<SessionHandle>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let id = self.handle.id;
+        self.registry
+            .inner
+            .users
+            .remove_if_mut(&self.user, |_, sessions| {
+                sessions.retain(|s| s.id != id);
+                sessions.is_empty()
+            });
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&self, user: &str, capacity: usize) -> Registration {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let handle = Arc::new(SessionHandle {
+            id,
+            outbox: Outbox::new(capacity),
+        });
+        let user: Arc<str> = Arc::from(user);
+        self.inner
+            .users
+            .entry(user.clone())
+            .or_default()
+            .push(handle.clone());
+        Registration {
+            registry: self.clone(),
+            user,
+            handle,
+        }
+    }
+
+    /// Queue a frame for every session of `user`, except `skip` (the session that caused it, if any).
+    /// Returns how many sessions accepted it.
+    pub fn send_to_user(&self, user: &str, out: &Outgoing, skip: Option<u64>) -> usize {
+        let Some(sessions) = self.inner.users.get(user) else {
+            return 0;
+        };
+        let mut n = 0;
+        for s in sessions.iter().filter(|s| Some(s.id) != skip) {
+            n += push_counted(s, out.clone());
+        }
+        n
+    }
+
+    /// Queue a frame for every session of every user.
+    pub fn send_to_all(&self, out: &Outgoing) -> usize {
+        let mut n = 0;
+        for entry in self.inner.users.iter() {
+            for s in entry.value() {
+                n += push_counted(s, out.clone());
+            }
+        }
+        n
+    }
+
+    /// Ask every session to close (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for entry in self.inner.users.iter() {
+            for s in entry.value() {
+                s.outbox.close(reason);
+            }
+        }
+    }
+
+    /// (users online, sessions open) on this node.
+    pub fn counts(&self) -> (usize, usize) {
+        let mut sessions = 0;
+        let users = self
+            .inner
+            .users
+            .iter()
+            .map(|e| sessions += e.value().len())
+            .count();
+        (users, sessions)
+    }
+
+    pub fn is_online(&self, user: &str) -> bool {
+        self.inner.users.contains_key(user)
+    }
+}
+
+fn push_counted(s: &SessionHandle, out: Outgoing) -> usize {
+    match s.outbox.push(out) {
+        Push::Queued => 1,
+        Push::Overflow => {
+            metrics::counter!("herald_session_overflows_total").increment(1);
+            0
+        }
+        Push::Closed => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(id: i64) -> Outgoing {
+        Outgoing {
+            id,
+            frame: Utf8Bytes::from_static("{}"),
+            ingested_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn full_outbox_closes_with_lagged_instead_of_blocking_or_dropping_silently() {
+        let reg = Registry::new();
+        let slow = reg.register("u", 2);
+        let fast = reg.register("u", 2);
+        assert_eq!(reg.send_to_user("u", &out(1), None), 2);
+        assert_eq!(reg.send_to_user("u", &out(2), None), 2);
+        let mut buf = Vec::new();
+        assert_eq!(fast.handle.outbox.next(&mut buf).await, None);
+        assert_eq!(buf.len(), 2);
+        // Third frame: the slow session overflows, the fast one still receives.
+        assert_eq!(reg.send_to_user("u", &out(3), None), 1);
+        assert_eq!(
+            slow.handle.outbox.next(&mut Vec::new()).await,
+            Some(CloseReason::Lagged)
+        );
+        assert_eq!(slow.handle.outbox.push(out(4)), Push::Closed);
+    }
+
+    #[tokio::test]
+    async fn sessions_leave_the_registry_when_dropped() {
+        let reg = Registry::new();
+        let a = reg.register("u", 4);
+        let b = reg.register("u", 4);
+        let c = reg.register("v", 4);
+        assert_eq!(reg.counts(), (2, 3));
+        assert_eq!(
+            reg.send_to_user("u", &out(1), Some(a.handle.id)),
+            1,
+            "skip the originating session"
+        );
+        drop(a);
+        assert_eq!(reg.counts(), (2, 2));
+        drop(b);
+        assert!(!reg.is_online("u"));
+        assert_eq!(reg.send_to_all(&out(2)), 1);
+        drop(c);
+        assert_eq!(reg.counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn close_wakes_a_waiting_session() {
+        let reg = Registry::new();
+        let r = reg.register("u", 4);
+        let h = r.handle.clone();
+        let waiter = tokio::spawn(async move { h.outbox.next(&mut Vec::new()).await });
+        tokio::task::yield_now().await;
+        reg.close_all(CloseReason::Shutdown);
+        assert_eq!(waiter.await.unwrap(), Some(CloseReason::Shutdown));
+    }
+}

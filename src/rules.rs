@@ -1,0 +1,543 @@
+//! Route: declarative rules (`config/rules.toml`) turn an [`Event`] into an action.
+//!
+//! A rule matches on exchange and AMQP-style routing-key patterns (`*` one word, `#` zero or more); the first
+//! matching rule wins. Recipients come from JSON pointers into the body, routing-key segments, or `everyone`;
+//! type, title, content and related object are minijinja templates over the body.
+//!
+//! Invariants: rules are compiled and validated at start (bad rules refuse to start, naming the rule);
+//! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`.
+
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::event::{id_string, Event};
+use crate::protocol::{raw_null, RelatedObject};
+
+pub const DEFAULT_RULES_TOML: &str = include_str!("../config/rules.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("rules file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("rule `{rule}`: {message}")]
+    Invalid { rule: String, message: String },
+}
+
+/// Why an event that matched a rule could not be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("rule `{rule}`: no user id at {tried}")]
+    MissingRecipient { rule: String, tried: String },
+    #[error("rule `{rule}`: template `{field}` failed: {message}")]
+    Template {
+        rule: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl RouteError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RouteError::MissingRecipient { .. } => "missing_user_id",
+            RouteError::Template { .. } => "template_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    Users(Vec<String>),
+    Everyone,
+}
+
+/// A notification as a rule drafted it, before the store gives it an id.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub recipients: Recipients,
+    pub kind: String,
+    pub title: String,
+    pub content: String,
+    pub related_object: Option<RelatedObject>,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Route {
+    Notify(Draft),
+    /// Erase these users' inboxes (GDPR).
+    Purge(Vec<String>),
+    Ignore,
+    /// No rule matched: counted and logged by the caller.
+    Unmatched,
+}
+
+/// The rules file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    /// Exchanges this rule applies to; empty = any.
+    #[serde(default)]
+    exchanges: Vec<String>,
+    /// Routing-key patterns; empty = any.
+    #[serde(default)]
+    routing_keys: Vec<String>,
+    #[serde(default)]
+    action: Action,
+    /// Recipient sources tried in order: "/json/pointer", "segment:N", "everyone".
+    #[serde(default)]
+    to: Vec<String>,
+    /// Resolved values that mean "everyone" (e.g. "system").
+    #[serde(default)]
+    everyone_values: Vec<String>,
+    /// When no source resolves: "error" (dead-letter / 4xx) or "everyone".
+    #[serde(default)]
+    when_missing: WhenMissing,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    related_object: Option<RelatedSpec>,
+    /// JSON pointer into the body for the notification's `data`.
+    #[serde(default)]
+    data: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelatedSpec {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    #[default]
+    Notify,
+    Purge,
+    Ignore,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum WhenMissing {
+    #[default]
+    Error,
+    Everyone,
+}
+
+#[derive(Debug)]
+enum Source {
+    Pointer(String),
+    Segment(usize),
+    Everyone,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    exchanges: Vec<String>,
+    patterns: Vec<Pattern>,
+    action: Action,
+    to: Vec<Source>,
+    everyone_values: Vec<String>,
+    when_missing: WhenMissing,
+    data: Option<String>,
+}
+
+/// The compiled rule set. Cheap to share behind an `Arc`.
+pub struct Rules {
+    rules: Vec<Rule>,
+    templates: Environment<'static>,
+}
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rules")
+            .field("rules", &self.rules.len())
+            .finish()
+    }
+}
+
+const FIELDS: [&str; 5] = ["type", "title", "content", "related_type", "related_id"];
+
+impl Rules {
+    /// Load `path`, or the shipped rules when it does not exist.
+    pub fn load(path: &Path) -> Result<Rules, RulesError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Rules::parse(&text).map_err(|e| match e {
+                RulesError::File { message, .. } => RulesError::File {
+                    path: path.display().to_string(),
+                    message,
+                },
+                other => other,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Rules::parse(DEFAULT_RULES_TOML),
+            Err(e) => Err(RulesError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Rules, RulesError> {
+        let file: RulesFile = toml_from_str(text).map_err(|message| RulesError::File {
+            path: "<rules>".into(),
+            message,
+        })?;
+        let mut templates = Environment::new();
+        templates.set_undefined_behavior(UndefinedBehavior::Chainable);
+        let mut rules = Vec::with_capacity(file.rules.len());
+        let mut names = std::collections::HashSet::new();
+        for spec in file.rules {
+            let invalid = |message: String| RulesError::Invalid {
+                rule: spec.name.clone(),
+                message,
+            };
+            if !names.insert(spec.name.clone()) {
+                return Err(invalid("duplicate rule name".into()));
+            }
+            let patterns = spec
+                .routing_keys
+                .iter()
+                .map(|p| Pattern::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            let to = spec
+                .to
+                .iter()
+                .map(|s| parse_source(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            if spec.action != Action::Ignore
+                && to.is_empty()
+                && spec.when_missing == WhenMissing::Error
+            {
+                return Err(invalid(
+                    "needs `to` (who receives it / whose inbox is purged)".into(),
+                ));
+            }
+            if let Some(d) = &spec.data {
+                if !d.is_empty() && !d.starts_with('/') {
+                    return Err(invalid(format!(
+                        "`data` must be a JSON pointer starting with '/', got `{d}`"
+                    )));
+                }
+            }
+            if spec.action == Action::Notify {
+                let title = spec
+                    .title
+                    .clone()
+                    .ok_or_else(|| invalid("a notify rule needs `title`".into()))?;
+                let sources = [
+                    spec.kind.clone().unwrap_or_else(|| "info".into()),
+                    title,
+                    spec.content.clone().unwrap_or_default(),
+                    spec.related_object
+                        .as_ref()
+                        .map(|r| r.kind.clone())
+                        .unwrap_or_default(),
+                    spec.related_object
+                        .as_ref()
+                        .map(|r| r.id.clone())
+                        .unwrap_or_default(),
+                ];
+                for (field, source) in FIELDS.iter().zip(sources) {
+                    templates
+                        .add_template_owned(format!("{}\u{0}{field}", spec.name), source)
+                        .map_err(|e| invalid(format!("template `{field}`: {e}")))?;
+                }
+            }
+            rules.push(Rule {
+                name: spec.name,
+                exchanges: spec.exchanges,
+                patterns,
+                action: spec.action,
+                to,
+                everyone_values: spec.everyone_values,
+                when_missing: spec.when_missing,
+                data: spec.data,
+            });
+        }
+        Ok(Rules { rules, templates })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The name of the rule that applies, if any (for logs).
+    pub fn matching(&self, event: &Event) -> Option<&str> {
+        self.find(event).map(|r| r.name.as_str())
+    }
+
+    fn find(&self, event: &Event) -> Option<&Rule> {
+        self.rules.iter().find(|r| {
+            (r.exchanges.is_empty() || r.exchanges.iter().any(|x| *x == event.exchange))
+                && (r.patterns.is_empty()
+                    || r.patterns.iter().any(|p| p.matches(&event.routing_key)))
+        })
+    }
+
+    pub fn route(&self, event: &Event) -> Result<Route, RouteError> {
+        let Some(rule) = self.find(event) else {
+            return Ok(Route::Unmatched);
+        };
+        match rule.action {
+            Action::Ignore => Ok(Route::Ignore),
+            Action::Purge => match rule.recipients(event)? {
+                Recipients::Users(users) => Ok(Route::Purge(users)),
+                Recipients::Everyone => Err(RouteError::MissingRecipient {
+                    rule: rule.name.clone(),
+                    tried: "a purge needs one user, not everyone".into(),
+                }),
+            },
+            Action::Notify => {
+                let recipients = rule.recipients(event)?;
+                let ctx = minijinja::context! {
+                    event => minijinja::context! {
+                        id => event.id, exchange => event.exchange, routing_key => event.routing_key,
+                        event_type => event.event_type, source => event.source,
+                        occurred_at => event.occurred_at.map(|t| t.to_rfc3339()),
+                    },
+                    segments => event.routing_key.split('.').collect::<Vec<_>>(),
+                    body => minijinja::Value::from_serialize(&event.body),
+                    ..minijinja::Value::from_serialize(&event.body)
+                };
+                let render = |field: &'static str| -> Result<String, RouteError> {
+                    let name = format!("{}\u{0}{field}", rule.name);
+                    let tmpl = self
+                        .templates
+                        .get_template(&name)
+                        .expect("compiled at load");
+                    tmpl.render(&ctx).map(|s| s.trim().to_owned()).map_err(|e| {
+                        RouteError::Template {
+                            rule: rule.name.clone(),
+                            field,
+                            message: e.to_string(),
+                        }
+                    })
+                };
+                let (related_type, related_id) = (render("related_type")?, render("related_id")?);
+                let related_object = (!related_type.is_empty() && !related_id.is_empty())
+                    .then_some(RelatedObject {
+                        kind: related_type,
+                        id: related_id,
+                    });
+                let data = match rule.data.as_deref() {
+                    Some(ptr) => match pointer(&event.body, ptr) {
+                        Some(v) => RawValue::from_string(v.to_string())
+                            .expect("a Value serialises to JSON"),
+                        None => raw_null(),
+                    },
+                    None => raw_null(),
+                };
+                Ok(Route::Notify(Draft {
+                    recipients,
+                    kind: render("type")?,
+                    title: render("title")?,
+                    content: render("content")?,
+                    related_object,
+                    data,
+                }))
+            }
+        }
+    }
+}
+
+impl Rule {
+    fn recipients(&self, event: &Event) -> Result<Recipients, RouteError> {
+        for source in &self.to {
+            let found: Vec<String> = match source {
+                Source::Everyone => return Ok(Recipients::Everyone),
+                Source::Segment(i) => event
+                    .routing_key
+                    .split('.')
+                    .nth(*i)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect(),
+                Source::Pointer(p) => match pointer(&event.body, p) {
+                    Some(Value::Array(items)) => items.iter().filter_map(id_string).collect(),
+                    Some(v) => id_string(v).into_iter().collect(),
+                    None => Vec::new(),
+                },
+            };
+            if found
+                .iter()
+                .any(|u| self.everyone_values.iter().any(|e| e == u))
+            {
+                return Ok(Recipients::Everyone);
+            }
+            if !found.is_empty() {
+                let mut users = found;
+                users.dedup();
+                return Ok(Recipients::Users(users));
+            }
+        }
+        match self.when_missing {
+            WhenMissing::Everyone => Ok(Recipients::Everyone),
+            WhenMissing::Error => Err(RouteError::MissingRecipient {
+                rule: self.name.clone(),
+                tried: self
+                    .to
+                    .iter()
+                    .map(|s| match s {
+                        Source::Pointer(p) => p.clone(),
+                        Source::Segment(i) => format!("segment:{i}"),
+                        Source::Everyone => "everyone".into(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
+
+fn pointer<'a>(body: &'a serde_json::Map<String, Value>, ptr: &str) -> Option<&'a Value> {
+    if ptr.is_empty() {
+        return None;
+    }
+    let mut parts = ptr.strip_prefix('/')?.splitn(2, '/');
+    let first = parts.next()?.replace("~1", "/").replace("~0", "~");
+    let v = body.get(&first)?;
+    match parts.next() {
+        Some(rest) => v.pointer(&format!("/{rest}")),
+        None => Some(v),
+    }
+}
+
+fn parse_source(s: &str) -> Result<Source, String> {
+    if s == "everyone" {
+        Ok(Source::Everyone)
+    } else if let Some(n) = s.strip_prefix("segment:") {
+        n.parse()
+            .map(Source::Segment)
+            .map_err(|_| format!("`{s}`: segment:N needs a number"))
+    } else if s.starts_with('/') {
+        Ok(Source::Pointer(s.to_owned()))
+    } else {
+        Err(format!(
+            "`{s}` is not a JSON pointer (/a/b), segment:N or everyone"
+        ))
+    }
+}
+
+fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+/// An AMQP topic pattern: words split on `.`, `*` matches one word, `#` zero or more.
+#[derive(Debug, Clone)]
+pub struct Pattern(Vec<Word>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Word {
+    Literal(String),
+    Star,
+    Hash,
+}
+
+impl Pattern {
+    pub fn parse(p: &str) -> Result<Pattern, String> {
+        if p.is_empty() {
+            return Ok(Pattern(vec![Word::Literal(String::new())]));
+        }
+        p.split('.')
+            .map(|w| match w {
+                "*" => Ok(Word::Star),
+                "#" => Ok(Word::Hash),
+                w if w.contains(['*', '#']) => {
+                    Err(format!("pattern `{p}`: `*` and `#` must be whole words"))
+                }
+                w => Ok(Word::Literal(w.to_owned())),
+            })
+            .collect::<Result<_, _>>()
+            .map(Pattern)
+    }
+
+    pub fn matches(&self, key: &str) -> bool {
+        let words: Vec<&str> = if key.is_empty() {
+            vec![""]
+        } else {
+            key.split('.').collect()
+        };
+        fn go(pat: &[Word], words: &[&str]) -> bool {
+            match pat.split_first() {
+                None => words.is_empty(),
+                Some((Word::Hash, rest)) => (0..=words.len()).any(|i| go(rest, &words[i..])),
+                Some((Word::Star, rest)) => !words.is_empty() && go(rest, &words[1..]),
+                Some((Word::Literal(l), rest)) => {
+                    words.first() == Some(&l.as_str()) && go(rest, &words[1..])
+                }
+            }
+        }
+        go(&self.0, &words)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_patterns_follow_amqp_semantics() {
+        let m = |p: &str, k: &str| Pattern::parse(p).unwrap().matches(k);
+        assert!(m("stage.*", "stage.accepted"));
+        assert!(!m("stage.*", "stage.accepted.x"));
+        assert!(!m("stage.*", "stage"));
+        assert!(m("availability.#", "availability"));
+        assert!(m("availability.#", "availability.closed.abc"));
+        assert!(m("#", ""));
+        assert!(m("a.#.z", "a.z"));
+        assert!(m("a.#.z", "a.b.c.z"));
+        assert!(!m("a.#.z", "a.b.c"));
+        assert!(m("*.created", "student.created"));
+        assert!(Pattern::parse("st*ge.x").is_err());
+    }
+
+    #[test]
+    fn shipped_rules_compile() {
+        let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
+        assert!(rules.len() >= 8);
+    }
+
+    #[test]
+    fn bad_rules_refuse_to_load_and_name_the_rule() {
+        let e = Rules::parse("[[rule]]\nname = \"r1\"\nto = [\"payload.user\"]\ntitle = \"x\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("r1"), "{e}");
+        let e = Rules::parse("[[rule]]\nname = \"r2\"\nto = [\"/u\"]\n").unwrap_err();
+        assert!(
+            e.to_string().contains("r2") && e.to_string().contains("title"),
+            "{e}"
+        );
+        let e = Rules::parse("[[rule]]\nname = \"r3\"\nto = [\"/u\"]\ntitle = \"{{ broken\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("r3"), "{e}");
+        let e = Rules::parse("[[rule]]\nname = \"r4\"\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}
