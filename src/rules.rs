@@ -393,7 +393,8 @@ impl Rule {
             }
             if !found.is_empty() {
                 let mut users = found;
-                users.dedup();
+                let mut seen = std::collections::HashSet::new();
+                users.retain(|u| seen.insert(u.clone()));
                 return Ok(Recipients::Users(users));
             }
         }

@@ -1,0 +1,361 @@
+//! Bad input of every kind gets a clear 4xx or close code, and nothing already stored changes.
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+async fn stored_snapshot(gw: &Gateway) -> Value {
+    json!([
+        gw.inbox("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await,
+        gw.unread("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await
+    ])
+}
+
+async fn post_raw(
+    gw: &Gateway,
+    query: &str,
+    content_type: &str,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = gw
+        .raw()
+        .post(gw.url(&format!("/api/v1/events{query}")))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
+    let gw = spawn_gateway().await;
+    gw.post_fixture("medtrack-student-created.json").await;
+    let before = stored_snapshot(&gw).await;
+    let ok_body = serde_json::to_vec(&fixture("medtrack-stage-accepted.json")["body"]).unwrap();
+    let json_ct = "application/json";
+    let key = Some(SERVICE_KEY);
+    let big = {
+        let mut v = br#"{"event_type":"stage.accepted","payload":{"pad":""#.to_vec();
+        v.extend(std::iter::repeat_n(b'x', gw.settings.server.max_body_bytes));
+        v.extend(br#""}}"#);
+        v
+    };
+    let user_token = gw.token("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40");
+    let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            "?routing_key=stage.accepted",
+            json_ct,
+            key,
+            b"{\"payload\": ".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "invalid UTF-8",
+            "?routing_key=stage.accepted",
+            json_ct,
+            key,
+            vec![b'"', 0xff, 0xfe, b'"'],
+            400,
+            "invalid_utf8",
+        ),
+        (
+            "unknown shape",
+            "",
+            json_ct,
+            key,
+            br#"{"hello":"world"}"#.to_vec(),
+            422,
+            "unknown_shape",
+        ),
+        (
+            "not an object",
+            "?routing_key=a.b",
+            json_ct,
+            key,
+            b"42".to_vec(),
+            422,
+            "not_an_object",
+        ),
+        (
+            "missing user id",
+            "",
+            json_ct,
+            key,
+            br#"{"event_type":"stage.accepted","payload":{"stage_id":"s"}}"#.to_vec(),
+            422,
+            "missing_user_id",
+        ),
+        (
+            "empty array",
+            "",
+            json_ct,
+            key,
+            b"[]".to_vec(),
+            422,
+            "empty_batch",
+        ),
+        (
+            "oversized body",
+            "",
+            json_ct,
+            key,
+            big,
+            413,
+            "body_too_large",
+        ),
+        (
+            "wrong content type",
+            "",
+            "text/plain",
+            key,
+            ok_body.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no key",
+            "",
+            json_ct,
+            None,
+            ok_body.clone(),
+            401,
+            "missing_credentials",
+        ),
+        (
+            "wrong key",
+            "",
+            json_ct,
+            Some("not-the-service-key-at-all"),
+            ok_body.clone(),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "a user token is not a service key",
+            "",
+            json_ct,
+            Some(&user_token),
+            ok_body.clone(),
+            401,
+            "invalid_credentials",
+        ),
+    ];
+    for (name, query, ct, key, body, status, code) in cases {
+        let (got, reason) = post_raw(&gw, query, ct, key, body).await;
+        assert_eq!(got, status, "{name}: {reason}");
+        assert_eq!(reason["error"], code, "{name}: {reason}");
+        assert!(
+            reason["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}: a human reason"
+        );
+    }
+
+    // One bad element rejects the whole array, naming it; the good ones are not stored either.
+    let batch = json!([fixture("medtrack-stage-accepted.json")["body"], {"event_type": "stage.accepted", "payload": {}}]);
+    let (got, reason) = post_raw(&gw, "", json_ct, key, serde_json::to_vec(&batch).unwrap()).await;
+    assert_eq!(got, 422);
+    assert!(
+        reason["message"].as_str().unwrap().contains("[1]"),
+        "{reason}"
+    );
+
+    assert_eq!(
+        stored_snapshot(&gw).await,
+        before,
+        "nothing already stored was lost or altered"
+    );
+}
+
+fn token(claims: Value, alg: Algorithm, secret: &[u8]) -> String {
+    encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
+    let gw = spawn_gateway().await;
+    let secret = gw.settings.auth.jwt_secret.expose().as_bytes().to_vec();
+    let now = chrono::Utc::now().timestamp();
+    let none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6NDEwMjQ0NDgwMH0.";
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("missing token", "/ws/u1".into(), 401, "missing_credentials"),
+        (
+            "garbage token",
+            "/ws/u1?token=garbage".into(),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "alg none",
+            format!("/ws/u1?token={none_alg}"),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "expired",
+            format!(
+                "/ws/u1?token={}",
+                token(
+                    json!({"sub": "u1", "exp": now - 600}),
+                    Algorithm::HS256,
+                    &secret
+                )
+            ),
+            401,
+            "token_expired",
+        ),
+        (
+            "no exp",
+            format!(
+                "/ws/u1?token={}",
+                token(json!({"sub": "u1"}), Algorithm::HS256, &secret)
+            ),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "wrong key",
+            format!(
+                "/ws/u1?token={}",
+                token(
+                    json!({"sub": "u1", "exp": now + 600}),
+                    Algorithm::HS256,
+                    b"some-other-secret-key"
+                )
+            ),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "other algorithm",
+            format!(
+                "/ws/u1?token={}",
+                token(
+                    json!({"sub": "u1", "exp": now + 600}),
+                    Algorithm::HS512,
+                    &secret
+                )
+            ),
+            401,
+            "invalid_credentials",
+        ),
+        (
+            "token for another user",
+            format!("/ws/u1?token={}", gw.token("u2")),
+            403,
+            "forbidden",
+        ),
+    ];
+    for (name, path, status, code) in cases {
+        let (got, body) = gw.refused(gw.ws_request(&path)).await;
+        assert_eq!(got, status, "{name}: {body}");
+        assert_eq!(body["error"], code, "{name}: {body}");
+    }
+
+    let mut req = gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1")));
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let (got, body) = gw.refused(req).await;
+    assert_eq!(got, 403, "foreign origin: {body}");
+    assert!(body["message"].as_str().unwrap().contains("evil.example"));
+
+    let mut req = gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1")));
+    req.headers_mut()
+        .insert("origin", "http://localhost:8080".parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("an allowed origin connects");
+}
+
+#[tokio::test]
+async fn a_missing_origin_is_refused_when_configured() {
+    let gw = spawn_gateway_with(|s| s.websocket.allow_missing_origin = false).await;
+    let (status, _) = gw
+        .refused(gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1"))))
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn nobody_reads_or_changes_another_users_inbox() {
+    let gw = spawn_gateway().await;
+    gw.post_fixture("sgad-notification-user.json").await;
+    let owner = "3e7a1b2c-4d5e-4f6a-8b7c-9d0e1f2a3b4c";
+    let before = gw.inbox(owner).await;
+    let id = before["items"][0]["id"].as_i64().unwrap();
+    let mallory = gw.token("mallory");
+    let base = format!("/api/v1/users/{owner}/notifications");
+    let responses = vec![
+        gw.get(&base, &mallory).send().await.unwrap(),
+        gw.get(&format!("{base}/unread_count"), &mallory)
+            .send()
+            .await
+            .unwrap(),
+        gw.post(&format!("{base}/{id}/read"), &mallory)
+            .send()
+            .await
+            .unwrap(),
+        gw.post(&format!("{base}/read_all"), &mallory)
+            .send()
+            .await
+            .unwrap(),
+        gw.delete(&format!("{base}/{id}"), &mallory)
+            .send()
+            .await
+            .unwrap(),
+    ];
+    for r in responses {
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "forbidden");
+    }
+    // Mallory acting on her own inbox cannot touch the owner's notification either.
+    let r = gw
+        .post(
+            &format!("/api/v1/users/mallory/notifications/{id}/read"),
+            &mallory,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = gw.raw().get(gw.url(&base)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no credentials at all");
+    assert_eq!(gw.inbox(owner).await, before);
+}
+
+#[tokio::test]
+async fn bad_inbox_queries_get_400_with_a_reason() {
+    let gw = spawn_gateway().await;
+    let t = gw.token("u");
+    for q in [
+        "limit=0",
+        "limit=101",
+        "limit=abc",
+        "before=xyz",
+        "unread=maybe",
+    ] {
+        let r = gw
+            .get(&format!("/api/v1/users/u/notifications?{q}"), &t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            "bad_query",
+            "{q}"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! A kill -9 right after a 202 loses nothing: the real binary, a real SIGKILL, a restart on the same file.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// Start `herald serve` on a free port; return the child and its address.
+fn start(config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD__LOG__FILTER", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("herald exited before listening")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on ") {
+            break a.to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[tokio::test]
+async fn kill_9_right_after_202_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"sqlite://{}\"\nsynchronous = \"full\"\n[rules]\npath = \"{}\"\n",
+            dir.path().join("herald.db").display(),
+            repo_path("config/rules.toml").display()
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let (mut child, addr) = start(&config);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let resp = http
+            .post(format!("{addr}/api/v1/events?exchange=sgad.notifications"))
+            .bearer_auth(SERVICE_KEY)
+            .json(&json!({"user_id": "crash", "title": format!("n{i}"), "message": "m", "type": "info"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.push(
+            resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // SIGKILL immediately after the last 202: no chance to flush anything else.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, addr) = start(&config);
+    let page: Value = http
+        .get(format!("{addr}/api/v1/users/crash/notifications?limit=100"))
+        .bearer_auth(SERVICE_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut got: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    got.reverse();
+    assert_eq!(
+        got, ids,
+        "every acknowledged notification survived the kill"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,195 @@
+//! HTTP ingest end to end: fixtures in, frames and inbox rows out.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::routing::cases;
+use crate::support::*;
+
+#[tokio::test]
+async fn every_fixture_posted_over_http_reaches_its_users_two_tabs_and_inbox() {
+    let gw = spawn_gateway().await;
+    for (name, case) in cases() {
+        let Some(fixture_name) = case.get("fixture").and_then(Value::as_str) else {
+            continue;
+        };
+        let expect = &case["expect"];
+        let Some(users) = expect["to"]
+            .as_array()
+            .filter(|_| expect["action"] == "notify")
+        else {
+            continue;
+        };
+        let user = users[0].as_str().unwrap();
+        let mut tab1 = gw.connect(user).await;
+        let mut tab2 = gw.connect(user).await;
+
+        let resp = gw.post_fixture(fixture_name).await;
+        assert_eq!(resp["results"][0]["status"], "stored", "{name}: {resp}");
+        let id = resp["results"][0]["notification_ids"][0].as_i64().unwrap();
+        let body = fixture(fixture_name)["body"].clone();
+        for tab in [&mut tab1, &mut tab2] {
+            let f = tab.notification().await;
+            assert_eq!(f["notification"]["id"], id, "{name}");
+            assert_eq!(f["notification"]["user_id"], user, "{name}");
+            assert_eq!(f["notification"]["title"], expect["title"], "{name}");
+            assert_eq!(f["event_type"], expect["event_type"], "{name}");
+            assert_eq!(
+                f["body"], body,
+                "{name}: the original body travels with the frame"
+            );
+        }
+        let inbox = gw.inbox(user).await;
+        assert!(
+            inbox["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["id"] == id),
+            "{name}: in the inbox"
+        );
+    }
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_connected_user_and_every_inbox() {
+    let gw = spawn_gateway().await;
+    let mut clients = Vec::new();
+    for u in ["alice", "bob", "carol"] {
+        clients.push((u, gw.connect(u).await));
+    }
+    let resp = gw.post_fixture("sgad-notification-system.json").await;
+    let id = resp["results"][0]["notification_ids"][0].as_i64().unwrap();
+    assert_eq!(
+        resp["results"][0]["notification_ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "one row for everyone"
+    );
+    for (u, c) in &mut clients {
+        let f = c.notification().await;
+        assert_eq!(f["notification"]["id"], id);
+        assert_eq!(f["notification"]["user_id"], Value::Null);
+        assert_eq!(gw.unread(u).await, 1);
+    }
+    // A user who was never connected sees it too.
+    let inbox = gw.inbox("dave").await;
+    assert_eq!(inbox["items"][0]["id"], id);
+}
+
+#[tokio::test]
+async fn the_same_event_twice_yields_one_notification() {
+    let gw = spawn_gateway().await;
+    let user = "0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40";
+    let mut tab = gw.connect(user).await;
+    let first = gw.post_fixture("medtrack-stage-accepted.json").await;
+    let second = gw.post_fixture("medtrack-stage-accepted.json").await;
+    assert_eq!(first["results"][0]["status"], "stored");
+    assert_eq!(second["results"][0]["status"], "duplicate");
+    assert_eq!(
+        first["results"][0]["event_id"],
+        second["results"][0]["event_id"]
+    );
+    tab.notification().await;
+    tab.silent_for(Duration::from_millis(300)).await;
+    assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 1);
+
+    // Without any id in the body, the Idempotency-Key header dedupes a retried POST.
+    let body = json!({"user_id": "u9", "title": "t", "message": "m", "type": "info"});
+    for expected in ["stored", "duplicate"] {
+        let resp = gw
+            .raw()
+            .post(gw.url("/api/v1/events?exchange=sgad.notifications"))
+            .bearer_auth(SERVICE_KEY)
+            .header("Idempotency-Key", "retry-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        assert_eq!(
+            resp.json::<Value>().await.unwrap()["results"][0]["status"],
+            expected
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_array_of_events_is_stored_in_one_request_in_order() {
+    let gw = spawn_gateway().await;
+    let events: Vec<Value> = (0..5)
+        .map(|i| json!({"user_id": "batch-user", "title": format!("n{i}"), "message": "m", "type": "info"}))
+        .collect();
+    let resp = gw
+        .post_event("sgad.notifications", "", &json!(events))
+        .await;
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    let ids: Vec<i64> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["notification_ids"][0].as_i64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let titles: Vec<String> = gw.inbox("batch-user").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(titles, vec!["n4", "n3", "n2", "n1", "n0"]);
+}
+
+#[tokio::test]
+async fn user_deleted_event_purges_the_inbox() {
+    let gw = spawn_gateway().await;
+    let user = "0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40";
+    gw.post_fixture("medtrack-student-created.json").await;
+    gw.post_fixture("medtrack-stage-accepted.json").await;
+    gw.post_fixture("medtrack-encadrant-created.json").await; // someone else's
+    assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 2);
+    let resp = gw.post_fixture("medtrack-user-deleted.json").await;
+    assert_eq!(resp["results"][0]["status"], "purged");
+    assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 0);
+    assert_eq!(gw.unread(user).await, 0);
+    assert_eq!(
+        gw.inbox("5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn unmatched_and_ignored_events_are_accepted_but_not_stored() {
+    let gw = spawn_gateway().await;
+    let resp = gw
+        .post_event(
+            "events.topic",
+            "invoice.paid",
+            &json!({"event_type": "invoice.paid", "payload": {}}),
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["results"][0]["status"],
+        "unmatched"
+    );
+    let resp = gw
+        .post_event(
+            "",
+            "user.logout",
+            &json!({"event_type": "user.logout", "data": {}, "user_id": 1}),
+        )
+        .await;
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["results"][0]["status"],
+        "ignored"
+    );
+    assert_eq!(gw.inbox("1").await["items"].as_array().unwrap().len(), 0);
+}

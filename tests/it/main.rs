@@ -1,0 +1,10 @@
+//! Integration tests: one binary, real sockets, real processes.
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod inbox;
+mod ingest;
+mod routing;
+mod sessions;

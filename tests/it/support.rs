@@ -1,0 +1,288 @@
+//! Test support: a real gateway on 127.0.0.1:0, real HTTP and WebSocket clients.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald::auth::Authenticator;
+use herald::config::{Settings, SqliteSync};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE_KEY: &str = "herald-dev-service-key";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A fixture file from `tests/fixtures/events/`.
+pub fn fixture(name: &str) -> Value {
+    let text =
+        std::fs::read_to_string(repo_path(&format!("tests/fixtures/events/{name}"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub settings: Settings,
+    pub shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+    auth: Authenticator,
+}
+
+pub fn test_settings(dir: &Path) -> Settings {
+    let mut s = Settings::defaults();
+    s.store.url = format!("sqlite://{}", dir.join("herald.db").display());
+    // Process crashes are covered by `full` in the kill -9 test; in-process tests need no fsync.
+    s.store.synchronous = SqliteSync::Normal;
+    s.server.demo_dir = PathBuf::new();
+    s.rules.path = repo_path("config/rules.toml");
+    s
+}
+
+pub async fn spawn_gateway() -> Gateway {
+    spawn_gateway_with(|_| {}).await
+}
+
+pub async fn spawn_gateway_with(configure: impl FnOnce(&mut Settings)) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    configure(&mut settings);
+    start(settings, dir).await
+}
+
+async fn start(settings: Settings, dir: tempfile::TempDir) -> Gateway {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(herald::run(settings.clone(), listener, shutdown.clone()));
+    let auth = Authenticator::new(&settings.auth).unwrap();
+    Gateway {
+        addr,
+        settings,
+        shutdown,
+        task: Some(task),
+        dir,
+        http: reqwest::Client::new(),
+        auth,
+    }
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.auth.mint(user, 600).unwrap()
+    }
+
+    /// POST an event as a service would. `exchange`/`routing_key` go in the query when non-empty.
+    pub async fn post_event(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/events"))
+            .query(&[("exchange", exchange), ("routing_key", routing_key)])
+            .bearer_auth(SERVICE_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST a fixture the way its service publishes it. Returns the 202 body.
+    pub async fn post_fixture(&self, name: &str) -> Value {
+        let f = fixture(name);
+        let resp = self
+            .post_event(
+                f["exchange"].as_str().unwrap_or(""),
+                f["routing_key"].as_str().unwrap_or(""),
+                &f["body"],
+            )
+            .await;
+        assert_eq!(resp.status(), 202, "posting {name}");
+        resp.json().await.unwrap()
+    }
+
+    pub fn get(&self, path: &str, bearer: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).bearer_auth(bearer)
+    }
+
+    pub fn post(&self, path: &str, bearer: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).bearer_auth(bearer)
+    }
+
+    pub fn delete(&self, path: &str, bearer: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).bearer_auth(bearer)
+    }
+
+    pub fn raw(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The user's inbox page as the user sees it.
+    pub async fn inbox(&self, user: &str) -> Value {
+        let resp = self
+            .get(
+                &format!("/api/v1/users/{user}/notifications?limit=100"),
+                &self.token(user),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn unread(&self, user: &str) -> u64 {
+        let resp = self
+            .get(
+                &format!("/api/v1/users/{user}/notifications/unread_count"),
+                &self.token(user),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<Value>().await.unwrap()["unread_count"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Open a session with `?token=` and read the `ready` frame.
+    pub async fn connect(&self, user: &str) -> Client {
+        self.connect_with(user, "").await
+    }
+
+    /// Open a session with extra query (e.g. "&since=4") and read the `ready` frame.
+    pub async fn connect_with(&self, user: &str, extra_query: &str) -> Client {
+        let url = format!(
+            "ws://{}/ws/{user}?token={}{extra_query}",
+            self.addr,
+            self.token(user)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("handshake");
+        let mut c = Client { ws };
+        let ready = c.frame().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        c
+    }
+
+    /// Attempt a handshake and return the HTTP status and JSON body of a refusal.
+    pub async fn refused(
+        &self,
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> (u16, Value) {
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => panic!("handshake unexpectedly accepted"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| serde_json::from_slice(b).unwrap())
+                    .unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        }
+    }
+
+    pub fn ws_request(
+        &self,
+        path_and_query: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        format!("ws://{}{path_and_query}", self.addr)
+            .into_client_request()
+            .unwrap()
+    }
+
+    /// Graceful stop; returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    /// Stop and start again on the same database (a clean restart).
+    pub async fn restart(mut self) -> Gateway {
+        self.shutdown.cancel();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let Gateway { settings, dir, .. } = self;
+        start(settings, dir).await
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    /// The next text frame as JSON (server pings are answered by the client library).
+    pub async fn frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match msg.expect("socket ended").expect("socket error") {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(f) => panic!("closed: {f:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next notification frame (skipping control frames such as `replayed`).
+    pub async fn notification(&mut self) -> Value {
+        loop {
+            let f = self.frame().await;
+            if f["type"] == "notification" {
+                return f;
+            }
+        }
+    }
+
+    /// Wait for the server to close; return the close code.
+    pub async fn closed(&mut self) -> u16 {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match msg {
+                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("socket error before close: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Assert nothing arrives for `d` (used after the interesting frames, to prove there are no extras).
+    pub async fn silent_for(&mut self, d: Duration) {
+        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {
+            panic!("unexpected frame: {t}");
+        }
+    }
+}
