@@ -1,0 +1,103 @@
+# Helpers for test scripts: install Debian packages on demand and start real services on loopback, each on a
+# free port in a temporary directory, stopped by `stop_services` (the callers trap EXIT).
+# shellcheck shell=bash
+
+HERALD_SERVICES_DIR="${HERALD_SERVICES_DIR:-$(mktemp -d /tmp/herald-services.XXXXXX)}"
+_HERALD_PIDS=()
+_HERALD_STOPS=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ensure_packages CMD:PACKAGE ... — apt-get install the packages whose command is missing.
+ensure_packages() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd="${pair%%:*}"; pkg="${pair#*:}"
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  log "installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "need root to apt-get install ${missing[*]}" >&2
+    return 1
+  fi
+  if [ ! -f /tmp/.herald-apt-updated ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && touch /tmp/.herald-apt-updated
+  fi
+  # Packages must not start their system services on default ports: the tests start their own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+}
+
+wait_for_port() { # host port seconds
+  local deadline=$((SECONDS + $3))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+stop_services() {
+  local s
+  for s in "${_HERALD_STOPS[@]}"; do eval "$s" >/dev/null 2>&1 || true; done
+  for pid in "${_HERALD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$HERALD_SERVICES_DIR"
+}
+
+# start_rabbitmq — exports HERALD_TEST_AMQP_URL.
+start_rabbitmq() {
+  ensure_packages rabbitmq-server:rabbitmq-server
+  local port dist dir node
+  port=$(free_port); dist=$(free_port)
+  dir="$HERALD_SERVICES_DIR/rabbitmq"; mkdir -p "$dir/mnesia" "$dir/log"
+  node="herald-test-$$@localhost"
+  echo '[].' > "$dir/enabled_plugins"
+  log "starting rabbitmq on 127.0.0.1:$port"
+  RABBITMQ_NODE_PORT=$port RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT=$dist \
+    RABBITMQ_NODENAME=$node RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+    rabbitmq-server >"$dir/stdout.log" 2>&1 &
+  _HERALD_PIDS+=($!)
+  _HERALD_STOPS+=("rabbitmqctl -n $node stop")
+  export HERALD_TEST_RABBITMQ_NODE=$node
+  wait_for_port 127.0.0.1 "$port" 60 || { cat "$dir/stdout.log" >&2; return 1; }
+  rabbitmqctl -n "$node" await_startup >/dev/null 2>&1 || true
+  export HERALD_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
+  export HERALD_TEST_RABBITMQ_PORT=$port
+}
+
+# start_redis — exports HERALD_TEST_REDIS_URL.
+start_redis() {
+  ensure_packages redis-server:redis-server
+  local port dir
+  port=$(free_port); dir="$HERALD_SERVICES_DIR/redis"; mkdir -p "$dir"
+  log "starting redis on 127.0.0.1:$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/stdout.log" 2>&1 &
+  _HERALD_PIDS+=($!)
+  wait_for_port 127.0.0.1 "$port" 20 || { cat "$dir/stdout.log" >&2; return 1; }
+  export HERALD_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  export HERALD_TEST_REDIS_PORT=$port
+}
+
+# start_postgres — exports HERALD_TEST_POSTGRES_URL.
+start_postgres() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$bin" ]; then ensure_packages /usr/lib/postgresql:postgresql; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); fi
+  local port dir
+  port=$(free_port); dir="$HERALD_SERVICES_DIR/postgres"; mkdir -p "$dir"
+  chown postgres "$dir" 2>/dev/null || true
+  log "starting postgresql on 127.0.0.1:$port"
+  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U herald --auth=trust >/dev/null
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
+  "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U herald herald
+  export HERALD_TEST_POSTGRES_URL="postgres://herald@127.0.0.1:$port/herald"
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, starts real services on loopback, runs every suite.
+#   ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/services.sh
+trap stop_services EXIT
+
+suites_passed=0
+suite() { log "$1"; shift; "$@"; suites_passed=$((suites_passed + 1)); }
+
+ensure_packages python3:python3
+
+# Rust: unit and integration tests against a real RabbitMQ started here.
+start_rabbitmq
+suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
+
+# TypeScript SDK: unit tests, then integration tests against the real gateway binary built above.
+if [ -f client-sdk/package.json ]; then
+  cargo build --bin herald
+  export HERALD_BIN="$PWD/target/debug/herald"
+  suite "client-sdk: install" bash -c 'cd client-sdk && npm ci --no-audit --no-fund'
+  suite "client-sdk: build + package lint" bash -c 'cd client-sdk && npm run build && npm run lint:package'
+  suite "client-sdk: tests" bash -c 'cd client-sdk && npm test'
+fi
+
+echo "suites: ${suites_passed} passed, 0 failed"
