@@ -14,9 +14,7 @@ use crate::config::{AuthSettings, JwtAlgorithm, Secret, UserClaim};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error(
-        "no credentials: send a token as ?token=, Authorization: Bearer, or Sec-WebSocket-Protocol"
-    )]
+    #[error("no credentials: send a token as ?token=, Authorization: Bearer, or Sec-WebSocket-Protocol")]
     Missing,
     #[error("token expired")]
     Expired,
@@ -55,9 +53,7 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
+        f.debug_struct("Authenticator").field("algorithm", &self.algorithm).finish_non_exhaustive()
     }
 }
 
@@ -66,22 +62,14 @@ impl Authenticator {
         let (algorithm, decoding, encoding) = match s.algorithm {
             JwtAlgorithm::HS256 => {
                 let secret = s.jwt_secret.expose().as_bytes();
-                (
-                    Algorithm::HS256,
-                    DecodingKey::from_secret(secret),
-                    Some(EncodingKey::from_secret(secret)),
-                )
+                (Algorithm::HS256, DecodingKey::from_secret(secret), Some(EncodingKey::from_secret(secret)))
             }
             JwtAlgorithm::RS256 => {
                 let pem = std::fs::read(&s.jwt_public_key_path).map_err(|e| {
-                    format!(
-                        "auth.jwt_public_key_path: cannot read {}: {e}",
-                        s.jwt_public_key_path.display()
-                    )
+                    format!("auth.jwt_public_key_path: cannot read {}: {e}", s.jwt_public_key_path.display())
                 })?;
-                let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| {
-                    format!("auth.jwt_public_key_path: not an RSA public key PEM: {e}")
-                })?;
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .map_err(|e| format!("auth.jwt_public_key_path: not an RSA public key PEM: {e}"))?;
                 (Algorithm::RS256, key, None)
             }
         };
@@ -111,8 +99,8 @@ impl Authenticator {
 
     /// Verify a user token and return its user.
     pub fn verify_user(&self, token: &str) -> Result<Principal, AuthError> {
-        let data = decode::<HashMap<String, Value>>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data =
+            decode::<HashMap<String, Value>>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid(e.to_string()),
             })?;
@@ -128,9 +116,9 @@ impl Authenticator {
 
     pub fn is_service_key(&self, candidate: &str) -> bool {
         // Constant time per key, so a wrong key reveals nothing about a right one.
-        self.service_keys.iter().fold(false, |found, k| {
-            found | bool::from(k.expose().as_bytes().ct_eq(candidate.as_bytes()))
-        })
+        self.service_keys
+            .iter()
+            .fold(false, |found, k| found | bool::from(k.expose().as_bytes().ct_eq(candidate.as_bytes())))
     }
 
     /// A service key or a user token.
@@ -157,15 +145,9 @@ impl Authenticator {
 
 /// The `Authorization: Bearer` value, if any.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let v = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// A JWT offered as a WebSocket sub-protocol: `Sec-WebSocket-Protocol: bearer, <jwt>`.
@@ -184,9 +166,7 @@ pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _))
-                if k.eq_ignore_ascii_case("token") || k.eq_ignore_ascii_case("access_token") =>
-            {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") || k.eq_ignore_ascii_case("access_token") => {
                 format!("{k}=[redacted]")
             }
             _ => pair.to_owned(),
@@ -205,21 +185,11 @@ mod tests {
     }
 
     fn token(claims: Value, alg: Algorithm, secret: &[u8]) -> String {
-        encode(
-            &Header::new(alg),
-            &claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
     }
 
     fn secret() -> Vec<u8> {
-        Settings::defaults()
-            .auth
-            .jwt_secret
-            .expose()
-            .as_bytes()
-            .to_vec()
+        Settings::defaults().auth.jwt_secret.expose().as_bytes().to_vec()
     }
 
     fn future() -> i64 {
@@ -229,17 +199,9 @@ mod tests {
     #[test]
     fn valid_token_yields_its_user_string_or_numeric() {
         let a = auth();
-        let t = token(
-            serde_json::json!({"sub": "u1", "exp": future()}),
-            Algorithm::HS256,
-            &secret(),
-        );
+        let t = token(serde_json::json!({"sub": "u1", "exp": future()}), Algorithm::HS256, &secret());
         assert!(matches!(a.verify_user(&t), Ok(Principal::User { id, .. }) if id == "u1"));
-        let t = token(
-            serde_json::json!({"sub": 42, "exp": future()}),
-            Algorithm::HS256,
-            &secret(),
-        );
+        let t = token(serde_json::json!({"sub": 42, "exp": future()}), Algorithm::HS256, &secret());
         assert!(matches!(a.verify_user(&t), Ok(Principal::User { id, .. }) if id == "42"));
     }
 
@@ -247,33 +209,18 @@ mod tests {
     fn expired_missing_exp_wrong_key_and_wrong_alg_are_refused() {
         let a = auth();
         let past = chrono::Utc::now().timestamp() - 600;
-        let t = token(
-            serde_json::json!({"sub": "u", "exp": past}),
-            Algorithm::HS256,
-            &secret(),
-        );
+        let t = token(serde_json::json!({"sub": "u", "exp": past}), Algorithm::HS256, &secret());
         assert_eq!(a.verify_user(&t), Err(AuthError::Expired));
         let t = token(serde_json::json!({"sub": "u"}), Algorithm::HS256, &secret());
         assert!(matches!(a.verify_user(&t), Err(AuthError::Invalid(_))));
-        let t = token(
-            serde_json::json!({"sub": "u", "exp": future()}),
-            Algorithm::HS256,
-            b"another-secret-entirely",
-        );
+        let t = token(serde_json::json!({"sub": "u", "exp": future()}), Algorithm::HS256, b"another-secret-entirely");
         assert!(matches!(a.verify_user(&t), Err(AuthError::Invalid(_))));
-        let t = token(
-            serde_json::json!({"sub": "u", "exp": future()}),
-            Algorithm::HS384,
-            &secret(),
-        );
+        let t = token(serde_json::json!({"sub": "u", "exp": future()}), Algorithm::HS384, &secret());
         assert!(matches!(a.verify_user(&t), Err(AuthError::Invalid(_))));
         // alg: none, hand-built: header {"alg":"none","typ":"JWT"}, no signature.
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
         assert!(matches!(a.verify_user(none), Err(AuthError::Invalid(_))));
-        assert!(matches!(
-            a.verify_user("garbage"),
-            Err(AuthError::Invalid(_))
-        ));
+        assert!(matches!(a.verify_user("garbage"), Err(AuthError::Invalid(_))));
     }
 
     #[test]
@@ -282,14 +229,8 @@ mod tests {
         assert!(a.is_service_key("herald-dev-service-key"));
         assert!(!a.is_service_key("herald-dev-service-kez"));
         assert!(!a.is_service_key(""));
-        assert_eq!(
-            a.verify_bearer("herald-dev-service-key"),
-            Ok(Principal::Service)
-        );
-        let user = Principal::User {
-            id: "a".into(),
-            expires_at: 0,
-        };
+        assert_eq!(a.verify_bearer("herald-dev-service-key"), Ok(Principal::Service));
+        let user = Principal::User { id: "a".into(), expires_at: 0 };
         assert!(user.may_access("a").is_ok());
         assert_eq!(user.may_access("b"), Err(AuthError::WrongUser("b".into())));
         assert!(Principal::Service.may_access("b").is_ok());
@@ -306,14 +247,8 @@ mod tests {
 
     #[test]
     fn tokens_in_query_strings_are_redacted() {
-        assert_eq!(
-            redact_query("token=abc.def.ghi&since=4"),
-            "token=[redacted]&since=4"
-        );
-        assert_eq!(
-            redact_query("since=4&access_token=x"),
-            "since=4&access_token=[redacted]"
-        );
+        assert_eq!(redact_query("token=abc.def.ghi&since=4"), "token=[redacted]&since=4");
+        assert_eq!(redact_query("since=4&access_token=x"), "since=4&access_token=[redacted]");
         assert_eq!(redact_query("limit=5"), "limit=5");
     }
 }

@@ -26,10 +26,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.to_owned(), message: message.into() }
 }
 
 /// A string that never appears in `Debug` output or logs.
@@ -141,6 +138,9 @@ pub struct WebSocketSettings {
     pub idle_timeout_secs: u64,
     pub outbound_queue: usize,
     pub queue_full_policy: QueueFullPolicy,
+    pub max_resyncs_per_minute: u32,
+    pub write_timeout_secs: u64,
+    pub token_refresh_window_secs: u64,
     pub max_inbound_bytes: usize,
     pub replay_page_size: u32,
     pub read_buffer_bytes: usize,
@@ -148,11 +148,15 @@ pub struct WebSocketSettings {
     pub max_write_buffer_bytes: usize,
 }
 
-/// What a session does when its bounded outbound queue is full.
+/// What a session does when its bounded outbound queue is full. Neither blocks the publisher or other
+/// sessions, and neither drops silently.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueFullPolicy {
-    /// Close with 4008; the client resumes from its last id. Never blocks the publisher, never drops silently.
+    /// Drop the queued frames, send a `resync` marker and replay from the inbox after the last id sent,
+    /// on the same socket. After `max_resyncs_per_minute`, close with 4008 instead.
+    Resync,
+    /// Close with 4008; the client reconnects and resumes with `since`.
     Close,
 }
 
@@ -194,30 +198,18 @@ pub enum StoreLocation {
 
 impl Settings {
     /// Load every layer. `file` is the `--config` path; `env` is the environment to read (tests pass their own).
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Settings, ConfigError> {
-        let env: std::collections::HashMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("HERALD"))
-            .collect();
-        let profile = env
-            .get("HERALD__PROFILE")
-            .or(env.get("HERALD_PROFILE"))
-            .cloned();
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+        let env: std::collections::HashMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("HERALD")).collect();
+        let profile = env.get("HERALD__PROFILE").or(env.get("HERALD_PROFILE")).cloned();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(profile) = profile {
             let path = format!("config/{profile}.toml");
             builder = builder.add_source(File::new(&path, FileFormat::Toml).required(false));
         }
         if let Some(file) = file {
             if !file.exists() {
-                return Err(invalid(
-                    "--config",
-                    format!("file {} does not exist", file.display()),
-                ));
+                return Err(invalid("--config", format!("file {} does not exist", file.display())));
             }
             builder = builder.add_source(File::from(file).format(FileFormat::Toml));
         }
@@ -228,11 +220,7 @@ impl Settings {
             .with_list_parse_key("auth.service_keys")
             .with_list_parse_key("websocket.allowed_origins")
             .try_parsing(true)
-            .source(Some(
-                env.into_iter()
-                    .filter(|(k, _)| k.starts_with("HERALD__"))
-                    .collect(),
-            ));
+            .source(Some(env.into_iter().filter(|(k, _)| k.starts_with("HERALD__")).collect()));
         let merged = builder.add_source(env_source).build()?;
         let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
@@ -260,47 +248,24 @@ impl Settings {
         parse_store_url(&self.store.url).map_err(|m| invalid("store.url", m))?;
         match self.auth.algorithm {
             JwtAlgorithm::HS256 if self.auth.jwt_secret.expose().len() < 16 => {
-                return Err(invalid(
-                    "auth.jwt_secret",
-                    "must be at least 16 bytes for HS256",
-                ));
+                return Err(invalid("auth.jwt_secret", "must be at least 16 bytes for HS256"));
             }
             JwtAlgorithm::RS256 if self.auth.jwt_public_key_path.as_os_str().is_empty() => {
-                return Err(invalid(
-                    "auth.jwt_public_key_path",
-                    "required when auth.algorithm = \"RS256\"",
-                ));
+                return Err(invalid("auth.jwt_public_key_path", "required when auth.algorithm = \"RS256\""));
             }
             _ => {}
         }
         if self.auth.service_keys.iter().any(|k| k.expose().len() < 16) {
-            return Err(invalid(
-                "auth.service_keys",
-                "every key must be at least 16 characters",
-            ));
+            return Err(invalid("auth.service_keys", "every key must be at least 16 characters"));
         }
         let positive = [
-            (
-                "websocket.ping_interval_secs",
-                self.websocket.ping_interval_secs as usize,
-            ),
-            (
-                "websocket.idle_timeout_secs",
-                self.websocket.idle_timeout_secs as usize,
-            ),
+            ("websocket.ping_interval_secs", self.websocket.ping_interval_secs as usize),
+            ("websocket.idle_timeout_secs", self.websocket.idle_timeout_secs as usize),
+            ("websocket.write_timeout_secs", self.websocket.write_timeout_secs as usize),
             ("websocket.outbound_queue", self.websocket.outbound_queue),
-            (
-                "websocket.max_inbound_bytes",
-                self.websocket.max_inbound_bytes,
-            ),
-            (
-                "websocket.replay_page_size",
-                self.websocket.replay_page_size as usize,
-            ),
-            (
-                "websocket.read_buffer_bytes",
-                self.websocket.read_buffer_bytes,
-            ),
+            ("websocket.max_inbound_bytes", self.websocket.max_inbound_bytes),
+            ("websocket.replay_page_size", self.websocket.replay_page_size as usize),
+            ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes),
             ("store.batch_max", self.store.batch_max),
             ("store.read_connections", self.store.read_connections),
             ("server.max_body_bytes", self.server.max_body_bytes),
@@ -325,30 +290,14 @@ impl Settings {
             }
         }
         if self.profile == Profile::Production {
-            if self.auth.algorithm == JwtAlgorithm::HS256
-                && self.auth.jwt_secret.expose() == DEV_JWT_SECRET
-            {
-                return Err(invalid(
-                    "auth.jwt_secret",
-                    "the development secret is refused in production",
-                ));
+            if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
+                return Err(invalid("auth.jwt_secret", "the development secret is refused in production"));
             }
-            if self
-                .auth
-                .service_keys
-                .iter()
-                .any(|k| k.expose() == DEV_SERVICE_KEY)
-            {
-                return Err(invalid(
-                    "auth.service_keys",
-                    "the development key is refused in production",
-                ));
+            if self.auth.service_keys.iter().any(|k| k.expose() == DEV_SERVICE_KEY) {
+                return Err(invalid("auth.service_keys", "the development key is refused in production"));
             }
             if self.auth.dev_token_endpoint {
-                return Err(invalid(
-                    "auth.dev_token_endpoint",
-                    "must be false in production",
-                ));
+                return Err(invalid("auth.dev_token_endpoint", "must be false in production"));
             }
         }
         Ok(())
@@ -364,9 +313,7 @@ fn parse_store_url(url: &str) -> Result<StoreLocation, String> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(StoreLocation::Postgres(url.to_owned()))
     } else {
-        Err(format!(
-            "`{url}` is neither sqlite://PATH nor postgres://..."
-        ))
+        Err(format!("`{url}` is neither sqlite://PATH nor postgres://..."))
     }
 }
 
@@ -375,10 +322,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn err(pairs: &[(&str, &str)]) -> String {
@@ -389,10 +333,7 @@ mod tests {
     fn shipped_defaults_load() {
         let s = Settings::defaults();
         assert_eq!(s.profile, Profile::Development);
-        assert_eq!(
-            s.store_location(),
-            StoreLocation::Sqlite("data/herald.db".into())
-        );
+        assert_eq!(s.store_location(), StoreLocation::Sqlite("data/herald.db".into()));
         assert_eq!(s.auth.user_claim, UserClaim::Sub);
     }
 
@@ -402,10 +343,7 @@ mod tests {
             None,
             env(&[
                 ("HERALD__SERVER__BIND", "0.0.0.0:9000"),
-                (
-                    "HERALD__AUTH__SERVICE_KEYS",
-                    "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb",
-                ),
+                ("HERALD__AUTH__SERVICE_KEYS", "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb"),
                 ("HERALD__AUTH__USER_CLAIM", "user_id"),
             ]),
         )

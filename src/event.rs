@@ -89,14 +89,10 @@ impl DecodeError {
 /// Decode raw bytes (AMQP delivery).
 pub fn decode_bytes(env: Envelope<'_>, bytes: &[u8], limit: usize) -> Result<Event, DecodeError> {
     if bytes.len() > limit {
-        return Err(DecodeError::Oversized {
-            size: bytes.len(),
-            limit,
-        });
+        return Err(DecodeError::Oversized { size: bytes.len(), limit });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8(e.valid_up_to()))?;
-    let raw: Box<RawValue> =
-        serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    let raw: Box<RawValue> = serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
     decode(env, raw)
 }
 
@@ -127,8 +123,7 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
         return Err(DecodeError::UnknownShape);
     };
 
-    let str_field =
-        |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    let str_field = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
     let meta_str = |k: &str| meta.and_then(|m| str_field(m, k));
 
     let routing_key = explicit_key
@@ -196,11 +191,7 @@ fn parse_timestamp(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .map(|d| d.with_timezone(&Utc))
         .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|n| n.and_utc())
-        })
+        .or_else(|| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc()))
 }
 
 #[cfg(test)]
@@ -208,47 +199,19 @@ mod tests {
     use super::*;
 
     fn env<'a>(exchange: &'a str, key: &'a str) -> Envelope<'a> {
-        Envelope {
-            exchange,
-            routing_key: Some(key),
-            message_id: None,
-        }
+        Envelope { exchange, routing_key: Some(key), message_id: None }
     }
 
     #[test]
     fn malformed_inputs_have_distinct_reasons() {
         let e = env("x", "a.b");
-        assert_eq!(
-            decode_bytes(e, &[0xff, 0xfe], 100).unwrap_err().reason(),
-            "invalid_utf8"
-        );
-        assert_eq!(
-            decode_bytes(e, b"{not json", 100).unwrap_err().reason(),
-            "invalid_json"
-        );
-        assert_eq!(
-            decode_bytes(e, b"[1,2]", 100).unwrap_err().reason(),
-            "not_an_object"
-        );
-        assert_eq!(
-            decode_bytes(e, b"\"s\"", 100).unwrap_err().reason(),
-            "not_an_object"
-        );
-        assert_eq!(
-            decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(),
-            "oversized"
-        );
-        let no_key = Envelope {
-            exchange: "",
-            routing_key: None,
-            message_id: None,
-        };
-        assert_eq!(
-            decode_bytes(no_key, br#"{"foo":1}"#, 100)
-                .unwrap_err()
-                .reason(),
-            "unknown_shape"
-        );
+        assert_eq!(decode_bytes(e, &[0xff, 0xfe], 100).unwrap_err().reason(), "invalid_utf8");
+        assert_eq!(decode_bytes(e, b"{not json", 100).unwrap_err().reason(), "invalid_json");
+        assert_eq!(decode_bytes(e, b"[1,2]", 100).unwrap_err().reason(), "not_an_object");
+        assert_eq!(decode_bytes(e, b"\"s\"", 100).unwrap_err().reason(), "not_an_object");
+        assert_eq!(decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(), "oversized");
+        let no_key = Envelope { exchange: "", routing_key: None, message_id: None };
+        assert_eq!(decode_bytes(no_key, br#"{"foo":1}"#, 100).unwrap_err().reason(), "unknown_shape");
     }
 
     #[test]
@@ -259,10 +222,7 @@ mod tests {
         assert_eq!(decode_bytes(e, body, 1000).unwrap().id, "M");
         assert_eq!(decode_bytes(env("x", "a.b"), body, 1000).unwrap().id, "E");
         let numeric = br#"{"event_type":"a.b","data":{},"id":7}"#;
-        assert_eq!(
-            decode_bytes(env("x", "a.b"), numeric, 1000).unwrap().id,
-            "7"
-        );
+        assert_eq!(decode_bytes(env("x", "a.b"), numeric, 1000).unwrap().id, "7");
         let anon = br#"{"k":1}"#;
         let a = decode_bytes(env("x", "a.b"), anon, 1000).unwrap().id;
         let b = decode_bytes(env("x", "a.b"), anon, 1000).unwrap().id;

@@ -49,20 +49,14 @@ use crate::session::SessionDeps;
 use crate::telemetry::Health;
 
 /// Run the gateway on `listener` until `shutdown` is cancelled, then drain and return.
-pub async fn run(
-    settings: Settings,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
     let rules = Arc::new(Rules::load(&settings.rules.path)?);
     let registry = Registry::new();
     let fanout = Fanout::local(registry.clone());
-    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))))
-        .await
-        .context("opening the inbox")?;
+    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone())))).await.context("opening the inbox")?;
     let pipeline = Pipeline::new(rules.clone(), store.clone());
     let tracker = TaskTracker::new();
     let sessions = SessionDeps {
@@ -88,8 +82,7 @@ pub async fn run(
         "herald started"
     );
 
-    let server = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
 
     // Sessions watch the same token and close with 1001; this covers any that were mid-upgrade.
@@ -97,10 +90,7 @@ pub async fn run(
     tracker.close();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            left = tracker.len(),
-            "sessions still open after the grace period"
-        );
+        tracing::warn!(left = tracker.len(), "sessions still open after the grace period");
     }
     store.close().await;
     tracing::info!("herald stopped");

@@ -8,11 +8,7 @@ use herald::config::Settings;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "herald",
-    version,
-    about = "Real-time WebSocket notification gateway"
-)]
+#[command(name = "herald", version, about = "Real-time WebSocket notification gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,22 +43,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = load(config.as_deref())?;
             herald::telemetry::init_tracing(&settings.log);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(serve(settings))
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(settings))
         }
-        Command::Token {
-            user_id,
-            ttl_secs,
-            config,
-        } => {
+        Command::Token { user_id, ttl_secs, config } => {
             let settings = load(config.as_deref())?;
-            let auth =
-                herald::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
-            let token = auth
-                .mint(&user_id, ttl_secs)
-                .context("tokens can be minted only with HS256")?;
+            let auth = herald::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
+            let token = auth.mint(&user_id, ttl_secs).context("tokens can be minted only with HS256")?;
             println!("{token}");
             Ok(())
         }

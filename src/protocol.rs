@@ -15,7 +15,11 @@ use serde_json::value::RawValue;
 /// A stored notification, exactly as REST returns it and as it travels inside a `notification` frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notification {
+    /// The position: ids only grow, in commit order, and a user sees their notifications in id order.
     pub id: i64,
+    /// The id of the notification this user saw just before this one (0 for the first). For a broadcast, the
+    /// previous broadcast. A client that last saw id `L` has missed something exactly when `prev_id > L`.
+    pub prev_id: i64,
     /// `None` for a broadcast (visible to every user).
     pub user_id: Option<String>,
     #[serde(rename = "type")]
@@ -62,6 +66,21 @@ pub enum ServerFrame<'a> {
     Replayed {
         up_to: i64,
     },
+    /// This session fell behind (its outbound queue overflowed): live frames were dropped and the server now
+    /// replays from the inbox after `since`, then sends `replayed`. The client need not do anything.
+    Resync {
+        reason: &'a str,
+        since: i64,
+    },
+    /// The session's token expires at `expires_at` (unix seconds): send `{"type":"auth","token":...}` before
+    /// then or the session closes with 4001.
+    TokenExpiring {
+        expires_at: i64,
+    },
+    /// A refreshed token was accepted.
+    AuthOk {
+        expires_at: i64,
+    },
     Pong,
     /// Notifications were marked read (by another tab, or through REST).
     Read {
@@ -95,12 +114,7 @@ impl ServerFrame<'_> {
 
 /// The one serialisation of a notification frame, shared by all its recipients.
 pub fn encode_notification_frame(n: &Notification, body: &RawValue) -> Utf8Bytes {
-    ServerFrame::Notification {
-        event_type: &n.event_type,
-        notification: n,
-        body,
-    }
-    .encode()
+    ServerFrame::Notification { event_type: &n.event_type, notification: n, body }.encode()
 }
 
 /// What a client may send on an open socket.
@@ -214,10 +228,7 @@ mod tests {
     #[test]
     fn notification_round_trips_the_golden_file() {
         let n = sample();
-        assert_eq!(
-            serde_json::to_value(&n).unwrap(),
-            golden("notification.json")
-        );
+        assert_eq!(serde_json::to_value(&n).unwrap(), golden("notification.json"));
     }
 
     #[test]
@@ -241,28 +252,17 @@ mod tests {
         let read_at = "2026-01-10T09:00:00Z".parse().unwrap();
         let cases: Vec<(ServerFrame, &str)> = vec![
             (
-                ServerFrame::Ready {
-                    session_id: "s-1f",
-                    user_id: "42",
-                    latest_id: 43,
-                    ping_interval_ms: 25_000,
-                },
+                ServerFrame::Ready { session_id: "s-1f", user_id: "42", latest_id: 43, ping_interval_ms: 25_000 },
                 "frame-ready.json",
             ),
             (ServerFrame::Pong, "frame-pong.json"),
-            (
-                ServerFrame::Read {
-                    ids: &[42],
-                    read_at,
-                },
-                "frame-read.json",
-            ),
-            (
-                ServerFrame::ReadAll { up_to: 43, read_at },
-                "frame-read-all.json",
-            ),
+            (ServerFrame::Read { ids: &[42], read_at }, "frame-read.json"),
+            (ServerFrame::ReadAll { up_to: 43, read_at }, "frame-read-all.json"),
             (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
             (ServerFrame::Replayed { up_to: 43 }, "frame-replayed.json"),
+            (ServerFrame::Resync { reason: "slow_consumer", since: 41 }, "frame-resync.json"),
+            (ServerFrame::TokenExpiring { expires_at: 1767000000 }, "frame-token-expiring.json"),
+            (ServerFrame::AuthOk { expires_at: 1767003600 }, "frame-auth-ok.json"),
             (
                 ServerFrame::Error {
                     code: "bad_message",
@@ -280,10 +280,7 @@ mod tests {
     fn inbox_page_and_unread_count_parse_from_golden() {
         let page: InboxPage = serde_json::from_value(golden("inbox-page.json")).unwrap();
         assert_eq!(page.items.len(), 2);
-        assert_eq!(
-            serde_json::to_value(&page).unwrap(),
-            golden("inbox-page.json")
-        );
+        assert_eq!(serde_json::to_value(&page).unwrap(), golden("inbox-page.json"));
         let c: UnreadCount = serde_json::from_value(golden("unread-count.json")).unwrap();
         assert_eq!(c.unread_count, 1);
     }
@@ -291,18 +288,24 @@ mod tests {
     #[test]
     fn client_messages_parse_text_ping_and_json() {
         assert_eq!(ClientMessage::parse("ping"), Ok(ClientMessage::Ping));
-        assert_eq!(
-            ClientMessage::parse(&golden("client-ping.json").to_string()),
-            Ok(ClientMessage::Ping)
-        );
-        assert_eq!(
-            ClientMessage::parse(r#"{"type":"resume","since":7}"#),
-            Ok(ClientMessage::Resume { since: 7 })
-        );
+        assert_eq!(ClientMessage::parse(&golden("client-ping.json").to_string()), Ok(ClientMessage::Ping));
+        assert_eq!(ClientMessage::parse(r#"{"type":"resume","since":7}"#), Ok(ClientMessage::Resume { since: 7 }));
         assert_eq!(
             ClientMessage::parse(r#"{"type":"auth","token":"t"}"#),
             Ok(ClientMessage::Auth { token: "t".into() })
         );
+        assert!(matches!(
+            ClientMessage::parse(&golden("client-auth.json").to_string()),
+            Ok(ClientMessage::Auth { .. })
+        ));
+        assert_eq!(
+            ClientMessage::parse(&golden("client-resume.json").to_string()),
+            Ok(ClientMessage::Resume { since: 41 })
+        );
+        assert!(matches!(
+            ClientMessage::parse(&golden("client-auth.json").to_string()),
+            Ok(ClientMessage::Auth { .. })
+        ));
         assert!(ClientMessage::parse("hello").is_err());
         assert!(ClientMessage::parse(r#"{"type":"subscribe"}"#).is_err());
     }

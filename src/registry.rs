@@ -2,8 +2,8 @@
 //!
 //! Invariants:
 //! - Callers get methods, never locks; nothing awaits while holding a registry entry (pushes are synchronous).
-//! - A full outbox never blocks the publisher and never drops silently: the named queue-full policy closes the
-//!   session with [`CloseReason::Lagged`] (4008) so the client resumes from its last id.
+//! - A full outbox never blocks the publisher and never drops silently: the named queue-full policy either
+//!   asks the session to resync from the inbox (`resync`) or closes it with [`CloseReason::Lagged`] (4008).
 //! - An idle session costs a few hundred bytes here: an empty `VecDeque` does not allocate.
 
 use std::collections::VecDeque;
@@ -14,6 +14,8 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use tokio::sync::Notify;
+
+use crate::config::QueueFullPolicy;
 
 /// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +76,25 @@ pub struct Outgoing {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
     Queued,
-    /// The queue was full: the session is now closing with [`CloseReason::Lagged`].
+    /// The queue was full: the policy applied (queued frames dropped; a resync or a 4008 close follows).
     Overflow,
     /// The session is already closing.
     Closed,
 }
 
+/// What the session task should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Frames were moved into the caller's buffer.
+    Frames,
+    /// Frames were dropped on overflow: replay from the inbox after the last id sent, then continue.
+    Resync,
+    Close(CloseReason),
+}
+
 struct OutboxState {
     frames: VecDeque<Outgoing>,
+    resync: bool,
     closing: Option<CloseReason>,
 }
 
@@ -90,17 +103,16 @@ pub struct Outbox {
     state: Mutex<OutboxState>,
     notify: Notify,
     capacity: usize,
+    policy: QueueFullPolicy,
 }
 
 impl Outbox {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, policy: QueueFullPolicy) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState {
-                frames: VecDeque::new(),
-                closing: None,
-            }),
+            state: Mutex::new(OutboxState { frames: VecDeque::new(), resync: false, closing: None }),
             notify: Notify::new(),
             capacity,
+            policy,
         }
     }
 
@@ -110,9 +122,13 @@ impl Outbox {
             return Push::Closed;
         }
         if s.frames.len() >= self.capacity {
-            s.closing = Some(CloseReason::Lagged);
+            // Everything dropped here is in the inbox: the resync replay (or the client's resume) brings it back.
             s.frames.clear();
             s.frames.shrink_to_fit();
+            match self.policy {
+                QueueFullPolicy::Resync => s.resync = true,
+                QueueFullPolicy::Close => s.closing = Some(CloseReason::Lagged),
+            }
             drop(s);
             self.notify.notify_one();
             return Push::Overflow;
@@ -131,21 +147,25 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Wait until there is something to do: move queued frames into `buf`, or return the close reason.
-    /// Cancel-safe: nothing is taken out of the queue until the future completes.
-    pub async fn next(&self, buf: &mut Vec<Outgoing>) -> Option<CloseReason> {
+    /// Wait until there is something to do. Cancel-safe: nothing leaves the queue until the future completes.
+    pub async fn next(&self, buf: &mut Vec<Outgoing>) -> Next {
         loop {
             {
                 let mut s = self.state.lock().expect("outbox poisoned");
                 if let Some(reason) = s.closing {
-                    return Some(reason);
+                    return Next::Close(reason);
+                }
+                if s.resync {
+                    // Frames queued after the overflow stay queued: the replay's id check drops the ones it covers.
+                    s.resync = false;
+                    return Next::Resync;
                 }
                 if !s.frames.is_empty() {
                     buf.extend(s.frames.drain(..));
                     if s.frames.capacity() > 64 {
                         s.frames.shrink_to_fit();
                     }
-                    return None;
+                    return Next::Frames;
                 }
             }
             self.notify.notified().await;
@@ -181,13 +201,10 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let id = self.handle.id;
-        self.registry
-            .inner
-            .users
-            .remove_if_mut(&self.user, |_, sessions| {
-                sessions.retain(|s| s.id != id);
-                sessions.is_empty()
-            });
+        self.registry.inner.users.remove_if_mut(&self.user, |_, sessions| {
+            sessions.retain(|s| s.id != id);
+            sessions.is_empty()
+        });
     }
 }
 
@@ -196,23 +213,12 @@ impl Registry {
         Self::default()
     }
 
-    pub fn register(&self, user: &str, capacity: usize) -> Registration {
+    pub fn register(&self, user: &str, capacity: usize, policy: QueueFullPolicy) -> Registration {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let handle = Arc::new(SessionHandle {
-            id,
-            outbox: Outbox::new(capacity),
-        });
+        let handle = Arc::new(SessionHandle { id, outbox: Outbox::new(capacity, policy) });
         let user: Arc<str> = Arc::from(user);
-        self.inner
-            .users
-            .entry(user.clone())
-            .or_default()
-            .push(handle.clone());
-        Registration {
-            registry: self.clone(),
-            user,
-            handle,
-        }
+        self.inner.users.entry(user.clone()).or_default().push(handle.clone());
+        Registration { registry: self.clone(), user, handle }
     }
 
     /// Queue a frame for every session of `user`, except `skip` (the session that caused it, if any).
@@ -251,12 +257,7 @@ impl Registry {
     /// (users online, sessions open) on this node.
     pub fn counts(&self) -> (usize, usize) {
         let mut sessions = 0;
-        let users = self
-            .inner
-            .users
-            .iter()
-            .map(|e| sessions += e.value().len())
-            .count();
+        let users = self.inner.users.iter().map(|e| sessions += e.value().len()).count();
         (users, sessions)
     }
 
@@ -281,44 +282,48 @@ mod tests {
     use super::*;
 
     fn out(id: i64) -> Outgoing {
-        Outgoing {
-            id,
-            frame: Utf8Bytes::from_static("{}"),
-            ingested_at: None,
-        }
+        Outgoing { id, frame: Utf8Bytes::from_static("{}"), ingested_at: None }
     }
 
     #[tokio::test]
-    async fn full_outbox_closes_with_lagged_instead_of_blocking_or_dropping_silently() {
+    async fn full_outbox_under_close_policy_closes_with_lagged_instead_of_blocking() {
         let reg = Registry::new();
-        let slow = reg.register("u", 2);
-        let fast = reg.register("u", 2);
+        let slow = reg.register("u", 2, QueueFullPolicy::Close);
+        let fast = reg.register("u", 2, QueueFullPolicy::Close);
         assert_eq!(reg.send_to_user("u", &out(1), None), 2);
         assert_eq!(reg.send_to_user("u", &out(2), None), 2);
         let mut buf = Vec::new();
-        assert_eq!(fast.handle.outbox.next(&mut buf).await, None);
+        assert_eq!(fast.handle.outbox.next(&mut buf).await, Next::Frames);
         assert_eq!(buf.len(), 2);
         // Third frame: the slow session overflows, the fast one still receives.
         assert_eq!(reg.send_to_user("u", &out(3), None), 1);
-        assert_eq!(
-            slow.handle.outbox.next(&mut Vec::new()).await,
-            Some(CloseReason::Lagged)
-        );
+        assert_eq!(slow.handle.outbox.next(&mut Vec::new()).await, Next::Close(CloseReason::Lagged));
         assert_eq!(slow.handle.outbox.push(out(4)), Push::Closed);
+    }
+
+    #[tokio::test]
+    async fn full_outbox_under_resync_policy_asks_for_a_replay_then_keeps_queueing() {
+        let reg = Registry::new();
+        let slow = reg.register("u", 2, QueueFullPolicy::Resync);
+        for id in 1..=3 {
+            reg.send_to_user("u", &out(id), None);
+        }
+        assert_eq!(slow.handle.outbox.push(out(4)), Push::Queued, "the session stays open");
+        let mut buf = Vec::new();
+        assert_eq!(slow.handle.outbox.next(&mut buf).await, Next::Resync, "the resync comes before later frames");
+        assert!(buf.is_empty());
+        assert_eq!(slow.handle.outbox.next(&mut buf).await, Next::Frames);
+        assert_eq!(buf.iter().map(|o| o.id).collect::<Vec<_>>(), vec![4]);
     }
 
     #[tokio::test]
     async fn sessions_leave_the_registry_when_dropped() {
         let reg = Registry::new();
-        let a = reg.register("u", 4);
-        let b = reg.register("u", 4);
-        let c = reg.register("v", 4);
+        let a = reg.register("u", 4, QueueFullPolicy::Close);
+        let b = reg.register("u", 4, QueueFullPolicy::Close);
+        let c = reg.register("v", 4, QueueFullPolicy::Close);
         assert_eq!(reg.counts(), (2, 3));
-        assert_eq!(
-            reg.send_to_user("u", &out(1), Some(a.handle.id)),
-            1,
-            "skip the originating session"
-        );
+        assert_eq!(reg.send_to_user("u", &out(1), Some(a.handle.id)), 1, "skip the originating session");
         drop(a);
         assert_eq!(reg.counts(), (2, 2));
         drop(b);
@@ -331,11 +336,11 @@ mod tests {
     #[tokio::test]
     async fn close_wakes_a_waiting_session() {
         let reg = Registry::new();
-        let r = reg.register("u", 4);
+        let r = reg.register("u", 4, QueueFullPolicy::Close);
         let h = r.handle.clone();
         let waiter = tokio::spawn(async move { h.outbox.next(&mut Vec::new()).await });
         tokio::task::yield_now().await;
         reg.close_all(CloseReason::Shutdown);
-        assert_eq!(waiter.await.unwrap(), Some(CloseReason::Shutdown));
+        assert_eq!(waiter.await.unwrap(), Next::Close(CloseReason::Shutdown));
     }
 }

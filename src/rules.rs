@@ -33,11 +33,7 @@ pub enum RouteError {
     #[error("rule `{rule}`: no user id at {tried}")]
     MissingRecipient { rule: String, tried: String },
     #[error("rule `{rule}`: template `{field}` failed: {message}")]
-    Template {
-        rule: String,
-        field: &'static str,
-        message: String,
-    },
+    Template { rule: String, field: &'static str, message: String },
 }
 
 impl RouteError {
@@ -170,9 +166,7 @@ pub struct Rules {
 
 impl std::fmt::Debug for Rules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rules")
-            .field("rules", &self.rules.len())
-            .finish()
+        f.debug_struct("Rules").field("rules", &self.rules.len()).finish()
     }
 }
 
@@ -183,81 +177,45 @@ impl Rules {
     pub fn load(path: &Path) -> Result<Rules, RulesError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Rules::parse(&text).map_err(|e| match e {
-                RulesError::File { message, .. } => RulesError::File {
-                    path: path.display().to_string(),
-                    message,
-                },
+                RulesError::File { message, .. } => RulesError::File { path: path.display().to_string(), message },
                 other => other,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Rules::parse(DEFAULT_RULES_TOML),
-            Err(e) => Err(RulesError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
+            Err(e) => Err(RulesError::File { path: path.display().to_string(), message: e.to_string() }),
         }
     }
 
     pub fn parse(text: &str) -> Result<Rules, RulesError> {
-        let file: RulesFile = toml_from_str(text).map_err(|message| RulesError::File {
-            path: "<rules>".into(),
-            message,
-        })?;
+        let file: RulesFile =
+            toml_from_str(text).map_err(|message| RulesError::File { path: "<rules>".into(), message })?;
         let mut templates = Environment::new();
         templates.set_undefined_behavior(UndefinedBehavior::Chainable);
         let mut rules = Vec::with_capacity(file.rules.len());
         let mut names = std::collections::HashSet::new();
         for spec in file.rules {
-            let invalid = |message: String| RulesError::Invalid {
-                rule: spec.name.clone(),
-                message,
-            };
+            let invalid = |message: String| RulesError::Invalid { rule: spec.name.clone(), message };
             if !names.insert(spec.name.clone()) {
                 return Err(invalid("duplicate rule name".into()));
             }
-            let patterns = spec
-                .routing_keys
-                .iter()
-                .map(|p| Pattern::parse(p))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(invalid)?;
-            let to = spec
-                .to
-                .iter()
-                .map(|s| parse_source(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(invalid)?;
-            if spec.action != Action::Ignore
-                && to.is_empty()
-                && spec.when_missing == WhenMissing::Error
-            {
-                return Err(invalid(
-                    "needs `to` (who receives it / whose inbox is purged)".into(),
-                ));
+            let patterns =
+                spec.routing_keys.iter().map(|p| Pattern::parse(p)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+            let to = spec.to.iter().map(|s| parse_source(s)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+            if spec.action != Action::Ignore && to.is_empty() && spec.when_missing == WhenMissing::Error {
+                return Err(invalid("needs `to` (who receives it / whose inbox is purged)".into()));
             }
             if let Some(d) = &spec.data {
                 if !d.is_empty() && !d.starts_with('/') {
-                    return Err(invalid(format!(
-                        "`data` must be a JSON pointer starting with '/', got `{d}`"
-                    )));
+                    return Err(invalid(format!("`data` must be a JSON pointer starting with '/', got `{d}`")));
                 }
             }
             if spec.action == Action::Notify {
-                let title = spec
-                    .title
-                    .clone()
-                    .ok_or_else(|| invalid("a notify rule needs `title`".into()))?;
+                let title = spec.title.clone().ok_or_else(|| invalid("a notify rule needs `title`".into()))?;
                 let sources = [
                     spec.kind.clone().unwrap_or_else(|| "info".into()),
                     title,
                     spec.content.clone().unwrap_or_default(),
-                    spec.related_object
-                        .as_ref()
-                        .map(|r| r.kind.clone())
-                        .unwrap_or_default(),
-                    spec.related_object
-                        .as_ref()
-                        .map(|r| r.id.clone())
-                        .unwrap_or_default(),
+                    spec.related_object.as_ref().map(|r| r.kind.clone()).unwrap_or_default(),
+                    spec.related_object.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
                 ];
                 for (field, source) in FIELDS.iter().zip(sources) {
                     templates
@@ -295,8 +253,7 @@ impl Rules {
     fn find(&self, event: &Event) -> Option<&Rule> {
         self.rules.iter().find(|r| {
             (r.exchanges.is_empty() || r.exchanges.iter().any(|x| *x == event.exchange))
-                && (r.patterns.is_empty()
-                    || r.patterns.iter().any(|p| p.matches(&event.routing_key)))
+                && (r.patterns.is_empty() || r.patterns.iter().any(|p| p.matches(&event.routing_key)))
         })
     }
 
@@ -327,28 +284,19 @@ impl Rules {
                 };
                 let render = |field: &'static str| -> Result<String, RouteError> {
                     let name = format!("{}\u{0}{field}", rule.name);
-                    let tmpl = self
-                        .templates
-                        .get_template(&name)
-                        .expect("compiled at load");
-                    tmpl.render(&ctx).map(|s| s.trim().to_owned()).map_err(|e| {
-                        RouteError::Template {
-                            rule: rule.name.clone(),
-                            field,
-                            message: e.to_string(),
-                        }
+                    let tmpl = self.templates.get_template(&name).expect("compiled at load");
+                    tmpl.render(&ctx).map(|s| s.trim().to_owned()).map_err(|e| RouteError::Template {
+                        rule: rule.name.clone(),
+                        field,
+                        message: e.to_string(),
                     })
                 };
                 let (related_type, related_id) = (render("related_type")?, render("related_id")?);
                 let related_object = (!related_type.is_empty() && !related_id.is_empty())
-                    .then_some(RelatedObject {
-                        kind: related_type,
-                        id: related_id,
-                    });
+                    .then_some(RelatedObject { kind: related_type, id: related_id });
                 let data = match rule.data.as_deref() {
                     Some(ptr) => match pointer(&event.body, ptr) {
-                        Some(v) => RawValue::from_string(v.to_string())
-                            .expect("a Value serialises to JSON"),
+                        Some(v) => RawValue::from_string(v.to_string()).expect("a Value serialises to JSON"),
                         None => raw_null(),
                     },
                     None => raw_null(),
@@ -385,10 +333,7 @@ impl Rule {
                     None => Vec::new(),
                 },
             };
-            if found
-                .iter()
-                .any(|u| self.everyone_values.iter().any(|e| e == u))
-            {
+            if found.iter().any(|u| self.everyone_values.iter().any(|e| e == u)) {
                 return Ok(Recipients::Everyone);
             }
             if !found.is_empty() {
@@ -434,15 +379,11 @@ fn parse_source(s: &str) -> Result<Source, String> {
     if s == "everyone" {
         Ok(Source::Everyone)
     } else if let Some(n) = s.strip_prefix("segment:") {
-        n.parse()
-            .map(Source::Segment)
-            .map_err(|_| format!("`{s}`: segment:N needs a number"))
+        n.parse().map(Source::Segment).map_err(|_| format!("`{s}`: segment:N needs a number"))
     } else if s.starts_with('/') {
         Ok(Source::Pointer(s.to_owned()))
     } else {
-        Err(format!(
-            "`{s}` is not a JSON pointer (/a/b), segment:N or everyone"
-        ))
+        Err(format!("`{s}` is not a JSON pointer (/a/b), segment:N or everyone"))
     }
 }
 
@@ -470,9 +411,7 @@ impl Pattern {
             .map(|w| match w {
                 "*" => Ok(Word::Star),
                 "#" => Ok(Word::Hash),
-                w if w.contains(['*', '#']) => {
-                    Err(format!("pattern `{p}`: `*` and `#` must be whole words"))
-                }
+                w if w.contains(['*', '#']) => Err(format!("pattern `{p}`: `*` and `#` must be whole words")),
                 w => Ok(Word::Literal(w.to_owned())),
             })
             .collect::<Result<_, _>>()
@@ -480,19 +419,13 @@ impl Pattern {
     }
 
     pub fn matches(&self, key: &str) -> bool {
-        let words: Vec<&str> = if key.is_empty() {
-            vec![""]
-        } else {
-            key.split('.').collect()
-        };
+        let words: Vec<&str> = if key.is_empty() { vec![""] } else { key.split('.').collect() };
         fn go(pat: &[Word], words: &[&str]) -> bool {
             match pat.split_first() {
                 None => words.is_empty(),
                 Some((Word::Hash, rest)) => (0..=words.len()).any(|i| go(rest, &words[i..])),
                 Some((Word::Star, rest)) => !words.is_empty() && go(rest, &words[1..]),
-                Some((Word::Literal(l), rest)) => {
-                    words.first() == Some(&l.as_str()) && go(rest, &words[1..])
-                }
+                Some((Word::Literal(l), rest)) => words.first() == Some(&l.as_str()) && go(rest, &words[1..]),
             }
         }
         go(&self.0, &words)
@@ -527,16 +460,11 @@ mod tests {
 
     #[test]
     fn bad_rules_refuse_to_load_and_name_the_rule() {
-        let e = Rules::parse("[[rule]]\nname = \"r1\"\nto = [\"payload.user\"]\ntitle = \"x\"\n")
-            .unwrap_err();
+        let e = Rules::parse("[[rule]]\nname = \"r1\"\nto = [\"payload.user\"]\ntitle = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("r1"), "{e}");
         let e = Rules::parse("[[rule]]\nname = \"r2\"\nto = [\"/u\"]\n").unwrap_err();
-        assert!(
-            e.to_string().contains("r2") && e.to_string().contains("title"),
-            "{e}"
-        );
-        let e = Rules::parse("[[rule]]\nname = \"r3\"\nto = [\"/u\"]\ntitle = \"{{ broken\"\n")
-            .unwrap_err();
+        assert!(e.to_string().contains("r2") && e.to_string().contains("title"), "{e}");
+        let e = Rules::parse("[[rule]]\nname = \"r3\"\nto = [\"/u\"]\ntitle = \"{{ broken\"\n").unwrap_err();
         assert!(e.to_string().contains("r3"), "{e}");
         let e = Rules::parse("[[rule]]\nname = \"r4\"\nbogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");

@@ -21,7 +21,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::config::WebSocketSettings;
 use crate::inbox::Store;
 use crate::protocol::{encode_notification_frame, ClientMessage, ServerFrame};
-use crate::registry::{CloseReason, Outgoing, Registry};
+use crate::registry::{CloseReason, Next, Outgoing, Registry};
 
 /// What every session needs, shared.
 #[derive(Clone)]
@@ -99,9 +99,9 @@ impl<'a> Session<'a> {
     }
 
     async fn run(mut self) -> Ended {
-        let s = &self.deps.settings;
+        let s = self.deps.settings.clone();
         // Register first: whatever commits from now on is queued, and the replay below sees the rest.
-        let registration = self.deps.registry.register(&self.user, s.outbound_queue);
+        let registration = self.deps.registry.register(&self.user, s.outbound_queue, s.queue_full_policy);
         let outbox = &registration.handle.outbox;
         let session_id = format!("s-{:x}", registration.handle.id);
 
@@ -118,8 +118,8 @@ impl<'a> Session<'a> {
             latest_id,
             ping_interval_ms: s.ping_interval_secs * 1000,
         };
-        if self.send_now(ready.encode()).await.is_err() {
-            return Ended::Transport;
+        if let Err(ended) = self.send_now(ready.encode()).await {
+            return ended;
         }
         if let Some(since) = self.since {
             if let Err(ended) = self.replay(since).await {
@@ -129,21 +129,38 @@ impl<'a> Session<'a> {
 
         let ping_every = Duration::from_secs(s.ping_interval_secs);
         let idle_after = Duration::from_secs(s.idle_timeout_secs);
-        let mut ping =
-            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch: Vec<Outgoing> = Vec::new();
+        let mut resyncs = Resyncs::default();
+        let window = Duration::from_secs(s.token_refresh_window_secs);
+        let expiry = tokio::time::sleep_until(unix_to_instant(self.expires_at));
+        let warning = tokio::time::sleep_until(
+            unix_to_instant(self.expires_at).checked_sub(window).unwrap_or_else(tokio::time::Instant::now),
+        );
+        tokio::pin!(expiry, warning);
+        let mut warned = false;
 
         loop {
-            let expiry = expiry_instant(self.expires_at);
+            let expires_at = self.expires_at;
             tokio::select! {
                 biased;
                 _ = self.deps.shutdown.cancelled() => return self.close(CloseReason::Shutdown).await,
-                closing = outbox.next(&mut batch) => {
-                    if let Some(reason) = closing {
-                        return self.close(reason).await;
-                    }
-                    if let Err(ended) = self.flush(&mut batch).await {
+                next = outbox.next(&mut batch) => {
+                    let step = match next {
+                        Next::Close(reason) => return self.close(reason).await,
+                        Next::Frames => self.flush(&mut batch).await,
+                        Next::Resync if resyncs.allow(s.max_resyncs_per_minute) => {
+                            metrics::counter!("herald_session_resyncs_total", "reason" => "slow_consumer").increment(1);
+                            let since = self.last_sent;
+                            match self.send_now(ServerFrame::Resync { reason: "slow_consumer", since }.encode()).await {
+                                Ok(()) => self.replay(since).await,
+                                Err(ended) => Err(ended),
+                            }
+                        }
+                        Next::Resync => return self.close(CloseReason::Lagged).await,
+                    };
+                    if let Err(ended) = step {
                         return ended;
                     }
                 }
@@ -170,18 +187,32 @@ impl<'a> Session<'a> {
                     if self.last_heard.elapsed() >= idle_after {
                         return self.close(CloseReason::Idle).await;
                     }
-                    if self.send_now_msg(WsMessage::Ping(Default::default())).await.is_err() {
-                        return Ended::Transport;
+                    if let Err(ended) = self.send_now_msg(WsMessage::Ping(Default::default())).await {
+                        return ended;
                     }
                 }
-                _ = tokio::time::sleep_until(expiry) => return self.close(CloseReason::TokenExpired).await,
+                _ = &mut warning, if !warned => {
+                    warned = true;
+                    let frame = ServerFrame::TokenExpiring { expires_at: self.expires_at };
+                    if let Err(ended) = self.send_now(frame.encode()).await {
+                        return ended;
+                    }
+                }
+                _ = &mut expiry => return self.close(CloseReason::TokenExpired).await,
+            }
+            if self.expires_at != expires_at {
+                // A fresh token arrived: move both deadlines.
+                let at = unix_to_instant(self.expires_at);
+                expiry.as_mut().reset(at);
+                warning.as_mut().reset(at.checked_sub(window).unwrap_or_else(tokio::time::Instant::now));
+                warned = false;
             }
         }
     }
 
     /// Send queued frames in one write, skipping notifications already sent by a replay.
     async fn flush(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Ended> {
-        let timeout = write_timeout();
+        let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
         let mut delivered = 0u64;
         let now = Instant::now();
         let last_sent = &mut self.last_sent;
@@ -220,12 +251,9 @@ impl<'a> Session<'a> {
             Ok(ClientMessage::Auth { token }) => match self.deps.auth.verify_user(&token) {
                 Ok(Principal::User { id, expires_at }) if id == self.user => {
                     self.expires_at = expires_at;
-                    Ok(())
+                    self.send_now(ServerFrame::AuthOk { expires_at }.encode()).await
                 }
-                Ok(_) => {
-                    self.send_error("auth_rejected", "the token is for another user")
-                        .await
-                }
+                Ok(_) => self.send_error("auth_rejected", "the token is for another user").await,
                 Err(e) => self.send_error("auth_rejected", &e.to_string()).await,
             },
             Err(e) => {
@@ -255,10 +283,7 @@ impl<'a> Session<'a> {
             for r in items {
                 cursor = r.notification.id;
                 self.socket
-                    .feed(WsMessage::Text(encode_notification_frame(
-                        &r.notification,
-                        &r.body,
-                    )))
+                    .feed(WsMessage::Text(encode_notification_frame(&r.notification, &r.body)))
                     .await
                     .map_err(|_| Ended::Transport)?;
             }
@@ -270,13 +295,11 @@ impl<'a> Session<'a> {
             self.socket.flush().await.map_err(|_| Ended::Transport)?;
         }
         self.last_sent = self.last_sent.max(cursor);
-        self.send_now(ServerFrame::Replayed { up_to: cursor }.encode())
-            .await
+        self.send_now(ServerFrame::Replayed { up_to: cursor }.encode()).await
     }
 
     async fn send_error(&mut self, code: &str, message: &str) -> Result<(), Ended> {
-        self.send_now(ServerFrame::Error { code, message }.encode())
-            .await
+        self.send_now(ServerFrame::Error { code, message }.encode()).await
     }
 
     async fn send_now(&mut self, frame: Utf8Bytes) -> Result<(), Ended> {
@@ -284,7 +307,9 @@ impl<'a> Session<'a> {
     }
 
     async fn send_now_msg(&mut self, msg: WsMessage) -> Result<(), Ended> {
-        match tokio::time::timeout(write_timeout(), self.socket.send(msg)).await {
+        match tokio::time::timeout(Duration::from_secs(self.deps.settings.write_timeout_secs), self.socket.send(msg))
+            .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ended::Transport),
             Err(_) => Err(Ended::WriteTimeout),
@@ -297,23 +322,29 @@ impl<'a> Session<'a> {
     }
 
     async fn close_with(&mut self, code: u16, reason: &'static str) -> Result<(), Ended> {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         self.send_now_msg(WsMessage::Close(Some(frame))).await
     }
 }
 
-/// A stalled peer gets this long to take one write before the session ends.
-fn write_timeout() -> Duration {
-    Duration::from_secs(10)
+fn unix_to_instant(unix_secs: i64) -> tokio::time::Instant {
+    let left = (unix_secs - chrono::Utc::now().timestamp()).max(0) as u64;
+    tokio::time::Instant::now() + Duration::from_secs(left)
 }
 
-fn expiry_instant(expires_at: i64) -> tokio::time::Instant {
-    let now_unix = chrono::Utc::now().timestamp();
-    let left = (expires_at - now_unix).max(0) as u64;
-    tokio::time::Instant::now() + Duration::from_secs(left)
+/// Resyncs in the last minute, to turn a client that can never keep up into a 4008 close.
+#[derive(Default)]
+struct Resyncs(Vec<Instant>);
+
+impl Resyncs {
+    fn allow(&mut self, per_minute: u32) -> bool {
+        self.0.retain(|t| t.elapsed() < Duration::from_secs(60));
+        if self.0.len() >= per_minute as usize {
+            return false;
+        }
+        self.0.push(Instant::now());
+        true
+    }
 }
 
 fn is_too_big(e: &axum::Error) -> bool {

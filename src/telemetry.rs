@@ -22,11 +22,7 @@ pub fn init_tracing(s: &LogSettings) {
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
 /// The process-wide Prometheus handle.
@@ -34,9 +30,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let latency = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ];
+            let latency = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
                 .expect("buckets are non-empty")
@@ -64,22 +58,11 @@ pub struct Health {
 
 impl Health {
     pub fn set(&self, name: &'static str, ok: bool, detail: impl Into<String>) {
-        let c = Component {
-            ok,
-            detail: detail.into(),
-        };
-        self.components
-            .lock()
-            .expect("health poisoned")
-            .insert(name, c);
+        let c = Component { ok, detail: detail.into() };
+        self.components.lock().expect("health poisoned").insert(name, c);
     }
 
     pub fn snapshot(&self) -> Vec<(&'static str, Component)> {
-        self.components
-            .lock()
-            .expect("health poisoned")
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect()
+        self.components.lock().expect("health poisoned").iter().map(|(k, v)| (*k, v.clone())).collect()
     }
 }

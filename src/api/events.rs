@@ -39,8 +39,7 @@ pub async fn ingest(
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             _ => "store_unavailable",
         };
-        metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason)
-            .increment(1);
+        metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason).increment(1);
         tracing::info!(reason, error = %e, "ingest request refused");
     }
     result
@@ -55,32 +54,17 @@ async fn handle(
     match state.principal(headers)? {
         Principal::Service => {}
         Principal::User { .. } => {
-            return Err(ApiError::Auth(AuthError::Invalid(
-                "ingest needs a service key, not a user token".into(),
-            )))
+            return Err(ApiError::Auth(AuthError::Invalid("ingest needs a service key, not a user token".into())))
         }
     }
-    let Query(query) = query.map_err(|e| ApiError::BadRequest {
-        code: "bad_query",
-        message: e.body_text(),
-    })?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let Query(query) = query.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" && !mime.ends_with("+json") {
         return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));
     }
     let limit = state.settings.server.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit })?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })?;
     let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest {
         code: "invalid_utf8",
         message: DecodeError::InvalidUtf8(e.valid_up_to()).to_string(),
@@ -92,10 +76,7 @@ async fn handle(
         vec![serde_json::from_str(text).map_err(|e| bad_json(&e))?]
     };
     if items.is_empty() {
-        return Err(ApiError::Unprocessable {
-            code: "empty_batch",
-            message: "the array holds no events".into(),
-        });
+        return Err(ApiError::Unprocessable { code: "empty_batch", message: "the array holds no events".into() });
     }
     if items.len() > MAX_BATCH {
         return Err(ApiError::Unprocessable {
@@ -104,26 +85,13 @@ async fn handle(
         });
     }
 
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty());
+    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
     let single = items.len() == 1;
     let mut prepared = Vec::with_capacity(items.len());
     for (i, raw) in items.into_iter().enumerate() {
-        let where_ = if single {
-            String::new()
-        } else {
-            format!("event [{i}]: ")
-        };
+        let where_ = if single { String::new() } else { format!("event [{i}]: ") };
         // One key for a batch: each element gets `key:index`, so a retried batch dedupes element by element.
-        let message_id = idempotency_key.map(|k| {
-            if single {
-                k.to_owned()
-            } else {
-                format!("{k}:{i}")
-            }
-        });
+        let message_id = idempotency_key.map(|k| if single { k.to_owned() } else { format!("{k}:{i}") });
         let envelope = Envelope {
             exchange: query.exchange.as_deref().unwrap_or(""),
             routing_key: query.routing_key.as_deref(),
@@ -132,23 +100,14 @@ async fn handle(
         let event = decode(envelope, raw).map_err(|e| {
             let message = format!("{where_}{e}");
             match e {
-                DecodeError::InvalidJson(_) => ApiError::BadRequest {
-                    code: e.reason(),
-                    message,
-                },
-                _ => ApiError::Unprocessable {
-                    code: e.reason(),
-                    message,
-                },
+                DecodeError::InvalidJson(_) => ApiError::BadRequest { code: e.reason(), message },
+                _ => ApiError::Unprocessable { code: e.reason(), message },
             }
         })?;
         let p = state
             .pipeline
             .prepare(event)
-            .map_err(|e| ApiError::Unprocessable {
-                code: e.reason(),
-                message: format!("{where_}{e}"),
-            })?;
+            .map_err(|e| ApiError::Unprocessable { code: e.reason(), message: format!("{where_}{e}") })?;
         prepared.push(p);
     }
 
@@ -157,15 +116,9 @@ async fn handle(
         metrics::counter!("herald_ingest_events_total", "transport" => "http", "status" => o.status.label())
             .increment(1);
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "results": outcomes })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "results": outcomes }))))
 }
 
 fn bad_json(e: &serde_json::Error) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_json",
-        message: DecodeError::InvalidJson(e.to_string()).to_string(),
-    }
+    ApiError::BadRequest { code: "invalid_json", message: DecodeError::InvalidJson(e.to_string()).to_string() }
 }

@@ -29,17 +29,11 @@ type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>
 
 impl AppState {
     fn authorize(&self, headers: &HeaderMap, user: &str) -> Result<(), ApiError> {
-        self.principal(headers)?
-            .may_access(user)
-            .map_err(ApiError::Auth)
+        self.principal(headers)?.may_access(user).map_err(ApiError::Auth)
     }
 
     fn push_to_user(&self, user: &str, frame: ServerFrame<'_>) {
-        self.fanout.publish(Message::UserFrame {
-            user: Arc::from(user),
-            frame: frame.encode(),
-            skip_session: None,
-        });
+        self.fanout.publish(Message::UserFrame { user: Arc::from(user), frame: frame.encode(), skip_session: None });
     }
 }
 
@@ -50,10 +44,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<InboxPage>, ApiError> {
     state.authorize(&headers, &user)?;
-    let Query(p) = params.map_err(|e| ApiError::BadRequest {
-        code: "bad_query",
-        message: e.body_text(),
-    })?;
+    let Query(p) = params.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest {
@@ -62,24 +53,12 @@ pub async fn list(
         });
     }
     // One extra row tells whether there is a next page.
-    let q = ListQuery {
-        limit: limit + 1,
-        before: p.before,
-        unread_only: p.unread.unwrap_or(false),
-    };
+    let q = ListQuery { limit: limit + 1, before: p.before, unread_only: p.unread.unwrap_or(false) };
     let mut items = state.store.list(&user, q).await?;
     let has_more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next_before = if has_more {
-        items.last().map(|n| n.id)
-    } else {
-        None
-    };
-    Ok(Json(InboxPage {
-        items,
-        next_before,
-        has_more,
-    }))
+    let next_before = if has_more { items.last().map(|n| n.id) } else { None };
+    Ok(Json(InboxPage { items, next_before, has_more }))
 }
 
 pub async fn unread_count(
@@ -88,9 +67,7 @@ pub async fn unread_count(
     headers: HeaderMap,
 ) -> Result<Json<UnreadCount>, ApiError> {
     state.authorize(&headers, &user)?;
-    Ok(Json(UnreadCount {
-        unread_count: state.store.unread_count(&user).await?,
-    }))
+    Ok(Json(UnreadCount { unread_count: state.store.unread_count(&user).await? }))
 }
 
 pub async fn read(
@@ -99,19 +76,9 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
     state.authorize(&headers, &user)?;
-    let n = state
-        .store
-        .mark_read(&user, id)
-        .await?
-        .ok_or(ApiError::NotFound("no such notification in this inbox"))?;
+    let n = state.store.mark_read(&user, id).await?.ok_or(ApiError::NotFound("no such notification in this inbox"))?;
     if let Some(read_at) = n.read_at {
-        state.push_to_user(
-            &user,
-            ServerFrame::Read {
-                ids: &[id],
-                read_at,
-            },
-        );
+        state.push_to_user(&user, ServerFrame::Read { ids: &[id], read_at });
     }
     Ok(Json(n))
 }
@@ -123,16 +90,8 @@ pub async fn read_all(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(&headers, &user)?;
     let r = state.store.mark_all_read(&user).await?;
-    state.push_to_user(
-        &user,
-        ServerFrame::ReadAll {
-            up_to: r.up_to,
-            read_at: r.read_at,
-        },
-    );
-    Ok(Json(
-        serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) }),
-    ))
+    state.push_to_user(&user, ServerFrame::ReadAll { up_to: r.up_to, read_at: r.read_at });
+    Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
 }
 
 pub async fn remove(

@@ -83,9 +83,7 @@ pub fn router(state: AppState) -> Router {
     }
     let demo = &state.settings.server.demo_dir;
     if !demo.as_os_str().is_empty() && demo.join("index.html").is_file() {
-        app = app.fallback_service(
-            ServeDir::new(demo).fallback(ServeFile::new(demo.join("index.html"))),
-        );
+        app = app.fallback_service(ServeDir::new(demo).fallback(ServeFile::new(demo.join("index.html"))));
     } else {
         app = app.fallback(|| async { ApiError::NotFound("no such route") });
     }

@@ -24,30 +24,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     checks.insert("store".into(), store);
     for (name, c) in state.health.snapshot() {
         ok &= c.ok;
-        checks.insert(
-            name.into(),
-            serde_json::json!({ "ok": c.ok, "detail": c.detail }),
-        );
+        checks.insert(name.into(), serde_json::json!({ "ok": c.ok, "detail": c.detail }));
     }
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::json!({ "ready": ok, "checks": checks })),
-    )
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "ready": ok, "checks": checks })))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (users, sessions) = state.fanout.registry().counts();
     metrics::gauge!("herald_users_online").set(users as f64);
     metrics::gauge!("herald_sessions_open").set(sessions as f64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 #[derive(Deserialize)]
@@ -61,25 +48,14 @@ pub async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest {
-        code: "invalid_json",
-        message: e.body_text(),
-    })?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
     if req.user_id.trim().is_empty() {
-        return Err(ApiError::Unprocessable {
-            code: "missing_user_id",
-            message: "user_id is empty".into(),
-        });
+        return Err(ApiError::Unprocessable { code: "missing_user_id", message: "user_id is empty".into() });
     }
     let ttl = req.ttl_secs.unwrap_or(3600).clamp(10, 86_400);
-    let token = state
-        .auth
-        .mint(req.user_id.trim(), ttl)
-        .ok_or(ApiError::Unprocessable {
-            code: "unsupported",
-            message: "tokens can be minted only with auth.algorithm = \"HS256\"".into(),
-        })?;
-    Ok(Json(
-        serde_json::json!({ "token": token, "user_id": req.user_id.trim(), "expires_in": ttl }),
-    ))
+    let token = state.auth.mint(req.user_id.trim(), ttl).ok_or(ApiError::Unprocessable {
+        code: "unsupported",
+        message: "tokens can be minted only with auth.algorithm = \"HS256\"".into(),
+    })?;
+    Ok(Json(serde_json::json!({ "token": token, "user_id": req.user_id.trim(), "expires_in": ttl })))
 }

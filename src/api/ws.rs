@@ -46,14 +46,8 @@ fn handshake(
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest {
-        code: "bad_query",
-        message: e.body_text(),
-    })?;
-    let ws = ws.map_err(|e| ApiError::BadRequest {
-        code: "not_a_websocket_request",
-        message: e.body_text(),
-    })?;
+    let Query(query) = query.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
+    let ws = ws.map_err(|e| ApiError::BadRequest { code: "not_a_websocket_request", message: e.body_text() })?;
     check_origin(state, headers)?;
 
     let token = query
@@ -62,9 +56,7 @@ fn handshake(
         .or_else(|| auth::bearer(headers))
         .or_else(|| auth::protocol_token(headers))
         .ok_or(ApiError::Auth(AuthError::Missing))?;
-    let Principal::User { id, expires_at } =
-        state.auth.verify_user(token).map_err(ApiError::Auth)?
-    else {
+    let Principal::User { id, expires_at } = state.auth.verify_user(token).map_err(ApiError::Auth)? else {
         unreachable!("verify_user yields users only")
     };
     if id != user {
@@ -74,11 +66,7 @@ fn handshake(
     let s = &state.settings.websocket;
     let deps = state.sessions.clone();
     let tracker = state.tracker.clone();
-    let params = SessionParams {
-        user,
-        since: query.since,
-        expires_at,
-    };
+    let params = SessionParams { user, since: query.since, expires_at };
     Ok(ws
         .read_buffer_size(s.read_buffer_bytes)
         .write_buffer_size(s.write_buffer_bytes)
@@ -91,22 +79,14 @@ fn handshake(
 
 fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let s = &state.settings.websocket;
-    match headers
-        .get(header::ORIGIN)
-        .map(|o| o.to_str().unwrap_or(""))
-    {
+    match headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("")) {
         None if s.allow_missing_origin => Ok(()),
         None => Err(ApiError::Forbidden("an Origin header is required".into())),
         Some(origin) => {
-            if s.allowed_origins
-                .iter()
-                .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-            {
+            if s.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
                 Ok(())
             } else {
-                Err(ApiError::Forbidden(format!(
-                    "origin `{origin}` is not allowed"
-                )))
+                Err(ApiError::Forbidden(format!("origin `{origin}` is not allowed")))
             }
         }
     }

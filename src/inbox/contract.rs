@@ -15,10 +15,7 @@ pub fn draft(event_id: &str, recipients: Recipients) -> NewNotification {
         content: "content".into(),
         event_type: "test.event".into(),
         source: Some("tests".into()),
-        related_object: Some(RelatedObject {
-            kind: "thing".into(),
-            id: "7".into(),
-        }),
+        related_object: Some(RelatedObject { kind: "thing".into(), id: "7".into() }),
         data: RawValue::from_string(r#"{"k":1}"#.into()).unwrap(),
         body: Arc::from(RawValue::from_string(format!(r#"{{"event":"{event_id}"}}"#)).unwrap()),
         ingested_at: std::time::Instant::now(),
@@ -37,11 +34,7 @@ async fn stored(store: &dyn Store, w: Write) -> Vec<Notification> {
 }
 
 fn q(limit: u32, before: Option<i64>, unread_only: bool) -> ListQuery {
-    ListQuery {
-        limit,
-        before,
-        unread_only,
-    }
+    ListQuery { limit, before, unread_only }
 }
 
 pub async fn run_all(store: &dyn Store) {
@@ -51,25 +44,17 @@ pub async fn run_all(store: &dyn Store) {
     read_all_and_delete_are_per_user(store).await;
     after_replays_oldest_first_with_bodies(store).await;
     purge_erases_only_that_user(store).await;
+    prev_id_links_each_users_stream(store).await;
     store.ping().await.unwrap();
 }
 
 async fn same_event_twice_is_stored_once(store: &dyn Store) {
     let n = draft("dup-1", users(&["dup-a", "dup-b"]));
-    let out = store
-        .apply(vec![Write::Notify(n.clone()), Write::Notify(n.clone())])
-        .await
-        .unwrap();
+    let out = store.apply(vec![Write::Notify(n.clone()), Write::Notify(n.clone())]).await.unwrap();
     assert!(matches!(&out[0], WriteOutcome::Stored(v) if v.len() == 2));
     assert!(matches!(out[1], WriteOutcome::Duplicate));
-    assert!(matches!(
-        store.apply(vec![Write::Notify(n)]).await.unwrap()[0],
-        WriteOutcome::Duplicate
-    ));
-    assert_eq!(
-        store.list("dup-a", q(10, None, false)).await.unwrap().len(),
-        1
-    );
+    assert!(matches!(store.apply(vec![Write::Notify(n)]).await.unwrap()[0], WriteOutcome::Duplicate));
+    assert_eq!(store.list("dup-a", q(10, None, false)).await.unwrap().len(), 1);
     assert_eq!(store.unread_count("dup-b").await.unwrap(), 1);
 }
 
@@ -82,48 +67,21 @@ async fn broadcasts_are_one_row_with_per_user_state(store: &dyn Store) {
     assert_eq!(store.unread_count("bc-a").await.unwrap(), before_a + 1);
     assert_eq!(store.unread_count("bc-b").await.unwrap(), before_b + 1);
 
-    let read = store
-        .mark_read("bc-a", b[0].id)
-        .await
-        .unwrap()
-        .expect("visible to bc-a");
+    let read = store.mark_read("bc-a", b[0].id).await.unwrap().expect("visible to bc-a");
     assert!(read.read_at.is_some());
     assert_eq!(store.unread_count("bc-a").await.unwrap(), before_a);
-    assert_eq!(
-        store.unread_count("bc-b").await.unwrap(),
-        before_b + 1,
-        "read state is per user"
-    );
+    assert_eq!(store.unread_count("bc-b").await.unwrap(), before_b + 1, "read state is per user");
     let seen_by_b = store.list("bc-b", q(50, None, false)).await.unwrap();
-    assert!(seen_by_b
-        .iter()
-        .any(|n| n.id == b[0].id && n.read_at.is_none()));
+    assert!(seen_by_b.iter().any(|n| n.id == b[0].id && n.read_at.is_none()));
     assert!(store.delete("bc-b", b[0].id).await.unwrap());
-    assert!(!store
-        .list("bc-b", q(50, None, false))
-        .await
-        .unwrap()
-        .iter()
-        .any(|n| n.id == b[0].id));
-    assert!(store
-        .list("bc-a", q(50, None, false))
-        .await
-        .unwrap()
-        .iter()
-        .any(|n| n.id == b[0].id));
+    assert!(!store.list("bc-b", q(50, None, false)).await.unwrap().iter().any(|n| n.id == b[0].id));
+    assert!(store.list("bc-a", q(50, None, false)).await.unwrap().iter().any(|n| n.id == b[0].id));
 }
 
 async fn list_pages_newest_first_with_before_cursor(store: &dyn Store) {
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(
-            stored(
-                store,
-                Write::Notify(draft(&format!("page-{i}"), users(&["pager"]))),
-            )
-            .await[0]
-                .id,
-        );
+        ids.push(stored(store, Write::Notify(draft(&format!("page-{i}"), users(&["pager"])))).await[0].id);
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids only grow");
     let first = store.list("pager", q(2, None, false)).await.unwrap();
@@ -139,24 +97,14 @@ async fn list_pages_newest_first_with_before_cursor(store: &dyn Store) {
         .collect();
     assert_eq!(targeted, ids.iter().rev().copied().collect::<Vec<_>>());
     assert!(first_ids[0] > first_ids[1]);
-    let next = store
-        .list("pager", q(2, Some(first_ids[1]), false))
-        .await
-        .unwrap();
+    let next = store.list("pager", q(2, Some(first_ids[1]), false)).await.unwrap();
     assert!(next.iter().all(|n| n.id < first_ids[1]));
 
     store.mark_read("pager", ids[4]).await.unwrap().unwrap();
     let unread = store.list("pager", q(100, None, true)).await.unwrap();
     assert!(unread.iter().all(|n| n.read_at.is_none()));
     assert!(!unread.iter().any(|n| n.id == ids[4]));
-    assert!(
-        store
-            .mark_read("someone-else", ids[0])
-            .await
-            .unwrap()
-            .is_none(),
-        "not in their inbox"
-    );
+    assert!(store.mark_read("someone-else", ids[0]).await.unwrap().is_none(), "not in their inbox");
     assert!(!store.delete("someone-else", ids[0]).await.unwrap());
 }
 
@@ -167,16 +115,9 @@ async fn read_all_and_delete_are_per_user(store: &dyn Store) {
     let all = store.mark_all_read("ra").await.unwrap();
     assert_eq!(store.unread_count("ra").await.unwrap(), 0);
     assert!(all.up_to >= store.latest_id("ra").await.unwrap());
-    assert!(
-        store.unread_count("ra-other").await.unwrap() >= 1,
-        "other users keep the broadcast unread"
-    );
+    assert!(store.unread_count("ra-other").await.unwrap() >= 1, "other users keep the broadcast unread");
     let newer = stored(store, Write::Notify(draft("ra-3", Recipients::Everyone))).await;
-    assert_eq!(
-        store.unread_count("ra").await.unwrap(),
-        1,
-        "read_all covers what existed, not what comes after"
-    );
+    assert_eq!(store.unread_count("ra").await.unwrap(), 1, "read_all covers what existed, not what comes after");
     assert_eq!(store.latest_id("ra").await.unwrap(), newer[0].id);
 }
 
@@ -186,10 +127,7 @@ async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
     let b = stored(store, Write::Notify(draft("rp-2", Recipients::Everyone))).await[0].id;
     let c = stored(store, Write::Notify(draft("rp-3", users(&["rp"])))).await[0].id;
     let got = store.after("rp", start, 100).await.unwrap();
-    assert_eq!(
-        got.iter().map(|r| r.notification.id).collect::<Vec<_>>(),
-        vec![a, b, c]
-    );
+    assert_eq!(got.iter().map(|r| r.notification.id).collect::<Vec<_>>(), vec![a, b, c]);
     assert_eq!(got[1].body.get(), r#"{"event":"rp-2"}"#);
     let paged = store.after("rp", start, 2).await.unwrap();
     assert_eq!(paged.len(), 2);
@@ -197,33 +135,39 @@ async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
 }
 
 async fn purge_erases_only_that_user(store: &dyn Store) {
-    stored(
-        store,
-        Write::Notify(draft("pg-1", users(&["gone", "stays"]))),
-    )
-    .await;
-    let out = store
-        .apply(vec![Write::Purge {
-            event_id: "pg-purge".into(),
-            users: vec!["gone".into()],
-        }])
-        .await
-        .unwrap();
+    stored(store, Write::Notify(draft("pg-1", users(&["gone", "stays"])))).await;
+    let out =
+        store.apply(vec![Write::Purge { event_id: "pg-purge".into(), users: vec!["gone".into()] }]).await.unwrap();
     assert!(matches!(out[0], WriteOutcome::Purged { rows: 1 }));
-    assert!(store
-        .list("gone", q(100, None, false))
-        .await
-        .unwrap()
-        .iter()
-        .all(|n| n.user_id.is_none()));
+    assert!(store.list("gone", q(100, None, false)).await.unwrap().iter().all(|n| n.user_id.is_none()));
     assert_eq!(
-        store
-            .list("stays", q(100, None, false))
-            .await
-            .unwrap()
-            .iter()
-            .filter(|n| n.user_id.is_some())
-            .count(),
+        store.list("stays", q(100, None, false)).await.unwrap().iter().filter(|n| n.user_id.is_some()).count(),
         1
     );
+}
+
+/// Gap detection from the numbers alone: each item's `prev_id` is the id the same user saw just before it.
+async fn prev_id_links_each_users_stream(store: &dyn Store) {
+    stored(store, Write::Notify(draft("chain-1", users(&["chain-a", "chain-b"])))).await;
+    stored(store, Write::Notify(draft("chain-2", Recipients::Everyone))).await;
+    stored(store, Write::Notify(draft("chain-3", users(&["chain-a"])))).await;
+    stored(store, Write::Notify(draft("chain-4", users(&["chain-b"])))).await;
+    stored(store, Write::Notify(draft("chain-5", Recipients::Everyone))).await;
+    for user in ["chain-a", "chain-b"] {
+        let all = store.after(user, 0, 10_000).await.unwrap();
+        let mine: Vec<&Notification> = all.iter().map(|r| &r.notification).collect();
+        let first_chain = mine.iter().position(|n| n.title == "title chain-1").unwrap();
+        for w in mine[first_chain..].windows(2) {
+            if w[1].user_id.is_some() {
+                assert_eq!(w[1].prev_id, w[0].id, "{user}: a targeted row links to what this user saw last");
+            } else {
+                assert!(w[1].prev_id <= w[0].id, "{user}: a broadcast links to the previous broadcast");
+            }
+        }
+    }
+    let b = store.after("chain-a", 0, 10_000).await.unwrap();
+    let broadcasts: Vec<_> = b.iter().filter(|r| r.notification.user_id.is_none()).collect();
+    for w in broadcasts.windows(2) {
+        assert_eq!(w[1].notification.prev_id, w[0].notification.id, "broadcasts chain to each other");
+    }
 }

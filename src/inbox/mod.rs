@@ -7,6 +7,7 @@
 //! - [`Store::apply`] returns only after the batch is durably committed; callers ack/answer after that.
 //! - Only the backend modules know SQL.
 
+mod coalesce;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,13 +17,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
+pub use coalesce::Coalescing;
 pub use sqlite::SqliteStore;
 
 use crate::config::{Settings, StoreLocation};
 use crate::protocol::{Notification, RelatedObject};
 use crate::rules::Recipients;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Worth retrying: the database is busy, unreachable or shutting down.
     #[error("store unavailable: {0}")]
@@ -145,14 +147,12 @@ pub async fn open(
     listener: Option<Arc<dyn CommitListener>>,
 ) -> Result<Arc<dyn Store>, StoreError> {
     match settings.store_location() {
-        StoreLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
-            &path,
-            &settings.store,
-            listener,
-        )?)),
-        StoreLocation::Postgres(_) => Err(StoreError::Internal(
-            "the PostgreSQL backend is not built into this version; use sqlite://PATH".into(),
-        )),
+        StoreLocation::Sqlite(path) => {
+            Ok(Arc::new(Coalescing::new(Arc::new(SqliteStore::open(&path, &settings.store, listener)?))))
+        }
+        StoreLocation::Postgres(_) => {
+            Err(StoreError::Internal("the PostgreSQL backend is not built into this version; use sqlite://PATH".into()))
+        }
     }
 }
 

@@ -18,16 +18,14 @@ use rusqlite_migration::{Migrations, M};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{
-    CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write,
-    WriteOutcome,
-};
+use super::{CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Notification, RelatedObject};
 use crate::rules::Recipients;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    r#"
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        r#"
 CREATE TABLE notifications (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id     TEXT    NOT NULL,
@@ -69,21 +67,17 @@ CREATE TABLE user_state (
     read_all_at    INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
-)];
+    ),
+    // Gap detection: the id this user saw just before (for a broadcast, the previous broadcast).
+    M::up("ALTER TABLE notifications ADD COLUMN prev_id INTEGER NOT NULL DEFAULT 0;"),
+];
 
 const COLUMNS: &str =
-    "id, user_id, kind, title, content, event_type, source, related_type, related_id, data, created_at";
+    "id, user_id, kind, title, content, event_type, source, related_type, related_id, data, created_at, prev_id";
 
 enum Job {
-    Apply(
-        Vec<Write>,
-        oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>,
-    ),
-    MarkRead(
-        String,
-        i64,
-        oneshot::Sender<Result<Option<Notification>, StoreError>>,
-    ),
+    Apply(Vec<Write>, oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>),
+    MarkRead(String, i64, oneshot::Sender<Result<Option<Notification>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
     Close(oneshot::Sender<()>),
@@ -111,10 +105,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 fn internal(e: rusqlite::Error) -> StoreError {
     match e {
         rusqlite::Error::SqliteFailure(f, _)
-            if matches!(
-                f.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) =>
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
         {
             StoreError::Unavailable(e.to_string())
         }
@@ -129,9 +120,8 @@ impl SqliteStore {
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Internal(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path).map_err(internal)?;
         let sync = match settings.synchronous {
@@ -142,8 +132,7 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
         ))
         .map_err(internal)?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(internal)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
@@ -152,9 +141,7 @@ impl SqliteStore {
         for _ in 0..settings.read_connections {
             let r = Connection::open_with_flags(
                 path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
             )
             .map_err(internal)?;
             r.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
@@ -179,12 +166,8 @@ impl SqliteStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(make(tx))
-            .await
-            .map_err(|_| unavailable("the store is closed"))?;
-        rx.await
-            .map_err(|_| unavailable("the store writer stopped"))?
+        self.writer.send(make(tx)).await.map_err(|_| unavailable("the store is closed"))?;
+        rx.await.map_err(|_| unavailable("the store writer stopped"))?
     }
 
     /// Run `f` on a pooled read connection, off the async threads.
@@ -192,19 +175,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let permit = self
-            .reader_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(unavailable)?;
+        let permit = self.reader_permits.clone().acquire_owned().await.map_err(unavailable)?;
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool
-                .lock()
-                .expect("reader pool poisoned")
-                .pop()
-                .expect("a permit guarantees a connection");
+            let conn = pool.lock().expect("reader pool poisoned").pop().expect("a permit guarantees a connection");
             let result = f(&conn);
             pool.lock().expect("reader pool poisoned").push(conn);
             drop(permit);
@@ -258,11 +232,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![user, after, limit], |r| {
                 let notification = row_to_notification(r)?;
-                let body: String = r.get(12)?;
-                Ok(Replayed {
-                    notification,
-                    body: raw(body),
-                })
+                let body: String = r.get(13)?;
+                Ok(Replayed { notification, body: raw(body) })
             })?;
             rows.collect()
         })
@@ -329,9 +300,8 @@ impl Store for SqliteStore {
 }
 
 /// Broadcast rows as one user sees them: their read state, minus the ones they deleted.
-const BROADCAST_SELECT: &str =
-    "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source,
-        n.related_type, n.related_id, n.data, n.created_at,
+const BROADCAST_SELECT: &str = "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source,
+        n.related_type, n.related_id, n.data, n.created_at, n.prev_id,
         COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) AS read_at
     FROM notifications n
     LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
@@ -361,12 +331,11 @@ fn row_to_notification(r: &Row<'_>) -> rusqlite::Result<Notification> {
         content: r.get(4)?,
         event_type: r.get(5)?,
         source: r.get(6)?,
-        related_object: related_type
-            .zip(related_id)
-            .map(|(kind, id)| RelatedObject { kind, id }),
+        related_object: related_type.zip(related_id).map(|(kind, id)| RelatedObject { kind, id }),
         data: raw(r.get(9)?),
         created_at: from_millis(r.get(10)?),
-        read_at: r.get::<_, Option<i64>>(11)?.map(from_millis),
+        prev_id: r.get(11)?,
+        read_at: r.get::<_, Option<i64>>(12)?.map(from_millis),
     })
 }
 
@@ -403,23 +372,16 @@ fn writer_loop(
 }
 
 /// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
-fn commit_batch(
-    conn: &mut Connection,
-    batch: &mut Vec<Job>,
-    listener: Option<&dyn CommitListener>,
-) {
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&dyn CommitListener>) {
     let now = Utc::now();
     let result = (|| -> rusqlite::Result<Vec<Answer>> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut answers = Vec::with_capacity(batch.len());
         for job in batch.iter() {
             answers.push(match job {
-                Job::Apply(writes, _) => Answer::Apply(
-                    writes
-                        .iter()
-                        .map(|w| apply_one(&tx, w, now))
-                        .collect::<rusqlite::Result<_>>()?,
-                ),
+                Job::Apply(writes, _) => {
+                    Answer::Apply(writes.iter().map(|w| apply_one(&tx, w, now)).collect::<rusqlite::Result<_>>()?)
+                }
                 Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&tx, user, *id, now)?),
                 Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now)?),
                 Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now)?),
@@ -480,11 +442,7 @@ enum Answer {
     Close,
 }
 
-fn apply_one(
-    tx: &Transaction<'_>,
-    w: &Write,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<WriteOutcome> {
+fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::Result<WriteOutcome> {
     let fresh = tx
         .prepare_cached("INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
         .execute(params![w.event_id(), millis(now)])?;
@@ -495,23 +453,18 @@ fn apply_one(
         Write::Notify(n) => {
             let stored = match &n.recipients {
                 Recipients::Everyone => vec![insert(tx, n, None, now)?],
-                Recipients::Users(users) => users
-                    .iter()
-                    .map(|u| insert(tx, n, Some(u), now))
-                    .collect::<rusqlite::Result<_>>()?,
+                Recipients::Users(users) => {
+                    users.iter().map(|u| insert(tx, n, Some(u), now)).collect::<rusqlite::Result<_>>()?
+                }
             };
             Ok(WriteOutcome::Stored(stored))
         }
         Write::Purge { users, .. } => {
             let mut rows = 0u64;
             for u in users {
-                rows += tx
-                    .prepare_cached("DELETE FROM notifications WHERE user_id = ?1")?
-                    .execute([u])? as u64;
-                tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?
-                    .execute([u])?;
-                tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?
-                    .execute([u])?;
+                rows += tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1")?.execute([u])? as u64;
+                tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?.execute([u])?;
+                tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?.execute([u])?;
             }
             Ok(WriteOutcome::Purged { rows })
         }
@@ -524,10 +477,19 @@ fn insert(
     user: Option<&String>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Notification> {
+    // What this user saw last: their newest row or the newest broadcast (a broadcast links to broadcasts only).
+    // The single writer makes this read-then-insert race-free.
+    let prev_id: i64 = tx
+        .prepare_cached(
+            "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
+                        COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0))",
+        )?
+        .query_row([user], |r| r.get(0))?;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO notifications
-             (event_id, user_id, kind, title, content, event_type, source, related_type, related_id, data, body, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             (event_id, user_id, kind, title, content, event_type, source, related_type, related_id, data, body,
+              created_at, prev_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     stmt.execute(params![
         n.event_id,
@@ -542,9 +504,11 @@ fn insert(
         n.data.get(),
         n.body.get(),
         millis(now),
+        prev_id,
     ])?;
     Ok(Notification {
         id: tx.last_insert_rowid(),
+        prev_id,
         user_id: user.cloned(),
         kind: n.kind.clone(),
         title: n.title.clone(),
@@ -565,17 +529,10 @@ fn visible(tx: &Transaction<'_>, user: &str, id: i64) -> rusqlite::Result<Option
         "SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications WHERE user_id = ?1 AND id = ?2
          UNION ALL SELECT * FROM ({BROADCAST_SELECT} AND n.id = ?2))"
     );
-    tx.prepare_cached(&sql)?
-        .query_row(params![user, id], row_to_notification)
-        .optional()
+    tx.prepare_cached(&sql)?.query_row(params![user, id], row_to_notification).optional()
 }
 
-fn mark_read(
-    tx: &Transaction<'_>,
-    user: &str,
-    id: i64,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<Option<Notification>> {
+fn mark_read(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusqlite::Result<Option<Notification>> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(None);
     };
@@ -595,16 +552,10 @@ fn mark_read(
     visible(tx, user, id)
 }
 
-fn mark_all_read(
-    tx: &Transaction<'_>,
-    user: &str,
-    now: DateTime<Utc>,
-) -> rusqlite::Result<ReadAll> {
+fn mark_all_read(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>) -> rusqlite::Result<ReadAll> {
     let at = millis(now);
-    tx.prepare_cached(
-        "UPDATE notifications SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL",
-    )?
-    .execute(params![user, at])?;
+    tx.prepare_cached("UPDATE notifications SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL")?
+        .execute(params![user, at])?;
     let up_to: i64 = tx
         .prepare_cached(
             "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
@@ -616,10 +567,7 @@ fn mark_all_read(
          ON CONFLICT (user_id) DO UPDATE SET read_all_up_to = excluded.read_all_up_to, read_all_at = excluded.read_all_at",
     )?
     .execute(params![user, up_to, at])?;
-    Ok(ReadAll {
-        up_to,
-        read_at: from_millis(at),
-    })
+    Ok(ReadAll { up_to, read_at: from_millis(at) })
 }
 
 fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusqlite::Result<bool> {
@@ -627,8 +575,7 @@ fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusq
         return Ok(false);
     };
     if n.user_id.is_some() {
-        tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id = ?2")?
-            .execute(params![user, id])?;
+        tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id = ?2")?.execute(params![user, id])?;
     } else {
         tx.prepare_cached(
             "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted) VALUES (?1, ?2, ?3, 1)
@@ -645,12 +592,7 @@ mod tests {
     use crate::config::Settings;
 
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(
-            &dir.path().join("inbox.db"),
-            &Settings::defaults().store,
-            None,
-        )
-        .unwrap()
+        SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, None).unwrap()
     }
 
     #[tokio::test]
@@ -668,10 +610,7 @@ mod tests {
         let n = crate::inbox::contract::draft("e-1", Recipients::Users(vec!["u".into()]));
         store.apply(vec![Write::Notify(n)]).await.unwrap();
         store.close().await;
-        assert!(
-            store.apply(vec![]).await.is_ok(),
-            "empty batches need no writer"
-        );
+        assert!(store.apply(vec![]).await.is_ok(), "empty batches need no writer");
         let reopened = open(&dir);
         assert_eq!(reopened.unread_count("u").await.unwrap(), 1);
         reopened.close().await;

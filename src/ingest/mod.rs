@@ -93,12 +93,7 @@ impl Pipeline {
                     ingested_at: event.received_at,
                 }),
             },
-            Route::Purge(users) => Action::Write {
-                write: Write::Purge {
-                    event_id: event.id.clone(),
-                    users,
-                },
-            },
+            Route::Purge(users) => Action::Write { write: Write::Purge { event_id: event.id.clone(), users } },
             Route::Ignore => Action::Skip(Status::Ignored),
             Route::Unmatched => {
                 metrics::counter!("herald_events_unmatched_total").increment(1);
@@ -109,12 +104,7 @@ impl Pipeline {
                 Action::Skip(Status::Unmatched)
             }
         };
-        Ok(Prepared {
-            event_id: event.id,
-            exchange: event.exchange,
-            routing_key: event.routing_key,
-            action,
-        })
+        Ok(Prepared { event_id: event.id, exchange: event.exchange, routing_key: event.routing_key, action })
     }
 
     /// Commit in one durable batch. Outcomes are in input order. Fan-out happens in the store's commit
@@ -138,9 +128,7 @@ impl Pipeline {
                 let (status, notification_ids) = match skipped {
                     Some(status) => (status, Vec::new()),
                     None => match results.next().expect("one result per write") {
-                        WriteOutcome::Stored(ns) => {
-                            (Status::Stored, ns.iter().map(|n| n.id).collect())
-                        }
+                        WriteOutcome::Stored(ns) => (Status::Stored, ns.iter().map(|n| n.id).collect()),
                         WriteOutcome::Duplicate => (Status::Duplicate, Vec::new()),
                         WriteOutcome::Purged { rows } => {
                             tracing::info!(event_id = %event_id, rows, "inbox purged");
@@ -148,11 +136,7 @@ impl Pipeline {
                         }
                     },
                 };
-                Outcome {
-                    event_id,
-                    status,
-                    notification_ids,
-                }
+                Outcome { event_id, status, notification_ids }
             })
             .collect())
     }
@@ -165,11 +149,7 @@ pub struct Publisher(pub Fanout);
 impl CommitListener for Publisher {
     fn committed(&self, written: &NewNotification, stored: &[Notification]) {
         for n in stored {
-            let kind = if n.user_id.is_some() {
-                "targeted"
-            } else {
-                "broadcast"
-            };
+            let kind = if n.user_id.is_some() { "targeted" } else { "broadcast" };
             metrics::counter!("herald_notifications_stored_total", "kind" => kind).increment(1);
             self.0.publish(Message::Notification {
                 user: n.user_id.as_deref().map(Arc::from),

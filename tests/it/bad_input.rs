@@ -12,18 +12,9 @@ async fn stored_snapshot(gw: &Gateway) -> Value {
     ])
 }
 
-async fn post_raw(
-    gw: &Gateway,
-    query: &str,
-    content_type: &str,
-    key: Option<&str>,
-    body: Vec<u8>,
-) -> (u16, Value) {
-    let mut req = gw
-        .raw()
-        .post(gw.url(&format!("/api/v1/events{query}")))
-        .header("content-type", content_type)
-        .body(body);
+async fn post_raw(gw: &Gateway, query: &str, content_type: &str, key: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    let mut req =
+        gw.raw().post(gw.url(&format!("/api/v1/events{query}"))).header("content-type", content_type).body(body);
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
@@ -66,24 +57,8 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
             400,
             "invalid_utf8",
         ),
-        (
-            "unknown shape",
-            "",
-            json_ct,
-            key,
-            br#"{"hello":"world"}"#.to_vec(),
-            422,
-            "unknown_shape",
-        ),
-        (
-            "not an object",
-            "?routing_key=a.b",
-            json_ct,
-            key,
-            b"42".to_vec(),
-            422,
-            "not_an_object",
-        ),
+        ("unknown shape", "", json_ct, key, br#"{"hello":"world"}"#.to_vec(), 422, "unknown_shape"),
+        ("not an object", "?routing_key=a.b", json_ct, key, b"42".to_vec(), 422, "not_an_object"),
         (
             "missing user id",
             "",
@@ -93,51 +68,11 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
             422,
             "missing_user_id",
         ),
-        (
-            "empty array",
-            "",
-            json_ct,
-            key,
-            b"[]".to_vec(),
-            422,
-            "empty_batch",
-        ),
-        (
-            "oversized body",
-            "",
-            json_ct,
-            key,
-            big,
-            413,
-            "body_too_large",
-        ),
-        (
-            "wrong content type",
-            "",
-            "text/plain",
-            key,
-            ok_body.clone(),
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "no key",
-            "",
-            json_ct,
-            None,
-            ok_body.clone(),
-            401,
-            "missing_credentials",
-        ),
-        (
-            "wrong key",
-            "",
-            json_ct,
-            Some("not-the-service-key-at-all"),
-            ok_body.clone(),
-            401,
-            "invalid_credentials",
-        ),
+        ("empty array", "", json_ct, key, b"[]".to_vec(), 422, "empty_batch"),
+        ("oversized body", "", json_ct, key, big, 413, "body_too_large"),
+        ("wrong content type", "", "text/plain", key, ok_body.clone(), 415, "unsupported_media_type"),
+        ("no key", "", json_ct, None, ok_body.clone(), 401, "missing_credentials"),
+        ("wrong key", "", json_ct, Some("not-the-service-key-at-all"), ok_body.clone(), 401, "invalid_credentials"),
         (
             "a user token is not a service key",
             "",
@@ -152,35 +87,21 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
         let (got, reason) = post_raw(&gw, query, ct, key, body).await;
         assert_eq!(got, status, "{name}: {reason}");
         assert_eq!(reason["error"], code, "{name}: {reason}");
-        assert!(
-            reason["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{name}: a human reason"
-        );
+        assert!(reason["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: a human reason");
     }
 
     // One bad element rejects the whole array, naming it; the good ones are not stored either.
-    let batch = json!([fixture("medtrack-stage-accepted.json")["body"], {"event_type": "stage.accepted", "payload": {}}]);
+    let batch =
+        json!([fixture("medtrack-stage-accepted.json")["body"], {"event_type": "stage.accepted", "payload": {}}]);
     let (got, reason) = post_raw(&gw, "", json_ct, key, serde_json::to_vec(&batch).unwrap()).await;
     assert_eq!(got, 422);
-    assert!(
-        reason["message"].as_str().unwrap().contains("[1]"),
-        "{reason}"
-    );
+    assert!(reason["message"].as_str().unwrap().contains("[1]"), "{reason}");
 
-    assert_eq!(
-        stored_snapshot(&gw).await,
-        before,
-        "nothing already stored was lost or altered"
-    );
+    assert_eq!(stored_snapshot(&gw).await, before, "nothing already stored was lost or altered");
 }
 
 fn token(claims: Value, alg: Algorithm, secret: &[u8]) -> String {
-    encode(
-        &Header::new(alg),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .unwrap()
+    encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
 }
 
 #[tokio::test]
@@ -191,37 +112,17 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
     let none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6NDEwMjQ0NDgwMH0.";
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("missing token", "/ws/u1".into(), 401, "missing_credentials"),
-        (
-            "garbage token",
-            "/ws/u1?token=garbage".into(),
-            401,
-            "invalid_credentials",
-        ),
-        (
-            "alg none",
-            format!("/ws/u1?token={none_alg}"),
-            401,
-            "invalid_credentials",
-        ),
+        ("garbage token", "/ws/u1?token=garbage".into(), 401, "invalid_credentials"),
+        ("alg none", format!("/ws/u1?token={none_alg}"), 401, "invalid_credentials"),
         (
             "expired",
-            format!(
-                "/ws/u1?token={}",
-                token(
-                    json!({"sub": "u1", "exp": now - 600}),
-                    Algorithm::HS256,
-                    &secret
-                )
-            ),
+            format!("/ws/u1?token={}", token(json!({"sub": "u1", "exp": now - 600}), Algorithm::HS256, &secret)),
             401,
             "token_expired",
         ),
         (
             "no exp",
-            format!(
-                "/ws/u1?token={}",
-                token(json!({"sub": "u1"}), Algorithm::HS256, &secret)
-            ),
+            format!("/ws/u1?token={}", token(json!({"sub": "u1"}), Algorithm::HS256, &secret)),
             401,
             "invalid_credentials",
         ),
@@ -229,34 +130,18 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
             "wrong key",
             format!(
                 "/ws/u1?token={}",
-                token(
-                    json!({"sub": "u1", "exp": now + 600}),
-                    Algorithm::HS256,
-                    b"some-other-secret-key"
-                )
+                token(json!({"sub": "u1", "exp": now + 600}), Algorithm::HS256, b"some-other-secret-key")
             ),
             401,
             "invalid_credentials",
         ),
         (
             "other algorithm",
-            format!(
-                "/ws/u1?token={}",
-                token(
-                    json!({"sub": "u1", "exp": now + 600}),
-                    Algorithm::HS512,
-                    &secret
-                )
-            ),
+            format!("/ws/u1?token={}", token(json!({"sub": "u1", "exp": now + 600}), Algorithm::HS512, &secret)),
             401,
             "invalid_credentials",
         ),
-        (
-            "token for another user",
-            format!("/ws/u1?token={}", gw.token("u2")),
-            403,
-            "forbidden",
-        ),
+        ("token for another user", format!("/ws/u1?token={}", gw.token("u2")), 403, "forbidden"),
     ];
     for (name, path, status, code) in cases {
         let (got, body) = gw.refused(gw.ws_request(&path)).await;
@@ -265,26 +150,20 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
     }
 
     let mut req = gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1")));
-    req.headers_mut()
-        .insert("origin", "https://evil.example".parse().unwrap());
+    req.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
     let (got, body) = gw.refused(req).await;
     assert_eq!(got, 403, "foreign origin: {body}");
     assert!(body["message"].as_str().unwrap().contains("evil.example"));
 
     let mut req = gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1")));
-    req.headers_mut()
-        .insert("origin", "http://localhost:8080".parse().unwrap());
-    tokio_tungstenite::connect_async(req)
-        .await
-        .expect("an allowed origin connects");
+    req.headers_mut().insert("origin", "http://localhost:8080".parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.expect("an allowed origin connects");
 }
 
 #[tokio::test]
 async fn a_missing_origin_is_refused_when_configured() {
     let gw = spawn_gateway_with(|s| s.websocket.allow_missing_origin = false).await;
-    let (status, _) = gw
-        .refused(gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1"))))
-        .await;
+    let (status, _) = gw.refused(gw.ws_request(&format!("/ws/u1?token={}", gw.token("u1")))).await;
     assert_eq!(status, 403);
 }
 
@@ -299,36 +178,17 @@ async fn nobody_reads_or_changes_another_users_inbox() {
     let base = format!("/api/v1/users/{owner}/notifications");
     let responses = vec![
         gw.get(&base, &mallory).send().await.unwrap(),
-        gw.get(&format!("{base}/unread_count"), &mallory)
-            .send()
-            .await
-            .unwrap(),
-        gw.post(&format!("{base}/{id}/read"), &mallory)
-            .send()
-            .await
-            .unwrap(),
-        gw.post(&format!("{base}/read_all"), &mallory)
-            .send()
-            .await
-            .unwrap(),
-        gw.delete(&format!("{base}/{id}"), &mallory)
-            .send()
-            .await
-            .unwrap(),
+        gw.get(&format!("{base}/unread_count"), &mallory).send().await.unwrap(),
+        gw.post(&format!("{base}/{id}/read"), &mallory).send().await.unwrap(),
+        gw.post(&format!("{base}/read_all"), &mallory).send().await.unwrap(),
+        gw.delete(&format!("{base}/{id}"), &mallory).send().await.unwrap(),
     ];
     for r in responses {
         assert_eq!(r.status(), 403);
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "forbidden");
     }
     // Mallory acting on her own inbox cannot touch the owner's notification either.
-    let r = gw
-        .post(
-            &format!("/api/v1/users/mallory/notifications/{id}/read"),
-            &mallory,
-        )
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post(&format!("/api/v1/users/mallory/notifications/{id}/read"), &mallory).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = gw.raw().get(gw.url(&base)).send().await.unwrap();
     assert_eq!(r.status(), 401, "no credentials at all");
@@ -339,23 +199,9 @@ async fn nobody_reads_or_changes_another_users_inbox() {
 async fn bad_inbox_queries_get_400_with_a_reason() {
     let gw = spawn_gateway().await;
     let t = gw.token("u");
-    for q in [
-        "limit=0",
-        "limit=101",
-        "limit=abc",
-        "before=xyz",
-        "unread=maybe",
-    ] {
-        let r = gw
-            .get(&format!("/api/v1/users/u/notifications?{q}"), &t)
-            .send()
-            .await
-            .unwrap();
+    for q in ["limit=0", "limit=101", "limit=abc", "before=xyz", "unread=maybe"] {
+        let r = gw.get(&format!("/api/v1/users/u/notifications?{q}"), &t).send().await.unwrap();
         assert_eq!(r.status(), 400, "{q}");
-        assert_eq!(
-            r.json::<Value>().await.unwrap()["error"],
-            "bad_query",
-            "{q}"
-        );
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_query", "{q}");
     }
 }

@@ -19,10 +19,7 @@ fn start(config: &std::path::Path) -> (Child, String) {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("herald exited before listening")
-            .unwrap();
+        let line = lines.next().expect("herald exited before listening").unwrap();
         if let Some(a) = line.strip_prefix("herald listening on ") {
             break a.to_owned();
         }
@@ -57,11 +54,7 @@ async fn kill_9_right_after_202_loses_nothing() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        ids.push(
-            resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0]
-                .as_i64()
-                .unwrap(),
-        );
+        ids.push(resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap());
     }
     // SIGKILL immediately after the last 202: no chance to flush anything else.
     child.kill().unwrap();
@@ -77,17 +70,9 @@ async fn kill_9_right_after_202_loses_nothing() {
         .json()
         .await
         .unwrap();
-    let mut got: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect();
+    let mut got: Vec<i64> = page["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
     got.reverse();
-    assert_eq!(
-        got, ids,
-        "every acknowledged notification survived the kill"
-    );
+    assert_eq!(got, ids, "every acknowledged notification survived the kill");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -6,15 +6,9 @@ use crate::support::*;
 
 async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
     let resp = gw
-        .post_event(
-            "sgad.notifications",
-            "",
-            &json!({"user_id": user, "title": title, "message": "m", "type": "info"}),
-        )
+        .post_event("sgad.notifications", "", &json!({"user_id": user, "title": title, "message": "m", "type": "info"}))
         .await;
-    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0]
-        .as_i64()
-        .unwrap()
+    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap()
 }
 
 #[tokio::test]
@@ -25,68 +19,30 @@ async fn list_is_newest_first_with_a_before_cursor_and_unread_filter() {
         ids.push(notify(&gw, "pager", &format!("n{i}")).await);
     }
     let t = gw.token("pager");
-    let page: Value = gw
-        .get("/api/v1/users/pager/notifications?limit=2", &t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let got: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect();
+    let page: Value =
+        gw.get("/api/v1/users/pager/notifications?limit=2", &t).send().await.unwrap().json().await.unwrap();
+    let got: Vec<i64> = page["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
     assert_eq!(got, vec![ids[4], ids[3]]);
     assert_eq!(page["has_more"], true);
     assert_eq!(page["next_before"], ids[3]);
     let page: Value = gw
-        .get(
-            &format!(
-                "/api/v1/users/pager/notifications?limit=10&before={}",
-                ids[3]
-            ),
-            &t,
-        )
+        .get(&format!("/api/v1/users/pager/notifications?limit=10&before={}", ids[3]), &t)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let got: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect();
+    let got: Vec<i64> = page["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
     assert_eq!(got, vec![ids[2], ids[1], ids[0]]);
     assert_eq!(page["has_more"], false);
     assert_eq!(page["next_before"], Value::Null);
 
-    gw.post(
-        &format!("/api/v1/users/pager/notifications/{}/read", ids[1]),
-        &t,
-    )
-    .send()
-    .await
-    .unwrap();
-    let unread: Value = gw
-        .get("/api/v1/users/pager/notifications?unread=true", &t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    gw.post(&format!("/api/v1/users/pager/notifications/{}/read", ids[1]), &t).send().await.unwrap();
+    let unread: Value =
+        gw.get("/api/v1/users/pager/notifications?unread=true", &t).send().await.unwrap().json().await.unwrap();
     assert_eq!(unread["items"].as_array().unwrap().len(), 4);
-    assert!(unread["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|n| n["id"] != ids[1]));
+    assert!(unread["items"].as_array().unwrap().iter().all(|n| n["id"] != ids[1]));
 }
 
 #[tokio::test]
@@ -94,66 +50,30 @@ async fn unread_count_read_read_all_and_delete_behave() {
     let gw = spawn_gateway().await;
     let a = notify(&gw, "u", "a").await;
     let b = notify(&gw, "u", "b").await;
-    let resp = gw
-        .post_event(
-            "sgad.notifications",
-            "",
-            &json!({"user_id": "system", "title": "all", "message": "m"}),
-        )
-        .await;
-    let broadcast = resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0]
-        .as_i64()
-        .unwrap();
+    let resp =
+        gw.post_event("sgad.notifications", "", &json!({"user_id": "system", "title": "all", "message": "m"})).await;
+    let broadcast = resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap();
     let t = gw.token("u");
     assert_eq!(gw.unread("u").await, 3);
 
-    let read: Value = gw
-        .post(&format!("/api/v1/users/u/notifications/{a}/read"), &t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value =
+        gw.post(&format!("/api/v1/users/u/notifications/{a}/read"), &t).send().await.unwrap().json().await.unwrap();
     assert_eq!(read["id"], a);
     assert!(read["read_at"].is_string());
     assert_eq!(gw.unread("u").await, 2);
 
-    let resp = gw
-        .delete(&format!("/api/v1/users/u/notifications/{b}"), &t)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.delete(&format!("/api/v1/users/u/notifications/{b}"), &t).send().await.unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(gw.unread("u").await, 1);
-    let resp = gw
-        .delete(&format!("/api/v1/users/u/notifications/{b}"), &t)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.delete(&format!("/api/v1/users/u/notifications/{b}"), &t).send().await.unwrap();
     assert_eq!(resp.status(), 404, "deleting twice finds nothing");
 
-    let all: Value = gw
-        .post("/api/v1/users/u/notifications/read_all", &t)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = gw.post("/api/v1/users/u/notifications/read_all", &t).send().await.unwrap().json().await.unwrap();
     assert_eq!(all["up_to"], broadcast);
     assert_eq!(gw.unread("u").await, 0);
-    assert_eq!(
-        gw.unread("v").await,
-        1,
-        "the broadcast is still unread for others"
-    );
+    assert_eq!(gw.unread("v").await, 1, "the broadcast is still unread for others");
 
-    let resp = gw
-        .post("/api/v1/users/u/notifications/999999/read", &t)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/api/v1/users/u/notifications/999999/read", &t).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "not_found");
 }
@@ -168,26 +88,17 @@ async fn read_state_is_pushed_to_the_users_open_tabs() {
     tab2.notification().await;
     let t = gw.token("u");
 
-    gw.post(&format!("/api/v1/users/u/notifications/{id}/read"), &t)
-        .send()
-        .await
-        .unwrap();
+    gw.post(&format!("/api/v1/users/u/notifications/{id}/read"), &t).send().await.unwrap();
     for tab in [&mut tab1, &mut tab2] {
         let f = tab.frame().await;
         assert_eq!(f["type"], "read");
         assert_eq!(f["ids"], json!([id]));
     }
-    gw.post("/api/v1/users/u/notifications/read_all", &t)
-        .send()
-        .await
-        .unwrap();
+    gw.post("/api/v1/users/u/notifications/read_all", &t).send().await.unwrap();
     for tab in [&mut tab1, &mut tab2] {
         assert_eq!(tab.frame().await["type"], "read_all");
     }
-    gw.delete(&format!("/api/v1/users/u/notifications/{id}"), &t)
-        .send()
-        .await
-        .unwrap();
+    gw.delete(&format!("/api/v1/users/u/notifications/{id}"), &t).send().await.unwrap();
     for tab in [&mut tab1, &mut tab2] {
         assert_eq!(tab.frame().await, json!({"type": "deleted", "ids": [id]}));
     }
@@ -197,17 +108,7 @@ async fn read_state_is_pushed_to_the_users_open_tabs() {
 async fn a_service_key_may_read_any_inbox() {
     let gw = spawn_gateway().await;
     notify(&gw, "u", "x").await;
-    let resp = gw
-        .get("/api/v1/users/u/notifications", SERVICE_KEY)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.get("/api/v1/users/u/notifications", SERVICE_KEY).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["items"].as_array().unwrap().len(), 1);
 }

@@ -15,10 +15,7 @@ async fn every_fixture_posted_over_http_reaches_its_users_two_tabs_and_inbox() {
             continue;
         };
         let expect = &case["expect"];
-        let Some(users) = expect["to"]
-            .as_array()
-            .filter(|_| expect["action"] == "notify")
-        else {
+        let Some(users) = expect["to"].as_array().filter(|_| expect["action"] == "notify") else {
             continue;
         };
         let user = users[0].as_str().unwrap();
@@ -35,20 +32,10 @@ async fn every_fixture_posted_over_http_reaches_its_users_two_tabs_and_inbox() {
             assert_eq!(f["notification"]["user_id"], user, "{name}");
             assert_eq!(f["notification"]["title"], expect["title"], "{name}");
             assert_eq!(f["event_type"], expect["event_type"], "{name}");
-            assert_eq!(
-                f["body"], body,
-                "{name}: the original body travels with the frame"
-            );
+            assert_eq!(f["body"], body, "{name}: the original body travels with the frame");
         }
         let inbox = gw.inbox(user).await;
-        assert!(
-            inbox["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["id"] == id),
-            "{name}: in the inbox"
-        );
+        assert!(inbox["items"].as_array().unwrap().iter().any(|n| n["id"] == id), "{name}: in the inbox");
     }
 }
 
@@ -61,14 +48,7 @@ async fn broadcast_reaches_every_connected_user_and_every_inbox() {
     }
     let resp = gw.post_fixture("sgad-notification-system.json").await;
     let id = resp["results"][0]["notification_ids"][0].as_i64().unwrap();
-    assert_eq!(
-        resp["results"][0]["notification_ids"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1,
-        "one row for everyone"
-    );
+    assert_eq!(resp["results"][0]["notification_ids"].as_array().unwrap().len(), 1, "one row for everyone");
     for (u, c) in &mut clients {
         let f = c.notification().await;
         assert_eq!(f["notification"]["id"], id);
@@ -89,10 +69,7 @@ async fn the_same_event_twice_yields_one_notification() {
     let second = gw.post_fixture("medtrack-stage-accepted.json").await;
     assert_eq!(first["results"][0]["status"], "stored");
     assert_eq!(second["results"][0]["status"], "duplicate");
-    assert_eq!(
-        first["results"][0]["event_id"],
-        second["results"][0]["event_id"]
-    );
+    assert_eq!(first["results"][0]["event_id"], second["results"][0]["event_id"]);
     tab.notification().await;
     tab.silent_for(Duration::from_millis(300)).await;
     assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 1);
@@ -110,10 +87,7 @@ async fn the_same_event_twice_yields_one_notification() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);
-        assert_eq!(
-            resp.json::<Value>().await.unwrap()["results"][0]["status"],
-            expected
-        );
+        assert_eq!(resp.json::<Value>().await.unwrap()["results"][0]["status"], expected);
     }
 }
 
@@ -123,17 +97,11 @@ async fn an_array_of_events_is_stored_in_one_request_in_order() {
     let events: Vec<Value> = (0..5)
         .map(|i| json!({"user_id": "batch-user", "title": format!("n{i}"), "message": "m", "type": "info"}))
         .collect();
-    let resp = gw
-        .post_event("sgad.notifications", "", &json!(events))
-        .await;
+    let resp = gw.post_event("sgad.notifications", "", &json!(events)).await;
     assert_eq!(resp.status(), 202);
     let body: Value = resp.json().await.unwrap();
-    let ids: Vec<i64> = body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["notification_ids"][0].as_i64().unwrap())
-        .collect();
+    let ids: Vec<i64> =
+        body["results"].as_array().unwrap().iter().map(|r| r["notification_ids"][0].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let titles: Vec<String> = gw.inbox("batch-user").await["items"]
         .as_array()
@@ -156,40 +124,17 @@ async fn user_deleted_event_purges_the_inbox() {
     assert_eq!(resp["results"][0]["status"], "purged");
     assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 0);
     assert_eq!(gw.unread(user).await, 0);
-    assert_eq!(
-        gw.inbox("5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f").await["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(gw.inbox("5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f").await["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn unmatched_and_ignored_events_are_accepted_but_not_stored() {
     let gw = spawn_gateway().await;
-    let resp = gw
-        .post_event(
-            "events.topic",
-            "invoice.paid",
-            &json!({"event_type": "invoice.paid", "payload": {}}),
-        )
-        .await;
+    let resp =
+        gw.post_event("events.topic", "invoice.paid", &json!({"event_type": "invoice.paid", "payload": {}})).await;
     assert_eq!(resp.status(), 202);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["results"][0]["status"],
-        "unmatched"
-    );
-    let resp = gw
-        .post_event(
-            "",
-            "user.logout",
-            &json!({"event_type": "user.logout", "data": {}, "user_id": 1}),
-        )
-        .await;
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["results"][0]["status"],
-        "ignored"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["results"][0]["status"], "unmatched");
+    let resp = gw.post_event("", "user.logout", &json!({"event_type": "user.logout", "data": {}, "user_id": 1})).await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["results"][0]["status"], "ignored");
     assert_eq!(gw.inbox("1").await["items"].as_array().unwrap().len(), 0);
 }

@@ -6,5 +6,6 @@ mod bad_input;
 mod crash;
 mod inbox;
 mod ingest;
+mod no_gaps;
 mod routing;
 mod sessions;

@@ -21,11 +21,8 @@ fn check(name: &str, case: &Value, rules: &Rules) {
         }
         None => {
             let i = &case["input"];
-            let body = i
-                .get("body_text")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| i["body"].to_string());
+            let body =
+                i.get("body_text").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| i["body"].to_string());
             (
                 i["exchange"].as_str().unwrap_or("").to_owned(),
                 i["routing_key"].as_str().unwrap_or("").to_owned(),
@@ -35,11 +32,7 @@ fn check(name: &str, case: &Value, rules: &Rules) {
         }
     };
     let expect = &case["expect"];
-    let env = Envelope {
-        exchange: &exchange,
-        routing_key: Some(&routing_key),
-        message_id: message_id.as_deref(),
-    };
+    let env = Envelope { exchange: &exchange, routing_key: Some(&routing_key), message_id: message_id.as_deref() };
     let event = match decode_bytes(env, body_text.as_bytes(), 1 << 20) {
         Ok(e) => e,
         Err(e) => {
@@ -67,10 +60,7 @@ fn check(name: &str, case: &Value, rules: &Rules) {
     match rules.route(&event) {
         Err(e) => assert_eq!(expect["error"], e.reason(), "{name}: route failed: {e}"),
         Ok(route) => {
-            assert!(
-                expect.get("error").is_none(),
-                "{name}: expected an error, got {route:?}"
-            );
+            assert!(expect.get("error").is_none(), "{name}: expected an error, got {route:?}");
             match route {
                 Route::Notify(d) => {
                     field("action", json!("notify"));
@@ -78,10 +68,7 @@ fn check(name: &str, case: &Value, rules: &Rules) {
                     field("type", json!(d.kind));
                     field("title", json!(d.title));
                     field("content", json!(d.content));
-                    field(
-                        "related_object",
-                        serde_json::to_value(&d.related_object).unwrap(),
-                    );
+                    field("related_object", serde_json::to_value(&d.related_object).unwrap());
                     field("data", serde_json::from_str(d.data.get()).unwrap());
                 }
                 Route::Purge(users) => {
@@ -101,10 +88,7 @@ pub fn cases() -> Vec<(String, Value)> {
         .map(|e| {
             let p = e.unwrap().path();
             let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            (
-                name,
-                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
-            )
+            (name, serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap())
         })
         .collect();
     cases.sort_by(|a, b| a.0.cmp(&b.0));
@@ -123,37 +107,20 @@ fn every_route_case_decodes_and_routes_as_expected() {
 
 #[test]
 fn every_fixture_has_a_route_case() {
-    let covered: Vec<String> = cases()
-        .iter()
-        .filter_map(|(_, c)| c.get("fixture").and_then(Value::as_str).map(str::to_owned))
-        .collect();
+    let covered: Vec<String> =
+        cases().iter().filter_map(|(_, c)| c.get("fixture").and_then(Value::as_str).map(str::to_owned)).collect();
     for f in std::fs::read_dir(repo_path("tests/fixtures/events")).unwrap() {
         let name = f.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            covered.contains(&name),
-            "no case in tests/cases/route for fixture {name}"
-        );
+        assert!(covered.contains(&name), "no case in tests/cases/route for fixture {name}");
     }
 }
 
 #[test]
 fn fixture_shapes_cover_every_decoder_branch() {
-    let shapes: std::collections::HashSet<String> = cases()
-        .iter()
-        .filter_map(|(_, c)| c["expect"]["shape"].as_str().map(str::to_owned))
-        .collect();
-    for s in [
-        Shape::Meta,
-        Shape::Typed,
-        Shape::Http,
-        Shape::Domain,
-        Shape::Notification,
-        Shape::Flat,
-    ] {
+    let shapes: std::collections::HashSet<String> =
+        cases().iter().filter_map(|(_, c)| c["expect"]["shape"].as_str().map(str::to_owned)).collect();
+    for s in [Shape::Meta, Shape::Typed, Shape::Http, Shape::Domain, Shape::Notification, Shape::Flat] {
         let s = serde_json::to_value(s).unwrap();
-        assert!(
-            shapes.contains(s.as_str().unwrap()),
-            "no case for shape {s}"
-        );
+        assert!(shapes.contains(s.as_str().unwrap()), "no case for shape {s}");
     }
 }

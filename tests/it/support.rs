@@ -27,8 +27,7 @@ pub fn repo_path(rel: &str) -> PathBuf {
 
 /// A fixture file from `tests/fixtures/events/`.
 pub fn fixture(name: &str) -> Value {
-    let text =
-        std::fs::read_to_string(repo_path(&format!("tests/fixtures/events/{name}"))).unwrap();
+    let text = std::fs::read_to_string(repo_path(&format!("tests/fixtures/events/{name}"))).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -69,15 +68,7 @@ async fn start(settings: Settings, dir: tempfile::TempDir) -> Gateway {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(herald::run(settings.clone(), listener, shutdown.clone()));
     let auth = Authenticator::new(&settings.auth).unwrap();
-    Gateway {
-        addr,
-        settings,
-        shutdown,
-        task: Some(task),
-        dir,
-        http: reqwest::Client::new(),
-        auth,
-    }
+    Gateway { addr, settings, shutdown, task: Some(task), dir, http: reqwest::Client::new(), auth }
 }
 
 impl Gateway {
@@ -90,12 +81,7 @@ impl Gateway {
     }
 
     /// POST an event as a service would. `exchange`/`routing_key` go in the query when non-empty.
-    pub async fn post_event(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &Value,
-    ) -> reqwest::Response {
+    pub async fn post_event(&self, exchange: &str, routing_key: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(self.url("/api/v1/events"))
             .query(&[("exchange", exchange), ("routing_key", routing_key)])
@@ -110,11 +96,7 @@ impl Gateway {
     pub async fn post_fixture(&self, name: &str) -> Value {
         let f = fixture(name);
         let resp = self
-            .post_event(
-                f["exchange"].as_str().unwrap_or(""),
-                f["routing_key"].as_str().unwrap_or(""),
-                &f["body"],
-            )
+            .post_event(f["exchange"].as_str().unwrap_or(""), f["routing_key"].as_str().unwrap_or(""), &f["body"])
             .await;
         assert_eq!(resp.status(), 202, "posting {name}");
         resp.json().await.unwrap()
@@ -138,31 +120,20 @@ impl Gateway {
 
     /// The user's inbox page as the user sees it.
     pub async fn inbox(&self, user: &str) -> Value {
-        let resp = self
-            .get(
-                &format!("/api/v1/users/{user}/notifications?limit=100"),
-                &self.token(user),
-            )
-            .send()
-            .await
-            .unwrap();
+        let resp =
+            self.get(&format!("/api/v1/users/{user}/notifications?limit=100"), &self.token(user)).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
 
     pub async fn unread(&self, user: &str) -> u64 {
         let resp = self
-            .get(
-                &format!("/api/v1/users/{user}/notifications/unread_count"),
-                &self.token(user),
-            )
+            .get(&format!("/api/v1/users/{user}/notifications/unread_count"), &self.token(user))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()["unread_count"]
-            .as_u64()
-            .unwrap()
+        resp.json::<Value>().await.unwrap()["unread_count"].as_u64().unwrap()
     }
 
     /// Open a session with `?token=` and read the `ready` frame.
@@ -172,14 +143,8 @@ impl Gateway {
 
     /// Open a session with extra query (e.g. "&since=4") and read the `ready` frame.
     pub async fn connect_with(&self, user: &str, extra_query: &str) -> Client {
-        let url = format!(
-            "ws://{}/ws/{user}?token={}{extra_query}",
-            self.addr,
-            self.token(user)
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("handshake");
+        let url = format!("ws://{}/ws/{user}?token={}{extra_query}", self.addr, self.token(user));
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("handshake");
         let mut c = Client { ws };
         let ready = c.frame().await;
         assert_eq!(ready["type"], "ready", "{ready}");
@@ -187,32 +152,20 @@ impl Gateway {
     }
 
     /// Attempt a handshake and return the HTTP status and JSON body of a refusal.
-    pub async fn refused(
-        &self,
-        req: tokio_tungstenite::tungstenite::handshake::client::Request,
-    ) -> (u16, Value) {
+    pub async fn refused(&self, req: tokio_tungstenite::tungstenite::handshake::client::Request) -> (u16, Value) {
         match tokio_tungstenite::connect_async(req).await {
             Ok(_) => panic!("handshake unexpectedly accepted"),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| serde_json::from_slice(b).unwrap())
-                    .unwrap_or(Value::Null);
+                let body = resp.body().as_ref().map(|b| serde_json::from_slice(b).unwrap()).unwrap_or(Value::Null);
                 (status, body)
             }
             Err(e) => panic!("expected an HTTP refusal, got {e}"),
         }
     }
 
-    pub fn ws_request(
-        &self,
-        path_and_query: &str,
-    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-        format!("ws://{}{path_and_query}", self.addr)
-            .into_client_request()
-            .unwrap()
+    pub fn ws_request(&self, path_and_query: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        format!("ws://{}{path_and_query}", self.addr).into_client_request().unwrap()
     }
 
     /// Graceful stop; returns what `run` returned.
@@ -238,9 +191,7 @@ impl Client {
     /// The next text frame as JSON (server pings are answered by the client library).
     pub async fn frame(&mut self) -> Value {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame");
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
             match msg.expect("socket ended").expect("socket error") {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
                 Message::Close(f) => panic!("closed: {f:?}"),
@@ -262,9 +213,7 @@ impl Client {
     /// Wait for the server to close; return the close code.
     pub async fn closed(&mut self) -> u16 {
         loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for close");
+            let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for close");
             match msg {
                 Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
                 Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
