@@ -1,0 +1,346 @@
+/**
+ * HeraldClient: one WebSocket session that stays up, plus the REST inbox.
+ *
+ * Invariants:
+ * - `state` changes only in `_setState`, which emits the single `state` event.
+ * - Every (re)connect calls getToken() and resumes with `since` = the last notification id seen, so nothing
+ *   is missed; SeenIds drops what arrives twice. A live notification whose `prev_id` is beyond the last id
+ *   seen reveals a gap: the session is replaced at once and the new one replays the gap in order.
+ * - `token_expiring` is answered in-band (`auth` with a fresh token); a 4001 close reconnects at once.
+ * - At most one socket is live; handlers of a dropped socket are detached, so a stale socket never acts.
+ * - `close()` (or a 1000 close from the server) stops reconnecting until the next `connect()`.
+ */
+import { SeenIds } from './dedupe';
+import { Emitter } from './emitter';
+import { HeraldError, toHeraldError } from './errors';
+import { CloseCode, parseServerFrame, type ServerFrame } from './protocol';
+import { Inbox, type ListOptions } from './rest';
+import {
+  State,
+  type ClientEvents,
+  type EventBodyMap,
+  type ErrorContext,
+  type HeraldClientOptions,
+  type NotificationContext,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from './types';
+import { DEFAULT_BACKOFF, backoff, wsUrl, type BackoffOptions } from './utils';
+
+/** Until `ready` says otherwise (the gateway's default). */
+const DEFAULT_PING_INTERVAL_MS = 25_000;
+/** Close codes that mean the client sent something wrong: reported as errors (reconnecting still happens). */
+const CLIENT_BUG_CODES: readonly number[] = [CloseCode.Unsupported, CloseCode.PolicyViolation, CloseCode.TooLarge];
+
+/** No close frame: the network failed, or the handshake was refused (browsers hide the HTTP status). */
+const ABNORMAL_CLOSE = 1006;
+
+type Timer = ReturnType<typeof setTimeout>;
+
+export class HeraldClient<M extends object = EventBodyMap> extends Emitter<ClientEvents<M>> {
+  private _state = State.Disconnected;
+  private readonly _opts: HeraldClientOptions;
+  private readonly _backoff: BackoffOptions;
+  private readonly _inbox: Inbox;
+  private _seen: SeenIds;
+  private _ws: WebSocketLike | null = null;
+  /** Bumped on every connect attempt and on close(): async work from an older attempt is ignored. */
+  private _epoch = 0;
+  /** Failed attempts since the last `ready`. */
+  private _attempt = 0;
+  /** Between a `since` connect (or a `resync`) and `replayed`: replayed frames are not checked for gaps. */
+  private _replaying = false;
+  private _refreshingToken = false;
+  private _pingIntervalMs = DEFAULT_PING_INTERVAL_MS;
+  private _reconnectTimer: Timer | null = null;
+  private _pingTimer: ReturnType<typeof setInterval> | null = null;
+  private _deadTimer: Timer | null = null;
+  private _onOnline = (): void => this._reconnectNow('online');
+
+  constructor(options: HeraldClientOptions) {
+    super();
+    this._opts = options;
+    this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this._seen = new SeenIds(options.since ?? null);
+    this._inbox = new Inbox(options.url, String(options.userId), options.getToken, options.fetch);
+  }
+
+  get state(): State {
+    return this._state;
+  }
+
+  /** The largest notification id delivered: the `since` of the next reconnect (`null` before the first). */
+  get lastSeenId(): number | null {
+    return this._seen.lastSeenId;
+  }
+
+  /** Start the session (and keep it up). No-op unless disconnected. */
+  connect(): void {
+    if (this._state !== State.Disconnected) return;
+    if (typeof window !== 'undefined') window.addEventListener?.('online', this._onOnline);
+    this._setState(State.Connecting);
+    void this._open();
+  }
+
+  /** Stop for good: close the socket, cancel timers, no reconnect until `connect()` is called again. */
+  close(): void {
+    this._epoch++;
+    if (typeof window !== 'undefined') window.removeEventListener?.('online', this._onOnline);
+    this._dropSocket(CloseCode.Normal, 'client closed');
+    this._clearTimer('_reconnectTimer');
+    this._attempt = 0;
+    this._setState(State.Disconnected);
+  }
+
+  // REST inbox (works whether or not the socket is connected).
+  list(opts?: ListOptions) {
+    return this._inbox.list(opts);
+  }
+  unreadCount() {
+    return this._inbox.unreadCount();
+  }
+  markRead(id: number) {
+    return this._inbox.markRead(id);
+  }
+  markAllRead() {
+    return this._inbox.markAllRead();
+  }
+  delete(id: number) {
+    return this._inbox.delete(id);
+  }
+
+  private _setState(next: State): void {
+    if (next === this._state) return;
+    const oldState = this._state;
+    this._state = next;
+    this._log('state', oldState, '→', next);
+    this._emit('state', { newState: next, oldState });
+  }
+
+  private async _open(): Promise<void> {
+    const epoch = ++this._epoch;
+    const Ctor: WebSocketConstructor | undefined =
+      this._opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!Ctor) {
+      this._error(
+        'transport',
+        new HeraldError(0, 'no_websocket', 'no WebSocket implementation: pass the `WebSocket` option'),
+      );
+      this.close();
+      return;
+    }
+    let token: string;
+    try {
+      token = await this._opts.getToken();
+    } catch (e) {
+      if (epoch !== this._epoch) return;
+      this._error('token', toHeraldError(e, 'token_error'));
+      this._scheduleReconnect();
+      return;
+    }
+    if (epoch !== this._epoch) return; // close() or another attempt happened while waiting for the token
+    const since = this._seen.lastSeenId;
+    const url = wsUrl(this._opts.url, String(this._opts.userId), token, since);
+    this._replaying = since !== null;
+    this._log('connecting', url.replace(/token=[^&]*/, 'token=…'));
+    let ws: WebSocketLike;
+    try {
+      ws = new Ctor(url);
+    } catch (e) {
+      this._error('transport', toHeraldError(e, 'transport_error'));
+      this._scheduleReconnect();
+      return;
+    }
+    this._ws = ws;
+    this._armDeadTimer();
+    ws.onmessage = (ev: { data: unknown }) => this._onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
+    ws.onclose = (ev: { code: number; reason?: string }) => this._onClose(ev.code, ev.reason ?? '');
+    ws.onerror = () => {
+      // A close event always follows; it decides what happens.
+    };
+  }
+
+  private _onMessage(text: string): void {
+    this._armDeadTimer(); // any traffic proves the link is alive
+    let frame: ServerFrame;
+    try {
+      frame = parseServerFrame(text);
+    } catch (e) {
+      this._error('protocol', toHeraldError(e, 'bad_frame'));
+      return;
+    }
+    switch (frame.type) {
+      case 'ready':
+        this._attempt = 0;
+        this._pingIntervalMs = frame.ping_interval_ms > 0 ? frame.ping_interval_ms : DEFAULT_PING_INTERVAL_MS;
+        this._seen.baseline(frame.latest_id);
+        this._armDeadTimer(); // again, now with the server's interval
+        this._startPings();
+        this._setState(State.Connected);
+        break;
+      case 'notification': {
+        const { id, prev_id } = frame.notification;
+        if (!this._seen.isNew(id)) {
+          this._log('duplicate', id);
+          return;
+        }
+        const last = this._seen.lastSeenId;
+        if (!this._replaying && last !== null && typeof prev_id === 'number' && prev_id > last) {
+          // Something between `last` and this one never arrived: a new session replays both, in order.
+          this._log('gap: last seen', last, 'but', id, 'follows', prev_id);
+          this._dropSocket(4000, 'gap');
+          this._scheduleReconnect(0);
+          return;
+        }
+        this._seen.add(id);
+        this._emit('notification', {
+          eventType: frame.event_type,
+          body: frame.body,
+          notification: frame.notification,
+        } as NotificationContext<M>);
+        break;
+      }
+      case 'replayed':
+        this._replaying = false;
+        this._seen.advance(frame.up_to);
+        break;
+      case 'resync':
+        this._log('resync from', frame.since, frame.reason);
+        this._replaying = true;
+        break;
+      case 'token_expiring':
+        void this._refreshToken();
+        break;
+      case 'auth_ok':
+        this._log('token refreshed, session valid until', frame.expires_at);
+        break;
+      case 'read':
+        this._emit('read', { ids: frame.ids, readAt: frame.read_at });
+        break;
+      case 'read_all':
+        this._emit('read_all', { upTo: frame.up_to, readAt: frame.read_at });
+        break;
+      case 'deleted':
+        this._emit('deleted', { ids: frame.ids });
+        break;
+      case 'error':
+        this._error('server', new HeraldError(0, frame.code, frame.message));
+        break;
+      case 'pong':
+        break;
+    }
+  }
+
+  private _onClose(code: number, reason: string): void {
+    this._log('closed', code, reason);
+    this._ws = null;
+    this._stopLinkTimers();
+    if (code === CloseCode.Normal) {
+      this.close();
+      return;
+    }
+    if (code === ABNORMAL_CLOSE || code === CloseCode.InternalError || CLIENT_BUG_CODES.includes(code)) {
+      const why = reason || (code === ABNORMAL_CLOSE ? 'connection lost or refused' : `server closed the session`);
+      this._error(
+        code === ABNORMAL_CLOSE ? 'transport' : 'server',
+        new HeraldError(0, `close_${code}`, `${why} (${code})`),
+      );
+    }
+    // A 4001 on a working session: the token ran out, fetch a fresh one and come back at once.
+    const immediate = code === CloseCode.TokenExpired && this._attempt === 0;
+    this._scheduleReconnect(immediate ? 0 : undefined);
+  }
+
+  /** The server warned that the token is about to expire: hand it a fresh one without reconnecting. */
+  private async _refreshToken(): Promise<void> {
+    const ws = this._ws;
+    if (!ws || this._refreshingToken) return;
+    this._refreshingToken = true;
+    try {
+      const token = await this._opts.getToken();
+      if (this._ws === ws) this._send(JSON.stringify({ type: 'auth', token }));
+    } catch (e) {
+      // Not fatal: when the token runs out the server closes with 4001 and the reconnect tries again.
+      this._error('token', toHeraldError(e, 'token_error'));
+    } finally {
+      this._refreshingToken = false;
+    }
+  }
+
+  private _scheduleReconnect(delayMs?: number): void {
+    this._setState(State.Connecting);
+    const delay = delayMs ?? backoff(this._attempt, this._backoff);
+    this._attempt++;
+    this._log('reconnect in', delay, 'ms');
+    this._clearTimer('_reconnectTimer');
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      void this._open();
+    }, delay);
+  }
+
+  /** The browser came back online: skip the rest of the backoff wait. */
+  private _reconnectNow(why: string): void {
+    if (this._state !== State.Connecting || this._reconnectTimer === null) return;
+    this._log('reconnect now:', why);
+    this._clearTimer('_reconnectTimer');
+    void this._open();
+  }
+
+  private _startPings(): void {
+    if (this._pingTimer !== null) clearInterval(this._pingTimer);
+    // Browsers cannot see WebSocket pings, so ask for a text pong; its arrival re-arms the dead timer.
+    this._pingTimer = setInterval(() => this._send('ping'), this._pingIntervalMs);
+  }
+
+  /** No traffic for twice the ping interval: the link is dead (a half-open TCP connection, say). */
+  private _armDeadTimer(): void {
+    this._clearTimer('_deadTimer');
+    this._deadTimer = setTimeout(() => {
+      this._log('no traffic for', 2 * this._pingIntervalMs, 'ms: reconnecting');
+      this._dropSocket(4000, 'no traffic');
+      this._error('transport', new HeraldError(0, 'dead_link', 'no traffic from the server: reconnecting'));
+      this._scheduleReconnect();
+    }, 2 * this._pingIntervalMs);
+  }
+
+  private _send(text: string): void {
+    if (this._ws?.readyState === 1) this._ws.send(text);
+  }
+
+  /** Detach and close the current socket without waiting for its close event. */
+  private _dropSocket(code: number, reason: string): void {
+    this._stopLinkTimers();
+    const ws = this._ws;
+    this._ws = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    ws.onerror = () => {}; // a late error on a socket we let go is not worth a crash
+    try {
+      ws.close(code, reason);
+    } catch {
+      // Already closed or still connecting in an implementation that refuses: it is gone either way.
+    }
+  }
+
+  private _stopLinkTimers(): void {
+    this._clearTimer('_deadTimer');
+    if (this._pingTimer !== null) clearInterval(this._pingTimer);
+    this._pingTimer = null;
+  }
+
+  private _clearTimer(name: '_reconnectTimer' | '_deadTimer'): void {
+    const t = this[name];
+    if (t !== null) clearTimeout(t);
+    this[name] = null;
+  }
+
+  private _error(kind: ErrorContext['kind'], error: HeraldError): void {
+    this._log('error', kind, error.code, error.message);
+    this._emit('error', { kind, error });
+  }
+
+  private _log(...args: unknown[]): void {
+    if (this._opts.debug) console.debug('[herald]', ...args);
+  }
+}

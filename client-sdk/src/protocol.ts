@@ -1,0 +1,213 @@
+/**
+ * The Herald wire format, mirroring `docs/PROTOCOL.md` and the gateway's `src/protocol.rs`.
+ *
+ * Only this module knows the JSON shapes; everything else in the SDK works with these types. Both sides are
+ * tested against the same golden files in `tests/golden/`.
+ */
+
+export interface RelatedObject {
+  type: string;
+  id: string;
+}
+
+/** A stored notification, as REST returns it and as it travels inside a `notification` frame. */
+export interface Notification<Data = unknown> {
+  /** Grows in commit order: resume with `?since=<last id>`. */
+  id: number;
+  /**
+   * The id this user saw just before this one (0 for the first); for a broadcast, the previous broadcast.
+   * A client that last saw id `L` has missed something exactly when `prev_id > L`.
+   */
+  prev_id: number;
+  /** `null` for a broadcast (in every user's inbox, with per-user read state). */
+  user_id: string | null;
+  type: string;
+  title: string;
+  content: string;
+  event_type: string;
+  source: string | null;
+  related_object: RelatedObject | null;
+  data: Data;
+  /** RFC 3339, UTC, millisecond precision. */
+  created_at: string;
+  read_at: string | null;
+}
+
+export interface ReadyFrame {
+  type: 'ready';
+  session_id: string;
+  user_id: string;
+  /** Newest notification id visible to this user when the session opened (0 if none). */
+  latest_id: number;
+  ping_interval_ms: number;
+}
+export interface NotificationFrame<Body = unknown> {
+  type: 'notification';
+  event_type: string;
+  notification: Notification;
+  /** The event body exactly as the publishing service sent it. */
+  body: Body;
+}
+export interface ReplayedFrame {
+  type: 'replayed';
+  up_to: number;
+}
+export interface PongFrame {
+  type: 'pong';
+}
+export interface ReadFrame {
+  type: 'read';
+  ids: number[];
+  read_at: string;
+}
+export interface ReadAllFrame {
+  type: 'read_all';
+  up_to: number;
+  read_at: string;
+}
+export interface DeletedFrame {
+  type: 'deleted';
+  ids: number[];
+}
+/** The server dropped queued frames (a slow link) and replays from the inbox after `since`, then `replayed`. */
+export interface ResyncFrame {
+  type: 'resync';
+  reason: string;
+  since: number;
+}
+/** The session's token expires at `expires_at` (unix seconds): send `{"type":"auth","token":…}` before then. */
+export interface TokenExpiringFrame {
+  type: 'token_expiring';
+  expires_at: number;
+}
+/** A token sent with `auth` was accepted; the session now lasts until `expires_at` (unix seconds). */
+export interface AuthOkFrame {
+  type: 'auth_ok';
+  expires_at: number;
+}
+export interface ErrorFrame {
+  type: 'error';
+  code: string;
+  message: string;
+}
+
+/** Every frame the server sends, discriminated by `type`. */
+export type ServerFrame =
+  | ReadyFrame
+  | NotificationFrame
+  | ReplayedFrame
+  | PongFrame
+  | ReadFrame
+  | ReadAllFrame
+  | DeletedFrame
+  | ResyncFrame
+  | TokenExpiringFrame
+  | AuthOkFrame
+  | ErrorFrame;
+
+/** What a client may send as JSON (the bare text `ping` is accepted too). */
+export type ClientMessage =
+  | { type: 'ping' }
+  /** Replay everything after `since` on the open socket. */
+  | { type: 'resume'; since: number }
+  /** A fresh token for the open session (the answer is `auth_ok`, or an `error` with code `auth_rejected`). */
+  | { type: 'auth'; token: string };
+
+/** `GET /users/{id}/notifications`: newest first. */
+export interface InboxPage {
+  items: Notification[];
+  /** Pass as `before` for the next (older) page; `null` when there is none. */
+  next_before: number | null;
+  has_more: boolean;
+}
+
+export interface UnreadCount {
+  unread_count: number;
+}
+
+export interface ReadAllResult {
+  up_to: number;
+  read_at: string;
+}
+
+/** Body of every 4xx/5xx answer. */
+export interface ErrorBody {
+  error: string;
+  message: string;
+}
+
+/** WebSocket close codes the gateway uses (see PROTOCOL.md). */
+export const CloseCode = {
+  Normal: 1000,
+  GoingAway: 1001,
+  Unsupported: 1003,
+  PolicyViolation: 1008,
+  TooLarge: 1009,
+  InternalError: 1011,
+  TokenExpired: 4001,
+  TooSlow: 4008,
+  IdleTimeout: 4009,
+} as const;
+
+/** Thrown by {@link parseServerFrame} for text that is not a frame this SDK understands. */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+type Json = Record<string, unknown>;
+type Check = (f: Json) => boolean;
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every(isNum);
+
+/** True when `v` has the shape of a {@link Notification} (the fields the SDK relies on). */
+export function isNotification(v: unknown): v is Notification {
+  return (
+    isObj(v) &&
+    isNum(v.id) &&
+    (v.user_id === null || isStr(v.user_id)) &&
+    isStr(v.type) &&
+    isStr(v.event_type) &&
+    isStr(v.created_at) &&
+    (v.read_at === null || isStr(v.read_at))
+  );
+}
+
+// Per-type checks of the fields the SDK reads; extra fields are allowed (forward compatible).
+const checks: Record<ServerFrame['type'], Check> = {
+  ready: (f) => isStr(f.session_id) && isNum(f.latest_id) && isNum(f.ping_interval_ms),
+  notification: (f) => isStr(f.event_type) && isNotification(f.notification) && 'body' in f,
+  replayed: (f) => isNum(f.up_to),
+  pong: () => true,
+  read: (f) => isIds(f.ids) && isStr(f.read_at),
+  read_all: (f) => isNum(f.up_to) && isStr(f.read_at),
+  deleted: (f) => isIds(f.ids),
+  resync: (f) => isNum(f.since),
+  token_expiring: (f) => isNum(f.expires_at),
+  auth_ok: (f) => isNum(f.expires_at),
+  error: (f) => isStr(f.code) && isStr(f.message),
+};
+
+/** Parse one server text frame, validating the `type` discriminator and the fields of that type. */
+export function parseServerFrame(text: string): ServerFrame {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError(`frame is not JSON: ${text.slice(0, 80)}`);
+  }
+  if (!isObj(value) || !isStr(value.type)) {
+    throw new ProtocolError('frame is not a JSON object with a string `type`');
+  }
+  const check = Object.prototype.hasOwnProperty.call(checks, value.type)
+    ? checks[value.type as ServerFrame['type']]
+    : undefined;
+  if (!check) throw new ProtocolError(`unknown frame type \`${value.type}\``);
+  if (!check(value)) throw new ProtocolError(`malformed \`${value.type}\` frame`);
+  return value as unknown as ServerFrame;
+}

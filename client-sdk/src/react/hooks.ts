@@ -1,0 +1,160 @@
+/** Inbox hooks: REST for history, live frames for everything after. */
+import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
+import { toHeraldError, type HeraldError } from '../errors';
+import type { Notification } from '../protocol';
+import { State } from '../types';
+import { useHeraldClient } from './context';
+import { inboxReducer, initialInboxState } from './inbox-state';
+
+export interface UseNotificationsOptions {
+  /** Page size (1..=100). */
+  limit?: number;
+  /** List unread notifications only. */
+  unread?: boolean;
+}
+
+export interface UseNotificationsResult {
+  /** Newest first, one per id: REST pages merged with live notifications. */
+  items: Notification[];
+  hasMore: boolean;
+  loading: boolean;
+  /** The last failed request, cleared by the next successful page. */
+  error: HeraldError | null;
+  fetchMore: () => Promise<void>;
+  markRead: (id: number) => Promise<void>;
+  markAllRead: () => Promise<void>;
+  remove: (id: number) => Promise<void>;
+}
+
+/**
+ * The inbox, kept current: the first page on mount and again on every (re)connect (which also picks up reads and
+ * deletions that happened while disconnected), live notifications, and `read`/`read_all`/`deleted` frames.
+ * Actions never throw: a failure lands in `error`.
+ */
+export function useNotifications(opts: UseNotificationsOptions = {}): UseNotificationsResult {
+  const client = useHeraldClient();
+  const { limit, unread = false } = opts;
+  const [state, dispatch] = useReducer(inboxReducer, unread, initialInboxState);
+
+  const load = useCallback(
+    async (before?: number) => {
+      dispatch({ type: 'loading' });
+      try {
+        const page = await client.list({ limit, before, unread: unread || undefined });
+        dispatch({ type: 'page', page, first: before === undefined });
+      } catch (e) {
+        dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
+      }
+    },
+    [client, limit, unread],
+  );
+
+  useEffect(() => {
+    void load();
+    const offs = [
+      client.on('notification', ({ notification }) => dispatch({ type: 'upsert', items: [notification] })),
+      client.on('read', ({ ids, readAt }) => dispatch({ type: 'read', ids, readAt })),
+      client.on('read_all', ({ upTo, readAt }) => dispatch({ type: 'read_all', upTo, readAt })),
+      client.on('deleted', ({ ids }) => dispatch({ type: 'remove', ids })),
+      client.on('state', ({ newState }) => {
+        if (newState === State.Connected) void load();
+      }),
+    ];
+    return () => offs.forEach((off) => off());
+  }, [client, load]);
+
+  const attempt = useCallback(async (action: () => Promise<void>) => {
+    try {
+      await action();
+    } catch (e) {
+      dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
+    }
+  }, []);
+
+  const { hasMore, loading, nextBefore } = state;
+  const fetchMore = useCallback(async () => {
+    if (hasMore && !loading && nextBefore !== null) await load(nextBefore);
+  }, [hasMore, loading, nextBefore, load]);
+  const markRead = useCallback(
+    (id: number) => attempt(async () => dispatch({ type: 'upsert', items: [await client.markRead(id)] })),
+    [attempt, client],
+  );
+  const markAllRead = useCallback(
+    () =>
+      attempt(async () => {
+        const { up_to, read_at } = await client.markAllRead();
+        dispatch({ type: 'read_all', upTo: up_to, readAt: read_at });
+      }),
+    [attempt, client],
+  );
+  const remove = useCallback(
+    (id: number) =>
+      attempt(async () => {
+        await client.delete(id);
+        dispatch({ type: 'remove', ids: [id] });
+      }),
+    [attempt, client],
+  );
+
+  return { items: state.items, hasMore, loading, error: state.error, fetchMore, markRead, markAllRead, remove };
+}
+
+export interface UseUnreadCountResult {
+  count: number;
+  loading: boolean;
+  error: HeraldError | null;
+  refresh: () => Promise<void>;
+}
+
+/**
+ * The unread count: fetched on mount, on every (re)connect and after every live frame (at most one request in
+ * flight); a live notification bumps it at once, the next answer corrects it.
+ */
+export function useUnreadCount(): UseUnreadCountResult {
+  const client = useHeraldClient();
+  const [count, setCount] = useState(0);
+  const [loading, setLoading] = useState(true);
+  const [error, setError] = useState<HeraldError | null>(null);
+  const busy = useRef<Promise<void> | null>(null);
+  const again = useRef(false);
+
+  const refresh = useCallback((): Promise<void> => {
+    if (busy.current) {
+      again.current = true;
+      return busy.current;
+    }
+    const run = async () => {
+      do {
+        again.current = false;
+        try {
+          setCount(await client.unreadCount());
+          setError(null);
+        } catch (e) {
+          setError(toHeraldError(e, 'request_failed'));
+        }
+      } while (again.current);
+      setLoading(false);
+      busy.current = null;
+    };
+    busy.current = run();
+    return busy.current;
+  }, [client]);
+
+  useEffect(() => {
+    void refresh();
+    const onChange = () => void refresh();
+    const offs = [
+      client.on('notification', ({ notification }) => {
+        if (notification.read_at === null) setCount((c) => c + 1);
+        onChange();
+      }),
+      client.on('read', onChange),
+      client.on('read_all', onChange),
+      client.on('deleted', onChange),
+      client.on('state', ({ newState }) => newState === State.Connected && onChange()),
+    ];
+    return () => offs.forEach((off) => off());
+  }, [client, refresh]);
+
+  return { count, loading, error, refresh };
+}

@@ -1,0 +1,93 @@
+/**
+ * The inbox list as React state: a pure reducer, so merging REST pages with live frames is testable alone.
+ * Items are kept newest first (by id), one per id.
+ */
+import type { HeraldError } from '../errors';
+import type { InboxPage, Notification } from '../protocol';
+
+export interface InboxState {
+  items: Notification[];
+  hasMore: boolean;
+  /** Cursor for the next older page. */
+  nextBefore: number | null;
+  loading: boolean;
+  error: HeraldError | null;
+  /** A page has arrived at least once. */
+  loaded: boolean;
+  /** The list shows unread notifications only: read ones leave it. */
+  unreadOnly: boolean;
+}
+
+export type InboxAction =
+  | { type: 'loading' }
+  | { type: 'error'; error: HeraldError }
+  | { type: 'page'; page: InboxPage; first: boolean }
+  | { type: 'upsert'; items: Notification[] }
+  | { type: 'read'; ids: number[]; readAt: string }
+  | { type: 'read_all'; upTo: number; readAt: string }
+  | { type: 'remove'; ids: number[] };
+
+export function initialInboxState(unreadOnly = false): InboxState {
+  return { items: [], hasMore: false, nextBefore: null, loading: true, error: null, loaded: false, unreadOnly };
+}
+
+function merge(current: Notification[], incoming: Notification[]): Notification[] {
+  const byId = new Map(current.map((n) => [n.id, n]));
+  for (const n of incoming) byId.set(n.id, n);
+  return [...byId.values()].sort((a, b) => b.id - a.id);
+}
+
+export function inboxReducer(state: InboxState, action: InboxAction): InboxState {
+  switch (action.type) {
+    case 'loading':
+      return { ...state, loading: true };
+    case 'error':
+      return { ...state, loading: false, error: action.error };
+    case 'page': {
+      const { page } = action;
+      let items = state.items;
+      if (action.first && page.items.length > 0) {
+        // A fresh first page is the truth for the ids it spans: what it lacks there was deleted (or read,
+        // for an unread-only list) while we were not listening. Newer ids may have arrived live since.
+        const ids = new Set(page.items.map((n) => n.id));
+        const newest = page.items[0]!.id;
+        const oldest = page.has_more ? page.items[page.items.length - 1]!.id : -Infinity;
+        items = items.filter((n) => ids.has(n.id) || n.id > newest || n.id < oldest);
+      }
+      items = merge(items, page.items);
+      // Refetching the first page must not lose the cursor of pages already loaded below it.
+      const keepCursor = action.first && state.loaded;
+      return {
+        ...state,
+        items,
+        loading: false,
+        error: null,
+        loaded: true,
+        hasMore: keepCursor ? state.hasMore : page.has_more,
+        nextBefore: keepCursor ? state.nextBefore : page.next_before,
+      };
+    }
+    case 'upsert': {
+      const incoming = state.unreadOnly ? action.items.filter((n) => n.read_at === null) : action.items;
+      const gone = state.unreadOnly ? action.items.filter((n) => n.read_at !== null).map((n) => n.id) : [];
+      return {
+        ...state,
+        items: merge(
+          state.items.filter((n) => !gone.includes(n.id)),
+          incoming,
+        ),
+      };
+    }
+    case 'read':
+    case 'read_all': {
+      const hit = (n: Notification) =>
+        n.read_at === null && (action.type === 'read' ? action.ids.includes(n.id) : n.id <= action.upTo);
+      const items = state.unreadOnly
+        ? state.items.filter((n) => !hit(n))
+        : state.items.map((n) => (hit(n) ? { ...n, read_at: action.readAt } : n));
+      return { ...state, items };
+    }
+    case 'remove':
+      return { ...state, items: state.items.filter((n) => !action.ids.includes(n.id)) };
+  }
+}

@@ -1,0 +1,8 @@
+export { HeraldProvider, useConnectionState, useHeraldClient, type HeraldProviderProps } from './context';
+export {
+  useNotifications,
+  useUnreadCount,
+  type UseNotificationsOptions,
+  type UseNotificationsResult,
+  type UseUnreadCountResult,
+} from './hooks';

@@ -1,0 +1,89 @@
+/** Public types: options, the connection state, and the typed event map. */
+import type { HeraldError } from './errors';
+import type { Notification } from './protocol';
+import type { BackoffOptions } from './utils';
+
+export enum State {
+  Disconnected = 'disconnected',
+  Connecting = 'connecting',
+  Connected = 'connected',
+}
+
+/**
+ * Maps an `event_type` to the type of the original event `body`, e.g.
+ * `{ 'stage.accepted': { payload: { stage_id: string } } }`. The default types every body as `unknown`.
+ */
+export type EventBodyMap = Record<string, unknown>;
+
+/** Payload of the `notification` event: a union discriminated by `eventType`, so `body` narrows. */
+export type NotificationContext<M extends object = EventBodyMap> = {
+  [K in keyof M & string]: { eventType: K; body: M[K]; notification: Notification };
+}[keyof M & string];
+
+export interface StateContext {
+  newState: State;
+  oldState: State;
+}
+export interface ReadContext {
+  ids: number[];
+  readAt: string;
+}
+export interface ReadAllContext {
+  upTo: number;
+  readAt: string;
+}
+export interface DeletedContext {
+  ids: number[];
+}
+/**
+ * `token`: getToken() failed; `transport`: the socket failed or closed abnormally; `server`: the server sent an
+ * `error` frame or a close code that means a client bug; `protocol`: a frame the SDK could not parse.
+ */
+export interface ErrorContext {
+  kind: 'token' | 'transport' | 'server' | 'protocol';
+  error: HeraldError;
+}
+
+export interface ClientEvents<M extends object = EventBodyMap> {
+  state: StateContext;
+  notification: NotificationContext<M>;
+  read: ReadContext;
+  read_all: ReadAllContext;
+  deleted: DeletedContext;
+  error: ErrorContext;
+}
+
+/** The part of the WebSocket API the client uses: browsers' WebSocket and the `ws` package both fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  onopen: ((ev: any) => any) | null;
+  onmessage: ((ev: any) => any) | null;
+  onclose: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+export interface HeraldClientOptions {
+  /** Base http(s) URL of the gateway, e.g. `https://herald.example.com`. */
+  url: string;
+  userId: string | number;
+  /** Called before every (re)connect and every REST call: return a current JWT. */
+  getToken: () => Promise<string>;
+  /** WebSocket constructor; defaults to `globalThis.WebSocket` (in Node 20 pass the `ws` package's). */
+  WebSocket?: WebSocketConstructor;
+  /** fetch implementation; defaults to `globalThis.fetch`. */
+  fetch?: FetchLike;
+  /** Reconnect delays; defaults 500 ms … 20 s. */
+  backoff?: Partial<BackoffOptions>;
+  /**
+   * Replay notifications with an id greater than this on the first connect. Without it, the first connect
+   * starts live from `ready.latest_id`; later reconnects always resume from the last id seen.
+   */
+  since?: number;
+  /** Log to console.debug. */
+  debug?: boolean;
+}

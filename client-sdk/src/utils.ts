@@ -1,0 +1,47 @@
+/** Small pure helpers: reconnect delays and URLs. */
+
+export interface BackoffOptions {
+  minDelayMs: number;
+  maxDelayMs: number;
+}
+
+/** Defaults as in centrifuge-js. */
+export const DEFAULT_BACKOFF: BackoffOptions = { minDelayMs: 500, maxDelayMs: 20_000 };
+
+/**
+ * Delay before reconnect attempt `attempt` (0-based), with full jitter: a uniformly random point in
+ * `[min, min + min(max, min * 2^attempt)]`, never more than `max`. The ceiling doubles per attempt, and the
+ * randomness spreads a crowd of clients that lost the same server. `random` is injectable for tests.
+ */
+export function backoff(attempt: number, opts: BackoffOptions, random: () => number = Math.random): number {
+  const { minDelayMs: min, maxDelayMs: max } = opts;
+  const step = Math.min(Math.max(0, Math.floor(attempt)), 31);
+  const ceiling = Math.min(max, min * 2 ** step);
+  return Math.min(max, Math.floor(min + random() * ceiling));
+}
+
+function join(base: string, path: string): URL {
+  const url = new URL(base);
+  url.pathname = url.pathname.replace(/\/+$/, '') + path;
+  return url;
+}
+
+/** `http://host/x` → `ws://host/x/ws/{userId}?token=…&since=…` (`https` → `wss`). */
+export function wsUrl(base: string, userId: string, token: string, since: number | null): string {
+  const url = join(base, `/ws/${encodeURIComponent(userId)}`);
+  url.protocol = url.protocol.replace(/^http/, 'ws');
+  url.searchParams.set('token', token);
+  if (since !== null) url.searchParams.set('since', String(since));
+  return url.toString();
+}
+
+/** `http://host/x` → `http://host/x/api/v1{path}` with the defined query parameters. */
+export function apiUrl(
+  base: string,
+  path: string,
+  query: Record<string, string | number | boolean | undefined> = {},
+): string {
+  const url = join(base, `/api/v1${path}`);
+  for (const [k, v] of Object.entries(query)) if (v !== undefined) url.searchParams.set(k, String(v));
+  return url.toString();
+}

@@ -1,0 +1,521 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { HeraldClient, State, type HeraldClientOptions, type NotificationContext } from '../../src';
+import { createFakeWebSocket, notificationFrame, readyFrame } from '../helpers/fake-websocket';
+
+type Fake = ReturnType<typeof createFakeWebSocket>;
+
+let WS: Fake;
+let tokens: number;
+
+function makeClient(extra: Partial<HeraldClientOptions> = {}) {
+  tokens = 0;
+  const client = new HeraldClient({
+    url: 'https://herald.example.com/base/',
+    userId: 'u 1',
+    getToken: async () => `tok${++tokens}`,
+    WebSocket: WS,
+    backoff: { minDelayMs: 100, maxDelayMs: 1000 },
+    ...extra,
+  });
+  const states: string[] = [];
+  const seen: NotificationContext[] = [];
+  client.on('state', ({ oldState, newState }) => states.push(`${oldState}>${newState}`));
+  client.on('notification', (n) => seen.push(n));
+  return { client, states, seen };
+}
+
+/** Let the token promise resolve and the socket "open". */
+const settle = () => vi.advanceTimersByTimeAsync(0);
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  WS = createFakeWebSocket();
+});
+afterEach(() => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+});
+
+describe('state machine', () => {
+  it('disconnected → connecting → connected, one state event per change', async () => {
+    const { client, states } = makeClient();
+    expect(client.state).toBe(State.Disconnected);
+    client.connect();
+    expect(client.state).toBe(State.Connecting);
+    client.connect(); // no-op while connecting
+    await settle();
+    expect(WS.instances).toHaveLength(1);
+    WS.last.receive(readyFrame());
+    expect(client.state).toBe(State.Connected);
+    expect(states).toEqual(['disconnected>connecting', 'connecting>connected']);
+  });
+
+  it('builds the ws URL from the http base, user id, and token', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    const url = new URL(WS.last.url);
+    expect(url.protocol).toBe('wss:');
+    expect(url.pathname).toBe('/base/ws/u%201');
+    expect(url.searchParams.get('token')).toBe('tok1');
+    expect(url.searchParams.has('since')).toBe(false);
+  });
+
+  it('connected → connecting on an abnormal close, then back after the backoff delay', async () => {
+    const { client, states } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.serverClose(1006);
+    expect(client.state).toBe(State.Connecting);
+    await vi.advanceTimersByTimeAsync(99);
+    expect(WS.instances).toHaveLength(1); // min delay is 100ms
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.instances).toHaveLength(2);
+    WS.last.receive(readyFrame());
+    expect(states).toEqual([
+      'disconnected>connecting',
+      'connecting>connected',
+      'connected>connecting',
+      'connecting>connected',
+    ]);
+  });
+
+  it.each([1001, 1011, 4008, 4009, 1006])('reconnects after close code %i', async (code) => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.serverClose(code);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.instances).toHaveLength(2);
+    expect(client.state).toBe(State.Connecting);
+  });
+
+  it('stops on close code 1000', async () => {
+    const { client, states } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.serverClose(1000);
+    expect(client.state).toBe(State.Disconnected);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(WS.instances).toHaveLength(1);
+    expect(states.at(-1)).toBe('connected>disconnected');
+  });
+
+  it('reports abnormal, internal-error and client-bug closes as errors and still reconnects', async () => {
+    const { client } = makeClient();
+    const errors: string[] = [];
+    client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}:${error.message}`));
+    client.connect();
+    for (const code of [1008, 1006, 1011, 1001, 4008, 4009]) {
+      await vi.advanceTimersByTimeAsync(1000);
+      WS.last.receive(readyFrame());
+      WS.last.serverClose(code, code === 1008 ? 'flood' : '');
+    }
+    expect(errors).toEqual([
+      'server:close_1008:flood (1008)',
+      'transport:close_1006:connection lost or refused (1006)',
+      'server:close_1011:server closed the session (1011)',
+    ]);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.instances).toHaveLength(7);
+  });
+
+  it('close() stops for good: closes the socket with 1000 and cancels a pending reconnect', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    const first = WS.last;
+    first.receive(readyFrame());
+    client.close();
+    expect(first.closedWith).toEqual({ code: 1000, reason: 'client closed' });
+    expect(client.state).toBe(State.Disconnected);
+
+    client.connect();
+    await settle();
+    WS.last.serverClose(1006); // now waiting to reconnect
+    client.close();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(WS.instances).toHaveLength(2);
+  });
+
+  it('close() while getToken() is pending opens no socket', async () => {
+    let release!: (t: string) => void;
+    const { client } = makeClient({ getToken: () => new Promise((r) => (release = r)) });
+    client.connect();
+    client.close();
+    release('late');
+    await settle();
+    expect(WS.instances).toHaveLength(0);
+    expect(client.state).toBe(State.Disconnected);
+  });
+
+  it('backs off further with each failed attempt and resets after ready', async () => {
+    const delays: number[] = [];
+    const { client } = makeClient({ backoff: { minDelayMs: 100, maxDelayMs: 100_000 } });
+    vi.spyOn(Math, 'random').mockReturnValue(1);
+    client.connect();
+    await settle();
+    for (let i = 0; i < 4; i++) {
+      const before = Date.now();
+      const n = WS.instances.length;
+      WS.last.fail();
+      while (WS.instances.length === n) await vi.advanceTimersByTimeAsync(10);
+      delays.push(Date.now() - before);
+    }
+    expect(delays).toEqual([200, 300, 500, 900]);
+    WS.last.receive(readyFrame());
+    const before = Date.now();
+    WS.last.serverClose(1006);
+    while (WS.instances.length === 5) await vi.advanceTimersByTimeAsync(10);
+    expect(Date.now() - before).toBe(200);
+  });
+});
+
+describe('tokens', () => {
+  it('calls getToken() for every connect', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.serverClose(1001);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(tokens).toBe(2);
+    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok2');
+  });
+
+  it('on 4001 gets a fresh token and reconnects at once', async () => {
+    const { client } = makeClient({ backoff: { minDelayMs: 5000, maxDelayMs: 5000 } });
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.serverClose(4001, 'token expired');
+    await settle();
+    expect(WS.instances).toHaveLength(2);
+    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok2');
+    // A second 4001 before the session got ready again waits for the backoff (no tight loop).
+    WS.last.serverClose(4001);
+    await settle();
+    expect(WS.instances).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(WS.instances).toHaveLength(3);
+  });
+
+  it('a failing getToken() is reported and retried with backoff', async () => {
+    let calls = 0;
+    const { client } = makeClient({
+      getToken: async () => {
+        if (++calls === 1) throw new Error('auth server down');
+        return 'ok';
+      },
+    });
+    const errors: string[] = [];
+    client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}:${error.message}`));
+    client.connect();
+    await settle();
+    expect(errors).toEqual(['token:token_error:auth server down']);
+    expect(WS.instances).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.instances).toHaveLength(1);
+  });
+});
+
+describe('resume and de-duplication', () => {
+  it('first connect has no since; the baseline is ready.latest_id; reconnects resume from the last id', async () => {
+    const { client, seen } = makeClient();
+    client.connect();
+    await settle();
+    expect(WS.last.since()).toBeNull();
+    WS.last.receive(readyFrame(40));
+    expect(client.lastSeenId).toBe(40);
+    WS.last.receive(notificationFrame(41));
+    WS.last.receive(notificationFrame(42));
+    WS.last.serverClose(4009);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.last.since()).toBe(42);
+    expect(seen.map((n) => n.notification.id)).toEqual([41, 42]);
+  });
+
+  it('drops duplicates: replay overlapping live frames, and ids at or below the resume point', async () => {
+    const { client, seen } = makeClient({ since: 10 });
+    client.connect();
+    await settle();
+    expect(WS.last.since()).toBe(10);
+    const ws = WS.last;
+    ws.receive(readyFrame(13));
+    ws.receive(notificationFrame(11));
+    ws.receive(notificationFrame(12));
+    ws.receive(notificationFrame(12)); // replayed and pushed live
+    ws.receive(notificationFrame(9)); // below the resume point
+    ws.receive({ type: 'replayed', up_to: 13 });
+    ws.receive(notificationFrame(14));
+    ws.receive(notificationFrame(13)); // late, never seen: still delivered
+    expect(seen.map((n) => n.notification.id)).toEqual([11, 12, 14, 13]);
+    expect(client.lastSeenId).toBe(14);
+  });
+
+  it('a replayed frame moves the resume point even when nothing was replayed', async () => {
+    const { client } = makeClient({ since: 5 });
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(8));
+    WS.last.receive({ type: 'replayed', up_to: 8 });
+    WS.last.serverClose(1011);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.last.since()).toBe(8);
+  });
+
+  it('keeps the resume point across close() and connect()', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    WS.last.receive(notificationFrame(4));
+    client.close();
+    client.connect();
+    await settle();
+    expect(WS.last.since()).toBe(4);
+  });
+});
+
+describe('gaps (prev_id)', () => {
+  it('a notification whose prev_id is beyond the last seen id triggers an immediate resume from it', async () => {
+    const { client, seen } = makeClient({ backoff: { minDelayMs: 5000, maxDelayMs: 5000 } });
+    client.connect();
+    await settle();
+    const first = WS.last;
+    first.receive(readyFrame(10));
+    first.receive(notificationFrame(11, 'x', {}, 10));
+    first.receive(notificationFrame(14, 'x', {}, 12)); // 12 never came
+    expect(seen.map((n) => n.notification.id)).toEqual([11]);
+    expect(first.closedWith?.code).toBe(4000);
+    await settle();
+    expect(WS.instances).toHaveLength(2);
+    expect(WS.last.since()).toBe(11);
+    WS.last.receive(readyFrame(14));
+    WS.last.receive(notificationFrame(12, 'x', {}, 11));
+    WS.last.receive(notificationFrame(14, 'x', {}, 12));
+    WS.last.receive({ type: 'replayed', up_to: 14 });
+    expect(seen.map((n) => n.notification.id)).toEqual([11, 12, 14]);
+  });
+
+  it('replayed frames are not checked (a deleted notification leaves a hole in the replay)', async () => {
+    const { client, seen } = makeClient({ since: 5 });
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(9));
+    WS.last.receive(notificationFrame(9, 'x', {}, 7)); // 6..8 were deleted
+    WS.last.receive({ type: 'replayed', up_to: 9 });
+    WS.last.receive(notificationFrame(10, 'x', {}, 9));
+    expect(seen.map((n) => n.notification.id)).toEqual([9, 10]);
+    expect(WS.instances).toHaveLength(1);
+  });
+
+  it('a resync frame announces a server-side replay: no gap checks until replayed', async () => {
+    const { client, seen } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(1));
+    WS.last.receive(notificationFrame(2));
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 2 });
+    WS.last.receive(notificationFrame(5, 'x', {}, 4)); // 3, 4 deleted meanwhile
+    WS.last.receive({ type: 'replayed', up_to: 5 });
+    expect(seen.map((n) => n.notification.id)).toEqual([2, 5]);
+    expect(WS.instances).toHaveLength(1);
+    expect(client.lastSeenId).toBe(5);
+  });
+
+  it('frames without prev_id (older gateways) are delivered', async () => {
+    const { client, seen } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(1));
+    const frame = notificationFrame(7);
+    delete (frame.notification as { prev_id?: number }).prev_id;
+    WS.last.receive(frame);
+    expect(seen).toHaveLength(1);
+  });
+});
+
+describe('token refresh on an open session', () => {
+  it('token_expiring → getToken() → auth message on the same socket, no reconnect', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    const ws = WS.last;
+    ws.receive(readyFrame());
+    ws.receive({ type: 'token_expiring', expires_at: 1767000000 });
+    ws.receive({ type: 'token_expiring', expires_at: 1767000000 }); // while one refresh is running: ignored
+    await settle();
+    expect(ws.sent.map((m) => JSON.parse(m))).toEqual([{ type: 'auth', token: 'tok2' }]);
+    ws.receive({ type: 'auth_ok', expires_at: 1767003600 });
+    expect(client.state).toBe(State.Connected);
+    expect(WS.instances).toHaveLength(1);
+  });
+
+  it('a failed refresh is reported; the 4001 that follows reconnects with a fresh token', async () => {
+    let calls = 0;
+    const { client } = makeClient({
+      getToken: async () => {
+        if (++calls === 2) throw new Error('offline');
+        return `tok${calls}`;
+      },
+    });
+    const errors: string[] = [];
+    client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}`));
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.receive({ type: 'token_expiring', expires_at: 1 });
+    await settle();
+    expect(errors).toEqual(['token:token_error']);
+    WS.last.serverClose(4001);
+    await settle();
+    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok3');
+  });
+});
+
+describe('events', () => {
+  it('maps frames to typed events', async () => {
+    const { client } = makeClient();
+    const got: unknown[] = [];
+    client.on('read', (e) => got.push(['read', e]));
+    client.on('read_all', (e) => got.push(['read_all', e]));
+    client.on('deleted', (e) => got.push(['deleted', e]));
+    client.on('error', (e) => got.push(['error', e.kind, e.error.code]));
+    client.connect();
+    await settle();
+    const ws = WS.last;
+    ws.receive(readyFrame());
+    ws.receive({ type: 'read', ids: [1, 2], read_at: 't' });
+    ws.receive({ type: 'read_all', up_to: 7, read_at: 't' });
+    ws.receive({ type: 'deleted', ids: [3] });
+    ws.receive({ type: 'error', code: 'bad_message', message: 'nope' });
+    ws.receive('not json');
+    ws.receive({ type: 'pong' });
+    expect(got).toEqual([
+      ['read', { ids: [1, 2], readAt: 't' }],
+      ['read_all', { upTo: 7, readAt: 't' }],
+      ['deleted', { ids: [3] }],
+      ['error', 'server', 'bad_message'],
+      ['error', 'protocol', 'bad_frame'],
+    ]);
+  });
+
+  it('notification events carry the event type and body; on() returns an unsubscribe', async () => {
+    type Bodies = { 'stage.accepted': { payload: { stage_id: string } } };
+    const client = new HeraldClient<Bodies>({ url: 'http://h', userId: 1, getToken: async () => 't', WebSocket: WS });
+    const stageIds: string[] = [];
+    const off = client.on('notification', (n) => {
+      if (n.eventType === 'stage.accepted') stageIds.push(n.body.payload.stage_id);
+    });
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.receive(notificationFrame(1, 'stage.accepted', { payload: { stage_id: 's1' } }));
+    off();
+    WS.last.receive(notificationFrame(2, 'stage.accepted', { payload: { stage_id: 's2' } }));
+    expect(stageIds).toEqual(['s1']);
+  });
+
+  it('a throwing listener does not break delivery to the others', async () => {
+    const { client, seen } = makeClient();
+    const spy = vi.spyOn(console, 'error').mockImplementation(() => {});
+    client.on('notification', () => {
+      throw new Error('boom');
+    });
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.receive(notificationFrame(1));
+    expect(seen).toHaveLength(1);
+    expect(spy).toHaveBeenCalledOnce();
+  });
+});
+
+describe('dead-link detection', () => {
+  it('sends a text ping every interval and reconnects after 2× the interval of silence', async () => {
+    const { client } = makeClient();
+    const errors: string[] = [];
+    client.on('error', ({ error }) => errors.push(error.code));
+    client.connect();
+    await settle();
+    const ws = WS.last;
+    ws.receive(readyFrame(0, 1000));
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(ws.sent).toEqual(['ping']);
+    ws.receive({ type: 'pong' }); // traffic: the link is alive
+    await vi.advanceTimersByTimeAsync(1500);
+    expect(WS.instances).toHaveLength(1);
+    expect(client.state).toBe(State.Connected);
+    await vi.advanceTimersByTimeAsync(600); // 2000ms since the pong
+    expect(ws.closedWith?.code).toBe(4000);
+    expect(errors).toEqual(['dead_link']);
+    expect(client.state).toBe(State.Connecting);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(WS.instances).toHaveLength(2);
+  });
+
+  it('a socket that never answers is dropped after 2× the default interval', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    await vi.advanceTimersByTimeAsync(50_000);
+    expect(WS.instances[0]!.closedWith?.code).toBe(4000);
+    expect(client.state).toBe(State.Connecting);
+  });
+
+  it('ignores a dropped socket that closes late', async () => {
+    const { client } = makeClient();
+    client.connect();
+    await settle();
+    const first = WS.last;
+    first.receive(readyFrame(0, 1000));
+    await vi.advanceTimersByTimeAsync(2000); // dead: dropped
+    await vi.advanceTimersByTimeAsync(1000); // reconnected
+    WS.last.receive(readyFrame(0, 1000));
+    expect(WS.instances).toHaveLength(2);
+    first.onclose?.({ code: 1006, reason: '' }); // handlers were detached: nothing happens
+    expect(client.state).toBe(State.Connected);
+  });
+});
+
+describe('browser online event', () => {
+  it('skips the backoff wait when the browser comes back online', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('window', target);
+    try {
+      const { client } = makeClient({ backoff: { minDelayMs: 10_000, maxDelayMs: 10_000 } });
+      client.connect();
+      await settle();
+      WS.last.fail();
+      expect(WS.instances).toHaveLength(1);
+      target.dispatchEvent(new Event('online'));
+      await settle();
+      expect(WS.instances).toHaveLength(2);
+      client.close();
+      target.dispatchEvent(new Event('online')); // listener removed
+      await settle();
+      expect(WS.instances).toHaveLength(2);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+});
+
+it('without any WebSocket implementation, reports an error and stays disconnected', async () => {
+  vi.stubGlobal('WebSocket', undefined);
+  try {
+    const client = new HeraldClient({ url: 'http://h', userId: 'u', getToken: async () => 't' });
+    const errors: string[] = [];
+    client.on('error', ({ error }) => errors.push(error.code));
+    client.connect();
+    await settle();
+    expect(errors).toEqual(['no_websocket']);
+    expect(client.state).toBe(State.Disconnected);
+  } finally {
+    vi.unstubAllGlobals();
+  }
+});

@@ -1,0 +1,114 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  isNotification,
+  type ClientMessage,
+  parseServerFrame,
+  ProtocolError,
+  type ErrorBody,
+  type InboxPage,
+  type Notification,
+  type ServerFrame,
+  type UnreadCount,
+} from '../../src/protocol';
+
+const GOLDEN = join(__dirname, '../../../tests/golden');
+const text = (name: string) => readFileSync(join(GOLDEN, name), 'utf8');
+const json = <T>(name: string) => JSON.parse(text(name)) as T;
+
+describe('golden files', () => {
+  const files = readdirSync(GOLDEN).filter((f) => f.endsWith('.json'));
+  const frames = files.filter((f) => f.startsWith('frame-'));
+
+  it('are all covered by a test', () => {
+    const clients = files.filter((f) => f.startsWith('client-'));
+    const others = ['error.json', 'inbox-page.json', 'notification.json', 'unread-count.json'];
+    expect(files.sort()).toEqual([...frames, ...clients, ...others].sort());
+  });
+
+  it.each(frames)('%s parses as a server frame with its own type', (file) => {
+    const frame = parseServerFrame(text(file));
+    const expected = file
+      .replace(/^frame-|\.json$/g, '')
+      .replace(/-/g, '_')
+      .replace('broadcast', 'notification');
+    expect(frame.type).toBe(expected);
+    expect(frame).toEqual(JSON.parse(text(file)));
+  });
+
+  it('notification frame carries the notification, event type and original body', () => {
+    const f = parseServerFrame(text('frame-notification.json')) as Extract<ServerFrame, { type: 'notification' }>;
+    expect(f.notification.id).toBe(42);
+    expect(f.notification.related_object).toEqual({ type: 'stage', id: '9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d' });
+    expect(f.event_type).toBe(f.notification.event_type);
+    expect((f.body as { service: string }).service).toBe('core-service');
+  });
+
+  it('broadcast has a null user_id', () => {
+    const f = parseServerFrame(text('frame-broadcast.json')) as Extract<ServerFrame, { type: 'notification' }>;
+    expect(f.notification.user_id).toBeNull();
+  });
+
+  it('ready frame gives the ping interval and latest id', () => {
+    expect(parseServerFrame(text('frame-ready.json'))).toMatchObject({ latest_id: 43, ping_interval_ms: 25_000 });
+  });
+
+  it('notification.json is a Notification', () => {
+    const n = json<Notification>('notification.json');
+    expect(isNotification(n)).toBe(true);
+    expect(n.read_at).toBeNull();
+  });
+
+  it('inbox-page.json is an InboxPage of notifications, newest first', () => {
+    const page = json<InboxPage>('inbox-page.json');
+    expect(page.items.every(isNotification)).toBe(true);
+    expect(page.items.map((n) => n.id)).toEqual([43, 42]);
+    expect(page).toMatchObject({ next_before: 42, has_more: true });
+  });
+
+  it('unread-count.json and error.json have the documented fields', () => {
+    expect(json<UnreadCount>('unread-count.json').unread_count).toBe(1);
+    const err = json<ErrorBody>('error.json');
+    expect(typeof err.error).toBe('string');
+    expect(typeof err.message).toBe('string');
+  });
+
+  it.each(files.filter((f) => f.startsWith('client-')))('%s is a ClientMessage', (file) => {
+    const msg = json<ClientMessage>(file);
+    const valid =
+      msg.type === 'ping' ||
+      (msg.type === 'resume' && Number.isInteger(msg.since)) ||
+      (msg.type === 'auth' && typeof msg.token === 'string');
+    expect(valid).toBe(true);
+  });
+
+  it('notifications carry prev_id for gap detection', () => {
+    expect(json<Notification>('notification.json').prev_id).toBe(40);
+    const page = json<InboxPage>('inbox-page.json');
+    expect(page.items.map((n) => n.prev_id)).toEqual([39, 40]);
+  });
+});
+
+describe('parseServerFrame rejects', () => {
+  it.each([
+    ['not JSON', 'ping'],
+    ['a JSON array', '[1]'],
+    ['no type', '{"up_to": 1}'],
+    ['a non-string type', '{"type": 7}'],
+    ['an unknown type', '{"type": "subscribe"}'],
+    ['an inherited property name as type', '{"type": "toString"}'],
+    ['a notification without one', '{"type":"notification","event_type":"x","body":null}'],
+    [
+      'a notification with a string id',
+      JSON.stringify({
+        ...json<object>('frame-notification.json'),
+        notification: { ...json<object>('notification.json'), id: '42' },
+      }),
+    ],
+    ['read ids that are not numbers', '{"type":"read","ids":["1"],"read_at":"2026-01-10T09:00:00.000Z"}'],
+    ['ready without ping interval', '{"type":"ready","session_id":"s","user_id":"u","latest_id":0}'],
+  ])('%s', (_, input) => {
+    expect(() => parseServerFrame(input)).toThrow(ProtocolError);
+  });
+});

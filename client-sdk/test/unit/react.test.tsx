@@ -1,0 +1,143 @@
+// @vitest-environment jsdom
+import { act, cleanup, render, renderHook, screen, waitFor } from '@testing-library/react';
+import type { ReactNode } from 'react';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HeraldClient, type FetchLike, type Notification } from '../../src';
+import { HeraldProvider, useConnectionState, useNotifications, useUnreadCount } from '../../src/react';
+import { createFakeWebSocket, notificationFrame, readyFrame } from '../helpers/fake-websocket';
+
+/** An in-memory inbox behind a fake fetch: just enough of the REST API. */
+function fakeServer(initial: number[]) {
+  const inbox = new Map<number, Notification>(initial.map((id) => [id, notificationFrame(id).notification]));
+  const json = (b: unknown, status = 200) => new Response(JSON.stringify(b), { status });
+  const fetch: FetchLike = async (input, init) => {
+    const url = new URL(input);
+    const path = url.pathname.replace(/^.*\/notifications/, '');
+    const method = init?.method ?? 'GET';
+    const sorted = [...inbox.values()].sort((a, b) => b.id - a.id);
+    if (method === 'GET' && path === '') {
+      const limit = Number(url.searchParams.get('limit') ?? 20);
+      const before = Number(url.searchParams.get('before') ?? Infinity);
+      const all = sorted.filter((n) => n.id < before);
+      const items = all.slice(0, limit);
+      const has_more = all.length > limit;
+      return json({ items, has_more, next_before: has_more ? items[items.length - 1]!.id : null });
+    }
+    if (path === '/unread_count') return json({ unread_count: sorted.filter((n) => !n.read_at).length });
+    if (path === '/read_all') {
+      sorted.forEach((n) => (n.read_at ??= 'now'));
+      return json({ up_to: sorted[0]?.id ?? 0, read_at: 'now' });
+    }
+    const m = /^\/(\d+)(\/read)?$/.exec(path);
+    const n = m && inbox.get(Number(m[1]));
+    if (!n) return json({ error: 'not_found', message: 'no such notification' }, 404);
+    if (method === 'DELETE') {
+      inbox.delete(n.id);
+      return new Response(null, { status: 204 });
+    }
+    n.read_at = 'now';
+    return json(n);
+  };
+  return { inbox, fetch };
+}
+
+function setup(initial: number[]) {
+  const WS = createFakeWebSocket();
+  const server = fakeServer(initial);
+  const client = new HeraldClient({
+    url: 'http://h',
+    userId: 'u1',
+    getToken: async () => 't',
+    WebSocket: WS,
+    fetch: server.fetch,
+  });
+  const wrapper = ({ children }: { children: ReactNode }) => (
+    <HeraldProvider client={client}>{children}</HeraldProvider>
+  );
+  const push = (id: number) => {
+    server.inbox.set(id, notificationFrame(id).notification);
+    act(() => WS.last.receive(notificationFrame(id)));
+  };
+  return { WS, client, server, wrapper, push };
+}
+
+afterEach(cleanup);
+
+describe('React bindings', () => {
+  it('useConnectionState follows the client', async () => {
+    const { WS, client, wrapper } = setup([]);
+    const { result } = renderHook(() => useConnectionState(), { wrapper });
+    expect(result.current).toBe('connecting');
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame()));
+    expect(result.current).toBe('connected');
+    act(() => client.close());
+    expect(result.current).toBe('disconnected');
+  });
+
+  it('useNotifications pages, merges live notifications, and applies frames and actions', async () => {
+    const { WS, wrapper, push, server } = setup([1, 2, 3]);
+    const { result } = renderHook(() => useNotifications({ limit: 2 }), { wrapper });
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([3, 2]));
+    expect(result.current.hasMore).toBe(true);
+    await act(() => result.current.fetchMore());
+    expect(result.current.items.map((n) => n.id)).toEqual([3, 2, 1]);
+    expect(result.current.hasMore).toBe(false);
+
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(3)));
+    push(4);
+    push(4);
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([4, 3, 2, 1]));
+
+    act(() => WS.last.receive({ type: 'read', ids: [4], read_at: 'elsewhere' }));
+    expect(result.current.items[0]!.read_at).toBe('elsewhere');
+    act(() => WS.last.receive({ type: 'deleted', ids: [1] }));
+    server.inbox.delete(1);
+    expect(result.current.items.map((n) => n.id)).toEqual([4, 3, 2]);
+
+    await act(() => result.current.markRead(3));
+    expect(result.current.items.find((n) => n.id === 3)!.read_at).toBe('now');
+    await act(() => result.current.remove(2));
+    expect(result.current.items.map((n) => n.id)).toEqual([4, 3]);
+    await act(() => result.current.markAllRead());
+    expect(result.current.items.every((n) => n.read_at !== null)).toBe(true);
+
+    await act(() => result.current.remove(99));
+    expect(result.current.error).toMatchObject({ status: 404, code: 'not_found' });
+  });
+
+  it('useUnreadCount loads over REST and follows live frames', async () => {
+    const { WS, wrapper, push, server } = setup([1, 2]);
+    const { result } = renderHook(() => useUnreadCount(), { wrapper });
+    await waitFor(() => expect(result.current).toMatchObject({ count: 2, loading: false }));
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(2)));
+    push(3);
+    await waitFor(() => expect(result.current.count).toBe(3));
+    server.inbox.forEach((n) => (n.read_at = 'x'));
+    act(() => WS.last.receive({ type: 'read_all', up_to: 3, read_at: 'x' }));
+    await waitFor(() => expect(result.current.count).toBe(0));
+  });
+
+  it('a provider given options owns its client: connects on mount, closes on unmount', async () => {
+    const WS = createFakeWebSocket();
+    function Status() {
+      return <p>{useConnectionState()}</p>;
+    }
+    const { unmount } = render(
+      <HeraldProvider options={{ url: 'http://h', userId: 'u', getToken: async () => 't', WebSocket: WS }}>
+        <Status />
+      </HeraldProvider>,
+    );
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame()));
+    expect(screen.getByText('connected')).toBeTruthy();
+    unmount();
+    expect(WS.last.closedWith?.code).toBe(1000);
+  });
+
+  it('hooks outside a provider throw a clear error', () => {
+    expect(() => renderHook(() => useConnectionState())).toThrow(/inside <HeraldProvider>/);
+  });
+});

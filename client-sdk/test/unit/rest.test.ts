@@ -1,0 +1,83 @@
+import { describe, expect, it } from 'vitest';
+import { HeraldClient, HeraldError } from '../../src';
+
+interface Call {
+  url: string;
+  method: string;
+  auth: string | null;
+}
+
+function clientWith(respond: (call: Call) => Response | Promise<Response>) {
+  const calls: Call[] = [];
+  const client = new HeraldClient({
+    url: 'http://gw.test:8080/prefix',
+    userId: 'u/1',
+    getToken: async () => 'jwt',
+    fetch: async (input, init) => {
+      const call = { url: input, method: init?.method ?? 'GET', auth: new Headers(init?.headers).get('authorization') };
+      calls.push(call);
+      return respond(call);
+    },
+  });
+  return { client, calls };
+}
+
+const json = (body: unknown, status = 200) =>
+  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+
+describe('REST inbox', () => {
+  it('list() sends the query and the bearer token', async () => {
+    const page = { items: [], next_before: null, has_more: false };
+    const { client, calls } = clientWith(() => json(page));
+    expect(await client.list({ limit: 5, before: 40, unread: true })).toEqual(page);
+    await client.list();
+    expect(calls).toEqual([
+      {
+        url: 'http://gw.test:8080/prefix/api/v1/users/u%2F1/notifications?limit=5&before=40&unread=true',
+        method: 'GET',
+        auth: 'Bearer jwt',
+      },
+      { url: 'http://gw.test:8080/prefix/api/v1/users/u%2F1/notifications', method: 'GET', auth: 'Bearer jwt' },
+    ]);
+  });
+
+  it('unreadCount(), markRead(), markAllRead(), delete() hit the documented endpoints', async () => {
+    const { client, calls } = clientWith(({ url, method }) => {
+      if (url.endsWith('/unread_count')) return json({ unread_count: 3 });
+      if (url.endsWith('/read_all')) return json({ up_to: 9, read_at: 't' });
+      if (url.endsWith('/7/read')) return json({ id: 7, read_at: 't' });
+      if (method === 'DELETE') return new Response(null, { status: 204 });
+      throw new Error(`unexpected ${method} ${url}`);
+    });
+    expect(await client.unreadCount()).toBe(3);
+    expect(await client.markRead(7)).toMatchObject({ id: 7 });
+    expect(await client.markAllRead()).toEqual({ up_to: 9, read_at: 't' });
+    expect(await client.delete(7)).toBeUndefined();
+    const base = 'http://gw.test:8080/prefix/api/v1/users/u%2F1/notifications';
+    expect(calls.map((c) => `${c.method} ${c.url.slice(base.length)}`)).toEqual([
+      'GET /unread_count',
+      'POST /7/read',
+      'POST /read_all',
+      'DELETE /7',
+    ]);
+  });
+
+  it('an error body becomes a HeraldError with status, code and message', async () => {
+    const { client } = clientWith(() => json({ error: 'not_found', message: 'no notification 7 in this inbox' }, 404));
+    const err = await client.delete(7).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HeraldError);
+    expect(err).toMatchObject({ status: 404, code: 'not_found', message: 'no notification 7 in this inbox' });
+  });
+
+  it('a non-JSON error keeps the status', async () => {
+    const { client } = clientWith(() => new Response('<html>bad gateway</html>', { status: 502 }));
+    await expect(client.unreadCount()).rejects.toMatchObject({ status: 502, code: 'http_502' });
+  });
+
+  it('a network failure is a HeraldError with status 0', async () => {
+    const { client } = clientWith(() => {
+      throw new TypeError('fetch failed');
+    });
+    await expect(client.list()).rejects.toMatchObject({ name: 'HeraldError', status: 0, code: 'network_error' });
+  });
+});
