@@ -24,13 +24,37 @@ pub struct IngestQuery {
     exchange: Option<String>,
 }
 
+/// Who may post events to a route.
+#[derive(Clone, Copy)]
+enum Allowed {
+    /// `POST /api/v1/events`: services only.
+    Services,
+    /// `POST /api/v1/dev/events` (routed only with `auth.dev_token_endpoint`): any signed-in user, so the web
+    /// demo can publish without holding a service key.
+    SignedInUsers,
+}
+
 pub async fn ingest(
     State(state): State<AppState>,
     query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    let result = handle(&state, query, &headers, body).await;
+    counted(handle(&state, query, &headers, body, Allowed::Services).await)
+}
+
+pub async fn dev_ingest(
+    State(state): State<AppState>,
+    query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    counted(handle(&state, query, &headers, body, Allowed::SignedInUsers).await)
+}
+
+fn counted(
+    result: Result<(StatusCode, Json<serde_json::Value>), ApiError>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if let Err(e) = &result {
         let reason = match e {
             ApiError::Auth(_) | ApiError::Forbidden(_) => "unauthorized",
@@ -50,10 +74,11 @@ async fn handle(
     query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
     body: Body,
+    allowed: Allowed,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    match state.principal(headers)? {
-        Principal::Service => {}
-        Principal::User { .. } => {
+    match (state.principal(headers)?, allowed) {
+        (Principal::Service, _) | (Principal::User { .. }, Allowed::SignedInUsers) => {}
+        (Principal::User { .. }, Allowed::Services) => {
             return Err(ApiError::Auth(AuthError::Invalid("ingest needs a service key, not a user token".into())))
         }
     }

@@ -79,7 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics));
     if state.settings.auth.dev_token_endpoint {
-        app = app.route("/api/v1/dev/token", post(ops::dev_token));
+        app =
+            app.route("/api/v1/dev/token", post(ops::dev_token)).route("/api/v1/dev/events", post(events::dev_ingest));
     }
     let demo = &state.settings.server.demo_dir;
     if !demo.as_os_str().is_empty() && demo.join("index.html").is_file() {

@@ -112,3 +112,27 @@ async fn a_service_key_may_read_any_inbox() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn dev_endpoints_exist_only_when_enabled() {
+    let gw = spawn_gateway().await;
+    let r = gw.raw().post(gw.url("/api/v1/dev/token")).json(&json!({"user_id": "demo"})).send().await.unwrap();
+    assert_eq!(r.status(), 404, "off by default");
+    let r = gw.post("/api/v1/dev/events?exchange=sgad.notifications", &gw.token("demo")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let gw = spawn_gateway_with(|s| s.auth.dev_token_endpoint = true).await;
+    let r = gw.raw().post(gw.url("/api/v1/dev/token")).json(&json!({"user_id": "demo"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let mut tab = gw.connect("demo").await;
+    // A signed-in user may publish through the dev route (the web demo's panel), never through the real one.
+    let body = json!({"user_id": "demo", "title": "from the demo", "message": "m", "type": "info"});
+    let r = gw.post("/api/v1/dev/events?exchange=sgad.notifications", &token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(tab.notification().await["notification"]["title"], "from the demo");
+    let r = gw.post("/api/v1/events?exchange=sgad.notifications", &token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = gw.raw().post(gw.url("/api/v1/dev/events")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401, "not anonymous");
+}
