@@ -11,8 +11,10 @@ suite() { log "$1"; shift; "$@"; suites_passed=$((suites_passed + 1)); }
 
 ensure_packages python3:python3
 
-# Rust: unit and integration tests against a real RabbitMQ started here.
+# Rust: unit and integration tests against a real RabbitMQ, PostgreSQL and Redis started here.
 start_rabbitmq
+start_postgres
+start_redis
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
 
 # TypeScript SDK: unit tests, then integration tests against the real gateway binary built above.

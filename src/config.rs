@@ -60,6 +60,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub rules: RulesSettings,
     pub amqp: AmqpSettings,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -182,11 +183,177 @@ pub struct RulesSettings {
     pub path: PathBuf,
 }
 
+/// RabbitMQ ingest (`ingest::amqp`): the connection, the consumer, and the whole topology it declares.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     pub enabled: bool,
+    /// `amqp://` or `amqps://`, with credentials and the URL-encoded vhost.
     pub url: Secret,
+    pub connection_name: String,
+    /// Unacknowledged deliveries per consumer (`basic.qos`).
+    pub prefetch: u16,
+    /// Most deliveries committed to the inbox together (at most `prefetch`).
+    pub batch_max: usize,
+    /// How long to wait for more deliveries after the first of a batch; 0 takes what has arrived.
+    pub batch_linger_ms: u64,
+    /// Bigger bodies are dead-lettered (`oversized`).
+    pub max_message_bytes: usize,
+    pub unmatched: UnmatchedPolicy,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// How often the queue depth (consumer lag) is read; 0 disables it.
+    pub lag_interval_secs: u64,
+    pub queue: AmqpQueueSettings,
+    pub exchanges: Vec<AmqpExchangeSettings>,
+}
+
+/// The one durable queue every Herald node consumes (competing consumers), and where poison goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpQueueSettings {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: AmqpQueueKind,
+    /// Quorum queues: deliveries after which the broker dead-letters a message (`x-delivery-limit`); 0 = none.
+    pub delivery_limit: u32,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AmqpQueueKind {
+    /// Replicated, durable, with a delivery limit: RabbitMQ's recommended queue for data that matters.
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpExchangeSettings {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: AmqpExchangeKind,
+    pub durable: bool,
+    /// Binding keys from this exchange to the queue (topic patterns, direct keys); a fanout binds once.
+    #[serde(default)]
+    pub bindings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AmqpExchangeKind {
+    Topic,
+    Fanout,
+    Direct,
+}
+
+/// What the consumer does with an event that no rule matches.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmatchedPolicy {
+    /// To the dead-letter queue with reason `unmatched`, so a missing rule is visible and replayable.
+    DeadLetter,
+    /// Acknowledge and drop it (counted in `herald_events_unmatched_total`).
+    Ack,
+}
+
+impl AmqpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::ingest::amqp::check_url(self.url.expose()).map_err(|m| invalid("amqp.url", m))?;
+        let positive = [
+            ("amqp.prefetch", self.prefetch as u64),
+            ("amqp.batch_max", self.batch_max as u64),
+            ("amqp.max_message_bytes", self.max_message_bytes as u64),
+            ("amqp.reconnect_min_ms", self.reconnect_min_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.batch_max > self.prefetch as usize {
+            return Err(invalid(
+                "amqp.batch_max",
+                "cannot exceed amqp.prefetch (a batch is made of prefetched deliveries)",
+            ));
+        }
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return Err(invalid("amqp.reconnect_max_ms", "must be at least amqp.reconnect_min_ms"));
+        }
+        let q = &self.queue;
+        for (key, name) in [
+            ("amqp.queue.name", &q.name),
+            ("amqp.queue.dead_letter_exchange", &q.dead_letter_exchange),
+            ("amqp.queue.dead_letter_queue", &q.dead_letter_queue),
+        ] {
+            check_amqp_name(key, name)?;
+        }
+        if q.dead_letter_queue == q.name {
+            return Err(invalid("amqp.queue.dead_letter_queue", "must differ from amqp.queue.name"));
+        }
+        if self.exchanges.is_empty() {
+            return Err(invalid("amqp.exchanges", "at least one exchange is needed to consume anything"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, x) in self.exchanges.iter().enumerate() {
+            let key = |field: &str| format!("amqp.exchanges[{i}].{field}");
+            check_amqp_name(&key("name"), &x.name)?;
+            if !names.insert(x.name.as_str()) || x.name == q.dead_letter_exchange {
+                return Err(invalid(&key("name"), format!("`{}` is declared twice", x.name)));
+            }
+            match x.kind {
+                AmqpExchangeKind::Fanout => {}
+                AmqpExchangeKind::Topic | AmqpExchangeKind::Direct if x.bindings.is_empty() => {
+                    return Err(invalid(&key("bindings"), "a topic or direct exchange needs at least one binding key"));
+                }
+                AmqpExchangeKind::Topic => {
+                    for b in &x.bindings {
+                        crate::rules::Pattern::parse(b).map_err(|m| invalid(&key("bindings"), m))?;
+                    }
+                }
+                AmqpExchangeKind::Direct => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exchange and queue names: 1–255 bytes, and not the broker's reserved `amq.` prefix.
+fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(invalid(key, "must be 1 to 255 bytes"));
+    }
+    if name.starts_with("amq.") {
+        return Err(invalid(key, format!("`{name}`: names starting with `amq.` are reserved by the broker")));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub redis_url: Secret,
+    pub pubsub: PubSubMode,
+    pub node_id: String,
+    pub publish_queue: usize,
+    pub presence_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PubSubMode {
+    /// PUBLISH / SUBSCRIBE.
+    Classic,
+    /// SPUBLISH / SSUBSCRIBE (Redis 7+; what Redis Cluster shards).
+    Sharded,
+}
+
+impl ClusterSettings {
+    pub fn enabled(&self) -> bool {
+        !self.redis_url.expose().is_empty()
+    }
 }
 
 /// Where the inbox lives, parsed from `store.url`.
@@ -246,6 +413,22 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         parse_store_url(&self.store.url).map_err(|m| invalid("store.url", m))?;
+        if self.cluster.enabled() {
+            let url = self.cluster.redis_url.expose();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid("cluster.redis_url", "must be redis://... or rediss://... (or empty: one node)"));
+            }
+            if matches!(self.store_location(), StoreLocation::Sqlite(_)) {
+                return Err(invalid(
+                    "cluster.redis_url",
+                    "several nodes need a shared inbox: set store.url = \"postgres://...\" too",
+                ));
+            }
+            if self.cluster.node_id.contains('|') {
+                return Err(invalid("cluster.node_id", "may not contain `|`"));
+            }
+        }
+        self.amqp.validate()?;
         match self.auth.algorithm {
             JwtAlgorithm::HS256 if self.auth.jwt_secret.expose().len() < 16 => {
                 return Err(invalid("auth.jwt_secret", "must be at least 16 bytes for HS256"));
@@ -267,6 +450,8 @@ impl Settings {
             ("websocket.replay_page_size", self.websocket.replay_page_size as usize),
             ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes),
             ("store.batch_max", self.store.batch_max),
+            ("cluster.publish_queue", self.cluster.publish_queue),
+            ("cluster.presence_interval_secs", self.cluster.presence_interval_secs as usize),
             ("store.read_connections", self.store.read_connections),
             ("server.max_body_bytes", self.server.max_body_bytes),
         ];

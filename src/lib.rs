@@ -4,7 +4,7 @@
 //!
 //! Modules follow one event from broker to browser:
 //!
-//! - [`ingest`]: the pipeline every transport feeds (HTTP now, AMQP in [`ingest`]'s consumer).
+//! - [`ingest`]: the pipeline every transport feeds: HTTP ingest and the RabbitMQ consumer ([`ingest::amqp`]).
 //! - [`event`]: decode any envelope shape into one [`event::Event`].
 //! - [`rules`]: declarative routing: who gets what notification.
 //! - [`inbox`]: the durable store (SQLite embedded; PostgreSQL for several nodes).
@@ -55,9 +55,21 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
     let rules = Arc::new(Rules::load(&settings.rules.path)?);
     let registry = Registry::new();
-    let fanout = Fanout::local(registry.clone());
+    let health = Health::default();
+    let fanout = if settings.cluster.enabled() {
+        let transport = fanout::redis::start(&settings.cluster, registry.clone(), health.clone(), shutdown.clone())
+            .map_err(anyhow::Error::msg)?;
+        registry.set_presence_hook(transport.clone());
+        Fanout::with_transport(registry.clone(), transport)
+    } else {
+        Fanout::local(registry.clone())
+    };
     let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone())))).await.context("opening the inbox")?;
     let pipeline = Pipeline::new(rules.clone(), store.clone());
+    let amqp = settings
+        .amqp
+        .enabled
+        .then(|| ingest::amqp::spawn(settings.amqp.clone(), pipeline.clone(), health.clone(), shutdown.clone()));
     let tracker = TaskTracker::new();
     let sessions = SessionDeps {
         store: store.clone(),
@@ -74,7 +86,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
         fanout,
         sessions,
         metrics,
-        health: Health::default(),
+        health,
         tracker: tracker.clone(),
     });
     tracing::info!(
@@ -85,6 +97,13 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
 
+    // The consumer sees the same token: it finishes its batch (commit, fan-out, ack) and closes.
+    if let Some(amqp) = amqp {
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+        if tokio::time::timeout(grace, amqp).await.is_err() {
+            tracing::warn!("the amqp consumer did not stop within the grace period; its batch will be redelivered");
+        }
+    }
     // Sessions watch the same token and close with 1001; this covers any that were mid-upgrade.
     registry.close_all(CloseReason::Shutdown);
     tracker.close();

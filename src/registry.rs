@@ -87,14 +87,35 @@ pub enum Push {
 pub enum Next {
     /// Frames were moved into the caller's buffer.
     Frames,
-    /// Frames were dropped on overflow: replay from the inbox after the last id sent, then continue.
-    Resync,
+    /// Frames were dropped or may have been missed: replay from the inbox after the last id sent, then continue.
+    Resync(ResyncReason),
     Close(CloseReason),
+}
+
+/// Why a session replays from the inbox on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    /// Its outbound queue overflowed. Announced to the client (`resync` frame).
+    SlowConsumer,
+    /// The cross-node transport reconnected: messages may have been missed. Announced.
+    TransportLost,
+    /// The node just subscribed to this user's channel: catch up on what committed meanwhile. Silent.
+    Subscribed,
+}
+
+impl ResyncReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            ResyncReason::SlowConsumer => "slow_consumer",
+            ResyncReason::TransportLost => "transport_lost",
+            ResyncReason::Subscribed => "subscribed",
+        }
+    }
 }
 
 struct OutboxState {
     frames: VecDeque<Outgoing>,
-    resync: bool,
+    resync: Option<ResyncReason>,
     closing: Option<CloseReason>,
 }
 
@@ -109,7 +130,7 @@ pub struct Outbox {
 impl Outbox {
     fn new(capacity: usize, policy: QueueFullPolicy) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState { frames: VecDeque::new(), resync: false, closing: None }),
+            state: Mutex::new(OutboxState { frames: VecDeque::new(), resync: None, closing: None }),
             notify: Notify::new(),
             capacity,
             policy,
@@ -126,7 +147,7 @@ impl Outbox {
             s.frames.clear();
             s.frames.shrink_to_fit();
             match self.policy {
-                QueueFullPolicy::Resync => s.resync = true,
+                QueueFullPolicy::Resync => s.resync = Some(ResyncReason::SlowConsumer),
                 QueueFullPolicy::Close => s.closing = Some(CloseReason::Lagged),
             }
             drop(s);
@@ -137,6 +158,16 @@ impl Outbox {
         drop(s);
         self.notify.notify_one();
         Push::Queued
+    }
+
+    /// Ask the session to replay from the inbox after what it sent (an announced reason wins over a silent one).
+    pub fn resync(&self, reason: ResyncReason) {
+        let mut s = self.state.lock().expect("outbox poisoned");
+        if s.resync.is_none() || reason != ResyncReason::Subscribed {
+            s.resync = Some(reason);
+        }
+        drop(s);
+        self.notify.notify_one();
     }
 
     /// Ask the session to close. The first reason wins.
@@ -155,10 +186,9 @@ impl Outbox {
                 if let Some(reason) = s.closing {
                     return Next::Close(reason);
                 }
-                if s.resync {
+                if let Some(reason) = s.resync.take() {
                     // Frames queued after the overflow stay queued: the replay's id check drops the ones it covers.
-                    s.resync = false;
-                    return Next::Resync;
+                    return Next::Resync(reason);
                 }
                 if !s.frames.is_empty() {
                     buf.extend(s.frames.drain(..));
@@ -185,10 +215,19 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// Told when a user's first session on this node opens and their last one closes (the cross-node transport
+/// subscribes to that user's channel in between). Called under the user's registry entry, so calls for one
+/// user arrive in order; implementations must not block.
+pub trait PresenceHook: Send + Sync + 'static {
+    fn first_session(&self, user: &Arc<str>);
+    fn last_session(&self, user: &Arc<str>);
+}
+
 #[derive(Default)]
 struct Inner {
     users: DashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
     next_id: AtomicU64,
+    hook: std::sync::OnceLock<Arc<dyn PresenceHook>>,
 }
 
 /// Removes the session from the registry when dropped (however the session task ends).
@@ -201,9 +240,14 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let id = self.handle.id;
-        self.registry.inner.users.remove_if_mut(&self.user, |_, sessions| {
+        let hook = self.registry.inner.hook.get();
+        self.registry.inner.users.remove_if_mut(&self.user, |user, sessions| {
             sessions.retain(|s| s.id != id);
-            sessions.is_empty()
+            let last = sessions.is_empty();
+            if let (true, Some(h)) = (last, hook) {
+                h.last_session(user);
+            }
+            last
         });
     }
 }
@@ -217,8 +261,37 @@ impl Registry {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let handle = Arc::new(SessionHandle { id, outbox: Outbox::new(capacity, policy) });
         let user: Arc<str> = Arc::from(user);
-        self.inner.users.entry(user.clone()).or_default().push(handle.clone());
+        let mut sessions = self.inner.users.entry(user.clone()).or_default();
+        if let (true, Some(h)) = (sessions.is_empty(), self.inner.hook.get()) {
+            h.first_session(&user);
+        }
+        sessions.push(handle.clone());
+        drop(sessions);
         Registration { registry: self.clone(), user, handle }
+    }
+
+    /// Install the presence hook (once, at start, before sessions open).
+    pub fn set_presence_hook(&self, hook: Arc<dyn PresenceHook>) {
+        let _ = self.inner.hook.set(hook);
+    }
+
+    /// Ask every session of `user` to replay from the inbox after what it sent.
+    pub fn resync_user(&self, user: &str, reason: ResyncReason) {
+        if let Some(sessions) = self.inner.users.get(user) {
+            sessions.iter().for_each(|s| s.outbox.resync(reason));
+        }
+    }
+
+    /// Ask every session on this node to replay from the inbox after what it sent.
+    pub fn resync_all(&self, reason: ResyncReason) {
+        for entry in self.inner.users.iter() {
+            entry.value().iter().for_each(|s| s.outbox.resync(reason));
+        }
+    }
+
+    /// The users with a session on this node.
+    pub fn users(&self) -> Vec<Arc<str>> {
+        self.inner.users.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Queue a frame for every session of `user`, except `skip` (the session that caused it, if any).
@@ -310,7 +383,11 @@ mod tests {
         }
         assert_eq!(slow.handle.outbox.push(out(4)), Push::Queued, "the session stays open");
         let mut buf = Vec::new();
-        assert_eq!(slow.handle.outbox.next(&mut buf).await, Next::Resync, "the resync comes before later frames");
+        assert_eq!(
+            slow.handle.outbox.next(&mut buf).await,
+            Next::Resync(ResyncReason::SlowConsumer),
+            "the resync comes before later frames"
+        );
         assert!(buf.is_empty());
         assert_eq!(slow.handle.outbox.next(&mut buf).await, Next::Frames);
         assert_eq!(buf.iter().map(|o| o.id).collect::<Vec<_>>(), vec![4]);

@@ -21,7 +21,7 @@ use crate::auth::{Authenticator, Principal};
 use crate::config::WebSocketSettings;
 use crate::inbox::Store;
 use crate::protocol::{encode_notification_frame, ClientMessage, ServerFrame};
-use crate::registry::{CloseReason, Next, Outgoing, Registry};
+use crate::registry::{CloseReason, Next, Outgoing, Registry, ResyncReason};
 
 /// What every session needs, shared.
 #[derive(Clone)]
@@ -121,10 +121,15 @@ impl<'a> Session<'a> {
         if let Err(ended) = self.send_now(ready.encode()).await {
             return ended;
         }
-        if let Some(since) = self.since {
-            if let Err(ended) = self.replay(since).await {
-                return ended;
+        match self.since {
+            Some(since) => {
+                if let Err(ended) = self.replay(since).await {
+                    return ended;
+                }
             }
+            // Without `since`, the session starts at `latest_id`: older notifications are history (REST), and a
+            // frame for one of them that raced the opening is not pushed twice.
+            None => self.last_sent = latest_id,
         }
 
         let ping_every = Duration::from_secs(s.ping_interval_secs);
@@ -150,15 +155,10 @@ impl<'a> Session<'a> {
                     let step = match next {
                         Next::Close(reason) => return self.close(reason).await,
                         Next::Frames => self.flush(&mut batch).await,
-                        Next::Resync if resyncs.allow(s.max_resyncs_per_minute) => {
-                            metrics::counter!("herald_session_resyncs_total", "reason" => "slow_consumer").increment(1);
-                            let since = self.last_sent;
-                            match self.send_now(ServerFrame::Resync { reason: "slow_consumer", since }.encode()).await {
-                                Ok(()) => self.replay(since).await,
-                                Err(ended) => Err(ended),
-                            }
-                        }
-                        Next::Resync => return self.close(CloseReason::Lagged).await,
+                        Next::Resync(ResyncReason::Subscribed) => self.catch_up().await,
+                        Next::Resync(reason @ ResyncReason::TransportLost) => self.resync(reason).await,
+                        Next::Resync(reason) if resyncs.allow(s.max_resyncs_per_minute) => self.resync(reason).await,
+                        Next::Resync(_) => return self.close(CloseReason::Lagged).await,
                     };
                     if let Err(ended) = step {
                         return ended;
@@ -208,6 +208,35 @@ impl<'a> Session<'a> {
                 warned = false;
             }
         }
+    }
+
+    /// Announce a resync, then replay after the last id this socket delivered.
+    async fn resync(&mut self, reason: ResyncReason) -> Result<(), Ended> {
+        metrics::counter!("herald_session_resyncs_total", "reason" => reason.label()).increment(1);
+        let since = self.last_sent;
+        self.send_now(ServerFrame::Resync { reason: reason.label(), since }.encode()).await?;
+        self.replay(since).await
+    }
+
+    /// Silently send whatever committed after the last id this socket delivered (usually nothing).
+    async fn catch_up(&mut self) -> Result<(), Ended> {
+        let page = self.deps.settings.replay_page_size;
+        let items = match self.deps.store.after(&self.user, self.last_sent, page).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable during a catch-up");
+                return Err(self.close(CloseReason::Internal).await);
+            }
+        };
+        if items.len() == page as usize {
+            // More than a page behind: do it properly, announced.
+            return self.resync(ResyncReason::Subscribed).await;
+        }
+        for r in items {
+            self.last_sent = r.notification.id;
+            self.send_now(encode_notification_frame(&r.notification, &r.body)).await?;
+        }
+        Ok(())
     }
 
     /// Send queued frames in one write, skipping notifications already sent by a replay.

@@ -77,7 +77,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", post(events::ingest))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics));
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/admin/presence", get(ops::presence));
     if state.settings.auth.dev_token_endpoint {
         app =
             app.route("/api/v1/dev/token", post(ops::dev_token)).route("/api/v1/dev/events", post(events::dev_ingest));

@@ -59,3 +59,34 @@ pub async fn dev_token(
     })?;
     Ok(Json(serde_json::json!({ "token": token, "user_id": req.user_id.trim(), "expires_in": ttl })))
 }
+
+/// `GET /api/v1/admin/presence` (service key): users and sessions online, per node and in total. With Redis,
+/// every node that reported recently; without, this node alone. A user with sessions on two nodes counts on
+/// each (`users` totals are an upper bound).
+pub async fn presence(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.principal(&headers)? != crate::auth::Principal::Service {
+        return Err(ApiError::Forbidden("presence needs a service key".into()));
+    }
+    let cluster = &state.settings.cluster;
+    let nodes = if cluster.enabled() {
+        crate::fanout::redis::presence(cluster)
+            .await
+            .map_err(|e| ApiError::Store(crate::inbox::StoreError::Unavailable(format!("redis: {e}"))))?
+    } else {
+        let (users, sessions) = state.fanout.registry().counts();
+        vec![crate::fanout::redis::NodePresence {
+            node: "local".into(),
+            users: users as u64,
+            sessions: sessions as u64,
+            reported_at: chrono::Utc::now().timestamp(),
+        }]
+    };
+    let users: u64 = nodes.iter().map(|n| n.users).sum();
+    let sessions: u64 = nodes.iter().map(|n| n.sessions).sum();
+    metrics::gauge!("herald_cluster_sessions").set(sessions as f64);
+    metrics::gauge!("herald_cluster_nodes").set(nodes.len() as f64);
+    Ok(Json(serde_json::json!({ "nodes": nodes, "users_online": users, "sessions_online": sessions })))
+}

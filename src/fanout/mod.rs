@@ -6,6 +6,8 @@
 //! Invariants: a message is serialised once before it gets here and every recipient shares the bytes;
 //! fan-out never awaits and never blocks on a slow session (see the registry's queue-full policy).
 
+pub mod redis;
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -2,7 +2,9 @@
 
 mod support;
 
+mod amqp;
 mod bad_input;
+mod cluster;
 mod crash;
 mod inbox;
 mod ingest;

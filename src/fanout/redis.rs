@@ -1,0 +1,417 @@
+//! The cross-node transport: Redis pub/sub.
+//!
+//! Channels: `herald:u:{user}` per user, `herald:all` for broadcasts. A node subscribes to a user's channel while
+//! that user has a session on it (the registry's [`PresenceHook`]), so its inbound Redis traffic grows with the
+//! users connected to it, not with all users. The node that committed a notification publishes it once; every
+//! other subscribed node delivers it to its own sessions. `cluster.pubsub = "sharded"` switches to
+//! SPUBLISH/SSUBSCRIBE, which Redis Cluster shards by channel.
+//!
+//! One RESP3 connection both publishes and receives (pushes are delivered from the connection's push callback,
+//! synchronously, into the registry's non-blocking outboxes).
+//!
+//! Invariants: Redis is lossy and treated so — after any reconnect every local session is asked to resync from
+//! the inbox (announced with a `resync` frame), and after each new subscription that user's sessions silently
+//! catch up, so a message published while a subscription was not yet active is never lost, only delayed.
+//! A node never falls back silently to single-node: `/readyz` reports `redis` down while it reconnects.
+//! Only this module knows the Redis channel names and the wire format between nodes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{Fanout, Message, Transport};
+use crate::config::{ClusterSettings, PubSubMode};
+use crate::registry::{PresenceHook, Registry, ResyncReason};
+use crate::telemetry::Health;
+
+const ALL: &str = "herald:all";
+const USER_PREFIX: &str = "herald:u:";
+const PRESENCE_KEY: &str = "herald:presence";
+
+fn user_channel(user: &str) -> String {
+    format!("{USER_PREFIX}{user}")
+}
+
+enum Subscription {
+    Subscribe(Arc<str>),
+    Unsubscribe(Arc<str>),
+}
+
+/// Cheap to share: the publishing half lives in the fan-out, the presence half in the registry.
+pub struct RedisTransport {
+    node: Arc<str>,
+    publish: mpsc::Sender<(String, Bytes)>,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    connected: AtomicBool,
+}
+
+impl Transport for RedisTransport {
+    fn publish(&self, message: &Message) {
+        let (channel, payload) = encode(&self.node, message);
+        if self.publish.try_send((channel, payload)).is_err() {
+            // Full (Redis slow or down): the receiving clients see a gap in prev_id and resume from the inbox.
+            metrics::counter!("herald_redis_dropped_total").increment(1);
+        }
+    }
+}
+
+impl PresenceHook for RedisTransport {
+    fn first_session(&self, user: &Arc<str>) {
+        let _ = self.subscriptions.send(Subscription::Subscribe(user.clone()));
+    }
+    fn last_session(&self, user: &Arc<str>) {
+        let _ = self.subscriptions.send(Subscription::Unsubscribe(user.clone()));
+    }
+}
+
+impl RedisTransport {
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}
+
+/// Wire format between nodes: `v1|origin|kind|id|skip|frame`, kind `n` (notification) or `u` (user frame).
+fn encode(node: &str, m: &Message) -> (String, Bytes) {
+    let (channel, head, frame) = match m {
+        Message::Notification { user, id, frame, .. } => {
+            let channel = user.as_deref().map(user_channel).unwrap_or_else(|| ALL.to_owned());
+            (channel, format!("v1|{node}|n|{id}|0|"), frame)
+        }
+        Message::UserFrame { user, frame, skip_session } => {
+            (user_channel(user), format!("v1|{node}|u|0|{}|", skip_session.unwrap_or(0)), frame)
+        }
+    };
+    let mut payload = Vec::with_capacity(head.len() + frame.len());
+    payload.extend_from_slice(head.as_bytes());
+    payload.extend_from_slice(frame.as_bytes());
+    (channel, Bytes::from(payload))
+}
+
+/// `None` for our own messages and for anything malformed.
+fn decode(node: &str, channel: &str, payload: &[u8]) -> Option<Message> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(6, '|');
+    let (version, origin, kind, id, skip, frame) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "v1" || origin == node {
+        return None;
+    }
+    let user: Option<Arc<str>> = channel.strip_prefix(USER_PREFIX).map(Arc::from);
+    let frame = Utf8Bytes::from(frame.to_owned());
+    match kind {
+        "n" => Some(Message::Notification { user, id: id.parse().ok()?, frame, ingested_at: Instant::now() }),
+        "u" => {
+            let skip: u64 = skip.parse().ok()?;
+            Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip) })
+        }
+        _ => None,
+    }
+}
+
+/// Connect (in the background, with retries) and return the transport to install in the fan-out and registry.
+pub fn start(
+    settings: &ClusterSettings,
+    registry: Registry,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<Arc<RedisTransport>, String> {
+    let url = settings.redis_url.expose();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let client =
+        redis::Client::open(format!("{url}{sep}protocol=resp3")).map_err(|e| format!("cluster.redis_url: {e}"))?;
+    let node: Arc<str> = if settings.node_id.is_empty() {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        Arc::from(format!("{}-{}", host.trim(), std::process::id()).trim_start_matches('-'))
+    } else {
+        Arc::from(settings.node_id.as_str())
+    };
+    let (publish, publish_rx) = mpsc::channel(settings.publish_queue);
+    let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
+    let transport =
+        Arc::new(RedisTransport { node: node.clone(), publish, subscriptions, connected: AtomicBool::new(false) });
+    health.set("redis", false, "connecting");
+    let worker = Worker {
+        client,
+        mode: settings.pubsub,
+        node,
+        registry,
+        health,
+        transport: transport.clone(),
+        presence_every: Duration::from_secs(settings.presence_interval_secs),
+    };
+    tokio::spawn(worker.run(publish_rx, subscriptions_rx, shutdown));
+    Ok(transport)
+}
+
+struct Worker {
+    client: redis::Client,
+    mode: PubSubMode,
+    node: Arc<str>,
+    registry: Registry,
+    health: Health,
+    transport: Arc<RedisTransport>,
+    presence_every: Duration,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        mut publish: mpsc::Receiver<(String, Bytes)>,
+        mut subscriptions: mpsc::UnboundedReceiver<Subscription>,
+        shutdown: CancellationToken,
+    ) {
+        let mut attempt = 0u32;
+        let mut connected_before = false;
+        loop {
+            let lost = Arc::new(Notify::new());
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.connect(lost.clone()) => r,
+            };
+            let mut con = match result {
+                Ok(con) => con,
+                Err(e) => {
+                    self.health.set("redis", false, format!("reconnecting: {e}"));
+                    let delay = backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unavailable");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            attempt = 0;
+            self.transport.connected.store(true, Ordering::Relaxed);
+            self.health.set("redis", true, format!("node {}", self.node));
+            if connected_before {
+                // Whatever was published while we were away may be lost: every session replays from the inbox.
+                metrics::counter!("herald_redis_reconnects_total").increment(1);
+                tracing::info!("redis reconnected; resyncing local sessions from the inbox");
+                self.registry.resync_all(ResyncReason::TransportLost);
+            }
+            connected_before = true;
+
+            let mut presence = tokio::time::interval(self.presence_every);
+            let error = loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let _: Result<(), _> = redis::cmd("HDEL").arg(PRESENCE_KEY).arg(&*self.node).exec_async(&mut con).await;
+                        return;
+                    }
+                    _ = lost.notified() => break "connection lost".to_owned(),
+                    Some(sub) = subscriptions.recv() => {
+                        if let Err(e) = self.apply(&mut con, sub).await {
+                            break e.to_string();
+                        }
+                    }
+                    Some(first) = publish.recv() => {
+                        if let Err(e) = self.publish_batch(&mut con, first, &mut publish).await {
+                            break e.to_string();
+                        }
+                    }
+                    _ = presence.tick() => {
+                        if let Err(e) = self.report_presence(&mut con).await {
+                            break e.to_string();
+                        }
+                    }
+                }
+            };
+            self.transport.connected.store(false, Ordering::Relaxed);
+            self.health.set("redis", false, format!("reconnecting: {error}"));
+            tracing::warn!(error = %error, "redis connection lost");
+        }
+    }
+
+    /// Connect, then subscribe to the broadcast channel and every local user's channel.
+    async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let fanout = Fanout::local(self.registry.clone());
+        let node = self.node.clone();
+        let on_push = move |info: PushInfo| -> Result<(), ()> {
+            match info.kind {
+                PushKind::Message | PushKind::SMessage => {
+                    if let [Value::BulkString(channel), Value::BulkString(payload), ..] = info.data.as_slice() {
+                        let channel = String::from_utf8_lossy(channel);
+                        if let Some(m) = decode(&node, &channel, payload) {
+                            metrics::counter!("herald_redis_received_total").increment(1);
+                            fanout.deliver_local(&m);
+                        }
+                    }
+                }
+                PushKind::Disconnection => lost.notify_one(),
+                _ => {}
+            }
+            Ok(())
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_push_sender(on_push);
+        let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut channels = vec![ALL.to_owned()];
+        channels.extend(self.registry.users().iter().map(|u| user_channel(u)));
+        for chunk in channels.chunks(1000) {
+            redis::cmd(self.subscribe_cmd()).arg(chunk).exec_async(&mut con).await?;
+        }
+        Ok(con)
+    }
+
+    fn subscribe_cmd(&self) -> &'static str {
+        match self.mode {
+            PubSubMode::Classic => "SUBSCRIBE",
+            PubSubMode::Sharded => "SSUBSCRIBE",
+        }
+    }
+
+    async fn apply(&self, con: &mut redis::aio::MultiplexedConnection, sub: Subscription) -> redis::RedisResult<()> {
+        match sub {
+            Subscription::Subscribe(user) => {
+                redis::cmd(self.subscribe_cmd()).arg(user_channel(&user)).exec_async(con).await?;
+                // Anything published before the subscription took effect is in the inbox: catch up on it.
+                self.registry.resync_user(&user, ResyncReason::Subscribed);
+            }
+            Subscription::Unsubscribe(user) => {
+                let cmd = match self.mode {
+                    PubSubMode::Classic => "UNSUBSCRIBE",
+                    PubSubMode::Sharded => "SUNSUBSCRIBE",
+                };
+                redis::cmd(cmd).arg(user_channel(&user)).exec_async(con).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publish what is queued in one pipeline.
+    async fn publish_batch(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+        first: (String, Bytes),
+        rest: &mut mpsc::Receiver<(String, Bytes)>,
+    ) -> redis::RedisResult<()> {
+        let verb = match self.mode {
+            PubSubMode::Classic => "PUBLISH",
+            PubSubMode::Sharded => "SPUBLISH",
+        };
+        let mut pipe = redis::pipe();
+        let mut n = 0u64;
+        let mut next = Some(first);
+        while let Some((channel, payload)) = next {
+            pipe.cmd(verb).arg(channel).arg(payload.as_ref()).ignore();
+            n += 1;
+            next = if n < 512 { rest.try_recv().ok() } else { None };
+        }
+        pipe.exec_async(con).await?;
+        metrics::counter!("herald_redis_published_total").increment(n);
+        Ok(())
+    }
+
+    /// `HSET herald:presence <node> "<users> <sessions> <unix secs>"`: the cluster-wide presence view.
+    async fn report_presence(&self, con: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
+        let (users, sessions) = self.registry.counts();
+        let now = chrono::Utc::now().timestamp();
+        redis::cmd("HSET")
+            .arg(PRESENCE_KEY)
+            .arg(&*self.node)
+            .arg(format!("{users} {sessions} {now}"))
+            .exec_async(con)
+            .await
+    }
+}
+
+/// One node's line in the presence view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodePresence {
+    pub node: String,
+    pub users: u64,
+    pub sessions: u64,
+    pub reported_at: i64,
+}
+
+/// Read the presence view (nodes that reported within three intervals).
+pub async fn presence(settings: &ClusterSettings) -> Result<Vec<NodePresence>, String> {
+    let client = redis::Client::open(settings.redis_url.expose()).map_err(|e| e.to_string())?;
+    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    let entries: Vec<(String, String)> =
+        redis::cmd("HGETALL").arg(PRESENCE_KEY).query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let fresh_after = chrono::Utc::now().timestamp() - 3 * settings.presence_interval_secs as i64;
+    let mut nodes: Vec<NodePresence> = entries
+        .into_iter()
+        .filter_map(|(node, v)| {
+            let mut it = v.split(' ').map(|x| x.parse::<i64>().ok());
+            let (users, sessions, at) = (it.next()??, it.next()??, it.next()??);
+            (at >= fresh_after).then_some(NodePresence {
+                node,
+                users: users as u64,
+                sessions: sessions as u64,
+                reported_at: at,
+            })
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(nodes)
+}
+
+/// Capped exponential backoff with full jitter: 100 ms · 2^attempt, at most 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+    Duration::from_millis(rand::random_range(cap / 2..=cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_between_nodes_and_skip_their_origin() {
+        let m = Message::Notification {
+            user: Some(Arc::from("u|1")),
+            id: 42,
+            frame: Utf8Bytes::from_static(r#"{"type":"notification","x":"a|b"}"#),
+            ingested_at: Instant::now(),
+        };
+        let (channel, payload) = encode("node-a", &m);
+        assert_eq!(channel, "herald:u:u|1");
+        assert!(decode("node-a", &channel, &payload).is_none(), "a node ignores its own messages");
+        match decode("node-b", &channel, &payload).unwrap() {
+            Message::Notification { user, id, frame, .. } => {
+                assert_eq!(user.as_deref(), Some("u|1"));
+                assert_eq!(id, 42);
+                assert_eq!(frame.as_str(), r#"{"type":"notification","x":"a|b"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        let b = Message::Notification {
+            user: None,
+            id: 7,
+            frame: Utf8Bytes::from_static("{}"),
+            ingested_at: Instant::now(),
+        };
+        let (channel, payload) = encode("node-a", &b);
+        assert_eq!(channel, ALL);
+        assert!(matches!(decode("node-b", &channel, &payload), Some(Message::Notification { user: None, id: 7, .. })));
+        let r = Message::UserFrame { user: Arc::from("u"), frame: Utf8Bytes::from_static("{}"), skip_session: None };
+        let (channel, payload) = encode("node-a", &r);
+        assert!(matches!(decode("node-b", &channel, &payload), Some(Message::UserFrame { skip_session: None, .. })));
+        assert!(decode("node-b", "herald:u:x", b"garbage").is_none());
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for attempt in 0..40 {
+            let d = backoff(attempt).as_millis() as u64;
+            assert!(d <= 10_000);
+            assert!(d >= 50);
+        }
+    }
+}
