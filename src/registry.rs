@@ -68,6 +68,9 @@ impl CloseReason {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub id: i64,
+    /// The notification's `prev_id` (0 for control frames): a session that has not delivered it yet knows
+    /// this frame overtook an earlier one (possible across nodes) and fills the gap from the inbox first.
+    pub prev_id: i64,
     pub frame: Utf8Bytes,
     /// When the event entered Herald, for the delivery-latency histogram.
     pub ingested_at: Option<Instant>,
@@ -355,7 +358,7 @@ mod tests {
     use super::*;
 
     fn out(id: i64) -> Outgoing {
-        Outgoing { id, frame: Utf8Bytes::from_static("{}"), ingested_at: None }
+        Outgoing { id, prev_id: 0, frame: Utf8Bytes::from_static("{}"), ingested_at: None }
     }
 
     #[tokio::test]

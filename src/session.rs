@@ -242,35 +242,40 @@ impl<'a> Session<'a> {
     /// Send queued frames in one write, skipping notifications already sent by a replay.
     async fn flush(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Ended> {
         let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
-        let mut delivered = 0u64;
+        let result = tokio::time::timeout(timeout, self.write_batch(batch)).await;
+        batch.clear();
+        result.unwrap_or(Err(Ended::WriteTimeout))
+    }
+
+    async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Ended> {
         let now = Instant::now();
-        let last_sent = &mut self.last_sent;
-        let socket = &mut self.socket;
-        let result = tokio::time::timeout(timeout, async {
-            for out in batch.drain(..) {
-                if out.id != 0 {
-                    if out.id <= *last_sent {
+        let mut delivered = 0u64;
+        for out in batch.drain(..) {
+            if out.id != 0 {
+                if out.id <= self.last_sent {
+                    continue;
+                }
+                if out.prev_id > self.last_sent {
+                    // This frame overtook an earlier one (another node's, still on its way over Redis): send
+                    // what the inbox has after our last id first, in order; the late frame is then skipped.
+                    self.socket.flush().await.map_err(|_| Ended::Transport)?;
+                    metrics::counter!("herald_session_gap_fills_total").increment(1);
+                    self.catch_up().await?;
+                    if out.id <= self.last_sent {
                         continue;
                     }
-                    *last_sent = out.id;
-                    delivered += 1;
-                    if let Some(t) = out.ingested_at {
-                        metrics::histogram!("herald_delivery_latency_seconds")
-                            .record(now.saturating_duration_since(t).as_secs_f64());
-                    }
                 }
-                socket.feed(WsMessage::Text(out.frame)).await?;
+                self.last_sent = out.id;
+                delivered += 1;
+                if let Some(t) = out.ingested_at {
+                    metrics::histogram!("herald_delivery_latency_seconds")
+                        .record(now.saturating_duration_since(t).as_secs_f64());
+                }
             }
-            socket.flush().await
-        })
-        .await;
-        batch.clear();
-        metrics::counter!("herald_notifications_delivered_total").increment(delivered);
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Ended::Transport),
-            Err(_) => Err(Ended::WriteTimeout),
+            self.socket.feed(WsMessage::Text(out.frame)).await.map_err(|_| Ended::Transport)?;
         }
+        metrics::counter!("herald_notifications_delivered_total").increment(delivered);
+        self.socket.flush().await.map_err(|_| Ended::Transport)
     }
 
     async fn on_text(&mut self, text: &Utf8Bytes) -> Result<(), Ended> {

@@ -19,7 +19,7 @@ use crate::registry::{Outgoing, Registry};
 #[derive(Debug, Clone)]
 pub enum Message {
     /// A new notification. `user: None` is a broadcast.
-    Notification { user: Option<Arc<str>>, id: i64, frame: Utf8Bytes, ingested_at: Instant },
+    Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
     /// A read/read_all/deleted frame for one user's other sessions.
     UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64> },
 }
@@ -56,15 +56,16 @@ impl Fanout {
     /// Deliver to this node's sessions only (also what a transport calls for messages from other nodes).
     pub fn deliver_local(&self, message: &Message) -> usize {
         match message {
-            Message::Notification { user, id, frame, ingested_at } => {
-                let out = Outgoing { id: *id, frame: frame.clone(), ingested_at: Some(*ingested_at) };
+            Message::Notification { user, id, prev_id, frame, ingested_at } => {
+                let out =
+                    Outgoing { id: *id, prev_id: *prev_id, frame: frame.clone(), ingested_at: Some(*ingested_at) };
                 match user {
                     Some(u) => self.registry.send_to_user(u, &out, None),
                     None => self.registry.send_to_all(&out),
                 }
             }
             Message::UserFrame { user, frame, skip_session } => {
-                let out = Outgoing { id: 0, frame: frame.clone(), ingested_at: None };
+                let out = Outgoing { id: 0, prev_id: 0, frame: frame.clone(), ingested_at: None };
                 self.registry.send_to_user(user, &out, *skip_session)
             }
         }

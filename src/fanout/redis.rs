@@ -80,15 +80,15 @@ impl RedisTransport {
     }
 }
 
-/// Wire format between nodes: `v1|origin|kind|id|skip|frame`, kind `n` (notification) or `u` (user frame).
+/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification) or `u` (user frame).
 fn encode(node: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
-        Message::Notification { user, id, frame, .. } => {
+        Message::Notification { user, id, prev_id, frame, .. } => {
             let channel = user.as_deref().map(user_channel).unwrap_or_else(|| ALL.to_owned());
-            (channel, format!("v1|{node}|n|{id}|0|"), frame)
+            (channel, format!("v1|{node}|n|{id}|{prev_id}|0|"), frame)
         }
         Message::UserFrame { user, frame, skip_session } => {
-            (user_channel(user), format!("v1|{node}|u|0|{}|", skip_session.unwrap_or(0)), frame)
+            (user_channel(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame)
         }
     };
     let mut payload = Vec::with_capacity(head.len() + frame.len());
@@ -100,16 +100,23 @@ fn encode(node: &str, m: &Message) -> (String, Bytes) {
 /// `None` for our own messages and for anything malformed.
 fn decode(node: &str, channel: &str, payload: &[u8]) -> Option<Message> {
     let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(6, '|');
-    let (version, origin, kind, id, skip, frame) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let mut parts = text.splitn(7, '|');
+    let mut next = || parts.next();
+    let (version, origin, kind, id, prev, skip, frame) =
+        (next()?, next()?, next()?, next()?, next()?, next()?, next()?);
     if version != "v1" || origin == node {
         return None;
     }
     let user: Option<Arc<str>> = channel.strip_prefix(USER_PREFIX).map(Arc::from);
     let frame = Utf8Bytes::from(frame.to_owned());
     match kind {
-        "n" => Some(Message::Notification { user, id: id.parse().ok()?, frame, ingested_at: Instant::now() }),
+        "n" => Some(Message::Notification {
+            user,
+            id: id.parse().ok()?,
+            prev_id: prev.parse().ok()?,
+            frame,
+            ingested_at: Instant::now(),
+        }),
         "u" => {
             let skip: u64 = skip.parse().ok()?;
             Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip) })
@@ -377,6 +384,7 @@ mod tests {
         let m = Message::Notification {
             user: Some(Arc::from("u|1")),
             id: 42,
+            prev_id: 40,
             frame: Utf8Bytes::from_static(r#"{"type":"notification","x":"a|b"}"#),
             ingested_at: Instant::now(),
         };
@@ -384,9 +392,9 @@ mod tests {
         assert_eq!(channel, "herald:u:u|1");
         assert!(decode("node-a", &channel, &payload).is_none(), "a node ignores its own messages");
         match decode("node-b", &channel, &payload).unwrap() {
-            Message::Notification { user, id, frame, .. } => {
+            Message::Notification { user, id, prev_id, frame, .. } => {
                 assert_eq!(user.as_deref(), Some("u|1"));
-                assert_eq!(id, 42);
+                assert_eq!((id, prev_id), (42, 40));
                 assert_eq!(frame.as_str(), r#"{"type":"notification","x":"a|b"}"#);
             }
             other => panic!("{other:?}"),
@@ -394,6 +402,7 @@ mod tests {
         let b = Message::Notification {
             user: None,
             id: 7,
+            prev_id: 3,
             frame: Utf8Bytes::from_static("{}"),
             ingested_at: Instant::now(),
         };

@@ -6,6 +6,8 @@
 //! Invariants: nothing is pushed to a session before it is committed; a duplicate (same event id) is
 //! neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
 
+pub mod amqp;
+
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -154,6 +156,7 @@ impl CommitListener for Publisher {
             self.0.publish(Message::Notification {
                 user: n.user_id.as_deref().map(Arc::from),
                 id: n.id,
+                prev_id: n.prev_id,
                 frame: encode_notification_frame(n, &written.body),
                 ingested_at: written.ingested_at,
             });

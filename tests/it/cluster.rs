@@ -311,3 +311,44 @@ async fn restarting_redis_mid_stream_loses_nothing_after_resume() {
     redis.kill().unwrap();
     redis.wait().unwrap();
 }
+
+#[tokio::test]
+async fn interleaved_commits_on_two_nodes_reach_a_user_in_order_with_nothing_skipped() {
+    let Some((pg, redis)) = fresh_database("interleave").await else { return };
+    let a = node(&pg, &redis, "il-a").await;
+    let b = node(&pg, &redis, "il-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("il-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Broadcasts committed on A travel over Redis; the user's own notifications are committed on B and
+    // delivered locally, so they can overtake A's. The session must still deliver every id, in order.
+    let broadcasts = {
+        let a_url = a.url("/api/v1/events?exchange=sgad.notifications");
+        let http = a.raw().clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..100 {
+                let body = json!({"user_id": "system", "title": format!("b{i}"), "message": "m"});
+                let r = http.post(&a_url).bearer_auth(SERVICE_KEY).json(&body).send().await.unwrap();
+                ids.push(r.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap());
+            }
+            ids
+        })
+    };
+    let mut mine = Vec::new();
+    for i in 0..100 {
+        mine.push(notify(&b, &user, &format!("t{i}")).await);
+    }
+    let mut expected: Vec<i64> = broadcasts.await.unwrap().into_iter().chain(mine).collect();
+    expected.sort_unstable();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let f = on_b.notification().await;
+        let id = f["notification"]["id"].as_i64().unwrap();
+        assert!(got.last().is_none_or(|l| id > *l), "in order, once: {id} after {:?}", got.last());
+        got.push(id);
+    }
+    assert_eq!(got, expected);
+}
