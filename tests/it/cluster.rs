@@ -3,7 +3,6 @@
 //! Needs HERALD_TEST_POSTGRES_URL and HERALD_TEST_REDIS_URL (scripts/test.sh starts both); each test gets its
 //! own database, and unique user ids keep tests apart on the shared Redis.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -151,23 +150,7 @@ fn spawn_process(dir: &std::path::Path, name: &str, pg: &str, redis: &str) -> (C
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HERALD__LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("herald exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on ") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    spawn_herald_process(&config)
 }
 
 async fn connect_to(base: &str, gw: &Gateway, user: &str, since: i64) -> Client {

@@ -1,33 +1,8 @@
 //! A kill -9 right after a 202 loses nothing: the real binary, a real SIGKILL, a restart on the same file.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{json, Value};
 
 use crate::support::*;
-
-/// Start `herald serve` on a free port; return the child and its address.
-fn start(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("HERALD__LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("herald exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on ") {
-            break a.to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
 
 #[tokio::test]
 async fn kill_9_right_after_202_loses_nothing() {
@@ -43,7 +18,7 @@ async fn kill_9_right_after_202_loses_nothing() {
     )
     .unwrap();
     let http = reqwest::Client::new();
-    let (mut child, addr) = start(&config);
+    let (mut child, addr) = spawn_herald_process(&config);
     let mut ids = Vec::new();
     for i in 0..20 {
         let resp = http
@@ -60,7 +35,7 @@ async fn kill_9_right_after_202_loses_nothing() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let (mut child, addr) = start(&config);
+    let (mut child, addr) = spawn_herald_process(&config);
     let page: Value = http
         .get(format!("{addr}/api/v1/users/crash/notifications?limit=100"))
         .bearer_auth(SERVICE_KEY)

@@ -2,8 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -234,4 +236,26 @@ impl Client {
             panic!("unexpected frame: {t}");
         }
     }
+}
+
+/// `herald serve --config <config>` as a real process (for kill -9 tests). Returns the child and its base URL,
+/// read from the `herald listening on` line; stdout keeps being drained so the child never blocks on it.
+pub fn spawn_herald_process(config: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD__LOG__FILTER", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("herald exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on ") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
 }
