@@ -85,18 +85,30 @@ start_redis() {
   export HERALD_TEST_REDIS_PORT=$port
 }
 
-# start_postgres — exports HERALD_TEST_POSTGRES_URL.
+# start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback).
+# As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root): that user must be able to
+# reach the data directory and the socket directory under $HERALD_SERVICES_DIR.
 start_postgres() {
-  local bin
+  local bin port dir
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-  if [ -z "$bin" ]; then ensure_packages /usr/lib/postgresql:postgresql; bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); fi
-  local port dir
+  if [ -z "$bin" ]; then
+    ensure_packages /usr/lib/postgresql:postgresql
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
   port=$(free_port); dir="$HERALD_SERVICES_DIR/postgres"; mkdir -p "$dir"
-  chown postgres "$dir" 2>/dev/null || true
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    chmod 755 "$HERALD_SERVICES_DIR"
+    chown postgres: "$dir"
+    as=(runuser -u postgres --)
+  fi
   log "starting postgresql on 127.0.0.1:$port"
-  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
-  "${as[@]}" "$bin/initdb" -D "$dir/data" -U herald --auth=trust >/dev/null
-  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U herald --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; return 1; }
+  # fsync off: test data need not survive a power cut, and commits are then cheap on a busy CI disk.
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null \
+    || { tail -n 40 "$dir/log" >&2; return 1; }
   _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U herald herald
   export HERALD_TEST_POSTGRES_URL="postgres://herald@127.0.0.1:$port/herald"

@@ -8,6 +8,7 @@
 //! - Only the backend modules know SQL.
 
 mod coalesce;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
 pub use coalesce::Coalescing;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::{Settings, StoreLocation};
@@ -108,7 +110,7 @@ pub struct ReadAll {
     pub read_at: DateTime<Utc>,
 }
 
-/// The inbox interface. SQLite implements it now; PostgreSQL implements it for several nodes.
+/// The inbox interface: SQLite embedded in one node, PostgreSQL shared by several.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Apply writes in one durable commit (callers may be batched further inside: group commit).
@@ -150,8 +152,8 @@ pub async fn open(
         StoreLocation::Sqlite(path) => {
             Ok(Arc::new(Coalescing::new(Arc::new(SqliteStore::open(&path, &settings.store, listener)?))))
         }
-        StoreLocation::Postgres(_) => {
-            Err(StoreError::Internal("the PostgreSQL backend is not built into this version; use sqlite://PATH".into()))
+        StoreLocation::Postgres(url) => {
+            Ok(Arc::new(Coalescing::new(Arc::new(PostgresStore::open(&url, &settings.store, listener).await?))))
         }
     }
 }

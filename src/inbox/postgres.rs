@@ -1,0 +1,871 @@
+//! The PostgreSQL inbox, one database shared by several Herald nodes.
+//!
+//! The same shape as the SQLite backend: each node has one writer task that commits whatever has queued up in
+//! one transaction (group commit) on its own connection, and a pool of reader connections. The schema, the
+//! queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
+//!
+//! What changes is that several nodes write the same tables. Every write transaction first takes one
+//! transaction-scoped advisory lock ([`WRITE_LOCK`]), so the write transactions of all nodes run one after the
+//! other, exactly as the single SQLite writer does, at the cost of one lock per batch rather than per event.
+//!
+//! Invariants:
+//! - Ids come from an identity column and are drawn only under the write lock, which PostgreSQL releases after
+//!   the commit became visible: ids become visible in increasing order across nodes (a reader that saw id N never
+//!   later sees a new id < N), and `prev_id`, read in the locked transaction, is exact.
+//! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
+//! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
+//!
+//! The schema is picked like any PostgreSQL setting, in the URL:
+//! `postgres://user@host/db?options=-c%20search_path%3Dherald`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row, SqlSafeStr};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use crate::config::StoreSettings;
+use crate::protocol::{Notification, RelatedObject};
+use crate::rules::Recipients;
+
+/// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
+const WRITE_LOCK: i64 = 0x4845_5241_4C44;
+/// How long a request waits for a connection (PostgreSQL down or saturated) before `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Server-side bound on any one statement, the write-lock wait included (a hung node must not hang the others).
+/// A `SET` after connecting rather than a startup option, which connection poolers such as PgBouncer refuse.
+const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '30s'";
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "inbox".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_inbox.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// The columns of a targeted row, in [`notification`]'s order.
+macro_rules! columns {
+    () => {
+        "id, user_id, kind, title, content, event_type, source, related_type, related_id, data::text AS data,
+         created_at, prev_id, read_at"
+    };
+}
+
+/// Broadcast rows as user `$1` sees them: their read state, minus the ones they deleted.
+macro_rules! broadcasts {
+    () => {
+        "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source, n.related_type, n.related_id,
+                n.data::text AS data, n.created_at, n.prev_id,
+                COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) AS read_at
+         FROM notifications n
+         LEFT JOIN broadcast_state s ON s.user_id = $1 AND s.notification_id = n.id
+         LEFT JOIN user_state w ON w.user_id = $1
+         WHERE n.user_id IS NULL AND NOT COALESCE(s.deleted, FALSE)"
+    };
+}
+
+/// Narrows [`broadcasts!`] to the unread ones (before the page limit, so a page of read ones hides no unread one).
+macro_rules! broadcasts_unread {
+    () => {
+        " AND s.read_at IS NULL AND (w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
+    };
+}
+
+/// What user `$1` saw last: their newest row or the newest broadcast. For a broadcast `$1` is NULL, so a
+/// broadcast links to broadcasts only.
+macro_rules! latest {
+    () => {
+        "GREATEST(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
+                  COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0))"
+    };
+}
+
+const LIST: &str = concat!(
+    "SELECT * FROM ((SELECT ",
+    columns!(),
+    " FROM notifications WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3)
+     UNION ALL (",
+    broadcasts!(),
+    " AND n.id < $2 ORDER BY n.id DESC LIMIT $3)) u ORDER BY id DESC LIMIT $3"
+);
+
+const LIST_UNREAD: &str = concat!(
+    "SELECT * FROM ((SELECT ",
+    columns!(),
+    " FROM notifications WHERE user_id = $1 AND id < $2 AND read_at IS NULL ORDER BY id DESC LIMIT $3)
+     UNION ALL (",
+    broadcasts!(),
+    broadcasts_unread!(),
+    " AND n.id < $2 ORDER BY n.id DESC LIMIT $3)) u ORDER BY id DESC LIMIT $3"
+);
+
+const AFTER: &str = concat!(
+    "SELECT u.*, b.body::text AS body FROM ((SELECT ",
+    columns!(),
+    " FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3)
+     UNION ALL (",
+    broadcasts!(),
+    " AND n.id > $2 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
+     JOIN notifications b ON b.id = u.id ORDER BY u.id"
+);
+
+const VISIBLE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM notifications WHERE user_id = $1 AND id = $2 UNION ALL ",
+    broadcasts!(),
+    " AND n.id = $2"
+);
+
+const UNREAD_COUNT: &str = "SELECT (SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL)
+      + (SELECT count(*) FROM notifications n
+         WHERE n.user_id IS NULL
+           AND n.id > COALESCE((SELECT read_all_up_to FROM user_state WHERE user_id = $1), 0)
+           AND NOT EXISTS (SELECT 1 FROM broadcast_state s
+                           WHERE s.user_id = $1 AND s.notification_id = n.id
+                             AND (s.read_at IS NOT NULL OR s.deleted)))";
+
+const LATEST_ID: &str = concat!("SELECT ", latest!());
+
+const INSERT: &str = concat!(
+    "INSERT INTO notifications
+         (user_id, event_id, kind, title, content, event_type, source, related_type, related_id, data, body,
+          created_at, prev_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11::json, $12, ",
+    latest!(),
+    ") RETURNING id, prev_id"
+);
+
+enum Job {
+    Apply(Vec<Write>, oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>),
+    MarkRead(String, i64, oneshot::Sender<Result<Option<Notification>, StoreError>>),
+    MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
+    Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    Close(oneshot::Sender<()>),
+}
+
+// Short-lived, one per job of one commit: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    Apply(Vec<WriteOutcome>),
+    MarkRead(Option<Notification>),
+    MarkAllRead(ReadAll),
+    Delete(bool),
+}
+
+impl Job {
+    fn weight(&self) -> usize {
+        match self {
+            Job::Apply(w, _) => w.len().max(1),
+            _ => 1,
+        }
+    }
+
+    fn answer(self, answer: Answer) {
+        match (self, answer) {
+            (Job::Apply(_, r), Answer::Apply(a)) => drop(r.send(Ok(a))),
+            (Job::MarkRead(_, _, r), Answer::MarkRead(a)) => drop(r.send(Ok(a))),
+            (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
+            (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
+            _ => unreachable!("answers are built in job order"),
+        }
+    }
+
+    fn fail(self, err: StoreError) {
+        match self {
+            Job::Apply(_, r) => drop(r.send(Err(err))),
+            Job::MarkRead(_, _, r) => drop(r.send(Err(err))),
+            Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
+            Job::Delete(_, _, r) => drop(r.send(Err(err))),
+            Job::Close(r) => drop(r.send(())),
+        }
+    }
+}
+
+pub struct PostgresStore {
+    writer: mpsc::Sender<Job>,
+    readers: PgPool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Worth retrying (PostgreSQL unreachable, restarting, overloaded, a timeout) or not (everything else).
+fn store_error(e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    let retry = match &e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,
+        E::Database(db) => db.code().is_some_and(|code| {
+            // 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, statement
+            // timeout), 40 serialization failure / deadlock, 55P03 lock not available, 25006 read-only
+            // transaction (a failover left us on a standby).
+            ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) || code == "55P03" || code == "25006"
+        }),
+        _ => false,
+    };
+    if retry {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+fn migrate_error(e: MigrateError) -> StoreError {
+    match e {
+        MigrateError::Execute(e) => store_error(e),
+        e => StoreError::Internal(format!("migrations: {e}")),
+    }
+}
+
+/// PostgreSQL text cannot hold U+0000 (SQLite's can): store U+FFFD rather than refuse the event.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}").into()
+    } else {
+        s.into()
+    }
+}
+
+fn pool(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(|conn, _| Box::pin(async move { sqlx::query(STATEMENT_TIMEOUT).execute(conn).await.map(drop) }))
+}
+
+impl PostgresStore {
+    /// Connect to `url`, apply the migrations, and start this node's writer.
+    pub async fn open(
+        url: &str,
+        settings: &StoreSettings,
+        listener: Option<Arc<dyn CommitListener>>,
+    ) -> Result<PostgresStore, StoreError> {
+        // The parse error never repeats the URL, which may hold a password.
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Internal(format!("store.url: {e}")))?;
+        PostgresStore::connect(options, settings, listener).await
+    }
+
+    pub async fn connect(
+        options: PgConnectOptions,
+        settings: &StoreSettings,
+        listener: Option<Arc<dyn CommitListener>>,
+    ) -> Result<PostgresStore, StoreError> {
+        let options = options.application_name("herald");
+        let writer_pool = pool(1).connect_with(options.clone()).await.map_err(store_error)?;
+        // The migrator takes its own advisory lock: nodes starting together apply them once.
+        migrator().run(&writer_pool).await.map_err(migrate_error)?;
+        let readers = pool(settings.read_connections.max(1) as u32).connect_lazy_with(options);
+
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer_loop(writer_pool, rx, settings.batch_max.max(1), listener));
+        Ok(PostgresStore { writer: tx, readers })
+    }
+
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(make(tx)).await.map_err(|_| unavailable("the store is closed"))?;
+        rx.await.map_err(|_| unavailable("the store writer stopped"))?
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| Job::Apply(writes, tx)).await
+    }
+
+    async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
+        let rows = sqlx::query(if q.unread_only { LIST_UNREAD } else { LIST })
+            .bind(text(user))
+            .bind(q.before.unwrap_or(i64::MAX))
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
+    }
+
+    async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+        let rows = sqlx::query(AFTER)
+            .bind(text(user))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|r| Ok(Replayed { notification: notification(r)?, body: raw(r.try_get("body")?) }))
+            .collect::<sqlx::Result<_>>()
+            .map_err(store_error)
+    }
+
+    async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar(UNREAD_COUNT).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
+        Ok(n as u64)
+    }
+
+    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::MarkRead(user, id, tx)).await
+    }
+
+    async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::MarkAllRead(user, tx)).await
+    }
+
+    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::Delete(user, id, tx)).await
+    }
+
+    async fn latest_id(&self, user: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(LATEST_ID).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(unavailable("the store writer stopped"));
+        }
+        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writer.send(Job::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        self.readers.close().await;
+    }
+}
+
+fn raw(s: String) -> Box<RawValue> {
+    RawValue::from_string(s).unwrap_or_else(|_| crate::protocol::raw_null())
+}
+
+/// Now, at the millisecond precision SQLite stores, so a live frame and a later read agree on both backends.
+fn now_millis() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap_or_default()
+}
+
+fn notification(r: &PgRow) -> sqlx::Result<Notification> {
+    let related_type: Option<String> = r.try_get(7)?;
+    let related_id: Option<String> = r.try_get(8)?;
+    Ok(Notification {
+        id: r.try_get(0)?,
+        user_id: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        title: r.try_get(3)?,
+        content: r.try_get(4)?,
+        event_type: r.try_get(5)?,
+        source: r.try_get(6)?,
+        related_object: related_type.zip(related_id).map(|(kind, id)| RelatedObject { kind, id }),
+        data: raw(r.try_get(9)?),
+        created_at: r.try_get(10)?,
+        prev_id: r.try_get(11)?,
+        read_at: r.try_get(12)?,
+    })
+}
+
+async fn writer_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Job>,
+    batch_max: usize,
+    listener: Option<Arc<dyn CommitListener>>,
+) {
+    let mut closers = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(64);
+        let mut weight = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Close(reply) => closers.push(reply),
+                job => {
+                    weight += job.weight();
+                    batch.push(job);
+                }
+            }
+            if weight < batch_max {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&pool, batch, listener.as_deref()).await;
+        }
+        if !closers.is_empty() {
+            break;
+        }
+    }
+    rx.close();
+    // Anything that raced in after Close is answered by the dropped reply channels.
+    while let Ok(job) = rx.try_recv() {
+        drop(job);
+    }
+    pool.close().await;
+    for reply in closers {
+        let _ = reply.send(());
+    }
+}
+
+/// Run the batch in one transaction, then answer every job. When that fails for a reason retrying will not fix,
+/// run each job on its own so the bad one fails alone.
+async fn commit_batch(pool: &PgPool, batch: Vec<Job>, listener: Option<&dyn CommitListener>) {
+    match run(pool, &batch).await {
+        Ok(answers) => finish(batch, answers, listener),
+        Err(StoreError::Internal(e)) if batch.len() > 1 => {
+            tracing::warn!(error = %e, jobs = batch.len(), "inbox batch failed; committing its jobs one by one");
+            for job in batch {
+                match run(pool, std::slice::from_ref(&job)).await {
+                    Ok(answers) => finish(vec![job], answers, listener),
+                    Err(e) => {
+                        tracing::error!(error = %e, "inbox commit failed");
+                        job.fail(e);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, jobs = batch.len(), "inbox commit failed");
+            for job in batch {
+                job.fail(e.clone());
+            }
+        }
+    }
+}
+
+/// After `COMMIT`: tell the listener, in commit order, then answer.
+fn finish(batch: Vec<Job>, answers: Vec<Answer>, listener: Option<&dyn CommitListener>) {
+    if let Some(listener) = listener {
+        for (job, answer) in batch.iter().zip(&answers) {
+            if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
+                for (w, o) in writes.iter().zip(outcomes) {
+                    if let (Write::Notify(n), WriteOutcome::Stored(stored)) = (w, o) {
+                        listener.committed(n, stored);
+                    }
+                }
+            }
+        }
+    }
+    for (job, answer) in batch.into_iter().zip(answers) {
+        job.answer(answer);
+    }
+}
+
+async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
+    let now = now_millis();
+    let mut tx = pool.begin().await.map_err(store_error)?;
+    let answers = async {
+        // Serialise with every other node's writer; released by COMMIT (or ROLLBACK).
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for job in batch {
+            answers.push(match job {
+                Job::Apply(writes, _) => {
+                    let mut outcomes = Vec::with_capacity(writes.len());
+                    for w in writes {
+                        outcomes.push(apply_one(&mut tx, w, now).await?);
+                    }
+                    Answer::Apply(outcomes)
+                }
+                Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&mut tx, &text(user), *id, now).await?),
+                Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&mut tx, &text(user), now).await?),
+                Job::Delete(user, id, _) => Answer::Delete(delete(&mut tx, &text(user), *id, now).await?),
+                Job::Close(_) => unreachable!("the writer keeps Close out of batches"),
+            });
+        }
+        sqlx::Result::Ok(answers)
+    }
+    .await
+    .map_err(store_error)?;
+    tx.commit().await.map_err(store_error)?;
+    Ok(answers)
+}
+
+async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx::Result<WriteOutcome> {
+    let fresh = sqlx::query("INSERT INTO applied_events (event_id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(text(w.event_id()))
+        .bind(now)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    if fresh == 0 {
+        return Ok(WriteOutcome::Duplicate);
+    }
+    match w {
+        Write::Notify(n) => {
+            let stored = match &n.recipients {
+                Recipients::Everyone => vec![insert(c, n, None, now).await?],
+                Recipients::Users(users) => {
+                    let mut stored = Vec::with_capacity(users.len());
+                    for u in users {
+                        stored.push(insert(c, n, Some(u), now).await?);
+                    }
+                    stored
+                }
+            };
+            Ok(WriteOutcome::Stored(stored))
+        }
+        Write::Purge { users, .. } => {
+            let mut rows = 0u64;
+            for u in users {
+                let u = text(u);
+                rows += sqlx::query("DELETE FROM notifications WHERE user_id = $1")
+                    .bind(&*u)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM broadcast_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
+                sqlx::query("DELETE FROM user_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
+            }
+            Ok(WriteOutcome::Purged { rows })
+        }
+    }
+}
+
+async fn insert(
+    c: &mut PgConnection,
+    n: &NewNotification,
+    user: Option<&str>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Notification> {
+    let user = user.map(text);
+    let (kind, title, content, event_type) = (text(&n.kind), text(&n.title), text(&n.content), text(&n.event_type));
+    let source = n.source.as_deref().map(text);
+    let related =
+        n.related_object.as_ref().map(|r| RelatedObject { kind: text(&r.kind).into(), id: text(&r.id).into() });
+    // prev_id is computed by the INSERT itself; the write lock makes that read-then-insert race-free.
+    let row = sqlx::query(INSERT)
+        .bind(user.as_deref())
+        .bind(text(&n.event_id))
+        .bind(&*kind)
+        .bind(&*title)
+        .bind(&*content)
+        .bind(&*event_type)
+        .bind(source.as_deref())
+        .bind(related.as_ref().map(|r| r.kind.as_str()))
+        .bind(related.as_ref().map(|r| r.id.as_str()))
+        .bind(n.data.get())
+        .bind(n.body.get())
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await?;
+    Ok(Notification {
+        id: row.try_get(0)?,
+        prev_id: row.try_get(1)?,
+        user_id: user.map(Into::into),
+        kind: kind.into(),
+        title: title.into(),
+        content: content.into(),
+        event_type: event_type.into(),
+        source: source.map(Into::into),
+        related_object: related,
+        data: n.data.clone(),
+        created_at: now,
+        read_at: None,
+    })
+}
+
+/// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
+async fn visible(c: &mut PgConnection, user: &str, id: i64) -> sqlx::Result<Option<Notification>> {
+    sqlx::query(VISIBLE).bind(user).bind(id).fetch_optional(&mut *c).await?.as_ref().map(notification).transpose()
+}
+
+async fn mark_read(
+    c: &mut PgConnection,
+    user: &str,
+    id: i64,
+    now: DateTime<Utc>,
+) -> sqlx::Result<Option<Notification>> {
+    let Some(n) = visible(c, user, id).await? else {
+        return Ok(None);
+    };
+    if n.read_at.is_some() {
+        return Ok(Some(n));
+    }
+    if n.user_id.is_some() {
+        sqlx::query("UPDATE notifications SET read_at = $3 WHERE user_id = $1 AND id = $2 AND read_at IS NULL")
+            .bind(user)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, notification_id)
+             DO UPDATE SET read_at = COALESCE(broadcast_state.read_at, excluded.read_at)",
+        )
+        .bind(user)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    visible(c, user, id).await
+}
+
+async fn mark_all_read(c: &mut PgConnection, user: &str, now: DateTime<Utc>) -> sqlx::Result<ReadAll> {
+    sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
+        .bind(user)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    let up_to: i64 = sqlx::query_scalar(LATEST_ID).bind(user).fetch_one(&mut *c).await?;
+    sqlx::query(
+        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id)
+         DO UPDATE SET read_all_up_to = excluded.read_all_up_to, read_all_at = excluded.read_all_at",
+    )
+    .bind(user)
+    .bind(up_to)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(ReadAll { up_to, read_at: now })
+}
+
+async fn delete(c: &mut PgConnection, user: &str, id: i64, now: DateTime<Utc>) -> sqlx::Result<bool> {
+    let Some(n) = visible(c, user, id).await? else {
+        return Ok(false);
+    };
+    if n.user_id.is_some() {
+        sqlx::query("DELETE FROM notifications WHERE user_id = $1 AND id = $2")
+            .bind(user)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted) VALUES ($1, $2, $3, TRUE)
+             ON CONFLICT (user_id, notification_id) DO UPDATE SET deleted = TRUE",
+        )
+        .bind(user)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use sqlx::AssertSqlSafe;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::inbox::contract::draft;
+
+    /// A fresh schema in the database `HERALD_TEST_POSTGRES_URL` names, so runs in parallel never meet.
+    struct TestDb {
+        options: PgConnectOptions,
+        admin: PgPool,
+        schema: String,
+    }
+
+    impl TestDb {
+        /// `None`, saying why, when no PostgreSQL is configured (`scripts/test.sh` starts one and sets the URL).
+        async fn create(test: &str) -> Option<TestDb> {
+            let Ok(url) = std::env::var("HERALD_TEST_POSTGRES_URL") else {
+                assert!(std::env::var_os("CI").is_none(), "{test}: CI must run it; set HERALD_TEST_POSTGRES_URL");
+                eprintln!("SKIPPED {test}: HERALD_TEST_POSTGRES_URL is not set (scripts/test.sh starts PostgreSQL)");
+                return None;
+            };
+            let admin = PgPoolOptions::new().max_connections(1).connect(&url).await.expect("connect to PostgreSQL");
+            let schema = format!("herald_test_{:016x}", rand::random::<u64>());
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
+            let options = PgConnectOptions::from_str(&url).unwrap().options([("search_path", schema.as_str())]);
+            Some(TestDb { options, admin, schema })
+        }
+
+        async fn open(&self, listener: Option<Arc<dyn CommitListener>>) -> PostgresStore {
+            PostgresStore::connect(self.options.clone(), &Settings::defaults().store, listener).await.unwrap()
+        }
+
+        async fn drop_schema(self) {
+            sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.schema)))
+                .execute(&self.admin)
+                .await
+                .unwrap();
+            self.admin.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_store_contract() {
+        let Some(db) = TestDb::create("postgres_store_passes_the_store_contract").await else { return };
+        let store = db.open(None).await;
+        crate::inbox::contract::run_all(&store).await;
+        store.close().await;
+        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))), "closed");
+        let late = store.apply(vec![Write::Notify(draft("late", Recipients::Everyone))]).await;
+        assert!(matches!(late, Err(StoreError::Unavailable(_))), "closed: {late:?}");
+
+        // Data and migrations survive a restart (the second open finds the schema migrated).
+        let reopened = db.open(None).await;
+        let targeted = reopened.list("dup-a", ListQuery { limit: 50, ..Default::default() }).await.unwrap();
+        assert_eq!(targeted.iter().filter(|n| n.user_id.is_some()).count(), 1);
+        reopened.close().await;
+        db.drop_schema().await;
+    }
+
+    /// Records the ids the commit listener is told about, in the order it is told.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<i64>>);
+
+    impl CommitListener for Recorder {
+        fn committed(&self, _: &NewNotification, stored: &[Notification]) {
+            self.0.lock().unwrap().extend(stored.iter().map(|n| n.id));
+        }
+    }
+
+    /// Two nodes on one database, writing at once: one id order, one exact `prev_id` chain, and a reader paging
+    /// with `after` meanwhile never has an id appear behind its cursor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_writing_at_once_keep_one_order_and_an_exact_prev_id_chain() {
+        const USER: &str = "shared-user";
+        const ROUNDS: usize = 50;
+        const PER_ROUND: usize = 10;
+        const TOTAL: usize = 2 * ROUNDS * PER_ROUND;
+        let Some(db) = TestDb::create("two_nodes_writing_at_once").await else { return };
+        let recorders = [Arc::new(Recorder::default()), Arc::new(Recorder::default())];
+        let nodes =
+            [Arc::new(db.open(Some(recorders[0].clone())).await), Arc::new(db.open(Some(recorders[1].clone())).await)];
+
+        let reader = nodes[0].clone();
+        let polling = tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            let (mut seen, mut cursor) = (Vec::new(), 0);
+            while seen.len() < TOTAL && tokio::time::Instant::now() < deadline {
+                let page = reader.after(USER, cursor, 1000).await.unwrap();
+                seen.extend(page.iter().map(|r| r.notification.id));
+                cursor = seen.last().copied().unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seen
+        });
+
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let writers = (0..2).map(|node| {
+            let (store, barrier) = (nodes[node].clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut ids = Vec::new();
+                for round in 0..ROUNDS {
+                    // Concurrent writes on one node, so its writer batches them (group commit).
+                    let writes = (0..PER_ROUND).map(|i| {
+                        let recipients = match i {
+                            3 | 7 => Recipients::Everyone,
+                            5 => Recipients::Users(vec!["someone-else".into(), USER.into()]),
+                            _ => Recipients::Users(vec![USER.into()]),
+                        };
+                        store.apply(vec![Write::Notify(draft(&format!("n{node}-{round}-{i}"), recipients))])
+                    });
+                    for out in futures_util::future::join_all(writes).await {
+                        match out.unwrap().pop().unwrap() {
+                            WriteOutcome::Stored(rows) => ids.extend(
+                                rows.iter().filter(|n| n.user_id.as_deref() != Some("someone-else")).map(|n| n.id),
+                            ),
+                            other => panic!("expected Stored, got {other:?}"),
+                        }
+                    }
+                }
+                ids
+            })
+        });
+        let written: Vec<Vec<i64>> =
+            futures_util::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
+        let polled = polling.await.unwrap();
+
+        let all = nodes[1].after(USER, 0, 10_000).await.unwrap();
+        let ids: Vec<i64> = all.iter().map(|r| r.notification.id).collect();
+        assert_eq!(ids.len(), TOTAL);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing ids");
+        assert_eq!(polled, ids, "a reader paging meanwhile saw every id, none behind its cursor");
+
+        let (mut last, mut last_broadcast) = (0, 0);
+        for r in &all {
+            let n = &r.notification;
+            if n.user_id.is_some() {
+                assert_eq!(n.prev_id, last, "id {}: a targeted row links to what this user saw last", n.id);
+            } else {
+                assert_eq!(n.prev_id, last_broadcast, "id {}: a broadcast links to the previous broadcast", n.id);
+                last_broadcast = n.id;
+            }
+            last = n.id;
+        }
+
+        // Each node's listener heard its own commits in commit (= id) order.
+        for (node, recorder) in recorders.iter().enumerate() {
+            let heard = recorder.0.lock().unwrap().clone();
+            assert!(heard.windows(2).all(|w| w[0] < w[1]), "node {node}: listener in commit order");
+        }
+        let mut mine: Vec<(i64, usize)> =
+            written.iter().enumerate().flat_map(|(node, ids)| ids.iter().map(move |&id| (id, node))).collect();
+        mine.sort();
+        assert_eq!(mine.iter().map(|&(id, _)| id).collect::<Vec<_>>(), ids, "every write visible, once");
+        let switches = mine.windows(2).filter(|w| w[0].1 != w[1].1).count();
+        assert!(switches >= 2, "the two nodes' commits interleave ({switches} switches), so the test tested something");
+
+        for node in nodes {
+            node.close().await;
+        }
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn one_bad_write_fails_alone_and_nul_characters_are_stored() {
+        let Some(db) = TestDb::create("one_bad_write_fails_alone").await else { return };
+        let store = db.open(None).await;
+        // A user id too long for a btree index entry: PostgreSQL refuses the row (SQLite would not).
+        let huge: String = (0..20_000).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+        let mut nul = draft("nul", Recipients::Users(vec!["nul-user".into()]));
+        nul.title = "a\0b".into();
+        let mut writes = vec![store.apply(vec![Write::Notify(draft("poison", Recipients::Users(vec![huge])))])];
+        writes.push(store.apply(vec![Write::Notify(nul)]));
+        writes
+            .extend((0..20).map(|i| store.apply(vec![Write::Notify(draft(&format!("ok-{i}"), Recipients::Everyone))])));
+        let mut results = futures_util::future::join_all(writes).await.into_iter();
+        let poison = results.next().unwrap();
+        assert!(matches!(poison, Err(StoreError::Internal(_))), "{poison:?}");
+        assert!(results.all(|r| matches!(r.as_deref(), Ok([WriteOutcome::Stored(_)]))), "the others are stored");
+        let stored = store.list("nul-user", ListQuery { limit: 50, ..Default::default() }).await.unwrap();
+        let targeted: Vec<_> = stored.iter().filter(|n| n.user_id.is_some()).collect();
+        assert_eq!(targeted[0].title, "a\u{FFFD}b");
+        store.close().await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_database_is_unavailable_and_a_bad_url_is_not() {
+        let settings = Settings::defaults();
+        let bad = PostgresStore::open("postgres://nobody@127.0.0.1:not-a-port/x", &settings.store, None).await;
+        assert!(matches!(bad, Err(StoreError::Internal(_))));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("postgres://nobody@127.0.0.1:{port}/x");
+        let down = PostgresStore::open(&url, &settings.store, None).await;
+        assert!(matches!(down, Err(StoreError::Unavailable(_))), "{:?}", down.err());
+    }
+}
