@@ -1,0 +1,96 @@
+import { useEffect, useRef, useState } from 'react';
+import { State } from '@herald/client';
+import { useConnectionState, useHeraldClient } from '@herald/client/react';
+import { shortId } from '../format';
+import { BrandMark } from './BrandMark';
+
+export function Header({
+  userId,
+  unread,
+  onBell,
+  onSignOut,
+}: {
+  userId: string;
+  unread: number;
+  onBell: () => void;
+  onSignOut: () => void;
+}) {
+  return (
+    <header className="topbar">
+      <p className="brand">
+        <BrandMark />
+        Herald <span className="brand-sub">demo</span>
+      </p>
+      <ConnectionStatus />
+      <div className="topbar-end">
+        <span className="user-chip" title={userId}>
+          <span className="visually-hidden">Signed in as </span>
+          {shortId(userId)}
+        </span>
+        <Bell count={unread} onClick={onBell} />
+        <button type="button" className="btn ghost" onClick={onSignOut}>
+          Sign out
+        </button>
+      </div>
+    </header>
+  );
+}
+
+function Bell({ count, onClick }: { count: number; onClick: () => void }) {
+  // Replay the badge's "bump" animation whenever the count goes up.
+  const [bump, setBump] = useState(0);
+  const previous = useRef(count);
+  useEffect(() => {
+    if (count > previous.current) setBump((b) => b + 1);
+    previous.current = count;
+  }, [count]);
+  const label = count === 0 ? 'Notifications, none unread' : `Notifications, ${count} unread`;
+  return (
+    <button type="button" className="bell" onClick={onClick} aria-label={label} data-testid="bell">
+      <svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true" focusable="false">
+        <path
+          fill="currentColor"
+          d="M12 2a6 6 0 0 0-6 6v3.6l-1.7 2.9A1 1 0 0 0 5.2 16h13.6a1 1 0 0 0 .9-1.5L18 11.6V8a6 6 0 0 0-6-6Zm-2.8 16a2.9 2.9 0 0 0 5.6 0H9.2Z"
+        />
+      </svg>
+      {count > 0 && (
+        <span key={bump} className="badge" aria-hidden="true" data-testid="badge">
+          {count > 99 ? '99+' : count}
+        </span>
+      )}
+    </button>
+  );
+}
+
+const LABELS: Record<State, string> = {
+  [State.Connected]: 'Live',
+  [State.Connecting]: 'Connecting…',
+  [State.Disconnected]: 'Offline',
+};
+
+/** The session's state, and why it is not live when something went wrong. */
+function ConnectionStatus() {
+  const state = useConnectionState();
+  const client = useHeraldClient();
+  const [reason, setReason] = useState<string | null>(null);
+  useEffect(
+    () =>
+      client.on('error', ({ error }) => {
+        if (error.code !== 'dead_link') setReason(error.message);
+      }),
+    [client],
+  );
+  useEffect(() => {
+    if (state === State.Connected) setReason(null);
+  }, [state]);
+  return (
+    <div className={`conn conn-${state}`} role="status" data-testid="connection" data-state={state}>
+      <span className="conn-dot" aria-hidden="true" />
+      <span>
+        <span className="visually-hidden">Connection: </span>
+        {LABELS[state]}
+      </span>
+      {reason && state !== State.Connected && <span className="conn-reason">{reason}</span>}
+    </div>
+  );
+}

@@ -1,0 +1,111 @@
+/**
+ * The repository's event fixtures (tests/fixtures/events/*.json: what real services publish), made personal: the
+ * user id in each is replaced by the signed-in user's, so the routing rules send the notification to the visitor.
+ * Pure functions, tested in fixtures.test.ts; the catalogue (which files, in what order, with what labels) is in
+ * catalog.ts.
+ */
+
+/** A fixture file as stored: the AMQP envelope (or `transport: "http"`) and the body exactly as published. */
+export interface FixtureFile {
+  exchange?: string;
+  exchange_type?: string;
+  routing_key?: string;
+  transport?: string;
+  properties?: Record<string, unknown>;
+  body: unknown;
+}
+
+/** Keys that hold a user id in the shapes found in the wild (see SPEC.md), at any depth. */
+export const USER_ID_KEYS = ['user_id', 'student_user_id', 'referee_id'] as const;
+/** User-id values that mean "everyone" (config/rules.toml: `everyone_values`). */
+export const EVERYONE_VALUES = ['system'];
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+/** Every user id the body names (under USER_ID_KEYS), "everyone" values excepted. */
+export function userIdsIn(body: unknown): Set<string> {
+  const ids = new Set<string>();
+  const walk = (v: unknown) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') {
+      for (const [k, child] of Object.entries(v)) {
+        if (
+          (USER_ID_KEYS as readonly string[]).includes(k) &&
+          (typeof child === 'string' || typeof child === 'number')
+        ) {
+          if (!EVERYONE_VALUES.includes(String(child))) ids.add(String(child));
+        } else walk(child);
+      }
+    }
+  };
+  walk(body);
+  return ids;
+}
+
+function escapePointer(key: string): string {
+  return key.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+export interface Personalized {
+  exchange: string;
+  routingKey: string;
+  body: Json;
+  /** Where the user id was replaced: JSON pointers into the body, and `routing key segment N`. */
+  replaced: string[];
+  /** The event names no user (e.g. `"user_id": "system"`): a broadcast to everyone. */
+  broadcast: boolean;
+}
+
+/**
+ * The fixture as the signed-in user's event: each user id under USER_ID_KEYS, and each routing-key segment equal
+ * to one of them, becomes `userId` (a number when the original was a number and `userId` is an integer).
+ */
+export function personalize(fixture: FixtureFile, userId: string): Personalized {
+  const ids = userIdsIn(fixture.body);
+  const replaced: string[] = [];
+  const asNumber = /^(0|[1-9]\d{0,14})$/.test(userId) ? Number(userId) : null;
+  const map = (v: unknown, path: string): Json => {
+    if (Array.isArray(v)) return v.map((x, i) => map(x, `${path}/${i}`));
+    if (v && typeof v === 'object') {
+      const out: { [k: string]: Json } = {};
+      for (const [k, child] of Object.entries(v)) {
+        const p = `${path}/${escapePointer(k)}`;
+        if (
+          (USER_ID_KEYS as readonly string[]).includes(k) &&
+          (typeof child === 'string' || typeof child === 'number') &&
+          ids.has(String(child))
+        ) {
+          out[k] = typeof child === 'number' && asNumber !== null ? asNumber : userId;
+          replaced.push(p);
+        } else out[k] = map(child, p);
+      }
+      return out;
+    }
+    return v as Json;
+  };
+  const body = map(fixture.body, '');
+  const segments = (fixture.routing_key ?? '').split('.');
+  const routingKey =
+    (fixture.routing_key ?? '')
+      ? segments
+          .map((s, i) => {
+            if (!ids.has(s)) return s;
+            replaced.push(`routing key segment ${i}`);
+            return userId;
+          })
+          .join('.')
+      : '';
+  return { exchange: fixture.exchange ?? '', routingKey, body, replaced, broadcast: ids.size === 0 };
+}
+
+/**
+ * A user id the demo can route: it goes into a URL path and may become a routing-key word, so no dots, slashes,
+ * spaces or AMQP wildcards. Returns a reason, or null when fine.
+ */
+export function userIdProblem(id: string): string | null {
+  if (!id) return 'Enter a user id.';
+  if (id.length > 64) return 'At most 64 characters.';
+  if (!/^[A-Za-z0-9_@:-]+$/.test(id)) return 'Use letters, digits and _ - @ : only (no spaces, dots or slashes).';
+  if (EVERYONE_VALUES.includes(id)) return `"${id}" means everyone in the routing rules; pick another id.`;
+  return null;
+}
