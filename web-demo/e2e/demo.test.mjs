@@ -1,0 +1,193 @@
+// End to end: the built demo, served by a real Herald, in Debian's chromium (two tabs of one user).
+//   npm run test:e2e          (HERALD_BIN defaults to ../target/debug/herald)
+// Screenshots land in e2e/artifacts/ (demo.png, demo-phone.png, demo-phone-inbox.png, signin.png), with Herald's log.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { ARTIFACTS, devPublish, devToken, launchBrowser, startHerald, until, watchForErrors } from './herald.mjs';
+
+const USER = `e2e-${Math.random().toString(36).slice(2, 8)}`;
+const STAGE = 'Your stage at Cardiology was accepted';
+const BROADCAST = 'Mantenimiento programado';
+
+let herald;
+let browser;
+const errors = [];
+
+before(async () => {
+  herald = await startHerald();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await herald?.stop();
+});
+
+/** Page helpers: the regions the demo is made of, found the way a screen-reader user would. */
+const inbox = (page) => page.locator('section#inbox');
+const toasts = (page) => page.getByRole('region', { name: 'Live notifications' });
+const bell = (page, unread) =>
+  page.getByRole('button', {
+    name: unread ? `Notifications, ${unread} unread` : 'Notifications, none unread',
+    exact: true,
+  });
+const live = (page) => page.getByRole('status').filter({ hasText: 'Live' }).first();
+const item = (page, title) => inbox(page).getByTestId('inbox-item').filter({ hasText: title });
+
+async function openTab(label) {
+  const page = await browser.context.newPage();
+  watchForErrors(page, label, errors);
+  await page.goto(herald.url);
+  return page;
+}
+
+test('sign in, publish, toast + badge, mark read, second tab in sync, history after reload', async () => {
+  // --- sign in with the keyboard only ---
+  const tab1 = browser.context.pages()[0] ?? (await browser.context.newPage());
+  watchForErrors(tab1, 'tab1', errors);
+  await tab1.goto(herald.url);
+  await tab1.getByRole('heading', { level: 1 }).waitFor();
+  await tab1.getByRole('button', { name: /John Doe/ }).waitFor(); // the fixtures' users are quick picks
+  await tab1.screenshot({ path: join(ARTIFACTS, 'signin.png') });
+  await tab1.keyboard.press('Tab');
+  assert.equal(
+    await tab1.evaluate(() => document.activeElement?.id && document.activeElement.getAttribute('name')),
+    'user_id',
+  );
+  await tab1.keyboard.type(USER);
+  await tab1.keyboard.press('Enter');
+  await live(tab1).waitFor({ timeout: 15_000 });
+  await bell(tab1, 0).waitFor();
+  assert.match(await tab1.getByText(USER, { exact: false }).first().textContent(), new RegExp(USER));
+
+  // --- a second tab of the same browser is signed in as the same user ---
+  const tab2 = await openTab('tab2');
+  await live(tab2).waitFor({ timeout: 15_000 });
+  await bell(tab2, 0).waitFor();
+
+  // --- publish a fixture: the rules route it to us; toast and badge in both tabs ---
+  await tab1.getByRole('button', { name: 'Publish: Internship (stage) accepted' }).click();
+  await toasts(tab1).getByTestId('toast').filter({ hasText: STAGE }).waitFor();
+  await toasts(tab2).getByTestId('toast').filter({ hasText: STAGE }).waitFor();
+  await bell(tab1, 1).waitFor();
+  await bell(tab2, 1).waitFor();
+  const firstResult = tab1.getByTestId('result').first();
+  await until('a stored result', async () => /stored → notification #\d+/.test(await firstResult.textContent()));
+  assert.match(await firstResult.textContent(), /HTTP 202/);
+  await item(tab1, STAGE).waitFor();
+  await item(tab2, STAGE).waitFor();
+
+  // --- the broadcast ("user_id": "system") reaches everyone ---
+  await tab1.getByRole('button', { name: 'Publish: System broadcast' }).click();
+  await toasts(tab2).getByTestId('toast').filter({ hasText: BROADCAST }).waitFor();
+  await bell(tab1, 2).waitFor();
+  await bell(tab2, 2).waitFor();
+  assert.match(await item(tab1, BROADCAST).textContent(), /everyone/);
+
+  // --- the same event again (same Idempotency-Key) is stored once ---
+  await tab1.getByRole('button', { name: 'Send again with the same Idempotency-Key' }).last().click();
+  await until('a duplicate result', async () =>
+    /duplicate/.test(await tab1.getByTestId('result').first().textContent()),
+  );
+  await bell(tab1, 2).waitFor();
+
+  // --- mark read in tab 1: tab 2 follows ---
+  await item(tab1, STAGE)
+    .getByRole('button', { name: `Mark read: ${STAGE}` })
+    .click();
+  await bell(tab1, 1).waitFor();
+  await bell(tab2, 1).waitFor();
+  await until(
+    'tab 2 to show the stage notification read',
+    async () => (await item(tab2, STAGE).getAttribute('class')) === 'item',
+  );
+  assert.equal(
+    await item(tab2, STAGE)
+      .getByRole('button', { name: /Mark read/ })
+      .count(),
+    0,
+  );
+  // read elsewhere: its toast is gone too
+  await until(
+    'the read toast to leave',
+    async () => (await toasts(tab2).getByTestId('toast').filter({ hasText: STAGE }).count()) === 0,
+  );
+
+  // --- mark all read in tab 2: tab 1 follows ---
+  await inbox(tab2).getByRole('button', { name: 'Mark all read' }).click();
+  await bell(tab2, 0).waitFor();
+  await bell(tab1, 0).waitFor();
+  await until(
+    'tab 1 to show the broadcast read',
+    async () => (await item(tab1, BROADCAST).getAttribute('class')) === 'item',
+  );
+
+  // --- delete in tab 1: gone from tab 2 ---
+  await item(tab1, STAGE)
+    .getByRole('button', { name: `Delete: ${STAGE}` })
+    .click();
+  await until('the deletion to reach tab 2', async () => (await item(tab2, STAGE).count()) === 0);
+  await until('the deletion in tab 1', async () => (await item(tab1, STAGE).count()) === 0);
+
+  // --- history: 9 more events from "a service", then reload tab 1 and page through ---
+  const token = await devToken(herald.url, USER);
+  for (let week = 1; week <= 9; week++) {
+    await devPublish(herald.url, token, {
+      exchange: 'sgad.availability',
+      routingKey: `availability.closed.${USER}`,
+      body: { event_type: 'availability.closed', referee_id: USER, week_number: week, total_slots: week },
+      key: `e2e-week-${week}`,
+    });
+  }
+  await bell(tab2, 9).waitFor();
+  await tab1.reload();
+  await live(tab1).waitFor({ timeout: 15_000 });
+  await bell(tab1, 9).waitFor();
+  await until('the first page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 8);
+  assert.match(await inbox(tab1).getByTestId('inbox-item').first().textContent(), /week 9 is closed/);
+  await inbox(tab1).getByRole('button', { name: 'Load more' }).click();
+  await until('the second page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 10);
+  assert.equal(await inbox(tab1).getByRole('button', { name: 'Load more' }).count(), 0);
+  assert.equal(await item(tab1, BROADCAST).count(), 1, 'the broadcast is in the history');
+  assert.equal(await item(tab1, STAGE).count(), 0, 'the deleted one stays deleted');
+
+  // --- the picture: a live toast over the inbox ---
+  await tab1.bringToFront();
+  await tab1.getByRole('button', { name: 'Publish: Student profile created' }).click();
+  const toast = toasts(tab1).getByTestId('toast').filter({ hasText: 'Welcome to MedTrack, John!' });
+  await toast.waitFor();
+  await bell(tab1, 10).waitFor();
+  await toast.hover(); // keeps it up while the screenshot is taken
+  await tab1.mouse.move(0, 0);
+  await tab1.screenshot({ path: join(ARTIFACTS, 'demo.png') });
+
+  // --- phone width: everything fits, nothing scrolls sideways ---
+  await tab2.bringToFront();
+  await tab2.setViewportSize({ width: 390, height: 844 });
+  await tab2.reload();
+  await live(tab2).waitFor({ timeout: 15_000 });
+  await item(tab2, 'Welcome to MedTrack, John!').waitFor();
+  const overflow = await tab2.evaluate(
+    () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  );
+  assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 390px`);
+  await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone.png') });
+  // the bell takes you (and keyboard focus) to the inbox
+  await bell(tab2, 10).click();
+  await until('focus on the inbox heading', () => tab2.evaluate(() => document.activeElement?.id === 'inbox-title'));
+  await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone-inbox.png') });
+
+  await tab1.bringToFront();
+
+  // --- GDPR purge: a two-step button, then the inbox is empty but for the broadcast ---
+  await tab1.getByRole('button', { name: 'Publish: Account deleted (GDPR)' }).click();
+  await tab1.getByRole('button', { name: 'Confirm: Account deleted (GDPR), erases your inbox' }).click();
+  await until('a purged result', async () => /purged/.test(await tab1.getByTestId('result').first().textContent()));
+  await until('the purged inbox', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 1);
+  await item(tab1, BROADCAST).waitFor();
+  // The purge also erases this user's read state of broadcasts: the broadcast may count as unread again.
+  await tab1.getByRole('button', { name: /^Notifications, (none|1) unread$/ }).waitFor();
+
+  assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
+});

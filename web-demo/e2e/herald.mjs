@@ -1,0 +1,177 @@
+// Test helpers: a real Herald gateway serving the built demo, and Debian's chromium driven by playwright-core.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const WEB_DEMO = resolve(here, '..');
+export const REPO = resolve(WEB_DEMO, '..');
+export const DIST = join(WEB_DEMO, 'dist');
+export const ARTIFACTS = join(here, 'artifacts');
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** Start `herald serve` on a free loopback port with a temporary SQLite inbox and the dev endpoints on. */
+export async function startHerald() {
+  const bin = resolve(WEB_DEMO, process.env.HERALD_BIN ?? '../target/debug/herald');
+  if (!existsSync(bin))
+    throw new Error(`no Herald binary at ${bin}: run \`cargo build --bin herald\` or set HERALD_BIN`);
+  if (!existsSync(join(DIST, 'index.html'))) throw new Error(`no built demo in ${DIST}: run \`npm run build\``);
+  const dir = mkdtempSync(join(tmpdir(), 'herald-web-demo-e2e-'));
+  const toml = (s) => JSON.stringify(s); // a JSON string is a valid TOML basic string
+  writeFileSync(
+    join(dir, 'herald.toml'),
+    [
+      'profile = "development"',
+      '[server]',
+      'bind = "127.0.0.1:0"',
+      `demo_dir = ${toml(DIST)}`,
+      'shutdown_grace_secs = 1',
+      '[log]',
+      'format = "json"',
+      '[auth]',
+      'dev_token_endpoint = true',
+      '[websocket]',
+      'allowed_origins = ["*"]',
+      '[store]',
+      `url = ${toml(`sqlite://${join(dir, 'herald.db')}`)}`,
+      'synchronous = "normal"',
+      '[rules]',
+      `path = ${toml(join(REPO, 'config', 'rules.toml'))}`,
+      '',
+    ].join('\n'),
+  );
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, 'herald.log'));
+  const child = spawn(bin, ['serve', '--config', join(dir, 'herald.toml')], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+  });
+  child.stderr.pipe(log);
+  const url = await new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error('Herald did not print its address within 20 s')), 20_000);
+    let buf = '';
+    child.stdout.on('data', (chunk) => {
+      log.write(chunk);
+      buf += chunk;
+      const m = buf.match(/herald listening on (http:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`Herald exited with ${code} before listening; see ${join(ARTIFACTS, 'herald.log')}`));
+    });
+  });
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => {
+          const t = setTimeout(() => {
+            child.kill('SIGKILL');
+            r();
+          }, 5000);
+          child.on('exit', () => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      }
+      log.end();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Headless chromium with a fresh profile: one browser context, so its pages are tabs sharing localStorage. */
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`no chromium at ${CHROMIUM} (apt-get install chromium)`);
+  const profile = mkdtempSync(join(tmpdir(), 'herald-web-demo-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    viewport: { width: 1280, height: 860 },
+    deviceScaleFactor: 1,
+    colorScheme: 'light',
+    reducedMotion: 'reduce',
+  });
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => undefined);
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Collect console errors, page errors and failed requests of a page (the demo must have none). */
+export function watchForErrors(page, label, sink) {
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') sink.push(`[${label}] console.error: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => sink.push(`[${label}] page error: ${err.message}`));
+  page.on('requestfailed', (req) => {
+    // A page being closed or reloaded cancels its open requests and socket: not an error of the demo.
+    const failure = req.failure()?.errorText ?? '';
+    if (!/ERR_ABORTED/.test(failure)) sink.push(`[${label}] request failed: ${req.method()} ${req.url()} ${failure}`);
+  });
+  page.on('response', (res) => {
+    if (res.status() >= 400) sink.push(`[${label}] HTTP ${res.status()}: ${res.request().method()} ${res.url()}`);
+  });
+}
+
+/** Poll `fn` until it returns a truthy value. */
+export async function until(what, fn, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${String(last)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The REST/dev API straight from Node, for setting up history quickly. */
+export async function devToken(base, userId) {
+  const res = await fetch(`${base}/api/v1/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user_id: userId }),
+  });
+  if (!res.ok) throw new Error(`dev token: HTTP ${res.status} ${await res.text()}`);
+  return (await res.json()).token;
+}
+
+export async function devPublish(base, token, { exchange = '', routingKey, body, key }) {
+  const q = new URLSearchParams();
+  if (exchange) q.set('exchange', exchange);
+  if (routingKey) q.set('routing_key', routingKey);
+  const res = await fetch(`${base}/api/v1/dev/events?${q}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'idempotency-key': key },
+    body: JSON.stringify(body),
+  });
+  if (res.status !== 202) throw new Error(`dev publish: HTTP ${res.status} ${await res.text()}`);
+  return (await res.json()).results;
+}
