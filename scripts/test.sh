@@ -26,4 +26,17 @@ if [ -f client-sdk/package.json ]; then
   suite "client-sdk: tests" bash -c 'cd client-sdk && npm test'
 fi
 
+# Web demo: unit tests, then the end-to-end test: Debian's chromium (playwright-core, no browser download)
+# against the real gateway built above, serving the freshly built demo. Screenshots in web-demo/e2e/artifacts/.
+if [ -f web-demo/package.json ]; then
+  ensure_packages chromium:chromium
+  if [ -z "${HERALD_BIN:-}" ]; then
+    cargo build --bin herald
+    export HERALD_BIN="$PWD/target/debug/herald"
+  fi
+  suite "web-demo: install" bash -c 'cd web-demo && npm ci --no-audit --no-fund'
+  suite "web-demo: typecheck + unit tests" bash -c 'cd web-demo && npm run typecheck && npm test'
+  suite "web-demo: build + end-to-end test in chromium" bash -c 'cd web-demo && npm run test:e2e'
+fi
+
 echo "suites: ${suites_passed} passed, 0 failed"
