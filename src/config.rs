@@ -567,4 +567,46 @@ mod tests {
         assert!(!debug.contains(DEV_JWT_SECRET));
         assert!(!debug.contains(DEV_SERVICE_KEY));
     }
+
+    #[test]
+    fn amqp_defaults_bind_the_shipped_topology_and_bad_values_name_their_key() {
+        let a = Settings::defaults().amqp;
+        assert!(!a.enabled, "the quick start needs no broker");
+        assert_eq!(a.queue.kind, AmqpQueueKind::Quorum);
+        assert!((100..=300).contains(&a.prefetch));
+        let bound: Vec<(&str, AmqpExchangeKind, Vec<&str>)> = a
+            .exchanges
+            .iter()
+            .map(|x| (x.name.as_str(), x.kind, x.bindings.iter().map(String::as_str).collect()))
+            .collect();
+        let medtrack = vec!["student.*", "encadrant.*", "stage.*", "evaluation.*", "auth.user.*", "user.*"];
+        assert_eq!(
+            bound,
+            vec![
+                ("events.topic", AmqpExchangeKind::Topic, medtrack.clone()),
+                ("medtrack.events", AmqpExchangeKind::Topic, medtrack),
+                ("sgad.availability", AmqpExchangeKind::Topic, vec!["availability.#"]),
+                ("sgad.notifications", AmqpExchangeKind::Fanout, vec![]),
+            ]
+        );
+        let s = Settings::load(
+            None,
+            env(&[("HERALD__AMQP__URL", "amqps://u:p@mq.example.com/prod"), ("HERALD__AMQP__QUEUE__TYPE", "classic")]),
+        )
+        .unwrap();
+        assert_eq!(s.amqp.url.expose(), "amqps://u:p@mq.example.com/prod");
+        assert_eq!(s.amqp.queue.kind, AmqpQueueKind::Classic);
+        for (key, value, named) in [
+            ("HERALD__AMQP__URL", "http://localhost", "amqp.url"),
+            ("HERALD__AMQP__BATCH_MAX", "500", "amqp.batch_max"),
+            ("HERALD__AMQP__PREFETCH", "0", "amqp.prefetch"),
+            ("HERALD__AMQP__QUEUE__TYPE", "stream", "amqp.queue.type"),
+            ("HERALD__AMQP__QUEUE__NAME", "amq.mine", "amqp.queue.name"),
+            ("HERALD__AMQP__QUEUE__DEAD_LETTER_QUEUE", "herald.events", "amqp.queue.dead_letter_queue"),
+            ("HERALD__AMQP__UNMATCHED", "drop", "amqp.unmatched"),
+        ] {
+            let e = err(&[(key, value)]);
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
+    }
 }

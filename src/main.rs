@@ -35,6 +35,23 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Publish event fixture files (the format of tests/fixtures/events/*.json) to RabbitMQ, each confirmed by
+    /// the broker.
+    Publish {
+        /// Broker URL. Default: amqp.url from the configuration (HERALD__AMQP__URL).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Publish to this exchange instead of the fixture's `exchange`.
+        #[arg(long)]
+        exchange: Option<String>,
+        /// Use this routing key instead of the fixture's `routing_key`.
+        #[arg(long)]
+        routing_key: Option<String>,
+        #[arg(required = true)]
+        fixtures: Vec<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +73,17 @@ fn main() -> anyhow::Result<()> {
             let settings = load(config.as_deref())?;
             let rules = herald::rules::Rules::load(&settings.rules.path)?;
             println!("configuration ok: {} rules", rules.len());
+            Ok(())
+        }
+        Command::Publish { url, config, exchange, routing_key, fixtures } => {
+            let url = match url {
+                Some(url) => url,
+                None => load(config.as_deref())?.amqp.url.expose().to_owned(),
+            };
+            let report = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
+                herald::ingest::amqp::publish_fixtures(&url, &fixtures, exchange.as_deref(), routing_key.as_deref()),
+            )?;
+            report.iter().for_each(|line| println!("{line}"));
             Ok(())
         }
     }

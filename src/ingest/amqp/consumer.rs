@@ -1,0 +1,424 @@
+//! The consumer: connect, declare, consume in batches, settle each batch, and start over when the broker goes.
+//!
+//! One batch at a time: deliveries are decoded and routed, the routable ones committed in one inbox commit,
+//! the poison ones republished to the dead-letter exchange (with publisher confirms), and only then is the whole
+//! batch acknowledged with one `basic.ack multiple` up to its last delivery tag.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+use super::{backoff, topology, HEALTH};
+use crate::config::{AmqpSettings, UnmatchedPolicy};
+use crate::event::{decode_bytes, Envelope};
+use crate::ingest::{Outcome, Pipeline, Prepared};
+use crate::telemetry::Health;
+
+/// How long a connection attempt (TCP, TLS, AMQP handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A session that consumed for this long was healthy: the next reconnect starts the backoff over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+/// Longest error text carried in the `x-herald-error` header.
+const MAX_ERROR_HEADER: usize = 1024;
+
+/// Why a delivery goes to the dead-letter queue instead of the inbox.
+#[derive(Debug)]
+struct Poison {
+    /// Stable label: a [`crate::event::DecodeError`] or [`crate::rules::RouteError`] reason, or `unmatched`.
+    reason: &'static str,
+    error: String,
+    event_id: Option<String>,
+}
+
+pub(super) struct Consumer {
+    settings: Arc<AmqpSettings>,
+    pipeline: Pipeline,
+    health: Health,
+    shutdown: CancellationToken,
+}
+
+impl Consumer {
+    pub(super) fn new(settings: AmqpSettings, pipeline: Pipeline, health: Health, shutdown: CancellationToken) -> Self {
+        Consumer { settings: Arc::new(settings), pipeline, health, shutdown }
+    }
+
+    /// Sessions until shutdown, with backoff between them.
+    pub(super) async fn run(self) {
+        let url = crate::redact_url(self.settings.url.expose());
+        let (min, max) = (
+            Duration::from_millis(self.settings.reconnect_min_ms),
+            Duration::from_millis(self.settings.reconnect_max_ms),
+        );
+        let mut attempt = 0u32;
+        loop {
+            let mut consuming_since = None;
+            let result = self.session(&mut consuming_since).await;
+            metrics::gauge!("herald_amqp_connected").set(0.0);
+            let error = match result {
+                Ok(()) => break,
+                Err(_) if self.shutdown.is_cancelled() => break,
+                Err(e) => e,
+            };
+            if consuming_since.is_some_and(|t: Instant| t.elapsed() >= HEALTHY_AFTER) {
+                attempt = 0;
+            }
+            attempt = attempt.saturating_add(1);
+            let delay = backoff(attempt, min, max, rand::random());
+            metrics::counter!("herald_amqp_reconnects_total").increment(1);
+            tracing::warn!(
+                url = %url, error = format!("{error:#}"), attempt, retry_in_ms = delay.as_millis() as u64,
+                "rabbitmq unavailable; reconnecting"
+            );
+            self.health.set(HEALTH, false, format!("disconnected ({error}); reconnecting"));
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.health.set(HEALTH, false, "stopped");
+        tracing::info!("amqp consumer stopped");
+    }
+
+    /// One connection: declare, then consume until the connection fails (an error) or shutdown (`Ok`, after a
+    /// graceful stop).
+    async fn session(&self, consuming_since: &mut Option<Instant>) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let setup = async {
+            let props = ConnectionProperties::default().with_connection_name(s.connection_name.as_str().into());
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(s.url.expose(), props))
+                .await
+                .map_err(|_| anyhow::anyhow!("connecting timed out after {CONNECT_TIMEOUT:?}"))??;
+            let topo = conn.create_channel().await?;
+            topology::declare(&topo, s).await.map_err(|e| {
+                tracing::error!(
+                    error = %e, queue = %s.queue.name,
+                    "declaring the amqp topology failed; an existing queue or exchange with other arguments must be \
+                     deleted or renamed in the configuration"
+                );
+                anyhow::Error::new(e).context("declaring the topology")
+            })?;
+            let dead = conn.create_channel().await?;
+            dead.confirm_select(ConfirmSelectOptions::default()).await?;
+            let ch = conn.create_channel().await?;
+            ch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
+            let consumer = ch
+                .basic_consume(
+                    s.queue.name.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            anyhow::Ok((conn, topo, dead, ch, consumer))
+        };
+        let (conn, topo, dead, ch, mut consumer) = tokio::select! {
+            _ = self.shutdown.cancelled() => return Ok(()),
+            r = setup => r?,
+        };
+        *consuming_since = Some(Instant::now());
+        metrics::gauge!("herald_amqp_connected").set(1.0);
+        self.health.set(HEALTH, true, format!("consuming {}", s.queue.name));
+        tracing::info!(queue = %s.queue.name, exchanges = s.exchanges.len(), prefetch = s.prefetch, "amqp consumer started");
+
+        let lag = self.shutdown.child_token();
+        if s.lag_interval_secs > 0 {
+            let every = Duration::from_secs(s.lag_interval_secs);
+            tokio::spawn(poll_lag(topo, s.queue.name.clone(), every, lag.clone()));
+        }
+        let _stop_lag = lag.drop_guard();
+
+        let linger = Duration::from_millis(s.batch_linger_ms);
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            let mut batch = vec![delivered(first)?];
+            let deadline = tokio::time::Instant::now() + linger;
+            while batch.len() < s.batch_max {
+                let next = if linger.is_zero() {
+                    match consumer.next().now_or_never() {
+                        Some(next) => next,
+                        None => break,
+                    }
+                } else {
+                    match tokio::time::timeout_at(deadline, consumer.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                };
+                batch.push(delivered(next)?);
+            }
+            if let Settled::Requeued = self.settle(batch, &ch, &dead).await? {
+                break;
+            }
+        }
+
+        // Graceful stop: no new deliveries, settle those already here, then close (the broker requeues anything
+        // left unacknowledged).
+        self.health.set(HEALTH, false, "stopping");
+        ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.context("cancelling the consumer")?;
+        let mut rest = Vec::new();
+        while let Some(Some(Ok(d))) = consumer.next().now_or_never() {
+            rest.push(d);
+            if rest.len() == s.batch_max {
+                self.settle(std::mem::take(&mut rest), &ch, &dead).await?;
+            }
+        }
+        if !rest.is_empty() {
+            self.settle(rest, &ch, &dead).await?;
+        }
+        conn.close(200, "herald shutting down".into()).await?;
+        Ok(())
+    }
+
+    /// Settle one batch: dead-letter the poison, commit the rest, then acknowledge everything at once.
+    /// `Requeued` when shutdown interrupted a store retry: the batch went back to the queue.
+    async fn settle(&self, batch: Vec<Delivery>, ch: &Channel, dead: &Channel) -> anyhow::Result<Settled> {
+        let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
+        let redelivered = batch.iter().filter(|d| d.redelivered).count();
+        metrics::counter!("herald_amqp_messages_consumed_total").increment(batch.len() as u64);
+        metrics::counter!("herald_amqp_messages_redelivered_total").increment(redelivered as u64);
+
+        let (prepared, poison) = self.prepare(&batch);
+        if !poison.is_empty() {
+            self.dead_letter(dead, &poison).await.context("dead-lettering")?;
+        }
+        let Some(outcomes) = self.commit(prepared, &batch).await else {
+            ch.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true }).await.context("requeueing")?;
+            metrics::counter!("herald_amqp_messages_requeued_total").increment(batch.len() as u64);
+            return Ok(Settled::Requeued);
+        };
+        ch.basic_ack(last_tag, BasicAckOptions { multiple: true }).await.context("acknowledging")?;
+        metrics::counter!("herald_amqp_messages_acked_total").increment(batch.len() as u64);
+        for o in &outcomes {
+            metrics::counter!("herald_ingest_events_total", "transport" => "amqp", "status" => o.status.label())
+                .increment(1);
+        }
+        Ok(Settled::Acked)
+    }
+
+    /// Decode and route every delivery: the routable ones in order, and the poison ones with their reason.
+    fn prepare<'a>(&self, batch: &'a [Delivery]) -> (Vec<Prepared>, Vec<(&'a Delivery, Poison)>) {
+        let mut prepared = Vec::with_capacity(batch.len());
+        let mut poison = Vec::new();
+        for d in batch {
+            match self.classify(d) {
+                Ok(p) => prepared.push(p),
+                Err(p) => poison.push((d, p)),
+            }
+        }
+        (prepared, poison)
+    }
+
+    fn classify(&self, d: &Delivery) -> Result<Prepared, Poison> {
+        let message_id = d.properties.message_id().as_ref().map(|m| m.as_str());
+        let envelope =
+            Envelope { exchange: d.exchange.as_str(), routing_key: Some(d.routing_key.as_str()), message_id };
+        let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
+            reason: e.reason(),
+            error: e.to_string(),
+            event_id: message_id.map(str::to_owned),
+        })?;
+        if self.settings.unmatched == UnmatchedPolicy::DeadLetter && self.pipeline.rules().matching(&event).is_none() {
+            return Err(Poison {
+                reason: "unmatched",
+                error: "no rule matches this exchange and routing key".into(),
+                event_id: Some(event.id),
+            });
+        }
+        let event_id = event.id.clone();
+        self.pipeline.prepare(event).map_err(|e| Poison {
+            reason: e.reason(),
+            error: e.to_string(),
+            event_id: Some(event_id),
+        })
+    }
+
+    /// Commit, retrying with backoff while the store fails; the batch stays unacknowledged meanwhile.
+    /// `None` when shutdown came first.
+    async fn commit(&self, mut prepared: Vec<Prepared>, batch: &[Delivery]) -> Option<Vec<Outcome>> {
+        let (min, max) = (Duration::from_millis(self.settings.reconnect_min_ms), Duration::from_millis(5_000));
+        let mut attempt = 0u32;
+        loop {
+            match self.pipeline.commit(prepared).await {
+                Ok(outcomes) => {
+                    if attempt > 0 {
+                        tracing::info!(attempts = attempt + 1, "inbox commit succeeded after retrying");
+                        self.health.set(HEALTH, true, format!("consuming {}", self.settings.queue.name));
+                    }
+                    return Some(outcomes);
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    let delay = backoff(attempt, min, max, rand::random());
+                    metrics::counter!("herald_amqp_store_retries_total").increment(1);
+                    tracing::warn!(
+                        error = %e, held = batch.len(), attempt, retry_in_ms = delay.as_millis() as u64,
+                        "inbox commit failed; holding the batch unacknowledged and retrying"
+                    );
+                    self.health.set(HEALTH, false, format!("inbox unavailable, holding {} messages: {e}", batch.len()));
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    // Routing is pure, so preparing again yields the same writes.
+                    prepared = self.prepare(batch).0;
+                }
+            }
+        }
+    }
+
+    /// Republish poison messages to the dead-letter exchange with the reason in headers, and wait for the
+    /// broker's confirms. An error leaves them unacknowledged (redelivered after the reconnect).
+    async fn dead_letter(&self, dead: &Channel, poison: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
+        let q = &self.settings.queue;
+        let mut confirms = Vec::with_capacity(poison.len());
+        for (d, p) in poison {
+            let confirm = dead
+                .basic_publish(
+                    q.dead_letter_exchange.as_str().into(),
+                    d.routing_key.clone(),
+                    BasicPublishOptions { mandatory: true, immediate: false },
+                    &d.data,
+                    dead_letter_properties(d, p, &q.name),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for ((d, p), confirm) in poison.iter().zip(confirms) {
+            let confirmation = confirm.await?;
+            if confirmation.is_nack() {
+                anyhow::bail!("the broker refused a dead letter (nack)");
+            }
+            if confirmation.take_message().is_some() {
+                anyhow::bail!(
+                    "a dead letter was unroutable: queue `{}` is not bound to exchange `{}`",
+                    q.dead_letter_queue,
+                    q.dead_letter_exchange
+                );
+            }
+            metrics::counter!("herald_amqp_messages_dead_lettered_total", "reason" => p.reason).increment(1);
+            metrics::counter!("herald_ingest_errors_total", "transport" => "amqp", "reason" => p.reason).increment(1);
+            tracing::warn!(
+                exchange = %d.exchange, routing_key = %d.routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
+                reason = p.reason, error = %p.error, redelivered = d.redelivered,
+                "message dead-lettered"
+            );
+        }
+        Ok(())
+    }
+}
+
+enum Settled {
+    Acked,
+    Requeued,
+}
+
+/// One stream item as a delivery, or the reason the stream cannot go on.
+fn delivered(item: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> {
+    match item {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(anyhow::Error::new(e).context("consuming")),
+        None => Err(anyhow::anyhow!("the broker cancelled the consumer (queue deleted?)")),
+    }
+}
+
+/// The original message's properties, minus those that would be refused or would expire it (`user-id` must
+/// match the publishing connection's user; `expiration`), plus the `x-herald-*` headers that say why.
+fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicProperties {
+    let src = &d.properties;
+    let mut headers = src.headers().clone().unwrap_or_default();
+    let mut put = |k: &str, v: &str| {
+        headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    };
+    put("x-herald-reason", p.reason);
+    put("x-herald-error", truncate(&p.error, MAX_ERROR_HEADER));
+    put("x-herald-exchange", d.exchange.as_str());
+    put("x-herald-routing-key", d.routing_key.as_str());
+    put("x-herald-queue", queue);
+    if let Some(id) = &p.event_id {
+        put("x-herald-event-id", id);
+    }
+    let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+    if let Some(v) = src.content_type() {
+        props = props.with_content_type(v.clone());
+    }
+    if let Some(v) = src.content_encoding() {
+        props = props.with_content_encoding(v.clone());
+    }
+    if let Some(v) = src.message_id() {
+        props = props.with_message_id(v.clone());
+    }
+    if let Some(v) = src.correlation_id() {
+        props = props.with_correlation_id(v.clone());
+    }
+    if let Some(v) = src.timestamp() {
+        props = props.with_timestamp(*v);
+    }
+    if let Some(v) = src.kind() {
+        props = props.with_type(v.clone());
+    }
+    if let Some(v) = src.app_id() {
+        props = props.with_app_id(v.clone());
+    }
+    props
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Read the queue depth (messages ready, not yet delivered: the consumer lag) every `every`.
+async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        match ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await {
+            Ok(q) => {
+                let queue = queue.clone();
+                metrics::gauge!("herald_amqp_queue_messages", "queue" => queue.clone()).set(q.message_count() as f64);
+                metrics::gauge!("herald_amqp_queue_consumers", "queue" => queue).set(q.consumer_count() as f64);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the queue depth failed; the session is ending");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_headers_are_cut_on_a_char_boundary() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+    }
+}

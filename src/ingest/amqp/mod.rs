@@ -1,0 +1,96 @@
+//! AMQP ingest: a RabbitMQ consumer that feeds the same pipeline as HTTP ingest.
+//!
+//! - [`topology`] declares, from configuration only, the exchanges, their bindings, the one durable queue every
+//!   Herald node shares (competing consumers) and the dead-letter exchange and queue. It runs after every
+//!   (re)connect; declaring what exists is a no-op.
+//! - [`consumer`] takes deliveries in batches (whatever has arrived, up to `amqp.batch_max`), decodes and routes
+//!   them ([`Pipeline::prepare`]), commits the batch once ([`Pipeline::commit`]) and acknowledges it with one
+//!   `basic.ack multiple`. It reconnects by itself, with capped exponential backoff and full jitter, and reports
+//!   its state to the [`Health`] board `/readyz` reads.
+//! - [`publish`] is the `herald publish` subcommand: fixture files to the broker, with publisher confirms.
+//!
+//! Invariants:
+//! - **Only this module knows lapin** (and AMQP headers, properties and delivery tags).
+//! - **A delivery is acknowledged only after its event is committed to the inbox**, or after the broker has
+//!   confirmed its dead letter. A crash in between redelivers it, and the inbox deduplicates it by event id.
+//! - **Poison never stalls the queue**: a message that cannot become a notification (undecodable, oversized, no
+//!   recipient, no rule) is republished to the dead-letter exchange with the reason in `x-herald-reason` and
+//!   acknowledged with the rest of its batch.
+//! - **A store error never dead-letters**: the batch is held (unacknowledged, so not redelivered and not counted
+//!   against the delivery limit) and its commit retried with backoff; on shutdown it is requeued.
+//!
+//! Dead letters are published by Herald rather than rejected to the queue's dead-letter exchange, because a
+//! rejection can carry no reason (`x-death` only says `rejected`) and quorum queues dead-letter at most once.
+//! The queue's own `x-dead-letter-exchange` still catches what the broker dead-letters itself: messages over the
+//! delivery limit (a message that crashes every consumer).
+
+mod consumer;
+mod publish;
+mod topology;
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use publish::publish_fixtures;
+
+use crate::config::AmqpSettings;
+use crate::ingest::Pipeline;
+use crate::telemetry::Health;
+
+/// The name the consumer reports under in the [`Health`] board (`/readyz`).
+pub const HEALTH: &str = "amqp";
+
+/// Start the consumer. It runs until `shutdown` is cancelled, then finishes its batch, acknowledges it and
+/// closes the connection; await the handle before closing the store.
+pub fn spawn(
+    settings: AmqpSettings,
+    pipeline: Pipeline,
+    health: Health,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    health.set(HEALTH, false, "connecting");
+    tokio::spawn(consumer::Consumer::new(settings, pipeline, health, shutdown).run())
+}
+
+/// Check an `amqp://` / `amqps://` URL the way the client will read it (config validation).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err("must start with amqp:// or amqps://".into());
+    }
+    url.parse::<lapin::uri::AMQPUri>().map(drop).map_err(|e| format!("not a valid AMQP URL: {e}"))
+}
+
+/// Full-jitter exponential backoff: a delay drawn uniformly from `[0, min(max, min × 2^(attempt-1))]`.
+/// `unit` is the random draw in `[0, 1)`; spreading reconnects keeps a fleet from stampeding a restarted broker.
+fn backoff(attempt: u32, min: Duration, max: Duration, unit: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let cap = min.saturating_mul(1 << exp).min(max);
+    cap.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_to_the_cap_with_full_jitter() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(30));
+        assert_eq!(backoff(1, min, max, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(2, min, max, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(5, min, max, 1.0), Duration::from_millis(1600));
+        assert_eq!(backoff(20, min, max, 1.0), max);
+        assert_eq!(backoff(u32::MAX, min, max, 1.0), max);
+        assert_eq!(backoff(5, min, max, 0.0), Duration::ZERO);
+        assert_eq!(backoff(5, min, max, 0.5), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn urls_are_checked_like_the_client_reads_them() {
+        assert!(check_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        assert!(check_url("amqps://user:pw@broker.example.com/prod?heartbeat=30").is_ok());
+        assert!(check_url("http://localhost").is_err());
+        assert!(check_url("amqp://host:notaport/").is_err());
+    }
+}

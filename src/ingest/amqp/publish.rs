@@ -1,0 +1,193 @@
+//! `herald publish`: fixture files (the format of `tests/fixtures/events/*.json`) to the broker, each one
+//! confirmed by the broker before the next, so users can try the AMQP path by hand.
+//!
+//! A fixture: `{exchange, routing_key, properties: {message_id, content_type, delivery_mode, headers, ...},
+//! body}`. The body is published as JSON (or, with `body_text`, as that exact text).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+struct Fixture {
+    transport: Option<String>,
+    exchange: Option<String>,
+    routing_key: Option<String>,
+    #[serde(default)]
+    properties: Properties,
+    body: Option<Value>,
+    body_text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Properties {
+    content_type: Option<String>,
+    delivery_mode: Option<u8>,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    app_id: Option<String>,
+    priority: Option<u8>,
+    #[serde(default)]
+    headers: serde_json::Map<String, Value>,
+}
+
+/// Publish every file in order, each with a publisher confirm; one line of report per file.
+/// `exchange` / `routing_key` replace the fixture's own.
+pub async fn publish_fixtures(
+    url: &str,
+    files: &[PathBuf],
+    exchange: Option<&str>,
+    routing_key: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let conn = Connection::connect(url, ConnectionProperties::default().with_connection_name("herald publish".into()))
+        .await
+        .with_context(|| format!("connecting to {}", crate::redact_url(url)))?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut report = Vec::with_capacity(files.len());
+    for file in files {
+        let (fixture, payload) = read(file)?;
+        let exchange = exchange.or(fixture.exchange.as_deref()).with_context(|| {
+            format!(
+                "{}: no `exchange` (an HTTP fixture? POST it to /api/v1/events, or pass --exchange)",
+                file.display()
+            )
+        })?;
+        let key = routing_key.or(fixture.routing_key.as_deref()).unwrap_or("");
+        let confirmation = ch
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions { mandatory: true, immediate: false },
+                &payload,
+                properties(&fixture.properties),
+            )
+            .await?
+            .await
+            .map_err(|e| match e.kind() {
+                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => anyhow::anyhow!(
+                    "exchange `{exchange}` does not exist: start Herald with amqp.enabled = true once (it declares \
+                     its topology), or check the name"
+                ),
+                _ => anyhow::Error::new(e),
+            })
+            .with_context(|| format!("publishing {}", file.display()))?;
+        anyhow::ensure!(confirmation.is_ack(), "{}: the broker refused the message (nack)", file.display());
+        anyhow::ensure!(
+            confirmation.take_message().is_none(),
+            "{}: no queue is bound to exchange `{exchange}` for routing key `{key}`: the message went nowhere",
+            file.display()
+        );
+        report.push(format!(
+            "{}: published to exchange `{exchange}` with routing key `{key}` ({} bytes, confirmed)",
+            file.display(),
+            payload.len()
+        ));
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(report)
+}
+
+fn read(file: &Path) -> anyhow::Result<(Fixture, Vec<u8>)> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let fixture: Fixture =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a fixture file", file.display()))?;
+    if fixture.transport.as_deref().is_some_and(|t| t != "amqp") {
+        anyhow::bail!("{}: an HTTP fixture; POST its body to /api/v1/events instead", file.display());
+    }
+    let payload = match (&fixture.body_text, &fixture.body) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(body)) => serde_json::to_vec(body)?,
+        (None, None) => anyhow::bail!("{}: no `body`", file.display()),
+    };
+    Ok((fixture, payload))
+}
+
+fn properties(p: &Properties) -> BasicProperties {
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(p.delivery_mode.unwrap_or(2))
+        .with_content_type(ShortString::from(p.content_type.as_deref().unwrap_or("application/json")));
+    if let Some(v) = &p.message_id {
+        props = props.with_message_id(v.as_str().into());
+    }
+    if let Some(v) = &p.correlation_id {
+        props = props.with_correlation_id(v.as_str().into());
+    }
+    if let Some(v) = &p.kind {
+        props = props.with_type(v.as_str().into());
+    }
+    if let Some(v) = &p.app_id {
+        props = props.with_app_id(v.as_str().into());
+    }
+    if let Some(v) = p.priority {
+        props = props.with_priority(v);
+    }
+    if !p.headers.is_empty() {
+        props = props.with_headers(table(&p.headers));
+    }
+    props
+}
+
+fn table(map: &serde_json::Map<String, Value>) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in map {
+        t.insert(k.as_str().into(), value(v));
+    }
+    t
+}
+
+fn value(v: &Value) -> AMQPValue {
+    match v {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(items.iter().map(value).collect::<Vec<_>>())),
+        Value::Object(m) => AMQPValue::FieldTable(table(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_amqp_fixture_reads_and_http_ones_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            match read(&path) {
+                Ok((f, payload)) => {
+                    assert!(f.exchange.is_some(), "{}", path.display());
+                    serde_json::from_slice::<Value>(&payload).unwrap();
+                }
+                Err(e) => assert!(e.to_string().contains("HTTP fixture"), "{}: {e}", path.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn fixture_properties_become_amqp_properties() {
+        let p: Properties = serde_json::from_value(serde_json::json!({
+            "delivery_mode": 2, "message_id": "m-1", "headers": {"priority": "high", "n": 3, "ok": true}
+        }))
+        .unwrap();
+        let props = properties(&p);
+        assert_eq!(props.message_id().as_ref().unwrap().as_str(), "m-1");
+        assert_eq!(props.delivery_mode(), &Some(2));
+        let headers = props.headers().as_ref().unwrap().inner();
+        assert_eq!(headers["priority"], AMQPValue::LongString("high".into()));
+        assert_eq!(headers["n"], AMQPValue::LongLongInt(3));
+        assert_eq!(headers["ok"], AMQPValue::Boolean(true));
+    }
+}

@@ -1,0 +1,89 @@
+//! The broker topology, from configuration only: dead-letter exchange and queue, the shared queue, the
+//! exchanges and their bindings. Declared after every connect; every declaration is idempotent.
+//!
+//! Declaration only adds: a binding removed from the configuration stays on the broker until deleted there.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use crate::config::{AmqpExchangeKind, AmqpQueueKind, AmqpSettings};
+
+/// Declare everything. A failure here (e.g. a queue that exists with other arguments) closes the channel.
+pub(super) async fn declare(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin::Error> {
+    let q = &s.queue;
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    // Dead letters first, so that anything the queue dead-letters has somewhere to go.
+    ch.exchange_declare(q.dead_letter_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .await?;
+    ch.queue_declare(q.dead_letter_queue.as_str().into(), QueueDeclareOptions::durable(), queue_type(q.kind)).await?;
+    ch.queue_bind(
+        q.dead_letter_queue.as_str().into(),
+        q.dead_letter_exchange.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(q.name.as_str().into(), QueueDeclareOptions::durable(), queue_arguments(s)).await?;
+    for x in &s.exchanges {
+        let (kind, keys): (ExchangeKind, Vec<&str>) = match x.kind {
+            AmqpExchangeKind::Topic => (ExchangeKind::Topic, x.bindings.iter().map(String::as_str).collect()),
+            AmqpExchangeKind::Direct => (ExchangeKind::Direct, x.bindings.iter().map(String::as_str).collect()),
+            AmqpExchangeKind::Fanout => (ExchangeKind::Fanout, vec![""]),
+        };
+        let options = ExchangeDeclareOptions { durable: x.durable, ..Default::default() };
+        ch.exchange_declare(x.name.as_str().into(), kind, options, FieldTable::default()).await?;
+        for key in keys {
+            ch.queue_bind(
+                q.name.as_str().into(),
+                x.name.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn queue_type(kind: AmqpQueueKind) -> FieldTable {
+    let mut args = FieldTable::default();
+    let name = match kind {
+        AmqpQueueKind::Quorum => "quorum",
+        AmqpQueueKind::Classic => "classic",
+    };
+    args.insert("x-queue-type".into(), AMQPValue::LongString(name.into()));
+    args
+}
+
+/// The shared queue's arguments. They must not change for an existing queue (the broker refuses the declare).
+fn queue_arguments(s: &AmqpSettings) -> FieldTable {
+    let q = &s.queue;
+    let mut args = queue_type(q.kind);
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(q.dead_letter_exchange.as_str().into()));
+    if q.kind == AmqpQueueKind::Quorum && q.delivery_limit > 0 {
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(q.delivery_limit.into()));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn quorum_queues_carry_the_delivery_limit_and_classic_ones_do_not() {
+        let mut s = Settings::defaults().amqp;
+        let args = queue_arguments(&s);
+        assert_eq!(args.inner()["x-queue-type"], AMQPValue::LongString("quorum".into()));
+        assert_eq!(args.inner()["x-delivery-limit"], AMQPValue::LongLongInt(20));
+        assert_eq!(args.inner()["x-dead-letter-exchange"], AMQPValue::LongString("herald.dlx".into()));
+        s.queue.kind = AmqpQueueKind::Classic;
+        let args = queue_arguments(&s);
+        assert_eq!(args.inner()["x-queue-type"], AMQPValue::LongString("classic".into()));
+        assert!(!args.contains_key("x-delivery-limit"));
+    }
+}

@@ -1,0 +1,747 @@
+//! RabbitMQ ingest against a real broker: fixtures in, frames and inbox rows out; poison to the dead-letter
+//! queue with its reason; each event stored exactly once across a kill -9, a broker restart and a graceful stop.
+//!
+//! The broker is the one `scripts/test.sh` starts (`HERALD_TEST_AMQP_URL`). Tests share it: each declares its
+//! own exchanges and queues under a unique prefix (and routes with the shipped rules, their exchange names
+//! prefixed the same way), so they run in parallel. The broker-restart test holds an exclusive lock that the
+//! others share, so that no other test sees the broker go away.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use herald::config::{AmqpExchangeKind, Secret, Settings};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+
+use crate::routing::cases;
+use crate::support::*;
+
+const SLOW_WAIT: Duration = Duration::from_secs(60);
+
+/// One test's slice of the shared broker: a name prefix, the rules rewritten for it, and the broker lock.
+struct Amqp {
+    url: String,
+    prefix: String,
+    rules: PathBuf,
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
+impl Amqp {
+    /// `None` (after saying why) when no broker is configured.
+    async fn new(test: &str) -> Option<Amqp> {
+        Amqp::with_lock(test, false).await
+    }
+
+    /// Like [`Amqp::new`], alone on the broker (no other AMQP test runs meanwhile).
+    async fn exclusive(test: &str) -> Option<Amqp> {
+        Amqp::with_lock(test, true).await
+    }
+
+    async fn with_lock(test: &str, exclusive: bool) -> Option<Amqp> {
+        let Some(url) = std::env::var("HERALD_TEST_AMQP_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!(
+                "SKIPPED {test}: HERALD_TEST_AMQP_URL is not set. scripts/test.sh starts RabbitMQ and sets it; by \
+                 hand: source scripts/lib/services.sh; trap stop_services EXIT; start_rabbitmq"
+            );
+            return None;
+        };
+        let _lock = broker_lock(&url, exclusive).await;
+        let prefix = format!("t.{test}.{:08x}", rand::random::<u32>());
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.toml");
+        let shipped = std::fs::read_to_string(repo_path("config/rules.toml")).unwrap();
+        std::fs::write(&rules, prefix_rule_exchanges(&shipped, &prefix)).unwrap();
+        Some(Amqp { url, prefix, rules, dir, _lock })
+    }
+
+    fn exchange(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    fn queue(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    fn configure(&self, s: &mut Settings) {
+        s.rules.path = self.rules.clone();
+        let a = &mut s.amqp;
+        a.enabled = true;
+        a.url = Secret::new(self.url.clone());
+        a.reconnect_max_ms = 1000;
+        a.lag_interval_secs = 1;
+        a.queue.name = self.queue();
+        a.queue.dead_letter_exchange = format!("{}.dlx", self.prefix);
+        a.queue.dead_letter_queue = self.dead_letter_queue();
+        for x in &mut a.exchanges {
+            x.name = self.exchange(&x.name);
+        }
+    }
+
+    /// The same configuration as a file, for the real binary.
+    fn config_file(&self, db: &Path) -> PathBuf {
+        let mut s = Settings::defaults();
+        self.configure(&mut s);
+        let a = &s.amqp;
+        let mut toml = format!(
+            "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"sqlite://{}\"\nsynchronous = \"full\"\n\
+             [rules]\npath = \"{}\"\n[amqp]\nenabled = true\nurl = \"{}\"\nreconnect_max_ms = 1000\n\
+             lag_interval_secs = 1\n[amqp.queue]\nname = \"{}\"\ndead_letter_exchange = \"{}\"\n\
+             dead_letter_queue = \"{}\"\n",
+            db.display(),
+            self.rules.display(),
+            self.url,
+            a.queue.name,
+            a.queue.dead_letter_exchange,
+            a.queue.dead_letter_queue,
+        );
+        for x in &a.exchanges {
+            let kind = match x.kind {
+                AmqpExchangeKind::Topic => "topic",
+                AmqpExchangeKind::Fanout => "fanout",
+                AmqpExchangeKind::Direct => "direct",
+            };
+            toml += &format!(
+                "[[amqp.exchanges]]\nname = \"{}\"\ntype = \"{kind}\"\ndurable = {}\nbindings = {:?}\n",
+                x.name, x.durable, x.bindings
+            );
+        }
+        let path = self.dir.path().join("herald.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// A gateway consuming this test's queue, once it is consuming.
+    async fn gateway(&self, configure: impl FnOnce(&mut Settings)) -> Gateway {
+        let gw = spawn_gateway_with(|s| {
+            self.configure(s);
+            configure(s);
+        })
+        .await;
+        wait_consuming(&gw.url("")).await;
+        gw
+    }
+
+    /// Publish a fixture file as its service does, to this test's copy of its exchange.
+    async fn publish_fixture(&self, broker: &Broker, name: &str) -> Value {
+        let f = fixture(name);
+        let mut props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        if let Some(id) = f["properties"]["message_id"].as_str() {
+            props = props.with_message_id(id.into());
+        }
+        if let Some(headers) = f["properties"]["headers"].as_object() {
+            let mut t = FieldTable::default();
+            for (k, v) in headers {
+                t.insert(k.as_str().into(), AMQPValue::LongString(v.as_str().unwrap_or_default().into()));
+            }
+            props = props.with_headers(t);
+        }
+        let exchange = self.exchange(f["exchange"].as_str().unwrap());
+        let body = serde_json::to_vec(&f["body"]).unwrap();
+        broker.publish(&exchange, f["routing_key"].as_str().unwrap_or(""), &body, props).await;
+        f
+    }
+}
+
+/// The shipped rules, with every exchange they name prefixed (`exchanges = ["a", "b"]` lines).
+fn prefix_rule_exchanges(rules: &str, prefix: &str) -> String {
+    rules
+        .lines()
+        .map(|line| match line.strip_prefix("exchanges = [\"") {
+            Some(rest) => format!("exchanges = [\"{prefix}.{}", rest.replace("\", \"", &format!("\", \"{prefix}."))),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A shared (or exclusive) lock on the broker, across threads and test processes (nextest runs one per test).
+async fn broker_lock(url: &str, exclusive: bool) -> std::fs::File {
+    let name: String = url.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let path = std::env::temp_dir().join(format!("herald-test-broker-{name}.lock"));
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+        if exclusive {
+            f.lock().unwrap();
+        } else {
+            f.lock_shared().unwrap();
+        }
+        f
+    })
+    .await
+    .unwrap()
+}
+
+/// A publisher (with confirms) and inspector of queues, as the services and an operator would use them.
+struct Broker {
+    _conn: Connection,
+    ch: Channel,
+}
+
+impl Broker {
+    async fn connect(url: &str) -> Broker {
+        Broker::try_connect(url).await.expect("connecting to the test broker")
+    }
+
+    async fn try_connect(url: &str) -> lapin::Result<Broker> {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Broker { _conn: conn, ch })
+    }
+
+    async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+        self.publish_all(&[(exchange.to_owned(), key.to_owned(), body.to_vec(), props)]).await.unwrap();
+    }
+
+    /// Publish in a pipeline, then wait for every confirm. Unroutable or refused messages are errors.
+    async fn publish_all(&self, messages: &[(String, String, Vec<u8>, BasicProperties)]) -> anyhow::Result<()> {
+        let mut confirms = Vec::with_capacity(messages.len());
+        for (exchange, key, body, props) in messages {
+            let options = BasicPublishOptions { mandatory: true, immediate: false };
+            confirms.push(
+                self.ch
+                    .basic_publish(exchange.as_str().into(), key.as_str().into(), options, body, props.clone())
+                    .await?,
+            );
+        }
+        for c in confirms {
+            let c = c.await?;
+            anyhow::ensure!(c.is_ack(), "the broker refused a message");
+            anyhow::ensure!(c.take_message().is_none(), "a message was unroutable");
+        }
+        Ok(())
+    }
+
+    /// Messages ready in `queue` (not delivered to a consumer).
+    async fn depth(&self, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        self.ch.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
+    }
+
+    /// Take every message of `queue` (dead letters, for inspection).
+    async fn take_all(&self, queue: &str) -> Vec<lapin::message::Delivery> {
+        let mut out = Vec::new();
+        while let Some(m) = self.ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            out.push(m.delivery);
+        }
+        out
+    }
+}
+
+/// A simple notification for the fanout exchange: `{user_id, title, message, type}`, with a message id.
+fn notification(exchange: &str, user: &str, title: &str) -> (String, String, Vec<u8>, BasicProperties) {
+    let body = json!({"user_id": user, "title": title, "message": "m", "type": "info"});
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id(format!("{exchange}/{title}").into());
+    (exchange.to_owned(), String::new(), serde_json::to_vec(&body).unwrap(), props)
+}
+
+/// Poll `f` until it returns `Some`, or fail naming `what`.
+async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `GET /readyz` as (status, body).
+async fn readyz(base: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+async fn wait_consuming(base: &str) {
+    eventually("the amqp consumer to be ready", SLOW_WAIT, async || {
+        let (_, body) = readyz(base).await;
+        (body["checks"]["amqp"]["ok"] == true).then_some(())
+    })
+    .await;
+}
+
+/// The sum of one metric's series in `/metrics` (0 when absent).
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every notification title in `user`'s inbox (all pages), read with the service key.
+async fn titles(base: &str, user: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    let mut before = None::<i64>;
+    loop {
+        let mut url = format!("{base}/api/v1/users/{user}/notifications?limit=100");
+        if let Some(b) = before {
+            url += &format!("&before={b}");
+        }
+        let page: Value = http.get(url).bearer_auth(SERVICE_KEY).send().await.unwrap().json().await.unwrap();
+        out.extend(page["items"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap().to_owned()));
+        match page["next_before"].as_i64() {
+            Some(b) => before = Some(b),
+            None => return out,
+        }
+    }
+}
+
+async fn unread(base: &str, user: &str) -> u64 {
+    let url = format!("{base}/api/v1/users/{user}/notifications/unread_count");
+    let body: Value =
+        reqwest::Client::new().get(url).bearer_auth(SERVICE_KEY).send().await.unwrap().json().await.unwrap();
+    body["unread_count"].as_u64().unwrap()
+}
+
+/// Wait until `users` hold `per_user` notifications each, then check that they are exactly the expected titles:
+/// none missing, none twice.
+async fn assert_exactly_once(base: &str, users: &[String], per_user: usize, title: impl Fn(usize, usize) -> String) {
+    eventually("every event to be stored", SLOW_WAIT, async || {
+        let mut total = 0;
+        for u in users {
+            total += unread(base, u).await as usize;
+        }
+        (total >= users.len() * per_user).then_some(())
+    })
+    .await;
+    for (ui, u) in users.iter().enumerate() {
+        let got = titles(base, u).await;
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len(), "{u}: a notification was stored twice");
+        let want: HashSet<String> = (0..per_user).map(|i| title(ui, i)).collect();
+        assert_eq!(distinct, want.iter().collect(), "{u}: the stored notifications are not the published ones");
+    }
+}
+
+#[tokio::test]
+async fn every_amqp_fixture_reaches_its_users_sessions_and_inbox() {
+    let Some(amqp) = Amqp::new("fixtures").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let mut published = 0;
+    for (name, case) in cases() {
+        let Some(fixture_name) = case.get("fixture").and_then(Value::as_str) else { continue };
+        let expect = &case["expect"];
+        let Some(users) = expect["to"].as_array().filter(|_| expect["action"] == "notify") else { continue };
+        let Some(exchange) = fixture(fixture_name)["exchange"].as_str().map(str::to_owned) else {
+            continue; // an HTTP fixture
+        };
+        let user = users[0].as_str().unwrap();
+        let mut tab1 = gw.connect(user).await;
+        let mut tab2 = gw.connect(user).await;
+
+        let f = amqp.publish_fixture(&broker, fixture_name).await;
+        published += 1;
+        // Notifications without a type of their own are typed by their exchange, which this test prefixes.
+        let event_type = match expect["event_type"].as_str() {
+            Some(t) if t == exchange => json!(amqp.exchange(t)),
+            _ => expect["event_type"].clone(),
+        };
+        let mut id = Value::Null;
+        for tab in [&mut tab1, &mut tab2] {
+            let frame = tab.notification().await;
+            id = frame["notification"]["id"].clone();
+            assert_eq!(frame["notification"]["user_id"], user, "{name}");
+            assert_eq!(frame["notification"]["title"], expect["title"], "{name}");
+            assert_eq!(frame["event_type"], event_type, "{name}");
+            assert_eq!(frame["body"], f["body"], "{name}: the original body travels with the frame");
+        }
+        let inbox = gw.inbox(user).await;
+        assert!(inbox["items"].as_array().unwrap().iter().any(|n| n["id"] == id), "{name}: in the inbox");
+    }
+    assert!(published >= 5, "only {published} AMQP fixtures were exercised");
+    let base = gw.url("");
+    eventually("every delivery to be acknowledged", WAIT, async || {
+        (metric(&base, "herald_amqp_messages_acked_total").await >= published as f64).then_some(())
+    })
+    .await;
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn fanout_system_notification_reaches_everyone() {
+    let Some(amqp) = Amqp::new("broadcast").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let mut clients = Vec::new();
+    for u in ["alice", "bob", "carol"] {
+        clients.push((u, gw.connect(u).await));
+    }
+    amqp.publish_fixture(&broker, "sgad-notification-system.json").await;
+    let mut ids = HashSet::new();
+    for (u, c) in &mut clients {
+        let f = c.notification().await;
+        assert_eq!(f["notification"]["user_id"], Value::Null, "{u}: a broadcast");
+        assert_eq!(f["notification"]["title"], "Mantenimiento programado");
+        ids.insert(f["notification"]["id"].as_i64().unwrap());
+        assert_eq!(gw.unread(u).await, 1);
+    }
+    assert_eq!(ids.len(), 1, "one row for everyone");
+    // A user who was never connected sees it too.
+    assert_eq!(gw.inbox("dave").await["items"][0]["id"], *ids.iter().next().unwrap());
+}
+
+#[tokio::test]
+async fn user_deleted_event_purges_the_inbox() {
+    let Some(amqp) = Amqp::new("purge").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let user = "0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40";
+    let other = "5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f";
+    let mut tab = gw.connect(user).await;
+    amqp.publish_fixture(&broker, "medtrack-student-created.json").await;
+    amqp.publish_fixture(&broker, "medtrack-stage-accepted.json").await;
+    amqp.publish_fixture(&broker, "medtrack-encadrant-created.json").await; // someone else's
+    tab.notification().await;
+    tab.notification().await;
+    eventually("the other user's notification", WAIT, async || {
+        (gw.inbox(other).await["items"].as_array().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(gw.unread(user).await, 2);
+
+    amqp.publish_fixture(&broker, "medtrack-user-deleted.json").await;
+    eventually("the inbox to be erased", WAIT, async || {
+        (gw.inbox(user).await["items"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(gw.unread(user).await, 0);
+    assert_eq!(gw.inbox(other).await["items"].as_array().unwrap().len(), 1, "only that user's inbox");
+}
+
+#[tokio::test]
+async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_queue() {
+    let Some(amqp) = Amqp::new("poison").await else { return };
+    let gw = amqp.gateway(|s| s.amqp.max_message_bytes = 2048).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let user = "poison-user";
+    let mut tab = gw.connect(user).await;
+    let fanout = amqp.exchange("sgad.notifications");
+    let topic = amqp.exchange("events.topic");
+    let good = |n: u32| notification(&fanout, user, &format!("good {n}"));
+    let bad = |reason: &str, exchange: &str, key: &str, body: Vec<u8>| {
+        let props = BasicProperties::default().with_message_id(format!("bad-{reason}").into()).with_headers({
+            let mut t = FieldTable::default();
+            t.insert("origin".into(), AMQPValue::LongString("test".into()));
+            t
+        });
+        (reason.to_owned(), (exchange.to_owned(), key.to_owned(), body, props))
+    };
+    let oversized = serde_json::to_vec(&json!({"user_id": user, "title": "big", "message": "x".repeat(3000)})).unwrap();
+    let bads = [
+        bad("invalid_json", &fanout, "", br#"{"user_id": "poison-user", "title": "#.to_vec()),
+        bad("non_json", &fanout, "", b"hello, this is not JSON".to_vec()),
+        bad("invalid_utf8", &fanout, "", vec![b'{', b'"', 0xff, 0xfe, b'"', b'}']),
+        bad(
+            "missing_user_id",
+            &topic,
+            "stage.accepted",
+            br#"{"event_type":"stage.accepted","payload":{"stage_id":"s1"},"service":"core"}"#.to_vec(),
+        ),
+        bad("oversized", &fanout, "", oversized),
+        bad("unmatched", &topic, "student.deleted", br#"{"event_type":"student.deleted","payload":{}}"#.to_vec()),
+    ];
+    let expected_reason = |label: &str| if label == "non_json" { "invalid_json".to_owned() } else { label.to_owned() };
+    // Good and bad interleaved: the good ones behind each bad one must not wait.
+    let mut messages = vec![good(0)];
+    for (i, (_, m)) in bads.iter().enumerate() {
+        messages.push(m.clone());
+        messages.push(good(i as u32 + 1));
+    }
+    broker.publish_all(&messages).await.unwrap();
+
+    for n in 0..=bads.len() {
+        let f = tab.notification().await;
+        assert_eq!(f["notification"]["title"], format!("good {n}"), "in publish order, none stalled");
+    }
+    let dlq = amqp.dead_letter_queue();
+    eventually("every bad message in the dead-letter queue", WAIT, async || {
+        (broker.depth(&dlq).await as usize == bads.len()).then_some(())
+    })
+    .await;
+    let dead = broker.take_all(&dlq).await;
+    for (label, (exchange, key, body, _)) in &bads {
+        let d = dead
+            .iter()
+            .find(|d| d.properties.message_id().as_ref().map(|m| m.as_str()) == Some(&format!("bad-{label}")))
+            .unwrap_or_else(|| panic!("{label} is not in the dead-letter queue"));
+        let headers = d.properties.headers().as_ref().unwrap().inner();
+        let header = |k: &str| match headers.get(k) {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            other => panic!("{label}: header {k} is {other:?}"),
+        };
+        assert_eq!(header("x-herald-reason"), expected_reason(label), "{label}");
+        assert!(!header("x-herald-error").is_empty(), "{label}");
+        assert_eq!(header("x-herald-exchange"), *exchange, "{label}");
+        assert_eq!(header("x-herald-routing-key"), *key, "{label}");
+        assert_eq!(header("origin"), "test", "{label}: the publisher's headers are kept");
+        assert_eq!(&d.data, body, "{label}: the body is kept byte for byte");
+    }
+    assert_eq!(broker.depth(&amqp.queue()).await, 0, "nothing left behind");
+    let base = gw.url("");
+    for reason in ["invalid_json", "invalid_utf8", "missing_user_id", "oversized", "unmatched"] {
+        let name = format!("herald_amqp_messages_dead_lettered_total{{reason=\"{reason}\"}}");
+        assert!(metric(&base, &name).await >= 1.0, "{name} counted");
+    }
+    tab.silent_for(Duration::from_millis(200)).await;
+}
+
+/// Start `herald serve` (the real binary) on a free port; return the child and its base URL.
+fn start_binary(config: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD__LOG__FILTER", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("herald exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on ") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn kill_9(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_stores_each_of_10000_events_exactly_once() {
+    const USERS: usize = 10;
+    const EVENTS: usize = 10_000;
+    let Some(amqp) = Amqp::new("kill9").await else { return };
+    let config = amqp.config_file(&amqp.dir.path().join("herald.db"));
+    let broker = Broker::connect(&amqp.url).await;
+
+    // A first start declares the topology; then the events wait in the queue.
+    let (child, base) = start_binary(&config);
+    wait_consuming(&base).await;
+    kill_9(child);
+    let exchange = amqp.exchange("sgad.notifications");
+    let users: Vec<String> = (0..USERS).map(|u| format!("k9-user-{u}")).collect();
+    let messages: Vec<_> =
+        (0..EVENTS).map(|i| notification(&exchange, &users[i % USERS], &format!("event {i}"))).collect();
+    broker.publish_all(&messages).await.unwrap();
+    assert_eq!(broker.depth(&amqp.queue()).await as usize, EVENTS);
+
+    // Consume, and SIGKILL in the middle of the stream.
+    let (child, base) = start_binary(&config);
+    eventually("a fifth of the events to be acknowledged", SLOW_WAIT, async || {
+        (metric(&base, "herald_amqp_messages_acked_total").await >= (EVENTS / 5) as f64).then_some(())
+    })
+    .await;
+    kill_9(child);
+    let left = broker.depth(&amqp.queue()).await as usize;
+    assert!(left > 0 && left < EVENTS, "killed mid-stream ({left} left)");
+
+    // Start again: the unacknowledged deliveries come back, the committed ones among them are deduplicated.
+    let (child, base) = start_binary(&config);
+    assert_exactly_once(&base, &users, EVENTS / USERS, |u, i| format!("event {}", i * USERS + u)).await;
+    assert!(metric(&base, "herald_amqp_messages_redelivered_total").await > 0.0, "the kill left deliveries in flight");
+    eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
+    let duplicates = metric(&base, "herald_ingest_events_total{transport=\"amqp\",status=\"duplicate\"}").await;
+    eprintln!("kill -9 with {left} events left: {duplicates} redelivered events were already committed");
+    kill_9(child);
+}
+
+/// Publish `messages` in chunks, reconnecting and republishing a chunk until the broker confirms all of it
+/// (the consumer deduplicates what a retry republishes).
+async fn publish_through_outages(url: String, messages: Vec<(String, String, Vec<u8>, BasicProperties)>) {
+    let mut broker = None;
+    let mut at = 0;
+    while at < messages.len() {
+        let b = match &broker {
+            Some(b) => b,
+            None => match Broker::try_connect(&url).await {
+                Ok(b) => broker.insert(b),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let end = (at + 50).min(messages.len());
+        match b.publish_all(&messages[at..end]).await {
+            Ok(()) => {
+                at = end;
+                tokio::time::sleep(Duration::from_millis(40)).await; // about 1,000 events a second
+            }
+            Err(_) => broker = None,
+        }
+    }
+}
+
+async fn rabbitmqctl(node: &str, command: &'static str) {
+    let node = node.to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new("rabbitmqctl").args(["-n", &node, "-q", command]).stdout(Stdio::null()).status()
+    })
+    .await
+    .unwrap()
+    .expect("running rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {command} failed");
+}
+
+#[tokio::test]
+async fn broker_restart_mid_stream_herald_resumes_by_itself_and_loses_nothing() {
+    const USERS: usize = 4;
+    const EVENTS: usize = 3_000;
+    let Some(node) = std::env::var("HERALD_TEST_RABBITMQ_NODE").ok().filter(|n| !n.is_empty()) else {
+        eprintln!("SKIPPED: HERALD_TEST_RABBITMQ_NODE is not set (start_rabbitmq in scripts/lib/services.sh sets it)");
+        return;
+    };
+    let Some(amqp) = Amqp::exclusive("restart").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let base = gw.url("");
+    let exchange = amqp.exchange("sgad.notifications");
+    let users: Vec<String> = (0..USERS).map(|u| format!("restart-user-{u}")).collect();
+    let messages: Vec<_> =
+        (0..EVENTS).map(|i| notification(&exchange, &users[i % USERS], &format!("event {i}"))).collect();
+    let publisher = tokio::spawn(publish_through_outages(amqp.url.clone(), messages));
+    eventually("the stream to be flowing", SLOW_WAIT, async || (unread(&base, &users[0]).await >= 100).then_some(()))
+        .await;
+
+    rabbitmqctl(&node, "stop_app").await;
+    assert!(!publisher.is_finished(), "the broker went away in the middle of the stream");
+    // Readiness says the broker is gone; everything else keeps serving.
+    let (status, body) = eventually("/readyz to report the broker down", WAIT, async || {
+        let (status, body) = readyz(&base).await;
+        (body["checks"]["amqp"]["ok"] == false).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(reqwest::get(gw.url("/healthz")).await.unwrap().status(), 200);
+    assert!(unread(&base, &users[0]).await > 0, "the inbox answers");
+    rabbitmqctl(&node, "start_app").await;
+
+    tokio::time::timeout(SLOW_WAIT, publisher).await.expect("publishing after the restart").unwrap();
+    assert_exactly_once(&base, &users, EVENTS / USERS, |u, i| format!("event {}", i * USERS + u)).await;
+    wait_consuming(&base).await;
+    assert_eq!(readyz(&base).await.0, 200);
+    assert!(metric(&base, "herald_amqp_reconnects_total").await >= 1.0);
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_acks_what_it_committed_and_requeues_the_rest() {
+    const EVENTS: usize = 5_000;
+    let Some(amqp) = Amqp::new("graceful").await else { return };
+    let store_url = format!("sqlite://{}", amqp.dir.path().join("kept.db").display());
+    let broker = Broker::connect(&amqp.url).await;
+    // The first gateway declares the topology; then the events wait in the queue.
+    amqp.gateway(|s| s.store.url = store_url.clone()).await.stop().await.unwrap();
+    let exchange = amqp.exchange("sgad.notifications");
+    let user = "graceful-user";
+    let messages: Vec<_> = (0..EVENTS).map(|i| notification(&exchange, user, &format!("event {i}"))).collect();
+    broker.publish_all(&messages).await.unwrap();
+
+    let gw = amqp.gateway(|s| s.store.url = store_url.clone()).await;
+    let base = gw.url("");
+    let lag = format!("herald_amqp_queue_messages{{queue=\"{}\"}}", amqp.queue());
+    eventually("the consumer lag to be reported", WAIT, async || (metric(&base, &lag).await > 0.0).then_some(())).await;
+    eventually("some events to be stored", SLOW_WAIT, async || (unread(&base, user).await >= 500).then_some(())).await;
+    gw.stop().await.unwrap();
+
+    // Read what was stored with a gateway that does not consume.
+    let reader = spawn_gateway_with(|s| s.store.url = store_url.clone()).await;
+    let stored = unread(&reader.url(""), user).await as usize;
+    assert!(stored < EVENTS, "stopped mid-stream");
+    // Whatever was committed was acknowledged, and nothing else: the queue holds exactly the rest.
+    let depth = eventually("the queue to hold what was not stored", WAIT, async || {
+        let depth = broker.depth(&amqp.queue()).await as usize;
+        (stored + depth == EVENTS).then_some(depth)
+    })
+    .await;
+    let titles = titles(&reader.url(""), user).await;
+    assert_eq!(titles.iter().collect::<HashSet<_>>().len(), stored, "none twice");
+    eprintln!("graceful stop: {stored} stored and acknowledged, {depth} left queued");
+}
+
+#[tokio::test]
+async fn herald_publish_sends_a_fixture_with_publisher_confirms() {
+    let Some(amqp) = Amqp::new("cli").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let mut tab = gw.connect("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await;
+    let publish = |exchange: String| {
+        let url = amqp.url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_herald"))
+                .args(["publish", "--url", &url, "--exchange", &exchange])
+                .arg(repo_path("tests/fixtures/events/medtrack-student-created.json"))
+                .output()
+                .unwrap()
+        })
+    };
+    let out = publish(amqp.exchange("events.topic")).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("confirmed"));
+    let f = tab.notification().await;
+    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, John!");
+
+    let out = publish(amqp.exchange("no-such-exchange")).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_holds_the_batch_and_retries_instead_of_dead_lettering() {
+    let Some(amqp) = Amqp::new("store-down").await else { return };
+    let db = amqp.dir.path().join("herald.db");
+    let store_url = format!("sqlite://{}", db.display());
+    let gw = amqp.gateway(|s| s.store.url = store_url.clone()).await;
+    let base = gw.url("");
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("sgad.notifications");
+    let user = "store-down-user";
+    broker.publish_all(&[notification(&exchange, user, "event 0")]).await.unwrap();
+    eventually("the first event", WAIT, async || (unread(&base, user).await == 1).then_some(())).await;
+
+    // Another process takes the database's write lock: every commit fails (after SQLite's busy timeout).
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        released.recv().unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    let messages: Vec<_> = (1..20).map(|i| notification(&exchange, user, &format!("event {i}"))).collect();
+    broker.publish_all(&messages).await.unwrap();
+    let body = eventually("the consumer to report the failing inbox", SLOW_WAIT, async || {
+        let (_, body) = readyz(&base).await;
+        (body["checks"]["amqp"]["ok"] == false).then_some(body)
+    })
+    .await;
+    assert!(body["checks"]["amqp"]["detail"].as_str().unwrap().contains("inbox unavailable"), "{body}");
+    assert!(metric(&base, "herald_amqp_store_retries_total").await >= 1.0);
+    release.send(()).unwrap();
+    locker.join().unwrap();
+
+    assert_exactly_once(&base, &[user.to_owned()], 20, |_, i| format!("event {i}")).await;
+    wait_consuming(&base).await;
+    assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "a store error never dead-letters");
+    eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
+}
