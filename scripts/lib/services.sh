@@ -50,24 +50,46 @@ stop_services() {
   rm -rf "$HERALD_SERVICES_DIR"
 }
 
-# start_rabbitmq — exports HERALD_TEST_AMQP_URL.
+# start_rabbitmq — exports HERALD_TEST_AMQP_URL, HERALD_TEST_RABBITMQ_NODE (for `rabbitmqctl -n`) and
+# HERALD_TEST_RABBITMQ_PORT. The node has its own name, ports, data and logs under $HERALD_SERVICES_DIR; only epmd
+# (the Erlang name service, port 4369) is shared with any other node on the machine, as Erlang intends.
 start_rabbitmq() {
   ensure_packages rabbitmq-server:rabbitmq-server
-  local port dist dir node
+  local port dist dir node pid deadline
   port=$(free_port); dist=$(free_port)
   dir="$HERALD_SERVICES_DIR/rabbitmq"; mkdir -p "$dir/mnesia" "$dir/log"
-  node="herald-test-$$@localhost"
+  node="herald-test-$$-$port@localhost"
   echo '[].' > "$dir/enabled_plugins"
-  log "starting rabbitmq on 127.0.0.1:$port"
+  # Small, fast and quiet: no disk alarm on a busy CI disk, no file log rotation.
+  printf '%s\n' 'disk_free_limit.absolute = 10MB' 'log.file.level = warning' 'log.console = false' \
+    > "$dir/rabbitmq.conf"
+  # As root, the Debian wrapper drops to the `rabbitmq` user (and its Erlang cookie, which rabbitmqctl shares):
+  # that user must be able to reach and write the node's directory.
+  if [ "$(id -u)" -eq 0 ] && id rabbitmq >/dev/null 2>&1; then
+    chmod 755 "$HERALD_SERVICES_DIR"
+    chown -R rabbitmq: "$dir"
+  fi
+  log "starting rabbitmq on 127.0.0.1:$port (node $node)"
   RABBITMQ_NODE_PORT=$port RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT=$dist \
     RABBITMQ_NODENAME=$node RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+    RABBITMQ_CONF_ENV_FILE=/dev/null RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
     rabbitmq-server >"$dir/stdout.log" 2>&1 &
-  _HERALD_PIDS+=($!)
+  pid=$!
+  _HERALD_PIDS+=("$pid")
   _HERALD_STOPS+=("rabbitmqctl -n $node stop")
   export HERALD_TEST_RABBITMQ_NODE=$node
-  wait_for_port 127.0.0.1 "$port" 60 || { cat "$dir/stdout.log" >&2; return 1; }
-  rabbitmqctl -n "$node" await_startup >/dev/null 2>&1 || true
+  # Wait for the broker to boot completely (not only the port), failing fast if the node dies.
+  deadline=$((SECONDS + 90))
+  until rabbitmqctl -n "$node" -q await_startup --timeout 5 >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+      echo "rabbitmq did not start; its output:" >&2
+      tail -n 40 "$dir/stdout.log" "$dir"/log/*.log >&2 2>/dev/null
+      return 1
+    fi
+    sleep 0.5
+  done
+  wait_for_port 127.0.0.1 "$port" 10 || { tail -n 40 "$dir/stdout.log" >&2; return 1; }
   export HERALD_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
   export HERALD_TEST_RABBITMQ_PORT=$port
 }
