@@ -1,0 +1,268 @@
+//! `targeted`: M notifications to random connected users, through HTTP ingest or RabbitMQ, at a fixed rate
+//! or unbounded. Delivered/s, lost, duplicated, and latency from the intended send instant to the frame.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::{bar, connect_lines, Common, CpuUse, Ctx, Meter};
+use crate::fleet::Fleet;
+use crate::plot::Chart;
+use crate::pool::Snapshot;
+use crate::publish::{drive, Plan, Publisher, Sent};
+use crate::recorder::{account, Accounting, Arm};
+use crate::report::{kilo, line, per_second, Report};
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Via {
+    /// POST /api/v1/events (202 after commit).
+    Http,
+    /// Publish to the fanout exchange with publisher confirms (Herald must run with amqp.enabled=true).
+    Amqp,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SendArgs {
+    /// Events per second (0: unbounded, as fast as `--concurrency` requests allow).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Events per HTTP request (a JSON array when > 1).
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
+    /// Requests (or AMQP batches) in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    pub via: Via,
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Do not declare the exchange (it must exist).
+    #[arg(long)]
+    pub amqp_no_declare: bool,
+    /// Stop sending after this many seconds even if not all events went out.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// Seconds to wait for outstanding deliveries after the last send.
+    #[arg(long, default_value_t = 15.0)]
+    pub drain_timeout: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct TargetedArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Sessions (one per user).
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    pub connections: u64,
+    /// Notifications to send.
+    #[arg(short = 'm', long, default_value_t = 100_000)]
+    pub events: u64,
+    #[command(flatten)]
+    pub send: SendArgs,
+    /// Seed for picking recipients.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub(super) async fn publisher(ctx: &Ctx, s: &SendArgs) -> anyhow::Result<Arc<Publisher>> {
+    Ok(Arc::new(match s.via {
+        Via::Http => {
+            Publisher::http(&ctx.common.url, &ctx.common.exchange, &ctx.common.service_key, ctx.run, s.concurrency)
+        }
+        Via::Amqp => Publisher::amqp(&s.amqp_url, &ctx.common.exchange, !s.amqp_no_declare, ctx.run).await?,
+    }))
+}
+
+pub(super) struct Collected {
+    pub sent: Sent,
+    pub snap: Snapshot,
+    pub acct: Accounting,
+    pub cpu: CpuUse,
+}
+
+/// Publish on the plan, wait for the deliveries, account for every event.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn publish_and_collect(
+    ctx: &Ctx,
+    fleet: &mut Fleet,
+    publisher: Arc<Publisher>,
+    plan: Plan,
+    origin: u64,
+    target: impl Fn(u64) -> Option<String>,
+    expect: u32,
+    drain_timeout: f64,
+    report: &mut Report,
+) -> anyhow::Result<Collected> {
+    fleet.arm(Arm { run: ctx.run, events: plan.total, origin_ns: origin, bucket_ms: 100 }).await?;
+    let meter = Meter::start(ctx, fleet);
+    let b = bar(plan.total, "publishing");
+    let sent = drive(publisher, plan, origin, target, &b).await;
+    b.finish_and_clear();
+    fleet.drain(sent.acked * expect as u64, Duration::from_secs(3), Duration::from_secs_f64(drain_timeout)).await?;
+    let cpu = meter.finish(report);
+    let snap = fleet.snapshot().await?;
+    let acct = account(&snap.deliveries.counts, &sent.acked_seqs, expect);
+    Ok(Collected { sent, snap, acct, cpu })
+}
+
+/// Report lines about publishing and delivery accounting.
+pub(super) fn delivery_lines(c: &Collected, plan: &Plan, report: &mut Report) -> Vec<(String, String)> {
+    let s = &c.sent;
+    let mut lines = vec![line(
+        "published",
+        format!(
+            "{} acknowledged of {} sent ({} failed){}",
+            s.acked,
+            s.attempted,
+            s.failed,
+            if s.cut_short { ", cut short by --duration" } else { "" }
+        ),
+    )];
+    if !s.errors.is_empty() {
+        lines.push(line("publish errors", format!("{:?}", s.errors)));
+    }
+    let publish_rate = per_second(s.acked, s.first_ns, s.last_ack_ns);
+    lines.push(line(
+        "publish rate",
+        format!(
+            "{}/s achieved{}",
+            kilo(publish_rate),
+            if plan.rate > 0.0 {
+                format!(" (asked {}/s, worst lag behind schedule {:.1} ms)", kilo(plan.rate), s.max_lag_ms)
+            } else {
+                String::new()
+            }
+        ),
+    ));
+    if plan.rate > 0.0 && publish_rate < plan.rate * 0.95 && !s.cut_short {
+        report.notes.push(format!(
+            "the publisher reached {publish_rate:.0}/s of the {:.0}/s asked: requests queued behind slow acknowledgements \
+             (their latency is counted from the intended instant)",
+            plan.rate
+        ));
+    }
+    let a = &c.acct;
+    lines.push(line(
+        "accounting",
+        format!(
+            "lost {}, duplicated {}, delivered without an ack {}, foreign frames {}, out of order {}",
+            a.lost, a.duplicated, a.delivered_unacked, c.snap.deliveries.foreign, c.snap.out_of_order
+        ),
+    ));
+    if c.snap.dropped > 0 {
+        lines.push(line("sessions dropped", c.snap.dropped));
+    }
+    let ack = s.ack_latency.summary();
+    lines.push(line(
+        "ack latency",
+        format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ack.p50_ms, ack.p99_ms, ack.max_ms),
+    ));
+    lines.extend(c.cpu.line());
+    report.headline("publish_per_s", publish_rate.round());
+    report.headline("lost", a.lost as f64);
+    report.headline("duplicated", a.duplicated as f64);
+    lines
+}
+
+pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::new(a.common).await?;
+    let mut fleet = ctx.fleet(a.connections).await?;
+    let origin = super::origin();
+    let out = ctx.connect(&mut fleet, a.connections, false, 0.0, origin).await?;
+    let mut report = Report::new(
+        "targeted",
+        ctx.common.label.clone(),
+        &ctx.common.url,
+        json!({
+            "connections": a.connections, "events": a.events, "rate": a.send.rate, "batch": a.send.batch,
+            "concurrency": a.send.concurrency, "via": format!("{:?}", a.send.via).to_lowercase(),
+            "workers": fleet.workers(),
+        }),
+    );
+    let mut lines = connect_lines(&out, origin, ctx.herald().as_ref(), &mut report);
+    let failed: std::collections::HashSet<u64> = out.failed.iter().copied().collect();
+    let users: Vec<u64> = (0..a.connections).filter(|i| !failed.contains(i)).collect();
+    anyhow::ensure!(!users.is_empty(), "no session could be opened");
+    // Recipients are drawn up front so the choice costs nothing while sending.
+    let mut rng = SmallRng::seed_from_u64(a.seed);
+    let recipients: Vec<u64> = (0..a.events).map(|_| users[rng.random_range(0..users.len())]).collect();
+    let cfg = ctx.pool_config();
+    let plan = Plan {
+        total: a.events,
+        batch: a.send.batch,
+        rate: a.send.rate,
+        concurrency: a.send.concurrency,
+        max_secs: a.send.duration,
+    };
+    let publisher = publisher(&ctx, &a.send).await?;
+    let send_origin = super::origin();
+    let c = publish_and_collect(
+        &ctx,
+        &mut fleet,
+        publisher,
+        plan,
+        send_origin,
+        |seq| Some(cfg.user(recipients[seq as usize])),
+        1,
+        a.send.drain_timeout,
+        &mut report,
+    )
+    .await?;
+
+    let d = &c.snap.deliveries;
+    let lat = d.latency();
+    let ls = lat.summary();
+    let delivered_per_s = per_second(c.acct.delivered_expected, c.sent.first_ns, d.last_ns);
+    lines.push(line(
+        "delivered",
+        format!(
+            "{} of {} acknowledged: {}/s (first send → last frame)",
+            c.acct.delivered_expected,
+            c.sent.acked,
+            kilo(delivered_per_s)
+        ),
+    ));
+    lines.push(line(
+        "latency",
+        format!(
+            "intended send → frame: p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}",
+            ls.p50_ms, ls.p90_ms, ls.p99_ms, ls.p999_ms, ls.max_ms
+        ),
+    ));
+    lines.extend(delivery_lines(&c, &plan, &mut report));
+    report.headline("delivered_per_s", delivered_per_s.round());
+    report.headline("p50_ms", ls.p50_ms);
+    report.headline("p90_ms", ls.p90_ms);
+    report.headline("p99_ms", ls.p99_ms);
+    report.headline("p999_ms", ls.p999_ms);
+    report.headline("max_ms", ls.max_ms);
+    report.results = json!({
+        "connect": {"connected": out.connected, "failures": out.failures},
+        "sent": {"attempted": c.sent.attempted, "acked": c.sent.acked, "failed": c.sent.failed,
+                 "errors": c.sent.errors, "cut_short": c.sent.cut_short, "max_lag_ms": c.sent.max_lag_ms,
+                 "ack_latency": c.sent.ack_latency.summary()},
+        "delivered": c.acct, "foreign": d.foreign, "out_of_order": c.snap.out_of_order,
+        "dropped_sessions": c.snap.dropped,
+        "delivered_per_s": delivered_per_s, "latency": ls,
+        "cpu": c.cpu,
+        "throughput": {"bucket_ms": d.timeline.bucket_ms, "delivered": d.timeline.counts, "sent": c.sent.timeline.counts},
+    });
+    let chart = Chart {
+        title: format!(
+            "targeted via {:?}: {} events to {} sessions{}",
+            a.send.via,
+            c.sent.acked,
+            out.connected,
+            if a.send.rate > 0.0 { format!(" at {}/s", kilo(a.send.rate)) } else { " (unbounded)".into() }
+        ),
+        latency_label: "intended send → frame",
+        spectrum: lat.spectrum(),
+        rate_label: "events per second",
+        series: vec![("sent", c.sent.timeline.rates()), ("delivered", d.timeline.rates())],
+    };
+    ctx.finish(&report, &lines, Some(chart))
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The standard benchmark set behind BENCHMARKS.md, in one go: Herald (release, fresh SQLite inbox per run)
+# pinned to one core, herald-loadtest pinned to the other, every entry ROUNDS times, JSON reports under
+# RESULTS, then a table of medians beside the peers' figures.
+#
+#   scripts/bench.sh                      # everything, 3 rounds (a few minutes)
+#   ROUNDS=1 ONLY="connect-19000" scripts/bench.sh
+#   AMQP=1 scripts/bench.sh               # also publish → frame through RabbitMQ (starts a broker)
+#
+# Environment: ROUNDS (3), RESULTS ($CARGO_TARGET_DIR/bench-results/DATE), CARGO_TARGET_DIR (/work/target-bench, so a build
+# here does not wait on the shared target dir's lock), HERALD_CORE (0), LOAD_CORE (1), ONLY (entry names),
+# AMQP (0), EXTRA_HERALD_ENV (e.g. "HERALD__STORE__SYNCHRONOUS=normal").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROUNDS=${ROUNDS:-3}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
+RESULTS=${RESULTS:-$CARGO_TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
+HERALD_CORE=${HERALD_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+ONLY=${ONLY:-}
+AMQP=${AMQP:-0}
+EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+log "building release binaries into $CARGO_TARGET_DIR"
+cargo build --release -q -p herald -p herald-loadtest
+HERALD=$CARGO_TARGET_DIR/release/herald
+LT=$CARGO_TARGET_DIR/release/herald-loadtest
+
+# Both processes may use every descriptor this machine allows one process (20,000 here).
+ulimit -n "$(ulimit -Hn)"
+mkdir -p "$RESULTS"
+WORK=$(mktemp -d /tmp/herald-bench.XXXXXX)
+HERALD_PID=
+AMQP_URL=
+
+cleanup() {
+  [ -n "$HERALD_PID" ] && kill "$HERALD_PID" 2>/dev/null && wait "$HERALD_PID" 2>/dev/null || true
+  if [ "$AMQP" = 1 ] && declare -F stop_services >/dev/null; then stop_services; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [ "$AMQP" = 1 ]; then
+  # shellcheck source=lib/services.sh
+  source "$ROOT/scripts/lib/services.sh"
+  start_rabbitmq
+  AMQP_URL=$HERALD_TEST_AMQP_URL
+fi
+
+start_herald() {
+  local dir=$WORK/run-$RANDOM
+  mkdir -p "$dir"
+  local envs=(HERALD__SERVER__BIND=127.0.0.1:0 HERALD__LOG__FILTER=warn
+              "HERALD__STORE__URL=sqlite://$dir/herald.db" HERALD__SERVER__DEMO_DIR=)
+  if [ -n "$AMQP_URL" ]; then envs+=(HERALD__AMQP__ENABLED=true "HERALD__AMQP__URL=$AMQP_URL"); fi
+  # shellcheck disable=SC2206
+  envs+=($EXTRA_HERALD_ENV)
+  env "${envs[@]}" taskset -c "$HERALD_CORE" "$HERALD" serve >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  HERALD_PID=$!
+  local deadline=$((SECONDS + 30))
+  until grep -q 'herald listening on' "$dir/stdout.log" 2>/dev/null; do
+    if ! kill -0 "$HERALD_PID" 2>/dev/null || ((SECONDS > deadline)); then
+      cat "$dir/stderr.log" >&2; echo "herald did not start" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  HERALD_URL=$(sed -n 's/^herald listening on \(http:\/\/[^ ]*\).*/\1/p' "$dir/stdout.log" | head -1)
+}
+
+stop_herald() {
+  kill "$HERALD_PID" 2>/dev/null || true
+  wait "$HERALD_PID" 2>/dev/null || true
+  HERALD_PID=
+}
+
+# run NAME ARGS...: one entry, ROUNDS times, each against a fresh Herald.
+run() {
+  local name=$1; shift
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
+  local r
+  for r in $(seq 1 "$ROUNDS"); do
+    start_herald
+    log "$name, round $r/$ROUNDS (herald pid $HERALD_PID at $HERALD_URL)"
+    taskset -c "$LOAD_CORE" "$LT" "$@" --url "$HERALD_URL" --server-pid "$HERALD_PID" \
+      --label "$name" --json-out "$RESULTS/$name-r$r.json" --plot "$RESULTS/$name-r$r.svg" --deadline 300 \
+      | sed 's/^/    /'
+    stop_herald
+  done
+}
+
+# connect: 19,000 idle authenticated sessions (two worker processes: one process may hold 20,000 fds).
+run connect-19000      connect -n 19000 --settle 3
+# targeted over HTTP ingest, unbounded: 100,000 events, 20 per request, 16 requests in flight.
+run targeted-http-max  targeted -n 10000 -m 100000 --batch 20 --concurrency 16
+# targeted over HTTP ingest at a fixed 5,000 events/s, one event per request (latency, not throughput).
+run targeted-http-rate targeted -n 10000 -m 25000 --rate 5000 --batch 1 --concurrency 64
+# broadcast: 40 broadcasts to 10,000 sessions.
+run broadcast-10000    broadcast -n 10000 -b 40 --concurrency 4
+# resume: 200 clients each miss 100 notifications, reconnect at 100/s with since.
+run resume-100         resume -r 200 -k 100 --reconnect-rate 100
+# resume: 10 clients each miss 10,000 notifications.
+run resume-10000       resume -r 10 -k 10000 --reconnect-rate 5
+if [ -n "$AMQP_URL" ]; then
+  # publish → frame through RabbitMQ at 5,000 events/s (needs Herald's AMQP consumer).
+  run targeted-amqp-5000 targeted -n 10000 -m 25000 --rate 5000 --via amqp --amqp-url "$AMQP_URL" --concurrency 64
+fi
+
+echo
+"$LT" summary "$RESULTS" | tee "$RESULTS/summary.md"
+echo "results: $RESULTS"
