@@ -161,13 +161,25 @@ pub enum QueueFullPolicy {
     Close,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    /// May hold a password (postgres://user:secret@...): its Debug form is redacted.
     pub url: String,
     pub synchronous: SqliteSync,
     pub batch_max: usize,
     pub read_connections: usize,
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &crate::redact_url(&self.url))
+            .field("synchronous", &self.synchronous)
+            .field("batch_max", &self.batch_max)
+            .field("read_connections", &self.read_connections)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -336,6 +348,7 @@ fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
 pub struct ClusterSettings {
     pub redis_url: Secret,
     pub pubsub: PubSubMode,
+    pub channel_prefix: String,
     pub node_id: String,
     pub publish_queue: usize,
     pub presence_interval_secs: u64,
@@ -423,6 +436,9 @@ impl Settings {
                     "cluster.redis_url",
                     "several nodes need a shared inbox: set store.url = \"postgres://...\" too",
                 ));
+            }
+            if self.cluster.channel_prefix.is_empty() || self.cluster.channel_prefix.contains(char::is_whitespace) {
+                return Err(invalid("cluster.channel_prefix", "must be a non-empty word"));
             }
             if self.cluster.node_id.contains('|') {
                 return Err(invalid("cluster.node_id", "may not contain `|`"));
@@ -562,7 +578,9 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let s = Settings::defaults();
+        let mut s = Settings::defaults();
+        s.store.url = "postgres://herald:hunter2@db/herald".into();
+        assert!(!format!("{s:?}").contains("hunter2"));
         let debug = format!("{s:?}");
         assert!(!debug.contains(DEV_JWT_SECRET));
         assert!(!debug.contains(DEV_SERVICE_KEY));

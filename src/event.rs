@@ -15,6 +15,10 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+/// Longest event id or user id kept as it is (bytes). Longer event ids are replaced by their SHA-256; longer
+/// user ids are refused by routing. Both backends index these columns.
+pub const MAX_ID_LEN: usize = 256;
+
 /// One decoded event, whatever shape it arrived in.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -152,6 +156,8 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
         .or_else(|| body.get("event_id").and_then(id_string))
         .or_else(|| body.get("id").and_then(id_string))
         .unwrap_or_else(|| digest(env.exchange, &routing_key, raw.get()));
+    // Still stable across redeliveries, and short enough to index.
+    let id = if id.len() > MAX_ID_LEN { format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))) } else { id };
 
     Ok(Event {
         id,
@@ -230,6 +236,17 @@ mod tests {
         assert!(a.starts_with("sha256:"));
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn overlong_event_ids_are_hashed_stably() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let mut e = env("x", "a.b");
+        e.message_id = Some(&long);
+        let a = decode_bytes(e, br#"{"k":1}"#, 1000).unwrap().id;
+        let b = decode_bytes(e, br#"{"k":2}"#, 1000).unwrap().id;
+        assert!(a.starts_with("sha256:") && a.len() <= MAX_ID_LEN);
+        assert_eq!(a, b, "the same message id gives the same event id");
     }
 
     #[test]

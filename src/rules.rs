@@ -34,6 +34,8 @@ pub enum RouteError {
     MissingRecipient { rule: String, tried: String },
     #[error("rule `{rule}`: template `{field}` failed: {message}")]
     Template { rule: String, field: &'static str, message: String },
+    #[error("rule `{rule}`: user id is {len} bytes, over the {max}-byte limit")]
+    UserIdTooLong { rule: String, len: usize, max: usize },
 }
 
 impl RouteError {
@@ -41,6 +43,7 @@ impl RouteError {
         match self {
             RouteError::MissingRecipient { .. } => "missing_user_id",
             RouteError::Template { .. } => "template_error",
+            RouteError::UserIdTooLong { .. } => "user_id_too_long",
         }
     }
 }
@@ -335,6 +338,13 @@ impl Rule {
             };
             if found.iter().any(|u| self.everyone_values.iter().any(|e| e == u)) {
                 return Ok(Recipients::Everyone);
+            }
+            if let Some(long) = found.iter().find(|u| u.len() > crate::event::MAX_ID_LEN) {
+                return Err(RouteError::UserIdTooLong {
+                    rule: self.name.clone(),
+                    len: long.len(),
+                    max: crate::event::MAX_ID_LEN,
+                });
             }
             if !found.is_empty() {
                 let mut users = found;

@@ -1,6 +1,7 @@
 //! The cross-node transport: Redis pub/sub.
 //!
-//! Channels: `herald:u:{user}` per user, `herald:all` for broadcasts. A node subscribes to a user's channel while
+//! Channels (under `cluster.channel_prefix`, default `herald`): `herald:u:{user}` per user, `herald:all` for
+//! broadcasts. A node subscribes to a user's channel while
 //! that user has a session on it (the registry's [`PresenceHook`]), so its inbound Redis traffic grows with the
 //! users connected to it, not with all users. The node that committed a notification publishes it once; every
 //! other subscribed node delivers it to its own sessions. `cluster.pubsub = "sharded"` switches to
@@ -30,12 +31,26 @@ use crate::config::{ClusterSettings, PubSubMode};
 use crate::registry::{PresenceHook, Registry, ResyncReason};
 use crate::telemetry::Health;
 
-const ALL: &str = "herald:all";
-const USER_PREFIX: &str = "herald:u:";
-const PRESENCE_KEY: &str = "herald:presence";
+/// Channel and key names, under `cluster.channel_prefix` (so deployments can share one Redis).
+#[derive(Debug, Clone)]
+struct Names {
+    all: String,
+    user_prefix: String,
+    presence: String,
+}
 
-fn user_channel(user: &str) -> String {
-    format!("{USER_PREFIX}{user}")
+impl Names {
+    fn new(prefix: &str) -> Self {
+        Names {
+            all: format!("{prefix}:all"),
+            user_prefix: format!("{prefix}:u:"),
+            presence: format!("{prefix}:presence"),
+        }
+    }
+
+    fn user(&self, user: &str) -> String {
+        format!("{}{user}", self.user_prefix)
+    }
 }
 
 enum Subscription {
@@ -46,6 +61,7 @@ enum Subscription {
 /// Cheap to share: the publishing half lives in the fan-out, the presence half in the registry.
 pub struct RedisTransport {
     node: Arc<str>,
+    names: Names,
     publish: mpsc::Sender<(String, Bytes)>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     connected: AtomicBool,
@@ -53,7 +69,7 @@ pub struct RedisTransport {
 
 impl Transport for RedisTransport {
     fn publish(&self, message: &Message) {
-        let (channel, payload) = encode(&self.node, message);
+        let (channel, payload) = encode(&self.names, &self.node, message);
         if self.publish.try_send((channel, payload)).is_err() {
             // Full (Redis slow or down): the receiving clients see a gap in prev_id and resume from the inbox.
             metrics::counter!("herald_redis_dropped_total").increment(1);
@@ -81,14 +97,14 @@ impl RedisTransport {
 }
 
 /// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification) or `u` (user frame).
-fn encode(node: &str, m: &Message) -> (String, Bytes) {
+fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
-            let channel = user.as_deref().map(user_channel).unwrap_or_else(|| ALL.to_owned());
+            let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
             (channel, format!("v1|{node}|n|{id}|{prev_id}|0|"), frame)
         }
         Message::UserFrame { user, frame, skip_session } => {
-            (user_channel(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame)
+            (names.user(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame)
         }
     };
     let mut payload = Vec::with_capacity(head.len() + frame.len());
@@ -98,7 +114,7 @@ fn encode(node: &str, m: &Message) -> (String, Bytes) {
 }
 
 /// `None` for our own messages and for anything malformed.
-fn decode(node: &str, channel: &str, payload: &[u8]) -> Option<Message> {
+fn decode(names: &Names, node: &str, channel: &str, payload: &[u8]) -> Option<Message> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.splitn(7, '|');
     let mut next = || parts.next();
@@ -107,7 +123,7 @@ fn decode(node: &str, channel: &str, payload: &[u8]) -> Option<Message> {
     if version != "v1" || origin == node {
         return None;
     }
-    let user: Option<Arc<str>> = channel.strip_prefix(USER_PREFIX).map(Arc::from);
+    let user: Option<Arc<str>> = channel.strip_prefix(names.user_prefix.as_str()).map(Arc::from);
     let frame = Utf8Bytes::from(frame.to_owned());
     match kind {
         "n" => Some(Message::Notification {
@@ -144,10 +160,17 @@ pub fn start(
     };
     let (publish, publish_rx) = mpsc::channel(settings.publish_queue);
     let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
-    let transport =
-        Arc::new(RedisTransport { node: node.clone(), publish, subscriptions, connected: AtomicBool::new(false) });
+    let names = Names::new(&settings.channel_prefix);
+    let transport = Arc::new(RedisTransport {
+        node: node.clone(),
+        names: names.clone(),
+        publish,
+        subscriptions,
+        connected: AtomicBool::new(false),
+    });
     health.set("redis", false, "connecting");
     let worker = Worker {
+        names,
         client,
         mode: settings.pubsub,
         node,
@@ -161,6 +184,7 @@ pub fn start(
 }
 
 struct Worker {
+    names: Names,
     client: redis::Client,
     mode: PubSubMode,
     node: Arc<str>,
@@ -214,7 +238,7 @@ impl Worker {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {
-                        let _: Result<(), _> = redis::cmd("HDEL").arg(PRESENCE_KEY).arg(&*self.node).exec_async(&mut con).await;
+                        let _: Result<(), _> = redis::cmd("HDEL").arg(&self.names.presence).arg(&*self.node).exec_async(&mut con).await;
                         return;
                     }
                     _ = lost.notified() => break "connection lost".to_owned(),
@@ -245,12 +269,13 @@ impl Worker {
     async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let fanout = Fanout::local(self.registry.clone());
         let node = self.node.clone();
+        let names = self.names.clone();
         let on_push = move |info: PushInfo| -> Result<(), ()> {
             match info.kind {
                 PushKind::Message | PushKind::SMessage => {
                     if let [Value::BulkString(channel), Value::BulkString(payload), ..] = info.data.as_slice() {
                         let channel = String::from_utf8_lossy(channel);
-                        if let Some(m) = decode(&node, &channel, payload) {
+                        if let Some(m) = decode(&names, &node, &channel, payload) {
                             metrics::counter!("herald_redis_received_total").increment(1);
                             fanout.deliver_local(&m);
                         }
@@ -266,8 +291,8 @@ impl Worker {
             .set_response_timeout(Some(Duration::from_secs(3)))
             .set_push_sender(on_push);
         let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await?;
-        let mut channels = vec![ALL.to_owned()];
-        channels.extend(self.registry.users().iter().map(|u| user_channel(u)));
+        let mut channels = vec![self.names.all.clone()];
+        channels.extend(self.registry.users().iter().map(|u| self.names.user(u)));
         for chunk in channels.chunks(1000) {
             redis::cmd(self.subscribe_cmd()).arg(chunk).exec_async(&mut con).await?;
         }
@@ -284,7 +309,7 @@ impl Worker {
     async fn apply(&self, con: &mut redis::aio::MultiplexedConnection, sub: Subscription) -> redis::RedisResult<()> {
         match sub {
             Subscription::Subscribe(user) => {
-                redis::cmd(self.subscribe_cmd()).arg(user_channel(&user)).exec_async(con).await?;
+                redis::cmd(self.subscribe_cmd()).arg(self.names.user(&user)).exec_async(con).await?;
                 // Anything published before the subscription took effect is in the inbox: catch up on it.
                 self.registry.resync_user(&user, ResyncReason::Subscribed);
             }
@@ -293,7 +318,7 @@ impl Worker {
                     PubSubMode::Classic => "UNSUBSCRIBE",
                     PubSubMode::Sharded => "SUNSUBSCRIBE",
                 };
-                redis::cmd(cmd).arg(user_channel(&user)).exec_async(con).await?;
+                redis::cmd(cmd).arg(self.names.user(&user)).exec_async(con).await?;
             }
         }
         Ok(())
@@ -328,7 +353,7 @@ impl Worker {
         let (users, sessions) = self.registry.counts();
         let now = chrono::Utc::now().timestamp();
         redis::cmd("HSET")
-            .arg(PRESENCE_KEY)
+            .arg(&self.names.presence)
             .arg(&*self.node)
             .arg(format!("{users} {sessions} {now}"))
             .exec_async(con)
@@ -349,8 +374,11 @@ pub struct NodePresence {
 pub async fn presence(settings: &ClusterSettings) -> Result<Vec<NodePresence>, String> {
     let client = redis::Client::open(settings.redis_url.expose()).map_err(|e| e.to_string())?;
     let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
-    let entries: Vec<(String, String)> =
-        redis::cmd("HGETALL").arg(PRESENCE_KEY).query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(Names::new(&settings.channel_prefix).presence)
+        .query_async(&mut con)
+        .await
+        .map_err(|e| e.to_string())?;
     let fresh_after = chrono::Utc::now().timestamp() - 3 * settings.presence_interval_secs as i64;
     let mut nodes: Vec<NodePresence> = entries
         .into_iter()
@@ -388,10 +416,11 @@ mod tests {
             frame: Utf8Bytes::from_static(r#"{"type":"notification","x":"a|b"}"#),
             ingested_at: Instant::now(),
         };
-        let (channel, payload) = encode("node-a", &m);
+        let names = Names::new("herald");
+        let (channel, payload) = encode(&names, "node-a", &m);
         assert_eq!(channel, "herald:u:u|1");
-        assert!(decode("node-a", &channel, &payload).is_none(), "a node ignores its own messages");
-        match decode("node-b", &channel, &payload).unwrap() {
+        assert!(decode(&names, "node-a", &channel, &payload).is_none(), "a node ignores its own messages");
+        match decode(&names, "node-b", &channel, &payload).unwrap() {
             Message::Notification { user, id, prev_id, frame, .. } => {
                 assert_eq!(user.as_deref(), Some("u|1"));
                 assert_eq!((id, prev_id), (42, 40));
@@ -406,13 +435,19 @@ mod tests {
             frame: Utf8Bytes::from_static("{}"),
             ingested_at: Instant::now(),
         };
-        let (channel, payload) = encode("node-a", &b);
-        assert_eq!(channel, ALL);
-        assert!(matches!(decode("node-b", &channel, &payload), Some(Message::Notification { user: None, id: 7, .. })));
+        let (channel, payload) = encode(&names, "node-a", &b);
+        assert_eq!(channel, "herald:all");
+        assert!(matches!(
+            decode(&names, "node-b", &channel, &payload),
+            Some(Message::Notification { user: None, id: 7, .. })
+        ));
         let r = Message::UserFrame { user: Arc::from("u"), frame: Utf8Bytes::from_static("{}"), skip_session: None };
-        let (channel, payload) = encode("node-a", &r);
-        assert!(matches!(decode("node-b", &channel, &payload), Some(Message::UserFrame { skip_session: None, .. })));
-        assert!(decode("node-b", "herald:u:x", b"garbage").is_none());
+        let (channel, payload) = encode(&names, "node-a", &r);
+        assert!(matches!(
+            decode(&names, "node-b", &channel, &payload),
+            Some(Message::UserFrame { skip_session: None, .. })
+        ));
+        assert!(decode(&names, "node-b", "herald:u:x", b"garbage").is_none());
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub async fn run_all(store: &dyn Store) {
     after_replays_oldest_first_with_bodies(store).await;
     purge_erases_only_that_user(store).await;
     prev_id_links_each_users_stream(store).await;
+    unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
     store.ping().await.unwrap();
 }
 
@@ -170,4 +171,15 @@ async fn prev_id_links_each_users_stream(store: &dyn Store) {
     for w in broadcasts.windows(2) {
         assert_eq!(w[1].notification.prev_id, w[0].notification.id, "broadcasts chain to each other");
     }
+}
+
+async fn unread_pages_are_not_crowded_out_by_read_broadcasts(store: &dyn Store) {
+    let older = stored(store, Write::Notify(draft("crowd-1", Recipients::Everyone))).await[0].id;
+    for i in 2..=4 {
+        let id = stored(store, Write::Notify(draft(&format!("crowd-{i}"), Recipients::Everyone))).await[0].id;
+        store.mark_read("crowd-user", id).await.unwrap().unwrap();
+    }
+    let page = store.list("crowd-user", q(1, None, true)).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, older, "the newest unread broadcast, past the read ones");
 }

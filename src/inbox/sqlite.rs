@@ -206,9 +206,14 @@ impl Store for SqliteStore {
                 "SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications
                      WHERE user_id = ?1 AND id < ?2 {unread} ORDER BY id DESC LIMIT ?3)
                  UNION ALL
-                 SELECT * FROM ({BROADCAST_SELECT} AND n.id < ?2 ORDER BY n.id DESC LIMIT ?3) {bunread}
+                 SELECT * FROM ({BROADCAST_SELECT} AND n.id < ?2 {bunread} ORDER BY n.id DESC LIMIT ?3)
                  ORDER BY id DESC LIMIT ?3",
-                bunread = if q.unread_only { "WHERE read_at IS NULL" } else { "" },
+                // Filter before the limit: read broadcasts must not crowd older unread ones out of the page.
+                bunread = if q.unread_only {
+                    "AND s.read_at IS NULL AND (w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
+                } else {
+                    ""
+                },
             );
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![user, q.before.unwrap_or(i64::MAX), q.limit], row_to_notification)?;

@@ -15,7 +15,8 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// A fresh database on the test PostgreSQL server, or None (with a note) when the suite runs without one.
+/// A fresh database on the test PostgreSQL server and a Redis URL, or None (with a note) when the suite runs
+/// without them. Each test's nodes use their own Redis channel prefix (see `node`).
 async fn fresh_database(test: &str) -> Option<(String, String)> {
     let (Some(pg), Some(redis)) = (env("HERALD_TEST_POSTGRES_URL"), env("HERALD_TEST_REDIS_URL")) else {
         eprintln!("{test}: skipped — HERALD_TEST_POSTGRES_URL and HERALD_TEST_REDIS_URL are not set (scripts/test.sh sets them)");
@@ -35,7 +36,10 @@ fn unique(prefix: &str) -> String {
 
 async fn node(pg: &str, redis: &str, id: &str) -> Gateway {
     let (pg, redis, id) = (pg.to_owned(), redis.to_owned(), id.to_owned());
+    // One channel prefix per database: tests sharing the Redis server never hear each other's broadcasts.
+    let prefix = pg.rsplit('/').next().unwrap().to_owned();
     spawn_gateway_with(move |s| {
+        s.cluster.channel_prefix = prefix;
         s.store.url = pg;
         s.cluster.redis_url = Secret::new(redis);
         s.cluster.node_id = id;
@@ -145,8 +149,9 @@ fn spawn_process(dir: &std::path::Path, name: &str, pg: &str, redis: &str) -> (C
         &config,
         format!(
             "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"{pg}\"\n[rules]\npath = \"{}\"\n\
-             [cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\n",
-            repo_path("config/rules.toml").display()
+             [cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{}\"\n",
+            repo_path("config/rules.toml").display(),
+            pg.rsplit('/').next().unwrap()
         ),
     )
     .unwrap();
