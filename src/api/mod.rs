@@ -12,7 +12,7 @@ mod ws;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
@@ -83,11 +83,14 @@ pub fn router(state: AppState) -> Router {
         app =
             app.route("/api/v1/dev/token", post(ops::dev_token)).route("/api/v1/dev/events", post(events::dev_ingest));
     }
+    // Unknown API paths answer a JSON 404 even when the demo's catch-all serves everything else.
+    let not_found = || async { ApiError::NotFound("no such route") };
+    app = app.route("/api/{*rest}", any(not_found));
     let demo = &state.settings.server.demo_dir;
     if !demo.as_os_str().is_empty() && demo.join("index.html").is_file() {
         app = app.fallback_service(ServeDir::new(demo).fallback(ServeFile::new(demo.join("index.html"))));
     } else {
-        app = app.fallback(|| async { ApiError::NotFound("no such route") });
+        app = app.fallback(not_found);
     }
     app.layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let query = req.uri().query().map(auth::redact_query).unwrap_or_default();

@@ -136,3 +136,19 @@ async fn dev_endpoints_exist_only_when_enabled() {
     let r = gw.raw().post(gw.url("/api/v1/dev/events")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 401, "not anonymous");
 }
+
+#[tokio::test]
+async fn unknown_api_routes_are_a_json_404_even_with_the_demo_served() {
+    let demo = tempfile::tempdir().unwrap();
+    std::fs::write(demo.path().join("index.html"), "<!doctype html><title>demo</title>").unwrap();
+    let dir = demo.path().to_owned();
+    let gw = spawn_gateway_with(move |s| s.server.demo_dir = dir).await;
+    let page = gw.raw().get(gw.url("/some/page")).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the single-page app handles its own routes");
+    assert!(page.text().await.unwrap().contains("demo"));
+    for path in ["/api/v1/nope", "/api/v2/users/u/notifications", "/api/v1/users/u/notifications/1/x"] {
+        let r = gw.raw().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found", "{path}");
+    }
+}
