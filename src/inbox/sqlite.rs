@@ -422,11 +422,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
         }
         Err(e) => {
             tracing::error!(error = %e, jobs = batch.len(), "inbox commit failed");
+            // Busy/locked stays `Unavailable` (callers retry); anything else is `Internal`.
+            let failure = internal(e);
             for job in batch.drain(..) {
-                let err = internal(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                    Some(e.to_string()),
-                ));
+                let err = failure.clone();
                 match job {
                     Job::Apply(_, r) => drop(r.send(Err(err))),
                     Job::MarkRead(_, _, r) => drop(r.send(Err(err))),

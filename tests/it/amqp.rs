@@ -7,7 +7,6 @@
 //! others share, so that no other test sees the broker go away.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -499,27 +498,6 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
     tab.silent_for(Duration::from_millis(200)).await;
 }
 
-/// Start `herald serve` (the real binary) on a free port; return the child and its base URL.
-fn start_binary(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("HERALD__LOG__FILTER", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("herald exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on ") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
-}
-
 fn kill_9(mut child: Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -534,7 +512,7 @@ async fn kill_9_mid_stream_stores_each_of_10000_events_exactly_once() {
     let broker = Broker::connect(&amqp.url).await;
 
     // A first start declares the topology; then the events wait in the queue.
-    let (child, base) = start_binary(&config);
+    let (child, base) = spawn_herald_process(&config);
     wait_consuming(&base).await;
     kill_9(child);
     let exchange = amqp.exchange("sgad.notifications");
@@ -545,7 +523,7 @@ async fn kill_9_mid_stream_stores_each_of_10000_events_exactly_once() {
     assert_eq!(broker.depth(&amqp.queue()).await as usize, EVENTS);
 
     // Consume, and SIGKILL in the middle of the stream.
-    let (child, base) = start_binary(&config);
+    let (child, base) = spawn_herald_process(&config);
     eventually("a fifth of the events to be acknowledged", SLOW_WAIT, async || {
         (metric(&base, "herald_amqp_messages_acked_total").await >= (EVENTS / 5) as f64).then_some(())
     })
@@ -555,7 +533,7 @@ async fn kill_9_mid_stream_stores_each_of_10000_events_exactly_once() {
     assert!(left > 0 && left < EVENTS, "killed mid-stream ({left} left)");
 
     // Start again: the unacknowledged deliveries come back, the committed ones among them are deduplicated.
-    let (child, base) = start_binary(&config);
+    let (child, base) = spawn_herald_process(&config);
     assert_exactly_once(&base, &users, EVENTS / USERS, |u, i| format!("event {}", i * USERS + u)).await;
     assert!(metric(&base, "herald_amqp_messages_redelivered_total").await > 0.0, "the kill left deliveries in flight");
     eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
