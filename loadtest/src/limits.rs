@@ -141,6 +141,9 @@ pub struct ProcSample {
     pub cpu_ticks: u64,
     pub fds: u64,
     pub fd_limit: u64,
+    /// Bytes this process caused to be written to storage (`/proc/PID/io` `write_bytes`).
+    #[serde(default)]
+    pub disk_write_bytes: u64,
     pub at_ns: u64,
 }
 
@@ -169,7 +172,17 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0);
+    let disk_write_bytes = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find(|l| l.starts_with("write_bytes:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
     Some(ProcSample {
+        disk_write_bytes,
         rss_kib: field("VmRSS:"),
         rss_anon_kib: field("RssAnon:"),
         cpu_ticks,

@@ -217,6 +217,8 @@ pub struct CpuUse {
     pub load: f64,
     /// Percent of Herald's core used by processes other than Herald.
     pub others_on_herald_core: Option<f64>,
+    /// Bytes Herald wrote to storage during the phase (WAL, checkpoints).
+    pub herald_disk_bytes: Option<u64>,
 }
 
 impl Meter {
@@ -229,7 +231,9 @@ impl Meter {
     }
 
     pub fn finish(&self, report: &mut Report) -> CpuUse {
-        let herald = self.herald.and_then(|(p, a)| Some(limits::cpu_percent(&a, &limits::sample(p)?)));
+        let herald_end = self.herald.and_then(|(p, a)| Some((a, limits::sample(p)?)));
+        let herald = herald_end.map(|(a, b)| limits::cpu_percent(&a, &b));
+        let herald_disk_bytes = herald_end.map(|(a, b)| b.disk_write_bytes.saturating_sub(a.disk_write_bytes));
         let load =
             self.load.iter().filter_map(|(p, a)| Some(limits::cpu_percent(a.as_ref()?, &limits::sample(*p)?))).sum();
         let others = self.core.and_then(|(c, (b0, t0))| {
@@ -237,7 +241,7 @@ impl Meter {
             let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0;
             Some((busy - herald?).max(0.0))
         });
-        let u = CpuUse { herald, load, others_on_herald_core: others };
+        let u = CpuUse { herald, load, others_on_herald_core: others, herald_disk_bytes };
         if let Some(h) = herald {
             report.headline("herald_cpu_percent", h.round());
             if h >= 90.0 {

@@ -162,6 +162,14 @@ pub(super) fn delivery_lines(c: &Collected, plan: &Plan, report: &mut Report) ->
         format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", ack.p50_ms, ack.p99_ms, ack.max_ms),
     ));
     lines.extend(c.cpu.line());
+    if let (Some(b), true) = (c.cpu.herald_disk_bytes, s.acked > 0) {
+        let per_event = b as f64 / s.acked as f64 / 1024.0;
+        lines.push(line(
+            "Herald disk writes",
+            format!("{:.1} MiB, {per_event:.1} KiB per acknowledged event", b as f64 / 1048576.0),
+        ));
+        report.headline("disk_kib_per_event", (per_event * 10.0).round() / 10.0);
+    }
     report.headline("publish_per_s", publish_rate.round());
     report.headline("lost", a.lost as f64);
     report.headline("duplicated", a.duplicated as f64);
