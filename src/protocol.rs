@@ -97,6 +97,8 @@ pub enum ServerFrame<'a> {
     Deleted {
         ids: &'a [i64],
     },
+    /// This user's inbox was erased (GDPR): drop everything shown.
+    Purged,
     Error {
         code: &'a str,
         message: &'a str,
@@ -259,6 +261,7 @@ mod tests {
             (ServerFrame::Read { ids: &[42], read_at }, "frame-read.json"),
             (ServerFrame::ReadAll { up_to: 43, read_at }, "frame-read-all.json"),
             (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
+            (ServerFrame::Purged, "frame-purged.json"),
             (ServerFrame::Replayed { up_to: 43 }, "frame-replayed.json"),
             (ServerFrame::Resync { reason: "slow_consumer", since: 41 }, "frame-resync.json"),
             (ServerFrame::TokenExpiring { expires_at: 1767000000 }, "frame-token-expiring.json"),

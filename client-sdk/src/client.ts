@@ -223,6 +223,9 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       case 'deleted':
         this._emit('deleted', { ids: frame.ids });
         break;
+      case 'purged':
+        this._emit('purged', {});
+        break;
       case 'error':
         this._error('server', new HeraldError(0, frame.code, frame.message));
         break;

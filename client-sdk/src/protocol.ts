@@ -69,6 +69,10 @@ export interface DeletedFrame {
   type: 'deleted';
   ids: number[];
 }
+/** This user's inbox was erased (GDPR): drop everything shown. */
+export interface PurgedFrame {
+  type: 'purged';
+}
 /** The server dropped queued frames (a slow link) and replays from the inbox after `since`, then `replayed`. */
 export interface ResyncFrame {
   type: 'resync';
@@ -100,6 +104,7 @@ export type ServerFrame =
   | ReadFrame
   | ReadAllFrame
   | DeletedFrame
+  | PurgedFrame
   | ResyncFrame
   | TokenExpiringFrame
   | AuthOkFrame
@@ -187,6 +192,7 @@ const checks: Record<ServerFrame['type'], Check> = {
   read: (f) => isIds(f.ids) && isStr(f.read_at),
   read_all: (f) => isNum(f.up_to) && isStr(f.read_at),
   deleted: (f) => isIds(f.ids),
+  purged: () => true,
   resync: (f) => isNum(f.since),
   token_expiring: (f) => isNum(f.expires_at),
   auth_ok: (f) => isNum(f.expires_at),

@@ -50,6 +50,8 @@ export interface ClientEvents<M extends object = EventBodyMap> {
   read: ReadContext;
   read_all: ReadAllContext;
   deleted: DeletedContext;
+  /** The user's inbox was erased on the server: clear what is shown. */
+  purged: Record<string, never>;
   error: ErrorContext;
 }
 

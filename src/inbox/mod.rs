@@ -58,6 +58,20 @@ pub struct NewNotification {
 /// answers. This is how fan-out keeps per-user order without the store knowing about sessions.
 pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, written: &NewNotification, stored: &[Notification]);
+    /// These users' inboxes were erased.
+    fn purged(&self, _users: &[String]) {}
+}
+
+/// Tell `listener` what one committed group of writes did. Every backend calls this after `COMMIT`, in commit
+/// order, before answering the writers.
+pub(crate) fn tell(listener: &dyn CommitListener, writes: &[Write], outcomes: &[WriteOutcome]) {
+    for (w, o) in writes.iter().zip(outcomes) {
+        match (w, o) {
+            (Write::Notify(n), WriteOutcome::Stored(stored)) => listener.committed(n, stored),
+            (Write::Purge { users, .. }, WriteOutcome::Purged { .. }) => listener.purged(users),
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

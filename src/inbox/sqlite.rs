@@ -401,11 +401,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
             if let Some(listener) = listener {
                 for (job, answer) in batch.iter().zip(&answers) {
                     if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
-                        for (w, o) in writes.iter().zip(outcomes) {
-                            if let (Write::Notify(n), WriteOutcome::Stored(stored)) = (w, o) {
-                                listener.committed(n, stored);
-                            }
-                        }
+                        super::tell(listener, writes, outcomes);
                     }
                 }
             }

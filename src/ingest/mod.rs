@@ -149,6 +149,17 @@ impl Pipeline {
 pub struct Publisher(pub Fanout);
 
 impl CommitListener for Publisher {
+    fn purged(&self, users: &[String]) {
+        let frame = crate::protocol::ServerFrame::Purged.encode();
+        for user in users {
+            self.0.publish(Message::UserFrame {
+                user: Arc::from(user.as_str()),
+                frame: frame.clone(),
+                skip_session: None,
+            });
+        }
+    }
+
     fn committed(&self, written: &NewNotification, stored: &[Notification]) {
         for n in stored {
             let kind = if n.user_id.is_some() { "targeted" } else { "broadcast" };

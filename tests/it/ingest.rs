@@ -120,8 +120,10 @@ async fn user_deleted_event_purges_the_inbox() {
     gw.post_fixture("medtrack-stage-accepted.json").await;
     gw.post_fixture("medtrack-encadrant-created.json").await; // someone else's
     assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 2);
+    let mut tab = gw.connect(user).await;
     let resp = gw.post_fixture("medtrack-user-deleted.json").await;
     assert_eq!(resp["results"][0]["status"], "purged");
+    assert_eq!(tab.frame().await, json!({"type": "purged"}), "open tabs drop what they show");
     assert_eq!(gw.inbox(user).await["items"].as_array().unwrap().len(), 0);
     assert_eq!(gw.unread(user).await, 0);
     assert_eq!(gw.inbox("5c6d7e8f-9a0b-4c1d-8e2f-3a4b5c6d7e8f").await["items"].as_array().unwrap().len(), 1);

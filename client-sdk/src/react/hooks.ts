@@ -56,6 +56,8 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       client.on('read', ({ ids, readAt }) => dispatch({ type: 'read', ids, readAt })),
       client.on('read_all', ({ upTo, readAt }) => dispatch({ type: 'read_all', upTo, readAt })),
       client.on('deleted', ({ ids }) => dispatch({ type: 'remove', ids })),
+      // Erased on the server: the first page, fetched again, is the truth (empty).
+      client.on('purged', () => void load()),
       client.on('state', ({ newState }) => {
         if (newState === State.Connected) void load();
       }),
@@ -151,6 +153,7 @@ export function useUnreadCount(): UseUnreadCountResult {
       client.on('read', onChange),
       client.on('read_all', onChange),
       client.on('deleted', onChange),
+      client.on('purged', onChange),
       client.on('state', ({ newState }) => newState === State.Connected && onChange()),
     ];
     return () => offs.forEach((off) => off());

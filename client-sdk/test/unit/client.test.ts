@@ -384,6 +384,7 @@ describe('events', () => {
     client.on('read', (e) => got.push(['read', e]));
     client.on('read_all', (e) => got.push(['read_all', e]));
     client.on('deleted', (e) => got.push(['deleted', e]));
+    client.on('purged', (e) => got.push(['purged', e]));
     client.on('error', (e) => got.push(['error', e.kind, e.error.code]));
     client.connect();
     await settle();
@@ -392,6 +393,7 @@ describe('events', () => {
     ws.receive({ type: 'read', ids: [1, 2], read_at: 't' });
     ws.receive({ type: 'read_all', up_to: 7, read_at: 't' });
     ws.receive({ type: 'deleted', ids: [3] });
+    ws.receive({ type: 'purged' });
     ws.receive({ type: 'error', code: 'bad_message', message: 'nope' });
     ws.receive('not json');
     ws.receive({ type: 'pong' });
@@ -399,6 +401,7 @@ describe('events', () => {
       ['read', { ids: [1, 2], readAt: 't' }],
       ['read_all', { upTo: 7, readAt: 't' }],
       ['deleted', { ids: [3] }],
+      ['purged', {}],
       ['error', 'server', 'bad_message'],
       ['error', 'protocol', 'bad_frame'],
     ]);
