@@ -152,8 +152,11 @@ pub fn kilo(x: f64) -> String {
     }
 }
 
+/// Per label: how many rounds, and the median of each headline number.
+pub type Medians = BTreeMap<String, (usize, BTreeMap<String, f64>)>;
+
 /// Medians of every headline number, per label, over all reports in a directory.
-pub fn medians(reports: &[Report]) -> BTreeMap<String, (usize, BTreeMap<String, f64>)> {
+pub fn medians(reports: &[Report]) -> Medians {
     let mut by_label: BTreeMap<String, Vec<&Report>> = BTreeMap::new();
     for r in reports {
         let label = r.label.clone().unwrap_or_else(|| r.scenario.clone());

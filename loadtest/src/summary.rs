@@ -99,7 +99,35 @@ const ROWS: &[Row] = &[
         peers: ["—", "—", "—", "—"],
         fmt: ms,
     },
+    Row {
+        what: "two nodes (PostgreSQL + Redis), event posted to the session's node, p99",
+        label: "cluster-same-node",
+        key: "p99_ms",
+        goal: "—",
+        peers: ["—", "—", "—", "—"],
+        fmt: ms,
+    },
+    Row {
+        what: "two nodes (PostgreSQL + Redis), event posted to the other node, p99",
+        label: "cluster-cross-node",
+        key: "p99_ms",
+        goal: "—",
+        peers: ["—", "—", "—", "—"],
+        fmt: ms,
+    },
 ];
+
+/// What the Redis hop adds: cross-node minus same-node, per percentile (goal: ≤ 2 ms at p99 on loopback).
+fn redis_hop(m: &crate::report::Medians) -> Option<String> {
+    let same = &m.get("cluster-same-node")?.1;
+    let cross = &m.get("cluster-cross-node")?.1;
+    let d = |k: &str| Some(cross.get(k)? - same.get(k)?);
+    Some(format!(
+        "Redis hop (cross-node minus same-node medians): p50 {:+.2} ms, p99 {:+.2} ms (goal ≤ 2 ms at p99)",
+        d("p50_ms")?,
+        d("p99_ms")?
+    ))
+}
 
 pub fn run(a: SummaryArgs) -> anyhow::Result<()> {
     let reports = load_dir(&a.dir)?;
@@ -121,6 +149,9 @@ pub fn run(a: SummaryArgs) -> anyhow::Result<()> {
             "| {} | {} | {herald} | {} | {} | {} | {} |",
             r.what, r.goal, r.peers[0], r.peers[1], r.peers[2], r.peers[3]
         );
+    }
+    if let Some(hop) = redis_hop(&m) {
+        println!("\n{hop}");
     }
     Ok(())
 }

@@ -73,6 +73,7 @@ pub async fn run(a: ResumeArgs) -> anyhow::Result<()> {
         concurrency: a.concurrency,
         via: Via::Http,
         amqp_url: String::new(),
+        publish_url: None,
         amqp_no_declare: true,
         duration: 600.0,
         drain_timeout: 0.0,

@@ -40,6 +40,10 @@ pub struct SendArgs {
     pub via: Via,
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
+    /// Publish over HTTP to this Herald instead of `--url` (sessions stay on `--url`): with two nodes sharing
+    /// Redis, what this adds over publishing to `--url` itself is the cross-node hop.
+    #[arg(long)]
+    pub publish_url: Option<String>,
     /// Do not declare the exchange (it must exist).
     #[arg(long)]
     pub amqp_no_declare: bool,
@@ -71,7 +75,8 @@ pub struct TargetedArgs {
 pub(super) async fn publisher(ctx: &Ctx, s: &SendArgs) -> anyhow::Result<Arc<Publisher>> {
     Ok(Arc::new(match s.via {
         Via::Http => {
-            Publisher::http(&ctx.common.url, &ctx.common.exchange, &ctx.common.service_key, ctx.run, s.concurrency)
+            let url = s.publish_url.as_deref().unwrap_or(&ctx.common.url);
+            Publisher::http(url, &ctx.common.exchange, &ctx.common.service_key, ctx.run, s.concurrency)
         }
         Via::Amqp => Publisher::amqp(&s.amqp_url, &ctx.common.exchange, !s.amqp_no_declare, ctx.run).await?,
     }))
