@@ -94,6 +94,13 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
         "herald started"
     );
 
+    // Frames are small and latency matters more than packet count: no Nagle delay (which, with the peer's
+    // delayed ACK, holds a frame up to 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
 
