@@ -169,6 +169,7 @@ pub struct StoreSettings {
     pub synchronous: SqliteSync,
     pub batch_max: usize,
     pub read_connections: usize,
+    pub sqlite_cache_mib: usize,
 }
 
 impl fmt::Debug for StoreSettings {
@@ -178,6 +179,7 @@ impl fmt::Debug for StoreSettings {
             .field("synchronous", &self.synchronous)
             .field("batch_max", &self.batch_max)
             .field("read_connections", &self.read_connections)
+            .field("sqlite_cache_mib", &self.sqlite_cache_mib)
             .finish()
     }
 }
@@ -469,6 +471,7 @@ impl Settings {
             ("cluster.publish_queue", self.cluster.publish_queue),
             ("cluster.presence_interval_secs", self.cluster.presence_interval_secs as usize),
             ("store.read_connections", self.store.read_connections),
+            ("store.sqlite_cache_mib", self.store.sqlite_cache_mib),
             ("server.max_body_bytes", self.server.max_body_bytes),
         ];
         for (key, value) in positive {

@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use herald::config::Settings;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: the hot paths allocate small, short-lived buffers on several threads; glibc's malloc spent
+/// ~13 % of Herald's core in `_int_malloc`/`malloc_consolidate` under targeted load (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Real-time WebSocket notification gateway")]
 struct Cli {
