@@ -164,9 +164,11 @@ if [ -n "$AMQP_URL" ]; then
 fi
 if [ "$CLUSTER" = 1 ]; then
   # The Redis hop: sessions on node A; events posted to node A (delivered locally) or to node B (delivered
-  # through Redis). Same inbox, same rate: the difference is the hop.
-  run cluster-same-node  targeted -n 2000 -m 10000 --rate 1000 --batch 1 --concurrency 32
-  run cluster-cross-node targeted -n 2000 -m 10000 --rate 1000 --batch 1 --concurrency 32 --publish-url '$PEER_URL'
+  # through Redis). Same inbox, same rate: the difference is the hop. --settle: node A subscribes each new
+  # user's channel after the session is ready (events in between come by inbox replay); let it finish first.
+  run cluster-same-node  targeted -n 2000 -m 10000 --rate 1000 --batch 1 --concurrency 32 --settle 3
+  run cluster-cross-node targeted -n 2000 -m 10000 --rate 1000 --batch 1 --concurrency 32 --settle 3 \
+    --publish-url '$PEER_URL'
 fi
 
 echo

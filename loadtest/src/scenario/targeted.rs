@@ -70,6 +70,10 @@ pub struct TargetedArgs {
     /// Seed for picking recipients.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Seconds to wait between the last session ready and the first send (e.g. for a cluster node to finish
+    /// subscribing its new users on Redis; until then their events arrive by inbox replay, later).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle: f64,
 }
 
 pub(super) async fn publisher(ctx: &Ctx, s: &SendArgs) -> anyhow::Result<Arc<Publisher>> {
@@ -212,6 +216,9 @@ pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
         max_secs: a.send.duration,
     };
     let publisher = publisher(&ctx, &a.send).await?;
+    if a.settle > 0.0 {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(a.settle)).await;
+    }
     let send_origin = super::origin();
     let c = publish_and_collect(
         &ctx,
