@@ -117,15 +117,25 @@ const ROWS: &[Row] = &[
     },
 ];
 
-/// What the Redis hop adds: cross-node minus same-node, per percentile (goal: ≤ 2 ms at p99 on loopback).
+/// What the Redis hop adds (goal: ≤ 2 ms at p99 on loopback). Both entries share the inbox and the rate, so the
+/// hop is what a frame takes after the ingest's acknowledgement (the commit) on the cross-node entry, beyond
+/// the same on the same-node entry. The plain difference of the frame latencies is shown too; on a shared core
+/// it is mostly the two runs' noise.
 fn redis_hop(m: &crate::report::Medians) -> Option<String> {
     let same = &m.get("cluster-same-node")?.1;
     let cross = &m.get("cluster-cross-node")?.1;
-    let d = |k: &str| Some(cross.get(k)? - same.get(k)?);
+    let after_ack = |e: &std::collections::BTreeMap<String, f64>, p: &str| {
+        Some(e.get(&format!("{p}_ms"))? - e.get(&format!("ack_{p}_ms"))?)
+    };
+    let hop = |p: &str| Some(after_ack(cross, p)? - after_ack(same, p)?);
+    let plain = |k: &str| Some(cross.get(k)? - same.get(k)?);
     Some(format!(
-        "Redis hop (cross-node minus same-node medians): p50 {:+.2} ms, p99 {:+.2} ms (goal ≤ 2 ms at p99)",
-        d("p50_ms")?,
-        d("p99_ms")?
+        "Redis hop (frame after the commit's acknowledgement, cross-node minus same-node): p50 {:+.2} ms, \
+         p99 {:+.2} ms (goal ≤ 2 ms at p99); plain difference of frame latency medians: p50 {:+.2} ms, p99 {:+.2} ms",
+        hop("p50")?,
+        hop("p99")?,
+        plain("p50_ms")?,
+        plain("p99_ms")?
     ))
 }
 

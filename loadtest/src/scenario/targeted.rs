@@ -180,6 +180,8 @@ pub(super) fn delivery_lines(c: &Collected, plan: &Plan, report: &mut Report) ->
         report.headline("disk_kib_per_event", (per_event * 10.0).round() / 10.0);
     }
     report.headline("publish_per_s", publish_rate.round());
+    report.headline("ack_p50_ms", ack.p50_ms);
+    report.headline("ack_p99_ms", ack.p99_ms);
     report.headline("lost", a.lost as f64);
     report.headline("duplicated", a.duplicated as f64);
     lines
