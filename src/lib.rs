@@ -86,7 +86,7 @@ pub async fn run_with(
         Some(wrap) => wrap(store),
         None => store,
     };
-    let pipeline = Pipeline::new(rules.clone(), store.clone());
+    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone());
     let amqp = settings
         .amqp
         .enabled

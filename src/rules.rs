@@ -58,6 +58,11 @@ pub enum Recipients {
 #[derive(Debug, Clone)]
 pub struct Draft {
     pub recipients: Recipients,
+    /// The rule's `event_type` when it sets one (what front-ends switch on), else the event's own.
+    pub event_type: Option<String>,
+    /// The rule's `dedupe_key` when it sets one: the idempotency key instead of the event id, so a re-published
+    /// event (same meaning, fresh timestamp) is stored once. Namespaced by the rule's name.
+    pub dedupe_key: Option<String>,
     pub kind: String,
     pub title: String,
     pub content: String,
@@ -68,6 +73,8 @@ pub struct Draft {
 #[derive(Debug, Clone)]
 pub enum Route {
     Notify(Draft),
+    /// Push to the recipients' open sessions without storing (`action = "live"`).
+    Live(Draft),
     /// Erase these users' inboxes (GDPR).
     Purge(Vec<String>),
     Ignore,
@@ -106,6 +113,12 @@ struct RuleSpec {
     when_missing: WhenMissing,
     #[serde(rename = "type", default)]
     kind: Option<String>,
+    /// Template for the notification's `event_type` (default: the event's own).
+    #[serde(default)]
+    event_type: Option<String>,
+    /// Template for a semantic idempotency key (default: the event id).
+    #[serde(default)]
+    dedupe_key: Option<String>,
     #[serde(default)]
     title: Option<String>,
     #[serde(default)]
@@ -130,6 +143,8 @@ struct RelatedSpec {
 enum Action {
     #[default]
     Notify,
+    /// Push to open sessions only: no inbox row, no unread count, not replayed.
+    Live,
     Purge,
     Ignore,
 }
@@ -159,6 +174,8 @@ struct Rule {
     everyone_values: Vec<String>,
     when_missing: WhenMissing,
     data: Option<String>,
+    has_event_type: bool,
+    has_dedupe_key: bool,
 }
 
 /// The compiled rule set. Cheap to share behind an `Arc`.
@@ -211,8 +228,15 @@ impl Rules {
                     return Err(invalid(format!("`data` must be a JSON pointer starting with '/', got `{d}`")));
                 }
             }
-            if spec.action == Action::Notify {
-                let title = spec.title.clone().ok_or_else(|| invalid("a notify rule needs `title`".into()))?;
+            for (field, source) in [("event_type", &spec.event_type), ("dedupe_key", &spec.dedupe_key)] {
+                if let Some(t) = source {
+                    templates
+                        .add_template_owned(format!("{}\u{0}{field}", spec.name), t.clone())
+                        .map_err(|e| invalid(format!("template `{field}`: {e}")))?;
+                }
+            }
+            if matches!(spec.action, Action::Notify | Action::Live) {
+                let title = spec.title.clone().ok_or_else(|| invalid("a notify or live rule needs `title`".into()))?;
                 let sources = [
                     spec.kind.clone().unwrap_or_else(|| "info".into()),
                     title,
@@ -235,6 +259,8 @@ impl Rules {
                 everyone_values: spec.everyone_values,
                 when_missing: spec.when_missing,
                 data: spec.data,
+                has_event_type: spec.event_type.is_some(),
+                has_dedupe_key: spec.dedupe_key.is_some(),
             });
         }
         Ok(Rules { rules, templates })
@@ -273,7 +299,7 @@ impl Rules {
                     tried: "a purge needs one user, not everyone".into(),
                 }),
             },
-            Action::Notify => {
+            Action::Notify | Action::Live => {
                 let recipients = rule.recipients(event)?;
                 let ctx = minijinja::context! {
                     event => minijinja::context! {
@@ -304,14 +330,22 @@ impl Rules {
                     },
                     None => raw_null(),
                 };
-                Ok(Route::Notify(Draft {
+                let event_type = if rule.has_event_type { Some(render("event_type")?) } else { None };
+                let dedupe_key = match rule.has_dedupe_key {
+                    true => Some(render("dedupe_key")?).filter(|k| !k.is_empty()).map(|k| format!("{}:{k}", rule.name)),
+                    false => None,
+                };
+                let draft = Draft {
                     recipients,
+                    event_type,
+                    dedupe_key,
                     kind: render("type")?,
                     title: render("title")?,
                     content: render("content")?,
                     related_object,
                     data,
-                }))
+                };
+                Ok(if rule.action == Action::Live { Route::Live(draft) } else { Route::Notify(draft) })
             }
         }
     }

@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Authenticator, Principal};
 use crate::config::WebSocketSettings;
 use crate::inbox::{Replayed, Store, StoreError};
-use crate::protocol::{encode_notification_frame, ClientMessage, Position, ServerFrame};
+use crate::protocol::{
+    encode_notification_frame, event_format, ClientMessage, Format, Position, ServerFrame, EVENT_FORMAT_PONG,
+};
 use crate::registry::{Bounds, CloseReason, Next, Outgoing, Registry, ResyncReason};
 
 /// What every session needs, shared.
@@ -47,6 +49,7 @@ pub struct SessionParams {
     pub user: String,
     pub since: Option<Position>,
     pub expires_at: i64,
+    pub format: Format,
 }
 
 /// How a session ended, for metrics.
@@ -111,6 +114,7 @@ struct Session<'a> {
     deps: &'a SessionDeps,
     user: Arc<str>,
     expires_at: i64,
+    format: Format,
     /// The last id delivered on this socket in each chain (set when the session opens).
     position: Position,
     /// Not set until the opening read answered and `ready` went out.
@@ -134,6 +138,7 @@ impl<'a> Session<'a> {
             deps,
             user: Arc::from(p.user),
             expires_at: p.expires_at,
+            format: p.format,
             position: Position::default(),
             opened: false,
             since: p.since,
@@ -373,7 +378,12 @@ impl<'a> Session<'a> {
                 }
                 self.position.advance(n.chain(), n.id);
                 sent += 1;
-                self.socket.feed(WsMessage::Text(encode_notification_frame(n, &r.body))).await?;
+                let frame = encode_notification_frame(n, &r.body);
+                let frame = match self.format {
+                    Format::Herald => frame,
+                    Format::Event => event_format(frame.as_str()).unwrap_or(frame),
+                };
+                self.socket.feed(WsMessage::Text(frame)).await?;
             }
             // Flush each page: a client that was away for a week gets a stream, not one burst.
             self.socket.flush().await
@@ -465,7 +475,7 @@ impl<'a> Session<'a> {
                         .record(now.saturating_duration_since(t).as_secs_f64());
                 }
             }
-            self.socket.feed(WsMessage::Text(out.frame.clone())).await.map_err(|_| Ended::Transport)?;
+            self.socket.feed(WsMessage::Text(out.bytes(self.format))).await.map_err(|_| Ended::Transport)?;
         }
         metrics::counter!("herald_notifications_delivered_total").increment(delivered);
         self.socket.flush().await.map_err(|_| Ended::Transport)?;
@@ -480,6 +490,10 @@ impl<'a> Session<'a> {
             return Err(self.close(CloseReason::TooBig).await);
         }
         match message {
+            // The seeds' gateway answered any text with this pong; their front-ends expect it.
+            Ok(ClientMessage::Ping) | Err(_) if self.format == Format::Event => {
+                self.send_now(Utf8Bytes::from_static(EVENT_FORMAT_PONG)).await
+            }
             Ok(ClientMessage::Ping) => self.send_now(ServerFrame::Pong.encode()).await,
             Ok(ClientMessage::Resume { since }) => {
                 if self.opened {

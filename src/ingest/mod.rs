@@ -14,8 +14,10 @@ use std::sync::Arc;
 use crate::event::Event;
 use crate::fanout::{Fanout, Message};
 use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
-use crate::protocol::{encode_notification_frame, Notification};
-use crate::rules::{Route, RouteError, Rules};
+use axum::extract::ws::Utf8Bytes;
+
+use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
+use crate::rules::{Recipients, Route, RouteError, Rules};
 
 /// An event that has been routed and is ready to commit.
 #[derive(Debug)]
@@ -28,7 +30,14 @@ pub struct Prepared {
 
 #[derive(Debug)]
 enum Action {
-    Write { write: Write },
+    Write {
+        write: Write,
+    },
+    /// Pushed to open sessions after the batch commits; never stored.
+    Live {
+        recipients: Recipients,
+        frame: Utf8Bytes,
+    },
     Skip(Status),
 }
 
@@ -40,6 +49,8 @@ pub enum Status {
     Purged,
     Ignored,
     Unmatched,
+    /// Pushed live to open sessions, not stored (`action = "live"`).
+    Live,
 }
 
 impl Status {
@@ -50,6 +61,7 @@ impl Status {
             Status::Purged => "purged",
             Status::Ignored => "ignored",
             Status::Unmatched => "unmatched",
+            Status::Live => "live",
         }
     }
 }
@@ -65,11 +77,13 @@ pub struct Outcome {
 pub struct Pipeline {
     rules: Arc<Rules>,
     store: Arc<dyn Store>,
+    /// Where live-only events go (stored notifications reach it through the store's commit listener).
+    fanout: Fanout,
 }
 
 impl Pipeline {
-    pub fn new(rules: Arc<Rules>, store: Arc<dyn Store>) -> Self {
-        Pipeline { rules, store }
+    pub fn new(rules: Arc<Rules>, store: Arc<dyn Store>, fanout: Fanout) -> Self {
+        Pipeline { rules, store, fanout }
     }
 
     pub fn rules(&self) -> &Rules {
@@ -80,14 +94,19 @@ impl Pipeline {
     pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
         let route = self.rules.route(&event)?;
         let action = match route {
+            Route::Live(d) => {
+                let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
+                let frame = ServerFrame::Event { event_type, title: &d.title, content: &d.content, body: &event.raw };
+                Action::Live { recipients: d.recipients, frame: frame.encode() }
+            }
             Route::Notify(d) => Action::Write {
                 write: Write::Notify(NewNotification {
-                    event_id: event.id.clone(),
+                    event_id: d.dedupe_key.map(|k| format!("rule:{k}")).unwrap_or_else(|| event.id.clone()),
                     recipients: d.recipients,
                     kind: d.kind,
                     title: d.title,
                     content: d.content,
-                    event_type: event.event_type.clone(),
+                    event_type: d.event_type.unwrap_or_else(|| event.event_type.clone()),
                     source: event.source.clone(),
                     related_object: d.related_object,
                     data: d.data,
@@ -114,16 +133,33 @@ impl Pipeline {
     pub async fn commit(&self, prepared: Vec<Prepared>) -> Result<Vec<Outcome>, StoreError> {
         let mut writes = Vec::with_capacity(prepared.len());
         let mut slots = Vec::with_capacity(prepared.len());
+        let mut live = Vec::new();
         for p in prepared {
             match p.action {
                 Action::Write { write } => {
                     writes.push(write);
                     slots.push((p.event_id, None));
                 }
+                Action::Live { recipients, frame } => {
+                    live.push((recipients, frame));
+                    slots.push((p.event_id, Some(Status::Live)));
+                }
                 Action::Skip(status) => slots.push((p.event_id, Some(status))),
             }
         }
-        let mut results = self.store.apply(writes).await?.into_iter();
+        let mut results = if writes.is_empty() { Vec::new() } else { self.store.apply(writes).await? }.into_iter();
+        // After the commit, so a live event never overtakes a stored notification that preceded it in the batch.
+        for (recipients, frame) in live {
+            metrics::counter!("herald_live_events_total").increment(1);
+            match recipients {
+                Recipients::Everyone => self.fanout.publish(Message::Live { user: None, frame }),
+                Recipients::Users(users) => {
+                    for u in users {
+                        self.fanout.publish(Message::Live { user: Some(Arc::from(u)), frame: frame.clone() });
+                    }
+                }
+            }
+        }
         Ok(slots
             .into_iter()
             .map(|(event_id, skipped)| {

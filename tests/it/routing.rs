@@ -57,14 +57,17 @@ fn check(name: &str, case: &Value, rules: &Rules) {
         Recipients::Everyone => json!("everyone"),
         Recipients::Users(u) => json!(u),
     };
-    match rules.route(&event) {
+    let routed = rules.route(&event);
+    let live = matches!(routed, Ok(Route::Live(_)));
+    match routed {
         Err(e) => assert_eq!(expect["error"], e.reason(), "{name}: route failed: {e}"),
         Ok(route) => {
             assert!(expect.get("error").is_none(), "{name}: expected an error, got {route:?}");
             match route {
-                Route::Notify(d) => {
-                    field("action", json!("notify"));
+                Route::Notify(d) | Route::Live(d) => {
+                    field("action", json!(if live { "live" } else { "notify" }));
                     field("to", to(&d.recipients));
+                    field("notification_event_type", json!(d.event_type.as_deref().unwrap_or(&event.event_type)));
                     field("type", json!(d.kind));
                     field("title", json!(d.title));
                     field("content", json!(d.content));
