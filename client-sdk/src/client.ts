@@ -8,8 +8,9 @@
  *   never compared across chains (a broadcast may overtake a targeted notification with a smaller id).
  * - Gaps are the server's job: it replays a chain before a frame whose `prev_id` is above the session's cursor,
  *   so the client never reconnects because of a `prev_id`.
- * - `stale` (refetch counts and pages) is emitted on every `ready` but the first, on `resync` and on
- *   `truncated`, at most once per catch-up (until `replayed`).
+ * - `stale` (refetch counts and pages) is emitted on every `ready` but the first, on `resync`, and on a
+ *   `truncated` that does not follow one of those in the same catch-up (until `replayed`): truncation says
+ *   nothing about read state, so the refetch already asked for covers it.
  * - `token_expiring` is answered in-band (`auth` with a fresh token); a 4001 close reconnects at once.
  * - At most one socket is live; handlers of a dropped socket are detached, so a stale socket never acts.
  * - `close()` (or a 1000 close from the server) stops reconnecting until the next `connect()`.
@@ -61,7 +62,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _attempt = 0;
   /** A session got ready before: the next `ready` is a reconnect (the app's REST data may be stale). */
   private _wasReady = false;
-  /** `stale` was emitted for the catch-up under way (until `replayed`): do not announce it twice. */
+  /** `stale` was emitted for the catch-up under way (until `replayed`): a `truncated` in it is not announced. */
   private _staleAnnounced = false;
   private _refreshingToken = false;
   private _pingIntervalMs = DEFAULT_PING_INTERVAL_MS;
@@ -231,7 +232,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         break;
       case 'truncated':
         this._log('history before', frame.oldest_id, 'was pruned');
-        this._stale('truncated');
+        if (!this._staleAnnounced) this._stale('truncated');
         break;
       case 'token_expiring':
         void this._refreshToken();
@@ -281,9 +282,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     else this._scheduleReconnect();
   }
 
-  /** Tell the app to refetch what it shows, once per catch-up. */
+  /** Tell the app to refetch what it shows. */
   private _stale(reason: StaleContext['reason']): void {
-    if (this._staleAnnounced) return this._log('stale again (', reason, '): already announced');
     this._staleAnnounced = true;
     this._emit('stale', { reason });
   }

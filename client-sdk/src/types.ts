@@ -44,8 +44,8 @@ export interface DeletedContext {
  * What the app fetched over REST (unread count, visible page) may be out of date: fetch it again.
  * `reconnect`: a session opened again after an earlier one (read state changed meanwhile is not replayed);
  * `resync`: the server dropped frames of this session (read state is not replayed); `truncated`: the replay
- * starts above pruned history. At most one per catch-up (a `truncated` right after a reconnect or a resync is
- * not announced again).
+ * starts above pruned history (not announced when it follows a reconnect or a resync in the same catch-up: the
+ * refetch they asked for covers it).
  */
 export interface StaleContext {
   reason: 'reconnect' | 'resync' | 'truncated';
