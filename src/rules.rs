@@ -7,7 +7,8 @@
 //! Invariants: rules are compiled and validated at start (bad rules refuse to start, naming the rule);
 //! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
@@ -348,6 +349,33 @@ impl Rules {
                 Ok(if rule.action == Action::Live { Route::Live(draft) } else { Route::Notify(draft) })
             }
         }
+    }
+}
+
+/// The rules in force, replaceable while running (SIGHUP, `POST /api/v1/admin/rules/reload`). Each event is
+/// routed by one snapshot; a file that does not compile is refused and the rules in force stay.
+#[derive(Clone)]
+pub struct RulesHandle {
+    current: Arc<RwLock<Arc<Rules>>>,
+    path: PathBuf,
+}
+
+impl RulesHandle {
+    pub fn new(rules: Rules, path: &Path) -> Self {
+        RulesHandle { current: Arc::new(RwLock::new(Arc::new(rules))), path: path.to_owned() }
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<Rules> {
+        self.current.read().expect("rules lock poisoned").clone()
+    }
+
+    /// Load the rules file again. On error the rules in force are kept.
+    pub fn reload(&self) -> Result<usize, RulesError> {
+        let rules = Rules::load(&self.path)?;
+        let n = rules.len();
+        *self.current.write().expect("rules lock poisoned") = Arc::new(rules);
+        Ok(n)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, Wr
 use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
-use crate::rules::{Recipients, Route, RouteError, Rules};
+use crate::rules::{Recipients, Route, RouteError, Rules, RulesHandle};
 
 /// An event that has been routed and is ready to commit.
 #[derive(Debug)]
@@ -75,24 +75,33 @@ pub struct Outcome {
 
 #[derive(Clone)]
 pub struct Pipeline {
-    rules: Arc<Rules>,
+    rules: RulesHandle,
     store: Arc<dyn Store>,
     /// Where live-only events go (stored notifications reach it through the store's commit listener).
     fanout: Fanout,
 }
 
 impl Pipeline {
-    pub fn new(rules: Arc<Rules>, store: Arc<dyn Store>, fanout: Fanout) -> Self {
+    pub fn new(rules: RulesHandle, store: Arc<dyn Store>, fanout: Fanout) -> Self {
         Pipeline { rules, store, fanout }
     }
 
-    pub fn rules(&self) -> &Rules {
-        &self.rules
+    /// The rules in force now (they can be reloaded while running).
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.current()
+    }
+
+    /// Load the rules file again; on error the rules in force stay.
+    pub fn reload_rules(&self) -> Result<usize, crate::rules::RulesError> {
+        let n = self.rules.reload()?;
+        metrics::counter!("herald_rules_reloads_total").increment(1);
+        tracing::info!(rules = n, "rules reloaded");
+        Ok(n)
     }
 
     /// Route one decoded event. Pure: no I/O.
     pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
-        let route = self.rules.route(&event)?;
+        let route = self.rules.current().route(&event)?;
         let action = match route {
             Route::Live(d) => {
                 let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
