@@ -64,7 +64,9 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
     } else {
         Fanout::local(registry.clone())
     };
-    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone())))).await.context("opening the inbox")?;
+    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
+        .await
+        .context("opening the inbox")?;
     let pipeline = Pipeline::new(rules.clone(), store.clone());
     let amqp = settings
         .amqp

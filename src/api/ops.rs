@@ -67,7 +67,7 @@ pub async fn presence(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.principal(&headers)? != crate::auth::Principal::Service {
+    if !matches!(state.principal(&headers)?, crate::auth::Principal::Service { .. }) {
         return Err(ApiError::Forbidden("presence needs a service key".into()));
     }
     let cluster = &state.settings.cluster;

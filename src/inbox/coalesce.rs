@@ -75,6 +75,15 @@ impl Store for Coalescing {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        self.inner.history_floor(user).await
+    }
+    async fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> Result<super::PruneReport, StoreError> {
+        self.inner.prune(now).await
+    }
     async fn close(&self) {
         self.inner.close().await
     }
@@ -122,6 +131,15 @@ mod tests {
         }
         async fn ping(&self) -> Result<(), StoreError> {
             self.0.ping().await
+        }
+        async fn probe_write(&self) -> Result<(), StoreError> {
+            self.0.probe_write().await
+        }
+        async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+            self.0.history_floor(user).await
+        }
+        async fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> Result<crate::inbox::PruneReport, StoreError> {
+            self.0.prune(now).await
         }
         async fn close(&self) {
             self.0.close().await

@@ -3,8 +3,8 @@
 //! HTTP ingest (`api::events`) and the AMQP consumer both call [`Pipeline::prepare`] per event and
 //! [`Pipeline::commit`] per batch; only the decision of what to do with a bad event (4xx, dead letter) is theirs.
 //!
-//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same event id) is
-//! neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
+//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same scoped event id,
+//! [`crate::event::DedupeKey`]) is neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
 
 pub mod amqp;
 
@@ -83,6 +83,7 @@ impl Pipeline {
             Route::Notify(d) => Action::Write {
                 write: Write::Notify(NewNotification {
                     event_id: event.id.clone(),
+                    dedupe_key: event.dedupe_key,
                     recipients: d.recipients,
                     kind: d.kind,
                     title: d.title,
@@ -95,7 +96,9 @@ impl Pipeline {
                     ingested_at: event.received_at,
                 }),
             },
-            Route::Purge(users) => Action::Write { write: Write::Purge { event_id: event.id.clone(), users } },
+            Route::Purge(users) => Action::Write {
+                write: Write::Purge { event_id: event.id.clone(), dedupe_key: event.dedupe_key, users },
+            },
             Route::Ignore => Action::Skip(Status::Ignored),
             Route::Unmatched => {
                 metrics::counter!("herald_events_unmatched_total").increment(1);
