@@ -34,12 +34,20 @@ pub struct Monitored {
     health: Health,
     writable: AtomicBool,
     closed: AtomicBool,
+    /// Wakes the probe at once when a write fails, so it starts probing at the failing pace.
+    failed: tokio::sync::Notify,
 }
 
 impl Monitored {
     pub fn new(inner: Arc<dyn Store>, health: Health) -> Monitored {
         health.set(COMPONENT, true, "writable");
-        Monitored { inner, health, writable: AtomicBool::new(true), closed: AtomicBool::new(false) }
+        Monitored {
+            inner,
+            health,
+            writable: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            failed: tokio::sync::Notify::new(),
+        }
     }
 
     /// Whether the last write succeeded (or failed for a reason that says nothing about the store).
@@ -58,6 +66,7 @@ impl Monitored {
             Err(StoreError::Unavailable(e)) if !self.closed.load(Ordering::Acquire) => {
                 if self.writable.swap(false, Ordering::AcqRel) {
                     tracing::error!(error = %e, "the store refused a write; reporting not ready until one succeeds");
+                    self.failed.notify_one();
                 }
                 self.health.set(COMPONENT, false, format!("last write failed: {e}"));
             }
@@ -119,12 +128,13 @@ pub fn spawn(store: &Arc<Monitored>, settings: &StoreSettings) {
     let weak = Arc::downgrade(store);
     tokio::spawn(async move {
         loop {
-            let period = match live(&weak) {
-                Some(store) if store.writable() => PROBE_HEALTHY,
-                Some(_) => PROBE_FAILING,
-                None => return,
-            };
-            tokio::time::sleep(period).await;
+            let Some(store) = live(&weak) else { return };
+            let period = if store.writable() { PROBE_HEALTHY } else { PROBE_FAILING };
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = store.failed.notified() => tokio::time::sleep(PROBE_FAILING).await,
+            }
+            drop(store);
             let Some(store) = live(&weak) else { return };
             if let Err(e) = store.probe_write().await {
                 tracing::debug!(error = %e, "store probe write failed");

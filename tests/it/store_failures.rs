@@ -21,7 +21,7 @@ async fn readyz(gw: &Gateway) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
-/// Poll `/readyz` until it answers `status` (the probe write runs every second while failing).
+/// Poll `/readyz` until it answers `status` (the probe write runs every second while writes fail).
 async fn wait_ready(gw: &Gateway, status: u16) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
