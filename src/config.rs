@@ -607,6 +607,22 @@ mod tests {
     }
 
     #[test]
+    fn retention_keys_outside_their_ranges_are_refused_and_named() {
+        for (var, value, key) in [
+            ("HERALD__STORE__DEDUPE_WINDOW_DAYS", "0", "store.dedupe_window_days"),
+            ("HERALD__STORE__PRUNE_BATCH", "0", "store.prune_batch"),
+            ("HERALD__STORE__PRUNE_INTERVAL_SECS", "0", "store.prune_interval_secs"),
+            ("HERALD__STORE__RETENTION_DAYS", "100000", "store.retention_days"),
+        ] {
+            let e = err(&[(var, value)]);
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+        let s = Settings::defaults().store;
+        assert_eq!((s.retention_days, s.max_per_user, s.dedupe_window_days), (90, 0, 7));
+        assert_eq!((s.prune_interval_secs, s.prune_batch), (60, 1000));
+    }
+
+    #[test]
     fn production_refuses_development_secrets() {
         let e = err(&[("HERALD__PROFILE", "production")]);
         assert!(e.contains("auth.jwt_secret"), "{e}");
