@@ -124,9 +124,22 @@ enum Job {
 /// Background writes: the probe and one batch of pruning each (times in unix milliseconds).
 enum Upkeep {
     Probe,
-    Expired { cutoff: i64, batch: usize },
-    Beyond { user: String, keep: u64, batch: usize },
-    Dedupe { cutoff: i64, batch: usize },
+    Expired {
+        cutoff: i64,
+        batch: usize,
+    },
+    Beyond {
+        user: String,
+        keep: u64,
+        batch: usize,
+    },
+    Dedupe {
+        cutoff: i64,
+        batch: usize,
+    },
+    /// A setting of the write connection (tests: `max_page_count` makes a real "database or disk is full").
+    #[cfg(test)]
+    Pragma(String),
 }
 
 impl Job {
@@ -185,16 +198,27 @@ struct DbFile {
 
 impl DbFile {
     fn opened(path: &Path) -> Result<DbFile, StoreError> {
-        use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        Ok(DbFile { path: path.to_owned(), dev: m.dev(), ino: m.ino() })
+        let (dev, ino) = DbFile::identity(&m);
+        Ok(DbFile { path: path.to_owned(), dev, ino })
+    }
+
+    #[cfg(unix)]
+    fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    }
+
+    /// Elsewhere only a missing file is noticed.
+    #[cfg(not(unix))]
+    fn identity(_: &std::fs::Metadata) -> (u64, u64) {
+        (0, 0)
     }
 
     /// `Unavailable` unless the path still names the file that is open.
     fn check(&self) -> Result<(), StoreError> {
-        use std::os::unix::fs::MetadataExt;
         match std::fs::metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == (self.dev, self.ino) => Ok(()),
+            Ok(m) if DbFile::identity(&m) == (self.dev, self.ino) => Ok(()),
             Ok(_) => Err(unavailable(format!(
                 "the database file {} was replaced since it was opened; writes are refused (restart to use it)",
                 self.path.display()
@@ -743,6 +767,8 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
                 .execute(params![cutoff, *batch as i64])?;
             Ok(PruneReport { dedupe_keys: (keys + legacy) as u64, ..Default::default() })
         }
+        #[cfg(test)]
+        Upkeep::Pragma(sql) => tx.execute_batch(sql).map(|()| PruneReport::default()),
     }
 }
 
@@ -914,6 +940,36 @@ mod tests {
             .map(|n| n.title)
             .collect();
         assert_eq!(titles, ["title after", "title before"], "nothing was acknowledged into the unlinked file");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_unavailable_and_not_ready_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(open(&dir));
+        let health = crate::telemetry::Health::default();
+        let store = crate::inbox::Monitored::new(sqlite.clone(), health.clone());
+        let big = |id: &str| {
+            let mut n = crate::inbox::contract::draft(id, Recipients::Everyone);
+            n.body = Arc::from(RawValue::from_string(format!(r#""{}""#, "x".repeat(64 * 1024))).unwrap());
+            Write::Notify(n)
+        };
+        store.apply(vec![big("fits")]).await.unwrap();
+        let writes_ok = || health.snapshot().into_iter().find(|(name, _)| *name == "store_writes").unwrap().1.ok;
+        assert!(writes_ok());
+
+        // No room for another page: SQLite's own "database or disk is full".
+        let pages: i64 = sqlite.read(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0))).await.unwrap();
+        let cap = format!("PRAGMA max_page_count = {pages}");
+        sqlite.write(|tx| Job::Upkeep(Upkeep::Pragma(cap), tx)).await.unwrap();
+        let full = store.apply(vec![big("does-not-fit")]).await;
+        assert!(matches!(&full, Err(StoreError::Unavailable(e)) if e.contains("full")), "{full:?}");
+        assert!(!writes_ok(), "not ready after a refused write");
+
+        sqlite.write(|tx| Job::Upkeep(Upkeep::Pragma("PRAGMA max_page_count = 1073741823".into()), tx)).await.unwrap();
+        store.probe_write().await.unwrap();
+        assert!(writes_ok(), "ready again once a write succeeds");
+        assert!(matches!(store.apply(vec![big("fits-again")]).await.unwrap()[0], WriteOutcome::Stored(_)));
         store.close().await;
     }
 
