@@ -81,7 +81,9 @@ pub async fn run_with(
     } else {
         Fanout::local(registry.clone())
     };
-    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone())))).await.context("opening the inbox")?;
+    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
+        .await
+        .context("opening the inbox")?;
     let store = match hooks.wrap_store {
         Some(wrap) => wrap(store),
         None => store,

@@ -137,7 +137,8 @@ pub enum ServerFrame<'a> {
     Truncated {
         since: i64,
         since_broadcast: i64,
-        /// The oldest id still retained for this user (the replay starts there).
+        /// Notifications the client missed below this id were pruned (one above the highest pruned id of the
+        /// chains the client had missed).
         oldest_id: i64,
     },
     /// This session may have missed frames (its outbound queue overflowed, or the node's Redis link dropped):

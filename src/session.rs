@@ -86,8 +86,8 @@ pub async fn run(socket: WebSocket, deps: SessionDeps, params: SessionParams) {
 
 /// The one store read a session may be waiting for.
 enum Loaded {
-    /// The newest id of each chain.
-    Latest(Position),
+    /// The newest id of each chain and, when a client asked for a replay, how far history was pruned.
+    Latest(Position, Option<Position>),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
 }
@@ -161,7 +161,7 @@ impl<'a> Session<'a> {
         };
         let outbox = &registration.handle.outbox;
         let session_id = format!("s-{:x}", registration.handle.id);
-        self.pending = Some(self.read_latest());
+        self.pending = Some(self.read_latest(self.since.is_some()));
 
         let ping_every = Duration::from_secs(s.ping_interval_secs);
         let idle_after = Duration::from_secs(s.idle_timeout_secs);
@@ -187,7 +187,7 @@ impl<'a> Session<'a> {
                 Some(loaded) = OptionFuture::from(self.pending.as_mut()), if self.pending.is_some() => {
                     self.pending = None;
                     let step = match loaded {
-                        Ok(Loaded::Latest(latest)) => self.on_latest(latest, &session_id).await,
+                        Ok(Loaded::Latest(latest, floor)) => self.on_latest(latest, floor, &session_id).await,
                         Ok(Loaded::Page(items)) => self.on_page(items).await,
                         Err(failed) => Err(self.store_failed(failed).await),
                     };
@@ -276,9 +276,19 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn read_latest(&self) -> PendingRead {
+    fn read_latest(&self, with_floor: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
-        self.bounded(async move { store.latest(&user).await.map(Loaded::Latest) })
+        self.bounded(async move {
+            let latest = store.latest(&user).await?;
+            let floor = match with_floor {
+                true => store
+                    .history_floor(&user)
+                    .await
+                    .map(|(targeted, broadcast)| Some(Position { targeted, broadcast }))?,
+                false => None,
+            };
+            Ok(Loaded::Latest(latest, floor))
+        })
     }
 
     fn read_page(&self, from: Position) -> PendingRead {
@@ -315,10 +325,10 @@ impl<'a> Session<'a> {
             return;
         }
         self.replay = Some(Replay { announced, requested: from, again: false });
-        self.pending = Some(if clamp_to_latest { self.read_latest() } else { self.read_page(from) });
+        self.pending = Some(if clamp_to_latest { self.read_latest(true) } else { self.read_page(from) });
     }
 
-    async fn on_latest(&mut self, latest: Position, session_id: &str) -> Result<(), Ended> {
+    async fn on_latest(&mut self, latest: Position, floor: Option<Position>, session_id: &str) -> Result<(), Ended> {
         if !self.opened {
             self.opened = true;
             let ready = ServerFrame::Ready {
@@ -349,6 +359,23 @@ impl<'a> Session<'a> {
                         Some(Some(reason)) => self.resync(reason).await,
                     };
                 }
+            }
+        }
+        let Some(r) = &self.replay else { return Ok(()) };
+        let requested = r.requested;
+        if let Some(floor) = floor {
+            // What the client missed below the floors was pruned by retention: say so rather than replay a part
+            // silently.
+            let cut = |since: i64, floor: i64| (since < floor).then_some(floor);
+            let pruned = cut(requested.targeted, floor.targeted).max(cut(requested.broadcast, floor.broadcast));
+            if let Some(pruned_up_to) = pruned {
+                metrics::counter!("herald_session_truncated_replays_total").increment(1);
+                let frame = ServerFrame::Truncated {
+                    since: requested.targeted,
+                    since_broadcast: requested.broadcast,
+                    oldest_id: pruned_up_to + 1,
+                };
+                self.send_now(frame.encode()).await?;
             }
         }
         let Some(r) = &self.replay else { return Ok(()) };

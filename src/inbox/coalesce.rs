@@ -88,6 +88,15 @@ impl Store for Coalescing {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        self.inner.history_floor(user).await
+    }
+    async fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> Result<super::PruneReport, StoreError> {
+        self.inner.prune(now).await
+    }
     async fn close(&self) {
         self.inner.close().await
     }

@@ -3,15 +3,15 @@
 //! HTTP ingest (`api::events`) and the AMQP consumer both call [`Pipeline::prepare`] per event and
 //! [`Pipeline::commit`] per batch; only the decision of what to do with a bad event (4xx, dead letter) is theirs.
 //!
-//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same event id) is
-//! neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
+//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same scoped event id,
+//! [`crate::event::DedupeKey`]) is neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
 
 pub mod amqp;
 
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::event::Event;
+use crate::event::{DedupeKey, Event};
 use crate::fanout::{Fanout, Message};
 use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
 use axum::extract::ws::Utf8Bytes;
@@ -110,7 +110,9 @@ impl Pipeline {
             }
             Route::Notify(d) => Action::Write {
                 write: Write::Notify(NewNotification {
-                    event_id: d.dedupe_key.map(|k| format!("rule:{k}")).unwrap_or_else(|| event.id.clone()),
+                    event_id: event.id.clone(),
+                    // A rule's semantic key replaces the event's own (a re-publish with a fresh timestamp).
+                    dedupe_key: d.dedupe_key.as_deref().map(DedupeKey::rule).unwrap_or(event.dedupe_key),
                     recipients: d.recipients,
                     kind: d.kind,
                     title: d.title,
@@ -123,7 +125,9 @@ impl Pipeline {
                     ingested_at: event.received_at,
                 }),
             },
-            Route::Purge(users) => Action::Write { write: Write::Purge { event_id: event.id.clone(), users } },
+            Route::Purge(users) => Action::Write {
+                write: Write::Purge { event_id: event.id.clone(), dedupe_key: event.dedupe_key, users },
+            },
             Route::Ignore => Action::Skip(Status::Ignored),
             Route::Unmatched => {
                 metrics::counter!("herald_events_unmatched_total").increment(1);

@@ -12,3 +12,4 @@ mod ingest;
 mod no_gaps;
 mod routing;
 mod sessions;
+mod store_failures;

@@ -32,7 +32,12 @@ fn check(name: &str, case: &Value, rules: &Rules) {
         }
     };
     let expect = &case["expect"];
-    let env = Envelope { exchange: &exchange, routing_key: Some(&routing_key), message_id: message_id.as_deref() };
+    let env = Envelope {
+        exchange: &exchange,
+        routing_key: Some(&routing_key),
+        message_id: message_id.as_deref(),
+        caller: None,
+    };
     let event = match decode_bytes(env, body_text.as_bytes(), 1 << 20) {
         Ok(e) => e,
         Err(e) => {

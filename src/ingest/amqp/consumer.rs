@@ -224,8 +224,13 @@ impl Consumer {
 
     fn classify(&self, d: &Delivery) -> Result<Prepared, Poison> {
         let message_id = d.properties.message_id().as_ref().map(|m| m.as_str());
-        let envelope =
-            Envelope { exchange: d.exchange.as_str(), routing_key: Some(d.routing_key.as_str()), message_id };
+        // An AMQP message_id is global: no caller scopes it.
+        let envelope = Envelope {
+            exchange: d.exchange.as_str(),
+            routing_key: Some(d.routing_key.as_str()),
+            message_id,
+            caller: None,
+        };
         let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
             reason: e.reason(),
             error: e.to_string(),
