@@ -666,6 +666,7 @@ mod tests {
                 ("events.topic", AmqpExchangeKind::Topic, medtrack.clone()),
                 ("medtrack.events", AmqpExchangeKind::Topic, medtrack),
                 ("sgad.availability", AmqpExchangeKind::Topic, vec!["availability.#"]),
+                ("sgad.matches", AmqpExchangeKind::Topic, vec!["match.#"]),
                 ("sgad.notifications", AmqpExchangeKind::Fanout, vec![]),
             ]
         );

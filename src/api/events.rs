@@ -144,6 +144,16 @@ async fn handle(
         metrics::counter!("herald_ingest_events_total", "transport" => "http", "status" => o.status.label())
             .increment(1);
     }
+    // An event addressed through an alias nobody taught yet stored nothing (the others in the batch did): the
+    // caller learns which, and may post it again once the alias is known.
+    if let Some(unresolved) = outcomes.iter().find_map(|o| o.error.as_ref()) {
+        let body = serde_json::json!({
+            "error": unresolved.reason(),
+            "message": unresolved.to_string(),
+            "results": outcomes,
+        });
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));
+    }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "results": outcomes }))))
 }
 

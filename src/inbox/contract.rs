@@ -8,10 +8,12 @@ use serde_json::value::RawValue;
 
 use super::*;
 use crate::config::StoreSettings;
+use crate::rules::AliasRecord;
 
 /// A notification for `recipients` from an event whose id is global (as an AMQP `message_id` is).
 pub fn draft(event_id: &str, recipients: Recipients) -> NewNotification {
     NewNotification {
+        aliases: Vec::new(),
         event_id: event_id.into(),
         dedupe_key: DedupeKey::global(event_id),
         recipients,
@@ -49,6 +51,7 @@ pub async fn run_all(store: &dyn Store) {
     read_all_and_delete_are_per_user(store).await;
     after_replays_oldest_first_with_bodies(store).await;
     after_takes_one_cursor_per_chain(store).await;
+    aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store).await;
     purge_erases_only_that_user(store).await;
     prev_id_links_each_users_stream(store).await;
     unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
@@ -231,6 +234,50 @@ async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
     let end = store.latest("rp").await.unwrap();
     assert_eq!(end, Position { targeted: c, broadcast: b });
     assert_eq!(store.after("rp", end, 100).await.unwrap().len(), 0);
+}
+
+/// The store resolves alias recipients in the commit: an alias taught earlier in the same batch counts; an
+/// unknown one writes nothing — not even the dedupe key — so the same event is stored once it is known. Aliases
+/// are erased with their user.
+async fn aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store: &dyn Store) {
+    let to_student = |id: &str| Recipients::Alias { kind: "student".into(), aliases: vec![id.into()] };
+    let early = Write::Notify(draft("al-stage-1", to_student("st-1")));
+    match store.apply(vec![early.clone()]).await.unwrap().pop().unwrap() {
+        WriteOutcome::Unresolved { kind, alias } => assert_eq!((kind.as_str(), alias.as_str()), ("student", "st-1")),
+        other => panic!("expected Unresolved, got {other:?}"),
+    }
+    assert_eq!(store.alias("student", "st-1").await.unwrap(), None);
+
+    let mut welcome = draft("al-welcome", users(&["al-user"]));
+    welcome.aliases = vec![AliasRecord { kind: "student".into(), alias: "st-1".into(), user: "al-user".into() }];
+    let later = Write::Notify(draft("al-stage-2", to_student("st-1")));
+    let out = store.apply(vec![Write::Notify(welcome), later]).await.unwrap();
+    match &out[1] {
+        WriteOutcome::Stored(rows) => {
+            assert_eq!(rows[0].user_id.as_deref(), Some("al-user"), "taught in the same batch")
+        }
+        other => panic!("expected Stored, got {other:?}"),
+    }
+    assert_eq!(store.alias("student", "st-1").await.unwrap().as_deref(), Some("al-user"));
+    // The event that came too early is stored now: its first attempt left no dedupe key behind.
+    assert_eq!(stored(store, early.clone()).await[0].user_id.as_deref(), Some("al-user"));
+    assert!(matches!(store.apply(vec![early]).await.unwrap()[0], WriteOutcome::Duplicate));
+
+    // Set over the API (not an event: never a duplicate), then erased with the user.
+    let set = Write::Alias(AliasRecord { kind: "encadrant".into(), alias: "en-1".into(), user: "al-user".into() });
+    for _ in 0..2 {
+        assert!(matches!(store.apply(vec![set.clone()]).await.unwrap()[0], WriteOutcome::AliasSet));
+    }
+    store
+        .apply(vec![Write::Purge {
+            event_id: "al-gdpr".into(),
+            dedupe_key: DedupeKey::global("al-gdpr"),
+            users: vec!["al-user".into()],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.alias("student", "st-1").await.unwrap(), None, "erased with the user");
+    assert_eq!(store.alias("encadrant", "en-1").await.unwrap(), None);
 }
 
 /// Each chain has its own cursor: a client that got the newer broadcast but not the older targeted row (they

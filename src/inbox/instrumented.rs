@@ -60,6 +60,9 @@ impl Store for Instrumented {
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
         self.inner.delete(user, id).await
     }
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        self.inner.alias(kind, alias).await
+    }
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         (self.hook)(Read::Latest, user).await;
         self.inner.latest(user).await

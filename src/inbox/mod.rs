@@ -39,7 +39,7 @@ pub use upkeep::Monitored;
 use crate::config::{Settings, StoreLocation};
 use crate::event::DedupeKey;
 use crate::protocol::{Notification, Position, RelatedObject};
-use crate::rules::Recipients;
+use crate::rules::{AliasRecord, Recipients};
 use crate::telemetry::Health;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,6 +71,8 @@ pub struct NewNotification {
     pub body: Arc<RawValue>,
     /// When the event entered Herald (delivery-latency metric).
     pub ingested_at: Instant,
+    /// Aliases the event teaches, recorded in the same commit (before later writes resolve them).
+    pub aliases: Vec<AliasRecord>,
 }
 
 /// Told about every stored notification right after its commit, in commit (= id) order, before the writer
@@ -96,12 +98,14 @@ pub(crate) fn tell(listener: &dyn CommitListener, writes: &[Write], outcomes: &[
 #[derive(Debug, Clone)]
 pub enum Write {
     Notify(NewNotification),
-    /// Erase these users' inboxes (their rows and their broadcast read state).
+    /// Erase these users' inboxes (their rows, their broadcast read state and their aliases).
     Purge {
         event_id: String,
         dedupe_key: DedupeKey,
         users: Vec<String>,
     },
+    /// Set an alias (the service API): not an event, so not deduped.
+    Alias(AliasRecord),
 }
 
 impl Write {
@@ -110,13 +114,16 @@ impl Write {
         match self {
             Write::Notify(n) => &n.event_id,
             Write::Purge { event_id, .. } => event_id,
+            Write::Alias(_) => "",
         }
     }
 
-    pub fn dedupe_key(&self) -> DedupeKey {
+    /// `None` for writes that are not events (never deduped).
+    pub fn dedupe_key(&self) -> Option<DedupeKey> {
         match self {
-            Write::Notify(n) => n.dedupe_key,
-            Write::Purge { dedupe_key, .. } => *dedupe_key,
+            Write::Notify(n) => Some(n.dedupe_key),
+            Write::Purge { dedupe_key, .. } => Some(*dedupe_key),
+            Write::Alias(_) => None,
         }
     }
 }
@@ -130,6 +137,14 @@ pub enum WriteOutcome {
     Purged {
         rows: u64,
     },
+    /// The recipients were aliases no user is known for yet: nothing was written (not even the dedupe key, so
+    /// the same event succeeds once the alias is known).
+    Unresolved {
+        kind: String,
+        alias: String,
+    },
+    /// An alias was set.
+    AliasSet,
 }
 
 /// A stored notification with its original event body, for replays.
@@ -175,6 +190,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// `false` when `id` is not in this user's inbox.
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError>;
+
+    /// The user an alias stands for, if known.
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError>;
 
     /// The newest id of each of `user`'s chains (0 where none).
     async fn latest(&self, user: &str) -> Result<Position, StoreError>;

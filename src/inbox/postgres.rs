@@ -39,7 +39,7 @@ use super::{
 };
 use crate::config::StoreSettings;
 use crate::protocol::{Notification, Position, RelatedObject};
-use crate::rules::Recipients;
+use crate::rules::{AliasRecord, Recipients};
 
 /// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
 const WRITE_LOCK: i64 = 0x4845_5241_4C44;
@@ -62,6 +62,7 @@ fn migrator() -> Migrator {
             "scoped dedupe and retention",
             include_str!("../../migrations/postgres/0002_scoped_dedupe_and_retention.sql"),
         ),
+        migration(3, "aliases", include_str!("../../migrations/postgres/0003_aliases.sql")),
     ])
 }
 
@@ -353,6 +354,15 @@ impl Store for PostgresStore {
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
         let user = user.to_owned();
         self.write(|tx| Job::Delete(user, id, tx)).await
+    }
+
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
+            .bind(text(kind))
+            .bind(text(alias))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(store_error)
     }
 
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
@@ -674,8 +684,33 @@ async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
 }
 
 async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx::Result<WriteOutcome> {
+    let Some(dedupe_key) = w.dedupe_key() else {
+        if let Write::Alias(a) = w {
+            set_alias(c, a, now).await?;
+        }
+        return Ok(WriteOutcome::AliasSet);
+    };
+    // Recipients behind aliases are resolved before anything is written: an unknown alias writes nothing, not
+    // even the dedupe key, so the same event succeeds once the alias is known.
+    let mut resolved = None;
+    if let Write::Notify(NewNotification { recipients: Recipients::Alias { kind, aliases }, .. }) = w {
+        let mut users = Vec::with_capacity(aliases.len());
+        for alias in aliases {
+            let user: Option<String> = sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
+                .bind(text(kind))
+                .bind(text(alias))
+                .fetch_optional(&mut *c)
+                .await?;
+            match user {
+                Some(u) if !users.contains(&u) => users.push(u),
+                Some(_) => {}
+                None => return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() }),
+            }
+        }
+        resolved = Some(users);
+    }
     let fresh = sqlx::query("INSERT INTO dedupe_keys (key, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(&w.dedupe_key().0[..])
+        .bind(&dedupe_key.0[..])
         .bind(now)
         .execute(&mut *c)
         .await?
@@ -693,18 +728,23 @@ async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx:
     }
     match w {
         Write::Notify(n) => {
-            let stored = match &n.recipients {
-                Recipients::Everyone => vec![insert(c, n, None, now).await?],
-                Recipients::Users(users) => {
+            for a in &n.aliases {
+                set_alias(c, a, now).await?;
+            }
+            let stored = match (&n.recipients, &resolved) {
+                (Recipients::Everyone, _) => vec![insert(c, n, None, now).await?],
+                (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     let mut stored = Vec::with_capacity(users.len());
                     for u in users {
                         stored.push(insert(c, n, Some(u), now).await?);
                     }
                     stored
                 }
+                (Recipients::Alias { .. }, None) => unreachable!("aliases are resolved above"),
             };
             Ok(WriteOutcome::Stored(stored))
         }
+        Write::Alias(_) => unreachable!("not deduped, handled above"),
         Write::Purge { users, .. } => {
             let mut rows = 0u64;
             for u in users {
@@ -717,10 +757,25 @@ async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx:
                 sqlx::query("DELETE FROM broadcast_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
                 sqlx::query("DELETE FROM user_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
                 sqlx::query("DELETE FROM pruned_floors WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
+                sqlx::query("DELETE FROM aliases WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
             }
             Ok(WriteOutcome::Purged { rows })
         }
     }
+}
+
+async fn set_alias(c: &mut PgConnection, a: &AliasRecord, now: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO aliases (kind, alias, user_id, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind, alias) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at",
+    )
+    .bind(text(&a.kind))
+    .bind(text(&a.alias))
+    .bind(text(&a.user))
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
 
 async fn insert(

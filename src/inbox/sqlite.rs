@@ -27,7 +27,7 @@ use super::{
 };
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Notification, Position, RelatedObject};
-use crate::rules::Recipients;
+use crate::rules::{AliasRecord, Recipients};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
@@ -105,6 +105,20 @@ CREATE TABLE store_state (
 
 -- Pruning a broadcast deletes every user's state of it.
 CREATE INDEX broadcast_state_by_notification ON broadcast_state(notification_id);
+"#,
+    ),
+    // Recipient aliases: "student 7d3c… is user 0f8b…", learned from events or set over the API; erased with
+    // the user.
+    M::up(
+        r#"
+CREATE TABLE aliases (
+    kind       TEXT    NOT NULL,
+    alias      TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,   -- unix milliseconds
+    PRIMARY KEY (kind, alias)
+) WITHOUT ROWID;
+CREATE INDEX aliases_by_user ON aliases(user_id);
 "#,
     ),
 ];
@@ -404,6 +418,16 @@ impl Store for SqliteStore {
         self.write(|tx| Job::Delete(user, id, tx)).await
     }
 
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        let (kind, alias) = (kind.to_owned(), alias.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT user_id FROM aliases WHERE kind = ?1 AND alias = ?2")?
+                .query_row([kind, alias], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
@@ -628,9 +652,33 @@ enum Answer {
 }
 
 fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::Result<WriteOutcome> {
+    let Some(dedupe_key) = w.dedupe_key() else {
+        if let Write::Alias(a) = w {
+            set_alias(tx, a, now)?;
+        }
+        return Ok(WriteOutcome::AliasSet);
+    };
+    // Recipients behind aliases are resolved before anything is written: an unknown alias writes nothing, not
+    // even the dedupe key, so the same event succeeds once the alias is known.
+    let mut resolved = None;
+    if let Write::Notify(NewNotification { recipients: Recipients::Alias { kind, aliases }, .. }) = w {
+        let mut users = Vec::with_capacity(aliases.len());
+        for alias in aliases {
+            let user: Option<String> = tx
+                .prepare_cached("SELECT user_id FROM aliases WHERE kind = ?1 AND alias = ?2")?
+                .query_row([kind, alias], |r| r.get(0))
+                .optional()?;
+            match user {
+                Some(u) if !users.contains(&u) => users.push(u),
+                Some(_) => {}
+                None => return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() }),
+            }
+        }
+        resolved = Some(users);
+    }
     let fresh = tx
         .prepare_cached("INSERT INTO dedupe_keys (key, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
-        .execute(params![&w.dedupe_key().0[..], millis(now)])?;
+        .execute(params![&dedupe_key.0[..], millis(now)])?;
     if fresh == 0 {
         return Ok(WriteOutcome::Duplicate);
     }
@@ -643,14 +691,19 @@ fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::R
     }
     match w {
         Write::Notify(n) => {
-            let stored = match &n.recipients {
-                Recipients::Everyone => vec![insert(tx, n, None, now)?],
-                Recipients::Users(users) => {
+            for a in &n.aliases {
+                set_alias(tx, a, now)?;
+            }
+            let stored = match (&n.recipients, &resolved) {
+                (Recipients::Everyone, _) => vec![insert(tx, n, None, now)?],
+                (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     users.iter().map(|u| insert(tx, n, Some(u), now)).collect::<rusqlite::Result<_>>()?
                 }
+                (Recipients::Alias { .. }, None) => unreachable!("aliases are resolved above"),
             };
             Ok(WriteOutcome::Stored(stored))
         }
+        Write::Alias(_) => unreachable!("not deduped, handled above"),
         Write::Purge { users, .. } => {
             let mut rows = 0u64;
             for u in users {
@@ -658,10 +711,20 @@ fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::R
                 tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?.execute([u])?;
                 tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?.execute([u])?;
                 tx.prepare_cached("DELETE FROM pruned_floors WHERE user_id = ?1")?.execute([u])?;
+                tx.prepare_cached("DELETE FROM aliases WHERE user_id = ?1")?.execute([u])?;
             }
             Ok(WriteOutcome::Purged { rows })
         }
     }
+}
+
+fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO aliases (kind, alias, user_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (kind, alias) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at",
+    )?
+    .execute(params![a.kind, a.alias, a.user, millis(now)])?;
+    Ok(())
 }
 
 fn insert(

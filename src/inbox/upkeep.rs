@@ -102,6 +102,9 @@ impl Store for Monitored {
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
         self.record(self.inner.delete(user, id).await)
     }
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        self.inner.alias(kind, alias).await
+    }
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         self.inner.latest(user).await
     }

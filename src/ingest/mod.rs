@@ -20,7 +20,7 @@ use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
 use crate::rules::{Recipients, Route, RouteError, Rules, RulesHandle};
 
 /// An event that has been routed and is ready to commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub event_id: String,
     pub exchange: String,
@@ -28,7 +28,7 @@ pub struct Prepared {
     action: Action,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Action {
     Write {
         write: Write,
@@ -51,6 +51,9 @@ pub enum Status {
     Unmatched,
     /// Pushed live to open sessions, not stored (`action = "live"`).
     Live,
+    /// Its recipients are aliases no user is known for yet: nothing stored (a dead letter, or HTTP 422).
+    #[serde(rename = "unresolved_recipient")]
+    Unresolved,
 }
 
 impl Status {
@@ -62,6 +65,7 @@ impl Status {
             Status::Ignored => "ignored",
             Status::Unmatched => "unmatched",
             Status::Live => "live",
+            Status::Unresolved => "unresolved_recipient",
         }
     }
 }
@@ -71,6 +75,9 @@ pub struct Outcome {
     pub event_id: String,
     pub status: Status,
     pub notification_ids: Vec<i64>,
+    /// Why nothing was stored (`unresolved_recipient`): the transport dead-letters it or answers 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RouteError>,
 }
 
 #[derive(Clone)]
@@ -123,6 +130,7 @@ impl Pipeline {
                     data: d.data,
                     body: Arc::from(event.raw),
                     ingested_at: event.received_at,
+                    aliases: d.aliases,
                 }),
             },
             Route::Purge(users) => Action::Write {
@@ -171,11 +179,13 @@ impl Pipeline {
                         self.fanout.publish(Message::Live { user: Some(Arc::from(u)), frame: frame.clone() });
                     }
                 }
+                Recipients::Alias { .. } => unreachable!("rules refuse alias recipients on live rules"),
             }
         }
         Ok(slots
             .into_iter()
             .map(|(event_id, skipped)| {
+                let mut error = None;
                 let (status, notification_ids) = match skipped {
                     Some(status) => (status, Vec::new()),
                     None => match results.next().expect("one result per write") {
@@ -185,9 +195,16 @@ impl Pipeline {
                             tracing::info!(event_id = %event_id, rows, "inbox purged");
                             (Status::Purged, Vec::new())
                         }
+                        WriteOutcome::Unresolved { kind, alias } => {
+                            metrics::counter!("herald_events_unresolved_total").increment(1);
+                            tracing::warn!(event_id = %event_id, %kind, %alias, "no user known for this alias yet");
+                            error = Some(RouteError::UnresolvedRecipient { kind, alias });
+                            (Status::Unresolved, Vec::new())
+                        }
+                        WriteOutcome::AliasSet => unreachable!("events never set aliases on their own"),
                     },
                 };
-                Outcome { event_id, status, notification_ids }
+                Outcome { event_id, status, notification_ids, error }
             })
             .collect())
     }

@@ -61,6 +61,7 @@ fn check(name: &str, case: &Value, rules: &Rules) {
     let to = |r: &Recipients| match r {
         Recipients::Everyone => json!("everyone"),
         Recipients::Users(u) => json!(u),
+        Recipients::Alias { kind, aliases } => json!({"alias": kind, "ids": aliases}),
     };
     let routed = rules.route(&event);
     let live = matches!(routed, Ok(Route::Live(_)));
@@ -77,6 +78,9 @@ fn check(name: &str, case: &Value, rules: &Rules) {
                     field("title", json!(d.title));
                     field("content", json!(d.content));
                     field("related_object", serde_json::to_value(&d.related_object).unwrap());
+                    let aliases: Vec<Value> =
+                        d.aliases.iter().map(|a| json!({"kind": a.kind, "alias": a.alias, "user": a.user})).collect();
+                    field("aliases", json!(aliases));
                     field("data", serde_json::from_str(d.data.get()).unwrap());
                 }
                 Route::Purge(users) => {
