@@ -7,6 +7,8 @@
 //! [`crate::event::DedupeKey`]) is neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
 
 pub mod amqp;
+pub mod dry_run;
+pub mod fixture;
 
 use serde::Serialize;
 use std::sync::Arc;
