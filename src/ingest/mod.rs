@@ -108,7 +108,8 @@ impl Pipeline {
         Ok(n)
     }
 
-    /// Route one decoded event. Pure: no I/O.
+    /// Route one decoded event with the rules in force: no I/O, no store, no clock (an unmatched event is counted
+    /// and logged). Alias recipients stay unresolved here: the store resolves them in the commit.
     pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
         let route = self.rules.current().route(&event)?;
         let action = match route {
