@@ -5,7 +5,8 @@
 //! type, title, content and related object are minijinja templates over the body.
 //!
 //! Invariants: rules are compiled and validated at start (bad rules refuse to start, naming the rule);
-//! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`.
+//! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`; a pattern
+//! matches in one pass over the key (O(key words × pattern words)), never by backtracking.
 
 use std::path::Path;
 
