@@ -467,3 +467,17 @@ fn valid_client_messages_round_trip() {
         Ok(())
     });
 }
+
+// --- Regressions found by fuzzing -----------------------------------------------------------------------------
+
+/// A float copied into `data` came out one unit off in the last digit: serde_json's default float parser is
+/// not exact; the `float_roundtrip` feature is.
+#[test]
+fn a_float_copied_into_data_keeps_every_digit() {
+    let rules = Rules::parse("[[rule]]\nname = \"r\"\nto = [\"/u\"]\ntitle = \"t\"\ndata = \"/\"\n").unwrap();
+    let body = br#"{"u": "user-1", "": {"_meta": -1.1405202265087811e243}}"#;
+    let env = Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None };
+    let event = decode_bytes(env, body, LIMIT).unwrap();
+    let Ok(Route::Notify(draft)) = rules.route(&event) else { panic!("routed") };
+    assert_eq!(draft.data.get(), r#"{"_meta":-1.1405202265087811e+243}"#);
+}
