@@ -2,7 +2,7 @@
 //! arbitrary input, and check the topic matcher against a plain reference matcher.
 //!
 //! Every target runs `PROPTEST_CASES` inputs: proptest's default (256) in the test command, millions in
-//! `scripts/fuzz.sh`, which runs this binary in a release build and prints inputs/second per target. A failing
+//! `scripts/fuzz.sh`, which runs this binary (a release build by default) and prints inputs/second per target. A failing
 //! input is shrunk and named in the failure; keep it as a named regression test at the end of this file.
 //! Properties are about panics, hangs and invariants, never about timing.
 
