@@ -24,6 +24,10 @@ use sha2::{Digest, Sha256};
 /// user ids are refused by routing. Both backends index these columns.
 pub const MAX_ID_LEN: usize = 256;
 
+/// Longest routing key accepted (bytes), so at most 128 words: the AMQP limit (a short string), applied to keys
+/// from HTTP and from bodies too, which bounds the work of matching a key against every rule's patterns.
+pub const MAX_ROUTING_KEY_LEN: usize = 255;
+
 /// One decoded event, whatever shape it arrived in.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -128,6 +132,8 @@ pub enum DecodeError {
     NotAnObject,
     #[error("unknown event shape: no _meta, event_type, event_name or title/message, and no routing key to route on")]
     UnknownShape,
+    #[error("routing key is {len} bytes, over the {max}-byte limit")]
+    RoutingKeyTooLong { len: usize, max: usize },
 }
 
 impl DecodeError {
@@ -139,6 +145,7 @@ impl DecodeError {
             DecodeError::InvalidJson(_) => "invalid_json",
             DecodeError::NotAnObject => "not_an_object",
             DecodeError::UnknownShape => "unknown_shape",
+            DecodeError::RoutingKeyTooLong { .. } => "routing_key_too_long",
         }
     }
 }
@@ -189,6 +196,9 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
         .or_else(|| str_field(&body, "event_type"))
         .or_else(|| str_field(&body, "event_name"))
         .unwrap_or_default();
+    if routing_key.len() > MAX_ROUTING_KEY_LEN {
+        return Err(DecodeError::RoutingKeyTooLong { len: routing_key.len(), max: MAX_ROUTING_KEY_LEN });
+    }
     let event_type = str_field(&body, "event_type")
         .or_else(|| str_field(&body, "event_name"))
         .or_else(|| (!routing_key.is_empty()).then(|| routing_key.clone()))
@@ -288,6 +298,8 @@ mod tests {
         assert_eq!(decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(), "oversized");
         let no_key = Envelope { exchange: "", routing_key: None, message_id: None, caller: None };
         assert_eq!(decode_bytes(no_key, br#"{"foo":1}"#, 100).unwrap_err().reason(), "unknown_shape");
+        let long_key = "a.".repeat(MAX_ROUTING_KEY_LEN / 2) + "zz";
+        assert_eq!(decode_bytes(env("x", &long_key), b"{}", 100).unwrap_err().reason(), "routing_key_too_long");
     }
 
     #[test]

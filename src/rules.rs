@@ -5,7 +5,8 @@
 //! type, title, content and related object are minijinja templates over the body.
 //!
 //! Invariants: rules are compiled and validated at start (bad rules refuse to start, naming the rule);
-//! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`.
+//! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`; a pattern
+//! matches in one pass over the key (O(key words × pattern words)), never by backtracking.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -559,6 +560,10 @@ fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String
 }
 
 /// An AMQP topic pattern: words split on `.`, `*` matches one word, `#` zero or more.
+///
+/// Matching is an NFA simulation over the pattern words: one pass over the key, keeping the set of pattern
+/// positions reachable so far, so it costs O(key words × pattern words) whatever the pattern — a backtracking
+/// matcher is exponential in the number of `#` words (`#.b.#.b.#.z` against a long key stalled the runtime).
 #[derive(Debug, Clone)]
 pub struct Pattern(Vec<Word>);
 
@@ -571,31 +576,62 @@ enum Word {
 
 impl Pattern {
     pub fn parse(p: &str) -> Result<Pattern, String> {
-        if p.is_empty() {
-            return Ok(Pattern(vec![Word::Literal(String::new())]));
-        }
-        p.split('.')
-            .map(|w| match w {
-                "*" => Ok(Word::Star),
-                "#" => Ok(Word::Hash),
-                w if w.contains(['*', '#']) => Err(format!("pattern `{p}`: `*` and `#` must be whole words")),
-                w => Ok(Word::Literal(w.to_owned())),
-            })
-            .collect::<Result<_, _>>()
-            .map(Pattern)
-    }
-
-    pub fn matches(&self, key: &str) -> bool {
-        let words: Vec<&str> = if key.is_empty() { vec![""] } else { key.split('.').collect() };
-        fn go(pat: &[Word], words: &[&str]) -> bool {
-            match pat.split_first() {
-                None => words.is_empty(),
-                Some((Word::Hash, rest)) => (0..=words.len()).any(|i| go(rest, &words[i..])),
-                Some((Word::Star, rest)) => !words.is_empty() && go(rest, &words[1..]),
-                Some((Word::Literal(l), rest)) => words.first() == Some(&l.as_str()) && go(rest, &words[1..]),
+        let mut words = Vec::new();
+        for w in p.split('.') {
+            let word = match w {
+                "*" => Word::Star,
+                "#" => Word::Hash,
+                w if w.contains(['*', '#']) => return Err(format!("pattern `{p}`: `*` and `#` must be whole words")),
+                w => Word::Literal(w.to_owned()),
+            };
+            // `#.#` means what `#` means: collapsing keeps the reachable set small.
+            if !(word == Word::Hash && words.last() == Some(&Word::Hash)) {
+                words.push(word);
             }
         }
-        go(&self.0, &words)
+        Ok(Pattern(words))
+    }
+
+    /// Whether `key` matches. An empty key is one empty word, as in RabbitMQ.
+    pub fn matches(&self, key: &str) -> bool {
+        let pat = &self.0;
+        // live[j]: the key words read so far can be matched by pat[..j].
+        let mut live = vec![false; pat.len() + 1];
+        let mut next = vec![false; pat.len() + 1];
+        live[0] = true;
+        close_over_hashes(pat, &mut live);
+        for word in key.split('.') {
+            next.fill(false);
+            let mut any = false;
+            for (j, w) in pat.iter().enumerate() {
+                if !live[j] {
+                    continue;
+                }
+                match w {
+                    // `#` takes this word and may take more: stay on it.
+                    Word::Hash => next[j] = true,
+                    Word::Star => next[j + 1] = true,
+                    Word::Literal(l) if l == word => next[j + 1] = true,
+                    Word::Literal(_) => continue,
+                }
+                any = true;
+            }
+            if !any {
+                return false;
+            }
+            close_over_hashes(pat, &mut next);
+            std::mem::swap(&mut live, &mut next);
+        }
+        live[pat.len()]
+    }
+}
+
+/// A `#` may match zero words: whoever reaches it also reaches the word after it.
+fn close_over_hashes(pat: &[Word], live: &mut [bool]) {
+    for (j, w) in pat.iter().enumerate() {
+        if live[j] && *w == Word::Hash {
+            live[j + 1] = true;
+        }
     }
 }
 
@@ -617,6 +653,28 @@ mod tests {
         assert!(!m("a.#.z", "a.b.c"));
         assert!(m("*.created", "student.created"));
         assert!(Pattern::parse("st*ge.x").is_err());
+    }
+
+    #[test]
+    fn patterns_with_many_hashes_match_a_10000_word_key() {
+        // A backtracking matcher explores O(n^3) splits here and does not return.
+        let p = Pattern::parse("#.b.#.b.#.z").unwrap();
+        let key = vec!["b"; 10_000].join(".");
+        assert!(!p.matches(&key), "no trailing z");
+        assert!(p.matches(&format!("{key}.z")));
+        assert!(!p.matches(&format!("{key}.z.b")), "z must be the last word");
+        assert!(!p.matches("b.z"), "two b words are needed");
+        assert!(p.matches("a.b.c.b.z"));
+    }
+
+    #[test]
+    fn consecutive_hashes_mean_one_hash() {
+        let m = |p: &str, k: &str| Pattern::parse(p).unwrap().matches(k);
+        assert!(m("a.#.#.z", "a.z"));
+        assert!(m("a.#.#.z", "a.x.y.z"));
+        assert!(m("#.#", ""));
+        assert!(!m("a.#.#.z", "a.x"));
+        assert_eq!(Pattern::parse("#.#.#.a").unwrap().0, Pattern::parse("#.a").unwrap().0);
     }
 
     #[test]

@@ -490,6 +490,9 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         (reason.to_owned(), (exchange.to_owned(), key.to_owned(), body, props))
     };
     let oversized = serde_json::to_vec(&json!({"user_id": user, "title": "big", "message": "x".repeat(3000)})).unwrap();
+    // AMQP keys are at most 255 bytes; a longer one can come only from the body.
+    let long_key_body = serde_json::to_vec(&json!({"_meta": {"routing_key": "b.".repeat(130) + "z"}, "payload": {}}));
+    let long_key_body = long_key_body.unwrap();
     let bads = [
         bad("invalid_json", &fanout, "", br#"{"user_id": "poison-user", "title": "#.to_vec()),
         bad("non_json", &fanout, "", b"hello, this is not JSON".to_vec()),
@@ -502,6 +505,7 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         ),
         bad("oversized", &fanout, "", oversized),
         bad("unmatched", &topic, "student.archived", br#"{"event_type":"student.archived","payload":{}}"#.to_vec()),
+        bad("routing_key_too_long", &fanout, "", long_key_body),
     ];
     let expected_reason = |label: &str| if label == "non_json" { "invalid_json".to_owned() } else { label.to_owned() };
     // Good and bad interleaved: the good ones behind each bad one must not wait.

@@ -38,6 +38,7 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
         v
     };
     let user_token = gw.token("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40");
+    let long_key = format!("?routing_key={}z", "b.".repeat(herald::event::MAX_ROUTING_KEY_LEN / 2 + 1));
     let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
         (
             "malformed JSON",
@@ -69,6 +70,7 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
             "missing_user_id",
         ),
         ("empty array", "", json_ct, key, b"[]".to_vec(), 422, "empty_batch"),
+        ("routing key too long", &long_key, json_ct, key, ok_body.clone(), 422, "routing_key_too_long"),
         ("oversized body", "", json_ct, key, big, 413, "body_too_large"),
         ("wrong content type", "", "text/plain", key, ok_body.clone(), 415, "unsupported_media_type"),
         ("no key", "", json_ct, None, ok_body.clone(), 401, "missing_credentials"),
