@@ -16,6 +16,7 @@ start_rabbitmq
 start_postgres
 start_redis
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
+suite "chaos (short form): node kills and service restarts, every client holds its inbox" scripts/chaos.sh
 
 # TypeScript SDK: unit tests, then integration tests against the real gateway binary built above.
 if [ -f client-sdk/package.json ]; then

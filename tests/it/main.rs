@@ -9,5 +9,6 @@ mod crash;
 mod inbox;
 mod ingest;
 mod no_gaps;
+mod race;
 mod routing;
 mod sessions;

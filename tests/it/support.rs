@@ -259,3 +259,26 @@ pub fn spawn_herald_process(config: &Path) -> (Child, String) {
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
 }
+
+/// Like [`spawn_herald_process`], with the child's log (stderr) appended to `log` instead of the test's output:
+/// for long runs whose faults make every node log warnings, kept for investigation.
+pub fn spawn_herald_process_logged(config: &Path, log: &Path) -> (Child, String) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD__LOG__FILTER", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("herald exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on ") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}

@@ -1,0 +1,958 @@
+//! The chaos run: two Herald processes on RabbitMQ + PostgreSQL + Redis take a stream of targeted and broadcast
+//! events over HTTP and AMQP while the harness kills -9 a node (and starts it again), restarts Redis, restarts
+//! RabbitMQ and restarts PostgreSQL. Clients follow the delivery contract (docs/PROTOCOL.md, "Positions and
+//! gaps") the way the SDK does: a cursor per chain, frames not above their chain's cursor dropped, reconnects
+//! with backoff to the other node with both cursors, nothing refetched. Publishers retry until they get a 202 or
+//! a broker confirm, with a stable event id, so Herald's idempotency is what makes each event one notification.
+//!
+//! At the end every client must hold exactly its user's inbox (REST, paged): nothing lost, nothing twice, each
+//! chain in id order. The figures are printed whatever the outcome.
+//!
+//! It restarts the services it runs on, so it is `#[ignore]`d in the ordinary suite: `scripts/chaos.sh` starts
+//! its own services (scripts/lib/services.sh, whose `restart_*` functions this harness calls) and runs it.
+//! Size: `CHAOS_EVENTS` (default 3,000), `CHAOS_USERS` (40), `CHAOS_BROADCAST_PERCENT` (10), `CHAOS_RATE` (events
+//! a second, 100), `CHAOS_FAULT_ROUNDS` (1; a round is the five faults below, spread evenly over the stream).
+
+#[path = "it/support.rs"]
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use herald::auth::Authenticator;
+use herald::config::{AmqpExchangeKind, Settings};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use support::{repo_path, spawn_herald_process_logged, SERVICE_KEY};
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    env(name).map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}"))).unwrap_or(default)
+}
+
+/// How big a run is.
+#[derive(Debug, Clone)]
+struct Size {
+    events: usize,
+    users: usize,
+    broadcast_percent: u64,
+    rate: u64,
+    fault_rounds: usize,
+}
+
+impl Size {
+    fn from_env() -> Size {
+        Size {
+            events: env_num("CHAOS_EVENTS", 3_000) as usize,
+            users: env_num("CHAOS_USERS", 40) as usize,
+            broadcast_percent: env_num("CHAOS_BROADCAST_PERCENT", 10),
+            rate: env_num("CHAOS_RATE", 100).max(1),
+            fault_rounds: env_num("CHAOS_FAULT_ROUNDS", 1) as usize,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Services and nodes
+
+/// Run one of scripts/lib/services.sh's `restart_*` functions; how long it took.
+async fn restart_service(function: &'static str) -> Duration {
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("source scripts/lib/services.sh && {function}"))
+            .current_dir(repo_path(""))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+    })
+    .await
+    .unwrap()
+    .expect("running bash");
+    assert!(status.success(), "{function} failed");
+    started.elapsed()
+}
+
+/// One Herald process: its config (a fixed port, so clients and publishers find it again after a restart).
+struct Node {
+    name: &'static str,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn start(&mut self) {
+        for attempt in 0.. {
+            let (config, log) = (self.config.clone(), self.log.clone());
+            // The helper panics when the process exits before listening (a port still held, say): try again.
+            match tokio::task::spawn_blocking(move || spawn_herald_process_logged(&config, &log)).await {
+                Ok((child, _)) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if attempt < 20 => {
+                    eprintln!("{} did not start ({e}); retrying", self.name);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("{} never started: {e} (log: {})", self.name, self.log.display()),
+            }
+        }
+    }
+
+    fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The shipped rules with every exchange they name prefixed, as tests/it/amqp.rs does: this run's exchanges
+/// and queue are its own on a broker other runs may share.
+fn prefix_rule_exchanges(rules: &str, prefix: &str) -> String {
+    rules
+        .lines()
+        .map(|line| match line.strip_prefix("exchanges = [\"") {
+            Some(rest) => format!("exchanges = [\"{prefix}.{}", rest.replace("\", \"", &format!("\", \"{prefix}."))),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_config(dir: &Path, name: &str, port: u16, pg: &str, redis: &str, amqp: &str, prefix: &str) -> PathBuf {
+    let rules = dir.join("rules.toml");
+    let shipped = std::fs::read_to_string(repo_path("config/rules.toml")).unwrap();
+    std::fs::write(&rules, prefix_rule_exchanges(&shipped, prefix)).unwrap();
+    // Server pings every 2 s: a client notices a dead link within 4 s, as the SDK does (twice the interval).
+    let mut toml = format!(
+        "[server]\nbind = \"127.0.0.1:{port}\"\ndemo_dir = \"\"\nshutdown_grace_secs = 2\n\
+         [store]\nurl = \"{pg}\"\n[rules]\npath = \"{}\"\n[websocket]\nping_interval_secs = 2\n\
+         [cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{prefix}\"\n\
+         presence_interval_secs = 1\n\
+         [amqp]\nenabled = true\nurl = \"{amqp}\"\nconnection_name = \"herald-{name}\"\nreconnect_max_ms = 1000\n\
+         lag_interval_secs = 1\n[amqp.queue]\nname = \"{prefix}.events\"\ndead_letter_exchange = \"{prefix}.dlx\"\n\
+         dead_letter_queue = \"{prefix}.dead\"\n",
+        rules.display()
+    );
+    for x in &Settings::defaults().amqp.exchanges {
+        let kind = match x.kind {
+            AmqpExchangeKind::Topic => "topic",
+            AmqpExchangeKind::Fanout => "fanout",
+            AmqpExchangeKind::Direct => "direct",
+        };
+        let _ = write!(
+            toml,
+            "[[amqp.exchanges]]\nname = \"{prefix}.{}\"\ntype = \"{kind}\"\ndurable = {}\nbindings = {:?}\n",
+            x.name, x.durable, x.bindings
+        );
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Until both nodes answer `/readyz` with 200 (store, broker and Redis all reachable), at most `limit`.
+async fn until_ready(http: &reqwest::Client, bases: &[String], limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let mut pending = Vec::new();
+        for base in bases {
+            match http.get(format!("{base}/readyz")).timeout(Duration::from_secs(2)).send().await {
+                Ok(r) if r.status() == 200 => {}
+                Ok(r) => pending.push(format!("{base}: {}", r.text().await.unwrap_or_default())),
+                Err(e) => pending.push(format!("{base}: {e}")),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(pending.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Events and publishers
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Via {
+    Http,
+    Amqp,
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    /// The stable id (Idempotency-Key / message_id) and the notification's title: how the end matches them up.
+    key: String,
+    /// `None`: a broadcast.
+    user: Option<usize>,
+    via: Via,
+}
+
+impl Event {
+    fn body(&self, users: &[String]) -> Value {
+        let to = self.user.map(|u| users[u].as_str()).unwrap_or("system");
+        json!({"user_id": to, "title": self.key, "message": "chaos", "type": "info"})
+    }
+}
+
+#[derive(Default)]
+struct PublishStats {
+    http_acked: AtomicU64,
+    http_retries: AtomicU64,
+    /// 202s saying "duplicate": a retry of an event a failed attempt had in fact stored.
+    http_duplicates: AtomicU64,
+    amqp_confirmed: AtomicU64,
+    /// Messages published again because their chunk was not confirmed (the broker or connection went away).
+    amqp_republished: AtomicU64,
+    /// Which node answered the 202 of each HTTP event (for the report of a loss).
+    http_node: Mutex<HashMap<String, &'static str>>,
+}
+
+/// Full-jitter backoff as the SDK's `backoff()`: min + random × min(max, min · 2^attempt).
+fn backoff(attempt: u32, min_ms: u64, max_ms: u64) -> Duration {
+    let ceiling = max_ms.min(min_ms.saturating_mul(1 << attempt.min(20)));
+    Duration::from_millis((min_ms + rand::random_range(0..=ceiling)).min(max_ms))
+}
+
+/// POST one event until a node answers 202, alternating nodes (the one that failed may be dead).
+async fn post_until_stored(
+    http: &reqwest::Client,
+    nodes: &[(String, &'static str)],
+    exchange: &str,
+    users: &[String],
+    e: &Event,
+    stats: &PublishStats,
+) {
+    let start = rand::random_range(0..nodes.len());
+    for attempt in 0u32.. {
+        let (base, name) = &nodes[(start + attempt as usize) % nodes.len()];
+        let sent = http
+            .post(format!("{base}/api/v1/events"))
+            .query(&[("exchange", exchange)])
+            .bearer_auth(SERVICE_KEY)
+            .header("Idempotency-Key", &e.key)
+            .json(&e.body(users))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        if let Ok(r) = sent {
+            if r.status() == 202 {
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                if body["results"][0]["status"] == "duplicate" {
+                    stats.http_duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                stats.http_acked.fetch_add(1, Ordering::Relaxed);
+                stats.http_node.lock().unwrap().insert(e.key.clone(), name);
+                return;
+            }
+        }
+        stats.http_retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(backoff(attempt, 50, 1_000)).await;
+    }
+}
+
+struct Broker {
+    _conn: Connection,
+    ch: Channel,
+}
+
+async fn broker(url: &str) -> lapin::Result<Broker> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(Broker { _conn: conn, ch })
+}
+
+/// Publish a chunk and wait for every confirm; unroutable or refused messages are errors.
+async fn publish_chunk(b: &Broker, exchange: &str, users: &[String], chunk: &[Event]) -> anyhow::Result<()> {
+    let mut confirms = Vec::with_capacity(chunk.len());
+    for e in chunk {
+        let props = BasicProperties::default().with_delivery_mode(2).with_message_id(e.key.as_str().into());
+        let body = serde_json::to_vec(&e.body(users)).unwrap();
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        confirms.push(b.ch.basic_publish(exchange.into(), "".into(), options, &body, props).await?);
+    }
+    for c in confirms {
+        let c = c.await?;
+        anyhow::ensure!(c.is_ack(), "the broker refused a message");
+        anyhow::ensure!(c.take_message().is_none(), "a message was unroutable");
+    }
+    Ok(())
+}
+
+/// Publish whatever arrives, in chunks, until each chunk is confirmed: on any error (the broker restarting), a
+/// new connection and the whole chunk again (the consumer deduplicates by message id).
+async fn amqp_publisher(
+    url: String,
+    exchange: String,
+    users: Arc<Vec<String>>,
+    mut rx: mpsc::Receiver<Event>,
+    stats: Arc<PublishStats>,
+) {
+    let mut b: Option<Broker> = None;
+    let mut attempt = 0u32;
+    while let Some(first) = rx.recv().await {
+        let mut chunk = vec![first];
+        while chunk.len() < 50 {
+            match rx.try_recv() {
+                Ok(e) => chunk.push(e),
+                Err(_) => break,
+            }
+        }
+        let mut tries = 0;
+        loop {
+            if b.is_none() {
+                match tokio::time::timeout(Duration::from_secs(5), broker(&url)).await {
+                    Ok(Ok(x)) => b = Some(x),
+                    _ => {
+                        attempt += 1;
+                        tokio::time::sleep(backoff(attempt, 100, 1_000)).await;
+                        continue;
+                    }
+                }
+            }
+            let sent = tokio::time::timeout(
+                Duration::from_secs(15),
+                publish_chunk(b.as_ref().unwrap(), &exchange, &users, &chunk),
+            )
+            .await;
+            if let Ok(Ok(())) = sent {
+                attempt = 0;
+                stats.amqp_confirmed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            b = None;
+            tries += 1;
+            stats.amqp_republished.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            tokio::time::sleep(backoff(tries, 100, 1_000)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Clients that follow the contract
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Chain {
+    Targeted,
+    Broadcast,
+}
+
+/// What one client took and saw. The harness reads it while the run goes on.
+#[derive(Default)]
+struct Tally {
+    /// Ids taken, per chain, in the order taken.
+    targeted: Vec<i64>,
+    broadcast: Vec<i64>,
+    taken: HashSet<i64>,
+    cursor_targeted: i64,
+    cursor_broadcast: i64,
+    frames: u64,
+    /// Frames dropped because their id was not above the chain's cursor and had been taken already (a replay
+    /// overlapping live delivery: harmless, the contract says to drop them).
+    redundant: u64,
+    /// Frames dropped because their id was not above the chain's cursor although they had never been taken:
+    /// the frame came too late, after a later one of its chain. Each is a notification this client lost.
+    late: Vec<String>,
+    /// Frames whose `prev_id` was above the chain's cursor: the server sent one without its predecessor.
+    gaps: Vec<String>,
+    sessions: u64,
+    resyncs: u64,
+    truncated: u64,
+}
+
+impl Tally {
+    fn count(&self) -> usize {
+        self.targeted.len() + self.broadcast.len()
+    }
+
+    /// The contract: take a notification when its id is above its chain's cursor, else drop it.
+    fn on_notification(&mut self, n: &Value, node: &str) {
+        self.frames += 1;
+        let id = n["id"].as_i64().unwrap();
+        let prev = n["prev_id"].as_i64().unwrap_or(0);
+        let chain = if n["user_id"].is_null() { Chain::Broadcast } else { Chain::Targeted };
+        let (cursor, list) = match chain {
+            Chain::Targeted => (&mut self.cursor_targeted, &mut self.targeted),
+            Chain::Broadcast => (&mut self.cursor_broadcast, &mut self.broadcast),
+        };
+        if id <= *cursor {
+            if self.taken.contains(&id) {
+                self.redundant += 1;
+            } else {
+                self.late.push(format!("{chain:?} {id} ({}) after {} on {node}", n["title"], *cursor));
+            }
+            return;
+        }
+        if prev > *cursor {
+            self.gaps.push(format!("{chain:?} {id} ({}) prev_id {prev} above cursor {} on {node}", n["title"], *cursor));
+        }
+        *cursor = id;
+        list.push(id);
+        self.taken.insert(id);
+    }
+}
+
+/// One user's client for the whole run: connect with both cursors, take frames by the contract, and on any
+/// loss of the session reconnect with backoff, to the other node first.
+async fn client(user: String, nodes: Vec<(u16, &'static str)>, first: usize, tally: Arc<Mutex<Tally>>, stop: CancellationToken) {
+    let auth = Authenticator::new(&Settings::defaults().auth).unwrap();
+    let mut at = first;
+    let mut attempt = 0u32;
+    while !stop.is_cancelled() {
+        let (port, name) = nodes[at % nodes.len()];
+        let (t, b) = {
+            let s = tally.lock().unwrap();
+            (s.cursor_targeted, s.cursor_broadcast)
+        };
+        let token = auth.mint(&user, 3_600).unwrap();
+        let url = format!("ws://127.0.0.1:{port}/ws/{user}?token={token}&since={t}&since_broadcast={b}");
+        if let Ok(Ok((ws, _))) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await
+        {
+            if session(ws, name, &tally, &stop, &mut attempt).await {
+                return;
+            }
+        }
+        // As the SDK: a full-jitter backoff that a `ready` resets (100 ms to 3 s here), then the next node.
+        at += 1;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff(attempt, 100, 3_000)) => {}
+        }
+        attempt += 1;
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One session until it ends (false) or the run stops (true).
+async fn session(
+    mut ws: Ws,
+    node: &str,
+    tally: &Mutex<Tally>,
+    stop: &CancellationToken,
+    attempt: &mut u32,
+) -> bool {
+    let mut ping_every = Duration::from_secs(25);
+    let mut heard = Instant::now();
+    let mut ping = tokio::time::interval(ping_every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = ws.close(None).await;
+                return true;
+            }
+            // No traffic for twice the ping interval: the link is dead (the SDK's dead timer).
+            _ = tokio::time::sleep_until(heard + 2 * ping_every) => return false,
+            _ = ping.tick() => {
+                if ws.send(Message::text("ping")).await.is_err() {
+                    return false;
+                }
+            }
+            msg = ws.next() => {
+                heard = Instant::now();
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
+                    Some(Ok(_)) => continue,
+                };
+                let f: Value = match serde_json::from_str(text.as_str()) {
+                    Ok(f) => f,
+                    Err(_) => continue,
+                };
+                let mut s = tally.lock().unwrap();
+                match f["type"].as_str().unwrap_or("") {
+                    "ready" => {
+                        *attempt = 0;
+                        s.sessions += 1;
+                        if let Some(ms) = f["ping_interval_ms"].as_u64().filter(|ms| *ms > 0) {
+                            ping_every = Duration::from_millis(ms);
+                            ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+                        }
+                    }
+                    "notification" => s.on_notification(&f["notification"], node),
+                    "replayed" => {
+                        // The session's position now; a v1 server sends `up_to` only, for both chains.
+                        let t = f["up_to_targeted"].as_i64().or(f["up_to"].as_i64()).unwrap_or(0);
+                        let b = f["up_to_broadcast"].as_i64().or(f["up_to"].as_i64()).unwrap_or(0);
+                        s.cursor_targeted = s.cursor_targeted.max(t);
+                        s.cursor_broadcast = s.cursor_broadcast.max(b);
+                    }
+                    "resync" => s.resyncs += 1,
+                    "truncated" => s.truncated += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Faults
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill9(usize),
+    RestartRedis,
+    RestartRabbitmq,
+    RestartPostgres,
+}
+
+/// The five faults of a round.
+const ROUND: [Fault; 5] =
+    [Fault::Kill9(0), Fault::RestartRedis, Fault::RestartRabbitmq, Fault::RestartPostgres, Fault::Kill9(1)];
+
+struct Injected {
+    what: String,
+    at: Duration,
+    took: Duration,
+    ready_after: Result<Duration, String>,
+    mid_stream: bool,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run
+
+/// A user's inbox, oldest first: (id, broadcast?, title).
+async fn inbox(http: &reqwest::Client, base: &str, user: &str) -> Vec<(i64, bool, String)> {
+    let mut out = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/users/{user}/notifications?limit=100");
+        if let Some(b) = before {
+            url += &format!("&before={b}");
+        }
+        let page: Value = http.get(url).bearer_auth(SERVICE_KEY).send().await.unwrap().json().await.unwrap();
+        for n in page["items"].as_array().unwrap() {
+            out.push((n["id"].as_i64().unwrap(), n["user_id"].is_null(), n["title"].as_str().unwrap_or("").to_owned()));
+        }
+        match page["next_before"].as_i64() {
+            Some(b) if page["has_more"] != false => before = Some(b),
+            _ => break,
+        }
+    }
+    out.reverse();
+    out
+}
+
+async fn unread(http: &reqwest::Client, base: &str, user: &str) -> Option<u64> {
+    let url = format!("{base}/api/v1/users/{user}/notifications/unread_count");
+    let r = http.get(url).bearer_auth(SERVICE_KEY).timeout(Duration::from_secs(5)).send().await.ok()?;
+    r.json::<Value>().await.ok()?["unread_count"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the services it runs on: scripts/chaos.sh starts them and runs it"]
+async fn under_node_kills_and_service_restarts_every_client_holds_exactly_its_inbox() {
+    let (Some(pg), Some(redis), Some(amqp), Some(_)) = (
+        env("HERALD_TEST_POSTGRES_URL"),
+        env("HERALD_TEST_REDIS_URL"),
+        env("HERALD_TEST_AMQP_URL"),
+        env("HERALD_TEST_RABBITMQ_NODE"),
+    ) else {
+        panic!("the chaos run needs the services of scripts/lib/services.sh: run scripts/chaos.sh");
+    };
+    let size = Size::from_env();
+    let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let prefix = format!("chaos{run}");
+
+    // A fresh database for this run.
+    let db = {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&pg).await.expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {prefix}"))).execute(&mut admin).await.unwrap();
+        format!("{}/{prefix}", pg.rsplit_once('/').unwrap().0)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let logs = env("CHAOS_LOG_DIR").map(PathBuf::from).unwrap_or_else(|| dir.path().to_owned());
+    let mut nodes: Vec<Node> = Vec::new();
+    for name in ["node-a", "node-b"] {
+        let port = free_port();
+        nodes.push(Node {
+            name,
+            port,
+            config: write_config(dir.path(), name, port, &db, &redis, &amqp, &prefix),
+            log: logs.join(format!("{name}.log")),
+            child: None,
+        });
+    }
+    for n in &mut nodes {
+        n.start().await;
+    }
+    let http = reqwest::Client::new();
+    let bases: Vec<String> = nodes.iter().map(Node::base).collect();
+    until_ready(&http, &bases, Duration::from_secs(60)).await.expect("both nodes ready");
+
+    // Clients first, each from the very start of its inbox (a fresh database: both cursors 0).
+    let users: Arc<Vec<String>> = Arc::new((0..size.users).map(|u| format!("{prefix}-u{u}")).collect());
+    let stop = CancellationToken::new();
+    let ws_nodes: Vec<(u16, &'static str)> = nodes.iter().map(|n| (n.port, n.name)).collect();
+    let tallies: Vec<Arc<Mutex<Tally>>> = (0..size.users).map(|_| Arc::default()).collect();
+    let mut client_tasks = Vec::new();
+    for (u, user) in users.iter().enumerate() {
+        client_tasks.push(tokio::spawn(client(user.clone(), ws_nodes.clone(), u, tallies[u].clone(), stop.clone())));
+    }
+    let connected = Instant::now();
+    while tallies.iter().any(|t| t.lock().unwrap().sessions == 0) {
+        assert!(connected.elapsed() < Duration::from_secs(30), "clients could not connect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // every node subscribed to its users' channels
+
+    // The stream: a stable key per event; half over HTTP, half over AMQP; `broadcast_percent` to everyone.
+    let exchange = format!("{prefix}.sgad.notifications");
+    let events: Vec<Event> = (0..size.events)
+        .map(|i| Event {
+            key: format!("{prefix}-e{i}"),
+            user: (rand::random_range(0..100) >= size.broadcast_percent).then(|| rand::random_range(0..size.users)),
+            via: if rand::random::<bool>() { Via::Http } else { Via::Amqp },
+        })
+        .collect();
+    let stats = Arc::new(PublishStats::default());
+    let (amqp_tx, amqp_rx) = mpsc::channel::<Event>(256);
+    let amqp_task =
+        tokio::spawn(amqp_publisher(amqp.clone(), exchange.clone(), users.clone(), amqp_rx, stats.clone()));
+    let (http_tx, http_rx) = mpsc::channel::<Event>(64);
+    let http_rx = Arc::new(tokio::sync::Mutex::new(http_rx));
+    let http_nodes: Vec<(String, &'static str)> = nodes.iter().map(|n| (n.base(), n.name)).collect();
+    let mut http_tasks = Vec::new();
+    for _ in 0..8 {
+        let (rx, http, nodes, exchange, users, stats) =
+            (http_rx.clone(), http.clone(), http_nodes.clone(), exchange.clone(), users.clone(), stats.clone());
+        http_tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(e) = rx.lock().await.recv().await else { return };
+                post_until_stored(&http, &nodes, &exchange, &users, &e, &stats).await;
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    let planned = Duration::from_secs_f64(size.events as f64 / size.rate as f64);
+    let dispatcher = {
+        let events = events.clone();
+        let rate = size.rate as f64;
+        tokio::spawn(async move {
+            for (i, e) in events.into_iter().enumerate() {
+                tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate)).await;
+                let to = if e.via == Via::Http { &http_tx } else { &amqp_tx };
+                to.send(e).await.unwrap();
+            }
+        })
+    };
+
+    // Faults, evenly over the planned stream; each waits for the previous one to be over.
+    let faults: Vec<Fault> = ROUND.iter().copied().cycle().take(ROUND.len() * size.fault_rounds).collect();
+    let fault_task = {
+        let (http, bases) = (http.clone(), bases.clone());
+        let every = planned / (faults.len() as u32 + 1);
+        let stats2 = stats.clone();
+        let total = size.events as u64;
+        let done = move || {
+            stats2.http_acked.load(Ordering::Relaxed) + stats2.amqp_confirmed.load(Ordering::Relaxed) >= total
+        };
+        tokio::spawn(async move {
+            let mut injected = Vec::new();
+            for (k, fault) in faults.into_iter().enumerate() {
+                tokio::time::sleep_until(started + every * (k as u32 + 1)).await;
+                let mid_stream = !done();
+                let at = started.elapsed();
+                let t0 = Instant::now();
+                let what = match fault {
+                    Fault::Kill9(i) => {
+                        nodes[i].kill_9();
+                        // Down long enough for its clients to move and its unacked deliveries to be requeued.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        nodes[i].start().await;
+                        format!("kill -9 {} + start", nodes[i].name)
+                    }
+                    Fault::RestartRedis => {
+                        restart_service("restart_redis").await;
+                        "restart redis".to_owned()
+                    }
+                    Fault::RestartRabbitmq => {
+                        restart_service("restart_rabbitmq").await;
+                        "restart rabbitmq".to_owned()
+                    }
+                    Fault::RestartPostgres => {
+                        restart_service("restart_postgres").await;
+                        "restart postgresql".to_owned()
+                    }
+                };
+                let took = t0.elapsed();
+                let ready_after = until_ready(&http, &bases, Duration::from_secs(90)).await;
+                eprintln!("chaos: fault {}: {what} at {:.1} s, {:.1} s", k + 1, at.as_secs_f64(), took.as_secs_f64());
+                injected.push(Injected { what, at, took, ready_after, mid_stream });
+            }
+            (nodes, injected)
+        })
+    };
+
+    // Progress, until every event is acknowledged.
+    let total = size.events as u64;
+    loop {
+        let acked = stats.http_acked.load(Ordering::Relaxed) + stats.amqp_confirmed.load(Ordering::Relaxed);
+        if acked >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if started.elapsed().as_secs() % 10 == 0 {
+            let taken: usize = tallies.iter().map(|t| t.lock().unwrap().count()).sum();
+            eprintln!("chaos: {:.0} s: {acked}/{total} acknowledged, {taken} frames taken", started.elapsed().as_secs_f64());
+        }
+    }
+    let published_in = started.elapsed();
+    dispatcher.await.unwrap();
+    for t in http_tasks {
+        t.abort();
+    }
+    let _ = amqp_task.await;
+    let (mut nodes, injected) = fault_task.await.unwrap();
+    until_ready(&http, &bases, Duration::from_secs(90)).await.expect("both nodes ready after the faults");
+
+    // Expected inboxes: a user's targeted events and every broadcast. Wait for the queue to drain into them.
+    let mut expected: Vec<usize> = vec![0; size.users];
+    let broadcasts = events.iter().filter(|e| e.user.is_none()).count();
+    for e in &events {
+        if let Some(u) = e.user {
+            expected[u] += 1;
+        }
+    }
+    for x in &mut expected {
+        *x += broadcasts;
+    }
+    let drain = Instant::now();
+    loop {
+        let mut short = 0;
+        for (u, user) in users.iter().enumerate() {
+            if unread(&http, &bases[u % 2], user).await.unwrap_or(0) < expected[u] as u64 {
+                short += 1;
+            }
+        }
+        if short == 0 || drain.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Then for the clients to converge on them (a resync or reconnect may still be under way).
+    let converge = Instant::now();
+    while converge.elapsed() < Duration::from_secs(60)
+        && tallies.iter().enumerate().any(|(u, t)| t.lock().unwrap().count() < expected[u])
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A little longer: a frame arriving after convergence (a late duplicate) must still count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let converged_in = drain.elapsed();
+    stop.cancel();
+    for t in client_tasks {
+        let _ = t.await;
+    }
+
+    // Compare every client with its inbox.
+    let by_key: HashMap<&str, &Event> = events.iter().map(|e| (e.key.as_str(), e)).collect();
+    let http_node = stats.http_node.lock().unwrap().clone();
+    let describe = |key: &str| match by_key.get(key) {
+        Some(e) => match e.via {
+            Via::Http => format!("{key} via http to {}", http_node.get(key).copied().unwrap_or("?")),
+            Via::Amqp => format!("{key} via amqp"),
+        },
+        None => format!("{key} (not sent by this run)"),
+    };
+    let mut f = Figures::default();
+    for (u, user) in users.iter().enumerate() {
+        let rows = inbox(&http, &bases[u % 2], user).await;
+        let tally = tallies[u].lock().unwrap();
+        f.inbox_rows += rows.len();
+        f.expected += expected[u];
+        let mut seen_titles: HashMap<&str, usize> = HashMap::new();
+        for (_, _, title) in &rows {
+            *seen_titles.entry(title.as_str()).or_default() += 1;
+        }
+        for (title, n) in &seen_titles {
+            if *n > 1 {
+                f.stored_twice += n - 1;
+                f.details.push(format!("{user}: {} stored {n} times", describe(title)));
+            }
+            if !by_key.contains_key(title) {
+                f.details.push(format!("{user}: {title:?} in the inbox but never sent"));
+            }
+        }
+        for e in &events {
+            if (e.user.is_none() || e.user == Some(u)) && !seen_titles.contains_key(e.key.as_str()) {
+                f.not_stored += 1;
+                f.details.push(format!("{user}: {} acknowledged but not in the inbox", describe(&e.key)));
+            }
+        }
+        for (chain, want, got) in [
+            ("targeted", rows.iter().filter(|r| !r.1).collect::<Vec<_>>(), &tally.targeted),
+            ("broadcast", rows.iter().filter(|r| r.1).collect::<Vec<_>>(), &tally.broadcast),
+        ] {
+            let want_ids: HashSet<i64> = want.iter().map(|r| r.0).collect();
+            let got_ids: HashSet<i64> = got.iter().copied().collect();
+            for r in want.iter().filter(|r| !got_ids.contains(&r.0)) {
+                f.lost += 1;
+                f.details.push(format!("{user}: {chain} {} ({}) never taken by the client", r.0, describe(&r.2)));
+            }
+            f.duplicated += got.len() - got_ids.len();
+            for id in got_ids.difference(&want_ids) {
+                f.details.push(format!("{user}: {chain} {id} taken but not in the inbox"));
+                f.extra += 1;
+            }
+            f.out_of_order += got.windows(2).filter(|w| w[0] >= w[1]).count();
+        }
+        f.delivered += tally.count();
+        f.frames += tally.frames;
+        f.redundant += tally.redundant;
+        f.late += tally.late.len();
+        f.gaps += tally.gaps.len();
+        f.sessions += tally.sessions;
+        f.resyncs += tally.resyncs;
+        f.truncated += tally.truncated;
+        f.details.extend(tally.late.iter().map(|l| format!("{user}: late frame dropped: {l}")));
+        f.details.extend(tally.gaps.iter().map(|g| format!("{user}: gap: {g}")));
+    }
+    for n in &mut nodes {
+        n.kill_9();
+    }
+
+    // The report.
+    let by_via = |v: Via| events.iter().filter(|e| e.via == v).count();
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "chaos run {prefix}: {} events ({} over HTTP, {} over AMQP; {} targeted to {} users, {broadcasts} broadcasts) \
+         at {} events/s planned, 2 nodes",
+        size.events,
+        by_via(Via::Http),
+        by_via(Via::Amqp),
+        size.events - broadcasts,
+        size.users,
+        size.rate
+    );
+    let _ = writeln!(
+        report,
+        "publishing: {:.1} s; HTTP retries {} ({} answered duplicate); AMQP messages republished {}",
+        published_in.as_secs_f64(),
+        stats.http_retries.load(Ordering::Relaxed),
+        stats.http_duplicates.load(Ordering::Relaxed),
+        stats.amqp_republished.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        report,
+        "faults injected: {} ({} mid-stream)",
+        injected.len(),
+        injected.iter().filter(|i| i.mid_stream).count()
+    );
+    for i in &injected {
+        let ready = match &i.ready_after {
+            Ok(d) => format!("both nodes ready {:.1} s later", d.as_secs_f64()),
+            Err(e) => format!("NOT READY after 90 s: {e}"),
+        };
+        let _ = writeln!(
+            report,
+            "  at {:>6.1} s: {} ({:.1} s); {ready}",
+            i.at.as_secs_f64(),
+            i.what,
+            i.took.as_secs_f64()
+        );
+    }
+    let _ = writeln!(
+        report,
+        "inboxes: {} notifications in {} inboxes (expected {}); stored twice {}; acknowledged but not stored {}",
+        f.inbox_rows, size.users, f.expected, f.stored_twice, f.not_stored
+    );
+    let _ = writeln!(
+        report,
+        "clients: delivered {} of {}; lost {}; duplicated {}; out of order {}; taken but not in the inbox {}",
+        f.delivered, f.inbox_rows, f.lost, f.duplicated, f.out_of_order, f.extra
+    );
+    let _ = writeln!(
+        report,
+        "  frames {}; late frames dropped (lost) {}; prev_id gaps {}; redundant frames dropped {}; sessions {}; \
+         resyncs {}; truncated {}",
+        f.frames, f.late, f.gaps, f.redundant, f.sessions, f.resyncs, f.truncated
+    );
+    let _ = writeln!(
+        report,
+        "durations: total {:.1} s; drain + convergence after the last acknowledgement {:.1} s",
+        started.elapsed().as_secs_f64(),
+        converged_in.as_secs_f64()
+    );
+    for d in f.details.iter().take(40) {
+        let _ = writeln!(report, "  ! {d}");
+    }
+    if f.details.len() > 40 {
+        let _ = writeln!(report, "  ! ... {} more", f.details.len() - 40);
+    }
+    println!("{report}");
+    if let Some(path) = env("CHAOS_REPORT") {
+        std::fs::write(path, &report).unwrap();
+    }
+
+    assert!(
+        injected.iter().all(|i| i.ready_after.is_ok()),
+        "a node did not recover from a fault (logs in {})",
+        logs.display()
+    );
+    assert_eq!(
+        (f.lost, f.duplicated, f.out_of_order, f.stored_twice, f.not_stored, f.extra, f.late, f.truncated),
+        (0, 0, 0, 0, 0, 0, 0, 0),
+        "every client must hold exactly its inbox (lost, duplicated, out of order, stored twice, not stored, \
+         extra, late, truncated); logs in {}",
+        logs.display()
+    );
+    assert_eq!(f.inbox_rows, f.expected, "every acknowledged event is one notification per recipient");
+}
+
+#[derive(Default)]
+struct Figures {
+    expected: usize,
+    inbox_rows: usize,
+    stored_twice: usize,
+    not_stored: usize,
+    delivered: usize,
+    lost: usize,
+    duplicated: usize,
+    out_of_order: usize,
+    extra: usize,
+    frames: u64,
+    redundant: u64,
+    late: usize,
+    gaps: usize,
+    sessions: u64,
+    resyncs: u64,
+    truncated: u64,
+    details: Vec<String>,
+}
