@@ -214,10 +214,10 @@ async fn overtaken(test: &str, first: Chain, second: Chain) {
     // Nothing was missed: the reconnect replays nothing and confirms the position.
     let (mut again, replayed, done) = resume(&b, &user, cursors).await;
     assert!(replayed.is_empty(), "nothing missed, yet replayed: {replayed:?}");
-    assert_eq!((done["up_to_targeted"].as_i64(), done["up_to_broadcast"].as_i64()), (
-        Some(cursors.targeted),
-        Some(cursors.broadcast)
-    ));
+    assert_eq!(
+        (done["up_to_targeted"].as_i64(), done["up_to_broadcast"].as_i64()),
+        (Some(cursors.targeted), Some(cursors.broadcast))
+    );
     again.ws.close(None).await.unwrap();
 
     // Away on purpose while one notification of each chain commits on each node: the reconnect (to the other
@@ -234,10 +234,10 @@ async fn overtaken(test: &str, first: Chain, second: Chain) {
     for f in &replayed {
         assert!(cursors.take(f));
     }
-    assert_eq!((done["up_to_targeted"].as_i64(), done["up_to_broadcast"].as_i64()), (
-        Some(cursors.targeted),
-        Some(cursors.broadcast)
-    ));
+    assert_eq!(
+        (done["up_to_targeted"].as_i64(), done["up_to_broadcast"].as_i64()),
+        (Some(cursors.targeted), Some(cursors.broadcast))
+    );
     back.silent_for(QUIET).await;
 }
 
