@@ -5,17 +5,13 @@
 //! replays exactly what it missed.
 //!
 //! Two in-process nodes on a fresh PostgreSQL database and the shared test Redis (skipped without them, like
-//! `cluster.rs`); node A reaches Redis through a TCP proxy that adds 300 ms each way, so what A publishes
+//! `cluster.rs`); node A reaches Redis through a TCP proxy that adds 300 ms each way (`support::slow_link`), so what A publishes
 //! reaches node B 300 ms late, while what B commits reaches B's sessions at once.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cluster::{fresh_database, node, notify, ready, unique};
@@ -27,47 +23,6 @@ const SLOW_LINK: Duration = Duration::from_millis(300);
 const THEN: Duration = Duration::from_millis(50);
 /// Longer than the slow link: a late copy of a frame would show up within it.
 const QUIET: Duration = Duration::from_millis(800);
-
-/// A TCP proxy to `upstream` that hands on every chunk `delay` after reading it, in both directions: a link
-/// with that much latency (order kept, throughput not limited). Both directions, because what matters here is
-/// node A's PUBLISH reaching Redis late, and a real slow link is slow both ways.
-async fn slow_link(upstream: SocketAddr, delay: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = TcpStream::connect(upstream).await else { continue };
-            let (from_node, to_node) = inbound.into_split();
-            let (from_redis, to_redis) = outbound.into_split();
-            tokio::spawn(delayed_copy(from_node, to_redis, delay));
-            tokio::spawn(delayed_copy(from_redis, to_node, delay));
-        }
-    });
-    addr
-}
-
-async fn delayed_copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
-    // The reader stamps each chunk as it arrives and the writer holds it until its time: a latency, not a
-    // bandwidth limit (chunks read back to back leave back to back).
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((at, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            if to.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = to.shutdown().await;
-    });
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
-        if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let _ = writer.await;
-}
 
 /// Node A (behind the slow link) and node B, both ready; `None` when the suite runs without PostgreSQL/Redis.
 async fn two_nodes_a_on_a_slow_link(test: &str) -> Option<(Gateway, Gateway)> {
