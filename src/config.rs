@@ -138,7 +138,14 @@ pub struct WebSocketSettings {
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
     pub outbound_queue: usize,
+    /// The outbound queue's bound in bytes (frames are bounded in count and in size).
+    pub outbound_queue_bytes: usize,
     pub queue_full_policy: QueueFullPolicy,
+    /// Sessions one user may have open on this node; the next is closed with 4029.
+    pub max_sessions_per_user: usize,
+    /// Bound on each store read a session waits for (replay, catch-up, opening); past it the session closes
+    /// with 1013 and the client resumes elsewhere or later.
+    pub store_timeout_secs: u64,
     pub max_resyncs_per_minute: u32,
     pub write_timeout_secs: u64,
     pub token_refresh_window_secs: u64,
@@ -464,6 +471,9 @@ impl Settings {
             ("websocket.idle_timeout_secs", self.websocket.idle_timeout_secs as usize),
             ("websocket.write_timeout_secs", self.websocket.write_timeout_secs as usize),
             ("websocket.outbound_queue", self.websocket.outbound_queue),
+            ("websocket.outbound_queue_bytes", self.websocket.outbound_queue_bytes),
+            ("websocket.max_sessions_per_user", self.websocket.max_sessions_per_user),
+            ("websocket.store_timeout_secs", self.websocket.store_timeout_secs as usize),
             ("websocket.max_inbound_bytes", self.websocket.max_inbound_bytes),
             ("websocket.replay_page_size", self.websocket.replay_page_size as usize),
             ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes),

@@ -50,6 +50,23 @@ use crate::telemetry::Health;
 
 /// Run the gateway on `listener` until `shutdown` is cancelled, then drain and return.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(settings, listener, shutdown, Hooks::default()).await
+}
+
+/// Fault-injection points for tests (a store that answers slowly, ...). Production runs with none.
+#[derive(Default)]
+pub struct Hooks {
+    /// Wraps the opened store (for example in [`inbox::instrumented::Instrumented`]).
+    pub wrap_store: Option<Box<dyn FnOnce(Arc<dyn inbox::Store>) -> Arc<dyn inbox::Store> + Send>>,
+}
+
+/// [`run`] with [`Hooks`].
+pub async fn run_with(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
@@ -65,6 +82,10 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
         Fanout::local(registry.clone())
     };
     let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone())))).await.context("opening the inbox")?;
+    let store = match hooks.wrap_store {
+        Some(wrap) => wrap(store),
+        None => store,
+    };
     let pipeline = Pipeline::new(rules.clone(), store.clone());
     let amqp = settings
         .amqp

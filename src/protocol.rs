@@ -5,7 +5,9 @@
 //!   tested against the same golden files in `tests/golden/`.
 //! - A notification is serialised once ([`encode_notification_frame`]) and the resulting bytes are shared by
 //!   every recipient session; nothing downstream re-serialises it.
-//! - Notification `id`s only grow, in commit order, so a client resumes with `?since=<last id>`.
+//! - A user's notifications form two chains, each in id order: their own (targeted) and the broadcasts. A
+//!   client's [`Position`] is one cursor per chain, and it resumes with `?since=<targeted>&since_broadcast=<broadcast>`.
+//!   Ids are never compared across chains: a broadcast may overtake a targeted notification with a smaller id.
 
 use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -17,8 +19,9 @@ use serde_json::value::RawValue;
 pub struct Notification {
     /// The position: ids only grow, in commit order, and a user sees their notifications in id order.
     pub id: i64,
-    /// The id of the notification this user saw just before this one (0 for the first). For a broadcast, the
-    /// previous broadcast. A client that last saw id `L` has missed something exactly when `prev_id > L`.
+    /// The previous id in this notification's chain (0 for the first): for a targeted notification, this
+    /// user's previous targeted one; for a broadcast, the previous broadcast. A client whose cursor for that
+    /// chain is `L` has missed something exactly when `prev_id > L`.
     pub prev_id: i64,
     /// `None` for a broadcast (visible to every user).
     pub user_id: Option<String>,
@@ -44,6 +47,65 @@ pub struct RelatedObject {
     pub id: String,
 }
 
+/// The two delivery chains of a user's notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// The user's own notifications (`user_id` set).
+    Targeted,
+    /// Notifications for everyone (`user_id` null).
+    Broadcast,
+}
+
+impl Notification {
+    pub fn chain(&self) -> Chain {
+        if self.user_id.is_some() {
+            Chain::Targeted
+        } else {
+            Chain::Broadcast
+        }
+    }
+}
+
+/// Where a client is: the last id it received in each chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub targeted: i64,
+    pub broadcast: i64,
+}
+
+impl Position {
+    /// Both cursors at `id` (what a v1 client's single `since` means).
+    pub fn both(id: i64) -> Self {
+        Position { targeted: id, broadcast: id }
+    }
+
+    pub fn get(&self, chain: Chain) -> i64 {
+        match chain {
+            Chain::Targeted => self.targeted,
+            Chain::Broadcast => self.broadcast,
+        }
+    }
+
+    /// Move the cursor of `chain` forward to `id` (never back).
+    pub fn advance(&mut self, chain: Chain, id: i64) {
+        let c = match chain {
+            Chain::Targeted => &mut self.targeted,
+            Chain::Broadcast => &mut self.broadcast,
+        };
+        *c = (*c).max(id);
+    }
+
+    /// The newest id of either chain (the v1 single cursor).
+    pub fn max(&self) -> i64 {
+        self.targeted.max(self.broadcast)
+    }
+
+    /// Is every cursor of `self` at or beyond `other`'s?
+    pub fn covers(&self, other: &Position) -> bool {
+        self.targeted >= other.targeted && self.broadcast >= other.broadcast
+    }
+}
+
 /// Frames the server sends. Tagged by `type`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -54,6 +116,9 @@ pub enum ServerFrame<'a> {
         user_id: &'a str,
         /// The newest notification id visible to this user when the session opened (0 if none).
         latest_id: i64,
+        /// The newest id of each chain when the session opened: where a session without `since` starts.
+        latest_targeted_id: i64,
+        latest_broadcast_id: i64,
         ping_interval_ms: u64,
     },
     Notification {
@@ -62,15 +127,26 @@ pub enum ServerFrame<'a> {
         /// The event body exactly as the publishing service sent it.
         body: &'a RawValue,
     },
-    /// Sent after a `since` replay: everything up to and including `up_to` has been delivered.
+    /// Sent after a replay: the session's position now (`up_to` is the greater cursor, for v1 clients).
     Replayed {
         up_to: i64,
+        up_to_targeted: i64,
+        up_to_broadcast: i64,
     },
-    /// This session fell behind (its outbound queue overflowed): live frames were dropped and the server now
-    /// replays from the inbox after `since`, then sends `replayed`. The client need not do anything.
+    /// The replay that follows starts below the retained history: what was pruned cannot be replayed.
+    Truncated {
+        since: i64,
+        since_broadcast: i64,
+        /// The oldest id still retained for this user (the replay starts there).
+        oldest_id: i64,
+    },
+    /// This session may have missed frames (its outbound queue overflowed, or the node's Redis link dropped):
+    /// the server replays notifications from the inbox after this position, then sends `replayed`. Read-state
+    /// frames are not replayed: the client refetches its counts and visible page.
     Resync {
         reason: &'a str,
         since: i64,
+        since_broadcast: i64,
     },
     /// The session's token expires at `expires_at` (unix seconds): send `{"type":"auth","token":...}` before
     /// then or the session closes with 4001.
@@ -123,9 +199,9 @@ pub fn encode_notification_frame(n: &Notification, body: &RawValue) -> Utf8Bytes
 #[derive(Debug, PartialEq)]
 pub enum ClientMessage {
     Ping,
-    /// Replay everything after `since`, then continue live.
+    /// Replay everything after this position, then continue live.
     Resume {
-        since: i64,
+        since: Position,
     },
     /// A fresh token for this session.
     Auth {
@@ -137,7 +213,7 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientJson {
     Ping,
-    Resume { since: i64 },
+    Resume { since: i64, since_broadcast: Option<i64> },
     Auth { token: String },
 }
 
@@ -153,7 +229,9 @@ impl ClientMessage {
         }
         match serde_json::from_str::<ClientJson>(trimmed) {
             Ok(ClientJson::Ping) => Ok(ClientMessage::Ping),
-            Ok(ClientJson::Resume { since }) => Ok(ClientMessage::Resume { since }),
+            Ok(ClientJson::Resume { since, since_broadcast }) => Ok(ClientMessage::Resume {
+                since: Position { targeted: since, broadcast: since_broadcast.unwrap_or(since) },
+            }),
             Ok(ClientJson::Auth { token }) => Ok(ClientMessage::Auth { token }),
             Err(e) => Err(BadClientMessage(e.to_string())),
         }
@@ -254,7 +332,14 @@ mod tests {
         let read_at = "2026-01-10T09:00:00Z".parse().unwrap();
         let cases: Vec<(ServerFrame, &str)> = vec![
             (
-                ServerFrame::Ready { session_id: "s-1f", user_id: "42", latest_id: 43, ping_interval_ms: 25_000 },
+                ServerFrame::Ready {
+                    session_id: "s-1f",
+                    user_id: "42",
+                    latest_id: 43,
+                    latest_targeted_id: 43,
+                    latest_broadcast_id: 40,
+                    ping_interval_ms: 25_000,
+                },
                 "frame-ready.json",
             ),
             (ServerFrame::Pong, "frame-pong.json"),
@@ -262,8 +347,9 @@ mod tests {
             (ServerFrame::ReadAll { up_to: 43, read_at }, "frame-read-all.json"),
             (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
             (ServerFrame::Purged, "frame-purged.json"),
-            (ServerFrame::Replayed { up_to: 43 }, "frame-replayed.json"),
-            (ServerFrame::Resync { reason: "slow_consumer", since: 41 }, "frame-resync.json"),
+            (ServerFrame::Replayed { up_to: 43, up_to_targeted: 43, up_to_broadcast: 40 }, "frame-replayed.json"),
+            (ServerFrame::Truncated { since: 3, since_broadcast: 2, oldest_id: 17 }, "frame-truncated.json"),
+            (ServerFrame::Resync { reason: "slow_consumer", since: 41, since_broadcast: 40 }, "frame-resync.json"),
             (ServerFrame::TokenExpiring { expires_at: 1767000000 }, "frame-token-expiring.json"),
             (ServerFrame::AuthOk { expires_at: 1767003600 }, "frame-auth-ok.json"),
             (
@@ -292,7 +378,15 @@ mod tests {
     fn client_messages_parse_text_ping_and_json() {
         assert_eq!(ClientMessage::parse("ping"), Ok(ClientMessage::Ping));
         assert_eq!(ClientMessage::parse(&golden("client-ping.json").to_string()), Ok(ClientMessage::Ping));
-        assert_eq!(ClientMessage::parse(r#"{"type":"resume","since":7}"#), Ok(ClientMessage::Resume { since: 7 }));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"resume","since":7}"#),
+            Ok(ClientMessage::Resume { since: Position::both(7) }),
+            "a v1 resume moves both cursors"
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"resume","since":7,"since_broadcast":5}"#),
+            Ok(ClientMessage::Resume { since: Position { targeted: 7, broadcast: 5 } })
+        );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"auth","token":"t"}"#),
             Ok(ClientMessage::Auth { token: "t".into() })
@@ -303,7 +397,7 @@ mod tests {
         ));
         assert_eq!(
             ClientMessage::parse(&golden("client-resume.json").to_string()),
-            Ok(ClientMessage::Resume { since: 41 })
+            Ok(ClientMessage::Resume { since: Position { targeted: 41, broadcast: 40 } })
         );
         assert!(matches!(
             ClientMessage::parse(&golden("client-auth.json").to_string()),

@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
+use crate::protocol::Chain;
 
 /// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,10 @@ pub enum CloseReason {
     Unsupported,
     /// 1011: the store failed during a replay.
     Internal,
+    /// 1013: a store read took longer than `store_timeout_secs` or the store is unavailable: try again later.
+    StoreUnavailable,
+    /// 4029: the user already has `max_sessions_per_user` sessions open on this node.
+    TooManySessions,
 }
 
 impl CloseReason {
@@ -43,6 +48,8 @@ impl CloseReason {
             CloseReason::Unsupported => 1003,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
+            CloseReason::StoreUnavailable => 1013,
+            CloseReason::TooManySessions => 4029,
             CloseReason::TokenExpired => 4001,
             CloseReason::Lagged => 4008,
             CloseReason::Idle => 4009,
@@ -56,6 +63,8 @@ impl CloseReason {
             CloseReason::Unsupported => "binary_unsupported",
             CloseReason::TooBig => "message_too_big",
             CloseReason::Internal => "internal_error",
+            CloseReason::StoreUnavailable => "store_unavailable",
+            CloseReason::TooManySessions => "too_many_sessions",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::Lagged => "slow_consumer",
             CloseReason::Idle => "idle_timeout",
@@ -63,14 +72,21 @@ impl CloseReason {
     }
 }
 
-/// One queued frame. `id` is the notification id (0 for control frames), so a session can drop a live
-/// notification it already sent during a replay.
+/// Where a notification frame sits in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub chain: Chain,
+    pub id: i64,
+    /// The previous id of the chain: a session whose cursor for the chain is below it knows this frame
+    /// overtook an earlier one (possible across nodes) and fills the gap from the inbox first.
+    pub prev_id: i64,
+}
+
+/// One queued frame. Notifications carry their [`Link`], so a session can drop one it already sent during a
+/// replay and see a gap; control frames (read state, purged) have none.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub id: i64,
-    /// The notification's `prev_id` (0 for control frames): a session that has not delivered it yet knows
-    /// this frame overtook an earlier one (possible across nodes) and fills the gap from the inbox first.
-    pub prev_id: i64,
+    pub link: Option<Link>,
     pub frame: Utf8Bytes,
     /// When the event entered Herald, for the delivery-latency histogram.
     pub ingested_at: Option<Instant>,
@@ -118,25 +134,33 @@ impl ResyncReason {
 
 struct OutboxState {
     frames: VecDeque<Outgoing>,
+    /// The queued frames' payload bytes.
+    bytes: usize,
     resync: Option<ResyncReason>,
     closing: Option<CloseReason>,
+}
+
+/// How much one session may queue: frames and bytes, whichever is reached first.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub frames: usize,
+    pub bytes: usize,
+    pub policy: QueueFullPolicy,
 }
 
 /// A session's bounded outbound queue. One consumer (the session task), many producers.
 pub struct Outbox {
     state: Mutex<OutboxState>,
     notify: Notify,
-    capacity: usize,
-    policy: QueueFullPolicy,
+    bounds: Bounds,
 }
 
 impl Outbox {
-    fn new(capacity: usize, policy: QueueFullPolicy) -> Self {
+    fn new(bounds: Bounds) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState { frames: VecDeque::new(), resync: None, closing: None }),
+            state: Mutex::new(OutboxState { frames: VecDeque::new(), bytes: 0, resync: None, closing: None }),
             notify: Notify::new(),
-            capacity,
-            policy,
+            bounds,
         }
     }
 
@@ -145,11 +169,14 @@ impl Outbox {
         if s.closing.is_some() {
             return Push::Closed;
         }
-        if s.frames.len() >= self.capacity {
-            // Everything dropped here is in the inbox: the resync replay (or the client's resume) brings it back.
+        if s.frames.len() >= self.bounds.frames || s.bytes + out.frame.len() > self.bounds.bytes {
+            // Notifications dropped here are in the inbox: the resync replay (or the client's resume) brings them
+            // back. Read-state frames are not replayed; the announced resync (or the reconnect) tells the client
+            // to refetch its counts, so none is lost silently.
             s.frames.clear();
             s.frames.shrink_to_fit();
-            match self.policy {
+            s.bytes = 0;
+            match self.bounds.policy {
                 QueueFullPolicy::Resync => s.resync = Some(ResyncReason::SlowConsumer),
                 QueueFullPolicy::Close => s.closing = Some(CloseReason::Lagged),
             }
@@ -157,6 +184,7 @@ impl Outbox {
             self.notify.notify_one();
             return Push::Overflow;
         }
+        s.bytes += out.frame.len();
         s.frames.push_back(out);
         drop(s);
         self.notify.notify_one();
@@ -181,8 +209,10 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Wait until there is something to do. Cancel-safe: nothing leaves the queue until the future completes.
-    pub async fn next(&self, buf: &mut Vec<Outgoing>) -> Next {
+    /// Wait until there is something to do; with `frames` false (the session is replaying), only a close or a
+    /// resync request, and queued frames stay queued. Cancel-safe: nothing leaves the queue until the future
+    /// completes.
+    pub async fn next(&self, buf: &mut Vec<Outgoing>, frames: bool) -> Next {
         loop {
             {
                 let mut s = self.state.lock().expect("outbox poisoned");
@@ -193,7 +223,8 @@ impl Outbox {
                     // Frames queued after the overflow stay queued: the replay's id check drops the ones it covers.
                     return Next::Resync(reason);
                 }
-                if !s.frames.is_empty() {
+                if frames && !s.frames.is_empty() {
+                    s.bytes = 0;
                     buf.extend(s.frames.drain(..));
                     if s.frames.capacity() > 64 {
                         s.frames.shrink_to_fit();
@@ -260,17 +291,22 @@ impl Registry {
         Self::default()
     }
 
-    pub fn register(&self, user: &str, capacity: usize, policy: QueueFullPolicy) -> Registration {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let handle = Arc::new(SessionHandle { id, outbox: Outbox::new(capacity, policy) });
+    /// Add a session for `user`, unless the user already has `max_per_user` here (checked under the user's
+    /// entry, so concurrent handshakes cannot overshoot).
+    pub fn register(&self, user: &str, bounds: Bounds, max_per_user: usize) -> Result<Registration, CloseReason> {
         let user: Arc<str> = Arc::from(user);
         let mut sessions = self.inner.users.entry(user.clone()).or_default();
+        if sessions.len() >= max_per_user {
+            return Err(CloseReason::TooManySessions);
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let handle = Arc::new(SessionHandle { id, outbox: Outbox::new(bounds) });
         if let (true, Some(h)) = (sessions.is_empty(), self.inner.hook.get()) {
             h.first_session(&user);
         }
         sessions.push(handle.clone());
         drop(sessions);
-        Registration { registry: self.clone(), user, handle }
+        Ok(Registration { registry: self.clone(), user, handle })
     }
 
     /// Install the presence hook (once, at start, before sessions open).
@@ -358,50 +394,107 @@ mod tests {
     use super::*;
 
     fn out(id: i64) -> Outgoing {
-        Outgoing { id, prev_id: 0, frame: Utf8Bytes::from_static("{}"), ingested_at: None }
+        let link = Link { chain: Chain::Targeted, id, prev_id: 0 };
+        Outgoing { link: Some(link), frame: Utf8Bytes::from_static("{}"), ingested_at: None }
+    }
+
+    fn bounds(frames: usize, policy: QueueFullPolicy) -> Bounds {
+        Bounds { frames, bytes: 1 << 20, policy }
+    }
+
+    fn reg_user(reg: &Registry, user: &str, frames: usize, policy: QueueFullPolicy) -> Registration {
+        reg.register(user, bounds(frames, policy), 32).unwrap()
     }
 
     #[tokio::test]
     async fn full_outbox_under_close_policy_closes_with_lagged_instead_of_blocking() {
         let reg = Registry::new();
-        let slow = reg.register("u", 2, QueueFullPolicy::Close);
-        let fast = reg.register("u", 2, QueueFullPolicy::Close);
+        let slow = reg_user(&reg, "u", 2, QueueFullPolicy::Close);
+        let fast = reg_user(&reg, "u", 2, QueueFullPolicy::Close);
         assert_eq!(reg.send_to_user("u", &out(1), None), 2);
         assert_eq!(reg.send_to_user("u", &out(2), None), 2);
         let mut buf = Vec::new();
-        assert_eq!(fast.handle.outbox.next(&mut buf).await, Next::Frames);
+        assert_eq!(fast.handle.outbox.next(&mut buf, true).await, Next::Frames);
         assert_eq!(buf.len(), 2);
         // Third frame: the slow session overflows, the fast one still receives.
         assert_eq!(reg.send_to_user("u", &out(3), None), 1);
-        assert_eq!(slow.handle.outbox.next(&mut Vec::new()).await, Next::Close(CloseReason::Lagged));
+        assert_eq!(slow.handle.outbox.next(&mut Vec::new(), true).await, Next::Close(CloseReason::Lagged));
         assert_eq!(slow.handle.outbox.push(out(4)), Push::Closed);
     }
 
     #[tokio::test]
     async fn full_outbox_under_resync_policy_asks_for_a_replay_then_keeps_queueing() {
         let reg = Registry::new();
-        let slow = reg.register("u", 2, QueueFullPolicy::Resync);
+        let slow = reg_user(&reg, "u", 2, QueueFullPolicy::Resync);
         for id in 1..=3 {
             reg.send_to_user("u", &out(id), None);
         }
         assert_eq!(slow.handle.outbox.push(out(4)), Push::Queued, "the session stays open");
         let mut buf = Vec::new();
         assert_eq!(
-            slow.handle.outbox.next(&mut buf).await,
+            slow.handle.outbox.next(&mut buf, true).await,
             Next::Resync(ResyncReason::SlowConsumer),
             "the resync comes before later frames"
         );
         assert!(buf.is_empty());
-        assert_eq!(slow.handle.outbox.next(&mut buf).await, Next::Frames);
-        assert_eq!(buf.iter().map(|o| o.id).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(slow.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        assert_eq!(buf.iter().map(|o| o.link.unwrap().id).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn an_outbox_over_its_byte_bound_applies_the_policy() {
+        let reg = Registry::new();
+        let r = reg.register("u", Bounds { frames: 100, bytes: 10, policy: QueueFullPolicy::Close }, 32).unwrap();
+        let big = Outgoing { link: None, frame: Utf8Bytes::from_static("0123456"), ingested_at: None };
+        assert_eq!(r.handle.outbox.push(big.clone()), Push::Queued);
+        assert_eq!(r.handle.outbox.push(big.clone()), Push::Overflow, "7 + 7 bytes > 10: far below 100 frames");
+        assert_eq!(r.handle.outbox.next(&mut Vec::new(), true).await, Next::Close(CloseReason::Lagged));
+    }
+
+    #[tokio::test]
+    async fn draining_the_outbox_frees_its_byte_budget() {
+        let reg = Registry::new();
+        let r = reg.register("u", Bounds { frames: 100, bytes: 10, policy: QueueFullPolicy::Close }, 32).unwrap();
+        let big = Outgoing { link: None, frame: Utf8Bytes::from_static("0123456"), ingested_at: None };
+        for _ in 0..5 {
+            assert_eq!(r.handle.outbox.push(big.clone()), Push::Queued);
+            assert_eq!(r.handle.outbox.next(&mut Vec::new(), true).await, Next::Frames);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replaying_session_gets_closes_and_resyncs_but_no_frames() {
+        let reg = Registry::new();
+        let r = reg_user(&reg, "u", 4, QueueFullPolicy::Resync);
+        reg.send_to_user("u", &out(1), None);
+        let mut buf = Vec::new();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), r.handle.outbox.next(&mut buf, false));
+        assert!(waiting.await.is_err(), "frames stay queued while replaying");
+        r.handle.outbox.resync(ResyncReason::TransportLost);
+        assert_eq!(r.handle.outbox.next(&mut buf, false).await, Next::Resync(ResyncReason::TransportLost));
+        assert!(buf.is_empty());
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        assert_eq!(buf.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_user_over_the_session_cap_is_refused_and_may_open_again_after_one_closes() {
+        let reg = Registry::new();
+        let b = bounds(4, QueueFullPolicy::Close);
+        let first = reg.register("u", b, 2).unwrap();
+        let _second = reg.register("u", b, 2).unwrap();
+        assert_eq!(reg.register("u", b, 2).err(), Some(CloseReason::TooManySessions));
+        assert!(reg.register("v", b, 2).is_ok(), "the cap is per user");
+        drop(first);
+        assert!(reg.register("u", b, 2).is_ok());
     }
 
     #[tokio::test]
     async fn sessions_leave_the_registry_when_dropped() {
         let reg = Registry::new();
-        let a = reg.register("u", 4, QueueFullPolicy::Close);
-        let b = reg.register("u", 4, QueueFullPolicy::Close);
-        let c = reg.register("v", 4, QueueFullPolicy::Close);
+        let a = reg_user(&reg, "u", 4, QueueFullPolicy::Close);
+        let b = reg_user(&reg, "u", 4, QueueFullPolicy::Close);
+        let c = reg_user(&reg, "v", 4, QueueFullPolicy::Close);
         assert_eq!(reg.counts(), (2, 3));
         assert_eq!(reg.send_to_user("u", &out(1), Some(a.handle.id)), 1, "skip the originating session");
         drop(a);
@@ -416,9 +509,9 @@ mod tests {
     #[tokio::test]
     async fn close_wakes_a_waiting_session() {
         let reg = Registry::new();
-        let r = reg.register("u", 4, QueueFullPolicy::Close);
+        let r = reg_user(&reg, "u", 4, QueueFullPolicy::Close);
         let h = r.handle.clone();
-        let waiter = tokio::spawn(async move { h.outbox.next(&mut Vec::new()).await });
+        let waiter = tokio::spawn(async move { h.outbox.next(&mut Vec::new(), true).await });
         tokio::task::yield_now().await;
         reg.close_all(CloseReason::Shutdown);
         assert_eq!(waiter.await.unwrap(), Next::Close(CloseReason::Shutdown));

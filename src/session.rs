@@ -1,27 +1,36 @@
 //! Sessions: one task per WebSocket connection.
 //!
-//! The task registers with the [`Registry`], sends `ready`, replays from the inbox when asked (`since`), then
-//! loops over: queued frames → socket, client messages, server pings / idle check, token expiry, shutdown.
+//! The task registers with the [`Registry`], reads the user's position, sends `ready`, replays from the inbox
+//! when asked (`since`, `resume`, a resync, a gap), and otherwise moves queued frames to the socket. It is one
+//! `select!` loop over: the pending store read, queued frames, client messages, server pings / idle check, token
+//! expiry and shutdown. A store read is a state of the loop, never an inline `.await`.
 //!
 //! Invariants:
-//! - Per user, frames leave in id order, once: the session registers *before* it reads the replay, and drops
-//!   live frames whose id it already sent, so there is no gap and no duplicate at the replay/live seam.
+//! - Per user and per chain (targeted, broadcast), frames leave in id order, once: the session registers *before*
+//!   it reads its position or a replay, keeps one cursor per chain, drops a live frame whose id its cursor already
+//!   covers, and fills a gap (a frame whose `prev_id` is above the cursor) from the inbox before sending it.
+//! - While a replay or gap fill runs, live frames stay queued (bounded by the outbox) and are sent after it.
+//! - A slow store stalls nobody: every store read is bounded by `store_timeout_secs` (then 1013), and while one
+//!   is pending the session still answers pings, refreshes tokens, expires and shuts down.
 //! - The socket is never split: one task, one small future, small buffers (an idle session is a few KiB).
-//! - A stalled client never delays anyone else: its outbox overflows into a 4008 close, and a write that takes
-//!   longer than `write_timeout` ends the session.
+//! - A stalled client never delays anyone else: its outbox overflows into a resync or a 4008 close, and a write
+//!   that takes longer than `write_timeout` ends the session.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::future::OptionFuture;
 use futures_util::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Principal};
 use crate::config::WebSocketSettings;
-use crate::inbox::Store;
-use crate::protocol::{encode_notification_frame, ClientMessage, ServerFrame};
-use crate::registry::{CloseReason, Next, Outgoing, Registry, ResyncReason};
+use crate::inbox::{Replayed, Store, StoreError};
+use crate::protocol::{encode_notification_frame, ClientMessage, Position, ServerFrame};
+use crate::registry::{Bounds, CloseReason, Next, Outgoing, Registry, ResyncReason};
 
 /// What every session needs, shared.
 #[derive(Clone)]
@@ -36,7 +45,7 @@ pub struct SessionDeps {
 /// Per connection: who, from where in the inbox, and until when the token is good.
 pub struct SessionParams {
     pub user: String,
-    pub since: Option<i64>,
+    pub since: Option<Position>,
     pub expires_at: i64,
 }
 
@@ -72,14 +81,48 @@ pub async fn run(socket: WebSocket, deps: SessionDeps, params: SessionParams) {
     metrics::counter!("herald_sessions_closed_total", "reason" => ended.label()).increment(1);
 }
 
+/// The one store read a session may be waiting for.
+enum Loaded {
+    /// The newest id of each chain.
+    Latest(Position),
+    /// One page of a replay, oldest first.
+    Page(Vec<Replayed>),
+}
+
+type PendingRead = Pin<Box<dyn Future<Output = Result<Loaded, ReadFailed>> + Send>>;
+
+enum ReadFailed {
+    TimedOut,
+    Store(StoreError),
+}
+
+/// A replay in progress: where it started from, and what it owes the client when it ends.
+struct Replay {
+    /// Announced replays (`since`, `resume`, resync) end with `replayed`; a gap fill or a catch-up is silent.
+    announced: bool,
+    /// The requested position: clamped to the newest ids before the first page when it came from the client.
+    requested: Position,
+    /// A resync arrived meanwhile: run one more pass from the cursor once this one ends.
+    again: bool,
+}
+
 struct Session<'a> {
     socket: WebSocket,
     deps: &'a SessionDeps,
-    user: String,
-    since: Option<i64>,
+    user: Arc<str>,
     expires_at: i64,
-    /// Highest notification id sent on this socket (0 until a replay sets it).
-    last_sent: i64,
+    /// The last id delivered on this socket in each chain (set when the session opens).
+    position: Position,
+    /// Not set until the opening read answered and `ready` went out.
+    opened: bool,
+    since: Option<Position>,
+    replay: Option<Replay>,
+    pending: Option<PendingRead>,
+    /// Live frames taken from the outbox that wait for a gap fill to finish.
+    held: Vec<Outgoing>,
+    /// A catch-up (`None`) or an announced resync (`Some(reason)`) asked for before the opening read answered:
+    /// run once the session is open, since the opening read may predate what it is about.
+    deferred: Option<Option<ResyncReason>>,
     last_heard: Instant,
     bad_messages: u32,
 }
@@ -89,10 +132,15 @@ impl<'a> Session<'a> {
         Session {
             socket,
             deps,
-            user: p.user,
-            since: p.since,
+            user: Arc::from(p.user),
             expires_at: p.expires_at,
-            last_sent: 0,
+            position: Position::default(),
+            opened: false,
+            since: p.since,
+            replay: None,
+            pending: None,
+            held: Vec::new(),
+            deferred: None,
             last_heard: Instant::now(),
             bad_messages: 0,
         }
@@ -100,37 +148,15 @@ impl<'a> Session<'a> {
 
     async fn run(mut self) -> Ended {
         let s = self.deps.settings.clone();
-        // Register first: whatever commits from now on is queued, and the replay below sees the rest.
-        let registration = self.deps.registry.register(&self.user, s.outbound_queue, s.queue_full_policy);
+        // Register first: whatever commits from now on is queued, and the reads below see the rest.
+        let bounds = Bounds { frames: s.outbound_queue, bytes: s.outbound_queue_bytes, policy: s.queue_full_policy };
+        let registration = match self.deps.registry.register(&self.user, bounds, s.max_sessions_per_user) {
+            Ok(r) => r,
+            Err(reason) => return self.close(reason).await,
+        };
         let outbox = &registration.handle.outbox;
         let session_id = format!("s-{:x}", registration.handle.id);
-
-        let latest_id = match self.deps.store.latest_id(&self.user).await {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(error = %e, "store unavailable while opening a session");
-                return self.close(CloseReason::Internal).await;
-            }
-        };
-        let ready = ServerFrame::Ready {
-            session_id: &session_id,
-            user_id: &self.user,
-            latest_id,
-            ping_interval_ms: s.ping_interval_secs * 1000,
-        };
-        if let Err(ended) = self.send_now(ready.encode()).await {
-            return ended;
-        }
-        match self.since {
-            Some(since) => {
-                if let Err(ended) = self.replay(since).await {
-                    return ended;
-                }
-            }
-            // Without `since`, the session starts at `latest_id`: older notifications are history (REST), and a
-            // frame for one of them that raced the opening is not pushed twice.
-            None => self.last_sent = latest_id,
-        }
+        self.pending = Some(self.read_latest());
 
         let ping_every = Duration::from_secs(s.ping_interval_secs);
         let idle_after = Duration::from_secs(s.idle_timeout_secs);
@@ -148,14 +174,34 @@ impl<'a> Session<'a> {
 
         loop {
             let expires_at = self.expires_at;
+            // Live frames wait while the session opens, replays or fills a gap.
+            let live = self.opened && self.pending.is_none();
             tokio::select! {
                 biased;
                 _ = self.deps.shutdown.cancelled() => return self.close(CloseReason::Shutdown).await,
-                next = outbox.next(&mut batch) => {
+                Some(loaded) = OptionFuture::from(self.pending.as_mut()), if self.pending.is_some() => {
+                    self.pending = None;
+                    let step = match loaded {
+                        Ok(Loaded::Latest(latest)) => self.on_latest(latest, &session_id).await,
+                        Ok(Loaded::Page(items)) => self.on_page(items).await,
+                        Err(failed) => Err(self.store_failed(failed).await),
+                    };
+                    if let Err(ended) = step {
+                        return ended;
+                    }
+                }
+                next = outbox.next(&mut batch, live) => {
                     let step = match next {
                         Next::Close(reason) => return self.close(reason).await,
-                        Next::Frames => self.flush(&mut batch).await,
-                        Next::Resync(ResyncReason::Subscribed) => self.catch_up().await,
+                        Next::Frames => self.deliver(&mut batch, true).await,
+                        Next::Resync(ResyncReason::Subscribed) if !self.opened => {
+                            self.deferred.get_or_insert(None);
+                            Ok(())
+                        }
+                        Next::Resync(ResyncReason::Subscribed) => {
+                            self.start_replay(self.position, false, false);
+                            Ok(())
+                        }
                         Next::Resync(reason @ ResyncReason::TransportLost) => self.resync(reason).await,
                         Next::Resync(reason) if resyncs.allow(s.max_resyncs_per_minute) => self.resync(reason).await,
                         Next::Resync(_) => return self.close(CloseReason::Lagged).await,
@@ -191,7 +237,7 @@ impl<'a> Session<'a> {
                         return ended;
                     }
                 }
-                _ = &mut warning, if !warned => {
+                _ = &mut warning, if !warned && self.opened => {
                     warned = true;
                     let frame = ServerFrame::TokenExpiring { expires_at: self.expires_at };
                     if let Err(ended) = self.send_now(frame.encode()).await {
@@ -210,80 +256,241 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Announce a resync, then replay after the last id this socket delivered.
-    async fn resync(&mut self, reason: ResyncReason) -> Result<(), Ended> {
-        metrics::counter!("herald_session_resyncs_total", "reason" => reason.label()).increment(1);
-        let since = self.last_sent;
-        self.send_now(ServerFrame::Resync { reason: reason.label(), since }.encode()).await?;
-        self.replay(since).await
+    /// A store read bounded by `store_timeout_secs`, owned by the loop (not borrowing the session).
+    fn bounded<F>(&self, read: F) -> PendingRead
+    where
+        F: Future<Output = Result<Loaded, StoreError>> + Send + 'static,
+    {
+        let limit = Duration::from_secs(self.deps.settings.store_timeout_secs);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, read).await {
+                Ok(Ok(loaded)) => Ok(loaded),
+                Ok(Err(e)) => Err(ReadFailed::Store(e)),
+                Err(_) => Err(ReadFailed::TimedOut),
+            }
+        })
     }
 
-    /// Silently send whatever committed after the last id this socket delivered (usually nothing).
-    async fn catch_up(&mut self) -> Result<(), Ended> {
+    fn read_latest(&self) -> PendingRead {
+        let (store, user) = (self.deps.store.clone(), self.user.clone());
+        self.bounded(async move { store.latest(&user).await.map(Loaded::Latest) })
+    }
+
+    fn read_page(&self, from: Position) -> PendingRead {
+        let (store, user) = (self.deps.store.clone(), self.user.clone());
         let page = self.deps.settings.replay_page_size;
-        let items = match self.deps.store.after(&self.user, self.last_sent, page).await {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::warn!(error = %e, "store unavailable during a catch-up");
-                return Err(self.close(CloseReason::Internal).await);
+        self.bounded(async move { store.after(&user, from, page).await.map(Loaded::Page) })
+    }
+
+    async fn store_failed(&mut self, failed: ReadFailed) -> Ended {
+        let reason = match failed {
+            ReadFailed::TimedOut => {
+                metrics::counter!("herald_session_store_timeouts_total").increment(1);
+                tracing::warn!(user = %self.user, "a store read outlived websocket.store_timeout_secs");
+                CloseReason::StoreUnavailable
+            }
+            ReadFailed::Store(StoreError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "store unavailable during a session read");
+                CloseReason::StoreUnavailable
+            }
+            ReadFailed::Store(StoreError::Internal(e)) => {
+                tracing::error!(error = %e, "store error during a session read");
+                CloseReason::Internal
             }
         };
-        if items.len() == page as usize {
-            // More than a page behind: do it properly, announced.
-            return self.resync(ResyncReason::Subscribed).await;
+        self.close(reason).await
+    }
+
+    /// Start (or, if one runs, extend) a replay from `from`.
+    fn start_replay(&mut self, from: Position, announced: bool, clamp_to_latest: bool) {
+        if let Some(r) = &mut self.replay {
+            // The running replay reads up to what is committed now; one more pass covers what comes after.
+            r.again = true;
+            r.announced |= announced;
+            return;
         }
-        for r in items {
-            self.last_sent = r.notification.id;
-            self.send_now(encode_notification_frame(&r.notification, &r.body)).await?;
+        self.replay = Some(Replay { announced, requested: from, again: false });
+        self.pending = Some(if clamp_to_latest { self.read_latest() } else { self.read_page(from) });
+    }
+
+    async fn on_latest(&mut self, latest: Position, session_id: &str) -> Result<(), Ended> {
+        if !self.opened {
+            self.opened = true;
+            let ready = ServerFrame::Ready {
+                session_id,
+                user_id: &self.user,
+                latest_id: latest.max(),
+                latest_targeted_id: latest.targeted,
+                latest_broadcast_id: latest.broadcast,
+                ping_interval_ms: self.deps.settings.ping_interval_secs * 1000,
+            };
+            self.send_now(ready.encode()).await?;
+            let deferred = self.deferred.take();
+            match self.since.take() {
+                Some(since) => {
+                    let again = deferred.is_some();
+                    self.replay = Some(Replay { announced: true, requested: since, again });
+                }
+                // Without `since`, the session starts at the newest ids: older notifications are history (REST),
+                // and a frame for one of them that raced the opening is not pushed twice.
+                None => {
+                    self.position = latest;
+                    return match deferred {
+                        None => Ok(()),
+                        Some(None) => {
+                            self.start_replay(latest, false, false);
+                            Ok(())
+                        }
+                        Some(Some(reason)) => self.resync(reason).await,
+                    };
+                }
+            }
         }
+        let Some(r) = &self.replay else { return Ok(()) };
+        // Clamp the requested position to what exists, per chain: a cursor above the newest id would otherwise
+        // make the session drop every later frame of that chain as "already sent".
+        let from = Position {
+            targeted: r.requested.targeted.min(latest.targeted),
+            broadcast: r.requested.broadcast.min(latest.broadcast),
+        };
+        // Never re-send what this socket already delivered.
+        self.position = Position {
+            targeted: self.position.targeted.max(from.targeted),
+            broadcast: self.position.broadcast.max(from.broadcast),
+        };
+        self.pending = Some(self.read_page(self.position));
         Ok(())
     }
 
-    /// Send queued frames in one write, skipping notifications already sent by a replay.
-    async fn flush(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Ended> {
+    async fn on_page(&mut self, items: Vec<Replayed>) -> Result<(), Ended> {
+        let full = items.len() >= self.deps.settings.replay_page_size as usize;
+        let mut sent = 0u64;
+        let write = async {
+            for r in &items {
+                let n = &r.notification;
+                if n.id <= self.position.get(n.chain()) {
+                    continue; // already sent live, between the pages of this replay
+                }
+                self.position.advance(n.chain(), n.id);
+                sent += 1;
+                self.socket.feed(WsMessage::Text(encode_notification_frame(n, &r.body))).await?;
+            }
+            // Flush each page: a client that was away for a week gets a stream, not one burst.
+            self.socket.flush().await
+        };
         let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
-        let result = tokio::time::timeout(timeout, self.write_batch(batch)).await;
-        batch.clear();
-        result.unwrap_or(Err(Ended::WriteTimeout))
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Ended::Transport),
+            Err(_) => return Err(Ended::WriteTimeout),
+        }
+        metrics::counter!("herald_notifications_replayed_total").increment(sent);
+        if full {
+            self.pending = Some(self.read_page(self.position));
+            return Ok(());
+        }
+        let replay = self.replay.take().expect("a page belongs to a replay");
+        if replay.again {
+            self.replay = Some(Replay { again: false, ..replay });
+            self.pending = Some(self.read_page(self.position));
+            return Ok(());
+        }
+        if replay.announced {
+            let p = self.position;
+            let frame =
+                ServerFrame::Replayed { up_to: p.max(), up_to_targeted: p.targeted, up_to_broadcast: p.broadcast };
+            self.send_now(frame.encode()).await?;
+        }
+        // Frames that waited for a gap fill: the fill sent what the inbox had; whatever is still missing below
+        // them was deleted meanwhile, so they go out without another fill.
+        let mut held = std::mem::take(&mut self.held);
+        self.deliver(&mut held, false).await
     }
 
-    async fn write_batch(&mut self, batch: &mut Vec<Outgoing>) -> Result<(), Ended> {
+    /// Announce a resync, then replay after the position this socket reached.
+    async fn resync(&mut self, reason: ResyncReason) -> Result<(), Ended> {
+        metrics::counter!("herald_session_resyncs_total", "reason" => reason.label()).increment(1);
+        if !self.opened {
+            self.deferred = Some(Some(reason));
+            return Ok(());
+        }
+        let p = self.position;
+        let frame = ServerFrame::Resync { reason: reason.label(), since: p.targeted, since_broadcast: p.broadcast };
+        self.send_now(frame.encode()).await?;
+        self.start_replay(p, true, false);
+        Ok(())
+    }
+
+    /// Send queued frames in one write, skipping notifications already sent. A frame that overtook an earlier
+    /// one of its chain (`prev_id` above the cursor) starts a gap fill; it and the frames after it wait for it.
+    async fn deliver(&mut self, batch: &mut Vec<Outgoing>, fill_gaps: bool) -> Result<(), Ended> {
+        let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
+        let result = tokio::time::timeout(timeout, self.write_batch(batch, fill_gaps)).await;
+        batch.clear();
+        match result {
+            Ok(Ok(Some(gap))) => {
+                metrics::counter!("herald_session_gap_fills_total").increment(1);
+                self.held = gap;
+                self.start_replay(self.position, false, false);
+                Ok(())
+            }
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Ended::WriteTimeout),
+        }
+    }
+
+    /// Writes the batch up to the first gap; returns the frames from the gap on, if there is one.
+    async fn write_batch(
+        &mut self,
+        batch: &mut Vec<Outgoing>,
+        fill_gaps: bool,
+    ) -> Result<Option<Vec<Outgoing>>, Ended> {
         let now = Instant::now();
         let mut delivered = 0u64;
-        for out in batch.drain(..) {
-            if out.id != 0 {
-                if out.id <= self.last_sent {
+        let mut gap = None;
+        for (i, out) in batch.iter().enumerate() {
+            if let Some(link) = out.link {
+                if link.id <= self.position.get(link.chain) {
                     continue;
                 }
-                if out.prev_id > self.last_sent {
-                    // This frame overtook an earlier one (another node's, still on its way over Redis): send
-                    // what the inbox has after our last id first, in order; the late frame is then skipped.
-                    self.socket.flush().await.map_err(|_| Ended::Transport)?;
-                    metrics::counter!("herald_session_gap_fills_total").increment(1);
-                    self.catch_up().await?;
-                    if out.id <= self.last_sent {
-                        continue;
-                    }
+                if fill_gaps && link.prev_id > self.position.get(link.chain) {
+                    gap = Some(batch[i..].to_vec());
+                    break;
                 }
-                self.last_sent = out.id;
+                self.position.advance(link.chain, link.id);
                 delivered += 1;
                 if let Some(t) = out.ingested_at {
                     metrics::histogram!("herald_delivery_latency_seconds")
                         .record(now.saturating_duration_since(t).as_secs_f64());
                 }
             }
-            self.socket.feed(WsMessage::Text(out.frame)).await.map_err(|_| Ended::Transport)?;
+            self.socket.feed(WsMessage::Text(out.frame.clone())).await.map_err(|_| Ended::Transport)?;
         }
         metrics::counter!("herald_notifications_delivered_total").increment(delivered);
-        self.socket.flush().await.map_err(|_| Ended::Transport)
+        self.socket.flush().await.map_err(|_| Ended::Transport)?;
+        Ok(gap)
     }
 
     async fn on_text(&mut self, text: &Utf8Bytes) -> Result<(), Ended> {
-        match ClientMessage::parse(text.as_str()) {
+        let message = ClientMessage::parse(text.as_str());
+        // The socket admits messages as large as a token refresh may be; everything else keeps the smaller
+        // bound.
+        if text.len() > self.deps.settings.max_inbound_bytes && !matches!(message, Ok(ClientMessage::Auth { .. })) {
+            return Err(self.close(CloseReason::TooBig).await);
+        }
+        match message {
             Ok(ClientMessage::Ping) => self.send_now(ServerFrame::Pong.encode()).await,
-            Ok(ClientMessage::Resume { since }) => self.replay(since).await,
+            Ok(ClientMessage::Resume { since }) => {
+                if self.opened {
+                    self.start_replay(since, true, true);
+                } else {
+                    self.since = Some(since);
+                }
+                Ok(())
+            }
             Ok(ClientMessage::Auth { token }) => match self.deps.auth.verify_user(&token) {
-                Ok(Principal::User { id, expires_at }) if id == self.user => {
+                Ok(Principal::User { id, expires_at }) if id.as_str() == &*self.user => {
                     self.expires_at = expires_at;
                     self.send_now(ServerFrame::AuthOk { expires_at }.encode()).await
                 }
@@ -299,37 +506,6 @@ impl<'a> Session<'a> {
                 self.send_error("bad_message", &e.to_string()).await
             }
         }
-    }
-
-    /// Replay every notification after `since` from the inbox, page by page, then `replayed`.
-    async fn replay(&mut self, since: i64) -> Result<(), Ended> {
-        let page = self.deps.settings.replay_page_size;
-        let mut cursor = since.max(self.last_sent);
-        loop {
-            let items = match self.deps.store.after(&self.user, cursor, page).await {
-                Ok(items) => items,
-                Err(e) => {
-                    tracing::warn!(error = %e, "store unavailable during a replay");
-                    return Err(self.close(CloseReason::Internal).await);
-                }
-            };
-            let n = items.len();
-            for r in items {
-                cursor = r.notification.id;
-                self.socket
-                    .feed(WsMessage::Text(encode_notification_frame(&r.notification, &r.body)))
-                    .await
-                    .map_err(|_| Ended::Transport)?;
-            }
-            metrics::counter!("herald_notifications_replayed_total").increment(n as u64);
-            if n < page as usize {
-                break;
-            }
-            // Flush between pages: a client that was away for a week gets a stream, not one burst.
-            self.socket.flush().await.map_err(|_| Ended::Transport)?;
-        }
-        self.last_sent = self.last_sent.max(cursor);
-        self.send_now(ServerFrame::Replayed { up_to: cursor }.encode()).await
     }
 
     async fn send_error(&mut self, code: &str, message: &str) -> Result<(), Ended> {

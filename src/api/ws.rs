@@ -9,12 +9,15 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::auth::{self, AuthError, Principal};
+use crate::protocol::Position;
 use crate::session::{self, SessionParams};
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
     since: Option<i64>,
+    /// The broadcast chain's cursor; without it (a v1 client) `since` stands for both chains.
+    since_broadcast: Option<i64>,
 }
 
 pub async fn upgrade(
@@ -66,7 +69,8 @@ fn handshake(
     let s = &state.settings.websocket;
     let deps = state.sessions.clone();
     let tracker = state.tracker.clone();
-    let params = SessionParams { user, since: query.since, expires_at };
+    let since = query.since.map(|t| Position { targeted: t, broadcast: query.since_broadcast.unwrap_or(t) });
+    let params = SessionParams { user, since, expires_at };
     Ok(ws
         .read_buffer_size(s.read_buffer_bytes)
         .write_buffer_size(s.write_buffer_bytes)

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 
-use crate::registry::{Outgoing, Registry};
+use crate::protocol::Chain;
+use crate::registry::{Link, Outgoing, Registry, ResyncReason};
 
 /// What travels to sessions (and, with a transport, between nodes).
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub enum Message {
     Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
     /// A read/read_all/deleted frame for one user's other sessions.
     UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64> },
+    /// Messages between nodes were dropped (a full transport queue): every session replays from the inbox.
+    Lost,
 }
 
 /// Carries messages to other nodes. Implementations must not block.
@@ -57,16 +60,21 @@ impl Fanout {
     pub fn deliver_local(&self, message: &Message) -> usize {
         match message {
             Message::Notification { user, id, prev_id, frame, ingested_at } => {
-                let out =
-                    Outgoing { id: *id, prev_id: *prev_id, frame: frame.clone(), ingested_at: Some(*ingested_at) };
+                let chain = if user.is_some() { Chain::Targeted } else { Chain::Broadcast };
+                let link = Link { chain, id: *id, prev_id: *prev_id };
+                let out = Outgoing { link: Some(link), frame: frame.clone(), ingested_at: Some(*ingested_at) };
                 match user {
                     Some(u) => self.registry.send_to_user(u, &out, None),
                     None => self.registry.send_to_all(&out),
                 }
             }
             Message::UserFrame { user, frame, skip_session } => {
-                let out = Outgoing { id: 0, prev_id: 0, frame: frame.clone(), ingested_at: None };
+                let out = Outgoing { link: None, frame: frame.clone(), ingested_at: None };
                 self.registry.send_to_user(user, &out, *skip_session)
+            }
+            Message::Lost => {
+                self.registry.resync_all(ResyncReason::TransportLost);
+                0
             }
         }
     }

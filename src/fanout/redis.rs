@@ -11,11 +11,15 @@
 //! synchronously, into the registry's non-blocking outboxes).
 //!
 //! Invariants: Redis is lossy and treated so — after any reconnect every local session is asked to resync from
-//! the inbox (announced with a `resync` frame), and after each new subscription that user's sessions silently
-//! catch up, so a message published while a subscription was not yet active is never lost, only delayed.
+//! the inbox (announced with a `resync` frame), after each new subscription that user's sessions silently
+//! catch up, so a message published while a subscription was not yet active is never lost, only delayed; and a
+//! message dropped because the publish queue was full is followed by a `lost` message that makes every node
+//! resync its sessions. Both queues are bounded: publishes by `cluster.publish_queue`, subscription changes by
+//! the number of users (a set of users to reconcile, not a log of subscribe/unsubscribe requests).
 //! A node never falls back silently to single-node: `/readyz` reports `redis` down while it reconnects.
 //! Only this module knows the Redis channel names and the wire format between nodes.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,9 +57,23 @@ impl Names {
     }
 }
 
-enum Subscription {
-    Subscribe(Arc<str>),
-    Unsubscribe(Arc<str>),
+/// Users whose subscription may need to change: the worker compares each with the registry. A set, so churn
+/// (tabs opening and closing while Redis is away) costs at most one entry per user.
+#[derive(Default)]
+struct Dirty {
+    users: std::sync::Mutex<HashSet<Arc<str>>>,
+    changed: Notify,
+}
+
+impl Dirty {
+    fn mark(&self, user: &Arc<str>) {
+        self.users.lock().expect("dirty set poisoned").insert(user.clone());
+        self.changed.notify_one();
+    }
+
+    fn take(&self) -> HashSet<Arc<str>> {
+        std::mem::take(&mut *self.users.lock().expect("dirty set poisoned"))
+    }
 }
 
 /// Cheap to share: the publishing half lives in the fan-out, the presence half in the registry.
@@ -63,7 +81,9 @@ pub struct RedisTransport {
     node: Arc<str>,
     names: Names,
     publish: mpsc::Sender<(String, Bytes)>,
-    subscriptions: mpsc::UnboundedSender<Subscription>,
+    /// A publish was dropped (queue full): the next batch tells every node to resync.
+    dropped: AtomicBool,
+    dirty: Dirty,
     connected: AtomicBool,
 }
 
@@ -71,7 +91,9 @@ impl Transport for RedisTransport {
     fn publish(&self, message: &Message) {
         let (channel, payload) = encode(&self.names, &self.node, message);
         if self.publish.try_send((channel, payload)).is_err() {
-            // Full (Redis slow or down): the receiving clients see a gap in prev_id and resume from the inbox.
+            // Full (Redis slow or down): the other nodes' sessions may miss this, and nothing later need reveal
+            // the gap, so the worker follows up with a `lost` message (every node resyncs from the inbox).
+            self.dropped.store(true, Ordering::Relaxed);
             metrics::counter!("herald_redis_dropped_total").increment(1);
         }
     }
@@ -79,10 +101,10 @@ impl Transport for RedisTransport {
 
 impl PresenceHook for RedisTransport {
     fn first_session(&self, user: &Arc<str>) {
-        let _ = self.subscriptions.send(Subscription::Subscribe(user.clone()));
+        self.dirty.mark(user);
     }
     fn last_session(&self, user: &Arc<str>) {
-        let _ = self.subscriptions.send(Subscription::Unsubscribe(user.clone()));
+        self.dirty.mark(user);
     }
 }
 
@@ -96,16 +118,18 @@ impl RedisTransport {
     }
 }
 
-/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification) or `u` (user frame).
+/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame) or
+/// `l` (lost: resync everything; on the broadcast channel).
 fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
-            (channel, format!("v1|{node}|n|{id}|{prev_id}|0|"), frame)
+            (channel, format!("v1|{node}|n|{id}|{prev_id}|0|"), frame.as_str())
         }
         Message::UserFrame { user, frame, skip_session } => {
-            (names.user(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame)
+            (names.user(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame.as_str())
         }
+        Message::Lost => (names.all.clone(), format!("v1|{node}|l|0|0|0|"), ""),
     };
     let mut payload = Vec::with_capacity(head.len() + frame.len());
     payload.extend_from_slice(head.as_bytes());
@@ -137,6 +161,7 @@ fn decode(names: &Names, node: &str, channel: &str, payload: &[u8]) -> Option<Me
             let skip: u64 = skip.parse().ok()?;
             Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip) })
         }
+        "l" => Some(Message::Lost),
         _ => None,
     }
 }
@@ -159,13 +184,13 @@ pub fn start(
         Arc::from(settings.node_id.as_str())
     };
     let (publish, publish_rx) = mpsc::channel(settings.publish_queue);
-    let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
     let names = Names::new(&settings.channel_prefix);
     let transport = Arc::new(RedisTransport {
         node: node.clone(),
         names: names.clone(),
         publish,
-        subscriptions,
+        dropped: AtomicBool::new(false),
+        dirty: Dirty::default(),
         connected: AtomicBool::new(false),
     });
     health.set("redis", false, "connecting");
@@ -179,7 +204,7 @@ pub fn start(
         transport: transport.clone(),
         presence_every: Duration::from_secs(settings.presence_interval_secs),
     };
-    tokio::spawn(worker.run(publish_rx, subscriptions_rx, shutdown));
+    tokio::spawn(worker.run(publish_rx, shutdown));
     Ok(transport)
 }
 
@@ -195,12 +220,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(
-        self,
-        mut publish: mpsc::Receiver<(String, Bytes)>,
-        mut subscriptions: mpsc::UnboundedReceiver<Subscription>,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(self, mut publish: mpsc::Receiver<(String, Bytes)>, shutdown: CancellationToken) {
         let mut attempt = 0u32;
         let mut connected_before = false;
         loop {
@@ -209,8 +229,8 @@ impl Worker {
                 _ = shutdown.cancelled() => return,
                 r = self.connect(lost.clone()) => r,
             };
-            let mut con = match result {
-                Ok(con) => con,
+            let (mut con, mut subscribed) = match result {
+                Ok(connected) => connected,
                 Err(e) => {
                     self.health.set("redis", false, format!("reconnecting: {e}"));
                     let delay = backoff(attempt);
@@ -242,8 +262,8 @@ impl Worker {
                         return;
                     }
                     _ = lost.notified() => break "connection lost".to_owned(),
-                    Some(sub) = subscriptions.recv() => {
-                        if let Err(e) = self.apply(&mut con, sub).await {
+                    _ = self.transport.dirty.changed.notified() => {
+                        if let Err(e) = self.reconcile(&mut con, &mut subscribed).await {
                             break e.to_string();
                         }
                     }
@@ -265,8 +285,12 @@ impl Worker {
         }
     }
 
-    /// Connect, then subscribe to the broadcast channel and every local user's channel.
-    async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    /// Connect, then subscribe to the broadcast channel and every local user's channel. Returns the connection
+    /// and the users subscribed.
+    async fn connect(
+        &self,
+        lost: Arc<Notify>,
+    ) -> redis::RedisResult<(redis::aio::MultiplexedConnection, HashSet<Arc<str>>)> {
         let fanout = Fanout::local(self.registry.clone());
         let node = self.node.clone();
         let names = self.names.clone();
@@ -291,12 +315,15 @@ impl Worker {
             .set_response_timeout(Some(Duration::from_secs(3)))
             .set_push_sender(on_push);
         let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        // Changes marked from here on are reconciled after this snapshot.
+        self.transport.dirty.take();
+        let users = self.registry.users();
         let mut channels = vec![self.names.all.clone()];
-        channels.extend(self.registry.users().iter().map(|u| self.names.user(u)));
+        channels.extend(users.iter().map(|u| self.names.user(u)));
         for chunk in channels.chunks(1000) {
             redis::cmd(self.subscribe_cmd()).arg(chunk).exec_async(&mut con).await?;
         }
-        Ok(con)
+        Ok((con, users.into_iter().collect()))
     }
 
     fn subscribe_cmd(&self) -> &'static str {
@@ -306,19 +333,30 @@ impl Worker {
         }
     }
 
-    async fn apply(&self, con: &mut redis::aio::MultiplexedConnection, sub: Subscription) -> redis::RedisResult<()> {
-        match sub {
-            Subscription::Subscribe(user) => {
-                redis::cmd(self.subscribe_cmd()).arg(self.names.user(&user)).exec_async(con).await?;
+    /// Bring each changed user's subscription in line with the registry: subscribed while they have a session
+    /// here, not otherwise.
+    async fn reconcile(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+        subscribed: &mut HashSet<Arc<str>>,
+    ) -> redis::RedisResult<()> {
+        let unsubscribe = match self.mode {
+            PubSubMode::Classic => "UNSUBSCRIBE",
+            PubSubMode::Sharded => "SUNSUBSCRIBE",
+        };
+        let changed = self.transport.dirty.take();
+        for user in changed {
+            let online = self.registry.is_online(&user);
+            if online && !subscribed.contains(&user) {
+                if let Err(e) = redis::cmd(self.subscribe_cmd()).arg(self.names.user(&user)).exec_async(con).await {
+                    self.transport.dirty.mark(&user); // retried after the reconnect's full resubscribe anyway
+                    return Err(e);
+                }
+                subscribed.insert(user.clone());
                 // Anything published before the subscription took effect is in the inbox: catch up on it.
                 self.registry.resync_user(&user, ResyncReason::Subscribed);
-            }
-            Subscription::Unsubscribe(user) => {
-                let cmd = match self.mode {
-                    PubSubMode::Classic => "UNSUBSCRIBE",
-                    PubSubMode::Sharded => "SUNSUBSCRIBE",
-                };
-                redis::cmd(cmd).arg(self.names.user(&user)).exec_async(con).await?;
+            } else if !online && subscribed.remove(&user) {
+                redis::cmd(unsubscribe).arg(self.names.user(&user)).exec_async(con).await?;
             }
         }
         Ok(())
@@ -342,6 +380,12 @@ impl Worker {
             pipe.cmd(verb).arg(channel).arg(payload.as_ref()).ignore();
             n += 1;
             next = if n < 512 { rest.try_recv().ok() } else { None };
+        }
+        // Checked after taking the batch: a drop after this point leaves the queue non-empty, so the next batch
+        // carries the `lost` message.
+        if self.transport.dropped.swap(false, Ordering::Relaxed) {
+            let (channel, payload) = encode(&self.names, &self.node, &Message::Lost);
+            pipe.cmd(verb).arg(channel).arg(payload.as_ref()).ignore();
         }
         pipe.exec_async(con).await?;
         metrics::counter!("herald_redis_published_total").increment(n);
@@ -441,6 +485,9 @@ mod tests {
             decode(&names, "node-b", &channel, &payload),
             Some(Message::Notification { user: None, id: 7, .. })
         ));
+        let (channel, payload) = encode(&names, "node-a", &Message::Lost);
+        assert_eq!(channel, "herald:all");
+        assert!(matches!(decode(&names, "node-b", &channel, &payload), Some(Message::Lost)));
         let r = Message::UserFrame { user: Arc::from("u"), frame: Utf8Bytes::from_static("{}"), skip_session: None };
         let (channel, payload) = encode(&names, "node-a", &r);
         assert!(matches!(

@@ -11,43 +11,56 @@ use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
 use super::{ListQuery, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
-use crate::protocol::Notification;
+use crate::protocol::{Notification, Position};
 
-type Key = (String, i64, u32);
+type Key = (String, Position, u32);
 type Flight = Shared<BoxFuture<'static, Result<Arc<Vec<Replayed>>, StoreError>>>;
 
 pub struct Coalescing {
     inner: Arc<dyn Store>,
-    in_flight: Mutex<HashMap<Key, Flight>>,
+    in_flight: Arc<Mutex<HashMap<Key, Flight>>>,
 }
 
 impl Coalescing {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Coalescing { inner, in_flight: Mutex::new(HashMap::new()) }
+        Coalescing { inner, in_flight: Arc::default() }
+    }
+}
+
+/// Takes a finished flight out of the map, also when the waiting caller is cancelled (a session that closed
+/// mid-replay): otherwise its entry would stay behind and later identical calls would share a stale result.
+struct Landing<'a> {
+    map: &'a Mutex<HashMap<Key, Flight>>,
+    key: Key,
+    flight: Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().expect("in-flight map poisoned");
+        if map.get(&self.key).is_some_and(|f| f.ptr_eq(&self.flight)) {
+            map.remove(&self.key);
+        }
     }
 }
 
 #[async_trait]
 impl Store for Coalescing {
-    async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError> {
-        let key: Key = (user.to_owned(), after, limit);
+    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+        let key: Key = (user.to_owned(), from, limit);
         let flight = {
             let mut map = self.in_flight.lock().expect("in-flight map poisoned");
             map.entry(key.clone())
                 .or_insert_with(|| {
                     let inner = self.inner.clone();
                     let user = user.to_owned();
-                    async move { inner.after(&user, after, limit).await.map(Arc::new) }.boxed().shared()
+                    async move { inner.after(&user, from, limit).await.map(Arc::new) }.boxed().shared()
                 })
                 .clone()
         };
-        let result = flight.clone().await;
-        {
-            let mut map = self.in_flight.lock().expect("in-flight map poisoned");
-            if map.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
-                map.remove(&key);
-            }
-        }
+        let landing = Landing { map: &self.in_flight, key, flight: flight.clone() };
+        let result = flight.await;
+        drop(landing);
         result.map(|items| items.as_ref().clone())
     }
 
@@ -69,8 +82,8 @@ impl Store for Coalescing {
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
         self.inner.delete(user, id).await
     }
-    async fn latest_id(&self, user: &str) -> Result<i64, StoreError> {
-        self.inner.latest_id(user).await
+    async fn latest(&self, user: &str) -> Result<Position, StoreError> {
+        self.inner.latest(user).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -83,72 +96,62 @@ impl Store for Coalescing {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
     use crate::config::Settings;
     use crate::inbox::contract::draft;
+    use crate::inbox::instrumented::{Instrumented, Read};
     use crate::inbox::SqliteStore;
     use crate::rules::Recipients;
 
-    /// Counts the replay queries that reach the real store underneath.
-    struct Counting(Arc<dyn Store>, AtomicUsize);
-
-    #[async_trait]
-    impl Store for Counting {
-        async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError> {
-            self.1.fetch_add(1, Ordering::SeqCst);
-            self.0.after(user, after, limit).await
-        }
-        async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
-            self.0.apply(writes).await
-        }
-        async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
-            self.0.list(user, q).await
-        }
-        async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
-            self.0.unread_count(user).await
-        }
-        async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
-            self.0.mark_read(user, id).await
-        }
-        async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
-            self.0.mark_all_read(user).await
-        }
-        async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
-            self.0.delete(user, id).await
-        }
-        async fn latest_id(&self, user: &str) -> Result<i64, StoreError> {
-            self.0.latest_id(user).await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.0.ping().await
-        }
-        async fn close(&self) {
-            self.0.close().await
-        }
-    }
-
-    #[tokio::test]
-    async fn identical_concurrent_replays_run_one_query_and_all_get_the_rows() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A SQLite store under a wrapper that counts the replay queries reaching it, each held for `hold`.
+    async fn counted(dir: &std::path::Path, hold: Duration) -> (Coalescing, Arc<AtomicUsize>) {
         let sqlite: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("db"), &Settings::defaults().store, None).unwrap());
+            Arc::new(SqliteStore::open(&dir.join("db"), &Settings::defaults().store, None).unwrap());
         for i in 0..20 {
             sqlite
                 .apply(vec![Write::Notify(draft(&format!("c{i}"), Recipients::Users(vec!["u".into()])))])
                 .await
                 .unwrap();
         }
-        let counting = Arc::new(Counting(sqlite.clone(), AtomicUsize::new(0)));
-        let store = Coalescing::new(counting.clone());
-        let results = futures_util::future::join_all((0..50).map(|_| store.after("u", 0, 100))).await;
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = count.clone();
+        let hook = Arc::new(move |read: Read, _: &str| -> BoxFuture<'static, ()> {
+            if read == Read::After {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(tokio::time::sleep(hold))
+        });
+        (Coalescing::new(Arc::new(Instrumented::new(sqlite, hook))), count)
+    }
+
+    #[tokio::test]
+    async fn identical_concurrent_replays_run_one_query_and_all_get_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, count) = counted(dir.path(), Duration::ZERO).await;
+        let results = futures_util::future::join_all((0..50).map(|_| store.after("u", Position::default(), 100))).await;
         assert!(results.iter().all(|r| r.as_ref().unwrap().len() == 20));
-        assert_eq!(counting.1.load(Ordering::SeqCst), 1, "50 identical replays, one query");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "50 identical replays, one query");
 
         // Different keys are not merged, and a finished flight is not reused.
-        store.after("u", 5, 100).await.unwrap();
-        store.after("u", 0, 100).await.unwrap();
-        assert_eq!(counting.1.load(Ordering::SeqCst), 3);
+        store.after("u", Position::both(5), 100).await.unwrap();
+        store.after("u", Position::default(), 100).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_replay_leaves_no_entry_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, count) = counted(dir.path(), Duration::from_millis(200)).await;
+        // The only waiter goes away (its session closed) while the query runs.
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), store.after("u", Position::default(), 100));
+        assert!(cancelled.await.is_err(), "the read is still held");
+        assert!(store.in_flight.lock().unwrap().is_empty(), "the cancelled flight was taken out of the map");
+        // A later identical replay runs its own query and gets fresh rows.
+        assert_eq!(store.after("u", Position::default(), 100).await.unwrap().len(), 20);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
         store.close().await;
     }
 }

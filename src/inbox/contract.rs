@@ -43,6 +43,7 @@ pub async fn run_all(store: &dyn Store) {
     list_pages_newest_first_with_before_cursor(store).await;
     read_all_and_delete_are_per_user(store).await;
     after_replays_oldest_first_with_bodies(store).await;
+    after_takes_one_cursor_per_chain(store).await;
     purge_erases_only_that_user(store).await;
     prev_id_links_each_users_stream(store).await;
     unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
@@ -115,15 +116,15 @@ async fn read_all_and_delete_are_per_user(store: &dyn Store) {
     assert!(store.unread_count("ra").await.unwrap() >= 2);
     let all = store.mark_all_read("ra").await.unwrap();
     assert_eq!(store.unread_count("ra").await.unwrap(), 0);
-    assert!(all.up_to >= store.latest_id("ra").await.unwrap());
+    assert!(all.up_to >= store.latest("ra").await.unwrap().max());
     assert!(store.unread_count("ra-other").await.unwrap() >= 1, "other users keep the broadcast unread");
     let newer = stored(store, Write::Notify(draft("ra-3", Recipients::Everyone))).await;
     assert_eq!(store.unread_count("ra").await.unwrap(), 1, "read_all covers what existed, not what comes after");
-    assert_eq!(store.latest_id("ra").await.unwrap(), newer[0].id);
+    assert_eq!(store.latest("ra").await.unwrap().broadcast, newer[0].id);
 }
 
 async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
-    let start = store.latest_id("rp").await.unwrap();
+    let start = store.latest("rp").await.unwrap();
     let a = stored(store, Write::Notify(draft("rp-1", users(&["rp"])))).await[0].id;
     let b = stored(store, Write::Notify(draft("rp-2", Recipients::Everyone))).await[0].id;
     let c = stored(store, Write::Notify(draft("rp-3", users(&["rp"])))).await[0].id;
@@ -132,7 +133,22 @@ async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
     assert_eq!(got[1].body.get(), r#"{"event":"rp-2"}"#);
     let paged = store.after("rp", start, 2).await.unwrap();
     assert_eq!(paged.len(), 2);
-    assert_eq!(store.after("rp", c, 100).await.unwrap().len(), 0);
+    let end = store.latest("rp").await.unwrap();
+    assert_eq!(end, Position { targeted: c, broadcast: b });
+    assert_eq!(store.after("rp", end, 100).await.unwrap().len(), 0);
+}
+
+/// Each chain has its own cursor: a client that got the newer broadcast but not the older targeted row (they
+/// crossed nodes in that order) gets exactly the targeted row back, and the other way round.
+async fn after_takes_one_cursor_per_chain(store: &dyn Store) {
+    let start = store.latest("cur").await.unwrap();
+    let t = stored(store, Write::Notify(draft("cur-1", users(&["cur"])))).await[0].id;
+    let x = stored(store, Write::Notify(draft("cur-2", Recipients::Everyone))).await[0].id;
+    assert!(t < x);
+    let missed_targeted = store.after("cur", Position { targeted: start.targeted, broadcast: x }, 100).await.unwrap();
+    assert_eq!(missed_targeted.iter().map(|r| r.notification.id).collect::<Vec<_>>(), vec![t]);
+    let missed_broadcast = store.after("cur", Position { targeted: t, broadcast: start.broadcast }, 100).await.unwrap();
+    assert_eq!(missed_broadcast.iter().map(|r| r.notification.id).collect::<Vec<_>>(), vec![x]);
 }
 
 async fn purge_erases_only_that_user(store: &dyn Store) {
@@ -147,7 +163,8 @@ async fn purge_erases_only_that_user(store: &dyn Store) {
     );
 }
 
-/// Gap detection from the numbers alone: each item's `prev_id` is the id the same user saw just before it.
+/// Gap detection from the numbers alone: each item's `prev_id` is the previous id of its chain (the same user's
+/// previous targeted row, or the previous broadcast).
 async fn prev_id_links_each_users_stream(store: &dyn Store) {
     stored(store, Write::Notify(draft("chain-1", users(&["chain-a", "chain-b"])))).await;
     stored(store, Write::Notify(draft("chain-2", Recipients::Everyone))).await;
@@ -155,18 +172,15 @@ async fn prev_id_links_each_users_stream(store: &dyn Store) {
     stored(store, Write::Notify(draft("chain-4", users(&["chain-b"])))).await;
     stored(store, Write::Notify(draft("chain-5", Recipients::Everyone))).await;
     for user in ["chain-a", "chain-b"] {
-        let all = store.after(user, 0, 10_000).await.unwrap();
-        let mine: Vec<&Notification> = all.iter().map(|r| &r.notification).collect();
-        let first_chain = mine.iter().position(|n| n.title == "title chain-1").unwrap();
-        for w in mine[first_chain..].windows(2) {
-            if w[1].user_id.is_some() {
-                assert_eq!(w[1].prev_id, w[0].id, "{user}: a targeted row links to what this user saw last");
-            } else {
-                assert!(w[1].prev_id <= w[0].id, "{user}: a broadcast links to the previous broadcast");
-            }
+        let all = store.after(user, Position::default(), 10_000).await.unwrap();
+        let targeted: Vec<&Notification> =
+            all.iter().map(|r| &r.notification).filter(|n| n.user_id.is_some()).collect();
+        assert_eq!(targeted[0].prev_id, 0, "{user}: the first targeted row starts the chain");
+        for w in targeted.windows(2) {
+            assert_eq!(w[1].prev_id, w[0].id, "{user}: a targeted row links to this user's previous targeted row");
         }
     }
-    let b = store.after("chain-a", 0, 10_000).await.unwrap();
+    let b = store.after("chain-a", Position::default(), 10_000).await.unwrap();
     let broadcasts: Vec<_> = b.iter().filter(|r| r.notification.user_id.is_none()).collect();
     for w in broadcasts.windows(2) {
         assert_eq!(w[1].notification.prev_id, w[0].notification.id, "broadcasts chain to each other");

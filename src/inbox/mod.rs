@@ -4,10 +4,13 @@
 //! - Idempotent on the event id: applying the same event twice stores it once ([`WriteOutcome::Duplicate`]).
 //! - A broadcast is one row, visible in every user's list and unread count, with per-user read/deleted state.
 //! - Notification ids only grow in commit order: a reader that saw id N never later sees a new id ≤ N.
+//! - Each stored notification links to the previous one of its chain (`prev_id`): a targeted row to that user's
+//!   previous targeted row, a broadcast to the previous broadcast. Chains never link to each other.
 //! - [`Store::apply`] returns only after the batch is durably committed; callers ack/answer after that.
 //! - Only the backend modules know SQL.
 
 mod coalesce;
+pub mod instrumented;
 mod postgres;
 mod sqlite;
 
@@ -23,7 +26,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::{Settings, StoreLocation};
-use crate::protocol::{Notification, RelatedObject};
+use crate::protocol::{Notification, Position, RelatedObject};
 use crate::rules::Recipients;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -134,8 +137,9 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError>;
 
-    /// Oldest first, ids greater than `after`, at most `limit`, with bodies (resume).
-    async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError>;
+    /// What `user` has after position `from` (targeted ids above `from.targeted`, broadcasts above
+    /// `from.broadcast`), oldest first, at most `limit`, with bodies (resume).
+    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError>;
 
     async fn unread_count(&self, user: &str) -> Result<u64, StoreError>;
 
@@ -147,8 +151,8 @@ pub trait Store: Send + Sync + 'static {
     /// `false` when `id` is not in this user's inbox.
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError>;
 
-    /// The newest id visible to `user` (0 if none).
-    async fn latest_id(&self, user: &str) -> Result<i64, StoreError>;
+    /// The newest id of each of `user`'s chains (0 where none).
+    async fn latest(&self, user: &str) -> Result<Position, StoreError>;
 
     /// Reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

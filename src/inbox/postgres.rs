@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::config::StoreSettings;
-use crate::protocol::{Notification, RelatedObject};
+use crate::protocol::{Notification, Position, RelatedObject};
 use crate::rules::Recipients;
 
 /// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
@@ -81,12 +81,11 @@ macro_rules! broadcasts_unread {
     };
 }
 
-/// What user `$1` saw last: their newest row or the newest broadcast. For a broadcast `$1` is NULL, so a
-/// broadcast links to broadcasts only.
-macro_rules! latest {
+/// The previous row of a new row's chain: user `$1`'s newest targeted row or, for a broadcast (`$1` NULL), the
+/// newest broadcast.
+macro_rules! chain_head {
     () => {
-        "GREATEST(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
-                  COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0))"
+        "(SELECT COALESCE(max(id), 0) FROM notifications WHERE user_id IS NOT DISTINCT FROM $1)"
     };
 }
 
@@ -115,7 +114,7 @@ const AFTER: &str = concat!(
     " FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3)
      UNION ALL (",
     broadcasts!(),
-    " AND n.id > $2 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
+    " AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
      JOIN notifications b ON b.id = u.id ORDER BY u.id"
 );
 
@@ -135,14 +134,15 @@ const UNREAD_COUNT: &str = "SELECT (SELECT count(*) FROM notifications WHERE use
                            WHERE s.user_id = $1 AND s.notification_id = n.id
                              AND (s.read_at IS NOT NULL OR s.deleted)))";
 
-const LATEST_ID: &str = concat!("SELECT ", latest!());
+const LATEST: &str = "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0),
+                              COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)";
 
 const INSERT: &str = concat!(
     "INSERT INTO notifications
          (user_id, event_id, kind, title, content, event_type, source, related_type, related_id, data, body,
           created_at, prev_id)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11::json, $12, ",
-    latest!(),
+    chain_head!(),
     ") RETURNING id, prev_id"
 );
 
@@ -302,11 +302,12 @@ impl Store for PostgresStore {
         rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
     }
 
-    async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
         let rows = sqlx::query(AFTER)
             .bind(text(user))
-            .bind(after)
+            .bind(from.targeted)
             .bind(i64::from(limit))
+            .bind(from.broadcast)
             .fetch_all(&self.readers)
             .await
             .map_err(store_error)?;
@@ -337,8 +338,10 @@ impl Store for PostgresStore {
         self.write(|tx| Job::Delete(user, id, tx)).await
     }
 
-    async fn latest_id(&self, user: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar(LATEST_ID).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)
+    async fn latest(&self, user: &str) -> Result<Position, StoreError> {
+        let (targeted, broadcast): (i64, i64) =
+            sqlx::query_as(LATEST).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
+        Ok(Position { targeted, broadcast })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -626,7 +629,8 @@ async fn mark_all_read(c: &mut PgConnection, user: &str, now: DateTime<Utc>) -> 
         .bind(now)
         .execute(&mut *c)
         .await?;
-    let up_to: i64 = sqlx::query_scalar(LATEST_ID).bind(user).fetch_one(&mut *c).await?;
+    let (targeted, broadcast): (i64, i64) = sqlx::query_as(LATEST).bind(user).fetch_one(&mut *c).await?;
+    let up_to = targeted.max(broadcast);
     sqlx::query(
         "INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ($1, $2, $3)
          ON CONFLICT (user_id)
@@ -753,11 +757,13 @@ mod tests {
         let reader = nodes[0].clone();
         let polling = tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            let (mut seen, mut cursor) = (Vec::new(), 0);
+            let (mut seen, mut cursor) = (Vec::new(), Position::default());
             while seen.len() < TOTAL && tokio::time::Instant::now() < deadline {
                 let page = reader.after(USER, cursor, 1000).await.unwrap();
-                seen.extend(page.iter().map(|r| r.notification.id));
-                cursor = seen.last().copied().unwrap_or(0);
+                for r in &page {
+                    seen.push(r.notification.id);
+                    cursor.advance(r.notification.chain(), r.notification.id);
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             seen
@@ -795,7 +801,7 @@ mod tests {
             futures_util::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
         let polled = polling.await.unwrap();
 
-        let all = nodes[1].after(USER, 0, 10_000).await.unwrap();
+        let all = nodes[1].after(USER, Position::default(), 10_000).await.unwrap();
         let ids: Vec<i64> = all.iter().map(|r| r.notification.id).collect();
         assert_eq!(ids.len(), TOTAL);
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing ids");
@@ -805,12 +811,12 @@ mod tests {
         for r in &all {
             let n = &r.notification;
             if n.user_id.is_some() {
-                assert_eq!(n.prev_id, last, "id {}: a targeted row links to what this user saw last", n.id);
+                assert_eq!(n.prev_id, last, "id {}: a targeted row links to this user's previous targeted row", n.id);
+                last = n.id;
             } else {
                 assert_eq!(n.prev_id, last_broadcast, "id {}: a broadcast links to the previous broadcast", n.id);
                 last_broadcast = n.id;
             }
-            last = n.id;
         }
 
         // Each node's listener heard its own commits in commit (= id) order.

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::config::{SqliteSync, StoreSettings};
-use crate::protocol::{Notification, RelatedObject};
+use crate::protocol::{Notification, Position, RelatedObject};
 use crate::rules::Recipients;
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -227,7 +227,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn after(&self, user: &str, after: i64, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
             let sql = format!(
@@ -235,12 +235,12 @@ impl Store for SqliteStore {
                      SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications
                          WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3)
                      UNION ALL
-                     SELECT * FROM ({BROADCAST_SELECT} AND n.id > ?2 ORDER BY n.id LIMIT ?3)
+                     SELECT * FROM ({BROADCAST_SELECT} AND n.id > ?4 ORDER BY n.id LIMIT ?3)
                      ORDER BY id LIMIT ?3) n
                  JOIN notifications b ON b.id = n.id ORDER BY n.id"
             );
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![user, after, limit], |r| {
+            let rows = stmt.query_map(params![user, from.targeted, limit, from.broadcast], |r| {
                 let notification = row_to_notification(r)?;
                 let body: String = r.get(13)?;
                 Ok(Replayed { notification, body: raw(body) })
@@ -282,14 +282,14 @@ impl Store for SqliteStore {
         self.write(|tx| Job::Delete(user, id, tx)).await
     }
 
-    async fn latest_id(&self, user: &str) -> Result<i64, StoreError> {
+    async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
-                            COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0))",
+                "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
+                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
             )?;
-            stmt.query_row([user], |r| r.get(0))
+            stmt.query_row([user], |r| Ok(Position { targeted: r.get(0)?, broadcast: r.get(1)? }))
         })
         .await
     }
@@ -482,13 +482,10 @@ fn insert(
     user: Option<&String>,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Notification> {
-    // What this user saw last: their newest row or the newest broadcast (a broadcast links to broadcasts only).
-    // The single writer makes this read-then-insert race-free.
+    // The previous row of this chain: the user's newest targeted row, or (user NULL) the newest broadcast.
+    // `IS` matches NULL too. The single writer makes this read-then-insert race-free.
     let prev_id: i64 = tx
-        .prepare_cached(
-            "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
-                        COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0))",
-        )?
+        .prepare_cached("SELECT COALESCE(max(id), 0) FROM notifications WHERE user_id IS ?1")?
         .query_row([user], |r| r.get(0))?;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO notifications

@@ -6,6 +6,7 @@ mod amqp;
 mod bad_input;
 mod cluster;
 mod crash;
+mod delivery;
 mod inbox;
 mod ingest;
 mod no_gaps;

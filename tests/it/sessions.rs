@@ -66,14 +66,20 @@ async fn since_replays_what_was_missed_in_order_then_goes_live() {
         assert_eq!(c.frame().await["notification"]["id"], *id);
     }
     let replayed = c.frame().await;
-    assert_eq!(replayed, json!({"type": "replayed", "up_to": missed[2]}));
+    assert_eq!(
+        replayed,
+        json!({"type": "replayed", "up_to": missed[2], "up_to_targeted": missed[2], "up_to_broadcast": 0})
+    );
     let live = notify(&gw, "u1", "live").await;
     assert_eq!(c.frame().await["notification"]["id"], live);
 
     // The same on an open socket.
     c.send_text(&format!(r#"{{"type":"resume","since":{first}}}"#)).await;
     // Everything up to `live` was sent on this socket already: only the acknowledgement, nothing twice.
-    assert_eq!(c.frame().await, json!({"type": "replayed", "up_to": live}));
+    assert_eq!(
+        c.frame().await,
+        json!({"type": "replayed", "up_to": live, "up_to_targeted": live, "up_to_broadcast": 0})
+    );
     c.silent_for(Duration::from_millis(200)).await;
 }
 

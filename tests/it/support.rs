@@ -65,11 +65,23 @@ pub async fn spawn_gateway_with(configure: impl FnOnce(&mut Settings)) -> Gatewa
     start(settings, dir).await
 }
 
+/// A gateway with fault-injection hooks (see `herald::Hooks`).
+pub async fn spawn_gateway_hooked(configure: impl FnOnce(&mut Settings), hooks: herald::Hooks) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    configure(&mut settings);
+    start_hooked(settings, dir, hooks).await
+}
+
 async fn start(settings: Settings, dir: tempfile::TempDir) -> Gateway {
+    start_hooked(settings, dir, herald::Hooks::default()).await
+}
+
+async fn start_hooked(settings: Settings, dir: tempfile::TempDir, hooks: herald::Hooks) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(herald::run(settings.clone(), listener, shutdown.clone()));
+    let task = tokio::spawn(herald::run_with(settings.clone(), listener, shutdown.clone(), hooks));
     let auth = Authenticator::new(&settings.auth).unwrap();
     Gateway { addr, settings, shutdown, task: Some(task), dir, http: reqwest::Client::new(), auth }
 }

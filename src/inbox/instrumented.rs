@@ -1,0 +1,72 @@
+//! A [`Store`] wrapper that runs a hook before every read, for fault injection and tests: delay reads to see
+//! that a slow store stalls nobody, or count them to see that identical replays share one query.
+//!
+//! Writes pass straight through: the hook is about what sessions and REST readers wait on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+
+use super::{ListQuery, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use crate::protocol::{Notification, Position};
+
+/// Which read the hook is about to let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    List,
+    After,
+    UnreadCount,
+    Latest,
+}
+
+pub type ReadHook = Arc<dyn Fn(Read, &str) -> BoxFuture<'static, ()> + Send + Sync>;
+
+pub struct Instrumented {
+    inner: Arc<dyn Store>,
+    hook: ReadHook,
+}
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn Store>, hook: ReadHook) -> Self {
+        Instrumented { inner, hook }
+    }
+}
+
+#[async_trait]
+impl Store for Instrumented {
+    async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.inner.apply(writes).await
+    }
+    async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
+        (self.hook)(Read::List, user).await;
+        self.inner.list(user, q).await
+    }
+    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+        (self.hook)(Read::After, user).await;
+        self.inner.after(user, from, limit).await
+    }
+    async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
+        (self.hook)(Read::UnreadCount, user).await;
+        self.inner.unread_count(user).await
+    }
+    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
+        self.inner.mark_read(user, id).await
+    }
+    async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
+        self.inner.mark_all_read(user).await
+    }
+    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        self.inner.delete(user, id).await
+    }
+    async fn latest(&self, user: &str) -> Result<Position, StoreError> {
+        (self.hook)(Read::Latest, user).await;
+        self.inner.latest(user).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}

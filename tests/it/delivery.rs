@@ -1,0 +1,150 @@
+//! Delivery positions and session robustness on one node: a cursor per chain, a clamped `since`, a slow store
+//! that stalls nobody, the per-user session cap.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use herald::inbox::instrumented::{Instrumented, Read};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// Store one notification for `user` (or a broadcast when `user` is "system"); returns its id.
+async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
+    let body = json!({"user_id": user, "title": title, "message": "m", "type": "info"});
+    let resp = gw.post_event("sgad.notifications", "", &body).await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap()
+}
+
+/// Notification ids up to the `replayed` frame, and that frame.
+async fn replay_of(c: &mut Client) -> (Vec<i64>, Value) {
+    let mut ids = Vec::new();
+    loop {
+        let f = c.frame().await;
+        match f["type"].as_str().unwrap() {
+            "notification" => ids.push(f["notification"]["id"].as_i64().unwrap()),
+            "replayed" => return (ids, f),
+            other => panic!("unexpected {other} frame during a replay: {f}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_resumes_each_chain_from_its_own_cursor() {
+    let gw = spawn_gateway().await;
+    let user = "chains";
+    let t = notify(&gw, user, "targeted").await;
+    let x = notify(&gw, "system", "broadcast").await;
+    assert!(t < x);
+
+    // Got the (newer) broadcast but not the targeted one: exactly the targeted one comes back.
+    let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast={x}", t - 1)).await;
+    let (ids, replayed) = replay_of(&mut c).await;
+    assert_eq!(ids, vec![t]);
+    assert_eq!((replayed["up_to_targeted"].as_i64(), replayed["up_to_broadcast"].as_i64()), (Some(t), Some(x)));
+    drop(c);
+
+    // And the other way round.
+    let mut c = gw.connect_with(user, &format!("&since={t}&since_broadcast={}", x - 1)).await;
+    assert_eq!(replay_of(&mut c).await.0, vec![x]);
+    drop(c);
+
+    // A v1 client's single `since` stands for both chains.
+    let mut c = gw.connect_with(user, &format!("&since={}", t - 1)).await;
+    assert_eq!(replay_of(&mut c).await.0, vec![t, x]);
+}
+
+#[tokio::test]
+async fn ready_reports_the_newest_id_of_each_chain() {
+    let gw = spawn_gateway().await;
+    let t = notify(&gw, "heads", "targeted").await;
+    let x = notify(&gw, "system", "broadcast").await;
+    let url = format!("ws://{}/ws/heads?token={}", gw.addr, gw.token("heads"));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let ready = Client { ws }.frame().await;
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(ready["latest_targeted_id"], t);
+    assert_eq!(ready["latest_broadcast_id"], x);
+    assert_eq!(ready["latest_id"], x);
+}
+
+#[tokio::test]
+async fn a_since_above_the_newest_id_is_clamped_so_later_frames_still_arrive() {
+    let gw = spawn_gateway().await;
+    let user = "from-the-future";
+    let t = notify(&gw, user, "before").await;
+    let mut c = gw.connect_with(user, "&since=999999999&since_broadcast=999999999").await;
+    let (ids, replayed) = replay_of(&mut c).await;
+    assert!(ids.is_empty());
+    assert_eq!(replayed["up_to_targeted"], t, "the cursor is clamped to the newest id that exists");
+    let later = notify(&gw, user, "after").await;
+    let live = c.notification().await;
+    assert_eq!(live["notification"]["id"], later, "a live frame after a too-high since is delivered");
+
+    // The same over `resume` on an open socket.
+    c.send_text(r#"{"type":"resume","since":999999999}"#).await;
+    let (ids, replayed) = replay_of(&mut c).await;
+    assert!(ids.is_empty());
+    assert_eq!(replayed["up_to_targeted"], later);
+    let again = notify(&gw, user, "after resume").await;
+    assert_eq!(c.notification().await["notification"]["id"], again);
+}
+
+/// A store whose replay reads for `slow_user` take `delay`; everything else is untouched.
+fn slow_replays_for(slow_user: &'static str, delay: Duration) -> herald::Hooks {
+    let hook = Arc::new(move |read: Read, user: &str| -> BoxFuture<'static, ()> {
+        let slow = read == Read::After && user == slow_user;
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(delay).await;
+            }
+        })
+    });
+    herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) }
+}
+
+#[tokio::test]
+async fn a_slow_store_read_stalls_neither_this_sessions_pings_nor_other_sessions() {
+    let gw = spawn_gateway_hooked(|_| {}, slow_replays_for("slow", Duration::from_secs(3))).await;
+    let first = notify(&gw, "slow", "missed").await;
+    let mut fast = gw.connect("fast").await;
+
+    let mut slow = gw.connect_with("slow", &format!("&since={}", first - 1)).await;
+    let asked = Instant::now();
+    // The replay read hangs for 3 s; meanwhile this session answers a ping at once…
+    slow.send_text("ping").await;
+    assert_eq!(slow.frame().await["type"], "pong", "a pong, not the replay, comes first");
+    assert!(asked.elapsed() < Duration::from_secs(2), "the pong did not wait for the store");
+    // …and another user's live notification is delivered at once.
+    let id = notify(&gw, "fast", "live").await;
+    assert_eq!(fast.notification().await["notification"]["id"], id);
+    assert!(asked.elapsed() < Duration::from_secs(2), "other sessions did not wait for the store");
+    // Then the replay completes on the same socket: no false close.
+    let (ids, _) = replay_of(&mut slow).await;
+    assert_eq!(ids, vec![first]);
+    slow.send_text("ping").await;
+    assert_eq!(slow.frame().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_store_read_past_the_session_timeout_closes_with_1013() {
+    let gw =
+        spawn_gateway_hooked(|s| s.websocket.store_timeout_secs = 1, slow_replays_for("stuck", Duration::from_secs(5)))
+            .await;
+    let mut c = gw.connect_with("stuck", "&since=0").await;
+    assert_eq!(c.closed().await, 1013);
+}
+
+#[tokio::test]
+async fn a_user_over_the_session_cap_is_closed_with_4029() {
+    let gw = spawn_gateway_with(|s| s.websocket.max_sessions_per_user = 2).await;
+    let _a = gw.connect("capped").await;
+    let _b = gw.connect("capped").await;
+    let url = format!("ws://{}/ws/capped?token={}", gw.addr, gw.token("capped"));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(Client { ws }.closed().await, 4029);
+    // Other users are not affected by this user's cap.
+    let _c = gw.connect("someone-else").await;
+}
