@@ -14,6 +14,10 @@
 //! reaches B's sessions that much later than what B commits, so frames overtake each other across nodes all the
 //! time, as between machines, instead of almost never, as on one loopback.
 //!
+//! Besides the retries the faults cause, `CHAOS_RESEND_PERCENT` (default 5) of the events are sent twice at once
+//! on purpose, as a publisher does that retries after an answer it never got: the two copies race each other
+//! (over HTTP, often on both nodes; over AMQP, often in one consumer batch).
+//!
 //! Size: `CHAOS_EVENTS` (default 3,000), `CHAOS_USERS` (40), `CHAOS_BROADCAST_PERCENT` (10), `CHAOS_RATE` (events
 //! a second, 100), `CHAOS_FAULT_ROUNDS` (1; a round is the five faults below, spread evenly over the stream).
 
@@ -55,6 +59,7 @@ struct Size {
     events: usize,
     users: usize,
     broadcast_percent: u64,
+    resend_percent: u64,
     rate: u64,
     fault_rounds: usize,
     redis_latency: Duration,
@@ -66,6 +71,7 @@ impl Size {
             events: env_num("CHAOS_EVENTS", 3_000) as usize,
             users: env_num("CHAOS_USERS", 40) as usize,
             broadcast_percent: env_num("CHAOS_BROADCAST_PERCENT", 10),
+            resend_percent: env_num("CHAOS_RESEND_PERCENT", 5),
             rate: env_num("CHAOS_RATE", 100).max(1),
             fault_rounds: env_num("CHAOS_FAULT_ROUNDS", 1) as usize,
             redis_latency: Duration::from_millis(env_num("CHAOS_REDIS_LATENCY_MS", 30)),
@@ -102,6 +108,41 @@ struct Node {
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// What its processes counted, summed over its lifetimes.
+    counters: ServerCounters,
+}
+
+/// A few of a node's own counters (`/metrics`), read just before each kill -9 and at the end: what the server
+/// did to keep the promise (deduplicated retries and redeliveries, gaps it filled, notifications it replayed).
+#[derive(Debug, Default, Clone, Copy)]
+struct ServerCounters {
+    duplicates_http: f64,
+    duplicates_amqp: f64,
+    redelivered: f64,
+    gap_fills: f64,
+    replayed: f64,
+    /// Reads that failed (the node was not answering): the sums above are then lower bounds.
+    unread: u32,
+}
+
+impl ServerCounters {
+    fn add(&mut self, o: &ServerCounters) {
+        self.duplicates_http += o.duplicates_http;
+        self.duplicates_amqp += o.duplicates_amqp;
+        self.redelivered += o.redelivered;
+        self.gap_fills += o.gap_fills;
+        self.replayed += o.replayed;
+        self.unread += o.unread;
+    }
+}
+
+/// The sum of the series of `name` whose labels contain every one of `labels`.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Node {
@@ -127,11 +168,24 @@ impl Node {
         }
     }
 
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+    /// Read the node's counters, then SIGKILL it: nothing it holds in memory survives, by design.
+    async fn kill_9(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let url = format!("{}/metrics", self.base());
+        let read = async { reqwest::Client::new().get(url).send().await?.text().await };
+        match tokio::time::timeout(Duration::from_secs(3), read).await {
+            Ok(Ok(text)) => self.counters.add(&ServerCounters {
+                duplicates_http: metric(&text, "herald_ingest_events_total", &["\"http\"", "\"duplicate\""]),
+                duplicates_amqp: metric(&text, "herald_ingest_events_total", &["\"amqp\"", "\"duplicate\""]),
+                redelivered: metric(&text, "herald_amqp_messages_redelivered_total", &[]),
+                gap_fills: metric(&text, "herald_session_gap_fills_total", &[]),
+                replayed: metric(&text, "herald_notifications_replayed_total", &[]),
+                unread: 0,
+            }),
+            _ => self.counters.unread += 1,
         }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
     }
 }
 
@@ -157,13 +211,14 @@ fn write_config(dir: &Path, name: &str, port: u16, pg: &str, redis: &str, amqp: 
     let shipped = std::fs::read_to_string(repo_path("config/rules.toml")).unwrap();
     std::fs::write(&rules, prefix_rule_exchanges(&shipped, prefix)).unwrap();
     // Server pings every 2 s: a client notices a dead link within 4 s, as the SDK does (twice the interval).
+    // AMQP batches linger 20 ms, so a kill -9 usually finds deliveries in flight (redelivered to the other node).
     let mut toml = format!(
         "[server]\nbind = \"127.0.0.1:{port}\"\ndemo_dir = \"\"\nshutdown_grace_secs = 2\n\
          [store]\nurl = \"{pg}\"\n[rules]\npath = \"{}\"\n[websocket]\nping_interval_secs = 2\n\
          [cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{prefix}\"\n\
          presence_interval_secs = 1\n\
          [amqp]\nenabled = true\nurl = \"{amqp}\"\nconnection_name = \"herald-{name}\"\nreconnect_max_ms = 1000\n\
-         lag_interval_secs = 1\n[amqp.queue]\nname = \"{prefix}.events\"\ndead_letter_exchange = \"{prefix}.dlx\"\n\
+         batch_linger_ms = 20\nlag_interval_secs = 1\n[amqp.queue]\nname = \"{prefix}.events\"\ndead_letter_exchange = \"{prefix}.dlx\"\n\
          dead_letter_queue = \"{prefix}.dead\"\n",
         rules.display()
     );
@@ -222,6 +277,8 @@ struct Event {
     /// `None`: a broadcast.
     user: Option<usize>,
     via: Via,
+    /// Sent twice on purpose.
+    twice: bool,
 }
 
 impl Event {
@@ -575,7 +632,7 @@ async fn inject(
         let t0 = Instant::now();
         let what = match fault {
             Fault::Kill9(i) => {
-                nodes[i].kill_9();
+                nodes[i].kill_9().await;
                 // Down long enough for its clients to move and its unacked deliveries to be requeued.
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 nodes[i].start().await;
@@ -642,13 +699,14 @@ async fn fresh_database(admin_url: &str, name: &str) -> String {
 }
 
 /// The stream: a stable key per event; HTTP or AMQP at random; `broadcast_percent` to everyone, the rest to
-/// one user at random.
+/// one user at random; `resend_percent` sent twice.
 fn plan(size: &Size, prefix: &str) -> Vec<Event> {
     (0..size.events)
         .map(|i| Event {
             key: format!("{prefix}-e{i}"),
             user: (rand::random_range(0..100) >= size.broadcast_percent).then(|| rand::random_range(0..size.users)),
             via: if rand::random::<bool>() { Via::Http } else { Via::Amqp },
+            twice: rand::random_range(0..100) < size.resend_percent,
         })
         .collect()
 }
@@ -684,6 +742,9 @@ fn publish(
         for (i, e) in events.into_iter().enumerate() {
             tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate as f64)).await;
             let to = if e.via == Via::Http { &http_tx } else { &amqp_tx };
+            if e.twice {
+                to.send(e.clone()).await.unwrap();
+            }
             to.send(e).await.unwrap();
         }
         drop((http_tx, amqp_tx));
@@ -724,6 +785,7 @@ struct Figures {
     /// What went wrong, one line each, most telling first (losses before `prev_id` gaps).
     problems: Vec<String>,
     gap_notes: Vec<String>,
+    server: ServerCounters,
 }
 
 /// Compare every client with its user's inbox, and every inbox with what was sent.
@@ -815,6 +877,7 @@ fn report(
     f: &Figures,
     t: &Timings,
 ) -> String {
+    let server = &f.server;
     let count = |p: &dyn Fn(&Event) -> bool| events.iter().filter(|e| p(e)).count();
     let broadcasts = count(&|e| e.user.is_none());
     let mut r = String::new();
@@ -832,8 +895,10 @@ fn report(
     );
     let _ = writeln!(
         r,
-        "publishing: {:.1} s; HTTP retries {} ({} answered duplicate); AMQP messages republished {}",
+        "publishing: {:.1} s; {} events sent twice on purpose; HTTP retries {} ({} answered duplicate); AMQP \
+         messages republished {}",
         t.published.as_secs_f64(),
+        count(&|e| e.twice),
         stats.http_retries.load(Ordering::Relaxed),
         stats.http_duplicates.load(Ordering::Relaxed),
         stats.amqp_republished.load(Ordering::Relaxed)
@@ -861,6 +926,17 @@ fn report(
         r,
         "  frames {}; redundant frames dropped {}; prev_id gaps {}; sessions {}; resyncs {}; truncated {}",
         f.frames, f.redundant, f.gaps, f.sessions, f.resyncs, f.truncated
+    );
+    let _ = writeln!(
+        r,
+        "servers: duplicates absorbed {} over HTTP and {} over AMQP ({} AMQP redeliveries); gaps filled {}; \
+         notifications replayed {}{}",
+        server.duplicates_http,
+        server.duplicates_amqp,
+        server.redelivered,
+        server.gap_fills,
+        server.replayed,
+        if server.unread > 0 { format!(" (lower bounds: {} reads failed)", server.unread) } else { String::new() }
     );
     let _ = writeln!(
         r,
@@ -902,7 +978,8 @@ async fn under_node_kills_and_service_restarts_every_client_holds_exactly_its_in
     for (name, redis) in [("node-a", &a_redis), ("node-b", &redis)] {
         let port = free_port();
         let config = write_config(dir.path(), name, port, &db, redis, &amqp, &prefix);
-        nodes.push(Node { name, port, config, log: logs.join(format!("{name}.log")), child: None });
+        let log = logs.join(format!("{name}.log"));
+        nodes.push(Node { name, port, config, log, child: None, counters: ServerCounters::default() });
     }
     for n in &mut nodes {
         n.start().await;
@@ -930,7 +1007,7 @@ async fn under_node_kills_and_service_restarts_every_client_holds_exactly_its_in
 
     // The stream, and the faults spread evenly over its planned length.
     let events = plan(&size, &prefix);
-    let total = events.len() as u64;
+    let total = events.iter().map(|e| if e.twice { 2 } else { 1 }).sum::<u64>();
     let stats = Arc::new(PublishStats::default());
     let started = Instant::now();
     let targets =
@@ -981,9 +1058,10 @@ async fn under_node_kills_and_service_restarts_every_client_holds_exactly_its_in
         c.await.unwrap();
     }
 
-    let f = compare(&http, &bases, &users, &events, &expected, &tallies, &stats).await;
+    let mut f = compare(&http, &bases, &users, &events, &expected, &tallies, &stats).await;
     for n in &mut nodes {
-        n.kill_9();
+        n.kill_9().await;
+        f.server.add(&n.counters);
     }
     let timings = Timings { published, settled, total: started.elapsed() };
     let report = report(&prefix, &size, &events, &stats, &injected, &f, &timings);
