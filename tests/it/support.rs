@@ -273,16 +273,18 @@ pub fn spawn_herald_process(config: &Path) -> (Child, String) {
     (child, addr)
 }
 
-/// Like [`spawn_herald_process`], with the child's log (stderr) appended to `log` instead of the test's output:
-/// for long runs whose faults make every node log warnings, kept for investigation.
+/// Like [`spawn_herald_process`], with the child's log (its stdout after the `listening` line, and its stderr)
+/// appended to `log` instead of the test's output: for long runs whose faults make every node log warnings,
+/// kept for investigation.
 pub fn spawn_herald_process_logged(config: &Path, log: &Path) -> (Child, String) {
+    use std::io::Write;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["serve", "--config"])
         .arg(config)
         .env("HERALD__LOG__FILTER", "warn")
         .stdout(Stdio::piped())
-        .stderr(log)
+        .stderr(log.try_clone().unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -292,7 +294,12 @@ pub fn spawn_herald_process_logged(config: &Path, log: &Path) -> (Child, String)
             break a.to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        let mut log = log;
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+        }
+    });
     (child, addr)
 }
 
