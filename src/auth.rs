@@ -27,15 +27,22 @@ pub enum AuthError {
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    User { id: String, expires_at: i64 },
-    Service,
+    User {
+        id: String,
+        expires_at: i64,
+    },
+    /// `key_id`: a short fingerprint of the key (the first 8 bytes of its SHA-256, in hex) that names the caller
+    /// (it scopes `Idempotency-Key`s) without revealing the key.
+    Service {
+        key_id: String,
+    },
 }
 
 impl Principal {
     /// Users reach only their own inbox; services reach any.
     pub fn may_access(&self, user: &str) -> Result<(), AuthError> {
         match self {
-            Principal::Service => Ok(()),
+            Principal::Service { .. } => Ok(()),
             Principal::User { id, .. } if id == user => Ok(()),
             Principal::User { .. } => Err(AuthError::WrongUser(user.to_owned())),
         }
@@ -124,7 +131,8 @@ impl Authenticator {
     /// A service key or a user token.
     pub fn verify_bearer(&self, token: &str) -> Result<Principal, AuthError> {
         if self.is_service_key(token) {
-            Ok(Principal::Service)
+            use sha2::Digest;
+            Ok(Principal::Service { key_id: hex::encode(&sha2::Sha256::digest(token.as_bytes())[..8]) })
         } else {
             self.verify_user(token)
         }
@@ -229,11 +237,13 @@ mod tests {
         assert!(a.is_service_key("herald-dev-service-key"));
         assert!(!a.is_service_key("herald-dev-service-kez"));
         assert!(!a.is_service_key(""));
-        assert_eq!(a.verify_bearer("herald-dev-service-key"), Ok(Principal::Service));
+        assert!(
+            matches!(a.verify_bearer("herald-dev-service-key"), Ok(Principal::Service { key_id }) if key_id.len() == 16)
+        );
         let user = Principal::User { id: "a".into(), expires_at: 0 };
         assert!(user.may_access("a").is_ok());
         assert_eq!(user.may_access("b"), Err(AuthError::WrongUser("b".into())));
-        assert!(Principal::Service.may_access("b").is_ok());
+        assert!(Principal::Service { key_id: "k".into() }.may_access("b").is_ok());
     }
 
     #[test]

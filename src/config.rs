@@ -177,6 +177,15 @@ pub struct StoreSettings {
     pub batch_max: usize,
     pub read_connections: usize,
     pub sqlite_cache_mib: usize,
+    /// Notifications older than this many days are pruned (0: kept forever).
+    pub retention_days: u32,
+    /// A user's targeted notifications beyond this many are pruned, oldest first (0: no cap).
+    pub max_per_user: u64,
+    /// Days an event id is remembered for deduplication.
+    pub dedupe_window_days: u32,
+    pub prune_interval_secs: u64,
+    /// Most rows one pruning transaction touches.
+    pub prune_batch: usize,
 }
 
 impl fmt::Debug for StoreSettings {
@@ -187,7 +196,30 @@ impl fmt::Debug for StoreSettings {
             .field("batch_max", &self.batch_max)
             .field("read_connections", &self.read_connections)
             .field("sqlite_cache_mib", &self.sqlite_cache_mib)
+            .field("retention_days", &self.retention_days)
+            .field("max_per_user", &self.max_per_user)
+            .field("dedupe_window_days", &self.dedupe_window_days)
+            .field("prune_interval_secs", &self.prune_interval_secs)
+            .field("prune_batch", &self.prune_batch)
             .finish()
+    }
+}
+
+impl StoreSettings {
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let ranges: [(&str, u64, u64, u64); 5] = [
+            ("store.retention_days", u64::from(self.retention_days), 0, 36_500),
+            ("store.max_per_user", self.max_per_user, 0, 100_000_000),
+            ("store.dedupe_window_days", u64::from(self.dedupe_window_days), 1, 3_650),
+            ("store.prune_interval_secs", self.prune_interval_secs, 1, 86_400),
+            ("store.prune_batch", self.prune_batch as u64, 1, 100_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("{value} is outside {min}..={max}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -489,6 +521,7 @@ impl Settings {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        self.store.validate_retention()?;
         if self.websocket.idle_timeout_secs <= self.websocket.ping_interval_secs {
             return Err(invalid(
                 "websocket.idle_timeout_secs",
@@ -584,6 +617,22 @@ mod tests {
     }
 
     #[test]
+    fn retention_keys_outside_their_ranges_are_refused_and_named() {
+        for (var, value, key) in [
+            ("HERALD__STORE__DEDUPE_WINDOW_DAYS", "0", "store.dedupe_window_days"),
+            ("HERALD__STORE__PRUNE_BATCH", "0", "store.prune_batch"),
+            ("HERALD__STORE__PRUNE_INTERVAL_SECS", "0", "store.prune_interval_secs"),
+            ("HERALD__STORE__RETENTION_DAYS", "100000", "store.retention_days"),
+        ] {
+            let e = err(&[(var, value)]);
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
+        let s = Settings::defaults().store;
+        assert_eq!((s.retention_days, s.max_per_user, s.dedupe_window_days), (90, 0, 7));
+        assert_eq!((s.prune_interval_secs, s.prune_batch), (60, 1000));
+    }
+
+    #[test]
     fn production_refuses_development_secrets() {
         let e = err(&[("HERALD__PROFILE", "production")]);
         assert!(e.contains("auth.jwt_secret"), "{e}");
@@ -617,6 +666,7 @@ mod tests {
                 ("events.topic", AmqpExchangeKind::Topic, medtrack.clone()),
                 ("medtrack.events", AmqpExchangeKind::Topic, medtrack),
                 ("sgad.availability", AmqpExchangeKind::Topic, vec!["availability.#"]),
+                ("sgad.matches", AmqpExchangeKind::Topic, vec!["match.#"]),
                 ("sgad.notifications", AmqpExchangeKind::Fanout, vec![]),
             ]
         );

@@ -7,6 +7,11 @@
 //! Invariants: decoding never looks at routing rules; the original body text is kept byte for byte
 //! ([`Event::raw`]) and is what clients receive; the event id is stable across redeliveries (AMQP `message_id`,
 //! else the body's `event_id`/`id`, else a digest of exchange + routing key + body).
+//!
+//! The store dedupes on [`Event::dedupe_key`], the event id *in its scope*, so one producer's id never drops
+//! another producer's event: an AMQP `message_id` and the digest are global (the digest is content-scoped
+//! already), an HTTP `Idempotency-Key` is scoped by the caller (the service key's fingerprint), and a body id by
+//! exchange + routing key (the event type when there is no routing key). See [`DedupeKey`].
 
 use std::time::Instant;
 
@@ -22,7 +27,10 @@ pub const MAX_ID_LEN: usize = 256;
 /// One decoded event, whatever shape it arrived in.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// The id as the producer gave it (or the digest): what callers and logs see.
     pub id: String,
+    /// What the store dedupes on: `id` in its scope.
+    pub dedupe_key: DedupeKey,
     pub exchange: String,
     pub routing_key: String,
     pub event_type: String,
@@ -61,6 +69,51 @@ pub struct Envelope<'a> {
     pub routing_key: Option<&'a str>,
     /// AMQP `message_id` or the HTTP `Idempotency-Key`: wins over ids in the body.
     pub message_id: Option<&'a str>,
+    /// Who chose `message_id`, which scopes it: `None` for an AMQP `message_id` (global), the caller for an HTTP
+    /// `Idempotency-Key` (`service:<key fingerprint>` or `user:<id>`).
+    pub caller: Option<&'a str>,
+}
+
+/// The store's idempotency key: the first 16 bytes of a SHA-256 over a namespace tag and the length-prefixed
+/// parts of the scoped id. Fixed-size whatever the id's length, and two scopes can never produce the same
+/// input (the tag and the length prefixes keep `("a:b", "c")` and `("a", "b:c")` apart). 128 bits: an
+/// accidental collision is out of reach; a deliberate one would cost 2^64 hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DedupeKey(pub [u8; 16]);
+
+impl DedupeKey {
+    /// Ids that are global: an AMQP `message_id`, the content digest. Before ids were scoped, every id was
+    /// deduped in this one namespace.
+    pub fn global(id: &str) -> DedupeKey {
+        DedupeKey::of("global", &[id])
+    }
+
+    /// An HTTP `Idempotency-Key`, scoped by the caller that sent it.
+    pub fn idempotency_key(caller: &str, key: &str) -> DedupeKey {
+        DedupeKey::of("idempotency-key", &[caller, key])
+    }
+
+    /// A body `event_id`/`id`, scoped by where the event was published.
+    pub fn body_id(exchange: &str, scope: &str, id: &str) -> DedupeKey {
+        DedupeKey::of("body-id", &[exchange, scope, id])
+    }
+
+    /// A rule's `dedupe_key` (already namespaced by the rule's name): the event's meaning, not its bytes.
+    pub fn rule(key: &str) -> DedupeKey {
+        DedupeKey::of("rule", &[key])
+    }
+
+    fn of(tag: &str, parts: &[&str]) -> DedupeKey {
+        let mut h = Sha256::new();
+        h.update(tag.as_bytes());
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p.as_bytes());
+        }
+        let mut key = [0; 16];
+        key.copy_from_slice(&h.finalize()[..16]);
+        DedupeKey(key)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,18 +202,35 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
         .or_else(|| str_field(&body, "timestamp"))
         .and_then(|t| parse_timestamp(&t));
 
-    let id = env
-        .message_id
-        .filter(|m| !m.is_empty())
-        .map(str::to_owned)
-        .or_else(|| body.get("event_id").and_then(id_string))
-        .or_else(|| body.get("id").and_then(id_string))
-        .unwrap_or_else(|| digest(env.exchange, &routing_key, raw.get()));
     // Still stable across redeliveries, and short enough to index.
-    let id = if id.len() > MAX_ID_LEN { format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))) } else { id };
+    let shorten = |id: String| {
+        if id.len() > MAX_ID_LEN {
+            format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes())))
+        } else {
+            id
+        }
+    };
+    let (id, dedupe_key) = if let Some(m) = env.message_id.filter(|m| !m.is_empty()) {
+        let id = shorten(m.to_owned());
+        let key = match env.caller {
+            Some(caller) => DedupeKey::idempotency_key(caller, &id),
+            None => DedupeKey::global(&id),
+        };
+        (id, key)
+    } else if let Some(id) = body.get("event_id").and_then(id_string).or_else(|| body.get("id").and_then(id_string)) {
+        let id = shorten(id);
+        let scope = if routing_key.is_empty() { &event_type } else { &routing_key };
+        let key = DedupeKey::body_id(env.exchange, scope, &id);
+        (id, key)
+    } else {
+        let id = digest(env.exchange, &routing_key, raw.get());
+        let key = DedupeKey::global(&id);
+        (id, key)
+    };
 
     Ok(Event {
         id,
+        dedupe_key,
         exchange: env.exchange.to_owned(),
         routing_key,
         event_type,
@@ -205,7 +275,7 @@ mod tests {
     use super::*;
 
     fn env<'a>(exchange: &'a str, key: &'a str) -> Envelope<'a> {
-        Envelope { exchange, routing_key: Some(key), message_id: None }
+        Envelope { exchange, routing_key: Some(key), message_id: None, caller: None }
     }
 
     #[test]
@@ -216,7 +286,7 @@ mod tests {
         assert_eq!(decode_bytes(e, b"[1,2]", 100).unwrap_err().reason(), "not_an_object");
         assert_eq!(decode_bytes(e, b"\"s\"", 100).unwrap_err().reason(), "not_an_object");
         assert_eq!(decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(), "oversized");
-        let no_key = Envelope { exchange: "", routing_key: None, message_id: None };
+        let no_key = Envelope { exchange: "", routing_key: None, message_id: None, caller: None };
         assert_eq!(decode_bytes(no_key, br#"{"foo":1}"#, 100).unwrap_err().reason(), "unknown_shape");
     }
 
@@ -236,6 +306,38 @@ mod tests {
         assert!(a.starts_with("sha256:"));
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn body_ids_are_scoped_by_exchange_and_routing_key_and_message_ids_are_global() {
+        let body = br#"{"id":77,"k":1}"#;
+        let key = |e: Envelope<'_>| decode_bytes(e, body, 1000).unwrap().dedupe_key;
+        let a = key(env("x", "order.paid"));
+        assert_eq!(a, key(env("x", "order.paid")), "a redelivery keeps its key");
+        assert_ne!(a, key(env("x", "user.created")), "another routing key is another event");
+        assert_ne!(a, key(env("y", "order.paid")), "another exchange is another event");
+        // With no routing key, the event type scopes the id.
+        let typed = |t: &str| {
+            let body = format!(r#"{{"event_type":"{t}","data":{{}},"id":77}}"#);
+            let e = Envelope { exchange: "", routing_key: None, message_id: None, caller: None };
+            decode_bytes(e, body.as_bytes(), 1000).unwrap().dedupe_key
+        };
+        assert_eq!(typed("a.b"), typed("a.b"));
+        assert_ne!(typed("a.b"), typed("a.c"));
+
+        let amqp =
+            |x: &'static str| Envelope { exchange: x, routing_key: Some("k"), message_id: Some("M"), caller: None };
+        assert_eq!(key(amqp("x")), key(amqp("y")), "an AMQP message_id is global");
+        assert_eq!(key(amqp("x")), DedupeKey::global("M"));
+        let http = |caller: &'static str| Envelope { caller: Some(caller), ..amqp("x") };
+        assert_eq!(key(http("service:a")), key(http("service:a")));
+        assert_ne!(key(http("service:a")), key(http("service:b")), "an Idempotency-Key is scoped by its caller");
+        assert_ne!(key(http("service:a")), key(amqp("x")));
+        assert_ne!(
+            DedupeKey::body_id("a:b", "c", "d"),
+            DedupeKey::body_id("a", "b:c", "d"),
+            "parts cannot run together"
+        );
     }
 
     #[test]

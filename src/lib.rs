@@ -44,7 +44,7 @@ use crate::config::Settings;
 use crate::fanout::Fanout;
 use crate::ingest::{Pipeline, Publisher};
 use crate::registry::{CloseReason, Registry};
-use crate::rules::Rules;
+use crate::rules::{Rules, RulesHandle};
 use crate::session::SessionDeps;
 use crate::telemetry::Health;
 
@@ -70,7 +70,7 @@ pub async fn run_with(
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
-    let rules = Arc::new(Rules::load(&settings.rules.path)?);
+    let rules = RulesHandle::new(Rules::load(&settings.rules.path)?, &settings.rules.path);
     let registry = Registry::new();
     let health = Health::default();
     let fanout = if settings.cluster.enabled() {
@@ -81,16 +81,20 @@ pub async fn run_with(
     } else {
         Fanout::local(registry.clone())
     };
-    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone())))).await.context("opening the inbox")?;
+    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
+        .await
+        .context("opening the inbox")?;
     let store = match hooks.wrap_store {
         Some(wrap) => wrap(store),
         None => store,
     };
-    let pipeline = Pipeline::new(rules.clone(), store.clone());
+    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone());
     let amqp = settings
         .amqp
         .enabled
         .then(|| ingest::amqp::spawn(settings.amqp.clone(), pipeline.clone(), health.clone(), shutdown.clone()));
+    #[cfg(unix)]
+    tokio::spawn(reload_rules_on_sighup(pipeline.clone(), shutdown.clone()));
     let tracker = TaskTracker::new();
     let sessions = SessionDeps {
         store: store.clone(),
@@ -111,7 +115,7 @@ pub async fn run_with(
         tracker: tracker.clone(),
     });
     tracing::info!(
-        addr = %listener.local_addr()?, rules = rules.len(), store = %redact_url(&settings.store.url),
+        addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),
         "herald started"
     );
 
@@ -142,6 +146,25 @@ pub async fn run_with(
     store.close().await;
     tracing::info!("herald stopped");
     served.context("serving HTTP")
+}
+
+/// SIGHUP reloads the rules file; a bad file is logged and the rules in force stay.
+#[cfg(unix)]
+async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP handler not installed: reload rules through the admin endpoint");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {
+                if let Err(e) = pipeline.reload_rules() {
+                    tracing::error!(error = %e, "rules reload refused; the rules in force stay");
+                }
+            }
+        }
+    }
 }
 
 /// A connection URL fit for logs: the password replaced.

@@ -137,7 +137,8 @@ pub enum ServerFrame<'a> {
     Truncated {
         since: i64,
         since_broadcast: i64,
-        /// The oldest id still retained for this user (the replay starts there).
+        /// Notifications the client missed below this id were pruned (one above the highest pruned id of the
+        /// chains the client had missed).
         oldest_id: i64,
     },
     /// This session may have missed frames (its outbound queue overflowed, or the node's Redis link dropped):
@@ -175,6 +176,15 @@ pub enum ServerFrame<'a> {
     },
     /// This user's inbox was erased (GDPR): drop everything shown.
     Purged,
+    /// A live-only event (a rule with `action = "live"`): pushed to the sessions open now, never stored, never
+    /// replayed, not counted as unread. Best effort.
+    Event {
+        event_type: &'a str,
+        title: &'a str,
+        content: &'a str,
+        /// The event body exactly as the publishing service sent it.
+        body: &'a RawValue,
+    },
     Error {
         code: &'a str,
         message: &'a str,
@@ -193,6 +203,71 @@ impl ServerFrame<'_> {
 /// The one serialisation of a notification frame, shared by all its recipients.
 pub fn encode_notification_frame(n: &Notification, body: &RawValue) -> Utf8Bytes {
     ServerFrame::Notification { event_type: &n.event_type, notification: n, body }.encode()
+}
+
+/// How a session's frames are shaped, chosen at connect time (`?format=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Herald's frames, as documented in `docs/PROTOCOL.md`.
+    #[default]
+    Herald,
+    /// What hand-written gateways sent (the seeds' frontends): each notification or live event is the event's
+    /// own fields at the top level, plus `event_type`, Herald's `id` (for resume) and, when the body has none,
+    /// `title` and `message`. Control frames are unchanged.
+    Event,
+}
+
+/// The answer to any text a client in [`Format::Event`] sends (what the seeds' FastAPI gateway answered).
+pub const EVENT_FORMAT_PONG: &str = r#"{"type":"pong","message":"Connection alive"}"#;
+
+/// Reshape a `notification` or `event` frame for [`Format::Event`]; `None` for any other frame (sent as is).
+/// Done once per message and node, lazily, for the sessions that asked for it.
+pub fn event_format(frame: &str) -> Option<Utf8Bytes> {
+    #[derive(Deserialize)]
+    struct Shape<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        #[serde(borrow)]
+        event_type: Option<std::borrow::Cow<'a, str>>,
+        notification: Option<serde_json::Value>,
+        title: Option<String>,
+        content: Option<String>,
+        #[serde(default)]
+        body: serde_json::Value,
+    }
+    let shape: Shape = serde_json::from_str(frame).ok()?;
+    if shape.kind != "notification" && shape.kind != "event" {
+        return None;
+    }
+    let mut out = match shape.body {
+        serde_json::Value::Object(map) => map,
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("data".into(), other);
+            map
+        }
+    };
+    let n = shape.notification.as_ref();
+    let field = |name: &str| n.and_then(|n| n.get(name)).cloned();
+    let event_type = n.and_then(|n| n.get("event_type")).and_then(|v| v.as_str()).map(str::to_owned);
+    let event_type = event_type.or(shape.event_type.map(|c| c.into_owned())).unwrap_or_default();
+    out.insert("event_type".into(), event_type.into());
+    if let Some(id) = field("id") {
+        out.insert("id".into(), id);
+    }
+    let title = field("title").or(shape.title.map(Into::into));
+    let message = field("content").or(shape.content.map(Into::into));
+    if let (Some(t), false) = (title, out.contains_key("title")) {
+        out.insert("title".into(), t);
+    }
+    if let (Some(m), false) = (message, out.contains_key("message")) {
+        out.insert("message".into(), m);
+    }
+    if let Some(n) = n {
+        out.insert("notification".into(), n.clone());
+    }
+    Some(Utf8Bytes::from(serde_json::Value::Object(out).to_string()))
 }
 
 /// What a client may send on an open socket.
@@ -330,6 +405,7 @@ mod tests {
     #[test]
     fn control_frames_match_golden() {
         let read_at = "2026-01-10T09:00:00Z".parse().unwrap();
+        let live_body = RawValue::from_string(r#"{"referee_id":"r1","week_number":43}"#.into()).unwrap();
         let cases: Vec<(ServerFrame, &str)> = vec![
             (
                 ServerFrame::Ready {
@@ -347,6 +423,15 @@ mod tests {
             (ServerFrame::ReadAll { up_to: 43, read_at }, "frame-read-all.json"),
             (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
             (ServerFrame::Purged, "frame-purged.json"),
+            (
+                ServerFrame::Event {
+                    event_type: "availability.updated",
+                    title: "Availability updated",
+                    content: "",
+                    body: &live_body,
+                },
+                "frame-event.json",
+            ),
             (ServerFrame::Replayed { up_to: 43, up_to_targeted: 43, up_to_broadcast: 40 }, "frame-replayed.json"),
             (ServerFrame::Truncated { since: 3, since_broadcast: 2, oldest_id: 17 }, "frame-truncated.json"),
             (ServerFrame::Resync { reason: "slow_consumer", since: 41, since_broadcast: 40 }, "frame-resync.json"),
@@ -363,6 +448,25 @@ mod tests {
         for (frame, file) in cases {
             assert_eq!(as_value(&frame.encode()), golden(file), "{file}");
         }
+    }
+
+    #[test]
+    fn the_event_format_puts_the_event_fields_at_the_top_level() {
+        let g = golden("frame-broadcast.json");
+        let n: Notification = serde_json::from_value(g["notification"].clone()).unwrap();
+        let body = RawValue::from_string(g["body"].to_string()).unwrap();
+        let herald = encode_notification_frame(&n, &body);
+        let shaped = as_value(&event_format(herald.as_str()).unwrap());
+        assert_eq!(shaped, golden("event-format-notification.json"));
+        let live = ServerFrame::Event {
+            event_type: "availability.updated",
+            title: "Availability updated",
+            content: "",
+            body: &RawValue::from_string(r#"{"referee_id":"r1","week_number":43}"#.into()).unwrap(),
+        };
+        assert_eq!(as_value(&event_format(live.encode().as_str()).unwrap()), golden("event-format-live.json"));
+        assert!(event_format(ServerFrame::Pong.encode().as_str()).is_none(), "control frames are sent as they are");
+        assert_eq!(serde_json::from_str::<Value>(EVENT_FORMAT_PONG).unwrap(), golden("event-format-pong.json"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
-use crate::protocol::Chain;
+use crate::protocol::{event_format, Chain, Format};
 
 /// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,24 @@ impl CloseReason {
     }
 }
 
+impl Outgoing {
+    pub fn new(link: Option<Link>, frame: Utf8Bytes, ingested_at: Option<Instant>) -> Self {
+        Outgoing { link, frame, shaped: Arc::default(), ingested_at }
+    }
+
+    /// The bytes a session in `format` sends.
+    pub fn bytes(&self, format: Format) -> Utf8Bytes {
+        match format {
+            Format::Herald => self.frame.clone(),
+            Format::Event => self
+                .shaped
+                .get_or_init(|| event_format(self.frame.as_str()))
+                .clone()
+                .unwrap_or_else(|| self.frame.clone()),
+        }
+    }
+}
+
 /// Where a notification frame sits in its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -88,6 +106,9 @@ pub struct Link {
 pub struct Outgoing {
     pub link: Option<Link>,
     pub frame: Utf8Bytes,
+    /// The frame reshaped for `?format=event` sessions: computed by the first such session on this node, shared
+    /// by the rest (`None` inside: the frame is sent as it is).
+    pub shaped: Arc<OnceLock<Option<Utf8Bytes>>>,
     /// When the event entered Herald, for the delivery-latency histogram.
     pub ingested_at: Option<Instant>,
 }
@@ -395,7 +416,7 @@ mod tests {
 
     fn out(id: i64) -> Outgoing {
         let link = Link { chain: Chain::Targeted, id, prev_id: 0 };
-        Outgoing { link: Some(link), frame: Utf8Bytes::from_static("{}"), ingested_at: None }
+        Outgoing::new(Some(link), Utf8Bytes::from_static("{}"), None)
     }
 
     fn bounds(frames: usize, policy: QueueFullPolicy) -> Bounds {
@@ -445,7 +466,7 @@ mod tests {
     async fn an_outbox_over_its_byte_bound_applies_the_policy() {
         let reg = Registry::new();
         let r = reg.register("u", Bounds { frames: 100, bytes: 10, policy: QueueFullPolicy::Close }, 32).unwrap();
-        let big = Outgoing { link: None, frame: Utf8Bytes::from_static("0123456"), ingested_at: None };
+        let big = Outgoing::new(None, Utf8Bytes::from_static("0123456"), None);
         assert_eq!(r.handle.outbox.push(big.clone()), Push::Queued);
         assert_eq!(r.handle.outbox.push(big.clone()), Push::Overflow, "7 + 7 bytes > 10: far below 100 frames");
         assert_eq!(r.handle.outbox.next(&mut Vec::new(), true).await, Next::Close(CloseReason::Lagged));
@@ -455,7 +476,7 @@ mod tests {
     async fn draining_the_outbox_frees_its_byte_budget() {
         let reg = Registry::new();
         let r = reg.register("u", Bounds { frames: 100, bytes: 10, policy: QueueFullPolicy::Close }, 32).unwrap();
-        let big = Outgoing { link: None, frame: Utf8Bytes::from_static("0123456"), ingested_at: None };
+        let big = Outgoing::new(None, Utf8Bytes::from_static("0123456"), None);
         for _ in 0..5 {
             assert_eq!(r.handle.outbox.push(big.clone()), Push::Queued);
             assert_eq!(r.handle.outbox.next(&mut Vec::new(), true).await, Next::Frames);

@@ -7,7 +7,8 @@
 //! Invariants: rules are compiled and validated at start (bad rules refuse to start, naming the rule);
 //! routing is pure — no I/O, no clock — so it is tested data-driven from `tests/cases/route/`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
@@ -28,7 +29,8 @@ pub enum RulesError {
 }
 
 /// Why an event that matched a rule could not be routed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[serde(into = "String")]
 pub enum RouteError {
     #[error("rule `{rule}`: no user id at {tried}")]
     MissingRecipient { rule: String, tried: String },
@@ -36,6 +38,15 @@ pub enum RouteError {
     Template { rule: String, field: &'static str, message: String },
     #[error("rule `{rule}`: user id is {len} bytes, over the {max}-byte limit")]
     UserIdTooLong { rule: String, len: usize, max: usize },
+    /// Reported by the store, which resolves aliases in the commit (see [`Recipients::Alias`]).
+    #[error("no user is known for {kind} alias `{alias}` yet")]
+    UnresolvedRecipient { kind: String, alias: String },
+}
+
+impl From<RouteError> for String {
+    fn from(e: RouteError) -> String {
+        e.to_string()
+    }
 }
 
 impl RouteError {
@@ -44,6 +55,7 @@ impl RouteError {
             RouteError::MissingRecipient { .. } => "missing_user_id",
             RouteError::Template { .. } => "template_error",
             RouteError::UserIdTooLong { .. } => "user_id_too_long",
+            RouteError::UnresolvedRecipient { .. } => "unresolved_recipient",
         }
     }
 }
@@ -52,12 +64,33 @@ impl RouteError {
 pub enum Recipients {
     Users(Vec<String>),
     Everyone,
+    /// The users behind these aliases of one kind (e.g. the student profile ids an event names): resolved by the
+    /// store in the commit, where aliases recorded earlier (even in the same batch) are visible.
+    Alias {
+        kind: String,
+        aliases: Vec<String>,
+    },
+}
+
+/// "This `kind` id stands for this user", learned from an event (a rule's `aliases`) or set over the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    pub kind: String,
+    pub alias: String,
+    pub user: String,
 }
 
 /// A notification as a rule drafted it, before the store gives it an id.
 #[derive(Debug, Clone)]
 pub struct Draft {
     pub recipients: Recipients,
+    /// The rule's `event_type` when it sets one (what front-ends switch on), else the event's own.
+    pub event_type: Option<String>,
+    /// The rule's `dedupe_key` when it sets one: the idempotency key instead of the event id, so a re-published
+    /// event (same meaning, fresh timestamp) is stored once. Namespaced by the rule's name.
+    pub dedupe_key: Option<String>,
+    /// Aliases this event teaches (recorded with the notification, in the same commit).
+    pub aliases: Vec<AliasRecord>,
     pub kind: String,
     pub title: String,
     pub content: String,
@@ -68,6 +101,8 @@ pub struct Draft {
 #[derive(Debug, Clone)]
 pub enum Route {
     Notify(Draft),
+    /// Push to the recipients' open sessions without storing (`action = "live"`).
+    Live(Draft),
     /// Erase these users' inboxes (GDPR).
     Purge(Vec<String>),
     Ignore,
@@ -106,6 +141,16 @@ struct RuleSpec {
     when_missing: WhenMissing,
     #[serde(rename = "type", default)]
     kind: Option<String>,
+    /// Template for the notification's `event_type` (default: the event's own).
+    #[serde(default)]
+    event_type: Option<String>,
+    /// Template for a semantic idempotency key (default: the event id).
+    #[serde(default)]
+    dedupe_key: Option<String>,
+    /// Aliases to record from the event: `{ kind = "student", alias = "/payload/student_id", user =
+    /// "/payload/user_id" }`.
+    #[serde(default)]
+    aliases: Vec<AliasSpec>,
     #[serde(default)]
     title: Option<String>,
     #[serde(default)]
@@ -115,6 +160,16 @@ struct RuleSpec {
     /// JSON pointer into the body for the notification's `data`.
     #[serde(default)]
     data: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasSpec {
+    kind: String,
+    /// JSON pointer to the alias (e.g. the profile id).
+    alias: String,
+    /// JSON pointer to the user id it stands for.
+    user: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +185,8 @@ struct RelatedSpec {
 enum Action {
     #[default]
     Notify,
+    /// Push to open sessions only: no inbox row, no unread count, not replayed.
+    Live,
     Purge,
     Ignore,
 }
@@ -147,6 +204,11 @@ enum Source {
     Pointer(String),
     Segment(usize),
     Everyone,
+    /// `alias:KIND:/pointer`: the users behind the alias ids at the pointer.
+    Alias {
+        kind: String,
+        pointer: String,
+    },
 }
 
 #[derive(Debug)]
@@ -159,6 +221,9 @@ struct Rule {
     everyone_values: Vec<String>,
     when_missing: WhenMissing,
     data: Option<String>,
+    has_event_type: bool,
+    has_dedupe_key: bool,
+    aliases: Vec<AliasSpec>,
 }
 
 /// The compiled rule set. Cheap to share behind an `Arc`.
@@ -203,6 +268,23 @@ impl Rules {
             let patterns =
                 spec.routing_keys.iter().map(|p| Pattern::parse(p)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
             let to = spec.to.iter().map(|s| parse_source(s)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+            let uses_aliases = to.iter().any(|s| matches!(s, Source::Alias { .. }));
+            if uses_aliases && spec.action != Action::Notify {
+                return Err(invalid(
+                    "alias recipients are resolved when a notification is stored: `notify` only".into(),
+                ));
+            }
+            if !spec.aliases.is_empty() && spec.action != Action::Notify {
+                return Err(invalid("`aliases` are recorded with a stored notification: `notify` only".into()));
+            }
+            for a in &spec.aliases {
+                if !a.alias.starts_with('/') || !a.user.starts_with('/') || a.kind.is_empty() {
+                    return Err(invalid(format!(
+                        "alias `{}`: `kind` must be set and `alias`/`user` must be JSON pointers",
+                        a.kind
+                    )));
+                }
+            }
             if spec.action != Action::Ignore && to.is_empty() && spec.when_missing == WhenMissing::Error {
                 return Err(invalid("needs `to` (who receives it / whose inbox is purged)".into()));
             }
@@ -211,8 +293,15 @@ impl Rules {
                     return Err(invalid(format!("`data` must be a JSON pointer starting with '/', got `{d}`")));
                 }
             }
-            if spec.action == Action::Notify {
-                let title = spec.title.clone().ok_or_else(|| invalid("a notify rule needs `title`".into()))?;
+            for (field, source) in [("event_type", &spec.event_type), ("dedupe_key", &spec.dedupe_key)] {
+                if let Some(t) = source {
+                    templates
+                        .add_template_owned(format!("{}\u{0}{field}", spec.name), t.clone())
+                        .map_err(|e| invalid(format!("template `{field}`: {e}")))?;
+                }
+            }
+            if matches!(spec.action, Action::Notify | Action::Live) {
+                let title = spec.title.clone().ok_or_else(|| invalid("a notify or live rule needs `title`".into()))?;
                 let sources = [
                     spec.kind.clone().unwrap_or_else(|| "info".into()),
                     title,
@@ -235,6 +324,9 @@ impl Rules {
                 everyone_values: spec.everyone_values,
                 when_missing: spec.when_missing,
                 data: spec.data,
+                has_event_type: spec.event_type.is_some(),
+                has_dedupe_key: spec.dedupe_key.is_some(),
+                aliases: spec.aliases,
             });
         }
         Ok(Rules { rules, templates })
@@ -268,12 +360,12 @@ impl Rules {
             Action::Ignore => Ok(Route::Ignore),
             Action::Purge => match rule.recipients(event)? {
                 Recipients::Users(users) => Ok(Route::Purge(users)),
-                Recipients::Everyone => Err(RouteError::MissingRecipient {
+                Recipients::Everyone | Recipients::Alias { .. } => Err(RouteError::MissingRecipient {
                     rule: rule.name.clone(),
                     tried: "a purge needs one user, not everyone".into(),
                 }),
             },
-            Action::Notify => {
+            Action::Notify | Action::Live => {
                 let recipients = rule.recipients(event)?;
                 let ctx = minijinja::context! {
                     event => minijinja::context! {
@@ -304,16 +396,61 @@ impl Rules {
                     },
                     None => raw_null(),
                 };
-                Ok(Route::Notify(Draft {
+                let event_type = if rule.has_event_type { Some(render("event_type")?) } else { None };
+                let dedupe_key = match rule.has_dedupe_key {
+                    true => Some(render("dedupe_key")?).filter(|k| !k.is_empty()).map(|k| format!("{}:{k}", rule.name)),
+                    false => None,
+                };
+                let aliases = rule
+                    .aliases
+                    .iter()
+                    .filter_map(|a| {
+                        let alias = pointer(&event.body, &a.alias).and_then(id_string)?;
+                        let user = pointer(&event.body, &a.user).and_then(id_string)?;
+                        Some(AliasRecord { kind: a.kind.clone(), alias, user })
+                    })
+                    .collect();
+                let draft = Draft {
                     recipients,
+                    event_type,
+                    dedupe_key,
+                    aliases,
                     kind: render("type")?,
                     title: render("title")?,
                     content: render("content")?,
                     related_object,
                     data,
-                }))
+                };
+                Ok(if rule.action == Action::Live { Route::Live(draft) } else { Route::Notify(draft) })
             }
         }
+    }
+}
+
+/// The rules in force, replaceable while running (SIGHUP, `POST /api/v1/admin/rules/reload`). Each event is
+/// routed by one snapshot; a file that does not compile is refused and the rules in force stay.
+#[derive(Clone)]
+pub struct RulesHandle {
+    current: Arc<RwLock<Arc<Rules>>>,
+    path: PathBuf,
+}
+
+impl RulesHandle {
+    pub fn new(rules: Rules, path: &Path) -> Self {
+        RulesHandle { current: Arc::new(RwLock::new(Arc::new(rules))), path: path.to_owned() }
+    }
+
+    /// The rules in force now.
+    pub fn current(&self) -> Arc<Rules> {
+        self.current.read().expect("rules lock poisoned").clone()
+    }
+
+    /// Load the rules file again. On error the rules in force are kept.
+    pub fn reload(&self) -> Result<usize, RulesError> {
+        let rules = Rules::load(&self.path)?;
+        let n = rules.len();
+        *self.current.write().expect("rules lock poisoned") = Arc::new(rules);
+        Ok(n)
     }
 }
 
@@ -330,11 +467,14 @@ impl Rule {
                     .map(str::to_owned)
                     .into_iter()
                     .collect(),
-                Source::Pointer(p) => match pointer(&event.body, p) {
-                    Some(Value::Array(items)) => items.iter().filter_map(id_string).collect(),
-                    Some(v) => id_string(v).into_iter().collect(),
-                    None => Vec::new(),
-                },
+                Source::Pointer(p) => ids_at(&event.body, p),
+                Source::Alias { kind, pointer } => {
+                    let aliases = ids_at(&event.body, pointer);
+                    if aliases.is_empty() {
+                        continue;
+                    }
+                    return Ok(Recipients::Alias { kind: kind.clone(), aliases });
+                }
             };
             if found.iter().any(|u| self.everyone_values.iter().any(|e| e == u)) {
                 return Ok(Recipients::Everyone);
@@ -364,6 +504,7 @@ impl Rule {
                         Source::Pointer(p) => p.clone(),
                         Source::Segment(i) => format!("segment:{i}"),
                         Source::Everyone => "everyone".into(),
+                        Source::Alias { kind, pointer } => format!("alias:{kind}:{pointer}"),
                     })
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -385,15 +526,31 @@ fn pointer<'a>(body: &'a serde_json::Map<String, Value>, ptr: &str) -> Option<&'
     }
 }
 
+/// The id or ids (an array) at `ptr`, as strings.
+fn ids_at(body: &serde_json::Map<String, Value>, ptr: &str) -> Vec<String> {
+    match pointer(body, ptr) {
+        Some(Value::Array(items)) => items.iter().filter_map(id_string).collect(),
+        Some(v) => id_string(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
 fn parse_source(s: &str) -> Result<Source, String> {
-    if s == "everyone" {
+    if let Some(rest) = s.strip_prefix("alias:") {
+        match rest.split_once(':') {
+            Some((kind, ptr)) if !kind.is_empty() && ptr.starts_with('/') => {
+                Ok(Source::Alias { kind: kind.to_owned(), pointer: ptr.to_owned() })
+            }
+            _ => Err(format!("`{s}`: alias sources are alias:KIND:/json/pointer")),
+        }
+    } else if s == "everyone" {
         Ok(Source::Everyone)
     } else if let Some(n) = s.strip_prefix("segment:") {
         n.parse().map(Source::Segment).map_err(|_| format!("`{s}`: segment:N needs a number"))
     } else if s.starts_with('/') {
         Ok(Source::Pointer(s.to_owned()))
     } else {
-        Err(format!("`{s}` is not a JSON pointer (/a/b), segment:N or everyone"))
+        Err(format!("`{s}` is not a JSON pointer (/a/b), segment:N, alias:KIND:/pointer or everyone"))
     }
 }
 

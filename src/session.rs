@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Authenticator, Principal};
 use crate::config::WebSocketSettings;
 use crate::inbox::{Replayed, Store, StoreError};
-use crate::protocol::{encode_notification_frame, ClientMessage, Position, ServerFrame};
+use crate::protocol::{
+    encode_notification_frame, event_format, ClientMessage, Format, Position, ServerFrame, EVENT_FORMAT_PONG,
+};
 use crate::registry::{Bounds, CloseReason, Next, Outgoing, Registry, ResyncReason};
 
 /// What every session needs, shared.
@@ -47,6 +49,7 @@ pub struct SessionParams {
     pub user: String,
     pub since: Option<Position>,
     pub expires_at: i64,
+    pub format: Format,
 }
 
 /// How a session ended, for metrics.
@@ -83,8 +86,8 @@ pub async fn run(socket: WebSocket, deps: SessionDeps, params: SessionParams) {
 
 /// The one store read a session may be waiting for.
 enum Loaded {
-    /// The newest id of each chain.
-    Latest(Position),
+    /// The newest id of each chain and, when a client asked for a replay, how far history was pruned.
+    Latest(Position, Option<Position>),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
 }
@@ -111,6 +114,7 @@ struct Session<'a> {
     deps: &'a SessionDeps,
     user: Arc<str>,
     expires_at: i64,
+    format: Format,
     /// The last id delivered on this socket in each chain (set when the session opens).
     position: Position,
     /// Not set until the opening read answered and `ready` went out.
@@ -134,6 +138,7 @@ impl<'a> Session<'a> {
             deps,
             user: Arc::from(p.user),
             expires_at: p.expires_at,
+            format: p.format,
             position: Position::default(),
             opened: false,
             since: p.since,
@@ -156,7 +161,7 @@ impl<'a> Session<'a> {
         };
         let outbox = &registration.handle.outbox;
         let session_id = format!("s-{:x}", registration.handle.id);
-        self.pending = Some(self.read_latest());
+        self.pending = Some(self.read_latest(self.since.is_some()));
 
         let ping_every = Duration::from_secs(s.ping_interval_secs);
         let idle_after = Duration::from_secs(s.idle_timeout_secs);
@@ -182,7 +187,7 @@ impl<'a> Session<'a> {
                 Some(loaded) = OptionFuture::from(self.pending.as_mut()), if self.pending.is_some() => {
                     self.pending = None;
                     let step = match loaded {
-                        Ok(Loaded::Latest(latest)) => self.on_latest(latest, &session_id).await,
+                        Ok(Loaded::Latest(latest, floor)) => self.on_latest(latest, floor, &session_id).await,
                         Ok(Loaded::Page(items)) => self.on_page(items).await,
                         Err(failed) => Err(self.store_failed(failed).await),
                     };
@@ -271,9 +276,19 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn read_latest(&self) -> PendingRead {
+    fn read_latest(&self, with_floor: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
-        self.bounded(async move { store.latest(&user).await.map(Loaded::Latest) })
+        self.bounded(async move {
+            let latest = store.latest(&user).await?;
+            let floor = match with_floor {
+                true => store
+                    .history_floor(&user)
+                    .await
+                    .map(|(targeted, broadcast)| Some(Position { targeted, broadcast }))?,
+                false => None,
+            };
+            Ok(Loaded::Latest(latest, floor))
+        })
     }
 
     fn read_page(&self, from: Position) -> PendingRead {
@@ -310,10 +325,10 @@ impl<'a> Session<'a> {
             return;
         }
         self.replay = Some(Replay { announced, requested: from, again: false });
-        self.pending = Some(if clamp_to_latest { self.read_latest() } else { self.read_page(from) });
+        self.pending = Some(if clamp_to_latest { self.read_latest(true) } else { self.read_page(from) });
     }
 
-    async fn on_latest(&mut self, latest: Position, session_id: &str) -> Result<(), Ended> {
+    async fn on_latest(&mut self, latest: Position, floor: Option<Position>, session_id: &str) -> Result<(), Ended> {
         if !self.opened {
             self.opened = true;
             let ready = ServerFrame::Ready {
@@ -347,6 +362,23 @@ impl<'a> Session<'a> {
             }
         }
         let Some(r) = &self.replay else { return Ok(()) };
+        let requested = r.requested;
+        if let Some(floor) = floor {
+            // What the client missed below the floors was pruned by retention: say so rather than replay a part
+            // silently.
+            let cut = |since: i64, floor: i64| (since < floor).then_some(floor);
+            let pruned = cut(requested.targeted, floor.targeted).max(cut(requested.broadcast, floor.broadcast));
+            if let Some(pruned_up_to) = pruned {
+                metrics::counter!("herald_session_truncated_replays_total").increment(1);
+                let frame = ServerFrame::Truncated {
+                    since: requested.targeted,
+                    since_broadcast: requested.broadcast,
+                    oldest_id: pruned_up_to + 1,
+                };
+                self.send_now(frame.encode()).await?;
+            }
+        }
+        let Some(r) = &self.replay else { return Ok(()) };
         // Clamp the requested position to what exists, per chain: a cursor above the newest id would otherwise
         // make the session drop every later frame of that chain as "already sent".
         let from = Position {
@@ -373,7 +405,12 @@ impl<'a> Session<'a> {
                 }
                 self.position.advance(n.chain(), n.id);
                 sent += 1;
-                self.socket.feed(WsMessage::Text(encode_notification_frame(n, &r.body))).await?;
+                let frame = encode_notification_frame(n, &r.body);
+                let frame = match self.format {
+                    Format::Herald => frame,
+                    Format::Event => event_format(frame.as_str()).unwrap_or(frame),
+                };
+                self.socket.feed(WsMessage::Text(frame)).await?;
             }
             // Flush each page: a client that was away for a week gets a stream, not one burst.
             self.socket.flush().await
@@ -465,7 +502,7 @@ impl<'a> Session<'a> {
                         .record(now.saturating_duration_since(t).as_secs_f64());
                 }
             }
-            self.socket.feed(WsMessage::Text(out.frame.clone())).await.map_err(|_| Ended::Transport)?;
+            self.socket.feed(WsMessage::Text(out.bytes(self.format))).await.map_err(|_| Ended::Transport)?;
         }
         metrics::counter!("herald_notifications_delivered_total").increment(delivered);
         self.socket.flush().await.map_err(|_| Ended::Transport)?;
@@ -480,6 +517,10 @@ impl<'a> Session<'a> {
             return Err(self.close(CloseReason::TooBig).await);
         }
         match message {
+            // The seeds' gateway answered any text with this pong; their front-ends expect it.
+            Ok(ClientMessage::Ping) | Err(_) if self.format == Format::Event => {
+                self.send_now(Utf8Bytes::from_static(EVENT_FORMAT_PONG)).await
+            }
             Ok(ClientMessage::Ping) => self.send_now(ServerFrame::Pong.encode()).await,
             Ok(ClientMessage::Resume { since }) => {
                 if self.opened {

@@ -50,7 +50,8 @@ pub struct Component {
     pub detail: String,
 }
 
-/// Components (broker, Redis) report here; `/readyz` reads. Cheap to clone.
+/// Components (broker, Redis, the store's last write: `inbox::Monitored`) report here; `/readyz` reads.
+/// Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Health {
     components: Arc<Mutex<BTreeMap<&'static str, Component>>>,

@@ -3,14 +3,19 @@
  *
  * Invariants:
  * - `state` changes only in `_setState`, which emits the single `state` event.
- * - Every (re)connect calls getToken() and resumes with `since` = the last notification id seen, so nothing
- *   is missed; SeenIds drops what arrives twice. A live notification whose `prev_id` is beyond the last id
- *   seen reveals a gap: the session is replaced at once and the new one replays the gap in order.
+ * - Every (re)connect calls getToken() and resumes from the position: one cursor per chain (targeted,
+ *   broadcast), `since` and `since_broadcast`, so nothing is missed; Cursors drops what arrives twice. Ids are
+ *   never compared across chains (a broadcast may overtake a targeted notification with a smaller id).
+ * - Gaps are the server's job: it replays a chain before a frame whose `prev_id` is above the session's cursor,
+ *   so the client never reconnects because of a `prev_id`.
+ * - `stale` (refetch counts and pages) is emitted on every `ready` but the first, on `resync`, and on a
+ *   `truncated` that does not follow one of those in the same catch-up (until `replayed`): truncation says
+ *   nothing about read state, so the refetch already asked for covers it.
  * - `token_expiring` is answered in-band (`auth` with a fresh token); a 4001 close reconnects at once.
  * - At most one socket is live; handlers of a dropped socket are detached, so a stale socket never acts.
  * - `close()` (or a 1000 close from the server) stops reconnecting until the next `connect()`.
  */
-import { SeenIds } from './dedupe';
+import { Cursors, type Position } from './cursors';
 import { Emitter } from './emitter';
 import { HeraldError, toHeraldError } from './errors';
 import { CloseCode, parseServerFrame, type ServerFrame } from './protocol';
@@ -22,15 +27,22 @@ import {
   type ErrorContext,
   type HeraldClientOptions,
   type NotificationContext,
+  type StaleContext,
   type WebSocketConstructor,
   type WebSocketLike,
 } from './types';
-import { DEFAULT_BACKOFF, backoff, wsUrl, type BackoffOptions } from './utils';
+import { DEFAULT_BACKOFF, backoff, longBackoff, wsUrl, type BackoffOptions } from './utils';
 
 /** Until `ready` says otherwise (the gateway's default). */
 const DEFAULT_PING_INTERVAL_MS = 25_000;
 /** Close codes that mean the client sent something wrong: reported as errors (reconnecting still happens). */
 const CLIENT_BUG_CODES: readonly number[] = [CloseCode.Unsupported, CloseCode.PolicyViolation, CloseCode.TooLarge];
+/** Close codes that mean the server cannot serve this session now: reported as errors, then reconnect later. */
+const SERVER_TROUBLE_CODES: readonly number[] = [
+  CloseCode.InternalError,
+  CloseCode.TryAgainLater,
+  CloseCode.TooManySessions,
+];
 
 /** No close frame: the network failed, or the handshake was refused (browsers hide the HTTP status). */
 const ABNORMAL_CLOSE = 1006;
@@ -42,14 +54,16 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private readonly _opts: HeraldClientOptions;
   private readonly _backoff: BackoffOptions;
   private readonly _inbox: Inbox;
-  private _seen: SeenIds;
+  private _cursors: Cursors;
   private _ws: WebSocketLike | null = null;
   /** Bumped on every connect attempt and on close(): async work from an older attempt is ignored. */
   private _epoch = 0;
   /** Failed attempts since the last `ready`. */
   private _attempt = 0;
-  /** Between a `since` connect (or a `resync`) and `replayed`: replayed frames are not checked for gaps. */
-  private _replaying = false;
+  /** A session got ready before: the next `ready` is a reconnect (the app's REST data may be stale). */
+  private _wasReady = false;
+  /** `stale` was emitted for the catch-up under way (until `replayed`): a `truncated` in it is not announced. */
+  private _staleAnnounced = false;
   private _refreshingToken = false;
   private _pingIntervalMs = DEFAULT_PING_INTERVAL_MS;
   private _reconnectTimer: Timer | null = null;
@@ -61,7 +75,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     super();
     this._opts = options;
     this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
-    this._seen = new SeenIds(options.since ?? null);
+    this._cursors = new Cursors(options.since ?? null);
     this._inbox = new Inbox(options.url, String(options.userId), options.getToken, options.fetch);
   }
 
@@ -69,9 +83,22 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     return this._state;
   }
 
-  /** The largest notification id delivered: the `since` of the next reconnect (`null` before the first). */
+  /**
+   * Where the next (re)connect resumes: the last id received in each chain (`null` before the first `ready`
+   * when no `since` was given). Persist it and pass it back as the `since` option to resume in a new page.
+   */
+  get position(): Position | null {
+    return this._cursors.position;
+  }
+
+  /**
+   * The greater of the two cursors of {@link position} (`null` before the first `ready`).
+   * @deprecated A single id cannot say where a client is (the chains are not ordered with each other): use
+   * `position`. Passing it back as `since` can miss a targeted notification overtaken by a broadcast.
+   */
   get lastSeenId(): number | null {
-    return this._seen.lastSeenId;
+    const p = this._cursors.position;
+    return p && Math.max(p.targeted, p.broadcast);
   }
 
   /** Start the session (and keep it up). No-op unless disconnected. */
@@ -139,9 +166,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       return;
     }
     if (epoch !== this._epoch) return; // close() or another attempt happened while waiting for the token
-    const since = this._seen.lastSeenId;
-    const url = wsUrl(this._opts.url, String(this._opts.userId), token, since);
-    this._replaying = since !== null;
+    const url = wsUrl(this._opts.url, String(this._opts.userId), token, this._cursors.position);
+    this._staleAnnounced = false;
     this._log('connecting', url.replace(/token=[^&]*/, 'token=…'));
     let ws: WebSocketLike;
     try {
@@ -162,37 +188,33 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
 
   private _onMessage(text: string): void {
     this._armDeadTimer(); // any traffic proves the link is alive
-    let frame: ServerFrame;
+    let frame: ServerFrame | null;
     try {
       frame = parseServerFrame(text);
     } catch (e) {
       this._error('protocol', toHeraldError(e, 'bad_frame'));
       return;
     }
+    if (frame === null) {
+      this._log('ignoring a frame of an unknown type:', text.slice(0, 80)); // a newer server
+      return;
+    }
     switch (frame.type) {
       case 'ready':
         this._attempt = 0;
         this._pingIntervalMs = frame.ping_interval_ms > 0 ? frame.ping_interval_ms : DEFAULT_PING_INTERVAL_MS;
-        this._seen.baseline(frame.latest_id);
+        this._cursors.baseline(frame);
         this._armDeadTimer(); // again, now with the server's interval
         this._startPings();
         this._setState(State.Connected);
+        if (this._wasReady) this._stale('reconnect');
+        this._wasReady = true;
         break;
       case 'notification': {
-        const { id, prev_id } = frame.notification;
-        if (!this._seen.isNew(id)) {
-          this._log('duplicate', id);
+        if (!this._cursors.accept(frame.notification)) {
+          this._log('duplicate', frame.notification.id);
           return;
         }
-        const last = this._seen.lastSeenId;
-        if (!this._replaying && last !== null && typeof prev_id === 'number' && prev_id > last) {
-          // Something between `last` and this one never arrived: a new session replays both, in order.
-          this._log('gap: last seen', last, 'but', id, 'follows', prev_id);
-          this._dropSocket(4000, 'gap');
-          this._scheduleReconnect(0);
-          return;
-        }
-        this._seen.add(id);
         this._emit('notification', {
           eventType: frame.event_type,
           body: frame.body,
@@ -201,12 +223,16 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         break;
       }
       case 'replayed':
-        this._replaying = false;
-        this._seen.advance(frame.up_to);
+        this._cursors.advance(frame);
+        this._staleAnnounced = false;
         break;
       case 'resync':
-        this._log('resync from', frame.since, frame.reason);
-        this._replaying = true;
+        this._log('resync after', frame.since, frame.since_broadcast, frame.reason);
+        this._stale('resync');
+        break;
+      case 'truncated':
+        this._log('history before', frame.oldest_id, 'was pruned');
+        if (!this._staleAnnounced) this._stale('truncated');
         break;
       case 'token_expiring':
         void this._refreshToken();
@@ -242,7 +268,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       this.close();
       return;
     }
-    if (code === ABNORMAL_CLOSE || code === CloseCode.InternalError || CLIENT_BUG_CODES.includes(code)) {
+    if (code === ABNORMAL_CLOSE || SERVER_TROUBLE_CODES.includes(code) || CLIENT_BUG_CODES.includes(code)) {
       const why = reason || (code === ABNORMAL_CLOSE ? 'connection lost or refused' : `server closed the session`);
       this._error(
         code === ABNORMAL_CLOSE ? 'transport' : 'server',
@@ -250,8 +276,16 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       );
     }
     // A 4001 on a working session: the token ran out, fetch a fresh one and come back at once.
-    const immediate = code === CloseCode.TokenExpired && this._attempt === 0;
-    this._scheduleReconnect(immediate ? 0 : undefined);
+    if (code === CloseCode.TokenExpired && this._attempt === 0) this._scheduleReconnect(0);
+    // Too many sessions on this node (other tabs): come back much later, not in a loop.
+    else if (code === CloseCode.TooManySessions) this._scheduleReconnect(longBackoff(this._backoff));
+    else this._scheduleReconnect();
+  }
+
+  /** Tell the app to refetch what it shows. */
+  private _stale(reason: StaleContext['reason']): void {
+    this._staleAnnounced = true;
+    this._emit('stale', { reason });
   }
 
   /** The server warned that the token is about to expire: hand it a fresh one without reconnecting. */

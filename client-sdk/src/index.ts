@@ -11,14 +11,17 @@ export type {
   NotificationContext,
   ReadAllContext,
   ReadContext,
+  StaleContext,
   StateContext,
   WebSocketConstructor,
   WebSocketLike,
 } from './types';
 export type { ListOptions } from './rest';
 export { backoff, type BackoffOptions } from './utils';
-export { CloseCode, ProtocolError, parseServerFrame, isNotification } from './protocol';
+export type { Position, Since } from './cursors';
+export { CloseCode, ProtocolError, parseServerFrame, isNotification, chainOf } from './protocol';
 export type {
+  Chain,
   ClientMessage,
   DeletedFrame,
   ErrorBody,
@@ -33,6 +36,8 @@ export type {
   ReadyFrame,
   RelatedObject,
   ReplayedFrame,
+  ResyncFrame,
   ServerFrame,
+  TruncatedFrame,
   UnreadCount,
 } from './protocol';

@@ -12,11 +12,16 @@ export interface RelatedObject {
 
 /** A stored notification, as REST returns it and as it travels inside a `notification` frame. */
 export interface Notification<Data = unknown> {
-  /** Grows in commit order: resume with `?since=<last id>`. */
+  /**
+   * Grows in commit order within each chain (see {@link chainOf}). Never compare ids across chains: a broadcast
+   * may arrive before a targeted notification with a smaller id.
+   */
   id: number;
   /**
-   * The id this user saw just before this one (0 for the first); for a broadcast, the previous broadcast.
-   * A client that last saw id `L` has missed something exactly when `prev_id > L`.
+   * The previous id in this notification's chain (0 for the first): for a targeted notification, this user's
+   * previous targeted one; for a broadcast, the previous broadcast. A client whose cursor for that chain is `L`
+   * has missed something exactly when `prev_id > L`; the server fills such gaps itself (it replays the chain
+   * before sending the frame), so clients need not act on it.
    */
   prev_id: number;
   /** `null` for a broadcast (in every user's inbox, with per-user read state). */
@@ -37,8 +42,12 @@ export interface ReadyFrame {
   type: 'ready';
   session_id: string;
   user_id: string;
-  /** Newest notification id visible to this user when the session opened (0 if none). */
+  /** The greater of the two below (v1). */
   latest_id: number;
+  /** Newest targeted id when the session opened (0 if none): where a session without `since` starts. */
+  latest_targeted_id: number;
+  /** Newest broadcast id when the session opened (0 if none). */
+  latest_broadcast_id: number;
   ping_interval_ms: number;
 }
 export interface NotificationFrame<Body = unknown> {
@@ -48,9 +57,24 @@ export interface NotificationFrame<Body = unknown> {
   /** The event body exactly as the publishing service sent it. */
   body: Body;
 }
+/** After a replay (a `since` connect, a `resume` or a `resync`): the session's position now. */
 export interface ReplayedFrame {
   type: 'replayed';
+  /** The greater of the two below (v1). */
   up_to: number;
+  up_to_targeted: number;
+  up_to_broadcast: number;
+}
+/**
+ * The replay that follows starts above pruned history (retention): what lay between the client's position and
+ * `oldest_id` cannot be replayed. Refetch the inbox over REST.
+ */
+export interface TruncatedFrame {
+  type: 'truncated';
+  since: number;
+  since_broadcast: number;
+  /** The oldest id still retained for this user: the replay starts there. */
+  oldest_id: number;
 }
 export interface PongFrame {
   type: 'pong';
@@ -73,11 +97,19 @@ export interface DeletedFrame {
 export interface PurgedFrame {
   type: 'purged';
 }
-/** The server dropped queued frames (a slow link) and replays from the inbox after `since`, then `replayed`. */
+/**
+ * This session may have missed frames (`slow_consumer`: its outbound queue overflowed; `transport_lost`: the
+ * node's Redis link dropped). The server replays notifications from the inbox after (`since`,
+ * `since_broadcast`), then sends `replayed`. Read state (`read`/`read_all`/`deleted`/`purged` frames) is not
+ * replayed: the client refetches its counts and visible page.
+ */
 export interface ResyncFrame {
   type: 'resync';
-  reason: string;
+  reason: 'slow_consumer' | 'transport_lost' | (string & {});
+  /** The targeted cursor the replay starts after. */
   since: number;
+  /** The broadcast cursor the replay starts after. */
+  since_broadcast: number;
 }
 /** The session's token expires at `expires_at` (unix seconds): send `{"type":"auth","token":…}` before then. */
 export interface TokenExpiringFrame {
@@ -100,6 +132,7 @@ export type ServerFrame =
   | ReadyFrame
   | NotificationFrame
   | ReplayedFrame
+  | TruncatedFrame
   | PongFrame
   | ReadFrame
   | ReadAllFrame
@@ -113,8 +146,8 @@ export type ServerFrame =
 /** What a client may send as JSON (the bare text `ping` is accepted too). */
 export type ClientMessage =
   | { type: 'ping' }
-  /** Replay everything after `since` on the open socket. */
-  | { type: 'resume'; since: number }
+  /** Replay everything after this position (targeted `since`, `since_broadcast`) on the open socket. */
+  | { type: 'resume'; since: number; since_broadcast: number }
   /** A fresh token for the open session (the answer is `auth_ok`, or an `error` with code `auth_rejected`). */
   | { type: 'auth'; token: string };
 
@@ -150,9 +183,21 @@ export const CloseCode = {
   TooLarge: 1009,
   InternalError: 1011,
   TokenExpired: 4001,
+  /** The store is unavailable or too slow: reconnect with backoff. */
+  TryAgainLater: 1013,
   TooSlow: 4008,
   IdleTimeout: 4009,
+  /** Too many sessions for this user on this node: reconnect with a long backoff. */
+  TooManySessions: 4029,
 } as const;
+
+/** The two delivery chains of a user's notifications, each ordered by id. */
+export type Chain = 'targeted' | 'broadcast';
+
+/** A broadcast (`user_id` null) belongs to the broadcast chain; the user's own notifications to the targeted one. */
+export function chainOf(n: Pick<Notification, 'user_id'>): Chain {
+  return n.user_id === null ? 'broadcast' : 'targeted';
+}
 
 /** Thrown by {@link parseServerFrame} for text that is not a frame this SDK understands. */
 export class ProtocolError extends Error {
@@ -185,22 +230,33 @@ export function isNotification(v: unknown): v is Notification {
 
 // Per-type checks of the fields the SDK reads; extra fields are allowed (forward compatible).
 const checks: Record<ServerFrame['type'], Check> = {
-  ready: (f) => isStr(f.session_id) && isNum(f.latest_id) && isNum(f.ping_interval_ms),
+  ready: (f) =>
+    isStr(f.session_id) &&
+    isNum(f.latest_id) &&
+    isNum(f.latest_targeted_id) &&
+    isNum(f.latest_broadcast_id) &&
+    isNum(f.ping_interval_ms),
   notification: (f) => isStr(f.event_type) && isNotification(f.notification) && 'body' in f,
-  replayed: (f) => isNum(f.up_to),
+  replayed: (f) => isNum(f.up_to) && isNum(f.up_to_targeted) && isNum(f.up_to_broadcast),
+  truncated: (f) => isNum(f.since) && isNum(f.since_broadcast) && isNum(f.oldest_id),
   pong: () => true,
   read: (f) => isIds(f.ids) && isStr(f.read_at),
   read_all: (f) => isNum(f.up_to) && isStr(f.read_at),
   deleted: (f) => isIds(f.ids),
   purged: () => true,
-  resync: (f) => isNum(f.since),
+  resync: (f) => isStr(f.reason) && isNum(f.since) && isNum(f.since_broadcast),
   token_expiring: (f) => isNum(f.expires_at),
   auth_ok: (f) => isNum(f.expires_at),
   error: (f) => isStr(f.code) && isStr(f.message),
 };
 
-/** Parse one server text frame, validating the `type` discriminator and the fields of that type. */
-export function parseServerFrame(text: string): ServerFrame {
+/**
+ * Parse one server text frame, validating the `type` discriminator and the fields of that type.
+ *
+ * Returns `null` for a well-formed frame of a type this SDK does not know (a newer server): ignore it. Throws
+ * {@link ProtocolError} for text that is not a frame, or a known frame with missing or mistyped fields.
+ */
+export function parseServerFrame(text: string): ServerFrame | null {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -213,7 +269,7 @@ export function parseServerFrame(text: string): ServerFrame {
   const check = Object.prototype.hasOwnProperty.call(checks, value.type)
     ? checks[value.type as ServerFrame['type']]
     : undefined;
-  if (!check) throw new ProtocolError(`unknown frame type \`${value.type}\``);
+  if (!check) return null;
   if (!check(value)) throw new ProtocolError(`malformed \`${value.type}\` frame`);
   return value as unknown as ServerFrame;
 }

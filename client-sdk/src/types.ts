@@ -1,5 +1,6 @@
 /** Public types: options, the connection state, and the typed event map. */
 import type { HeraldError } from './errors';
+import type { Since } from './cursors';
 import type { Notification } from './protocol';
 import type { BackoffOptions } from './utils';
 
@@ -39,6 +40,16 @@ export interface DeletedContext {
  * `token`: getToken() failed; `transport`: the socket failed or closed abnormally; `server`: the server sent an
  * `error` frame or a close code that means a client bug; `protocol`: a frame the SDK could not parse.
  */
+/**
+ * What the app fetched over REST (unread count, visible page) may be out of date: fetch it again.
+ * `reconnect`: a session opened again after an earlier one (read state changed meanwhile is not replayed);
+ * `resync`: the server dropped frames of this session (read state is not replayed); `truncated`: the replay
+ * starts above pruned history (not announced when it follows a reconnect or a resync in the same catch-up: the
+ * refetch they asked for covers it).
+ */
+export interface StaleContext {
+  reason: 'reconnect' | 'resync' | 'truncated';
+}
 export interface ErrorContext {
   kind: 'token' | 'transport' | 'server' | 'protocol';
   error: HeraldError;
@@ -52,6 +63,8 @@ export interface ClientEvents<M extends object = EventBodyMap> {
   deleted: DeletedContext;
   /** The user's inbox was erased on the server: clear what is shown. */
   purged: Record<string, never>;
+  /** Refetch counts and pages (see {@link StaleContext}). */
+  stale: StaleContext;
   error: ErrorContext;
 }
 
@@ -82,10 +95,11 @@ export interface HeraldClientOptions {
   /** Reconnect delays; defaults 500 ms … 20 s. */
   backoff?: Partial<BackoffOptions>;
   /**
-   * Replay notifications with an id greater than this on the first connect. Without it, the first connect
-   * starts live from `ready.latest_id`; later reconnects always resume from the last id seen.
+   * Where the first connect resumes: a position `{ targeted, broadcast }` (what `client.position` returned
+   * earlier), or one id for both chains (the v1 form). Without it, the first connect starts live from the
+   * `ready` frame's latest ids; later reconnects always resume from `client.position`.
    */
-  since?: number;
+  since?: Since;
   /** Log to console.debug. */
   debug?: boolean;
 }

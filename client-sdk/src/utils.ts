@@ -1,4 +1,5 @@
 /** Small pure helpers: reconnect delays and URLs. */
+import type { Position } from './cursors';
 
 export interface BackoffOptions {
   minDelayMs: number;
@@ -20,18 +21,34 @@ export function backoff(attempt: number, opts: BackoffOptions, random: () => num
   return Math.min(max, Math.floor(min + random() * ceiling));
 }
 
+/**
+ * Delay before coming back after close 4029 (too many sessions for this user on the node): a uniformly random
+ * point in the upper half of `[0, max]`, whatever the attempt, so evicted tabs neither return at once nor
+ * together.
+ */
+export function longBackoff(opts: BackoffOptions, random: () => number = Math.random): number {
+  const { minDelayMs: min, maxDelayMs: max } = opts;
+  return Math.max(min, Math.floor(max / 2 + (random() * max) / 2));
+}
+
 function join(base: string, path: string): URL {
   const url = new URL(base);
   url.pathname = url.pathname.replace(/\/+$/, '') + path;
   return url;
 }
 
-/** `http://host/x` → `ws://host/x/ws/{userId}?token=…&since=…` (`https` → `wss`). */
-export function wsUrl(base: string, userId: string, token: string, since: number | null): string {
+/**
+ * `http://host/x` → `ws://host/x/ws/{userId}?token=…&since=<targeted>&since_broadcast=<broadcast>`
+ * (`https` → `wss`); no cursors without a position (the session starts live).
+ */
+export function wsUrl(base: string, userId: string, token: string, position: Position | null): string {
   const url = join(base, `/ws/${encodeURIComponent(userId)}`);
   url.protocol = url.protocol.replace(/^http/, 'ws');
   url.searchParams.set('token', token);
-  if (since !== null) url.searchParams.set('since', String(since));
+  if (position !== null) {
+    url.searchParams.set('since', String(position.targeted));
+    url.searchParams.set('since_broadcast', String(position.broadcast));
+  }
   return url.toString();
 }
 

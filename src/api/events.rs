@@ -76,12 +76,14 @@ async fn handle(
     body: Body,
     allowed: Allowed,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    match (state.principal(headers)?, allowed) {
-        (Principal::Service, _) | (Principal::User { .. }, Allowed::SignedInUsers) => {}
+    // The caller scopes its Idempotency-Keys: two services (or users) reusing a key do not collide.
+    let caller = match (state.principal(headers)?, allowed) {
+        (Principal::Service { key_id }, _) => format!("service:{key_id}"),
+        (Principal::User { id, .. }, Allowed::SignedInUsers) => format!("user:{id}"),
         (Principal::User { .. }, Allowed::Services) => {
             return Err(ApiError::Auth(AuthError::Invalid("ingest needs a service key, not a user token".into())))
         }
-    }
+    };
     let Query(query) = query.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -121,6 +123,7 @@ async fn handle(
             exchange: query.exchange.as_deref().unwrap_or(""),
             routing_key: query.routing_key.as_deref(),
             message_id: message_id.as_deref(),
+            caller: Some(&caller),
         };
         let event = decode(envelope, raw).map_err(|e| {
             let message = format!("{where_}{e}");
@@ -140,6 +143,16 @@ async fn handle(
     for o in &outcomes {
         metrics::counter!("herald_ingest_events_total", "transport" => "http", "status" => o.status.label())
             .increment(1);
+    }
+    // An event addressed through an alias nobody taught yet stored nothing (the others in the batch did): the
+    // caller learns which, and may post it again once the alias is known.
+    if let Some(unresolved) = outcomes.iter().find_map(|o| o.error.as_ref()) {
+        let body = serde_json::json!({
+            "error": unresolved.reason(),
+            "message": unresolved.to_string(),
+            "results": outcomes,
+        });
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));
     }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "results": outcomes }))))
 }

@@ -3,6 +3,7 @@
 //! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`]); internals are
 //! logged, not leaked; request logs carry the path and a redacted query, never a token.
 
+mod admin;
 mod error;
 mod events;
 mod inbox;
@@ -78,7 +79,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/api/v1/admin/presence", get(ops::presence));
+        .route("/api/v1/admin/presence", get(ops::presence))
+        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
+        .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias));
     if state.settings.auth.dev_token_endpoint {
         app =
             app.route("/api/v1/dev/token", post(ops::dev_token)).route("/api/v1/dev/events", post(events::dev_ingest));

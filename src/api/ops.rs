@@ -13,7 +13,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready: the store answers and every registered component (broker, Redis) reports up.
+/// Ready: the store answers (for SQLite: its database file is still the one open) and every registered component
+/// reports up: broker, Redis, and `store_writes`, false from a write the store refused until one succeeds.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = match state.store.ping().await {
         Ok(()) => serde_json::json!({ "ok": true }),
@@ -67,7 +68,7 @@ pub async fn presence(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.principal(&headers)? != crate::auth::Principal::Service {
+    if !matches!(state.principal(&headers)?, crate::auth::Principal::Service { .. }) {
         return Err(ApiError::Forbidden("presence needs a service key".into()));
     }
     let cluster = &state.settings.cluster;

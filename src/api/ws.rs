@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::auth::{self, AuthError, Principal};
-use crate::protocol::Position;
+use crate::protocol::{Format, Position};
 use crate::session::{self, SessionParams};
 
 #[derive(Debug, Deserialize)]
@@ -18,6 +18,9 @@ pub struct WsQuery {
     since: Option<i64>,
     /// The broadcast chain's cursor; without it (a v1 client) `since` stands for both chains.
     since_broadcast: Option<i64>,
+    /// `herald` (default) or `event` (the seeds' frame shape).
+    #[serde(default)]
+    format: Format,
 }
 
 pub async fn upgrade(
@@ -70,7 +73,7 @@ fn handshake(
     let deps = state.sessions.clone();
     let tracker = state.tracker.clone();
     let since = query.since.map(|t| Position { targeted: t, broadcast: query.since_broadcast.unwrap_or(t) });
-    let params = SessionParams { user, since, expires_at };
+    let params = SessionParams { user, since, expires_at, format: query.format };
     Ok(ws
         .read_buffer_size(s.read_buffer_bytes)
         .write_buffer_size(s.write_buffer_bytes)

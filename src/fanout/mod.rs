@@ -23,6 +23,8 @@ pub enum Message {
     Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
     /// A read/read_all/deleted frame for one user's other sessions.
     UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64> },
+    /// A live-only event (never stored): to one user's sessions, or (`user: None`) to everyone's.
+    Live { user: Option<Arc<str>>, frame: Utf8Bytes },
     /// Messages between nodes were dropped (a full transport queue): every session replays from the inbox.
     Lost,
 }
@@ -62,15 +64,22 @@ impl Fanout {
             Message::Notification { user, id, prev_id, frame, ingested_at } => {
                 let chain = if user.is_some() { Chain::Targeted } else { Chain::Broadcast };
                 let link = Link { chain, id: *id, prev_id: *prev_id };
-                let out = Outgoing { link: Some(link), frame: frame.clone(), ingested_at: Some(*ingested_at) };
+                let out = Outgoing::new(Some(link), frame.clone(), Some(*ingested_at));
                 match user {
                     Some(u) => self.registry.send_to_user(u, &out, None),
                     None => self.registry.send_to_all(&out),
                 }
             }
             Message::UserFrame { user, frame, skip_session } => {
-                let out = Outgoing { link: None, frame: frame.clone(), ingested_at: None };
+                let out = Outgoing::new(None, frame.clone(), None);
                 self.registry.send_to_user(user, &out, *skip_session)
+            }
+            Message::Live { user, frame } => {
+                let out = Outgoing::new(None, frame.clone(), None);
+                match user {
+                    Some(u) => self.registry.send_to_user(u, &out, None),
+                    None => self.registry.send_to_all(&out),
+                }
             }
             Message::Lost => {
                 self.registry.resync_all(ResyncReason::TransportLost);

@@ -119,7 +119,7 @@ impl RedisTransport {
 }
 
 /// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame) or
-/// `l` (lost: resync everything; on the broadcast channel).
+/// `e` (a live-only event) or `l` (lost: resync everything; on the broadcast channel).
 fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
@@ -128,6 +128,10 @@ fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
         }
         Message::UserFrame { user, frame, skip_session } => {
             (names.user(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame.as_str())
+        }
+        Message::Live { user, frame } => {
+            let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
+            (channel, format!("v1|{node}|e|0|0|0|"), frame.as_str())
         }
         Message::Lost => (names.all.clone(), format!("v1|{node}|l|0|0|0|"), ""),
     };
@@ -161,6 +165,7 @@ fn decode(names: &Names, node: &str, channel: &str, payload: &[u8]) -> Option<Me
             let skip: u64 = skip.parse().ok()?;
             Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip) })
         }
+        "e" => Some(Message::Live { user, frame }),
         "l" => Some(Message::Lost),
         _ => None,
     }

@@ -82,11 +82,23 @@ impl Store for Coalescing {
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
         self.inner.delete(user, id).await
     }
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        self.inner.alias(kind, alias).await
+    }
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         self.inner.latest(user).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        self.inner.history_floor(user).await
+    }
+    async fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> Result<super::PruneReport, StoreError> {
+        self.inner.prune(now).await
     }
     async fn close(&self) {
         self.inner.close().await

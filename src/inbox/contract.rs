@@ -1,14 +1,21 @@
-//! The behaviour every [`Store`] backend must show. Each backend's tests call [`run_all`] on a fresh store.
+//! The behaviour every [`Store`] backend must show. Each backend's tests call [`run_all`] on a fresh store, and
+//! [`run_retention`] on a fresh store opened with [`retention_settings`].
 
 use std::sync::Arc;
 
+use chrono::Duration;
 use serde_json::value::RawValue;
 
 use super::*;
+use crate::config::StoreSettings;
+use crate::rules::AliasRecord;
 
+/// A notification for `recipients` from an event whose id is global (as an AMQP `message_id` is).
 pub fn draft(event_id: &str, recipients: Recipients) -> NewNotification {
     NewNotification {
+        aliases: Vec::new(),
         event_id: event_id.into(),
+        dedupe_key: DedupeKey::global(event_id),
         recipients,
         kind: "info".into(),
         title: format!("title {event_id}"),
@@ -44,10 +51,101 @@ pub async fn run_all(store: &dyn Store) {
     read_all_and_delete_are_per_user(store).await;
     after_replays_oldest_first_with_bodies(store).await;
     after_takes_one_cursor_per_chain(store).await;
+    aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store).await;
     purge_erases_only_that_user(store).await;
     prev_id_links_each_users_stream(store).await;
     unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
+    the_same_id_in_two_scopes_is_two_events(store).await;
+    store.probe_write().await.unwrap();
     store.ping().await.unwrap();
+}
+
+/// A body id is scoped (by exchange and routing key, see `DedupeKey`): the store dedupes on the key, not the id.
+async fn the_same_id_in_two_scopes_is_two_events(store: &dyn Store) {
+    let mut a = draft("77", users(&["scope-a"]));
+    a.dedupe_key = DedupeKey::body_id("orders", "order.paid", "77");
+    let mut b = draft("77", users(&["scope-b"]));
+    b.dedupe_key = DedupeKey::body_id("users", "user.created", "77");
+    let out = store.apply(vec![Write::Notify(a.clone()), Write::Notify(b), Write::Notify(a)]).await.unwrap();
+    assert!(matches!(&out[0], WriteOutcome::Stored(v) if v.len() == 1));
+    assert!(matches!(&out[1], WriteOutcome::Stored(v) if v.len() == 1), "another producer's id 77 is stored");
+    assert!(matches!(out[2], WriteOutcome::Duplicate), "the same event twice is stored once");
+    let targeted = store.list("scope-b", q(100, None, false)).await.unwrap();
+    assert_eq!(targeted.iter().filter(|n| n.user_id.is_some()).count(), 1);
+}
+
+/// What [`run_retention`] expects the store to be opened with: a cap of 3 per user, small batches.
+pub fn retention_settings() -> StoreSettings {
+    let mut s = crate::config::Settings::defaults().store;
+    assert_eq!((s.retention_days, s.dedupe_window_days), (90, 7), "the defaults the tests below count on");
+    s.max_per_user = 3;
+    s.prune_batch = 2;
+    s
+}
+
+/// Retention, on a fresh store opened with [`retention_settings`]. `now` is passed in, so days pass instantly.
+pub async fn run_retention(store: &dyn Store) {
+    let now = Utc::now();
+    assert_eq!(store.history_floor("cap").await.unwrap(), (0, 0), "nothing pruned yet");
+    let newest_capped = max_per_user_keeps_each_users_newest(store, now).await;
+    dedupe_keys_expire_after_the_window(store, now).await;
+    old_notifications_are_pruned_with_their_broadcast_state(store, now, newest_capped).await;
+}
+
+/// Returns the capped user's newest id.
+async fn max_per_user_keeps_each_users_newest(store: &dyn Store, now: DateTime<Utc>) -> i64 {
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(stored(store, Write::Notify(draft(&format!("cap-{i}"), users(&["cap"])))).await[0].id);
+    }
+    let mut broadcasts = Vec::new();
+    for i in 0..4 {
+        broadcasts.push(stored(store, Write::Notify(draft(&format!("cap-b{i}"), Recipients::Everyone))).await[0].id);
+    }
+    stored(store, Write::Notify(draft("cap-other", users(&["under-cap"])))).await;
+
+    let report = store.prune(now).await.unwrap();
+    assert_eq!(report.notifications, 4, "{report:?}");
+    let seen = store.list("cap", q(100, None, false)).await.unwrap();
+    let targeted: Vec<i64> = seen.iter().filter(|n| n.user_id.is_some()).map(|n| n.id).collect();
+    assert_eq!(targeted, ids[4..].iter().rev().copied().collect::<Vec<_>>(), "the newest 3 stay");
+    let shared: Vec<i64> = seen.iter().filter(|n| n.user_id.is_none()).map(|n| n.id).collect();
+    assert_eq!(shared.len(), 4, "broadcasts are pruned by age only");
+    assert_eq!(store.history_floor("cap").await.unwrap(), (ids[3], 0));
+    assert_eq!(store.history_floor("under-cap").await.unwrap(), (0, 0));
+    assert_eq!(store.prune(now).await.unwrap(), PruneReport::default(), "nothing more to do");
+    ids[6]
+}
+
+async fn dedupe_keys_expire_after_the_window(store: &dyn Store, now: DateTime<Utc>) {
+    let event = Write::Notify(draft("window-1", users(&["win"])));
+    stored(store, event.clone()).await;
+    store.prune(now + Duration::days(6)).await.unwrap();
+    assert!(matches!(store.apply(vec![event.clone()]).await.unwrap()[0], WriteOutcome::Duplicate), "inside the window");
+    let report = store.prune(now + Duration::days(8)).await.unwrap();
+    assert!(report.dedupe_keys >= 1, "{report:?}");
+    assert_eq!(report.notifications, 0, "the dedupe window is not the retention");
+    assert_eq!(stored(store, event).await.len(), 1, "after the window the same event is stored again");
+}
+
+async fn old_notifications_are_pruned_with_their_broadcast_state(store: &dyn Store, now: DateTime<Utc>, capped: i64) {
+    let mine = stored(store, Write::Notify(draft("aged-1", users(&["aged"])))).await[0].id;
+    let broadcast = stored(store, Write::Notify(draft("aged-b", Recipients::Everyone))).await[0].id;
+    store.mark_read("aged", broadcast).await.unwrap().unwrap();
+    assert!(store.prune(now + Duration::days(89)).await.unwrap().notifications == 0, "younger than 90 days");
+
+    let report = store.prune(now + Duration::days(91)).await.unwrap();
+    assert!(report.notifications >= 2 && report.broadcast_states >= 1, "{report:?}");
+    assert!(store.list("aged", q(100, None, false)).await.unwrap().is_empty());
+    assert_eq!(store.unread_count("aged").await.unwrap(), 0);
+    assert_eq!(store.history_floor("aged").await.unwrap(), (mine, broadcast), "the newest pruned of each chain");
+    assert_eq!(store.history_floor("cap").await.unwrap().0, capped, "age raised the capped user's floor too");
+
+    // What comes after is kept and the floors stay where they were.
+    let fresh = stored(store, Write::Notify(draft("aged-2", users(&["aged"])))).await[0].id;
+    assert_eq!(store.prune(now).await.unwrap().notifications, 0);
+    assert_eq!(store.list("aged", q(10, None, false)).await.unwrap()[0].id, fresh);
+    assert_eq!(store.history_floor("aged").await.unwrap(), (mine, broadcast));
 }
 
 async fn same_event_twice_is_stored_once(store: &dyn Store) {
@@ -138,6 +236,50 @@ async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
     assert_eq!(store.after("rp", end, 100).await.unwrap().len(), 0);
 }
 
+/// The store resolves alias recipients in the commit: an alias taught earlier in the same batch counts; an
+/// unknown one writes nothing — not even the dedupe key — so the same event is stored once it is known. Aliases
+/// are erased with their user.
+async fn aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store: &dyn Store) {
+    let to_student = |id: &str| Recipients::Alias { kind: "student".into(), aliases: vec![id.into()] };
+    let early = Write::Notify(draft("al-stage-1", to_student("st-1")));
+    match store.apply(vec![early.clone()]).await.unwrap().pop().unwrap() {
+        WriteOutcome::Unresolved { kind, alias } => assert_eq!((kind.as_str(), alias.as_str()), ("student", "st-1")),
+        other => panic!("expected Unresolved, got {other:?}"),
+    }
+    assert_eq!(store.alias("student", "st-1").await.unwrap(), None);
+
+    let mut welcome = draft("al-welcome", users(&["al-user"]));
+    welcome.aliases = vec![AliasRecord { kind: "student".into(), alias: "st-1".into(), user: "al-user".into() }];
+    let later = Write::Notify(draft("al-stage-2", to_student("st-1")));
+    let out = store.apply(vec![Write::Notify(welcome), later]).await.unwrap();
+    match &out[1] {
+        WriteOutcome::Stored(rows) => {
+            assert_eq!(rows[0].user_id.as_deref(), Some("al-user"), "taught in the same batch")
+        }
+        other => panic!("expected Stored, got {other:?}"),
+    }
+    assert_eq!(store.alias("student", "st-1").await.unwrap().as_deref(), Some("al-user"));
+    // The event that came too early is stored now: its first attempt left no dedupe key behind.
+    assert_eq!(stored(store, early.clone()).await[0].user_id.as_deref(), Some("al-user"));
+    assert!(matches!(store.apply(vec![early]).await.unwrap()[0], WriteOutcome::Duplicate));
+
+    // Set over the API (not an event: never a duplicate), then erased with the user.
+    let set = Write::Alias(AliasRecord { kind: "encadrant".into(), alias: "en-1".into(), user: "al-user".into() });
+    for _ in 0..2 {
+        assert!(matches!(store.apply(vec![set.clone()]).await.unwrap()[0], WriteOutcome::AliasSet));
+    }
+    store
+        .apply(vec![Write::Purge {
+            event_id: "al-gdpr".into(),
+            dedupe_key: DedupeKey::global("al-gdpr"),
+            users: vec!["al-user".into()],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.alias("student", "st-1").await.unwrap(), None, "erased with the user");
+    assert_eq!(store.alias("encadrant", "en-1").await.unwrap(), None);
+}
+
 /// Each chain has its own cursor: a client that got the newer broadcast but not the older targeted row (they
 /// crossed nodes in that order) gets exactly the targeted row back, and the other way round.
 async fn after_takes_one_cursor_per_chain(store: &dyn Store) {
@@ -153,8 +295,14 @@ async fn after_takes_one_cursor_per_chain(store: &dyn Store) {
 
 async fn purge_erases_only_that_user(store: &dyn Store) {
     stored(store, Write::Notify(draft("pg-1", users(&["gone", "stays"])))).await;
-    let out =
-        store.apply(vec![Write::Purge { event_id: "pg-purge".into(), users: vec!["gone".into()] }]).await.unwrap();
+    let out = store
+        .apply(vec![Write::Purge {
+            event_id: "pg-purge".into(),
+            dedupe_key: DedupeKey::global("pg-purge"),
+            users: vec!["gone".into()],
+        }])
+        .await
+        .unwrap();
     assert!(matches!(out[0], WriteOutcome::Purged { rows: 1 }));
     assert!(store.list("gone", q(100, None, false)).await.unwrap().iter().all(|n| n.user_id.is_none()));
     assert_eq!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
-use super::{ListQuery, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::protocol::{Notification, Position};
 
 /// Which read the hook is about to let through.
@@ -18,6 +18,7 @@ pub enum Read {
     After,
     UnreadCount,
     Latest,
+    HistoryFloor,
 }
 
 pub type ReadHook = Arc<dyn Fn(Read, &str) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -59,12 +60,25 @@ impl Store for Instrumented {
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
         self.inner.delete(user, id).await
     }
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        self.inner.alias(kind, alias).await
+    }
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         (self.hook)(Read::Latest, user).await;
         self.inner.latest(user).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.inner.probe_write().await
+    }
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        (self.hook)(Read::HistoryFloor, user).await;
+        self.inner.history_floor(user).await
+    }
+    async fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> Result<PruneReport, StoreError> {
+        self.inner.prune(now).await
     }
     async fn close(&self) {
         self.inner.close().await

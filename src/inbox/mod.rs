@@ -1,18 +1,27 @@
 //! Store: the inbox, behind one interface that every backend implements.
 //!
 //! Invariants:
-//! - Idempotent on the event id: applying the same event twice stores it once ([`WriteOutcome::Duplicate`]).
+//! - Idempotent on the scoped event id ([`DedupeKey`], kept for `store.dedupe_window_days`): applying the same
+//!   event twice within the window stores it once ([`WriteOutcome::Duplicate`]). Ids applied before ids were
+//!   scoped stay in a legacy table and still dedupe (globally, as they did then) until the window expires them.
 //! - A broadcast is one row, visible in every user's list and unread count, with per-user read/deleted state.
 //! - Notification ids only grow in commit order: a reader that saw id N never later sees a new id ≤ N.
 //! - Each stored notification links to the previous one of its chain (`prev_id`): a targeted row to that user's
 //!   previous targeted row, a broadcast to the previous broadcast. Chains never link to each other.
 //! - [`Store::apply`] returns only after the batch is durably committed; callers ack/answer after that.
+//! - A write the store cannot make (full disk, read-only or deleted database file, database down) fails with
+//!   [`StoreError::Unavailable`], never with an acknowledgement; [`Monitored`] then reports the store not ready
+//!   until a write (or the periodic probe write) succeeds again.
+//! - Retention prunes off the hot path, in short batches ([`retention`]); what was pruned is remembered as a
+//!   floor per chain ([`Store::history_floor`]) so a resume from below it can be told.
 //! - Only the backend modules know SQL.
 
 mod coalesce;
 pub mod instrumented;
 mod postgres;
+pub mod retention;
 mod sqlite;
+mod upkeep;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,11 +32,15 @@ use serde_json::value::RawValue;
 
 pub use coalesce::Coalescing;
 pub use postgres::PostgresStore;
+pub use retention::PruneReport;
 pub use sqlite::SqliteStore;
+pub use upkeep::Monitored;
 
 use crate::config::{Settings, StoreLocation};
+use crate::event::DedupeKey;
 use crate::protocol::{Notification, Position, RelatedObject};
-use crate::rules::Recipients;
+use crate::rules::{AliasRecord, Recipients};
+use crate::telemetry::Health;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -42,7 +55,10 @@ pub enum StoreError {
 /// One notification to store, as routed from one event.
 #[derive(Debug, Clone)]
 pub struct NewNotification {
+    /// The event's id as its producer gave it (stored with the rows, shown to callers).
     pub event_id: String,
+    /// What the store dedupes on: the event id in its scope.
+    pub dedupe_key: DedupeKey,
     pub recipients: Recipients,
     pub kind: String,
     pub title: String,
@@ -55,6 +71,8 @@ pub struct NewNotification {
     pub body: Arc<RawValue>,
     /// When the event entered Herald (delivery-latency metric).
     pub ingested_at: Instant,
+    /// Aliases the event teaches, recorded in the same commit (before later writes resolve them).
+    pub aliases: Vec<AliasRecord>,
 }
 
 /// Told about every stored notification right after its commit, in commit (= id) order, before the writer
@@ -80,18 +98,32 @@ pub(crate) fn tell(listener: &dyn CommitListener, writes: &[Write], outcomes: &[
 #[derive(Debug, Clone)]
 pub enum Write {
     Notify(NewNotification),
-    /// Erase these users' inboxes (their rows and their broadcast read state).
+    /// Erase these users' inboxes (their rows, their broadcast read state and their aliases).
     Purge {
         event_id: String,
+        dedupe_key: DedupeKey,
         users: Vec<String>,
     },
+    /// Set an alias (the service API): not an event, so not deduped.
+    Alias(AliasRecord),
 }
 
 impl Write {
+    /// The unscoped id: the only key of the dedupe rows written before ids were scoped (the legacy table).
     pub fn event_id(&self) -> &str {
         match self {
             Write::Notify(n) => &n.event_id,
             Write::Purge { event_id, .. } => event_id,
+            Write::Alias(_) => "",
+        }
+    }
+
+    /// `None` for writes that are not events (never deduped).
+    pub fn dedupe_key(&self) -> Option<DedupeKey> {
+        match self {
+            Write::Notify(n) => Some(n.dedupe_key),
+            Write::Purge { dedupe_key, .. } => Some(*dedupe_key),
+            Write::Alias(_) => None,
         }
     }
 }
@@ -105,6 +137,14 @@ pub enum WriteOutcome {
     Purged {
         rows: u64,
     },
+    /// The recipients were aliases no user is known for yet: nothing was written (not even the dedupe key, so
+    /// the same event succeeds once the alias is known).
+    Unresolved {
+        kind: String,
+        alias: String,
+    },
+    /// An alias was set.
+    AliasSet,
 }
 
 /// A stored notification with its original event body, for replays.
@@ -151,29 +191,45 @@ pub trait Store: Send + Sync + 'static {
     /// `false` when `id` is not in this user's inbox.
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError>;
 
+    /// The user an alias stands for, if known.
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError>;
+
     /// The newest id of each of `user`'s chains (0 where none).
     async fn latest(&self, user: &str) -> Result<Position, StoreError>;
 
     /// Reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Write one tiny row through the writer, as any write would: proves the store accepts writes (the
+    /// periodic probe that lets `/readyz` recover after a failed write without waiting for traffic).
+    async fn probe_write(&self) -> Result<(), StoreError>;
+
+    /// (targeted floor, broadcast floor): the greatest id retention pruned from `user`'s targeted notifications
+    /// and from broadcasts, 0 when nothing was. A resume from below a floor cannot be replayed whole.
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError>;
+
+    /// Apply `store.retention_days`, `store.max_per_user` and `store.dedupe_window_days` as of `now`, in short
+    /// batches, each its own transaction. The upkeep task calls it every `store.prune_interval_secs`.
+    async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError>;
+
     /// Finish queued writes and stop. Later calls fail with `Unavailable`.
     async fn close(&self);
 }
 
-/// Open the backend `store.url` names.
+/// Open the backend `store.url` names, report its write health on `health`, and start its upkeep (the probe
+/// write and retention), which stops when the store is closed.
 pub async fn open(
     settings: &Settings,
     listener: Option<Arc<dyn CommitListener>>,
+    health: Health,
 ) -> Result<Arc<dyn Store>, StoreError> {
-    match settings.store_location() {
-        StoreLocation::Sqlite(path) => {
-            Ok(Arc::new(Coalescing::new(Arc::new(SqliteStore::open(&path, &settings.store, listener)?))))
-        }
-        StoreLocation::Postgres(url) => {
-            Ok(Arc::new(Coalescing::new(Arc::new(PostgresStore::open(&url, &settings.store, listener).await?))))
-        }
-    }
+    let backend: Arc<dyn Store> = match settings.store_location() {
+        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(&path, &settings.store, listener)?),
+        StoreLocation::Postgres(url) => Arc::new(PostgresStore::open(&url, &settings.store, listener).await?),
+    };
+    let store = Arc::new(Monitored::new(Arc::new(Coalescing::new(backend)), health));
+    upkeep::spawn(&store, &settings.store);
+    Ok(store)
 }
 
 #[cfg(test)]

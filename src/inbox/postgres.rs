@@ -14,6 +14,9 @@
 //!   later sees a new id < N), and `prev_id`, read in the locked transaction, is exact.
 //! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
 //! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
+//! - Retention runs as plain short transactions beside the writer, not through it (deleting draws no ids); each
+//!   first tries a second advisory lock ([`PRUNE_LOCK`]), so with several nodes one prunes while the others
+//!   skip that round.
 //!
 //! The schema is picked like any PostgreSQL setting, in the URL:
 //! `postgres://user@host/db?options=-c%20search_path%3Dherald`.
@@ -30,13 +33,18 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::retention::{self, Floors, PruneSteps, Retention};
+use super::{
+    CommitListener, ListQuery, NewNotification, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome,
+};
 use crate::config::StoreSettings;
 use crate::protocol::{Notification, Position, RelatedObject};
-use crate::rules::Recipients;
+use crate::rules::{AliasRecord, Recipients};
 
 /// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
 const WRITE_LOCK: i64 = 0x4845_5241_4C44;
+/// Key of the advisory lock a pruning transaction tries first ("HPRUNE").
+const PRUNE_LOCK: i64 = 0x4850_5255_4E45;
 /// How long a request waits for a connection (PostgreSQL down or saturated) before `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Server-side bound on any one statement, the write-lock wait included (a hung node must not hang the others).
@@ -44,13 +52,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '30s'";
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "inbox".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_inbox.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &str, sql: &'static str| {
+        Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "inbox", include_str!("../../migrations/postgres/0001_inbox.sql")),
+        migration(
+            2,
+            "scoped dedupe and retention",
+            include_str!("../../migrations/postgres/0002_scoped_dedupe_and_retention.sql"),
+        ),
+        migration(3, "aliases", include_str!("../../migrations/postgres/0003_aliases.sql")),
+    ])
 }
 
 /// The columns of a targeted row, in [`notification`]'s order.
@@ -151,6 +164,7 @@ enum Job {
     MarkRead(String, i64, oneshot::Sender<Result<Option<Notification>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    Probe(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -161,6 +175,7 @@ enum Answer {
     MarkRead(Option<Notification>),
     MarkAllRead(ReadAll),
     Delete(bool),
+    Probe,
 }
 
 impl Job {
@@ -177,6 +192,7 @@ impl Job {
             (Job::MarkRead(_, _, r), Answer::MarkRead(a)) => drop(r.send(Ok(a))),
             (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
             (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
+            (Job::Probe(r), Answer::Probe) => drop(r.send(Ok(()))),
             _ => unreachable!("answers are built in job order"),
         }
     }
@@ -187,6 +203,7 @@ impl Job {
             Job::MarkRead(_, _, r) => drop(r.send(Err(err))),
             Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
             Job::Delete(_, _, r) => drop(r.send(Err(err))),
+            Job::Probe(r) => drop(r.send(Err(err))),
             Job::Close(r) => drop(r.send(())),
         }
     }
@@ -195,6 +212,7 @@ impl Job {
 pub struct PostgresStore {
     writer: mpsc::Sender<Job>,
     readers: PgPool,
+    retention: Retention,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -269,7 +287,7 @@ impl PostgresStore {
 
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(writer_loop(writer_pool, rx, settings.batch_max.max(1), listener));
-        Ok(PostgresStore { writer: tx, readers })
+        Ok(PostgresStore { writer: tx, readers, retention: Retention::from_settings(settings) })
     }
 
     async fn write<T>(
@@ -338,6 +356,15 @@ impl Store for PostgresStore {
         self.write(|tx| Job::Delete(user, id, tx)).await
     }
 
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
+            .bind(text(kind))
+            .bind(text(alias))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(store_error)
+    }
+
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         let (targeted, broadcast): (i64, i64) =
             sqlx::query_as(LATEST).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
@@ -352,6 +379,25 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.write(Job::Probe).await
+    }
+
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        sqlx::query_as(
+            "SELECT COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = $1), 0),
+                    COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0)",
+        )
+        .bind(text(user))
+        .fetch_one(&self.readers)
+        .await
+        .map_err(store_error)
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
+        retention::prune(self, &self.retention, now).await
+    }
+
     async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.writer.send(Job::Close(tx)).await.is_ok() {
@@ -359,6 +405,133 @@ impl Store for PostgresStore {
         }
         self.readers.close().await;
     }
+}
+
+impl PostgresStore {
+    /// A transaction for one pruning step, or `None` when another node holds [`PRUNE_LOCK`] (it prunes; this
+    /// node skips the round).
+    async fn prune_tx(&self) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, StoreError> {
+        let mut tx = self.readers.begin().await.map_err(store_error)?;
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(PRUNE_LOCK)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        Ok(mine.then_some(tx))
+    }
+
+    /// Run `sql` (a `DELETE ... RETURNING id, user_id` of notifications) in a pruning transaction, raising the
+    /// floors with it.
+    async fn prune_notifications(
+        &self,
+        sql: &'static str,
+        bind: impl FnOnce(
+            sqlx::query::QueryAs<'static, sqlx::Postgres, (i64, Option<String>), sqlx::postgres::PgArguments>,
+        ) -> sqlx::query::QueryAs<
+            'static,
+            sqlx::Postgres,
+            (i64, Option<String>),
+            sqlx::postgres::PgArguments,
+        >,
+    ) -> Result<PruneReport, StoreError> {
+        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
+        let rows = bind(sqlx::query_as(sql)).fetch_all(&mut *tx).await.map_err(store_error)?;
+        let report = raise_floors(&mut tx, &rows).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(report)
+    }
+}
+
+#[async_trait]
+impl PruneSteps for PostgresStore {
+    async fn prune_expired(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
+        self.prune_notifications(
+            "DELETE FROM notifications WHERE id IN (
+                 SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT $2) oldest
+                 WHERE created_at < $1)
+             RETURNING id, user_id",
+            |q| q.bind(cutoff).bind(batch as i64),
+        )
+        .await
+    }
+
+    async fn users_over(&self, max: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT user_id FROM notifications WHERE user_id IS NOT NULL
+             GROUP BY user_id HAVING count(*) > $1 LIMIT $2",
+        )
+        .bind(max as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.readers)
+        .await
+        .map_err(store_error)
+    }
+
+    async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
+        let user = text(user).into_owned();
+        self.prune_notifications(
+            "DELETE FROM notifications WHERE id IN (
+                 SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1
+                                 ORDER BY id DESC LIMIT ALL OFFSET $2) beyond
+                 ORDER BY id LIMIT $3)
+             RETURNING id, user_id",
+            |q| q.bind(user).bind(keep as i64).bind(batch as i64),
+        )
+        .await
+    }
+
+    async fn expire_dedupe(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
+        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
+        let mut deleted = 0;
+        for sql in [
+            "DELETE FROM dedupe_keys WHERE key IN
+                 (SELECT key FROM dedupe_keys WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)",
+            "DELETE FROM applied_events_legacy WHERE event_id IN
+                 (SELECT event_id FROM applied_events_legacy WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)",
+        ] {
+            deleted += sqlx::query(sql)
+                .bind(cutoff)
+                .bind(batch as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(store_error)?;
+        Ok(PruneReport { dedupe_keys: deleted, ..Default::default() })
+    }
+}
+
+/// After deleting `rows`: raise the floors and drop every user's state of the deleted broadcasts.
+async fn raise_floors(c: &mut PgConnection, rows: &[(i64, Option<String>)]) -> sqlx::Result<PruneReport> {
+    let floors = Floors::of(rows);
+    if !floors.users.is_empty() {
+        let (users, up_to): (Vec<&str>, Vec<i64>) = floors.users.iter().map(|(u, id)| (*u, *id)).unzip();
+        sqlx::query(
+            "INSERT INTO pruned_floors (user_id, up_to) SELECT * FROM UNNEST($1::text[], $2::bigint[])
+             ON CONFLICT (user_id) DO UPDATE SET up_to = GREATEST(pruned_floors.up_to, excluded.up_to)",
+        )
+        .bind(users)
+        .bind(up_to)
+        .execute(&mut *c)
+        .await?;
+    }
+    let mut states = 0;
+    if let Some(up_to) = floors.broadcast {
+        sqlx::query(
+            "INSERT INTO store_state (name, value) VALUES ('broadcast_floor', $1)
+             ON CONFLICT (name) DO UPDATE SET value = GREATEST(store_state.value, excluded.value)",
+        )
+        .bind(up_to)
+        .execute(&mut *c)
+        .await?;
+        states = sqlx::query("DELETE FROM broadcast_state WHERE notification_id = ANY($1)")
+            .bind(&floors.broadcast_ids)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+    }
+    Ok(PruneReport { notifications: rows.len() as u64, broadcast_states: states, dedupe_keys: 0 })
 }
 
 fn raw(s: String) -> Box<RawValue> {
@@ -489,6 +662,16 @@ async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
                 Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&mut tx, &text(user), *id, now).await?),
                 Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&mut tx, &text(user), now).await?),
                 Job::Delete(user, id, _) => Answer::Delete(delete(&mut tx, &text(user), *id, now).await?),
+                Job::Probe(_) => {
+                    sqlx::query(
+                        "INSERT INTO store_state (name, value) VALUES ('probe', $1)
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(now.timestamp_millis())
+                    .execute(&mut *tx)
+                    .await?;
+                    Answer::Probe
+                }
                 Job::Close(_) => unreachable!("the writer keeps Close out of batches"),
             });
         }
@@ -501,8 +684,33 @@ async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
 }
 
 async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx::Result<WriteOutcome> {
-    let fresh = sqlx::query("INSERT INTO applied_events (event_id, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(text(w.event_id()))
+    let Some(dedupe_key) = w.dedupe_key() else {
+        if let Write::Alias(a) = w {
+            set_alias(c, a, now).await?;
+        }
+        return Ok(WriteOutcome::AliasSet);
+    };
+    // Recipients behind aliases are resolved before anything is written: an unknown alias writes nothing, not
+    // even the dedupe key, so the same event succeeds once the alias is known.
+    let mut resolved = None;
+    if let Write::Notify(NewNotification { recipients: Recipients::Alias { kind, aliases }, .. }) = w {
+        let mut users = Vec::with_capacity(aliases.len());
+        for alias in aliases {
+            let user: Option<String> = sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
+                .bind(text(kind))
+                .bind(text(alias))
+                .fetch_optional(&mut *c)
+                .await?;
+            match user {
+                Some(u) if !users.contains(&u) => users.push(u),
+                Some(_) => {}
+                None => return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() }),
+            }
+        }
+        resolved = Some(users);
+    }
+    let fresh = sqlx::query("INSERT INTO dedupe_keys (key, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(&dedupe_key.0[..])
         .bind(now)
         .execute(&mut *c)
         .await?
@@ -510,20 +718,33 @@ async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx:
     if fresh == 0 {
         return Ok(WriteOutcome::Duplicate);
     }
+    // Applied before ids were scoped (migration 2): a duplicate, as it was then, until its row expires.
+    let legacy: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM applied_events_legacy WHERE event_id = $1)")
+        .bind(text(w.event_id()))
+        .fetch_one(&mut *c)
+        .await?;
+    if legacy {
+        return Ok(WriteOutcome::Duplicate);
+    }
     match w {
         Write::Notify(n) => {
-            let stored = match &n.recipients {
-                Recipients::Everyone => vec![insert(c, n, None, now).await?],
-                Recipients::Users(users) => {
+            for a in &n.aliases {
+                set_alias(c, a, now).await?;
+            }
+            let stored = match (&n.recipients, &resolved) {
+                (Recipients::Everyone, _) => vec![insert(c, n, None, now).await?],
+                (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     let mut stored = Vec::with_capacity(users.len());
                     for u in users {
                         stored.push(insert(c, n, Some(u), now).await?);
                     }
                     stored
                 }
+                (Recipients::Alias { .. }, None) => unreachable!("aliases are resolved above"),
             };
             Ok(WriteOutcome::Stored(stored))
         }
+        Write::Alias(_) => unreachable!("not deduped, handled above"),
         Write::Purge { users, .. } => {
             let mut rows = 0u64;
             for u in users {
@@ -535,10 +756,26 @@ async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx:
                     .rows_affected();
                 sqlx::query("DELETE FROM broadcast_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
                 sqlx::query("DELETE FROM user_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
+                sqlx::query("DELETE FROM pruned_floors WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
+                sqlx::query("DELETE FROM aliases WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
             }
             Ok(WriteOutcome::Purged { rows })
         }
     }
+}
+
+async fn set_alias(c: &mut PgConnection, a: &AliasRecord, now: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO aliases (kind, alias, user_id, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind, alias) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at",
+    )
+    .bind(text(&a.kind))
+    .bind(text(&a.alias))
+    .bind(text(&a.user))
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
 
 async fn insert(
@@ -701,7 +938,15 @@ mod tests {
         }
 
         async fn open(&self, listener: Option<Arc<dyn CommitListener>>) -> PostgresStore {
-            PostgresStore::connect(self.options.clone(), &Settings::defaults().store, listener).await.unwrap()
+            self.open_with(&Settings::defaults().store, listener).await
+        }
+
+        async fn open_with(
+            &self,
+            settings: &StoreSettings,
+            listener: Option<Arc<dyn CommitListener>>,
+        ) -> PostgresStore {
+            PostgresStore::connect(self.options.clone(), settings, listener).await.unwrap()
         }
 
         async fn drop_schema(self) {
@@ -728,6 +973,43 @@ mod tests {
         let targeted = reopened.list("dup-a", ListQuery { limit: 50, ..Default::default() }).await.unwrap();
         assert_eq!(targeted.iter().filter(|n| n.user_id.is_some()).count(), 1);
         reopened.close().await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_passes_the_retention_contract() {
+        let Some(db) = TestDb::create("postgres_store_passes_the_retention_contract").await else { return };
+        let store = db.open_with(&crate::inbox::contract::retention_settings(), None).await;
+        crate::inbox::contract::run_retention(&store).await;
+        store.close().await;
+        db.drop_schema().await;
+    }
+
+    #[tokio::test]
+    async fn ids_applied_before_scoping_still_dedupe_until_the_window_expires_them() {
+        let Some(db) = TestDb::create("ids_applied_before_scoping_still_dedupe").await else { return };
+        {
+            // A database as the release before scoped ids left it: global ids in `applied_events`.
+            let old = PgPoolOptions::new().max_connections(1).connect_with(db.options.clone()).await.unwrap();
+            let mut first = migrator();
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+            first.run(&old).await.unwrap();
+            sqlx::query("INSERT INTO applied_events (event_id, applied_at) VALUES ('77', now())")
+                .execute(&old)
+                .await
+                .unwrap();
+            old.close().await;
+        }
+        let store = db.open(None).await;
+        let mut redelivered = draft("77", Recipients::Users(vec!["u".into()]));
+        redelivered.dedupe_key = crate::event::DedupeKey::body_id("orders", "order.paid", "77");
+        let again = store.apply(vec![Write::Notify(redelivered.clone())]).await.unwrap();
+        assert!(matches!(again[0], WriteOutcome::Duplicate), "applied before the upgrade: still a duplicate");
+        let report = store.prune(Utc::now() + chrono::Duration::days(8)).await.unwrap();
+        assert_eq!(report.dedupe_keys, 2, "the legacy id and the scoped key both expire");
+        let later = store.apply(vec![Write::Notify(redelivered)]).await.unwrap();
+        assert!(matches!(&later[0], WriteOutcome::Stored(v) if v.len() == 1), "{later:?}");
+        store.close().await;
         db.drop_schema().await;
     }
 

@@ -5,7 +5,10 @@
 //! connections on the blocking thread pool.
 //!
 //! Invariants: ids come from `AUTOINCREMENT` on the single writer, so they only grow in commit order and are
-//! never reused; replies leave the writer only after `COMMIT` returned.
+//! never reused; replies leave the writer only after `COMMIT` returned. Before each `COMMIT` the writer checks
+//! that the database path still names the file it opened (device and inode): a deleted or replaced database
+//! file fails the batch as `Unavailable` rather than acknowledging writes into an unlinked file. Retention
+//! runs through the same writer, as small jobs queued behind the writes.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,10 +21,13 @@ use rusqlite_migration::{Migrations, M};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{CommitListener, ListQuery, NewNotification, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::retention::{self, Floors, PruneSteps, Retention};
+use super::{
+    CommitListener, ListQuery, NewNotification, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome,
+};
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Notification, Position, RelatedObject};
-use crate::rules::Recipients;
+use crate::rules::{AliasRecord, Recipients};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
@@ -70,6 +76,51 @@ CREATE TABLE user_state (
     ),
     // Gap detection: the id this user saw just before (for a broadcast, the previous broadcast).
     M::up("ALTER TABLE notifications ADD COLUMN prev_id INTEGER NOT NULL DEFAULT 0;"),
+    // Scoped dedupe keys and retention. The old table held global ids; it is kept, renamed, so an event
+    // applied before the upgrade and redelivered after it is still a duplicate (deduped globally, as it was
+    // then) until `store.dedupe_window_days` expires its row. New keys are `DedupeKey`s (src/event.rs): 16
+    // bytes of SHA-256 over the id in its scope.
+    M::up(
+        r#"
+ALTER TABLE applied_events RENAME TO applied_events_legacy;
+CREATE INDEX applied_events_legacy_by_age ON applied_events_legacy(applied_at);
+
+CREATE TABLE dedupe_keys (
+    key        BLOB    PRIMARY KEY,
+    applied_at INTEGER NOT NULL     -- unix milliseconds
+) WITHOUT ROWID;
+CREATE INDEX dedupe_keys_by_age ON dedupe_keys(applied_at);
+
+-- The greatest targeted id retention pruned, per user (a resume from below it is told it was truncated).
+CREATE TABLE pruned_floors (
+    user_id TEXT    PRIMARY KEY,
+    up_to   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Small named values: 'broadcast_floor' (the greatest broadcast id pruned), 'probe' (the last probe write).
+CREATE TABLE store_state (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Pruning a broadcast deletes every user's state of it.
+CREATE INDEX broadcast_state_by_notification ON broadcast_state(notification_id);
+"#,
+    ),
+    // Recipient aliases: "student 7d3c… is user 0f8b…", learned from events or set over the API; erased with
+    // the user.
+    M::up(
+        r#"
+CREATE TABLE aliases (
+    kind       TEXT    NOT NULL,
+    alias      TEXT    NOT NULL,
+    user_id    TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,   -- unix milliseconds
+    PRIMARY KEY (kind, alias)
+) WITHOUT ROWID;
+CREATE INDEX aliases_by_user ON aliases(user_id);
+"#,
+    ),
 ];
 
 const COLUMNS: &str =
@@ -80,7 +131,29 @@ enum Job {
     MarkRead(String, i64, oneshot::Sender<Result<Option<Notification>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    Upkeep(Upkeep, oneshot::Sender<Result<PruneReport, StoreError>>),
     Close(oneshot::Sender<()>),
+}
+
+/// Background writes: the probe and one batch of pruning each (times in unix milliseconds).
+enum Upkeep {
+    Probe,
+    Expired {
+        cutoff: i64,
+        batch: usize,
+    },
+    Beyond {
+        user: String,
+        keep: u64,
+        batch: usize,
+    },
+    Dedupe {
+        cutoff: i64,
+        batch: usize,
+    },
+    /// A setting of the write connection (tests: `max_page_count` makes a real "database or disk is full").
+    #[cfg(test)]
+    Pragma(String),
 }
 
 impl Job {
@@ -96,20 +169,79 @@ pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<Semaphore>,
+    file: DbFile,
+    retention: Retention,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn internal(e: rusqlite::Error) -> StoreError {
+/// Worth retrying (busy, locked, and everything the disk or the file system refuses: full, read-only, I/O
+/// error, cannot open, permission) or not (constraints, corruption, bugs).
+fn store_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode as C;
     match e {
         rusqlite::Error::SqliteFailure(f, _)
-            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            if matches!(
+                f.code,
+                C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::DiskFull
+                    | C::ReadOnly
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::PermissionDenied
+                    | C::FileLockingProtocolFailed
+            ) =>
         {
             StoreError::Unavailable(e.to_string())
         }
         e => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// The database file as opened: device and inode. SQLite keeps writing to an open file descriptor after the
+/// path was deleted or replaced, and those writes would be acknowledged and lost.
+#[derive(Debug, Clone)]
+struct DbFile {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl DbFile {
+    fn opened(path: &Path) -> Result<DbFile, StoreError> {
+        let m = std::fs::metadata(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let (dev, ino) = DbFile::identity(&m);
+        Ok(DbFile { path: path.to_owned(), dev, ino })
+    }
+
+    #[cfg(unix)]
+    fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        (m.dev(), m.ino())
+    }
+
+    /// Elsewhere only a missing file is noticed.
+    #[cfg(not(unix))]
+    fn identity(_: &std::fs::Metadata) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// `Unavailable` unless the path still names the file that is open.
+    fn check(&self) -> Result<(), StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if DbFile::identity(&m) == (self.dev, self.ino) => Ok(()),
+            Ok(_) => Err(unavailable(format!(
+                "the database file {} was replaced since it was opened; writes are refused (restart to use it)",
+                self.path.display()
+            ))),
+            Err(e) => Err(unavailable(format!(
+                "the database file {} is gone ({e}); writes are refused rather than lost",
+                self.path.display()
+            ))),
+        }
     }
 }
 
@@ -123,7 +255,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(path).map_err(internal)?;
+        let mut conn = Connection::open(path).map_err(store_error)?;
         let sync = match settings.synchronous {
             SqliteSync::Full => "FULL",
             SqliteSync::Normal => "NORMAL",
@@ -136,11 +268,12 @@ impl SqliteStore {
              PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 16384;",
             cache_kib = settings.sqlite_cache_mib * 1024
         ))
-        .map_err(internal)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+        .map_err(store_error)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
+        let file = DbFile::opened(path)?;
 
         let mut readers = Vec::with_capacity(settings.read_connections);
         for _ in 0..settings.read_connections {
@@ -148,21 +281,24 @@ impl SqliteStore {
                 path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
             )
-            .map_err(internal)?;
-            r.busy_timeout(Duration::from_secs(5)).map_err(internal)?;
+            .map_err(store_error)?;
+            r.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
             readers.push(r);
         }
 
         let (tx, rx) = mpsc::channel(4096);
         let batch_max = settings.batch_max;
+        let writer_file = file.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max, listener))
+            .spawn(move || writer_loop(conn, rx, batch_max, listener, writer_file))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
             reader_permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
+            file,
+            retention: Retention::from_settings(settings),
         })
     }
 
@@ -187,7 +323,7 @@ impl SqliteStore {
             let result = f(&conn);
             pool.lock().expect("reader pool poisoned").push(conn);
             drop(permit);
-            result.map_err(internal)
+            result.map_err(store_error)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -282,6 +418,16 @@ impl Store for SqliteStore {
         self.write(|tx| Job::Delete(user, id, tx)).await
     }
 
+    async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        let (kind, alias) = (kind.to_owned(), alias.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT user_id FROM aliases WHERE kind = ?1 AND alias = ?2")?
+                .query_row([kind, alias], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
@@ -298,7 +444,28 @@ impl Store for SqliteStore {
         if self.writer.is_closed() {
             return Err(unavailable("the store writer stopped"));
         }
+        self.file.check()?;
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.write(|tx| Job::Upkeep(Upkeep::Probe, tx)).await.map(drop)
+    }
+
+    async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = ?1), 0),
+                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0)",
+            )?
+            .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
+        .await
+    }
+
+    async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
+        retention::prune(self, &self.retention, now).await
     }
 
     async fn close(&self) {
@@ -306,6 +473,34 @@ impl Store for SqliteStore {
         if self.writer.send(Job::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+#[async_trait]
+impl PruneSteps for SqliteStore {
+    async fn prune_expired(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
+        self.write(|tx| Job::Upkeep(Upkeep::Expired { cutoff: millis(cutoff), batch }, tx)).await
+    }
+
+    async fn users_over(&self, max: u64, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT user_id FROM notifications WHERE user_id IS NOT NULL
+                 GROUP BY user_id HAVING count(*) > ?1 LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![max as i64, limit as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::Upkeep(Upkeep::Beyond { user, keep, batch }, tx)).await
+    }
+
+    async fn expire_dedupe(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
+        self.write(|tx| Job::Upkeep(Upkeep::Dedupe { cutoff: millis(cutoff), batch }, tx)).await
     }
 }
 
@@ -354,6 +549,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
+    file: DbFile,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
@@ -369,7 +565,7 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(&mut conn, &mut batch, listener.as_deref());
+        commit_batch(&mut conn, &mut batch, listener.as_deref(), &file);
         if closing {
             rx.close();
             // Anything that raced in after Close is answered by the dropped reply channels.
@@ -382,23 +578,30 @@ fn writer_loop(
 }
 
 /// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&dyn CommitListener>) {
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&dyn CommitListener>, file: &DbFile) {
     let now = Utc::now();
-    let result = (|| -> rusqlite::Result<Vec<Answer>> {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut answers = Vec::with_capacity(batch.len());
-        for job in batch.iter() {
-            answers.push(match job {
-                Job::Apply(writes, _) => {
-                    Answer::Apply(writes.iter().map(|w| apply_one(&tx, w, now)).collect::<rusqlite::Result<_>>()?)
-                }
-                Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&tx, user, *id, now)?),
-                Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now)?),
-                Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now)?),
-                Job::Close(_) => Answer::Close,
-            });
-        }
-        tx.commit()?;
+    let result = (|| -> Result<Vec<Answer>, StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(store_error)?;
+        let answers = (|| -> rusqlite::Result<Vec<Answer>> {
+            let mut answers = Vec::with_capacity(batch.len());
+            for job in batch.iter() {
+                answers.push(match job {
+                    Job::Apply(writes, _) => {
+                        Answer::Apply(writes.iter().map(|w| apply_one(&tx, w, now)).collect::<rusqlite::Result<_>>()?)
+                    }
+                    Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&tx, user, *id, now)?),
+                    Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now)?),
+                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now)?),
+                    Job::Upkeep(job, _) => Answer::Upkeep(upkeep(&tx, job, now)?),
+                    Job::Close(_) => Answer::Close,
+                });
+            }
+            Ok(answers)
+        })()
+        .map_err(store_error)?;
+        // Dropping `tx` rolls back: nothing is acknowledged into a file the path no longer names.
+        file.check()?;
+        tx.commit().map_err(store_error)?;
         Ok(answers)
     })();
     match result {
@@ -416,15 +619,14 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
                     (Job::MarkRead(_, _, r), Answer::MarkRead(a)) => drop(r.send(Ok(a))),
                     (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
                     (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
+                    (Job::Upkeep(_, r), Answer::Upkeep(a)) => drop(r.send(Ok(a))),
                     (Job::Close(r), Answer::Close) => drop(r.send(())),
                     _ => unreachable!("answers are built in job order"),
                 }
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, jobs = batch.len(), "inbox commit failed");
-            // Busy/locked stays `Unavailable` (callers retry); anything else is `Internal`.
-            let failure = internal(e);
+        Err(failure) => {
+            tracing::error!(error = %failure, jobs = batch.len(), "inbox commit failed");
             for job in batch.drain(..) {
                 let err = failure.clone();
                 match job {
@@ -432,6 +634,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
                     Job::MarkRead(_, _, r) => drop(r.send(Err(err))),
                     Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
                     Job::Delete(_, _, r) => drop(r.send(Err(err))),
+                    Job::Upkeep(_, r) => drop(r.send(Err(err))),
                     Job::Close(r) => drop(r.send(())),
                 }
             }
@@ -444,36 +647,84 @@ enum Answer {
     MarkRead(Option<Notification>),
     MarkAllRead(ReadAll),
     Delete(bool),
+    Upkeep(PruneReport),
     Close,
 }
 
 fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::Result<WriteOutcome> {
+    let Some(dedupe_key) = w.dedupe_key() else {
+        if let Write::Alias(a) = w {
+            set_alias(tx, a, now)?;
+        }
+        return Ok(WriteOutcome::AliasSet);
+    };
+    // Recipients behind aliases are resolved before anything is written: an unknown alias writes nothing, not
+    // even the dedupe key, so the same event succeeds once the alias is known.
+    let mut resolved = None;
+    if let Write::Notify(NewNotification { recipients: Recipients::Alias { kind, aliases }, .. }) = w {
+        let mut users = Vec::with_capacity(aliases.len());
+        for alias in aliases {
+            let user: Option<String> = tx
+                .prepare_cached("SELECT user_id FROM aliases WHERE kind = ?1 AND alias = ?2")?
+                .query_row([kind, alias], |r| r.get(0))
+                .optional()?;
+            match user {
+                Some(u) if !users.contains(&u) => users.push(u),
+                Some(_) => {}
+                None => return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() }),
+            }
+        }
+        resolved = Some(users);
+    }
     let fresh = tx
-        .prepare_cached("INSERT INTO applied_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
-        .execute(params![w.event_id(), millis(now)])?;
+        .prepare_cached("INSERT INTO dedupe_keys (key, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+        .execute(params![&dedupe_key.0[..], millis(now)])?;
     if fresh == 0 {
+        return Ok(WriteOutcome::Duplicate);
+    }
+    // Applied before ids were scoped (see MIGRATIONS): a duplicate, as it was then, until its row expires.
+    let legacy: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy WHERE event_id = ?1)")?
+        .query_row([w.event_id()], |r| r.get(0))?;
+    if legacy {
         return Ok(WriteOutcome::Duplicate);
     }
     match w {
         Write::Notify(n) => {
-            let stored = match &n.recipients {
-                Recipients::Everyone => vec![insert(tx, n, None, now)?],
-                Recipients::Users(users) => {
+            for a in &n.aliases {
+                set_alias(tx, a, now)?;
+            }
+            let stored = match (&n.recipients, &resolved) {
+                (Recipients::Everyone, _) => vec![insert(tx, n, None, now)?],
+                (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     users.iter().map(|u| insert(tx, n, Some(u), now)).collect::<rusqlite::Result<_>>()?
                 }
+                (Recipients::Alias { .. }, None) => unreachable!("aliases are resolved above"),
             };
             Ok(WriteOutcome::Stored(stored))
         }
+        Write::Alias(_) => unreachable!("not deduped, handled above"),
         Write::Purge { users, .. } => {
             let mut rows = 0u64;
             for u in users {
                 rows += tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1")?.execute([u])? as u64;
                 tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?.execute([u])?;
                 tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?.execute([u])?;
+                tx.prepare_cached("DELETE FROM pruned_floors WHERE user_id = ?1")?.execute([u])?;
+                tx.prepare_cached("DELETE FROM aliases WHERE user_id = ?1")?.execute([u])?;
             }
             Ok(WriteOutcome::Purged { rows })
         }
     }
+}
+
+fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO aliases (kind, alias, user_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (kind, alias) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at",
+    )?
+    .execute(params![a.kind, a.alias, a.user, millis(now)])?;
+    Ok(())
 }
 
 fn insert(
@@ -523,6 +774,86 @@ fn insert(
         created_at: from_millis(millis(now)),
         read_at: None,
     })
+}
+
+/// One background write: the probe, or one batch of pruning (see `retention`).
+fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::Result<PruneReport> {
+    let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<(i64, Option<String>)>> {
+        let mut stmt = tx.prepare_cached(sql)?;
+        let rows = stmt.query_map(p, |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    };
+    match job {
+        Upkeep::Probe => {
+            tx.prepare_cached(
+                "INSERT INTO store_state (name, value) VALUES ('probe', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([millis(now)])?;
+            Ok(PruneReport::default())
+        }
+        Upkeep::Expired { cutoff, batch } => {
+            let rows = deleted(
+                "DELETE FROM notifications WHERE id IN (
+                     SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT ?2)
+                     WHERE created_at < ?1)
+                 RETURNING id, user_id",
+                params![cutoff, *batch as i64],
+            )?;
+            raise_floors(tx, &rows)
+        }
+        Upkeep::Beyond { user, keep, batch } => {
+            let rows = deleted(
+                "DELETE FROM notifications WHERE id IN (
+                     SELECT id FROM (SELECT id FROM notifications WHERE user_id = ?1 ORDER BY id DESC LIMIT -1 OFFSET ?2)
+                     ORDER BY id LIMIT ?3)
+                 RETURNING id, user_id",
+                params![user, *keep as i64, *batch as i64],
+            )?;
+            raise_floors(tx, &rows)
+        }
+        Upkeep::Dedupe { cutoff, batch } => {
+            let keys = tx
+                .prepare_cached(
+                    "DELETE FROM dedupe_keys WHERE key IN
+                         (SELECT key FROM dedupe_keys WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)",
+                )?
+                .execute(params![cutoff, *batch as i64])?;
+            let legacy = tx
+                .prepare_cached(
+                    "DELETE FROM applied_events_legacy WHERE event_id IN
+                         (SELECT event_id FROM applied_events_legacy WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)",
+                )?
+                .execute(params![cutoff, *batch as i64])?;
+            Ok(PruneReport { dedupe_keys: (keys + legacy) as u64, ..Default::default() })
+        }
+        #[cfg(test)]
+        Upkeep::Pragma(sql) => tx.execute_batch(sql).map(|()| PruneReport::default()),
+    }
+}
+
+/// After deleting `rows`: raise the floors and drop every user's state of the deleted broadcasts.
+fn raise_floors(tx: &Transaction<'_>, rows: &[(i64, Option<String>)]) -> rusqlite::Result<PruneReport> {
+    let floors = Floors::of(rows);
+    for (user, up_to) in &floors.users {
+        tx.prepare_cached(
+            "INSERT INTO pruned_floors (user_id, up_to) VALUES (?1, ?2)
+             ON CONFLICT (user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
+        )?
+        .execute(params![user, up_to])?;
+    }
+    if let Some(up_to) = floors.broadcast {
+        tx.prepare_cached(
+            "INSERT INTO store_state (name, value) VALUES ('broadcast_floor', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        )?
+        .execute([up_to])?;
+    }
+    let mut states = 0;
+    for id in &floors.broadcast_ids {
+        states += tx.prepare_cached("DELETE FROM broadcast_state WHERE notification_id = ?1")?.execute([id])?;
+    }
+    Ok(PruneReport { notifications: rows.len() as u64, broadcast_states: states as u64, dedupe_keys: 0 })
 }
 
 /// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
@@ -602,6 +933,103 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         crate::inbox::contract::run_all(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_passes_the_retention_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("inbox.db"), &crate::inbox::contract::retention_settings(), None)
+                .unwrap();
+        crate::inbox::contract::run_retention(&store).await;
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn ids_applied_before_scoping_still_dedupe_until_the_window_expires_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        {
+            // A database as the release before scoped ids left it: global ids in `applied_events`.
+            let mut old = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..2]).to_latest(&mut old).unwrap();
+            old.execute("INSERT INTO applied_events (event_id, applied_at) VALUES ('77', ?1)", [millis(Utc::now())])
+                .unwrap();
+        }
+        let store = open(&dir);
+        let mut redelivered = crate::inbox::contract::draft("77", Recipients::Users(vec!["u".into()]));
+        redelivered.dedupe_key = crate::event::DedupeKey::body_id("orders", "order.paid", "77");
+        let again = store.apply(vec![Write::Notify(redelivered.clone())]).await.unwrap();
+        assert!(matches!(again[0], WriteOutcome::Duplicate), "applied before the upgrade: still a duplicate");
+        let report = store.prune(Utc::now() + chrono::Duration::days(8)).await.unwrap();
+        assert_eq!(report.dedupe_keys, 2, "the legacy id and the scoped key both expire");
+        let later = store.apply(vec![Write::Notify(redelivered)]).await.unwrap();
+        assert!(matches!(&later[0], WriteOutcome::Stored(v) if v.len() == 1), "{later:?}");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_replaced_or_deleted_database_file_refuses_writes_until_it_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let write = |id: &str| Write::Notify(crate::inbox::contract::draft(id, Recipients::Everyone));
+        store.apply(vec![write("before")]).await.unwrap();
+        let path = dir.path().join("inbox.db");
+        let aside = dir.path().join("aside.db");
+        std::fs::rename(&path, &aside).unwrap();
+        let refused = store.apply(vec![write("while-gone")]).await;
+        assert!(matches!(&refused, Err(StoreError::Unavailable(e)) if e.contains("gone")), "{refused:?}");
+        assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+        assert!(store.probe_write().await.is_err());
+
+        // Another file at the path (a restore, a mistaken copy) is not the one open: refused too.
+        std::fs::copy(&aside, &path).unwrap();
+        let refused = store.apply(vec![write("replaced")]).await;
+        assert!(matches!(&refused, Err(StoreError::Unavailable(e)) if e.contains("replaced")), "{refused:?}");
+        std::fs::remove_file(&path).unwrap();
+
+        std::fs::rename(&aside, &path).unwrap();
+        store.probe_write().await.unwrap();
+        assert!(matches!(store.apply(vec![write("after")]).await.unwrap()[0], WriteOutcome::Stored(_)));
+        let titles: Vec<String> = store
+            .list("u", ListQuery { limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.title)
+            .collect();
+        assert_eq!(titles, ["title after", "title before"], "nothing was acknowledged into the unlinked file");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_unavailable_and_not_ready_until_a_write_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(open(&dir));
+        let health = crate::telemetry::Health::default();
+        let store = crate::inbox::Monitored::new(sqlite.clone(), health.clone());
+        let big = |id: &str| {
+            let mut n = crate::inbox::contract::draft(id, Recipients::Everyone);
+            n.body = Arc::from(RawValue::from_string(format!(r#""{}""#, "x".repeat(64 * 1024))).unwrap());
+            Write::Notify(n)
+        };
+        store.apply(vec![big("fits")]).await.unwrap();
+        let writes_ok = || health.snapshot().into_iter().find(|(name, _)| *name == "store_writes").unwrap().1.ok;
+        assert!(writes_ok());
+
+        // No room for another page: SQLite's own "database or disk is full".
+        let pages: i64 = sqlite.read(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0))).await.unwrap();
+        let cap = format!("PRAGMA max_page_count = {pages}");
+        sqlite.write(|tx| Job::Upkeep(Upkeep::Pragma(cap), tx)).await.unwrap();
+        let full = store.apply(vec![big("does-not-fit")]).await;
+        assert!(matches!(&full, Err(StoreError::Unavailable(e)) if e.contains("full")), "{full:?}");
+        assert!(!writes_ok(), "not ready after a refused write");
+
+        sqlite.write(|tx| Job::Upkeep(Upkeep::Pragma("PRAGMA max_page_count = 1073741823".into()), tx)).await.unwrap();
+        store.probe_write().await.unwrap();
+        assert!(writes_ok(), "ready again once a write succeeds");
+        assert!(matches!(store.apply(vec![big("fits-again")]).await.unwrap()[0], WriteOutcome::Stored(_)));
         store.close().await;
     }
 

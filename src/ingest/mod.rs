@@ -3,22 +3,24 @@
 //! HTTP ingest (`api::events`) and the AMQP consumer both call [`Pipeline::prepare`] per event and
 //! [`Pipeline::commit`] per batch; only the decision of what to do with a bad event (4xx, dead letter) is theirs.
 //!
-//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same event id) is
-//! neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
+//! Invariants: nothing is pushed to a session before it is committed; a duplicate (same scoped event id,
+//! [`crate::event::DedupeKey`]) is neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
 
 pub mod amqp;
 
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::event::Event;
+use crate::event::{DedupeKey, Event};
 use crate::fanout::{Fanout, Message};
 use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
-use crate::protocol::{encode_notification_frame, Notification};
-use crate::rules::{Route, RouteError, Rules};
+use axum::extract::ws::Utf8Bytes;
+
+use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
+use crate::rules::{Recipients, Route, RouteError, Rules, RulesHandle};
 
 /// An event that has been routed and is ready to commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub event_id: String,
     pub exchange: String,
@@ -26,9 +28,16 @@ pub struct Prepared {
     action: Action,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Action {
-    Write { write: Write },
+    Write {
+        write: Write,
+    },
+    /// Pushed to open sessions after the batch commits; never stored.
+    Live {
+        recipients: Recipients,
+        frame: Utf8Bytes,
+    },
     Skip(Status),
 }
 
@@ -40,6 +49,11 @@ pub enum Status {
     Purged,
     Ignored,
     Unmatched,
+    /// Pushed live to open sessions, not stored (`action = "live"`).
+    Live,
+    /// Its recipients are aliases no user is known for yet: nothing stored (a dead letter, or HTTP 422).
+    #[serde(rename = "unresolved_recipient")]
+    Unresolved,
 }
 
 impl Status {
@@ -50,6 +64,8 @@ impl Status {
             Status::Purged => "purged",
             Status::Ignored => "ignored",
             Status::Unmatched => "unmatched",
+            Status::Live => "live",
+            Status::Unresolved => "unresolved_recipient",
         }
     }
 }
@@ -59,43 +75,67 @@ pub struct Outcome {
     pub event_id: String,
     pub status: Status,
     pub notification_ids: Vec<i64>,
+    /// Why nothing was stored (`unresolved_recipient`): the transport dead-letters it or answers 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<RouteError>,
 }
 
 #[derive(Clone)]
 pub struct Pipeline {
-    rules: Arc<Rules>,
+    rules: RulesHandle,
     store: Arc<dyn Store>,
+    /// Where live-only events go (stored notifications reach it through the store's commit listener).
+    fanout: Fanout,
 }
 
 impl Pipeline {
-    pub fn new(rules: Arc<Rules>, store: Arc<dyn Store>) -> Self {
-        Pipeline { rules, store }
+    pub fn new(rules: RulesHandle, store: Arc<dyn Store>, fanout: Fanout) -> Self {
+        Pipeline { rules, store, fanout }
     }
 
-    pub fn rules(&self) -> &Rules {
-        &self.rules
+    /// The rules in force now (they can be reloaded while running).
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.current()
+    }
+
+    /// Load the rules file again; on error the rules in force stay.
+    pub fn reload_rules(&self) -> Result<usize, crate::rules::RulesError> {
+        let n = self.rules.reload()?;
+        metrics::counter!("herald_rules_reloads_total").increment(1);
+        tracing::info!(rules = n, "rules reloaded");
+        Ok(n)
     }
 
     /// Route one decoded event. Pure: no I/O.
     pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
-        let route = self.rules.route(&event)?;
+        let route = self.rules.current().route(&event)?;
         let action = match route {
+            Route::Live(d) => {
+                let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
+                let frame = ServerFrame::Event { event_type, title: &d.title, content: &d.content, body: &event.raw };
+                Action::Live { recipients: d.recipients, frame: frame.encode() }
+            }
             Route::Notify(d) => Action::Write {
                 write: Write::Notify(NewNotification {
                     event_id: event.id.clone(),
+                    // A rule's semantic key replaces the event's own (a re-publish with a fresh timestamp).
+                    dedupe_key: d.dedupe_key.as_deref().map(DedupeKey::rule).unwrap_or(event.dedupe_key),
                     recipients: d.recipients,
                     kind: d.kind,
                     title: d.title,
                     content: d.content,
-                    event_type: event.event_type.clone(),
+                    event_type: d.event_type.unwrap_or_else(|| event.event_type.clone()),
                     source: event.source.clone(),
                     related_object: d.related_object,
                     data: d.data,
                     body: Arc::from(event.raw),
                     ingested_at: event.received_at,
+                    aliases: d.aliases,
                 }),
             },
-            Route::Purge(users) => Action::Write { write: Write::Purge { event_id: event.id.clone(), users } },
+            Route::Purge(users) => Action::Write {
+                write: Write::Purge { event_id: event.id.clone(), dedupe_key: event.dedupe_key, users },
+            },
             Route::Ignore => Action::Skip(Status::Ignored),
             Route::Unmatched => {
                 metrics::counter!("herald_events_unmatched_total").increment(1);
@@ -114,19 +154,38 @@ impl Pipeline {
     pub async fn commit(&self, prepared: Vec<Prepared>) -> Result<Vec<Outcome>, StoreError> {
         let mut writes = Vec::with_capacity(prepared.len());
         let mut slots = Vec::with_capacity(prepared.len());
+        let mut live = Vec::new();
         for p in prepared {
             match p.action {
                 Action::Write { write } => {
                     writes.push(write);
                     slots.push((p.event_id, None));
                 }
+                Action::Live { recipients, frame } => {
+                    live.push((recipients, frame));
+                    slots.push((p.event_id, Some(Status::Live)));
+                }
                 Action::Skip(status) => slots.push((p.event_id, Some(status))),
             }
         }
-        let mut results = self.store.apply(writes).await?.into_iter();
+        let mut results = if writes.is_empty() { Vec::new() } else { self.store.apply(writes).await? }.into_iter();
+        // After the commit, so a live event never overtakes a stored notification that preceded it in the batch.
+        for (recipients, frame) in live {
+            metrics::counter!("herald_live_events_total").increment(1);
+            match recipients {
+                Recipients::Everyone => self.fanout.publish(Message::Live { user: None, frame }),
+                Recipients::Users(users) => {
+                    for u in users {
+                        self.fanout.publish(Message::Live { user: Some(Arc::from(u)), frame: frame.clone() });
+                    }
+                }
+                Recipients::Alias { .. } => unreachable!("rules refuse alias recipients on live rules"),
+            }
+        }
         Ok(slots
             .into_iter()
             .map(|(event_id, skipped)| {
+                let mut error = None;
                 let (status, notification_ids) = match skipped {
                     Some(status) => (status, Vec::new()),
                     None => match results.next().expect("one result per write") {
@@ -136,9 +195,16 @@ impl Pipeline {
                             tracing::info!(event_id = %event_id, rows, "inbox purged");
                             (Status::Purged, Vec::new())
                         }
+                        WriteOutcome::Unresolved { kind, alias } => {
+                            metrics::counter!("herald_events_unresolved_total").increment(1);
+                            tracing::warn!(event_id = %event_id, %kind, %alias, "no user known for this alias yet");
+                            error = Some(RouteError::UnresolvedRecipient { kind, alias });
+                            (Status::Unresolved, Vec::new())
+                        }
+                        WriteOutcome::AliasSet => unreachable!("events never set aliases on their own"),
                     },
                 };
-                Outcome { event_id, status, notification_ids }
+                Outcome { event_id, status, notification_ids, error }
             })
             .collect())
     }

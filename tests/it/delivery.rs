@@ -148,3 +148,34 @@ async fn a_user_over_the_session_cap_is_closed_with_4029() {
     // Other users are not affected by this user's cap.
     let _c = gw.connect("someone-else").await;
 }
+
+#[tokio::test]
+async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
+    let gw = spawn_gateway_with(|s| {
+        s.store.max_per_user = 2;
+        s.store.prune_interval_secs = 1;
+    })
+    .await;
+    let user = "pruned";
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(notify(&gw, user, &format!("n{i}")).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.inbox(user).await["items"].as_array().unwrap().len() > 2 {
+        assert!(Instant::now() < deadline, "the retention task never pruned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The client last saw the first one; the next two were pruned before it came back.
+    let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast=0", ids[0])).await;
+    let truncated = c.frame().await;
+    assert_eq!(truncated["type"], "truncated", "{truncated}");
+    assert_eq!(truncated["since"], ids[0]);
+    assert_eq!(truncated["oldest_id"], ids[2] + 1, "ids up to the third were pruned");
+    let (replayed, _) = replay_of(&mut c).await;
+    assert_eq!(replayed, vec![ids[3], ids[4]], "then what is kept, in order");
+
+    // A client that missed nothing pruned gets no such frame.
+    let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast=0", ids[3])).await;
+    assert_eq!(replay_of(&mut c).await.0, vec![ids[4]]);
+}

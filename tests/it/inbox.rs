@@ -152,3 +152,30 @@ async fn unknown_api_routes_are_a_json_404_even_with_the_demo_served() {
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found", "{path}");
     }
 }
+
+/// Issue 12: retention runs by itself in the background (here every second, with a cap of 2 per user).
+#[tokio::test]
+async fn the_retention_task_prunes_beyond_the_cap_in_the_background() {
+    let gw = spawn_gateway_with(|s| {
+        s.store.max_per_user = 2;
+        s.store.prune_interval_secs = 1;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(notify(&gw, "capped", &format!("n{i}")).await);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let kept: Vec<i64> =
+            gw.inbox("capped").await["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
+        if kept.len() == 2 {
+            assert_eq!(kept, vec![ids[4], ids[3]], "the newest stay");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {} notifications", kept.len());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"herald_pruned_rows_total{kind="notification"}"#), "counted in metrics");
+}

@@ -12,4 +12,6 @@ mod ingest;
 mod no_gaps;
 mod race;
 mod routing;
+mod seeds;
 mod sessions;
+mod store_failures;

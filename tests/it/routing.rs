@@ -32,7 +32,12 @@ fn check(name: &str, case: &Value, rules: &Rules) {
         }
     };
     let expect = &case["expect"];
-    let env = Envelope { exchange: &exchange, routing_key: Some(&routing_key), message_id: message_id.as_deref() };
+    let env = Envelope {
+        exchange: &exchange,
+        routing_key: Some(&routing_key),
+        message_id: message_id.as_deref(),
+        caller: None,
+    };
     let event = match decode_bytes(env, body_text.as_bytes(), 1 << 20) {
         Ok(e) => e,
         Err(e) => {
@@ -56,19 +61,26 @@ fn check(name: &str, case: &Value, rules: &Rules) {
     let to = |r: &Recipients| match r {
         Recipients::Everyone => json!("everyone"),
         Recipients::Users(u) => json!(u),
+        Recipients::Alias { kind, aliases } => json!({"alias": kind, "ids": aliases}),
     };
-    match rules.route(&event) {
+    let routed = rules.route(&event);
+    let live = matches!(routed, Ok(Route::Live(_)));
+    match routed {
         Err(e) => assert_eq!(expect["error"], e.reason(), "{name}: route failed: {e}"),
         Ok(route) => {
             assert!(expect.get("error").is_none(), "{name}: expected an error, got {route:?}");
             match route {
-                Route::Notify(d) => {
-                    field("action", json!("notify"));
+                Route::Notify(d) | Route::Live(d) => {
+                    field("action", json!(if live { "live" } else { "notify" }));
                     field("to", to(&d.recipients));
+                    field("notification_event_type", json!(d.event_type.as_deref().unwrap_or(&event.event_type)));
                     field("type", json!(d.kind));
                     field("title", json!(d.title));
                     field("content", json!(d.content));
                     field("related_object", serde_json::to_value(&d.related_object).unwrap());
+                    let aliases: Vec<Value> =
+                        d.aliases.iter().map(|a| json!({"kind": a.kind, "alias": a.alias, "user": a.user})).collect();
+                    field("aliases", json!(aliases));
                     field("data", serde_json::from_str(d.data.get()).unwrap());
                 }
                 Route::Purge(users) => {

@@ -109,12 +109,15 @@ impl Gateway {
 
     /// POST a fixture the way its service publishes it. Returns the 202 body.
     pub async fn post_fixture(&self, name: &str) -> Value {
-        let f = fixture(name);
-        let resp = self
-            .post_event(f["exchange"].as_str().unwrap_or(""), f["routing_key"].as_str().unwrap_or(""), &f["body"])
-            .await;
+        let resp = self.post_fixture_raw(name).await;
         assert_eq!(resp.status(), 202, "posting {name}");
         resp.json().await.unwrap()
+    }
+
+    /// POST a fixture the way its service publishes it, whatever the answer.
+    pub async fn post_fixture_raw(&self, name: &str) -> reqwest::Response {
+        let f = fixture(name);
+        self.post_event(f["exchange"].as_str().unwrap_or(""), f["routing_key"].as_str().unwrap_or(""), &f["body"]).await
     }
 
     pub fn get(&self, path: &str, bearer: &str) -> reqwest::RequestBuilder {

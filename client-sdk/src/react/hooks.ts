@@ -1,10 +1,38 @@
 /** Inbox hooks: REST for history, live frames for everything after. */
 import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
+import type { HeraldClient } from '../client';
 import { toHeraldError, type HeraldError } from '../errors';
 import type { Notification } from '../protocol';
 import { State } from '../types';
 import { useHeraldClient } from './context';
 import { inboxReducer, initialInboxState } from './inbox-state';
+
+/**
+ * Call `refetch` when what was fetched over REST may be out of date: on `connected` (the first connect: what
+ * was committed between the fetch on mount and `ready` is neither in the page nor pushed live) and on `stale`
+ * (a reconnect, a resync, truncated history). A reconnect emits both in the same tick: they are coalesced
+ * into one call. Returns the unsubscribe.
+ */
+export function onRefetchNeeded(client: HeraldClient<any>, refetch: () => void): () => void {
+  let queued = false;
+  let active = true;
+  const request = () => {
+    if (queued) return;
+    queued = true;
+    void Promise.resolve().then(() => {
+      queued = false;
+      if (active) refetch();
+    });
+  };
+  const offs = [
+    client.on('stale', request),
+    client.on('state', ({ newState }) => newState === State.Connected && request()),
+  ];
+  return () => {
+    active = false;
+    offs.forEach((off) => off());
+  };
+}
 
 export interface UseNotificationsOptions {
   /** Page size (1..=100). */
@@ -27,8 +55,9 @@ export interface UseNotificationsResult {
 }
 
 /**
- * The inbox, kept current: the first page on mount and again on every (re)connect (which also picks up reads and
- * deletions that happened while disconnected), live notifications, and `read`/`read_all`/`deleted` frames.
+ * The inbox, kept current: the first page on mount and again on every (re)connect and `stale` event (which also
+ * picks up reads and deletions the socket did not carry), live notifications, and `read`/`read_all`/`deleted`
+ * frames.
  * Actions never throw: a failure lands in `error`.
  */
 export function useNotifications(opts: UseNotificationsOptions = {}): UseNotificationsResult {
@@ -58,9 +87,7 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       client.on('deleted', ({ ids }) => dispatch({ type: 'remove', ids })),
       // Erased on the server: the first page, fetched again, is the truth (empty).
       client.on('purged', () => void load()),
-      client.on('state', ({ newState }) => {
-        if (newState === State.Connected) void load();
-      }),
+      onRefetchNeeded(client, () => void load()),
     ];
     return () => offs.forEach((off) => off());
   }, [client, load]);
@@ -109,8 +136,8 @@ export interface UseUnreadCountResult {
 }
 
 /**
- * The unread count: fetched on mount, on every (re)connect and after every live frame (at most one request in
- * flight); a live notification bumps it at once, the next answer corrects it.
+ * The unread count: fetched on mount, on every (re)connect and `stale` event, and after every live frame (at
+ * most one request in flight); a live notification bumps it at once, the next answer corrects it.
  */
 export function useUnreadCount(): UseUnreadCountResult {
   const client = useHeraldClient();
@@ -154,7 +181,7 @@ export function useUnreadCount(): UseUnreadCountResult {
       client.on('read_all', onChange),
       client.on('deleted', onChange),
       client.on('purged', onChange),
-      client.on('state', ({ newState }) => newState === State.Connected && onChange()),
+      onRefetchNeeded(client, onChange),
     ];
     return () => offs.forEach((off) => off());
   }, [client, refresh]);

@@ -11,7 +11,10 @@ export interface FakeSocket extends WebSocketLike {
   serverClose(code: number, reason?: string): void;
   /** Transport failure before or after open (what a refused handshake looks like to a browser). */
   fail(): void;
+  /** The targeted cursor of the URL (`since`), or null. */
   since(): number | null;
+  /** The broadcast cursor of the URL (`since_broadcast`), or null. */
+  sinceBroadcast(): number | null;
 }
 
 export function createFakeWebSocket() {
@@ -60,15 +63,30 @@ export function createFakeWebSocket() {
       this.onclose?.({ code: 1006, reason: '' });
     }
     since(): number | null {
-      const s = new URL(this.url).searchParams.get('since');
+      return this.param('since');
+    }
+    sinceBroadcast(): number | null {
+      return this.param('since_broadcast');
+    }
+    private param(name: string): number | null {
+      const s = new URL(this.url).searchParams.get(name);
       return s === null ? null : Number(s);
     }
   }
   return FakeWebSocket;
 }
 
-/** A notification frame; `prevId` defaults to `id - 1` (an unbroken stream of consecutive ids). */
-export function notificationFrame(id: number, eventType = 'test.event', body: unknown = { n: id }, prevId = id - 1) {
+/**
+ * A targeted notification frame for `u1`; `prevId` defaults to `id - 1` (an unbroken stream of consecutive ids).
+ * `userId` null makes it a broadcast (see {@link broadcastFrame}).
+ */
+export function notificationFrame(
+  id: number,
+  eventType = 'test.event',
+  body: unknown = { n: id },
+  prevId = id - 1,
+  userId: string | null = 'u1',
+) {
   return {
     type: 'notification',
     event_type: eventType,
@@ -76,7 +94,7 @@ export function notificationFrame(id: number, eventType = 'test.event', body: un
     notification: {
       id,
       prev_id: prevId,
-      user_id: 'u1',
+      user_id: userId,
       type: 'info',
       title: `title ${id}`,
       content: `content ${id}`,
@@ -90,6 +108,30 @@ export function notificationFrame(id: number, eventType = 'test.event', body: un
   };
 }
 
-export function readyFrame(latestId = 0, pingIntervalMs = 25_000) {
-  return { type: 'ready', session_id: 's-1', user_id: 'u1', latest_id: latestId, ping_interval_ms: pingIntervalMs };
+/** A broadcast (`user_id` null) notification frame; `prevId` is the previous broadcast. */
+export function broadcastFrame(id: number, prevId = 0) {
+  return notificationFrame(id, 'system.notice', { n: id }, prevId, null);
+}
+
+/** `latestTargeted` and `latestBroadcast` are the chains' newest ids (`latest_id` is the greater). */
+export function readyFrame(latestTargeted = 0, pingIntervalMs = 25_000, latestBroadcast = 0) {
+  return {
+    type: 'ready',
+    session_id: 's-1',
+    user_id: 'u1',
+    latest_id: Math.max(latestTargeted, latestBroadcast),
+    latest_targeted_id: latestTargeted,
+    latest_broadcast_id: latestBroadcast,
+    ping_interval_ms: pingIntervalMs,
+  };
+}
+
+/** The end of a replay: the session's position is (`targeted`, `broadcast`). */
+export function replayedFrame(targeted: number, broadcast = 0) {
+  return {
+    type: 'replayed',
+    up_to: Math.max(targeted, broadcast),
+    up_to_targeted: targeted,
+    up_to_broadcast: broadcast,
+  };
 }

@@ -156,6 +156,11 @@ export async function notify(
   if (results[0]?.status !== 'stored' || id === undefined) throw new Error(`not stored: ${JSON.stringify(results)}`);
   return { id, body };
 }
+/** A broadcast (an sgad.notifications message for "system"): one notification in every user's inbox. */
+export function broadcast(gw: Gateway, title?: string): Promise<{ id: number; body: SgadBody }> {
+  return notify(gw, 'system', title);
+}
+
 export interface SgadBody {
   user_id: string;
   title: string;

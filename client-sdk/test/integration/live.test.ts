@@ -52,11 +52,11 @@ describe.skipIf(reason !== null)('live notifications against a real gateway', ()
     expect(got.map((n) => n.notification.id)).toEqual(sent.map((s) => s.id));
     expect(got[0]!.body).toEqual(sent[0]!.body);
     expect(got[0]!.notification).toMatchObject({ user_id: user, title: sent[0]!.body.title, read_at: null });
-    expect(client.lastSeenId).toBe(sent[2]!.id);
+    expect(client.position?.targeted).toBe(sent[2]!.id);
     await new Promise((r) => setTimeout(r, 300));
     expect(got).toHaveLength(3); // nothing else arrives
     expect(got.slice(1).map((n) => n.notification.prev_id)).toEqual([sent[0]!.id, sent[1]!.id]);
-    expect(states).toEqual(['connecting', 'connected']); // no gap was seen, no reconnect
+    expect(states).toEqual(['connecting', 'connected']); // no reconnect
   });
 
   it('types bodies per event_type (stage.accepted fixture routed to payload.student_user_id)', async () => {
@@ -86,7 +86,7 @@ describe.skipIf(reason !== null)('live notifications against a real gateway', ()
     await new Promise((r) => setTimeout(r, 3500)); // > 3 intervals, > 2× interval without server data
     expect(states).toEqual(['connecting', 'connected']);
     const { id } = await notify(gw, user);
-    await vi.waitFor(() => expect(client.lastSeenId).toBe(id), { timeout: 5000 });
+    await vi.waitFor(() => expect(client.position?.targeted).toBe(id), { timeout: 5000 });
   });
 
   it('calls getToken() again on reconnect: a refused token is followed by a fresh one', async () => {
@@ -147,7 +147,7 @@ describe.skipIf(reason !== null)('token expiry against a real gateway', () => {
       expect(states.length === 2 || states.join() === 'connecting,connected,connecting,connected').toBe(true);
       expect(errors.filter((e) => !e.startsWith('server:close_'))).toEqual([]);
       const { id } = await notify(gw, user);
-      await vi.waitFor(() => expect(client.lastSeenId).toBe(id), { timeout: 5000 });
+      await vi.waitFor(() => expect(client.position?.targeted).toBe(id), { timeout: 5000 });
     } finally {
       client.close();
     }

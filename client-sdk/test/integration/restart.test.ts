@@ -67,6 +67,7 @@ describe.skipIf(reason !== null)('surviving a gateway restart', () => {
 
         const resumed = new URL(urls[urls.length - 1]!);
         expect(resumed.searchParams.get('since')).toBe(String(before.id));
+        expect(resumed.searchParams.get('since_broadcast')).toBe('0'); // no broadcast in this inbox
         expect(new URL(urls[0]!).searchParams.has('since')).toBe(false);
         expect(tokenCalls).toBeGreaterThanOrEqual(2);
       } finally {

@@ -1,6 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { HeraldClient, State, type HeraldClientOptions, type NotificationContext } from '../../src';
-import { createFakeWebSocket, notificationFrame, readyFrame } from '../helpers/fake-websocket';
+import {
+  broadcastFrame,
+  createFakeWebSocket,
+  notificationFrame,
+  readyFrame,
+  replayedFrame,
+} from '../helpers/fake-websocket';
 
 type Fake = ReturnType<typeof createFakeWebSocket>;
 
@@ -81,7 +87,7 @@ describe('state machine', () => {
     ]);
   });
 
-  it.each([1001, 1011, 4008, 4009, 1006])('reconnects after close code %i', async (code) => {
+  it.each([1001, 1011, 1013, 4008, 4009, 1006])('reconnects after close code %i', async (code) => {
     const { client } = makeClient();
     client.connect();
     await settle();
@@ -222,121 +228,254 @@ describe('tokens', () => {
   });
 });
 
-describe('resume and de-duplication', () => {
-  it('first connect has no since; the baseline is ready.latest_id; reconnects resume from the last id', async () => {
+describe('resume: one cursor per chain', () => {
+  it('first connect has no since; the position is ready’s latest ids; reconnects resume from the cursors', async () => {
     const { client, seen } = makeClient();
     client.connect();
     await settle();
     expect(WS.last.since()).toBeNull();
-    WS.last.receive(readyFrame(40));
-    expect(client.lastSeenId).toBe(40);
+    expect(WS.last.sinceBroadcast()).toBeNull();
+    WS.last.receive(readyFrame(40, 25_000, 38));
+    expect(client.position).toEqual({ targeted: 40, broadcast: 38 });
     WS.last.receive(notificationFrame(41));
-    WS.last.receive(notificationFrame(42));
+    WS.last.receive(broadcastFrame(42, 38));
+    WS.last.receive(notificationFrame(43, 'x', {}, 41));
     WS.last.serverClose(4009);
     await vi.advanceTimersByTimeAsync(1000);
-    expect(WS.last.since()).toBe(42);
-    expect(seen.map((n) => n.notification.id)).toEqual([41, 42]);
+    expect(WS.last.since()).toBe(43);
+    expect(WS.last.sinceBroadcast()).toBe(42);
+    expect(seen.map((n) => n.notification.id)).toEqual([41, 42, 43]);
   });
 
-  it('drops duplicates: replay overlapping live frames, and ids at or below the resume point', async () => {
-    const { client, seen } = makeClient({ since: 10 });
+  it('the URL carries both cursors, which differ when the chains do', async () => {
+    const { client } = makeClient({ since: { targeted: 7, broadcast: 12 } });
+    client.connect();
+    await settle();
+    const url = new URL(WS.last.url);
+    expect(url.searchParams.get('since')).toBe('7');
+    expect(url.searchParams.get('since_broadcast')).toBe('12');
+  });
+
+  it('a v1 since (one id) resumes both chains from it', async () => {
+    const { client } = makeClient({ since: 10 });
     client.connect();
     await settle();
     expect(WS.last.since()).toBe(10);
+    expect(WS.last.sinceBroadcast()).toBe(10);
+    expect(client.position).toEqual({ targeted: 10, broadcast: 10 });
+  });
+
+  it('a broadcast overtaking a targeted notification with a smaller id: both are delivered', async () => {
+    const { client, seen } = makeClient();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(10, 25_000, 11));
+    WS.last.receive(broadcastFrame(13, 11)); // committed on this node
+    WS.last.receive(notificationFrame(12, 'x', {}, 10)); // committed earlier on another node, crossed Redis late
+    expect(seen.map((n) => n.notification.id)).toEqual([13, 12]);
+    expect(client.position).toEqual({ targeted: 12, broadcast: 13 });
+    expect(client.lastSeenId).toBe(13);
+    expect(WS.instances).toHaveLength(1); // no reconnect
+  });
+
+  it('drops a duplicate per chain: replay overlapping live frames, and ids at or below the chain cursor', async () => {
+    const { client, seen } = makeClient({ since: { targeted: 10, broadcast: 20 } });
+    client.connect();
+    await settle();
     const ws = WS.last;
-    ws.receive(readyFrame(13));
+    ws.receive(readyFrame(12, 25_000, 21));
     ws.receive(notificationFrame(11));
     ws.receive(notificationFrame(12));
     ws.receive(notificationFrame(12)); // replayed and pushed live
-    ws.receive(notificationFrame(9)); // below the resume point
-    ws.receive({ type: 'replayed', up_to: 13 });
-    ws.receive(notificationFrame(14));
-    ws.receive(notificationFrame(13)); // late, never seen: still delivered
-    expect(seen.map((n) => n.notification.id)).toEqual([11, 12, 14, 13]);
-    expect(client.lastSeenId).toBe(14);
+    ws.receive(notificationFrame(9)); // below the targeted cursor
+    ws.receive(broadcastFrame(20, 19)); // at the broadcast cursor
+    ws.receive(broadcastFrame(21, 20));
+    ws.receive(broadcastFrame(21, 20));
+    ws.receive(replayedFrame(12, 21));
+    ws.receive(notificationFrame(13));
+    expect(seen.map((n) => n.notification.id)).toEqual([11, 12, 21, 13]);
+    expect(client.position).toEqual({ targeted: 13, broadcast: 21 });
   });
 
-  it('a replayed frame moves the resume point even when nothing was replayed', async () => {
+  it('a replayed frame moves each cursor even when nothing was replayed', async () => {
     const { client } = makeClient({ since: 5 });
     client.connect();
     await settle();
-    WS.last.receive(readyFrame(8));
-    WS.last.receive({ type: 'replayed', up_to: 8 });
+    WS.last.receive(readyFrame(8, 25_000, 6));
+    WS.last.receive(replayedFrame(8, 6));
     WS.last.serverClose(1011);
     await vi.advanceTimersByTimeAsync(1000);
     expect(WS.last.since()).toBe(8);
+    expect(WS.last.sinceBroadcast()).toBe(6);
   });
 
-  it('keeps the resume point across close() and connect()', async () => {
+  it('keeps the position across close() and connect()', async () => {
     const { client } = makeClient();
     client.connect();
     await settle();
-    WS.last.receive(readyFrame(3));
+    WS.last.receive(readyFrame(3, 25_000, 2));
     WS.last.receive(notificationFrame(4));
     client.close();
     client.connect();
     await settle();
     expect(WS.last.since()).toBe(4);
+    expect(WS.last.sinceBroadcast()).toBe(2);
   });
 });
 
-describe('gaps (prev_id)', () => {
-  it('a notification whose prev_id is beyond the last seen id triggers an immediate resume from it', async () => {
-    const { client, seen } = makeClient({ backoff: { minDelayMs: 5000, maxDelayMs: 5000 } });
+describe('gaps are the server’s job', () => {
+  it('a notification whose prev_id is above its chain cursor is delivered, without a reconnect', async () => {
+    const { client, seen } = makeClient();
     client.connect();
     await settle();
-    const first = WS.last;
-    first.receive(readyFrame(10));
-    first.receive(notificationFrame(11, 'x', {}, 10));
-    first.receive(notificationFrame(14, 'x', {}, 12)); // 12 never came
-    expect(seen.map((n) => n.notification.id)).toEqual([11]);
-    expect(first.closedWith?.code).toBe(4000);
-    await settle();
-    expect(WS.instances).toHaveLength(2);
-    expect(WS.last.since()).toBe(11);
-    WS.last.receive(readyFrame(14));
-    WS.last.receive(notificationFrame(12, 'x', {}, 11));
-    WS.last.receive(notificationFrame(14, 'x', {}, 12));
-    WS.last.receive({ type: 'replayed', up_to: 14 });
-    expect(seen.map((n) => n.notification.id)).toEqual([11, 12, 14]);
-  });
-
-  it('replayed frames are not checked (a deleted notification leaves a hole in the replay)', async () => {
-    const { client, seen } = makeClient({ since: 5 });
-    client.connect();
-    await settle();
-    WS.last.receive(readyFrame(9));
-    WS.last.receive(notificationFrame(9, 'x', {}, 7)); // 6..8 were deleted
-    WS.last.receive({ type: 'replayed', up_to: 9 });
-    WS.last.receive(notificationFrame(10, 'x', {}, 9));
-    expect(seen.map((n) => n.notification.id)).toEqual([9, 10]);
+    WS.last.receive(readyFrame(10));
+    WS.last.receive(notificationFrame(11, 'x', {}, 10));
+    WS.last.receive(notificationFrame(14, 'x', {}, 12)); // 12 was deleted, or the server replayed it before
+    expect(seen.map((n) => n.notification.id)).toEqual([11, 14]);
     expect(WS.instances).toHaveLength(1);
+    expect(WS.last.closedWith).toBeNull();
   });
 
-  it('a resync frame announces a server-side replay: no gap checks until replayed', async () => {
+  it('a resync replays from the server’s position: what this client already has is dropped', async () => {
     const { client, seen } = makeClient();
     client.connect();
     await settle();
     WS.last.receive(readyFrame(1));
     WS.last.receive(notificationFrame(2));
-    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 2 });
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 1, since_broadcast: 0 });
+    WS.last.receive(notificationFrame(2));
     WS.last.receive(notificationFrame(5, 'x', {}, 4)); // 3, 4 deleted meanwhile
-    WS.last.receive({ type: 'replayed', up_to: 5 });
+    WS.last.receive(replayedFrame(5, 0));
     expect(seen.map((n) => n.notification.id)).toEqual([2, 5]);
     expect(WS.instances).toHaveLength(1);
-    expect(client.lastSeenId).toBe(5);
+    expect(client.position).toEqual({ targeted: 5, broadcast: 0 });
   });
+});
 
-  it('frames without prev_id (older gateways) are delivered', async () => {
-    const { client, seen } = makeClient();
+describe('stale: refetch counts and pages', () => {
+  const staleOf = (client: HeraldClient) => {
+    const reasons: string[] = [];
+    client.on('stale', ({ reason }) => reasons.push(reason));
+    return reasons;
+  };
+
+  it('is not emitted on the first connect, and is on every ready after a reconnect', async () => {
+    const { client } = makeClient();
+    const reasons = staleOf(client);
     client.connect();
     await settle();
-    WS.last.receive(readyFrame(1));
-    const frame = notificationFrame(7);
-    delete (frame.notification as { prev_id?: number }).prev_id;
-    WS.last.receive(frame);
-    expect(seen).toHaveLength(1);
+    WS.last.receive(readyFrame(3));
+    expect(reasons).toEqual([]);
+    for (const code of [1006, 4009]) {
+      WS.last.serverClose(code);
+      await vi.advanceTimersByTimeAsync(1000);
+      WS.last.receive(readyFrame(3));
+      WS.last.receive(replayedFrame(3));
+    }
+    expect(reasons).toEqual(['reconnect', 'reconnect']);
   });
+
+  it('is emitted after close() and connect() again (the app kept its page)', async () => {
+    const { client } = makeClient();
+    const reasons = staleOf(client);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    client.close();
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    expect(reasons).toEqual(['reconnect']);
+  });
+
+  it('is emitted on resync (read state is not replayed)', async () => {
+    const { client } = makeClient();
+    const reasons = staleOf(client);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    WS.last.receive({ type: 'resync', reason: 'transport_lost', since: 3, since_broadcast: 0 });
+    WS.last.receive(replayedFrame(3));
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 3, since_broadcast: 0 });
+    expect(reasons).toEqual(['resync', 'resync']);
+  });
+
+  it('is emitted on truncated (a first connect from a saved position older than the history)', async () => {
+    const { client, seen } = makeClient({ since: { targeted: 3, broadcast: 2 } });
+    const reasons = staleOf(client);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(20));
+    WS.last.receive({ type: 'truncated', since: 3, since_broadcast: 2, oldest_id: 17 });
+    WS.last.receive(notificationFrame(17, 'x', {}, 9));
+    WS.last.receive(replayedFrame(20, 2));
+    expect(reasons).toEqual(['truncated']);
+    expect(seen.map((n) => n.notification.id)).toEqual([17]);
+    expect(client.position).toEqual({ targeted: 20, broadcast: 2 });
+  });
+
+  it('is emitted once for a reconnect whose replay is truncated; a resync during a catch-up still counts', async () => {
+    const { client } = makeClient();
+    const reasons = staleOf(client);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    WS.last.serverClose(1001);
+    await vi.advanceTimersByTimeAsync(1000);
+    WS.last.receive(readyFrame(30));
+    WS.last.receive({ type: 'truncated', since: 3, since_broadcast: 0, oldest_id: 17 });
+    // Frames dropped after the app's refetch started: read state may have changed since.
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 20, since_broadcast: 0 });
+    WS.last.receive(replayedFrame(30));
+    expect(reasons).toEqual(['reconnect', 'resync']);
+  });
+});
+
+describe('close codes 1013 and 4029', () => {
+  it('1013 (store unavailable) is reported and followed by a reconnect with the usual backoff', async () => {
+    const { client } = makeClient();
+    const errors: string[] = [];
+    client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}`));
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    client.connect();
+    await settle();
+    WS.last.serverClose(1013, 'store unavailable');
+    expect(errors).toEqual(['server:close_1013']);
+    await vi.advanceTimersByTimeAsync(100); // min delay
+    expect(WS.instances).toHaveLength(2);
+  });
+
+  it('4029 (too many sessions) waits a long backoff: at least half the maximum delay', async () => {
+    const { client } = makeClient({ backoff: { minDelayMs: 100, maxDelayMs: 10_000 } });
+    const errors: string[] = [];
+    client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}`));
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.serverClose(4029, 'too many sessions');
+    expect(errors).toEqual(['server:close_4029']);
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(WS.instances).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(WS.instances).toHaveLength(2);
+  });
+});
+
+it('ignores a frame of an unknown type (a newer server), logging it in debug', async () => {
+  const debug = vi.spyOn(console, 'debug').mockImplementation(() => {});
+  const { client, seen } = makeClient({ debug: true });
+  const errors: string[] = [];
+  client.on('error', ({ error }) => errors.push(error.code));
+  client.connect();
+  await settle();
+  WS.last.receive(readyFrame());
+  WS.last.receive({ type: 'presence', online: ['u2'] });
+  WS.last.receive(notificationFrame(1));
+  expect(errors).toEqual([]);
+  expect(seen).toHaveLength(1);
+  expect(client.state).toBe(State.Connected);
+  expect(debug.mock.calls.some((args) => args.join(' ').includes('unknown type'))).toBe(true);
 });
 
 describe('token refresh on an open session', () => {

@@ -28,7 +28,7 @@ describe('golden files', () => {
   });
 
   it.each(frames)('%s parses as a server frame with its own type', (file) => {
-    const frame = parseServerFrame(text(file));
+    const frame = parseServerFrame(text(file))!;
     const expected = file
       .replace(/^frame-|\.json$/g, '')
       .replace(/-/g, '_')
@@ -50,8 +50,31 @@ describe('golden files', () => {
     expect(f.notification.user_id).toBeNull();
   });
 
-  it('ready frame gives the ping interval and latest id', () => {
-    expect(parseServerFrame(text('frame-ready.json'))).toMatchObject({ latest_id: 43, ping_interval_ms: 25_000 });
+  it('ready frame gives the ping interval and the latest id of each chain (latest_id the greater)', () => {
+    expect(parseServerFrame(text('frame-ready.json'))).toMatchObject({
+      latest_id: 43,
+      latest_targeted_id: 43,
+      latest_broadcast_id: 40,
+      ping_interval_ms: 25_000,
+    });
+  });
+
+  it('replayed, resync and truncated frames carry a cursor per chain', () => {
+    expect(parseServerFrame(text('frame-replayed.json'))).toMatchObject({
+      up_to: 43,
+      up_to_targeted: 43,
+      up_to_broadcast: 40,
+    });
+    expect(parseServerFrame(text('frame-resync.json'))).toMatchObject({
+      reason: 'slow_consumer',
+      since: 41,
+      since_broadcast: 40,
+    });
+    expect(parseServerFrame(text('frame-truncated.json'))).toMatchObject({
+      since: 3,
+      since_broadcast: 2,
+      oldest_id: 17,
+    });
   });
 
   it('notification.json is a Notification', () => {
@@ -78,7 +101,7 @@ describe('golden files', () => {
     const msg = json<ClientMessage>(file);
     const valid =
       msg.type === 'ping' ||
-      (msg.type === 'resume' && Number.isInteger(msg.since)) ||
+      (msg.type === 'resume' && Number.isInteger(msg.since) && Number.isInteger(msg.since_broadcast)) ||
       (msg.type === 'auth' && typeof msg.token === 'string');
     expect(valid).toBe(true);
   });
@@ -90,14 +113,21 @@ describe('golden files', () => {
   });
 });
 
+describe('parseServerFrame ignores frame types it does not know (a newer server)', () => {
+  it.each([
+    ['an unknown type', '{"type": "subscribe", "channel": "x"}'],
+    ['an inherited property name as type', '{"type": "toString"}'],
+  ])('%s → null', (_, input) => {
+    expect(parseServerFrame(input)).toBeNull();
+  });
+});
+
 describe('parseServerFrame rejects', () => {
   it.each([
     ['not JSON', 'ping'],
     ['a JSON array', '[1]'],
     ['no type', '{"up_to": 1}'],
     ['a non-string type', '{"type": 7}'],
-    ['an unknown type', '{"type": "subscribe"}'],
-    ['an inherited property name as type', '{"type": "toString"}'],
     ['a notification without one', '{"type":"notification","event_type":"x","body":null}'],
     [
       'a notification with a string id',
@@ -107,7 +137,17 @@ describe('parseServerFrame rejects', () => {
       }),
     ],
     ['read ids that are not numbers', '{"type":"read","ids":["1"],"read_at":"2026-01-10T09:00:00.000Z"}'],
-    ['ready without ping interval', '{"type":"ready","session_id":"s","user_id":"u","latest_id":0}'],
+    [
+      'ready without ping interval',
+      '{"type":"ready","session_id":"s","user_id":"u","latest_id":0,"latest_targeted_id":0,"latest_broadcast_id":0}',
+    ],
+    [
+      'ready without the latest id of each chain (a v1 server)',
+      '{"type":"ready","session_id":"s","user_id":"u","latest_id":0,"ping_interval_ms":25000}',
+    ],
+    ['replayed without the broadcast cursor', '{"type":"replayed","up_to":4,"up_to_targeted":4}'],
+    ['resync without the broadcast cursor', '{"type":"resync","reason":"slow_consumer","since":4}'],
+    ['truncated without oldest_id', '{"type":"truncated","since":4,"since_broadcast":2}'],
   ])('%s', (_, input) => {
     expect(() => parseServerFrame(input)).toThrow(ProtocolError);
   });

@@ -10,8 +10,11 @@ import { createFakeWebSocket, notificationFrame, readyFrame } from '../helpers/f
 function fakeServer(initial: number[]) {
   const inbox = new Map<number, Notification>(initial.map((id) => [id, notificationFrame(id).notification]));
   const json = (b: unknown, status = 200) => new Response(JSON.stringify(b), { status });
+  /** Requests served, by path ('' for a page, '/unread_count', …). */
+  const calls: string[] = [];
   const fetch: FetchLike = async (input, init) => {
     const url = new URL(input);
+    calls.push(url.pathname.replace(/^.*\/notifications/, ''));
     const path = url.pathname.replace(/^.*\/notifications/, '');
     const method = init?.method ?? 'GET';
     const sorted = [...inbox.values()].sort((a, b) => b.id - a.id);
@@ -38,7 +41,7 @@ function fakeServer(initial: number[]) {
     n.read_at = 'now';
     return json(n);
   };
-  return { inbox, fetch };
+  return { inbox, fetch, calls };
 }
 
 function setup(initial: number[]) {
@@ -118,6 +121,48 @@ describe('React bindings', () => {
     server.inbox.forEach((n) => (n.read_at = 'x'));
     act(() => WS.last.receive({ type: 'read_all', up_to: 3, read_at: 'x' }));
     await waitFor(() => expect(result.current.count).toBe(0));
+  });
+
+  it('a reconnect refetches the page and the count once each (connected and stale are coalesced)', async () => {
+    const { WS, wrapper, server } = setup([1, 2]);
+    const { result } = renderHook(() => ({ list: useNotifications(), unread: useUnreadCount() }), { wrapper });
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(2)));
+    await waitFor(() => expect(result.current.unread.count).toBe(2));
+    await new Promise((r) => setTimeout(r, 20));
+    const pages = () => server.calls.filter((c) => c === '').length;
+    const counts = () => server.calls.filter((c) => c === '/unread_count').length;
+    const [pagesBefore, countsBefore] = [pages(), counts()];
+
+    // Read elsewhere while this tab was away: no `read` frame will say so.
+    server.inbox.forEach((n) => (n.read_at = 'elsewhere'));
+    act(() => WS.last.serverClose(1006));
+    await waitFor(() => expect(WS.instances).toHaveLength(2), { timeout: 3000 });
+    act(() => WS.last.receive(readyFrame(2)));
+    await waitFor(() => expect(result.current.unread.count).toBe(0));
+    await waitFor(() => expect(result.current.list.items.every((n) => n.read_at === 'elsewhere')).toBe(true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(pages() - pagesBefore).toBe(1);
+    expect(counts() - countsBefore).toBe(1);
+  });
+
+  it('a resync refetches the page and the count (read state is not replayed)', async () => {
+    const { WS, wrapper, server } = setup([1, 2, 3]);
+    const { result } = renderHook(() => ({ list: useNotifications(), unread: useUnreadCount() }), { wrapper });
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(3)));
+    await waitFor(() => expect(result.current.unread.count).toBe(3));
+    // Read and deleted elsewhere; the frames saying so were dropped with the overflowing queue.
+    server.inbox.get(1)!.read_at = 'elsewhere';
+    server.inbox.delete(2);
+    act(() => WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 3, since_broadcast: 0 }));
+    await waitFor(() => expect(result.current.unread.count).toBe(1));
+    await waitFor(() =>
+      expect(result.current.list.items.map((n) => [n.id, n.read_at])).toEqual([
+        [3, null],
+        [1, 'elsewhere'],
+      ]),
+    );
   });
 
   it('a provider given options owns its client: connects on mount, closes on unmount', async () => {

@@ -195,11 +195,26 @@ impl Consumer {
         if !poison.is_empty() {
             self.dead_letter(dead, &poison).await.context("dead-lettering")?;
         }
+        let routed: Vec<&Delivery> =
+            batch.iter().filter(|d| !poison.iter().any(|(p, _)| std::ptr::eq(*p, *d))).collect();
         let Some(outcomes) = self.commit(prepared, &batch).await else {
             ch.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true }).await.context("requeueing")?;
             metrics::counter!("herald_amqp_messages_requeued_total").increment(batch.len() as u64);
             return Ok(Settled::Requeued);
         };
+        // Addressed through an alias nobody taught yet: nothing was stored for these; dead-letter them (a re-drive
+        // after the alias is known delivers them) before the batch is acknowledged.
+        let unresolved: Vec<(&Delivery, Poison)> = routed
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(d, o)| {
+                let e = o.error.as_ref()?;
+                Some((*d, Poison { reason: e.reason(), error: e.to_string(), event_id: Some(o.event_id.clone()) }))
+            })
+            .collect();
+        if !unresolved.is_empty() {
+            self.dead_letter(dead, &unresolved).await.context("dead-lettering unresolved recipients")?;
+        }
         ch.basic_ack(last_tag, BasicAckOptions { multiple: true }).await.context("acknowledging")?;
         metrics::counter!("herald_amqp_messages_acked_total").increment(batch.len() as u64);
         for o in &outcomes {
@@ -224,8 +239,13 @@ impl Consumer {
 
     fn classify(&self, d: &Delivery) -> Result<Prepared, Poison> {
         let message_id = d.properties.message_id().as_ref().map(|m| m.as_str());
-        let envelope =
-            Envelope { exchange: d.exchange.as_str(), routing_key: Some(d.routing_key.as_str()), message_id };
+        // An AMQP message_id is global: no caller scopes it.
+        let envelope = Envelope {
+            exchange: d.exchange.as_str(),
+            routing_key: Some(d.routing_key.as_str()),
+            message_id,
+            caller: None,
+        };
         let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
             reason: e.reason(),
             error: e.to_string(),
@@ -248,11 +268,12 @@ impl Consumer {
 
     /// Commit, retrying with backoff while the store fails; the batch stays unacknowledged meanwhile.
     /// `None` when shutdown came first.
-    async fn commit(&self, mut prepared: Vec<Prepared>, batch: &[Delivery]) -> Option<Vec<Outcome>> {
+    async fn commit(&self, prepared: Vec<Prepared>, batch: &[Delivery]) -> Option<Vec<Outcome>> {
         let (min, max) = (Duration::from_millis(self.settings.reconnect_min_ms), Duration::from_millis(5_000));
         let mut attempt = 0u32;
         loop {
-            match self.pipeline.commit(prepared).await {
+            // A retry commits the same writes (not routed again: the rules may have been reloaded meanwhile).
+            match self.pipeline.commit(prepared.clone()).await {
                 Ok(outcomes) => {
                     if attempt > 0 {
                         tracing::info!(attempts = attempt + 1, "inbox commit succeeded after retrying");
@@ -273,8 +294,6 @@ impl Consumer {
                         _ = self.shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    // Routing is pure, so preparing again yields the same writes.
-                    prepared = self.prepare(batch).0;
                 }
             }
         }
