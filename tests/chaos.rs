@@ -189,6 +189,16 @@ impl Node {
     }
 }
 
+/// A run that fails half-way must not leave Herald processes behind, reconnecting to services that are gone.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
