@@ -40,6 +40,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Check or dry-run the routing rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Publish event fixture files (the format of tests/fixtures/events/*.json) to RabbitMQ, each confirmed by
     /// the broker.
     Publish {
@@ -56,6 +61,28 @@ enum Command {
         routing_key: Option<String>,
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a rules file (default: rules.path from the configuration) and print how many rules it holds.
+    Check {
+        file: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Dry-run event fixture files through the configured rules: per event, the matched rule, the recipients
+    /// (aliases resolved from what the given fixtures teach) and the notification, or why it would be
+    /// dead-lettered. Exits with 1 when any would be.
+    Test {
+        #[arg(required = true)]
+        fixtures: Vec<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Use this rules file instead of rules.path.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
 }
 
@@ -78,6 +105,31 @@ fn main() -> anyhow::Result<()> {
             let settings = load(config.as_deref())?;
             let rules = herald::rules::Rules::load(&settings.rules.path)?;
             println!("configuration ok: {} rules", rules.len());
+            Ok(())
+        }
+        Command::Rules { command: RulesCommand::Check { file, config } } => {
+            let path = match file {
+                Some(f) => f,
+                None => load(config.as_deref())?.rules.path,
+            };
+            anyhow::ensure!(path.is_file(), "{}: no such rules file", path.display());
+            let rules = herald::rules::Rules::load(&path)?;
+            println!("{}: {} rules, ok", path.display(), rules.len());
+            Ok(())
+        }
+        Command::Rules { command: RulesCommand::Test { fixtures, config, rules } } => {
+            let settings = load(config.as_deref())?;
+            let path = rules.unwrap_or(settings.rules.path);
+            let rules = herald::rules::Rules::load(&path)?;
+            let reports = herald::ingest::dry_run::run(&rules, &fixtures, settings.amqp.max_message_bytes);
+            for r in &reports {
+                println!("{}", herald::ingest::dry_run::render(r));
+            }
+            let dead = reports.iter().filter(|r| r.verdict.is_dead_letter()).count();
+            println!("{} events: {} would be dead-lettered", reports.len(), dead);
+            if dead > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Publish { url, config, exchange, routing_key, fixtures } => {

@@ -252,6 +252,9 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       case 'purged':
         this._emit('purged', {});
         break;
+      case 'event':
+        this._emit('live', { eventType: frame.event_type, title: frame.title, content: frame.content, body: frame.body });
+        break;
       case 'error':
         this._error('server', new HeraldError(0, frame.code, frame.message));
         break;

@@ -73,8 +73,17 @@ export interface TruncatedFrame {
   type: 'truncated';
   since: number;
   since_broadcast: number;
-  /** The oldest id still retained for this user: the replay starts there. */
+  /** Notifications the client missed below this id were pruned. */
   oldest_id: number;
+}
+/** A live-only event (a rule with `action = "live"`): never stored, not replayed, not counted. Best effort. */
+export interface EventFrame<Body = unknown> {
+  type: 'event';
+  event_type: string;
+  title: string;
+  content: string;
+  /** The event body exactly as the publishing service sent it. */
+  body: Body;
 }
 export interface PongFrame {
   type: 'pong';
@@ -133,6 +142,7 @@ export type ServerFrame =
   | NotificationFrame
   | ReplayedFrame
   | TruncatedFrame
+  | EventFrame
   | PongFrame
   | ReadFrame
   | ReadAllFrame
@@ -239,6 +249,7 @@ const checks: Record<ServerFrame['type'], Check> = {
   notification: (f) => isStr(f.event_type) && isNotification(f.notification) && 'body' in f,
   replayed: (f) => isNum(f.up_to) && isNum(f.up_to_targeted) && isNum(f.up_to_broadcast),
   truncated: (f) => isNum(f.since) && isNum(f.since_broadcast) && isNum(f.oldest_id),
+  event: (f) => isStr(f.event_type) && isStr(f.title) && isStr(f.content) && 'body' in f,
   pong: () => true,
   read: (f) => isIds(f.ids) && isStr(f.read_at),
   read_all: (f) => isNum(f.up_to) && isStr(f.read_at),

@@ -25,6 +25,12 @@ export interface StateContext {
   newState: State;
   oldState: State;
 }
+export interface LiveContext {
+  eventType: string;
+  title: string;
+  content: string;
+  body: unknown;
+}
 export interface ReadContext {
   ids: number[];
   readAt: string;
@@ -65,6 +71,8 @@ export interface ClientEvents<M extends object = EventBodyMap> {
   purged: Record<string, never>;
   /** Refetch counts and pages (see {@link StaleContext}). */
   stale: StaleContext;
+  /** A live-only event (not stored, not in the inbox): e.g. SGAD's "refresh the availability list". */
+  live: LiveContext;
   error: ErrorContext;
 }
 

@@ -7,6 +7,8 @@
 //! [`crate::event::DedupeKey`]) is neither stored nor pushed again; the commit answer is the durability signal callers ack/answer on.
 
 pub mod amqp;
+pub mod dry_run;
+pub mod fixture;
 
 use serde::Serialize;
 use std::sync::Arc;
@@ -106,7 +108,8 @@ impl Pipeline {
         Ok(n)
     }
 
-    /// Route one decoded event. Pure: no I/O.
+    /// Route one decoded event with the rules in force: no I/O, no store, no clock (an unmatched event is counted
+    /// and logged). Alias recipients stay unresolved here: the store resolves them in the commit.
     pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
         let route = self.rules.current().route(&event)?;
         let action = match route {

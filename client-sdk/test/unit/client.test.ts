@@ -265,6 +265,32 @@ describe('resume: one cursor per chain', () => {
     expect(client.position).toEqual({ targeted: 10, broadcast: 10 });
   });
 
+  it('a live-only event is surfaced as `live`, not as a notification, and moves no cursor', async () => {
+    const { client, seen } = makeClient();
+    const live: unknown[] = [];
+    client.on('live', (e) => live.push(e));
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(10, 25_000, 11));
+    WS.last.receive({
+      type: 'event',
+      event_type: 'availability.updated',
+      title: 'Your availability for week 43 was updated',
+      content: '',
+      body: { week_number: 43 },
+    });
+    expect(live).toEqual([
+      {
+        eventType: 'availability.updated',
+        title: 'Your availability for week 43 was updated',
+        content: '',
+        body: { week_number: 43 },
+      },
+    ]);
+    expect(seen).toHaveLength(0);
+    expect(client.position).toEqual({ targeted: 10, broadcast: 11 });
+  });
+
   it('a broadcast overtaking a targeted notification with a smaller id: both are delivered', async () => {
     const { client, seen } = makeClient();
     client.connect();

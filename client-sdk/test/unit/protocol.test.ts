@@ -20,11 +20,20 @@ const json = <T>(name: string) => JSON.parse(text(name)) as T;
 describe('golden files', () => {
   const files = readdirSync(GOLDEN).filter((f) => f.endsWith('.json'));
   const frames = files.filter((f) => f.startsWith('frame-'));
+  const eventFormat = files.filter((f) => f.startsWith('event-format-'));
 
   it('are all covered by a test', () => {
     const clients = files.filter((f) => f.startsWith('client-'));
     const others = ['error.json', 'inbox-page.json', 'notification.json', 'unread-count.json'];
-    expect(files.sort()).toEqual([...frames, ...clients, ...others].sort());
+    expect(files.sort()).toEqual([...frames, ...clients, ...eventFormat, ...others].sort());
+  });
+
+  it("event-format files (the seeds' ?format=event shape, not this SDK's) put event_type at the top level", () => {
+    expect(eventFormat.length).toBeGreaterThan(0);
+    for (const f of eventFormat.filter((f) => !f.includes('pong'))) {
+      expect(typeof json<Record<string, unknown>>(f).event_type, f).toBe('string');
+    }
+    expect(json('event-format-pong.json')).toEqual({ type: 'pong', message: 'Connection alive' });
   });
 
   it.each(frames)('%s parses as a server frame with its own type', (file) => {

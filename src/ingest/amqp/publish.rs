@@ -10,33 +10,9 @@ use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use serde::Deserialize;
 use serde_json::Value;
 
-#[derive(Debug, Deserialize)]
-struct Fixture {
-    transport: Option<String>,
-    exchange: Option<String>,
-    routing_key: Option<String>,
-    #[serde(default)]
-    properties: Properties,
-    body: Option<Value>,
-    body_text: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Properties {
-    content_type: Option<String>,
-    delivery_mode: Option<u8>,
-    message_id: Option<String>,
-    correlation_id: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    app_id: Option<String>,
-    priority: Option<u8>,
-    #[serde(default)]
-    headers: serde_json::Map<String, Value>,
-}
+use crate::ingest::fixture::{self, Fixture, Properties};
 
 /// Publish every file in order, each with a publisher confirm; one line of report per file.
 /// `exchange` / `routing_key` replace the fixture's own.
@@ -96,17 +72,10 @@ pub async fn publish_fixtures(
 }
 
 fn read(file: &Path) -> anyhow::Result<(Fixture, Vec<u8>)> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let fixture: Fixture =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a fixture file", file.display()))?;
+    let (fixture, payload) = fixture::read(file)?;
     if fixture.transport.as_deref().is_some_and(|t| t != "amqp") {
         anyhow::bail!("{}: an HTTP fixture; POST its body to /api/v1/events instead", file.display());
     }
-    let payload = match (&fixture.body_text, &fixture.body) {
-        (Some(text), _) => text.clone().into_bytes(),
-        (None, Some(body)) => serde_json::to_vec(body)?,
-        (None, None) => anyhow::bail!("{}: no `body`", file.display()),
-    };
     Ok((fixture, payload))
 }
 
