@@ -228,7 +228,8 @@ fn write_config(dir: &Path, name: &str, port: u16, pg: &str, redis: &str, amqp: 
          [cluster]\nredis_url = \"{redis}\"\nnode_id = \"{name}\"\nchannel_prefix = \"{prefix}\"\n\
          presence_interval_secs = 1\n\
          [amqp]\nenabled = true\nurl = \"{amqp}\"\nconnection_name = \"herald-{name}\"\nreconnect_max_ms = 1000\n\
-         batch_linger_ms = 20\nlag_interval_secs = 1\n[amqp.queue]\nname = \"{prefix}.events\"\ndead_letter_exchange = \"{prefix}.dlx\"\n\
+         batch_linger_ms = 20\nlag_interval_secs = 1\n\
+         [amqp.queue]\nname = \"{prefix}.events\"\ndead_letter_exchange = \"{prefix}.dlx\"\n\
          dead_letter_queue = \"{prefix}.dead\"\n",
         rules.display()
     );

@@ -5,8 +5,8 @@
 //! replays exactly what it missed.
 //!
 //! Two in-process nodes on a fresh PostgreSQL database and the shared test Redis (skipped without them, like
-//! `cluster.rs`); node A reaches Redis through a TCP proxy that adds 300 ms each way (`support::slow_link`), so what A publishes
-//! reaches node B 300 ms late, while what B commits reaches B's sessions at once.
+//! `cluster.rs`); node A reaches Redis through a TCP proxy that adds 300 ms each way (`support::slow_link`), so
+//! what A publishes reaches node B 300 ms late, while what B commits reaches B's sessions at once.
 
 use std::net::ToSocketAddrs;
 use std::time::Duration;
