@@ -16,6 +16,7 @@ start_rabbitmq
 start_postgres
 start_redis
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
+suite "chaos (short form): node kills and service restarts, every client holds its inbox" scripts/chaos.sh
 cargo build --bin herald
 suite "rules: dry-run every event fixture through the shipped rules" \
   ./target/debug/herald rules test tests/fixtures/events/*.json

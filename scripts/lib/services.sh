@@ -3,6 +3,8 @@
 # shellcheck shell=bash
 
 HERALD_SERVICES_DIR="${HERALD_SERVICES_DIR:-$(mktemp -d /tmp/herald-services.XXXXXX)}"
+# Exported: the restart_* functions below also work from a child shell (the chaos harness calls them).
+export HERALD_SERVICES_DIR
 _HERALD_PIDS=()
 _HERALD_STOPS=()
 
@@ -102,6 +104,8 @@ start_redis() {
   log "starting redis on 127.0.0.1:$port"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/stdout.log" 2>&1 &
   _HERALD_PIDS+=($!)
+  # A restart_redis from another shell replaces the process: stop whatever listens on the port.
+  _HERALD_STOPS+=("redis-cli -p $port shutdown nosave")
   wait_for_port 127.0.0.1 "$port" 20 || { cat "$dir/stdout.log" >&2; return 1; }
   export HERALD_TEST_REDIS_URL="redis://127.0.0.1:$port"
   export HERALD_TEST_REDIS_PORT=$port
@@ -132,6 +136,38 @@ start_postgres() {
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null \
     || { tail -n 40 "$dir/log" >&2; return 1; }
   _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
+  export HERALD_TEST_POSTGRES_BIN=$bin
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U herald herald
   export HERALD_TEST_POSTGRES_URL="postgres://herald@127.0.0.1:$port/herald"
+}
+
+# Restarts for fault injection (scripts/chaos.sh). Each works from any shell that has the variables the start_*
+# functions export (the chaos harness runs `bash -c 'source scripts/lib/services.sh; restart_redis'`), and
+# returns once the service answers again.
+
+# restart_redis — SHUTDOWN NOSAVE (everything in it is gone, as after a crash: Herald keeps nothing there that
+# the inbox does not have) and a new redis-server on the same port.
+restart_redis() {
+  local port=$HERALD_TEST_REDIS_PORT dir="$HERALD_SERVICES_DIR/redis"
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >>"$dir/stdout.log" 2>&1 &
+  wait_for_port 127.0.0.1 "$port" 20
+}
+
+# restart_postgres — an immediate shutdown (no checkpoint: the next start runs crash recovery, as after a crash)
+# and a start with the same options.
+restart_postgres() {
+  local dir="$HERALD_SERVICES_DIR/postgres" as=()
+  [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  "${as[@]}" "$HERALD_TEST_POSTGRES_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 -m immediate restart >/dev/null
+}
+
+# restart_rabbitmq — stop and start the broker application: every connection and channel drops, durable queues
+# and their unacknowledged messages are recovered from disk. The Erlang VM stays up (booting a new one costs
+# tens of seconds on a busy machine and tests nothing more of Herald).
+restart_rabbitmq() {
+  rabbitmqctl -n "$HERALD_TEST_RABBITMQ_NODE" -q stop_app >/dev/null
+  rabbitmqctl -n "$HERALD_TEST_RABBITMQ_NODE" -q start_app >/dev/null
+  rabbitmqctl -n "$HERALD_TEST_RABBITMQ_NODE" -q await_startup --timeout 60 >/dev/null
 }

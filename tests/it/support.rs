@@ -12,6 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use herald::auth::Authenticator;
 use herald::config::{Settings, SqliteSync};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -273,4 +274,79 @@ pub fn spawn_herald_process(config: &Path) -> (Child, String) {
     };
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
+}
+
+/// Like [`spawn_herald_process`], with the child's log (its stdout after the `listening` line, and its stderr)
+/// appended to `log` instead of the test's output: for long runs whose faults make every node log warnings,
+/// kept for investigation.
+pub fn spawn_herald_process_logged(config: &Path, log: &Path) -> (Child, String) {
+    use std::io::Write;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HERALD__LOG__FILTER", "warn")
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("herald exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on ") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || {
+        let mut log = log;
+        for line in lines.map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    (child, addr)
+}
+
+/// A TCP proxy to `upstream` that hands on every chunk `delay` after reading it, in both directions: a link
+/// with that much latency (order kept, throughput not limited). Both directions, because what matters here is
+/// a node's PUBLISH reaching Redis late, and a real slow link is slow both ways.
+pub async fn slow_link(upstream: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else { continue };
+            let (from_node, to_node) = inbound.into_split();
+            let (from_redis, to_redis) = outbound.into_split();
+            tokio::spawn(delayed_copy(from_node, to_redis, delay));
+            tokio::spawn(delayed_copy(from_redis, to_node, delay));
+        }
+    });
+    addr
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    // The reader stamps each chunk as it arrives and the writer holds it until its time: a latency, not a
+    // bandwidth limit (chunks read back to back leave back to back).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if tx.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }

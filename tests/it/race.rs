@@ -1,0 +1,212 @@
+//! The cross-node race: a notification committed on a node whose Redis link is slow is overtaken, on the way to
+//! a session on another node, by one committed later on that other node. Whatever overtakes whatever (a
+//! broadcast a targeted notification, a targeted one a broadcast, a targeted one an earlier targeted one), the
+//! client sees every frame live exactly once, each chain in id order, and a reconnect with its two cursors
+//! replays exactly what it missed.
+//!
+//! Two in-process nodes on a fresh PostgreSQL database and the shared test Redis (skipped without them, like
+//! `cluster.rs`); node A reaches Redis through a TCP proxy that adds 300 ms each way (`support::slow_link`), so
+//! what A publishes reaches node B 300 ms late, while what B commits reaches B's sessions at once.
+
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::cluster::{fresh_database, node, notify, ready, unique};
+use crate::support::*;
+
+/// Latency added each way on node A's Redis link: far more than a local commit-to-socket, far less than a test.
+const SLOW_LINK: Duration = Duration::from_millis(300);
+/// The second notification is posted this long after the first one's 202, as in the reproduction.
+const THEN: Duration = Duration::from_millis(50);
+/// Longer than the slow link: a late copy of a frame would show up within it.
+const QUIET: Duration = Duration::from_millis(800);
+
+/// Node A (behind the slow link) and node B, both ready; `None` when the suite runs without PostgreSQL/Redis.
+async fn two_nodes_a_on_a_slow_link(test: &str) -> Option<(Gateway, Gateway)> {
+    let (pg, redis) = fresh_database(test).await?;
+    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
+    let upstream = host.to_socket_addrs().unwrap().next().unwrap();
+    let proxy = slow_link(upstream, SLOW_LINK).await;
+    let a = node(&pg, &format!("redis://{proxy}"), "slow-a").await;
+    let b = node(&pg, &redis, "fast-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    Some((a, b))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chain {
+    Targeted,
+    Broadcast,
+}
+
+/// Commit one notification of `chain` on `gw` (a targeted one for `user`, or a broadcast); its id.
+async fn commit(gw: &Gateway, chain: Chain, user: &str, title: &str) -> i64 {
+    match chain {
+        Chain::Targeted => notify(gw, user, title).await,
+        Chain::Broadcast => {
+            let body = json!({"user_id": "system", "title": title, "message": "m"});
+            let resp = gw.post_event("sgad.notifications", "", &body).await;
+            assert_eq!(resp.status(), 202);
+            resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap()
+        }
+    }
+}
+
+fn id_of(frame: &Value) -> i64 {
+    frame["notification"]["id"].as_i64().unwrap()
+}
+
+fn chain_of(frame: &Value) -> Chain {
+    if frame["notification"]["user_id"].is_null() {
+        Chain::Broadcast
+    } else {
+        Chain::Targeted
+    }
+}
+
+/// A client's position: the last id it took from each chain (what it sends as `since` / `since_broadcast`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursors {
+    targeted: i64,
+    broadcast: i64,
+}
+
+impl Cursors {
+    /// What a client following the contract does with a notification frame: take it when its id is above its
+    /// chain's cursor (and move that cursor), drop it otherwise.
+    fn take(&mut self, frame: &Value) -> bool {
+        let id = id_of(frame);
+        let cursor = match chain_of(frame) {
+            Chain::Targeted => &mut self.targeted,
+            Chain::Broadcast => &mut self.broadcast,
+        };
+        if id <= *cursor {
+            return false;
+        }
+        *cursor = id;
+        true
+    }
+
+    fn query(&self) -> String {
+        format!("&since={}&since_broadcast={}", self.targeted, self.broadcast)
+    }
+}
+
+/// Open a session resuming from `cursors`: the notifications replayed before `replayed`, and that frame.
+async fn resume(gw: &Gateway, user: &str, cursors: Cursors) -> (Client, Vec<Value>, Value) {
+    let mut client = gw.connect_with(user, &cursors.query()).await;
+    let mut replayed = Vec::new();
+    loop {
+        let f = client.frame().await;
+        match f["type"].as_str().unwrap() {
+            "notification" => replayed.push(f),
+            "replayed" => return (client, replayed, f),
+            other => panic!("unexpected `{other}` frame during a replay: {f}"),
+        }
+    }
+}
+
+/// Live notification frames until `want` ids all arrived or 3 s passed (far beyond the slow link), then a quiet
+/// spell in which nothing else may arrive: a late second copy would be caught here.
+async fn live(client: &mut Client, want: &[i64]) -> Vec<Value> {
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !want.iter().all(|w| got.iter().any(|f| id_of(f) == *w)) {
+        match tokio::time::timeout_at(deadline, client.frame()).await {
+            Ok(f) if f["type"] == "notification" => got.push(f),
+            Ok(_) => {}
+            Err(_) => {
+                let arrived: Vec<i64> = got.iter().map(id_of).collect();
+                panic!("expected {want:?} live; only {arrived:?} arrived");
+            }
+        }
+    }
+    client.silent_for(QUIET).await;
+    got
+}
+
+/// Each of `want` arrived exactly once, and within each chain in id order.
+fn assert_once_and_in_chain_order(frames: &[Value], want: &[i64]) {
+    let ids: Vec<i64> = frames.iter().map(id_of).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    let mut expected = want.to_vec();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected, "every frame once (arrived: {ids:?})");
+    for chain in [Chain::Targeted, Chain::Broadcast] {
+        let in_chain: Vec<i64> = frames.iter().filter(|f| chain_of(f) == chain).map(id_of).collect();
+        assert!(in_chain.windows(2).all(|w| w[0] < w[1]), "{chain:?} chain out of id order: {in_chain:?}");
+    }
+}
+
+/// `first` is committed on the slow node A, `second` on node B 50 ms after `first`'s 202, for a user whose
+/// session is on B: `second` reaches the session first. Both must arrive live once, in chain order; then a
+/// reconnect with the client's cursors replays nothing, and one after a deliberate absence replays exactly what
+/// was committed meanwhile.
+async fn overtaken(test: &str, first: Chain, second: Chain) {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link(test).await else { return };
+    let user = unique("race-");
+    let (mut client, replayed, _) = resume(&b, &user, Cursors::default()).await;
+    assert!(replayed.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await; // node B's subscription to the user's channel
+
+    let slow = commit(&a, first, &user, "slow").await;
+    tokio::time::sleep(THEN).await;
+    let fast = commit(&b, second, &user, "fast").await;
+    assert!(fast > slow, "the overtaking notification has the larger id ({fast} vs {slow})");
+    let frames = live(&mut client, &[slow, fast]).await;
+    assert_once_and_in_chain_order(&frames, &[slow, fast]);
+    let mut cursors = Cursors::default();
+    for f in &frames {
+        assert!(cursors.take(f), "a client following the contract takes every frame it was sent: {f}");
+    }
+    client.ws.close(None).await.unwrap();
+
+    // Nothing was missed: the reconnect replays nothing and confirms the position.
+    let (mut again, replayed, done) = resume(&b, &user, cursors).await;
+    assert!(replayed.is_empty(), "nothing missed, yet replayed: {replayed:?}");
+    assert_eq!(
+        (done["up_to_targeted"].as_i64(), done["up_to_broadcast"].as_i64()),
+        (Some(cursors.targeted), Some(cursors.broadcast))
+    );
+    again.ws.close(None).await.unwrap();
+
+    // Away on purpose while one notification of each chain commits on each node: the reconnect (to the other
+    // node) replays exactly those, in id order, and nothing follows live.
+    let mut missed = vec![
+        commit(&a, Chain::Targeted, &user, "missed-t-a").await,
+        commit(&b, Chain::Broadcast, &user, "missed-x-b").await,
+        commit(&b, Chain::Targeted, &user, "missed-t-b").await,
+        commit(&a, Chain::Broadcast, &user, "missed-x-a").await,
+    ];
+    missed.sort_unstable();
+    let (mut back, replayed, done) = resume(&a, &user, cursors).await;
+    assert_eq!(replayed.iter().map(id_of).collect::<Vec<_>>(), missed, "the replay is exactly what was missed");
+    for f in &replayed {
+        assert!(cursors.take(f));
+    }
+    assert_eq!(
+        (done["up_to_targeted"].as_i64(), done["up_to_broadcast"].as_i64()),
+        (Some(cursors.targeted), Some(cursors.broadcast))
+    );
+    back.silent_for(QUIET).await;
+}
+
+#[tokio::test]
+async fn a_broadcast_that_overtakes_a_targeted_notification_across_nodes_does_not_hide_it() {
+    overtaken("race_bt", Chain::Targeted, Chain::Broadcast).await;
+}
+
+#[tokio::test]
+async fn a_targeted_notification_that_overtakes_a_broadcast_across_nodes_does_not_hide_it() {
+    overtaken("race_tb", Chain::Broadcast, Chain::Targeted).await;
+}
+
+#[tokio::test]
+async fn a_targeted_notification_that_overtakes_an_earlier_one_across_nodes_arrives_after_it() {
+    overtaken("race_tt", Chain::Targeted, Chain::Targeted).await;
+}
