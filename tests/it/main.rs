@@ -11,5 +11,6 @@ mod inbox;
 mod ingest;
 mod no_gaps;
 mod routing;
+mod security;
 mod sessions;
 mod store_failures;
