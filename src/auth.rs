@@ -352,7 +352,8 @@ mod tests {
     #[test]
     fn user_claims_are_taken_exactly_never_trimmed() {
         let a = auth();
-        for claim in [" alice", "alice ", "alice\u{a0}", "\talice\n", "\u{2003}alice", "ali\u{0}ce", "alice\u{7f}", ""] {
+        for claim in [" alice", "alice ", "alice\u{a0}", "\talice\n", "\u{2003}alice", "ali\u{0}ce", "alice\u{7f}", ""]
+        {
             let t = token(serde_json::json!({"sub": claim, "exp": future()}), Algorithm::HS256, &secret());
             match a.verify_user(&t) {
                 Err(AuthError::Invalid(m)) => assert!(m.contains("`sub`"), "{claim:?}: {m}"),
@@ -406,7 +407,9 @@ mod tests {
     fn nbf_is_honoured_with_the_leeway() {
         let a = auth(); // leeway 5 s
         let now = chrono::Utc::now().timestamp();
-        let with_nbf = |nbf: Value| token(serde_json::json!({"sub": "u", "exp": future(), "nbf": nbf}), Algorithm::HS256, &secret());
+        let with_nbf = |nbf: Value| {
+            token(serde_json::json!({"sub": "u", "exp": future(), "nbf": nbf}), Algorithm::HS256, &secret())
+        };
         match a.verify_user(&with_nbf(serde_json::json!(now + 120))) {
             Err(AuthError::Invalid(m)) => assert!(m.contains("nbf"), "{m}"),
             other => panic!("a token not valid for two minutes was accepted: {other:?}"),

@@ -119,6 +119,7 @@ fn nofile_limit() -> u64 {
         let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit writes one rlimit into the struct we pass.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 && rl.rlim_cur != libc::RLIM_INFINITY {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
             return rl.rlim_cur as u64;
         }
     }
@@ -775,7 +776,10 @@ mod tests {
         assert!(e.contains("`profile`") && e.contains("disagree"), "{e}");
         let e = err(&[("HERALD_PROFILE", "staging")]);
         assert!(e.contains("`profile`"), "{e}");
-        assert_eq!(Settings::load(None, env(&[("HERALD_PROFILE", "development")])).unwrap().profile, Profile::Development);
+        assert_eq!(
+            Settings::load(None, env(&[("HERALD_PROFILE", "development")])).unwrap().profile,
+            Profile::Development
+        );
     }
 
     #[test]
@@ -783,7 +787,10 @@ mod tests {
         for (pairs, named) in [
             // Every upgrade died: tungstenite asserts max_write_buffer_size > write_buffer_size.
             (
-                vec![("HERALD__WEBSOCKET__WRITE_BUFFER_BYTES", "2048"), ("HERALD__WEBSOCKET__MAX_WRITE_BUFFER_BYTES", "1024")],
+                vec![
+                    ("HERALD__WEBSOCKET__WRITE_BUFFER_BYTES", "2048"),
+                    ("HERALD__WEBSOCKET__MAX_WRITE_BUFFER_BYTES", "1024"),
+                ],
                 "websocket.max_write_buffer_bytes",
             ),
             (vec![("HERALD__WEBSOCKET__MAX_WRITE_BUFFER_BYTES", "0")], "websocket.max_write_buffer_bytes"),

@@ -87,10 +87,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias));
     if state.settings.auth.dev_token_endpoint {
-        app = app.route("/api/v1/dev/token", post(ops::dev_token)).route(
-            "/api/v1/dev/events",
-            bounded_ingest(post(events::dev_ingest), &ingest_slots, &state.settings),
-        );
+        app = app
+            .route("/api/v1/dev/token", post(ops::dev_token))
+            .route("/api/v1/dev/events", bounded_ingest(post(events::dev_ingest), &ingest_slots, &state.settings));
     }
     // Unknown API paths answer a JSON 404 even when the demo's catch-all serves everything else.
     let not_found = || async { ApiError::NotFound("no such route") };
