@@ -1,6 +1,7 @@
 //! API: the axum routes — sessions (`/ws`), the REST inbox, HTTP ingest, and ops endpoints.
 //!
-//! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`]); internals are
+//! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`], and under every
+//! route [`error::json_errors`] for whatever a handler or layer answers in plain text); internals are
 //! logged, not leaked; request logs carry the path and a redacted query, never a token.
 
 mod admin;
@@ -103,11 +104,12 @@ pub fn router(state: AppState) -> Router {
     } else {
         app = app.fallback(not_found);
     }
-    app.layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
-        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
-    }))
-    .with_state(state)
+    app.layer(axum::middleware::from_fn(error::json_errors))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
+        }))
+        .with_state(state)
 }
 
 /// HTTP ingest's bounds, with tower's layers: at most `server.ingest_max_concurrency` requests at once (shared

@@ -114,6 +114,9 @@ async fn every_error_is_json_with_error_and_message() {
         ),
         (http.post(gw.url("/healthz")), 405, "method_not_allowed"),
         (http.delete(gw.url("/api/v1/users/alice/notifications")).bearer_auth(&alice), 405, "method_not_allowed"),
+        // A route whose handler takes axum's own `Path`: the JSON safety net under every route.
+        (http.get(gw.url("/api/v1/aliases/referee/%FF")).bearer_auth(SERVICE_KEY), 400, "bad_request"),
+        (http.patch(gw.url("/api/v1/aliases/referee/7")).bearer_auth(SERVICE_KEY), 405, "method_not_allowed"),
         (http.get(gw.url("/nothing-here")), 404, "not_found"),
         (http.get(gw.url("/api/v1/nothing-here")), 404, "not_found"),
     ];
