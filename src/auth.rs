@@ -1,8 +1,14 @@
 //! Auth: who is calling. User JWTs (sessions, REST) and service API keys (ingest, any inbox).
 //!
 //! Invariants: one algorithm is accepted, the configured one (so `alg: none` and algorithm confusion fail);
-//! `exp` is required; keys live in this handle, not in statics; tokens never reach logs
-//! ([`redact_query`] is what request logging uses).
+//! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured; the user claim is
+//! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
+//! statics; tokens never reach logs ([`redact_query`] is what request logging uses).
+//!
+//! `exp` rule (RFC 7519 NumericDate): an integer or a fraction of seconds since the epoch; a fraction is
+//! floored (a token is never valid later than it says); a value after 9999-12-31T23:59:59Z ([`MAX_EXP`]),
+//! which includes anything above `i64::MAX`, is refused as invalid. REST, the WebSocket handshake and an
+//! in-session refresh all go through [`Authenticator::verify_user`], so they agree.
 
 use std::collections::HashMap;
 
@@ -82,7 +88,15 @@ impl Authenticator {
         };
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        if !s.issuer.is_empty() {
+            required.push("iss");
+        }
+        if !s.audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.validate_nbf = true;
         validation.leeway = s.leeway_secs;
         if s.issuer.is_empty() {
             validation.iss = None;
@@ -106,18 +120,26 @@ impl Authenticator {
 
     /// Verify a user token and return its user.
     pub fn verify_user(&self, token: &str) -> Result<Principal, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
         let data =
             decode::<HashMap<String, Value>>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
+                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
                 _ => AuthError::Invalid(e.to_string()),
             })?;
         let claim = self.user_claim.name();
-        let id = data
+        let id = user_claim(claim, data.claims.get(claim))?;
+        let expires_at = data
             .claims
-            .get(claim)
-            .and_then(crate::event::id_string)
-            .ok_or_else(|| AuthError::Invalid(format!("no `{claim}` claim")))?;
-        let expires_at = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+            .get("exp")
+            .and_then(numeric_date)
+            .filter(|exp| *exp <= MAX_EXP)
+            .ok_or_else(|| AuthError::Invalid("`exp` is not a NumericDate up to 9999-12-31".into()))?;
+        // The library rounds a fractional `exp`; floored, it may have passed.
+        if expires_at.saturating_add(self.validation.leeway as i64) < chrono::Utc::now().timestamp() {
+            return Err(AuthError::Expired);
+        }
         Ok(Principal::User { id, expires_at })
     }
 
@@ -151,6 +173,45 @@ impl Authenticator {
     }
 }
 
+/// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later is not a real expiry, and past `i64::MAX` the value
+/// cannot be a deadline at all.
+pub const MAX_EXP: i64 = 253_402_300_799;
+
+/// A NumericDate as whole seconds: an integer as it is, a fraction floored; `None` for anything else or for a
+/// value outside `i64`.
+fn numeric_date(v: &Value) -> Option<i64> {
+    if let Some(i) = v.as_i64() {
+        return Some(i);
+    }
+    if v.is_u64() {
+        return None; // above i64::MAX
+    }
+    let f = v.as_f64()?.floor();
+    // `as` saturates; the bounds keep a saturated value out.
+    (f.is_finite() && f > i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+}
+
+/// The user id in the user claim, exactly as issued: a non-empty string without leading or trailing whitespace
+/// and without control characters, or an integer. Nothing is trimmed: `" alice"` is not `alice`.
+fn user_claim(claim: &str, value: Option<&Value>) -> Result<String, AuthError> {
+    match value {
+        None | Some(Value::Null) => Err(AuthError::Invalid(format!("no `{claim}` claim"))),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Some(Value::String(s)) => {
+            if s.is_empty() {
+                Err(AuthError::Invalid(format!("the `{claim}` claim is empty")))
+            } else if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+                Err(AuthError::Invalid(format!("the `{claim}` claim has leading or trailing whitespace")))
+            } else if s.chars().any(char::is_control) {
+                Err(AuthError::Invalid(format!("the `{claim}` claim holds a control character")))
+            } else {
+                Ok(s.clone())
+            }
+        }
+        Some(_) => Err(AuthError::Invalid(format!("the `{claim}` claim is neither a string nor an integer"))),
+    }
+}
+
 /// The `Authorization: Bearer` value, if any.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -169,18 +230,25 @@ pub fn protocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .find(|p| p.len() > 20 && p.split('.').count() == 3)
 }
 
-/// A query string fit for logs: the value of `token` (and `access_token`) replaced by `[redacted]`.
+/// A query string fit for logs: the value of any credential-like key (`token`, `access_token`, anything
+/// holding `token`, `secret`, `password` or `api_key`) replaced by `[redacted]`. Keys are compared after
+/// form-decoding, as the query extractor decodes them, so `tok%65n=` (which authenticates as `token=`) is
+/// redacted too.
 pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("token") || k.eq_ignore_ascii_case("access_token") => {
-                format!("{k}=[redacted]")
-            }
+            Some((k, _)) if is_secret_key(k) => format!("{k}=[redacted]"),
             _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+fn is_secret_key(raw: &str) -> bool {
+    let decoded: String = form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| format!("{k}{v}")).collect();
+    let key = decoded.trim().to_ascii_lowercase();
+    ["token", "secret", "password", "api_key", "apikey"].iter().any(|s| key.contains(s))
 }
 
 #[cfg(test)]
@@ -260,5 +328,120 @@ mod tests {
         assert_eq!(redact_query("token=abc.def.ghi&since=4"), "token=[redacted]&since=4");
         assert_eq!(redact_query("since=4&access_token=x"), "since=4&access_token=[redacted]");
         assert_eq!(redact_query("limit=5"), "limit=5");
+        assert_eq!(redact_query("routing_key=a.b&exchange=x"), "routing_key=a.b&exchange=x");
+    }
+
+    #[test]
+    fn percent_encoded_token_keys_are_redacted_after_decoding() {
+        // `tok%65n` decodes to `token`, which the query extractor authenticates with.
+        assert_eq!(redact_query("tok%65n=abc.def.ghi&since=4"), "tok%65n=[redacted]&since=4");
+        assert_eq!(redact_query("%74%6F%6B%65%6E=x"), "%74%6F%6B%65%6E=[redacted]");
+        assert_eq!(redact_query("TOKEN=x"), "TOKEN=[redacted]");
+        assert_eq!(redact_query("access%5Ftoken=x"), "access%5Ftoken=[redacted]");
+        assert_eq!(redact_query("+token+=x"), "+token+=[redacted]");
+        assert_eq!(redact_query("client_secret=s&password=p"), "client_secret=[redacted]&password=[redacted]");
+        assert_eq!(redact_query("since=4&tok%65n"), "since=4&tok%65n", "no value, nothing to hide");
+    }
+
+    fn configured(f: impl FnOnce(&mut crate::config::AuthSettings)) -> Authenticator {
+        let mut s = Settings::defaults().auth;
+        f(&mut s);
+        Authenticator::new(&s).unwrap()
+    }
+
+    #[test]
+    fn user_claims_are_taken_exactly_never_trimmed() {
+        let a = auth();
+        for claim in [" alice", "alice ", "alice\u{a0}", "\talice\n", "\u{2003}alice", "ali\u{0}ce", "alice\u{7f}", ""]
+        {
+            let t = token(serde_json::json!({"sub": claim, "exp": future()}), Algorithm::HS256, &secret());
+            match a.verify_user(&t) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains("`sub`"), "{claim:?}: {m}"),
+                other => panic!("{claim:?} was not refused: {other:?}"),
+            }
+        }
+        for claim in [serde_json::json!(true), serde_json::json!(1.5), serde_json::json!(["alice"]), Value::Null] {
+            let t = token(serde_json::json!({"sub": claim, "exp": future()}), Algorithm::HS256, &secret());
+            assert!(matches!(a.verify_user(&t), Err(AuthError::Invalid(_))), "{claim}");
+        }
+        // Inner spaces and non-ASCII letters are a user id like any other.
+        let t = token(serde_json::json!({"sub": "Zoë van Dijk", "exp": future()}), Algorithm::HS256, &secret());
+        assert!(matches!(a.verify_user(&t), Ok(Principal::User { id, .. }) if id == "Zoë van Dijk"));
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required_not_only_checked_when_present() {
+        let a = configured(|s| {
+            s.issuer = "https://id.example".into();
+            s.audience = "herald".into();
+        });
+        let base = serde_json::json!({"sub": "u", "exp": future()});
+        let with = |extra: Value| {
+            let mut c = base.clone();
+            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            token(c, Algorithm::HS256, &secret())
+        };
+        assert!(a.verify_user(&with(serde_json::json!({"iss": "https://id.example", "aud": "herald"}))).is_ok());
+        assert!(a.verify_user(&with(serde_json::json!({"iss": "https://id.example", "aud": ["x", "herald"]}))).is_ok());
+        for (claims, missing) in [
+            (serde_json::json!({"aud": "herald"}), "iss"),
+            (serde_json::json!({"iss": "https://id.example"}), "aud"),
+            (serde_json::json!({}), ""),
+        ] {
+            match a.verify_user(&with(claims.clone())) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains(missing), "{claims}: {m}"),
+                other => panic!("{claims} accepted: {other:?}"),
+            }
+        }
+        for claims in [
+            serde_json::json!({"iss": "https://evil.example", "aud": "herald"}),
+            serde_json::json!({"iss": "https://id.example", "aud": "other"}),
+        ] {
+            assert!(matches!(a.verify_user(&with(claims.clone())), Err(AuthError::Invalid(_))), "{claims}");
+        }
+        // Not configured: not required.
+        assert!(auth().verify_user(&token(base.clone(), Algorithm::HS256, &secret())).is_ok());
+    }
+
+    #[test]
+    fn nbf_is_honoured_with_the_leeway() {
+        let a = auth(); // leeway 5 s
+        let now = chrono::Utc::now().timestamp();
+        let with_nbf = |nbf: Value| {
+            token(serde_json::json!({"sub": "u", "exp": future(), "nbf": nbf}), Algorithm::HS256, &secret())
+        };
+        match a.verify_user(&with_nbf(serde_json::json!(now + 120))) {
+            Err(AuthError::Invalid(m)) => assert!(m.contains("nbf"), "{m}"),
+            other => panic!("a token not valid for two minutes was accepted: {other:?}"),
+        }
+        assert!(a.verify_user(&with_nbf(serde_json::json!(now + 2))).is_ok(), "within the leeway");
+        assert!(a.verify_user(&with_nbf(serde_json::json!(now - 60))).is_ok());
+        assert!(matches!(a.verify_user(&with_nbf(serde_json::json!("soon"))), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn exp_is_floored_when_fractional_and_refused_when_absurd() {
+        let a = auth();
+        let exp = future();
+        let t = token(serde_json::json!({"sub": "u", "exp": exp as f64 + 0.9}), Algorithm::HS256, &secret());
+        assert_eq!(a.verify_user(&t), Ok(Principal::User { id: "u".into(), expires_at: exp }));
+        let t = token(serde_json::json!({"sub": "u", "exp": MAX_EXP}), Algorithm::HS256, &secret());
+        assert_eq!(a.verify_user(&t), Ok(Principal::User { id: "u".into(), expires_at: MAX_EXP }));
+        for absurd in [
+            serde_json::json!(MAX_EXP + 1),
+            serde_json::json!(i64::MAX),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(9.3e18),
+            serde_json::json!(1e300),
+            serde_json::json!(-1),
+            serde_json::json!("4102444800"),
+        ] {
+            let t = token(serde_json::json!({"sub": "u", "exp": absurd}), Algorithm::HS256, &secret());
+            assert!(matches!(a.verify_user(&t), Err(AuthError::Invalid(_))), "exp {absurd}");
+        }
+        // Past once floored: the library would round it up into the leeway; floored it is expired.
+        let now = chrono::Utc::now().timestamp() as f64;
+        let t = token(serde_json::json!({"sub": "u", "exp": now - 5.4}), Algorithm::HS256, &secret());
+        assert_eq!(a.verify_user(&t), Err(AuthError::Expired));
     }
 }

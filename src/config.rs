@@ -77,6 +77,53 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub demo_dir: PathBuf,
+    /// A connection that has not sent a whole request head this long after connecting (or after its previous
+    /// response, when kept alive) is closed: slow-header and half-open sockets cannot hold a descriptor.
+    pub header_read_timeout_secs: u64,
+    /// Open connections (HTTP and WebSocket) at most; one more is closed at once. 0: the process's descriptor
+    /// limit less a reserve for the store, broker and Redis (see [`ServerSettings::connection_cap`]).
+    pub max_connections: usize,
+    /// Open connections from one source address (an IPv6 /64 counts as one) at most; 0: no per-address cap
+    /// (the default, since behind a proxy or NAT every client shares one address).
+    pub max_connections_per_ip: usize,
+    /// `POST /api/v1/events`: a request (body read, validation, commit) that takes longer answers 503.
+    pub ingest_timeout_secs: u64,
+    /// `POST /api/v1/events`: requests handled at once; one more answers 503 with `Retry-After` at once.
+    pub ingest_max_concurrency: usize,
+}
+
+/// Descriptors kept back from `max_connections = 0` (the automatic cap): store files and connections, the
+/// broker, Redis, logs, the listener.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+impl ServerSettings {
+    /// The connection cap in force: `max_connections`, or with 0 the soft `RLIMIT_NOFILE` less
+    /// [`RESERVED_DESCRIPTORS`] (half of it when the limit is under twice the reserve).
+    pub fn connection_cap(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        auto_connection_cap(nofile_limit())
+    }
+}
+
+fn auto_connection_cap(nofile: u64) -> usize {
+    let cap = if nofile >= 2 * RESERVED_DESCRIPTORS { nofile - RESERVED_DESCRIPTORS } else { nofile / 2 };
+    usize::try_from(cap.max(1)).unwrap_or(usize::MAX)
+}
+
+/// The soft descriptor limit of this process (a large number when unlimited or unknown).
+fn nofile_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes one rlimit into the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } == 0 && rl.rlim_cur != libc::RLIM_INFINITY {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+            return rl.rlim_cur as u64;
+        }
+    }
+    1 << 20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +197,9 @@ pub struct WebSocketSettings {
     pub write_timeout_secs: u64,
     pub token_refresh_window_secs: u64,
     pub max_inbound_bytes: usize,
+    /// Largest inbound message the socket takes at all: an in-session `{"type":"auth"}` refresh carries a
+    /// token, which may be as large as one that connects. Other messages stay bound by `max_inbound_bytes`.
+    pub max_auth_message_bytes: usize,
     pub replay_page_size: u32,
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
@@ -422,7 +472,22 @@ impl Settings {
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
         let env: std::collections::HashMap<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with("HERALD")).collect();
-        let profile = env.get("HERALD__PROFILE").or(env.get("HERALD_PROFILE")).cloned();
+        let mut env = env;
+        // `HERALD_PROFILE` is an alias of `HERALD__PROFILE`: it selects `config/{profile}.toml` *and* is the
+        // profile (one name, one meaning), so `HERALD_PROFILE=production` gets production's checks.
+        let profile = match (env.get("HERALD__PROFILE"), env.get("HERALD_PROFILE")) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid("profile", format!("HERALD__PROFILE=`{a}` and HERALD_PROFILE=`{b}` disagree")))
+            }
+            (Some(p), _) | (None, Some(p)) => Some(p.clone()),
+            (None, None) => None,
+        };
+        if let Some(profile) = &profile {
+            if !matches!(profile.as_str(), "development" | "production") {
+                return Err(invalid("profile", format!("`{profile}` is neither \"development\" nor \"production\"")));
+            }
+            env.insert("HERALD__PROFILE".into(), profile.clone());
+        }
         let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(profile) = profile {
             let path = format!("config/{profile}.toml");
@@ -507,6 +572,9 @@ impl Settings {
             ("websocket.max_sessions_per_user", self.websocket.max_sessions_per_user),
             ("websocket.store_timeout_secs", self.websocket.store_timeout_secs as usize),
             ("websocket.max_inbound_bytes", self.websocket.max_inbound_bytes),
+            ("server.header_read_timeout_secs", self.server.header_read_timeout_secs as usize),
+            ("server.ingest_timeout_secs", self.server.ingest_timeout_secs as usize),
+            ("server.ingest_max_concurrency", self.server.ingest_max_concurrency),
             ("websocket.replay_page_size", self.websocket.replay_page_size as usize),
             ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes),
             ("store.batch_max", self.store.batch_max),
@@ -522,6 +590,22 @@ impl Settings {
             }
         }
         self.store.validate_retention()?;
+        if self.websocket.max_auth_message_bytes < self.websocket.max_inbound_bytes {
+            return Err(invalid(
+                "websocket.max_auth_message_bytes",
+                "must be at least websocket.max_inbound_bytes (it is the socket's message limit)",
+            ));
+        }
+        if self.websocket.max_write_buffer_bytes <= self.websocket.write_buffer_bytes {
+            return Err(invalid(
+                "websocket.max_write_buffer_bytes",
+                "must be greater than websocket.write_buffer_bytes, or every WebSocket upgrade fails",
+            ));
+        }
+        if self.store.sqlite_cache_mib > MAX_SQLITE_CACHE_MIB {
+            return Err(invalid("store.sqlite_cache_mib", format!("at most {MAX_SQLITE_CACHE_MIB} (64 GiB)")));
+        }
+        check_log_filter(&self.log.filter).map_err(|m| invalid("log.filter", m))?;
         if self.websocket.idle_timeout_secs <= self.websocket.ping_interval_secs {
             return Err(invalid(
                 "websocket.idle_timeout_secs",
@@ -549,6 +633,31 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The SQLite writer's page cache is a memory budget: more than this is a typo, not a plan.
+const MAX_SQLITE_CACHE_MIB: usize = 65_536;
+
+/// A `log.filter` must parse as tracing directives, each a level, a target (a Rust path or a crate name) or
+/// `target=level`: a typo such as `inf` or `lapin=loud` is refused rather than silently logging nothing.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::builder().parse(filter).map_err(|e| format!("`{filter}`: {e}"))?;
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        // A bare word is a level or a target; a bare word that is neither a level nor a path-like target is junk.
+        if directive.contains(['=', '[']) {
+            continue;
+        }
+        let is_level = LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) || directive.parse::<u8>().is_ok();
+        let is_target =
+            directive.contains("::") && directive.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        if !is_level && !is_target {
+            return Err(format!(
+                "`{directive}` is not a level (off, error, warn, info, debug, trace) nor a `target=level` directive"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_store_url(url: &str) -> Result<StoreLocation, String> {
@@ -636,6 +745,84 @@ mod tests {
     fn production_refuses_development_secrets() {
         let e = err(&[("HERALD__PROFILE", "production")]);
         assert!(e.contains("auth.jwt_secret"), "{e}");
+    }
+
+    #[test]
+    fn herald_profile_is_the_profile_not_only_a_file_name() {
+        // Before, HERALD_PROFILE=production selected config/production.toml and left the profile at
+        // development, so the development secret, key and token endpoint were accepted.
+        let e = err(&[("HERALD_PROFILE", "production")]);
+        assert!(e.contains("auth.jwt_secret"), "{e}");
+        let prod = [
+            ("HERALD_PROFILE", "production"),
+            ("HERALD__AUTH__JWT_SECRET", "a-production-secret-of-some-length"),
+            ("HERALD__AUTH__SERVICE_KEYS", "a-production-service-key"),
+        ];
+        assert_eq!(Settings::load(None, env(&prod)).unwrap().profile, Profile::Production);
+        let mut with_dev_key = prod.to_vec();
+        with_dev_key[2].1 = DEV_SERVICE_KEY;
+        assert!(Settings::load(None, env(&with_dev_key)).unwrap_err().to_string().contains("auth.service_keys"));
+        let mut with_dev_endpoint = prod.to_vec();
+        with_dev_endpoint.push(("HERALD__AUTH__DEV_TOKEN_ENDPOINT", "true"));
+        let e = Settings::load(None, env(&with_dev_endpoint)).unwrap_err().to_string();
+        assert!(e.contains("auth.dev_token_endpoint"), "{e}");
+        // A file saying development does not undo the environment's production.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(&file, "profile = \"development\"\n").unwrap();
+        assert_eq!(Settings::load(Some(&file), env(&prod)).unwrap().profile, Profile::Production);
+        // Two spellings that disagree, or a profile that does not exist, are refused.
+        let e = err(&[("HERALD_PROFILE", "production"), ("HERALD__PROFILE", "development")]);
+        assert!(e.contains("`profile`") && e.contains("disagree"), "{e}");
+        let e = err(&[("HERALD_PROFILE", "staging")]);
+        assert!(e.contains("`profile`"), "{e}");
+        assert_eq!(
+            Settings::load(None, env(&[("HERALD_PROFILE", "development")])).unwrap().profile,
+            Profile::Development
+        );
+    }
+
+    #[test]
+    fn inconsistent_or_absurd_limits_refuse_to_start_naming_the_key() {
+        for (pairs, named) in [
+            // Every upgrade died: tungstenite asserts max_write_buffer_size > write_buffer_size.
+            (
+                vec![
+                    ("HERALD__WEBSOCKET__WRITE_BUFFER_BYTES", "2048"),
+                    ("HERALD__WEBSOCKET__MAX_WRITE_BUFFER_BYTES", "1024"),
+                ],
+                "websocket.max_write_buffer_bytes",
+            ),
+            (vec![("HERALD__WEBSOCKET__MAX_WRITE_BUFFER_BYTES", "0")], "websocket.max_write_buffer_bytes"),
+            (vec![("HERALD__LOG__FILTER", "lapin=loud")], "log.filter"),
+            (vec![("HERALD__LOG__FILTER", "inf")], "log.filter"),
+            (vec![("HERALD__LOG__FILTER", "info,,herald=[")], "log.filter"),
+            (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "18446744073709551615")], "store.sqlite_cache_mib"),
+            (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "1000000")], "store.sqlite_cache_mib"),
+            (vec![("HERALD__WEBSOCKET__MAX_AUTH_MESSAGE_BYTES", "1024")], "websocket.max_auth_message_bytes"),
+            (vec![("HERALD__SERVER__HEADER_READ_TIMEOUT_SECS", "0")], "server.header_read_timeout_secs"),
+            (vec![("HERALD__SERVER__INGEST_TIMEOUT_SECS", "0")], "server.ingest_timeout_secs"),
+            (vec![("HERALD__SERVER__INGEST_MAX_CONCURRENCY", "0")], "server.ingest_max_concurrency"),
+        ] {
+            let e = err(&pairs);
+            assert!(e.contains(named), "{pairs:?}: {e}");
+        }
+        for filter in ["info", "warn,herald=debug", "herald::api=trace,info", "info,lapin=warn,tower_http=debug", ""] {
+            assert!(Settings::load(None, env(&[("HERALD__LOG__FILTER", filter)])).is_ok(), "{filter}");
+        }
+    }
+
+    #[test]
+    fn the_automatic_connection_cap_keeps_descriptors_back() {
+        assert_eq!(auto_connection_cap(1024), 1024 - 128);
+        assert_eq!(auto_connection_cap(256), 128);
+        assert_eq!(auto_connection_cap(100), 50);
+        assert_eq!(auto_connection_cap(1), 1);
+        let mut s = Settings::defaults().server;
+        assert_eq!(s.max_connections, 0);
+        assert!(s.connection_cap() >= 1);
+        s.max_connections = 7;
+        assert_eq!(s.connection_cap(), 7);
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! - [`session`]: one task per WebSocket.
 //! - [`protocol`]: the client wire format.
 //!
-//! Beside them: [`api`] (axum routes), [`auth`], [`config`], [`telemetry`], [`shutdown`].
+//! Beside them: [`api`] (axum routes), [`accept`] (the accept loop and its connection bounds), [`auth`],
+//! [`config`], [`telemetry`], [`shutdown`].
 //! `ARCHITECTURE.md` maps it with its invariants.
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -67,6 +69,35 @@ pub async fn run_with(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> anyhow::Result<()> {
+    start_with(settings, listener, shutdown, hooks).await?.serve().await
+}
+
+/// A gateway whose every dependency is open (rules, store, broker consumer, Redis), not serving yet. What
+/// fails to open fails [`start`], before anything is served or announced.
+pub struct Started {
+    settings: Arc<Settings>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    app: axum::Router,
+    registry: Registry,
+    store: Arc<dyn inbox::Store>,
+    amqp: Option<tokio::task::JoinHandle<()>>,
+    tracker: TaskTracker,
+}
+
+/// Open everything the gateway needs; [`Started::serve`] then serves. `herald serve` prints
+/// `herald listening on ...` between the two, so the line means "ready".
+pub async fn start(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<Started> {
+    start_with(settings, listener, shutdown, Hooks::default()).await
+}
+
+/// [`start`] with [`Hooks`].
+pub async fn start_with(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> anyhow::Result<Started> {
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
@@ -116,36 +147,38 @@ pub async fn run_with(
     });
     tracing::info!(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),
-        "herald started"
+        max_connections = settings.server.connection_cap(), "herald started"
     );
+    Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker })
+}
 
-    // Frames are small and latency matters more than packet count: no Nagle delay (which, with the peer's
-    // delayed ACK, holds a frame up to 40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await;
+impl Started {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
 
-    // The consumer sees the same token: it finishes its batch (commit, fan-out, ack) and closes.
-    if let Some(amqp) = amqp {
+    /// Serve until the shutdown token is cancelled, then drain and return.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let Started { settings, listener, shutdown, app, registry, store, amqp, tracker } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-        if tokio::time::timeout(grace, amqp).await.is_err() {
-            tracing::warn!("the amqp consumer did not stop within the grace period; its batch will be redelivered");
+        accept::serve(listener, app, accept::Bounds::from_settings(&settings.server), shutdown, grace).await;
+
+        // The consumer sees the same token: it finishes its batch (commit, fan-out, ack) and closes.
+        if let Some(amqp) = amqp {
+            if tokio::time::timeout(grace, amqp).await.is_err() {
+                tracing::warn!("the amqp consumer did not stop within the grace period; its batch will be redelivered");
+            }
         }
+        // Sessions watch the same token and close with 1001; this covers any that were mid-upgrade.
+        registry.close_all(CloseReason::Shutdown);
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(left = tracker.len(), "sessions still open after the grace period");
+        }
+        store.close().await;
+        tracing::info!("herald stopped");
+        Ok(())
     }
-    // Sessions watch the same token and close with 1001; this covers any that were mid-upgrade.
-    registry.close_all(CloseReason::Shutdown);
-    tracker.close();
-    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(left = tracker.len(), "sessions still open after the grace period");
-    }
-    store.close().await;
-    tracing::info!("herald stopped");
-    served.context("serving HTTP")
 }
 
 /// SIGHUP reloads the rules file; a bad file is logged and the rules in force stay.

@@ -154,9 +154,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.server.bind)
         .await
         .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
-    // Tests and scripts read this line to learn the port when server.bind uses port 0.
-    println!("herald listening on http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(herald::shutdown::on_signal(shutdown.clone()));
-    herald::run(settings, listener, shutdown).await
+    let started = herald::start(settings, listener, shutdown).await?;
+    // Tests and scripts read this line to learn the port when server.bind uses port 0, and as "ready": it is
+    // printed only once the store, rules, broker and Redis are open.
+    println!("herald listening on http://{}", started.local_addr()?);
+    started.serve().await
 }

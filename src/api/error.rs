@@ -1,11 +1,20 @@
 //! The HTTP error boundary: one enum, one status and JSON reason per case.
+//!
+//! Everything that leaves as an error is `{"error": code, "message": text}`, including what axum would answer
+//! in plain text or with an empty body: path and query rejections ([`Path`]), 405 (the router's
+//! method-not-allowed fallback) and 404. A 503 always carries `Retry-After`.
 
-use axum::http::StatusCode;
+use axum::extract::rejection::PathRejection;
+use axum::extract::FromRequestParts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::auth::AuthError;
 use crate::inbox::StoreError;
+
+/// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,6 +32,11 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("content type must be application/json, got `{0}`")]
     UnsupportedMediaType(String),
+    #[error("this route does not answer {0}")]
+    MethodNotAllowed(String),
+    /// Shed before any work: a concurrency limit is full, or the request ran past its timeout.
+    #[error("{message}")]
+    Overloaded { code: &'static str, message: String },
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -40,6 +54,8 @@ impl ApiError {
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Overloaded { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Store(StoreError::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -53,15 +69,155 @@ impl IntoResponse for ApiError {
             // Internals are logged here, once, and not leaked.
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "request failed in the store");
-                "the inbox is unavailable; retry later".to_owned()
+                match e {
+                    StoreError::Unavailable(_) => "the inbox cannot take this now; retry later".to_owned(),
+                    StoreError::Internal(_) => "the inbox is unavailable; retry later".to_owned(),
+                }
             }
             other => other.to_string(),
         };
         let mut resp = (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::BadRequest { code: "bad_path", message: e.body_text() }
+    }
+}
+
+/// `axum::extract::Path` whose rejection is an [`ApiError`] (`400 bad_path`, JSON) instead of plain text.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// The safety net under every route: an error response that is not JSON (an extractor's plain-text rejection
+/// in a handler that does not map it, a layer's bare status) is rewritten as `{"error", "message"}`, its
+/// status and headers kept. Handlers still answer their own precise codes; this keeps the invariant for routes
+/// added later.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // Rejections are a line of text; anything longer is cut, not buffered without bound.
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        t => t.to_owned(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "error",
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "error": code, "message": message })).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER) {
+        parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// A 405 for a route that exists under another method. The router keeps its `Allow` header.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parts(e: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let resp = e.into_response();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_store_answers_503_with_retry_after_and_a_json_reason() {
+        let (status, headers, body) = parts(ApiError::Store(StoreError::Unavailable("disk full".into()))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(body["error"], "store_unavailable");
+        assert!(!body["message"].as_str().unwrap().contains("disk full"), "internals are not leaked: {body}");
+        let (status, headers, body) = parts(ApiError::Store(StoreError::Internal("bug".into()))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(headers.get(header::RETRY_AFTER).is_none());
+        assert_eq!(body["error"], "internal_error");
+    }
+
+    #[tokio::test]
+    async fn plain_text_errors_from_any_route_leave_as_json_and_the_rest_is_untouched() {
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/n/{id}", get(|axum::extract::Path(id): axum::extract::Path<i64>| async move { id.to_string() }))
+            .route("/teapot", get(|| async { (StatusCode::IM_A_TEAPOT, "short and stout") }))
+            .route("/bare", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/json", get(|| async { ApiError::NotFound("gone") }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let call = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap()).await;
+                let (parts, body) = resp.unwrap().into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
+                (parts.status, parts.headers, bytes)
+            }
+        };
+        let (status, headers, body) = call("/n/abc").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(headers.get(header::CONTENT_TYPE).unwrap(), "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "bad_request");
+        assert!(body["message"].as_str().unwrap().contains("abc"), "{body}");
+        let (status, _, body) = call("/teapot").await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str(), body["message"].as_str()),
+            (418, Some("error"), Some("short and stout"))
+        );
+        let (status, headers, body) = call("/bare").await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status.as_u16(), body["error"].as_str()), (503, Some("unavailable")));
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+        let (_, _, body) = call("/json").await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "not_found", "JSON errors pass as they are");
+        let (status, _, body) = call("/n/7").await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"7"[..]), "successes pass as they are");
+    }
+
+    #[tokio::test]
+    async fn overload_answers_503_with_retry_after() {
+        let e = ApiError::Overloaded { code: "overloaded", message: "busy".into() };
+        let (status, headers, body) = parts(e).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
+        assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
     }
 }

@@ -157,6 +157,26 @@ async fn handle(
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "results": outcomes }))))
 }
 
+/// What ingest's tower layers reject with ([`super::bounded_ingest`]): shed load and timeouts, as JSON 503s.
+pub async fn shed(e: tower::BoxError, timeout: std::time::Duration) -> ApiError {
+    let (reason, err) = if e.is::<tower::load_shed::error::Overloaded>() {
+        let message = "too many ingest requests in flight; retry after the Retry-After delay".to_owned();
+        ("overloaded", ApiError::Overloaded { code: "overloaded", message })
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        let message = format!(
+            "the request took longer than {}s; it may have been stored: retry with the same Idempotency-Key",
+            timeout.as_secs()
+        );
+        ("timeout", ApiError::Overloaded { code: "ingest_timeout", message })
+    } else {
+        let message = format!("ingest failed: {e}");
+        ("shed", ApiError::Overloaded { code: "unavailable", message })
+    };
+    metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason).increment(1);
+    tracing::info!(reason, "ingest request shed");
+    err
+}
+
 fn bad_json(e: &serde_json::Error) -> ApiError {
     ApiError::BadRequest { code: "invalid_json", message: DecodeError::InvalidJson(e.to_string()).to_string() }
 }

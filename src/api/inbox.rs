@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Path};
 use crate::fanout::Message;
 use crate::inbox::ListQuery;
 use crate::protocol::{format_ts, InboxPage, Notification, ServerFrame, UnreadCount};

@@ -1,6 +1,7 @@
 //! API: the axum routes — sessions (`/ws`), the REST inbox, HTTP ingest, and ops endpoints.
 //!
-//! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`]); internals are
+//! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`], and under every
+//! route [`error::json_errors`] for whatever a handler or layer answers in plain text); internals are
 //! logged, not leaked; request logs carry the path and a redacted query, never a token.
 
 mod admin;
@@ -12,8 +13,9 @@ mod ws;
 
 use std::sync::Arc;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
@@ -21,6 +23,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+use error::Path;
 
 use crate::auth::{self, Authenticator, Principal};
 use crate::config::Settings;
@@ -68,6 +71,8 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let users = "/api/v1/users/{user_id}/notifications";
+    // One budget for both ingest routes.
+    let ingest_slots = Arc::new(tokio::sync::Semaphore::new(state.settings.server.ingest_max_concurrency));
     let mut app = Router::new()
         .route("/ws/{user_id}", get(ws::upgrade))
         .route(users, get(inbox::list))
@@ -75,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{users}/read_all"), post(inbox::read_all))
         .route(&format!("{users}/{{id}}/read"), post(inbox::read))
         .route(&format!("{users}/{{id}}"), delete(inbox::remove))
-        .route("/api/v1/events", post(events::ingest))
+        .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, &state.settings))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -83,21 +88,44 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias));
     if state.settings.auth.dev_token_endpoint {
-        app =
-            app.route("/api/v1/dev/token", post(ops::dev_token)).route("/api/v1/dev/events", post(events::dev_ingest));
+        app = app
+            .route("/api/v1/dev/token", post(ops::dev_token))
+            .route("/api/v1/dev/events", bounded_ingest(post(events::dev_ingest), &ingest_slots, &state.settings));
     }
     // Unknown API paths answer a JSON 404 even when the demo's catch-all serves everything else.
     let not_found = || async { ApiError::NotFound("no such route") };
     app = app.route("/api/{*rest}", any(not_found));
+    // A route that exists under another method: a JSON 405 (the router still adds `Allow`). Set after every
+    // route, since it applies to the routes registered so far.
+    app = app.method_not_allowed_fallback(error::method_not_allowed);
     let demo = &state.settings.server.demo_dir;
     if !demo.as_os_str().is_empty() && demo.join("index.html").is_file() {
         app = app.fallback_service(ServeDir::new(demo).fallback(ServeFile::new(demo.join("index.html"))));
     } else {
         app = app.fallback(not_found);
     }
-    app.layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
-        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
-    }))
-    .with_state(state)
+    app.layer(axum::middleware::from_fn(error::json_errors))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
+        }))
+        .with_state(state)
+}
+
+/// HTTP ingest's bounds, with tower's layers: at most `server.ingest_max_concurrency` requests at once (shared
+/// by every ingest route through `slots`; one more is shed at once, not queued) and `server.ingest_timeout_secs`
+/// per request. Both answer `503` with `Retry-After` and a JSON reason ([`events::shed`]).
+fn bounded_ingest(
+    route: MethodRouter<AppState>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    settings: &Settings,
+) -> MethodRouter<AppState> {
+    let timeout = std::time::Duration::from_secs(settings.server.ingest_timeout_secs);
+    route.layer(
+        tower::ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(move |e| events::shed(e, timeout)))
+            .load_shed()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(slots.clone()))
+            .timeout(timeout),
+    )
 }

@@ -1,13 +1,18 @@
 //! `GET /ws/{user_id}`: the handshake. Origin and token are checked before upgrading, so a refused client
 //! costs no session and gets an HTTP status with a JSON reason.
+//!
+//! The socket's message limit is `websocket.max_auth_message_bytes` (an in-session `auth` refresh carries a
+//! token, which may be as large as the one that connected); the session applies `max_inbound_bytes` to every
+//! other message. A token already past its `exp` (accepted by REST within `auth.leeway_secs`) is refused here
+//! with `401 token_expired`, rather than opening a session that would close with 4001 at once.
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Path};
 use crate::auth::{self, AuthError, Principal};
 use crate::protocol::{Format, Position};
 use crate::session::{self, SessionParams};
@@ -68,6 +73,9 @@ fn handshake(
     if id != user {
         return Err(ApiError::Auth(AuthError::WrongUser(user)));
     }
+    if expires_at <= chrono::Utc::now().timestamp() {
+        return Err(ApiError::Auth(AuthError::Expired));
+    }
 
     let s = &state.settings.websocket;
     let deps = state.sessions.clone();
@@ -78,8 +86,8 @@ fn handshake(
         .read_buffer_size(s.read_buffer_bytes)
         .write_buffer_size(s.write_buffer_bytes)
         .max_write_buffer_size(s.max_write_buffer_bytes)
-        .max_message_size(s.max_inbound_bytes)
-        .max_frame_size(s.max_inbound_bytes)
+        .max_message_size(s.max_auth_message_bytes)
+        .max_frame_size(s.max_auth_message_bytes)
         .protocols(["bearer"])
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, deps, params))))
 }

@@ -12,6 +12,7 @@ mod ingest;
 mod no_gaps;
 mod race;
 mod routing;
+mod security;
 mod seeds;
 mod sessions;
 mod store_failures;

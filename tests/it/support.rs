@@ -350,3 +350,90 @@ async fn delayed_copy(
     drop(tx);
     let _ = writer.await;
 }
+
+/// A user token signed with the development HS256 secret, with exactly these claims (tests of hostile claims).
+pub fn dev_jwt(claims: &Value) -> String {
+    let secret = Settings::defaults().auth.jwt_secret.expose().as_bytes().to_vec();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(&secret),
+    )
+    .unwrap()
+}
+
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A config file for a real `herald serve` process: a fresh SQLite inbox in `dir`, the shipped rules, port 0,
+/// no demo; `server_extra` is appended to `[server]`, `extra` after everything (more sections).
+pub fn process_config(dir: &Path, server_extra: &str, extra: &str) -> PathBuf {
+    let config = dir.join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n{server_extra}\n[store]\nurl = \"sqlite://{}\"\n[rules]\npath = \"{}\"\n{extra}\n",
+            dir.join("herald.db").display(),
+            repo_path("config/rules.toml").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A real `herald serve --config <config>` process whose stdout (where its logs go too) is kept line by line.
+pub struct HeraldProcess {
+    pub child: Child,
+    pub url: String,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl HeraldProcess {
+    /// Every stdout line so far.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Like [`spawn_herald_process`], with extra environment variables and, when `nofile` is given, under
+/// `prlimit --nofile=N:N` (so descriptor exhaustion can be tested without touching the test runner's limit).
+pub fn spawn_herald_process_with(config: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> HeraldProcess {
+    let bin = env!("CARGO_BIN_EXE_herald");
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(["serve", "--config"]).arg(config).env("HERALD__LOG__FILTER", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut reader = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = reader.next().expect("herald exited before listening").unwrap();
+        if let Some(a) = line.strip_prefix("herald listening on ") {
+            break a.to_owned();
+        }
+        lines.lock().unwrap().push(line);
+    };
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        for line in reader.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    HeraldProcess { child, url, lines }
+}

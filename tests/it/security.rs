@@ -1,0 +1,454 @@
+//! Issue 13, the HTTP, auth and config half: each defect an adversarial probe found, and the resource bounds.
+//! Every test here failed before its fix.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::*;
+
+/// A token whose user claim is `alice` plus surrounding whitespace or a control character used to open alice's
+/// inbox: the claim went through the trimming meant for event user ids. Now it is refused (401, JSON reason)
+/// over REST and WebSocket alike.
+#[tokio::test]
+async fn a_user_claim_with_surrounding_whitespace_or_control_characters_opens_no_inbox() {
+    let gw = spawn_gateway().await;
+    let exp = unix_now() + 600;
+    for claim in [" alice", "alice\u{a0}", "\talice\n", "alice\u{0}", "alice\u{7f}"] {
+        let token = dev_jwt(&json!({"sub": claim, "exp": exp}));
+        let resp = gw.get("/api/v1/users/alice/notifications", &token).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "REST with sub {claim:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_credentials", "{body}");
+        assert!(body["message"].as_str().unwrap().contains("`sub`"), "{body}");
+
+        let (status, body) = gw.refused(gw.ws_request(&format!("/ws/alice?token={token}"))).await;
+        assert_eq!(status, 401, "WebSocket with sub {claim:?}: {body}");
+        assert_eq!(body["error"], "invalid_credentials", "{body}");
+    }
+    // The exact claim (and a numeric one) still works.
+    let token = dev_jwt(&json!({"sub": "alice", "exp": exp}));
+    assert_eq!(gw.get("/api/v1/users/alice/notifications", &token).send().await.unwrap().status(), 200);
+    let token = dev_jwt(&json!({"sub": 42, "exp": exp}));
+    assert_eq!(gw.get("/api/v1/users/42/notifications", &token).send().await.unwrap().status(), 200);
+}
+
+/// A fractional `exp` (RFC 7519 NumericDate) is accepted and floored, over REST, at the handshake and in an
+/// in-session refresh; one past 9999-12-31 (including any above i64::MAX) is refused as invalid everywhere.
+/// Before: REST accepted both and the socket closed at once with 4001 (expiry read as 0).
+#[tokio::test]
+async fn fractional_and_absurd_exp_are_treated_alike_over_rest_and_websocket() {
+    let gw = spawn_gateway().await;
+    let exp = unix_now() + 600;
+    let fractional = dev_jwt(&json!({"sub": "alice", "exp": exp as f64 + 0.75}));
+    assert_eq!(gw.get("/api/v1/users/alice/notifications", &fractional).send().await.unwrap().status(), 200);
+
+    let url = format!("ws://{}/ws/alice?token={fractional}", gw.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("handshake");
+    let mut c = Client { ws };
+    assert_eq!(c.frame().await["type"], "ready");
+    c.send_text(&json!({"type": "auth", "token": fractional}).to_string()).await;
+    let ok = c.frame().await;
+    assert_eq!(ok["type"], "auth_ok", "{ok}");
+    assert_eq!(ok["expires_at"], exp, "floored");
+    // Still open a while later (before, the session closed with 4001 straight away).
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while let Ok(msg) = tokio::time::timeout_at(deadline.into(), c.ws.next()).await {
+        match msg {
+            Some(Ok(Message::Close(f))) => panic!("closed: {f:?}"),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+
+    let absurd = [json!(10_000_000_000_000_000_000u64), json!(9.3e18), json!(253_402_300_800i64), json!(1e300)];
+    for exp in absurd {
+        let token = dev_jwt(&json!({"sub": "alice", "exp": exp}));
+        let resp = gw.get("/api/v1/users/alice/notifications", &token).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "REST with exp {exp}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_credentials");
+        let (status, body) = gw.refused(gw.ws_request(&format!("/ws/alice?token={token}"))).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_credentials")), "WebSocket with exp {exp}");
+    }
+}
+
+/// An in-session `{"type":"auth"}` refresh may carry a token as large as one that connects (here 6 KiB, over
+/// `max_inbound_bytes`): before, the socket's message limit closed it with 1009.
+#[tokio::test]
+async fn an_auth_refresh_with_a_token_over_max_inbound_bytes_is_accepted() {
+    let gw = spawn_gateway().await;
+    let big = dev_jwt(&json!({"sub": "alice", "exp": unix_now() + 600, "pad": "x".repeat(6000)}));
+    assert!(big.len() > gw.settings.websocket.max_inbound_bytes);
+    // The same token connects...
+    let url = format!("ws://{}/ws/alice?token={big}", gw.addr);
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("handshake");
+    let mut c = Client { ws };
+    assert_eq!(c.frame().await["type"], "ready");
+    // ...and refreshes.
+    c.send_text(&json!({"type": "auth", "token": big}).to_string()).await;
+    assert_eq!(c.frame().await["type"], "auth_ok");
+}
+
+/// Every error is `{error, message}` JSON: path-parse and query-parse rejections, 405 (a CORS preflight
+/// included) and 404.
+#[tokio::test]
+async fn every_error_is_json_with_error_and_message() {
+    let gw = spawn_gateway().await;
+    let alice = gw.token("alice");
+    let http = gw.raw();
+    let cases = [
+        (http.post(gw.url("/api/v1/users/alice/notifications/abc/read")).bearer_auth(&alice), 400, "bad_path"),
+        (http.delete(gw.url("/api/v1/users/alice/notifications/1x")).bearer_auth(&alice), 400, "bad_path"),
+        (http.get(gw.url("/api/v1/users/%FF/notifications")).bearer_auth(&alice), 400, "bad_path"),
+        (http.get(gw.url("/api/v1/users/alice/notifications?limit=abc")).bearer_auth(&alice), 400, "bad_query"),
+        (http.get(gw.url("/api/v1/users/alice/notifications?unread=maybe")).bearer_auth(&alice), 400, "bad_query"),
+        (http.put(gw.url("/api/v1/events")).bearer_auth(SERVICE_KEY), 405, "method_not_allowed"),
+        (
+            http.request(reqwest::Method::OPTIONS, gw.url("/api/v1/events"))
+                .header("origin", "http://localhost:5173")
+                .header("access-control-request-method", "POST"),
+            405,
+            "method_not_allowed",
+        ),
+        (http.post(gw.url("/healthz")), 405, "method_not_allowed"),
+        (http.delete(gw.url("/api/v1/users/alice/notifications")).bearer_auth(&alice), 405, "method_not_allowed"),
+        // A route whose handler takes axum's own `Path`: the JSON safety net under every route.
+        (http.get(gw.url("/api/v1/aliases/referee/%FF")).bearer_auth(SERVICE_KEY), 400, "bad_request"),
+        (http.patch(gw.url("/api/v1/aliases/referee/7")).bearer_auth(SERVICE_KEY), 405, "method_not_allowed"),
+        (http.get(gw.url("/nothing-here")), 404, "not_found"),
+        (http.get(gw.url("/api/v1/nothing-here")), 404, "not_found"),
+    ];
+    for (req, status, code) in cases {
+        let req = req.build().unwrap();
+        let what = format!("{} {}", req.method(), req.url());
+        let resp = http.execute(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        if status == 405 {
+            assert!(resp.headers().contains_key("allow"), "{what}: a 405 still names the allowed methods");
+        }
+        let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(ct.starts_with("application/json"), "{what}: content-type {ct:?}");
+        let body: Value = resp.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        assert_eq!(body["error"], code, "{what}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+}
+
+/// `?tok%65n=<jwt>` authenticates (the query is percent-decoded before `token` is looked up), so the request
+/// log must redact it too: the real binary's JSON log lines never hold the token.
+#[tokio::test]
+async fn a_percent_encoded_token_key_is_redacted_in_the_request_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(dir.path(), "", "");
+    let herald = spawn_herald_process_with(
+        &config,
+        &[("RUST_LOG", "info,tower_http=debug"), ("HERALD__LOG__FORMAT", "json")],
+        None,
+    );
+    let token = herald::auth::Authenticator::new(&herald::config::Settings::defaults().auth)
+        .unwrap()
+        .mint("alice", 600)
+        .unwrap();
+    let ws_url = format!("{}/ws/alice?tok%65n={token}&since=0", herald.url.replacen("http://", "ws://", 1));
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("?tok%65n= authenticates");
+    let mut c = Client { ws };
+    assert_eq!(c.frame().await["type"], "ready");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines = herald.output();
+        if lines.iter().any(|l| l.contains("tok%65n=[redacted]")) {
+            let leaked: Vec<&String> = lines.iter().filter(|l| l.contains(&token)).collect();
+            assert!(leaked.is_empty(), "the token reached the log: {leaked:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no redacted request line logged; log: {lines:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A store that cannot be opened refuses to start, naming the cause, and never prints `herald listening`
+/// (scripts and tests read that line as "ready").
+#[tokio::test]
+async fn a_store_open_failure_does_not_print_herald_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(dir.path(), "", "");
+    // The database path goes through a regular file: it cannot be created.
+    std::fs::write(dir.path().join("not-a-dir"), "").unwrap();
+    let db = dir.path().join("not-a-dir").join("herald.db");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HERALD__STORE__URL", format!("sqlite://{}", db.display()))
+        .env("HERALD__LOG__FILTER", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("herald kept running with an unopenable store");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(!stdout.contains("herald listening"), "stdout: {stdout}");
+    assert!(stderr.contains("inbox"), "stderr names the cause: {stderr}");
+}
+
+// ---- Resource bounds -------------------------------------------------------------------------------------
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.x: another "client host").
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One request on a fresh connection from `from`; the status, or `None` when the connection is closed
+/// without an answer (refused over a cap).
+async fn fresh_request(from: &str, addr: std::net::SocketAddr, request: &str) -> Option<u16> {
+    let mut s = tokio::time::timeout(WAIT, connect_from(from, addr)).await.ok()?;
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.ok()?;
+    let head = String::from_utf8_lossy(&buf);
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn get_healthz() -> String {
+    "GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n".to_owned()
+}
+
+fn post_event(user: &str) -> String {
+    let body = json!({"user_id": user, "title": "t", "message": "m", "type": "info"}).to_string();
+    format!(
+        "POST /api/v1/events?exchange=sgad.notifications HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\
+         Authorization: Bearer {SERVICE_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Wait until the server closes `s` (EOF or reset); how long it took.
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Err(_) => panic!("still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue, // e.g. a 408 before the close
+        }
+    }
+}
+
+async fn metric(gw: &Gateway, name_and_labels: &str) -> f64 {
+    let text = gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A socket that sends nothing, or the start of a request head and then nothing, is closed after
+/// `server.header_read_timeout_secs` (before: held forever, one descriptor each).
+#[tokio::test]
+async fn a_connection_that_sends_no_whole_request_head_is_closed_after_the_header_read_timeout() {
+    let gw = spawn_gateway_with(|s| s.server.header_read_timeout_secs = 1).await;
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    let mut partial = TcpStream::connect(gw.addr).await.unwrap();
+    partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: her").await.unwrap();
+    let mut trickle = TcpStream::connect(gw.addr).await.unwrap();
+    let trickling = tokio::spawn(async move {
+        // One byte every 300 ms: each byte arrives in time, the head never does.
+        for b in b"GET /healthz HTTP/1.1\r\nHost: herald\r\n" {
+            if trickle.write_all(&[*b]).await.is_err() {
+                return Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("the trickling client was never cut off");
+    });
+    let t = closed_by_server(&mut silent, Duration::from_secs(5)).await;
+    assert!(t >= Duration::from_millis(800), "closed too early: {t:?}");
+    closed_by_server(&mut partial, Duration::from_secs(5)).await;
+    let cut_at = trickling.await.unwrap();
+    let _ = cut_at;
+    // A whole request in time is served as usual.
+    assert_eq!(fresh_request("127.0.0.1", gw.addr, &get_healthz()).await, Some(200));
+    assert!(metric(&gw, "herald_http_header_timeouts_total").await >= 3.0);
+}
+
+/// `server.max_connections`: one connection over the cap is closed at once; the count follows the socket, so
+/// an open WebSocket session holds its slot until it closes.
+#[tokio::test]
+async fn connections_over_the_total_cap_are_closed_at_once_and_sessions_count() {
+    let gw = spawn_gateway_with(|s| s.server.max_connections = 3).await;
+    let _session = gw.connect("alice").await;
+    let idle = TcpStream::connect(gw.addr).await.unwrap();
+    let _idle2 = TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(fresh_request("127.0.0.1", gw.addr, &get_healthz()).await, None, "over the cap");
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not left hanging");
+    drop(idle);
+    let mut served = None;
+    for _ in 0..50 {
+        served = fresh_request("127.0.0.1", gw.addr, &get_healthz()).await;
+        if served.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served, Some(200), "a freed slot is reused");
+    drop(_idle2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(metric(&gw, "herald_connections_refused_total{reason=\"total\"}").await >= 1.0);
+}
+
+/// `server.max_connections_per_ip`: one source address cannot take more; another is served meanwhile.
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_are_served() {
+    let gw = spawn_gateway_with(|s| s.server.max_connections_per_ip = 2).await;
+    let _a = connect_from("127.0.0.2", gw.addr).await;
+    let _b = connect_from("127.0.0.2", gw.addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fresh_request("127.0.0.2", gw.addr, &get_healthz()).await, None, "a third from 127.0.0.2");
+    assert_eq!(fresh_request("127.0.0.1", gw.addr, &get_healthz()).await, Some(200));
+    assert_eq!(fresh_request("127.0.0.3", gw.addr, &post_event("percap")).await, Some(202));
+    assert!(metric(&gw, "herald_connections_refused_total{reason=\"per_ip\"}").await >= 1.0);
+}
+
+/// HTTP ingest is bounded: `server.ingest_max_concurrency` requests at once (one more answers 503 with
+/// Retry-After and a JSON reason at once, instead of queueing), each within `server.ingest_timeout_secs`.
+#[tokio::test]
+async fn ingest_sheds_over_its_concurrency_limit_and_times_out_slow_requests() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.ingest_max_concurrency = 1;
+        s.server.ingest_timeout_secs = 2;
+    })
+    .await;
+    // The one slot: a request whose body never finishes.
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /api/v1/events HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user_id\":"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    let event = json!({"user_id": "shed", "title": "t", "message": "m", "type": "info"});
+    let resp = gw.post_event("sgad.notifications", "", &event).await;
+    assert!(started.elapsed() < Duration::from_secs(1), "shed at once, not queued");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers().get("retry-after").unwrap(), "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded", "{body}");
+
+    // The slow request ends at its timeout, with a JSON 503 of its own.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("\"error\":\"ingest_timeout\""), "{answer}");
+
+    // The slot is free again.
+    assert_eq!(gw.post_event("sgad.notifications", "", &event).await.status(), 202);
+}
+
+/// The probe's attack, on the real binary under a 256-descriptor limit: 400 sockets that connect and send
+/// nothing or one byte. Before, they took every descriptor and `/healthz` and ingest stopped answering. Now
+/// one address is capped (`max_connections_per_ip`), so other clients are served at once while the sockets
+/// are held; and when many addresses fill the total cap (the descriptor limit less a reserve, by default), the
+/// header-read timeout frees the slots within seconds, the sockets still held on the client side.
+#[tokio::test]
+async fn half_open_sockets_beyond_the_descriptor_limit_do_not_stop_healthz_or_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let header_timeout = Duration::from_secs(5);
+    let config = process_config(
+        dir.path(),
+        &format!("max_connections_per_ip = 32\nheader_read_timeout_secs = {}", header_timeout.as_secs()),
+        "",
+    );
+    let herald = spawn_herald_process_with(&config, &[], Some(256));
+    let addr: std::net::SocketAddr = herald.url.trim_start_matches("http://").parse().unwrap();
+
+    // One attacking address, 400 sockets.
+    let attack_started = Instant::now();
+    let mut held = Vec::new();
+    for i in 0..400 {
+        let mut s = connect_from("127.0.0.2", addr).await;
+        if i % 2 == 1 {
+            let _ = s.write_all(b"G").await;
+        }
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fresh_request("127.0.0.1", addr, &get_healthz()).await, Some(200));
+    assert_eq!(fresh_request("127.0.0.1", addr, &post_event("fd-1")).await, Some(202));
+    // Served while every attacking socket was still held on both sides: before any header-read timeout.
+    let t = attack_started.elapsed();
+    assert!(t < header_timeout, "served only after {t:?}");
+
+    // Many attacking addresses (13 × 30 = 390 sockets, each address under its cap): the total cap holds.
+    for host in 3..16 {
+        for _ in 0..30 {
+            held.push(connect_from(&format!("127.0.0.{host}"), addr).await);
+        }
+    }
+    let deadline = Instant::now() + header_timeout + Duration::from_secs(6);
+    let (mut healthz, mut ingest) = (None, None);
+    while Instant::now() < deadline && (healthz.is_none() || ingest.is_none()) {
+        if healthz.is_none() {
+            healthz = fresh_request("127.0.0.1", addr, &get_healthz()).await;
+        }
+        if ingest.is_none() {
+            ingest = fresh_request("127.0.0.1", addr, &post_event("fd-2")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((healthz, ingest), (Some(200), Some(202)), "served within the header-read timeout");
+    assert_eq!(held.len(), 790, "every attacking socket is still held by the client");
+
+    let metrics = reqwest::get(format!("{}/metrics", herald.url)).await.unwrap().text().await.unwrap();
+    let refused = |reason: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("herald_connections_refused_total{{reason=\"{reason}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(refused("per_ip") >= 368.0, "{metrics}");
+    assert!(refused("total") >= 1.0, "{metrics}");
+    // Both deliveries are in the inbox.
+    let inbox = |user: &str| {
+        let url = format!("{}/api/v1/users/{user}/notifications", herald.url);
+        async move {
+            let c = reqwest::Client::new();
+            c.get(url).bearer_auth(SERVICE_KEY).send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(inbox("fd-1").await["items"].as_array().unwrap().len(), 1);
+    assert_eq!(inbox("fd-2").await["items"].as_array().unwrap().len(), 1);
+    drop(held);
+}
