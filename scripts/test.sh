@@ -20,6 +20,7 @@ suite "chaos (short form): node kills and service restarts, every client holds i
 cargo build --bin herald
 suite "rules: dry-run every event fixture through the shipped rules" \
   ./target/debug/herald rules test tests/fixtures/events/*.json
+suite "deploy: promtool rules/tests/config, k8s manifests, dashboard, queried metrics exist" scripts/check-deploy.sh
 
 # TypeScript SDK: unit tests, then integration tests against the real gateway binary built above.
 if [ -f client-sdk/package.json ]; then

@@ -1,13 +1,17 @@
-//! Telemetry: tracing (pretty on a terminal, JSON in production), the Prometheus recorder, and the health
-//! board that `/readyz` reads.
+//! Telemetry: tracing (pretty on a terminal, JSON in production), the Prometheus recorder with a description
+//! of every metric ([`METRICS`]), and the health board that `/readyz` reads (mirrored as `herald_ready`).
 //!
 //! Invariants: metric labels never carry user ids (unbounded cardinality, and personal data); the recorder is
-//! installed once per process, so several gateways in one test binary share it.
+//! installed once per process, so several gateways in one test binary share it; every metric the code emits is
+//! in [`METRICS`], so `/metrics` has a `# HELP` line for each family (`tests/it/metrics.rs` greps `src/` for
+//! metric names and fails on one missing here), and `deploy/` queries only names listed here
+//! (`scripts/check-deploy.sh`).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -38,9 +42,110 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (embedding apps); then ours only renders empty.
             let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
             handle
         })
         .clone()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: its name, kind, unit (where one applies) and `# HELP` text.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: Option<Unit>,
+    pub help: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric { name, kind: Kind::Counter, unit: None, help }
+}
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric { name, kind: Kind::Gauge, unit: None, help }
+}
+const fn seconds(name: &'static str, help: &'static str) -> Metric {
+    Metric { name, kind: Kind::Histogram, unit: Some(Unit::Seconds), help }
+}
+
+/// Every metric Herald emits, in pipeline order. Names are literal where they are emitted, so a test can find
+/// them all.
+pub const METRICS: &[Metric] = &[
+    // Ingest (both transports).
+    counter("herald_ingest_events_total", "Events ingested, by transport (http, amqp) and outcome (stored, duplicate, purged, ignored, unmatched, live, unresolved_recipient)."),
+    counter("herald_ingest_errors_total", "Events refused (HTTP 4xx) or dead-lettered (AMQP), by transport and reason."),
+    counter("herald_events_unmatched_total", "Events no rule matched (not stored)."),
+    counter("herald_events_unresolved_total", "Events addressed through an alias no user is known for yet."),
+    counter("herald_live_events_total", "Live-only events pushed without being stored."),
+    counter("herald_rules_reloads_total", "Successful rules reloads (SIGHUP or the admin endpoint)."),
+    counter("herald_notifications_stored_total", "Notifications committed to the inbox, by kind (targeted, broadcast)."),
+    // AMQP consumer.
+    gauge("herald_amqp_connected", "1 while the AMQP consumer is connected and consuming, else 0."),
+    counter("herald_amqp_reconnects_total", "AMQP connection losses followed by a reconnect attempt."),
+    counter("herald_amqp_messages_consumed_total", "AMQP messages received by the consumer."),
+    counter("herald_amqp_messages_redelivered_total", "AMQP messages received with the redelivered flag."),
+    counter("herald_amqp_messages_requeued_total", "AMQP messages requeued (a batch not committed)."),
+    counter("herald_amqp_messages_acked_total", "AMQP messages acknowledged after their commit."),
+    counter("herald_amqp_messages_dead_lettered_total", "AMQP messages dead-lettered, by reason."),
+    counter("herald_amqp_store_retries_total", "Inbox commits of an AMQP batch that failed and were retried."),
+    gauge("herald_amqp_queue_messages", "Messages ready in the consumed queue (consumer lag), by queue."),
+    gauge("herald_amqp_queue_consumers", "Consumers attached to the consumed queue, by queue."),
+    // Store.
+    counter("herald_store_write_errors_total", "Inbox writes that failed, by kind (unavailable: the store refused; internal: one bad write)."),
+    counter("herald_pruned_rows_total", "Rows deleted by retention, by kind."),
+    // Fan-out across nodes (Redis).
+    counter("herald_redis_published_total", "Messages published to Redis for other nodes."),
+    counter("herald_redis_received_total", "Messages received from other nodes over Redis and delivered locally."),
+    counter("herald_redis_dropped_total", "Publishes dropped on a full Redis queue (sessions resync)."),
+    counter("herald_redis_reconnects_total", "Redis reconnections (local sessions resync from the inbox)."),
+    gauge("herald_cluster_nodes", "Nodes reporting presence, as of the last presence request."),
+    gauge("herald_cluster_sessions", "Sessions across the cluster, as of the last presence request."),
+    // Sessions.
+    gauge("herald_connections", "Open WebSocket sessions on this node."),
+    gauge("herald_sessions_open", "Open sessions in this node's registry, as of the last scrape."),
+    gauge("herald_users_online", "Users with at least one session on this node, as of the last scrape."),
+    counter("herald_sessions_opened_total", "WebSocket sessions opened."),
+    counter("herald_sessions_closed_total", "WebSocket sessions closed, by reason."),
+    counter("herald_ws_rejected_total", "WebSocket handshakes refused before the upgrade, by reason."),
+    counter("herald_session_overflows_total", "Frames refused by a full session outbox."),
+    counter("herald_session_resyncs_total", "Session resyncs from the inbox, by reason."),
+    counter("herald_session_gap_fills_total", "Live frames held while a session replayed a gap from the inbox."),
+    counter("herald_session_store_timeouts_total", "Session store reads that outlived websocket.store_timeout_secs."),
+    counter("herald_session_truncated_replays_total", "Resumes from below the kept history (a truncated frame was sent)."),
+    counter("herald_notifications_replayed_total", "Notifications sent to sessions from the inbox (replay, resync)."),
+    counter("herald_notifications_delivered_total", "Live notifications written to sessions."),
+    seconds("herald_delivery_latency_seconds", "Time from a notification's commit to its write on a session."),
+    // Connections (the accept loop: caps and the header-read timeout).
+    gauge("herald_connections_open", "TCP connections open now (HTTP and upgraded WebSockets)."),
+    counter("herald_connections_refused_total", "Connections closed at accept, by reason (over the total or per-address cap)."),
+    counter("herald_http_header_timeouts_total", "Connections closed because the request headers did not arrive within server.header_read_timeout_secs."),
+    counter("herald_accept_errors_total", "Errors accepting a connection (e.g. out of file descriptors)."),
+    // HTTP (api::http_metrics), readiness.
+    counter("herald_http_requests_total", "HTTP requests answered, by method, matched route template and status."),
+    seconds("herald_http_request_duration_seconds", "HTTP request handling time until the response head, by method and matched route template."),
+    gauge("herald_ready", "1 while every readiness check on the health board is ok (what /readyz reports), else 0."),
+    gauge("herald_component_ready", "1 while a readiness check (store_writes, amqp, redis) is ok, else 0, by component."),
+];
+
+/// Give every metric its `# HELP` (and unit) on the installed recorder. Called once, where it is installed.
+fn describe_metrics() {
+    for m in METRICS {
+        let (name, help) = (m.name, m.help);
+        match (m.kind, m.unit) {
+            (Kind::Counter, Some(unit)) => metrics::describe_counter!(name, unit, help),
+            (Kind::Counter, None) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(name, unit, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(unit)) => metrics::describe_histogram!(name, unit, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 /// One dependency's state, as `/readyz` shows it.
@@ -50,7 +155,9 @@ pub struct Component {
     pub detail: String,
 }
 
-/// Components (broker, Redis, the store's last write: `inbox::Monitored`) report here; `/readyz` reads.
+/// Components (broker, Redis, the store's last write: `inbox::Monitored`) report here; `/readyz` reads. Each
+/// change is mirrored in `herald_component_ready{component}` and `herald_ready` (all ok), so an alert sees what
+/// `/readyz` answers without probing it (the store's ping is not there: its probe write fails on the same faults).
 /// Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Health {
@@ -60,10 +167,45 @@ pub struct Health {
 impl Health {
     pub fn set(&self, name: &'static str, ok: bool, detail: impl Into<String>) {
         let c = Component { ok, detail: detail.into() };
-        self.components.lock().expect("health poisoned").insert(name, c);
+        let mut components = self.components.lock().expect("health poisoned");
+        components.insert(name, c);
+        // Under the lock, so concurrent changes reach the gauges in the order they reached the board.
+        let ready = components.values().all(|c| c.ok);
+        metrics::gauge!("herald_component_ready", "component" => name).set(if ok { 1.0 } else { 0.0 });
+        metrics::gauge!("herald_ready").set(if ready { 1.0 } else { 0.0 });
     }
 
     pub fn snapshot(&self) -> Vec<(&'static str, Component)> {
         self.components.lock().expect("health poisoned").iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauge_line<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+    }
+
+    #[test]
+    fn ready_gauge_is_zero_while_any_component_is_down() {
+        // A recorder of its own (thread-local), so other tests' health boards cannot move these gauges.
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let health = Health::default();
+        metrics::with_local_recorder(&recorder, || {
+            health.set("store_writes", true, "writable");
+            health.set("redis", false, "connecting");
+        });
+        let text = handle.render();
+        assert_eq!(gauge_line(&text, "herald_ready"), Some("herald_ready 0"), "{text}");
+        assert!(text.contains(r#"herald_component_ready{component="redis"} 0"#), "{text}");
+        assert!(text.contains(r#"herald_component_ready{component="store_writes"} 1"#), "{text}");
+
+        metrics::with_local_recorder(&recorder, || health.set("redis", true, "node a"));
+        let text = handle.render();
+        assert_eq!(gauge_line(&text, "herald_ready"), Some("herald_ready 1"), "{text}");
+        assert!(text.contains(r#"herald_component_ready{component="redis"} 1"#), "{text}");
     }
 }

@@ -7,6 +7,7 @@
 mod admin;
 mod error;
 mod events;
+mod http_metrics;
 mod inbox;
 mod ops;
 mod ws;
@@ -104,6 +105,8 @@ pub fn router(state: AppState) -> Router {
     } else {
         app = app.fallback(not_found);
     }
+    // Request metrics by matched route template: a `Router::layer`, so it runs after routing (`MatchedPath`).
+    app = app.layer(axum::middleware::from_fn(http_metrics::record));
     app.layer(axum::middleware::from_fn(error::json_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let query = req.uri().query().map(auth::redact_query).unwrap_or_default();

@@ -56,6 +56,12 @@ impl Monitored {
     }
 
     fn record<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            if !self.closed.load(Ordering::Acquire) {
+                let kind = if matches!(e, StoreError::Unavailable(_)) { "unavailable" } else { "internal" };
+                metrics::counter!("herald_store_write_errors_total", "kind" => kind).increment(1);
+            }
+        }
         match &result {
             Ok(_) => {
                 if !self.writable.swap(true, Ordering::AcqRel) {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Checks deploy/ offline: Prometheus rules (syntax and unit tests) and config with promtool, the Kubernetes
+# manifests against the Kubernetes schemas (kubernetes-validate, strict), Herald's own settings in the ConfigMap
+# (`herald check-config`, production profile), the Grafana dashboard's JSON, and that every herald_* metric the
+# dashboard and the alerts query is one Herald describes (src/telemetry.rs METRICS), so they cannot drift.
+#   ./scripts/check-deploy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d /tmp/herald-deploy.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+HERALD_SERVICES_DIR="$work/services"
+source scripts/lib/services.sh
+
+ensure_packages promtool:prometheus python3:python3
+if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null; then
+  log "installing kubernetes-validate (PyPI; bundles the Kubernetes schemas)"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate pyyaml
+fi
+
+log "prometheus: check rules, test rules, check config"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+promtool check config deploy/prometheus/prometheus.yml
+
+log "kubernetes: validate every manifest (strict: unknown fields fail)"
+manifests=()
+for f in deploy/k8s/*.yaml; do
+  [ "$(basename "$f")" = kustomization.yaml ] || manifests+=("$f")
+done
+python3 -m kubernetes_validate --strict --quiet "${manifests[@]}"
+
+log "kubernetes: the ConfigMap's herald.toml is a valid production configuration; the grace periods fit"
+python3 - "$work" <<'PY'
+import re, sys, yaml
+work = sys.argv[1]
+cm = yaml.safe_load(open("deploy/k8s/configmap.yaml"))
+toml = cm["data"]["herald.toml"]
+open(f"{work}/herald.toml", "w").write(toml)
+grace = int(re.search(r"^shutdown_grace_secs\s*=\s*(\d+)", toml, re.M).group(1))
+pod = yaml.safe_load(open("deploy/k8s/deployment.yaml"))["spec"]["template"]["spec"]
+pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+total = pod["terminationGracePeriodSeconds"]
+assert total > grace + pre_stop, f"terminationGracePeriodSeconds {total} <= preStop {pre_stop} + shutdown_grace_secs {grace}"
+mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+args = pod["containers"][0]["args"]
+assert args[args.index("--config") + 1] == mounts["config"] + "/herald.toml", f"--config does not point at the ConfigMap: {args}"
+env = {e["name"] for e in pod["containers"][0]["env"]}
+for key in ("HERALD__AUTH__JWT_SECRET", "HERALD__AUTH__SERVICE_KEYS", "HERALD__STORE__URL", "HERALD__AMQP__URL"):
+    assert key in env, f"{key} is not set from the Secret"
+print(f"grace: {total}s > preStop {pre_stop}s + shutdown_grace_secs {grace}s")
+PY
+cargo build -q --bin herald
+# Production refuses the development secrets: give it stand-ins, as the Secret would.
+HERALD__AUTH__JWT_SECRET=check-deploy-secret-0123456789abcdef HERALD__AUTH__SERVICE_KEYS=check-deploy-key \
+  HERALD__STORE__URL=postgres://herald:x@localhost:5432/herald HERALD__RULES__PATH=config/rules.toml \
+  target/debug/herald check-config --config "$work/herald.toml"
+
+log "grafana: dashboard JSON"
+python3 -m json.tool deploy/grafana/herald-dashboard.json >/dev/null
+
+log "metrics: every herald_* name the dashboard and the alerts query is one Herald describes"
+described=$(grep -oE '"herald_[a-z0-9_]+"' src/telemetry.rs | tr -d '"' | sort -u)
+[ "$(wc -l <<<"$described")" -ge 30 ] || { echo "found too few described metrics in src/telemetry.rs" >&2; exit 1; }
+# Names Herald does not export (their histogram series aside: _bucket, _sum, _count) in the given files.
+undescribed() {
+  local name base
+  for name in $(grep -ohE 'herald_[a-z0-9_]+' "$@" | sort -u); do
+    base=$(sed -E 's/_(bucket|sum|count)$//' <<<"$name")
+    grep -qxF "$name" <<<"$described" || grep -qxF "$base" <<<"$described" || echo "$name"
+  done
+}
+# The check itself must catch a made-up name.
+echo 'rate(herald_not_a_metric_total[5m])' >"$work/drift.yml"
+[ "$(undescribed "$work/drift.yml")" = herald_not_a_metric_total ] || { echo "the drift check is broken" >&2; exit 1; }
+unknown=$(undescribed deploy/grafana/herald-dashboard.json deploy/prometheus/alerts.yml deploy/prometheus/alerts.test.yml)
+if [ -n "$unknown" ]; then
+  echo "queried but not exported by Herald (not in src/telemetry.rs METRICS):" $unknown >&2
+  exit 1
+fi
+echo "deploy checks passed"

@@ -1,0 +1,42 @@
+//! HTTP request metrics from one middleware over every route: `herald_http_requests_total{method,route,status}`
+//! and `herald_http_request_duration_seconds{method,route}`.
+//!
+//! Invariant: `route` is the matched route template (`/api/v1/users/{user_id}/notifications`), never the raw
+//! path, which carries user ids (cardinality, and personal data); a request no route matched (the demo's files,
+//! a 404) is `fallback`, and a method outside the standard ones is `other`.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Axum middleware (`axum::middleware::from_fn`), layered with `Router::layer` so `MatchedPath` is set.
+pub async fn record(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = route.unwrap_or_else(|| "fallback".to_owned());
+    let method = method_label(req.method());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("herald_http_request_duration_seconds", "method" => method, "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("herald_http_requests_total", "method" => method, "route" => route, "status" => status)
+        .increment(1);
+    response
+}
+
+/// The standard methods by name; anything else (a client may send any token) as `other`.
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
