@@ -15,6 +15,7 @@ ensure_packages python3:python3
 start_rabbitmq
 start_postgres
 start_redis
+start_redis_cluster
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
 cargo build --bin herald
 suite "rules: dry-run every event fixture through the shipped rules" \

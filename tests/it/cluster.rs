@@ -17,7 +17,7 @@ fn env(name: &str) -> Option<String> {
 
 /// A fresh database on the test PostgreSQL server and a Redis URL, or None (with a note) when the suite runs
 /// without them. Each test's nodes use their own Redis channel prefix (see `node`).
-async fn fresh_database(test: &str) -> Option<(String, String)> {
+pub(crate) async fn fresh_database(test: &str) -> Option<(String, String)> {
     let (Some(pg), Some(redis)) = (env("HERALD_TEST_POSTGRES_URL"), env("HERALD_TEST_REDIS_URL")) else {
         eprintln!("{test}: skipped — HERALD_TEST_POSTGRES_URL and HERALD_TEST_REDIS_URL are not set (scripts/test.sh sets them)");
         return None;
@@ -30,7 +30,7 @@ async fn fresh_database(test: &str) -> Option<(String, String)> {
     Some((format!("{base}/{name}"), redis))
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{:x}", rand::random::<u64>())
 }
 
@@ -49,7 +49,7 @@ async fn node(pg: &str, redis: &str, id: &str) -> Gateway {
 }
 
 /// Wait until a node's Redis link is up (readyz), so cross-node messages are not racing the first connect.
-async fn ready(gw: &Gateway) {
+pub(crate) async fn ready(gw: &Gateway) {
     for _ in 0..100 {
         let r = gw.raw().get(gw.url("/readyz")).send().await.unwrap();
         if r.status() == 200 {
@@ -60,7 +60,7 @@ async fn ready(gw: &Gateway) {
     panic!("node never became ready");
 }
 
-async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
+pub(crate) async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
     let body = json!({"user_id": user, "title": title, "message": "m", "type": "info"});
     let resp = gw.post_event("sgad.notifications", "", &body).await;
     assert_eq!(resp.status(), 202);

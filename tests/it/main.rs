@@ -10,6 +10,7 @@ mod delivery;
 mod inbox;
 mod ingest;
 mod no_gaps;
+mod redis_cluster;
 mod routing;
 mod seeds;
 mod sessions;
