@@ -80,6 +80,30 @@ impl RedisCluster {
         users
     }
 
+    /// Move one (keyless) slot to another shard the way `redis-cli --cluster reshard` does: IMPORTING on the
+    /// target, MIGRATING on the source, then the new owner announced to every shard.
+    async fn move_slot(&self, slot: i64, from: u16, to: u16) {
+        let id = |port: u16| async move {
+            let mut con = Self::con(port).await;
+            redis::cmd("CLUSTER").arg("MYID").query_async::<String>(&mut con).await.unwrap()
+        };
+        let (from_id, to_id) = (id(from).await, id(to).await);
+        let setslot = |port: u16, args: Vec<String>| async move {
+            let mut con = Self::con(port).await;
+            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(args).exec_async(&mut con).await.unwrap();
+        };
+        setslot(to, vec!["IMPORTING".into(), from_id.clone()]).await;
+        setslot(from, vec!["MIGRATING".into(), to_id.clone()]).await;
+        for port in [to, from].into_iter().chain(self.ports().into_iter().filter(|p| ![to, from].contains(p))) {
+            setslot(port, vec!["NODE".into(), to_id.clone()]).await;
+        }
+    }
+
+    async fn slot(&self, channel: &str) -> i64 {
+        let mut con = Self::con(self.ports()[0]).await;
+        redis::cmd("CLUSTER").arg("KEYSLOT").arg(channel).query_async(&mut con).await.unwrap()
+    }
+
     fn kill(&self, port: u16) {
         let pid = std::fs::read_to_string(self.dir.join(format!("{port}/redis.pid"))).unwrap();
         let status = Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
@@ -340,4 +364,40 @@ async fn restarting_a_shard_mid_stream_loses_nothing_after_resume_and_live_deliv
         assert_eq!(client.notification().await["notification"]["id"], id);
         client.silent_for(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn when_a_users_slot_moves_to_another_shard_the_subscription_follows_and_nothing_is_lost() {
+    let Some(cluster) = RedisCluster::get("redis_cluster_slot_moved") else { return };
+    let Some(pg) = fresh_database("redis_cluster_slot_moved").await else { return };
+    let prefix = channel_prefix(&pg);
+    let a = sharded_node(&pg, &cluster, "rc-move-a").await;
+    let b = sharded_node(&pg, &cluster, "rc-move-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("rc-");
+    let channel = format!("{prefix}:u:{user}");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut posted = vec![notify(&a, &user, "before").await];
+    let mut got = Received::default();
+    got.take(&on_b.notification().await);
+
+    // The shard that owned the slot drops our SSUBSCRIBE (a `sunsubscribe` push); node B subscribes again on the
+    // new owner and the user's sessions catch up on what was published in between.
+    let from = cluster.owner(&channel).await;
+    let to = *cluster.ports().iter().find(|p| **p != from).unwrap();
+    cluster.move_slot(cluster.slot(&channel).await, from, to).await;
+    assert_eq!(cluster.owner(&channel).await, to);
+    for i in 0..10 {
+        posted.push(notify(&a, &user, &format!("moved-{i}")).await);
+    }
+    read_until(&mut on_b, &mut got, &posted, &[]).await;
+    assert_eq!(got.mine, posted, "every notification once, in order");
+
+    // Live on the new owner.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = notify(&a, &user, "live").await;
+    assert_eq!(on_b.notification().await["notification"]["id"], id);
+    on_b.silent_for(Duration::from_millis(200)).await;
 }
