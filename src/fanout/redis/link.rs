@@ -28,7 +28,7 @@ const SUBSCRIBE_CONCURRENCY: usize = 64;
 /// How to reach Redis; opens [`Link`]s.
 pub(super) enum Connector {
     Standalone(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Connector {
@@ -52,7 +52,7 @@ impl Connector {
                     .max_retry_wait(500)
                     .build()
                     .map_err(err)?;
-                Ok(Connector::Cluster(client))
+                Ok(Connector::Cluster(Box::new(client)))
             }
         }
     }
