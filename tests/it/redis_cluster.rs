@@ -243,6 +243,18 @@ async fn users_on_every_shard_receive_notifications_from_another_node_live() {
         assert_eq!(client.notification().await["notification"]["id"], id);
         client.silent_for(Duration::from_millis(200)).await;
     }
+
+    // The presence view (a hash on whichever shard owns its key) counts B's three sessions.
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        seen = a.get("/api/v1/admin/presence", SERVICE_KEY).send().await.unwrap().json().await.unwrap();
+        let nodes = seen["nodes"].as_array().unwrap();
+        if nodes.iter().any(|n| n["node"] == "rc-live-b" && n["sessions"] == 3) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("presence never showed node B's 3 sessions: {seen}");
 }
 
 #[tokio::test]
