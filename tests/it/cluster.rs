@@ -17,7 +17,7 @@ fn env(name: &str) -> Option<String> {
 
 /// A fresh database on the test PostgreSQL server and a Redis URL, or None (with a note) when the suite runs
 /// without them. Each test's nodes use their own Redis channel prefix (see `node`).
-pub(crate) async fn fresh_database(test: &str) -> Option<(String, String)> {
+async fn fresh_database(test: &str) -> Option<(String, String)> {
     let (Some(pg), Some(redis)) = (env("HERALD_TEST_POSTGRES_URL"), env("HERALD_TEST_REDIS_URL")) else {
         eprintln!("{test}: skipped — HERALD_TEST_POSTGRES_URL and HERALD_TEST_REDIS_URL are not set (scripts/test.sh sets them)");
         return None;
