@@ -15,6 +15,7 @@ ensure_packages python3:python3
 start_rabbitmq
 start_postgres
 start_redis
+start_redis_cluster
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
 suite "chaos (short form): node kills and service restarts, every client holds its inbox" scripts/chaos.sh
 cargo build --bin herald

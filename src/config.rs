@@ -437,7 +437,9 @@ fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
+    /// One URL (standalone), or comma-separated seed URLs of a Redis Cluster (`redis_mode = "cluster"`).
     pub redis_url: Secret,
+    pub redis_mode: RedisMode,
     pub pubsub: PubSubMode,
     pub channel_prefix: String,
     pub node_id: String,
@@ -454,9 +456,24 @@ pub enum PubSubMode {
     Sharded,
 }
 
+/// What `cluster.redis_url` points at.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server (or a proxy in front of several).
+    Standalone,
+    /// A Redis Cluster: a cluster-aware client that routes each channel to the shard owning its slot.
+    Cluster,
+}
+
 impl ClusterSettings {
     pub fn enabled(&self) -> bool {
         !self.redis_url.expose().is_empty()
+    }
+
+    /// The URLs in `redis_url`: one in standalone mode, the seed nodes in cluster mode.
+    pub fn redis_urls(&self) -> Vec<&str> {
+        self.redis_url.expose().split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 }
 
@@ -533,9 +550,25 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         parse_store_url(&self.store.url).map_err(|m| invalid("store.url", m))?;
         if self.cluster.enabled() {
-            let url = self.cluster.redis_url.expose();
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            let urls = self.cluster.redis_urls();
+            if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://"))) {
                 return Err(invalid("cluster.redis_url", "must be redis://... or rediss://... (or empty: one node)"));
+            }
+            match self.cluster.redis_mode {
+                RedisMode::Standalone if urls.len() > 1 => {
+                    return Err(invalid(
+                        "cluster.redis_url",
+                        "several URLs are the seeds of a Redis Cluster: set cluster.redis_mode = \"cluster\" too",
+                    ));
+                }
+                RedisMode::Cluster if self.cluster.pubsub != PubSubMode::Sharded => {
+                    return Err(invalid(
+                        "cluster.pubsub",
+                        "cluster.redis_mode = \"cluster\" needs pubsub = \"sharded\" (SSUBSCRIBE on the shard owning \
+                         each channel)",
+                    ));
+                }
+                _ => {}
             }
             if matches!(self.store_location(), StoreLocation::Sqlite(_)) {
                 return Err(invalid(
@@ -876,5 +909,38 @@ mod tests {
             let e = err(&[(key, value)]);
             assert!(e.contains(named), "{key}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_mode_takes_seed_urls_and_needs_sharded_pubsub() {
+        let pg = ("HERALD__STORE__URL", "postgres://h@db/h");
+        let seeds = "redis://10.0.0.1:7000, redis://10.0.0.2:7000";
+        let s = Settings::load(
+            None,
+            env(&[
+                pg,
+                ("HERALD__CLUSTER__REDIS_URL", seeds),
+                ("HERALD__CLUSTER__REDIS_MODE", "cluster"),
+                ("HERALD__CLUSTER__PUBSUB", "sharded"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.cluster.redis_mode, RedisMode::Cluster);
+        assert_eq!(s.cluster.redis_urls(), vec!["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+        assert_eq!(Settings::defaults().cluster.redis_mode, RedisMode::Standalone);
+
+        let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", seeds), ("HERALD__CLUSTER__PUBSUB", "sharded")]);
+        assert!(e.contains("cluster.redis_url") && e.contains("redis_mode"), "{e}");
+        let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", seeds), ("HERALD__CLUSTER__REDIS_MODE", "cluster")]);
+        assert!(e.contains("cluster.pubsub"), "{e}");
+        let e = err(&[
+            pg,
+            ("HERALD__CLUSTER__REDIS_URL", "redis://a:1,http://b:2"),
+            ("HERALD__CLUSTER__REDIS_MODE", "cluster"),
+            ("HERALD__CLUSTER__PUBSUB", "sharded"),
+        ]);
+        assert!(e.contains("cluster.redis_url"), "{e}");
+        let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", "redis://a:1"), ("HERALD__CLUSTER__REDIS_MODE", "sentinel")]);
+        assert!(e.contains("cluster.redis_mode"), "{e}");
     }
 }

@@ -171,3 +171,42 @@ restart_rabbitmq() {
   rabbitmqctl -n "$HERALD_TEST_RABBITMQ_NODE" -q start_app >/dev/null
   rabbitmqctl -n "$HERALD_TEST_RABBITMQ_NODE" -q await_startup --timeout 60 >/dev/null
 }
+
+# start_redis_cluster — a Redis Cluster of three masters (no replicas) on free loopback ports, each in its own
+# directory. Exports HERALD_TEST_REDIS_CLUSTER_URLS (comma-separated seed URLs) and HERALD_TEST_REDIS_CLUSTER_DIR:
+# a shard on port P lives in $HERALD_TEST_REDIS_CLUSTER_DIR/P, `sh .../P/start` starts it again (same node id and
+# slots, from its nodes.conf) and .../P/redis.pid holds its pid, so a test can kill and restart one shard.
+start_redis_cluster() {
+  ensure_packages redis-server:redis-server redis-cli:redis-tools
+  local root port bus dir ports=() hosts=() urls=() state deadline
+  root="$HERALD_SERVICES_DIR/redis-cluster"; mkdir -p "$root"
+  for _ in 1 2 3; do
+    # The cluster bus gets its own free port (the default, port + 10000, may be taken or beyond 65535).
+    port=$(free_port); bus=$(free_port); dir="$root/$port"; mkdir -p "$dir"
+    # A short node timeout: a killed shard is noticed (and a restarted one rejoins) within seconds.
+    cat > "$dir/start" <<SH
+exec redis-server --port $port --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \\
+  --cluster-enabled yes --cluster-port $bus --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 2000 \\
+  --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+SH
+    sh "$dir/start"
+    _HERALD_STOPS+=("kill \$(cat $dir/redis.pid)")
+    ports+=("$port"); hosts+=("127.0.0.1:$port"); urls+=("redis://127.0.0.1:$port")
+  done
+  log "starting a redis cluster on 127.0.0.1:${ports[*]}"
+  for port in "${ports[@]}"; do
+    wait_for_port 127.0.0.1 "$port" 20 || { cat "$root/$port/redis.log" >&2; return 1; }
+  done
+  redis-cli --cluster create "${hosts[@]}" --cluster-replicas 0 --cluster-yes >"$root/create.log" 2>&1 \
+    || { cat "$root/create.log" >&2; return 1; }
+  for port in "${ports[@]}"; do
+    deadline=$((SECONDS + 30))
+    until state=$(redis-cli -p "$port" cluster info 2>/dev/null) && [[ $state == *cluster_state:ok* ]]; do
+      ((SECONDS < deadline)) || { echo "redis cluster never became ok on :$port" >&2; return 1; }
+      sleep 0.2
+    done
+  done
+  export HERALD_TEST_REDIS_CLUSTER_URLS
+  HERALD_TEST_REDIS_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")
+  export HERALD_TEST_REDIS_CLUSTER_DIR=$root
+}

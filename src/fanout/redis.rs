@@ -5,10 +5,12 @@
 //! that user has a session on it (the registry's [`PresenceHook`]), so its inbound Redis traffic grows with the
 //! users connected to it, not with all users. The node that committed a notification publishes it once; every
 //! other subscribed node delivers it to its own sessions. `cluster.pubsub = "sharded"` switches to
-//! SPUBLISH/SSUBSCRIBE, which Redis Cluster shards by channel.
+//! SPUBLISH/SSUBSCRIBE, which Redis Cluster shards by channel; `cluster.redis_mode = "cluster"` reaches a Redis
+//! Cluster through a cluster-aware client ([`link`]), which sends each channel's commands to the shard owning
+//! its slot. Both modes share this worker.
 //!
-//! One RESP3 connection both publishes and receives (pushes are delivered from the connection's push callback,
-//! synchronously, into the registry's non-blocking outboxes).
+//! One RESP3 link both publishes and receives (pushes are delivered from the link's push callback,
+//! synchronously, into the registry's non-blocking outboxes); on a cluster it is one connection per shard.
 //!
 //! Invariants: Redis is lossy and treated so — after any reconnect every local session is asked to resync from
 //! the inbox (announced with a `resync` frame), after each new subscription that user's sessions silently
@@ -16,8 +18,14 @@
 //! message dropped because the publish queue was full is followed by a `lost` message that makes every node
 //! resync its sessions. Both queues are bounded: publishes by `cluster.publish_queue`, subscription changes by
 //! the number of users (a set of users to reconcile, not a log of subscribe/unsubscribe requests).
+//! On a cluster, a lost connection to any shard counts as losing the transport (reconnect everything, then
+//! resync), and a subscription the server drops because its slot moved (a `sunsubscribe` push we did not ask
+//! for) is re-established on the slot's new owner, after which that user's sessions catch up; a publish that
+//! failed is treated like a dropped one (a `lost` message follows once publishing works again).
 //! A node never falls back silently to single-node: `/readyz` reports `redis` down while it reconnects.
 //! Only this module knows the Redis channel names and the wire format between nodes.
+
+mod link;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,10 +34,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
-use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use self::link::{Connector, Link};
 use super::{Fanout, Message, Transport};
 use crate::config::{ClusterSettings, PubSubMode};
 use crate::registry::{PresenceHook, Registry, ResyncReason};
@@ -58,10 +67,12 @@ impl Names {
 }
 
 /// Users whose subscription may need to change: the worker compares each with the registry. A set, so churn
-/// (tabs opening and closing while Redis is away) costs at most one entry per user.
+/// (tabs opening and closing while Redis is away) costs at most one entry per user. `revoked` holds users whose
+/// channel the server unsubscribed us from (its slot moved to another shard): also one entry per user.
 #[derive(Default)]
 struct Dirty {
     users: std::sync::Mutex<HashSet<Arc<str>>>,
+    revoked: std::sync::Mutex<HashSet<Arc<str>>>,
     changed: Notify,
 }
 
@@ -71,8 +82,17 @@ impl Dirty {
         self.changed.notify_one();
     }
 
+    fn revoke(&self, user: Arc<str>) {
+        self.revoked.lock().expect("dirty set poisoned").insert(user);
+        self.changed.notify_one();
+    }
+
     fn take(&self) -> HashSet<Arc<str>> {
         std::mem::take(&mut *self.users.lock().expect("dirty set poisoned"))
+    }
+
+    fn take_revoked(&self) -> HashSet<Arc<str>> {
+        std::mem::take(&mut *self.revoked.lock().expect("dirty set poisoned"))
     }
 }
 
@@ -178,10 +198,7 @@ pub fn start(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<Arc<RedisTransport>, String> {
-    let url = settings.redis_url.expose();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let client =
-        redis::Client::open(format!("{url}{sep}protocol=resp3")).map_err(|e| format!("cluster.redis_url: {e}"))?;
+    let connector = Connector::new(settings)?;
     let node: Arc<str> = if settings.node_id.is_empty() {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         Arc::from(format!("{}-{}", host.trim(), std::process::id()).trim_start_matches('-'))
@@ -201,7 +218,7 @@ pub fn start(
     health.set("redis", false, "connecting");
     let worker = Worker {
         names,
-        client,
+        connector,
         mode: settings.pubsub,
         node,
         registry,
@@ -215,7 +232,7 @@ pub fn start(
 
 struct Worker {
     names: Names,
-    client: redis::Client,
+    connector: Connector,
     mode: PubSubMode,
     node: Arc<str>,
     registry: Registry,
@@ -247,7 +264,7 @@ impl Worker {
                     }
                 }
             };
-            attempt = 0;
+            let up_since = Instant::now();
             self.transport.connected.store(true, Ordering::Relaxed);
             self.health.set("redis", true, format!("node {}", self.node));
             if connected_before {
@@ -287,18 +304,28 @@ impl Worker {
             self.transport.connected.store(false, Ordering::Relaxed);
             self.health.set("redis", false, format!("reconnecting: {error}"));
             tracing::warn!(error = %error, "redis connection lost");
+            // A link that connects and then fails at once (a cluster with a shard still away) backs off like a
+            // failed connect, rather than reconnecting and resyncing every session in a tight loop.
+            if up_since.elapsed() >= Duration::from_secs(10) {
+                attempt = 0;
+            } else {
+                let delay = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
         }
     }
 
-    /// Connect, then subscribe to the broadcast channel and every local user's channel. Returns the connection
-    /// and the users subscribed.
-    async fn connect(
-        &self,
-        lost: Arc<Notify>,
-    ) -> redis::RedisResult<(redis::aio::MultiplexedConnection, HashSet<Arc<str>>)> {
+    /// Connect, then subscribe to the broadcast channel and every local user's channel. Returns the link and
+    /// the users subscribed.
+    async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<(Link, HashSet<Arc<str>>)> {
         let fanout = Fanout::local(self.registry.clone());
         let node = self.node.clone();
         let names = self.names.clone();
+        let transport = self.transport.clone();
         let on_push = move |info: PushInfo| -> Result<(), ()> {
             match info.kind {
                 PushKind::Message | PushKind::SMessage => {
@@ -310,50 +337,49 @@ impl Worker {
                         }
                     }
                 }
+                // Also the confirmation of our own SUNSUBSCRIBE: the worker tells them apart (a user it still
+                // counts as subscribed was revoked by the server).
+                PushKind::SUnsubscribe => {
+                    if let Some(Value::BulkString(channel)) = info.data.first() {
+                        let channel = String::from_utf8_lossy(channel);
+                        if channel == names.all {
+                            lost.notify_one(); // never unsubscribed on purpose: resubscribe everything
+                        } else if let Some(user) = channel.strip_prefix(names.user_prefix.as_str()) {
+                            transport.dirty.revoke(Arc::from(user));
+                        }
+                    }
+                }
                 PushKind::Disconnection => lost.notify_one(),
                 _ => {}
             }
             Ok(())
         };
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_push_sender(on_push);
-        let mut con = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut con = self.connector.connect(Some(on_push)).await?;
         // Changes marked from here on are reconciled after this snapshot.
         self.transport.dirty.take();
+        self.transport.dirty.take_revoked();
         let users = self.registry.users();
         let mut channels = vec![self.names.all.clone()];
         channels.extend(users.iter().map(|u| self.names.user(u)));
-        for chunk in channels.chunks(1000) {
-            redis::cmd(self.subscribe_cmd()).arg(chunk).exec_async(&mut con).await?;
-        }
+        con.subscribe(self.mode, &channels).await?;
         Ok((con, users.into_iter().collect()))
-    }
-
-    fn subscribe_cmd(&self) -> &'static str {
-        match self.mode {
-            PubSubMode::Classic => "SUBSCRIBE",
-            PubSubMode::Sharded => "SSUBSCRIBE",
-        }
     }
 
     /// Bring each changed user's subscription in line with the registry: subscribed while they have a session
     /// here, not otherwise.
-    async fn reconcile(
-        &self,
-        con: &mut redis::aio::MultiplexedConnection,
-        subscribed: &mut HashSet<Arc<str>>,
-    ) -> redis::RedisResult<()> {
-        let unsubscribe = match self.mode {
-            PubSubMode::Classic => "UNSUBSCRIBE",
-            PubSubMode::Sharded => "SUNSUBSCRIBE",
-        };
-        let changed = self.transport.dirty.take();
+    async fn reconcile(&self, con: &mut Link, subscribed: &mut HashSet<Arc<str>>) -> redis::RedisResult<()> {
+        let mut changed = self.transport.dirty.take();
+        for user in self.transport.dirty.take_revoked() {
+            // Not subscribed any more (the server moved the slot): subscribe again below if still online.
+            if subscribed.remove(&user) {
+                metrics::counter!("herald_redis_resubscribed_total").increment(1);
+                changed.insert(user);
+            }
+        }
         for user in changed {
             let online = self.registry.is_online(&user);
             if online && !subscribed.contains(&user) {
-                if let Err(e) = redis::cmd(self.subscribe_cmd()).arg(self.names.user(&user)).exec_async(con).await {
+                if let Err(e) = con.subscribe(self.mode, &[self.names.user(&user)]).await {
                     self.transport.dirty.mark(&user); // retried after the reconnect's full resubscribe anyway
                     return Err(e);
                 }
@@ -361,44 +387,44 @@ impl Worker {
                 // Anything published before the subscription took effect is in the inbox: catch up on it.
                 self.registry.resync_user(&user, ResyncReason::Subscribed);
             } else if !online && subscribed.remove(&user) {
-                redis::cmd(unsubscribe).arg(self.names.user(&user)).exec_async(con).await?;
+                con.unsubscribe(self.mode, &self.names.user(&user)).await?;
             }
         }
         Ok(())
     }
 
-    /// Publish what is queued in one pipeline.
+    /// Publish what is queued, as one batch.
     async fn publish_batch(
         &self,
-        con: &mut redis::aio::MultiplexedConnection,
+        con: &mut Link,
         first: (String, Bytes),
         rest: &mut mpsc::Receiver<(String, Bytes)>,
     ) -> redis::RedisResult<()> {
-        let verb = match self.mode {
-            PubSubMode::Classic => "PUBLISH",
-            PubSubMode::Sharded => "SPUBLISH",
-        };
-        let mut pipe = redis::pipe();
-        let mut n = 0u64;
-        let mut next = Some(first);
-        while let Some((channel, payload)) = next {
-            pipe.cmd(verb).arg(channel).arg(payload.as_ref()).ignore();
-            n += 1;
-            next = if n < 512 { rest.try_recv().ok() } else { None };
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rest.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
         }
+        let n = batch.len() as u64;
         // Checked after taking the batch: a drop after this point leaves the queue non-empty, so the next batch
         // carries the `lost` message.
         if self.transport.dropped.swap(false, Ordering::Relaxed) {
-            let (channel, payload) = encode(&self.names, &self.node, &Message::Lost);
-            pipe.cmd(verb).arg(channel).arg(payload.as_ref()).ignore();
+            batch.push(encode(&self.names, &self.node, &Message::Lost));
         }
-        pipe.exec_async(con).await?;
+        if let Err(e) = con.publish(self.mode, &batch).await {
+            // Some of the batch may not have reached the other nodes, and nothing later need reveal it.
+            self.transport.dropped.store(true, Ordering::Relaxed);
+            metrics::counter!("herald_redis_dropped_total").increment(n);
+            return Err(e);
+        }
         metrics::counter!("herald_redis_published_total").increment(n);
         Ok(())
     }
 
     /// `HSET herald:presence <node> "<users> <sessions> <unix secs>"`: the cluster-wide presence view.
-    async fn report_presence(&self, con: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn report_presence(&self, con: &mut Link) -> redis::RedisResult<()> {
         let (users, sessions) = self.registry.counts();
         let now = chrono::Utc::now().timestamp();
         redis::cmd("HSET")
@@ -421,8 +447,8 @@ pub struct NodePresence {
 
 /// Read the presence view (nodes that reported within three intervals).
 pub async fn presence(settings: &ClusterSettings) -> Result<Vec<NodePresence>, String> {
-    let client = redis::Client::open(settings.redis_url.expose()).map_err(|e| e.to_string())?;
-    let mut con = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+    let mut con =
+        Connector::new(settings)?.connect(None::<fn(PushInfo) -> Result<(), ()>>).await.map_err(|e| e.to_string())?;
     let entries: Vec<(String, String)> = redis::cmd("HGETALL")
         .arg(Names::new(&settings.channel_prefix).presence)
         .query_async(&mut con)

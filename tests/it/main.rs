@@ -12,6 +12,7 @@ mod ingest;
 mod metrics;
 mod no_gaps;
 mod race;
+mod redis_cluster;
 mod routing;
 mod security;
 mod seeds;
