@@ -41,7 +41,8 @@ COPY migrations migrations
 # cargo-chef removes its dummy Herald artifacts after cooking, so this compiles the real crate; the version
 # check proves the binary is Herald's (a leftover `fn main() {}` would print nothing).
 RUN cargo build --release --locked --bin herald \
-    && ./target/release/herald --version | grep -q '^herald '
+    && ./target/release/herald --version > herald-version \
+    && grep -q '^herald ' herald-version
 
 # ---- demo: the SDK, then the web demo built against it ----
 FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS demo
@@ -51,11 +52,15 @@ COPY web-demo web-demo
 # The demo's publish panel bundles the event fixtures (web-demo/src/catalog.ts: import.meta.glob of
 # ../../tests/fixtures/events/*.json); without them it would build fine and offer nothing to publish.
 COPY tests/fixtures/events tests/fixtures/events
-RUN cd client-sdk && npm ci --no-audit --no-fund && npm run build \
-    && cd ../web-demo && npm ci --no-audit --no-fund && npm run build
+WORKDIR /src/client-sdk
+RUN npm ci --no-audit --no-fund && npm run build
+WORKDIR /src/web-demo
+RUN npm ci --no-audit --no-fund && npm run build
 
 # ---- runtime ----
 FROM debian:bookworm-20261005-slim@sha256:7c7b2c966bc9ee8cedfeef67e0e279108992c77681fa595db4a9d65c06ccc587 AS runtime
+# Unpinned apt package on purpose: ca-certificates should be the suite's current one; the base digest pins the rest.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -71,7 +76,7 @@ ENV HERALD__SERVER__BIND=0.0.0.0:8080 \
     HERALD__SERVER__DEMO_DIR=/usr/share/herald/demo \
     HERALD__STORE__URL=sqlite:///var/lib/herald/data/herald.db \
     HERALD__LOG__FORMAT=json
-USER herald
+USER 10001:10001
 EXPOSE 8080
 VOLUME ["/var/lib/herald/data"]
 # No curl in the image: `herald healthcheck` GETs http://127.0.0.1:<port of server.bind>/healthz (exit 0 on 200).
