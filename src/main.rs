@@ -162,21 +162,29 @@ fn main() -> anyhow::Result<()> {
             let url = match (url, port) {
                 (Some(url), _) => url,
                 (None, Some(port)) => format!("http://127.0.0.1:{port}/healthz"),
-                (None, None) => match load(config.as_deref()) {
-                    Ok(settings) => {
-                        let bind = settings.server.bind;
-                        let ip = match bind.ip() {
-                            ip if !ip.is_unspecified() => ip,
-                            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                        };
-                        format!("http://{}/healthz", std::net::SocketAddr::new(ip, bind.port()))
-                    }
-                    Err(e) => {
-                        eprintln!("unhealthy: cannot read server.bind from the configuration: {e:#}");
-                        std::process::exit(1);
-                    }
-                },
+                (None, None) => {
+                    // server.bind from the configuration; when that does not load (the probe should not fail on
+                    // an unrelated setting), HERALD__SERVER__BIND alone, as the image sets it.
+                    let bind = load(config.as_deref()).map(|s| s.server.bind).or_else(|e| {
+                        std::env::var("HERALD__SERVER__BIND")
+                            .ok()
+                            .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+                            .ok_or(e)
+                    });
+                    let bind = match bind {
+                        Ok(bind) => bind,
+                        Err(e) => {
+                            eprintln!("unhealthy: cannot read server.bind from the configuration: {e:#}");
+                            std::process::exit(1);
+                        }
+                    };
+                    let ip = match bind.ip() {
+                        ip if !ip.is_unspecified() => ip,
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    };
+                    format!("http://{}/healthz", std::net::SocketAddr::new(ip, bind.port()))
+                }
             };
             match healthcheck::probe(&url, std::time::Duration::from_millis(timeout_ms.max(1))) {
                 Ok(()) => {

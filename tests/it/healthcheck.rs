@@ -51,6 +51,10 @@ fn healthy_gateway_exits_0_by_url_by_port_and_by_the_configured_bind() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
 
+    // A setting unrelated to the probe that does not validate: HERALD__SERVER__BIND alone still tells the port.
+    let out = healthcheck(&[], &[("HERALD__SERVER__BIND", &bind), ("HERALD__AUTH__JWT_SECRET", "short")]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
     // A gateway that answers, but not 200 on that path.
     let out = healthcheck(&["--url", &format!("{addr}/no-such-endpoint")], &[]);
     assert_eq!(out.status.code(), Some(1));
