@@ -33,13 +33,14 @@ COPY --from=planner /src/recipe.json recipe.json
 # No `|| true`: a dependency that fails to build fails the image.
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin herald
 COPY Cargo.toml Cargo.lock ./
+# Cargo loads every workspace member: the load tool's manifest only (its src/ stays cook's skeleton).
 COPY loadtest/Cargo.toml loadtest/Cargo.toml
 # src/ include_str!s config/default.toml, config/rules.toml and migrations/postgres/*.sql.
 COPY src src
 COPY config config
 COPY migrations migrations
-# cargo-chef removes its dummy Herald artifacts after cooking, so this compiles the real crate; the version
-# check proves the binary is Herald's (a leftover `fn main() {}` would print nothing).
+# cargo chef cook deleted the dummy herald library it compiled, so the real crate and the binary linking it are
+# rebuilt; the version check proves the binary is Herald's all the same (a leftover `fn main() {}` would print nothing).
 RUN cargo build --release --locked --bin herald \
     && ./target/release/herald --version > herald-version \
     && grep -q '^herald ' herald-version
@@ -64,7 +65,8 @@ FROM debian:bookworm-20261005-slim@sha256:7c7b2c966bc9ee8cedfeef67e0e279108992c7
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/herald --shell /usr/sbin/nologin herald \
+    && groupadd --system --gid 10001 herald \
+    && useradd --system --uid 10001 --gid herald --home-dir /var/lib/herald --shell /usr/sbin/nologin herald \
     && mkdir -p /var/lib/herald/data && chown herald:herald /var/lib/herald/data
 COPY --from=build /src/target/release/herald /usr/local/bin/herald
 COPY config /etc/herald
