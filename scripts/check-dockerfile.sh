@@ -307,6 +307,27 @@ def check_planner(stage, root):
             fail(f"stage {stage['name']}: the build context holds {bad} ({hits[0]}…): fix .dockerignore")
     size = sum((REPO / f).stat().st_size for f in files)
     log(f"build context: {len(files)} files, {size / 1e6:.1f} MB")
+    # The dependency layer survives a source edit: the recipe of an edited tree is the same recipe.
+    recipe = host(root, "/src/recipe.json")
+    if chef_bin and recipe.is_file():
+        edited = host(root, "/src/src/lib.rs")
+        edited.write_text(edited.read_text() + "\n// a source edit\n")
+        env = dict(os.environ, CARGO_NET_OFFLINE="true", PATH=f"{chef_bin.parent}{os.pathsep}{os.environ['PATH']}")
+        subprocess.run(["cargo", "chef", "prepare", "--recipe-path", "edited-recipe.json"], cwd=host(root, "/src"),
+                       env=env, check=True, stdout=subprocess.DEVNULL)
+        if host(root, "/src/edited-recipe.json").read_bytes() != recipe.read_bytes():
+            fail("a source edit changes recipe.json: the dependency layer would be rebuilt")
+        log("recipe.json unchanged by a source edit: the cooked dependency layer stays cached")
+
+
+def check_build(stage, root):
+    """Nothing from the context may be copied before `cargo chef cook` (or every source edit re-cooks)."""
+    for step in stage["steps"]:
+        if step[0] == "run" and "cargo chef cook" in step[1]:
+            return
+        if step[0] == "copy" and "from" not in step[1]:
+            fail(f"stage {stage['name']}: COPY {' '.join(step[2])} comes before `cargo chef cook`")
+    fail(f"stage {stage['name']}: no `cargo chef cook` (dependency layer) before the build")
 
 
 def check_demo(stage, root):
@@ -359,7 +380,7 @@ def main():
     for st in stages:
         root = run_stage(st, done, timings)
         done[st["name"]] = st
-        {"planner": check_planner, "demo": check_demo}.get(st["name"], lambda *_: None)(st, root)
+        {"planner": check_planner, "build": check_build, "demo": check_demo}.get(st["name"], lambda *_: None)(st, root)
         if st is stages[-1]:
             check_runtime(st, root, herald_bin)
     hadolint = shutil.which("hadolint") or str(TOOLS / "hadolint/bin/hadolint")
