@@ -45,4 +45,7 @@ if [ -f web-demo/package.json ]; then
   suite "web-demo: build + end-to-end test in chromium" bash -c 'cd web-demo && npm run test:e2e'
 fi
 
+suite "docker: every Dockerfile stage rebuilt from its COPY lines, offline (quick form; full: scripts/check-dockerfile.sh)" \
+  ./scripts/check-dockerfile.sh --quick
+
 echo "suites: ${suites_passed} passed, 0 failed"

@@ -62,6 +62,21 @@ enum Command {
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
     },
+    /// Probe a running gateway's /healthz (the container image's HEALTHCHECK: no curl needed). Exits 0 on a 200,
+    /// 1 otherwise with a one-line reason.
+    Healthcheck {
+        /// The URL to probe (plain http only). Default: http://127.0.0.1:<port>/healthz.
+        #[arg(long)]
+        url: Option<String>,
+        /// The port to probe on loopback. Default: the port of server.bind from the configuration.
+        #[arg(long, conflicts_with = "url")]
+        port: Option<u16>,
+        /// Give up after this long (connect, write and read each).
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +158,45 @@ fn main() -> anyhow::Result<()> {
             report.iter().for_each(|line| println!("{line}"));
             Ok(())
         }
+        Command::Healthcheck { url, port, timeout_ms, config } => {
+            let url = match (url, port) {
+                (Some(url), _) => url,
+                (None, Some(port)) => format!("http://127.0.0.1:{port}/healthz"),
+                (None, None) => {
+                    // server.bind from the configuration; when that does not load (the probe should not fail on
+                    // an unrelated setting), HERALD__SERVER__BIND alone, as the image sets it.
+                    let bind = load(config.as_deref()).map(|s| s.server.bind).or_else(|e| {
+                        std::env::var("HERALD__SERVER__BIND")
+                            .ok()
+                            .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+                            .ok_or(e)
+                    });
+                    let bind = match bind {
+                        Ok(bind) => bind,
+                        Err(e) => {
+                            eprintln!("unhealthy: cannot read server.bind from the configuration: {e:#}");
+                            std::process::exit(1);
+                        }
+                    };
+                    let ip = match bind.ip() {
+                        ip if !ip.is_unspecified() => ip,
+                        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    };
+                    format!("http://{}/healthz", std::net::SocketAddr::new(ip, bind.port()))
+                }
+            };
+            match healthcheck::probe(&url, std::time::Duration::from_millis(timeout_ms.max(1))) {
+                Ok(()) => {
+                    println!("healthy: {url} answered 200");
+                    Ok(())
+                }
+                Err(reason) => {
+                    eprintln!("unhealthy: {url}: {}", reason.replace('\n', " "));
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }
 
@@ -161,4 +215,66 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // printed only once the store, rules, broker and Redis are open.
     println!("herald listening on http://{}", started.local_addr()?);
     started.serve().await
+}
+
+/// `herald healthcheck`: one plain HTTP/1.1 GET over std's blocking sockets (no HTTP client dependency).
+mod healthcheck {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    /// `Ok` when `url` answers `200`; otherwise why not, in one line.
+    pub fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+        let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err("no host in the URL".into());
+        }
+        let has_port = authority.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+        let target = if has_port { authority.to_owned() } else { format!("{authority}:80") };
+        let addrs: Vec<_> = target.to_socket_addrs().map_err(|e| format!("cannot resolve {authority}: {e}"))?.collect();
+        let mut last_err = format!("{authority} resolved to no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(stream) => return request(stream, authority, path, timeout),
+                Err(e) => last_err = format!("cannot connect to {addr}: {e}"),
+            }
+        }
+        Err(last_err)
+    }
+
+    fn request(mut stream: TcpStream, host: &str, path: &str, timeout: Duration) -> Result<(), String> {
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|_| stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| e.to_string())?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: herald-healthcheck\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
+        // The status line is all we need; read until it is complete (or the peer closes).
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 256];
+        while !buf.contains(&b'\n') && buf.len() < 4096 {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("reading the response: {e}")),
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let status_line = line.lines().next().unwrap_or("").trim();
+        if status_line.is_empty() {
+            return Err("connection closed without a response".into());
+        }
+        let mut parts = status_line.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some(v), Some("200")) if v.starts_with("HTTP/") => Ok(()),
+            (Some(v), Some(code)) if v.starts_with("HTTP/") => Err(format!("status {code}, expected 200")),
+            _ => Err(format!("not an HTTP response: {:?}", status_line.chars().take(80).collect::<String>())),
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod delivery;
+mod healthcheck;
 mod inbox;
 mod ingest;
 mod metrics;

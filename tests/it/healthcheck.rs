@@ -1,0 +1,102 @@
+//! `herald healthcheck` (the container image's HEALTHCHECK, so the image needs no curl): the real binary against
+//! a real gateway process, a closed port, a wrong path and a peer that never answers.
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herald")).arg("healthcheck").args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A gateway process on 127.0.0.1:<ephemeral>, with its config file: (child, "http://127.0.0.1:port", config).
+fn gateway() -> (std::process::Child, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"sqlite://{}\"\n[rules]\npath = \"{}\"\n",
+            dir.path().join("herald.db").display(),
+            repo_path("config/rules.toml").display()
+        ),
+    )
+    .unwrap();
+    let (child, addr) = spawn_herald_process(&config);
+    (child, addr, dir)
+}
+
+#[test]
+fn healthy_gateway_exits_0_by_url_by_port_and_by_the_configured_bind() {
+    let (mut child, addr, dir) = gateway();
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+
+    let out = healthcheck(&["--url", &format!("{addr}/healthz")], &[]);
+    assert_eq!(out.status.code(), Some(0), "stdout: {} stderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("healthy: "), "{}", text(&out.stdout));
+
+    let out = healthcheck(&["--port", &port], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
+    // As in the image: no flags, server.bind = 0.0.0.0:<port> from the environment → probes 127.0.0.1:<port>.
+    let config = dir.path().join("herald.toml");
+    let bind = format!("0.0.0.0:{port}");
+    let out = healthcheck(&["--config", config.to_str().unwrap()], &[("HERALD__SERVER__BIND", &bind)]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
+
+    // A setting unrelated to the probe that does not validate: HERALD__SERVER__BIND alone still tells the port.
+    let out = healthcheck(&[], &[("HERALD__SERVER__BIND", &bind), ("HERALD__AUTH__JWT_SECRET", "short")]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
+    // A gateway that answers, but not 200 on that path.
+    let out = healthcheck(&["--url", &format!("{addr}/no-such-endpoint")], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("unhealthy: ") && err.contains("expected 200"), "{err}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The same port once the gateway is gone.
+    let out = healthcheck(&["--port", &port], &[]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn closed_port_exits_1_with_a_one_line_reason() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = healthcheck(&["--port", &port.to_string()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with(&format!("unhealthy: http://127.0.0.1:{port}/healthz: cannot connect")), "{err}");
+}
+
+#[test]
+fn silent_peer_times_out_quickly_and_bad_urls_are_refused() {
+    // Accepts the connection (the kernel does, from the backlog) and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/healthz", listener.local_addr().unwrap());
+    let started = Instant::now();
+    let out = healthcheck(&["--url", &url, "--timeout-ms", "300"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let err = text(&out.stderr);
+    assert!(err.contains("reading the response"), "{err}");
+    drop(listener);
+
+    let out = healthcheck(&["--url", "https://127.0.0.1:1/healthz"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("only http://"), "{}", text(&out.stderr));
+}
