@@ -40,9 +40,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::{Connector, Link};
 use super::{Fanout, Message, Transport};
+use crate::backoff::Backoff;
 use crate::config::{ClusterSettings, PubSubMode};
 use crate::registry::{PresenceHook, Registry, ResyncReason};
 use crate::telemetry::Health;
+
+/// Reconnects: 100 ms doubling to at most 10 s (the n-th consecutive failure, 1-based), jittered.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 
 /// Channel and key names, under `cluster.channel_prefix` (so deployments can share one Redis).
 #[derive(Debug, Clone)]
@@ -255,8 +259,8 @@ impl Worker {
                 Ok(connected) => connected,
                 Err(e) => {
                     self.health.set("redis", false, format!("reconnecting: {e}"));
-                    let delay = backoff(attempt);
                     attempt = attempt.saturating_add(1);
+                    let delay = RECONNECT.delay(attempt);
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unavailable");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -309,8 +313,8 @@ impl Worker {
             if up_since.elapsed() >= Duration::from_secs(10) {
                 attempt = 0;
             } else {
-                let delay = backoff(attempt);
                 attempt = attempt.saturating_add(1);
+                let delay = RECONNECT.delay(attempt);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -472,12 +476,6 @@ pub async fn presence(settings: &ClusterSettings) -> Result<Vec<NodePresence>, S
     Ok(nodes)
 }
 
-/// Capped exponential backoff with full jitter: 100 ms · 2^attempt, at most 10 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
-    Duration::from_millis(rand::random_range(cap / 2..=cap))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,14 +524,5 @@ mod tests {
             Some(Message::UserFrame { skip_session: None, .. })
         ));
         assert!(decode(&names, "node-b", "herald:u:x", b"garbage").is_none());
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        for attempt in 0..40 {
-            let d = backoff(attempt).as_millis() as u64;
-            assert!(d <= 10_000);
-            assert!(d >= 50);
-        }
     }
 }

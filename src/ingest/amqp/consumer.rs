@@ -18,7 +18,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use super::{backoff, topology, HEALTH};
+use super::{topology, HEALTH};
+use crate::backoff::Backoff;
 use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
 use crate::ingest::{Outcome, Pipeline, Prepared};
@@ -55,7 +56,8 @@ impl Consumer {
     /// Sessions until shutdown, with backoff between them.
     pub(super) async fn run(self) {
         let url = crate::redact_url(self.settings.url.expose());
-        let (min, max) = (
+        // Jittered, so that a fleet does not stampede a restarted broker.
+        let backoff = Backoff::new(
             Duration::from_millis(self.settings.reconnect_min_ms),
             Duration::from_millis(self.settings.reconnect_max_ms),
         );
@@ -73,7 +75,7 @@ impl Consumer {
                 attempt = 0;
             }
             attempt = attempt.saturating_add(1);
-            let delay = backoff(attempt, min, max, rand::random());
+            let delay = backoff.delay(attempt);
             metrics::counter!("herald_amqp_reconnects_total").increment(1);
             tracing::warn!(
                 url = %url, error = format!("{error:#}"), attempt, retry_in_ms = delay.as_millis() as u64,
@@ -269,7 +271,7 @@ impl Consumer {
     /// Commit, retrying with backoff while the store fails; the batch stays unacknowledged meanwhile.
     /// `None` when shutdown came first.
     async fn commit(&self, prepared: Vec<Prepared>, batch: &[Delivery]) -> Option<Vec<Outcome>> {
-        let (min, max) = (Duration::from_millis(self.settings.reconnect_min_ms), Duration::from_millis(5_000));
+        let backoff = Backoff::new(Duration::from_millis(self.settings.reconnect_min_ms), Duration::from_millis(5_000));
         let mut attempt = 0u32;
         loop {
             // A retry commits the same writes (not routed again: the rules may have been reloaded meanwhile).
@@ -283,7 +285,7 @@ impl Consumer {
                 }
                 Err(e) => {
                     attempt = attempt.saturating_add(1);
-                    let delay = backoff(attempt, min, max, rand::random());
+                    let delay = backoff.delay(attempt);
                     metrics::counter!("herald_amqp_store_retries_total").increment(1);
                     tracing::warn!(
                         error = %e, held = batch.len(), attempt, retry_in_ms = delay.as_millis() as u64,

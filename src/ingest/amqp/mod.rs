@@ -5,7 +5,7 @@
 //!   (re)connect; declaring what exists is a no-op.
 //! - [`consumer`] takes deliveries in batches (whatever has arrived, up to `amqp.batch_max`), decodes and routes
 //!   them ([`Pipeline::prepare`]), commits the batch once ([`Pipeline::commit`]) and acknowledges it with one
-//!   `basic.ack multiple`. It reconnects by itself, with capped exponential backoff and full jitter, and reports
+//!   `basic.ack multiple`. It reconnects by itself, with capped exponential backoff and jitter ([`crate::backoff`]), and reports
 //!   its state to the [`Health`] board `/readyz` reads.
 //! - [`publish`] is the `herald publish` subcommand: fixture files to the broker, with publisher confirms.
 //!
@@ -27,8 +27,6 @@
 mod consumer;
 mod publish;
 mod topology;
-
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -62,29 +60,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
     url.parse::<lapin::uri::AMQPUri>().map(drop).map_err(|e| format!("not a valid AMQP URL: {e}"))
 }
 
-/// Full-jitter exponential backoff: a delay drawn uniformly from `[0, min(max, min × 2^(attempt-1))]`.
-/// `unit` is the random draw in `[0, 1)`; spreading reconnects keeps a fleet from stampeding a restarted broker.
-fn backoff(attempt: u32, min: Duration, max: Duration, unit: f64) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    let cap = min.saturating_mul(1 << exp).min(max);
-    cap.mul_f64(unit.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_to_the_cap_with_full_jitter() {
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(30));
-        assert_eq!(backoff(1, min, max, 1.0), Duration::from_millis(100));
-        assert_eq!(backoff(2, min, max, 1.0), Duration::from_millis(200));
-        assert_eq!(backoff(5, min, max, 1.0), Duration::from_millis(1600));
-        assert_eq!(backoff(20, min, max, 1.0), max);
-        assert_eq!(backoff(u32::MAX, min, max, 1.0), max);
-        assert_eq!(backoff(5, min, max, 0.0), Duration::ZERO);
-        assert_eq!(backoff(5, min, max, 0.5), Duration::from_millis(800));
-    }
 
     #[test]
     fn urls_are_checked_like_the_client_reads_them() {
