@@ -104,6 +104,10 @@ pub const METRICS: &[Metric] = &[
     counter("herald_redis_received_total", "Messages received from other nodes over Redis and delivered locally."),
     counter("herald_redis_dropped_total", "Publishes dropped on a full Redis queue (sessions resync)."),
     counter("herald_redis_reconnects_total", "Redis reconnections (local sessions resync from the inbox)."),
+    counter(
+        "herald_redis_resubscribed_total",
+        "Cluster mode: user channels subscribed again after their slot moved to another shard.",
+    ),
     gauge("herald_cluster_nodes", "Nodes reporting presence, as of the last presence request."),
     gauge("herald_cluster_sessions", "Sessions across the cluster, as of the last presence request."),
     // Sessions.
