@@ -38,6 +38,17 @@ const KNOWN: Record<string, Meta> = {
     blurb: 'A welcome notification for a supervisor (encadrant).',
     service: 'MedTrack profile-service',
   },
+  'medtrack-stage-created-core': {
+    label: 'Internship (stage) created',
+    blurb:
+      'Addressed by student id, not user id: publish "Student profile created" first, which teaches Herald that this student is you.',
+    service: 'MedTrack core-service',
+  },
+  'medtrack-stage-completed-core': {
+    label: 'Internship (stage) completed',
+    blurb: 'Also addressed by student id (an alias); unknown until a "Student profile created" taught it.',
+    service: 'MedTrack core-service',
+  },
   'sgad-availability-closed': {
     label: 'Referee availability closed',
     blurb: 'Routed by the routing key: availability.closed.{your id}.',

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { personalize, userIdProblem, userIdsIn, type FixtureFile } from './fixtures';
+import { aliasesIn, personalize, userIdProblem, userIdsIn, type FixtureFile } from './fixtures';
 
 const dir = join(__dirname, '../../tests/fixtures/events');
 const fixtures: Record<string, FixtureFile> = Object.fromEntries(
@@ -62,10 +62,22 @@ describe('personalize', () => {
     expect(sys.routingKey).toBe('');
   });
 
-  it('personalizes every fixture but the broadcast', () => {
+  it('personalizes every fixture but the broadcast and those addressed through an alias', () => {
     for (const [name, f] of Object.entries(fixtures)) {
       const p = personalize(f, 'zed');
       if (name === 'sgad-notification-system') continue;
+      if (userIdsIn(f.body).size === 0) {
+        // Addressed by another service's id: a fixture that names a user teaches that alias to Herald, so the
+        // demo reaches the visitor once that one was published as theirs.
+        const aliases = aliasesIn(f.body);
+        expect(aliases.size, name).toBeGreaterThan(0);
+        const teachers = Object.values(fixtures).filter(
+          (t) => userIdsIn(t.body).size > 0 && [...aliases].every((a) => aliasesIn(t.body).has(a)),
+        );
+        expect(teachers.length, `${name}: no fixture names a user with its aliases`).toBeGreaterThan(0);
+        expect(p.replaced, name).toEqual([]);
+        continue;
+      }
       expect(p.replaced.length, name).toBeGreaterThan(0);
       expect(userIdsIn(p.body), name).toEqual(new Set(['zed']));
     }

@@ -17,6 +17,11 @@ export interface FixtureFile {
 
 /** Keys that hold a user id in the shapes found in the wild (see SPEC.md), at any depth. */
 export const USER_ID_KEYS = ['user_id', 'student_user_id', 'referee_id'] as const;
+/**
+ * Keys that hold another service's id for a user (config/rules.toml: `alias:KIND:/pointer` recipients). Events
+ * addressed this way reach the user an earlier event taught Herald (e.g. `student.created` carries both ids).
+ */
+export const ALIAS_KEYS: Record<string, string> = { student_id: 'student', encadrant_id: 'encadrant' };
 /** User-id values that mean "everyone" (config/rules.toml: `everyone_values`). */
 export const EVERYONE_VALUES = ['system'];
 
@@ -108,4 +113,21 @@ export function userIdProblem(id: string): string | null {
   if (!/^[A-Za-z0-9_@:-]+$/.test(id)) return 'Use letters, digits and _ - @ : only (no spaces, dots or slashes).';
   if (EVERYONE_VALUES.includes(id)) return `"${id}" means everyone in the routing rules; pick another id.`;
   return null;
+}
+
+/** The aliases (`kind:id`) the body names under ALIAS_KEYS, at any depth. */
+export function aliasesIn(body: unknown): Set<string> {
+  const out = new Set<string>();
+  const walk = (v: unknown) => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') {
+      for (const [k, child] of Object.entries(v)) {
+        const kind = ALIAS_KEYS[k];
+        if (kind && typeof child === 'string') out.add(`${kind}:${child}`);
+        else walk(child);
+      }
+    }
+  };
+  walk(body);
+  return out;
 }
