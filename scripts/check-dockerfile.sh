@@ -190,6 +190,10 @@ def translate(stage, part):
         ensure_cargo_chef(m.group(1))
         return None, f"cargo-chef {m.group(1)} from {chef_bin}"
     if s.startswith("cargo chef") and not chef_bin:
+        m = re.search(r"--recipe-path (\S+)", s)
+        if s.startswith("cargo chef prepare") and m:  # what later stages COPY --from it
+            recipe = os.path.join(stage["workdir"], m.group(1))
+            promised.setdefault(stage["name"], {})[recipe] = "quick form: cargo chef prepare skipped"
         return None, "quick form: skipped (no cargo-chef)"
     if s.startswith("cargo chef prepare"):
         return ["cargo", "chef"] + argv[2:], None
@@ -199,7 +203,7 @@ def translate(stage, part):
     m = re.fullmatch(r"cargo build --release --locked --bin (\S+)", s)
     if m:
         promised.setdefault(stage["name"], {})[f"{stage['workdir'].rstrip('/')}/target/release/{m.group(1)}"] = \
-            "cargo build --release (emulated by cargo check)"
+            "cargo build --release (emulated by " + ("a debug build)" if QUICK else "cargo check)")
         if QUICK:  # built for real, in debug, on the dependencies the suite already compiled in target/
             return ["cargo", "build", "--locked", "--offline", "--bin", m.group(1)], None
         return ["cargo", "check", "--locked", "--offline", "--bin", m.group(1)], None
