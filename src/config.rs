@@ -1093,7 +1093,8 @@ mod tests {
         let s = Settings::load(None, env(&[("HERALD__AUTH__SERVICE_KEYS", "aaaaaaaaaaaaaaaa")])).unwrap();
         assert_eq!(s.auth.service_keys, vec![ServiceKeyConfig::Plain(Secret::new("aaaaaaaaaaaaaaaa"))]);
         let s = with_file(
-            "[auth]\nservice_keys = [\"aaaaaaaaaaaaaaaa\", { id = \"ops\", key = \"cccccccccccccccc\", scopes = [\"admin\"] }]\n",
+            r#"[auth]
+            service_keys = ["aaaaaaaaaaaaaaaa", { id = "ops", key = "cccccccccccccccc", scopes = ["admin"] }]"#,
         )
         .unwrap();
         assert_eq!((s.auth.plain_service_keys(), s.auth.service_keys[1].id()), (1, "ops".to_owned()));

@@ -81,8 +81,13 @@ fn counted(
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             _ => "store_unavailable",
         };
-        metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason, "key" => key.to_owned())
-            .increment(1);
+        metrics::counter!(
+            "herald_ingest_errors_total",
+            "transport" => "http",
+            "reason" => reason,
+            "key" => key.to_owned()
+        )
+        .increment(1);
         tracing::info!(reason, key, error = %e, "ingest request refused");
     }
     result
