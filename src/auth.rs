@@ -1,9 +1,15 @@
-//! Auth: who is calling. User JWTs (sessions, REST) and service API keys (ingest, any inbox).
+//! Auth: who is calling, and what they may do. User JWTs (sessions, REST: their own inbox) and scoped service
+//! API keys (`publish`, `inbox:read`, `inbox:write`, `admin`; `publish` optionally limited to exchanges and
+//! routing keys).
 //!
 //! Invariants: one algorithm is accepted, the configured one (so `alg: none` and algorithm confusion fail);
 //! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured; the user claim is
 //! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
-//! statics; tokens never reach logs ([`redact_query`] is what request logging uses).
+//! statics; tokens and service keys never reach logs ([`redact_query`] is what request logging uses) — a
+//! service key is named by its id ([`Principal::Service`]), and a refusal names the missing scope or the
+//! pattern, never the key. A service key is compared in constant time, as SHA-256 digests against every
+//! configured key, so neither its content nor its length shows in the timing. A bare key from the old list
+//! form has every scope (and a warning at start).
 //!
 //! `exp` rule (RFC 7519 NumericDate): an integer or a fraction of seconds since the epoch; a fraction is
 //! floored (a token is never valid later than it says); a value after 9999-12-31T23:59:59Z ([`MAX_EXP`]),
@@ -11,12 +17,15 @@
 //! in-session refresh all go through [`Authenticator::verify_user`], so they agree.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
-use crate::config::{AuthSettings, JwtAlgorithm, Secret, UserClaim};
+pub use crate::config::Scope;
+use crate::config::{AuthSettings, JwtAlgorithm, ServiceKeyConfig, UserClaim};
+use crate::rules::Pattern;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -28,6 +37,12 @@ pub enum AuthError {
     Invalid(String),
     #[error("this credential may not access user `{0}`")]
     WrongUser(String),
+    /// A service key without the scope the request needs (403 `insufficient_scope`).
+    #[error("this service key lacks the `{0}` scope")]
+    MissingScope(Scope),
+    /// `publish` outside the key's exchanges or routing keys (403 `insufficient_scope`); names the patterns.
+    #[error("{0}")]
+    OutOfScope(String),
 }
 
 /// A verified caller.
@@ -37,22 +52,93 @@ pub enum Principal {
         id: String,
         expires_at: i64,
     },
-    /// `key_id`: a short fingerprint of the key (the first 8 bytes of its SHA-256, in hex) that names the caller
-    /// (it scopes `Idempotency-Key`s) without revealing the key.
+    /// `key_id` names the caller without revealing the key: the configured `id`, or for a bare key of the old
+    /// list form its fingerprint (the first 8 bytes of its SHA-256, in hex). It scopes `Idempotency-Key`s and
+    /// is the `key` of logs and metrics.
     Service {
         key_id: String,
+        grant: Arc<Grant>,
     },
 }
 
+/// What a service key may do: its scopes, and where `publish` may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    scopes: Vec<Scope>,
+    /// `None`: any exchange. Each pattern with its text, for the refusal's message.
+    exchanges: Option<Vec<(String, Pattern)>>,
+    routing_keys: Option<Vec<(String, Pattern)>>,
+}
+
+impl Grant {
+    /// Every scope, no limits: a bare key of the old list form.
+    pub fn all() -> Grant {
+        Grant { scopes: Scope::ALL.to_vec(), exchanges: None, routing_keys: None }
+    }
+
+    fn of(entry: &ServiceKeyConfig) -> Result<Grant, String> {
+        let ServiceKeyConfig::Scoped(s) = entry else { return Ok(Grant::all()) };
+        let compile = |patterns: &Option<Vec<String>>| -> Result<_, String> {
+            patterns
+                .as_ref()
+                .map(|ps| ps.iter().map(|p| Ok((p.clone(), Pattern::parse(p)?))).collect::<Result<Vec<_>, String>>())
+                .transpose()
+        };
+        Ok(Grant {
+            scopes: s.scopes.clone(),
+            exchanges: compile(&s.exchanges)?,
+            routing_keys: compile(&s.routing_keys)?,
+        })
+    }
+
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    pub fn require(&self, scope: Scope) -> Result<(), AuthError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(AuthError::MissingScope(scope))
+        }
+    }
+
+    /// `publish` to this exchange with this routing key. The refusal names the patterns and what the event
+    /// carried, not the key.
+    pub fn may_publish(&self, exchange: &str, routing_key: &str) -> Result<(), AuthError> {
+        self.require(Scope::Publish)?;
+        for (what, limits, value) in
+            [("exchanges", &self.exchanges, exchange), ("routing keys", &self.routing_keys, routing_key)]
+        {
+            let Some(limits) = limits else { continue };
+            if !limits.iter().any(|(_, p)| p.matches(value)) {
+                let allowed = limits.iter().map(|(text, _)| format!("`{text}`")).collect::<Vec<_>>().join(", ");
+                return Err(AuthError::OutOfScope(format!(
+                    "this service key may publish only to {what} matching {allowed}; `{value}` is not one"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Principal {
-    /// Users reach only their own inbox; services reach any.
-    pub fn may_access(&self, user: &str) -> Result<(), AuthError> {
+    /// Users reach only their own inbox; a service key reaches any inbox with `scope` (`inbox:read` to read,
+    /// `inbox:write` to change).
+    pub fn may_access(&self, user: &str, scope: Scope) -> Result<(), AuthError> {
         match self {
-            Principal::Service { .. } => Ok(()),
+            Principal::Service { grant, .. } => grant.require(scope),
             Principal::User { id, .. } if id == user => Ok(()),
             Principal::User { .. } => Err(AuthError::WrongUser(user.to_owned())),
         }
     }
+}
+
+/// A configured service key, as this handle keeps it: the key's digest, never the key.
+struct ServiceKey {
+    digest: [u8; 32],
+    id: String,
+    grant: Arc<Grant>,
 }
 
 pub struct Authenticator {
@@ -61,7 +147,7 @@ pub struct Authenticator {
     algorithm: Algorithm,
     validation: Validation,
     user_claim: UserClaim,
-    service_keys: Vec<Secret>,
+    service_keys: Vec<ServiceKey>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -108,14 +194,27 @@ impl Authenticator {
         } else {
             validation.set_audience(&[&s.audience]);
         }
-        Ok(Authenticator {
-            decoding,
-            encoding,
-            algorithm,
-            validation,
-            user_claim: s.user_claim,
-            service_keys: s.service_keys.clone(),
-        })
+        let service_keys = s
+            .service_keys
+            .iter()
+            .map(|entry| {
+                Ok(ServiceKey {
+                    digest: digest(entry.key().expose()),
+                    id: entry.id(),
+                    grant: Arc::new(Grant::of(entry).map_err(|m| format!("auth.service_keys: {m}"))?),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let plain = s.plain_service_keys();
+        if plain > 0 {
+            tracing::warn!(
+                keys = plain,
+                "auth.service_keys holds bare keys (the old list form): each has every scope (publish, inbox:read, \
+                 inbox:write, admin); give each service a [[auth.service_keys]] table with an id and only the \
+                 scopes it needs"
+            );
+        }
+        Ok(Authenticator { decoding, encoding, algorithm, validation, user_claim: s.user_claim, service_keys })
     }
 
     /// Verify a user token and return its user.
@@ -143,20 +242,29 @@ impl Authenticator {
         Ok(Principal::User { id, expires_at })
     }
 
+    /// The configured service key `candidate` is, if any. Every key is compared, each in constant time over
+    /// fixed-size digests: the timing tells neither which key nor how much of one matched, nor its length.
+    fn service_key(&self, candidate: &str) -> Option<&ServiceKey> {
+        let candidate = digest(candidate);
+        let mut found = Choice::from(0);
+        let mut index = 0u32;
+        for (i, k) in self.service_keys.iter().enumerate() {
+            let eq = k.digest.ct_eq(&candidate);
+            index.conditional_assign(&(i as u32), eq);
+            found |= eq;
+        }
+        bool::from(found).then(|| &self.service_keys[index as usize])
+    }
+
     pub fn is_service_key(&self, candidate: &str) -> bool {
-        // Constant time per key, so a wrong key reveals nothing about a right one.
-        self.service_keys
-            .iter()
-            .fold(false, |found, k| found | bool::from(k.expose().as_bytes().ct_eq(candidate.as_bytes())))
+        self.service_key(candidate).is_some()
     }
 
     /// A service key or a user token.
     pub fn verify_bearer(&self, token: &str) -> Result<Principal, AuthError> {
-        if self.is_service_key(token) {
-            use sha2::Digest;
-            Ok(Principal::Service { key_id: hex::encode(&sha2::Sha256::digest(token.as_bytes())[..8]) })
-        } else {
-            self.verify_user(token)
+        match self.service_key(token) {
+            Some(k) => Ok(Principal::Service { key_id: k.id.clone(), grant: k.grant.clone() }),
+            None => self.verify_user(token),
         }
     }
 
@@ -171,6 +279,11 @@ impl Authenticator {
         });
         encode(&Header::new(self.algorithm), &claims, key).ok()
     }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
 }
 
 /// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later is not a real expiry, and past `i64::MAX` the value
@@ -304,14 +417,103 @@ mod tests {
         let a = auth();
         assert!(a.is_service_key("herald-dev-service-key"));
         assert!(!a.is_service_key("herald-dev-service-kez"));
+        assert!(!a.is_service_key("herald-dev-service-key "));
         assert!(!a.is_service_key(""));
-        assert!(
-            matches!(a.verify_bearer("herald-dev-service-key"), Ok(Principal::Service { key_id }) if key_id.len() == 16)
-        );
+        match a.verify_bearer("herald-dev-service-key") {
+            Ok(Principal::Service { key_id, grant }) => {
+                assert_eq!(key_id, "dev", "the shipped key is a table with id `dev`");
+                assert!(Scope::ALL.iter().all(|s| grant.has(*s)));
+            }
+            other => panic!("{other:?}"),
+        }
         let user = Principal::User { id: "a".into(), expires_at: 0 };
-        assert!(user.may_access("a").is_ok());
-        assert_eq!(user.may_access("b"), Err(AuthError::WrongUser("b".into())));
-        assert!(Principal::Service { key_id: "k".into() }.may_access("b").is_ok());
+        assert!(user.may_access("a", Scope::InboxWrite).is_ok());
+        assert_eq!(user.may_access("b", Scope::InboxRead), Err(AuthError::WrongUser("b".into())));
+        let service = Principal::Service { key_id: "k".into(), grant: Arc::new(Grant::all()) };
+        assert!(service.may_access("b", Scope::InboxRead).is_ok());
+    }
+
+    /// An authenticator from the defaults with `toml` layered over them.
+    fn keyed(toml: &str) -> Authenticator {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(&file, toml).unwrap();
+        let loaded = crate::config::Settings::load(Some(&file), std::iter::empty::<(String, String)>()).unwrap();
+        Authenticator::new(&loaded.auth).unwrap()
+    }
+
+    fn service(a: &Authenticator, key: &str) -> (String, Arc<Grant>) {
+        match a.verify_bearer(key) {
+            Ok(Principal::Service { key_id, grant }) => (key_id, grant),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scoped_key_has_its_id_and_only_its_scopes() {
+        let a = keyed(
+            r#"
+            [[auth.service_keys]]
+            id = "billing"
+            key = "billing-key-0123456789"
+            scopes = ["publish"]
+            exchanges = ["billing.*"]
+            routing_keys = ["invoice.#"]
+
+            [[auth.service_keys]]
+            id = "support"
+            key = "support-key-0123456789"
+            scopes = ["inbox:read"]
+            "#,
+        );
+        let (id, billing) = service(&a, "billing-key-0123456789");
+        assert_eq!(id, "billing");
+        assert!(billing.has(Scope::Publish) && !billing.has(Scope::InboxRead) && !billing.has(Scope::Admin));
+        assert_eq!(billing.require(Scope::InboxRead), Err(AuthError::MissingScope(Scope::InboxRead)));
+        assert!(billing.may_publish("billing.events", "invoice.paid").is_ok());
+        assert!(billing.may_publish("billing.events", "invoice").is_ok(), "`#` matches zero words");
+        match billing.may_publish("sgad.notifications", "invoice.paid") {
+            Err(AuthError::OutOfScope(m)) => {
+                assert!(m.contains("`billing.*`") && m.contains("sgad.notifications"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        match billing.may_publish("billing.events", "user.created") {
+            Err(AuthError::OutOfScope(m)) => assert!(m.contains("`invoice.#`") && m.contains("user.created"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match billing.may_publish("", "invoice.paid") {
+            Err(AuthError::OutOfScope(m)) => assert!(!m.contains("billing-key"), "never the key: {m}"),
+            other => panic!("no exchange is not `billing.*`: {other:?}"),
+        }
+        let (id, support) = service(&a, "support-key-0123456789");
+        assert_eq!(id, "support");
+        assert_eq!(support.may_publish("x", "y"), Err(AuthError::MissingScope(Scope::Publish)));
+        let p = Principal::Service { key_id: id, grant: support };
+        assert!(p.may_access("anyone", Scope::InboxRead).is_ok());
+        assert_eq!(p.may_access("anyone", Scope::InboxWrite), Err(AuthError::MissingScope(Scope::InboxWrite)));
+        assert!(matches!(a.verify_bearer("herald-dev-service-key"), Err(AuthError::Invalid(_))), "replaced, not added");
+    }
+
+    #[test]
+    fn bare_keys_of_the_old_list_form_keep_every_scope_and_their_fingerprint() {
+        let a = keyed("[auth]\nservice_keys = [\"old-key-one-0123456789\", \"old-key-two-0123456789\"]\n");
+        for key in ["old-key-one-0123456789", "old-key-two-0123456789"] {
+            let (id, grant) = service(&a, key);
+            assert_eq!(id, hex::encode(&digest(key)[..8]), "the id scoping its Idempotency-Keys is unchanged");
+            assert!(Scope::ALL.iter().all(|s| grant.has(*s)));
+            assert!(grant.may_publish("any.exchange", "any.key").is_ok());
+        }
+    }
+
+    #[test]
+    fn the_matching_key_is_found_among_many_whatever_its_position() {
+        let keys: Vec<String> = (0..5).map(|i| format!("key-number-{i}-0123456789")).collect();
+        let a = keyed(&format!("[auth]\nservice_keys = {keys:?}\n"));
+        for key in &keys {
+            assert_eq!(service(&a, key).0, hex::encode(&digest(key)[..8]));
+        }
+        assert!(!a.is_service_key("key-number-9-0123456789"));
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub struct ServerSettings {
     pub ingest_timeout_secs: u64,
     /// `POST /api/v1/events`: requests handled at once; one more answers 503 with `Retry-After` at once.
     pub ingest_max_concurrency: usize,
+    /// Browser origins the REST API answers with CORS headers (`api::cors`). Absent: the WebSocket's
+    /// `websocket.allowed_origins` (see [`Settings::cors_origins`]); `[]`: none.
+    #[serde(default)]
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`).
+    pub cors_max_age_secs: u64,
 }
 
 /// Descriptors kept back from `max_connections = 0` (the automatic cap): store files and connections, the
@@ -151,8 +157,172 @@ pub struct AuthSettings {
     pub issuer: String,
     pub audience: String,
     pub leeway_secs: u64,
-    pub service_keys: Vec<Secret>,
+    pub service_keys: Vec<ServiceKeyConfig>,
     pub dev_token_endpoint: bool,
+}
+
+/// One `auth.service_keys` entry: a table `{ id, key, scopes, exchanges?, routing_keys? }`, or (the old form,
+/// still read, with a warning at start) a bare key, which has every scope and is named by its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKeyConfig {
+    Plain(Secret),
+    Scoped(ScopedServiceKey),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScopedServiceKey {
+    /// Names the key in logs, metrics and `Idempotency-Key` scopes; the key itself never appears.
+    pub id: String,
+    pub key: Secret,
+    pub scopes: Vec<Scope>,
+    /// `publish` only to these exchanges (AMQP topic patterns over the exchange name); absent: any.
+    #[serde(default)]
+    pub exchanges: Option<Vec<String>>,
+    /// `publish` only with these routing keys (AMQP topic patterns); absent: any.
+    #[serde(default)]
+    pub routing_keys: Option<Vec<String>>,
+}
+
+/// What a service key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `POST /api/v1/events` (within the key's exchanges and routing keys).
+    Publish,
+    /// Read any user's inbox and unread count; look an alias up.
+    InboxRead,
+    /// Mark read, read all and delete in any user's inbox; teach an alias.
+    InboxWrite,
+    /// `/api/v1/admin/*`: presence, rules reload.
+    Admin,
+}
+
+/// By name, with an error that lists the names (the config crate's own enum error does not).
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Scope::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown scope `{name}`: the scopes are \"publish\", \"inbox:read\", \"inbox:write\" and \"admin\""
+            ))
+        })
+    }
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Publish, Scope::InboxRead, Scope::InboxWrite, Scope::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::InboxRead => "inbox:read",
+            Scope::InboxWrite => "inbox:write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl ServiceKeyConfig {
+    pub fn key(&self) -> &Secret {
+        match self {
+            ServiceKeyConfig::Plain(k) => k,
+            ServiceKeyConfig::Scoped(s) => &s.key,
+        }
+    }
+
+    /// The configured id, or for a bare key its fingerprint: the first 8 bytes of the key's SHA-256, in hex
+    /// (what every key was named before ids existed, so bare keys keep their `Idempotency-Key` scope).
+    pub fn id(&self) -> String {
+        match self {
+            ServiceKeyConfig::Plain(k) => {
+                use sha2::Digest;
+                hex::encode(&sha2::Sha256::digest(k.expose().as_bytes())[..8])
+            }
+            ServiceKeyConfig::Scoped(s) => s.id.clone(),
+        }
+    }
+}
+
+/// A string is a bare key; a table is a scoped key, read strictly (an unknown field is named).
+impl<'de> Deserialize<'de> for ServiceKeyConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = ServiceKeyConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key (a string) or a table { id, key, scopes, exchanges, routing_keys }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ServiceKeyConfig::Plain(Secret::new(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                ScopedServiceKey::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ServiceKeyConfig::Scoped)
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+impl AuthSettings {
+    /// Every key at least 16 characters, ids that fit a log field and a metric label, no id or key twice,
+    /// at least one scope, and exchange / routing-key limits only on a `publish` key, as valid topic patterns.
+    fn validate_service_keys(&self) -> Result<(), ConfigError> {
+        let mut ids = std::collections::HashMap::new();
+        for (i, entry) in self.service_keys.iter().enumerate() {
+            let at = format!("auth.service_keys[{i}]");
+            if entry.key().expose().len() < 16 {
+                let key = if matches!(entry, ServiceKeyConfig::Scoped(_)) { format!("{at}.key") } else { at };
+                return Err(invalid(&key, "every key must be at least 16 characters"));
+            }
+            if let Some(j) = self.service_keys[..i].iter().position(|k| k.key() == entry.key()) {
+                return Err(invalid(&at, format!("the same key as auth.service_keys[{j}]: give each service its own")));
+            }
+            let id = entry.id();
+            if let Some(j) = ids.insert(id.clone(), i) {
+                return Err(invalid(&format!("{at}.id"), format!("`{id}` is also the id of auth.service_keys[{j}]")));
+            }
+            let ServiceKeyConfig::Scoped(s) = entry else { continue };
+            let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+            if s.id.is_empty() || s.id.len() > 64 || !s.id.chars().all(ok_char) {
+                return Err(invalid(
+                    &format!("{at}.id"),
+                    format!("`{}`: 1 to 64 characters among letters, digits, `-`, `_`, `.` and `:`", s.id),
+                ));
+            }
+            if s.scopes.is_empty() {
+                return Err(invalid(
+                    &format!("{at}.scopes"),
+                    "at least one of \"publish\", \"inbox:read\", \"inbox:write\", \"admin\"",
+                ));
+            }
+            for (field, patterns) in [("exchanges", &s.exchanges), ("routing_keys", &s.routing_keys)] {
+                let Some(patterns) = patterns else { continue };
+                let key = format!("{at}.{field}");
+                if !s.scopes.contains(&Scope::Publish) {
+                    return Err(invalid(&key, "limits `publish`, which this key does not have"));
+                }
+                if patterns.is_empty() {
+                    return Err(invalid(&key, "an empty list allows nothing: leave it out to allow any"));
+                }
+                for p in patterns {
+                    crate::rules::Pattern::parse(p).map_err(|m| invalid(&key, m))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys in the old list form (every scope, no id).
+    pub fn plain_service_keys(&self) -> usize {
+        self.service_keys.iter().filter(|k| matches!(k, ServiceKeyConfig::Plain(_))).count()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -522,6 +692,7 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("auth.service_keys")
             .with_list_parse_key("websocket.allowed_origins")
+            .with_list_parse_key("server.cors_allowed_origins")
             .try_parsing(true)
             .source(Some(env.into_iter().filter(|(k, _)| k.starts_with("HERALD__")).collect()));
         let merged = builder.add_source(env_source).build()?;
@@ -541,6 +712,11 @@ impl Settings {
     /// The compiled-in defaults (tests start from these).
     pub fn defaults() -> Settings {
         Settings::load(None, std::iter::empty()).expect("the shipped defaults are valid")
+    }
+
+    /// The origins the REST API allows (CORS): `server.cors_allowed_origins`, by default the WebSocket's.
+    pub fn cors_origins(&self) -> &[String] {
+        self.server.cors_allowed_origins.as_deref().unwrap_or(&self.websocket.allowed_origins)
     }
 
     pub fn store_location(&self) -> StoreLocation {
@@ -593,9 +769,7 @@ impl Settings {
             }
             _ => {}
         }
-        if self.auth.service_keys.iter().any(|k| k.expose().len() < 16) {
-            return Err(invalid("auth.service_keys", "every key must be at least 16 characters"));
-        }
+        self.auth.validate_service_keys()?;
         let positive = [
             ("websocket.ping_interval_secs", self.websocket.ping_interval_secs as usize),
             ("websocket.idle_timeout_secs", self.websocket.idle_timeout_secs as usize),
@@ -646,18 +820,19 @@ impl Settings {
             ));
         }
         for origin in &self.websocket.allowed_origins {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(invalid(
-                    "websocket.allowed_origins",
-                    format!("`{origin}` is not \"*\" or an http(s)://host[:port] origin"),
-                ));
-            }
+            check_origin(origin).map_err(|m| invalid("websocket.allowed_origins", m))?;
+        }
+        for origin in self.server.cors_allowed_origins.iter().flatten() {
+            check_origin(origin).map_err(|m| invalid("server.cors_allowed_origins", m))?;
+        }
+        if self.server.cors_max_age_secs > 86_400 {
+            return Err(invalid("server.cors_max_age_secs", "at most 86400 (browsers cap it lower anyway)"));
         }
         if self.profile == Profile::Production {
             if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
                 return Err(invalid("auth.jwt_secret", "the development secret is refused in production"));
             }
-            if self.auth.service_keys.iter().any(|k| k.expose() == DEV_SERVICE_KEY) {
+            if self.auth.service_keys.iter().any(|k| k.key().expose() == DEV_SERVICE_KEY) {
                 return Err(invalid("auth.service_keys", "the development key is refused in production"));
             }
             if self.auth.dev_token_endpoint {
@@ -666,6 +841,30 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// An allowed origin is `*` or exactly what a browser sends in `Origin`: `http(s)://host[:port]`, without a
+/// path, a trailing `/`, a query or credentials (any of those would never match, silently).
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let bad = |why: &str| Err(format!("`{origin}` is not \"*\" or an http(s)://host[:port] origin: {why}"));
+    let Ok(uri) = origin.parse::<axum::http::Uri>() else { return bad("it does not parse") };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return bad("the scheme must be http or https");
+    }
+    match uri.authority() {
+        None => return bad("no host"),
+        Some(a) if a.as_str().contains('@') => return bad("an origin holds no credentials"),
+        Some(a) if a.host().is_empty() => return bad("no host"),
+        Some(_) => {}
+    }
+    // `http::Uri` reads `https://a.example` with the path `/`: a `/` written out is caught by `ends_with`.
+    if uri.path_and_query().is_some_and(|p| !matches!(p.as_str(), "" | "/")) || origin.ends_with('/') {
+        return bad("an origin has no path, not even a trailing `/`");
+    }
+    Ok(())
 }
 
 /// The SQLite writer's page cache is a memory budget: more than this is a typo, not a plan.
@@ -843,6 +1042,161 @@ mod tests {
         for filter in ["info", "warn,herald=debug", "herald::api=trace,info", "info,lapin=warn,tower_http=debug", ""] {
             assert!(Settings::load(None, env(&[("HERALD__LOG__FILTER", filter)])).is_ok(), "{filter}");
         }
+    }
+
+    /// Settings from the defaults with `toml` layered over them as the `--config` file.
+    fn with_file(toml: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(&file, toml).unwrap();
+        Settings::load(Some(&file), env(&[]))
+    }
+
+    #[test]
+    fn cors_origins_default_to_the_websocket_origins_and_can_be_set_apart() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.cors_allowed_origins, None);
+        assert_eq!(s.cors_origins(), &s.websocket.allowed_origins[..]);
+        assert_eq!(s.server.cors_max_age_secs, 600);
+        let s = Settings::load(
+            None,
+            env(&[("HERALD__SERVER__CORS_ALLOWED_ORIGINS", "https://app.example.com,http://127.0.0.1:3000")]),
+        )
+        .unwrap();
+        assert_eq!(s.cors_origins(), ["https://app.example.com", "http://127.0.0.1:3000"]);
+        let s = with_file("[server]\ncors_allowed_origins = []\n").unwrap();
+        assert!(s.cors_origins().is_empty(), "[] allows none rather than falling back");
+        let s = with_file("[server]\ncors_allowed_origins = [\"*\"]\n").unwrap();
+        assert_eq!(s.cors_origins(), ["*"]);
+    }
+
+    #[test]
+    fn an_origin_a_browser_would_never_send_is_refused_naming_the_key() {
+        for bad in [
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://user:pw@app.example.com",
+            "https://app.example.com?x=1",
+            "null",
+            "",
+        ] {
+            let e = with_file(&format!("[server]\ncors_allowed_origins = [{bad:?}]\n")).unwrap_err().to_string();
+            assert!(e.contains("server.cors_allowed_origins") && e.contains("origin"), "{bad:?}: {e}");
+            let e = with_file(&format!("[websocket]\nallowed_origins = [{bad:?}]\n")).unwrap_err().to_string();
+            assert!(e.contains("websocket.allowed_origins"), "{bad:?}: {e}");
+        }
+        for good in ["*", "http://localhost:5173", "https://app.example.com", "http://[::1]:8080", "http://10.0.0.2"] {
+            assert!(with_file(&format!("[server]\ncors_allowed_origins = [{good:?}]\n")).is_ok(), "{good}");
+        }
+        let e = with_file("[server]\ncors_max_age_secs = 999999\n").unwrap_err().to_string();
+        assert!(e.contains("server.cors_max_age_secs"), "{e}");
+    }
+
+    const BILLING: &str = r#"
+        [[auth.service_keys]]
+        id = "billing"
+        key = "billing-key-0123456789"
+        scopes = ["publish"]
+        exchanges = ["billing.*"]
+        routing_keys = ["invoice.#"]
+    "#;
+
+    #[test]
+    fn scoped_service_keys_load_from_tables_and_bare_keys_from_lists() {
+        let s = with_file(BILLING).unwrap();
+        let expected = ScopedServiceKey {
+            id: "billing".into(),
+            key: Secret::new("billing-key-0123456789"),
+            scopes: vec![Scope::Publish],
+            exchanges: Some(vec!["billing.*".into()]),
+            routing_keys: Some(vec!["invoice.#".into()]),
+        };
+        assert_eq!(s.auth.service_keys, vec![ServiceKeyConfig::Scoped(expected)], "the file replaces the default");
+        assert_eq!(s.auth.plain_service_keys(), 0);
+        assert_eq!(s.auth.service_keys[0].id(), "billing");
+        // The shipped default is a table too: no warning out of the box.
+        assert_eq!(Settings::defaults().auth.plain_service_keys(), 0);
+        assert_eq!(Settings::defaults().auth.service_keys[0].id(), "dev");
+        // The old list form, from a file, from the environment, and mixed with tables in one array.
+        let s = with_file("[auth]\nservice_keys = [\"aaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbb\"]\n").unwrap();
+        assert_eq!(s.auth.plain_service_keys(), 2);
+        assert_eq!(s.auth.service_keys[0].id().len(), 16, "a fingerprint");
+        let s = Settings::load(None, env(&[("HERALD__AUTH__SERVICE_KEYS", "aaaaaaaaaaaaaaaa")])).unwrap();
+        assert_eq!(s.auth.service_keys, vec![ServiceKeyConfig::Plain(Secret::new("aaaaaaaaaaaaaaaa"))]);
+        let s = with_file(
+            r#"[auth]
+            service_keys = ["aaaaaaaaaaaaaaaa", { id = "ops", key = "cccccccccccccccc", scopes = ["admin"] }]"#,
+        )
+        .unwrap();
+        assert_eq!((s.auth.plain_service_keys(), s.auth.service_keys[1].id()), (1, "ops".to_owned()));
+    }
+
+    #[test]
+    fn bad_service_keys_refuse_to_start_naming_the_entry_and_never_the_key() {
+        let table = |fields: &str| format!("[[auth.service_keys]]\n{fields}\n");
+        let ok = "id = \"a\"\nkey = \"secret-key-number-1\"\nscopes = [\"publish\"]";
+        for (toml, named, says) in [
+            (table("id = \"a\"\nkey = \"short\"\nscopes = [\"publish\"]"), "auth.service_keys[0].key", "16"),
+            (
+                table("id = \"\"\nkey = \"secret-key-number-1\"\nscopes = [\"publish\"]"),
+                "auth.service_keys[0].id",
+                "1 to 64",
+            ),
+            (
+                table("id = \"a b\"\nkey = \"secret-key-number-1\"\nscopes = [\"publish\"]"),
+                "auth.service_keys[0].id",
+                "letters",
+            ),
+            (
+                table("id = \"a\"\nkey = \"secret-key-number-1\"\nscopes = []"),
+                "auth.service_keys[0].scopes",
+                "at least one",
+            ),
+            (
+                table("id = \"a\"\nkey = \"secret-key-number-1\"\nscopes = [\"write\"]"),
+                "auth.service_keys",
+                "inbox:write",
+            ),
+            (table("id = \"a\"\nkey = \"secret-key-number-1\"\nscope = [\"publish\"]"), "auth.service_keys", "scope"),
+            (table("id = \"a\"\nkey = \"secret-key-number-1\""), "auth.service_keys", "scopes"),
+            (
+                table("id = \"a\"\nkey = \"secret-key-number-1\"\nscopes = [\"inbox:read\"]\nexchanges = [\"x\"]"),
+                "auth.service_keys[0].exchanges",
+                "publish",
+            ),
+            (table(&format!("{ok}\nrouting_keys = []")), "auth.service_keys[0].routing_keys", "empty"),
+            (
+                table(&format!("{ok}\nrouting_keys = [\"invoice.#x\"]")),
+                "auth.service_keys[0].routing_keys",
+                "whole words",
+            ),
+            (
+                format!("{}{}", table(ok), table("id = \"a\"\nkey = \"secret-key-number-2\"\nscopes = [\"admin\"]")),
+                "auth.service_keys[1].id",
+                "`a`",
+            ),
+            (
+                format!("{}{}", table(ok), table("id = \"b\"\nkey = \"secret-key-number-1\"\nscopes = [\"admin\"]")),
+                "auth.service_keys[1]",
+                "auth.service_keys[0]",
+            ),
+            (
+                "[auth]\nservice_keys = [\"secret-key-number-1\", \"secret-key-number-1\"]\n".into(),
+                "auth.service_keys[1]",
+                "same key",
+            ),
+            ("[auth]\nservice_keys = [\"short\"]\n".into(), "auth.service_keys[0]", "16"),
+        ] {
+            let e = with_file(&toml).unwrap_err().to_string();
+            assert!(e.contains(named) && e.contains(says), "{toml}\n→ {e}");
+            assert!(!e.contains("secret-key-number"), "a key reached the error: {e}");
+        }
+        let dev_in_prod =
+            [("HERALD__PROFILE", "production"), ("HERALD__AUTH__JWT_SECRET", "a-production-secret-of-some-length")];
+        let e = Settings::load(None, env(&dev_in_prod)).unwrap_err().to_string();
+        assert!(e.contains("auth.service_keys") && e.contains("development key"), "the shipped table's key: {e}");
     }
 
     #[test]

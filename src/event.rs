@@ -10,7 +10,7 @@
 //!
 //! The store dedupes on [`Event::dedupe_key`], the event id *in its scope*, so one producer's id never drops
 //! another producer's event: an AMQP `message_id` and the digest are global (the digest is content-scoped
-//! already), an HTTP `Idempotency-Key` is scoped by the caller (the service key's fingerprint), and a body id by
+//! already), an HTTP `Idempotency-Key` is scoped by the caller (the service key's id), and a body id by
 //! exchange + routing key (the event type when there is no routing key). See [`DedupeKey`].
 
 use std::time::Instant;
@@ -74,7 +74,7 @@ pub struct Envelope<'a> {
     /// AMQP `message_id` or the HTTP `Idempotency-Key`: wins over ids in the body.
     pub message_id: Option<&'a str>,
     /// Who chose `message_id`, which scopes it: `None` for an AMQP `message_id` (global), the caller for an HTTP
-    /// `Idempotency-Key` (`service:<key fingerprint>` or `user:<id>`).
+    /// `Idempotency-Key` (`service:<key id>` or `user:<id>`).
     pub caller: Option<&'a str>,
 }
 

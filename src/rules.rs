@@ -564,7 +564,7 @@ fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String
 /// Matching is an NFA simulation over the pattern words: one pass over the key, keeping the set of pattern
 /// positions reachable so far, so it costs O(key words × pattern words) whatever the pattern — a backtracking
 /// matcher is exponential in the number of `#` words (`#.b.#.b.#.z` against a long key stalled the runtime).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern(Vec<Word>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,8 +78,8 @@ const fn seconds(name: &'static str, help: &'static str) -> Metric {
 /// them all.
 pub const METRICS: &[Metric] = &[
     // Ingest (both transports).
-    counter("herald_ingest_events_total", "Events ingested, by transport (http, amqp) and outcome (stored, duplicate, purged, ignored, unmatched, live, unresolved_recipient)."),
-    counter("herald_ingest_errors_total", "Events refused (HTTP 4xx) or dead-lettered (AMQP), by transport and reason."),
+    counter("herald_ingest_events_total", "Events ingested, by transport (http, amqp) and outcome (stored, duplicate, purged, ignored, unmatched, live, unresolved_recipient); over HTTP also by `key`, the service key's configured id (empty for a user)."),
+    counter("herald_ingest_errors_total", "Events refused (HTTP 4xx) or dead-lettered (AMQP), by transport and reason; over HTTP also by `key`, the service key's id (empty when there is none)."),
     counter("herald_events_unmatched_total", "Events no rule matched (not stored)."),
     counter("herald_events_unresolved_total", "Events addressed through an alias no user is known for yet."),
     counter("herald_live_events_total", "Live-only events pushed without being stored."),

@@ -1,7 +1,8 @@
 //! Service-key endpoints that change how events are routed: recipient aliases and rules reload.
 //!
-//! Invariants: only a service key reaches them (a user token is 403); a rules file that does not compile is
-//! refused with its error and the rules in force stay.
+//! Invariants: only a service key reaches them (a user token is 403), with the scope each needs: an alias
+//! says whose inbox events land in, so reading one needs `inbox:read` and teaching one `inbox:write`; a rules
+//! reload needs `admin`. A rules file that does not compile is refused with its error and the rules in force stay.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -9,13 +10,14 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::inbox::Write;
 use crate::rules::AliasRecord;
 
-fn service_only(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// A service key with `scope`; a user token is refused whatever the scope.
+pub(super) fn service_only(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
     match state.principal(headers)? {
-        Principal::Service { .. } => Ok(()),
+        Principal::Service { grant, .. } => grant.require(scope).map_err(ApiError::Auth),
         _ => Err(ApiError::Forbidden("a service key is required".into())),
     }
 }
@@ -31,7 +33,7 @@ pub async fn get_alias(
     Path((kind, alias)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    service_only(&state, &headers)?;
+    service_only(&state, &headers, Scope::InboxRead)?;
     match state.store.alias(&kind, &alias).await? {
         Some(user) => Ok(Json(serde_json::json!({ "kind": kind, "alias": alias, "user_id": user }))),
         None => Err(ApiError::NotFound("no such alias")),
@@ -45,7 +47,7 @@ pub async fn put_alias(
     headers: HeaderMap,
     body: Result<Json<AliasBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    service_only(&state, &headers)?;
+    service_only(&state, &headers, Scope::InboxWrite)?;
     let Json(body) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
     let user = crate::event::id_string(&body.user_id).ok_or(ApiError::Unprocessable {
         code: "missing_user_id",
@@ -65,7 +67,7 @@ pub async fn reload_rules(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    service_only(&state, &headers)?;
+    service_only(&state, &headers, Scope::Admin)?;
     match state.pipeline.reload_rules() {
         Ok(n) => Ok(Json(serde_json::json!({ "rules": n }))),
         Err(e) => {

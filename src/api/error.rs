@@ -48,6 +48,10 @@ impl ApiError {
             ApiError::Auth(AuthError::Missing) => (StatusCode::UNAUTHORIZED, "missing_credentials"),
             ApiError::Auth(AuthError::Expired) => (StatusCode::UNAUTHORIZED, "token_expired"),
             ApiError::Auth(AuthError::Invalid(_)) => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            // RFC 6750's name for a valid credential that lacks what the request needs.
+            ApiError::Auth(AuthError::MissingScope(_) | AuthError::OutOfScope(_)) => {
+                (StatusCode::FORBIDDEN, "insufficient_scope")
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),

@@ -2,6 +2,10 @@
 //!
 //! `202` only after the commit. A bad element rejects the whole request (`4xx` naming its index), so a
 //! client never has to guess which half of a batch was stored.
+//!
+//! A service key needs `publish`, and each event's exchange and routing key (as decoded) must be within the
+//! key's limits, else `403 insufficient_scope` naming the pattern. Metrics and logs name the key by its id
+//! (label `key`: bounded by the configuration), never the key; `key=""` for a user or an unauthenticated call.
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -12,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{ApiError, AppState};
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
 
 /// Most events accepted in one request.
@@ -40,7 +44,9 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    counted(handle(&state, query, &headers, body, Allowed::Services).await)
+    let principal = state.principal(&headers);
+    let key = key_label(&principal);
+    counted(&key, handle(&state, principal, &key, query, &headers, body, Allowed::Services).await)
 }
 
 pub async fn dev_ingest(
@@ -49,36 +55,64 @@ pub async fn dev_ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    counted(handle(&state, query, &headers, body, Allowed::SignedInUsers).await)
+    let principal = state.principal(&headers);
+    let key = key_label(&principal);
+    counted(&key, handle(&state, principal, &key, query, &headers, body, Allowed::SignedInUsers).await)
+}
+
+/// The `key` of metrics and logs: the service key's id, empty for anyone else.
+fn key_label(principal: &Result<Principal, ApiError>) -> String {
+    match principal {
+        Ok(Principal::Service { key_id, .. }) => key_id.clone(),
+        _ => String::new(),
+    }
 }
 
 fn counted(
+    key: &str,
     result: Result<(StatusCode, Json<serde_json::Value>), ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if let Err(e) = &result {
         let reason = match e {
+            ApiError::Auth(AuthError::MissingScope(_) | AuthError::OutOfScope(_)) => "insufficient_scope",
             ApiError::Auth(_) | ApiError::Forbidden(_) => "unauthorized",
             ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::TooLarge { .. } => "body_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             _ => "store_unavailable",
         };
-        metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason).increment(1);
-        tracing::info!(reason, error = %e, "ingest request refused");
+        metrics::counter!(
+            "herald_ingest_errors_total",
+            "transport" => "http",
+            "reason" => reason,
+            "key" => key.to_owned()
+        )
+        .increment(1);
+        tracing::info!(reason, key, error = %e, "ingest request refused");
     }
     result
 }
 
 async fn handle(
     state: &AppState,
+    principal: Result<Principal, ApiError>,
+    key: &str,
     query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
     body: Body,
     allowed: Allowed,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let principal = principal?;
+    let grant = match &principal {
+        Principal::Service { grant, .. } => {
+            grant.require(Scope::Publish).map_err(ApiError::Auth)?;
+            Some(grant.clone())
+        }
+        Principal::User { .. } => None,
+    };
     // The caller scopes its Idempotency-Keys: two services (or users) reusing a key do not collide.
-    let caller = match (state.principal(headers)?, allowed) {
-        (Principal::Service { key_id }, _) => format!("service:{key_id}"),
+    let caller = match (principal, allowed) {
+        (Principal::Service { key_id, .. }, _) => format!("service:{key_id}"),
         (Principal::User { id, .. }, Allowed::SignedInUsers) => format!("user:{id}"),
         (Principal::User { .. }, Allowed::Services) => {
             return Err(ApiError::Auth(AuthError::Invalid("ingest needs a service key, not a user token".into())))
@@ -132,6 +166,13 @@ async fn handle(
                 _ => ApiError::Unprocessable { code: e.reason(), message },
             }
         })?;
+        // Where the event goes is known once it is decoded (the routing key may come from its body).
+        if let Some(grant) = &grant {
+            grant.may_publish(&event.exchange, &event.routing_key).map_err(|e| match e {
+                AuthError::OutOfScope(m) => ApiError::Auth(AuthError::OutOfScope(format!("{where_}{m}"))),
+                other => ApiError::Auth(other),
+            })?;
+        }
         let p = state
             .pipeline
             .prepare(event)
@@ -141,9 +182,15 @@ async fn handle(
 
     let outcomes = state.pipeline.commit(prepared).await?;
     for o in &outcomes {
-        metrics::counter!("herald_ingest_events_total", "transport" => "http", "status" => o.status.label())
-            .increment(1);
+        metrics::counter!(
+            "herald_ingest_events_total",
+            "transport" => "http",
+            "status" => o.status.label(),
+            "key" => key.to_owned()
+        )
+        .increment(1);
     }
+    tracing::debug!(key, events = outcomes.len(), "ingest request committed");
     // An event addressed through an alias nobody taught yet stored nothing (the others in the batch did): the
     // caller learns which, and may post it again once the alias is known.
     if let Some(unresolved) = outcomes.iter().find_map(|o| o.error.as_ref()) {

@@ -1,4 +1,5 @@
-//! The REST inbox: list, unread count, mark read, read all, delete. A user sees only their own inbox.
+//! The REST inbox: list, unread count, mark read, read all, delete. A user sees only their own inbox; a
+//! service key reads any with `inbox:read` and changes any with `inbox:write`.
 //!
 //! Read-state changes are pushed to the user's open sessions (`read`, `read_all`, `deleted` frames) so every
 //! tab's badge stays in sync.
@@ -11,6 +12,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{ApiError, AppState, Path};
+use crate::auth::Scope;
 use crate::fanout::Message;
 use crate::inbox::ListQuery;
 use crate::protocol::{format_ts, InboxPage, Notification, ServerFrame, UnreadCount};
@@ -28,8 +30,8 @@ pub struct ListParams {
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 impl AppState {
-    fn authorize(&self, headers: &HeaderMap, user: &str) -> Result<(), ApiError> {
-        self.principal(headers)?.may_access(user).map_err(ApiError::Auth)
+    fn authorize(&self, headers: &HeaderMap, user: &str, scope: Scope) -> Result<(), ApiError> {
+        self.principal(headers)?.may_access(user, scope).map_err(ApiError::Auth)
     }
 
     fn push_to_user(&self, user: &str, frame: ServerFrame<'_>) {
@@ -43,7 +45,7 @@ pub async fn list(
     params: QueryResult<ListParams>,
     headers: HeaderMap,
 ) -> Result<Json<InboxPage>, ApiError> {
-    state.authorize(&headers, &user)?;
+    state.authorize(&headers, &user, Scope::InboxRead)?;
     let Query(p) = params.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -66,7 +68,7 @@ pub async fn unread_count(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<UnreadCount>, ApiError> {
-    state.authorize(&headers, &user)?;
+    state.authorize(&headers, &user, Scope::InboxRead)?;
     Ok(Json(UnreadCount { unread_count: state.store.unread_count(&user).await? }))
 }
 
@@ -75,7 +77,7 @@ pub async fn read(
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
-    state.authorize(&headers, &user)?;
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
     let n = state.store.mark_read(&user, id).await?.ok_or(ApiError::NotFound("no such notification in this inbox"))?;
     if let Some(read_at) = n.read_at {
         state.push_to_user(&user, ServerFrame::Read { ids: &[id], read_at });
@@ -88,7 +90,7 @@ pub async fn read_all(
     Path(user): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(&headers, &user)?;
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
     let r = state.store.mark_all_read(&user).await?;
     state.push_to_user(&user, ServerFrame::ReadAll { up_to: r.up_to, read_at: r.read_at });
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
@@ -99,7 +101,7 @@ pub async fn remove(
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.authorize(&headers, &user)?;
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
     if !state.store.delete(&user, id).await? {
         return Err(ApiError::NotFound("no such notification in this inbox"));
     }

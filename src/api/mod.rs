@@ -2,9 +2,11 @@
 //!
 //! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`], and under every
 //! route [`error::json_errors`] for whatever a handler or layer answers in plain text); internals are
-//! logged, not leaked; request logs carry the path and a redacted query, never a token.
+//! logged, not leaked; request logs carry the path and a redacted query, never a token. The REST routes
+//! carry CORS ([`cors`]); `/ws` and the ops endpoints do not.
 
 mod admin;
+mod cors;
 mod error;
 mod events;
 mod http_metrics;
@@ -74,20 +76,27 @@ pub fn router(state: AppState) -> Router {
     let users = "/api/v1/users/{user_id}/notifications";
     // One budget for both ingest routes.
     let ingest_slots = Arc::new(tokio::sync::Semaphore::new(state.settings.server.ingest_max_concurrency));
-    let mut app = Router::new()
-        .route("/ws/{user_id}", get(ws::upgrade))
+    // The REST API, under CORS. Its JSON 405 is set before the CORS layer: set later, it would replace the
+    // layered fallback and a preflight (OPTIONS) would miss CORS.
+    let rest = Router::new()
         .route(users, get(inbox::list))
         .route(&format!("{users}/unread_count"), get(inbox::unread_count))
         .route(&format!("{users}/read_all"), post(inbox::read_all))
         .route(&format!("{users}/{{id}}/read"), post(inbox::read))
         .route(&format!("{users}/{{id}}"), delete(inbox::remove))
         .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, &state.settings))
+        .route("/api/v1/admin/presence", get(ops::presence))
+        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
+        .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(cors::layer(&state.settings))
+        .layer(axum::middleware::map_response(cors::strip_when_refused));
+    let mut app = Router::new()
+        .route("/ws/{user_id}", get(ws::upgrade))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/api/v1/admin/presence", get(ops::presence))
-        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
-        .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias));
+        .merge(rest);
     if state.settings.auth.dev_token_endpoint {
         app = app
             .route("/api/v1/dev/token", post(ops::dev_token))

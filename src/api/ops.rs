@@ -61,16 +61,14 @@ pub async fn dev_token(
     Ok(Json(serde_json::json!({ "token": token, "user_id": req.user_id.trim(), "expires_in": ttl })))
 }
 
-/// `GET /api/v1/admin/presence` (service key): users and sessions online, per node and in total. With Redis,
-/// every node that reported recently; without, this node alone. A user with sessions on two nodes counts on
-/// each (`users` totals are an upper bound).
+/// `GET /api/v1/admin/presence` (a service key with `admin`): users and sessions online, per node and in
+/// total. With Redis, every node that reported recently; without, this node alone. A user with sessions on two
+/// nodes counts on each (`users` totals are an upper bound).
 pub async fn presence(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !matches!(state.principal(&headers)?, crate::auth::Principal::Service { .. }) {
-        return Err(ApiError::Forbidden("presence needs a service key".into()));
-    }
+    super::admin::service_only(&state, &headers, crate::auth::Scope::Admin)?;
     let cluster = &state.settings.cluster;
     let nodes = if cluster.enabled() {
         crate::fanout::redis::presence(cluster)

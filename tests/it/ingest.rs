@@ -183,7 +183,10 @@ async fn the_same_body_id_from_two_producers_is_two_events() {
 #[tokio::test]
 async fn the_same_idempotency_key_from_two_service_keys_is_two_events() {
     const OTHER_KEY: &str = "another-service-key-0123456789";
-    let gw = spawn_gateway_with(|s| s.auth.service_keys.push(herald::config::Secret::new(OTHER_KEY))).await;
+    let gw = spawn_gateway_with(|s| {
+        s.auth.service_keys.push(herald::config::ServiceKeyConfig::Plain(herald::config::Secret::new(OTHER_KEY)))
+    })
+    .await;
     let post = |key: &'static str, user: &'static str| {
         let gw = &gw;
         async move {

@@ -91,8 +91,8 @@ async fn an_auth_refresh_with_a_token_over_max_inbound_bytes_is_accepted() {
     assert_eq!(c.frame().await["type"], "auth_ok");
 }
 
-/// Every error is `{error, message}` JSON: path-parse and query-parse rejections, 405 (a CORS preflight
-/// included) and 404.
+/// Every error is `{error, message}` JSON: path-parse and query-parse rejections, 405 (an OPTIONS outside the
+/// REST API included: REST routes answer preflights, tests/it/cors.rs) and 404.
 #[tokio::test]
 async fn every_error_is_json_with_error_and_message() {
     let gw = spawn_gateway().await;
@@ -106,7 +106,7 @@ async fn every_error_is_json_with_error_and_message() {
         (http.get(gw.url("/api/v1/users/alice/notifications?unread=maybe")).bearer_auth(&alice), 400, "bad_query"),
         (http.put(gw.url("/api/v1/events")).bearer_auth(SERVICE_KEY), 405, "method_not_allowed"),
         (
-            http.request(reqwest::Method::OPTIONS, gw.url("/api/v1/events"))
+            http.request(reqwest::Method::OPTIONS, gw.url("/healthz"))
                 .header("origin", "http://localhost:5173")
                 .header("access-control-request-method", "POST"),
             405,

@@ -13,8 +13,11 @@ export const DIST = join(WEB_DEMO, 'dist');
 export const ARTIFACTS = join(here, 'artifacts');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
-/** Start `herald serve` on a free loopback port with a temporary SQLite inbox and the dev endpoints on. */
-export async function startHerald() {
+/**
+ * Start `herald serve` on a free loopback port with a temporary SQLite inbox and the dev endpoints on.
+ * `server`: extra TOML lines for the `[server]` table (e.g. `cors_allowed_origins = [...]`).
+ */
+export async function startHerald({ server = [] } = {}) {
   const bin = resolve(WEB_DEMO, process.env.HERALD_BIN ?? '../target/debug/herald');
   if (!existsSync(bin))
     throw new Error(`no Herald binary at ${bin}: run \`cargo build --bin herald\` or set HERALD_BIN`);
@@ -29,6 +32,7 @@ export async function startHerald() {
       'bind = "127.0.0.1:0"',
       `demo_dir = ${toml(DIST)}`,
       'shutdown_grace_secs = 1',
+      ...server,
       '[log]',
       'format = "json"',
       '[auth]',
