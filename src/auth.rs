@@ -1,6 +1,11 @@
 //! Auth: who is calling. User JWTs (sessions, REST) and service API keys (ingest, any inbox).
 //!
-//! Invariants: one algorithm is accepted, the configured one (so `alg: none` and algorithm confusion fail);
+//! User tokens are verified with one configured key (`auth.algorithm`: an HS256 secret or an RS256 PEM) or, when
+//! `auth.jwks_url` / `auth.oidc_issuer` is set, with the identity provider's published keys ([`jwks`]: RS256,
+//! ES256 or EdDSA, chosen by `kid`, refreshed in the background; verification itself never waits on the network).
+//!
+//! Invariants: one algorithm is accepted, the configured one, or with a key set the one of the key the token's
+//! `kid` names, from `auth.jwks_algorithms` (so `alg: none` and algorithm confusion fail);
 //! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured; the user claim is
 //! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
 //! statics; tokens never reach logs ([`redact_query`] is what request logging uses).
@@ -17,6 +22,10 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthSettings, JwtAlgorithm, Secret, UserClaim};
+use crate::telemetry::Health;
+
+pub mod jwks;
+use jwks::Jwks;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -56,12 +65,20 @@ impl Principal {
 }
 
 pub struct Authenticator {
-    decoding: DecodingKey,
+    keys: Keys,
     encoding: Option<EncodingKey>,
     algorithm: Algorithm,
     validation: Validation,
     user_claim: UserClaim,
     service_keys: Vec<Secret>,
+}
+
+/// What verifies a user token's signature.
+enum Keys {
+    /// `auth.algorithm`'s secret or public key.
+    Static(DecodingKey),
+    /// The identity provider's key set (`auth.jwks_url`, `auth.oidc_issuer`).
+    Jwks(Jwks),
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -72,24 +89,28 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     pub fn new(s: &AuthSettings) -> Result<Authenticator, String> {
-        let (algorithm, decoding, encoding) = match s.algorithm {
-            JwtAlgorithm::HS256 => {
+        let (algorithm, keys, encoding) = match (Jwks::new(s)?, s.algorithm) {
+            // The header's algorithm, checked against the chosen key, replaces this one per token.
+            (Some(jwks), _) => (Algorithm::RS256, Keys::Jwks(jwks), None),
+            (None, JwtAlgorithm::HS256) => {
                 let secret = s.jwt_secret.expose().as_bytes();
-                (Algorithm::HS256, DecodingKey::from_secret(secret), Some(EncodingKey::from_secret(secret)))
+                (Algorithm::HS256, Keys::Static(DecodingKey::from_secret(secret)), Some(EncodingKey::from_secret(secret)))
             }
-            JwtAlgorithm::RS256 => {
+            (None, JwtAlgorithm::RS256) => {
                 let pem = std::fs::read(&s.jwt_public_key_path).map_err(|e| {
                     format!("auth.jwt_public_key_path: cannot read {}: {e}", s.jwt_public_key_path.display())
                 })?;
                 let key = DecodingKey::from_rsa_pem(&pem)
                     .map_err(|e| format!("auth.jwt_public_key_path: not an RSA public key PEM: {e}"))?;
-                (Algorithm::RS256, key, None)
+                (Algorithm::RS256, Keys::Static(key), None)
             }
         };
+        // An OIDC issuer is the required `iss` unless `auth.issuer` says otherwise.
+        let issuer = if s.issuer.is_empty() { s.oidc_issuer.as_str() } else { s.issuer.as_str() };
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
         let mut required = vec!["exp"];
-        if !s.issuer.is_empty() {
+        if !issuer.is_empty() {
             required.push("iss");
         }
         if !s.audience.is_empty() {
@@ -98,10 +119,10 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         validation.leeway = s.leeway_secs;
-        if s.issuer.is_empty() {
+        if issuer.is_empty() {
             validation.iss = None;
         } else {
-            validation.set_issuer(&[&s.issuer]);
+            validation.set_issuer(&[issuer]);
         }
         if s.audience.is_empty() {
             validation.validate_aud = false;
@@ -109,7 +130,7 @@ impl Authenticator {
             validation.set_audience(&[&s.audience]);
         }
         Ok(Authenticator {
-            decoding,
+            keys,
             encoding,
             algorithm,
             validation,
@@ -121,8 +142,16 @@ impl Authenticator {
     /// Verify a user token and return its user.
     pub fn verify_user(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data =
-            decode::<HashMap<String, Value>>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
+        let decoded = match &self.keys {
+            Keys::Static(key) => decode::<HashMap<String, Value>>(token, key, &self.validation),
+            Keys::Jwks(jwks) => {
+                let key = jwks.select(token)?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![key.alg];
+                decode::<HashMap<String, Value>>(token, &key.decoding, &validation)
+            }
+        };
+        let data = decoded.map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
                 ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
@@ -141,6 +170,14 @@ impl Authenticator {
             return Err(AuthError::Expired);
         }
         Ok(Principal::User { id, expires_at })
+    }
+
+    /// Start what keeps the keys fresh: with a key set, its refresh task (reported as `jwks` on `health`, not
+    /// ready until a set has loaded); with a static key, nothing.
+    pub fn start_key_refresh(&self, health: &Health, shutdown: &tokio_util::sync::CancellationToken) {
+        if let Keys::Jwks(jwks) = &self.keys {
+            jwks.spawn(health.clone(), shutdown.clone());
+        }
     }
 
     pub fn is_service_key(&self, candidate: &str) -> bool {

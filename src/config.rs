@@ -153,6 +153,86 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     pub service_keys: Vec<Secret>,
     pub dev_token_endpoint: bool,
+    /// Verify user tokens with the keys an identity provider publishes here (a JWK set), chosen by `kid`,
+    /// instead of `algorithm`'s secret or PEM (`auth::jwks`). Empty: off.
+    pub jwks_url: String,
+    /// OpenID Connect issuer: the JWK set's address is discovered from
+    /// `{oidc_issuer}/.well-known/openid-configuration`, and with `issuer` empty it is the required `iss`.
+    pub oidc_issuer: String,
+    /// The algorithms a JWKS key may verify (RS256, ES256, EdDSA); a token whose header names another is refused.
+    pub jwks_algorithms: Vec<JwksAlgorithm>,
+    /// Least time between two key-set refreshes asked for by a token with an unknown `kid`.
+    pub jwks_min_refresh_secs: u64,
+}
+
+impl AuthSettings {
+    /// Whether user tokens are verified with keys fetched from `jwks_url` or discovered from `oidc_issuer`.
+    pub fn jwks_enabled(&self) -> bool {
+        !self.jwks_url.is_empty() || !self.oidc_issuer.is_empty()
+    }
+
+    fn validate_jwks(&self, profile: Profile) -> Result<(), ConfigError> {
+        if !self.jwks_url.is_empty() && !self.oidc_issuer.is_empty() {
+            return Err(invalid(
+                "auth.oidc_issuer",
+                "set auth.jwks_url or auth.oidc_issuer, not both (the issuer's discovery names its key set)",
+            ));
+        }
+        for (key, url) in [("auth.jwks_url", &self.jwks_url), ("auth.oidc_issuer", &self.oidc_issuer)] {
+            if !url.is_empty() {
+                check_key_url(url, profile).map_err(|m| invalid(key, m))?;
+            }
+        }
+        if self.jwks_algorithms.is_empty() {
+            return Err(invalid("auth.jwks_algorithms", "name at least one of RS256, ES256, EdDSA"));
+        }
+        if !(1..=3600).contains(&self.jwks_min_refresh_secs) {
+            return Err(invalid("auth.jwks_min_refresh_secs", "must be 1 to 3600"));
+        }
+        Ok(())
+    }
+}
+
+/// What a JWKS key may verify. Symmetric algorithms are absent on purpose: a published key set is public, so
+/// an HS256 "key" from it would let anyone sign.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum JwksAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+/// Where keys are fetched from (`auth.jwks_url`, `auth.oidc_issuer`): `https://`, or `http://` in development
+/// or to a loopback host (a sidecar, a test); never with credentials in it.
+pub fn check_key_url(raw: &str, profile: Profile) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if profile == Profile::Development || is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "`{raw}`: keys must come over https:// in production (http:// only to a loopback host)"
+            ))
+        }
+        other => return Err(format!("`{raw}`: scheme `{other}` is not https:// (or http://)")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{}` holds credentials: key sets are public, none are sent", crate::redact_url(raw)));
+    }
+    Ok(url)
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1`: a host on this machine.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -504,6 +584,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("auth.service_keys")
+            .with_list_parse_key("auth.jwks_algorithms")
             .with_list_parse_key("websocket.allowed_origins")
             .try_parsing(true)
             .source(Some(env.into_iter().filter(|(k, _)| k.starts_with("HERALD__")).collect()));
@@ -560,6 +641,7 @@ impl Settings {
             }
             _ => {}
         }
+        self.auth.validate_jwks(self.profile)?;
         if self.auth.service_keys.iter().any(|k| k.expose().len() < 16) {
             return Err(invalid("auth.service_keys", "every key must be at least 16 characters"));
         }
@@ -621,7 +703,11 @@ impl Settings {
             }
         }
         if self.profile == Profile::Production {
-            if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
+            // With a key set the secret verifies nothing, so it may stay at its default.
+            if self.auth.algorithm == JwtAlgorithm::HS256
+                && !self.auth.jwks_enabled()
+                && self.auth.jwt_secret.expose() == DEV_JWT_SECRET
+            {
                 return Err(invalid("auth.jwt_secret", "the development secret is refused in production"));
             }
             if self.auth.service_keys.iter().any(|k| k.expose() == DEV_SERVICE_KEY) {

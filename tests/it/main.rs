@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod inbox;
 mod ingest;
+mod jwks;
 mod metrics;
 mod no_gaps;
 mod race;
