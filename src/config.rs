@@ -899,6 +899,65 @@ mod tests {
     }
 
     #[test]
+    fn key_set_urls_need_https_in_production_except_on_loopback() {
+        let prod = |var: &str, url: &str| {
+            Settings::load(
+                None,
+                env(&[
+                    ("HERALD_PROFILE", "production"),
+                    ("HERALD__AUTH__SERVICE_KEYS", "a-production-service-key"),
+                    (var, url),
+                ]),
+            )
+        };
+        for (var, key) in [("HERALD__AUTH__JWKS_URL", "auth.jwks_url"), ("HERALD__AUTH__OIDC_ISSUER", "auth.oidc_issuer")] {
+            for url in ["https://id.example/.well-known/jwks.json", "http://127.0.0.1:8080/jwks", "http://[::1]/jwks", "http://localhost:9000"] {
+                let s = prod(var, url).unwrap_or_else(|e| panic!("{var}={url}: {e}"));
+                assert!(s.auth.jwks_enabled());
+            }
+            for (url, why) in [
+                ("http://id.example/jwks", "https"),
+                ("ftp://id.example/jwks", "scheme"),
+                ("id.example/jwks", "not a URL"),
+                ("https://user:hunter2@id.example/jwks", "credentials"),
+            ] {
+                let e = prod(var, url).unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains(why), "{var}={url}: {e}");
+                assert!(!e.contains("hunter2"), "{e}");
+            }
+            // Development takes http:// anywhere (a provider on the LAN while trying Herald out).
+            assert!(Settings::load(None, env(&[(var, "http://keycloak.lan:8080/realms/x")])).is_ok());
+        }
+    }
+
+    #[test]
+    fn key_set_settings_are_validated_and_named() {
+        let e = err(&[("HERALD__AUTH__JWKS_URL", "https://a.example/jwks"), ("HERALD__AUTH__OIDC_ISSUER", "https://a.example")]);
+        assert!(e.contains("auth.oidc_issuer") && e.contains("not both"), "{e}");
+        let e = err(&[("HERALD__AUTH__JWKS_ALGORITHMS", "HS256")]);
+        assert!(e.contains("auth.jwks_algorithms"), "{e}");
+        let e = err(&[("HERALD__AUTH__JWKS_MIN_REFRESH_SECS", "0")]);
+        assert!(e.contains("auth.jwks_min_refresh_secs"), "{e}");
+        let s = Settings::load(None, env(&[("HERALD__AUTH__JWKS_ALGORITHMS", "EdDSA,ES256")])).unwrap();
+        assert_eq!(s.auth.jwks_algorithms, vec![JwksAlgorithm::EdDSA, JwksAlgorithm::ES256]);
+        let d = Settings::defaults().auth;
+        assert!(!d.jwks_enabled());
+        assert_eq!(d.jwks_algorithms, vec![JwksAlgorithm::RS256, JwksAlgorithm::ES256, JwksAlgorithm::EdDSA]);
+        assert_eq!(d.jwks_min_refresh_secs, 10);
+        // With a key set the HS256 secret verifies nothing: production does not ask to change it.
+        let s = Settings::load(
+            None,
+            env(&[
+                ("HERALD_PROFILE", "production"),
+                ("HERALD__AUTH__SERVICE_KEYS", "a-production-service-key"),
+                ("HERALD__AUTH__OIDC_ISSUER", "https://id.example/realms/herald"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.profile, Profile::Production);
+    }
+
+    #[test]
     fn the_automatic_connection_cap_keeps_descriptors_back() {
         assert_eq!(auto_connection_cap(1024), 1024 - 128);
         assert_eq!(auto_connection_cap(256), 128);

@@ -29,6 +29,8 @@ struct Served {
     jwks: Mode,
     /// The discovery document's `issuer`; `None`: the provider's own base URL.
     issuer: Option<String>,
+    /// `GET /jwks` requests answered.
+    hits: u64,
 }
 
 /// A tiny identity provider: `GET /jwks` and `GET /.well-known/openid-configuration`.
@@ -39,7 +41,7 @@ struct Idp {
 
 impl Idp {
     async fn start(kids: &[&str]) -> Idp {
-        let served = Arc::new(Mutex::new(Served { jwks: Mode::Keys(set(kids)), issuer: None }));
+        let served = Arc::new(Mutex::new(Served { jwks: Mode::Keys(set(kids)), issuer: None, hits: 0 }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
@@ -62,7 +64,11 @@ impl Idp {
 type IdpState = (Arc<Mutex<Served>>, String);
 
 async fn jwks(State((served, _)): State<IdpState>) -> Response {
-    let mode = served.lock().unwrap().jwks.clone();
+    let mode = {
+        let mut served = served.lock().unwrap();
+        served.hits += 1;
+        served.jwks.clone()
+    };
     match mode {
         Mode::Keys(set) => ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(set)).into_response(),
         Mode::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
@@ -232,6 +238,28 @@ async fn rotation_fetches_a_new_kid_on_demand_and_refuses_the_removed_one() {
     let (status, body) = inbox_with(&gw, "alice", &token("alice", "rsa-1")).await;
     assert_eq!(status, 401, "{body}");
     assert!(message(&body).contains("unknown key id \"rsa-1\""), "{body}");
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn made_up_kids_cannot_make_the_gateway_fetch_more_than_once_per_interval() {
+    let idp = Idp::start(&["rsa-1"]).await;
+    let gw = jwks_gateway(|s| {
+        s.auth.jwks_url = idp.url("/jwks");
+        s.auth.jwks_min_refresh_secs = 3600;
+    })
+    .await;
+    loaded(&gw).await;
+    let claims = json!({"sub": "alice", "exp": unix_now() + 600});
+    for i in 0..50 {
+        let t = signed(Algorithm::RS256, Some(&format!("made-up-{i}")), "rsa-1", &claims);
+        let (status, body) = inbox_with(&gw, "alice", &t).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    // The first refresh they asked for may run only an hour after the load: the provider saw one request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(idp.served.lock().unwrap().hits, 1, "a token with an unknown kid fetched the key set");
+    assert_eq!(inbox_with(&gw, "alice", &token("alice", "rsa-1")).await.0, 200);
     gw.stop().await.unwrap();
 }
 
