@@ -94,7 +94,11 @@ impl Authenticator {
             (Some(jwks), _) => (Algorithm::RS256, Keys::Jwks(jwks), None),
             (None, JwtAlgorithm::HS256) => {
                 let secret = s.jwt_secret.expose().as_bytes();
-                (Algorithm::HS256, Keys::Static(DecodingKey::from_secret(secret)), Some(EncodingKey::from_secret(secret)))
+                (
+                    Algorithm::HS256,
+                    Keys::Static(DecodingKey::from_secret(secret)),
+                    Some(EncodingKey::from_secret(secret)),
+                )
             }
             (None, JwtAlgorithm::RS256) => {
                 let pem = std::fs::read(&s.jwt_public_key_path).map_err(|e| {
@@ -152,11 +156,11 @@ impl Authenticator {
             }
         };
         let data = decoded.map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
-                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
+            ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
         let claim = self.user_claim.name();
         let id = user_claim(claim, data.claims.get(claim))?;
         let expires_at = data

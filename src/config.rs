@@ -183,6 +183,12 @@ impl AuthSettings {
                 check_key_url(url, profile).map_err(|m| invalid(key, m))?;
             }
         }
+        if self.jwks_enabled() && self.dev_token_endpoint {
+            return Err(invalid(
+                "auth.dev_token_endpoint",
+                "cannot mint tokens when they are verified with a key set (auth.jwks_url / auth.oidc_issuer): the identity provider signs them",
+            ));
+        }
         if self.jwks_algorithms.is_empty() {
             return Err(invalid("auth.jwks_algorithms", "name at least one of RS256, ES256, EdDSA"));
         }
@@ -228,7 +234,9 @@ pub fn check_key_url(raw: &str, profile: Profile) -> Result<url::Url, String> {
 /// `localhost`, 127.0.0.0/8 or `::1`: a host on this machine.
 pub fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost"),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -910,8 +918,15 @@ mod tests {
                 ]),
             )
         };
-        for (var, key) in [("HERALD__AUTH__JWKS_URL", "auth.jwks_url"), ("HERALD__AUTH__OIDC_ISSUER", "auth.oidc_issuer")] {
-            for url in ["https://id.example/.well-known/jwks.json", "http://127.0.0.1:8080/jwks", "http://[::1]/jwks", "http://localhost:9000"] {
+        for (var, key) in
+            [("HERALD__AUTH__JWKS_URL", "auth.jwks_url"), ("HERALD__AUTH__OIDC_ISSUER", "auth.oidc_issuer")]
+        {
+            for url in [
+                "https://id.example/.well-known/jwks.json",
+                "http://127.0.0.1:8080/jwks",
+                "http://[::1]/jwks",
+                "http://localhost:9000",
+            ] {
                 let s = prod(var, url).unwrap_or_else(|e| panic!("{var}={url}: {e}"));
                 assert!(s.auth.jwks_enabled());
             }
@@ -932,10 +947,16 @@ mod tests {
 
     #[test]
     fn key_set_settings_are_validated_and_named() {
-        let e = err(&[("HERALD__AUTH__JWKS_URL", "https://a.example/jwks"), ("HERALD__AUTH__OIDC_ISSUER", "https://a.example")]);
+        let e = err(&[
+            ("HERALD__AUTH__JWKS_URL", "https://a.example/jwks"),
+            ("HERALD__AUTH__OIDC_ISSUER", "https://a.example"),
+        ]);
         assert!(e.contains("auth.oidc_issuer") && e.contains("not both"), "{e}");
         let e = err(&[("HERALD__AUTH__JWKS_ALGORITHMS", "HS256")]);
         assert!(e.contains("auth.jwks_algorithms"), "{e}");
+        let e =
+            err(&[("HERALD__AUTH__JWKS_URL", "https://a.example/jwks"), ("HERALD__AUTH__DEV_TOKEN_ENDPOINT", "true")]);
+        assert!(e.contains("auth.dev_token_endpoint"), "{e}");
         let e = err(&[("HERALD__AUTH__JWKS_MIN_REFRESH_SECS", "0")]);
         assert!(e.contains("auth.jwks_min_refresh_secs"), "{e}");
         let s = Settings::load(None, env(&[("HERALD__AUTH__JWKS_ALGORITHMS", "EdDSA,ES256")])).unwrap();

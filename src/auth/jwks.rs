@@ -72,7 +72,10 @@ struct Shared {
 enum Source {
     Jwks(url::Url),
     /// `issuer` exactly as configured: the discovery document must name the same.
-    Oidc { issuer: String, discovery: url::Url },
+    Oidc {
+        issuer: String,
+        discovery: url::Url,
+    },
 }
 
 #[derive(Default)]
@@ -110,8 +113,7 @@ impl Jwks {
         let source = if !s.jwks_url.is_empty() {
             Source::Jwks(url::Url::parse(&s.jwks_url).map_err(|e| format!("auth.jwks_url: {e}"))?)
         } else {
-            let discovery =
-                format!("{}/.well-known/openid-configuration", s.oidc_issuer.trim_end_matches('/'));
+            let discovery = format!("{}/.well-known/openid-configuration", s.oidc_issuer.trim_end_matches('/'));
             let discovery = url::Url::parse(&discovery).map_err(|e| format!("auth.oidc_issuer: {e}"))?;
             Source::Oidc { issuer: s.oidc_issuer.clone(), discovery }
         };
@@ -318,14 +320,10 @@ async fn discover(client: &reqwest::Client, issuer: &str, discovery: &url::Url) 
         jwks_uri: String,
     }
     let (body, _) = get(client, discovery).await?;
-    let doc: Configuration = serde_json::from_slice(&body)
-        .map_err(|e| format!("{discovery}: not an OpenID provider configuration: {e}"))?;
+    let doc: Configuration =
+        serde_json::from_slice(&body).map_err(|e| format!("{discovery}: not an OpenID provider configuration: {e}"))?;
     if doc.issuer != issuer {
-        return Err(format!(
-            "{discovery} names issuer {}, not auth.oidc_issuer {}",
-            shown(&doc.issuer),
-            shown(issuer)
-        ));
+        return Err(format!("{discovery} names issuer {}, not auth.oidc_issuer {}", shown(&doc.issuer), shown(issuer)));
     }
     let jwks = url::Url::parse(&doc.jwks_uri).map_err(|e| format!("{discovery}: jwks_uri: {e}"))?;
     let fits = jwks.scheme() == "https" || (jwks.scheme() == "http" && discovery.scheme() == "http");
@@ -552,33 +550,57 @@ mod tests {
     #[test]
     fn bad_keys_are_skipped_one_by_one_and_the_rest_load() {
         let bad = vec![
-            (with("ec-1", |k| {
-                k.insert("kid".into(), "off-curve".into());
-                let x = k["x"].clone();
-                k.insert("y".into(), x);
-            }), "off-curve", "valid"),
+            (
+                with("ec-1", |k| {
+                    k.insert("kid".into(), "off-curve".into());
+                    let x = k["x"].clone();
+                    k.insert("y".into(), x);
+                }),
+                "off-curve",
+                "valid",
+            ),
             (with("rsa-weak", |_| {}), "rsa-weak", "too small"),
             (serde_json::json!({"kty": "oct", "kid": "hs", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}), "hs", "symmetric"),
-            (with("ec-1", |k| {
-                k.insert("kid".into(), "p384".into());
-                k.insert("crv".into(), "P-384".into());
-            }), "p384", "curve"),
-            (with("ed-1", |k| {
-                k.insert("kid".into(), "short-ed".into());
-                k.insert("x".into(), "AAAA".into());
-            }), "short-ed", "32 bytes"),
-            (with("rsa-2", |k| {
-                k.insert("kid".into(), "enc".into());
-                k.insert("use".into(), "enc".into());
-            }), "enc", "`use`"),
-            (with("rsa-2", |k| {
-                k.insert("kid".into(), "says-es256".into());
-                k.insert("alg".into(), "ES256".into());
-            }), "says-es256", "`alg`"),
-            (with("rsa-2", |k| {
-                k.insert("kid".into(), "garbage".into());
-                k.insert("n".into(), "!!not base64!!".into());
-            }), "garbage", "bad key material"),
+            (
+                with("ec-1", |k| {
+                    k.insert("kid".into(), "p384".into());
+                    k.insert("crv".into(), "P-384".into());
+                }),
+                "p384",
+                "curve",
+            ),
+            (
+                with("ed-1", |k| {
+                    k.insert("kid".into(), "short-ed".into());
+                    k.insert("x".into(), "AAAA".into());
+                }),
+                "short-ed",
+                "32 bytes",
+            ),
+            (
+                with("rsa-2", |k| {
+                    k.insert("kid".into(), "enc".into());
+                    k.insert("use".into(), "enc".into());
+                }),
+                "enc",
+                "`use`",
+            ),
+            (
+                with("rsa-2", |k| {
+                    k.insert("kid".into(), "says-es256".into());
+                    k.insert("alg".into(), "ES256".into());
+                }),
+                "says-es256",
+                "`alg`",
+            ),
+            (
+                with("rsa-2", |k| {
+                    k.insert("kid".into(), "garbage".into());
+                    k.insert("n".into(), "!!not base64!!".into());
+                }),
+                "garbage",
+                "bad key material",
+            ),
             (serde_json::json!({"kid": "no-kty"}), "no-kty", "not a JWK"),
         ];
         let mut keys: Vec<Value> = bad.iter().map(|(k, _, _)| k.clone()).collect();
@@ -617,8 +639,12 @@ mod tests {
         let n = jwk("rsa-1")["n"].as_str().unwrap().to_owned();
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("rsa-1".into());
-        let hs = encode(&header, &serde_json::json!({"sub": "u", "exp": 4102444800u64}), &EncodingKey::from_secret(n.as_bytes()))
-            .unwrap();
+        let hs = encode(
+            &header,
+            &serde_json::json!({"sub": "u", "exp": 4102444800u64}),
+            &EncodingKey::from_secret(n.as_bytes()),
+        )
+        .unwrap();
         assert!(invalid(jwks.select(&hs)).contains("HS256 is not accepted"));
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoicnNhLTEifQ.eyJzdWIiOiJ1In0.";
         invalid(jwks.select(none));

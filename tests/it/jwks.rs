@@ -78,7 +78,9 @@ async fn jwks(State((served, _)): State<IdpState>) -> Response {
 
 async fn discovery(State((served, base)): State<IdpState>) -> axum::Json<Value> {
     let issuer = served.lock().unwrap().issuer.clone().unwrap_or_else(|| base.clone());
-    axum::Json(json!({ "issuer": issuer, "jwks_uri": format!("{base}/jwks"), "id_token_signing_alg_values_supported": ["RS256"] }))
+    axum::Json(
+        json!({ "issuer": issuer, "jwks_uri": format!("{base}/jwks"), "id_token_signing_alg_values_supported": ["RS256"] }),
+    )
 }
 
 /// The public JWK of a fixture key, by kid.
@@ -304,10 +306,9 @@ async fn an_outage_or_garbage_after_the_first_load_keeps_the_last_good_set_and_r
         idp.serve(mode);
         // A token with an unknown kid asks for a refresh, which fails.
         assert_eq!(inbox_with(&gw, "alice", &token("alice", "rsa-2")).await.0, 401);
-        let (status, body) = readyz_until(&gw, shows, |_, b| {
-            b["checks"]["jwks"]["detail"].as_str().is_some_and(|d| d.contains(shows))
-        })
-        .await;
+        let (status, body) =
+            readyz_until(&gw, shows, |_, b| b["checks"]["jwks"]["detail"].as_str().is_some_and(|d| d.contains(shows)))
+                .await;
         assert_eq!(status, 200, "still ready on the last good set: {body}");
         assert_eq!(body["checks"]["jwks"]["ok"], true, "{body}");
         assert!(message_of_detail(&body).contains("last good set (1 keys)"), "{body}");
