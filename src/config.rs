@@ -640,7 +640,9 @@ impl Settings {
             }
         }
         self.amqp.validate()?;
+        // With a key set, `algorithm`'s secret or PEM verifies nothing and need not be there.
         match self.auth.algorithm {
+            _ if self.auth.jwks_enabled() => {}
             JwtAlgorithm::HS256 if self.auth.jwt_secret.expose().len() < 16 => {
                 return Err(invalid("auth.jwt_secret", "must be at least 16 bytes for HS256"));
             }
@@ -976,6 +978,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.profile, Profile::Production);
+        // Nor a PEM for `algorithm = "RS256"`.
+        let s = Settings::load(
+            None,
+            env(&[("HERALD__AUTH__ALGORITHM", "RS256"), ("HERALD__AUTH__JWKS_URL", "https://id.example/jwks")]),
+        );
+        assert!(s.is_ok(), "{:?}", s.err());
+        assert!(err(&[("HERALD__AUTH__ALGORITHM", "RS256")]).contains("auth.jwt_public_key_path"));
     }
 
     #[test]

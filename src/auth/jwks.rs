@@ -197,7 +197,9 @@ impl Jwks {
 
     async fn refresh_loop(self, health: Health, shutdown: CancellationToken) {
         let mut retry = RETRY_MIN;
+        // What the last successful fetch held, so an unchanged set is not logged again at every refresh.
         let mut kids = Vec::new();
+        let mut skipped = Vec::new();
         loop {
             let attempted = Instant::now();
             let fetched = tokio::select! {
@@ -210,9 +212,14 @@ impl Jwks {
                     metrics::counter!("herald_jwks_refreshes_total", "outcome" => "ok").increment(1);
                     metrics::gauge!("herald_jwks_keys").set(f.keys.len() as f64);
                     let now: Vec<String> = f.keys.iter().map(|k| k.kid.clone().unwrap_or_else(|| "-".into())).collect();
-                    if now != kids {
+                    if now != kids || f.skipped != skipped {
                         tracing::info!(url = %f.url, kids = ?now, skipped = f.skipped.len(), "JWKS loaded");
+                        for s in &f.skipped {
+                            let kid = s.kid.as_deref().map(shown).unwrap_or_else(|| "(none)".into());
+                            tracing::warn!(%kid, reason = %s.reason, "JWKS key skipped");
+                        }
                         kids = now;
+                        skipped = f.skipped.clone();
                     }
                     let detail = format!(
                         "{} keys ({}) from {}{}; cached {} s",
@@ -385,8 +392,8 @@ pub fn cache_lifetime(cache_control: &str) -> Duration {
     max_age.unwrap_or(DEFAULT_MAX_AGE).clamp(MIN_MAX_AGE, MAX_MAX_AGE)
 }
 
-/// The usable keys of a JWK set document, and those skipped (each logged with its `kid`). A body that is not a
-/// set, or a set without one usable key, is an error: the caller keeps what it has.
+/// The usable keys of a JWK set document, and those skipped, with why (the refresh task logs them with their
+/// `kid`). A body that is not a set, or a set without one usable key, is an error: the caller keeps what it has.
 pub fn parse_key_set(body: &[u8], allowed: &[Algorithm]) -> Result<(Vec<Arc<Key>>, Vec<Skipped>), String> {
     #[derive(Deserialize)]
     struct RawSet {
@@ -400,7 +407,6 @@ pub fn parse_key_set(body: &[u8], allowed: &[Algorithm]) -> Result<(Vec<Arc<Key>
         match key(value, allowed) {
             Ok(k) => keys.push(Arc::new(k)),
             Err(reason) => {
-                tracing::warn!(kid = kid.as_deref().map(shown).unwrap_or_else(|| "(none)".into()), %reason, "JWKS key skipped");
                 skipped.push(Skipped { kid, reason });
             }
         }
