@@ -83,7 +83,11 @@ enum Keys {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        let keys = match self.keys {
+            Keys::Static(_) => format!("{:?}", self.algorithm),
+            Keys::Jwks(_) => "JWKS".to_owned(),
+        };
+        f.debug_struct("Authenticator").field("keys", &keys).finish_non_exhaustive()
     }
 }
 

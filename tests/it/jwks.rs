@@ -204,7 +204,7 @@ async fn rs256_es256_and_eddsa_tokens_verify_against_a_served_key_set() {
 }
 
 #[tokio::test]
-async fn websocket_handshake_accepts_a_jwks_signed_token_and_refuses_an_unknown_kid() {
+async fn websocket_handshake_and_refresh_accept_jwks_signed_tokens_and_refuse_an_unknown_kid() {
     let idp = Idp::start(&["ec-1", "ed-1"]).await;
     let gw = jwks_gateway(|s| s.auth.jwks_url = idp.url("/jwks")).await;
     loaded(&gw).await;
@@ -213,6 +213,10 @@ async fn websocket_handshake_accepts_a_jwks_signed_token_and_refuses_an_unknown_
         let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("handshake");
         let mut c = Client { ws };
         assert_eq!(c.frame().await["type"], "ready", "{kid}");
+        // An in-session refresh goes through the same key set.
+        c.send_text(&json!({"type": "auth", "token": token("alice", "ec-1")}).to_string()).await;
+        let ok = c.frame().await;
+        assert_eq!(ok["type"], "auth_ok", "{kid}: {ok}");
     }
     let (status, body) = gw.refused(gw.ws_request(&format!("/ws/alice?token={}", token("alice", "rsa-1")))).await;
     assert_eq!(status, 401, "{body}");
