@@ -2,7 +2,12 @@
 //! API keys (`publish`, `inbox:read`, `inbox:write`, `admin`; `publish` optionally limited to exchanges and
 //! routing keys).
 //!
-//! Invariants: one algorithm is accepted, the configured one (so `alg: none` and algorithm confusion fail);
+//! User tokens are verified with one configured key (`auth.algorithm`: an HS256 secret or an RS256 PEM) or, when
+//! `auth.jwks_url` / `auth.oidc_issuer` is set, with the identity provider's published keys ([`jwks`]: RS256,
+//! ES256 or EdDSA, chosen by `kid`, refreshed in the background; verification itself never waits on the network).
+//!
+//! Invariants: one algorithm is accepted, the configured one, or with a key set the one of the key the token's
+//! `kid` names, from `auth.jwks_algorithms` (so `alg: none` and algorithm confusion fail);
 //! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured; the user claim is
 //! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
 //! statics; tokens and service keys never reach logs ([`redact_query`] is what request logging uses) — a
@@ -26,6 +31,10 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 pub use crate::config::Scope;
 use crate::config::{AuthSettings, JwtAlgorithm, ServiceKeyConfig, UserClaim};
 use crate::rules::Pattern;
+use crate::telemetry::Health;
+
+pub mod jwks;
+use jwks::Jwks;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -142,7 +151,7 @@ struct ServiceKey {
 }
 
 pub struct Authenticator {
-    decoding: DecodingKey,
+    keys: Keys,
     encoding: Option<EncodingKey>,
     algorithm: Algorithm,
     validation: Validation,
@@ -150,32 +159,52 @@ pub struct Authenticator {
     service_keys: Vec<ServiceKey>,
 }
 
+/// What verifies a user token's signature.
+enum Keys {
+    /// `auth.algorithm`'s secret or public key.
+    Static(DecodingKey),
+    /// The identity provider's key set (`auth.jwks_url`, `auth.oidc_issuer`).
+    Jwks(Jwks),
+}
+
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        let keys = match self.keys {
+            Keys::Static(_) => format!("{:?}", self.algorithm),
+            Keys::Jwks(_) => "JWKS".to_owned(),
+        };
+        f.debug_struct("Authenticator").field("keys", &keys).finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
     pub fn new(s: &AuthSettings) -> Result<Authenticator, String> {
-        let (algorithm, decoding, encoding) = match s.algorithm {
-            JwtAlgorithm::HS256 => {
+        let (algorithm, keys, encoding) = match (Jwks::new(s)?, s.algorithm) {
+            // The header's algorithm, checked against the chosen key, replaces this one per token.
+            (Some(jwks), _) => (Algorithm::RS256, Keys::Jwks(jwks), None),
+            (None, JwtAlgorithm::HS256) => {
                 let secret = s.jwt_secret.expose().as_bytes();
-                (Algorithm::HS256, DecodingKey::from_secret(secret), Some(EncodingKey::from_secret(secret)))
+                (
+                    Algorithm::HS256,
+                    Keys::Static(DecodingKey::from_secret(secret)),
+                    Some(EncodingKey::from_secret(secret)),
+                )
             }
-            JwtAlgorithm::RS256 => {
+            (None, JwtAlgorithm::RS256) => {
                 let pem = std::fs::read(&s.jwt_public_key_path).map_err(|e| {
                     format!("auth.jwt_public_key_path: cannot read {}: {e}", s.jwt_public_key_path.display())
                 })?;
                 let key = DecodingKey::from_rsa_pem(&pem)
                     .map_err(|e| format!("auth.jwt_public_key_path: not an RSA public key PEM: {e}"))?;
-                (Algorithm::RS256, key, None)
+                (Algorithm::RS256, Keys::Static(key), None)
             }
         };
+        // An OIDC issuer is the required `iss` unless `auth.issuer` says otherwise.
+        let issuer = if s.issuer.is_empty() { s.oidc_issuer.as_str() } else { s.issuer.as_str() };
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
         let mut required = vec!["exp"];
-        if !s.issuer.is_empty() {
+        if !issuer.is_empty() {
             required.push("iss");
         }
         if !s.audience.is_empty() {
@@ -184,10 +213,10 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         validation.leeway = s.leeway_secs;
-        if s.issuer.is_empty() {
+        if issuer.is_empty() {
             validation.iss = None;
         } else {
-            validation.set_issuer(&[&s.issuer]);
+            validation.set_issuer(&[issuer]);
         }
         if s.audience.is_empty() {
             validation.validate_aud = false;
@@ -214,19 +243,27 @@ impl Authenticator {
                  scopes it needs"
             );
         }
-        Ok(Authenticator { decoding, encoding, algorithm, validation, user_claim: s.user_claim, service_keys })
+        Ok(Authenticator { keys, encoding, algorithm, validation, user_claim: s.user_claim, service_keys })
     }
 
     /// Verify a user token and return its user.
     pub fn verify_user(&self, token: &str) -> Result<Principal, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data =
-            decode::<HashMap<String, Value>>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
-                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
+        let decoded = match &self.keys {
+            Keys::Static(key) => decode::<HashMap<String, Value>>(token, key, &self.validation),
+            Keys::Jwks(jwks) => {
+                let key = jwks.select(token)?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![key.alg];
+                decode::<HashMap<String, Value>>(token, &key.decoding, &validation)
+            }
+        };
+        let data = decoded.map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
+            ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
         let claim = self.user_claim.name();
         let id = user_claim(claim, data.claims.get(claim))?;
         let expires_at = data
@@ -254,6 +291,14 @@ impl Authenticator {
             found |= eq;
         }
         bool::from(found).then(|| &self.service_keys[index as usize])
+    }
+
+    /// Start what keeps the keys fresh: with a key set, its refresh task (reported as `jwks` on `health`, not
+    /// ready until a set has loaded); with a static key, nothing.
+    pub fn start_key_refresh(&self, health: &Health, shutdown: &tokio_util::sync::CancellationToken) {
+        if let Keys::Jwks(jwks) = &self.keys {
+            jwks.spawn(health.clone(), shutdown.clone());
+        }
     }
 
     pub fn is_service_key(&self, candidate: &str) -> bool {

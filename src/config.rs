@@ -159,6 +159,94 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     pub service_keys: Vec<ServiceKeyConfig>,
     pub dev_token_endpoint: bool,
+    /// Verify user tokens with the keys an identity provider publishes here (a JWK set), chosen by `kid`,
+    /// instead of `algorithm`'s secret or PEM (`auth::jwks`). Empty: off.
+    pub jwks_url: String,
+    /// OpenID Connect issuer: the JWK set's address is discovered from
+    /// `{oidc_issuer}/.well-known/openid-configuration`, and with `issuer` empty it is the required `iss`.
+    pub oidc_issuer: String,
+    /// The algorithms a JWKS key may verify (RS256, ES256, EdDSA); a token whose header names another is refused.
+    pub jwks_algorithms: Vec<JwksAlgorithm>,
+    /// Least time between two key-set refreshes asked for by a token with an unknown `kid`.
+    pub jwks_min_refresh_secs: u64,
+}
+
+impl AuthSettings {
+    /// Whether user tokens are verified with keys fetched from `jwks_url` or discovered from `oidc_issuer`.
+    pub fn jwks_enabled(&self) -> bool {
+        !self.jwks_url.is_empty() || !self.oidc_issuer.is_empty()
+    }
+
+    fn validate_jwks(&self, profile: Profile) -> Result<(), ConfigError> {
+        if !self.jwks_url.is_empty() && !self.oidc_issuer.is_empty() {
+            return Err(invalid(
+                "auth.oidc_issuer",
+                "set auth.jwks_url or auth.oidc_issuer, not both (the issuer's discovery names its key set)",
+            ));
+        }
+        for (key, url) in [("auth.jwks_url", &self.jwks_url), ("auth.oidc_issuer", &self.oidc_issuer)] {
+            if !url.is_empty() {
+                check_key_url(url, profile).map_err(|m| invalid(key, m))?;
+            }
+        }
+        if self.jwks_enabled() && self.dev_token_endpoint {
+            return Err(invalid(
+                "auth.dev_token_endpoint",
+                "cannot mint tokens when they are verified with a key set (auth.jwks_url / auth.oidc_issuer): the identity provider signs them",
+            ));
+        }
+        if self.jwks_algorithms.is_empty() {
+            return Err(invalid("auth.jwks_algorithms", "name at least one of RS256, ES256, EdDSA"));
+        }
+        if !(1..=3600).contains(&self.jwks_min_refresh_secs) {
+            return Err(invalid("auth.jwks_min_refresh_secs", "must be 1 to 3600"));
+        }
+        Ok(())
+    }
+}
+
+/// What a JWKS key may verify. Symmetric algorithms are absent on purpose: a published key set is public, so
+/// an HS256 "key" from it would let anyone sign.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum JwksAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+/// Where keys are fetched from (`auth.jwks_url`, `auth.oidc_issuer`): `https://`, or `http://` in development
+/// or to a loopback host (a sidecar, a test); never with credentials in it.
+pub fn check_key_url(raw: &str, profile: Profile) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if profile == Profile::Development || is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "`{raw}`: keys must come over https:// in production (http:// only to a loopback host)"
+            ))
+        }
+        other => return Err(format!("`{raw}`: scheme `{other}` is not https:// (or http://)")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{}` holds credentials: key sets are public, none are sent", crate::redact_url(raw)));
+    }
+    Ok(url)
+}
+
+/// `localhost`, 127.0.0.0/8 or `::1`: a host on this machine.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// One `auth.service_keys` entry: a table `{ id, key, scopes, exchanges?, routing_keys? }`, or (the old form,
@@ -691,6 +779,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("auth.service_keys")
+            .with_list_parse_key("auth.jwks_algorithms")
             .with_list_parse_key("websocket.allowed_origins")
             .with_list_parse_key("server.cors_allowed_origins")
             .try_parsing(true)
@@ -760,7 +849,9 @@ impl Settings {
             }
         }
         self.amqp.validate()?;
+        // With a key set, `algorithm`'s secret or PEM verifies nothing and need not be there.
         match self.auth.algorithm {
+            _ if self.auth.jwks_enabled() => {}
             JwtAlgorithm::HS256 if self.auth.jwt_secret.expose().len() < 16 => {
                 return Err(invalid("auth.jwt_secret", "must be at least 16 bytes for HS256"));
             }
@@ -769,6 +860,7 @@ impl Settings {
             }
             _ => {}
         }
+        self.auth.validate_jwks(self.profile)?;
         self.auth.validate_service_keys()?;
         let positive = [
             ("websocket.ping_interval_secs", self.websocket.ping_interval_secs as usize),
@@ -829,7 +921,11 @@ impl Settings {
             return Err(invalid("server.cors_max_age_secs", "at most 86400 (browsers cap it lower anyway)"));
         }
         if self.profile == Profile::Production {
-            if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
+            // With a key set the secret verifies nothing, so it may stay at its default.
+            if self.auth.algorithm == JwtAlgorithm::HS256
+                && !self.auth.jwks_enabled()
+                && self.auth.jwt_secret.expose() == DEV_JWT_SECRET
+            {
                 return Err(invalid("auth.jwt_secret", "the development secret is refused in production"));
             }
             if self.auth.service_keys.iter().any(|k| k.key().expose() == DEV_SERVICE_KEY) {
@@ -1197,6 +1293,85 @@ mod tests {
             [("HERALD__PROFILE", "production"), ("HERALD__AUTH__JWT_SECRET", "a-production-secret-of-some-length")];
         let e = Settings::load(None, env(&dev_in_prod)).unwrap_err().to_string();
         assert!(e.contains("auth.service_keys") && e.contains("development key"), "the shipped table's key: {e}");
+    }
+
+    #[test]
+    fn key_set_urls_need_https_in_production_except_on_loopback() {
+        let prod = |var: &str, url: &str| {
+            Settings::load(
+                None,
+                env(&[
+                    ("HERALD_PROFILE", "production"),
+                    ("HERALD__AUTH__SERVICE_KEYS", "a-production-service-key"),
+                    (var, url),
+                ]),
+            )
+        };
+        for (var, key) in
+            [("HERALD__AUTH__JWKS_URL", "auth.jwks_url"), ("HERALD__AUTH__OIDC_ISSUER", "auth.oidc_issuer")]
+        {
+            for url in [
+                "https://id.example/.well-known/jwks.json",
+                "http://127.0.0.1:8080/jwks",
+                "http://[::1]/jwks",
+                "http://localhost:9000",
+            ] {
+                let s = prod(var, url).unwrap_or_else(|e| panic!("{var}={url}: {e}"));
+                assert!(s.auth.jwks_enabled());
+            }
+            for (url, why) in [
+                ("http://id.example/jwks", "https"),
+                ("ftp://id.example/jwks", "scheme"),
+                ("id.example/jwks", "not a URL"),
+                ("https://user:hunter2@id.example/jwks", "credentials"),
+            ] {
+                let e = prod(var, url).unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains(why), "{var}={url}: {e}");
+                assert!(!e.contains("hunter2"), "{e}");
+            }
+            // Development takes http:// anywhere (a provider on the LAN while trying Herald out).
+            assert!(Settings::load(None, env(&[(var, "http://keycloak.lan:8080/realms/x")])).is_ok());
+        }
+    }
+
+    #[test]
+    fn key_set_settings_are_validated_and_named() {
+        let e = err(&[
+            ("HERALD__AUTH__JWKS_URL", "https://a.example/jwks"),
+            ("HERALD__AUTH__OIDC_ISSUER", "https://a.example"),
+        ]);
+        assert!(e.contains("auth.oidc_issuer") && e.contains("not both"), "{e}");
+        let e = err(&[("HERALD__AUTH__JWKS_ALGORITHMS", "HS256")]);
+        assert!(e.contains("auth.jwks_algorithms"), "{e}");
+        let e =
+            err(&[("HERALD__AUTH__JWKS_URL", "https://a.example/jwks"), ("HERALD__AUTH__DEV_TOKEN_ENDPOINT", "true")]);
+        assert!(e.contains("auth.dev_token_endpoint"), "{e}");
+        let e = err(&[("HERALD__AUTH__JWKS_MIN_REFRESH_SECS", "0")]);
+        assert!(e.contains("auth.jwks_min_refresh_secs"), "{e}");
+        let s = Settings::load(None, env(&[("HERALD__AUTH__JWKS_ALGORITHMS", "EdDSA,ES256")])).unwrap();
+        assert_eq!(s.auth.jwks_algorithms, vec![JwksAlgorithm::EdDSA, JwksAlgorithm::ES256]);
+        let d = Settings::defaults().auth;
+        assert!(!d.jwks_enabled());
+        assert_eq!(d.jwks_algorithms, vec![JwksAlgorithm::RS256, JwksAlgorithm::ES256, JwksAlgorithm::EdDSA]);
+        assert_eq!(d.jwks_min_refresh_secs, 10);
+        // With a key set the HS256 secret verifies nothing: production does not ask to change it.
+        let s = Settings::load(
+            None,
+            env(&[
+                ("HERALD_PROFILE", "production"),
+                ("HERALD__AUTH__SERVICE_KEYS", "a-production-service-key"),
+                ("HERALD__AUTH__OIDC_ISSUER", "https://id.example/realms/herald"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.profile, Profile::Production);
+        // Nor a PEM for `algorithm = "RS256"`.
+        let s = Settings::load(
+            None,
+            env(&[("HERALD__AUTH__ALGORITHM", "RS256"), ("HERALD__AUTH__JWKS_URL", "https://id.example/jwks")]),
+        );
+        assert!(s.is_ok(), "{:?}", s.err());
+        assert!(err(&[("HERALD__AUTH__ALGORITHM", "RS256")]).contains("auth.jwt_public_key_path"));
     }
 
     #[test]

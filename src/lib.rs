@@ -105,6 +105,7 @@ pub async fn start_with(
     let rules = RulesHandle::new(Rules::load(&settings.rules.path)?, &settings.rules.path);
     let registry = Registry::new();
     let health = Health::default();
+    auth.start_key_refresh(&health, &shutdown);
     let fanout = if settings.cluster.enabled() {
         let transport = fanout::redis::start(&settings.cluster, registry.clone(), health.clone(), shutdown.clone())
             .map_err(anyhow::Error::msg)?;

@@ -112,7 +112,7 @@ fn main() -> anyhow::Result<()> {
         Command::Token { user_id, ttl_secs, config } => {
             let settings = load(config.as_deref())?;
             let auth = herald::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
-            let token = auth.mint(&user_id, ttl_secs).context("tokens can be minted only with HS256")?;
+            let token = auth.mint(&user_id, ttl_secs).context("tokens can be minted only with auth.algorithm = \"HS256\" and no key set (auth.jwks_url, auth.oidc_issuer)")?;
             println!("{token}");
             Ok(())
         }

@@ -130,11 +130,14 @@ pub const METRICS: &[Metric] = &[
     counter("herald_connections_refused_total", "Connections closed at accept, by reason (over the total or per-address cap)."),
     counter("herald_http_header_timeouts_total", "Connections closed because the request headers did not arrive within server.header_read_timeout_secs."),
     counter("herald_accept_errors_total", "Errors accepting a connection (e.g. out of file descriptors)."),
+    // Auth (auth::jwks).
+    counter("herald_jwks_refreshes_total", "Fetches of the identity provider's key set (JWKS), by outcome (ok, error: the last good set is kept)."),
+    gauge("herald_jwks_keys", "Usable keys in the JWKS key set in force."),
     // HTTP (api::http_metrics), readiness.
     counter("herald_http_requests_total", "HTTP requests answered, by method, matched route template and status."),
     seconds("herald_http_request_duration_seconds", "HTTP request handling time until the response head, by method and matched route template."),
     gauge("herald_ready", "1 while every readiness check on the health board is ok (what /readyz reports), else 0."),
-    gauge("herald_component_ready", "1 while a readiness check (store_writes, amqp, redis) is ok, else 0, by component."),
+    gauge("herald_component_ready", "1 while a readiness check (store_writes, amqp, redis, jwks) is ok, else 0, by component."),
 ];
 
 /// Give every metric its `# HELP` (and unit) on the installed recorder. Called once, where it is installed.

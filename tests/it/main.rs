@@ -11,6 +11,7 @@ mod delivery;
 mod healthcheck;
 mod inbox;
 mod ingest;
+mod jwks;
 mod metrics;
 mod no_gaps;
 mod race;
