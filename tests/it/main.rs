@@ -11,6 +11,7 @@ mod inbox;
 mod ingest;
 mod metrics;
 mod no_gaps;
+mod openapi;
 mod race;
 mod routing;
 mod security;
