@@ -110,7 +110,8 @@ impl Served {
     operation_id = "openapi_document",
     tag = "ops",
     summary = "This OpenAPI document",
-    responses((status = 200, description = "OpenAPI 3.1, listing the routes this gateway mounts.", body = Object, content_type = "application/json"))
+    responses((status = 200, description = "OpenAPI 3.1, listing the routes this gateway mounts.", body = Object, content_type = "application/json")),
+    security(())
 )]
 pub async fn openapi_json(Extension(doc): Extension<Served>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], doc.0)
@@ -130,7 +131,8 @@ pub fn docs_page() -> axum::Router<AppState> {
     operation_id = "docs_page",
     tag = "ops",
     summary = "This API, as a page (Swagger UI)",
-    responses((status = 303, description = "To `/api/docs/`: Swagger UI on this document, served by the gateway itself (no CDN).", headers(("Location" = String, description = "`/api/docs/`"))))
+    responses((status = 303, description = "To `/api/docs/`: Swagger UI on this document, served by the gateway itself (no CDN).", headers(("Location" = String, description = "`/api/docs/`")))),
+    security(())
 )]
 #[allow(dead_code)]
 fn docs_page_doc() {}

@@ -16,7 +16,8 @@ use super::{ApiError, AppState};
     operation_id = "healthz",
     tag = "ops",
     summary = "Liveness",
-    responses((status = 200, description = "The process answers.", body = super::openapi::Alive))
+    responses((status = 200, description = "The process answers.", body = super::openapi::Alive)),
+    security(())
 )]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -33,7 +34,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
     responses(
         (status = 200, description = "Every check is ok.", body = super::openapi::Readiness),
         (status = 503, description = "A check failed: `checks` says which (`store`, `store_writes`, `amqp`, `redis`, ...).", body = super::openapi::Readiness)
-    )
+    ),
+    security(())
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = match state.store.ping().await {
@@ -57,7 +59,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     operation_id = "metrics",
     tag = "ops",
     summary = "Prometheus metrics",
-    responses((status = 200, description = "Every metric in the Prometheus text format; each has a HELP text.", body = String, content_type = "text/plain; version=0.0.4"))
+    responses((status = 200, description = "Every metric in the Prometheus text format; each has a HELP text.", body = String, content_type = "text/plain; version=0.0.4")),
+    security(())
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (users, sessions) = state.fanout.registry().counts();
@@ -86,7 +89,8 @@ pub struct DevTokenRequest {
         (status = 200, description = "A token for the user, signed with the configured HS256 secret.", body = super::openapi::DevToken),
         (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
         (status = 422, description = "`user_id` is empty (`missing_user_id`), or `auth.algorithm` is not HS256 (`unsupported`).", body = ErrorBody)
-    )
+    ),
+    security(())
 )]
 pub async fn dev_token(
     State(state): State<AppState>,

@@ -29,6 +29,7 @@ pub struct WsQuery {
     since_broadcast: Option<i64>,
     /// `herald` (default) or `event` (the seeds' frame shape).
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
