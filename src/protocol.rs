@@ -23,7 +23,7 @@ pub struct Notification {
     /// user's previous targeted one; for a broadcast, the previous broadcast. A client whose cursor for that
     /// chain is `L` has missed something exactly when `prev_id > L`.
     pub prev_id: i64,
-    /// `None` for a broadcast (visible to every user).
+    /// `null` for a broadcast (visible to every user).
     #[schema(required = true)]
     pub user_id: Option<String>,
     #[serde(rename = "type")]
