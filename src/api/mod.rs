@@ -3,7 +3,8 @@
 //!
 //! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`], and under every
 //! route [`error::json_errors`] for whatever a handler or layer answers in plain text); internals are
-//! logged, not leaked; request logs carry the path and a redacted query, never a token.
+//! logged, not leaked; request logs carry the path and a redacted query, never a token; every route is mounted
+//! through [`routes`], which records its path, and documented in [`openapi`] (a test compares the two).
 
 mod admin;
 mod error;
