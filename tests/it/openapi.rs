@@ -160,6 +160,12 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "unsupported_media_type");
     let resp = gw.post("/api/v1/events", &user).json(&event).send().await.unwrap();
     assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "invalid_credentials");
+    let resp = gw.post_fixture_raw("medtrack-stage-created-core.json").await;
+    let body = conforms(&doc, "post", "/api/v1/events", resp).await;
+    assert_eq!(
+        (body["error"].as_str(), body["results"][0]["status"].as_str()),
+        (Some("unresolved_recipient"), Some("unresolved_recipient"))
+    );
     let resp = gw.post("/api/v1/dev/events", &user).json(&event).send().await.unwrap();
     conforms(&doc, "post", "/api/v1/dev/events", resp).await;
 
