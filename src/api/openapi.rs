@@ -8,7 +8,7 @@
 //! - Errors are documented with the one error body, [`ErrorBody`]; every `401` carries `WWW-Authenticate`
 //!   and every `503` `Retry-After`, as [`super::ApiError`] sends them.
 //! - `docs/openapi.json` is this document (dev routes included), byte for byte; a test fails when it is stale.
-//!   Regenerate it with `HERALD_UPDATE_GOLDEN=1 cargo nextest run -E 'test(/openapi/)'`.
+//!   Regenerate it with `HERALD_UPDATE_GOLDEN=1 cargo nextest run -E 'test(/openapi_golden/)'`.
 //! - The types below exist only for answers a handler builds with `json!`; `tests/it/openapi.rs` checks real
 //!   answers against the document, so they cannot drift from the handlers.
 
@@ -405,7 +405,7 @@ mod tests {
         assert!(
             committed == fresh,
             "docs/openapi.json is stale: regenerate it with \
-             `HERALD_UPDATE_GOLDEN=1 cargo nextest run -E 'test(/openapi/)'` (then `npm run generate` in client-sdk/)"
+             `HERALD_UPDATE_GOLDEN=1 cargo nextest run -E 'test(/openapi_golden/)'` (then `npm run generate` in client-sdk/)"
         );
     }
 }
