@@ -23,6 +23,11 @@ suite "rules: dry-run every event fixture through the shipped rules" \
   ./target/debug/herald rules test tests/fixtures/events/*.json
 suite "deploy: promtool rules/tests/config, k8s manifests, dashboard, queried metrics exist" scripts/check-deploy.sh
 
+# OpenAPI: the Rust tests above prove docs/openapi.json is the document the gateway serves; Redocly CLI lints it
+# (tools/openapi/redocly.yaml: the recommended rules, waivers justified in .redocly.lint-ignore.yaml).
+suite "openapi: install Redocly CLI" bash -c 'cd tools/openapi && npm ci --no-audit --no-fund'
+suite "openapi: redocly lint docs/openapi.json" bash -c 'cd tools/openapi && npm run lint'
+
 # TypeScript SDK: unit tests, then integration tests against the real gateway binary built above.
 if [ -f client-sdk/package.json ]; then
   cargo build --bin herald

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// A stored notification, exactly as REST returns it and as it travels inside a `notification` frame.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notification {
     /// The position: ids only grow, in commit order, and a user sees their notifications in id order.
     pub id: i64,
@@ -23,24 +23,31 @@ pub struct Notification {
     /// user's previous targeted one; for a broadcast, the previous broadcast. A client whose cursor for that
     /// chain is `L` has missed something exactly when `prev_id > L`.
     pub prev_id: i64,
-    /// `None` for a broadcast (visible to every user).
+    /// `null` for a broadcast (visible to every user).
+    #[schema(required = true)]
     pub user_id: Option<String>,
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
     pub content: String,
     pub event_type: String,
+    #[schema(required = true)]
     pub source: Option<String>,
+    #[schema(required = true)]
     pub related_object: Option<RelatedObject>,
+    /// Whatever JSON the rule put there (often the event's payload); `null` when none.
     #[serde(with = "raw_json")]
+    #[schema(value_type = Value)]
     pub data: Box<RawValue>,
     #[serde(serialize_with = "ts")]
     pub created_at: DateTime<Utc>,
+    /// `null` while unread.
     #[serde(serialize_with = "opt_ts")]
+    #[schema(required = true)]
     pub read_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RelatedObject {
     #[serde(rename = "type")]
     pub kind: String,
@@ -206,7 +213,7 @@ pub fn encode_notification_frame(n: &Notification, body: &RawValue) -> Utf8Bytes
 }
 
 /// How a session's frames are shaped, chosen at connect time (`?format=`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Herald's frames, as documented in `docs/PROTOCOL.md`.
@@ -314,15 +321,16 @@ impl ClientMessage {
 }
 
 /// A page of the REST inbox, newest first.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboxPage {
     pub items: Vec<Notification>,
     /// Pass as `before` to get the next (older) page; `null` when there is none.
+    #[schema(required = true)]
     pub next_before: Option<i64>,
     pub has_more: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnreadCount {
     pub unread_count: u64,
 }

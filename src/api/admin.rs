@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Scope};
 use crate::inbox::Write;
@@ -22,12 +23,31 @@ pub(super) fn service_only(state: &AppState, headers: &HeaderMap, scope: Scope) 
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct AliasBody {
+    /// The user this alias stands for: a non-empty string or a number.
+    #[schema(value_type = super::openapi::UserId)]
     user_id: serde_json::Value,
 }
 
 /// `GET /api/v1/aliases/{kind}/{alias}` → `{kind, alias, user_id}`, 404 when unknown.
+#[utoipa::path(
+    get,
+    path = "/api/v1/aliases/{kind}/{alias}",
+    operation_id = "get_alias",
+    tag = "aliases",
+    summary = "Look up the user an alias stands for",
+    params(("kind" = String, Path, description = "The alias's kind, e.g. `student`."), ("alias" = String, Path, description = "The id in that kind, e.g. a student profile id.")),
+    responses(
+        (status = 200, description = "The alias and its user.", body = super::openapi::Alias),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such alias (`not_found`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
 pub async fn get_alias(
     State(state): State<AppState>,
     Path((kind, alias)): Path<(String, String)>,
@@ -41,6 +61,25 @@ pub async fn get_alias(
 }
 
 /// `PUT /api/v1/aliases/{kind}/{alias}` `{"user_id": ...}`: teach an alias without an event (a backfill).
+#[utoipa::path(
+    put,
+    path = "/api/v1/aliases/{kind}/{alias}",
+    operation_id = "put_alias",
+    tag = "aliases",
+    summary = "Teach an alias (a backfill, without an event)",
+    params(("kind" = String, Path, description = "The alias's kind, e.g. `student`."), ("alias" = String, Path, description = "The id in that kind, e.g. a student profile id.")),
+    request_body(content = AliasBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The alias as stored; events addressed to it now reach the user.", body = super::openapi::Alias),
+        (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
 pub async fn put_alias(
     State(state): State<AppState>,
     Path((kind, alias)): Path<(String, String)>,
@@ -63,6 +102,20 @@ pub async fn put_alias(
 
 /// `POST /api/v1/admin/rules/reload`: load the rules file again (as SIGHUP does) → `{rules: N}`, or 422 with
 /// the reason the file was refused.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/rules/reload",
+    operation_id = "reload_rules",
+    tag = "admin",
+    summary = "Reload the rules file (as SIGHUP does)",
+    responses(
+        (status = 200, description = "The new rules are in force.", body = super::openapi::RulesReloaded),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        (status = 422, description = "The file does not compile (`invalid_rules`, the message says why): the rules in force stay.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
 pub async fn reload_rules(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -13,6 +13,16 @@ use axum::Json;
 use crate::auth::AuthError;
 use crate::inbox::StoreError;
 
+/// The body of every error answer: a stable machine-readable code and a human-readable reason.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(examples(json!({"error": "token_expired", "message": "token expired"})))]
+pub struct ErrorBody<'a> {
+    /// A stable code (`missing_credentials`, `bad_query`, `store_unavailable`, ...): branch on this.
+    pub error: &'a str,
+    /// What went wrong, for people: never parse it.
+    pub message: &'a str,
+}
+
 /// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -80,7 +90,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response();
+        let mut resp = (status, Json(ErrorBody { error: code, message: &message })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -137,7 +147,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         s if s.is_server_error() => "internal_error",
         _ => "error",
     };
-    let body = serde_json::to_vec(&serde_json::json!({ "error": code, "message": message })).unwrap_or_default();
+    let body = serde_json::to_vec(&ErrorBody { error: code, message: &message }).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER) {

@@ -15,6 +15,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
@@ -22,9 +23,13 @@ use crate::event::{decode, DecodeError, Envelope};
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IngestQuery {
+    /// The routing key the event would have on the broker (e.g. `availability.closed.7`); rules match on it.
+    /// Default: the event's own `event_type`, `event_name` or `_meta.routing_key`.
     routing_key: Option<String>,
+    /// The exchange the event would have been published to (e.g. `sgad.notifications`); rules may match on it.
     exchange: Option<String>,
 }
 
@@ -38,6 +43,31 @@ enum Allowed {
     SignedInUsers,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    operation_id = "ingest_events",
+    tag = "ingest",
+    summary = "Post events (services)",
+    params(
+        IngestQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "The event id: the same key posted again is stored once (`duplicate`). In a batch each element gets `key:index`.")
+    ),
+    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing."),
+    responses(
+        (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
+        (status = 400, description = "Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A service key without `publish`, or an event outside the key's `exchanges` / `routing_keys` (`insufficient_scope`; nothing of the request is stored).", body = ErrorBody),
+        (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
+        (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
+        (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known.", body = super::openapi::IngestRefused),
+        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
+        (status = 503, description = "Shed before any work (`overloaded`), past `server.ingest_timeout_secs` (`ingest_timeout`: it may have been stored, retry with the same `Idempotency-Key`), or the inbox cannot take it (`store_unavailable`). Retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
+/// Answers only after the commit: `202` means stored.
 pub async fn ingest(
     State(state): State<AppState>,
     query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
@@ -49,6 +79,31 @@ pub async fn ingest(
     counted(&key, handle(&state, principal, &key, query, &headers, body, Allowed::Services).await)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/dev/events",
+    operation_id = "dev_ingest_events",
+    tag = "ingest",
+    summary = "Post events as a signed-in user (development only)",
+    params(
+        IngestQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "The event id: the same key posted again is stored once (`duplicate`). In a batch each element gets `key:index`.")
+    ),
+    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing."),
+    responses(
+        (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
+        (status = 400, description = "Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
+        (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
+        (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known.", body = super::openapi::IngestRefused),
+        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
+        (status = 503, description = "Shed before any work (`overloaded`), past `server.ingest_timeout_secs` (`ingest_timeout`: it may have been stored, retry with the same `Idempotency-Key`), or the inbox cannot take it (`store_unavailable`). Retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+/// Routed only with `auth.dev_token_endpoint = true` (refused in production), so the web demo can publish
+/// without a service key. Otherwise as `POST /api/v1/events`.
 pub async fn dev_ingest(
     State(state): State<AppState>,
     query: Result<Query<IngestQuery>, axum::extract::rejection::QueryRejection>,

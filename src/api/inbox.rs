@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Path};
 use crate::auth::Scope;
 use crate::fanout::Message;
@@ -20,10 +21,16 @@ use crate::protocol::{format_ts, InboxPage, Notification, ServerFrame, UnreadCou
 const MAX_LIMIT: u32 = 100;
 const DEFAULT_LIMIT: u32 = 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Page size, 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<u32>,
+    /// Only notifications with an id below this: the previous page's `next_before`.
     before: Option<i64>,
+    /// `true`: only unread notifications.
+    #[param(default = false)]
     unread: Option<bool>,
 }
 
@@ -39,6 +46,24 @@ impl AppState {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{user_id}/notifications",
+    operation_id = "list_notifications",
+    tag = "inbox",
+    summary = "List a user's notifications, newest first",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ListParams),
+    responses(
+        (status = 200, description = "A page; pass `next_before` as `before` for the next (older) one.", body = InboxPage),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+/// Cursor-paginated: `before` is the previous page's `next_before`. A broadcast appears in every user's inbox.
 pub async fn list(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -63,6 +88,23 @@ pub async fn list(
     Ok(Json(InboxPage { items, next_before, has_more }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{user_id}/notifications/unread_count",
+    operation_id = "unread_count",
+    tag = "inbox",
+    summary = "Count a user's unread notifications",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
+    responses(
+        (status = 200, description = "Unread notifications, broadcasts included.", body = UnreadCount),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
 pub async fn unread_count(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -72,6 +114,24 @@ pub async fn unread_count(
     Ok(Json(UnreadCount { unread_count: state.store.unread_count(&user).await? }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/{id}/read",
+    operation_id = "mark_read",
+    tag = "inbox",
+    summary = "Mark one notification read",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
+    responses(
+        (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. The user's open sessions get a `read` frame.", body = Notification),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
 pub async fn read(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
@@ -85,6 +145,23 @@ pub async fn read(
     Ok(Json(n))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/read_all",
+    operation_id = "mark_all_read",
+    tag = "inbox",
+    summary = "Mark every notification read",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
+    responses(
+        (status = 200, description = "Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame.", body = super::openapi::ReadAllResult),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
 pub async fn read_all(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -96,6 +173,24 @@ pub async fn read_all(
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{user_id}/notifications/{id}",
+    operation_id = "delete_notification",
+    tag = "inbox",
+    summary = "Delete one notification",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
+    responses(
+        (status = 204, description = "Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame."),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,

@@ -1,9 +1,11 @@
-//! API: the axum routes — sessions (`/ws`), the REST inbox, HTTP ingest, and ops endpoints.
+//! API: the axum routes — sessions (`/ws`), the REST inbox, HTTP ingest, ops endpoints, and the OpenAPI
+//! document that describes them all (`openapi`).
 //!
 //! Invariants: every error leaves as a status and a JSON `{error, message}` ([`ApiError`], and under every
 //! route [`error::json_errors`] for whatever a handler or layer answers in plain text); internals are
-//! logged, not leaked; request logs carry the path and a redacted query, never a token. The REST routes
-//! carry CORS ([`cors`]); `/ws` and the ops endpoints do not.
+//! logged, not leaked; request logs carry the path and a redacted query, never a token; every route is mounted
+//! through [`routes`], which records its path, and documented in [`openapi`] (a test compares the two).
+//! The REST routes carry CORS ([`cors`]); `/ws` and the ops endpoints do not.
 
 mod admin;
 mod cors;
@@ -11,6 +13,7 @@ mod error;
 mod events;
 mod http_metrics;
 mod inbox;
+pub mod openapi;
 mod ops;
 mod ws;
 
@@ -73,35 +76,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let users = "/api/v1/users/{user_id}/notifications";
-    // One budget for both ingest routes.
-    let ingest_slots = Arc::new(tokio::sync::Semaphore::new(state.settings.server.ingest_max_concurrency));
-    // The REST API, under CORS. Its JSON 405 is set before the CORS layer: set later, it would replace the
-    // layered fallback and a preflight (OPTIONS) would miss CORS.
-    let rest = Router::new()
-        .route(users, get(inbox::list))
-        .route(&format!("{users}/unread_count"), get(inbox::unread_count))
-        .route(&format!("{users}/read_all"), post(inbox::read_all))
-        .route(&format!("{users}/{{id}}/read"), post(inbox::read))
-        .route(&format!("{users}/{{id}}"), delete(inbox::remove))
-        .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, &state.settings))
-        .route("/api/v1/admin/presence", get(ops::presence))
-        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
-        .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(cors::layer(&state.settings))
-        .layer(axum::middleware::map_response(cors::strip_when_refused));
-    let mut app = Router::new()
-        .route("/ws/{user_id}", get(ws::upgrade))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .merge(rest);
-    if state.settings.auth.dev_token_endpoint {
-        app = app
-            .route("/api/v1/dev/token", post(ops::dev_token))
-            .route("/api/v1/dev/events", bounded_ingest(post(events::dev_ingest), &ingest_slots, &state.settings));
-    }
+    let mut app = routes(&state.settings).router;
     // Unknown API paths answer a JSON 404 even when the demo's catch-all serves everything else.
     let not_found = || async { ApiError::NotFound("no such route") };
     app = app.route("/api/{*rest}", any(not_found));
@@ -122,6 +97,84 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
         }))
         .with_state(state)
+}
+
+/// Every endpoint and its handler (the fallbacks are [`router`]'s). Each is documented in [`openapi`], whose
+/// test compares the document with the paths recorded here.
+fn routes(settings: &Settings) -> Routes {
+    let users = "/api/v1/users/{user_id}/notifications";
+    // One budget for both ingest routes.
+    let ingest_slots = Arc::new(tokio::sync::Semaphore::new(settings.server.ingest_max_concurrency));
+    // The REST API, under CORS. Its JSON 405 is set before the CORS layer: set later, it would replace the
+    // layered fallback and a preflight (OPTIONS) would miss CORS.
+    let rest = Routes::new()
+        .route(users, get(inbox::list))
+        .route(&format!("{users}/unread_count"), get(inbox::unread_count))
+        .route(&format!("{users}/read_all"), post(inbox::read_all))
+        .route(&format!("{users}/{{id}}/read"), post(inbox::read))
+        .route(&format!("{users}/{{id}}"), delete(inbox::remove))
+        .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, settings))
+        .route("/api/v1/admin/presence", get(ops::presence))
+        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
+        .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
+        .map(|r| {
+            r.method_not_allowed_fallback(error::method_not_allowed)
+                .layer(cors::layer(settings))
+                .layer(axum::middleware::map_response(cors::strip_when_refused))
+        });
+    let mut app = Routes::new()
+        .route("/ws/{user_id}", get(ws::upgrade))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .absorb(rest);
+    if settings.auth.dev_token_endpoint {
+        app = app
+            .route("/api/v1/dev/token", post(ops::dev_token))
+            .route("/api/v1/dev/events", bounded_ingest(post(events::dev_ingest), &ingest_slots, settings));
+    }
+    let served = openapi::Served::new(settings.auth.dev_token_endpoint);
+    app.route(openapi::JSON_PATH, get(openapi::openapi_json).layer(axum::Extension(served)))
+        .merge(openapi::DOCS_PATH, openapi::docs_page())
+}
+
+/// The router under construction and the path of every route mounted on it, recorded as it is mounted, so
+/// that the OpenAPI test sees what the router serves (a route added undocumented fails it).
+struct Routes {
+    router: Router<AppState>,
+    paths: Vec<String>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes { router: Router::new(), paths: Vec::new() }
+    }
+
+    /// Layers (or any change) over every route mounted so far; the recorded paths stay.
+    fn map(mut self, f: impl FnOnce(Router<AppState>) -> Router<AppState>) -> Self {
+        self.router = f(self.router);
+        self
+    }
+
+    /// Another set of routes, with its own layers, mounted here with its paths.
+    fn absorb(mut self, other: Routes) -> Self {
+        self.paths.extend(other.paths);
+        self.router = self.router.merge(other.router);
+        self
+    }
+
+    fn route(mut self, path: &str, method_router: MethodRouter<AppState>) -> Self {
+        self.paths.push(path.to_owned());
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    /// A router a crate builds (the docs page and its assets, all under `path`), recorded as `path`.
+    fn merge(mut self, path: &str, router: Router<AppState>) -> Self {
+        self.paths.push(path.to_owned());
+        self.router = self.router.merge(router);
+        self
+    }
 }
 
 /// HTTP ingest's bounds, with tower's layers: at most `server.ingest_max_concurrency` requests at once (shared

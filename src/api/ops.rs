@@ -6,15 +6,37 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 
 /// Alive: the process answers. Checks nothing else, on purpose.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "ops",
+    summary = "Liveness",
+    responses((status = 200, description = "The process answers.", body = super::openapi::Alive)),
+    security(())
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
 /// Ready: the store answers (for SQLite: its database file is still the one open) and every registered component
 /// reports up: broker, Redis, and `store_writes`, false from a write the store refused until one succeeds.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "ops",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Every check is ok.", body = super::openapi::Readiness),
+        (status = 503, description = "A check failed: `checks` says which (`store`, `store_writes`, `amqp`, `redis`, ...).", body = super::openapi::Readiness)
+    ),
+    security(())
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = match state.store.ping().await {
         Ok(()) => serde_json::json!({ "ok": true }),
@@ -31,6 +53,15 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(serde_json::json!({ "ready": ok, "checks": checks })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "Every metric in the Prometheus text format; each has a HELP text.", body = String, content_type = "text/plain; version=0.0.4")),
+    security(())
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (users, sessions) = state.fanout.registry().counts();
     metrics::gauge!("herald_users_online").set(users as f64);
@@ -38,13 +69,29 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct DevTokenRequest {
     user_id: String,
+    /// Lifetime in seconds, clamped to 10..=86400.
+    #[schema(default = 3600, minimum = 10, maximum = 86400)]
     ttl_secs: Option<u64>,
 }
 
 /// Mint a user token. Routed only when `auth.dev_token_endpoint = true`, which production refuses.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dev/token",
+    operation_id = "dev_token",
+    tag = "development",
+    summary = "Mint a user token (development only)",
+    request_body(content = DevTokenRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A token for the user, signed with the configured HS256 secret.", body = super::openapi::DevToken),
+        (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
+        (status = 422, description = "`user_id` is empty (`missing_user_id`), or `auth.algorithm` is not HS256 (`unsupported`).", body = ErrorBody)
+    ),
+    security(())
+)]
 pub async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
@@ -64,6 +111,20 @@ pub async fn dev_token(
 /// `GET /api/v1/admin/presence` (a service key with `admin`): users and sessions online, per node and in
 /// total. With Redis, every node that reported recently; without, this node alone. A user with sessions on two
 /// nodes counts on each (`users` totals are an upper bound).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/presence",
+    operation_id = "presence",
+    tag = "admin",
+    summary = "Users and sessions online, per node",
+    responses(
+        (status = 200, description = "Per node and in total.", body = super::openapi::Presence),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token (`forbidden`), or a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        (status = 503, description = "Redis cannot be read (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
 pub async fn presence(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

@@ -12,22 +12,43 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Path};
 use crate::auth::{self, AuthError, Principal};
 use crate::protocol::{Format, Position};
 use crate::session::{self, SessionParams};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
+    /// The user's JWT (or send it as `Authorization: Bearer` or `Sec-WebSocket-Protocol: bearer, <jwt>`).
     token: Option<String>,
+    /// The targeted chain's cursor: replay this user's notifications after this id before going live.
     since: Option<i64>,
     /// The broadcast chain's cursor; without it (a v1 client) `since` stands for both chains.
     since_broadcast: Option<i64>,
     /// `herald` (default) or `event` (the seeds' frame shape).
     #[serde(default)]
+    #[param(inline)]
     format: Format,
 }
 
+#[utoipa::path(
+    get,
+    path = "/ws/{user_id}",
+    operation_id = "open_session",
+    tag = "websocket",
+    summary = "Open a live session (WebSocket)",
+    description = "A WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`). OpenAPI cannot describe the frames: `docs/PROTOCOL.md` is the contract (frames, resume, close codes). The token is checked before the upgrade, so a refused client gets an HTTP status and a JSON reason.",
+    params(("user_id" = String, Path, description = "The user whose notifications to receive: the token's user claim."), WsQuery),
+    responses(
+        (status = 101, description = "Switching protocols: the session starts with a `ready` frame."),
+        (status = 400, description = "A bad query or not a WebSocket request (`bad_query`, `not_a_websocket_request`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid token (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A foreign `Origin`, or a token for another user (`forbidden`).", body = ErrorBody)
+    ),
+    security(("user_jwt" = []))
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(user): Path<String>,

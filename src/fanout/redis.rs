@@ -441,7 +441,7 @@ impl Worker {
 }
 
 /// One node's line in the presence view.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NodePresence {
     pub node: String,
     pub users: u64,

@@ -43,7 +43,8 @@ enum Action {
     Skip(Status),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Stored,
@@ -72,13 +73,15 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One event's result, in the order the events were posted.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub event_id: String,
     pub status: Status,
     pub notification_ids: Vec<i64>,
     /// Why nothing was stored (`unresolved_recipient`): the transport dead-letters it or answers 422.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     pub error: Option<RouteError>,
 }
 

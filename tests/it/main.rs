@@ -14,6 +14,7 @@ mod ingest;
 mod jwks;
 mod metrics;
 mod no_gaps;
+mod openapi;
 mod race;
 mod redis_cluster;
 mod routing;

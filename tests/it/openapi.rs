@@ -1,0 +1,239 @@
+//! The served OpenAPI document: valid JSON, OpenAPI 3.1, the committed `docs/openapi.json` (less the dev routes
+//! when they are not mounted), and true: real answers of every endpoint match the schema the document gives
+//! for their status, key by key (a key the document does not list fails, so a handler cannot drift from it).
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// Whether `v` fits `schema` (resolving `$ref`s in `doc`): types, enums, required keys, no undocumented keys.
+fn check(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap();
+        let target = &doc["components"]["schemas"][name];
+        assert!(!target.is_null(), "{r} is not in components.schemas");
+        return check(doc, target, v, at);
+    }
+    if let Some(alternatives) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        let errors: Vec<String> = alternatives.iter().filter_map(|s| check(doc, s, v, at).err()).collect();
+        return if errors.len() < alternatives.len() { Ok(()) } else { Err(errors.join(" / ")) };
+    }
+    for s in schema["allOf"].as_array().into_iter().flatten() {
+        check(doc, s, v, at)?;
+    }
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let fits = types.is_empty() || types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !fits {
+        return Err(format!("{at}: {v} is {kind}, the document says {types:?}"));
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        if !values.contains(v) {
+            return Err(format!("{at}: {v} is not one of {values:?}"));
+        }
+    }
+    match v {
+        Value::Object(map) => {
+            for key in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if !map.contains_key(key) {
+                    return Err(format!("{at}: required `{key}` is missing from {v}"));
+                }
+            }
+            let properties = schema["properties"].as_object();
+            for (key, value) in map {
+                let at = format!("{at}.{key}");
+                match (properties.and_then(|p| p.get(key)), schema.get("additionalProperties")) {
+                    (Some(s), _) => check(doc, s, value, &at)?,
+                    (None, Some(s)) if s.is_object() => check(doc, s, value, &at)?,
+                    (None, _) if properties.is_some() => return Err(format!("{at}: not in the document")),
+                    (None, _) => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Asserts that `resp` is documented for `method template`: its status, its content type and, for JSON, its body.
+async fn conforms(doc: &Value, method: &str, template: &str, resp: reqwest::Response) -> Value {
+    let status = resp.status().as_u16().to_string();
+    let documented = &doc["paths"][template][method]["responses"][&status];
+    assert!(documented.is_object(), "{method} {template} answered {status}, which the document does not list");
+    let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let text = resp.text().await.unwrap();
+    let Some(content) = documented["content"].as_object() else {
+        assert!(text.is_empty(), "{method} {template} {status}: a body the document does not describe: {text}");
+        return Value::Null;
+    };
+    let content_type = content_type.expect("a body has a content type");
+    let (media, described) = content.iter().next().unwrap();
+    assert_eq!(content_type.split(';').next(), media.split(';').next(), "{method} {template} {status}");
+    if !media.starts_with("application/json") {
+        return Value::Null;
+    }
+    let body: Value = serde_json::from_str(&text).unwrap();
+    if let Err(e) = check(doc, &described["schema"], &body, "body") {
+        panic!("{method} {template} {status} does not match the document: {e}");
+    }
+    body
+}
+
+async fn served(gw: &Gateway) -> Value {
+    let resp = gw.raw().get(gw.url("/api/openapi.json")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).expect("the served document is JSON")
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_openapi_3_1_and_the_committed_golden_less_unmounted_routes() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_path("docs/openapi.json")).unwrap()).unwrap();
+    let with_dev = spawn_gateway_with(|s| s.auth.dev_token_endpoint = true).await;
+    let doc = served(&with_dev).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc, golden, "with the dev routes mounted, the served document is docs/openapi.json");
+
+    let prod = spawn_gateway().await;
+    let doc = served(&prod).await;
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert!(paths.iter().all(|p| !p.starts_with("/api/v1/dev/")), "{paths:?}");
+    assert_eq!(paths.len() + 2, golden["paths"].as_object().unwrap().len(), "only the two dev routes are left out");
+    // Every documented operation is routed: none falls through to the JSON 404 or answers 405.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = prod.url(
+                &path.replace("{user_id}", "42").replace("{id}", "1").replace("{kind}", "k").replace("{alias}", "a"),
+            );
+            let req = prod.raw().request(method.to_uppercase().parse().unwrap(), url);
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            assert!(status != 405 && !body.contains("no such route"), "{method} {path}: {status} {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_what_the_openapi_document_says() {
+    let gw = spawn_gateway_with(|s| s.auth.dev_token_endpoint = true).await;
+    let doc = served(&gw).await;
+    let user = gw.token("42");
+    let inbox = "/api/v1/users/{user_id}/notifications";
+
+    // Ops.
+    conforms(&doc, "get", "/healthz", gw.raw().get(gw.url("/healthz")).send().await.unwrap()).await;
+    conforms(&doc, "get", "/readyz", gw.raw().get(gw.url("/readyz")).send().await.unwrap()).await;
+    conforms(&doc, "get", "/metrics", gw.raw().get(gw.url("/metrics")).send().await.unwrap()).await;
+    let docs = gw.raw().get(gw.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger-ui"), "the docs page is served by the gateway");
+
+    // Ingest: stored, then refused in the ways the document lists.
+    let event = json!({"event_type": "user.registered", "timestamp": "2025-01-20T10:30:00Z", "source": "django-backend",
+        "user_id": 42, "data": {"user_id": 42, "username": "ana"}});
+    let resp = gw.post("/api/v1/events", SERVICE_KEY).json(&event).send().await.unwrap();
+    let body = conforms(&doc, "post", "/api/v1/events", resp).await;
+    let id = body["results"][0]["notification_ids"][0].as_i64().expect("stored");
+    let resp = gw.post("/api/v1/events", SERVICE_KEY).json(&json!([])).send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "empty_batch");
+    let resp = gw.post("/api/v1/events", SERVICE_KEY).body("{}").send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "unsupported_media_type");
+    let resp = gw.post("/api/v1/events", &user).json(&event).send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "invalid_credentials");
+    let resp = gw.post_fixture_raw("medtrack-stage-created-core.json").await;
+    let body = conforms(&doc, "post", "/api/v1/events", resp).await;
+    assert_eq!(
+        (body["error"].as_str(), body["results"][0]["status"].as_str()),
+        (Some("unresolved_recipient"), Some("unresolved_recipient"))
+    );
+    let resp = gw.post("/api/v1/dev/events", &user).json(&event).send().await.unwrap();
+    conforms(&doc, "post", "/api/v1/dev/events", resp).await;
+
+    // The inbox.
+    let resp = gw.get("/api/v1/users/42/notifications?limit=5", &user).send().await.unwrap();
+    assert!(!conforms(&doc, "get", inbox, resp).await["items"].as_array().unwrap().is_empty());
+    let resp = gw.get("/api/v1/users/42/notifications?limit=500", &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", inbox, resp).await["error"], "bad_query");
+    let resp = gw.get("/api/v1/users/7/notifications", &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", inbox, resp).await["error"], "forbidden");
+    let resp = gw.raw().get(gw.url("/api/v1/users/42/notifications")).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", inbox, resp).await["error"], "missing_credentials");
+    let resp = gw.get("/api/v1/users/42/notifications/unread_count", &user).send().await.unwrap();
+    conforms(&doc, "get", &format!("{inbox}/unread_count"), resp).await;
+    let resp = gw.post(&format!("/api/v1/users/42/notifications/{id}/read"), &user).send().await.unwrap();
+    assert!(conforms(&doc, "post", &format!("{inbox}/{{id}}/read"), resp).await["read_at"].is_string());
+    let resp = gw.post("/api/v1/users/42/notifications/abc/read", &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", &format!("{inbox}/{{id}}/read"), resp).await["error"], "bad_path");
+    let resp = gw.post("/api/v1/users/42/notifications/read_all", &user).send().await.unwrap();
+    conforms(&doc, "post", &format!("{inbox}/read_all"), resp).await;
+    let resp = gw.delete(&format!("/api/v1/users/42/notifications/{id}"), &user).send().await.unwrap();
+    conforms(&doc, "delete", &format!("{inbox}/{{id}}"), resp).await;
+    let resp = gw.delete(&format!("/api/v1/users/42/notifications/{id}"), &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "delete", &format!("{inbox}/{{id}}"), resp).await["error"], "not_found");
+
+    // Aliases and admin.
+    let alias = "/api/v1/aliases/{kind}/{alias}";
+    let resp =
+        gw.raw().put(gw.url("/api/v1/aliases/student/s1")).bearer_auth(SERVICE_KEY).json(&json!({"user_id": 42}));
+    conforms(&doc, "put", alias, resp.send().await.unwrap()).await;
+    let resp =
+        gw.raw().put(gw.url("/api/v1/aliases/student/s1")).bearer_auth(SERVICE_KEY).json(&json!({"user_id": ""}));
+    assert_eq!(conforms(&doc, "put", alias, resp.send().await.unwrap()).await["error"], "missing_user_id");
+    let resp = gw.get("/api/v1/aliases/student/s1", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", alias, resp).await["user_id"], "42");
+    let resp = gw.get("/api/v1/aliases/student/nobody", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", alias, resp).await["error"], "not_found");
+    let resp = gw.get("/api/v1/aliases/student/s1", &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", alias, resp).await["error"], "forbidden");
+    let resp = gw.post("/api/v1/admin/rules/reload", SERVICE_KEY).send().await.unwrap();
+    conforms(&doc, "post", "/api/v1/admin/rules/reload", resp).await;
+    let resp = gw.get("/api/v1/admin/presence", SERVICE_KEY).send().await.unwrap();
+    conforms(&doc, "get", "/api/v1/admin/presence", resp).await;
+
+    // Development and the WebSocket handshake's refusals.
+    let resp = gw.raw().post(gw.url("/api/v1/dev/token")).json(&json!({"user_id": "42"})).send().await.unwrap();
+    conforms(&doc, "post", "/api/v1/dev/token", resp).await;
+    let resp = gw.raw().post(gw.url("/api/v1/dev/token")).json(&json!({"user_id": " "})).send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", "/api/v1/dev/token", resp).await["error"], "missing_user_id");
+    let resp = gw.raw().get(gw.url("/ws/42")).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", "/ws/{user_id}", resp).await["error"], "not_a_websocket_request");
+}
+
+#[test]
+fn the_openapi_conformance_check_refuses_an_undocumented_key_a_missing_one_and_a_wrong_type() {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(repo_path("docs/openapi.json")).unwrap()).unwrap();
+    let count = json!({"$ref": "#/components/schemas/UnreadCount"});
+    assert!(check(&doc, &count, &json!({"unread_count": 3}), "body").is_ok());
+    assert!(check(&doc, &count, &json!({"unread_count": 3, "total": 4}), "body").unwrap_err().contains("total"));
+    assert!(check(&doc, &count, &json!({}), "body").unwrap_err().contains("unread_count"));
+    assert!(check(&doc, &count, &json!({"unread_count": "3"}), "body").is_err());
+    let page = json!({"$ref": "#/components/schemas/InboxPage"});
+    let item = json!({"id": 1, "prev_id": 0, "user_id": null, "type": "t", "title": "", "content": "", "event_type": "e",
+        "source": null, "related_object": {"type": "stage", "id": "9"}, "data": {"any": [1]}, "created_at": "x", "read_at": null});
+    assert!(check(&doc, &page, &json!({"items": [item], "next_before": null, "has_more": false}), "body").is_ok());
+    let mut stray = item.clone();
+    stray["related_object"]["extra"] = json!(1);
+    let err =
+        check(&doc, &page, &json!({"items": [stray], "next_before": null, "has_more": false}), "body").unwrap_err();
+    assert!(err.contains("body.items[0].related_object.extra"), "{err}");
+}
