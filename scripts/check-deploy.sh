@@ -50,10 +50,24 @@ for key in ("HERALD__AUTH__JWT_SECRET", "HERALD__AUTH__SERVICE_KEYS", "HERALD__S
 print(f"grace: {total}s > preStop {pre_stop}s + shutdown_grace_secs {grace}s")
 PY
 cargo build -q --bin herald
-# Production refuses the development secrets: give it stand-ins, as the Secret would.
-HERALD__AUTH__JWT_SECRET=check-deploy-secret-0123456789abcdef HERALD__AUTH__SERVICE_KEYS=check-deploy-key \
-  HERALD__STORE__URL=postgres://herald:x@localhost:5432/herald HERALD__RULES__PATH=config/rules.toml \
-  target/debug/herald check-config --config "$work/herald.toml"
+# Production refuses the development secrets: the example Secret's values, as the Deployment maps them to
+# HERALD__... variables (scoped service keys included), must make a valid configuration with the ConfigMap.
+python3 - "$work/secret.env" <<'PY'
+import shlex, sys, yaml
+secret = yaml.safe_load(open("deploy/k8s/secret.example.yaml"))["stringData"]
+pod = yaml.safe_load(open("deploy/k8s/deployment.yaml"))["spec"]["template"]["spec"]
+with open(sys.argv[1], "w") as out:
+    for e in pod["containers"][0]["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] == "herald-secrets":
+            assert ref["key"] in secret, f"{e['name']}: the example Secret has no {ref['key']}"
+            out.write(f"export {e['name']}={shlex.quote(secret[ref['key']])}\n")
+PY
+(
+  # shellcheck disable=SC1091
+  source "$work/secret.env"
+  HERALD__RULES__PATH=config/rules.toml target/debug/herald check-config --config "$work/herald.toml"
+)
 
 log "grafana: dashboard JSON"
 python3 -m json.tool deploy/grafana/herald-dashboard.json >/dev/null

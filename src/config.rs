@@ -742,6 +742,27 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
+const SERVICE_KEYS_VAR: &str = "HERALD__AUTH__SERVICE_KEYS";
+
+/// `HERALD__AUTH__SERVICE_KEYS` in its TOML form, as a one-key TOML document. A syntax error is reported by
+/// position only: the value holds keys, and a parser's message quotes the text around the error.
+fn service_keys_toml(raw: &str) -> Result<String, ConfigError> {
+    let doc = format!("[auth]\nservice_keys = {raw}\n");
+    match doc.parse::<toml::Table>() {
+        Ok(_) => Ok(doc),
+        Err(e) => {
+            let at = e.span().map(|r| r.start.saturating_sub(doc.find('=').unwrap_or(0) + 2)).unwrap_or(0);
+            Err(invalid(
+                SERVICE_KEYS_VAR,
+                format!(
+                    "not a TOML array (error near character {at}): write `[{{ id = \"billing\", key = \"...\", \
+                     scopes = [\"publish\"] }}, ...]`, or bare keys separated by commas"
+                ),
+            ))
+        }
+    }
+}
+
 impl Settings {
     /// Load every layer. `file` is the `--config` path; `env` is the environment to read (tests pass their own).
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
@@ -773,6 +794,14 @@ impl Settings {
                 return Err(invalid("--config", format!("file {} does not exist", file.display())));
             }
             builder = builder.add_source(File::from(file).format(FileFormat::Toml));
+        }
+        // Scoped service keys from the environment (a Kubernetes Secret, a compose file): the variable holds a TOML
+        // array of tables, `[{ id = "billing", key = "...", scopes = ["publish"] }]`, read as if it were in a file
+        // (after the --config file, so it wins, as every variable does). A value not starting with `[` is the
+        // old comma-separated list of bare keys.
+        if let Some(raw) = env.get(SERVICE_KEYS_VAR).filter(|v| v.trim_start().starts_with('[')).cloned() {
+            env.remove(SERVICE_KEYS_VAR);
+            builder = builder.add_source(File::from_str(&service_keys_toml(&raw)?, FileFormat::Toml));
         }
         let env_source = Environment::with_prefix("HERALD")
             .prefix_separator("__")
@@ -1227,6 +1256,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.auth.plain_service_keys(), s.auth.service_keys[1].id()), (1, "ops".to_owned()));
+    }
+
+    #[test]
+    fn scoped_service_keys_load_from_the_environment_as_a_toml_array_and_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(&file, BILLING).unwrap();
+        let value = r#"[{ id = "ops", key = "ops-key-0123456789", scopes = ["admin", "inbox:read"] },
+                        { id = "shop", key = "shop-key-0123456789", scopes = ["publish"], exchanges = ["shop.*"] }]"#;
+        let s = Settings::load(Some(&file), env(&[("HERALD__AUTH__SERVICE_KEYS", value)])).unwrap();
+        let ids: Vec<String> = s.auth.service_keys.iter().map(|k| k.id()).collect();
+        assert_eq!(ids, ["ops", "shop"], "the variable replaces the file's keys");
+        assert_eq!(s.auth.plain_service_keys(), 0);
+        let ServiceKeyConfig::Scoped(shop) = &s.auth.service_keys[1] else { panic!("a table") };
+        assert_eq!((shop.scopes.clone(), shop.exchanges.clone()), (vec![Scope::Publish], Some(vec!["shop.*".into()])));
+        // The same checks as a file's tables, naming the entry.
+        let short = r#"[{ id = "ops", key = "short", scopes = ["admin"] }]"#;
+        let e = Settings::load(None, env(&[("HERALD__AUTH__SERVICE_KEYS", short)])).unwrap_err().to_string();
+        assert!(e.contains("auth.service_keys[0].key"), "{e}");
+        // A syntax error says where, and never echoes the value (it holds keys).
+        let broken = r#"[{ id = "ops", key = "a-secret-that-must-not-print", scopes = ["admin"] "#;
+        let e = Settings::load(None, env(&[("HERALD__AUTH__SERVICE_KEYS", broken)])).unwrap_err().to_string();
+        assert!(e.contains("HERALD__AUTH__SERVICE_KEYS") && e.contains("TOML array"), "{e}");
+        assert!(!e.contains("a-secret-that-must-not-print"), "{e}");
     }
 
     #[test]
