@@ -60,8 +60,11 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
 #[derive(Default)]
 pub struct Hooks {
     /// Wraps the opened store (for example in [`inbox::instrumented::Instrumented`]).
-    pub wrap_store: Option<Box<dyn FnOnce(Arc<dyn inbox::Store>) -> Arc<dyn inbox::Store> + Send>>,
+    pub wrap_store: Option<StoreWrapper>,
 }
+
+/// Wraps the opened store, once (see [`Hooks::wrap_store`]).
+pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn inbox::Store>) -> Arc<dyn inbox::Store> + Send>;
 
 /// [`run`] with [`Hooks`].
 pub async fn run_with(

@@ -348,7 +348,7 @@ impl Rules {
 
     fn find(&self, event: &Event) -> Option<&Rule> {
         self.rules.iter().find(|r| {
-            (r.exchanges.is_empty() || r.exchanges.iter().any(|x| *x == event.exchange))
+            (r.exchanges.is_empty() || r.exchanges.contains(&event.exchange))
                 && (r.patterns.is_empty() || r.patterns.iter().any(|p| p.matches(&event.routing_key)))
         })
     }

@@ -478,11 +478,7 @@ impl<'a> Session<'a> {
     }
 
     /// Writes the batch up to the first gap; returns the frames from the gap on, if there is one.
-    async fn write_batch(
-        &mut self,
-        batch: &mut Vec<Outgoing>,
-        fill_gaps: bool,
-    ) -> Result<Option<Vec<Outgoing>>, Ended> {
+    async fn write_batch(&mut self, batch: &mut [Outgoing], fill_gaps: bool) -> Result<Option<Vec<Outgoing>>, Ended> {
         let now = Instant::now();
         let mut delivered = 0u64;
         let mut gap = None;

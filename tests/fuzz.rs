@@ -23,9 +23,8 @@ where
     S: Strategy,
     S::Value: std::fmt::Debug,
 {
-    let mut config = Config::default();
     // Regressions are kept as named tests below, not as seed files that go stale when a strategy changes.
-    config.failure_persistence = None;
+    let config = Config { failure_persistence: None, ..Config::default() };
     let inputs = AtomicU64::new(0);
     let start = Instant::now();
     let result = TestRunner::new(config).run(&strategy, |value| {

@@ -95,6 +95,8 @@ pub(crate) fn tell(listener: &dyn CommitListener, writes: &[Write], outcomes: &[
     }
 }
 
+// `Notify` is nearly every write: boxing it to shrink the rare variants would allocate once per notification.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Write {
     Notify(NewNotification),

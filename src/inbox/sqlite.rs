@@ -642,6 +642,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
     }
 }
 
+// One answer per request over the writer's channel: the largest (`Upkeep`'s report) is rare and short-lived.
+#[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
     MarkRead(Option<Notification>),

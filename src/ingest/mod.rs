@@ -30,6 +30,8 @@ pub struct Prepared {
     action: Action,
 }
 
+// `Write` is nearly every action: boxing it to shrink `Live`/`Skip` would allocate once per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Action {
     Write {

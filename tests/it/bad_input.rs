@@ -39,7 +39,9 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
     };
     let user_token = gw.token("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40");
     let long_key = format!("?routing_key={}z", "b.".repeat(herald::event::MAX_ROUTING_KEY_LEN / 2 + 1));
-    let cases: Vec<(&str, &str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, query, content type, bearer, body, status, error code)
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             "?routing_key=stage.accepted",
