@@ -17,6 +17,7 @@ start_postgres
 start_redis
 start_redis_cluster
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
+suite "rust: clippy, warnings as errors" cargo clippy --workspace --all-targets --profile dev -- -D warnings
 suite "chaos (short form): node kills and service restarts, every client holds its inbox" scripts/chaos.sh
 cargo build --bin herald
 suite "rules: dry-run every event fixture through the shipped rules" \
