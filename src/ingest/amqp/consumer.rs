@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use super::{topology, HEALTH};
+use super::{dead_letters, topology, HEALTH};
 use crate::backoff::Backoff;
 use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
@@ -364,14 +364,25 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicPropert
     let mut put = |k: &str, v: &str| {
         headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
     };
-    put("x-herald-reason", p.reason);
-    put("x-herald-error", truncate(&p.error, MAX_ERROR_HEADER));
-    put("x-herald-exchange", d.exchange.as_str());
-    put("x-herald-routing-key", d.routing_key.as_str());
-    put("x-herald-queue", queue);
+    put(dead_letters::REASON, p.reason);
+    put(dead_letters::ERROR, truncate(&p.error, MAX_ERROR_HEADER));
+    put(dead_letters::EXCHANGE, d.exchange.as_str());
+    put(dead_letters::ROUTING_KEY, d.routing_key.as_str());
+    put(dead_letters::QUEUE, queue);
     if let Some(id) = &p.event_id {
-        put("x-herald-event-id", id);
+        put(dead_letters::EVENT_ID, id);
     }
+    // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
+    let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+    let deaths = match headers.inner().get(dead_letters::DEATHS) {
+        Some(AMQPValue::LongLongInt(n)) => n.saturating_add(1),
+        _ => 1,
+    };
+    headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(deaths));
+    if !headers.contains_key(dead_letters::FIRST_DEATH_AT) {
+        headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
+    }
+    headers.insert(dead_letters::DEATH_AT.into(), now);
     let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     if let Some(v) = src.content_type() {
         props = props.with_content_type(v.clone());
