@@ -850,7 +850,11 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     let dlq = amqp.dead_letter_queue();
     eventually("both messages dead-lettered", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
 
-    // Listed with the reason Herald recorded, the original exchange and routing key, and the body.
+    // Listed with the reason Herald recorded, the original exchange and routing key, and the body, in the
+    // documented shape.
+    let doc = crate::openapi::served(&gw).await;
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    crate::openapi::conforms(&doc, "get", "/api/v1/admin/dead-letters", resp).await;
     let list = dead_letters(&gw).await;
     assert_eq!((list["queue"].as_str(), list["total"].as_u64()), (Some(dlq.as_str()), Some(2)), "{list}");
     let l = letter(&list, "student.promoted");
@@ -887,8 +891,8 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     assert_eq!((status, body), (200, json!({"results": [{"id": "no-such-letter", "outcome": "not_found"}]})));
 
     // Re-driven before the fix: both fail again and are dead-lettered again by the consumer, counted.
-    let (status, body) = redrive(&gw, json!({"all": true})).await;
-    assert_eq!(status, 200, "{body}");
+    let resp = gw.post("/api/v1/admin/dead-letters/redrive", SERVICE_KEY).json(&json!({"all": true})).send();
+    let body = crate::openapi::conforms(&doc, "post", "/api/v1/admin/dead-letters/redrive", resp.await.unwrap()).await;
     let mut outcomes: Vec<_> = body["results"].as_array().unwrap().iter().map(|r| r["outcome"].clone()).collect();
     outcomes.dedup();
     assert_eq!((body["results"].as_array().unwrap().len(), outcomes), (2, vec![json!("redriven")]), "{body}");

@@ -111,6 +111,7 @@ pub struct DeadLetter {
     pub first_dead_lettered_at: Option<DateTime<Utc>>,
     /// The body's size in bytes.
     pub size: usize,
+    /// The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`).
     pub body: String,
     pub body_encoding: BodyEncoding,
 }
@@ -148,8 +149,10 @@ pub enum RedriveStatus {
 /// One letter's re-drive outcome.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RedriveOutcome {
+    /// The letter's id, as listed (or as asked, for `not_found`).
     pub id: String,
     pub outcome: RedriveStatus,
+    /// Why the republish failed (only with `failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
