@@ -315,14 +315,16 @@ fn publish_error(e: lapin::Error, exchange: &str) -> String {
     }
 }
 
-/// The letter's headers minus the death headers (the broker's `x-death`, `x-first-death-*`, `x-last-death-*`
-/// and Herald's reason headers), with the death count and first time carried on.
+/// The letter's headers minus the death headers (the broker's `x-death`, `x-first-death-*`, `x-last-death-*`,
+/// `x-delivery-count` and Herald's `x-herald-*`), with the death count and first time carried on.
 fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
     let mut out = FieldTable::default();
     if let Some(headers) = d.properties.headers() {
         for (k, v) in headers.inner() {
             let name = k.as_str();
+            // `x-delivery-count` is the quorum dead-letter queue's count of peeks, not the message's.
             let death = name == "x-death"
+                || name == "x-delivery-count"
                 || name.starts_with("x-first-death-")
                 || name.starts_with("x-last-death-")
                 || name.starts_with("x-herald-");
@@ -507,6 +509,7 @@ mod tests {
             ("x-first-death-reason", s("delivery_limit")),
             ("x-first-death-exchange", s("sgad.matches")),
             ("x-first-death-queue", s("herald.events")),
+            ("x-delivery-count", AMQPValue::LongLongInt(3)),
         ]);
         let d =
             delivery(BasicProperties::default().with_headers(headers), &[0xff, 0x00], "herald.dlx", "match.created");
