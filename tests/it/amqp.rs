@@ -867,7 +867,11 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     let graduated_id = g["id"].as_str().unwrap().to_owned();
     assert!(graduated_id.starts_with("sha256:"), "no message id: a digest ({g})");
 
-    // Listing removes nothing: the same letters again, and both still in the queue.
+    // Listing removes nothing: both are back in the queue (once the broker applied the requeue), and listed the
+    // same again.
+    let both_queued =
+        async || eventually("both letters queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    both_queued().await;
     let again = dead_letters(&gw).await;
     let sorted = |v: &Value| {
         let mut ls = v["letters"].as_array().unwrap().clone();
@@ -875,7 +879,7 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
         ls
     };
     assert_eq!(sorted(&again), sorted(&list), "a second listing shows the same letters");
-    eventually("both letters still queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    both_queued().await;
 
     // The admin scope is needed, and a selection is required.
     for resp in [
@@ -889,6 +893,7 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     assert_eq!((status, body["error"].as_str()), (422, Some("bad_selection")), "{body}");
     let (status, body) = redrive(&gw, json!({"ids": ["no-such-letter"]})).await;
     assert_eq!((status, body), (200, json!({"results": [{"id": "no-such-letter", "outcome": "not_found"}]})));
+    both_queued().await;
 
     // Re-driven before the fix: both fail again and are dead-lettered again by the consumer, counted.
     let resp = gw.post("/api/v1/admin/dead-letters/redrive", SERVICE_KEY).json(&json!({"all": true})).send();
@@ -913,6 +918,9 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     let (status, body) = redrive(&gw, json!({"ids": ["promo-1"]})).await;
     assert_eq!((status, body), (200, json!({"results": [{"id": "promo-1", "outcome": "redriven"}]})));
     eventually("the re-driven event stored", WAIT, async || (unread(&gw.url(""), "dl-ana").await >= 1).then_some(()))
+        .await;
+    // The still-unmatched letter, held by that call, is handed back; the re-driven one is gone.
+    eventually("only the still-unmatched letter queued", WAIT, async || (broker.depth(&dlq).await == 1).then_some(()))
         .await;
     let list = dead_letters(&gw).await;
     assert_eq!(list["letters"].as_array().unwrap().len(), 1, "only the still-unmatched letter is left: {list}");
@@ -952,5 +960,43 @@ async fn dead_letters_answer_409_without_amqp_and_503_when_the_broker_is_unreach
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "amqp_unavailable", "{body}");
     assert!(!body["message"].as_str().unwrap().contains("guest"), "no URL in the answer: {body}");
+    gw.stop().await.unwrap();
+}
+
+/// A letter whose original exchange is gone, or whose routing key nothing is bound for, is not removed: its
+/// re-drive answers `failed` once, saying why, and the letter is still there afterwards.
+#[tokio::test]
+async fn a_letter_that_cannot_be_republished_is_kept_and_reported_failed() {
+    let Some(amqp) = Amqp::new("deadfail").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let letter = |id: &str, exchange: &str, key: &str| {
+        let mut h = FieldTable::default();
+        h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
+        h.insert("x-herald-exchange".into(), AMQPValue::LongString(exchange.into()));
+        h.insert("x-herald-routing-key".into(), AMQPValue::LongString(key.into()));
+        BasicProperties::default().with_message_id(id.into()).with_headers(h)
+    };
+    let dlx = format!("{}.dlx", amqp.prefix);
+    broker.publish(&dlx, "a.b", b"{}", letter("orphan", &amqp.exchange("no-such-exchange"), "a.b")).await;
+    broker.publish(&dlx, "x", b"{}", letter("nowhere", &amqp.exchange("events.topic"), "nothing.bound.here")).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("both letters queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+
+    let (status, body) = redrive(&gw, json!({"all": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut results = body["results"].as_array().unwrap().clone();
+    results.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
+    assert_eq!(results.len(), 2, "one outcome per letter: {body}");
+    assert_eq!((results[0]["id"].as_str(), results[0]["outcome"].as_str()), (Some("nowhere"), Some("failed")));
+    assert!(results[0]["message"].as_str().unwrap().contains("unroutable"), "{body}");
+    assert_eq!((results[1]["id"].as_str(), results[1]["outcome"].as_str()), (Some("orphan"), Some("failed")));
+    assert!(results[1]["message"].as_str().unwrap().contains("does not exist"), "{body}");
+
+    eventually("both letters back in the queue", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    let list = dead_letters(&gw).await;
+    let mut ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["nowhere", "orphan"]);
     gw.stop().await.unwrap();
 }

@@ -8,14 +8,17 @@
 //!   handed back at once with `basic.nack multiple requeue`. Nothing is removed, but a peek is a delivery: the
 //!   letters come back marked redelivered, a quorum queue may put them behind letters that arrived meanwhile,
 //!   and while one call holds them another call does not see them (a concurrent re-drive answers `not_found`).
-//! - **Re-drive** takes the letters the same way (at most the queue's depth when the call starts, so a letter
-//!   that fails again and is dead-lettered anew during the call is not taken twice), republishes each selected
+//! - **Re-drive** takes the letters the same way, holding each until the call ends, republishes each selected
 //!   one (confirm mode, `mandatory`) to its original exchange with its original routing key and properties, the
 //!   death headers removed, and acknowledges it only once the broker confirmed the republish. Everything else
-//!   (not selected, or its republish failed) is requeued. A re-driven letter that fails again is dead-lettered
-//!   by the consumer as any message is: the re-drive itself never loops.
+//!   (not selected, or its republish failed) is requeued at the end. A re-driven letter that fails again is
+//!   dead-lettered by the consumer as any message is; it keeps its id, and one call re-drives at most one
+//!   letter per id, so the re-drive itself never loops.
 //! - A letter's id is its `message_id`, or a digest of its body, original exchange, routing key and first
-//!   dead-lettering time. Letters sharing an id are selected together.
+//!   dead-lettering time (all carried across re-drives). A duplicate (the same message dead-lettered twice, e.g.
+//!   around a crash) waits for the next call; the inbox deduplicates it by event id.
+//! - Letters handed back reappear as soon as the broker applies the requeue (for a quorum queue, a moment
+//!   after the call answers): a call made at once may not see them yet.
 //! - Death counts survive a re-drive: the republished message carries `x-herald-deaths` and
 //!   `x-herald-first-dead-lettered-at`, which the consumer continues when it dead-letters the message again.
 
@@ -40,7 +43,7 @@ use crate::config::AmqpSettings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most letters one listing returns.
 pub const MAX_LIST: usize = 100;
-/// Most letters one re-drive takes from the queue.
+/// Most letters one re-drive takes from the queue (the rest wait for the next call).
 pub const MAX_REDRIVE: usize = 10_000;
 
 /// Headers Herald sets when it dead-letters (see `consumer::dead_letter_properties`), and the broker's.
@@ -167,76 +170,105 @@ impl DeadLetters {
     pub async fn list(&self, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
         let s = self.settings()?;
         let (conn, ch) = connect(s).await?;
-        let queue = s.queue.dead_letter_queue.as_str();
-        let total = depth(&ch, queue).await?;
-        let mut letters = Vec::new();
-        let mut last_tag = None;
-        while letters.len() < limit.min(MAX_LIST) {
-            let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
-            last_tag = Some(m.delivery.delivery_tag);
-            letters.push(describe(&m.delivery));
-        }
-        if let Some(tag) = last_tag {
-            ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
-        }
+        let result = peek(&ch, &s.queue.dead_letter_queue, limit.min(MAX_LIST)).await;
         close(conn).await;
-        Ok(DeadLetterList { queue: queue.to_owned(), total: total.into(), letters })
+        result
     }
 
     /// Re-drive the selected letters; one outcome per letter taken, and `not_found` per id none had.
     pub async fn redrive(&self, selection: &Selection) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
         let s = self.settings()?;
         let (conn, ch) = connect(s).await?;
-        let queue = s.queue.dead_letter_queue.as_str();
-        let budget = (depth(&ch, queue).await? as usize).min(MAX_REDRIVE);
-        let wanted: HashSet<&str> = match selection {
-            Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
-            Selection::All => HashSet::new(),
-        };
-        let mut publisher = Publisher::open(&conn).await?;
-        let mut outcomes = Vec::new();
-        let mut found = HashSet::new();
-        for _ in 0..budget {
-            let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
-            let d = m.delivery;
-            let letter = describe(&d);
-            if !matches!(selection, Selection::All) && !wanted.contains(letter.id.as_str()) {
-                continue; // Held until the connection closes, then requeued: not taken twice by this call.
-            }
-            found.insert(letter.id.clone());
-            let outcome = match publisher.republish(&conn, &d, &letter).await {
-                Ok(()) => {
-                    ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: false }).await?;
-                    metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "redriven").increment(1);
-                    tracing::info!(id = %letter.id, exchange = %letter.exchange, routing_key = %letter.routing_key,
-                        reason = %letter.reason, "dead letter re-driven");
-                    RedriveOutcome { id: letter.id, outcome: RedriveStatus::Redriven, message: None }
-                }
-                Err(why) => {
-                    ch.basic_nack(d.delivery_tag, BasicNackOptions { multiple: false, requeue: true }).await?;
-                    metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "failed").increment(1);
-                    tracing::warn!(id = %letter.id, exchange = %letter.exchange, error = %why,
-                        "re-driving a dead letter failed; it stays in the dead-letter queue");
-                    RedriveOutcome { id: letter.id, outcome: RedriveStatus::Failed, message: Some(why) }
-                }
-            };
-            outcomes.push(outcome);
-        }
-        if let Selection::Ids(ids) = selection {
-            let mut reported = HashSet::new();
-            for id in ids {
-                if !found.contains(id) && reported.insert(id.as_str()) {
-                    outcomes.push(RedriveOutcome { id: id.clone(), outcome: RedriveStatus::NotFound, message: None });
-                }
-            }
-        }
+        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, selection).await;
         close(conn).await;
-        Ok(outcomes)
+        result
     }
 
     fn settings(&self) -> Result<&AmqpSettings, DeadLetterError> {
         self.settings.as_deref().ok_or(DeadLetterError::Disabled)
     }
+}
+
+/// Take up to `limit` letters unacknowledged, then hand them all back at once.
+async fn peek(ch: &Channel, queue: &str, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
+    let total = depth(ch, queue).await?;
+    let mut letters = Vec::new();
+    let mut last_tag = None;
+    while letters.len() < limit {
+        let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
+        last_tag = Some(m.delivery.delivery_tag);
+        letters.push(describe(&m.delivery));
+    }
+    if let Some(tag) = last_tag {
+        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+    }
+    Ok(DeadLetterList { queue: queue.to_owned(), total: total.into(), letters })
+}
+
+/// Every letter taken is held unacknowledged until the end: acknowledged once its republish is confirmed,
+/// otherwise (not selected, a second letter with an id already taken, or its republish failed) requeued with the
+/// rest at the end, so that this call never takes the same letter twice.
+async fn redrive(
+    conn: &Connection,
+    ch: &Channel,
+    queue: &str,
+    selection: &Selection,
+) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
+    let wanted: HashSet<&str> = match selection {
+        Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
+        Selection::All => HashSet::new(),
+    };
+    let mut publisher = Publisher::open(conn).await?;
+    let mut outcomes = Vec::new();
+    let mut found = HashSet::new();
+    let mut last_held = None;
+    // Until the queue has nothing more to give: every letter taken is held, so none is taken twice.
+    for _ in 0..MAX_REDRIVE {
+        let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
+        let d = m.delivery;
+        let letter = describe(&d);
+        let selected = matches!(selection, Selection::All) || wanted.contains(letter.id.as_str());
+        // One letter per id per call: a second one is a duplicate, or the same message dead-lettered again
+        // since this call re-drove it (re-driving that would loop).
+        if !selected || !found.insert(letter.id.clone()) {
+            last_held = Some(d.delivery_tag);
+            continue;
+        }
+        let outcome = match publisher.republish(conn, &d, &letter).await {
+            Ok(()) => {
+                ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: false }).await?;
+                metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "redriven").increment(1);
+                tracing::info!(
+                    id = %letter.id, exchange = %letter.exchange, routing_key = %letter.routing_key,
+                    reason = %letter.reason, "dead letter re-driven"
+                );
+                RedriveOutcome { id: letter.id, outcome: RedriveStatus::Redriven, message: None }
+            }
+            Err(why) => {
+                last_held = Some(d.delivery_tag);
+                metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "failed").increment(1);
+                tracing::warn!(
+                    id = %letter.id, exchange = %letter.exchange, error = %why,
+                    "re-driving a dead letter failed; it stays in the dead-letter queue"
+                );
+                RedriveOutcome { id: letter.id, outcome: RedriveStatus::Failed, message: Some(why) }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if let Some(tag) = last_held {
+        // Every letter still held up to the last one held (those acknowledged are no longer outstanding).
+        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+    }
+    if let Selection::Ids(ids) = selection {
+        let mut reported = HashSet::new();
+        for id in ids {
+            if !found.contains(id) && reported.insert(id.as_str()) {
+                outcomes.push(RedriveOutcome { id: id.clone(), outcome: RedriveStatus::NotFound, message: None });
+            }
+        }
+    }
+    Ok(outcomes)
 }
 
 async fn connect(s: &AmqpSettings) -> Result<(Connection, Channel), DeadLetterError> {
