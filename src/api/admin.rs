@@ -203,10 +203,11 @@ pub async fn list_dead_letters(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
-    /// The ids of the letters (as listed), 1 to 1000. Letters sharing an id are re-driven together.
+    /// The ids of the letters (as listed), 1 to 1000. One call re-drives at most one letter per id (a duplicate
+    /// waits for the next call).
     #[serde(default)]
     ids: Option<Vec<String>>,
-    /// `true`: every letter in the queue when the call starts.
+    /// `true`: every letter in the queue, one per id.
     #[serde(default)]
     all: Option<bool>,
 }

@@ -573,9 +573,12 @@ export interface components {
         };
         /** @description Which letters to re-drive: `{"ids": [...]}` or `{"all": true}`. */
         RedriveRequest: {
-            /** @description The ids of the letters (as listed), 1 to 1000. Letters sharing an id are re-driven together. */
+            /**
+             * @description The ids of the letters (as listed), 1 to 1000. One call re-drives at most one letter per id (a duplicate
+             *     waits for the next call).
+             */
             ids?: string[] | null;
-            /** @description `true`: every letter in the queue when the call starts. */
+            /** @description `true`: every letter in the queue, one per id. */
             all?: boolean | null;
         };
         /** @description `POST /api/v1/admin/dead-letters/redrive`. */
