@@ -930,6 +930,8 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     // Settled: the consumer acknowledged everything it was given, and the notification is there once.
     eventually("the main queue drained", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
     assert_eq!(titles(&gw.url(""), "dl-ana").await, vec!["Promoted".to_owned()], "delivered exactly once");
+    let inbox = gw.inbox("dl-ana").await;
+    assert_eq!(inbox["items"][0]["content"], "second year", "the original body was re-driven: {inbox}");
     gw.stop().await.unwrap();
 }
 

@@ -448,6 +448,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dead_letter_continues_the_death_count_a_redriven_message_carries() {
+        let poison = Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()) };
+        let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
+        let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
+        let first = dead_letter_properties(&fresh, &poison, "herald.events");
+        assert_eq!(header(&first, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(1)));
+        assert_eq!(header(&first, dead_letters::REASON), Some(AMQPValue::LongString("unmatched".into())));
+        assert!(header(&first, dead_letters::FIRST_DEATH_AT).is_some());
+
+        let mut carried = FieldTable::default();
+        carried.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(2));
+        carried.insert(dead_letters::FIRST_DEATH_AT.into(), AMQPValue::Timestamp(100));
+        let mut redriven = Delivery::mock(2, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
+        redriven.properties = BasicProperties::default().with_headers(carried);
+        let again = dead_letter_properties(&redriven, &poison, "herald.events");
+        assert_eq!(header(&again, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(3)));
+        assert_eq!(
+            header(&again, dead_letters::FIRST_DEATH_AT),
+            Some(AMQPValue::Timestamp(100)),
+            "the first time stays"
+        );
+    }
+
+    #[test]
     fn error_headers_are_cut_on_a_char_boundary() {
         assert_eq!(truncate("abc", 10), "abc");
         assert_eq!(truncate("héllo", 2), "h");
