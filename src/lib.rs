@@ -148,6 +148,7 @@ pub async fn start_with(
         sessions,
         metrics,
         health,
+        dead_letters: ingest::amqp::DeadLetters::new(&settings.amqp),
         tracker: tracker.clone(),
     });
     tracing::info!(

@@ -93,6 +93,10 @@ pub const METRICS: &[Metric] = &[
     counter("herald_amqp_messages_requeued_total", "AMQP messages requeued (a batch not committed)."),
     counter("herald_amqp_messages_acked_total", "AMQP messages acknowledged after their commit."),
     counter("herald_amqp_messages_dead_lettered_total", "AMQP messages dead-lettered, by reason."),
+    counter(
+        "herald_amqp_dead_letters_redriven_total",
+        "Dead letters an operator re-drove, by outcome (`redriven`: republished and removed; `failed`: kept).",
+    ),
     counter("herald_amqp_store_retries_total", "Inbox commits of an AMQP batch that failed and were retried."),
     gauge("herald_amqp_queue_messages", "Messages ready in the consumed queue (consumer lag), by queue."),
     gauge("herald_amqp_queue_consumers", "Consumers attached to the consumed queue, by queue."),

@@ -1,10 +1,13 @@
-//! Service-key endpoints that change how events are routed: recipient aliases and rules reload.
+//! Service-key endpoints that change how events are routed: recipient aliases, rules reload, and the AMQP
+//! dead letters (list, re-drive).
 //!
 //! Invariants: only a service key reaches them (a user token is 403), with the scope each needs: an alias
 //! says whose inbox events land in, so reading one needs `inbox:read` and teaching one `inbox:write`; a rules
-//! reload needs `admin`. A rules file that does not compile is refused with its error and the rules in force stay.
+//! reload and the dead letters (whose bodies are events as published) need `admin`. A rules file that does not
+//! compile is refused with its error and the rules in force stay. Listing dead letters never removes one; a
+//! letter is removed only after its republish is confirmed ([`crate::ingest::amqp::dead_letters`]).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
@@ -13,6 +16,7 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Scope};
 use crate::inbox::Write;
+use crate::ingest::amqp::dead_letters::{self, DeadLetterError, DeadLetterList, RedriveOutcome, Selection};
 use crate::rules::AliasRecord;
 
 /// A service key with `scope`; a user token is refused whatever the scope.
@@ -128,4 +132,131 @@ pub async fn reload_rules(
             Err(ApiError::Unprocessable { code: "invalid_rules", message: e.to_string() })
         }
     }
+}
+
+/// Dead letters' page size when none is given.
+const DEFAULT_DEAD_LETTERS: usize = 20;
+/// Most ids one re-drive names.
+const MAX_REDRIVE_IDS: usize = 1000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadLetterParams {
+    /// How many letters to show, 1 to 100.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<usize>,
+}
+
+impl From<DeadLetterError> for ApiError {
+    fn from(e: DeadLetterError) -> Self {
+        match e {
+            DeadLetterError::Disabled => ApiError::Conflict { code: "amqp_disabled", message: e.to_string() },
+            DeadLetterError::Unavailable(detail) => {
+                // The detail may name hosts; it is logged, not sent.
+                tracing::warn!(error = %detail, "the dead-letter queue could not be reached");
+                ApiError::Unavailable {
+                    code: "amqp_unavailable",
+                    message: "the broker cannot be reached now; retry later".into(),
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/admin/dead-letters?limit=N`: up to N letters of the AMQP dead-letter queue, none removed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dead-letters",
+    operation_id = "list_dead_letters",
+    tag = "admin",
+    summary = "List the AMQP dead-letter queue (nothing is removed)",
+    description = "Peeks: the letters are taken without acknowledgement and all handed back at once. Nothing is \
+        removed, but they come back marked redelivered, a quorum queue may put them behind letters that arrived \
+        meanwhile, and a concurrent call does not see letters another call holds.",
+    params(DeadLetterParams),
+    responses(
+        (status = 200, description = "Up to `limit` letters, with their reason, origin and body.", body = DeadLetterList),
+        (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
+        (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
+pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    params: Result<Query<DeadLetterParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<DeadLetterList>, ApiError> {
+    service_only(&state, &headers, Scope::Admin)?;
+    let Query(p) = params.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
+    let limit = p.limit.unwrap_or(DEFAULT_DEAD_LETTERS);
+    if !(1..=dead_letters::MAX_LIST).contains(&limit) {
+        let message = format!("limit must be between 1 and {}", dead_letters::MAX_LIST);
+        return Err(ApiError::BadRequest { code: "bad_query", message });
+    }
+    Ok(Json(state.dead_letters.list(limit).await?))
+}
+
+/// Which letters to re-drive: `{"ids": [...]}` or `{"all": true}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// The ids of the letters (as listed), 1 to 1000. One call re-drives at most one letter per id (a duplicate
+    /// waits for the next call).
+    #[serde(default)]
+    ids: Option<Vec<String>>,
+    /// `true`: every letter in the queue, one per id.
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+/// `POST /api/v1/admin/dead-letters/redrive`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RedriveResults {
+    /// One per letter taken, then one `not_found` per id no letter had.
+    pub results: Vec<RedriveOutcome>,
+}
+
+/// `POST /api/v1/admin/dead-letters/redrive`: republish letters to their original exchange, then remove them.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dead-letters/redrive",
+    operation_id = "redrive_dead_letters",
+    tag = "admin",
+    summary = "Re-drive dead letters to their original exchange",
+    description = "Each selected letter is republished to the exchange and routing key it first came through, \
+        with its properties minus the death headers, and removed from the dead-letter queue only once the broker \
+        confirmed the republish. A letter that fails again is dead-lettered again by the consumer.",
+    request_body(content = RedriveRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why).", body = RedriveResults),
+        (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
+        (status = 422, description = "Neither 1 to 1000 `ids` nor `all: true`, or both (`bad_selection`).", body = ErrorBody),
+        (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
+pub async fn redrive_dead_letters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<RedriveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RedriveResults>, ApiError> {
+    service_only(&state, &headers, Scope::Admin)?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
+    let selection = match (body.ids, body.all) {
+        (Some(ids), None | Some(false)) if (1..=MAX_REDRIVE_IDS).contains(&ids.len()) => Selection::Ids(ids),
+        (None, Some(true)) => Selection::All,
+        _ => {
+            return Err(ApiError::Unprocessable {
+                code: "bad_selection",
+                message: format!("send either `ids` (1 to {MAX_REDRIVE_IDS} letter ids) or `all: true`"),
+            })
+        }
+    };
+    Ok(Json(RedriveResults { results: state.dead_letters.redrive(&selection).await? }))
 }

@@ -49,6 +49,12 @@ pub enum ApiError {
     Overloaded { code: &'static str, message: String },
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The request needs something this gateway's configuration does not enable (`409`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// A dependency (the broker) cannot be reached now: `503` with `Retry-After`. The detail is logged here.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
 }
 
 impl ApiError {
@@ -72,6 +78,8 @@ impl ApiError {
             ApiError::Overloaded { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Store(StoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::Store(StoreError::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::auth::{self, Authenticator, Principal};
 use crate::config::Settings;
 use crate::fanout::Fanout;
 use crate::inbox::Store;
+use crate::ingest::amqp::DeadLetters;
 use crate::ingest::Pipeline;
 use crate::session::SessionDeps;
 use crate::telemetry::Health;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub sessions: SessionDeps,
     pub metrics: PrometheusHandle,
     pub health: Health,
+    /// The AMQP dead-letter queue, for the admin endpoints (none when AMQP ingest is off).
+    pub dead_letters: DeadLetters,
     /// Session tasks, so shutdown can wait for them (upgraded sockets are detached from the HTTP server).
     pub tracker: TaskTracker,
 }
@@ -116,6 +119,8 @@ fn routes(settings: &Settings) -> Routes {
         .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, settings))
         .route("/api/v1/admin/presence", get(ops::presence))
         .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
+        .route("/api/v1/admin/dead-letters", get(admin::list_dead_letters))
+        .route("/api/v1/admin/dead-letters/redrive", post(admin::redrive_dead_letters))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
         .map(|r| {
             r.method_not_allowed_fallback(error::method_not_allowed)

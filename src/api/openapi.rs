@@ -54,6 +54,8 @@ const DEV_PREFIX: &str = "/api/v1/dev/";
         super::ops::metrics,
         super::ops::presence,
         super::admin::reload_rules,
+        super::admin::list_dead_letters,
+        super::admin::redrive_dead_letters,
         super::admin::get_alias,
         super::admin::put_alias,
         super::ops::dev_token,
@@ -157,7 +159,7 @@ impl Modify for SecuritySchemes {
             .description(Some(
                 "A service key from `auth.service_keys` (a shared secret, compared in constant time), with scopes: \
                  `publish` (post events, within the key's exchanges and routing keys), `inbox:read` (any inbox, \
-                 alias lookups), `inbox:write` (mark read, delete, teach aliases), `admin` (`/api/v1/admin/*`). \
+                 alias lookups), `inbox:write` (mark read, delete, teach aliases), `admin` (`/api/v1/admin/*`: presence, rules reload, dead letters). \
                  A missing scope answers 403 `insufficient_scope`.",
             ))
             .build();

@@ -779,3 +779,226 @@ async fn a_failing_store_holds_the_batch_and_retries_instead_of_dead_lettering()
     assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "a store error never dead-letters");
     eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
 }
+
+/// Rules that know `user.registered` only: everything else on the test's exchanges is unmatched.
+const NARROW_RULES: &str = r#"
+[[rule]]
+name = "user-registered"
+routing_keys = ["user.registered"]
+to = ["/user_id"]
+type = "welcome"
+title = "Welcome"
+content = "Your account is ready."
+"#;
+
+/// The rule fix: `student.promoted` now becomes a notification (`student.graduated` still matches nothing).
+const FIXED_RULES: &str = r#"
+[[rule]]
+name = "student-promoted"
+routing_keys = ["student.promoted"]
+to = ["/user_id"]
+type = "info"
+title = "Promoted"
+content = "{{ level }}"
+"#;
+
+const READER_KEY: &str = "dead-letters-reader-key-0123456789";
+
+async fn dead_letters(gw: &Gateway) -> Value {
+    let resp = gw.get("/api/v1/admin/dead-letters?limit=100", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn redrive(gw: &Gateway, body: Value) -> (u16, Value) {
+    let resp = gw.post("/api/v1/admin/dead-letters/redrive", SERVICE_KEY).json(&body).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn letter<'a>(list: &'a Value, routing_key: &str) -> &'a Value {
+    list["letters"].as_array().unwrap().iter().find(|l| l["routing_key"] == routing_key).unwrap_or_else(|| {
+        panic!("no letter with routing key {routing_key}: {list}");
+    })
+}
+
+/// An unmatched message is listed with its reason, origin and body (twice: listing removes nothing), a re-drive
+/// before the fix dead-letters it again (counted, no loop), and after the rule fix a re-drive delivers it
+/// exactly once and removes it; an unknown id is `not_found`; the endpoints need the `admin` scope.
+#[tokio::test]
+async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix() {
+    use herald::config::{Scope, ScopedServiceKey, ServiceKeyConfig};
+    let Some(amqp) = Amqp::new("deadletters").await else { return };
+    std::fs::write(&amqp.rules, NARROW_RULES).unwrap();
+    let gw = amqp
+        .gateway(|s| {
+            s.auth.service_keys.push(ServiceKeyConfig::Scoped(ScopedServiceKey {
+                id: "reader".into(),
+                key: Secret::new(READER_KEY),
+                scopes: vec![Scope::InboxRead],
+                exchanges: None,
+                routing_keys: None,
+            }))
+        })
+        .await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("events.topic");
+    let promoted = br#"{"user_id": "dl-ana", "level": "second year"}"#;
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("promo-1".into());
+    broker.publish(&exchange, "student.promoted", promoted, props).await;
+    let graduated = br#"{"user_id": "dl-ana", "note": "no message id"}"#;
+    broker.publish(&exchange, "student.graduated", graduated, BasicProperties::default()).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("both messages dead-lettered", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+
+    // Listed with the reason Herald recorded, the original exchange and routing key, and the body, in the
+    // documented shape.
+    let doc = crate::openapi::served(&gw).await;
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    crate::openapi::conforms(&doc, "get", "/api/v1/admin/dead-letters", resp).await;
+    let list = dead_letters(&gw).await;
+    assert_eq!((list["queue"].as_str(), list["total"].as_u64()), (Some(dlq.as_str()), Some(2)), "{list}");
+    let l = letter(&list, "student.promoted");
+    assert_eq!((l["id"].as_str(), l["reason"].as_str()), (Some("promo-1"), Some("unmatched")), "{l}");
+    assert_eq!((l["exchange"].as_str(), l["deaths"].as_u64()), (Some(exchange.as_str()), Some(1)), "{l}");
+    assert_eq!(l["body"].as_str().unwrap().as_bytes(), promoted, "{l}");
+    assert_eq!((l["body_encoding"].as_str(), l["size"].as_u64()), (Some("utf8"), Some(promoted.len() as u64)));
+    assert!(l["first_dead_lettered_at"].is_string(), "{l}");
+    let g = letter(&list, "student.graduated");
+    let graduated_id = g["id"].as_str().unwrap().to_owned();
+    assert!(graduated_id.starts_with("sha256:"), "no message id: a digest ({g})");
+
+    // Listing removes nothing: both are back in the queue (once the broker applied the requeue), and listed the
+    // same again.
+    let both_queued =
+        async || eventually("both letters queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    both_queued().await;
+    let again = dead_letters(&gw).await;
+    let sorted = |v: &Value| {
+        let mut ls = v["letters"].as_array().unwrap().clone();
+        ls.sort_by_key(|l| l["id"].as_str().unwrap().to_owned());
+        ls
+    };
+    assert_eq!(sorted(&again), sorted(&list), "a second listing shows the same letters");
+    both_queued().await;
+
+    // The admin scope is needed, and a selection is required.
+    for resp in [
+        gw.get("/api/v1/admin/dead-letters", READER_KEY).send().await.unwrap(),
+        gw.post("/api/v1/admin/dead-letters/redrive", READER_KEY).json(&json!({"all": true})).send().await.unwrap(),
+    ] {
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"], "insufficient_scope");
+    }
+    let (status, body) = redrive(&gw, json!({})).await;
+    assert_eq!((status, body["error"].as_str()), (422, Some("bad_selection")), "{body}");
+    let (status, body) = redrive(&gw, json!({"ids": ["no-such-letter"]})).await;
+    assert_eq!((status, body), (200, json!({"results": [{"id": "no-such-letter", "outcome": "not_found"}]})));
+    both_queued().await;
+
+    // Re-driven before the fix: both fail again and are dead-lettered again by the consumer, counted.
+    let resp = gw.post("/api/v1/admin/dead-letters/redrive", SERVICE_KEY).json(&json!({"all": true})).send();
+    let body = crate::openapi::conforms(&doc, "post", "/api/v1/admin/dead-letters/redrive", resp.await.unwrap()).await;
+    let mut outcomes: Vec<_> = body["results"].as_array().unwrap().iter().map(|r| r["outcome"].clone()).collect();
+    outcomes.dedup();
+    assert_eq!((body["results"].as_array().unwrap().len(), outcomes), (2, vec![json!("redriven")]), "{body}");
+    let list = eventually("both letters dead-lettered a second time", WAIT, async || {
+        let list = dead_letters(&gw).await;
+        let twice = list["letters"].as_array().unwrap().iter().filter(|l| l["deaths"] == 2).count();
+        (twice == 2).then_some(list)
+    })
+    .await;
+    assert_eq!(letter(&list, "student.graduated")["id"], graduated_id.as_str(), "the digest id is stable");
+    assert_eq!(letter(&list, "student.promoted")["first_dead_lettered_at"], l["first_dead_lettered_at"]);
+    assert!(titles(&gw.url(""), "dl-ana").await.is_empty(), "nothing stored while no rule matches");
+
+    // The rule fix, then a re-drive of that letter: delivered exactly once, and gone from the queue.
+    std::fs::write(&amqp.rules, FIXED_RULES).unwrap();
+    let resp = gw.post("/api/v1/admin/rules/reload", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, body) = redrive(&gw, json!({"ids": ["promo-1"]})).await;
+    assert_eq!((status, body), (200, json!({"results": [{"id": "promo-1", "outcome": "redriven"}]})));
+    eventually("the re-driven event stored", WAIT, async || (unread(&gw.url(""), "dl-ana").await >= 1).then_some(()))
+        .await;
+    // The still-unmatched letter, held by that call, is handed back; the re-driven one is gone.
+    eventually("only the still-unmatched letter queued", WAIT, async || (broker.depth(&dlq).await == 1).then_some(()))
+        .await;
+    let list = dead_letters(&gw).await;
+    assert_eq!(list["letters"].as_array().unwrap().len(), 1, "only the still-unmatched letter is left: {list}");
+    assert_eq!(list["letters"][0]["id"], graduated_id.as_str());
+    let (_, body) = redrive(&gw, json!({"ids": ["promo-1"]})).await;
+    assert_eq!(body, json!({"results": [{"id": "promo-1", "outcome": "not_found"}]}), "removed after its re-drive");
+    // Settled: the consumer acknowledged everything it was given, and the notification is there once.
+    eventually("the main queue drained", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
+    assert_eq!(titles(&gw.url(""), "dl-ana").await, vec!["Promoted".to_owned()], "delivered exactly once");
+    let inbox = gw.inbox("dl-ana").await;
+    assert_eq!(inbox["items"][0]["content"], "second year", "the original body was re-driven: {inbox}");
+    gw.stop().await.unwrap();
+}
+
+/// Without RabbitMQ ingest there is no dead-letter queue: a clear 409; with a broker that cannot be reached,
+/// a 503 with `Retry-After`. Neither needs a broker.
+#[tokio::test]
+async fn dead_letters_answer_409_without_amqp_and_503_when_the_broker_is_unreachable() {
+    let gw = spawn_gateway().await;
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 409);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "amqp_disabled");
+    let resp = gw.post("/api/v1/admin/dead-letters/redrive", SERVICE_KEY).json(&json!({"all": true})).send();
+    assert_eq!(resp.await.unwrap().status(), 409);
+    let resp = gw.get("/api/v1/admin/dead-letters?limit=0", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 400, "limit is checked");
+    gw.stop().await.unwrap();
+
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gw = spawn_gateway_with(|s| {
+        s.amqp.enabled = true;
+        s.amqp.url = Secret::new(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
+    })
+    .await;
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "amqp_unavailable", "{body}");
+    assert!(!body["message"].as_str().unwrap().contains("guest"), "no URL in the answer: {body}");
+    gw.stop().await.unwrap();
+}
+
+/// A letter whose original exchange is gone, or whose routing key nothing is bound for, is not removed: its
+/// re-drive answers `failed` once, saying why, and the letter is still there afterwards.
+#[tokio::test]
+async fn a_letter_that_cannot_be_republished_is_kept_and_reported_failed() {
+    let Some(amqp) = Amqp::new("deadfail").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let letter = |id: &str, exchange: &str, key: &str| {
+        let mut h = FieldTable::default();
+        h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
+        h.insert("x-herald-exchange".into(), AMQPValue::LongString(exchange.into()));
+        h.insert("x-herald-routing-key".into(), AMQPValue::LongString(key.into()));
+        BasicProperties::default().with_message_id(id.into()).with_headers(h)
+    };
+    let dlx = format!("{}.dlx", amqp.prefix);
+    broker.publish(&dlx, "a.b", b"{}", letter("orphan", &amqp.exchange("no-such-exchange"), "a.b")).await;
+    broker.publish(&dlx, "x", b"{}", letter("nowhere", &amqp.exchange("events.topic"), "nothing.bound.here")).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("both letters queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+
+    let (status, body) = redrive(&gw, json!({"all": true})).await;
+    assert_eq!(status, 200, "{body}");
+    let mut results = body["results"].as_array().unwrap().clone();
+    results.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
+    assert_eq!(results.len(), 2, "one outcome per letter: {body}");
+    assert_eq!((results[0]["id"].as_str(), results[0]["outcome"].as_str()), (Some("nowhere"), Some("failed")));
+    assert!(results[0]["message"].as_str().unwrap().contains("unroutable"), "{body}");
+    assert_eq!((results[1]["id"].as_str(), results[1]["outcome"].as_str()), (Some("orphan"), Some("failed")));
+    assert!(results[1]["message"].as_str().unwrap().contains("does not exist"), "{body}");
+
+    eventually("both letters back in the queue", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    let list = dead_letters(&gw).await;
+    let mut ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["nowhere", "orphan"]);
+    gw.stop().await.unwrap();
+}

@@ -73,7 +73,7 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String>
 }
 
 /// Asserts that `resp` is documented for `method template`: its status, its content type and, for JSON, its body.
-async fn conforms(doc: &Value, method: &str, template: &str, resp: reqwest::Response) -> Value {
+pub(crate) async fn conforms(doc: &Value, method: &str, template: &str, resp: reqwest::Response) -> Value {
     let status = resp.status().as_u16().to_string();
     let documented = &doc["paths"][template][method]["responses"][&status];
     assert!(documented.is_object(), "{method} {template} answered {status}, which the document does not list");
@@ -96,7 +96,7 @@ async fn conforms(doc: &Value, method: &str, template: &str, resp: reqwest::Resp
     body
 }
 
-async fn served(gw: &Gateway) -> Value {
+pub(crate) async fn served(gw: &Gateway) -> Value {
     let resp = gw.raw().get(gw.url("/api/openapi.json")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
@@ -209,6 +209,12 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     conforms(&doc, "post", "/api/v1/admin/rules/reload", resp).await;
     let resp = gw.get("/api/v1/admin/presence", SERVICE_KEY).send().await.unwrap();
     conforms(&doc, "get", "/api/v1/admin/presence", resp).await;
+    // Dead letters without AMQP ingest (their 200s are checked in `amqp.rs`, against a broker).
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", "/api/v1/admin/dead-letters", resp).await["error"], "amqp_disabled");
+    let redrive = "/api/v1/admin/dead-letters/redrive";
+    let resp = gw.post(redrive, SERVICE_KEY).json(&json!({"ids": []})).send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", redrive, resp).await["error"], "bad_selection");
 
     // Development and the WebSocket handshake's refusals.
     let resp = gw.raw().post(gw.url("/api/v1/dev/token")).json(&json!({"user_id": "42"})).send().await.unwrap();

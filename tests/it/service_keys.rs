@@ -89,6 +89,9 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
         ),
         ("GET admin/presence", Scope::Admin, get(http, url("/api/v1/admin/presence")), 200),
         ("POST admin/rules/reload", Scope::Admin, post(http, url("/api/v1/admin/rules/reload")), 200),
+        // Past the scope check, AMQP ingest is off here: `409 amqp_disabled`; the bodiless re-drive is a 400.
+        ("GET admin/dead-letters", Scope::Admin, get(http, url("/api/v1/admin/dead-letters")), 409),
+        ("POST admin/dead-letters/redrive", Scope::Admin, post(http, url("/api/v1/admin/dead-letters/redrive")), 400),
     ];
     let keys =
         [(PUBLISHER, Scope::Publish), (READER, Scope::InboxRead), (WRITER, Scope::InboxWrite), (ADMIN, Scope::Admin)];
@@ -134,7 +137,12 @@ async fn users_keep_their_own_inbox_and_nothing_more() {
     );
     let resp = gw.post("/api/v1/events", &alice).json(&json!({"user_id": "alice"})).send().await.unwrap();
     assert_eq!(resp.status(), 401, "ingest needs a service key");
-    for (path, post) in [("/api/v1/admin/presence", false), ("/api/v1/admin/rules/reload", true)] {
+    for (path, post) in [
+        ("/api/v1/admin/presence", false),
+        ("/api/v1/admin/rules/reload", true),
+        ("/api/v1/admin/dead-letters", false),
+        ("/api/v1/admin/dead-letters/redrive", true),
+    ] {
         let req = if post { gw.post(path, &alice) } else { gw.get(path, &alice) };
         let resp = req.send().await.unwrap();
         assert_eq!(

@@ -211,6 +211,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/dead-letters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the AMQP dead-letter queue (nothing is removed)
+         * @description Peeks: the letters are taken without acknowledgement and all handed back at once. Nothing is removed, but they come back marked redelivered, a quorum queue may put them behind letters that arrived meanwhile, and a concurrent call does not see letters another call holds.
+         */
+        get: operations["list_dead_letters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/dead-letters/redrive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Re-drive dead letters to their original exchange
+         * @description Each selected letter is republished to the exchange and routing key it first came through, with its properties minus the death headers, and removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails again is dead-lettered again by the consumer.
+         */
+        post: operations["redrive_dead_letters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/aliases/{kind}/{alias}": {
         parameters: {
             query?: never;
@@ -320,11 +360,64 @@ export interface components {
              */
             status: string;
         };
+        /**
+         * @description How a letter's body is shown.
+         * @enum {string}
+         */
+        BodyEncoding: "utf8" | "base64";
         /** @description One component's readiness. */
         Check: {
             ok: boolean;
             /** @description Why it is not ready (absent or `null` when it is). */
             detail?: string | null;
+        };
+        /** @description One letter of the dead-letter queue. */
+        DeadLetter: {
+            /**
+             * @description The message's `message_id`, or `sha256:` and a digest of its body, original exchange, routing key and
+             *     first dead-lettering time. Stable while the letter waits.
+             */
+            id: string;
+            /**
+             * @description Why: Herald's reason (`unmatched`, `unresolved_recipient`, `invalid_json`, `oversized`, ...) or the
+             *     broker's (`delivery_limit`, `rejected`, `expired`), `unknown` when neither says.
+             */
+            reason: string;
+            /** @description Herald's error text, when Herald dead-lettered it. */
+            error?: string | null;
+            /** @description The event id, when Herald could read one. */
+            event_id?: string | null;
+            /** @description The exchange the message was first published to. */
+            exchange: string;
+            /** @description Its original routing key. */
+            routing_key: string;
+            /**
+             * Format: int64
+             * @description How many times it was dead-lettered (re-drives included).
+             */
+            deaths: number;
+            /**
+             * Format: date-time
+             * @description When it was first dead-lettered (second precision), when known.
+             */
+            first_dead_lettered_at?: string | null;
+            /** @description The body's size in bytes. */
+            size: number;
+            /** @description The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`). */
+            body: string;
+            body_encoding: components["schemas"]["BodyEncoding"];
+        };
+        /** @description `GET /api/v1/admin/dead-letters`. */
+        DeadLetterList: {
+            /** @description The dead-letter queue (`amqp.queue.dead_letter_queue`). */
+            queue: string;
+            /**
+             * Format: int64
+             * @description Letters ready in the queue when the call started (those held by another call are not counted).
+             */
+            total: number;
+            /** @description Up to `limit` letters, oldest first as far as the queue keeps its order. */
+            letters: components["schemas"]["DeadLetter"][];
         };
         /** @description `POST /api/v1/dev/token`. */
         DevToken: {
@@ -470,6 +563,34 @@ export interface components {
                 [key: string]: components["schemas"]["Check"];
             };
         };
+        /** @description One letter's re-drive outcome. */
+        RedriveOutcome: {
+            /** @description The letter's id, as listed (or as asked, for `not_found`). */
+            id: string;
+            outcome: components["schemas"]["RedriveStatus"];
+            /** @description Why the republish failed (only with `failed`). */
+            message?: string | null;
+        };
+        /** @description Which letters to re-drive: `{"ids": [...]}` or `{"all": true}`. */
+        RedriveRequest: {
+            /**
+             * @description The ids of the letters (as listed), 1 to 1000. One call re-drives at most one letter per id (a duplicate
+             *     waits for the next call).
+             */
+            ids?: string[] | null;
+            /** @description `true`: every letter in the queue, one per id. */
+            all?: boolean | null;
+        };
+        /** @description `POST /api/v1/admin/dead-letters/redrive`. */
+        RedriveResults: {
+            /** @description One per letter taken, then one `not_found` per id no letter had. */
+            results: components["schemas"]["RedriveOutcome"][];
+        };
+        /**
+         * @description What became of one letter.
+         * @enum {string}
+         */
+        RedriveStatus: "redriven" | "not_found" | "failed";
         RelatedObject: {
             type: string;
             id: string;
@@ -1223,6 +1344,160 @@ export interface operations {
             /** @description The file does not compile (`invalid_rules`, the message says why): the rules in force stay. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_dead_letters: {
+        parameters: {
+            query?: {
+                /** @description How many letters to show, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Up to `limit` letters, with their reason, origin and body. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeadLetterList"];
+                };
+            };
+            /** @description `limit` does not parse or is out of range (`bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    redrive_dead_letters: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RedriveRequest"];
+            };
+        };
+        responses: {
+            /** @description What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RedriveResults"];
+                };
+            };
+            /** @description The body is not JSON of this shape (`invalid_json`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Neither 1 to 1000 `ids` nor `all: true`, or both (`bad_selection`). */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

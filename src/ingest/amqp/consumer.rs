@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use super::{topology, HEALTH};
+use super::{dead_letters, topology, HEALTH};
 use crate::backoff::Backoff;
 use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
@@ -364,14 +364,25 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicPropert
     let mut put = |k: &str, v: &str| {
         headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
     };
-    put("x-herald-reason", p.reason);
-    put("x-herald-error", truncate(&p.error, MAX_ERROR_HEADER));
-    put("x-herald-exchange", d.exchange.as_str());
-    put("x-herald-routing-key", d.routing_key.as_str());
-    put("x-herald-queue", queue);
+    put(dead_letters::REASON, p.reason);
+    put(dead_letters::ERROR, truncate(&p.error, MAX_ERROR_HEADER));
+    put(dead_letters::EXCHANGE, d.exchange.as_str());
+    put(dead_letters::ROUTING_KEY, d.routing_key.as_str());
+    put(dead_letters::QUEUE, queue);
     if let Some(id) = &p.event_id {
-        put("x-herald-event-id", id);
+        put(dead_letters::EVENT_ID, id);
     }
+    // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
+    let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+    let deaths = match headers.inner().get(dead_letters::DEATHS) {
+        Some(AMQPValue::LongLongInt(n)) => n.saturating_add(1),
+        _ => 1,
+    };
+    headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(deaths));
+    if !headers.contains_key(dead_letters::FIRST_DEATH_AT) {
+        headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
+    }
+    headers.insert(dead_letters::DEATH_AT.into(), now);
     let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     if let Some(v) = src.content_type() {
         props = props.with_content_type(v.clone());
@@ -435,6 +446,30 @@ async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: Cancellatio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_letter_continues_the_death_count_a_redriven_message_carries() {
+        let poison = Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()) };
+        let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
+        let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
+        let first = dead_letter_properties(&fresh, &poison, "herald.events");
+        assert_eq!(header(&first, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(1)));
+        assert_eq!(header(&first, dead_letters::REASON), Some(AMQPValue::LongString("unmatched".into())));
+        assert!(header(&first, dead_letters::FIRST_DEATH_AT).is_some());
+
+        let mut carried = FieldTable::default();
+        carried.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(2));
+        carried.insert(dead_letters::FIRST_DEATH_AT.into(), AMQPValue::Timestamp(100));
+        let mut redriven = Delivery::mock(2, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
+        redriven.properties = BasicProperties::default().with_headers(carried);
+        let again = dead_letter_properties(&redriven, &poison, "herald.events");
+        assert_eq!(header(&again, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(3)));
+        assert_eq!(
+            header(&again, dead_letters::FIRST_DEATH_AT),
+            Some(AMQPValue::Timestamp(100)),
+            "the first time stays"
+        );
+    }
 
     #[test]
     fn error_headers_are_cut_on_a_char_boundary() {

@@ -7,6 +7,8 @@
 //!   them ([`Pipeline::prepare`]), commits the batch once ([`Pipeline::commit`]) and acknowledges it with one
 //!   `basic.ack multiple`. It reconnects by itself, with capped exponential backoff and jitter ([`crate::backoff`]), and reports
 //!   its state to the [`Health`] board `/readyz` reads.
+//! - [`dead_letters`] lists the dead-letter queue for operators without removing anything, and re-drives
+//!   letters to their original exchange; **a letter is removed only after its republish is confirmed**.
 //! - [`publish`] is the `herald publish` subcommand: fixture files to the broker, with publisher confirms.
 //!
 //! Invariants:
@@ -25,12 +27,14 @@
 //! delivery limit (a message that crashes every consumer).
 
 mod consumer;
+pub mod dead_letters;
 mod publish;
 mod topology;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use dead_letters::DeadLetters;
 pub use publish::publish_fixtures;
 
 use crate::config::AmqpSettings;

@@ -1,0 +1,565 @@
+//! Dead letters for operators: list the dead-letter queue without removing anything, and re-drive letters to the
+//! exchange and routing key they first came through (after a rule fix, an alias backfill).
+//!
+//! Each call opens its own short-lived connection: an operator's occasional request does not share the
+//! consumer's channels, and a broker that cannot be reached is a `503`, not a stalled consumer.
+//!
+//! - **Listing peeks**: up to `limit` letters are taken with `basic.get` without auto-ack on one channel, then all
+//!   handed back at once with `basic.nack multiple requeue`. Nothing is removed, but a peek is a delivery: the
+//!   letters come back marked redelivered, a quorum queue may put them behind letters that arrived meanwhile,
+//!   and while one call holds them another call does not see them (a concurrent re-drive answers `not_found`).
+//! - **Re-drive** takes the letters the same way, holding each until the call ends, republishes each selected
+//!   one (confirm mode, `mandatory`) to its original exchange with its original routing key and properties, the
+//!   death headers removed, and acknowledges it only once the broker confirmed the republish. Everything else
+//!   (not selected, or its republish failed) is requeued at the end. A re-driven letter that fails again is
+//!   dead-lettered by the consumer as any message is; it keeps its id, and one call re-drives at most one
+//!   letter per id, so the re-drive itself never loops.
+//! - A letter's id is its `message_id`, or a digest of its body, original exchange, routing key and first
+//!   dead-lettering time (all carried across re-drives). A duplicate (the same message dead-lettered twice, e.g.
+//!   around a crash) waits for the next call; the inbox deduplicates it by event id.
+//! - Letters handed back reappear as soon as the broker applies the requeue (for a quorum queue, a moment
+//!   after the call answers): a call made at once may not see them yet.
+//! - Death counts survive a re-drive: the republished message carries `x-herald-deaths` and
+//!   `x-herald-first-dead-lettered-at`, which the consumer continues when it dead-letters the message again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::AmqpSettings;
+
+/// How long opening the connection may take before the call answers `503`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most letters one listing returns.
+pub const MAX_LIST: usize = 100;
+/// Most letters one re-drive takes from the queue (the rest wait for the next call).
+pub const MAX_REDRIVE: usize = 10_000;
+
+/// Headers Herald sets when it dead-letters (see `consumer::dead_letter_properties`), and the broker's.
+pub(super) const REASON: &str = "x-herald-reason";
+pub(super) const ERROR: &str = "x-herald-error";
+pub(super) const EXCHANGE: &str = "x-herald-exchange";
+pub(super) const ROUTING_KEY: &str = "x-herald-routing-key";
+pub(super) const QUEUE: &str = "x-herald-queue";
+pub(super) const EVENT_ID: &str = "x-herald-event-id";
+/// How many times the message was dead-lettered by Herald (carried across re-drives).
+pub(super) const DEATHS: &str = "x-herald-deaths";
+/// When Herald dead-lettered it first (AMQP timestamp, seconds; carried across re-drives).
+pub(super) const FIRST_DEATH_AT: &str = "x-herald-first-dead-lettered-at";
+/// When Herald dead-lettered it this time.
+pub(super) const DEATH_AT: &str = "x-herald-dead-lettered-at";
+
+/// The dead-letter queue as operators see it. Cheap to clone.
+#[derive(Clone)]
+pub struct DeadLetters {
+    settings: Option<Arc<AmqpSettings>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("RabbitMQ ingest is not enabled (amqp.enabled = false): there is no dead-letter queue")]
+    Disabled,
+    /// The broker could not be reached or refused the operation; the detail is for the log only.
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<lapin::Error> for DeadLetterError {
+    fn from(e: lapin::Error) -> Self {
+        DeadLetterError::Unavailable(e.to_string())
+    }
+}
+
+/// How a letter's body is shown.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    /// The body is valid UTF-8 and shown as it is.
+    Utf8,
+    /// The body is not UTF-8: standard base64.
+    Base64,
+}
+
+/// One letter of the dead-letter queue.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeadLetter {
+    /// The message's `message_id`, or `sha256:` and a digest of its body, original exchange, routing key and
+    /// first dead-lettering time. Stable while the letter waits.
+    pub id: String,
+    /// Why: Herald's reason (`unmatched`, `unresolved_recipient`, `invalid_json`, `oversized`, ...) or the
+    /// broker's (`delivery_limit`, `rejected`, `expired`), `unknown` when neither says.
+    pub reason: String,
+    /// Herald's error text, when Herald dead-lettered it.
+    pub error: Option<String>,
+    /// The event id, when Herald could read one.
+    pub event_id: Option<String>,
+    /// The exchange the message was first published to.
+    pub exchange: String,
+    /// Its original routing key.
+    pub routing_key: String,
+    /// How many times it was dead-lettered (re-drives included).
+    pub deaths: u64,
+    /// When it was first dead-lettered (second precision), when known.
+    pub first_dead_lettered_at: Option<DateTime<Utc>>,
+    /// The body's size in bytes.
+    pub size: usize,
+    /// The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`).
+    pub body: String,
+    pub body_encoding: BodyEncoding,
+}
+
+/// `GET /api/v1/admin/dead-letters`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadLetterList {
+    /// The dead-letter queue (`amqp.queue.dead_letter_queue`).
+    pub queue: String,
+    /// Letters ready in the queue when the call started (those held by another call are not counted).
+    pub total: u64,
+    /// Up to `limit` letters, oldest first as far as the queue keeps its order.
+    pub letters: Vec<DeadLetter>,
+}
+
+/// What to re-drive.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<String>),
+    All,
+}
+
+/// What became of one letter.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedriveStatus {
+    /// Republished (confirmed by the broker) and removed from the dead-letter queue.
+    Redriven,
+    /// No letter with this id was in the queue (or another call held it).
+    NotFound,
+    /// Its republish failed: the letter stays in the dead-letter queue; `message` says why.
+    Failed,
+}
+
+/// One letter's re-drive outcome.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RedriveOutcome {
+    /// The letter's id, as listed (or as asked, for `not_found`).
+    pub id: String,
+    pub outcome: RedriveStatus,
+    /// Why the republish failed (only with `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl DeadLetters {
+    /// The dead-letter queue of `settings`, or none when AMQP ingest is not enabled.
+    pub fn new(settings: &AmqpSettings) -> Self {
+        DeadLetters { settings: settings.enabled.then(|| Arc::new(settings.clone())) }
+    }
+
+    /// Up to `limit` letters, without removing any.
+    pub async fn list(&self, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
+        let s = self.settings()?;
+        let (conn, ch) = connect(s).await?;
+        let result = peek(&ch, &s.queue.dead_letter_queue, limit.min(MAX_LIST)).await;
+        close(conn).await;
+        result
+    }
+
+    /// Re-drive the selected letters; one outcome per letter taken, and `not_found` per id none had.
+    pub async fn redrive(&self, selection: &Selection) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
+        let s = self.settings()?;
+        let (conn, ch) = connect(s).await?;
+        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, selection).await;
+        close(conn).await;
+        result
+    }
+
+    fn settings(&self) -> Result<&AmqpSettings, DeadLetterError> {
+        self.settings.as_deref().ok_or(DeadLetterError::Disabled)
+    }
+}
+
+/// Take up to `limit` letters unacknowledged, then hand them all back at once.
+async fn peek(ch: &Channel, queue: &str, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
+    let total = depth(ch, queue).await?;
+    let mut letters = Vec::new();
+    let mut last_tag = None;
+    while letters.len() < limit {
+        let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
+        last_tag = Some(m.delivery.delivery_tag);
+        letters.push(describe(&m.delivery));
+    }
+    if let Some(tag) = last_tag {
+        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+    }
+    Ok(DeadLetterList { queue: queue.to_owned(), total: total.into(), letters })
+}
+
+/// Every letter taken is held unacknowledged until the end: acknowledged once its republish is confirmed,
+/// otherwise (not selected, a second letter with an id already taken, or its republish failed) requeued with the
+/// rest at the end, so that this call never takes the same letter twice.
+async fn redrive(
+    conn: &Connection,
+    ch: &Channel,
+    queue: &str,
+    selection: &Selection,
+) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
+    let wanted: HashSet<&str> = match selection {
+        Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
+        Selection::All => HashSet::new(),
+    };
+    let mut publisher = Publisher::open(conn).await?;
+    let mut outcomes = Vec::new();
+    let mut found = HashSet::new();
+    let mut last_held = None;
+    // Until the queue has nothing more to give: every letter taken is held, so none is taken twice.
+    for _ in 0..MAX_REDRIVE {
+        let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
+        let d = m.delivery;
+        let letter = describe(&d);
+        let selected = matches!(selection, Selection::All) || wanted.contains(letter.id.as_str());
+        // One letter per id per call: a second one is a duplicate, or the same message dead-lettered again
+        // since this call re-drove it (re-driving that would loop).
+        if !selected || !found.insert(letter.id.clone()) {
+            last_held = Some(d.delivery_tag);
+            continue;
+        }
+        let outcome = match publisher.republish(conn, &d, &letter).await {
+            Ok(()) => {
+                ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: false }).await?;
+                metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "redriven").increment(1);
+                tracing::info!(
+                    id = %letter.id, exchange = %letter.exchange, routing_key = %letter.routing_key,
+                    reason = %letter.reason, "dead letter re-driven"
+                );
+                RedriveOutcome { id: letter.id, outcome: RedriveStatus::Redriven, message: None }
+            }
+            Err(why) => {
+                last_held = Some(d.delivery_tag);
+                metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "failed").increment(1);
+                tracing::warn!(
+                    id = %letter.id, exchange = %letter.exchange, error = %why,
+                    "re-driving a dead letter failed; it stays in the dead-letter queue"
+                );
+                RedriveOutcome { id: letter.id, outcome: RedriveStatus::Failed, message: Some(why) }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if let Some(tag) = last_held {
+        // Every letter still held up to the last one held (those acknowledged are no longer outstanding).
+        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+    }
+    if let Selection::Ids(ids) = selection {
+        let mut reported = HashSet::new();
+        for id in ids {
+            if !found.contains(id) && reported.insert(id.as_str()) {
+                outcomes.push(RedriveOutcome { id: id.clone(), outcome: RedriveStatus::NotFound, message: None });
+            }
+        }
+    }
+    Ok(outcomes)
+}
+
+async fn connect(s: &AmqpSettings) -> Result<(Connection, Channel), DeadLetterError> {
+    let name = format!("{} (dead letters)", s.connection_name);
+    let props = ConnectionProperties::default().with_connection_name(name.as_str().into());
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(s.url.expose(), props))
+        .await
+        .map_err(|_| DeadLetterError::Unavailable(format!("connecting timed out after {CONNECT_TIMEOUT:?}")))??;
+    let ch = conn.create_channel().await?;
+    Ok((conn, ch))
+}
+
+/// Letters ready in `queue`. A queue that does not exist yet (the consumer declares it) is an error.
+async fn depth(ch: &Channel, queue: &str) -> Result<u32, DeadLetterError> {
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    Ok(ch.queue_declare(queue.into(), passive, FieldTable::default()).await?.message_count())
+}
+
+/// Closing returns whatever this connection still holds unacknowledged to the queue.
+async fn close(conn: Connection) {
+    if let Err(e) = conn.close(200, "done".into()).await {
+        tracing::debug!(error = %e, "closing the dead-letter connection failed; the broker requeues what it held");
+    }
+}
+
+/// A confirm-mode channel, reopened after an error closed it (e.g. an exchange that no longer exists).
+struct Publisher {
+    ch: Channel,
+}
+
+impl Publisher {
+    async fn open(conn: &Connection) -> Result<Publisher, lapin::Error> {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher { ch })
+    }
+
+    /// Republish and wait for the confirm. `Err` says why in words an operator can act on.
+    async fn republish(&mut self, conn: &Connection, d: &Delivery, letter: &DeadLetter) -> Result<(), String> {
+        if !self.ch.status().connected() {
+            *self = Publisher::open(conn).await.map_err(|e| format!("reopening the publishing channel: {e}"))?;
+        }
+        let props = d.properties.clone().with_headers(redriven_headers(d, letter));
+        let confirm = self
+            .ch
+            .basic_publish(
+                letter.exchange.as_str().into(),
+                letter.routing_key.as_str().into(),
+                BasicPublishOptions { mandatory: true, immediate: false },
+                &d.data,
+                props,
+            )
+            .await
+            .map_err(|e| publish_error(e, &letter.exchange))?
+            .await
+            .map_err(|e| publish_error(e, &letter.exchange))?;
+        if confirm.is_nack() {
+            return Err("the broker refused the message (nack)".into());
+        }
+        if confirm.take_message().is_some() {
+            return Err(format!(
+                "unroutable: no queue is bound to exchange `{}` for routing key `{}`",
+                letter.exchange, letter.routing_key
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn publish_error(e: lapin::Error, exchange: &str) -> String {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => {
+            format!("exchange `{exchange}` does not exist")
+        }
+        _ => format!("publishing failed: {e}"),
+    }
+}
+
+/// The letter's headers minus the death headers (the broker's `x-death`, `x-first-death-*`, `x-last-death-*`,
+/// `x-delivery-count` and Herald's `x-herald-*`), with the death count and first time carried on.
+fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
+    let mut out = FieldTable::default();
+    if let Some(headers) = d.properties.headers() {
+        for (k, v) in headers.inner() {
+            let name = k.as_str();
+            // `x-delivery-count` is the quorum dead-letter queue's count of peeks, not the message's.
+            let death = name == "x-death"
+                || name == "x-delivery-count"
+                || name.starts_with("x-first-death-")
+                || name.starts_with("x-last-death-")
+                || name.starts_with("x-herald-");
+            if !death {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out.insert(DEATHS.into(), AMQPValue::LongLongInt(letter.deaths.try_into().unwrap_or(i64::MAX)));
+    if let Some(t) = letter.first_dead_lettered_at {
+        out.insert(FIRST_DEATH_AT.into(), AMQPValue::Timestamp(t.timestamp().max(0) as u64));
+    }
+    out
+}
+
+/// What the letter's headers say, in the shape the API shows.
+fn describe(d: &Delivery) -> DeadLetter {
+    let empty = FieldTable::default();
+    let headers = d.properties.headers().as_ref().unwrap_or(&empty).inner();
+    let text = |k: &str| headers.get(k).and_then(string);
+    // The broker's own dead-lettering (a delivery limit): `x-death`, most recent first.
+    let x_death: Vec<&FieldTable> = match headers.get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::FieldTable(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let oldest = x_death.last().map(|t| t.inner());
+    let broker_deaths: u64 = x_death.iter().filter_map(|t| t.inner().get("count").and_then(integer)).sum();
+    let herald_deaths = headers.get(DEATHS).and_then(integer).unwrap_or(u64::from(text(REASON).is_some()));
+    let first = headers
+        .get(FIRST_DEATH_AT)
+        .and_then(timestamp)
+        .into_iter()
+        .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(timestamp)))
+        .min();
+    let exchange = text(EXCHANGE)
+        .or_else(|| text("x-first-death-exchange"))
+        .or_else(|| oldest.and_then(|t| t.get("exchange")).and_then(string))
+        .unwrap_or_else(|| d.exchange.to_string());
+    let routing_key = text(ROUTING_KEY)
+        .or_else(|| match oldest.and_then(|t| t.get("routing-keys")) {
+            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(string),
+            _ => None,
+        })
+        .unwrap_or_else(|| d.routing_key.to_string());
+    let reason = text(REASON)
+        .or_else(|| text("x-first-death-reason"))
+        .or_else(|| oldest.and_then(|t| t.get("reason")).and_then(string))
+        .unwrap_or_else(|| "unknown".into());
+    let first_dead_lettered_at = first.and_then(|s| DateTime::from_timestamp(i64::try_from(s).ok()?, 0));
+    let id = match d.properties.message_id() {
+        Some(id) if !id.as_str().is_empty() => id.to_string(),
+        _ => {
+            let mut h = Sha256::new();
+            for part in [exchange.as_bytes(), routing_key.as_bytes(), &first.unwrap_or(0).to_be_bytes(), &d.data] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+            format!("sha256:{}", hex::encode(&h.finalize()[..16]))
+        }
+    };
+    let (body, body_encoding) = match std::str::from_utf8(&d.data) {
+        Ok(s) => (s.to_owned(), BodyEncoding::Utf8),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(&d.data), BodyEncoding::Base64),
+    };
+    DeadLetter {
+        id,
+        reason,
+        error: text(ERROR),
+        event_id: text(EVENT_ID),
+        exchange,
+        routing_key,
+        deaths: herald_deaths + broker_deaths,
+        first_dead_lettered_at,
+        size: d.data.len(),
+        body,
+        body_encoding,
+    }
+}
+
+fn string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn integer(v: &AMQPValue) -> Option<u64> {
+    match *v {
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        AMQPValue::Timestamp(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn timestamp(v: &AMQPValue) -> Option<u64> {
+    integer(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::{FieldArray, LongString};
+    use lapin::BasicProperties;
+
+    fn delivery(props: BasicProperties, body: &[u8], exchange: &str, key: &str) -> Delivery {
+        let mut d = Delivery::mock(1, exchange.into(), key.into(), false, body.to_vec());
+        d.properties = props;
+        d
+    }
+
+    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    fn s(v: &str) -> AMQPValue {
+        AMQPValue::LongString(LongString::from(v))
+    }
+
+    #[test]
+    fn a_letter_herald_dead_lettered_shows_its_reason_origin_and_body() {
+        let headers = table(&[
+            (REASON, s("unmatched")),
+            (ERROR, s("no rule matches")),
+            (EXCHANGE, s("events.topic")),
+            (ROUTING_KEY, s("student.promoted")),
+            (EVENT_ID, s("e-1")),
+            (DEATHS, AMQPValue::LongLongInt(2)),
+            (FIRST_DEATH_AT, AMQPValue::Timestamp(1_700_000_000)),
+            ("x-trace", s("keep me")),
+        ]);
+        let props = BasicProperties::default().with_message_id("m-1".into()).with_headers(headers);
+        let d = delivery(props, br#"{"a":1}"#, "herald.dlx", "student.promoted");
+        let l = describe(&d);
+        assert_eq!((l.id.as_str(), l.reason.as_str(), l.exchange.as_str()), ("m-1", "unmatched", "events.topic"));
+        assert_eq!((l.routing_key.as_str(), l.deaths, l.size), ("student.promoted", 2, 7));
+        assert_eq!((l.body.as_str(), l.body_encoding), (r#"{"a":1}"#, BodyEncoding::Utf8));
+        assert_eq!(l.first_dead_lettered_at.unwrap().timestamp(), 1_700_000_000);
+        assert_eq!((l.error.as_deref(), l.event_id.as_deref()), (Some("no rule matches"), Some("e-1")));
+
+        let out = redriven_headers(&d, &l);
+        let out = out.inner();
+        assert_eq!(out.get("x-trace"), Some(&s("keep me")));
+        assert_eq!(out.get(DEATHS), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(out.get(FIRST_DEATH_AT), Some(&AMQPValue::Timestamp(1_700_000_000)));
+        for gone in [REASON, ERROR, EXCHANGE, ROUTING_KEY, EVENT_ID] {
+            assert!(!out.contains_key(gone), "{gone} is a death header: {out:?}");
+        }
+    }
+
+    #[test]
+    fn a_letter_the_broker_dead_lettered_reads_x_death_and_binary_bodies_are_base64() {
+        let death = |reason: &str, count: i64, time: u64| {
+            AMQPValue::FieldTable(table(&[
+                ("reason", s(reason)),
+                ("count", AMQPValue::LongLongInt(count)),
+                ("exchange", s("sgad.matches")),
+                ("routing-keys", AMQPValue::FieldArray(FieldArray::from(vec![s("match.created")]))),
+                ("time", AMQPValue::Timestamp(time)),
+                ("queue", s("herald.events")),
+            ]))
+        };
+        let headers = table(&[
+            ("x-death", AMQPValue::FieldArray(FieldArray::from(vec![death("delivery_limit", 1, 200)]))),
+            ("x-first-death-reason", s("delivery_limit")),
+            ("x-first-death-exchange", s("sgad.matches")),
+            ("x-first-death-queue", s("herald.events")),
+            ("x-delivery-count", AMQPValue::LongLongInt(3)),
+        ]);
+        let d =
+            delivery(BasicProperties::default().with_headers(headers), &[0xff, 0x00], "herald.dlx", "match.created");
+        let l = describe(&d);
+        assert!(l.id.starts_with("sha256:"), "{}", l.id);
+        assert_eq!(describe(&d).id, l.id, "the digest is stable");
+        assert_eq!(
+            (l.reason.as_str(), l.exchange.as_str(), l.routing_key.as_str()),
+            ("delivery_limit", "sgad.matches", "match.created")
+        );
+        assert_eq!((l.deaths, l.first_dead_lettered_at.unwrap().timestamp()), (1, 200));
+        assert_eq!((l.body.as_str(), l.body_encoding), ("/wA=", BodyEncoding::Base64));
+        let out = redriven_headers(&d, &l);
+        assert!(
+            out.inner().keys().all(|k| !k.as_str().starts_with("x-")
+                || k.as_str().starts_with("x-herald-deaths")
+                || k.as_str() == FIRST_DEATH_AT),
+            "{out:?}"
+        );
+    }
+}
