@@ -146,7 +146,7 @@ export interface HeraldClientOptions {
   /**
    * How the token reaches the WebSocket handshake. `protocol` (default): in `Sec-WebSocket-Protocol` as
    * `bearer, <jwt>` (the server answers `bearer`), so it stays out of URLs and access logs. `query`:
-   * `?token=<jwt>`, for gateways older than 0.3 that do not read the sub-protocol.
+   * `?token=<jwt>`, for an older gateway that does not read the sub-protocol.
    */
   tokenIn?: 'protocol' | 'query';
   /**

@@ -69,7 +69,7 @@ describe('state machine', () => {
     expect(url.searchParams.has('since')).toBe(false);
   });
 
-  it('tokenIn: query puts the token in the URL and asks for no sub-protocol (gateways before 0.3)', async () => {
+  it('tokenIn: query puts the token in the URL and asks for no sub-protocol (older gateways)', async () => {
     const { client } = makeClient({ tokenIn: 'query' });
     client.connect();
     await settle();
