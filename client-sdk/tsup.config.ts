@@ -1,6 +1,6 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { defineConfig } from 'tsup';
+import { build, defineConfig } from 'tsup';
 
 const USE_CLIENT = '"use client";\n';
 
@@ -17,6 +17,25 @@ async function markUseClient(outDir: string): Promise<void> {
   }
 }
 
+/**
+ * `herald.global.js`: the main entry as one minified script defining the global `Herald`, for pages without a
+ * bundler (`<script src=…>` in a Django template). Built after the others, so their `clean` cannot race it.
+ */
+async function buildGlobal(outDir: string): Promise<void> {
+  await build({
+    config: false,
+    entry: { herald: 'src/index.ts' },
+    format: ['iife'],
+    globalName: 'Herald',
+    outDir,
+    minify: true,
+    target: 'es2020',
+    clean: false,
+    dts: false,
+    silent: true,
+  });
+}
+
 // A function, so an `outDir` given on the command line or to `build()` reaches `onSuccess`.
 export default defineConfig((overrides) => {
   const outDir = overrides.outDir ?? 'dist';
@@ -30,6 +49,9 @@ export default defineConfig((overrides) => {
     target: 'es2020',
     external: ['react'],
     outDir,
-    onSuccess: () => markUseClient(outDir),
+    onSuccess: async () => {
+      await markUseClient(outDir);
+      await buildGlobal(outDir);
+    },
   };
 });

@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runInNewContext } from 'node:vm';
 import { build } from 'tsup';
 import { describe, expect, it } from 'vitest';
 
@@ -12,7 +13,7 @@ const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
 };
 
 describe('the published package', () => {
-  it('marks the React entry, and only it, "use client" (ESM and CJS)', async () => {
+  it('marks the React entry, and only it, "use client" (ESM and CJS); herald.global.js defines `Herald`', async () => {
     const out = mkdtempSync(join(tmpdir(), 'herald-sdk-build-'));
     try {
       await build({ outDir: out, dts: false, silent: true });
@@ -21,6 +22,13 @@ describe('the published package', () => {
       expect(head('react.cjs')).toBe('"use client";');
       expect(readFileSync(join(out, 'index.js'), 'utf8')).not.toContain('use client');
       expect(readFileSync(join(out, 'index.cjs'), 'utf8')).not.toContain('use client');
+
+      // The <script> build defines the global `Herald` with the main entry's exports, and needs nothing else.
+      const sandbox: { Herald?: Record<string, unknown> } = {};
+      runInNewContext(readFileSync(join(out, 'herald.global.js'), 'utf8'), sandbox);
+      expect(typeof sandbox.Herald?.HeraldClient).toBe('function');
+      expect((sandbox.Herald?.State as Record<string, string>).Unauthorized).toBe('unauthorized');
+      expect(Object.keys(sandbox)).toEqual(['Herald']);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
