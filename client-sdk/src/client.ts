@@ -53,6 +53,8 @@ const SERVER_TROUBLE_CODES: readonly number[] = [
 /** No close frame: the network failed, or the handshake was refused (browsers hide the HTTP status). */
 const ABNORMAL_CLOSE = 1006;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** RFC 7230 `token`: what a `Sec-WebSocket-Protocol` value may hold. */
+const SUBPROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What the `ws` package (and Node's) error says for a refused handshake. */
 const REFUSED_HANDSHAKE = /\bserver response:? (401|403)\b/i;
 
@@ -180,7 +182,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       return;
     }
     if (epoch !== this._epoch) return; // close() or another attempt happened while waiting for the token
-    const inQuery = this._opts.tokenIn === 'query';
+    // A sub-protocol must be an HTTP token (a JWT always is): anything else could only travel in the query.
+    const inQuery = this._opts.tokenIn === 'query' || !SUBPROTOCOL_TOKEN.test(token);
     const url = wsUrl(this._opts.url, String(this._opts.userId), inQuery ? token : null, this._cursors.position);
     this._staleAnnounced = false;
     this._log('connecting', url.replace(/token=[^&]*/, 'token=…'));

@@ -69,6 +69,14 @@ describe('state machine', () => {
     expect(url.searchParams.has('since')).toBe(false);
   });
 
+  it('a token that cannot be a sub-protocol (not an HTTP token) goes in the URL instead of failing', async () => {
+    const { client } = makeClient({ getToken: async () => 'opaque/token+with=padding' });
+    client.connect();
+    await settle();
+    expect(new URL(WS.last.url).searchParams.get('token')).toBe('opaque/token+with=padding');
+    expect(WS.last.protocols).toBeUndefined();
+  });
+
   it('tokenIn: query puts the token in the URL and asks for no sub-protocol (older gateways)', async () => {
     const { client } = makeClient({ tokenIn: 'query' });
     client.connect();
