@@ -1,6 +1,6 @@
 // @vitest-environment jsdom
 import { act, cleanup, render, renderHook, screen, waitFor } from '@testing-library/react';
-import { useLayoutEffect, type ReactNode } from 'react';
+import { StrictMode, useLayoutEffect, type ReactNode } from 'react';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HeraldClient, type FetchLike, type Notification } from '../../src';
 import { HeraldProvider, useConnectionState, useNotifications, useUnreadCount } from '../../src/react';
@@ -267,6 +267,26 @@ describe('React bindings', () => {
       await waitFor(() => expect(WS.instances).toHaveLength(3));
       expect(WS.instances[1]!.closedWith?.code).toBe(1000);
       expect(new URL(WS.last.url).host).toBe('other');
+    });
+
+    it('in StrictMode a switch leaves exactly one socket open, for the new user', async () => {
+      const WS = createFakeWebSocket();
+      const { fetch } = twoUsers();
+      const getToken = async () => 't';
+      const app = (userId: string) => (
+        <StrictMode>
+          <App userId={userId} getToken={getToken} WS={WS} fetch={fetch} />
+        </StrictMode>
+      );
+      const { rerender, unmount } = render(app('alice'));
+      await waitFor(() => expect(WS.instances.filter((w) => w.closedWith === null)).toHaveLength(1));
+      rerender(app('bob'));
+      await waitFor(() => expect(WS.instances.some((w) => userOf(w.url) === 'bob')).toBe(true));
+      await new Promise((r) => setTimeout(r, 50)); // let any stray connect land
+      const open = WS.instances.filter((w) => w.closedWith === null);
+      expect(open.map((w) => userOf(w.url))).toEqual(['bob']);
+      unmount();
+      expect(WS.instances.every((w) => w.closedWith !== null)).toBe(true);
     });
 
     it('unauthorized is exposed by useConnectionState; a new getToken makes the client connect again', async () => {
