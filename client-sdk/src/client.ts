@@ -14,12 +14,18 @@
  * - `token_expiring` is answered in-band (`auth` with a fresh token); a 4001 close reconnects at once.
  * - At most one socket is live; handlers of a dropped socket are detached, so a stale socket never acts.
  * - `close()` (or a 1000 close from the server) stops reconnecting until the next `connect()`.
+ * - A refused handshake (401/403) is terminal: state `unauthorized`, no reconnect until the next `connect()`.
+ *   The status comes from the WebSocket implementation when it shows it (the `ws` package's error says
+ *   `Unexpected server response: 401`); browsers hide it, so a socket that closes before opening is followed by
+ *   one REST probe (`GET …/unread_count`) with the same token: 401/403 there means the same refusal.
+ * - A socket that has not opened within `connectTimeoutMs` is dropped and retried with the usual backoff.
  */
 import { Cursors, type Position } from './cursors';
 import { Emitter } from './emitter';
 import { HeraldError, toHeraldError } from './errors';
 import { CloseCode, parseServerFrame, type ServerFrame } from './protocol';
 import { Inbox, type ListOptions } from './rest';
+import { apiUrl } from './utils';
 import {
   State,
   type ClientEvents,
@@ -46,6 +52,11 @@ const SERVER_TROUBLE_CODES: readonly number[] = [
 
 /** No close frame: the network failed, or the handshake was refused (browsers hide the HTTP status). */
 const ABNORMAL_CLOSE = 1006;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** RFC 7230 `token`: what a `Sec-WebSocket-Protocol` value may hold. */
+const SUBPROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What the `ws` package (and Node's) error says for a refused handshake. */
+const REFUSED_HANDSHAKE = /\bserver response:? (401|403)\b/i;
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -69,6 +80,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _reconnectTimer: Timer | null = null;
   private _pingTimer: ReturnType<typeof setInterval> | null = null;
   private _deadTimer: Timer | null = null;
+  private _connectTimer: Timer | null = null;
   private _onOnline = (): void => this._reconnectNow('online');
 
   constructor(options: HeraldClientOptions) {
@@ -101,9 +113,9 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     return p && Math.max(p.targeted, p.broadcast);
   }
 
-  /** Start the session (and keep it up). No-op unless disconnected. */
+  /** Start the session (and keep it up). No-op unless disconnected or unauthorized. */
   connect(): void {
-    if (this._state !== State.Disconnected) return;
+    if (this._state !== State.Disconnected && this._state !== State.Unauthorized) return;
     if (typeof window !== 'undefined') window.addEventListener?.('online', this._onOnline);
     this._setState(State.Connecting);
     void this._open();
@@ -111,12 +123,16 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
 
   /** Stop for good: close the socket, cancel timers, no reconnect until `connect()` is called again. */
   close(): void {
+    this._stop(State.Disconnected);
+  }
+
+  private _stop(next: State.Disconnected | State.Unauthorized): void {
     this._epoch++;
     if (typeof window !== 'undefined') window.removeEventListener?.('online', this._onOnline);
     this._dropSocket(CloseCode.Normal, 'client closed');
     this._clearTimer('_reconnectTimer');
     this._attempt = 0;
-    this._setState(State.Disconnected);
+    this._setState(next);
   }
 
   // REST inbox (works whether or not the socket is connected).
@@ -166,12 +182,14 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       return;
     }
     if (epoch !== this._epoch) return; // close() or another attempt happened while waiting for the token
-    const url = wsUrl(this._opts.url, String(this._opts.userId), token, this._cursors.position);
+    // A sub-protocol must be an HTTP token (a JWT always is): anything else could only travel in the query.
+    const inQuery = this._opts.tokenIn === 'query' || !SUBPROTOCOL_TOKEN.test(token);
+    const url = wsUrl(this._opts.url, String(this._opts.userId), inQuery ? token : null, this._cursors.position);
     this._staleAnnounced = false;
     this._log('connecting', url.replace(/token=[^&]*/, 'token=…'));
     let ws: WebSocketLike;
     try {
-      ws = new Ctor(url);
+      ws = inQuery ? new Ctor(url) : new Ctor(url, ['bearer', token]);
     } catch (e) {
       this._error('transport', toHeraldError(e, 'transport_error'));
       this._scheduleReconnect();
@@ -179,11 +197,98 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     }
     this._ws = ws;
     this._armDeadTimer();
-    ws.onmessage = (ev: { data: unknown }) => this._onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
-    ws.onclose = (ev: { code: number; reason?: string }) => this._onClose(ev.code, ev.reason ?? '');
-    ws.onerror = () => {
-      // A close event always follows; it decides what happens.
+    this._armConnectTimer();
+    let opened = false;
+    let refused: 401 | 403 | null = null;
+    ws.onopen = () => {
+      opened = true;
+      this._clearTimer('_connectTimer');
     };
+    ws.onmessage = (ev: { data: unknown }) => this._onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
+    ws.onclose = (ev: { code: number; reason?: string }) => {
+      if (!opened && ev.code === ABNORMAL_CLOSE) void this._onRefusedOrFailed(epoch, token, refused, ev.reason ?? '');
+      else this._onClose(ev.code, ev.reason ?? '');
+    };
+    ws.onerror = (ev: { message?: unknown; error?: { message?: unknown } } | undefined) => {
+      // A close event always follows; it decides what happens. Keep the status if the error shows one.
+      const text = `${ev?.message ?? ''} ${ev?.error?.message ?? ''}`;
+      const m = REFUSED_HANDSHAKE.exec(text);
+      if (m) refused = Number(m[1]) as 401 | 403;
+    };
+  }
+
+  /**
+   * A socket closed abnormally before it opened: the network, a down server, or a refused handshake. A known
+   * 401/403 stops at once; otherwise one REST probe with the same token tells a refusal from a failure.
+   */
+  private async _onRefusedOrFailed(
+    epoch: number,
+    token: string,
+    refused: 401 | 403 | null,
+    reason: string,
+  ): Promise<void> {
+    this._ws = null;
+    this._stopLinkTimers();
+    if (refused !== null) {
+      this._unauthorized(refused, 'handshake', `the server refused the handshake (${refused})`);
+      return;
+    }
+    const status = await this._probe(token);
+    if (epoch !== this._epoch) return; // close() or connect() happened meanwhile
+    if (status === 401 || status === 403) {
+      this._unauthorized(status, 'probe', `the server refused the token (${status} from the REST probe)`);
+      return;
+    }
+    this._onClose(ABNORMAL_CLOSE, reason);
+  }
+
+  /** The HTTP status of `GET …/unread_count` with `token`, or null when it could not be learned. */
+  private async _probe(token: string): Promise<number | null> {
+    const fetchFn = this._opts.fetch ?? (globalThis as { fetch?: typeof fetch }).fetch;
+    if (!fetchFn) return null;
+    const url = apiUrl(
+      this._opts.url,
+      `/users/${encodeURIComponent(String(this._opts.userId))}/notifications/unread_count`,
+    );
+    const timeout = this._connectTimeoutMs();
+    const signal = timeout > 0 && typeof AbortSignal?.timeout === 'function' ? AbortSignal.timeout(timeout) : undefined;
+    try {
+      const res = await fetchFn(url, {
+        headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
+        signal,
+      });
+      void res.body?.cancel?.().catch(() => {});
+      this._log('probe', res.status);
+      return res.status;
+    } catch (e) {
+      this._log('probe failed', e);
+      return null;
+    }
+  }
+
+  private _unauthorized(status: 401 | 403, via: 'handshake' | 'probe', message: string): void {
+    const error = new HeraldError(status, status === 401 ? 'unauthorized' : 'forbidden', message);
+    this._log('unauthorized', status, via);
+    this._stop(State.Unauthorized);
+    this._emit('unauthorized', { status, via, error });
+  }
+
+  private _connectTimeoutMs(): number {
+    return this._opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  }
+
+  /** The socket must open within `connectTimeoutMs`, or it is dropped and retried with backoff. */
+  private _armConnectTimer(): void {
+    this._clearTimer('_connectTimer');
+    const ms = this._connectTimeoutMs();
+    if (!(ms > 0)) return;
+    this._connectTimer = setTimeout(() => {
+      this._connectTimer = null;
+      this._log('not open after', ms, 'ms: retrying');
+      this._dropSocket(4000, 'connect timeout');
+      this._error('transport', new HeraldError(0, 'connect_timeout', `the socket did not open within ${ms} ms`));
+      this._scheduleReconnect();
+    }, ms);
   }
 
   private _onMessage(text: string): void {
@@ -228,10 +333,16 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         break;
       case 'resync':
         this._log('resync after', frame.since, frame.since_broadcast, frame.reason);
+        this._emit('resync', { reason: frame.reason, since: frame.since, sinceBroadcast: frame.since_broadcast });
         this._stale('resync');
         break;
       case 'truncated':
         this._log('history before', frame.oldest_id, 'was pruned');
+        this._emit('truncated', {
+          since: frame.since,
+          sinceBroadcast: frame.since_broadcast,
+          oldestId: frame.oldest_id,
+        });
         if (!this._staleAnnounced) this._stale('truncated');
         break;
       case 'token_expiring':
@@ -253,7 +364,12 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         this._emit('purged', {});
         break;
       case 'event':
-        this._emit('live', { eventType: frame.event_type, title: frame.title, content: frame.content, body: frame.body });
+        this._emit('live', {
+          eventType: frame.event_type,
+          title: frame.title,
+          content: frame.content,
+          body: frame.body,
+        });
         break;
       case 'error':
         this._error('server', new HeraldError(0, frame.code, frame.message));
@@ -365,11 +481,12 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
 
   private _stopLinkTimers(): void {
     this._clearTimer('_deadTimer');
+    this._clearTimer('_connectTimer');
     if (this._pingTimer !== null) clearInterval(this._pingTimer);
     this._pingTimer = null;
   }
 
-  private _clearTimer(name: '_reconnectTimer' | '_deadTimer'): void {
+  private _clearTimer(name: '_reconnectTimer' | '_deadTimer' | '_connectTimer'): void {
     const t = this[name];
     if (t !== null) clearTimeout(t);
     this[name] = null;

@@ -8,6 +8,11 @@ export enum State {
   Disconnected = 'disconnected',
   Connecting = 'connecting',
   Connected = 'connected',
+  /**
+   * Terminal: the server refused the token or the origin (HTTP 401/403 at the handshake). No reconnect until
+   * `connect()` is called again (with a token that works): see the `unauthorized` event.
+   */
+  Unauthorized = 'unauthorized',
 }
 
 /**
@@ -56,6 +61,29 @@ export interface DeletedContext {
 export interface StaleContext {
   reason: 'reconnect' | 'resync' | 'truncated';
 }
+/**
+ * The handshake was refused: `401` (missing, invalid or expired token) or `403` (a token for another user, or a
+ * foreign `Origin`). `via` says how the SDK learned it: `handshake` (the WebSocket implementation exposed the
+ * HTTP status, as the `ws` package does) or `probe` (browsers hide the status: after a socket closed before
+ * opening, a REST request with the same token answered 401/403).
+ */
+export interface UnauthorizedContext {
+  status: 401 | 403;
+  via: 'handshake' | 'probe';
+  error: HeraldError;
+}
+/** The server dropped frames of this session (`resync` frame): it replays from (`since`, `sinceBroadcast`). */
+export interface ResyncContext {
+  reason: string;
+  since: number;
+  sinceBroadcast: number;
+}
+/** The replay that follows starts above pruned history (`truncated` frame): ids below `oldestId` are gone. */
+export interface TruncatedContext {
+  since: number;
+  sinceBroadcast: number;
+  oldestId: number;
+}
 export interface ErrorContext {
   kind: 'token' | 'transport' | 'server' | 'protocol';
   error: HeraldError;
@@ -73,6 +101,12 @@ export interface ClientEvents<M extends object = EventBodyMap> {
   stale: StaleContext;
   /** A live-only event (not stored, not in the inbox): e.g. SGAD's "refresh the availability list". */
   live: LiveContext;
+  /** The server refused the token or origin: the client stopped in state `unauthorized`. */
+  unauthorized: UnauthorizedContext;
+  /** A `resync` frame (a `stale` event with reason `resync` follows). */
+  resync: ResyncContext;
+  /** A `truncated` frame (a `stale` event with reason `truncated` follows unless one was already emitted). */
+  truncated: TruncatedContext;
   error: ErrorContext;
 }
 
@@ -86,7 +120,8 @@ export interface WebSocketLike {
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+/** `protocols` is `['bearer', <jwt>]` unless the `tokenIn: 'query'` option is set. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -108,6 +143,17 @@ export interface HeraldClientOptions {
    * `ready` frame's latest ids; later reconnects always resume from `client.position`.
    */
   since?: Since;
-  /** Log to console.debug. */
+  /**
+   * How the token reaches the WebSocket handshake. `protocol` (default): in `Sec-WebSocket-Protocol` as
+   * `bearer, <jwt>` (the server answers `bearer`), so it stays out of URLs and access logs. `query`:
+   * `?token=<jwt>`, for an older gateway that does not read the sub-protocol.
+   */
+  tokenIn?: 'protocol' | 'query';
+  /**
+   * A socket that has not opened after this long is closed and retried with the usual backoff (default
+   * 10 000 ms; 0 disables it).
+   */
+  connectTimeoutMs?: number;
+  /** Log to console.debug (including frames of a type this SDK does not know, which are ignored). */
   debug?: boolean;
 }

@@ -39,12 +39,13 @@ function join(base: string, path: string): URL {
 
 /**
  * `http://host/x` → `ws://host/x/ws/{userId}?token=…&since=<targeted>&since_broadcast=<broadcast>`
- * (`https` → `wss`); no cursors without a position (the session starts live).
+ * (`https` → `wss`); no `token` when it is `null` (sent as a sub-protocol instead); no cursors without a
+ * position (the session starts live).
  */
-export function wsUrl(base: string, userId: string, token: string, position: Position | null): string {
+export function wsUrl(base: string, userId: string, token: string | null, position: Position | null): string {
   const url = join(base, `/ws/${encodeURIComponent(userId)}`);
   url.protocol = url.protocol.replace(/^http/, 'ws');
-  url.searchParams.set('token', token);
+  if (token !== null) url.searchParams.set('token', token);
   if (position !== null) {
     url.searchParams.set('since', String(position.targeted));
     url.searchParams.set('since_broadcast', String(position.broadcast));

@@ -4,30 +4,58 @@ import {
   createElement,
   useContext,
   useEffect,
-  useState,
+  useMemo,
+  useRef,
   useSyncExternalStore,
   type ReactElement,
   type ReactNode,
 } from 'react';
 import { HeraldClient } from '../client';
-import type { HeraldClientOptions, State } from '../types';
+import { State, type HeraldClientOptions } from '../types';
 
 const HeraldContext = createContext<HeraldClient<any> | null>(null);
 
 export interface HeraldProviderProps {
   /** A client you created (connected on mount, never closed by the provider)… */
   client?: HeraldClient<any>;
-  /** …or options for a client the provider creates, connects, and closes on unmount. */
+  /**
+   * …or options for a client the provider creates, connects, and closes on unmount. A change of `url`,
+   * `userId`, `tokenIn`, `connectTimeoutMs`, `backoff`, `since`, `debug`, `WebSocket` or `fetch` closes that
+   * client and opens a new one (the hooks follow it); a new object with the same values does not. `getToken` is
+   * always called through the latest props, so a new function needs no new client; a new `getToken` while the
+   * client is `unauthorized` makes it connect again (keep it stable, e.g. with `useCallback`, otherwise).
+   */
   options?: HeraldClientOptions;
   children?: ReactNode;
 }
 
 export function HeraldProvider({ client, options, children }: HeraldProviderProps): ReactElement {
-  const [owned] = useState(() => {
-    if (client) return null;
-    if (!options) throw new Error('HeraldProvider needs a `client` or `options` prop');
-    return new HeraldClient(options);
-  });
+  if (!client && !options) throw new Error('HeraldProvider needs a `client` or `options` prop');
+  const latest = useRef(options);
+  latest.current = options;
+  const o = options;
+  const owned = useMemo(
+    () =>
+      client || !o
+        ? null
+        : new HeraldClient({
+            ...o,
+            getToken: () => (latest.current ?? o).getToken(),
+          }),
+    // The values that shape a client (see `options`); getToken is read through `latest`.
+    [
+      client,
+      o?.url,
+      o && String(o.userId),
+      o?.tokenIn,
+      o?.connectTimeoutMs,
+      o?.debug,
+      o?.WebSocket,
+      o?.fetch,
+      JSON.stringify(o?.backoff ?? null),
+      JSON.stringify(o?.since ?? null),
+    ],
+  );
   const active = client ?? owned!;
   useEffect(() => {
     active.connect();
@@ -35,6 +63,11 @@ export function HeraldProvider({ client, options, children }: HeraldProviderProp
       if (active === owned) active.close();
     };
   }, [active, owned]);
+  // A new getToken (the user signed in again) gets a client stopped by a refused token going again.
+  const getToken = options?.getToken;
+  useEffect(() => {
+    if (active === owned && active.state === State.Unauthorized) active.connect();
+  }, [getToken, active, owned]);
   return createElement(HeraldContext.Provider, { value: active }, children);
 }
 
@@ -45,7 +78,7 @@ export function useHeraldClient<M extends object = Record<string, unknown>>(): H
   return client as HeraldClient<M>;
 }
 
-/** `disconnected` | `connecting` | `connected`, re-rendering on change. */
+/** `disconnected` | `connecting` | `connected` | `unauthorized`, re-rendering on change. */
 export function useConnectionState(): State {
   const client = useHeraldClient();
   return useSyncExternalStore(

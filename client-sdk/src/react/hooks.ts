@@ -64,15 +64,23 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   const client = useHeraldClient();
   const { limit, unread = false } = opts;
   const [state, dispatch] = useReducer(inboxReducer, unread, initialInboxState);
+  // A new client (the provider switched user): nothing of the old one is shown, not even for one render.
+  const [owner, setOwner] = useState(client);
+  if (owner !== client) {
+    setOwner(client);
+    dispatch({ type: 'reset' });
+  }
+  const current = useRef(client);
+  current.current = client;
 
   const load = useCallback(
     async (before?: number) => {
       dispatch({ type: 'loading' });
       try {
         const page = await client.list({ limit, before, unread: unread || undefined });
-        dispatch({ type: 'page', page, first: before === undefined });
+        if (current.current === client) dispatch({ type: 'page', page, first: before === undefined });
       } catch (e) {
-        dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
+        if (current.current === client) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
       }
     },
     [client, limit, unread],
@@ -93,10 +101,11 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   }, [client, load]);
 
   const attempt = useCallback(async (action: () => Promise<void>) => {
+    const mine = current.current;
     try {
       await action();
     } catch (e) {
-      dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
+      if (current.current === mine) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
     }
   }, []);
 
@@ -105,14 +114,18 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
     if (hasMore && !loading && nextBefore !== null) await load(nextBefore);
   }, [hasMore, loading, nextBefore, load]);
   const markRead = useCallback(
-    (id: number) => attempt(async () => dispatch({ type: 'upsert', items: [await client.markRead(id)] })),
+    (id: number) =>
+      attempt(async () => {
+        const n = await client.markRead(id);
+        if (current.current === client) dispatch({ type: 'upsert', items: [n] });
+      }),
     [attempt, client],
   );
   const markAllRead = useCallback(
     () =>
       attempt(async () => {
         const { up_to, read_at } = await client.markAllRead();
-        dispatch({ type: 'read_all', upTo: up_to, readAt: read_at });
+        if (current.current === client) dispatch({ type: 'read_all', upTo: up_to, readAt: read_at });
       }),
     [attempt, client],
   );
@@ -120,7 +133,7 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
     (id: number) =>
       attempt(async () => {
         await client.delete(id);
-        dispatch({ type: 'remove', ids: [id] });
+        if (current.current === client) dispatch({ type: 'remove', ids: [id] });
       }),
     [attempt, client],
   );
@@ -146,6 +159,16 @@ export function useUnreadCount(): UseUnreadCountResult {
   const [error, setError] = useState<HeraldError | null>(null);
   const busy = useRef<Promise<void> | null>(null);
   const again = useRef(false);
+  // A new client (the provider switched user): the old count is not shown, and its answers are dropped.
+  const [owner, setOwner] = useState(client);
+  if (owner !== client) {
+    setOwner(client);
+    setCount(0);
+    setLoading(true);
+    setError(null);
+  }
+  const current = useRef(client);
+  current.current = client;
 
   const refresh = useCallback((): Promise<void> => {
     if (busy.current) {
@@ -156,18 +179,24 @@ export function useUnreadCount(): UseUnreadCountResult {
       do {
         again.current = false;
         try {
-          setCount(await client.unreadCount());
+          const n = await client.unreadCount();
+          if (current.current !== client) break;
+          setCount(n);
           setError(null);
         } catch (e) {
+          if (current.current !== client) break;
           setError(toHeraldError(e, 'request_failed'));
         }
       } while (again.current);
-      setLoading(false);
       busy.current = null;
+      if (current.current === client) setLoading(false);
+      else void refreshRef.current?.(); // a request for the new client may have waited on this one
     };
     busy.current = run();
     return busy.current;
   }, [client]);
+  const refreshRef = useRef<typeof refresh | null>(null);
+  refreshRef.current = refresh;
 
   useEffect(() => {
     void refresh();

@@ -25,7 +25,9 @@ export type InboxAction =
   | { type: 'upsert'; items: Notification[] }
   | { type: 'read'; ids: number[]; readAt: string }
   | { type: 'read_all'; upTo: number; readAt: string }
-  | { type: 'remove'; ids: number[] };
+  | { type: 'remove'; ids: number[] }
+  /** Another client (user) took over: forget everything shown. */
+  | { type: 'reset' };
 
 export function initialInboxState(unreadOnly = false): InboxState {
   return { items: [], hasMore: false, nextBefore: null, loading: true, error: null, loaded: false, unreadOnly };
@@ -39,6 +41,8 @@ function merge(current: Notification[], incoming: Notification[]): Notification[
 
 export function inboxReducer(state: InboxState, action: InboxAction): InboxState {
   switch (action.type) {
+    case 'reset':
+      return initialInboxState(state.unreadOnly);
     case 'loading':
       return { ...state, loading: true };
     case 'error':

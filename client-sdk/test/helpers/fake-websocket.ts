@@ -3,6 +3,8 @@ import type { WebSocketLike } from '../../src/types';
 
 export interface FakeSocket extends WebSocketLike {
   url: string;
+  /** The sub-protocols the client asked for (`['bearer', <jwt>]` by default). */
+  protocols?: string | string[];
   sent: string[];
   closedWith: { code?: number; reason?: string } | null;
   /** Server side: send a frame (objects are JSON-encoded). */
@@ -11,6 +13,10 @@ export interface FakeSocket extends WebSocketLike {
   serverClose(code: number, reason?: string): void;
   /** Transport failure before or after open (what a refused handshake looks like to a browser). */
   fail(): void;
+  /** A handshake refused with an HTTP status, as the `ws` package reports it (error message, then 1006). */
+  refuse(status: number): void;
+  /** Server side: accept the handshake (only needed when `autoOpen` is false). */
+  open(): void;
   /** The targeted cursor of the URL (`since`), or null. */
   since(): number | null;
   /** The broadcast cursor of the URL (`since_broadcast`), or null. */
@@ -21,6 +27,8 @@ export function createFakeWebSocket() {
   const instances: FakeSocket[] = [];
   class FakeWebSocket implements FakeSocket {
     static instances = instances;
+    /** Open each socket on the next microtask (a reachable server); false: stay connecting until `open()`. */
+    static autoOpen = true;
     static get last(): FakeSocket {
       const ws = instances[instances.length - 1];
       if (!ws) throw new Error('no socket was opened');
@@ -33,14 +41,23 @@ export function createFakeWebSocket() {
     onerror: ((ev: unknown) => void) | null = null;
     sent: string[] = [];
     closedWith: { code?: number; reason?: string } | null = null;
-    constructor(public url: string) {
+    constructor(
+      public url: string,
+      public protocols?: string | string[],
+    ) {
       instances.push(this);
       // Open "immediately" like a local server would, but asynchronously like a real socket.
-      queueMicrotask(() => {
-        if (this.readyState !== 0) return;
-        this.readyState = 1;
-        this.onopen?.({});
-      });
+      if (FakeWebSocket.autoOpen) queueMicrotask(() => this.open());
+    }
+    open(): void {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.({});
+    }
+    refuse(status: number): void {
+      this.readyState = 3;
+      this.onerror?.({ message: `Unexpected server response: ${status}` });
+      this.onclose?.({ code: 1006, reason: '' });
     }
     send(data: string): void {
       if (this.readyState !== 1) throw new Error('send on a socket that is not open');

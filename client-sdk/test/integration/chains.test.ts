@@ -23,8 +23,8 @@ const reason = skipReason('chains');
 function recordingWebSocket() {
   const opened: { url: string; ws: WebSocket }[] = [];
   class RecordingWebSocket extends WebSocket {
-    constructor(url: string) {
-      super(url);
+    constructor(url: string, protocols?: string | string[]) {
+      super(url, protocols);
       opened.push({ url, ws: this });
     }
   }

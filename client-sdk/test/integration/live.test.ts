@@ -89,7 +89,7 @@ describe.skipIf(reason !== null)('live notifications against a real gateway', ()
     await vi.waitFor(() => expect(client.position?.targeted).toBe(id), { timeout: 5000 });
   });
 
-  it('calls getToken() again on reconnect: a refused token is followed by a fresh one', async () => {
+  it('a refused token stops in unauthorized; connect() again calls getToken() for a fresh one', async () => {
     const user = newUser();
     let calls = 0;
     const client = track(
@@ -97,19 +97,21 @@ describe.skipIf(reason !== null)('live notifications against a real gateway', ()
         getToken: async () => (++calls === 1 ? mintToken(user, 3600, 'wrong-secret') : mintToken(user)),
       }),
     );
-    const errors: string[] = [];
-    client.on('error', ({ kind }) => errors.push(kind));
+    client.connect();
+    await vi.waitFor(() => expect(client.state).toBe(State.Unauthorized), { timeout: 10_000 });
+    expect(calls).toBe(1);
     client.connect();
     await connected(client);
     expect(calls).toBe(2);
-    expect(errors).toContain('transport');
   });
 
-  it('a token for another user is refused', async () => {
+  it('a token for another user is refused (403, unauthorized)', async () => {
     const client = track(testClient(gw, newUser(), { getToken: async () => mintToken(newUser()) }));
+    const statuses: number[] = [];
+    client.on('unauthorized', ({ status }) => statuses.push(status));
     client.connect();
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(client.state).toBe(State.Connecting);
+    await vi.waitFor(() => expect(client.state).toBe(State.Unauthorized), { timeout: 10_000 });
+    expect(statuses).toEqual([403]);
   });
 });
 

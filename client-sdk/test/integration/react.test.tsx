@@ -3,7 +3,9 @@ import { act, cleanup, renderHook, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HeraldProvider, useConnectionState, useNotifications, useUnreadCount } from '../../src/react';
-import { newUser, notify, skipReason, startGateway, tempDir, testClient, type Gateway } from './gateway';
+import WebSocket from 'ws';
+import type { WebSocketConstructor } from '../../src';
+import { mintToken, newUser, notify, skipReason, startGateway, tempDir, testClient, type Gateway } from './gateway';
 
 const reason = skipReason('react');
 
@@ -79,6 +81,59 @@ describe.skipIf(reason !== null)('React hooks against a real gateway', () => {
       await waitFor(() => expect(result.current.unread.count).toBe(0), { timeout: 5000 });
     } finally {
       client.close();
+    }
+  });
+
+  it('HeraldProvider given options follows a new userId: the old session closes, the hooks show the new user', async () => {
+    const alice = newUser();
+    const bob = newUser();
+    const a = [await notify(gw, alice), await notify(gw, alice)];
+    const b = await notify(gw, bob);
+    const opened: string[] = [];
+    const closed: number[] = [];
+    function Counting(url: string, protocols?: string | string[]): WebSocket {
+      const ws = new WebSocket(url, protocols);
+      opened.push(new URL(url).pathname);
+      const close = ws.close.bind(ws);
+      ws.close = (code?: number, reason?: string) => (closed.push(code ?? 0), close(code, reason));
+      return ws;
+    }
+    const Ctor = Counting as unknown as WebSocketConstructor;
+    const optionsFor = (userId: string) => ({
+      url: gw.url,
+      userId,
+      getToken: async () => mintToken(userId),
+      WebSocket: Ctor,
+    });
+    let userId = alice;
+    const wrapper = ({ children }: { children: ReactNode }) => (
+      <HeraldProvider options={optionsFor(userId)}>{children}</HeraldProvider>
+    );
+    const { result, rerender, unmount } = renderHook(
+      () => ({ list: useNotifications(), unread: useUnreadCount(), state: useConnectionState() }),
+      { wrapper },
+    );
+    try {
+      await waitFor(() => expect(result.current.state).toBe('connected'), { timeout: 5000 });
+      await waitFor(() => expect(result.current.list.items.map((n) => n.id)).toEqual([a[1]!.id, a[0]!.id]));
+      await waitFor(() => expect(result.current.unread.count).toBe(2));
+
+      userId = bob;
+      rerender();
+      await waitFor(() => expect(result.current.state).toBe('connected'), { timeout: 5000 });
+      await waitFor(() => expect(result.current.list.items.map((n) => n.id)).toEqual([b.id]));
+      await waitFor(() => expect(result.current.unread.count).toBe(1));
+      expect(opened).toEqual([`/ws/${alice}`, `/ws/${bob}`]);
+      await waitFor(() => expect(closed).toEqual([1000])); // alice's session, closed by the client
+
+      const live = await notify(gw, bob);
+      await notify(gw, alice); // not bob's: must not show up
+      await waitFor(() => expect(result.current.list.items.map((n) => n.id)).toEqual([live.id, b.id]), {
+        timeout: 5000,
+      });
+      await waitFor(() => expect(result.current.unread.count).toBe(2), { timeout: 5000 });
+    } finally {
+      unmount();
     }
   });
 });

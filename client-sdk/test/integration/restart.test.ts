@@ -24,8 +24,8 @@ describe.skipIf(reason !== null)('surviving a gateway restart', () => {
       // Record every URL the client opens; hold getToken() while the test wants the client kept away.
       const urls: string[] = [];
       class RecordingWebSocket extends WebSocket {
-        constructor(url: string) {
-          super(url);
+        constructor(url: string, protocols?: string | string[]) {
+          super(url, protocols);
           urls.push(url);
         }
       }

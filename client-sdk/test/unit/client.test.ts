@@ -56,15 +56,33 @@ describe('state machine', () => {
     expect(states).toEqual(['disconnected>connecting', 'connecting>connected']);
   });
 
-  it('builds the ws URL from the http base, user id, and token', async () => {
+  it('builds the ws URL from the http base and user id, and sends the token as the bearer sub-protocol', async () => {
     const { client } = makeClient();
     client.connect();
     await settle();
     const url = new URL(WS.last.url);
     expect(url.protocol).toBe('wss:');
     expect(url.pathname).toBe('/base/ws/u%201');
-    expect(url.searchParams.get('token')).toBe('tok1');
+    expect(url.searchParams.has('token')).toBe(false);
+    expect(WS.last.url).not.toContain('tok1');
+    expect(WS.last.protocols).toEqual(['bearer', 'tok1']);
     expect(url.searchParams.has('since')).toBe(false);
+  });
+
+  it('a token that cannot be a sub-protocol (not an HTTP token) goes in the URL instead of failing', async () => {
+    const { client } = makeClient({ getToken: async () => 'opaque/token+with=padding' });
+    client.connect();
+    await settle();
+    expect(new URL(WS.last.url).searchParams.get('token')).toBe('opaque/token+with=padding');
+    expect(WS.last.protocols).toBeUndefined();
+  });
+
+  it('tokenIn: query puts the token in the URL and asks for no sub-protocol (older gateways)', async () => {
+    const { client } = makeClient({ tokenIn: 'query' });
+    client.connect();
+    await settle();
+    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok1');
+    expect(WS.last.protocols).toBeUndefined();
   });
 
   it('connected → connecting on an abnormal close, then back after the backoff delay', async () => {
@@ -189,7 +207,7 @@ describe('tokens', () => {
     WS.last.serverClose(1001);
     await vi.advanceTimersByTimeAsync(1000);
     expect(tokens).toBe(2);
-    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok2');
+    expect(WS.last.protocols).toEqual(['bearer', 'tok2']);
   });
 
   it('on 4001 gets a fresh token and reconnects at once', async () => {
@@ -200,7 +218,7 @@ describe('tokens', () => {
     WS.last.serverClose(4001, 'token expired');
     await settle();
     expect(WS.instances).toHaveLength(2);
-    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok2');
+    expect(WS.last.protocols).toEqual(['bearer', 'tok2']);
     // A second 4001 before the session got ready again waits for the backoff (no tight loop).
     WS.last.serverClose(4001);
     await settle();
@@ -488,6 +506,162 @@ describe('close codes 1013 and 4029', () => {
   });
 });
 
+describe('unauthorized (a refused handshake) is terminal', () => {
+  const probeFetch = (status: number | 'network') =>
+    vi.fn(async (_url: string, _init?: RequestInit) => {
+      if (status === 'network') throw new TypeError('fetch failed');
+      return new Response(JSON.stringify({ error: 'x', message: 'y' }), { status });
+    });
+
+  it('a 401 shown by the WebSocket implementation stops reconnecting and emits unauthorized', async () => {
+    WS.autoOpen = false;
+    const fetch = probeFetch(200);
+    const { client, states } = makeClient({ fetch });
+    const events: string[] = [];
+    client.on('unauthorized', ({ status, via, error }) => events.push(`${status} ${via} ${error.code}`));
+    client.connect();
+    await settle();
+    WS.last.refuse(401);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(WS.instances).toHaveLength(1);
+    expect(client.state).toBe(State.Unauthorized);
+    expect(events).toEqual(['401 handshake unauthorized']);
+    expect(states).toEqual(['disconnected>connecting', 'connecting>unauthorized']);
+    expect(fetch).not.toHaveBeenCalled(); // the status was known: no probe
+  });
+
+  it('a 403 (another user, a foreign Origin) is terminal too', async () => {
+    WS.autoOpen = false;
+    const { client } = makeClient({ fetch: probeFetch(200) });
+    client.connect();
+    await settle();
+    WS.last.refuse(403);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(WS.instances).toHaveLength(1);
+    expect(client.state).toBe(State.Unauthorized);
+  });
+
+  it('browsers hide the status: a close before open is probed over REST with the same token, 401 → unauthorized', async () => {
+    WS.autoOpen = false;
+    const fetch = probeFetch(401);
+    const { client } = makeClient({ fetch });
+    const via: string[] = [];
+    client.on('unauthorized', (u) => via.push(u.via));
+    client.connect();
+    await settle();
+    WS.last.fail();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(WS.instances).toHaveLength(1);
+    expect(client.state).toBe(State.Unauthorized);
+    expect(via).toEqual(['probe']);
+    const [url, init] = fetch.mock.calls[0]!;
+    expect(url).toBe('https://herald.example.com/base/api/v1/users/u%201/notifications/unread_count');
+    expect((init!.headers as Record<string, string>).authorization).toBe('Bearer tok1');
+  });
+
+  it('a probe that does not answer 401/403 (server down, 200) means a failure: reconnect with backoff', async () => {
+    for (const answer of ['network', 200, 503] as const) {
+      WS = createFakeWebSocket();
+      WS.autoOpen = false;
+      const { client } = makeClient({ fetch: probeFetch(answer) });
+      client.connect();
+      await settle();
+      WS.last.fail();
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(WS.instances.length).toBeGreaterThan(1);
+      expect(client.state).toBe(State.Connecting);
+      client.close();
+    }
+  });
+
+  it('a close after open is not probed (a dropped session, not a refusal)', async () => {
+    const fetch = probeFetch(401);
+    const { client } = makeClient({ fetch });
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.fail();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(fetch).not.toHaveBeenCalled();
+    expect(WS.instances).toHaveLength(2);
+  });
+
+  it('connect() after unauthorized tries again (with a fresh token)', async () => {
+    WS.autoOpen = false;
+    const { client } = makeClient({ fetch: probeFetch(200) });
+    client.connect();
+    await settle();
+    WS.last.refuse(401);
+    await settle();
+    expect(client.state).toBe(State.Unauthorized);
+    client.connect();
+    await settle();
+    expect(WS.instances).toHaveLength(2);
+    expect(WS.last.protocols).toEqual(['bearer', 'tok2']);
+    WS.last.open();
+    WS.last.receive(readyFrame());
+    expect(client.state).toBe(State.Connected);
+  });
+});
+
+describe('connect timeout', () => {
+  it('a socket that does not open within connectTimeoutMs is closed and retried with backoff', async () => {
+    WS.autoOpen = false;
+    const { client } = makeClient({ connectTimeoutMs: 3000, fetch: vi.fn() });
+    const errors: string[] = [];
+    client.on('error', ({ error }) => errors.push(error.code));
+    client.connect();
+    await settle();
+    await vi.advanceTimersByTimeAsync(2999);
+    expect(WS.last.closedWith).toBeNull();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(WS.instances[0]!.closedWith).not.toBeNull();
+    expect(errors).toEqual(['connect_timeout']);
+    expect(client.state).toBe(State.Connecting);
+    await vi.advanceTimersByTimeAsync(1100); // backoff: at most min + min·2⁰ = 200 ms here
+    expect(WS.instances).toHaveLength(2);
+    WS.last.open();
+    WS.last.receive(readyFrame());
+    expect(client.state).toBe(State.Connected);
+  });
+
+  it('defaults to 10 s, and a socket that opens in time is not touched', async () => {
+    WS.autoOpen = false;
+    const { client } = makeClient({ fetch: vi.fn() });
+    client.connect();
+    await settle();
+    await vi.advanceTimersByTimeAsync(9999);
+    expect(WS.instances).toHaveLength(1);
+    WS.last.open();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(WS.last.closedWith).toBeNull();
+    expect(WS.instances).toHaveLength(1);
+
+    WS.instances.length = 0;
+    const second = makeClient({ fetch: vi.fn() }).client;
+    second.connect();
+    await settle();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(WS.instances[0]!.closedWith).not.toBeNull();
+  });
+});
+
+it('resync and truncated frames are surfaced as their own events', async () => {
+  const { client } = makeClient();
+  const got: unknown[] = [];
+  client.on('resync', (r) => got.push(['resync', r]));
+  client.on('truncated', (t) => got.push(['truncated', t]));
+  client.connect();
+  await settle();
+  WS.last.receive(readyFrame(3));
+  WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 3, since_broadcast: 1 });
+  WS.last.receive({ type: 'truncated', since: 3, since_broadcast: 1, oldest_id: 9 });
+  expect(got).toEqual([
+    ['resync', { reason: 'slow_consumer', since: 3, sinceBroadcast: 1 }],
+    ['truncated', { since: 3, sinceBroadcast: 1, oldestId: 9 }],
+  ]);
+});
+
 it('ignores a frame of an unknown type (a newer server), logging it in debug', async () => {
   const debug = vi.spyOn(console, 'debug').mockImplementation(() => {});
   const { client, seen } = makeClient({ debug: true });
@@ -538,7 +712,7 @@ describe('token refresh on an open session', () => {
     expect(errors).toEqual(['token:token_error']);
     WS.last.serverClose(4001);
     await settle();
-    expect(new URL(WS.last.url).searchParams.get('token')).toBe('tok3');
+    expect(WS.last.protocols).toEqual(['bearer', 'tok3']);
   });
 });
 

@@ -1,6 +1,6 @@
 // @vitest-environment jsdom
 import { act, cleanup, render, renderHook, screen, waitFor } from '@testing-library/react';
-import type { ReactNode } from 'react';
+import { StrictMode, useLayoutEffect, type ReactNode } from 'react';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HeraldClient, type FetchLike, type Notification } from '../../src';
 import { HeraldProvider, useConnectionState, useNotifications, useUnreadCount } from '../../src/react';
@@ -182,7 +182,133 @@ describe('React bindings', () => {
     expect(WS.last.closedWith?.code).toBe(1000);
   });
 
-  it('hooks outside a provider throw a clear error', () => {
-    expect(() => renderHook(() => useConnectionState())).toThrow(/inside <HeraldProvider>/);
+  describe('HeraldProvider given options follows them', () => {
+    /** Two users' inboxes behind one fetch, routed by the user id in the path. */
+    function twoUsers() {
+      const servers: Record<string, ReturnType<typeof fakeServer>> = {
+        alice: fakeServer([1, 2]),
+        bob: fakeServer([7]),
+      };
+      const fetch: FetchLike = (input, init) => {
+        const user = /\/users\/([^/]+)\//.exec(new URL(input).pathname)![1]!;
+        return servers[user]!.fetch(input, init);
+      };
+      return { servers, fetch };
+    }
+    const userOf = (url: string) => new URL(url).pathname.split('/').pop();
+
+    function App(props: { userId: string; getToken: () => Promise<string>; WS: any; fetch: FetchLike; url?: string }) {
+      return (
+        <HeraldProvider
+          options={{
+            url: props.url ?? 'http://h',
+            userId: props.userId,
+            getToken: props.getToken,
+            WebSocket: props.WS,
+            fetch: props.fetch,
+          }}
+        >
+          <Probe />
+        </HeraldProvider>
+      );
+    }
+    const seen: { ids: number[]; count: number; state: string }[] = [];
+    function Probe() {
+      const { items } = useNotifications();
+      const { count } = useUnreadCount();
+      const state = useConnectionState();
+      // What was committed (a render React discards, as after a state reset during render, is not shown).
+      useLayoutEffect(() => void seen.push({ ids: items.map((n) => n.id), count, state }));
+      return <p data-testid="probe">{`${state} ${count} ${items.map((n) => n.id).join(',')}`}</p>;
+    }
+    const text = () => screen.getByTestId('probe').textContent;
+
+    it('a new userId closes the old client and opens a new one; the hooks show only the new user', async () => {
+      const WS = createFakeWebSocket();
+      const { fetch } = twoUsers();
+      const getToken = async () => 't';
+      const { rerender } = render(<App userId="alice" getToken={getToken} WS={WS} fetch={fetch} />);
+      await waitFor(() => expect(WS.instances).toHaveLength(1));
+      act(() => WS.last.receive(readyFrame()));
+      await waitFor(() => expect(text()).toBe('connected 2 2,1'));
+
+      seen.length = 0;
+      rerender(<App userId="bob" getToken={getToken} WS={WS} fetch={fetch} />);
+      expect(WS.instances[0]!.closedWith?.code).toBe(1000);
+      await waitFor(() => expect(WS.instances).toHaveLength(2));
+      expect(userOf(WS.last.url)).toBe('bob');
+      act(() => WS.last.receive(readyFrame()));
+      await waitFor(() => expect(text()).toBe('connected 1 7'));
+      // Never a render with alice's items or count under the new client.
+      expect(seen.every((r) => r.ids.every((id) => id === 7) && r.count <= 1)).toBe(true);
+      // A live frame on alice's old socket reaches nobody.
+      act(() => WS.instances[0]!.receive(notificationFrame(3)));
+      expect(text()).toBe('connected 1 7');
+    });
+
+    it('a new url opens a new client too; the same values in a new object (and a new getToken) do not', async () => {
+      const WS = createFakeWebSocket();
+      const { fetch } = twoUsers();
+      let token = 't1';
+      const { rerender } = render(<App userId="alice" getToken={async () => token} WS={WS} fetch={fetch} />);
+      await waitFor(() => expect(WS.instances).toHaveLength(1));
+      act(() => WS.last.receive(readyFrame()));
+      token = 't2';
+      rerender(<App userId="alice" getToken={async () => token} WS={WS} fetch={fetch} />);
+      rerender(<App userId="alice" getToken={async () => token} WS={WS} fetch={fetch} />);
+      expect(WS.instances).toHaveLength(1);
+      expect(WS.last.closedWith).toBeNull();
+      // The latest getToken is the one used on the next connect.
+      act(() => WS.last.serverClose(4001));
+      await waitFor(() => expect(WS.instances).toHaveLength(2));
+      expect(WS.last.protocols).toEqual(['bearer', 't2']);
+
+      rerender(<App userId="alice" getToken={async () => token} WS={WS} fetch={fetch} url="http://other" />);
+      await waitFor(() => expect(WS.instances).toHaveLength(3));
+      expect(WS.instances[1]!.closedWith?.code).toBe(1000);
+      expect(new URL(WS.last.url).host).toBe('other');
+    });
+
+    it('in StrictMode a switch leaves exactly one socket open, for the new user', async () => {
+      const WS = createFakeWebSocket();
+      const { fetch } = twoUsers();
+      const getToken = async () => 't';
+      const app = (userId: string) => (
+        <StrictMode>
+          <App userId={userId} getToken={getToken} WS={WS} fetch={fetch} />
+        </StrictMode>
+      );
+      const { rerender, unmount } = render(app('alice'));
+      await waitFor(() => expect(WS.instances.filter((w) => w.closedWith === null)).toHaveLength(1));
+      rerender(app('bob'));
+      await waitFor(() => expect(WS.instances.some((w) => userOf(w.url) === 'bob')).toBe(true));
+      await new Promise((r) => setTimeout(r, 50)); // let any stray connect land
+      const open = WS.instances.filter((w) => w.closedWith === null);
+      expect(open.map((w) => userOf(w.url))).toEqual(['bob']);
+      unmount();
+      expect(WS.instances.every((w) => w.closedWith !== null)).toBe(true);
+    });
+
+    it('unauthorized is exposed by useConnectionState; a new getToken makes the client connect again', async () => {
+      const WS = createFakeWebSocket();
+      WS.autoOpen = false;
+      const { fetch } = twoUsers();
+      const { rerender } = render(<App userId="alice" getToken={async () => 'bad'} WS={WS} fetch={fetch} />);
+      await waitFor(() => expect(WS.instances).toHaveLength(1));
+      act(() => WS.last.refuse(401));
+      await waitFor(() => expect(text()).toMatch(/^unauthorized /));
+      rerender(<App userId="alice" getToken={async () => 'good'} WS={WS} fetch={fetch} />);
+      await waitFor(() => expect(WS.instances).toHaveLength(2));
+      expect(WS.last.protocols).toEqual(['bearer', 'good']);
+      act(() => WS.last.open());
+      act(() => WS.last.receive(readyFrame()));
+      await waitFor(() => expect(text()).toMatch(/^connected /));
+    });
+  });
+
+  describe('outside a provider', () => {
+    it('hooks outside a provider throw a clear error', () => {
+      expect(() => renderHook(() => useConnectionState())).toThrow(/inside <HeraldProvider>/);
+    });
   });
 });

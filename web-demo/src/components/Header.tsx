@@ -66,6 +66,7 @@ const LABELS: Record<State, string> = {
   [State.Connected]: 'Live',
   [State.Connecting]: 'Connecting…',
   [State.Disconnected]: 'Offline',
+  [State.Unauthorized]: 'Signed out: sign in again',
 };
 
 /** The session's state, and why it is not live when something went wrong. */
