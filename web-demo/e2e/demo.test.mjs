@@ -35,6 +35,31 @@ const bell = (page, unread) =>
 const live = (page) => page.getByRole('status').filter({ hasText: 'Live' }).first();
 const item = (page, title) => inbox(page).getByTestId('inbox-item').filter({ hasText: title });
 
+/**
+ * The inbox's buttons a toast covers: with the page scrolled to the top, the middle and the bottom, each button on
+ * screen whose centre is not topmost (something else, e.g. a toast, is drawn over it). Returns their labels.
+ */
+async function coveredInboxButtons(page) {
+  return page.evaluate(() => {
+    const covered = new Set();
+    const max = document.documentElement.scrollHeight - window.innerHeight;
+    for (const y of [0, max / 2, max]) {
+      window.scrollTo(0, y);
+      for (const button of document.querySelectorAll('#inbox button')) {
+        const r = button.getBoundingClientRect();
+        const x = r.left + r.width / 2;
+        const cy = r.top + r.height / 2;
+        // on screen and below the sticky header
+        if (r.width === 0 || cy < 80 || cy > window.innerHeight || x > window.innerWidth) continue;
+        const top = document.elementFromPoint(x, cy);
+        if (!top || !button.contains(top)) covered.add(button.getAttribute('aria-label') ?? button.textContent);
+      }
+    }
+    window.scrollTo(0, 0);
+    return [...covered];
+  });
+}
+
 async function openTab(label) {
   const page = await browser.context.newPage();
   watchForErrors(page, label, errors);
@@ -158,6 +183,9 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   const toast = toasts(tab1).getByTestId('toast').filter({ hasText: 'Welcome to MedTrack, John!' });
   await toast.waitFor();
   await bell(tab1, 10).waitFor();
+  // the toast leaves the inbox's buttons usable
+  assert.deepEqual(await coveredInboxButtons(tab1), [], 'inbox buttons under a toast');
+  await toast.waitFor(); // still up: the checks ran while it was shown
   await toast.hover(); // keeps it up while the screenshot is taken
   await tab1.mouse.move(0, 0);
   await tab1.screenshot({ path: join(ARTIFACTS, 'demo.png') });
