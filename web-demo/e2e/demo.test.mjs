@@ -219,3 +219,35 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
 
   assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
 });
+
+test('the server goes away: Reconnecting…, publishing paused, no "All caught up"; back: Live', async () => {
+  const user = `${USER}-down`;
+  const page = await browser.context.newPage();
+  const noise = []; // a stopped server makes failed requests and socket errors: expected here
+  watchForErrors(page, 'down', noise);
+  await page.goto(`${herald.url}/?user=${user}`);
+  await live(page).waitFor({ timeout: 15_000 });
+  const status = page.getByTestId('connection');
+  const publish = page.getByRole('button', { name: 'Publish: Internship (stage) accepted' });
+  const summary = inbox(page).getByTestId('unread-summary');
+  assert.equal(await publish.isEnabled(), true);
+  const counted = /^(All caught up|\d+ unread)$/; // the earlier test's broadcast reaches this user too
+  await until('the unread summary', async () => counted.test(await summary.textContent()));
+
+  await herald.down();
+  await until('the Reconnecting… label', async () => /Reconnecting…/.test(await status.textContent()));
+  const label = await status.textContent();
+  assert.doesNotMatch(label, /\d{3,4}|refused|lost/, `a raw close reason in the label: ${label}`);
+  await until('the publish buttons disabled', async () => !(await publish.isEnabled()));
+  assert.equal(await page.getByTestId('publish-paused').isVisible(), true);
+  assert.equal(await summary.textContent(), "Can't reach the server");
+  assert.equal(await page.getByText('All caught up').count(), 0);
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-server-down.png') });
+
+  await herald.restart();
+  await live(page).waitFor({ timeout: 60_000 });
+  await until('the publish buttons enabled', () => publish.isEnabled());
+  await until('the unread summary back', async () => counted.test(await summary.textContent()));
+  assert.equal(await page.getByTestId('publish-paused').count(), 0);
+  await page.close();
+});

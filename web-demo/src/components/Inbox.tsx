@@ -3,6 +3,7 @@ import type { Notification } from '@herald/client';
 import { useNotifications } from '@herald/client/react';
 import { absoluteTime, relativeTime, useNow } from '../format';
 import { TypeIcon } from './TypeIcon';
+import { unreachable, type Link } from '../link';
 
 /** Small pages, so "Load more" shows up after a few events. */
 export const PAGE_SIZE = 8;
@@ -10,10 +11,12 @@ export const PAGE_SIZE = 8;
 type Filter = 'all' | 'unread';
 
 export function Inbox({
+  link,
   headingRef,
   unreadCount,
   afterChange,
 }: {
+  link: Link;
   headingRef: RefObject<HTMLHeadingElement | null>;
   unreadCount: number;
   afterChange: () => void;
@@ -24,6 +27,7 @@ export function Inbox({
       <InboxBody
         key={filter}
         filter={filter}
+        link={link}
         setFilter={setFilter}
         headingRef={headingRef}
         unreadCount={unreadCount}
@@ -35,12 +39,14 @@ export function Inbox({
 
 function InboxBody({
   filter,
+  link,
   setFilter,
   headingRef,
   unreadCount,
   afterChange,
 }: {
   filter: Filter;
+  link: Link;
   setFilter: (f: Filter) => void;
   headingRef: RefObject<HTMLHeadingElement | null>;
   unreadCount: number;
@@ -51,6 +57,8 @@ function InboxBody({
     unread: filter === 'unread',
   });
   const now = useNow();
+  // While the server is away the counts may be stale: say so instead of "All caught up".
+  const down = unreachable(link);
   const listRef = useRef<HTMLOListElement>(null);
   // After a deletion, keep keyboard focus in the list: on the item that took its place, or the heading.
   const [refocus, setRefocus] = useState<number | null>(null);
@@ -86,7 +94,7 @@ function InboxBody({
           Your inbox
         </h2>
         <p className="panel-sub" data-testid="unread-summary">
-          {unreadCount === 0 ? 'All caught up' : `${unreadCount} unread`}
+          {down ? "Can't reach the server" : unreadCount === 0 ? 'All caught up' : `${unreadCount} unread`}
         </p>
       </div>
       <div className="toolbar">
@@ -97,7 +105,7 @@ function InboxBody({
             </button>
           ))}
         </div>
-        <button type="button" className="btn small" onClick={onReadAll} disabled={unreadCount === 0}>
+        <button type="button" className="btn small" onClick={onReadAll} disabled={down || unreadCount === 0}>
           Mark all read
         </button>
       </div>
@@ -108,7 +116,13 @@ function InboxBody({
         </p>
       )}
 
-      {items.length === 0 && !loading && (
+      {down && (
+        <p className="offline-note" data-testid="offline-note">
+          Herald is out of reach: the inbox below may be out of date. It updates itself once the connection is back.
+        </p>
+      )}
+
+      {items.length === 0 && !loading && !down && (
         <div className="empty">
           <p>{filter === 'unread' ? 'Nothing unread.' : 'No notifications yet.'}</p>
           <p className="hint">Publish an event and it lands here, live.</p>

@@ -2,6 +2,7 @@ import { useEffect, useId, useMemo, useState } from 'react';
 import { ApiError, publishEvent, randomId, type PublishResult } from '../api';
 import { CATALOG, type CatalogEntry } from '../catalog';
 import { personalize, type Personalized } from '../fixtures';
+import { unreachable, type Link } from '../link';
 
 interface Sent {
   /** Unique per attempt (a resend is a new log entry). */
@@ -22,16 +23,19 @@ const STATUS_TEXT: Record<string, string> = {
 };
 
 export function PublishPanel({
+  link,
   userId,
   getToken,
   onPurged,
 }: {
+  link: Link;
   userId: string;
   getToken: () => Promise<string>;
   onPurged: () => void;
 }) {
   const [log, setLog] = useState<Sent[]>([]);
   const [busy, setBusy] = useState<string | null>(null);
+  const down = unreachable(link);
 
   const send = async (entry: CatalogEntry, request: Personalized, idempotencyKey: string, resend: boolean) => {
     setBusy(entry.name);
@@ -69,13 +73,19 @@ export function PublishPanel({
         </p>
       </div>
 
+      {down && (
+        <p className="offline-note" role="status" data-testid="publish-paused">
+          Can't reach the server: publishing is paused until the connection is back.
+        </p>
+      )}
+
       <ul className="fixtures">
         {CATALOG.map((entry) => (
           <FixtureRow
             key={entry.name}
             entry={entry}
             userId={userId}
-            busy={busy !== null}
+            busy={busy !== null || down}
             sending={busy === entry.name}
             onSend={(req) => void send(entry, req, randomId(), false)}
           />
@@ -91,7 +101,7 @@ export function PublishPanel({
           <ResultRow
             key={s.key}
             sent={s}
-            disabled={busy !== null}
+            disabled={busy !== null || down}
             onResend={() => void send(s.entry, s.request, s.idempotencyKey, true)}
           />
         ))}
