@@ -60,6 +60,18 @@ async function coveredInboxButtons(page) {
   });
 }
 
+/** The routing result under a fixture's button, once it says `text`: it must be on screen. */
+async function resultInView(page, fixture, text) {
+  const result = page.locator(`[data-fixture="${fixture}"]`).getByTestId('inline-result');
+  await until(`the result of ${fixture}`, async () => text.test(await result.textContent()));
+  await until(`the result of ${fixture} in the viewport`, () =>
+    result.evaluate((el) => {
+      const r = el.getBoundingClientRect();
+      return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight;
+    }),
+  );
+}
+
 async function openTab(label) {
   const page = await browser.context.newPage();
   watchForErrors(page, label, errors);
@@ -97,6 +109,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await toasts(tab2).getByTestId('toast').filter({ hasText: STAGE }).waitFor();
   await bell(tab1, 1).waitFor();
   await bell(tab2, 1).waitFor();
+  await resultInView(tab1, 'medtrack-stage-accepted', /stored → notification #\d+/);
   const firstResult = tab1.getByTestId('result').first();
   await until('a stored result', async () => /stored → notification #\d+/.test(await firstResult.textContent()));
   assert.match(await firstResult.textContent(), /HTTP 202/);
@@ -105,6 +118,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
 
   // --- the broadcast ("user_id": "system") reaches everyone ---
   await tab1.getByRole('button', { name: 'Publish: System broadcast' }).click();
+  await resultInView(tab1, 'sgad-notification-system', /stored → notification #\d+/);
   await toasts(tab2).getByTestId('toast').filter({ hasText: BROADCAST }).waitFor();
   await bell(tab1, 2).waitFor();
   await bell(tab2, 2).waitFor();

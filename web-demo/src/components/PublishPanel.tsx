@@ -1,4 +1,4 @@
-import { useEffect, useId, useMemo, useState } from 'react';
+import { useEffect, useId, useMemo, useRef, useState } from 'react';
 import { ApiError, publishEvent, randomId, type PublishResult } from '../api';
 import { CATALOG, type CatalogEntry } from '../catalog';
 import { personalize, type Personalized } from '../fixtures';
@@ -87,6 +87,7 @@ export function PublishPanel({
             userId={userId}
             busy={busy !== null || down}
             sending={busy === entry.name}
+            latest={log.find((s) => s.entry.name === entry.name)}
             onSend={(req) => void send(entry, req, randomId(), false)}
           />
         ))}
@@ -95,7 +96,7 @@ export function PublishPanel({
       <h3 className="results-title" id="results-title">
         Routing results
       </h3>
-      <ol className="results" aria-labelledby="results-title" aria-live="polite" data-testid="results">
+      <ol className="results" aria-labelledby="results-title" data-testid="results">
         {log.length === 0 && <li className="hint">Nothing published yet.</li>}
         {log.map((s) => (
           <ResultRow
@@ -115,14 +116,24 @@ function FixtureRow({
   userId,
   busy,
   sending,
+  latest,
   onSend,
 }: {
   entry: CatalogEntry;
   userId: string;
   busy: boolean;
   sending: boolean;
+  /** This fixture's last publication, shown under its button. */
+  latest: Sent | undefined;
   onSend: (req: Personalized) => void;
 }) {
+  const resultRef = useRef<HTMLParagraphElement>(null);
+  // A new result appears where the visitor is looking: right under the button, scrolled into view if needed.
+  useEffect(() => {
+    if (!latest) return;
+    const calm = window.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
+    resultRef.current?.scrollIntoView({ block: 'nearest', behavior: calm ? 'auto' : 'smooth' });
+  }, [latest]);
   const request = useMemo(() => personalize(entry.fixture, userId), [entry, userId]);
   const [confirming, setConfirming] = useState(false);
   const descId = useId();
@@ -167,6 +178,15 @@ function FixtureRow({
           <pre>{JSON.stringify(request.body, null, 2)}</pre>
           {request.replaced.length > 0 && <p className="hint">Your id was put in: {request.replaced.join(', ')}.</p>}
         </details>
+        <p
+          ref={resultRef}
+          className={`inline-result${latest && !latest.outcome.ok ? ' inline-result-error' : ''}`}
+          role="status"
+          data-testid="inline-result"
+          hidden={!latest}
+        >
+          {latest && outcomeLine(latest)}
+        </p>
       </div>
       <div className="fixture-actions">
         <button
@@ -187,6 +207,18 @@ function FixtureRow({
       </div>
     </li>
   );
+}
+
+/** One line for a publication: what the routing did, or why it was refused. */
+export function outcomeLine({ outcome, resend }: Pick<Sent, 'outcome' | 'resend'>): string {
+  if (!outcome.ok)
+    return `Refused${outcome.status ? ` (HTTP ${outcome.status} ${outcome.code})` : ''}: ${outcome.message}`;
+  const parts = outcome.results.map((r) => {
+    const status = STATUS_TEXT[r.status] ?? r.status;
+    const ids = r.notification_ids.map((id) => `#${id}`).join(', ');
+    return ids ? `${status} → notification${r.notification_ids.length > 1 ? 's' : ''} ${ids}` : status;
+  });
+  return `${resend ? 'Sent again: ' : ''}${parts.join('; ') || 'no result'}. Details in Routing results below.`;
 }
 
 function ResultRow({ sent, disabled, onResend }: { sent: Sent; disabled: boolean; onResend: () => void }) {
