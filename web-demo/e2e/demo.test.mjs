@@ -96,6 +96,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab1.keyboard.press('Enter');
   await live(tab1).waitFor({ timeout: 15_000 });
   await bell(tab1, 0).waitFor();
+  assert.match(await tab1.getByRole('heading', { level: 1 }).textContent(), /Herald/);
   assert.match(await tab1.getByText(USER, { exact: false }).first().textContent(), new RegExp(USER));
 
   // --- a second tab of the same browser is signed in as the same user ---
@@ -123,6 +124,8 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await bell(tab1, 2).waitFor();
   await bell(tab2, 2).waitFor();
   assert.match(await item(tab1, BROADCAST).textContent(), /everyone/);
+  // no developer noise in the item: exchange and event type only in a tooltip
+  assert.doesNotMatch(await item(tab1, BROADCAST).textContent(), /sgad\.|from /);
 
   // --- the same event again (same Idempotency-Key) is stored once ---
   await tab1.getByRole('button', { name: 'Send again with the same Idempotency-Key' }).last().click();
@@ -169,9 +172,9 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await until('the deletion to reach tab 2', async () => (await item(tab2, STAGE).count()) === 0);
   await until('the deletion in tab 1', async () => (await item(tab1, STAGE).count()) === 0);
 
-  // --- history: 9 more events from "a service", then reload tab 1 and page through ---
+  // --- history: 20 more events from "a service", then reload tab 1 and page through (pages of 20) ---
   const token = await devToken(herald.url, USER);
-  for (let week = 1; week <= 9; week++) {
+  for (let week = 1; week <= 20; week++) {
     await devPublish(herald.url, token, {
       exchange: 'sgad.availability',
       routingKey: `availability.closed.${USER}`,
@@ -179,14 +182,14 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
       key: `e2e-week-${week}`,
     });
   }
-  await bell(tab2, 9).waitFor();
+  await bell(tab2, 20).waitFor();
   await tab1.reload();
   await live(tab1).waitFor({ timeout: 15_000 });
-  await bell(tab1, 9).waitFor();
-  await until('the first page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 8);
-  assert.match(await inbox(tab1).getByTestId('inbox-item').first().textContent(), /week 9 is closed/);
+  await bell(tab1, 20).waitFor();
+  await until('the first page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 20);
+  assert.match(await inbox(tab1).getByTestId('inbox-item').first().textContent(), /week 20 is closed/);
   await inbox(tab1).getByRole('button', { name: 'Load more' }).click();
-  await until('the second page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 10);
+  await until('the second page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 21);
   assert.equal(await inbox(tab1).getByRole('button', { name: 'Load more' }).count(), 0);
   assert.equal(await item(tab1, BROADCAST).count(), 1, 'the broadcast is in the history');
   assert.equal(await item(tab1, STAGE).count(), 0, 'the deleted one stays deleted');
@@ -196,7 +199,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab1.getByRole('button', { name: 'Publish: Student profile created' }).click();
   const toast = toasts(tab1).getByTestId('toast').filter({ hasText: 'Welcome to MedTrack, John!' });
   await toast.waitFor();
-  await bell(tab1, 10).waitFor();
+  await bell(tab1, 21).waitFor();
   // the toast leaves the inbox's buttons usable
   assert.deepEqual(await coveredInboxButtons(tab1), [], 'inbox buttons under a toast');
   await toast.waitFor(); // still up: the checks ran while it was shown
@@ -215,8 +218,23 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   );
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 390px`);
   await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone.png') });
+  // the signed-in user is on the first screen, and so is a visible way to the inbox
+  const onFirstScreen = (locator) =>
+    locator.evaluate((el) => {
+      const r = el.getBoundingClientRect();
+      const style = getComputedStyle(el);
+      return r.width > 0 && r.top >= 0 && r.bottom <= window.innerHeight && style.visibility !== 'hidden';
+    });
+  const chip = tab2.getByTestId('user-chip');
+  assert.ok(await onFirstScreen(chip), 'the signed-in user is not visible on a phone');
+  assert.ok(USER.startsWith((await chip.textContent()).replace(/^Signed in as /, '').replace(/…$/, '')));
+  const toInbox = tab2.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: /^Inbox/ });
+  assert.ok(await onFirstScreen(toInbox), 'no visible way to the inbox on the first screen of a phone');
+  await toInbox.click();
+  await until('the inbox heading on screen', () => onFirstScreen(inbox(tab2).getByRole('heading', { level: 2 })));
+  await tab2.evaluate(() => window.scrollTo(0, 0));
   // the bell takes you (and keyboard focus) to the inbox
-  await bell(tab2, 10).click();
+  await bell(tab2, 21).click();
   await until('focus on the inbox heading', () => tab2.evaluate(() => document.activeElement?.id === 'inbox-title'));
   await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone-inbox.png') });
 

@@ -127,6 +127,25 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
         Skip to inbox
       </a>
       <Header userId={tokens.userId} link={link} unread={unread.count} onBell={showInbox} onSignOut={onSignOut} />
+      <nav className="jump" aria-label="Sections">
+        <a href="#publish">Publish</a>
+        <a
+          href="#inbox"
+          onClick={(e) => {
+            e.preventDefault();
+            showInbox();
+          }}
+        >
+          Inbox
+          {unread.count > 0 && (
+            <>
+              {' '}
+              ({unread.count}
+              <span className="visually-hidden"> unread</span>)
+            </>
+          )}
+        </a>
+      </nav>
       <main className="layout">
         <PublishPanel link={link} userId={tokens.userId} getToken={tokens.getToken} onPurged={onPurged} />
         <Inbox

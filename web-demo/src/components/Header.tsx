@@ -19,13 +19,13 @@ export function Header({
 }) {
   return (
     <header className="topbar">
-      <p className="brand">
+      <h1 className="brand">
         <BrandMark />
         Herald <span className="brand-sub">demo</span>
-      </p>
+      </h1>
       <ConnectionStatus link={link} onSignInAgain={onSignOut} />
       <div className="topbar-end">
-        <span className="user-chip" title={userId}>
+        <span className="user-chip" title={userId} data-testid="user-chip">
           <span className="visually-hidden">Signed in as </span>
           {shortId(userId)}
         </span>

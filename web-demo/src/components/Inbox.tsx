@@ -5,8 +5,8 @@ import { absoluteTime, relativeTime, useNow } from '../format';
 import { TypeIcon } from './TypeIcon';
 import { unreachable, type Link } from '../link';
 
-/** Small pages, so "Load more" shows up after a few events. */
-export const PAGE_SIZE = 8;
+/** Items per page: "Load more" fetches the next 20. */
+export const PAGE_SIZE = 20;
 
 type Filter = 'all' | 'unread';
 
@@ -174,10 +174,11 @@ function Item({
         </p>
         {n.content && <p className="item-content">{n.content}</p>}
         <p className="item-meta">
-          <span className="tag">{n.type}</span>
+          {/* The event type and exchange are for developers: in a tooltip, not in every item. */}
+          <span className="tag" title={`Event ${n.event_type}${n.source ? ` from ${n.source}` : ''}`}>
+            {n.type}
+          </span>
           {n.user_id === null && <span className="tag tag-everyone">everyone</span>}
-          <code>{n.event_type}</code>
-          {n.source && <span>from {n.source}</span>}
           <time dateTime={n.created_at} title={absoluteTime(n.created_at)}>
             {relativeTime(n.created_at, now)}
           </time>

@@ -59,7 +59,7 @@ export function PublishPanel({
   };
 
   return (
-    <section className="panel publish" aria-labelledby="publish-title">
+    <section id="publish" className="panel publish" aria-labelledby="publish-title">
       <div className="panel-head">
         <h2 id="publish-title">
           <span className="step" aria-hidden="true">
