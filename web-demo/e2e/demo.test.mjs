@@ -197,9 +197,12 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   // --- the picture: a live toast over the inbox ---
   await tab1.bringToFront();
   await tab1.getByRole('button', { name: 'Publish: Student profile created' }).click();
-  const toast = toasts(tab1).getByTestId('toast').filter({ hasText: 'Welcome to MedTrack, John!' });
+  const toast = toasts(tab1)
+    .getByTestId('toast')
+    .filter({ hasText: `Welcome to MedTrack, ${USER}!` });
   await toast.waitFor();
   await bell(tab1, 21).waitFor();
+  assert.doesNotMatch(await toast.textContent(), /John/, "the fixture's person is not the visitor");
   // the toast leaves the inbox's buttons usable
   assert.deepEqual(await coveredInboxButtons(tab1), [], 'inbox buttons under a toast');
   await toast.waitFor(); // still up: the checks ran while it was shown
@@ -212,7 +215,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab2.setViewportSize({ width: 390, height: 844 });
   await tab2.reload();
   await live(tab2).waitFor({ timeout: 15_000 });
-  await item(tab2, 'Welcome to MedTrack, John!').waitFor();
+  await item(tab2, `Welcome to MedTrack, ${USER}!`).waitFor();
   const overflow = await tab2.evaluate(
     () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
   );

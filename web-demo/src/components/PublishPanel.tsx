@@ -177,6 +177,9 @@ function FixtureRow({
           <summary>Event body</summary>
           <pre>{JSON.stringify(request.body, null, 2)}</pre>
           {request.replaced.length > 0 && <p className="hint">Your id was put in: {request.replaced.join(', ')}.</p>}
+          {request.renamed.length > 0 && (
+            <p className="hint">The person's name was changed to yours: {request.renamed.join(', ')}.</p>
+          )}
         </details>
         <p
           ref={resultRef}
