@@ -1,6 +1,7 @@
 // End to end: the built demo, served by a real Herald, in Debian's chromium (two tabs of one user).
 //   npm run test:e2e          (HERALD_BIN defaults to ../target/debug/herald)
-// Screenshots land in e2e/artifacts/ (demo.png, demo-phone.png, demo-phone-inbox.png, signin.png), with Herald's log.
+// Screenshots land in e2e/artifacts/ (demo.png, demo-phone.png, demo-phone-inbox.png, signin.png,
+// demo-server-down.png, demo-unauthorized.png), with Herald's log.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -284,5 +285,30 @@ test('the server goes away: Reconnecting…, publishing paused, no "All caught u
   await until('the publish buttons enabled', () => publish.isEnabled());
   await until('the unread summary back', async () => counted.test(await summary.textContent()));
   assert.equal(await page.getByTestId('publish-paused').count(), 0);
+  await page.close();
+});
+
+test('a refused token: "Signed out" with a way to sign in again', async () => {
+  const page = await browser.context.newPage();
+  const noise = []; // the refused handshake and probe are 401s: expected here
+  watchForErrors(page, 'refused', noise);
+  // The dev token endpoint hands out a token the gateway refuses (as after a secret rotation).
+  await page.route('**/api/v1/dev/token', (route) =>
+    route.fulfill({
+      status: 200,
+      contentType: 'application/json',
+      body: JSON.stringify({ token: 'not-a-valid-token', user_id: 'x', expires_in: 3600 }),
+    }),
+  );
+  await page.goto(`${herald.url}/?user=${USER}-refused`);
+  const status = page.getByTestId('connection');
+  await until('the unauthorized state', async () => (await status.getAttribute('data-state')) === 'unauthorized');
+  assert.match(await status.textContent(), /Signed out/);
+  assert.doesNotMatch(await status.textContent(), /\d{3}/, 'no status code in the label');
+  assert.equal(await page.getByRole('button', { name: 'Publish: System broadcast' }).isEnabled(), false);
+  assert.equal(await page.getByText('All caught up').count(), 0);
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-unauthorized.png') });
+  await status.getByRole('button', { name: 'Sign in again' }).click();
+  await page.getByRole('textbox', { name: /user id/i }).waitFor();
   await page.close();
 });

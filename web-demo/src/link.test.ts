@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { State } from '@herald/client';
-import { LINK_LABELS, linkOf, unreachable } from './link';
+import { blocked, LINK_LABELS, linkOf, unreachable } from './link';
 
 describe('linkOf', () => {
   it('calls the first attempt connecting and a retry after a live session reconnecting', () => {
@@ -23,5 +23,15 @@ describe('linkOf', () => {
     expect(unreachable(linkOf(State.Disconnected, true))).toBe(true);
     expect(unreachable(linkOf(State.Connecting, false))).toBe(false);
     expect(unreachable(linkOf(State.Connected, true))).toBe(false);
+  });
+});
+
+describe('blocked', () => {
+  it('blocks actions while unreachable or refused, not while live or first connecting', () => {
+    expect(blocked('reconnecting')).toBe(true);
+    expect(blocked('offline')).toBe(true);
+    expect(blocked('unauthorized')).toBe(true);
+    expect(blocked('live')).toBe(false);
+    expect(blocked('connecting')).toBe(false);
   });
 });

@@ -33,3 +33,8 @@ export const LINK_LABELS: Record<Link, string> = {
 export function unreachable(link: Link): boolean {
   return link === 'reconnecting' || link === 'offline';
 }
+
+/** Publishing and inbox actions would fail: the server is away or refused the token. */
+export function blocked(link: Link): boolean {
+  return unreachable(link) || link === 'unauthorized';
+}

@@ -3,7 +3,7 @@ import type { Notification } from '@herald/client';
 import { useNotifications } from '@herald/client/react';
 import { absoluteTime, relativeTime, useNow } from '../format';
 import { TypeIcon } from './TypeIcon';
-import { unreachable, type Link } from '../link';
+import { blocked, unreachable, type Link } from '../link';
 
 /** Items per page: "Load more" fetches the next 20. */
 export const PAGE_SIZE = 20;
@@ -59,6 +59,7 @@ function InboxBody({
   const now = useNow();
   // While the server is away the counts may be stale: say so instead of "All caught up".
   const down = unreachable(link);
+  const refused = link === 'unauthorized';
   const listRef = useRef<HTMLOListElement>(null);
   // After a deletion, keep keyboard focus in the list: on the item that took its place, or the heading.
   const [refocus, setRefocus] = useState<number | null>(null);
@@ -94,7 +95,13 @@ function InboxBody({
           Your inbox
         </h2>
         <p className="panel-sub" data-testid="unread-summary">
-          {down ? "Can't reach the server" : unreadCount === 0 ? 'All caught up' : `${unreadCount} unread`}
+          {refused
+            ? 'Signed out'
+            : down
+              ? "Can't reach the server"
+              : unreadCount === 0
+                ? 'All caught up'
+                : `${unreadCount} unread`}
         </p>
       </div>
       <div className="toolbar">
@@ -105,7 +112,7 @@ function InboxBody({
             </button>
           ))}
         </div>
-        <button type="button" className="btn small" onClick={onReadAll} disabled={down || unreadCount === 0}>
+        <button type="button" className="btn small" onClick={onReadAll} disabled={blocked(link) || unreadCount === 0}>
           Mark all read
         </button>
       </div>
@@ -122,7 +129,7 @@ function InboxBody({
         </p>
       )}
 
-      {items.length === 0 && !loading && !down && (
+      {items.length === 0 && !loading && !blocked(link) && (
         <div className="empty">
           <p>{filter === 'unread' ? 'Nothing unread.' : 'No notifications yet.'}</p>
           <p className="hint">Publish an event and it lands here, live.</p>

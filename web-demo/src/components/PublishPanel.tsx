@@ -2,7 +2,7 @@ import { useEffect, useId, useMemo, useRef, useState } from 'react';
 import { ApiError, publishEvent, randomId, type PublishResult } from '../api';
 import { CATALOG, type CatalogEntry } from '../catalog';
 import { personalize, type Personalized } from '../fixtures';
-import { unreachable, type Link } from '../link';
+import { blocked, type Link } from '../link';
 
 interface Sent {
   /** Unique per attempt (a resend is a new log entry). */
@@ -35,7 +35,7 @@ export function PublishPanel({
 }) {
   const [log, setLog] = useState<Sent[]>([]);
   const [busy, setBusy] = useState<string | null>(null);
-  const down = unreachable(link);
+  const down = blocked(link);
 
   const send = async (entry: CatalogEntry, request: Personalized, idempotencyKey: string, resend: boolean) => {
     setBusy(entry.name);
@@ -75,7 +75,9 @@ export function PublishPanel({
 
       {down && (
         <p className="offline-note" role="status" data-testid="publish-paused">
-          Can't reach the server: publishing is paused until the connection is back.
+          {link === 'unauthorized'
+            ? 'Signed out: sign in again to publish.'
+            : "Can't reach the server: publishing is paused until the connection is back."}
         </p>
       )}
 
