@@ -51,7 +51,8 @@ async function coveredInboxButtons(page) {
         const x = r.left + r.width / 2;
         const cy = r.top + r.height / 2;
         // on screen and below the sticky header
-        if (r.width === 0 || cy < 80 || cy > window.innerHeight || x > window.innerWidth) continue;
+        const header = document.querySelector('.topbar').getBoundingClientRect().bottom;
+        if (r.width === 0 || cy < header || cy > window.innerHeight || x > window.innerWidth) continue;
         const top = document.elementFromPoint(x, cy);
         if (!top || !button.contains(top)) covered.add(button.getAttribute('aria-label') ?? button.textContent);
       }
@@ -241,6 +242,19 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await bell(tab2, 21).click();
   await until('focus on the inbox heading', () => tab2.evaluate(() => document.activeElement?.id === 'inbox-title'));
   await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone-inbox.png') });
+  // on a phone too, a toast leaves the inbox's buttons usable
+  await devPublish(herald.url, token, {
+    exchange: 'sgad.availability',
+    routingKey: `availability.closed.${USER}`,
+    body: { event_type: 'availability.closed', referee_id: USER, week_number: 21, total_slots: 1 },
+    key: 'e2e-week-21',
+  });
+  const phoneToast = toasts(tab2).getByTestId('toast').filter({ hasText: 'week 21 is closed' });
+  await phoneToast.waitFor();
+  await phoneToast.hover();
+  assert.deepEqual(await coveredInboxButtons(tab2), [], 'inbox buttons under a toast on a phone');
+  await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone-toast.png') });
+  await tab2.mouse.move(0, 400);
 
   await tab1.bringToFront();
 
