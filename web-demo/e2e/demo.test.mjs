@@ -209,8 +209,12 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   assert.deepEqual(await coveredInboxButtons(tab1), [], 'inbox buttons under a toast');
   await toast.waitFor(); // still up: the checks ran while it was shown
   await toast.hover(); // keeps it up while the screenshot is taken
-  await tab1.mouse.move(0, 0);
   await tab1.screenshot({ path: join(ARTIFACTS, 'demo.png') });
+  // hovered, it outlives its 5 s; left alone again, it goes
+  await new Promise((r) => setTimeout(r, 6000));
+  assert.equal(await toast.isVisible(), true, 'a hovered toast went away');
+  await tab1.mouse.move(640, 10);
+  await until('the toast to leave once not hovered', async () => (await toast.count()) === 0, 15_000);
 
   // --- phone width: everything fits, nothing scrolls sideways ---
   await tab2.bringToFront();
