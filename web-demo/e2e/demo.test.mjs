@@ -1,6 +1,7 @@
 // End to end: the built demo, served by a real Herald, in Debian's chromium (two tabs of one user).
 //   npm run test:e2e          (HERALD_BIN defaults to ../target/debug/herald)
-// Screenshots land in e2e/artifacts/ (demo.png, demo-phone.png, demo-phone-inbox.png, signin.png), with Herald's log.
+// Screenshots land in e2e/artifacts/ (demo.png, demo-phone.png, demo-phone-inbox.png, signin.png,
+// demo-server-down.png, demo-unauthorized.png), with Herald's log.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -35,6 +36,44 @@ const bell = (page, unread) =>
 const live = (page) => page.getByRole('status').filter({ hasText: 'Live' }).first();
 const item = (page, title) => inbox(page).getByTestId('inbox-item').filter({ hasText: title });
 
+/**
+ * The inbox's buttons a toast covers: with the page scrolled to the top, the middle and the bottom, each button on
+ * screen whose centre is not topmost (something else, e.g. a toast, is drawn over it). Returns their labels.
+ */
+async function coveredInboxButtons(page) {
+  return page.evaluate(() => {
+    const covered = new Set();
+    const max = document.documentElement.scrollHeight - window.innerHeight;
+    for (const y of [0, max / 2, max]) {
+      window.scrollTo(0, y);
+      for (const button of document.querySelectorAll('#inbox button')) {
+        const r = button.getBoundingClientRect();
+        const x = r.left + r.width / 2;
+        const cy = r.top + r.height / 2;
+        // on screen and below the sticky header
+        const header = document.querySelector('.topbar').getBoundingClientRect().bottom;
+        if (r.width === 0 || cy < header || cy > window.innerHeight || x > window.innerWidth) continue;
+        const top = document.elementFromPoint(x, cy);
+        if (!top || !button.contains(top)) covered.add(button.getAttribute('aria-label') ?? button.textContent);
+      }
+    }
+    window.scrollTo(0, 0);
+    return [...covered];
+  });
+}
+
+/** The routing result under a fixture's button, once it says `text`: it must be on screen. */
+async function resultInView(page, fixture, text) {
+  const result = page.locator(`[data-fixture="${fixture}"]`).getByTestId('inline-result');
+  await until(`the result of ${fixture}`, async () => text.test(await result.textContent()));
+  await until(`the result of ${fixture} in the viewport`, () =>
+    result.evaluate((el) => {
+      const r = el.getBoundingClientRect();
+      return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight;
+    }),
+  );
+}
+
 async function openTab(label) {
   const page = await browser.context.newPage();
   watchForErrors(page, label, errors);
@@ -59,6 +98,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab1.keyboard.press('Enter');
   await live(tab1).waitFor({ timeout: 15_000 });
   await bell(tab1, 0).waitFor();
+  assert.match(await tab1.getByRole('heading', { level: 1 }).textContent(), /Herald/);
   assert.match(await tab1.getByText(USER, { exact: false }).first().textContent(), new RegExp(USER));
 
   // --- a second tab of the same browser is signed in as the same user ---
@@ -72,6 +112,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await toasts(tab2).getByTestId('toast').filter({ hasText: STAGE }).waitFor();
   await bell(tab1, 1).waitFor();
   await bell(tab2, 1).waitFor();
+  await resultInView(tab1, 'medtrack-stage-accepted', /stored → notification #\d+/);
   const firstResult = tab1.getByTestId('result').first();
   await until('a stored result', async () => /stored → notification #\d+/.test(await firstResult.textContent()));
   assert.match(await firstResult.textContent(), /HTTP 202/);
@@ -80,10 +121,13 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
 
   // --- the broadcast ("user_id": "system") reaches everyone ---
   await tab1.getByRole('button', { name: 'Publish: System broadcast' }).click();
+  await resultInView(tab1, 'sgad-notification-system', /stored → notification #\d+/);
   await toasts(tab2).getByTestId('toast').filter({ hasText: BROADCAST }).waitFor();
   await bell(tab1, 2).waitFor();
   await bell(tab2, 2).waitFor();
   assert.match(await item(tab1, BROADCAST).textContent(), /everyone/);
+  // no developer noise in the item: exchange and event type only in a tooltip
+  assert.doesNotMatch(await item(tab1, BROADCAST).textContent(), /sgad\.|from /);
 
   // --- the same event again (same Idempotency-Key) is stored once ---
   await tab1.getByRole('button', { name: 'Send again with the same Idempotency-Key' }).last().click();
@@ -130,9 +174,9 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await until('the deletion to reach tab 2', async () => (await item(tab2, STAGE).count()) === 0);
   await until('the deletion in tab 1', async () => (await item(tab1, STAGE).count()) === 0);
 
-  // --- history: 9 more events from "a service", then reload tab 1 and page through ---
+  // --- history: 20 more events from "a service", then reload tab 1 and page through (pages of 20) ---
   const token = await devToken(herald.url, USER);
-  for (let week = 1; week <= 9; week++) {
+  for (let week = 1; week <= 20; week++) {
     await devPublish(herald.url, token, {
       exchange: 'sgad.availability',
       routingKey: `availability.closed.${USER}`,
@@ -140,14 +184,14 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
       key: `e2e-week-${week}`,
     });
   }
-  await bell(tab2, 9).waitFor();
+  await bell(tab2, 20).waitFor();
   await tab1.reload();
   await live(tab1).waitFor({ timeout: 15_000 });
-  await bell(tab1, 9).waitFor();
-  await until('the first page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 8);
-  assert.match(await inbox(tab1).getByTestId('inbox-item').first().textContent(), /week 9 is closed/);
+  await bell(tab1, 20).waitFor();
+  await until('the first page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 20);
+  assert.match(await inbox(tab1).getByTestId('inbox-item').first().textContent(), /week 20 is closed/);
   await inbox(tab1).getByRole('button', { name: 'Load more' }).click();
-  await until('the second page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 10);
+  await until('the second page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 21);
   assert.equal(await inbox(tab1).getByRole('button', { name: 'Load more' }).count(), 0);
   assert.equal(await item(tab1, BROADCAST).count(), 1, 'the broadcast is in the history');
   assert.equal(await item(tab1, STAGE).count(), 0, 'the deleted one stays deleted');
@@ -155,28 +199,66 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   // --- the picture: a live toast over the inbox ---
   await tab1.bringToFront();
   await tab1.getByRole('button', { name: 'Publish: Student profile created' }).click();
-  const toast = toasts(tab1).getByTestId('toast').filter({ hasText: 'Welcome to MedTrack, John!' });
+  const toast = toasts(tab1)
+    .getByTestId('toast')
+    .filter({ hasText: `Welcome to MedTrack, ${USER}!` });
   await toast.waitFor();
-  await bell(tab1, 10).waitFor();
+  await bell(tab1, 21).waitFor();
+  assert.doesNotMatch(await toast.textContent(), /John/, "the fixture's person is not the visitor");
+  // the toast leaves the inbox's buttons usable
+  assert.deepEqual(await coveredInboxButtons(tab1), [], 'inbox buttons under a toast');
+  await toast.waitFor(); // still up: the checks ran while it was shown
   await toast.hover(); // keeps it up while the screenshot is taken
-  await tab1.mouse.move(0, 0);
   await tab1.screenshot({ path: join(ARTIFACTS, 'demo.png') });
+  // hovered, it outlives its 5 s; left alone again, it goes
+  await new Promise((r) => setTimeout(r, 6000));
+  assert.equal(await toast.isVisible(), true, 'a hovered toast went away');
+  await tab1.mouse.move(640, 10);
+  await until('the toast to leave once not hovered', async () => (await toast.count()) === 0, 15_000);
 
   // --- phone width: everything fits, nothing scrolls sideways ---
   await tab2.bringToFront();
   await tab2.setViewportSize({ width: 390, height: 844 });
   await tab2.reload();
   await live(tab2).waitFor({ timeout: 15_000 });
-  await item(tab2, 'Welcome to MedTrack, John!').waitFor();
+  await item(tab2, `Welcome to MedTrack, ${USER}!`).waitFor();
   const overflow = await tab2.evaluate(
     () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
   );
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 390px`);
   await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone.png') });
+  // the signed-in user is on the first screen, and so is a visible way to the inbox
+  const onFirstScreen = (locator) =>
+    locator.evaluate((el) => {
+      const r = el.getBoundingClientRect();
+      const style = getComputedStyle(el);
+      return r.width > 0 && r.top >= 0 && r.bottom <= window.innerHeight && style.visibility !== 'hidden';
+    });
+  const chip = tab2.getByTestId('user-chip');
+  assert.ok(await onFirstScreen(chip), 'the signed-in user is not visible on a phone');
+  assert.ok(USER.startsWith((await chip.textContent()).replace(/^Signed in as /, '').replace(/…$/, '')));
+  const toInbox = tab2.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: /^Inbox/ });
+  assert.ok(await onFirstScreen(toInbox), 'no visible way to the inbox on the first screen of a phone');
+  await toInbox.click();
+  await until('the inbox heading on screen', () => onFirstScreen(inbox(tab2).getByRole('heading', { level: 2 })));
+  await tab2.evaluate(() => window.scrollTo(0, 0));
   // the bell takes you (and keyboard focus) to the inbox
-  await bell(tab2, 10).click();
+  await bell(tab2, 21).click();
   await until('focus on the inbox heading', () => tab2.evaluate(() => document.activeElement?.id === 'inbox-title'));
   await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone-inbox.png') });
+  // on a phone too, a toast leaves the inbox's buttons usable
+  await devPublish(herald.url, token, {
+    exchange: 'sgad.availability',
+    routingKey: `availability.closed.${USER}`,
+    body: { event_type: 'availability.closed', referee_id: USER, week_number: 21, total_slots: 1 },
+    key: 'e2e-week-21',
+  });
+  const phoneToast = toasts(tab2).getByTestId('toast').filter({ hasText: 'week 21 is closed' });
+  await phoneToast.waitFor();
+  await phoneToast.hover();
+  assert.deepEqual(await coveredInboxButtons(tab2), [], 'inbox buttons under a toast on a phone');
+  await tab2.screenshot({ path: join(ARTIFACTS, 'demo-phone-toast.png') });
+  await tab2.mouse.move(0, 400);
 
   await tab1.bringToFront();
 
@@ -190,4 +272,61 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab1.getByRole('button', { name: /^Notifications, (none|1) unread$/ }).waitFor();
 
   assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
+});
+
+test('the server goes away: Reconnecting…, publishing paused, no "All caught up"; back: Live', async () => {
+  const user = `${USER}-down`;
+  const page = await browser.context.newPage();
+  const noise = []; // a stopped server makes failed requests and socket errors: expected here
+  watchForErrors(page, 'down', noise);
+  await page.goto(`${herald.url}/?user=${user}`);
+  await live(page).waitFor({ timeout: 15_000 });
+  const status = page.getByTestId('connection');
+  const publish = page.getByRole('button', { name: 'Publish: Internship (stage) accepted' });
+  const summary = inbox(page).getByTestId('unread-summary');
+  assert.equal(await publish.isEnabled(), true);
+  const counted = /^(All caught up|\d+ unread)$/; // the earlier test's broadcast reaches this user too
+  await until('the unread summary', async () => counted.test(await summary.textContent()));
+
+  await herald.down();
+  await until('the Reconnecting… label', async () => /Reconnecting…/.test(await status.textContent()));
+  const label = await status.textContent();
+  assert.doesNotMatch(label, /\d{3,4}|refused|lost/, `a raw close reason in the label: ${label}`);
+  await until('the publish buttons disabled', async () => !(await publish.isEnabled()));
+  assert.equal(await page.getByTestId('publish-paused').isVisible(), true);
+  assert.equal(await summary.textContent(), "Can't reach the server");
+  assert.equal(await page.getByText('All caught up').count(), 0);
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-server-down.png') });
+
+  await herald.restart();
+  await live(page).waitFor({ timeout: 60_000 });
+  await until('the publish buttons enabled', () => publish.isEnabled());
+  await until('the unread summary back', async () => counted.test(await summary.textContent()));
+  assert.equal(await page.getByTestId('publish-paused').count(), 0);
+  await page.close();
+});
+
+test('a refused token: "Signed out" with a way to sign in again', async () => {
+  const page = await browser.context.newPage();
+  const noise = []; // the refused handshake and probe are 401s: expected here
+  watchForErrors(page, 'refused', noise);
+  // The dev token endpoint hands out a token the gateway refuses (as after a secret rotation).
+  await page.route('**/api/v1/dev/token', (route) =>
+    route.fulfill({
+      status: 200,
+      contentType: 'application/json',
+      body: JSON.stringify({ token: 'not-a-valid-token', user_id: 'x', expires_in: 3600 }),
+    }),
+  );
+  await page.goto(`${herald.url}/?user=${USER}-refused`);
+  const status = page.getByTestId('connection');
+  await until('the unauthorized state', async () => (await status.getAttribute('data-state')) === 'unauthorized');
+  assert.match(await status.textContent(), /Signed out/);
+  assert.doesNotMatch(await status.textContent(), /\d{3}/, 'no status code in the label');
+  assert.equal(await page.getByRole('button', { name: 'Publish: System broadcast' }).isEnabled(), false);
+  assert.equal(await page.getByText('All caught up').count(), 0);
+  await page.screenshot({ path: join(ARTIFACTS, 'demo-unauthorized.png') });
+  await status.getByRole('button', { name: 'Sign in again' }).click();
+  await page.getByRole('textbox', { name: /user id/i }).waitFor();
+  await page.close();
 });

@@ -24,70 +24,81 @@ export async function startHerald({ server = [] } = {}) {
   if (!existsSync(join(DIST, 'index.html'))) throw new Error(`no built demo in ${DIST}: run \`npm run build\``);
   const dir = mkdtempSync(join(tmpdir(), 'herald-web-demo-e2e-'));
   const toml = (s) => JSON.stringify(s); // a JSON string is a valid TOML basic string
-  writeFileSync(
-    join(dir, 'herald.toml'),
-    [
-      'profile = "development"',
-      '[server]',
-      'bind = "127.0.0.1:0"',
-      `demo_dir = ${toml(DIST)}`,
-      'shutdown_grace_secs = 1',
-      ...server,
-      '[log]',
-      'format = "json"',
-      '[auth]',
-      'dev_token_endpoint = true',
-      '[websocket]',
-      'allowed_origins = ["*"]',
-      '[store]',
-      `url = ${toml(`sqlite://${join(dir, 'herald.db')}`)}`,
-      'synchronous = "normal"',
-      '[rules]',
-      `path = ${toml(join(REPO, 'config', 'rules.toml'))}`,
-      '',
-    ].join('\n'),
-  );
+  const config = (bind) =>
+    writeFileSync(
+      join(dir, 'herald.toml'),
+      [
+        'profile = "development"',
+        '[server]',
+        `bind = ${toml(bind)}`,
+        `demo_dir = ${toml(DIST)}`,
+        'shutdown_grace_secs = 1',
+        ...server,
+        '[log]',
+        'format = "json"',
+        '[auth]',
+        'dev_token_endpoint = true',
+        '[websocket]',
+        'allowed_origins = ["*"]',
+        '[store]',
+        `url = ${toml(`sqlite://${join(dir, 'herald.db')}`)}`,
+        'synchronous = "normal"',
+        '[rules]',
+        `path = ${toml(join(REPO, 'config', 'rules.toml'))}`,
+        '',
+      ].join('\n'),
+    );
   mkdirSync(ARTIFACTS, { recursive: true });
   const log = createWriteStream(join(ARTIFACTS, 'herald.log'));
-  const child = spawn(bin, ['serve', '--config', join(dir, 'herald.toml')], {
-    cwd: dir,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
-  });
-  child.stderr.pipe(log);
-  const url = await new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error('Herald did not print its address within 20 s')), 20_000);
-    let buf = '';
-    child.stdout.on('data', (chunk) => {
-      log.write(chunk);
-      buf += chunk;
-      const m = buf.match(/herald listening on (http:\/\/\S+)/);
-      if (m) {
+  let child;
+  const launch = () =>
+    new Promise((resolveUrl, reject) => {
+      child = spawn(bin, ['serve', '--config', join(dir, 'herald.toml')], {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
+      });
+      child.stderr.pipe(log, { end: false });
+      const timer = setTimeout(() => reject(new Error('Herald did not print its address within 20 s')), 20_000);
+      let buf = '';
+      child.stdout.on('data', (chunk) => {
+        log.write(chunk);
+        buf += chunk;
+        const m = buf.match(/herald listening on (http:\/\/\S+)/);
+        if (m) {
+          clearTimeout(timer);
+          resolveUrl(m[1]);
+        }
+      });
+      child.on('exit', (code) => {
         clearTimeout(timer);
-        resolveUrl(m[1]);
-      }
+        reject(new Error(`Herald exited with ${code} before listening; see ${join(ARTIFACTS, 'herald.log')}`));
+      });
     });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`Herald exited with ${code} before listening; see ${join(ARTIFACTS, 'herald.log')}`));
-    });
-  });
+  const halt = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  };
+  config('127.0.0.1:0');
+  const url = await launch();
   return {
     url,
+    /** Stop the process but keep its inbox and port: the server is down until `restart()`. */
+    async down() {
+      await halt();
+    },
+    /** Start again on the same address, with the same inbox. */
+    async restart() {
+      config(new URL(url).host);
+      const again = await launch();
+      if (again !== url) throw new Error(`Herald came back on ${again}, not ${url}`);
+    },
     async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await new Promise((r) => {
-          const t = setTimeout(() => {
-            child.kill('SIGKILL');
-            r();
-          }, 5000);
-          child.on('exit', () => {
-            clearTimeout(t);
-            r();
-          });
-        });
-      }
+      await halt();
       log.end();
       rmSync(dir, { recursive: true, force: true });
     },

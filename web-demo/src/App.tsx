@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { HeraldProvider, useUnreadCount } from '@herald/client/react';
-import type { HeraldClientOptions } from '@herald/client';
+import { HeraldProvider, useConnectionState, useUnreadCount } from '@herald/client/react';
+import { State, type HeraldClientOptions } from '@herald/client';
+import { linkOf } from './link';
 import { ApiError, GATEWAY_URL, mintToken, TokenSource } from './api';
 import { SignIn } from './components/SignIn';
 import { Header } from './components/Header';
@@ -95,6 +96,11 @@ function Demo({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () => voi
 
 function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () => void }) {
   const unread = useUnreadCount();
+  const state = useConnectionState();
+  // Live once: later `connecting` states are retries after a drop ("Reconnecting…").
+  const [wasLive, setWasLive] = useState(false);
+  if (state === State.Connected && !wasLive) setWasLive(true);
+  const link = linkOf(state, wasLive || state === State.Connected);
   // A purge erases the inbox on the server without a frame to open sessions: start the list afresh.
   const [generation, setGeneration] = useState(0);
   const inboxHeading = useRef<HTMLHeadingElement>(null);
@@ -120,10 +126,35 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
       <a className="skip-link" href="#inbox">
         Skip to inbox
       </a>
-      <Header userId={tokens.userId} unread={unread.count} onBell={showInbox} onSignOut={onSignOut} />
+      <Header userId={tokens.userId} link={link} unread={unread.count} onBell={showInbox} onSignOut={onSignOut} />
+      <nav className="jump" aria-label="Sections">
+        <a href="#publish">Publish</a>
+        <a
+          href="#inbox"
+          onClick={(e) => {
+            e.preventDefault();
+            showInbox();
+          }}
+        >
+          Inbox
+          {unread.count > 0 && (
+            <>
+              {' '}
+              ({unread.count}
+              <span className="visually-hidden"> unread</span>)
+            </>
+          )}
+        </a>
+      </nav>
       <main className="layout">
-        <PublishPanel userId={tokens.userId} getToken={tokens.getToken} onPurged={onPurged} />
-        <Inbox key={generation} headingRef={inboxHeading} unreadCount={unread.count} afterChange={refresh} />
+        <PublishPanel link={link} userId={tokens.userId} getToken={tokens.getToken} onPurged={onPurged} />
+        <Inbox
+          key={generation}
+          link={link}
+          headingRef={inboxHeading}
+          unreadCount={unread.count}
+          afterChange={refresh}
+        />
       </main>
       <Toasts />
       <footer className="footer">

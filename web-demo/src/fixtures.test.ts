@@ -53,6 +53,31 @@ describe('personalize', () => {
     expect((personalize(fixtures['domain-user-registered']!, '77').body as any).user_id).toBe('77');
   });
 
+  it("greets the signed-in user, not the fixture's person, by name", () => {
+    const student = personalize(fixtures['medtrack-student-created']!, 'alice');
+    expect((student.body as any).payload.first_name).toBe('alice');
+    expect((student.body as any).payload.last_name).toBe('(demo)');
+    expect(JSON.stringify(student.body)).not.toMatch(/john/i);
+    expect(student.renamed).toEqual(['/payload/first_name', '/payload/last_name', '/payload/email']);
+    const supervisor = personalize(fixtures['medtrack-encadrant-created']!, 'alice').body as any;
+    expect(`${supervisor.payload.first_name} ${supervisor.payload.last_name}`).toBe('alice (demo)');
+    for (const name of ['http-user-login', 'http-user-registered', 'domain-user-registered']) {
+      const body = JSON.stringify(personalize(fixtures[name]!, 'alice').body);
+      expect(body, name).not.toMatch(/john|"ana"/i);
+    }
+  });
+
+  it("keeps the names when the visitor is the fixture's own user (a quick pick)", () => {
+    const own = (fixtures['medtrack-student-created']!.body as any).payload.user_id as string;
+    const student = personalize(fixtures['medtrack-student-created']!, own);
+    expect((student.body as any).payload.first_name).toBe('John');
+    expect(student.renamed).toEqual([]);
+  });
+
+  it('names no one in the broadcast', () => {
+    expect(personalize(fixtures['sgad-notification-system']!, 'alice').renamed).toEqual([]);
+  });
+
   it('leaves the broadcast to everyone', () => {
     const sys = personalize(fixtures['sgad-notification-system']!, 'alice');
     expect(sys.broadcast).toBe(true);

@@ -22,6 +22,18 @@ export const USER_ID_KEYS = ['user_id', 'student_user_id', 'referee_id'] as cons
  * addressed this way reach the user an earlier event taught Herald (e.g. `student.created` carries both ids).
  */
 export const ALIAS_KEYS: Record<string, string> = { student_id: 'student', encadrant_id: 'encadrant' };
+/**
+ * Keys that hold the person's name or handle, which the routing rules put in titles ("Welcome to MedTrack,
+ * {{ first_name }}!"). When the visitor is not the fixture's own user, their id goes in instead, so the
+ * notification does not greet "John" (last_name becomes a neutral "(demo)", the email a placeholder).
+ */
+export const NAME_KEYS: Record<string, (userId: string) => string> = {
+  first_name: (id) => id,
+  username: (id) => id,
+  full_name: (id) => id,
+  last_name: () => '(demo)',
+  email: () => 'you@example.com',
+};
 /** User-id values that mean "everyone" (config/rules.toml: `everyone_values`). */
 export const EVERYONE_VALUES = ['system'];
 
@@ -57,17 +69,23 @@ export interface Personalized {
   body: Json;
   /** Where the user id was replaced: JSON pointers into the body, and `routing key segment N`. */
   replaced: string[];
+  /** Where a name (NAME_KEYS) was replaced: JSON pointers into the body. */
+  renamed: string[];
   /** The event names no user (e.g. `"user_id": "system"`): a broadcast to everyone. */
   broadcast: boolean;
 }
 
 /**
  * The fixture as the signed-in user's event: each user id under USER_ID_KEYS, and each routing-key segment equal
- * to one of them, becomes `userId` (a number when the original was a number and `userId` is an integer).
+ * to one of them, becomes `userId` (a number when the original was a number and `userId` is an integer); unless
+ * `userId` is the fixture's own user, the names under NAME_KEYS are replaced too.
  */
 export function personalize(fixture: FixtureFile, userId: string): Personalized {
   const ids = userIdsIn(fixture.body);
   const replaced: string[] = [];
+  const renamed: string[] = [];
+  // The fixture is about someone else (not a quick pick of its own user): their name goes too.
+  const rename = ids.size > 0 && !ids.has(userId);
   const asNumber = /^(0|[1-9]\d{0,14})$/.test(userId) ? Number(userId) : null;
   const map = (v: unknown, path: string): Json => {
     if (Array.isArray(v)) return v.map((x, i) => map(x, `${path}/${i}`));
@@ -82,6 +100,9 @@ export function personalize(fixture: FixtureFile, userId: string): Personalized 
         ) {
           out[k] = typeof child === 'number' && asNumber !== null ? asNumber : userId;
           replaced.push(p);
+        } else if (rename && typeof child === 'string' && Object.hasOwn(NAME_KEYS, k)) {
+          out[k] = NAME_KEYS[k]!(userId);
+          renamed.push(p);
         } else out[k] = map(child, p);
       }
       return out;
@@ -100,7 +121,7 @@ export function personalize(fixture: FixtureFile, userId: string): Personalized 
           })
           .join('.')
       : '';
-  return { exchange: fixture.exchange ?? '', routingKey, body, replaced, broadcast: ids.size === 0 };
+  return { exchange: fixture.exchange ?? '', routingKey, body, replaced, renamed, broadcast: ids.size === 0 };
 }
 
 /**

@@ -1,29 +1,31 @@
 import { useEffect, useRef, useState } from 'react';
-import { State } from '@herald/client';
-import { useConnectionState, useHeraldClient } from '@herald/client/react';
+import { useHeraldClient } from '@herald/client/react';
+import { LINK_LABELS, type Link } from '../link';
 import { shortId } from '../format';
 import { BrandMark } from './BrandMark';
 
 export function Header({
   userId,
+  link,
   unread,
   onBell,
   onSignOut,
 }: {
   userId: string;
+  link: Link;
   unread: number;
   onBell: () => void;
   onSignOut: () => void;
 }) {
   return (
     <header className="topbar">
-      <p className="brand">
+      <h1 className="brand">
         <BrandMark />
         Herald <span className="brand-sub">demo</span>
-      </p>
-      <ConnectionStatus />
+      </h1>
+      <ConnectionStatus link={link} onSignInAgain={onSignOut} />
       <div className="topbar-end">
-        <span className="user-chip" title={userId}>
+        <span className="user-chip" title={userId} data-testid="user-chip">
           <span className="visually-hidden">Signed in as </span>
           {shortId(userId)}
         </span>
@@ -62,16 +64,8 @@ function Bell({ count, onClick }: { count: number; onClick: () => void }) {
   );
 }
 
-const LABELS: Record<State, string> = {
-  [State.Connected]: 'Live',
-  [State.Connecting]: 'Connecting…',
-  [State.Disconnected]: 'Offline',
-  [State.Unauthorized]: 'Signed out: sign in again',
-};
-
-/** The session's state, and why it is not live when something went wrong. */
-function ConnectionStatus() {
-  const state = useConnectionState();
+/** The session's state in words; why it is not live (a technical detail) in the tooltip. */
+function ConnectionStatus({ link, onSignInAgain }: { link: Link; onSignInAgain: () => void }) {
   const client = useHeraldClient();
   const [reason, setReason] = useState<string | null>(null);
   useEffect(
@@ -82,16 +76,26 @@ function ConnectionStatus() {
     [client],
   );
   useEffect(() => {
-    if (state === State.Connected) setReason(null);
-  }, [state]);
+    if (link === 'live') setReason(null);
+  }, [link]);
   return (
-    <div className={`conn conn-${state}`} role="status" data-testid="connection" data-state={state}>
+    <div
+      className={`conn conn-${link}`}
+      role="status"
+      data-testid="connection"
+      data-state={link}
+      title={reason && link !== 'live' ? reason : undefined}
+    >
       <span className="conn-dot" aria-hidden="true" />
       <span>
         <span className="visually-hidden">Connection: </span>
-        {LABELS[state]}
+        {LINK_LABELS[link]}
       </span>
-      {reason && state !== State.Connected && <span className="conn-reason">{reason}</span>}
+      {link === 'unauthorized' && (
+        <button type="button" className="btn small" onClick={onSignInAgain}>
+          Sign in again
+        </button>
+      )}
     </div>
   );
 }

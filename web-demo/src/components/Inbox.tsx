@@ -3,17 +3,20 @@ import type { Notification } from '@herald/client';
 import { useNotifications } from '@herald/client/react';
 import { absoluteTime, relativeTime, useNow } from '../format';
 import { TypeIcon } from './TypeIcon';
+import { blocked, unreachable, type Link } from '../link';
 
-/** Small pages, so "Load more" shows up after a few events. */
-export const PAGE_SIZE = 8;
+/** Items per page: "Load more" fetches the next 20. */
+export const PAGE_SIZE = 20;
 
 type Filter = 'all' | 'unread';
 
 export function Inbox({
+  link,
   headingRef,
   unreadCount,
   afterChange,
 }: {
+  link: Link;
   headingRef: RefObject<HTMLHeadingElement | null>;
   unreadCount: number;
   afterChange: () => void;
@@ -24,6 +27,7 @@ export function Inbox({
       <InboxBody
         key={filter}
         filter={filter}
+        link={link}
         setFilter={setFilter}
         headingRef={headingRef}
         unreadCount={unreadCount}
@@ -35,12 +39,14 @@ export function Inbox({
 
 function InboxBody({
   filter,
+  link,
   setFilter,
   headingRef,
   unreadCount,
   afterChange,
 }: {
   filter: Filter;
+  link: Link;
   setFilter: (f: Filter) => void;
   headingRef: RefObject<HTMLHeadingElement | null>;
   unreadCount: number;
@@ -51,6 +57,9 @@ function InboxBody({
     unread: filter === 'unread',
   });
   const now = useNow();
+  // While the server is away the counts may be stale: say so instead of "All caught up".
+  const down = unreachable(link);
+  const refused = link === 'unauthorized';
   const listRef = useRef<HTMLOListElement>(null);
   // After a deletion, keep keyboard focus in the list: on the item that took its place, or the heading.
   const [refocus, setRefocus] = useState<number | null>(null);
@@ -86,7 +95,13 @@ function InboxBody({
           Your inbox
         </h2>
         <p className="panel-sub" data-testid="unread-summary">
-          {unreadCount === 0 ? 'All caught up' : `${unreadCount} unread`}
+          {refused
+            ? 'Signed out'
+            : down
+              ? "Can't reach the server"
+              : unreadCount === 0
+                ? 'All caught up'
+                : `${unreadCount} unread`}
         </p>
       </div>
       <div className="toolbar">
@@ -97,7 +112,7 @@ function InboxBody({
             </button>
           ))}
         </div>
-        <button type="button" className="btn small" onClick={onReadAll} disabled={unreadCount === 0}>
+        <button type="button" className="btn small" onClick={onReadAll} disabled={blocked(link) || unreadCount === 0}>
           Mark all read
         </button>
       </div>
@@ -108,7 +123,13 @@ function InboxBody({
         </p>
       )}
 
-      {items.length === 0 && !loading && (
+      {down && (
+        <p className="offline-note" data-testid="offline-note">
+          Herald is out of reach: the inbox below may be out of date. It updates itself once the connection is back.
+        </p>
+      )}
+
+      {items.length === 0 && !loading && !blocked(link) && (
         <div className="empty">
           <p>{filter === 'unread' ? 'Nothing unread.' : 'No notifications yet.'}</p>
           <p className="hint">Publish an event and it lands here, live.</p>
@@ -160,10 +181,11 @@ function Item({
         </p>
         {n.content && <p className="item-content">{n.content}</p>}
         <p className="item-meta">
-          <span className="tag">{n.type}</span>
+          {/* The event type and exchange are for developers: in a tooltip, not in every item. */}
+          <span className="tag" title={`Event ${n.event_type}${n.source ? ` from ${n.source}` : ''}`}>
+            {n.type}
+          </span>
           {n.user_id === null && <span className="tag tag-everyone">everyone</span>}
-          <code>{n.event_type}</code>
-          {n.source && <span>from {n.source}</span>}
           <time dateTime={n.created_at} title={absoluteTime(n.created_at)}>
             {relativeTime(n.created_at, now)}
           </time>

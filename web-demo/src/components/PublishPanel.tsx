@@ -1,7 +1,8 @@
-import { useEffect, useId, useMemo, useState } from 'react';
+import { useEffect, useId, useMemo, useRef, useState } from 'react';
 import { ApiError, publishEvent, randomId, type PublishResult } from '../api';
 import { CATALOG, type CatalogEntry } from '../catalog';
 import { personalize, type Personalized } from '../fixtures';
+import { blocked, type Link } from '../link';
 
 interface Sent {
   /** Unique per attempt (a resend is a new log entry). */
@@ -22,16 +23,19 @@ const STATUS_TEXT: Record<string, string> = {
 };
 
 export function PublishPanel({
+  link,
   userId,
   getToken,
   onPurged,
 }: {
+  link: Link;
   userId: string;
   getToken: () => Promise<string>;
   onPurged: () => void;
 }) {
   const [log, setLog] = useState<Sent[]>([]);
   const [busy, setBusy] = useState<string | null>(null);
+  const down = blocked(link);
 
   const send = async (entry: CatalogEntry, request: Personalized, idempotencyKey: string, resend: boolean) => {
     setBusy(entry.name);
@@ -55,7 +59,7 @@ export function PublishPanel({
   };
 
   return (
-    <section className="panel publish" aria-labelledby="publish-title">
+    <section id="publish" className="panel publish" aria-labelledby="publish-title">
       <div className="panel-head">
         <h2 id="publish-title">
           <span className="step" aria-hidden="true">
@@ -69,14 +73,23 @@ export function PublishPanel({
         </p>
       </div>
 
+      {down && (
+        <p className="offline-note" role="status" data-testid="publish-paused">
+          {link === 'unauthorized'
+            ? 'Signed out: sign in again to publish.'
+            : "Can't reach the server: publishing is paused until the connection is back."}
+        </p>
+      )}
+
       <ul className="fixtures">
         {CATALOG.map((entry) => (
           <FixtureRow
             key={entry.name}
             entry={entry}
             userId={userId}
-            busy={busy !== null}
+            busy={busy !== null || down}
             sending={busy === entry.name}
+            latest={log.find((s) => s.entry.name === entry.name)}
             onSend={(req) => void send(entry, req, randomId(), false)}
           />
         ))}
@@ -85,13 +98,13 @@ export function PublishPanel({
       <h3 className="results-title" id="results-title">
         Routing results
       </h3>
-      <ol className="results" aria-labelledby="results-title" aria-live="polite" data-testid="results">
+      <ol className="results" aria-labelledby="results-title" data-testid="results">
         {log.length === 0 && <li className="hint">Nothing published yet.</li>}
         {log.map((s) => (
           <ResultRow
             key={s.key}
             sent={s}
-            disabled={busy !== null}
+            disabled={busy !== null || down}
             onResend={() => void send(s.entry, s.request, s.idempotencyKey, true)}
           />
         ))}
@@ -105,14 +118,24 @@ function FixtureRow({
   userId,
   busy,
   sending,
+  latest,
   onSend,
 }: {
   entry: CatalogEntry;
   userId: string;
   busy: boolean;
   sending: boolean;
+  /** This fixture's last publication, shown under its button. */
+  latest: Sent | undefined;
   onSend: (req: Personalized) => void;
 }) {
+  const resultRef = useRef<HTMLParagraphElement>(null);
+  // A new result appears where the visitor is looking: right under the button, scrolled into view if needed.
+  useEffect(() => {
+    if (!latest) return;
+    const calm = window.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
+    resultRef.current?.scrollIntoView({ block: 'nearest', behavior: calm ? 'auto' : 'smooth' });
+  }, [latest]);
   const request = useMemo(() => personalize(entry.fixture, userId), [entry, userId]);
   const [confirming, setConfirming] = useState(false);
   const descId = useId();
@@ -156,7 +179,19 @@ function FixtureRow({
           <summary>Event body</summary>
           <pre>{JSON.stringify(request.body, null, 2)}</pre>
           {request.replaced.length > 0 && <p className="hint">Your id was put in: {request.replaced.join(', ')}.</p>}
+          {request.renamed.length > 0 && (
+            <p className="hint">The person's name was changed to yours: {request.renamed.join(', ')}.</p>
+          )}
         </details>
+        <p
+          ref={resultRef}
+          className={`inline-result${latest && !latest.outcome.ok ? ' inline-result-error' : ''}`}
+          role="status"
+          data-testid="inline-result"
+          hidden={!latest}
+        >
+          {latest && outcomeLine(latest)}
+        </p>
       </div>
       <div className="fixture-actions">
         <button
@@ -177,6 +212,18 @@ function FixtureRow({
       </div>
     </li>
   );
+}
+
+/** One line for a publication: what the routing did, or why it was refused. */
+export function outcomeLine({ outcome, resend }: Pick<Sent, 'outcome' | 'resend'>): string {
+  if (!outcome.ok)
+    return `Refused${outcome.status ? ` (HTTP ${outcome.status} ${outcome.code})` : ''}: ${outcome.message}`;
+  const parts = outcome.results.map((r) => {
+    const status = STATUS_TEXT[r.status] ?? r.status;
+    const ids = r.notification_ids.map((id) => `#${id}`).join(', ');
+    return ids ? `${status} → notification${r.notification_ids.length > 1 ? 's' : ''} ${ids}` : status;
+  });
+  return `${resend ? 'Sent again: ' : ''}${parts.join('; ') || 'no result'}. Details in Routing results below.`;
 }
 
 function ResultRow({ sent, disabled, onResend }: { sent: Sent; disabled: boolean; onResend: () => void }) {

@@ -1,14 +1,18 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import type { Notification } from '@herald/client';
 import { useHeraldClient } from '@herald/client/react';
+import { pausableTimeout, type Pausable } from '../pausable';
 import { TypeIcon } from './TypeIcon';
 
-const VISIBLE_MS = 8000;
+/** How long a toast stays (not counting the time it is hovered or focused). */
+export const VISIBLE_MS = 5000;
 const MAX_TOASTS = 4;
 
 /**
  * A toast for each notification pushed to this tab (live, or replayed after a reconnect), announced politely
- * to screen readers. Each stays 8 s, longer while the pointer or keyboard focus is on it.
+ * to screen readers. Each stays 5 s; the countdown pauses while the pointer or keyboard focus is on it and resumes
+ * (with the time left) when they leave. Placed bottom-left on wide screens, away from the inbox column, and at the
+ * top on phones (styles.css).
  */
 export function Toasts() {
   const client = useHeraldClient();
@@ -54,24 +58,30 @@ export function Toasts() {
 }
 
 function Toast({ n, onDismiss, onRead }: { n: Notification; onDismiss: () => void; onRead: () => void }) {
-  const [held, setHeld] = useState(false);
   const dismissRef = useRef(onDismiss);
   dismissRef.current = onDismiss;
+  const timer = useRef<Pausable | null>(null);
   useEffect(() => {
-    if (held) return;
-    const t = setTimeout(() => dismissRef.current(), VISIBLE_MS);
-    return () => clearTimeout(t);
-  }, [held]);
+    const t = pausableTimeout(() => dismissRef.current(), VISIBLE_MS);
+    timer.current = t;
+    return () => t.cancel();
+  }, []);
+  const liRef = useRef<HTMLLIElement>(null);
+  const hold = () => timer.current?.pause();
+  const release = () => timer.current?.resume();
 
   return (
     <li
+      ref={liRef}
       className="toast"
       data-testid="toast"
-      onMouseEnter={() => setHeld(true)}
-      onMouseLeave={() => setHeld(false)}
-      onFocus={() => setHeld(true)}
+      onMouseEnter={hold}
+      onMouseLeave={() => {
+        if (!(document.activeElement instanceof Node && liRef.current?.contains(document.activeElement))) release();
+      }}
+      onFocus={hold}
       onBlur={(e) => {
-        if (!e.currentTarget.contains(e.relatedTarget as Node | null)) setHeld(false);
+        if (!e.currentTarget.contains(e.relatedTarget as Node | null) && !liRef.current?.matches(':hover')) release();
       }}
     >
       <TypeIcon type={n.type} />
