@@ -15,7 +15,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
 use super::{dead_letters, topology, HEALTH};
@@ -96,10 +96,7 @@ impl Consumer {
     async fn session(&self, consuming_since: &mut Option<Instant>) -> anyhow::Result<()> {
         let s = &self.settings;
         let setup = async {
-            let props = ConnectionProperties::default().with_connection_name(s.connection_name.as_str().into());
-            let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(s.url.expose(), props))
-                .await
-                .map_err(|_| anyhow::anyhow!("connecting timed out after {CONNECT_TIMEOUT:?}"))??;
+            let conn = super::connect(s, &s.connection_name, CONNECT_TIMEOUT).await?;
             let topo = conn.create_channel().await?;
             topology::declare(&topo, s).await.map_err(|e| {
                 tracing::error!(
@@ -374,11 +371,9 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicPropert
     }
     // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
     let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
-    let deaths = match headers.inner().get(dead_letters::DEATHS) {
-        Some(AMQPValue::LongLongInt(n)) => n.saturating_add(1),
-        _ => 1,
-    };
-    headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(deaths));
+    let deaths =
+        headers.inner().get(dead_letters::DEATHS).and_then(dead_letters::integer).map_or(1, |n| n.saturating_add(1));
+    headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
     if !headers.contains_key(dead_letters::FIRST_DEATH_AT) {
         headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
     }

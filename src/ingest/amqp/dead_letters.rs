@@ -33,7 +33,7 @@ use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -273,10 +273,8 @@ async fn redrive(
 
 async fn connect(s: &AmqpSettings) -> Result<(Connection, Channel), DeadLetterError> {
     let name = format!("{} (dead letters)", s.connection_name);
-    let props = ConnectionProperties::default().with_connection_name(name.as_str().into());
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(s.url.expose(), props))
-        .await
-        .map_err(|_| DeadLetterError::Unavailable(format!("connecting timed out after {CONNECT_TIMEOUT:?}")))??;
+    let conn =
+        super::connect(s, &name, CONNECT_TIMEOUT).await.map_err(|e| DeadLetterError::Unavailable(format!("{e:#}")))?;
     let ch = conn.create_channel().await?;
     Ok((conn, ch))
 }
@@ -394,9 +392,9 @@ fn describe(d: &Delivery) -> DeadLetter {
     let herald_deaths = headers.get(DEATHS).and_then(integer).unwrap_or(u64::from(text(REASON).is_some()));
     let first = headers
         .get(FIRST_DEATH_AT)
-        .and_then(timestamp)
+        .and_then(integer)
         .into_iter()
-        .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(timestamp)))
+        .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(integer)))
         .min();
     let exchange = text(EXCHANGE)
         .or_else(|| text("x-first-death-exchange"))
@@ -451,7 +449,8 @@ fn string(v: &AMQPValue) -> Option<String> {
     }
 }
 
-fn integer(v: &AMQPValue) -> Option<u64> {
+/// An integer header of any AMQP integer type (or a timestamp), as the consumer and the listing read them.
+pub(super) fn integer(v: &AMQPValue) -> Option<u64> {
     match *v {
         AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
         AMQPValue::LongInt(n) => u64::try_from(n).ok(),
@@ -463,10 +462,6 @@ fn integer(v: &AMQPValue) -> Option<u64> {
         AMQPValue::Timestamp(n) => Some(n),
         _ => None,
     }
-}
-
-fn timestamp(v: &AMQPValue) -> Option<u64> {
-    integer(v)
 }
 
 #[cfg(test)]

@@ -56,6 +56,15 @@ pub fn spawn(
     tokio::spawn(consumer::Consumer::new(settings, pipeline, health, shutdown).run())
 }
 
+/// Connect to `s.url`, named `name` in the broker's connection list, within `timeout` (TCP, TLS, handshake).
+async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> anyhow::Result<lapin::Connection> {
+    let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
+    let conn = tokio::time::timeout(timeout, lapin::Connection::connect(s.url.expose(), props))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting timed out after {timeout:?}"))??;
+    Ok(conn)
+}
+
 /// Check an `amqp://` / `amqps://` URL the way the client will read it (config validation).
 pub fn check_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
