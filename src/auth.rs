@@ -155,6 +155,8 @@ pub struct Authenticator {
     encoding: Option<EncodingKey>,
     algorithm: Algorithm,
     validation: Validation,
+    /// With a key set: `validation` for each algorithm a key may verify, built once (not per token).
+    by_algorithm: Vec<(Algorithm, Validation)>,
     user_claim: UserClaim,
     service_keys: Vec<ServiceKey>,
 }
@@ -243,7 +245,26 @@ impl Authenticator {
                  scopes it needs"
             );
         }
-        Ok(Authenticator { keys, encoding, algorithm, validation, user_claim: s.user_claim, service_keys })
+        let by_algorithm = match keys {
+            Keys::Static(_) => Vec::new(),
+            Keys::Jwks(_) => [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]
+                .into_iter()
+                .map(|alg| {
+                    let mut v = validation.clone();
+                    v.algorithms = vec![alg];
+                    (alg, v)
+                })
+                .collect(),
+        };
+        Ok(Authenticator {
+            keys,
+            encoding,
+            algorithm,
+            validation,
+            by_algorithm,
+            user_claim: s.user_claim,
+            service_keys,
+        })
     }
 
     /// Verify a user token and return its user.
@@ -253,9 +274,10 @@ impl Authenticator {
             Keys::Static(key) => decode::<HashMap<String, Value>>(token, key, &self.validation),
             Keys::Jwks(jwks) => {
                 let key = jwks.select(token)?;
-                let mut validation = self.validation.clone();
-                validation.algorithms = vec![key.alg];
-                decode::<HashMap<String, Value>>(token, &key.decoding, &validation)
+                let Some((_, validation)) = self.by_algorithm.iter().find(|(alg, _)| *alg == key.alg) else {
+                    return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", key.alg)));
+                };
+                decode::<HashMap<String, Value>>(token, &key.decoding, validation)
             }
         };
         let data = decoded.map_err(|e| match e.kind() {

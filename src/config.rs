@@ -832,6 +832,12 @@ impl Settings {
         Settings::load(None, std::iter::empty()).expect("the shipped defaults are valid")
     }
 
+    /// Whether `origin` (as a browser sends it) is one of `allowed`: `*`, or equal ignoring ASCII case. The one
+    /// rule for the WebSocket handshake (`websocket.allowed_origins`) and CORS ([`Settings::cors_origins`]).
+    pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+        allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    }
+
     /// The origins the REST API allows (CORS): `server.cors_allowed_origins`, by default the WebSocket's.
     pub fn cors_origins(&self) -> &[String] {
         self.server.cors_allowed_origins.as_deref().unwrap_or(&self.websocket.allowed_origins)

@@ -106,11 +106,6 @@ impl Position {
     pub fn max(&self) -> i64 {
         self.targeted.max(self.broadcast)
     }
-
-    /// Is every cursor of `self` at or beyond `other`'s?
-    pub fn covers(&self, other: &Position) -> bool {
-        self.targeted >= other.targeted && self.broadcast >= other.broadcast
-    }
 }
 
 /// Frames the server sends. Tagged by `type`.

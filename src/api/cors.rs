@@ -24,8 +24,7 @@ pub fn layer(settings: &Settings) -> CorsLayer {
     } else {
         let origins = origins.to_vec();
         AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            let origin = origin.to_str().unwrap_or("");
-            origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+            Settings::origin_allowed(&origins, origin.to_str().unwrap_or(""))
         })
     };
     CorsLayer::new()

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Path};
 use crate::auth::{self, AuthError, Principal};
+use crate::config::Settings;
 use crate::protocol::{Format, Position};
 use crate::session::{self, SessionParams};
 
@@ -119,7 +120,7 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         None if s.allow_missing_origin => Ok(()),
         None => Err(ApiError::Forbidden("an Origin header is required".into())),
         Some(origin) => {
-            if s.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+            if Settings::origin_allowed(&s.allowed_origins, origin) {
                 Ok(())
             } else {
                 Err(ApiError::Forbidden(format!("origin `{origin}` is not allowed")))
