@@ -47,6 +47,9 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A key set or discovery document larger than this is refused.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long a discovered `jwks_uri` is used before the discovery document is read again (a failed key-set fetch
+/// from it also sends the next attempt back to discovery).
+pub const DISCOVERY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 const MIN_RSA_BITS: usize = 2048;
@@ -200,11 +203,12 @@ impl Jwks {
         // What the last successful fetch held, so an unchanged set is not logged again at every refresh.
         let mut kids = Vec::new();
         let mut skipped = Vec::new();
+        let mut discovered = None;
         loop {
             let attempted = Instant::now();
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => return,
-                fetched = self.fetch() => fetched,
+                fetched = self.fetch(&mut discovered) => fetched,
             };
             let next = match fetched {
                 Ok(f) => {
@@ -266,14 +270,29 @@ impl Jwks {
         }
     }
 
-    async fn fetch(&self) -> Result<Fetched, String> {
+    /// One refresh. With OIDC, the `jwks_uri` discovered earlier (`discovered`) is reused for
+    /// [`DISCOVERY_MAX_AGE`]; a key-set fetch that fails forgets it, so the next attempt discovers again.
+    async fn fetch(&self, discovered: &mut Option<(url::Url, Instant)>) -> Result<Fetched, String> {
         let client = &self.shared.client;
         let url = match &self.shared.source {
             Source::Jwks(url) => url.clone(),
-            Source::Oidc { issuer, discovery } => discover(client, issuer, discovery).await?,
+            Source::Oidc { issuer, discovery } => match discovered {
+                Some((url, at)) if at.elapsed() < DISCOVERY_MAX_AGE => url.clone(),
+                _ => {
+                    let url = discover(client, issuer, discovery).await?;
+                    *discovered = Some((url.clone(), Instant::now()));
+                    url
+                }
+            },
         };
-        let (body, max_age) = get(client, &url).await?;
-        let (keys, skipped) = parse_key_set(&body, &self.shared.allowed).map_err(|e| format!("{url}: {e}"))?;
+        let fetched = get(client, &url)
+            .await
+            .and_then(|(body, max_age)| {
+                let (keys, skipped) = parse_key_set(&body, &self.shared.allowed).map_err(|e| format!("{url}: {e}"))?;
+                Ok((keys, skipped, max_age))
+            })
+            .inspect_err(|_| *discovered = None)?;
+        let (keys, skipped, max_age) = fetched;
         Ok(Fetched { keys, skipped, max_age, url })
     }
 }

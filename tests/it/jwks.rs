@@ -31,6 +31,8 @@ struct Served {
     issuer: Option<String>,
     /// `GET /jwks` requests answered.
     hits: u64,
+    /// `GET /.well-known/openid-configuration` requests answered.
+    discoveries: u64,
 }
 
 /// A tiny identity provider: `GET /jwks` and `GET /.well-known/openid-configuration`.
@@ -41,7 +43,8 @@ struct Idp {
 
 impl Idp {
     async fn start(kids: &[&str]) -> Idp {
-        let served = Arc::new(Mutex::new(Served { jwks: Mode::Keys(set(kids)), issuer: None, hits: 0 }));
+        let served =
+            Arc::new(Mutex::new(Served { jwks: Mode::Keys(set(kids)), issuer: None, hits: 0, discoveries: 0 }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
@@ -77,7 +80,11 @@ async fn jwks(State((served, _)): State<IdpState>) -> Response {
 }
 
 async fn discovery(State((served, base)): State<IdpState>) -> axum::Json<Value> {
-    let issuer = served.lock().unwrap().issuer.clone().unwrap_or_else(|| base.clone());
+    let issuer = {
+        let mut served = served.lock().unwrap();
+        served.discoveries += 1;
+        served.issuer.clone().unwrap_or_else(|| base.clone())
+    };
     axum::Json(
         json!({ "issuer": issuer, "jwks_uri": format!("{base}/jwks"), "id_token_signing_alg_values_supported": ["RS256"] }),
     )
@@ -373,6 +380,37 @@ async fn oidc_discovery_finds_the_key_set_and_makes_the_issuer_required() {
     assert!(message(&body).contains("iss"), "{body}");
     let other = signed(Algorithm::RS256, Some("rsa-1"), "rsa-1", &claims(Some("https://evil.example")));
     assert_eq!(inbox_with(&gw, "alice", &other).await.0, 401);
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oidc_discovery_is_read_once_and_again_only_after_the_key_set_fails() {
+    let idp = Idp::start(&["rsa-1"]).await;
+    let issuer = idp.base.clone();
+    let gw = jwks_gateway(|s| s.auth.oidc_issuer = issuer.clone()).await;
+    loaded(&gw).await;
+    let signed_by = |kid: &str| {
+        let claims = json!({"sub": "alice", "exp": unix_now() + 600, "iss": issuer});
+        signed(alg_of(kid), Some(kid), kid, &claims)
+    };
+    // A rotation refreshes the key set from the jwks_uri found at start, without reading discovery again.
+    idp.serve(Mode::Keys(set(&["rsa-2"])));
+    accepted_after_refresh(&gw, "alice", &signed_by("rsa-2")).await;
+    let (hits, discoveries) = {
+        let s = idp.served.lock().unwrap();
+        (s.hits, s.discoveries)
+    };
+    assert!(hits >= 2, "the rotation fetched the key set again ({hits} fetches)");
+    assert_eq!(discoveries, 1, "discovery was read again for a key-set refresh");
+
+    // The key set fails (the provider moved it): the next attempt goes back to discovery.
+    idp.serve(Mode::Status(404));
+    assert_eq!(inbox_with(&gw, "alice", &signed_by("rsa-1")).await.0, 401, "unknown kid asks for a refresh");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while idp.served.lock().unwrap().discoveries < 2 {
+        assert!(std::time::Instant::now() < deadline, "a failed key-set fetch never led back to discovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.stop().await.unwrap();
 }
 

@@ -224,6 +224,9 @@ async fn redrive(
     let mut last_held = None;
     // Until the queue has nothing more to give: every letter taken is held, so none is taken twice.
     for _ in 0..MAX_REDRIVE {
+        if !wanted.is_empty() && found.len() == wanted.len() {
+            break; // every letter asked for was taken: the rest of the queue stays untouched
+        }
         let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
         let d = m.delivery;
         let letter = describe(&d);
