@@ -45,6 +45,17 @@ pub struct Notification {
     #[serde(serialize_with = "opt_ts")]
     #[schema(required = true)]
     pub read_at: Option<DateTime<Utc>>,
+    /// When the user first saw it (`seen_all`: the bell was opened; reading implies seeing); `null` while unseen.
+    #[serde(serialize_with = "opt_ts", default)]
+    #[schema(required = true)]
+    pub seen_at: Option<DateTime<Utc>>,
+    /// `null` unless archived: archived notifications are left out of lists (unless `archived=true`) and counts.
+    #[serde(serialize_with = "opt_ts", default)]
+    #[schema(required = true)]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Its type was muted by the user's preferences when it was stored: listed, never pushed live, not counted.
+    #[serde(default)]
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -175,6 +186,30 @@ pub enum ServerFrame<'a> {
     },
     Deleted {
         ids: &'a [i64],
+    },
+    /// Notifications were marked unread again (`read_at` is `null` now).
+    Unread {
+        ids: &'a [i64],
+    },
+    /// Notifications were archived: drop them from the lists that leave archived ones out.
+    Archived {
+        ids: &'a [i64],
+    },
+    /// Archived notifications were restored to the inbox.
+    Unarchived {
+        ids: &'a [i64],
+    },
+    /// Everything up to and including `up_to` was seen (the bell was opened).
+    SeenAll {
+        up_to: i64,
+        #[serde(serialize_with = "ts")]
+        seen_at: DateTime<Utc>,
+    },
+    /// The user's unread and unseen counts (archived and muted notifications excluded). Sent after `ready`, after
+    /// `replayed`, and whenever they change.
+    Counts {
+        unread: u64,
+        unseen: u64,
     },
     /// This user's inbox was erased (GDPR): drop everything shown.
     Purged,
@@ -328,6 +363,42 @@ pub struct InboxPage {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UnreadCount {
     pub unread_count: u64,
+}
+
+/// A user's counts, kept as counters (read by key): archived and muted notifications are in neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Counts {
+    /// Unread notifications, broadcasts included.
+    pub unread: u64,
+    /// Notifications not seen yet (not since the last `seen_all`, not read).
+    pub unseen: u64,
+}
+
+/// Whether notifications of one type reach the user live and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeSetting {
+    /// Pushed live and counted (the default unless `preferences.muted_by_default` names the type).
+    On,
+    /// Stored and listed (`"muted": true`), never pushed live, not counted.
+    Muted,
+}
+
+/// A user's notification preferences: one setting per notification `type`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Preferences {
+    /// What the user set, by notification type.
+    pub types: std::collections::BTreeMap<String, TypeSetting>,
+    /// The configured defaults (`preferences.muted_by_default`), for types the user did not set.
+    #[serde(default)]
+    pub defaults: std::collections::BTreeMap<String, TypeSetting>,
+}
+
+/// The body of `PUT …/preferences`: replaces the user's settings.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesUpdate {
+    pub types: std::collections::BTreeMap<String, TypeSetting>,
 }
 
 /// Timestamps on the wire: RFC 3339, UTC, millisecond precision, `Z` suffix.
