@@ -55,6 +55,7 @@ pub struct Notification {
     pub archived_at: Option<DateTime<Utc>>,
     /// Its type was muted by the user's preferences when it was stored: listed, never pushed live, not counted.
     #[serde(default)]
+    #[schema(required = true)]
     pub muted: bool,
 }
 
@@ -496,6 +497,11 @@ mod tests {
             (ServerFrame::Read { ids: &[42], read_at }, "frame-read.json"),
             (ServerFrame::ReadAll { up_to: 43, read_at }, "frame-read-all.json"),
             (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
+            (ServerFrame::Unread { ids: &[42] }, "frame-unread.json"),
+            (ServerFrame::Archived { ids: &[42] }, "frame-archived.json"),
+            (ServerFrame::Unarchived { ids: &[42] }, "frame-unarchived.json"),
+            (ServerFrame::SeenAll { up_to: 43, seen_at: read_at }, "frame-seen-all.json"),
+            (ServerFrame::Counts { unread: 3, unseen: 1 }, "frame-counts.json"),
             (ServerFrame::Purged, "frame-purged.json"),
             (
                 ServerFrame::Event {
@@ -550,6 +556,31 @@ mod tests {
         assert_eq!(serde_json::to_value(&page).unwrap(), golden("inbox-page.json"));
         let c: UnreadCount = serde_json::from_value(golden("unread-count.json")).unwrap();
         assert_eq!(c.unread_count, 1);
+    }
+
+    #[test]
+    fn counts_and_preferences_round_trip_their_golden_files() {
+        let c: Counts = serde_json::from_value(golden("counts.json")).unwrap();
+        assert_eq!(c, Counts { unread: 3, unseen: 1 });
+        assert_eq!(serde_json::to_value(c).unwrap(), golden("counts.json"));
+        let p: Preferences = serde_json::from_value(golden("preferences.json")).unwrap();
+        assert_eq!(p.types["digest"], TypeSetting::Muted);
+        assert_eq!(p.types["stage"], TypeSetting::On);
+        assert_eq!(serde_json::to_value(&p).unwrap(), golden("preferences.json"));
+        let update: PreferencesUpdate = serde_json::from_value(serde_json::json!({"types": {"a": "on"}})).unwrap();
+        assert_eq!(update.types["a"], TypeSetting::On);
+        assert!(serde_json::from_value::<PreferencesUpdate>(serde_json::json!({"types": {"a": "off"}})).is_err());
+    }
+
+    #[test]
+    fn a_notification_carries_its_seen_archived_and_muted_state() {
+        let n = sample();
+        assert_eq!(n.seen_at.map(|t| format_ts(&t)).as_deref(), Some("2026-01-10T08:20:00.000Z"));
+        assert!(n.archived_at.is_none() && !n.muted);
+        let v = serde_json::to_value(&n).unwrap();
+        for field in ["read_at", "seen_at", "archived_at", "muted"] {
+            assert!(v.as_object().unwrap().contains_key(field), "{field} is always present");
+        }
     }
 
     #[test]

@@ -1446,6 +1446,58 @@ mod tests {
         db.drop_schema().await;
     }
 
+    /// A database the release before inbox states wrote (three migrations), as in the SQLite test: after the
+    /// upgrade the counters equal a count over the rows, and new writes keep them equal.
+    #[tokio::test]
+    async fn a_database_from_before_inbox_states_migrates_with_counters_that_match_its_rows() {
+        let Some(db) = TestDb::create("a_database_from_before_inbox_states_migrates").await else { return };
+        {
+            let old = PgPoolOptions::new().max_connections(1).connect_with(db.options.clone()).await.unwrap();
+            let mut first = migrator();
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..3].to_vec());
+            first.run(&old).await.unwrap();
+            let mut ids = Vec::new();
+            for (user, read) in
+                [(None, false), (Some("alice"), true), (Some("alice"), false), (None, false), (Some("bob"), false)]
+                    .into_iter()
+                    .chain([(None, false), (None, false)])
+            {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, data, body,
+                         created_at, read_at) VALUES ('e', $1, 'k', 't', 'c', 'et', 'null', 'null', now(),
+                         CASE WHEN $2 THEN now() END) RETURNING id",
+                )
+                .bind(user)
+                .bind(read)
+                .fetch_one(&old)
+                .await
+                .unwrap();
+                ids.push(id);
+            }
+            let (b1, b2, b3, b4) = (ids[0], ids[3], ids[5], ids[6]);
+            for sql in [
+                format!("INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ('bob', {b2}, now())"),
+                format!("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('bob', {b3}, now())"),
+                format!("INSERT INTO broadcast_state (user_id, notification_id, deleted) VALUES ('bob', {b4}, TRUE)"),
+                format!("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', {b1}, now())"),
+            ] {
+                sqlx::query(AssertSqlSafe(sql)).execute(&old).await.unwrap();
+            }
+            old.close().await;
+        }
+        let store = db.open(None).await;
+        for (user, n) in [("alice", 4), ("bob", 1), ("carol", 4)] {
+            assert_eq!(store.counts(user).await.unwrap(), Counts { unread: n, unseen: n }, "{user} after the upgrade");
+        }
+        store.apply(vec![Write::Notify(draft("after", Recipients::Everyone))]).await.unwrap();
+        store.mark_all_read("alice").await.unwrap();
+        assert_eq!(store.counts("alice").await.unwrap(), Counts::default());
+        assert_eq!(store.counts("bob").await.unwrap(), Counts { unread: 2, unseen: 2 });
+        assert_eq!(store.counts("carol").await.unwrap(), Counts { unread: 5, unseen: 5 });
+        store.close().await;
+        db.drop_schema().await;
+    }
+
     /// Records the ids the commit listener is told about, in the order it is told.
     #[derive(Default)]
     struct Recorder(Mutex<Vec<i64>>);
