@@ -701,13 +701,8 @@ async fn upsert_deltas(c: &mut PgConnection, tally: &mut Tally) -> sqlx::Result<
     let deltas = std::mem::take(&mut tally.deltas);
     let users: Vec<String> = deltas.keys().cloned().collect();
     let column = |f: fn(&Counters) -> i64| -> Vec<i64> { users.iter().map(|u| f(&deltas[u])).collect() };
-    let cols = (
-        users.clone(),
-        column(|d| d.unread),
-        column(|d| d.unseen),
-        column(|d| d.unread_adj),
-        column(|d| d.unseen_adj),
-    );
+    let cols =
+        (users.clone(), column(|d| d.unread), column(|d| d.unseen), column(|d| d.unread_adj), column(|d| d.unseen_adj));
     let rows = sqlx::query(
         "INSERT INTO inbox_counts AS c (user_id, unread, unseen, unread_adj, unseen_adj)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
