@@ -138,15 +138,52 @@ struct Session<'a> {
     deferred: Option<Option<ResyncReason>>,
     last_heard: Instant,
     bad_messages: u32,
-    /// The counts this session last sent, the newest broadcast id they include, and the broadcasts it delivered
-    /// lately (to correct absolute counts that left out a broadcast already counted here).
-    counts: Option<Counts>,
-    counts_broadcast: i64,
-    recent_broadcasts: std::collections::VecDeque<i64>,
+    /// The counts this session last sent, and how it keeps them.
+    badge: Badge,
 }
 
 /// Broadcast ids a session remembers to correct absolute counts computed before them.
 const RECENT_BROADCASTS: usize = 64;
+
+/// How a session keeps its counts between absolute ones: the newest broadcast id the counts include, and the
+/// broadcasts it delivered lately (to correct absolute counts that left out a broadcast already counted here,
+/// which happens when a commit's counts and a broadcast cross on different Redis channels).
+#[derive(Default)]
+struct Badge {
+    counts: Option<Counts>,
+    broadcast_up_to: i64,
+    recent: std::collections::VecDeque<i64>,
+}
+
+impl Badge {
+    /// Counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
+    /// delivered here above it are added back; later ones at or below it will not be added again.
+    fn absolute(&mut self, counts: Counts, broadcast_up_to: i64) -> Counts {
+        let missing = self.recent.iter().filter(|&&id| id > broadcast_up_to).count() as u64;
+        let counts = Counts { unread: counts.unread + missing, unseen: counts.unseen + missing };
+        self.counts = Some(counts);
+        self.broadcast_up_to = self.broadcast_up_to.max(broadcast_up_to);
+        counts
+    }
+
+    /// A broadcast went out: one more unread and unseen, unless the counts include it already (or there are no
+    /// counts yet). Returns whether they changed.
+    fn broadcast(&mut self, id: i64) -> bool {
+        if self.recent.len() == RECENT_BROADCASTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
+        match &mut self.counts {
+            Some(c) if id > self.broadcast_up_to => {
+                c.unread += 1;
+                c.unseen += 1;
+                self.broadcast_up_to = id;
+                true
+            }
+            _ => false,
+        }
+    }
+}
 
 impl<'a> Session<'a> {
     fn new(socket: WebSocket, deps: &'a SessionDeps, p: SessionParams) -> Self {
@@ -165,9 +202,7 @@ impl<'a> Session<'a> {
             deferred: None,
             last_heard: Instant::now(),
             bad_messages: 0,
-            counts: None,
-            counts_broadcast: 0,
-            recent_broadcasts: std::collections::VecDeque::new(),
+            badge: Badge::default(),
         }
     }
 
@@ -211,7 +246,7 @@ impl<'a> Session<'a> {
                             self.on_latest(latest, counts, floor, &session_id).await
                         }
                         Ok(Loaded::Counts(at, counts, announced)) => {
-                            let before = self.counts;
+                            let before = self.badge.counts;
                             let now = self.absolute_counts(counts, at.broadcast);
                             if announced || before != Some(now) {
                                 self.send_counts().await
@@ -333,33 +368,17 @@ impl<'a> Session<'a> {
     /// Take counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
     /// this session delivered above it are added back, later ones at or below it are not added again.
     fn absolute_counts(&mut self, counts: Counts, broadcast_up_to: i64) -> Counts {
-        let missing = self.recent_broadcasts.iter().filter(|&&id| id > broadcast_up_to).count() as u64;
-        let counts = Counts { unread: counts.unread + missing, unseen: counts.unseen + missing };
-        self.counts = Some(counts);
-        self.counts_broadcast = self.counts_broadcast.max(broadcast_up_to);
-        counts
+        self.badge.absolute(counts, broadcast_up_to)
     }
 
     /// A broadcast went out on this socket: one more unread and unseen, unless the counts include it already.
     /// Returns whether the counts changed.
     fn broadcast_delivered(&mut self, id: i64) -> bool {
-        if self.recent_broadcasts.len() == RECENT_BROADCASTS {
-            self.recent_broadcasts.pop_front();
-        }
-        self.recent_broadcasts.push_back(id);
-        match &mut self.counts {
-            Some(c) if id > self.counts_broadcast => {
-                c.unread += 1;
-                c.unseen += 1;
-                self.counts_broadcast = id;
-                true
-            }
-            _ => false,
-        }
+        self.badge.broadcast(id)
     }
 
     fn counts_frame(&self) -> Option<Utf8Bytes> {
-        self.counts.map(|c| ServerFrame::Counts { unread: c.unread, unseen: c.unseen }.encode())
+        self.badge.counts.map(|c| ServerFrame::Counts { unread: c.unread, unseen: c.unseen }.encode())
     }
 
     async fn send_counts(&mut self) -> Result<(), Ended> {
@@ -721,4 +740,51 @@ fn is_too_big(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn c(unread: u64, unseen: u64) -> Counts {
+        Counts { unread, unseen }
+    }
+
+    #[test]
+    fn a_broadcast_adds_one_to_the_counts_unless_they_include_it() {
+        let mut b = Badge::default();
+        assert!(!b.broadcast(3), "no counts yet: nothing to add to");
+        assert_eq!(b.absolute(c(2, 1), 5), c(2, 1), "the opening snapshot, taken after broadcast 3 and 5");
+        assert!(!b.broadcast(5), "included in the snapshot");
+        assert!(b.broadcast(7));
+        assert_eq!(b.counts, Some(c(3, 2)));
+        assert!(b.broadcast(9));
+        assert_eq!(b.counts, Some(c(4, 3)));
+    }
+
+    #[test]
+    fn absolute_counts_from_before_a_delivered_broadcast_add_it_back_and_later_ones_are_not_counted_twice() {
+        let mut b = Badge::default();
+        b.absolute(c(0, 0), 10);
+        assert!(b.broadcast(12), "+1 in memory");
+        // A commit's counts that left broadcast 12 out (they crossed it on Redis): 12 is added back.
+        assert_eq!(b.absolute(c(1, 1), 10), c(2, 2));
+        // Counts that include broadcast 14, which this session has not delivered yet: no +1 when it comes.
+        assert_eq!(b.absolute(c(3, 3), 14), c(3, 3));
+        assert!(!b.broadcast(14));
+        assert_eq!(b.counts, Some(c(3, 3)));
+        assert!(b.broadcast(15));
+        assert_eq!(b.counts, Some(c(4, 4)));
+    }
+
+    #[test]
+    fn the_session_remembers_a_bounded_number_of_broadcasts() {
+        let mut b = Badge::default();
+        b.absolute(c(0, 0), 0);
+        for id in 1..=1000 {
+            b.broadcast(id);
+        }
+        assert_eq!(b.recent.len(), RECENT_BROADCASTS);
+        assert_eq!(b.counts, Some(c(1000, 1000)));
+    }
 }
