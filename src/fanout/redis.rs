@@ -534,4 +534,21 @@ mod tests {
         ));
         assert!(decode(&names, "node-b", "herald:u:x", b"garbage").is_none());
     }
+
+    #[test]
+    fn counts_cross_nodes_on_the_users_channel() {
+        let names = Names::new("herald");
+        let counts = crate::protocol::Counts { unread: 12, unseen: 3 };
+        let m = Message::Counts { user: Arc::from("u|1"), counts, broadcast_up_to: 99 };
+        let (channel, payload) = encode(&names, "node-a", &m);
+        assert_eq!(channel, "herald:u:u|1");
+        assert!(decode(&names, "node-a", &channel, &payload).is_none(), "a node ignores its own messages");
+        match decode(&names, "node-b", &channel, &payload).unwrap() {
+            Message::Counts { user, counts: got, broadcast_up_to } => {
+                assert_eq!((&*user, got, broadcast_up_to), ("u|1", counts, 99));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode(&names, "node-b", "herald:all", &payload).is_none(), "counts are always for one user");
+    }
 }
