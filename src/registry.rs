@@ -193,6 +193,14 @@ impl Outbox {
         if s.closing.is_some() {
             return Push::Closed;
         }
+        if out.counts.is_some() {
+            // Counts are absolute: a newer one replaces a queued older one (and goes to the end, after the
+            // frames it counts), so a session never queues more than one.
+            if let Some(i) = s.frames.iter().position(|f| f.counts.is_some()) {
+                let old = s.frames.remove(i).expect("found above");
+                s.bytes -= old.frame.len();
+            }
+        }
         if s.frames.len() >= self.bounds.frames || s.bytes + out.frame.len() > self.bounds.bytes {
             // Notifications dropped here are in the inbox: the resync replay (or the client's resume) brings them
             // back. Read-state frames are not replayed; the announced resync (or the reconnect) tells the client
@@ -528,6 +536,25 @@ mod tests {
         assert_eq!(reg.send_to_all(&out(2)), 1);
         drop(c);
         assert_eq!(reg.counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_queued_counts_frame_is_replaced_by_a_newer_one_at_the_end_of_the_queue() {
+        let reg = Registry::new();
+        let r = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
+        let counts = |n: u64| {
+            let mut o = Outgoing::new(None, Utf8Bytes::from(format!("counts {n}")), None);
+            o.counts = Some((Counts { unread: n, unseen: n }, 0));
+            o
+        };
+        reg.send_to_user("u", &out(1), None);
+        reg.send_to_user("u", &counts(1), None);
+        reg.send_to_user("u", &out(2), None);
+        reg.send_to_user("u", &counts(2), None);
+        let mut buf = Vec::new();
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        let frames: Vec<&str> = buf.iter().map(|o| o.frame.as_str()).collect();
+        assert_eq!(frames, ["{}", "{}", "counts 2"], "one counts frame, the newest, after the frames it counts");
     }
 
     #[tokio::test]
