@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
-use crate::protocol::{event_format, Chain, Format};
+use crate::protocol::{event_format, Chain, Counts, Format};
 
 /// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl CloseReason {
 
 impl Outgoing {
     pub fn new(link: Option<Link>, frame: Utf8Bytes, ingested_at: Option<Instant>) -> Self {
-        Outgoing { link, frame, shaped: Arc::default(), ingested_at }
+        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None }
     }
 
     /// The bytes a session in `format` sends.
@@ -111,6 +111,9 @@ pub struct Outgoing {
     pub shaped: Arc<OnceLock<Option<Utf8Bytes>>>,
     /// When the event entered Herald, for the delivery-latency histogram.
     pub ingested_at: Option<Instant>,
+    /// A `counts` frame's values and the newest broadcast id they include: the session remembers them to
+    /// derive later broadcasts' counts in memory.
+    pub counts: Option<(Counts, i64)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -189,6 +192,14 @@ impl Outbox {
         let mut s = self.state.lock().expect("outbox poisoned");
         if s.closing.is_some() {
             return Push::Closed;
+        }
+        if out.counts.is_some() {
+            // Counts are absolute: a newer one replaces a queued older one (and goes to the end, after the
+            // frames it counts), so a session never queues more than one.
+            if let Some(i) = s.frames.iter().position(|f| f.counts.is_some()) {
+                let old = s.frames.remove(i).expect("found above");
+                s.bytes -= old.frame.len();
+            }
         }
         if s.frames.len() >= self.bounds.frames || s.bytes + out.frame.len() > self.bounds.bytes {
             // Notifications dropped here are in the inbox: the resync replay (or the client's resume) brings them
@@ -525,6 +536,25 @@ mod tests {
         assert_eq!(reg.send_to_all(&out(2)), 1);
         drop(c);
         assert_eq!(reg.counts(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_queued_counts_frame_is_replaced_by_a_newer_one_at_the_end_of_the_queue() {
+        let reg = Registry::new();
+        let r = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
+        let counts = |n: u64| {
+            let mut o = Outgoing::new(None, Utf8Bytes::from(format!("counts {n}")), None);
+            o.counts = Some((Counts { unread: n, unseen: n }, 0));
+            o
+        };
+        reg.send_to_user("u", &out(1), None);
+        reg.send_to_user("u", &counts(1), None);
+        reg.send_to_user("u", &out(2), None);
+        reg.send_to_user("u", &counts(2), None);
+        let mut buf = Vec::new();
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        let frames: Vec<&str> = buf.iter().map(|o| o.frame.as_str()).collect();
+        assert_eq!(frames, ["{}", "{}", "counts 2"], "one counts frame, the newest, after the frames it counts");
     }
 
     #[tokio::test]

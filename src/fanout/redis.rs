@@ -142,8 +142,9 @@ impl RedisTransport {
     }
 }
 
-/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame) or
-/// `e` (a live-only event) or `l` (lost: resync everything; on the broadcast channel).
+/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame),
+/// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, no frame), `e` (a
+/// live-only event) or `l` (lost: resync everything; on the broadcast channel).
 fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
@@ -156,6 +157,9 @@ fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
         Message::Live { user, frame } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
             (channel, format!("v1|{node}|e|0|0|0|"), frame.as_str())
+        }
+        Message::Counts { user, counts, broadcast_up_to } => {
+            (names.user(user), format!("v1|{node}|c|{}|{}|{broadcast_up_to}|", counts.unread, counts.unseen), "")
         }
         Message::Lost => (names.all.clone(), format!("v1|{node}|l|0|0|0|"), ""),
     };
@@ -190,6 +194,11 @@ fn decode(names: &Names, node: &str, channel: &str, payload: &[u8]) -> Option<Me
             Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip) })
         }
         "e" => Some(Message::Live { user, frame }),
+        "c" => Some(Message::Counts {
+            user: user?,
+            counts: crate::protocol::Counts { unread: id.parse().ok()?, unseen: prev.parse().ok()? },
+            broadcast_up_to: skip.parse().ok()?,
+        }),
         "l" => Some(Message::Lost),
         _ => None,
     }
@@ -524,5 +533,22 @@ mod tests {
             Some(Message::UserFrame { skip_session: None, .. })
         ));
         assert!(decode(&names, "node-b", "herald:u:x", b"garbage").is_none());
+    }
+
+    #[test]
+    fn counts_cross_nodes_on_the_users_channel() {
+        let names = Names::new("herald");
+        let counts = crate::protocol::Counts { unread: 12, unseen: 3 };
+        let m = Message::Counts { user: Arc::from("u|1"), counts, broadcast_up_to: 99 };
+        let (channel, payload) = encode(&names, "node-a", &m);
+        assert_eq!(channel, "herald:u:u|1");
+        assert!(decode(&names, "node-a", &channel, &payload).is_none(), "a node ignores its own messages");
+        match decode(&names, "node-b", &channel, &payload).unwrap() {
+            Message::Counts { user, counts: got, broadcast_up_to } => {
+                assert_eq!((&*user, got, broadcast_up_to), ("u|1", counts, 99));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(decode(&names, "node-b", "herald:all", &payload).is_none(), "counts are always for one user");
     }
 }

@@ -186,6 +186,28 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     assert_eq!(conforms(&doc, "post", &format!("{inbox}/{{id}}/read"), resp).await["error"], "bad_path");
     let resp = gw.post("/api/v1/users/42/notifications/read_all", &user).send().await.unwrap();
     conforms(&doc, "post", &format!("{inbox}/read_all"), resp).await;
+    // Inbox states, counts and preferences.
+    let resp = gw.get("/api/v1/users/42/notifications/counts", &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", &format!("{inbox}/counts"), resp).await, json!({"unread": 0, "unseen": 0}));
+    let resp = gw.post("/api/v1/users/42/notifications/seen_all", &user).send().await.unwrap();
+    assert!(conforms(&doc, "post", &format!("{inbox}/seen_all"), resp).await["seen_at"].is_string());
+    for action in ["unread", "archive", "unarchive"] {
+        let path = format!("{inbox}/{{id}}/{action}");
+        let resp = gw.post(&format!("/api/v1/users/42/notifications/{id}/{action}"), &user).send().await.unwrap();
+        assert_eq!(conforms(&doc, "post", &path, resp).await["id"], id, "{action}");
+        let resp = gw.post(&format!("/api/v1/users/42/notifications/999999/{action}"), &user).send().await.unwrap();
+        assert_eq!(conforms(&doc, "post", &path, resp).await["error"], "not_found", "{action}");
+    }
+    let resp = gw.get("/api/v1/users/42/notifications?archived=true&type=x&related_type=y&related_id=z", &user);
+    conforms(&doc, "get", inbox, resp.send().await.unwrap()).await;
+    let prefs = "/api/v1/users/{user_id}/preferences";
+    let put = |body: Value| gw.raw().put(gw.url("/api/v1/users/42/preferences")).bearer_auth(&user).json(&body);
+    let resp = put(json!({"types": {"digest": "muted"}})).send().await.unwrap();
+    assert_eq!(conforms(&doc, "put", prefs, resp).await["types"]["digest"], "muted");
+    let resp = put(json!({"types": {"digest": "loud"}})).send().await.unwrap();
+    assert_eq!(conforms(&doc, "put", prefs, resp).await["error"], "bad_request");
+    let resp = gw.get("/api/v1/users/42/preferences", &user).send().await.unwrap();
+    conforms(&doc, "get", prefs, resp).await;
     let resp = gw.delete(&format!("/api/v1/users/42/notifications/{id}"), &user).send().await.unwrap();
     conforms(&doc, "delete", &format!("{inbox}/{{id}}"), resp).await;
     let resp = gw.delete(&format!("/api/v1/users/42/notifications/{id}"), &user).send().await.unwrap();
@@ -235,7 +257,8 @@ fn the_openapi_conformance_check_refuses_an_undocumented_key_a_missing_one_and_a
     assert!(check(&doc, &count, &json!({"unread_count": "3"}), "body").is_err());
     let page = json!({"$ref": "#/components/schemas/InboxPage"});
     let item = json!({"id": 1, "prev_id": 0, "user_id": null, "type": "t", "title": "", "content": "", "event_type": "e",
-        "source": null, "related_object": {"type": "stage", "id": "9"}, "data": {"any": [1]}, "created_at": "x", "read_at": null});
+        "source": null, "related_object": {"type": "stage", "id": "9"}, "data": {"any": [1]}, "created_at": "x", "read_at": null,
+        "seen_at": null, "archived_at": null, "muted": false});
     assert!(check(&doc, &page, &json!({"items": [item], "next_before": null, "has_more": false}), "body").is_ok());
     let mut stray = item.clone();
     stray["related_object"]["extra"] = json!(1);
