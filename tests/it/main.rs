@@ -23,3 +23,4 @@ mod seeds;
 mod service_keys;
 mod sessions;
 mod store_failures;
+mod trace;
