@@ -277,7 +277,7 @@ async fn check_retention(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
     let cutoff = now - chrono::Duration::days(7);
     let pruned = herald::trace::prune(store.as_ref(), cutoff, 2).await.unwrap();
     assert!(pruned >= 5, "the 5 old steps went, 2 at a time (other tests' rows may go too): {pruned}");
-    let left = store.by_traces(&[trace_id.clone()], 100).await.unwrap();
+    let left = store.by_traces(std::slice::from_ref(&trace_id), 100).await.unwrap();
     let ids: Vec<i64> = left.iter().filter_map(|s| s.notification_id).collect();
     assert_eq!(ids, [5, 6, 7], "young steps stay");
     assert_eq!(herald::trace::prune(store.as_ref(), cutoff, 2).await.unwrap(), 0, "nothing more to prune");
