@@ -853,30 +853,47 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
     Some(t)
 }
 
-/// Open the trace's store as `[trace]` and `store.url` say, start its writer and its retention; a disabled
-/// tracer when `trace.enabled = false`.
-pub async fn open(settings: &Settings, node: &str, shutdown: &CancellationToken) -> Result<Tracer, TraceError> {
+/// A recorder whose store is not open yet: the stages get it first (the inbox's commit listener needs it before
+/// the inbox opens); [`open`] then opens the store and starts writing what queued meanwhile.
+pub struct Pending {
+    recorder: Recorder,
+    rx: Option<mpsc::Receiver<Command>>,
+}
+
+impl Pending {
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+}
+
+/// This node's recorder as `[trace]` says (one that records nothing when `trace.enabled = false`).
+pub fn recorder(settings: &Settings, node: &str) -> Pending {
     let t = &settings.trace;
     if !t.enabled {
-        return Ok(Tracer::disabled(t.retention_days));
+        return Pending { recorder: Recorder::default(), rx: None };
     }
-    let store: Arc<dyn TraceStore> = match settings.store_location() {
-        StoreLocation::Sqlite(inbox) => {
-            let path =
-                if t.sqlite_path.as_os_str().is_empty() { sqlite::beside(&inbox) } else { t.sqlite_path.clone() };
-            Arc::new(sqlite::SqliteTrace::open(&path)?)
-        }
-        StoreLocation::Postgres(url) => Arc::new(postgres::PostgresTrace::open(&url).await?),
+    let (recorder, rx) = Recorder::new(Arc::from(node), t.buffer, t.sample_rate);
+    Pending { recorder, rx: Some(rx) }
+}
+
+/// Open the trace's store as `[trace]` and `store.url` say, start its writer and its retention; a disabled
+/// tracer when `trace.enabled = false`.
+pub async fn open(settings: &Settings, pending: Pending, shutdown: &CancellationToken) -> Result<Tracer, TraceError> {
+    let t = &settings.trace;
+    let Pending { recorder, rx: Some(rx) } = pending else {
+        return Ok(Tracer::disabled(t.retention_days));
     };
-    let tracer = Tracer::with_store(store.clone(), node, t.buffer, t.sample_rate, t.retention_days);
+    let store = open_store(settings).await?;
+    let counters = Arc::downgrade(recorder.inner.as_ref().expect("enabled"));
+    tokio::spawn(write_loop(store.clone(), rx, counters));
     tokio::spawn(prune_loop(
-        store,
+        store.clone(),
         chrono::Duration::days(i64::from(t.retention_days)),
         Duration::from_secs(settings.store.prune_interval_secs),
         settings.store.prune_batch,
         shutdown.clone(),
     ));
-    Ok(tracer)
+    Ok(Tracer { recorder, store: Some(store), retention_days: t.retention_days })
 }
 
 /// Open only the store (tests: retention with a given `now`, or a backend's queries).
