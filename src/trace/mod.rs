@@ -389,10 +389,11 @@ impl Recorder {
         self.delivery(id, user, d.sessions > 0, d.written, d.reason());
     }
 
-    /// Notification `id` was stored muted for `user`: not pushed live (the preferences of issue 17). The hook
-    /// the commit listener calls for a muted notification instead of delivering it.
-    pub fn muted(&self, id: i64, user: &str) {
-        self.delivery(id, Some(user), false, 0, Some("muted"));
+    /// Notification `id` was stored muted for `user` (their preferences, or `preferences.muted_by_default`): the
+    /// commit listener records it on this node instead of delivering it; `online`: whether `user` had a
+    /// session here all the same.
+    pub fn muted(&self, id: i64, user: &str, online: bool) {
+        self.delivery(id, Some(user), online, 0, Some("muted"));
     }
 
     fn delivery(&self, id: i64, user: Option<&str>, online: bool, written: usize, reason: Option<&'static str>) {
