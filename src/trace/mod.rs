@@ -8,7 +8,8 @@
 //! outcome) and one `stored` step per notification; every node that hands a notification's frame to sessions —
 //! the committing node, and every node the transport (Redis) carried it to — writes a `delivered` step naming
 //! itself, keyed by the notification id (which travels between nodes already), so a delivery is recorded by
-//! the node that wrote the frame; reads are `read` / `read_all` steps. Steps link by trace id (one per
+//! the node that wrote the frame; a muted notification, which is never published, gets its `delivered` step
+//! (reason `muted`) from the commit listener; reads are `read` / `read_all` / `seen_all` steps. Steps link by trace id (one per
 //! reception: a re-posted event gets a second trace), event id and notification id.
 //!
 //! Recording never stalls the hot path and never calls the store there: every stage calls the [`Recorder`],
