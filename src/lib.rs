@@ -14,7 +14,7 @@
 //! - [`protocol`]: the client wire format.
 //!
 //! Beside them: [`api`] (axum routes), [`accept`] (the accept loop and its connection bounds), [`auth`],
-//! [`config`], [`telemetry`], [`shutdown`].
+//! [`config`], [`telemetry`], [`trace`] (each event's path, recorded by every stage), [`shutdown`].
 //! `ARCHITECTURE.md` maps it with its invariants.
 
 pub mod accept;
@@ -32,6 +32,7 @@ pub mod rules;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,22 +110,32 @@ pub async fn start_with(
     let registry = Registry::new();
     let health = Health::default();
     auth.start_key_refresh(&health, &shutdown);
+    let pending_trace = trace::recorder(&settings, &settings.cluster.node_name());
+    let recorder = pending_trace.recorder().clone();
     let fanout = if settings.cluster.enabled() {
-        let transport = fanout::redis::start(&settings.cluster, registry.clone(), health.clone(), shutdown.clone())
-            .map_err(anyhow::Error::msg)?;
+        let transport = fanout::redis::start(
+            &settings.cluster,
+            registry.clone(),
+            health.clone(),
+            recorder.clone(),
+            shutdown.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         registry.set_presence_hook(transport.clone());
         Fanout::with_transport(registry.clone(), transport)
     } else {
         Fanout::local(registry.clone())
-    };
+    }
+    .traced(recorder.clone());
     let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
         .await
         .context("opening the inbox")?;
+    let tracer = trace::open(&settings, pending_trace, &shutdown).await.context("opening the trace")?;
     let store = match hooks.wrap_store {
         Some(wrap) => wrap(store),
         None => store,
     };
-    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone());
+    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone()).traced(recorder);
     let amqp = settings
         .amqp
         .enabled
@@ -149,6 +160,7 @@ pub async fn start_with(
         metrics,
         health,
         dead_letters: ingest::amqp::DeadLetters::new(&settings.amqp),
+        trace: tracer,
         tracker: tracker.clone(),
     });
     tracing::info!(

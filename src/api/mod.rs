@@ -15,6 +15,7 @@ mod http_metrics;
 mod inbox;
 pub mod openapi;
 mod ops;
+mod trace;
 mod ws;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub health: Health,
     /// The AMQP dead-letter queue, for the admin endpoints (none when AMQP ingest is off).
     pub dead_letters: DeadLetters,
+    /// The per-event trace: its recorder (read state changes) and its store (the trace endpoints).
+    pub trace: crate::trace::Tracer,
     /// Session tasks, so shutdown can wait for them (upgraded sockets are detached from the HTTP server).
     pub tracker: TaskTracker,
 }
@@ -127,6 +130,9 @@ fn routes(settings: &Settings) -> Routes {
         .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
         .route("/api/v1/admin/dead-letters", get(admin::list_dead_letters))
         .route("/api/v1/admin/dead-letters/redrive", post(admin::redrive_dead_letters))
+        .route("/api/v1/admin/events/{event_id}/trace", get(trace::event))
+        .route("/api/v1/admin/users/{user_id}/trace", get(trace::user))
+        .route("/api/v1/admin/trace/stats", get(trace::stats))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
         .map(|r| {
             r.method_not_allowed_fallback(error::method_not_allowed)
