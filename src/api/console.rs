@@ -40,7 +40,8 @@ pub fn router(server: &ServerSettings) -> Router<AppState> {
                     "the admin console is not built: /admin answers 404 (build it: cd admin-console && npm run build)"
                 );
             }
-            let not_built = || async { ApiError::NotFound("the admin console is not built or is disabled (server.admin_dir)") };
+            let not_built =
+                || async { ApiError::NotFound("the admin console is not built or is disabled (server.admin_dir)") };
             Router::new().route(PATH, any(not_built)).route(&format!("{PATH}/{{*rest}}"), any(not_built))
         }
     };

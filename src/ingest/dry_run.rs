@@ -208,11 +208,9 @@ pub fn render_verdict(verdict: &Verdict) -> String {
             recipients.join(", "),
             if content.is_empty() { String::new() } else { format!(" — {content}") }
         ),
-        Verdict::Live { rule, recipients, title, event_type } => write!(
-            out,
-            "  rule {rule}: live only (not stored) to {}\n  {event_type}: {title}",
-            recipients.join(", ")
-        ),
+        Verdict::Live { rule, recipients, title, event_type } => {
+            write!(out, "  rule {rule}: live only (not stored) to {}\n  {event_type}: {title}", recipients.join(", "))
+        }
         Verdict::Purged { rule, users } => write!(out, "  rule {rule}: erase the inbox of {}", users.join(", ")),
         Verdict::Ignored { rule } => write!(out, "  rule {rule}: ignored (acknowledged, not stored)"),
         Verdict::Unmatched { http: true } => write!(out, "  no rule matches: answered 202 `unmatched`, not stored"),

@@ -89,7 +89,7 @@ pub struct Stats {
     /// Events this node took in over HTTP and AMQP, whatever became of them (`events_by_outcome` plus
     /// `events_refused`).
     pub events_received: u64,
-    /// Events ingested, by outcome (`stored`, `duplicate`, `unmatched`, `ignored`, `purged`, `live`,
+    /// Events ingested, by outcome (the counter's `status` label: `stored`, `duplicate`, `unmatched`, `ignored`, `purged`, `live`,
     /// `unresolved_recipient`).
     pub events_by_outcome: BTreeMap<String, u64>,
     /// Events refused with a 4xx (HTTP) or dead-lettered (AMQP) for what they contained.
@@ -149,7 +149,7 @@ pub fn snapshot(text: &str, online: Online) -> Stats {
     };
     let mut events_by_outcome = BTreeMap::new();
     for s in samples.iter().filter(|s| s.name == "herald_ingest_events_total") {
-        let outcome = s.label("outcome").unwrap_or("unknown").to_owned();
+        let outcome = s.label("status").unwrap_or("unknown").to_owned();
         *events_by_outcome.entry(outcome).or_insert(0) += s.value.max(0.0).round() as u64;
     }
     let events_refused = total("herald_ingest_errors_total");
@@ -181,7 +181,8 @@ fn histogram(samples: &[Sample], name: &str) -> Latency {
             bounds.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
         }
     }
-    let sum = |suffix: &str| samples.iter().filter(|s| s.name == format!("{name}{suffix}")).map(|s| s.value).sum::<f64>();
+    let sum =
+        |suffix: &str| samples.iter().filter(|s| s.name == format!("{name}{suffix}")).map(|s| s.value).sum::<f64>();
     let count = sum("_count").max(0.0).round() as u64;
     let buckets: Vec<Bucket> =
         bounds.into_values().map(|(le, c)| Bucket { le, count: c.max(0.0).round() as u64 }).collect();
@@ -220,9 +221,9 @@ mod tests {
 
     const TEXT: &str = r#"# HELP herald_ingest_events_total Events ingested.
 # TYPE herald_ingest_events_total counter
-herald_ingest_events_total{transport="http",outcome="stored",key="svc"} 7
-herald_ingest_events_total{transport="amqp",outcome="stored",key=""} 3
-herald_ingest_events_total{transport="http",outcome="unmatched",key="a \"quoted\", key"} 2
+herald_ingest_events_total{transport="http",status="stored",key="svc"} 7
+herald_ingest_events_total{transport="amqp",status="stored",key=""} 3
+herald_ingest_events_total{transport="http",status="unmatched",key="a \"quoted\", key"} 2
 herald_ingest_errors_total{transport="amqp",reason="invalid_json"} 1
 herald_notifications_stored_total{kind="targeted"} 9
 herald_notifications_stored_total{kind="broadcast"} 1
