@@ -116,11 +116,11 @@ test('the overview counts events as they arrive and draws the delivery latency',
 test('the rules dry run shows the rule and the notification for a pasted event', async () => {
   await tab('Rules dry run').click();
   await page.getByLabel('Event (JSON)').fill(JSON.stringify({ event_type: 'user.registered', user_id: 77, data: {} }));
-  await page.getByRole('button', { name: 'Dry run' }).click();
+  await page.getByRole('button', { name: 'Dry run', exact: true }).click();
   const result = page.getByTestId('dry-run-result');
   await assert.doesNotReject(result.filter({ hasText: 'Rule user-registered matches' }).waitFor());
   await page.getByLabel('Event (JSON)').fill('{"event_type": ');
-  await page.getByRole('button', { name: 'Dry run' }).click();
+  await page.getByRole('button', { name: 'Dry run', exact: true }).click();
   await assert.doesNotReject(alert().filter({ hasText: 'The event is not JSON' }).waitFor());
 });
 
@@ -218,6 +218,10 @@ test('on a phone (390 px) every section fits the width', async () => {
     assert.ok(overflow <= 0, `${name}: the page scrolls sideways by ${overflow}px at 390px`);
     const signOut = await page.getByRole('button', { name: 'Sign out' }).boundingBox();
     assert.ok(signOut && signOut.x + signOut.width <= 390, `${name}: sign out is on screen`);
+    for (const label of ['Overview', 'Trace', 'Dead letters', 'Rules dry run']) {
+      const b = await tab(label).boundingBox();
+      assert.ok(b && b.x >= 0 && b.x + b.width <= 390, `${name}: the ${label} tab is on screen (${JSON.stringify(b)})`);
+    }
     await page.screenshot({ path: join(ARTIFACTS, shot), fullPage: true });
   }
 });

@@ -1,4 +1,4 @@
-import { useRef, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { explain, type Client, type Presence, type Stats } from './api';
 import type { OnError } from './App';
 import * as fmt from './format';
@@ -138,15 +138,38 @@ export function Overview({ api, onError }: { api: Client; onError: OnError }) {
   );
 }
 
-const W = 600;
 const H = 160;
+/** Room for the y axis's labels, left of the plot. */
+const AXIS = 52;
+
+/** The element's width in CSS pixels, kept current (the chart is drawn at its real size, so text stays legible). */
+function useWidth<T extends HTMLElement>(fallback: number) {
+  const ref = useRef<T>(null);
+  const [width, setWidth] = useState(fallback);
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const ro = new ResizeObserver(([entry]) => entry && setWidth(Math.max(120, Math.floor(entry.contentRect.width))));
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+  return [ref, width] as const;
+}
 
 function LatencyChart({ points }: { points: LatencyPoint[] }) {
+  const [ref, width] = useWidth<HTMLElement>(600);
+  const W = width - AXIS - 8;
   const g = chartPaths(points, W, H);
   const last = points[points.length - 1];
   return (
-    <figure className="chart">
-      <svg viewBox={`-44 -8 ${W + 52} ${H + 24}`} role="img" aria-label="Delivery latency, p50 and p99, last two minutes">
+    <figure className="chart" ref={ref}>
+      <svg
+        width={width}
+        height={H + 28}
+        viewBox={`${-AXIS} -8 ${width} ${H + 28}`}
+        role="img"
+        aria-label="Delivery latency, p50 and p99, last two minutes"
+      >
         {[0, 0.5, 1].map((f) => (
           <g key={f}>
             <line x1={0} x2={W} y1={H - f * H} y2={H - f * H} className="grid" />
@@ -157,6 +180,14 @@ function LatencyChart({ points }: { points: LatencyPoint[] }) {
         ))}
         <path d={g.p99} className="line p99" />
         <path d={g.p50} className="line p50" />
+        {g.dots.map((d, i) => (
+          <circle key={i} cx={d.x} cy={d.y} r={2.5} className={`dot ${d.series}`} />
+        ))}
+        {points.length > 1 && (
+          <text x={0} y={H + 16} className="axis">
+            {Math.round((points[points.length - 1]!.t - points[0]!.t) / 1000)} s ago
+          </text>
+        )}
         <text x={W} y={H + 16} className="axis" textAnchor="end">
           now
         </text>

@@ -94,6 +94,8 @@ describe('the chart', () => {
     expect(g.max).toBe(0.005);
     expect(g.p50).toBe('M0.0,30.0M100.0,40.0');
     expect(g.p99).toBe('M0.0,10.0M100.0,20.0');
+    expect(g.dots).toContainEqual({ x: 100, y: 40, series: 'p50' });
+    expect(g.dots).toHaveLength(4);
   });
   it('rounds maxima up to 1, 2 or 5 times a power of ten', () => {
     expect(niceCeil(0.0031)).toBe(0.005);

@@ -88,6 +88,8 @@ export interface ChartGeometry {
   /** SVG path `d` for p50 and p99 (empty when nothing to draw). */
   p50: string;
   p99: string;
+  /** Every point drawn, so an interval between two gaps still shows. */
+  dots: { x: number; y: number; series: 'p50' | 'p99' }[];
   /** The y axis's top, in seconds. */
   max: number;
 }
@@ -99,7 +101,7 @@ export interface ChartGeometry {
 export function chartPaths(points: LatencyPoint[], width: number, height: number): ChartGeometry {
   const values = points.flatMap((p) => [p.p50, p.p99]).filter((v): v is number => v !== null);
   const max = niceCeil(Math.max(0.001, ...values));
-  if (points.length === 0) return { p50: '', p99: '', max };
+  if (points.length === 0) return { p50: '', p99: '', dots: [], max };
   const t0 = points[0]!.t;
   const span = Math.max(1, points[points.length - 1]!.t - t0);
   const x = (t: number) => (points.length === 1 ? width : ((t - t0) / span) * width);
@@ -118,7 +120,14 @@ export function chartPaths(points: LatencyPoint[], width: number, height: number
     }
     return d;
   };
-  return { p50: path((p) => p.p50), p99: path((p) => p.p99), max };
+  const dots: ChartGeometry['dots'] = [];
+  for (const p of points) {
+    for (const series of ['p50', 'p99'] as const) {
+      const v = p[series];
+      if (v !== null) dots.push({ x: Number(x(p.t).toFixed(1)), y: Number(y(v).toFixed(1)), series });
+    }
+  }
+  return { p50: path((p) => p.p50), p99: path((p) => p.p99), dots, max };
 }
 
 /** 1, 2 or 5 times a power of ten, at least `v`. */
