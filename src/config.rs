@@ -61,6 +61,7 @@ pub struct Settings {
     pub rules: RulesSettings,
     pub amqp: AmqpSettings,
     pub cluster: ClusterSettings,
+    pub trace: TraceSettings,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -756,6 +757,16 @@ pub enum RedisMode {
 }
 
 impl ClusterSettings {
+    /// This node's name in presence, traces and logs: `node_id`, or `hostname-pid` when it is empty.
+    pub fn node_name(&self) -> String {
+        if self.node_id.is_empty() {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id()).trim_start_matches('-').to_owned()
+        } else {
+            self.node_id.clone()
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         !self.redis_url.expose().is_empty()
     }
@@ -763,6 +774,37 @@ impl ClusterSettings {
     /// The URLs in `redis_url`: one in standalone mode, the seed nodes in cluster mode.
     pub fn redis_urls(&self) -> Vec<&str> {
         self.redis_url.expose().split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+}
+
+/// `[trace]`: the per-event trace (`crate::trace`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSettings {
+    /// Record traces (`false`: nothing is recorded and the trace endpoints answer 409 `trace_disabled`).
+    pub enabled: bool,
+    /// Steps older than this many days are pruned.
+    pub retention_days: u32,
+    /// Steps waiting for the trace writer; beyond it a step is dropped and counted (`herald_trace_dropped_total`).
+    pub buffer: usize,
+    /// The share of steps kept, 0.0 to 1.0; the rest are counted (`herald_trace_sampled_out_total`).
+    pub sample_rate: f64,
+    /// SQLite only: the trace database file. Empty: beside the inbox, `<inbox stem>.trace.db`.
+    pub sqlite_path: PathBuf,
+}
+
+impl TraceSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=3_650).contains(&self.retention_days) {
+            return Err(invalid("trace.retention_days", format!("{} is outside 1..=3650", self.retention_days)));
+        }
+        if !(1..=10_000_000).contains(&self.buffer) {
+            return Err(invalid("trace.buffer", format!("{} is outside 1..=10000000", self.buffer)));
+        }
+        if !(self.sample_rate.is_finite() && (0.0..=1.0).contains(&self.sample_rate)) {
+            return Err(invalid("trace.sample_rate", format!("{} is outside 0.0..=1.0", self.sample_rate)));
+        }
+        Ok(())
     }
 }
 
@@ -956,6 +998,7 @@ impl Settings {
             }
         }
         self.store.validate_retention()?;
+        self.trace.validate()?;
         if self.websocket.max_auth_message_bytes < self.websocket.max_inbound_bytes {
             return Err(invalid(
                 "websocket.max_auth_message_bytes",
@@ -1078,6 +1121,30 @@ mod tests {
 
     fn err(pairs: &[(&str, &str)]) -> String {
         Settings::load(None, env(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn trace_is_on_by_default_and_one_variable_turns_it_off() {
+        let t = Settings::defaults().trace;
+        assert!(t.enabled);
+        assert_eq!((t.retention_days, t.buffer, t.sample_rate), (7, 65536, 1.0));
+        let off = Settings::load(None, env(&[("HERALD__TRACE__ENABLED", "false")])).unwrap();
+        assert!(!off.trace.enabled, "the bench's trace-off runs set HERALD__TRACE__ENABLED=false");
+        let s = Settings::load(None, env(&[("HERALD__TRACE__SAMPLE_RATE", "0.25")])).unwrap();
+        assert_eq!(s.trace.sample_rate, 0.25);
+    }
+
+    #[test]
+    fn trace_settings_out_of_range_are_refused_by_name() {
+        for (var, value, key) in [
+            ("HERALD__TRACE__RETENTION_DAYS", "0", "trace.retention_days"),
+            ("HERALD__TRACE__BUFFER", "0", "trace.buffer"),
+            ("HERALD__TRACE__SAMPLE_RATE", "1.5", "trace.sample_rate"),
+            ("HERALD__TRACE__SAMPLE_RATE", "-0.1", "trace.sample_rate"),
+        ] {
+            let e = err(&[(var, value)]);
+            assert!(e.contains(key), "{var}={value}: {e}");
+        }
     }
 
     #[test]

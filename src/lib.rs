@@ -14,7 +14,7 @@
 //! - [`protocol`]: the client wire format.
 //!
 //! Beside them: [`api`] (axum routes), [`accept`] (the accept loop and its connection bounds), [`auth`],
-//! [`config`], [`telemetry`], [`shutdown`].
+//! [`config`], [`telemetry`], [`trace`] (each event's path, recorded by every stage), [`shutdown`].
 //! `ARCHITECTURE.md` maps it with its invariants.
 
 pub mod accept;
@@ -32,6 +32,7 @@ pub mod rules;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,14 +110,23 @@ pub async fn start_with(
     let registry = Registry::new();
     let health = Health::default();
     auth.start_key_refresh(&health, &shutdown);
+    let tracer = trace::open(&settings, &settings.cluster.node_name(), &shutdown).await.context("opening the trace")?;
+    let recorder = tracer.recorder().clone();
     let fanout = if settings.cluster.enabled() {
-        let transport = fanout::redis::start(&settings.cluster, registry.clone(), health.clone(), shutdown.clone())
-            .map_err(anyhow::Error::msg)?;
+        let transport = fanout::redis::start(
+            &settings.cluster,
+            registry.clone(),
+            health.clone(),
+            recorder.clone(),
+            shutdown.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         registry.set_presence_hook(transport.clone());
         Fanout::with_transport(registry.clone(), transport)
     } else {
         Fanout::local(registry.clone())
-    };
+    }
+    .traced(recorder.clone());
     let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
         .await
         .context("opening the inbox")?;
@@ -124,7 +134,7 @@ pub async fn start_with(
         Some(wrap) => wrap(store),
         None => store,
     };
-    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone());
+    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone()).traced(recorder);
     let amqp = settings
         .amqp
         .enabled
@@ -149,6 +159,7 @@ pub async fn start_with(
         metrics,
         health,
         dead_letters: ingest::amqp::DeadLetters::new(&settings.amqp),
+        trace: tracer,
         tracker: tracker.clone(),
     });
     tracing::info!(

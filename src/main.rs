@@ -77,6 +77,28 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Show how a running gateway handled an event (or a user's newest events): received, rule, stored ids,
+    /// recipients, the nodes and sessions that got it (or why not), reads. Needs a service key with `admin`.
+    Trace {
+        /// The event id (as its producer gave it).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        event_id: Option<String>,
+        /// A user's newest traces instead of one event's.
+        #[arg(long)]
+        user: Option<String>,
+        /// With --user: how many traces (1 to 100).
+        #[arg(long, default_value_t = 20, requires = "user")]
+        limit: usize,
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The service key (with the `admin` scope). Never printed.
+        #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
+        key: String,
+        /// Print the answer as JSON instead of a timeline.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +179,25 @@ fn main() -> anyhow::Result<()> {
             )?;
             report.iter().for_each(|line| println!("{line}"));
             Ok(())
+        }
+        Command::Trace { event_id, user, limit, url, key, json } => {
+            use herald::trace::terminal::{fetch, Query};
+            let query = match (event_id, user) {
+                (Some(id), _) => Query::Event(id),
+                (None, Some(user)) => Query::User { user, limit },
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            match runtime.block_on(fetch(&url, &key, &query, json)) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("herald trace: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Healthcheck { url, port, timeout_ms, config } => {
             let url = match (url, port) {

@@ -357,25 +357,35 @@ impl Registry {
     /// Queue a frame for every session of `user`, except `skip` (the session that caused it, if any).
     /// Returns how many sessions accepted it.
     pub fn send_to_user(&self, user: &str, out: &Outgoing, skip: Option<u64>) -> usize {
+        self.deliver_to_user(user, out, skip).written
+    }
+
+    /// [`Registry::send_to_user`], saying what became of each session (for the trace).
+    pub fn deliver_to_user(&self, user: &str, out: &Outgoing, skip: Option<u64>) -> Sent {
+        let mut sent = Sent::default();
         let Some(sessions) = self.inner.users.get(user) else {
-            return 0;
+            return sent;
         };
-        let mut n = 0;
         for s in sessions.iter().filter(|s| Some(s.id) != skip) {
-            n += push_counted(s, out.clone());
+            sent.push(s, out.clone());
         }
-        n
+        sent
     }
 
     /// Queue a frame for every session of every user.
     pub fn send_to_all(&self, out: &Outgoing) -> usize {
-        let mut n = 0;
+        self.deliver_to_all(out).written
+    }
+
+    /// [`Registry::send_to_all`], saying what became of each session (for the trace).
+    pub fn deliver_to_all(&self, out: &Outgoing) -> Sent {
+        let mut sent = Sent::default();
         for entry in self.inner.users.iter() {
             for s in entry.value() {
-                n += push_counted(s, out.clone());
+                sent.push(s, out.clone());
             }
         }
-        n
+        sent
     }
 
     /// Ask every session to close (shutdown).
@@ -399,14 +409,30 @@ impl Registry {
     }
 }
 
-fn push_counted(s: &SessionHandle, out: Outgoing) -> usize {
-    match s.outbox.push(out) {
-        Push::Queued => 1,
-        Push::Overflow => {
-            metrics::counter!("herald_session_overflows_total").increment(1);
-            0
+/// What one push to a user's (or everyone's) sessions came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// Sessions found.
+    pub sessions: usize,
+    /// Sessions whose outbox took the frame.
+    pub written: usize,
+    /// Sessions whose outbox was full (the queue-full policy applied).
+    pub overflowed: usize,
+    /// Sessions already closing.
+    pub closed: usize,
+}
+
+impl Sent {
+    fn push(&mut self, s: &SessionHandle, out: Outgoing) {
+        self.sessions += 1;
+        match s.outbox.push(out) {
+            Push::Queued => self.written += 1,
+            Push::Overflow => {
+                metrics::counter!("herald_session_overflows_total").increment(1);
+                self.overflowed += 1;
+            }
+            Push::Closed => self.closed += 1,
         }
-        Push::Closed => 0,
     }
 }
 

@@ -354,7 +354,17 @@ impl Rules {
     }
 
     pub fn route(&self, event: &Event) -> Result<Route, RouteError> {
-        let Some(rule) = self.find(event) else {
+        self.route_named(event).1
+    }
+
+    /// [`Rules::route`], with the name of the rule that matched (for the trace), found once.
+    pub fn route_named(&self, event: &Event) -> (Option<&str>, Result<Route, RouteError>) {
+        let rule = self.find(event);
+        (rule.map(|r| r.name.as_str()), self.route_by(rule, event))
+    }
+
+    fn route_by(&self, rule: Option<&Rule>, event: &Event) -> Result<Route, RouteError> {
+        let Some(rule) = rule else {
             return Ok(Route::Unmatched);
         };
         match rule.action {

@@ -105,6 +105,12 @@ pub const METRICS: &[Metric] = &[
     // Store.
     counter("herald_store_write_errors_total", "Inbox writes that failed, by kind (unavailable: the store refused; internal: one bad write)."),
     counter("herald_pruned_rows_total", "Rows deleted by retention, by kind."),
+    // The per-event trace (src/trace/).
+    counter("herald_trace_recorded_total", "Trace steps written by this node's trace writer."),
+    counter("herald_trace_dropped_total", "Trace steps dropped because the trace buffer (trace.buffer) was full: recording never waits."),
+    counter("herald_trace_sampled_out_total", "Trace steps not kept by trace.sample_rate."),
+    counter("herald_trace_write_errors_total", "Trace steps lost because the trace store refused their batch."),
+    counter("herald_trace_pruned_rows_total", "Trace steps deleted by trace retention (trace.retention_days)."),
     // Fan-out across nodes (Redis).
     counter("herald_redis_published_total", "Messages published to Redis for other nodes."),
     counter("herald_redis_received_total", "Messages received from other nodes over Redis and delivered locally."),

@@ -201,6 +201,7 @@ async fn handle(
         });
     }
 
+    let origin = crate::trace::Origin::http((!key.is_empty()).then(|| key.to_owned()));
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
     let single = items.len() == 1;
     let mut prepared = Vec::with_capacity(items.len());
@@ -230,7 +231,7 @@ async fn handle(
         }
         let p = state
             .pipeline
-            .prepare(event)
+            .prepare(event, &origin)
             .map_err(|e| ApiError::Unprocessable { code: e.reason(), message: format!("{where_}{e}") })?;
         prepared.push(p);
     }

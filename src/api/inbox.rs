@@ -140,6 +140,7 @@ pub async fn read(
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let n = state.store.mark_read(&user, id).await?.ok_or(ApiError::NotFound("no such notification in this inbox"))?;
     if let Some(read_at) = n.read_at {
+        state.trace.recorder().read(id, &user, read_at);
         state.push_to_user(&user, ServerFrame::Read { ids: &[id], read_at });
     }
     Ok(Json(n))
@@ -169,6 +170,7 @@ pub async fn read_all(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let r = state.store.mark_all_read(&user).await?;
+    state.trace.recorder().marked_all(crate::trace::Kind::ReadAll, &user, r.up_to, r.read_at);
     state.push_to_user(&user, ServerFrame::ReadAll { up_to: r.up_to, read_at: r.read_at });
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
 }

@@ -17,6 +17,7 @@ mod http_metrics;
 mod inbox;
 pub mod openapi;
 mod ops;
+mod trace;
 mod ws;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub health: Health,
     /// The AMQP dead-letter queue, for the admin endpoints (none when AMQP ingest is off).
     pub dead_letters: DeadLetters,
+    /// The per-event trace: its recorder (read state changes) and its store (the trace endpoints).
+    pub trace: crate::trace::Tracer,
     /// Session tasks, so shutdown can wait for them (upgraded sockets are detached from the HTTP server).
     pub tracker: TaskTracker,
 }
@@ -134,6 +137,9 @@ fn routes(settings: &Settings) -> Routes {
         .route("/api/v1/admin/rules/dry-run", post(admin::dry_run_rules))
         .route("/api/v1/admin/dead-letters", get(admin::list_dead_letters))
         .route("/api/v1/admin/dead-letters/redrive", post(admin::redrive_dead_letters))
+        .route("/api/v1/admin/events/{event_id}/trace", get(trace::event))
+        .route("/api/v1/admin/users/{user_id}/trace", get(trace::user))
+        .route("/api/v1/admin/trace/stats", get(trace::stats))
         .map(|r| r.method_not_allowed_fallback(error::method_not_allowed));
     let mut app = Routes::new()
         .route("/ws/{user_id}", get(ws::upgrade))

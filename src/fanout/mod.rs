@@ -14,7 +14,8 @@ use std::time::Instant;
 use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::Chain;
-use crate::registry::{Link, Outgoing, Registry, ResyncReason};
+use crate::registry::{Link, Outgoing, Registry, ResyncReason, Sent};
+use crate::trace::{Delivered, Recorder};
 
 /// What travels to sessions (and, with a transport, between nodes).
 #[derive(Debug, Clone)]
@@ -38,16 +39,24 @@ pub trait Transport: Send + Sync + 'static {
 pub struct Fanout {
     registry: Registry,
     transport: Option<Arc<dyn Transport>>,
+    /// Records each notification's delivery on this node (the trace's `delivered` steps).
+    trace: Recorder,
 }
 
 impl Fanout {
     /// Single node: deliver to local sessions only.
     pub fn local(registry: Registry) -> Self {
-        Fanout { registry, transport: None }
+        Fanout { registry, transport: None, trace: Recorder::default() }
     }
 
     pub fn with_transport(registry: Registry, transport: Arc<dyn Transport>) -> Self {
-        Fanout { registry, transport: Some(transport) }
+        Fanout { registry, transport: Some(transport), trace: Recorder::default() }
+    }
+
+    /// Record each notification's delivery on this node with `trace`.
+    pub fn traced(mut self, trace: Recorder) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Deliver everywhere: this node's sessions and, through the transport, every other node's.
@@ -65,10 +74,13 @@ impl Fanout {
                 let chain = if user.is_some() { Chain::Targeted } else { Chain::Broadcast };
                 let link = Link { chain, id: *id, prev_id: *prev_id };
                 let out = Outgoing::new(Some(link), frame.clone(), Some(*ingested_at));
-                match user {
-                    Some(u) => self.registry.send_to_user(u, &out, None),
-                    None => self.registry.send_to_all(&out),
-                }
+                let sent = match user {
+                    Some(u) => self.registry.deliver_to_user(u, &out, None),
+                    None => self.registry.deliver_to_all(&out),
+                };
+                let Sent { sessions, written, overflowed, closed } = sent;
+                self.trace.delivered(*id, user.as_deref(), Delivered { sessions, written, overflowed, closed });
+                written
             }
             Message::UserFrame { user, frame, skip_session } => {
                 let out = Outgoing::new(None, frame.clone(), None);

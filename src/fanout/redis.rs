@@ -44,6 +44,7 @@ use crate::backoff::Backoff;
 use crate::config::{ClusterSettings, PubSubMode};
 use crate::registry::{PresenceHook, Registry, ResyncReason};
 use crate::telemetry::Health;
+use crate::trace::Recorder;
 
 /// Reconnects: 100 ms doubling to at most 10 s (the n-th consecutive failure, 1-based), jittered.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -200,15 +201,11 @@ pub fn start(
     settings: &ClusterSettings,
     registry: Registry,
     health: Health,
+    trace: Recorder,
     shutdown: CancellationToken,
 ) -> Result<Arc<RedisTransport>, String> {
     let connector = Connector::new(settings)?;
-    let node: Arc<str> = if settings.node_id.is_empty() {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        Arc::from(format!("{}-{}", host.trim(), std::process::id()).trim_start_matches('-'))
-    } else {
-        Arc::from(settings.node_id.as_str())
-    };
+    let node: Arc<str> = Arc::from(settings.node_name());
     let (publish, publish_rx) = mpsc::channel(settings.publish_queue);
     let names = Names::new(&settings.channel_prefix);
     let transport = Arc::new(RedisTransport {
@@ -227,6 +224,7 @@ pub fn start(
         node,
         registry,
         health,
+        trace,
         transport: transport.clone(),
         presence_every: Duration::from_secs(settings.presence_interval_secs),
     };
@@ -241,6 +239,8 @@ struct Worker {
     node: Arc<str>,
     registry: Registry,
     health: Health,
+    /// Records the deliveries of messages from other nodes (this node wrote their frames).
+    trace: Recorder,
     transport: Arc<RedisTransport>,
     presence_every: Duration,
 }
@@ -326,7 +326,7 @@ impl Worker {
     /// Connect, then subscribe to the broadcast channel and every local user's channel. Returns the link and
     /// the users subscribed.
     async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<(Link, HashSet<Arc<str>>)> {
-        let fanout = Fanout::local(self.registry.clone());
+        let fanout = Fanout::local(self.registry.clone()).traced(self.trace.clone());
         let node = self.node.clone();
         let names = self.names.clone();
         let transport = self.transport.clone();

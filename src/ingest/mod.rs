@@ -20,6 +20,7 @@ use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
 use crate::rules::{Recipients, Route, RouteError, Rules, RulesHandle};
+use crate::trace::{Fate, Origin, Received, Recorder};
 
 /// An event that has been routed and is ready to commit.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct Prepared {
     pub exchange: String,
     pub routing_key: String,
     action: Action,
+    /// Its reception, for the trace (`None` when tracing is off).
+    trace: Option<Box<Received>>,
 }
 
 // `Write` is nearly every action: boxing it to shrink `Live`/`Skip` would allocate once per event.
@@ -85,6 +88,9 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     pub error: Option<RouteError>,
+    /// Its trace (`None` when tracing is off): the AMQP consumer adds the dead letter to it.
+    #[serde(skip)]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -93,11 +99,23 @@ pub struct Pipeline {
     store: Arc<dyn Store>,
     /// Where live-only events go (stored notifications reach it through the store's commit listener).
     fanout: Fanout,
+    trace: Recorder,
 }
 
 impl Pipeline {
     pub fn new(rules: RulesHandle, store: Arc<dyn Store>, fanout: Fanout) -> Self {
-        Pipeline { rules, store, fanout }
+        Pipeline { rules, store, fanout, trace: Recorder::default() }
+    }
+
+    /// Record each event's trace with `trace`.
+    pub fn traced(mut self, trace: Recorder) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace recorder (the transports record what they decide: dead letters).
+    pub fn trace(&self) -> &Recorder {
+        &self.trace
     }
 
     /// The rules in force now (they can be reloaded while running).
@@ -114,9 +132,13 @@ impl Pipeline {
     }
 
     /// Route one decoded event with the rules in force: no I/O, no store, no clock (an unmatched event is counted
-    /// and logged). Alias recipients stay unresolved here: the store resolves them in the commit.
-    pub fn prepare(&self, event: Event) -> Result<Prepared, RouteError> {
-        let route = self.rules.current().route(&event)?;
+    /// and logged). Alias recipients stay unresolved here: the store resolves them in the commit. `origin` is
+    /// what the trace records about its reception (written with the commit, so a refused event leaves none).
+    pub fn prepare(&self, event: Event, origin: &Origin) -> Result<Prepared, RouteError> {
+        let rules = self.rules.current();
+        let (rule, route) = rules.route_named(&event);
+        let trace = self.trace.begin(origin, &event.event_type, rule, event.received_at);
+        let route = route?;
         let action = match route {
             Route::Live(d) => {
                 let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
@@ -154,7 +176,7 @@ impl Pipeline {
                 Action::Skip(Status::Unmatched)
             }
         };
-        Ok(Prepared { event_id: event.id, exchange: event.exchange, routing_key: event.routing_key, action })
+        Ok(Prepared { event_id: event.id, exchange: event.exchange, routing_key: event.routing_key, action, trace })
     }
 
     /// Commit in one durable batch. Outcomes are in input order. Fan-out happens in the store's commit
@@ -164,16 +186,31 @@ impl Pipeline {
         let mut slots = Vec::with_capacity(prepared.len());
         let mut live = Vec::new();
         for p in prepared {
+            let traced =
+                p.trace.map(|r| Traced { r, exchange: p.exchange, routing_key: p.routing_key, recipients: Vec::new() });
             match p.action {
                 Action::Write { write } => {
+                    let traced = traced.map(|mut t| {
+                        if let Write::Purge { users, .. } = &write {
+                            t.recipients = users.clone();
+                        }
+                        t
+                    });
                     writes.push(write);
-                    slots.push((p.event_id, None));
+                    slots.push((p.event_id, None, traced));
                 }
                 Action::Live { recipients, frame } => {
+                    let traced = traced.map(|mut t| {
+                        t.recipients = match &recipients {
+                            Recipients::Users(users) => users.clone(),
+                            _ => vec!["*".to_owned()],
+                        };
+                        t
+                    });
                     live.push((recipients, frame));
-                    slots.push((p.event_id, Some(Status::Live)));
+                    slots.push((p.event_id, Some(Status::Live), traced));
                 }
-                Action::Skip(status) => slots.push((p.event_id, Some(status))),
+                Action::Skip(status) => slots.push((p.event_id, Some(status), traced)),
             }
         }
         let mut results = if writes.is_empty() { Vec::new() } else { self.store.apply(writes).await? }.into_iter();
@@ -192,29 +229,78 @@ impl Pipeline {
         }
         Ok(slots
             .into_iter()
-            .map(|(event_id, skipped)| {
+            .map(|(event_id, skipped, traced)| {
                 let mut error = None;
-                let (status, notification_ids) = match skipped {
-                    Some(status) => (status, Vec::new()),
-                    None => match results.next().expect("one result per write") {
-                        WriteOutcome::Stored(ns) => (Status::Stored, ns.iter().map(|n| n.id).collect()),
+                let result = match skipped {
+                    None => Some(results.next().expect("one result per write")),
+                    Some(_) => None,
+                };
+                let mut stored: Vec<(i64, Option<&str>)> = Vec::new();
+                let (status, notification_ids) = match (skipped, &result) {
+                    (Some(status), _) => (status, Vec::new()),
+                    (None, None) => unreachable!("a write has a result"),
+                    (None, Some(result)) => match result {
+                        WriteOutcome::Stored(ns) => {
+                            if traced.is_some() {
+                                stored = ns.iter().map(|n| (n.id, n.user_id.as_deref())).collect();
+                            }
+                            (Status::Stored, ns.iter().map(|n| n.id).collect())
+                        }
                         WriteOutcome::Duplicate => (Status::Duplicate, Vec::new()),
                         WriteOutcome::Purged { rows } => {
+                            let rows = *rows;
                             tracing::info!(event_id = %event_id, rows, "inbox purged");
                             (Status::Purged, Vec::new())
                         }
                         WriteOutcome::Unresolved { kind, alias } => {
                             metrics::counter!("herald_events_unresolved_total").increment(1);
                             tracing::warn!(event_id = %event_id, %kind, %alias, "no user known for this alias yet");
-                            error = Some(RouteError::UnresolvedRecipient { kind, alias });
+                            error = Some(RouteError::UnresolvedRecipient { kind: kind.clone(), alias: alias.clone() });
                             (Status::Unresolved, Vec::new())
                         }
                         WriteOutcome::AliasSet => unreachable!("events never set aliases on their own"),
                     },
                 };
-                Outcome { event_id, status, notification_ids, error }
+                let trace_id = traced.map(|t| {
+                    let fate = t.fate(status, error.as_ref());
+                    self.trace.committed(&t.r, &event_id, &t.exchange, &t.routing_key, fate, &stored);
+                    t.r.trace_id
+                });
+                Outcome { event_id, status, notification_ids, error, trace_id }
             })
             .collect())
+    }
+}
+
+/// An event's reception and what the trace needs of it once committed.
+struct Traced {
+    r: Box<Received>,
+    exchange: String,
+    routing_key: String,
+    /// A purge's users, a live event's users (`*`: everyone): a stored event's come from its rows.
+    recipients: Vec<String>,
+}
+
+impl Traced {
+    fn fate(&self, status: Status, error: Option<&RouteError>) -> Fate {
+        let (outcome, reason) = match status {
+            Status::Stored => ("stored", None),
+            Status::Duplicate => {
+                ("duplicate", Some("this event id was applied before (within the dedupe window)".to_owned()))
+            }
+            Status::Purged => ("purged", None),
+            Status::Ignored => {
+                ("ignored", Some(format!("rule `{}` ignores it", self.r.rule.as_deref().unwrap_or("?"))))
+            }
+            Status::Unmatched => {
+                let exchange =
+                    if self.exchange.is_empty() { String::new() } else { format!("exchange `{}` and ", self.exchange) };
+                ("unmatched", Some(format!("no rule matches {exchange}routing key `{}`", self.routing_key)))
+            }
+            Status::Live => ("live_only", None),
+            Status::Unresolved => ("unresolved", error.map(ToString::to_string)),
+        };
+        Fate { outcome, duplicate: status == Status::Duplicate, reason, recipients: self.recipients.clone() }
     }
 }
 

@@ -23,8 +23,8 @@ use crate::support::*;
 const SLOW_WAIT: Duration = Duration::from_secs(60);
 
 /// One test's slice of the shared broker: a name prefix, the rules rewritten for it, and the broker lock.
-struct Amqp {
-    url: String,
+pub(crate) struct Amqp {
+    pub(crate) url: String,
     prefix: String,
     rules: PathBuf,
     dir: tempfile::TempDir,
@@ -33,7 +33,7 @@ struct Amqp {
 
 impl Amqp {
     /// `None` (after saying why) when no broker is configured.
-    async fn new(test: &str) -> Option<Amqp> {
+    pub(crate) async fn new(test: &str) -> Option<Amqp> {
         Amqp::with_lock(test, false).await
     }
 
@@ -59,7 +59,7 @@ impl Amqp {
         Some(Amqp { url, prefix, rules, dir, _lock })
     }
 
-    fn exchange(&self, name: &str) -> String {
+    pub(crate) fn exchange(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
     }
 
@@ -67,7 +67,7 @@ impl Amqp {
         format!("{}.events", self.prefix)
     }
 
-    fn dead_letter_queue(&self) -> String {
+    pub(crate) fn dead_letter_queue(&self) -> String {
         format!("{}.dead", self.prefix)
     }
 
@@ -120,7 +120,7 @@ impl Amqp {
     }
 
     /// A gateway consuming this test's queue, once it is consuming.
-    async fn gateway(&self, configure: impl FnOnce(&mut Settings)) -> Gateway {
+    pub(crate) async fn gateway(&self, configure: impl FnOnce(&mut Settings)) -> Gateway {
         let gw = spawn_gateway_with(|s| {
             self.configure(s);
             configure(s);
@@ -229,13 +229,13 @@ async fn broker_lock(url: &str, exclusive: bool) -> std::fs::File {
 }
 
 /// A publisher (with confirms) and inspector of queues, as the services and an operator would use them.
-struct Broker {
+pub(crate) struct Broker {
     _conn: Connection,
     ch: Channel,
 }
 
 impl Broker {
-    async fn connect(url: &str) -> Broker {
+    pub(crate) async fn connect(url: &str) -> Broker {
         Broker::try_connect(url).await.expect("connecting to the test broker")
     }
 
@@ -246,7 +246,7 @@ impl Broker {
         Ok(Broker { _conn: conn, ch })
     }
 
-    async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+    pub(crate) async fn publish(&self, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
         self.publish_all(&[(exchange.to_owned(), key.to_owned(), body.to_vec(), props)]).await.unwrap();
     }
 
@@ -270,7 +270,7 @@ impl Broker {
     }
 
     /// Messages ready in `queue` (not delivered to a consumer).
-    async fn depth(&self, queue: &str) -> u32 {
+    pub(crate) async fn depth(&self, queue: &str) -> u32 {
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         self.ch.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
     }
@@ -293,7 +293,7 @@ fn notification(exchange: &str, user: &str, title: &str) -> (String, String, Vec
 }
 
 /// Poll `f` until it returns `Some`, or fail naming `what`.
-async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(v) = f().await {

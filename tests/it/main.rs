@@ -24,3 +24,4 @@ mod seeds;
 mod service_keys;
 mod sessions;
 mod store_failures;
+mod trace;

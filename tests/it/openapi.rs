@@ -154,6 +154,7 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     let resp = gw.post("/api/v1/events", SERVICE_KEY).json(&event).send().await.unwrap();
     let body = conforms(&doc, "post", "/api/v1/events", resp).await;
     let id = body["results"][0]["notification_ids"][0].as_i64().expect("stored");
+    let event_id = body["results"][0]["event_id"].as_str().unwrap().to_owned();
     let resp = gw.post("/api/v1/events", SERVICE_KEY).json(&json!([])).send().await.unwrap();
     assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "empty_batch");
     let resp = gw.post("/api/v1/events", SERVICE_KEY).body("{}").send().await.unwrap();
@@ -215,6 +216,25 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     let redrive = "/api/v1/admin/dead-letters/redrive";
     let resp = gw.post(redrive, SERVICE_KEY).json(&json!({"ids": []})).send().await.unwrap();
     assert_eq!(conforms(&doc, "post", redrive, resp).await["error"], "bad_selection");
+
+    // The trace of the event stored above (read and deleted since), a user's traces, the counters.
+    let trace = "/api/v1/admin/events/{event_id}/trace";
+    let resp = gw.get(&format!("/api/v1/admin/events/{event_id}/trace"), SERVICE_KEY).send().await.unwrap();
+    let traces = conforms(&doc, "get", trace, resp).await["traces"].clone();
+    // Newest first: the dev route posted the same body again (a duplicate), after the stored original.
+    let outcomes: Vec<&str> = traces.as_array().unwrap().iter().map(|t| t["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["duplicate", "stored"]);
+    let resp = gw.get("/api/v1/admin/events/never-posted/trace", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", trace, resp).await["error"], "not_found");
+    let resp = gw.get("/api/v1/admin/events/x/trace", &user).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", trace, resp).await["error"], "forbidden");
+    let user_trace = "/api/v1/admin/users/{user_id}/trace";
+    let resp = gw.get("/api/v1/admin/users/42/trace?limit=5", SERVICE_KEY).send().await.unwrap();
+    assert!(!conforms(&doc, "get", user_trace, resp).await["traces"].as_array().unwrap().is_empty());
+    let resp = gw.get("/api/v1/admin/users/42/trace?limit=0", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(conforms(&doc, "get", user_trace, resp).await["error"], "bad_query");
+    let resp = gw.get("/api/v1/admin/trace/stats", SERVICE_KEY).send().await.unwrap();
+    conforms(&doc, "get", "/api/v1/admin/trace/stats", resp).await;
 
     // Development and the WebSocket handshake's refusals.
     let resp = gw.raw().post(gw.url("/api/v1/dev/token")).json(&json!({"user_id": "42"})).send().await.unwrap();

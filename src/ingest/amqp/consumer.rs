@@ -24,6 +24,7 @@ use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
 use crate::ingest::{Outcome, Pipeline, Prepared};
 use crate::telemetry::Health;
+use crate::trace::Origin;
 
 /// How long a connection attempt (TCP, TLS, AMQP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -39,6 +40,9 @@ struct Poison {
     reason: &'static str,
     error: String,
     event_id: Option<String>,
+    /// The trace of an event that was committed (an unresolved alias); `None`: refused before its commit, the
+    /// dead letter is its whole trace.
+    trace_id: Option<String>,
 }
 
 pub(super) struct Consumer {
@@ -208,7 +212,15 @@ impl Consumer {
             .zip(&outcomes)
             .filter_map(|(d, o)| {
                 let e = o.error.as_ref()?;
-                Some((*d, Poison { reason: e.reason(), error: e.to_string(), event_id: Some(o.event_id.clone()) }))
+                Some((
+                    *d,
+                    Poison {
+                        reason: e.reason(),
+                        error: e.to_string(),
+                        event_id: Some(o.event_id.clone()),
+                        trace_id: o.trace_id.clone(),
+                    },
+                ))
             })
             .collect();
         if !unresolved.is_empty() {
@@ -249,19 +261,22 @@ impl Consumer {
             reason: e.reason(),
             error: e.to_string(),
             event_id: message_id.map(str::to_owned),
+            trace_id: None,
         })?;
         if self.settings.unmatched == UnmatchedPolicy::DeadLetter && self.pipeline.rules().matching(&event).is_none() {
             return Err(Poison {
                 reason: "unmatched",
                 error: "no rule matches this exchange and routing key".into(),
                 event_id: Some(event.id),
+                trace_id: None,
             });
         }
         let event_id = event.id.clone();
-        self.pipeline.prepare(event).map_err(|e| Poison {
+        self.pipeline.prepare(event, &Origin::amqp()).map_err(|e| Poison {
             reason: e.reason(),
             error: e.to_string(),
             event_id: Some(event_id),
+            trace_id: None,
         })
     }
 
@@ -334,6 +349,17 @@ impl Consumer {
                 reason = p.reason, error = %p.error, redelivered = d.redelivered,
                 "message dead-lettered"
             );
+            let trace = self.pipeline.trace();
+            match &p.trace_id {
+                Some(t) => trace.dead_lettered(t, p.event_id.as_deref().unwrap_or_default(), p.reason, &p.error),
+                None => trace.dead_lettered_unrouted(
+                    p.event_id.as_deref(),
+                    d.exchange.as_str(),
+                    d.routing_key.as_str(),
+                    p.reason,
+                    &p.error,
+                ),
+            }
         }
         Ok(())
     }
@@ -444,7 +470,8 @@ mod tests {
 
     #[test]
     fn a_dead_letter_continues_the_death_count_a_redriven_message_carries() {
-        let poison = Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()) };
+        let poison =
+            Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()), trace_id: None };
         let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
         let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
         let first = dead_letter_properties(&fresh, &poison, "herald.events");

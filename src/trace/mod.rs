@@ -1,0 +1,1050 @@
+//! Trace: the path of each event through Herald, for the operator's question "why didn't user X get N?".
+//!
+//! # Design
+//!
+//! A trace is not one row updated as the event moves on: it is an append-only log of *steps*, each written by
+//! the node that took it, and assembled when someone reads it ([`Tracer::event`], [`Tracer::user`]). The node
+//! that commits an event writes its `event` step (transport, exchange, routing key, producer, rule, dedupe,
+//! outcome) and one `stored` step per notification; every node that hands a notification's frame to sessions —
+//! the committing node, and every node the transport (Redis) carried it to — writes a `delivered` step naming
+//! itself, keyed by the notification id (which travels between nodes already), so a delivery is recorded by
+//! the node that wrote the frame; reads are `read` / `read_all` steps. Steps link by trace id (one per
+//! reception: a re-posted event gets a second trace), event id and notification id.
+//!
+//! Recording never stalls the hot path and never calls the store there: every stage calls the [`Recorder`],
+//! which `try_send`s the step into a bounded buffer (`trace.buffer`); one background task per node writes what
+//! has queued in one batch. A full buffer drops the step and counts it (`herald_trace_dropped_total`);
+//! `trace.sample_rate` keeps a share of steps, decided from a hash of the step's key (the trace id for an
+//! event's own steps, the notification id for its stored, delivery and read steps) so every node decides alike,
+//! and counts the rest (`herald_trace_sampled_out_total`).
+//!
+//! Storage ([`TraceStore`]): SQLite keeps steps in their own database file beside the inbox (`sqlite.rs`), so
+//! trace writes never take the inbox's write lock; PostgreSQL keeps them in their own table of the inbox's
+//! database, with their own migrations (`postgres.rs`). Retention deletes steps older than
+//! `trace.retention_days`, off the hot path, `store.prune_batch` at a time (`herald_trace_pruned_rows_total`).
+//!
+//! Invariants: the hot path only ever `try_send`s (a disabled or sampled-out recorder does not even build the
+//! step); only `trace::sqlite` and `trace::postgres` know the trace's SQL; this module depends on no pipeline
+//! stage (the stages call it), so it adds no import cycle. Live-only events record their `event` step, not
+//! per-session deliveries (they have no id a remote node could name).
+
+mod postgres;
+mod sqlite;
+pub mod terminal;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Settings, StoreLocation};
+
+/// Most steps one write takes.
+const WRITE_BATCH: usize = 512;
+/// Most rows one assembled trace reads per query (a broadcast to many nodes, a big fan-out).
+const MAX_ROWS: usize = 10_000;
+/// Most recipients and notification ids kept in one `event` step.
+const MAX_LISTED: usize = 256;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TraceError {
+    #[error("tracing is disabled (trace.enabled = false)")]
+    Disabled,
+    #[error("trace store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a step records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The event as received and what became of it (one per trace, written after the commit).
+    Event,
+    /// A notification stored for the event (`notification_id`, `user_id`; none for a broadcast).
+    Stored,
+    /// The event was dead-lettered after its commit (an unresolved alias over AMQP).
+    DeadLettered,
+    /// A node handed a notification to its sessions (or found none, or could not).
+    Delivered,
+    /// A user marked a notification read.
+    Read,
+    /// A user marked everything up to `up_to` read.
+    ReadAll,
+    /// A user saw everything up to `up_to` (opened the bell).
+    SeenAll,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Event => "event",
+            Kind::Stored => "stored",
+            Kind::DeadLettered => "dead_lettered",
+            Kind::Delivered => "delivered",
+            Kind::Read => "read",
+            Kind::ReadAll => "read_all",
+            Kind::SeenAll => "seen_all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "event" => Kind::Event,
+            "stored" => Kind::Stored,
+            "dead_lettered" => Kind::DeadLettered,
+            "delivered" => Kind::Delivered,
+            "read" => Kind::Read,
+            "read_all" => Kind::ReadAll,
+            "seen_all" => Kind::SeenAll,
+            _ => return None,
+        })
+    }
+}
+
+/// One step, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at: DateTime<Utc>,
+    pub trace_id: Option<String>,
+    pub event_id: Option<String>,
+    pub notification_id: Option<i64>,
+    pub user_id: Option<String>,
+    pub kind: Kind,
+    pub node: String,
+    /// Small: what the columns do not say.
+    pub data: Value,
+}
+
+/// Where the steps are kept: one per backend.
+#[async_trait]
+pub trait TraceStore: Send + Sync + 'static {
+    async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError>;
+    /// Steps naming this event id (`event`, `stored`, `dead_lettered`), at most `limit`.
+    async fn by_event(&self, event_id: &str, limit: usize) -> Result<Vec<Step>, TraceError>;
+    /// Steps of these traces.
+    async fn by_traces(&self, trace_ids: &[String], limit: usize) -> Result<Vec<Step>, TraceError>;
+    /// Steps naming these notifications (`stored`, `delivered`, `read`).
+    async fn by_notifications(&self, ids: &[i64], limit: usize) -> Result<Vec<Step>, TraceError>;
+    /// These users' `read_all` and `seen_all` steps.
+    async fn marks(&self, users: &[String], limit: usize) -> Result<Vec<Step>, TraceError>;
+    /// The newest traces that stored something for `user`, newest first.
+    async fn user_traces(&self, user: &str, limit: usize) -> Result<Vec<String>, TraceError>;
+    /// Among the `batch` oldest steps, delete those before `cutoff`; how many went.
+    async fn prune(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<u64, TraceError>;
+}
+
+/// How an event reached Herald.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Http,
+    Amqp,
+}
+
+/// Who sent an event and how: what the pipeline cannot see in the event itself.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub transport: Transport,
+    /// The service key's id (HTTP), if any.
+    pub producer: Option<String>,
+}
+
+impl Origin {
+    pub fn http(producer: Option<String>) -> Origin {
+        Origin { transport: Transport::Http, producer }
+    }
+    pub fn amqp() -> Origin {
+        Origin { transport: Transport::Amqp, producer: None }
+    }
+}
+
+/// An event's reception, carried with it from routing to the commit (`None` when tracing is off).
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub trace_id: String,
+    pub transport: Transport,
+    pub producer: Option<String>,
+    pub event_type: String,
+    /// The rule that matched, if one did.
+    pub rule: Option<String>,
+    pub received_at: Instant,
+}
+
+/// What became of an event, for its `event` step.
+#[derive(Debug, Clone, Default)]
+pub struct Fate {
+    /// One of [`Trace::outcome`]'s values.
+    pub outcome: &'static str,
+    pub duplicate: bool,
+    pub reason: Option<String>,
+    /// Recipients the commit does not name in `stored` steps (a purge's users, a live event's users).
+    pub recipients: Vec<String>,
+}
+
+/// What one node's delivery of a notification came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Sessions of the recipient open on this node.
+    pub sessions: usize,
+    /// Sessions whose outbox took the frame.
+    pub written: usize,
+    pub overflowed: usize,
+    pub closed: usize,
+}
+
+impl Delivered {
+    fn reason(&self) -> Option<&'static str> {
+        if self.sessions == 0 {
+            Some("offline")
+        } else if self.overflowed > 0 {
+            Some("outbox_overflow")
+        } else if self.closed > 0 {
+            Some("closed")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    recorded: AtomicU64,
+    dropped: AtomicU64,
+    sampled_out: AtomicU64,
+}
+
+enum Command {
+    Step(Step),
+    /// Answered once every step queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+struct Inner {
+    tx: mpsc::Sender<Command>,
+    node: Arc<str>,
+    /// A step is kept when its key's hash is at most this (`u64::MAX`: all).
+    keep_below: u64,
+    counters: Counters,
+}
+
+/// The hot path's handle: every stage calls it, and it never waits. Cheap to clone; `Default` records nothing.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    inner: Option<Arc<Inner>>,
+}
+
+impl Recorder {
+    /// A recorder feeding a buffer of `buffer` steps, and its receiving end (for [`spawn_writer`]).
+    fn new(node: Arc<str>, buffer: usize, sample_rate: f64) -> (Recorder, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(buffer);
+        let keep_below = if sample_rate >= 1.0 { u64::MAX } else { (sample_rate * u64::MAX as f64) as u64 };
+        let inner = Inner { tx, node, keep_below, counters: Counters::default() };
+        (Recorder { inner: Some(Arc::new(inner)) }, rx)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// A fresh trace id for an event being received, `None` when tracing is off.
+    pub fn begin(
+        &self,
+        origin: &Origin,
+        event_type: &str,
+        rule: Option<&str>,
+        received_at: Instant,
+    ) -> Option<Box<Received>> {
+        self.inner.as_ref()?;
+        Some(Box::new(Received {
+            trace_id: format!("{:016x}", rand::random::<u64>()),
+            transport: origin.transport,
+            producer: origin.producer.clone(),
+            event_type: event_type.to_owned(),
+            rule: rule.map(str::to_owned),
+            received_at,
+        }))
+    }
+
+    /// The `event` step of a committed (or skipped) event, and a `stored` step per notification
+    /// (`(id, user)`, user `None` for a broadcast).
+    pub fn committed(
+        &self,
+        r: &Received,
+        event_id: &str,
+        exchange: &str,
+        routing_key: &str,
+        fate: Fate,
+        stored: &[(i64, Option<&str>)],
+    ) {
+        let Some(inner) = &self.inner else { return };
+        let at = received_at(r.received_at);
+        if inner.keep(hash_str(&r.trace_id)) {
+            let recipients: Vec<&String> = fate.recipients.iter().take(MAX_LISTED).collect();
+            let data = json!({
+                "transport": r.transport,
+                "exchange": (!exchange.is_empty()).then_some(exchange),
+                "routing_key": (!routing_key.is_empty()).then_some(routing_key),
+                "producer": r.producer,
+                "event_type": r.event_type,
+                "rule": r.rule,
+                "dedupe": if fate.duplicate { "duplicate" } else { "new" },
+                "outcome": fate.outcome,
+                "reason": fate.reason,
+                "recipients": recipients,
+                "recipients_total": fate.recipients.len(),
+            });
+            inner.send(Step {
+                at,
+                trace_id: Some(r.trace_id.clone()),
+                event_id: Some(event_id.to_owned()),
+                notification_id: None,
+                user_id: None,
+                kind: Kind::Event,
+                node: inner.node.to_string(),
+                data,
+            });
+        }
+        for (id, user) in stored {
+            if inner.keep(hash_i64(*id)) {
+                inner.send(Step {
+                    at,
+                    trace_id: Some(r.trace_id.clone()),
+                    event_id: Some(event_id.to_owned()),
+                    notification_id: Some(*id),
+                    user_id: user.map(str::to_owned),
+                    kind: Kind::Stored,
+                    node: inner.node.to_string(),
+                    data: json!({}),
+                });
+            }
+        }
+    }
+
+    /// An event refused before its commit (undecodable, unmatched under `unmatched = "dead_letter"`, a rule
+    /// that could not route it) and dead-lettered (AMQP): its whole trace is this one step. The rule, if one
+    /// matched, is named in `error`.
+    pub fn dead_lettered_unrouted(
+        &self,
+        event_id: Option<&str>,
+        exchange: &str,
+        routing_key: &str,
+        reason: &str,
+        error: &str,
+    ) {
+        let Some(inner) = &self.inner else { return };
+        let trace_id = format!("{:016x}", rand::random::<u64>());
+        if !inner.keep(hash_str(&trace_id)) {
+            return;
+        }
+        let data = json!({
+            "transport": Transport::Amqp,
+            "exchange": (!exchange.is_empty()).then_some(exchange),
+            "routing_key": (!routing_key.is_empty()).then_some(routing_key),
+            "producer": null,
+            "event_type": null,
+            "rule": null,
+            "dedupe": "new",
+            "outcome": "dead_lettered",
+            "reason": format!("{reason}: {error}"),
+            "recipients": [],
+            "recipients_total": 0,
+        });
+        inner.send(Step {
+            at: Utc::now(),
+            trace_id: Some(trace_id),
+            event_id: Some(event_id.unwrap_or_default().to_owned()),
+            notification_id: None,
+            user_id: None,
+            kind: Kind::Event,
+            node: inner.node.to_string(),
+            data,
+        });
+    }
+
+    /// A committed event then dead-lettered (an alias nobody taught yet, over AMQP).
+    pub fn dead_lettered(&self, trace_id: &str, event_id: &str, reason: &str, error: &str) {
+        let Some(inner) = &self.inner else { return };
+        if inner.keep(hash_str(trace_id)) {
+            inner.send(Step {
+                at: Utc::now(),
+                trace_id: Some(trace_id.to_owned()),
+                event_id: Some(event_id.to_owned()),
+                notification_id: None,
+                user_id: None,
+                kind: Kind::DeadLettered,
+                node: inner.node.to_string(),
+                data: json!({ "reason": format!("{reason}: {error}") }),
+            });
+        }
+    }
+
+    /// This node handed notification `id` to `user`'s sessions (`None`: a broadcast, to everyone's).
+    pub fn delivered(&self, id: i64, user: Option<&str>, d: Delivered) {
+        self.delivery(id, user, d.sessions > 0, d.written, d.reason());
+    }
+
+    /// Notification `id` was stored muted for `user`: not pushed live (the preferences of issue 17). The hook
+    /// the commit listener calls for a muted notification instead of delivering it.
+    pub fn muted(&self, id: i64, user: &str) {
+        self.delivery(id, Some(user), false, 0, Some("muted"));
+    }
+
+    fn delivery(&self, id: i64, user: Option<&str>, online: bool, written: usize, reason: Option<&'static str>) {
+        let Some(inner) = &self.inner else { return };
+        if inner.keep(hash_i64(id)) {
+            inner.send(Step {
+                at: Utc::now(),
+                trace_id: None,
+                event_id: None,
+                notification_id: Some(id),
+                user_id: user.map(str::to_owned),
+                kind: Kind::Delivered,
+                node: inner.node.to_string(),
+                data: json!({ "online": online, "sessions_written": written, "reason": reason }),
+            });
+        }
+    }
+
+    /// `user` marked notification `id` read.
+    pub fn read(&self, id: i64, user: &str, at: DateTime<Utc>) {
+        let Some(inner) = &self.inner else { return };
+        if inner.keep(hash_i64(id)) {
+            inner.send(Step {
+                at,
+                trace_id: None,
+                event_id: None,
+                notification_id: Some(id),
+                user_id: Some(user.to_owned()),
+                kind: Kind::Read,
+                node: inner.node.to_string(),
+                data: json!({}),
+            });
+        }
+    }
+
+    /// `user` marked everything up to `up_to` read (`Kind::ReadAll`) or seen (`Kind::SeenAll`).
+    pub fn marked_all(&self, kind: Kind, user: &str, up_to: i64, at: DateTime<Utc>) {
+        let Some(inner) = &self.inner else { return };
+        debug_assert!(matches!(kind, Kind::ReadAll | Kind::SeenAll));
+        inner.send(Step {
+            at,
+            trace_id: None,
+            event_id: None,
+            notification_id: None,
+            user_id: Some(user.to_owned()),
+            kind,
+            node: inner.node.to_string(),
+            data: json!({ "up_to": up_to }),
+        });
+    }
+
+    /// Wait until every step recorded before this call is written (the read endpoints call it, so a trace
+    /// read on this node shows this node's steps). Not for the hot path.
+    pub async fn flush(&self) {
+        let Some(inner) = &self.inner else { return };
+        let (tx, rx) = oneshot::channel();
+        let sent = tokio::time::timeout(Duration::from_secs(2), inner.tx.send(Command::Flush(tx))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+
+    /// (recorded, dropped, sampled out) on this node since it started.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        match &self.inner {
+            Some(i) => (
+                i.counters.recorded.load(Ordering::Relaxed),
+                i.counters.dropped.load(Ordering::Relaxed),
+                i.counters.sampled_out.load(Ordering::Relaxed),
+            ),
+            None => (0, 0, 0),
+        }
+    }
+}
+
+impl Inner {
+    fn keep(&self, key: u64) -> bool {
+        if self.keep_below == u64::MAX || key <= self.keep_below {
+            return true;
+        }
+        self.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_trace_sampled_out_total").increment(1);
+        false
+    }
+
+    fn send(&self, step: Step) {
+        if self.tx.try_send(Command::Step(step)).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("herald_trace_dropped_total").increment(1);
+        }
+    }
+}
+
+/// The wall-clock time of an `Instant` in the past.
+fn received_at(at: Instant) -> DateTime<Utc> {
+    let now = Utc::now();
+    chrono::Duration::from_std(at.elapsed()).map(|d| now - d).unwrap_or(now)
+}
+
+/// SplitMix64: spreads sequential ids over the whole range, so a share of them is a share of the range.
+fn hash_i64(id: i64) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn hash_str(s: &str) -> u64 {
+    // FNV-1a, then SplitMix64's finaliser.
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    hash_i64(h as i64)
+}
+
+/// Write what has queued, in batches, until every recorder is gone.
+/// Holds the recorders' counters weakly: the loop ends once every recorder (every sender) is dropped.
+async fn write_loop(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Command>, counters: std::sync::Weak<Inner>) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut buf, WRITE_BATCH).await > 0 {
+        let mut steps = Vec::with_capacity(buf.len());
+        let mut flushes = Vec::new();
+        for c in buf.drain(..) {
+            match c {
+                Command::Step(s) => steps.push(s),
+                Command::Flush(tx) => flushes.push(tx),
+            }
+        }
+        if !steps.is_empty() {
+            let n = steps.len() as u64;
+            match store.append(steps).await {
+                Ok(()) => {
+                    metrics::counter!("herald_trace_recorded_total").increment(n);
+                    if let Some(c) = counters.upgrade() {
+                        c.counters.recorded.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("herald_trace_write_errors_total").increment(n);
+                    tracing::warn!(error = %e, steps = n, "trace steps could not be written; they are lost");
+                }
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
+
+/// Prune steps older than `retention` every `every`, `batch` at a time, until `shutdown`.
+async fn prune_loop(
+    store: Arc<dyn TraceStore>,
+    retention: chrono::Duration,
+    every: Duration,
+    batch: usize,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = prune(store.as_ref(), Utc::now() - retention, batch).await {
+            tracing::warn!(error = %e, "trace retention failed; it runs again later");
+        }
+    }
+}
+
+/// Delete the steps before `cutoff`, `batch` at a time, yielding between batches; how many went.
+pub async fn prune(store: &dyn TraceStore, cutoff: DateTime<Utc>, batch: usize) -> Result<u64, TraceError> {
+    let mut total = 0;
+    loop {
+        let n = store.prune(cutoff, batch).await?;
+        if n > 0 {
+            metrics::counter!("herald_trace_pruned_rows_total").increment(n);
+        }
+        total += n;
+        if n == 0 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The trace, as the API and the CLI show it (contract D).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Trace {
+    pub trace_id: String,
+    pub event_id: String,
+    pub received_at: DateTime<Utc>,
+    pub transport: Transport,
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+    /// The service key's id that posted it (HTTP), else `null`.
+    pub producer: Option<String>,
+    pub event_type: Option<String>,
+    /// `new` or `duplicate` (the scoped event id was applied before).
+    pub dedupe: String,
+    /// The rule that matched, `null` when none did.
+    pub rule: Option<String>,
+    /// `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `purged`, `live_only` or `unresolved`.
+    pub outcome: String,
+    /// Why it was not stored, or why it was dead-lettered.
+    pub reason: Option<String>,
+    /// After aliases: the users it was stored for (`*` for a broadcast), a purge's users, a live event's users.
+    pub recipients: Vec<String>,
+    pub notification_ids: Vec<i64>,
+    /// The nodes that handled its frames: the committing node and every node the transport carried them to.
+    pub published_to: Vec<String>,
+    pub deliveries: Vec<TraceDelivery>,
+    pub read: Vec<ReadMark>,
+    pub seen: Vec<SeenMark>,
+}
+
+/// One node's delivery of one of the trace's notifications to one user (`*`: a broadcast, to everyone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TraceDelivery {
+    pub user_id: String,
+    pub node: String,
+    /// Whether the user had a session on that node.
+    pub online: bool,
+    pub sessions_written: u64,
+    /// Why not every session got it: `offline`, `outbox_overflow`, `muted` or `closed`; `null` when all did.
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReadMark {
+    pub user_id: String,
+    pub read_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SeenMark {
+    pub user_id: String,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/admin/events/{event_id}/trace`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventTraces {
+    pub event_id: String,
+    /// Newest first: an event id posted twice has two traces (the second a `duplicate`).
+    pub traces: Vec<Trace>,
+}
+
+/// `GET /api/v1/admin/users/{user_id}/trace`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserTraces {
+    pub user_id: String,
+    /// Newest first.
+    pub traces: Vec<Trace>,
+}
+
+/// `GET /api/v1/admin/trace/stats`: this node's recorder since it started.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TraceStats {
+    /// Steps written.
+    pub recorded: u64,
+    /// Steps dropped because the buffer was full.
+    pub dropped: u64,
+    /// Steps not kept by `trace.sample_rate`.
+    pub sampled_out: u64,
+    pub retention_days: u32,
+}
+
+/// The trace: the recorder for the stages, the store for the read endpoints.
+#[derive(Clone)]
+pub struct Tracer {
+    recorder: Recorder,
+    store: Option<Arc<dyn TraceStore>>,
+    retention_days: u32,
+}
+
+impl Tracer {
+    /// Nothing recorded, nothing to read (`trace.enabled = false`).
+    pub fn disabled(retention_days: u32) -> Tracer {
+        Tracer { recorder: Recorder::default(), store: None, retention_days }
+    }
+
+    /// Over any store: a recorder with a buffer of `buffer` steps and its writer task.
+    pub fn with_store(
+        store: Arc<dyn TraceStore>,
+        node: &str,
+        buffer: usize,
+        sample_rate: f64,
+        retention_days: u32,
+    ) -> Tracer {
+        let (recorder, rx) = Recorder::new(Arc::from(node), buffer, sample_rate);
+        let counters = Arc::downgrade(recorder.inner.as_ref().expect("enabled"));
+        tokio::spawn(write_loop(store.clone(), rx, counters));
+        Tracer { recorder, store: Some(store), retention_days }
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    pub fn stats(&self) -> TraceStats {
+        let (recorded, dropped, sampled_out) = self.recorder.counts();
+        TraceStats { recorded, dropped, sampled_out, retention_days: self.retention_days }
+    }
+
+    fn store(&self) -> Result<&Arc<dyn TraceStore>, TraceError> {
+        self.store.as_ref().ok_or(TraceError::Disabled)
+    }
+
+    /// Every retained trace of `event_id`, newest first (empty: none).
+    pub async fn event(&self, event_id: &str) -> Result<Vec<Trace>, TraceError> {
+        let store = self.store()?;
+        self.recorder.flush().await;
+        let steps = store.by_event(event_id, MAX_ROWS).await?;
+        let ids: BTreeSet<String> = steps.iter().filter_map(|s| s.trace_id.clone()).collect();
+        let ids: Vec<String> = ids.into_iter().collect();
+        let steps = store.by_traces(&ids, MAX_ROWS).await?;
+        self.assemble(store, steps).await
+    }
+
+    /// The newest `limit` traces that stored something for `user`, newest first.
+    pub async fn user(&self, user: &str, limit: usize) -> Result<Vec<Trace>, TraceError> {
+        let store = self.store()?;
+        self.recorder.flush().await;
+        let ids = store.user_traces(user, limit).await?;
+        let steps = store.by_traces(&ids, MAX_ROWS).await?;
+        self.assemble(store, steps).await
+    }
+
+    /// Group steps by trace and fetch what other nodes and later requests recorded about their notifications.
+    async fn assemble(&self, store: &Arc<dyn TraceStore>, steps: Vec<Step>) -> Result<Vec<Trace>, TraceError> {
+        let ids: BTreeSet<i64> = steps.iter().filter_map(|s| s.notification_id).collect();
+        let ids: Vec<i64> = ids.into_iter().collect();
+        let later = if ids.is_empty() { Vec::new() } else { store.by_notifications(&ids, MAX_ROWS).await? };
+        let users: BTreeSet<String> =
+            steps.iter().filter(|s| s.kind == Kind::Stored).filter_map(|s| s.user_id.clone()).collect();
+        let users: Vec<String> = users.into_iter().collect();
+        let marks = if users.is_empty() { Vec::new() } else { store.marks(&users, MAX_ROWS).await? };
+        Ok(assemble(steps, &later, &marks))
+    }
+}
+
+/// Build traces from their own steps (`event`, `stored`, `dead_lettered`), the steps naming their notifications
+/// (`delivered`, `read`, from any node) and their users' `read_all` / `seen_all` marks. Newest first.
+pub fn assemble(own: Vec<Step>, later: &[Step], marks: &[Step]) -> Vec<Trace> {
+    let mut by_trace: BTreeMap<String, Vec<Step>> = BTreeMap::new();
+    for s in own {
+        if let Some(t) = s.trace_id.clone() {
+            by_trace.entry(t).or_default().push(s);
+        }
+    }
+    let mut traces: Vec<Trace> = by_trace.into_iter().filter_map(|(id, steps)| one(id, steps, later, marks)).collect();
+    traces.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| b.trace_id.cmp(&a.trace_id)));
+    traces
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Option<Trace> {
+    let event = steps.iter().find(|s| s.kind == Kind::Event)?;
+    let d = &event.data;
+    let mut t = Trace {
+        trace_id,
+        event_id: event.event_id.clone().unwrap_or_default(),
+        received_at: event.at,
+        transport: serde_json::from_value(d["transport"].clone()).unwrap_or(Transport::Http),
+        exchange: text(d, "exchange"),
+        routing_key: text(d, "routing_key"),
+        producer: text(d, "producer"),
+        event_type: text(d, "event_type"),
+        dedupe: text(d, "dedupe").unwrap_or_else(|| "new".into()),
+        rule: text(d, "rule"),
+        outcome: text(d, "outcome").unwrap_or_default(),
+        reason: text(d, "reason"),
+        recipients: d["recipients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        notification_ids: Vec::new(),
+        published_to: Vec::new(),
+        deliveries: Vec::new(),
+        read: Vec::new(),
+        seen: Vec::new(),
+    };
+    if let Some(dead) = steps.iter().find(|s| s.kind == Kind::DeadLettered) {
+        t.outcome = "dead_lettered".into();
+        t.reason = text(&dead.data, "reason").or(t.reason);
+    }
+    // notification id → its user (None: a broadcast).
+    let mut stored: BTreeMap<i64, Option<String>> = BTreeMap::new();
+    for s in steps.iter().filter(|s| s.kind == Kind::Stored) {
+        if let Some(id) = s.notification_id {
+            stored.insert(id, s.user_id.clone());
+        }
+    }
+    t.notification_ids = stored.keys().copied().collect();
+    if !stored.is_empty() {
+        let users: BTreeSet<String> = stored.values().map(|u| u.clone().unwrap_or_else(|| "*".into())).collect();
+        t.recipients = users.into_iter().collect();
+    }
+    let mut nodes = BTreeSet::new();
+    let mut read: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut seen: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let earliest = |map: &mut BTreeMap<String, DateTime<Utc>>, user: &str, at: DateTime<Utc>| {
+        let e = map.entry(user.to_owned()).or_insert(at);
+        if at < *e {
+            *e = at;
+        }
+    };
+    let mut later: Vec<&Step> =
+        later.iter().filter(|s| s.notification_id.is_some_and(|id| stored.contains_key(&id))).collect();
+    later.sort_by_key(|s| s.at);
+    for s in later {
+        match s.kind {
+            Kind::Delivered => {
+                nodes.insert(s.node.clone());
+                t.deliveries.push(TraceDelivery {
+                    user_id: s.user_id.clone().unwrap_or_else(|| "*".into()),
+                    node: s.node.clone(),
+                    online: s.data["online"].as_bool().unwrap_or(false),
+                    sessions_written: s.data["sessions_written"].as_u64().unwrap_or(0),
+                    reason: text(&s.data, "reason"),
+                    at: s.at,
+                });
+            }
+            Kind::Read => {
+                if let Some(u) = &s.user_id {
+                    earliest(&mut read, u, s.at);
+                    earliest(&mut seen, u, s.at); // reading implies seeing
+                }
+            }
+            _ => {}
+        }
+    }
+    for m in marks {
+        let (Some(user), Some(up_to)) = (&m.user_id, m.data["up_to"].as_i64()) else { continue };
+        let covers = stored.iter().any(|(id, u)| *id <= up_to && u.as_deref().is_none_or(|u| u == user))
+            && m.at >= t.received_at;
+        if !covers {
+            continue;
+        }
+        match m.kind {
+            Kind::ReadAll => {
+                earliest(&mut read, user, m.at);
+                earliest(&mut seen, user, m.at);
+            }
+            Kind::SeenAll => earliest(&mut seen, user, m.at),
+            _ => {}
+        }
+    }
+    t.published_to = nodes.into_iter().collect();
+    t.read = read.into_iter().map(|(user_id, read_at)| ReadMark { user_id, read_at }).collect();
+    t.seen = seen.into_iter().map(|(user_id, seen_at)| SeenMark { user_id, seen_at }).collect();
+    Some(t)
+}
+
+/// Open the trace's store as `[trace]` and `store.url` say, start its writer and its retention; a disabled
+/// tracer when `trace.enabled = false`.
+pub async fn open(settings: &Settings, node: &str, shutdown: &CancellationToken) -> Result<Tracer, TraceError> {
+    let t = &settings.trace;
+    if !t.enabled {
+        return Ok(Tracer::disabled(t.retention_days));
+    }
+    let store: Arc<dyn TraceStore> = match settings.store_location() {
+        StoreLocation::Sqlite(inbox) => {
+            let path =
+                if t.sqlite_path.as_os_str().is_empty() { sqlite::beside(&inbox) } else { t.sqlite_path.clone() };
+            Arc::new(sqlite::SqliteTrace::open(&path)?)
+        }
+        StoreLocation::Postgres(url) => Arc::new(postgres::PostgresTrace::open(&url).await?),
+    };
+    let tracer = Tracer::with_store(store.clone(), node, t.buffer, t.sample_rate, t.retention_days);
+    tokio::spawn(prune_loop(
+        store,
+        chrono::Duration::days(i64::from(t.retention_days)),
+        Duration::from_secs(settings.store.prune_interval_secs),
+        settings.store.prune_batch,
+        shutdown.clone(),
+    ));
+    Ok(tracer)
+}
+
+/// Open only the store (tests: retention with a given `now`, or a backend's queries).
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn TraceStore>, TraceError> {
+    Ok(match settings.store_location() {
+        StoreLocation::Sqlite(inbox) => {
+            let t = &settings.trace;
+            let path =
+                if t.sqlite_path.as_os_str().is_empty() { sqlite::beside(&inbox) } else { t.sqlite_path.clone() };
+            Arc::new(sqlite::SqliteTrace::open(&path)?)
+        }
+        StoreLocation::Postgres(url) => Arc::new(postgres::PostgresTrace::open(&url).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose writes never finish: the writer task holds one batch forever, so the buffer fills.
+    struct Stuck;
+
+    #[async_trait]
+    impl TraceStore for Stuck {
+        async fn append(&self, _: Vec<Step>) -> Result<(), TraceError> {
+            std::future::pending().await
+        }
+        async fn by_event(&self, _: &str, _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn by_traces(&self, _: &[String], _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn by_notifications(&self, _: &[i64], _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn marks(&self, _: &[String], _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn user_traces(&self, _: &str, _: usize) -> Result<Vec<String>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn prune(&self, _: DateTime<Utc>, _: usize) -> Result<u64, TraceError> {
+            Ok(0)
+        }
+    }
+
+    fn delivered() -> Delivered {
+        Delivered { sessions: 1, written: 1, overflowed: 0, closed: 0 }
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_drops_and_counts_steps_instead_of_blocking() {
+        let tracer = Tracer::with_store(Arc::new(Stuck), "n1", 2, 1.0, 7);
+        let r = tracer.recorder();
+        // A current-thread runtime: the writer task cannot run during this loop, so the buffer holds exactly 2.
+        for id in 0..100 {
+            r.delivered(id, Some("u"), delivered()); // returns at once: a blocking send would hang this test
+        }
+        let (recorded, dropped, sampled_out) = r.counts();
+        assert_eq!((recorded, dropped, sampled_out), (0, 98, 0));
+        // The writer now takes the two queued steps and hangs on the store; recording still never waits.
+        tokio::task::yield_now().await;
+        for id in 100..110 {
+            r.delivered(id, Some("u"), delivered());
+        }
+        let dropped = r.counts().1;
+        assert!(dropped >= 98 + 8, "at most the buffer's 2 more were queued: dropped {dropped}");
+        assert_eq!(tracer.stats().dropped, dropped);
+    }
+
+    #[tokio::test]
+    async fn sampling_keeps_a_share_and_counts_the_rest() {
+        let (r, _rx) = Recorder::new(Arc::from("n1"), 100_000, 0.25);
+        for id in 0..10_000 {
+            r.delivered(id, Some("u"), delivered());
+        }
+        let (_, dropped, sampled_out) = r.counts();
+        assert_eq!(dropped, 0);
+        assert!((7_000..8_000).contains(&sampled_out), "about 75 % sampled out, got {sampled_out}");
+        let (none, _rx) = Recorder::new(Arc::from("n1"), 10, 0.0);
+        none.delivered(1, None, delivered());
+        assert_eq!(none.counts().2, 1, "rate 0 keeps nothing");
+    }
+
+    #[tokio::test]
+    async fn a_disabled_recorder_records_and_counts_nothing() {
+        let r = Recorder::default();
+        assert!(r.begin(&Origin::amqp(), "t", None, Instant::now()).is_none());
+        r.delivered(1, Some("u"), delivered());
+        assert_eq!(r.counts(), (0, 0, 0));
+    }
+
+    fn step(
+        kind: Kind,
+        trace: Option<&str>,
+        id: Option<i64>,
+        user: Option<&str>,
+        node: &str,
+        secs: i64,
+        data: Value,
+    ) -> Step {
+        Step {
+            at: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
+            trace_id: trace.map(str::to_owned),
+            event_id: Some("e1".into()),
+            notification_id: id,
+            user_id: user.map(str::to_owned),
+            kind,
+            node: node.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn assembly_joins_the_deliveries_other_nodes_recorded_and_the_reads() {
+        let event = json!({"transport": "http", "exchange": null, "routing_key": "a.b", "producer": "billing",
+            "event_type": "t", "rule": "r1", "dedupe": "new", "outcome": "stored", "reason": null, "recipients": []});
+        let own = vec![
+            step(Kind::Event, Some("t1"), None, None, "n1", 0, event),
+            step(Kind::Stored, Some("t1"), Some(7), Some("alice"), "n1", 0, json!({})),
+            step(Kind::Stored, Some("t1"), Some(8), Some("bob"), "n1", 0, json!({})),
+        ];
+        let later = vec![
+            step(
+                Kind::Delivered,
+                None,
+                Some(7),
+                Some("alice"),
+                "n2",
+                1,
+                json!({"online": true, "sessions_written": 2, "reason": null}),
+            ),
+            step(
+                Kind::Delivered,
+                None,
+                Some(8),
+                Some("bob"),
+                "n1",
+                1,
+                json!({"online": false, "sessions_written": 0, "reason": "offline"}),
+            ),
+            step(
+                Kind::Delivered,
+                None,
+                Some(99),
+                Some("carol"),
+                "n3",
+                1,
+                json!({"online": true, "sessions_written": 1, "reason": null}),
+            ),
+            step(Kind::Read, None, Some(7), Some("alice"), "n2", 5, json!({})),
+        ];
+        let marks = vec![step(Kind::SeenAll, None, None, Some("bob"), "n1", 9, json!({"up_to": 8}))];
+        let t = assemble(own, &later, &marks);
+        assert_eq!(t.len(), 1);
+        let t = &t[0];
+        assert_eq!(
+            (t.rule.as_deref(), t.producer.as_deref(), t.outcome.as_str()),
+            (Some("r1"), Some("billing"), "stored")
+        );
+        assert_eq!(t.recipients, ["alice", "bob"]);
+        assert_eq!(t.notification_ids, [7, 8]);
+        assert_eq!(t.published_to, ["n1", "n2"], "n3's step names another notification");
+        assert_eq!(t.deliveries.len(), 2);
+        assert_eq!((t.deliveries[0].node.as_str(), t.deliveries[0].sessions_written), ("n2", 2));
+        assert_eq!(t.deliveries[1].reason.as_deref(), Some("offline"));
+        assert_eq!(t.read.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["alice"]);
+        assert_eq!(t.seen.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+    }
+}

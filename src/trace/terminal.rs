@@ -1,0 +1,269 @@
+//! `herald trace`: ask a running gateway for traces (`GET /api/v1/admin/...`) and show each as a timeline for
+//! a terminal, one line per step, oldest first (`--json`: the answer as it came).
+//!
+//! The admin key is sent only as the `Authorization` header and never printed, not even in errors.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use super::{EventTraces, Trace, UserTraces};
+
+/// What `herald trace` asks for.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Event(String),
+    User { user: String, limit: usize },
+}
+
+/// Fetch the traces `query` names from the gateway at `base` with the admin `key`; the text to print (a
+/// timeline, or the raw JSON with `json`), or why not, in words.
+pub async fn fetch(base: &str, key: &str, query: &Query, json: bool) -> anyhow::Result<String> {
+    let mut url = url::Url::parse(base).map_err(|e| anyhow::anyhow!("--url `{base}`: {e}"))?;
+    {
+        let mut path = url.path_segments_mut().map_err(|_| anyhow::anyhow!("--url `{base}` cannot take a path"))?;
+        path.pop_if_empty();
+        match query {
+            Query::Event(id) => path.extend(["api", "v1", "admin", "events", id.as_str(), "trace"]),
+            Query::User { user, .. } => path.extend(["api", "v1", "admin", "users", user.as_str(), "trace"]),
+        };
+    }
+    if let Query::User { limit, .. } = query {
+        url.query_pairs_mut().append_pair("limit", &limit.to_string());
+    }
+    let response = reqwest::Client::new()
+        .get(url.clone())
+        .bearer_auth(key)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", e.without_url()))?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| anyhow::anyhow!("reading the answer: {}", e.without_url()))?;
+    if !status.is_success() {
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let code = parsed["error"].as_str().unwrap_or("");
+        let message = parsed["message"].as_str().unwrap_or("");
+        anyhow::bail!(match (status.as_u16(), query) {
+            (404, Query::Event(id)) if code == "not_found" => format!("no trace of event `{id}` is retained"),
+            (401 | 403, _) => format!("the gateway refused the key ({status}, {code}): it needs the `admin` scope"),
+            _ => format!("the gateway answered {status} {code}: {message}"),
+        });
+    }
+    if json {
+        return Ok(format!(
+            "{body}
+"
+        ));
+    }
+    let traces = match query {
+        Query::Event(_) => serde_json::from_str::<EventTraces>(&body).map(|t| t.traces),
+        Query::User { .. } => serde_json::from_str::<UserTraces>(&body).map(|t| t.traces),
+    }
+    .map_err(|e| anyhow::anyhow!("the gateway's answer is not a trace: {e}"))?;
+    Ok(render_all(&traces))
+}
+
+fn time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// What an outcome means, in words.
+fn outcome(t: &Trace) -> String {
+    let what = match t.outcome.as_str() {
+        "stored" => "stored",
+        "duplicate" => "a duplicate: already applied, not stored again",
+        "unmatched" => "no rule matched: not stored",
+        "ignored" => "ignored by its rule: not stored",
+        "dead_lettered" => "dead-lettered",
+        "purged" => "purged the recipients' inboxes",
+        "live_only" => "pushed live only, not stored",
+        "unresolved" => "not stored: its alias recipient is not known yet",
+        other => other,
+    };
+    match &t.reason {
+        Some(r) if t.outcome != "stored" => format!("{what} ({r})"),
+        _ => what.to_owned(),
+    }
+}
+
+/// One trace as a timeline.
+pub fn render(t: &Trace) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "trace {}  event {}", t.trace_id, t.event_id);
+    let mut lines: Vec<(DateTime<Utc>, u8, String)> = Vec::new();
+    let mut received = format!(
+        "received over {}",
+        match t.transport {
+            super::Transport::Http => "HTTP",
+            super::Transport::Amqp => "AMQP",
+        }
+    );
+    if let Some(x) = &t.exchange {
+        let _ = write!(received, ", exchange {x}");
+    }
+    if let Some(k) = &t.routing_key {
+        let _ = write!(received, ", routing key {k}");
+    }
+    if let Some(p) = &t.producer {
+        let _ = write!(received, ", from key {p}");
+    }
+    if let Some(e) = &t.event_type {
+        let _ = write!(received, ", type {e}");
+    }
+    lines.push((t.received_at, 0, received));
+    let rule = match &t.rule {
+        Some(r) => format!("rule `{r}` matched; dedupe: {}", t.dedupe),
+        None => format!("no rule matched; dedupe: {}", t.dedupe),
+    };
+    lines.push((t.received_at, 1, rule));
+    let mut result = format!("outcome: {}", outcome(t));
+    if !t.recipients.is_empty() {
+        let _ = write!(result, "; recipients {}", t.recipients.join(", "));
+    }
+    if !t.notification_ids.is_empty() {
+        let ids: Vec<String> = t.notification_ids.iter().map(|i| format!("#{i}")).collect();
+        let _ = write!(result, "; notifications {}", ids.join(", "));
+    }
+    lines.push((t.received_at, 2, result));
+    for d in &t.deliveries {
+        let who = if d.user_id == "*" { "everyone (broadcast)".to_owned() } else { d.user_id.clone() };
+        let what = match (d.reason.as_deref(), d.online) {
+            (None, _) => {
+                format!("written to {} session{}", d.sessions_written, if d.sessions_written == 1 { "" } else { "s" })
+            }
+            (Some("offline"), _) => "not online there: nothing to push (it waits in the inbox)".to_owned(),
+            (Some("muted"), _) => "muted by the user's preferences: stored, not pushed".to_owned(),
+            (Some("outbox_overflow"), _) => {
+                format!("outbox full: written to {}, the others resync from the inbox", d.sessions_written)
+            }
+            (Some("closed"), _) => format!("session closing: written to {}", d.sessions_written),
+            (Some(other), _) => other.to_owned(),
+        };
+        lines.push((d.at, 3, format!("delivery to {who} on node {}: {what}", d.node)));
+    }
+    for r in &t.read {
+        lines.push((r.read_at, 4, format!("read by {}", r.user_id)));
+    }
+    for s in &t.seen {
+        if !t.read.iter().any(|r| r.user_id == s.user_id && r.read_at == s.seen_at) {
+            lines.push((s.seen_at, 4, format!("seen by {}", s.user_id)));
+        }
+    }
+    lines.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut last = None;
+    for (at, _, text) in lines {
+        let stamp = if last == Some(at) { " ".repeat(23) } else { time(&at) };
+        last = Some(at);
+        let _ = writeln!(out, "  {stamp}  {text}");
+    }
+    if !t.published_to.is_empty() {
+        let _ = writeln!(out, "  published to {}", t.published_to.join(", "));
+    }
+    out
+}
+
+/// Several traces, newest first, separated by a blank line; a line saying so when there are none.
+pub fn render_all(traces: &[Trace]) -> String {
+    if traces.is_empty() {
+        return "no trace retained\n".to_owned();
+    }
+    traces.iter().map(render).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{ReadMark, SeenMark, TraceDelivery, Transport};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_trace_reads_as_a_timeline_of_steps() {
+        let t = Trace {
+            trace_id: "00ab".into(),
+            event_id: "e-42".into(),
+            received_at: at("2026-11-29T03:21:07.120Z"),
+            transport: Transport::Http,
+            exchange: Some("sgad.notifications".into()),
+            routing_key: Some("availability.closed.7".into()),
+            producer: Some("billing".into()),
+            event_type: Some("availability.closed".into()),
+            dedupe: "new".into(),
+            rule: Some("availability_closed".into()),
+            outcome: "stored".into(),
+            reason: None,
+            recipients: vec!["alice".into(), "bob".into()],
+            notification_ids: vec![41, 42],
+            published_to: vec!["node-a".into(), "node-b".into()],
+            deliveries: vec![
+                TraceDelivery {
+                    user_id: "bob".into(),
+                    node: "node-b".into(),
+                    online: false,
+                    sessions_written: 0,
+                    reason: Some("offline".into()),
+                    at: at("2026-11-29T03:21:07.130Z"),
+                },
+                TraceDelivery {
+                    user_id: "alice".into(),
+                    node: "node-a".into(),
+                    online: true,
+                    sessions_written: 2,
+                    reason: None,
+                    at: at("2026-11-29T03:21:07.125Z"),
+                },
+            ],
+            read: vec![ReadMark { user_id: "alice".into(), read_at: at("2026-11-29T03:30:00Z") }],
+            seen: vec![
+                SeenMark { user_id: "alice".into(), seen_at: at("2026-11-29T03:30:00Z") },
+                SeenMark { user_id: "bob".into(), seen_at: at("2026-11-29T04:00:00Z") },
+            ],
+        };
+        let text = render(&t);
+        let expected = "\
+trace 00ab  event e-42
+  2026-11-29 03:21:07.120  received over HTTP, exchange sgad.notifications, routing key availability.closed.7, from key billing, type availability.closed
+                           rule `availability_closed` matched; dedupe: new
+                           outcome: stored; recipients alice, bob; notifications #41, #42
+  2026-11-29 03:21:07.125  delivery to alice on node node-a: written to 2 sessions
+  2026-11-29 03:21:07.130  delivery to bob on node node-b: not online there: nothing to push (it waits in the inbox)
+  2026-11-29 03:30:00.000  read by alice
+  2026-11-29 04:00:00.000  seen by bob
+  published to node-a, node-b
+";
+        assert_eq!(text, expected, "got:\n{text}");
+        assert!(!text.contains('{'), "no raw JSON");
+    }
+
+    #[test]
+    fn an_unmatched_event_says_why_and_no_traces_say_so() {
+        let t = Trace {
+            trace_id: "01".into(),
+            event_id: "e".into(),
+            received_at: at("2026-11-29T03:00:00Z"),
+            transport: Transport::Amqp,
+            exchange: None,
+            routing_key: Some("x.y".into()),
+            producer: None,
+            event_type: None,
+            dedupe: "new".into(),
+            rule: None,
+            outcome: "unmatched".into(),
+            reason: Some("no rule matches routing key `x.y`".into()),
+            recipients: vec![],
+            notification_ids: vec![],
+            published_to: vec![],
+            deliveries: vec![],
+            read: vec![],
+            seen: vec![],
+        };
+        let text = render(&t);
+        assert!(text.contains("received over AMQP, routing key x.y"), "{text}");
+        assert!(text.contains("no rule matched; dedupe: new"), "{text}");
+        assert!(text.contains("outcome: no rule matched: not stored (no rule matches routing key `x.y`)"), "{text}");
+        assert_eq!(render_all(&[]), "no trace retained\n");
+    }
+}
