@@ -135,7 +135,7 @@ test('trace: find why a user did not get an event', async (t) => {
   const [result] = await publish({ event_type: 'user.registered', user_id: bob, data: {} }, 'user.registered', `why-${RUN}`);
   assert.equal(result.status, 'stored');
   await tab('Trace').click();
-  await page.getByLabel('Event id').fill(result.event_id);
+  await page.getByLabel('Event id', { exact: true }).fill(result.event_id);
   const verdict = page.getByTestId('trace-verdict');
   await until('the trace, recorded off the hot path', async () => {
     await page.getByRole('button', { name: 'Search' }).click();
@@ -146,8 +146,8 @@ test('trace: find why a user did not get an event', async (t) => {
   const steps = await page.locator('.timeline li strong').allTextContents();
   assert.deepEqual(steps.slice(0, 3), ['Received over HTTP', 'Rule user-registered', 'Stored']);
   // The same answer by user.
-  await page.getByLabel('User').check();
-  await page.getByLabel('User id').fill(bob);
+  await page.getByLabel('By user').check();
+  await page.getByLabel('User id', { exact: true }).fill(bob);
   await page.getByRole('button', { name: 'Search' }).click();
   await assert.doesNotReject(verdict.filter({ hasText: `Not delivered to ${bob}: offline` }).first().waitFor());
   await page.screenshot({ path: join(ARTIFACTS, 'trace.png'), fullPage: true });

@@ -47,10 +47,10 @@ export function TraceSearch({ api, onError }: { api: Client; onError: OnError })
         <fieldset className="segmented">
           <legend className="visually-hidden">Search by</legend>
           <label>
-            <input type="radio" name="mode" checked={mode === 'event'} onChange={() => setMode('event')} /> Event id
+            <input type="radio" name="mode" checked={mode === 'event'} onChange={() => setMode('event')} /> By event id
           </label>
           <label>
-            <input type="radio" name="mode" checked={mode === 'user'} onChange={() => setMode('user')} /> User
+            <input type="radio" name="mode" checked={mode === 'user'} onChange={() => setMode('user')} /> By user
           </label>
         </fieldset>
         <input

@@ -194,6 +194,9 @@ async fn the_admin_api_answers_no_cors_to_any_origin() {
             ("/api/v1/admin/dead-letters/redrive", "POST"),
             ("/api/v1/admin/rules/dry-run", "POST"),
             ("/api/v1/admin/rules/reload", "POST"),
+            ("/api/v1/admin/trace/stats", "GET"),
+            ("/api/v1/admin/users/alice/trace", "GET"),
+            ("/api/v1/admin/events/e1/trace", "GET"),
         ] {
             let resp = gw
                 .raw()
