@@ -124,10 +124,20 @@ function Console({ api, onSignOut }: { api: Client; onSignOut: (reason?: string 
         </button>
       </header>
       <main>
-        {tab === 'overview' && <Overview api={api} onError={onError} />}
-        {tab === 'trace' && <TraceSearch api={api} onError={onError} />}
-        {tab === 'dead-letters' && <DeadLetters api={api} onError={onError} />}
-        {tab === 'dry-run' && <DryRun api={api} onError={onError} />}
+        {/* Every section stays mounted (hidden when not shown): a search, a dry run and the chart's history
+            survive a change of tab. */}
+        <div hidden={tab !== 'overview'}>
+          <Overview api={api} onError={onError} />
+        </div>
+        <div hidden={tab !== 'trace'}>
+          <TraceSearch api={api} onError={onError} />
+        </div>
+        <div hidden={tab !== 'dead-letters'}>
+          <DeadLetters api={api} onError={onError} active={tab === 'dead-letters'} />
+        </div>
+        <div hidden={tab !== 'dry-run'}>
+          <DryRun api={api} onError={onError} />
+        </div>
       </main>
     </div>
   );

@@ -3,7 +3,8 @@ import { explain, type Client, type DeadLetter, type DeadLetterList, type Redriv
 import type { OnError } from './App';
 import * as fmt from './format';
 
-export function DeadLetters({ api, onError }: { api: Client; onError: OnError }) {
+/** `active`: the section is shown; the queue is read each time it is (a listing peeks at the broker's queue). */
+export function DeadLetters({ api, onError, active }: { api: Client; onError: OnError; active: boolean }) {
   const [list, setList] = useState<DeadLetterList | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [selected, setSelected] = useState<Set<string>>(new Set());
@@ -20,7 +21,9 @@ export function DeadLetters({ api, onError }: { api: Client; onError: OnError })
       onError(e);
     }
   }, [api, onError]);
-  useEffect(() => void load(), [load]);
+  useEffect(() => {
+    if (active) void load();
+  }, [active, load]);
 
   const redrive = async (body: { ids: string[] } | { all: true }) => {
     setBusy(true);
