@@ -129,9 +129,12 @@ pub fn decode_one(
     crate::event::decode(envelope, raw).map_err(|e| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() })
 }
 
-/// The aliases routing `event` needs resolved (`kind`, `alias`), and those it teaches itself (`kind`, `alias`,
-/// user): a caller with a store looks the first up and adds the second.
-pub fn aliases(rules: &Rules, event: &Event) -> (Vec<(String, String)>, Vec<((String, String), String)>) {
+/// An alias: its kind and id (e.g. `student`, a profile id).
+pub type AliasKey = (String, String);
+
+/// The aliases routing `event` needs resolved, and those it teaches itself (with their user): a caller with a
+/// store looks the first up and adds the second.
+pub fn aliases(rules: &Rules, event: &Event) -> (Vec<AliasKey>, Vec<(AliasKey, String)>) {
     match rules.route(event) {
         Ok(Route::Notify(d)) => {
             let taught = d.aliases.into_iter().map(|a| ((a.kind, a.alias), a.user)).collect();
