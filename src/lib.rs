@@ -110,8 +110,8 @@ pub async fn start_with(
     let registry = Registry::new();
     let health = Health::default();
     auth.start_key_refresh(&health, &shutdown);
-    let tracer = trace::open(&settings, &settings.cluster.node_name(), &shutdown).await.context("opening the trace")?;
-    let recorder = tracer.recorder().clone();
+    let pending_trace = trace::recorder(&settings, &settings.cluster.node_name());
+    let recorder = pending_trace.recorder().clone();
     let fanout = if settings.cluster.enabled() {
         let transport = fanout::redis::start(
             &settings.cluster,
@@ -130,6 +130,7 @@ pub async fn start_with(
     let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
         .await
         .context("opening the inbox")?;
+    let tracer = trace::open(&settings, pending_trace, &shutdown).await.context("opening the trace")?;
     let store = match hooks.wrap_store {
         Some(wrap) => wrap(store),
         None => store,

@@ -8,7 +8,8 @@
 //! outcome) and one `stored` step per notification; every node that hands a notification's frame to sessions —
 //! the committing node, and every node the transport (Redis) carried it to — writes a `delivered` step naming
 //! itself, keyed by the notification id (which travels between nodes already), so a delivery is recorded by
-//! the node that wrote the frame; reads are `read` / `read_all` steps. Steps link by trace id (one per
+//! the node that wrote the frame; a muted notification, which is never published, gets its `delivered` step
+//! (reason `muted`) from the commit listener; reads are `read` / `read_all` / `seen_all` steps. Steps link by trace id (one per
 //! reception: a re-posted event gets a second trace), event id and notification id.
 //!
 //! Recording never stalls the hot path and never calls the store there: every stage calls the [`Recorder`],
@@ -389,10 +390,11 @@ impl Recorder {
         self.delivery(id, user, d.sessions > 0, d.written, d.reason());
     }
 
-    /// Notification `id` was stored muted for `user`: not pushed live (the preferences of issue 17). The hook
-    /// the commit listener calls for a muted notification instead of delivering it.
-    pub fn muted(&self, id: i64, user: &str) {
-        self.delivery(id, Some(user), false, 0, Some("muted"));
+    /// Notification `id` was stored muted for `user` (their preferences, or `preferences.muted_by_default`): the
+    /// commit listener records it on this node instead of delivering it; `online`: whether `user` had a
+    /// session here all the same.
+    pub fn muted(&self, id: i64, user: &str, online: bool) {
+        self.delivery(id, Some(user), online, 0, Some("muted"));
     }
 
     fn delivery(&self, id: i64, user: Option<&str>, online: bool, written: usize, reason: Option<&'static str>) {
@@ -853,30 +855,47 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
     Some(t)
 }
 
-/// Open the trace's store as `[trace]` and `store.url` say, start its writer and its retention; a disabled
-/// tracer when `trace.enabled = false`.
-pub async fn open(settings: &Settings, node: &str, shutdown: &CancellationToken) -> Result<Tracer, TraceError> {
+/// A recorder whose store is not open yet: the stages get it first (the inbox's commit listener needs it before
+/// the inbox opens); [`open`] then opens the store and starts writing what queued meanwhile.
+pub struct Pending {
+    recorder: Recorder,
+    rx: Option<mpsc::Receiver<Command>>,
+}
+
+impl Pending {
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+}
+
+/// This node's recorder as `[trace]` says (one that records nothing when `trace.enabled = false`).
+pub fn recorder(settings: &Settings, node: &str) -> Pending {
     let t = &settings.trace;
     if !t.enabled {
-        return Ok(Tracer::disabled(t.retention_days));
+        return Pending { recorder: Recorder::default(), rx: None };
     }
-    let store: Arc<dyn TraceStore> = match settings.store_location() {
-        StoreLocation::Sqlite(inbox) => {
-            let path =
-                if t.sqlite_path.as_os_str().is_empty() { sqlite::beside(&inbox) } else { t.sqlite_path.clone() };
-            Arc::new(sqlite::SqliteTrace::open(&path)?)
-        }
-        StoreLocation::Postgres(url) => Arc::new(postgres::PostgresTrace::open(&url).await?),
+    let (recorder, rx) = Recorder::new(Arc::from(node), t.buffer, t.sample_rate);
+    Pending { recorder, rx: Some(rx) }
+}
+
+/// Open the trace's store as `[trace]` and `store.url` say, start its writer and its retention; a disabled
+/// tracer when `trace.enabled = false`.
+pub async fn open(settings: &Settings, pending: Pending, shutdown: &CancellationToken) -> Result<Tracer, TraceError> {
+    let t = &settings.trace;
+    let Pending { recorder, rx: Some(rx) } = pending else {
+        return Ok(Tracer::disabled(t.retention_days));
     };
-    let tracer = Tracer::with_store(store.clone(), node, t.buffer, t.sample_rate, t.retention_days);
+    let store = open_store(settings).await?;
+    let counters = Arc::downgrade(recorder.inner.as_ref().expect("enabled"));
+    tokio::spawn(write_loop(store.clone(), rx, counters));
     tokio::spawn(prune_loop(
-        store,
+        store.clone(),
         chrono::Duration::days(i64::from(t.retention_days)),
         Duration::from_secs(settings.store.prune_interval_secs),
         settings.store.prune_batch,
         shutdown.clone(),
     ));
-    Ok(tracer)
+    Ok(Tracer { recorder, store: Some(store), retention_days: t.retention_days })
 }
 
 /// Open only the store (tests: retention with a given `now`, or a backend's queries).

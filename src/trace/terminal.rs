@@ -150,7 +150,7 @@ pub fn render(t: &Trace) -> String {
             lines.push((s.seen_at, 4, format!("seen by {}", s.user_id)));
         }
     }
-    lines.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    lines.sort_by_key(|l| (l.0, l.1));
     let mut last = None;
     for (at, _, text) in lines {
         let stamp = if last == Some(at) { " ".repeat(23) } else { time(&at) };

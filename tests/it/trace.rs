@@ -277,7 +277,7 @@ async fn check_retention(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
     let cutoff = now - chrono::Duration::days(7);
     let pruned = herald::trace::prune(store.as_ref(), cutoff, 2).await.unwrap();
     assert!(pruned >= 5, "the 5 old steps went, 2 at a time (other tests' rows may go too): {pruned}");
-    let left = store.by_traces(&[trace_id.clone()], 100).await.unwrap();
+    let left = store.by_traces(std::slice::from_ref(&trace_id), 100).await.unwrap();
     let ids: Vec<i64> = left.iter().filter_map(|s| s.notification_id).collect();
     assert_eq!(ids, [5, 6, 7], "young steps stay");
     assert_eq!(herald::trace::prune(store.as_ref(), cutoff, 2).await.unwrap(), 0, "nothing more to prune");
@@ -333,4 +333,29 @@ async fn herald_trace_prints_a_timeline_from_a_running_gateway_and_never_the_key
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no trace of event `no-such-event` is retained"), "{err}");
+}
+
+#[tokio::test]
+async fn a_notification_the_user_muted_is_traced_as_stored_and_not_pushed_because_muted() {
+    let gw = spawn_gateway_with(|s| s.cluster.node_id = "mute-node".into()).await;
+    let user = unique("muted-");
+    let token = gw.token(&user);
+    let resp = gw
+        .raw()
+        .put(gw.url(&format!("/api/v1/users/{user}/preferences")))
+        .bearer_auth(&token)
+        .json(&json!({"types": {"digest": "muted"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _tab = gw.connect(&user).await;
+    let body = json!({"user_id": user, "title": "weekly", "message": "m", "type": "digest"});
+    post(&gw, "sgad.notifications", "", &body, "ev-muted").await;
+    let t = only_trace(&gw, "ev-muted").await;
+    assert_eq!(t["outcome"], "stored", "a muted notification is stored (and listed)");
+    let d = &t["deliveries"];
+    assert_eq!(d.as_array().unwrap().len(), 1, "{t}");
+    assert_eq!((d[0]["reason"].as_str(), d[0]["sessions_written"].as_u64()), (Some("muted"), Some(0)));
+    assert_eq!((d[0]["online"].as_bool(), d[0]["node"].as_str()), (Some(true), Some("mute-node")));
 }
