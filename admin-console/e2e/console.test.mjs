@@ -204,6 +204,38 @@ test('dead letters: an event for an unknown student is listed with its reason, a
   });
 });
 
+test('another origin can neither read the admin API with the key nor frame the console', async () => {
+  // localhost and 127.0.0.1 are two origins. This gateway allows any origin for the inbox (`*`), never for admin.
+  const other = await browser.context.newPage();
+  const refusals = [];
+  other.on('console', (msg) => refusals.push(msg.text()));
+  await other.goto(herald.url.replace('127.0.0.1', 'localhost') + '/healthz');
+  const base = herald.url;
+  const read = (path, key) =>
+    other.evaluate(
+      async ({ url, key }) => {
+        try {
+          const res = await fetch(url, { headers: { authorization: `Bearer ${key}` } });
+          return `read ${res.status}`;
+        } catch (e) {
+          return `blocked: ${e.name}`;
+        }
+      },
+      { url: base + path, key },
+    );
+  assert.equal(await read('/api/v1/admin/stats', KEYS.admin), 'blocked: TypeError');
+  assert.equal(await read('/api/v1/admin/dead-letters', KEYS.admin), 'blocked: TypeError');
+  assert.equal(await read('/api/v1/users/nobody/notifications', KEYS.reader), 'read 200', 'the inbox keeps its CORS');
+  // Framed by another origin: the browser refuses (frame-ancestors 'none').
+  await other.evaluate((src) => {
+    const f = document.createElement('iframe');
+    f.src = src;
+    document.body.appendChild(f);
+  }, base + '/admin');
+  await until('the frame refused', async () => refusals.some((t) => /frame-ancestors/.test(t)));
+  await other.close();
+});
+
 test('on a phone (390 px) every section fits the width', async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   for (const [name, shot] of [
