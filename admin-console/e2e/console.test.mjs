@@ -108,7 +108,7 @@ test('the overview counts events as they arrive and draws the delivery latency',
   await until('3 deliveries counted', async () => Number((await counter('deliveries').textContent()).replace(/,/g, '')) >= 3);
   // The chart has a p50 line once an interval saw deliveries.
   await until('a latency line', async () => ((await page.locator('path.line.p50').getAttribute('d')) ?? '').startsWith('M'));
-  await until('presence', async () => /1 users, 1 sessions on 1 node/.test(await page.getByTestId('presence-total').textContent()));
+  await until('presence', async () => /1 user, 1 session on 1 node/.test(await page.getByTestId('presence-total').textContent()));
   await client.close();
   await page.screenshot({ path: join(ARTIFACTS, 'console.png'), fullPage: true });
 });

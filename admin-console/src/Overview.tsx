@@ -63,7 +63,7 @@ export function Overview({ api, onError }: { api: Client; onError: OnError }) {
         <div className="counter" data-counter="sessions_open">
           <div className="label">Sessions open</div>
           <div className="value">{s ? fmt.count(s.sessions_open) : '…'}</div>
-          <div className="rate">{s ? `${fmt.count(s.users_online)} users` : ''}</div>
+          <div className="rate">{s ? fmt.plural(s.users_online, 'user') : ''}</div>
         </div>
       </div>
 
@@ -105,8 +105,8 @@ export function Overview({ api, onError }: { api: Client; onError: OnError }) {
           {presence ? (
             <>
               <p className="muted small" data-testid="presence-total">
-                {fmt.count(presence.users_online)} users, {fmt.count(presence.sessions_online)} sessions on{' '}
-                {presence.nodes.length} node{presence.nodes.length === 1 ? '' : 's'}
+                {fmt.plural(presence.users_online, 'user')}, {fmt.plural(presence.sessions_online, 'session')} on{' '}
+                {fmt.plural(presence.nodes.length, 'node')}
               </p>
               <table className="list">
                 <thead>

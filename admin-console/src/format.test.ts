@@ -19,6 +19,8 @@ describe('format', () => {
     expect(fmt.rate(0.5)).toBe('0.5/s');
     expect(fmt.rate(3)).toBe('3/s');
     expect(fmt.rate(1500)).toBe('1,500/s');
+    expect(fmt.plural(1, 'user')).toBe('1 user');
+    expect(fmt.plural(1200, 'session')).toBe('1,200 sessions');
   });
   it('shows times in UTC and steps as offsets from reception', () => {
     expect(fmt.timestamp('2026-11-29T04:12:07.123Z')).toBe('2026-11-29 04:12:07 UTC');

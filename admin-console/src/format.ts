@@ -61,3 +61,8 @@ export function bytes(n: number): string {
   if (n < 1024 * 1024) return `${trim((n / 1024).toFixed(1))} KiB`;
   return `${trim((n / 1024 / 1024).toFixed(1))} MiB`;
 }
+
+/** "1 user", "3 users" (with the count formatted). */
+export function plural(n: number, word: string): string {
+  return `${count(n)} ${word}${n === 1 ? '' : 's'}`;
+}
