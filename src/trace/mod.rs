@@ -736,18 +736,26 @@ impl Tracer {
     }
 }
 
-/// Build traces from their own steps (`event`, `stored`, `dead_lettered`), the steps naming their notifications
-/// (`delivered`, `read`, from any node) and their users' `read_all` / `seen_all` marks. Newest first.
+/// Build traces from their own steps (`event`, `stored`, `dead_lettered`, in the order they were written), the
+/// steps naming their notifications (`delivered`, `read`, from any node) and their users' `read_all` /
+/// `seen_all` marks. Newest first: by reception time, then (times are kept to the millisecond) by write order.
 pub fn assemble(own: Vec<Step>, later: &[Step], marks: &[Step]) -> Vec<Trace> {
-    let mut by_trace: BTreeMap<String, Vec<Step>> = BTreeMap::new();
-    for s in own {
+    let mut by_trace: BTreeMap<String, (usize, Vec<Step>)> = BTreeMap::new();
+    for (i, s) in own.into_iter().enumerate() {
         if let Some(t) = s.trace_id.clone() {
-            by_trace.entry(t).or_default().push(s);
+            let entry = by_trace.entry(t).or_insert((0, Vec::new()));
+            if s.kind == Kind::Event {
+                entry.0 = i;
+            }
+            entry.1.push(s);
         }
     }
-    let mut traces: Vec<Trace> = by_trace.into_iter().filter_map(|(id, steps)| one(id, steps, later, marks)).collect();
-    traces.sort_by(|a, b| b.received_at.cmp(&a.received_at).then_with(|| b.trace_id.cmp(&a.trace_id)));
-    traces
+    let mut traces: Vec<(usize, Trace)> = by_trace
+        .into_iter()
+        .filter_map(|(id, (written, steps))| one(id, steps, later, marks).map(|t| (written, t)))
+        .collect();
+    traces.sort_by(|(wa, a), (wb, b)| b.received_at.cmp(&a.received_at).then(wb.cmp(wa)));
+    traces.into_iter().map(|(_, t)| t).collect()
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {

@@ -201,7 +201,7 @@ async fn with_tracing_off_nothing_is_recorded_and_reads_answer_409() {
 }
 
 #[tokio::test]
-async fn an_amqp_event_no_rule_can_route_is_traced_as_dead_lettered_with_the_reason() {
+async fn amqp_events_a_rule_cannot_route_or_whose_alias_is_unknown_are_traced_as_dead_lettered_with_the_reason() {
     let Some(amqp) = Amqp::new("trace_dead").await else { return };
     let gw = amqp.gateway(|_| {}).await;
     let broker = Broker::connect(&amqp.url).await;
@@ -222,6 +222,21 @@ async fn an_amqp_event_no_rule_can_route_is_traced_as_dead_lettered_with_the_rea
     assert_eq!(t["routing_key"], "stage.accepted");
     let reason = t["reason"].as_str().unwrap();
     assert!(reason.starts_with("missing_user_id") && reason.contains("stage-lifecycle"), "{reason}");
+
+    // Routed and committed, then dead-lettered: addressed to a student alias nobody taught yet.
+    let f = fixture("medtrack-stage-created-core.json");
+    let props = BasicProperties::default().with_message_id("trace-dead-2".into());
+    let exchange = amqp.exchange(f["exchange"].as_str().unwrap());
+    broker.publish(&exchange, "stage.created", &serde_json::to_vec(&f["body"]).unwrap(), props).await;
+    let t = eventually("the unresolved event's trace", WAIT, async || {
+        let (status, body) = event_trace(&gw, "trace-dead-2").await;
+        (status == 200 && body["traces"][0]["outcome"] == "dead_lettered").then(|| body["traces"][0].clone())
+    })
+    .await;
+    assert_eq!(t["rule"], "stage-lifecycle", "the rule matched; the store could not resolve its recipient");
+    let reason = t["reason"].as_str().unwrap();
+    assert!(reason.starts_with("unresolved_recipient") && reason.contains("student"), "{reason}");
+    assert_eq!(t["notification_ids"], json!([]));
 }
 
 #[tokio::test]
