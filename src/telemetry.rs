@@ -5,7 +5,9 @@
 //! installed once per process, so several gateways in one test binary share it; every metric the code emits is
 //! in [`METRICS`], so `/metrics` has a `# HELP` line for each family (`tests/it/metrics.rs` greps `src/` for
 //! metric names and fails on one missing here), and `deploy/` queries only names listed here
-//! (`scripts/check-deploy.sh`).
+//! (`scripts/check-deploy.sh`). [`stats`] reads the same text back as JSON for the admin console.
+
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

@@ -1,11 +1,12 @@
-//! Service-key endpoints that change how events are routed: recipient aliases, rules reload, and the AMQP
-//! dead letters (list, re-drive).
+//! Service-key endpoints that change how events are routed: recipient aliases, rules reload and dry run, and
+//! the AMQP dead letters (list, re-drive).
 //!
 //! Invariants: only a service key reaches them (a user token is 403), with the scope each needs: an alias
 //! says whose inbox events land in, so reading one needs `inbox:read` and teaching one `inbox:write`; a rules
-//! reload and the dead letters (whose bodies are events as published) need `admin`. A rules file that does not
-//! compile is refused with its error and the rules in force stay. Listing dead letters never removes one; a
-//! letter is removed only after its republish is confirmed ([`crate::ingest::amqp::dead_letters`]).
+//! reload, a dry run and the dead letters (whose bodies are events as published) need `admin`. A rules file
+//! that does not compile is refused with its error and the rules in force stay. A dry run stores, publishes and
+//! counts nothing. Listing dead letters never removes one; a letter is removed only after its republish is
+//! confirmed ([`crate::ingest::amqp::dead_letters`]). None of these routes carries CORS ([`super::cors`]).
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -259,4 +260,101 @@ pub async fn redrive_dead_letters(
         }
     };
     Ok(Json(RedriveResults { results: state.dead_letters.redrive(&selection).await? }))
+}
+
+/// `POST /api/v1/admin/rules/dry-run`: an event as a service would publish it, and where it would come from.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunRequest {
+    /// The event exactly as published (any shape in `tests/fixtures/events/`).
+    #[schema(value_type = Object)]
+    event: Box<serde_json::value::RawValue>,
+    /// The routing key it would carry; default: the event's own `event_type`, `event_name` or `_meta.routing_key`.
+    #[serde(default)]
+    routing_key: Option<String>,
+    /// The exchange it would be published to. Given: judged as the AMQP consumer would (an unmatched event is a
+    /// dead letter); absent: as HTTP ingest would (`202 unmatched`).
+    #[serde(default)]
+    exchange: Option<String>,
+}
+
+/// What `herald rules test` reports for the event, as JSON.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DryRunResult {
+    /// `http` or `amqp`: the transport the event was judged as coming through.
+    transport: &'static str,
+    /// The event as decoded (null when it does not decode).
+    #[schema(value_type = Option<Object>)]
+    event: Option<serde_json::Value>,
+    /// What would become of it: `outcome` is `stored` (with `rule`, `recipients`, the notification's `type`,
+    /// `title`, `content`, `event_type`), `live`, `purged`, `ignored`, `unmatched`, or `dead_letter` (`reason`,
+    /// `message`).
+    #[schema(value_type = Object)]
+    verdict: crate::ingest::dry_run::Verdict,
+    /// Whether it would end in the dead-letter queue (over HTTP: a 4xx).
+    dead_letter: bool,
+    /// The same as `herald rules test` prints it.
+    report: String,
+}
+
+/// `POST /api/v1/admin/rules/dry-run`: which rule the rules in force match for an event and the notification(s)
+/// they would make, without storing or delivering anything. Alias recipients are resolved from the inbox's
+/// aliases (and those the event itself teaches), as the commit would.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/rules/dry-run",
+    operation_id = "dry_run_rules",
+    tag = "admin",
+    summary = "Dry-run an event through the rules in force",
+    description = "Decodes the event as its transport would and routes it with the rules in force: the rule that \
+        matched (or why none did, or why it would be dead-lettered), the recipients after aliases, and the \
+        notification it would make. Nothing is stored, published or counted.",
+    request_body(content = DryRunRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What the gateway would do with the event.", body = DryRunResult),
+        (status = 400, description = "The body is not JSON of this shape (`invalid_json`; the message says where).", body = ErrorBody),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed reading an alias (`internal_error`).", body = ErrorBody),
+        (status = 503, description = "The inbox cannot be read now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
+pub async fn dry_run_rules(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<DryRunRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<DryRunResult>, ApiError> {
+    use crate::ingest::dry_run;
+    service_only(&state, &headers, Scope::Admin)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
+    let http = req.exchange.is_none();
+    let transport = if http { "http" } else { "amqp" };
+    let rules = state.pipeline.rules();
+    let (event, verdict) = match dry_run::decode_one(req.exchange.as_deref(), req.routing_key.as_deref(), req.event) {
+        Err(verdict) => (None, verdict),
+        Ok(event) => {
+            let (needed, taught) = dry_run::aliases(&rules, &event);
+            let mut aliases: std::collections::HashMap<(String, String), String> = taught.into_iter().collect();
+            for (kind, alias) in needed {
+                if aliases.contains_key(&(kind.clone(), alias.clone())) {
+                    continue;
+                }
+                if let Some(user) = state.store.alias(&kind, &alias).await? {
+                    aliases.insert((kind, alias), user);
+                }
+            }
+            let verdict = dry_run::verdict(&rules, &event, http, &aliases);
+            let decoded = serde_json::json!({
+                "id": event.id,
+                "exchange": event.exchange,
+                "routing_key": event.routing_key,
+                "event_type": event.event_type,
+                "shape": event.shape,
+            });
+            (Some(decoded), verdict)
+        }
+    };
+    let report = dry_run::render_verdict(&verdict).lines().map(str::trim_start).collect::<Vec<_>>().join("\n");
+    Ok(Json(DryRunResult { transport, event, dead_letter: verdict.is_dead_letter(), verdict, report }))
 }

@@ -1,7 +1,9 @@
 //! CORS for the REST API (tower-http's `CorsLayer`): which browser origins' pages may call it.
 //!
-//! Invariants: only the REST routes carry it (the inbox, ingest, admin, aliases), not `/ws` — a WebSocket
-//! handshake is not subject to CORS and checks `websocket.allowed_origins` itself — nor the ops endpoints.
+//! Invariants: only the REST routes carry it (the inbox, ingest, aliases), not `/ws` — a WebSocket handshake
+//! is not subject to CORS and checks `websocket.allowed_origins` itself — nor the ops endpoints, nor the admin
+//! endpoints (`/api/v1/admin/*`), which only the same-origin admin console reads: whatever the configured
+//! origins (even `*`), no other origin's page can read an admin answer (`tests/it/console.rs`).
 //! Origins come from `server.cors_allowed_origins`, by default `websocket.allowed_origins`, matched as the
 //! handshake matches them (exactly, ASCII case aside); `*` answers `Access-Control-Allow-Origin: *`.
 //! Credentials are never allowed (Herald reads bearer tokens, never cookies), so `*` stays safe. A refused

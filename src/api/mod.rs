@@ -5,9 +5,11 @@
 //! route [`error::json_errors`] for whatever a handler or layer answers in plain text); internals are
 //! logged, not leaked; request logs carry the path and a redacted query, never a token; every route is mounted
 //! through [`routes`], which records its path, and documented in [`openapi`] (a test compares the two).
-//! The REST routes carry CORS ([`cors`]); `/ws` and the ops endpoints do not.
+//! The REST routes carry CORS ([`cors`]); `/ws`, the ops endpoints and the admin endpoints (`/api/v1/admin/*`,
+//! read by the same-origin admin console, [`console`]) do not.
 
 mod admin;
+mod console;
 mod cors;
 mod error;
 mod events;
@@ -82,7 +84,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut app = routes(&state.settings).router;
+    let mut app = routes(&state.settings).router.merge(console::router(&state.settings.server));
     // Unknown API paths answer a JSON 404 even when the demo's catch-all serves everything else.
     let not_found = || async { ApiError::NotFound("no such route") };
     app = app.route("/api/{*rest}", any(not_found));
@@ -126,25 +128,32 @@ fn routes(settings: &Settings) -> Routes {
         .route("/api/v1/users/{user_id}/preferences", get(inbox::get_preferences).put(inbox::put_preferences))
         .route(&format!("{users}/{{id}}"), delete(inbox::remove))
         .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, settings))
-        .route("/api/v1/admin/presence", get(ops::presence))
-        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
-        .route("/api/v1/admin/dead-letters", get(admin::list_dead_letters))
-        .route("/api/v1/admin/dead-letters/redrive", post(admin::redrive_dead_letters))
-        .route("/api/v1/admin/events/{event_id}/trace", get(trace::event))
-        .route("/api/v1/admin/users/{user_id}/trace", get(trace::user))
-        .route("/api/v1/admin/trace/stats", get(trace::stats))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
         .map(|r| {
             r.method_not_allowed_fallback(error::method_not_allowed)
                 .layer(cors::layer(settings))
                 .layer(axum::middleware::map_response(cors::strip_when_refused))
         });
+    // The operators' API: no CORS, so no page of another origin can read an answer (the admin console is served
+    // by Herald itself, same origin). A preflight gets the JSON 405.
+    let admin = Routes::new()
+        .route("/api/v1/admin/presence", get(ops::presence))
+        .route("/api/v1/admin/stats", get(ops::stats))
+        .route("/api/v1/admin/rules/reload", post(admin::reload_rules))
+        .route("/api/v1/admin/rules/dry-run", post(admin::dry_run_rules))
+        .route("/api/v1/admin/dead-letters", get(admin::list_dead_letters))
+        .route("/api/v1/admin/dead-letters/redrive", post(admin::redrive_dead_letters))
+        .route("/api/v1/admin/events/{event_id}/trace", get(trace::event))
+        .route("/api/v1/admin/users/{user_id}/trace", get(trace::user))
+        .route("/api/v1/admin/trace/stats", get(trace::stats))
+        .map(|r| r.method_not_allowed_fallback(error::method_not_allowed));
     let mut app = Routes::new()
         .route("/ws/{user_id}", get(ws::upgrade))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .absorb(rest);
+        .absorb(rest)
+        .absorb(admin);
     if settings.auth.dev_token_endpoint {
         app = app
             .route("/api/v1/dev/token", post(ops::dev_token))

@@ -60,7 +60,9 @@ const DEV_PREFIX: &str = "/api/v1/dev/";
         super::ops::readyz,
         super::ops::metrics,
         super::ops::presence,
+        super::ops::stats,
         super::admin::reload_rules,
+        super::admin::dry_run_rules,
         super::admin::list_dead_letters,
         super::admin::redrive_dead_letters,
         super::trace::event,
@@ -79,7 +81,7 @@ const DEV_PREFIX: &str = "/api/v1/dev/";
         (name = "ingest", description = "Events in over HTTP: the same pipeline as RabbitMQ. `202` only after the commit."),
         (name = "websocket", description = "Live delivery. The frames are in `docs/PROTOCOL.md`."),
         (name = "aliases", description = "Recipient aliases (a profile id standing for a user), for service keys."),
-        (name = "admin", description = "Service-key endpoints for operators."),
+        (name = "admin", description = "Service-key endpoints for operators (and the admin console at `/admin`). They answer no CORS: only pages of this origin read them."),
         (name = "ops", description = "Probes, metrics and this document. No credentials."),
         (name = "development", description = "Mounted only with `auth.dev_token_endpoint = true`, which production refuses."),
     )
@@ -169,7 +171,8 @@ impl Modify for SecuritySchemes {
             .description(Some(
                 "A service key from `auth.service_keys` (a shared secret, compared in constant time), with scopes: \
                  `publish` (post events, within the key's exchanges and routing keys), `inbox:read` (any inbox, \
-                 alias lookups), `inbox:write` (mark read, delete, teach aliases), `admin` (`/api/v1/admin/*`: presence, rules reload, dead letters). \
+                 alias lookups), `inbox:write` (mark read, delete, teach aliases), `admin` (`/api/v1/admin/*`: presence, stats, rules reload and \
+                 dry run, dead letters). \
                  A missing scope answers 403 `insufficient_scope`.",
             ))
             .build();

@@ -150,3 +150,31 @@ pub async fn presence(
     metrics::gauge!("herald_cluster_nodes").set(nodes.len() as f64);
     Ok(Json(serde_json::json!({ "nodes": nodes, "users_online": users, "sessions_online": sessions })))
 }
+
+/// `GET /api/v1/admin/stats` (a service key with `admin`): this node's counters, sessions and delivery latency
+/// as JSON, read from the same registry as `/metrics` (the admin console polls it).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/stats",
+    operation_id = "stats",
+    tag = "admin",
+    summary = "This node's counters and delivery latency (JSON)",
+    description = "A snapshot of this node's Prometheus registry, the numbers `/metrics` shows: counters are totals \
+        since the process started (rates come from two snapshots), sessions and users are this node's now, and \
+        the delivery latency is the histogram's cumulative buckets with quantiles estimated from them.",
+    responses(
+        (status = 200, description = "The snapshot.", body = crate::telemetry::stats::Stats),
+        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody)
+    ),
+    security(("service_key" = []))
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<crate::telemetry::stats::Stats>, ApiError> {
+    super::admin::service_only(&state, &headers, crate::auth::Scope::Admin)?;
+    let (users, sessions) = state.fanout.registry().counts();
+    let online = crate::telemetry::stats::Online { sessions: sessions as u64, users: users as u64 };
+    Ok(Json(crate::telemetry::stats::snapshot(&state.metrics.render(), online)))
+}

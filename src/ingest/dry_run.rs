@@ -4,6 +4,9 @@
 //! from the aliases the *given* fixtures teach (all of them, whatever their order: the files describe the
 //! events a deployment sees, not one delivery order), so an alias no fixture teaches is reported as the dead
 //! letter it would be. Pure: no I/O beyond reading the files.
+//!
+//! `POST /api/v1/admin/rules/dry-run` asks the same of one pasted event ([`decode_one`], [`verdict`]), with the
+//! aliases it needs read from the store by the caller (and those the event teaches itself).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -13,12 +16,15 @@ use crate::event::{decode_bytes, Envelope, Event};
 use crate::ingest::fixture;
 use crate::rules::{Recipients, Route, RouteError, Rules};
 
-/// What the gateway would do with one event.
-#[derive(Debug)]
+/// What the gateway would do with one event (as JSON: `outcome` names the variant).
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Verdict {
     Stored {
         rule: String,
-        recipients: String,
+        /// User ids, `everyone`, or `user (via kind alias id)`.
+        recipients: Vec<String>,
+        #[serde(rename = "type")]
         kind: String,
         title: String,
         content: String,
@@ -26,7 +32,7 @@ pub enum Verdict {
     },
     Live {
         rule: String,
-        recipients: String,
+        recipients: Vec<String>,
         title: String,
         event_type: String,
     },
@@ -39,6 +45,7 @@ pub enum Verdict {
     },
     /// No rule matches: dead-lettered over AMQP (the default `amqp.unmatched`), `202 unmatched` over HTTP.
     Unmatched {
+        #[serde(skip)]
         http: bool,
     },
     DeadLetter {
@@ -78,7 +85,7 @@ pub fn run(rules: &Rules, files: &[PathBuf], max_bytes: usize) -> Vec<Report> {
         .map(|(file, d)| {
             let verdict = match d {
                 Err(v) => v,
-                Ok((event, http)) => route(rules, &event, http, &aliases),
+                Ok((event, http)) => verdict(rules, &event, http, &aliases),
             };
             Report { file, verdict }
         })
@@ -104,13 +111,51 @@ fn decode(file: &std::path::Path, max_bytes: usize) -> Decoded {
     Ok((event, f.is_http()))
 }
 
-fn route(rules: &Rules, event: &Event, http: bool, aliases: &HashMap<(String, String), String>) -> Verdict {
+/// One event as it would arrive with this exchange and routing key (none: as HTTP ingest takes it, the key
+/// from the body), or the dead letter it would be.
+// As `decode`: the error is the verdict, built once per dry run.
+#[allow(clippy::result_large_err)]
+pub fn decode_one(
+    exchange: Option<&str>,
+    routing_key: Option<&str>,
+    raw: Box<serde_json::value::RawValue>,
+) -> Result<Event, Verdict> {
+    let envelope = Envelope {
+        exchange: exchange.unwrap_or(""),
+        routing_key: routing_key.filter(|k| !k.is_empty()),
+        message_id: None,
+        caller: None,
+    };
+    crate::event::decode(envelope, raw).map_err(|e| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() })
+}
+
+/// An alias: its kind and id (e.g. `student`, a profile id).
+pub type AliasKey = (String, String);
+
+/// The aliases routing `event` needs resolved, and those it teaches itself (with their user): a caller with a
+/// store looks the first up and adds the second.
+pub fn aliases(rules: &Rules, event: &Event) -> (Vec<AliasKey>, Vec<(AliasKey, String)>) {
+    match rules.route(event) {
+        Ok(Route::Notify(d)) => {
+            let taught = d.aliases.into_iter().map(|a| ((a.kind, a.alias), a.user)).collect();
+            let needed = match d.recipients {
+                Recipients::Alias { kind, aliases } => aliases.into_iter().map(|a| (kind.clone(), a)).collect(),
+                _ => Vec::new(),
+            };
+            (needed, taught)
+        }
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
+/// What the rules do with `event` (`http`: it came over HTTP ingest), aliases resolved from `aliases`.
+pub fn verdict(rules: &Rules, event: &Event, http: bool, aliases: &HashMap<(String, String), String>) -> Verdict {
     let rule = rules.matching(event).unwrap_or_default().to_owned();
     let dead = |e: RouteError| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() };
-    let resolve = |r: &Recipients| -> Result<String, RouteError> {
+    let resolve = |r: &Recipients| -> Result<Vec<String>, RouteError> {
         Ok(match r {
-            Recipients::Everyone => "everyone".into(),
-            Recipients::Users(u) => u.join(", "),
+            Recipients::Everyone => vec!["everyone".into()],
+            Recipients::Users(u) => u.clone(),
             Recipients::Alias { kind, aliases: ids } => {
                 let mut users = Vec::new();
                 for id in ids {
@@ -119,7 +164,7 @@ fn route(rules: &Rules, event: &Event, http: bool, aliases: &HashMap<(String, St
                         .ok_or_else(|| RouteError::UnresolvedRecipient { kind: kind.clone(), alias: id.clone() })?;
                     users.push(format!("{user} (via {kind} alias {id})"));
                 }
-                users.join(", ")
+                users
             }
         })
     };
@@ -153,15 +198,21 @@ fn route(rules: &Rules, event: &Event, http: bool, aliases: &HashMap<(String, St
 
 /// One report as terminal text.
 pub fn render(r: &Report) -> String {
-    let mut out = format!("{}\n", r.file.display());
-    let _ = match &r.verdict {
+    format!("{}\n{}", r.file.display(), render_verdict(&r.verdict))
+}
+
+/// One verdict as terminal text (indented two spaces, as under a report's file name).
+pub fn render_verdict(verdict: &Verdict) -> String {
+    let mut out = String::new();
+    let _ = match verdict {
         Verdict::Stored { rule, recipients, kind, title, content, event_type } => write!(
             out,
-            "  rule {rule}: notify {recipients}\n  {event_type} [{kind}] {title}{}",
+            "  rule {rule}: notify {}\n  {event_type} [{kind}] {title}{}",
+            recipients.join(", "),
             if content.is_empty() { String::new() } else { format!(" — {content}") }
         ),
         Verdict::Live { rule, recipients, title, event_type } => {
-            write!(out, "  rule {rule}: live only (not stored) to {recipients}\n  {event_type}: {title}")
+            write!(out, "  rule {rule}: live only (not stored) to {}\n  {event_type}: {title}", recipients.join(", "))
         }
         Verdict::Purged { rule, users } => write!(out, "  rule {rule}: erase the inbox of {}", users.join(", ")),
         Verdict::Ignored { rule } => write!(out, "  rule {rule}: ignored (acknowledged, not stored)"),
@@ -190,8 +241,8 @@ mod tests {
         match &r[0].verdict {
             Verdict::Stored { recipients, .. } => {
                 assert!(
-                    recipients.starts_with("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40 (via student alias"),
-                    "{recipients}"
+                    recipients[0].starts_with("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40 (via student alias"),
+                    "{recipients:?}"
                 )
             }
             other => panic!("{other:?}"),

@@ -5,6 +5,7 @@ mod support;
 mod amqp;
 mod bad_input;
 mod cluster;
+mod console;
 mod cors;
 mod crash;
 mod delivery;

@@ -50,6 +50,8 @@ pub fn test_settings(dir: &Path) -> Settings {
     // Process crashes are covered by `full` in the kill -9 test; in-process tests need no fsync.
     s.store.synchronous = SqliteSync::Normal;
     s.server.demo_dir = PathBuf::new();
+    // A test that serves the console points this at a directory of its own.
+    s.server.admin_dir = PathBuf::new();
     s.rules.path = repo_path("config/rules.toml");
     s
 }
