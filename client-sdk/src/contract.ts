@@ -25,7 +25,8 @@ type Json<
 type Inbox = '/api/v1/users/{user_id}/notifications';
 // TODO(issue 17): until `docs/openapi.json` gains contract A's fields (branch `inbox`), they are left out here.
 type Pending = 'seen_at' | 'archived_at' | 'muted';
-type Page = Omit<InboxPage, 'items'> & { items: Omit<Notification, Pending>[] };
+type Flat<T> = { [K in keyof T]: T[K] };
+type Page = Flat<Omit<InboxPage, 'items'> & { items: Omit<Notification, Pending>[] }>;
 type Filters = 'archived' | 'type' | 'related_type' | 'related_id';
 
 export type RestContract = [
