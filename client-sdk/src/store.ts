@@ -193,9 +193,18 @@ export class InboxStore {
   subscribeCounts = (listener: () => void): (() => void) => {
     this._countListeners.add(listener);
     // No frame will bring them: a client that is not connecting, or a store created after the frame went by.
-    if (!this._counts.loaded && this.client.state !== State.Connecting && this.client.state !== State.Unauthorized) {
-      void this.refreshCounts();
-    }
+    // Decided a tick later: a provider connects its client in an effect that runs after its children's.
+    queueMicrotask(() => {
+      const state = this.client.state;
+      if (
+        !this._counts.loaded &&
+        this._countListeners.size > 0 &&
+        state !== State.Connecting &&
+        state !== State.Unauthorized
+      ) {
+        void this.refreshCounts();
+      }
+    });
     return () => this._countListeners.delete(listener);
   };
 
@@ -237,9 +246,14 @@ export class InboxStore {
     e.listeners.add(listener);
     e.subscribers++;
     if (e.subscribers === 1 && (e.dirty || (!e.state.loaded && !e.inflight))) {
-      // While the first connect is under way, its `connected` fetches the list: not twice.
-      if (this.client.state === State.Connecting && !this._everConnected && !e.state.loaded) e.dirty = true;
-      else void this._loadFirst(e);
+      e.dirty = true;
+      // Decided a tick later (a provider connects its client in an effect that runs after its children's):
+      // while the first connect is under way, its `connected` fetches the list, so not twice.
+      queueMicrotask(() => {
+        if (!e.dirty || e.subscribers === 0) return;
+        if (this.client.state === State.Connecting && !this._everConnected && !e.state.loaded) return;
+        void this._loadFirst(e);
+      });
     }
     let done = false;
     return () => {
