@@ -281,6 +281,15 @@ export class InboxStore {
     }
   }
 
+  /**
+   * Fetch everything again: the first page of every shown list (the others when next shown) and the counts. For
+   * a change no frame announces to this client.
+   */
+  refreshAll(): Promise<void> {
+    this._refetchAll();
+    return this.refreshCounts();
+  }
+
   /** Fetch the first page of the list for `filter` again. */
   refresh(filter: InboxFilter): Promise<void> {
     return this._loadFirst(this._entry(filter));
