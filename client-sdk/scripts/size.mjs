@@ -10,9 +10,13 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
 
-async function bundled(file) {
+/** `file`, or (with `only`) just those exports of it: what tree shaking leaves of the entry. */
+async function bundled(file, only) {
+  const input = only
+    ? { stdin: { contents: `export { ${only.join(', ')} } from './${file}';`, resolveDir: dist, loader: 'js' } }
+    : { entryPoints: [join(dist, file)] };
   const out = await build({
-    entryPoints: [join(dist, file)],
+    ...input,
     bundle: true,
     minify: true,
     format: 'esm',
@@ -25,12 +29,15 @@ async function bundled(file) {
 
 const kb = (n) => `${(n / 1024).toFixed(1)} kB`;
 const rows = [];
-for (const [name, file] of [
+for (const [name, file, only] of [
   ['`@herald/client`', 'index.js'],
+  ['`@herald/client`: `HeraldClient` alone', 'index.js', ['HeraldClient']],
   ['`@herald/client/react`', 'react.js'],
   ['`@herald/client/ui`', 'ui.js'],
+  ['`@herald/client/ui`: `NotificationBell` alone', 'ui.js', ['NotificationBell']],
+  ['`@herald/client/ui`: `Toasts` alone', 'ui.js', ['Toasts']],
 ]) {
-  const code = await bundled(file);
+  const code = await bundled(file, only);
   rows.push([name, kb(code.length), kb(gzipSync(code, { level: 9 }).length)]);
 }
 const global = readFileSync(join(dist, 'herald.global.js'));
@@ -50,8 +57,8 @@ console.log(table);
 if (process.argv.includes('--write')) {
   const readme = join(root, 'README.md');
   const text = readFileSync(readme, 'utf8');
-  const re = /(<!-- sizes -->\n)[\s\S]*?(\n<!-- \/sizes -->)/;
+  const re = /(<!-- sizes -->\n)[\s\S]*?(<!-- \/sizes -->)/;
   if (!re.test(text)) throw new Error('README.md has no <!-- sizes --> … <!-- /sizes --> markers');
-  writeFileSync(readme, text.replace(re, `$1${table}$2`));
+  writeFileSync(readme, text.replace(re, `$1${table}\n$2`));
   console.log('README.md updated');
 }

@@ -1,6 +1,6 @@
 // Accessibility: axe-core in Debian's chromium over the demo page built on @herald/client/ui (bell, inbox with
 // its tabs, toasts), light and dark, and the inbox's keyboard use. No violation of serious or critical impact.
-//   npm run test:e2e          (HERALD_BIN defaults to ../target/debug/herald)
+//   npm run build && npm run test:a11y   (HERALD_BIN defaults to ../target/debug/herald)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
