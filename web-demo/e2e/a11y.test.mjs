@@ -92,3 +92,30 @@ test('the bell, the inbox (every tab) and the toasts have no serious or critical
   assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
   await page.close();
 });
+
+test("the bell's own panel (?bell=panel): a dialog with the inbox, focus in, Escape closes, focus back; no axe violations", async () => {
+  const errors = [];
+  const page = await browser.context.newPage();
+  watchForErrors(page, 'a11y-panel', errors);
+  await page.goto(`${herald.url}/?user=${USER}&bell=panel`);
+  await page.getByRole('status').filter({ hasText: 'Live' }).first().waitFor({ timeout: 15_000 });
+  const bell = page.getByRole('button', { name: /^Notifications, \d+ unread$/ });
+  assert.equal(await bell.getAttribute('aria-expanded'), 'false');
+  await bell.focus();
+  await page.keyboard.press('Enter');
+  const dialog = page.getByRole('dialog', { name: 'Notifications' });
+  await dialog.waitFor();
+  assert.equal(await bell.getAttribute('aria-expanded'), 'true');
+  assert.ok(await dialog.evaluate((el) => el.contains(document.activeElement)), 'focus moved into the panel');
+  await until('the items in the panel', async () => (await dialog.locator('li.herald-item').count()) > 0);
+  assert.deepEqual(await seriousViolations(page), [], 'the open panel, light');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.deepEqual(await seriousViolations(page), [], 'the open panel, dark');
+  await page.screenshot({ path: join(ARTIFACTS, 'a11y-bell-panel.png') });
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.keyboard.press('Escape');
+  await until('the panel to close', async () => (await dialog.count()) === 0);
+  assert.equal(await bell.evaluate((el) => el === document.activeElement), true, 'focus is back on the bell');
+  assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
+  await page.close();
+});

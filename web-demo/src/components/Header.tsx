@@ -5,6 +5,8 @@ import { LINK_LABELS, type Link } from '../link';
 import { shortId } from '../format';
 import { BrandMark } from './BrandMark';
 
+const PANEL_BELL = new URLSearchParams(window.location.search).get('bell') === 'panel';
+
 export function Header({
   userId,
   link,
@@ -28,8 +30,15 @@ export function Header({
           <span className="visually-hidden">Signed in as </span>
           {shortId(userId)}
         </span>
-        {/* The inbox is on the page: the bell (counting unread) takes you there instead of opening a panel. */}
-        <NotificationBell count="unread" panel={false} onClick={onBell} />
+        {/*
+          The inbox is on the page: the bell (counting unread) takes you there instead of opening a panel.
+          `?bell=panel` shows the drop-in variant: the bell opens the inbox in a panel of its own.
+        */}
+        {PANEL_BELL ? (
+          <NotificationBell count="unread" align="end" inboxProps={{ showDelete: true }} />
+        ) : (
+          <NotificationBell count="unread" panel={false} onClick={onBell} />
+        )}
         <button type="button" className="btn ghost" onClick={onSignOut}>
           Sign out
         </button>
