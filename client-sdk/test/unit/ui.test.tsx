@@ -223,7 +223,7 @@ describe('<Inbox>', () => {
     await t.live();
     await screen.findByText('No notifications yet.');
     fireEvent.click(screen.getByRole('tab', { name: 'Unread' }));
-    await screen.findByText('You are all caught up.');
+    await screen.findByText('Nothing unread.');
   });
 
   it('shows an error with a retry that loads the list', async () => {
