@@ -61,6 +61,36 @@ pub struct Settings {
     pub rules: RulesSettings,
     pub amqp: AmqpSettings,
     pub cluster: ClusterSettings,
+    pub preferences: PreferencesSettings,
+}
+
+/// Notification preferences: what a user who set nothing for a type gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesSettings {
+    /// Notification types muted for every user who did not turn them on (stored, listed, not pushed, not counted).
+    pub muted_by_default: Vec<String>,
+}
+
+/// Longest notification type a preference may name (the same bound as `PUT …/preferences`).
+pub const MAX_PREFERENCE_TYPE_LEN: usize = 200;
+
+impl PreferencesSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for kind in &self.muted_by_default {
+            if kind.trim().is_empty() || kind.len() > MAX_PREFERENCE_TYPE_LEN {
+                return Err(invalid(
+                    "preferences.muted_by_default",
+                    format!("each type must be a non-blank string of at most {MAX_PREFERENCE_TYPE_LEN} bytes"),
+                ));
+            }
+            if !seen.insert(kind) {
+                return Err(invalid("preferences.muted_by_default", format!("{kind:?} is listed twice")));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -811,6 +841,7 @@ impl Settings {
             .with_list_parse_key("auth.jwks_algorithms")
             .with_list_parse_key("websocket.allowed_origins")
             .with_list_parse_key("server.cors_allowed_origins")
+            .with_list_parse_key("preferences.muted_by_default")
             .try_parsing(true)
             .source(Some(env.into_iter().filter(|(k, _)| k.starts_with("HERALD__")).collect()));
         let merged = builder.add_source(env_source).build()?;
@@ -924,6 +955,7 @@ impl Settings {
             }
         }
         self.store.validate_retention()?;
+        self.preferences.validate()?;
         if self.websocket.max_auth_message_bytes < self.websocket.max_inbound_bytes {
             return Err(invalid(
                 "websocket.max_auth_message_bytes",

@@ -45,6 +45,18 @@ pub struct Notification {
     #[serde(serialize_with = "opt_ts")]
     #[schema(required = true)]
     pub read_at: Option<DateTime<Utc>>,
+    /// When the user first saw it (`seen_all`: the bell was opened; reading implies seeing); `null` while unseen.
+    #[serde(serialize_with = "opt_ts", default)]
+    #[schema(required = true)]
+    pub seen_at: Option<DateTime<Utc>>,
+    /// `null` unless archived: archived notifications are left out of lists (unless `archived=true`) and counts.
+    #[serde(serialize_with = "opt_ts", default)]
+    #[schema(required = true)]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Its type was muted by the user's preferences when it was stored: listed, never pushed live, not counted.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub muted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -175,6 +187,30 @@ pub enum ServerFrame<'a> {
     },
     Deleted {
         ids: &'a [i64],
+    },
+    /// Notifications were marked unread again (`read_at` is `null` now).
+    Unread {
+        ids: &'a [i64],
+    },
+    /// Notifications were archived: drop them from the lists that leave archived ones out.
+    Archived {
+        ids: &'a [i64],
+    },
+    /// Archived notifications were restored to the inbox.
+    Unarchived {
+        ids: &'a [i64],
+    },
+    /// Everything up to and including `up_to` was seen (the bell was opened).
+    SeenAll {
+        up_to: i64,
+        #[serde(serialize_with = "ts")]
+        seen_at: DateTime<Utc>,
+    },
+    /// The user's unread and unseen counts (archived and muted notifications excluded). Sent after `ready`, after
+    /// `replayed`, and whenever they change.
+    Counts {
+        unread: u64,
+        unseen: u64,
     },
     /// This user's inbox was erased (GDPR): drop everything shown.
     Purged,
@@ -330,6 +366,42 @@ pub struct UnreadCount {
     pub unread_count: u64,
 }
 
+/// A user's counts, kept as counters (read by key): archived and muted notifications are in neither.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Counts {
+    /// Unread notifications, broadcasts included.
+    pub unread: u64,
+    /// Notifications not seen yet (not since the last `seen_all`, not read).
+    pub unseen: u64,
+}
+
+/// Whether notifications of one type reach the user live and count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeSetting {
+    /// Pushed live and counted (the default unless `preferences.muted_by_default` names the type).
+    On,
+    /// Stored and listed (`"muted": true`), never pushed live, not counted.
+    Muted,
+}
+
+/// A user's notification preferences: one setting per notification `type`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Preferences {
+    /// What the user set, by notification type.
+    pub types: std::collections::BTreeMap<String, TypeSetting>,
+    /// The configured defaults (`preferences.muted_by_default`), for types the user did not set.
+    #[serde(default)]
+    pub defaults: std::collections::BTreeMap<String, TypeSetting>,
+}
+
+/// The body of `PUT …/preferences`: replaces the user's settings.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesUpdate {
+    pub types: std::collections::BTreeMap<String, TypeSetting>,
+}
+
 /// Timestamps on the wire: RFC 3339, UTC, millisecond precision, `Z` suffix.
 pub fn format_ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -425,6 +497,11 @@ mod tests {
             (ServerFrame::Read { ids: &[42], read_at }, "frame-read.json"),
             (ServerFrame::ReadAll { up_to: 43, read_at }, "frame-read-all.json"),
             (ServerFrame::Deleted { ids: &[42] }, "frame-deleted.json"),
+            (ServerFrame::Unread { ids: &[42] }, "frame-unread.json"),
+            (ServerFrame::Archived { ids: &[42] }, "frame-archived.json"),
+            (ServerFrame::Unarchived { ids: &[42] }, "frame-unarchived.json"),
+            (ServerFrame::SeenAll { up_to: 43, seen_at: read_at }, "frame-seen-all.json"),
+            (ServerFrame::Counts { unread: 3, unseen: 1 }, "frame-counts.json"),
             (ServerFrame::Purged, "frame-purged.json"),
             (
                 ServerFrame::Event {
@@ -479,6 +556,31 @@ mod tests {
         assert_eq!(serde_json::to_value(&page).unwrap(), golden("inbox-page.json"));
         let c: UnreadCount = serde_json::from_value(golden("unread-count.json")).unwrap();
         assert_eq!(c.unread_count, 1);
+    }
+
+    #[test]
+    fn counts_and_preferences_round_trip_their_golden_files() {
+        let c: Counts = serde_json::from_value(golden("counts.json")).unwrap();
+        assert_eq!(c, Counts { unread: 3, unseen: 1 });
+        assert_eq!(serde_json::to_value(c).unwrap(), golden("counts.json"));
+        let p: Preferences = serde_json::from_value(golden("preferences.json")).unwrap();
+        assert_eq!(p.types["digest"], TypeSetting::Muted);
+        assert_eq!(p.types["stage"], TypeSetting::On);
+        assert_eq!(serde_json::to_value(&p).unwrap(), golden("preferences.json"));
+        let update: PreferencesUpdate = serde_json::from_value(serde_json::json!({"types": {"a": "on"}})).unwrap();
+        assert_eq!(update.types["a"], TypeSetting::On);
+        assert!(serde_json::from_value::<PreferencesUpdate>(serde_json::json!({"types": {"a": "off"}})).is_err());
+    }
+
+    #[test]
+    fn a_notification_carries_its_seen_archived_and_muted_state() {
+        let n = sample();
+        assert_eq!(n.seen_at.map(|t| format_ts(&t)).as_deref(), Some("2026-01-10T08:20:00.000Z"));
+        assert!(n.archived_at.is_none() && !n.muted);
+        let v = serde_json::to_value(&n).unwrap();
+        for field in ["read_at", "seen_at", "archived_at", "muted"] {
+            assert!(v.as_object().unwrap().contains_key(field), "{field} is always present");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
-use crate::protocol::{event_format, Chain, Format};
+use crate::protocol::{event_format, Chain, Counts, Format};
 
 /// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl CloseReason {
 
 impl Outgoing {
     pub fn new(link: Option<Link>, frame: Utf8Bytes, ingested_at: Option<Instant>) -> Self {
-        Outgoing { link, frame, shaped: Arc::default(), ingested_at }
+        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None }
     }
 
     /// The bytes a session in `format` sends.
@@ -111,6 +111,9 @@ pub struct Outgoing {
     pub shaped: Arc<OnceLock<Option<Utf8Bytes>>>,
     /// When the event entered Herald, for the delivery-latency histogram.
     pub ingested_at: Option<Instant>,
+    /// A `counts` frame's values and the newest broadcast id they include: the session remembers them to
+    /// derive later broadcasts' counts in memory.
+    pub counts: Option<(Counts, i64)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -15,6 +15,10 @@
 //! - The socket is never split: one task, one small future, small buffers (an idle session is a few KiB).
 //! - A stalled client never delays anyone else: its outbox overflows into a resync or a 4008 close, and a write
 //!   that takes longer than `write_timeout` ends the session.
+//! - `counts`: read with the opening position in one snapshot and sent right after `ready`, read again after
+//!   each `replayed`; between those, absolute counts come from commits (a targeted notification, a REST change)
+//!   and each broadcast this session delivers adds one unread and one unseen in memory, unless the last absolute
+//!   counts already included it (their `broadcast_up_to`) — a broadcast costs no store read per session.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +34,8 @@ use crate::auth::{Authenticator, Principal};
 use crate::config::WebSocketSettings;
 use crate::inbox::{Replayed, Store, StoreError};
 use crate::protocol::{
-    encode_notification_frame, event_format, ClientMessage, Format, Position, ServerFrame, EVENT_FORMAT_PONG,
+    encode_notification_frame, event_format, Chain, ClientMessage, Counts, Format, Position, ServerFrame,
+    EVENT_FORMAT_PONG,
 };
 use crate::registry::{Bounds, CloseReason, Next, Outgoing, Registry, ResyncReason};
 
@@ -86,8 +91,11 @@ pub async fn run(socket: WebSocket, deps: SessionDeps, params: SessionParams) {
 
 /// The one store read a session may be waiting for.
 enum Loaded {
-    /// The newest id of each chain and, when a client asked for a replay, how far history was pruned.
-    Latest(Position, Option<Position>),
+    /// The newest id of each chain, the user's counts in the same snapshot and, when a client asked for a
+    /// replay, how far history was pruned.
+    Latest(Position, Counts, Option<Position>),
+    /// The user's counts after a replay, with the newest ids they include.
+    Counts(Position, Counts),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
 }
@@ -129,7 +137,15 @@ struct Session<'a> {
     deferred: Option<Option<ResyncReason>>,
     last_heard: Instant,
     bad_messages: u32,
+    /// The counts this session last sent, the newest broadcast id they include, and the broadcasts it delivered
+    /// lately (to correct absolute counts that left out a broadcast already counted here).
+    counts: Option<Counts>,
+    counts_broadcast: i64,
+    recent_broadcasts: std::collections::VecDeque<i64>,
 }
+
+/// Broadcast ids a session remembers to correct absolute counts computed before them.
+const RECENT_BROADCASTS: usize = 64;
 
 impl<'a> Session<'a> {
     fn new(socket: WebSocket, deps: &'a SessionDeps, p: SessionParams) -> Self {
@@ -148,6 +164,9 @@ impl<'a> Session<'a> {
             deferred: None,
             last_heard: Instant::now(),
             bad_messages: 0,
+            counts: None,
+            counts_broadcast: 0,
+            recent_broadcasts: std::collections::VecDeque::new(),
         }
     }
 
@@ -187,7 +206,13 @@ impl<'a> Session<'a> {
                 Some(loaded) = OptionFuture::from(self.pending.as_mut()), if self.pending.is_some() => {
                     self.pending = None;
                     let step = match loaded {
-                        Ok(Loaded::Latest(latest, floor)) => self.on_latest(latest, floor, &session_id).await,
+                        Ok(Loaded::Latest(latest, counts, floor)) => {
+                            self.on_latest(latest, counts, floor, &session_id).await
+                        }
+                        Ok(Loaded::Counts(at, counts)) => {
+                            self.absolute_counts(counts, at.broadcast);
+                            self.send_counts().await
+                        }
                         Ok(Loaded::Page(items)) => self.on_page(items).await,
                         Err(failed) => Err(self.store_failed(failed).await),
                     };
@@ -279,7 +304,7 @@ impl<'a> Session<'a> {
     fn read_latest(&self, with_floor: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
-            let latest = store.latest(&user).await?;
+            let (latest, counts) = store.opening(&user).await?;
             let floor = match with_floor {
                 true => store
                     .history_floor(&user)
@@ -287,8 +312,55 @@ impl<'a> Session<'a> {
                     .map(|(targeted, broadcast)| Some(Position { targeted, broadcast }))?,
                 false => None,
             };
-            Ok(Loaded::Latest(latest, floor))
+            Ok(Loaded::Latest(latest, counts, floor))
         })
+    }
+
+    fn read_counts(&self) -> PendingRead {
+        let (store, user) = (self.deps.store.clone(), self.user.clone());
+        self.bounded(async move {
+            let (at, counts) = store.opening(&user).await?;
+            Ok(Loaded::Counts(at, counts))
+        })
+    }
+
+    /// Take counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
+    /// this session delivered above it are added back, later ones at or below it are not added again.
+    fn absolute_counts(&mut self, counts: Counts, broadcast_up_to: i64) -> Counts {
+        let missing = self.recent_broadcasts.iter().filter(|&&id| id > broadcast_up_to).count() as u64;
+        let counts = Counts { unread: counts.unread + missing, unseen: counts.unseen + missing };
+        self.counts = Some(counts);
+        self.counts_broadcast = self.counts_broadcast.max(broadcast_up_to);
+        counts
+    }
+
+    /// A broadcast went out on this socket: one more unread and unseen, unless the counts include it already.
+    /// Returns whether the counts changed.
+    fn broadcast_delivered(&mut self, id: i64) -> bool {
+        if self.recent_broadcasts.len() == RECENT_BROADCASTS {
+            self.recent_broadcasts.pop_front();
+        }
+        self.recent_broadcasts.push_back(id);
+        match &mut self.counts {
+            Some(c) if id > self.counts_broadcast => {
+                c.unread += 1;
+                c.unseen += 1;
+                self.counts_broadcast = id;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn counts_frame(&self) -> Option<Utf8Bytes> {
+        self.counts.map(|c| ServerFrame::Counts { unread: c.unread, unseen: c.unseen }.encode())
+    }
+
+    async fn send_counts(&mut self) -> Result<(), Ended> {
+        match self.counts_frame() {
+            Some(frame) => self.send_now(frame).await,
+            None => Ok(()),
+        }
     }
 
     fn read_page(&self, from: Position) -> PendingRead {
@@ -328,7 +400,13 @@ impl<'a> Session<'a> {
         self.pending = Some(if clamp_to_latest { self.read_latest(true) } else { self.read_page(from) });
     }
 
-    async fn on_latest(&mut self, latest: Position, floor: Option<Position>, session_id: &str) -> Result<(), Ended> {
+    async fn on_latest(
+        &mut self,
+        latest: Position,
+        counts: Counts,
+        floor: Option<Position>,
+        session_id: &str,
+    ) -> Result<(), Ended> {
         if !self.opened {
             self.opened = true;
             let ready = ServerFrame::Ready {
@@ -340,6 +418,8 @@ impl<'a> Session<'a> {
                 ping_interval_ms: self.deps.settings.ping_interval_secs * 1000,
             };
             self.send_now(ready.encode()).await?;
+            self.absolute_counts(counts, latest.broadcast);
+            self.send_counts().await?;
             let deferred = self.deferred.take();
             match self.since.take() {
                 Some(since) => {
@@ -397,6 +477,8 @@ impl<'a> Session<'a> {
     async fn on_page(&mut self, items: Vec<Replayed>) -> Result<(), Ended> {
         let full = items.len() >= self.deps.settings.replay_page_size as usize;
         let mut sent = 0u64;
+        let mut counts_changed = false;
+        let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
         let write = async {
             for r in &items {
                 let n = &r.notification;
@@ -405,6 +487,9 @@ impl<'a> Session<'a> {
                 }
                 self.position.advance(n.chain(), n.id);
                 sent += 1;
+                if n.chain() == Chain::Broadcast {
+                    counts_changed |= self.broadcast_delivered(n.id);
+                }
                 let frame = encode_notification_frame(n, &r.body);
                 let frame = match self.format {
                     Format::Herald => frame,
@@ -412,10 +497,12 @@ impl<'a> Session<'a> {
                 };
                 self.socket.feed(WsMessage::Text(frame)).await?;
             }
+            if let (true, Some(frame)) = (counts_changed, self.counts_frame()) {
+                self.socket.feed(WsMessage::Text(frame)).await?;
+            }
             // Flush each page: a client that was away for a week gets a stream, not one burst.
             self.socket.flush().await
         };
-        let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
         match tokio::time::timeout(timeout, write).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(Ended::Transport),
@@ -441,7 +528,12 @@ impl<'a> Session<'a> {
         // Frames that waited for a gap fill: the fill sent what the inbox had; whatever is still missing below
         // them was deleted meanwhile, so they go out without another fill.
         let mut held = std::mem::take(&mut self.held);
-        self.deliver(&mut held, false).await
+        self.deliver(&mut held, false).await?;
+        if replay.announced && self.pending.is_none() {
+            // What the replay changed: the counts, read again (live frames wait for it, as for a page).
+            self.pending = Some(self.read_counts());
+        }
+        Ok(())
     }
 
     /// Announce a resync, then replay after the position this socket reached.
@@ -482,6 +574,8 @@ impl<'a> Session<'a> {
         let now = Instant::now();
         let mut delivered = 0u64;
         let mut gap = None;
+        // A broadcast's counts go out after it (and after the frames queued with it), once.
+        let mut counts_owed = false;
         for (i, out) in batch.iter().enumerate() {
             if let Some(link) = out.link {
                 if link.id <= self.position.get(link.chain) {
@@ -497,8 +591,24 @@ impl<'a> Session<'a> {
                     metrics::histogram!("herald_delivery_latency_seconds")
                         .record(now.saturating_duration_since(t).as_secs_f64());
                 }
+                if link.chain == Chain::Broadcast {
+                    counts_owed |= self.broadcast_delivered(link.id);
+                }
+            }
+            if let Some((counts, broadcast_up_to)) = out.counts {
+                if !self.opened {
+                    continue; // the opening snapshot is newer
+                }
+                let counts = self.absolute_counts(counts, broadcast_up_to);
+                counts_owed = false;
+                let frame = ServerFrame::Counts { unread: counts.unread, unseen: counts.unseen }.encode();
+                self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
+                continue;
             }
             self.socket.feed(WsMessage::Text(out.bytes(self.format))).await.map_err(|_| Ended::Transport)?;
+        }
+        if let (true, Some(frame)) = (counts_owed, self.counts_frame()) {
+            self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
         }
         metrics::counter!("herald_notifications_delivered_total").increment(delivered);
         self.socket.flush().await.map_err(|_| Ended::Transport)?;

@@ -85,6 +85,7 @@ pub const METRICS: &[Metric] = &[
     counter("herald_live_events_total", "Live-only events pushed without being stored."),
     counter("herald_rules_reloads_total", "Successful rules reloads (SIGHUP or the admin endpoint)."),
     counter("herald_notifications_stored_total", "Notifications committed to the inbox, by kind (targeted, broadcast)."),
+    counter("herald_notifications_muted_total", "Targeted notifications stored muted (their type muted by the recipient's preferences): listed, not pushed, not counted."),
     // AMQP consumer.
     gauge("herald_amqp_connected", "1 while the AMQP consumer is connected and consuming, else 0."),
     counter("herald_amqp_reconnects_total", "AMQP connection losses followed by a reconnect attempt."),

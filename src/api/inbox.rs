@@ -1,8 +1,10 @@
-//! The REST inbox: list, unread count, mark read, read all, delete. A user sees only their own inbox; a
-//! service key reads any with `inbox:read` and changes any with `inbox:write`.
+//! The REST inbox: list (with filters), counts, read / unread, seen all, archive / unarchive, read all, delete,
+//! and the user's preferences. A user sees only their own inbox; a service key reads any with `inbox:read` and
+//! changes any with `inbox:write`.
 //!
-//! Read-state changes are pushed to the user's open sessions (`read`, `read_all`, `deleted` frames) so every
-//! tab's badge stays in sync.
+//! State changes are pushed to the user's open sessions (`read`, `unread`, `read_all`, `seen_all`, `archived`,
+//! `unarchived`, `deleted` frames) so every tab's list stays in sync; the store's writer publishes the new
+//! `counts` from the commit itself (see `CommitListener::counts`).
 
 use std::sync::Arc;
 
@@ -15,8 +17,11 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState, Path};
 use crate::auth::Scope;
 use crate::fanout::Message;
-use crate::inbox::ListQuery;
-use crate::protocol::{format_ts, InboxPage, Notification, ServerFrame, UnreadCount};
+use crate::config::MAX_PREFERENCE_TYPE_LEN;
+use crate::inbox::{Change, ListQuery};
+use crate::protocol::{
+    format_ts, Counts, InboxPage, Notification, Preferences, PreferencesUpdate, ServerFrame, TypeSetting, UnreadCount,
+};
 
 const MAX_LIMIT: u32 = 100;
 const DEFAULT_LIMIT: u32 = 20;
@@ -32,6 +37,17 @@ pub struct ListParams {
     /// `true`: only unread notifications.
     #[param(default = false)]
     unread: Option<bool>,
+    /// `false`: archived notifications are left out; `true`: only archived ones.
+    #[param(default = false)]
+    archived: Option<bool>,
+    /// Only notifications of this `type`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    kind: Option<String>,
+    /// Only notifications whose `related_object.type` is this.
+    related_type: Option<String>,
+    /// With `related_type`: only notifications about this object (`related_object.id`).
+    related_id: Option<String>,
 }
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
@@ -64,6 +80,7 @@ impl AppState {
     security(("user_jwt" = []), ("service_key" = []))
 )]
 /// Cursor-paginated: `before` is the previous page's `next_before`. A broadcast appears in every user's inbox.
+/// Archived notifications are left out unless `archived=true` (which lists only them).
 pub async fn list(
     State(state): State<AppState>,
     Path(user): Path<String>,
@@ -79,8 +96,22 @@ pub async fn list(
             message: format!("limit must be between 1 and {MAX_LIMIT}"),
         });
     }
+    if p.related_id.is_some() && p.related_type.is_none() {
+        return Err(ApiError::BadRequest {
+            code: "bad_query",
+            message: "related_id needs related_type (an id is unique within its type only)".into(),
+        });
+    }
     // One extra row tells whether there is a next page.
-    let q = ListQuery { limit: limit + 1, before: p.before, unread_only: p.unread.unwrap_or(false) };
+    let q = ListQuery {
+        limit: limit + 1,
+        before: p.before,
+        unread_only: p.unread.unwrap_or(false),
+        archived: p.archived.unwrap_or(false),
+        kind: p.kind,
+        related_type: p.related_type,
+        related_id: p.related_id,
+    };
     let mut items = state.store.list(&user, q).await?;
     let has_more = items.len() > limit as usize;
     items.truncate(limit as usize);
@@ -115,6 +146,32 @@ pub async fn unread_count(
 }
 
 #[utoipa::path(
+    get,
+    path = "/api/v1/users/{user_id}/notifications/counts",
+    operation_id = "counts",
+    tag = "inbox",
+    summary = "A user's unread and unseen counts",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
+    responses(
+        (status = 200, description = "Kept as counters and read by key. Archived and muted notifications are in neither; broadcasts are in both until read / seen. Open sessions get the same values in `counts` frames whenever they change.", body = Counts),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn counts(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Counts>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxRead)?;
+    Ok(Json(state.store.counts(&user).await?))
+}
+
+#[utoipa::path(
     post,
     path = "/api/v1/users/{user_id}/notifications/{id}/read",
     operation_id = "mark_read",
@@ -138,11 +195,209 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
-    let n = state.store.mark_read(&user, id).await?.ok_or(ApiError::NotFound("no such notification in this inbox"))?;
+    let n = state.change(&user, id, Change::Read).await?;
     if let Some(read_at) = n.read_at {
         state.push_to_user(&user, ServerFrame::Read { ids: &[id], read_at });
     }
     Ok(Json(n))
+}
+
+impl AppState {
+    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Notification, ApiError> {
+        self.store.change(user, id, change).await?.ok_or(ApiError::NotFound("no such notification in this inbox"))
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/{id}/unread",
+    operation_id = "mark_unread",
+    tag = "inbox",
+    summary = "Mark one notification unread again",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
+    responses(
+        (status = 200, description = "The notification, `read_at` null again (it stays seen). The user's open sessions get an `unread` frame and their new `counts`.", body = Notification),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn unread(
+    State(state): State<AppState>,
+    Path((user, id)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> Result<Json<Notification>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let n = state.change(&user, id, Change::Unread).await?;
+    state.push_to_user(&user, ServerFrame::Unread { ids: &[id] });
+    Ok(Json(n))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/{id}/archive",
+    operation_id = "archive",
+    tag = "inbox",
+    summary = "Archive one notification",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
+    responses(
+        (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. The user's open sessions get an `archived` frame and their new `counts`.", body = Notification),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn archive(
+    State(state): State<AppState>,
+    Path((user, id)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> Result<Json<Notification>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let n = state.change(&user, id, Change::Archive).await?;
+    state.push_to_user(&user, ServerFrame::Archived { ids: &[id] });
+    Ok(Json(n))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/{id}/unarchive",
+    operation_id = "unarchive",
+    tag = "inbox",
+    summary = "Restore one archived notification",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
+    responses(
+        (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. The user's open sessions get an `unarchived` frame and their new `counts`.", body = Notification),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn unarchive(
+    State(state): State<AppState>,
+    Path((user, id)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> Result<Json<Notification>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let n = state.change(&user, id, Change::Unarchive).await?;
+    state.push_to_user(&user, ServerFrame::Unarchived { ids: &[id] });
+    Ok(Json(n))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/seen_all",
+    operation_id = "seen_all",
+    tag = "inbox",
+    summary = "Mark every notification seen (the bell was opened)",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
+    responses(
+        (status = 200, description = "Every notification up to `up_to` is seen (broadcasts included); `unseen` is 0. The user's open sessions get a `seen_all` frame and their new `counts`.", body = super::openapi::SeenAllResult),
+        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn seen_all(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let r = state.store.seen_all(&user).await?;
+    state.push_to_user(&user, ServerFrame::SeenAll { up_to: r.up_to, seen_at: r.seen_at });
+    Ok(Json(serde_json::json!({ "up_to": r.up_to, "seen_at": format_ts(&r.seen_at) })))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{user_id}/preferences",
+    operation_id = "get_preferences",
+    tag = "inbox",
+    summary = "A user's notification preferences",
+    params(("user_id" = String, Path, description = "The user: the user claim of their token.")),
+    responses(
+        (status = 200, description = "`types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set.", body = Preferences),
+        (status = 400, description = "A path parameter that does not parse (`bad_path`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn get_preferences(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Preferences>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxRead)?;
+    let mut prefs = state.store.preferences(&user).await?;
+    prefs.defaults = state.default_preferences();
+    Ok(Json(prefs))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{user_id}/preferences",
+    operation_id = "put_preferences",
+    tag = "inbox",
+    summary = "Replace a user's notification preferences",
+    params(("user_id" = String, Path, description = "The user: the user claim of their token.")),
+    request_body(content = PreferencesUpdate, description = "Every type the user sets, `on` or `muted`; types left out fall back to the defaults."),
+    responses(
+        (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
+        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, or a blank or over-long type (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
+        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
+        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<PreferencesUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Preferences>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let Json(body) = body.map_err(|e| ApiError::BadRequest { code: "bad_request", message: e.body_text() })?;
+    const MAX_TYPES: usize = 1000;
+    if body.types.len() > MAX_TYPES {
+        return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
+    }
+    if let Some(bad) = body.types.keys().find(|k| k.trim().is_empty() || k.len() > MAX_PREFERENCE_TYPE_LEN) {
+        return Err(ApiError::BadRequest {
+            code: "bad_request",
+            message: format!(
+                "type {:?}: a notification type is a non-blank string of at most {MAX_PREFERENCE_TYPE_LEN} bytes",
+                bad.chars().take(40).collect::<String>()
+            ),
+        });
+    }
+    state.store.set_preferences(&user, body.types.clone()).await?;
+    Ok(Json(Preferences { types: body.types, defaults: state.default_preferences() }))
+}
+
+impl AppState {
+    fn default_preferences(&self) -> std::collections::BTreeMap<String, TypeSetting> {
+        self.settings.preferences.muted_by_default.iter().map(|t| (t.clone(), TypeSetting::Muted)).collect()
+    }
 }
 
 #[utoipa::path(

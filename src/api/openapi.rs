@@ -44,8 +44,15 @@ const DEV_PREFIX: &str = "/api/v1/dev/";
     paths(
         super::inbox::list,
         super::inbox::unread_count,
+        super::inbox::counts,
         super::inbox::read_all,
+        super::inbox::seen_all,
         super::inbox::read,
+        super::inbox::unread,
+        super::inbox::archive,
+        super::inbox::unarchive,
+        super::inbox::get_preferences,
+        super::inbox::put_preferences,
         super::inbox::remove,
         super::events::ingest,
         super::ws::upgrade,
@@ -216,6 +223,16 @@ pub struct ReadAllResult {
     /// RFC 3339, UTC, millisecond precision.
     #[schema(format = DateTime)]
     pub read_at: String,
+}
+
+/// `POST .../seen_all`: every notification up to `up_to` is seen.
+#[derive(ToSchema)]
+pub struct SeenAllResult {
+    /// The newest notification id the watermark covers (0 when the inbox is empty).
+    pub up_to: i64,
+    /// RFC 3339, UTC, millisecond precision.
+    #[schema(format = DateTime)]
+    pub seen_at: String,
 }
 
 /// A user id as events carry it: a non-empty string or a number.

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 
-use crate::protocol::Chain;
+use crate::protocol::{Chain, Counts, ServerFrame};
 use crate::registry::{Link, Outgoing, Registry, ResyncReason};
 
 /// What travels to sessions (and, with a transport, between nodes).
@@ -23,6 +23,9 @@ pub enum Message {
     Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
     /// A read/read_all/deleted frame for one user's other sessions.
     UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64> },
+    /// One user's counts as of a commit, when the newest broadcast id was `broadcast_up_to`. Each session sends
+    /// it as a `counts` frame and derives later broadcasts' counts from it in memory.
+    Counts { user: Arc<str>, counts: Counts, broadcast_up_to: i64 },
     /// A live-only event (never stored): to one user's sessions, or (`user: None`) to everyone's.
     Live { user: Option<Arc<str>>, frame: Utf8Bytes },
     /// Messages between nodes were dropped (a full transport queue): every session replays from the inbox.
@@ -73,6 +76,15 @@ impl Fanout {
             Message::UserFrame { user, frame, skip_session } => {
                 let out = Outgoing::new(None, frame.clone(), None);
                 self.registry.send_to_user(user, &out, *skip_session)
+            }
+            Message::Counts { user, counts, broadcast_up_to } => {
+                if !self.registry.is_online(user) {
+                    return 0;
+                }
+                let frame = ServerFrame::Counts { unread: counts.unread, unseen: counts.unseen }.encode();
+                let mut out = Outgoing::new(None, frame, None);
+                out.counts = Some((*counts, *broadcast_up_to));
+                self.registry.send_to_user(user, &out, None)
             }
             Message::Live { user, frame } => {
                 let out = Outgoing::new(None, frame.clone(), None);

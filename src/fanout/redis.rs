@@ -142,8 +142,9 @@ impl RedisTransport {
     }
 }
 
-/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame) or
-/// `e` (a live-only event) or `l` (lost: resync everything; on the broadcast channel).
+/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame),
+/// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, no frame), `e` (a
+/// live-only event) or `l` (lost: resync everything; on the broadcast channel).
 fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
@@ -156,6 +157,9 @@ fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
         Message::Live { user, frame } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
             (channel, format!("v1|{node}|e|0|0|0|"), frame.as_str())
+        }
+        Message::Counts { user, counts, broadcast_up_to } => {
+            (names.user(user), format!("v1|{node}|c|{}|{}|{broadcast_up_to}|", counts.unread, counts.unseen), "")
         }
         Message::Lost => (names.all.clone(), format!("v1|{node}|l|0|0|0|"), ""),
     };
@@ -190,6 +194,11 @@ fn decode(names: &Names, node: &str, channel: &str, payload: &[u8]) -> Option<Me
             Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip) })
         }
         "e" => Some(Message::Live { user, frame }),
+        "c" => Some(Message::Counts {
+            user: user?,
+            counts: crate::protocol::Counts { unread: id.parse().ok()?, unseen: prev.parse().ok()? },
+            broadcast_up_to: skip.parse().ok()?,
+        }),
         "l" => Some(Message::Lost),
         _ => None,
     }

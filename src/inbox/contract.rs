@@ -41,7 +41,58 @@ async fn stored(store: &dyn Store, w: Write) -> Vec<Notification> {
 }
 
 fn q(limit: u32, before: Option<i64>, unread_only: bool) -> ListQuery {
-    ListQuery { limit, before, unread_only }
+    ListQuery { limit, before, unread_only, ..Default::default() }
+}
+
+/// Every notification `user` has (archived or not), paging through the list.
+async fn everything(store: &dyn Store, user: &str) -> Vec<Notification> {
+    let mut all = Vec::new();
+    for archived in [false, true] {
+        let mut before = None;
+        loop {
+            let page = store.list(user, ListQuery { limit: 100, before, archived, ..Default::default() }).await.unwrap();
+            before = page.last().map(|n| n.id);
+            let done = page.len() < 100;
+            all.extend(page);
+            if done {
+                break;
+            }
+        }
+    }
+    all
+}
+
+/// The counters say what the rows say: `counts` (read by key) equals a count over the user's rows.
+async fn counts_match_rows(store: &dyn Store, user: &str, step: &str) -> Counts {
+    let rows = everything(store, user).await;
+    let countable = |n: &&Notification| n.archived_at.is_none() && !n.muted;
+    let truth = Counts {
+        unread: rows.iter().filter(countable).filter(|n| n.read_at.is_none()).count() as u64,
+        unseen: rows.iter().filter(countable).filter(|n| n.seen_at.is_none()).count() as u64,
+    };
+    let counts = store.counts(user).await.unwrap();
+    assert_eq!(counts, truth, "{user}, after {step}: the counters disagree with the rows");
+    assert_eq!(store.unread_count(user).await.unwrap(), truth.unread, "{user}: unread_count is counts.unread");
+    let (_, opening) = store.opening(user).await.unwrap();
+    assert_eq!(opening, truth, "{user}, after {step}: the opening snapshot's counts");
+    counts
+}
+
+/// Records the counts the store tells its listener about, per user, in order.
+#[derive(Default)]
+pub struct CountsRecorder(pub std::sync::Mutex<Vec<(String, Counts)>>);
+
+impl CommitListener for CountsRecorder {
+    fn committed(&self, _: &NewNotification, _: &[Notification]) {}
+    fn counts(&self, user: &str, counts: Counts, _: i64) {
+        self.0.lock().unwrap().push((user.to_owned(), counts));
+    }
+}
+
+impl CountsRecorder {
+    pub fn last(&self, user: &str) -> Option<Counts> {
+        self.0.lock().unwrap().iter().rev().find(|(u, _)| u == user).map(|(_, c)| *c)
+    }
 }
 
 pub async fn run_all(store: &dyn Store) {
@@ -56,6 +107,13 @@ pub async fn run_all(store: &dyn Store) {
     prev_id_links_each_users_stream(store).await;
     unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
     the_same_id_in_two_scopes_is_two_events(store).await;
+    counters_follow_every_targeted_state_change(store).await;
+    counters_follow_every_broadcast_state_change(store).await;
+    read_all_and_seen_all_reset_the_counters_and_later_changes_still_count(store).await;
+    lists_filter_by_archived_type_and_related_object(store).await;
+    muted_types_are_stored_listed_not_counted_and_not_replayed(store).await;
+    purge_resets_the_counters(store).await;
+    unknown_ids_change_nothing(store).await;
     store.probe_write().await.unwrap();
     store.ping().await.unwrap();
 }
@@ -75,6 +133,246 @@ async fn the_same_id_in_two_scopes_is_two_events(store: &dyn Store) {
 }
 
 /// What [`run_retention`] expects the store to be opened with: a cap of 3 per user, small batches.
+async fn counters_follow_every_targeted_state_change(store: &dyn Store) {
+    let u = "cnt-t";
+    let start = counts_match_rows(store, u, "nothing yet").await;
+    let a = stored(store, Write::Notify(draft("cnt-t-1", users(&[u])))).await[0].id;
+    let b = stored(store, Write::Notify(draft("cnt-t-2", users(&[u, "cnt-t-other"])))).await[0].id;
+    let c = counts_match_rows(store, u, "two new").await;
+    assert_eq!((c.unread, c.unseen), (start.unread + 2, start.unseen + 2));
+
+    let read = store.change(u, a, Change::Read).await.unwrap().unwrap();
+    assert!(read.read_at.is_some() && read.seen_at.is_some(), "reading implies seeing: {read:?}");
+    let c = counts_match_rows(store, u, "read").await;
+    assert_eq!((c.unread, c.unseen), (start.unread + 1, start.unseen + 1));
+    let again = store.change(u, a, Change::Read).await.unwrap().unwrap();
+    assert_eq!(again.read_at, read.read_at, "marking again keeps the first read_at");
+    counts_match_rows(store, u, "read twice").await;
+
+    let unread = store.change(u, a, Change::Unread).await.unwrap().unwrap();
+    assert!(unread.read_at.is_none() && unread.seen_at.is_some(), "unread again, still seen: {unread:?}");
+    let c = counts_match_rows(store, u, "unread").await;
+    assert_eq!((c.unread, c.unseen), (start.unread + 2, start.unseen + 1));
+
+    let archived = store.change(u, b, Change::Archive).await.unwrap().unwrap();
+    assert!(archived.archived_at.is_some());
+    let c = counts_match_rows(store, u, "archive").await;
+    assert_eq!((c.unread, c.unseen), (start.unread + 1, start.unseen), "archived counts in neither");
+    assert!(store.list(u, q(100, None, false)).await.unwrap().iter().all(|n| n.id != b), "left out by default");
+    let listed = store.list(u, ListQuery { limit: 100, archived: true, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.iter().map(|n| n.id).collect::<Vec<_>>(), [b], "archived=true lists only archived ones");
+    // Read while archived: still counts in neither, and is read once unarchived.
+    store.change(u, b, Change::Read).await.unwrap().unwrap();
+    counts_match_rows(store, u, "read while archived").await;
+    let back = store.change(u, b, Change::Unarchive).await.unwrap().unwrap();
+    assert!(back.archived_at.is_none() && back.read_at.is_some());
+    let c = counts_match_rows(store, u, "unarchive").await;
+    assert_eq!((c.unread, c.unseen), (start.unread + 1, start.unseen));
+    assert_eq!(store.counts("cnt-t-other").await.unwrap().unread, counts_match_rows(store, "cnt-t-other", "x").await.unread);
+
+    assert!(store.delete(u, a).await.unwrap());
+    let c = counts_match_rows(store, u, "delete an unread one").await;
+    assert_eq!((c.unread, c.unseen), (start.unread, start.unseen));
+}
+
+async fn counters_follow_every_broadcast_state_change(store: &dyn Store) {
+    let (u, other) = ("cnt-b", "cnt-b-other");
+    let start = counts_match_rows(store, u, "nothing yet").await;
+    let other_start = counts_match_rows(store, other, "nothing yet").await;
+    let b = stored(store, Write::Notify(draft("cnt-b-1", Recipients::Everyone))).await[0].id;
+    let c = counts_match_rows(store, u, "a broadcast").await;
+    assert_eq!((c.unread, c.unseen), (start.unread + 1, start.unseen + 1), "a broadcast counts for everyone");
+    assert_eq!(counts_match_rows(store, other, "a broadcast").await.unread, other_start.unread + 1);
+
+    for (step, change) in [
+        ("read", Change::Read),
+        ("unread", Change::Unread),
+        ("archive", Change::Archive),
+        ("read while archived", Change::Read),
+        ("unarchive", Change::Unarchive),
+        ("unread again", Change::Unread),
+    ] {
+        store.change(u, b, change).await.unwrap().unwrap();
+        counts_match_rows(store, u, step).await;
+        let o = counts_match_rows(store, other, step).await;
+        assert_eq!(o.unread, other_start.unread + 1, "{step}: broadcast state is per user");
+    }
+    assert!(store.delete(u, b).await.unwrap());
+    let c = counts_match_rows(store, u, "delete a broadcast").await;
+    assert_eq!((c.unread, c.unseen), (start.unread, start.unseen));
+    assert!(store.change(u, b, Change::Read).await.unwrap().is_none(), "deleted: no longer in the inbox");
+    counts_match_rows(store, other, "deleted by another").await;
+}
+
+async fn read_all_and_seen_all_reset_the_counters_and_later_changes_still_count(store: &dyn Store) {
+    let u = "cnt-all";
+    let t = stored(store, Write::Notify(draft("cnt-all-1", users(&[u])))).await[0].id;
+    let b = stored(store, Write::Notify(draft("cnt-all-b1", Recipients::Everyone))).await[0].id;
+    let archived = stored(store, Write::Notify(draft("cnt-all-2", users(&[u])))).await[0].id;
+    store.change(u, archived, Change::Archive).await.unwrap().unwrap();
+    counts_match_rows(store, u, "setup").await;
+
+    let seen = store.seen_all(u).await.unwrap();
+    assert!(seen.up_to >= b.max(archived));
+    let c = counts_match_rows(store, u, "seen_all").await;
+    assert_eq!(c.unseen, 0, "the bell was opened");
+    assert!(c.unread >= 2, "seeing is not reading: {c:?}");
+    let listed = store.list(u, q(100, None, false)).await.unwrap();
+    assert!(listed.iter().all(|n| n.seen_at.is_some()), "every listed notification is seen");
+
+    let later = stored(store, Write::Notify(draft("cnt-all-b2", Recipients::Everyone))).await[0].id;
+    let c = counts_match_rows(store, u, "a broadcast after seen_all").await;
+    assert_eq!(c.unseen, 1);
+
+    store.mark_all_read(u).await.unwrap();
+    let c = counts_match_rows(store, u, "read_all").await;
+    assert_eq!((c.unread, c.unseen), (0, 0), "read_all reads and sees everything");
+
+    // Under the watermark: unread again, archived, unarchived, read, deleted.
+    for (step, change) in [
+        ("broadcast unread under the watermark", Change::Unread),
+        ("archived", Change::Archive),
+        ("unarchived", Change::Unarchive),
+        ("read again", Change::Read),
+        ("unread once more", Change::Unread),
+    ] {
+        store.change(u, later, change).await.unwrap().unwrap();
+        counts_match_rows(store, u, step).await;
+    }
+    assert_eq!(store.counts(u).await.unwrap().unread, 1);
+    store.change(u, t, Change::Unread).await.unwrap().unwrap();
+    assert_eq!(counts_match_rows(store, u, "targeted unread under the watermark").await.unread, 2);
+    assert!(store.delete(u, later).await.unwrap());
+    assert_eq!(counts_match_rows(store, u, "deleted the unread broadcast").await.unread, 1);
+    store.mark_all_read(u).await.unwrap();
+    assert_eq!(counts_match_rows(store, u, "read_all again").await, Counts::default());
+    // Still read for this user after read_all; another user still has it unread.
+    assert!(store.list("cnt-all-other", q(100, None, true)).await.unwrap().iter().any(|n| n.id == b));
+    counts_match_rows(store, "cnt-all-other", "someone else").await;
+}
+
+async fn lists_filter_by_archived_type_and_related_object(store: &dyn Store) {
+    let u = "flt";
+    let mut n = draft("flt-1", users(&[u]));
+    n.kind = "invoice".into();
+    n.related_object = Some(RelatedObject { kind: "order".into(), id: "o-1".into() });
+    let invoice = stored(store, Write::Notify(n)).await[0].id;
+    let mut n = draft("flt-2", users(&[u]));
+    n.kind = "invoice".into();
+    n.related_object = Some(RelatedObject { kind: "order".into(), id: "o-2".into() });
+    let other_order = stored(store, Write::Notify(n)).await[0].id;
+    let mut n = draft("flt-3", users(&[u]));
+    n.kind = "comment".into();
+    n.related_object = None;
+    let comment = stored(store, Write::Notify(n)).await[0].id;
+    let mut n = draft("flt-b", Recipients::Everyone);
+    n.kind = "invoice".into();
+    n.related_object = Some(RelatedObject { kind: "order".into(), id: "o-1".into() });
+    let broadcast = stored(store, Write::Notify(n)).await[0].id;
+
+    let ids = |q: ListQuery| async move {
+        store.list(u, q).await.unwrap().into_iter().map(|n| n.id).collect::<Vec<_>>()
+    };
+    let by_type = ListQuery { limit: 100, kind: Some("invoice".into()), ..Default::default() };
+    assert_eq!(ids(by_type.clone()).await, [broadcast, other_order, invoice]);
+    let comments = ListQuery { limit: 100, kind: Some("comment".into()), ..Default::default() };
+    assert_eq!(ids(comments).await, [comment]);
+    let orders = ListQuery { limit: 100, related_type: Some("order".into()), ..Default::default() };
+    assert_eq!(ids(orders).await, [broadcast, other_order, invoice]);
+    let one_order = ListQuery {
+        limit: 100,
+        related_type: Some("order".into()),
+        related_id: Some("o-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(one_order.clone()).await, [broadcast, invoice]);
+    // Filters apply before the limit and the cursor.
+    assert_eq!(ids(ListQuery { limit: 1, ..one_order.clone() }).await, [broadcast]);
+    assert_eq!(ids(ListQuery { limit: 1, before: Some(broadcast), ..one_order.clone() }).await, [invoice]);
+
+    store.change(u, invoice, Change::Archive).await.unwrap().unwrap();
+    store.change(u, broadcast, Change::Archive).await.unwrap().unwrap();
+    assert_eq!(ids(one_order.clone()).await, Vec::<i64>::new(), "archived ones are left out by default");
+    assert_eq!(ids(ListQuery { archived: true, ..one_order }).await, [broadcast, invoice]);
+    assert_eq!(ids(ListQuery { unread_only: true, ..by_type }).await, [other_order]);
+    counts_match_rows(store, u, "filters").await;
+    assert!(
+        store.list("flt-other", ListQuery { limit: 100, archived: true, ..Default::default() }).await.unwrap().is_empty(),
+        "archiving a broadcast is per user"
+    );
+}
+
+async fn muted_types_are_stored_listed_not_counted_and_not_replayed(store: &dyn Store) {
+    let u = "mute";
+    let before = stored(store, Write::Notify(draft("mute-0", users(&[u])))).await[0].id;
+    let start = counts_match_rows(store, u, "start").await;
+    let types = [("digest".to_string(), TypeSetting::Muted), ("info".to_string(), TypeSetting::On)].into();
+    store.set_preferences(u, types).await.unwrap();
+    let prefs = store.preferences(u).await.unwrap();
+    assert_eq!(prefs.types.get("digest"), Some(&TypeSetting::Muted));
+    assert_eq!(prefs.types.get("info"), Some(&TypeSetting::On));
+
+    let mut n = draft("mute-1", users(&[u, "mute-other"]));
+    n.kind = "digest".into();
+    let rows = stored(store, Write::Notify(n)).await;
+    let muted = rows.iter().find(|n| n.user_id.as_deref() == Some(u)).unwrap();
+    let not_muted = rows.iter().find(|n| n.user_id.as_deref() == Some("mute-other")).unwrap();
+    assert!(muted.muted && !not_muted.muted, "preferences are per user: {rows:?}");
+    assert_eq!(counts_match_rows(store, u, "a muted notification").await, start, "not counted");
+    let listed = store.list(u, q(100, None, false)).await.unwrap();
+    assert!(listed.iter().any(|n| n.id == muted.id && n.muted), "stored and listed with muted: true");
+    let replay = store.after(u, Position::both(before), 100).await.unwrap();
+    assert!(replay.iter().all(|r| r.notification.id != muted.id), "never replayed");
+    // Marking a muted one read or archiving it moves no counter.
+    store.change(u, muted.id, Change::Read).await.unwrap().unwrap();
+    store.change(u, muted.id, Change::Unread).await.unwrap().unwrap();
+    assert_eq!(counts_match_rows(store, u, "read/unread a muted one").await, start);
+
+    // The chain skips muted rows: the next pushed row links past it, so no session sees a gap.
+    let next = stored(store, Write::Notify(draft("mute-2", users(&[u])))).await[0].clone();
+    assert!(!next.muted);
+    assert_eq!(next.prev_id, before, "prev_id links to the previous row that was not muted");
+    assert_eq!(counts_match_rows(store, u, "an unmuted one").await.unread, start.unread + 1);
+
+    // Replacing the preferences unmutes what is left out (from the next commit on).
+    store.set_preferences(u, Default::default()).await.unwrap();
+    assert!(store.preferences(u).await.unwrap().types.is_empty());
+    let mut n = draft("mute-3", users(&[u]));
+    n.kind = "digest".into();
+    assert!(!stored(store, Write::Notify(n)).await[0].muted);
+}
+
+async fn purge_resets_the_counters(store: &dyn Store) {
+    let u = "cnt-purge";
+    stored(store, Write::Notify(draft("cnt-purge-1", users(&[u])))).await;
+    let b = stored(store, Write::Notify(draft("cnt-purge-b", Recipients::Everyone))).await[0].id;
+    store.change(u, b, Change::Read).await.unwrap().unwrap();
+    store.set_preferences(u, [("info".to_string(), TypeSetting::Muted)].into()).await.unwrap();
+    store
+        .apply(vec![Write::Purge {
+            event_id: "cnt-purge-x".into(),
+            dedupe_key: DedupeKey::global("cnt-purge-x"),
+            users: vec![u.into()],
+        }])
+        .await
+        .unwrap();
+    let c = counts_match_rows(store, u, "purge").await;
+    let fresh = counts_match_rows(store, "cnt-purge-never-seen", "nothing").await;
+    assert_eq!(c, fresh, "a purged user counts like a new one (every live broadcast)");
+    assert!(store.preferences(u).await.unwrap().types.is_empty(), "preferences are erased too");
+}
+
+async fn unknown_ids_change_nothing(store: &dyn Store) {
+    let u = "unknown-ids";
+    let theirs = stored(store, Write::Notify(draft("unknown-1", users(&["unknown-owner"])))).await[0].id;
+    for change in [Change::Read, Change::Unread, Change::Archive, Change::Unarchive] {
+        assert!(store.change(u, theirs, change).await.unwrap().is_none(), "{change:?}: not in this inbox");
+        assert!(store.change(u, i64::MAX, change).await.unwrap().is_none(), "{change:?}: no such id");
+    }
+    assert!(!store.delete(u, theirs).await.unwrap());
+    counts_match_rows(store, "unknown-owner", "another user's attempts").await;
+}
+
 pub fn retention_settings() -> StoreSettings {
     let mut s = crate::config::Settings::defaults().store;
     assert_eq!((s.retention_days, s.dedupe_window_days), (90, 7), "the defaults the tests below count on");
@@ -113,6 +411,7 @@ async fn max_per_user_keeps_each_users_newest(store: &dyn Store, now: DateTime<U
     assert_eq!(shared.len(), 4, "broadcasts are pruned by age only");
     assert_eq!(store.history_floor("cap").await.unwrap(), (ids[3], 0));
     assert_eq!(store.history_floor("under-cap").await.unwrap(), (0, 0));
+    counts_match_rows(store, "cap", "pruning beyond max_per_user").await;
     assert_eq!(store.prune(now).await.unwrap(), PruneReport::default(), "nothing more to do");
     ids[6]
 }
@@ -129,15 +428,27 @@ async fn dedupe_keys_expire_after_the_window(store: &dyn Store, now: DateTime<Ut
 }
 
 async fn old_notifications_are_pruned_with_their_broadcast_state(store: &dyn Store, now: DateTime<Utc>, capped: i64) {
+    // Per-user broadcast state of every kind, for the counters to carry through the pruning.
+    let kept_unread = stored(store, Write::Notify(draft("aged-b2", Recipients::Everyone))).await[0].id;
     let mine = stored(store, Write::Notify(draft("aged-1", users(&["aged"])))).await[0].id;
     let broadcast = stored(store, Write::Notify(draft("aged-b", Recipients::Everyone))).await[0].id;
     store.mark_read("aged", broadcast).await.unwrap().unwrap();
+    store.mark_all_read("aged-wm").await.unwrap();
+    store.change("aged-wm", kept_unread, Change::Unread).await.unwrap().unwrap();
+    store.change("aged-arch", broadcast, Change::Archive).await.unwrap().unwrap();
+    store.delete("aged-del", kept_unread).await.unwrap();
+    for u in ["aged", "aged-wm", "aged-arch", "aged-del", "cap"] {
+        counts_match_rows(store, u, "before pruning by age").await;
+    }
     assert!(store.prune(now + Duration::days(89)).await.unwrap().notifications == 0, "younger than 90 days");
 
     let report = store.prune(now + Duration::days(91)).await.unwrap();
     assert!(report.notifications >= 2 && report.broadcast_states >= 1, "{report:?}");
     assert!(store.list("aged", q(100, None, false)).await.unwrap().is_empty());
     assert_eq!(store.unread_count("aged").await.unwrap(), 0);
+    for u in ["aged", "aged-wm", "aged-arch", "aged-del", "cap", "never-here"] {
+        assert_eq!(counts_match_rows(store, u, "pruning by age").await, Counts::default(), "{u}: all pruned");
+    }
     assert_eq!(store.history_floor("aged").await.unwrap(), (mine, broadcast), "the newest pruned of each chain");
     assert_eq!(store.history_floor("cap").await.unwrap().0, capped, "age raised the capped user's floor too");
 
@@ -146,6 +457,10 @@ async fn old_notifications_are_pruned_with_their_broadcast_state(store: &dyn Sto
     assert_eq!(store.prune(now).await.unwrap().notifications, 0);
     assert_eq!(store.list("aged", q(10, None, false)).await.unwrap()[0].id, fresh);
     assert_eq!(store.history_floor("aged").await.unwrap(), (mine, broadcast));
+    stored(store, Write::Notify(draft("aged-b3", Recipients::Everyone))).await;
+    for u in ["aged", "aged-wm", "never-here"] {
+        counts_match_rows(store, u, "a broadcast after pruning").await;
+    }
 }
 
 async fn same_event_twice_is_stored_once(store: &dyn Store) {

@@ -17,6 +17,7 @@ pub enum Read {
     List,
     After,
     UnreadCount,
+    Counts,
     Latest,
     HistoryFloor,
 }
@@ -53,6 +54,35 @@ impl Store for Instrumented {
     }
     async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
         self.inner.mark_read(user, id).await
+    }
+    async fn counts(&self, user: &str) -> Result<crate::protocol::Counts, StoreError> {
+        (self.hook)(Read::Counts, user).await;
+        self.inner.counts(user).await
+    }
+    async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts), StoreError> {
+        (self.hook)(Read::Latest, user).await;
+        self.inner.opening(user).await
+    }
+    async fn change(
+        &self,
+        user: &str,
+        id: i64,
+        change: super::Change,
+    ) -> Result<Option<Notification>, StoreError> {
+        self.inner.change(user, id, change).await
+    }
+    async fn seen_all(&self, user: &str) -> Result<super::SeenAll, StoreError> {
+        self.inner.seen_all(user).await
+    }
+    async fn preferences(&self, user: &str) -> Result<crate::protocol::Preferences, StoreError> {
+        self.inner.preferences(user).await
+    }
+    async fn set_preferences(
+        &self,
+        user: &str,
+        types: std::collections::BTreeMap<String, crate::protocol::TypeSetting>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_preferences(user, types).await
     }
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
         self.inner.mark_all_read(user).await

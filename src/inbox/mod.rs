@@ -4,7 +4,15 @@
 //! - Idempotent on the scoped event id ([`DedupeKey`], kept for `store.dedupe_window_days`): applying the same
 //!   event twice within the window stores it once ([`WriteOutcome::Duplicate`]). Ids applied before ids were
 //!   scoped stay in a legacy table and still dedupe (globally, as they did then) until the window expires them.
-//! - A broadcast is one row, visible in every user's list and unread count, with per-user read/deleted state.
+//! - A broadcast is one row, visible in every user's list and counts, with per-user state rows (read, unread,
+//!   seen, archived, deleted) written only when that user changes it.
+//! - Counts are counters, changed in the same transaction as every change that moves them, and read by key
+//!   ([`Store::counts`]): never a `COUNT` over a user's rows. A user's targeted part is two counters; their
+//!   broadcast part is derived from a global broadcast ordinal (see [`counts`] for the design), so a broadcast
+//!   writes one row, not one per user. Archived and muted notifications count in neither `unread` nor `unseen`.
+//! - A notification whose type the recipient muted ([`crate::protocol::Preferences`]) is stored with
+//!   `muted = true`, never pushed live nor replayed, and not counted; the chain of a user's targeted rows
+//!   (`prev_id`) skips muted rows, so not pushing them leaves no gap.
 //! - Notification ids only grow in commit order: a reader that saw id N never later sees a new id ≤ N.
 //! - Each stored notification links to the previous one of its chain (`prev_id`): a targeted row to that user's
 //!   previous targeted row, a broadcast to the previous broadcast. Chains never link to each other.
@@ -38,7 +46,7 @@ pub use upkeep::Monitored;
 
 use crate::config::{Settings, StoreLocation};
 use crate::event::DedupeKey;
-use crate::protocol::{Notification, Position, RelatedObject};
+use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 use crate::telemetry::Health;
 
@@ -81,6 +89,25 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, written: &NewNotification, stored: &[Notification]);
     /// These users' inboxes were erased.
     fn purged(&self, _users: &[String]) {}
+    /// `user`'s counts changed in the commit just made: these are their values as of that commit, when the
+    /// newest broadcast id was `broadcast_up_to`. Called after the commit's `committed` calls, in commit order,
+    /// once per user and commit. Broadcasts do not call it (every session derives those in memory).
+    fn counts(&self, _user: &str, _counts: Counts, _broadcast_up_to: i64) {}
+}
+
+/// A per-user counts change made in one commit (for the listener).
+#[derive(Debug, Clone)]
+pub(crate) struct CountsChange {
+    pub user: String,
+    pub counts: Counts,
+    pub broadcast_up_to: i64,
+}
+
+/// Tell `listener` about the counts a commit changed (after `tell`).
+pub(crate) fn tell_counts(listener: &dyn CommitListener, changes: &[CountsChange]) {
+    for c in changes {
+        listener.counts(&c.user, c.counts, c.broadcast_up_to);
+    }
 }
 
 /// Tell `listener` what one committed group of writes did. Every backend calls this after `COMMIT`, in commit
@@ -156,17 +183,159 @@ pub struct Replayed {
     pub body: Box<RawValue>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub limit: u32,
     pub before: Option<i64>,
     pub unread_only: bool,
+    /// `false`: archived notifications are left out; `true`: only archived ones.
+    pub archived: bool,
+    /// Only notifications of this `type`.
+    pub kind: Option<String>,
+    /// Only notifications whose related object has this type (and, with `related_id`, this id).
+    pub related_type: Option<String>,
+    pub related_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ReadAll {
     pub up_to: i64,
     pub read_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeenAll {
+    pub up_to: i64,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Counter changes of one commit: added up per user and written with one upsert per user before `COMMIT`.
+/// Also remembers, in order, whose counts changed, for the commit listener.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub deltas: std::collections::HashMap<String, Counters>,
+    pub changed: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Tally {
+    /// `user`'s counts changed (or may have): tell the listener after the commit.
+    pub fn touch(&mut self, user: &str) {
+        if self.seen.insert(user.to_owned()) {
+            self.changed.push(user.to_owned());
+        }
+    }
+
+    /// Add to `user`'s targeted counters (`unread`, `unseen`) and broadcast adjustments.
+    pub fn add(&mut self, user: &str, unread: i64, unseen: i64, unread_adj: i64, unseen_adj: i64) {
+        self.touch(user);
+        if (unread, unseen, unread_adj, unseen_adj) == (0, 0, 0, 0) {
+            return;
+        }
+        let d = self.deltas.entry(user.to_owned()).or_default();
+        d.unread += unread;
+        d.unseen += unseen;
+        d.unread_adj += unread_adj;
+        d.unseen_adj += unseen_adj;
+    }
+
+    /// Count the move of one notification `user` sees from `before` to `after`. `watermarks`: the user's
+    /// (read_all, seen_all) ids, needed for a broadcast only.
+    pub fn change(&mut self, user: &str, id: i64, watermarks: Option<(i64, i64)>, before: RowState, after: RowState) {
+        match watermarks {
+            Some((read_wm, seen_wm)) => {
+                let (above_read, above_seen) = (id > read_wm, id > seen_wm);
+                let (b_unread, b_unseen) = before.broadcast_adj(above_read, above_seen);
+                let (a_unread, a_unseen) = after.broadcast_adj(above_read, above_seen);
+                self.add(user, 0, 0, a_unread - b_unread, a_unseen - b_unseen);
+            }
+            None => {
+                let (b_unread, b_unseen) = before.counted();
+                let (a_unread, a_unseen) = after.counted();
+                self.add(user, a_unread - b_unread, a_unseen - b_unseen, 0, 0);
+            }
+        }
+    }
+}
+
+impl RowState {
+    pub fn of(n: &Notification) -> RowState {
+        RowState { read: n.read_at.is_some(), seen: n.seen_at.is_some(), hidden: n.archived_at.is_some(), muted: n.muted }
+    }
+}
+
+/// A change of one notification's state, for one user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Read (and seen, if it was not). Marking a read notification read keeps its first `read_at`.
+    Read,
+    /// Unread again (stays seen).
+    Unread,
+    Archive,
+    Unarchive,
+}
+
+/// The counters behind a user's [`Counts`], as one key read returns them, and how they make the counts.
+///
+/// Targeted notifications are counted directly: `unread` and `unseen` move by ±1 with every state change
+/// of a countable row (neither archived nor muted), in the transaction that makes it, with one upsert per user
+/// per commit.
+///
+/// Broadcasts are counted without a row per user. Each broadcast gets an ordinal (`ord`: 1, 2, 3, … in id
+/// order) and the store keeps two global values: `total`, the last ordinal given, and `pruned`, the ordinal
+/// of the newest broadcast retention deleted (broadcasts are pruned oldest first, so the live ones are exactly
+/// `pruned+1 ..= total`). A user has a watermark per state: `read_ord` (`read_all` marked every broadcast up
+/// to it read) and `seen_ord` (`seen_all`/`read_all`). Without any per-broadcast state the user's broadcast
+/// unread count is `total - max(read_ord, pruned)`. Each per-user broadcast state row then contributes an
+/// adjustment (`unread_adj`, `unseen_adj`): +1 when the row is above the watermark and does not count
+/// (read / seen, archived or deleted), -1 when it is at or below the watermark and counts anyway (marked unread
+/// after `read_all`), 0 otherwise. The stored adjustment is the sum over the user's rows, changed by
+/// `new - old` contribution on every state change; a watermark move (`read_all`, `seen_all`) resets it to 0
+/// (every row is then below it, and explicit unread marks are cleared); pruning a broadcast subtracts its
+/// rows' contributions. So `unread = unread_targeted + total - max(read_ord, pruned) - unread_adj`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub unread: i64,
+    pub unseen: i64,
+    pub read_ord: i64,
+    pub seen_ord: i64,
+    pub unread_adj: i64,
+    pub unseen_adj: i64,
+}
+
+impl Counters {
+    /// The user's counts, given the global broadcast ordinal `total` and the pruned ordinal `pruned`.
+    pub fn counts(&self, total: i64, pruned: i64) -> Counts {
+        let b_unread = total - self.read_ord.max(pruned) - self.unread_adj;
+        let b_unseen = total - self.seen_ord.max(pruned) - self.unseen_adj;
+        Counts { unread: (self.unread + b_unread).max(0) as u64, unseen: (self.unseen + b_unseen).max(0) as u64 }
+    }
+}
+
+/// The state of one notification for one user that the counters depend on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RowState {
+    pub read: bool,
+    pub seen: bool,
+    /// Archived, or (a broadcast) deleted by this user.
+    pub hidden: bool,
+    pub muted: bool,
+}
+
+impl RowState {
+    /// (unread, unseen) contribution of a targeted row to the counters.
+    pub fn counted(&self) -> (i64, i64) {
+        let countable = !self.hidden && !self.muted;
+        (i64::from(countable && !self.read), i64::from(countable && !self.seen))
+    }
+
+    /// (unread, unseen) adjustment of a broadcast state row (see [`Counters`]): what the watermark formula
+    /// counts for it minus what it really counts. `above_read`/`above_seen`: the broadcast is newer than the
+    /// user's read/seen watermark.
+    pub fn broadcast_adj(&self, above_read: bool, above_seen: bool) -> (i64, i64) {
+        let (unread, unseen) = self.counted();
+        (i64::from(above_read) - unread, i64::from(above_seen) - unseen)
+    }
 }
 
 /// The inbox interface: SQLite embedded in one node, PostgreSQL shared by several.
@@ -183,12 +352,40 @@ pub trait Store: Send + Sync + 'static {
     /// `from.broadcast`), oldest first, at most `limit`, with bodies (resume).
     async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError>;
 
-    async fn unread_count(&self, user: &str) -> Result<u64, StoreError>;
+    /// The user's counts, read by key from the counters.
+    async fn counts(&self, user: &str) -> Result<Counts, StoreError>;
+
+    /// `counts(user).unread`, for the old endpoint.
+    async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
+        Ok(self.counts(user).await?.unread)
+    }
+
+    /// The newest id of each chain and the user's counts, from one snapshot (a session's opening read): a
+    /// broadcast is either counted and at or below the position, or neither.
+    async fn opening(&self, user: &str) -> Result<(Position, Counts), StoreError>;
+
+    /// Change one notification's state. `None` when `id` is not in this user's inbox.
+    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError>;
 
     /// `None` when `id` is not in this user's inbox.
-    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError>;
+    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
+        self.change(user, id, Change::Read).await
+    }
 
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError>;
+
+    /// Everything up to the newest id is seen.
+    async fn seen_all(&self, user: &str) -> Result<SeenAll, StoreError>;
+
+    /// What the user set (`types`; `defaults` is filled by the caller from configuration).
+    async fn preferences(&self, user: &str) -> Result<Preferences, StoreError>;
+
+    /// Replace the user's settings. Applies to notifications stored from the next commit on.
+    async fn set_preferences(
+        &self,
+        user: &str,
+        types: std::collections::BTreeMap<String, TypeSetting>,
+    ) -> Result<(), StoreError>;
 
     /// `false` when `id` is not in this user's inbox.
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError>;
@@ -226,12 +423,57 @@ pub async fn open(
     health: Health,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let backend: Arc<dyn Store> = match settings.store_location() {
-        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(&path, &settings.store, listener)?),
-        StoreLocation::Postgres(url) => Arc::new(PostgresStore::open(&url, &settings.store, listener).await?),
+        StoreLocation::Sqlite(path) => Arc::new(
+            SqliteStore::open(&path, &settings.store, listener)?.muting_by_default(&settings.preferences.muted_by_default),
+        ),
+        StoreLocation::Postgres(url) => Arc::new(
+            PostgresStore::open(&url, &settings.store, listener)
+                .await?
+                .muting_by_default(&settings.preferences.muted_by_default),
+        ),
     };
     let store = Arc::new(Monitored::new(Arc::new(Coalescing::new(backend)), health));
     upkeep::spawn(&store, &settings.store);
     Ok(store)
+}
+
+/// Types muted unless a user set them: shared by the store's writer (which mutes at commit time) and whoever
+/// configures it.
+#[derive(Debug, Clone, Default)]
+pub struct MutedDefaults(Arc<std::sync::RwLock<Arc<std::collections::HashSet<String>>>>);
+
+impl MutedDefaults {
+    pub fn set(&self, types: &[String]) {
+        *self.0.write().expect("muted defaults poisoned") = Arc::new(types.iter().cloned().collect());
+    }
+
+    pub fn get(&self) -> Arc<std::collections::HashSet<String>> {
+        self.0.read().expect("muted defaults poisoned").clone()
+    }
+}
+
+/// Whether `kind` is muted for a user with `set` (their settings, if any) under `defaults`.
+pub(crate) fn is_muted(set: Option<TypeSetting>, defaults: &std::collections::HashSet<String>, kind: &str) -> bool {
+    match set {
+        Some(TypeSetting::Muted) => true,
+        Some(TypeSetting::On) => false,
+        None => defaults.contains(kind),
+    }
+}
+
+pub(crate) fn setting_name(s: TypeSetting) -> &'static str {
+    match s {
+        TypeSetting::On => "on",
+        TypeSetting::Muted => "muted",
+    }
+}
+
+pub(crate) fn setting_from(s: &str) -> TypeSetting {
+    if s == "muted" {
+        TypeSetting::Muted
+    } else {
+        TypeSetting::On
+    }
 }
 
 #[cfg(test)]

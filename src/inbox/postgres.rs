@@ -21,6 +21,7 @@
 //! The schema is picked like any PostgreSQL setting, in the URL:
 //! `postgres://user@host/db?options=-c%20search_path%3Dherald`.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,15 +31,16 @@ use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
 use super::retention::{self, Floors, PruneSteps, Retention};
 use super::{
-    CommitListener, ListQuery, NewNotification, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome,
+    is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
+    NewNotification, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally, Write, WriteOutcome,
 };
 use crate::config::StoreSettings;
-use crate::protocol::{Notification, Position, RelatedObject};
+use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 
 /// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
@@ -63,23 +65,33 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0002_scoped_dedupe_and_retention.sql"),
         ),
         migration(3, "aliases", include_str!("../../migrations/postgres/0003_aliases.sql")),
+        migration(
+            4,
+            "inbox states, counts and preferences",
+            include_str!("../../migrations/postgres/0004_inbox_states_counts_preferences.sql"),
+        ),
     ])
 }
+
 
 /// The columns of a targeted row, in [`notification`]'s order.
 macro_rules! columns {
     () => {
         "id, user_id, kind, title, content, event_type, source, related_type, related_id, data::text AS data,
-         created_at, prev_id, read_at"
+         created_at, prev_id, read_at, seen_at, archived_at, muted"
     };
 }
 
-/// Broadcast rows as user `$1` sees them: their read state, minus the ones they deleted.
+/// Broadcast rows as user `$1` sees them: their read/seen/archived state, minus the ones they deleted. Read:
+/// their own mark, else the read_all watermark, unless they marked it unread since. Never muted.
 macro_rules! broadcasts {
     () => {
         "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source, n.related_type, n.related_id,
                 n.data::text AS data, n.created_at, n.prev_id,
-                COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) AS read_at
+                CASE WHEN COALESCE(s.unread, FALSE) THEN NULL
+                     ELSE COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) END AS read_at,
+                COALESCE(s.seen_at, CASE WHEN n.id <= w.seen_all_up_to THEN w.seen_all_at END) AS seen_at,
+                s.archived_at AS archived_at, FALSE AS muted
          FROM notifications n
          LEFT JOIN broadcast_state s ON s.user_id = $1 AND s.notification_id = n.id
          LEFT JOIN user_state w ON w.user_id = $1
@@ -87,44 +99,20 @@ macro_rules! broadcasts {
     };
 }
 
-/// Narrows [`broadcasts!`] to the unread ones (before the page limit, so a page of read ones hides no unread one).
-macro_rules! broadcasts_unread {
-    () => {
-        " AND s.read_at IS NULL AND (w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
-    };
-}
-
-/// The previous row of a new row's chain: user `$1`'s newest targeted row or, for a broadcast (`$1` NULL), the
-/// newest broadcast.
+/// The previous row of a new row's chain: user `$1`'s newest targeted row that was not muted (muted rows are
+/// never pushed, so a client's cursor never reaches them) or, for a broadcast (`$1` NULL), the newest broadcast.
 macro_rules! chain_head {
     () => {
-        "(SELECT COALESCE(max(id), 0) FROM notifications WHERE user_id IS NOT DISTINCT FROM $1)"
+        "COALESCE((SELECT id FROM notifications WHERE user_id IS NOT DISTINCT FROM $1 AND NOT muted
+                   ORDER BY id DESC LIMIT 1), 0)"
     };
 }
 
-const LIST: &str = concat!(
-    "SELECT * FROM ((SELECT ",
-    columns!(),
-    " FROM notifications WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3)
-     UNION ALL (",
-    broadcasts!(),
-    " AND n.id < $2 ORDER BY n.id DESC LIMIT $3)) u ORDER BY id DESC LIMIT $3"
-);
-
-const LIST_UNREAD: &str = concat!(
-    "SELECT * FROM ((SELECT ",
-    columns!(),
-    " FROM notifications WHERE user_id = $1 AND id < $2 AND read_at IS NULL ORDER BY id DESC LIMIT $3)
-     UNION ALL (",
-    broadcasts!(),
-    broadcasts_unread!(),
-    " AND n.id < $2 ORDER BY n.id DESC LIMIT $3)) u ORDER BY id DESC LIMIT $3"
-);
-
+/// Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
 const AFTER: &str = concat!(
     "SELECT u.*, b.body::text AS body FROM ((SELECT ",
     columns!(),
-    " FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3)
+    " FROM notifications WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
      UNION ALL (",
     broadcasts!(),
     " AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
@@ -139,13 +127,11 @@ const VISIBLE: &str = concat!(
     " AND n.id = $2"
 );
 
-const UNREAD_COUNT: &str = "SELECT (SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL)
-      + (SELECT count(*) FROM notifications n
-         WHERE n.user_id IS NULL
-           AND n.id > COALESCE((SELECT read_all_up_to FROM user_state WHERE user_id = $1), 0)
-           AND NOT EXISTS (SELECT 1 FROM broadcast_state s
-                           WHERE s.user_id = $1 AND s.notification_id = n.id
-                             AND (s.read_at IS NOT NULL OR s.deleted)))";
+/// One key read: the global broadcast ordinals and the user's counters (see `Counters`).
+const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
+        c.unread, c.unseen, c.read_ord, c.seen_ord, c.unread_adj, c.unseen_adj
+    FROM (SELECT 1) one LEFT JOIN inbox_counts c ON c.user_id = $1";
 
 const LATEST: &str = "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0),
                               COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)";
@@ -153,17 +139,41 @@ const LATEST: &str = "SELECT COALESCE((SELECT max(id) FROM notifications WHERE u
 const INSERT: &str = concat!(
     "INSERT INTO notifications
          (user_id, event_id, kind, title, content, event_type, source, related_type, related_id, data, body,
-          created_at, prev_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11::json, $12, ",
+          created_at, muted, ord, prev_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11::json, $12, $13, $14, ",
     chain_head!(),
     ") RETURNING id, prev_id"
 );
 
+/// What a pruning `DELETE` returns of each row: enough to raise the floors and correct the counters.
+macro_rules! pruned {
+    () => {
+        " RETURNING id, user_id, ord, (read_at IS NULL AND archived_at IS NULL AND NOT muted),
+                   (seen_at IS NULL AND archived_at IS NULL AND NOT muted)"
+    };
+}
+
+type PrunedRow = (i64, Option<String>, Option<i64>, bool, bool);
+
+/// The (unread, unseen) adjustment each user's state row of the broadcasts `$1` holds (see `Counters`),
+/// summed per user.
+const BROADCAST_ADJ: &str = "SELECT s.user_id,
+        sum((s.notification_id > COALESCE(w.read_all_up_to, 0))::int
+          - (NOT s.deleted AND s.archived_at IS NULL
+             AND (s.unread OR (s.read_at IS NULL AND s.notification_id > COALESCE(w.read_all_up_to, 0))))::int)::bigint,
+        sum((s.notification_id > COALESCE(w.seen_all_up_to, 0))::int
+          - (NOT s.deleted AND s.archived_at IS NULL
+             AND s.seen_at IS NULL AND s.notification_id > COALESCE(w.seen_all_up_to, 0))::int)::bigint
+    FROM broadcast_state s LEFT JOIN user_state w ON w.user_id = s.user_id
+    WHERE s.notification_id = ANY($1) GROUP BY s.user_id";
+
 enum Job {
     Apply(Vec<Write>, oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>),
-    MarkRead(String, i64, oneshot::Sender<Result<Option<Notification>, StoreError>>),
+    Change(String, i64, Change, oneshot::Sender<Result<Option<Notification>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
+    SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
     Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
     Probe(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
 }
@@ -172,9 +182,11 @@ enum Job {
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
-    MarkRead(Option<Notification>),
+    Change(Option<Notification>),
     MarkAllRead(ReadAll),
+    SeenAll(SeenAll),
     Delete(bool),
+    SetPreferences,
     Probe,
 }
 
@@ -189,9 +201,11 @@ impl Job {
     fn answer(self, answer: Answer) {
         match (self, answer) {
             (Job::Apply(_, r), Answer::Apply(a)) => drop(r.send(Ok(a))),
-            (Job::MarkRead(_, _, r), Answer::MarkRead(a)) => drop(r.send(Ok(a))),
+            (Job::Change(_, _, _, r), Answer::Change(a)) => drop(r.send(Ok(a))),
             (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
+            (Job::SeenAll(_, r), Answer::SeenAll(a)) => drop(r.send(Ok(a))),
             (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
+            (Job::SetPreferences(_, _, r), Answer::SetPreferences) => drop(r.send(Ok(()))),
             (Job::Probe(r), Answer::Probe) => drop(r.send(Ok(()))),
             _ => unreachable!("answers are built in job order"),
         }
@@ -200,9 +214,11 @@ impl Job {
     fn fail(self, err: StoreError) {
         match self {
             Job::Apply(_, r) => drop(r.send(Err(err))),
-            Job::MarkRead(_, _, r) => drop(r.send(Err(err))),
+            Job::Change(_, _, _, r) => drop(r.send(Err(err))),
             Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
+            Job::SeenAll(_, r) => drop(r.send(Err(err))),
             Job::Delete(_, _, r) => drop(r.send(Err(err))),
+            Job::SetPreferences(_, _, r) => drop(r.send(Err(err))),
             Job::Probe(r) => drop(r.send(Err(err))),
             Job::Close(r) => drop(r.send(())),
         }
@@ -213,6 +229,7 @@ pub struct PostgresStore {
     writer: mpsc::Sender<Job>,
     readers: PgPool,
     retention: Retention,
+    muted_defaults: MutedDefaults,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -262,6 +279,7 @@ fn pool(max_connections: u32) -> PgPoolOptions {
         .after_connect(|conn, _| Box::pin(async move { sqlx::query(STATEMENT_TIMEOUT).execute(conn).await.map(drop) }))
 }
 
+
 impl PostgresStore {
     /// Connect to `url`, apply the migrations, and start this node's writer.
     pub async fn open(
@@ -286,8 +304,15 @@ impl PostgresStore {
         let readers = pool(settings.read_connections.max(1) as u32).connect_lazy_with(options);
 
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer_loop(writer_pool, rx, settings.batch_max.max(1), listener));
-        Ok(PostgresStore { writer: tx, readers, retention: Retention::from_settings(settings) })
+        let muted_defaults = MutedDefaults::default();
+        tokio::spawn(writer_loop(writer_pool, rx, settings.batch_max.max(1), listener, muted_defaults.clone()));
+        Ok(PostgresStore { writer: tx, readers, retention: Retention::from_settings(settings), muted_defaults })
+    }
+
+    /// Mute these notification types for users who did not set them (`preferences.muted_by_default`).
+    pub fn muting_by_default(self, types: &[String]) -> Self {
+        self.muted_defaults.set(types);
+        self
     }
 
     async fn write<T>(
@@ -300,6 +325,31 @@ impl PostgresStore {
     }
 }
 
+/// The list query for these filters: `$1` user, `$2` before, `$3` limit, `$4` type, `$5` related type, `$6`
+/// related id. Filters apply before the page limit, so rows that do not match crowd out none that do.
+fn list_sql(q: &ListQuery) -> String {
+    let unread = if q.unread_only { " AND read_at IS NULL" } else { "" };
+    let archived = if q.archived { "IS NOT NULL" } else { "IS NULL" };
+    let bunread = if q.unread_only {
+        " AND s.read_at IS NULL AND (COALESCE(s.unread, FALSE) OR w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT * FROM ((SELECT {columns} FROM notifications
+              WHERE user_id = $1 AND id < $2{unread} AND archived_at {archived}
+                AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR related_type = $5)
+                AND ($6::text IS NULL OR related_id = $6)
+              ORDER BY id DESC LIMIT $3)
+          UNION ALL ({broadcasts} AND n.id < $2{bunread} AND s.archived_at {archived}
+                AND ($4::text IS NULL OR n.kind = $4) AND ($5::text IS NULL OR n.related_type = $5)
+                AND ($6::text IS NULL OR n.related_id = $6)
+              ORDER BY n.id DESC LIMIT $3)) u ORDER BY id DESC LIMIT $3",
+        columns = columns!(),
+        broadcasts = broadcasts!(),
+    )
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
@@ -310,10 +360,13 @@ impl Store for PostgresStore {
     }
 
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
-        let rows = sqlx::query(if q.unread_only { LIST_UNREAD } else { LIST })
+        let rows = sqlx::query(AssertSqlSafe(list_sql(&q)))
             .bind(text(user))
             .bind(q.before.unwrap_or(i64::MAX))
             .bind(i64::from(q.limit))
+            .bind(q.kind.as_deref().map(text))
+            .bind(q.related_type.as_deref().map(text))
+            .bind(q.related_id.as_deref().map(text))
             .fetch_all(&self.readers)
             .await
             .map_err(store_error)?;
@@ -335,20 +388,57 @@ impl Store for PostgresStore {
             .map_err(store_error)
     }
 
-    async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
-        let n: i64 =
-            sqlx::query_scalar(UNREAD_COUNT).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
-        Ok(n as u64)
+    async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
+        let mut c = self.readers.acquire().await.map_err(store_error)?;
+        let (total, pruned, counters) = counters(&mut c, &text(user)).await.map_err(store_error)?;
+        Ok(counters.counts(total, pruned))
     }
 
-    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
+    async fn opening(&self, user: &str) -> Result<(Position, Counts), StoreError> {
+        // One snapshot for both reads.
+        let mut tx = self.readers.begin().await.map_err(store_error)?;
+        let read = async {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+            let (targeted, broadcast): (i64, i64) = sqlx::query_as(LATEST).bind(text(user)).fetch_one(&mut *tx).await?;
+            let (total, pruned, counters) = counters(&mut tx, &text(user)).await?;
+            sqlx::Result::Ok((Position { targeted, broadcast }, counters.counts(total, pruned)))
+        }
+        .await
+        .map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(read)
+    }
+
+    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::MarkRead(user, id, tx)).await
+        self.write(|tx| Job::Change(user, id, change, tx)).await
     }
 
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
         let user = user.to_owned();
         self.write(|tx| Job::MarkAllRead(user, tx)).await
+    }
+
+    async fn seen_all(&self, user: &str) -> Result<SeenAll, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::SeenAll(user, tx)).await
+    }
+
+    async fn preferences(&self, user: &str) -> Result<Preferences, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT type, setting FROM preferences WHERE user_id = $1")
+            .bind(text(user))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(store_error)?;
+        Ok(Preferences {
+            types: rows.into_iter().map(|(kind, setting)| (kind, setting_from(&setting))).collect(),
+            defaults: BTreeMap::new(),
+        })
+    }
+
+    async fn set_preferences(&self, user: &str, types: BTreeMap<String, TypeSetting>) -> Result<(), StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::SetPreferences(user, types, tx)).await
     }
 
     async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
@@ -420,19 +510,14 @@ impl PostgresStore {
         Ok(mine.then_some(tx))
     }
 
-    /// Run `sql` (a `DELETE ... RETURNING id, user_id` of notifications) in a pruning transaction, raising the
-    /// floors with it.
+    /// Run `sql` (a `DELETE ... RETURNING` [`pruned!`] of notifications) in a pruning transaction, raising the
+    /// floors and correcting the counters with it.
     async fn prune_notifications(
         &self,
         sql: &'static str,
         bind: impl FnOnce(
-            sqlx::query::QueryAs<'static, sqlx::Postgres, (i64, Option<String>), sqlx::postgres::PgArguments>,
-        ) -> sqlx::query::QueryAs<
-            'static,
-            sqlx::Postgres,
-            (i64, Option<String>),
-            sqlx::postgres::PgArguments,
-        >,
+            sqlx::query::QueryAs<'static, sqlx::Postgres, PrunedRow, sqlx::postgres::PgArguments>,
+        ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PrunedRow, sqlx::postgres::PgArguments>,
     ) -> Result<PruneReport, StoreError> {
         let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
         let rows = bind(sqlx::query_as(sql)).fetch_all(&mut *tx).await.map_err(store_error)?;
@@ -446,10 +531,12 @@ impl PostgresStore {
 impl PruneSteps for PostgresStore {
     async fn prune_expired(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
         self.prune_notifications(
-            "DELETE FROM notifications WHERE id IN (
-                 SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT $2) oldest
-                 WHERE created_at < $1)
-             RETURNING id, user_id",
+            concat!(
+                "DELETE FROM notifications WHERE id IN (
+                     SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT $2) oldest
+                     WHERE created_at < $1)",
+                pruned!()
+            ),
             |q| q.bind(cutoff).bind(batch as i64),
         )
         .await
@@ -470,11 +557,13 @@ impl PruneSteps for PostgresStore {
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
         let user = text(user).into_owned();
         self.prune_notifications(
-            "DELETE FROM notifications WHERE id IN (
-                 SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1
-                                 ORDER BY id DESC LIMIT ALL OFFSET $2) beyond
-                 ORDER BY id LIMIT $3)
-             RETURNING id, user_id",
+            concat!(
+                "DELETE FROM notifications WHERE id IN (
+                     SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1
+                                     ORDER BY id DESC LIMIT ALL OFFSET $2) beyond
+                     ORDER BY id LIMIT $3)",
+                pruned!()
+            ),
             |q| q.bind(user).bind(keep as i64).bind(batch as i64),
         )
         .await
@@ -502,9 +591,11 @@ impl PruneSteps for PostgresStore {
     }
 }
 
-/// After deleting `rows`: raise the floors and drop every user's state of the deleted broadcasts.
-async fn raise_floors(c: &mut PgConnection, rows: &[(i64, Option<String>)]) -> sqlx::Result<PruneReport> {
-    let floors = Floors::of(rows);
+/// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
+/// state of the deleted broadcasts.
+async fn raise_floors(c: &mut PgConnection, rows: &[PrunedRow]) -> sqlx::Result<PruneReport> {
+    let pairs: Vec<(i64, Option<String>)> = rows.iter().map(|r| (r.0, r.1.clone())).collect();
+    let floors = Floors::of(&pairs);
     if !floors.users.is_empty() {
         let (users, up_to): (Vec<&str>, Vec<i64>) = floors.users.iter().map(|(u, id)| (*u, *id)).unzip();
         sqlx::query(
@@ -516,6 +607,12 @@ async fn raise_floors(c: &mut PgConnection, rows: &[(i64, Option<String>)]) -> s
         .execute(&mut *c)
         .await?;
     }
+    let mut tally = Tally::default();
+    for (_, user, _, unread, unseen) in rows {
+        if let (Some(user), true) = (user, *unread || *unseen) {
+            tally.add(user, -i64::from(*unread), -i64::from(*unseen), 0, 0);
+        }
+    }
     let mut states = 0;
     if let Some(up_to) = floors.broadcast {
         sqlx::query(
@@ -525,12 +622,27 @@ async fn raise_floors(c: &mut PgConnection, rows: &[(i64, Option<String>)]) -> s
         .bind(up_to)
         .execute(&mut *c)
         .await?;
+        if let Some(ord) = rows.iter().filter_map(|r| r.2).max() {
+            sqlx::query(
+                "INSERT INTO store_state (name, value) VALUES ('broadcast_pruned_ord', $1)
+                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(store_state.value, excluded.value)",
+            )
+            .bind(ord)
+            .execute(&mut *c)
+            .await?;
+        }
+        let adjs: Vec<(String, i64, i64)> =
+            sqlx::query_as(BROADCAST_ADJ).bind(&floors.broadcast_ids).fetch_all(&mut *c).await?;
+        for (user, unread_adj, unseen_adj) in adjs {
+            tally.add(&user, 0, 0, -unread_adj, -unseen_adj);
+        }
         states = sqlx::query("DELETE FROM broadcast_state WHERE notification_id = ANY($1)")
             .bind(&floors.broadcast_ids)
             .execute(&mut *c)
             .await?
             .rows_affected();
     }
+    upsert_deltas(c, &mut tally).await?;
     Ok(PruneReport { notifications: rows.len() as u64, broadcast_states: states, dedupe_keys: 0 })
 }
 
@@ -559,7 +671,145 @@ fn notification(r: &PgRow) -> sqlx::Result<Notification> {
         created_at: r.try_get(10)?,
         prev_id: r.try_get(11)?,
         read_at: r.try_get(12)?,
+        seen_at: r.try_get(13)?,
+        archived_at: r.try_get(14)?,
+        muted: r.try_get(15)?,
     })
+}
+
+fn counters_of(r: &PgRow, from: usize) -> sqlx::Result<Counters> {
+    let get = |i: usize| r.try_get::<Option<i64>, _>(from + i).map(Option::unwrap_or_default);
+    Ok(Counters {
+        unread: get(0)?,
+        unseen: get(1)?,
+        read_ord: get(2)?,
+        seen_ord: get(3)?,
+        unread_adj: get(4)?,
+        unseen_adj: get(5)?,
+    })
+}
+
+/// (total, pruned, the user's counters): one key read.
+async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, Counters)> {
+    let r = sqlx::query(COUNTERS).bind(user).fetch_one(&mut *c).await?;
+    Ok((r.try_get(0)?, r.try_get(1)?, counters_of(&r, 2)?))
+}
+
+/// Write the tally's pending changes in one statement; returns the counters each changed user has now.
+async fn upsert_deltas(c: &mut PgConnection, tally: &mut Tally) -> sqlx::Result<Vec<(String, Counters)>> {
+    if tally.deltas.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deltas = std::mem::take(&mut tally.deltas);
+    let mut cols: (Vec<String>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+    for (user, d) in deltas {
+        cols.0.push(user);
+        cols.1.push(d.unread);
+        cols.2.push(d.unseen);
+        cols.3.push(d.unread_adj);
+        cols.4.push(d.unseen_adj);
+    }
+    let rows = sqlx::query(
+        "INSERT INTO inbox_counts AS c (user_id, unread, unseen, unread_adj, unseen_adj)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+         ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
+             unread_adj = c.unread_adj + excluded.unread_adj, unseen_adj = c.unseen_adj + excluded.unseen_adj
+         RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj",
+    )
+    .bind(&cols.0)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, counters_of(r, 1)?))).collect()
+}
+
+/// Write `user`'s pending changes now (before a change that sets their counters outright).
+async fn flush_user(c: &mut PgConnection, tally: &mut Tally, user: &str) -> sqlx::Result<()> {
+    if let Some(d) = tally.deltas.remove(user) {
+        let mut one = Tally::default();
+        one.deltas.insert(user.to_owned(), d);
+        upsert_deltas(c, &mut one).await?;
+    }
+    Ok(())
+}
+
+/// Write every pending change (one statement), and say what the counts of everyone whose counts changed are now.
+async fn finish_tally(c: &mut PgConnection, mut tally: Tally) -> sqlx::Result<Vec<CountsChange>> {
+    if tally.changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut written: std::collections::HashMap<String, Counters> =
+        upsert_deltas(c, &mut tally).await?.into_iter().collect();
+    let (total, pruned, broadcast_up_to): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+                COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
+                COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    let mut out = Vec::with_capacity(tally.changed.len());
+    for user in std::mem::take(&mut tally.changed) {
+        let counters = match written.remove(&user) {
+            Some(counters) => counters,
+            None => counters(c, &user).await?.2,
+        };
+        out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to });
+    }
+    Ok(out)
+}
+
+/// Preferences of the recipients of one commit, loaded with one query for all the listed recipients (and one
+/// per alias-resolved recipient not among them): the writer knows who muted what without a query per row.
+struct Prefs {
+    defaults: Arc<HashSet<String>>,
+    users: HashMap<String, HashMap<String, TypeSetting>>,
+}
+
+impl Prefs {
+    async fn load(c: &mut PgConnection, batch: &[Job], defaults: Arc<HashSet<String>>) -> sqlx::Result<Prefs> {
+        let mut wanted: Vec<String> = Vec::new();
+        for job in batch {
+            if let Job::Apply(writes, _) = job {
+                for w in writes {
+                    if let Write::Notify(NewNotification { recipients: Recipients::Users(users), .. }) = w {
+                        wanted.extend(users.iter().map(|u| text(u).into_owned()));
+                    }
+                }
+            }
+        }
+        let mut prefs = Prefs { defaults, users: HashMap::new() };
+        if wanted.is_empty() {
+            return Ok(prefs);
+        }
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT user_id, type, setting FROM preferences WHERE user_id = ANY($1)")
+                .bind(&wanted)
+                .fetch_all(&mut *c)
+                .await?;
+        for (user, kind, setting) in rows {
+            prefs.users.entry(user).or_default().insert(kind, setting_from(&setting));
+        }
+        for u in wanted {
+            prefs.users.entry(u).or_default();
+        }
+        Ok(prefs)
+    }
+
+    async fn muted(&mut self, c: &mut PgConnection, user: &str, kind: &str) -> sqlx::Result<bool> {
+        if !self.users.contains_key(user) {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT type, setting FROM preferences WHERE user_id = $1")
+                    .bind(user)
+                    .fetch_all(&mut *c)
+                    .await?;
+            self.users.insert(user.to_owned(), rows.into_iter().map(|(k, s)| (k, setting_from(&s))).collect());
+        }
+        let set = self.users[user].get(kind).copied();
+        Ok(is_muted(set, &self.defaults, kind))
+    }
 }
 
 async fn writer_loop(
@@ -567,6 +817,7 @@ async fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
+    muted_defaults: MutedDefaults,
 ) {
     let mut closers = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -586,7 +837,7 @@ async fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&pool, batch, listener.as_deref()).await;
+            commit_batch(&pool, batch, listener.as_deref(), &muted_defaults).await;
         }
         if !closers.is_empty() {
             break;
@@ -605,14 +856,14 @@ async fn writer_loop(
 
 /// Run the batch in one transaction, then answer every job. When that fails for a reason retrying will not fix,
 /// run each job on its own so the bad one fails alone.
-async fn commit_batch(pool: &PgPool, batch: Vec<Job>, listener: Option<&dyn CommitListener>) {
-    match run(pool, &batch).await {
-        Ok(answers) => finish(batch, answers, listener),
+async fn commit_batch(pool: &PgPool, batch: Vec<Job>, listener: Option<&dyn CommitListener>, muted: &MutedDefaults) {
+    match run(pool, &batch, muted).await {
+        Ok((answers, changes)) => finish(batch, answers, &changes, listener),
         Err(StoreError::Internal(e)) if batch.len() > 1 => {
             tracing::warn!(error = %e, jobs = batch.len(), "inbox batch failed; committing its jobs one by one");
             for job in batch {
-                match run(pool, std::slice::from_ref(&job)).await {
-                    Ok(answers) => finish(vec![job], answers, listener),
+                match run(pool, std::slice::from_ref(&job), muted).await {
+                    Ok((answers, changes)) => finish(vec![job], answers, &changes, listener),
                     Err(e) => {
                         tracing::error!(error = %e, "inbox commit failed");
                         job.fail(e);
@@ -630,38 +881,52 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Job>, listener: Option<&dyn Comm
 }
 
 /// After `COMMIT`: tell the listener, in commit order, then answer.
-fn finish(batch: Vec<Job>, answers: Vec<Answer>, listener: Option<&dyn CommitListener>) {
+fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], listener: Option<&dyn CommitListener>) {
     if let Some(listener) = listener {
         for (job, answer) in batch.iter().zip(&answers) {
             if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
                 super::tell(listener, writes, outcomes);
             }
         }
+        super::tell_counts(listener, changes);
     }
     for (job, answer) in batch.into_iter().zip(answers) {
         job.answer(answer);
     }
 }
 
-async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
+async fn run(pool: &PgPool, batch: &[Job], muted: &MutedDefaults) -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
     let now = now_millis();
     let mut tx = pool.begin().await.map_err(store_error)?;
     let answers = async {
         // Serialise with every other node's writer; released by COMMIT (or ROLLBACK).
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
         let mut answers = Vec::with_capacity(batch.len());
+        let mut tally = Tally::default();
+        let mut prefs = Prefs::load(&mut tx, batch, muted.get()).await?;
         for job in batch {
             answers.push(match job {
                 Job::Apply(writes, _) => {
                     let mut outcomes = Vec::with_capacity(writes.len());
                     for w in writes {
-                        outcomes.push(apply_one(&mut tx, w, now).await?);
+                        outcomes.push(apply_one(&mut tx, w, now, &mut tally, &mut prefs).await?);
                     }
                     Answer::Apply(outcomes)
                 }
-                Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&mut tx, &text(user), *id, now).await?),
-                Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&mut tx, &text(user), now).await?),
-                Job::Delete(user, id, _) => Answer::Delete(delete(&mut tx, &text(user), *id, now).await?),
+                Job::Change(user, id, change, _) => {
+                    Answer::Change(change_one(&mut tx, &text(user), *id, *change, now, &mut tally).await?)
+                }
+                Job::MarkAllRead(user, _) => {
+                    Answer::MarkAllRead(mark_all_read(&mut tx, &text(user), now, &mut tally).await?)
+                }
+                Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&mut tx, &text(user), now, &mut tally).await?),
+                Job::Delete(user, id, _) => Answer::Delete(delete(&mut tx, &text(user), *id, now, &mut tally).await?),
+                Job::SetPreferences(user, types, _) => {
+                    let user = text(user);
+                    set_preferences(&mut tx, &user, types).await?;
+                    prefs.users.remove(&*user);
+                    Answer::SetPreferences
+                }
                 Job::Probe(_) => {
                     sqlx::query(
                         "INSERT INTO store_state (name, value) VALUES ('probe', $1)
@@ -675,7 +940,8 @@ async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
                 Job::Close(_) => unreachable!("the writer keeps Close out of batches"),
             });
         }
-        sqlx::Result::Ok(answers)
+        let changes = finish_tally(&mut tx, tally).await?;
+        sqlx::Result::Ok((answers, changes))
     }
     .await
     .map_err(store_error)?;
@@ -683,7 +949,13 @@ async fn run(pool: &PgPool, batch: &[Job]) -> Result<Vec<Answer>, StoreError> {
     Ok(answers)
 }
 
-async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx::Result<WriteOutcome> {
+async fn apply_one(
+    c: &mut PgConnection,
+    w: &Write,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+    prefs: &mut Prefs,
+) -> sqlx::Result<WriteOutcome> {
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
             set_alias(c, a, now).await?;
@@ -732,11 +1004,16 @@ async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx:
                 set_alias(c, a, now).await?;
             }
             let stored = match (&n.recipients, &resolved) {
-                (Recipients::Everyone, _) => vec![insert(c, n, None, now).await?],
+                (Recipients::Everyone, _) => vec![insert(c, n, None, false, now).await?],
                 (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     let mut stored = Vec::with_capacity(users.len());
                     for u in users {
-                        stored.push(insert(c, n, Some(u), now).await?);
+                        let u = text(u);
+                        let muted = prefs.muted(c, &u, &n.kind).await?;
+                        if !muted {
+                            tally.add(&u, 1, 1, 0, 0);
+                        }
+                        stored.push(insert(c, n, Some(&u), muted, now).await?);
                     }
                     stored
                 }
@@ -754,10 +1031,19 @@ async fn apply_one(c: &mut PgConnection, w: &Write, now: DateTime<Utc>) -> sqlx:
                     .execute(&mut *c)
                     .await?
                     .rows_affected();
-                sqlx::query("DELETE FROM broadcast_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
-                sqlx::query("DELETE FROM user_state WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
-                sqlx::query("DELETE FROM pruned_floors WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
-                sqlx::query("DELETE FROM aliases WHERE user_id = $1").bind(&*u).execute(&mut *c).await?;
+                for sql in [
+                    "DELETE FROM broadcast_state WHERE user_id = $1",
+                    "DELETE FROM user_state WHERE user_id = $1",
+                    "DELETE FROM pruned_floors WHERE user_id = $1",
+                    "DELETE FROM aliases WHERE user_id = $1",
+                    "DELETE FROM preferences WHERE user_id = $1",
+                    "DELETE FROM inbox_counts WHERE user_id = $1",
+                ] {
+                    sqlx::query(sql).bind(&*u).execute(&mut *c).await?;
+                }
+                tally.deltas.remove(&*u);
+                tally.touch(&u);
+                prefs.users.remove(&*u);
             }
             Ok(WriteOutcome::Purged { rows })
         }
@@ -778,10 +1064,29 @@ async fn set_alias(c: &mut PgConnection, a: &AliasRecord, now: DateTime<Utc>) ->
     Ok(())
 }
 
+async fn set_preferences(c: &mut PgConnection, user: &str, types: &BTreeMap<String, TypeSetting>) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM preferences WHERE user_id = $1").bind(user).execute(&mut *c).await?;
+    if types.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<String> = types.keys().map(|k| text(k).into_owned()).collect();
+    let settings: Vec<&str> = types.values().map(|s| setting_name(*s)).collect();
+    sqlx::query(
+        "INSERT INTO preferences (user_id, type, setting) SELECT $1, * FROM UNNEST($2::text[], $3::text[])",
+    )
+    .bind(user)
+    .bind(kinds)
+    .bind(settings)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
 async fn insert(
     c: &mut PgConnection,
     n: &NewNotification,
     user: Option<&str>,
+    muted: bool,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Notification> {
     let user = user.map(text);
@@ -789,6 +1094,18 @@ async fn insert(
     let source = n.source.as_deref().map(text);
     let related =
         n.related_object.as_ref().map(|r| RelatedObject { kind: text(&r.kind).into(), id: text(&r.id).into() });
+    // A broadcast takes the next ordinal (see `Counters`): every user's counts grow by one without a row each.
+    let ord: Option<i64> = match user {
+        Some(_) => None,
+        None => Some(
+            sqlx::query_scalar(
+                "INSERT INTO store_state (name, value) VALUES ('broadcast_ord', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = store_state.value + 1 RETURNING value",
+            )
+            .fetch_one(&mut *c)
+            .await?,
+        ),
+    };
     // prev_id is computed by the INSERT itself; the write lock makes that read-then-insert race-free.
     let row = sqlx::query(INSERT)
         .bind(user.as_deref())
@@ -803,6 +1120,8 @@ async fn insert(
         .bind(n.data.get())
         .bind(n.body.get())
         .bind(now)
+        .bind(muted)
+        .bind(ord)
         .fetch_one(&mut *c)
         .await?;
     Ok(Notification {
@@ -818,6 +1137,9 @@ async fn insert(
         data: n.data.clone(),
         created_at: now,
         read_at: None,
+        seen_at: None,
+        archived_at: None,
+        muted,
     })
 }
 
@@ -826,42 +1148,136 @@ async fn visible(c: &mut PgConnection, user: &str, id: i64) -> sqlx::Result<Opti
     sqlx::query(VISIBLE).bind(user).bind(id).fetch_optional(&mut *c).await?.as_ref().map(notification).transpose()
 }
 
-async fn mark_read(
+/// Count the move of notification `n` (as `user` saw it) to `after`.
+async fn tally_change(
+    c: &mut PgConnection,
+    tally: &mut Tally,
+    user: &str,
+    n: &Notification,
+    after: RowState,
+) -> sqlx::Result<()> {
+    let watermarks = match n.user_id {
+        Some(_) => None,
+        None => Some(
+            sqlx::query_as(
+                "SELECT COALESCE((SELECT read_all_up_to FROM user_state WHERE user_id = $1), 0),
+                        COALESCE((SELECT seen_all_up_to FROM user_state WHERE user_id = $1), 0)",
+            )
+            .bind(user)
+            .fetch_one(&mut *c)
+            .await?,
+        ),
+    };
+    tally.change(user, n.id, watermarks, RowState::of(n), after);
+    Ok(())
+}
+
+async fn change_one(
     c: &mut PgConnection,
     user: &str,
     id: i64,
+    change: Change,
     now: DateTime<Utc>,
+    tally: &mut Tally,
 ) -> sqlx::Result<Option<Notification>> {
     let Some(n) = visible(c, user, id).await? else {
         return Ok(None);
     };
-    if n.read_at.is_some() {
+    let noop = match change {
+        Change::Read => n.read_at.is_some(),
+        Change::Unread => n.read_at.is_none(),
+        Change::Archive => n.archived_at.is_some(),
+        Change::Unarchive => n.archived_at.is_none(),
+    };
+    if noop {
         return Ok(Some(n));
     }
-    if n.user_id.is_some() {
-        sqlx::query("UPDATE notifications SET read_at = $3 WHERE user_id = $1 AND id = $2 AND read_at IS NULL")
+    let targeted = n.user_id.is_some();
+    // `$3` (now) is typed in every statement, so one parameter list fits them all.
+    let set = match (change, targeted) {
+        (Change::Read, true) => "read_at = $3, seen_at = COALESCE(seen_at, $3)",
+        (Change::Read, false) => "read_at = $3, seen_at = COALESCE(seen_at, $3), unread = FALSE",
+        (Change::Unread, true) => "read_at = NULLIF($3::timestamptz, $3)",
+        (Change::Unread, false) => "read_at = NULLIF($3::timestamptz, $3), unread = TRUE",
+        (Change::Archive, _) => "archived_at = $3",
+        (Change::Unarchive, _) => "archived_at = NULLIF($3::timestamptz, $3)",
+    };
+    if targeted {
+        sqlx::query(AssertSqlSafe(format!("UPDATE notifications SET {set} WHERE user_id = $1 AND id = $2")))
             .bind(user)
             .bind(id)
             .bind(now)
             .execute(&mut *c)
             .await?;
     } else {
-        sqlx::query(
-            "INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id, notification_id)
-             DO UPDATE SET read_at = COALESCE(broadcast_state.read_at, excluded.read_at)",
-        )
+        // A new state row starts empty: its read and seen state still come from the watermarks.
+        sqlx::query("INSERT INTO broadcast_state (user_id, notification_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(user)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE broadcast_state SET {set} WHERE user_id = $1 AND notification_id = $2"
+        )))
         .bind(user)
         .bind(id)
         .bind(now)
         .execute(&mut *c)
         .await?;
     }
-    visible(c, user, id).await
+    let after = visible(c, user, id).await?.expect("still visible: only its state changed");
+    tally_change(c, tally, user, &n, RowState::of(&after)).await?;
+    Ok(Some(after))
 }
 
-async fn mark_all_read(c: &mut PgConnection, user: &str, now: DateTime<Utc>) -> sqlx::Result<ReadAll> {
-    sqlx::query("UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL")
+async fn mark_all_read(
+    c: &mut PgConnection,
+    user: &str,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> sqlx::Result<ReadAll> {
+    flush_user(c, tally, user).await?;
+    tally.touch(user);
+    sqlx::query(
+        "UPDATE notifications SET read_at = $2, seen_at = COALESCE(seen_at, $2) WHERE user_id = $1 AND read_at IS NULL",
+    )
+    .bind(user)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    let (targeted, broadcast): (i64, i64) = sqlx::query_as(LATEST).bind(user).fetch_one(&mut *c).await?;
+    let up_to = targeted.max(broadcast);
+    sqlx::query(
+        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at, seen_all_up_to, seen_all_at)
+         VALUES ($1, $2, $3, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET read_all_up_to = excluded.read_all_up_to,
+             read_all_at = excluded.read_all_at, seen_all_up_to = excluded.seen_all_up_to,
+             seen_all_at = excluded.seen_all_at",
+    )
+    .bind(user)
+    .bind(up_to)
+    .bind(now)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query("UPDATE broadcast_state SET unread = FALSE WHERE user_id = $1 AND unread").bind(user).execute(&mut *c).await?;
+    // Everything is read, so seen: every counter restarts from the watermarks (see `Counters`).
+    sqlx::query(
+        "INSERT INTO inbox_counts (user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj)
+         SELECT $1, 0, 0, o, o, 0, 0
+         FROM (SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0) AS o) t
+         ON CONFLICT (user_id) DO UPDATE SET unread = 0, unseen = 0, read_ord = excluded.read_ord,
+             seen_ord = excluded.seen_ord, unread_adj = 0, unseen_adj = 0",
+    )
+    .bind(user)
+    .execute(&mut *c)
+    .await?;
+    Ok(ReadAll { up_to, read_at: now })
+}
+
+async fn seen_all(c: &mut PgConnection, user: &str, now: DateTime<Utc>, tally: &mut Tally) -> sqlx::Result<SeenAll> {
+    flush_user(c, tally, user).await?;
+    tally.touch(user);
+    sqlx::query("UPDATE notifications SET seen_at = $2 WHERE user_id = $1 AND seen_at IS NULL")
         .bind(user)
         .bind(now)
         .execute(&mut *c)
@@ -869,19 +1285,35 @@ async fn mark_all_read(c: &mut PgConnection, user: &str, now: DateTime<Utc>) -> 
     let (targeted, broadcast): (i64, i64) = sqlx::query_as(LATEST).bind(user).fetch_one(&mut *c).await?;
     let up_to = targeted.max(broadcast);
     sqlx::query(
-        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ($1, $2, $3)
-         ON CONFLICT (user_id)
-         DO UPDATE SET read_all_up_to = excluded.read_all_up_to, read_all_at = excluded.read_all_at",
+        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at, seen_all_up_to, seen_all_at)
+         VALUES ($1, 0, NULL, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET seen_all_up_to = excluded.seen_all_up_to,
+             seen_all_at = excluded.seen_all_at",
     )
     .bind(user)
     .bind(up_to)
     .bind(now)
     .execute(&mut *c)
     .await?;
-    Ok(ReadAll { up_to, read_at: now })
+    sqlx::query(
+        "INSERT INTO inbox_counts (user_id, unseen, seen_ord, unseen_adj)
+         SELECT $1, 0, o, 0
+         FROM (SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0) AS o) t
+         ON CONFLICT (user_id) DO UPDATE SET unseen = 0, seen_ord = excluded.seen_ord, unseen_adj = 0",
+    )
+    .bind(user)
+    .execute(&mut *c)
+    .await?;
+    Ok(SeenAll { up_to, seen_at: now })
 }
 
-async fn delete(c: &mut PgConnection, user: &str, id: i64, now: DateTime<Utc>) -> sqlx::Result<bool> {
+async fn delete(
+    c: &mut PgConnection,
+    user: &str,
+    id: i64,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> sqlx::Result<bool> {
     let Some(n) = visible(c, user, id).await? else {
         return Ok(false);
     };
@@ -902,14 +1334,15 @@ async fn delete(c: &mut PgConnection, user: &str, id: i64, now: DateTime<Utc>) -
         .execute(&mut *c)
         .await?;
     }
+    // Gone counts like hidden: nothing of it counts any more.
+    let gone = RowState { hidden: true, ..RowState::of(&n) };
+    tally_change(c, tally, user, &n, gone).await?;
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-
-    use sqlx::AssertSqlSafe;
 
     use super::*;
     use crate::config::Settings;
@@ -1009,6 +1442,58 @@ mod tests {
         assert_eq!(report.dedupe_keys, 2, "the legacy id and the scoped key both expire");
         let later = store.apply(vec![Write::Notify(redelivered)]).await.unwrap();
         assert!(matches!(&later[0], WriteOutcome::Stored(v) if v.len() == 1), "{later:?}");
+        store.close().await;
+        db.drop_schema().await;
+    }
+
+    /// A database the release before inbox states wrote (three migrations), as in the SQLite test: after the
+    /// upgrade the counters equal a count over the rows, and new writes keep them equal.
+    #[tokio::test]
+    async fn a_database_from_before_inbox_states_migrates_with_counters_that_match_its_rows() {
+        let Some(db) = TestDb::create("a_database_from_before_inbox_states_migrates").await else { return };
+        {
+            let old = PgPoolOptions::new().max_connections(1).connect_with(db.options.clone()).await.unwrap();
+            let mut first = migrator();
+            first.migrations = std::borrow::Cow::Owned(first.migrations[..3].to_vec());
+            first.run(&old).await.unwrap();
+            let mut ids = Vec::new();
+            for (user, read) in
+                [(None, false), (Some("alice"), true), (Some("alice"), false), (None, false), (Some("bob"), false)]
+                    .into_iter()
+                    .chain([(None, false), (None, false)])
+            {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, data, body,
+                         created_at, read_at) VALUES ('e', $1, 'k', 't', 'c', 'et', 'null', 'null', now(),
+                         CASE WHEN $2 THEN now() END) RETURNING id",
+                )
+                .bind(user)
+                .bind(read)
+                .fetch_one(&old)
+                .await
+                .unwrap();
+                ids.push(id);
+            }
+            let (b1, b2, b3, b4) = (ids[0], ids[3], ids[5], ids[6]);
+            for sql in [
+                format!("INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ('bob', {b2}, now())"),
+                format!("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('bob', {b3}, now())"),
+                format!("INSERT INTO broadcast_state (user_id, notification_id, deleted) VALUES ('bob', {b4}, TRUE)"),
+                format!("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', {b1}, now())"),
+            ] {
+                sqlx::query(AssertSqlSafe(sql)).execute(&old).await.unwrap();
+            }
+            old.close().await;
+        }
+        let store = db.open(None).await;
+        for (user, n) in [("alice", 4), ("bob", 1), ("carol", 4)] {
+            assert_eq!(store.counts(user).await.unwrap(), Counts { unread: n, unseen: n }, "{user} after the upgrade");
+        }
+        store.apply(vec![Write::Notify(draft("after", Recipients::Everyone))]).await.unwrap();
+        store.mark_all_read("alice").await.unwrap();
+        assert_eq!(store.counts("alice").await.unwrap(), Counts::default());
+        assert_eq!(store.counts("bob").await.unwrap(), Counts { unread: 2, unseen: 2 });
+        assert_eq!(store.counts("carol").await.unwrap(), Counts { unread: 5, unseen: 5 });
         store.close().await;
         db.drop_schema().await;
     }

@@ -10,6 +10,7 @@
 //! file fails the batch as `Unavailable` rather than acknowledging writes into an unlinked file. Retention
 //! runs through the same writer, as small jobs queued behind the writes.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,10 +24,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::retention::{self, Floors, PruneSteps, Retention};
 use super::{
-    CommitListener, ListQuery, NewNotification, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome,
+    is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
+    NewNotification, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally, Write, WriteOutcome,
 };
 use crate::config::{SqliteSync, StoreSettings};
-use crate::protocol::{Notification, Position, RelatedObject};
+use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -121,16 +123,86 @@ CREATE TABLE aliases (
 CREATE INDEX aliases_by_user ON aliases(user_id);
 "#,
     ),
+    // Inbox states (seen, archived, unread again), counters read by key, and preferences (issue 17). Existing
+    // rows are carried over: what was read counts as seen, and the counters start from the rows as they are.
+    M::up(
+        r#"
+ALTER TABLE notifications ADD COLUMN seen_at INTEGER;
+ALTER TABLE notifications ADD COLUMN archived_at INTEGER;
+ALTER TABLE notifications ADD COLUMN muted INTEGER NOT NULL DEFAULT 0;
+-- Broadcasts only: 1, 2, 3, ... in id order (see `Counters` in src/inbox/mod.rs).
+ALTER TABLE notifications ADD COLUMN ord INTEGER;
+UPDATE notifications SET seen_at = read_at WHERE read_at IS NOT NULL;
+UPDATE notifications SET ord = o.rn
+    FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM notifications WHERE user_id IS NULL) o
+    WHERE notifications.id = o.id;
+
+-- Per-user broadcast state: seen, archived, and `unread` = marked unread although under the read_all watermark.
+ALTER TABLE broadcast_state ADD COLUMN seen_at INTEGER;
+ALTER TABLE broadcast_state ADD COLUMN archived_at INTEGER;
+ALTER TABLE broadcast_state ADD COLUMN unread INTEGER NOT NULL DEFAULT 0;
+UPDATE broadcast_state SET seen_at = read_at WHERE read_at IS NOT NULL;
+
+-- "Seen all" watermark, as read_all's (a read_all sees everything too).
+ALTER TABLE user_state ADD COLUMN seen_all_up_to INTEGER;
+ALTER TABLE user_state ADD COLUMN seen_all_at INTEGER;
+UPDATE user_state SET seen_all_up_to = read_all_up_to, seen_all_at = read_all_at;
+
+-- The counters (see `Counters` in src/inbox/mod.rs): targeted unread/unseen, the broadcast watermarks as
+-- ordinals, and the per-broadcast-state adjustments.
+CREATE TABLE inbox_counts (
+    user_id    TEXT    PRIMARY KEY,
+    unread     INTEGER NOT NULL DEFAULT 0,
+    unseen     INTEGER NOT NULL DEFAULT 0,
+    read_ord   INTEGER NOT NULL DEFAULT 0,
+    seen_ord   INTEGER NOT NULL DEFAULT 0,
+    unread_adj INTEGER NOT NULL DEFAULT 0,
+    unseen_adj INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO inbox_counts (user_id, unread, unseen)
+    SELECT user_id, sum(read_at IS NULL), sum(read_at IS NULL) FROM notifications
+    WHERE user_id IS NOT NULL GROUP BY user_id;
+INSERT OR IGNORE INTO inbox_counts (user_id) SELECT user_id FROM user_state;
+INSERT OR IGNORE INTO inbox_counts (user_id) SELECT DISTINCT user_id FROM broadcast_state;
+UPDATE inbox_counts SET read_ord = COALESCE((SELECT max(n.ord) FROM notifications n, user_state w
+    WHERE w.user_id = inbox_counts.user_id AND n.user_id IS NULL AND n.id <= w.read_all_up_to), 0);
+UPDATE inbox_counts SET seen_ord = read_ord, unread_adj = (SELECT count(*) FROM broadcast_state s
+    JOIN notifications n ON n.id = s.notification_id LEFT JOIN user_state w ON w.user_id = s.user_id
+    WHERE s.user_id = inbox_counts.user_id AND n.id > COALESCE(w.read_all_up_to, 0)
+      AND (s.read_at IS NOT NULL OR s.deleted = 1));
+UPDATE inbox_counts SET unseen_adj = unread_adj;
+INSERT INTO store_state (name, value)
+    SELECT 'broadcast_ord', COALESCE(max(ord), 0) FROM notifications WHERE user_id IS NULL;
+INSERT INTO store_state (name, value) VALUES ('broadcast_pruned_ord', 0);
+
+-- Preferences: one setting ('on' or 'muted') per user and notification type.
+CREATE TABLE preferences (
+    user_id TEXT NOT NULL,
+    type    TEXT NOT NULL,
+    setting TEXT NOT NULL,
+    PRIMARY KEY (user_id, type)
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
-const COLUMNS: &str =
-    "id, user_id, kind, title, content, event_type, source, related_type, related_id, data, created_at, prev_id";
+/// A targeted row in [`row_to_notification`]'s order.
+const TARGETED: &str = "id, user_id, kind, title, content, event_type, source, related_type, related_id, data, \
+     created_at, prev_id, read_at, seen_at, archived_at, muted";
+
+/// One key read: the global broadcast ordinals and the user's counters (see `Counters`).
+const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
+        c.unread, c.unseen, c.read_ord, c.seen_ord, c.unread_adj, c.unseen_adj
+    FROM (SELECT 1) LEFT JOIN inbox_counts c ON c.user_id = ?1";
 
 enum Job {
     Apply(Vec<Write>, oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>),
-    MarkRead(String, i64, oneshot::Sender<Result<Option<Notification>, StoreError>>),
+    Change(String, i64, Change, oneshot::Sender<Result<Option<Notification>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
+    SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
     Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
     Upkeep(Upkeep, oneshot::Sender<Result<PruneReport, StoreError>>),
     Close(oneshot::Sender<()>),
 }
@@ -167,6 +239,7 @@ impl Job {
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
+    muted_defaults: MutedDefaults,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<Semaphore>,
     file: DbFile,
@@ -289,17 +362,26 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(4096);
         let batch_max = settings.batch_max;
         let writer_file = file.clone();
+        let muted_defaults = MutedDefaults::default();
+        let writer_defaults = muted_defaults.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max, listener, writer_file))
+            .spawn(move || writer_loop(conn, rx, batch_max, listener, writer_file, writer_defaults))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
+            muted_defaults,
             reader_permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
             file,
             retention: Retention::from_settings(settings),
         })
+    }
+
+    /// Mute these notification types for users who did not set them (`preferences.muted_by_default`).
+    pub fn muting_by_default(self, types: &[String]) -> Self {
+        self.muted_defaults.set(types);
+        self
     }
 
     async fn write<T>(
@@ -343,21 +425,31 @@ impl Store for SqliteStore {
         let user = user.to_owned();
         self.read(move |c| {
             let unread = if q.unread_only { "AND read_at IS NULL" } else { "" };
+            let archived = if q.archived { "archived_at IS NOT NULL" } else { "archived_at IS NULL" };
+            // Filter before the limit: read, archived or other types' rows must not crowd the wanted ones out.
+            let filters = "AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR related_type = ?5)
+                           AND (?6 IS NULL OR related_id = ?6)";
             let sql = format!(
-                "SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications
-                     WHERE user_id = ?1 AND id < ?2 {unread} ORDER BY id DESC LIMIT ?3)
+                "SELECT * FROM (SELECT {TARGETED} FROM notifications
+                     WHERE user_id = ?1 AND id < ?2 {unread} AND {archived} {filters} ORDER BY id DESC LIMIT ?3)
                  UNION ALL
-                 SELECT * FROM ({BROADCAST_SELECT} AND n.id < ?2 {bunread} ORDER BY n.id DESC LIMIT ?3)
+                 SELECT * FROM ({BROADCAST_SELECT} AND n.id < ?2 {bunread} AND s.{archived} {bfilters}
+                                ORDER BY n.id DESC LIMIT ?3)
                  ORDER BY id DESC LIMIT ?3",
-                // Filter before the limit: read broadcasts must not crowd older unread ones out of the page.
                 bunread = if q.unread_only {
-                    "AND s.read_at IS NULL AND (w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
+                    "AND s.read_at IS NULL
+                     AND (COALESCE(s.unread, 0) = 1 OR w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
                 } else {
                     ""
                 },
+                bfilters = "AND (?4 IS NULL OR n.kind = ?4) AND (?5 IS NULL OR n.related_type = ?5)
+                            AND (?6 IS NULL OR n.related_id = ?6)",
             );
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![user, q.before.unwrap_or(i64::MAX), q.limit], row_to_notification)?;
+            let rows = stmt.query_map(
+                params![user, q.before.unwrap_or(i64::MAX), q.limit, q.kind, q.related_type, q.related_id],
+                row_to_notification,
+            )?;
             rows.collect()
         })
         .await
@@ -366,10 +458,11 @@ impl Store for SqliteStore {
     async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
+            // Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
             let sql = format!(
                 "SELECT n.*, b.body FROM (
-                     SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications
-                         WHERE user_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3)
+                     SELECT * FROM (SELECT {TARGETED} FROM notifications
+                         WHERE user_id = ?1 AND id > ?2 AND muted = 0 ORDER BY id LIMIT ?3)
                      UNION ALL
                      SELECT * FROM ({BROADCAST_SELECT} AND n.id > ?4 ORDER BY n.id LIMIT ?3)
                      ORDER BY id LIMIT ?3) n
@@ -378,7 +471,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![user, from.targeted, limit, from.broadcast], |r| {
                 let notification = row_to_notification(r)?;
-                let body: String = r.get(13)?;
+                let body: String = r.get(16)?;
                 Ok(Replayed { notification, body: raw(body) })
             })?;
             rows.collect()
@@ -386,26 +479,47 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
+    async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| counts(c, &user)).await
+    }
+
+    async fn opening(&self, user: &str) -> Result<(Position, Counts), StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT (SELECT count(*) FROM notifications WHERE user_id = ?1 AND read_at IS NULL)
-                      + (SELECT count(*) FROM notifications n
-                         WHERE n.user_id IS NULL
-                           AND n.id > COALESCE((SELECT read_all_up_to FROM user_state WHERE user_id = ?1), 0)
-                           AND NOT EXISTS (SELECT 1 FROM broadcast_state s
-                                           WHERE s.user_id = ?1 AND s.notification_id = n.id
-                                             AND (s.read_at IS NOT NULL OR s.deleted = 1)))",
-            )?;
-            stmt.query_row([user], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+            // One read transaction: one snapshot for both.
+            c.execute_batch("BEGIN")?;
+            let read = (|| -> rusqlite::Result<_> { Ok((latest(c, &user)?, counts(c, &user)?)) })();
+            let end = c.execute_batch("COMMIT");
+            let read = read?;
+            end.map(|()| read)
         })
         .await
     }
 
-    async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
+    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::MarkRead(user, id, tx)).await
+        self.write(|tx| Job::Change(user, id, change, tx)).await
+    }
+
+    async fn seen_all(&self, user: &str) -> Result<SeenAll, StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::SeenAll(user, tx)).await
+    }
+
+    async fn preferences(&self, user: &str) -> Result<Preferences, StoreError> {
+        let user = user.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
+            let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
+            Ok(Preferences { types: rows.collect::<rusqlite::Result<_>>()?, defaults: BTreeMap::new() })
+        })
+        .await
+    }
+
+    async fn set_preferences(&self, user: &str, types: BTreeMap<String, TypeSetting>) -> Result<(), StoreError> {
+        let user = user.to_owned();
+        self.write(|tx| Job::SetPreferences(user, types, tx)).await
     }
 
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
@@ -430,14 +544,7 @@ impl Store for SqliteStore {
 
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
         let user = user.to_owned();
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
-                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
-            )?;
-            stmt.query_row([user], |r| Ok(Position { targeted: r.get(0)?, broadcast: r.get(1)? }))
-        })
-        .await
+        self.read(move |c| latest(c, &user)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -504,10 +611,14 @@ impl PruneSteps for SqliteStore {
     }
 }
 
-/// Broadcast rows as one user sees them: their read state, minus the ones they deleted.
+/// Broadcast rows as one user sees them (user `?1`): their read/seen/archived state, minus the ones they deleted.
+/// Read: their own mark, else the read_all watermark, unless they marked it unread since. Never muted.
 const BROADCAST_SELECT: &str = "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source,
         n.related_type, n.related_id, n.data, n.created_at, n.prev_id,
-        COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) AS read_at
+        CASE WHEN COALESCE(s.unread, 0) = 1 THEN NULL
+             ELSE COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) END AS read_at,
+        COALESCE(s.seen_at, CASE WHEN n.id <= w.seen_all_up_to THEN w.seen_all_at END) AS seen_at,
+        s.archived_at AS archived_at, 0 AS muted
     FROM notifications n
     LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
     LEFT JOIN user_state w ON w.user_id = ?1
@@ -541,7 +652,147 @@ fn row_to_notification(r: &Row<'_>) -> rusqlite::Result<Notification> {
         created_at: from_millis(r.get(10)?),
         prev_id: r.get(11)?,
         read_at: r.get::<_, Option<i64>>(12)?.map(from_millis),
+        seen_at: r.get::<_, Option<i64>>(13)?.map(from_millis),
+        archived_at: r.get::<_, Option<i64>>(14)?.map(from_millis),
+        muted: r.get(15)?,
     })
+}
+
+/// The newest id of each chain `user` sees.
+fn latest(c: &Connection, user: &str) -> rusqlite::Result<Position> {
+    c.prepare_cached(
+        "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
+                COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
+    )?
+    .query_row([user], |r| Ok(Position { targeted: r.get(0)?, broadcast: r.get(1)? }))
+}
+
+/// (total, pruned, the user's counters): one key read.
+fn counters(c: &Connection, user: &str) -> rusqlite::Result<(i64, i64, Counters)> {
+    c.prepare_cached(COUNTERS)?.query_row([user], |r| {
+        let get = |i| r.get::<_, Option<i64>>(i).map(Option::unwrap_or_default);
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            Counters {
+                unread: get(2)?,
+                unseen: get(3)?,
+                read_ord: get(4)?,
+                seen_ord: get(5)?,
+                unread_adj: get(6)?,
+                unseen_adj: get(7)?,
+            },
+        ))
+    })
+}
+
+fn counts(c: &Connection, user: &str) -> rusqlite::Result<Counts> {
+    let (total, pruned, counters) = counters(c, user)?;
+    Ok(counters.counts(total, pruned))
+}
+
+impl Tally {
+    /// Write `user`'s pending changes now (before a change that sets their counters outright).
+    fn flush_user(&mut self, tx: &Transaction<'_>, user: &str) -> rusqlite::Result<()> {
+        match self.deltas.remove(user) {
+            Some(d) => upsert_delta(tx, user, &d).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Write every pending change (one upsert per user, returning the counters it leaves), and say what the
+    /// counts of everyone whose counts changed are now.
+    fn finish(mut self, tx: &Transaction<'_>) -> rusqlite::Result<Vec<CountsChange>> {
+        if self.changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (total, pruned, broadcast_up_to): (i64, i64, i64) = tx
+            .prepare_cached(
+                "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
+                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let mut out = Vec::with_capacity(self.changed.len());
+        for user in std::mem::take(&mut self.changed) {
+            let counters = match self.deltas.remove(&user) {
+                Some(d) => upsert_delta(tx, &user, &d)?,
+                None => counters(tx, &user)?.2,
+            };
+            out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to });
+        }
+        Ok(out)
+    }
+}
+
+/// Add `d` to `user`'s counters; returns them as they are now.
+fn upsert_delta(tx: &Transaction<'_>, user: &str, d: &Counters) -> rusqlite::Result<Counters> {
+    tx.prepare_cached(
+        "INSERT INTO inbox_counts (user_id, unread, unseen, unread_adj, unseen_adj) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (user_id) DO UPDATE SET unread = unread + excluded.unread, unseen = unseen + excluded.unseen,
+             unread_adj = unread_adj + excluded.unread_adj, unseen_adj = unseen_adj + excluded.unseen_adj
+         RETURNING unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj",
+    )?
+    .query_row(params![user, d.unread, d.unseen, d.unread_adj, d.unseen_adj], |r| {
+        Ok(Counters {
+            unread: r.get(0)?,
+            unseen: r.get(1)?,
+            read_ord: r.get(2)?,
+            seen_ord: r.get(3)?,
+            unread_adj: r.get(4)?,
+            unseen_adj: r.get(5)?,
+        })
+    })
+}
+
+/// Preferences of the recipients of one commit, loaded with one query for all the listed recipients (and one
+/// per alias-resolved recipient not among them): the writer knows who muted what without a query per row.
+struct Prefs {
+    defaults: Arc<HashSet<String>>,
+    users: HashMap<String, HashMap<String, TypeSetting>>,
+}
+
+impl Prefs {
+    fn load(tx: &Transaction<'_>, batch: &[Job], defaults: Arc<HashSet<String>>) -> rusqlite::Result<Prefs> {
+        let mut wanted: Vec<&str> = Vec::new();
+        for job in batch {
+            if let Job::Apply(writes, _) = job {
+                for w in writes {
+                    if let Write::Notify(NewNotification { recipients: Recipients::Users(users), .. }) = w {
+                        wanted.extend(users.iter().map(String::as_str));
+                    }
+                }
+            }
+        }
+        let mut prefs = Prefs { defaults, users: HashMap::new() };
+        if wanted.is_empty() {
+            return Ok(prefs);
+        }
+        let list = serde_json::to_string(&wanted).expect("strings serialise");
+        let mut stmt = tx.prepare_cached(
+            "SELECT user_id, type, setting FROM preferences WHERE user_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        let rows = stmt.query_map([list], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        for row in rows {
+            let (user, kind, setting) = row?;
+            prefs.users.entry(user).or_default().insert(kind, setting_from(&setting));
+        }
+        for u in wanted {
+            prefs.users.entry(u.to_owned()).or_default();
+        }
+        Ok(prefs)
+    }
+
+    fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
+        if !self.users.contains_key(user) {
+            let mut stmt = tx.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
+            let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
+            let set = rows.collect::<rusqlite::Result<_>>()?;
+            self.users.insert(user.to_owned(), set);
+        }
+        let set = self.users[user].get(kind).copied();
+        Ok(is_muted(set, &self.defaults, kind))
+    }
 }
 
 fn writer_loop(
@@ -550,6 +801,7 @@ fn writer_loop(
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
     file: DbFile,
+    muted_defaults: MutedDefaults,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     while let Some(first) = rx.blocking_recv() {
@@ -565,7 +817,7 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(&mut conn, &mut batch, listener.as_deref(), &file);
+        commit_batch(&mut conn, &mut batch, listener.as_deref(), &file, &muted_defaults);
         if closing {
             rx.close();
             // Anything that raced in after Close is answered by the dropped reply channels.
@@ -578,25 +830,45 @@ fn writer_loop(
 }
 
 /// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&dyn CommitListener>, file: &DbFile) {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+    listener: Option<&dyn CommitListener>,
+    file: &DbFile,
+    muted_defaults: &MutedDefaults,
+) {
     let now = Utc::now();
-    let result = (|| -> Result<Vec<Answer>, StoreError> {
+    let result = (|| -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(store_error)?;
-        let answers = (|| -> rusqlite::Result<Vec<Answer>> {
+        let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
             let mut answers = Vec::with_capacity(batch.len());
+            let mut tally = Tally::default();
+            let mut prefs = Prefs::load(&tx, batch, muted_defaults.get())?;
             for job in batch.iter() {
                 answers.push(match job {
-                    Job::Apply(writes, _) => {
-                        Answer::Apply(writes.iter().map(|w| apply_one(&tx, w, now)).collect::<rusqlite::Result<_>>()?)
+                    Job::Apply(writes, _) => Answer::Apply(
+                        writes
+                            .iter()
+                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs))
+                            .collect::<rusqlite::Result<_>>()?,
+                    ),
+                    Job::Change(user, id, change, _) => {
+                        Answer::Change(change_one(&tx, user, *id, *change, now, &mut tally)?)
                     }
-                    Job::MarkRead(user, id, _) => Answer::MarkRead(mark_read(&tx, user, *id, now)?),
-                    Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now)?),
-                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now)?),
+                    Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now, &mut tally)?),
+                    Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&tx, user, now, &mut tally)?),
+                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now, &mut tally)?),
+                    Job::SetPreferences(user, types, _) => {
+                        set_preferences(&tx, user, types)?;
+                        prefs.users.remove(user.as_str());
+                        Answer::SetPreferences
+                    }
                     Job::Upkeep(job, _) => Answer::Upkeep(upkeep(&tx, job, now)?),
                     Job::Close(_) => Answer::Close,
                 });
             }
-            Ok(answers)
+            let changes = tally.finish(&tx)?;
+            Ok((answers, changes))
         })()
         .map_err(store_error)?;
         // Dropping `tx` rolls back: nothing is acknowledged into a file the path no longer names.
@@ -605,20 +877,23 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
         Ok(answers)
     })();
     match result {
-        Ok(answers) => {
+        Ok((answers, changes)) => {
             if let Some(listener) = listener {
                 for (job, answer) in batch.iter().zip(&answers) {
                     if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
                         super::tell(listener, writes, outcomes);
                     }
                 }
+                super::tell_counts(listener, &changes);
             }
             for (job, answer) in batch.drain(..).zip(answers) {
                 match (job, answer) {
                     (Job::Apply(_, r), Answer::Apply(a)) => drop(r.send(Ok(a))),
-                    (Job::MarkRead(_, _, r), Answer::MarkRead(a)) => drop(r.send(Ok(a))),
+                    (Job::Change(_, _, _, r), Answer::Change(a)) => drop(r.send(Ok(a))),
                     (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
+                    (Job::SeenAll(_, r), Answer::SeenAll(a)) => drop(r.send(Ok(a))),
                     (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
+                    (Job::SetPreferences(_, _, r), Answer::SetPreferences) => drop(r.send(Ok(()))),
                     (Job::Upkeep(_, r), Answer::Upkeep(a)) => drop(r.send(Ok(a))),
                     (Job::Close(r), Answer::Close) => drop(r.send(())),
                     _ => unreachable!("answers are built in job order"),
@@ -631,9 +906,11 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
                 let err = failure.clone();
                 match job {
                     Job::Apply(_, r) => drop(r.send(Err(err))),
-                    Job::MarkRead(_, _, r) => drop(r.send(Err(err))),
+                    Job::Change(_, _, _, r) => drop(r.send(Err(err))),
                     Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
+                    Job::SeenAll(_, r) => drop(r.send(Err(err))),
                     Job::Delete(_, _, r) => drop(r.send(Err(err))),
+                    Job::SetPreferences(_, _, r) => drop(r.send(Err(err))),
                     Job::Upkeep(_, r) => drop(r.send(Err(err))),
                     Job::Close(r) => drop(r.send(())),
                 }
@@ -646,14 +923,22 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>, listener: Option<&d
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
-    MarkRead(Option<Notification>),
+    Change(Option<Notification>),
     MarkAllRead(ReadAll),
+    SeenAll(SeenAll),
     Delete(bool),
+    SetPreferences,
     Upkeep(PruneReport),
     Close,
 }
 
-fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::Result<WriteOutcome> {
+fn apply_one(
+    tx: &Transaction<'_>,
+    w: &Write,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+    prefs: &mut Prefs,
+) -> rusqlite::Result<WriteOutcome> {
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
             set_alias(tx, a, now)?;
@@ -697,9 +982,17 @@ fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::R
                 set_alias(tx, a, now)?;
             }
             let stored = match (&n.recipients, &resolved) {
-                (Recipients::Everyone, _) => vec![insert(tx, n, None, now)?],
+                (Recipients::Everyone, _) => vec![insert(tx, n, None, false, now)?],
                 (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
-                    users.iter().map(|u| insert(tx, n, Some(u), now)).collect::<rusqlite::Result<_>>()?
+                    let mut stored = Vec::with_capacity(users.len());
+                    for u in users {
+                        let muted = prefs.muted(tx, u, &n.kind)?;
+                        if !muted {
+                            tally.add(u, 1, 1, 0, 0);
+                        }
+                        stored.push(insert(tx, n, Some(u), muted, now)?);
+                    }
+                    stored
                 }
                 (Recipients::Alias { .. }, None) => unreachable!("aliases are resolved above"),
             };
@@ -714,6 +1007,11 @@ fn apply_one(tx: &Transaction<'_>, w: &Write, now: DateTime<Utc>) -> rusqlite::R
                 tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?.execute([u])?;
                 tx.prepare_cached("DELETE FROM pruned_floors WHERE user_id = ?1")?.execute([u])?;
                 tx.prepare_cached("DELETE FROM aliases WHERE user_id = ?1")?.execute([u])?;
+                tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([u])?;
+                tx.prepare_cached("DELETE FROM inbox_counts WHERE user_id = ?1")?.execute([u])?;
+                tally.deltas.remove(u.as_str());
+                tally.touch(u);
+                prefs.users.remove(u.as_str());
             }
             Ok(WriteOutcome::Purged { rows })
         }
@@ -729,22 +1027,46 @@ fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusql
     Ok(())
 }
 
+fn set_preferences(tx: &Transaction<'_>, user: &str, types: &BTreeMap<String, TypeSetting>) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([user])?;
+    for (kind, setting) in types {
+        tx.prepare_cached("INSERT INTO preferences (user_id, type, setting) VALUES (?1, ?2, ?3)")?
+            .execute(params![user, kind, setting_name(*setting)])?;
+    }
+    Ok(())
+}
+
 fn insert(
     tx: &Transaction<'_>,
     n: &NewNotification,
     user: Option<&String>,
+    muted: bool,
     now: DateTime<Utc>,
 ) -> rusqlite::Result<Notification> {
-    // The previous row of this chain: the user's newest targeted row, or (user NULL) the newest broadcast.
-    // `IS` matches NULL too. The single writer makes this read-then-insert race-free.
+    // The previous row of this chain: the user's newest targeted row that was not muted (muted rows are never
+    // pushed, so a client's cursor never reaches them), or (user NULL) the newest broadcast. `IS` matches NULL
+    // too. The single writer makes this read-then-insert race-free.
     let prev_id: i64 = tx
-        .prepare_cached("SELECT COALESCE(max(id), 0) FROM notifications WHERE user_id IS ?1")?
-        .query_row([user], |r| r.get(0))?;
+        .prepare_cached("SELECT id FROM notifications WHERE user_id IS ?1 AND muted = 0 ORDER BY id DESC LIMIT 1")?
+        .query_row([user], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    // A broadcast takes the next ordinal (see `Counters`): every user's counts grow by one without a row each.
+    let ord: Option<i64> = match user {
+        Some(_) => None,
+        None => Some(
+            tx.prepare_cached(
+                "INSERT INTO store_state (name, value) VALUES ('broadcast_ord', 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+            )?
+            .query_row([], |r| r.get(0))?,
+        ),
+    };
     let mut stmt = tx.prepare_cached(
         "INSERT INTO notifications
              (event_id, user_id, kind, title, content, event_type, source, related_type, related_id, data, body,
-              created_at, prev_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+              created_at, prev_id, muted, ord)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     stmt.execute(params![
         n.event_id,
@@ -760,6 +1082,8 @@ fn insert(
         n.body.get(),
         millis(now),
         prev_id,
+        muted,
+        ord,
     ])?;
     Ok(Notification {
         id: tx.last_insert_rowid(),
@@ -775,14 +1099,19 @@ fn insert(
         // Millisecond precision, as stored, so a live frame and a later REST read agree.
         created_at: from_millis(millis(now)),
         read_at: None,
+        seen_at: None,
+        archived_at: None,
+        muted,
     })
 }
 
 /// One background write: the probe, or one batch of pruning (see `retention`).
 fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::Result<PruneReport> {
-    let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<(i64, Option<String>)>> {
+    let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Pruned>> {
         let mut stmt = tx.prepare_cached(sql)?;
-        let rows = stmt.query_map(p, |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(p, |r| {
+            Ok(Pruned { id: r.get(0)?, user: r.get(1)?, ord: r.get(2)?, unread: r.get(3)?, unseen: r.get(4)? })
+        })?;
         rows.collect()
     };
     match job {
@@ -796,20 +1125,25 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
         }
         Upkeep::Expired { cutoff, batch } => {
             let rows = deleted(
-                "DELETE FROM notifications WHERE id IN (
-                     SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT ?2)
-                     WHERE created_at < ?1)
-                 RETURNING id, user_id",
+                &format!(
+                    "DELETE FROM notifications WHERE id IN (
+                         SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT ?2)
+                         WHERE created_at < ?1)
+                     RETURNING {PRUNED}"
+                ),
                 params![cutoff, *batch as i64],
             )?;
             raise_floors(tx, &rows)
         }
         Upkeep::Beyond { user, keep, batch } => {
             let rows = deleted(
-                "DELETE FROM notifications WHERE id IN (
-                     SELECT id FROM (SELECT id FROM notifications WHERE user_id = ?1 ORDER BY id DESC LIMIT -1 OFFSET ?2)
-                     ORDER BY id LIMIT ?3)
-                 RETURNING id, user_id",
+                &format!(
+                    "DELETE FROM notifications WHERE id IN (
+                         SELECT id FROM (SELECT id FROM notifications WHERE user_id = ?1
+                                         ORDER BY id DESC LIMIT -1 OFFSET ?2)
+                         ORDER BY id LIMIT ?3)
+                     RETURNING {PRUNED}"
+                ),
                 params![user, *keep as i64, *batch as i64],
             )?;
             raise_floors(tx, &rows)
@@ -834,15 +1168,47 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
     }
 }
 
-/// After deleting `rows`: raise the floors and drop every user's state of the deleted broadcasts.
-fn raise_floors(tx: &Transaction<'_>, rows: &[(i64, Option<String>)]) -> rusqlite::Result<PruneReport> {
-    let floors = Floors::of(rows);
+/// What a pruning `DELETE` returns of each row: enough to raise the floors and correct the counters.
+const PRUNED: &str = "id, user_id, ord, read_at IS NULL AND archived_at IS NULL AND muted = 0,
+    seen_at IS NULL AND archived_at IS NULL AND muted = 0";
+
+struct Pruned {
+    id: i64,
+    user: Option<String>,
+    ord: Option<i64>,
+    /// A targeted row that counted as unread / unseen.
+    unread: bool,
+    unseen: bool,
+}
+
+/// The (unread, unseen) adjustment each user's state row of broadcast `?1` holds (see `Counters`).
+const BROADCAST_ADJ: &str = "SELECT s.user_id,
+        (s.notification_id > COALESCE(w.read_all_up_to, 0))
+          - (s.deleted = 0 AND s.archived_at IS NULL
+             AND (s.unread = 1 OR (s.read_at IS NULL AND s.notification_id > COALESCE(w.read_all_up_to, 0)))),
+        (s.notification_id > COALESCE(w.seen_all_up_to, 0))
+          - (s.deleted = 0 AND s.archived_at IS NULL
+             AND s.seen_at IS NULL AND s.notification_id > COALESCE(w.seen_all_up_to, 0))
+    FROM broadcast_state s LEFT JOIN user_state w ON w.user_id = s.user_id
+    WHERE s.notification_id = ?1";
+
+/// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
+/// state of the deleted broadcasts.
+fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned]) -> rusqlite::Result<PruneReport> {
+    let pairs: Vec<(i64, Option<String>)> = rows.iter().map(|r| (r.id, r.user.clone())).collect();
+    let floors = Floors::of(&pairs);
     for (user, up_to) in &floors.users {
         tx.prepare_cached(
             "INSERT INTO pruned_floors (user_id, up_to) VALUES (?1, ?2)
              ON CONFLICT (user_id) DO UPDATE SET up_to = max(up_to, excluded.up_to)",
         )?
         .execute(params![user, up_to])?;
+    }
+    let mut tally = Tally::default();
+    for r in rows {
+        if let (Some(user), true) = (&r.user, r.unread || r.unseen) {
+            tally.add(user, -i64::from(r.unread), -i64::from(r.unseen), 0, 0);
+        }
     }
     if let Some(up_to) = floors.broadcast {
         tx.prepare_cached(
@@ -851,9 +1217,25 @@ fn raise_floors(tx: &Transaction<'_>, rows: &[(i64, Option<String>)]) -> rusqlit
         )?
         .execute([up_to])?;
     }
+    if let Some(ord) = rows.iter().filter_map(|r| r.ord).max() {
+        tx.prepare_cached(
+            "INSERT INTO store_state (name, value) VALUES ('broadcast_pruned_ord', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+        )?
+        .execute([ord])?;
+    }
     let mut states = 0;
     for id in &floors.broadcast_ids {
+        let mut stmt = tx.prepare_cached(BROADCAST_ADJ)?;
+        let adjs = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
+        for adj in adjs {
+            let (user, unread_adj, unseen_adj) = adj?;
+            tally.add(&user, 0, 0, -unread_adj, -unseen_adj);
+        }
         states += tx.prepare_cached("DELETE FROM broadcast_state WHERE notification_id = ?1")?.execute([id])?;
+    }
+    for (user, d) in &tally.deltas {
+        upsert_delta(tx, user, d)?;
     }
     Ok(PruneReport { notifications: rows.len() as u64, broadcast_states: states as u64, dedupe_keys: 0 })
 }
@@ -861,51 +1243,143 @@ fn raise_floors(tx: &Transaction<'_>, rows: &[(i64, Option<String>)]) -> rusqlit
 /// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
 fn visible(tx: &Transaction<'_>, user: &str, id: i64) -> rusqlite::Result<Option<Notification>> {
     let sql = format!(
-        "SELECT * FROM (SELECT {COLUMNS}, read_at FROM notifications WHERE user_id = ?1 AND id = ?2
+        "SELECT * FROM (SELECT {TARGETED} FROM notifications WHERE user_id = ?1 AND id = ?2
          UNION ALL SELECT * FROM ({BROADCAST_SELECT} AND n.id = ?2))"
     );
     tx.prepare_cached(&sql)?.query_row(params![user, id], row_to_notification).optional()
 }
 
-fn mark_read(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusqlite::Result<Option<Notification>> {
+/// `user`'s read_all and seen_all watermarks (ids).
+fn watermarks(tx: &Transaction<'_>, user: &str) -> rusqlite::Result<(i64, i64)> {
+    tx.prepare_cached(
+        "SELECT COALESCE((SELECT read_all_up_to FROM user_state WHERE user_id = ?1), 0),
+                COALESCE((SELECT seen_all_up_to FROM user_state WHERE user_id = ?1), 0)",
+    )?
+    .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// Count the move from `before` to `after` of notification `n` as `user` sees it.
+fn tally_change(
+    tx: &Transaction<'_>,
+    tally: &mut Tally,
+    user: &str,
+    n: &Notification,
+    after: RowState,
+) -> rusqlite::Result<()> {
+    let watermarks = if n.user_id.is_none() { Some(watermarks(tx, user)?) } else { None };
+    tally.change(user, n.id, watermarks, RowState::of(n), after);
+    Ok(())
+}
+
+fn change_one(
+    tx: &Transaction<'_>,
+    user: &str,
+    id: i64,
+    change: Change,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> rusqlite::Result<Option<Notification>> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(None);
     };
-    if n.read_at.is_some() {
+    let noop = match change {
+        Change::Read => n.read_at.is_some(),
+        Change::Unread => n.read_at.is_none(),
+        Change::Archive => n.archived_at.is_some(),
+        Change::Unarchive => n.archived_at.is_none(),
+    };
+    if noop {
         return Ok(Some(n));
     }
+    // `?3` (now) is in every statement, so one parameter list fits them all.
+    let set = match change {
+        Change::Read => "read_at = ?3, seen_at = COALESCE(seen_at, ?3)",
+        Change::Unread => "read_at = NULLIF(?3, ?3)",
+        Change::Archive => "archived_at = ?3",
+        Change::Unarchive => "archived_at = NULLIF(?3, ?3)",
+    };
     if n.user_id.is_some() {
-        tx.prepare_cached("UPDATE notifications SET read_at = ?3 WHERE user_id = ?1 AND id = ?2 AND read_at IS NULL")?
+        tx.prepare_cached(&format!("UPDATE notifications SET {set} WHERE user_id = ?1 AND id = ?2"))?
             .execute(params![user, id, millis(now)])?;
     } else {
+        // A new state row starts empty: its read and seen state still come from the watermarks.
         tx.prepare_cached(
-            "INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (user_id, notification_id) DO UPDATE SET read_at = COALESCE(read_at, excluded.read_at)",
+            "INSERT INTO broadcast_state (user_id, notification_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![user, id, millis(now)])?;
+        .execute(params![user, id])?;
+        let set = match change {
+            Change::Read => "read_at = ?3, seen_at = COALESCE(seen_at, ?3), unread = 0",
+            Change::Unread => "read_at = NULLIF(?3, ?3), unread = 1",
+            _ => set,
+        };
+        tx.prepare_cached(&format!("UPDATE broadcast_state SET {set} WHERE user_id = ?1 AND notification_id = ?2"))?
+            .execute(params![user, id, millis(now)])?;
     }
-    visible(tx, user, id)
+    let after = visible(tx, user, id)?.expect("still visible: only its state changed");
+    tally_change(tx, tally, user, &n, RowState::of(&after))?;
+    Ok(Some(after))
 }
 
-fn mark_all_read(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>) -> rusqlite::Result<ReadAll> {
+fn mark_all_read(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>, tally: &mut Tally) -> rusqlite::Result<ReadAll> {
+    tally.flush_user(tx, user)?;
+    tally.touch(user);
     let at = millis(now);
-    tx.prepare_cached("UPDATE notifications SET read_at = ?2 WHERE user_id = ?1 AND read_at IS NULL")?
-        .execute(params![user, at])?;
-    let up_to: i64 = tx
-        .prepare_cached(
-            "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
-                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0))",
-        )?
-        .query_row([user], |r| r.get(0))?;
     tx.prepare_cached(
-        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (user_id) DO UPDATE SET read_all_up_to = excluded.read_all_up_to, read_all_at = excluded.read_all_at",
+        "UPDATE notifications SET read_at = ?2, seen_at = COALESCE(seen_at, ?2) WHERE user_id = ?1 AND read_at IS NULL",
+    )?
+    .execute(params![user, at])?;
+    let up_to = latest(tx, user)?.max();
+    tx.prepare_cached(
+        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at, seen_all_up_to, seen_all_at)
+         VALUES (?1, ?2, ?3, ?2, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET read_all_up_to = excluded.read_all_up_to,
+             read_all_at = excluded.read_all_at, seen_all_up_to = excluded.seen_all_up_to,
+             seen_all_at = excluded.seen_all_at",
     )?
     .execute(params![user, up_to, at])?;
+    tx.prepare_cached("UPDATE broadcast_state SET unread = 0 WHERE user_id = ?1 AND unread = 1")?.execute([user])?;
+    // Everything is read, so seen: every counter restarts from the watermarks (see `Counters`).
+    tx.prepare_cached(
+        "INSERT INTO inbox_counts (user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj)
+         VALUES (?1, 0, 0, (SELECT COALESCE(max(value), 0) FROM store_state WHERE name = 'broadcast_ord'),
+                 (SELECT COALESCE(max(value), 0) FROM store_state WHERE name = 'broadcast_ord'), 0, 0)
+         ON CONFLICT (user_id) DO UPDATE SET unread = 0, unseen = 0, read_ord = excluded.read_ord,
+             seen_ord = excluded.seen_ord, unread_adj = 0, unseen_adj = 0",
+    )?
+    .execute([user])?;
     Ok(ReadAll { up_to, read_at: from_millis(at) })
 }
 
-fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusqlite::Result<bool> {
+fn seen_all(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>, tally: &mut Tally) -> rusqlite::Result<SeenAll> {
+    tally.flush_user(tx, user)?;
+    tally.touch(user);
+    let at = millis(now);
+    tx.prepare_cached("UPDATE notifications SET seen_at = ?2 WHERE user_id = ?1 AND seen_at IS NULL")?
+        .execute(params![user, at])?;
+    let up_to = latest(tx, user)?.max();
+    tx.prepare_cached(
+        "INSERT INTO user_state (user_id, read_all_up_to, read_all_at, seen_all_up_to, seen_all_at)
+         VALUES (?1, 0, 0, ?2, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET seen_all_up_to = excluded.seen_all_up_to,
+             seen_all_at = excluded.seen_all_at",
+    )?
+    .execute(params![user, up_to, at])?;
+    tx.prepare_cached(
+        "INSERT INTO inbox_counts (user_id, unseen, seen_ord, unseen_adj)
+         VALUES (?1, 0, (SELECT COALESCE(max(value), 0) FROM store_state WHERE name = 'broadcast_ord'), 0)
+         ON CONFLICT (user_id) DO UPDATE SET unseen = 0, seen_ord = excluded.seen_ord, unseen_adj = 0",
+    )?
+    .execute([user])?;
+    Ok(SeenAll { up_to, seen_at: from_millis(at) })
+}
+
+fn delete(
+    tx: &Transaction<'_>,
+    user: &str,
+    id: i64,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+) -> rusqlite::Result<bool> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(false);
     };
@@ -918,8 +1392,12 @@ fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>) -> rusq
         )?
         .execute(params![user, id, millis(now)])?;
     }
+    // Gone counts like hidden: nothing of it counts any more.
+    let gone = RowState { hidden: true, ..RowState::of(&n) };
+    tally_change(tx, tally, user, &n, gone)?;
     Ok(true)
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -968,6 +1446,62 @@ mod tests {
         assert_eq!(report.dedupe_keys, 2, "the legacy id and the scoped key both expire");
         let later = store.apply(vec![Write::Notify(redelivered)]).await.unwrap();
         assert!(matches!(&later[0], WriteOutcome::Stored(v) if v.len() == 1), "{later:?}");
+        store.close().await;
+    }
+
+    /// A database the release before inbox states wrote (four migrations): read and unread targeted rows, a read
+    /// and a deleted broadcast, a read_all watermark. After the upgrade the counters equal a count over the rows,
+    /// what was read is seen, and new writes keep them equal.
+    #[tokio::test]
+    async fn a_database_from_before_inbox_states_migrates_with_counters_that_match_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        {
+            let mut old = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..4]).to_latest(&mut old).unwrap();
+            let row = |user: Option<&str>, read: Option<i64>| {
+                old.execute(
+                    "INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, data, body,
+                         created_at, read_at) VALUES ('e', ?1, 'k', 't', 'c', 'et', 'null', 'null', 1, ?2)",
+                    params![user, read],
+                )
+                .unwrap();
+                old.last_insert_rowid()
+            };
+            let b1 = row(None, None);
+            row(Some("alice"), Some(5));
+            row(Some("alice"), None);
+            let b2 = row(None, None);
+            row(Some("bob"), None);
+            let b3 = row(None, None);
+            row(None, None);
+            // bob read everything up to b2, then read b3 and deleted the newest broadcast; alice read b1.
+            old.execute("INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ('bob', ?1, 9)", [b2])
+                .unwrap();
+            old.execute("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('bob', ?1, 9)", [b3])
+                .unwrap();
+            old.execute(
+                "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted)
+                 VALUES ('bob', (SELECT max(id) FROM notifications), NULL, 1)",
+                [],
+            )
+            .unwrap();
+            old.execute("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', ?1, 9)", [b1])
+                .unwrap();
+        }
+        let store = open(&dir);
+        let expect = [("alice", 1 + 3, 1 + 3), ("bob", 1, 1), ("carol", 4, 4)];
+        for (user, unread, unseen) in expect {
+            assert_eq!(store.counts(user).await.unwrap(), Counts { unread, unseen }, "{user} after the upgrade");
+        }
+        let alice = store.list("alice", ListQuery { limit: 10, ..Default::default() }).await.unwrap();
+        assert!(alice.iter().all(|n| n.read_at.is_none() || n.seen_at == n.read_at), "what was read is seen");
+        assert!(alice.iter().all(|n| !n.muted && n.archived_at.is_none()));
+        store.apply(vec![Write::Notify(crate::inbox::contract::draft("after", Recipients::Everyone))]).await.unwrap();
+        store.mark_all_read("alice").await.unwrap();
+        assert_eq!(store.counts("alice").await.unwrap(), Counts::default());
+        assert_eq!(store.counts("bob").await.unwrap(), Counts { unread: 2, unseen: 2 });
+        assert_eq!(store.counts("carol").await.unwrap(), Counts { unread: 5, unseen: 5 });
         store.close().await;
     }
 
@@ -1032,6 +1566,47 @@ mod tests {
         store.probe_write().await.unwrap();
         assert!(writes_ok(), "ready again once a write succeeds");
         assert!(matches!(store.apply(vec![big("fits-again")]).await.unwrap()[0], WriteOutcome::Stored(_)));
+        store.close().await;
+    }
+
+    /// The listener hears, after each commit, the counts of every user it changed, as of that commit; a
+    /// broadcast tells it nothing (sessions derive theirs), a muted notification changes nothing.
+    #[tokio::test]
+    async fn the_commit_listener_hears_each_changed_users_counts_as_of_the_commit() {
+        use crate::inbox::contract::{draft, CountsRecorder};
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Arc::new(CountsRecorder::default());
+        let store = SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, Some(recorder.clone()))
+            .unwrap()
+            .muting_by_default(&["digest".into()]);
+        let heard = || recorder.0.lock().unwrap().len();
+        let n = store.apply(vec![Write::Notify(draft("l-1", Recipients::Users(vec!["u".into(), "v".into()])))]);
+        let WriteOutcome::Stored(rows) = n.await.unwrap().pop().unwrap() else { panic!() };
+        assert_eq!(recorder.last("u"), Some(Counts { unread: 1, unseen: 1 }));
+        assert_eq!(recorder.last("v"), Some(Counts { unread: 1, unseen: 1 }));
+        let before = heard();
+        store.apply(vec![Write::Notify(draft("l-b", Recipients::Everyone))]).await.unwrap();
+        assert_eq!(heard(), before, "a broadcast tells no user's counts");
+        let mut digest = draft("l-2", Recipients::Users(vec!["u".into()]));
+        digest.kind = "digest".into();
+        let WriteOutcome::Stored(muted) = store.apply(vec![Write::Notify(digest)]).await.unwrap().pop().unwrap() else {
+            panic!()
+        };
+        assert!(muted[0].muted, "muted by default");
+        assert_eq!(heard(), before, "a muted notification changes no counts");
+        assert_eq!(store.counts("u").await.unwrap(), Counts { unread: 2, unseen: 2 }, "the broadcast counts, the digest not");
+        store.change("u", rows[0].id, Change::Read).await.unwrap().unwrap();
+        assert_eq!(recorder.last("u"), Some(Counts { unread: 1, unseen: 1 }));
+        store.seen_all("u").await.unwrap();
+        assert_eq!(recorder.last("u"), Some(Counts { unread: 1, unseen: 0 }));
+        store.mark_all_read("u").await.unwrap();
+        assert_eq!(recorder.last("u"), Some(Counts { unread: 0, unseen: 0 }));
+        // A user who turned the default-muted type on gets it counted.
+        store.set_preferences("v", [("digest".to_string(), TypeSetting::On)].into()).await.unwrap();
+        let mut digest = draft("l-3", Recipients::Users(vec!["v".into()]));
+        digest.kind = "digest".into();
+        store.apply(vec![Write::Notify(digest)]).await.unwrap();
+        assert_eq!(recorder.last("v"), Some(Counts { unread: 3, unseen: 3 }));
         store.close().await;
     }
 

@@ -234,8 +234,17 @@ impl CommitListener for Publisher {
         }
     }
 
+    fn counts(&self, user: &str, counts: crate::protocol::Counts, broadcast_up_to: i64) {
+        self.0.publish(Message::Counts { user: Arc::from(user), counts, broadcast_up_to });
+    }
+
     fn committed(&self, written: &NewNotification, stored: &[Notification]) {
         for n in stored {
+            if n.muted {
+                // Stored and listed, never pushed; the chain skips it (`prev_id`), so no session sees a gap.
+                metrics::counter!("herald_notifications_muted_total").increment(1);
+                continue;
+            }
             let kind = if n.user_id.is_some() { "targeted" } else { "broadcast" };
             metrics::counter!("herald_notifications_stored_total", "kind" => kind).increment(1);
             self.0.publish(Message::Notification {

@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod healthcheck;
 mod inbox;
+mod inbox_states;
 mod ingest;
 mod jwks;
 mod metrics;

@@ -235,7 +235,8 @@ fn the_openapi_conformance_check_refuses_an_undocumented_key_a_missing_one_and_a
     assert!(check(&doc, &count, &json!({"unread_count": "3"}), "body").is_err());
     let page = json!({"$ref": "#/components/schemas/InboxPage"});
     let item = json!({"id": 1, "prev_id": 0, "user_id": null, "type": "t", "title": "", "content": "", "event_type": "e",
-        "source": null, "related_object": {"type": "stage", "id": "9"}, "data": {"any": [1]}, "created_at": "x", "read_at": null});
+        "source": null, "related_object": {"type": "stage", "id": "9"}, "data": {"any": [1]}, "created_at": "x", "read_at": null,
+        "seen_at": null, "archived_at": null, "muted": false});
     assert!(check(&doc, &page, &json!({"items": [item], "next_before": null, "has_more": false}), "body").is_ok());
     let mut stray = item.clone();
     stray["related_object"]["extra"] = json!(1);

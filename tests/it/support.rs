@@ -206,14 +206,35 @@ pub struct Client {
 }
 
 impl Client {
-    /// The next text frame as JSON (server pings are answered by the client library).
-    pub async fn frame(&mut self) -> Value {
+    /// The next text frame as JSON, `counts` frames included (server pings are answered by the client library).
+    pub async fn raw_frame(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame");
             match msg.expect("socket ended").expect("socket error") {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
                 Message::Close(f) => panic!("closed: {f:?}"),
                 _ => continue,
+            }
+        }
+    }
+
+    /// The next text frame as JSON, skipping `counts` frames (which follow `ready`, `replayed` and every change
+    /// of the user's counts; the tests about them read them with [`Client::raw_frame`] or [`Client::counts`]).
+    pub async fn frame(&mut self) -> Value {
+        loop {
+            let f = self.raw_frame().await;
+            if f["type"] != "counts" {
+                return f;
+            }
+        }
+    }
+
+    /// The next `counts` frame as (unread, unseen), skipping other frames.
+    pub async fn counts(&mut self) -> (u64, u64) {
+        loop {
+            let f = self.raw_frame().await;
+            if f["type"] == "counts" {
+                return (f["unread"].as_u64().unwrap(), f["unseen"].as_u64().unwrap());
             }
         }
     }
@@ -246,8 +267,19 @@ impl Client {
         self.ws.send(Message::text(text)).await.unwrap();
     }
 
-    /// Assert nothing arrives for `d` (used after the interesting frames, to prove there are no extras).
+    /// Assert nothing but `counts` frames arrives for `d` (used after the interesting frames, to prove there are
+    /// no extras).
     pub async fn silent_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            if serde_json::from_str::<Value>(t.as_str()).map(|f| f["type"] != "counts").unwrap_or(true) {
+                panic!("unexpected frame: {t}");
+            }
+        }
+    }
+
+    /// Assert nothing at all arrives for `d`, `counts` frames included.
+    pub async fn quiet_for(&mut self, d: Duration) {
         if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {
             panic!("unexpected frame: {t}");
         }

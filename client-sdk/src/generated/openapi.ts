@@ -38,6 +38,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/notifications/counts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A user's unread and unseen counts */
+        get: operations["counts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/notifications/read_all": {
         parameters: {
             query?: never;
@@ -55,6 +72,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/notifications/seen_all": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mark every notification seen (the bell was opened) */
+        post: operations["seen_all"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/notifications/{id}/read": {
         parameters: {
             query?: never;
@@ -66,6 +100,75 @@ export interface paths {
         put?: never;
         /** Mark one notification read */
         post: operations["mark_read"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/notifications/{id}/unread": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Mark one notification unread again */
+        post: operations["mark_unread"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/notifications/{id}/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Archive one notification */
+        post: operations["archive"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/notifications/{id}/unarchive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Restore one archived notification */
+        post: operations["unarchive"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user_id}/preferences": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A user's notification preferences */
+        get: operations["get_preferences"];
+        /** Replace a user's notification preferences */
+        put: operations["put_preferences"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -371,6 +474,19 @@ export interface components {
             /** @description Why it is not ready (absent or `null` when it is). */
             detail?: string | null;
         };
+        /** @description A user's counts, kept as counters (read by key): archived and muted notifications are in neither. */
+        Counts: {
+            /**
+             * Format: int64
+             * @description Unread notifications, broadcasts included.
+             */
+            unread: number;
+            /**
+             * Format: int64
+             * @description Notifications not seen yet (not since the last `seen_all`, not read).
+             */
+            unseen: number;
+        };
         /** @description One letter of the dead-letter queue. */
         DeadLetter: {
             /**
@@ -522,6 +638,18 @@ export interface components {
              * @description `null` while unread.
              */
             read_at: string | null;
+            /**
+             * Format: date-time
+             * @description When the user first saw it (`seen_all`: the bell was opened; reading implies seeing); `null` while unseen.
+             */
+            seen_at: string | null;
+            /**
+             * Format: date-time
+             * @description `null` unless archived: archived notifications are left out of lists (unless `archived=true`) and counts.
+             */
+            archived_at: string | null;
+            /** @description Its type was muted by the user's preferences when it was stored: listed, never pushed live, not counted. */
+            muted: boolean;
         };
         /** @description One event's result, in the order the events were posted. */
         Outcome: {
@@ -530,6 +658,23 @@ export interface components {
             notification_ids: number[];
             /** @description Why nothing was stored (`unresolved_recipient`): the transport dead-letters it or answers 422. */
             error?: string;
+        };
+        /** @description A user's notification preferences: one setting per notification `type`. */
+        Preferences: {
+            /** @description What the user set, by notification type. */
+            types: {
+                [key: string]: components["schemas"]["TypeSetting"];
+            };
+            /** @description The configured defaults (`preferences.muted_by_default`), for types the user did not set. */
+            defaults?: {
+                [key: string]: components["schemas"]["TypeSetting"];
+            };
+        };
+        /** @description The body of `PUT …/preferences`: replaces the user's settings. */
+        PreferencesUpdate: {
+            types: {
+                [key: string]: components["schemas"]["TypeSetting"];
+            };
         };
         /** @description `GET /api/v1/admin/presence`. */
         Presence: {
@@ -603,11 +748,29 @@ export interface components {
              */
             rules: number;
         };
+        /** @description `POST .../seen_all`: every notification up to `up_to` is seen. */
+        SeenAllResult: {
+            /**
+             * Format: int64
+             * @description The newest notification id the watermark covers (0 when the inbox is empty).
+             */
+            up_to: number;
+            /**
+             * Format: date-time
+             * @description RFC 3339, UTC, millisecond precision.
+             */
+            seen_at: string;
+        };
         /**
          * @description What became of one event.
          * @enum {string}
          */
         Status: "stored" | "duplicate" | "purged" | "ignored" | "unmatched" | "live" | "unresolved_recipient";
+        /**
+         * @description Whether notifications of one type reach the user live and count.
+         * @enum {string}
+         */
+        TypeSetting: "on" | "muted";
         UnreadCount: {
             /** Format: int64 */
             unread_count: number;
@@ -632,6 +795,14 @@ export interface operations {
                 before?: number;
                 /** @description `true`: only unread notifications. */
                 unread?: boolean;
+                /** @description `false`: archived notifications are left out; `true`: only archived ones. */
+                archived?: boolean;
+                /** @description Only notifications of this `type`. */
+                type?: string;
+                /** @description Only notifications whose `related_object.type` is this. */
+                related_type?: string;
+                /** @description With `related_type`: only notifications about this object (`related_object.id`). */
+                related_id?: string;
             };
             header?: never;
             path: {
@@ -774,6 +945,78 @@ export interface operations {
             };
         };
     };
+    counts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The inbox's owner: the user claim of their token. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Kept as counters and read by key. Archived and muted notifications are in neither; broadcasts are in both until read / seen. Open sessions get the same values in `counts` frames whenever they change. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Counts"];
+                };
+            };
+            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     mark_all_read: {
         parameters: {
             query?: never;
@@ -793,6 +1036,78 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReadAllResult"];
+                };
+            };
+            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    seen_all: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The inbox's owner: the user claim of their token. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every notification up to `up_to` is seen (broadcasts included); `unseen` is 0. The user's open sessions get a `seen_all` frame and their new `counts`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SeenAllResult"];
                 };
             };
             /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
@@ -900,6 +1215,404 @@ export interface operations {
             };
             /** @description No such notification in this inbox (`not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    mark_unread: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The inbox's owner: the user claim of their token. */
+                user_id: string;
+                /** @description The notification's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The notification, `read_at` null again (it stays seen). The user's open sessions get an `unread` frame and their new `counts`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Notification"];
+                };
+            };
+            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such notification in this inbox (`not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    archive: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The inbox's owner: the user claim of their token. */
+                user_id: string;
+                /** @description The notification's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. The user's open sessions get an `archived` frame and their new `counts`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Notification"];
+                };
+            };
+            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such notification in this inbox (`not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    unarchive: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The inbox's owner: the user claim of their token. */
+                user_id: string;
+                /** @description The notification's id. */
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The notification, `archived_at` null again: back in the default list and the counts. The user's open sessions get an `unarchived` frame and their new `counts`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Notification"];
+                };
+            };
+            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such notification in this inbox (`not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_preferences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user: the user claim of their token. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Preferences"];
+                };
+            };
+            /** @description A path parameter that does not parse (`bad_path`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user (`forbidden`); a service key without `inbox:read` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_preferences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user: the user claim of their token. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Every type the user sets, `on` or `muted`; types left out fall back to the defaults. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PreferencesUpdate"];
+            };
+        };
+        responses: {
+            /** @description The preferences now. A muted type's notifications are stored and listed (`"muted": true`) but not pushed live and not counted, from the next commit on. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Preferences"];
+                };
+            };
+            /** @description A body that is not `{"types": {type: "on" | "muted"}}`, or a blank or over-long type (`bad_request`); a bad path (`bad_path`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,0 +1,412 @@
+//! Inbox states (seen, archived, unread again), the `counts` frame on one node and across two, and
+//! preferences (issue 17).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use herald::inbox::instrumented::{Instrumented, Read};
+use serde_json::{json, Value};
+
+use crate::cluster::{fresh_database, node, ready, unique};
+use crate::support::*;
+
+async fn notify_as(gw: &Gateway, user: &str, title: &str, kind: &str) -> i64 {
+    let resp = gw
+        .post_event("sgad.notifications", "", &json!({"user_id": user, "title": title, "message": "m", "type": kind}))
+        .await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap()
+}
+
+async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
+    notify_as(gw, user, title, "info").await
+}
+
+async fn broadcast(gw: &Gateway, title: &str) -> i64 {
+    let body = json!({"user_id": "system", "title": title, "message": "m"});
+    let resp = gw.post_event("sgad.notifications", "", &body).await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap()
+}
+
+async fn rest_counts(gw: &Gateway, user: &str) -> (u64, u64) {
+    let resp = gw.get(&format!("/api/v1/users/{user}/notifications/counts"), &gw.token(user)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let c: Value = resp.json().await.unwrap();
+    assert_eq!(c.as_object().unwrap().len(), 2, "{c}");
+    (c["unread"].as_u64().unwrap(), c["unseen"].as_u64().unwrap())
+}
+
+async fn post(gw: &Gateway, user: &str, path: &str) -> reqwest::Response {
+    gw.post(&format!("/api/v1/users/{user}/notifications/{path}"), &gw.token(user)).send().await.unwrap()
+}
+
+/// The next two frames: a REST change brings its own frame and the user's new counts (the counts come from the
+/// commit, the frame from the handler: either may come first). Returns (the frame, the counts).
+async fn change_frames(tab: &mut Client) -> (Value, (u64, u64)) {
+    let (a, b) = (tab.raw_frame().await, tab.raw_frame().await);
+    let (frame, counts) = if a["type"] == "counts" { (b, a) } else { (a, b) };
+    assert_eq!(counts["type"], "counts", "{counts}");
+    (frame, (counts["unread"].as_u64().unwrap(), counts["unseen"].as_u64().unwrap()))
+}
+
+#[tokio::test]
+async fn every_tab_gets_counts_after_ready_after_each_new_notification_and_after_each_rest_change() {
+    let gw = spawn_gateway().await;
+    let user = "counted";
+    let early = notify(&gw, user, "before the tabs").await;
+    let mut tabs = [gw.connect(user).await, gw.connect(user).await];
+    for tab in &mut tabs {
+        assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 1, "unseen": 1}), "right after ready");
+    }
+
+    let id = notify(&gw, user, "x").await;
+    for tab in &mut tabs {
+        let f = tab.raw_frame().await;
+        assert_eq!((f["type"].as_str(), f["notification"]["id"].as_i64()), (Some("notification"), Some(id)));
+        assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 2, "unseen": 2}), "after its frame");
+    }
+    let b = broadcast(&gw, "to everyone").await;
+    for tab in &mut tabs {
+        assert_eq!(tab.raw_frame().await["notification"]["id"], b);
+        assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 3, "unseen": 3}), "derived in memory");
+    }
+    assert_eq!(rest_counts(&gw, user).await, (3, 3), "REST reads the same counters");
+
+    // Each REST change: its frame and the absolute counts of the commit, in every tab.
+    let steps: [(String, &str, (u64, u64)); 8] = [
+        (format!("{id}/read"), "read", (2, 2)),
+        ("seen_all".into(), "seen_all", (2, 0)),
+        (format!("{id}/unread"), "unread", (3, 0)),
+        (format!("{id}/archive"), "archived", (2, 0)),
+        (format!("{id}/unarchive"), "unarchived", (3, 0)),
+        (format!("{b}/read"), "read", (2, 0)),
+        (format!("{b}/unread"), "unread", (3, 0)),
+        ("read_all".into(), "read_all", (0, 0)),
+    ];
+    for (path, frame_type, counts) in steps {
+        let resp = post(&gw, user, &path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        for tab in &mut tabs {
+            let (frame, got) = change_frames(tab).await;
+            assert_eq!(frame["type"], frame_type, "{path}: {frame}");
+            assert_eq!(got, counts, "{path}: the counts frame");
+        }
+        assert_eq!(rest_counts(&gw, user).await, counts, "{path}: GET …/counts");
+    }
+    post(&gw, user, &format!("{early}/unread")).await;
+    for tab in &mut tabs {
+        assert_eq!(change_frames(tab).await.1, (1, 0));
+    }
+    let r = gw.delete(&format!("/api/v1/users/{user}/notifications/{early}"), &gw.token(user)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    for tab in &mut tabs {
+        let (frame, counts) = change_frames(tab).await;
+        assert_eq!((frame["type"].as_str(), counts), (Some("deleted"), (0, 0)));
+    }
+    assert_eq!(gw.unread(user).await, 0, "unread_count stays, the same counter");
+    for tab in &mut tabs {
+        tab.quiet_for(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_raises_every_sessions_counts_without_a_store_read_per_session() {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counter = reads.clone();
+    let hook = Arc::new(move |read: Read, _: &str| -> BoxFuture<'static, ()> {
+        if matches!(read, Read::Counts | Read::Latest) {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        Box::pin(async {})
+    });
+    let hooks = herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) };
+    let gw = spawn_gateway_hooked(|_| {}, hooks).await;
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let user = format!("bc-{}", i % 3);
+        let mut c = gw.connect(&user).await;
+        assert_eq!(c.counts().await, (0, 0));
+        sessions.push(c);
+    }
+    let opened = reads.load(Ordering::SeqCst);
+    assert_eq!(opened, 6, "one counts read per session, when it opens");
+    for round in 1..=3u64 {
+        broadcast(&gw, &format!("round {round}")).await;
+        for s in &mut sessions {
+            assert_eq!(s.notification().await["notification"]["user_id"], Value::Null);
+            assert_eq!(s.raw_frame().await, json!({"type": "counts", "unread": round, "unseen": round}));
+        }
+    }
+    assert_eq!(reads.load(Ordering::SeqCst), opened, "three broadcasts to six sessions read no counts");
+    assert_eq!(rest_counts(&gw, "bc-1").await, (3, 3), "and the counters agree");
+}
+
+#[tokio::test]
+async fn a_resumed_session_gets_counts_after_replayed() {
+    let gw = spawn_gateway().await;
+    let first = notify(&gw, "resumer", "one").await;
+    notify(&gw, "resumer", "two").await;
+    let mut c = gw.connect_with("resumer", &format!("&since={first}")).await;
+    assert_eq!(c.raw_frame().await["type"], "counts", "after ready");
+    let mut kinds = Vec::new();
+    loop {
+        let f = c.raw_frame().await;
+        kinds.push(f["type"].as_str().unwrap().to_owned());
+        if f["type"] == "replayed" {
+            break;
+        }
+    }
+    assert_eq!(kinds, ["notification", "replayed"]);
+    assert_eq!(c.raw_frame().await, json!({"type": "counts", "unread": 2, "unseen": 2}), "right after replayed");
+}
+
+#[tokio::test]
+async fn archived_notifications_leave_the_list_and_come_back_and_lists_filter_by_type_and_related_object() {
+    let gw = spawn_gateway().await;
+    let user = "archivist";
+    let t = gw.token(user);
+    let info = notify(&gw, user, "an info").await;
+    let alert = notify_as(&gw, user, "an alert", "alert").await;
+    let list = |q: &'static str| {
+        let (gw, t) = (&gw, t.clone());
+        async move {
+            let resp = gw.get(&format!("/api/v1/users/{user}/notifications{q}"), &t).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{q}");
+            let page: Value = resp.json().await.unwrap();
+            page["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect::<Vec<_>>()
+        }
+    };
+    let page: Value = gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap().json().await.unwrap();
+    for item in page["items"].as_array().unwrap() {
+        for field in ["read_at", "seen_at", "archived_at", "muted"] {
+            assert!(item.as_object().unwrap().contains_key(field), "{field} in {item}");
+        }
+        assert_eq!(item["muted"], false);
+    }
+    assert_eq!(list("?type=alert").await, [alert]);
+    assert_eq!(list("?type=info").await, [info]);
+    assert_eq!(list("?type=nothing").await, Vec::<i64>::new());
+
+    let archived: Value = post(&gw, user, &format!("{info}/archive")).await.json().await.unwrap();
+    assert!(archived["archived_at"].is_string(), "{archived}");
+    assert_eq!(list("").await, [alert], "archived ones are left out by default");
+    assert_eq!(list("?archived=true").await, [info], "archived=true lists only them");
+    assert_eq!(rest_counts(&gw, user).await, (1, 1), "archived counts in neither");
+    let back: Value = post(&gw, user, &format!("{info}/unarchive")).await.json().await.unwrap();
+    assert_eq!(back["archived_at"], Value::Null);
+    assert_eq!(list("").await, [alert, info]);
+
+    let read: Value = post(&gw, user, &format!("{alert}/read")).await.json().await.unwrap();
+    assert!(read["seen_at"].is_string(), "reading implies seeing: {read}");
+    let unread: Value = post(&gw, user, &format!("{alert}/unread")).await.json().await.unwrap();
+    assert_eq!((unread["read_at"].clone(), unread["seen_at"].is_string()), (Value::Null, true));
+    let seen: Value = post(&gw, user, "seen_all").await.json().await.unwrap();
+    assert_eq!(seen["up_to"], alert.max(info));
+    assert!(seen["seen_at"].is_string());
+    assert_eq!(rest_counts(&gw, user).await, (2, 0));
+}
+
+#[tokio::test]
+async fn related_object_filters_match_the_type_and_the_id() {
+    let gw = spawn_gateway().await;
+    let referee = "referee-9";
+    let mut ids = Vec::new();
+    for m in ["m-1", "m-2"] {
+        let body = json!({"event_type": "match.assigned", "match_id": m, "referee_id": referee, "home_team": "A",
+            "away_team": "B"});
+        let resp = gw.post_event("sgad.matches", &format!("match.assigned.{referee}"), &body).await;
+        assert_eq!(resp.status(), 202);
+        ids.push(resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap());
+    }
+    notify(&gw, referee, "unrelated").await;
+    let t = gw.token(referee);
+    let list = |q: &'static str| {
+        let (gw, t) = (&gw, t.clone());
+        async move {
+            let page: Value = gw
+                .get(&format!("/api/v1/users/{referee}/notifications{q}"), &t)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            page["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("?related_type=match").await, [ids[1], ids[0]]);
+    assert_eq!(list("?related_type=match&related_id=m-1").await, [ids[0]]);
+    assert_eq!(list("?related_type=match&related_id=m-3").await, Vec::<i64>::new());
+    assert_eq!(list("?related_type=stage&related_id=m-1").await, Vec::<i64>::new(), "the id within its type");
+    assert_eq!(list("?type=match&limit=1").await, [ids[1]], "filters apply before the page limit");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404_and_bad_parameters_are_400_with_a_reason() {
+    let gw = spawn_gateway().await;
+    let user = "strict";
+    let theirs = notify(&gw, "someone-else", "not yours").await;
+    for action in ["read", "unread", "archive", "unarchive"] {
+        for id in [theirs, 999_999] {
+            let resp = post(&gw, user, &format!("{id}/{action}")).await;
+            assert_eq!(resp.status(), 404, "{action} {id}");
+            assert_eq!(resp.json::<Value>().await.unwrap()["error"], "not_found");
+        }
+        let resp = post(&gw, user, &format!("abc/{action}")).await;
+        assert_eq!(resp.status(), 400, "{action} abc");
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"], "bad_path");
+    }
+    let t = gw.token(user);
+    for q in ["?archived=maybe", "?related_id=7", "?limit=0&type=info"] {
+        let resp = gw.get(&format!("/api/v1/users/{user}/notifications{q}"), &t).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{q}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "bad_query", "{q}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{q}: a reason");
+    }
+    let other = gw.get("/api/v1/users/someone-else/notifications/counts", &t).send().await.unwrap();
+    assert_eq!(other.status(), 403, "another user's counts");
+}
+
+#[tokio::test]
+async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted() {
+    let gw = spawn_gateway().await;
+    let user = "quiet";
+    let t = gw.token(user);
+    let mut tab = gw.connect(user).await;
+    assert_eq!(tab.counts().await, (0, 0));
+    let put = gw
+        .raw()
+        .put(gw.url(&format!("/api/v1/users/{user}/preferences")))
+        .bearer_auth(&t)
+        .json(&json!({"types": {"digest": "muted", "info": "on"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(put.json::<Value>().await.unwrap()["types"], json!({"digest": "muted", "info": "on"}));
+    let got: Value =
+        gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got, json!({"types": {"digest": "muted", "info": "on"}, "defaults": {}}));
+
+    let muted = notify_as(&gw, user, "weekly digest", "digest").await;
+    let pushed = notify(&gw, user, "an info").await;
+    let f = tab.raw_frame().await;
+    assert_eq!(f["notification"]["id"], pushed, "the muted one is not pushed: {f}");
+    assert_eq!(f["notification"]["prev_id"], 0, "the chain skips the muted row: no gap to fill");
+    assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 1, "unseen": 1}), "nor counted");
+    tab.quiet_for(Duration::from_millis(200)).await;
+    let page: Value = gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap().json().await.unwrap();
+    let stored = page["items"].as_array().unwrap().iter().find(|n| n["id"] == muted).expect("listed");
+    assert_eq!(stored["muted"], true);
+    assert_eq!(rest_counts(&gw, user).await, (1, 1));
+    // Reconnecting from before it does not replay it either.
+    let mut again = gw.connect_with(user, "&since=0").await;
+    let replayed = again.notification().await;
+    assert_eq!(replayed["notification"]["id"], pushed);
+}
+
+#[tokio::test]
+async fn preferences_refuse_bad_bodies_and_other_users() {
+    let gw = spawn_gateway().await;
+    let t = gw.token("prefs");
+    let put = |body: Value, token: String, user: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.raw()
+                .put(gw.url(&format!("/api/v1/users/{user}/preferences")))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for body in [
+        json!({"types": {"digest": "off"}}),
+        json!({"types": {"digest": true}}),
+        json!({"types": {"": "muted"}}),
+        json!({"mute": ["digest"]}),
+        json!(["digest"]),
+    ] {
+        let resp = put(body.clone(), t.clone(), "prefs").await;
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"], "bad_request", "{body}: {err}");
+        assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let resp = put(json!({"types": {}}), t.clone(), "not-prefs").await;
+    assert_eq!(resp.status(), 403);
+    let resp = gw.get("/api/v1/users/not-prefs/preferences", &t).send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = gw.get("/api/v1/users/prefs/preferences", "").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_type_muted_by_default_is_muted_until_the_user_turns_it_on() {
+    let gw = spawn_gateway_with(|s| s.preferences.muted_by_default = vec!["digest".into()]).await;
+    let user = "defaults";
+    let t = gw.token(user);
+    let got: Value =
+        gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got, json!({"types": {}, "defaults": {"digest": "muted"}}));
+    notify_as(&gw, user, "muted by default", "digest").await;
+    assert_eq!(rest_counts(&gw, user).await, (0, 0));
+    let put = gw
+        .raw()
+        .put(gw.url(&format!("/api/v1/users/{user}/preferences")))
+        .bearer_auth(&t)
+        .json(&json!({"types": {"digest": "on"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    notify_as(&gw, user, "turned on", "digest").await;
+    assert_eq!(rest_counts(&gw, user).await, (1, 1));
+}
+
+#[tokio::test]
+async fn counts_frames_reach_the_users_sessions_on_every_node() {
+    let Some((pg, redis)) = fresh_database("counts_across_nodes").await else { return };
+    let a = node(&pg, &redis, "node-a").await;
+    let b = node(&pg, &redis, "node-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("cn-");
+    let mut on_a = a.connect(&user).await;
+    let mut on_b = b.connect(&user).await;
+    assert_eq!(on_a.counts().await, (0, 0));
+    assert_eq!(on_b.counts().await, (0, 0));
+    tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel
+
+    let id = notify(&a, &user, "from a").await;
+    for tab in [&mut on_a, &mut on_b] {
+        assert_eq!(tab.raw_frame().await["notification"]["id"], id);
+        assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 1, "unseen": 1}));
+    }
+    // A REST change on node B: node A's session gets the commit's counts.
+    assert_eq!(post(&b, &user, "seen_all").await.status(), 200);
+    for tab in [&mut on_a, &mut on_b] {
+        let (frame, counts) = change_frames(tab).await;
+        assert_eq!((frame["type"].as_str(), counts), (Some("seen_all"), (1, 0)));
+    }
+    // A broadcast committed on node B: each session on each node derives its counts.
+    let body = json!({"user_id": "system", "title": "all", "message": "m"});
+    let bid = b.post_event("sgad.notifications", "", &body).await.json::<Value>().await.unwrap()["results"][0]
+        ["notification_ids"][0]
+        .as_i64()
+        .unwrap();
+    for tab in [&mut on_a, &mut on_b] {
+        assert_eq!(tab.raw_frame().await["notification"]["id"], bid);
+        assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 2, "unseen": 1}));
+    }
+    assert_eq!(post(&a, &user, &format!("{bid}/read")).await.status(), 200);
+    for tab in [&mut on_a, &mut on_b] {
+        assert_eq!(change_frames(tab).await.1, (1, 0));
+    }
+    assert_eq!(rest_counts(&b, &user).await, (1, 0));
+}
