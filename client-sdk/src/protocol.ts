@@ -235,7 +235,8 @@ export type PreferenceValue = 'on' | 'muted';
 /** `GET /users/{id}/preferences`: what the user set (`types`) and the configured defaults. */
 export interface Preferences {
   types: Record<string, PreferenceValue>;
-  defaults: Record<string, PreferenceValue>;
+  /** The configured defaults (`preferences.muted_by_default`), for types the user did not set. */
+  defaults?: Record<string, PreferenceValue>;
 }
 
 /** Body of every 4xx/5xx answer. */
