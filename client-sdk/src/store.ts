@@ -5,7 +5,8 @@
  * Invariants:
  * - Counts come from the server's `counts` frames (sent after `ready`, after each `replayed`, and whenever they
  *   change): no REST request follows a live frame. REST `counts()` is asked only when no frame can bring them
- *   (the client is disconnected, or the store was created after the frame went by) and once after a `resync`.
+ *   (the client is disconnected, or the store was created after the frame went by). After a `resync` the counts
+ *   come in the `counts` frame that follows the replay (`replayed`), as after every reconnect.
  * - One list per distinct filter (tab + type + related object + page size), fetched once however many
  *   subscribers it has. Its first page is fetched again on the first `connected` (what was committed between
  *   the fetch and `ready` was neither in the page nor pushed live) and on every `stale` event (reconnect, resync,
@@ -166,11 +167,8 @@ export class InboxStore {
     );
     client.on('deleted', ({ ids }) => this._removeIds(ids));
     client.on('purged', () => this._refetchAll());
-    client.on('stale', ({ reason }) => {
-      this._refetchAll();
-      // The `counts` frame after the replay should bring them too; a resync says frames were lost, so ask once.
-      if (reason === 'resync') void this.refreshCounts();
-    });
+    // The lists, once per event; the counts come in the `counts` frame that follows each `replayed`.
+    client.on('stale', () => this._refetchAll());
     client.on('state', ({ newState }) => {
       if (newState !== State.Connected) return;
       const first = !this._everConnected;
