@@ -272,7 +272,7 @@ export class InboxStore {
     try {
       const page = await this.client.list({ ...e.filter, before: nextBefore });
       if (epoch !== e.epoch) return; // a fresh first page replaced what this page continued
-      this._setList(e, this._applyPage(e, page, false));
+      this._setList(e, this._applyPage(e, page, null));
     } catch (err) {
       if (epoch === e.epoch)
         this._setList(e, { ...e.state, loading: false, error: toHeraldError(err, 'request_failed') });
@@ -360,10 +360,12 @@ export class InboxStore {
       do {
         e.again = false;
         const epoch = ++e.epoch;
+        // What arrives while the request is out (live, above this) is not in the page but still there.
+        const known = e.state.items.length > 0 ? e.state.items[0]!.id : -Infinity;
         if (!e.state.loading) this._setList(e, { ...e.state, loading: true });
         try {
           const page = await this.client.list(e.filter);
-          if (epoch === e.epoch) this._setList(e, this._applyPage(e, page, true));
+          if (epoch === e.epoch) this._setList(e, this._applyPage(e, page, known));
         } catch (err) {
           if (epoch === e.epoch)
             this._setList(e, { ...e.state, loading: false, error: toHeraldError(err, 'request_failed') });
@@ -387,18 +389,19 @@ export class InboxStore {
     });
   }
 
-  private _applyPage(e: Entry, page: InboxPage, first: boolean): ListState {
+  /**
+   * Merge a page. `known` (a first page only; null for an older page): the newest id the list had when the
+   * request went out. A first page is the truth for everything from its oldest item up (from the bottom when it
+   * is the last page): what it lacks there left the list, unless it arrived live while the request was out.
+   */
+  private _applyPage(e: Entry, page: InboxPage, known: number | null): ListState {
     const s = e.state;
+    const first = known !== null;
     let items = s.items;
-    if (first && page.items.length > 0) {
-      // A fresh first page is the truth for the ids it spans: what it lacks there left the list while we were
-      // not listening. Newer ids may have arrived live since.
+    if (first) {
       const ids = new Set(page.items.map((n) => n.id));
-      const newest = page.items[0]!.id;
       const oldest = page.has_more ? page.items[page.items.length - 1]!.id : -Infinity;
-      items = items.filter((n) => ids.has(n.id) || n.id > newest || n.id < oldest);
-    } else if (first) {
-      items = items.filter((n) => n.id > Number.MAX_SAFE_INTEGER); // an empty first page: nothing is left
+      items = items.filter((n) => ids.has(n.id) || n.id > known || n.id < oldest);
     }
     const byId = new Map(items.map((n) => [n.id, n]));
     for (const n of page.items) byId.set(n.id, n);

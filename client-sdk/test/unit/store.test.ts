@@ -101,4 +101,21 @@ describe('the inbox store', () => {
     store.subscribeList(f, () => {});
     await settled(() => server.count(lists) === 2);
   });
+
+  it('a first page fetched again drops what left the server, even items newer than the page', async () => {
+    const { WS, server, store } = await setup([1, 2, 3]);
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    await settled(() => store.getList(f).loaded);
+    // Erased on the server (a purge) but for the oldest; then a refetch, while a new one arrives live.
+    server.inbox.delete(2);
+    server.inbox.delete(3);
+    const refetch = store.refreshAll();
+    const n = makeNotification(4);
+    server.inbox.set(4, n);
+    WS.last.receive({ type: 'notification', event_type: 'e', body: {}, notification: n });
+    await refetch;
+    await settled(() => !store.getList(f).loading);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([4, 1]);
+  });
 });
