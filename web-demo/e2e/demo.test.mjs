@@ -191,9 +191,22 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await until('the first page', async () => (await items(tab1).count()) === 20);
   assert.match(await items(tab1).first().textContent(), /week 20 is closed/);
   // The second page: on "Load more" (or by itself, when the end of the list scrolls into view).
+  await tab1.bringToFront(); // a background tab draws no frames: a click would wait for one
   const more = inbox(tab1).getByRole('button', { name: 'Load more' });
-  await more.click({ timeout: 2000 }).catch(() => undefined);
-  await until('the second page', async () => (await items(tab1).count()) === 21);
+  const requests = [];
+  const onRequest = (r) => r.url().includes('/notifications') && requests.push(`${r.method()} ${r.url()}`);
+  tab1.on('request', onRequest);
+  await until(
+    'the second page',
+    async () => {
+      if ((await more.count()) > 0 && (await more.isEnabled())) await more.click({ timeout: 1000 });
+      return (await items(tab1).count()) === 21;
+    },
+    15_000,
+  ).catch((e) => {
+    throw new Error(`${e.message}; requests: ${requests.join(' | ')}`);
+  });
+  tab1.off('request', onRequest);
   assert.equal(await inbox(tab1).getByRole('button', { name: 'Load more' }).count(), 0);
   assert.equal(await item(tab1, BROADCAST).count(), 1, 'the broadcast is in the history');
   assert.equal(await item(tab1, STAGE).count(), 0, 'the deleted one stays deleted');
