@@ -1563,4 +1563,18 @@ mod tests {
         let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", "redis://a:1"), ("HERALD__CLUSTER__REDIS_MODE", "sentinel")]);
         assert!(e.contains("cluster.redis_mode"), "{e}");
     }
+
+    #[test]
+    fn preferences_muted_by_default_is_empty_by_default_takes_a_list_and_refuses_blank_or_repeated_types() {
+        assert!(Settings::defaults().preferences.muted_by_default.is_empty());
+        let s =
+            Settings::load(None, env(&[("HERALD__PREFERENCES__MUTED_BY_DEFAULT", "digest,weekly_report")])).unwrap();
+        assert_eq!(s.preferences.muted_by_default, ["digest", "weekly_report"]);
+        for bad in ["digest, ", "digest,digest", &"x".repeat(MAX_PREFERENCE_TYPE_LEN + 1)] {
+            let e = err(&[("HERALD__PREFERENCES__MUTED_BY_DEFAULT", bad)]);
+            assert!(e.contains("preferences.muted_by_default"), "{bad}: {e}");
+        }
+        let e = err(&[("HERALD__PREFERENCES__MUTE", "x")]);
+        assert!(e.contains("preferences") || e.contains("mute"), "unknown keys are refused: {e}");
+    }
 }

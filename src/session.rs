@@ -16,7 +16,7 @@
 //! - A stalled client never delays anyone else: its outbox overflows into a resync or a 4008 close, and a write
 //!   that takes longer than `write_timeout` ends the session.
 //! - `counts`: read with the opening position in one snapshot and sent right after `ready`, read again after
-//!   each `replayed`; between those, absolute counts come from commits (a targeted notification, a REST change)
+//!   each replay (sent after `replayed`, or after a silent replay only when they changed); between those, absolute counts come from commits (a targeted notification, a REST change)
 //!   and each broadcast this session delivers adds one unread and one unseen in memory, unless the last absolute
 //!   counts already included it (their `broadcast_up_to`) — a broadcast costs no store read per session.
 
@@ -94,8 +94,9 @@ enum Loaded {
     /// The newest id of each chain, the user's counts in the same snapshot and, when a client asked for a
     /// replay, how far history was pruned.
     Latest(Position, Counts, Option<Position>),
-    /// The user's counts after a replay, with the newest ids they include.
-    Counts(Position, Counts),
+    /// The user's counts after a replay, with the newest ids they include; `true` after an announced replay
+    /// (sent even when unchanged, right after `replayed`).
+    Counts(Position, Counts, bool),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
 }
@@ -209,9 +210,14 @@ impl<'a> Session<'a> {
                         Ok(Loaded::Latest(latest, counts, floor)) => {
                             self.on_latest(latest, counts, floor, &session_id).await
                         }
-                        Ok(Loaded::Counts(at, counts)) => {
-                            self.absolute_counts(counts, at.broadcast);
-                            self.send_counts().await
+                        Ok(Loaded::Counts(at, counts, announced)) => {
+                            let before = self.counts;
+                            let now = self.absolute_counts(counts, at.broadcast);
+                            if announced || before != Some(now) {
+                                self.send_counts().await
+                            } else {
+                                Ok(())
+                            }
                         }
                         Ok(Loaded::Page(items)) => self.on_page(items).await,
                         Err(failed) => Err(self.store_failed(failed).await),
@@ -316,11 +322,11 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn read_counts(&self) -> PendingRead {
+    fn read_counts(&self, announced: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
             let (at, counts) = store.opening(&user).await?;
-            Ok(Loaded::Counts(at, counts))
+            Ok(Loaded::Counts(at, counts, announced))
         })
     }
 
@@ -529,9 +535,11 @@ impl<'a> Session<'a> {
         // them was deleted meanwhile, so they go out without another fill.
         let mut held = std::mem::take(&mut self.held);
         self.deliver(&mut held, false).await?;
-        if replay.announced && self.pending.is_none() {
-            // What the replay changed: the counts, read again (live frames wait for it, as for a page).
-            self.pending = Some(self.read_counts());
+        if self.pending.is_none() {
+            // The counts, read again: a replay may follow a loss (an overflow, Redis) that took counts frames
+            // with it. Live frames wait for the read, as for a page. After a silent replay (a gap fill, a
+            // catch-up) they are sent only when they changed.
+            self.pending = Some(self.read_counts(replay.announced));
         }
         Ok(())
     }

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::{ApiError, AppState, Path};
 use crate::auth::Scope;
-use crate::fanout::Message;
 use crate::config::MAX_PREFERENCE_TYPE_LEN;
+use crate::fanout::Message;
 use crate::inbox::{Change, ListQuery};
 use crate::protocol::{
     format_ts, Counts, InboxPage, Notification, Preferences, PreferencesUpdate, ServerFrame, TypeSetting, UnreadCount,

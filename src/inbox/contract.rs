@@ -50,7 +50,8 @@ async fn everything(store: &dyn Store, user: &str) -> Vec<Notification> {
     for archived in [false, true] {
         let mut before = None;
         loop {
-            let page = store.list(user, ListQuery { limit: 100, before, archived, ..Default::default() }).await.unwrap();
+            let page =
+                store.list(user, ListQuery { limit: 100, before, archived, ..Default::default() }).await.unwrap();
             before = page.last().map(|n| n.id);
             let done = page.len() < 100;
             all.extend(page);
@@ -168,7 +169,10 @@ async fn counters_follow_every_targeted_state_change(store: &dyn Store) {
     assert!(back.archived_at.is_none() && back.read_at.is_some());
     let c = counts_match_rows(store, u, "unarchive").await;
     assert_eq!((c.unread, c.unseen), (start.unread + 1, start.unseen));
-    assert_eq!(store.counts("cnt-t-other").await.unwrap().unread, counts_match_rows(store, "cnt-t-other", "x").await.unread);
+    assert_eq!(
+        store.counts("cnt-t-other").await.unwrap().unread,
+        counts_match_rows(store, "cnt-t-other", "x").await.unread
+    );
 
     assert!(store.delete(u, a).await.unwrap());
     let c = counts_match_rows(store, u, "delete an unread one").await;
@@ -270,9 +274,8 @@ async fn lists_filter_by_archived_type_and_related_object(store: &dyn Store) {
     n.related_object = Some(RelatedObject { kind: "order".into(), id: "o-1".into() });
     let broadcast = stored(store, Write::Notify(n)).await[0].id;
 
-    let ids = |q: ListQuery| async move {
-        store.list(u, q).await.unwrap().into_iter().map(|n| n.id).collect::<Vec<_>>()
-    };
+    let ids =
+        |q: ListQuery| async move { store.list(u, q).await.unwrap().into_iter().map(|n| n.id).collect::<Vec<_>>() };
     let by_type = ListQuery { limit: 100, kind: Some("invoice".into()), ..Default::default() };
     assert_eq!(ids(by_type.clone()).await, [broadcast, other_order, invoice]);
     let comments = ListQuery { limit: 100, kind: Some("comment".into()), ..Default::default() };
@@ -297,7 +300,11 @@ async fn lists_filter_by_archived_type_and_related_object(store: &dyn Store) {
     assert_eq!(ids(ListQuery { unread_only: true, ..by_type }).await, [other_order]);
     counts_match_rows(store, u, "filters").await;
     assert!(
-        store.list("flt-other", ListQuery { limit: 100, archived: true, ..Default::default() }).await.unwrap().is_empty(),
+        store
+            .list("flt-other", ListQuery { limit: 100, archived: true, ..Default::default() })
+            .await
+            .unwrap()
+            .is_empty(),
         "archiving a broadcast is per user"
     );
 }

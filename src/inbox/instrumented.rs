@@ -63,12 +63,7 @@ impl Store for Instrumented {
         (self.hook)(Read::Latest, user).await;
         self.inner.opening(user).await
     }
-    async fn change(
-        &self,
-        user: &str,
-        id: i64,
-        change: super::Change,
-    ) -> Result<Option<Notification>, StoreError> {
+    async fn change(&self, user: &str, id: i64, change: super::Change) -> Result<Option<Notification>, StoreError> {
         self.inner.change(user, id, change).await
     }
     async fn seen_all(&self, user: &str) -> Result<super::SeenAll, StoreError> {

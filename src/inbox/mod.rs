@@ -260,7 +260,12 @@ impl Tally {
 
 impl RowState {
     pub fn of(n: &Notification) -> RowState {
-        RowState { read: n.read_at.is_some(), seen: n.seen_at.is_some(), hidden: n.archived_at.is_some(), muted: n.muted }
+        RowState {
+            read: n.read_at.is_some(),
+            seen: n.seen_at.is_some(),
+            hidden: n.archived_at.is_some(),
+            muted: n.muted,
+        }
     }
 }
 
@@ -424,7 +429,8 @@ pub async fn open(
 ) -> Result<Arc<dyn Store>, StoreError> {
     let backend: Arc<dyn Store> = match settings.store_location() {
         StoreLocation::Sqlite(path) => Arc::new(
-            SqliteStore::open(&path, &settings.store, listener)?.muting_by_default(&settings.preferences.muted_by_default),
+            SqliteStore::open(&path, &settings.store, listener)?
+                .muting_by_default(&settings.preferences.muted_by_default),
         ),
         StoreLocation::Postgres(url) => Arc::new(
             PostgresStore::open(&url, &settings.store, listener)

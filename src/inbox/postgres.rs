@@ -73,7 +73,6 @@ fn migrator() -> Migrator {
     ])
 }
 
-
 /// The columns of a targeted row, in [`notification`]'s order.
 macro_rules! columns {
     () => {
@@ -278,7 +277,6 @@ fn pool(max_connections: u32) -> PgPoolOptions {
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(|conn, _| Box::pin(async move { sqlx::query(STATEMENT_TIMEOUT).execute(conn).await.map(drop) }))
 }
-
 
 impl PostgresStore {
     /// Connect to `url`, apply the migrations, and start this node's writer.
@@ -701,14 +699,10 @@ async fn upsert_deltas(c: &mut PgConnection, tally: &mut Tally) -> sqlx::Result<
         return Ok(Vec::new());
     }
     let deltas = std::mem::take(&mut tally.deltas);
-    let mut cols: (Vec<String>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
-    for (user, d) in deltas {
-        cols.0.push(user);
-        cols.1.push(d.unread);
-        cols.2.push(d.unseen);
-        cols.3.push(d.unread_adj);
-        cols.4.push(d.unseen_adj);
-    }
+    let users: Vec<String> = deltas.keys().cloned().collect();
+    let column = |f: fn(&Counters) -> i64| -> Vec<i64> { users.iter().map(|u| f(&deltas[u])).collect() };
+    let cols =
+        (users.clone(), column(|d| d.unread), column(|d| d.unseen), column(|d| d.unread_adj), column(|d| d.unseen_adj));
     let rows = sqlx::query(
         "INSERT INTO inbox_counts AS c (user_id, unread, unseen, unread_adj, unseen_adj)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
@@ -895,7 +889,11 @@ fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], liste
     }
 }
 
-async fn run(pool: &PgPool, batch: &[Job], muted: &MutedDefaults) -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
+async fn run(
+    pool: &PgPool,
+    batch: &[Job],
+    muted: &MutedDefaults,
+) -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
     let now = now_millis();
     let mut tx = pool.begin().await.map_err(store_error)?;
     let answers = async {
@@ -1071,14 +1069,12 @@ async fn set_preferences(c: &mut PgConnection, user: &str, types: &BTreeMap<Stri
     }
     let kinds: Vec<String> = types.keys().map(|k| text(k).into_owned()).collect();
     let settings: Vec<&str> = types.values().map(|s| setting_name(*s)).collect();
-    sqlx::query(
-        "INSERT INTO preferences (user_id, type, setting) SELECT $1, * FROM UNNEST($2::text[], $3::text[])",
-    )
-    .bind(user)
-    .bind(kinds)
-    .bind(settings)
-    .execute(&mut *c)
-    .await?;
+    sqlx::query("INSERT INTO preferences (user_id, type, setting) SELECT $1, * FROM UNNEST($2::text[], $3::text[])")
+        .bind(user)
+        .bind(kinds)
+        .bind(settings)
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 
@@ -1259,7 +1255,10 @@ async fn mark_all_read(
     .bind(now)
     .execute(&mut *c)
     .await?;
-    sqlx::query("UPDATE broadcast_state SET unread = FALSE WHERE user_id = $1 AND unread").bind(user).execute(&mut *c).await?;
+    sqlx::query("UPDATE broadcast_state SET unread = FALSE WHERE user_id = $1 AND unread")
+        .bind(user)
+        .execute(&mut *c)
+        .await?;
     // Everything is read, so seen: every counter restarts from the watermarks (see `Counters`).
     sqlx::query(
         "INSERT INTO inbox_counts (user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj)
@@ -1479,7 +1478,9 @@ mod tests {
                 format!("INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ('bob', {b2}, now())"),
                 format!("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('bob', {b3}, now())"),
                 format!("INSERT INTO broadcast_state (user_id, notification_id, deleted) VALUES ('bob', {b4}, TRUE)"),
-                format!("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', {b1}, now())"),
+                format!(
+                    "INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', {b1}, now())"
+                ),
             ] {
                 sqlx::query(AssertSqlSafe(sql)).execute(&old).await.unwrap();
             }

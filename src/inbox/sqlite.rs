@@ -511,7 +511,8 @@ impl Store for SqliteStore {
         let user = user.to_owned();
         self.read(move |c| {
             let mut stmt = c.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
-            let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
+            let rows =
+                stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
             Ok(Preferences { types: rows.collect::<rusqlite::Result<_>>()?, defaults: BTreeMap::new() })
         })
         .await
@@ -772,7 +773,8 @@ impl Prefs {
         let mut stmt = tx.prepare_cached(
             "SELECT user_id, type, setting FROM preferences WHERE user_id IN (SELECT value FROM json_each(?1))",
         )?;
-        let rows = stmt.query_map([list], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let rows =
+            stmt.query_map([list], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         for row in rows {
             let (user, kind, setting) = row?;
             prefs.users.entry(user).or_default().insert(kind, setting_from(&setting));
@@ -786,7 +788,8 @@ impl Prefs {
     fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
         if !self.users.contains_key(user) {
             let mut stmt = tx.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
-            let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
+            let rows =
+                stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
             let set = rows.collect::<rusqlite::Result<_>>()?;
             self.users.insert(user.to_owned(), set);
         }
@@ -1030,8 +1033,11 @@ fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusql
 fn set_preferences(tx: &Transaction<'_>, user: &str, types: &BTreeMap<String, TypeSetting>) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([user])?;
     for (kind, setting) in types {
-        tx.prepare_cached("INSERT INTO preferences (user_id, type, setting) VALUES (?1, ?2, ?3)")?
-            .execute(params![user, kind, setting_name(*setting)])?;
+        tx.prepare_cached("INSERT INTO preferences (user_id, type, setting) VALUES (?1, ?2, ?3)")?.execute(params![
+            user,
+            kind,
+            setting_name(*setting)
+        ])?;
     }
     Ok(())
 }
@@ -1373,13 +1379,7 @@ fn seen_all(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>, tally: &mut Ta
     Ok(SeenAll { up_to, seen_at: from_millis(at) })
 }
 
-fn delete(
-    tx: &Transaction<'_>,
-    user: &str,
-    id: i64,
-    now: DateTime<Utc>,
-    tally: &mut Tally,
-) -> rusqlite::Result<bool> {
+fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>, tally: &mut Tally) -> rusqlite::Result<bool> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(false);
     };
@@ -1397,7 +1397,6 @@ fn delete(
     tally_change(tx, tally, user, &n, gone)?;
     Ok(true)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1486,8 +1485,11 @@ mod tests {
                 [],
             )
             .unwrap();
-            old.execute("INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', ?1, 9)", [b1])
-                .unwrap();
+            old.execute(
+                "INSERT INTO broadcast_state (user_id, notification_id, read_at) VALUES ('alice', ?1, 9)",
+                [b1],
+            )
+            .unwrap();
         }
         let store = open(&dir);
         let expect = [("alice", 1 + 3, 1 + 3), ("bob", 1, 1), ("carol", 4, 4)];
@@ -1576,9 +1578,10 @@ mod tests {
         use crate::inbox::contract::{draft, CountsRecorder};
         let dir = tempfile::tempdir().unwrap();
         let recorder = Arc::new(CountsRecorder::default());
-        let store = SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, Some(recorder.clone()))
-            .unwrap()
-            .muting_by_default(&["digest".into()]);
+        let store =
+            SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, Some(recorder.clone()))
+                .unwrap()
+                .muting_by_default(&["digest".into()]);
         let heard = || recorder.0.lock().unwrap().len();
         let n = store.apply(vec![Write::Notify(draft("l-1", Recipients::Users(vec!["u".into(), "v".into()])))]);
         let WriteOutcome::Stored(rows) = n.await.unwrap().pop().unwrap() else { panic!() };
@@ -1594,7 +1597,11 @@ mod tests {
         };
         assert!(muted[0].muted, "muted by default");
         assert_eq!(heard(), before, "a muted notification changes no counts");
-        assert_eq!(store.counts("u").await.unwrap(), Counts { unread: 2, unseen: 2 }, "the broadcast counts, the digest not");
+        assert_eq!(
+            store.counts("u").await.unwrap(),
+            Counts { unread: 2, unseen: 2 },
+            "the broadcast counts, the digest not"
+        );
         store.change("u", rows[0].id, Change::Read).await.unwrap().unwrap();
         assert_eq!(recorder.last("u"), Some(Counts { unread: 1, unseen: 1 }));
         store.seen_all("u").await.unwrap();

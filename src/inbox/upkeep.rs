@@ -103,19 +103,12 @@ impl Store for Monitored {
         self.record(self.inner.mark_read(user, id).await)
     }
     async fn counts(&self, user: &str) -> Result<crate::protocol::Counts, StoreError> {
-        
         self.inner.counts(user).await
     }
     async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts), StoreError> {
-        
         self.inner.opening(user).await
     }
-    async fn change(
-        &self,
-        user: &str,
-        id: i64,
-        change: super::Change,
-    ) -> Result<Option<Notification>, StoreError> {
+    async fn change(&self, user: &str, id: i64, change: super::Change) -> Result<Option<Notification>, StoreError> {
         self.record(self.inner.change(user, id, change).await)
     }
     async fn seen_all(&self, user: &str) -> Result<super::SeenAll, StoreError> {

@@ -179,7 +179,8 @@ async fn archived_notifications_leave_the_list_and_come_back_and_lists_filter_by
             page["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect::<Vec<_>>()
         }
     };
-    let page: Value = gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap().json().await.unwrap();
+    let page: Value =
+        gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap().json().await.unwrap();
     for item in page["items"].as_array().unwrap() {
         for field in ["read_at", "seen_at", "archived_at", "muted"] {
             assert!(item.as_object().unwrap().contains_key(field), "{field} in {item}");
@@ -299,7 +300,8 @@ async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted() {
     assert_eq!(f["notification"]["prev_id"], 0, "the chain skips the muted row: no gap to fill");
     assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 1, "unseen": 1}), "nor counted");
     tab.quiet_for(Duration::from_millis(200)).await;
-    let page: Value = gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap().json().await.unwrap();
+    let page: Value =
+        gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap().json().await.unwrap();
     let stored = page["items"].as_array().unwrap().iter().find(|n| n["id"] == muted).expect("listed");
     assert_eq!(stored["muted"], true);
     assert_eq!(rest_counts(&gw, user).await, (1, 1));

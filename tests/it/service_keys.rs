@@ -67,6 +67,26 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
         ("GET notifications", Scope::InboxRead, get(http, url("/api/v1/users/alice/notifications")), 200),
         ("GET unread_count", Scope::InboxRead, get(http, url("/api/v1/users/alice/notifications/unread_count")), 200),
         ("GET alias", Scope::InboxRead, get(http, url("/api/v1/aliases/student/s-1")), 404),
+        ("GET counts", Scope::InboxRead, get(http, url("/api/v1/users/alice/notifications/counts")), 200),
+        ("GET preferences", Scope::InboxRead, get(http, url("/api/v1/users/alice/preferences")), 200),
+        ("POST seen_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/seen_all")), 200),
+        ("POST unread", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/unread")), 404),
+        ("POST archive", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/archive")), 404),
+        (
+            "POST unarchive",
+            Scope::InboxWrite,
+            post(http, url("/api/v1/users/alice/notifications/999999/unarchive")),
+            404,
+        ),
+        (
+            "PUT preferences",
+            Scope::InboxWrite,
+            Box::new({
+                let (u, http) = (url("/api/v1/users/alice/preferences"), http.clone());
+                move |key| http.put(&u).bearer_auth(key).json(&json!({"types": {"digest": "muted"}}))
+            }),
+            200,
+        ),
         ("POST read_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/read_all")), 200),
         ("POST read", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/read")), 404),
         (
