@@ -34,7 +34,7 @@ export interface InboxProps extends CommonProps {
   headingRef?: Ref<HTMLHeadingElement>;
   /** Disable the actions (e.g. while the server is out of reach). */
   disabled?: boolean;
-  /** An item was activated (its title is a button then): open what it is about. */
+  /** An item was activated (its title is a button then): open what it is about. It is marked read too. */
   onItemClick?: (n: Notification) => void;
   /** An icon before each item. */
   renderIcon?: (n: Notification) => ReactNode;
@@ -286,7 +286,14 @@ function Item({
       <div className="herald-item__body">
         <p className="herald-item__title">
           {onItemClick ? (
-            <button type="button" className="herald-link" onClick={() => onItemClick(n)}>
+            <button
+              type="button"
+              className="herald-link"
+              onClick={() => {
+                if (unread && !disabled) onAction(list.markRead);
+                onItemClick(n);
+              }}
+            >
               {title}
             </button>
           ) : (

@@ -11,7 +11,7 @@ export interface ToastsProps extends CommonProps {
   max?: number;
   /** Offer "Mark read" on each toast (default true). */
   showMarkRead?: boolean;
-  /** A toast's title was activated (it is a button then): open what it is about. */
+  /** A toast's title was activated (it is a button then): open what it is about. It is marked read too. */
   onToastClick?: (n: Notification) => void;
   /** An icon before each toast. */
   renderIcon?: (n: Notification) => ReactNode;
@@ -73,7 +73,13 @@ export function Toasts(props: ToastsProps) {
             markReadText={showMarkRead ? s.markRead : null}
             markReadLabel={s.actionOn(s.markRead, n.title)}
             icon={props.renderIcon?.(n)}
-            onTitle={props.onToastClick && (() => props.onToastClick!(n))}
+            onTitle={
+              props.onToastClick &&
+              (() => {
+                markRead(n.id);
+                props.onToastClick!(n);
+              })
+            }
             onDismiss={() => dismiss(n.id)}
             onRead={() => markRead(n.id)}
           />

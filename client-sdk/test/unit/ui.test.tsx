@@ -217,6 +217,17 @@ describe('<Inbox>', () => {
     expect(screen.getAllByRole('listitem').map((r) => r.dataset.id)).toEqual(['7']);
   });
 
+  it('onItemClick makes each title a button that opens the item and marks it read', async () => {
+    const t = setup([1]);
+    const opened: number[] = [];
+    render(<Inbox onItemClick={(n) => opened.push(n.id)} />, { wrapper: t.wrapper });
+    await t.live({ unread: 1, unseen: 1 });
+    fireEvent.click(await screen.findByRole('button', { name: 'Unread: title 1' }));
+    expect(opened).toEqual([1]);
+    await screen.findByRole('button', { name: 'Mark unread: title 1' });
+    expect(t.server.count(/POST \/notifications\/1\/read/)).toBe(1);
+  });
+
   it('shows an empty state per tab', async () => {
     const t = setup([]);
     render(<Inbox />, { wrapper: t.wrapper });
