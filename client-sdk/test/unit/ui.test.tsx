@@ -1,5 +1,7 @@
 // @vitest-environment jsdom
 import { act, cleanup, fireEvent, render, renderHook, screen, waitFor, within } from '@testing-library/react';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { ReactNode } from 'react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HeraldClient } from '../../src';
@@ -226,6 +228,18 @@ describe('<Inbox>', () => {
     expect(opened).toEqual([1]);
     await screen.findByRole('button', { name: 'Mark unread: title 1' });
     expect(t.server.count(/POST \/notifications\/1\/read/)).toBe(1);
+  });
+
+  it('takes a theme (data-theme) and a class; the styles follow prefers-color-scheme unless data-theme says', async () => {
+    const t = setup([]);
+    render(<Inbox theme="dark" className="mine" />, { wrapper: t.wrapper });
+    const root = screen.getByRole('region', { name: 'Notifications' });
+    expect(root.getAttribute('data-theme')).toBe('dark');
+    expect(root.className).toBe('herald herald-inbox mine');
+    const css = readFileSync(join(__dirname, '../../src/ui/styles.css'), 'utf8');
+    expect(css).toMatch(/@media \(prefers-color-scheme: dark\) \{\s*\.herald \{/);
+    expect(css).toContain("[data-theme='dark'] .herald,\n.herald[data-theme='dark'] {");
+    expect(css).toContain("[data-theme='light'] .herald,\n.herald[data-theme='light'] {");
   });
 
   it('shows an empty state per tab', async () => {
