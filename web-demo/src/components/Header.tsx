@@ -4,6 +4,7 @@ import { useHeraldClient } from '@herald/client/react';
 import { LINK_LABELS, type Link } from '../link';
 import { shortId } from '../format';
 import { BrandMark } from './BrandMark';
+import { TypeIcon } from './TypeIcon';
 
 const PANEL_BELL = new URLSearchParams(window.location.search).get('bell') === 'panel';
 
@@ -35,7 +36,11 @@ export function Header({
           `?bell=panel` shows the drop-in variant: the bell opens the inbox in a panel of its own.
         */}
         {PANEL_BELL ? (
-          <NotificationBell count="unread" align="end" inboxProps={{ showDelete: true }} />
+          <NotificationBell
+            count="unread"
+            align="end"
+            inboxProps={{ showDelete: true, renderIcon: (n) => <TypeIcon type={n.type} /> }}
+          />
         ) : (
           <NotificationBell count="unread" panel={false} onClick={onBell} />
         )}
