@@ -118,4 +118,28 @@ describe('the inbox store', () => {
     await settled(() => !store.getList(f).loading);
     expect(store.getList(f).items.map((x) => x.id)).toEqual([4, 1]);
   });
+
+  it('lists put off for the first connect are fetched when the socket cannot open (a server down)', async () => {
+    const WS = createFakeWebSocket();
+    WS.autoOpen = false;
+    const server = fakeServer([1]);
+    const client = new HeraldClient({
+      url: 'http://h',
+      userId: 'u1',
+      getToken: async () => 't',
+      WebSocket: WS,
+      fetch: server.fetch,
+      backoff: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+    });
+    const store = getInboxStore(client);
+    client.connect();
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    await tick();
+    expect(server.count(/^GET \/notifications\?/)).toBe(0); // waiting for `connected`
+    WS.last.fail();
+    await settled(() => store.getList(f).loaded);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([1]);
+    client.close();
+  });
 });
