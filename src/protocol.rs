@@ -20,7 +20,8 @@ pub struct Notification {
     /// The position: ids only grow, in commit order, and a user sees their notifications in id order.
     pub id: i64,
     /// The previous id in this notification's chain (0 for the first): for a targeted notification, this
-    /// user's previous targeted one; for a broadcast, the previous broadcast. A client whose cursor for that
+    /// user's previous targeted one that is not muted (muted ones are never pushed); for a broadcast, the
+    /// previous broadcast. A client whose cursor for that
     /// chain is `L` has missed something exactly when `prev_id > L`.
     pub prev_id: i64,
     /// `null` for a broadcast (visible to every user).

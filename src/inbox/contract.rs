@@ -73,6 +73,25 @@ async fn counts_match_rows(store: &dyn Store, user: &str, step: &str) -> Counts 
     };
     let counts = store.counts(user).await.unwrap();
     assert_eq!(counts, truth, "{user}, after {step}: the counters disagree with the rows");
+    // The `unread=true` list agrees with both (it lists muted ones, which do not count).
+    let mut unread_listed = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list(user, ListQuery { limit: 100, before, unread_only: true, ..Default::default() });
+        let page = page.await.unwrap();
+        before = page.last().map(|n| n.id);
+        let done = page.len() < 100;
+        unread_listed.extend(page);
+        if done {
+            break;
+        }
+    }
+    assert!(unread_listed.iter().all(|n| n.read_at.is_none() && n.archived_at.is_none()), "{user}, {step}");
+    assert_eq!(
+        unread_listed.iter().filter(|n| !n.muted).count() as u64,
+        truth.unread,
+        "{user}, after {step}: the unread list disagrees with the rows"
+    );
     assert_eq!(store.unread_count(user).await.unwrap(), truth.unread, "{user}: unread_count is counts.unread");
     let (_, opening) = store.opening(user).await.unwrap();
     assert_eq!(opening, truth, "{user}, after {step}: the opening snapshot's counts");

@@ -15,7 +15,8 @@
 //!   (`prev_id`) skips muted rows, so not pushing them leaves no gap.
 //! - Notification ids only grow in commit order: a reader that saw id N never later sees a new id ≤ N.
 //! - Each stored notification links to the previous one of its chain (`prev_id`): a targeted row to that user's
-//!   previous targeted row, a broadcast to the previous broadcast. Chains never link to each other.
+//!   previous targeted row that is not muted, a broadcast to the previous broadcast. Chains never link to each
+//!   other.
 //! - [`Store::apply`] returns only after the batch is durably committed; callers ack/answer after that.
 //! - A write the store cannot make (full disk, read-only or deleted database file, database down) fails with
 //!   [`StoreError::Unavailable`], never with an acknowledgement; [`Monitored`] then reports the store not ready

@@ -617,7 +617,8 @@ export interface components {
             /**
              * Format: int64
              * @description The previous id in this notification's chain (0 for the first): for a targeted notification, this
-             *     user's previous targeted one; for a broadcast, the previous broadcast. A client whose cursor for that
+             *     user's previous targeted one that is not muted (muted ones are never pushed); for a broadcast, the
+             *     previous broadcast. A client whose cursor for that
              *     chain is `L` has missed something exactly when `prev_id > L`.
              */
             prev_id: number;
