@@ -34,8 +34,9 @@ if [ -f client-sdk/package.json ]; then
   cargo build --bin herald
   export HERALD_BIN="$PWD/target/debug/herald"
   suite "client-sdk: install" bash -c 'cd client-sdk && npm ci --no-audit --no-fund'
-  suite "client-sdk: build + package lint" bash -c 'cd client-sdk && npm run build && npm run lint:package'
-  suite "client-sdk: tests" bash -c 'cd client-sdk && npm test'
+  suite "client-sdk: build + package lint (publint, attw: ., ./react, ./ui)" bash -c 'cd client-sdk && npm run build && npm run lint:package'
+  suite "client-sdk: UI component tests (vitest + testing-library, jsdom)" bash -c 'cd client-sdk && npm run test:ui'
+  suite "client-sdk: tests" bash -c 'cd client-sdk && npm test -- --exclude test/unit/ui.test.tsx'
 fi
 
 # Web demo: unit tests, then the end-to-end test: Debian's chromium (playwright-core, no browser download)
@@ -49,6 +50,7 @@ if [ -f web-demo/package.json ]; then
   suite "web-demo: install" bash -c 'cd web-demo && npm ci --no-audit --no-fund'
   suite "web-demo: typecheck + unit tests" bash -c 'cd web-demo && npm run typecheck && npm test'
   suite "web-demo: build + end-to-end test in chromium" bash -c 'cd web-demo && npm run test:e2e'
+  suite "web-demo: axe accessibility check of the components in chromium" bash -c 'cd web-demo && npm run test:a11y'
 fi
 
 # Admin console: typecheck and unit tests, then its end-to-end test in chromium against the real gateway (the

@@ -23,7 +23,7 @@
 import { Cursors, type Position } from './cursors';
 import { Emitter } from './emitter';
 import { HeraldError, toHeraldError } from './errors';
-import { CloseCode, parseServerFrame, type ServerFrame } from './protocol';
+import { CloseCode, parseServerFrame, type PreferenceValue, type ServerFrame } from './protocol';
 import { Inbox, type ListOptions } from './rest';
 import { apiUrl } from './utils';
 import {
@@ -150,6 +150,29 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   }
   delete(id: number) {
     return this._inbox.delete(id);
+  }
+  markUnread(id: number) {
+    return this._inbox.markUnread(id);
+  }
+  archive(id: number) {
+    return this._inbox.archive(id);
+  }
+  unarchive(id: number) {
+    return this._inbox.unarchive(id);
+  }
+  /** The bell was opened: the unseen count drops to 0 (a `counts` frame tells every tab). */
+  markAllSeen() {
+    return this._inbox.markAllSeen();
+  }
+  /** `{ unread, unseen }` over REST; a connected client gets them pushed (`counts` event) instead. */
+  counts() {
+    return this._inbox.counts();
+  }
+  getPreferences() {
+    return this._inbox.getPreferences();
+  }
+  setPreferences(types: Record<string, PreferenceValue>) {
+    return this._inbox.setPreferences(types);
   }
 
   private _setState(next: State): void {
@@ -359,6 +382,17 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         break;
       case 'deleted':
         this._emit('deleted', { ids: frame.ids });
+        break;
+      case 'unread':
+      case 'archived':
+      case 'unarchived':
+        this._emit(frame.type, { ids: frame.ids });
+        break;
+      case 'seen_all':
+        this._emit('seen_all', { upTo: frame.up_to, seenAt: frame.seen_at });
+        break;
+      case 'counts':
+        this._emit('counts', { unread: frame.unread, unseen: frame.unseen });
         break;
       case 'purged':
         this._emit('purged', {});

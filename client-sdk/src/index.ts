@@ -3,6 +3,9 @@ export { HeraldError } from './errors';
 export { State } from './types';
 export type {
   ClientEvents,
+  CountsContext,
+  IdsContext,
+  SeenAllContext,
   DeletedContext,
   ErrorContext,
   EventBodyMap,
@@ -21,6 +24,15 @@ export type {
   WebSocketLike,
 } from './types';
 export type { ListOptions } from './rest';
+export {
+  getInboxStore,
+  InboxStore,
+  tabFilter,
+  type CountsState,
+  type InboxFilter,
+  type InboxTab,
+  type ListState,
+} from './store';
 export { backoff, type BackoffOptions } from './utils';
 export type { Position, Since } from './cursors';
 export { CloseCode, ProtocolError, parseServerFrame, isNotification, chainOf } from './protocol';
@@ -28,6 +40,9 @@ export type {
   Chain,
   ClientMessage,
   DeletedFrame,
+  ArchivedFrame,
+  Counts,
+  CountsFrame,
   ErrorBody,
   ErrorFrame,
   EventFrame,
@@ -35,6 +50,12 @@ export type {
   Notification,
   NotificationFrame,
   PongFrame,
+  PreferenceValue,
+  Preferences,
+  SeenAllFrame,
+  SeenAllResult,
+  UnarchivedFrame,
+  UnreadFrame,
   ReadAllFrame,
   ReadAllResult,
   ReadFrame,

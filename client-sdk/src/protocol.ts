@@ -36,6 +36,12 @@ export interface Notification<Data = unknown> {
   /** RFC 3339, UTC, millisecond precision. */
   created_at: string;
   read_at: string | null;
+  /** When the user saw it (opened the bell: `seen_all`), or read it (reading implies seeing). */
+  seen_at: string | null;
+  /** Archived notifications are left out of lists unless asked for (`archived: true`) and never counted. */
+  archived_at: string | null;
+  /** The user muted its type (preferences): stored and listed, never pushed live nor counted. */
+  muted: boolean;
 }
 
 export interface ReadyFrame {
@@ -102,6 +108,35 @@ export interface DeletedFrame {
   type: 'deleted';
   ids: number[];
 }
+/** These notifications are unread again (`POST …/{id}/unread`, here or in another tab). */
+export interface UnreadFrame {
+  type: 'unread';
+  ids: number[];
+}
+export interface ArchivedFrame {
+  type: 'archived';
+  ids: number[];
+}
+export interface UnarchivedFrame {
+  type: 'unarchived';
+  ids: number[];
+}
+/** The bell was opened: every notification up to `up_to` is seen. */
+export interface SeenAllFrame {
+  type: 'seen_all';
+  up_to: number;
+  seen_at: string;
+}
+/**
+ * The user's counters, sent after `ready`, after each `replayed`, and whenever they change (a new notification,
+ * read, unread, read_all, seen_all, archive, unarchive, delete, purge). Archived and muted notifications count in
+ * neither.
+ */
+export interface CountsFrame {
+  type: 'counts';
+  unread: number;
+  unseen: number;
+}
 /** This user's inbox was erased (GDPR): drop everything shown. */
 export interface PurgedFrame {
   type: 'purged';
@@ -147,6 +182,11 @@ export type ServerFrame =
   | ReadFrame
   | ReadAllFrame
   | DeletedFrame
+  | UnreadFrame
+  | ArchivedFrame
+  | UnarchivedFrame
+  | SeenAllFrame
+  | CountsFrame
   | PurgedFrame
   | ResyncFrame
   | TokenExpiringFrame
@@ -176,6 +216,27 @@ export interface UnreadCount {
 export interface ReadAllResult {
   up_to: number;
   read_at: string;
+}
+
+/** `POST …/notifications/seen_all`. */
+export interface SeenAllResult {
+  up_to: number;
+  seen_at: string;
+}
+
+/** `GET …/notifications/counts`: counters, O(1) on the server. */
+export interface Counts {
+  unread: number;
+  unseen: number;
+}
+
+export type PreferenceValue = 'on' | 'muted';
+
+/** `GET /users/{id}/preferences`: what the user set (`types`) and the configured defaults. */
+export interface Preferences {
+  types: Record<string, PreferenceValue>;
+  /** The configured defaults (`preferences.muted_by_default`), for types the user did not set. */
+  defaults?: Record<string, PreferenceValue>;
 }
 
 /** Body of every 4xx/5xx answer. */
@@ -254,6 +315,11 @@ const checks: Record<ServerFrame['type'], Check> = {
   read: (f) => isIds(f.ids) && isStr(f.read_at),
   read_all: (f) => isNum(f.up_to) && isStr(f.read_at),
   deleted: (f) => isIds(f.ids),
+  unread: (f) => isIds(f.ids),
+  archived: (f) => isIds(f.ids),
+  unarchived: (f) => isIds(f.ids),
+  seen_all: (f) => isNum(f.up_to) && isStr(f.seen_at),
+  counts: (f) => isNum(f.unread) && isNum(f.unseen),
   purged: () => true,
   resync: (f) => isStr(f.reason) && isNum(f.since) && isNum(f.since_broadcast),
   token_expiring: (f) => isNum(f.expires_at),

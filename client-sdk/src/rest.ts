@@ -1,6 +1,15 @@
 /** The inbox over REST: one request helper, errors mapped to HeraldError. */
 import { HeraldError, toHeraldError } from './errors';
-import type { InboxPage, Notification, ReadAllResult, UnreadCount } from './protocol';
+import type {
+  Counts,
+  InboxPage,
+  Notification,
+  PreferenceValue,
+  Preferences,
+  ReadAllResult,
+  SeenAllResult,
+  UnreadCount,
+} from './protocol';
 import type { FetchLike } from './types';
 import { apiUrl } from './utils';
 
@@ -11,7 +20,16 @@ export interface ListOptions {
   before?: number;
   /** Only unread notifications. */
   unread?: boolean;
+  /** `false` (the server's default): archived notifications are left out; `true`: only archived ones. */
+  archived?: boolean;
+  /** Only notifications of this `type`. */
+  type?: string;
+  /** Only notifications about a related object of this type (with `related_id`: that very object). */
+  related_type?: string;
+  related_id?: string;
 }
+
+type Query = Record<string, string | number | boolean | undefined>;
 
 export class Inbox {
   constructor(
@@ -22,8 +40,47 @@ export class Inbox {
   ) {}
 
   list(opts: ListOptions = {}): Promise<InboxPage> {
-    const { limit, before, unread } = opts;
-    return this._request('GET', '', { limit, before, unread: unread ? true : undefined });
+    const { limit, before, unread, archived, type, related_type, related_id } = opts;
+    return this._request('GET', '', {
+      limit,
+      before,
+      unread: unread ? true : undefined,
+      archived: archived ? true : undefined,
+      type,
+      related_type,
+      related_id,
+    });
+  }
+
+  /** Both counters (`unread`, `unseen`) in one O(1) request. */
+  counts(): Promise<Counts> {
+    return this._request('GET', '/counts');
+  }
+
+  markUnread(id: number): Promise<Notification> {
+    return this._request('POST', `/${id}/unread`);
+  }
+
+  archive(id: number): Promise<Notification> {
+    return this._request('POST', `/${id}/archive`);
+  }
+
+  unarchive(id: number): Promise<Notification> {
+    return this._request('POST', `/${id}/unarchive`);
+  }
+
+  /** The bell was opened: everything up to now is seen (the unseen count drops to 0). */
+  markAllSeen(): Promise<SeenAllResult> {
+    return this._request('POST', '/seen_all');
+  }
+
+  getPreferences(): Promise<Preferences> {
+    return this._request('GET', '', undefined, undefined, '/preferences');
+  }
+
+  /** Replaces the user's map: types left out fall back to the configured defaults. */
+  setPreferences(types: Record<string, PreferenceValue>): Promise<Preferences> {
+    return this._request('PUT', '', undefined, { types }, '/preferences');
   }
 
   async unreadCount(): Promise<number> {
@@ -46,7 +103,9 @@ export class Inbox {
   private async _request<T>(
     method: string,
     path: string,
-    query?: Record<string, number | boolean | undefined>,
+    query?: Query,
+    body?: unknown,
+    resource = '/notifications',
   ): Promise<T> {
     const fetchFn = this._fetch ?? globalThis.fetch;
     if (!fetchFn) throw new HeraldError(0, 'no_fetch', 'no fetch implementation: pass the `fetch` option');
@@ -56,10 +115,12 @@ export class Inbox {
     } catch (e) {
       throw toHeraldError(e, 'token_error');
     }
-    const url = apiUrl(this._base, `/users/${encodeURIComponent(this._userId)}/notifications${path}`, query);
+    const url = apiUrl(this._base, `/users/${encodeURIComponent(this._userId)}${resource}${path}`, query);
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {
-      res = await fetchFn(url, { method, headers: { authorization: `Bearer ${token}`, accept: 'application/json' } });
+      res = await fetchFn(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       throw toHeraldError(e, 'network_error');
     }

@@ -47,6 +47,19 @@ export interface ReadAllContext {
 export interface DeletedContext {
   ids: number[];
 }
+/** `unread`, `archived`, `unarchived` frames: which notifications changed state. */
+export interface IdsContext {
+  ids: number[];
+}
+export interface SeenAllContext {
+  upTo: number;
+  seenAt: string;
+}
+/** The user's counters (archived and muted notifications count in neither). */
+export interface CountsContext {
+  unread: number;
+  unseen: number;
+}
 /**
  * `token`: getToken() failed; `transport`: the socket failed or closed abnormally; `server`: the server sent an
  * `error` frame or a close code that means a client bug; `protocol`: a frame the SDK could not parse.
@@ -95,6 +108,14 @@ export interface ClientEvents<M extends object = EventBodyMap> {
   read: ReadContext;
   read_all: ReadAllContext;
   deleted: DeletedContext;
+  /** Marked unread again (here or in another tab). */
+  unread: IdsContext;
+  archived: IdsContext;
+  unarchived: IdsContext;
+  /** The bell was opened (here or in another tab): everything up to `upTo` is seen. */
+  seen_all: SeenAllContext;
+  /** The counters changed (also sent once after each `ready` and `replayed`). */
+  counts: CountsContext;
   /** The user's inbox was erased on the server: clear what is shown. */
   purged: Record<string, never>;
   /** Refetch counts and pages (see {@link StaleContext}). */

@@ -34,7 +34,10 @@ const bell = (page, unread) =>
     exact: true,
   });
 const live = (page) => page.getByRole('status').filter({ hasText: 'Live' }).first();
-const item = (page, title) => inbox(page).getByTestId('inbox-item').filter({ hasText: title });
+const items = (page) => inbox(page).locator('li.herald-item');
+const item = (page, title) => items(page).filter({ hasText: title });
+/** A toast of `@herald/client/ui`'s <Toasts>. */
+const toast = (page, text) => toasts(page).locator('li.herald-toast').filter({ hasText: text });
 
 /**
  * The inbox's buttons a toast covers: with the page scrolled to the top, the middle and the bottom, each button on
@@ -108,8 +111,8 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
 
   // --- publish a fixture: the rules route it to us; toast and badge in both tabs ---
   await tab1.getByRole('button', { name: 'Publish: Internship (stage) accepted' }).click();
-  await toasts(tab1).getByTestId('toast').filter({ hasText: STAGE }).waitFor();
-  await toasts(tab2).getByTestId('toast').filter({ hasText: STAGE }).waitFor();
+  await toast(tab1, STAGE).waitFor();
+  await toast(tab2, STAGE).waitFor();
   await bell(tab1, 1).waitFor();
   await bell(tab2, 1).waitFor();
   await resultInView(tab1, 'medtrack-stage-accepted', /stored → notification #\d+/);
@@ -122,7 +125,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   // --- the broadcast ("user_id": "system") reaches everyone ---
   await tab1.getByRole('button', { name: 'Publish: System broadcast' }).click();
   await resultInView(tab1, 'sgad-notification-system', /stored → notification #\d+/);
-  await toasts(tab2).getByTestId('toast').filter({ hasText: BROADCAST }).waitFor();
+  await toast(tab2, BROADCAST).waitFor();
   await bell(tab1, 2).waitFor();
   await bell(tab2, 2).waitFor();
   assert.match(await item(tab1, BROADCAST).textContent(), /everyone/);
@@ -144,7 +147,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await bell(tab2, 1).waitFor();
   await until(
     'tab 2 to show the stage notification read',
-    async () => (await item(tab2, STAGE).getAttribute('class')) === 'item',
+    async () => (await item(tab2, STAGE).getAttribute('data-unread')) === null,
   );
   assert.equal(
     await item(tab2, STAGE)
@@ -153,10 +156,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
     0,
   );
   // read elsewhere: its toast is gone too
-  await until(
-    'the read toast to leave',
-    async () => (await toasts(tab2).getByTestId('toast').filter({ hasText: STAGE }).count()) === 0,
-  );
+  await until('the read toast to leave', async () => (await toast(tab2, STAGE).count()) === 0);
 
   // --- mark all read in tab 2: tab 1 follows ---
   await inbox(tab2).getByRole('button', { name: 'Mark all read' }).click();
@@ -164,7 +164,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await bell(tab1, 0).waitFor();
   await until(
     'tab 1 to show the broadcast read',
-    async () => (await item(tab1, BROADCAST).getAttribute('class')) === 'item',
+    async () => (await item(tab1, BROADCAST).getAttribute('data-unread')) === null,
   );
 
   // --- delete in tab 1: gone from tab 2 ---
@@ -188,10 +188,25 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab1.reload();
   await live(tab1).waitFor({ timeout: 15_000 });
   await bell(tab1, 20).waitFor();
-  await until('the first page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 20);
-  assert.match(await inbox(tab1).getByTestId('inbox-item').first().textContent(), /week 20 is closed/);
-  await inbox(tab1).getByRole('button', { name: 'Load more' }).click();
-  await until('the second page', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 21);
+  await until('the first page', async () => (await items(tab1).count()) === 20);
+  assert.match(await items(tab1).first().textContent(), /week 20 is closed/);
+  // The second page: on "Load more" (or by itself, when the end of the list scrolls into view).
+  await tab1.bringToFront(); // a background tab draws no frames: a click would wait for one
+  const more = inbox(tab1).getByRole('button', { name: 'Load more' });
+  const requests = [];
+  const onRequest = (r) => r.url().includes('/notifications') && requests.push(`${r.method()} ${r.url()}`);
+  tab1.on('request', onRequest);
+  await until(
+    'the second page',
+    async () => {
+      if ((await more.count()) > 0 && (await more.isEnabled())) await more.click({ timeout: 1000 });
+      return (await items(tab1).count()) === 21;
+    },
+    15_000,
+  ).catch((e) => {
+    throw new Error(`${e.message}; requests: ${requests.join(' | ')}`);
+  });
+  tab1.off('request', onRequest);
   assert.equal(await inbox(tab1).getByRole('button', { name: 'Load more' }).count(), 0);
   assert.equal(await item(tab1, BROADCAST).count(), 1, 'the broadcast is in the history');
   assert.equal(await item(tab1, STAGE).count(), 0, 'the deleted one stays deleted');
@@ -199,22 +214,20 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   // --- the picture: a live toast over the inbox ---
   await tab1.bringToFront();
   await tab1.getByRole('button', { name: 'Publish: Student profile created' }).click();
-  const toast = toasts(tab1)
-    .getByTestId('toast')
-    .filter({ hasText: `Welcome to MedTrack, ${USER}!` });
-  await toast.waitFor();
+  const welcome = toast(tab1, `Welcome to MedTrack, ${USER}!`);
+  await welcome.waitFor();
   await bell(tab1, 21).waitFor();
-  assert.doesNotMatch(await toast.textContent(), /John/, "the fixture's person is not the visitor");
+  assert.doesNotMatch(await welcome.textContent(), /John/, "the fixture's person is not the visitor");
   // the toast leaves the inbox's buttons usable
   assert.deepEqual(await coveredInboxButtons(tab1), [], 'inbox buttons under a toast');
-  await toast.waitFor(); // still up: the checks ran while it was shown
-  await toast.hover(); // keeps it up while the screenshot is taken
+  await welcome.waitFor(); // still up: the checks ran while it was shown
+  await welcome.hover(); // keeps it up while the screenshot is taken
   await tab1.screenshot({ path: join(ARTIFACTS, 'demo.png') });
   // hovered, it outlives its 5 s; left alone again, it goes
   await new Promise((r) => setTimeout(r, 6000));
-  assert.equal(await toast.isVisible(), true, 'a hovered toast went away');
+  assert.equal(await welcome.isVisible(), true, 'a hovered toast went away');
   await tab1.mouse.move(640, 10);
-  await until('the toast to leave once not hovered', async () => (await toast.count()) === 0, 15_000);
+  await until('the toast to leave once not hovered', async () => (await welcome.count()) === 0, 15_000);
 
   // --- phone width: everything fits, nothing scrolls sideways ---
   await tab2.bringToFront();
@@ -253,7 +266,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
     body: { event_type: 'availability.closed', referee_id: USER, week_number: 21, total_slots: 1 },
     key: 'e2e-week-21',
   });
-  const phoneToast = toasts(tab2).getByTestId('toast').filter({ hasText: 'week 21 is closed' });
+  const phoneToast = toast(tab2, 'week 21 is closed');
   await phoneToast.waitFor();
   await phoneToast.hover();
   assert.deepEqual(await coveredInboxButtons(tab2), [], 'inbox buttons under a toast on a phone');
@@ -266,7 +279,7 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
   await tab1.getByRole('button', { name: 'Publish: Account deleted (GDPR)' }).click();
   await tab1.getByRole('button', { name: 'Confirm: Account deleted (GDPR), erases your inbox' }).click();
   await until('a purged result', async () => /purged/.test(await tab1.getByTestId('result').first().textContent()));
-  await until('the purged inbox', async () => (await inbox(tab1).getByTestId('inbox-item').count()) === 1);
+  await until('the purged inbox', async () => (await items(tab1).count()) === 1);
   await item(tab1, BROADCAST).waitFor();
   // The purge also erases this user's read state of broadcasts: the broadcast may count as unread again.
   await tab1.getByRole('button', { name: /^Notifications, (none|1) unread$/ }).waitFor();

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { HeraldProvider, useConnectionState, useUnreadCount } from '@herald/client/react';
+import { HeraldProvider, useConnectionState, useCounts, useInboxStore } from '@herald/client/react';
 import { State, type HeraldClientOptions } from '@herald/client';
 import { linkOf } from './link';
 import { ApiError, GATEWAY_URL, mintToken, TokenSource } from './api';
@@ -95,25 +95,21 @@ function Demo({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () => voi
 }
 
 function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () => void }) {
-  const unread = useUnreadCount();
+  const unread = useCounts().unread;
+  const store = useInboxStore();
   const state = useConnectionState();
   // Live once: later `connecting` states are retries after a drop ("Reconnecting…").
   const [wasLive, setWasLive] = useState(false);
   if (state === State.Connected && !wasLive) setWasLive(true);
   const link = linkOf(state, wasLive || state === State.Connected);
-  // A purge erases the inbox on the server without a frame to open sessions: start the list afresh.
-  const [generation, setGeneration] = useState(0);
   const inboxHeading = useRef<HTMLHeadingElement>(null);
-  const { refresh } = unread;
 
   useEffect(() => {
-    document.title = unread.count > 0 ? `(${unread.count}) Herald demo` : 'Herald demo';
-  }, [unread.count]);
+    document.title = unread > 0 ? `(${unread}) Herald demo` : 'Herald demo';
+  }, [unread]);
 
-  const onPurged = useCallback(() => {
-    setGeneration((g) => g + 1);
-    void refresh();
-  }, [refresh]);
+  // A purge erases the inbox on the server: fetch the lists and the counts again (whatever frames say).
+  const onPurged = useCallback(() => void store.refreshAll(), [store]);
 
   const showInbox = useCallback(() => {
     const calm = window.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
@@ -126,7 +122,7 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
       <a className="skip-link" href="#inbox">
         Skip to inbox
       </a>
-      <Header userId={tokens.userId} link={link} unread={unread.count} onBell={showInbox} onSignOut={onSignOut} />
+      <Header userId={tokens.userId} link={link} onBell={showInbox} onSignOut={onSignOut} />
       <nav className="jump" aria-label="Sections">
         <a href="#publish">Publish</a>
         <a
@@ -137,10 +133,10 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
           }}
         >
           Inbox
-          {unread.count > 0 && (
+          {unread > 0 && (
             <>
               {' '}
-              ({unread.count}
+              ({unread}
               <span className="visually-hidden"> unread</span>)
             </>
           )}
@@ -148,13 +144,7 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
       </nav>
       <main className="layout">
         <PublishPanel link={link} userId={tokens.userId} getToken={tokens.getToken} onPurged={onPurged} />
-        <Inbox
-          key={generation}
-          link={link}
-          headingRef={inboxHeading}
-          unreadCount={unread.count}
-          afterChange={refresh}
-        />
+        <Inbox link={link} headingRef={inboxHeading} unreadCount={unread} />
       </main>
       <Toasts />
       <footer className="footer">

@@ -11,6 +11,7 @@ import {
   type ReactNode,
 } from 'react';
 import { HeraldClient } from '../client';
+import { getInboxStore } from '../store';
 import { State, type HeraldClientOptions } from '../types';
 
 const HeraldContext = createContext<HeraldClient<any> | null>(null);
@@ -57,6 +58,8 @@ export function HeraldProvider({ client, options, children }: HeraldProviderProp
     ],
   );
   const active = client ?? owned!;
+  // The inbox store listens before the client connects, so the `counts` frame after `ready` is not missed.
+  getInboxStore(active);
   useEffect(() => {
     active.connect();
     return () => {

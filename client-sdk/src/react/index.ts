@@ -6,3 +6,11 @@ export {
   type UseNotificationsResult,
   type UseUnreadCountResult,
 } from './hooks';
+export {
+  useCounts,
+  useInbox,
+  useInboxStore,
+  type UseCountsResult,
+  type UseInboxOptions,
+  type UseInboxResult,
+} from './store-hooks';

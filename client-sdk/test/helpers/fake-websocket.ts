@@ -120,7 +120,10 @@ export function notificationFrame(
       related_object: null,
       data: null,
       created_at: '2026-01-10T08:15:00.123Z',
-      read_at: null,
+      read_at: null as string | null,
+      seen_at: null as string | null,
+      archived_at: null as string | null,
+      muted: false,
     },
   };
 }

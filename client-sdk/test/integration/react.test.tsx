@@ -2,9 +2,16 @@
 import { act, cleanup, renderHook, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HeraldProvider, useConnectionState, useNotifications, useUnreadCount } from '../../src/react';
+import {
+  HeraldProvider,
+  useConnectionState,
+  useCounts,
+  useInbox,
+  useNotifications,
+  useUnreadCount,
+} from '../../src/react';
 import WebSocket from 'ws';
-import type { WebSocketConstructor } from '../../src';
+import type { FetchLike, WebSocketConstructor } from '../../src';
 import { mintToken, newUser, notify, skipReason, startGateway, tempDir, testClient, type Gateway } from './gateway';
 
 const reason = skipReason('react');
@@ -134,6 +141,41 @@ describe.skipIf(reason !== null)('React hooks against a real gateway', () => {
       await waitFor(() => expect(result.current.unread.count).toBe(2), { timeout: 5000 });
     } finally {
       unmount();
+    }
+  });
+
+  it('two components on the same list and two on the counts: one list request, no count request, live counts', async () => {
+    const user = newUser();
+    const first = await notify(gw, user);
+    const calls: string[] = [];
+    const counting: FetchLike = (input, init) => {
+      calls.push(`${init?.method ?? 'GET'} ${new URL(input).pathname.replace(/^.*\/users\/[^/]+/, '')}`);
+      return fetch(input, init);
+    };
+    const client = testClient(gw, user, { fetch: counting });
+    const wrapper = ({ children }: { children: ReactNode }) => (
+      <HeraldProvider client={client}>{children}</HeraldProvider>
+    );
+    const { result } = renderHook(
+      () => ({ a: useInbox(), b: useInbox(), bell: useCounts(), tab: useCounts(), state: useConnectionState() }),
+      { wrapper },
+    );
+    try {
+      await waitFor(() => expect(result.current.state).toBe('connected'), { timeout: 5000 });
+      await waitFor(() => expect(result.current.a.items.map((n) => n.id)).toEqual([first.id]));
+      expect(result.current.b.items).toBe(result.current.a.items);
+      await waitFor(() => expect(result.current.bell).toMatchObject({ unread: 1, unseen: 1 }));
+
+      const live = await notify(gw, user);
+      await waitFor(() => expect(result.current.b.items.map((n) => n.id)).toEqual([live.id, first.id]), {
+        timeout: 5000,
+      });
+      await waitFor(() => expect(result.current.tab).toMatchObject({ unread: 2, unseen: 2 }), { timeout: 5000 });
+      await act(async () => void (await result.current.a.markAllSeen()));
+      await waitFor(() => expect(result.current.bell).toMatchObject({ unread: 2, unseen: 0 }), { timeout: 5000 });
+      expect(calls).toEqual(['GET /notifications', 'POST /notifications/seen_all']);
+    } finally {
+      client.close();
     }
   });
 });

@@ -861,3 +861,34 @@ it('without any WebSocket implementation, reports an error and stays disconnecte
     vi.unstubAllGlobals();
   }
 });
+
+describe('inbox state frames (issue 17)', () => {
+  it('counts, unread, archived, unarchived and seen_all frames become events; malformed ones are protocol errors', async () => {
+    const { client } = makeClient();
+    const got: string[] = [];
+    client.on('counts', ({ unread, unseen }) => got.push(`counts ${unread}/${unseen}`));
+    client.on('unread', ({ ids }) => got.push(`unread ${ids}`));
+    client.on('archived', ({ ids }) => got.push(`archived ${ids}`));
+    client.on('unarchived', ({ ids }) => got.push(`unarchived ${ids}`));
+    client.on('seen_all', ({ upTo, seenAt }) => got.push(`seen_all ${upTo} ${seenAt}`));
+    client.on('error', ({ kind, error }) => got.push(`error ${kind} ${error.code}`));
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame());
+    WS.last.receive({ type: 'counts', unread: 3, unseen: 2 });
+    WS.last.receive({ type: 'unread', ids: [4, 5] });
+    WS.last.receive({ type: 'archived', ids: [6] });
+    WS.last.receive({ type: 'unarchived', ids: [6] });
+    WS.last.receive({ type: 'seen_all', up_to: 9, seen_at: '2026-01-10T09:00:00.000Z' });
+    WS.last.receive({ type: 'counts', unread: 'many' });
+    expect(got).toEqual([
+      'counts 3/2',
+      'unread 4,5',
+      'archived 6',
+      'unarchived 6',
+      'seen_all 9 2026-01-10T09:00:00.000Z',
+      'error protocol bad_frame',
+    ]);
+    client.close();
+  });
+});

@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   isNotification,
+  type Counts,
+  type Preferences,
+  type SeenAllResult,
   type ClientMessage,
   parseServerFrame,
   ProtocolError,
@@ -24,7 +27,15 @@ describe('golden files', () => {
 
   it('are all covered by a test', () => {
     const clients = files.filter((f) => f.startsWith('client-'));
-    const others = ['error.json', 'inbox-page.json', 'notification.json', 'unread-count.json'];
+    const others = [
+      'counts.json',
+      'error.json',
+      'inbox-page.json',
+      'notification.json',
+      'preferences.json',
+      'seen-all.json',
+      'unread-count.json',
+    ];
     expect(files.sort()).toEqual([...frames, ...clients, ...eventFormat, ...others].sort());
   });
 
@@ -97,6 +108,19 @@ describe('golden files', () => {
     expect(page.items.every(isNotification)).toBe(true);
     expect(page.items.map((n) => n.id)).toEqual([43, 42]);
     expect(page).toMatchObject({ next_before: 42, has_more: true });
+  });
+
+  it('notification.json carries the inbox states: seen_at, archived_at, muted', () => {
+    const n = json<Notification>('notification.json');
+    expect(n).toMatchObject({ seen_at: '2026-01-10T08:20:00.000Z', archived_at: null, muted: false });
+  });
+
+  it('counts.json, seen-all.json and preferences.json have the documented fields', () => {
+    expect(json<Counts>('counts.json')).toEqual({ unread: 3, unseen: 1 });
+    expect(json<SeenAllResult>('seen-all.json')).toEqual({ up_to: 43, seen_at: '2026-01-10T09:00:00.000Z' });
+    const prefs = json<Preferences>('preferences.json');
+    expect(Object.values(prefs.types).every((v) => v === 'on' || v === 'muted')).toBe(true);
+    expect(Object.values(prefs.defaults ?? {}).every((v) => v === 'on' || v === 'muted')).toBe(true);
   });
 
   it('unread-count.json and error.json have the documented fields', () => {

@@ -1,19 +1,21 @@
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useState } from 'react';
+import { NotificationBell } from '@herald/client/ui';
 import { useHeraldClient } from '@herald/client/react';
 import { LINK_LABELS, type Link } from '../link';
 import { shortId } from '../format';
 import { BrandMark } from './BrandMark';
+import { TypeIcon } from './TypeIcon';
+
+const PANEL_BELL = new URLSearchParams(window.location.search).get('bell') === 'panel';
 
 export function Header({
   userId,
   link,
-  unread,
   onBell,
   onSignOut,
 }: {
   userId: string;
   link: Link;
-  unread: number;
   onBell: () => void;
   onSignOut: () => void;
 }) {
@@ -29,38 +31,24 @@ export function Header({
           <span className="visually-hidden">Signed in as </span>
           {shortId(userId)}
         </span>
-        <Bell count={unread} onClick={onBell} />
+        {/*
+          The inbox is on the page: the bell (counting unread) takes you there instead of opening a panel.
+          `?bell=panel` shows the drop-in variant: the bell opens the inbox in a panel of its own.
+        */}
+        {PANEL_BELL ? (
+          <NotificationBell
+            count="unread"
+            align="end"
+            inboxProps={{ showDelete: true, renderIcon: (n) => <TypeIcon type={n.type} /> }}
+          />
+        ) : (
+          <NotificationBell count="unread" panel={false} onClick={onBell} />
+        )}
         <button type="button" className="btn ghost" onClick={onSignOut}>
           Sign out
         </button>
       </div>
     </header>
-  );
-}
-
-function Bell({ count, onClick }: { count: number; onClick: () => void }) {
-  // Replay the badge's "bump" animation whenever the count goes up.
-  const [bump, setBump] = useState(0);
-  const previous = useRef(count);
-  useEffect(() => {
-    if (count > previous.current) setBump((b) => b + 1);
-    previous.current = count;
-  }, [count]);
-  const label = count === 0 ? 'Notifications, none unread' : `Notifications, ${count} unread`;
-  return (
-    <button type="button" className="bell" onClick={onClick} aria-label={label} data-testid="bell">
-      <svg viewBox="0 0 24 24" width="22" height="22" aria-hidden="true" focusable="false">
-        <path
-          fill="currentColor"
-          d="M12 2a6 6 0 0 0-6 6v3.6l-1.7 2.9A1 1 0 0 0 5.2 16h13.6a1 1 0 0 0 .9-1.5L18 11.6V8a6 6 0 0 0-6-6Zm-2.8 16a2.9 2.9 0 0 0 5.6 0H9.2Z"
-        />
-      </svg>
-      {count > 0 && (
-        <span key={bump} className="badge" aria-hidden="true" data-testid="badge">
-          {count > 99 ? '99+' : count}
-        </span>
-      )}
-    </button>
   );
 }
 

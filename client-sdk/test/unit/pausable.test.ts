@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { pausableTimeout } from './pausable';
+import { pausableTimeout } from '../../src/ui/shared';
 
 describe('pausableTimeout', () => {
   beforeEach(() => vi.useFakeTimers());

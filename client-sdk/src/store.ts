@@ -1,0 +1,479 @@
+/**
+ * The inbox store: ONE per client (see {@link getInboxStore}), shared by every hook and component that shows the
+ * inbox, so several of them mounted at once cost one request per distinct list, not one each.
+ *
+ * Invariants:
+ * - Counts come from the server's `counts` frames (sent after `ready`, after each `replayed`, and whenever they
+ *   change): no REST request follows a live frame. REST `counts()` is asked only when no frame can bring them
+ *   (the client is disconnected, or the store was created after the frame went by). After a `resync` the counts
+ *   come in the `counts` frame that follows the replay (`replayed`), as after every reconnect.
+ * - One list per distinct filter (tab + type + related object + page size), fetched once however many
+ *   subscribers it has. Its first page is fetched again on the first `connected` (what was committed between
+ *   the fetch and `ready` was neither in the page nor pushed live) and on every `stale` event (reconnect, resync,
+ *   truncated history): once per event, for the lists someone shows; the others are refetched when shown again.
+ * - Live frames (`notification`, `read`, `unread`, `read_all`, `seen_all`, `archived`, `unarchived`, `deleted`)
+ *   and the answers of the store's own actions patch every list: a notification that stops matching a list's
+ *   filter leaves it; one that starts matching joins it when its id falls within what the list has loaded.
+ * - Snapshots (`getCounts()`, `getList()`) are immutable and replaced on change (React's useSyncExternalStore).
+ */
+import type { HeraldClient } from './client';
+import { toHeraldError, type HeraldError } from './errors';
+import type { InboxPage, Notification } from './protocol';
+import { State } from './types';
+
+/** The three tabs of an inbox. */
+export type InboxTab = 'all' | 'unread' | 'archived';
+
+/** What a list shows: the query parameters of `GET …/notifications` (but `before`). */
+export interface InboxFilter {
+  /** Unread notifications only. */
+  unread?: boolean;
+  /** Archived notifications only (otherwise they are left out). */
+  archived?: boolean;
+  type?: string;
+  related_type?: string;
+  related_id?: string;
+  /** Page size (1..=100, server default 20). */
+  limit?: number;
+}
+
+/** The filter of a tab, narrowed by `extra`. */
+export function tabFilter(tab: InboxTab, extra: Omit<InboxFilter, 'unread' | 'archived'> = {}): InboxFilter {
+  return { ...extra, unread: tab === 'unread' || undefined, archived: tab === 'archived' || undefined };
+}
+
+export interface ListState {
+  /** Newest first, one per id. */
+  items: readonly Notification[];
+  hasMore: boolean;
+  /** Cursor of the next older page. */
+  nextBefore: number | null;
+  loading: boolean;
+  /** A page has arrived at least once. */
+  loaded: boolean;
+  /** The last failed request, cleared by the next page. */
+  error: HeraldError | null;
+}
+
+export interface CountsState {
+  unread: number;
+  unseen: number;
+  /** Counts arrived (a frame or a REST answer) at least once. */
+  loaded: boolean;
+  error: HeraldError | null;
+}
+
+interface Entry {
+  filter: InboxFilter;
+  state: ListState;
+  subscribers: number;
+  listeners: Set<() => void>;
+  /** Bumped by each first-page fetch: an older answer is dropped. */
+  epoch: number;
+  /** A first-page fetch is under way. */
+  inflight: boolean;
+  /** Something asked for a fresh first page while one was in flight (its answer may predate the change). */
+  again: boolean;
+  /** Needs its first page fetched again when next shown. */
+  dirty: boolean;
+}
+
+const INITIAL_LIST: ListState = {
+  items: [],
+  hasMore: false,
+  nextBefore: null,
+  loading: true,
+  loaded: false,
+  error: null,
+};
+
+function keyOf(f: InboxFilter): string {
+  return JSON.stringify([
+    !!f.unread,
+    !!f.archived,
+    f.type ?? null,
+    f.related_type ?? null,
+    f.related_id ?? null,
+    f.limit ?? null,
+  ]);
+}
+
+/** Would `GET …/notifications` with filter `f` list `n`? */
+export function matchesFilter(f: InboxFilter, n: Notification): boolean {
+  if (f.archived ? n.archived_at == null : n.archived_at != null) return false;
+  if (f.unread && n.read_at !== null) return false;
+  if (f.type !== undefined && n.type !== f.type) return false;
+  if (f.related_type !== undefined && n.related_object?.type !== f.related_type) return false;
+  if (f.related_id !== undefined && n.related_object?.id !== f.related_id) return false;
+  return true;
+}
+
+function byIdDesc(a: Notification, b: Notification): number {
+  return b.id - a.id;
+}
+
+const stores = new WeakMap<HeraldClient<any>, InboxStore>();
+
+/** The inbox store of `client`, created on first use (one per client). */
+export function getInboxStore(client: HeraldClient<any>): InboxStore {
+  let store = stores.get(client);
+  if (!store) {
+    store = new InboxStore(client);
+    stores.set(client, store);
+  }
+  return store;
+}
+
+export class InboxStore {
+  private readonly _lists = new Map<string, Entry>();
+  private _counts: CountsState = { unread: 0, unseen: 0, loaded: false, error: null };
+  private readonly _countListeners = new Set<() => void>();
+  private _countsInflight: Promise<void> | null = null;
+  /** A `connected` state was seen: lists fetched while connecting wait for it, fetched after do not. */
+  private _everConnected: boolean;
+  private _refetchQueued = false;
+
+  /** Use {@link getInboxStore}: a second store for the same client would fetch everything twice. */
+  constructor(readonly client: HeraldClient<any>) {
+    this._everConnected = client.state === State.Connected;
+    client.on('counts', ({ unread, unseen }) => this._setCounts({ unread, unseen, loaded: true, error: null }));
+    client.on('notification', ({ notification }) => this._place([notification]));
+    client.on('read', ({ ids, readAt }) =>
+      this._patch(
+        (n) => ids.includes(n.id) && n.read_at === null,
+        (n) => ({ ...n, read_at: readAt, seen_at: n.seen_at ?? readAt }),
+      ),
+    );
+    client.on('unread', ({ ids }) =>
+      this._patch(
+        (n) => ids.includes(n.id),
+        (n) => ({ ...n, read_at: null }),
+      ),
+    );
+    client.on('read_all', ({ upTo, readAt }) => this._readAll(upTo, readAt));
+    client.on('seen_all', ({ upTo, seenAt }) => this._seenAll(upTo, seenAt));
+    client.on('archived', ({ ids }) => {
+      const at = new Date().toISOString(); // the frame carries no time; the REST answer has the exact one
+      this._patch(
+        (n) => ids.includes(n.id) && n.archived_at == null,
+        (n) => ({ ...n, archived_at: at }),
+      );
+    });
+    client.on('unarchived', ({ ids }) =>
+      this._patch(
+        (n) => ids.includes(n.id),
+        (n) => ({ ...n, archived_at: null }),
+      ),
+    );
+    client.on('deleted', ({ ids }) => this._removeIds(ids));
+    client.on('purged', () => this._refetchAll());
+    // The lists, once per event; the counts come in the `counts` frame that follows each `replayed`.
+    client.on('stale', () => this._refetchAll());
+    client.on('state', ({ newState }) => {
+      if (newState !== State.Connected) return;
+      const first = !this._everConnected;
+      this._everConnected = true;
+      // The first `ready`: fetch (again) what was fetched, or put off, before it. Later ones come with `stale`.
+      if (first) this._refetchAll();
+    });
+    // The socket cannot open (a server down): fetch over REST what waited for it, and fail visibly if need be.
+    client.on('error', ({ kind }) => {
+      if (kind !== 'transport' || this._everConnected) return;
+      for (const e of this._lists.values())
+        if (e.subscribers > 0 && !e.state.loaded && !e.inflight) void this._loadFirst(e);
+    });
+  }
+
+  // --- counts ---
+
+  getCounts = (): CountsState => this._counts;
+
+  subscribeCounts = (listener: () => void): (() => void) => {
+    this._countListeners.add(listener);
+    // No frame will bring them: a client that is not connecting, or a store created after the frame went by.
+    // Decided a tick later: a provider connects its client in an effect that runs after its children's.
+    queueMicrotask(() => {
+      const state = this.client.state;
+      if (
+        !this._counts.loaded &&
+        this._countListeners.size > 0 &&
+        state !== State.Connecting &&
+        state !== State.Unauthorized
+      ) {
+        void this.refreshCounts();
+      }
+    });
+    return () => this._countListeners.delete(listener);
+  };
+
+  /** Fetch the counts over REST (one request at a time). */
+  refreshCounts(): Promise<void> {
+    if (this._countsInflight) return this._countsInflight;
+    const run = async () => {
+      try {
+        const c = await this.client.counts();
+        this._setCounts({ unread: c.unread, unseen: c.unseen, loaded: true, error: null });
+      } catch (e) {
+        this._setCounts({ ...this._counts, error: toHeraldError(e, 'request_failed') });
+      } finally {
+        this._countsInflight = null;
+      }
+    };
+    this._countsInflight = run();
+    return this._countsInflight;
+  }
+
+  private _setCounts(next: CountsState): void {
+    const c = this._counts;
+    if (c.unread === next.unread && c.unseen === next.unseen && c.loaded === next.loaded && c.error === next.error)
+      return;
+    this._counts = next;
+    for (const l of [...this._countListeners]) l();
+  }
+
+  // --- lists ---
+
+  /** The list for `filter` (the same object until it changes). */
+  getList(filter: InboxFilter): ListState {
+    return this._entry(filter).state;
+  }
+
+  /** Follow the list for `filter`; the first subscriber fetches its first page. Returns the unsubscribe. */
+  subscribeList(filter: InboxFilter, listener: () => void): () => void {
+    const e = this._entry(filter);
+    e.listeners.add(listener);
+    e.subscribers++;
+    if (e.subscribers === 1 && (e.dirty || (!e.state.loaded && !e.inflight))) {
+      e.dirty = true;
+      // Decided a tick later (a provider connects its client in an effect that runs after its children's):
+      // while the first connect is under way, its `connected` fetches the list, so not twice.
+      queueMicrotask(() => {
+        if (!e.dirty || e.subscribers === 0) return;
+        if (this.client.state === State.Connecting && !this._everConnected && !e.state.loaded) return;
+        void this._loadFirst(e);
+      });
+    }
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      e.listeners.delete(listener);
+      e.subscribers--;
+    };
+  }
+
+  /** Fetch the next older page of the list for `filter` (no-op when there is none or a fetch is under way). */
+  async fetchMore(filter: InboxFilter): Promise<void> {
+    const e = this._entry(filter);
+    const { hasMore, loading, nextBefore } = e.state;
+    if (!hasMore || loading || nextBefore === null) return;
+    const epoch = e.epoch;
+    this._setList(e, { ...e.state, loading: true });
+    try {
+      const page = await this.client.list({ ...e.filter, before: nextBefore });
+      if (epoch !== e.epoch) return; // a fresh first page replaced what this page continued
+      this._setList(e, this._applyPage(e, page, null));
+    } catch (err) {
+      if (epoch === e.epoch)
+        this._setList(e, { ...e.state, loading: false, error: toHeraldError(err, 'request_failed') });
+    }
+  }
+
+  /**
+   * Fetch everything again: the first page of every shown list (the others when next shown) and the counts. For
+   * a change no frame announces to this client.
+   */
+  refreshAll(): Promise<void> {
+    this._refetchAll();
+    return this.refreshCounts();
+  }
+
+  /** Fetch the first page of the list for `filter` again. */
+  refresh(filter: InboxFilter): Promise<void> {
+    return this._loadFirst(this._entry(filter));
+  }
+
+  // --- actions: REST, then the answer patches every list (the server's frames tell the other tabs) ---
+
+  async markRead(id: number): Promise<void> {
+    this._place([await this.client.markRead(id)]);
+  }
+  async markUnread(id: number): Promise<void> {
+    this._place([await this.client.markUnread(id)]);
+  }
+  async archive(id: number): Promise<void> {
+    this._place([await this.client.archive(id)]);
+  }
+  async unarchive(id: number): Promise<void> {
+    this._place([await this.client.unarchive(id)]);
+  }
+  async markAllRead(): Promise<void> {
+    const { up_to, read_at } = await this.client.markAllRead();
+    this._readAll(up_to, read_at);
+  }
+  /** The bell was opened: everything is seen (the unseen count is 0 until something new arrives). */
+  async markAllSeen(): Promise<void> {
+    const { up_to, seen_at } = await this.client.markAllSeen();
+    this._seenAll(up_to, seen_at);
+    this._setCounts({ ...this._counts, unseen: 0 });
+  }
+  async remove(id: number): Promise<void> {
+    await this.client.delete(id);
+    this._removeIds([id]);
+  }
+
+  // --- internals ---
+
+  private _entry(filter: InboxFilter): Entry {
+    const key = keyOf(filter);
+    let e = this._lists.get(key);
+    if (!e) {
+      e = {
+        filter: { ...filter },
+        state: INITIAL_LIST,
+        subscribers: 0,
+        listeners: new Set(),
+        epoch: 0,
+        inflight: false,
+        again: false,
+        dirty: false,
+      };
+      this._lists.set(key, e);
+    }
+    return e;
+  }
+
+  private _setList(e: Entry, state: ListState): void {
+    if (state === e.state) return;
+    e.state = state;
+    for (const l of [...e.listeners]) l();
+  }
+
+  private async _loadFirst(e: Entry): Promise<void> {
+    e.dirty = false;
+    if (e.inflight) {
+      e.again = true;
+      return;
+    }
+    e.inflight = true;
+    try {
+      do {
+        e.again = false;
+        const epoch = ++e.epoch;
+        // What arrives while the request is out (live, above this) is not in the page but still there.
+        const known = e.state.items.length > 0 ? e.state.items[0]!.id : -Infinity;
+        if (!e.state.loading) this._setList(e, { ...e.state, loading: true });
+        try {
+          const page = await this.client.list(e.filter);
+          if (epoch === e.epoch) this._setList(e, this._applyPage(e, page, known));
+        } catch (err) {
+          if (epoch === e.epoch)
+            this._setList(e, { ...e.state, loading: false, error: toHeraldError(err, 'request_failed') });
+        }
+      } while (e.again);
+    } finally {
+      e.inflight = false;
+    }
+  }
+
+  /** Refetch the first page of every shown list once (coalesced within a tick); mark the others. */
+  private _refetchAll(): void {
+    if (this._refetchQueued) return;
+    this._refetchQueued = true;
+    void Promise.resolve().then(() => {
+      this._refetchQueued = false;
+      for (const e of this._lists.values()) {
+        if (e.subscribers > 0) void this._loadFirst(e);
+        else e.dirty = true;
+      }
+    });
+  }
+
+  /**
+   * Merge a page. `known` (a first page only; null for an older page): the newest id the list had when the
+   * request went out. A first page is the truth for everything from its oldest item up (from the bottom when it
+   * is the last page): what it lacks there left the list, unless it arrived live while the request was out.
+   */
+  private _applyPage(e: Entry, page: InboxPage, known: number | null): ListState {
+    const s = e.state;
+    const first = known !== null;
+    let items = s.items;
+    if (first) {
+      const ids = new Set(page.items.map((n) => n.id));
+      const oldest = page.has_more ? page.items[page.items.length - 1]!.id : -Infinity;
+      items = items.filter((n) => ids.has(n.id) || n.id > known || n.id < oldest);
+    }
+    const byId = new Map(items.map((n) => [n.id, n]));
+    for (const n of page.items) byId.set(n.id, n);
+    // Refetching the first page must not lose the cursor of pages loaded below it.
+    const keepCursor = first && s.loaded && items.length > page.items.length;
+    return {
+      items: [...byId.values()].sort(byIdDesc),
+      loading: false,
+      loaded: true,
+      error: null,
+      hasMore: keepCursor ? s.hasMore : page.has_more,
+      nextBefore: keepCursor ? s.nextBefore : page.next_before,
+    };
+  }
+
+  /** The newest copy of each notification the store knows, by id. */
+  private _known(): Map<number, Notification> {
+    const known = new Map<number, Notification>();
+    for (const e of this._lists.values()) for (const n of e.state.items) if (!known.has(n.id)) known.set(n.id, n);
+    return known;
+  }
+
+  /** Change the known notifications `pick` selects with `change`, then place them in every list. */
+  private _patch(pick: (n: Notification) => boolean, change: (n: Notification) => Notification): void {
+    const changed: Notification[] = [];
+    for (const n of this._known().values()) if (pick(n)) changed.push(change(n));
+    if (changed.length > 0) this._place(changed);
+  }
+
+  /** Put each notification where it belongs: replaced, removed from lists it no longer matches, or added. */
+  private _place(ns: Notification[]): void {
+    for (const e of this._lists.values()) {
+      if (!e.state.loaded) continue;
+      const s = e.state;
+      const oldest = s.items.length > 0 ? s.items[s.items.length - 1]!.id : Infinity;
+      const byId = new Map(s.items.map((n) => [n.id, n]));
+      let touched = false;
+      for (const n of ns) {
+        const has = byId.has(n.id);
+        if (matchesFilter(e.filter, n)) {
+          // Only within what is loaded: an older one belongs to a page not fetched yet.
+          if (has || !s.hasMore || n.id > oldest) {
+            byId.set(n.id, n);
+            touched = true;
+          }
+        } else if (has) {
+          byId.delete(n.id);
+          touched = true;
+        }
+      }
+      if (touched) this._setList(e, { ...s, items: [...byId.values()].sort(byIdDesc) });
+    }
+  }
+
+  private _readAll(upTo: number, readAt: string): void {
+    this._patch(
+      (n) => n.id <= upTo && n.read_at === null,
+      (n) => ({ ...n, read_at: readAt, seen_at: n.seen_at ?? readAt }),
+    );
+  }
+
+  private _seenAll(upTo: number, seenAt: string): void {
+    this._patch(
+      (n) => n.id <= upTo && n.seen_at == null,
+      (n) => ({ ...n, seen_at: seenAt }),
+    );
+  }
+
+  private _removeIds(ids: number[]): void {
+    for (const e of this._lists.values()) {
+      const items = e.state.items.filter((n) => !ids.includes(n.id));
+      if (items.length !== e.state.items.length) this._setList(e, { ...e.state, items });
+    }
+  }
+}

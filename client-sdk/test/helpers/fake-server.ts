@@ -1,0 +1,91 @@
+/** An in-memory inbox behind a fake fetch: contract A's REST API, enough for component and store tests. */
+import type { FetchLike, Notification } from '../../src';
+import { notificationFrame } from './fake-websocket';
+
+export function makeNotification(id: number, extra: Partial<Notification> = {}): Notification {
+  return { ...notificationFrame(id).notification, seen_at: null, archived_at: null, muted: false, ...extra };
+}
+
+export function fakeServer(initial: (number | Notification)[] = []) {
+  const inbox = new Map<number, Notification>();
+  for (const x of initial) {
+    const n = typeof x === 'number' ? makeNotification(x) : x;
+    inbox.set(n.id, n);
+  }
+  const json = (b: unknown, status = 200) => new Response(JSON.stringify(b), { status });
+  /** Requests served: `METHOD path?query` with the path after `/users/{id}`. */
+  const calls: string[] = [];
+  /** Make the next requests fail with this status (null: answer normally). */
+  let failWith: number | null = null;
+  const now = () => '2026-01-10T09:00:00.000Z';
+  const fetch: FetchLike = async (input, init) => {
+    const url = new URL(input);
+    const method = init?.method ?? 'GET';
+    const path = url.pathname.replace(/^.*\/users\/[^/]+/, '');
+    calls.push(`${method} ${path}${url.search}`);
+    if (failWith !== null) return json({ error: 'internal', message: 'the server failed' }, failWith);
+    const all = [...inbox.values()].sort((a, b) => b.id - a.id);
+    const live = all.filter((n) => n.archived_at === null);
+    if (path === '/notifications' && method === 'GET') {
+      const q = url.searchParams;
+      const limit = Number(q.get('limit') ?? 20);
+      const before = Number(q.get('before') ?? Infinity);
+      const archived = q.get('archived') === 'true';
+      const rows = all.filter(
+        (n) =>
+          n.id < before &&
+          (archived ? n.archived_at !== null : n.archived_at === null) &&
+          (q.get('unread') !== 'true' || n.read_at === null) &&
+          (!q.get('type') || n.type === q.get('type')),
+      );
+      const items = rows.slice(0, limit);
+      const has_more = rows.length > limit;
+      return json({ items, has_more, next_before: has_more ? items[items.length - 1]!.id : null });
+    }
+    if (path === '/notifications/counts') {
+      return json({
+        unread: live.filter((n) => !n.read_at && !n.muted).length,
+        unseen: live.filter((n) => !n.seen_at && !n.muted).length,
+      });
+    }
+    if (path === '/notifications/unread_count') return json({ unread_count: live.filter((n) => !n.read_at).length });
+    if (path === '/notifications/read_all') {
+      all.forEach((n) => {
+        n.read_at ??= now();
+        n.seen_at ??= now();
+      });
+      return json({ up_to: all[0]?.id ?? 0, read_at: now() });
+    }
+    if (path === '/notifications/seen_all') {
+      all.forEach((n) => (n.seen_at ??= now()));
+      return json({ up_to: all[0]?.id ?? 0, seen_at: now() });
+    }
+    const m = /^\/notifications\/(\d+)(?:\/(read|unread|archive|unarchive))?$/.exec(path);
+    const n = m && inbox.get(Number(m[1]));
+    if (!n) return json({ error: 'not_found', message: 'no such notification' }, 404);
+    if (method === 'DELETE') {
+      inbox.delete(n.id);
+      return new Response(null, { status: 204 });
+    }
+    if (m[2] === 'read') {
+      n.read_at ??= now();
+      n.seen_at ??= now();
+    }
+    if (m[2] === 'unread') n.read_at = null;
+    if (m[2] === 'archive') n.archived_at ??= now();
+    if (m[2] === 'unarchive') n.archived_at = null;
+    return json({ ...n });
+  };
+  return {
+    inbox,
+    fetch,
+    calls,
+    fail(status: number | null) {
+      failWith = status;
+    },
+    /** How many requests matched `re`. */
+    count(re: RegExp) {
+      return calls.filter((c) => re.test(c)).length;
+    },
+  };
+}

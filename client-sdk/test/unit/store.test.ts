@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest';
+import { HeraldClient, getInboxStore, tabFilter } from '../../src';
+import { matchesFilter } from '../../src/store';
+import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
+import { fakeServer, makeNotification } from '../helpers/fake-server';
+
+const tick = () => new Promise((r) => setTimeout(r, 0));
+
+async function setup(initial: Parameters<typeof fakeServer>[0]) {
+  const WS = createFakeWebSocket();
+  const server = fakeServer(initial);
+  const client = new HeraldClient({
+    url: 'http://h',
+    userId: 'u1',
+    getToken: async () => 't',
+    WebSocket: WS,
+    fetch: server.fetch,
+  });
+  const store = getInboxStore(client);
+  client.connect();
+  await tick();
+  WS.last.receive(readyFrame());
+  return { WS, client, server, store };
+}
+
+async function settled(check: () => boolean) {
+  for (let i = 0; i < 50 && !check(); i++) await tick();
+  expect(check()).toBe(true);
+}
+
+describe('the inbox store', () => {
+  it('is one per client', async () => {
+    const { client, store } = await setup([]);
+    expect(getInboxStore(client)).toBe(store);
+  });
+
+  it('matchesFilter: tabs, type and related object', () => {
+    const n = makeNotification(1, { type: 'stage', related_object: { type: 'stage', id: '9' } });
+    expect(matchesFilter(tabFilter('all'), n)).toBe(true);
+    expect(matchesFilter(tabFilter('archived'), n)).toBe(false);
+    expect(matchesFilter(tabFilter('archived'), { ...n, archived_at: 'x' })).toBe(true);
+    expect(matchesFilter(tabFilter('unread'), { ...n, read_at: 'x' })).toBe(false);
+    expect(matchesFilter(tabFilter('all', { type: 'stage' }), n)).toBe(true);
+    expect(matchesFilter(tabFilter('all', { type: 'match' }), n)).toBe(false);
+    expect(matchesFilter(tabFilter('all', { related_type: 'stage', related_id: '9' }), n)).toBe(true);
+    expect(matchesFilter(tabFilter('all', { related_type: 'stage', related_id: '8' }), n)).toBe(false);
+  });
+
+  it('a live notification joins only the lists whose filter it matches', async () => {
+    const { WS, store } = await setup([makeNotification(1, { type: 'stage' })]);
+    const stage = tabFilter('all', { type: 'stage' });
+    const match = tabFilter('all', { type: 'match' });
+    store.subscribeList(stage, () => {});
+    store.subscribeList(match, () => {});
+    await settled(() => store.getList(stage).loaded && store.getList(match).loaded);
+    const n = makeNotification(2, { type: 'match' });
+    WS.last.receive({ type: 'notification', event_type: 'e', body: {}, notification: n });
+    expect(store.getList(stage).items.map((x) => x.id)).toEqual([1]);
+    expect(store.getList(match).items.map((x) => x.id)).toEqual([2]);
+  });
+
+  it('an `unread` frame puts a known notification back in the unread list, within what it has loaded', async () => {
+    const { WS, store } = await setup([1, makeNotification(2, { read_at: 'x' }), 3]);
+    const all = tabFilter('all');
+    const unread = tabFilter('unread');
+    store.subscribeList(all, () => {});
+    store.subscribeList(unread, () => {});
+    await settled(() => store.getList(all).loaded && store.getList(unread).loaded);
+    expect(store.getList(unread).items.map((x) => x.id)).toEqual([3, 1]);
+    WS.last.receive({ type: 'unread', ids: [2] });
+    expect(store.getList(unread).items.map((x) => x.id)).toEqual([3, 2, 1]);
+    WS.last.receive({ type: 'read_all', up_to: 3, read_at: 'now' });
+    expect(store.getList(unread).items).toEqual([]);
+    expect(store.getList(all).items.every((x) => x.read_at === 'now' && x.seen_at === 'now')).toBe(true);
+  });
+
+  it('refetching the first page keeps the cursor of the pages loaded below it', async () => {
+    const { WS, server, store } = await setup([1, 2, 3, 4, 5]);
+    const f = tabFilter('all', { limit: 2 });
+    store.subscribeList(f, () => {});
+    await settled(() => store.getList(f).loaded);
+    await store.fetchMore(f);
+    expect(store.getList(f)).toMatchObject({ hasMore: true, nextBefore: 2 });
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 5, since_broadcast: 0 });
+    await settled(() => server.count(/^GET \/notifications\?limit=2$/) === 2);
+    await settled(() => !store.getList(f).loading);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([5, 4, 3, 2]);
+    expect(store.getList(f)).toMatchObject({ hasMore: true, nextBefore: 2 });
+  });
+
+  it('a list nobody shows is not fetched on stale, but is when shown again', async () => {
+    const { WS, server, store } = await setup([1]);
+    const f = tabFilter('all');
+    const off = store.subscribeList(f, () => {});
+    await settled(() => store.getList(f).loaded);
+    off();
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 1, since_broadcast: 0 });
+    await tick();
+    const lists = /^GET \/notifications(\?|$)/;
+    expect(server.count(lists)).toBe(1);
+    store.subscribeList(f, () => {});
+    await settled(() => server.count(lists) === 2);
+  });
+
+  it('a first page fetched again drops what left the server, even items newer than the page', async () => {
+    const { WS, server, store } = await setup([1, 2, 3]);
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    await settled(() => store.getList(f).loaded);
+    // Erased on the server (a purge) but for the oldest; then a refetch, while a new one arrives live.
+    server.inbox.delete(2);
+    server.inbox.delete(3);
+    const refetch = store.refreshAll();
+    const n = makeNotification(4);
+    server.inbox.set(4, n);
+    WS.last.receive({ type: 'notification', event_type: 'e', body: {}, notification: n });
+    await refetch;
+    await settled(() => !store.getList(f).loading);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([4, 1]);
+  });
+
+  it('lists put off for the first connect are fetched when the socket cannot open (a server down)', async () => {
+    const WS = createFakeWebSocket();
+    WS.autoOpen = false;
+    const server = fakeServer([1]);
+    const client = new HeraldClient({
+      url: 'http://h',
+      userId: 'u1',
+      getToken: async () => 't',
+      WebSocket: WS,
+      fetch: server.fetch,
+      backoff: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+    });
+    const store = getInboxStore(client);
+    client.connect();
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    await tick();
+    expect(server.count(/^GET \/notifications\?/)).toBe(0); // waiting for `connected`
+    WS.last.fail();
+    await settled(() => store.getList(f).loaded);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([1]);
+    client.close();
+  });
+});
