@@ -297,6 +297,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * This node's counters and delivery latency (JSON)
+         * @description A snapshot of this node's Prometheus registry, the numbers `/metrics` shows: counters are totals since the process started (rates come from two snapshots), sessions and users are this node's now, and the delivery latency is the histogram's cumulative buckets with quantiles estimated from them.
+         */
+        get: operations["stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/rules/reload": {
         parameters: {
             query?: never;
@@ -308,6 +328,26 @@ export interface paths {
         put?: never;
         /** Reload the rules file (as SIGHUP does) */
         post: operations["reload_rules"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/rules/dry-run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Dry-run an event through the rules in force
+         * @description Decodes the event as its transport would and routes it with the rules in force: the rule that matched (or why none did, or why it would be dead-lettered), the recipients after aliases, and the notification it would make. Nothing is stored, published or counted.
+         */
+        post: operations["dry_run_rules"];
         delete?: never;
         options?: never;
         head?: never;
@@ -348,6 +388,66 @@ export interface paths {
          * @description Each selected letter is republished to the exchange and routing key it first came through, with its properties minus the death headers, and removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails again is dead-lettered again by the consumer.
          */
         post: operations["redrive_dead_letters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/events/{event_id}/trace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Trace an event: its path from reception to each recipient's sessions
+         * @description Every retained trace of this event id, newest first (an event posted twice has two: the second a `duplicate`): how it was received, the rule that matched (or why none did, or why it was dead-lettered), the notifications stored and their recipients, every node that handled their frames and how many sessions each wrote (or why not: `offline`, `outbox_overflow`, `muted`, `closed`), and when each recipient read or saw it. Steps are kept `trace.retention_days`.
+         */
+        get: operations["event_trace"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/users/{user_id}/trace": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A user's newest traces: the events that stored something for them
+         * @description The newest `limit` traces of events that stored a notification for this user (targeted, not broadcasts) or purged their inbox, newest first, each as `GET /api/v1/admin/events/{event_id}/trace` shows it. Empty when none is retained.
+         */
+        get: operations["user_trace"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/trace/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The trace recorder's counters on this node
+         * @description Since this node started: steps written, dropped because the buffer was full (`trace.buffer`), and not kept by `trace.sample_rate`; and how long steps are kept. All zero when tracing is off.
+         */
+        get: operations["trace_stats"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -468,6 +568,18 @@ export interface components {
          * @enum {string}
          */
         BodyEncoding: "utf8" | "base64";
+        Bucket: {
+            /**
+             * Format: double
+             * @description Upper bound, in seconds.
+             */
+            le: number;
+            /**
+             * Format: int64
+             * @description Observations at most `le` (cumulative).
+             */
+            count: number;
+        };
         /** @description One component's readiness. */
         Check: {
             ok: boolean;
@@ -555,6 +667,35 @@ export interface components {
              */
             ttl_secs: number | null;
         };
+        /** @description `POST /api/v1/admin/rules/dry-run`: an event as a service would publish it, and where it would come from. */
+        DryRunRequest: {
+            /** @description The event exactly as published (any shape in `tests/fixtures/events/`). */
+            event: Record<string, never>;
+            /** @description The routing key it would carry; default: the event's own `event_type`, `event_name` or `_meta.routing_key`. */
+            routing_key?: string | null;
+            /**
+             * @description The exchange it would be published to. Given: judged as the AMQP consumer would (an unmatched event is a
+             *     dead letter); absent: as HTTP ingest would (`202 unmatched`).
+             */
+            exchange?: string | null;
+        };
+        /** @description What `herald rules test` reports for the event, as JSON. */
+        DryRunResult: {
+            /** @description `http` or `amqp`: the transport the event was judged as coming through. */
+            transport: string;
+            /** @description The event as decoded (null when it does not decode). */
+            event?: Record<string, never> | null;
+            /**
+             * @description What would become of it: `outcome` is `stored` (with `rule`, `recipients`, the notification's `type`,
+             *     `title`, `content`, `event_type`), `live`, `purged`, `ignored`, `unmatched`, or `dead_letter` (`reason`,
+             *     `message`).
+             */
+            verdict: Record<string, never>;
+            /** @description Whether it would end in the dead-letter queue (over HTTP: a 4xx). */
+            dead_letter: boolean;
+            /** @description The same as `herald rules test` prints it. */
+            report: string;
+        };
         /**
          * @description The body of every error answer: a stable machine-readable code and a human-readable reason.
          * @example {
@@ -570,6 +711,12 @@ export interface components {
         };
         /** @description An event as a service publishes it: any JSON object (the shapes in `tests/fixtures/events/`). */
         Event: Record<string, never>;
+        /** @description `GET /api/v1/admin/events/{event_id}/trace`. */
+        EventTraces: {
+            event_id: string;
+            /** @description Newest first: an event id posted twice has two traces (the second a `duplicate`). */
+            traces: components["schemas"]["Trace"][];
+        };
         /** @description A page of the REST inbox, newest first. */
         InboxPage: {
             items: components["schemas"]["Notification"][];
@@ -596,6 +743,34 @@ export interface components {
         /** @description `202`: one result per event, in the order posted. */
         IngestResults: {
             results: components["schemas"]["Outcome"][];
+        };
+        /** @description A latency histogram: Prometheus's cumulative buckets and the quantiles estimated from them. */
+        Latency: {
+            /**
+             * Format: int64
+             * @description Observations in all.
+             */
+            count: number;
+            /**
+             * Format: double
+             * @description Their sum, in seconds.
+             */
+            sum_seconds: number;
+            /**
+             * @description Cumulative: `count` observations took at most `le` seconds. The last bucket (`+Inf`) is `count` itself
+             *     and is not listed.
+             */
+            buckets: components["schemas"]["Bucket"][];
+            /**
+             * Format: double
+             * @description Median, 90th and 99th percentile in seconds, interpolated within a bucket as PromQL's
+             *     `histogram_quantile` does; null with no observation.
+             */
+            p50?: number | null;
+            /** Format: double */
+            p90?: number | null;
+            /** Format: double */
+            p99?: number | null;
         };
         /** @description One node's line in the presence view. */
         NodePresence: {
@@ -701,6 +876,11 @@ export interface components {
              */
             read_at: string;
         };
+        ReadMark: {
+            user_id: string;
+            /** Format: date-time */
+            read_at: string;
+        };
         /** @description `GET /readyz`: ready when every check is. */
         Readiness: {
             ready: boolean;
@@ -762,11 +942,141 @@ export interface components {
              */
             seen_at: string;
         };
+        SeenMark: {
+            user_id: string;
+            /** Format: date-time */
+            seen_at: string;
+        };
+        /** @description The node's counters and delivery latency, as the admin console shows them. */
+        Stats: {
+            /**
+             * Format: date-time
+             * @description When the snapshot was taken (RFC 3339).
+             */
+            at: string;
+            /**
+             * Format: int64
+             * @description Events this node took in over HTTP and AMQP, whatever became of them (`events_by_outcome` plus
+             *     `events_refused`).
+             */
+            events_received: number;
+            /**
+             * @description Events ingested, by outcome (the counter's `status` label: `stored`, `duplicate`, `unmatched`, `ignored`, `purged`, `live`,
+             *     `unresolved_recipient`).
+             */
+            events_by_outcome: {
+                [key: string]: number;
+            };
+            /**
+             * Format: int64
+             * @description Events refused with a 4xx (HTTP) or dead-lettered (AMQP) for what they contained.
+             */
+            events_refused: number;
+            /**
+             * Format: int64
+             * @description Notifications committed to the inbox (targeted and broadcast).
+             */
+            notifications_stored: number;
+            /**
+             * Format: int64
+             * @description Live notifications written to this node's sessions.
+             */
+            deliveries: number;
+            /**
+             * Format: int64
+             * @description Notifications sent to sessions from the inbox (replay after a reconnect, resync).
+             */
+            replayed: number;
+            /**
+             * Format: int64
+             * @description AMQP messages this node dead-lettered, all reasons.
+             */
+            dead_lettered: number;
+            /**
+             * Format: int64
+             * @description Sessions open on this node now.
+             */
+            sessions_open: number;
+            /**
+             * Format: int64
+             * @description Users with at least one session on this node now.
+             */
+            users_online: number;
+            /** @description Time from a notification's commit to its write on a session. */
+            delivery_latency: components["schemas"]["Latency"];
+        };
         /**
          * @description What became of one event.
          * @enum {string}
          */
         Status: "stored" | "duplicate" | "purged" | "ignored" | "unmatched" | "live" | "unresolved_recipient";
+        /** @description The trace, as the API and the CLI show it (contract D). */
+        Trace: {
+            trace_id: string;
+            event_id: string;
+            /** Format: date-time */
+            received_at: string;
+            transport: components["schemas"]["Transport"];
+            exchange?: string | null;
+            routing_key?: string | null;
+            /** @description The service key's id that posted it (HTTP), else `null`. */
+            producer?: string | null;
+            event_type?: string | null;
+            /** @description `new` or `duplicate` (the scoped event id was applied before). */
+            dedupe: string;
+            /** @description The rule that matched, `null` when none did. */
+            rule?: string | null;
+            /** @description `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `purged`, `live_only` or `unresolved`. */
+            outcome: string;
+            /** @description Why it was not stored, or why it was dead-lettered. */
+            reason?: string | null;
+            /** @description After aliases: the users it was stored for (`*` for a broadcast), a purge's users, a live event's users. */
+            recipients: string[];
+            notification_ids: number[];
+            /** @description The nodes that handled its frames: the committing node and every node the transport carried them to. */
+            published_to: string[];
+            deliveries: components["schemas"]["TraceDelivery"][];
+            read: components["schemas"]["ReadMark"][];
+            seen: components["schemas"]["SeenMark"][];
+        };
+        /** @description One node's delivery of one of the trace's notifications to one user (`*`: a broadcast, to everyone). */
+        TraceDelivery: {
+            user_id: string;
+            node: string;
+            /** @description Whether the user had a session on that node. */
+            online: boolean;
+            /** Format: int64 */
+            sessions_written: number;
+            /** @description Why not every session got it: `offline`, `outbox_overflow`, `muted` or `closed`; `null` when all did. */
+            reason?: string | null;
+            /** Format: date-time */
+            at: string;
+        };
+        /** @description `GET /api/v1/admin/trace/stats`: this node's recorder since it started. */
+        TraceStats: {
+            /**
+             * Format: int64
+             * @description Steps written.
+             */
+            recorded: number;
+            /**
+             * Format: int64
+             * @description Steps dropped because the buffer was full.
+             */
+            dropped: number;
+            /**
+             * Format: int64
+             * @description Steps not kept by `trace.sample_rate`.
+             */
+            sampled_out: number;
+            /** Format: int32 */
+            retention_days: number;
+        };
+        /**
+         * @description How an event reached Herald.
+         * @enum {string}
+         */
+        Transport: "http" | "amqp";
         /**
          * @description Whether notifications of one type reach the user live and count.
          * @enum {string}
@@ -778,6 +1088,12 @@ export interface components {
         };
         /** @description A user id as events carry it: a non-empty string or a number. */
         UserId: string | number;
+        /** @description `GET /api/v1/admin/users/{user_id}/trace`. */
+        UserTraces: {
+            user_id: string;
+            /** @description Newest first. */
+            traces: components["schemas"]["Trace"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -2017,6 +2333,46 @@ export interface operations {
             };
         };
     };
+    stats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The snapshot. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Stats"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     reload_rules: {
         parameters: {
             query?: never;
@@ -2058,6 +2414,79 @@ export interface operations {
             /** @description The file does not compile (`invalid_rules`, the message says why): the rules in force stay. */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    dry_run_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DryRunRequest"];
+            };
+        };
+        responses: {
+            /** @description What the gateway would do with the event. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DryRunResult"];
+                };
+            };
+            /** @description The body is not JSON of this shape (`invalid_json`; the message says where). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed reading an alias (`internal_error`). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot be read now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2212,6 +2641,193 @@ export interface operations {
                 headers: {
                     /** @description Seconds to wait before retrying. */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    event_trace: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The event id as its producer gave it (AMQP `message_id`, `Idempotency-Key`, or the body's id). */
+                event_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The event's traces, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventTraces"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No trace of this event id is retained (`not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Tracing is off (`trace.enabled = false`: `trace_disabled`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    user_trace: {
+        parameters: {
+            query?: {
+                /** @description How many traces, 1 to 100. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The user id (after aliases). */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's newest traces, newest first. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserTraces"];
+                };
+            };
+            /** @description `limit` does not parse or is out of range (`bad_query`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Tracing is off (`trace.enabled = false`: `trace_disabled`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    trace_stats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description This node's counters. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TraceStats"];
+                };
+            };
+            /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`). */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
