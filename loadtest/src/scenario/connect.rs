@@ -46,6 +46,7 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<()> {
             "connections": a.connections, "settle_secs": a.settle, "hold_secs": a.hold,
             "workers": fleet.workers(), "sources": ctx.pool_config().sources.map(|s| s.count_for(a.connections)),
             "connect_concurrency": ctx.common.connect_concurrency,
+            "target": format!("{:?}", ctx.common.target).to_lowercase(),
         }),
     );
     let mut lines = connect_lines(&out, origin, after.as_ref(), &mut report);
