@@ -188,7 +188,7 @@ pub(super) fn delivery_lines(c: &Collected, plan: &Plan, report: &mut Report) ->
     if let (Some(b), true) = (c.cpu.herald_disk_bytes, s.acked > 0) {
         let per_event = b as f64 / s.acked as f64 / 1024.0;
         lines.push(line(
-            "Herald disk writes",
+            "server disk writes",
             format!("{:.1} MiB, {per_event:.1} KiB per acknowledged event", b as f64 / 1048576.0),
         ));
         report.headline("disk_kib_per_event", (per_event * 10.0).round() / 10.0);
