@@ -76,6 +76,7 @@ ALL_CORES=0-$(($(nproc) - 1))
 pin_broker() {
   local pid
   for pid in $RABBIT_PID $(pgrep -x epmd); do pin_tree "$pid" "$1"; done
+  log "RabbitMQ on cores $1: $(taskset -p "$(pgrep -f beam.smp | head -1)" 2>/dev/null | sed "s/.*: //") (affinity mask of beam.smp)"
 }
 pin_services() {
   local pid
