@@ -13,7 +13,8 @@
 #
 # MODE=callgrind: Herald under valgrind's callgrind with instrumentation off until the phase starts
 # (callgrind_control --instr=on) and dumped when it ends, so the counts are the measured phase's. Writes
-# OUT/callgrind.out.measured, OUT/callgrind-annotate.txt and prints Ir (instructions) per event. valgrind
+# OUT/callgrind.out.measured, OUT/callgrind-self.txt and OUT/callgrind-inclusive.txt (instructions per function,
+# without and with callees) and prints Ir (instructions) per event. valgrind
 # runs Herald ~50× slower, so the defaults are a small run at a low rate; keep RATE, EVENTS and SESSIONS the
 # same across the runs you compare (group commits hold more events at higher rates, which changes the count).
 #
@@ -98,8 +99,8 @@ acked=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results
 
 case $MODE in
   perf)
-    perf report -i "$OUT/perf.data" --no-children --percent-limit 0.5 --stdio -g none --sort dso,symbol \
-      >"$OUT/perf-flat.txt" 2>/dev/null
+    perf report -i "$OUT/perf.data" --no-children --percent-limit 0.5 --stdio -g none --sort dso,symbol 2>/dev/null \
+      | sed -E 's/[[:space:]]+(-[[:space:]]+)*$//' >"$OUT/perf-flat.txt"
     perf report -i "$OUT/perf.data" --children --percent-limit 2 --stdio -g caller,0.5,callee \
       >"$OUT/perf-tree.txt" 2>/dev/null
     log "top of the flat profile ($acked events acknowledged):"
@@ -110,13 +111,16 @@ case $MODE in
     measured=$(grep -l '^desc: .*measured' "$OUT"/callgrind.out.* | head -1)
     [ -n "$measured" ] || { echo "no measured dump found in $OUT" >&2; exit 1; }
     mv "$measured" "$OUT/callgrind.out.measured"
-    callgrind_annotate --inclusive=no "$OUT/callgrind.out.measured" >"$OUT/callgrind-annotate.txt" 2>/dev/null || true
+    callgrind_annotate --auto=no --inclusive=no "$OUT/callgrind.out.measured" >"$OUT/callgrind-self.txt" 2>/dev/null || true
+    callgrind_annotate --auto=no --inclusive=yes "$OUT/callgrind.out.measured" >"$OUT/callgrind-inclusive.txt" 2>/dev/null || true
     ir=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$OUT/callgrind.out.measured" | head -1)
     python3 - "$ir" "$acked" <<'PY'
 import sys
 ir, n = int(sys.argv[1]), int(sys.argv[2])
 print(f"instructions in the measured phase: {ir:,}; events acknowledged: {n:,}; per event: {ir / max(n, 1):,.0f}")
 PY
-    echo "per function: $OUT/callgrind-annotate.txt (callgrind_annotate / kcachegrind $OUT/callgrind.out.measured)"
+    log "top of the per-function counts (self):"
+    grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | sed -n '2,21p' | cut -c1-220
+    echo "per function: $OUT/callgrind-self.txt, $OUT/callgrind-inclusive.txt (or kcachegrind $OUT/callgrind.out.measured)"
     ;;
 esac
