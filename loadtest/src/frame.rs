@@ -105,7 +105,10 @@ pub fn parse_nchan(text: &str) -> Frame {
 fn nchan_id(id: &str) -> Option<(usize, (u64, u64))> {
     let (times, tags) = id.trim().split_once(':')?;
     let times: Vec<&str> = times.split(',').collect();
-    let (k, tag) = tags.split(',').enumerate().find_map(|(k, t)| Some((k, t.strip_prefix('[')?.strip_suffix(']')?)))
+    let (k, tag) = tags
+        .split(',')
+        .enumerate()
+        .find_map(|(k, t)| Some((k, t.strip_prefix('[')?.strip_suffix(']')?)))
         // A single channel: no brackets.
         .or_else(|| (!tags.contains(',')).then_some((0, tags)))?;
     let time = times.get(k).or(times.first())?.parse().ok()?;

@@ -50,10 +50,20 @@ pub struct AmqpLink {
 
 pub enum Publisher {
     /// Herald's ingest; with several URLs (nodes of one cluster), requests take them in turn.
-    Http { client: reqwest::Client, urls: Vec<String>, next: AtomicUsize, auth: String, run: u64 },
+    Http {
+        client: reqwest::Client,
+        urls: Vec<String>,
+        next: AtomicUsize,
+        auth: String,
+        run: u64,
+    },
     Amqp(Box<AmqpLink>),
     /// nchan's publisher location: `POST {base}/pub/{user}` (or `/pub/broadcast`), one event per request.
-    Nchan { client: reqwest::Client, base: String, run: u64 },
+    Nchan {
+        client: reqwest::Client,
+        base: String,
+        run: u64,
+    },
 }
 
 fn http_client(conns: usize) -> reqwest::Client {

@@ -313,7 +313,12 @@ fn side_by_side(m: &crate::report::Medians) -> Option<Vec<String>> {
 const CONTRASTS: &[(&str, &str, &str, &str)] = &[
     ("tracing off vs on, targeted/s, unbounded", "targeted-1-max-trace-off", "targeted-1-max", "delivered_per_s"),
     ("tracing off vs on, p99 at 2,000/s", "targeted-1-2000-trace-off", "targeted-1-2000", "p99_ms"),
-    ("tracing off vs on, CPU µs per event at 2,000/s", "targeted-1-2000-trace-off", "targeted-1-2000", "cpu_us_per_event"),
+    (
+        "tracing off vs on, CPU µs per event at 2,000/s",
+        "targeted-1-2000-trace-off",
+        "targeted-1-2000",
+        "cpu_us_per_event",
+    ),
     ("RabbitMQ pinned off Herald's core vs unpinned, p99", "targeted-amqp-5000-pinned", "targeted-amqp-5000", "p99_ms"),
     ("two nodes vs one on PostgreSQL, targeted/s", "cluster-2node-max", "cluster-1node-max", "delivered_per_s"),
 ];
@@ -403,10 +408,8 @@ mod tests {
 
     #[test]
     fn contrasts_compare_entries_that_differ_in_one_setting() {
-        let m = medians(&[
-            report("targeted-1-2000-trace-off", "p99_ms", 2.0),
-            report("targeted-1-2000", "p99_ms", 4.0),
-        ]);
+        let m =
+            medians(&[report("targeted-1-2000-trace-off", "p99_ms", 2.0), report("targeted-1-2000", "p99_ms", 4.0)]);
         assert_eq!(contrasts(&m), vec!["- tracing off vs on, p99 at 2,000/s: 2 vs 4 (0.50×)".to_string()]);
     }
 }
