@@ -15,7 +15,7 @@
 # names), AMQP (0), CLUSTER (0), NCHAN (1: the nchan-* reference entries), PIN_SERVICES (0), PG_DURABLE (1:
 # PostgreSQL with fsync and synchronous_commit on; 0: as the tests start it, fsync off), SHORT (0),
 # EXTRA_HERALD_ENV (e.g. "HERALD__STORE__SYNCHRONOUS=normal"), EXTRA_LT_ARGS (appended to every entry's
-# herald-loadtest arguments; a later option overrides an earlier one, e.g. "--on-measure-start …").
+# herald-loadtest arguments, split on spaces; a later option overrides an earlier one, e.g. "--drain-timeout 30").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
