@@ -222,9 +222,39 @@ struct Rule {
     everyone_values: Vec<String>,
     when_missing: WhenMissing,
     data: Option<String>,
-    has_event_type: bool,
-    has_dedupe_key: bool,
+    event_type: Option<Field>,
+    dedupe_key: Option<Field>,
+    /// `type`, `title`, `content`, `related_object.type`, `related_object.id` (the order of [`FIELDS`]);
+    /// empty for `purge` and `ignore`.
+    fields: Vec<Field>,
     aliases: Vec<AliasSpec>,
+}
+
+/// One templated field of a rule, resolved when the rules load: text without template syntax is used as
+/// written (trimmed, as a render leaves it) and never rendered; a template is compiled under its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Field {
+    Literal(String),
+    /// The name of the compiled template in [`Rules::templates`].
+    Template(String),
+}
+
+impl Field {
+    /// Compile `source` as `rule`'s `field` (a literal needs no compiling).
+    fn compile(
+        templates: &mut Environment<'static>,
+        rule: &str,
+        field: &str,
+        source: String,
+    ) -> Result<Field, minijinja::Error> {
+        // minijinja's syntax starts only with these; anything else renders as itself.
+        if !["{{", "{%", "{#"].iter().any(|open| source.contains(open)) {
+            return Ok(Field::Literal(source.trim().to_owned()));
+        }
+        let name = format!("{rule}\u{0}{field}");
+        templates.add_template_owned(name.clone(), source)?;
+        Ok(Field::Template(name))
+    }
 }
 
 /// The compiled rule set. Cheap to share behind an `Arc`.
@@ -294,13 +324,19 @@ impl Rules {
                     return Err(invalid(format!("`data` must be a JSON pointer starting with '/', got `{d}`")));
                 }
             }
-            for (field, source) in [("event_type", &spec.event_type), ("dedupe_key", &spec.dedupe_key)] {
-                if let Some(t) = source {
-                    templates
-                        .add_template_owned(format!("{}\u{0}{field}", spec.name), t.clone())
-                        .map_err(|e| invalid(format!("template `{field}`: {e}")))?;
-                }
-            }
+            let mut optional =
+                [("event_type", &spec.event_type), ("dedupe_key", &spec.dedupe_key)].map(|(field, source)| {
+                    source
+                        .as_ref()
+                        .map(|t| {
+                            Field::compile(&mut templates, &spec.name, field, t.clone())
+                                .map_err(|e| invalid(format!("template `{field}`: {e}")))
+                        })
+                        .transpose()
+                });
+            let dedupe_key = std::mem::replace(&mut optional[1], Ok(None))?;
+            let event_type = std::mem::replace(&mut optional[0], Ok(None))?;
+            let mut fields = Vec::new();
             if matches!(spec.action, Action::Notify | Action::Live) {
                 let title = spec.title.clone().ok_or_else(|| invalid("a notify or live rule needs `title`".into()))?;
                 let sources = [
@@ -311,9 +347,10 @@ impl Rules {
                     spec.related_object.as_ref().map(|r| r.id.clone()).unwrap_or_default(),
                 ];
                 for (field, source) in FIELDS.iter().zip(sources) {
-                    templates
-                        .add_template_owned(format!("{}\u{0}{field}", spec.name), source)
-                        .map_err(|e| invalid(format!("template `{field}`: {e}")))?;
+                    fields.push(
+                        Field::compile(&mut templates, &spec.name, field, source)
+                            .map_err(|e| invalid(format!("template `{field}`: {e}")))?,
+                    );
                 }
             }
             rules.push(Rule {
@@ -325,8 +362,9 @@ impl Rules {
                 everyone_values: spec.everyone_values,
                 when_missing: spec.when_missing,
                 data: spec.data,
-                has_event_type: spec.event_type.is_some(),
-                has_dedupe_key: spec.dedupe_key.is_some(),
+                event_type,
+                dedupe_key,
+                fields,
                 aliases: spec.aliases,
             });
         }
@@ -378,26 +416,39 @@ impl Rules {
             },
             Action::Notify | Action::Live => {
                 let recipients = rule.recipients(event)?;
-                let ctx = minijinja::context! {
-                    event => minijinja::context! {
-                        id => event.id, exchange => event.exchange, routing_key => event.routing_key,
-                        event_type => event.event_type, source => event.source,
-                        occurred_at => event.occurred_at.map(|t| t.to_rfc3339()),
-                    },
-                    segments => event.routing_key.split('.').collect::<Vec<_>>(),
-                    body => minijinja::Value::from_serialize(&event.body),
-                    ..minijinja::Value::from_serialize(&event.body)
-                };
-                let render = |field: &'static str| -> Result<String, RouteError> {
-                    let name = format!("{}\u{0}{field}", rule.name);
-                    let tmpl = self.templates.get_template(&name).expect("compiled at load");
-                    tmpl.render(&ctx).map(|s| s.trim().to_owned()).map_err(|e| RouteError::Template {
-                        rule: rule.name.clone(),
-                        field,
-                        message: e.to_string(),
+                // Built on the first template that needs it (a rule of literals never does), with the body
+                // converted to template values once.
+                let ctx = std::cell::OnceCell::new();
+                let context = || {
+                    ctx.get_or_init(|| {
+                        let body = minijinja::Value::from_serialize(&event.body);
+                        minijinja::context! {
+                            event => minijinja::context! {
+                                id => event.id, exchange => event.exchange, routing_key => event.routing_key,
+                                event_type => event.event_type, source => event.source,
+                                occurred_at => event.occurred_at.map(|t| t.to_rfc3339()),
+                            },
+                            segments => event.routing_key.split('.').collect::<Vec<_>>(),
+                            body => body.clone(),
+                            ..body
+                        }
                     })
                 };
-                let (related_type, related_id) = (render("related_type")?, render("related_id")?);
+                let render = |field: &'static str, f: &Field| -> Result<String, RouteError> {
+                    match f {
+                        Field::Literal(text) => Ok(text.clone()),
+                        Field::Template(name) => {
+                            let tmpl = self.templates.get_template(name).expect("compiled at load");
+                            tmpl.render(context()).map(|s| s.trim().to_owned()).map_err(|e| RouteError::Template {
+                                rule: rule.name.clone(),
+                                field,
+                                message: e.to_string(),
+                            })
+                        }
+                    }
+                };
+                let field = |i: usize| render(FIELDS[i], &rule.fields[i]);
+                let (related_type, related_id) = (field(3)?, field(4)?);
                 let related_object = (!related_type.is_empty() && !related_id.is_empty())
                     .then_some(RelatedObject { kind: related_type, id: related_id });
                 let data = match rule.data.as_deref() {
@@ -407,10 +458,12 @@ impl Rules {
                     },
                     None => raw_null(),
                 };
-                let event_type = if rule.has_event_type { Some(render("event_type")?) } else { None };
-                let dedupe_key = match rule.has_dedupe_key {
-                    true => Some(render("dedupe_key")?).filter(|k| !k.is_empty()).map(|k| format!("{}:{k}", rule.name)),
-                    false => None,
+                let event_type = rule.event_type.as_ref().map(|f| render("event_type", f)).transpose()?;
+                let dedupe_key = match &rule.dedupe_key {
+                    Some(f) => {
+                        Some(render("dedupe_key", f)?).filter(|k| !k.is_empty()).map(|k| format!("{}:{k}", rule.name))
+                    }
+                    None => None,
                 };
                 let aliases = rule
                     .aliases
@@ -426,9 +479,9 @@ impl Rules {
                     event_type,
                     dedupe_key,
                     aliases,
-                    kind: render("type")?,
-                    title: render("title")?,
-                    content: render("content")?,
+                    kind: field(0)?,
+                    title: field(1)?,
+                    content: field(2)?,
                     related_object,
                     data,
                 };
@@ -605,35 +658,52 @@ impl Pattern {
     /// Whether `key` matches. An empty key is one empty word, as in RabbitMQ.
     pub fn matches(&self, key: &str) -> bool {
         let pat = &self.0;
-        // live[j]: the key words read so far can be matched by pat[..j].
-        let mut live = vec![false; pat.len() + 1];
-        let mut next = vec![false; pat.len() + 1];
-        live[0] = true;
-        close_over_hashes(pat, &mut live);
-        for word in key.split('.') {
-            next.fill(false);
-            let mut any = false;
-            for (j, w) in pat.iter().enumerate() {
-                if !live[j] {
-                    continue;
-                }
-                match w {
-                    // `#` takes this word and may take more: stay on it.
-                    Word::Hash => next[j] = true,
-                    Word::Star => next[j + 1] = true,
-                    Word::Literal(l) if l == word => next[j + 1] = true,
-                    Word::Literal(_) => continue,
-                }
-                any = true;
-            }
-            if !any {
-                return false;
-            }
-            close_over_hashes(pat, &mut next);
-            std::mem::swap(&mut live, &mut next);
+        if pat.iter().all(|w| matches!(w, Word::Literal(_))) {
+            // No wildcard: the words are the key's, one for one.
+            let mut words = key.split('.');
+            return pat.iter().all(|w| matches!(w, Word::Literal(l) if words.next() == Some(l.as_str())))
+                && words.next().is_none();
         }
-        live[pat.len()]
+        // The reachable sets live on the stack for the patterns rules use; longer ones allocate.
+        const INLINE: usize = 16;
+        let n = pat.len() + 1;
+        if n <= INLINE {
+            let (mut live, mut next) = ([false; INLINE], [false; INLINE]);
+            run_nfa(pat, key, &mut live[..n], &mut next[..n])
+        } else {
+            run_nfa(pat, key, &mut vec![false; n], &mut vec![false; n])
+        }
     }
+}
+
+/// The NFA simulation of [`Pattern::matches`]; `live` and `next` hold one flag per pattern position (+ 1).
+fn run_nfa<'a>(pat: &[Word], key: &str, mut live: &'a mut [bool], mut next: &'a mut [bool]) -> bool {
+    // live[j]: the key words read so far can be matched by pat[..j].
+    live[0] = true;
+    close_over_hashes(pat, live);
+    for word in key.split('.') {
+        next.fill(false);
+        let mut any = false;
+        for (j, w) in pat.iter().enumerate() {
+            if !live[j] {
+                continue;
+            }
+            match w {
+                // `#` takes this word and may take more: stay on it.
+                Word::Hash => next[j] = true,
+                Word::Star => next[j + 1] = true,
+                Word::Literal(l) if l == word => next[j + 1] = true,
+                Word::Literal(_) => continue,
+            }
+            any = true;
+        }
+        if !any {
+            return false;
+        }
+        close_over_hashes(pat, next);
+        std::mem::swap(&mut live, &mut next);
+    }
+    live[pat.len()]
 }
 
 /// A `#` may match zero words: whoever reaches it also reaches the word after it.
@@ -648,6 +718,7 @@ fn close_over_hashes(pat: &[Word], live: &mut [bool]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn topic_patterns_follow_amqp_semantics() {
@@ -685,6 +756,58 @@ mod tests {
         assert!(m("#.#", ""));
         assert!(!m("a.#.#.z", "a.x"));
         assert_eq!(Pattern::parse("#.#.#.a").unwrap().0, Pattern::parse("#.a").unwrap().0);
+    }
+
+    #[test]
+    fn literal_and_wildcard_patterns_agree_with_the_general_matcher() {
+        // Literal patterns take the word-for-word path; patterns longer than the stack buffer allocate.
+        let m = |p: &str, k: &str| Pattern::parse(p).unwrap().matches(k);
+        assert!(m("a.b.c", "a.b.c"));
+        assert!(!m("a.b.c", "a.b"));
+        assert!(!m("a.b", "a.b.c"));
+        assert!(!m("a.b", ""));
+        assert!(m("", ""), "an empty pattern is one empty word, as an empty key is");
+        let long: Vec<String> = (0..40).map(|i| if i % 7 == 3 { "*".into() } else { format!("w{i}") }).collect();
+        let key: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        assert!(m(&long.join("."), &key.join(".")));
+        assert!(!m(&long.join("."), &key[..39].join(".")));
+        assert!(m(&format!("{}.#", long.join(".")), &format!("{}.x.y", key.join("."))));
+    }
+
+    fn rule(fields: &str) -> Rules {
+        Rules::parse(&format!("[[rule]]\nname = \"r\"\nto = [\"/u\"]\n{fields}\n")).unwrap()
+    }
+
+    fn event(body: serde_json::Value) -> Event {
+        let raw = serde_json::value::to_raw_value(&body).unwrap();
+        let env = crate::event::Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None };
+        crate::event::decode(env, raw).unwrap()
+    }
+
+    #[test]
+    fn literal_fields_are_taken_as_written_and_never_compiled() {
+        let rules = rule("title = \"  Hello {there} %  \"\ncontent = \"{# a comment #}Hi {{ name }}\"");
+        let r = &rules.rules[0];
+        assert_eq!(r.fields[1], Field::Literal("Hello {there} %".into()));
+        assert_eq!(r.fields[0], Field::Literal("info".into()), "the default type");
+        assert_eq!(r.fields[2], Field::Template("r\u{0}content".into()), "a comment is template syntax");
+        assert!(rules.templates.get_template("r\u{0}title").is_err(), "a literal is not compiled");
+        let Route::Notify(d) = rules.route(&event(json!({"u": "ann", "name": "Ann"}))).unwrap() else {
+            panic!("a notify rule")
+        };
+        assert_eq!((d.kind.as_str(), d.title.as_str(), d.content.as_str()), ("info", "Hello {there} %", "Hi Ann"));
+        assert!(d.related_object.is_none());
+    }
+
+    #[test]
+    fn templates_see_the_body_at_the_top_level_and_under_body() {
+        let rules = rule("title = \"{{ name }}/{{ body.name }}/{{ segments[1] }}/{{ event.exchange }}\"\nevent_type = \"t.{{ name }}\"\ndedupe_key = \"k\"");
+        let Route::Notify(d) = rules.route(&event(json!({"u": "ann", "name": "Ann"}))).unwrap() else {
+            panic!("a notify rule")
+        };
+        assert_eq!(d.title, "Ann/Ann/b/x");
+        assert_eq!(d.event_type.as_deref(), Some("t.Ann"));
+        assert_eq!(d.dedupe_key.as_deref(), Some("r:k"), "a literal dedupe key is namespaced as a rendered one");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! One WebSocket client: open a TCP connection (from a chosen 127.0.0.x source address when asked),
-//! authenticate with a minted token, and complete Herald's handshake.
+//! authenticate with a minted token, and complete Herald's handshake — or, against the nchan reference
+//! server, subscribe to the user's channel and the broadcast channel on one socket.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -14,6 +16,21 @@ use tokio_tungstenite::WebSocketStream;
 use crate::limits::Failure;
 
 pub type Ws = WebSocketStream<TcpStream>;
+
+/// The server under test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Target {
+    /// Herald: `/ws/{user}?token=…`, `ready` frame, HTTP ingest at `/api/v1/events`.
+    #[default]
+    Herald,
+    /// nginx + nchan (the reference peer, which stores nothing): `/sub/{user}` is a multiplexed websocket
+    /// subscriber of the channels `{user}` and `broadcast` (subprotocol `ws+meta.nchan`, so every frame
+    /// carries nchan's message id), publishing is `POST /pub/{user}` or `POST /pub/broadcast`.
+    Nchan,
+}
+
+/// The nchan subprotocol that prefixes each message with its id (`id: …`) and content type.
+pub const NCHAN_META_PROTOCOL: &str = "ws+meta.nchan";
 
 /// Small buffers: the tool holds tens of thousands of mostly idle sockets.
 pub fn ws_config(read_buffer: usize) -> WebSocketConfig {
@@ -29,6 +46,7 @@ pub struct Dial<'a> {
     pub source: Option<Ipv4Addr>,
     pub read_buffer: usize,
     pub timeout: Duration,
+    pub target: Target,
 }
 
 /// Connect and hand-shake, all within `timeout`.
@@ -36,11 +54,21 @@ pub async fn open(d: &Dial<'_>, user: &str, token: &str, since: Option<i64>) -> 
     let fut = async {
         let stream = tcp(d.server, d.source).await?;
         let _ = stream.set_nodelay(true);
-        let mut url = format!("ws://{}/ws/{user}?token={token}", d.host);
-        if let Some(s) = since {
-            url.push_str(&format!("&since={s}"));
-        }
-        let request = url.into_client_request().map_err(|_| Failure::Handshake)?;
+        let request = match d.target {
+            Target::Herald => {
+                let mut url = format!("ws://{}/ws/{user}?token={token}", d.host);
+                if let Some(s) = since {
+                    url.push_str(&format!("&since={s}"));
+                }
+                url.into_client_request().map_err(|_| Failure::Handshake)?
+            }
+            Target::Nchan => {
+                let mut r =
+                    format!("ws://{}/sub/{user}", d.host).into_client_request().map_err(|_| Failure::Handshake)?;
+                r.headers_mut().insert("sec-websocket-protocol", NCHAN_META_PROTOCOL.parse().expect("ascii"));
+                r
+            }
+        };
         let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(d.read_buffer)))
             .await
             .map_err(|e| classify(&e))?;

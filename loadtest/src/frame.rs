@@ -30,6 +30,13 @@ pub enum Frame {
     Replayed {
         up_to: i64,
     },
+    /// A message from nchan (`ws+meta.nchan`): which of the subscribed channels it came from (0: the user's,
+    /// 1: broadcast), its position in that channel (nchan's message id: time, tag), and the marker.
+    Nchan {
+        channel: usize,
+        id: (u64, u64),
+        marker: Option<Marker>,
+    },
     /// Any other control frame (pong, resync, read, ...).
     Other,
 }
@@ -76,6 +83,36 @@ pub fn find_marker(text: &str) -> Option<Marker> {
     let value = &rest[..rest.find('"')?];
     let mut it = value.split(':').map(|p| p.parse::<u64>().ok());
     Some(Marker { run: it.next()??, seq: it.next()??, sent_ns: it.next()?? })
+}
+
+/// An nchan `ws+meta.nchan` frame: `id: <time>:<tags>\ncontent-type: …\n\n<data>`. On a multiplexed
+/// subscriber the tags are one per channel, comma-separated, the message's own in brackets (`1795922768:1,[1]`);
+/// times are one for all channels or one per channel, in the same order.
+pub fn parse_nchan(text: &str) -> Frame {
+    let (head, data) = match text.split_once("\n\n") {
+        Some(p) => p,
+        None => return Frame::Other,
+    };
+    let Some(id) = head.lines().find_map(|l| l.strip_prefix("id: ")) else {
+        return Frame::Other;
+    };
+    match nchan_id(id) {
+        Some((channel, id)) => Frame::Nchan { channel, id, marker: find_marker(data) },
+        None => Frame::Other,
+    }
+}
+
+fn nchan_id(id: &str) -> Option<(usize, (u64, u64))> {
+    let (times, tags) = id.trim().split_once(':')?;
+    let times: Vec<&str> = times.split(',').collect();
+    let (k, tag) = tags
+        .split(',')
+        .enumerate()
+        .find_map(|(k, t)| Some((k, t.strip_prefix('[')?.strip_suffix(']')?)))
+        // A single channel: no brackets.
+        .or_else(|| (!tags.contains(',')).then_some((0, tags)))?;
+    let time = times.get(k).or(times.first())?.parse().ok()?;
+    Some((k, (time, tag.parse().ok()?)))
 }
 
 fn int_after(f: &Finder<'_>, text: &str) -> Option<i64> {
@@ -131,6 +168,18 @@ mod tests {
         assert_eq!(parse(r#"{"type":"replayed","up_to":311}"#), Frame::Replayed { up_to: 311 });
         assert_eq!(parse(r#"{"type":"pong"}"#), Frame::Other);
         assert_eq!(parse("not json"), Frame::Other);
+    }
+
+    #[test]
+    fn nchan_meta_frames_yield_the_channel_its_position_and_the_marker() {
+        let body = format!(r#"{{"user_id":"lt-1","title":"t",{}}}"#, marker_field(M));
+        let user = format!("id: 1795922768:[1],0\ncontent-type: application/json\n\n{body}");
+        assert_eq!(parse_nchan(&user), Frame::Nchan { channel: 0, id: (1795922768, 1), marker: Some(M) });
+        let bcast = format!("id: 1795922761,1795922768:-,[3]\ncontent-type: application/json\n\n{body}");
+        assert_eq!(parse_nchan(&bcast), Frame::Nchan { channel: 1, id: (1795922768, 3), marker: Some(M) });
+        let single = "id: 17:2\n\n{}";
+        assert_eq!(parse_nchan(single), Frame::Nchan { channel: 0, id: (17, 2), marker: None });
+        assert_eq!(parse_nchan("no meta"), Frame::Other);
     }
 
     #[test]

@@ -203,6 +203,13 @@ pub fn cpu_percent(a: &ProcSample, b: &ProcSample) -> f64 {
     (b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / hz) / secs * 100.0
 }
 
+/// CPU seconds (user + system) used between two samples.
+pub fn cpu_secs(a: &ProcSample, b: &ProcSample) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / hz
+}
+
 /// (busy, total) clock ticks of one core so far, from /proc/stat.
 pub fn core_ticks(core: usize) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

@@ -39,13 +39,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    // A later option overrides an earlier one (scripts/bench.sh appends SHORT=1 overrides to an entry).
     /// Open N authenticated sessions: connects/s and Herald's RSS per idle session.
+    #[command(args_override_self = true)]
     Connect(scenario::connect::ConnectArgs),
     /// M notifications to random connected users: delivered/s, lost, duplicated, latency.
+    #[command(args_override_self = true)]
     Targeted(scenario::targeted::TargetedArgs),
     /// B broadcasts to every session: deliveries/s and latency of each broadcast's last delivery.
+    #[command(args_override_self = true)]
     Broadcast(scenario::broadcast::BroadcastArgs),
     /// Disconnect, miss K notifications, reconnect with `since`: time to catch up, anything missing.
+    #[command(args_override_self = true)]
     Resume(scenario::resume::ResumeArgs),
     /// Medians per benchmark over a directory of JSON reports, beside the goals and the peers.
     Summary(summary::SummaryArgs),

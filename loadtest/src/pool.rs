@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Ws};
+use crate::client::{self, Target, Ws};
 use crate::frame::{self, Frame, Marker};
 use crate::hist::Latency;
 use crate::limits::{Failure, Failures, Sources};
@@ -39,6 +39,8 @@ pub struct PoolConfig {
     /// Handshakes in flight at once, per process.
     pub concurrency: usize,
     pub read_buffer: usize,
+    #[serde(default)]
+    pub target: Target,
 }
 
 impl PoolConfig {
@@ -309,7 +311,7 @@ async fn conn_task(
     let user = cfg.user(i);
     let token = minter.mint(&user);
     let timeout = Duration::from_millis(cfg.connect_timeout_ms);
-    let mut conn = Conn { shared: &shared, last_id: &last_id, prev_id: since.unwrap_or(0) };
+    let mut conn = Conn { shared: &shared, last_id: &last_id, prev_id: since.unwrap_or(0), nchan_prev: [(0, 0); 2] };
     let opened = async {
         let dial = client::Dial {
             server: cfg.server,
@@ -317,8 +319,14 @@ async fn conn_task(
             source: cfg.sources.map(|s| s.for_index(i)),
             read_buffer: cfg.read_buffer,
             timeout,
+            target: cfg.target,
         };
         let mut ws = client::open(&dial, &user, &token, since).await?;
+        if cfg.target == Target::Nchan {
+            // nchan sends nothing on subscribing: the session is live once the handshake completes.
+            let ready_ns = mono_ns() - t0;
+            return Ok::<_, Failure>((ws, Opened { ready_ns, done_ns: ready_ns, replayed: 0 }));
+        }
         let left = timeout.saturating_sub(Duration::from_nanos(mono_ns() - t0));
         let o = tokio::time::timeout(left, conn.until_ready(&mut ws, t0, since.is_some()))
             .await
@@ -342,7 +350,10 @@ async fn conn_task(
     // Live: read until the server or the tool ends the session (tungstenite answers pings as it reads).
     while let Some(msg) = ws.next().await {
         match msg {
-            Ok(Message::Text(t)) => conn.on_frame(frame::parse(t.as_str())),
+            Ok(Message::Text(t)) => conn.on_frame(match cfg.target {
+                Target::Herald => frame::parse(t.as_str()),
+                Target::Nchan => frame::parse_nchan(t.as_str()),
+            }),
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
         }
@@ -355,6 +366,8 @@ struct Conn<'a> {
     shared: &'a Shared,
     last_id: &'a AtomicI64,
     prev_id: i64,
+    /// nchan: the last message id seen per subscribed channel (the user's, broadcast).
+    nchan_prev: [(u64, u64); 2],
 }
 
 impl Conn<'_> {
@@ -380,7 +393,7 @@ impl Conn<'_> {
                         replayed += 1;
                         self.on_frame(f);
                     }
-                    Frame::Other => {}
+                    Frame::Nchan { .. } | Frame::Other => {}
                 },
                 Ok(Message::Close(_)) => return Err(Failure::Reset),
                 Err(_) => return Err(Failure::Reset),
@@ -391,8 +404,24 @@ impl Conn<'_> {
     }
 
     fn on_frame(&mut self, f: Frame) {
-        if let Frame::Notification { id, marker } = f {
-            self.on_notification(id, marker);
+        match f {
+            Frame::Notification { id, marker } => self.on_notification(id, marker),
+            Frame::Nchan { channel, id, marker } => {
+                // nchan's order: each channel's message ids increase on the socket, as Herald's ids do.
+                match self.nchan_prev.get_mut(channel) {
+                    Some(prev) => {
+                        if id <= *prev {
+                            self.shared.out_of_order.fetch_add(1, Ordering::Relaxed);
+                        }
+                        *prev = (*prev).max(id);
+                    }
+                    None => {
+                        self.shared.out_of_order.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.shared.recorder.on_notification(marker, mono_ns());
+            }
+            _ => {}
         }
     }
 

@@ -5,6 +5,7 @@
 //! before it is sent; a sender held up by a slow server still stamps the instant it *should* have sent.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,24 +49,58 @@ pub struct AmqpLink {
 }
 
 pub enum Publisher {
-    Http { client: reqwest::Client, url: String, auth: String, run: u64 },
+    /// Herald's ingest; with several URLs (nodes of one cluster), requests take them in turn.
+    Http {
+        client: reqwest::Client,
+        urls: Vec<String>,
+        next: AtomicUsize,
+        auth: String,
+        run: u64,
+    },
     Amqp(Box<AmqpLink>),
+    /// nchan's publisher location: `POST {base}/pub/{user}` (or `/pub/broadcast`), one event per request.
+    Nchan {
+        client: reqwest::Client,
+        base: String,
+        run: u64,
+    },
+}
+
+fn http_client(conns: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+fn classify(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "http_timeout".to_string()
+    } else if e.is_connect() {
+        "http_connect".to_string()
+    } else {
+        "http_error".to_string()
+    }
 }
 
 impl Publisher {
-    pub fn http(base: &str, exchange: &str, service_key: &str, run: u64, conns: usize) -> Self {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(conns)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("HTTP client");
+    pub fn http(bases: &[&str], exchange: &str, service_key: &str, run: u64, conns: usize) -> Self {
         Publisher::Http {
-            client,
-            url: format!("{}/api/v1/events?exchange={exchange}", base.trim_end_matches('/')),
+            client: http_client(conns),
+            urls: bases
+                .iter()
+                .map(|b| format!("{}/api/v1/events?exchange={exchange}", b.trim_end_matches('/')))
+                .collect(),
+            next: AtomicUsize::new(0),
             auth: format!("Bearer {service_key}"),
             run,
         }
+    }
+
+    pub fn nchan(base: &str, run: u64, conns: usize) -> Self {
+        Publisher::Nchan { client: http_client(conns), base: base.trim_end_matches('/').to_owned(), run }
     }
 
     /// One channel with publisher confirms; the fanout exchange is declared durable, as Herald's consumer
@@ -93,7 +128,8 @@ impl Publisher {
     /// Publish a batch; `Ok` once Herald (HTTP: 202 after commit) or the broker (confirm) has it.
     pub async fn publish(&self, batch: &[Event]) -> Result<(), String> {
         match self {
-            Publisher::Http { client, url, auth, run } => {
+            Publisher::Http { client, urls, next, auth, run } => {
+                let url = &urls[next.fetch_add(1, Ordering::Relaxed) % urls.len()];
                 let payload = if batch.len() == 1 {
                     body(*run, &batch[0])
                 } else {
@@ -107,15 +143,7 @@ impl Publisher {
                     .body(payload)
                     .send()
                     .await
-                    .map_err(|e| {
-                        if e.is_timeout() {
-                            "http_timeout".to_string()
-                        } else if e.is_connect() {
-                            "http_connect".to_string()
-                        } else {
-                            "http_error".to_string()
-                        }
-                    })?;
+                    .map_err(|e| classify(&e))?;
                 let status = resp.status();
                 // Read the body so the connection goes back to the pool.
                 let _ = resp.bytes().await;
@@ -124,6 +152,26 @@ impl Publisher {
                 } else {
                     Err(format!("http_{}", status.as_u16()))
                 }
+            }
+            Publisher::Nchan { client, base, run } => {
+                // nchan has no batch publish: one request per event, in order.
+                for e in batch {
+                    let channel = e.user.as_deref().unwrap_or("broadcast");
+                    let resp = client
+                        .post(format!("{base}/pub/{channel}"))
+                        .header("content-type", "application/json")
+                        .body(body(*run, e))
+                        .send()
+                        .await
+                        .map_err(|e| classify(&e))?;
+                    let status = resp.status().as_u16();
+                    let _ = resp.bytes().await;
+                    // 201: delivered to subscribers; 202: queued, none were subscribed.
+                    if status != 201 && status != 202 {
+                        return Err(format!("http_{status}"));
+                    }
+                }
+                Ok(())
             }
             Publisher::Amqp(link) => {
                 let AmqpLink { channel, exchange, run, .. } = link.as_ref();

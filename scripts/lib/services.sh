@@ -14,12 +14,12 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# ensure_packages CMD:PACKAGE ... — apt-get install the packages whose command is missing.
+# ensure_packages CMD:PACKAGE ... — apt-get install the packages whose command (or file, given a path) is missing.
 ensure_packages() {
   local missing=() pair cmd pkg
   for pair in "$@"; do
     cmd="${pair%%:*}"; pkg="${pair#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || missing+=("$pkg")
+    command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || missing+=("$pkg")
   done
   ((${#missing[@]})) || return 0
   log "installing ${missing[*]}"
@@ -114,6 +114,8 @@ start_redis() {
 # start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback).
 # As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root): that user must be able to
 # reach the data directory and the socket directory under $HERALD_SERVICES_DIR.
+# HERALD_POSTGRES_DURABLE=1: production durability (fsync and synchronous_commit on, PostgreSQL's defaults), for
+# benchmarks; unset or 0 (tests): fsync off.
 start_postgres() {
   local bin port dir
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -132,8 +134,13 @@ start_postgres() {
   "${as[@]}" "$bin/initdb" -D "$dir/data" -U herald --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; return 1; }
   # fsync off: test data need not survive a power cut, and commits are then cheap on a busy CI disk.
-  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null \
+  local durability="-c fsync=off"
+  if [ "${HERALD_POSTGRES_DURABLE:-0}" = 1 ]; then
+    durability="-c fsync=on -c synchronous_commit=on"
+    log "postgresql at production durability (fsync and synchronous_commit on)"
+  fi
+  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=200"
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 -o "$opts" start >/dev/null \
     || { tail -n 40 "$dir/log" >&2; return 1; }
   _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
   export HERALD_TEST_POSTGRES_BIN=$bin

@@ -37,7 +37,7 @@ pub async fn run(a: BroadcastArgs) -> anyhow::Result<()> {
         json!({
             "connections": a.connections, "broadcasts": a.broadcasts, "rate": a.send.rate,
             "concurrency": a.send.concurrency, "via": format!("{:?}", a.send.via).to_lowercase(),
-            "workers": fleet.workers(),
+            "workers": fleet.workers(), "target": format!("{:?}", ctx.common.target).to_lowercase(),
         }),
     );
     let mut lines = connect_lines(&out, origin, ctx.herald().as_ref(), &mut report);
@@ -96,6 +96,7 @@ pub async fn run(a: BroadcastArgs) -> anyhow::Result<()> {
         format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", every.p50_ms, every.p99_ms, every.max_ms),
     ));
     lines.extend(delivery_lines(&c, &plan, &mut report));
+    lines.extend(c.cpu.per("delivery", c.acct.delivered_expected, &mut report));
     report.headline("deliveries_per_s", deliveries_per_s.round());
     report.headline("last_p50_ms", ls.p50_ms);
     report.headline("last_p99_ms", ls.p99_ms);

@@ -46,6 +46,7 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<()> {
             "connections": a.connections, "settle_secs": a.settle, "hold_secs": a.hold,
             "workers": fleet.workers(), "sources": ctx.pool_config().sources.map(|s| s.count_for(a.connections)),
             "connect_concurrency": ctx.common.connect_concurrency,
+            "target": format!("{:?}", ctx.common.target).to_lowercase(),
         }),
     );
     let mut lines = connect_lines(&out, origin, after.as_ref(), &mut report);
@@ -70,13 +71,13 @@ pub async fn run(a: ConnectArgs) -> anyhow::Result<()> {
             let per_anon = (af.rss_anon_kib as f64 - b.rss_anon_kib as f64) / out.connected as f64;
             report.headline("rss_per_conn_kib", (per * 100.0).round() / 100.0);
             lines.push(line(
-                "Herald RSS",
+                "server RSS",
                 format!(
                     "{} KiB → {} KiB: {per:.2} KiB per idle session ({per_anon:.2} KiB anonymous)",
                     b.rss_kib, af.rss_kib
                 ),
             ));
-            lines.push(line("Herald fds", format!("{} of {}", af.fds, af.fd_limit)));
+            lines.push(line("server fds", format!("{} of {}", af.fds, af.fd_limit)));
             rss = json!({"before": b, "after": af, "per_conn_kib": per, "per_conn_anon_kib": per_anon});
         }
     } else {

@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::client::Target;
 use crate::fleet::Fleet;
 use crate::hist::Latency;
 use crate::limits::{self, ProcSample, Sources};
@@ -27,6 +28,17 @@ pub struct Common {
     /// Herald's base URL (HTTP; WebSockets go to the same host).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// The server under test: Herald, or nginx + nchan as the reference peer (its worker's PID as
+    /// `--server-pid`; see scripts/bench.sh for its configuration).
+    #[arg(long, value_enum, default_value_t = Target::Herald)]
+    pub target: Target,
+    /// A shell command run as the measured phase starts (`$SERVER_PID` is set), e.g. to start a profiler;
+    /// the phase starts once it returns.
+    #[arg(long)]
+    pub on_measure_start: Option<String>,
+    /// A shell command run as the measured phase ends (`$SERVER_PID` is set), e.g. to stop a profiler.
+    #[arg(long)]
+    pub on_measure_end: Option<String>,
     /// HS256 secret Herald verifies user tokens with.
     #[arg(long, default_value = "herald-dev-secret-change-me")]
     pub jwt_secret: String,
@@ -118,6 +130,7 @@ impl Ctx {
             connect_timeout_ms: (c.connect_timeout * 1_000.0) as u64,
             concurrency: c.connect_concurrency,
             read_buffer: c.read_buffer,
+            target: c.target,
         }
     }
 
@@ -128,6 +141,21 @@ impl Ctx {
 
     pub fn herald(&self) -> Option<ProcSample> {
         self.common.server_pid.and_then(limits::sample)
+    }
+
+    /// Run `--on-measure-start` / `--on-measure-end`; a failing hook is reported, not fatal.
+    pub fn hook(&self, cmd: Option<&str>) {
+        let Some(cmd) = cmd else { return };
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(cmd);
+        if let Some(pid) = self.common.server_pid {
+            c.env("SERVER_PID", pid.to_string());
+        }
+        match c.status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => eprintln!("herald-loadtest: measure hook `{cmd}` exited with {s}"),
+            Err(e) => eprintln!("herald-loadtest: measure hook `{cmd}` could not run: {e}"),
+        }
     }
 
     /// Open `n` sessions (or re-open them with `since`), with a progress bar.
@@ -219,6 +247,8 @@ pub struct CpuUse {
     pub others_on_herald_core: Option<f64>,
     /// Bytes Herald wrote to storage during the phase (WAL, checkpoints).
     pub herald_disk_bytes: Option<u64>,
+    /// CPU seconds (user + system) the server process used during the phase.
+    pub herald_cpu_secs: Option<f64>,
 }
 
 impl Meter {
@@ -234,6 +264,7 @@ impl Meter {
         let herald_end = self.herald.and_then(|(p, a)| Some((a, limits::sample(p)?)));
         let herald = herald_end.map(|(a, b)| limits::cpu_percent(&a, &b));
         let herald_disk_bytes = herald_end.map(|(a, b)| b.disk_write_bytes.saturating_sub(a.disk_write_bytes));
+        let herald_cpu_secs = herald_end.map(|(a, b)| limits::cpu_secs(&a, &b));
         let load =
             self.load.iter().filter_map(|(p, a)| Some(limits::cpu_percent(a.as_ref()?, &limits::sample(*p)?))).sum();
         let others = self.core.and_then(|(c, (b0, t0))| {
@@ -241,7 +272,7 @@ impl Meter {
             let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * 100.0;
             Some((busy - herald?).max(0.0))
         });
-        let u = CpuUse { herald, load, others_on_herald_core: others, herald_disk_bytes };
+        let u = CpuUse { herald, load, others_on_herald_core: others, herald_disk_bytes, herald_cpu_secs };
         if let Some(h) = herald {
             report.headline("herald_cpu_percent", h.round());
             if h >= 90.0 {
@@ -267,11 +298,22 @@ impl Meter {
 }
 
 impl CpuUse {
+    /// The server's CPU time per unit of work (an event, a delivery), in µs, as a headline and a line.
+    pub fn per(&self, what: &str, n: u64, report: &mut Report) -> Option<(String, String)> {
+        let secs = self.herald_cpu_secs?;
+        if n == 0 {
+            return None;
+        }
+        let us = secs / n as f64 * 1e6;
+        report.headline(&format!("cpu_us_per_{what}"), (us * 10.0).round() / 10.0);
+        Some(line(&format!("server CPU per {what}"), format!("{us:.1} µs ({secs:.2} CPU s / {n})")))
+    }
+
     pub fn line(&self) -> Option<(String, String)> {
         let h = self.herald?;
-        let mut s = format!("Herald {h:.0} % of its core, load tool {:.0} %", self.load);
+        let mut s = format!("server {h:.0} % of its core, load tool {:.0} %", self.load);
         if let Some(o) = self.others_on_herald_core {
-            s.push_str(&format!(", other processes {o:.0} % of Herald's core"));
+            s.push_str(&format!(", other processes {o:.0} % of the server's core"));
         }
         Some(line("CPU", s))
     }

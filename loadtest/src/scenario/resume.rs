@@ -44,6 +44,10 @@ pub struct ResumeArgs {
 }
 
 pub async fn run(a: ResumeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.common.target == crate::client::Target::Herald,
+        "resume needs Herald's `since` replay; nchan has no counterpart here"
+    );
     let ctx = Ctx::new(a.common).await?;
     let mut fleet = ctx.fleet(a.clients).await?;
     let origin = super::origin();
@@ -73,7 +77,7 @@ pub async fn run(a: ResumeArgs) -> anyhow::Result<()> {
         concurrency: a.concurrency,
         via: Via::Http,
         amqp_url: String::new(),
-        publish_url: None,
+        publish_url: Vec::new(),
         amqp_no_declare: true,
         duration: 600.0,
         drain_timeout: 0.0,

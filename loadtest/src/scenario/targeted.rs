@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::{bar, connect_lines, Common, CpuUse, Ctx, Meter};
+use crate::client::Target;
 use crate::fleet::Fleet;
 use crate::plot::Chart;
 use crate::pool::Snapshot;
@@ -41,9 +42,10 @@ pub struct SendArgs {
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     pub amqp_url: String,
     /// Publish over HTTP to this Herald instead of `--url` (sessions stay on `--url`): with two nodes sharing
-    /// Redis, what this adds over publishing to `--url` itself is the cross-node hop.
-    #[arg(long)]
-    pub publish_url: Option<String>,
+    /// Redis, what this adds over publishing to `--url` itself is the cross-node hop. Several, comma-separated:
+    /// requests take the URLs in turn (ingest split across the nodes of a cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub publish_url: Vec<String>,
     /// Do not declare the exchange (it must exist).
     #[arg(long)]
     pub amqp_no_declare: bool,
@@ -77,12 +79,22 @@ pub struct TargetedArgs {
 }
 
 pub(super) async fn publisher(ctx: &Ctx, s: &SendArgs) -> anyhow::Result<Arc<Publisher>> {
-    Ok(Arc::new(match s.via {
-        Via::Http => {
-            let url = s.publish_url.as_deref().unwrap_or(&ctx.common.url);
-            Publisher::http(url, &ctx.common.exchange, &ctx.common.service_key, ctx.run, s.concurrency)
+    let mut urls: Vec<&str> = s.publish_url.iter().map(String::as_str).collect();
+    if urls.is_empty() {
+        urls.push(&ctx.common.url);
+    }
+    Ok(Arc::new(match (ctx.common.target, s.via) {
+        (Target::Herald, Via::Http) => {
+            Publisher::http(&urls, &ctx.common.exchange, &ctx.common.service_key, ctx.run, s.concurrency)
         }
-        Via::Amqp => Publisher::amqp(&s.amqp_url, &ctx.common.exchange, !s.amqp_no_declare, ctx.run).await?,
+        (Target::Herald, Via::Amqp) => {
+            Publisher::amqp(&s.amqp_url, &ctx.common.exchange, !s.amqp_no_declare, ctx.run).await?
+        }
+        (Target::Nchan, Via::Http) => {
+            anyhow::ensure!(urls.len() == 1, "--target nchan publishes to one server");
+            Publisher::nchan(urls[0], ctx.run, s.concurrency)
+        }
+        (Target::Nchan, Via::Amqp) => anyhow::bail!("--target nchan has no AMQP ingest"),
     }))
 }
 
@@ -107,12 +119,14 @@ pub(super) async fn publish_and_collect(
     report: &mut Report,
 ) -> anyhow::Result<Collected> {
     fleet.arm(Arm { run: ctx.run, events: plan.total, origin_ns: origin, bucket_ms: 100 }).await?;
+    ctx.hook(ctx.common.on_measure_start.as_deref());
     let meter = Meter::start(ctx, fleet);
     let b = bar(plan.total, "publishing");
     let sent = drive(publisher, plan, origin, target, &b).await;
     b.finish_and_clear();
     fleet.drain(sent.acked * expect as u64, Duration::from_secs(3), Duration::from_secs_f64(drain_timeout)).await?;
     let cpu = meter.finish(report);
+    ctx.hook(ctx.common.on_measure_end.as_deref());
     let snap = fleet.snapshot().await?;
     let acct = account(&snap.deliveries.counts, &sent.acked_seqs, expect);
     Ok(Collected { sent, snap, acct, cpu })
@@ -174,7 +188,7 @@ pub(super) fn delivery_lines(c: &Collected, plan: &Plan, report: &mut Report) ->
     if let (Some(b), true) = (c.cpu.herald_disk_bytes, s.acked > 0) {
         let per_event = b as f64 / s.acked as f64 / 1024.0;
         lines.push(line(
-            "Herald disk writes",
+            "server disk writes",
             format!("{:.1} MiB, {per_event:.1} KiB per acknowledged event", b as f64 / 1048576.0),
         ));
         report.headline("disk_kib_per_event", (per_event * 10.0).round() / 10.0);
@@ -184,6 +198,7 @@ pub(super) fn delivery_lines(c: &Collected, plan: &Plan, report: &mut Report) ->
     report.headline("ack_p99_ms", ack.p99_ms);
     report.headline("lost", a.lost as f64);
     report.headline("duplicated", a.duplicated as f64);
+    report.headline("out_of_order", c.snap.out_of_order as f64);
     lines
 }
 
@@ -199,7 +214,8 @@ pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
         json!({
             "connections": a.connections, "events": a.events, "rate": a.send.rate, "batch": a.send.batch,
             "concurrency": a.send.concurrency, "via": format!("{:?}", a.send.via).to_lowercase(),
-            "workers": fleet.workers(),
+            "workers": fleet.workers(), "target": format!("{:?}", ctx.common.target).to_lowercase(),
+            "publish_urls": a.send.publish_url,
         }),
     );
     let mut lines = connect_lines(&out, origin, ctx.herald().as_ref(), &mut report);
@@ -256,6 +272,7 @@ pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
         ),
     ));
     lines.extend(delivery_lines(&c, &plan, &mut report));
+    lines.extend(c.cpu.per("event", c.sent.acked, &mut report));
     report.headline("delivered_per_s", delivered_per_s.round());
     report.headline("p50_ms", ls.p50_ms);
     report.headline("p90_ms", ls.p90_ms);
