@@ -395,24 +395,26 @@ impl Recorder {
     }
 
     /// The `event` step of a committed (or skipped) event, and a `stored` step per notification
-    /// (`(id, user)`, user `None` for a broadcast).
+    /// (`(id, user)`, user `None` for a broadcast). Takes the reception by value (its strings move into the
+    /// record, uncopied) and gives back its trace id.
     pub fn committed(
         &self,
-        r: &Received,
+        r: Box<Received>,
         event_id: &str,
-        exchange: &str,
-        routing_key: &str,
+        exchange: String,
+        routing_key: String,
         fate: Fate,
         stored: &[(i64, Option<&str>)],
-    ) {
-        let Some(inner) = &self.inner else { return };
-        let event = inner.keep(hash_str(&r.trace_id)).then(|| EventData {
-            transport: r.transport,
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            producer: r.producer.clone(),
-            event_type: r.event_type.clone(),
-            rule: r.rule.clone(),
+    ) -> String {
+        let Some(inner) = &self.inner else { return r.trace_id };
+        let Received { trace_id, transport, producer, event_type, rule, received_at: at } = *r;
+        let event = inner.keep(hash_str(&trace_id)).then(|| EventData {
+            transport,
+            exchange,
+            routing_key,
+            producer,
+            event_type,
+            rule,
             duplicate: fate.duplicate,
             outcome: fate.outcome,
             reason: fate.reason,
@@ -423,16 +425,16 @@ impl Recorder {
             .filter(|(id, _)| inner.keep(hash_i64(*id)))
             .map(|(id, user)| (*id, user.map(str::to_owned)))
             .collect();
-        if event.is_none() && stored.is_empty() {
-            return;
+        if event.is_some() || !stored.is_empty() {
+            inner.send(Command::Committed(Box::new(Committed {
+                at: received_at(at),
+                trace_id: trace_id.clone(),
+                event_id: event_id.to_owned(),
+                event,
+                stored,
+            })));
         }
-        inner.send(Command::Committed(Box::new(Committed {
-            at: received_at(r.received_at),
-            trace_id: r.trace_id.clone(),
-            event_id: event_id.to_owned(),
-            event,
-            stored,
-        })));
+        trace_id
     }
 
     /// An event refused before its commit (undecodable, unmatched under `unmatched = "dead_letter"`, a rule
