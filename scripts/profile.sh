@@ -52,7 +52,8 @@ case $MODE in
 esac
 
 log "building release binaries into $CARGO_TARGET_DIR"
-cargo build --release -q -p herald -p herald-loadtest
+if [ -n "${HERALD_BIN:-}" ]; then cargo build --release -q -p herald-loadtest
+else cargo build --release -q -p herald -p herald-loadtest; fi
 HERALD=${HERALD_BIN:-$CARGO_TARGET_DIR/release/herald}
 LT=$CARGO_TARGET_DIR/release/herald-loadtest
 ulimit -n "$(ulimit -Hn)"
