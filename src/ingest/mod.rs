@@ -264,7 +264,7 @@ impl Pipeline {
                 let trace_id = traced.map(|t| {
                     let fate = t.fate(status, error.as_ref());
                     let Traced { r, exchange, routing_key, .. } = t;
-                    self.trace.committed(r, &event_id, exchange, routing_key, fate, &stored)
+                    self.trace.committed(*r, &event_id, exchange, routing_key, fate, &stored)
                 });
                 Outcome { event_id, status, notification_ids, error, trace_id }
             })

@@ -399,7 +399,7 @@ impl Recorder {
     /// record, uncopied) and gives back its trace id.
     pub fn committed(
         &self,
-        r: Box<Received>,
+        r: Received,
         event_id: &str,
         exchange: String,
         routing_key: String,
@@ -407,8 +407,8 @@ impl Recorder {
         stored: &[(i64, Option<&str>)],
     ) -> String {
         let Some(inner) = &self.inner else { return r.trace_id };
-        let Received { trace_id, transport, producer, event_type, rule, received_at: at } = *r;
-        let event = inner.keep(hash_str(&trace_id)).then(|| EventData {
+        let Received { trace_id, transport, producer, event_type, rule, received_at: at } = r;
+        let event = inner.keep(hash_str(&trace_id)).then_some(EventData {
             transport,
             exchange,
             routing_key,
