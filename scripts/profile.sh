@@ -5,6 +5,7 @@
 #   scripts/profile.sh                 # MODE=perf: where the CPU time goes (sampled call stacks)
 #   MODE=callgrind scripts/profile.sh  # instructions per event, per function: a count that stays the same on a
 #                                      # busy machine, for before/after comparisons of a change
+#   MODE=none scripts/profile.sh       # no profiler: the load tool's report only (disk KiB per event, CPU)
 #
 # MODE=perf: Herald (release) on HERALD_CORE, herald-loadtest on LOAD_CORE, `perf record` (software clock
 # sampling at FREQ Hz with DWARF call stacks; this VM exposes no hardware counters, so `perf stat -e
@@ -20,7 +21,8 @@
 #
 # Environment: MODE (perf), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
 # CONCURRENCY (32), FREQ (perf: 999), HERALD_CORE (0), LOAD_CORE (1), CARGO_TARGET_DIR (/work/target-bench),
-# EXTRA_HERALD_ENV (e.g. "HERALD__TRACE__ENABLED=false").
+# EXTRA_HERALD_ENV (e.g. "HERALD__TRACE__ENABLED=false"), HERALD_BIN (a herald binary to profile instead of
+# building this checkout's, e.g. a copy of the build before a change, for a before/after comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +38,8 @@ EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
 case $MODE in
   perf) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
   callgrind) SESSIONS=${SESSIONS:-200} EVENTS=${EVENTS:-1000} RATE=${RATE:-100} ;;
-  *) echo "MODE must be perf or callgrind" >&2; exit 2 ;;
+  none) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
+  *) echo "MODE must be perf, callgrind or none" >&2; exit 2 ;;
 esac
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -45,11 +48,13 @@ source scripts/lib/services.sh
 case $MODE in
   perf) ensure_packages perf:linux-perf ;;
   callgrind) ensure_packages valgrind:valgrind callgrind_control:valgrind ;;
+  none) ;;
 esac
 
 log "building release binaries into $CARGO_TARGET_DIR"
-cargo build --release -q -p herald -p herald-loadtest
-HERALD=$CARGO_TARGET_DIR/release/herald
+if [ -n "${HERALD_BIN:-}" ]; then cargo build --release -q -p herald-loadtest
+else cargo build --release -q -p herald -p herald-loadtest; fi
+HERALD=${HERALD_BIN:-$CARGO_TARGET_DIR/release/herald}
 LT=$CARGO_TARGET_DIR/release/herald-loadtest
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT"
@@ -74,6 +79,7 @@ case $MODE in
     start_hook="callgrind_control --instr=on \$SERVER_PID >/dev/null"
     end_hook="callgrind_control --dump=measured \$SERVER_PID >/dev/null && callgrind_control --instr=off \$SERVER_PID >/dev/null"
     ;;
+  none) start_hook=true end_hook=true ;;
 esac
 
 # shellcheck disable=SC2206
@@ -123,4 +129,5 @@ PY
     grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | sed -n '2,21p' | cut -c1-220
     echo "per function: $OUT/callgrind-self.txt, $OUT/callgrind-inclusive.txt (or kcachegrind $OUT/callgrind.out.measured)"
     ;;
+  none) echo "report: $OUT/report.json" ;;
 esac

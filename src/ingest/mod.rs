@@ -263,8 +263,8 @@ impl Pipeline {
                 };
                 let trace_id = traced.map(|t| {
                     let fate = t.fate(status, error.as_ref());
-                    self.trace.committed(&t.r, &event_id, &t.exchange, &t.routing_key, fate, &stored);
-                    t.r.trace_id
+                    let Traced { r, exchange, routing_key, .. } = t;
+                    self.trace.committed(*r, &event_id, exchange, routing_key, fate, &stored)
                 });
                 Outcome { event_id, status, notification_ids, error, trace_id }
             })

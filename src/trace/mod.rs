@@ -13,8 +13,14 @@
 //! reception: a re-posted event gets a second trace), event id and notification id.
 //!
 //! Recording never stalls the hot path and never calls the store there: every stage calls the [`Recorder`],
-//! which `try_send`s the step into a bounded buffer (`trace.buffer`); one background task per node writes what
-//! has queued in one batch. A full buffer drops the step and counts it (`herald_trace_dropped_total`);
+//! which `try_send`s a small typed record (no JSON, no node name: an event's `event` and `stored` steps are one
+//! record) into a bounded buffer (`trace.buffer`); one background task per node turns records into steps and
+//! writes them in batches by time and size: [`LINGER`] after a batch's first step, at [`WRITE_BATCH`] steps, or
+//! at once when a read endpoint flushes, so one transaction holds hundreds of events' steps and each of the
+//! table's and indexes' pages is rewritten once per batch, not once per event. To the same end trace ids begin
+//! with their millisecond (the trace id index grows at its end), a `stored` step names its trace but not the
+//! event id (the `event` step does), and only the rows looked up by user are in the user index.
+//! A full buffer drops the record and counts its steps (`herald_trace_dropped_total`);
 //! `trace.sample_rate` keeps a share of steps, decided from a hash of the step's key (the trace id for an
 //! event's own steps, the notification id for its stored, delivery and read steps) so every node decides alike,
 //! and counts the rest (`herald_trace_sampled_out_total`).
@@ -47,8 +53,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, StoreLocation};
 
-/// Most steps one write takes.
-const WRITE_BATCH: usize = 512;
+/// Most steps one write takes: a batch is written once it holds this many, or [`LINGER`] after its first step,
+/// or at once when a read endpoint asks ([`Recorder::flush`]). Bounds the writer's memory to this many steps
+/// beyond the buffer.
+const WRITE_BATCH: usize = 4096;
+/// How long the writer collects steps before it writes them: one transaction per quarter second rather than
+/// one per wake-up, so each commit rewrites the table's and indexes' pages once for hundreds of events.
+const LINGER: Duration = Duration::from_millis(250);
 /// Most rows one assembled trace reads per query (a broadcast to many nodes, a big fan-out).
 const MAX_ROWS: usize = 10_000;
 /// Most recipients and notification ids kept in one `event` step.
@@ -220,10 +231,121 @@ struct Counters {
     sampled_out: AtomicU64,
 }
 
+/// What the hot path hands the writer: typed and small, so recording costs a few moves and one `try_send`; the
+/// writer task builds the [`Step`]s (JSON and all) off the request path.
 enum Command {
-    Step(Step),
+    /// A rare step (dead letters, reads, marks), built by the caller.
+    Step(Box<Step>),
+    /// An event's `event` step (if sampled in) and its `stored` steps.
+    Committed(Box<Committed>),
+    /// A `delivered` step.
+    Delivery(Delivery),
     /// Answered once every step queued before it is written.
     Flush(oneshot::Sender<()>),
+}
+
+struct Committed {
+    at: DateTime<Utc>,
+    trace_id: String,
+    event_id: String,
+    /// `None`: the `event` step was sampled out.
+    event: Option<EventData>,
+    /// `(notification id, user)` of the `stored` steps kept.
+    stored: Vec<(i64, Option<String>)>,
+}
+
+struct EventData {
+    transport: Transport,
+    exchange: String,
+    routing_key: String,
+    producer: Option<String>,
+    event_type: String,
+    rule: Option<String>,
+    duplicate: bool,
+    outcome: &'static str,
+    reason: Option<String>,
+    recipients: Vec<String>,
+}
+
+struct Delivery {
+    at: DateTime<Utc>,
+    id: i64,
+    user: Option<String>,
+    online: bool,
+    written: usize,
+    reason: Option<&'static str>,
+}
+
+impl Command {
+    /// How many steps it carries.
+    fn steps(&self) -> usize {
+        match self {
+            Command::Step(_) | Command::Delivery(_) => 1,
+            Command::Committed(c) => usize::from(c.event.is_some()) + c.stored.len(),
+            Command::Flush(_) => 0,
+        }
+    }
+
+    /// Its steps, as stored (on the writer task).
+    fn into_steps(self, node: &str, out: &mut Vec<Step>) {
+        match self {
+            Command::Step(s) => out.push(*s),
+            Command::Committed(c) => {
+                let Committed { at, trace_id, event_id, event, stored } = *c;
+                if let Some(e) = event {
+                    let recipients_total = e.recipients.len();
+                    let recipients: Vec<&String> = e.recipients.iter().take(MAX_LISTED).collect();
+                    let data = json!({
+                        "transport": e.transport,
+                        "exchange": (!e.exchange.is_empty()).then_some(&e.exchange),
+                        "routing_key": (!e.routing_key.is_empty()).then_some(&e.routing_key),
+                        "producer": e.producer,
+                        "event_type": e.event_type,
+                        "rule": e.rule,
+                        "dedupe": if e.duplicate { "duplicate" } else { "new" },
+                        "outcome": e.outcome,
+                        "reason": e.reason,
+                        "recipients": recipients,
+                        "recipients_total": recipients_total,
+                    });
+                    out.push(Step {
+                        at,
+                        trace_id: Some(trace_id.clone()),
+                        event_id: Some(event_id),
+                        notification_id: None,
+                        user_id: None,
+                        kind: Kind::Event,
+                        node: node.to_owned(),
+                        data,
+                    });
+                }
+                // The `event` step names the event id; a `stored` step only links to its trace.
+                for (id, user) in stored {
+                    out.push(Step {
+                        at,
+                        trace_id: Some(trace_id.clone()),
+                        event_id: None,
+                        notification_id: Some(id),
+                        user_id: user,
+                        kind: Kind::Stored,
+                        node: node.to_owned(),
+                        data: json!({}),
+                    });
+                }
+            }
+            Command::Delivery(d) => out.push(Step {
+                at: d.at,
+                trace_id: None,
+                event_id: None,
+                notification_id: Some(d.id),
+                user_id: d.user,
+                kind: Kind::Delivered,
+                node: node.to_owned(),
+                data: json!({ "online": d.online, "sessions_written": d.written, "reason": d.reason }),
+            }),
+            Command::Flush(_) => {}
+        }
+    }
 }
 
 struct Inner {
@@ -263,7 +385,7 @@ impl Recorder {
     ) -> Option<Box<Received>> {
         self.inner.as_ref()?;
         Some(Box::new(Received {
-            trace_id: format!("{:016x}", rand::random::<u64>()),
+            trace_id: new_trace_id(),
             transport: origin.transport,
             producer: origin.producer.clone(),
             event_type: event_type.to_owned(),
@@ -273,58 +395,46 @@ impl Recorder {
     }
 
     /// The `event` step of a committed (or skipped) event, and a `stored` step per notification
-    /// (`(id, user)`, user `None` for a broadcast).
+    /// (`(id, user)`, user `None` for a broadcast). Takes the reception by value (its strings move into the
+    /// record, uncopied) and gives back its trace id.
     pub fn committed(
         &self,
-        r: &Received,
+        r: Received,
         event_id: &str,
-        exchange: &str,
-        routing_key: &str,
+        exchange: String,
+        routing_key: String,
         fate: Fate,
         stored: &[(i64, Option<&str>)],
-    ) {
-        let Some(inner) = &self.inner else { return };
-        let at = received_at(r.received_at);
-        if inner.keep(hash_str(&r.trace_id)) {
-            let recipients: Vec<&String> = fate.recipients.iter().take(MAX_LISTED).collect();
-            let data = json!({
-                "transport": r.transport,
-                "exchange": (!exchange.is_empty()).then_some(exchange),
-                "routing_key": (!routing_key.is_empty()).then_some(routing_key),
-                "producer": r.producer,
-                "event_type": r.event_type,
-                "rule": r.rule,
-                "dedupe": if fate.duplicate { "duplicate" } else { "new" },
-                "outcome": fate.outcome,
-                "reason": fate.reason,
-                "recipients": recipients,
-                "recipients_total": fate.recipients.len(),
-            });
-            inner.send(Step {
-                at,
-                trace_id: Some(r.trace_id.clone()),
-                event_id: Some(event_id.to_owned()),
-                notification_id: None,
-                user_id: None,
-                kind: Kind::Event,
-                node: inner.node.to_string(),
-                data,
-            });
+    ) -> String {
+        let Some(inner) = &self.inner else { return r.trace_id };
+        let Received { trace_id, transport, producer, event_type, rule, received_at: at } = r;
+        let event = inner.keep(hash_str(&trace_id)).then_some(EventData {
+            transport,
+            exchange,
+            routing_key,
+            producer,
+            event_type,
+            rule,
+            duplicate: fate.duplicate,
+            outcome: fate.outcome,
+            reason: fate.reason,
+            recipients: fate.recipients,
+        });
+        let stored: Vec<(i64, Option<String>)> = stored
+            .iter()
+            .filter(|(id, _)| inner.keep(hash_i64(*id)))
+            .map(|(id, user)| (*id, user.map(str::to_owned)))
+            .collect();
+        if event.is_some() || !stored.is_empty() {
+            inner.send(Command::Committed(Box::new(Committed {
+                at: received_at(at),
+                trace_id: trace_id.clone(),
+                event_id: event_id.to_owned(),
+                event,
+                stored,
+            })));
         }
-        for (id, user) in stored {
-            if inner.keep(hash_i64(*id)) {
-                inner.send(Step {
-                    at,
-                    trace_id: Some(r.trace_id.clone()),
-                    event_id: Some(event_id.to_owned()),
-                    notification_id: Some(*id),
-                    user_id: user.map(str::to_owned),
-                    kind: Kind::Stored,
-                    node: inner.node.to_string(),
-                    data: json!({}),
-                });
-            }
-        }
+        trace_id
     }
 
     /// An event refused before its commit (undecodable, unmatched under `unmatched = "dead_letter"`, a rule
@@ -339,7 +449,7 @@ impl Recorder {
         error: &str,
     ) {
         let Some(inner) = &self.inner else { return };
-        let trace_id = format!("{:016x}", rand::random::<u64>());
+        let trace_id = new_trace_id();
         if !inner.keep(hash_str(&trace_id)) {
             return;
         }
@@ -356,7 +466,7 @@ impl Recorder {
             "recipients": [],
             "recipients_total": 0,
         });
-        inner.send(Step {
+        inner.send_step(Step {
             at: Utc::now(),
             trace_id: Some(trace_id),
             event_id: Some(event_id.unwrap_or_default().to_owned()),
@@ -372,7 +482,7 @@ impl Recorder {
     pub fn dead_lettered(&self, trace_id: &str, event_id: &str, reason: &str, error: &str) {
         let Some(inner) = &self.inner else { return };
         if inner.keep(hash_str(trace_id)) {
-            inner.send(Step {
+            inner.send_step(Step {
                 at: Utc::now(),
                 trace_id: Some(trace_id.to_owned()),
                 event_id: Some(event_id.to_owned()),
@@ -400,16 +510,14 @@ impl Recorder {
     fn delivery(&self, id: i64, user: Option<&str>, online: bool, written: usize, reason: Option<&'static str>) {
         let Some(inner) = &self.inner else { return };
         if inner.keep(hash_i64(id)) {
-            inner.send(Step {
+            inner.send(Command::Delivery(Delivery {
                 at: Utc::now(),
-                trace_id: None,
-                event_id: None,
-                notification_id: Some(id),
-                user_id: user.map(str::to_owned),
-                kind: Kind::Delivered,
-                node: inner.node.to_string(),
-                data: json!({ "online": online, "sessions_written": written, "reason": reason }),
-            });
+                id,
+                user: user.map(str::to_owned),
+                online,
+                written,
+                reason,
+            }));
         }
     }
 
@@ -417,7 +525,7 @@ impl Recorder {
     pub fn read(&self, id: i64, user: &str, at: DateTime<Utc>) {
         let Some(inner) = &self.inner else { return };
         if inner.keep(hash_i64(id)) {
-            inner.send(Step {
+            inner.send_step(Step {
                 at,
                 trace_id: None,
                 event_id: None,
@@ -434,7 +542,7 @@ impl Recorder {
     pub fn marked_all(&self, kind: Kind, user: &str, up_to: i64, at: DateTime<Utc>) {
         let Some(inner) = &self.inner else { return };
         debug_assert!(matches!(kind, Kind::ReadAll | Kind::SeenAll));
-        inner.send(Step {
+        inner.send_step(Step {
             at,
             trace_id: None,
             event_id: None,
@@ -480,12 +588,26 @@ impl Inner {
         false
     }
 
-    fn send(&self, step: Step) {
-        if self.tx.try_send(Command::Step(step)).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("herald_trace_dropped_total").increment(1);
+    fn send_step(&self, step: Step) {
+        self.send(Command::Step(Box::new(step)));
+    }
+
+    fn send(&self, command: Command) {
+        if let Err(e) = self.tx.try_send(command) {
+            let n = match e {
+                mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c.steps() as u64,
+            };
+            self.counters.dropped.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("herald_trace_dropped_total").increment(n);
         }
     }
+}
+
+/// A new trace id: 16 hex digits, the milliseconds since 1970 then 22 random bits, so ids sort by time and
+/// each insert lands at the end of the trace id index (a random id dirtied a random index page per event).
+fn new_trace_id() -> String {
+    let ms = Utc::now().timestamp_millis().max(0) as u64;
+    format!("{:016x}", (ms << 22) | (rand::random::<u64>() >> 42))
 }
 
 /// The wall-clock time of an `Instant` in the past.
@@ -508,17 +630,47 @@ fn hash_str(s: &str) -> u64 {
     hash_i64(h as i64)
 }
 
-/// Write what has queued, in batches, until every recorder is gone.
+/// Write what has queued, in batches, until every recorder is gone: a batch is written [`LINGER`] after its
+/// first step, once it holds [`WRITE_BATCH`] steps, or at once when a flush asks.
 /// Holds the recorders' counters weakly: the loop ends once every recorder (every sender) is dropped.
-async fn write_loop(store: Arc<dyn TraceStore>, mut rx: mpsc::Receiver<Command>, counters: std::sync::Weak<Inner>) {
-    let mut buf = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut buf, WRITE_BATCH).await > 0 {
-        let mut steps = Vec::with_capacity(buf.len());
+async fn write_loop(store: Arc<dyn TraceStore>, rx: mpsc::Receiver<Command>, counters: std::sync::Weak<Inner>) {
+    batch_loop(store, rx, counters, LINGER, WRITE_BATCH).await
+}
+
+async fn batch_loop(
+    store: Arc<dyn TraceStore>,
+    mut rx: mpsc::Receiver<Command>,
+    counters: std::sync::Weak<Inner>,
+    linger: Duration,
+    max_steps: usize,
+) {
+    let node: Arc<str> = counters.upgrade().map(|c| c.node.clone()).unwrap_or_else(|| Arc::from(""));
+    let mut buf = Vec::with_capacity(256);
+    let mut open = true;
+    while open {
+        if rx.recv_many(&mut buf, 256).await == 0 {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + linger;
+        let mut steps = Vec::new();
         let mut flushes = Vec::new();
-        for c in buf.drain(..) {
-            match c {
-                Command::Step(s) => steps.push(s),
-                Command::Flush(tx) => flushes.push(tx),
+        loop {
+            for c in buf.drain(..) {
+                match c {
+                    Command::Flush(tx) => flushes.push(tx),
+                    c => c.into_steps(&node, &mut steps),
+                }
+            }
+            if !flushes.is_empty() || steps.len() >= max_steps {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut buf, 256)).await {
+                Ok(0) => {
+                    open = false;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
             }
         }
         if !steps.is_empty() {
@@ -949,6 +1101,90 @@ mod tests {
         async fn prune(&self, _: DateTime<Utc>, _: usize) -> Result<u64, TraceError> {
             Ok(0)
         }
+    }
+
+    /// A store that keeps the size of every batch it is given and says when one arrives.
+    #[derive(Default)]
+    struct Batches {
+        sizes: std::sync::Mutex<Vec<usize>>,
+        wrote: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl TraceStore for Batches {
+        async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError> {
+            self.sizes.lock().unwrap().push(steps.len());
+            self.wrote.notify_one();
+            Ok(())
+        }
+        async fn by_event(&self, _: &str, _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn by_traces(&self, _: &[String], _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn by_notifications(&self, _: &[i64], _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn marks(&self, _: &[String], _: usize) -> Result<Vec<Step>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn user_traces(&self, _: &str, _: usize) -> Result<Vec<String>, TraceError> {
+            Ok(Vec::new())
+        }
+        async fn prune(&self, _: DateTime<Utc>, _: usize) -> Result<u64, TraceError> {
+            Ok(0)
+        }
+    }
+
+    /// A writer over `store` that waits `linger` for at most `max` steps.
+    fn batching(store: &Arc<Batches>, linger: Duration, max: usize) -> Recorder {
+        let (r, rx) = Recorder::new(Arc::from("n1"), 1000, 1.0);
+        let counters = Arc::downgrade(r.inner.as_ref().unwrap());
+        tokio::spawn(batch_loop(store.clone(), rx, counters, linger, max));
+        r
+    }
+
+    /// Until the store is given a batch (a writer that never writes fails here rather than hanging).
+    async fn written(store: &Batches) {
+        tokio::time::timeout(Duration::from_secs(60), store.wrote.notified()).await.expect("no batch was written");
+    }
+
+    async fn let_the_writer_run() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_collects_steps_into_one_batch_until_it_is_full() {
+        let store = Arc::new(Batches::default());
+        // A linger no test run reaches: only the size bound (and a flush) can end a batch here.
+        let r = batching(&store, Duration::from_secs(3600), 3);
+        r.delivered(1, Some("u"), delivered());
+        let_the_writer_run().await;
+        r.delivered(2, Some("u"), delivered());
+        let_the_writer_run().await;
+        assert!(store.sizes.lock().unwrap().is_empty(), "two steps are not written before the batch fills");
+        r.delivered(3, Some("u"), delivered());
+        written(&store).await;
+        assert_eq!(*store.sizes.lock().unwrap(), [3], "the third step fills the batch, written at once");
+        // A flush writes what has queued without waiting for the batch to fill, then answers.
+        r.delivered(4, Some("u"), delivered());
+        r.flush().await;
+        assert_eq!(*store.sizes.lock().unwrap(), [3, 1]);
+        assert_eq!(r.counts().0, 4);
+    }
+
+    #[tokio::test]
+    async fn the_writer_writes_a_partial_batch_once_it_has_waited() {
+        let store = Arc::new(Batches::default());
+        let r = batching(&store, Duration::from_millis(20), 1000);
+        r.delivered(1, Some("u"), delivered());
+        r.delivered(2, Some("u"), delivered());
+        // No flush and far from full: only the linger can write these.
+        written(&store).await;
+        assert_eq!(*store.sizes.lock().unwrap(), [2]);
     }
 
     fn delivered() -> Delivered {
