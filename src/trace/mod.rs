@@ -1075,37 +1075,11 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn TraceStore>, Trac
 mod tests {
     use super::*;
 
-    /// A store whose writes never finish: the writer task holds one batch forever, so the buffer fills.
-    struct Stuck;
-
-    #[async_trait]
-    impl TraceStore for Stuck {
-        async fn append(&self, _: Vec<Step>) -> Result<(), TraceError> {
-            std::future::pending().await
-        }
-        async fn by_event(&self, _: &str, _: usize) -> Result<Vec<Step>, TraceError> {
-            Ok(Vec::new())
-        }
-        async fn by_traces(&self, _: &[String], _: usize) -> Result<Vec<Step>, TraceError> {
-            Ok(Vec::new())
-        }
-        async fn by_notifications(&self, _: &[i64], _: usize) -> Result<Vec<Step>, TraceError> {
-            Ok(Vec::new())
-        }
-        async fn marks(&self, _: &[String], _: usize) -> Result<Vec<Step>, TraceError> {
-            Ok(Vec::new())
-        }
-        async fn user_traces(&self, _: &str, _: usize) -> Result<Vec<String>, TraceError> {
-            Ok(Vec::new())
-        }
-        async fn prune(&self, _: DateTime<Utc>, _: usize) -> Result<u64, TraceError> {
-            Ok(0)
-        }
-    }
-
-    /// A store that keeps the size of every batch it is given and says when one arrives.
+    /// A store that keeps the size of every batch it is given and says when one arrives; a `stuck` one never
+    /// finishes a write (the buffer behind it fills).
     #[derive(Default)]
     struct Batches {
+        stuck: bool,
         sizes: std::sync::Mutex<Vec<usize>>,
         wrote: tokio::sync::Notify,
     }
@@ -1113,6 +1087,9 @@ mod tests {
     #[async_trait]
     impl TraceStore for Batches {
         async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError> {
+            if self.stuck {
+                std::future::pending::<()>().await;
+            }
             self.sizes.lock().unwrap().push(steps.len());
             self.wrote.notify_one();
             Ok(())
@@ -1193,7 +1170,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_buffer_drops_and_counts_steps_instead_of_blocking() {
-        let tracer = Tracer::with_store(Arc::new(Stuck), "n1", 2, 1.0, 7);
+        let tracer = Tracer::with_store(Arc::new(Batches { stuck: true, ..Default::default() }), "n1", 2, 1.0, 7);
         let r = tracer.recorder();
         // A current-thread runtime: the writer task cannot run during this loop, so the buffer holds exactly 2.
         for id in 0..100 {
