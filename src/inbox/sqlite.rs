@@ -184,6 +184,10 @@ CREATE TABLE preferences (
 ) WITHOUT ROWID;
 "#,
     ),
+    // The write path (issue 16): counts come from `inbox_counts`, so nothing needs the partial unread index any
+    // more; it cost a random B-tree insert (and a WAL page) per targeted notification. The `unread=true` list
+    // and `read_all` walk the user's rows through `notifications_by_user` instead (at most `store.max_per_user`).
+    M::up("DROP INDEX notifications_unread;"),
 ];
 
 /// A targeted row in [`row_to_notification`]'s order.
@@ -1504,6 +1508,51 @@ mod tests {
         assert_eq!(store.counts("alice").await.unwrap(), Counts::default());
         assert_eq!(store.counts("bob").await.unwrap(), Counts { unread: 2, unseen: 2 });
         assert_eq!(store.counts("carol").await.unwrap(), Counts { unread: 5, unseen: 5 });
+        store.close().await;
+    }
+
+    /// A database the release before issue 16 wrote (five migrations, with the partial unread index): after the
+    /// upgrade the index is gone, and the unread list, `read_all` and the counters still agree with the rows.
+    #[tokio::test]
+    async fn a_database_from_before_the_write_path_migrates_without_the_unread_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        {
+            let mut old = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..5]).to_latest(&mut old).unwrap();
+            for (read, unread) in [(Some(5), 0), (None, 1), (Some(6), 0), (None, 1)] {
+                old.execute(
+                    "INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, data, body,
+                         created_at, read_at, seen_at) VALUES ('e', 'alice', 'k', 't', 'c', 'et', 'null', 'null', 1,
+                         ?1, ?1)",
+                    params![read],
+                )
+                .unwrap();
+                old.execute(
+                    "INSERT INTO inbox_counts (user_id, unread, unseen) VALUES ('alice', ?1, ?1)
+                     ON CONFLICT (user_id) DO UPDATE SET unread = unread + ?1, unseen = unseen + ?1",
+                    [unread],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(&dir);
+        let index: i64 = store
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'notifications_unread'", [], |r| r.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(index, 0, "the partial unread index is dropped");
+        let unread_ids = || async {
+            let q = ListQuery { limit: 10, unread_only: true, ..Default::default() };
+            store.list("alice", q).await.unwrap().into_iter().map(|n| n.id).collect::<Vec<_>>()
+        };
+        assert_eq!(unread_ids().await, [4, 2], "the unread list, newest first");
+        assert_eq!(store.counts("alice").await.unwrap(), Counts { unread: 2, unseen: 2 });
+        store.mark_all_read("alice").await.unwrap();
+        assert!(unread_ids().await.is_empty(), "read_all reaches every unread row");
+        assert_eq!(store.counts("alice").await.unwrap(), Counts::default());
         store.close().await;
     }
 
