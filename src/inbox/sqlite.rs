@@ -22,6 +22,7 @@ use rusqlite_migration::{Migrations, M};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::chains::{self, Chains};
 use super::retention::{self, Floors, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
@@ -707,17 +708,18 @@ impl Tally {
 
     /// Write every pending change (one upsert per user, returning the counters it leaves), and say what the
     /// counts of everyone whose counts changed are now.
-    fn finish(mut self, tx: &Transaction<'_>) -> rusqlite::Result<Vec<CountsChange>> {
+    fn finish(mut self, tx: &Transaction<'_>, chains: &mut Chains) -> rusqlite::Result<Vec<CountsChange>> {
         if self.changed.is_empty() {
             return Ok(Vec::new());
         }
-        let (total, pruned, broadcast_up_to): (i64, i64, i64) = tx
+        let (total, pruned): (i64, i64) = tx
             .prepare_cached(
                 "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
-                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
-                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
+                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0)",
             )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        // The newest broadcast is the broadcast chain's head (broadcasts are never muted).
+        let broadcast_up_to = chains.head(None, || chain_head(tx, None))?;
         let mut out = Vec::with_capacity(self.changed.len());
         for user in std::mem::take(&mut self.changed) {
             let counters = match self.deltas.remove(&user) {
@@ -811,6 +813,7 @@ fn writer_loop(
     muted_defaults: MutedDefaults,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
+    let mut chains = Chains::new(chains::DEFAULT_CAPACITY);
     while let Some(first) = rx.blocking_recv() {
         let mut weight = first.weight();
         batch.push(first);
@@ -824,7 +827,7 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(&mut conn, &mut batch, listener.as_deref(), &file, &muted_defaults);
+        commit_batch(&mut conn, &mut batch, &mut chains, listener.as_deref(), &file, &muted_defaults);
         if closing {
             rx.close();
             // Anything that raced in after Close is answered by the dropped reply channels.
@@ -840,6 +843,7 @@ fn writer_loop(
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
+    chains: &mut Chains,
     listener: Option<&dyn CommitListener>,
     file: &DbFile,
     muted_defaults: &MutedDefaults,
@@ -856,7 +860,7 @@ fn commit_batch(
                     Job::Apply(writes, _) => Answer::Apply(
                         writes
                             .iter()
-                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs))
+                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs, chains))
                             .collect::<rusqlite::Result<_>>()?,
                     ),
                     Job::Change(user, id, change, _) => {
@@ -864,17 +868,17 @@ fn commit_batch(
                     }
                     Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now, &mut tally)?),
                     Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&tx, user, now, &mut tally)?),
-                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now, &mut tally)?),
+                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now, &mut tally, chains)?),
                     Job::SetPreferences(user, types, _) => {
                         set_preferences(&tx, user, types)?;
                         prefs.users.remove(user.as_str());
                         Answer::SetPreferences
                     }
-                    Job::Upkeep(job, _) => Answer::Upkeep(upkeep(&tx, job, now)?),
+                    Job::Upkeep(job, _) => Answer::Upkeep(upkeep(&tx, job, now, chains)?),
                     Job::Close(_) => Answer::Close,
                 });
             }
-            let changes = tally.finish(&tx)?;
+            let changes = tally.finish(&tx, chains)?;
             Ok((answers, changes))
         })()
         .map_err(store_error)?;
@@ -908,6 +912,8 @@ fn commit_batch(
             }
         }
         Err(failure) => {
+            // Rolled back: the heads it moved are not in the database (and its ids will be given again).
+            chains.clear();
             tracing::error!(error = %failure, jobs = batch.len(), "inbox commit failed");
             for job in batch.drain(..) {
                 let err = failure.clone();
@@ -945,6 +951,7 @@ fn apply_one(
     now: DateTime<Utc>,
     tally: &mut Tally,
     prefs: &mut Prefs,
+    chains: &mut Chains,
 ) -> rusqlite::Result<WriteOutcome> {
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
@@ -989,7 +996,7 @@ fn apply_one(
                 set_alias(tx, a, now)?;
             }
             let stored = match (&n.recipients, &resolved) {
-                (Recipients::Everyone, _) => vec![insert(tx, n, None, false, now)?],
+                (Recipients::Everyone, _) => vec![insert(tx, n, None, false, now, chains)?],
                 (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     let mut stored = Vec::with_capacity(users.len());
                     for u in users {
@@ -997,7 +1004,7 @@ fn apply_one(
                         if !muted {
                             tally.add(u, 1, 1, 0, 0);
                         }
-                        stored.push(insert(tx, n, Some(u), muted, now)?);
+                        stored.push(insert(tx, n, Some(u), muted, now, chains)?);
                     }
                     stored
                 }
@@ -1019,6 +1026,7 @@ fn apply_one(
                 tally.deltas.remove(u.as_str());
                 tally.touch(u);
                 prefs.users.remove(u.as_str());
+                chains.forget_user(u);
             }
             Ok(WriteOutcome::Purged { rows })
         }
@@ -1052,15 +1060,12 @@ fn insert(
     user: Option<&String>,
     muted: bool,
     now: DateTime<Utc>,
+    chains: &mut Chains,
 ) -> rusqlite::Result<Notification> {
     // The previous row of this chain: the user's newest targeted row that was not muted (muted rows are never
-    // pushed, so a client's cursor never reaches them), or (user NULL) the newest broadcast. `IS` matches NULL
-    // too. The single writer makes this read-then-insert race-free.
-    let prev_id: i64 = tx
-        .prepare_cached("SELECT id FROM notifications WHERE user_id IS ?1 AND muted = 0 ORDER BY id DESC LIMIT 1")?
-        .query_row([user], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
+    // pushed, so a client's cursor never reaches them), or (user NULL) the newest broadcast. The single writer
+    // keeps each chain's head in memory (`Chains`), read from the database once.
+    let prev_id = chains.head(user.map(String::as_str), || chain_head(tx, user.map(String::as_str)))?;
     // A broadcast takes the next ordinal (see `Counters`): every user's counts grow by one without a row each.
     let ord: Option<i64> = match user {
         Some(_) => None,
@@ -1095,8 +1100,12 @@ fn insert(
         muted,
         ord,
     ])?;
+    let id = tx.last_insert_rowid();
+    if !muted {
+        chains.advance(user.map(String::as_str), id);
+    }
     Ok(Notification {
-        id: tx.last_insert_rowid(),
+        id,
         prev_id,
         user_id: user.cloned(),
         kind: n.kind.clone(),
@@ -1115,8 +1124,22 @@ fn insert(
     })
 }
 
+/// The head of a chain as the database has it (see `Chains`): `user`'s newest targeted row that is not muted, or
+/// (`None`) the newest broadcast; 0 when there is none. `IS` matches NULL too.
+fn chain_head(tx: &Transaction<'_>, user: Option<&str>) -> rusqlite::Result<i64> {
+    tx.prepare_cached("SELECT id FROM notifications WHERE user_id IS ?1 AND muted = 0 ORDER BY id DESC LIMIT 1")?
+        .query_row([user], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
 /// One background write: the probe, or one batch of pruning (see `retention`).
-fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::Result<PruneReport> {
+fn upkeep(
+    tx: &Transaction<'_>,
+    job: &Upkeep,
+    now: DateTime<Utc>,
+    chains: &mut Chains,
+) -> rusqlite::Result<PruneReport> {
     let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Pruned>> {
         let mut stmt = tx.prepare_cached(sql)?;
         let rows = stmt.query_map(p, |r| {
@@ -1143,7 +1166,7 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
                 ),
                 params![cutoff, *batch as i64],
             )?;
-            raise_floors(tx, &rows)
+            raise_floors(tx, &rows, chains)
         }
         Upkeep::Beyond { user, keep, batch } => {
             let rows = deleted(
@@ -1156,7 +1179,7 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
                 ),
                 params![user, *keep as i64, *batch as i64],
             )?;
-            raise_floors(tx, &rows)
+            raise_floors(tx, &rows, chains)
         }
         Upkeep::Dedupe { cutoff, batch } => {
             let keys = tx
@@ -1204,7 +1227,13 @@ const BROADCAST_ADJ: &str = "SELECT s.user_id,
 
 /// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
 /// state of the deleted broadcasts.
-fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned]) -> rusqlite::Result<PruneReport> {
+fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned], chains: &mut Chains) -> rusqlite::Result<PruneReport> {
+    for r in rows {
+        match &r.user {
+            Some(user) => chains.forget_user(user),
+            None => chains.forget_broadcast(),
+        }
+    }
     let pairs: Vec<(i64, Option<String>)> = rows.iter().map(|r| (r.id, r.user.clone())).collect();
     let floors = Floors::of(&pairs);
     for (user, up_to) in &floors.users {
@@ -1383,12 +1412,20 @@ fn seen_all(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>, tally: &mut Ta
     Ok(SeenAll { up_to, seen_at: from_millis(at) })
 }
 
-fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>, tally: &mut Tally) -> rusqlite::Result<bool> {
+fn delete(
+    tx: &Transaction<'_>,
+    user: &str,
+    id: i64,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+    chains: &mut Chains,
+) -> rusqlite::Result<bool> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(false);
     };
     if n.user_id.is_some() {
         tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id = ?2")?.execute(params![user, id])?;
+        chains.forget_user(user);
     } else {
         tx.prepare_cached(
             "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted) VALUES (?1, ?2, ?3, 1)
@@ -1587,6 +1624,32 @@ mod tests {
             .map(|n| n.title)
             .collect();
         assert_eq!(titles, ["title after", "title before"], "nothing was acknowledged into the unlinked file");
+        store.close().await;
+    }
+
+    /// The writer keeps each chain's head in memory (`Chains`): a commit that fails after its rows were inserted
+    /// (here: the database file is gone at `COMMIT`) moves no head, so the next rows link to the last committed
+    /// ones and not to rolled-back ids (which SQLite gives out again).
+    #[tokio::test]
+    async fn a_commit_that_fails_moves_no_chain_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let notify = |id: &str, to: Recipients| Write::Notify(crate::inbox::contract::draft(id, to));
+        let u = || Recipients::Users(vec!["u".into()]);
+        let stored = |out: Vec<WriteOutcome>| match out.into_iter().next() {
+            Some(WriteOutcome::Stored(mut rows)) => rows.remove(0),
+            other => panic!("expected Stored, got {other:?}"),
+        };
+        let first = stored(store.apply(vec![notify("first", u())]).await.unwrap());
+        let (path, aside) = (dir.path().join("inbox.db"), dir.path().join("aside.db"));
+        std::fs::rename(&path, &aside).unwrap();
+        let lost = store.apply(vec![notify("lost", u()), notify("lost-b", Recipients::Everyone)]).await;
+        assert!(matches!(lost, Err(StoreError::Unavailable(_))), "{lost:?}");
+        std::fs::rename(&aside, &path).unwrap();
+        let next = stored(store.apply(vec![notify("next", u())]).await.unwrap());
+        assert_eq!(next.prev_id, first.id, "links to the last committed row, not the rolled-back one");
+        let broadcast = stored(store.apply(vec![notify("next-b", Recipients::Everyone)]).await.unwrap());
+        assert_eq!(broadcast.prev_id, 0, "no broadcast was committed");
         store.close().await;
     }
 
