@@ -2,7 +2,8 @@
 //!
 //! One writer thread owns the only write connection and commits whatever has queued up in one transaction
 //! (group commit): throughput does not hinge on one fsync per event. Readers use a small pool of WAL read
-//! connections on the blocking thread pool.
+//! connections on the blocking thread pool. WAL checkpoints run on a third kind of connection, the
+//! checkpointer's ([`checkpointer`]), so the writer does not copy pages back between commits.
 //!
 //! Invariants: ids come from `AUTOINCREMENT` on the single writer, so they only grow in commit order and are
 //! never reused; replies leave the writer only after `COMMIT` returned. Before each `COMMIT` the writer checks
@@ -31,6 +32,13 @@ use super::{
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
+
+mod checkpointer;
+
+/// Wake the checkpointer once the WAL holds this many pages (64 MiB): pages that many commits rewrite are copied
+/// back once per checkpoint, so fewer checkpoints write less (19 → 13 KiB of disk writes per targeted
+/// notification in BENCHMARKS.md, when the writer still checkpointed itself at this size).
+const WAL_CHECKPOINT_PAGES: i32 = 16_384;
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
@@ -248,6 +256,9 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<Semaphore>,
     file: DbFile,
+    /// The writer's WAL as the checkpointer sees it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    wal: Arc<checkpointer::WalWatch>,
     retention: Retention,
 }
 
@@ -329,6 +340,16 @@ impl SqliteStore {
         settings: &StoreSettings,
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_checkpointing_at(path, settings, listener, WAL_CHECKPOINT_PAGES)
+    }
+
+    /// `open`, waking the checkpointer at `wal_pages` pages of WAL.
+    fn open_checkpointing_at(
+        path: &Path,
+        settings: &StoreSettings,
+        listener: Option<Arc<dyn CommitListener>>,
+        wal_pages: i32,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
@@ -338,12 +359,11 @@ impl SqliteStore {
             SqliteSync::Full => "FULL",
             SqliteSync::Normal => "NORMAL",
         };
-        // wal_autocheckpoint: checkpoint every 64 MiB of WAL rather than every 4 MiB. Index pages that many
-        // commits rewrite are copied back to the database once per checkpoint, so fewer checkpoints write less
-        // (19 → 13 KiB of disk writes per targeted notification in BENCHMARKS.md).
+        // No automatic checkpoint on the writer: the checkpointer thread does them (`checkpointer`), on its own
+        // connection, woken by the writer's WAL hook (installed below, after the migrations).
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 16384;",
+             PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0;",
             cache_kib = settings.sqlite_cache_mib * 1024
         ))
         .map_err(store_error)?;
@@ -352,6 +372,9 @@ impl SqliteStore {
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
         let file = DbFile::opened(path)?;
+        let wal = checkpointer::WalWatch::new(wal_pages);
+        checkpointer::spawn(path, wal.clone()).map_err(|e| StoreError::Internal(format!("checkpointer: {e}")))?;
+        let conn = checkpointer::Hooked::new(conn, wal.clone());
 
         let mut readers = Vec::with_capacity(settings.read_connections);
         for _ in 0..settings.read_connections {
@@ -379,6 +402,7 @@ impl SqliteStore {
             reader_permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
             file,
+            wal,
             retention: Retention::from_settings(settings),
         })
     }
@@ -805,7 +829,7 @@ impl Prefs {
 }
 
 fn writer_loop(
-    mut conn: Connection,
+    mut conn: checkpointer::Hooked,
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
@@ -827,7 +851,14 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(&mut conn, &mut batch, &mut chains, listener.as_deref(), &file, &muted_defaults);
+        commit_batch(&mut conn.conn, &mut batch, &mut chains, listener.as_deref(), &file, &muted_defaults);
+        // The checkpointer cannot catch up while commits keep coming (see `checkpointer`): past the limit the
+        // writer checkpoints here, between two commits, so the next one starts the WAL again.
+        if conn.over_limit() {
+            if let Err(e) = checkpointer::checkpoint(&conn.conn) {
+                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+            }
+        }
         if closing {
             rx.close();
             // Anything that raced in after Close is answered by the dropped reply channels.
@@ -1727,6 +1758,29 @@ mod tests {
         store.apply(vec![Write::Notify(digest)]).await.unwrap();
         assert_eq!(recorder.last("v"), Some(Counts { unread: 3, unseen: 3 }));
         store.close().await;
+    }
+
+    /// Checkpoints run on the checkpointer's own connection, woken by the writer's WAL hook: with the threshold
+    /// at one page, a commit wakes it and its checkpoint copies the WAL back into the database file.
+    #[tokio::test]
+    async fn the_checkpointer_thread_checkpoints_the_wal_the_writer_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let store = SqliteStore::open_checkpointing_at(&path, &Settings::defaults().store, None, 1).unwrap();
+        assert_eq!(store.wal.passes.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing committed yet");
+        let n = crate::inbox::contract::draft("cp-1", Recipients::Users(vec!["u".into()]));
+        store.apply(vec![Write::Notify(n)]).await.unwrap();
+        let mut waited = 0;
+        while store.wal.passes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            assert!(waited < 600, "the checkpointer never ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert!(store.wal.pages() > 0, "the hook saw the commit's pages");
+        store.close().await;
+        let reopened = open(&dir);
+        assert_eq!(reopened.unread_count("u").await.unwrap(), 1);
+        reopened.close().await;
     }
 
     #[tokio::test]
