@@ -838,6 +838,9 @@ fn writer_loop(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     let mut chains = Chains::new(chains::DEFAULT_CAPACITY);
+    // Whether `applied_events_legacy` may still hold ids (`None`: not known yet). Nothing adds to it, so once it is
+    // empty it stays empty and new events skip its lookup.
+    let mut legacy_ids: Option<bool> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut weight = first.weight();
         batch.push(first);
@@ -851,7 +854,15 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(&mut conn.conn, &mut batch, &mut chains, listener.as_deref(), &file, &muted_defaults);
+        commit_batch(
+            &mut conn.conn,
+            &mut batch,
+            &mut chains,
+            &mut legacy_ids,
+            listener.as_deref(),
+            &file,
+            &muted_defaults,
+        );
         // The checkpointer cannot catch up while commits keep coming (see `checkpointer`): past the limit the
         // writer checkpoints here, between two commits, so the next one starts the WAL again.
         if conn.over_limit() {
@@ -875,6 +886,7 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
     chains: &mut Chains,
+    legacy_ids: &mut Option<bool>,
     listener: Option<&dyn CommitListener>,
     file: &DbFile,
     muted_defaults: &MutedDefaults,
@@ -891,7 +903,7 @@ fn commit_batch(
                     Job::Apply(writes, _) => Answer::Apply(
                         writes
                             .iter()
-                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs, chains))
+                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs, chains, legacy_ids))
                             .collect::<rusqlite::Result<_>>()?,
                     ),
                     Job::Change(user, id, change, _) => {
@@ -905,7 +917,12 @@ fn commit_batch(
                         prefs.users.remove(user.as_str());
                         Answer::SetPreferences
                     }
-                    Job::Upkeep(job, _) => Answer::Upkeep(upkeep(&tx, job, now, chains)?),
+                    Job::Upkeep(job, _) => {
+                        if matches!(job, Upkeep::Dedupe { .. }) {
+                            *legacy_ids = None;
+                        }
+                        Answer::Upkeep(upkeep(&tx, job, now, chains)?)
+                    }
                     Job::Close(_) => Answer::Close,
                 });
             }
@@ -983,6 +1000,7 @@ fn apply_one(
     tally: &mut Tally,
     prefs: &mut Prefs,
     chains: &mut Chains,
+    legacy_ids: &mut Option<bool>,
 ) -> rusqlite::Result<WriteOutcome> {
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
@@ -1015,11 +1033,23 @@ fn apply_one(
         return Ok(WriteOutcome::Duplicate);
     }
     // Applied before ids were scoped (see MIGRATIONS): a duplicate, as it was then, until its row expires.
-    let legacy: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy WHERE event_id = ?1)")?
-        .query_row([w.event_id()], |r| r.get(0))?;
-    if legacy {
-        return Ok(WriteOutcome::Duplicate);
+    let any_legacy = match *legacy_ids {
+        Some(any) => any,
+        None => {
+            let any = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy)")?
+                .query_row([], |r| r.get(0))?;
+            *legacy_ids = Some(any);
+            any
+        }
+    };
+    if any_legacy {
+        let legacy: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy WHERE event_id = ?1)")?
+            .query_row([w.event_id()], |r| r.get(0))?;
+        if legacy {
+            return Ok(WriteOutcome::Duplicate);
+        }
     }
     match w {
         Write::Notify(n) => {
