@@ -776,29 +776,62 @@ fn upsert_delta(tx: &Transaction<'_>, user: &str, d: &Counters) -> rusqlite::Res
     })
 }
 
-/// Preferences of the recipients of one commit, loaded with one query for all the listed recipients (and one
-/// per alias-resolved recipient not among them): the writer knows who muted what without a query per row.
+/// What the single writer keeps between commits, so the hot path reads it from memory: each value is either
+/// absent (read from the database when needed) or what the database holds as of the writer's open transaction.
+/// Whatever changes the underlying rows forgets the value; a failed commit forgets everything.
+struct Memory {
+    /// Each chain's head, the next row's `prev_id`.
+    chains: Chains,
+    /// Whether `applied_events_legacy` may still hold ids (`None`: not known yet). Nothing adds to it, so once it
+    /// is empty it stays empty and new events skip its lookup.
+    legacy_ids: Option<bool>,
+    /// Recipients' preferences.
+    prefs: Prefs,
+}
+
+impl Memory {
+    fn new() -> Memory {
+        Memory { chains: Chains::new(chains::DEFAULT_CAPACITY), legacy_ids: None, prefs: Prefs::default() }
+    }
+
+    /// The commit failed: its reads and writes may not be what the database holds.
+    fn forget(&mut self) {
+        self.chains.clear();
+        self.legacy_ids = None;
+        self.prefs.users.clear();
+    }
+}
+
+/// Preferences of recipients, kept by the writer across commits (at most `chains::DEFAULT_CAPACITY` users):
+/// the ones a commit's listed recipients miss are loaded with one query for all of them (and one per
+/// alias-resolved recipient not among them), so the writer knows who muted what without a query per row, and
+/// usually without any. A `PUT` of preferences and a purge go through the same writer, which forgets that user.
+#[derive(Default)]
 struct Prefs {
     defaults: Arc<HashSet<String>>,
     users: HashMap<String, HashMap<String, TypeSetting>>,
 }
 
 impl Prefs {
-    fn load(tx: &Transaction<'_>, batch: &[Job], defaults: Arc<HashSet<String>>) -> rusqlite::Result<Prefs> {
+    fn load(&mut self, tx: &Transaction<'_>, batch: &[Job], defaults: Arc<HashSet<String>>) -> rusqlite::Result<()> {
+        self.defaults = defaults;
         let mut wanted: Vec<&str> = Vec::new();
         for job in batch {
             if let Job::Apply(writes, _) = job {
                 for w in writes {
                     if let Write::Notify(NewNotification { recipients: Recipients::Users(users), .. }) = w {
-                        wanted.extend(users.iter().map(String::as_str));
+                        wanted.extend(users.iter().map(String::as_str).filter(|u| !self.users.contains_key(*u)));
                     }
                 }
             }
         }
-        let mut prefs = Prefs { defaults, users: HashMap::new() };
         if wanted.is_empty() {
-            return Ok(prefs);
+            return Ok(());
         }
+        if self.users.len() + wanted.len() > chains::DEFAULT_CAPACITY {
+            self.users.clear();
+        }
+        let prefs = self;
         let list = serde_json::to_string(&wanted).expect("strings serialise");
         let mut stmt = tx.prepare_cached(
             "SELECT user_id, type, setting FROM preferences WHERE user_id IN (SELECT value FROM json_each(?1))",
@@ -812,11 +845,14 @@ impl Prefs {
         for u in wanted {
             prefs.users.entry(u.to_owned()).or_default();
         }
-        Ok(prefs)
+        Ok(())
     }
 
     fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
         if !self.users.contains_key(user) {
+            if self.users.len() >= chains::DEFAULT_CAPACITY {
+                self.users.clear();
+            }
             let mut stmt = tx.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
             let rows =
                 stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
@@ -837,10 +873,7 @@ fn writer_loop(
     muted_defaults: MutedDefaults,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
-    let mut chains = Chains::new(chains::DEFAULT_CAPACITY);
-    // Whether `applied_events_legacy` may still hold ids (`None`: not known yet). Nothing adds to it, so once it is
-    // empty it stays empty and new events skip its lookup.
-    let mut legacy_ids: Option<bool> = None;
+    let mut memory = Memory::new();
     while let Some(first) = rx.blocking_recv() {
         let mut weight = first.weight();
         batch.push(first);
@@ -854,15 +887,7 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(
-            &mut conn.conn,
-            &mut batch,
-            &mut chains,
-            &mut legacy_ids,
-            listener.as_deref(),
-            &file,
-            &muted_defaults,
-        );
+        commit_batch(&mut conn.conn, &mut batch, &mut memory, listener.as_deref(), &file, &muted_defaults);
         // The checkpointer cannot catch up while commits keep coming (see `checkpointer`): past the limit the
         // writer checkpoints here, between two commits, so the next one starts the WAL again.
         if conn.over_limit() {
@@ -885,8 +910,7 @@ fn writer_loop(
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
-    chains: &mut Chains,
-    legacy_ids: &mut Option<bool>,
+    memory: &mut Memory,
     listener: Option<&dyn CommitListener>,
     file: &DbFile,
     muted_defaults: &MutedDefaults,
@@ -897,13 +921,13 @@ fn commit_batch(
         let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
             let mut answers = Vec::with_capacity(batch.len());
             let mut tally = Tally::default();
-            let mut prefs = Prefs::load(&tx, batch, muted_defaults.get())?;
+            memory.prefs.load(&tx, batch, muted_defaults.get())?;
             for job in batch.iter() {
                 answers.push(match job {
                     Job::Apply(writes, _) => Answer::Apply(
                         writes
                             .iter()
-                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs, chains, legacy_ids))
+                            .map(|w| apply_one(&tx, w, now, &mut tally, memory))
                             .collect::<rusqlite::Result<_>>()?,
                     ),
                     Job::Change(user, id, change, _) => {
@@ -911,22 +935,24 @@ fn commit_batch(
                     }
                     Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now, &mut tally)?),
                     Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&tx, user, now, &mut tally)?),
-                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now, &mut tally, chains)?),
+                    Job::Delete(user, id, _) => {
+                        Answer::Delete(delete(&tx, user, *id, now, &mut tally, &mut memory.chains)?)
+                    }
                     Job::SetPreferences(user, types, _) => {
                         set_preferences(&tx, user, types)?;
-                        prefs.users.remove(user.as_str());
+                        memory.prefs.users.remove(user.as_str());
                         Answer::SetPreferences
                     }
                     Job::Upkeep(job, _) => {
                         if matches!(job, Upkeep::Dedupe { .. }) {
-                            *legacy_ids = None;
+                            memory.legacy_ids = None;
                         }
-                        Answer::Upkeep(upkeep(&tx, job, now, chains)?)
+                        Answer::Upkeep(upkeep(&tx, job, now, &mut memory.chains)?)
                     }
                     Job::Close(_) => Answer::Close,
                 });
             }
-            let changes = tally.finish(&tx, chains)?;
+            let changes = tally.finish(&tx, &mut memory.chains)?;
             Ok((answers, changes))
         })()
         .map_err(store_error)?;
@@ -960,8 +986,8 @@ fn commit_batch(
             }
         }
         Err(failure) => {
-            // Rolled back: the heads it moved are not in the database (and its ids will be given again).
-            chains.clear();
+            // Rolled back: what the writer remembers of it is not in the database (and its ids are given again).
+            memory.forget();
             tracing::error!(error = %failure, jobs = batch.len(), "inbox commit failed");
             for job in batch.drain(..) {
                 let err = failure.clone();
@@ -998,10 +1024,9 @@ fn apply_one(
     w: &Write,
     now: DateTime<Utc>,
     tally: &mut Tally,
-    prefs: &mut Prefs,
-    chains: &mut Chains,
-    legacy_ids: &mut Option<bool>,
+    memory: &mut Memory,
 ) -> rusqlite::Result<WriteOutcome> {
+    let Memory { chains, legacy_ids, prefs } = memory;
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
             set_alias(tx, a, now)?;
