@@ -889,7 +889,7 @@ fn writer_loop(
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
         commit_batch(&mut conn.conn, &mut batch, &mut memory, listener.as_deref(), &file, &muted_defaults);
         // The checkpointer cannot catch up while commits keep coming (see `checkpointer`): past the limit the
-        // writer checkpoints here, between two commits, so the next one starts the WAL again.
+        // writer checkpoints what its pass left, here, between two commits, so the next one starts the WAL again.
         if conn.over_limit() {
             if let Err(e) = checkpointer::checkpoint(&conn.conn) {
                 tracing::warn!(error = %e, "WAL checkpoint on the writer failed");

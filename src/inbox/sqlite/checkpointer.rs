@@ -4,9 +4,11 @@
 //! after each commit the hook only notes how many pages the WAL holds and, past [`WalWatch::threshold`], wakes
 //! the checkpointer, a thread with its own connection that runs `PRAGMA wal_checkpoint(PASSIVE)` (which never
 //! blocks the writer nor readers). Copying pages back into the database and its `fsync` thus happen beside the
-//! commits instead of inside one. A checkpoint running beside the writer may never catch up under sustained
-//! load (the WAL restarts from its beginning only once everything in it was copied back), so past
-//! [`WalWatch::limit`] pages the writer checkpoints itself between two commits, which bounds the WAL.
+//! commits instead of inside one. A checkpoint running beside the writer never catches up under sustained load
+//! (the WAL restarts from its beginning only when a write transaction starts with everything in it copied back:
+//! measured, 40,000 events unbounded grew it to 221 MiB), so past [`WalWatch::limit`] (a quarter more) the
+//! writer checkpoints itself between two commits — copying only what came after the checkpointer's pass — and
+//! its next commit starts the WAL again, which bounds it.
 //!
 //! Durability is unchanged: a commit is durable once its WAL frames are synced (`synchronous = full`), before
 //! the writer answers; checkpoints only move committed pages into the database file.
@@ -40,7 +42,7 @@ impl WalWatch {
         Arc::new(WalWatch {
             pages: AtomicI32::new(0),
             threshold,
-            limit: threshold.saturating_mul(4),
+            limit: threshold.saturating_add(threshold / 4),
             wake: Mutex::new(false),
             woken: Condvar::new(),
             stop: AtomicBool::new(false),
