@@ -25,14 +25,14 @@ use rusqlite::{ffi, Connection};
 pub(super) struct WalWatch {
     /// Pages in the WAL after the last commit.
     pages: AtomicI32,
-    /// Wake the checkpointer at this many pages (`store.wal_checkpoint_pages`).
+    /// Wake the checkpointer at this many pages (`WAL_CHECKPOINT_PAGES` in the store).
     pub threshold: i32,
     /// The writer checkpoints itself past this many pages.
     pub limit: i32,
     wake: Mutex<bool>,
     woken: Condvar,
     stop: AtomicBool,
-    /// Checkpoints the checkpointer ran (tests, and the log when one fails).
+    /// Checkpoints the checkpointer ran.
     pub passes: AtomicU64,
 }
 
@@ -90,9 +90,7 @@ impl Hooked {
         }
         Hooked { conn, watch }
     }
-}
 
-impl Hooked {
     /// The WAL outgrew what the checkpointer can be left to handle.
     pub fn over_limit(&self) -> bool {
         self.watch.pages() >= self.watch.limit
