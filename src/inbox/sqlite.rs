@@ -732,18 +732,25 @@ impl Tally {
 
     /// Write every pending change (one upsert per user, returning the counters it leaves), and say what the
     /// counts of everyone whose counts changed are now.
-    fn finish(mut self, tx: &Transaction<'_>, chains: &mut Chains) -> rusqlite::Result<Vec<CountsChange>> {
+    fn finish(mut self, tx: &Transaction<'_>, memory: &mut Memory) -> rusqlite::Result<Vec<CountsChange>> {
         if self.changed.is_empty() {
             return Ok(Vec::new());
         }
-        let (total, pruned): (i64, i64) = tx
-            .prepare_cached(
-                "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
-                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0)",
-            )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (total, pruned) = match memory.ordinals {
+            Some(ordinals) => ordinals,
+            None => {
+                let ordinals: (i64, i64) = tx
+                    .prepare_cached(
+                        "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+                                COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0)",
+                    )?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                memory.ordinals = Some(ordinals);
+                ordinals
+            }
+        };
         // The newest broadcast is the broadcast chain's head (broadcasts are never muted).
-        let broadcast_up_to = chains.head(None, || chain_head(tx, None))?;
+        let broadcast_up_to = memory.chains.head(None, || chain_head(tx, None))?;
         let mut out = Vec::with_capacity(self.changed.len());
         for user in std::mem::take(&mut self.changed) {
             let counters = match self.deltas.remove(&user) {
@@ -787,17 +794,26 @@ struct Memory {
     legacy_ids: Option<bool>,
     /// Recipients' preferences.
     prefs: Prefs,
+    /// The global broadcast ordinals (`broadcast_ord`, `broadcast_pruned_ord` in `store_state`, see `Counters`)
+    /// every commit that changes counts needs; forgotten by a broadcast and by pruning.
+    ordinals: Option<(i64, i64)>,
 }
 
 impl Memory {
     fn new() -> Memory {
-        Memory { chains: Chains::new(chains::DEFAULT_CAPACITY), legacy_ids: None, prefs: Prefs::default() }
+        Memory {
+            chains: Chains::new(chains::DEFAULT_CAPACITY),
+            legacy_ids: None,
+            prefs: Prefs::default(),
+            ordinals: None,
+        }
     }
 
     /// The commit failed: its reads and writes may not be what the database holds.
     fn forget(&mut self) {
         self.chains.clear();
         self.legacy_ids = None;
+        self.ordinals = None;
         self.prefs.users.clear();
     }
 }
@@ -944,15 +960,17 @@ fn commit_batch(
                         Answer::SetPreferences
                     }
                     Job::Upkeep(job, _) => {
-                        if matches!(job, Upkeep::Dedupe { .. }) {
-                            memory.legacy_ids = None;
+                        match job {
+                            Upkeep::Dedupe { .. } => memory.legacy_ids = None,
+                            Upkeep::Expired { .. } | Upkeep::Beyond { .. } => memory.ordinals = None,
+                            _ => {}
                         }
                         Answer::Upkeep(upkeep(&tx, job, now, &mut memory.chains)?)
                     }
                     Job::Close(_) => Answer::Close,
                 });
             }
-            let changes = tally.finish(&tx, &mut memory.chains)?;
+            let changes = tally.finish(&tx, memory)?;
             Ok((answers, changes))
         })()
         .map_err(store_error)?;
@@ -1026,7 +1044,7 @@ fn apply_one(
     tally: &mut Tally,
     memory: &mut Memory,
 ) -> rusqlite::Result<WriteOutcome> {
-    let Memory { chains, legacy_ids, prefs } = memory;
+    let Memory { chains, legacy_ids, prefs, ordinals } = memory;
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
             set_alias(tx, a, now)?;
@@ -1082,7 +1100,11 @@ fn apply_one(
                 set_alias(tx, a, now)?;
             }
             let stored = match (&n.recipients, &resolved) {
-                (Recipients::Everyone, _) => vec![insert(tx, n, None, false, now, chains)?],
+                (Recipients::Everyone, _) => {
+                    // It took the next broadcast ordinal.
+                    *ordinals = None;
+                    vec![insert(tx, n, None, false, now, chains)?]
+                }
                 (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     let mut stored = Vec::with_capacity(users.len());
                     for u in users {
