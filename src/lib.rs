@@ -127,7 +127,7 @@ pub async fn start_with(
         Fanout::local(registry.clone())
     }
     .traced(recorder.clone());
-    let store = inbox::open(&settings, Some(Arc::new(Publisher(fanout.clone()))), health.clone())
+    let store = inbox::open(&settings, Some(Arc::new(Publisher::new(fanout.clone()))), health.clone())
         .await
         .context("opening the inbox")?;
     let tracer = trace::open(&settings, pending_trace, &shutdown).await.context("opening the trace")?;

@@ -125,6 +125,7 @@ pub async fn run_all(store: &dyn Store) {
     aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store).await;
     purge_erases_only_that_user(store).await;
     prev_id_links_each_users_stream(store).await;
+    prev_id_follows_deletes_and_purges(store).await;
     unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
     the_same_id_in_two_scopes_is_two_events(store).await;
     counters_follow_every_targeted_state_change(store).await;
@@ -674,6 +675,29 @@ async fn prev_id_links_each_users_stream(store: &dyn Store) {
     for w in broadcasts.windows(2) {
         assert_eq!(w[1].notification.prev_id, w[0].notification.id, "broadcasts chain to each other");
     }
+}
+
+/// `prev_id` is the newest row of the chain that is still there: a deleted newest row or a purge moves it back.
+async fn prev_id_follows_deletes_and_purges(store: &dyn Store) {
+    let first = stored(store, Write::Notify(draft("head-1", users(&["head"])))).await[0].id;
+    let second = stored(store, Write::Notify(draft("head-2", users(&["head"])))).await[0].id;
+    let third = stored(store, Write::Notify(draft("head-3", users(&["head"])))).await[0].clone();
+    assert_eq!(third.prev_id, second);
+    let third = third.id;
+    assert!(store.delete("head", third).await.unwrap());
+    assert!(store.delete("head", second).await.unwrap());
+    let fourth = stored(store, Write::Notify(draft("head-4", users(&["head"])))).await[0].clone();
+    assert_eq!(fourth.prev_id, first, "after deleting the newest rows, the chain links to the newest one left");
+    store
+        .apply(vec![Write::Purge {
+            event_id: "head-purge".into(),
+            dedupe_key: DedupeKey::global("head-purge"),
+            users: vec!["head".into()],
+        }])
+        .await
+        .unwrap();
+    let fifth = stored(store, Write::Notify(draft("head-5", users(&["head"])))).await[0].clone();
+    assert_eq!(fifth.prev_id, 0, "purged: the chain starts again");
 }
 
 async fn unread_pages_are_not_crowded_out_by_read_broadcasts(store: &dyn Store) {

@@ -25,6 +25,7 @@
 //!   floor per chain ([`Store::history_floor`]) so a resume from below it can be told.
 //! - Only the backend modules know SQL.
 
+mod chains;
 mod coalesce;
 pub mod instrumented;
 mod postgres;

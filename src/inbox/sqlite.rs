@@ -2,7 +2,8 @@
 //!
 //! One writer thread owns the only write connection and commits whatever has queued up in one transaction
 //! (group commit): throughput does not hinge on one fsync per event. Readers use a small pool of WAL read
-//! connections on the blocking thread pool.
+//! connections on the blocking thread pool. WAL checkpoints run on a third kind of connection, the
+//! checkpointer's ([`checkpointer`]), so the writer does not copy pages back between commits.
 //!
 //! Invariants: ids come from `AUTOINCREMENT` on the single writer, so they only grow in commit order and are
 //! never reused; replies leave the writer only after `COMMIT` returned. Before each `COMMIT` the writer checks
@@ -22,6 +23,7 @@ use rusqlite_migration::{Migrations, M};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::chains::{self, Chains};
 use super::retention::{self, Floors, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
@@ -30,6 +32,13 @@ use super::{
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
+
+mod checkpointer;
+
+/// Wake the checkpointer once the WAL holds this many pages (64 MiB): pages that many commits rewrite are copied
+/// back once per checkpoint, so fewer checkpoints write less (19 → 13 KiB of disk writes per targeted
+/// notification in BENCHMARKS.md, when the writer still checkpointed itself at this size).
+const WAL_CHECKPOINT_PAGES: i32 = 16_384;
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
@@ -184,6 +193,10 @@ CREATE TABLE preferences (
 ) WITHOUT ROWID;
 "#,
     ),
+    // The write path (issue 16): counts come from `inbox_counts`, so nothing needs the partial unread index any
+    // more; it cost a random B-tree insert (and a WAL page) per targeted notification. The `unread=true` list
+    // and `read_all` walk the user's rows through `notifications_by_user` instead (at most `store.max_per_user`).
+    M::up("DROP INDEX notifications_unread;"),
 ];
 
 /// A targeted row in [`row_to_notification`]'s order.
@@ -243,6 +256,9 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<Semaphore>,
     file: DbFile,
+    /// The writer's WAL as the checkpointer sees it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    wal: Arc<checkpointer::WalWatch>,
     retention: Retention,
 }
 
@@ -324,6 +340,16 @@ impl SqliteStore {
         settings: &StoreSettings,
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_checkpointing_at(path, settings, listener, WAL_CHECKPOINT_PAGES)
+    }
+
+    /// `open`, waking the checkpointer at `wal_pages` pages of WAL.
+    fn open_checkpointing_at(
+        path: &Path,
+        settings: &StoreSettings,
+        listener: Option<Arc<dyn CommitListener>>,
+        wal_pages: i32,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
@@ -333,12 +359,11 @@ impl SqliteStore {
             SqliteSync::Full => "FULL",
             SqliteSync::Normal => "NORMAL",
         };
-        // wal_autocheckpoint: checkpoint every 64 MiB of WAL rather than every 4 MiB. Index pages that many
-        // commits rewrite are copied back to the database once per checkpoint, so fewer checkpoints write less
-        // (19 → 13 KiB of disk writes per targeted notification in BENCHMARKS.md).
+        // No automatic checkpoint on the writer: the checkpointer thread does them (`checkpointer`), on its own
+        // connection, woken by the writer's WAL hook (installed below, after the migrations).
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 16384;",
+             PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0;",
             cache_kib = settings.sqlite_cache_mib * 1024
         ))
         .map_err(store_error)?;
@@ -347,6 +372,9 @@ impl SqliteStore {
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
         let file = DbFile::opened(path)?;
+        let wal = checkpointer::WalWatch::new(wal_pages);
+        checkpointer::spawn(path, wal.clone()).map_err(|e| StoreError::Internal(format!("checkpointer: {e}")))?;
+        let conn = checkpointer::Hooked::new(conn, wal.clone());
 
         let mut readers = Vec::with_capacity(settings.read_connections);
         for _ in 0..settings.read_connections {
@@ -374,6 +402,7 @@ impl SqliteStore {
             reader_permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
             file,
+            wal,
             retention: Retention::from_settings(settings),
         })
     }
@@ -703,17 +732,25 @@ impl Tally {
 
     /// Write every pending change (one upsert per user, returning the counters it leaves), and say what the
     /// counts of everyone whose counts changed are now.
-    fn finish(mut self, tx: &Transaction<'_>) -> rusqlite::Result<Vec<CountsChange>> {
+    fn finish(mut self, tx: &Transaction<'_>, memory: &mut Memory) -> rusqlite::Result<Vec<CountsChange>> {
         if self.changed.is_empty() {
             return Ok(Vec::new());
         }
-        let (total, pruned, broadcast_up_to): (i64, i64, i64) = tx
-            .prepare_cached(
-                "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
-                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
-                        COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
-            )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (total, pruned) = match memory.ordinals {
+            Some(ordinals) => ordinals,
+            None => {
+                let ordinals: (i64, i64) = tx
+                    .prepare_cached(
+                        "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+                                COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0)",
+                    )?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                memory.ordinals = Some(ordinals);
+                ordinals
+            }
+        };
+        // The newest broadcast is the broadcast chain's head (broadcasts are never muted).
+        let broadcast_up_to = memory.chains.head(None, || chain_head(tx, None))?;
         let mut out = Vec::with_capacity(self.changed.len());
         for user in std::mem::take(&mut self.changed) {
             let counters = match self.deltas.remove(&user) {
@@ -746,29 +783,71 @@ fn upsert_delta(tx: &Transaction<'_>, user: &str, d: &Counters) -> rusqlite::Res
     })
 }
 
-/// Preferences of the recipients of one commit, loaded with one query for all the listed recipients (and one
-/// per alias-resolved recipient not among them): the writer knows who muted what without a query per row.
+/// What the single writer keeps between commits, so the hot path reads it from memory: each value is either
+/// absent (read from the database when needed) or what the database holds as of the writer's open transaction.
+/// Whatever changes the underlying rows forgets the value; a failed commit forgets everything.
+struct Memory {
+    /// Each chain's head, the next row's `prev_id`.
+    chains: Chains,
+    /// Whether `applied_events_legacy` may still hold ids (`None`: not known yet). Nothing adds to it, so once it
+    /// is empty it stays empty and new events skip its lookup.
+    legacy_ids: Option<bool>,
+    /// Recipients' preferences.
+    prefs: Prefs,
+    /// The global broadcast ordinals (`broadcast_ord`, `broadcast_pruned_ord` in `store_state`, see `Counters`)
+    /// every commit that changes counts needs; forgotten by a broadcast and by pruning.
+    ordinals: Option<(i64, i64)>,
+}
+
+impl Memory {
+    fn new() -> Memory {
+        Memory {
+            chains: Chains::new(chains::DEFAULT_CAPACITY),
+            legacy_ids: None,
+            prefs: Prefs::default(),
+            ordinals: None,
+        }
+    }
+
+    /// The commit failed: its reads and writes may not be what the database holds.
+    fn forget(&mut self) {
+        self.chains.clear();
+        self.legacy_ids = None;
+        self.ordinals = None;
+        self.prefs.users.clear();
+    }
+}
+
+/// Preferences of recipients, kept by the writer across commits (at most `chains::DEFAULT_CAPACITY` users):
+/// the ones a commit's listed recipients miss are loaded with one query for all of them (and one per
+/// alias-resolved recipient not among them), so the writer knows who muted what without a query per row, and
+/// usually without any. A `PUT` of preferences and a purge go through the same writer, which forgets that user.
+#[derive(Default)]
 struct Prefs {
     defaults: Arc<HashSet<String>>,
     users: HashMap<String, HashMap<String, TypeSetting>>,
 }
 
 impl Prefs {
-    fn load(tx: &Transaction<'_>, batch: &[Job], defaults: Arc<HashSet<String>>) -> rusqlite::Result<Prefs> {
+    fn load(&mut self, tx: &Transaction<'_>, batch: &[Job], defaults: Arc<HashSet<String>>) -> rusqlite::Result<()> {
+        self.defaults = defaults;
         let mut wanted: Vec<&str> = Vec::new();
         for job in batch {
             if let Job::Apply(writes, _) = job {
                 for w in writes {
                     if let Write::Notify(NewNotification { recipients: Recipients::Users(users), .. }) = w {
-                        wanted.extend(users.iter().map(String::as_str));
+                        wanted.extend(users.iter().map(String::as_str).filter(|u| !self.users.contains_key(*u)));
                     }
                 }
             }
         }
-        let mut prefs = Prefs { defaults, users: HashMap::new() };
         if wanted.is_empty() {
-            return Ok(prefs);
+            return Ok(());
         }
+        if self.users.len() + wanted.len() > chains::DEFAULT_CAPACITY {
+            self.users.clear();
+        }
+        let prefs = self;
         let list = serde_json::to_string(&wanted).expect("strings serialise");
         let mut stmt = tx.prepare_cached(
             "SELECT user_id, type, setting FROM preferences WHERE user_id IN (SELECT value FROM json_each(?1))",
@@ -782,11 +861,14 @@ impl Prefs {
         for u in wanted {
             prefs.users.entry(u.to_owned()).or_default();
         }
-        Ok(prefs)
+        Ok(())
     }
 
     fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
         if !self.users.contains_key(user) {
+            if self.users.len() >= chains::DEFAULT_CAPACITY {
+                self.users.clear();
+            }
             let mut stmt = tx.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
             let rows =
                 stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
@@ -799,7 +881,7 @@ impl Prefs {
 }
 
 fn writer_loop(
-    mut conn: Connection,
+    mut conn: checkpointer::Hooked,
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
@@ -807,6 +889,7 @@ fn writer_loop(
     muted_defaults: MutedDefaults,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
+    let mut memory = Memory::new();
     while let Some(first) = rx.blocking_recv() {
         let mut weight = first.weight();
         batch.push(first);
@@ -820,7 +903,14 @@ fn writer_loop(
             }
         }
         let closing = batch.iter().any(|j| matches!(j, Job::Close(_)));
-        commit_batch(&mut conn, &mut batch, listener.as_deref(), &file, &muted_defaults);
+        commit_batch(&mut conn.conn, &mut batch, &mut memory, listener.as_deref(), &file, &muted_defaults);
+        // The checkpointer cannot catch up while commits keep coming (see `checkpointer`): past the limit the
+        // writer checkpoints what its pass left, here, between two commits, so the next one starts the WAL again.
+        if conn.over_limit() {
+            if let Err(e) = checkpointer::checkpoint(&conn.conn) {
+                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+            }
+        }
         if closing {
             rx.close();
             // Anything that raced in after Close is answered by the dropped reply channels.
@@ -836,6 +926,7 @@ fn writer_loop(
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
+    memory: &mut Memory,
     listener: Option<&dyn CommitListener>,
     file: &DbFile,
     muted_defaults: &MutedDefaults,
@@ -846,13 +937,13 @@ fn commit_batch(
         let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
             let mut answers = Vec::with_capacity(batch.len());
             let mut tally = Tally::default();
-            let mut prefs = Prefs::load(&tx, batch, muted_defaults.get())?;
+            memory.prefs.load(&tx, batch, muted_defaults.get())?;
             for job in batch.iter() {
                 answers.push(match job {
                     Job::Apply(writes, _) => Answer::Apply(
                         writes
                             .iter()
-                            .map(|w| apply_one(&tx, w, now, &mut tally, &mut prefs))
+                            .map(|w| apply_one(&tx, w, now, &mut tally, memory))
                             .collect::<rusqlite::Result<_>>()?,
                     ),
                     Job::Change(user, id, change, _) => {
@@ -860,17 +951,26 @@ fn commit_batch(
                     }
                     Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now, &mut tally)?),
                     Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&tx, user, now, &mut tally)?),
-                    Job::Delete(user, id, _) => Answer::Delete(delete(&tx, user, *id, now, &mut tally)?),
+                    Job::Delete(user, id, _) => {
+                        Answer::Delete(delete(&tx, user, *id, now, &mut tally, &mut memory.chains)?)
+                    }
                     Job::SetPreferences(user, types, _) => {
                         set_preferences(&tx, user, types)?;
-                        prefs.users.remove(user.as_str());
+                        memory.prefs.users.remove(user.as_str());
                         Answer::SetPreferences
                     }
-                    Job::Upkeep(job, _) => Answer::Upkeep(upkeep(&tx, job, now)?),
+                    Job::Upkeep(job, _) => {
+                        match job {
+                            Upkeep::Dedupe { .. } => memory.legacy_ids = None,
+                            Upkeep::Expired { .. } | Upkeep::Beyond { .. } => memory.ordinals = None,
+                            _ => {}
+                        }
+                        Answer::Upkeep(upkeep(&tx, job, now, &mut memory.chains)?)
+                    }
                     Job::Close(_) => Answer::Close,
                 });
             }
-            let changes = tally.finish(&tx)?;
+            let changes = tally.finish(&tx, memory)?;
             Ok((answers, changes))
         })()
         .map_err(store_error)?;
@@ -904,6 +1004,8 @@ fn commit_batch(
             }
         }
         Err(failure) => {
+            // Rolled back: what the writer remembers of it is not in the database (and its ids are given again).
+            memory.forget();
             tracing::error!(error = %failure, jobs = batch.len(), "inbox commit failed");
             for job in batch.drain(..) {
                 let err = failure.clone();
@@ -940,8 +1042,9 @@ fn apply_one(
     w: &Write,
     now: DateTime<Utc>,
     tally: &mut Tally,
-    prefs: &mut Prefs,
+    memory: &mut Memory,
 ) -> rusqlite::Result<WriteOutcome> {
+    let Memory { chains, legacy_ids, prefs, ordinals } = memory;
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
             set_alias(tx, a, now)?;
@@ -973,11 +1076,23 @@ fn apply_one(
         return Ok(WriteOutcome::Duplicate);
     }
     // Applied before ids were scoped (see MIGRATIONS): a duplicate, as it was then, until its row expires.
-    let legacy: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy WHERE event_id = ?1)")?
-        .query_row([w.event_id()], |r| r.get(0))?;
-    if legacy {
-        return Ok(WriteOutcome::Duplicate);
+    let any_legacy = match *legacy_ids {
+        Some(any) => any,
+        None => {
+            let any = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy)")?
+                .query_row([], |r| r.get(0))?;
+            *legacy_ids = Some(any);
+            any
+        }
+    };
+    if any_legacy {
+        let legacy: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM applied_events_legacy WHERE event_id = ?1)")?
+            .query_row([w.event_id()], |r| r.get(0))?;
+        if legacy {
+            return Ok(WriteOutcome::Duplicate);
+        }
     }
     match w {
         Write::Notify(n) => {
@@ -985,7 +1100,11 @@ fn apply_one(
                 set_alias(tx, a, now)?;
             }
             let stored = match (&n.recipients, &resolved) {
-                (Recipients::Everyone, _) => vec![insert(tx, n, None, false, now)?],
+                (Recipients::Everyone, _) => {
+                    // It took the next broadcast ordinal.
+                    *ordinals = None;
+                    vec![insert(tx, n, None, false, now, chains)?]
+                }
                 (Recipients::Users(users), _) | (Recipients::Alias { .. }, Some(users)) => {
                     let mut stored = Vec::with_capacity(users.len());
                     for u in users {
@@ -993,7 +1112,7 @@ fn apply_one(
                         if !muted {
                             tally.add(u, 1, 1, 0, 0);
                         }
-                        stored.push(insert(tx, n, Some(u), muted, now)?);
+                        stored.push(insert(tx, n, Some(u), muted, now, chains)?);
                     }
                     stored
                 }
@@ -1015,6 +1134,7 @@ fn apply_one(
                 tally.deltas.remove(u.as_str());
                 tally.touch(u);
                 prefs.users.remove(u.as_str());
+                chains.forget_user(u);
             }
             Ok(WriteOutcome::Purged { rows })
         }
@@ -1048,15 +1168,12 @@ fn insert(
     user: Option<&String>,
     muted: bool,
     now: DateTime<Utc>,
+    chains: &mut Chains,
 ) -> rusqlite::Result<Notification> {
     // The previous row of this chain: the user's newest targeted row that was not muted (muted rows are never
-    // pushed, so a client's cursor never reaches them), or (user NULL) the newest broadcast. `IS` matches NULL
-    // too. The single writer makes this read-then-insert race-free.
-    let prev_id: i64 = tx
-        .prepare_cached("SELECT id FROM notifications WHERE user_id IS ?1 AND muted = 0 ORDER BY id DESC LIMIT 1")?
-        .query_row([user], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
+    // pushed, so a client's cursor never reaches them), or (user NULL) the newest broadcast. The single writer
+    // keeps each chain's head in memory (`Chains`), read from the database once.
+    let prev_id = chains.head(user.map(String::as_str), || chain_head(tx, user.map(String::as_str)))?;
     // A broadcast takes the next ordinal (see `Counters`): every user's counts grow by one without a row each.
     let ord: Option<i64> = match user {
         Some(_) => None,
@@ -1091,8 +1208,12 @@ fn insert(
         muted,
         ord,
     ])?;
+    let id = tx.last_insert_rowid();
+    if !muted {
+        chains.advance(user.map(String::as_str), id);
+    }
     Ok(Notification {
-        id: tx.last_insert_rowid(),
+        id,
         prev_id,
         user_id: user.cloned(),
         kind: n.kind.clone(),
@@ -1111,8 +1232,22 @@ fn insert(
     })
 }
 
+/// The head of a chain as the database has it (see `Chains`): `user`'s newest targeted row that is not muted, or
+/// (`None`) the newest broadcast; 0 when there is none. `IS` matches NULL too.
+fn chain_head(tx: &Transaction<'_>, user: Option<&str>) -> rusqlite::Result<i64> {
+    tx.prepare_cached("SELECT id FROM notifications WHERE user_id IS ?1 AND muted = 0 ORDER BY id DESC LIMIT 1")?
+        .query_row([user], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
 /// One background write: the probe, or one batch of pruning (see `retention`).
-fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::Result<PruneReport> {
+fn upkeep(
+    tx: &Transaction<'_>,
+    job: &Upkeep,
+    now: DateTime<Utc>,
+    chains: &mut Chains,
+) -> rusqlite::Result<PruneReport> {
     let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Pruned>> {
         let mut stmt = tx.prepare_cached(sql)?;
         let rows = stmt.query_map(p, |r| {
@@ -1139,7 +1274,7 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
                 ),
                 params![cutoff, *batch as i64],
             )?;
-            raise_floors(tx, &rows)
+            raise_floors(tx, &rows, chains)
         }
         Upkeep::Beyond { user, keep, batch } => {
             let rows = deleted(
@@ -1152,7 +1287,7 @@ fn upkeep(tx: &Transaction<'_>, job: &Upkeep, now: DateTime<Utc>) -> rusqlite::R
                 ),
                 params![user, *keep as i64, *batch as i64],
             )?;
-            raise_floors(tx, &rows)
+            raise_floors(tx, &rows, chains)
         }
         Upkeep::Dedupe { cutoff, batch } => {
             let keys = tx
@@ -1200,7 +1335,13 @@ const BROADCAST_ADJ: &str = "SELECT s.user_id,
 
 /// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
 /// state of the deleted broadcasts.
-fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned]) -> rusqlite::Result<PruneReport> {
+fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned], chains: &mut Chains) -> rusqlite::Result<PruneReport> {
+    for r in rows {
+        match &r.user {
+            Some(user) => chains.forget_user(user),
+            None => chains.forget_broadcast(),
+        }
+    }
     let pairs: Vec<(i64, Option<String>)> = rows.iter().map(|r| (r.id, r.user.clone())).collect();
     let floors = Floors::of(&pairs);
     for (user, up_to) in &floors.users {
@@ -1379,12 +1520,20 @@ fn seen_all(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>, tally: &mut Ta
     Ok(SeenAll { up_to, seen_at: from_millis(at) })
 }
 
-fn delete(tx: &Transaction<'_>, user: &str, id: i64, now: DateTime<Utc>, tally: &mut Tally) -> rusqlite::Result<bool> {
+fn delete(
+    tx: &Transaction<'_>,
+    user: &str,
+    id: i64,
+    now: DateTime<Utc>,
+    tally: &mut Tally,
+    chains: &mut Chains,
+) -> rusqlite::Result<bool> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(false);
     };
     if n.user_id.is_some() {
         tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1 AND id = ?2")?.execute(params![user, id])?;
+        chains.forget_user(user);
     } else {
         tx.prepare_cached(
             "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted) VALUES (?1, ?2, ?3, 1)
@@ -1507,6 +1656,51 @@ mod tests {
         store.close().await;
     }
 
+    /// A database the release before issue 16 wrote (five migrations, with the partial unread index): after the
+    /// upgrade the index is gone, and the unread list, `read_all` and the counters still agree with the rows.
+    #[tokio::test]
+    async fn a_database_from_before_the_write_path_migrates_without_the_unread_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        {
+            let mut old = Connection::open(&path).unwrap();
+            Migrations::from_slice(&MIGRATIONS[..5]).to_latest(&mut old).unwrap();
+            for (read, unread) in [(Some(5), 0), (None, 1), (Some(6), 0), (None, 1)] {
+                old.execute(
+                    "INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, data, body,
+                         created_at, read_at, seen_at) VALUES ('e', 'alice', 'k', 't', 'c', 'et', 'null', 'null', 1,
+                         ?1, ?1)",
+                    params![read],
+                )
+                .unwrap();
+                old.execute(
+                    "INSERT INTO inbox_counts (user_id, unread, unseen) VALUES ('alice', ?1, ?1)
+                     ON CONFLICT (user_id) DO UPDATE SET unread = unread + ?1, unseen = unseen + ?1",
+                    [unread],
+                )
+                .unwrap();
+            }
+        }
+        let store = open(&dir);
+        let index: i64 = store
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'notifications_unread'", [], |r| r.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(index, 0, "the partial unread index is dropped");
+        let unread_ids = || async {
+            let q = ListQuery { limit: 10, unread_only: true, ..Default::default() };
+            store.list("alice", q).await.unwrap().into_iter().map(|n| n.id).collect::<Vec<_>>()
+        };
+        assert_eq!(unread_ids().await, [4, 2], "the unread list, newest first");
+        assert_eq!(store.counts("alice").await.unwrap(), Counts { unread: 2, unseen: 2 });
+        store.mark_all_read("alice").await.unwrap();
+        assert!(unread_ids().await.is_empty(), "read_all reaches every unread row");
+        assert_eq!(store.counts("alice").await.unwrap(), Counts::default());
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_replaced_or_deleted_database_file_refuses_writes_until_it_is_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -1538,6 +1732,32 @@ mod tests {
             .map(|n| n.title)
             .collect();
         assert_eq!(titles, ["title after", "title before"], "nothing was acknowledged into the unlinked file");
+        store.close().await;
+    }
+
+    /// The writer keeps each chain's head in memory (`Chains`): a commit that fails after its rows were inserted
+    /// (here: the database file is gone at `COMMIT`) moves no head, so the next rows link to the last committed
+    /// ones and not to rolled-back ids (which SQLite gives out again).
+    #[tokio::test]
+    async fn a_commit_that_fails_moves_no_chain_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let notify = |id: &str, to: Recipients| Write::Notify(crate::inbox::contract::draft(id, to));
+        let u = || Recipients::Users(vec!["u".into()]);
+        let stored = |out: Vec<WriteOutcome>| match out.into_iter().next() {
+            Some(WriteOutcome::Stored(mut rows)) => rows.remove(0),
+            other => panic!("expected Stored, got {other:?}"),
+        };
+        let first = stored(store.apply(vec![notify("first", u())]).await.unwrap());
+        let (path, aside) = (dir.path().join("inbox.db"), dir.path().join("aside.db"));
+        std::fs::rename(&path, &aside).unwrap();
+        let lost = store.apply(vec![notify("lost", u()), notify("lost-b", Recipients::Everyone)]).await;
+        assert!(matches!(lost, Err(StoreError::Unavailable(_))), "{lost:?}");
+        std::fs::rename(&aside, &path).unwrap();
+        let next = stored(store.apply(vec![notify("next", u())]).await.unwrap());
+        assert_eq!(next.prev_id, first.id, "links to the last committed row, not the rolled-back one");
+        let broadcast = stored(store.apply(vec![notify("next-b", Recipients::Everyone)]).await.unwrap());
+        assert_eq!(broadcast.prev_id, 0, "no broadcast was committed");
         store.close().await;
     }
 
@@ -1615,6 +1835,29 @@ mod tests {
         store.apply(vec![Write::Notify(digest)]).await.unwrap();
         assert_eq!(recorder.last("v"), Some(Counts { unread: 3, unseen: 3 }));
         store.close().await;
+    }
+
+    /// Checkpoints run on the checkpointer's own connection, woken by the writer's WAL hook: with the threshold
+    /// at one page, a commit wakes it and its checkpoint copies the WAL back into the database file.
+    #[tokio::test]
+    async fn the_checkpointer_thread_checkpoints_the_wal_the_writer_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let store = SqliteStore::open_checkpointing_at(&path, &Settings::defaults().store, None, 1).unwrap();
+        assert_eq!(store.wal.passes.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing committed yet");
+        let n = crate::inbox::contract::draft("cp-1", Recipients::Users(vec!["u".into()]));
+        store.apply(vec![Write::Notify(n)]).await.unwrap();
+        let mut waited = 0;
+        while store.wal.passes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            assert!(waited < 600, "the checkpointer never ran");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert!(store.wal.pages() > 0, "the hook saw the commit's pages");
+        store.close().await;
+        let reopened = open(&dir);
+        assert_eq!(reopened.unread_count("u").await.unwrap(), 1);
+        reopened.close().await;
     }
 
     #[tokio::test]

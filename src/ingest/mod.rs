@@ -305,14 +305,32 @@ impl Traced {
 }
 
 /// The commit listener that turns stored notifications into frames: one serialisation per notification,
-/// shared by every recipient session.
-pub struct Publisher(pub Fanout);
+/// shared by every recipient session. It runs on the store's writer, per stored row: its metric handles are
+/// looked up once, here, not per row.
+pub struct Publisher {
+    fanout: Fanout,
+    stored_targeted: metrics::Counter,
+    stored_broadcast: metrics::Counter,
+    muted: metrics::Counter,
+}
+
+impl Publisher {
+    /// Call after the metrics recorder is installed (handles taken before it count nothing).
+    pub fn new(fanout: Fanout) -> Publisher {
+        Publisher {
+            fanout,
+            stored_targeted: metrics::counter!("herald_notifications_stored_total", "kind" => "targeted"),
+            stored_broadcast: metrics::counter!("herald_notifications_stored_total", "kind" => "broadcast"),
+            muted: metrics::counter!("herald_notifications_muted_total"),
+        }
+    }
+}
 
 impl CommitListener for Publisher {
     fn purged(&self, users: &[String]) {
         let frame = crate::protocol::ServerFrame::Purged.encode();
         for user in users {
-            self.0.publish(Message::UserFrame {
+            self.fanout.publish(Message::UserFrame {
                 user: Arc::from(user.as_str()),
                 frame: frame.clone(),
                 skip_session: None,
@@ -321,22 +339,22 @@ impl CommitListener for Publisher {
     }
 
     fn counts(&self, user: &str, counts: crate::protocol::Counts, broadcast_up_to: i64) {
-        self.0.publish(Message::Counts { user: Arc::from(user), counts, broadcast_up_to });
+        self.fanout.publish(Message::Counts { user: Arc::from(user), counts, broadcast_up_to });
     }
 
     fn committed(&self, written: &NewNotification, stored: &[Notification]) {
         for n in stored {
             if n.muted {
                 // Stored and listed, never pushed; the chain skips it (`prev_id`), so no session sees a gap.
-                metrics::counter!("herald_notifications_muted_total").increment(1);
+                self.muted.increment(1);
                 if let Some(user) = n.user_id.as_deref() {
-                    self.0.trace().muted(n.id, user, self.0.registry().is_online(user));
+                    self.fanout.trace().muted(n.id, user, self.fanout.registry().is_online(user));
                 }
                 continue;
             }
-            let kind = if n.user_id.is_some() { "targeted" } else { "broadcast" };
-            metrics::counter!("herald_notifications_stored_total", "kind" => kind).increment(1);
-            self.0.publish(Message::Notification {
+            let stored = if n.user_id.is_some() { &self.stored_targeted } else { &self.stored_broadcast };
+            stored.increment(1);
+            self.fanout.publish(Message::Notification {
                 user: n.user_id.as_deref().map(Arc::from),
                 id: n.id,
                 prev_id: n.prev_id,
