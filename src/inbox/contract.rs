@@ -126,6 +126,7 @@ pub async fn run_all(store: &dyn Store) {
     purge_erases_only_that_user(store).await;
     prev_id_links_each_users_stream(store).await;
     prev_id_follows_deletes_and_purges(store).await;
+    one_commit_chains_its_own_rows_past_muted_ones(store).await;
     unread_pages_are_not_crowded_out_by_read_broadcasts(store).await;
     the_same_id_in_two_scopes_is_two_events(store).await;
     counters_follow_every_targeted_state_change(store).await;
@@ -675,6 +676,49 @@ async fn prev_id_links_each_users_stream(store: &dyn Store) {
     for w in broadcasts.windows(2) {
         assert_eq!(w[1].notification.prev_id, w[0].notification.id, "broadcasts chain to each other");
     }
+}
+
+/// Several events for the same users in one commit (what group commit makes of concurrent requests): each row
+/// links to the row before it in the same commit, a muted row is skipped by the next one, a key repeated in the
+/// commit is stored once, and every other outcome keeps its write's position.
+async fn one_commit_chains_its_own_rows_past_muted_ones(store: &dyn Store) {
+    let (u, v) = ("batch-u", "batch-v");
+    let types = [("digest".to_string(), TypeSetting::Muted)].into();
+    store.set_preferences(u, types).await.unwrap();
+    let before = stored(store, Write::Notify(draft("batch-0", users(&[u])))).await[0].id;
+    let mut muted = draft("batch-2", users(&[u, v]));
+    muted.kind = "digest".into();
+    let writes = vec![
+        Write::Notify(draft("batch-1", users(&[u, v]))),
+        Write::Notify(muted),
+        Write::Notify(draft("batch-1", users(&[u, v]))),
+        Write::Notify(draft("batch-3", users(&[u]))),
+    ];
+    let out = store.apply(writes).await.unwrap();
+    let rows = |i: usize| match &out[i] {
+        WriteOutcome::Stored(rows) => rows.clone(),
+        other => panic!("write {i}: expected Stored, got {other:?}"),
+    };
+    let (first, second, third) = (rows(0), rows(1), rows(3));
+    assert!(matches!(out[2], WriteOutcome::Duplicate), "a key repeated in one commit is stored once: {out:?}");
+    let of = |rows: &[Notification], user: &str| rows.iter().find(|n| n.user_id.as_deref() == Some(user)).cloned();
+    let (u1, u2, u3) = (of(&first, u).unwrap(), of(&second, u).unwrap(), of(&third, u).unwrap());
+    let (v1, v2) = (of(&first, v).unwrap(), of(&second, v).unwrap());
+    assert_eq!(u1.prev_id, before, "the commit's first row links to the row committed before");
+    assert!(u2.muted && !v2.muted, "muted for {u} only");
+    assert_eq!(u2.prev_id, u1.id, "a muted row links to the previous unmuted one");
+    assert_eq!(u3.prev_id, u1.id, "the next row skips the muted one");
+    assert_eq!((v1.prev_id, v2.prev_id), (0, v1.id), "{v}'s chain is its own");
+    assert!(u1.id < u2.id && u2.id < u3.id && v1.id < v2.id, "ids grow in write order");
+    let replay = store.after(u, Position::both(before), 100).await.unwrap();
+    let replayed: Vec<i64> = replay.iter().map(|r| r.notification.id).filter(|id| *id > before).collect();
+    assert_eq!(replayed, vec![u1.id, u3.id], "replayed as stored, without the muted row");
+    assert_eq!(
+        store.list(u, q(100, None, false)).await.unwrap().iter().filter(|n| n.user_id.is_some()).count(),
+        4,
+        "stored once each"
+    );
+    store.set_preferences(u, Default::default()).await.unwrap();
 }
 
 /// `prev_id` is the newest row of the chain that is still there: a deleted newest row or a purge moves it back.
