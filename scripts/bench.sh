@@ -9,13 +9,17 @@
 #   AMQP=1 scripts/bench.sh               # also publish → frame through RabbitMQ, broker unpinned and pinned
 #   CLUSTER=1 scripts/bench.sh            # PostgreSQL at production durability (+ Redis): one node, two nodes
 #   SHORT=1 ROUNDS=1 scripts/bench.sh     # every entry with small counts: does it run end to end? (no figures)
+#   BASE_BIN=/path/to/older/herald scripts/bench.sh   # before/after: every Herald entry also as base-NAME
+#                                         # with that binary, the two alternating round by round
 #
 # Environment: ROUNDS (3), RESULTS ($CARGO_TARGET_DIR/bench-results/DATE), CARGO_TARGET_DIR (/work/target-bench,
 # so a build here does not wait on the shared target dir's lock), HERALD_CORE (0), LOAD_CORE (1), ONLY (entry
 # names), AMQP (0), CLUSTER (0), NCHAN (1: the nchan-* reference entries), PIN_SERVICES (0), PG_DURABLE (1:
 # PostgreSQL with fsync and synchronous_commit on; 0: as the tests start it, fsync off), SHORT (0),
 # EXTRA_HERALD_ENV (e.g. "HERALD__STORE__SYNCHRONOUS=normal"), EXTRA_LT_ARGS (appended to every entry's
-# herald-loadtest arguments, split on spaces; a later option overrides an earlier one, e.g. "--drain-timeout 30").
+# herald-loadtest arguments, split on spaces; a later option overrides an earlier one, e.g. "--drain-timeout 30"),
+# BASE_BIN (an older release build of `herald`, e.g. from `git worktree add`: each round of a Herald entry runs
+# it as base-NAME right before this tree's build, so before/after are measured side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,6 +37,7 @@ PG_DURABLE=${PG_DURABLE:-1}
 SHORT=${SHORT:-0}
 EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
 EXTRA_LT_ARGS=${EXTRA_LT_ARGS:-}
+BASE_BIN=${BASE_BIN:-}
 # Per entry (set around one `run`): extra environment for Herald, e.g. tracing off.
 ENTRY_ENV=
 
@@ -41,6 +46,9 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 log "building release binaries into $CARGO_TARGET_DIR"
 cargo build --release -q -p herald -p herald-loadtest
 HERALD=$CARGO_TARGET_DIR/release/herald
+# The Herald binary the next spawn starts (BASE_BIN for base-* runs).
+RUN_BIN=$HERALD
+if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN" ]; then echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; fi
 LT=$CARGO_TARGET_DIR/release/herald-loadtest
 
 # Both processes may use every descriptor this machine allows one process (20,000 here).
@@ -115,7 +123,7 @@ spawn_herald() {
   if [ -n "$AMQP_URL" ]; then envs+=(HERALD__AMQP__ENABLED=true "HERALD__AMQP__URL=$AMQP_URL"); fi
   # shellcheck disable=SC2206
   envs+=($EXTRA_HERALD_ENV $ENTRY_ENV)
-  env "${envs[@]}" taskset -c "$HERALD_CORE" "$HERALD" serve >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  env "${envs[@]}" taskset -c "$HERALD_CORE" "$RUN_BIN" serve >"$dir/stdout.log" 2>"$dir/stderr.log" &
   SPAWNED_PID=$!
   local deadline=$((SECONDS + 30))
   until grep -q 'herald listening on' "$dir/stdout.log" 2>/dev/null; do
@@ -232,30 +240,37 @@ run() {
   if [[ $name == nchan-* ]] && [ "$NCHAN" != 1 ]; then return 0; fi
   local nodes=2
   if [[ $name == cluster-1node-* ]]; then nodes=1; fi
-  local r
+  # Each round: base-NAME with BASE_BIN first (when set), then NAME with this tree's build.
+  local variants=("$name")
+  if [ -n "$BASE_BIN" ] && [[ $name != nchan-* ]]; then variants=("base-$name" "$name"); fi
+  local r label
   for r in $(seq 1 "$ROUNDS"); do
-    local started=0
-    if [[ $name == nchan-* ]]; then start_nchan && started=1; else start_herald "$nodes" && started=1; fi
-    if [ "$started" != 1 ]; then
-      # e.g. a Herald that does not know a setting the entry passes (ENTRY_ENV): the rest of the set still runs.
-      log "$name: the server did not start${ENTRY_ENV:+ with $ENTRY_ENV}; entry skipped"
+    for label in "${variants[@]}"; do
+      RUN_BIN=$HERALD
+      if [[ $label == base-* ]]; then RUN_BIN=$BASE_BIN; fi
+      local started=0
+      if [[ $name == nchan-* ]]; then start_nchan && started=1; else start_herald "$nodes" && started=1; fi
+      if [ "$started" != 1 ]; then
+        # e.g. a Herald that does not know a setting the entry passes (ENTRY_ENV): the rest of the set still runs.
+        log "$label: the server did not start${ENTRY_ENV:+ with $ENTRY_ENV}; round skipped"
+        stop_herald
+        continue
+      fi
+      log "$label, round $r/$ROUNDS (server pid $HERALD_PID at $HERALD_URL${PEER_PID:+, peer $PEER_PID at $PEER_URL})${ENTRY_ENV:+ with $ENTRY_ENV}"
+      local args=() a
+      for a in "$@"; do
+        a=${a//'$PEER_URL'/${PEER_URL:-}}
+        args+=("${a//'$HERALD_URL'/$HERALD_URL}")
+      done
+      # shellcheck disable=SC2207
+      if [ "$SHORT" = 1 ]; then args+=($(short_args "$1")); fi
+      # shellcheck disable=SC2206
+      args+=($EXTRA_LT_ARGS)
+      taskset -c "$LOAD_CORE" "$LT" "${args[@]}" --url "$HERALD_URL" --server-pid "$HERALD_PID" \
+        --label "$label" --json-out "$RESULTS/$label-r$r.json" --plot "$RESULTS/$label-r$r.svg" --deadline 300 \
+        | sed 's/^/    /'
       stop_herald
-      return 0
-    fi
-    log "$name, round $r/$ROUNDS (server pid $HERALD_PID at $HERALD_URL${PEER_PID:+, peer $PEER_PID at $PEER_URL})${ENTRY_ENV:+ with $ENTRY_ENV}"
-    local args=() a
-    for a in "$@"; do
-      a=${a//'$PEER_URL'/${PEER_URL:-}}
-      args+=("${a//'$HERALD_URL'/$HERALD_URL}")
     done
-    # shellcheck disable=SC2207
-    if [ "$SHORT" = 1 ]; then args+=($(short_args "$1")); fi
-    # shellcheck disable=SC2206
-    args+=($EXTRA_LT_ARGS)
-    taskset -c "$LOAD_CORE" "$LT" "${args[@]}" --url "$HERALD_URL" --server-pid "$HERALD_PID" \
-      --label "$name" --json-out "$RESULTS/$name-r$r.json" --plot "$RESULTS/$name-r$r.svg" --deadline 300 \
-      | sed 's/^/    /'
-    stop_herald
   done
 }
 

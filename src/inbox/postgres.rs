@@ -5,7 +5,7 @@
 //! queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
 //!
 //! What changes is that several nodes write the same tables. Every write transaction first takes its ordering
-//! locks ([`lock`]): [`WRITE_LOCK`] shared plus one transaction-scoped advisory lock per user it writes for, or
+//! locks ([`begin_and_lock`]): [`WRITE_LOCK`] shared plus one transaction-scoped advisory lock per user it writes for, or
 //! [`WRITE_LOCK`] exclusive when it holds a broadcast or alias-addressed recipients. Writes for different users on
 //! different nodes commit side by side; a user's writes, and broadcasts, commit one after the other.
 //!
@@ -34,8 +34,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
 use super::retention::{self, Floors, PruneSteps, Retention};
@@ -49,7 +50,8 @@ use crate::rules::{AliasRecord, Recipients};
 
 /// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
 const WRITE_LOCK: i64 = 0x4845_5241_4C44;
-/// The first key of the per-user advisory locks (`pg_advisory_xact_lock(USER_LOCKS, hashtext(user))`, "HERA").
+/// The first key of the per-user advisory locks (`pg_advisory_xact_lock(USER_LOCKS, user_lock_key(user))`,
+/// "HERA").
 const USER_LOCKS: i32 = 0x4845_5241;
 /// Key of the advisory lock a pruning transaction tries first ("HPRUNE").
 const PRUNE_LOCK: i64 = 0x4850_5255_4E45;
@@ -303,7 +305,10 @@ impl PostgresStore {
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<PostgresStore, StoreError> {
         let options = options.application_name("herald");
-        let writer_pool = pool(1).connect_with(options.clone()).await.map_err(store_error)?;
+        // The writer's one connection is not pinged before each commit (a round trip per group commit): a broken
+        // connection fails that commit as unavailable, and the pool replaces it for the next.
+        let writer_pool =
+            pool(1).test_before_acquire(false).connect_with(options.clone()).await.map_err(store_error)?;
         // The migrator takes its own advisory lock: nodes starting together apply them once.
         migrator().run(&writer_pool).await.map_err(migrate_error)?;
         let readers = pool(settings.read_connections.max(1) as u32).connect_lazy_with(options);
@@ -700,23 +705,42 @@ async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, C
     Ok((r.try_get(0)?, r.try_get(1)?, counters_of(&r, 2)?))
 }
 
-/// Write the tally's pending changes in one statement; returns the counters each changed user has now.
-async fn upsert_deltas(c: &mut PgConnection, tally: &mut Tally) -> sqlx::Result<Vec<(String, Counters)>> {
+/// The global counters [`finish_tally`] reports with each user's: (broadcast ordinal, pruned broadcast ordinal,
+/// newest broadcast id).
+type Totals = (i64, i64, i64);
+
+macro_rules! totals {
+    () => {
+        "COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
+         COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
+         COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)"
+    };
+}
+
+const TOTALS: &str = concat!("SELECT ", totals!());
+
+/// Write the tally's pending changes in one statement; returns the counters each changed user has now, and the
+/// [`Totals`] read by the same statement (none when nothing was pending).
+async fn upsert_deltas(
+    c: &mut PgConnection,
+    tally: &mut Tally,
+) -> sqlx::Result<(Vec<(String, Counters)>, Option<Totals>)> {
     if tally.deltas.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let deltas = std::mem::take(&mut tally.deltas);
     let users: Vec<String> = deltas.keys().cloned().collect();
     let column = |f: fn(&Counters) -> i64| -> Vec<i64> { users.iter().map(|u| f(&deltas[u])).collect() };
     let cols =
         (users.clone(), column(|d| d.unread), column(|d| d.unseen), column(|d| d.unread_adj), column(|d| d.unseen_adj));
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "INSERT INTO inbox_counts AS c (user_id, unread, unseen, unread_adj, unseen_adj)
          SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
          ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
              unread_adj = c.unread_adj + excluded.unread_adj, unseen_adj = c.unseen_adj + excluded.unseen_adj
-         RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj",
-    )
+         RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj, ",
+        totals!()
+    ))
     .bind(&cols.0)
     .bind(&cols.1)
     .bind(&cols.2)
@@ -724,7 +748,12 @@ async fn upsert_deltas(c: &mut PgConnection, tally: &mut Tally) -> sqlx::Result<
     .bind(&cols.4)
     .fetch_all(&mut *c)
     .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, counters_of(r, 1)?))).collect()
+    let totals = match rows.first() {
+        Some(r) => Some((r.try_get(7)?, r.try_get(8)?, r.try_get(9)?)),
+        None => None,
+    };
+    let counters = rows.iter().map(|r| Ok((r.try_get(0)?, counters_of(r, 1)?))).collect::<sqlx::Result<_>>()?;
+    Ok((counters, totals))
 }
 
 /// Write `user`'s pending changes now (before a change that sets their counters outright).
@@ -742,15 +771,12 @@ async fn finish_tally(c: &mut PgConnection, mut tally: Tally) -> sqlx::Result<Ve
     if tally.changed.is_empty() {
         return Ok(Vec::new());
     }
-    let mut written: std::collections::HashMap<String, Counters> =
-        upsert_deltas(c, &mut tally).await?.into_iter().collect();
-    let (total, pruned, broadcast_up_to): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
-                COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
-                COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
-    )
-    .fetch_one(&mut *c)
-    .await?;
+    let (written, totals) = upsert_deltas(c, &mut tally).await?;
+    let mut written: std::collections::HashMap<String, Counters> = written.into_iter().collect();
+    let (total, pruned, broadcast_up_to) = match totals {
+        Some(totals) => totals,
+        None => sqlx::query_as(TOTALS).fetch_one(&mut *c).await?,
+    };
     let mut out = Vec::with_capacity(tally.changed.len());
     for user in std::mem::take(&mut tally.changed) {
         let counters = match written.remove(&user) {
@@ -821,8 +847,7 @@ async fn writer_loop(
     muted_defaults: MutedDefaults,
 ) {
     let mut closers = Vec::new();
-    // Whether `applied_events_legacy` was seen empty (it only shrinks), so dedupe skips looking into it.
-    let mut legacy_empty = false;
+    let mut writer = Writer { pool, conn: None, legacy_empty: false, muted: muted_defaults };
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(64);
         let mut weight = 0;
@@ -840,7 +865,7 @@ async fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&pool, batch, listener.as_deref(), &muted_defaults, &mut legacy_empty).await;
+            commit_batch(&mut writer, batch, listener.as_deref()).await;
         }
         if !closers.is_empty() {
             break;
@@ -851,27 +876,51 @@ async fn writer_loop(
     while let Ok(job) = rx.try_recv() {
         drop(job);
     }
+    let Writer { pool, conn, .. } = writer;
+    drop(conn);
     pool.close().await;
     for reply in closers {
         let _ = reply.send(());
     }
 }
 
+/// The writer's state between commits.
+struct Writer {
+    pool: PgPool,
+    /// The connection every commit runs on, kept rather than returned to the pool after each commit (sqlx returns
+    /// a pooled connection from a spawned task, which the next commit then waits for: about a millisecond per
+    /// commit on a busy core). Dropped, and closed, when a commit finds PostgreSQL unavailable.
+    conn: Option<PoolConnection<Postgres>>,
+    /// Whether `applied_events_legacy` was seen empty (it only shrinks), so dedupe skips looking into it.
+    legacy_empty: bool,
+    muted: MutedDefaults,
+}
+
+impl Writer {
+    async fn run(&mut self, batch: &[Job]) -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(self.pool.acquire().await.map_err(store_error)?),
+        };
+        let result = run(conn, batch, &self.muted, &mut self.legacy_empty).await;
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            if let Some(mut conn) = self.conn.take() {
+                conn.close_on_drop();
+            }
+        }
+        result
+    }
+}
+
 /// Run the batch in one transaction, then answer every job. When that fails for a reason retrying will not fix,
 /// run each job on its own so the bad one fails alone.
-async fn commit_batch(
-    pool: &PgPool,
-    batch: Vec<Job>,
-    listener: Option<&dyn CommitListener>,
-    muted: &MutedDefaults,
-    legacy_empty: &mut bool,
-) {
-    match run(pool, &batch, muted, legacy_empty).await {
+async fn commit_batch(writer: &mut Writer, batch: Vec<Job>, listener: Option<&dyn CommitListener>) {
+    match writer.run(&batch).await {
         Ok((answers, changes)) => finish(batch, answers, &changes, listener),
         Err(StoreError::Internal(e)) if batch.len() > 1 => {
             tracing::warn!(error = %e, jobs = batch.len(), "inbox batch failed; committing its jobs one by one");
             for job in batch {
-                match run(pool, std::slice::from_ref(&job), muted, legacy_empty).await {
+                match writer.run(std::slice::from_ref(&job)).await {
                     Ok((answers, changes)) => finish(vec![job], answers, &changes, listener),
                     Err(e) => {
                         tracing::error!(error = %e, "inbox commit failed");
@@ -904,49 +953,60 @@ fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], liste
     }
 }
 
-/// Order this commit with the other nodes' writers before it writes anything.
+/// `BEGIN`, then the locks that order this commit with the other nodes' writers, in one round trip (the simple
+/// query protocol runs the statements in order; every value in them is an integer this function formats).
 ///
 /// Per user, not globally: a commit that only touches listed users takes [`WRITE_LOCK`] shared and then one
-/// exclusive lock per user (keyed by `hashtext(user)` in [`USER_LOCKS`]' space, taken in key order so two commits
-/// never wait on each other in a cycle), so nodes writing for different users commit side by side while each
-/// user's rows are still written one commit after the other (their ids become visible in increasing order and
-/// `prev_id`, read under the lock, is exact). A commit holding a broadcast or alias-addressed recipients (whose
-/// users are only known once resolved) takes [`WRITE_LOCK`] exclusive: no other write transaction runs beside
-/// it, so broadcast ids and ordinals are drawn in order and a user's `read_all` watermark, read under the shared
-/// lock, never overtakes a broadcast still being written.
-async fn lock(c: &mut PgConnection, batch: &[Job]) -> sqlx::Result<()> {
-    let Some(users) = users_of(batch) else {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *c).await?;
-        return Ok(());
+/// exclusive lock per user (`pg_advisory_xact_lock(USER_LOCKS, user_lock_key(user))`, taken in key order so two
+/// commits never wait on each other in a cycle), so nodes writing for different users commit side by side while
+/// each user's rows are still written one commit after the other (their ids become visible in increasing order
+/// and `prev_id`, read under the lock, is exact). A commit holding a broadcast or alias-addressed recipients
+/// (whose users are only known once resolved) takes [`WRITE_LOCK`] exclusive: no other write transaction runs
+/// beside it, so broadcast ids and ordinals are drawn in order and a user's `read_all` watermark, read under the
+/// shared lock, never overtakes a broadcast still being written. The shared lock comes first: a user lock held
+/// while queueing behind a broadcast's exclusive lock could close a cycle.
+fn begin_and_lock(batch: &[Job]) -> String {
+    use std::fmt::Write as _;
+    let Some(mut keys) = users_of(batch) else {
+        return format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
     };
-    // One round trip; `Append` runs its inputs in order, so the shared lock comes first (a user lock held while
-    // queueing behind a broadcast's exclusive lock could close a cycle).
-    sqlx::query(
-        "SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared($1)
-             UNION ALL SELECT pg_advisory_xact_lock($2, k)
-                 FROM (SELECT DISTINCT hashtext(u) AS k FROM UNNEST($3::text[]) u ORDER BY k) keys) locks",
-    )
-    .bind(WRITE_LOCK)
-    .bind(USER_LOCKS)
-    .bind(users)
-    .execute(&mut *c)
-    .await?;
-    Ok(())
+    keys.sort_unstable();
+    keys.dedup();
+    // One statement: `Append` runs its inputs in order and `unnest` keeps the array's (sorted) order.
+    let mut sql = format!(
+        "BEGIN; SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared({WRITE_LOCK}) UNION ALL \
+         SELECT pg_advisory_xact_lock({USER_LOCKS}, k) FROM unnest('{{"
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let _ = write!(sql, "{}{k}", if i == 0 { "" } else { "," });
+    }
+    sql.push_str("}'::int4[]) k) locks");
+    sql
 }
 
-/// The users a commit writes for, or `None` when it needs the exclusive lock (see [`lock`]).
-fn users_of(batch: &[Job]) -> Option<Vec<String>> {
-    let mut users = Vec::new();
+/// The second key of `user`'s advisory lock: FNV-1a over the id's UTF-8 bytes, folded to 32 bits. Every node of
+/// a cluster must compute the same key for the same user, whatever its version: never change this function.
+fn user_lock_key(user: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in user.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h as i32
+}
+
+/// The lock keys of the users a commit writes for, or `None` when it needs the exclusive lock (see
+/// [`begin_and_lock`]).
+fn users_of(batch: &[Job]) -> Option<Vec<i32>> {
+    let mut keys = Vec::new();
     for job in batch {
         match job {
             Job::Apply(writes, _) => {
                 for w in writes {
                     match w {
-                        Write::Notify(NewNotification { recipients: Recipients::Users(to), .. }) => {
-                            users.extend(to.iter().map(|u| text(u).into_owned()));
-                        }
+                        Write::Notify(NewNotification { recipients: Recipients::Users(to), .. })
+                        | Write::Purge { users: to, .. } => keys.extend(to.iter().map(|u| user_lock_key(u))),
                         Write::Notify(_) => return None,
-                        Write::Purge { users: to, .. } => users.extend(to.iter().map(|u| text(u).into_owned())),
                         Write::Alias(_) => {}
                     }
                 }
@@ -955,11 +1015,11 @@ fn users_of(batch: &[Job]) -> Option<Vec<String>> {
             | Job::MarkAllRead(user, _)
             | Job::SeenAll(user, _)
             | Job::Delete(user, ..)
-            | Job::SetPreferences(user, ..) => users.push(text(user).into_owned()),
+            | Job::SetPreferences(user, ..) => keys.push(user_lock_key(user)),
             Job::Probe(_) | Job::Close(_) => {}
         }
     }
-    Some(users)
+    Some(keys)
 }
 
 /// Whether every job of the batch is targeted notifications only (no broadcast, alias or purge), the shape one
@@ -973,17 +1033,18 @@ fn targeted_only(batch: &[Job]) -> bool {
     })
 }
 
-/// Write a batch of targeted notifications in four statements whatever its size: the dedupe keys (one
-/// multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`), the ids and every recipient's chain head (one
-/// `SELECT`), the rows (one multi-row `INSERT`), then the counters (in [`finish_tally`]). Ids are drawn from the
-/// identity column's sequence under the caller's locks, so `prev_id` is computed here exactly as the row-by-row
-/// `INSERT` computes it: the recipient's newest unmuted row, or the previous one of this batch.
+/// Write a batch of targeted notifications in three statements whatever its size (after `BEGIN` and the locks,
+/// before `COMMIT`): one that records the dedupe keys (multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`) and
+/// reads the recipients' preferences, every recipient's chain head and enough ids; one multi-row `INSERT` of the
+/// rows; the counters (in [`finish_tally`]). Ids are drawn from the identity column's sequence under the caller's
+/// locks (a duplicate's go unused, a gap like a rollback's), so `prev_id` is computed here exactly as the
+/// row-by-row `INSERT` computes it: the recipient's newest unmuted row, or the previous one of this batch.
 async fn apply_targeted(
     c: &mut PgConnection,
     batch: &[Job],
     now: DateTime<Utc>,
     tally: &mut Tally,
-    prefs: &mut Prefs,
+    defaults: Arc<HashSet<String>>,
 ) -> sqlx::Result<Vec<Answer>> {
     let writes: Vec<&NewNotification> = batch
         .iter()
@@ -996,15 +1057,45 @@ async fn apply_targeted(
             _ => None,
         })
         .collect();
+    let recipients = |n: &NewNotification| match &n.recipients {
+        Recipients::Users(users) => users.len(),
+        _ => unreachable!("targeted_only"),
+    };
     let keys: Vec<&[u8]> = writes.iter().map(|n| &n.dedupe_key.0[..]).collect();
-    let fresh: Vec<Vec<u8>> = sqlx::query_scalar(
-        "INSERT INTO dedupe_keys (key, applied_at) SELECT k, $2 FROM UNNEST($1::bytea[]) k
-         ON CONFLICT DO NOTHING RETURNING key",
+    let mut heads: Vec<String> = writes
+        .iter()
+        .flat_map(|n| match &n.recipients {
+            Recipients::Users(users) => users.iter().map(|u| text(u).into_owned()),
+            _ => unreachable!("targeted_only"),
+        })
+        .collect();
+    heads.sort_unstable();
+    heads.dedup();
+    // Heads as `chain_head!` reads them; preferences as `Prefs::load` does, one array per column.
+    type Read = (Vec<Vec<u8>>, Vec<i64>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>);
+    let (fresh, mut ids, head_ids, pref_users, pref_types, pref_settings): Read = sqlx::query_as(
+        "WITH fresh AS (INSERT INTO dedupe_keys (key, applied_at) SELECT k, $2 FROM UNNEST($1::bytea[]) k
+                        ON CONFLICT DO NOTHING RETURNING key),
+              prefs AS (SELECT user_id, type, setting FROM preferences WHERE user_id = ANY($4))
+         SELECT ARRAY(SELECT key FROM fresh),
+                ARRAY(SELECT nextval(pg_get_serial_sequence('notifications', 'id')) FROM generate_series(1, $3)),
+                ARRAY(SELECT COALESCE((SELECT id FROM notifications WHERE user_id = h.u AND NOT muted
+                                       ORDER BY id DESC LIMIT 1), 0)
+                      FROM UNNEST($4::text[]) WITH ORDINALITY AS h(u, i) ORDER BY i),
+                ARRAY(SELECT user_id FROM prefs ORDER BY user_id, type),
+                ARRAY(SELECT type FROM prefs ORDER BY user_id, type),
+                ARRAY(SELECT setting FROM prefs ORDER BY user_id, type)",
     )
     .bind(&keys)
     .bind(now)
-    .fetch_all(&mut *c)
+    .bind(writes.iter().map(|n| recipients(n) as i64).sum::<i64>())
+    .bind(&heads)
+    .fetch_one(&mut *c)
     .await?;
+    let mut prefs = Prefs { defaults, users: heads.iter().map(|u| (u.clone(), HashMap::new())).collect() };
+    for ((user, kind), setting) in pref_users.into_iter().zip(pref_types).zip(pref_settings) {
+        prefs.users.entry(user).or_default().insert(kind, setting_from(&setting));
+    }
     let mut fresh: HashSet<Vec<u8>> = fresh.into_iter().collect();
     // The rows to insert: (write, recipient, muted); a key repeated in the batch is fresh only the first time.
     let mut stored: Vec<Option<Vec<Notification>>> = Vec::with_capacity(writes.len());
@@ -1026,21 +1117,8 @@ async fn apply_targeted(
         stored.push(Some(Vec::with_capacity(users.len())));
     }
     if !rows.is_empty() {
-        let mut heads: Vec<String> = rows.iter().map(|(_, u, _)| u.clone()).collect();
-        heads.sort_unstable();
-        heads.dedup();
-        // The heads as `chain_head!` reads them, one per recipient.
-        let (mut ids, head_ids): (Vec<i64>, Vec<i64>) = sqlx::query_as(
-            "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('notifications', 'id')) FROM generate_series(1, $1)),
-                    ARRAY(SELECT COALESCE((SELECT id FROM notifications WHERE user_id = h.u AND NOT muted
-                                           ORDER BY id DESC LIMIT 1), 0)
-                          FROM UNNEST($2::text[]) WITH ORDINALITY AS h(u, i) ORDER BY i)",
-        )
-        .bind(rows.len() as i64)
-        .bind(&heads)
-        .fetch_one(&mut *c)
-        .await?;
         ids.sort_unstable();
+        ids.truncate(rows.len());
         let mut head: HashMap<&str, i64> = heads.iter().map(String::as_str).zip(head_ids).collect();
         let mut prev = Vec::with_capacity(rows.len());
         for ((_, u, muted), id) in rows.iter().zip(&ids) {
@@ -1127,28 +1205,27 @@ async fn apply_targeted(
 }
 
 async fn run(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     batch: &[Job],
     muted: &MutedDefaults,
     legacy_empty: &mut bool,
 ) -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
     let now = now_millis();
-    let mut tx = pool.begin().await.map_err(store_error)?;
+    // Ordered with every other node's writer (see `begin_and_lock`); the locks are released by COMMIT/ROLLBACK.
+    let mut tx = conn.begin_with(AssertSqlSafe(begin_and_lock(batch))).await.map_err(store_error)?;
     let answers = async {
-        // Order with every other node's writer (see `lock`); released by COMMIT (or ROLLBACK).
-        lock(&mut tx, batch).await?;
         if !*legacy_empty {
             *legacy_empty = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM applied_events_legacy)")
                 .fetch_one(&mut *tx)
                 .await?;
         }
         let mut tally = Tally::default();
-        let mut prefs = Prefs::load(&mut tx, batch, muted.get()).await?;
         if *legacy_empty && targeted_only(batch) {
-            let answers = apply_targeted(&mut tx, batch, now, &mut tally, &mut prefs).await?;
+            let answers = apply_targeted(&mut tx, batch, now, &mut tally, muted.get()).await?;
             let changes = finish_tally(&mut tx, tally).await?;
             return sqlx::Result::Ok((answers, changes));
         }
+        let mut prefs = Prefs::load(&mut tx, batch, muted.get()).await?;
         let mut answers = Vec::with_capacity(batch.len());
         for job in batch {
             answers.push(match job {
@@ -1865,6 +1942,14 @@ mod tests {
         db.drop_schema().await;
     }
 
+    /// Nodes of different versions must agree on each user's lock key: FNV-1a (32 bits) of the id's bytes.
+    #[test]
+    fn user_lock_keys_are_fnv1a_of_the_user_id() {
+        assert_eq!(user_lock_key("") as u32, 0x811c_9dc5);
+        assert_eq!(user_lock_key("a") as u32, 0xe40c_292c);
+        assert_eq!(user_lock_key("foobar") as u32, 0xbf9c_f968);
+    }
+
     /// The ordering lock is per user: another node's open write transaction for alice holds up alice's writes
     /// and broadcasts, never bob's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1879,8 +1964,9 @@ mod tests {
         // What another node's writer holds while it writes for alice.
         let mut other = db.admin.begin().await.unwrap();
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(WRITE_LOCK).execute(&mut *other).await.unwrap();
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext('alice'))")
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(USER_LOCKS)
+            .bind(user_lock_key("alice"))
             .execute(&mut *other)
             .await
             .unwrap();
