@@ -1,7 +1,9 @@
 //! The PostgreSQL inbox, one database shared by several Herald nodes.
 //!
-//! The same shape as the SQLite backend: each node has one writer task that commits whatever has queued up in
-//! one transaction (group commit) on its own connection, and a pool of reader connections. The schema, the
+//! The same shape as the SQLite backend: each node has one writer (its own thread and current-thread runtime, so
+//! the OS schedules it as soon as PostgreSQL answers, not after the request tasks a commit woke) that commits
+//! whatever has queued up in one transaction (group commit) on a connection it keeps, and a pool of reader
+//! connections. The schema, the
 //! queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
 //!
 //! What changes is that several nodes write the same tables. Every write transaction first takes its ordering
@@ -305,17 +307,43 @@ impl PostgresStore {
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<PostgresStore, StoreError> {
         let options = options.application_name("herald");
-        // The writer's one connection is not pinged before each commit (a round trip per group commit): a broken
-        // connection fails that commit as unavailable, and the pool replaces it for the next.
-        let writer_pool =
-            pool(1).test_before_acquire(false).connect_with(options.clone()).await.map_err(store_error)?;
-        // The migrator takes its own advisory lock: nodes starting together apply them once.
-        migrator().run(&writer_pool).await.map_err(migrate_error)?;
-        let readers = pool(settings.read_connections.max(1) as u32).connect_lazy_with(options);
+        {
+            // The migrator takes its own advisory lock: nodes starting together apply them once.
+            let migrating = pool(1).connect_with(options.clone()).await.map_err(store_error)?;
+            let migrated = migrator().run(&migrating).await.map_err(migrate_error);
+            migrating.close().await;
+            migrated?;
+        }
+        let readers = pool(settings.read_connections.max(1) as u32).connect_lazy_with(options.clone());
 
         let (tx, rx) = mpsc::channel(4096);
         let muted_defaults = MutedDefaults::default();
-        tokio::spawn(writer_loop(writer_pool, rx, settings.batch_max.max(1), listener, muted_defaults.clone()));
+        // The writer runs on its own thread and runtime, as SQLite's does: woken by PostgreSQL's answer, it gets
+        // the core from the OS scheduler at once rather than after every request task its last commit woke.
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (batch_max, defaults) = (settings.batch_max.max(1), muted_defaults.clone());
+        std::thread::Builder::new()
+            .name("herald-pg-writer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return drop(ready_tx.send(Err(StoreError::Internal(format!("writer runtime: {e}"))))),
+                };
+                runtime.block_on(async move {
+                    // The writer's one connection is not pinged before each commit (a round trip per group
+                    // commit): a broken connection fails that commit as unavailable, and the pool replaces it.
+                    let connected = pool(1).test_before_acquire(false).connect_with(options).await;
+                    match connected {
+                        Ok(writer_pool) => {
+                            let _ = ready_tx.send(Ok(()));
+                            writer_loop(writer_pool, rx, batch_max, listener, defaults).await;
+                        }
+                        Err(e) => drop(ready_tx.send(Err(store_error(e)))),
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
+        ready_rx.await.map_err(|_| StoreError::Internal("the writer thread stopped".into()))??;
         Ok(PostgresStore { writer: tx, readers, retention: Retention::from_settings(settings), muted_defaults })
     }
 
