@@ -16,8 +16,9 @@
 //!   commit became visible: a user's targeted ids, and broadcast ids, become visible in increasing order across
 //!   nodes (a reader of user U that saw id N in a chain never later sees a new id < N there), and `prev_id`, read
 //!   in the locked transaction, is exact.
-//! - A commit of targeted notifications only (the shape of one event per request) costs a fixed number of
-//!   statements whatever its size ([`apply_targeted`]); anything else is written row by row.
+//! - A commit of targeted notifications only (the shape of one event per request) costs four round trips
+//!   whatever its size — `BEGIN` with the locks, two statements ([`apply_targeted`]), `COMMIT`; anything else is
+//!   written row by row.
 //! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
 //! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
 //! - Retention runs as plain short transactions beside the writer, not through it (deleting draws no ids); each
@@ -747,41 +748,64 @@ macro_rules! totals {
 
 const TOTALS: &str = concat!("SELECT ", totals!());
 
-/// Write the tally's pending changes in one statement; returns the counters each changed user has now, and the
-/// [`Totals`] read by the same statement (none when nothing was pending).
-async fn upsert_deltas(
-    c: &mut PgConnection,
-    tally: &mut Tally,
-) -> sqlx::Result<(Vec<(String, Counters)>, Option<Totals>)> {
-    if tally.deltas.is_empty() {
-        return Ok((Vec::new(), None));
-    }
+/// The upsert of a tally's pending changes, binds `$1`…`$5` ([`DeltaColumns`]): returns the counters each changed
+/// user has now and, on every row, the [`Totals`] (read by [`upserted`]).
+macro_rules! upsert_counts {
+    () => {
+        concat!(
+            "INSERT INTO inbox_counts AS c (user_id, unread, unseen, unread_adj, unseen_adj)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+             ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread,
+                 unseen = c.unseen + excluded.unseen, unread_adj = c.unread_adj + excluded.unread_adj,
+                 unseen_adj = c.unseen_adj + excluded.unseen_adj
+             RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj, ",
+            totals!()
+        )
+    };
+}
+
+/// A tally's pending changes as [`upsert_counts`]' arrays: user, unread, unseen, unread_adj, unseen_adj.
+type DeltaColumns = (Vec<String>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
+
+/// What the upsert wrote: the counters each changed user has now, and the [`Totals`] (none when nothing was
+/// pending).
+type Upserted = (Vec<(String, Counters)>, Option<Totals>);
+
+/// Take the tally's pending changes as bind arrays.
+fn delta_columns(tally: &mut Tally) -> DeltaColumns {
     let deltas = std::mem::take(&mut tally.deltas);
     let users: Vec<String> = deltas.keys().cloned().collect();
     let column = |f: fn(&Counters) -> i64| -> Vec<i64> { users.iter().map(|u| f(&deltas[u])).collect() };
-    let cols =
-        (users.clone(), column(|d| d.unread), column(|d| d.unseen), column(|d| d.unread_adj), column(|d| d.unseen_adj));
-    let rows = sqlx::query(concat!(
-        "INSERT INTO inbox_counts AS c (user_id, unread, unseen, unread_adj, unseen_adj)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-         ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread, unseen = c.unseen + excluded.unseen,
-             unread_adj = c.unread_adj + excluded.unread_adj, unseen_adj = c.unseen_adj + excluded.unseen_adj
-         RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj, ",
-        totals!()
-    ))
-    .bind(&cols.0)
-    .bind(&cols.1)
-    .bind(&cols.2)
-    .bind(&cols.3)
-    .bind(&cols.4)
-    .fetch_all(&mut *c)
-    .await?;
+    let (unread, unseen, unread_adj, unseen_adj) =
+        (column(|d| d.unread), column(|d| d.unseen), column(|d| d.unread_adj), column(|d| d.unseen_adj));
+    (users, unread, unseen, unread_adj, unseen_adj)
+}
+
+/// Read [`upsert_counts`]' rows.
+fn upserted(rows: &[PgRow]) -> sqlx::Result<Upserted> {
     let totals = match rows.first() {
         Some(r) => Some((r.try_get(7)?, r.try_get(8)?, r.try_get(9)?)),
         None => None,
     };
     let counters = rows.iter().map(|r| Ok((r.try_get(0)?, counters_of(r, 1)?))).collect::<sqlx::Result<_>>()?;
     Ok((counters, totals))
+}
+
+/// Write the tally's pending changes in one statement.
+async fn upsert_deltas(c: &mut PgConnection, tally: &mut Tally) -> sqlx::Result<Upserted> {
+    if tally.deltas.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    let cols = delta_columns(tally);
+    let rows = sqlx::query(upsert_counts!())
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .bind(&cols.3)
+        .bind(&cols.4)
+        .fetch_all(&mut *c)
+        .await?;
+    upserted(&rows)
 }
 
 /// Write `user`'s pending changes now (before a change that sets their counters outright).
@@ -799,7 +823,19 @@ async fn finish_tally(c: &mut PgConnection, mut tally: Tally) -> sqlx::Result<Ve
     if tally.changed.is_empty() {
         return Ok(Vec::new());
     }
-    let (written, totals) = upsert_deltas(c, &mut tally).await?;
+    let written = upsert_deltas(c, &mut tally).await?;
+    report_tally(c, tally, written).await
+}
+
+/// What everyone whose counts changed has now, from what the upsert of the pending changes returned.
+async fn report_tally(
+    c: &mut PgConnection,
+    mut tally: Tally,
+    (written, totals): Upserted,
+) -> sqlx::Result<Vec<CountsChange>> {
+    if tally.changed.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut written: std::collections::HashMap<String, Counters> = written.into_iter().collect();
     let (total, pruned, broadcast_up_to) = match totals {
         Some(totals) => totals,
@@ -1061,19 +1097,20 @@ fn targeted_only(batch: &[Job]) -> bool {
     })
 }
 
-/// Write a batch of targeted notifications in three statements whatever its size (after `BEGIN` and the locks,
-/// before `COMMIT`): one that records the dedupe keys (multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`) and
-/// reads the recipients' preferences, every recipient's chain head and enough ids; one multi-row `INSERT` of the
-/// rows; the counters (in [`finish_tally`]). Ids are drawn from the identity column's sequence under the caller's
-/// locks (a duplicate's go unused, a gap like a rollback's), so `prev_id` is computed here exactly as the
-/// row-by-row `INSERT` computes it: the recipient's newest unmuted row, or the previous one of this batch.
+/// Write a batch of targeted notifications in two statements whatever its size (after `BEGIN` and the locks,
+/// before `COMMIT`): one records the dedupe keys (multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`) and reads
+/// the recipients' preferences, every recipient's chain head and enough ids; the other inserts the rows (one
+/// multi-row `INSERT`) and upserts the counters ([`upsert_counts`]), returning what [`report_tally`] reports. Ids
+/// are drawn from the identity column's sequence under the caller's locks (a duplicate's go unused, a gap like a
+/// rollback's), so `prev_id` is computed here exactly as the row-by-row `INSERT` computes it: the recipient's
+/// newest unmuted row, or the previous one of this batch.
 async fn apply_targeted(
     c: &mut PgConnection,
     batch: &[Job],
     now: DateTime<Utc>,
     tally: &mut Tally,
     defaults: Arc<HashSet<String>>,
-) -> sqlx::Result<Vec<Answer>> {
+) -> sqlx::Result<(Vec<Answer>, Upserted)> {
     let writes: Vec<&NewNotification> = batch
         .iter()
         .flat_map(|job| match job {
@@ -1144,6 +1181,7 @@ async fn apply_targeted(
         }
         stored.push(Some(Vec::with_capacity(users.len())));
     }
+    let mut written: Upserted = (Vec::new(), None);
     if !rows.is_empty() {
         ids.sort_unstable();
         ids.truncate(rows.len());
@@ -1172,16 +1210,26 @@ async fn apply_targeted(
         fn per_row<'a>(rows: &[(usize, String, bool)], f: impl Fn(usize) -> Option<&'a str>) -> Vec<Option<&'a str>> {
             rows.iter().map(|(i, _, _)| f(*i)).collect()
         }
-        sqlx::query(
-            "INSERT INTO notifications
-                 (id, user_id, event_id, kind, title, content, event_type, source, related_type, related_id, data,
-                  body, created_at, muted, prev_id)
-             OVERRIDING SYSTEM VALUE
-             SELECT id, u, e, k, t, c, et, s, rt, ri, d::json, b::json, $13, m, p
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $14::bool[], $15::bigint[])
-                  AS r(id, u, e, k, t, c, et, s, rt, ri, d, b, m, p)",
-        )
+        // The rows and the counters in one statement (the counters' binds first, as `upsert_counts!` numbers them).
+        let cols = delta_columns(tally);
+        let counted = sqlx::query(concat!(
+            "WITH ins AS (
+                 INSERT INTO notifications
+                     (id, user_id, event_id, kind, title, content, event_type, source, related_type, related_id,
+                      data, body, created_at, muted, prev_id)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT id, u, e, k, t, c, et, s, rt, ri, d::json, b::json, $18, m, p
+                 FROM UNNEST($6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $19::bool[],
+                             $20::bigint[])
+                      AS r(id, u, e, k, t, c, et, s, rt, ri, d, b, m, p)) ",
+            upsert_counts!()
+        ))
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .bind(&cols.3)
+        .bind(&cols.4)
         .bind(&ids)
         .bind(rows.iter().map(|(_, u, _)| u.as_str()).collect::<Vec<_>>())
         .bind(per_row(&rows, |i| Some(texts[i][4].as_ref())))
@@ -1197,8 +1245,9 @@ async fn apply_targeted(
         .bind(now)
         .bind(rows.iter().map(|(_, _, m)| *m).collect::<Vec<_>>())
         .bind(&prev)
-        .execute(&mut *c)
+        .fetch_all(&mut *c)
         .await?;
+        written = upserted(&counted)?;
         for (((i, u, muted), id), prev_id) in rows.into_iter().zip(ids).zip(prev) {
             let n = writes[i];
             let [kind, title, content, event_type, _] = &texts[i];
@@ -1223,13 +1272,14 @@ async fn apply_targeted(
     }
     // Back to jobs: each job's writes are consecutive in `writes`, in job order.
     let mut outcomes = stored.into_iter().map(|s| s.map_or(WriteOutcome::Duplicate, WriteOutcome::Stored));
-    Ok(batch
+    let answers = batch
         .iter()
         .map(|job| match job {
             Job::Apply(writes, _) => Answer::Apply(outcomes.by_ref().take(writes.len()).collect()),
             _ => unreachable!("targeted_only"),
         })
-        .collect())
+        .collect();
+    Ok((answers, written))
 }
 
 async fn run(
@@ -1249,8 +1299,8 @@ async fn run(
         }
         let mut tally = Tally::default();
         if *legacy_empty && targeted_only(batch) {
-            let answers = apply_targeted(&mut tx, batch, now, &mut tally, muted.get()).await?;
-            let changes = finish_tally(&mut tx, tally).await?;
+            let (answers, written) = apply_targeted(&mut tx, batch, now, &mut tally, muted.get()).await?;
+            let changes = report_tally(&mut tx, tally, written).await?;
             return sqlx::Result::Ok((answers, changes));
         }
         let mut prefs = Prefs::load(&mut tx, batch, muted.get()).await?;
