@@ -47,6 +47,24 @@ pub struct SessionDeps {
     pub auth: Arc<Authenticator>,
     pub settings: Arc<WebSocketSettings>,
     pub shutdown: CancellationToken,
+    pub metrics: SessionMetrics,
+}
+
+/// The handles every delivery records into, registered once rather than looked up per frame.
+#[derive(Clone)]
+pub struct SessionMetrics {
+    delivery_latency: metrics::Histogram,
+    delivered: metrics::Counter,
+}
+
+impl SessionMetrics {
+    /// Register the handles with the installed recorder (call after installing it).
+    pub fn register() -> Self {
+        SessionMetrics {
+            delivery_latency: metrics::histogram!("herald_delivery_latency_seconds"),
+            delivered: metrics::counter!("herald_notifications_delivered_total"),
+        }
+    }
 }
 
 /// Per connection: who, from where in the inbox, and until when the token is good.
@@ -615,8 +633,7 @@ impl<'a> Session<'a> {
                 self.position.advance(link.chain, link.id);
                 delivered += 1;
                 if let Some(t) = out.ingested_at {
-                    metrics::histogram!("herald_delivery_latency_seconds")
-                        .record(now.saturating_duration_since(t).as_secs_f64());
+                    self.deps.metrics.delivery_latency.record(now.saturating_duration_since(t).as_secs_f64());
                 }
                 if link.chain == Chain::Broadcast {
                     counts_owed |= self.broadcast_delivered(link.id);
@@ -637,7 +654,7 @@ impl<'a> Session<'a> {
         if let (true, Some(frame)) = (counts_owed, self.counts_frame()) {
             self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
         }
-        metrics::counter!("herald_notifications_delivered_total").increment(delivered);
+        self.deps.metrics.delivered.increment(delivered);
         self.socket.flush().await.map_err(|_| Ended::Transport)?;
         Ok(gap)
     }
