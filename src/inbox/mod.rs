@@ -85,6 +85,37 @@ pub struct NewNotification {
     pub aliases: Vec<AliasRecord>,
 }
 
+impl NewNotification {
+    /// The row a store wrote for this notification: its content, with the id, chain link, recipient, `muted` and
+    /// creation time the store gave it, and no read/seen/archived state yet.
+    pub fn stored(
+        &self,
+        id: i64,
+        prev_id: i64,
+        user_id: Option<String>,
+        muted: bool,
+        created_at: DateTime<Utc>,
+    ) -> Notification {
+        Notification {
+            id,
+            prev_id,
+            user_id,
+            kind: self.kind.clone(),
+            title: self.title.clone(),
+            content: self.content.clone(),
+            event_type: self.event_type.clone(),
+            source: self.source.clone(),
+            related_object: self.related_object.clone(),
+            data: self.data.clone(),
+            created_at,
+            read_at: None,
+            seen_at: None,
+            archived_at: None,
+            muted,
+        }
+    }
+}
+
 /// Told about every stored notification right after its commit, in commit (= id) order, before the writer
 /// answers. This is how fan-out keeps per-user order without the store knowing about sessions.
 pub trait CommitListener: Send + Sync + 'static {

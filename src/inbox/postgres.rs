@@ -274,6 +274,23 @@ fn migrate_error(e: MigrateError) -> StoreError {
     }
 }
 
+/// A fresh row as PostgreSQL stored it: its texts through [`text`].
+fn as_stored(mut n: Notification) -> Notification {
+    for t in [&mut n.kind, &mut n.title, &mut n.content, &mut n.event_type] {
+        if let std::borrow::Cow::Owned(clean) = text(t) {
+            *t = clean;
+        }
+    }
+    if let Some(std::borrow::Cow::Owned(clean)) = n.source.as_deref().map(text) {
+        n.source = Some(clean);
+    }
+    if let Some(r) = &mut n.related_object {
+        r.kind = text(&r.kind).into_owned();
+        r.id = text(&r.id).into_owned();
+    }
+    n
+}
+
 /// PostgreSQL text cannot hold U+0000 (SQLite's can): store U+FFFD rather than refuse the event.
 fn text(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains('\0') {
@@ -1250,24 +1267,13 @@ async fn apply_targeted(
         written = upserted(&counted)?;
         for (((i, u, muted), id), prev_id) in rows.into_iter().zip(ids).zip(prev) {
             let n = writes[i];
-            let [kind, title, content, event_type, _] = &texts[i];
-            stored[i].as_mut().expect("rows only of fresh writes").push(Notification {
+            stored[i].as_mut().expect("rows only of fresh writes").push(as_stored(n.stored(
                 id,
                 prev_id,
-                user_id: Some(u),
-                kind: kind.as_ref().into(),
-                title: title.as_ref().into(),
-                content: content.as_ref().into(),
-                event_type: event_type.as_ref().into(),
-                source: sources[i].as_deref().map(Into::into),
-                related_object: related[i].clone(),
-                data: n.data.clone(),
-                created_at: now,
-                read_at: None,
-                seen_at: None,
-                archived_at: None,
+                Some(u),
                 muted,
-            });
+                now,
+            )));
         }
     }
     // Back to jobs: each job's writes are consecutive in `writes`, in job order.
@@ -1526,23 +1532,7 @@ async fn insert(
         .bind(ord)
         .fetch_one(&mut *c)
         .await?;
-    Ok(Notification {
-        id: row.try_get(0)?,
-        prev_id: row.try_get(1)?,
-        user_id: user.map(Into::into),
-        kind: kind.into(),
-        title: title.into(),
-        content: content.into(),
-        event_type: event_type.into(),
-        source: source.map(Into::into),
-        related_object: related,
-        data: n.data.clone(),
-        created_at: now,
-        read_at: None,
-        seen_at: None,
-        archived_at: None,
-        muted,
-    })
+    Ok(as_stored(n.stored(row.try_get(0)?, row.try_get(1)?, user.map(Into::into), muted, now)))
 }
 
 /// The notification `id` as `user` sees it, or `None` when it is not in their inbox.

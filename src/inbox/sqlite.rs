@@ -1212,24 +1212,8 @@ fn insert(
     if !muted {
         chains.advance(user.map(String::as_str), id);
     }
-    Ok(Notification {
-        id,
-        prev_id,
-        user_id: user.cloned(),
-        kind: n.kind.clone(),
-        title: n.title.clone(),
-        content: n.content.clone(),
-        event_type: n.event_type.clone(),
-        source: n.source.clone(),
-        related_object: n.related_object.clone(),
-        data: n.data.clone(),
-        // Millisecond precision, as stored, so a live frame and a later REST read agree.
-        created_at: from_millis(millis(now)),
-        read_at: None,
-        seen_at: None,
-        archived_at: None,
-        muted,
-    })
+    // Millisecond precision, as stored, so a live frame and a later REST read agree.
+    Ok(n.stored(id, prev_id, user.cloned(), muted, from_millis(millis(now))))
 }
 
 /// The head of a chain as the database has it (see `Chains`): `user`'s newest targeted row that is not muted, or
