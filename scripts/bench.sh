@@ -15,7 +15,8 @@
 # Environment: ROUNDS (3), RESULTS ($CARGO_TARGET_DIR/bench-results/DATE), CARGO_TARGET_DIR (/work/target-bench,
 # so a build here does not wait on the shared target dir's lock), HERALD_CORE (0), LOAD_CORE (1), ONLY (entry
 # names), AMQP (0), CLUSTER (0), NCHAN (1: the nchan-* reference entries), PIN_SERVICES (0), PG_DURABLE (1:
-# PostgreSQL with fsync and synchronous_commit on; 0: as the tests start it, fsync off), SHORT (0),
+# PostgreSQL with fsync and synchronous_commit on; 0: as the tests start it, fsync off), PEER_CORE (CLUSTER=1:
+# node B's core, default HERALD_CORE), SHORT (0),
 # EXTRA_HERALD_ENV (e.g. "HERALD__STORE__SYNCHRONOUS=normal"), EXTRA_LT_ARGS (appended to every entry's
 # herald-loadtest arguments, split on spaces; a later option overrides an earlier one, e.g. "--drain-timeout 30"),
 # BASE_BIN (an older release build of `herald`, e.g. from `git worktree add`: each round of a Herald entry runs
@@ -28,6 +29,8 @@ ROUNDS=${ROUNDS:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 RESULTS=${RESULTS:-$CARGO_TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
 HERALD_CORE=${HERALD_CORE:-0}
+# CLUSTER=1: the core of the second node (node B); by default Herald's, so both nodes share one core.
+PEER_CORE=${PEER_CORE:-$HERALD_CORE}
 LOAD_CORE=${LOAD_CORE:-1}
 ONLY=${ONLY:-}
 AMQP=${AMQP:-0}
@@ -123,7 +126,9 @@ spawn_herald() {
   if [ -n "$AMQP_URL" ]; then envs+=(HERALD__AMQP__ENABLED=true "HERALD__AMQP__URL=$AMQP_URL"); fi
   # shellcheck disable=SC2206
   envs+=($EXTRA_HERALD_ENV $ENTRY_ENV)
-  env "${envs[@]}" taskset -c "$HERALD_CORE" "$RUN_BIN" serve >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  local core=$HERALD_CORE
+  if [ "$1" = node-b ]; then core=$PEER_CORE; fi
+  env "${envs[@]}" taskset -c "$core" "$RUN_BIN" serve >"$dir/stdout.log" 2>"$dir/stderr.log" &
   SPAWNED_PID=$!
   local deadline=$((SECONDS + 30))
   until grep -q 'herald listening on' "$dir/stdout.log" 2>/dev/null; do
