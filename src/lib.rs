@@ -149,7 +149,6 @@ pub async fn start_with(
         auth: auth.clone(),
         settings: Arc::new(settings.websocket.clone()),
         shutdown: shutdown.clone(),
-        metrics: session::SessionMetrics::register(),
     };
     let state = AppState::new(Shared {
         settings: settings.clone(),

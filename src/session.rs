@@ -47,24 +47,22 @@ pub struct SessionDeps {
     pub auth: Arc<Authenticator>,
     pub settings: Arc<WebSocketSettings>,
     pub shutdown: CancellationToken,
-    pub metrics: SessionMetrics,
 }
 
-/// The handles every delivery records into, registered once rather than looked up per frame.
-#[derive(Clone)]
-pub struct SessionMetrics {
+/// The handles every delivery records into, registered once (at the process's first delivery, after the
+/// recorder was installed) rather than looked up per frame. Process-wide, not a field of [`SessionDeps`]: every
+/// session holds a copy of those, and idle sessions are counted in bytes.
+struct SessionMetrics {
     delivery_latency: metrics::Histogram,
     delivered: metrics::Counter,
 }
 
-impl SessionMetrics {
-    /// Register the handles with the installed recorder (call after installing it).
-    pub fn register() -> Self {
-        SessionMetrics {
-            delivery_latency: metrics::histogram!("herald_delivery_latency_seconds"),
-            delivered: metrics::counter!("herald_notifications_delivered_total"),
-        }
-    }
+fn session_metrics() -> &'static SessionMetrics {
+    static METRICS: std::sync::OnceLock<SessionMetrics> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| SessionMetrics {
+        delivery_latency: metrics::histogram!("herald_delivery_latency_seconds"),
+        delivered: metrics::counter!("herald_notifications_delivered_total"),
+    })
 }
 
 /// Per connection: who, from where in the inbox, and until when the token is good.
@@ -633,7 +631,7 @@ impl<'a> Session<'a> {
                 self.position.advance(link.chain, link.id);
                 delivered += 1;
                 if let Some(t) = out.ingested_at {
-                    self.deps.metrics.delivery_latency.record(now.saturating_duration_since(t).as_secs_f64());
+                    session_metrics().delivery_latency.record(now.saturating_duration_since(t).as_secs_f64());
                 }
                 if link.chain == Chain::Broadcast {
                     counts_owed |= self.broadcast_delivered(link.id);
@@ -654,7 +652,7 @@ impl<'a> Session<'a> {
         if let (true, Some(frame)) = (counts_owed, self.counts_frame()) {
             self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
         }
-        self.deps.metrics.delivered.increment(delivered);
+        session_metrics().delivered.increment(delivered);
         self.socket.flush().await.map_err(|_| Ended::Transport)?;
         Ok(gap)
     }
