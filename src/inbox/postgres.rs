@@ -3,12 +3,11 @@
 //! The same shape as the SQLite backend: each node has one writer (its own thread and current-thread runtime, so
 //! the OS schedules it as soon as PostgreSQL answers, not after the request tasks a commit woke) that commits
 //! whatever has queued up in one transaction (group commit) on a connection it keeps, and a pool of reader
-//! connections. The schema, the
-//! queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
+//! connections. The schema, the queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
 //!
 //! What changes is that several nodes write the same tables. Every write transaction first takes its ordering
-//! locks ([`begin_and_lock`]): [`WRITE_LOCK`] shared plus one transaction-scoped advisory lock per user it writes for, or
-//! [`WRITE_LOCK`] exclusive when it holds a broadcast or alias-addressed recipients. Writes for different users on
+//! locks ([`begin_and_lock`]): [`WRITE_LOCK`] shared plus one transaction-scoped advisory lock per user it writes
+//! for, or [`WRITE_LOCK`] exclusive when it holds a broadcast or alias-addressed recipients. Writes for different users on
 //! different nodes commit side by side; a user's writes, and broadcasts, commit one after the other.
 //!
 //! Invariants:
@@ -1048,7 +1047,7 @@ fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], liste
 /// while queueing behind a broadcast's exclusive lock could close a cycle.
 fn begin_and_lock(batch: &[Job]) -> String {
     use std::fmt::Write as _;
-    let Some(mut keys) = users_of(batch) else {
+    let Some(mut keys) = lock_keys(batch) else {
         return format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
     };
     keys.sort_unstable();
@@ -1078,7 +1077,7 @@ fn user_lock_key(user: &str) -> i32 {
 
 /// The lock keys of the users a commit writes for, or `None` when it needs the exclusive lock (see
 /// [`begin_and_lock`]).
-fn users_of(batch: &[Job]) -> Option<Vec<i32>> {
+fn lock_keys(batch: &[Job]) -> Option<Vec<i32>> {
     let mut keys = Vec::new();
     for job in batch {
         match job {
@@ -1139,18 +1138,14 @@ async fn apply_targeted(
             _ => None,
         })
         .collect();
-    let recipients = |n: &NewNotification| match &n.recipients {
-        Recipients::Users(users) => users.len(),
-        _ => unreachable!("targeted_only"),
-    };
-    let keys: Vec<&[u8]> = writes.iter().map(|n| &n.dedupe_key.0[..]).collect();
-    let mut heads: Vec<String> = writes
-        .iter()
-        .flat_map(|n| match &n.recipients {
-            Recipients::Users(users) => users.iter().map(|u| text(u).into_owned()),
+    fn users(n: &NewNotification) -> &[String] {
+        match &n.recipients {
+            Recipients::Users(users) => users,
             _ => unreachable!("targeted_only"),
-        })
-        .collect();
+        }
+    }
+    let keys: Vec<&[u8]> = writes.iter().map(|n| &n.dedupe_key.0[..]).collect();
+    let mut heads: Vec<String> = writes.iter().flat_map(|n| users(n).iter().map(|u| text(u).into_owned())).collect();
     heads.sort_unstable();
     heads.dedup();
     // Heads as `chain_head!` reads them; preferences as `Prefs::load` does, one array per column.
@@ -1170,7 +1165,7 @@ async fn apply_targeted(
     )
     .bind(&keys)
     .bind(now)
-    .bind(writes.iter().map(|n| recipients(n) as i64).sum::<i64>())
+    .bind(writes.iter().map(|n| users(n).len() as i64).sum::<i64>())
     .bind(&heads)
     .fetch_one(&mut *c)
     .await?;
@@ -1187,8 +1182,7 @@ async fn apply_targeted(
             stored.push(None);
             continue;
         }
-        let Recipients::Users(users) = &n.recipients else { unreachable!("targeted_only") };
-        for u in users {
+        for u in users(n) {
             let u = text(u).into_owned();
             let muted = prefs.muted(c, &u, &n.kind).await?;
             if !muted {
@@ -1196,7 +1190,7 @@ async fn apply_targeted(
             }
             rows.push((i, u, muted));
         }
-        stored.push(Some(Vec::with_capacity(users.len())));
+        stored.push(Some(Vec::with_capacity(users(n).len())));
     }
     let mut written: Upserted = (Vec::new(), None);
     if !rows.is_empty() {
@@ -1211,19 +1205,9 @@ async fn apply_targeted(
                 *h = *id;
             }
         }
-        // The texts once per write, repeated per row by reference.
-        let texts: Vec<[std::borrow::Cow<'_, str>; 5]> = writes
-            .iter()
-            .map(|n| [text(&n.kind), text(&n.title), text(&n.content), text(&n.event_type), text(&n.event_id)])
-            .collect();
-        let sources: Vec<Option<std::borrow::Cow<'_, str>>> =
-            writes.iter().map(|n| n.source.as_deref().map(text)).collect();
-        let related: Vec<Option<RelatedObject>> = writes
-            .iter()
-            .map(|n| {
-                n.related_object.as_ref().map(|r| RelatedObject { kind: text(&r.kind).into(), id: text(&r.id).into() })
-            })
-            .collect();
+        // Each write's row as stored (texts through `text`, once per write), repeated per recipient.
+        let stored_as: Vec<Notification> = writes.iter().map(|n| as_stored(n.stored(0, 0, None, false, now))).collect();
+        let event_ids: Vec<std::borrow::Cow<'_, str>> = writes.iter().map(|n| text(&n.event_id)).collect();
         fn per_row<'a>(rows: &[(usize, String, bool)], f: impl Fn(usize) -> Option<&'a str>) -> Vec<Option<&'a str>> {
             rows.iter().map(|(i, _, _)| f(*i)).collect()
         }
@@ -1249,14 +1233,14 @@ async fn apply_targeted(
         .bind(&cols.4)
         .bind(&ids)
         .bind(rows.iter().map(|(_, u, _)| u.as_str()).collect::<Vec<_>>())
-        .bind(per_row(&rows, |i| Some(texts[i][4].as_ref())))
-        .bind(per_row(&rows, |i| Some(texts[i][0].as_ref())))
-        .bind(per_row(&rows, |i| Some(texts[i][1].as_ref())))
-        .bind(per_row(&rows, |i| Some(texts[i][2].as_ref())))
-        .bind(per_row(&rows, |i| Some(texts[i][3].as_ref())))
-        .bind(per_row(&rows, |i| sources[i].as_deref()))
-        .bind(per_row(&rows, |i| related[i].as_ref().map(|r| r.kind.as_str())))
-        .bind(per_row(&rows, |i| related[i].as_ref().map(|r| r.id.as_str())))
+        .bind(per_row(&rows, |i| Some(event_ids[i].as_ref())))
+        .bind(per_row(&rows, |i| Some(stored_as[i].kind.as_str())))
+        .bind(per_row(&rows, |i| Some(stored_as[i].title.as_str())))
+        .bind(per_row(&rows, |i| Some(stored_as[i].content.as_str())))
+        .bind(per_row(&rows, |i| Some(stored_as[i].event_type.as_str())))
+        .bind(per_row(&rows, |i| stored_as[i].source.as_deref()))
+        .bind(per_row(&rows, |i| stored_as[i].related_object.as_ref().map(|r| r.kind.as_str())))
+        .bind(per_row(&rows, |i| stored_as[i].related_object.as_ref().map(|r| r.id.as_str())))
         .bind(per_row(&rows, |i| Some(writes[i].data.get())))
         .bind(per_row(&rows, |i| Some(writes[i].body.get())))
         .bind(now)
@@ -1266,14 +1250,8 @@ async fn apply_targeted(
         .await?;
         written = upserted(&counted)?;
         for (((i, u, muted), id), prev_id) in rows.into_iter().zip(ids).zip(prev) {
-            let n = writes[i];
-            stored[i].as_mut().expect("rows only of fresh writes").push(as_stored(n.stored(
-                id,
-                prev_id,
-                Some(u),
-                muted,
-                now,
-            )));
+            let row = Notification { id, prev_id, user_id: Some(u), muted, ..stored_as[i].clone() };
+            stored[i].as_mut().expect("rows only of fresh writes").push(row);
         }
     }
     // Back to jobs: each job's writes are consecutive in `writes`, in job order.
