@@ -20,6 +20,7 @@
 pub mod accept;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod backoff;
 pub mod config;
 pub mod event;

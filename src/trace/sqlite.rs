@@ -1,7 +1,8 @@
 //! The trace's steps in SQLite: their own database file beside the inbox (`<inbox stem>.trace.db`), so a trace
 //! write never waits for the inbox's writer or holds its lock. WAL, `synchronous = NORMAL` (a trace step lost
-//! to a power cut is acceptable; a slower inbox is not). One writer connection (only the trace's writer task
-//! writes) and one reader connection, each used on the blocking pool.
+//! to a power cut is acceptable; a slower inbox is not). One writer connection on its own background thread
+//! ([`crate::background`]: a batch of steps yields the core to the request path) and one reader connection, used on
+//! the blocking pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,8 +53,12 @@ pub fn beside(inbox: &Path) -> PathBuf {
     inbox.with_file_name(format!("{stem}.trace.db"))
 }
 
+/// Work for the writer thread: a closure over its connection (it sends its own result back).
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
 pub struct SqliteTrace {
-    writer: Arc<Mutex<Connection>>,
+    /// To the writer thread, which ends (closing its connection) when this is dropped.
+    writer: std::sync::mpsc::Sender<WriteJob>,
     reader: Arc<Mutex<Connection>>,
 }
 
@@ -77,7 +82,14 @@ impl SqliteTrace {
         let mut writer = connect(path)?;
         Migrations::from_slice(MIGRATIONS).to_latest(&mut writer).map_err(|e| err(format!("trace migrations: {e}")))?;
         let reader = connect(path)?;
-        Ok(SqliteTrace { writer: Arc::new(Mutex::new(writer)), reader: Arc::new(Mutex::new(reader)) })
+        let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+        crate::background::spawn("herald-trace-writer", move || {
+            while let Ok(job) = rx.recv() {
+                job(&mut writer);
+            }
+        })
+        .map_err(err)?;
+        Ok(SqliteTrace { writer: tx, reader: Arc::new(Mutex::new(reader)) })
     }
 
     async fn read<T: Send + 'static>(
@@ -95,11 +107,12 @@ impl SqliteTrace {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, TraceError> {
-        let conn = self.writer.clone();
-        tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("trace writer poisoned")))
-            .await
-            .map_err(err)?
-            .map_err(err)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |c| {
+            let _ = tx.send(f(c));
+        });
+        self.writer.send(job).map_err(|_| err("the trace writer stopped"))?;
+        rx.await.map_err(|_| err("the trace writer stopped"))?.map_err(err)
     }
 
     /// Rows where `column` is one of `values`, in chunks.

@@ -118,9 +118,7 @@ unsafe extern "C" fn on_commit(arg: *mut c_void, _db: *mut ffi::sqlite3, _name: 
 pub(super) fn spawn(path: &Path, watch: Arc<WalWatch>) -> Result<(), String> {
     let conn = Connection::open(path).map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    std::thread::Builder::new()
-        .name("herald-sqlite-checkpointer".into())
-        .spawn(move || run(conn, watch))
+    crate::background::spawn("herald-sqlite-checkpointer", move || run(conn, watch))
         .map(drop)
         .map_err(|e| e.to_string())
 }
