@@ -15,9 +15,9 @@
 //!   commit became visible: a user's targeted ids, and broadcast ids, become visible in increasing order across
 //!   nodes (a reader of user U that saw id N in a chain never later sees a new id < N there), and `prev_id`, read
 //!   in the locked transaction, is exact.
-//! - A commit of targeted notifications only (the shape of one event per request) costs four round trips
-//!   whatever its size — `BEGIN` with the locks, two statements ([`apply_targeted`]), `COMMIT`; anything else is
-//!   written row by row.
+//! - A commit of targeted notifications only (the shape of one event per request) is one round trip whatever its
+//!   size: one call of `herald_write_targeted` (migration 6) in autocommit ([`write_targeted`]), which takes the
+//!   same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks open.
 //! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
 //! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
 //! - Retention runs as plain short transactions beside the writer, not through it (deleting draws no ids); each
@@ -81,6 +81,7 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/postgres/0004_inbox_states_counts_preferences.sql"),
         ),
         migration(5, "drop the unread index", include_str!("../../migrations/postgres/0005_drop_unread_index.sql")),
+        migration(6, "write targeted", include_str!("../../migrations/postgres/0006_write_targeted.sql")),
     ])
 }
 
@@ -754,15 +755,16 @@ async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, C
 /// newest broadcast id).
 type Totals = (i64, i64, i64);
 
+/// [`Totals`] as columns of any statement (`herald_totals()`, migration 6, is their one definition; each
+/// uncorrelated subquery runs once per statement).
 macro_rules! totals {
     () => {
-        "COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
-         COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
-         COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)"
+        "(SELECT total FROM herald_totals()), (SELECT pruned FROM herald_totals()),
+         (SELECT broadcast_up_to FROM herald_totals())"
     };
 }
 
-const TOTALS: &str = concat!("SELECT ", totals!());
+const TOTALS: &str = "SELECT total, pruned, broadcast_up_to FROM herald_totals()";
 
 /// The upsert of a tally's pending changes, binds `$1`…`$5` ([`DeltaColumns`]): returns the counters each changed
 /// user has now and, on every row, the [`Totals`] (read by [`upserted`]).
@@ -1103,7 +1105,7 @@ fn lock_keys(batch: &[Job]) -> Option<Vec<i32>> {
 }
 
 /// Whether every job of the batch is targeted notifications only (no broadcast, alias or purge), the shape one
-/// event per request takes, which [`apply_targeted`] writes with a fixed number of statements.
+/// event per request takes, which [`write_targeted`] commits in one round trip.
 fn targeted_only(batch: &[Job]) -> bool {
     batch.iter().all(|job| match job {
         Job::Apply(writes, _) => writes.iter().all(
@@ -1113,20 +1115,58 @@ fn targeted_only(batch: &[Job]) -> bool {
     })
 }
 
-/// Write a batch of targeted notifications in two statements whatever its size (after `BEGIN` and the locks,
-/// before `COMMIT`): one records the dedupe keys (multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`) and reads
-/// the recipients' preferences, every recipient's chain head and enough ids; the other inserts the rows (one
-/// multi-row `INSERT`) and upserts the counters ([`upsert_counts`]), returning what [`report_tally`] reports. Ids
-/// are drawn from the identity column's sequence under the caller's locks (a duplicate's go unused, a gap like a
-/// rollback's), so `prev_id` is computed here exactly as the row-by-row `INSERT` computes it: the recipient's
-/// newest unmuted row, or the previous one of this batch.
-async fn apply_targeted(
+/// The row `herald_write_targeted` returns (migration 6): per write whether it was fresh; per row of a fresh write
+/// its id, prev_id and muted; the changed users' counters as columns; the totals.
+struct Targeted {
+    fresh: Vec<bool>,
+    ids: Option<Vec<i64>>,
+    prev_ids: Option<Vec<i64>>,
+    muted: Option<Vec<bool>>,
+    count_users: Option<Vec<String>>,
+    unread: Option<Vec<i64>>,
+    unseen: Option<Vec<i64>>,
+    read_ord: Option<Vec<i64>>,
+    seen_ord: Option<Vec<i64>>,
+    unread_adj: Option<Vec<i64>>,
+    unseen_adj: Option<Vec<i64>>,
+    total: Option<i64>,
+    pruned: Option<i64>,
+    broadcast_up_to: Option<i64>,
+}
+
+impl Targeted {
+    fn from_row(r: &PgRow) -> sqlx::Result<Targeted> {
+        Ok(Targeted {
+            fresh: r.try_get("fresh")?,
+            ids: r.try_get("ids")?,
+            prev_ids: r.try_get("prev_ids")?,
+            muted: r.try_get("muted")?,
+            count_users: r.try_get("count_users")?,
+            unread: r.try_get("unread")?,
+            unseen: r.try_get("unseen")?,
+            read_ord: r.try_get("read_ord")?,
+            seen_ord: r.try_get("seen_ord")?,
+            unread_adj: r.try_get("unread_adj")?,
+            unseen_adj: r.try_get("unseen_adj")?,
+            total: r.try_get("total")?,
+            pruned: r.try_get("pruned")?,
+            broadcast_up_to: r.try_get("broadcast_up_to")?,
+        })
+    }
+}
+
+/// Commit a batch of targeted notifications in one round trip whatever its size: one call of
+/// `herald_write_targeted` (migration 6) in autocommit, which takes the locks [`begin_and_lock`] describes, records
+/// the dedupe keys, draws the ids, reads the chain heads and the preferences, inserts the rows and upserts the
+/// counters, and answers once its transaction committed (sqlx reads up to `ReadyForQuery`, which PostgreSQL sends
+/// after the implicit commit). The values go as one array per column: the written columns once per write, the
+/// recipients once per row.
+async fn write_targeted(
     c: &mut PgConnection,
     batch: &[Job],
     now: DateTime<Utc>,
-    tally: &mut Tally,
-    defaults: Arc<HashSet<String>>,
-) -> sqlx::Result<(Vec<Answer>, Upserted)> {
+    muted_by_default: &HashSet<String>,
+) -> sqlx::Result<(Vec<Answer>, Vec<CountsChange>)> {
     let writes: Vec<&NewNotification> = batch
         .iter()
         .flat_map(|job| match job {
@@ -1144,118 +1184,92 @@ async fn apply_targeted(
             _ => unreachable!("targeted_only"),
         }
     }
-    let keys: Vec<&[u8]> = writes.iter().map(|n| &n.dedupe_key.0[..]).collect();
-    let mut heads: Vec<String> = writes.iter().flat_map(|n| users(n).iter().map(|u| text(u).into_owned())).collect();
-    heads.sort_unstable();
-    heads.dedup();
-    // Heads as `chain_head!` reads them; preferences as `Prefs::load` does, one array per column.
-    type Read = (Vec<Vec<u8>>, Vec<i64>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>);
-    let (fresh, mut ids, head_ids, pref_users, pref_types, pref_settings): Read = sqlx::query_as(
-        "WITH fresh AS (INSERT INTO dedupe_keys (key, applied_at) SELECT k, $2 FROM UNNEST($1::bytea[]) k
-                        ON CONFLICT DO NOTHING RETURNING key),
-              prefs AS (SELECT user_id, type, setting FROM preferences WHERE user_id = ANY($4))
-         SELECT ARRAY(SELECT key FROM fresh),
-                ARRAY(SELECT nextval(pg_get_serial_sequence('notifications', 'id')) FROM generate_series(1, $3)),
-                ARRAY(SELECT COALESCE((SELECT id FROM notifications WHERE user_id = h.u AND NOT muted
-                                       ORDER BY id DESC LIMIT 1), 0)
-                      FROM UNNEST($4::text[]) WITH ORDINALITY AS h(u, i) ORDER BY i),
-                ARRAY(SELECT user_id FROM prefs ORDER BY user_id, type),
-                ARRAY(SELECT type FROM prefs ORDER BY user_id, type),
-                ARRAY(SELECT setting FROM prefs ORDER BY user_id, type)",
+    let mut locks = lock_keys(batch).expect("targeted_only: every user is listed");
+    locks.sort_unstable();
+    locks.dedup();
+    // Each write's row as stored (texts through `text`, once per write); rows repeat it per recipient.
+    let stored_as: Vec<Notification> = writes.iter().map(|n| as_stored(n.stored(0, 0, None, false, now))).collect();
+    let column = |f: fn(&Notification) -> Option<&str>| -> Vec<Option<&str>> { stored_as.iter().map(f).collect() };
+    let mut row_writes: Vec<i32> = Vec::new();
+    let mut row_users: Vec<String> = Vec::new();
+    for (i, n) in writes.iter().enumerate() {
+        for u in users(n) {
+            row_writes.push(i as i32 + 1);
+            row_users.push(text(u).into_owned());
+        }
+    }
+    let mut defaults: Vec<&str> = muted_by_default.iter().map(String::as_str).collect();
+    defaults.sort_unstable();
+    let r = sqlx::query(
+        "SELECT * FROM herald_write_targeted($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                             $17, $18)",
     )
-    .bind(&keys)
+    .bind(WRITE_LOCK)
+    .bind(USER_LOCKS)
+    .bind(&locks)
     .bind(now)
-    .bind(writes.iter().map(|n| users(n).len() as i64).sum::<i64>())
-    .bind(&heads)
+    .bind(&defaults)
+    .bind(writes.iter().map(|n| &n.dedupe_key.0[..]).collect::<Vec<_>>())
+    .bind(writes.iter().map(|n| text(&n.event_id)).collect::<Vec<_>>())
+    .bind(column(|n| Some(n.kind.as_str())))
+    .bind(column(|n| Some(n.title.as_str())))
+    .bind(column(|n| Some(n.content.as_str())))
+    .bind(column(|n| Some(n.event_type.as_str())))
+    .bind(column(|n| n.source.as_deref()))
+    .bind(column(|n| n.related_object.as_ref().map(|r| r.kind.as_str())))
+    .bind(column(|n| n.related_object.as_ref().map(|r| r.id.as_str())))
+    .bind(writes.iter().map(|n| n.data.get()).collect::<Vec<_>>())
+    .bind(writes.iter().map(|n| n.body.get()).collect::<Vec<_>>())
+    .bind(&row_writes)
+    .bind(&row_users)
     .fetch_one(&mut *c)
     .await?;
-    let mut prefs = Prefs { defaults, users: heads.iter().map(|u| (u.clone(), HashMap::new())).collect() };
-    for ((user, kind), setting) in pref_users.into_iter().zip(pref_types).zip(pref_settings) {
-        prefs.users.entry(user).or_default().insert(kind, setting_from(&setting));
+    let r = Targeted::from_row(&r)?;
+    if r.fresh.len() != writes.len() {
+        return Err(sqlx::Error::Protocol(format!("{} writes, {} fresh flags", writes.len(), r.fresh.len())));
     }
-    let mut fresh: HashSet<Vec<u8>> = fresh.into_iter().collect();
-    // The rows to insert: (write, recipient, muted); a key repeated in the batch is fresh only the first time.
-    let mut stored: Vec<Option<Vec<Notification>>> = Vec::with_capacity(writes.len());
-    let mut rows: Vec<(usize, String, bool)> = Vec::new();
-    for (i, n) in writes.iter().enumerate() {
-        if !fresh.remove(&n.dedupe_key.0[..]) {
-            stored.push(None);
+    // The fresh writes' rows, in order: users from `row_users`, the rest from the function.
+    let (ids, prev_ids, muted) =
+        (r.ids.unwrap_or_default(), r.prev_ids.unwrap_or_default(), r.muted.unwrap_or_default());
+    let mut rows = ids.into_iter().zip(prev_ids).zip(muted);
+    let mut recipients = row_users.into_iter();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for ((n, fresh), as_stored) in writes.iter().zip(&r.fresh).zip(stored_as) {
+        let count = users(n).len();
+        let to = recipients.by_ref().take(count);
+        if !fresh {
+            to.for_each(drop);
+            outcomes.push(WriteOutcome::Duplicate);
             continue;
         }
-        for u in users(n) {
-            let u = text(u).into_owned();
-            let muted = prefs.muted(c, &u, &n.kind).await?;
-            if !muted {
-                tally.add(&u, 1, 1, 0, 0);
-            }
-            rows.push((i, u, muted));
+        let mut stored = Vec::with_capacity(count);
+        for user in to {
+            let ((id, prev_id), muted) =
+                rows.next().ok_or_else(|| sqlx::Error::Protocol("herald_write_targeted returned fewer rows".into()))?;
+            stored.push(Notification { id, prev_id, user_id: Some(user), muted, ..as_stored.clone() });
         }
-        stored.push(Some(Vec::with_capacity(users(n).len())));
+        outcomes.push(WriteOutcome::Stored(stored));
     }
-    let mut written: Upserted = (Vec::new(), None);
-    if !rows.is_empty() {
-        ids.sort_unstable();
-        ids.truncate(rows.len());
-        let mut head: HashMap<&str, i64> = heads.iter().map(String::as_str).zip(head_ids).collect();
-        let mut prev = Vec::with_capacity(rows.len());
-        for ((_, u, muted), id) in rows.iter().zip(&ids) {
-            let h = head.get_mut(u.as_str()).expect("every recipient has a head");
-            prev.push(*h);
-            if !*muted {
-                *h = *id;
-            }
-        }
-        // Each write's row as stored (texts through `text`, once per write), repeated per recipient.
-        let stored_as: Vec<Notification> = writes.iter().map(|n| as_stored(n.stored(0, 0, None, false, now))).collect();
-        let event_ids: Vec<std::borrow::Cow<'_, str>> = writes.iter().map(|n| text(&n.event_id)).collect();
-        fn per_row<'a>(rows: &[(usize, String, bool)], f: impl Fn(usize) -> Option<&'a str>) -> Vec<Option<&'a str>> {
-            rows.iter().map(|(i, _, _)| f(*i)).collect()
-        }
-        // The rows and the counters in one statement (the counters' binds first, as `upsert_counts!` numbers them).
-        let cols = delta_columns(tally);
-        let counted = sqlx::query(concat!(
-            "WITH ins AS (
-                 INSERT INTO notifications
-                     (id, user_id, event_id, kind, title, content, event_type, source, related_type, related_id,
-                      data, body, created_at, muted, prev_id)
-                 OVERRIDING SYSTEM VALUE
-                 SELECT id, u, e, k, t, c, et, s, rt, ri, d::json, b::json, $18, m, p
-                 FROM UNNEST($6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $19::bool[],
-                             $20::bigint[])
-                      AS r(id, u, e, k, t, c, et, s, rt, ri, d, b, m, p)) ",
-            upsert_counts!()
-        ))
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .bind(&cols.4)
-        .bind(&ids)
-        .bind(rows.iter().map(|(_, u, _)| u.as_str()).collect::<Vec<_>>())
-        .bind(per_row(&rows, |i| Some(event_ids[i].as_ref())))
-        .bind(per_row(&rows, |i| Some(stored_as[i].kind.as_str())))
-        .bind(per_row(&rows, |i| Some(stored_as[i].title.as_str())))
-        .bind(per_row(&rows, |i| Some(stored_as[i].content.as_str())))
-        .bind(per_row(&rows, |i| Some(stored_as[i].event_type.as_str())))
-        .bind(per_row(&rows, |i| stored_as[i].source.as_deref()))
-        .bind(per_row(&rows, |i| stored_as[i].related_object.as_ref().map(|r| r.kind.as_str())))
-        .bind(per_row(&rows, |i| stored_as[i].related_object.as_ref().map(|r| r.id.as_str())))
-        .bind(per_row(&rows, |i| Some(writes[i].data.get())))
-        .bind(per_row(&rows, |i| Some(writes[i].body.get())))
-        .bind(now)
-        .bind(rows.iter().map(|(_, _, m)| *m).collect::<Vec<_>>())
-        .bind(&prev)
-        .fetch_all(&mut *c)
-        .await?;
-        written = upserted(&counted)?;
-        for (((i, u, muted), id), prev_id) in rows.into_iter().zip(ids).zip(prev) {
-            let row = Notification { id, prev_id, user_id: Some(u), muted, ..stored_as[i].clone() };
-            stored[i].as_mut().expect("rows only of fresh writes").push(row);
-        }
-    }
+    let (total, pruned, broadcast_up_to) =
+        (r.total.unwrap_or(0), r.pruned.unwrap_or(0), r.broadcast_up_to.unwrap_or(0));
+    let column = |v: Option<Vec<i64>>| v.unwrap_or_default().into_iter();
+    let changes = r
+        .count_users
+        .unwrap_or_default()
+        .into_iter()
+        .zip(column(r.unread))
+        .zip(column(r.unseen))
+        .zip(column(r.read_ord))
+        .zip(column(r.seen_ord))
+        .zip(column(r.unread_adj))
+        .zip(column(r.unseen_adj))
+        .map(|((((((user, unread), unseen), read_ord), seen_ord), unread_adj), unseen_adj)| {
+            let counters = Counters { unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj };
+            CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to }
+        })
+        .collect();
     // Back to jobs: each job's writes are consecutive in `writes`, in job order.
-    let mut outcomes = stored.into_iter().map(|s| s.map_or(WriteOutcome::Duplicate, WriteOutcome::Stored));
+    let mut outcomes = outcomes.into_iter();
     let answers = batch
         .iter()
         .map(|job| match job {
@@ -1263,7 +1277,7 @@ async fn apply_targeted(
             _ => unreachable!("targeted_only"),
         })
         .collect();
-    Ok((answers, written))
+    Ok((answers, changes))
 }
 
 async fn run(
@@ -1273,20 +1287,20 @@ async fn run(
     legacy_empty: &mut bool,
 ) -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
     let now = now_millis();
+    if !*legacy_empty {
+        // Nothing adds to that table: once seen empty, it stays empty.
+        *legacy_empty = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM applied_events_legacy)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(store_error)?;
+    }
+    if *legacy_empty && targeted_only(batch) {
+        return write_targeted(conn, batch, now, &muted.get()).await.map_err(store_error);
+    }
     // Ordered with every other node's writer (see `begin_and_lock`); the locks are released by COMMIT/ROLLBACK.
     let mut tx = conn.begin_with(AssertSqlSafe(begin_and_lock(batch))).await.map_err(store_error)?;
     let answers = async {
-        if !*legacy_empty {
-            *legacy_empty = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM applied_events_legacy)")
-                .fetch_one(&mut *tx)
-                .await?;
-        }
         let mut tally = Tally::default();
-        if *legacy_empty && targeted_only(batch) {
-            let (answers, written) = apply_targeted(&mut tx, batch, now, &mut tally, muted.get()).await?;
-            let changes = report_tally(&mut tx, tally, written).await?;
-            return sqlx::Result::Ok((answers, changes));
-        }
         let mut prefs = Prefs::load(&mut tx, batch, muted.get()).await?;
         let mut answers = Vec::with_capacity(batch.len());
         for job in batch {
