@@ -14,7 +14,8 @@
 //! - [`protocol`]: the client wire format.
 //!
 //! Beside them: [`api`] (axum routes), [`accept`] (the accept loop and its connection bounds), [`auth`],
-//! [`config`], [`telemetry`], [`trace`] (each event's path, recorded by every stage), [`shutdown`].
+//! [`config`], [`telemetry`], [`trace`] (each event's path, recorded by every stage), [`background`] (threads for
+//! deferred work, at a lower priority), [`shutdown`].
 //! `ARCHITECTURE.md` maps it with its invariants.
 
 pub mod accept;
