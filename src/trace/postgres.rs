@@ -23,6 +23,8 @@ fn migrator() -> Migrator {
         false,
     )]);
     m.dangerous_set_table_name("_herald_trace_migrations");
+    // As the inbox's (`inbox::postgres::migrator`): an older node restarting during a rolling upgrade still starts.
+    m.set_ignore_missing(true);
     m
 }
 
