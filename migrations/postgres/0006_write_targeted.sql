@@ -99,3 +99,9 @@ BEGIN
     SELECT t.total, t.pruned, t.broadcast_up_to INTO total, pruned, broadcast_up_to FROM herald_totals() t;
 END
 $$;
+
+-- The lowest migration a node must know to write this database beside the others (see `compatible` in
+-- src/inbox/postgres.rs): nodes from before migration 4 would not keep the counters. A later migration that older
+-- releases cannot run beside raises it.
+INSERT INTO store_state (name, value) VALUES ('compatible_from', 4)
+ON CONFLICT (name) DO UPDATE SET value = GREATEST(store_state.value, excluded.value);

@@ -64,10 +64,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '30s'";
 
 /// The inbox's migrations. A node still starts when a newer node already applied migrations it does not know
-/// (sqlx refuses that by default), so a rolling upgrade's older nodes can restart: every migration so far only
-/// adds, or drops what no older release reads (an index, a renamed legacy table), so an older node runs correctly
-/// on the newer schema. A migration that would break older nodes must say so in its file and in the release
-/// notes, and be shipped with a stop-the-world upgrade.
+/// (sqlx refuses that by default), so a rolling upgrade's older nodes can restart — unless the database says
+/// they cannot write it correctly ([`compatible`]).
 fn migrator() -> Migrator {
     let migration = |version, name: &str, sql: &'static str| {
         Migration::new(version, name.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false)
@@ -90,6 +88,25 @@ fn migrator() -> Migrator {
     ]);
     migrator.set_ignore_missing(true);
     migrator
+}
+
+/// Refuse to run on a database a newer release migrated in a way this one would write wrongly. Each migration
+/// that older releases cannot run beside raises `store_state.compatible_from` to the lowest migration version a
+/// node must know (migration 6 sets 4: a node from before the counters of migration 4 would not keep them; nodes
+/// from before migration 6 do not check, so the value guards the releases from this one on).
+async fn compatible(c: &PgPool, migrator: &Migrator) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let needed: Option<i64> = sqlx::query_scalar("SELECT value FROM store_state WHERE name = 'compatible_from'")
+        .fetch_optional(c)
+        .await
+        .map_err(store_error)?;
+    match needed {
+        Some(needed) if needed > known => Err(StoreError::Internal(format!(
+            "the database was migrated by a newer release that this one cannot run beside (it needs migration \
+             {needed}, this release knows up to {known}): upgrade this node"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The columns of a targeted row, in [`notification`]'s order.
@@ -335,7 +352,11 @@ impl PostgresStore {
         {
             // The migrator takes its own advisory lock: nodes starting together apply them once.
             let migrating = pool(1).connect_with(options.clone()).await.map_err(store_error)?;
-            let migrated = migrator().run(&migrating).await.map_err(migrate_error);
+            let migrator = migrator();
+            let migrated = match migrator.run(&migrating).await.map_err(migrate_error) {
+                Ok(()) => compatible(&migrating, &migrator).await,
+                Err(e) => Err(e),
+            };
             migrating.close().await;
             migrated?;
         }
@@ -1813,7 +1834,7 @@ mod tests {
     }
 
     /// A rolling upgrade: a newer node applied a migration this release does not know; this node (an older one,
-    /// restarting) still opens the store and writes.
+    /// restarting) still opens the store and writes — unless the database says it needs a newer release.
     #[tokio::test]
     async fn a_node_starts_on_a_schema_a_newer_release_migrated_further() {
         let Some(db) = TestDb::create("a_node_starts_on_a_newer_schema").await else { return };
@@ -1830,6 +1851,20 @@ mod tests {
         let out = store.apply(vec![Write::Notify(draft("after-upgrade", Recipients::Users(vec!["u".into()])))]).await;
         assert!(matches!(out.as_deref(), Ok([WriteOutcome::Stored(_)])), "{out:?}");
         store.close().await;
+
+        // A newer release whose migration this one cannot run beside says so: this node refuses to start.
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.store_state SET value = 1000 WHERE name = 'compatible_from'",
+            db.schema
+        )))
+        .execute(&db.admin)
+        .await
+        .unwrap();
+        let refused = PostgresStore::connect(db.options.clone(), &Settings::defaults().store, None).await;
+        match refused {
+            Err(StoreError::Internal(e)) => assert!(e.contains("needs migration 1000") && e.contains("upgrade"), "{e}"),
+            other => panic!("expected a refusal, got {:?}", other.err()),
+        }
         db.drop_schema().await;
     }
 
