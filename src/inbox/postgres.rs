@@ -1226,8 +1226,7 @@ async fn write_targeted(
             row_users.push(text(u).into_owned());
         }
     }
-    let mut defaults: Vec<&str> = muted_by_default.iter().map(String::as_str).collect();
-    defaults.sort_unstable();
+    let defaults: Vec<&str> = muted_by_default.iter().map(String::as_str).collect();
     let r = sqlx::query(
         "SELECT * FROM herald_write_targeted($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                                              $17, $18)",
@@ -1280,17 +1279,17 @@ async fn write_targeted(
     }
     let (total, pruned, broadcast_up_to) =
         (r.total.unwrap_or(0), r.pruned.unwrap_or(0), r.broadcast_up_to.unwrap_or(0));
-    let column = |v: Option<Vec<i64>>| v.unwrap_or_default().into_iter();
+    let counter = |v: Option<Vec<i64>>| v.unwrap_or_default().into_iter();
     let changes = r
         .count_users
         .unwrap_or_default()
         .into_iter()
-        .zip(column(r.unread))
-        .zip(column(r.unseen))
-        .zip(column(r.read_ord))
-        .zip(column(r.seen_ord))
-        .zip(column(r.unread_adj))
-        .zip(column(r.unseen_adj))
+        .zip(counter(r.unread))
+        .zip(counter(r.unseen))
+        .zip(counter(r.read_ord))
+        .zip(counter(r.seen_ord))
+        .zip(counter(r.unread_adj))
+        .zip(counter(r.unseen_adj))
         .map(|((((((user, unread), unseen), read_ord), seen_ord), unread_adj), unseen_adj)| {
             let counters = Counters { unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj };
             CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to }
@@ -1517,13 +1516,10 @@ async fn insert(
     muted: bool,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Notification> {
-    let user = user.map(text);
-    let (kind, title, content, event_type) = (text(&n.kind), text(&n.title), text(&n.content), text(&n.event_type));
-    let source = n.source.as_deref().map(text);
-    let related =
-        n.related_object.as_ref().map(|r| RelatedObject { kind: text(&r.kind).into(), id: text(&r.id).into() });
+    // The row as stored (texts through `text` once), bound as it is and returned with the id and prev_id.
+    let mut row = as_stored(n.stored(0, 0, user.map(|u| text(u).into_owned()), muted, now));
     // A broadcast takes the next ordinal (see `Counters`): every user's counts grow by one without a row each.
-    let ord: Option<i64> = match user {
+    let ord: Option<i64> = match row.user_id {
         Some(_) => None,
         None => Some(
             sqlx::query_scalar(
@@ -1535,16 +1531,16 @@ async fn insert(
         ),
     };
     // prev_id is computed by the INSERT itself; the write lock makes that read-then-insert race-free.
-    let row = sqlx::query(INSERT)
-        .bind(user.as_deref())
+    let ids = sqlx::query(INSERT)
+        .bind(row.user_id.as_deref())
         .bind(text(&n.event_id))
-        .bind(&*kind)
-        .bind(&*title)
-        .bind(&*content)
-        .bind(&*event_type)
-        .bind(source.as_deref())
-        .bind(related.as_ref().map(|r| r.kind.as_str()))
-        .bind(related.as_ref().map(|r| r.id.as_str()))
+        .bind(&row.kind)
+        .bind(&row.title)
+        .bind(&row.content)
+        .bind(&row.event_type)
+        .bind(row.source.as_deref())
+        .bind(row.related_object.as_ref().map(|r| r.kind.as_str()))
+        .bind(row.related_object.as_ref().map(|r| r.id.as_str()))
         .bind(n.data.get())
         .bind(n.body.get())
         .bind(now)
@@ -1552,7 +1548,8 @@ async fn insert(
         .bind(ord)
         .fetch_one(&mut *c)
         .await?;
-    Ok(as_stored(n.stored(row.try_get(0)?, row.try_get(1)?, user.map(Into::into), muted, now)))
+    (row.id, row.prev_id) = (ids.try_get(0)?, ids.try_get(1)?);
+    Ok(row)
 }
 
 /// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
