@@ -689,6 +689,7 @@ async fn batch_loop(
             break;
         }
         let deadline = tokio::time::Instant::now() + linger;
+        let mut lingered = false;
         let mut steps = Vec::new();
         let mut flushes = Vec::new();
         loop {
@@ -702,7 +703,8 @@ async fn batch_loop(
                 break;
             }
             // ...then it takes what has queued without waiting, and otherwise sleeps until the linger ends or a
-            // flush or a full batch wakes it: steps queued meanwhile wake nothing.
+            // flush or a full batch wakes it: steps queued meanwhile wake nothing. Once the linger ended it takes
+            // the last of what queued, then the batch is written.
             match rx.try_recv() {
                 Ok(c) => {
                     buf.push(c);
@@ -712,28 +714,14 @@ async fn batch_loop(
                     open = false;
                     break;
                 }
+                Err(mpsc::error::TryRecvError::Empty) if lingered => break,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             wake.at.store(max_steps.saturating_sub(steps.len()).max(1), Ordering::Relaxed);
-            let lingered = tokio::select! {
+            lingered = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => true,
                 _ = wake.notify.notified() => false,
             };
-            if lingered {
-                // The last of what queued during the linger, then the batch is written.
-                while steps.len() < max_steps {
-                    match rx.try_recv() {
-                        Ok(Command::Flush(tx)) => flushes.push(tx),
-                        Ok(c) => c.into_steps(&node, &mut steps),
-                        Err(mpsc::error::TryRecvError::Empty) => break,
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                }
-                break;
-            }
         }
         if !steps.is_empty() {
             let n = steps.len() as u64;
