@@ -164,6 +164,7 @@ pub async fn start_with(
         dead_letters: ingest::amqp::DeadLetters::new(&settings.amqp),
         trace: tracer,
         tracker: tracker.clone(),
+        ingest_events: Default::default(),
     });
     tracing::info!(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),

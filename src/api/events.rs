@@ -238,13 +238,14 @@ async fn handle(
 
     let outcomes = state.pipeline.commit(prepared).await?;
     for o in &outcomes {
-        metrics::counter!(
-            "herald_ingest_events_total",
-            "transport" => "http",
-            "status" => o.status.label(),
-            "key" => key.to_owned()
-        )
-        .increment(1);
+        let status = o.status.label();
+        state
+            .ingest_events
+            .get(key, (status, 0), || {
+                metrics::counter!("herald_ingest_events_total", "transport" => "http", "status" => status,
+                    "key" => key.to_owned())
+            })
+            .increment(1);
     }
     tracing::debug!(key, events = outcomes.len(), "ingest request committed");
     // An event addressed through an alias nobody taught yet stored nothing (the others in the batch did): the

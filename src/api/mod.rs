@@ -62,6 +62,8 @@ pub struct Shared {
     pub trace: crate::trace::Tracer,
     /// Session tasks, so shutdown can wait for them (upgraded sockets are detached from the HTTP server).
     pub tracker: TaskTracker,
+    /// `herald_ingest_events_total{transport="http"}` by service key and status, held (counted per event).
+    pub ingest_events: crate::telemetry::HeldHandles<metrics::Counter>,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,7 +100,10 @@ pub fn router(state: AppState) -> Router {
         app = app.fallback(not_found);
     }
     // Request metrics by matched route template: a `Router::layer`, so it runs after routing (`MatchedPath`).
-    app = app.layer(axum::middleware::from_fn(http_metrics::record));
+    app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(http_metrics::HttpMetrics::default()),
+        http_metrics::record,
+    ));
     app.layer(axum::middleware::from_fn(error::json_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
