@@ -9,6 +9,7 @@
 //! running thread finish its slice ("run to parity", 1.4 ms by default here) before a woken request handler
 //! runs, so a trace batch that had just started held every request arriving in that window; with the kernel's
 //! smallest slice the handler waits at most ~0.1 ms (p99 at 2,000 events/s 4.08 → 3.44 ms, BENCHMARKS.md).
+
 /// The nice value background threads run at (0 is the default, 19 the lowest priority). Not 19: a background
 /// thread must still keep up with a saturated node's trace, only later.
 pub const NICE: i32 = 10;
