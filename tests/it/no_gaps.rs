@@ -27,6 +27,24 @@ async fn post_many(gw: &Gateway, user: &str, n: usize, chunk: usize, broadcast_e
     ids
 }
 
+/// ~8 MiB of notifications for `user` (64 of 128 KiB, 8 per request): far more than the socket buffers hold, so
+/// the outbox of a session that reads nothing overflows however fast the session drains it into its socket.
+async fn post_heavy(gw: &Gateway, user: &str) -> Vec<i64> {
+    let pad = "x".repeat(128 * 1024);
+    let mut ids = Vec::new();
+    for chunk in 0..8 {
+        let events: Vec<Value> = (0..8)
+            .map(|i| json!({"user_id": user, "title": format!("heavy-{chunk}-{i}"), "message": pad, "type": "info"}))
+            .collect();
+        let resp = gw.post_event("sgad.notifications", "", &json!(events)).await;
+        assert_eq!(resp.status(), 202);
+        for r in resp.json::<Value>().await.unwrap()["results"].as_array().unwrap() {
+            ids.push(r["notification_ids"][0].as_i64().unwrap());
+        }
+    }
+    ids
+}
+
 /// Read notification frames until `want` distinct ids arrived; check order, no duplicates, and the prev_id chain.
 async fn collect(c: &mut Client, want: usize, mut last: i64) -> (Vec<i64>, Vec<Value>) {
     let mut ids = Vec::new();
@@ -94,19 +112,7 @@ async fn a_stalled_client_does_not_delay_others_then_resyncs_and_holds_everythin
         others.push(gw.connect(&format!("o{i}")).await);
     }
 
-    // ~8 MiB for the stalled user: far more than the socket buffers hold, so its outbox overflows.
-    let pad = "x".repeat(128 * 1024);
-    let mut heavy = Vec::new();
-    for chunk in 0..8 {
-        let events: Vec<Value> = (0..8)
-            .map(|i| json!({"user_id": "stalled", "title": format!("heavy-{chunk}-{i}"), "message": pad, "type": "info"}))
-            .collect();
-        let resp = gw.post_event("sgad.notifications", "", &json!(events)).await;
-        assert_eq!(resp.status(), 202);
-        for r in resp.json::<Value>().await.unwrap()["results"].as_array().unwrap() {
-            heavy.push(r["notification_ids"][0].as_i64().unwrap());
-        }
-    }
+    let heavy = post_heavy(&gw, "stalled").await;
 
     // Everyone else still gets a broadcast promptly: all 1,000 receive it while the stalled one has read nothing.
     let resp =
@@ -154,11 +160,16 @@ async fn close_policy_closes_a_lagging_session_with_4008() {
     let gw = spawn_gateway_with(|s| {
         s.websocket.outbound_queue = 4;
         s.websocket.queue_full_policy = herald::config::QueueFullPolicy::Close;
+        // The close is the overflow's, not a timed-out write's.
+        s.websocket.write_timeout_secs = 120;
+        s.server.max_body_bytes = 4 << 20;
     })
     .await;
     let mut c = gw.connect("lagger").await;
-    // One commit of 50 frames overflows a queue of 4 before the session can drain it.
-    post_many(&gw, "lagger", 50, 50, 0, "burst").await;
+    // The client reads nothing until it waits for the close: once its socket is full, the session cannot drain
+    // its queue of 4 and the next frames overflow it. (A burst of small frames raced the session's draining into
+    // the socket and could end without an overflow on a loaded machine.)
+    post_heavy(&gw, "lagger").await;
     assert_eq!(c.closed().await, 4008);
 }
 
