@@ -9,36 +9,33 @@ use crate::support::*;
 
 /// POST `n` events in arrays of `chunk`; every `broadcast_every`-th is a broadcast. Returns the stored ids.
 async fn post_many(gw: &Gateway, user: &str, n: usize, chunk: usize, broadcast_every: usize, tag: &str) -> Vec<i64> {
-    let mut ids = Vec::with_capacity(n);
     let events: Vec<Value> = (0..n)
         .map(|i| {
             let to = if broadcast_every > 0 && i % broadcast_every == broadcast_every - 1 { "system" } else { user };
             json!({"user_id": to, "title": format!("{tag}-{i}"), "message": "m", "type": "info"})
         })
         .collect();
-    for part in events.chunks(chunk) {
-        let resp = gw.post_event("sgad.notifications", "", &json!(part)).await;
-        assert_eq!(resp.status(), 202);
-        let body: Value = resp.json().await.unwrap();
-        for r in body["results"].as_array().unwrap() {
-            ids.push(r["notification_ids"][0].as_i64().unwrap());
-        }
-    }
-    ids
+    post_chunks(gw, &events, chunk).await
 }
 
 /// ~8 MiB of notifications for `user` (64 of 128 KiB, 8 per request): far more than the socket buffers hold, so
 /// the outbox of a session that reads nothing overflows however fast the session drains it into its socket.
 async fn post_heavy(gw: &Gateway, user: &str) -> Vec<i64> {
     let pad = "x".repeat(128 * 1024);
-    let mut ids = Vec::new();
-    for chunk in 0..8 {
-        let events: Vec<Value> = (0..8)
-            .map(|i| json!({"user_id": user, "title": format!("heavy-{chunk}-{i}"), "message": pad, "type": "info"}))
-            .collect();
-        let resp = gw.post_event("sgad.notifications", "", &json!(events)).await;
+    let events: Vec<Value> = (0..64)
+        .map(|i| json!({"user_id": user, "title": format!("heavy-{i}"), "message": pad, "type": "info"}))
+        .collect();
+    post_chunks(gw, &events, 8).await
+}
+
+/// Post `events` `chunk` per request (each answered 202); the notification ids, in order.
+async fn post_chunks(gw: &Gateway, events: &[Value], chunk: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(events.len());
+    for part in events.chunks(chunk) {
+        let resp = gw.post_event("sgad.notifications", "", &json!(part)).await;
         assert_eq!(resp.status(), 202);
-        for r in resp.json::<Value>().await.unwrap()["results"].as_array().unwrap() {
+        let body: Value = resp.json().await.unwrap();
+        for r in body["results"].as_array().unwrap() {
             ids.push(r["notification_ids"][0].as_i64().unwrap());
         }
     }
