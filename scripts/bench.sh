@@ -20,7 +20,9 @@
 # EXTRA_HERALD_ENV (e.g. "HERALD__STORE__SYNCHRONOUS=normal"), EXTRA_LT_ARGS (appended to every entry's
 # herald-loadtest arguments, split on spaces; a later option overrides an earlier one, e.g. "--drain-timeout 30"),
 # BASE_BIN (an older release build of `herald`, e.g. from `git worktree add`: each round of a Herald entry runs
-# it as base-NAME right before this tree's build, so before/after are measured side by side).
+# it as base-NAME right before this tree's build, so before/after are measured side by side), HERALD_BIN (a
+# `herald` binary, or a script that execs one, to run instead of building this checkout's: two variants of an
+# experiment side by side, e.g. HERALD_BIN and BASE_BIN wrapping one build with different settings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,11 +49,13 @@ ENTRY_ENV=
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 log "building release binaries into $CARGO_TARGET_DIR"
-cargo build --release -q -p herald -p herald-loadtest
-HERALD=$CARGO_TARGET_DIR/release/herald
+if [ -n "${HERALD_BIN:-}" ]; then cargo build --release -q -p herald-loadtest
+else cargo build --release -q -p herald -p herald-loadtest; fi
+HERALD=${HERALD_BIN:-$CARGO_TARGET_DIR/release/herald}
 # The Herald binary the next spawn starts (BASE_BIN for base-* runs).
 RUN_BIN=$HERALD
 if [ -n "$BASE_BIN" ] && [ ! -x "$BASE_BIN" ]; then echo "BASE_BIN=$BASE_BIN is not an executable" >&2; exit 2; fi
+if [ ! -x "$HERALD" ]; then echo "HERALD_BIN=$HERALD is not an executable" >&2; exit 2; fi
 LT=$CARGO_TARGET_DIR/release/herald-loadtest
 
 # Both processes may use every descriptor this machine allows one process (20,000 here).
