@@ -5,7 +5,9 @@
 //! A trace is not one row updated as the event moves on: it is an append-only log of *steps*, each written by
 //! the node that took it, and assembled when someone reads it ([`Tracer::event`], [`Tracer::user`]). The node
 //! that commits an event writes its `event` step (transport, exchange, routing key, producer, rule, dedupe,
-//! outcome) and one `stored` step per notification; every node that hands a notification's frame to sessions —
+//! outcome) and one `stored` step per notification (an event stored as one notification is one row holding
+//! both, and this node's `delivered` step joins it when they meet in a batch: see [`Batch`]); every node that
+//! hands a notification's frame to sessions —
 //! the committing node, and every node the transport (Redis) carried it to — writes a `delivered` step naming
 //! itself, keyed by the notification id (which travels between nodes already), so a delivery is recorded by
 //! the node that wrote the frame; a muted notification, which is never published, gets its `delivered` step
@@ -39,7 +41,7 @@ mod postgres;
 mod sqlite;
 pub mod terminal;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -285,66 +287,155 @@ impl Command {
             Command::Flush(_) => 0,
         }
     }
+}
 
-    /// Its steps, as stored (on the writer task).
-    fn into_steps(self, node: &str, out: &mut Vec<Step>) {
-        match self {
-            Command::Step(s) => out.push(*s),
-            Command::Committed(c) => {
-                let Committed { at, trace_id, event_id, event, stored } = *c;
-                if let Some(e) = event {
-                    let recipients_total = e.recipients.len();
-                    let recipients: Vec<&String> = e.recipients.iter().take(MAX_LISTED).collect();
-                    let data = json!({
-                        "transport": e.transport,
-                        "exchange": (!e.exchange.is_empty()).then_some(&e.exchange),
-                        "routing_key": (!e.routing_key.is_empty()).then_some(&e.routing_key),
-                        "producer": e.producer,
-                        "event_type": e.event_type,
-                        "rule": e.rule,
-                        "dedupe": if e.duplicate { "duplicate" } else { "new" },
-                        "outcome": e.outcome,
-                        "reason": e.reason,
-                        "recipients": recipients,
-                        "recipients_total": recipients_total,
-                    });
-                    out.push(Step {
-                        at,
-                        trace_id: Some(trace_id.clone()),
-                        event_id: Some(event_id),
-                        notification_id: None,
-                        user_id: None,
-                        kind: Kind::Event,
-                        node: node.to_owned(),
-                        data,
-                    });
-                }
-                // The `event` step names the event id; a `stored` step only links to its trace.
-                for (id, user) in stored {
-                    out.push(Step {
-                        at,
-                        trace_id: Some(trace_id.clone()),
-                        event_id: None,
-                        notification_id: Some(id),
-                        user_id: user,
-                        kind: Kind::Stored,
-                        node: node.to_owned(),
-                        data: json!({}),
-                    });
-                }
-            }
-            Command::Delivery(d) => out.push(Step {
-                at: d.at,
-                trace_id: None,
-                event_id: None,
-                notification_id: Some(d.id),
-                user_id: d.user,
-                kind: Kind::Delivered,
-                node: node.to_owned(),
-                data: json!({ "online": d.online, "sessions_written": d.written, "reason": d.reason }),
-            }),
+/// A batch's rows, as the writer task builds them from commands (JSON and all, off the request path).
+///
+/// An event stored as one notification — the common case: one user, or a broadcast — is one row, not three: its
+/// `stored` step carries the `event` step's fields and its event id, and this node's `delivered` step for that
+/// notification joins the same row (`delivery` in its data) when both reach the writer in one batch. That row
+/// costs one table insert and four index entries instead of three rows and six entries; [`assemble`] reads it
+/// as the three steps it holds. Any other step is a row of its own, as is a delivery whose commit is not in the
+/// batch (another node committed it, or the batch ended between the two).
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Step>,
+    /// Steps the rows hold (a merged row holds up to three): what the batch bound and the counters count.
+    steps: usize,
+    /// Notification id → the row of its one-notification event, until this node's delivery joins it.
+    awaiting: HashMap<i64, usize>,
+    /// Deliveries that reached the writer before their event's commit record (the commit listener publishes
+    /// before the ingest records the commit), until it comes or the batch ends.
+    early: HashMap<i64, Delivery>,
+}
+
+impl Batch {
+    fn add(&mut self, command: Command, node: &str) {
+        match command {
+            Command::Step(s) => self.push(*s, 1),
+            Command::Committed(c) => self.committed(*c, node),
+            Command::Delivery(d) => self.delivery(d, node),
             Command::Flush(_) => {}
         }
+    }
+
+    fn push(&mut self, step: Step, steps: usize) {
+        self.rows.push(step);
+        self.steps += steps;
+    }
+
+    fn committed(&mut self, c: Committed, node: &str) {
+        let Committed { at, trace_id, event_id, event, stored } = c;
+        if let (Some(e), [(id, user)]) = (&event, stored.as_slice()) {
+            let (id, mut data) = (*id, event_data(e));
+            // An early delivery was counted when it came.
+            match self.early.remove(&id) {
+                Some(d) => data["delivery"] = delivery_data(&d, true),
+                None => {
+                    self.awaiting.insert(id, self.rows.len());
+                }
+            }
+            let step = Step {
+                at,
+                trace_id: Some(trace_id),
+                event_id: Some(event_id),
+                notification_id: Some(id),
+                user_id: user.clone(),
+                kind: Kind::Stored,
+                node: node.to_owned(),
+                data,
+            };
+            self.push(step, 2);
+            return;
+        }
+        if let Some(e) = event {
+            let data = event_data(&e);
+            let step = Step {
+                at,
+                trace_id: Some(trace_id.clone()),
+                event_id: Some(event_id),
+                notification_id: None,
+                user_id: None,
+                kind: Kind::Event,
+                node: node.to_owned(),
+                data,
+            };
+            self.push(step, 1);
+        }
+        // The `event` step names the event id; a `stored` step only links to its trace.
+        for (id, user) in stored {
+            let step = Step {
+                at,
+                trace_id: Some(trace_id.clone()),
+                event_id: None,
+                notification_id: Some(id),
+                user_id: user,
+                kind: Kind::Stored,
+                node: node.to_owned(),
+                data: json!({}),
+            };
+            self.push(step, 1);
+        }
+    }
+
+    fn delivery(&mut self, d: Delivery, node: &str) {
+        if let Some(row) = self.awaiting.remove(&d.id) {
+            self.rows[row].data["delivery"] = delivery_data(&d, true);
+            self.steps += 1;
+        } else if let std::collections::hash_map::Entry::Vacant(v) = self.early.entry(d.id) {
+            v.insert(d);
+            self.steps += 1;
+        } else {
+            self.push(delivered_step(d, node), 1);
+        }
+    }
+
+    /// The rows to write: the early deliveries no commit joined become rows of their own.
+    fn into_rows(mut self, node: &str) -> (Vec<Step>, usize) {
+        let mut early: Vec<Delivery> = self.early.into_values().collect();
+        early.sort_by_key(|d| d.at);
+        self.rows.extend(early.into_iter().map(|d| delivered_step(d, node)));
+        (self.rows, self.steps)
+    }
+}
+
+fn event_data(e: &EventData) -> Value {
+    let recipients: Vec<&String> = e.recipients.iter().take(MAX_LISTED).collect();
+    json!({
+        "transport": e.transport,
+        "exchange": (!e.exchange.is_empty()).then_some(&e.exchange),
+        "routing_key": (!e.routing_key.is_empty()).then_some(&e.routing_key),
+        "producer": e.producer,
+        "event_type": e.event_type,
+        "rule": e.rule,
+        "dedupe": if e.duplicate { "duplicate" } else { "new" },
+        "outcome": e.outcome,
+        "reason": e.reason,
+        "recipients": recipients,
+        "recipients_total": e.recipients.len(),
+    })
+}
+
+/// A delivery's fields; `at` (unix milliseconds) when it joins another step's row.
+fn delivery_data(d: &Delivery, joined: bool) -> Value {
+    let mut data = json!({ "online": d.online, "sessions_written": d.written, "reason": d.reason });
+    if joined {
+        data["at"] = json!(d.at.timestamp_millis());
+    }
+    data
+}
+
+fn delivered_step(d: Delivery, node: &str) -> Step {
+    let data = delivery_data(&d, false);
+    Step {
+        at: d.at,
+        trace_id: None,
+        event_id: None,
+        notification_id: Some(d.id),
+        user_id: d.user,
+        kind: Kind::Delivered,
+        node: node.to_owned(),
+        data,
     }
 }
 
@@ -690,16 +781,16 @@ async fn batch_loop(
         }
         let deadline = tokio::time::Instant::now() + linger;
         let mut lingered = false;
-        let mut steps = Vec::new();
+        let mut batch = Batch::default();
         let mut flushes = Vec::new();
         loop {
             for c in buf.drain(..) {
                 match c {
                     Command::Flush(tx) => flushes.push(tx),
-                    c => c.into_steps(&node, &mut steps),
+                    c => batch.add(c, &node),
                 }
             }
-            if !flushes.is_empty() || steps.len() >= max_steps {
+            if !flushes.is_empty() || batch.steps >= max_steps {
                 break;
             }
             // ...then it takes what has queued without waiting, and otherwise sleeps until the linger ends or a
@@ -717,15 +808,16 @@ async fn batch_loop(
                 Err(mpsc::error::TryRecvError::Empty) if lingered => break,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            wake.at.store(max_steps.saturating_sub(steps.len()).max(1), Ordering::Relaxed);
+            wake.at.store(max_steps.saturating_sub(batch.steps).max(1), Ordering::Relaxed);
             lingered = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => true,
                 _ = wake.notify.notified() => false,
             };
         }
-        if !steps.is_empty() {
-            let n = steps.len() as u64;
-            match store.append(steps).await {
+        let (rows, steps) = batch.into_rows(&node);
+        if !rows.is_empty() {
+            let n = steps as u64;
+            match store.append(rows).await {
                 Ok(()) => {
                     metrics::counter!("herald_trace_recorded_total").increment(n);
                     if let Some(c) = counters.upgrade() {
@@ -946,7 +1038,7 @@ pub fn assemble(own: Vec<Step>, later: &[Step], marks: &[Step]) -> Vec<Trace> {
     for (i, s) in own.into_iter().enumerate() {
         if let Some(t) = s.trace_id.clone() {
             let entry = by_trace.entry(t).or_insert((0, Vec::new()));
-            if s.kind == Kind::Event {
+            if carries_event(&s) {
                 entry.0 = i;
             }
             entry.1.push(s);
@@ -964,8 +1056,14 @@ fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// Whether a step holds its trace's `event` step: the `event` step itself, or the one row of an event stored as
+/// one notification (see [`Batch`]; a `stored` step of its own names no event id).
+fn carries_event(s: &Step) -> bool {
+    s.kind == Kind::Event || (s.kind == Kind::Stored && s.event_id.is_some())
+}
+
 fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Option<Trace> {
-    let event = steps.iter().find(|s| s.kind == Kind::Event)?;
+    let event = steps.iter().find(|s| s.kind == Kind::Event).or_else(|| steps.iter().find(|s| carries_event(s)))?;
     let d = &event.data;
     let mut t = Trace {
         trace_id,
@@ -1018,26 +1116,36 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
             *e = at;
         }
     };
-    let mut later: Vec<&Step> =
-        later.iter().filter(|s| s.notification_id.is_some_and(|id| stored.contains_key(&id))).collect();
-    later.sort_by_key(|s| s.at);
-    for s in later {
+    // This node's deliveries that joined their event's row (see `Batch`), then every node's own `delivered` rows.
+    let joined = steps.iter().filter(|s| s.kind == Kind::Stored).filter_map(|s| {
+        let d = s.data.get("delivery")?;
+        let at = d["at"].as_i64().and_then(DateTime::from_timestamp_millis).unwrap_or(s.at);
+        Some((s, d, at))
+    });
+    let mut later: Vec<(&Step, &Value, DateTime<Utc>)> = later
+        .iter()
+        .filter(|s| s.notification_id.is_some_and(|id| stored.contains_key(&id)))
+        .map(|s| (s, &s.data, s.at))
+        .chain(joined)
+        .collect();
+    later.sort_by_key(|(_, _, at)| *at);
+    for (s, data, at) in later {
         match s.kind {
-            Kind::Delivered => {
+            Kind::Delivered | Kind::Stored => {
                 nodes.insert(s.node.clone());
                 t.deliveries.push(TraceDelivery {
                     user_id: s.user_id.clone().unwrap_or_else(|| "*".into()),
                     node: s.node.clone(),
-                    online: s.data["online"].as_bool().unwrap_or(false),
-                    sessions_written: s.data["sessions_written"].as_u64().unwrap_or(0),
-                    reason: text(&s.data, "reason"),
-                    at: s.at,
+                    online: data["online"].as_bool().unwrap_or(false),
+                    sessions_written: data["sessions_written"].as_u64().unwrap_or(0),
+                    reason: text(data, "reason"),
+                    at,
                 });
             }
             Kind::Read => {
                 if let Some(u) = &s.user_id {
-                    earliest(&mut read, u, s.at);
-                    earliest(&mut seen, u, s.at); // reading implies seeing
+                    earliest(&mut read, u, at);
+                    earliest(&mut seen, u, at); // reading implies seeing
                 }
             }
             _ => {}
@@ -1131,6 +1239,7 @@ mod tests {
     struct Batches {
         stuck: bool,
         sizes: std::sync::Mutex<Vec<usize>>,
+        rows: std::sync::Mutex<Vec<Step>>,
         wrote: tokio::sync::Notify,
     }
 
@@ -1141,6 +1250,7 @@ mod tests {
                 std::future::pending::<()>().await;
             }
             self.sizes.lock().unwrap().push(steps.len());
+            self.rows.lock().unwrap().extend(steps);
             self.wrote.notify_one();
             Ok(())
         }
@@ -1272,7 +1382,7 @@ mod tests {
         Step {
             at: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
             trace_id: trace.map(str::to_owned),
-            event_id: Some("e1".into()),
+            event_id: (kind == Kind::Event).then(|| "e1".into()),
             notification_id: id,
             user_id: user.map(str::to_owned),
             kind,
@@ -1336,5 +1446,106 @@ mod tests {
         assert_eq!(t.deliveries[1].reason.as_deref(), Some("offline"));
         assert_eq!(t.read.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["alice"]);
         assert_eq!(t.seen.iter().map(|r| r.user_id.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+    }
+
+    /// Record a committed event stored as `stored` (notification id, user), as the ingest does.
+    fn commit(r: &Recorder, event_id: &str, stored: &[(i64, Option<&str>)]) -> String {
+        let received = r.begin(&Origin::http(Some("billing".into())), "t", Some("r1"), Instant::now()).unwrap();
+        let users = stored.iter().map(|(_, u)| u.unwrap_or("*").to_owned()).collect();
+        let fate = Fate { outcome: "stored", recipients: users, ..Fate::default() };
+        r.committed(*received, event_id, String::new(), "a.b".into(), fate, stored)
+    }
+
+    #[tokio::test]
+    async fn an_event_stored_as_one_notification_and_delivered_here_is_one_row() {
+        let store = Arc::new(Batches::default());
+        let r = batching(&store, Duration::from_secs(3600), 1000);
+        // The commit listener delivers before the ingest records the commit, and the other way round.
+        r.delivered(7, Some("alice"), delivered());
+        let first = commit(&r, "e1", &[(7, Some("alice"))]);
+        let second = commit(&r, "e2", &[(8, Some("bob"))]);
+        r.muted(8, "bob", false);
+        r.flush().await;
+        let rows = store.rows.lock().unwrap().clone();
+        assert_eq!(rows.len(), 2, "one row per event: {rows:?}");
+        assert!(rows
+            .iter()
+            .all(|s| s.kind == Kind::Stored && s.event_id.is_some() && s.data.get("delivery").is_some()));
+        assert_eq!(r.counts().0, 6, "each row holds the event, stored and delivered steps");
+
+        let traces = assemble(rows, &[], &[]);
+        let t = traces.iter().find(|t| t.trace_id == first).unwrap();
+        assert_eq!((t.event_id.as_str(), t.outcome.as_str(), t.rule.as_deref()), ("e1", "stored", Some("r1")));
+        assert_eq!((t.recipients.clone(), t.notification_ids.clone()), (vec!["alice".to_owned()], vec![7]));
+        assert_eq!(t.published_to, ["n1"]);
+        assert_eq!(t.deliveries.len(), 1);
+        assert_eq!((t.deliveries[0].user_id.as_str(), t.deliveries[0].sessions_written), ("alice", 1));
+        let t = traces.iter().find(|t| t.trace_id == second).unwrap();
+        assert_eq!(t.deliveries[0].reason.as_deref(), Some("muted"));
+    }
+
+    #[tokio::test]
+    async fn steps_that_do_not_join_are_rows_of_their_own() {
+        let store = Arc::new(Batches::default());
+        let r = batching(&store, Duration::from_secs(3600), 1000);
+        // Two recipients: an event row and a stored row each; deliveries keyed by notification id.
+        commit(&r, "e1", &[(1, Some("alice")), (2, Some("bob"))]);
+        r.delivered(1, Some("alice"), delivered());
+        r.delivered(2, Some("bob"), delivered());
+        // A delivery of a notification another node committed.
+        r.delivered(99, Some("carol"), delivered());
+        r.flush().await;
+        // A commit whose delivery came in the batch before: it is already a row, so the commit is one row alone.
+        r.delivered(5, Some("dave"), delivered());
+        r.flush().await;
+        let trace = commit(&r, "e5", &[(5, Some("dave"))]);
+        r.flush().await;
+        let rows = store.rows.lock().unwrap().clone();
+        let kinds: Vec<&str> = rows.iter().map(|s| s.kind.as_str()).collect();
+        assert_eq!(kinds, ["event", "stored", "stored", "delivered", "delivered", "delivered", "delivered", "stored"]);
+        assert_eq!(r.counts().0, 9, "eight rows; the last holds the event and stored steps");
+
+        let (own, later): (Vec<Step>, Vec<Step>) = rows.into_iter().partition(|s| s.trace_id.is_some());
+        let traces = assemble(own, &later, &[]);
+        assert_eq!(traces.len(), 2);
+        let t = traces.iter().find(|t| t.trace_id != trace).unwrap();
+        assert_eq!(t.notification_ids, [1, 2]);
+        assert_eq!(t.deliveries.iter().map(|d| d.user_id.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        let t = traces.iter().find(|t| t.trace_id == trace).unwrap();
+        assert_eq!(
+            (t.event_id.as_str(), t.deliveries.len()),
+            ("e5", 1),
+            "the earlier delivery row is joined when read"
+        );
+    }
+
+    #[test]
+    fn a_joined_delivery_and_other_nodes_deliveries_are_listed_in_time_order() {
+        let event = json!({"transport": "http", "event_type": "t", "rule": "r1", "dedupe": "new", "outcome": "stored",
+            "recipients": ["alice"],
+            "delivery": {"online": true, "sessions_written": 1, "reason": null, "at": 1_800_000_002_000i64}});
+        let mut row = step(Kind::Stored, Some("t1"), Some(7), Some("alice"), "n1", 0, event);
+        row.event_id = Some("e1".into());
+        let later = vec![
+            step(
+                Kind::Delivered,
+                None,
+                Some(7),
+                Some("alice"),
+                "n2",
+                1,
+                json!({"online": true, "sessions_written": 3}),
+            ),
+            step(Kind::Read, None, Some(7), Some("alice"), "n2", 5, json!({})),
+        ];
+        let t = assemble(vec![row], &later, &[]);
+        assert_eq!(t.len(), 1);
+        let t = &t[0];
+        assert_eq!((t.event_id.as_str(), t.notification_ids.as_slice()), ("e1", &[7][..]));
+        assert_eq!(t.published_to, ["n1", "n2"]);
+        let order: Vec<(&str, u64)> = t.deliveries.iter().map(|d| (d.node.as_str(), d.sessions_written)).collect();
+        assert_eq!(order, [("n2", 3), ("n1", 1)], "n2 delivered at +1 s, n1's joined delivery at +2 s");
+        assert_eq!(t.deliveries[1].at, DateTime::from_timestamp(1_800_000_002, 0).unwrap());
+        assert_eq!(t.read.len(), 1);
     }
 }
