@@ -5,6 +5,8 @@
 #   scripts/profile.sh                 # MODE=perf: where the CPU time goes (sampled call stacks)
 #   MODE=callgrind scripts/profile.sh  # instructions per event, per function: a count that stays the same on a
 #                                      # busy machine, for before/after comparisons of a change
+#   MODE=threads scripts/profile.sh    # per thread: user and system CPU µs per event, and context switches
+#                                      # per event (voluntary: it waited; involuntary: it was preempted)
 #   MODE=none scripts/profile.sh       # no profiler: the load tool's report only (disk KiB per event, CPU)
 #
 # MODE=perf: Herald (release) on HERALD_CORE, herald-loadtest on LOAD_CORE, `perf record` (software clock
@@ -18,6 +20,11 @@
 # without and with callees) and prints Ir (instructions) per event. valgrind
 # runs Herald ~50× slower, so the defaults are a small run at a low rate; keep RATE, EVENTS and SESSIONS the
 # same across the runs you compare (group commits hold more events at higher rates, which changes the count).
+#
+# MODE=threads: no profiler; /proc/PID/task/*/{stat,status} read when the phase starts and ends, the difference
+# per thread name (threads of one name summed, e.g. tokio's workers) divided by the events acknowledged. Clock
+# ticks are 10 ms, so keep EVENTS large enough (the default 20,000 at 2,000/s gives ~0.5 µs per event
+# resolution). Writes OUT/threads.txt.
 #
 # Environment: MODE (perf), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
 # CONCURRENCY (32), FREQ (perf: 999), HERALD_CORE (0), LOAD_CORE (1), CARGO_TARGET_DIR (/work/target-bench),
@@ -38,8 +45,8 @@ EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
 case $MODE in
   perf) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
   callgrind) SESSIONS=${SESSIONS:-200} EVENTS=${EVENTS:-1000} RATE=${RATE:-100} ;;
-  none) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
-  *) echo "MODE must be perf, callgrind or none" >&2; exit 2 ;;
+  none | threads) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
+  *) echo "MODE must be perf, callgrind, threads or none" >&2; exit 2 ;;
 esac
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -48,7 +55,7 @@ source scripts/lib/services.sh
 case $MODE in
   perf) ensure_packages perf:linux-perf ;;
   callgrind) ensure_packages valgrind:valgrind callgrind_control:valgrind ;;
-  none) ;;
+  none | threads) ensure_packages python3:python3 ;;
 esac
 
 log "building release binaries into $CARGO_TARGET_DIR"
@@ -78,6 +85,16 @@ case $MODE in
     wrap=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$OUT/callgrind.out.%p")
     start_hook="callgrind_control --instr=on \$SERVER_PID >/dev/null"
     end_hook="callgrind_control --dump=measured \$SERVER_PID >/dev/null && callgrind_control --instr=off \$SERVER_PID >/dev/null"
+    ;;
+  threads)
+    # One line per thread: tid, name, utime and stime (clock ticks), voluntary and involuntary switches.
+    snap='for t in /proc/$SERVER_PID/task/*; do
+        s=$(cat $t/stat 2>/dev/null) || continue; s=${s##*) }; set -- $s
+        printf "%s\t%s\t%s\t%s\t%s\t%s\n" "${t##*/}" "$(cat $t/comm)" "${12}" "${13}" \
+          "$(sed -n "s/^voluntary_ctxt_switches:\t*//p" $t/status)" \
+          "$(sed -n "s/^nonvoluntary_ctxt_switches:\t*//p" $t/status)"; done'
+    start_hook="$snap >$OUT/threads-start.tsv"
+    end_hook="$snap >$OUT/threads-end.tsv"
     ;;
   none) start_hook=true end_hook=true ;;
 esac
@@ -128,6 +145,32 @@ PY
     log "top of the per-function counts (self):"
     grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | sed -n '2,21p' | cut -c1-220
     echo "per function: $OUT/callgrind-self.txt, $OUT/callgrind-inclusive.txt (or kcachegrind $OUT/callgrind.out.measured)"
+    ;;
+  threads)
+    python3 - "$OUT/threads-start.tsv" "$OUT/threads-end.tsv" "$acked" "$(getconf CLK_TCK)" <<'PY' | tee "$OUT/threads.txt"
+import sys
+def load(path):
+    rows = {}
+    for line in open(path):
+        tid, name, ut, st, vcs, nvcs = line.rstrip("\n").split("\t")
+        rows[tid] = (name, int(ut), int(st), int(vcs or 0), int(nvcs or 0))
+    return rows
+start, end, n, hz = load(sys.argv[1]), load(sys.argv[2]), max(int(sys.argv[3]), 1), int(sys.argv[4])
+per = {}
+for tid, (name, ut, st, vcs, nvcs) in end.items():
+    _, ut0, st0, vcs0, nvcs0 = start.get(tid, (name, 0, 0, 0, 0))
+    p = per.setdefault(name, [0, 0, 0, 0, 0])
+    for i, d in enumerate((ut - ut0, st - st0, vcs - vcs0, nvcs - nvcs0, 1)):
+        p[i] += d
+us = 1e6 / hz / n
+print(f"{n:,} events acknowledged; per event, by thread name (threads of one name summed):")
+print(f"{'thread':20} {'threads':>7} {'user µs':>8} {'system µs':>9} {'waits':>6} {'preempted':>9}")
+total = [0, 0, 0, 0]
+for name, (ut, st, vcs, nvcs, k) in sorted(per.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+    print(f"{name:20} {k:>7} {ut * us:8.1f} {st * us:9.1f} {vcs / n:6.2f} {nvcs / n:9.2f}")
+    total = [a + b for a, b in zip(total, (ut, st, vcs, nvcs))]
+print(f"{'all':20} {'':>7} {total[0] * us:8.1f} {total[1] * us:9.1f} {total[2] / n:6.2f} {total[3] / n:9.2f}")
+PY
     ;;
   none) echo "report: $OUT/report.json" ;;
 esac
