@@ -1526,16 +1526,9 @@ mod tests {
             "delivery": {"online": true, "sessions_written": 1, "reason": null, "at": 1_800_000_002_000i64}});
         let mut row = step(Kind::Stored, Some("t1"), Some(7), Some("alice"), "n1", 0, event);
         row.event_id = Some("e1".into());
+        let n2 = json!({"online": true, "sessions_written": 3});
         let later = vec![
-            step(
-                Kind::Delivered,
-                None,
-                Some(7),
-                Some("alice"),
-                "n2",
-                1,
-                json!({"online": true, "sessions_written": 3}),
-            ),
+            step(Kind::Delivered, None, Some(7), Some("alice"), "n2", 1, n2),
             step(Kind::Read, None, Some(7), Some("alice"), "n2", 5, json!({})),
         ];
         let t = assemble(vec![row], &later, &[]);
