@@ -15,7 +15,8 @@
 //!
 //! Invariant: a byte SQLite wrote to a WAL file reaches the file, in the order written, before the sync,
 //! read, size, truncate, file control or close that follows it returns (tested:
-//! `wal_writes_are_gathered_into_one_per_commit_and_read_back`, and every store test, which runs on this VFS).
+//! `wal_writes_are_gathered_into_one_per_commit_and_read_back`,
+//! `frames_a_transaction_spills_are_read_back_before_its_commit`, and every store test, which runs on this VFS).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::OnceLock;
@@ -376,5 +377,33 @@ mod tests {
         assert_eq!(n, 200);
         let ok: String = again.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(ok, "ok");
+    }
+
+    #[test]
+    fn frames_a_transaction_spills_are_read_back_before_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+        let conn = Connection::open_with_flags_and_vfs(&path, flags, register().unwrap()).unwrap();
+        // A cache of a few pages: the transaction below spills its dirty pages to the WAL as uncommitted frames
+        // (gathered here, unsynced) and must read them back from the WAL before it commits.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = 10;
+             CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t (v);",
+        )
+        .unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        for k in 0..2000 {
+            conn.execute("INSERT INTO t VALUES (?1, ?2)", rusqlite::params![k, format!("{k:0>200}")]).unwrap();
+        }
+        let sum: i64 = conn.query_row("SELECT sum(k) FROM t WHERE v >= ''", [], |r| r.get(0)).unwrap();
+        assert_eq!(sum, 1999 * 2000 / 2, "every row read back inside the transaction");
+        conn.execute_batch("COMMIT").unwrap();
+        drop(conn);
+        let again = Connection::open(&path).unwrap();
+        let ok: String = again.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(ok, "ok");
+        let n: i64 = again.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2000);
     }
 }
