@@ -342,6 +342,19 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// The counters from their six columns, `unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj` in that
+    /// order (each backend's `COUNTERS` query and its `inbox_counts` reads): `get(i)` reads the `i`-th.
+    pub(crate) fn from_columns<E>(get: impl Fn(usize) -> Result<i64, E>) -> Result<Counters, E> {
+        Ok(Counters {
+            unread: get(0)?,
+            unseen: get(1)?,
+            read_ord: get(2)?,
+            seen_ord: get(3)?,
+            unread_adj: get(4)?,
+            unseen_adj: get(5)?,
+        })
+    }
+
     /// The user's counts, given the global broadcast ordinal `total` and the pruned ordinal `pruned`.
     pub fn counts(&self, total: i64, pruned: i64) -> Counts {
         let b_unread = total - self.read_ord.max(pruned) - self.unread_adj;

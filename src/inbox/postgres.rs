@@ -762,15 +762,7 @@ fn notification(r: &PgRow) -> sqlx::Result<Notification> {
 }
 
 fn counters_of(r: &PgRow, from: usize) -> sqlx::Result<Counters> {
-    let get = |i: usize| r.try_get::<Option<i64>, _>(from + i).map(Option::unwrap_or_default);
-    Ok(Counters {
-        unread: get(0)?,
-        unseen: get(1)?,
-        read_ord: get(2)?,
-        seen_ord: get(3)?,
-        unread_adj: get(4)?,
-        unseen_adj: get(5)?,
-    })
+    Counters::from_columns(|i| r.try_get::<Option<i64>, _>(from + i).map(Option::unwrap_or_default))
 }
 
 /// (total, pruned, the user's counters): one key read.

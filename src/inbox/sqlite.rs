@@ -706,21 +706,12 @@ fn latest(c: &Connection, user: &str) -> rusqlite::Result<Position> {
 
 /// (total, pruned, the user's counters): one key read.
 fn counters(c: &Connection, user: &str) -> rusqlite::Result<(i64, i64, Counters)> {
-    c.prepare_cached(COUNTERS)?.query_row([user], |r| {
-        let get = |i| r.get::<_, Option<i64>>(i).map(Option::unwrap_or_default);
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            Counters {
-                unread: get(2)?,
-                unseen: get(3)?,
-                read_ord: get(4)?,
-                seen_ord: get(5)?,
-                unread_adj: get(6)?,
-                unseen_adj: get(7)?,
-            },
-        ))
-    })
+    c.prepare_cached(COUNTERS)?.query_row([user], |r| Ok((r.get(0)?, r.get(1)?, counters_at(r, 2)?)))
+}
+
+/// The six `inbox_counts` columns in [`COUNTERS`]'s order, from column `at` of `r` (NULL — no row yet — is 0).
+fn counters_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Counters> {
+    Counters::from_columns(|i| r.get::<_, Option<i64>>(at + i).map(Option::unwrap_or_default))
 }
 
 fn counts(c: &Connection, user: &str) -> rusqlite::Result<Counts> {
@@ -784,16 +775,7 @@ fn upsert_delta(tx: &Transaction<'_>, user: &str, d: &Counters) -> rusqlite::Res
     tx.prepare_cached(
         "SELECT unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj FROM inbox_counts WHERE user_id = ?1",
     )?
-    .query_row([user], |r| {
-        Ok(Counters {
-            unread: r.get(0)?,
-            unseen: r.get(1)?,
-            read_ord: r.get(2)?,
-            seen_ord: r.get(3)?,
-            unread_adj: r.get(4)?,
-            unseen_adj: r.get(5)?,
-        })
-    })
+    .query_row([user], |r| counters_at(r, 0))
 }
 
 /// What the single writer keeps between commits, so the hot path reads it from memory: each value is either

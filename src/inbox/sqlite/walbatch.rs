@@ -138,11 +138,18 @@ macro_rules! forward {
 unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: `file` is one of ours (SQLite calls our methods only on files `x_open` set them on).
     unsafe {
-        let f = file as *mut File;
-        let Some(p) = (*f).pending.as_mut() else { return ffi::SQLITE_OK };
-        if p.buf.is_empty() {
-            return ffi::SQLITE_OK;
+        match (*(file as *mut File)).pending.as_mut() {
+            Some(p) => write_out(file, p),
+            None => ffi::SQLITE_OK,
         }
+    }
+}
+
+/// Write `p` (the pending writes of `file`) and empty it; SQLite's result code. Takes the one live reference to
+/// the buffer, so a caller holding it ([`x_write`]) flushes through it instead of making a second one.
+unsafe fn write_out(file: *mut ffi::sqlite3_file, p: &mut Pending) -> c_int {
+    // SAFETY: as in `flush`.
+    unsafe {
         let mut rc = ffi::SQLITE_OK;
         let mut at = p.start;
         for chunk in p.buf.chunks(MAX_WRITE) {
@@ -202,7 +209,7 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
             return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, buf, amt, off);
         };
         if !p.buf.is_empty() && off != p.start + p.buf.len() as i64 {
-            let rc = flush(file);
+            let rc = write_out(file, p);
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
@@ -212,7 +219,7 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, buf: *const c_void, a
         }
         p.buf.extend_from_slice(std::slice::from_raw_parts(buf as *const u8, amt.max(0) as usize));
         if p.buf.len() >= MAX_PENDING {
-            return flush(file);
+            return write_out(file, p);
         }
         ffi::SQLITE_OK
     }
@@ -293,18 +300,17 @@ unsafe extern "C" fn x_shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) ->
 unsafe extern "C" fn x_fetch(file: *mut ffi::sqlite3_file, off: i64, amt: c_int, out: *mut *mut c_void) -> c_int {
     // SAFETY: as in `flush`. Without the method, no mapping: SQLite reads instead.
     unsafe {
-        let rc = flush(file);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let real = (*(file as *mut File)).real;
-        match (*(*real).pMethods).xFetch {
-            Some(m) => m(real, off, amt, out),
-            None => {
+        after_flush!(
+            file,
+            xFetch,
+            {
                 *out = std::ptr::null_mut();
                 ffi::SQLITE_OK
-            }
-        }
+            },
+            off,
+            amt,
+            out
+        )
     }
 }
 
