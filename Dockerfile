@@ -30,6 +30,8 @@ FROM chef AS build
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols
 COPY --from=planner /src/recipe.json recipe.json
+# .cargo/config.toml's [env] sets how the bundled SQLite is compiled (fdatasync): before cook, which builds it.
+COPY .cargo .cargo
 # No `|| true`: a dependency that fails to build fails the image.
 RUN cargo chef cook --release --locked --recipe-path recipe.json --bin herald
 COPY Cargo.toml Cargo.lock ./

@@ -1535,6 +1535,40 @@ mod tests {
         SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, None).unwrap()
     }
 
+    /// The functions this executable imports from shared libraries: the undefined entries of its ELF64
+    /// (little-endian) dynamic symbol table.
+    fn dynamic_imports(elf: &[u8]) -> Vec<String> {
+        let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+        let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+        let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+        assert!(elf.starts_with(b"\x7fELF\x02\x01"), "not a little-endian ELF64 executable");
+        let (shoff, shentsize, shnum) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c));
+        let section = |i: usize| shoff + i * shentsize;
+        let dynsym = (0..shnum).map(section).find(|&h| u32_at(h + 4) == 11).expect("no .dynsym"); // SHT_DYNSYM
+        let strtab = u64_at(section(u32_at(dynsym + 0x28)) + 0x18);
+        let (symbols, size) = (u64_at(dynsym + 0x18), u64_at(dynsym + 0x20));
+        (symbols..symbols + size)
+            .step_by(24)
+            .filter(|&sym| u16_at(sym + 6) == 0 && u32_at(sym) != 0) // SHN_UNDEF, named
+            .map(|sym| {
+                let name = &elf[strtab + u32_at(sym)..];
+                String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap()]).into_owned()
+            })
+            .collect()
+    }
+
+    /// `.cargo/config.toml` compiles the bundled SQLite with `HAVE_FDATASYNC`, as its configure script does on
+    /// Linux: without it the amalgamation calls `fsync`, which also writes the WAL's modification time back on
+    /// every commit. Nothing else in the binary syncs files, so the import table shows which one SQLite calls.
+    #[test]
+    fn sqlite_syncs_with_fdatasync_not_fsync() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let imports = dynamic_imports(&exe);
+        assert!(imports.iter().any(|f| f == "pread64"), "the import table was not read: {imports:?}");
+        assert!(imports.iter().any(|f| f == "fdatasync"), "SQLite does not call fdatasync");
+        assert!(!imports.iter().any(|f| f == "fsync"), "something calls fsync");
+    }
+
     #[tokio::test]
     async fn sqlite_store_passes_the_store_contract() {
         let dir = tempfile::tempdir().unwrap();
