@@ -99,17 +99,22 @@ pub fn router(state: AppState) -> Router {
     } else {
         app = app.fallback(not_found);
     }
-    // Request metrics by matched route template: a `Router::layer`, so it runs after routing (`MatchedPath`).
-    app = app.layer(axum::middleware::from_fn_with_state(
-        Arc::new(http_metrics::HttpMetrics::default()),
-        http_metrics::record,
-    ));
-    app.layer(axum::middleware::from_fn(error::json_errors))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
-        }))
-        .with_state(state)
+    // Outermost first: the request span, JSON error bodies, and request metrics by matched route template (a
+    // `Router::layer`, so it runs after routing: `MatchedPath`). One `Router::layer` call: each call boxes every
+    // route once more, and a request clones its route's boxes (BENCHMARKS.md, "one box per layer call").
+    app.layer(
+        tower::ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
+            }))
+            .layer(axum::middleware::from_fn(error::json_errors))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(http_metrics::HttpMetrics::default()),
+                http_metrics::record,
+            )),
+    )
+    .with_state(state)
 }
 
 /// Every endpoint and its handler (the fallbacks are [`router`]'s). Each is documented in [`openapi`], whose
@@ -135,9 +140,11 @@ fn routes(settings: &Settings) -> Routes {
         .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, settings))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))
         .map(|r| {
-            r.method_not_allowed_fallback(error::method_not_allowed)
-                .layer(cors::layer(settings))
-                .layer(axum::middleware::map_response(cors::strip_when_refused))
+            r.method_not_allowed_fallback(error::method_not_allowed).layer(
+                tower::ServiceBuilder::new()
+                    .layer(axum::middleware::map_response(cors::strip_when_refused))
+                    .layer(cors::layer(settings)),
+            )
         });
     // The operators' API: no CORS, so no page of another origin can read an answer (the admin console is served
     // by Herald itself, same origin). A preflight gets the JSON 405.
