@@ -105,8 +105,9 @@ pub fn router(state: AppState) -> Router {
     app.layer(
         tower::ServiceBuilder::new()
             .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let query = req.uri().query().map(auth::redact_query).unwrap_or_default();
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), query = %query)
+                // Field values are evaluated only when the span is enabled: no redaction for a disabled span.
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
+                    query = %req.uri().query().map(auth::redact_query).unwrap_or_default())
             }))
             .layer(axum::middleware::from_fn(error::json_errors))
             .layer(axum::middleware::from_fn_with_state(
