@@ -14,7 +14,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{error, ApiError, AppState};
 use crate::auth::{Principal, Scope};
 use crate::inbox::Write;
 use crate::ingest::amqp::dead_letters::{self, DeadLetterError, DeadLetterList, RedriveOutcome, Selection};
@@ -45,11 +45,11 @@ pub struct AliasBody {
     params(("kind" = String, Path, description = "The alias's kind, e.g. `student`."), ("alias" = String, Path, description = "The id in that kind, e.g. a student profile id.")),
     responses(
         (status = 200, description = "The alias and its user.", body = super::openapi::Alias),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
         (status = 404, description = "No such alias (`not_found`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::InboxFailedBriefly,
+        error::InboxUnavailable
     ),
     security(("service_key" = []))
 )]
@@ -76,12 +76,12 @@ pub async fn get_alias(
     request_body(content = AliasBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The alias as stored; events addressed to it now reach the user.", body = super::openapi::Alias),
-        (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        error::InvalidJson,
+        error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
         (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::InboxFailedBriefly,
+        error::InboxUnavailable
     ),
     security(("service_key" = []))
 )]
@@ -115,8 +115,8 @@ pub async fn put_alias(
     summary = "Reload the rules file (as SIGHUP does)",
     responses(
         (status = 200, description = "The new rules are in force.", body = super::openapi::RulesReloaded),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        error::BadCredential,
+        error::AdminOnly,
         (status = 422, description = "The file does not compile (`invalid_rules`, the message says why): the rules in force stay.", body = ErrorBody)
     ),
     security(("service_key" = []))
@@ -178,8 +178,8 @@ impl From<DeadLetterError> for ApiError {
     responses(
         (status = 200, description = "Up to `limit` letters, with their reason, origin and body.", body = DeadLetterList),
         (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        error::BadCredential,
+        error::AdminOnly,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
         (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -233,9 +233,9 @@ pub struct RedriveResults {
     request_body(content = RedriveRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why).", body = RedriveResults),
-        (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        error::InvalidJson,
+        error::BadCredential,
+        error::AdminOnly,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
         (status = 422, description = "Neither 1 to 1000 `ids` nor `all: true`, or both (`bad_selection`).", body = ErrorBody),
         (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
@@ -313,8 +313,8 @@ pub struct DryRunResult {
     responses(
         (status = 200, description = "What the gateway would do with the event.", body = DryRunResult),
         (status = 400, description = "The body is not JSON of this shape (`invalid_json`; the message says where).", body = ErrorBody),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        error::BadCredential,
+        error::AdminOnly,
         (status = 500, description = "The inbox failed reading an alias (`internal_error`).", body = ErrorBody),
         (status = 503, description = "The inbox cannot be read now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{error, ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
 
@@ -62,7 +62,7 @@ enum Allowed {
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
         (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
         (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known.", body = super::openapi::IngestRefused),
-        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
+        error::InboxFailedBriefly,
         (status = 503, description = "Shed before any work (`overloaded`), past `server.ingest_timeout_secs` (`ingest_timeout`: it may have been stored, retry with the same `Idempotency-Key`), or the inbox cannot take it (`store_unavailable`). Retry after `Retry-After`.", body = ErrorBody)
     ),
     security(("service_key" = []))
@@ -93,11 +93,11 @@ pub async fn ingest(
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
         (status = 400, description = "Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        error::Unauthenticated,
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
         (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
         (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known.", body = super::openapi::IngestRefused),
-        (status = 500, description = "The inbox failed (`internal_error`).", body = ErrorBody),
+        error::InboxFailedBriefly,
         (status = 503, description = "Shed before any work (`overloaded`), past `server.ingest_timeout_secs` (`ingest_timeout`: it may have been stored, retry with the same `Idempotency-Key`), or the inbox cannot take it (`store_unavailable`). Retry after `Retry-After`.", body = ErrorBody)
     ),
     security(("user_jwt" = []), ("service_key" = []))

@@ -14,7 +14,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Path};
+use super::{error, ApiError, AppState, Path};
 use crate::auth::Scope;
 use crate::config::MAX_PREFERENCE_TYPE_LEN;
 use crate::fanout::Message;
@@ -71,11 +71,11 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ListParams),
     responses(
         (status = 200, description = "A page; pass `next_before` as `before` for the next (older) one.", body = InboxPage),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToRead,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -128,11 +128,11 @@ pub async fn list(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Unread notifications, broadcasts included.", body = UnreadCount),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToRead,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -154,11 +154,11 @@ pub async fn unread_count(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Kept as counters and read by key. Archived and muted notifications are in neither; broadcasts are in both until read / seen. Open sessions get the same values in `counts` frames whenever they change.", body = Counts),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToRead,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -180,12 +180,12 @@ pub async fn counts(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. The user's open sessions get a `read` frame.", body = Notification),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::NoSuchNotification,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -218,12 +218,12 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, `read_at` null again (it stays seen). The user's open sessions get an `unread` frame and their new `counts`.", body = Notification),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::NoSuchNotification,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -247,12 +247,12 @@ pub async fn unread(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. The user's open sessions get an `archived` frame and their new `counts`.", body = Notification),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::NoSuchNotification,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -276,12 +276,12 @@ pub async fn archive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. The user's open sessions get an `unarchived` frame and their new `counts`.", body = Notification),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::NoSuchNotification,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -305,11 +305,11 @@ pub async fn unarchive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Every notification up to `up_to` is seen (broadcasts included); `unseen` is 0. The user's open sessions get a `seen_all` frame and their new `counts`.", body = super::openapi::SeenAllResult),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -335,10 +335,10 @@ pub async fn seen_all(
     responses(
         (status = 200, description = "`types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set.", body = Preferences),
         (status = 400, description = "A path parameter that does not parse (`bad_path`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        error::Unauthenticated,
         (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -364,10 +364,10 @@ pub async fn get_preferences(
     responses(
         (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
         (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, or a blank or over-long type (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        error::Unauthenticated,
         (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -411,11 +411,11 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame.", body = super::openapi::ReadAllResult),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -440,12 +440,12 @@ pub async fn read_all(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 204, description = "Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame."),
-        (status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).", body = ErrorBody),
-        (status = 401, description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 404, description = "No such notification in this inbox (`not_found`).", body = ErrorBody),
-        (status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.", body = ErrorBody),
-        (status = 503, description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        error::BadPath,
+        error::Unauthenticated,
+        error::NotYourInboxToWrite,
+        error::NoSuchNotification,
+        error::InboxFailed,
+        error::InboxUnavailable
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{error, ApiError, AppState};
 
 /// Alive: the process answers. Checks nothing else, on purpose.
 #[utoipa::path(
@@ -87,7 +87,7 @@ pub struct DevTokenRequest {
     request_body(content = DevTokenRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "A token for the user, signed with the configured HS256 secret.", body = super::openapi::DevToken),
-        (status = 400, description = "The body is not JSON of this shape (`invalid_json`).", body = ErrorBody),
+        error::InvalidJson,
         (status = 422, description = "`user_id` is empty (`missing_user_id`), or `auth.algorithm` is not HS256 (`unsupported`).", body = ErrorBody)
     ),
     security(())
@@ -119,7 +119,7 @@ pub async fn dev_token(
     summary = "Users and sessions online, per node",
     responses(
         (status = 200, description = "Per node and in total.", body = super::openapi::Presence),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
+        error::BadCredential,
         (status = 403, description = "A user token (`forbidden`), or a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
         (status = 503, description = "Redis cannot be read (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -164,8 +164,8 @@ pub async fn presence(
         the delivery latency is the histogram's cumulative buckets with quantiles estimated from them.",
     responses(
         (status = 200, description = "The snapshot.", body = crate::telemetry::stats::Stats),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody)
+        error::BadCredential,
+        error::AdminOnly
     ),
     security(("service_key" = []))
 )]

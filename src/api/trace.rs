@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::admin::service_only;
 use super::error::{ErrorBody, Path};
-use super::{ApiError, AppState};
+use super::{error, ApiError, AppState};
 use crate::auth::Scope;
 use crate::trace::{EventTraces, TraceError, TraceStats, UserTraces};
 
@@ -49,8 +49,8 @@ impl From<TraceError> for ApiError {
     params(("event_id" = String, Path, description = "The event id as its producer gave it (AMQP `message_id`, `Idempotency-Key`, or the body's id).")),
     responses(
         (status = 200, description = "The event's traces, newest first.", body = EventTraces),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        error::BadCredential,
+        error::AdminOnly,
         (status = 404, description = "No trace of this event id is retained (`not_found`).", body = ErrorBody),
         (status = 409, description = "Tracing is off (`trace.enabled = false`: `trace_disabled`).", body = ErrorBody),
         (status = 503, description = "The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`.", body = ErrorBody)
@@ -92,8 +92,8 @@ pub struct UserTraceParams {
     responses(
         (status = 200, description = "The user's newest traces, newest first.", body = UserTraces),
         (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody),
+        error::BadCredential,
+        error::AdminOnly,
         (status = 409, description = "Tracing is off (`trace.enabled = false`: `trace_disabled`).", body = ErrorBody),
         (status = 503, description = "The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -130,8 +130,8 @@ pub async fn user(
         tracing is off.",
     responses(
         (status = 200, description = "This node's counters.", body = TraceStats),
-        (status = 401, description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
-        (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).", body = ErrorBody)
+        error::BadCredential,
+        error::AdminOnly
     ),
     security(("service_key" = []))
 )]
