@@ -1,11 +1,11 @@
 // Test helpers: a real Herald serving the built console at /admin (with RabbitMQ ingest when
 // HERALD_TEST_AMQP_URL is set), and Debian's chromium driven by playwright-core.
-import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { heraldProcess, launchChromium, tomlString, until as pollUntil } from '../../scripts/lib/herald-e2e.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const CONSOLE = resolve(here, '..');
@@ -31,7 +31,7 @@ export async function startHerald({ amqp } = {}) {
   if (!existsSync(bin)) throw new Error(`no Herald binary at ${bin}: run \`cargo build --bin herald\` or set HERALD_BIN`);
   if (!existsSync(join(DIST, 'index.html'))) throw new Error(`no built console in ${DIST}: run \`npm run build\``);
   const dir = mkdtempSync(join(tmpdir(), 'herald-console-e2e-'));
-  const s = (v) => JSON.stringify(v); // a JSON string is a valid TOML basic string
+  const s = tomlString;
   const key = (id, k, scopes) => ['[[auth.service_keys]]', `id = ${s(id)}`, `key = ${s(k)}`, `scopes = ${s(scopes)}`];
   const lines = [
     'profile = "development"',
@@ -73,84 +73,27 @@ export async function startHerald({ amqp } = {}) {
     );
   }
   writeFileSync(join(dir, 'herald.toml'), lines.join('\n') + '\n');
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const log = createWriteStream(join(ARTIFACTS, 'herald.log'));
-  const child = spawn(bin, ['serve', '--config', join(dir, 'herald.toml')], {
-    cwd: dir,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
-  });
-  child.stderr.pipe(log, { end: false });
-  const url = await new Promise((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error('Herald did not print its address within 20 s')), 20_000);
-    let buf = '';
-    child.stdout.on('data', (chunk) => {
-      log.write(chunk);
-      buf += chunk;
-      const m = buf.match(/herald listening on (http:\/\/\S+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolveUrl(m[1]);
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`Herald exited with ${code} before listening; see ${join(ARTIFACTS, 'herald.log')}`));
-    });
-  });
+  const herald = heraldProcess({ bin, dir, artifacts: ARTIFACTS });
+  const url = await herald.launch();
   return {
     url,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exited;
-        clearTimeout(t);
-      }
-      log.end();
-      rmSync(dir, { recursive: true, force: true });
+      await herald.close();
     },
   };
 }
 
 /** Headless chromium with a fresh profile. */
 export async function launchBrowser() {
-  if (!existsSync(CHROMIUM)) throw new Error(`no chromium at ${CHROMIUM} (apt-get install chromium)`);
-  const profile = mkdtempSync(join(tmpdir(), 'herald-console-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  return launchChromium(chromium, {
     executablePath: CHROMIUM,
-    headless: true,
+    profilePrefix: 'herald-console-chromium-',
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-sync'],
-    viewport: { width: 1280, height: 860 },
-    deviceScaleFactor: 1,
-    colorScheme: 'light',
-    reducedMotion: 'reduce',
   });
-  return {
-    context,
-    async close() {
-      await context.close().catch(() => undefined);
-      rmSync(profile, { recursive: true, force: true });
-    },
-  };
 }
 
 /** Poll `fn` until it returns a truthy value. */
-export async function until(what, fn, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${String(last)})`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
+export const until = (what, fn, timeoutMs = 15_000) => pollUntil(what, fn, timeoutMs, 150);
 
 /** A REST call from Node with a bearer. */
 export async function api(base, method, path, bearer, body, headers = {}) {

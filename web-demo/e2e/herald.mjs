@@ -1,10 +1,10 @@
 // Test helpers: a real Herald gateway serving the built demo, and Debian's chromium driven by playwright-core.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { heraldProcess, launchChromium, tomlString, until as pollUntil } from '../../scripts/lib/herald-e2e.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const WEB_DEMO = resolve(here, '..');
@@ -23,7 +23,7 @@ export async function startHerald({ server = [] } = {}) {
     throw new Error(`no Herald binary at ${bin}: run \`cargo build --bin herald\` or set HERALD_BIN`);
   if (!existsSync(join(DIST, 'index.html'))) throw new Error(`no built demo in ${DIST}: run \`npm run build\``);
   const dir = mkdtempSync(join(tmpdir(), 'herald-web-demo-e2e-'));
-  const toml = (s) => JSON.stringify(s); // a JSON string is a valid TOML basic string
+  const toml = tomlString;
   const config = (bind) =>
     writeFileSync(
       join(dir, 'herald.toml'),
@@ -48,70 +48,32 @@ export async function startHerald({ server = [] } = {}) {
         '',
       ].join('\n'),
     );
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const log = createWriteStream(join(ARTIFACTS, 'herald.log'));
-  let child;
-  const launch = () =>
-    new Promise((resolveUrl, reject) => {
-      child = spawn(bin, ['serve', '--config', join(dir, 'herald.toml')], {
-        cwd: dir,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' },
-      });
-      child.stderr.pipe(log, { end: false });
-      const timer = setTimeout(() => reject(new Error('Herald did not print its address within 20 s')), 20_000);
-      let buf = '';
-      child.stdout.on('data', (chunk) => {
-        log.write(chunk);
-        buf += chunk;
-        const m = buf.match(/herald listening on (http:\/\/\S+)/);
-        if (m) {
-          clearTimeout(timer);
-          resolveUrl(m[1]);
-        }
-      });
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`Herald exited with ${code} before listening; see ${join(ARTIFACTS, 'herald.log')}`));
-      });
-    });
-  const halt = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(t);
-  };
+  const herald = heraldProcess({ bin, dir, artifacts: ARTIFACTS });
   config('127.0.0.1:0');
-  const url = await launch();
+  const url = await herald.launch();
   return {
     url,
     /** Stop the process but keep its inbox and port: the server is down until `restart()`. */
     async down() {
-      await halt();
+      await herald.halt();
     },
     /** Start again on the same address, with the same inbox. */
     async restart() {
       config(new URL(url).host);
-      const again = await launch();
+      const again = await herald.launch();
       if (again !== url) throw new Error(`Herald came back on ${again}, not ${url}`);
     },
     async stop() {
-      await halt();
-      log.end();
-      rmSync(dir, { recursive: true, force: true });
+      await herald.close();
     },
   };
 }
 
 /** Headless chromium with a fresh profile: one browser context, so its pages are tabs sharing localStorage. */
 export async function launchBrowser() {
-  if (!existsSync(CHROMIUM)) throw new Error(`no chromium at ${CHROMIUM} (apt-get install chromium)`);
-  const profile = mkdtempSync(join(tmpdir(), 'herald-web-demo-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  return launchChromium(chromium, {
     executablePath: CHROMIUM,
-    headless: true,
+    profilePrefix: 'herald-web-demo-chromium-',
     args: [
       '--no-sandbox',
       '--disable-gpu',
@@ -121,18 +83,7 @@ export async function launchBrowser() {
       '--disable-component-update',
       '--disable-sync',
     ],
-    viewport: { width: 1280, height: 860 },
-    deviceScaleFactor: 1,
-    colorScheme: 'light',
-    reducedMotion: 'reduce',
   });
-  return {
-    context,
-    async close() {
-      await context.close().catch(() => undefined);
-      rmSync(profile, { recursive: true, force: true });
-    },
-  };
 }
 
 /** Collect console errors, page errors and failed requests of a page (the demo must have none). */
@@ -152,20 +103,7 @@ export function watchForErrors(page, label, sink) {
 }
 
 /** Poll `fn` until it returns a truthy value. */
-export async function until(what, fn, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (last: ${String(last)})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+export const until = (what, fn, timeoutMs = 10_000) => pollUntil(what, fn, timeoutMs, 100);
 
 /** The REST/dev API straight from Node, for setting up history quickly. */
 export async function devToken(base, userId) {
