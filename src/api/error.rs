@@ -23,81 +23,41 @@ pub struct ErrorBody<'a> {
     pub message: &'a str,
 }
 
-// The error answers several endpoints share, each described once for the OpenAPI document: an endpoint names
-// them in its `responses(...)` beside its own. Documentation only: never built.
+/// The error answers several endpoints share, each described once for the OpenAPI document: an endpoint names
+/// them in its `responses(...)` beside its own. Documentation only: never built.
+macro_rules! shared_error_responses {
+    ($($name:ident = $status:literal, $description:literal;)*) => {$(
+        #[derive(utoipa::IntoResponses)]
+        #[response(status = $status, description = $description)]
+        #[allow(dead_code)]
+        pub struct $name(ErrorBody<'static>);
+    )*};
+}
 
-#[derive(utoipa::IntoResponses)]
-#[response(status = 400, description = "A path or query parameter that does not parse (`bad_path`, `bad_query`).")]
-#[allow(dead_code)]
-pub struct BadPath(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(status = 400, description = "The body is not JSON of this shape (`invalid_json`).")]
-#[allow(dead_code)]
-pub struct InvalidJson(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 401,
-    description = "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`)."
-)]
-#[allow(dead_code)]
-pub struct Unauthenticated(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 401,
-    description = "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`)."
-)]
-#[allow(dead_code)]
-pub struct BadCredential(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 403,
-    description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`)."
-)]
-#[allow(dead_code)]
-pub struct NotYourInboxToWrite(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 403,
-    description = "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`)."
-)]
-#[allow(dead_code)]
-pub struct NotYourInboxToRead(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 403,
-    description = "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`)."
-)]
-#[allow(dead_code)]
-pub struct AdminOnly(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(status = 404, description = "No such notification in this inbox (`not_found`).")]
-#[allow(dead_code)]
-pub struct NoSuchNotification(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(status = 500, description = "The inbox failed (`internal_error`); the details are logged, not sent.")]
-#[allow(dead_code)]
-pub struct InboxFailed(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(status = 500, description = "The inbox failed (`internal_error`).")]
-#[allow(dead_code)]
-pub struct InboxFailedBriefly(ErrorBody<'static>);
-
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 503,
-    description = "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`."
-)]
-#[allow(dead_code)]
-pub struct InboxUnavailable(ErrorBody<'static>);
+shared_error_responses! {
+    BadPath = 400,
+        "A path or query parameter that does not parse (`bad_path`, `bad_query`).";
+    InvalidJson = 400,
+        "The body is not JSON of this shape (`invalid_json`).";
+    Unauthenticated = 401,
+        "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).";
+    BadCredential = 401,
+        "No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`).";
+    NotYourInboxToWrite = 403,
+        "A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).";
+    NotYourInboxToRead = 403,
+        "A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).";
+    AdminOnly = 403,
+        "A user token: this takes a service key (`forbidden`); a service key without `admin` (`insufficient_scope`).";
+    NoSuchNotification = 404,
+        "No such notification in this inbox (`not_found`).";
+    InboxFailed = 500,
+        "The inbox failed (`internal_error`); the details are logged, not sent.";
+    InboxFailedBriefly = 500,
+        "The inbox failed (`internal_error`).";
+    InboxUnavailable = 503,
+        "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.";
+}
 
 /// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).
 pub const RETRY_AFTER_SECS: u64 = 1;
