@@ -247,7 +247,11 @@ enum Field {
     },
 }
 
-/// `a.b.c` (identifiers, the first a key of the body other than the names the template context sets itself)
+/// The names the template context sets itself beside the body's keys, which they shadow: the `context!` in
+/// [`Rules::route_by`] lists exactly these.
+const CONTEXT_NAMES: [&str; 3] = ["event", "segments", "body"];
+
+/// `a.b.c` (identifiers, the first a key of the body other than one of [`CONTEXT_NAMES`])
 /// and the literal of a `default` filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct BodyPath {
@@ -286,7 +290,7 @@ impl BodyPath {
                 && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
         let keys: Vec<String> = expr.trim().split('.').map(str::to_owned).collect();
-        if !keys.iter().all(|k| ident(k)) || ["event", "segments", "body"].contains(&keys[0].as_str()) {
+        if !keys.iter().all(|k| ident(k)) || CONTEXT_NAMES.contains(&keys[0].as_str()) {
             return None;
         }
         Some(BodyPath { keys, default })
@@ -499,6 +503,7 @@ impl Rules {
                 let context = || {
                     ctx.get_or_init(|| {
                         let body = minijinja::Value::from_serialize(&event.body);
+                        // Exactly the names in `CONTEXT_NAMES`, then the body's keys.
                         minijinja::context! {
                             event => minijinja::context! {
                                 id => event.id, exchange => event.exchange, routing_key => event.routing_key,
