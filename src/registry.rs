@@ -162,6 +162,9 @@ struct OutboxState {
     bytes: usize,
     resync: Option<ResyncReason>,
     closing: Option<CloseReason>,
+    /// A [`Wakes`] holds this session's wake-up (it wakes the session when released, once however many frames
+    /// it queued meanwhile).
+    wake_held: bool,
 }
 
 /// How much one session may queue: frames and bytes, whichever is reached first.
@@ -182,17 +185,37 @@ pub struct Outbox {
 impl Outbox {
     fn new(bounds: Bounds) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState { frames: VecDeque::new(), bytes: 0, resync: None, closing: None }),
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                bytes: 0,
+                resync: None,
+                closing: None,
+                wake_held: false,
+            }),
             notify: Notify::new(),
             bounds,
         }
     }
 
+    /// Queue a frame and wake the session.
     pub fn push(&self, out: Outgoing) -> Push {
+        let (push, _) = self.enqueue(out, false);
+        if push != Push::Closed {
+            self.notify.notify_one();
+        }
+        push
+    }
+
+    /// Queue a frame without waking the session; the caller wakes it (a `Closed` session needs no wake). With
+    /// `hold`, the session's wake-up is marked held, and the answer says whether it already was (then another
+    /// holder wakes it).
+    fn enqueue(&self, out: Outgoing, hold: bool) -> (Push, bool) {
         let mut s = self.state.lock().expect("outbox poisoned");
         if s.closing.is_some() {
-            return Push::Closed;
+            return (Push::Closed, false);
         }
+        let already_held = s.wake_held;
+        s.wake_held |= hold;
         if out.counts.is_some() {
             // Counts are absolute: a newer one replaces a queued older one (and goes to the end, after the
             // frames it counts), so a session never queues more than one.
@@ -212,15 +235,17 @@ impl Outbox {
                 QueueFullPolicy::Resync => s.resync = Some(ResyncReason::SlowConsumer),
                 QueueFullPolicy::Close => s.closing = Some(CloseReason::Lagged),
             }
-            drop(s);
-            self.notify.notify_one();
-            return Push::Overflow;
+            return (Push::Overflow, already_held);
         }
         s.bytes += out.frame.len();
         s.frames.push_back(out);
-        drop(s);
+        (Push::Queued, already_held)
+    }
+
+    /// Release a held wake-up.
+    fn release(&self) {
+        self.state.lock().expect("outbox poisoned").wake_held = false;
         self.notify.notify_one();
-        Push::Queued
     }
 
     /// Ask the session to replay from the inbox after what it sent (an announced reason wins over a silent one).
@@ -365,35 +390,35 @@ impl Registry {
         self.inner.users.iter().map(|e| e.key().clone()).collect()
     }
 
-    /// Queue a frame for every session of `user`, except `skip` (the session that caused it, if any).
-    /// Returns how many sessions accepted it.
+    /// Queue a frame for every session of `user`, except `skip` (the session that caused it, if any), waking
+    /// each now. Returns how many sessions accepted it.
     pub fn send_to_user(&self, user: &str, out: &Outgoing, skip: Option<u64>) -> usize {
-        self.deliver_to_user(user, out, skip).written
+        self.deliver_to_user(user, out, skip, &mut Wakes::now()).written
     }
 
-    /// [`Registry::send_to_user`], saying what became of each session (for the trace).
-    pub fn deliver_to_user(&self, user: &str, out: &Outgoing, skip: Option<u64>) -> Sent {
+    /// [`Registry::send_to_user`], waking through `wakes` and saying what became of each session (for the trace).
+    pub fn deliver_to_user(&self, user: &str, out: &Outgoing, skip: Option<u64>, wakes: &mut Wakes) -> Sent {
         let mut sent = Sent::default();
         let Some(sessions) = self.inner.users.get(user) else {
             return sent;
         };
         for s in sessions.iter().filter(|s| Some(s.id) != skip) {
-            sent.push(s, out.clone());
+            sent.push(s, out.clone(), wakes);
         }
         sent
     }
 
-    /// Queue a frame for every session of every user.
+    /// Queue a frame for every session of every user, waking each now.
     pub fn send_to_all(&self, out: &Outgoing) -> usize {
-        self.deliver_to_all(out).written
+        self.deliver_to_all(out, &mut Wakes::now()).written
     }
 
-    /// [`Registry::send_to_all`], saying what became of each session (for the trace).
-    pub fn deliver_to_all(&self, out: &Outgoing) -> Sent {
+    /// [`Registry::send_to_all`], waking through `wakes` and saying what became of each session (for the trace).
+    pub fn deliver_to_all(&self, out: &Outgoing, wakes: &mut Wakes) -> Sent {
         let mut sent = Sent::default();
         for entry in self.inner.users.iter() {
             for s in entry.value() {
-                sent.push(s, out.clone());
+                sent.push(s, out.clone(), wakes);
             }
         }
         sent
@@ -434,21 +459,66 @@ pub struct Sent {
 }
 
 impl Sent {
-    fn push(&mut self, s: &SessionHandle, out: Outgoing) {
+    fn push(&mut self, s: &Arc<SessionHandle>, out: Outgoing, wakes: &mut Wakes) {
         self.sessions += 1;
-        match s.outbox.push(out) {
+        let (push, already_held) = s.outbox.enqueue(out, wakes.held.is_some());
+        match push {
             Push::Queued => self.written += 1,
             Push::Overflow => {
                 metrics::counter!("herald_session_overflows_total").increment(1);
                 self.overflowed += 1;
             }
-            Push::Closed => self.closed += 1,
+            Push::Closed => {
+                self.closed += 1;
+                return;
+            }
+        }
+        match &mut wakes.held {
+            None => s.outbox.notify.notify_one(),
+            Some(held) if !already_held => held.push(s.clone()),
+            Some(_) => {}
         }
     }
 }
 
+/// How the sessions that take a frame are woken. [`Wakes::now`] wakes each at its push. [`Wakes::held`] wakes
+/// them when released (or dropped), each once however many frames it was given meanwhile: the commit listener
+/// holds them for a whole commit, so a session given a notification and then its user's counts wakes once and
+/// writes both in one flush, instead of waking (and writing to its socket) between the two.
+pub struct Wakes {
+    held: Option<Vec<Arc<SessionHandle>>>,
+}
+
+impl Wakes {
+    pub fn now() -> Wakes {
+        Wakes { held: None }
+    }
+
+    pub fn held() -> Wakes {
+        Wakes { held: Some(Vec::new()) }
+    }
+
+    /// Wake every session held so far (the holding goes on).
+    pub fn release(&mut self) {
+        if let Some(held) = &mut self.held {
+            for s in held.drain(..) {
+                s.outbox.release();
+            }
+            if held.capacity() > 1024 {
+                held.shrink_to(64); // a broadcast's sessions: not kept between commits
+            }
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn out(id: i64) -> Outgoing {
@@ -581,6 +651,81 @@ mod tests {
         assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
         let frames: Vec<&str> = buf.iter().map(|o| o.frame.as_str()).collect();
         assert_eq!(frames, ["{}", "{}", "counts 2"], "one counts frame, the newest, after the frames it counts");
+    }
+
+    /// A waker that records, at each wake-up, how many frames the session's outbox held.
+    pub(crate) struct Wakeups {
+        session: Arc<SessionHandle>,
+        seen: Mutex<Vec<usize>>,
+    }
+
+    impl std::task::Wake for Wakeups {
+        fn wake(self: Arc<Self>) {
+            let queued = self.session.outbox.state.lock().unwrap().frames.len();
+            self.seen.lock().unwrap().push(queued);
+        }
+    }
+
+    impl Wakeups {
+        pub(crate) fn of(session: &Arc<SessionHandle>) -> Arc<Wakeups> {
+            Arc::new(Wakeups { session: session.clone(), seen: Mutex::default() })
+        }
+
+        /// The frames queued at each wake-up so far.
+        pub(crate) fn seen(&self) -> Vec<usize> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    /// A waiting session given frames through held wake-ups is woken once, at the release, with every frame
+    /// queued meanwhile there to take; through immediate ones, at the first push, with the first frame only.
+    #[test]
+    fn held_wake_ups_wake_a_waiting_session_once_when_released() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        for held in [true, false] {
+            let reg = Registry::new();
+            let r = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
+            let woken = Wakeups::of(&r.handle);
+            let waker = Waker::from(woken.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut buf = Vec::new();
+            {
+                let mut next = std::pin::pin!(r.handle.outbox.next(&mut buf, true));
+                assert!(next.as_mut().poll(&mut cx).is_pending(), "nothing queued yet");
+                let mut wakes = if held { Wakes::held() } else { Wakes::now() };
+                reg.deliver_to_user("u", &out(1), None, &mut wakes);
+                reg.deliver_to_user("u", &out(2), None, &mut wakes);
+                assert_eq!(woken.seen(), if held { vec![] } else { vec![1] }, "held: not woken at the pushes");
+                wakes.release();
+                assert_eq!(woken.seen(), if held { vec![2] } else { vec![1] }, "one wake-up (held: with both)");
+                assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(Next::Frames));
+            }
+            assert_eq!(buf.iter().map(|o| o.link.unwrap().id).collect::<Vec<_>>(), [1, 2]);
+        }
+    }
+
+    /// Dropping held wake-ups wakes what they held (no path forgets a session's wake-up), and an outbox that
+    /// overflows under held wake-ups is woken too, to apply its policy.
+    #[test]
+    fn dropped_held_wake_ups_still_wake_their_sessions() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+        let reg = Registry::new();
+        let r = reg_user(&reg, "u", 1, QueueFullPolicy::Close);
+        let woken = Wakeups::of(&r.handle);
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = Vec::new();
+        let mut next = std::pin::pin!(r.handle.outbox.next(&mut buf, false));
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        let mut wakes = Wakes::held();
+        assert_eq!(reg.deliver_to_user("u", &out(1), None, &mut wakes).written, 1);
+        assert_eq!(reg.deliver_to_user("u", &out(2), None, &mut wakes).overflowed, 1);
+        assert!(woken.seen().is_empty());
+        drop(wakes);
+        assert_eq!(woken.seen().len(), 1);
+        assert_eq!(next.as_mut().poll(&mut cx), std::task::Poll::Ready(Next::Close(CloseReason::Lagged)));
     }
 
     #[tokio::test]

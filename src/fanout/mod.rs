@@ -8,6 +8,8 @@
 
 pub mod redis;
 
+pub use crate::registry::Wakes;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,24 +64,30 @@ impl Fanout {
         self
     }
 
-    /// Deliver everywhere: this node's sessions and, through the transport, every other node's.
+    /// Deliver everywhere: this node's sessions and, through the transport, every other node's; each local
+    /// session is woken now.
     pub fn publish(&self, message: Message) {
+        self.publish_with(message, &mut Wakes::now());
+    }
+
+    /// [`Fanout::publish`], waking this node's sessions through `wakes`.
+    pub fn publish_with(&self, message: Message, wakes: &mut Wakes) {
         if let Some(t) = &self.transport {
             t.publish(&message);
         }
-        self.deliver_local(&message);
+        self.deliver_local(&message, wakes);
     }
 
     /// Deliver to this node's sessions only (also what a transport calls for messages from other nodes).
-    pub fn deliver_local(&self, message: &Message) -> usize {
+    pub fn deliver_local(&self, message: &Message, wakes: &mut Wakes) -> usize {
         match message {
             Message::Notification { user, id, prev_id, frame, ingested_at } => {
                 let chain = if user.is_some() { Chain::Targeted } else { Chain::Broadcast };
                 let link = Link { chain, id: *id, prev_id: *prev_id };
                 let out = Outgoing::new(Some(link), frame.clone(), Some(*ingested_at));
                 let sent = match user {
-                    Some(u) => self.registry.deliver_to_user(u, &out, None),
-                    None => self.registry.deliver_to_all(&out),
+                    Some(u) => self.registry.deliver_to_user(u, &out, None, wakes),
+                    None => self.registry.deliver_to_all(&out, wakes),
                 };
                 let Sent { sessions, written, overflowed, closed } = sent;
                 self.trace.delivered(*id, user.as_deref(), Delivered { sessions, written, overflowed, closed });
@@ -87,7 +95,7 @@ impl Fanout {
             }
             Message::UserFrame { user, frame, skip_session } => {
                 let out = Outgoing::new(None, frame.clone(), None);
-                self.registry.send_to_user(user, &out, *skip_session)
+                self.registry.deliver_to_user(user, &out, *skip_session, wakes).written
             }
             Message::Counts { user, counts, broadcast_up_to } => {
                 if !self.registry.is_online(user) {
@@ -96,13 +104,13 @@ impl Fanout {
                 let frame = ServerFrame::Counts { unread: counts.unread, unseen: counts.unseen }.encode();
                 let mut out = Outgoing::new(None, frame, None);
                 out.counts = Some((*counts, *broadcast_up_to));
-                self.registry.send_to_user(user, &out, None)
+                self.registry.deliver_to_user(user, &out, None, wakes).written
             }
             Message::Live { user, frame } => {
                 let out = Outgoing::new(None, frame.clone(), None);
                 match user {
-                    Some(u) => self.registry.send_to_user(u, &out, None),
-                    None => self.registry.send_to_all(&out),
+                    Some(u) => self.registry.deliver_to_user(u, &out, None, wakes).written,
+                    None => self.registry.deliver_to_all(&out, wakes).written,
                 }
             }
             Message::Lost => {

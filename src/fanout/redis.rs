@@ -42,7 +42,7 @@ use self::link::{Connector, Link};
 use super::{Fanout, Message, Transport};
 use crate::backoff::Backoff;
 use crate::config::{ClusterSettings, PubSubMode};
-use crate::registry::{PresenceHook, Registry, ResyncReason};
+use crate::registry::{PresenceHook, Registry, ResyncReason, Wakes};
 use crate::telemetry::Health;
 use crate::trace::Recorder;
 
@@ -346,7 +346,7 @@ impl Worker {
                         let channel = String::from_utf8_lossy(channel);
                         if let Some(m) = decode(&names, &node, &channel, payload) {
                             metrics::counter!("herald_redis_received_total").increment(1);
-                            fanout.deliver_local(&m);
+                            fanout.deliver_local(&m, &mut Wakes::now());
                         }
                     }
                 }

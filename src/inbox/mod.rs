@@ -126,6 +126,8 @@ pub trait CommitListener: Send + Sync + 'static {
     /// newest broadcast id was `broadcast_up_to`. Called after the commit's `committed` calls, in commit order,
     /// once per user and commit. Broadcasts do not call it (every session derives those in memory).
     fn counts(&self, _user: &str, _counts: Counts, _broadcast_up_to: i64) {}
+    /// The commit's calls are over: what the listener held back for it goes now. Always called, last.
+    fn commit_told(&self) {}
 }
 
 /// A per-user counts change made in one commit (for the listener).
@@ -136,23 +138,27 @@ pub(crate) struct CountsChange {
     pub broadcast_up_to: i64,
 }
 
-/// Tell `listener` about the counts a commit changed (after `tell`).
-pub(crate) fn tell_counts(listener: &dyn CommitListener, changes: &[CountsChange]) {
+/// Tell `listener` what one committed group of writes did: its stored notifications and purges (`applied`, in
+/// commit order), then the counts it changed, then that it is over. Every backend calls this after `COMMIT`,
+/// before answering the writers.
+pub(crate) fn tell<'a>(
+    listener: &dyn CommitListener,
+    applied: impl IntoIterator<Item = (&'a [Write], &'a [WriteOutcome])>,
+    changes: &[CountsChange],
+) {
+    for (writes, outcomes) in applied {
+        for (w, o) in writes.iter().zip(outcomes) {
+            match (w, o) {
+                (Write::Notify(n), WriteOutcome::Stored(stored)) => listener.committed(n, stored),
+                (Write::Purge { users, .. }, WriteOutcome::Purged { .. }) => listener.purged(users),
+                _ => {}
+            }
+        }
+    }
     for c in changes {
         listener.counts(&c.user, c.counts, c.broadcast_up_to);
     }
-}
-
-/// Tell `listener` what one committed group of writes did. Every backend calls this after `COMMIT`, in commit
-/// order, before answering the writers.
-pub(crate) fn tell(listener: &dyn CommitListener, writes: &[Write], outcomes: &[WriteOutcome]) {
-    for (w, o) in writes.iter().zip(outcomes) {
-        match (w, o) {
-            (Write::Notify(n), WriteOutcome::Stored(stored)) => listener.committed(n, stored),
-            (Write::Purge { users, .. }, WriteOutcome::Purged { .. }) => listener.purged(users),
-            _ => {}
-        }
-    }
+    listener.commit_told();
 }
 
 // `Notify` is nearly every write: boxing it to shrink the rare variants would allocate once per notification.

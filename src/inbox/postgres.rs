@@ -1043,12 +1043,11 @@ async fn commit_batch(writer: &mut Writer, batch: Vec<Job>, listener: Option<&dy
 /// After `COMMIT`: tell the listener, in commit order, then answer.
 fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], listener: Option<&dyn CommitListener>) {
     if let Some(listener) = listener {
-        for (job, answer) in batch.iter().zip(&answers) {
-            if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
-                super::tell(listener, writes, outcomes);
-            }
-        }
-        super::tell_counts(listener, changes);
+        let applied = batch.iter().zip(&answers).filter_map(|(job, answer)| match (job, answer) {
+            (Job::Apply(writes, _), Answer::Apply(outcomes)) => Some((writes.as_slice(), outcomes.as_slice())),
+            _ => None,
+        });
+        super::tell(listener, applied, changes);
     }
     for (job, answer) in batch.into_iter().zip(answers) {
         job.answer(answer);

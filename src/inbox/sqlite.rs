@@ -977,12 +977,11 @@ fn commit_batch(
     match result {
         Ok((answers, changes)) => {
             if let Some(listener) = listener {
-                for (job, answer) in batch.iter().zip(&answers) {
-                    if let (Job::Apply(writes, _), Answer::Apply(outcomes)) = (job, answer) {
-                        super::tell(listener, writes, outcomes);
-                    }
-                }
-                super::tell_counts(listener, &changes);
+                let applied = batch.iter().zip(&answers).filter_map(|(job, answer)| match (job, answer) {
+                    (Job::Apply(writes, _), Answer::Apply(outcomes)) => Some((writes.as_slice(), outcomes.as_slice())),
+                    _ => None,
+                });
+                super::tell(listener, applied, &changes);
             }
             for (job, answer) in batch.drain(..).zip(answers) {
                 match (job, answer) {

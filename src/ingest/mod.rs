@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::event::{DedupeKey, Event};
-use crate::fanout::{Fanout, Message};
+use crate::fanout::{Fanout, Message, Wakes};
 use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
 use axum::extract::ws::Utf8Bytes;
 
@@ -306,9 +306,11 @@ impl Traced {
 
 /// The commit listener that turns stored notifications into frames: one serialisation per notification,
 /// shared by every recipient session. It runs on the store's writer, per stored row: its metric handles are
-/// looked up once, here, not per row.
+/// looked up once, here, not per row. It holds the sessions' wake-ups until the commit's calls are over, so a
+/// session given a notification and its user's counts wakes once and writes both together.
 pub struct Publisher {
     fanout: Fanout,
+    wakes: std::sync::Mutex<Wakes>,
     stored_targeted: metrics::Counter,
     stored_broadcast: metrics::Counter,
     muted: metrics::Counter,
@@ -319,6 +321,7 @@ impl Publisher {
     pub fn new(fanout: Fanout) -> Publisher {
         Publisher {
             fanout,
+            wakes: std::sync::Mutex::new(Wakes::held()),
             stored_targeted: metrics::counter!("herald_notifications_stored_total", "kind" => "targeted"),
             stored_broadcast: metrics::counter!("herald_notifications_stored_total", "kind" => "broadcast"),
             muted: metrics::counter!("herald_notifications_muted_total"),
@@ -329,20 +332,20 @@ impl Publisher {
 impl CommitListener for Publisher {
     fn purged(&self, users: &[String]) {
         let frame = crate::protocol::ServerFrame::Purged.encode();
+        let mut wakes = self.wakes();
         for user in users {
-            self.fanout.publish(Message::UserFrame {
-                user: Arc::from(user.as_str()),
-                frame: frame.clone(),
-                skip_session: None,
-            });
+            let message =
+                Message::UserFrame { user: Arc::from(user.as_str()), frame: frame.clone(), skip_session: None };
+            self.fanout.publish_with(message, &mut wakes);
         }
     }
 
     fn counts(&self, user: &str, counts: crate::protocol::Counts, broadcast_up_to: i64) {
-        self.fanout.publish(Message::Counts { user: Arc::from(user), counts, broadcast_up_to });
+        self.fanout.publish_with(Message::Counts { user: Arc::from(user), counts, broadcast_up_to }, &mut self.wakes());
     }
 
     fn committed(&self, written: &NewNotification, stored: &[Notification]) {
+        let mut wakes = self.wakes();
         for n in stored {
             if n.muted {
                 // Stored and listed, never pushed; the chain skips it (`prev_id`), so no session sees a gap.
@@ -354,13 +357,66 @@ impl CommitListener for Publisher {
             }
             let stored = if n.user_id.is_some() { &self.stored_targeted } else { &self.stored_broadcast };
             stored.increment(1);
-            self.fanout.publish(Message::Notification {
+            let message = Message::Notification {
                 user: n.user_id.as_deref().map(Arc::from),
                 id: n.id,
                 prev_id: n.prev_id,
                 frame: encode_notification_frame(n, &written.body),
                 ingested_at: written.ingested_at,
-            });
+            };
+            self.fanout.publish_with(message, &mut wakes);
         }
+    }
+
+    fn commit_told(&self) {
+        self.wakes().release();
+    }
+}
+
+impl Publisher {
+    /// The wake-ups held for the commit being told (only its writer takes them: never contended).
+    fn wakes(&self) -> std::sync::MutexGuard<'_, Wakes> {
+        self.wakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{QueueFullPolicy, Settings};
+    use crate::inbox::contract::draft;
+    use crate::inbox::SqliteStore;
+    use crate::registry::tests::Wakeups;
+    use crate::registry::{Bounds, Next, Registry};
+    use crate::rules::Recipients;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// A waiting session is woken once per commit, with the notification and its user's counts both queued, so
+    /// it writes them in one flush (not once for the notification and again for the counts).
+    #[tokio::test]
+    async fn a_commit_wakes_a_waiting_session_once_with_its_notification_and_counts() {
+        let registry = Registry::new();
+        let bounds = Bounds { frames: 16, bytes: 1 << 20, policy: QueueFullPolicy::Close };
+        let session = registry.register("u", bounds, 4).unwrap();
+        let publisher = Arc::new(Publisher::new(Fanout::local(registry.clone())));
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, Some(publisher)).unwrap();
+        let woken = Wakeups::of(&session.handle);
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = Vec::new();
+        {
+            let mut next = std::pin::pin!(session.handle.outbox.next(&mut buf, true));
+            assert!(next.as_mut().poll(&mut cx).is_pending());
+            let write = Write::Notify(draft("e-1", Recipients::Users(vec!["u".into()])));
+            assert!(matches!(store.apply(vec![write]).await.unwrap()[..], [WriteOutcome::Stored(_)]));
+            assert_eq!(woken.seen(), [2], "one wake-up, with the notification and the counts queued");
+            assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(Next::Frames));
+        }
+        let types: Vec<_> = buf.iter().map(|o| (o.link.is_some(), o.counts.map(|(c, _)| c.unread))).collect();
+        assert_eq!(types, [(true, None), (false, Some(1))], "the notification, then its user's counts");
+        store.close().await;
     }
 }
