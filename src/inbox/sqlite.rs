@@ -813,10 +813,10 @@ impl Memory {
     }
 }
 
-/// Preferences of recipients, kept by the writer across commits (at most `chains::DEFAULT_CAPACITY` users):
-/// the ones a commit's listed recipients miss are loaded with one query for all of them (and one per
-/// alias-resolved recipient not among them), so the writer knows who muted what without a query per row, and
-/// usually without any. A `PUT` of preferences and a purge go through the same writer, which forgets that user.
+/// Preferences of recipients, kept by the writer across commits (at most `chains::DEFAULT_CAPACITY` users): a
+/// recipient's are read by its first row ([`Prefs::muted`]), so the writer knows who muted what without a query
+/// per row, and usually without any. A `PUT` of preferences and a purge go through the same writer, which
+/// forgets that user.
 #[derive(Default)]
 struct Prefs {
     defaults: Arc<HashSet<String>>,
@@ -824,41 +824,9 @@ struct Prefs {
 }
 
 impl Prefs {
-    fn load(&mut self, tx: &Transaction<'_>, batch: &[Job], defaults: Arc<HashSet<String>>) -> rusqlite::Result<()> {
-        self.defaults = defaults;
-        let mut wanted: Vec<&str> = Vec::new();
-        for job in batch {
-            if let Job::Apply(writes, _) = job {
-                for w in writes {
-                    if let Write::Notify(NewNotification { recipients: Recipients::Users(users), .. }) = w {
-                        wanted.extend(users.iter().map(String::as_str).filter(|u| !self.users.contains_key(*u)));
-                    }
-                }
-            }
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        if self.users.len() + wanted.len() > chains::DEFAULT_CAPACITY {
-            self.users.clear();
-        }
-        let prefs = self;
-        let list = serde_json::to_string(&wanted).expect("strings serialise");
-        let mut stmt = tx.prepare_cached(
-            "SELECT user_id, type, setting FROM preferences WHERE user_id IN (SELECT value FROM json_each(?1))",
-        )?;
-        let rows =
-            stmt.query_map([list], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
-        for row in rows {
-            let (user, kind, setting) = row?;
-            prefs.users.entry(user).or_default().insert(kind, setting_from(&setting));
-        }
-        for u in wanted {
-            prefs.users.entry(u.to_owned()).or_default();
-        }
-        Ok(())
-    }
-
+    /// Whether `user` mutes notifications of type `kind`. A user's preferences are read on first use, one
+    /// primary-key lookup in the writer's own transaction (in process: no round trip to save by reading a
+    /// commit's recipients together, and a commit is mostly one recipient).
     fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
         if !self.users.contains_key(user) {
             if self.users.len() >= chains::DEFAULT_CAPACITY {
@@ -932,7 +900,7 @@ fn commit_batch(
         let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
             let mut answers = Vec::with_capacity(batch.len());
             let mut tally = Tally::default();
-            memory.prefs.load(&tx, batch, muted_defaults.get())?;
+            memory.prefs.defaults = muted_defaults.get();
             for job in batch.iter() {
                 answers.push(match job {
                     Job::Apply(writes, _) => Answer::Apply(
