@@ -41,6 +41,7 @@ mod postgres;
 mod sqlite;
 pub mod terminal;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -132,7 +133,42 @@ pub struct Step {
     pub kind: Kind,
     pub node: String,
     /// Small: what the columns do not say.
-    pub data: Value,
+    pub data: Data,
+}
+
+/// A step's `data` column. Recorded steps keep their fields typed until the writer serialises them, once, into
+/// the column's JSON text (no JSON tree built and dropped per step); steps read back hold the parsed JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Json(Value),
+    /// An `event` step, or the one row of an event stored as one notification (see [`Batch`]), with this
+    /// node's delivery of it once that joins the row.
+    Event {
+        event: Box<EventData>,
+        delivery: Option<Delivery>,
+    },
+    /// A `delivered` step of its own.
+    Delivery(Delivery),
+}
+
+impl Data {
+    /// The column's text.
+    pub fn to_json_string(&self) -> String {
+        match self {
+            Data::Json(v) => Ok(v.to_string()),
+            Data::Event { event, delivery } => serde_json::to_string(&EventJson::new(event, delivery.as_ref())),
+            Data::Delivery(d) => serde_json::to_string(&DeliveryJson::new(d, false)),
+        }
+        .expect("trace data serialises")
+    }
+
+    /// The JSON the column holds (read back: as parsed; recorded: as it will be written).
+    pub fn json(&self) -> Cow<'_, Value> {
+        match self {
+            Data::Json(v) => Cow::Borrowed(v),
+            typed => Cow::Owned(serde_json::from_str(&typed.to_json_string()).expect("valid JSON")),
+        }
+    }
 }
 
 /// Where the steps are kept: one per backend.
@@ -256,7 +292,8 @@ struct Committed {
     stored: Vec<(i64, Option<String>)>,
 }
 
-struct EventData {
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventData {
     transport: Transport,
     exchange: String,
     routing_key: String,
@@ -269,7 +306,8 @@ struct EventData {
     recipients: Vec<String>,
 }
 
-struct Delivery {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
     at: DateTime<Utc>,
     id: i64,
     user: Option<String>,
@@ -289,7 +327,8 @@ impl Command {
     }
 }
 
-/// A batch's rows, as the writer task builds them from commands (JSON and all, off the request path).
+/// A batch's rows, as the writer task builds them from commands (off the request path; their data stays typed
+/// until the store serialises it, [`Data`]).
 ///
 /// An event stored as one notification — the common case: one user, or a broadcast — is one row, not three: its
 /// `stored` step carries the `event` step's fields and its event id, and this node's `delivered` step for that
@@ -325,31 +364,34 @@ impl Batch {
     }
 
     fn committed(&mut self, c: Committed, node: &str) {
-        let Committed { at, trace_id, event_id, event, stored } = c;
-        if let (Some(e), [(id, user)]) = (&event, stored.as_slice()) {
-            let (id, mut data) = (*id, event_data(e));
-            // An early delivery was counted when it came.
-            match self.early.remove(&id) {
-                Some(d) => data["delivery"] = delivery_data(&d, true),
-                None => {
+        let Committed { at, trace_id, event_id, event, mut stored } = c;
+        let last = stored.pop();
+        let event = match (event, last) {
+            (Some(e), Some((id, user))) if stored.is_empty() => {
+                // An early delivery was counted when it came.
+                let delivery = self.early.remove(&id);
+                if delivery.is_none() {
                     self.awaiting.insert(id, self.rows.len());
                 }
+                let step = Step {
+                    at,
+                    trace_id: Some(trace_id),
+                    event_id: Some(event_id),
+                    notification_id: Some(id),
+                    user_id: user,
+                    kind: Kind::Stored,
+                    node: node.to_owned(),
+                    data: Data::Event { event: Box::new(e), delivery },
+                };
+                self.push(step, 2);
+                return;
             }
-            let step = Step {
-                at,
-                trace_id: Some(trace_id),
-                event_id: Some(event_id),
-                notification_id: Some(id),
-                user_id: user.clone(),
-                kind: Kind::Stored,
-                node: node.to_owned(),
-                data,
-            };
-            self.push(step, 2);
-            return;
-        }
+            (event, last) => {
+                stored.extend(last);
+                event
+            }
+        };
         if let Some(e) = event {
-            let data = event_data(&e);
             let step = Step {
                 at,
                 trace_id: Some(trace_id.clone()),
@@ -358,7 +400,7 @@ impl Batch {
                 user_id: None,
                 kind: Kind::Event,
                 node: node.to_owned(),
-                data,
+                data: Data::Event { event: Box::new(e), delivery: None },
             };
             self.push(step, 1);
         }
@@ -372,7 +414,7 @@ impl Batch {
                 user_id: user,
                 kind: Kind::Stored,
                 node: node.to_owned(),
-                data: json!({}),
+                data: Data::Json(json!({})),
             };
             self.push(step, 1);
         }
@@ -380,7 +422,9 @@ impl Batch {
 
     fn delivery(&mut self, d: Delivery, node: &str) {
         if let Some(row) = self.awaiting.remove(&d.id) {
-            self.rows[row].data["delivery"] = delivery_data(&d, true);
+            if let Data::Event { delivery, .. } = &mut self.rows[row].data {
+                *delivery = Some(d);
+            }
             self.steps += 1;
         } else if let std::collections::hash_map::Entry::Vacant(v) = self.early.entry(d.id) {
             v.insert(d);
@@ -399,43 +443,74 @@ impl Batch {
     }
 }
 
-fn event_data(e: &EventData) -> Value {
-    let recipients: Vec<&String> = e.recipients.iter().take(MAX_LISTED).collect();
-    json!({
-        "transport": e.transport,
-        "exchange": (!e.exchange.is_empty()).then_some(&e.exchange),
-        "routing_key": (!e.routing_key.is_empty()).then_some(&e.routing_key),
-        "producer": e.producer,
-        "event_type": e.event_type,
-        "rule": e.rule,
-        "dedupe": if e.duplicate { "duplicate" } else { "new" },
-        "outcome": e.outcome,
-        "reason": e.reason,
-        "recipients": recipients,
-        "recipients_total": e.recipients.len(),
-    })
+/// An `event` step's data (and that of the row an event stored as one notification shares with it).
+#[derive(Serialize)]
+struct EventJson<'a> {
+    transport: Transport,
+    exchange: Option<&'a str>,
+    routing_key: Option<&'a str>,
+    producer: Option<&'a str>,
+    event_type: &'a str,
+    rule: Option<&'a str>,
+    dedupe: &'static str,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    recipients: &'a [String],
+    recipients_total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<DeliveryJson>,
+}
+
+impl<'a> EventJson<'a> {
+    fn new(e: &'a EventData, delivery: Option<&Delivery>) -> Self {
+        EventJson {
+            transport: e.transport,
+            exchange: (!e.exchange.is_empty()).then_some(e.exchange.as_str()),
+            routing_key: (!e.routing_key.is_empty()).then_some(e.routing_key.as_str()),
+            producer: e.producer.as_deref(),
+            event_type: &e.event_type,
+            rule: e.rule.as_deref(),
+            dedupe: if e.duplicate { "duplicate" } else { "new" },
+            outcome: e.outcome,
+            reason: e.reason.as_deref(),
+            recipients: &e.recipients[..e.recipients.len().min(MAX_LISTED)],
+            recipients_total: e.recipients.len(),
+            delivery: delivery.map(|d| DeliveryJson::new(d, true)),
+        }
+    }
 }
 
 /// A delivery's fields; `at` (unix milliseconds) when it joins another step's row.
-fn delivery_data(d: &Delivery, joined: bool) -> Value {
-    let mut data = json!({ "online": d.online, "sessions_written": d.written, "reason": d.reason });
-    if joined {
-        data["at"] = json!(d.at.timestamp_millis());
-    }
-    data
+#[derive(Serialize)]
+struct DeliveryJson {
+    online: bool,
+    sessions_written: usize,
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at: Option<i64>,
 }
 
-fn delivered_step(d: Delivery, node: &str) -> Step {
-    let data = delivery_data(&d, false);
+impl DeliveryJson {
+    fn new(d: &Delivery, joined: bool) -> Self {
+        DeliveryJson {
+            online: d.online,
+            sessions_written: d.written,
+            reason: d.reason,
+            at: joined.then(|| d.at.timestamp_millis()),
+        }
+    }
+}
+
+fn delivered_step(mut d: Delivery, node: &str) -> Step {
     Step {
         at: d.at,
         trace_id: None,
         event_id: None,
         notification_id: Some(d.id),
-        user_id: d.user,
+        user_id: d.user.take(),
         kind: Kind::Delivered,
         node: node.to_owned(),
-        data,
+        data: Data::Delivery(d),
     }
 }
 
@@ -557,7 +632,7 @@ impl Recorder {
         if !inner.keep(hash_str(&trace_id)) {
             return;
         }
-        let data = json!({
+        let data = Data::Json(json!({
             "transport": Transport::Amqp,
             "exchange": (!exchange.is_empty()).then_some(exchange),
             "routing_key": (!routing_key.is_empty()).then_some(routing_key),
@@ -569,7 +644,7 @@ impl Recorder {
             "reason": format!("{reason}: {error}"),
             "recipients": [],
             "recipients_total": 0,
-        });
+        }));
         inner.send_step(Step {
             at: Utc::now(),
             trace_id: Some(trace_id),
@@ -594,7 +669,7 @@ impl Recorder {
                 user_id: None,
                 kind: Kind::DeadLettered,
                 node: inner.node.to_string(),
-                data: json!({ "reason": format!("{reason}: {error}") }),
+                data: Data::Json(json!({ "reason": format!("{reason}: {error}") })),
             });
         }
     }
@@ -637,7 +712,7 @@ impl Recorder {
                 user_id: Some(user.to_owned()),
                 kind: Kind::Read,
                 node: inner.node.to_string(),
-                data: json!({}),
+                data: Data::Json(json!({})),
             });
         }
     }
@@ -654,7 +729,7 @@ impl Recorder {
             user_id: Some(user.to_owned()),
             kind,
             node: inner.node.to_string(),
-            data: json!({ "up_to": up_to }),
+            data: Data::Json(json!({ "up_to": up_to })),
         });
     }
 
@@ -1064,7 +1139,8 @@ fn carries_event(s: &Step) -> bool {
 
 fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Option<Trace> {
     let event = steps.iter().find(|s| s.kind == Kind::Event).or_else(|| steps.iter().find(|s| carries_event(s)))?;
-    let d = &event.data;
+    let d = event.data.json();
+    let d = &*d;
     let mut t = Trace {
         trace_id,
         event_id: event.event_id.clone().unwrap_or_default(),
@@ -1093,7 +1169,7 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
     };
     if let Some(dead) = steps.iter().find(|s| s.kind == Kind::DeadLettered) {
         t.outcome = "dead_lettered".into();
-        t.reason = text(&dead.data, "reason").or(t.reason);
+        t.reason = text(&dead.data.json(), "reason").or(t.reason);
     }
     // notification id → its user (None: a broadcast).
     let mut stored: BTreeMap<i64, Option<String>> = BTreeMap::new();
@@ -1118,14 +1194,14 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
     };
     // This node's deliveries that joined their event's row (see `Batch`), then every node's own `delivered` rows.
     let joined = steps.iter().filter(|s| s.kind == Kind::Stored).filter_map(|s| {
-        let d = s.data.get("delivery")?;
+        let d = s.data.json().get("delivery")?.clone();
         let at = d["at"].as_i64().and_then(DateTime::from_timestamp_millis).unwrap_or(s.at);
-        Some((s, d, at))
+        Some((s, Cow::Owned(d), at))
     });
-    let mut later: Vec<(&Step, &Value, DateTime<Utc>)> = later
+    let mut later: Vec<(&Step, Cow<'_, Value>, DateTime<Utc>)> = later
         .iter()
         .filter(|s| s.notification_id.is_some_and(|id| stored.contains_key(&id)))
-        .map(|s| (s, &s.data, s.at))
+        .map(|s| (s, s.data.json(), s.at))
         .chain(joined)
         .collect();
     later.sort_by_key(|(_, _, at)| *at);
@@ -1138,7 +1214,7 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
                     node: s.node.clone(),
                     online: data["online"].as_bool().unwrap_or(false),
                     sessions_written: data["sessions_written"].as_u64().unwrap_or(0),
-                    reason: text(data, "reason"),
+                    reason: text(&data, "reason"),
                     at,
                 });
             }
@@ -1152,7 +1228,7 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
         }
     }
     for m in marks {
-        let (Some(user), Some(up_to)) = (&m.user_id, m.data["up_to"].as_i64()) else { continue };
+        let (Some(user), Some(up_to)) = (&m.user_id, m.data.json()["up_to"].as_i64()) else { continue };
         let covers = stored.iter().any(|(id, u)| *id <= up_to && u.as_deref().is_none_or(|u| u == user))
             && m.at >= t.received_at;
         if !covers {
@@ -1387,7 +1463,7 @@ mod tests {
             user_id: user.map(str::to_owned),
             kind,
             node: node.into(),
-            data,
+            data: Data::Json(data),
         }
     }
 
@@ -1470,7 +1546,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "one row per event: {rows:?}");
         assert!(rows
             .iter()
-            .all(|s| s.kind == Kind::Stored && s.event_id.is_some() && s.data.get("delivery").is_some()));
+            .all(|s| s.kind == Kind::Stored && s.event_id.is_some() && s.data.json().get("delivery").is_some()));
         assert_eq!(r.counts().0, 6, "each row holds the event, stored and delivered steps");
 
         let traces = assemble(rows, &[], &[]);
@@ -1540,5 +1616,48 @@ mod tests {
         assert_eq!(order, [("n2", 3), ("n1", 1)], "n2 delivered at +1 s, n1's joined delivery at +2 s");
         assert_eq!(t.deliveries[1].at, DateTime::from_timestamp(1_800_000_002, 0).unwrap());
         assert_eq!(t.read.len(), 1);
+    }
+
+    /// Recorded steps keep their fields typed and serialise them once, when written: the text is the JSON the
+    /// reads parse (every field, nulls for what is absent, at most `MAX_LISTED` recipients and their total, a
+    /// joined delivery with its time, a delivery of its own without).
+    #[test]
+    fn typed_step_data_writes_the_json_the_reads_expect() {
+        let at = DateTime::from_timestamp_millis(1_800_000_000_123).unwrap();
+        let event = EventData {
+            transport: Transport::Amqp,
+            exchange: "orders".into(),
+            routing_key: String::new(),
+            producer: Some("billing".into()),
+            event_type: "order.paid".into(),
+            rule: None,
+            duplicate: false,
+            outcome: "stored",
+            reason: None,
+            recipients: (0..MAX_LISTED + 3).map(|i| format!("u{i}")).collect(),
+        };
+        let delivery = Delivery { at, id: 7, user: Some("u0".into()), online: true, written: 2, reason: None };
+        let listed: Vec<String> = (0..MAX_LISTED).map(|i| format!("u{i}")).collect();
+        let expected = |delivery: Option<Value>| {
+            let mut v = json!({
+                "transport": "amqp", "exchange": "orders", "routing_key": null, "producer": "billing",
+                "event_type": "order.paid", "rule": null, "dedupe": "new", "outcome": "stored", "reason": null,
+                "recipients": listed, "recipients_total": MAX_LISTED + 3,
+            });
+            if let Some(d) = delivery {
+                v["delivery"] = d;
+            }
+            v
+        };
+        let parsed = |d: &Data| serde_json::from_str::<Value>(&d.to_json_string()).unwrap();
+        let alone = Data::Event { event: Box::new(event.clone()), delivery: None };
+        assert_eq!(parsed(&alone), expected(None));
+        let joined = Data::Event { event: Box::new(event), delivery: Some(delivery.clone()) };
+        let joined_delivery =
+            json!({"online": true, "sessions_written": 2, "reason": null, "at": 1_800_000_000_123_i64});
+        assert_eq!(parsed(&joined), expected(Some(joined_delivery)));
+        assert_eq!(*joined.json(), parsed(&joined), "json() is what is written");
+        let own = Data::Delivery(Delivery { reason: Some("offline"), online: false, written: 0, ..delivery });
+        assert_eq!(parsed(&own), json!({"online": false, "sessions_written": 0, "reason": "offline"}));
     }
 }

@@ -82,7 +82,7 @@ fn step(row: &PgRow) -> Result<Option<Step>, TraceError> {
         user_id: row.try_get("user_id").map_err(err)?,
         kind,
         node: row.try_get("node").map_err(err)?,
-        data: serde_json::from_str(&data).unwrap_or_default(),
+        data: super::Data::Json(serde_json::from_str(&data).unwrap_or_default()),
     }))
 }
 
@@ -111,7 +111,7 @@ impl TraceStore for PostgresTrace {
             user.push(s.user_id.as_deref().map(text));
             kind.push(s.kind.as_str());
             node.push(text(&s.node));
-            data.push(text(&s.data.to_string()));
+            data.push(text(&s.data.to_json_string()));
         }
         sqlx::query(
             "INSERT INTO trace_steps (at, trace_id, event_id, notification_id, user_id, kind, node, data) \

@@ -160,7 +160,7 @@ fn step(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Step>> {
         user_id: row.get(4)?,
         kind,
         node: row.get(6)?,
-        data: serde_json::from_str(&data).unwrap_or_default(),
+        data: super::Data::Json(serde_json::from_str(&data).unwrap_or_default()),
     }))
 }
 
@@ -183,7 +183,7 @@ impl TraceStore for SqliteTrace {
                         s.user_id,
                         s.kind.as_str(),
                         s.node,
-                        s.data.to_string()
+                        s.data.to_json_string()
                     ])?;
                 }
             }

@@ -274,7 +274,7 @@ async fn a_delivery_is_recorded_by_the_node_that_wrote_the_frame() {
 
 /// Steps before the cutoff go, younger ones stay; `now` is passed in, as the inbox's retention tests do.
 async fn check_retention(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
-    use herald::trace::{Kind, Step};
+    use herald::trace::{Data, Kind, Step};
     let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
     let trace_id = unique("t-");
     let step = |days_ago: i64, id: i64| Step {
@@ -285,7 +285,7 @@ async fn check_retention(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
         user_id: Some("u".into()),
         kind: Kind::Stored,
         node: "n".into(),
-        data: json!({}),
+        data: Data::Json(json!({})),
     };
     let steps: Vec<Step> = (0..5).map(|i| step(10, i)).chain((5..8).map(|i| step(1, i))).collect();
     store.append(steps).await.unwrap();
