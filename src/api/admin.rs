@@ -115,8 +115,7 @@ pub async fn put_alias(
     summary = "Reload the rules file (as SIGHUP does)",
     responses(
         (status = 200, description = "The new rules are in force.", body = super::openapi::RulesReloaded),
-        error::BadCredential,
-        error::AdminOnly,
+        error::AdminErrors,
         (status = 422, description = "The file does not compile (`invalid_rules`, the message says why): the rules in force stay.", body = ErrorBody)
     ),
     security(("service_key" = []))
@@ -178,8 +177,7 @@ impl From<DeadLetterError> for ApiError {
     responses(
         (status = 200, description = "Up to `limit` letters, with their reason, origin and body.", body = DeadLetterList),
         (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
-        error::BadCredential,
-        error::AdminOnly,
+        error::AdminErrors,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
         (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -313,8 +311,7 @@ pub struct DryRunResult {
     responses(
         (status = 200, description = "What the gateway would do with the event.", body = DryRunResult),
         (status = 400, description = "The body is not JSON of this shape (`invalid_json`; the message says where).", body = ErrorBody),
-        error::BadCredential,
-        error::AdminOnly,
+        error::AdminErrors,
         (status = 500, description = "The inbox failed reading an alias (`internal_error`).", body = ErrorBody),
         (status = 503, description = "The inbox cannot be read now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),

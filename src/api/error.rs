@@ -59,6 +59,36 @@ shared_error_responses! {
         "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.";
 }
 
+/// The sets of those answers several endpoints share, named in their `responses(...)` as one: each is the union
+/// of its parts (their statuses differ), in status order as the parts list them.
+macro_rules! shared_error_sets {
+    ($($(#[$doc:meta])* $name:ident = $($part:ident),+;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses(
+            ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+                let mut all = std::collections::BTreeMap::new();
+                $(all.extend(<$part as utoipa::IntoResponses>::responses());)+
+                all
+            }
+        }
+    )*};
+}
+
+shared_error_sets! {
+    /// A change to one notification of a user's inbox.
+    OneNotificationWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, NoSuchNotification, InboxFailed,
+        InboxUnavailable;
+    /// A change to a user's whole inbox.
+    InboxWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, InboxFailed, InboxUnavailable;
+    /// A read of a user's inbox.
+    InboxReadErrors = BadPath, Unauthenticated, NotYourInboxToRead, InboxFailed, InboxUnavailable;
+    /// An admin endpoint's credential.
+    AdminErrors = BadCredential, AdminOnly;
+}
+
 /// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).
 pub const RETRY_AFTER_SECS: u64 = 1;
 

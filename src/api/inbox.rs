@@ -71,11 +71,7 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ListParams),
     responses(
         (status = 200, description = "A page; pass `next_before` as `before` for the next (older) one.", body = InboxPage),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToRead,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxReadErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -128,11 +124,7 @@ pub async fn list(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Unread notifications, broadcasts included.", body = UnreadCount),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToRead,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxReadErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -154,11 +146,7 @@ pub async fn unread_count(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Kept as counters and read by key. Archived and muted notifications are in neither; broadcasts are in both until read / seen. Open sessions get the same values in `counts` frames whenever they change.", body = Counts),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToRead,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxReadErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -180,12 +168,7 @@ pub async fn counts(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. The user's open sessions get a `read` frame.", body = Notification),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::NoSuchNotification,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -218,12 +201,7 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, `read_at` null again (it stays seen). The user's open sessions get an `unread` frame and their new `counts`.", body = Notification),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::NoSuchNotification,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -247,12 +225,7 @@ pub async fn unread(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. The user's open sessions get an `archived` frame and their new `counts`.", body = Notification),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::NoSuchNotification,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -276,12 +249,7 @@ pub async fn archive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. The user's open sessions get an `unarchived` frame and their new `counts`.", body = Notification),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::NoSuchNotification,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -305,11 +273,7 @@ pub async fn unarchive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Every notification up to `up_to` is seen (broadcasts included); `unseen` is 0. The user's open sessions get a `seen_all` frame and their new `counts`.", body = super::openapi::SeenAllResult),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -411,11 +375,7 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame.", body = super::openapi::ReadAllResult),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -440,12 +400,7 @@ pub async fn read_all(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 204, description = "Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame."),
-        error::BadPath,
-        error::Unauthenticated,
-        error::NotYourInboxToWrite,
-        error::NoSuchNotification,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]

@@ -164,8 +164,7 @@ pub async fn presence(
         the delivery latency is the histogram's cumulative buckets with quantiles estimated from them.",
     responses(
         (status = 200, description = "The snapshot.", body = crate::telemetry::stats::Stats),
-        error::BadCredential,
-        error::AdminOnly
+        error::AdminErrors
     ),
     security(("service_key" = []))
 )]

@@ -49,8 +49,7 @@ impl From<TraceError> for ApiError {
     params(("event_id" = String, Path, description = "The event id as its producer gave it (AMQP `message_id`, `Idempotency-Key`, or the body's id).")),
     responses(
         (status = 200, description = "The event's traces, newest first.", body = EventTraces),
-        error::BadCredential,
-        error::AdminOnly,
+        error::AdminErrors,
         (status = 404, description = "No trace of this event id is retained (`not_found`).", body = ErrorBody),
         (status = 409, description = "Tracing is off (`trace.enabled = false`: `trace_disabled`).", body = ErrorBody),
         (status = 503, description = "The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`.", body = ErrorBody)
@@ -92,8 +91,7 @@ pub struct UserTraceParams {
     responses(
         (status = 200, description = "The user's newest traces, newest first.", body = UserTraces),
         (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
-        error::BadCredential,
-        error::AdminOnly,
+        error::AdminErrors,
         (status = 409, description = "Tracing is off (`trace.enabled = false`: `trace_disabled`).", body = ErrorBody),
         (status = 503, description = "The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -130,8 +128,7 @@ pub async fn user(
         tracing is off.",
     responses(
         (status = 200, description = "This node's counters.", body = TraceStats),
-        error::BadCredential,
-        error::AdminOnly
+        error::AdminErrors
     ),
     security(("service_key" = []))
 )]
