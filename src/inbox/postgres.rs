@@ -1751,8 +1751,11 @@ mod tests {
     use crate::config::Settings;
     use crate::inbox::contract::draft;
 
-    /// A fresh schema in the database `HERALD_TEST_POSTGRES_URL` names, so runs in parallel never meet.
+    /// A fresh database on the server `HERALD_TEST_POSTGRES_URL` names (advisory locks are per database: tests
+    /// that hold the writers' locks must not meet another test's writers), with a fresh schema in it.
     struct TestDb {
+        url: String,
+        database: String,
         options: PgConnectOptions,
         admin: PgPool,
         schema: String,
@@ -1766,11 +1769,17 @@ mod tests {
                 eprintln!("SKIPPED {test}: HERALD_TEST_POSTGRES_URL is not set (scripts/test.sh starts PostgreSQL)");
                 return None;
             };
-            let admin = PgPoolOptions::new().max_connections(1).connect(&url).await.expect("connect to PostgreSQL");
+            let database = format!("herald_test_{:016x}", rand::random::<u64>());
+            let mut server = PgConnection::connect(&url).await.expect("connect to PostgreSQL");
+            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut server).await.unwrap();
+            server.close().await.unwrap();
+            let options = PgConnectOptions::from_str(&url).unwrap().database(&database);
+            let admin =
+                PgPoolOptions::new().max_connections(1).connect_with(options.clone()).await.expect("connect to it");
             let schema = format!("herald_test_{:016x}", rand::random::<u64>());
             sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&admin).await.unwrap();
-            let options = PgConnectOptions::from_str(&url).unwrap().options([("search_path", schema.as_str())]);
-            Some(TestDb { options, admin, schema })
+            let options = options.options([("search_path", schema.as_str())]);
+            Some(TestDb { url, database, options, admin, schema })
         }
 
         async fn open(&self, listener: Option<Arc<dyn CommitListener>>) -> PostgresStore {
@@ -1786,11 +1795,13 @@ mod tests {
         }
 
         async fn drop_schema(self) {
-            sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.schema)))
-                .execute(&self.admin)
+            self.admin.close().await;
+            let mut server = PgConnection::connect(&self.url).await.expect("connect to PostgreSQL");
+            sqlx::query(AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.database)))
+                .execute(&mut server)
                 .await
                 .unwrap();
-            self.admin.close().await;
+            server.close().await.unwrap();
         }
     }
 
