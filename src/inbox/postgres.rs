@@ -85,6 +85,7 @@ fn migrator() -> Migrator {
         ),
         migration(5, "drop the unread index", include_str!("../../migrations/postgres/0005_drop_unread_index.sql")),
         migration(6, "write targeted", include_str!("../../migrations/postgres/0006_write_targeted.sql")),
+        migration(7, "inline totals", include_str!("../../migrations/postgres/0007_inline_totals.sql")),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -775,8 +776,8 @@ async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, C
 /// newest broadcast id).
 type Totals = (i64, i64, i64);
 
-/// [`Totals`] as columns of any statement (`herald_totals()`, migration 6, is their one definition; each
-/// uncorrelated subquery runs once per statement).
+/// [`Totals`] as columns of any statement (`herald_totals()`, migrations 6 and 7, is their one definition, which
+/// the planner inlines; each uncorrelated subquery runs once per statement).
 macro_rules! totals {
     () => {
         "(SELECT total FROM herald_totals()), (SELECT pruned FROM herald_totals()),
