@@ -1,8 +1,11 @@
 //! The trace's steps in SQLite: their own database file beside the inbox (`<inbox stem>.trace.db`), so a trace
-//! write never waits for the inbox's writer or holds its lock. WAL, `synchronous = NORMAL` (a trace step lost
-//! to a power cut is acceptable; a slower inbox is not). One writer connection on its own background thread
-//! ([`crate::background`]: a batch of steps yields the core to the request path) and one reader connection, used on
-//! the blocking pool.
+//! write never waits for the inbox's writer or holds its lock. WAL, `synchronous = OFF`: the trace never syncs,
+//! not even in its checkpoints, whose flush of the trace's pages (megabytes at once) otherwise queued the inbox's
+//! commit syncs behind it on the same disk — a trace step lost to a power cut is acceptable, a slower inbox is
+//! not. An operating-system crash or power cut can then leave the file damaged; [`SqliteTrace::open`] moves a
+//! file SQLite finds damaged aside and starts a new one, so the gateway always starts. One writer connection on
+//! its own background thread ([`crate::background`]: a batch of steps yields the core to the request path) and
+//! one reader connection, used on the blocking pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -66,22 +69,80 @@ fn err(e: impl std::fmt::Display) -> TraceError {
     TraceError::Unavailable(e.to_string())
 }
 
-fn connect(path: &Path) -> Result<Connection, TraceError> {
-    let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
     Ok(conn)
 }
 
+/// Why the trace's database did not open.
+enum Opening {
+    /// SQLite says the file is not a database or is corrupt.
+    Damaged(rusqlite::Error),
+    Failed(TraceError),
+}
+
+impl Opening {
+    fn into_error(self) -> TraceError {
+        match self {
+            Opening::Damaged(e) => err(format!("the trace's database is damaged: {e}")),
+            Opening::Failed(e) => e,
+        }
+    }
+}
+
+/// The writer's connection, with the schema migrated and the newest step read (which reaches the table's pages,
+/// where damage after a cut most likely is).
+fn migrated(path: &Path) -> Result<Connection, Opening> {
+    let damaged = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => Opening::Damaged(e),
+        _ => Opening::Failed(err(e)),
+    };
+    let mut conn = connect(path).map_err(damaged)?;
+    Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => damaged(err),
+        e => Opening::Failed(err(format!("trace migrations: {e}"))),
+    })?;
+    conn.query_row("SELECT max(id) FROM trace_steps", [], |_| Ok(())).map_err(damaged)?;
+    Ok(conn)
+}
+
+/// Rename a damaged trace database, and its WAL and shared-memory files, out of the way; returns the new name.
+fn set_aside(path: &Path) -> Result<PathBuf, TraceError> {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let aside = path.with_file_name(format!(
+        "{}.damaged-{secs}",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    std::fs::rename(path, &aside).map_err(|e| err(format!("moving {} aside: {e}", path.display())))?;
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+            std::fs::rename(&from, &to).map_err(|e| err(format!("moving {} aside: {e}", from.display())))?;
+        }
+    }
+    Ok(aside)
+}
+
 impl SqliteTrace {
+    /// Open (or create) the trace at `path`. A file SQLite finds damaged (see the module's note) is renamed to
+    /// `<name>.damaged-<unix seconds>`, with its WAL, and a new trace starts in its place.
     pub fn open(path: &Path) -> Result<SqliteTrace, TraceError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         }
-        let mut writer = connect(path)?;
-        Migrations::from_slice(MIGRATIONS).to_latest(&mut writer).map_err(|e| err(format!("trace migrations: {e}")))?;
-        let reader = connect(path)?;
+        let mut writer = match migrated(path) {
+            Err(Opening::Damaged(e)) => {
+                let aside = set_aside(path)?;
+                tracing::warn!(error = %e, damaged = %aside.display(), "the trace's database was damaged; moved it aside and started a new one");
+                migrated(path).map_err(Opening::into_error)?
+            }
+            opened => opened.map_err(Opening::into_error)?,
+        };
+        let reader = connect(path).map_err(err)?;
         let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
         crate::background::spawn("herald-trace-writer", move || {
             while let Ok(job) = rx.recv() {
@@ -280,5 +341,50 @@ mod tests {
         ));
         assert!(marks.contains("trace_steps_user"), "{marks}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn step(event: &str) -> Step {
+        Step {
+            at: Utc::now(),
+            trace_id: None,
+            event_id: Some(event.into()),
+            notification_id: None,
+            user_id: None,
+            kind: Kind::Event,
+            node: "n".into(),
+            data: super::super::Data::Json(serde_json::json!({})),
+        }
+    }
+
+    /// The trace never syncs (its connections run `synchronous = OFF`), so its checkpoints' flushes never queue
+    /// the inbox's commit syncs behind them.
+    #[tokio::test]
+    async fn the_trace_database_never_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteTrace::open(&dir.path().join("t.trace.db")).unwrap();
+        let reader: i64 = store.reader.lock().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let writer: i64 = store.write(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0))).await.unwrap();
+        assert_eq!((reader, writer), (0, 0), "0 is OFF");
+    }
+
+    /// What a cut can leave of a file that is never synced: SQLite refuses it, and the gateway must still start.
+    #[tokio::test]
+    async fn a_damaged_trace_database_is_moved_aside_and_a_new_one_records_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.trace.db");
+        // What a torn write can leave where SQLite's header was.
+        let bytes: Vec<u8> = (0..16384u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+
+        let store = SqliteTrace::open(&path).expect("a damaged trace does not stop the gateway");
+        store.append(vec![step("after")]).await.unwrap();
+        assert_eq!(store.by_event("after", 10).await.unwrap().len(), 1, "the new trace records steps");
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("t.trace.db.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged file is kept beside it for a look: {aside:?}");
+        assert!(std::fs::read(dir.path().join(&aside[0])).unwrap() == bytes, "moved as it was");
     }
 }
