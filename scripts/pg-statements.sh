@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Where PostgreSQL's time goes in one group commit of targeted notifications: `herald_write_targeted` (the
+# one-round-trip commit, migrations/postgres/) called by pgbench on one connection, with pg_stat_statements
+# tracking the statements inside the function. Prints the time per call of the function and of each statement.
+#
+#   scripts/pg-statements.sh                 # 12 notifications per call (a group commit at ~9k events/s)
+#   ROWS=1 DURATION=10 scripts/pg-statements.sh
+#
+# PostgreSQL is started by scripts/lib/services.sh (fsync off, as the tests run it: this measures the CPU the
+# statements take, not the WAL's sync), with the migrations applied in order by psql. The function is called
+# with ROWS writes, each for one of 10,000 users, with a fresh dedupe key; pgbench's own expressions that build
+# the arguments count in the function's line, not in the statements'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/services.sh
+trap stop_services EXIT
+ROWS=${ROWS:-12}
+DURATION=${DURATION:-8}
+start_postgres
+BIN=$HERALD_TEST_POSTGRES_BIN
+DIR=$HERALD_SERVICES_DIR/postgres
+PORT=${HERALD_TEST_POSTGRES_URL##*:}
+PORT=${PORT%%/*}
+as=()
+if [ "$(id -u)" -eq 0 ]; then as=(runuser -u postgres --); fi
+"${as[@]}" "$BIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null
+"${as[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 \
+  -c fsync=off -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" start >/dev/null
+URL=$HERALD_TEST_POSTGRES_URL
+psql() { "$BIN/psql" -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
+psql -c "CREATE EXTENSION pg_stat_statements"
+for f in migrations/postgres/*.sql; do psql -f "$f" >/dev/null; done
+
+script=$(mktemp)
+fill() { echo "array_fill('$1'::text, ARRAY[$ROWS])"; }
+cat >"$script" <<SQL
+\\set base random(1, 100000000)
+SELECT * FROM herald_write_targeted(79473407904836, 1212502625,
+  ARRAY(SELECT (:base * $ROWS + g)::int FROM generate_series(1, $ROWS) g), now(), ARRAY[]::text[],
+  ARRAY(SELECT decode(md5(:base || '-' || g), 'hex') FROM generate_series(1, $ROWS) g),
+  ARRAY(SELECT 'evt-' || :base || '-' || g FROM generate_series(1, $ROWS) g),
+  $(fill order.shipped), $(fill 'Your order shipped'), $(fill 'Order 123 is on its way, arriving Tuesday'),
+  $(fill order.shipped), $(fill shop), $(fill order), $(fill 123), $(fill '{"order":"123"}'),
+  $(fill '{"order":"123","items":[1,2,3],"total":42.5,"currency":"EUR"}'),
+  ARRAY(SELECT g FROM generate_series(1, $ROWS) g),
+  ARRAY(SELECT 'user-' || ((:base + g * 7919) % 10000) FROM generate_series(1, $ROWS) g));
+SQL
+log "warming up (3 s), then measuring ($DURATION s) with $ROWS notifications per call"
+"$BIN/pgbench" -n -c 1 -T 3 -f "$script" "$URL" >/dev/null
+psql -c "SELECT pg_stat_statements_reset()" >/dev/null
+"$BIN/pgbench" -n -c 1 -T "$DURATION" -f "$script" "$URL" | grep -E "latency average|tps"
+"$BIN/psql" "$URL" -c "SELECT round((total_exec_time / calls * 1000)::numeric, 1) AS us_per_call,
+    round((total_exec_time / calls * 1000 / $ROWS)::numeric, 1) AS us_per_row, calls,
+    left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement
+  FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 12"
+rm -f "$script"
