@@ -1795,7 +1795,7 @@ mod tests {
             PostgresStore::connect(self.options.clone(), settings, listener).await.unwrap()
         }
 
-        async fn drop_schema(self) {
+        async fn drop_database(self) {
             self.admin.close().await;
             let mut server = PgConnection::connect(&self.url).await.expect("connect to PostgreSQL");
             sqlx::query(AssertSqlSafe(format!("DROP DATABASE {} WITH (FORCE)", self.database)))
@@ -1821,7 +1821,7 @@ mod tests {
         let targeted = reopened.list("dup-a", ListQuery { limit: 50, ..Default::default() }).await.unwrap();
         assert_eq!(targeted.iter().filter(|n| n.user_id.is_some()).count(), 1);
         reopened.close().await;
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     #[tokio::test]
@@ -1830,7 +1830,7 @@ mod tests {
         let store = db.open_with(&crate::inbox::contract::retention_settings(), None).await;
         crate::inbox::contract::run_retention(&store).await;
         store.close().await;
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     /// A rolling upgrade: a newer node applied a migration this release does not know; this node (an older one,
@@ -1865,7 +1865,7 @@ mod tests {
             Err(StoreError::Internal(e)) => assert!(e.contains("needs migration 1000") && e.contains("upgrade"), "{e}"),
             other => panic!("expected a refusal, got {:?}", other.err()),
         }
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     #[tokio::test]
@@ -1893,7 +1893,7 @@ mod tests {
         let later = store.apply(vec![Write::Notify(redelivered)]).await.unwrap();
         assert!(matches!(&later[0], WriteOutcome::Stored(v) if v.len() == 1), "{later:?}");
         store.close().await;
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     /// A database the release before inbox states wrote (three migrations), as in the SQLite test: after the
@@ -1956,7 +1956,7 @@ mod tests {
         .unwrap();
         assert_eq!(unread_index, 0, "the partial unread index is dropped");
         store.close().await;
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     /// Records the ids the commit listener is told about, in the order it is told.
@@ -2062,7 +2062,7 @@ mod tests {
         for node in nodes {
             node.close().await;
         }
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     /// Nodes of different versions must agree on each user's lock key: FNV-1a (32 bits) of the id's bytes.
@@ -2116,7 +2116,7 @@ mod tests {
         assert!(matches!(everyone.await.unwrap().as_deref(), Ok([WriteOutcome::Stored(_)])));
 
         Arc::into_inner(store).unwrap().close().await;
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     #[tokio::test]
@@ -2139,7 +2139,7 @@ mod tests {
         let targeted: Vec<_> = stored.iter().filter(|n| n.user_id.is_some()).collect();
         assert_eq!(targeted[0].title, "a\u{FFFD}b");
         store.close().await;
-        db.drop_schema().await;
+        db.drop_database().await;
     }
 
     #[tokio::test]

@@ -352,7 +352,7 @@ mod tests {
             user_id: None,
             kind: Kind::Event,
             node: "n".into(),
-            data: super::super::Data::Json(serde_json::json!({})),
+            data: crate::trace::Data::Json(serde_json::json!({})),
         }
     }
 
