@@ -6,7 +6,8 @@
 #   scripts/pg-statements.sh                 # 12 notifications per call (a group commit at ~9k events/s)
 #   ROWS=1 DURATION=10 scripts/pg-statements.sh
 #
-# PostgreSQL is started by scripts/lib/services.sh (fsync off, as the tests run it: this measures the CPU the
+# PostgreSQL is started by scripts/lib/services.sh (fsync off, as the tests run it, with pg_stat_statements
+# loaded through HERALD_POSTGRES_OPTIONS: this measures the CPU the
 # statements take, not the WAL's sync), with the migrations applied in order by psql. The function is called
 # with ROWS writes, each for one of 10,000 users, with a fresh dedupe key; pgbench's own expressions that build
 # the arguments count in the function's line, not in the statements'.
@@ -16,16 +17,9 @@ source scripts/lib/services.sh
 trap stop_services EXIT
 ROWS=${ROWS:-12}
 DURATION=${DURATION:-8}
-start_postgres
+HERALD_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
+  start_postgres
 BIN=$HERALD_TEST_POSTGRES_BIN
-DIR=$HERALD_SERVICES_DIR/postgres
-PORT=${HERALD_TEST_POSTGRES_URL##*:}
-PORT=${PORT%%/*}
-as=()
-if [ "$(id -u)" -eq 0 ]; then as=(runuser -u postgres --); fi
-"${as[@]}" "$BIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null
-"${as[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 \
-  -c fsync=off -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" start >/dev/null
 URL=$HERALD_TEST_POSTGRES_URL
 psql() { "$BIN/psql" -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
 psql -c "CREATE EXTENSION pg_stat_statements"

@@ -139,7 +139,8 @@ start_postgres() {
     durability="-c fsync=on -c synchronous_commit=on"
     log "postgresql at production durability (fsync and synchronous_commit on)"
   fi
-  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=200"
+  # HERALD_POSTGRES_OPTIONS: more server options (e.g. scripts/pg-statements.sh loads pg_stat_statements).
+  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=200 ${HERALD_POSTGRES_OPTIONS:-}"
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 -o "$opts" start >/dev/null \
     || { tail -n 40 "$dir/log" >&2; return 1; }
   _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
