@@ -15,9 +15,15 @@
 //!   commit became visible: a user's targeted ids, and broadcast ids, become visible in increasing order across
 //!   nodes (a reader of user U that saw id N in a chain never later sees a new id < N there), and `prev_id`, read
 //!   in the locked transaction, is exact.
+//! - A user's chain head (their newest unmuted targeted id, the next row's `prev_id`) is either unknown (NULL) or
+//!   exact in `inbox_counts.head` (migration 8): every write of an unmuted targeted row moves it in the same
+//!   transaction (`herald_write_targeted`'s counters upsert, [`INSERT`] row by row), and a trigger clears it
+//!   when any `DELETE` removes the head row; unknown, the writer reads it from the notifications (tested:
+//!   `chain_heads_follow_row_by_row_writes_and_any_delete`, and the contract's chain tests).
 //! - A commit of targeted notifications only (the shape of one event per request) is one round trip whatever its
-//!   size: one call of `herald_write_targeted` (migration 6) in autocommit ([`write_targeted`]), which takes the
-//!   same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks open.
+//!   size: one call of `herald_write_targeted` (migrations 6 and 8) in autocommit ([`write_targeted`]), which
+//!   takes the same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks
+//!   open.
 //! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
 //! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
 //! - Retention runs as plain short transactions beside the writer, not through it (deleting draws no ids); each
@@ -86,6 +92,7 @@ fn migrator() -> Migrator {
         migration(5, "drop the unread index", include_str!("../../migrations/postgres/0005_drop_unread_index.sql")),
         migration(6, "write targeted", include_str!("../../migrations/postgres/0006_write_targeted.sql")),
         migration(7, "inline totals", include_str!("../../migrations/postgres/0007_inline_totals.sql")),
+        migration(8, "chain heads", include_str!("../../migrations/postgres/0008_chain_heads.sql")),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -94,7 +101,8 @@ fn migrator() -> Migrator {
 /// Refuse to run on a database a newer release migrated in a way this one would write wrongly. Each migration
 /// that older releases cannot run beside raises `store_state.compatible_from` to the lowest migration version a
 /// node must know (migration 6 sets 4: a node from before the counters of migration 4 would not keep them; nodes
-/// from before migration 6 do not check, so the value guards the releases from this one on).
+/// from before migration 6 do not check, so the value guards the releases from this one on; migration 8 sets 8:
+/// a node from before it would not move the chain heads kept in the counters).
 async fn compatible(c: &PgPool, migrator: &Migrator) -> Result<(), StoreError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     let needed: Option<i64> = sqlx::query_scalar("SELECT value FROM store_state WHERE name = 'compatible_from'")
@@ -172,13 +180,20 @@ const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE nam
 const LATEST: &str = "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0),
                               COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)";
 
+/// One row, which also moves its user's chain head (`inbox_counts.head`, migration 8) when it is targeted and
+/// unmuted: `herald_write_targeted` links that user's next row to it without reading the notifications.
 const INSERT: &str = concat!(
-    "INSERT INTO notifications
-         (user_id, event_id, kind, title, content, event_type, source, related_type, related_id, data, body,
-          created_at, muted, ord, prev_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11::json, $12, $13, $14, ",
+    "WITH added AS (
+         INSERT INTO notifications
+             (user_id, event_id, kind, title, content, event_type, source, related_type, related_id, data, body,
+              created_at, muted, ord, prev_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11::json, $12, $13, $14, ",
     chain_head!(),
-    ") RETURNING id, prev_id"
+    ") RETURNING id, prev_id
+     ), moved AS (
+         UPDATE inbox_counts SET head = (SELECT id FROM added) WHERE user_id = $1 AND NOT $13
+     )
+     SELECT id, prev_id FROM added"
 );
 
 /// What a pruning `DELETE` returns of each row: enough to raise the floors and correct the counters.
@@ -1135,8 +1150,8 @@ fn targeted_only(batch: &[Job]) -> bool {
     })
 }
 
-/// The row `herald_write_targeted` returns (migration 6): per write whether it was fresh; per row of a fresh write
-/// its id, prev_id and muted; the changed users' counters as columns; the totals.
+/// The row `herald_write_targeted` returns (migrations 6 and 8): per write whether it was fresh; per row of a fresh
+/// write its id, prev_id and muted; the changed users' counters as columns (in no particular order); the totals.
 struct Targeted {
     fresh: Vec<bool>,
     ids: Option<Vec<i64>>,
@@ -1176,10 +1191,10 @@ impl Targeted {
 }
 
 /// Commit a batch of targeted notifications in one round trip whatever its size: one call of
-/// `herald_write_targeted` (migration 6) in autocommit, which takes the locks [`begin_and_lock`] describes, records
-/// the dedupe keys, draws the ids, reads the chain heads and the preferences, inserts the rows and upserts the
-/// counters, and answers once its transaction committed (sqlx reads up to `ReadyForQuery`, which PostgreSQL sends
-/// after the implicit commit). The values go as one array per column: the written columns once per write, the
+/// `herald_write_targeted` (migrations 6 and 8) in autocommit, which takes the locks [`begin_and_lock`] describes,
+/// records the dedupe keys, draws the ids, reads the preferences, upserts the counters (moving the chain heads and
+/// returning the ones they replace), inserts the rows, and answers once its transaction committed (sqlx reads up
+/// to `ReadyForQuery`, which PostgreSQL sends after the implicit commit). The values go as one array per column: the written columns once per write, the
 /// recipients once per row.
 async fn write_targeted(
     c: &mut PgConnection,
@@ -2116,6 +2131,32 @@ mod tests {
         assert!(matches!(everyone.await.unwrap().as_deref(), Ok([WriteOutcome::Stored(_)])));
 
         Arc::into_inner(store).unwrap().close().await;
+        db.drop_database().await;
+    }
+
+    /// The chain heads kept in the counters (migration 8) stay exact whatever moves them: a row written row by
+    /// row (a commit holding a broadcast) moves its user's head, and deleting the head row, even with a plain
+    /// `DELETE` no Herald code runs, sends the next row to the newest row left.
+    #[tokio::test]
+    async fn chain_heads_follow_row_by_row_writes_and_any_delete() {
+        let Some(db) = TestDb::create("chain_heads_follow_row_by_row_writes_and_any_delete").await else { return };
+        let store = db.open(None).await;
+        let to = |id: &str| Write::Notify(draft(id, Recipients::Users(vec!["heads".into()])));
+        let one = |out: Vec<WriteOutcome>, i: usize| match &out[i] {
+            WriteOutcome::Stored(rows) => rows[0].clone(),
+            other => panic!("write {i}: expected Stored, got {other:?}"),
+        };
+        let a = one(store.apply(vec![to("heads-a")]).await.unwrap(), 0);
+        let mixed = store.apply(vec![Write::Notify(draft("heads-all", Recipients::Everyone)), to("heads-b")]).await;
+        let b = one(mixed.unwrap(), 1);
+        assert_eq!(b.prev_id, a.id, "row by row, linked to the head the targeted commit left");
+        let c = one(store.apply(vec![to("heads-c")]).await.unwrap(), 0);
+        assert_eq!(c.prev_id, b.id, "the row written row by row moved the head");
+        let delete = format!("DELETE FROM {}.notifications WHERE id = $1", db.schema);
+        sqlx::query(AssertSqlSafe(delete)).bind(c.id).execute(&db.admin).await.unwrap();
+        let d = one(store.apply(vec![to("heads-d")]).await.unwrap(), 0);
+        assert_eq!(d.prev_id, b.id, "the deleted head was forgotten: the newest row left");
+        store.close().await;
         db.drop_database().await;
     }
 
