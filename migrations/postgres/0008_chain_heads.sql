@@ -6,8 +6,8 @@
 -- not known (rows written before this migration, or the head row deleted), when the writer reads it from the
 -- notifications as before. Whatever writes an unmuted targeted row sets it in the same transaction:
 -- `herald_write_targeted` through its counters upsert, the row-by-row path with its INSERT (src/inbox/postgres.rs);
--- whatever deletes the head row clears it, through the trigger below, so no delete path (retention, a purge, a
--- delete, an operator's own DELETE) can leave it stale. `head_before` is the head the last upsert replaced, read
+-- whatever deletes the head row clears it, through the triggers below, so no delete path (retention, a purge, a
+-- delete, an operator's own DELETE or TRUNCATE) can leave it stale. `head_before` is the head the last upsert replaced, read
 -- back by the same statement's RETURNING (an UPDATE's RETURNING sees only new values); nothing else reads it.
 ALTER TABLE inbox_counts ADD COLUMN head BIGINT, ADD COLUMN head_before BIGINT;
 
@@ -22,6 +22,17 @@ $$;
 
 CREATE TRIGGER notifications_forget_deleted_heads AFTER DELETE ON notifications
 REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION herald_forget_deleted_heads();
+
+-- A TRUNCATE fires no DELETE trigger: it forgets every head.
+CREATE FUNCTION herald_forget_all_heads() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE inbox_counts SET head = NULL WHERE head IS NOT NULL;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER notifications_forget_all_heads AFTER TRUNCATE ON notifications
+FOR EACH STATEMENT EXECUTE FUNCTION herald_forget_all_heads();
 
 -- As migration 6's, but: the counters upsert records each user's new head and returns the one it replaced, which
 -- is the `prev_id` of the user's first unmuted row of the call (no lookup unless it is NULL); and the changed

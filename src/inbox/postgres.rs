@@ -17,8 +17,9 @@
 //!   in the locked transaction, is exact.
 //! - A user's chain head (their newest unmuted targeted id, the next row's `prev_id`) is either unknown (NULL) or
 //!   exact in `inbox_counts.head` (migration 8): every write of an unmuted targeted row moves it in the same
-//!   transaction (`herald_write_targeted`'s counters upsert, [`INSERT`] row by row), and a trigger clears it
-//!   when any `DELETE` removes the head row; unknown, the writer reads it from the notifications (tested:
+//!   transaction (`herald_write_targeted`'s counters upsert, [`INSERT`] row by row), and triggers clear it
+//!   when any `DELETE` removes the head row (every head on a `TRUNCATE`); unknown, the writer reads it from the
+//!   notifications (tested:
 //!   `chain_heads_follow_row_by_row_writes_and_any_delete`, and the contract's chain tests).
 //! - A commit of targeted notifications only (the shape of one event per request) is one round trip whatever its
 //!   size: one call of `herald_write_targeted` (migrations 6 and 8) in autocommit ([`write_targeted`]), which
@@ -2136,7 +2137,7 @@ mod tests {
 
     /// The chain heads kept in the counters (migration 8) stay exact whatever moves them: a row written row by
     /// row (a commit holding a broadcast) moves its user's head, and deleting the head row, even with a plain
-    /// `DELETE` no Herald code runs, sends the next row to the newest row left.
+    /// `DELETE` no Herald code runs, sends the next row to the newest row left (a `TRUNCATE`: to none).
     #[tokio::test]
     async fn chain_heads_follow_row_by_row_writes_and_any_delete() {
         let Some(db) = TestDb::create("chain_heads_follow_row_by_row_writes_and_any_delete").await else { return };
@@ -2156,6 +2157,10 @@ mod tests {
         sqlx::query(AssertSqlSafe(delete)).bind(c.id).execute(&db.admin).await.unwrap();
         let d = one(store.apply(vec![to("heads-d")]).await.unwrap(), 0);
         assert_eq!(d.prev_id, b.id, "the deleted head was forgotten: the newest row left");
+        let truncate = format!("TRUNCATE {}.notifications", db.schema);
+        sqlx::query(AssertSqlSafe(truncate)).execute(&db.admin).await.unwrap();
+        let e = one(store.apply(vec![to("heads-e")]).await.unwrap(), 0);
+        assert_eq!(e.prev_id, 0, "a truncate forgets every head: the chain starts again");
         store.close().await;
         db.drop_database().await;
     }
