@@ -7,8 +7,9 @@
 -- notifications as before. Whatever writes an unmuted targeted row sets it in the same transaction:
 -- `herald_write_targeted` through its counters upsert, the row-by-row path with its INSERT (src/inbox/postgres.rs);
 -- whatever deletes the head row clears it, through the triggers below, so no delete path (retention, a purge, a
--- delete, an operator's own DELETE or TRUNCATE) can leave it stale. `head_before` is the head the last upsert replaced, read
--- back by the same statement's RETURNING (an UPDATE's RETURNING sees only new values); nothing else reads it.
+-- delete, an operator's own DELETE or TRUNCATE) can leave it stale. `head_before` is the head the last upsert
+-- replaced, read back by the same statement's RETURNING (an UPDATE's RETURNING sees only new values); nothing else
+-- reads it.
 ALTER TABLE inbox_counts ADD COLUMN head BIGINT, ADD COLUMN head_before BIGINT;
 
 -- The search_path this migration ran with, pinned: a DELETE from a session with another search_path (an operator

@@ -19,8 +19,7 @@
 //!   exact in `inbox_counts.head` (migration 8): every write of an unmuted targeted row moves it in the same
 //!   transaction (`herald_write_targeted`'s counters upsert, [`INSERT`] row by row), and triggers clear it
 //!   when any `DELETE` removes the head row (every head on a `TRUNCATE`); unknown, the writer reads it from the
-//!   notifications (tested:
-//!   `chain_heads_follow_row_by_row_writes_and_any_delete`, and the contract's chain tests).
+//!   notifications (tested: `chain_heads_follow_row_by_row_writes_and_any_delete`, the contract's chain tests).
 //! - A commit of targeted notifications only (the shape of one event per request) is one round trip whatever its
 //!   size: one call of `herald_write_targeted` (migrations 6 and 8) in autocommit ([`write_targeted`]), which
 //!   takes the same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks
@@ -1195,8 +1194,8 @@ impl Targeted {
 /// `herald_write_targeted` (migrations 6 and 8) in autocommit, which takes the locks [`begin_and_lock`] describes,
 /// records the dedupe keys, draws the ids, reads the preferences, upserts the counters (moving the chain heads and
 /// returning the ones they replace), inserts the rows, and answers once its transaction committed (sqlx reads up
-/// to `ReadyForQuery`, which PostgreSQL sends after the implicit commit). The values go as one array per column: the written columns once per write, the
-/// recipients once per row.
+/// to `ReadyForQuery`, which PostgreSQL sends after the implicit commit). The values go as one array per column:
+/// the written columns once per write, the recipients once per row.
 async fn write_targeted(
     c: &mut PgConnection,
     batch: &[Job],
