@@ -36,8 +36,9 @@ CREATE TRIGGER notifications_forget_all_heads AFTER TRUNCATE ON notifications
 FOR EACH STATEMENT EXECUTE FUNCTION herald_forget_all_heads();
 
 -- As migration 6's, but: the counters upsert records each user's new head and returns the one it replaced, which
--- is the `prev_id` of the user's first unmuted row of the call (no lookup unless it is NULL); and the changed
--- users' counters come back in the upsert's order (the caller matches them by user), not sorted by first row.
+-- is the `prev_id` of the user's first unmuted row of the call (no lookup unless it is NULL); the rows' INSERT
+-- computes each `prev_id` itself (one statement fewer); and the changed users' counters come back in the upsert's
+-- order (the caller matches them by user), not sorted by first row.
 CREATE OR REPLACE FUNCTION herald_write_targeted(
     write_lock BIGINT, user_locks INT, lock_keys INT[], written_at TIMESTAMPTZ, muted_by_default TEXT[],
     keys BYTEA[], event_ids TEXT[], kinds TEXT[], titles TEXT[], contents TEXT[], event_types TEXT[],
@@ -94,20 +95,24 @@ BEGIN
     INTO count_users, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj, heads
     FROM upserted c;
 
-    SELECT array_agg(COALESCE(t.p, h.b, (SELECT n.id FROM notifications n WHERE n.user_id = t.u AND NOT n.muted
-                                    ORDER BY n.id DESC LIMIT 1), 0) ORDER BY t.i)
-    INTO prev_ids
-    FROM (SELECT u, i, max(id) FILTER (WHERE NOT m)
-                           OVER (PARTITION BY u ORDER BY i ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS p
-          FROM unnest(users, muted, ids) WITH ORDINALITY AS r(u, m, id, i)) t
-    LEFT JOIN unnest(count_users, heads) AS h(u, b) ON h.u = t.u;
-
-    INSERT INTO notifications (id, user_id, event_id, kind, title, content, event_type, source, related_type,
-                               related_id, data, body, created_at, muted, prev_id)
-    OVERRIDING SYSTEM VALUE
-    SELECT r.id, r.u, event_ids[r.w], kinds[r.w], titles[r.w], contents[r.w], event_types[r.w], sources[r.w],
-           related_types[r.w], related_ids[r.w], datas[r.w]::json, bodies[r.w]::json, written_at, r.m, r.p
-    FROM unnest(ids, users, writes, muted, prev_ids) AS r(id, u, w, m, p);
+    -- prev_id: the user's previous unmuted row of this call, else the head the upsert replaced, else (a head not
+    -- known) their newest unmuted row, else 0. The lookup's snapshot predates this INSERT's own rows.
+    WITH added AS (
+        INSERT INTO notifications (id, user_id, event_id, kind, title, content, event_type, source, related_type,
+                                   related_id, data, body, created_at, muted, prev_id)
+        OVERRIDING SYSTEM VALUE
+        SELECT r.id, r.u, event_ids[r.w], kinds[r.w], titles[r.w], contents[r.w], event_types[r.w], sources[r.w],
+               related_types[r.w], related_ids[r.w], datas[r.w]::json, bodies[r.w]::json, written_at, r.m,
+               COALESCE(r.p, h.b, (SELECT n.id FROM notifications n WHERE n.user_id = r.u AND NOT n.muted
+                                   ORDER BY n.id DESC LIMIT 1), 0)
+        FROM (SELECT u, w, m, id,
+                     max(id) FILTER (WHERE NOT m)
+                         OVER (PARTITION BY u ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS p
+              FROM unnest(users, writes, muted, ids) AS r(u, w, m, id)) r
+        LEFT JOIN unnest(count_users, heads) AS h(u, b) ON h.u = r.u
+        RETURNING id, prev_id
+    )
+    SELECT array_agg(a.prev_id ORDER BY a.id) INTO prev_ids FROM added a;
 
     SELECT t.total, t.pruned, t.broadcast_up_to INTO total, pruned, broadcast_up_to FROM herald_totals() t;
 END
