@@ -1,6 +1,6 @@
 -- Each user's chain head kept in their counters row, so a group commit reads no `prev_id` from the notifications
--- (one index descent and heap visit per user in every commit: after the counters upsert, the largest statement of
--- `herald_write_targeted`; see BENCHMARKS.md).
+-- (a lookup per user in every commit; BENCHMARKS.md has what this measured: the counters statement cheaper, the
+-- whole call within this machine's noise).
 --
 -- `inbox_counts.head`: the user's newest unmuted targeted id — the `prev_id` their next row gets — or NULL when
 -- not known (rows written before this migration, or the head row deleted), when the writer reads it from the
