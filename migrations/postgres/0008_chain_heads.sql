@@ -97,7 +97,7 @@ BEGIN
 
     -- prev_id: the user's previous unmuted row of this call, else the head the upsert replaced, else (a head not
     -- known) their newest unmuted row, else 0. The lookup's snapshot predates this INSERT's own rows.
-    WITH added AS (
+    WITH inserted AS (
         INSERT INTO notifications (id, user_id, event_id, kind, title, content, event_type, source, related_type,
                                    related_id, data, body, created_at, muted, prev_id)
         OVERRIDING SYSTEM VALUE
@@ -112,7 +112,7 @@ BEGIN
         LEFT JOIN unnest(count_users, heads) AS h(u, b) ON h.u = r.u
         RETURNING id, prev_id
     )
-    SELECT array_agg(a.prev_id ORDER BY a.id) INTO prev_ids FROM added a;
+    SELECT array_agg(i.prev_id ORDER BY i.id) INTO prev_ids FROM inserted i;
 
     SELECT t.total, t.pruned, t.broadcast_up_to INTO total, pruned, broadcast_up_to FROM herald_totals() t;
 END
