@@ -7,6 +7,8 @@
 #                                      # busy machine, for before/after comparisons of a change
 #   MODE=threads scripts/profile.sh    # per thread: user and system CPU µs per event, and context switches
 #                                      # per event (voluntary: it waited; involuntary: it was preempted)
+#   MODE=pages scripts/profile.sh      # which B-trees each group commit writes: WAL frames per commit, by table
+#                                      # and index (what the storage layout costs in pages, before any CPU)
 #   MODE=none scripts/profile.sh       # no profiler: the load tool's report only (disk KiB per event, CPU)
 #
 # MODE=perf: Herald (release) on HERALD_CORE, herald-loadtest on LOAD_CORE, `perf record` (software clock
@@ -20,6 +22,13 @@
 # without and with callees) and prints Ir (instructions) per event. valgrind
 # runs Herald ~50× slower, so the defaults are a small run at a low rate; keep RATE, EVENTS and SESSIONS the
 # same across the runs you compare (group commits hold more events at higher rates, which changes the count).
+#
+# MODE=pages: when the phase ends, a copy of the inbox's WAL (its frames since it last started again, i.e. since
+# the last complete checkpoint: a few thousand commits) and then of its database file; the frames are grouped into
+# commits (a frame with a commit size ends one) and each page is named by the copy's `dbstat` (SQLite opens the
+# copy with its WAL, so pages the WAL added are named too). Writes OUT/pages.txt: notifications per commit (the
+# growth of their AUTOINCREMENT counter, which every commit writing one rewrites), and frames per commit in all
+# and per table or index. A page named `?` was freed since (rare).
 #
 # MODE=threads: no profiler; /proc/PID/task/*/{stat,status} read when the phase starts and ends, the difference
 # per thread name (threads of one name summed, e.g. tokio's workers) divided by the events acknowledged. Clock
@@ -45,8 +54,8 @@ EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
 case $MODE in
   perf) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
   callgrind) SESSIONS=${SESSIONS:-200} EVENTS=${EVENTS:-1000} RATE=${RATE:-100} ;;
-  none | threads) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
-  *) echo "MODE must be perf, callgrind, threads or none" >&2; exit 2 ;;
+  none | threads | pages) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
+  *) echo "MODE must be perf, callgrind, threads, pages or none" >&2; exit 2 ;;
 esac
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -55,7 +64,7 @@ source scripts/lib/services.sh
 case $MODE in
   perf) ensure_packages perf:linux-perf ;;
   callgrind) ensure_packages valgrind:valgrind callgrind_control:valgrind ;;
-  none | threads) ensure_packages python3:python3 ;;
+  none | threads | pages) ensure_packages python3:python3 ;;
 esac
 
 log "building release binaries into $CARGO_TARGET_DIR"
@@ -95,6 +104,11 @@ case $MODE in
           "$(sed -n "s/^nonvoluntary_ctxt_switches:\t*//p" $t/status)"; done'
     start_hook="$snap >$OUT/threads-start.tsv"
     end_hook="$snap >$OUT/threads-end.tsv"
+    ;;
+  pages)
+    # The WAL first: a checkpoint between the two copies then only moves pages the WAL copy still names.
+    start_hook=true
+    end_hook="mkdir -p $OUT/pages && cp $OUT/herald.db-wal $OUT/pages/herald.db-wal && cp $OUT/herald.db $OUT/pages/herald.db"
     ;;
   none) start_hook=true end_hook=true ;;
 esac
@@ -170,6 +184,75 @@ for name, (ut, st, vcs, nvcs, k) in sorted(per.items(), key=lambda kv: -(kv[1][0
     print(f"{name:20} {k:>7} {ut * us:8.1f} {st * us:9.1f} {vcs / n:6.2f} {nvcs / n:9.2f}")
     total = [a + b for a, b in zip(total, (ut, st, vcs, nvcs))]
 print(f"{'all':20} {'':>7} {total[0] * us:8.1f} {total[1] * us:9.1f} {total[2] / n:6.2f} {total[3] / n:9.2f}")
+PY
+    ;;
+  pages)
+    python3 - "$OUT/pages" <<'PY' | tee "$OUT/pages.txt"
+import collections, sqlite3, struct, sys
+d = sys.argv[1]
+wal = open(f"{d}/herald.db-wal", "rb").read()
+salts = wal[16:24]
+size = struct.unpack(">I", wal[8:12])[0]
+def varint(b, i):
+    v = 0
+    for k in range(9):
+        c = b[i + k]
+        if k == 8:
+            return (v << 8) | c, i + 9
+        v = (v << 7) | (c & 0x7F)
+        if c < 0x80:
+            return v, i + k + 1
+
+def sequence(page):
+    # `notifications`' AUTOINCREMENT counter in an image of sqlite_sequence's one leaf page (a table leaf: its
+    # cells are (name TEXT, seq INTEGER) records). One id per notification, so its growth counts notifications.
+    if page[0] != 0x0D:
+        return None
+    for c in range(struct.unpack(">H", page[3:5])[0]):
+        i = struct.unpack(">H", page[8 + 2 * c:10 + 2 * c])[0]
+        _, i = varint(page, i)  # payload size
+        _, i = varint(page, i)  # rowid
+        start = i
+        hsize, i = varint(page, i)
+        types = []
+        while i < start + hsize:
+            t, i = varint(page, i)
+            types.append(t)
+        at = start + hsize
+        name_len = (types[0] - 13) // 2
+        name = page[at:at + name_len].decode()
+        at += name_len
+        width = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8}.get(types[1])
+        if name == "notifications" and width:
+            return int.from_bytes(page[at:at + width], "big", signed=True)
+    return None
+
+frames, commits, pending, images = collections.Counter(), 0, [], []
+off = 32
+while off + 24 + size <= len(wal) and wal[off + 8:off + 16] == salts:
+    page, commit = struct.unpack(">II", wal[off:off + 8])
+    pending.append((page, off + 24))
+    if commit:
+        commits += 1
+        frames.update(p for p, _ in pending)
+        images.append(dict(pending))
+        pending = []
+    off += 24 + size
+# Opening the copy runs SQLite's WAL recovery on it (the copy, not Herald's files).
+names = dict(sqlite3.connect(f"{d}/herald.db").execute("SELECT pageno, name FROM dbstat"))
+by = collections.Counter()
+for page, n in frames.items():
+    by[names.get(page, "?")] += n
+if commits < 2:
+    sys.exit("the WAL copy holds fewer than two complete commits (it had just started again): run again")
+seq_page = next((p for p, n in names.items() if n == "sqlite_sequence"), None)
+seqs = [sequence(wal[img[seq_page]:img[seq_page] + size]) for img in images if seq_page in img]
+seqs = [s for s in seqs if s is not None]
+per = f"{(seqs[-1] - seqs[0]) / (commits - 1):.2f}" if len(seqs) == commits else "unknown"
+print(f"{commits:,} commits in the WAL copy ({size}-byte pages); notifications per commit: {per}; "
+      f"WAL frames per commit: {sum(by.values()) / commits:.2f}")
+for name, n in by.most_common():
+    print(f"  {name:32} {n / commits:6.2f}")
 PY
     ;;
   none) echo "report: $OUT/report.json" ;;
