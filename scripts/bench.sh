@@ -12,6 +12,8 @@
 #   BASE_BIN=/path/to/older/herald scripts/bench.sh   # before/after: every Herald entry also as base-NAME
 #                                         # with that binary, the two alternating round by round
 #
+# RESULTS/machine.txt (and the summary's end) records how fast the machine was (scripts/lib/machine.py).
+#
 # Environment: ROUNDS (3), RESULTS ($CARGO_TARGET_DIR/bench-results/DATE), CARGO_TARGET_DIR (/work/target-bench,
 # so a build here does not wait on the shared target dir's lock), HERALD_CORE (0), LOAD_CORE (1), ONLY (entry
 # names), AMQP (0), CLUSTER (0), NCHAN (1: the nchan-* reference entries), PIN_SERVICES (0), PG_DURABLE (1:
@@ -62,6 +64,10 @@ LT=$CARGO_TARGET_DIR/release/herald-loadtest
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$RESULTS"
 WORK=$(mktemp -d /tmp/herald-bench.XXXXXX)
+# How fast this machine is now (CPU on Herald's core, the sync of the disk Herald's database uses): absolute
+# figures from two runs compare only when these agree.
+log "the machine now"
+taskset -c "$HERALD_CORE" python3 scripts/lib/machine.py "$WORK" | tee "$RESULTS/machine.txt" >&2
 HERALD_PID=
 PEER_PID=
 NGINX_PID=
@@ -334,5 +340,5 @@ if [ "$CLUSTER" = 1 ]; then
 fi
 
 echo
-"$LT" summary "$RESULTS" | tee "$RESULTS/summary.md"
+{ "$LT" summary "$RESULTS"; echo; sed 's/^/    /' "$RESULTS/machine.txt"; } | tee "$RESULTS/summary.md"
 echo "results: $RESULTS"

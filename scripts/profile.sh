@@ -35,6 +35,8 @@
 # ticks are 10 ms, so keep EVENTS large enough (the default 20,000 at 2,000/s gives ~0.5 µs per event
 # resolution). Writes OUT/threads.txt.
 #
+# Every mode writes OUT/machine.txt: how fast the machine was (scripts/lib/machine.py).
+#
 # Environment: MODE (perf), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
 # CONCURRENCY (32), FREQ (perf: 999), HERALD_CORE (0), LOAD_CORE (1), CARGO_TARGET_DIR (/work/target-bench),
 # EXTRA_HERALD_ENV (e.g. "HERALD__TRACE__ENABLED=false"), HERALD_BIN (a herald binary to profile instead of
@@ -75,6 +77,8 @@ LT=$CARGO_TARGET_DIR/release/herald-loadtest
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+taskset -c "$HERALD_CORE" python3 scripts/lib/machine.py "$OUT" >"$OUT/machine.txt"
+log "the machine now: $(sed -n 's/^cpu: //p; s/^disk: //p' "$OUT/machine.txt" | paste -sd ';')"
 HERALD_PID=
 cleanup() {
   [ -n "$HERALD_PID" ] && kill "$HERALD_PID" 2>/dev/null && wait "$HERALD_PID" 2>/dev/null || true
