@@ -47,7 +47,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
-use super::retention::{self, Floors, PruneSteps, Retention};
+use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
     NewNotification, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally, Write, WriteOutcome,
@@ -669,8 +669,13 @@ impl PruneSteps for PostgresStore {
         .await
     }
 
-    async fn expire_dedupe(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
-        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
+    async fn expire_dedupe(
+        &self,
+        cutoff: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<PruneStep, StoreError> {
+        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneStep::default()) };
         let mut deleted = 0;
         for sql in [
             "DELETE FROM dedupe_keys WHERE key IN
@@ -687,7 +692,8 @@ impl PruneSteps for PostgresStore {
                 .rows_affected();
         }
         tx.commit().await.map_err(store_error)?;
-        Ok(PruneReport { dedupe_keys: deleted, ..Default::default() })
+        // Oldest first through the by-age index: a step that deleted nothing found nothing older.
+        Ok(PruneStep { report: PruneReport { dedupe_keys: deleted, ..Default::default() }, more: deleted > 0 })
     }
 }
 

@@ -3,7 +3,8 @@
 //! Three rules, from `[store]`: notifications older than `retention_days` go (targeted and broadcast, with the
 //! per-user state of pruned broadcasts); a user's targeted notifications beyond `max_per_user` go, oldest first
 //! (broadcasts are pruned by age only: they are shared, so one user's count says nothing about them); dedupe
-//! keys older than `dedupe_window_days` go, after which the same event would be stored again.
+//! keys older than `dedupe_window_days` go, after which the same event would be stored again (PostgreSQL: at the
+//! next run; SQLite: within a day after, as its sweep passes them — see `sqlite.rs`).
 //!
 //! [`prune`] drives the backend's [`PruneSteps`]: each step is one short transaction over at most
 //! `prune_batch` rows, and the driver yields between steps, so writers queued meanwhile go first.
@@ -84,8 +85,23 @@ pub(crate) trait PruneSteps: Send + Sync {
     /// floor. (Counted in the transaction, so a purge or new rows meanwhile never make it delete too many.)
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError>;
 
-    /// Delete up to `batch` dedupe keys applied before `cutoff`.
-    async fn expire_dedupe(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError>;
+    /// One step of forgetting the dedupe keys applied before `cutoff` (`now` less the window), touching at most
+    /// `batch` keys; `more` until this run has nothing left to do. A backend may forget a key later than
+    /// `cutoff` says, never earlier (SQLite sweeps its keys in key order, within a day after: see there).
+    async fn expire_dedupe(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<PruneStep, StoreError>;
+}
+
+/// One pruning step: what it removed, and (for [`PruneSteps::expire_dedupe`]) whether its run has more to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneStep {
+    pub report: PruneReport,
+    /// The run is not over: take another step.
+    pub more: bool,
 }
 
 /// Apply every rule as of `now`.
@@ -121,9 +137,9 @@ pub(crate) async fn prune(
     }
     let cutoff = now - chrono::Duration::days(i64::from(r.dedupe_window_days));
     loop {
-        let step = steps.expire_dedupe(cutoff, batch).await?;
-        report.add(step);
-        if step.dedupe_keys == 0 {
+        let step = steps.expire_dedupe(cutoff, now, batch).await?;
+        report.add(step.report);
+        if !step.more {
             break;
         }
         tokio::task::yield_now().await;

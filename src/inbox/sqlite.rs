@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::chains::{self, Chains};
-use super::retention::{self, Floors, PruneSteps, Retention};
+use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
     NewNotification, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally, Write, WriteOutcome,
@@ -34,6 +34,7 @@ use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject
 use crate::rules::{AliasRecord, Recipients};
 
 mod checkpointer;
+mod sweep;
 mod walbatch;
 
 /// Wake the checkpointer once the WAL holds this many pages (64 MiB): pages that many commits rewrite are copied
@@ -198,6 +199,18 @@ CREATE TABLE preferences (
     // more; it cost a random B-tree insert (and a WAL page) per targeted notification. The `unread=true` list
     // and `read_all` walk the user's rows through `notifications_by_user` instead (at most `store.max_per_user`).
     M::up("DROP INDEX notifications_unread;"),
+    // Dedupe keys are forgotten by a sweep in key order (`sweep.rs`), which needs no index by age: it cost a
+    // page per insert, and expiring through it a page per key. The sweep's last stop, kept across restarts.
+    M::up(
+        r#"
+DROP INDEX dedupe_keys_by_age;
+CREATE TABLE dedupe_sweep (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    stopped  BLOB    NOT NULL,  -- the position the last run swept to (8 bytes, see sweep.rs)
+    at       INTEGER NOT NULL   -- when, unix milliseconds
+);
+"#,
+    ),
 ];
 
 /// A targeted row in [`row_to_notification`]'s order.
@@ -217,7 +230,7 @@ enum Job {
     SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
     Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
     SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
-    Upkeep(Upkeep, oneshot::Sender<Result<PruneReport, StoreError>>),
+    Upkeep(Upkeep, oneshot::Sender<Result<PruneStep, StoreError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -235,6 +248,7 @@ enum Upkeep {
     },
     Dedupe {
         cutoff: i64,
+        now: i64,
         batch: usize,
     },
     /// A setting of the write connection (tests: `max_page_count` makes a real "database or disk is full").
@@ -623,7 +637,7 @@ impl Store for SqliteStore {
 #[async_trait]
 impl PruneSteps for SqliteStore {
     async fn prune_expired(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
-        self.write(|tx| Job::Upkeep(Upkeep::Expired { cutoff: millis(cutoff), batch }, tx)).await
+        Ok(self.write(|tx| Job::Upkeep(Upkeep::Expired { cutoff: millis(cutoff), batch }, tx)).await?.report)
     }
 
     async fn users_over(&self, max: u64, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -640,11 +654,16 @@ impl PruneSteps for SqliteStore {
 
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::Upkeep(Upkeep::Beyond { user, keep, batch }, tx)).await
+        Ok(self.write(|tx| Job::Upkeep(Upkeep::Beyond { user, keep, batch }, tx)).await?.report)
     }
 
-    async fn expire_dedupe(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
-        self.write(|tx| Job::Upkeep(Upkeep::Dedupe { cutoff: millis(cutoff), batch }, tx)).await
+    async fn expire_dedupe(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<PruneStep, StoreError> {
+        self.write(|tx| Job::Upkeep(Upkeep::Dedupe { cutoff: millis(cutoff), now: millis(now), batch }, tx)).await
     }
 }
 
@@ -792,6 +811,8 @@ struct Memory {
     /// The global broadcast ordinals (`broadcast_ord`, `broadcast_pruned_ord` in `store_state`, see `Counters`)
     /// every commit that changes counts needs; forgotten by a broadcast and by pruning.
     ordinals: Option<(i64, i64)>,
+    /// What the current retention run has left to sweep of the dedupe keys (`None`: no run under way).
+    sweep: Option<sweep::Run>,
 }
 
 impl Memory {
@@ -801,6 +822,7 @@ impl Memory {
             legacy_ids: None,
             prefs: Prefs::default(),
             ordinals: None,
+            sweep: None,
         }
     }
 
@@ -809,6 +831,7 @@ impl Memory {
         self.chains.clear();
         self.legacy_ids = None;
         self.ordinals = None;
+        self.sweep = None;
         self.prefs.users.clear();
     }
 }
@@ -928,7 +951,7 @@ fn commit_batch(
                             Upkeep::Expired { .. } | Upkeep::Beyond { .. } => memory.ordinals = None,
                             _ => {}
                         }
-                        Answer::Upkeep(upkeep(&tx, job, now, &mut memory.chains)?)
+                        Answer::Upkeep(upkeep(&tx, job, now, &mut memory.chains, &mut memory.sweep)?)
                     }
                     Job::Close(_) => Answer::Close,
                 });
@@ -995,7 +1018,7 @@ enum Answer {
     SeenAll(SeenAll),
     Delete(bool),
     SetPreferences,
-    Upkeep(PruneReport),
+    Upkeep(PruneStep),
     Close,
 }
 
@@ -1006,7 +1029,7 @@ fn apply_one(
     tally: &mut Tally,
     memory: &mut Memory,
 ) -> rusqlite::Result<WriteOutcome> {
-    let Memory { chains, legacy_ids, prefs, ordinals } = memory;
+    let Memory { chains, legacy_ids, prefs, ordinals, sweep: _ } = memory;
     let Some(dedupe_key) = w.dedupe_key() else {
         if let Write::Alias(a) = w {
             set_alias(tx, a, now)?;
@@ -1193,7 +1216,12 @@ fn upkeep(
     job: &Upkeep,
     now: DateTime<Utc>,
     chains: &mut Chains,
-) -> rusqlite::Result<PruneReport> {
+    sweeping: &mut Option<sweep::Run>,
+) -> rusqlite::Result<PruneStep> {
+    if let Upkeep::Dedupe { cutoff, now, batch } = job {
+        return sweep_dedupe(tx, *cutoff, *now, *batch, sweeping);
+    }
+    let step = |report: PruneReport| PruneStep { report, more: false };
     let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Pruned>> {
         let mut stmt = tx.prepare_cached(sql)?;
         let rows = stmt.query_map(p, |r| {
@@ -1208,7 +1236,7 @@ fn upkeep(
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             )?
             .execute([millis(now)])?;
-            Ok(PruneReport::default())
+            Ok(step(PruneReport::default()))
         }
         Upkeep::Expired { cutoff, batch } => {
             let rows = deleted(
@@ -1220,7 +1248,7 @@ fn upkeep(
                 ),
                 params![cutoff, *batch as i64],
             )?;
-            raise_floors(tx, &rows, chains)
+            raise_floors(tx, &rows, chains).map(step)
         }
         Upkeep::Beyond { user, keep, batch } => {
             let rows = deleted(
@@ -1233,26 +1261,71 @@ fn upkeep(
                 ),
                 params![user, *keep as i64, *batch as i64],
             )?;
-            raise_floors(tx, &rows, chains)
+            raise_floors(tx, &rows, chains).map(step)
         }
-        Upkeep::Dedupe { cutoff, batch } => {
-            let keys = tx
-                .prepare_cached(
-                    "DELETE FROM dedupe_keys WHERE key IN
-                         (SELECT key FROM dedupe_keys WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)",
-                )?
-                .execute(params![cutoff, *batch as i64])?;
-            let legacy = tx
-                .prepare_cached(
-                    "DELETE FROM applied_events_legacy WHERE event_id IN
-                         (SELECT event_id FROM applied_events_legacy WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)",
-                )?
-                .execute(params![cutoff, *batch as i64])?;
-            Ok(PruneReport { dedupe_keys: (keys + legacy) as u64, ..Default::default() })
-        }
+        Upkeep::Dedupe { .. } => unreachable!("handled above"),
         #[cfg(test)]
-        Upkeep::Pragma(sql) => tx.execute_batch(sql).map(|()| PruneReport::default()),
+        Upkeep::Pragma(sql) => tx.execute_batch(sql).map(|()| step(PruneReport::default())),
     }
+}
+
+/// One step of the dedupe keys' sweep (`sweep.rs`): the next `batch` keys in key order of this run's ranges,
+/// those applied before `cutoff` deleted; when the run's ranges are done, where it stopped is kept for the next
+/// run. Ids from before scoping (`applied_events_legacy`, which only shrinks) still go oldest first, `batch` a
+/// step, through their own index by age, until none is left.
+fn sweep_dedupe(
+    tx: &Transaction<'_>,
+    cutoff: i64,
+    now: i64,
+    batch: usize,
+    sweeping: &mut Option<sweep::Run>,
+) -> rusqlite::Result<PruneStep> {
+    let run = match sweeping {
+        Some(run) => run,
+        None => {
+            let last = tx
+                .prepare_cached("SELECT stopped, at FROM dedupe_sweep WHERE id = 1")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            sweeping.insert(sweep::Run::new(now, last))
+        }
+    };
+    let mut keys = 0;
+    if let Some((after, before)) = run.ranges.first_mut() {
+        const NEXT: &str =
+            "SELECT key FROM dedupe_keys WHERE key > ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3";
+        let (last, scanned): (Option<Vec<u8>>, usize) = tx
+            .prepare_cached(&format!("SELECT max(key), count(*) FROM ({NEXT})"))?
+            .query_row(params![&after[..], before.as_deref(), batch as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        keys = tx
+            .prepare_cached(&format!("DELETE FROM dedupe_keys WHERE key IN ({NEXT}) AND applied_at < ?4"))?
+            .execute(params![&after[..], before.as_deref(), batch as i64, cutoff])?;
+        match last {
+            Some(last) if scanned >= batch => *after = last,
+            _ => {
+                run.ranges.remove(0);
+            }
+        }
+    }
+    let legacy = tx
+        .prepare_cached(
+            "DELETE FROM applied_events_legacy WHERE event_id IN
+                 (SELECT event_id FROM applied_events_legacy WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)",
+        )?
+        .execute(params![cutoff, batch as i64])?;
+    let swept = run.ranges.is_empty();
+    if swept {
+        tx.prepare_cached(
+            "INSERT INTO dedupe_sweep (id, stopped, at) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET stopped = excluded.stopped, at = excluded.at",
+        )?
+        .execute(params![&run.to[..], now])?;
+        *sweeping = None;
+    }
+    Ok(PruneStep {
+        report: PruneReport { dedupe_keys: (keys + legacy) as u64, ..Default::default() },
+        more: !swept || legacy > 0,
+    })
 }
 
 /// What a pruning `DELETE` returns of each row: enough to raise the floors and correct the counters.
@@ -1574,6 +1647,81 @@ mod tests {
         assert_eq!(report.dedupe_keys, 2, "the legacy id and the scoped key both expire");
         let later = store.apply(vec![Write::Notify(redelivered)]).await.unwrap();
         assert!(matches!(&later[0], WriteOutcome::Stored(v) if v.len() == 1), "{later:?}");
+        store.close().await;
+    }
+
+    /// Expiring dedupe keys walks the table in key order (`sweep.rs`): a page holding expired keys is written once
+    /// a pass, not once per key as deleting them oldest first did (every key of one age is on a page of its own:
+    /// BENCHMARKS.md, "dedupe expiry", 1.01 WAL frames per expired key that way).
+    #[tokio::test]
+    async fn expiring_dedupe_keys_writes_each_page_once_not_once_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let now = Utc::now();
+        let (old, fresh) = (millis(now - chrono::Duration::days(30)), millis(now));
+        let pages = || store.read(|c| c.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)));
+        let before = pages().await.unwrap();
+        // 20,000 keys spread over the key space as hashes are, every other one expired; the expired ones at
+        // different times within a day, as a day's traffic applies them (the times say nothing of the keys).
+        let fill = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO dedupe_keys (key, applied_at)
+             SELECT randomblob(16), CASE WHEN i % 2 = 0 THEN {old} + abs(random() % 86400000) ELSE {fresh} END FROM n"
+        );
+        store.write(|tx| Job::Upkeep(Upkeep::Pragma(fill), tx)).await.unwrap();
+        let table = pages().await.unwrap() - before;
+        assert!(table > 100, "the keys take {table} pages");
+        let frames = store.wal.pages();
+        let report = store.prune(now).await.unwrap();
+        let written = i64::from(store.wal.pages() - frames);
+        assert_eq!(report.dedupe_keys, 10_000, "every expired key goes");
+        // Oldest first, 1,000 keys a commit over ~150 pages, rewrote nearly every page ten times.
+        assert!(written <= 2 * table + 40, "{written} pages written to expire 10,000 keys from {table} pages");
+        let left = store.read(|c| c.query_row("SELECT count(*) FROM dedupe_keys", [], |r| r.get::<_, i64>(0)));
+        assert_eq!(left.await.unwrap(), 10_000, "the young half stays");
+        store.close().await;
+    }
+
+    /// A key is forgotten once the window is over *and* the sweep, which goes round the key space once a day with
+    /// the clock, has passed it — within a day after the window, never before it; where the sweep stopped is
+    /// kept across a restart, so a run after one sweeps on from there rather than from the start.
+    #[tokio::test]
+    async fn expired_dedupe_keys_go_as_the_sweep_passes_them_and_its_stop_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let applied = Utc::now();
+        let window = chrono::Duration::days(7); // the default the contract tests count on
+        let t0 = applied + window - chrono::Duration::hours(1);
+        let t1 = t0 + chrono::Duration::hours(3);
+        // Key A where the sweep passes between t0 and t1, key B half a day further round.
+        let at = |t: DateTime<Utc>| {
+            let mut key = [7u8; 16];
+            key[..8].copy_from_slice(&sweep::position(millis(t)));
+            crate::event::DedupeKey(key)
+        };
+        let event = |id: &str, key| {
+            let mut n = crate::inbox::contract::draft(id, Recipients::Users(vec!["sweep".into()]));
+            n.dedupe_key = key;
+            Write::Notify(n)
+        };
+        let (a, b) =
+            (event("a", at(t0 + chrono::Duration::hours(1))), event("b", at(t0 + chrono::Duration::hours(12))));
+        store.apply(vec![a.clone(), b.clone()]).await.unwrap();
+
+        let first = store.prune(t0).await.unwrap();
+        assert_eq!(first.dedupe_keys, 0, "the first run sweeps every key, and none is past the window yet");
+        store.close().await;
+        let store = open(&dir);
+        let second = store.prune(t1).await.unwrap();
+        assert_eq!(second.dedupe_keys, 1, "only the key the sweep passed since t0 goes, not all (no new pass)");
+        let again = store.apply(vec![a, b.clone()]).await.unwrap();
+        assert!(matches!(&again[0], WriteOutcome::Stored(v) if v.len() == 1), "A is forgotten: {again:?}");
+        assert!(matches!(again[1], WriteOutcome::Duplicate), "B is past the window but not yet swept");
+
+        let third = store.prune(t1 + chrono::Duration::days(1)).await.unwrap();
+        assert!(third.dedupe_keys >= 1, "a day after the last run, a whole pass: {third:?}");
+        let last = store.apply(vec![b]).await.unwrap();
+        assert!(matches!(&last[0], WriteOutcome::Stored(v) if v.len() == 1), "B is forgotten: {last:?}");
         store.close().await;
     }
 
