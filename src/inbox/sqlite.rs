@@ -1319,7 +1319,7 @@ fn sweep_dedupe(
             "INSERT INTO dedupe_sweep (id, stopped, at) VALUES (1, ?1, ?2)
              ON CONFLICT (id) DO UPDATE SET stopped = excluded.stopped, at = excluded.at",
         )?
-        .execute(params![&run.to[..], now])?;
+        .execute(params![&run.to[..], run.at])?;
         *sweeping = None;
     }
     Ok(PruneStep {

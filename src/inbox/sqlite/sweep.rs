@@ -30,8 +30,9 @@ pub(super) fn position(now: i64) -> [u8; 8] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Run {
     pub ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Where this run ends (kept for the next one).
+    /// Where this run ends, and its clock (unix ms): kept for the next run.
     pub to: [u8; 8],
+    pub at: i64,
 }
 
 impl Run {
@@ -49,7 +50,7 @@ impl Run {
             }
             _ => whole(to),
         };
-        Run { ranges, to }
+        Run { ranges, to, at: now }
     }
 }
 
