@@ -11,7 +11,8 @@
 //! every key once per [`PERIOD`]; a run sweeps from where the last run stopped (kept in `dedupe_sweep`, across
 //! restarts) to where the clock is now. A run a whole period or more after the last one (or the first ever, or
 //! one whose clock is behind the last) sweeps the whole key space. So a key is forgotten after the window and
-//! within one period more — never earlier: a step deletes only keys applied before the cutoff.
+//! within one period (and one retention interval) more — never earlier: a step deletes only keys applied
+//! before the cutoff.
 //!
 //! Positions are the first 8 bytes of a key, compared as SQLite compares blobs (bytewise, then the shorter
 //! first), so `key > position` holds for every key that starts with it and `key < position` for none.
