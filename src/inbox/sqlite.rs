@@ -1218,9 +1218,6 @@ fn upkeep(
     chains: &mut Chains,
     sweeping: &mut Option<sweep::Run>,
 ) -> rusqlite::Result<PruneStep> {
-    if let Upkeep::Dedupe { cutoff, now, batch } = job {
-        return sweep_dedupe(tx, *cutoff, *now, *batch, sweeping);
-    }
     let step = |report: PruneReport| PruneStep { report, more: false };
     let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Pruned>> {
         let mut stmt = tx.prepare_cached(sql)?;
@@ -1263,7 +1260,7 @@ fn upkeep(
             )?;
             raise_floors(tx, &rows, chains).map(step)
         }
-        Upkeep::Dedupe { .. } => unreachable!("handled above"),
+        Upkeep::Dedupe { cutoff, now, batch } => sweep_dedupe(tx, *cutoff, *now, *batch, sweeping),
         #[cfg(test)]
         Upkeep::Pragma(sql) => tx.execute_batch(sql).map(|()| step(PruneReport::default())),
     }
@@ -1292,14 +1289,18 @@ fn sweep_dedupe(
     };
     let mut keys = 0;
     if let Some((after, before)) = run.ranges.first_mut() {
-        const NEXT: &str =
-            "SELECT key FROM dedupe_keys WHERE key > ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3";
+        // This step's keys end at the last of the next `batch`; the expired ones up to it go.
         let (last, scanned): (Option<Vec<u8>>, usize) = tx
-            .prepare_cached(&format!("SELECT max(key), count(*) FROM ({NEXT})"))?
+            .prepare_cached(
+                "SELECT max(key), count(*) FROM (SELECT key FROM dedupe_keys
+                     WHERE key > ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key LIMIT ?3)",
+            )?
             .query_row(params![&after[..], before.as_deref(), batch as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        keys = tx
-            .prepare_cached(&format!("DELETE FROM dedupe_keys WHERE key IN ({NEXT}) AND applied_at < ?4"))?
-            .execute(params![&after[..], before.as_deref(), batch as i64, cutoff])?;
+        if let Some(last) = &last {
+            keys = tx
+                .prepare_cached("DELETE FROM dedupe_keys WHERE key > ?1 AND key <= ?2 AND applied_at < ?3")?
+                .execute(params![&after[..], &last[..], cutoff])?;
+        }
         match last {
             Some(last) if scanned >= batch => *after = last,
             _ => {
