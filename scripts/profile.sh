@@ -40,7 +40,10 @@
 # Environment: MODE (perf), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
 # CONCURRENCY (32), FREQ (perf: 999), HERALD_CORE (0), LOAD_CORE (1), CARGO_TARGET_DIR (/work/target-bench),
 # EXTRA_HERALD_ENV (e.g. "HERALD__TRACE__ENABLED=false"), HERALD_BIN (a herald binary to profile instead of
-# building this checkout's, e.g. a copy of the build before a change, for a before/after comparison).
+# building this checkout's, e.g. a copy of the build before a change, for a before/after comparison), SEED (a
+# folder whose herald.db and herald.trace.db, with their -wal files, are copied into OUT before Herald starts:
+# an inbox in steady state instead of an empty one, e.g. the OUT of an earlier `MODE=none RATE=0 EVENTS=300000`
+# run; every run starts from the same copy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,6 +80,13 @@ LT=$CARGO_TARGET_DIR/release/herald-loadtest
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+if [ -n "${SEED:-}" ]; then
+  rm -f "$OUT"/herald.db* "$OUT"/herald.trace.db*
+  for f in herald.db herald.db-wal herald.trace.db herald.trace.db-wal; do
+    if [ -f "$SEED/$f" ]; then cp "$SEED/$f" "$OUT/$f"; fi
+  done
+  [ -f "$OUT/herald.db" ] || { echo "SEED=$SEED has no herald.db" >&2; exit 2; }
+fi
 taskset -c "$HERALD_CORE" python3 scripts/lib/machine.py "$OUT" >"$OUT/machine.txt"
 log "the machine now: $(sed -n 's/^cpu: //p; s/^disk: //p' "$OUT/machine.txt" | paste -sd ';')"
 HERALD_PID=

@@ -15,7 +15,8 @@
 //!
 //! Beside them: [`api`] (axum routes), [`accept`] (the accept loop and its connection bounds), [`auth`],
 //! [`config`], [`telemetry`], [`trace`] (each event's path, recorded by every stage), [`background`] (threads for
-//! deferred work, at a lower priority), [`shutdown`].
+//! deferred work, at a lower priority), [`sqlite_pcache`] (SQLite's page cache, as both SQLite databases use it),
+//! [`shutdown`].
 //! `ARCHITECTURE.md` maps it with its invariants.
 
 pub mod accept;
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod rules;
 pub mod session;
 pub mod shutdown;
+pub mod sqlite_pcache;
 pub mod telemetry;
 pub mod trace;
 

@@ -124,6 +124,8 @@ enum RulesCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread or connection uses SQLite (see `sqlite_pcache`).
+    herald::sqlite_pcache::install();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {

@@ -371,6 +371,7 @@ impl SqliteStore {
         }
         // With `synchronous = full` the writer gathers each commit's WAL frames into one write (`walbatch`); with
         // `normal` a commit publishes frames it did not sync, so that setting writes them as SQLite does.
+        crate::sqlite_pcache::install();
         let (sync, vfs) = match settings.synchronous {
             SqliteSync::Full => ("FULL", Some(walbatch::register().map_err(StoreError::Internal)?)),
             SqliteSync::Normal => ("NORMAL", None),

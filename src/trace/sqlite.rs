@@ -70,6 +70,7 @@ fn err(e: impl std::fmt::Display) -> TraceError {
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    crate::sqlite_pcache::install();
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
