@@ -19,8 +19,7 @@ use super::{Kind, Step, TraceError, TraceStore};
 
 // Version 1 was replaced before any release carried it (the trace was added the same day): its indexes now skip
 // the rows nobody looks up by them, so a step dirties as few random index pages as it can.
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE trace_steps (
+const V1: &str = "CREATE TABLE trace_steps (
         id INTEGER PRIMARY KEY,
         at INTEGER NOT NULL,
         trace_id TEXT,
@@ -34,8 +33,44 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
     CREATE INDEX trace_steps_event ON trace_steps (event_id) WHERE event_id IS NOT NULL;
     CREATE INDEX trace_steps_trace ON trace_steps (trace_id) WHERE trace_id IS NOT NULL;
     CREATE INDEX trace_steps_notification ON trace_steps (notification_id) WHERE notification_id IS NOT NULL;
-    CREATE INDEX trace_steps_user ON trace_steps (user_id, kind, id) WHERE kind > 'read';",
-)];
+    CREATE INDEX trace_steps_user ON trace_steps (user_id, kind, id) WHERE kind > 'read';";
+
+/// Version 2: steps are found by event through an 8-byte key of the event id ([`event_key`]) instead of the id's
+/// text (ids are often 36–71 characters: an index five times larger, which in steady state no longer fits the
+/// cache, so each step read and wrote an index page of its own; BENCHMARKS.md, 2026-11-30). The rows keep the
+/// id, which a lookup compares too, so two ids with one key never mix. Existing rows get their key here.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(V1),
+        M::up_with_hook(
+            "DROP INDEX trace_steps_event; ALTER TABLE trace_steps ADD COLUMN event_key INTEGER;",
+            |tx: &rusqlite::Transaction<'_>| -> Result<(), rusqlite_migration::HookError> {
+                {
+                    let mut rows = tx.prepare("SELECT id, event_id FROM trace_steps WHERE event_id IS NOT NULL")?;
+                    let mut set = tx.prepare("UPDATE trace_steps SET event_key = ?1 WHERE id = ?2")?;
+                    let mut rows = rows.query([])?;
+                    while let Some(row) = rows.next()? {
+                        let id: i64 = row.get(0)?;
+                        let event: String = row.get(1)?;
+                        set.execute(params![event_key(&event), id])?;
+                    }
+                }
+                tx.execute_batch(
+                    "CREATE INDEX trace_steps_event ON trace_steps (event_key) WHERE event_key IS NOT NULL;",
+                )?;
+                Ok(())
+            },
+        ),
+    ])
+}
+
+/// The key steps are indexed by for their event id: the first 8 bytes of its SHA-256 (stable across releases and
+/// nodes, as the stored keys must be).
+fn event_key(event_id: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(event_id.as_bytes());
+    i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
 
 /// The user index's condition: `kind > 'read'` is exactly `read_all`, `seen_all` and `stored` (the rows looked
 /// up by user; `delivered` and `read` rows, the many, stay out). A query by user repeats it word for word, for
@@ -102,7 +137,7 @@ fn migrated(path: &Path) -> Result<Connection, Opening> {
         _ => Opening::Failed(err(e)),
     };
     let mut conn = connect(path).map_err(damaged)?;
-    Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
+    migrations().to_latest(&mut conn).map_err(|e| match e {
         rusqlite_migration::Error::RusqliteError { err, .. } => damaged(err),
         e => Opening::Failed(err(format!("trace migrations: {e}"))),
     })?;
@@ -209,6 +244,10 @@ impl SqliteTrace {
 
 const COLUMNS: &str = "at, trace_id, event_id, notification_id, user_id, kind, node, data";
 
+/// An event's steps, through the index of their key; the id compared too.
+const BY_EVENT: &str = "SELECT at, trace_id, event_id, notification_id, user_id, kind, node, data FROM trace_steps \
+     WHERE event_key = ?1 AND event_id = ?2 ORDER BY id LIMIT ?3";
+
 /// A row as a step; `None` for a kind this version does not know (written by a newer node).
 fn step(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Step>> {
     let kind: String = row.get(5)?;
@@ -233,14 +272,15 @@ impl TraceStore for SqliteTrace {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO trace_steps (at, trace_id, event_id, notification_id, user_id, kind, node, data) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO trace_steps (at, trace_id, event_id, event_key, notification_id, user_id, kind, node, \
+                     data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )?;
                 for s in &steps {
                     stmt.execute(params![
                         s.at.timestamp_millis(),
                         s.trace_id,
                         s.event_id,
+                        s.event_id.as_deref().map(event_key),
                         s.notification_id,
                         s.user_id,
                         s.kind.as_str(),
@@ -255,7 +295,16 @@ impl TraceStore for SqliteTrace {
     }
 
     async fn by_event(&self, event_id: &str, limit: usize) -> Result<Vec<Step>, TraceError> {
-        self.any_of("event_id", &[event_id.to_owned()], "", limit).await
+        let event_id = event_id.to_owned();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(BY_EVENT)?;
+            let rows = stmt
+                .query_map(params![event_key(&event_id), event_id, limit as i64], step)?
+                .collect::<rusqlite::Result<Vec<_>>>();
+            rows
+        })
+        .await
+        .map(|rows| rows.into_iter().flatten().collect())
     }
 
     async fn by_traces(&self, trace_ids: &[String], limit: usize) -> Result<Vec<Step>, TraceError> {
@@ -355,6 +404,73 @@ mod tests {
             node: "n".into(),
             data: crate::trace::Data::Json(serde_json::json!({})),
         }
+    }
+
+    /// An event's steps are looked up through the index of their 8-byte key, and the id is compared too: a row
+    /// whose key is the same but whose id is not (a collision, forged here) is not part of the event.
+    #[tokio::test]
+    async fn steps_are_found_by_event_through_the_key_index_and_never_mixed_on_a_shared_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteTrace::open(&dir.path().join("t.trace.db")).unwrap();
+        store.append(vec![step("alpha"), step("beta"), step("alpha")]).await.unwrap();
+        store
+            .write(|c| {
+                c.execute(
+                    "INSERT INTO trace_steps (at, event_id, event_key, kind, node, data)
+                     VALUES (1, 'not-alpha', ?1, 'event', 'n', '{}')",
+                    [event_key("alpha")],
+                )
+            })
+            .await
+            .unwrap();
+        let alpha = store.by_event("alpha", 10).await.unwrap();
+        assert_eq!(alpha.len(), 2);
+        assert!(alpha.iter().all(|s| s.event_id.as_deref() == Some("alpha")), "{alpha:?}");
+        assert_eq!(store.by_event("beta", 10).await.unwrap().len(), 1);
+        assert_eq!(store.by_event("alpha", 1).await.unwrap().len(), 1, "the limit holds");
+        let plan: String = {
+            let c = store.reader.lock().unwrap();
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {BY_EVENT}")).unwrap();
+            let rows = stmt.query_map(params![0i64, "x", 1i64], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        assert!(plan.contains("USING INDEX trace_steps_event"), "{plan}");
+    }
+
+    /// A trace written before the key (version 1, the event index over the ids' text): its steps get their keys
+    /// when it opens, and are found by event as before; the old index is gone.
+    #[tokio::test]
+    async fn a_trace_from_before_the_event_key_migrates_and_finds_its_steps_by_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.trace.db");
+        {
+            let mut old = Connection::open(&path).unwrap();
+            Migrations::from_slice(&[M::up(V1)]).to_latest(&mut old).unwrap();
+            for (i, event) in ["e1", "e2", "e1"].iter().enumerate() {
+                old.execute(
+                    "INSERT INTO trace_steps (at, event_id, kind, node, data) VALUES (?1, ?2, 'event', 'n', '{}')",
+                    params![i as i64, event],
+                )
+                .unwrap();
+            }
+            old.execute("INSERT INTO trace_steps (at, kind, node, data) VALUES (9, 'read', 'n', '{}')", []).unwrap();
+        }
+        let store = SqliteTrace::open(&path).unwrap();
+        assert_eq!(store.by_event("e1", 10).await.unwrap().len(), 2);
+        assert_eq!(store.by_event("e2", 10).await.unwrap().len(), 1);
+        let (keyed, unkeyed, old_index): (i64, i64, String) = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT sum(event_key IS NOT NULL), sum(event_key IS NULL),
+                            (SELECT sql FROM sqlite_schema WHERE name = 'trace_steps_event') FROM trace_steps",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!((keyed, unkeyed), (3, 1), "every step with an event has its key, the others none");
+        assert!(old_index.contains("(event_key)"), "the event index is over the key now: {old_index}");
     }
 
     /// The trace never syncs (its connections run `synchronous = OFF`), so its checkpoints' flushes never queue
