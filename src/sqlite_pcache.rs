@@ -32,13 +32,13 @@ use rusqlite::ffi;
 const PENDING_BYTE: c_uint = 0x4000_0000;
 
 /// The default page cache's methods, whose calls the wrapper forwards.
-struct Default(ffi::sqlite3_pcache_methods2);
+struct DefaultCache(ffi::sqlite3_pcache_methods2);
 // SAFETY: the methods are plain function pointers and a context pointer SQLite gives every call; they are read,
 // never written, after `install` stored them.
-unsafe impl Send for Default {}
-unsafe impl Sync for Default {}
+unsafe impl Send for DefaultCache {}
+unsafe impl Sync for DefaultCache {}
 
-static DEFAULT: OnceLock<Default> = OnceLock::new();
+static DEFAULT: OnceLock<DefaultCache> = OnceLock::new();
 
 #[cfg(test)]
 pub(crate) mod count {
@@ -64,7 +64,7 @@ pub fn install() -> bool {
                 return false;
             }
             let default = default.assume_init();
-            if default.xCreate.is_none() || DEFAULT.set(Default(default)).is_err() {
+            if default.xCreate.is_none() || DEFAULT.set(DefaultCache(default)).is_err() {
                 return false;
             }
             let wrapped = ffi::sqlite3_pcache_methods2 {
@@ -99,7 +99,7 @@ struct Cache {
     temp_held: bool,
 }
 
-fn default() -> &'static ffi::sqlite3_pcache_methods2 {
+fn inner() -> &'static ffi::sqlite3_pcache_methods2 {
     // Set before SQLite can call any method below (they are installed after it).
     &DEFAULT.get().expect("the default page cache is stored before the wrapper is installed").0
 }
@@ -111,7 +111,7 @@ unsafe fn cache<'a>(p: *mut ffi::sqlite3_pcache) -> &'a mut Cache {
 }
 
 unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
-    let d = default();
+    let d = inner();
     match d.xInit {
         Some(f) => unsafe { f(d.pArg) },
         None => ffi::SQLITE_OK,
@@ -119,14 +119,14 @@ unsafe extern "C" fn x_init(_: *mut c_void) -> c_int {
 }
 
 unsafe extern "C" fn x_shutdown(_: *mut c_void) {
-    let d = default();
+    let d = inner();
     if let Some(f) = d.xShutdown {
         unsafe { f(d.pArg) }
     }
 }
 
 unsafe extern "C" fn x_create(page: c_int, extra: c_int, purgeable: c_int) -> *mut ffi::sqlite3_pcache {
-    let inner = unsafe { default().xCreate.expect("checked in install")(page, extra, purgeable) };
+    let inner = unsafe { inner().xCreate.expect("checked in install")(page, extra, purgeable) };
     if inner.is_null() {
         return inner;
     }
@@ -135,13 +135,13 @@ unsafe extern "C" fn x_create(page: c_int, extra: c_int, purgeable: c_int) -> *m
 }
 
 unsafe extern "C" fn x_cachesize(p: *mut ffi::sqlite3_pcache, n: c_int) {
-    if let Some(f) = default().xCachesize {
+    if let Some(f) = inner().xCachesize {
         unsafe { f(cache(p).inner, n) }
     }
 }
 
 unsafe extern "C" fn x_pagecount(p: *mut ffi::sqlite3_pcache) -> c_int {
-    match default().xPagecount {
+    match inner().xPagecount {
         Some(f) => unsafe { f(cache(p).inner) },
         None => 0,
     }
@@ -149,7 +149,7 @@ unsafe extern "C" fn x_pagecount(p: *mut ffi::sqlite3_pcache) -> c_int {
 
 unsafe extern "C" fn x_fetch(p: *mut ffi::sqlite3_pcache, key: c_uint, create: c_int) -> *mut ffi::sqlite3_pcache_page {
     let c = unsafe { cache(p) };
-    let page = unsafe { default().xFetch.expect("a page cache fetches")(c.inner, key, create) };
+    let page = unsafe { inner().xFetch.expect("a page cache fetches")(c.inner, key, create) };
     // A page created (or found) under this number: the bound covers it. A lookup that found nothing adds none.
     if !page.is_null() && key > c.max_key {
         c.max_key = key;
@@ -158,7 +158,7 @@ unsafe extern "C" fn x_fetch(p: *mut ffi::sqlite3_pcache, key: c_uint, create: c
 }
 
 unsafe extern "C" fn x_unpin(p: *mut ffi::sqlite3_pcache, page: *mut ffi::sqlite3_pcache_page, discard: c_int) {
-    if let Some(f) = default().xUnpin {
+    if let Some(f) = inner().xUnpin {
         unsafe { f(cache(p).inner, page, discard) }
     }
 }
@@ -170,7 +170,7 @@ unsafe extern "C" fn x_rekey(
     new: c_uint,
 ) {
     let c = unsafe { cache(p) };
-    if let Some(f) = default().xRekey {
+    if let Some(f) = inner().xRekey {
         unsafe { f(c.inner, page, old, new) }
     }
     if new == c.temp_key {
@@ -196,7 +196,7 @@ unsafe extern "C" fn x_truncate(p: *mut ffi::sqlite3_pcache, limit: c_uint) {
     }
     #[cfg(test)]
     count::FORWARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some(f) = default().xTruncate {
+    if let Some(f) = inner().xTruncate {
         unsafe { f(c.inner, limit) }
     }
     c.max_key = c.max_key.min(limit.saturating_sub(1));
@@ -208,13 +208,13 @@ unsafe extern "C" fn x_truncate(p: *mut ffi::sqlite3_pcache, limit: c_uint) {
 unsafe extern "C" fn x_destroy(p: *mut ffi::sqlite3_pcache) {
     // SAFETY: `p` came from `Box::into_raw` in `x_create`, and SQLite destroys a cache once.
     let c = unsafe { Box::from_raw(p as *mut Cache) };
-    if let Some(f) = default().xDestroy {
+    if let Some(f) = inner().xDestroy {
         unsafe { f(c.inner) }
     }
 }
 
 unsafe extern "C" fn x_shrink(p: *mut ffi::sqlite3_pcache) {
-    if let Some(f) = default().xShrink {
+    if let Some(f) = inner().xShrink {
         unsafe { f(cache(p).inner) }
     }
 }
