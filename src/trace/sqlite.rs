@@ -45,15 +45,23 @@ fn migrations() -> Migrations<'static> {
         M::up_with_hook(
             "DROP INDEX trace_steps_event; ALTER TABLE trace_steps ADD COLUMN event_key INTEGER;",
             |tx: &rusqlite::Transaction<'_>| -> Result<(), rusqlite_migration::HookError> {
-                {
-                    let mut rows = tx.prepare("SELECT id, event_id FROM trace_steps WHERE event_id IS NOT NULL")?;
-                    let mut set = tx.prepare("UPDATE trace_steps SET event_key = ?1 WHERE id = ?2")?;
-                    let mut rows = rows.query([])?;
-                    while let Some(row) = rows.next()? {
-                        let id: i64 = row.get(0)?;
-                        let event: String = row.get(1)?;
-                        set.execute(params![event_key(&event), id])?;
+                // In id order, a chunk read whole before it is updated (a query's view of rows its own
+                // connection changes while it steps is undefined).
+                let mut after = 0i64;
+                loop {
+                    let chunk = tx
+                        .prepare_cached(
+                            "SELECT id, event_id FROM trace_steps WHERE id > ?1 AND event_id IS NOT NULL
+                             ORDER BY id LIMIT 10000",
+                        )?
+                        .query_map([after], |r| Ok((r.get::<_, i64>(0)?, event_key(&r.get::<_, String>(1)?))))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let Some(&(last, _)) = chunk.last() else { break };
+                    let mut set = tx.prepare_cached("UPDATE trace_steps SET event_key = ?1 WHERE id = ?2")?;
+                    for (id, key) in &chunk {
+                        set.execute(params![key, id])?;
                     }
+                    after = last;
                 }
                 tx.execute_batch(
                     "CREATE INDEX trace_steps_event ON trace_steps (event_key) WHERE event_key IS NOT NULL;",
@@ -454,6 +462,16 @@ mod tests {
                 .unwrap();
             }
             old.execute("INSERT INTO trace_steps (at, kind, node, data) VALUES (9, 'read', 'n', '{}')", []).unwrap();
+            // More than two of the backfill's chunks.
+            let tx = old.transaction().unwrap();
+            for i in 0..20_500 {
+                tx.execute(
+                    "INSERT INTO trace_steps (at, event_id, kind, node, data) VALUES (10, ?1, 'event', 'n', '{}')",
+                    [format!("filler-{i}")],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
         }
         let store = SqliteTrace::open(&path).unwrap();
         assert_eq!(store.by_event("e1", 10).await.unwrap().len(), 2);
@@ -469,7 +487,8 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!((keyed, unkeyed), (3, 1), "every step with an event has its key, the others none");
+        assert_eq!((keyed, unkeyed), (20_503, 1), "every step with an event has its key, the others none");
+        assert_eq!(store.by_event("filler-20499", 10).await.unwrap().len(), 1, "the last chunk's too");
         assert!(old_index.contains("(event_key)"), "the event index is over the key now: {old_index}");
     }
 
