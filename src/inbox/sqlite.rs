@@ -369,9 +369,9 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
+        crate::sqlite_pcache::install();
         // With `synchronous = full` the writer gathers each commit's WAL frames into one write (`walbatch`); with
         // `normal` a commit publishes frames it did not sync, so that setting writes them as SQLite does.
-        crate::sqlite_pcache::install();
         let (sync, vfs) = match settings.synchronous {
             SqliteSync::Full => ("FULL", Some(walbatch::register().map_err(StoreError::Internal)?)),
             SqliteSync::Normal => ("NORMAL", None),

@@ -250,11 +250,17 @@ impl SqliteTrace {
     }
 }
 
-const COLUMNS: &str = "at, trace_id, event_id, notification_id, user_id, kind, node, data";
+/// The columns [`step`] reads, in its order (a macro, so a statement's text can be built at compile time).
+macro_rules! columns {
+    () => {
+        "at, trace_id, event_id, notification_id, user_id, kind, node, data"
+    };
+}
+const COLUMNS: &str = columns!();
 
 /// An event's steps, through the index of their key; the id compared too.
-const BY_EVENT: &str = "SELECT at, trace_id, event_id, notification_id, user_id, kind, node, data FROM trace_steps \
-     WHERE event_key = ?1 AND event_id = ?2 ORDER BY id LIMIT ?3";
+const BY_EVENT: &str =
+    concat!("SELECT ", columns!(), " FROM trace_steps WHERE event_key = ?1 AND event_id = ?2 ORDER BY id LIMIT ?3");
 
 /// A row as a step; `None` for a kind this version does not know (written by a newer node).
 fn step(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Step>> {
