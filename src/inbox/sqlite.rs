@@ -395,7 +395,13 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
         let file = DbFile::opened(path)?;
         let wal = checkpointer::WalWatch::new(wal_pages);
-        checkpointer::spawn(path, wal.clone()).map_err(|e| StoreError::Internal(format!("checkpointer: {e}")))?;
+        // Its VFS skips WAL syncs, which only a writer that syncs every commit before publishing it allows.
+        let checkpointer_vfs = match vfs {
+            Some(_) => Some(walbatch::register_checkpointer().map_err(StoreError::Internal)?),
+            None => None,
+        };
+        checkpointer::spawn(path, wal.clone(), checkpointer_vfs)
+            .map_err(|e| StoreError::Internal(format!("checkpointer: {e}")))?;
         let conn = checkpointer::Hooked::new(conn, wal.clone());
 
         let mut readers = Vec::with_capacity(settings.read_connections);

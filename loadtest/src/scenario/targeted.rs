@@ -271,6 +271,8 @@ pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
             ls.p50_ms, ls.p90_ms, ls.p99_ms, ls.p999_ms, ls.max_ms
         ),
     ));
+    let slowest = slowest_by_send_time(&c.sent.intended, &d.last_at, send_origin, TAIL_BUCKET_MS);
+    lines.push(line("tail by send time", tail_line(&slowest, TAIL_BUCKET_MS, TAIL_SLOW_MS)));
     lines.extend(delivery_lines(&c, &plan, &mut report));
     lines.extend(c.cpu.per("event", c.sent.acked, &mut report));
     report.headline("delivered_per_s", delivered_per_s.round());
@@ -289,6 +291,7 @@ pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
         "delivered_per_s": delivered_per_s, "latency": ls,
         "cpu": c.cpu,
         "throughput": {"bucket_ms": d.timeline.bucket_ms, "delivered": d.timeline.counts, "sent": c.sent.timeline.counts},
+        "slowest_by_send_time": {"bucket_ms": TAIL_BUCKET_MS, "max_ms": slowest},
     });
     let chart = Chart {
         title: format!(
@@ -304,4 +307,61 @@ pub async fn run(a: TargetedArgs) -> anyhow::Result<()> {
         series: vec![("sent", c.sent.timeline.rates()), ("delivered", d.timeline.rates())],
     };
     ctx.finish(&report, &lines, Some(chart))
+}
+
+/// Width of the windows of send time the tail is reported in, and what counts as a slow delivery there.
+const TAIL_BUCKET_MS: u64 = 100;
+const TAIL_SLOW_MS: f64 = 10.0;
+
+/// When the tail happened: per `bucket_ms` of intended send instants from `origin_ns`, the slowest delivery (ms)
+/// of the events intended then (0: none delivered). A tail made of a few stalls shows as a few tall windows; one
+/// spread over the run, as many short ones.
+fn slowest_by_send_time(intended: &[u64], last_at: &[u64], origin_ns: u64, bucket_ms: u64) -> Vec<f64> {
+    let mut slowest: Vec<f64> = Vec::new();
+    for (&sent, &at) in intended.iter().zip(last_at) {
+        if sent == 0 || at == 0 {
+            continue;
+        }
+        let i = (sent.saturating_sub(origin_ns) / (bucket_ms * 1_000_000)) as usize;
+        if i >= slowest.len() {
+            slowest.resize(i + 1, 0.0);
+        }
+        let ms = (at.saturating_sub(sent) as f64 / 1e4).round() / 100.0;
+        slowest[i] = slowest[i].max(ms);
+    }
+    slowest
+}
+
+/// "3 of 101 windows of 100 ms had a delivery over 10 ms; the slowest, 47.2 ms, sent at 6.2 s".
+fn tail_line(slowest: &[f64], bucket_ms: u64, slow_ms: f64) -> String {
+    let slow = slowest.iter().filter(|&&ms| ms > slow_ms).count();
+    let worst = slowest.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1));
+    match worst {
+        Some((i, ms)) => format!(
+            "{slow} of {} windows of {bucket_ms} ms had a delivery over {slow_ms} ms; the slowest, {ms:.1} ms, sent at {:.1} s",
+            slowest.len(),
+            (i as u64 * bucket_ms) as f64 / 1000.0
+        ),
+        None => "nothing delivered".into(),
+    }
+}
+
+#[cfg(test)]
+mod slowest_tests {
+    use super::{slowest_by_send_time, tail_line};
+
+    #[test]
+    fn the_slowest_delivery_is_kept_per_window_of_send_time_and_unsent_events_are_skipped() {
+        let ms = 1_000_000;
+        // Sent at 10, 50, 150 and 420 ms (and one never sent); delivered 2, 30, 1 and 5 ms later.
+        let intended = [10 * ms, 50 * ms, 150 * ms, 0, 420 * ms];
+        let last_at = [12 * ms, 80 * ms, 151 * ms, 7 * ms, 425 * ms];
+        let slowest = slowest_by_send_time(&intended, &last_at, 0, 100);
+        assert_eq!(slowest, vec![30.0, 1.0, 0.0, 0.0, 5.0]);
+        assert_eq!(
+            tail_line(&slowest, 100, 10.0),
+            "1 of 5 windows of 100 ms had a delivery over 10 ms; the slowest, 30.0 ms, sent at 0.0 s"
+        );
+        assert_eq!(tail_line(&[], 100, 10.0), "nothing delivered");
+    }
 }

@@ -11,7 +11,9 @@
 //! its next commit starts the WAL again, which bounds it.
 //!
 //! Durability is unchanged: a commit is durable once its WAL frames are synced (`synchronous = full`), before
-//! the writer answers; checkpoints only move committed pages into the database file.
+//! the writer answers; checkpoints only move committed pages into the database file. At `full` the checkpointer's
+//! connection opens through `walbatch`'s checkpointer VFS, which skips the WAL sync each pass starts with (those
+//! frames were synced by their commits) and writes the copied pages back as it goes.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
@@ -114,9 +116,14 @@ unsafe extern "C" fn on_commit(arg: *mut c_void, _db: *mut ffi::sqlite3, _name: 
     ffi::SQLITE_OK
 }
 
-/// Start the checkpointer thread on its own connection to `path`. It stops once the writer's `Hooked` is dropped.
-pub(super) fn spawn(path: &Path, watch: Arc<WalWatch>) -> Result<(), String> {
-    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+/// Start the checkpointer thread on its own connection to `path`, opened through `vfs` if given (the checkpointer's
+/// VFS, only beside a writer at `synchronous = full`). It stops once the writer's `Hooked` is dropped.
+pub(super) fn spawn(path: &Path, watch: Arc<WalWatch>, vfs: Option<&std::ffi::CStr>) -> Result<(), String> {
+    let conn = match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs),
+        None => Connection::open(path),
+    }
+    .map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
     crate::background::spawn("herald-sqlite-checkpointer", move || run(conn, watch))
         .map(drop)
