@@ -1,3 +1,5 @@
+# Per `perf trace` output file: the inbox writer's fdatasync latencies (the herald-sqlite thread with the most
+# syncs on one descriptor) and the other Herald threads' syncs. Usage: python3 syncdist.py pt-*.txt
 import re,sys
 for fn in sys.argv[1:]:
     rows=[];start={}

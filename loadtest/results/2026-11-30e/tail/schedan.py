@@ -1,5 +1,9 @@
+# From a system-wide scheduler trace taken while scripts/profile.sh ran (MODE=none, 2,000/s):
+#   perf record -e sched:sched_switch -e sched:sched_process_exec -g -a -o sched.data -- sleep 60
+#   perf script -i sched.data -F comm,tid,cpu,time,event,trace,ip,sym > sched2.txt
+# The measured phase starts at the exec of the load tool's --on-measure-start hook (/usr/bin/sh).
 import re,json,collections,sys
-lines=open('sched.txt').read().splitlines()
+lines=open(sys.argv[3] if len(sys.argv)>3 else 'sched2.txt').read().splitlines()
 rep=sys.argv[1]; hook_after=float(sys.argv[2]) if len(sys.argv)>2 else 0
 rx=re.compile(r'^\s*(.+?)\s+(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+sched:(\w+): (.*)$')
 ev=[];hook=None

@@ -1,3 +1,7 @@
+# From a system-wide scheduler trace taken while scripts/profile.sh ran (MODE=none, 2,000/s):
+#   perf record -e sched:sched_switch -e sched:sched_process_exec -g -a -o sched.data -- sleep 60
+#   perf script -i sched.data -F comm,tid,cpu,time,event,trace,ip,sym > sched2.txt
+# The measured phase starts at the exec of the load tool's --on-measure-start hook (/usr/bin/sh).
 import re,sys,collections
 hook=float(sys.argv[1]); at=float(sys.argv[2])/1000; span=float(sys.argv[3])/1000
 blks=open('sched2.txt').read().split('\n\n')
