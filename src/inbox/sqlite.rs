@@ -277,6 +277,14 @@ pub struct SqliteStore {
     retention: Retention,
 }
 
+/// A connection to `path` through the VFS named `vfs` (one of `walbatch`'s), or the default VFS.
+fn open_through(path: &Path, vfs: Option<&std::ffi::CStr>) -> rusqlite::Result<Connection> {
+    match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
+        None => Connection::open(path),
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -370,17 +378,18 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
         crate::sqlite_pcache::install();
-        // With `synchronous = full` the writer gathers each commit's WAL frames into one write (`walbatch`); with
-        // `normal` a commit publishes frames it did not sync, so that setting writes them as SQLite does.
-        let (sync, vfs) = match settings.synchronous {
-            SqliteSync::Full => ("FULL", Some(walbatch::register().map_err(StoreError::Internal)?)),
-            SqliteSync::Normal => ("NORMAL", None),
+        // With `synchronous = full` the writer gathers each commit's WAL frames into one write (`walbatch`), and the
+        // checkpointer skips the WAL syncs its commits already made; with `normal` a commit publishes frames it did
+        // not sync, so that setting writes and checkpoints them as SQLite does.
+        let (sync, vfs, checkpointer_vfs) = match settings.synchronous {
+            SqliteSync::Full => (
+                "FULL",
+                Some(walbatch::register().map_err(StoreError::Internal)?),
+                Some(walbatch::register_checkpointer().map_err(StoreError::Internal)?),
+            ),
+            SqliteSync::Normal => ("NORMAL", None, None),
         };
-        let mut conn = match vfs {
-            Some(vfs) => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs),
-            None => Connection::open(path),
-        }
-        .map_err(store_error)?;
+        let mut conn = open_through(path, vfs).map_err(store_error)?;
         // No automatic checkpoint on the writer: the checkpointer thread does them (`checkpointer`), on its own
         // connection, woken by the writer's WAL hook (installed below, after the migrations).
         conn.execute_batch(&format!(
@@ -395,11 +404,6 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
         let file = DbFile::opened(path)?;
         let wal = checkpointer::WalWatch::new(wal_pages);
-        // Its VFS skips WAL syncs, which only a writer that syncs every commit before publishing it allows.
-        let checkpointer_vfs = match vfs {
-            Some(_) => Some(walbatch::register_checkpointer().map_err(StoreError::Internal)?),
-            None => None,
-        };
         checkpointer::spawn(path, wal.clone(), checkpointer_vfs)
             .map_err(|e| StoreError::Internal(format!("checkpointer: {e}")))?;
         let conn = checkpointer::Hooked::new(conn, wal.clone());

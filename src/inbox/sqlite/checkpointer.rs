@@ -119,11 +119,7 @@ unsafe extern "C" fn on_commit(arg: *mut c_void, _db: *mut ffi::sqlite3, _name: 
 /// Start the checkpointer thread on its own connection to `path`, opened through `vfs` if given (the checkpointer's
 /// VFS, only beside a writer at `synchronous = full`). It stops once the writer's `Hooked` is dropped.
 pub(super) fn spawn(path: &Path, watch: Arc<WalWatch>, vfs: Option<&std::ffi::CStr>) -> Result<(), String> {
-    let conn = match vfs {
-        Some(vfs) => Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs),
-        None => Connection::open(path),
-    }
-    .map_err(|e| e.to_string())?;
+    let conn = super::open_through(path, vfs).map_err(|e| e.to_string())?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
     crate::background::spawn("herald-sqlite-checkpointer", move || run(conn, watch))
         .map(drop)

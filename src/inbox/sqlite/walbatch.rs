@@ -433,18 +433,19 @@ mod tests {
     use super::*;
     use rusqlite::{Connection, OpenFlags};
 
+    /// A connection through the writer's VFS, as the store opens it (WAL, `synchronous = full`), then `setup`.
+    fn writer(path: &std::path::Path, setup: &str) -> Connection {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
+        let conn = Connection::open_with_flags_and_vfs(path, flags, register().unwrap()).unwrap();
+        conn.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; {setup}")).unwrap();
+        conn
+    }
+
     #[test]
     fn wal_writes_are_gathered_into_one_per_commit_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let name = register().unwrap().to_str().unwrap();
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-        let conn = Connection::open_with_flags_and_vfs(&path, flags, name).unwrap();
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT);
-             CREATE INDEX t_v ON t (v);",
-        )
-        .unwrap();
+        let conn = writer(&path, "CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t (v);");
         // A commit of many pages (rows and index entries across pages) is one write of the WAL, then its sync.
         let before = WAL_WRITES.with(|n| n.get());
         conn.execute_batch("BEGIN").unwrap();
@@ -476,15 +477,12 @@ mod tests {
     fn frames_a_transaction_spills_are_read_back_before_its_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-        let conn = Connection::open_with_flags_and_vfs(&path, flags, register().unwrap()).unwrap();
         // A cache of a few pages: the transaction below spills its dirty pages to the WAL as uncommitted frames
         // (gathered here, unsynced) and must read them back from the WAL before it commits.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = 10;
-             CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t (v);",
-        )
-        .unwrap();
+        let conn = writer(
+            &path,
+            "PRAGMA cache_size = 10; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT); CREATE INDEX t_v ON t (v);",
+        );
         conn.execute_batch("BEGIN").unwrap();
         for k in 0..2000 {
             conn.execute("INSERT INTO t VALUES (?1, ?2)", rusqlite::params![k, format!("{k:0>200}")]).unwrap();
@@ -504,14 +502,7 @@ mod tests {
     fn the_checkpointers_vfs_skips_wal_syncs_keeps_the_database_sync_and_writes_back_as_it_copies() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE;
-        let writer = Connection::open_with_flags_and_vfs(&path, flags, register().unwrap()).unwrap();
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT);",
-            )
-            .unwrap();
+        let writer = writer(&path, "PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT);");
         // ~2 MiB of rows over 20 commits, all in the WAL: the checkpoint below copies them into the database.
         for c in 0..20 {
             writer.execute_batch("BEGIN").unwrap();
