@@ -27,6 +27,7 @@ pub mod backoff;
 pub mod config;
 pub mod event;
 pub mod fanout;
+pub mod huge_pages;
 pub mod inbox;
 pub mod ingest;
 pub mod protocol;

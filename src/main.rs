@@ -131,6 +131,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let settings = load(config.as_deref())?;
             herald::telemetry::init_tracing(&settings.log);
+            // Before the runtime's threads and the sessions' memory: see `huge_pages`.
+            herald::huge_pages::apply(settings.server.transparent_huge_pages);
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(settings))
         }
         Command::Token { user_id, ttl_secs, config } => {

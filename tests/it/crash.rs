@@ -1,4 +1,5 @@
-//! A kill -9 right after a 202 loses nothing: the real binary, a real SIGKILL, a restart on the same file.
+//! A kill -9 right after a 202 loses nothing: the real binary, a real SIGKILL, a restart on the same file. And
+//! the real binary's process settings (transparent huge pages).
 
 use serde_json::{json, Value};
 
@@ -50,4 +51,34 @@ async fn kill_9_right_after_202_loses_nothing() {
     assert_eq!(got, ids, "every acknowledged notification survived the kill");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `THP_enabled` of a process, from `/proc/<pid>/status`: 0 once it turned transparent huge pages off for itself.
+fn thp_enabled(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_owned()).unwrap()
+}
+
+/// The served binary runs without transparent huge pages unless `server.transparent_huge_pages = true`, which
+/// leaves the process as it was started (here: as this test process is).
+#[test]
+fn the_served_process_runs_without_transparent_huge_pages_unless_allowed() {
+    for (allow, expected) in [(false, "0".to_owned()), (true, thp_enabled("self"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("herald.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\ntransparent_huge_pages = {allow}\n[store]\nurl = \"sqlite://{}\"\n[rules]\npath = \"{}\"\n",
+                dir.path().join("herald.db").display(),
+                repo_path("config/rules.toml").display()
+            ),
+        )
+        .unwrap();
+        let (mut child, _addr) = spawn_herald_process(&config);
+        let got = thp_enabled(&child.id().to_string());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(got, expected, "THP_enabled with transparent_huge_pages = {allow}");
+    }
 }
