@@ -131,7 +131,7 @@ pub struct ServerSettings {
     /// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`).
     pub cors_max_age_secs: u64,
     /// Whether this process may use transparent huge pages; `false` (the default) turns them off for it at start
-    /// (`huge_pages`): their first-touch faults zero 2 MiB at once and were most of the p99 at 2,000 events/s.
+    /// (`huge_pages`): their first-touch faults zero 2 MiB at once, a stall of milliseconds on the request path.
     pub transparent_huge_pages: bool,
 }
 

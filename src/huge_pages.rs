@@ -4,10 +4,11 @@
 //! Herald's allocator (mimalloc) advises its arenas as huge-page memory (`MADV_HUGEPAGE`), so with the kernel's
 //! THP mode at `madvise` (Debian's default) or `always`, the first touch of each 2 MiB of a growing heap takes a
 //! page fault that zeroes 2 MiB at once, in whichever thread touched it: a session task, the request path, or the
-//! inbox writer between two commits. On the virtual machines these numbers come from that fault took 3.9–4.7 ms
-//! (`perf sched timehist`: `folio_zero_user <- vma_alloc_anon_folio_pmd`), 53 of them in a 10-second run at
-//! 2,000 events/s, and every request arriving meanwhile waited behind it: most of the p99 at that rate
-//! (BENCHMARKS.md, 2026-11-30). With 4 KiB pages the same memory is zeroed 4 KiB per fault, spread out.
+//! inbox writer between two commits. On the virtual machine these numbers come from, the thread ran up to 4.7 ms
+//! inside one such fault (`perf sched timehist`: `folio_zero_user <- vma_alloc_anon_folio_pmd`), 53 faults in one
+//! profiling run (10,000 sessions connecting, then 20,000 events at 2,000/s), and every request arriving
+//! meanwhile waited behind it. Turning them off took the p99 at 2,000 events/s from 10.4 to 8.0 ms (medians of 5
+//! rounds; BENCHMARKS.md, 2026-11-30). With 4 KiB pages the same memory is zeroed 4 KiB per fault, spread out.
 //!
 //! `prctl(PR_SET_THP_DISABLE)` is the process's own switch (inherited by children, no privilege needed); the
 //! kernel checks it at every fault, so it covers memory mapped before it was set, and huge pages already faulted
