@@ -5,19 +5,26 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-#[tokio::test]
-async fn kill_9_right_after_202_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("herald.toml");
+/// A config file in `dir`: the real binary on a free port, SQLite at `synchronous = full` in `dir`, the shipped
+/// rules, and `server` lines appended to `[server]`.
+fn sqlite_config(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+    let config = dir.join("herald.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"sqlite://{}\"\nsynchronous = \"full\"\n[rules]\npath = \"{}\"\n",
-            dir.path().join("herald.db").display(),
+            "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n{server}[store]\nurl = \"sqlite://{}\"\nsynchronous = \"full\"\n[rules]\npath = \"{}\"\n",
+            dir.join("herald.db").display(),
             repo_path("config/rules.toml").display()
         ),
     )
     .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn kill_9_right_after_202_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_config(dir.path(), "");
     let http = reqwest::Client::new();
     let (mut child, addr) = spawn_herald_process(&config);
     let mut ids = Vec::new();
@@ -65,16 +72,7 @@ fn thp_enabled(pid: &str) -> String {
 fn the_served_process_runs_without_transparent_huge_pages_unless_allowed() {
     for (allow, expected) in [(false, "0".to_owned()), (true, thp_enabled("self"))] {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("herald.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\ntransparent_huge_pages = {allow}\n[store]\nurl = \"sqlite://{}\"\n[rules]\npath = \"{}\"\n",
-                dir.path().join("herald.db").display(),
-                repo_path("config/rules.toml").display()
-            ),
-        )
-        .unwrap();
+        let config = sqlite_config(dir.path(), &format!("transparent_huge_pages = {allow}\n"));
         let (mut child, _addr) = spawn_herald_process(&config);
         let got = thp_enabled(&child.id().to_string());
         child.kill().unwrap();
