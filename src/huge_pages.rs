@@ -42,9 +42,8 @@ mod tests {
         status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_owned()).unwrap()
     }
 
-    // Each test runs in a process of its own under nextest; the flag is the process's, so the two tests below
-    // would see each other's under `cargo test` only if they ran in one process (they do not rely on order:
-    // the first only asserts after its own call).
+    // The flag is the process's. Under nextest each test has a process of its own; under `cargo test` they share
+    // one, and neither depends on whether the other ran first.
     #[test]
     fn by_default_the_process_runs_without_transparent_huge_pages() {
         assert!(super::apply(false));
