@@ -26,11 +26,16 @@ impl Timeline {
     }
 
     pub fn record_n(&mut self, at_ns: u64, n: u64) {
-        let i = (at_ns.saturating_sub(self.origin_ns) / (self.bucket_ms * 1_000_000)) as usize;
+        let i = self.bucket(at_ns);
         if i >= self.counts.len() {
             self.counts.resize(i + 1, 0);
         }
         self.counts[i] += n;
+    }
+
+    /// The bucket an instant falls in (instants before the origin fall in the first).
+    pub fn bucket(&self, at_ns: u64) -> usize {
+        (at_ns.saturating_sub(self.origin_ns) / (self.bucket_ms * 1_000_000)) as usize
     }
 
     /// Add another timeline with the same origin and bucket width.

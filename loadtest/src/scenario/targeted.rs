@@ -16,6 +16,7 @@ use crate::plot::Chart;
 use crate::pool::Snapshot;
 use crate::publish::{drive, Plan, Publisher, Sent};
 use crate::recorder::{account, Accounting, Arm};
+use crate::report::Timeline;
 use crate::report::{kilo, line, per_second, Report};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -317,12 +318,13 @@ const TAIL_SLOW_MS: f64 = 10.0;
 /// of the events intended then (0: none delivered). A tail made of a few stalls shows as a few tall windows; one
 /// spread over the run, as many short ones.
 fn slowest_by_send_time(intended: &[u64], last_at: &[u64], origin_ns: u64, bucket_ms: u64) -> Vec<f64> {
+    let windows = Timeline::new(origin_ns, bucket_ms);
     let mut slowest: Vec<f64> = Vec::new();
     for (&sent, &at) in intended.iter().zip(last_at) {
         if sent == 0 || at == 0 {
             continue;
         }
-        let i = (sent.saturating_sub(origin_ns) / (bucket_ms * 1_000_000)) as usize;
+        let i = windows.bucket(sent);
         if i >= slowest.len() {
             slowest.resize(i + 1, 0.0);
         }
