@@ -233,9 +233,43 @@ pub enum ServerFrame<'a> {
 impl ServerFrame<'_> {
     /// Serialise once into a shareable text payload (cloning it is a reference-count bump).
     pub fn encode(&self) -> Utf8Bytes {
+        let mut json = Vec::with_capacity(self.size_hint());
         // Serialising these types cannot fail: no maps with non-string keys, no failing Serialize impls.
-        let json = serde_json::to_string(self).expect("server frames always serialise");
-        Utf8Bytes::from(json)
+        serde_json::to_writer(&mut json, self).expect("server frames always serialise");
+        // SAFETY: serde_json writes UTF-8 only (its `to_string` makes the same conversion).
+        Utf8Bytes::from(unsafe { String::from_utf8_unchecked(json) })
+    }
+
+    /// Bytes to reserve for the encoding: a frame's fixed fields and the texts it carries, so that a notification
+    /// frame is written into one allocation instead of growing from serde_json's 128 bytes (three or four
+    /// reallocations and copies for a typical notification). An underestimate only means one more growth.
+    fn size_hint(&self) -> usize {
+        const FIELDS: usize = 128;
+        match self {
+            ServerFrame::Notification { event_type, notification: n, body } => {
+                // The notification's own fields and timestamps take ~320 bytes besides its texts.
+                FIELDS
+                    + 320
+                    + event_type.len() * 2
+                    + body.get().len()
+                    + n.data.get().len()
+                    + n.title.len()
+                    + n.content.len()
+                    + n.kind.len()
+                    + n.user_id.as_deref().map_or(0, str::len)
+                    + n.source.as_deref().map_or(0, str::len)
+                    + n.related_object.as_ref().map_or(0, |r| r.kind.len() + r.id.len() + 24)
+            }
+            ServerFrame::Event { event_type, title, content, body } => {
+                FIELDS + event_type.len() + title.len() + content.len() + body.get().len()
+            }
+            ServerFrame::Read { ids, .. }
+            | ServerFrame::Deleted { ids }
+            | ServerFrame::Unread { ids }
+            | ServerFrame::Archived { ids }
+            | ServerFrame::Unarchived { ids } => FIELDS + ids.len() * 21, // an i64 and its comma at most
+            _ => FIELDS,
+        }
     }
 }
 
@@ -476,6 +510,39 @@ mod tests {
         assert_eq!(n.user_id, None);
         let body = RawValue::from_string(g["body"].to_string()).unwrap();
         assert_eq!(as_value(&encode_notification_frame(&n, &body)), g);
+    }
+
+    #[test]
+    fn notification_event_and_id_list_frames_fit_the_buffer_reserved_for_them() {
+        let live_body = RawValue::from_string(r#"{"referee_id":"r1","week_number":43}"#.into()).unwrap();
+        let ids: Vec<i64> = (i64::MAX - 500..i64::MAX).collect();
+        let mut frames = Vec::new();
+        for name in ["frame-notification.json", "frame-broadcast.json"] {
+            let g = golden(name);
+            let n: Notification = serde_json::from_value(g["notification"].clone()).unwrap();
+            frames.push((n, RawValue::from_string(g["body"].to_string()).unwrap()));
+        }
+        let mut cases: Vec<ServerFrame> = frames
+            .iter()
+            .map(|(n, body)| ServerFrame::Notification { event_type: &n.event_type, notification: n, body })
+            .collect();
+        cases.push(ServerFrame::Event {
+            event_type: "availability.updated",
+            title: "t",
+            content: "",
+            body: &live_body,
+        });
+        cases.push(ServerFrame::Deleted { ids: &ids });
+        cases.push(ServerFrame::Counts { unread: u64::MAX, unseen: u64::MAX });
+        for frame in &cases {
+            let encoded = frame.encode();
+            assert!(
+                encoded.len() <= frame.size_hint(),
+                "{} bytes > {} reserved: {frame:?}",
+                encoded.len(),
+                frame.size_hint()
+            );
+        }
     }
 
     #[test]
