@@ -7,6 +7,7 @@
 #                                      # busy machine, for before/after comparisons of a change
 #   MODE=threads scripts/profile.sh    # per thread: user and system CPU µs per event, and context switches
 #                                      # per event (voluntary: it waited; involuntary: it was preempted)
+#   MODE=syscalls scripts/profile.sh   # system calls per thread and per event (perf trace), for 5 s of the phase
 #   MODE=pages scripts/profile.sh      # which B-trees each group commit writes: WAL frames per commit, by table
 #                                      # and index (what the storage layout costs in pages, before any CPU)
 #   MODE=none scripts/profile.sh       # no profiler: the load tool's report only (disk KiB per event, CPU)
@@ -30,6 +31,12 @@
 # growth of their AUTOINCREMENT counter, which every commit writing one rewrites), and frames per commit in all
 # and per table or index. A page named `?` was freed since (rare).
 #
+# MODE=syscalls: `perf trace -s` attached to Herald for the first TRACE_SECS (5) seconds of the phase: system
+# calls per thread, their count and time. Writes OUT/syscalls-raw.txt (perf's summary) and OUT/syscalls.txt (the
+# calls per event, taking RATE × TRACE_SECS events in the window; RATE=0 prints counts only). perf trace slows
+# every call, so commits then hold more events than untraced: read the calls per request or per commit
+# (fdatasync counts the writer's commits), not the run's latency or batching.
+#
 # MODE=threads: no profiler; /proc/PID/task/*/{stat,status} read when the phase starts and ends, the difference
 # per thread name (threads of one name summed, e.g. tokio's workers) divided by the events acknowledged. Clock
 # ticks are 10 ms, so keep EVENTS large enough (the default 20,000 at 2,000/s gives ~0.5 µs per event
@@ -37,7 +44,7 @@
 #
 # Every mode writes OUT/machine.txt: how fast the machine was (scripts/lib/machine.py).
 #
-# Environment: MODE (perf), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
+# Environment: MODE (perf), TRACE_SECS (syscalls: 5), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
 # CONCURRENCY (32), FREQ (perf: 999), HERALD_CORE (0), LOAD_CORE (1), CARGO_TARGET_DIR (/work/target-bench),
 # EXTRA_HERALD_ENV (e.g. "HERALD__TRACE__ENABLED=false"), HERALD_BIN (a herald binary to profile instead of
 # building this checkout's, e.g. a copy of the build before a change, for a before/after comparison), SEED (a
@@ -59,15 +66,15 @@ EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
 case $MODE in
   perf) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
   callgrind) SESSIONS=${SESSIONS:-200} EVENTS=${EVENTS:-1000} RATE=${RATE:-100} ;;
-  none | threads | pages) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
-  *) echo "MODE must be perf, callgrind, threads, pages or none" >&2; exit 2 ;;
+  none | threads | pages | syscalls) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
+  *) echo "MODE must be perf, callgrind, threads, pages, syscalls or none" >&2; exit 2 ;;
 esac
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 # shellcheck source=lib/services.sh
 source scripts/lib/services.sh
 case $MODE in
-  perf) ensure_packages perf:linux-perf ;;
+  perf | syscalls) ensure_packages perf:linux-perf ;;
   callgrind) ensure_packages valgrind:valgrind callgrind_control:valgrind ;;
   none | threads | pages) ensure_packages python3:python3 ;;
 esac
@@ -124,6 +131,12 @@ case $MODE in
     start_hook=true
     end_hook="mkdir -p $OUT/pages && cp $OUT/herald.db-wal $OUT/pages/herald.db-wal && cp $OUT/herald.db $OUT/pages/herald.db"
     ;;
+  syscalls)
+    TRACE_SECS=${TRACE_SECS:-5}
+    start_hook="timeout -s INT $TRACE_SECS perf trace -s -p \$SERVER_PID -o $OUT/syscalls-raw.txt >$OUT/perf.log 2>&1 &
+      echo \$! >$OUT/perf.pid"
+    end_hook="while kill -0 \$(cat $OUT/perf.pid) 2>/dev/null; do sleep 0.2; done"
+    ;;
   none) start_hook=true end_hook=true ;;
 esac
 
@@ -173,6 +186,26 @@ PY
     log "top of the per-function counts (self):"
     grep -E '^ *[0-9,]+ \(' "$OUT/callgrind-self.txt" | sed -n '2,21p' | cut -c1-220
     echo "per function: $OUT/callgrind-self.txt, $OUT/callgrind-inclusive.txt (or kcachegrind $OUT/callgrind.out.measured)"
+    ;;
+  syscalls)
+    python3 - "$OUT/syscalls-raw.txt" "$RATE" "$TRACE_SECS" <<'PY' | tee "$OUT/syscalls.txt"
+import re, sys
+path, rate, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+events = rate * secs
+print(f"system calls by thread in the first {secs} s of the phase" +
+      (f" (~{events:,} events at {rate}/s): calls per event, and their total time" if events else ": calls"))
+thread = None
+for line in open(path):
+    head = re.match(r"\s*(\S+) \((\d+)\), \d+ events", line)
+    row = re.match(r"\s*([a-z_0-9]+)\s+(\d+)\s+(\d+)\s+([\d.]+)", line)
+    if head:
+        thread = head.group(1)
+        print(f"{thread} (tid {head.group(2)})")
+    elif row and thread and row.group(1) != "syscall":
+        name, calls, ms = row.group(1), int(row.group(2)), float(row.group(4))
+        per = f"{calls / events:8.2f} per event" if events else f"{calls:8d} calls"
+        print(f"    {name:18} {per}  {ms:9.1f} ms")
+PY
     ;;
   threads)
     python3 - "$OUT/threads-start.tsv" "$OUT/threads-end.tsv" "$acked" "$(getconf CLK_TCK)" <<'PY' | tee "$OUT/threads.txt"
