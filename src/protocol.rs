@@ -490,6 +490,14 @@ mod tests {
         serde_json::from_value(golden("notification.json")).unwrap()
     }
 
+    /// A golden notification frame, with the notification and body it is made of.
+    fn golden_frame(name: &str) -> (Value, Notification, Box<RawValue>) {
+        let g = golden(name);
+        let n = serde_json::from_value(g["notification"].clone()).unwrap();
+        let body = RawValue::from_string(g["body"].to_string()).unwrap();
+        (g, n, body)
+    }
+
     #[test]
     fn notification_round_trips_the_golden_file() {
         let n = sample();
@@ -505,10 +513,8 @@ mod tests {
 
     #[test]
     fn broadcast_frame_matches_golden() {
-        let g = golden("frame-broadcast.json");
-        let n: Notification = serde_json::from_value(g["notification"].clone()).unwrap();
+        let (g, n, body) = golden_frame("frame-broadcast.json");
         assert_eq!(n.user_id, None);
-        let body = RawValue::from_string(g["body"].to_string()).unwrap();
         assert_eq!(as_value(&encode_notification_frame(&n, &body)), g);
     }
 
@@ -516,15 +522,10 @@ mod tests {
     fn notification_event_and_id_list_frames_fit_the_buffer_reserved_for_them() {
         let live_body = RawValue::from_string(r#"{"referee_id":"r1","week_number":43}"#.into()).unwrap();
         let ids: Vec<i64> = (i64::MAX - 500..i64::MAX).collect();
-        let mut frames = Vec::new();
-        for name in ["frame-notification.json", "frame-broadcast.json"] {
-            let g = golden(name);
-            let n: Notification = serde_json::from_value(g["notification"].clone()).unwrap();
-            frames.push((n, RawValue::from_string(g["body"].to_string()).unwrap()));
-        }
+        let frames = ["frame-notification.json", "frame-broadcast.json"].map(golden_frame);
         let mut cases: Vec<ServerFrame> = frames
             .iter()
-            .map(|(n, body)| ServerFrame::Notification { event_type: &n.event_type, notification: n, body })
+            .map(|(_, n, body)| ServerFrame::Notification { event_type: &n.event_type, notification: n, body })
             .collect();
         cases.push(ServerFrame::Event {
             event_type: "availability.updated",
@@ -600,9 +601,7 @@ mod tests {
 
     #[test]
     fn the_event_format_puts_the_event_fields_at_the_top_level() {
-        let g = golden("frame-broadcast.json");
-        let n: Notification = serde_json::from_value(g["notification"].clone()).unwrap();
-        let body = RawValue::from_string(g["body"].to_string()).unwrap();
+        let (_, n, body) = golden_frame("frame-broadcast.json");
         let herald = encode_notification_frame(&n, &body);
         let shaped = as_value(&event_format(herald.as_str()).unwrap());
         assert_eq!(shaped, golden("event-format-notification.json"));
