@@ -114,6 +114,10 @@ pub struct ServerSettings {
     /// A connection that has not sent a whole request head this long after connecting (or after its previous
     /// response, when kept alive) is closed: slow-header and half-open sockets cannot hold a descriptor.
     pub header_read_timeout_secs: u64,
+    /// The JSON body of a request other than ingest (preferences, aliases, the admin endpoints) must arrive whole
+    /// within this long once its caller is authorized (`408 body_timeout`); ingest is bounded by
+    /// `ingest_timeout_secs`. Bodies are read only after the credentials are checked.
+    pub body_read_timeout_secs: u64,
     /// Open connections (HTTP and WebSocket) at most; one more is closed at once. 0: the process's descriptor
     /// limit less a reserve for the store, broker and Redis (see [`ServerSettings::connection_cap`]).
     pub max_connections: usize,
@@ -1015,6 +1019,7 @@ impl Settings {
             ("websocket.store_timeout_secs", self.websocket.store_timeout_secs as usize),
             ("websocket.max_inbound_bytes", self.websocket.max_inbound_bytes),
             ("server.header_read_timeout_secs", self.server.header_read_timeout_secs as usize),
+            ("server.body_read_timeout_secs", self.server.body_read_timeout_secs as usize),
             ("server.ingest_timeout_secs", self.server.ingest_timeout_secs as usize),
             ("server.ingest_max_concurrency", self.server.ingest_max_concurrency),
             ("websocket.replay_page_size", self.websocket.replay_page_size as usize),

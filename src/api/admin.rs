@@ -80,6 +80,7 @@ pub async fn get_alias(
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
         (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
+        error::JsonBodyErrors,
         error::InboxFailedBriefly,
         error::InboxUnavailable
     ),
@@ -89,10 +90,10 @@ pub async fn put_alias(
     State(state): State<AppState>,
     Path((kind, alias)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Json<AliasBody>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::InboxWrite)?;
-    let Json(body) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
+    let body: AliasBody = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
     let user = crate::event::id_string(&body.user_id).ok_or(ApiError::Unprocessable {
         code: "missing_user_id",
         message: "user_id must be a non-empty string or a number".into(),
@@ -236,6 +237,7 @@ pub struct RedriveResults {
         error::AdminOnly,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
         (status = 422, description = "Neither 1 to 1000 `ids` nor `all: true`, or both (`bad_selection`).", body = ErrorBody),
+        error::JsonBodyErrors,
         (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
     security(("service_key" = []))
@@ -243,10 +245,11 @@ pub struct RedriveResults {
 pub async fn redrive_dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<RedriveRequest>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<RedriveResults>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
-    let Json(body) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
+    let body: RedriveRequest =
+        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
     let selection = match (body.ids, body.all) {
         (Some(ids), None | Some(false)) if (1..=MAX_REDRIVE_IDS).contains(&ids.len()) => Selection::Ids(ids),
         (None, Some(true)) => Selection::All,
@@ -312,6 +315,7 @@ pub struct DryRunResult {
         (status = 200, description = "What the gateway would do with the event.", body = DryRunResult),
         (status = 400, description = "The body is not JSON of this shape (`invalid_json`; the message says where).", body = ErrorBody),
         error::AdminErrors,
+        error::JsonBodyErrors,
         (status = 500, description = "The inbox failed reading an alias (`internal_error`).", body = ErrorBody),
         (status = 503, description = "The inbox cannot be read now (`store_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -320,11 +324,13 @@ pub struct DryRunResult {
 pub async fn dry_run_rules(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<DryRunRequest>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<DryRunResult>, ApiError> {
     use crate::ingest::dry_run;
     service_only(&state, &headers, Scope::Admin)?;
-    let Json(req) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
+    // The event it wraps may be as large as ingest takes, plus the request's own fields.
+    let limit = state.settings.server.max_body_bytes.saturating_add(super::SMALL_BODY_BYTES);
+    let req: DryRunRequest = super::json_body(&state, &headers, body, limit, "invalid_json").await?;
     let http = req.exchange.is_none();
     let transport = if http { "http" } else { "amqp" };
     let rules = state.pipeline.rules();

@@ -57,6 +57,12 @@ shared_error_responses! {
         "The inbox failed (`internal_error`).";
     InboxUnavailable = 503,
         "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.";
+    BodyTimeout = 408,
+        "The body did not arrive whole within `server.body_read_timeout_secs` (`body_timeout`).";
+    BodyTooLarge = 413,
+        "The body is over this endpoint's limit (`body_too_large`).";
+    NotJson = 415,
+        "The content type is not `application/json` or `*+json` (`unsupported_media_type`).";
 }
 
 /// The sets of those answers several endpoints share, named in their `responses(...)` as one: each is the union
@@ -87,6 +93,8 @@ shared_error_sets! {
     InboxReadErrors = BadPath, Unauthenticated, NotYourInboxToRead, InboxFailed, InboxUnavailable;
     /// An admin endpoint's credential.
     AdminErrors = BadCredential, AdminOnly;
+    /// A JSON body, read once the caller is authorized (`api::json_body`).
+    JsonBodyErrors = BodyTimeout, BodyTooLarge, NotJson;
 }
 
 /// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).
@@ -106,6 +114,8 @@ pub enum ApiError {
     Unprocessable { code: &'static str, message: String },
     #[error("body is over the {limit}-byte limit")]
     TooLarge { limit: usize },
+    #[error("the body did not arrive within {secs} s (server.body_read_timeout_secs)")]
+    BodyTimeout { secs: u64 },
     #[error("content type must be application/json, got `{0}`")]
     UnsupportedMediaType(String),
     #[error("this route does not answer {0}")]
@@ -139,6 +149,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Overloaded { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),

@@ -330,6 +330,7 @@ pub async fn get_preferences(
         (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, or a blank or over-long type (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        error::JsonBodyErrors,
         error::InboxFailed,
         error::InboxUnavailable
     ),
@@ -339,10 +340,11 @@ pub async fn put_preferences(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<PreferencesUpdate>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<Preferences>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
-    let Json(body) = body.map_err(|e| ApiError::BadRequest { code: "bad_request", message: e.body_text() })?;
+    let body: PreferencesUpdate =
+        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
     const MAX_TYPES: usize = 1000;
     if body.types.len() > MAX_TYPES {
         return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });

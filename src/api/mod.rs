@@ -85,6 +85,53 @@ impl AppState {
     }
 }
 
+/// The largest JSON body of a request that carries no event (preferences, an alias, a redrive selection).
+const SMALL_BODY_BYTES: usize = 64 * 1024;
+
+/// A request's `Content-Type` names JSON (`application/json` or `*+json`), or `415 unsupported_media_type`.
+fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !mime.ends_with("+json") {
+        return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));
+    }
+    Ok(())
+}
+
+/// The JSON body of a request other than ingest, read by its handler once the caller is authorized (so no
+/// unauthenticated client makes Herald wait for or buffer a body): JSON by its content type, at most `limit`
+/// bytes, whole within `server.body_read_timeout_secs`. Bad JSON answers `400` with `bad_json` as its code.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    bad_json: &'static str,
+) -> Result<T, ApiError> {
+    require_json(headers)?;
+    let secs = state.settings.server.body_read_timeout_secs;
+    let bytes =
+        match tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit)).await {
+            Err(_) => return Err(ApiError::BodyTimeout { secs }),
+            Ok(Err(e)) if is_length_limit(&e) => return Err(ApiError::TooLarge { limit }),
+            Ok(Err(e)) => return Err(ApiError::BadRequest { code: "body_read_failed", message: e.to_string() }),
+            Ok(Ok(bytes)) => bytes,
+        };
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest { code: bad_json, message: e.to_string() })
+}
+
+/// Whether reading a body failed on its length limit (rather than the client going away).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 pub fn router(state: AppState) -> Router {
     let mut app = routes(&state.settings).router.merge(console::router(&state.settings.server));
     // Unknown API paths answer a JSON 404 even when the demo's catch-all serves everything else.

@@ -452,3 +452,46 @@ async fn half_open_sockets_beyond_the_descriptor_limit_do_not_stop_healthz_or_in
     assert_eq!(inbox("fd-2").await["items"].as_array().unwrap().len(), 1);
     drop(held);
 }
+
+/// The JSON routes besides ingest (preferences, aliases, the rules' dry run, the dead letters' redrive) read a
+/// body only once its caller is authorized, at most 64 KiB of it (the dry run: an event's worth), and only for
+/// `server.body_read_timeout_secs`. Before, each read the body first: an unauthenticated client could declare
+/// 2 MB, send it a byte at a time, hold the connection indefinitely and have Herald buffer all it sent.
+#[tokio::test]
+async fn json_bodies_are_read_only_after_authorization_and_only_within_the_body_timeout() {
+    let gw = spawn_gateway_with(|s| s.server.body_read_timeout_secs = 1).await;
+    let request = |method: &str, path: &str, auth: bool, content_type: &str, length: usize, body: &str| {
+        let auth = if auth { format!("Authorization: Bearer {SERVICE_KEY}\r\n") } else { String::new() };
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n{auth}Content-Type: {content_type}\r\n\
+             Content-Length: {length}\r\n\r\n{body}"
+        )
+    };
+    for (method, path) in [
+        ("PUT", "/api/v1/users/alice/preferences"),
+        ("PUT", "/api/v1/aliases/student/7"),
+        ("POST", "/api/v1/admin/rules/dry-run"),
+        ("POST", "/api/v1/admin/dead-letters/redrive"),
+    ] {
+        // The body is declared and never sent: an answer at all means it was not waited for.
+        let refused = request(method, path, false, "application/json", 60_000, "{");
+        assert_eq!(
+            fresh_request("127.0.0.1", gw.addr, &refused).await,
+            Some(401),
+            "{method} {path} without credentials"
+        );
+        let never_whole = request(method, path, true, "application/json", 60_000, "{");
+        let timed_out = fresh_request("127.0.0.1", gw.addr, &never_whole).await;
+        assert_eq!(timed_out, Some(408), "{method} {path}: a body that never arrives whole");
+        let text = request(method, path, true, "text/plain", 2, "{}");
+        assert_eq!(fresh_request("127.0.0.1", gw.addr, &text).await, Some(415), "{method} {path}: not JSON");
+    }
+    for (path, limit) in [("/api/v1/users/alice/preferences", 64 * 1024), ("/api/v1/aliases/student/7", 64 * 1024)] {
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(limit));
+        let over = request("PUT", path, true, "application/json", big.len(), &big);
+        assert_eq!(fresh_request("127.0.0.1", gw.addr, &over).await, Some(413), "PUT {path} over {limit} bytes");
+    }
+    // What these routes answered before still holds for a well-formed request.
+    let ok = request("PUT", "/api/v1/aliases/student/7", true, "application/json", 17, r#"{"user_id":"u-7"}"#);
+    assert_eq!(fresh_request("127.0.0.1", gw.addr, &ok).await, Some(200));
+}
