@@ -533,6 +533,19 @@ pub struct WebSocketSettings {
     pub max_write_buffer_bytes: usize,
 }
 
+impl WebSocketSettings {
+    /// The largest frame a session can carry: one over `outbound_queue_bytes` never fits the session's queue, and
+    /// one over what the socket's write buffer takes (`max_write_buffer_bytes`, less the `write_buffer_bytes` it
+    /// may already hold and a WebSocket frame header) fails the socket. Ingest refuses a notification whose frame
+    /// could be larger (`notification_too_large`), so every stored notification can be delivered.
+    pub fn max_frame_bytes(&self) -> usize {
+        const FRAME_HEADER: usize = 16;
+        self.outbound_queue_bytes
+            .min(self.max_write_buffer_bytes.saturating_sub(self.write_buffer_bytes))
+            .saturating_sub(FRAME_HEADER)
+    }
+}
+
 /// What a session does when its bounded outbound queue is full. Neither blocks the publisher or other
 /// sessions, and neither drops silently.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

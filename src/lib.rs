@@ -140,7 +140,9 @@ pub async fn start_with(
         Some(wrap) => wrap(store),
         None => store,
     };
-    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone()).traced(recorder);
+    let pipeline = Pipeline::new(rules.clone(), store.clone(), fanout.clone())
+        .traced(recorder)
+        .frames_up_to(settings.websocket.max_frame_bytes());
     let amqp = settings
         .amqp
         .enabled

@@ -162,7 +162,12 @@ fn main() -> anyhow::Result<()> {
             let settings = load(config.as_deref())?;
             let path = rules.unwrap_or(settings.rules.path);
             let rules = herald::rules::Rules::load(&path)?;
-            let reports = herald::ingest::dry_run::run(&rules, &fixtures, settings.amqp.max_message_bytes);
+            let reports = herald::ingest::dry_run::run(
+                &rules,
+                &fixtures,
+                settings.amqp.max_message_bytes,
+                settings.websocket.max_frame_bytes(),
+            );
             for r in &reports {
                 println!("{}", herald::ingest::dry_run::render(r));
             }

@@ -273,6 +273,34 @@ impl ServerFrame<'_> {
     }
 }
 
+/// Bytes a notification frame takes besides its texts and JSON values, at most: the keys, punctuation, two ids of
+/// 19 digits and a sign, four timestamps and the flags (checked by a test against a frame with every such field
+/// at its longest).
+const NOTIFICATION_FRAME_FIXED: usize = 512;
+
+/// The most bytes the notification frame of a notification with these `texts` (its type, title, content, event
+/// type — counted twice, the frame carries it twice —, source, related object and recipient, each as JSON
+/// escapes it) and these JSON `values` (its data and the event's body, carried verbatim) can take. Ingest refuses
+/// a notification over what a session can carry before storing it (`ingest::Pipeline::prepare`).
+pub fn notification_frame_bound(texts: &[&str], values: &[&str]) -> usize {
+    NOTIFICATION_FRAME_FIXED
+        + texts.iter().map(|t| json_escaped_len(t)).sum::<usize>()
+        + values.iter().map(|v| v.len()).sum::<usize>()
+}
+
+/// The length of `s` as a JSON string's contents, as serde_json writes it: a quote, a backslash and the short control
+/// escapes take two bytes, other control characters six (`\u00XX`), everything else itself.
+fn json_escaped_len(s: &str) -> usize {
+    s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+                0..=0x1f => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
 /// The one serialisation of a notification frame, shared by all its recipients.
 pub fn encode_notification_frame(n: &Notification, body: &RawValue) -> Utf8Bytes {
     ServerFrame::Notification { event_type: &n.event_type, notification: n, body }.encode()
@@ -496,6 +524,61 @@ mod tests {
         let n = serde_json::from_value(g["notification"].clone()).unwrap();
         let body = RawValue::from_string(g["body"].to_string()).unwrap();
         (g, n, body)
+    }
+
+    /// Ingest refuses a notification whose frame a session could not carry by this bound: it must never be under
+    /// the frame's real length, whatever the texts hold (quotes, backslashes, control characters) and with every
+    /// optional field at its longest.
+    #[test]
+    fn the_notification_frame_bound_is_never_under_the_encoded_frame() {
+        let bound = |n: &Notification, body: &RawValue| {
+            let related = n.related_object.as_ref();
+            notification_frame_bound(
+                &[
+                    &n.kind,
+                    &n.title,
+                    &n.content,
+                    &n.event_type,
+                    &n.event_type,
+                    n.source.as_deref().unwrap_or(""),
+                    related.map_or("", |r| r.kind.as_str()),
+                    related.map_or("", |r| r.id.as_str()),
+                    n.user_id.as_deref().unwrap_or(""),
+                ],
+                &[n.data.get(), body.get()],
+            )
+        };
+        let (_, golden, body) = golden_frame("frame-notification.json");
+        assert!(encode_notification_frame(&golden, &body).len() <= bound(&golden, &body));
+
+        let nasty = "\"\\\n\u{1}\u{1f}é😀</script>".repeat(50);
+        use chrono::TimeZone;
+        use serde_json::json;
+        let at = Utc.with_ymd_and_hms(2999, 12, 31, 23, 59, 59).unwrap() + chrono::Duration::nanoseconds(999_999_999);
+        let longest = Notification {
+            id: i64::MIN,
+            prev_id: i64::MIN,
+            user_id: Some(nasty.clone()),
+            kind: nasty.clone(),
+            title: nasty.clone(),
+            content: nasty.clone(),
+            event_type: nasty.clone(),
+            source: Some(nasty.clone()),
+            related_object: Some(RelatedObject { kind: nasty.clone(), id: nasty.clone() }),
+            data: RawValue::from_string(serde_json::to_string(&json!({ "k": nasty })).unwrap()).unwrap(),
+            created_at: at,
+            read_at: Some(at),
+            seen_at: Some(at),
+            archived_at: Some(at),
+            muted: true,
+        };
+        let body = RawValue::from_string(serde_json::to_string(&json!({ "b": nasty })).unwrap()).unwrap();
+        let frame = encode_notification_frame(&longest, &body);
+        assert!(frame.len() <= bound(&longest, &body), "{} > {}", frame.len(), bound(&longest, &body));
+        // And not far over it: the fixed part is what the frame adds besides its texts and values.
+        let empty = Notification { user_id: None, source: None, related_object: None, ..sample() };
+        let fixed = encode_notification_frame(&empty, &RawValue::from_string("{}".into()).unwrap()).len();
+        assert!(fixed <= NOTIFICATION_FRAME_FIXED, "{fixed}");
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub enum RouteError {
     Template { rule: String, field: &'static str, message: String },
     #[error("rule `{rule}`: user id is {len} bytes, over the {max}-byte limit")]
     UserIdTooLong { rule: String, len: usize, max: usize },
+    #[error("rule `{rule}`: {count} recipients, over the {max} one event may name (a broadcast reaches everyone)")]
+    TooManyRecipients { rule: String, count: usize, max: usize },
+    #[error(
+        "rule `{rule}`: the notification's frame would take up to {bytes} bytes, over the {max} a session can carry \
+         (websocket.outbound_queue_bytes, websocket.max_write_buffer_bytes)"
+    )]
+    NotificationTooLarge { rule: String, bytes: usize, max: usize },
+    #[error("rule `{rule}`: {rows} notifications of up to {row} bytes each would store {total} bytes, over the {max} one event may")]
+    TooMuchToStore { rule: String, rows: usize, row: usize, total: usize, max: usize },
     /// Reported by the store, which resolves aliases in the commit (see [`Recipients::Alias`]).
     #[error("no user is known for {kind} alias `{alias}` yet")]
     UnresolvedRecipient { kind: String, alias: String },
@@ -57,6 +66,9 @@ impl RouteError {
             RouteError::Template { .. } => "template_error",
             RouteError::UserIdTooLong { .. } => "user_id_too_long",
             RouteError::UnresolvedRecipient { .. } => "unresolved_recipient",
+            RouteError::TooManyRecipients { .. } => "too_many_recipients",
+            RouteError::NotificationTooLarge { .. } => "notification_too_large",
+            RouteError::TooMuchToStore { .. } => "too_much_to_store",
         }
     }
 }
@@ -605,7 +617,18 @@ impl RulesHandle {
     }
 }
 
+/// Recipients (users or aliases) one event may name: each is a row of its own and a frame of its own, so the list a
+/// body carries is bounded; a broadcast (`to = ["everyone"]`) reaches every user with one row.
+pub const MAX_RECIPIENTS: usize = 1000;
+
 impl Rule {
+    fn too_many(&self, count: usize) -> Result<(), RouteError> {
+        if count > MAX_RECIPIENTS {
+            return Err(RouteError::TooManyRecipients { rule: self.name.clone(), count, max: MAX_RECIPIENTS });
+        }
+        Ok(())
+    }
+
     fn recipients(&self, event: &Event) -> Result<Recipients, RouteError> {
         for source in &self.to {
             let found: Vec<String> = match source {
@@ -624,6 +647,7 @@ impl Rule {
                     if aliases.is_empty() {
                         continue;
                     }
+                    self.too_many(aliases.len())?;
                     return Ok(Recipients::Alias { kind: kind.clone(), aliases });
                 }
             };
@@ -641,6 +665,7 @@ impl Rule {
                 let mut users = found;
                 let mut seen = std::collections::HashSet::new();
                 users.retain(|u| seen.insert(u.clone()));
+                self.too_many(users.len())?;
                 return Ok(Recipients::Users(users));
             }
         }

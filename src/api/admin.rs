@@ -347,7 +347,7 @@ pub async fn dry_run_rules(
                     aliases.insert((kind, alias), user);
                 }
             }
-            let verdict = dry_run::verdict(&rules, &event, http, &aliases);
+            let verdict = dry_run::verdict(&rules, &event, http, &aliases, state.settings.websocket.max_frame_bytes());
             let decoded = serde_json::json!({
                 "id": event.id,
                 "exchange": event.exchange,

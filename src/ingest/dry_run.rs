@@ -66,8 +66,8 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// Dry-run `files` through `rules`.
-pub fn run(rules: &Rules, files: &[PathBuf], max_bytes: usize) -> Vec<Report> {
+/// Dry-run `files` through `rules`, refusing notifications over `max_frame` bytes as ingest does.
+pub fn run(rules: &Rules, files: &[PathBuf], max_bytes: usize, max_frame: usize) -> Vec<Report> {
     let decoded: Vec<(PathBuf, Decoded)> = files.iter().map(|f| (f.clone(), decode(f, max_bytes))).collect();
     // Every alias the fixtures teach, first.
     let mut aliases: HashMap<(String, String), String> = HashMap::new();
@@ -85,7 +85,7 @@ pub fn run(rules: &Rules, files: &[PathBuf], max_bytes: usize) -> Vec<Report> {
         .map(|(file, d)| {
             let verdict = match d {
                 Err(v) => v,
-                Ok((event, http)) => verdict(rules, &event, http, &aliases),
+                Ok((event, http)) => verdict(rules, &event, http, &aliases, max_frame),
             };
             Report { file, verdict }
         })
@@ -148,8 +148,15 @@ pub fn aliases(rules: &Rules, event: &Event) -> (Vec<AliasKey>, Vec<(AliasKey, S
     }
 }
 
-/// What the rules do with `event` (`http`: it came over HTTP ingest), aliases resolved from `aliases`.
-pub fn verdict(rules: &Rules, event: &Event, http: bool, aliases: &HashMap<(String, String), String>) -> Verdict {
+/// What the rules do with `event` (`http`: it came over HTTP ingest), aliases resolved from `aliases`, with
+/// ingest's bounds on what an event may store and on a frame (`max_frame` bytes: see `super::check_sizes`).
+pub fn verdict(
+    rules: &Rules,
+    event: &Event,
+    http: bool,
+    aliases: &HashMap<(String, String), String>,
+    max_frame: usize,
+) -> Verdict {
     let rule = rules.matching(event).unwrap_or_default().to_owned();
     let dead = |e: RouteError| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() };
     let resolve = |r: &Recipients| -> Result<Vec<String>, RouteError> {
@@ -168,7 +175,24 @@ pub fn verdict(rules: &Rules, event: &Event, http: bool, aliases: &HashMap<(Stri
             }
         })
     };
-    match rules.route(event) {
+    let routed = rules.route(event).and_then(|route| {
+        super::check_sizes(Some(&rule), &route, event, max_frame)?;
+        if let Route::Live(d) = &route {
+            let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
+            let frame = crate::protocol::ServerFrame::Event {
+                event_type,
+                title: &d.title,
+                content: &d.content,
+                body: &event.raw,
+            };
+            let bytes = frame.encode().len();
+            if bytes > max_frame {
+                return Err(RouteError::NotificationTooLarge { rule: rule.clone(), bytes, max: max_frame });
+            }
+        }
+        Ok(route)
+    });
+    match routed {
         Err(e) => dead(e),
         Ok(Route::Unmatched) => Verdict::Unmatched { http },
         Ok(Route::Ignore) => Verdict::Ignored { rule },
@@ -237,7 +261,12 @@ mod tests {
     fn a_stage_event_reaches_the_student_through_the_alias_another_fixture_teaches() {
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
         // The stage event comes first on the command line: aliases are taught by all the given files.
-        let r = run(&rules, &fixtures(&["medtrack-stage-created-core.json", "medtrack-student-created.json"]), 1 << 20);
+        let r = run(
+            &rules,
+            &fixtures(&["medtrack-stage-created-core.json", "medtrack-student-created.json"]),
+            1 << 20,
+            1 << 20,
+        );
         match &r[0].verdict {
             Verdict::Stored { recipients, .. } => {
                 assert!(
@@ -253,7 +282,7 @@ mod tests {
     #[test]
     fn without_the_teaching_fixture_the_stage_event_is_a_dead_letter() {
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
-        let r = run(&rules, &fixtures(&["medtrack-stage-created-core.json"]), 1 << 20);
+        let r = run(&rules, &fixtures(&["medtrack-stage-created-core.json"]), 1 << 20, 1 << 20);
         assert!(
             matches!(r[0].verdict, Verdict::DeadLetter { reason: "unresolved_recipient", .. }),
             "{:?}",
@@ -268,7 +297,7 @@ mod tests {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
-        for r in run(&rules, &files, 1 << 20) {
+        for r in run(&rules, &files, 1 << 20, 1 << 20) {
             assert!(!r.verdict.is_dead_letter(), "{}", render(&r));
         }
     }

@@ -100,11 +100,23 @@ pub struct Pipeline {
     /// Where live-only events go (stored notifications reach it through the store's commit listener).
     fanout: Fanout,
     trace: Recorder,
+    /// The largest frame a session can carry (`WebSocketSettings::max_frame_bytes`).
+    max_frame: usize,
 }
+
+/// Bytes one event may store in all (its notifications' rows: the body, data and texts once per recipient), so a
+/// list of recipients cannot turn one request into gigabytes of rows.
+pub const MAX_STORED_BYTES_PER_EVENT: usize = 16 << 20;
 
 impl Pipeline {
     pub fn new(rules: RulesHandle, store: Arc<dyn Store>, fanout: Fanout) -> Self {
-        Pipeline { rules, store, fanout, trace: Recorder::default() }
+        Pipeline { rules, store, fanout, trace: Recorder::default(), max_frame: usize::MAX }
+    }
+
+    /// Refuse notifications whose frame could be over `max_frame` bytes, which no session could carry.
+    pub fn frames_up_to(mut self, max_frame: usize) -> Self {
+        self.max_frame = max_frame;
+        self
     }
 
     /// Record each event's trace with `trace`.
@@ -139,11 +151,17 @@ impl Pipeline {
         let (rule, route) = rules.route_named(&event);
         let trace = self.trace.begin(origin, &event.event_type, rule, event.received_at);
         let route = route?;
+        check_sizes(rule, &route, &event, self.max_frame)?;
         let action = match route {
             Route::Live(d) => {
                 let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
                 let frame = ServerFrame::Event { event_type, title: &d.title, content: &d.content, body: &event.raw };
-                Action::Live { recipients: d.recipients, frame: frame.encode() }
+                let frame = frame.encode();
+                if frame.len() > self.max_frame {
+                    let rule = rule.unwrap_or_default().to_owned();
+                    return Err(RouteError::NotificationTooLarge { rule, bytes: frame.len(), max: self.max_frame });
+                }
+                Action::Live { recipients: d.recipients, frame }
             }
             Route::Notify(d) => Action::Write {
                 write: Write::Notify(NewNotification {
@@ -302,6 +320,43 @@ impl Traced {
         };
         Fate { outcome, duplicate: status == Status::Duplicate, reason, recipients: self.recipients.clone() }
     }
+}
+
+/// Refuse, before anything is stored, a notification whose frame could be over `max_frame` bytes (no session could
+/// carry it: stored, it would be replayed into every session of its recipients and fail each) and an event whose
+/// rows would store over [`MAX_STORED_BYTES_PER_EVENT`]. A live event's frame is checked once encoded.
+pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: usize) -> Result<(), RouteError> {
+    let Route::Notify(d) = route else { return Ok(()) };
+    let rule = || rule.unwrap_or_default().to_owned();
+    let (rows, recipient, unresolved) = match &d.recipients {
+        Recipients::Everyone => (1, "", 0),
+        Recipients::Users(users) => (users.len(), users.iter().max_by_key(|u| u.len()).map_or("", String::as_str), 0),
+        // Resolved in the commit: the user's id is at most MAX_ID_LEN bytes, each escaped to six at worst.
+        Recipients::Alias { aliases, .. } => (aliases.len(), "", 6 * crate::event::MAX_ID_LEN),
+    };
+    let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
+    let related = d.related_object.as_ref();
+    let texts = [
+        d.kind.as_str(),
+        &d.title,
+        &d.content,
+        event_type,
+        event_type,
+        event.source.as_deref().unwrap_or(""),
+        related.map_or("", |r| r.kind.as_str()),
+        related.map_or("", |r| r.id.as_str()),
+        recipient,
+    ];
+    let row = event.raw.get().len() + d.data.get().len() + d.title.len() + d.content.len() + d.kind.len();
+    let total = rows.saturating_mul(row);
+    if total > MAX_STORED_BYTES_PER_EVENT {
+        return Err(RouteError::TooMuchToStore { rule: rule(), rows, row, total, max: MAX_STORED_BYTES_PER_EVENT });
+    }
+    let frame = crate::protocol::notification_frame_bound(&texts, &[d.data.get(), event.raw.get()]) + unresolved;
+    if frame > max_frame {
+        return Err(RouteError::NotificationTooLarge { rule: rule(), bytes: frame, max: max_frame });
+    }
+    Ok(())
 }
 
 /// The commit listener that turns stored notifications into frames: one serialisation per notification,

@@ -209,3 +209,46 @@ async fn bad_inbox_queries_get_400_with_a_reason() {
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_query", "{q}");
     }
 }
+
+/// What one event may store and push is bounded before anything is stored: more than 1,000 recipients
+/// (`too_many_recipients`), rows that would store over 16 MiB in all (`too_much_to_store`), a notification whose
+/// frame no session could carry (`notification_too_large`; sessions here carry 256 KiB). Before, a 799 KB
+/// request naming 130,000 users grew the WAL by gigabytes, and an accepted 600 KB message made a frame over the
+/// sessions' 1 MiB that broke every session it was pushed or replayed to, on every reconnect.
+#[tokio::test]
+async fn what_one_event_may_store_and_push_is_bounded_before_anything_is_stored() {
+    let gw = spawn_gateway_with(|s| s.websocket.outbound_queue_bytes = 256 * 1024).await;
+    let mut alice = gw.connect("alice").await;
+    let registered = |users: Value, pad: usize| {
+        serde_json::to_vec(
+            &json!({"event_type": "user.registered", "data": {"user_id": users, "pad": "x".repeat(pad)}}),
+        )
+        .unwrap()
+    };
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
+    let two_hundred: Vec<String> = (0..200).map(|i| format!("u{i}")).collect();
+    for (body, code) in [
+        (registered(json!(many), 0), "too_many_recipients"),
+        (registered(json!(two_hundred), 100_000), "too_much_to_store"),
+        (registered(json!("alice"), 300_000), "notification_too_large"),
+    ] {
+        let (status, answer) = post_raw(&gw, "", "application/json", Some(SERVICE_KEY), body).await;
+        assert_eq!((status, answer["error"].as_str()), (422, Some(code)), "{answer}");
+    }
+    for user in ["u0", "u199", "u1000", "alice"] {
+        assert_eq!(gw.inbox(user).await["items"].as_array().map(Vec::len), Some(0), "{user}: nothing stored");
+    }
+
+    // Under the bounds, as large as a session carries: stored, pushed, and replayed on a reconnect.
+    let (status, answer) =
+        post_raw(&gw, "", "application/json", Some(SERVICE_KEY), registered(json!("alice"), 200_000)).await;
+    assert_eq!(status, 202, "{answer}");
+    let live = alice.notification().await;
+    assert_eq!(live["notification"]["user_id"], "alice");
+    let mut again = gw.connect_with("alice", "&since=0").await;
+    assert_eq!(again.notification().await["notification"]["id"], live["notification"]["id"]);
+    let (status, answer) =
+        post_raw(&gw, "", "application/json", Some(SERVICE_KEY), registered(json!(["alice", "bob"]), 0)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(alice.notification().await["notification"]["user_id"], "alice", "alice's session is still live");
+}
