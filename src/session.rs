@@ -300,7 +300,14 @@ impl<'a> Session<'a> {
                 inbound = self.socket.recv() => {
                     self.last_heard = Instant::now();
                     match inbound {
-                        None | Some(Ok(WsMessage::Close(_))) => return Ended::ClientClosed,
+                        None => return Ended::ClientClosed,
+                        Some(Ok(WsMessage::Close(_))) => {
+                            // The protocol queued the closing handshake's answer (the client's code echoed):
+                            // send it, so the client sees a clean close rather than a dropped connection.
+                            let write = Duration::from_secs(self.deps.settings.write_timeout_secs);
+                            let _ = tokio::time::timeout(write, self.socket.flush()).await;
+                            return Ended::ClientClosed;
+                        }
                         Some(Ok(WsMessage::Text(text))) => {
                             if let Err(ended) = self.on_text(&text).await {
                                 return ended;

@@ -152,3 +152,24 @@ async fn shutdown_closes_sessions_with_1001() {
     assert_eq!(c.closed().await, 1001);
     stopping.await.unwrap().unwrap();
 }
+
+/// A client that closes gets the closing handshake's answer, its own code echoed (RFC 6455 §5.5.1), and so a clean
+/// close; before, the server dropped the connection on receiving the close (a browser saw 1006, `wasClean`
+/// false).
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let gw = spawn_gateway().await;
+    let mut c = gw.connect("carol").await;
+    let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Close(Some(bye))).await.unwrap();
+    let answer = loop {
+        match tokio::time::timeout(WAIT, c.ws.next()).await.expect("an answer") {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue, // frames already on their way (counts)
+            other => panic!("no close frame came back: {other:?}"),
+        }
+    };
+    assert_eq!(answer.map(|f| f.code), Some(CloseCode::Normal));
+}
