@@ -284,6 +284,14 @@ impl Authenticator {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
             ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
+            // Said for people, not in the library's words ("InvalidToken", "Base64 error: ...").
+            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                AuthError::Invalid("not a JWT (three base64url parts: header, claims, signature)".into())
+            }
+            ErrorKind::InvalidSignature => AuthError::Invalid("the signature does not match".into()),
+            ErrorKind::InvalidAlgorithm => AuthError::Invalid("the token's algorithm is not the one accepted".into()),
+            ErrorKind::InvalidAudience => AuthError::Invalid("the audience (`aud`) is not the one accepted".into()),
+            ErrorKind::InvalidIssuer => AuthError::Invalid("the issuer (`iss`) is not the one accepted".into()),
             _ => AuthError::Invalid(e.to_string()),
         })?;
         let claim = self.user_claim.name();

@@ -30,7 +30,7 @@ use futures_util::future::OptionFuture;
 use futures_util::SinkExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::WebSocketSettings;
 use crate::inbox::{Replayed, Store, StoreError};
 use crate::protocol::{
@@ -685,23 +685,35 @@ impl<'a> Session<'a> {
                 }
                 Ok(())
             }
-            Ok(ClientMessage::Auth { token }) => match self.deps.auth.verify_user(&token) {
-                Ok(Principal::User { id, expires_at }) if id.as_str() == &*self.user => {
-                    self.expires_at = expires_at;
-                    self.send_now(ServerFrame::AuthOk { expires_at }.encode()).await
-                }
-                Ok(_) => self.send_error("auth_rejected", "the token is for another user").await,
-                Err(e) => self.send_error("auth_rejected", &e.to_string()).await,
-            },
-            Err(e) => {
-                self.bad_messages += 1;
-                if self.bad_messages > MAX_BAD_MESSAGES {
-                    let _ = self.close_with(1008, "too many bad messages").await;
-                    return Err(Ended::BadMessages);
-                }
-                self.send_error("bad_message", &e.to_string()).await
+            Ok(ClientMessage::Auth { token }) => {
+                // A refresh must outlive now, as a handshake's token must (the leeway is for clock skew, not for
+                // taking a token that already ran out); a refused one keeps the session on its current token.
+                let refused = match self.deps.auth.verify_user(&token) {
+                    Ok(Principal::User { id, expires_at }) if id.as_str() == &*self.user => {
+                        if expires_at > chrono::Utc::now().timestamp() {
+                            self.expires_at = expires_at;
+                            return self.send_now(ServerFrame::AuthOk { expires_at }.encode()).await;
+                        }
+                        AuthError::Expired.to_string()
+                    }
+                    Ok(_) => "the token is for another user".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.bad_message("auth_rejected", &refused).await
             }
+            Err(e) => self.bad_message("bad_message", &e.to_string()).await,
         }
+    }
+
+    /// Answer a message the session cannot take with an error frame; past `MAX_BAD_MESSAGES` of them (refused
+    /// token refreshes count too), close with 1008.
+    async fn bad_message(&mut self, code: &str, message: &str) -> Result<(), Ended> {
+        self.bad_messages += 1;
+        if self.bad_messages > MAX_BAD_MESSAGES {
+            let _ = self.close_with(1008, "too many bad messages").await;
+            return Err(Ended::BadMessages);
+        }
+        self.send_error(code, message).await
     }
 
     async fn send_error(&mut self, code: &str, message: &str) -> Result<(), Ended> {

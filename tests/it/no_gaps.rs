@@ -189,6 +189,31 @@ async fn a_session_is_warned_before_its_token_expires_and_closed_at_expiry_with_
     assert_eq!((status, body["error"].as_str()), (401, Some("token_expired")));
 }
 
+/// A refresh with a token that already ran out (within the clock-skew leeway, which the handshake refuses too) is
+/// refused and the session stays on its current token; before, it answered `auth_ok`, warned and closed a healthy
+/// session with 4001. Refused refreshes count as bad messages: the eleventh closes with 1008.
+#[tokio::test]
+async fn an_expired_refresh_is_refused_and_the_session_keeps_its_token() {
+    let gw = spawn_gateway().await;
+    let auth = herald::auth::Authenticator::new(&gw.settings.auth).unwrap();
+    let expired = auth.mint("u1", 1).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut c = gw.connect("u1").await;
+    c.send_text(&json!({"type": "auth", "token": expired}).to_string()).await;
+    let refused = c.frame().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("auth_rejected")),
+        "{refused}"
+    );
+    c.send_text("ping").await;
+    assert_eq!(c.frame().await["type"], "pong", "still open on its own token");
+    for _ in 0..10 {
+        c.send_text(&json!({"type": "auth", "token": "not-a-jwt"}).to_string()).await;
+    }
+    assert_eq!(c.closed().await, 1008);
+}
+
 #[tokio::test]
 async fn a_refreshed_token_keeps_the_session_open() {
     let gw = spawn_gateway().await;
