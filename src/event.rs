@@ -130,7 +130,10 @@ pub enum DecodeError {
     InvalidJson(String),
     #[error("body is JSON but not an object")]
     NotAnObject,
-    #[error("unknown event shape: no _meta, event_type, event_name or title/message, and no routing key to route on")]
+    #[error(
+        "unknown event shape: no _meta, no event_type or event_name (a non-empty string), no title and message, and \
+         no routing key to route on"
+    )]
     UnknownShape,
     #[error("routing key is {len} bytes, over the {max}-byte limit")]
     RoutingKeyTooLong { len: usize, max: usize },
@@ -169,6 +172,7 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
     };
     let meta = body.get("_meta").and_then(Value::as_object);
     let has = |k: &str| body.contains_key(k);
+    let named = |k: &str| body.get(k).and_then(Value::as_str).is_some_and(|v| !v.trim().is_empty());
     let explicit_key = env.routing_key.filter(|k| !k.is_empty());
 
     let shape = if meta.is_some() {
@@ -181,7 +185,8 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
         Shape::Http
     } else if has("title") && has("message") {
         Shape::Notification
-    } else if explicit_key.is_some() {
+    } else if explicit_key.is_some() || named("event_type") || named("event_name") {
+        // Routed on its routing key, else on its own `event_type` / `event_name` (below).
         Shape::Flat
     } else {
         return Err(DecodeError::UnknownShape);
@@ -298,6 +303,14 @@ mod tests {
         assert_eq!(decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(), "oversized");
         let no_key = Envelope { exchange: "", routing_key: None, message_id: None, caller: None };
         assert_eq!(decode_bytes(no_key, br#"{"foo":1}"#, 100).unwrap_err().reason(), "unknown_shape");
+        // A flat body routes on its own event_type or event_name when nothing else names a routing key.
+        for body in [&br#"{"event_type":"user.registered","user_id":501}"#[..], br#"{"event_name":"user.registered"}"#]
+        {
+            let e = decode_bytes(no_key, body, 100).unwrap();
+            assert_eq!((e.shape, e.routing_key.as_str()), (Shape::Flat, "user.registered"));
+        }
+        let blank = decode_bytes(no_key, br#"{"event_type":" ","user_id":501}"#, 100).unwrap_err();
+        assert_eq!(blank.reason(), "unknown_shape");
         let long_key = "a.".repeat(MAX_ROUTING_KEY_LEN / 2) + "zz";
         assert_eq!(decode_bytes(env("x", &long_key), b"{}", 100).unwrap_err().reason(), "routing_key_too_long");
     }
