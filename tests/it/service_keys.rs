@@ -109,9 +109,10 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
         ),
         ("GET admin/presence", Scope::Admin, get(http, url("/api/v1/admin/presence")), 200),
         ("POST admin/rules/reload", Scope::Admin, post(http, url("/api/v1/admin/rules/reload")), 200),
-        // Past the scope check, AMQP ingest is off here: `409 amqp_disabled`; the bodiless re-drive is a 400.
+        // Past the scope check, AMQP ingest is off here: `409 amqp_disabled`; the bodiless re-drive is a 415 (no
+        // JSON body), as ingest answers.
         ("GET admin/dead-letters", Scope::Admin, get(http, url("/api/v1/admin/dead-letters")), 409),
-        ("POST admin/dead-letters/redrive", Scope::Admin, post(http, url("/api/v1/admin/dead-letters/redrive")), 400),
+        ("POST admin/dead-letters/redrive", Scope::Admin, post(http, url("/api/v1/admin/dead-letters/redrive")), 415),
     ];
     let keys =
         [(PUBLISHER, Scope::Publish), (READER, Scope::InboxRead), (WRITER, Scope::InboxWrite), (ADMIN, Scope::Admin)];
@@ -220,6 +221,43 @@ async fn publish_stays_within_the_keys_exchanges_and_routing_keys() {
     // Nor may this key read inboxes: it has `publish` only.
     let resp = gw.get(&format!("/api/v1/users/{user}/notifications"), STUDENTS).send().await.unwrap();
     assert_insufficient_scope(resp, "reading an inbox", "`inbox:read`").await;
+}
+
+/// A key scoped to other exchanges cannot erase an inbox through the shipped `gdpr-erase` rule, which matches
+/// the auth services' exchange (and HTTP's default) only; before, the rule took `auth.user.deleted` from any
+/// exchange, and a key scoped to `billing.*` erased any user's inbox.
+#[tokio::test]
+async fn a_key_scoped_to_other_exchanges_cannot_erase_an_inbox() {
+    let gw = spawn_gateway_with(|s| {
+        s.auth.service_keys = vec![
+            ServiceKeyConfig::Scoped(ScopedServiceKey {
+                id: "billing".into(),
+                key: Secret::new(PUBLISHER),
+                scopes: vec![Scope::Publish],
+                exchanges: Some(vec!["billing.*".into()]),
+                routing_keys: None,
+            }),
+            scoped("dev", SERVICE_KEY, &[Scope::Publish, Scope::InboxRead]),
+        ]
+    })
+    .await;
+    let welcome = json!({"event_type": "user.registered", "user_id": "alice"});
+    let resp = gw.post_event("sgad.users", "", &welcome).await;
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let erase = json!({"payload": {"user_id": "alice"}});
+    let resp = gw
+        .post("/api/v1/events?exchange=billing.events&routing_key=auth.user.deleted", PUBLISHER)
+        .json(&erase)
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    assert_ne!(answer["results"][0]["status"], "purged", "{answer}");
+    assert_eq!(gw.unread("alice").await, 1, "alice's inbox is untouched");
+    // The auth service's exchange still erases.
+    let resp = gw.post_event("events.topic", "auth.user.deleted", &erase).await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["results"][0]["status"], "purged");
+    assert_eq!(gw.unread("alice").await, 0);
 }
 
 /// The old list form: bare keys (from the file, or `HERALD__AUTH__SERVICE_KEYS=a,b`) keep every scope.
