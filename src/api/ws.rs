@@ -80,6 +80,13 @@ fn handshake(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
+    if query.since.is_none() && query.since_broadcast.is_some() {
+        // A broadcast cursor alone would be silently ignored (a session without `since` starts at the newest).
+        return Err(ApiError::BadRequest {
+            code: "bad_query",
+            message: "since_broadcast needs since (the targeted cursor; 0 for all that is kept)".into(),
+        });
+    }
     let ws = ws.map_err(|e| ApiError::BadRequest { code: "not_a_websocket_request", message: e.body_text() })?;
     check_origin(state, headers)?;
 

@@ -116,6 +116,13 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
     let none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6NDEwMjQ0NDgwMH0.";
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("missing token", "/ws/u1".into(), 401, "missing_credentials"),
+        // A broadcast cursor alone was ignored (no replay, no error).
+        (
+            "since_broadcast without since",
+            format!("/ws/u1?token={}&since_broadcast=0", gw.token("u1")),
+            400,
+            "bad_query",
+        ),
         ("garbage token", "/ws/u1?token=garbage".into(), 401, "invalid_credentials"),
         ("alg none", format!("/ws/u1?token={none_alg}"), 401, "invalid_credentials"),
         (
