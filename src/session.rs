@@ -527,6 +527,7 @@ impl<'a> Session<'a> {
         let mut sent = 0u64;
         let mut counts_changed = false;
         let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
+        let max_frame = self.deps.settings.max_frame_bytes();
         let write = async {
             for r in &items {
                 let n = &r.notification;
@@ -543,6 +544,9 @@ impl<'a> Session<'a> {
                     Format::Herald => frame,
                     Format::Event => event_format(frame.as_str()).unwrap_or(frame),
                 };
+                if too_large_to_send(&frame, max_frame, n.id, &self.user) {
+                    continue;
+                }
                 self.socket.feed(WsMessage::Text(frame)).await?;
             }
             if let (true, Some(frame)) = (counts_changed, self.counts_frame()) {
@@ -626,6 +630,7 @@ impl<'a> Session<'a> {
         let mut gap = None;
         // A broadcast's counts go out after it (and after the frames queued with it), once.
         let mut counts_owed = false;
+        let max_frame = self.deps.settings.max_frame_bytes();
         for (i, out) in batch.iter().enumerate() {
             if let Some(link) = out.link {
                 if link.id <= self.position.get(link.chain) {
@@ -654,7 +659,11 @@ impl<'a> Session<'a> {
                 self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
                 continue;
             }
-            self.socket.feed(WsMessage::Text(out.bytes(self.format))).await.map_err(|_| Ended::Transport)?;
+            let frame = out.bytes(self.format);
+            if too_large_to_send(&frame, max_frame, out.link.map_or(0, |l| l.id), &self.user) {
+                continue;
+            }
+            self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
         }
         if let (true, Some(frame)) = (counts_owed, self.counts_frame()) {
             self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
@@ -743,6 +752,25 @@ impl<'a> Session<'a> {
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         self.send_now_msg(WsMessage::Close(Some(frame))).await
     }
+}
+
+/// Whether a notification's frame is over what this session's socket can carry, so it is skipped (and said so)
+/// rather than failing the socket: ingest refuses such notifications (`notification_too_large`), so only rows
+/// stored before that check, or before the limits were lowered, can be. The REST inbox still lists it.
+fn too_large_to_send(frame: &Utf8Bytes, max_frame: usize, id: i64, user: &str) -> bool {
+    if frame.len() <= max_frame {
+        return false;
+    }
+    metrics::counter!("herald_frames_too_large_total").increment(1);
+    tracing::warn!(
+        id,
+        user,
+        bytes = frame.len(),
+        max = max_frame,
+        "notification frame over what a session can carry (websocket.outbound_queue_bytes, \
+         websocket.max_write_buffer_bytes): not pushed; the REST inbox lists it"
+    );
+    true
 }
 
 fn unix_to_instant(unix_secs: i64) -> tokio::time::Instant {

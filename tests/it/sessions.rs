@@ -173,3 +173,39 @@ async fn a_client_close_is_answered_with_a_close_frame() {
     };
     assert_eq!(answer.map(|f| f.code), Some(CloseCode::Normal));
 }
+
+/// A stored notification whose frame is over what a session can carry (stored before ingest refused such frames,
+/// or before an operator lowered the limits) is skipped, with a warning, rather than failing the socket; the
+/// session carries on with what follows. Before, every replay reaching it dropped the connection (1006), on
+/// every reconnect, for as long as the inbox kept it.
+#[tokio::test]
+async fn a_stored_frame_too_large_for_the_session_is_skipped_and_the_session_carries_on() {
+    let mut gw = spawn_gateway_with(|s| {
+        s.server.max_body_bytes = 2 << 20;
+        s.websocket.outbound_queue_bytes = 4 << 20;
+        s.websocket.max_write_buffer_bytes = 4 << 20;
+    })
+    .await;
+    let big = json!({"user_id": "dora", "title": "big", "message": "x".repeat(1_200_000), "type": "info"});
+    assert_eq!(gw.post_event("sgad.notifications", "", &big).await.status(), 202);
+    let small = notify(&gw, "dora", "after").await;
+    // The limits back to the defaults (1 MiB): the first notification's frame no longer fits a session.
+    gw.settings.websocket.outbound_queue_bytes = 1 << 20;
+    gw.settings.websocket.max_write_buffer_bytes = 1 << 20;
+    let gw = gw.restart().await;
+    for _ in 0..2 {
+        let mut c = gw.connect_with("dora", "&since=0").await;
+        let n = c.notification().await;
+        assert_eq!(n["notification"]["id"], small, "the oversized one is skipped: {}", n["notification"]["title"]);
+        c.send_text("ping").await;
+        loop {
+            let f = c.frame().await;
+            match f["type"].as_str() {
+                Some("pong") => break, // the session is still open
+                Some("replayed") => continue,
+                _ => panic!("unexpected frame: {f}"),
+            }
+        }
+    }
+    assert_eq!(gw.inbox("dora").await["items"].as_array().map(Vec::len), Some(2), "the inbox still lists both");
+}
