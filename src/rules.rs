@@ -677,7 +677,11 @@ impl Rule {
                     .to
                     .iter()
                     .map(|s| match s {
-                        Source::Pointer(p) => p.clone(),
+                        // A value that is there but not an id is said, not passed over as missing.
+                        Source::Pointer(p) => match pointer(&event.body, p).and_then(not_an_id) {
+                            Some(what) => format!("{p} (holds {what}, not a non-empty string or an integer)"),
+                            None => p.clone(),
+                        },
                         Source::Segment(i) => format!("segment:{i}"),
                         Source::Everyone => "everyone".into(),
                         Source::Alias { kind, pointer } => format!("alias:{kind}:{pointer}"),
@@ -699,6 +703,19 @@ fn pointer<'a>(body: &'a serde_json::Map<String, Value>, ptr: &str) -> Option<&'
     match parts.next() {
         Some(rest) => v.pointer(&format!("/{rest}")),
         None => Some(v),
+    }
+}
+
+/// What a value found where a user id was looked for is, when it is not one (`None`: absent, null, or an id).
+fn not_an_id(v: &Value) -> Option<&'static str> {
+    match v {
+        Value::Null => None,
+        Value::Bool(_) => Some("a boolean"),
+        Value::Object(_) => Some("an object"),
+        Value::Array(items) if items.iter().all(|i| id_string(i).is_none()) => Some("an array without an id"),
+        Value::String(s) if s.trim().is_empty() => Some("a blank string"),
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Some("a number that is not an integer (or too large)"),
+        _ => None,
     }
 }
 
@@ -894,6 +911,30 @@ mod tests {
         let raw = serde_json::value::to_raw_value(&body).unwrap();
         let env = crate::event::Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None };
         crate::event::decode(env, raw).unwrap()
+    }
+
+    /// A user id that is there but unusable is named as such, not reported as missing; over 1,000 recipients are
+    /// refused.
+    #[test]
+    fn an_unusable_user_id_is_said_and_a_recipient_list_is_bounded() {
+        let r = rule("title = \"t\"");
+        for (value, what) in [
+            (json!(true), "a boolean"),
+            (json!({"a": 1}), "an object"),
+            (json!(1.5), "not an integer"),
+            (json!(""), "a blank string"),
+            (json!([true]), "an array without an id"),
+        ] {
+            let e = r.route(&event(json!({ "u": value }))).unwrap_err();
+            assert_eq!(e.reason(), "missing_user_id");
+            assert!(e.to_string().contains(what), "{value}: {e}");
+        }
+        let e = r.route(&event(json!({}))).unwrap_err();
+        assert!(e.to_string().ends_with("no user id at /u"), "{e}");
+        let many: Vec<String> = (0..=MAX_RECIPIENTS).map(|i| format!("u{i}")).collect();
+        assert_eq!(r.route(&event(json!({ "u": many }))).unwrap_err().reason(), "too_many_recipients");
+        let enough: Vec<String> = (0..MAX_RECIPIENTS).map(|i| format!("u{i}")).collect();
+        assert!(matches!(r.route(&event(json!({ "u": enough }))), Ok(Route::Notify(_))));
     }
 
     #[test]
