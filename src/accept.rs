@@ -8,6 +8,9 @@
 //! - `server.header_read_timeout_secs`: a connection that has not sent a whole request head that long after
 //!   connecting, or after its previous response when kept alive, is closed
 //!   (`herald_http_header_timeouts_total`).
+//! - `server.write_stall_timeout_secs`: a connection whose peer takes no byte of what Herald writes for that long
+//!   (a response, or a WebSocket session's frames) is closed (`herald_write_stalls_total`): a client that sends
+//!   requests and never reads the answers cannot hold its descriptor and buffers.
 //!
 //! Invariants: TCP_NODELAY on every accepted socket; on shutdown, stop accepting, let each connection finish
 //! its request (idle ones close at once), and after `grace` drop whatever is left.
@@ -35,6 +38,7 @@ pub struct Bounds {
     /// 0: no per-address cap.
     pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
+    pub write_stall_timeout: Duration,
 }
 
 impl Bounds {
@@ -43,6 +47,7 @@ impl Bounds {
             max_connections: s.connection_cap(),
             max_connections_per_ip: s.max_connections_per_ip,
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
+            write_stall_timeout: Duration::from_secs(s.write_stall_timeout_secs),
         }
     }
 }
@@ -144,10 +149,37 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A socket that holds its connection slot: through hyper, and through a WebSocket upgrade, until it closes.
+/// A socket that holds its connection slot: through hyper, and through a WebSocket upgrade, until it closes. A
+/// write that makes no progress for `stall` fails with `TimedOut`, which ends the connection; the timer exists only
+/// while a write is stalled.
 struct Counted<T> {
     io: T,
     _slot: Admission,
+    stall: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> Counted<T> {
+    /// What a write that returned `result` answers: progress clears the stall; a stall past its timeout is an
+    /// error; otherwise it waits (the timer wakes this task if nothing else does).
+    fn progress<R>(&mut self, cx: &mut Context<'_>, result: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let stall = self.stall;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => {
+                metrics::counter!("herald_write_stalls_total").increment(1);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer took nothing for server.write_stall_timeout_secs",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
@@ -158,20 +190,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let result = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(cx, result)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(cx, result)
     }
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let result = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(cx, result)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
@@ -216,7 +251,7 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown:
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let io = TokioIo::new(Counted { io: stream, _slot: slot });
+        let io = TokioIo::new(Counted { io: stream, _slot: slot, stall: bounds.write_stall_timeout, stalled: None });
         let conn = http.serve_connection(io, TowerToHyperService::new(app.clone())).with_upgrades();
         let shutdown = shutdown.clone();
         let hard_stop = hard_stop.clone();

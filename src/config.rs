@@ -118,6 +118,9 @@ pub struct ServerSettings {
     /// within this long once its caller is authorized (`408 body_timeout`); ingest is bounded by
     /// `ingest_timeout_secs`. Bodies are read only after the credentials are checked.
     pub body_read_timeout_secs: u64,
+    /// A connection whose peer takes no byte of what Herald writes for this long (a response, or a session's
+    /// frames) is closed: a client that never reads cannot hold a descriptor and the buffers behind it.
+    pub write_stall_timeout_secs: u64,
     /// Open connections (HTTP and WebSocket) at most; one more is closed at once. 0: the process's descriptor
     /// limit less a reserve for the store, broker and Redis (see [`ServerSettings::connection_cap`]).
     pub max_connections: usize,
@@ -1033,6 +1036,7 @@ impl Settings {
             ("websocket.max_inbound_bytes", self.websocket.max_inbound_bytes),
             ("server.header_read_timeout_secs", self.server.header_read_timeout_secs as usize),
             ("server.body_read_timeout_secs", self.server.body_read_timeout_secs as usize),
+            ("server.write_stall_timeout_secs", self.server.write_stall_timeout_secs as usize),
             ("server.ingest_timeout_secs", self.server.ingest_timeout_secs as usize),
             ("server.ingest_max_concurrency", self.server.ingest_max_concurrency),
             ("websocket.replay_page_size", self.websocket.replay_page_size as usize),

@@ -495,3 +495,34 @@ async fn json_bodies_are_read_only_after_authorization_and_only_within_the_body_
     let ok = request("PUT", "/api/v1/aliases/student/7", true, "application/json", 17, r#"{"user_id":"u-7"}"#);
     assert_eq!(fresh_request("127.0.0.1", gw.addr, &ok).await, Some(200));
 }
+
+/// A client that sends requests and never reads the answers is cut off once it has taken nothing for
+/// `server.write_stall_timeout_secs` (before: the connection stayed open, its descriptor and buffers held, for as
+/// long as the client liked).
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_after_the_write_stall_timeout() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.write_stall_timeout_secs = 1;
+        s.server.header_read_timeout_secs = 120; // so only the stall can close it
+    })
+    .await;
+    let doc = gw.raw().get(gw.url("/api/openapi.json")).send().await.unwrap().bytes().await.unwrap().len();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gw.addr).await.unwrap();
+    let requests = 200;
+    let one = "GET /api/openapi.json HTTP/1.1\r\nHost: herald\r\n\r\n";
+    s.write_all(one.repeat(requests).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // reading nothing
+    let mut taken = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(WAIT, s.read(&mut buf)).await {
+            Err(_) => panic!("still open after reading {taken} bytes"),
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => taken += n,
+        }
+    }
+    assert!(taken < requests * doc / 2, "closed mid-way: {taken} of {} bytes", requests * doc);
+    assert!(metric(&gw, "herald_write_stalls_total").await >= 1.0);
+}
