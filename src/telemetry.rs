@@ -131,6 +131,7 @@ pub const METRICS: &[Metric] = &[
     counter("herald_sessions_closed_total", "WebSocket sessions closed, by reason."),
     counter("herald_ws_rejected_total", "WebSocket handshakes refused before the upgrade, by reason."),
     counter("herald_session_overflows_total", "Frames refused by a full session outbox."),
+    counter("herald_frames_too_large_total", "Stored notifications not pushed because their frame is over what a session can carry (rows stored before ingest refused such frames, or limits lowered since)."),
     counter("herald_session_resyncs_total", "Session resyncs from the inbox, by reason."),
     counter("herald_session_gap_fills_total", "Live frames held while a session replayed a gap from the inbox."),
     counter("herald_session_store_timeouts_total", "Session store reads that outlived websocket.store_timeout_secs."),
@@ -142,6 +143,7 @@ pub const METRICS: &[Metric] = &[
     gauge("herald_connections_open", "TCP connections open now (HTTP and upgraded WebSockets)."),
     counter("herald_connections_refused_total", "Connections closed at accept, by reason (over the total or per-address cap)."),
     counter("herald_http_header_timeouts_total", "Connections closed because the request headers did not arrive within server.header_read_timeout_secs."),
+    counter("herald_write_stalls_total", "Connections closed because the peer took nothing Herald wrote for server.write_stall_timeout_secs."),
     counter("herald_accept_errors_total", "Errors accepting a connection (e.g. out of file descriptors)."),
     // Auth (auth::jwks).
     counter("herald_jwks_refreshes_total", "Fetches of the identity provider's key set (JWKS), by outcome (ok, error: the last good set is kept)."),

@@ -474,7 +474,7 @@ async fn user_deleted_event_purges_the_inbox() {
 #[tokio::test]
 async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_queue() {
     let Some(amqp) = Amqp::new("poison").await else { return };
-    let gw = amqp.gateway(|s| s.amqp.max_message_bytes = 2048).await;
+    let gw = amqp.gateway(|s| s.amqp.max_message_bytes = 8192).await;
     let broker = Broker::connect(&amqp.url).await;
     let user = "poison-user";
     let mut tab = gw.connect(user).await;
@@ -489,7 +489,9 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         });
         (reason.to_owned(), (exchange.to_owned(), key.to_owned(), body, props))
     };
-    let oversized = serde_json::to_vec(&json!({"user_id": user, "title": "big", "message": "x".repeat(3000)})).unwrap();
+    let oversized = serde_json::to_vec(&json!({"user_id": user, "title": "big", "message": "x".repeat(9000)})).unwrap();
+    let everybody: Vec<u32> = (0..=1000).collect();
+    let too_many = serde_json::to_vec(&json!({"event_type": "user.registered", "data": {"user_id": everybody}}));
     // AMQP keys are at most 255 bytes; a longer one can come only from the body.
     let long_key_body = serde_json::to_vec(&json!({"_meta": {"routing_key": "b.".repeat(130) + "z"}, "payload": {}}));
     let long_key_body = long_key_body.unwrap();
@@ -506,6 +508,7 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         bad("oversized", &fanout, "", oversized),
         bad("unmatched", &topic, "student.archived", br#"{"event_type":"student.archived","payload":{}}"#.to_vec()),
         bad("routing_key_too_long", &fanout, "", long_key_body),
+        bad("too_many_recipients", &topic, "user.registered", too_many.unwrap()),
     ];
     let expected_reason = |label: &str| if label == "non_json" { "invalid_json".to_owned() } else { label.to_owned() };
     // Good and bad interleaved: the good ones behind each bad one must not wait.
