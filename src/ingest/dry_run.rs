@@ -178,17 +178,7 @@ pub fn verdict(
     let routed = rules.route(event).and_then(|route| {
         super::check_sizes(Some(&rule), &route, event, max_frame)?;
         if let Route::Live(d) = &route {
-            let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
-            let frame = crate::protocol::ServerFrame::Event {
-                event_type,
-                title: &d.title,
-                content: &d.content,
-                body: &event.raw,
-            };
-            let bytes = frame.encode().len();
-            if bytes > max_frame {
-                return Err(RouteError::NotificationTooLarge { rule: rule.clone(), bytes, max: max_frame });
-            }
+            super::live_frame(Some(&rule), d, event, max_frame)?;
         }
         Ok(route)
     });

@@ -19,7 +19,7 @@ use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, Wr
 use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
-use crate::rules::{Recipients, Route, RouteError, Rules, RulesHandle};
+use crate::rules::{Draft, Recipients, Route, RouteError, Rules, RulesHandle};
 use crate::trace::{Fate, Origin, Received, Recorder};
 
 /// An event that has been routed and is ready to commit.
@@ -154,13 +154,7 @@ impl Pipeline {
         check_sizes(rule, &route, &event, self.max_frame)?;
         let action = match route {
             Route::Live(d) => {
-                let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
-                let frame = ServerFrame::Event { event_type, title: &d.title, content: &d.content, body: &event.raw };
-                let frame = frame.encode();
-                if frame.len() > self.max_frame {
-                    let rule = rule.unwrap_or_default().to_owned();
-                    return Err(RouteError::NotificationTooLarge { rule, bytes: frame.len(), max: self.max_frame });
-                }
+                let frame = live_frame(rule, &d, &event, self.max_frame)?;
                 Action::Live { recipients: d.recipients, frame }
             }
             Route::Notify(d) => Action::Write {
@@ -357,6 +351,17 @@ pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: 
         return Err(RouteError::NotificationTooLarge { rule: rule(), bytes: frame, max: max_frame });
     }
     Ok(())
+}
+
+/// A live event's one frame, refused (`notification_too_large`) when it is over `max_frame` bytes.
+pub fn live_frame(rule: Option<&str>, d: &Draft, event: &Event, max_frame: usize) -> Result<Utf8Bytes, RouteError> {
+    let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
+    let frame = ServerFrame::Event { event_type, title: &d.title, content: &d.content, body: &event.raw }.encode();
+    if frame.len() > max_frame {
+        let rule = rule.unwrap_or_default().to_owned();
+        return Err(RouteError::NotificationTooLarge { rule, bytes: frame.len(), max: max_frame });
+    }
+    Ok(frame)
 }
 
 /// The commit listener that turns stored notifications into frames: one serialisation per notification,
