@@ -102,7 +102,12 @@ describe.skipIf(reason !== null)('React hooks against a real gateway', () => {
       const ws = new WebSocket(url, protocols);
       opened.push(new URL(url).pathname);
       const close = ws.close.bind(ws);
-      ws.close = (code?: number, reason?: string) => (closed.push(code ?? 0), close(code, reason));
+      // Closes the SDK starts, on an open socket: the WebSocket library's own call when the server answers the
+      // closing handshake (the socket is closing by then) is not one.
+      ws.close = (code?: number, reason?: string) => {
+        if (ws.readyState === 1) closed.push(code ?? 0);
+        return close(code, reason);
+      };
       return ws;
     }
     const Ctor = Counting as unknown as WebSocketConstructor;
