@@ -205,8 +205,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         self.io.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.io).poll_flush(cx);
-        self.progress(cx, result)
+        // Not progress: a socket's flush is done at once whatever the peer took (only writes clear a stall).
+        Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
