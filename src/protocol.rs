@@ -242,23 +242,13 @@ impl ServerFrame<'_> {
 
     /// Bytes to reserve for the encoding: a frame's fixed fields and the texts it carries, so that a notification
     /// frame is written into one allocation instead of growing from serde_json's 128 bytes (three or four
-    /// reallocations and copies for a typical notification). An underestimate only means one more growth.
+    /// reallocations and copies for a typical notification; its size is the bound ingest checks, never under it).
+    /// An underestimate (other frames) only means one more growth.
     fn size_hint(&self) -> usize {
         const FIELDS: usize = 128;
         match self {
             ServerFrame::Notification { event_type, notification: n, body } => {
-                // The notification's own fields and timestamps take ~320 bytes besides its texts.
-                FIELDS
-                    + 320
-                    + event_type.len() * 2
-                    + body.get().len()
-                    + n.data.get().len()
-                    + n.title.len()
-                    + n.content.len()
-                    + n.kind.len()
-                    + n.user_id.as_deref().map_or(0, str::len)
-                    + n.source.as_deref().map_or(0, str::len)
-                    + n.related_object.as_ref().map_or(0, |r| r.kind.len() + r.id.len() + 24)
+                FrameTexts::of(event_type, n).bound(&[n.data.get(), body.get()])
             }
             ServerFrame::Event { event_type, title, content, body } => {
                 FIELDS + event_type.len() + title.len() + content.len() + body.get().len()
@@ -278,14 +268,52 @@ impl ServerFrame<'_> {
 /// at its longest).
 const NOTIFICATION_FRAME_FIXED: usize = 512;
 
-/// The most bytes the notification frame of a notification with these `texts` (its type, title, content, event
-/// type — counted twice, the frame carries it twice —, source, related object and recipient, each as JSON
-/// escapes it) and these JSON `values` (its data and the event's body, carried verbatim) can take. Ingest refuses
-/// a notification over what a session can carry before storing it (`ingest::Pipeline::prepare`).
-pub fn notification_frame_bound(texts: &[&str], values: &[&str]) -> usize {
-    NOTIFICATION_FRAME_FIXED
-        + texts.iter().map(|t| json_escaped_len(t)).sum::<usize>()
-        + values.iter().map(|v| v.len()).sum::<usize>()
+/// The texts a notification frame carries, each as JSON escapes it: what [`FrameTexts::bound`] counts. Ingest
+/// builds them from a rule's draft to refuse a notification over what a session can carry before storing it
+/// (`ingest::check_sizes`); [`ServerFrame::encode`] from the stored notification, to size its buffer.
+pub struct FrameTexts<'a> {
+    pub kind: &'a str,
+    pub title: &'a str,
+    pub content: &'a str,
+    /// Carried twice: the frame's and the notification's.
+    pub event_type: &'a str,
+    pub source: Option<&'a str>,
+    pub related: Option<&'a RelatedObject>,
+    /// The user (`None`: a broadcast, or not known yet).
+    pub recipient: Option<&'a str>,
+}
+
+impl<'a> FrameTexts<'a> {
+    pub fn of(event_type: &'a str, n: &'a Notification) -> FrameTexts<'a> {
+        FrameTexts {
+            kind: &n.kind,
+            title: &n.title,
+            content: &n.content,
+            event_type,
+            source: n.source.as_deref(),
+            related: n.related_object.as_ref(),
+            recipient: n.user_id.as_deref(),
+        }
+    }
+
+    /// The most bytes the frame can take with these texts and these JSON `values` (its data and the event's body,
+    /// carried verbatim).
+    pub fn bound(&self, values: &[&str]) -> usize {
+        let texts = [
+            self.kind,
+            self.title,
+            self.content,
+            self.event_type,
+            self.event_type,
+            self.source.unwrap_or(""),
+            self.related.map_or("", |r| r.kind.as_str()),
+            self.related.map_or("", |r| r.id.as_str()),
+            self.recipient.unwrap_or(""),
+        ];
+        NOTIFICATION_FRAME_FIXED
+            + texts.iter().map(|t| json_escaped_len(t)).sum::<usize>()
+            + values.iter().map(|v| v.len()).sum::<usize>()
+    }
 }
 
 /// The length of `s` as a JSON string's contents, as serde_json writes it: a quote, a backslash and the short control
@@ -531,23 +559,8 @@ mod tests {
     /// optional field at its longest.
     #[test]
     fn the_notification_frame_bound_is_never_under_the_encoded_frame() {
-        let bound = |n: &Notification, body: &RawValue| {
-            let related = n.related_object.as_ref();
-            notification_frame_bound(
-                &[
-                    &n.kind,
-                    &n.title,
-                    &n.content,
-                    &n.event_type,
-                    &n.event_type,
-                    n.source.as_deref().unwrap_or(""),
-                    related.map_or("", |r| r.kind.as_str()),
-                    related.map_or("", |r| r.id.as_str()),
-                    n.user_id.as_deref().unwrap_or(""),
-                ],
-                &[n.data.get(), body.get()],
-            )
-        };
+        let bound =
+            |n: &Notification, body: &RawValue| FrameTexts::of(&n.event_type, n).bound(&[n.data.get(), body.get()]);
         let (_, golden, body) = golden_frame("frame-notification.json");
         assert!(encode_notification_frame(&golden, &body).len() <= bound(&golden, &body));
 

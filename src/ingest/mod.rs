@@ -18,7 +18,7 @@ use crate::fanout::{Fanout, Message, Wakes};
 use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
 use axum::extract::ws::Utf8Bytes;
 
-use crate::protocol::{encode_notification_frame, Notification, ServerFrame};
+use crate::protocol::{encode_notification_frame, FrameTexts, Notification, ServerFrame};
 use crate::rules::{Draft, Recipients, Route, RouteError, Rules, RulesHandle};
 use crate::trace::{Fate, Origin, Received, Recorder};
 
@@ -323,30 +323,26 @@ pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: 
     let Route::Notify(d) = route else { return Ok(()) };
     let rule = || rule.unwrap_or_default().to_owned();
     let (rows, recipient, unresolved) = match &d.recipients {
-        Recipients::Everyone => (1, "", 0),
-        Recipients::Users(users) => (users.len(), users.iter().max_by_key(|u| u.len()).map_or("", String::as_str), 0),
+        Recipients::Everyone => (1, None, 0),
+        Recipients::Users(users) => (users.len(), users.iter().max_by_key(|u| u.len()).map(String::as_str), 0),
         // Resolved in the commit: the user's id is at most MAX_ID_LEN bytes, each escaped to six at worst.
-        Recipients::Alias { aliases, .. } => (aliases.len(), "", 6 * crate::event::MAX_ID_LEN),
+        Recipients::Alias { aliases, .. } => (aliases.len(), None, 6 * crate::event::MAX_ID_LEN),
     };
-    let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
-    let related = d.related_object.as_ref();
-    let texts = [
-        d.kind.as_str(),
-        &d.title,
-        &d.content,
-        event_type,
-        event_type,
-        event.source.as_deref().unwrap_or(""),
-        related.map_or("", |r| r.kind.as_str()),
-        related.map_or("", |r| r.id.as_str()),
+    let texts = FrameTexts {
+        kind: &d.kind,
+        title: &d.title,
+        content: &d.content,
+        event_type: d.event_type.as_deref().unwrap_or(&event.event_type),
+        source: event.source.as_deref(),
+        related: d.related_object.as_ref(),
         recipient,
-    ];
+    };
     let row = event.raw.get().len() + d.data.get().len() + d.title.len() + d.content.len() + d.kind.len();
     let total = rows.saturating_mul(row);
     if total > MAX_STORED_BYTES_PER_EVENT {
         return Err(RouteError::TooMuchToStore { rule: rule(), rows, row, total, max: MAX_STORED_BYTES_PER_EVENT });
     }
-    let frame = crate::protocol::notification_frame_bound(&texts, &[d.data.get(), event.raw.get()]) + unresolved;
+    let frame = texts.bound(&[d.data.get(), event.raw.get()]) + unresolved;
     if frame > max_frame {
         return Err(RouteError::NotificationTooLarge { rule: rule(), bytes: frame, max: max_frame });
     }
