@@ -535,7 +535,6 @@ impl<'a> Session<'a> {
                     continue; // already sent live, between the pages of this replay
                 }
                 self.position.advance(n.chain(), n.id);
-                sent += 1;
                 if n.chain() == Chain::Broadcast {
                     counts_changed |= self.broadcast_delivered(n.id);
                 }
@@ -548,6 +547,7 @@ impl<'a> Session<'a> {
                     continue;
                 }
                 self.socket.feed(WsMessage::Text(frame)).await?;
+                sent += 1;
             }
             if let (true, Some(frame)) = (counts_changed, self.counts_frame()) {
                 self.socket.feed(WsMessage::Text(frame)).await?;
@@ -641,10 +641,6 @@ impl<'a> Session<'a> {
                     break;
                 }
                 self.position.advance(link.chain, link.id);
-                delivered += 1;
-                if let Some(t) = out.ingested_at {
-                    session_metrics().delivery_latency.record(now.saturating_duration_since(t).as_secs_f64());
-                }
                 if link.chain == Chain::Broadcast {
                     counts_owed |= self.broadcast_delivered(link.id);
                 }
@@ -664,6 +660,13 @@ impl<'a> Session<'a> {
                 continue;
             }
             self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
+            // Delivered: a notification's frame written (a skipped one is not), its latency from ingest.
+            if out.link.is_some() {
+                delivered += 1;
+                if let Some(t) = out.ingested_at {
+                    session_metrics().delivery_latency.record(now.saturating_duration_since(t).as_secs_f64());
+                }
+            }
         }
         if let (true, Some(frame)) = (counts_owed, self.counts_frame()) {
             self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;

@@ -56,7 +56,7 @@ enum Allowed {
     request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
-        (status = 400, description = "Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`).", body = ErrorBody),
         (status = 403, description = "A service key without `publish`, or an event outside the key's `exchanges` / `routing_keys` (`insufficient_scope`; nothing of the request is stored).", body = ErrorBody),
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
@@ -92,7 +92,7 @@ pub async fn ingest(
     request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
-        (status = 400, description = "Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
         (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
@@ -176,7 +176,7 @@ async fn handle(
     let Query(query) = query.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
     super::require_json(headers)?;
     let limit = state.settings.server.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::TooLarge { limit })?;
+    let bytes = super::read_body(body, limit).await?;
     let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest {
         code: "invalid_utf8",
         message: DecodeError::InvalidUtf8(e.valid_up_to()).to_string(),

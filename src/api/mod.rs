@@ -110,14 +110,19 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     require_json(headers)?;
     let secs = state.settings.server.body_read_timeout_secs;
-    let bytes =
-        match tokio::time::timeout(std::time::Duration::from_secs(secs), axum::body::to_bytes(body, limit)).await {
-            Err(_) => return Err(ApiError::BodyTimeout { secs }),
-            Ok(Err(e)) if is_length_limit(&e) => return Err(ApiError::TooLarge { limit }),
-            Ok(Err(e)) => return Err(ApiError::BadRequest { code: "body_read_failed", message: e.to_string() }),
-            Ok(Ok(bytes)) => bytes,
-        };
+    let bytes = tokio::time::timeout(std::time::Duration::from_secs(secs), read_body(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout { secs })??;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest { code: bad_json, message: e.to_string() })
+}
+
+/// A request's whole body, at most `limit` bytes: over it `413 body_too_large`, cut short by the client (or
+/// otherwise unreadable) `400 body_read_failed`. The caller bounds the time it may take.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| match is_length_limit(&e) {
+        true => ApiError::TooLarge { limit },
+        false => ApiError::BadRequest { code: "body_read_failed", message: e.to_string() },
+    })
 }
 
 /// Whether reading a body failed on its length limit (rather than the client going away).

@@ -256,14 +256,6 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> Duration {
     }
 }
 
-async fn metric(gw: &Gateway, name_and_labels: &str) -> f64 {
-    let text = gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// A socket that sends nothing, or the start of a request head and then nothing, is closed after
 /// `server.header_read_timeout_secs` (before: held forever, one descriptor each).
 #[tokio::test]
@@ -494,6 +486,38 @@ async fn json_bodies_are_read_only_after_authorization_and_only_within_the_body_
     // What these routes answered before still holds for a well-formed request.
     let ok = request("PUT", "/api/v1/aliases/student/7", true, "application/json", 17, r#"{"user_id":"u-7"}"#);
     assert_eq!(fresh_request("127.0.0.1", gw.addr, &ok).await, Some(200));
+}
+
+/// A body the client cuts short (it declared more, sent part and closed its side) is a `400 body_read_failed`, on
+/// ingest as on the other JSON routes; only a body over the limit is a `413` (before: ingest answered every read
+/// failure `413 body_too_large`, telling a client its short body was too large).
+#[tokio::test]
+async fn a_body_cut_short_is_a_bad_request_and_only_one_over_the_limit_is_too_large() {
+    let gw = spawn_gateway_with(|s| s.server.max_body_bytes = 1000).await;
+    let answer = |method: &str, path: &str, length: usize, body: &str| {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{body}"
+        );
+        async move {
+            let mut s = TcpStream::connect(gw.addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.shutdown().await.unwrap(); // no more is coming
+            let mut buf = Vec::new();
+            tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.expect("no answer").unwrap();
+            String::from_utf8_lossy(&buf).into_owned()
+        }
+    };
+    for (method, path) in [("POST", "/api/v1/events?exchange=sgad.notifications"), ("PUT", "/api/v1/aliases/student/7")]
+    {
+        let cut = answer(method, path, 100, r#"{"user_id":"#).await;
+        assert!(cut.starts_with("HTTP/1.1 400"), "{method} {path}, a body cut short: {cut}");
+        assert!(cut.contains(r#""error":"body_read_failed""#), "{cut}");
+    }
+    let big = format!(r#"{{"user_id":"u","message":"{}"}}"#, "x".repeat(2000));
+    let over = answer("POST", "/api/v1/events?exchange=sgad.notifications", big.len(), &big).await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(over.contains(r#""error":"body_too_large""#), "{over}");
 }
 
 /// A client that sends requests and never reads the answers is cut off once it has taken nothing for

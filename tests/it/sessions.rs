@@ -208,4 +208,7 @@ async fn a_stored_frame_too_large_for_the_session_is_skipped_and_the_session_car
         }
     }
     assert_eq!(gw.inbox("dora").await["items"].as_array().map(Vec::len), Some(2), "the inbox still lists both");
+    // Counted as skipped, not as replayed: each connection replayed the small one only.
+    assert_eq!(metric(&gw, "herald_frames_too_large_total").await, 2.0);
+    assert_eq!(metric(&gw, "herald_notifications_replayed_total").await, 2.0);
 }

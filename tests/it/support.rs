@@ -471,3 +471,12 @@ pub fn spawn_herald_process_with(config: &Path, env: &[(&str, &str)], nofile: Op
     });
     HeraldProcess { child, url, lines }
 }
+
+/// The sum of the series in `gw`'s `/metrics` whose line starts with `name_and_labels` (0 when none does).
+pub async fn metric(gw: &Gateway, name_and_labels: &str) -> f64 {
+    let text = gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -2101,7 +2101,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestResults"];
                 };
             };
-            /** @description Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`). */
+            /** @description Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3181,7 +3181,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestResults"];
                 };
             };
-            /** @description Not JSON or not UTF-8, or a bad query (`invalid_json`, `invalid_utf8`, `bad_query`); in a batch the message names the element (`event [i]: ...`). */
+            /** @description Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`). */
             400: {
                 headers: {
                     [name: string]: unknown;
