@@ -13,7 +13,8 @@
  *   truncated history): once per event, for the lists someone shows; the others are refetched when shown again.
  * - Live frames (`notification`, `read`, `unread`, `read_all`, `seen_all`, `archived`, `unarchived`, `deleted`)
  *   and the answers of the store's own actions patch every list: a notification that stops matching a list's
- *   filter leaves it; one that starts matching joins it when its id falls within what the list has loaded.
+ *   filter leaves it; one that starts matching joins it when its id falls within what the list has loaded. An
+ *   `unread` or `unarchived` frame naming one no list holds (it had left them all) fetches it by id to place it.
  * - Snapshots (`getCounts()`, `getList()`) are immutable and replaced on change (React's useSyncExternalStore).
  */
 import type { HeraldClient } from './client';
@@ -112,6 +113,9 @@ function byIdDesc(a: Notification, b: Notification): number {
   return b.id - a.id;
 }
 
+/** Most ids of one frame fetched one by one; beyond, the lists' first pages are fetched again. */
+const MAX_FETCHED_BY_ID = 5;
+
 const stores = new WeakMap<HeraldClient<any>, InboxStore>();
 
 /** The inbox store of `client`, created on first use (one per client). */
@@ -132,11 +136,15 @@ export class InboxStore {
   /** A `connected` state was seen: lists fetched while connecting wait for it, fetched after do not. */
   private _everConnected: boolean;
   private _refetchQueued = false;
+  /** Frames that changed notifications so far: a fetch answered after another change may be out of date. */
+  private _changes = 0;
 
   /** Use {@link getInboxStore}: a second store for the same client would fetch everything twice. */
   constructor(readonly client: HeraldClient<any>) {
     this._everConnected = client.state === State.Connected;
     client.on('counts', ({ unread, unseen }) => this._setCounts({ unread, unseen, loaded: true, error: null }));
+    for (const frame of ['read', 'unread', 'read_all', 'archived', 'unarchived', 'deleted', 'purged'] as const)
+      client.on(frame, () => this._changes++);
     client.on('notification', ({ notification }) => this._place([notification]));
     client.on('read', ({ ids, readAt }) =>
       this._patch(
@@ -144,12 +152,13 @@ export class InboxStore {
         (n) => ({ ...n, read_at: readAt, seen_at: n.seen_at ?? readAt }),
       ),
     );
-    client.on('unread', ({ ids }) =>
+    client.on('unread', ({ ids }) => {
       this._patch(
         (n) => ids.includes(n.id),
         (n) => ({ ...n, read_at: null }),
-      ),
-    );
+      );
+      this._fetchUnknown(ids, true);
+    });
     client.on('read_all', ({ upTo, readAt }) => this._readAll(upTo, readAt));
     client.on('seen_all', ({ upTo, seenAt }) => this._seenAll(upTo, seenAt));
     client.on('archived', ({ ids }) => {
@@ -159,12 +168,13 @@ export class InboxStore {
         (n) => ({ ...n, archived_at: at }),
       );
     });
-    client.on('unarchived', ({ ids }) =>
+    client.on('unarchived', ({ ids }) => {
       this._patch(
         (n) => ids.includes(n.id),
         (n) => ({ ...n, archived_at: null }),
-      ),
-    );
+      );
+      this._fetchUnknown(ids, false);
+    });
     client.on('deleted', ({ ids }) => this._removeIds(ids));
     client.on('purged', () => this._refetchAll());
     // The lists, once per event; the counts come in the `counts` frame that follows each `replayed`.
@@ -422,6 +432,39 @@ export class InboxStore {
     const known = new Map<number, Notification>();
     for (const e of this._lists.values()) for (const n of e.state.items) if (!known.has(n.id)) known.set(n.id, n);
     return known;
+  }
+
+  /**
+   * Fetch the notifications an `unread` or `unarchived` frame names that no list holds (they left every list
+   * shown: read in an unread-only list, archived), when a loaded list could show them, and place them. `unread`:
+   * the frame said it is unread now. One request per id, `GET …/notifications?before={id+1}&limit=1` with the
+   * filter it now matches; more than a few ids, or a change since the request went out: the first pages again.
+   */
+  private _fetchUnknown(ids: number[], unread: boolean): void {
+    const known = this._known();
+    const missing = ids.filter((id) => !known.has(id) && this._couldShow(id));
+    if (missing.length === 0) return;
+    if (missing.length > MAX_FETCHED_BY_ID) return this._refetchAll();
+    const changes = this._changes;
+    for (const id of missing) {
+      this.client.list({ before: id + 1, limit: 1, unread: unread || undefined }).then(
+        (page) => {
+          const n = page.items[0];
+          if (this._changes !== changes) this._refetchAll();
+          else if (n?.id === id) this._place([n]);
+        },
+        () => this._refetchAll(),
+      );
+    }
+  }
+
+  /** Whether a list loaded here spans `id` (a list with more pages: above its oldest item). */
+  private _couldShow(id: number): boolean {
+    for (const e of this._lists.values()) {
+      const s = e.state;
+      if (s.loaded && (!s.hasMore || (s.items.length > 0 && id > s.items[s.items.length - 1]!.id))) return true;
+    }
+    return false;
   }
 
   /** Change the known notifications `pick` selects with `change`, then place them in every list. */

@@ -56,8 +56,9 @@ export interface UseNotificationsResult {
 
 /**
  * The inbox, kept current: the first page on mount and again on every (re)connect and `stale` event (which also
- * picks up reads and deletions the socket did not carry), live notifications, and `read`/`read_all`/`deleted`
- * frames.
+ * picks up reads and deletions the socket did not carry), live notifications, and `read`/`unread`/`read_all`/
+ * `archived`/`unarchived`/`deleted` frames (an unarchived notification, or one unread again in an unread-only
+ * list, by fetching the first page again).
  * Actions never throw: a failure lands in `error`.
  */
 export function useNotifications(opts: UseNotificationsOptions = {}): UseNotificationsResult {
@@ -93,6 +94,11 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       client.on('read', ({ ids, readAt }) => dispatch({ type: 'read', ids, readAt })),
       client.on('read_all', ({ upTo, readAt }) => dispatch({ type: 'read_all', upTo, readAt })),
       client.on('deleted', ({ ids }) => dispatch({ type: 'remove', ids })),
+      // Archived ones are not listed here; one unarchived (or unread again, for an unread-only list) is not
+      // held, so the first page is fetched again to show it.
+      client.on('archived', ({ ids }) => dispatch({ type: 'remove', ids })),
+      client.on('unread', ({ ids }) => (unread ? void load() : dispatch({ type: 'unread', ids }))),
+      client.on('unarchived', () => void load()),
       // Erased on the server: the first page, fetched again, is the truth (empty).
       client.on('purged', () => void load()),
       onRefetchNeeded(client, () => void load()),
@@ -207,7 +213,10 @@ export function useUnreadCount(): UseUnreadCountResult {
         onChange();
       }),
       client.on('read', onChange),
+      client.on('unread', onChange),
       client.on('read_all', onChange),
+      client.on('archived', onChange),
+      client.on('unarchived', onChange),
       client.on('deleted', onChange),
       client.on('purged', onChange),
       onRefetchNeeded(client, onChange),

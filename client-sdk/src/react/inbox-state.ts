@@ -24,6 +24,7 @@ export type InboxAction =
   | { type: 'page'; page: InboxPage; first: boolean }
   | { type: 'upsert'; items: Notification[] }
   | { type: 'read'; ids: number[]; readAt: string }
+  | { type: 'unread'; ids: number[] }
   | { type: 'read_all'; upTo: number; readAt: string }
   | { type: 'remove'; ids: number[] }
   /** Another client (user) took over: forget everything shown. */
@@ -91,6 +92,11 @@ export function inboxReducer(state: InboxState, action: InboxAction): InboxState
         : state.items.map((n) => (hit(n) ? { ...n, read_at: action.readAt } : n));
       return { ...state, items };
     }
+    case 'unread':
+      return {
+        ...state,
+        items: state.items.map((n) => (action.ids.includes(n.id) ? { ...n, read_at: null } : n)),
+      };
     case 'remove':
       return { ...state, items: state.items.filter((n) => !action.ids.includes(n.id)) };
   }

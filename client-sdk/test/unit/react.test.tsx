@@ -21,12 +21,14 @@ function fakeServer(initial: number[]) {
     if (method === 'GET' && path === '') {
       const limit = Number(url.searchParams.get('limit') ?? 20);
       const before = Number(url.searchParams.get('before') ?? Infinity);
-      const all = sorted.filter((n) => n.id < before);
+      const unread = url.searchParams.get('unread') === 'true';
+      const all = sorted.filter((n) => n.id < before && !n.archived_at && (!unread || !n.read_at));
       const items = all.slice(0, limit);
       const has_more = all.length > limit;
       return json({ items, has_more, next_before: has_more ? items[items.length - 1]!.id : null });
     }
-    if (path === '/unread_count') return json({ unread_count: sorted.filter((n) => !n.read_at).length });
+    if (path === '/unread_count')
+      return json({ unread_count: sorted.filter((n) => !n.read_at && !n.archived_at).length });
     if (path === '/read_all') {
       sorted.forEach((n) => (n.read_at ??= 'now'));
       return json({ up_to: sorted[0]?.id ?? 0, read_at: 'now' });
@@ -121,6 +123,38 @@ describe('React bindings', () => {
     server.inbox.forEach((n) => (n.read_at = 'x'));
     act(() => WS.last.receive({ type: 'read_all', up_to: 3, read_at: 'x' }));
     await waitFor(() => expect(result.current.count).toBe(0));
+  });
+
+  it('useNotifications and useUnreadCount follow unread, archived and unarchived frames from other tabs', async () => {
+    const { WS, wrapper, server } = setup([1, 2, 3]);
+    const { result } = renderHook(
+      () => ({ all: useNotifications(), unread: useNotifications({ unread: true }), count: useUnreadCount() }),
+      { wrapper },
+    );
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(3)));
+    await waitFor(() => expect(result.current.count.count).toBe(3));
+    const ids = (items: Notification[]) => items.map((n) => n.id);
+    const at = (id: number) => server.inbox.get(id)!;
+
+    at(1).read_at = 'x';
+    act(() => WS.last.receive({ type: 'read', ids: [1], read_at: 'x' }));
+    await waitFor(() => expect(result.current.count.count).toBe(2));
+    expect(ids(result.current.unread.items)).toEqual([3, 2]);
+    at(1).read_at = null;
+    act(() => WS.last.receive({ type: 'unread', ids: [1] }));
+    await waitFor(() => expect(ids(result.current.unread.items)).toEqual([3, 2, 1]));
+    expect(result.current.all.items.find((n) => n.id === 1)!.read_at).toBeNull();
+    await waitFor(() => expect(result.current.count.count).toBe(3));
+
+    at(2).archived_at = 'x';
+    act(() => WS.last.receive({ type: 'archived', ids: [2] }));
+    expect(ids(result.current.all.items)).toEqual([3, 1]);
+    await waitFor(() => expect(result.current.count.count).toBe(2));
+    at(2).archived_at = null;
+    act(() => WS.last.receive({ type: 'unarchived', ids: [2] }));
+    await waitFor(() => expect(ids(result.current.all.items)).toEqual([3, 2, 1]));
+    await waitFor(() => expect(result.current.count.count).toBe(3));
   });
 
   it('a reconnect refetches the page and the count once each (connected and stale are coalesced)', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HeraldClient, getInboxStore, tabFilter } from '../../src';
+import { HeraldClient, getInboxStore, tabFilter, type FetchLike } from '../../src';
 import { matchesFilter } from '../../src/store';
 import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
 import { fakeServer, makeNotification } from '../helpers/fake-server';
@@ -72,6 +72,70 @@ describe('the inbox store', () => {
     WS.last.receive({ type: 'read_all', up_to: 3, read_at: 'now' });
     expect(store.getList(unread).items).toEqual([]);
     expect(store.getList(all).items.every((x) => x.read_at === 'now' && x.seen_at === 'now')).toBe(true);
+  });
+
+  it('an `unarchived` frame brings back a notification that had left every list, fetched by id', async () => {
+    const { WS, server, store } = await setup([1, 2, 3]);
+    const all = tabFilter('all');
+    store.subscribeList(all, () => {});
+    await settled(() => store.getList(all).loaded);
+    server.inbox.get(2)!.archived_at = 'x'; // archived in another tab
+    WS.last.receive({ type: 'archived', ids: [2] });
+    expect(store.getList(all).items.map((x) => x.id)).toEqual([3, 1]);
+    server.inbox.get(2)!.archived_at = null;
+    server.calls.length = 0;
+    WS.last.receive({ type: 'unarchived', ids: [2] });
+    await settled(() => store.getList(all).items.length === 3);
+    expect(store.getList(all).items.map((x) => x.id)).toEqual([3, 2, 1]);
+    expect(server.calls).toEqual(['GET /notifications?limit=1&before=3']);
+  });
+
+  it('an `unread` frame brings back to an unread tab a notification read elsewhere, fetched by id', async () => {
+    const { WS, server, store } = await setup([1, 2, 3]);
+    const unread = tabFilter('unread');
+    store.subscribeList(unread, () => {});
+    await settled(() => store.getList(unread).loaded);
+    server.inbox.get(1)!.read_at = 'x';
+    WS.last.receive({ type: 'read', ids: [1], read_at: 'x' });
+    expect(store.getList(unread).items.map((x) => x.id)).toEqual([3, 2]);
+    server.inbox.get(1)!.read_at = null;
+    WS.last.receive({ type: 'unread', ids: [1] });
+    await settled(() => store.getList(unread).items.length === 3);
+    expect(store.getList(unread).items.map((x) => x.id)).toEqual([3, 2, 1]);
+  });
+
+  it('a notification fetched by id is not placed when another change came meanwhile: the lists are fetched again', async () => {
+    const server = fakeServer([1, 2, 3]);
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    // The answer for the one notification is computed at once and delivered only when released.
+    const fetch: FetchLike = async (input, init) => {
+      const answer = await server.fetch(input, init);
+      if (String(input).includes('before=')) await held;
+      return answer;
+    };
+    const WS = createFakeWebSocket();
+    const client = new HeraldClient({ url: 'http://h', userId: 'u1', getToken: async () => 't', WebSocket: WS, fetch });
+    const store = getInboxStore(client);
+    client.connect();
+    await tick();
+    WS.last.receive(readyFrame());
+    const all = tabFilter('all');
+    store.subscribeList(all, () => {});
+    await settled(() => store.getList(all).loaded);
+    server.inbox.get(2)!.archived_at = 'x';
+    WS.last.receive({ type: 'archived', ids: [2] });
+    server.inbox.get(2)!.archived_at = null;
+    WS.last.receive({ type: 'unarchived', ids: [2] });
+    await settled(() => server.calls.some((c) => c.includes('before=3')));
+    // Archived again before that answer arrives.
+    server.inbox.get(2)!.archived_at = 'x';
+    WS.last.receive({ type: 'archived', ids: [2] });
+    const firstPages = server.calls.filter((c) => c === 'GET /notifications').length;
+    release();
+    await settled(() => server.calls.filter((c) => c === 'GET /notifications').length > firstPages);
+    await settled(() => !store.getList(all).loading);
+    expect(store.getList(all).items.map((x) => x.id)).toEqual([3, 1]);
   });
 
   it('refetching the first page keeps the cursor of the pages loaded below it', async () => {
