@@ -151,7 +151,7 @@ pub const METRICS: &[Metric] = &[
     // HTTP (api::http_metrics), readiness.
     counter("herald_http_requests_total", "HTTP requests answered, by method, matched route template and status."),
     seconds("herald_http_request_duration_seconds", "HTTP request handling time until the response head, by method and matched route template."),
-    gauge("herald_ready", "1 while every readiness check on the health board is ok (what /readyz reports), else 0."),
+    gauge("herald_ready", "1 while every required readiness check is ok (what /readyz answers 200 for: the broker and Redis only degrade a node), else 0."),
     gauge("herald_component_ready", "1 while a readiness check (store_writes, amqp, redis, jwks) is ok, else 0, by component."),
 ];
 
@@ -205,24 +205,40 @@ fn describe_metrics() {
 pub struct Component {
     pub ok: bool,
     pub detail: String,
+    /// Whether the node is ready only while this is ok. One that is not (the broker, Redis) only degrades it:
+    /// HTTP ingest, sessions and the REST inbox keep serving without it, and a load balancer routing around
+    /// every node at once for a broker or Redis blip would take all of that down with it.
+    pub required: bool,
 }
 
 /// Components (broker, Redis, the store's last write: `inbox::Monitored`) report here; `/readyz` reads. Each
-/// change is mirrored in `herald_component_ready{component}` and `herald_ready` (all ok), so an alert sees what
-/// `/readyz` answers without probing it (the store's ping is not there: its probe write fails on the same faults).
-/// Cheap to clone.
+/// change is mirrored in `herald_component_ready{component}` and `herald_ready` (every required one ok), so an
+/// alert sees what `/readyz` answers without probing it (the store's ping is not there: its probe write fails on
+/// the same faults). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Health {
     components: Arc<Mutex<BTreeMap<&'static str, Component>>>,
 }
 
 impl Health {
+    /// Report a component the node needs to be ready (required unless [`Health::optional`] registered it).
     pub fn set(&self, name: &'static str, ok: bool, detail: impl Into<String>) {
-        let c = Component { ok, detail: detail.into() };
         let mut components = self.components.lock().expect("health poisoned");
-        components.insert(name, c);
-        // Under the lock, so concurrent changes reach the gauges in the order they reached the board.
-        let ready = components.values().all(|c| c.ok);
+        let required = components.get(name).is_none_or(|c| c.required);
+        components.insert(name, Component { ok, detail: detail.into(), required });
+        Self::publish(&components, name, ok);
+    }
+
+    /// Register a component the node serves without (down, it is degraded, not unready), not ok yet.
+    pub fn optional(&self, name: &'static str, detail: impl Into<String>) {
+        let mut components = self.components.lock().expect("health poisoned");
+        components.insert(name, Component { ok: false, detail: detail.into(), required: false });
+        Self::publish(&components, name, false);
+    }
+
+    /// Under the board's lock, so concurrent changes reach the gauges in the order they reached the board.
+    fn publish(components: &BTreeMap<&'static str, Component>, name: &'static str, ok: bool) {
+        let ready = components.values().all(|c| c.ok || !c.required);
         metrics::gauge!("herald_component_ready", "component" => name).set(if ok { 1.0 } else { 0.0 });
         metrics::gauge!("herald_ready").set(if ready { 1.0 } else { 0.0 });
     }
@@ -267,23 +283,33 @@ mod tests {
     }
 
     #[test]
-    fn ready_gauge_is_zero_while_any_component_is_down() {
+    fn ready_gauge_is_zero_while_a_required_component_is_down_and_an_optional_one_only_degrades() {
         // A recorder of its own (thread-local), so other tests' health boards cannot move these gauges.
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let health = Health::default();
+        let ready = |text: &str| gauge_line(text, "herald_ready").map(str::to_owned);
         metrics::with_local_recorder(&recorder, || {
             health.set("store_writes", true, "writable");
-            health.set("redis", false, "connecting");
+            health.optional("redis", "connecting");
         });
         let text = handle.render();
-        assert_eq!(gauge_line(&text, "herald_ready"), Some("herald_ready 0"), "{text}");
+        assert_eq!(ready(&text).as_deref(), Some("herald_ready 1"), "Redis down only degrades: {text}");
         assert!(text.contains(r#"herald_component_ready{component="redis"} 0"#), "{text}");
         assert!(text.contains(r#"herald_component_ready{component="store_writes"} 1"#), "{text}");
 
-        metrics::with_local_recorder(&recorder, || health.set("redis", true, "node a"));
+        // Reported again later, an optional component stays optional.
+        metrics::with_local_recorder(&recorder, || {
+            health.set("redis", false, "reconnecting");
+            health.set("store_writes", false, "last write failed");
+        });
         let text = handle.render();
-        assert_eq!(gauge_line(&text, "herald_ready"), Some("herald_ready 1"), "{text}");
-        assert!(text.contains(r#"herald_component_ready{component="redis"} 1"#), "{text}");
+        assert_eq!(ready(&text).as_deref(), Some("herald_ready 0"), "{text}");
+        assert!(health.snapshot().iter().any(|(n, c)| *n == "redis" && !c.required));
+
+        metrics::with_local_recorder(&recorder, || health.set("store_writes", true, "writable"));
+        let text = handle.render();
+        assert_eq!(ready(&text).as_deref(), Some("herald_ready 1"), "{text}");
+        assert!(text.contains(r#"herald_component_ready{component="redis"} 0"#), "{text}");
     }
 }

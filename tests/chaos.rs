@@ -250,15 +250,21 @@ fn write_config(dir: &Path, name: &str, port: u16, pg: &str, redis: &str, amqp: 
     path
 }
 
-/// Until both nodes answer `/readyz` with 200 (store, broker and Redis all reachable), at most `limit`.
+/// Until both nodes answer `/readyz` with 200 and nothing degraded (store, broker and Redis all reachable), at
+/// most `limit`.
 async fn until_ready(http: &reqwest::Client, bases: &[String], limit: Duration) -> Result<Duration, String> {
     let started = Instant::now();
     loop {
         let mut pending = Vec::new();
         for base in bases {
             match http.get(format!("{base}/readyz")).timeout(Duration::from_secs(2)).send().await {
-                Ok(r) if r.status() == 200 => {}
-                Ok(r) => pending.push(format!("{base}: {}", r.text().await.unwrap_or_default())),
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    if status != 200 || !body.contains(r#""degraded":[]"#) {
+                        pending.push(format!("{base}: {body}"));
+                    }
+                }
                 Err(e) => pending.push(format!("{base}: {e}")),
             }
         }

@@ -311,11 +311,13 @@ pub struct Alive {
     pub status: String,
 }
 
-/// `GET /readyz`: ready when every check is.
+/// `GET /readyz`: ready when every required check is.
 #[derive(ToSchema)]
 pub struct Readiness {
     pub ready: bool,
-    /// By component: `store` always; `store_writes`, and `amqp`/`redis` when configured.
+    /// The optional checks that are not ok (`amqp`, `redis`): the node serves without them, degraded.
+    pub degraded: Vec<String>,
+    /// By component: `store` always; `store_writes`, and `amqp`/`redis`/`jwks` when configured.
     pub checks: std::collections::BTreeMap<String, Check>,
 }
 
@@ -323,7 +325,9 @@ pub struct Readiness {
 #[derive(ToSchema)]
 pub struct Check {
     pub ok: bool,
-    /// Why it is not ready (absent or `null` when it is).
+    /// Whether the node is ready only while this is ok (the broker and Redis are not required).
+    pub required: bool,
+    /// Its state in words (why it is not ok, when it is not).
     pub detail: Option<String>,
 }
 

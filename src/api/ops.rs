@@ -23,8 +23,14 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready: the store answers (for SQLite: its database file is still the one open) and every registered component
-/// reports up: broker, Redis, and `store_writes`, false from a write the store refused until one succeeds.
+/// How long `/readyz` waits for the store's ping: under a probe's usual timeout (Kubernetes' `timeoutSeconds`
+/// in `deploy/k8s` is 3), so a store that does not answer is reported, not a probe timing out without a reason.
+const STORE_PING_SECS: u64 = 2;
+
+/// Ready: the store answers (for SQLite: its database file is still the one open, within [`STORE_PING_SECS`])
+/// and every required component reports up (`store_writes`, false from a write the store refused until one
+/// succeeds; `jwks`). The broker and Redis are reported but only degrade the node (`degraded`): without them it
+/// still takes HTTP ingest, serves its sessions and the REST inbox.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -32,25 +38,34 @@ pub async fn healthz() -> Json<serde_json::Value> {
     tag = "ops",
     summary = "Readiness",
     responses(
-        (status = 200, description = "Every check is ok.", body = super::openapi::Readiness),
-        (status = 503, description = "A check failed: `checks` says which (`store`, `store_writes`, `amqp`, `redis`, ...).", body = super::openapi::Readiness)
+        (status = 200, description = "Every required check is ok; `degraded` names the optional ones that are not (`amqp`, `redis`).", body = super::openapi::Readiness),
+        (status = 503, description = "A required check failed: `checks` says which (`store`, `store_writes`, `jwks`).", body = super::openapi::Readiness)
     ),
     security(())
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let store = match state.store.ping().await {
-        Ok(()) => serde_json::json!({ "ok": true }),
-        Err(e) => serde_json::json!({ "ok": false, "detail": e.to_string() }),
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(STORE_PING_SECS), state.store.ping()).await;
+    let store = match ping {
+        Ok(Ok(())) => serde_json::json!({ "ok": true, "required": true }),
+        Ok(Err(e)) => serde_json::json!({ "ok": false, "required": true, "detail": e.to_string() }),
+        Err(_) => serde_json::json!({
+            "ok": false, "required": true, "detail": format!("no answer within {STORE_PING_SECS} s"),
+        }),
     };
     let mut ok = store["ok"] == true;
     let mut checks = serde_json::Map::new();
+    let mut degraded = Vec::new();
     checks.insert("store".into(), store);
     for (name, c) in state.health.snapshot() {
-        ok &= c.ok;
-        checks.insert(name.into(), serde_json::json!({ "ok": c.ok, "detail": c.detail }));
+        match (c.ok, c.required) {
+            (false, true) => ok = false,
+            (false, false) => degraded.push(name),
+            (true, _) => {}
+        }
+        checks.insert(name.into(), serde_json::json!({ "ok": c.ok, "required": c.required, "detail": c.detail }));
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "ready": ok, "checks": checks })))
+    (status, Json(serde_json::json!({ "ready": ok, "degraded": degraded, "checks": checks })))
 }
 
 #[utoipa::path(

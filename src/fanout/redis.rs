@@ -225,7 +225,8 @@ pub fn start(
         dirty: Dirty::default(),
         connected: AtomicBool::new(false),
     });
-    health.set("redis", false, "connecting");
+    health.optional("redis", "connecting");
+    metrics::counter!("herald_redis_dropped_total").increment(0); // at 0 from the start: alerts see the first drop
     let worker = Worker {
         names,
         connector,

@@ -41,6 +41,11 @@ pub struct Monitored {
 impl Monitored {
     pub fn new(inner: Arc<dyn Store>, health: Health) -> Monitored {
         health.set(COMPONENT, true, "writable");
+        // Shown at 0 from the start, so an alert on `increase()` sees the first error (a series that appears at 1
+        // has no increase).
+        for kind in ["unavailable", "internal"] {
+            metrics::counter!("herald_store_write_errors_total", "kind" => kind).increment(0);
+        }
         Monitored {
             inner,
             health,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
 
-use crate::amqp::{eventually, Amqp, Broker};
+use crate::amqp::{Amqp, Broker};
 use crate::cluster::{fresh_database, node, ready, unique};
 use crate::support::*;
 

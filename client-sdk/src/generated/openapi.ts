@@ -583,7 +583,9 @@ export interface components {
         /** @description One component's readiness. */
         Check: {
             ok: boolean;
-            /** @description Why it is not ready (absent or `null` when it is). */
+            /** @description Whether the node is ready only while this is ok (the broker and Redis are not required). */
+            required: boolean;
+            /** @description Its state in words (why it is not ok, when it is not). */
             detail?: string | null;
         };
         /** @description A user's counts, kept as counters (read by key): archived and muted notifications are in neither. */
@@ -881,10 +883,12 @@ export interface components {
             /** Format: date-time */
             read_at: string;
         };
-        /** @description `GET /readyz`: ready when every check is. */
+        /** @description `GET /readyz`: ready when every required check is. */
         Readiness: {
             ready: boolean;
-            /** @description By component: `store` always; `store_writes`, and `amqp`/`redis` when configured. */
+            /** @description The optional checks that are not ok (`amqp`, `redis`): the node serves without them, degraded. */
+            degraded: string[];
+            /** @description By component: `store` always; `store_writes`, and `amqp`/`redis`/`jwks` when configured. */
             checks: {
                 [key: string]: components["schemas"]["Check"];
             };
@@ -2267,7 +2271,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Every check is ok. */
+            /** @description Every required check is ok; `degraded` names the optional ones that are not (`amqp`, `redis`). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2276,7 +2280,7 @@ export interface operations {
                     "application/json": components["schemas"]["Readiness"];
                 };
             };
-            /** @description A check failed: `checks` says which (`store`, `store_writes`, `amqp`, `redis`, ...). */
+            /** @description A required check failed: `checks` says which (`store`, `store_writes`, `jwks`). */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying. */

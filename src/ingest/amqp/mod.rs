@@ -52,7 +52,7 @@ pub fn spawn(
     health: Health,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    health.set(HEALTH, false, "connecting");
+    health.optional(HEALTH, "connecting");
     tokio::spawn(consumer::Consumer::new(settings, pipeline, health, shutdown).run())
 }
 
