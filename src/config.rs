@@ -1,7 +1,9 @@
 //! Settings: one typed, validated struct built from layered sources.
 //!
-//! Layers, later wins: `config/default.toml` (compiled in, so the binary runs anywhere) →
-//! `config/{profile}.toml` when present → the `--config` file → `HERALD__SECTION__KEY` environment variables.
+//! Layers, later wins: `config/default.toml` (compiled in, so the binary runs anywhere) → the file
+//! `HERALD_BASE_CONFIG` names (a platform's defaults: the container image's) → `config/{profile}.toml` when
+//! present → the `--config` file → `HERALD__SECTION__KEY` environment variables (strings as written: a secret of
+//! digits stays the same digits; a number or a boolean is read from the string where the key wants one).
 //!
 //! Invariants: an unknown key or a bad value refuses to start with an error naming the key; secrets are
 //! [`Secret`]s, which never print; the production profile refuses development secrets.
@@ -16,6 +18,10 @@ use serde::Deserialize;
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const DEV_JWT_SECRET: &str = "herald-dev-secret-change-me";
 const DEV_SERVICE_KEY: &str = "herald-dev-service-key";
+/// What the example Secret's values start with: production refuses a secret or key that holds it.
+const PLACEHOLDER: &str = "replace-me";
+/// The environment variable naming a file of defaults layered under every other file (see the module's doc).
+pub const BASE_CONFIG_VAR: &str = "HERALD_BASE_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -870,6 +876,32 @@ pub enum StoreLocation {
 
 const SERVICE_KEYS_VAR: &str = "HERALD__AUTH__SERVICE_KEYS";
 
+/// The keys whose variable is a comma-separated list.
+const LIST_KEYS: [&str; 5] = [
+    "auth.service_keys",
+    "auth.jwks_algorithms",
+    "websocket.allowed_origins",
+    "server.cors_allowed_origins",
+    "preferences.muted_by_default",
+];
+
+/// The list variables in `env`, taken out of it, as one TOML document of string arrays: the items as written
+/// (trimmed; a blank one kept, for the key's check to refuse), never parsed as numbers; an empty variable is an
+/// empty list.
+fn list_vars_toml(env: &mut std::collections::HashMap<String, String>) -> Option<String> {
+    let mut doc = toml::Table::new();
+    for key in LIST_KEYS {
+        let Some(raw) = env.remove(&format!("HERALD__{}", key.replace('.', "__").to_uppercase())) else { continue };
+        let items = raw.split(',').map(str::trim).filter(|_| !raw.trim().is_empty());
+        let (section, name) = key.split_once('.').expect("section.key");
+        let table = doc.entry(section).or_insert_with(|| toml::Table::new().into());
+        if let toml::Value::Table(t) = table {
+            t.insert(name.into(), toml::Value::Array(items.map(|s| s.into()).collect()));
+        }
+    }
+    (!doc.is_empty()).then(|| doc.to_string())
+}
+
 /// `HERALD__AUTH__SERVICE_KEYS` in its TOML form, as a one-key TOML document. A syntax error is reported by
 /// position only: the value holds keys, and a parser's message quotes the text around the error.
 fn service_keys_toml(raw: &str) -> Result<String, ConfigError> {
@@ -911,6 +943,14 @@ impl Settings {
             env.insert("HERALD__PROFILE".into(), profile.clone());
         }
         let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        // A platform's defaults under every file an operator gives (the image's paths and bind address): unlike
+        // variables, they do not override the operator's `--config` file.
+        if let Some(base) = env.get(BASE_CONFIG_VAR) {
+            if !Path::new(base).is_file() {
+                return Err(invalid(BASE_CONFIG_VAR, format!("file {base} does not exist")));
+            }
+            builder = builder.add_source(File::new(base, FileFormat::Toml));
+        }
         if let Some(profile) = profile {
             let path = format!("config/{profile}.toml");
             builder = builder.add_source(File::new(&path, FileFormat::Toml).required(false));
@@ -929,16 +969,16 @@ impl Settings {
             env.remove(SERVICE_KEYS_VAR);
             builder = builder.add_source(File::from_str(&service_keys_toml(&raw)?, FileFormat::Toml));
         }
+        if let Some(lists) = list_vars_toml(&mut env) {
+            builder = builder.add_source(File::from_str(&lists, FileFormat::Toml));
+        }
         let env_source = Environment::with_prefix("HERALD")
             .prefix_separator("__")
             .separator("__")
-            .list_separator(",")
-            .with_list_parse_key("auth.service_keys")
-            .with_list_parse_key("auth.jwks_algorithms")
-            .with_list_parse_key("websocket.allowed_origins")
-            .with_list_parse_key("server.cors_allowed_origins")
-            .with_list_parse_key("preferences.muted_by_default")
-            .try_parsing(true)
+            // Every value stays the string it is: typed keys parse their own (config's deserializer reads numbers
+            // and booleans from strings), and a secret or key of digits is not turned into a number first
+            // (`00001234…` became `1234…`, a 40-digit one a float).
+            .try_parsing(false)
             .source(Some(env.into_iter().filter(|(k, _)| k.starts_with("HERALD__")).collect()));
         let merged = builder.add_source(env_source).build()?;
         let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
@@ -1098,6 +1138,20 @@ impl Settings {
             if self.auth.service_keys.iter().any(|k| k.key().expose() == DEV_SERVICE_KEY) {
                 return Err(invalid("auth.service_keys", "the development key is refused in production"));
             }
+            // The example Secret's values (`deploy/k8s/secret.example.yaml`), applied as they are.
+            let placeholder = |s: &Secret| s.expose().contains(PLACEHOLDER);
+            if self.auth.algorithm == JwtAlgorithm::HS256 && placeholder(&self.auth.jwt_secret) {
+                return Err(invalid(
+                    "auth.jwt_secret",
+                    format!("a `{PLACEHOLDER}` placeholder is refused in production"),
+                ));
+            }
+            if self.auth.service_keys.iter().any(|k| placeholder(k.key())) {
+                return Err(invalid(
+                    "auth.service_keys",
+                    format!("a `{PLACEHOLDER}` placeholder is refused in production"),
+                ));
+            }
             if self.auth.dev_token_endpoint {
                 return Err(invalid("auth.dev_token_endpoint", "must be false in production"));
             }
@@ -1164,7 +1218,8 @@ fn parse_store_url(url: &str) -> Result<StoreLocation, String> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(StoreLocation::Postgres(url.to_owned()))
     } else {
-        Err(format!("`{url}` is neither sqlite://PATH nor postgres://..."))
+        // Redacted: a mistyped scheme still carries the password after it.
+        Err(format!("`{}` is neither sqlite://PATH nor postgres://...", crate::redact_url(url)))
     }
 }
 
@@ -1285,6 +1340,16 @@ mod tests {
         with_dev_endpoint.push(("HERALD__AUTH__DEV_TOKEN_ENDPOINT", "true"));
         let e = Settings::load(None, env(&with_dev_endpoint)).unwrap_err().to_string();
         assert!(e.contains("auth.dev_token_endpoint"), "{e}");
+        // The example Secret's placeholders, applied unchanged, are refused too.
+        for (i, placeholder, key) in [
+            (1, "replace-me-with-a-long-random-secret", "auth.jwt_secret"),
+            (2, "replace-me-orders-service-key", "auth.service_keys"),
+        ] {
+            let mut with_placeholder = prod.to_vec();
+            with_placeholder[i].1 = placeholder;
+            let e = Settings::load(None, env(&with_placeholder)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("placeholder") && !e.contains(placeholder), "{e}");
+        }
         // A file saying development does not undo the environment's production.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("h.toml");
@@ -1717,5 +1782,62 @@ mod tests {
         }
         let e = err(&[("HERALD__PREFERENCES__MUTE", "x")]);
         assert!(e.contains("preferences") || e.contains("mute"), "unknown keys are refused: {e}");
+    }
+
+    #[test]
+    fn secrets_and_keys_of_digits_from_the_environment_stay_as_written() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("HERALD__AUTH__JWT_SECRET", "00001234567890123456"),
+                ("HERALD__AUTH__SERVICE_KEYS", "00000000000000001234,1234567890123456789012345678901234567890"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.auth.jwt_secret.expose(), "00001234567890123456");
+        let keys: Vec<&str> = s
+            .auth
+            .service_keys
+            .iter()
+            .map(|k| match k {
+                ServiceKeyConfig::Plain(k) => k.expose(),
+                ServiceKeyConfig::Scoped(k) => k.key.expose(),
+            })
+            .collect();
+        assert_eq!(keys, ["00000000000000001234", "1234567890123456789012345678901234567890"]);
+        // Typed keys still read their values from the strings.
+        let s = Settings::load(
+            None,
+            env(&[("HERALD__SERVER__MAX_BODY_BYTES", "4096"), ("HERALD__TRACE__ENABLED", "false")]),
+        )
+        .unwrap();
+        assert_eq!((s.server.max_body_bytes, s.trace.enabled), (4096, false));
+        let e = err(&[("HERALD__SERVER__MAX_BODY_BYTES", "lots")]);
+        assert!(e.contains("server.max_body_bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_store_url_of_an_unknown_scheme_is_refused_without_printing_its_password() {
+        let e = err(&[("HERALD__STORE__URL", "mysql://herald:S3cretPW@db/herald")]);
+        assert!(e.contains("store.url") && !e.contains("S3cretPW"), "{e}");
+    }
+
+    #[test]
+    fn the_base_config_file_is_under_the_config_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("image.toml");
+        std::fs::write(&base, "[server]\nbind = \"0.0.0.0:8080\"\ndemo_dir = \"/usr/share/herald/demo\"\n").unwrap();
+        let mine = dir.path().join("mine.toml");
+        std::fs::write(&mine, "[server]\ndemo_dir = \"\"\n").unwrap();
+        let var = (BASE_CONFIG_VAR, base.to_str().unwrap());
+        let s = Settings::load(None, env(&[var])).unwrap();
+        assert_eq!((s.server.bind.port(), s.server.demo_dir.to_str().unwrap()), (8080, "/usr/share/herald/demo"));
+        // The operator's file wins over the base (an image's environment variables would have won over it).
+        let s = Settings::load(Some(&mine), env(&[var])).unwrap();
+        assert_eq!((s.server.bind.port(), s.server.demo_dir.to_str().unwrap()), (8080, ""));
+        let s = Settings::load(Some(&mine), env(&[var, ("HERALD__SERVER__BIND", "0.0.0.0:9000")])).unwrap();
+        assert_eq!(s.server.bind.port(), 9000);
+        let e = err(&[(BASE_CONFIG_VAR, "/nonexistent/image.toml")]);
+        assert!(e.contains(BASE_CONFIG_VAR) && e.contains("does not exist"), "{e}");
     }
 }

@@ -111,7 +111,7 @@ pub async fn start_with(
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
-    let rules = RulesHandle::new(Rules::load(&settings.rules.path)?, &settings.rules.path);
+    let rules = RulesHandle::new(Rules::load_at_start(&settings.rules.path)?, &settings.rules.path);
     let registry = Registry::new();
     let health = Health::default();
     auth.start_key_refresh(&health, &shutdown);

@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let settings = load(config.as_deref())?;
-            let rules = herald::rules::Rules::load(&settings.rules.path)?;
+            let rules = herald::rules::Rules::load_at_start(&settings.rules.path)?;
             println!("configuration ok: {} rules", rules.len());
             Ok(())
         }
@@ -160,8 +160,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Rules { command: RulesCommand::Test { fixtures, config, rules } } => {
             let settings = load(config.as_deref())?;
-            let path = rules.unwrap_or(settings.rules.path);
-            let rules = herald::rules::Rules::load(&path)?;
+            let rules = match rules {
+                Some(path) => herald::rules::Rules::load(&path)?,
+                None => herald::rules::Rules::load_at_start(&settings.rules.path)?,
+            };
             let reports = herald::ingest::dry_run::run(
                 &rules,
                 &fixtures,

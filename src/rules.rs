@@ -21,6 +21,9 @@ use crate::protocol::{raw_null, RelatedObject};
 
 pub const DEFAULT_RULES_TOML: &str = include_str!("../config/rules.toml");
 
+/// `rules.path` as `config/default.toml` sets it: where that file is absent, the shipped rules stand in for it.
+pub const DEFAULT_RULES_PATH: &str = "config/rules.toml";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
     #[error("rules file {path}: {message}")]
@@ -365,16 +368,29 @@ impl std::fmt::Debug for Rules {
 const FIELDS: [&str; 5] = ["type", "title", "content", "related_type", "related_id"];
 
 impl Rules {
-    /// Load `path`, or the shipped rules when it does not exist.
+    /// Load `path`; a file that does not exist is an error (a reload keeps the rules in force).
     pub fn load(path: &Path) -> Result<Rules, RulesError> {
         match std::fs::read_to_string(path) {
             Ok(text) => Rules::parse(&text).map_err(|e| match e {
                 RulesError::File { message, .. } => RulesError::File { path: path.display().to_string(), message },
                 other => other,
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Rules::parse(DEFAULT_RULES_TOML),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(RulesError::File { path: path.display().to_string(), message: "no such file".into() })
+            }
             Err(e) => Err(RulesError::File { path: path.display().to_string(), message: e.to_string() }),
         }
+    }
+
+    /// The rules to start with: `path`, or the shipped rules when `path` is the default one and absent (a binary
+    /// run outside a checkout). A path an operator configured must exist: a typo does not silently route with
+    /// rules they never wrote (the shipped ones include a GDPR erase).
+    pub fn load_at_start(path: &Path) -> Result<Rules, RulesError> {
+        if path == Path::new(DEFAULT_RULES_PATH) && !path.exists() {
+            tracing::info!("no {DEFAULT_RULES_PATH}: using the rules shipped in the binary");
+            return Rules::parse(DEFAULT_RULES_TOML);
+        }
+        Rules::load(path)
     }
 
     pub fn parse(text: &str) -> Result<Rules, RulesError> {
@@ -848,6 +864,29 @@ fn close_over_hashes(pat: &[Word], live: &mut [bool]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Before, a missing file loaded the shipped rules — also on reload, so renaming the rules file away and
+    /// reloading swapped an operator's one rule for the shipped fourteen (a GDPR erase among them).
+    #[test]
+    fn a_missing_rules_file_is_refused_unless_it_is_the_default_one_at_start_and_a_reload_keeps_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.toml");
+        std::fs::write(&path, "[[rule]]\nname = \"only\"\nrouting_keys = [\"a.b\"]\naction = \"ignore\"\n").unwrap();
+        let handle = RulesHandle::new(Rules::load_at_start(&path).unwrap(), &path);
+        assert_eq!(handle.current().len(), 1);
+        std::fs::remove_file(&path).unwrap();
+        let e = handle.reload().unwrap_err().to_string();
+        assert!(e.contains("mine.toml") && e.contains("no such file"), "{e}");
+        assert_eq!(handle.current().len(), 1, "the rules in force stay");
+        let e = Rules::load_at_start(&path).unwrap_err().to_string();
+        assert!(e.contains("no such file"), "a configured path must exist at start: {e}");
+        // The default path is the one `config/default.toml` sets (here, in the checkout, the file exists).
+        assert_eq!(crate::config::Settings::defaults().rules.path, Path::new(DEFAULT_RULES_PATH));
+        assert_eq!(
+            Rules::load_at_start(Path::new(DEFAULT_RULES_PATH)).unwrap().len(),
+            Rules::parse(DEFAULT_RULES_TOML).unwrap().len()
+        );
+    }
 
     #[test]
     fn topic_patterns_follow_amqp_semantics() {
