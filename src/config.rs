@@ -1038,6 +1038,9 @@ impl Settings {
                 }
                 _ => {}
             }
+            if let Err(e) = crate::fanout::redis::check_urls(&self.cluster) {
+                return Err(invalid("cluster.redis_url", e.trim_start_matches("cluster.redis_url: ")));
+            }
             if matches!(self.store_location(), StoreLocation::Sqlite(_)) {
                 return Err(invalid(
                     "cluster.redis_url",
@@ -1768,6 +1771,9 @@ mod tests {
         assert!(e.contains("cluster.redis_url"), "{e}");
         let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", "redis://a:1"), ("HERALD__CLUSTER__REDIS_MODE", "sentinel")]);
         assert!(e.contains("cluster.redis_mode"), "{e}");
+        // Read as the client reads it (`serve` refused what `check-config` passed), its password never shown.
+        let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", "redis://:S3cretPW@127.0.0.1:notaport")]);
+        assert!(e.contains("cluster.redis_url") && !e.contains("S3cretPW"), "{e}");
     }
 
     #[test]

@@ -263,8 +263,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(herald::shutdown::on_signal(shutdown.clone()));
     let started = herald::start(settings, listener, shutdown).await?;
-    // Tests and scripts read this line to learn the port when server.bind uses port 0, and as "ready": it is
-    // printed only once the store, rules, broker and Redis are open.
+    // Tests and scripts read this line to learn the port when server.bind uses port 0, and as "serving": it is
+    // printed once the store and the rules are open (the broker and Redis connect in the background: `/readyz`).
     println!("herald listening on http://{}", started.local_addr()?);
     started.serve().await
 }

@@ -27,6 +27,12 @@
 
 mod link;
 
+/// Check `cluster.redis_url` the way the client will read it, without connecting (config validation: `serve`
+/// would otherwise refuse a URL `check-config` passed).
+pub fn check_urls(settings: &ClusterSettings) -> Result<(), String> {
+    link::Connector::new(settings).map(drop)
+}
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

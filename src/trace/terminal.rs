@@ -37,7 +37,7 @@ pub async fn fetch(base: &str, key: &str, query: &Query, json: bool) -> anyhow::
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", e.without_url()))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", causes(&e.without_url())))?;
     let status = response.status();
     let body = response.text().await.map_err(|e| anyhow::anyhow!("reading the answer: {}", e.without_url()))?;
     if !status.is_success() {
@@ -46,7 +46,8 @@ pub async fn fetch(base: &str, key: &str, query: &Query, json: bool) -> anyhow::
         let message = parsed["message"].as_str().unwrap_or("");
         anyhow::bail!(match (status.as_u16(), query) {
             (404, Query::Event(id)) if code == "not_found" => format!("no trace of event `{id}` is retained"),
-            (401 | 403, _) => format!("the gateway refused the key ({status}, {code}): it needs the `admin` scope"),
+            (401, _) => format!("the gateway refused the key ({status}, {code}): {message}"),
+            (403, _) => format!("the key lacks the `admin` scope ({status}, {code}): {message}"),
             _ => format!("the gateway answered {status} {code}: {message}"),
         });
     }
@@ -62,6 +63,21 @@ pub async fn fetch(base: &str, key: &str, query: &Query, json: bool) -> anyhow::
     }
     .map_err(|e| anyhow::anyhow!("the gateway's answer is not a trace: {e}"))?;
     Ok(render_all(&traces))
+}
+
+/// An error and its causes, outermost first (`error sending request: … Connection refused`), where reqwest's own
+/// text says only the first.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn time(at: &DateTime<Utc>) -> String {

@@ -374,3 +374,32 @@ async fn a_notification_the_user_muted_is_traced_as_stored_and_not_pushed_becaus
     assert_eq!((d[0]["reason"].as_str(), d[0]["sessions_written"].as_u64()), (Some("muted"), Some(0)));
     assert_eq!((d[0]["online"].as_bool(), d[0]["node"].as_str()), (Some(true), Some("mute-node")));
 }
+
+/// `herald trace` says why it cannot show a trace, in words an operator can act on: an unreachable gateway with
+/// the cause (before: only "error sending request"), a key the gateway does not know (before: told it needed the
+/// `admin` scope), and a key without that scope.
+#[tokio::test]
+async fn the_trace_command_says_why_it_cannot_read_a_trace() {
+    use herald::config::{Scope, ScopedServiceKey, Secret, ServiceKeyConfig};
+    use herald::trace::terminal::{fetch, Query};
+    let publisher = "publisher-key-0123456789";
+    let gw = spawn_gateway_with(|s| {
+        s.auth.service_keys.push(ServiceKeyConfig::Scoped(ScopedServiceKey {
+            id: "publisher".into(),
+            key: Secret::new(publisher),
+            scopes: vec![Scope::Publish],
+            exchanges: None,
+            routing_keys: None,
+        }))
+    })
+    .await;
+    let base = gw.url("");
+    let query = Query::Event("e-1".into());
+    let e = fetch(&base, "not-a-key-of-this-gateway", &query, false).await.unwrap_err().to_string();
+    assert!(e.contains("refused the key") && e.contains("401") && !e.contains("scope"), "{e}");
+    let e = fetch(&base, publisher, &query, false).await.unwrap_err().to_string();
+    assert!(e.contains("lacks the `admin` scope") && e.contains("403"), "{e}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // and closed again
+    let e = fetch(&format!("http://{closed}"), SERVICE_KEY, &query, false).await.unwrap_err().to_string();
+    assert!(e.contains("cannot reach") && e.to_lowercase().contains("refused"), "the cause is said: {e}");
+}
