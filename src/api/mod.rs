@@ -156,11 +156,19 @@ pub fn router(state: AppState) -> Router {
     // route once more, and a request clones its route's boxes (BENCHMARKS.md, "one box per layer call").
     app.layer(
         tower::ServiceBuilder::new()
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                // Field values are evaluated only when the span is enabled: no redaction for a disabled span.
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
-                    query = %req.uri().query().map(auth::redact_query).unwrap_or_default())
-            }))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request| {
+                        // Field values are evaluated only when the span is enabled: no redaction for a disabled
+                        // span.
+                        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(),
+                            query = %req.uri().query().map(auth::redact_query).unwrap_or_default())
+                    })
+                    // A 5xx is mostly a state answered on purpose (503 with Retry-After, an unready /readyz, each
+                    // probe of an outage): a warning. What failed inside is logged once, at error, where it is
+                    // turned into the answer (`error::ApiError`).
+                    .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+            )
             .layer(axum::middleware::from_fn(error::json_errors))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::new(http_metrics::HttpMetrics::default()),
