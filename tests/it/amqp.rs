@@ -818,20 +818,10 @@ fn letter<'a>(list: &'a Value, routing_key: &str) -> &'a Value {
 /// exactly once and removes it; an unknown id is `not_found`; the endpoints need the `admin` scope.
 #[tokio::test]
 async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix() {
-    use herald::config::{Scope, ScopedServiceKey, ServiceKeyConfig};
+    use herald::config::Scope;
     let Some(amqp) = Amqp::new("deadletters").await else { return };
     std::fs::write(&amqp.rules, NARROW_RULES).unwrap();
-    let gw = amqp
-        .gateway(|s| {
-            s.auth.service_keys.push(ServiceKeyConfig::Scoped(ScopedServiceKey {
-                id: "reader".into(),
-                key: Secret::new(READER_KEY),
-                scopes: vec![Scope::InboxRead],
-                exchanges: None,
-                routing_keys: None,
-            }))
-        })
-        .await;
+    let gw = amqp.gateway(|s| s.auth.service_keys.push(scoped("reader", READER_KEY, &[Scope::InboxRead]))).await;
     let broker = Broker::connect(&amqp.url).await;
     let exchange = amqp.exchange("events.topic");
     let promoted = br#"{"user_id": "dl-ana", "level": "second year"}"#;

@@ -2,7 +2,7 @@
 //! /api/v1/admin/rules/dry-run`, the admin API without CORS, and the page at `/admin` with its headers. (The
 //! page itself, in chromium: admin-console/e2e/console.test.mjs.)
 
-use herald::config::{Scope, ScopedServiceKey, Secret, ServiceKeyConfig, Settings};
+use herald::config::{Scope, Settings};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -12,13 +12,7 @@ const READER: &str = "console-reader-key-0123456789";
 const APP: &str = "https://app.example.com";
 
 fn with_reader(s: &mut Settings) {
-    s.auth.service_keys.push(ServiceKeyConfig::Scoped(ScopedServiceKey {
-        id: "reader".into(),
-        key: Secret::new(READER),
-        scopes: vec![Scope::InboxRead],
-        exchanges: None,
-        routing_keys: None,
-    }));
+    s.auth.service_keys.push(scoped("reader", READER, &[Scope::InboxRead]));
 }
 
 async fn stats(gw: &Gateway) -> Value {

@@ -14,16 +14,6 @@ const WRITER: &str = "writer-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789";
 const STUDENTS: &str = "students-key-0123456789";
 
-fn scoped(id: &str, key: &str, scopes: &[Scope]) -> ServiceKeyConfig {
-    ServiceKeyConfig::Scoped(ScopedServiceKey {
-        id: id.into(),
-        key: Secret::new(key),
-        scopes: scopes.to_vec(),
-        exchanges: None,
-        routing_keys: None,
-    })
-}
-
 fn one_scope_each(s: &mut Settings) {
     s.auth.service_keys = vec![
         scoped("publisher", PUBLISHER, &[Scope::Publish]),

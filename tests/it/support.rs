@@ -492,3 +492,14 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A service key with only `scopes` (any exchange and routing key).
+pub fn scoped(id: &str, key: &str, scopes: &[herald::config::Scope]) -> herald::config::ServiceKeyConfig {
+    herald::config::ServiceKeyConfig::Scoped(herald::config::ScopedServiceKey {
+        id: id.into(),
+        key: herald::config::Secret::new(key),
+        scopes: scopes.to_vec(),
+        exchanges: None,
+        routing_keys: None,
+    })
+}

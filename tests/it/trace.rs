@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::amqp::{Amqp, Broker};
 use crate::cluster::{fresh_database, node, ready, unique};
 use crate::support::*;
+use herald::config::Scope;
 
 /// POST one event with an `Idempotency-Key` (its event id); the 2xx body.
 async fn post(gw: &Gateway, exchange: &str, routing_key: &str, body: &Value, event_id: &str) -> Value {
@@ -380,19 +381,9 @@ async fn a_notification_the_user_muted_is_traced_as_stored_and_not_pushed_becaus
 /// `admin` scope), and a key without that scope.
 #[tokio::test]
 async fn the_trace_command_says_why_it_cannot_read_a_trace() {
-    use herald::config::{Scope, ScopedServiceKey, Secret, ServiceKeyConfig};
     use herald::trace::terminal::{fetch, Query};
     let publisher = "publisher-key-0123456789";
-    let gw = spawn_gateway_with(|s| {
-        s.auth.service_keys.push(ServiceKeyConfig::Scoped(ScopedServiceKey {
-            id: "publisher".into(),
-            key: Secret::new(publisher),
-            scopes: vec![Scope::Publish],
-            exchanges: None,
-            routing_keys: None,
-        }))
-    })
-    .await;
+    let gw = spawn_gateway_with(|s| s.auth.service_keys.push(scoped("publisher", publisher, &[Scope::Publish]))).await;
     let base = gw.url("");
     let query = Query::Event("e-1".into());
     let e = fetch(&base, "not-a-key-of-this-gateway", &query, false).await.unwrap_err().to_string();
