@@ -124,6 +124,7 @@ pub async fn run_all(store: &dyn Store) {
     after_takes_one_cursor_per_chain(store).await;
     aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store).await;
     purge_erases_only_that_user(store).await;
+    an_erase_asked_again_erases_again(store).await;
     prev_id_links_each_users_stream(store).await;
     prev_id_follows_deletes_and_purges(store).await;
     one_commit_chains_its_own_rows_past_muted_ones(store).await;
@@ -376,14 +377,7 @@ async fn purge_resets_the_counters(store: &dyn Store) {
     let b = stored(store, Write::Notify(draft("cnt-purge-b", Recipients::Everyone))).await[0].id;
     store.change(u, b, Change::Read).await.unwrap().unwrap();
     store.set_preferences(u, [("info".to_string(), TypeSetting::Muted)].into()).await.unwrap();
-    store
-        .apply(vec![Write::Purge {
-            event_id: "cnt-purge-x".into(),
-            dedupe_key: DedupeKey::global("cnt-purge-x"),
-            users: vec![u.into()],
-        }])
-        .await
-        .unwrap();
+    store.apply(vec![Write::Purge { event_id: "cnt-purge-x".into(), users: vec![u.into()] }]).await.unwrap();
     let c = counts_match_rows(store, u, "purge").await;
     let fresh = counts_match_rows(store, "cnt-purge-never-seen", "nothing").await;
     assert_eq!(c, fresh, "a purged user counts like a new one (every live broadcast)");
@@ -611,14 +605,7 @@ async fn aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store: 
     for _ in 0..2 {
         assert!(matches!(store.apply(vec![set.clone()]).await.unwrap()[0], WriteOutcome::AliasSet));
     }
-    store
-        .apply(vec![Write::Purge {
-            event_id: "al-gdpr".into(),
-            dedupe_key: DedupeKey::global("al-gdpr"),
-            users: vec!["al-user".into()],
-        }])
-        .await
-        .unwrap();
+    store.apply(vec![Write::Purge { event_id: "al-gdpr".into(), users: vec!["al-user".into()] }]).await.unwrap();
     assert_eq!(store.alias("student", "st-1").await.unwrap(), None, "erased with the user");
     assert_eq!(store.alias("encadrant", "en-1").await.unwrap(), None);
 }
@@ -638,20 +625,30 @@ async fn after_takes_one_cursor_per_chain(store: &dyn Store) {
 
 async fn purge_erases_only_that_user(store: &dyn Store) {
     stored(store, Write::Notify(draft("pg-1", users(&["gone", "stays"])))).await;
-    let out = store
-        .apply(vec![Write::Purge {
-            event_id: "pg-purge".into(),
-            dedupe_key: DedupeKey::global("pg-purge"),
-            users: vec!["gone".into()],
-        }])
-        .await
-        .unwrap();
+    let out =
+        store.apply(vec![Write::Purge { event_id: "pg-purge".into(), users: vec!["gone".into()] }]).await.unwrap();
     assert!(matches!(out[0], WriteOutcome::Purged { rows: 1 }));
     assert!(store.list("gone", q(100, None, false)).await.unwrap().iter().all(|n| n.user_id.is_none()));
     assert_eq!(
         store.list("stays", q(100, None, false)).await.unwrap().iter().filter(|n| n.user_id.is_some()).count(),
         1
     );
+}
+
+/// A purge is never deduped: the same erasure request again (a producer's retry, a second request) erases what
+/// was stored since, where it was answered `duplicate` and left it.
+async fn an_erase_asked_again_erases_again(store: &dyn Store) {
+    let erase = || Write::Purge { event_id: "erase-twice".into(), users: vec!["erased-twice".into()] };
+    stored(store, Write::Notify(draft("erase-twice-1", users(&["erased-twice"])))).await;
+    for round in 1..=2 {
+        match store.apply(vec![erase()]).await.unwrap().pop().unwrap() {
+            WriteOutcome::Purged { rows } => assert_eq!(rows, 1, "round {round}"),
+            other => panic!("round {round}: expected Purged, got {other:?}"),
+        }
+        let left = everything(store, "erased-twice").await;
+        assert!(left.iter().all(|n| n.user_id.is_none()), "round {round}: only broadcasts are left");
+        stored(store, Write::Notify(draft(&format!("erase-twice-{}", round + 1), users(&["erased-twice"])))).await;
+    }
 }
 
 /// Gap detection from the numbers alone: each item's `prev_id` is the previous id of its chain (the same user's
@@ -732,14 +729,7 @@ async fn prev_id_follows_deletes_and_purges(store: &dyn Store) {
     assert!(store.delete("head", second).await.unwrap());
     let fourth = stored(store, Write::Notify(draft("head-4", users(&["head"])))).await[0].clone();
     assert_eq!(fourth.prev_id, first, "after deleting the newest rows, the chain links to the newest one left");
-    store
-        .apply(vec![Write::Purge {
-            event_id: "head-purge".into(),
-            dedupe_key: DedupeKey::global("head-purge"),
-            users: vec!["head".into()],
-        }])
-        .await
-        .unwrap();
+    store.apply(vec![Write::Purge { event_id: "head-purge".into(), users: vec!["head".into()] }]).await.unwrap();
     let fifth = stored(store, Write::Notify(draft("head-5", users(&["head"])))).await[0].clone();
     assert_eq!(fifth.prev_id, 0, "purged: the chain starts again");
 }

@@ -166,10 +166,10 @@ pub(crate) fn tell<'a>(
 #[derive(Debug, Clone)]
 pub enum Write {
     Notify(NewNotification),
-    /// Erase these users' inboxes (their rows, their broadcast read state and their aliases).
+    /// Erase these users' inboxes (their rows, their broadcast read state and their aliases). Never deduped: an
+    /// erase asked again erases again, what was stored since included.
     Purge {
         event_id: String,
-        dedupe_key: DedupeKey,
         users: Vec<String>,
     },
     /// Set an alias (the service API): not an event, so not deduped.
@@ -186,12 +186,12 @@ impl Write {
         }
     }
 
-    /// `None` for writes that are not events (never deduped).
+    /// `None` for writes never deduped: an alias (not an event) and a purge (repeating an erase is harmless, and
+    /// a repeated erasure request must not be answered `duplicate` while data stored since stays).
     pub fn dedupe_key(&self) -> Option<DedupeKey> {
         match self {
             Write::Notify(n) => Some(n.dedupe_key),
-            Write::Purge { dedupe_key, .. } => Some(*dedupe_key),
-            Write::Alias(_) => None,
+            Write::Purge { .. } | Write::Alias(_) => None,
         }
     }
 }

@@ -1397,10 +1397,11 @@ async fn apply_one(
     legacy_empty: bool,
 ) -> sqlx::Result<WriteOutcome> {
     let Some(dedupe_key) = w.dedupe_key() else {
-        if let Write::Alias(a) = w {
-            set_alias(c, a, now).await?;
-        }
-        return Ok(WriteOutcome::AliasSet);
+        return match w {
+            Write::Alias(a) => set_alias(c, a, now).await.map(|()| WriteOutcome::AliasSet),
+            Write::Purge { users, .. } => purge(c, users, tally, prefs).await,
+            Write::Notify(_) => unreachable!("a notification has a dedupe key"),
+        };
     };
     // Recipients behind aliases are resolved before anything is written: an unknown alias writes nothing, not
     // even the dedupe key, so the same event succeeds once the alias is known.
@@ -1463,33 +1464,40 @@ async fn apply_one(
             };
             Ok(WriteOutcome::Stored(stored))
         }
-        Write::Alias(_) => unreachable!("not deduped, handled above"),
-        Write::Purge { users, .. } => {
-            let mut rows = 0u64;
-            for u in users {
-                let u = text(u);
-                rows += sqlx::query("DELETE FROM notifications WHERE user_id = $1")
-                    .bind(&*u)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                for sql in [
-                    "DELETE FROM broadcast_state WHERE user_id = $1",
-                    "DELETE FROM user_state WHERE user_id = $1",
-                    "DELETE FROM pruned_floors WHERE user_id = $1",
-                    "DELETE FROM aliases WHERE user_id = $1",
-                    "DELETE FROM preferences WHERE user_id = $1",
-                    "DELETE FROM inbox_counts WHERE user_id = $1",
-                ] {
-                    sqlx::query(sql).bind(&*u).execute(&mut *c).await?;
-                }
-                tally.deltas.remove(&*u);
-                tally.touch(&u);
-                prefs.users.remove(&*u);
-            }
-            Ok(WriteOutcome::Purged { rows })
-        }
+        Write::Alias(_) | Write::Purge { .. } => unreachable!("not deduped, handled above"),
     }
+}
+
+/// Erase `users`' inboxes: their rows, broadcast read state, floors, aliases, preferences and counters.
+async fn purge(
+    c: &mut PgConnection,
+    users: &[String],
+    tally: &mut Tally,
+    prefs: &mut Prefs,
+) -> sqlx::Result<WriteOutcome> {
+    let mut rows = 0u64;
+    for u in users {
+        let u = text(u);
+        rows += sqlx::query("DELETE FROM notifications WHERE user_id = $1")
+            .bind(&*u)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        for sql in [
+            "DELETE FROM broadcast_state WHERE user_id = $1",
+            "DELETE FROM user_state WHERE user_id = $1",
+            "DELETE FROM pruned_floors WHERE user_id = $1",
+            "DELETE FROM aliases WHERE user_id = $1",
+            "DELETE FROM preferences WHERE user_id = $1",
+            "DELETE FROM inbox_counts WHERE user_id = $1",
+        ] {
+            sqlx::query(sql).bind(&*u).execute(&mut *c).await?;
+        }
+        tally.deltas.remove(&*u);
+        tally.touch(&u);
+        prefs.users.remove(&*u);
+    }
+    Ok(WriteOutcome::Purged { rows })
 }
 
 async fn set_alias(c: &mut PgConnection, a: &AliasRecord, now: DateTime<Utc>) -> sqlx::Result<()> {

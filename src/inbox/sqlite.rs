@@ -1042,10 +1042,11 @@ fn apply_one(
 ) -> rusqlite::Result<WriteOutcome> {
     let Memory { chains, legacy_ids, prefs, ordinals, sweep: _ } = memory;
     let Some(dedupe_key) = w.dedupe_key() else {
-        if let Write::Alias(a) = w {
-            set_alias(tx, a, now)?;
-        }
-        return Ok(WriteOutcome::AliasSet);
+        return match w {
+            Write::Alias(a) => set_alias(tx, a, now).map(|()| WriteOutcome::AliasSet),
+            Write::Purge { users, .. } => purge(tx, users, tally, prefs, chains),
+            Write::Notify(_) => unreachable!("a notification has a dedupe key"),
+        };
     };
     // Recipients behind aliases are resolved before anything is written: an unknown alias writes nothing, not
     // even the dedupe key, so the same event succeeds once the alias is known.
@@ -1116,25 +1117,33 @@ fn apply_one(
             };
             Ok(WriteOutcome::Stored(stored))
         }
-        Write::Alias(_) => unreachable!("not deduped, handled above"),
-        Write::Purge { users, .. } => {
-            let mut rows = 0u64;
-            for u in users {
-                rows += tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1")?.execute([u])? as u64;
-                tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?.execute([u])?;
-                tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?.execute([u])?;
-                tx.prepare_cached("DELETE FROM pruned_floors WHERE user_id = ?1")?.execute([u])?;
-                tx.prepare_cached("DELETE FROM aliases WHERE user_id = ?1")?.execute([u])?;
-                tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([u])?;
-                tx.prepare_cached("DELETE FROM inbox_counts WHERE user_id = ?1")?.execute([u])?;
-                tally.deltas.remove(u.as_str());
-                tally.touch(u);
-                prefs.users.remove(u.as_str());
-                chains.forget_user(u);
-            }
-            Ok(WriteOutcome::Purged { rows })
-        }
+        Write::Alias(_) | Write::Purge { .. } => unreachable!("not deduped, handled above"),
     }
+}
+
+/// Erase `users`' inboxes: their rows, broadcast read state, floors, aliases, preferences and counters.
+fn purge(
+    tx: &Transaction<'_>,
+    users: &[String],
+    tally: &mut Tally,
+    prefs: &mut Prefs,
+    chains: &mut Chains,
+) -> rusqlite::Result<WriteOutcome> {
+    let mut rows = 0u64;
+    for u in users {
+        rows += tx.prepare_cached("DELETE FROM notifications WHERE user_id = ?1")?.execute([u])? as u64;
+        tx.prepare_cached("DELETE FROM broadcast_state WHERE user_id = ?1")?.execute([u])?;
+        tx.prepare_cached("DELETE FROM user_state WHERE user_id = ?1")?.execute([u])?;
+        tx.prepare_cached("DELETE FROM pruned_floors WHERE user_id = ?1")?.execute([u])?;
+        tx.prepare_cached("DELETE FROM aliases WHERE user_id = ?1")?.execute([u])?;
+        tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([u])?;
+        tx.prepare_cached("DELETE FROM inbox_counts WHERE user_id = ?1")?.execute([u])?;
+        tally.deltas.remove(u.as_str());
+        tally.touch(u);
+        prefs.users.remove(u.as_str());
+        chains.forget_user(u);
+    }
+    Ok(WriteOutcome::Purged { rows })
 }
 
 fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusqlite::Result<()> {

@@ -175,9 +175,7 @@ impl Pipeline {
                     aliases: d.aliases,
                 }),
             },
-            Route::Purge(users) => Action::Write {
-                write: Write::Purge { event_id: event.id.clone(), dedupe_key: event.dedupe_key, users },
-            },
+            Route::Purge(users) => Action::Write { write: Write::Purge { event_id: event.id.clone(), users } },
             Route::Ignore => Action::Skip(Status::Ignored),
             Route::Unmatched => {
                 metrics::counter!("herald_events_unmatched_total").increment(1);
