@@ -195,11 +195,15 @@ impl Pipeline {
         let mut writes = Vec::with_capacity(prepared.len());
         let mut slots = Vec::with_capacity(prepared.len());
         let mut live = Vec::new();
+        let mut erased = Vec::new();
         for p in prepared {
             let traced =
                 p.trace.map(|r| Traced { r, exchange: p.exchange, routing_key: p.routing_key, recipients: Vec::new() });
             match p.action {
                 Action::Write { write } => {
+                    if let Write::Purge { users, .. } = &write {
+                        erased.extend(users.iter().cloned());
+                    }
                     let traced = traced.map(|mut t| {
                         if let Write::Purge { users, .. } = &write {
                             t.recipients = users.clone();
@@ -237,7 +241,7 @@ impl Pipeline {
                 Recipients::Alias { .. } => unreachable!("rules refuse alias recipients on live rules"),
             }
         }
-        Ok(slots
+        let outcomes = slots
             .into_iter()
             .map(|(event_id, skipped, traced)| {
                 let mut error = None;
@@ -278,7 +282,12 @@ impl Pipeline {
                 });
                 Outcome { event_id, status, notification_ids, error, trace_id }
             })
-            .collect())
+            .collect();
+        // Erased users' trace steps go too (after the purge's own step, which records the erasure).
+        if !erased.is_empty() {
+            self.trace.erase(&erased).await;
+        }
+        Ok(outcomes)
     }
 }
 

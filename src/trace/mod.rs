@@ -187,6 +187,9 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn user_traces(&self, user: &str, limit: usize) -> Result<Vec<String>, TraceError>;
     /// Among the `batch` oldest steps, delete those before `cutoff`; how many went.
     async fn prune(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<u64, TraceError>;
+    /// Delete every step of these users (an erase: their `stored`, `delivered`, `read` and mark steps, and so an
+    /// event stored for them alone, whose row is theirs); how many went. A rare call: it may scan the steps.
+    async fn erase(&self, users: &[String]) -> Result<u64, TraceError>;
 }
 
 /// How an event reached Herald.
@@ -280,6 +283,8 @@ enum Command {
     Delivery(Delivery),
     /// Answered once every step queued before it is written.
     Flush(oneshot::Sender<()>),
+    /// Delete these users' steps, once every step queued before it is written (and none queued after it).
+    Erase(Vec<String>),
 }
 
 struct Committed {
@@ -322,7 +327,7 @@ impl Command {
         match self {
             Command::Step(_) | Command::Delivery(_) => 1,
             Command::Committed(c) => usize::from(c.event.is_some()) + c.stored.len(),
-            Command::Flush(_) => 0,
+            Command::Flush(_) | Command::Erase(_) => 0,
         }
     }
 }
@@ -354,7 +359,7 @@ impl Batch {
             Command::Step(s) => self.push(*s, 1),
             Command::Committed(c) => self.committed(*c, node),
             Command::Delivery(d) => self.delivery(d, node),
-            Command::Flush(_) => {}
+            Command::Flush(_) | Command::Erase(_) => {}
         }
     }
 
@@ -745,6 +750,21 @@ impl Recorder {
         }
     }
 
+    /// Delete `users`' steps (an erase), once every step recorded before this call is written. Unlike a step it
+    /// waits for room in the buffer (up to 5 s) rather than being dropped; not for the hot path (erases are rare).
+    pub async fn erase(&self, users: &[String]) {
+        let Some(inner) = &self.inner else { return };
+        let sent = tokio::time::timeout(Duration::from_secs(5), inner.tx.send(Command::Erase(users.to_vec()))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            inner.wake.notify.notify_one();
+        } else {
+            tracing::warn!(
+                users = users.len(),
+                "the trace's buffer stayed full: erased users' steps stay until retention"
+            );
+        }
+    }
+
     /// (recorded, dropped, sampled out) on this node since it started.
     pub fn counts(&self) -> (u64, u64, u64) {
         match &self.inner {
@@ -850,22 +870,31 @@ async fn batch_loop(
     let mut buf = Vec::with_capacity(256);
     let mut open = true;
     while open {
-        // Parked until a batch begins (one wake per batch)...
-        if rx.recv_many(&mut buf, 256).await == 0 {
+        // Parked until a batch begins (one wake per batch), unless commands after an erase are waiting...
+        if buf.is_empty() && rx.recv_many(&mut buf, 256).await == 0 {
             break;
         }
         let deadline = tokio::time::Instant::now() + linger;
         let mut lingered = false;
         let mut batch = Batch::default();
         let mut flushes = Vec::new();
+        let mut erase = None;
         loop {
-            for c in buf.drain(..) {
+            let mut queued = std::mem::take(&mut buf).into_iter();
+            for c in queued.by_ref() {
                 match c {
                     Command::Flush(tx) => flushes.push(tx),
+                    // The batch ends here: the erase runs after what came before it, and what came after it
+                    // (a user's new notification, say) waits for the next batch.
+                    Command::Erase(users) => {
+                        erase = Some(users);
+                        break;
+                    }
                     c => batch.add(c, &node),
                 }
             }
-            if !flushes.is_empty() || batch.steps >= max_steps {
+            buf.extend(queued);
+            if erase.is_some() || !flushes.is_empty() || batch.steps >= max_steps {
                 break;
             }
             // ...then it takes what has queued without waiting, and otherwise sleeps until the linger ends or a
@@ -902,6 +931,14 @@ async fn batch_loop(
                 Err(e) => {
                     metrics::counter!("herald_trace_write_errors_total").increment(n);
                     tracing::warn!(error = %e, steps = n, "trace steps could not be written; they are lost");
+                }
+            }
+        }
+        if let Some(users) = erase {
+            match store.erase(&users).await {
+                Ok(n) => tracing::info!(users = users.len(), steps = n, "erased the trace steps of erased users"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the trace steps of erased users could not be deleted; retention removes them")
                 }
             }
         }
@@ -1276,20 +1313,42 @@ pub fn recorder(settings: &Settings, node: &str) -> Pending {
 /// tracer when `trace.enabled = false`.
 pub async fn open(settings: &Settings, pending: Pending, shutdown: &CancellationToken) -> Result<Tracer, TraceError> {
     let t = &settings.trace;
+    let retain = |store: Arc<dyn TraceStore>| {
+        tokio::spawn(prune_loop(
+            store,
+            chrono::Duration::days(i64::from(t.retention_days)),
+            Duration::from_secs(settings.store.prune_interval_secs),
+            settings.store.prune_batch,
+            shutdown.clone(),
+        ))
+    };
     let Pending { recorder, rx: Some(rx) } = pending else {
+        // Off: nothing is recorded, but what was recorded while it was on still goes after `retention_days`.
+        match recorded_before(settings).await {
+            Ok(Some(store)) => drop(retain(store)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the trace recorded before tracing was turned off cannot be pruned"),
+        }
         return Ok(Tracer::disabled(t.retention_days));
     };
     let store = open_store(settings).await?;
     let counters = Arc::downgrade(recorder.inner.as_ref().expect("enabled"));
     spawn_write_loop(store.clone(), rx, counters);
-    tokio::spawn(prune_loop(
-        store.clone(),
-        chrono::Duration::days(i64::from(t.retention_days)),
-        Duration::from_secs(settings.store.prune_interval_secs),
-        settings.store.prune_batch,
-        shutdown.clone(),
-    ));
+    retain(store.clone());
     Ok(Tracer { recorder, store: Some(store), retention_days: t.retention_days })
+}
+
+/// With tracing off, the store a node recorded into while it was on, if there is one: SQLite's file where it
+/// exists; PostgreSQL's table (opening it creates it, empty, if it never was).
+async fn recorded_before(settings: &Settings) -> Result<Option<Arc<dyn TraceStore>>, TraceError> {
+    if let StoreLocation::Sqlite(inbox) = settings.store_location() {
+        let t = &settings.trace;
+        let path = if t.sqlite_path.as_os_str().is_empty() { sqlite::beside(&inbox) } else { t.sqlite_path.clone() };
+        if !path.exists() {
+            return Ok(None);
+        }
+    }
+    open_store(settings).await.map(Some)
 }
 
 /// Open only the store (tests: retention with a given `now`, or a backend's queries).

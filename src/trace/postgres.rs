@@ -185,4 +185,13 @@ impl TraceStore for PostgresTrace {
         .map_err(err)?;
         Ok(done.rows_affected())
     }
+
+    async fn erase(&self, users: &[String]) -> Result<u64, TraceError> {
+        let done = sqlx::query("DELETE FROM trace_steps WHERE user_id = ANY($1)")
+            .bind(users)
+            .execute(&self.pool)
+            .await
+            .map_err(err)?;
+        Ok(done.rows_affected())
+    }
 }

@@ -366,6 +366,22 @@ impl TraceStore for SqliteTrace {
         })
         .await
     }
+
+    async fn erase(&self, users: &[String]) -> Result<u64, TraceError> {
+        let users = users.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for chunk in users.chunks(CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                n += tx
+                    .execute(&format!("DELETE FROM trace_steps WHERE user_id IN ({marks})"), params_from_iter(chunk))?;
+            }
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

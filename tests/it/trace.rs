@@ -144,6 +144,33 @@ async fn a_purge_is_traced_with_the_users_it_erased() {
     assert_eq!(strings(&t["recipients"]), [user.as_str()]);
 }
 
+/// An erase takes the user's trace with their inbox: their events, deliveries and reads are no longer readable by
+/// user or by event (before, `GET /admin/users/{user}/trace` served their whole history for the trace's retention);
+/// the purge's own step, the record of the erasure, stays; other users' steps stay.
+#[tokio::test]
+async fn an_erase_deletes_the_users_trace_steps_and_keeps_the_record_of_the_erasure() {
+    let gw = spawn_gateway().await;
+    let (user, other) = (unique("erased-"), unique("kept-"));
+    let stored = post(&gw, "sgad.notifications", "", &note(&user, "before"), "ev-erased-1").await;
+    post(&gw, "sgad.notifications", "", &note(&other, "theirs"), "ev-kept-1").await;
+    let id = stored["results"][0]["notification_ids"][0].as_i64().unwrap();
+    let read = gw.raw().post(gw.url(&format!("/api/v1/users/{user}/notifications/{id}/read"))).bearer_auth(SERVICE_KEY);
+    assert_eq!(read.send().await.unwrap().status(), 200);
+    assert_eq!(user_traces(&gw, &user).await, 1);
+    post(&gw, "events.topic", "user.deleted", &json!({"user_id": user}), "ev-erase").await;
+    assert_eq!(user_traces(&gw, &user).await, 0, "the erased user's history is gone");
+    assert_eq!(event_trace(&gw, "ev-erased-1").await.0, 404, "and so is their event's");
+    let t = only_trace(&gw, "ev-erase").await;
+    assert_eq!((t["outcome"].as_str(), strings(&t["recipients"])), (Some("purged"), vec![user.as_str()]));
+    assert_eq!(user_traces(&gw, &other).await, 1, "another user's trace stays");
+}
+
+/// How many traces `GET /api/v1/admin/users/{user}/trace` lists.
+async fn user_traces(gw: &Gateway, user: &str) -> usize {
+    let resp = gw.get(&format!("/api/v1/admin/users/{user}/trace"), SERVICE_KEY).send().await.unwrap();
+    resp.json::<Value>().await.unwrap()["traces"].as_array().unwrap().len()
+}
+
 #[tokio::test]
 async fn a_users_trace_lists_the_events_stored_for_them_newest_first() {
     let gw = spawn_gateway().await;
@@ -313,6 +340,82 @@ async fn trace_retention_prunes_old_steps_on_postgres() {
     let mut settings = test_settings(tempfile::tempdir().unwrap().path());
     settings.store.url = pg;
     check_retention(herald::trace::open_store(&settings).await.unwrap()).await;
+}
+
+/// `TraceStore::erase` deletes every step naming the users, of every kind, and no one else's.
+async fn check_erase(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
+    use herald::trace::{Data, Kind, Step};
+    let trace_id = unique("t-");
+    let step = |user: &str, kind: Kind, id: i64| Step {
+        at: Utc::now(),
+        trace_id: Some(trace_id.clone()),
+        event_id: None,
+        notification_id: Some(id),
+        user_id: Some(user.into()),
+        kind,
+        node: "n".into(),
+        data: Data::Json(json!({})),
+    };
+    let (gone, kept) = (unique("gone-"), unique("kept-"));
+    let kinds = [Kind::Stored, Kind::Delivered, Kind::Read, Kind::ReadAll, Kind::SeenAll];
+    let steps =
+        kinds.iter().enumerate().flat_map(|(i, k)| [step(&gone, *k, i as i64), step(&kept, *k, 100 + i as i64)]);
+    store.append(steps.collect()).await.unwrap();
+    assert_eq!(store.erase(&[gone.clone(), unique("nobody-")]).await.unwrap(), 5);
+    let left = store.by_traces(std::slice::from_ref(&trace_id), 100).await.unwrap();
+    assert!(left.iter().all(|s| s.user_id.as_deref() == Some(kept.as_str())) && left.len() == 5, "{left:?}");
+}
+
+#[tokio::test]
+async fn an_erase_deletes_every_step_of_those_users_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    check_erase(herald::trace::open_store(&test_settings(dir.path())).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_erase_deletes_every_step_of_those_users_and_no_other_on_postgres() {
+    let Some((pg, _)) = fresh_database("trace_erase").await else { return };
+    let mut settings = test_settings(tempfile::tempdir().unwrap().path());
+    settings.store.url = pg;
+    check_erase(herald::trace::open_store(&settings).await.unwrap()).await;
+}
+
+/// Turning tracing off stops recording, not retention: steps recorded while it was on still go after
+/// `trace.retention_days` (before, they stayed for good, an erased user's included).
+#[tokio::test]
+async fn steps_recorded_before_tracing_was_turned_off_are_still_pruned() {
+    use herald::trace::{Data, Kind, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.trace.db");
+    let mut settings = test_settings(dir.path());
+    settings.trace.sqlite_path = path.clone();
+    let store = herald::trace::open_store(&settings).await.unwrap();
+    let trace_id = unique("t-");
+    let old = Step {
+        at: Utc::now() - chrono::Duration::days(30),
+        trace_id: Some(trace_id.clone()),
+        event_id: None,
+        notification_id: Some(1),
+        user_id: Some("u".into()),
+        kind: Kind::Stored,
+        node: "n".into(),
+        data: Data::Json(json!({})),
+    };
+    store.append(vec![old]).await.unwrap();
+    let _gw = spawn_gateway_with(|s| {
+        s.trace.enabled = false;
+        s.trace.sqlite_path = path.clone();
+        s.store.prune_interval_secs = 1;
+    })
+    .await;
+    let ids = std::slice::from_ref(&trace_id);
+    for _ in 0..100 {
+        if store.by_traces(ids, 10).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("a 30-day-old step is still there with tracing off");
 }
 
 #[tokio::test]
