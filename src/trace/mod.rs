@@ -1407,6 +1407,12 @@ mod tests {
         async fn prune(&self, _: DateTime<Utc>, _: usize) -> Result<u64, TraceError> {
             Ok(0)
         }
+        async fn erase(&self, users: &[String]) -> Result<u64, TraceError> {
+            let mut rows = self.rows.lock().unwrap();
+            let before = rows.len();
+            rows.retain(|s| !s.user_id.as_ref().is_some_and(|u| users.contains(u)));
+            Ok((before - rows.len()) as u64)
+        }
     }
 
     /// A writer over `store` that waits `linger` for at most `max` steps.
@@ -1457,6 +1463,25 @@ mod tests {
         // No flush and far from full: only the linger can write these.
         written(&store).await;
         assert_eq!(*store.sizes.lock().unwrap(), [2]);
+    }
+
+    #[tokio::test]
+    async fn an_erase_runs_after_the_steps_queued_before_it_and_spares_those_queued_after() {
+        let store = Arc::new(Batches::default());
+        let r = batching(&store, Duration::from_secs(3600), 1000);
+        r.delivered(1, Some("gone"), delivered());
+        r.delivered(2, Some("kept"), delivered());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let erasing = r.clone();
+        tokio::spawn(async move {
+            erasing.erase(&["gone".to_owned()]).await;
+            let _ = tx.send(());
+        });
+        rx.await.unwrap();
+        r.delivered(3, Some("gone"), delivered()); // a notification stored after the erase
+        r.flush().await;
+        let left: Vec<_> = store.rows.lock().unwrap().iter().map(|s| (s.notification_id, s.user_id.clone())).collect();
+        assert_eq!(left, [(Some(2), Some("kept".to_owned())), (Some(3), Some("gone".to_owned()))]);
     }
 
     fn delivered() -> Delivered {
