@@ -331,11 +331,12 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       case 'ready':
         this._attempt = 0;
         this._pingIntervalMs = frame.ping_interval_ms > 0 ? frame.ping_interval_ms : DEFAULT_PING_INTERVAL_MS;
-        this._cursors.baseline(frame);
+        const rolledBack = this._cursors.baseline(frame);
+        if (rolledBack) this._log("position above the server's newest ids: resuming from them", frame);
         this._armDeadTimer(); // again, now with the server's interval
         this._startPings();
         this._setState(State.Connected);
-        if (this._wasReady) this._stale('reconnect');
+        if (this._wasReady || rolledBack) this._stale('reconnect');
         this._wasReady = true;
         break;
       case 'notification': {

@@ -43,15 +43,28 @@ export class Cursors {
    * A session opened. Without a position yet, the chains' latest ids become it — a resume point, not a floor:
    * a notification committed while that session was opening can be both counted in them and pushed live, and
    * must still be delivered. With a position (the session was opened with it as `since`), nothing at or below
-   * it can come on this session but duplicates.
+   * it can come on this session but duplicates. True when the position was above what the server has and was
+   * lowered to it (its history was rolled back: a restore).
    */
-  baseline(ready: Pick<ReadyFrame, 'latest_targeted_id' | 'latest_broadcast_id'>): void {
+  baseline(ready: Pick<ReadyFrame, 'latest_targeted_id' | 'latest_broadcast_id'>): boolean {
+    const latest: Position = { targeted: ready.latest_targeted_id, broadcast: ready.latest_broadcast_id };
     if (this._pos === null) {
-      this._pos = { targeted: ready.latest_targeted_id, broadcast: ready.latest_broadcast_id };
+      this._pos = latest;
       this._floor = { ...NO_FLOOR };
-    } else {
-      this._floor = { ...this._pos };
+      return false;
     }
+    // A position above the newest id the server has can only come from history it no longer has (its inbox was
+    // restored from a backup, which gives those ids again): resume from its newest, or every new notification
+    // up to the old position would be dropped as a duplicate.
+    let lowered = false;
+    for (const chain of ['targeted', 'broadcast'] as const) {
+      if (this._pos[chain] > latest[chain]) {
+        this._pos[chain] = latest[chain];
+        lowered = true;
+      }
+    }
+    this._floor = { ...this._pos };
+    return lowered;
   }
 
   /** Record a notification. False when it is a duplicate (drop it). */

@@ -59,6 +59,23 @@ describe.skipIf(reason !== null)('live notifications against a real gateway', ()
     expect(states).toEqual(['connecting', 'connected']); // no reconnect
   });
 
+  it("resumes from the server's newest ids when its saved position is above them (an inbox restored from a backup)", async () => {
+    const user = newUser();
+    // Ids this server has not given yet: as after a restore, which gives the ids after the backup's newest again.
+    const above = (await notify(gw, newUser())).id + 1000;
+    const client = track(testClient(gw, user, { since: { targeted: above, broadcast: above } }));
+    const got: number[] = [];
+    const stale: string[] = [];
+    client.on('notification', ({ notification }) => got.push(notification.id));
+    client.on('stale', ({ reason }) => stale.push(reason));
+    client.connect();
+    await connected(client);
+    const sent = await notify(gw, user);
+    await vi.waitFor(() => expect(got).toEqual([sent.id]), { timeout: 5000 }); // before: dropped as a duplicate
+    expect(client.position!.targeted).toBe(sent.id);
+    expect(stale).toEqual(['reconnect']); // what the app fetched before may be from the old history
+  });
+
   it('types bodies per event_type (stage.accepted fixture routed to payload.student_user_id)', async () => {
     type Bodies = { 'stage.accepted': { payload: { stage_id: string; service_name: string } } };
     const f = fixture('medtrack-stage-accepted.json');

@@ -63,6 +63,14 @@ describe('Cursors', () => {
     expect(c.accept(t(11))).toBe(true);
   });
 
+  it('a position above the newest ids of the server (its inbox restored from a backup) is lowered to them', () => {
+    const c = new Cursors({ targeted: 120, broadcast: 7 });
+    expect(c.baseline(ready(54, 9))).toBe(true); // the targeted chain went back
+    expect(c.position).toEqual({ targeted: 54, broadcast: 7 });
+    expect(c.accept(t(55))).toBe(true); // a new notification reuses an id the client saw before the restore
+    expect(c.baseline(ready(55, 9))).toBe(false); // a later session at or above it: nothing lowered
+  });
+
   it('advance() moves each cursor forward, never back, and drops what the replay covered', () => {
     const c = new Cursors({ targeted: 3, broadcast: 9 });
     c.advance(replayed(8, 5));

@@ -151,3 +151,9 @@ fn run(conn: Connection, watch: Arc<WalWatch>) {
 pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
+
+/// Copy every commit into the database file and empty the WAL (at close); whether it completed (`false`: a reader
+/// kept it from finishing within the busy timeout).
+pub(super) fn checkpoint_truncate(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).map(|busy| busy == 0)
+}
