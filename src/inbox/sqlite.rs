@@ -391,17 +391,26 @@ impl SqliteStore {
         };
         let mut conn = open_through(path, vfs).map_err(store_error)?;
         // No automatic checkpoint on the writer: the checkpointer thread does them (`checkpointer`), on its own
-        // connection, woken by the writer's WAL hook (installed below, after the migrations).
+        // connection, woken by the writer's WAL hook (installed below, after the migrations). `secure_delete`:
+        // what the writer deletes (an erase, retention) is overwritten with zeros, in its pages and in the pages
+        // it frees, not left readable in the file (GDPR); it costs writes only where rows are deleted.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0;",
+             PRAGMA cache_size = -{cache_kib}; PRAGMA wal_autocheckpoint = 0; PRAGMA secure_delete = ON;",
             cache_kib = settings.sqlite_cache_mib * 1024
         ))
         .map_err(store_error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
-        Migrations::from_slice(MIGRATIONS)
-            .to_latest(&mut conn)
-            .map_err(|e| StoreError::Internal(format!("migrations: {e}")))?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn).map_err(|e| match e {
+            rusqlite_migration::Error::MigrationDefinition(
+                rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+            ) => StoreError::Internal(format!(
+                "{} was migrated by a newer release (schema past version {}, the newest this release knows): run                  that release, or restore the backup taken before the upgrade",
+                path.display(),
+                MIGRATIONS.len()
+            )),
+            e => StoreError::Internal(format!("migrations: {e}")),
+        })?;
         let file = DbFile::opened(path)?;
         let wal = checkpointer::WalWatch::new(wal_pages);
         checkpointer::spawn(path, wal.clone(), checkpointer_vfs)
@@ -1665,7 +1674,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         for i in 0..50 {
-            let w = Write::Notify(crate::inbox::contract::draft(&format!("close-{i}"), Recipients::Users(vec!["u".into()])));
+            let w = Write::Notify(crate::inbox::contract::draft(
+                &format!("close-{i}"),
+                Recipients::Users(vec!["u".into()]),
+            ));
             store.apply(vec![w]).await.unwrap();
         }
         store.close().await;
@@ -1678,6 +1690,40 @@ mod tests {
         let rows: i64 = c.query_row("SELECT count(*) FROM notifications", [], |r| r.get(0)).unwrap();
         let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!((rows, check.as_str()), (50, "ok"));
+    }
+
+    /// What an erase deletes is not left readable in the database file (before: titles, bodies and aliases of an
+    /// erased user stayed in free pages and in pages' free space, and in every backup taken later).
+    #[tokio::test]
+    async fn an_erased_users_content_is_overwritten_in_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for i in 0..40 {
+            let mut n = crate::inbox::contract::draft(&format!("secret-{i}"), Recipients::Users(vec!["erased".into()]));
+            n.content = format!("the-erased-users-secret-{i}");
+            store.apply(vec![Write::Notify(n)]).await.unwrap();
+        }
+        let kept = crate::inbox::contract::draft("kept", Recipients::Users(vec!["kept".into()]));
+        store.apply(vec![Write::Notify(kept)]).await.unwrap();
+        let erase = Write::Purge { event_id: "erase".into(), users: vec!["erased".into()] };
+        store.apply(vec![erase]).await.unwrap();
+        store.close().await; // everything into the file, the WAL emptied
+        let bytes = std::fs::read(dir.path().join("inbox.db")).unwrap();
+        let found = bytes.windows(24).any(|w| w == b"the-erased-users-secret-");
+        assert!(!found, "an erased user's content is still in the file");
+    }
+
+    /// An inbox a newer release migrated is refused in words (it was `MigrationDefinition(DatabaseTooFarAhead)`).
+    #[tokio::test]
+    async fn an_inbox_migrated_by_a_newer_release_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        open(&dir).close().await;
+        let c = Connection::open(dir.path().join("inbox.db")).unwrap();
+        c.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1).unwrap();
+        drop(c);
+        let e = SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, None).err().unwrap();
+        let e = e.to_string();
+        assert!(e.contains("newer release") && e.contains("restore the backup"), "{e}");
     }
 
     #[tokio::test]
