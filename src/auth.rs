@@ -339,6 +339,11 @@ impl Authenticator {
     pub fn verify_bearer(&self, token: &str) -> Result<Principal, AuthError> {
         match self.service_key(token) {
             Some(k) => Ok(Principal::Service { key_id: k.id.clone(), grant: k.grant.clone() }),
+            // Not a JWT at all: most likely a service key this gateway does not have (a typo, another
+            // environment's key), which the JWT's own wording would hide.
+            None if token.split('.').count() != 3 => Err(AuthError::Invalid(
+                "not a service key this gateway knows, nor a user token (a JWT: header.claims.signature)".into(),
+            )),
             None => self.verify_user(token),
         }
     }

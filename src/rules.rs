@@ -343,9 +343,19 @@ impl Field {
         if !["{{", "{%", "{#"].iter().any(|open| source.contains(open)) {
             return Ok(Field::Literal(source.trim().to_owned()));
         }
-        let name = format!("{rule}\u{0}{field}");
+        // The name errors show: `(in rule `r` title:1)`.
+        let name = format!("rule `{rule}` {field}");
         let path = BodyPath::parse(&source);
         templates.add_template_owned(name.clone(), source)?;
+        // A filter, test or function name is looked up when the template runs: run it once over no event, so a
+        // misspelt one (`| defualt`) is refused at load (`rules check`, a reload) and not on every event. Only in
+        // what runs without a body: a branch a missing value skips is not checked.
+        if let Err(e) = templates.get_template(&name)?.render(()) {
+            use minijinja::ErrorKind::{UnknownFilter, UnknownFunction, UnknownTest};
+            if matches!(e.kind(), UnknownFilter | UnknownTest | UnknownFunction) {
+                return Err(e);
+            }
+        }
         Ok(match path {
             Some(path) => Field::Path { template: name, path },
             None => Field::Template(name),
@@ -865,6 +875,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A misspelt filter, test or function is refused when the rules load (`rules check`, a reload), not found
+    /// on every event as a dead letter; the error names the rule and the field in words (it held a NUL byte).
+    #[test]
+    fn a_misspelt_filter_test_or_function_is_refused_at_load_naming_the_rule_and_field() {
+        let rule = |title: &str| format!("[[rule]]\nname = \"paid\"\nto = [\"/u\"]\ntitle = \"{title}\"\n");
+        for (title, what) in [
+            ("{{ amount | defualt('0') }}", "defualt"),
+            ("{% if amount is numbr %}x{% endif %}", "numbr"),
+            ("{{ rnage(3) }}", "rnage"),
+        ] {
+            let e = Rules::parse(&rule(title)).unwrap_err().to_string();
+            assert!(e.contains(what) && e.contains("rule `paid` title") && !e.contains('\u{0}'), "{title}: {e}");
+        }
+        // Undefined values are not errors at load (they render empty), and known filters pass.
+        Rules::parse(&rule("{{ amount | default('0') }} {{ missing.deeper }}")).unwrap();
+    }
+
     /// Before, a missing file loaded the shipped rules — also on reload, so renaming the rules file away and
     /// reloading swapped an operator's one rule for the shipped fourteen (a GDPR erase among them).
     #[test]
@@ -1059,8 +1086,8 @@ mod tests {
         let r = &rules.rules[0];
         assert_eq!(r.fields[1], Field::Literal("Hello {there} %".into()));
         assert_eq!(r.fields[0], Field::Literal("info".into()), "the default type");
-        assert_eq!(r.fields[2], Field::Template("r\u{0}content".into()), "a comment is template syntax");
-        assert!(rules.templates.get_template("r\u{0}title").is_err(), "a literal is not compiled");
+        assert_eq!(r.fields[2], Field::Template("rule `r` content".into()), "a comment is template syntax");
+        assert!(rules.templates.get_template("rule `r` title").is_err(), "a literal is not compiled");
         let Route::Notify(d) = rules.route(&event(json!({"u": "ann", "name": "Ann"}))).unwrap() else {
             panic!("a notify rule")
         };

@@ -23,8 +23,11 @@ use crate::event::{decode, DecodeError, Envelope};
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
 
+/// Unknown parameters are refused (`400 bad_query`): a misspelt `?exchang=` would otherwise route the event as if
+/// posted to no exchange, and no exchange-scoped rule would match it, silently.
 #[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct IngestQuery {
     /// The routing key the event would have on the broker (e.g. `availability.closed.7`); rules match on it.
     /// Default: the event's own `event_type`, `event_name` or `_meta.routing_key`.
@@ -53,10 +56,10 @@ enum Allowed {
         IngestQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "The event id: the same key posted again is stored once (`duplicate`). In a batch each element gets `key:index`.")
     ),
-    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing."),
+    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422)."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
-        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`).", body = ErrorBody),
         (status = 403, description = "A service key without `publish`, or an event outside the key's `exchanges` / `routing_keys` (`insufficient_scope`; nothing of the request is stored).", body = ErrorBody),
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
@@ -89,10 +92,10 @@ pub async fn ingest(
         IngestQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "The event id: the same key posted again is stored once (`duplicate`). In a batch each element gets `key:index`.")
     ),
-    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing."),
+    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422)."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
-        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
         (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
@@ -198,7 +201,17 @@ async fn handle(
     }
 
     let origin = crate::trace::Origin::http((!key.is_empty()).then(|| key.to_owned()));
-    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
+    let idempotency_key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => Some(k).filter(|k| !k.is_empty()),
+        // Ignoring it would store the event under its body's digest: a retry with a changed body stored twice.
+        Some(Err(_)) => {
+            return Err(ApiError::BadRequest {
+                code: "bad_idempotency_key",
+                message: "Idempotency-Key must be visible ASCII (percent-encode anything else)".into(),
+            })
+        }
+    };
     let single = items.len() == 1;
     let mut prepared = Vec::with_capacity(items.len());
     for (i, raw) in items.into_iter().enumerate() {

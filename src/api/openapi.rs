@@ -260,7 +260,7 @@ pub enum UserId {
 })))]
 pub struct Event(pub serde_json::Map<String, serde_json::Value>);
 
-/// One event, or an array of 1 to 1000 events (all or nothing).
+/// One event, or an array of 1 to 1000 events (all or nothing, except an unresolved alias: see the 422).
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum IngestBody {

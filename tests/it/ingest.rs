@@ -210,3 +210,31 @@ async fn the_same_idempotency_key_from_two_service_keys_is_two_events() {
     assert_eq!(gw.inbox("idem-a").await["items"].as_array().unwrap().len(), 1);
     assert_eq!(gw.inbox("idem-b").await["items"].as_array().unwrap().len(), 1);
 }
+
+/// What a publisher gets wrong is said, not silently worked around: a misspelt query parameter (before: ignored,
+/// so `?exchang=billing` routed the event as posted to no exchange), an `Idempotency-Key` that is not visible
+/// ASCII (before: ignored, the event deduped on its body's digest instead), and a key the gateway does not know
+/// (before: "not a JWT", which points a service at the wrong thing).
+#[tokio::test]
+async fn a_misspelt_parameter_an_unusable_idempotency_key_and_an_unknown_key_are_said() {
+    let gw = spawn_gateway().await;
+    let body = json!({"user_id": "u-said", "title": "t", "message": "m", "type": "info"});
+    let post = |query: &'static str, key: &'static str| {
+        gw.raw().post(gw.url(&format!("/api/v1/events{query}"))).bearer_auth(key).json(&body)
+    };
+    let r = post("?exchang=sgad.notifications", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"] == "bad_query" && e["message"].as_str().unwrap().contains("exchang"), "{e}");
+
+    let key = reqwest::header::HeaderValue::from_bytes("clé".as_bytes()).unwrap();
+    let r = post("?exchange=sgad.notifications", SERVICE_KEY).header("idempotency-key", key).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_idempotency_key");
+
+    let r = post("?exchange=sgad.notifications", "a-key-from-another-environment").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["message"].as_str().unwrap().contains("not a service key this gateway knows"), "{e}");
+    assert!(gw.inbox("u-said").await["items"].as_array().unwrap().is_empty(), "nothing was stored");
+}

@@ -729,7 +729,7 @@ export interface components {
             next_before: number | null;
             has_more: boolean;
         };
-        /** @description One event, or an array of 1 to 1000 events (all or nothing). */
+        /** @description One event, or an array of 1 to 1000 events (all or nothing, except an unresolved alias: see the 422). */
         IngestBody: components["schemas"]["Event"] | components["schemas"]["Event"][];
         /**
          * @description A refused ingest (`422`): an error body; for `unresolved_recipient`, also what became of each event (the
@@ -2089,7 +2089,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing. */
+        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["IngestBody"];
@@ -2105,7 +2105,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestResults"];
                 };
             };
-            /** @description Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`). */
+            /** @description Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3169,7 +3169,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing. */
+        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["IngestBody"];
@@ -3185,7 +3185,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestResults"];
                 };
             };
-            /** @description Not JSON or not UTF-8, a body the client cut short, or a bad query (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`); in a batch the message names the element (`event [i]: ...`). */
+            /** @description Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`). */
             400: {
                 headers: {
                     [name: string]: unknown;
