@@ -232,7 +232,7 @@ async fn a_key_scoped_to_other_exchanges_cannot_erase_an_inbox() {
     })
     .await;
     let welcome = json!({"event_type": "user.registered", "user_id": "alice"});
-    let resp = gw.post_event("sgad.users", "", &welcome).await;
+    let resp = gw.post_event("events.topic", "", &welcome).await;
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
     let erase = json!({"payload": {"user_id": "alice"}});
     let resp = gw

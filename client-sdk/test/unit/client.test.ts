@@ -449,7 +449,7 @@ describe('stale: refetch counts and pages', () => {
     const reasons = staleOf(client);
     client.connect();
     await settle();
-    WS.last.receive(readyFrame(20));
+    WS.last.receive(readyFrame(20, 25_000, 2));
     WS.last.receive({ type: 'truncated', since: 3, since_broadcast: 2, oldest_id: 17 });
     WS.last.receive(notificationFrame(17, 'x', {}, 9));
     WS.last.receive(replayedFrame(20, 2));
