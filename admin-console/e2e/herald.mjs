@@ -1,6 +1,6 @@
 // Test helpers: a real Herald serving the built console at /admin (with RabbitMQ ingest when
 // HERALD_TEST_AMQP_URL is set), and Debian's chromium driven by playwright-core.
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +26,21 @@ export const KEYS = {
  * it consumes `${prefix}.events` from the topic exchange `${prefix}.x` (bound to `stage.*` and `student.*`),
  * dead-lettering to `${prefix}.dead`.
  */
+/**
+ * The shipped rules; with `amqp`, the MedTrack rules (which name the exchanges MedTrack publishes on) also take
+ * the test's own exchange, as an operator adds theirs. Returns the file's path.
+ */
+function rulesFor(dir, amqp) {
+  const shipped = join(REPO, 'config', 'rules.toml');
+  if (!amqp) return shipped;
+  const medtrack = 'exchanges = ["events.topic", "medtrack.events", ""]';
+  const text = readFileSync(shipped, 'utf8');
+  if (!text.includes(medtrack)) throw new Error(`config/rules.toml no longer has ${medtrack}`);
+  const path = join(dir, 'rules.toml');
+  writeFileSync(path, text.replaceAll(medtrack, `exchanges = ["events.topic", "medtrack.events", "", "${amqp.prefix}.x"]`));
+  return path;
+}
+
 export async function startHerald({ amqp } = {}) {
   const bin = resolve(CONSOLE, process.env.HERALD_BIN ?? '../target/debug/herald');
   if (!existsSync(bin)) throw new Error(`no Herald binary at ${bin}: run \`cargo build --bin herald\` or set HERALD_BIN`);
@@ -53,7 +68,7 @@ export async function startHerald({ amqp } = {}) {
     `url = ${s(`sqlite://${join(dir, 'herald.db')}`)}`,
     'synchronous = "normal"',
     '[rules]',
-    `path = ${s(join(REPO, 'config', 'rules.toml'))}`,
+    `path = ${s(rulesFor(dir, amqp))}`,
   ];
   if (amqp) {
     lines.push(
