@@ -892,11 +892,14 @@ fn list_vars_toml(env: &mut std::collections::HashMap<String, String>) -> Option
     let mut doc = toml::Table::new();
     for key in LIST_KEYS {
         let Some(raw) = env.remove(&format!("HERALD__{}", key.replace('.', "__").to_uppercase())) else { continue };
-        let items = raw.split(',').map(str::trim).filter(|_| !raw.trim().is_empty());
+        let items: Vec<toml::Value> = match raw.trim().is_empty() {
+            true => Vec::new(),
+            false => raw.split(',').map(|s| s.trim().into()).collect(),
+        };
         let (section, name) = key.split_once('.').expect("section.key");
         let table = doc.entry(section).or_insert_with(|| toml::Table::new().into());
         if let toml::Value::Table(t) = table {
-            t.insert(name.into(), toml::Value::Array(items.map(|s| s.into()).collect()));
+            t.insert(name.into(), toml::Value::Array(items));
         }
     }
     (!doc.is_empty()).then(|| doc.to_string())

@@ -27,12 +27,6 @@
 
 mod link;
 
-/// Check `cluster.redis_url` the way the client will read it, without connecting (config validation: `serve`
-/// would otherwise refuse a URL `check-config` passed).
-pub fn check_urls(settings: &ClusterSettings) -> Result<(), String> {
-    link::Connector::new(settings).map(drop)
-}
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +45,12 @@ use crate::config::{ClusterSettings, PubSubMode};
 use crate::registry::{PresenceHook, Registry, ResyncReason, Wakes};
 use crate::telemetry::Health;
 use crate::trace::Recorder;
+
+/// Check `cluster.redis_url` the way the client will read it, without connecting (config validation: `serve`
+/// would otherwise refuse a URL `check-config` passed).
+pub fn check_urls(settings: &ClusterSettings) -> Result<(), String> {
+    Connector::new(settings).map(drop)
+}
 
 /// Reconnects: 100 ms doubling to at most 10 s (the n-th consecutive failure, 1-based), jittered.
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));

@@ -201,15 +201,13 @@ impl Pipeline {
                 p.trace.map(|r| Traced { r, exchange: p.exchange, routing_key: p.routing_key, recipients: Vec::new() });
             match p.action {
                 Action::Write { write } => {
+                    let mut traced = traced;
                     if let Write::Purge { users, .. } = &write {
                         erased.extend(users.iter().cloned());
-                    }
-                    let traced = traced.map(|mut t| {
-                        if let Write::Purge { users, .. } = &write {
+                        if let Some(t) = traced.as_mut() {
                             t.recipients = users.clone();
                         }
-                        t
-                    });
+                    }
                     writes.push(write);
                     slots.push((p.event_id, None, traced));
                 }
