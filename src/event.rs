@@ -35,6 +35,11 @@ pub struct Event {
     pub id: String,
     /// What the store dedupes on: `id` in its scope.
     pub dedupe_key: DedupeKey,
+    /// The producer named the event (AMQP `message_id`, `Idempotency-Key`, the body's `event_id`/`id`): that id
+    /// is its identity, which a rule's `dedupe_key` does not replace. `false` for a digest of the body.
+    pub named: bool,
+    /// Who published it over HTTP (`service:<key id>` or `user:<id>`); `None` over AMQP. Scopes a rule's key.
+    pub caller: Option<String>,
     pub exchange: String,
     pub routing_key: String,
     pub event_type: String,
@@ -102,9 +107,14 @@ impl DedupeKey {
         DedupeKey::of("body-id", &[exchange, scope, id])
     }
 
-    /// A rule's `dedupe_key` (already namespaced by the rule's name): the event's meaning, not its bytes.
-    pub fn rule(key: &str) -> DedupeKey {
-        DedupeKey::of("rule", &[key])
+    /// A rule's `dedupe_key` (already namespaced by the rule's name): the event's meaning, not its bytes, scoped
+    /// by where it was published and who published it, as a body id is: an event posted by one caller or on
+    /// another exchange never uses up the key of another producer's event.
+    pub fn rule(exchange: &str, caller: Option<&str>, key: &str) -> DedupeKey {
+        match caller {
+            Some(caller) => DedupeKey::of("rule-by", &[exchange, caller, key]),
+            None => DedupeKey::of("rule", &[exchange, key]),
+        }
     }
 
     fn of(tag: &str, parts: &[&str]) -> DedupeKey {
@@ -225,27 +235,29 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
             id
         }
     };
-    let (id, dedupe_key) = if let Some(m) = env.message_id.filter(|m| !m.is_empty()) {
+    let (id, dedupe_key, named) = if let Some(m) = env.message_id.filter(|m| !m.is_empty()) {
         let id = shorten(m.to_owned());
         let key = match env.caller {
             Some(caller) => DedupeKey::idempotency_key(caller, &id),
             None => DedupeKey::global(&id),
         };
-        (id, key)
+        (id, key, true)
     } else if let Some(id) = body.get("event_id").and_then(id_string).or_else(|| body.get("id").and_then(id_string)) {
         let id = shorten(id);
         let scope = if routing_key.is_empty() { &event_type } else { &routing_key };
         let key = DedupeKey::body_id(env.exchange, scope, &id);
-        (id, key)
+        (id, key, true)
     } else {
         let id = digest(env.exchange, &routing_key, raw.get());
         let key = DedupeKey::global(&id);
-        (id, key)
+        (id, key, false)
     };
 
     Ok(Event {
         id,
         dedupe_key,
+        named,
+        caller: env.caller.map(str::to_owned),
         exchange: env.exchange.to_owned(),
         routing_key,
         event_type,
@@ -363,6 +375,25 @@ mod tests {
             DedupeKey::body_id("a", "b:c", "d"),
             "parts cannot run together"
         );
+    }
+
+    #[test]
+    fn a_rules_key_is_scoped_by_exchange_and_caller_and_only_unnamed_events_take_one() {
+        let k = DedupeKey::rule("sgad.matches", None, "r:m-1");
+        assert_eq!(k, DedupeKey::rule("sgad.matches", None, "r:m-1"));
+        assert_ne!(k, DedupeKey::rule("billing.x", None, "r:m-1"), "another exchange is another producer");
+        assert_ne!(k, DedupeKey::rule("sgad.matches", Some("service:b"), "r:m-1"), "an HTTP caller scopes it");
+        assert_ne!(
+            DedupeKey::rule("x", Some("service:a"), "k"),
+            DedupeKey::rule("x", Some("service:b"), "k"),
+            "one caller's events never use up another's keys"
+        );
+        let named = |e: Envelope<'_>, body: &[u8]| decode_bytes(e, body, 1000).unwrap().named;
+        let amqp =
+            |id: Option<&'static str>| Envelope { exchange: "x", routing_key: Some("k"), message_id: id, caller: None };
+        assert!(named(amqp(Some("M")), b"{}"), "an AMQP message_id names the event");
+        assert!(named(amqp(None), br#"{"event_id":"e"}"#), "so does a body id");
+        assert!(!named(amqp(None), br#"{"a":1}"#), "a digest does not");
     }
 
     #[test]

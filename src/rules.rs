@@ -377,6 +377,11 @@ impl std::fmt::Debug for Rules {
 
 const FIELDS: [&str; 5] = ["type", "title", "content", "related_type", "related_id"];
 
+/// The field name of a rule's `dedupe_key`, which ends its template's name (`rule `r` dedupe_key`).
+const DEDUPE_KEY_FIELD: &str = "dedupe_key";
+/// What a dedupe key printing a missing value fails with.
+const MISSING_KEY_PART: &str = "the dedupe key prints a value this event does not have";
+
 impl Rules {
     /// Load `path`; a file that does not exist is an error (a reload keeps the rules in force).
     pub fn load(path: &Path) -> Result<Rules, RulesError> {
@@ -408,6 +413,14 @@ impl Rules {
             toml_from_str(text).map_err(|message| RulesError::File { path: "<rules>".into(), message })?;
         let mut templates = Environment::new();
         templates.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // A dedupe key that prints a value the event lacks (or a null) would make every such event one: it fails
+        // instead, and the event keeps its own id (`Rules::route_by`). Other fields print nothing for those.
+        templates.set_formatter(|out, state, value| {
+            if state.name().ends_with(DEDUPE_KEY_FIELD) && (value.is_undefined() || value.is_none()) {
+                return Err(minijinja::Error::new(minijinja::ErrorKind::UndefinedError, MISSING_KEY_PART));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         let mut rules = Vec::with_capacity(file.rules.len());
         let mut names = std::collections::HashSet::new();
         for spec in file.rules {
@@ -444,7 +457,7 @@ impl Rules {
                 }
             }
             let mut optional =
-                [("event_type", &spec.event_type), ("dedupe_key", &spec.dedupe_key)].map(|(field, source)| {
+                [("event_type", &spec.event_type), (DEDUPE_KEY_FIELD, &spec.dedupe_key)].map(|(field, source)| {
                     source
                         .as_ref()
                         .map(|t| {
@@ -584,11 +597,12 @@ impl Rules {
                     None => raw_null(),
                 };
                 let event_type = rule.event_type.as_ref().map(|f| render("event_type", f)).transpose()?;
-                let dedupe_key = match &rule.dedupe_key {
-                    Some(f) => {
-                        Some(render("dedupe_key", f)?).filter(|k| !k.is_empty()).map(|k| format!("{}:{k}", rule.name))
-                    }
-                    None => None,
+                let dedupe_key = match rule.dedupe_key.as_ref().map(|f| render(DEDUPE_KEY_FIELD, f)) {
+                    Some(Ok(k)) if !k.is_empty() => Some(format!("{}:{k}", rule.name)),
+                    // Empty, or printing a value this event lacks: the event keeps its own id.
+                    Some(Ok(_)) | None => None,
+                    Some(Err(RouteError::Template { message, .. })) if message.contains(MISSING_KEY_PART) => None,
+                    Some(Err(e)) => return Err(e),
                 };
                 let aliases = rule
                     .aliases

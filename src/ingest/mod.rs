@@ -160,8 +160,12 @@ impl Pipeline {
             Route::Notify(d) => Action::Write {
                 write: Write::Notify(NewNotification {
                     event_id: event.id.clone(),
-                    // A rule's semantic key replaces the event's own (a re-publish with a fresh timestamp).
-                    dedupe_key: d.dedupe_key.as_deref().map(DedupeKey::rule).unwrap_or(event.dedupe_key),
+                    // A rule's semantic key replaces the digest of an event its producer did not name (a
+                    // re-publish with a fresh timestamp), never an id the producer gave.
+                    dedupe_key: match d.dedupe_key.as_deref() {
+                        Some(key) if !event.named => DedupeKey::rule(&event.exchange, event.caller.as_deref(), key),
+                        _ => event.dedupe_key,
+                    },
                     recipients: d.recipients,
                     kind: d.kind,
                     title: d.title,

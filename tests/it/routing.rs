@@ -82,6 +82,7 @@ fn check(name: &str, case: &Value, rules: &Rules) {
                         d.aliases.iter().map(|a| json!({"kind": a.kind, "alias": a.alias, "user": a.user})).collect();
                     field("aliases", json!(aliases));
                     field("data", serde_json::from_str(d.data.get()).unwrap());
+                    field("dedupe_key", json!(d.dedupe_key));
                 }
                 Route::Purge(users) => {
                     field("action", json!("purge"));

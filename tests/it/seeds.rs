@@ -152,6 +152,43 @@ async fn a_re_published_medtrack_event_with_a_fresh_timestamp_notifies_once() {
 }
 
 #[tokio::test]
+async fn a_rules_dedupe_key_never_overrides_an_id_the_producer_gave() {
+    let gw = spawn_gateway().await;
+    let f = fixture("sgad-availability-closed.json");
+    let (exchange, key) = (f["exchange"].as_str().unwrap(), f["routing_key"].as_str().unwrap());
+    let post = |id: &'static str| {
+        gw.post(&format!("/api/v1/events?exchange={exchange}&routing_key={key}"), SERVICE_KEY)
+            .header("Idempotency-Key", id)
+            .json(&f["body"])
+            .send()
+    };
+    // The same week closed twice, each close named by its producer: two events, not one.
+    let first: Value = post("close-1").await.unwrap().json().await.unwrap();
+    let second: Value = post("close-2").await.unwrap().json().await.unwrap();
+    assert_eq!(first["results"][0]["status"], "stored", "{first}");
+    assert_eq!(second["results"][0]["status"], "stored", "another id is another event: {second}");
+    let again: Value = post("close-2").await.unwrap().json().await.unwrap();
+    assert_eq!(again["results"][0]["status"], "duplicate", "the same id is the same event: {again}");
+    // Unnamed, the week closed again later is a new event; the same close re-serialised is not.
+    let mut reclosed = f["body"].clone();
+    reclosed["closed_at"] = "2025-10-24T09:00:00.000000".into();
+    let third: Value = gw.post_event(exchange, key, &reclosed).await.json().await.unwrap();
+    assert_eq!(third["results"][0]["status"], "stored", "{third}");
+    let text = serde_json::to_string_pretty(&reclosed).unwrap();
+    let reserialised: Value = gw
+        .post(&format!("/api/v1/events?exchange={exchange}&routing_key={key}"), SERVICE_KEY)
+        .header("content-type", "application/json")
+        .body(text)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reserialised["results"][0]["status"], "duplicate", "{reserialised}");
+}
+
+#[tokio::test]
 async fn a_stage_event_for_a_student_nobody_introduced_yet_is_422_and_stored_once_the_alias_is_known() {
     let gw = spawn_gateway().await;
     let resp = gw.post_fixture_raw("medtrack-stage-created-core.json").await;
