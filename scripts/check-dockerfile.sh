@@ -406,11 +406,19 @@ def check_runtime(stage, root, herald_bin):
         translated = WORK / "image-base.toml"
         translated.write_text(text)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD")}
-        r = subprocess.run([herald_bin, "check-config"], env=dict(clean, HERALD_BASE_CONFIG=str(translated)),
-                           capture_output=True, text=True)
+        image = dict(clean, HERALD_BASE_CONFIG=str(translated))
+        # As a bare `docker run` starts it: the repository's public development secret and key are refused.
+        r = subprocess.run([herald_bin, "check-config"], env=image, capture_output=True, text=True)
+        if r.returncode == 0 or "development" not in r.stdout + r.stderr:
+            fail(f"runtime: the image's base file accepted the development secrets: {r.stdout}{r.stderr}")
+        # With the operator's secrets, as the README's Docker section says to run it.
+        secrets = {"HERALD__AUTH__JWT_SECRET": "image-check-" + "s" * 32,
+                   "HERALD__AUTH__SERVICE_KEYS": "image-check-key-" + "k" * 24}
+        r = subprocess.run([herald_bin, "check-config"], env=dict(image, **secrets), capture_output=True, text=True)
         if r.returncode != 0:
             fail(f"runtime: herald check-config with the image's base file: {r.stdout}{r.stderr}")
-        log(f"runtime: {r.stdout.strip()} (herald check-config, the image's {base_path})")
+        log(f"runtime: {r.stdout.strip()} (herald check-config, the image's {base_path}, operator secrets; "
+            "refused without them)")
 
 
 def main():

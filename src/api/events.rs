@@ -19,6 +19,7 @@ use super::error::ErrorBody;
 use super::{error, ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
+use crate::ingest::MAX_STORED_BYTES_PER_EVENT;
 
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
@@ -214,6 +215,7 @@ async fn handle(
     };
     let single = items.len() == 1;
     let mut prepared = Vec::with_capacity(items.len());
+    let mut stored_bytes = 0usize;
     for (i, raw) in items.into_iter().enumerate() {
         let where_ = if single { String::new() } else { format!("event [{i}]: ") };
         // One key for a batch: each element gets `key:index`, so a retried batch dedupes element by element.
@@ -242,6 +244,18 @@ async fn handle(
             .pipeline
             .prepare(event, &origin)
             .map_err(|e| ApiError::Unprocessable { code: e.reason(), message: format!("{where_}{e}") })?;
+        // Each event is bounded, and so is the request: a batch of events each just under the bound would store
+        // a thousand times as much.
+        stored_bytes = stored_bytes.saturating_add(p.stored_bytes);
+        if stored_bytes > MAX_STORED_BYTES_PER_EVENT {
+            return Err(ApiError::Unprocessable {
+                code: "too_much_to_store",
+                message: format!(
+                    "{where_}the request's events would store {stored_bytes} bytes of notifications; at most \
+                     {MAX_STORED_BYTES_PER_EVENT} per request: send fewer events or recipients per request"
+                ),
+            });
+        }
         prepared.push(p);
     }
 

@@ -31,6 +31,8 @@ pub struct Prepared {
     action: Action,
     /// Its reception, for the trace (`None` when tracing is off).
     trace: Option<Box<Received>>,
+    /// What its notifications' rows hold, in bytes ([`check_sizes`]): a request's events are bounded together.
+    pub stored_bytes: usize,
 }
 
 // `Write` is nearly every action: boxing it to shrink `Live`/`Skip` would allocate once per event.
@@ -104,8 +106,9 @@ pub struct Pipeline {
     max_frame: usize,
 }
 
-/// Bytes one event may store in all (its notifications' rows: the body, data and texts once per recipient), so a
-/// list of recipients cannot turn one request into gigabytes of rows.
+/// Bytes one event — and one HTTP request, whatever events it holds — may store in all (its notifications' rows:
+/// the body, data and texts once per recipient), so a list of recipients cannot turn one request into gigabytes
+/// of rows.
 pub const MAX_STORED_BYTES_PER_EVENT: usize = 16 << 20;
 
 impl Pipeline {
@@ -151,7 +154,7 @@ impl Pipeline {
         let (rule, route) = rules.route_named(&event);
         let trace = self.trace.begin(origin, &event.event_type, rule, event.received_at);
         let route = route?;
-        check_sizes(rule, &route, &event, self.max_frame)?;
+        let stored_bytes = check_sizes(rule, &route, &event, self.max_frame)?;
         let action = match route {
             Route::Live(d) => {
                 let frame = live_frame(rule, &d, &event, self.max_frame)?;
@@ -190,7 +193,14 @@ impl Pipeline {
                 Action::Skip(Status::Unmatched)
             }
         };
-        Ok(Prepared { event_id: event.id, exchange: event.exchange, routing_key: event.routing_key, action, trace })
+        Ok(Prepared {
+            event_id: event.id,
+            exchange: event.exchange,
+            routing_key: event.routing_key,
+            action,
+            trace,
+            stored_bytes,
+        })
     }
 
     /// Commit in one durable batch. Outcomes are in input order. Fan-out happens in the store's commit
@@ -328,8 +338,8 @@ impl Traced {
 /// Refuse, before anything is stored, a notification whose frame could be over `max_frame` bytes (no session could
 /// carry it: stored, it would be replayed into every session of its recipients and fail each) and an event whose
 /// rows would store over [`MAX_STORED_BYTES_PER_EVENT`]. A live event's frame is checked once encoded.
-pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: usize) -> Result<(), RouteError> {
-    let Route::Notify(d) = route else { return Ok(()) };
+pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: usize) -> Result<usize, RouteError> {
+    let Route::Notify(d) = route else { return Ok(0) };
     let rule = || rule.unwrap_or_default().to_owned();
     let (rows, recipient, unresolved) = match &d.recipients {
         Recipients::Everyone => (1, None, 0),
@@ -355,7 +365,7 @@ pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: 
     if frame > max_frame {
         return Err(RouteError::NotificationTooLarge { rule: rule(), bytes: frame, max: max_frame });
     }
-    Ok(())
+    Ok(total)
 }
 
 /// A live event's one frame, refused (`notification_too_large`) when it is over `max_frame` bytes.
