@@ -294,6 +294,13 @@ impl Authenticator {
             ErrorKind::InvalidIssuer => AuthError::Invalid("the issuer (`iss`) is not the one accepted".into()),
             _ => AuthError::Invalid(e.to_string()),
         })?;
+        // RFC 7515 §4.1.11: a token naming critical extensions must be refused by a recipient that implements
+        // none of them (an issuer may use one to restrict the token); the library does not look.
+        if names_critical_extensions(token) {
+            return Err(AuthError::Invalid(
+                "the token names critical extensions (`crit`), which Herald implements none of".into(),
+            ));
+        }
         let claim = self.user_claim.name();
         let id = user_claim(claim, data.claims.get(claim))?;
         let expires_at = data
@@ -438,6 +445,17 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
+/// Whether a JWT's header (already verified as base64url JSON by the decode) holds `crit`.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
+        .is_some_and(|h| h.contains_key("crit"))
+}
+
 fn is_secret_key(raw: &str) -> bool {
     let decoded: String = form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| format!("{k}{v}")).collect();
     let key = decoded.trim().to_ascii_lowercase();
@@ -490,6 +508,22 @@ mod tests {
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
         assert!(matches!(a.verify_user(none), Err(AuthError::Invalid(_))));
         assert!(matches!(a.verify_user("garbage"), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_token_naming_critical_extensions_is_refused() {
+        use base64::Engine;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let signed = |header: Value| {
+            let message = format!("{}.{}", b64(header), b64(serde_json::json!({"sub": "u", "exp": future()})));
+            let key = EncodingKey::from_secret(&secret());
+            format!("{message}.{}", jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap())
+        };
+        let a = auth();
+        let plain = signed(serde_json::json!({"alg": "HS256", "typ": "JWT"}));
+        assert!(a.verify_user(&plain).is_ok(), "the same token without `crit` is accepted");
+        let crit = signed(serde_json::json!({"alg": "HS256", "crit": ["foo"], "foo": "bar"}));
+        assert!(matches!(a.verify_user(&crit), Err(AuthError::Invalid(m)) if m.contains("crit")));
     }
 
     #[test]

@@ -226,16 +226,55 @@ async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken)
     }
 }
 
-/// A connection URL fit for logs: the password replaced.
+/// A connection URL fit for logs: the password replaced, in the user info and in query parameters whose name
+/// says secret (`?password=`, `sslpassword=`, `token=`, …: sqlx and libpq take a password there too).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let secret = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            ["pass", "secret", "token", "key"].iter().any(|s| name.contains(s))
+        };
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if secret(name) => {
+                    out.push_str(name);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
             }
         }
-        _ => url.to_owned(),
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_password_in_the_user_info_or_in_a_query_parameter_is_masked() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=Pw1&sslmode=require&sslpassword=x"),
+            "postgres://u@h/db?password=***&sslmode=require&sslpassword=***"
+        );
+        assert_eq!(redact_url("redis://:pw@h:6379/0?PASSWORD=x"), "redis://:***@h:6379/0?PASSWORD=***");
+        assert_eq!(redact_url("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
+        assert_eq!(redact_url("sqlite:///var/lib/herald.db"), "sqlite:///var/lib/herald.db");
     }
 }

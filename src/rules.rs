@@ -42,6 +42,10 @@ pub enum RouteError {
     Template { rule: String, field: &'static str, message: String },
     #[error("rule `{rule}`: user id is {len} bytes, over the {max}-byte limit")]
     UserIdTooLong { rule: String, len: usize, max: usize },
+    /// A control character: no token can name such a user (`auth`'s rule for the user claim), so nobody could
+    /// ever read what was stored for it.
+    #[error("rule `{rule}`: user id `{id}` holds a control character, which no token can carry")]
+    InvalidUserId { rule: String, id: String },
     #[error("rule `{rule}`: {count} recipients, over the {max} one event may name (a broadcast reaches everyone)")]
     TooManyRecipients { rule: String, count: usize, max: usize },
     #[error(
@@ -68,6 +72,7 @@ impl RouteError {
             RouteError::MissingRecipient { .. } => "missing_user_id",
             RouteError::Template { .. } => "template_error",
             RouteError::UserIdTooLong { .. } => "user_id_too_long",
+            RouteError::InvalidUserId { .. } => "invalid_user_id",
             RouteError::UnresolvedRecipient { .. } => "unresolved_recipient",
             RouteError::TooManyRecipients { .. } => "too_many_recipients",
             RouteError::NotificationTooLarge { .. } => "notification_too_large",
@@ -700,6 +705,9 @@ impl Rule {
                     len: long.len(),
                     max: crate::event::MAX_ID_LEN,
                 });
+            }
+            if let Some(bad) = found.iter().find(|u| u.chars().any(char::is_control)) {
+                return Err(RouteError::InvalidUserId { rule: self.name.clone(), id: bad.escape_debug().to_string() });
             }
             if !found.is_empty() {
                 let mut users = found;

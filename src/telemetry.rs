@@ -21,7 +21,8 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Start logging. Safe to call more than once (later calls do nothing).
 pub fn init_tracing(s: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&s.filter));
+    let raw = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| EnvFilter::try_new(v).is_ok());
+    let filter = EnvFilter::new(capped(raw.as_deref().unwrap_or(&s.filter)));
     let json = match s.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -29,6 +30,26 @@ pub fn init_tracing(s: &LogSettings) {
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}
+
+/// Crates that log what passes through them at `trace`: WebSocket messages (a token sent in an `auth` frame,
+/// every notification) and AMQP frames (bodies, the broker's credentials).
+const PAYLOAD_LOGGERS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "lapin", "amq_protocol"];
+
+/// `filter` with those crates held at `debug` at most, unless it names them itself: `RUST_LOG=trace`, the way to
+/// debug Herald, must not write tokens and users' notifications to the log.
+fn capped(filter: &str) -> String {
+    let mut out = filter.to_owned();
+    for krate in PAYLOAD_LOGGERS {
+        if !filter.contains(krate) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(krate);
+            out.push_str("=debug");
+        }
+    }
+    out
 }
 
 /// The process-wide Prometheus handle.
@@ -311,5 +332,22 @@ mod tests {
         let text = handle.render();
         assert_eq!(ready(&text).as_deref(), Some("herald_ready 1"), "{text}");
         assert!(text.contains(r#"herald_component_ready{component="redis"} 0"#), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::capped;
+    use tracing_subscriber::EnvFilter;
+
+    #[test]
+    fn trace_logging_holds_the_crates_that_log_payloads_at_debug_unless_named() {
+        let f = capped("trace");
+        assert!(f.starts_with("trace,") && f.contains("tungstenite=debug") && f.contains("lapin=debug"), "{f}");
+        assert!(EnvFilter::try_new(&f).is_ok(), "{f}");
+        let named = capped("info,tungstenite=trace");
+        let directives: Vec<&str> = named.split(',').collect();
+        assert!(directives.contains(&"tungstenite=trace") && !directives.contains(&"tungstenite=debug"), "{named}");
+        assert!(capped("").starts_with("tungstenite=debug"), "an empty filter gets only the caps");
     }
 }

@@ -57,12 +57,32 @@ pub async fn fetch(base: &str, key: &str, query: &Query, json: bool) -> anyhow::
 "
         ));
     }
+    let not_a_trace = |e: serde_json::Error| anyhow::anyhow!("the gateway's answer is not a trace: {e}");
+    let mut answer: serde_json::Value = serde_json::from_str(&body).map_err(not_a_trace)?;
+    defang(&mut answer);
     let traces = match query {
-        Query::Event(_) => serde_json::from_str::<EventTraces>(&body).map(|t| t.traces),
-        Query::User { .. } => serde_json::from_str::<UserTraces>(&body).map(|t| t.traces),
+        Query::Event(_) => serde_json::from_value::<EventTraces>(answer).map(|t| t.traces),
+        Query::User { .. } => serde_json::from_value::<UserTraces>(answer).map(|t| t.traces),
     }
-    .map_err(|e| anyhow::anyhow!("the gateway's answer is not a trace: {e}"))?;
+    .map_err(not_a_trace)?;
     Ok(render_all(&traces))
+}
+
+/// Every control character in the answer's strings written as its escape (`\u{1b}`): event ids, routing keys
+/// and recipients come from publishers, and a terminal obeys the escape sequences they may hold (a cleared
+/// screen, a forged line).
+fn defang(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.chars().any(char::is_control) => {
+            *s = s
+                .chars()
+                .map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() })
+                .collect();
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(defang),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(defang),
+        _ => {}
+    }
 }
 
 /// An error and its causes, outermost first (`error sending request: … Connection refused`), where reqwest's own
@@ -191,6 +211,15 @@ pub fn render_all(traces: &[Trace]) -> String {
 mod tests {
     use super::*;
     use crate::trace::{ReadMark, SeenMark, TraceDelivery, Transport};
+
+    #[test]
+    fn control_characters_from_publishers_reach_the_terminal_escaped() {
+        let mut v = serde_json::json!({"event_id": "ok\u{1b}]0;T\u{7}\u{1b}[2J\nFAKE", "n": [1, "a\u{9b}b"]});
+        defang(&mut v);
+        assert_eq!(v["event_id"], "ok\\u{1b}]0;T\\u{7}\\u{1b}[2J\\u{a}FAKE");
+        assert_eq!(v["n"][1], "a\\u{9b}b", "C1 controls too");
+        assert_eq!(v["n"][0], 1);
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
