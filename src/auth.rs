@@ -38,7 +38,7 @@ use jwks::Jwks;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("no credentials: send a token as ?token=, Authorization: Bearer, or Sec-WebSocket-Protocol")]
+    #[error("no credentials: send `Authorization: Bearer <token or key>` (a WebSocket handshake also takes ?token= or Sec-WebSocket-Protocol)")]
     Missing,
     #[error("token expired")]
     Expired,

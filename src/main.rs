@@ -151,7 +151,16 @@ fn main() -> anyhow::Result<()> {
         Command::Rules { command: RulesCommand::Check { file, config } } => {
             let path = match file {
                 Some(f) => f,
-                None => load(config.as_deref())?.rules.path,
+                // What `serve` would start with: the default path absent means the rules shipped in the binary.
+                None => {
+                    let path = load(config.as_deref())?.rules.path;
+                    if path == std::path::Path::new(herald::rules::DEFAULT_RULES_PATH) && !path.exists() {
+                        let rules = herald::rules::Rules::load_at_start(&path)?;
+                        println!("no {}: the rules shipped in the binary, {} rules, ok", path.display(), rules.len());
+                        return Ok(());
+                    }
+                    path
+                }
             };
             anyhow::ensure!(path.is_file(), "{}: no such rules file", path.display());
             let rules = herald::rules::Rules::load(&path)?;

@@ -62,7 +62,7 @@ shared_error_responses! {
     BodyTooLarge = 413,
         "The body is over this endpoint's limit (`body_too_large`).";
     NotJson = 415,
-        "The content type is not `application/json` or `*+json` (`unsupported_media_type`).";
+        "A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON.";
 }
 
 /// The sets of those answers several endpoints share, named in their `responses(...)` as one: each is the union

@@ -19,7 +19,7 @@ use super::error::ErrorBody;
 use super::{error, ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
-use crate::ingest::MAX_STORED_BYTES_PER_EVENT;
+use crate::ingest::{Status, MAX_STORED_BYTES_PER_EVENT};
 
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
@@ -57,15 +57,15 @@ enum Allowed {
         IngestQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "The event id: the same key posted again is stored once (`duplicate`). In a batch each element gets `key:index`.")
     ),
-    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422)."),
+    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422)."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
         (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`).", body = ErrorBody),
         (status = 403, description = "A service key without `publish`, or an event outside the key's `exchanges` / `routing_keys` (`insufficient_scope`; nothing of the request is stored).", body = ErrorBody),
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
-        (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
-        (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known.", body = super::openapi::IngestRefused),
+        (status = 415, description = "A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON.", body = ErrorBody),
+        (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet, or `unmatched`: no rule takes the event; `results` says which events were stored, the others may be posted again once the alias is known or a rule takes them.", body = super::openapi::IngestRefused),
         error::InboxFailedBriefly,
         (status = 503, description = "Shed before any work (`overloaded`), past `server.ingest_timeout_secs` (`ingest_timeout`: it may have been stored, retry with the same `Idempotency-Key`), or the inbox cannot take it (`store_unavailable`). Retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -93,14 +93,14 @@ pub async fn ingest(
         IngestQuery,
         ("Idempotency-Key" = Option<String>, Header, description = "The event id: the same key posted again is stored once (`duplicate`). In a batch each element gets `key:index`.")
     ),
-    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422)."),
+    request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422)."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
         (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
-        (status = 415, description = "The content type is not `application/json` or `*+json` (`unsupported_media_type`).", body = ErrorBody),
-        (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known.", body = super::openapi::IngestRefused),
+        (status = 415, description = "A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON.", body = ErrorBody),
+        (status = 422, description = "An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet, or `unmatched`: no rule takes the event; `results` says which events were stored, the others may be posted again once the alias is known or a rule takes them.", body = super::openapi::IngestRefused),
         error::InboxFailedBriefly,
         (status = 503, description = "Shed before any work (`overloaded`), past `server.ingest_timeout_secs` (`ingest_timeout`: it may have been stored, retry with the same `Idempotency-Key`), or the inbox cannot take it (`store_unavailable`). Retry after `Retry-After`.", body = ErrorBody)
     ),
@@ -277,6 +277,19 @@ async fn handle(
         let body = serde_json::json!({
             "error": unresolved.reason(),
             "message": unresolved.to_string(),
+            "results": outcomes,
+        });
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));
+    }
+    // No rule takes it: stored nowhere, as AMQP dead-letters it — a publisher checking the status learns that its
+    // events go nowhere (an `ignore` rule accepts the events a service posts but nobody needs).
+    if let Some(i) = outcomes.iter().position(|o| o.status == Status::Unmatched) {
+        let o = &outcomes[i];
+        let where_ = if single { String::new() } else { format!("event [{i}]: ") };
+        let body = serde_json::json!({
+            "error": "unmatched",
+            "message": format!("{where_}no rule matches event `{}`: nothing stored for it (add a rule, or an \
+                `ignore` rule for events nobody needs)", o.event_id),
             "results": outcomes,
         });
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));

@@ -88,9 +88,12 @@ impl AppState {
 /// The largest JSON body of a request that carries no event (preferences, an alias, a redrive selection).
 const SMALL_BODY_BYTES: usize = 64 * 1024;
 
-/// A request's `Content-Type` names JSON (`application/json` or `*+json`), or `415 unsupported_media_type`.
+/// A request's `Content-Type` names JSON (`application/json` or `*+json`), or there is none (services POST
+/// `data=json.dumps(event)` without one; the body must still parse), or `415 unsupported_media_type`: a form or
+/// text body — what a browser sends cross-site without a preflight — is never read as JSON.
 fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(content_type) = headers.get(axum::http::header::CONTENT_TYPE) else { return Ok(()) };
+    let content_type = content_type.to_str().unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" && !mime.ends_with("+json") {
         return Err(ApiError::UnsupportedMediaType(content_type.to_owned()));

@@ -111,13 +111,16 @@ fn handshake(
     let tracker = state.tracker.clone();
     let since = query.since.map(|t| Position { targeted: t, broadcast: query.since_broadcast.unwrap_or(t) });
     let params = SessionParams { user, since, expires_at, format: query.format };
+    // A browser fails a connection whose answer selects none of the protocols it offered: `bearer` when offered
+    // (`new WebSocket(url, ["bearer", jwt])`), else the token itself (`new WebSocket(url, [jwt])`).
+    let offered = auth::protocol_token(headers).map(|t| std::borrow::Cow::Owned(t.to_owned()));
     Ok(ws
         .read_buffer_size(s.read_buffer_bytes)
         .write_buffer_size(s.write_buffer_bytes)
         .max_write_buffer_size(s.max_write_buffer_bytes)
         .max_message_size(s.max_auth_message_bytes)
         .max_frame_size(s.max_auth_message_bytes)
-        .protocols(["bearer"])
+        .protocols(std::iter::once(std::borrow::Cow::Borrowed("bearer")).chain(offered))
         .on_upgrade(move |socket| tracker.track_future(session::run(socket, deps, params))))
 }
 

@@ -43,7 +43,7 @@ pub enum Verdict {
     Ignored {
         rule: String,
     },
-    /// No rule matches: dead-lettered over AMQP (the default `amqp.unmatched`), `202 unmatched` over HTTP.
+    /// No rule matches: dead-lettered over AMQP (the default `amqp.unmatched`), `422 unmatched` over HTTP.
     Unmatched {
         #[serde(skip)]
         http: bool,
@@ -57,7 +57,7 @@ pub enum Verdict {
 impl Verdict {
     /// Would this event end in the dead-letter queue (or a 4xx)?
     pub fn is_dead_letter(&self) -> bool {
-        matches!(self, Verdict::DeadLetter { .. } | Verdict::Unmatched { http: false })
+        matches!(self, Verdict::DeadLetter { .. } | Verdict::Unmatched { .. })
     }
 }
 
@@ -230,7 +230,7 @@ pub fn render_verdict(verdict: &Verdict) -> String {
         }
         Verdict::Purged { rule, users } => write!(out, "  rule {rule}: erase the inbox of {}", users.join(", ")),
         Verdict::Ignored { rule } => write!(out, "  rule {rule}: ignored (acknowledged, not stored)"),
-        Verdict::Unmatched { http: true } => write!(out, "  no rule matches: answered 202 `unmatched`, not stored"),
+        Verdict::Unmatched { http: true } => write!(out, "  no rule matches: answered 422 `unmatched`, not stored"),
         Verdict::Unmatched { http: false } => write!(out, "  DEAD LETTER (unmatched): no rule matches"),
         Verdict::DeadLetter { reason, message } => write!(out, "  DEAD LETTER ({reason}): {message}"),
     };

@@ -984,3 +984,29 @@ async fn a_letter_that_cannot_be_republished_is_kept_and_reported_failed() {
     assert_eq!(ids, ["nowhere", "orphan"]);
     gw.stop().await.unwrap();
 }
+
+/// A dead letter moved back to Herald's queue by hand, as a queue-to-queue shovel or the management UI's "move
+/// messages" does (the default exchange, the queue's name as routing key, the headers kept), is routed as it was
+/// first published, from the `x-herald-*` headers: MIGRATING's re-drive dead-lettered it again as `unmatched`.
+#[tokio::test]
+async fn a_dead_letter_moved_back_by_hand_is_routed_as_first_published() {
+    let Some(amqp) = Amqp::new("movedback").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let f = fixture("medtrack-student-created.json");
+    let mut h = FieldTable::default();
+    h.insert("x-herald-reason".into(), AMQPValue::LongString("unresolved_recipient".into()));
+    h.insert("x-herald-exchange".into(), AMQPValue::LongString(amqp.exchange("events.topic").as_str().into()));
+    h.insert("x-herald-routing-key".into(), AMQPValue::LongString("student.created".into()));
+    let props = BasicProperties::default().with_delivery_mode(2).with_headers(h);
+    broker.publish("", &amqp.queue(), f["body"].to_string().as_bytes(), props).await;
+    let user = f["body"]["payload"]["user_id"].as_str().unwrap();
+    let stored = eventually("the moved letter stored", WAIT, async || {
+        let items = gw.inbox(user).await["items"].as_array().cloned().unwrap_or_default();
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(stored[0]["event_type"], "student.created", "{stored:?}");
+    assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "not dead-lettered again");
+    gw.stop().await.unwrap();
+}

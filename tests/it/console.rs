@@ -103,10 +103,11 @@ async fn a_dry_run_names_the_rule_and_the_notification_and_stores_nothing() {
     assert!(r["report"].as_str().unwrap().starts_with(&format!("rule {}: notify 123", v["rule"].as_str().unwrap())));
     assert_eq!(gw.unread("123").await, 0, "a dry run stores nothing");
 
-    // No rule: `202 unmatched` over HTTP, a dead letter over AMQP (an exchange given).
+    // No rule: `422 unmatched` over HTTP, a dead letter over AMQP (an exchange given).
     let stray = json!({"user_id": "x", "note": "nobody routes this"});
     let r = dry_run(&gw, json!({"event": stray, "routing_key": "stray.thing"})).await;
-    assert_eq!((r["verdict"]["outcome"].as_str(), r["dead_letter"].as_bool()), (Some("unmatched"), Some(false)));
+    assert_eq!((r["verdict"]["outcome"].as_str(), r["dead_letter"].as_bool()), (Some("unmatched"), Some(true)));
+    assert!(r["report"].as_str().unwrap().contains("422 `unmatched`"), "{r}");
     let r = dry_run(&gw, json!({"event": stray, "routing_key": "stray.thing", "exchange": "events.topic"})).await;
     assert_eq!((r["verdict"]["outcome"].as_str(), r["dead_letter"].as_bool()), (Some("unmatched"), Some(true)));
     assert_eq!(r["transport"], "amqp");

@@ -100,3 +100,25 @@ fn silent_peer_times_out_quickly_and_bad_urls_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("only http://"), "{}", text(&out.stderr));
 }
+
+/// `herald rules check` outside a checkout checks what `serve` would start with: the rules shipped in the binary
+/// (MIGRATING's step 2 failed there with "no such rules file"); a configured path that does not exist still fails.
+#[test]
+fn rules_check_outside_a_checkout_checks_the_shipped_rules_and_a_missing_configured_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["rules", "check"])
+            .current_dir(dir.path())
+            .env_remove("HERALD__RULES__PATH")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let shipped = run(&[]);
+    assert!(shipped.status.success(), "{}{}", text(&shipped.stdout), text(&shipped.stderr));
+    assert!(text(&shipped.stdout).contains("shipped in the binary"), "{}", text(&shipped.stdout));
+    let typo = run(&[("HERALD__RULES__PATH", "/nonexistent/rules.toml")]);
+    assert!(!typo.status.success());
+    assert!(text(&typo.stderr).contains("no such rules file"), "{}", text(&typo.stderr));
+}

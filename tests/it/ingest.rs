@@ -132,12 +132,24 @@ async fn user_deleted_event_purges_the_inbox() {
 }
 
 #[tokio::test]
-async fn unmatched_and_ignored_events_are_accepted_but_not_stored() {
+async fn an_event_no_rule_takes_is_refused_with_422_and_an_ignored_one_accepted_neither_stored() {
     let gw = spawn_gateway().await;
     let resp =
         gw.post_event("events.topic", "invoice.paid", &json!({"event_type": "invoice.paid", "payload": {}})).await;
-    assert_eq!(resp.status(), 202);
-    assert_eq!(resp.json::<Value>().await.unwrap()["results"][0]["status"], "unmatched");
+    assert_eq!(resp.status(), 422, "as AMQP dead-letters it");
+    let body = resp.json::<Value>().await.unwrap();
+    assert_eq!((body["error"].as_str(), body["results"][0]["status"].as_str()), (Some("unmatched"), Some("unmatched")));
+    // In a batch, the element is named and the others are stored, as `results` says.
+    let batch = json!([
+        {"event_type": "invoice.paid", "payload": {}},
+        {"event_type": "user.registered", "user_id": "batch-u"}
+    ]);
+    let resp = gw.post_event("", "", &batch).await;
+    assert_eq!(resp.status(), 422);
+    let body = resp.json::<Value>().await.unwrap();
+    assert!(body["message"].as_str().unwrap().starts_with("event [0]: no rule matches"), "{body}");
+    assert_eq!(body["results"][1]["status"], "stored", "{body}");
+    assert_eq!(gw.inbox("batch-u").await["items"].as_array().unwrap().len(), 1);
     let resp = gw.post_event("", "user.logout", &json!({"event_type": "user.logout", "data": {}, "user_id": 1})).await;
     assert_eq!(resp.json::<Value>().await.unwrap()["results"][0]["status"], "ignored");
     assert_eq!(gw.inbox("1").await["items"].as_array().unwrap().len(), 0);

@@ -99,10 +99,10 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
         ),
         ("GET admin/presence", Scope::Admin, get(http, url("/api/v1/admin/presence")), 200),
         ("POST admin/rules/reload", Scope::Admin, post(http, url("/api/v1/admin/rules/reload")), 200),
-        // Past the scope check, AMQP ingest is off here: `409 amqp_disabled`; the bodiless re-drive is a 415 (no
-        // JSON body), as ingest answers.
+        // Past the scope check, AMQP ingest is off here: `409 amqp_disabled`; the bodiless re-drive is a 400 (an
+        // empty body is not JSON), as ingest answers.
         ("GET admin/dead-letters", Scope::Admin, get(http, url("/api/v1/admin/dead-letters")), 409),
-        ("POST admin/dead-letters/redrive", Scope::Admin, post(http, url("/api/v1/admin/dead-letters/redrive")), 415),
+        ("POST admin/dead-letters/redrive", Scope::Admin, post(http, url("/api/v1/admin/dead-letters/redrive")), 400),
     ];
     let keys =
         [(PUBLISHER, Scope::Publish), (READER, Scope::InboxRead), (WRITER, Scope::InboxWrite), (ADMIN, Scope::Admin)];

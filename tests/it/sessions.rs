@@ -53,6 +53,16 @@ async fn token_is_accepted_from_authorization_header_and_subprotocol() {
     assert_eq!(resp.headers()["sec-websocket-protocol"], "bearer", "the server picks the `bearer` sub-protocol");
     let mut c2 = Client { ws: ws2 };
     assert_eq!(c2.frame().await["type"], "ready");
+
+    // The token alone as the sub-protocol (`new WebSocket(url, [jwt])`): the server selects it, as a browser
+    // requires of an answer to offered protocols (it failed such connections: none was selected).
+    let token = gw.token("u1");
+    let mut req = gw.ws_request("/ws/u1");
+    req.headers_mut().insert("sec-websocket-protocol", token.parse().unwrap());
+    let (ws3, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], token.as_str(), "the offered protocol is selected");
+    let mut c3 = Client { ws: ws3 };
+    assert_eq!(c3.frame().await["type"], "ready");
 }
 
 #[tokio::test]

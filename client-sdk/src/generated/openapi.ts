@@ -1959,7 +1959,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The content type is not `application/json` or `*+json` (`unsupported_media_type`). */
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2089,7 +2089,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422). */
+        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["IngestBody"];
@@ -2143,7 +2143,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The content type is not `application/json` or `*+json` (`unsupported_media_type`). */
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2152,7 +2152,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known. */
+            /** @description An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet, or `unmatched`: no rule takes the event; `results` says which events were stored, the others may be posted again once the alias is known or a rule takes them. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2522,7 +2522,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The content type is not `application/json` or `*+json` (`unsupported_media_type`). */
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2703,7 +2703,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The content type is not `application/json` or `*+json` (`unsupported_media_type`). */
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3069,7 +3069,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The content type is not `application/json` or `*+json` (`unsupported_media_type`). */
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3169,7 +3169,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` (see 422). */
+        /** @description One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422). */
         requestBody: {
             content: {
                 "application/json": components["schemas"]["IngestBody"];
@@ -3214,7 +3214,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The content type is not `application/json` or `*+json` (`unsupported_media_type`). */
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3223,7 +3223,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet; `results` says which events were stored, the others may be posted again once the alias is known. */
+            /** @description An event that decodes or routes to nothing valid (`missing_user_id`, `template_error`, `empty_batch`, `batch_too_large`, ...): nothing was stored. Or `unresolved_recipient`: an alias nobody taught yet, or `unmatched`: no rule takes the event; `results` says which events were stored, the others may be posted again once the alias is known or a rule takes them. */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -250,13 +250,13 @@ impl Consumer {
 
     fn classify(&self, d: &Delivery) -> Result<Prepared, Poison> {
         let message_id = d.properties.message_id().as_ref().map(|m| m.as_str());
-        // An AMQP message_id is global: no caller scopes it.
-        let envelope = Envelope {
-            exchange: d.exchange.as_str(),
-            routing_key: Some(d.routing_key.as_str()),
-            message_id,
-            caller: None,
+        let moved = dead_letters::moved_back(d, &self.settings.queue.name);
+        let (exchange, routing_key) = match &moved {
+            Some((exchange, routing_key)) => (exchange.as_str(), routing_key.as_str()),
+            None => (d.exchange.as_str(), d.routing_key.as_str()),
         };
+        // An AMQP message_id is global: no caller scopes it.
+        let envelope = Envelope { exchange, routing_key: Some(routing_key), message_id, caller: None };
         let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
             reason: e.reason(),
             error: e.to_string(),
@@ -389,8 +389,11 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicPropert
     };
     put(dead_letters::REASON, p.reason);
     put(dead_letters::ERROR, truncate(&p.error, MAX_ERROR_HEADER));
-    put(dead_letters::EXCHANGE, d.exchange.as_str());
-    put(dead_letters::ROUTING_KEY, d.routing_key.as_str());
+    // A letter moved back by hand keeps naming where it was first published.
+    let (exchange, routing_key) =
+        dead_letters::moved_back(d, queue).unwrap_or_else(|| (d.exchange.to_string(), d.routing_key.to_string()));
+    put(dead_letters::EXCHANGE, &exchange);
+    put(dead_letters::ROUTING_KEY, &routing_key);
     put(dead_letters::QUEUE, queue);
     if let Some(id) = &p.event_id {
         put(dead_letters::EVENT_ID, id);

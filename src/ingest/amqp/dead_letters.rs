@@ -444,6 +444,17 @@ fn describe(d: &Delivery) -> DeadLetter {
     }
 }
 
+/// A dead letter moved back to Herald's queue by hand (a queue-to-queue shovel, the management UI's "move
+/// messages") arrives through the default exchange under the queue's name: the exchange and routing key it was
+/// first published with, from the headers the dead-lettering wrote, to route it as then.
+pub(super) fn moved_back(d: &Delivery, queue: &str) -> Option<(String, String)> {
+    if !d.exchange.as_str().is_empty() || d.routing_key.as_str() != queue {
+        return None;
+    }
+    let headers = d.properties.headers().as_ref()?.inner();
+    Some((headers.get(EXCHANGE).and_then(string)?, headers.get(ROUTING_KEY).and_then(string)?))
+}
+
 fn string(v: &AMQPValue) -> Option<String> {
     match v {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
