@@ -53,6 +53,13 @@ const SERVER_TROUBLE_CODES: readonly number[] = [
 /** No close frame: the network failed, or the handshake was refused (browsers hide the HTTP status). */
 const ABNORMAL_CLOSE = 1006;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** getToken() failures in a row that stop the client (state `unauthorized`, `via: 'token'`). */
+const DEFAULT_MAX_TOKEN_FAILURES = 5;
+
+/** The browser says it has no network (`navigator.onLine`); false where nobody knows (Node). */
+function isOffline(): boolean {
+  return typeof navigator !== 'undefined' && navigator.onLine === false;
+}
 /** RFC 7230 `token`: what a `Sec-WebSocket-Protocol` value may hold. */
 const SUBPROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What the `ws` package (and Node's) error says for a refused handshake. */
@@ -81,14 +88,23 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _pingTimer: ReturnType<typeof setInterval> | null = null;
   private _deadTimer: Timer | null = null;
   private _connectTimer: Timer | null = null;
+  /** getToken() failures in a row (reset by a token that works): `maxTokenFailures` of them stop the client. */
+  private _tokenFailures = 0;
   private _onOnline = (): void => this._reconnectNow('online');
+  private _onOffline = (): void => this._wentOffline();
 
   constructor(options: HeraldClientOptions) {
     super();
     this._opts = options;
     this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this._cursors = new Cursors(options.since ?? null);
-    this._inbox = new Inbox(options.url, String(options.userId), options.getToken, options.fetch);
+    this._inbox = new Inbox(
+      options.url,
+      String(options.userId),
+      options.getToken,
+      options.fetch,
+      options.requestTimeoutMs,
+    );
   }
 
   get state(): State {
@@ -116,7 +132,11 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   /** Start the session (and keep it up). No-op unless disconnected or unauthorized. */
   connect(): void {
     if (this._state !== State.Disconnected && this._state !== State.Unauthorized) return;
-    if (typeof window !== 'undefined') window.addEventListener?.('online', this._onOnline);
+    if (typeof window !== 'undefined') {
+      window.addEventListener?.('online', this._onOnline);
+      window.addEventListener?.('offline', this._onOffline);
+    }
+    this._tokenFailures = 0;
     this._setState(State.Connecting);
     void this._open();
   }
@@ -128,7 +148,10 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
 
   private _stop(next: State.Disconnected | State.Unauthorized): void {
     this._epoch++;
-    if (typeof window !== 'undefined') window.removeEventListener?.('online', this._onOnline);
+    if (typeof window !== 'undefined') {
+      window.removeEventListener?.('online', this._onOnline);
+      window.removeEventListener?.('offline', this._onOffline);
+    }
     this._dropSocket(CloseCode.Normal, 'client closed');
     this._clearTimer('_reconnectTimer');
     this._attempt = 0;
@@ -200,11 +223,22 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       token = await this._opts.getToken();
     } catch (e) {
       if (epoch !== this._epoch) return;
-      this._error('token', toHeraldError(e, 'token_error'));
+      const error = toHeraldError(e, 'token_error');
+      this._error('token', error);
+      // Offline, a token service cannot answer either: that is the network, not the sign-in.
+      if (!isOffline()) this._tokenFailures++;
+      const max = this._opts.maxTokenFailures ?? DEFAULT_MAX_TOKEN_FAILURES;
+      if (max > 0 && this._tokenFailures >= max) {
+        this._log('getToken() failed', this._tokenFailures, 'times in a row: stopping');
+        this._stop(State.Unauthorized);
+        this._emit('unauthorized', { status: 0, via: 'token', error });
+        return;
+      }
       this._scheduleReconnect();
       return;
     }
     if (epoch !== this._epoch) return; // close() or another attempt happened while waiting for the token
+    this._tokenFailures = 0;
     // A sub-protocol must be an HTTP token (a JWT always is): anything else could only travel in the query.
     const inQuery = this._opts.tokenIn === 'query' || !SUBPROTOCOL_TOKEN.test(token);
     const url = wsUrl(this._opts.url, String(this._opts.userId), inQuery ? token : null, this._cursors.position);
@@ -252,21 +286,29 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   ): Promise<void> {
     this._ws = null;
     this._stopLinkTimers();
+    // The REST probe: for the status when the WebSocket hid it, and for the server's reason (`token_expired`…)
+    // in its body either way (neither browsers nor the `ws` package show the handshake's body).
+    const probe = await this._probe(token);
+    if (epoch !== this._epoch) return; // close() or connect() happened meanwhile
+    const status = probe?.status;
     if (refused !== null) {
-      this._unauthorized(refused, 'handshake', `the server refused the handshake (${refused})`);
+      const code = status === refused ? probe?.code : undefined;
+      this._unauthorized(refused, 'handshake', code, `the server refused the handshake (${refused})`);
       return;
     }
-    const status = await this._probe(token);
-    if (epoch !== this._epoch) return; // close() or connect() happened meanwhile
     if (status === 401 || status === 403) {
-      this._unauthorized(status, 'probe', `the server refused the token (${status} from the REST probe)`);
+      const text = `the server refused the token (${status} from the REST probe)`;
+      this._unauthorized(status, 'probe', probe?.code, probe?.message ? `${text}: ${probe.message}` : text);
       return;
     }
     this._onClose(ABNORMAL_CLOSE, reason);
   }
 
-  /** The HTTP status of `GET …/unread_count` with `token`, or null when it could not be learned. */
-  private async _probe(token: string): Promise<number | null> {
+  /**
+   * `GET …/unread_count` with `token`: its HTTP status and, for an error, the body's `error` code and `message`;
+   * null when it could not be learned.
+   */
+  private async _probe(token: string): Promise<{ status: number; code?: string; message?: string } | null> {
     const fetchFn = this._opts.fetch ?? (globalThis as { fetch?: typeof fetch }).fetch;
     if (!fetchFn) return null;
     const url = apiUrl(
@@ -280,17 +322,36 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
         signal,
       });
-      void res.body?.cancel?.().catch(() => {});
       this._log('probe', res.status);
-      return res.status;
+      if (res.ok) {
+        void res.body?.cancel?.().catch(() => {});
+        return { status: res.status };
+      }
+      let body: { error?: unknown; message?: unknown } = {};
+      try {
+        body = JSON.parse(await res.text()) as typeof body;
+      } catch {
+        // Not a JSON error body (a proxy's page): the status alone.
+      }
+      return {
+        status: res.status,
+        code: typeof body.error === 'string' ? body.error : undefined,
+        message: typeof body.message === 'string' ? body.message : undefined,
+      };
     } catch (e) {
       this._log('probe failed', e);
       return null;
     }
   }
 
-  private _unauthorized(status: 401 | 403, via: 'handshake' | 'probe', message: string): void {
-    const error = new HeraldError(status, status === 401 ? 'unauthorized' : 'forbidden', message);
+  /** `code`: the server's reason (`token_expired`, `invalid_credentials`, …) when the probe learned it. */
+  private _unauthorized(
+    status: 401 | 403,
+    via: 'handshake' | 'probe',
+    code: string | undefined,
+    message: string,
+  ): void {
+    const error = new HeraldError(status, code ?? (status === 401 ? 'unauthorized' : 'forbidden'), message);
     this._log('unauthorized', status, via);
     this._stop(State.Unauthorized);
     this._emit('unauthorized', { status, via, error });
@@ -470,12 +531,32 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     }, delay);
   }
 
-  /** The browser came back online: skip the rest of the backoff wait. */
+  /**
+   * The browser came back online: skip the rest of the backoff wait, or give up an attempt made while offline
+   * (its socket would wait for the connect timeout) and start a fresh one.
+   */
   private _reconnectNow(why: string): void {
-    if (this._state !== State.Connecting || this._reconnectTimer === null) return;
+    if (this._state !== State.Connecting) return;
+    const waiting = this._reconnectTimer !== null;
+    const opening = this._ws !== null && this._ws.readyState === 0;
+    if (!waiting && !opening) return; // getToken() or the probe is under way: its outcome decides
     this._log('reconnect now:', why);
     this._clearTimer('_reconnectTimer');
+    if (opening) this._dropSocket(4000, 'reconnect now');
     void this._open();
+  }
+
+  /**
+   * The browser lost the network: the session cannot be live, though its socket may take a ping interval or two
+   * to notice. Drop it now (state `connecting`, a `transport` error `offline`) and retry with the backoff; the
+   * `online` event cuts the wait short.
+   */
+  private _wentOffline(): void {
+    if (this._state !== State.Connected && this._ws === null) return;
+    this._log('browser offline: dropping the socket');
+    this._dropSocket(4000, 'offline');
+    this._error('transport', new HeraldError(0, 'offline', 'the browser is offline'));
+    this._scheduleReconnect();
   }
 
   private _startPings(): void {

@@ -28,6 +28,7 @@ export {
   getInboxStore,
   InboxStore,
   tabFilter,
+  isNarrowed,
   type CountsState,
   type InboxFilter,
   type InboxTab,

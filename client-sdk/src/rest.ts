@@ -31,12 +31,17 @@ export interface ListOptions {
 
 type Query = Record<string, string | number | boolean | undefined>;
 
+/** How long a REST request may take (from sending it to the end of the answer) unless told otherwise. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 15_000;
+
 export class Inbox {
   constructor(
     private readonly _base: string,
     private readonly _userId: string,
     private readonly _getToken: () => Promise<string>,
     private readonly _fetch: FetchLike | undefined,
+    /** 0 or less: no timeout. */
+    private readonly _timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS,
   ) {}
 
   list(opts: ListOptions = {}): Promise<InboxPage> {
@@ -118,13 +123,29 @@ export class Inbox {
     const url = apiUrl(this._base, `/users/${encodeURIComponent(this._userId)}${resource}${path}`, query);
     const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
+    // A dead network (a black hole, not a refusal) never settles a fetch: give up after the timeout.
+    const ms = this._timeoutMs;
+    const abort = ms > 0 && typeof AbortController === 'function' ? new AbortController() : null;
+    const timer = abort ? setTimeout(() => abort.abort(), ms) : null;
+    const failed = (e: unknown) =>
+      abort?.signal.aborted
+        ? new HeraldError(0, 'timeout', `no answer from the server within ${ms} ms`, { cause: e })
+        : toHeraldError(e, 'network_error');
     let res: Response;
+    let text: string;
     try {
-      res = await fetchFn(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetchFn(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: abort?.signal,
+      });
+      text = await res.text();
     } catch (e) {
-      throw toHeraldError(e, 'network_error');
+      throw failed(e);
+    } finally {
+      if (timer !== null) clearTimeout(timer);
     }
-    const text = await res.text();
     if (!res.ok) {
       let code = `http_${res.status}`;
       let message = text || res.statusText;

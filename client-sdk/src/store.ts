@@ -8,9 +8,11 @@
  *   (the client is disconnected, or the store was created after the frame went by). After a `resync` the counts
  *   come in the `counts` frame that follows the replay (`replayed`), as after every reconnect.
  * - One list per distinct filter (tab + type + related object + page size), fetched once however many
- *   subscribers it has. Its first page is fetched again on the first `connected` (what was committed between
- *   the fetch and `ready` was neither in the page nor pushed live) and on every `stale` event (reconnect, resync,
+ *   subscribers it has. Its pages are fetched again on the first `connected` (what was committed between the
+ *   fetch and `ready` was neither in the page nor pushed live) and on every `stale` event (reconnect, resync,
  *   truncated history): once per event, for the lists someone shows; the others are refetched when shown again.
+ *   A refetch goes down to the oldest item the list had loaded (at most {@link MAX_REFETCH_PAGES} requests;
+ *   what lies below is dropped and loads again with `fetchMore`), so no row shown keeps a state from before.
  * - Live frames (`notification`, `read`, `unread`, `read_all`, `seen_all`, `archived`, `unarchived`, `deleted`)
  *   and the answers of the store's own actions patch every list: a notification that stops matching a list's
  *   filter leaves it; one that starts matching joins it when its id falls within what the list has loaded. An
@@ -36,6 +38,11 @@ export interface InboxFilter {
   related_id?: string;
   /** Page size (1..=100, server default 20). */
   limit?: number;
+}
+
+/** Whether `f` narrows the inbox by type or related object (not only by tab). */
+export function isNarrowed(f: InboxFilter): boolean {
+  return f.type !== undefined || f.related_type !== undefined || f.related_id !== undefined;
 }
 
 /** The filter of a tab, narrowed by `extra`. */
@@ -115,6 +122,12 @@ function byIdDesc(a: Notification, b: Notification): number {
 
 /** Most ids of one frame fetched one by one; beyond, the lists' first pages are fetched again. */
 const MAX_FETCHED_BY_ID = 5;
+/** Most requests of one refetch of a list (its first page, then pages of {@link MAX_PAGE} down to its oldest). */
+export const MAX_REFETCH_PAGES = 6;
+/** The server's largest page. */
+const MAX_PAGE = 100;
+/** `markRead` requests at once for a narrowed "mark all read". */
+const MARK_CONCURRENCY = 4;
 
 const stores = new WeakMap<HeraldClient<any>, InboxStore>();
 
@@ -298,7 +311,7 @@ export class InboxStore {
     return this.refreshCounts();
   }
 
-  /** Fetch the first page of the list for `filter` again. */
+  /** Fetch the list for `filter` again: its first page, and below it down to what it had loaded. */
   refresh(filter: InboxFilter): Promise<void> {
     return this._loadFirst(this._entry(filter));
   }
@@ -317,9 +330,34 @@ export class InboxStore {
   async unarchive(id: number): Promise<void> {
     this._place([await this.client.unarchive(id)]);
   }
-  async markAllRead(): Promise<void> {
-    const { up_to, read_at } = await this.client.markAllRead();
-    this._readAll(up_to, read_at);
+  /**
+   * Mark everything read (`read_all`). With a `filter` narrowed by type or related object (see
+   * {@link isNarrowed}), only what it matches that the store knows (the unread items of the lists loaded here)
+   * is marked read, one `markRead` each: the server's `read_all` takes no filter, and would mark every other
+   * type read too. Rejects with the first failure, after trying them all.
+   */
+  async markAllRead(filter?: InboxFilter): Promise<void> {
+    if (!filter || !isNarrowed(filter)) {
+      const { up_to, read_at } = await this.client.markAllRead();
+      this._readAll(up_to, read_at);
+      return;
+    }
+    const scope: InboxFilter = { type: filter.type, related_type: filter.related_type, related_id: filter.related_id };
+    const queue = [...this._known().values()]
+      .filter((n) => n.read_at === null && matchesFilter(scope, { ...n, archived_at: null }))
+      .map((n) => n.id);
+    let failure: unknown = null;
+    const worker = async () => {
+      for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+        try {
+          this._place([await this.client.markRead(id)]);
+        } catch (e) {
+          failure ??= e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(MARK_CONCURRENCY, queue.length) }, worker));
+    if (failure !== null) throw failure;
   }
   /** The bell was opened: everything is seen (the unseen count is 0 until something new arrives). */
   async markAllSeen(): Promise<void> {
@@ -371,10 +409,13 @@ export class InboxStore {
         e.again = false;
         const epoch = ++e.epoch;
         // What arrives while the request is out (live, above this) is not in the page but still there.
-        const known = e.state.items.length > 0 ? e.state.items[0]!.id : -Infinity;
+        const items = e.state.items;
+        const known = items.length > 0 ? items[0]!.id : -Infinity;
+        // The oldest item shown: the fresh pages go down to it, so no row keeps a state from before.
+        const floor = e.state.loaded && items.length > 0 ? items[items.length - 1]!.id : null;
         if (!e.state.loading) this._setList(e, { ...e.state, loading: true });
         try {
-          const page = await this.client.list(e.filter);
+          const page = await this._pagesDownTo(e.filter, floor);
           if (epoch === e.epoch) this._setList(e, this._applyPage(e, page, known));
         } catch (err) {
           if (epoch === e.epoch)
@@ -386,7 +427,25 @@ export class InboxStore {
     }
   }
 
-  /** Refetch the first page of every shown list once (coalesced within a tick); mark the others. */
+  /**
+   * The first page of `filter`, then older pages (of the largest size) until one reaches `floor` (an id), at
+   * most {@link MAX_REFETCH_PAGES} requests in all, merged into one page whose cursor is the last one's.
+   */
+  private async _pagesDownTo(filter: InboxFilter, floor: number | null): Promise<InboxPage> {
+    let page = await this.client.list(filter);
+    const items = [...page.items];
+    for (
+      let n = 1;
+      n < MAX_REFETCH_PAGES && floor !== null && page.has_more && page.next_before !== null && page.next_before > floor;
+      n++
+    ) {
+      page = await this.client.list({ ...filter, before: page.next_before, limit: MAX_PAGE });
+      items.push(...page.items);
+    }
+    return { items, has_more: page.has_more, next_before: page.next_before };
+  }
+
+  /** Refetch the pages of every shown list once (coalesced within a tick); mark the others. */
   private _refetchAll(): void {
     if (this._refetchQueued) return;
     this._refetchQueued = true;
@@ -400,9 +459,10 @@ export class InboxStore {
   }
 
   /**
-   * Merge a page. `known` (a first page only; null for an older page): the newest id the list had when the
-   * request went out. A first page is the truth for everything from its oldest item up (from the bottom when it
-   * is the last page): what it lacks there left the list, unless it arrived live while the request was out.
+   * Merge a page. `known` (a first page only, or the pages from the first down: see `_pagesDownTo`; null for an
+   * older page): the newest id the list had when the request went out. A first page is the whole list: what it
+   * lacks left the list, unless it arrived live while the request was out (above `known`); what lies below its
+   * oldest item is dropped (its cursor says where `fetchMore` goes on).
    */
   private _applyPage(e: Entry, page: InboxPage, known: number | null): ListState {
     const s = e.state;
@@ -410,20 +470,17 @@ export class InboxStore {
     let items = s.items;
     if (first) {
       const ids = new Set(page.items.map((n) => n.id));
-      const oldest = page.has_more ? page.items[page.items.length - 1]!.id : -Infinity;
-      items = items.filter((n) => ids.has(n.id) || n.id > known || n.id < oldest);
+      items = items.filter((n) => ids.has(n.id) || n.id > known);
     }
     const byId = new Map(items.map((n) => [n.id, n]));
     for (const n of page.items) byId.set(n.id, n);
-    // Refetching the first page must not lose the cursor of pages loaded below it.
-    const keepCursor = first && s.loaded && items.length > page.items.length;
     return {
       items: [...byId.values()].sort(byIdDesc),
       loading: false,
       loaded: true,
       error: null,
-      hasMore: keepCursor ? s.hasMore : page.has_more,
-      nextBefore: keepCursor ? s.nextBefore : page.next_before,
+      hasMore: page.has_more,
+      nextBefore: page.next_before,
     };
   }
 

@@ -9,8 +9,9 @@ export enum State {
   Connecting = 'connecting',
   Connected = 'connected',
   /**
-   * Terminal: the server refused the token or the origin (HTTP 401/403 at the handshake). No reconnect until
-   * `connect()` is called again (with a token that works): see the `unauthorized` event.
+   * Terminal: the server refused the token or the origin (HTTP 401/403 at the handshake), or `getToken()` failed
+   * `maxTokenFailures` times in a row. No reconnect until `connect()` is called again (with a token that works):
+   * see the `unauthorized` event.
    */
   Unauthorized = 'unauthorized',
 }
@@ -75,14 +76,19 @@ export interface StaleContext {
   reason: 'reconnect' | 'resync' | 'truncated';
 }
 /**
- * The handshake was refused: `401` (missing, invalid or expired token) or `403` (a token for another user, or a
- * foreign `Origin`). `via` says how the SDK learned it: `handshake` (the WebSocket implementation exposed the
- * HTTP status, as the `ws` package does) or `probe` (browsers hide the status: after a socket closed before
- * opening, a REST request with the same token answered 401/403).
+ * The client stopped (state `unauthorized`) because it cannot authenticate:
+ * - the handshake was refused: `status` `401` (missing, invalid or expired token) or `403` (a token for another
+ *   user, or a foreign `Origin`). `via` says how the SDK learned it: `handshake` (the WebSocket implementation
+ *   exposed the HTTP status, as the `ws` package does) or `probe` (browsers hide the status: after a socket
+ *   closed before opening, a REST request with the same token answered 401/403). `error.code` is the server's
+ *   reason when the REST probe (`GET …/unread_count`, same token) gave one (`token_expired`,
+ *   `invalid_credentials`, `missing_credentials`, `forbidden`), else `unauthorized` / `forbidden`.
+ * - `via: 'token'`, `status` `0`: `getToken()` failed `maxTokenFailures` times in a row (while the browser was
+ *   online); `error` is its last failure.
  */
 export interface UnauthorizedContext {
-  status: 401 | 403;
-  via: 'handshake' | 'probe';
+  status: 401 | 403 | 0;
+  via: 'handshake' | 'probe' | 'token';
   error: HeraldError;
 }
 /** The server dropped frames of this session (`resync` frame): it replays from (`since`, `sinceBroadcast`). */
@@ -175,6 +181,17 @@ export interface HeraldClientOptions {
    * 10 000 ms; 0 disables it).
    */
   connectTimeoutMs?: number;
+  /**
+   * A REST request (`list()`, `markRead()`, …) that has not been answered after this long is aborted and rejects
+   * with a `HeraldError` of code `timeout` (default 15 000 ms; 0 disables it).
+   */
+  requestTimeoutMs?: number;
+  /**
+   * After this many `getToken()` failures in a row (not counted while the browser is offline) the client stops
+   * in state `unauthorized` (event `unauthorized` with `via: 'token'`) instead of retrying (default 5; 0 retries
+   * for ever).
+   */
+  maxTokenFailures?: number;
   /** Log to console.debug (including frames of a type this SDK does not know, which are ignored). */
   debug?: boolean;
 }

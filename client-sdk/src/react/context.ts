@@ -21,7 +21,8 @@ export interface HeraldProviderProps {
   client?: HeraldClient<any>;
   /**
    * …or options for a client the provider creates, connects, and closes on unmount. A change of `url`,
-   * `userId`, `tokenIn`, `connectTimeoutMs`, `backoff`, `since`, `debug`, `WebSocket` or `fetch` closes that
+   * `userId`, `tokenIn`, `connectTimeoutMs`, `requestTimeoutMs`, `maxTokenFailures`, `backoff`, `since`, `debug`,
+   * `WebSocket` or `fetch` closes that
    * client and opens a new one (the hooks follow it); a new object with the same values does not. `getToken` is
    * always called through the latest props, so a new function needs no new client; a new `getToken` while the
    * client is `unauthorized` makes it connect again (keep it stable, e.g. with `useCallback`, otherwise).
@@ -50,6 +51,8 @@ export function HeraldProvider({ client, options, children }: HeraldProviderProp
       o && String(o.userId),
       o?.tokenIn,
       o?.connectTimeoutMs,
+      o?.requestTimeoutMs,
+      o?.maxTokenFailures,
       o?.debug,
       o?.WebSocket,
       o?.fetch,

@@ -11,22 +11,26 @@ import { inboxReducer, initialInboxState } from './inbox-state';
  * Call `refetch` when what was fetched over REST may be out of date: on `connected` (the first connect: what
  * was committed between the fetch on mount and `ready` is neither in the page nor pushed live) and on `stale`
  * (a reconnect, a resync, truncated history). A reconnect emits both in the same tick: they are coalesced
- * into one call. Returns the unsubscribe.
+ * into one call, told whether a `stale` event was among them. Returns the unsubscribe.
  */
-export function onRefetchNeeded(client: HeraldClient<any>, refetch: () => void): () => void {
+export function onRefetchNeeded(client: HeraldClient<any>, refetch: (stale: boolean) => void): () => void {
   let queued = false;
+  let stale = false;
   let active = true;
-  const request = () => {
+  const request = (isStale: boolean) => {
+    stale ||= isStale;
     if (queued) return;
     queued = true;
     void Promise.resolve().then(() => {
       queued = false;
-      if (active) refetch();
+      const wasStale = stale;
+      stale = false;
+      if (active) refetch(wasStale);
     });
   };
   const offs = [
-    client.on('stale', request),
-    client.on('state', ({ newState }) => newState === State.Connected && request()),
+    client.on('stale', () => request(true)),
+    client.on('state', ({ newState }) => newState === State.Connected && request(false)),
   ];
   return () => {
     active = false;
@@ -56,7 +60,8 @@ export interface UseNotificationsResult {
 
 /**
  * The inbox, kept current: the first page on mount and again on every (re)connect and `stale` event (which also
- * picks up reads and deletions the socket did not carry), live notifications, and `read`/`unread`/`read_all`/
+ * picks up reads and deletions the socket did not carry; on `stale` the pages loaded below it are dropped, and
+ * load again with `fetchMore`), live notifications, and `read`/`unread`/`read_all`/
  * `archived`/`unarchived`/`deleted` frames (an unarchived notification, or one unread again in an unread-only
  * list, by fetching the first page again).
  * Actions never throw: a failure lands in `error`.
@@ -75,11 +80,11 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   current.current = client;
 
   const load = useCallback(
-    async (before?: number) => {
+    async (before?: number, truncate = false) => {
       dispatch({ type: 'loading' });
       try {
         const page = await client.list({ limit, before, unread: unread || undefined });
-        if (current.current === client) dispatch({ type: 'page', page, first: before === undefined });
+        if (current.current === client) dispatch({ type: 'page', page, first: before === undefined, truncate });
       } catch (e) {
         if (current.current === client) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
       }
@@ -101,7 +106,9 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       client.on('unarchived', () => void load()),
       // Erased on the server: the first page, fetched again, is the truth (empty).
       client.on('purged', () => void load()),
-      onRefetchNeeded(client, () => void load()),
+      // After `stale`, what was loaded below the first page may be out of date too: it is dropped (it loads
+      // again with fetchMore).
+      onRefetchNeeded(client, (stale) => void load(undefined, stale)),
     ];
     return () => offs.forEach((off) => off());
   }, [client, load]);

@@ -21,7 +21,11 @@ export interface InboxState {
 export type InboxAction =
   | { type: 'loading' }
   | { type: 'error'; error: HeraldError }
-  | { type: 'page'; page: InboxPage; first: boolean }
+  /**
+   * `first`: a fresh first page. `truncate` (with `first`): the pages loaded below it may be out of date (a
+   * refetch after a reconnect): they are dropped, and the list goes on from the page's cursor.
+   */
+  | { type: 'page'; page: InboxPage; first: boolean; truncate?: boolean }
   | { type: 'upsert'; items: Notification[] }
   | { type: 'read'; ids: number[]; readAt: string }
   | { type: 'unread'; ids: number[] }
@@ -56,12 +60,14 @@ export function inboxReducer(state: InboxState, action: InboxAction): InboxState
         // for an unread-only list) while we were not listening. Newer ids may have arrived live since.
         const ids = new Set(page.items.map((n) => n.id));
         const newest = page.items[0]!.id;
-        const oldest = page.has_more ? page.items[page.items.length - 1]!.id : -Infinity;
+        const oldest = page.has_more && !action.truncate ? page.items[page.items.length - 1]!.id : -Infinity;
         items = items.filter((n) => ids.has(n.id) || n.id > newest || n.id < oldest);
+      } else if (action.first && action.truncate) {
+        items = [];
       }
       items = merge(items, page.items);
       // Refetching the first page must not lose the cursor of pages already loaded below it.
-      const keepCursor = action.first && state.loaded;
+      const keepCursor = action.first && state.loaded && !action.truncate;
       return {
         ...state,
         items,

@@ -42,11 +42,18 @@ export interface UseInboxResult {
   loading: boolean;
   /** A page arrived at least once (before that, `items` is empty because nothing is known yet). */
   loaded: boolean;
-  /** The last failed request (a page or an action), cleared by the next page. */
+  /**
+   * The last failed page request (the first page, `fetchMore`, `refresh`, a refetch after a reconnect), cleared
+   * by the next page. Actions do not set it: each resolves to its own error.
+   */
   error: HeraldError | null;
   fetchMore: () => Promise<void>;
   refresh: () => Promise<void>;
-  /** Actions never throw: they resolve to the error, or null when they worked. */
+  /**
+   * Actions never throw: they resolve to the error, or null when they worked. `markAllRead` on a list narrowed by
+   * `type` or `relatedType`/`relatedId` marks read only the unread notifications it matches that the store has
+   * loaded (the server's `read_all` takes no filter); otherwise everything (`read_all`).
+   */
   markRead: (id: number) => Promise<HeraldError | null>;
   markUnread: (id: number) => Promise<HeraldError | null>;
   archive: (id: number) => Promise<HeraldError | null>;
@@ -88,7 +95,7 @@ export function useInbox(opts: UseInboxOptions = {}): UseInboxResult {
       markUnread: (id: number) => attempt(() => store.markUnread(id)),
       archive: (id: number) => attempt(() => store.archive(id)),
       unarchive: (id: number) => attempt(() => store.unarchive(id)),
-      markAllRead: () => attempt(() => store.markAllRead()),
+      markAllRead: () => attempt(() => store.markAllRead(filter)),
       markAllSeen: () => attempt(() => store.markAllSeen()),
       remove: (id: number) => attempt(() => store.remove(id)),
     }),

@@ -12,7 +12,11 @@ export interface InboxProps extends CommonProps {
   /** Which tabs to show, in order (default all, unread, archived); one tab hides the tab bar. */
   tabs?: readonly InboxTab[];
   defaultTab?: InboxTab;
-  /** Only notifications of this type. */
+  /**
+   * Only notifications of this type. Narrowed by it (or by `relatedType`), "Mark all read" marks read the unread
+   * notifications of the list that are loaded (the server's `read_all` would mark every type), and the Unread tab
+   * shows no count (the server counts the whole inbox only).
+   */
   type?: string;
   /** Only notifications about objects of this type (with `relatedId`: about that object). */
   relatedType?: string;
@@ -32,13 +36,21 @@ export interface InboxProps extends CommonProps {
   headingLevel?: 2 | 3 | 4;
   /** The heading element (it takes focus when the bell opens the inbox, for instance). */
   headingRef?: Ref<HTMLHeadingElement>;
+  /**
+   * More controls in the heading row, after "Mark all read" (the bell's panel puts its close button there, so
+   * Tab reaches it right after the heading's own action).
+   */
+  headerActions?: ReactNode;
   /** Disable the actions (e.g. while the server is out of reach). */
   disabled?: boolean;
   /** An item was activated (its title is a button then): open what it is about. It is marked read too. */
   onItemClick?: (n: Notification) => void;
   /** An icon before each item. */
   renderIcon?: (n: Notification) => ReactNode;
-  /** Called with every failed action (the list's own load errors are shown in it). */
+  /**
+   * Called with every failed action. The inbox shows it too (`role="alert"`, until closed or the next action
+   * works), as it shows its own load errors.
+   */
   onError?: (error: HeraldError) => void;
   /** Put the tab that is shown in the given element id (for tests and deep links). */
   id?: string;
@@ -94,6 +106,11 @@ function Body(p: BodyProps) {
   const listRef = useRef<HTMLUListElement>(null);
   const tabRefs = useRef<(HTMLButtonElement | null)[]>([]);
   const [busy, setBusy] = useState(false);
+  const [actionError, setActionError] = useState<HeraldError | null>(null);
+  // Counts are global: a list narrowed by type or related object cannot use them.
+  const narrowed = p.type !== undefined || p.relatedType !== undefined || p.relatedId !== undefined;
+  const unreadCount = narrowed ? 0 : counts.unread;
+  const nothingUnread = narrowed ? !list.items.some((n) => n.read_at === null) : counts.unread === 0;
   // After an item leaves the list by the user's hand, keep keyboard focus in it: on the item that took its place.
   const [refocus, setRefocus] = useState<number | null>(null);
   useEffect(() => {
@@ -108,6 +125,7 @@ function Body(p: BodyProps) {
     const id = index === undefined ? null : list.items[index]?.id;
     const hadFocus = listRef.current?.contains(document.activeElement) ?? false;
     const error = await action();
+    setActionError(error);
     if (error) p.onError?.(error);
     else if (id != null && hadFocus && !listRef.current?.querySelector(`[data-id="${id}"]`)) setRefocus(index!);
   };
@@ -151,10 +169,11 @@ function Body(p: BodyProps) {
             await run(list.markAllRead);
             setBusy(false);
           }}
-          disabled={p.disabled || busy || counts.unread === 0}
+          disabled={p.disabled || busy || nothingUnread}
         >
           {s.markAllRead}
         </button>
+        {p.headerActions}
       </div>
       {tabs.length > 1 && (
         <div className="herald-tabs" role="tablist" aria-label={s.tabsLabel}>
@@ -175,10 +194,10 @@ function Body(p: BodyProps) {
               onKeyDown={(e) => onTabKey(e, i)}
             >
               {label(t)}
-              {t === 'unread' && counts.unread > 0 && (
+              {t === 'unread' && unreadCount > 0 && (
                 <span className="herald-tab__count">
                   <span className="herald-sr"> (</span>
-                  {counts.unread}
+                  {unreadCount}
                   <span className="herald-sr">)</span>
                 </span>
               )}
@@ -193,6 +212,14 @@ function Body(p: BodyProps) {
         aria-labelledby={tabs.length > 1 ? `${tabIds}-${tab}` : undefined}
         aria-busy={list.loading}
       >
+        {actionError && (
+          <div className="herald-error" role="alert">
+            <p>{s.actionFailed}</p>
+            <button type="button" className="herald-btn herald-btn--ghost" onClick={() => setActionError(null)}>
+              {s.close}
+            </button>
+          </div>
+        )}
         {list.error && (
           <div className="herald-error" role="alert">
             <p>{list.loaded ? list.error.message || s.loadFailed : s.loadFailed}</p>

@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
+import { toHeraldError, type HeraldError } from '../errors';
 import { useCounts, useInboxStore } from '../react/store-hooks';
 import { Inbox, type InboxProps } from './Inbox';
 import { cx, useDomId, useStrings, type CommonProps } from './shared';
@@ -19,12 +20,18 @@ export interface NotificationBellProps extends CommonProps {
   inboxProps?: Omit<InboxProps, 'locale' | 'strings' | 'theme'>;
   /** Where the panel opens, relative to the bell (default `end`: aligned with its right edge). */
   align?: 'start' | 'end';
+  /**
+   * Called when marking all seen failed. The bell shows it too (`role="alert"`: in the panel, or under the bell
+   * without one) until the next press.
+   */
+  onError?: (error: HeraldError) => void;
 }
 
 /**
  * A bell with a badge (unseen or unread count, from `counts` frames). Pressing it marks everything seen and opens
- * the inbox in a panel (a non-modal dialog): focus moves into it; Escape, the close button or a click outside
- * close it, and focus returns to the bell.
+ * the inbox in a panel (a non-modal dialog): focus moves into it; Escape (wherever focus is), the close button or
+ * a click outside close it, and focus returns to the bell; focus moving out of it (Tab past its end) closes it
+ * where focus went.
  */
 export function NotificationBell(props: NotificationBellProps) {
   const { count: kind = 'unseen', panel = true, markSeenOnOpen = true } = props;
@@ -32,6 +39,7 @@ export function NotificationBell(props: NotificationBellProps) {
   const counts = useCounts();
   const store = useInboxStore();
   const [open, setOpen] = useState(false);
+  const [seenError, setSeenError] = useState<HeraldError | null>(null);
   const rootRef = useRef<HTMLDivElement>(null);
   const bellRef = useRef<HTMLButtonElement>(null);
   const headingRef = useRef<HTMLHeadingElement>(null);
@@ -54,7 +62,14 @@ export function NotificationBell(props: NotificationBellProps) {
 
   const press = () => {
     props.onClick?.();
-    if (markSeenOnOpen && !open && counts.unseen > 0) store.markAllSeen().catch(() => undefined);
+    setSeenError(null);
+    if (markSeenOnOpen && !open && counts.unseen > 0) {
+      store.markAllSeen().catch((e: unknown) => {
+        const error = toHeraldError(e, 'request_failed');
+        setSeenError(error);
+        props.onError?.(error);
+      });
+    }
     if (panel) {
       if (open) close(false);
       else setOpen(true);
@@ -75,8 +90,18 @@ export function NotificationBell(props: NotificationBellProps) {
     const onDown = (e: PointerEvent | MouseEvent) => {
       if (rootRef.current && !rootRef.current.contains(e.target as Node)) close(false);
     };
+    // Escape with focus outside the panel (inside, the root's handler takes it first and stops it).
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key !== 'Escape' || e.defaultPrevented) return;
+      const active = document.activeElement;
+      close(!active || active === document.body);
+    };
     document.addEventListener('mousedown', onDown);
-    return () => document.removeEventListener('mousedown', onDown);
+    document.addEventListener('keydown', onKey);
+    return () => {
+      document.removeEventListener('mousedown', onDown);
+      document.removeEventListener('keydown', onKey);
+    };
   }, [open, close]);
 
   return (
@@ -89,6 +114,12 @@ export function NotificationBell(props: NotificationBellProps) {
           e.stopPropagation();
           close(true);
         }
+      }}
+      // Focus left the bell and its panel (Tab past the end, say): close it, so it covers nothing focused.
+      // (Focus lost to nothing, e.g. a removed item or another window, is not leaving.)
+      onBlur={(e) => {
+        const to = e.relatedTarget as Node | null;
+        if (open && to && !e.currentTarget.contains(to)) close(false);
       }}
     >
       <button
@@ -113,6 +144,11 @@ export function NotificationBell(props: NotificationBellProps) {
           </span>
         )}
       </button>
+      {seenError && !(panel && open) && (
+        <p className="herald-bell__error" role="alert">
+          {s.actionFailed}
+        </p>
+      )}
       {panel && open && (
         <div
           id={panelId}
@@ -121,20 +157,35 @@ export function NotificationBell(props: NotificationBellProps) {
           role="dialog"
           aria-label={s.inboxTitle}
         >
-          <button
-            type="button"
-            className="herald-btn herald-btn--ghost herald-bell__close"
-            onClick={() => close(true)}
-            aria-label={s.close}
-          >
-            <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" focusable="false">
-              <path
-                fill="currentColor"
-                d="M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z"
-              />
-            </svg>
-          </button>
-          <Inbox {...props.inboxProps} locale={props.locale} strings={props.strings} headingRef={headingRef} />
+          {seenError && (
+            <p className="herald-error" role="alert">
+              {s.actionFailed}
+            </p>
+          )}
+          <Inbox
+            {...props.inboxProps}
+            locale={props.locale}
+            strings={props.strings}
+            headingRef={headingRef}
+            headerActions={
+              <>
+                {props.inboxProps?.headerActions}
+                <button
+                  type="button"
+                  className="herald-btn herald-btn--ghost herald-bell__close"
+                  onClick={() => close(true)}
+                  aria-label={s.close}
+                >
+                  <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" focusable="false">
+                    <path
+                      fill="currentColor"
+                      d="M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z"
+                    />
+                  </svg>
+                </button>
+              </>
+            }
+          />
         </div>
       )}
     </div>

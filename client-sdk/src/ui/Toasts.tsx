@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState, type ReactNode } from 'react';
+import { toHeraldError, type HeraldError } from '../errors';
 import type { Notification } from '../protocol';
 import { useHeraldClient } from '../react/context';
 import { useInboxStore } from '../react/store-hooks';
@@ -17,12 +18,18 @@ export interface ToastsProps extends CommonProps {
   renderIcon?: (n: Notification) => ReactNode;
   /** Where they appear (default `bottom-start`). */
   position?: 'bottom-start' | 'bottom-end' | 'top-start' | 'top-end';
+  /**
+   * Called when "Mark read" failed. The toast comes back with the `actionFailed` words (`role="alert"`) either
+   * way, so the user can try again.
+   */
+  onError?: (error: HeraldError) => void;
 }
 
 /**
  * A toast for each unread notification pushed to this tab, announced politely to screen readers (an aria-live
  * region). Each leaves after `duration`; the countdown pauses while the pointer or keyboard focus is on it and
  * resumes with the time left. A toast for something read, archived or deleted (here or in another tab) leaves.
+ * One whose "Mark read" failed comes back saying so.
  */
 export function Toasts(props: ToastsProps) {
   const { duration = 5000, max = 4, showMarkRead = true, position = 'bottom-start' } = props;
@@ -30,6 +37,10 @@ export function Toasts(props: ToastsProps) {
   const client = useHeraldClient();
   const store = useInboxStore();
   const [toasts, setToasts] = useState<Notification[]>([]);
+  /** Toasts whose "Mark read" failed, by id. */
+  const [failed, setFailed] = useState<ReadonlySet<number>>(() => new Set());
+  const onError = useRef(props.onError);
+  onError.current = props.onError;
 
   useEffect(() => {
     const drop = (ids: number[]) => setToasts((ts) => ts.filter((t) => !ids.includes(t.id)));
@@ -47,14 +58,22 @@ export function Toasts(props: ToastsProps) {
     return () => offs.forEach((off) => off());
   }, [client, max]);
 
-  const dismiss = useCallback((id: number) => setToasts((ts) => ts.filter((t) => t.id !== id)), []);
+  const dismiss = useCallback((id: number) => {
+    setToasts((ts) => ts.filter((t) => t.id !== id));
+    setFailed((f) => (f.has(id) ? new Set([...f].filter((x) => x !== id)) : f));
+  }, []);
   const markRead = useCallback(
-    (id: number) => {
-      dismiss(id);
+    (n: Notification) => {
+      dismiss(n.id);
       // The server's `read` frame updates the lists and the counts in every tab, this one included.
-      store.markRead(id).catch(() => undefined);
+      store.markRead(n.id).catch((e: unknown) => {
+        // Not read: bring the toast back, saying so.
+        setToasts((ts) => (ts.some((t) => t.id === n.id) ? ts : [...ts, n].sort((a, b) => a.id - b.id).slice(-max)));
+        setFailed((f) => new Set(f).add(n.id));
+        onError.current?.(toHeraldError(e, 'request_failed'));
+      });
     },
-    [store, dismiss],
+    [store, dismiss, max],
   );
 
   return (
@@ -73,15 +92,16 @@ export function Toasts(props: ToastsProps) {
             markReadText={showMarkRead ? s.markRead : null}
             markReadLabel={s.actionOn(s.markRead, n.title)}
             icon={props.renderIcon?.(n)}
+            error={failed.has(n.id) ? s.actionFailed : null}
             onTitle={
               props.onToastClick &&
               (() => {
-                markRead(n.id);
+                markRead(n);
                 props.onToastClick!(n);
               })
             }
             onDismiss={() => dismiss(n.id)}
-            onRead={() => markRead(n.id)}
+            onRead={() => markRead(n)}
           />
         ))}
       </ol>
@@ -96,6 +116,7 @@ function Toast({
   markReadText,
   markReadLabel,
   icon,
+  error,
   onTitle,
   onDismiss,
   onRead,
@@ -106,6 +127,8 @@ function Toast({
   markReadText: string | null;
   markReadLabel: string;
   icon: ReactNode;
+  /** Its "Mark read" failed: these words, as an alert. */
+  error: string | null;
   onTitle?: () => void;
   onDismiss: () => void;
   onRead: () => void;
@@ -155,6 +178,11 @@ function Toast({
           )}
         </p>
         {n.content && <p className="herald-toast__content">{n.content}</p>}
+        {error && (
+          <p className="herald-toast__error" role="alert">
+            {error}
+          </p>
+        )}
         {markReadText && (
           <div className="herald-toast__actions">
             <button type="button" className="herald-btn herald-btn--small" onClick={onRead} aria-label={markReadLabel}>

@@ -24,6 +24,8 @@ export interface HeraldStrings {
   loadMore: string;
   retry: string;
   loadFailed: string;
+  /** Shown (`role="alert"`) when an action (mark read, archive, mark all read, …) failed. */
+  actionFailed: string;
   emptyAll: string;
   emptyUnread: string;
   emptyArchived: string;
@@ -62,6 +64,7 @@ const en: HeraldStrings = {
   loadMore: 'Load more',
   retry: 'Try again',
   loadFailed: 'The notifications could not be loaded.',
+  actionFailed: 'That did not go through. Try again.',
   emptyAll: 'No notifications yet.',
   emptyUnread: 'Nothing unread.',
   emptyArchived: 'Nothing archived.',
@@ -98,6 +101,7 @@ const es: HeraldStrings = {
   loadMore: 'Cargar más',
   retry: 'Reintentar',
   loadFailed: 'No se pudieron cargar las notificaciones.',
+  actionFailed: 'No se pudo completar. Inténtalo de nuevo.',
   emptyAll: 'Todavía no hay notificaciones.',
   emptyUnread: 'No hay nada sin leer.',
   emptyArchived: 'No hay nada archivado.',
@@ -134,6 +138,7 @@ const fr: HeraldStrings = {
   loadMore: 'Charger plus',
   retry: 'Réessayer',
   loadFailed: 'Impossible de charger les notifications.',
+  actionFailed: 'L’action n’a pas abouti. Réessayez.',
   emptyAll: 'Aucune notification pour le moment.',
   emptyUnread: 'Rien de non lu.',
   emptyArchived: 'Rien d’archivé.',

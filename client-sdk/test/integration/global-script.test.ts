@@ -91,4 +91,41 @@ describe.skipIf(reason !== null)('herald.global.js in a page without a bundler',
       dom.window.close();
     }
   });
+
+  it('examples/vanilla/index.html follows reads made elsewhere and shows a failed list() in #status', async () => {
+    const user = newUser();
+    const first = await notify(gw, user, 'first');
+    await notify(gw, user, 'second');
+    const page = new URL('http://localhost/examples/vanilla/');
+    page.search = new URLSearchParams({ url: gw.url, user, token: mintToken(user) }).toString();
+    const html = readFileSync(join(__dirname, '../../examples/vanilla/index.html'), 'utf8').replace(
+      '<script src="../../dist/herald.global.js"></script>',
+      () => `<script>${readFileSync(join(out, 'herald.global.js'), 'utf8')}</script>`,
+    );
+    let failLists = false;
+    const pageFetch: typeof fetch = (input, init) =>
+      failLists && (init?.method ?? 'GET') === 'GET' && /\/notifications(\?|$)/.test(String(input))
+        ? Promise.reject(new TypeError('Failed to fetch'))
+        : fetch(input, init);
+    const dom = new JSDOM(html, {
+      url: page.toString(),
+      runScripts: 'dangerously',
+      beforeParse: (window) => Object.assign(window, { fetch: pageFetch }),
+    });
+    const $ = (id: string) => dom.window.document.getElementById(id)!;
+    const rows = () => [...$('list').querySelectorAll('li')].map((li) => li.textContent);
+    const other = new Herald.HeraldClient({ url: gw.url, userId: user, getToken: async () => mintToken(user) });
+    try {
+      await vi.waitFor(() => expect(rows()).toEqual(['• second: m second', '• first: m first']), { timeout: 10_000 });
+      await other.markRead(first.id); // another tab, over REST: a `read` frame reaches the page
+      await vi.waitFor(() => expect(rows()).toEqual(['• second: m second', 'first: m first']), { timeout: 5000 });
+      failLists = true;
+      await other.markAllRead();
+      await vi.waitFor(() => expect($('status').textContent).toMatch(/^could not load the notifications: /), {
+        timeout: 5000,
+      });
+    } finally {
+      dom.window.close();
+    }
+  });
 });

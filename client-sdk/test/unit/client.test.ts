@@ -507,10 +507,10 @@ describe('close codes 1013 and 4029', () => {
 });
 
 describe('unauthorized (a refused handshake) is terminal', () => {
-  const probeFetch = (status: number | 'network') =>
+  const probeFetch = (status: number | 'network', error = 'x') =>
     vi.fn(async (_url: string, _init?: RequestInit) => {
       if (status === 'network') throw new TypeError('fetch failed');
-      return new Response(JSON.stringify({ error: 'x', message: 'y' }), { status });
+      return new Response(JSON.stringify({ error, message: 'y' }), { status });
     });
 
   it('a 401 shown by the WebSocket implementation stops reconnecting and emits unauthorized', async () => {
@@ -527,7 +527,26 @@ describe('unauthorized (a refused handshake) is terminal', () => {
     expect(client.state).toBe(State.Unauthorized);
     expect(events).toEqual(['401 handshake unauthorized']);
     expect(states).toEqual(['disconnected>connecting', 'connecting>unauthorized']);
-    expect(fetch).not.toHaveBeenCalled(); // the status was known: no probe
+    // The status was known; the probe only looks for the server's reason (here it answered 200: none).
+    expect(fetch).toHaveBeenCalledTimes(1);
+  });
+
+  it("unauthorized carries the server's reason (token_expired) from the probe's body, shown status or not", async () => {
+    WS.autoOpen = false;
+    for (const how of ['refuse', 'fail'] as const) {
+      WS = createFakeWebSocket();
+      WS.autoOpen = false;
+      const { client } = makeClient({ fetch: probeFetch(401, 'token_expired') });
+      const events: string[] = [];
+      client.on('unauthorized', ({ status, via, error }) => events.push(`${status} ${via} ${error.code}`));
+      client.connect();
+      await settle();
+      if (how === 'refuse') WS.last.refuse(401);
+      else WS.last.fail();
+      await settle();
+      expect(events).toEqual([`401 ${how === 'refuse' ? 'handshake' : 'probe'} token_expired`]);
+      expect(client.state).toBe(State.Unauthorized);
+    }
   });
 
   it('a 403 (another user, a foreign Origin) is terminal too', async () => {
@@ -821,6 +840,104 @@ describe('dead-link detection', () => {
     expect(WS.instances).toHaveLength(2);
     first.onclose?.({ code: 1006, reason: '' }); // handlers were detached: nothing happens
     expect(client.state).toBe(State.Connected);
+  });
+});
+
+describe('a getToken that keeps failing', () => {
+  it('stops in unauthorized (via token, status 0) after maxTokenFailures failures in a row', async () => {
+    const { client, states } = makeClient({
+      maxTokenFailures: 3,
+      getToken: async () => {
+        throw new Error('refresh token revoked');
+      },
+    });
+    const got: string[] = [];
+    client.on('unauthorized', ({ status, via, error }) => got.push(`${status} ${via} ${error.message}`));
+    client.on('error', ({ kind }) => got.push(kind));
+    client.connect();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(got).toEqual(['token', 'token', 'token', '0 token refresh token revoked']);
+    expect(client.state).toBe(State.Unauthorized);
+    expect(states.at(-1)).toBe('connecting>unauthorized');
+    expect(WS.instances).toHaveLength(0);
+  });
+
+  it('a token that works resets the count; the default is 5; 0 retries for ever', async () => {
+    let fail = 0;
+    const { client } = makeClient({
+      getToken: async () => {
+        if (fail-- > 0) throw new Error('flaky');
+        return 'tok';
+      },
+    });
+    fail = 4;
+    client.connect();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(client.state).toBe(State.Connecting); // 4 failures, then a socket
+    expect(WS.instances).toHaveLength(1);
+    WS.last.receive(readyFrame());
+    fail = 4;
+    WS.last.fail();
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(WS.instances).toHaveLength(2); // 4 more (not 8): still going
+    client.close();
+
+    const forever = makeClient({
+      maxTokenFailures: 0,
+      getToken: async () => {
+        throw new Error('down');
+      },
+    }).client;
+    forever.connect();
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(forever.state).toBe(State.Connecting);
+    forever.close();
+  });
+});
+
+describe('browser offline event', () => {
+  it('drops a live session at once: connecting (not connected), a transport error offline, then retries', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('window', target);
+    try {
+      const { client } = makeClient();
+      const errors: string[] = [];
+      client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}`));
+      client.connect();
+      await settle();
+      WS.last.receive(readyFrame());
+      expect(client.state).toBe(State.Connected);
+      target.dispatchEvent(new Event('offline'));
+      expect(client.state).toBe(State.Connecting);
+      expect(errors).toEqual(['transport:offline']);
+      expect(WS.instances[0]!.readyState).toBe(3);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(WS.instances).toHaveLength(2);
+      client.close();
+      target.dispatchEvent(new Event('offline')); // listener removed
+      expect(errors).toEqual(['transport:offline']);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it('online gives up an attempt stuck opening (made while offline) and opens a fresh one', async () => {
+    const target = new EventTarget();
+    vi.stubGlobal('window', target);
+    try {
+      WS.autoOpen = false;
+      const { client } = makeClient();
+      client.connect();
+      await settle();
+      expect(WS.instances).toHaveLength(1);
+      target.dispatchEvent(new Event('online'));
+      await settle();
+      expect(WS.instances).toHaveLength(2);
+      expect(WS.instances[0]!.readyState).toBe(3);
+      client.close();
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 });
 

@@ -112,6 +112,22 @@ describe('React bindings', () => {
     expect(result.current.error).toMatchObject({ status: 404, code: 'not_found' });
   });
 
+  it('useNotifications after stale: the pages below the first are dropped (they were not refetched), then load fresh', async () => {
+    const { WS, wrapper, server } = setup([1, 2, 3]);
+    const { result } = renderHook(() => useNotifications({ limit: 2 }), { wrapper });
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(3)));
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([3, 2]));
+    await act(() => result.current.fetchMore());
+    expect(result.current.items.map((n) => n.id)).toEqual([3, 2, 1]);
+    server.inbox.get(1)!.read_at = 'elsewhere'; // no frame says so (this session dropped frames)
+    act(() => WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 3, since_broadcast: 0 }));
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([3, 2]));
+    expect(result.current.hasMore).toBe(true);
+    await act(() => result.current.fetchMore());
+    expect(result.current.items.find((n) => n.id === 1)!.read_at).toBe('elsewhere');
+  });
+
   it('useUnreadCount loads over REST and follows live frames', async () => {
     const { WS, wrapper, push, server } = setup([1, 2]);
     const { result } = renderHook(() => useUnreadCount(), { wrapper });

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { HeraldClient, HeraldError } from '../../src';
+import { describe, expect, it, vi } from 'vitest';
+import { HeraldClient, HeraldError, type FetchLike } from '../../src';
 
 interface Call {
   url: string;
@@ -79,5 +79,40 @@ describe('REST inbox', () => {
       throw new TypeError('fetch failed');
     });
     await expect(client.list()).rejects.toMatchObject({ name: 'HeraldError', status: 0, code: 'network_error' });
+  });
+
+  it('a request the network never answers rejects with code timeout after requestTimeoutMs (default 15 s)', async () => {
+    const hang: FetchLike = (_url, init) =>
+      new Promise((_resolve, reject) =>
+        init?.signal?.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError'))),
+      );
+    const quick = new HeraldClient({
+      url: 'http://gw.test',
+      userId: 'u',
+      getToken: async () => 'jwt',
+      fetch: hang,
+      requestTimeoutMs: 50,
+    });
+    const started = Date.now();
+    await expect(quick.markRead(7)).rejects.toMatchObject({ name: 'HeraldError', status: 0, code: 'timeout' });
+    expect(Date.now() - started).toBeLessThan(2000);
+
+    vi.useFakeTimers();
+    try {
+      const byDefault = new HeraldClient({
+        url: 'http://gw.test',
+        userId: 'u',
+        getToken: async () => 'jwt',
+        fetch: hang,
+      });
+      const result = byDefault.list().catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(14_999);
+      const pending = Symbol('pending');
+      expect(await Promise.race([result, Promise.resolve(pending)])).toBe(pending);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(await result).toMatchObject({ code: 'timeout' });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HeraldClient, getInboxStore, tabFilter, type FetchLike } from '../../src';
-import { matchesFilter } from '../../src/store';
+import { MAX_REFETCH_PAGES, matchesFilter } from '../../src/store';
 import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
 import { fakeServer, makeNotification } from '../helpers/fake-server';
 
@@ -138,18 +138,81 @@ describe('the inbox store', () => {
     expect(store.getList(all).items.map((x) => x.id)).toEqual([3, 1]);
   });
 
-  it('refetching the first page keeps the cursor of the pages loaded below it', async () => {
-    const { WS, server, store } = await setup([1, 2, 3, 4, 5]);
+  it('a refetch (resync, reconnect) fetches every page loaded, so rows below the first page are fresh too', async () => {
+    const { WS, server, store } = await setup([1, 2, 3, 4, 5, 6, 7]);
     const f = tabFilter('all', { limit: 2 });
     store.subscribeList(f, () => {});
     await settled(() => store.getList(f).loaded);
     await store.fetchMore(f);
+    await store.fetchMore(f);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([7, 6, 5, 4, 3, 2]);
     expect(store.getList(f)).toMatchObject({ hasMore: true, nextBefore: 2 });
-    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 5, since_broadcast: 0 });
+    // Changed elsewhere while this tab was away (no frame will tell): read, archived, deleted, all below page 1.
+    server.inbox.get(4)!.read_at = 'elsewhere';
+    server.inbox.get(3)!.archived_at = 'elsewhere';
+    server.inbox.delete(2);
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 7, since_broadcast: 0 });
     await settled(() => server.count(/^GET \/notifications\?limit=2$/) === 2);
     await settled(() => !store.getList(f).loading);
-    expect(store.getList(f).items.map((x) => x.id)).toEqual([5, 4, 3, 2]);
-    expect(store.getList(f)).toMatchObject({ hasMore: true, nextBefore: 2 });
+    expect(server.calls.filter((c) => /before=/.test(c)).at(-1)).toBe('GET /notifications?limit=100&before=6');
+    const items = store.getList(f).items;
+    expect(items.map((x) => x.id)).toEqual([7, 6, 5, 4, 1]);
+    expect(items.find((x) => x.id === 4)!.read_at).toBe('elsewhere');
+    expect(store.getList(f)).toMatchObject({ hasMore: false, nextBefore: null });
+  });
+
+  it('a refetch stops after MAX_REFETCH_PAGES requests: what lies below is dropped and loads again on demand', async () => {
+    const { WS, server, store } = await setup(Array.from({ length: 700 }, (_, i) => i + 1));
+    const f = tabFilter('all', { limit: 100 });
+    store.subscribeList(f, () => {});
+    await settled(() => store.getList(f).loaded);
+    for (let i = 0; i < 6; i++) await store.fetchMore(f);
+    expect(store.getList(f).items).toHaveLength(700);
+    const before = server.calls.length;
+    WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 700, since_broadcast: 0 });
+    await settled(() => server.calls.length - before === MAX_REFETCH_PAGES && !store.getList(f).loading);
+    await tick();
+    expect(server.calls.length - before).toBe(MAX_REFETCH_PAGES);
+    expect(store.getList(f).items).toHaveLength(600);
+    expect(store.getList(f)).toMatchObject({ hasMore: true, nextBefore: 101 });
+  });
+
+  it('markAllRead(filter) narrowed by type marks read only the unread ones of that type it knows, never read_all', async () => {
+    const { server, store } = await setup([
+      makeNotification(1, { type: 'info' }),
+      makeNotification(2, { type: 'promo' }),
+      makeNotification(3, { type: 'info' }),
+      makeNotification(4, { type: 'promo' }),
+      makeNotification(5, { type: 'promo', read_at: 'before' }),
+    ]);
+    const promos = tabFilter('all', { type: 'promo' });
+    store.subscribeList(promos, () => {});
+    await settled(() => store.getList(promos).loaded);
+    await store.markAllRead(promos);
+    expect(server.count(/read_all/)).toBe(0);
+    expect(server.calls.filter((c) => c.startsWith('POST')).sort()).toEqual([
+      'POST /notifications/2/read',
+      'POST /notifications/4/read',
+    ]);
+    expect(server.inbox.get(1)!.read_at).toBeNull();
+    expect(server.inbox.get(3)!.read_at).toBeNull();
+    expect(store.getList(promos).items.every((n) => n.read_at !== null)).toBe(true);
+    // Not narrowed: the server's read_all.
+    await store.markAllRead(tabFilter('unread'));
+    expect(server.count(/POST \/notifications\/read_all/)).toBe(1);
+  });
+
+  it('markAllRead(filter) tries every one and rejects with the first failure', async () => {
+    const { server, store } = await setup([
+      makeNotification(1, { type: 'promo' }),
+      makeNotification(2, { type: 'promo' }),
+    ]);
+    const promos = tabFilter('all', { type: 'promo' });
+    store.subscribeList(promos, () => {});
+    await settled(() => store.getList(promos).loaded);
+    server.fail(503);
+    await expect(store.markAllRead(promos)).rejects.toMatchObject({ status: 503 });
+    expect(server.count(/POST \/notifications\/\d+\/read/)).toBe(2);
   });
 
   it('a list nobody shows is not fetched on stale, but is when shown again', async () => {

@@ -117,6 +117,76 @@ describe('<NotificationBell>', () => {
   });
 });
 
+describe('<NotificationBell> panel and focus (review finding 6), and failures (finding 3)', () => {
+  const page = (t: ReturnType<typeof setup>) =>
+    render(
+      <>
+        <button type="button">before</button>
+        <NotificationBell />
+        <button type="button">after</button>
+      </>,
+      { wrapper: t.wrapper },
+    );
+
+  it('closes when focus leaves it (Tab past its end), without moving focus; focus moving inside keeps it open', async () => {
+    const t = setup([1]);
+    page(t);
+    await t.live({ unread: 1, unseen: 0 });
+    fireEvent.click(screen.getByRole('button', { name: /^Notifications/ }));
+    const dialog = screen.getByRole('dialog');
+    const markAll = within(dialog).getByRole('button', { name: 'Mark all read' });
+    // Focus moving within the panel (and lost to nothing, as when an item leaves) keeps it open.
+    fireEvent.blur(document.activeElement!, { relatedTarget: markAll });
+    markAll.focus();
+    fireEvent.blur(markAll, { relatedTarget: null });
+    expect(screen.queryByRole('dialog')).not.toBeNull();
+    const after = screen.getByRole('button', { name: 'after' });
+    act(() => after.focus());
+    expect(screen.queryByRole('dialog')).toBeNull();
+    expect(document.activeElement).toBe(after);
+  });
+
+  it('Escape closes it with focus outside the panel too (focus stays where it is)', async () => {
+    const t = setup([1]);
+    page(t);
+    await t.live({ unread: 1, unseen: 0 });
+    fireEvent.click(screen.getByRole('button', { name: /^Notifications/ }));
+    expect(screen.queryByRole('dialog')).not.toBeNull();
+    const before = screen.getByRole('button', { name: 'before' });
+    // Focus outside without a focusout reaching the bell (a programmatic focus on another frame, say).
+    fireEvent.keyDown(before, { key: 'Escape' });
+    expect(screen.queryByRole('dialog')).toBeNull();
+  });
+
+  it('Tab reaches the close button right after the heading row\'s "Mark all read", before the tabs and items', async () => {
+    const t = setup([1]);
+    page(t);
+    await t.live({ unread: 1, unseen: 0 });
+    fireEvent.click(screen.getByRole('button', { name: /^Notifications/ }));
+    const dialog = screen.getByRole('dialog');
+    await waitFor(() => expect(within(dialog).getAllByRole('listitem')).toHaveLength(1));
+    const focusable = [...dialog.querySelectorAll<HTMLElement>('button:not([tabindex="-1"])')].map(
+      (b) => b.getAttribute('aria-label') ?? b.textContent,
+    );
+    expect(focusable.slice(0, 3)).toEqual(['Mark all read', 'Close', 'All']);
+    expect(document.activeElement?.textContent).toBe('Notifications'); // the heading, then Tab goes on from it
+  });
+
+  it('a failed "mark all seen" is shown (role="alert") and passed to onError', async () => {
+    const t = setup([1]);
+    const onError = vi.fn();
+    render(<NotificationBell onError={onError} />, { wrapper: t.wrapper });
+    await t.live({ unread: 1, unseen: 1 });
+    t.server.fail(503);
+    fireEvent.click(screen.getByRole('button', { name: /^Notifications/ }));
+    const dialog = screen.getByRole('dialog');
+    await waitFor(() =>
+      expect(within(dialog).getAllByRole('alert')[0]!.textContent).toBe(resolveStrings().actionFailed),
+    );
+    expect(onError).toHaveBeenCalledWith(expect.objectContaining({ status: 503 }));
+  });
+});
+
 describe('<Inbox>', () => {
   it('shows a loading state, then the items, newest first, with unread ones marked', async () => {
     const t = setup([1, makeNotification(2, { read_at: '2026-01-10T08:20:00.000Z' }), 3]);
@@ -200,6 +270,47 @@ describe('<Inbox>', () => {
     await waitFor(() => expect(screen.queryAllByRole('button', { name: /^Mark read/ })).toHaveLength(0));
     t.frame({ type: 'counts', unread: 0, unseen: 0 });
     expect(button.disabled).toBe(true);
+  });
+
+  it('narrowed by type: "Mark all read" marks only that type read (never read_all); the Unread tab has no global count', async () => {
+    const t = setup([
+      makeNotification(1, { type: 'info', title: 'invoice' }),
+      makeNotification(2, { type: 'promo', title: 'sale' }),
+      makeNotification(3, { type: 'info', title: 'password' }),
+    ]);
+    render(<Inbox type="promo" />, { wrapper: t.wrapper });
+    await t.live({ unread: 3, unseen: 3 });
+    await waitFor(() => expect(screen.getAllByRole('listitem')).toHaveLength(1));
+    expect(screen.getByRole('tab', { name: 'Unread' }).textContent).toBe('Unread'); // not "Unread (3)"
+    const button = screen.getByRole('button', { name: 'Mark all read' }) as HTMLButtonElement;
+    expect(button.disabled).toBe(false);
+    fireEvent.click(button);
+    await waitFor(() => expect(screen.queryAllByRole('button', { name: /^Mark read/ })).toHaveLength(0));
+    expect(t.server.count(/read_all/)).toBe(0);
+    expect(t.server.inbox.get(2)!.read_at).not.toBeNull();
+    expect(t.server.inbox.get(1)!.read_at).toBeNull();
+    expect(t.server.inbox.get(3)!.read_at).toBeNull();
+    // Nothing of this type is unread now, whatever the global count says.
+    expect(button.disabled).toBe(true);
+  });
+
+  it('a failed action is shown (role="alert") and passed to onError; one that works clears it', async () => {
+    const t = setup([1, 2]);
+    const onError = vi.fn();
+    render(<Inbox onError={onError} />, { wrapper: t.wrapper });
+    await t.live({ unread: 2, unseen: 2 });
+    await waitFor(() => expect(screen.getAllByRole('listitem')).toHaveLength(2));
+    t.server.fail(503);
+    fireEvent.click(screen.getByRole('button', { name: 'Mark read: title 2' }));
+    await waitFor(() => expect(screen.getByRole('alert').textContent).toContain(resolveStrings().actionFailed));
+    expect(onError).toHaveBeenCalledWith(expect.objectContaining({ status: 503 }));
+    expect(screen.getByRole('button', { name: 'Mark read: title 2' })).toBeTruthy(); // still unread
+    fireEvent.click(screen.getByRole('button', { name: 'Mark all read' }));
+    await waitFor(() => expect(onError).toHaveBeenCalledTimes(2));
+    expect(screen.getByRole('alert')).toBeTruthy();
+    t.server.fail(null);
+    fireEvent.click(screen.getByRole('button', { name: 'Mark read: title 2' }));
+    await waitFor(() => expect(screen.queryByRole('alert')).toBeNull());
   });
 
   it('live frames from other tabs: read, unread, archived, deleted, and a new notification on top', async () => {
@@ -370,6 +481,27 @@ describe('<Toasts>', () => {
     t.frame({ type: 'archived', ids: [3] });
     t.frame({ type: 'deleted', ids: [4] });
     expect(screen.queryAllByRole('listitem')).toHaveLength(0);
+  });
+});
+
+describe('<Toasts> failures (review finding 3)', () => {
+  it('a failed "Mark read" brings the toast back with an alert and calls onError', async () => {
+    const t = setup([]);
+    const onError = vi.fn();
+    render(<Toasts onError={onError} />, { wrapper: t.wrapper });
+    await t.live();
+    t.push(1);
+    t.server.fail(503);
+    fireEvent.click(screen.getByRole('button', { name: 'Mark read: title 1' }));
+    await waitFor(() => expect(onError).toHaveBeenCalledWith(expect.objectContaining({ status: 503 })));
+    const toast = screen.getByRole('listitem');
+    expect(toast.textContent).toContain('title 1');
+    expect(within(toast).getByRole('alert').textContent).toBe(resolveStrings().actionFailed);
+    // Trying again, and it works: gone, alert and all.
+    t.server.fail(null);
+    fireEvent.click(within(toast).getByRole('button', { name: 'Mark read: title 1' }));
+    await waitFor(() => expect(screen.queryAllByRole('listitem')).toHaveLength(0));
+    expect(t.server.inbox.get(1)!.read_at).not.toBeNull();
   });
 });
 
