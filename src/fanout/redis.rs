@@ -110,6 +110,9 @@ impl Dirty {
 /// Cheap to share: the publishing half lives in the fan-out, the presence half in the registry.
 pub struct RedisTransport {
     node: Arc<str>,
+    /// What this process signs its messages with (`node#<random>`), to recognise its own: never the node's name
+    /// alone, which two nodes configured alike share (each would drop the other's messages as its own).
+    origin: Arc<str>,
     names: Names,
     publish: mpsc::Sender<(String, Bytes)>,
     /// A publish was dropped (queue full): the next batch tells every node to resync.
@@ -120,7 +123,7 @@ pub struct RedisTransport {
 
 impl Transport for RedisTransport {
     fn publish(&self, message: &Message) {
-        let (channel, payload) = encode(&self.names, &self.node, message);
+        let (channel, payload) = encode(&self.names, &self.origin, message);
         if self.publish.try_send((channel, payload)).is_err() {
             // Full (Redis slow or down): the other nodes' sessions may miss this, and nothing later need reveal
             // the gap, so the worker follows up with a `lost` message (every node resyncs from the inbox).
@@ -152,23 +155,23 @@ impl RedisTransport {
 /// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame),
 /// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, no frame), `e` (a
 /// live-only event) or `l` (lost: resync everything; on the broadcast channel).
-fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
+fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
-            (channel, format!("v1|{node}|n|{id}|{prev_id}|0|"), frame.as_str())
+            (channel, format!("v1|{origin}|n|{id}|{prev_id}|0|"), frame.as_str())
         }
         Message::UserFrame { user, frame, skip_session } => {
-            (names.user(user), format!("v1|{node}|u|0|0|{}|", skip_session.unwrap_or(0)), frame.as_str())
+            (names.user(user), format!("v1|{origin}|u|0|0|{}|", skip_session.unwrap_or(0)), frame.as_str())
         }
         Message::Live { user, frame } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
-            (channel, format!("v1|{node}|e|0|0|0|"), frame.as_str())
+            (channel, format!("v1|{origin}|e|0|0|0|"), frame.as_str())
         }
         Message::Counts { user, counts, broadcast_up_to } => {
-            (names.user(user), format!("v1|{node}|c|{}|{}|{broadcast_up_to}|", counts.unread, counts.unseen), "")
+            (names.user(user), format!("v1|{origin}|c|{}|{}|{broadcast_up_to}|", counts.unread, counts.unseen), "")
         }
-        Message::Lost => (names.all.clone(), format!("v1|{node}|l|0|0|0|"), ""),
+        Message::Lost => (names.all.clone(), format!("v1|{origin}|l|0|0|0|"), ""),
     };
     let mut payload = Vec::with_capacity(head.len() + frame.len());
     payload.extend_from_slice(head.as_bytes());
@@ -176,14 +179,14 @@ fn encode(names: &Names, node: &str, m: &Message) -> (String, Bytes) {
     (channel, Bytes::from(payload))
 }
 
-/// `None` for our own messages and for anything malformed.
-fn decode(names: &Names, node: &str, channel: &str, payload: &[u8]) -> Option<Message> {
+/// `None` for our own messages (`origin`: this process's) and for anything malformed.
+fn decode(names: &Names, origin_here: &str, channel: &str, payload: &[u8]) -> Option<Message> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut parts = text.splitn(7, '|');
     let mut next = || parts.next();
     let (version, origin, kind, id, prev, skip, frame) =
         (next()?, next()?, next()?, next()?, next()?, next()?, next()?);
-    if version != "v1" || origin == node {
+    if version != "v1" || origin == origin_here {
         return None;
     }
     let user: Option<Arc<str>> = channel.strip_prefix(names.user_prefix.as_str()).map(Arc::from);
@@ -221,10 +224,12 @@ pub fn start(
 ) -> Result<Arc<RedisTransport>, String> {
     let connector = Connector::new(settings)?;
     let node: Arc<str> = Arc::from(settings.node_name());
+    let origin: Arc<str> = Arc::from(format!("{node}#{:016x}", rand::random::<u64>()));
     let (publish, publish_rx) = mpsc::channel(settings.publish_queue);
     let names = Names::new(&settings.channel_prefix);
     let transport = Arc::new(RedisTransport {
         node: node.clone(),
+        origin,
         names: names.clone(),
         publish,
         dropped: AtomicBool::new(false),
@@ -265,6 +270,9 @@ impl Worker {
     async fn run(self, mut publish: mpsc::Receiver<(String, Bytes)>, shutdown: CancellationToken) {
         let mut attempt = 0u32;
         let mut connected_before = false;
+        // This process has written its presence line: a line under its name by another process since is not its
+        // own (at start, the line may be the previous process's).
+        let mut reported = false;
         loop {
             let lost = Arc::new(Notify::new());
             let result = tokio::select! {
@@ -296,6 +304,7 @@ impl Worker {
             connected_before = true;
 
             let mut presence = tokio::time::interval(self.presence_every);
+            let mut peers = PeerCheck::default();
             let error = loop {
                 tokio::select! {
                     biased;
@@ -315,7 +324,7 @@ impl Worker {
                         }
                     }
                     _ = presence.tick() => {
-                        if let Err(e) = self.report_presence(&mut con).await {
+                        if let Err(e) = self.report_presence(&mut con, &mut peers, &mut reported).await {
                             break e.to_string();
                         }
                     }
@@ -343,7 +352,7 @@ impl Worker {
     /// the users subscribed.
     async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<(Link, HashSet<Arc<str>>)> {
         let fanout = Fanout::local(self.registry.clone()).traced(self.trace.clone());
-        let node = self.node.clone();
+        let origin = self.transport.origin.clone();
         let names = self.names.clone();
         let transport = self.transport.clone();
         let on_push = move |info: PushInfo| -> Result<(), ()> {
@@ -351,7 +360,7 @@ impl Worker {
                 PushKind::Message | PushKind::SMessage => {
                     if let [Value::BulkString(channel), Value::BulkString(payload), ..] = info.data.as_slice() {
                         let channel = String::from_utf8_lossy(channel);
-                        if let Some(m) = decode(&names, &node, &channel, payload) {
+                        if let Some(m) = decode(&names, &origin, &channel, payload) {
                             metrics::counter!("herald_redis_received_total").increment(1);
                             fanout.deliver_local(&m, &mut Wakes::now());
                         }
@@ -431,7 +440,7 @@ impl Worker {
         // Checked after taking the batch: a drop after this point leaves the queue non-empty, so the next batch
         // carries the `lost` message.
         if self.transport.dropped.swap(false, Ordering::Relaxed) {
-            batch.push(encode(&self.names, &self.node, &Message::Lost));
+            batch.push(encode(&self.names, &self.transport.origin, &Message::Lost));
         }
         if let Err(e) = con.publish(self.mode, &batch).await {
             // Some of the batch may not have reached the other nodes, and nothing later need reveal it.
@@ -443,16 +452,71 @@ impl Worker {
         Ok(())
     }
 
-    /// `HSET herald:presence <node> "<users> <sessions> <unix secs>"`: the cluster-wide presence view.
-    async fn report_presence(&self, con: &mut Link) -> redis::RedisResult<()> {
+    /// `HSET herald:presence <node> "<users> <sessions> <unix secs> <origin> <pubsub>"`: the cluster-wide
+    /// presence view. First, what the view says of the others: another process reporting under this node's name
+    /// since this one last did (`reported`), or a node on the other pub/sub mode (neither hears the other's
+    /// messages) — either makes `redis` degraded, saying which, until it is gone.
+    async fn report_presence(&self, con: &mut Link, peers: &mut PeerCheck, reported: &mut bool) -> redis::RedisResult<()> {
         let (users, sessions) = self.registry.counts();
         let now = chrono::Utc::now().timestamp();
+        let entries: Vec<(String, String)> = redis::cmd("HGETALL").arg(&self.names.presence).query_async(con).await?;
+        let fresh_after = now - 3 * self.presence_every.as_secs() as i64;
+        let mode = pubsub_name(self.mode);
+        let mut problems = Vec::new();
+        for (node, line) in &entries {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.get(2).and_then(|at| at.parse::<i64>().ok()).is_none_or(|at| at < fresh_after) {
+                continue;
+            }
+            if node == &*self.node && *reported && fields.get(3).is_some_and(|o| *o != &*self.transport.origin) {
+                problems.push(format!(
+                    "another process reports as node `{node}`: give every node its own cluster.node_id"
+                ));
+            }
+            if let Some(theirs) = fields.get(4).filter(|m| **m != mode) {
+                problems.push(format!(
+                    "node `{node}` runs cluster.pubsub = \"{theirs}\" and this one \"{mode}\": neither hears the other"
+                ));
+            }
+        }
+        peers.report(&self.health, &self.node, problems);
+        *reported = true;
         redis::cmd("HSET")
             .arg(&self.names.presence)
             .arg(&*self.node)
-            .arg(format!("{users} {sessions} {now}"))
+            .arg(format!("{users} {sessions} {now} {} {mode}", self.transport.origin))
             .exec_async(con)
             .await
+    }
+}
+
+fn pubsub_name(mode: PubSubMode) -> &'static str {
+    match mode {
+        PubSubMode::Classic => "classic",
+        PubSubMode::Sharded => "sharded",
+    }
+}
+
+/// What the presence view last said was wrong with the other nodes: told once when it changes, not every report.
+#[derive(Default)]
+struct PeerCheck {
+    problems: Vec<String>,
+}
+
+impl PeerCheck {
+    fn report(&mut self, health: &Health, node: &str, problems: Vec<String>) {
+        if problems == self.problems {
+            return;
+        }
+        if problems.is_empty() {
+            tracing::info!("the other nodes' presence agrees with this node's again");
+            health.set("redis", true, format!("node {node}"));
+        } else {
+            let detail = problems.join("; ");
+            tracing::error!(problems = %detail, "nodes cannot hear each other as configured");
+            health.set("redis", false, detail);
+        }
+        self.problems = problems;
     }
 }
 

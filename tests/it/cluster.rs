@@ -351,3 +351,50 @@ async fn interleaved_commits_on_two_nodes_reach_a_user_in_order_per_chain_with_n
     assert_eq!(got_mine, mine);
     assert_eq!(got_broadcasts, broadcasts);
 }
+
+/// Nodes configured so that they cannot work together are told apart and said so. Two nodes given the same
+/// `cluster.node_id` took each other's messages for their own and dropped them (0 of 5 live); now each signs with
+/// its process, hears the other, and both report `redis` degraded naming the shared id. A node on the other
+/// pub/sub mode hears nobody: it and its peers say so.
+#[tokio::test]
+async fn nodes_sharing_a_node_id_still_hear_each_other_and_nodes_that_cannot_are_reported_degraded() {
+    let Some((pg, redis)) = fresh_database("same_node_id").await else { return };
+    let a = node(&pg, &redis, "twin").await;
+    let b = node(&pg, &redis, "twin").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("u-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel
+    let id = notify(&a, &user, "from the other twin").await;
+    assert_eq!(on_b.notification().await["notification"]["id"], id, "a node with the same name is another node");
+    let degraded = |gw: &Gateway| {
+        let (url, http) = (gw.url("/readyz"), gw.raw().clone());
+        async move {
+            let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            (body["degraded"] == json!(["redis"])).then(|| body["checks"]["redis"]["detail"].as_str().unwrap().to_owned())
+        }
+    };
+    for gw in [&a, &b] {
+        let detail = eventually("the shared node id reported", Duration::from_secs(15), async || degraded(gw).await).await;
+        assert!(detail.contains("node `twin`") && detail.contains("cluster.node_id"), "{detail}");
+    }
+
+    let Some((pg, redis)) = fresh_database("pubsub_mismatch").await else { return };
+    let classic = node(&pg, &redis, "classic").await;
+    let prefix = pg.rsplit('/').next().unwrap().to_owned();
+    let (pg2, redis2) = (pg.clone(), redis.clone());
+    let sharded = spawn_gateway_with(move |s| {
+        s.cluster.channel_prefix = prefix;
+        s.store.url = pg2;
+        s.cluster.redis_url = Secret::new(redis2);
+        s.cluster.node_id = "sharded".into();
+        s.cluster.presence_interval_secs = 1;
+        s.cluster.pubsub = herald::config::PubSubMode::Sharded;
+    })
+    .await;
+    for gw in [&classic, &sharded] {
+        let detail = eventually("the other pub/sub mode reported", Duration::from_secs(15), async || degraded(gw).await).await;
+        assert!(detail.contains("cluster.pubsub") && detail.contains("neither hears the other"), "{detail}");
+    }
+}
