@@ -600,7 +600,9 @@ impl<'a> Session<'a> {
         let p = self.position;
         let frame = ServerFrame::Resync { reason: reason.label(), since: p.targeted, since_broadcast: p.broadcast };
         self.send_now(frame.encode()).await?;
-        self.start_replay(p, true, false);
+        // As a resume: the history floor is read first, so what retention pruned while this socket missed it is
+        // announced (`truncated`), not skipped silently.
+        self.start_replay(p, true, true);
         Ok(())
     }
 

@@ -456,7 +456,12 @@ impl Worker {
     /// presence view. First, what the view says of the others: another process reporting under this node's name
     /// since this one last did (`reported`), or a node on the other pub/sub mode (neither hears the other's
     /// messages) — either makes `redis` degraded, saying which, until it is gone.
-    async fn report_presence(&self, con: &mut Link, peers: &mut PeerCheck, reported: &mut bool) -> redis::RedisResult<()> {
+    async fn report_presence(
+        &self,
+        con: &mut Link,
+        peers: &mut PeerCheck,
+        reported: &mut bool,
+    ) -> redis::RedisResult<()> {
         let (users, sessions) = self.registry.counts();
         let now = chrono::Utc::now().timestamp();
         let entries: Vec<(String, String)> = redis::cmd("HGETALL").arg(&self.names.presence).query_async(con).await?;
@@ -469,9 +474,8 @@ impl Worker {
                 continue;
             }
             if node == &*self.node && *reported && fields.get(3).is_some_and(|o| *o != &*self.transport.origin) {
-                problems.push(format!(
-                    "another process reports as node `{node}`: give every node its own cluster.node_id"
-                ));
+                problems
+                    .push(format!("another process reports as node `{node}`: give every node its own cluster.node_id"));
             }
             if let Some(theirs) = fields.get(4).filter(|m| **m != mode) {
                 problems.push(format!(

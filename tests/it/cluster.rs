@@ -372,11 +372,13 @@ async fn nodes_sharing_a_node_id_still_hear_each_other_and_nodes_that_cannot_are
         let (url, http) = (gw.url("/readyz"), gw.raw().clone());
         async move {
             let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-            (body["degraded"] == json!(["redis"])).then(|| body["checks"]["redis"]["detail"].as_str().unwrap().to_owned())
+            (body["degraded"] == json!(["redis"]))
+                .then(|| body["checks"]["redis"]["detail"].as_str().unwrap().to_owned())
         }
     };
     for gw in [&a, &b] {
-        let detail = eventually("the shared node id reported", Duration::from_secs(15), async || degraded(gw).await).await;
+        let detail =
+            eventually("the shared node id reported", Duration::from_secs(15), async || degraded(gw).await).await;
         assert!(detail.contains("node `twin`") && detail.contains("cluster.node_id"), "{detail}");
     }
 
@@ -394,7 +396,76 @@ async fn nodes_sharing_a_node_id_still_hear_each_other_and_nodes_that_cannot_are
     })
     .await;
     for gw in [&classic, &sharded] {
-        let detail = eventually("the other pub/sub mode reported", Duration::from_secs(15), async || degraded(gw).await).await;
+        let detail =
+            eventually("the other pub/sub mode reported", Duration::from_secs(15), async || degraded(gw).await).await;
         assert!(detail.contains("cluster.pubsub") && detail.contains("neither hears the other"), "{detail}");
     }
+}
+
+/// A resync replays over what retention pruned while the session missed it: `truncated` says so, as on a resume
+/// (ids were skipped silently: the replay's first `prev_id` above the client's cursor, no frame saying why).
+#[tokio::test]
+async fn a_resync_over_pruned_history_is_announced_truncated() {
+    let Some((pg, _)) = fresh_database("resync_pruned").await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start_redis = || {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server")
+    };
+    let mut redis = start_redis();
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let pruned_node = |id: &'static str| {
+        let (pg, redis_url) = (pg.clone(), redis_url.clone());
+        let prefix = pg.rsplit('/').next().unwrap().to_owned();
+        spawn_gateway_with(move |s| {
+            s.cluster.channel_prefix = prefix;
+            s.store.url = pg;
+            s.cluster.redis_url = Secret::new(redis_url);
+            s.cluster.node_id = id.into();
+            s.cluster.presence_interval_secs = 1;
+            s.store.max_per_user = 5;
+            s.store.prune_interval_secs = 1;
+        })
+    };
+    let a = pruned_node("tr-a").await;
+    let b = pruned_node("tr-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("tr-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = notify(&a, &user, "seen").await;
+    assert_eq!(on_b.notification().await["notification"]["id"], first);
+
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let mut missed = Vec::new();
+    for i in 0..12 {
+        missed.push(notify(&a, &user, &format!("missed-{i}")).await);
+    }
+    // Retention keeps the newest 5: the first 7 missed are gone.
+    eventually("retention to prune", WAIT, async || {
+        (a.inbox(&user).await["items"].as_array()?.len() == 5).then_some(())
+    })
+    .await;
+    redis = start_redis();
+
+    let truncated = eventually("the resync's truncated frame", Duration::from_secs(30), async || {
+        let f = on_b.frame().await;
+        (f["type"] == "truncated").then_some(f)
+    })
+    .await;
+    assert_eq!(
+        (truncated["since"].as_i64(), truncated["oldest_id"].as_i64()),
+        (Some(first), Some(missed[7])),
+        "{truncated}"
+    );
+    for id in &missed[7..] {
+        assert_eq!(on_b.notification().await["notification"]["id"], *id);
+    }
+    redis.kill().unwrap();
+    redis.wait().unwrap();
 }
