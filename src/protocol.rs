@@ -466,6 +466,16 @@ pub struct Counts {
     pub unseen: u64,
 }
 
+/// Counts as of one commit or snapshot: the newest broadcast id they include, and their version among the user's
+/// counts — higher is newer, whichever node wrote them; 0 where their one writer orders them already (see
+/// `inbox::Store::opening`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountsAt {
+    pub counts: Counts,
+    pub broadcast_up_to: i64,
+    pub version: u64,
+}
+
 /// Whether notifications of one type reach the user live and count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

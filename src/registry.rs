@@ -16,7 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
-use crate::protocol::{event_format, Chain, Counts, Format};
+use crate::protocol::{event_format, Chain, CountsAt, Format};
 
 /// Why the server closes a session. Each maps to one documented close code (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +111,9 @@ pub struct Outgoing {
     pub shaped: Arc<OnceLock<Option<Utf8Bytes>>>,
     /// When the event entered Herald, for the delivery-latency histogram.
     pub ingested_at: Option<Instant>,
-    /// A `counts` frame's values and the newest broadcast id they include: the session remembers them to
-    /// derive later broadcasts' counts in memory.
-    pub counts: Option<(Counts, i64)>,
+    /// A `counts` frame's values, the newest broadcast id they include and their version: the session
+    /// remembers them to derive later broadcasts' counts in memory, and drops counts older than its own.
+    pub counts: Option<CountsAt>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -215,15 +215,20 @@ impl Outbox {
             return (Push::Closed, false);
         }
         let already_held = s.wake_held;
-        s.wake_held |= hold;
-        if out.counts.is_some() {
+        if let Some(new) = out.counts {
             // Counts are absolute: a newer one replaces a queued older one (and goes to the end, after the
-            // frames it counts), so a session never queues more than one.
+            // frames it counts), so a session never queues more than one; an older one than that queued (a lower
+            // version: another node's commit that arrived late) is dropped.
             if let Some(i) = s.frames.iter().position(|f| f.counts.is_some()) {
+                let queued = s.frames[i].counts.map_or(0, |c| c.version);
+                if new.version != 0 && new.version < queued {
+                    return (Push::Queued, already_held);
+                }
                 let old = s.frames.remove(i).expect("found above");
                 s.bytes -= old.frame.len();
             }
         }
+        s.wake_held |= hold;
         if s.frames.len() >= self.bounds.frames || s.bytes + out.frame.len() > self.bounds.bytes {
             // Notifications dropped here are in the inbox: the resync replay (or the client's resume) brings them
             // back. Read-state frames are not replayed; the announced resync (or the reconnect) tells the client
@@ -640,17 +645,20 @@ pub(crate) mod tests {
         let r = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
         let counts = |n: u64| {
             let mut o = Outgoing::new(None, Utf8Bytes::from(format!("counts {n}")), None);
-            o.counts = Some((Counts { unread: n, unseen: n }, 0));
+            let counts = crate::protocol::Counts { unread: n, unseen: n };
+            o.counts = Some(CountsAt { counts, broadcast_up_to: 0, version: n });
             o
         };
         reg.send_to_user("u", &out(1), None);
         reg.send_to_user("u", &counts(1), None);
         reg.send_to_user("u", &out(2), None);
+        reg.send_to_user("u", &counts(3), None);
+        // Counts of a lower version (another node's earlier commit, arriving late) do not replace newer ones.
         reg.send_to_user("u", &counts(2), None);
         let mut buf = Vec::new();
         assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
         let frames: Vec<&str> = buf.iter().map(|o| o.frame.as_str()).collect();
-        assert_eq!(frames, ["{}", "{}", "counts 2"], "one counts frame, the newest, after the frames it counts");
+        assert_eq!(frames, ["{}", "{}", "counts 3"], "one counts frame, the newest, after the frames it counts");
     }
 
     /// A waker that records, at each wake-up, how many frames the session's outbox held.

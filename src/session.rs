@@ -109,10 +109,10 @@ pub async fn run(socket: WebSocket, deps: SessionDeps, params: SessionParams) {
 enum Loaded {
     /// The newest id of each chain, the user's counts in the same snapshot and, when a client asked for a
     /// replay, how far history was pruned.
-    Latest(Position, Counts, Option<Position>),
-    /// The user's counts after a replay, with the newest ids they include; `true` after an announced replay
-    /// (sent even when unchanged, right after `replayed`).
-    Counts(Position, Counts, bool),
+    Latest(Position, Counts, u64, Option<Position>),
+    /// The user's counts after a replay, with the newest ids they include and their version; `true` after an
+    /// announced replay (sent even when unchanged, right after `replayed`).
+    Counts(Position, Counts, u64, bool),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
 }
@@ -168,18 +168,27 @@ const RECENT_BROADCASTS: usize = 64;
 struct Badge {
     counts: Option<Counts>,
     broadcast_up_to: i64,
+    /// The version of the counts taken last (see `inbox::Store::opening`).
+    version: u64,
     recent: std::collections::VecDeque<i64>,
 }
 
 impl Badge {
     /// Counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
-    /// delivered here above it are added back; later ones at or below it will not be added again.
-    fn absolute(&mut self, counts: Counts, broadcast_up_to: i64) -> Counts {
+    /// delivered here above it are added back; later ones at or below it will not be added again. Counts older
+    /// than those taken already (a lower `version`: another node's commit that reached this one late, or a
+    /// snapshot read while a newer commit's counts arrived) are dropped: `None`. Version 0 is unordered (one
+    /// writer orders them already, or a node from before versions sent them): always taken.
+    fn absolute(&mut self, counts: Counts, broadcast_up_to: i64, version: u64) -> Option<Counts> {
+        if version != 0 && version < self.version {
+            return None;
+        }
+        self.version = self.version.max(version);
         let missing = self.recent.iter().filter(|&&id| id > broadcast_up_to).count() as u64;
         let counts = Counts { unread: counts.unread + missing, unseen: counts.unseen + missing };
         self.counts = Some(counts);
         self.broadcast_up_to = self.broadcast_up_to.max(broadcast_up_to);
-        counts
+        Some(counts)
     }
 
     /// A broadcast went out: one more unread and unseen, unless the counts include it already (or there are no
@@ -258,13 +267,13 @@ impl<'a> Session<'a> {
                 Some(loaded) = OptionFuture::from(self.pending.as_mut()), if self.pending.is_some() => {
                     self.pending = None;
                     let step = match loaded {
-                        Ok(Loaded::Latest(latest, counts, floor)) => {
-                            self.on_latest(latest, counts, floor, &session_id).await
+                        Ok(Loaded::Latest(latest, counts, version, floor)) => {
+                            self.on_latest(latest, counts, version, floor, &session_id).await
                         }
-                        Ok(Loaded::Counts(at, counts, announced)) => {
+                        Ok(Loaded::Counts(at, counts, version, announced)) => {
                             let before = self.badge.counts;
-                            let now = self.absolute_counts(counts, at.broadcast);
-                            if announced || before != Some(now) {
+                            self.absolute_counts(counts, at.broadcast, version);
+                            if announced || before != self.badge.counts {
                                 self.send_counts().await
                             } else {
                                 Ok(())
@@ -368,7 +377,7 @@ impl<'a> Session<'a> {
     fn read_latest(&self, with_floor: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
-            let (latest, counts) = store.opening(&user).await?;
+            let (latest, counts, version) = store.opening(&user).await?;
             let floor = match with_floor {
                 true => store
                     .history_floor(&user)
@@ -376,22 +385,22 @@ impl<'a> Session<'a> {
                     .map(|(targeted, broadcast)| Some(Position { targeted, broadcast }))?,
                 false => None,
             };
-            Ok(Loaded::Latest(latest, counts, floor))
+            Ok(Loaded::Latest(latest, counts, version, floor))
         })
     }
 
     fn read_counts(&self, announced: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
-            let (at, counts) = store.opening(&user).await?;
-            Ok(Loaded::Counts(at, counts, announced))
+            let (at, counts, version) = store.opening(&user).await?;
+            Ok(Loaded::Counts(at, counts, version, announced))
         })
     }
 
     /// Take counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
     /// this session delivered above it are added back, later ones at or below it are not added again.
-    fn absolute_counts(&mut self, counts: Counts, broadcast_up_to: i64) -> Counts {
-        self.badge.absolute(counts, broadcast_up_to)
+    fn absolute_counts(&mut self, counts: Counts, broadcast_up_to: i64, version: u64) -> Option<Counts> {
+        self.badge.absolute(counts, broadcast_up_to, version)
     }
 
     /// A broadcast went out on this socket: one more unread and unseen, unless the counts include it already.
@@ -452,6 +461,7 @@ impl<'a> Session<'a> {
         &mut self,
         latest: Position,
         counts: Counts,
+        version: u64,
         floor: Option<Position>,
         session_id: &str,
     ) -> Result<(), Ended> {
@@ -466,7 +476,7 @@ impl<'a> Session<'a> {
                 ping_interval_ms: self.deps.settings.ping_interval_secs * 1000,
             };
             self.send_now(ready.encode()).await?;
-            self.absolute_counts(counts, latest.broadcast);
+            self.absolute_counts(counts, latest.broadcast, version);
             self.send_counts().await?;
             let deferred = self.deferred.take();
             match self.since.take() {
@@ -647,11 +657,13 @@ impl<'a> Session<'a> {
                     counts_owed |= self.broadcast_delivered(link.id);
                 }
             }
-            if let Some((counts, broadcast_up_to)) = out.counts {
+            if let Some(at) = out.counts {
                 if !self.opened {
                     continue; // the opening snapshot is newer
                 }
-                let counts = self.absolute_counts(counts, broadcast_up_to);
+                let Some(counts) = self.absolute_counts(at.counts, at.broadcast_up_to, at.version) else {
+                    continue; // older than the counts this session has
+                };
                 counts_owed = false;
                 let frame = ServerFrame::Counts { unread: counts.unread, unseen: counts.unseen }.encode();
                 self.socket.feed(WsMessage::Text(frame)).await.map_err(|_| Ended::Transport)?;
@@ -821,7 +833,7 @@ mod tests {
     fn a_broadcast_adds_one_to_the_counts_unless_they_include_it() {
         let mut b = Badge::default();
         assert!(!b.broadcast(3), "no counts yet: nothing to add to");
-        assert_eq!(b.absolute(c(2, 1), 5), c(2, 1), "the opening snapshot, taken after broadcast 3 and 5");
+        assert_eq!(b.absolute(c(2, 1), 5, 0), Some(c(2, 1)), "the opening snapshot, taken after broadcast 3 and 5");
         assert!(!b.broadcast(5), "included in the snapshot");
         assert!(b.broadcast(7));
         assert_eq!(b.counts, Some(c(3, 2)));
@@ -832,12 +844,12 @@ mod tests {
     #[test]
     fn absolute_counts_from_before_a_delivered_broadcast_add_it_back_and_later_ones_are_not_counted_twice() {
         let mut b = Badge::default();
-        b.absolute(c(0, 0), 10);
+        b.absolute(c(0, 0), 10, 0);
         assert!(b.broadcast(12), "+1 in memory");
         // A commit's counts that left broadcast 12 out (they crossed it on Redis): 12 is added back.
-        assert_eq!(b.absolute(c(1, 1), 10), c(2, 2));
+        assert_eq!(b.absolute(c(1, 1), 10, 0), Some(c(2, 2)));
         // Counts that include broadcast 14, which this session has not delivered yet: no +1 when it comes.
-        assert_eq!(b.absolute(c(3, 3), 14), c(3, 3));
+        assert_eq!(b.absolute(c(3, 3), 14, 0), Some(c(3, 3)));
         assert!(!b.broadcast(14));
         assert_eq!(b.counts, Some(c(3, 3)));
         assert!(b.broadcast(15));
@@ -845,9 +857,22 @@ mod tests {
     }
 
     #[test]
+    fn counts_older_than_those_taken_are_dropped_and_unversioned_ones_always_taken() {
+        let mut b = Badge::default();
+        assert_eq!(b.absolute(c(5, 5), 0, 10), Some(c(5, 5)), "node B's commit, version 10");
+        // Node A's earlier commit (a read: version 9) arrives later over Redis: the badge keeps B's.
+        assert_eq!(b.absolute(c(4, 4), 0, 9), None);
+        assert_eq!(b.counts, Some(c(5, 5)));
+        assert_eq!(b.absolute(c(5, 5), 0, 10), Some(c(5, 5)), "the same version again is the same counts");
+        assert_eq!(b.absolute(c(6, 6), 0, 11), Some(c(6, 6)));
+        assert_eq!(b.absolute(c(1, 1), 0, 0), Some(c(1, 1)), "version 0 (one writer, or an older node): taken");
+        assert_eq!(b.absolute(c(2, 2), 0, 10), None, "still older than the newest version taken");
+    }
+
+    #[test]
     fn the_session_remembers_a_bounded_number_of_broadcasts() {
         let mut b = Badge::default();
-        b.absolute(c(0, 0), 0);
+        b.absolute(c(0, 0), 0, 0);
         for id in 1..=1000 {
             b.broadcast(id);
         }

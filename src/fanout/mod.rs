@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 
-use crate::protocol::{Chain, Counts, ServerFrame};
+use crate::protocol::{Chain, CountsAt, ServerFrame};
 use crate::registry::{Link, Outgoing, Registry, ResyncReason, Sent};
 use crate::trace::{Delivered, Recorder};
 
@@ -26,9 +26,10 @@ pub enum Message {
     Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
     /// A read/read_all/deleted frame for one user's other sessions.
     UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64> },
-    /// One user's counts as of a commit, when the newest broadcast id was `broadcast_up_to`. Each session sends
-    /// it as a `counts` frame and derives later broadcasts' counts from it in memory.
-    Counts { user: Arc<str>, counts: Counts, broadcast_up_to: i64 },
+    /// One user's counts as of a commit, with the newest broadcast id they include and their version. Each
+    /// session sends it as a `counts` frame unless it has newer ones, and derives later broadcasts' counts from it
+    /// in memory.
+    Counts { user: Arc<str>, at: CountsAt },
     /// A live-only event (never stored): to one user's sessions, or (`user: None`) to everyone's.
     Live { user: Option<Arc<str>>, frame: Utf8Bytes },
     /// Messages between nodes were dropped (a full transport queue): every session replays from the inbox.
@@ -97,13 +98,13 @@ impl Fanout {
                 let out = Outgoing::new(None, frame.clone(), None);
                 self.registry.deliver_to_user(user, &out, *skip_session, wakes).written
             }
-            Message::Counts { user, counts, broadcast_up_to } => {
+            Message::Counts { user, at } => {
                 if !self.registry.is_online(user) {
                     return 0;
                 }
-                let frame = ServerFrame::Counts { unread: counts.unread, unseen: counts.unseen }.encode();
+                let frame = ServerFrame::Counts { unread: at.counts.unread, unseen: at.counts.unseen }.encode();
                 let mut out = Outgoing::new(None, frame, None);
-                out.counts = Some((*counts, *broadcast_up_to));
+                out.counts = Some(*at);
                 self.registry.deliver_to_user(user, &out, None, wakes).written
             }
             Message::Live { user, frame } => {

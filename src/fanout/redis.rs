@@ -153,8 +153,9 @@ impl RedisTransport {
 }
 
 /// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame),
-/// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, no frame), `e` (a
-/// live-only event) or `l` (lost: resync everything; on the broadcast channel).
+/// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, their version where the
+/// frame goes), `e` (a live-only event) or `l` (lost: resync everything; on the broadcast channel). `origin` is the
+/// sending process (`node#<random>`).
 fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
         Message::Notification { user, id, prev_id, frame, .. } => {
@@ -168,8 +169,13 @@ fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
             (channel, format!("v1|{origin}|e|0|0|0|"), frame.as_str())
         }
-        Message::Counts { user, counts, broadcast_up_to } => {
-            (names.user(user), format!("v1|{origin}|c|{}|{}|{broadcast_up_to}|", counts.unread, counts.unseen), "")
+        // The version goes where a frame would (nodes from before versions ignore it: there is no frame).
+        Message::Counts { user, at } => {
+            let head = format!(
+                "v1|{origin}|c|{}|{}|{}|{}",
+                at.counts.unread, at.counts.unseen, at.broadcast_up_to, at.version
+            );
+            (names.user(user), head, "")
         }
         Message::Lost => (names.all.clone(), format!("v1|{origin}|l|0|0|0|"), ""),
     };
@@ -206,8 +212,12 @@ fn decode(names: &Names, origin_here: &str, channel: &str, payload: &[u8]) -> Op
         "e" => Some(Message::Live { user, frame }),
         "c" => Some(Message::Counts {
             user: user?,
-            counts: crate::protocol::Counts { unread: id.parse().ok()?, unseen: prev.parse().ok()? },
-            broadcast_up_to: skip.parse().ok()?,
+            at: crate::protocol::CountsAt {
+                counts: crate::protocol::Counts { unread: id.parse().ok()?, unseen: prev.parse().ok()? },
+                broadcast_up_to: skip.parse().ok()?,
+                // Empty from a node from before versions: unordered, as then.
+                version: if frame.is_empty() { 0 } else { frame.as_str().parse().ok()? },
+            },
         }),
         "l" => Some(Message::Lost),
         _ => None,
@@ -614,14 +624,18 @@ mod tests {
     fn counts_cross_nodes_on_the_users_channel() {
         let names = Names::new("herald");
         let counts = crate::protocol::Counts { unread: 12, unseen: 3 };
-        let m = Message::Counts { user: Arc::from("u|1"), counts, broadcast_up_to: 99 };
+        let at = crate::protocol::CountsAt { counts, broadcast_up_to: 99, version: 4711 };
+        let m = Message::Counts { user: Arc::from("u|1"), at };
         let (channel, payload) = encode(&names, "node-a", &m);
         assert_eq!(channel, "herald:u:u|1");
         assert!(decode(&names, "node-a", &channel, &payload).is_none(), "a node ignores its own messages");
         match decode(&names, "node-b", &channel, &payload).unwrap() {
-            Message::Counts { user, counts: got, broadcast_up_to } => {
-                assert_eq!((&*user, got, broadcast_up_to), ("u|1", counts, 99));
-            }
+            Message::Counts { user, at: got } => assert_eq!((&*user, got), ("u|1", at)),
+            other => panic!("{other:?}"),
+        }
+        // From a node from before versions (no version where the frame goes): unordered, version 0.
+        match decode(&names, "node-b", &channel, b"v1|old|c|12|3|99|").unwrap() {
+            Message::Counts { at: got, .. } => assert_eq!(got, crate::protocol::CountsAt { version: 0, ..at }),
             other => panic!("{other:?}"),
         }
         assert!(decode(&names, "node-b", "herald:all", &payload).is_none(), "counts are always for one user");

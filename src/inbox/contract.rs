@@ -93,19 +93,20 @@ async fn counts_match_rows(store: &dyn Store, user: &str, step: &str) -> Counts 
         "{user}, after {step}: the unread list disagrees with the rows"
     );
     assert_eq!(store.unread_count(user).await.unwrap(), truth.unread, "{user}: unread_count is counts.unread");
-    let (_, opening) = store.opening(user).await.unwrap();
+    let (_, opening, _) = store.opening(user).await.unwrap();
     assert_eq!(opening, truth, "{user}, after {step}: the opening snapshot's counts");
     counts
 }
 
 /// Records the counts the store tells its listener about, per user, in order.
 #[derive(Default)]
-pub struct CountsRecorder(pub std::sync::Mutex<Vec<(String, Counts)>>);
+pub struct CountsRecorder(pub std::sync::Mutex<Vec<(String, Counts)>>, pub std::sync::Mutex<Vec<(String, u64)>>);
 
 impl CommitListener for CountsRecorder {
     fn committed(&self, _: &NewNotification, _: &[Notification]) {}
-    fn counts(&self, user: &str, counts: Counts, _: i64) {
+    fn counts(&self, user: &str, counts: Counts, _: i64, version: u64) {
         self.0.lock().unwrap().push((user.to_owned(), counts));
+        self.1.lock().unwrap().push((user.to_owned(), version));
     }
 }
 

@@ -59,7 +59,7 @@ impl Store for Instrumented {
         (self.hook)(Read::Counts, user).await;
         self.inner.counts(user).await
     }
-    async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts), StoreError> {
+    async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts, u64), StoreError> {
         (self.hook)(Read::Latest, user).await;
         self.inner.opening(user).await
     }

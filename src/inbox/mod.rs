@@ -123,9 +123,10 @@ pub trait CommitListener: Send + Sync + 'static {
     /// These users' inboxes were erased.
     fn purged(&self, _users: &[String]) {}
     /// `user`'s counts changed in the commit just made: these are their values as of that commit, when the
-    /// newest broadcast id was `broadcast_up_to`. Called after the commit's `committed` calls, in commit order,
-    /// once per user and commit. Broadcasts do not call it (every session derives those in memory).
-    fn counts(&self, _user: &str, _counts: Counts, _broadcast_up_to: i64) {}
+    /// newest broadcast id was `broadcast_up_to`, and `version` their place among the user's counts (see
+    /// [`Store::opening`]). Called after the commit's `committed` calls, in commit order, once per user and
+    /// commit. Broadcasts do not call it (every session derives those in memory).
+    fn counts(&self, _user: &str, _counts: Counts, _broadcast_up_to: i64, _version: u64) {}
     /// The commit's calls are over: what the listener held back for it goes now. Always called, last.
     fn commit_told(&self) {}
 }
@@ -136,6 +137,8 @@ pub(crate) struct CountsChange {
     pub user: String,
     pub counts: Counts,
     pub broadcast_up_to: i64,
+    /// See [`Store::opening`].
+    pub version: u64,
 }
 
 /// Tell `listener` what one committed group of writes did: its stored notifications and purges (`applied`, in
@@ -156,7 +159,7 @@ pub(crate) fn tell<'a>(
         }
     }
     for c in changes {
-        listener.counts(&c.user, c.counts, c.broadcast_up_to);
+        listener.counts(&c.user, c.counts, c.broadcast_up_to, c.version);
     }
     listener.commit_told();
 }
@@ -418,8 +421,11 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The newest id of each chain and the user's counts, from one snapshot (a session's opening read): a
-    /// broadcast is either counted and at or below the position, or neither.
-    async fn opening(&self, user: &str) -> Result<(Position, Counts), StoreError>;
+    /// broadcast is either counted and at or below the position, or neither. With the counts, their version:
+    /// every write of a user's counts gives them a higher one, so that of two counts (a snapshot, or a commit's:
+    /// [`CommitListener::counts`]) the higher version is the newer, whichever node wrote them and whichever way
+    /// they travelled; 0 where one writer orders every commit already (SQLite: there is one node).
+    async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError>;
 
     /// Change one notification's state. `None` when `id` is not in this user's inbox.
     async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError>;

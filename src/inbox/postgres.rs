@@ -93,6 +93,7 @@ fn migrator() -> Migrator {
         migration(6, "write targeted", include_str!("../../migrations/postgres/0006_write_targeted.sql")),
         migration(7, "inline totals", include_str!("../../migrations/postgres/0007_inline_totals.sql")),
         migration(8, "chain heads", include_str!("../../migrations/postgres/0008_chain_heads.sql")),
+        migration(9, "counts versions", include_str!("../../migrations/postgres/0009_counts_versions.sql")),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -174,7 +175,7 @@ const VISIBLE: &str = concat!(
 /// One key read: the global broadcast ordinals and the user's counters (see `Counters`).
 const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
         COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_pruned_ord'), 0),
-        c.unread, c.unseen, c.read_ord, c.seen_ord, c.unread_adj, c.unseen_adj
+        c.unread, c.unseen, c.read_ord, c.seen_ord, c.unread_adj, c.unseen_adj, c.version
     FROM (SELECT 1) one LEFT JOIN inbox_counts c ON c.user_id = $1";
 
 const LATEST: &str = "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0),
@@ -490,18 +491,18 @@ impl Store for PostgresStore {
 
     async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
         let mut c = self.readers.acquire().await.map_err(store_error)?;
-        let (total, pruned, counters) = counters(&mut c, &text(user)).await.map_err(store_error)?;
+        let (total, pruned, counters, _) = counters(&mut c, &text(user)).await.map_err(store_error)?;
         Ok(counters.counts(total, pruned))
     }
 
-    async fn opening(&self, user: &str) -> Result<(Position, Counts), StoreError> {
+    async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
         // One snapshot for both reads.
         let mut tx = self.readers.begin().await.map_err(store_error)?;
         let read = async {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
             let (targeted, broadcast): (i64, i64) = sqlx::query_as(LATEST).bind(text(user)).fetch_one(&mut *tx).await?;
-            let (total, pruned, counters) = counters(&mut tx, &text(user)).await?;
-            sqlx::Result::Ok((Position { targeted, broadcast }, counters.counts(total, pruned)))
+            let (total, pruned, counters, version) = counters(&mut tx, &text(user)).await?;
+            sqlx::Result::Ok((Position { targeted, broadcast }, counters.counts(total, pruned), version))
         }
         .await
         .map_err(store_error)?;
@@ -787,10 +788,15 @@ fn counters_of(r: &PgRow, from: usize) -> sqlx::Result<Counters> {
     Counters::from_columns(|i| r.try_get::<Option<i64>, _>(from + i).map(Option::unwrap_or_default))
 }
 
-/// (total, pruned, the user's counters): one key read.
-async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, Counters)> {
+/// (total, pruned, the user's counters, their version: migration 9): one key read.
+async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, Counters, u64)> {
     let r = sqlx::query(COUNTERS).bind(user).fetch_one(&mut *c).await?;
-    Ok((r.try_get(0)?, r.try_get(1)?, counters_of(&r, 2)?))
+    Ok((r.try_get(0)?, r.try_get(1)?, counters_of(&r, 2)?, version_of(&r, 8)?))
+}
+
+/// A counters row's version (migration 9; 0 for a user without one).
+fn version_of(r: &PgRow, at: usize) -> sqlx::Result<u64> {
+    Ok(r.try_get::<Option<i64>, _>(at)?.unwrap_or_default().max(0) as u64)
 }
 
 /// The global counters [`finish_tally`] reports with each user's: (broadcast ordinal, pruned broadcast ordinal,
@@ -818,7 +824,7 @@ macro_rules! upsert_counts {
              ON CONFLICT (user_id) DO UPDATE SET unread = c.unread + excluded.unread,
                  unseen = c.unseen + excluded.unseen, unread_adj = c.unread_adj + excluded.unread_adj,
                  unseen_adj = c.unseen_adj + excluded.unseen_adj
-             RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj, ",
+             RETURNING user_id, unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj, version, ",
             totals!()
         )
     };
@@ -827,9 +833,9 @@ macro_rules! upsert_counts {
 /// A tally's pending changes as [`upsert_counts`]' arrays: user, unread, unseen, unread_adj, unseen_adj.
 type DeltaColumns = (Vec<String>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
 
-/// What the upsert wrote: the counters each changed user has now, and the [`Totals`] (none when nothing was
-/// pending).
-type Upserted = (Vec<(String, Counters)>, Option<Totals>);
+/// What the upsert wrote: the counters each changed user has now with their version, and the [`Totals`] (none
+/// when nothing was pending).
+type Upserted = (Vec<(String, (Counters, u64))>, Option<Totals>);
 
 /// Take the tally's pending changes as bind arrays.
 fn delta_columns(tally: &mut Tally) -> DeltaColumns {
@@ -844,10 +850,13 @@ fn delta_columns(tally: &mut Tally) -> DeltaColumns {
 /// Read [`upsert_counts`]' rows.
 fn upserted(rows: &[PgRow]) -> sqlx::Result<Upserted> {
     let totals = match rows.first() {
-        Some(r) => Some((r.try_get(7)?, r.try_get(8)?, r.try_get(9)?)),
+        Some(r) => Some((r.try_get(8)?, r.try_get(9)?, r.try_get(10)?)),
         None => None,
     };
-    let counters = rows.iter().map(|r| Ok((r.try_get(0)?, counters_of(r, 1)?))).collect::<sqlx::Result<_>>()?;
+    let counters = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, (counters_of(r, 1)?, version_of(r, 7)?))))
+        .collect::<sqlx::Result<_>>()?;
     Ok((counters, totals))
 }
 
@@ -896,18 +905,21 @@ async fn report_tally(
     if tally.changed.is_empty() {
         return Ok(Vec::new());
     }
-    let mut written: std::collections::HashMap<String, Counters> = written.into_iter().collect();
+    let mut written: std::collections::HashMap<String, (Counters, u64)> = written.into_iter().collect();
     let (total, pruned, broadcast_up_to) = match totals {
         Some(totals) => totals,
         None => sqlx::query_as(TOTALS).fetch_one(&mut *c).await?,
     };
     let mut out = Vec::with_capacity(tally.changed.len());
     for user in std::mem::take(&mut tally.changed) {
-        let counters = match written.remove(&user) {
-            Some(counters) => counters,
-            None => counters(c, &user).await?.2,
+        let (counters, version) = match written.remove(&user) {
+            Some(written) => written,
+            None => {
+                let (_, _, counters, version) = counters(c, &user).await?;
+                (counters, version)
+            }
         };
-        out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to });
+        out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to, version });
     }
     Ok(out)
 }
@@ -1170,6 +1182,7 @@ struct Targeted {
     seen_ord: Option<Vec<i64>>,
     unread_adj: Option<Vec<i64>>,
     unseen_adj: Option<Vec<i64>>,
+    versions: Option<Vec<i64>>,
     total: Option<i64>,
     pruned: Option<i64>,
     broadcast_up_to: Option<i64>,
@@ -1189,6 +1202,7 @@ impl Targeted {
             seen_ord: r.try_get("seen_ord")?,
             unread_adj: r.try_get("unread_adj")?,
             unseen_adj: r.try_get("unseen_adj")?,
+            versions: r.try_get("versions")?,
             total: r.try_get("total")?,
             pruned: r.try_get("pruned")?,
             broadcast_up_to: r.try_get("broadcast_up_to")?,
@@ -1303,9 +1317,11 @@ async fn write_targeted(
         .zip(counter(r.seen_ord))
         .zip(counter(r.unread_adj))
         .zip(counter(r.unseen_adj))
-        .map(|((((((user, unread), unseen), read_ord), seen_ord), unread_adj), unseen_adj)| {
+        .zip(counter(r.versions))
+        .map(|(((((((user, unread), unseen), read_ord), seen_ord), unread_adj), unseen_adj), version)| {
             let counters = Counters { unread, unseen, read_ord, seen_ord, unread_adj, unseen_adj };
-            CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to }
+            let version = version.max(0) as u64;
+            CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to, version }
         })
         .collect();
     // Back to jobs: each job's writes are consecutive in `writes`, in job order.
@@ -1833,6 +1849,38 @@ mod tests {
                 .unwrap();
             server.close().await.unwrap();
         }
+    }
+
+    /// Two nodes' commits of one user's counts reach a third node's sessions in any order (over Redis): each
+    /// write of the counts carries a higher version than the one before, whichever node wrote it and whatever
+    /// wrote it (a notification stored, a read, read all, seen all), and a snapshot carries the version of the
+    /// counts it read — what lets a session keep the newest (migration 9).
+    #[tokio::test]
+    async fn every_write_of_a_users_counts_has_a_higher_version_whichever_node_wrote_it() {
+        use crate::inbox::contract::CountsRecorder;
+        let Some(db) = TestDb::create("counts_versions").await else { return };
+        let (heard_a, heard_b) = (Arc::new(CountsRecorder::default()), Arc::new(CountsRecorder::default()));
+        let a = db.open(Some(heard_a.clone())).await;
+        let b = db.open(Some(heard_b.clone())).await;
+        let last = |r: &CountsRecorder| r.1.lock().unwrap().iter().rev().find(|(u, _)| u == "u").map(|(_, v)| *v);
+        let mut versions = Vec::new();
+        let stored = a.apply(vec![Write::Notify(draft("v-1", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        let WriteOutcome::Stored(rows) = &stored[0] else { panic!("{stored:?}") };
+        versions.push(last(&heard_a).unwrap());
+        b.change("u", rows[0].id, Change::Read).await.unwrap().unwrap();
+        versions.push(last(&heard_b).unwrap());
+        a.apply(vec![Write::Notify(draft("v-2", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        versions.push(last(&heard_a).unwrap());
+        b.seen_all("u").await.unwrap();
+        versions.push(last(&heard_b).unwrap());
+        a.mark_all_read("u").await.unwrap();
+        versions.push(last(&heard_a).unwrap());
+        assert!(versions.windows(2).all(|w| w[0] < w[1]) && versions[0] > 0, "{versions:?}");
+        let (_, counts, version) = b.opening("u").await.unwrap();
+        assert_eq!((counts.unread, version), (0, *versions.last().unwrap()), "the snapshot's counts and their version");
+        a.close().await;
+        b.close().await;
+        db.drop_database().await;
     }
 
     #[tokio::test]

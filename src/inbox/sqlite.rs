@@ -555,12 +555,13 @@ impl Store for SqliteStore {
         self.read(move |c| counts(c, &user)).await
     }
 
-    async fn opening(&self, user: &str) -> Result<(Position, Counts), StoreError> {
+    async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
             // One read transaction: one snapshot for both.
             c.execute_batch("BEGIN")?;
-            let read = (|| -> rusqlite::Result<_> { Ok((latest(c, &user)?, counts(c, &user)?)) })();
+            // Version 0: the one writer's commits reach the sessions in commit order (`Store::opening`).
+            let read = (|| -> rusqlite::Result<_> { Ok((latest(c, &user)?, counts(c, &user)?, 0)) })();
             let end = c.execute_batch("COMMIT");
             let read = read?;
             end.map(|()| read)
@@ -795,7 +796,7 @@ impl Tally {
                 Some(d) => upsert_delta(tx, &user, &d)?,
                 None => counters(tx, &user)?.2,
             };
-            out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to });
+            out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to, version: 0 });
         }
         Ok(out)
     }

@@ -110,7 +110,7 @@ impl Store for Monitored {
     async fn counts(&self, user: &str) -> Result<crate::protocol::Counts, StoreError> {
         self.inner.counts(user).await
     }
-    async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts), StoreError> {
+    async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts, u64), StoreError> {
         self.inner.opening(user).await
     }
     async fn change(&self, user: &str, id: i64, change: super::Change) -> Result<Option<Notification>, StoreError> {

@@ -415,8 +415,9 @@ impl CommitListener for Publisher {
         }
     }
 
-    fn counts(&self, user: &str, counts: crate::protocol::Counts, broadcast_up_to: i64) {
-        self.fanout.publish_with(Message::Counts { user: Arc::from(user), counts, broadcast_up_to }, &mut self.wakes());
+    fn counts(&self, user: &str, counts: crate::protocol::Counts, broadcast_up_to: i64, version: u64) {
+        let at = crate::protocol::CountsAt { counts, broadcast_up_to, version };
+        self.fanout.publish_with(Message::Counts { user: Arc::from(user), at }, &mut self.wakes());
     }
 
     fn committed(&self, written: &NewNotification, stored: &[Notification]) {
@@ -490,7 +491,7 @@ mod tests {
             assert_eq!(woken.seen(), [2], "one wake-up, with the notification and the counts queued");
             assert_eq!(next.as_mut().poll(&mut cx), Poll::Ready(Next::Frames));
         }
-        let types: Vec<_> = buf.iter().map(|o| (o.link.is_some(), o.counts.map(|(c, _)| c.unread))).collect();
+        let types: Vec<_> = buf.iter().map(|o| (o.link.is_some(), o.counts.map(|c| c.counts.unread))).collect();
         assert_eq!(types, [(true, None), (false, Some(1))], "the notification, then its user's counts");
         store.close().await;
     }

@@ -157,7 +157,8 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     let event_id = body["results"][0]["event_id"].as_str().unwrap().to_owned();
     let resp = gw.post("/api/v1/events", SERVICE_KEY).json(&json!([])).send().await.unwrap();
     assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "empty_batch");
-    let resp = gw.post("/api/v1/events", SERVICE_KEY).body("{}").send().await.unwrap();
+    let resp =
+        gw.post("/api/v1/events", SERVICE_KEY).header("content-type", "text/plain").body("{}").send().await.unwrap();
     assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "unsupported_media_type");
     let resp = gw.post("/api/v1/events", &user).json(&event).send().await.unwrap();
     assert_eq!(conforms(&doc, "post", "/api/v1/events", resp).await["error"], "invalid_credentials");

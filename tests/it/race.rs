@@ -210,3 +210,33 @@ async fn a_targeted_notification_that_overtakes_a_broadcast_across_nodes_does_no
 async fn a_targeted_notification_that_overtakes_an_earlier_one_across_nodes_arrives_after_it() {
     overtaken("race_tt", Chain::Targeted, Chain::Targeted).await;
 }
+
+/// The badge across nodes: a read committed on node A (slow link) and a notification committed after it on node
+/// B reach B's session in the other order; the session keeps the newer counts. Before counts carried their
+/// version, A's older counts arrived last and stayed: the badge was off by one until the user's next change (30
+/// of 30 rounds with 30 ms on the link).
+#[tokio::test]
+async fn counts_overtaken_on_the_way_from_a_slow_node_do_not_replace_newer_ones() {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link("counts_race").await else { return };
+    let user = unique("cr-");
+    let first = notify(&b, &user, "to read").await;
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // B's subscription to the user's channel
+    let token = a.token(&user);
+    let r = a.post(&format!("/api/v1/users/{user}/notifications/{first}/read"), &token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(THEN).await;
+    notify(&b, &user, "after the read").await;
+    // Every counts frame that arrives within the slow link's delay and well after it: the last is the newest.
+    let deadline = Instant::now() + SLOW_LINK * 2 + QUIET;
+    let mut last = None;
+    while let Ok(f) = tokio::time::timeout_at(deadline, on_b.raw_frame()).await {
+        if f["type"] == "counts" {
+            last = Some((f["unread"].as_u64().unwrap(), f["unseen"].as_u64().unwrap()));
+        }
+    }
+    let truth = b.get(&format!("/api/v1/users/{user}/notifications/counts"), &b.token(&user)).send().await.unwrap();
+    let truth: Value = truth.json().await.unwrap();
+    assert_eq!(last, Some((truth["unread"].as_u64().unwrap(), truth["unseen"].as_u64().unwrap())), "{truth}");
+    assert_eq!(last, Some((1, 1)), "one unread: the one after the read");
+}
