@@ -118,11 +118,22 @@ pub async fn start_with(
     let pending_trace = trace::recorder(&settings, &settings.cluster.node_name());
     let recorder = pending_trace.recorder().clone();
     let fanout = if settings.cluster.enabled() {
+        // Another node's admin reload: this node reloads its own file (a file that does not compile is refused
+        // here as there, and the rules in force stay).
+        let on_reload: fanout::redis::OnReload = {
+            let rules = rules.clone();
+            Arc::new(move || {
+                if let Err(e) = rules.reload() {
+                    tracing::error!(error = %e, "rules reload asked by another node refused; the rules in force stay");
+                }
+            })
+        };
         let transport = fanout::redis::start(
             &settings.cluster,
             registry.clone(),
             health.clone(),
             recorder.clone(),
+            on_reload,
             shutdown.clone(),
         )
         .map_err(anyhow::Error::msg)?;

@@ -372,6 +372,8 @@ impl Field {
 pub struct Rules {
     rules: Vec<Rule>,
     templates: Environment<'static>,
+    /// The first 12 hex digits of the file's SHA-256: which rules a node runs (`herald_rules_info`).
+    digest: String,
 }
 
 impl std::fmt::Debug for Rules {
@@ -505,11 +507,19 @@ impl Rules {
                 aliases: spec.aliases,
             });
         }
-        Ok(Rules { rules, templates })
+        use sha2::Digest;
+        let digest = hex::encode(&sha2::Sha256::digest(text.as_bytes())[..6]);
+        Ok(Rules { rules, templates, digest })
     }
 
     pub fn len(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Which rules these are: the first 12 hex digits of their file's SHA-256 (two nodes with the same file
+    /// report the same).
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     pub fn is_empty(&self) -> bool {
@@ -645,6 +655,7 @@ pub struct RulesHandle {
 
 impl RulesHandle {
     pub fn new(rules: Rules, path: &Path) -> Self {
+        report_digest(None, rules.digest());
         RulesHandle { current: Arc::new(RwLock::new(Arc::new(rules))), path: path.to_owned() }
     }
 
@@ -653,13 +664,25 @@ impl RulesHandle {
         self.current.read().expect("rules lock poisoned").clone()
     }
 
-    /// Load the rules file again. On error the rules in force are kept.
-    pub fn reload(&self) -> Result<usize, RulesError> {
-        let rules = Rules::load(&self.path)?;
-        let n = rules.len();
-        *self.current.write().expect("rules lock poisoned") = Arc::new(rules);
-        Ok(n)
+    /// Load the rules file again (SIGHUP, the admin endpoint on this node or another), counted and logged. On
+    /// error the rules in force are kept.
+    pub fn reload(&self) -> Result<Arc<Rules>, RulesError> {
+        let rules = Arc::new(Rules::load(&self.path)?);
+        let old = std::mem::replace(&mut *self.current.write().expect("rules lock poisoned"), rules.clone());
+        report_digest(Some(old.digest()), rules.digest());
+        metrics::counter!("herald_rules_reloads_total").increment(1);
+        tracing::info!(rules = rules.len(), digest = rules.digest(), "rules reloaded");
+        Ok(rules)
     }
+}
+
+/// `herald_rules_info{digest}`: 1 for the rules in force, 0 for those they replaced — nodes running different
+/// rules (a reload that did not reach one, a rolling deploy) show as two digests at 1.
+fn report_digest(old: Option<&str>, new: &str) {
+    if let Some(old) = old.filter(|old| *old != new) {
+        metrics::gauge!("herald_rules_info", "digest" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!("herald_rules_info", "digest" => new.to_owned()).set(1.0);
 }
 
 /// Recipients (users or aliases) one event may name: each is a row of its own and a frame of its own, so the list a

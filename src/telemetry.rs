@@ -106,7 +106,8 @@ pub const METRICS: &[Metric] = &[
     counter("herald_events_unmatched_total", "Events no rule matched (not stored)."),
     counter("herald_events_unresolved_total", "Events addressed through an alias no user is known for yet."),
     counter("herald_live_events_total", "Live-only events pushed without being stored."),
-    counter("herald_rules_reloads_total", "Successful rules reloads (SIGHUP or the admin endpoint)."),
+    counter("herald_rules_reloads_total", "Successful rules reloads (SIGHUP, the admin endpoint, or another node's admin reload)."),
+    gauge("herald_rules_info", "1 for the rules in force, by `digest` (the first 12 hex digits of the file's SHA-256), 0 for those they replaced: nodes showing different digests run different rules."),
     counter("herald_notifications_stored_total", "Notifications committed to the inbox, by kind (targeted, broadcast)."),
     counter("herald_notifications_muted_total", "Targeted notifications stored muted (their type muted by the recipient's preferences): listed, not pushed, not counted."),
     // AMQP consumer.

@@ -113,9 +113,10 @@ pub async fn put_alias(
     path = "/api/v1/admin/rules/reload",
     operation_id = "reload_rules",
     tag = "admin",
-    summary = "Reload the rules file (as SIGHUP does)",
+    summary = "Reload the rules file, on every node",
+    description = "Reloads this node's rules file and, once it compiles, asks every other node of the cluster (over Redis) to reload its own; SIGHUP reloads one node. `herald_rules_info{digest}` shows which rules each node runs.",
     responses(
-        (status = 200, description = "The new rules are in force.", body = super::openapi::RulesReloaded),
+        (status = 200, description = "The new rules are in force here; the other nodes were asked to reload.", body = super::openapi::RulesReloaded),
         error::AdminErrors,
         (status = 422, description = "The file does not compile (`invalid_rules`, the message says why): the rules in force stay.", body = ErrorBody)
     ),
@@ -126,8 +127,8 @@ pub async fn reload_rules(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
-    match state.pipeline.reload_rules() {
-        Ok(n) => Ok(Json(serde_json::json!({ "rules": n }))),
+    match state.pipeline.reload_rules_everywhere() {
+        Ok(rules) => Ok(Json(serde_json::json!({ "rules": rules.len(), "digest": rules.digest() }))),
         Err(e) => {
             tracing::error!(error = %e, "rules reload refused; the rules in force stay");
             Err(ApiError::Unprocessable { code: "invalid_rules", message: e.to_string() })

@@ -301,6 +301,8 @@ pub struct Alias {
 pub struct RulesReloaded {
     /// How many rules are now in force.
     pub rules: u64,
+    /// Which: the first 12 hex digits of the file's SHA-256, as `herald_rules_info` reports per node.
+    pub digest: String,
 }
 
 /// `GET /healthz`.

@@ -34,6 +34,9 @@ pub enum Message {
     Live { user: Option<Arc<str>>, frame: Utf8Bytes },
     /// Messages between nodes were dropped (a full transport queue): every session replays from the inbox.
     Lost,
+    /// The rules were reloaded on one node (the admin endpoint): every other node reloads its rules file. Nothing
+    /// to deliver; the transport hands it to the hook it was started with.
+    ReloadRules,
 }
 
 /// Carries messages to other nodes. Implementations must not block.
@@ -118,6 +121,7 @@ impl Fanout {
                 self.registry.resync_all(ResyncReason::TransportLost);
                 0
             }
+            Message::ReloadRules => 0,
         }
     }
 

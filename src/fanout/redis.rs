@@ -154,7 +154,8 @@ impl RedisTransport {
 
 /// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame),
 /// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, their version where the
-/// frame goes), `e` (a live-only event) or `l` (lost: resync everything; on the broadcast channel). `origin` is the
+/// frame goes), `e` (a live-only event), `l` (lost: resync everything) or `r` (reload the rules; both on the broadcast
+/// channel). `origin` is the
 /// sending process (`node#<random>`).
 fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
@@ -178,6 +179,7 @@ fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
             (names.user(user), head, "")
         }
         Message::Lost => (names.all.clone(), format!("v1|{origin}|l|0|0|0|"), ""),
+        Message::ReloadRules => (names.all.clone(), format!("v1|{origin}|r|0|0|0|"), ""),
     };
     let mut payload = Vec::with_capacity(head.len() + frame.len());
     payload.extend_from_slice(head.as_bytes());
@@ -220,9 +222,13 @@ fn decode(names: &Names, origin_here: &str, channel: &str, payload: &[u8]) -> Op
             },
         }),
         "l" => Some(Message::Lost),
+        "r" => Some(Message::ReloadRules),
         _ => None,
     }
 }
+
+/// What a node does when another asks every node to reload its rules ([`Message::ReloadRules`]).
+pub type OnReload = Arc<dyn Fn() + Send + Sync>;
 
 /// Connect (in the background, with retries) and return the transport to install in the fan-out and registry.
 pub fn start(
@@ -230,6 +236,7 @@ pub fn start(
     registry: Registry,
     health: Health,
     trace: Recorder,
+    on_reload: OnReload,
     shutdown: CancellationToken,
 ) -> Result<Arc<RedisTransport>, String> {
     let connector = Connector::new(settings)?;
@@ -258,6 +265,7 @@ pub fn start(
         trace,
         transport: transport.clone(),
         presence_every: Duration::from_secs(settings.presence_interval_secs),
+        on_reload,
     };
     tokio::spawn(worker.run(publish_rx, shutdown));
     Ok(transport)
@@ -274,6 +282,7 @@ struct Worker {
     trace: Recorder,
     transport: Arc<RedisTransport>,
     presence_every: Duration,
+    on_reload: OnReload,
 }
 
 impl Worker {
@@ -363,6 +372,7 @@ impl Worker {
     async fn connect(&self, lost: Arc<Notify>) -> redis::RedisResult<(Link, HashSet<Arc<str>>)> {
         let fanout = Fanout::local(self.registry.clone()).traced(self.trace.clone());
         let origin = self.transport.origin.clone();
+        let on_reload = self.on_reload.clone();
         let names = self.names.clone();
         let transport = self.transport.clone();
         let on_push = move |info: PushInfo| -> Result<(), ()> {
@@ -370,9 +380,13 @@ impl Worker {
                 PushKind::Message | PushKind::SMessage => {
                     if let [Value::BulkString(channel), Value::BulkString(payload), ..] = info.data.as_slice() {
                         let channel = String::from_utf8_lossy(channel);
-                        if let Some(m) = decode(&names, &origin, &channel, payload) {
-                            metrics::counter!("herald_redis_received_total").increment(1);
-                            fanout.deliver_local(&m, &mut Wakes::now());
+                        match decode(&names, &origin, &channel, payload) {
+                            Some(Message::ReloadRules) => on_reload(),
+                            Some(m) => {
+                                metrics::counter!("herald_redis_received_total").increment(1);
+                                fanout.deliver_local(&m, &mut Wakes::now());
+                            }
+                            None => {}
                         }
                     }
                 }

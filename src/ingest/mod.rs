@@ -139,11 +139,17 @@ impl Pipeline {
     }
 
     /// Load the rules file again; on error the rules in force stay.
-    pub fn reload_rules(&self) -> Result<usize, crate::rules::RulesError> {
-        let n = self.rules.reload()?;
-        metrics::counter!("herald_rules_reloads_total").increment(1);
-        tracing::info!(rules = n, "rules reloaded");
-        Ok(n)
+    pub fn reload_rules(&self) -> Result<Arc<Rules>, crate::rules::RulesError> {
+        self.rules.reload()
+    }
+
+    /// Reload the rules here and, once they compile, ask every other node to reload its file too (over the
+    /// cluster's transport; nothing more on one node). Each node reads its own file: one that has not received
+    /// the new file yet reloads the old one, which `herald_rules_info` shows.
+    pub fn reload_rules_everywhere(&self) -> Result<Arc<Rules>, crate::rules::RulesError> {
+        let rules = self.reload_rules()?;
+        self.fanout.publish(Message::ReloadRules);
+        Ok(rules)
     }
 
     /// Route one decoded event with the rules in force: no I/O, no store, no clock (an unmatched event is counted

@@ -469,3 +469,46 @@ async fn a_resync_over_pruned_history_is_announced_truncated() {
     redis.kill().unwrap();
     redis.wait().unwrap();
 }
+
+/// The admin reload reaches every node: node B, asked over Redis, reloads its file too (it kept routing with the
+/// old rules: half a shared queue routed one way and half the other).
+#[tokio::test]
+async fn a_rules_reload_through_one_node_reloads_every_node() {
+    let Some((pg, redis)) = fresh_database("rules_reload").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.toml");
+    let shipped = std::fs::read_to_string(repo_path("config/rules.toml")).unwrap();
+    std::fs::write(&path, &shipped).unwrap();
+    let with_rules = |id: &'static str| {
+        let (pg, redis, path) = (pg.clone(), redis.clone(), path.clone());
+        let prefix = pg.rsplit('/').next().unwrap().to_owned();
+        spawn_gateway_with(move |s| {
+            s.cluster.channel_prefix = prefix;
+            s.store.url = pg;
+            s.cluster.redis_url = Secret::new(redis);
+            s.cluster.node_id = id.into();
+            s.rules.path = path;
+        })
+    };
+    let a = with_rules("rr-a").await;
+    let b = with_rules("rr-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let changed = shipped.replace("title = \"{{ title }}\"", "title = \"NEW {{ title }}\"");
+    assert_ne!(changed, shipped, "the sgad-notification rule's title is the one changed");
+    std::fs::write(&path, changed).unwrap();
+
+    let r = a.post("/api/v1/admin/rules/reload", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let digest = r.json::<Value>().await.unwrap()["digest"].as_str().unwrap().to_owned();
+    assert_eq!(digest.len(), 12, "{digest}");
+    // (Both nodes run in this process and share its metrics: what B routes is what tells.)
+    let user = unique("rr-");
+    let mut attempt = 0;
+    eventually("node B to route with the new rules", WAIT, async || {
+        attempt += 1;
+        notify(&b, &user, &format!("routed by B {attempt}")).await;
+        (b.inbox(&user).await["items"][0]["title"] == format!("NEW routed by B {attempt}")).then_some(())
+    })
+    .await;
+}

@@ -326,7 +326,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Reload the rules file (as SIGHUP does) */
+        /**
+         * Reload the rules file, on every node
+         * @description Reloads this node's rules file and, once it compiles, asks every other node of the cluster (over Redis) to reload its own; SIGHUP reloads one node. `herald_rules_info{digest}` shows which rules each node runs.
+         */
         post: operations["reload_rules"];
         delete?: never;
         options?: never;
@@ -932,6 +935,8 @@ export interface components {
              * @description How many rules are now in force.
              */
             rules: number;
+            /** @description Which: the first 12 hex digits of the file's SHA-256, as `herald_rules_info` reports per node. */
+            digest: string;
         };
         /** @description `POST .../seen_all`: every notification up to `up_to` is seen. */
         SeenAllResult: {
@@ -2413,7 +2418,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The new rules are in force. */
+            /** @description The new rules are in force here; the other nodes were asked to reload. */
             200: {
                 headers: {
                     [name: string]: unknown;
