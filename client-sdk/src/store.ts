@@ -109,7 +109,8 @@ function keyOf(f: InboxFilter): string {
 /** Would `GET …/notifications` with filter `f` list `n`? */
 export function matchesFilter(f: InboxFilter, n: Notification): boolean {
   if (f.archived ? n.archived_at == null : n.archived_at != null) return false;
-  if (f.unread && n.read_at !== null) return false;
+  // The unread list is what the unread count counts: muted notifications are in neither.
+  if (f.unread && (n.read_at !== null || n.muted)) return false;
   if (f.type !== undefined && n.type !== f.type) return false;
   if (f.related_type !== undefined && n.related_object?.type !== f.related_type) return false;
   if (f.related_id !== undefined && n.related_object?.id !== f.related_id) return false;

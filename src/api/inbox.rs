@@ -34,7 +34,7 @@ pub struct ListParams {
     limit: Option<u32>,
     /// Only notifications with an id below this: the previous page's `next_before`.
     before: Option<i64>,
-    /// `true`: only unread notifications.
+    /// `true`: only unread notifications that the unread count counts (muted ones are left out, as there).
     #[param(default = false)]
     unread: Option<bool>,
     /// `false`: archived notifications are left out; `true`: only archived ones.

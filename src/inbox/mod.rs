@@ -229,6 +229,7 @@ pub struct Replayed {
 pub struct ListQuery {
     pub limit: u32,
     pub before: Option<i64>,
+    /// Only unread notifications the unread count counts (muted ones are left out, as there).
     pub unread_only: bool,
     /// `false`: archived notifications are left out; `true`: only archived ones.
     pub archived: bool,

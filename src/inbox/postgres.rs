@@ -429,7 +429,8 @@ impl PostgresStore {
 /// The list query for these filters: `$1` user, `$2` before, `$3` limit, `$4` type, `$5` related type, `$6`
 /// related id. Filters apply before the page limit, so rows that do not match crowd out none that do.
 fn list_sql(q: &ListQuery) -> String {
-    let unread = if q.unread_only { " AND read_at IS NULL" } else { "" };
+    // Unread lists what the unread count counts: muted notifications are in neither.
+    let unread = if q.unread_only { " AND read_at IS NULL AND NOT muted" } else { "" };
     let archived = if q.archived { "IS NOT NULL" } else { "IS NULL" };
     let bunread = if q.unread_only {
         " AND s.read_at IS NULL AND (COALESCE(s.unread, FALSE) OR w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"

@@ -495,7 +495,8 @@ impl Store for SqliteStore {
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
-            let unread = if q.unread_only { "AND read_at IS NULL" } else { "" };
+            // Unread lists what the unread count counts: muted notifications are in neither.
+            let unread = if q.unread_only { "AND read_at IS NULL AND muted = 0" } else { "" };
             let archived = if q.archived { "archived_at IS NOT NULL" } else { "archived_at IS NULL" };
             // Filter before the limit: read, archived or other types' rows must not crowd the wanted ones out.
             let filters = "AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR related_type = ?5)

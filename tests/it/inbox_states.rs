@@ -273,7 +273,7 @@ async fn unknown_ids_are_404_and_bad_parameters_are_400_with_a_reason() {
 }
 
 #[tokio::test]
-async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted() {
+async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted_nor_listed_as_unread() {
     let gw = spawn_gateway().await;
     let user = "quiet";
     let t = gw.token(user);
@@ -305,6 +305,18 @@ async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted() {
     let stored = page["items"].as_array().unwrap().iter().find(|n| n["id"] == muted).expect("listed");
     assert_eq!(stored["muted"], true);
     assert_eq!(rest_counts(&gw, user).await, (1, 1));
+    // The unread list is what the unread count counts: the muted one is listed, but not as unread (an Unread tab
+    // showed it under a badge saying all was read).
+    let unread: Value = gw
+        .get(&format!("/api/v1/users/{user}/notifications?unread=true"), &t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&Value> = unread["items"].as_array().unwrap().iter().map(|n| &n["id"]).collect();
+    assert_eq!(ids, [&json!(pushed)], "{unread}");
     // Reconnecting from before it does not replay it either.
     let mut again = gw.connect_with(user, "&since=0").await;
     let replayed = again.notification().await;

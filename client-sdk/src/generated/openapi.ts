@@ -1119,7 +1119,7 @@ export interface operations {
                 limit?: number;
                 /** @description Only notifications with an id below this: the previous page's `next_before`. */
                 before?: number;
-                /** @description `true`: only unread notifications. */
+                /** @description `true`: only unread notifications that the unread count counts (muted ones are left out, as there). */
                 unread?: boolean;
                 /** @description `false`: archived notifications are left out; `true`: only archived ones. */
                 archived?: boolean;

@@ -40,6 +40,9 @@ describe('the inbox store', () => {
     expect(matchesFilter(tabFilter('archived'), n)).toBe(false);
     expect(matchesFilter(tabFilter('archived'), { ...n, archived_at: 'x' })).toBe(true);
     expect(matchesFilter(tabFilter('unread'), { ...n, read_at: 'x' })).toBe(false);
+    // The Unread tab lists what the badge counts: a muted notification is in All, not in Unread.
+    expect(matchesFilter(tabFilter('unread'), { ...n, muted: true })).toBe(false);
+    expect(matchesFilter(tabFilter('all'), { ...n, muted: true })).toBe(true);
     expect(matchesFilter(tabFilter('all', { type: 'stage' }), n)).toBe(true);
     expect(matchesFilter(tabFilter('all', { type: 'match' }), n)).toBe(false);
     expect(matchesFilter(tabFilter('all', { related_type: 'stage', related_id: '9' }), n)).toBe(true);
