@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Where PostgreSQL's time goes in one group commit of targeted notifications: `herald_write_targeted` (the
+# Where PostgreSQL's time goes in one group commit of targeted notifications: `herald_write_targeted_versioned` (the
 # one-round-trip commit, migrations/postgres/) called by pgbench on one connection, with pg_stat_statements
 # tracking the statements inside the function. Prints the time per call of the function and of each statement.
 #
@@ -30,11 +30,14 @@ for f in migrations/postgres/*.sql; do
   if [ "$n" -le "$UPTO" ]; then psql -f "$f" >/dev/null; fi
 done
 
+# The function this release calls (migration 9 gave it a name of its own); an older release's with UPTO < 9.
+fn=herald_write_targeted_versioned
+if [ "$UPTO" -lt 9 ]; then fn=herald_write_targeted; fi
 script=$(mktemp)
 fill() { echo "array_fill('$1'::text, ARRAY[$ROWS])"; }
 cat >"$script" <<SQL
 \\set base random(1, 100000000)
-SELECT * FROM herald_write_targeted(79473407904836, 1212502625,
+SELECT * FROM $fn(79473407904836, 1212502625,
   ARRAY(SELECT (:base * $ROWS + g)::int FROM generate_series(1, $ROWS) g), now(), ARRAY[]::text[],
   ARRAY(SELECT decode(md5(:base || '-' || g), 'hex') FROM generate_series(1, $ROWS) g),
   ARRAY(SELECT 'evt-' || :base || '-' || g FROM generate_series(1, $ROWS) g),

@@ -402,7 +402,7 @@ fn user_claim(claim: &str, value: Option<&Value>) -> Result<String, AuthError> {
                 Err(AuthError::Invalid(format!("the `{claim}` claim is empty")))
             } else if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
                 Err(AuthError::Invalid(format!("the `{claim}` claim has leading or trailing whitespace")))
-            } else if s.chars().any(char::is_control) {
+            } else if !crate::event::user_id_is_readable(s) {
                 Err(AuthError::Invalid(format!("the `{claim}` claim holds a control character")))
             } else {
                 Ok(s.clone())

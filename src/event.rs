@@ -270,6 +270,12 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
     })
 }
 
+/// Whether a token can name this user (`auth`'s rule for the user claim): no control characters. Ids from events
+/// are trimmed already ([`id_string`]), as a claim must be.
+pub fn user_id_is_readable(id: &str) -> bool {
+    !id.chars().any(char::is_control)
+}
+
 /// A user id (or event id) from JSON: non-empty strings as they are, integers in decimal.
 pub fn id_string(v: &Value) -> Option<String> {
     match v {

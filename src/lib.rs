@@ -120,12 +120,16 @@ pub async fn start_with(
     let fanout = if settings.cluster.enabled() {
         // Another node's admin reload: this node reloads its own file (a file that does not compile is refused
         // here as there, and the rules in force stay).
+        // Off the Redis link's task: reading and compiling the file would hold up the messages behind it.
         let on_reload: fanout::redis::OnReload = {
-            let rules = rules.clone();
+            let (rules, runtime) = (rules.clone(), tokio::runtime::Handle::current());
             Arc::new(move || {
-                if let Err(e) = rules.reload() {
-                    tracing::error!(error = %e, "rules reload asked by another node refused; the rules in force stay");
-                }
+                let rules = rules.clone();
+                runtime.spawn_blocking(move || {
+                    if let Err(e) = rules.reload() {
+                        tracing::error!(error = %e, "rules reload asked by another node refused; the rules in force stay");
+                    }
+                });
             })
         };
         let transport = fanout::redis::start(
@@ -238,39 +242,33 @@ async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken)
 }
 
 /// A connection URL fit for logs: the password replaced, in the user info and in query parameters whose name
-/// says secret (`?password=`, `sslpassword=`, `token=`, …: sqlx and libpq take a password there too).
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+/// says secret (`?password=`, `sslpassword=`, `token=`, …: sqlx and libpq take a password there too). Read as the
+/// clients read it (the `url` crate); a URL it cannot parse has everything between `://` and the last `@` masked.
+pub fn redact_url(raw: &str) -> String {
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        ["pass", "secret", "token", "key"].iter().any(|s| name.contains(s))
     };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
-            None => base.to_owned(),
-        },
-        _ => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let secret = |name: &str| {
-            let name = name.to_ascii_lowercase();
-            ["pass", "secret", "token", "key"].iter().any(|s| name.contains(s))
-        };
-        out.push('?');
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match pair.split_once('=') {
-                Some((name, _)) if secret(name) => {
-                    out.push_str(name);
-                    out.push_str("=***");
-                }
-                _ => out.push_str(pair),
-            }
+    if let Ok(mut url) = url::Url::parse(raw) {
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
         }
+        if url.query_pairs().any(|(name, _)| secret(&name)) {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(name, value)| {
+                    let value = if secret(&name) { "***".to_owned() } else { value.into_owned() };
+                    (name.into_owned(), value)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        return url.to_string();
     }
-    out
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &raw[..scheme + 3], &raw[at..]),
+        _ => raw.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -280,12 +278,15 @@ mod redact_tests {
     #[test]
     fn a_password_in_the_user_info_or_in_a_query_parameter_is_masked() {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(
-            redact_url("postgres://u@h/db?password=Pw1&sslmode=require&sslpassword=x"),
-            "postgres://u@h/db?password=***&sslmode=require&sslpassword=***"
-        );
+        let masked = redact_url("postgres://u@h/db?password=Pw1&sslmode=require&sslpassword=x");
+        assert_eq!(masked, "postgres://u@h/db?password=***&sslmode=require&sslpassword=***");
         assert_eq!(redact_url("redis://:pw@h:6379/0?PASSWORD=x"), "redis://:***@h:6379/0?PASSWORD=***");
         assert_eq!(redact_url("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
         assert_eq!(redact_url("sqlite:///var/lib/herald.db"), "sqlite:///var/lib/herald.db");
+        // A password holding `?` or `/` (not percent-encoded): nothing of it is printed.
+        for raw in ["postgres://u:pa?ss@h/db", "postgres://u:p/w?x@h/db"] {
+            let masked = redact_url(raw);
+            assert!(!masked.contains("pa?ss") && !masked.contains("p/w") && !masked.contains("?x"), "{raw}: {masked}");
+        }
     }
 }

@@ -386,8 +386,9 @@ const FIELDS: [&str; 5] = ["type", "title", "content", "related_type", "related_
 
 /// The field name of a rule's `dedupe_key`, which ends its template's name (`rule `r` dedupe_key`).
 const DEDUPE_KEY_FIELD: &str = "dedupe_key";
-/// What a dedupe key printing a missing value fails with.
-const MISSING_KEY_PART: &str = "the dedupe key prints a value this event does not have";
+/// What a dedupe key prints for a value the event lacks (a body value holding a NUL is taken as missing too: the
+/// event keeps its digest).
+const MISSING_KEY_PART: char = '\0';
 
 impl Rules {
     /// Load `path`; a file that does not exist is an error (a reload keeps the rules in force).
@@ -420,11 +421,14 @@ impl Rules {
             toml_from_str(text).map_err(|message| RulesError::File { path: "<rules>".into(), message })?;
         let mut templates = Environment::new();
         templates.set_undefined_behavior(UndefinedBehavior::Chainable);
-        // A dedupe key that prints a value the event lacks (or a null) would make every such event one: it fails
-        // instead, and the event keeps its own id (`Rules::route_by`). Other fields print nothing for those.
+        // A dedupe key that prints a value the event lacks (or a null) would make every such event one: it prints a
+        // marker instead, and a key holding it does not apply — the event keeps its own id (`Rules::route_by`). A
+        // marker, not an error, so the rest of the template still runs (the trial render at load checks its
+        // filters). Other fields print nothing for those.
         templates.set_formatter(|out, state, value| {
             if state.name().ends_with(DEDUPE_KEY_FIELD) && (value.is_undefined() || value.is_none()) {
-                return Err(minijinja::Error::new(minijinja::ErrorKind::UndefinedError, MISSING_KEY_PART));
+                use std::fmt::Write;
+                return out.write_char(MISSING_KEY_PART).map_err(minijinja::Error::from);
             }
             minijinja::escape_formatter(out, state, value)
         });
@@ -613,10 +617,10 @@ impl Rules {
                 };
                 let event_type = rule.event_type.as_ref().map(|f| render("event_type", f)).transpose()?;
                 let dedupe_key = match rule.dedupe_key.as_ref().map(|f| render(DEDUPE_KEY_FIELD, f)) {
-                    Some(Ok(k)) if !k.is_empty() => Some(format!("{}:{k}", rule.name)),
                     // Empty, or printing a value this event lacks: the event keeps its own id.
-                    Some(Ok(_)) | None => None,
-                    Some(Err(RouteError::Template { message, .. })) if message.contains(MISSING_KEY_PART) => None,
+                    Some(Ok(k)) if k.is_empty() || k.contains(MISSING_KEY_PART) => None,
+                    Some(Ok(k)) => Some(format!("{}:{k}", rule.name)),
+                    None => None,
                     Some(Err(e)) => return Err(e),
                 };
                 let aliases = rule
@@ -624,7 +628,10 @@ impl Rules {
                     .iter()
                     .filter_map(|a| {
                         let alias = pointer(&event.body, &a.alias).and_then(id_string)?;
-                        let user = pointer(&event.body, &a.user).and_then(id_string)?;
+                        // An alias pointing at a user no token can name would route their events to nobody.
+                        let user = pointer(&event.body, &a.user)
+                            .and_then(id_string)
+                            .filter(|u| crate::event::user_id_is_readable(u))?;
                         Some(AliasRecord { kind: a.kind.clone(), alias, user })
                     })
                     .collect();
@@ -729,7 +736,7 @@ impl Rule {
                     max: crate::event::MAX_ID_LEN,
                 });
             }
-            if let Some(bad) = found.iter().find(|u| u.chars().any(char::is_control)) {
+            if let Some(bad) = found.iter().find(|u| !crate::event::user_id_is_readable(u)) {
                 return Err(RouteError::InvalidUserId { rule: self.name.clone(), id: bad.escape_debug().to_string() });
             }
             if !found.is_empty() {
@@ -935,6 +942,25 @@ mod tests {
         }
         // Undefined values are not errors at load (they render empty), and known filters pass.
         Rules::parse(&rule("{{ amount | default('0') }} {{ missing.deeper }}")).unwrap();
+        // In a dedupe key too, after a value the (empty) trial event lacks: the rest of the key is checked.
+        let keyed = format!("{}dedupe_key = \"{{{{ a }}}}:{{{{ b | defualt('x') }}}}\"\n", rule("t"));
+        let e = Rules::parse(&keyed).unwrap_err().to_string();
+        assert!(e.contains("defualt") && e.contains("dedupe_key"), "{e}");
+    }
+
+    /// A dedupe key that prints a value the event lacks, or a null, does not apply (the event keeps its own id):
+    /// it would have made every such event one.
+    #[test]
+    fn a_dedupe_key_printing_a_missing_or_null_value_does_not_apply() {
+        let rules = rule("title = \"t\"\ndedupe_key = \"{{ kind }}:{{ order.id }}\"");
+        let key = |body| match rules.route(&event(body)).unwrap() {
+            Route::Notify(d) => d.dedupe_key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(key(json!({"u": "x", "kind": "k", "order": {"id": 7}})).as_deref(), Some("r:k:7"));
+        assert_eq!(key(json!({"u": "x", "kind": "k", "order": {}})), None, "missing");
+        assert_eq!(key(json!({"u": "x", "kind": "k", "order": {"id": null}})), None, "null");
+        assert_eq!(key(json!({"u": "x", "order": {"id": 7}})), None, "missing before the rest");
     }
 
     /// Before, a missing file loaded the shipped rules — also on reload, so renaming the rules file away and

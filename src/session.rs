@@ -115,6 +115,20 @@ enum Loaded {
     Counts(Position, Counts, u64, bool),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
+    /// How far history was pruned, read before a resync's replay.
+    Floor(Position),
+}
+
+/// What a replay reads first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstRead {
+    /// Its first page (a catch-up, a gap fill: from this socket's own position, nothing pruned to announce).
+    Page,
+    /// The history floor, then its pages (a resync: what was pruned meanwhile is announced `truncated`).
+    Floor,
+    /// The newest ids and the floor, then its pages (a client's `resume`: its position may be above the newest
+    /// ids, or below the floor).
+    Latest,
 }
 
 type PendingRead = Pin<Box<dyn Future<Output = Result<Loaded, ReadFailed>> + Send>>;
@@ -280,6 +294,7 @@ impl<'a> Session<'a> {
                             }
                         }
                         Ok(Loaded::Page(items)) => self.on_page(items).await,
+                        Ok(Loaded::Floor(floor)) => self.on_floor(floor).await,
                         Err(failed) => Err(self.store_failed(failed).await),
                     };
                     if let Err(ended) = step {
@@ -295,7 +310,7 @@ impl<'a> Session<'a> {
                             Ok(())
                         }
                         Next::Resync(ResyncReason::Subscribed) => {
-                            self.start_replay(self.position, false, false);
+                            self.start_replay(self.position, false, FirstRead::Page);
                             Ok(())
                         }
                         Next::Resync(reason @ ResyncReason::TransportLost) => self.resync(reason).await,
@@ -389,6 +404,14 @@ impl<'a> Session<'a> {
         })
     }
 
+    fn read_floor(&self) -> PendingRead {
+        let (store, user) = (self.deps.store.clone(), self.user.clone());
+        self.bounded(async move {
+            let (targeted, broadcast) = store.history_floor(&user).await?;
+            Ok(Loaded::Floor(Position { targeted, broadcast }))
+        })
+    }
+
     fn read_counts(&self, announced: bool) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
@@ -446,7 +469,7 @@ impl<'a> Session<'a> {
     }
 
     /// Start (or, if one runs, extend) a replay from `from`.
-    fn start_replay(&mut self, from: Position, announced: bool, clamp_to_latest: bool) {
+    fn start_replay(&mut self, from: Position, announced: bool, first: FirstRead) {
         if let Some(r) = &mut self.replay {
             // The running replay reads up to what is committed now; one more pass covers what comes after.
             r.again = true;
@@ -454,7 +477,11 @@ impl<'a> Session<'a> {
             return;
         }
         self.replay = Some(Replay { announced, requested: from, again: false });
-        self.pending = Some(if clamp_to_latest { self.read_latest(true) } else { self.read_page(from) });
+        self.pending = Some(match first {
+            FirstRead::Page => self.read_page(from),
+            FirstRead::Floor => self.read_floor(),
+            FirstRead::Latest => self.read_latest(true),
+        });
     }
 
     async fn on_latest(
@@ -491,7 +518,7 @@ impl<'a> Session<'a> {
                     return match deferred {
                         None => Ok(()),
                         Some(None) => {
-                            self.start_replay(latest, false, false);
+                            self.start_replay(latest, false, FirstRead::Page);
                             Ok(())
                         }
                         Some(Some(reason)) => self.resync(reason).await,
@@ -502,19 +529,7 @@ impl<'a> Session<'a> {
         let Some(r) = &self.replay else { return Ok(()) };
         let requested = r.requested;
         if let Some(floor) = floor {
-            // What the client missed below the floors was pruned by retention: say so rather than replay a part
-            // silently.
-            let cut = |since: i64, floor: i64| (since < floor).then_some(floor);
-            let pruned = cut(requested.targeted, floor.targeted).max(cut(requested.broadcast, floor.broadcast));
-            if let Some(pruned_up_to) = pruned {
-                metrics::counter!("herald_session_truncated_replays_total").increment(1);
-                let frame = ServerFrame::Truncated {
-                    since: requested.targeted,
-                    since_broadcast: requested.broadcast,
-                    oldest_id: pruned_up_to + 1,
-                };
-                self.send_now(frame.encode()).await?;
-            }
+            self.announce_pruned(requested, floor).await?;
         }
         let Some(r) = &self.replay else { return Ok(()) };
         // Clamp the requested position to what exists, per chain: a cursor above the newest id would otherwise
@@ -528,6 +543,31 @@ impl<'a> Session<'a> {
             targeted: self.position.targeted.max(from.targeted),
             broadcast: self.position.broadcast.max(from.broadcast),
         };
+        self.pending = Some(self.read_page(self.position));
+        Ok(())
+    }
+
+    /// What a replay from `requested` misses below the floors was pruned by retention: say so (`truncated`) rather
+    /// than replay a part silently.
+    async fn announce_pruned(&mut self, requested: Position, floor: Position) -> Result<(), Ended> {
+        let cut = |since: i64, floor: i64| (since < floor).then_some(floor);
+        let pruned = cut(requested.targeted, floor.targeted).max(cut(requested.broadcast, floor.broadcast));
+        if let Some(pruned_up_to) = pruned {
+            metrics::counter!("herald_session_truncated_replays_total").increment(1);
+            let frame = ServerFrame::Truncated {
+                since: requested.targeted,
+                since_broadcast: requested.broadcast,
+                oldest_id: pruned_up_to + 1,
+            };
+            self.send_now(frame.encode()).await?;
+        }
+        Ok(())
+    }
+
+    /// A resync's floor read: announce what was pruned below this socket's position, then replay after it.
+    async fn on_floor(&mut self, floor: Position) -> Result<(), Ended> {
+        let Some(r) = &self.replay else { return Ok(()) };
+        self.announce_pruned(r.requested, floor).await?;
         self.pending = Some(self.read_page(self.position));
         Ok(())
     }
@@ -610,9 +650,9 @@ impl<'a> Session<'a> {
         let p = self.position;
         let frame = ServerFrame::Resync { reason: reason.label(), since: p.targeted, since_broadcast: p.broadcast };
         self.send_now(frame.encode()).await?;
-        // As a resume: the history floor is read first, so what retention pruned while this socket missed it is
-        // announced (`truncated`), not skipped silently.
-        self.start_replay(p, true, true);
+        // The history floor first (one key read), so what retention pruned while this socket missed it is announced
+        // (`truncated`), not skipped silently.
+        self.start_replay(p, true, FirstRead::Floor);
         Ok(())
     }
 
@@ -626,7 +666,7 @@ impl<'a> Session<'a> {
             Ok(Ok(Some(gap))) => {
                 metrics::counter!("herald_session_gap_fills_total").increment(1);
                 self.held = gap;
-                self.start_replay(self.position, false, false);
+                self.start_replay(self.position, false, FirstRead::Page);
                 Ok(())
             }
             Ok(Ok(None)) => Ok(()),
@@ -705,7 +745,7 @@ impl<'a> Session<'a> {
             Ok(ClientMessage::Ping) => self.send_now(ServerFrame::Pong.encode()).await,
             Ok(ClientMessage::Resume { since }) => {
                 if self.opened {
-                    self.start_replay(since, true, true);
+                    self.start_replay(since, true, FirstRead::Latest);
                 } else {
                     self.since = Some(since);
                 }

@@ -39,9 +39,15 @@ const PAYLOAD_LOGGERS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "lapin",
 /// `filter` with those crates held at `debug` at most, unless it names them itself: `RUST_LOG=trace`, the way to
 /// debug Herald, must not write tokens and users' notifications to the log.
 fn capped(filter: &str) -> String {
+    // The targets the filter's directives name (`target[span{field}]=level`; a bare level names none).
+    let targets: Vec<&str> = filter
+        .split(',')
+        .filter_map(|d| d.split_once('=').map(|(target, _)| target.split('[').next().unwrap_or(target).trim()))
+        .collect();
+    let named = |krate: &str| targets.iter().any(|t| *t == krate || t.starts_with(&format!("{krate}::")));
     let mut out = filter.to_owned();
     for krate in PAYLOAD_LOGGERS {
-        if !filter.contains(krate) {
+        if !named(krate) {
             if !out.is_empty() {
                 out.push(',');
             }
@@ -350,5 +356,8 @@ mod filter_tests {
         let directives: Vec<&str> = named.split(',').collect();
         assert!(directives.contains(&"tungstenite=trace") && !directives.contains(&"tungstenite=debug"), "{named}");
         assert!(capped("").starts_with("tungstenite=debug"), "an empty filter gets only the caps");
+        let other = capped("tokio_tungstenite=trace");
+        assert!(other.split(',').any(|d| d == "tungstenite=debug"), "a crate whose name holds another's: {other}");
+        assert!(capped("lapin::channel=trace").split(',').all(|d| d != "lapin=debug"), "a module names its crate");
     }
 }

@@ -19,12 +19,11 @@ $$;
 CREATE TRIGGER inbox_counts_version BEFORE INSERT OR UPDATE ON inbox_counts
 FOR EACH ROW EXECUTE FUNCTION herald_version_counts();
 
--- As migration 8's, but it also returns each changed user's version (a new output column: the function is
--- replaced; nodes of the release before read their columns by name and ignore it, so they run beside this one).
-DROP FUNCTION herald_write_targeted(BIGINT, INT, INT[], TIMESTAMPTZ, TEXT[], BYTEA[], TEXT[], TEXT[], TEXT[], TEXT[],
-    TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], TEXT[], INT[], TEXT[]);
-
-CREATE FUNCTION herald_write_targeted(
+-- As migration 8's `herald_write_targeted`, but it also returns each changed user's version, under a name of its
+-- own: nodes of the release before keep calling the old function, whose prepared statements (with its result
+-- columns) stay valid, and it still works (the trigger versions what it writes). A later release drops it once it
+-- raises `compatible_from` past this migration.
+CREATE FUNCTION herald_write_targeted_versioned(
     write_lock BIGINT, user_locks INT, lock_keys INT[], written_at TIMESTAMPTZ, muted_by_default TEXT[],
     keys BYTEA[], event_ids TEXT[], kinds TEXT[], titles TEXT[], contents TEXT[], event_types TEXT[],
     sources TEXT[], related_types TEXT[], related_ids TEXT[], datas TEXT[], bodies TEXT[],

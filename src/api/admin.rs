@@ -79,7 +79,7 @@ pub async fn get_alias(
         error::InvalidJson,
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
+        (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
         error::JsonBodyErrors,
         error::InboxFailedBriefly,
         error::InboxUnavailable
@@ -98,6 +98,12 @@ pub async fn put_alias(
         code: "missing_user_id",
         message: "user_id must be a non-empty string or a number".into(),
     })?;
+    if !crate::event::user_id_is_readable(&user) {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_user_id",
+            message: "user_id holds a control character, which no token can carry".into(),
+        });
+    }
     if kind.len() > crate::event::MAX_ID_LEN || alias.len() > crate::event::MAX_ID_LEN {
         return Err(ApiError::Unprocessable { code: "alias_too_long", message: "kind and alias are ids".into() });
     }

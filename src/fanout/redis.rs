@@ -508,13 +508,14 @@ impl Worker {
             }
         }
         peers.report(&self.health, &self.node, problems);
-        *reported = true;
         redis::cmd("HSET")
             .arg(&self.names.presence)
             .arg(&*self.node)
             .arg(format!("{users} {sessions} {now} {} {mode}", self.transport.origin))
             .exec_async(con)
-            .await
+            .await?;
+        *reported = true; // written: a line under this name by another process from now on is not this one's
+        Ok(())
     }
 }
 

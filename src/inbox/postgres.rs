@@ -21,7 +21,7 @@
 //!   when any `DELETE` removes the head row (every head on a `TRUNCATE`); unknown, the writer reads it from the
 //!   notifications (tested: `chain_heads_follow_row_by_row_writes_and_any_delete`, the contract's chain tests).
 //! - A commit of targeted notifications only (the shape of one event per request) is one round trip whatever its
-//!   size: one call of `herald_write_targeted` (migrations 6 and 8) in autocommit ([`write_targeted`]), which
+//!   size: one call of `herald_write_targeted_versioned` (migrations 6, 8 and 9) in autocommit ([`write_targeted`]), which
 //!   takes the same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks
 //!   open.
 //! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
@@ -1169,7 +1169,7 @@ fn targeted_only(batch: &[Job]) -> bool {
     })
 }
 
-/// The row `herald_write_targeted` returns (migrations 6 and 8): per write whether it was fresh; per row of a fresh
+/// The row `herald_write_targeted_versioned` returns (migrations 6, 8 and 9): per write whether it was fresh; per row of a fresh
 /// write its id, prev_id and muted; the changed users' counters as columns (in no particular order); the totals.
 struct Targeted {
     fresh: Vec<bool>,
@@ -1212,7 +1212,7 @@ impl Targeted {
 }
 
 /// Commit a batch of targeted notifications in one round trip whatever its size: one call of
-/// `herald_write_targeted` (migrations 6 and 8) in autocommit, which takes the locks [`begin_and_lock`] describes,
+/// `herald_write_targeted_versioned` (migrations 6, 8 and 9) in autocommit, which takes the locks [`begin_and_lock`] describes,
 /// records the dedupe keys, draws the ids, reads the preferences, upserts the counters (moving the chain heads and
 /// returning the ones they replace), inserts the rows, and answers once its transaction committed (sqlx reads up
 /// to `ReadyForQuery`, which PostgreSQL sends after the implicit commit). The values go as one array per column:
@@ -1256,7 +1256,7 @@ async fn write_targeted(
     }
     let defaults: Vec<&str> = muted_by_default.iter().map(String::as_str).collect();
     let r = sqlx::query(
-        "SELECT * FROM herald_write_targeted($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+        "SELECT * FROM herald_write_targeted_versioned($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                                              $17, $18)",
     )
     .bind(WRITE_LOCK)
@@ -1299,8 +1299,9 @@ async fn write_targeted(
         }
         let mut stored = Vec::with_capacity(count);
         for user in to {
-            let ((id, prev_id), muted) =
-                rows.next().ok_or_else(|| sqlx::Error::Protocol("herald_write_targeted returned fewer rows".into()))?;
+            let ((id, prev_id), muted) = rows
+                .next()
+                .ok_or_else(|| sqlx::Error::Protocol("herald_write_targeted_versioned returned fewer rows".into()))?;
             stored.push(Notification { id, prev_id, user_id: Some(user), muted, ..as_stored.clone() });
         }
         outcomes.push(WriteOutcome::Stored(stored));

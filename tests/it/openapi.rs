@@ -223,6 +223,13 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     let resp =
         gw.raw().put(gw.url("/api/v1/aliases/student/s1")).bearer_auth(SERVICE_KEY).json(&json!({"user_id": ""}));
     assert_eq!(conforms(&doc, "put", alias, resp.send().await.unwrap()).await["error"], "missing_user_id");
+    // A user no token can name: their events would land in an inbox nobody can read.
+    let resp = gw
+        .raw()
+        .put(gw.url("/api/v1/aliases/student/s1"))
+        .bearer_auth(SERVICE_KEY)
+        .json(&json!({"user_id": "a\u{7}b"}));
+    assert_eq!(conforms(&doc, "put", alias, resp.send().await.unwrap()).await["error"], "invalid_user_id");
     let resp = gw.get("/api/v1/aliases/student/s1", SERVICE_KEY).send().await.unwrap();
     assert_eq!(conforms(&doc, "get", alias, resp).await["user_id"], "42");
     let resp = gw.get("/api/v1/aliases/student/nobody", SERVICE_KEY).send().await.unwrap();
