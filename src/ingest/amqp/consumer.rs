@@ -22,7 +22,7 @@ use super::{dead_letters, topology, HEALTH};
 use crate::backoff::Backoff;
 use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
-use crate::ingest::{Outcome, Pipeline, Prepared};
+use crate::ingest::{Outcome, Pipeline, Prepared, MAX_STORED_BYTES_PER_EVENT};
 use crate::telemetry::Health;
 use crate::trace::Origin;
 
@@ -282,7 +282,19 @@ impl Consumer {
 
     /// Commit, retrying with backoff while the store fails; the batch stays unacknowledged meanwhile.
     /// `None` when shutdown came first.
+    /// Commit a batch's events, in commits that each store at most what one event may
+    /// ([`MAX_STORED_BYTES_PER_EVENT`], as an HTTP request): 200 messages of 1,000 recipients each would otherwise
+    /// write gigabytes in one transaction. In order; `None` on shutdown (nothing acknowledged: what was committed
+    /// is a duplicate when redelivered).
     async fn commit(&self, prepared: Vec<Prepared>, batch: &[Delivery]) -> Option<Vec<Outcome>> {
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        for chunk in bounded_chunks(prepared, MAX_STORED_BYTES_PER_EVENT) {
+            outcomes.extend(self.commit_chunk(chunk, batch).await?);
+        }
+        Some(outcomes)
+    }
+
+    async fn commit_chunk(&self, prepared: Vec<Prepared>, batch: &[Delivery]) -> Option<Vec<Outcome>> {
         let backoff = Backoff::new(Duration::from_millis(self.settings.reconnect_min_ms), Duration::from_millis(5_000));
         let mut attempt = 0u32;
         loop {
@@ -368,6 +380,29 @@ impl Consumer {
 enum Settled {
     Acked,
     Requeued,
+}
+
+/// `prepared` in order, cut where the next event would take a chunk's stored bytes over `max` (each event is
+/// under it: one chunk at least per event). Most batches are one chunk, taken as they are.
+fn bounded_chunks(prepared: Vec<Prepared>, max: usize) -> Vec<Vec<Prepared>> {
+    if prepared.iter().map(|p| p.stored_bytes).sum::<usize>() <= max {
+        return vec![prepared];
+    }
+    let mut chunks: Vec<Vec<Prepared>> = Vec::new();
+    let mut size = 0usize;
+    for p in prepared {
+        match chunks.last_mut() {
+            Some(chunk) if size.saturating_add(p.stored_bytes) <= max => {
+                size += p.stored_bytes;
+                chunk.push(p);
+            }
+            _ => {
+                size = p.stored_bytes;
+                chunks.push(vec![p]);
+            }
+        }
+    }
+    chunks
 }
 
 /// One stream item as a delivery, or the reason the stream cannot go on.
@@ -470,6 +505,27 @@ async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: Cancellatio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_committed_in_chunks_that_each_store_at_most_the_bound() {
+        let event = |i: usize, stored_bytes: usize| Prepared {
+            event_id: format!("e-{i}"),
+            exchange: String::new(),
+            routing_key: String::new(),
+            action: crate::ingest::Action::Skip(crate::ingest::Status::Ignored),
+            trace: None,
+            stored_bytes,
+        };
+        let sizes = |chunks: &[Vec<Prepared>]| -> Vec<Vec<usize>> {
+            chunks.iter().map(|c| c.iter().map(|p| p.stored_bytes).collect()).collect()
+        };
+        let small = bounded_chunks((0..3).map(|i| event(i, 10)).collect(), 100);
+        assert_eq!(sizes(&small), [vec![10, 10, 10]], "under the bound: one commit");
+        let big = bounded_chunks([60, 30, 20, 90, 100, 5].iter().enumerate().map(|(i, b)| event(i, *b)).collect(), 100);
+        assert_eq!(sizes(&big), [vec![60, 30], vec![20], vec![90], vec![100], vec![5]]);
+        let order: Vec<String> = big.into_iter().flatten().map(|p| p.event_id).collect();
+        assert_eq!(order, ["e-0", "e-1", "e-2", "e-3", "e-4", "e-5"], "in order");
+    }
 
     #[test]
     fn a_dead_letter_continues_the_death_count_a_redriven_message_carries() {
