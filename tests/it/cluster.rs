@@ -35,6 +35,16 @@ pub(crate) fn unique(prefix: &str) -> String {
 }
 
 pub(crate) async fn node(pg: &str, redis: &str, id: &str) -> Gateway {
+    node_with(pg, redis, id, |_| {}).await
+}
+
+/// [`node`], with more settings.
+pub(crate) async fn node_with(
+    pg: &str,
+    redis: &str,
+    id: &str,
+    more: impl FnOnce(&mut herald::config::Settings) + Send + 'static,
+) -> Gateway {
     let (pg, redis, id) = (pg.to_owned(), redis.to_owned(), id.to_owned());
     // One channel prefix per database: tests sharing the Redis server never hear each other's broadcasts.
     let prefix = pg.rsplit('/').next().unwrap().to_owned();
@@ -44,6 +54,7 @@ pub(crate) async fn node(pg: &str, redis: &str, id: &str) -> Gateway {
         s.cluster.redis_url = Secret::new(redis);
         s.cluster.node_id = id;
         s.cluster.presence_interval_secs = 1;
+        more(s);
     })
     .await
 }
@@ -384,17 +395,7 @@ async fn nodes_sharing_a_node_id_still_hear_each_other_and_nodes_that_cannot_are
 
     let Some((pg, redis)) = fresh_database("pubsub_mismatch").await else { return };
     let classic = node(&pg, &redis, "classic").await;
-    let prefix = pg.rsplit('/').next().unwrap().to_owned();
-    let (pg2, redis2) = (pg.clone(), redis.clone());
-    let sharded = spawn_gateway_with(move |s| {
-        s.cluster.channel_prefix = prefix;
-        s.store.url = pg2;
-        s.cluster.redis_url = Secret::new(redis2);
-        s.cluster.node_id = "sharded".into();
-        s.cluster.presence_interval_secs = 1;
-        s.cluster.pubsub = herald::config::PubSubMode::Sharded;
-    })
-    .await;
+    let sharded = node_with(&pg, &redis, "sharded", |s| s.cluster.pubsub = herald::config::PubSubMode::Sharded).await;
     for gw in [&classic, &sharded] {
         let detail =
             eventually("the other pub/sub mode reported", Duration::from_secs(15), async || degraded(gw).await).await;
@@ -417,21 +418,12 @@ async fn a_resync_over_pruned_history_is_announced_truncated() {
     };
     let mut redis = start_redis();
     let redis_url = format!("redis://127.0.0.1:{port}");
-    let pruned_node = |id: &'static str| {
-        let (pg, redis_url) = (pg.clone(), redis_url.clone());
-        let prefix = pg.rsplit('/').next().unwrap().to_owned();
-        spawn_gateway_with(move |s| {
-            s.cluster.channel_prefix = prefix;
-            s.store.url = pg;
-            s.cluster.redis_url = Secret::new(redis_url);
-            s.cluster.node_id = id.into();
-            s.cluster.presence_interval_secs = 1;
-            s.store.max_per_user = 5;
-            s.store.prune_interval_secs = 1;
-        })
+    let pruned = |s: &mut herald::config::Settings| {
+        s.store.max_per_user = 5;
+        s.store.prune_interval_secs = 1;
     };
-    let a = pruned_node("tr-a").await;
-    let b = pruned_node("tr-b").await;
+    let a = node_with(&pg, &redis_url, "tr-a", pruned).await;
+    let b = node_with(&pg, &redis_url, "tr-b", pruned).await;
     ready(&a).await;
     ready(&b).await;
     let user = unique("tr-");
@@ -479,19 +471,9 @@ async fn a_rules_reload_through_one_node_reloads_every_node() {
     let path = dir.path().join("rules.toml");
     let shipped = std::fs::read_to_string(repo_path("config/rules.toml")).unwrap();
     std::fs::write(&path, &shipped).unwrap();
-    let with_rules = |id: &'static str| {
-        let (pg, redis, path) = (pg.clone(), redis.clone(), path.clone());
-        let prefix = pg.rsplit('/').next().unwrap().to_owned();
-        spawn_gateway_with(move |s| {
-            s.cluster.channel_prefix = prefix;
-            s.store.url = pg;
-            s.cluster.redis_url = Secret::new(redis);
-            s.cluster.node_id = id.into();
-            s.rules.path = path;
-        })
-    };
-    let a = with_rules("rr-a").await;
-    let b = with_rules("rr-b").await;
+    let (pa, pb) = (path.clone(), path.clone());
+    let a = node_with(&pg, &redis, "rr-a", move |s| s.rules.path = pa).await;
+    let b = node_with(&pg, &redis, "rr-b", move |s| s.rules.path = pb).await;
     ready(&a).await;
     ready(&b).await;
     let changed = shipped.replace("title = \"{{ title }}\"", "title = \"NEW {{ title }}\"");

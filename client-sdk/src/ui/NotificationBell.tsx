@@ -2,6 +2,7 @@ import { useCallback, useEffect, useRef, useState } from 'react';
 import { toHeraldError, type HeraldError } from '../errors';
 import { useCounts, useInboxStore } from '../react/store-hooks';
 import { Inbox, type InboxProps } from './Inbox';
+import { CloseIcon } from './CloseIcon';
 import { cx, useDomId, useStrings, type CommonProps } from './shared';
 
 export interface NotificationBellProps extends CommonProps {
@@ -176,12 +177,7 @@ export function NotificationBell(props: NotificationBellProps) {
                   onClick={() => close(true)}
                   aria-label={s.close}
                 >
-                  <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" focusable="false">
-                    <path
-                      fill="currentColor"
-                      d="M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z"
-                    />
-                  </svg>
+                  <CloseIcon />
                 </button>
               </>
             }

@@ -3,6 +3,7 @@ import { toHeraldError, type HeraldError } from '../errors';
 import type { Notification } from '../protocol';
 import { useHeraldClient } from '../react/context';
 import { useInboxStore } from '../react/store-hooks';
+import { CloseIcon } from './CloseIcon';
 import { cx, pausableTimeout, useStrings, type CommonProps, type Pausable } from './shared';
 
 export interface ToastsProps extends CommonProps {
@@ -192,12 +193,7 @@ function Toast({
         )}
       </div>
       <button type="button" className="herald-toast__close" onClick={onDismiss} aria-label={dismissLabel}>
-        <svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" focusable="false">
-          <path
-            fill="currentColor"
-            d="M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z"
-          />
-        </svg>
+        <CloseIcon />
       </button>
     </li>
   );
