@@ -59,7 +59,7 @@ enum Allowed {
     ),
     request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422)."),
     responses(
-        (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
+        (status = 202, description = "Every event is stored (or a duplicate, ignored by its rule, or pushed live only): one result per event, in order.", body = super::openapi::IngestResults),
         (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`).", body = ErrorBody),
         (status = 403, description = "A service key without `publish`, or an event outside the key's `exchanges` / `routing_keys` (`insufficient_scope`; nothing of the request is stored).", body = ErrorBody),
@@ -95,7 +95,7 @@ pub async fn ingest(
     ),
     request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422)."),
     responses(
-        (status = 202, description = "Every event is stored (or a duplicate, or matched no rule): one result per event, in order.", body = super::openapi::IngestResults),
+        (status = 202, description = "Every event is stored (or a duplicate, ignored by its rule, or pushed live only): one result per event, in order.", body = super::openapi::IngestResults),
         (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),

@@ -2101,7 +2101,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Every event is stored (or a duplicate, or matched no rule): one result per event, in order. */
+            /** @description Every event is stored (or a duplicate, ignored by its rule, or pushed live only): one result per event, in order. */
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -3083,7 +3083,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `user_id` is empty or not a string or number (`missing_user_id`), or `kind`/`alias` is too long (`alias_too_long`). */
+            /** @description `user_id` is empty or not a string or number (`missing_user_id`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3181,7 +3181,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Every event is stored (or a duplicate, or matched no rule): one result per event, in order. */
+            /** @description Every event is stored (or a duplicate, ignored by its rule, or pushed live only): one result per event, in order. */
             202: {
                 headers: {
                     [name: string]: unknown;
