@@ -64,12 +64,13 @@ describe('the dry-run box', () => {
     expect(parseEventInput('{"a":1}', ' user.created ', '')).toEqual({ body: { event: { a: 1 }, routing_key: 'user.created' } });
   });
   it('says in one sentence what the rules would do', () => {
-    const r = (verdict: object, dead_letter = false) =>
-      ({ transport: 'http', event: null, verdict, dead_letter, report: '' }) as Parameters<typeof dryRunHeadline>[0];
+    const r = (verdict: object, dead_letter = false, transport = 'http') =>
+      ({ transport, event: null, verdict, dead_letter, report: '' }) as Parameters<typeof dryRunHeadline>[0];
     expect(dryRunHeadline(r({ outcome: 'stored', rule: 'welcome', recipients: ['42'] }))).toBe(
       'Rule welcome matches: a notification for 42 would be stored and pushed.',
     );
-    expect(dryRunHeadline(r({ outcome: 'unmatched' }, true))).toMatch(/dead-lettered/);
+    expect(dryRunHeadline(r({ outcome: 'unmatched' }, true, 'amqp'))).toMatch(/dead-lettered/);
+    expect(dryRunHeadline(r({ outcome: 'unmatched' }, true))).toMatch(/422 `unmatched`/);
     expect(dryRunHeadline(r({ outcome: 'dead_letter', reason: 'missing_user_id', message: 'no user id' }, true))).toBe(
       'It would be dead-lettered (missing_user_id): no user id',
     );

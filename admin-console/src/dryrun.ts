@@ -32,9 +32,9 @@ export function dryRunHeadline(r: DryRunResult): string {
     case 'ignored':
       return `Rule ${v.rule} matches and ignores it: acknowledged, not stored.`;
     case 'unmatched':
-      return r.dead_letter
+      return r.transport === 'amqp'
         ? 'No rule matches: over AMQP it would be dead-lettered (unmatched).'
-        : 'No rule matches: HTTP ingest would answer 202 `unmatched`, nothing stored.';
+        : 'No rule matches: HTTP ingest would answer 422 `unmatched`, nothing stored.';
     case 'dead_letter':
       return `It would be dead-lettered (${v.reason}): ${v.message}`;
   }
