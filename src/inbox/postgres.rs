@@ -1885,6 +1885,34 @@ mod tests {
         db.drop_database().await;
     }
 
+    /// A node of the release before migration 9 keeps writing beside this one: its function,
+    /// `herald_write_targeted`, is still there with its result columns (its prepared statements stay valid), and
+    /// what it writes is versioned by the trigger.
+    #[tokio::test]
+    async fn the_release_befores_group_commit_function_still_writes_after_migration_9() {
+        let Some(db) = TestDb::create("old_function").await else { return };
+        db.open(None).await.close().await;
+        let mut old_node = PgConnection::connect_with(&db.options).await.unwrap();
+        let row = sqlx::query(
+            "SELECT fresh, ids FROM herald_write_targeted(1, 2, ARRAY[7], now(), ARRAY[]::text[],
+                 ARRAY[decode('00ff', 'hex')], ARRAY['e-old'], ARRAY['info'], ARRAY['t'], ARRAY['c'], ARRAY['x'],
+                 ARRAY['s'], ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY['null'], ARRAY['{}'], ARRAY[1],
+                 ARRAY['old-node-user'])",
+        )
+        .fetch_one(&mut old_node)
+        .await
+        .unwrap();
+        let (fresh, ids): (Vec<bool>, Vec<i64>) = (row.get(0), row.get(1));
+        assert_eq!((fresh, ids.len()), (vec![true], 1));
+        let version: i64 = sqlx::query_scalar("SELECT version FROM inbox_counts WHERE user_id = 'old-node-user'")
+            .fetch_one(&mut old_node)
+            .await
+            .unwrap();
+        assert!(version > 0, "versioned by the trigger: {version}");
+        old_node.close().await.unwrap();
+        db.drop_database().await;
+    }
+
     #[tokio::test]
     async fn postgres_store_passes_the_store_contract() {
         let Some(db) = TestDb::create("postgres_store_passes_the_store_contract").await else { return };
