@@ -489,31 +489,31 @@ impl Worker {
         let (users, sessions) = self.registry.counts();
         let now = chrono::Utc::now().timestamp();
         let entries: Vec<(String, String)> = redis::cmd("HGETALL").arg(&self.names.presence).query_async(con).await?;
-        let fresh_after = now - 3 * self.presence_every.as_secs() as i64;
         let mode = pubsub_name(self.mode);
         let mut problems = Vec::new();
         for (node, line) in &entries {
-            let fields: Vec<&str> = line.split(' ').collect();
-            if fields.get(2).and_then(|at| at.parse::<i64>().ok()).is_none_or(|at| at < fresh_after) {
+            let Some(line) = PresenceLine::parse(line).filter(|l| l.fresh(self.presence_every.as_secs(), now)) else {
                 continue;
-            }
-            if node == &*self.node && *reported && fields.get(3).is_some_and(|o| *o != &*self.transport.origin) {
+            };
+            if node == &*self.node && *reported && line.origin.is_some_and(|o| o != &*self.transport.origin) {
                 problems
                     .push(format!("another process reports as node `{node}`: give every node its own cluster.node_id"));
             }
-            if let Some(theirs) = fields.get(4).filter(|m| **m != mode) {
+            if let Some(theirs) = line.mode.filter(|m| *m != mode) {
                 problems.push(format!(
                     "node `{node}` runs cluster.pubsub = \"{theirs}\" and this one \"{mode}\": neither hears the other"
                 ));
             }
         }
         peers.report(&self.health, &self.node, problems);
-        redis::cmd("HSET")
-            .arg(&self.names.presence)
-            .arg(&*self.node)
-            .arg(format!("{users} {sessions} {now} {} {mode}", self.transport.origin))
-            .exec_async(con)
-            .await?;
+        let line = PresenceLine {
+            users: users as u64,
+            sessions: sessions as u64,
+            at: now,
+            origin: Some(&self.transport.origin),
+            mode: Some(mode),
+        };
+        redis::cmd("HSET").arg(&self.names.presence).arg(&*self.node).arg(line.to_string()).exec_async(con).await?;
         *reported = true; // written: a line under this name by another process from now on is not this one's
         Ok(())
     }
@@ -549,6 +549,40 @@ impl PeerCheck {
     }
 }
 
+/// One node's value in `herald:presence`: `<users> <sessions> <unix secs> <origin> <pubsub>` (nodes from before
+/// processes signed their messages wrote the first three only).
+struct PresenceLine<'a> {
+    users: u64,
+    sessions: u64,
+    at: i64,
+    origin: Option<&'a str>,
+    mode: Option<&'a str>,
+}
+
+impl<'a> PresenceLine<'a> {
+    fn parse(line: &'a str) -> Option<PresenceLine<'a>> {
+        let mut fields = line.split(' ');
+        let (users, sessions, at) =
+            (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+        Some(PresenceLine { users, sessions, at, origin: fields.next(), mode: fields.next() })
+    }
+
+    /// Reported within three intervals of `now`: the node is still there.
+    fn fresh(&self, interval_secs: u64, now: i64) -> bool {
+        self.at >= now - 3 * interval_secs as i64
+    }
+}
+
+impl std::fmt::Display for PresenceLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.users, self.sessions, self.at)?;
+        match (self.origin, self.mode) {
+            (Some(origin), Some(mode)) => write!(f, " {origin} {mode}"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// One node's line in the presence view.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NodePresence {
@@ -567,18 +601,12 @@ pub async fn presence(settings: &ClusterSettings) -> Result<Vec<NodePresence>, S
         .query_async(&mut con)
         .await
         .map_err(|e| e.to_string())?;
-    let fresh_after = chrono::Utc::now().timestamp() - 3 * settings.presence_interval_secs as i64;
+    let now = chrono::Utc::now().timestamp();
     let mut nodes: Vec<NodePresence> = entries
-        .into_iter()
+        .iter()
         .filter_map(|(node, v)| {
-            let mut it = v.split(' ').map(|x| x.parse::<i64>().ok());
-            let (users, sessions, at) = (it.next()??, it.next()??, it.next()??);
-            (at >= fresh_after).then_some(NodePresence {
-                node,
-                users: users as u64,
-                sessions: sessions as u64,
-                reported_at: at,
-            })
+            let line = PresenceLine::parse(v).filter(|l| l.fresh(settings.presence_interval_secs, now))?;
+            Some(NodePresence { node: node.clone(), users: line.users, sessions: line.sessions, reported_at: line.at })
         })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
@@ -633,6 +661,22 @@ mod tests {
             Some(Message::UserFrame { skip_session: None, .. })
         ));
         assert!(decode(&names, "node-b", "herald:u:x", b"garbage").is_none());
+    }
+
+    #[test]
+    fn a_presence_line_reads_back_as_written_and_a_line_of_an_older_node_without_process_and_mode() {
+        let line = PresenceLine { users: 3, sessions: 5, at: 100, origin: Some("a#01"), mode: Some("classic") };
+        let text = line.to_string();
+        assert_eq!(text, "3 5 100 a#01 classic");
+        let back = PresenceLine::parse(&text).unwrap();
+        assert_eq!(
+            (back.users, back.sessions, back.at, back.origin, back.mode),
+            (3, 5, 100, Some("a#01"), Some("classic"))
+        );
+        let old = PresenceLine::parse("3 5 100").unwrap();
+        assert_eq!((old.origin, old.mode), (None, None));
+        assert!(old.fresh(5, 115) && !old.fresh(5, 116), "within three intervals");
+        assert!(PresenceLine::parse("x 5 100").is_none());
     }
 
     #[test]
