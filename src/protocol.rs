@@ -503,6 +503,42 @@ pub struct PreferencesUpdate {
     pub types: std::collections::BTreeMap<String, TypeSetting>,
 }
 
+/// What `POST …/notifications/batch` does to each notification it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchAction {
+    /// Read (and seen); one already read keeps its first `read_at`.
+    Read,
+    /// Unread again (it stays seen).
+    Unread,
+    Archive,
+    Unarchive,
+    /// Deleted (a broadcast: hidden from this user).
+    Delete,
+}
+
+/// The body of `POST …/notifications/batch`: one action on up to 100 notifications, in one commit.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub action: BatchAction,
+    /// 1 to 100 notification ids; one named twice is changed once.
+    #[schema(min_items = 1, max_items = 100)]
+    pub ids: Vec<i64>,
+}
+
+/// The answer to `POST …/notifications/batch`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchResult {
+    pub action: BatchAction,
+    /// The ids in this inbox, changed (or already in that state), in the request's order.
+    pub ids: Vec<i64>,
+    /// The ids not in this inbox (nothing was done to them).
+    pub not_found: Vec<i64>,
+    /// Those notifications as they are now, in the order of `ids` (empty for `delete`).
+    pub items: Vec<Notification>,
+}
+
 /// Timestamps on the wire: RFC 3339, UTC, millisecond precision, `Z` suffix.
 pub fn format_ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -23,7 +23,7 @@
 import { Cursors, type Position } from './cursors';
 import { Emitter } from './emitter';
 import { HeraldError, toHeraldError } from './errors';
-import { CloseCode, parseServerFrame, type PreferenceValue, type ServerFrame } from './protocol';
+import { CloseCode, parseServerFrame, type BatchAction, type PreferenceValue, type ServerFrame } from './protocol';
 import { Inbox, type ListOptions } from './rest';
 import { apiUrl } from './utils';
 import {
@@ -173,6 +173,10 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   }
   delete(id: number) {
     return this._inbox.delete(id);
+  }
+  /** One action (`read`, `unread`, `archive`, `unarchive`, `delete`) on up to 100 notifications, in one commit. */
+  batch(action: BatchAction, ids: number[]) {
+    return this._inbox.batch(action, ids);
   }
   markUnread(id: number) {
     return this._inbox.markUnread(id);

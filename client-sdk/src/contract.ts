@@ -8,6 +8,8 @@
  */
 import type { components, operations, paths } from './generated/openapi';
 import type {
+  BatchAction,
+  BatchResult,
   Counts,
   ErrorBody,
   InboxPage,
@@ -52,6 +54,8 @@ export type RestContract = [
   Holds<Same<PreferenceValue, Schemas['TypeSetting']>>,
   Holds<Same<Preferences, Schemas['Preferences']>>,
   Holds<Same<ErrorBody, Schemas['ErrorBody']>>,
+  Holds<Same<BatchAction, Schemas['BatchAction']>>,
+  Holds<Same<BatchResult, Schemas['BatchResult']>>,
   // What each `Inbox` method (rest.ts) sends and gets.
   Holds<Same<ListOptions, NonNullable<operations['list_notifications']['parameters']['query']>>>,
   Holds<Same<InboxPage, Json<'list_notifications', 200>>>,
@@ -68,6 +72,8 @@ export type RestContract = [
   Holds<Same<Preferences, Json<'put_preferences', 200>>>,
   Holds<Same<NonNullable<operations['delete_notification']['responses'][204]['content']>, never>>,
   Holds<Same<ErrorBody, Json<'mark_read', 404>>>,
+  Holds<Same<{ action: BatchAction; ids: number[] }, Body<'batch'>>>,
+  Holds<Same<BatchResult, Json<'batch', 200>>>,
   // The routes `Inbox` calls, with the methods it uses.
   Holds<Same<paths[Inbox]['get'], operations['list_notifications']>>,
   Holds<Same<paths[`${Inbox}/unread_count`]['get'], operations['unread_count']>>,
@@ -78,6 +84,7 @@ export type RestContract = [
   Holds<Same<paths[`${Inbox}/{id}/unarchive`]['post'], operations['unarchive']>>,
   Holds<Same<paths[`${Inbox}/read_all`]['post'], operations['mark_all_read']>>,
   Holds<Same<paths[`${Inbox}/seen_all`]['post'], operations['seen_all']>>,
+  Holds<Same<paths[`${Inbox}/batch`]['post'], operations['batch']>>,
   Holds<Same<paths[`${Inbox}/{id}`]['delete'], operations['delete_notification']>>,
   Holds<Same<paths['/api/v1/users/{user_id}/preferences']['get'], operations['get_preferences']>>,
   Holds<Same<paths['/api/v1/users/{user_id}/preferences']['put'], operations['put_preferences']>>,

@@ -36,8 +36,10 @@ export {
 } from './store';
 export { backoff, type BackoffOptions } from './utils';
 export type { Position, Since } from './cursors';
-export { CloseCode, ProtocolError, parseServerFrame, isNotification, chainOf } from './protocol';
+export { CloseCode, MAX_BATCH, ProtocolError, parseServerFrame, isNotification, chainOf } from './protocol';
 export type {
+  BatchAction,
+  BatchResult,
   Chain,
   ClientMessage,
   DeletedFrame,

@@ -218,6 +218,23 @@ export interface ReadAllResult {
   read_at: string;
 }
 
+/** What `POST …/notifications/batch` does to each notification it names. */
+export type BatchAction = 'read' | 'unread' | 'archive' | 'unarchive' | 'delete';
+
+/** `POST …/notifications/batch`: one action on up to {@link MAX_BATCH} notifications, in one commit. */
+export interface BatchResult {
+  action: BatchAction;
+  /** The ids in this inbox, changed (or already in that state), in the request's order. */
+  ids: number[];
+  /** The ids not in this inbox (nothing was done to them). */
+  not_found: number[];
+  /** Those notifications as they are now, in the order of `ids` (empty for `delete`). */
+  items: Notification[];
+}
+
+/** The most ids one batch request names. */
+export const MAX_BATCH = 100;
+
 /** `POST …/notifications/seen_all`. */
 export interface SeenAllResult {
   up_to: number;

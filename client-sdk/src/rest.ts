@@ -1,6 +1,8 @@
 /** The inbox over REST: one request helper, errors mapped to HeraldError. */
 import { HeraldError, toHeraldError } from './errors';
 import type {
+  BatchAction,
+  BatchResult,
   Counts,
   InboxPage,
   Notification,
@@ -99,6 +101,14 @@ export class Inbox {
 
   markAllRead(): Promise<ReadAllResult> {
     return this._request('POST', '/read_all');
+  }
+
+  /**
+   * One action on up to 100 notifications, in one commit (ids not in this inbox come back in `not_found`). The
+   * user's sessions get one frame for the lot.
+   */
+  batch(action: BatchAction, ids: number[]): Promise<BatchResult> {
+    return this._request('POST', '/batch', undefined, { action, ids });
   }
 
   async delete(id: number): Promise<void> {

@@ -21,7 +21,7 @@
  */
 import type { HeraldClient } from './client';
 import { toHeraldError, type HeraldError } from './errors';
-import type { InboxPage, Notification } from './protocol';
+import { MAX_BATCH, type BatchAction, type InboxPage, type Notification } from './protocol';
 import { State } from './types';
 
 /** The three tabs of an inbox. */
@@ -127,8 +127,6 @@ const MAX_FETCHED_BY_ID = 5;
 export const MAX_REFETCH_PAGES = 6;
 /** The server's largest page. */
 const MAX_PAGE = 100;
-/** `markRead` requests at once for a narrowed "mark all read". */
-const MARK_CONCURRENCY = 4;
 
 const stores = new WeakMap<HeraldClient<any>, InboxStore>();
 
@@ -334,8 +332,8 @@ export class InboxStore {
   /**
    * Mark everything read (`read_all`). With a `filter` narrowed by type or related object (see
    * {@link isNarrowed}), only what it matches that the store knows (the unread items of the lists loaded here)
-   * is marked read, one `markRead` each: the server's `read_all` takes no filter, and would mark every other
-   * type read too. Rejects with the first failure, after trying them all.
+   * is marked read, with `batch` requests of up to {@link MAX_BATCH}: the server's `read_all` takes no filter,
+   * and would mark every other type read too. Rejects with the first failure, after trying every batch.
    */
   async markAllRead(filter?: InboxFilter): Promise<void> {
     if (!filter || !isNarrowed(filter)) {
@@ -344,20 +342,26 @@ export class InboxStore {
       return;
     }
     const scope: InboxFilter = { type: filter.type, related_type: filter.related_type, related_id: filter.related_id };
-    const queue = [...this._known().values()]
+    const ids = [...this._known().values()]
       .filter((n) => n.read_at === null && matchesFilter(scope, { ...n, archived_at: null }))
       .map((n) => n.id);
+    await this.batch('read', ids);
+  }
+  /**
+   * One action on the notifications `ids` names (any number: sent in requests of up to {@link MAX_BATCH}, one
+   * after another), the lists updated from the answers. Rejects with the first failure, after trying them all.
+   */
+  async batch(action: BatchAction, ids: number[]): Promise<void> {
     let failure: unknown = null;
-    const worker = async () => {
-      for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
-        try {
-          this._place([await this.client.markRead(id)]);
-        } catch (e) {
-          failure ??= e;
-        }
+    for (let at = 0; at < ids.length; at += MAX_BATCH) {
+      try {
+        const done = await this.client.batch(action, ids.slice(at, at + MAX_BATCH));
+        if (action === 'delete') this._removeIds(done.ids);
+        else this._place(done.items);
+      } catch (e) {
+        failure ??= e;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(MARK_CONCURRENCY, queue.length) }, worker));
+    }
     if (failure !== null) throw failure;
   }
   /** The bell was opened: everything is seen (the unseen count is 0 until something new arrives). */

@@ -1,5 +1,5 @@
 //! The REST inbox: list (with filters), counts, read / unread, seen all, archive / unarchive, read all, delete,
-//! and the user's preferences. A user sees only their own inbox; a service key reads any with `inbox:read` and
+//! one of those on up to 100 notifications at once (`batch`), and the user's preferences. A user sees only their own inbox; a service key reads any with `inbox:read` and
 //! changes any with `inbox:write`.
 //!
 //! State changes are pushed to the user's open sessions (`read`, `unread`, `read_all`, `seen_all`, `archived`,
@@ -20,10 +20,13 @@ use crate::config::MAX_PREFERENCE_TYPE_LEN;
 use crate::fanout::Message;
 use crate::inbox::{Change, ListQuery};
 use crate::protocol::{
-    format_ts, Counts, InboxPage, Notification, Preferences, PreferencesUpdate, ServerFrame, TypeSetting, UnreadCount,
+    format_ts, BatchAction, BatchRequest, BatchResult, Counts, InboxPage, Notification, Preferences, PreferencesUpdate,
+    ServerFrame, TypeSetting, UnreadCount,
 };
 
 const MAX_LIMIT: u32 = 100;
+/// The most notifications one `batch` request names (a page at the largest `limit`).
+const MAX_BATCH: usize = 100;
 const DEFAULT_LIMIT: u32 = 20;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -262,6 +265,96 @@ pub async fn unarchive(
     let n = state.change(&user, id, Change::Unarchive).await?;
     state.push_to_user(&user, ServerFrame::Unarchived { ids: &[id] });
     Ok(Json(n))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/notifications/batch",
+    operation_id = "batch",
+    tag = "inbox",
+    summary = "One action on several notifications at once",
+    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
+    request_body(content = BatchRequest, description = "`read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow)."),
+    responses(
+        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) and their new `counts`.", body = BatchResult),
+        (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
+        error::Unauthenticated,
+        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        error::JsonBodyErrors,
+        error::InboxFailed,
+        error::InboxUnavailable
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn batch(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<BatchResult>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let BatchRequest { action, mut ids } =
+        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
+    if ids.is_empty() || ids.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest {
+            code: "bad_request",
+            message: format!("`ids` names 1 to {MAX_BATCH} notifications ({} given)", ids.len()),
+        });
+    }
+    let mut named = std::collections::HashSet::with_capacity(ids.len());
+    ids.retain(|id| named.insert(*id));
+    let change = match action {
+        BatchAction::Read => Change::Read,
+        BatchAction::Unread => Change::Unread,
+        BatchAction::Archive => Change::Archive,
+        BatchAction::Unarchive => Change::Unarchive,
+        BatchAction::Delete => {
+            let deleted = state.store.delete_many(&user, ids.clone()).await?;
+            let (found, not_found) = split(&ids, &deleted, |d| *d);
+            if !found.is_empty() {
+                state.push_to_user(&user, ServerFrame::Deleted { ids: &found });
+            }
+            return Ok(Json(BatchResult { action, ids: found, not_found, items: Vec::new() }));
+        }
+    };
+    let changed = state.store.change_many(&user, ids.clone(), change).await?;
+    let (found, not_found) = split(&ids, &changed, Option::is_some);
+    let items: Vec<Notification> = changed.into_iter().flatten().collect();
+    if !found.is_empty() {
+        match action {
+            BatchAction::Read => {
+                // Newly read ones share this commit's time; ones read before keep theirs: a frame per time.
+                let mut by_time = std::collections::BTreeMap::<_, Vec<i64>>::new();
+                for n in &items {
+                    if let Some(read_at) = n.read_at {
+                        state.trace.recorder().read(n.id, &user, read_at);
+                        by_time.entry(read_at).or_default().push(n.id);
+                    }
+                }
+                for (read_at, ids) in by_time {
+                    state.push_to_user(&user, ServerFrame::Read { ids: &ids, read_at });
+                }
+            }
+            BatchAction::Unread => state.push_to_user(&user, ServerFrame::Unread { ids: &found }),
+            BatchAction::Archive => state.push_to_user(&user, ServerFrame::Archived { ids: &found }),
+            BatchAction::Unarchive => state.push_to_user(&user, ServerFrame::Unarchived { ids: &found }),
+            BatchAction::Delete => unreachable!("answered above"),
+        }
+    }
+    Ok(Json(BatchResult { action, ids: found, not_found, items }))
+}
+
+/// `ids` split by the store's answer for each: (those in the inbox, those not).
+fn split<T>(ids: &[i64], answers: &[T], found: impl Fn(&T) -> bool) -> (Vec<i64>, Vec<i64>) {
+    let (mut yes, mut no) = (Vec::new(), Vec::new());
+    for (id, answer) in ids.iter().zip(answers) {
+        if found(answer) {
+            yes.push(*id)
+        } else {
+            no.push(*id)
+        }
+    }
+    (yes, no)
 }
 
 #[utoipa::path(

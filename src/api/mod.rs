@@ -195,6 +195,7 @@ fn routes(settings: &Settings) -> Routes {
         .route(&format!("{users}/counts"), get(inbox::counts))
         .route(&format!("{users}/read_all"), post(inbox::read_all))
         .route(&format!("{users}/seen_all"), post(inbox::seen_all))
+        .route(&format!("{users}/batch"), post(inbox::batch))
         .route(&format!("{users}/{{id}}/read"), post(inbox::read))
         .route(&format!("{users}/{{id}}/unread"), post(inbox::unread))
         .route(&format!("{users}/{{id}}/archive"), post(inbox::archive))

@@ -47,6 +47,7 @@ const DEV_PREFIX: &str = "/api/v1/dev/";
         super::inbox::counts,
         super::inbox::read_all,
         super::inbox::seen_all,
+        super::inbox::batch,
         super::inbox::read,
         super::inbox::unread,
         super::inbox::archive,

@@ -138,6 +138,7 @@ pub async fn run_all(store: &dyn Store) {
     muted_types_are_stored_listed_not_counted_and_not_replayed(store).await;
     purge_resets_the_counters(store).await;
     unknown_ids_change_nothing(store).await;
+    a_batch_changes_targeted_and_broadcast_notifications_in_one_commit(store).await;
     store.probe_write().await.unwrap();
     store.ping().await.unwrap();
 }
@@ -394,6 +395,43 @@ async fn unknown_ids_change_nothing(store: &dyn Store) {
     }
     assert!(!store.delete(u, theirs).await.unwrap());
     counts_match_rows(store, "unknown-owner", "another user's attempts").await;
+}
+
+/// `change_many` / `delete_many`: each id as `change` / `delete` would take it, in the order given, in one
+/// commit; another user's or an unknown id is `None` / `false` and untouched.
+async fn a_batch_changes_targeted_and_broadcast_notifications_in_one_commit(store: &dyn Store) {
+    let u = "bulk-u";
+    let start = counts_match_rows(store, u, "nothing yet").await;
+    let a = stored(store, Write::Notify(draft("bulk-1", users(&[u])))).await[0].id;
+    let b = stored(store, Write::Notify(draft("bulk-2", users(&[u])))).await[0].id;
+    let everyone = stored(store, Write::Notify(draft("bulk-3", Recipients::Everyone))).await[0].id;
+    let theirs = stored(store, Write::Notify(draft("bulk-4", users(&["bulk-other"])))).await[0].id;
+    let c = counts_match_rows(store, u, "three new").await;
+    assert_eq!(c.unread, start.unread + 3);
+
+    let read = store.change_many(u, vec![theirs, a, everyone, i64::MAX, b], Change::Read).await.unwrap();
+    let ids: Vec<Option<i64>> = read.iter().map(|n| n.as_ref().map(|n| n.id)).collect();
+    assert_eq!(ids, [None, Some(a), Some(everyone), None, Some(b)], "in the order given, None where not this inbox's");
+    assert!(read.iter().flatten().all(|n| n.read_at.is_some() && n.seen_at.is_some()), "{read:?}");
+    let c = counts_match_rows(store, u, "a batch read").await;
+    assert_eq!(c.unread, start.unread, "all three read in one batch");
+    counts_match_rows(store, "bulk-other", "another user's id in the batch").await;
+    let again = store.change_many(u, vec![a], Change::Read).await.unwrap();
+    assert_eq!(again[0].as_ref().unwrap().read_at, read[1].as_ref().unwrap().read_at, "the first read_at stays");
+
+    for (step, change) in [("unread", Change::Unread), ("archive", Change::Archive), ("unarchive", Change::Unarchive)] {
+        let changed = store.change_many(u, vec![a, everyone], change).await.unwrap();
+        assert!(changed.iter().all(Option::is_some), "{step}: {changed:?}");
+        counts_match_rows(store, u, step).await;
+    }
+    assert_eq!(store.delete_many(u, vec![a, theirs, everyone]).await.unwrap(), [true, false, true]);
+    let c = counts_match_rows(store, u, "a batch delete").await;
+    assert_eq!(c.unread, start.unread, "b was read; a and the broadcast are gone");
+    let left: Vec<i64> = everything(store, u).await.iter().map(|n| n.id).filter(|id| *id >= a).collect();
+    assert_eq!(left, [b], "only b is left of the four");
+    let theirs_left: Vec<i64> =
+        everything(store, "bulk-other").await.iter().map(|n| n.id).filter(|id| *id >= a).collect();
+    assert_eq!(theirs_left, [theirs, everyone], "theirs and the broadcast stay theirs");
 }
 
 pub fn retention_settings() -> StoreSettings {

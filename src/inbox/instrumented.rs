@@ -63,8 +63,13 @@ impl Store for Instrumented {
         (self.hook)(Read::Latest, user).await;
         self.inner.opening(user).await
     }
-    async fn change(&self, user: &str, id: i64, change: super::Change) -> Result<Option<Notification>, StoreError> {
-        self.inner.change(user, id, change).await
+    async fn change_many(
+        &self,
+        user: &str,
+        ids: Vec<i64>,
+        change: super::Change,
+    ) -> Result<Vec<Option<Notification>>, StoreError> {
+        self.inner.change_many(user, ids, change).await
     }
     async fn seen_all(&self, user: &str) -> Result<super::SeenAll, StoreError> {
         self.inner.seen_all(user).await
@@ -82,8 +87,8 @@ impl Store for Instrumented {
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
         self.inner.mark_all_read(user).await
     }
-    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
-        self.inner.delete(user, id).await
+    async fn delete_many(&self, user: &str, ids: Vec<i64>) -> Result<Vec<bool>, StoreError> {
+        self.inner.delete_many(user, ids).await
     }
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
         self.inner.alias(kind, alias).await

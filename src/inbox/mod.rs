@@ -428,8 +428,19 @@ pub trait Store: Send + Sync + 'static {
     /// they travelled; 0 where one writer orders every commit already (SQLite: there is one node).
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError>;
 
+    /// Change the state of each of `ids`, in one commit: the notification after the change, in the order of
+    /// `ids`, `None` for an id not in this user's inbox.
+    async fn change_many(
+        &self,
+        user: &str,
+        ids: Vec<i64>,
+        change: Change,
+    ) -> Result<Vec<Option<Notification>>, StoreError>;
+
     /// Change one notification's state. `None` when `id` is not in this user's inbox.
-    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError>;
+    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError> {
+        Ok(self.change_many(user, vec![id], change).await?.pop().flatten())
+    }
 
     /// `None` when `id` is not in this user's inbox.
     async fn mark_read(&self, user: &str, id: i64) -> Result<Option<Notification>, StoreError> {
@@ -451,8 +462,14 @@ pub trait Store: Send + Sync + 'static {
         types: std::collections::BTreeMap<String, TypeSetting>,
     ) -> Result<(), StoreError>;
 
+    /// Delete each of `ids` (a broadcast: hide it from this user), in one commit: in the order of `ids`, `false`
+    /// for an id not in this user's inbox.
+    async fn delete_many(&self, user: &str, ids: Vec<i64>) -> Result<Vec<bool>, StoreError>;
+
     /// `false` when `id` is not in this user's inbox.
-    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError>;
+    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+        Ok(self.delete_many(user, vec![id]).await?.pop().unwrap_or(false))
+    }
 
     /// The user an alias stands for, if known.
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError>;

@@ -221,10 +221,10 @@ const BROADCAST_ADJ: &str = "SELECT s.user_id,
 
 enum Job {
     Apply(Vec<Write>, oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>),
-    Change(String, i64, Change, oneshot::Sender<Result<Option<Notification>, StoreError>>),
+    Change(String, Vec<i64>, Change, oneshot::Sender<Result<Vec<Option<Notification>>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
-    Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    Delete(String, Vec<i64>, oneshot::Sender<Result<Vec<bool>, StoreError>>),
     SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
     Probe(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
@@ -234,10 +234,10 @@ enum Job {
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
-    Change(Option<Notification>),
+    Change(Vec<Option<Notification>>),
     MarkAllRead(ReadAll),
     SeenAll(SeenAll),
-    Delete(bool),
+    Delete(Vec<bool>),
     SetPreferences,
     Probe,
 }
@@ -246,6 +246,7 @@ impl Job {
     fn weight(&self) -> usize {
         match self {
             Job::Apply(w, _) => w.len().max(1),
+            Job::Change(_, ids, ..) | Job::Delete(_, ids, _) => ids.len().max(1),
             _ => 1,
         }
     }
@@ -511,9 +512,14 @@ impl Store for PostgresStore {
         Ok(read)
     }
 
-    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError> {
+    async fn change_many(
+        &self,
+        user: &str,
+        ids: Vec<i64>,
+        change: Change,
+    ) -> Result<Vec<Option<Notification>>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::Change(user, id, change, tx)).await
+        self.write(|tx| Job::Change(user, ids, change, tx)).await
     }
 
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
@@ -543,9 +549,9 @@ impl Store for PostgresStore {
         self.write(|tx| Job::SetPreferences(user, types, tx)).await
     }
 
-    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+    async fn delete_many(&self, user: &str, ids: Vec<i64>) -> Result<Vec<bool>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::Delete(user, id, tx)).await
+        self.write(|tx| Job::Delete(user, ids, tx)).await
     }
 
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
@@ -1370,14 +1376,24 @@ async fn run(
                     }
                     Answer::Apply(outcomes)
                 }
-                Job::Change(user, id, change, _) => {
-                    Answer::Change(change_one(&mut tx, &text(user), *id, *change, now, &mut tally).await?)
+                Job::Change(user, ids, change, _) => {
+                    let mut changed = Vec::with_capacity(ids.len());
+                    for &id in ids {
+                        changed.push(change_one(&mut tx, &text(user), id, *change, now, &mut tally).await?);
+                    }
+                    Answer::Change(changed)
                 }
                 Job::MarkAllRead(user, _) => {
                     Answer::MarkAllRead(mark_all_read(&mut tx, &text(user), now, &mut tally).await?)
                 }
                 Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&mut tx, &text(user), now, &mut tally).await?),
-                Job::Delete(user, id, _) => Answer::Delete(delete(&mut tx, &text(user), *id, now, &mut tally).await?),
+                Job::Delete(user, ids, _) => {
+                    let mut deleted = Vec::with_capacity(ids.len());
+                    for &id in ids {
+                        deleted.push(delete(&mut tx, &text(user), id, now, &mut tally).await?);
+                    }
+                    Answer::Delete(deleted)
+                }
                 Job::SetPreferences(user, types, _) => {
                     let user = text(user);
                     set_preferences(&mut tx, &user, types).await?;

@@ -225,10 +225,10 @@ const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE nam
 
 enum Job {
     Apply(Vec<Write>, oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>),
-    Change(String, i64, Change, oneshot::Sender<Result<Option<Notification>, StoreError>>),
+    Change(String, Vec<i64>, Change, oneshot::Sender<Result<Vec<Option<Notification>>, StoreError>>),
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
-    Delete(String, i64, oneshot::Sender<Result<bool, StoreError>>),
+    Delete(String, Vec<i64>, oneshot::Sender<Result<Vec<bool>, StoreError>>),
     SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
     Upkeep(Upkeep, oneshot::Sender<Result<PruneStep, StoreError>>),
     Close(oneshot::Sender<()>),
@@ -260,6 +260,7 @@ impl Job {
     fn weight(&self) -> usize {
         match self {
             Job::Apply(w, _) => w.len().max(1),
+            Job::Change(_, ids, ..) | Job::Delete(_, ids, _) => ids.len().max(1),
             _ => 1,
         }
     }
@@ -570,9 +571,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Option<Notification>, StoreError> {
+    async fn change_many(
+        &self,
+        user: &str,
+        ids: Vec<i64>,
+        change: Change,
+    ) -> Result<Vec<Option<Notification>>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::Change(user, id, change, tx)).await
+        self.write(|tx| Job::Change(user, ids, change, tx)).await
     }
 
     async fn seen_all(&self, user: &str) -> Result<SeenAll, StoreError> {
@@ -601,9 +607,9 @@ impl Store for SqliteStore {
         self.write(|tx| Job::MarkAllRead(user, tx)).await
     }
 
-    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
+    async fn delete_many(&self, user: &str, ids: Vec<i64>) -> Result<Vec<bool>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::Delete(user, id, tx)).await
+        self.write(|tx| Job::Delete(user, ids, tx)).await
     }
 
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
@@ -976,14 +982,18 @@ fn commit_batch(
                             .map(|w| apply_one(&tx, w, now, &mut tally, memory))
                             .collect::<rusqlite::Result<_>>()?,
                     ),
-                    Job::Change(user, id, change, _) => {
-                        Answer::Change(change_one(&tx, user, *id, *change, now, &mut tally)?)
-                    }
+                    Job::Change(user, ids, change, _) => Answer::Change(
+                        ids.iter()
+                            .map(|&id| change_one(&tx, user, id, *change, now, &mut tally))
+                            .collect::<rusqlite::Result<_>>()?,
+                    ),
                     Job::MarkAllRead(user, _) => Answer::MarkAllRead(mark_all_read(&tx, user, now, &mut tally)?),
                     Job::SeenAll(user, _) => Answer::SeenAll(seen_all(&tx, user, now, &mut tally)?),
-                    Job::Delete(user, id, _) => {
-                        Answer::Delete(delete(&tx, user, *id, now, &mut tally, &mut memory.chains)?)
-                    }
+                    Job::Delete(user, ids, _) => Answer::Delete(
+                        ids.iter()
+                            .map(|&id| delete(&tx, user, id, now, &mut tally, &mut memory.chains))
+                            .collect::<rusqlite::Result<_>>()?,
+                    ),
                     Job::SetPreferences(user, types, _) => {
                         set_preferences(&tx, user, types)?;
                         memory.prefs.users.remove(user.as_str());
@@ -1056,10 +1066,10 @@ fn commit_batch(
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
-    Change(Option<Notification>),
+    Change(Vec<Option<Notification>>),
     MarkAllRead(ReadAll),
     SeenAll(SeenAll),
-    Delete(bool),
+    Delete(Vec<bool>),
     SetPreferences,
     Upkeep(PruneStep),
 }

@@ -113,8 +113,13 @@ impl Store for Monitored {
     async fn opening(&self, user: &str) -> Result<(Position, crate::protocol::Counts, u64), StoreError> {
         self.inner.opening(user).await
     }
-    async fn change(&self, user: &str, id: i64, change: super::Change) -> Result<Option<Notification>, StoreError> {
-        self.record(self.inner.change(user, id, change).await)
+    async fn change_many(
+        &self,
+        user: &str,
+        ids: Vec<i64>,
+        change: super::Change,
+    ) -> Result<Vec<Option<Notification>>, StoreError> {
+        self.record(self.inner.change_many(user, ids, change).await)
     }
     async fn seen_all(&self, user: &str) -> Result<super::SeenAll, StoreError> {
         self.record(self.inner.seen_all(user).await)
@@ -132,8 +137,8 @@ impl Store for Monitored {
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
         self.record(self.inner.mark_all_read(user).await)
     }
-    async fn delete(&self, user: &str, id: i64) -> Result<bool, StoreError> {
-        self.record(self.inner.delete(user, id).await)
+    async fn delete_many(&self, user: &str, ids: Vec<i64>) -> Result<Vec<bool>, StoreError> {
+        self.record(self.inner.delete_many(user, ids).await)
     }
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
         self.inner.alias(kind, alias).await

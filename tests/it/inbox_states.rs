@@ -272,6 +272,77 @@ async fn unknown_ids_are_404_and_bad_parameters_are_400_with_a_reason() {
     assert_eq!(other.status(), 403, "another user's counts");
 }
 
+async fn batch(gw: &Gateway, user: &str, bearer: &str, body: Value) -> reqwest::Response {
+    gw.post(&format!("/api/v1/users/{user}/notifications/batch"), bearer).json(&body).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_changes_several_notifications_in_one_request_and_each_tab_gets_one_frame_for_them() {
+    let gw = spawn_gateway().await;
+    let user = "batched";
+    let t = gw.token(user);
+    let (a, b) = (notify(&gw, user, "a").await, notify(&gw, user, "b").await);
+    let kept = notify(&gw, user, "left alone").await;
+    let theirs = notify(&gw, "someone-else", "not yours").await;
+    let mut tab = gw.connect(user).await;
+    assert_eq!(tab.raw_frame().await, json!({"type": "counts", "unread": 3, "unseen": 3}));
+
+    let resp = batch(&gw, user, &t, json!({"action": "read", "ids": [a, theirs, b, a]})).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((&body["action"], &body["ids"], &body["not_found"]), (&json!("read"), &json!([a, b]), &json!([theirs])));
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.iter().map(|n| n["id"].as_i64().unwrap()).collect::<Vec<_>>(), [a, b]);
+    assert!(items.iter().all(|n| n["read_at"].is_string() && n["read_at"] == items[0]["read_at"]), "{body}");
+    let (frame, counts) = change_frames(&mut tab).await;
+    assert_eq!(
+        (&frame["type"], &frame["ids"], &frame["read_at"]),
+        (&json!("read"), &json!([a, b]), &items[0]["read_at"])
+    );
+    assert_eq!(counts, (1, 1), "one frame and one counts for the lot: only `kept` is unread");
+
+    for (action, frame_type, counts) in
+        [("unread", "unread", (3, 1)), ("archive", "archived", (1, 1)), ("unarchive", "unarchived", (3, 1))]
+    {
+        let resp = batch(&gw, user, &t, json!({"action": action, "ids": [a, b]})).await;
+        assert_eq!(resp.status(), 200, "{action}");
+        let (frame, now) = change_frames(&mut tab).await;
+        assert_eq!((&frame["type"], &frame["ids"]), (&json!(frame_type), &json!([a, b])), "{action}");
+        assert_eq!(now, counts, "{action}");
+    }
+    let resp = batch(&gw, user, &t, json!({"action": "delete", "ids": [b, 999_999, a]})).await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((&body["ids"], &body["not_found"], &body["items"]), (&json!([b, a]), &json!([999_999]), &json!([])));
+    let (frame, counts) = change_frames(&mut tab).await;
+    assert_eq!((&frame["type"], &frame["ids"]), (&json!("deleted"), &json!([b, a])));
+    assert_eq!(counts, (1, 1));
+    let left = gw.get(&format!("/api/v1/users/{user}/notifications"), &t).send().await.unwrap();
+    let left: Value = left.json().await.unwrap();
+    assert_eq!(left["items"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect::<Vec<_>>(), [kept]);
+    let theirs_now = gw.get("/api/v1/users/someone-else/notifications", &gw.token("someone-else")).send().await;
+    assert_eq!(theirs_now.unwrap().json::<Value>().await.unwrap()["items"][0]["read_at"], Value::Null, "untouched");
+
+    // Bad batches: a 400 with a reason, nothing changed; another user's inbox: 403.
+    let too_many: Vec<i64> = (1..=101).collect();
+    for bad in [
+        json!({"action": "explode", "ids": [kept]}),
+        json!({"action": "read", "ids": []}),
+        json!({"action": "read", "ids": too_many}),
+        json!({"action": "read"}),
+        json!({"action": "read", "ids": [kept], "extra": 1}),
+        json!({"action": "read", "ids": ["one"]}),
+    ] {
+        let resp = batch(&gw, user, &t, bad.clone()).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "bad_request", "{bad}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{bad}: a reason");
+    }
+    assert_eq!(rest_counts(&gw, user).await, (1, 1), "no bad batch changed anything");
+    let resp = batch(&gw, "someone-else", &t, json!({"action": "read", "ids": [theirs]})).await;
+    assert_eq!(resp.status(), 403);
+}
+
 #[tokio::test]
 async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted_nor_listed_as_unread() {
     let gw = spawn_gateway().await;

@@ -89,6 +89,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}/notifications/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** One action on several notifications at once */
+        post: operations["batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/users/{user_id}/notifications/{id}/read": {
         parameters: {
             query?: never;
@@ -565,6 +582,27 @@ export interface components {
              * @example ok
              */
             status: string;
+        };
+        /**
+         * @description What `POST …/notifications/batch` does to each notification it names.
+         * @enum {string}
+         */
+        BatchAction: "read" | "unread" | "archive" | "unarchive" | "delete";
+        /** @description The body of `POST …/notifications/batch`: one action on up to 100 notifications, in one commit. */
+        BatchRequest: {
+            action: components["schemas"]["BatchAction"];
+            /** @description 1 to 100 notification ids; one named twice is changed once. */
+            ids: number[];
+        };
+        /** @description The answer to `POST …/notifications/batch`. */
+        BatchResult: {
+            action: components["schemas"]["BatchAction"];
+            /** @description The ids in this inbox, changed (or already in that state), in the request's order. */
+            ids: number[];
+            /** @description The ids not in this inbox (nothing was done to them). */
+            not_found: number[];
+            /** @description Those notifications as they are now, in the order of `ids` (empty for `delete`). */
+            items: components["schemas"]["Notification"][];
         };
         /**
          * @description How a letter's body is shown.
@@ -1458,6 +1496,110 @@ export interface operations {
             };
             /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    batch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The inbox's owner: the user claim of their token. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description `read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchRequest"];
+            };
+        };
+        responses: {
+            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) and their new `counts`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchResult"];
+                };
+            };
+            /** @description A body that is not `{"action": …, "ids": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body did not arrive whole within `server.body_read_timeout_secs` (`body_timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is over this endpoint's limit (`body_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -15,6 +15,8 @@ export function fakeServer(initial: (number | Notification)[] = []) {
   const json = (b: unknown, status = 200) => new Response(JSON.stringify(b), { status });
   /** Requests served: `METHOD path?query` with the path after `/users/{id}`. */
   const calls: string[] = [];
+  /** The bodies of the `batch` requests served. */
+  const batches: { action: string; ids: number[] }[] = [];
   /** Make the next requests fail with this status (null: answer normally). */
   let failWith: number | null = null;
   const now = () => '2026-01-10T09:00:00.000Z';
@@ -60,6 +62,30 @@ export function fakeServer(initial: (number | Notification)[] = []) {
       all.forEach((n) => (n.seen_at ??= now()));
       return json({ up_to: all[0]?.id ?? 0, seen_at: now() });
     }
+    const change = (n: Notification, action: string) => {
+      if (action === 'read') {
+        n.read_at ??= now();
+        n.seen_at ??= now();
+      }
+      if (action === 'unread') n.read_at = null;
+      if (action === 'archive') n.archived_at ??= now();
+      if (action === 'unarchive') n.archived_at = null;
+    };
+    if (path === '/notifications/batch' && method === 'POST') {
+      const { action, ids } = JSON.parse(String(init?.body)) as { action: string; ids: number[] };
+      const found = ids.filter((id) => inbox.has(id));
+      batches.push({ action, ids });
+      for (const id of found) {
+        if (action === 'delete') inbox.delete(id);
+        else change(inbox.get(id)!, action);
+      }
+      return json({
+        action,
+        ids: found,
+        not_found: ids.filter((id) => !found.includes(id)),
+        items: action === 'delete' ? [] : found.map((id) => ({ ...inbox.get(id)! })),
+      });
+    }
     const m = /^\/notifications\/(\d+)(?:\/(read|unread|archive|unarchive))?$/.exec(path);
     const n = m && inbox.get(Number(m[1]));
     if (!n) return json({ error: 'not_found', message: 'no such notification' }, 404);
@@ -67,19 +93,14 @@ export function fakeServer(initial: (number | Notification)[] = []) {
       inbox.delete(n.id);
       return new Response(null, { status: 204 });
     }
-    if (m[2] === 'read') {
-      n.read_at ??= now();
-      n.seen_at ??= now();
-    }
-    if (m[2] === 'unread') n.read_at = null;
-    if (m[2] === 'archive') n.archived_at ??= now();
-    if (m[2] === 'unarchive') n.archived_at = null;
+    if (m[2]) change(n, m[2]);
     return json({ ...n });
   };
   return {
     inbox,
     fetch,
     calls,
+    batches,
     fail(status: number | null) {
       failWith = status;
     },

@@ -54,6 +54,27 @@ describe.skipIf(reason !== null)('REST inbox against a real gateway', () => {
     expect((await client.list()).items.map((n) => n.id)).toEqual([c.id, b.id]);
   });
 
+  it('batch: one action on several notifications, the unknown ones named back, one frame to a live session', async () => {
+    const user = newUser();
+    const [a, b, c] = [await notify(gw, user), await notify(gw, user), await notify(gw, user)];
+    const client = testClient(gw, user);
+    const frames: string[] = [];
+    client.on('archived', ({ ids }) => frames.push(`archived ${ids.join(',')}`));
+    client.connect();
+    try {
+      await vi.waitFor(() => expect(client.state).toBe(State.Connected), { timeout: 5000 });
+      const done = await client.batch('archive', [a.id, 987_654_321, c.id]);
+      expect(done).toMatchObject({ action: 'archive', ids: [a.id, c.id], not_found: [987_654_321] });
+      expect(done.items.every((n) => n.archived_at !== null)).toBe(true);
+      expect((await client.list()).items.map((n) => n.id)).toEqual([b.id]);
+      expect(await client.unreadCount()).toBe(1);
+      await vi.waitFor(() => expect(frames).toEqual([`archived ${a.id},${c.id}`]), { timeout: 5000 });
+      await expect(client.batch('read', [])).rejects.toMatchObject({ status: 400, code: 'bad_request' });
+    } finally {
+      client.close();
+    }
+  });
+
   it('errors are HeraldErrors with the server code', async () => {
     const user = newUser();
     const client = testClient(gw, user);

@@ -5,6 +5,7 @@ interface Call {
   url: string;
   method: string;
   auth: string | null;
+  body?: unknown;
 }
 
 function clientWith(respond: (call: Call) => Response | Promise<Response>) {
@@ -14,7 +15,12 @@ function clientWith(respond: (call: Call) => Response | Promise<Response>) {
     userId: 'u/1',
     getToken: async () => 'jwt',
     fetch: async (input, init) => {
-      const call = { url: input, method: init?.method ?? 'GET', auth: new Headers(init?.headers).get('authorization') };
+      const call = {
+        url: input,
+        method: init?.method ?? 'GET',
+        auth: new Headers(init?.headers).get('authorization'),
+        body: init?.body,
+      };
       calls.push(call);
       return respond(call);
     },
@@ -47,19 +53,23 @@ describe('REST inbox', () => {
       if (url.endsWith('/read_all')) return json({ up_to: 9, read_at: 't' });
       if (url.endsWith('/7/read')) return json({ id: 7, read_at: 't' });
       if (method === 'DELETE') return new Response(null, { status: 204 });
+      if (url.endsWith('/batch')) return json({ action: 'archive', ids: [7], not_found: [8], items: [{ id: 7 }] });
       throw new Error(`unexpected ${method} ${url}`);
     });
     expect(await client.unreadCount()).toBe(3);
     expect(await client.markRead(7)).toMatchObject({ id: 7 });
     expect(await client.markAllRead()).toEqual({ up_to: 9, read_at: 't' });
     expect(await client.delete(7)).toBeUndefined();
+    expect(await client.batch('archive', [7, 8])).toMatchObject({ ids: [7], not_found: [8] });
     const base = 'http://gw.test:8080/prefix/api/v1/users/u%2F1/notifications';
     expect(calls.map((c) => `${c.method} ${c.url.slice(base.length)}`)).toEqual([
       'GET /unread_count',
       'POST /7/read',
       'POST /read_all',
       'DELETE /7',
+      'POST /batch',
     ]);
+    expect(JSON.parse(String(calls[4]!.body))).toEqual({ action: 'archive', ids: [7, 8] });
   });
 
   it('an error body becomes a HeraldError with status, code and message', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HeraldClient, getInboxStore, tabFilter, type FetchLike } from '../../src';
+import { HeraldClient, MAX_BATCH, getInboxStore, tabFilter, type FetchLike } from '../../src';
 import { MAX_REFETCH_PAGES, matchesFilter } from '../../src/store';
 import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
 import { fakeServer, makeNotification } from '../helpers/fake-server';
@@ -193,10 +193,8 @@ describe('the inbox store', () => {
     await settled(() => store.getList(promos).loaded);
     await store.markAllRead(promos);
     expect(server.count(/read_all/)).toBe(0);
-    expect(server.calls.filter((c) => c.startsWith('POST')).sort()).toEqual([
-      'POST /notifications/2/read',
-      'POST /notifications/4/read',
-    ]);
+    expect(server.calls.filter((c) => c.startsWith('POST'))).toEqual(['POST /notifications/batch']);
+    expect(server.batches.map((b) => ({ ...b, ids: [...b.ids].sort() }))).toEqual([{ action: 'read', ids: [2, 4] }]);
     expect(server.inbox.get(1)!.read_at).toBeNull();
     expect(server.inbox.get(3)!.read_at).toBeNull();
     expect(store.getList(promos).items.every((n) => n.read_at !== null)).toBe(true);
@@ -205,17 +203,20 @@ describe('the inbox store', () => {
     expect(server.count(/POST \/notifications\/read_all/)).toBe(1);
   });
 
-  it('markAllRead(filter) tries every one and rejects with the first failure', async () => {
-    const { server, store } = await setup([
-      makeNotification(1, { type: 'promo' }),
-      makeNotification(2, { type: 'promo' }),
-    ]);
-    const promos = tabFilter('all', { type: 'promo' });
-    store.subscribeList(promos, () => {});
-    await settled(() => store.getList(promos).loaded);
+  it('batch() sends at most MAX_BATCH ids a request, tries every request and rejects with the first failure', async () => {
+    const ids = Array.from({ length: 2 * MAX_BATCH + 1 }, (_, i) => i + 1);
+    const { server, store } = await setup(ids.map((id) => makeNotification(id, { type: 'promo' })));
+    const all = tabFilter('all', { limit: 100 });
+    store.subscribeList(all, () => {});
+    await settled(() => store.getList(all).loaded);
+    await store.batch('archive', ids);
+    expect(server.batches.map((b) => b.ids.length)).toEqual([MAX_BATCH, MAX_BATCH, 1]);
+    expect(store.getList(all).items).toEqual([]);
+    await store.batch('delete', [1, 2]);
+    expect(server.inbox.has(1) || server.inbox.has(2)).toBe(false);
     server.fail(503);
-    await expect(store.markAllRead(promos)).rejects.toMatchObject({ status: 503 });
-    expect(server.count(/POST \/notifications\/\d+\/read/)).toBe(2);
+    await expect(store.batch('unarchive', ids)).rejects.toMatchObject({ status: 503 });
+    expect(server.count(/POST \/notifications\/batch/)).toBe(3 + 1 + 3);
   });
 
   it('a list nobody shows is not fetched on stale, but is when shown again', async () => {
