@@ -494,6 +494,10 @@ pub struct Preferences {
     /// The configured defaults (`preferences.muted_by_default`), for types the user did not set.
     #[serde(default)]
     pub defaults: std::collections::BTreeMap<String, TypeSetting>,
+    /// The types the rules in force store as written, sorted: what a settings page can offer before the user
+    /// has any of them (a type a rule's template prints is not listed).
+    #[serde(default)]
+    pub known: Vec<String>,
 }
 
 /// The body of `PUT …/preferences`: replaces the user's settings.
@@ -501,6 +505,34 @@ pub struct Preferences {
 #[serde(deny_unknown_fields)]
 pub struct PreferencesUpdate {
     pub types: std::collections::BTreeMap<String, TypeSetting>,
+}
+
+/// The body of `PATCH …/preferences`: changes the types it names, keeps the others.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesPatch {
+    pub types: std::collections::BTreeMap<String, TypeSettingChange>,
+}
+
+/// What `PATCH …/preferences` sets a type to: `on`, `muted`, or `default` (what the user set is forgotten: the
+/// configured default applies again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeSettingChange {
+    On,
+    Muted,
+    Default,
+}
+
+impl TypeSettingChange {
+    /// The setting, or `None` for the default.
+    pub fn setting(self) -> Option<TypeSetting> {
+        match self {
+            TypeSettingChange::On => Some(TypeSetting::On),
+            TypeSettingChange::Muted => Some(TypeSetting::Muted),
+            TypeSettingChange::Default => None,
+        }
+    }
 }
 
 /// What `POST …/notifications/batch` does to each notification it names.
@@ -779,6 +811,10 @@ mod tests {
         let update: PreferencesUpdate = serde_json::from_value(serde_json::json!({"types": {"a": "on"}})).unwrap();
         assert_eq!(update.types["a"], TypeSetting::On);
         assert!(serde_json::from_value::<PreferencesUpdate>(serde_json::json!({"types": {"a": "off"}})).is_err());
+        let patch: PreferencesPatch =
+            serde_json::from_value(serde_json::json!({"types": {"a": "default", "b": "muted"}})).unwrap();
+        assert_eq!((patch.types["a"].setting(), patch.types["b"].setting()), (None, Some(TypeSetting::Muted)));
+        assert!(serde_json::from_value::<PreferencesPatch>(serde_json::json!({"types": {"a": null}})).is_err());
     }
 
     #[test]

@@ -530,6 +530,23 @@ impl Rules {
         self.rules.is_empty()
     }
 
+    /// The notification types these rules store as written (a `notify` rule's literal `type`), sorted, each
+    /// once: what a preferences page can offer before any is stored. A type a template prints is not in it.
+    pub fn known_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Notify)
+            .filter_map(|r| match r.fields.first() {
+                Some(Field::Literal(kind)) => Some(kind.clone()),
+                _ => None,
+            })
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        types
+    }
+
     /// The name of the rule that applies, if any (for logs).
     pub fn matching(&self, event: &Event) -> Option<&str> {
         self.find(event).map(|r| r.name.as_str())

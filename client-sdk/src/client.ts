@@ -23,7 +23,14 @@
 import { Cursors, type Position } from './cursors';
 import { Emitter } from './emitter';
 import { HeraldError, toHeraldError } from './errors';
-import { CloseCode, parseServerFrame, type BatchAction, type PreferenceValue, type ServerFrame } from './protocol';
+import {
+  CloseCode,
+  parseServerFrame,
+  type BatchAction,
+  type PreferenceChange,
+  type PreferenceValue,
+  type ServerFrame,
+} from './protocol';
 import { Inbox, type ListOptions } from './rest';
 import { apiUrl } from './utils';
 import {
@@ -200,6 +207,10 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   }
   setPreferences(types: Record<string, PreferenceValue>) {
     return this._inbox.setPreferences(types);
+  }
+  /** Changes only the types named (`'default'`: back to the configured default); the others keep their setting. */
+  patchPreferences(types: Record<string, PreferenceChange>) {
+    return this._inbox.patchPreferences(types);
   }
 
   private _setState(next: State): void {

@@ -14,6 +14,7 @@ import type {
   ErrorBody,
   InboxPage,
   Notification,
+  PreferenceChange,
   PreferenceValue,
   Preferences,
   ReadAllResult,
@@ -70,6 +71,8 @@ export type RestContract = [
   Holds<Same<Preferences, Json<'get_preferences', 200>>>,
   Holds<Same<{ types: Record<string, PreferenceValue> }, Body<'put_preferences'>>>,
   Holds<Same<Preferences, Json<'put_preferences', 200>>>,
+  Holds<Same<{ types: Record<string, PreferenceChange> }, Body<'patch_preferences'>>>,
+  Holds<Same<Preferences, Json<'patch_preferences', 200>>>,
   Holds<Same<NonNullable<operations['delete_notification']['responses'][204]['content']>, never>>,
   Holds<Same<ErrorBody, Json<'mark_read', 404>>>,
   Holds<Same<{ action: BatchAction; ids: number[] }, Body<'batch'>>>,
@@ -88,4 +91,5 @@ export type RestContract = [
   Holds<Same<paths[`${Inbox}/{id}`]['delete'], operations['delete_notification']>>,
   Holds<Same<paths['/api/v1/users/{user_id}/preferences']['get'], operations['get_preferences']>>,
   Holds<Same<paths['/api/v1/users/{user_id}/preferences']['put'], operations['put_preferences']>>,
+  Holds<Same<paths['/api/v1/users/{user_id}/preferences']['patch'], operations['patch_preferences']>>,
 ];

@@ -53,6 +53,7 @@ export type {
   Notification,
   NotificationFrame,
   PongFrame,
+  PreferenceChange,
   PreferenceValue,
   Preferences,
   SeenAllFrame,

@@ -254,7 +254,12 @@ export interface Preferences {
   types: Record<string, PreferenceValue>;
   /** The configured defaults (`preferences.muted_by_default`), for types the user did not set. */
   defaults?: Record<string, PreferenceValue>;
+  /** The types the gateway's rules store as written, sorted: what a settings page can offer before any arrives. */
+  known?: string[];
 }
+
+/** What `patchPreferences` sets a type to: `default` forgets the user's setting (the configured default applies). */
+export type PreferenceChange = PreferenceValue | 'default';
 
 /** Body of every 4xx/5xx answer. */
 export interface ErrorBody {

@@ -6,6 +6,7 @@ import type {
   Counts,
   InboxPage,
   Notification,
+  PreferenceChange,
   PreferenceValue,
   Preferences,
   ReadAllResult,
@@ -88,6 +89,11 @@ export class Inbox {
   /** Replaces the user's map: types left out fall back to the configured defaults. */
   setPreferences(types: Record<string, PreferenceValue>): Promise<Preferences> {
     return this._request('PUT', '', undefined, { types }, '/preferences');
+  }
+
+  /** Changes only the types named (`default`: back to the configured default); the others keep their setting. */
+  patchPreferences(types: Record<string, PreferenceChange>): Promise<Preferences> {
+    return this._request('PATCH', '', undefined, { types }, '/preferences');
   }
 
   async unreadCount(): Promise<number> {

@@ -18,10 +18,10 @@ use super::{error, ApiError, AppState, Path};
 use crate::auth::Scope;
 use crate::config::MAX_PREFERENCE_TYPE_LEN;
 use crate::fanout::Message;
-use crate::inbox::{Change, ListQuery};
+use crate::inbox::{Change, ListQuery, PreferencesChange};
 use crate::protocol::{
-    format_ts, BatchAction, BatchRequest, BatchResult, Counts, InboxPage, Notification, Preferences, PreferencesUpdate,
-    ServerFrame, TypeSetting, UnreadCount,
+    format_ts, BatchAction, BatchRequest, BatchResult, Counts, InboxPage, Notification, Preferences, PreferencesPatch,
+    PreferencesUpdate, ServerFrame, TypeSetting, UnreadCount,
 };
 
 const MAX_LIMIT: u32 = 100;
@@ -390,7 +390,7 @@ pub async fn seen_all(
     summary = "A user's notification preferences",
     params(("user_id" = String, Path, description = "The user: the user claim of their token.")),
     responses(
-        (status = 200, description = "`types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set.", body = Preferences),
+        (status = 200, description = "`types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set; `known`: the types the rules in force store as written.", body = Preferences),
         (status = 400, description = "A path parameter that does not parse (`bad_path`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
@@ -405,10 +405,12 @@ pub async fn get_preferences(
     headers: HeaderMap,
 ) -> Result<Json<Preferences>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxRead)?;
-    let mut prefs = state.store.preferences(&user).await?;
-    prefs.defaults = state.default_preferences();
-    Ok(Json(prefs))
+    let types = state.store.preferences(&user).await?;
+    Ok(Json(state.preferences(types)))
 }
+
+/// The most types one user's preferences name.
+const MAX_TYPES: usize = 1000;
 
 #[utoipa::path(
     put,
@@ -420,7 +422,7 @@ pub async fn get_preferences(
     request_body(content = PreferencesUpdate, description = "Every type the user sets, `on` or `muted`; types left out fall back to the defaults."),
     responses(
         (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
-        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, or a blank or over-long type (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
         error::JsonBodyErrors,
@@ -438,26 +440,79 @@ pub async fn put_preferences(
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesUpdate =
         super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
-    const MAX_TYPES: usize = 1000;
-    if body.types.len() > MAX_TYPES {
+    check_types(body.types.keys())?;
+    state.change_preferences(&user, PreferencesChange::Replace(body.types)).await
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{user_id}/preferences",
+    operation_id = "patch_preferences",
+    tag = "inbox",
+    summary = "Change some of a user's notification preferences",
+    params(("user_id" = String, Path, description = "The user: the user claim of their token.")),
+    request_body(content = PreferencesPatch, description = "The types to change: `on`, `muted`, or `default` (forget the user's setting: the configured default applies). Types left out keep their setting."),
+    responses(
+        (status = 200, description = "The preferences now (every type the user set, not only those changed), from the next commit on.", body = Preferences),
+        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`).", body = ErrorBody),
+        error::Unauthenticated,
+        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
+        error::JsonBodyErrors,
+        error::InboxFailed,
+        error::InboxUnavailable
+    ),
+    security(("user_jwt" = []), ("service_key" = []))
+)]
+pub async fn patch_preferences(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Preferences>, ApiError> {
+    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let body: PreferencesPatch =
+        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
+    check_types(body.types.keys())?;
+    let changes = body.types.into_iter().map(|(kind, change)| (kind, change.setting())).collect();
+    state.change_preferences(&user, PreferencesChange::Merge(changes)).await
+}
+
+/// A preferences body names at most [`MAX_TYPES`] types, each a non-blank string of at most
+/// [`MAX_PREFERENCE_TYPE_LEN`] bytes.
+fn check_types<'a>(types: impl ExactSizeIterator<Item = &'a String>) -> Result<(), ApiError> {
+    if types.len() > MAX_TYPES {
         return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
     }
-    if let Some(bad) = body.types.keys().find(|k| k.trim().is_empty() || k.len() > MAX_PREFERENCE_TYPE_LEN) {
-        return Err(ApiError::BadRequest {
-            code: "bad_request",
-            message: format!(
-                "type {:?}: a notification type is a non-blank string of at most {MAX_PREFERENCE_TYPE_LEN} bytes",
-                bad.chars().take(40).collect::<String>()
-            ),
-        });
+    for kind in types {
+        if kind.trim().is_empty() || kind.len() > MAX_PREFERENCE_TYPE_LEN {
+            return Err(ApiError::BadRequest {
+                code: "bad_request",
+                message: format!(
+                    "type {:?}: a notification type is a non-blank string of at most {MAX_PREFERENCE_TYPE_LEN} bytes",
+                    kind.chars().take(40).collect::<String>()
+                ),
+            });
+        }
     }
-    state.store.set_preferences(&user, body.types.clone()).await?;
-    Ok(Json(Preferences { types: body.types, defaults: state.default_preferences() }))
+    Ok(())
 }
 
 impl AppState {
-    fn default_preferences(&self) -> std::collections::BTreeMap<String, TypeSetting> {
-        self.settings.preferences.muted_by_default.iter().map(|t| (t.clone(), TypeSetting::Muted)).collect()
+    /// What `GET …/preferences` shows: the user's `types`, the configured defaults and the rules' known types.
+    fn preferences(&self, types: std::collections::BTreeMap<String, TypeSetting>) -> Preferences {
+        let defaults =
+            self.settings.preferences.muted_by_default.iter().map(|t| (t.clone(), TypeSetting::Muted)).collect();
+        Preferences { types, defaults, known: self.pipeline.rules().known_types() }
+    }
+
+    async fn change_preferences(&self, user: &str, change: PreferencesChange) -> Result<Json<Preferences>, ApiError> {
+        match self.store.change_preferences(user, change, MAX_TYPES).await? {
+            Some(types) => Ok(Json(self.preferences(types))),
+            None => Err(ApiError::BadRequest {
+                code: "bad_request",
+                message: format!("at most {MAX_TYPES} types: this change would leave more set (nothing was changed)"),
+            }),
+        }
     }
 }
 

@@ -200,7 +200,10 @@ fn routes(settings: &Settings) -> Routes {
         .route(&format!("{users}/{{id}}/unread"), post(inbox::unread))
         .route(&format!("{users}/{{id}}/archive"), post(inbox::archive))
         .route(&format!("{users}/{{id}}/unarchive"), post(inbox::unarchive))
-        .route("/api/v1/users/{user_id}/preferences", get(inbox::get_preferences).put(inbox::put_preferences))
+        .route(
+            "/api/v1/users/{user_id}/preferences",
+            get(inbox::get_preferences).put(inbox::put_preferences).patch(inbox::patch_preferences),
+        )
         .route(&format!("{users}/{{id}}"), delete(inbox::remove))
         .route("/api/v1/events", bounded_ingest(post(events::ingest), &ingest_slots, settings))
         .route("/api/v1/aliases/{kind}/{alias}", get(admin::get_alias).put(admin::put_alias))

@@ -54,6 +54,7 @@ const DEV_PREFIX: &str = "/api/v1/dev/";
         super::inbox::unarchive,
         super::inbox::get_preferences,
         super::inbox::put_preferences,
+        super::inbox::patch_preferences,
         super::inbox::remove,
         super::events::ingest,
         super::ws::upgrade,

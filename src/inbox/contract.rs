@@ -139,6 +139,7 @@ pub async fn run_all(store: &dyn Store) {
     purge_resets_the_counters(store).await;
     unknown_ids_change_nothing(store).await;
     a_batch_changes_targeted_and_broadcast_notifications_in_one_commit(store).await;
+    preferences_merge_and_a_change_over_the_cap_writes_nothing(store).await;
     store.probe_write().await.unwrap();
     store.ping().await.unwrap();
 }
@@ -340,8 +341,8 @@ async fn muted_types_are_stored_listed_not_counted_and_not_replayed(store: &dyn 
     let types = [("digest".to_string(), TypeSetting::Muted), ("info".to_string(), TypeSetting::On)].into();
     store.set_preferences(u, types).await.unwrap();
     let prefs = store.preferences(u).await.unwrap();
-    assert_eq!(prefs.types.get("digest"), Some(&TypeSetting::Muted));
-    assert_eq!(prefs.types.get("info"), Some(&TypeSetting::On));
+    assert_eq!(prefs.get("digest"), Some(&TypeSetting::Muted));
+    assert_eq!(prefs.get("info"), Some(&TypeSetting::On));
 
     let mut n = draft("mute-1", users(&[u, "mute-other"]));
     n.kind = "digest".into();
@@ -367,7 +368,7 @@ async fn muted_types_are_stored_listed_not_counted_and_not_replayed(store: &dyn 
 
     // Replacing the preferences unmutes what is left out (from the next commit on).
     store.set_preferences(u, Default::default()).await.unwrap();
-    assert!(store.preferences(u).await.unwrap().types.is_empty());
+    assert!(store.preferences(u).await.unwrap().is_empty());
     let mut n = draft("mute-3", users(&[u]));
     n.kind = "digest".into();
     assert!(!stored(store, Write::Notify(n)).await[0].muted);
@@ -383,7 +384,7 @@ async fn purge_resets_the_counters(store: &dyn Store) {
     let c = counts_match_rows(store, u, "purge").await;
     let fresh = counts_match_rows(store, "cnt-purge-never-seen", "nothing").await;
     assert_eq!(c, fresh, "a purged user counts like a new one (every live broadcast)");
-    assert!(store.preferences(u).await.unwrap().types.is_empty(), "preferences are erased too");
+    assert!(store.preferences(u).await.unwrap().is_empty(), "preferences are erased too");
 }
 
 async fn unknown_ids_change_nothing(store: &dyn Store) {
@@ -432,6 +433,34 @@ async fn a_batch_changes_targeted_and_broadcast_notifications_in_one_commit(stor
     let theirs_left: Vec<i64> =
         everything(store, "bulk-other").await.iter().map(|n| n.id).filter(|id| *id >= a).collect();
     assert_eq!(theirs_left, [theirs, everyone], "theirs and the broadcast stay theirs");
+}
+
+async fn preferences_merge_and_a_change_over_the_cap_writes_nothing(store: &dyn Store) {
+    let u = "prefs-merge";
+    let set = |pairs: &[(&str, TypeSetting)]| -> std::collections::BTreeMap<String, TypeSetting> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    store.set_preferences(u, set(&[("a", TypeSetting::Muted), ("b", TypeSetting::On)])).await.unwrap();
+    let merge = PreferencesChange::Merge(
+        [("b", Some(TypeSetting::Muted)), ("c", Some(TypeSetting::On)), ("a", None), ("never-set", None)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    let after = store.change_preferences(u, merge, 10).await.unwrap();
+    let expected = set(&[("b", TypeSetting::Muted), ("c", TypeSetting::On)]);
+    assert_eq!(after.as_ref(), Some(&expected), "b changed, c added, a back to the default, the rest kept");
+    assert_eq!(store.preferences(u).await.unwrap(), expected);
+
+    let one_more = PreferencesChange::Merge([("d".to_string(), Some(TypeSetting::On))].into());
+    assert_eq!(store.change_preferences(u, one_more, 2).await.unwrap(), None, "three types over a cap of two");
+    let replace =
+        PreferencesChange::Replace(set(&[("x", TypeSetting::On), ("y", TypeSetting::On), ("z", TypeSetting::On)]));
+    assert_eq!(store.change_preferences(u, replace, 2).await.unwrap(), None);
+    assert_eq!(store.preferences(u).await.unwrap(), expected, "a refused change writes nothing");
+    let within = PreferencesChange::Merge([("b".to_string(), None), ("d".to_string(), Some(TypeSetting::On))].into());
+    let after = store.change_preferences(u, within, 2).await.unwrap();
+    assert_eq!(after, Some(set(&[("c", TypeSetting::On), ("d", TypeSetting::On)])), "the cap counts what is left");
 }
 
 pub fn retention_settings() -> StoreSettings {

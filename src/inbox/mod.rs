@@ -48,7 +48,7 @@ pub use upkeep::Monitored;
 
 use crate::config::{Settings, StoreLocation};
 use crate::event::DedupeKey;
-use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
+use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 use crate::telemetry::Health;
 
@@ -323,6 +323,35 @@ pub enum Change {
     Unarchive,
 }
 
+/// A change of a user's preferences: `PUT` replaces them, `PATCH` merges into them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreferencesChange {
+    Replace(std::collections::BTreeMap<String, TypeSetting>),
+    /// Each type set to its setting, or (`None`) back to the default.
+    Merge(std::collections::BTreeMap<String, Option<TypeSetting>>),
+}
+
+impl PreferencesChange {
+    /// The settings after this change of `current`: what each backend's writer writes, under the user's lock.
+    pub(crate) fn apply(
+        self,
+        mut current: std::collections::BTreeMap<String, TypeSetting>,
+    ) -> std::collections::BTreeMap<String, TypeSetting> {
+        match self {
+            PreferencesChange::Replace(types) => types,
+            PreferencesChange::Merge(changes) => {
+                for (kind, setting) in changes {
+                    match setting {
+                        Some(s) => current.insert(kind, s),
+                        None => current.remove(&kind),
+                    };
+                }
+                current
+            }
+        }
+    }
+}
+
 /// The counters behind a user's [`Counts`], as one key read returns them, and how they make the counts.
 ///
 /// Targeted notifications are counted directly: `unread` and `unseen` move by ±1 with every state change
@@ -452,15 +481,27 @@ pub trait Store: Send + Sync + 'static {
     /// Everything up to the newest id is seen.
     async fn seen_all(&self, user: &str) -> Result<SeenAll, StoreError>;
 
-    /// What the user set (`types`; `defaults` is filled by the caller from configuration).
-    async fn preferences(&self, user: &str) -> Result<Preferences, StoreError>;
+    /// What the user set, by type (the API adds the configured defaults).
+    async fn preferences(&self, user: &str) -> Result<std::collections::BTreeMap<String, TypeSetting>, StoreError>;
 
-    /// Replace the user's settings. Applies to notifications stored from the next commit on.
+    /// Change the user's settings (replace them, or merge into them), in one commit: the settings after it, or
+    /// `None`, and nothing written, when they would name more than `max_types` types. Applies to notifications
+    /// stored from the next commit on.
+    async fn change_preferences(
+        &self,
+        user: &str,
+        change: PreferencesChange,
+        max_types: usize,
+    ) -> Result<Option<std::collections::BTreeMap<String, TypeSetting>>, StoreError>;
+
+    /// Replace the user's settings.
     async fn set_preferences(
         &self,
         user: &str,
         types: std::collections::BTreeMap<String, TypeSetting>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.change_preferences(user, PreferencesChange::Replace(types), usize::MAX).await.map(drop)
+    }
 
     /// Delete each of `ids` (a broadcast: hide it from this user), in one commit: in the order of `ids`, `false`
     /// for an id not in this user's inbox.

@@ -50,10 +50,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
-    NewNotification, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally, Write, WriteOutcome,
+    NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally,
+    Write, WriteOutcome,
 };
 use crate::config::StoreSettings;
-use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
+use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 
 /// Key of the advisory lock that serialises write transactions across nodes ("HERALD" in ASCII).
@@ -225,7 +226,12 @@ enum Job {
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
     Delete(String, Vec<i64>, oneshot::Sender<Result<Vec<bool>, StoreError>>),
-    SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
+    SetPreferences(
+        String,
+        PreferencesChange,
+        usize,
+        oneshot::Sender<Result<Option<BTreeMap<String, TypeSetting>>, StoreError>>,
+    ),
     Probe(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<()>),
 }
@@ -238,7 +244,7 @@ enum Answer {
     MarkAllRead(ReadAll),
     SeenAll(SeenAll),
     Delete(Vec<bool>),
-    SetPreferences,
+    SetPreferences(Option<BTreeMap<String, TypeSetting>>),
     Probe,
 }
 
@@ -258,7 +264,7 @@ impl Job {
             (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
             (Job::SeenAll(_, r), Answer::SeenAll(a)) => drop(r.send(Ok(a))),
             (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
-            (Job::SetPreferences(_, _, r), Answer::SetPreferences) => drop(r.send(Ok(()))),
+            (Job::SetPreferences(.., r), Answer::SetPreferences(a)) => drop(r.send(Ok(a))),
             (Job::Probe(r), Answer::Probe) => drop(r.send(Ok(()))),
             _ => unreachable!("answers are built in job order"),
         }
@@ -271,7 +277,7 @@ impl Job {
             Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
             Job::SeenAll(_, r) => drop(r.send(Err(err))),
             Job::Delete(_, _, r) => drop(r.send(Err(err))),
-            Job::SetPreferences(_, _, r) => drop(r.send(Err(err))),
+            Job::SetPreferences(.., r) => drop(r.send(Err(err))),
             Job::Probe(r) => drop(r.send(Err(err))),
             Job::Close(r) => drop(r.send(())),
         }
@@ -532,21 +538,19 @@ impl Store for PostgresStore {
         self.write(|tx| Job::SeenAll(user, tx)).await
     }
 
-    async fn preferences(&self, user: &str) -> Result<Preferences, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT type, setting FROM preferences WHERE user_id = $1")
-            .bind(text(user))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(store_error)?;
-        Ok(Preferences {
-            types: rows.into_iter().map(|(kind, setting)| (kind, setting_from(&setting))).collect(),
-            defaults: BTreeMap::new(),
-        })
+    async fn preferences(&self, user: &str) -> Result<BTreeMap<String, TypeSetting>, StoreError> {
+        let mut c = self.readers.acquire().await.map_err(store_error)?;
+        preferences_of(&mut c, &text(user)).await.map_err(store_error)
     }
 
-    async fn set_preferences(&self, user: &str, types: BTreeMap<String, TypeSetting>) -> Result<(), StoreError> {
+    async fn change_preferences(
+        &self,
+        user: &str,
+        change: PreferencesChange,
+        max_types: usize,
+    ) -> Result<Option<BTreeMap<String, TypeSetting>>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::SetPreferences(user, types, tx)).await
+        self.write(|tx| Job::SetPreferences(user, change, max_types, tx)).await
     }
 
     async fn delete_many(&self, user: &str, ids: Vec<i64>) -> Result<Vec<bool>, StoreError> {
@@ -1394,11 +1398,16 @@ async fn run(
                     }
                     Answer::Delete(deleted)
                 }
-                Job::SetPreferences(user, types, _) => {
+                Job::SetPreferences(user, change, max_types, _) => {
                     let user = text(user);
-                    set_preferences(&mut tx, &user, types).await?;
-                    prefs.users.remove(&*user);
-                    Answer::SetPreferences
+                    let after = change.clone().apply(preferences_of(&mut tx, &user).await?);
+                    Answer::SetPreferences(if after.len() > *max_types {
+                        None
+                    } else {
+                        set_preferences(&mut tx, &user, &after).await?;
+                        prefs.users.remove(&*user);
+                        Some(after)
+                    })
                 }
                 Job::Probe(_) => {
                     sqlx::query(
@@ -1546,6 +1555,15 @@ async fn set_alias(c: &mut PgConnection, a: &AliasRecord, now: DateTime<Utc>) ->
     .execute(&mut *c)
     .await?;
     Ok(())
+}
+
+/// What `user` set, by type.
+async fn preferences_of(c: &mut PgConnection, user: &str) -> sqlx::Result<BTreeMap<String, TypeSetting>> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT type, setting FROM preferences WHERE user_id = $1")
+        .bind(user)
+        .fetch_all(&mut *c)
+        .await?;
+    Ok(rows.into_iter().map(|(kind, setting)| (kind, setting_from(&setting))).collect())
 }
 
 async fn set_preferences(c: &mut PgConnection, user: &str, types: &BTreeMap<String, TypeSetting>) -> sqlx::Result<()> {

@@ -27,10 +27,11 @@ use super::chains::{self, Chains};
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
-    NewNotification, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally, Write, WriteOutcome,
+    NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally,
+    Write, WriteOutcome,
 };
 use crate::config::{SqliteSync, StoreSettings};
-use crate::protocol::{Counts, Notification, Position, Preferences, RelatedObject, TypeSetting};
+use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 
 mod checkpointer;
@@ -229,7 +230,12 @@ enum Job {
     MarkAllRead(String, oneshot::Sender<Result<ReadAll, StoreError>>),
     SeenAll(String, oneshot::Sender<Result<SeenAll, StoreError>>),
     Delete(String, Vec<i64>, oneshot::Sender<Result<Vec<bool>, StoreError>>),
-    SetPreferences(String, BTreeMap<String, TypeSetting>, oneshot::Sender<Result<(), StoreError>>),
+    SetPreferences(
+        String,
+        PreferencesChange,
+        usize,
+        oneshot::Sender<Result<Option<BTreeMap<String, TypeSetting>>, StoreError>>,
+    ),
     Upkeep(Upkeep, oneshot::Sender<Result<PruneStep, StoreError>>),
     Close(oneshot::Sender<()>),
 }
@@ -586,20 +592,19 @@ impl Store for SqliteStore {
         self.write(|tx| Job::SeenAll(user, tx)).await
     }
 
-    async fn preferences(&self, user: &str) -> Result<Preferences, StoreError> {
+    async fn preferences(&self, user: &str) -> Result<BTreeMap<String, TypeSetting>, StoreError> {
         let user = user.to_owned();
-        self.read(move |c| {
-            let mut stmt = c.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
-            let rows =
-                stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
-            Ok(Preferences { types: rows.collect::<rusqlite::Result<_>>()?, defaults: BTreeMap::new() })
-        })
-        .await
+        self.read(move |c| preferences_of(c, &user)).await
     }
 
-    async fn set_preferences(&self, user: &str, types: BTreeMap<String, TypeSetting>) -> Result<(), StoreError> {
+    async fn change_preferences(
+        &self,
+        user: &str,
+        change: PreferencesChange,
+        max_types: usize,
+    ) -> Result<Option<BTreeMap<String, TypeSetting>>, StoreError> {
         let user = user.to_owned();
-        self.write(|tx| Job::SetPreferences(user, types, tx)).await
+        self.write(|tx| Job::SetPreferences(user, change, max_types, tx)).await
     }
 
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
@@ -994,10 +999,15 @@ fn commit_batch(
                             .map(|&id| delete(&tx, user, id, now, &mut tally, &mut memory.chains))
                             .collect::<rusqlite::Result<_>>()?,
                     ),
-                    Job::SetPreferences(user, types, _) => {
-                        set_preferences(&tx, user, types)?;
-                        memory.prefs.users.remove(user.as_str());
-                        Answer::SetPreferences
+                    Job::SetPreferences(user, change, max_types, _) => {
+                        let after = change.clone().apply(preferences_of(&tx, user)?);
+                        Answer::SetPreferences(if after.len() > *max_types {
+                            None
+                        } else {
+                            set_preferences(&tx, user, &after)?;
+                            memory.prefs.users.remove(user.as_str());
+                            Some(after)
+                        })
                     }
                     Job::Upkeep(job, _) => {
                         match job {
@@ -1035,7 +1045,7 @@ fn commit_batch(
                     (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
                     (Job::SeenAll(_, r), Answer::SeenAll(a)) => drop(r.send(Ok(a))),
                     (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
-                    (Job::SetPreferences(_, _, r), Answer::SetPreferences) => drop(r.send(Ok(()))),
+                    (Job::SetPreferences(.., r), Answer::SetPreferences(a)) => drop(r.send(Ok(a))),
                     (Job::Upkeep(_, r), Answer::Upkeep(a)) => drop(r.send(Ok(a))),
                     _ => unreachable!("answers are built in job order"),
                 }
@@ -1053,7 +1063,7 @@ fn commit_batch(
                     Job::MarkAllRead(_, r) => drop(r.send(Err(err))),
                     Job::SeenAll(_, r) => drop(r.send(Err(err))),
                     Job::Delete(_, _, r) => drop(r.send(Err(err))),
-                    Job::SetPreferences(_, _, r) => drop(r.send(Err(err))),
+                    Job::SetPreferences(.., r) => drop(r.send(Err(err))),
                     Job::Upkeep(_, r) => drop(r.send(Err(err))),
                     Job::Close(_) => unreachable!("the writer loop answers close"),
                 }
@@ -1070,7 +1080,7 @@ enum Answer {
     MarkAllRead(ReadAll),
     SeenAll(SeenAll),
     Delete(Vec<bool>),
-    SetPreferences,
+    SetPreferences(Option<BTreeMap<String, TypeSetting>>),
     Upkeep(PruneStep),
 }
 
@@ -1194,6 +1204,13 @@ fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusql
     )?
     .execute(params![a.kind, a.alias, a.user, millis(now)])?;
     Ok(())
+}
+
+/// What `user` set, by type.
+fn preferences_of(c: &Connection, user: &str) -> rusqlite::Result<BTreeMap<String, TypeSetting>> {
+    let mut stmt = c.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
+    let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
+    rows.collect()
 }
 
 fn set_preferences(tx: &Transaction<'_>, user: &str, types: &BTreeMap<String, TypeSetting>) -> rusqlite::Result<()> {

@@ -124,15 +124,19 @@ impl Store for Monitored {
     async fn seen_all(&self, user: &str) -> Result<super::SeenAll, StoreError> {
         self.record(self.inner.seen_all(user).await)
     }
-    async fn preferences(&self, user: &str) -> Result<crate::protocol::Preferences, StoreError> {
-        self.inner.preferences(user).await
-    }
-    async fn set_preferences(
+    async fn preferences(
         &self,
         user: &str,
-        types: std::collections::BTreeMap<String, crate::protocol::TypeSetting>,
-    ) -> Result<(), StoreError> {
-        self.record(self.inner.set_preferences(user, types).await)
+    ) -> Result<std::collections::BTreeMap<String, crate::protocol::TypeSetting>, StoreError> {
+        self.inner.preferences(user).await
+    }
+    async fn change_preferences(
+        &self,
+        user: &str,
+        change: super::PreferencesChange,
+        max_types: usize,
+    ) -> Result<Option<std::collections::BTreeMap<String, crate::protocol::TypeSetting>>, StoreError> {
+        self.record(self.inner.change_preferences(user, change, max_types).await)
     }
     async fn mark_all_read(&self, user: &str) -> Result<ReadAll, StoreError> {
         self.record(self.inner.mark_all_read(user).await)

@@ -362,7 +362,7 @@ async fn a_muted_type_is_stored_and_listed_but_neither_pushed_nor_counted_nor_li
     assert_eq!(put.json::<Value>().await.unwrap()["types"], json!({"digest": "muted", "info": "on"}));
     let got: Value =
         gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
-    assert_eq!(got, json!({"types": {"digest": "muted", "info": "on"}, "defaults": {}}));
+    assert_eq!((&got["types"], &got["defaults"]), (&json!({"digest": "muted", "info": "on"}), &json!({})));
 
     let muted = notify_as(&gw, user, "weekly digest", "digest").await;
     let pushed = notify(&gw, user, "an info").await;
@@ -432,13 +432,74 @@ async fn preferences_refuse_bad_bodies_and_other_users() {
 }
 
 #[tokio::test]
+async fn a_preferences_patch_changes_only_the_types_it_names_and_default_forgets_a_setting() {
+    let gw = spawn_gateway_with(|s| s.preferences.muted_by_default = vec!["digest".into()]).await;
+    let user = "patched";
+    let t = gw.token(user);
+    let patch = |body: Value, user: &'static str| {
+        let (gw, t) = (&gw, t.clone());
+        async move {
+            let url = gw.url(&format!("/api/v1/users/{user}/preferences"));
+            gw.raw().patch(url).bearer_auth(t).json(&body).send().await.unwrap()
+        }
+    };
+    let put = gw.raw().put(gw.url(&format!("/api/v1/users/{user}/preferences"))).bearer_auth(&t);
+    let put = put.json(&json!({"types": {"promo": "muted", "digest": "on"}})).send().await.unwrap();
+    assert_eq!(put.status(), 200);
+
+    let resp = patch(json!({"types": {"info": "muted", "digest": "default"}}), user).await;
+    assert_eq!(resp.status(), 200);
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(got["types"], json!({"promo": "muted", "info": "muted"}), "promo kept, info added, digest forgotten");
+    assert_eq!(got["defaults"], json!({"digest": "muted"}));
+    let read: Value =
+        gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
+    assert_eq!(read, got, "what GET reads is what PATCH answered");
+
+    // The patch applies from the next commit: info and digest (its default again) are muted, stage is not.
+    notify_as(&gw, user, "muted now", "info").await;
+    notify_as(&gw, user, "muted by default again", "digest").await;
+    notify_as(&gw, user, "counted", "stage").await;
+    assert_eq!(rest_counts(&gw, user).await, (1, 1));
+
+    for bad in [
+        json!({"types": {"info": null}}),
+        json!({"types": {"info": "off"}}),
+        json!({"types": {" ": "on"}}),
+        json!({"types": ["info"]}),
+        json!({"info": "on"}),
+    ] {
+        let resp = patch(bad.clone(), user).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"], "bad_request", "{bad}: {err}");
+    }
+    // A patch is bounded by what it leaves set, not only by what it names.
+    let many = |from: usize| Value::Object((from..from + 600).map(|i| (format!("t{i}"), json!("on"))).collect());
+    assert_eq!(patch(json!({"types": many(0)}), user).await.status(), 200);
+    let resp = patch(json!({"types": many(600)}), user).await;
+    assert_eq!(resp.status(), 400, "602 + 600 types");
+    let err: Value = resp.json().await.unwrap();
+    assert!(err["message"].as_str().unwrap().contains("nothing was changed"), "{err}");
+    let read: Value =
+        gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
+    assert_eq!(read["types"].as_object().unwrap().len(), 602, "the refused patch wrote nothing");
+    assert_eq!(patch(json!({"types": {}}), "someone-else").await.status(), 403);
+}
+
+#[tokio::test]
 async fn a_type_muted_by_default_is_muted_until_the_user_turns_it_on() {
     let gw = spawn_gateway_with(|s| s.preferences.muted_by_default = vec!["digest".into()]).await;
     let user = "defaults";
     let t = gw.token(user);
     let got: Value =
         gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
-    assert_eq!(got, json!({"types": {}, "defaults": {"digest": "muted"}}));
+    assert_eq!((&got["types"], &got["defaults"]), (&json!({}), &json!({"digest": "muted"})));
+    let known: Vec<&str> = got["known"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(known.is_sorted() && known.len() > 3, "{known:?}");
+    for kind in ["stage", "evaluation", "availability", "security"] {
+        assert!(known.contains(&kind), "the shipped rules store `{kind}`: {known:?}");
+    }
     notify_as(&gw, user, "muted by default", "digest").await;
     assert_eq!(rest_counts(&gw, user).await, (0, 0));
     let put = gw

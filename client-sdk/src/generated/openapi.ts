@@ -189,7 +189,8 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /** Change some of a user's notification preferences */
+        patch: operations["patch_preferences"];
         trace?: never;
     };
     "/api/v1/users/{user_id}/notifications/{id}": {
@@ -888,6 +889,17 @@ export interface components {
             defaults?: {
                 [key: string]: components["schemas"]["TypeSetting"];
             };
+            /**
+             * @description The types the rules in force store as written, sorted: what a settings page can offer before the user
+             *     has any of them (a type a rule's template prints is not listed).
+             */
+            known?: string[];
+        };
+        /** @description The body of `PATCH …/preferences`: changes the types it names, keeps the others. */
+        PreferencesPatch: {
+            types: {
+                [key: string]: components["schemas"]["TypeSettingChange"];
+            };
         };
         /** @description The body of `PUT …/preferences`: replaces the user's settings. */
         PreferencesUpdate: {
@@ -1129,6 +1141,12 @@ export interface components {
          * @enum {string}
          */
         TypeSetting: "on" | "muted";
+        /**
+         * @description What `PATCH …/preferences` sets a type to: `on`, `muted`, or `default` (what the user set is forgotten: the
+         *     configured default applies again).
+         * @enum {string}
+         */
+        TypeSettingChange: "on" | "muted" | "default";
         UnreadCount: {
             /** Format: int64 */
             unread_count: number;
@@ -1973,7 +1991,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set. */
+            /** @description `types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set; `known`: the types the rules in force store as written. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2059,7 +2077,111 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
-            /** @description A body that is not `{"types": {type: "on" | "muted"}}`, or a blank or over-long type (`bad_request`); a bad path (`bad_path`). */
+            /** @description A body that is not `{"types": {type: "on" | "muted"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
+            401: {
+                headers: {
+                    /** @description `Bearer`: send a token. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body did not arrive whole within `server.body_read_timeout_secs` (`body_timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is over this endpoint's limit (`body_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    patch_preferences: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user: the user claim of their token. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description The types to change: `on`, `muted`, or `default` (forget the user's setting: the configured default applies). Types left out keep their setting. */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PreferencesPatch"];
+            };
+        };
+        responses: {
+            /** @description The preferences now (every type the user set, not only those changed), from the next commit on. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Preferences"];
+                };
+            };
+            /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;

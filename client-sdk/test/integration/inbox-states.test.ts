@@ -105,7 +105,8 @@ describe.skipIf(reason !== null)('inbox states against a real gateway (contract 
     const user = newUser();
     const client = testClient(gw, user);
     const initial = await client.getPreferences();
-    expect(initial).toEqual({ types: {}, defaults: expect.any(Object) });
+    expect(initial).toEqual({ types: {}, defaults: expect.any(Object), known: expect.any(Array) });
+    expect(initial.known).toContain('availability');
 
     const set = await client.setPreferences({ availability: 'muted' });
     expect(set.types).toEqual({ availability: 'muted' });
@@ -131,6 +132,12 @@ describe.skipIf(reason !== null)('inbox states against a real gateway (contract 
     const bad = await client.setPreferences({ availability: 'loud' as unknown as 'on' }).catch((e: unknown) => e);
     expect(bad).toMatchObject({ name: 'HeraldError', status: 400 });
     expect((await client.setPreferences({})).types).toEqual({});
+
+    // A patch changes only the types it names; `default` forgets one.
+    await client.setPreferences({ availability: 'muted', stage: 'on' });
+    const patched = await client.patchPreferences({ stage: 'default', evaluation: 'muted' });
+    expect(patched.types).toEqual({ availability: 'muted', evaluation: 'muted' });
+    expect((await client.getPreferences()).types).toEqual(patched.types);
   });
 
   it('counts, unread, archived, unarchived and seen_all frames reach a live session', async () => {

@@ -121,6 +121,7 @@ describe('golden files', () => {
     const prefs = json<Preferences>('preferences.json');
     expect(Object.values(prefs.types).every((v) => v === 'on' || v === 'muted')).toBe(true);
     expect(Object.values(prefs.defaults ?? {}).every((v) => v === 'on' || v === 'muted')).toBe(true);
+    expect(prefs.known?.every((t) => typeof t === 'string')).toBe(true);
   });
 
   it('unread-count.json and error.json have the documented fields', () => {

@@ -72,6 +72,15 @@ describe('REST inbox', () => {
     expect(JSON.parse(String(calls[4]!.body))).toEqual({ action: 'archive', ids: [7, 8] });
   });
 
+  it('patchPreferences() sends PATCH …/preferences with the changed types only', async () => {
+    const { client, calls } = clientWith(() => json({ types: { promo: 'muted' }, defaults: {}, known: ['stage'] }));
+    expect(await client.patchPreferences({ promo: 'muted', info: 'default' })).toMatchObject({ known: ['stage'] });
+    expect(calls.map((c) => [c.method, c.url])).toEqual([
+      ['PATCH', 'http://gw.test:8080/prefix/api/v1/users/u%2F1/preferences'],
+    ]);
+    expect(JSON.parse(String(calls[0]!.body))).toEqual({ types: { promo: 'muted', info: 'default' } });
+  });
+
   it('an error body becomes a HeraldError with status, code and message', async () => {
     const { client } = clientWith(() => json({ error: 'not_found', message: 'no notification 7 in this inbox' }, 404));
     const err = await client.delete(7).catch((e: unknown) => e);
