@@ -95,6 +95,9 @@ shared_error_sets! {
     AdminErrors = BadCredential, AdminOnly;
     /// A JSON body, read once the caller is authorized (`api::json_body`).
     JsonBodyErrors = BodyTimeout, BodyTooLarge, NotJson;
+    /// A change to a user's inbox or preferences with a JSON body (its `400` is the endpoint's own).
+    InboxBodyWriteErrors = Unauthenticated, NotYourInboxToWrite, BodyTimeout, BodyTooLarge, NotJson, InboxFailed,
+        InboxUnavailable;
 }
 
 /// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).

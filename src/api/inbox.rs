@@ -278,11 +278,7 @@ pub async fn unarchive(
     responses(
         (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) and their new `counts`.", body = BatchResult),
         (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
-        error::Unauthenticated,
-        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        error::JsonBodyErrors,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -423,11 +419,7 @@ const MAX_TYPES: usize = 1000;
     responses(
         (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
         (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
-        error::Unauthenticated,
-        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        error::JsonBodyErrors,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]
@@ -455,11 +447,7 @@ pub async fn put_preferences(
     responses(
         (status = 200, description = "The preferences now (every type the user set, not only those changed), from the next commit on.", body = Preferences),
         (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`).", body = ErrorBody),
-        error::Unauthenticated,
-        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        error::JsonBodyErrors,
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]

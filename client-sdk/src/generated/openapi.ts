@@ -1589,7 +1589,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2097,7 +2097,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2201,7 +2201,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A user token for another user (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
             403: {
                 headers: {
                     [name: string]: unknown;
