@@ -276,6 +276,42 @@ pub fn user_id_is_readable(id: &str) -> bool {
     !id.chars().any(char::is_control)
 }
 
+/// Why a user id named outside an event (an alias's user, a REST path) can hold no inbox: the bounds ingest
+/// applies to recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadUserId {
+    #[error("the user id is empty")]
+    Empty,
+    #[error("the user id is {0} bytes, over the {MAX_ID_LEN}-byte limit")]
+    TooLong(usize),
+    #[error("the user id holds a control character, which no token can carry")]
+    Control,
+}
+
+impl BadUserId {
+    /// The error code ingest gives the same problem in an event.
+    pub fn code(self) -> &'static str {
+        match self {
+            BadUserId::Empty => "missing_user_id",
+            BadUserId::TooLong(_) => "user_id_too_long",
+            BadUserId::Control => "invalid_user_id",
+        }
+    }
+}
+
+/// A user id as ingest would take it for a recipient: not empty, at most [`MAX_ID_LEN`] bytes, readable.
+pub fn check_user_id(id: &str) -> Result<(), BadUserId> {
+    if id.is_empty() {
+        Err(BadUserId::Empty)
+    } else if id.len() > MAX_ID_LEN {
+        Err(BadUserId::TooLong(id.len()))
+    } else if !user_id_is_readable(id) {
+        Err(BadUserId::Control)
+    } else {
+        Ok(())
+    }
+}
+
 /// A user id (or event id) from JSON: non-empty strings as they are, integers in decimal.
 pub fn id_string(v: &Value) -> Option<String> {
     match v {

@@ -491,7 +491,8 @@ pub enum TypeSetting {
 pub struct Preferences {
     /// What the user set, by notification type.
     pub types: std::collections::BTreeMap<String, TypeSetting>,
-    /// The configured defaults (`preferences.muted_by_default`), for types the user did not set.
+    /// The configured defaults (`preferences.muted_by_default`), listed whether or not the user set the type:
+    /// they apply to the types `types` leaves out.
     #[serde(default)]
     pub defaults: std::collections::BTreeMap<String, TypeSetting>,
     /// The types the rules in force store as written, sorted: what a settings page can offer before the user

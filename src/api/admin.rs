@@ -8,13 +8,13 @@
 //! counts nothing. Listing dead letters never removes one; a letter is removed only after its republish is
 //! confirmed ([`crate::ingest::amqp::dead_letters`]). None of these routes carries CORS ([`super::cors`]).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 
 use super::error::ErrorBody;
-use super::{error, ApiError, AppState};
+use super::{error, ApiError, AppState, Path};
 use crate::auth::{Principal, Scope};
 use crate::inbox::Write;
 use crate::ingest::amqp::dead_letters::{self, DeadLetterError, DeadLetterList, RedriveOutcome, Selection};
@@ -45,6 +45,7 @@ pub struct AliasBody {
     params(("kind" = String, Path, description = "The alias's kind, e.g. `student`."), ("alias" = String, Path, description = "The id in that kind, e.g. a student profile id.")),
     responses(
         (status = 200, description = "The alias and its user.", body = super::openapi::Alias),
+        (status = 400, description = "A path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
         (status = 404, description = "No such alias (`not_found`).", body = ErrorBody),
@@ -76,10 +77,10 @@ pub async fn get_alias(
     request_body(content = AliasBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The alias as stored; events addressed to it now reach the user.", body = super::openapi::Alias),
-        error::InvalidJson,
+        (status = 400, description = "The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
-        (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
+        (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), is over 256 bytes (`user_id_too_long`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
         error::JsonBodyErrors,
         error::InboxFailedBriefly,
         error::InboxUnavailable
@@ -98,12 +99,8 @@ pub async fn put_alias(
         code: "missing_user_id",
         message: "user_id must be a non-empty string or a number".into(),
     })?;
-    if !crate::event::user_id_is_readable(&user) {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_user_id",
-            message: "user_id holds a control character, which no token can carry".into(),
-        });
-    }
+    crate::event::check_user_id(&user)
+        .map_err(|bad| ApiError::Unprocessable { code: bad.code(), message: bad.to_string() })?;
     if kind.len() > crate::event::MAX_ID_LEN || alias.len() > crate::event::MAX_ID_LEN {
         return Err(ApiError::Unprocessable { code: "alias_too_long", message: "kind and alias are ids".into() });
     }
@@ -239,7 +236,7 @@ pub struct RedriveResults {
     request_body(content = RedriveRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why).", body = RedriveResults),
-        error::InvalidJson,
+        (status = 400, description = "The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::BadCredential,
         error::AdminOnly,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
@@ -281,7 +278,7 @@ pub struct DryRunRequest {
     #[serde(default)]
     routing_key: Option<String>,
     /// The exchange it would be published to. Given: judged as the AMQP consumer would (an unmatched event is a
-    /// dead letter); absent: as HTTP ingest would (`202 unmatched`).
+    /// dead letter); absent: as HTTP ingest would (`422 unmatched`).
     #[serde(default)]
     exchange: Option<String>,
 }

@@ -60,8 +60,8 @@ enum Allowed {
     request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422)."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, ignored by its rule, or pushed live only): one result per event, in order.", body = super::openapi::IngestResults),
-        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
-        (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`).", body = ErrorBody),
+        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not ASCII text: visible characters, spaces and tabs (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 401, description = "No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `token_expired`, `invalid_credentials`).", body = ErrorBody),
         (status = 403, description = "A service key without `publish`, or an event outside the key's `exchanges` / `routing_keys` (`insufficient_scope`; nothing of the request is stored).", body = ErrorBody),
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
         (status = 415, description = "A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON.", body = ErrorBody),
@@ -96,7 +96,7 @@ pub async fn ingest(
     request_body(content = super::openapi::IngestBody, content_type = "application/json", description = "One event exactly as a service publishes it (any shape in `tests/fixtures/events/`), or a JSON array of up to 1000 of them: all or nothing, except `unresolved_recipient` and `unmatched` (see 422)."),
     responses(
         (status = 202, description = "Every event is stored (or a duplicate, ignored by its rule, or pushed live only): one result per event, in order.", body = super::openapi::IngestResults),
-        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
+        (status = 400, description = "Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not ASCII text: visible characters, spaces and tabs (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`).", body = ErrorBody),
         error::Unauthenticated,
         (status = 413, description = "The body is over `server.max_body_bytes` (`body_too_large`).", body = ErrorBody),
         (status = 415, description = "A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON.", body = ErrorBody),
@@ -206,12 +206,12 @@ async fn handle(
         None => None,
         Some(Ok(k)) => Some(k).filter(|k| !k.is_empty()),
         // Ignoring it would store the event under its body's digest: a retry with a changed body stored twice.
-        Some(Err(_)) => {
-            return Err(ApiError::BadRequest {
-                code: "bad_idempotency_key",
-                message: "Idempotency-Key must be visible ASCII (percent-encode anything else)".into(),
-            })
-        }
+        Some(Err(_)) => return Err(ApiError::BadRequest {
+            code: "bad_idempotency_key",
+            message:
+                "Idempotency-Key must be ASCII text: visible characters, spaces and tabs (percent-encode anything else)"
+                    .into(),
+        }),
     };
     let single = items.len() == 1;
     let mut prepared = Vec::with_capacity(items.len());

@@ -29,8 +29,10 @@ const MAX_LIMIT: u32 = 100;
 const MAX_BATCH: usize = 100;
 const DEFAULT_LIMIT: u32 = 20;
 
+/// An unknown parameter is refused (`bad_query`): a misspelt `?unread_only=true` would list everything.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Page size, 1 to 100.
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -56,8 +58,12 @@ pub struct ListParams {
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 impl AppState {
+    /// The caller may use `user`'s inbox with `scope`, and `user` is an id an inbox can have (a service key could
+    /// otherwise write state for an empty, over-long or unreadable id that no event could ever reach).
     fn authorize(&self, headers: &HeaderMap, user: &str, scope: Scope) -> Result<(), ApiError> {
-        self.principal(headers)?.may_access(user, scope).map_err(ApiError::Auth)
+        self.principal(headers)?.may_access(user, scope).map_err(ApiError::Auth)?;
+        crate::event::check_user_id(user)
+            .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })
     }
 
     fn push_to_user(&self, user: &str, frame: ServerFrame<'_>) {
@@ -276,7 +282,7 @@ pub async fn unarchive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     request_body(content = BatchRequest, description = "`read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow)."),
     responses(
-        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) and their new `counts`.", body = BatchResult),
+        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`unread`, `archived`, `unarchived` or `deleted`; `read`: one per distinct `read_at`, as one read before keeps its first) and their new `counts`.", body = BatchResult),
         (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
@@ -407,6 +413,8 @@ pub async fn get_preferences(
 
 /// The most types one user's preferences name.
 const MAX_TYPES: usize = 1000;
+/// A preferences body: room for [`MAX_TYPES`] types of the longest name, as `GET` may show them.
+const PREFERENCES_BODY_BYTES: usize = MAX_TYPES * (MAX_PREFERENCE_TYPE_LEN + 16) + 1024;
 
 #[utoipa::path(
     put,
@@ -431,8 +439,11 @@ pub async fn put_preferences(
 ) -> Result<Json<Preferences>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesUpdate =
-        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
-    check_types(body.types.keys())?;
+        super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
+    if body.types.len() > MAX_TYPES {
+        return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
+    }
+    check_type_names(body.types.keys())?;
     state.change_preferences(&user, PreferencesChange::Replace(body.types)).await
 }
 
@@ -459,18 +470,15 @@ pub async fn patch_preferences(
 ) -> Result<Json<Preferences>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesPatch =
-        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
-    check_types(body.types.keys())?;
+        super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
+    // Bounded by what it leaves set (the store checks), not by how many it names: `default` for all is fine.
+    check_type_names(body.types.keys())?;
     let changes = body.types.into_iter().map(|(kind, change)| (kind, change.setting())).collect();
     state.change_preferences(&user, PreferencesChange::Merge(changes)).await
 }
 
-/// A preferences body names at most [`MAX_TYPES`] types, each a non-blank string of at most
-/// [`MAX_PREFERENCE_TYPE_LEN`] bytes.
-fn check_types<'a>(types: impl ExactSizeIterator<Item = &'a String>) -> Result<(), ApiError> {
-    if types.len() > MAX_TYPES {
-        return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
-    }
+/// Each type a preferences body names is a non-blank string of at most [`MAX_PREFERENCE_TYPE_LEN`] bytes.
+fn check_type_names<'a>(types: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
     for kind in types {
         if kind.trim().is_empty() || kind.len() > MAX_PREFERENCE_TYPE_LEN {
             return Err(ApiError::BadRequest {

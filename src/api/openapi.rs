@@ -262,7 +262,8 @@ pub enum UserId {
 })))]
 pub struct Event(pub serde_json::Map<String, serde_json::Value>);
 
-/// One event, or an array of 1 to 1000 events (all or nothing, except an unresolved alias: see the 422).
+/// One event, or an array of 1 to 1000 events (all or nothing, except an unresolved alias or an event no rule
+/// takes: see the 422).
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum IngestBody {
@@ -277,14 +278,14 @@ pub struct IngestResults {
     pub results: Vec<Outcome>,
 }
 
-/// A refused ingest (`422`): an error body; for `unresolved_recipient`, also what became of each event (the
-/// others were stored).
+/// A refused ingest (`422`): an error body; for `unresolved_recipient` and `unmatched`, also what became of each
+/// event (the others were stored).
 #[derive(ToSchema)]
 pub struct IngestRefused {
     /// The code, as in every error body.
     pub error: String,
     pub message: String,
-    /// Only with `unresolved_recipient`.
+    /// Only with `unresolved_recipient` and `unmatched`: what became of each event (some may be stored).
     #[schema(value_type = Vec<Outcome>, required = false)]
     pub results: Option<Vec<Outcome>>,
 }

@@ -49,6 +49,7 @@ impl From<TraceError> for ApiError {
     params(("event_id" = String, Path, description = "The event id as its producer gave it (AMQP `message_id`, `Idempotency-Key`, or the body's id).")),
     responses(
         (status = 200, description = "The event's traces, newest first.", body = EventTraces),
+        (status = 400, description = "A path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::AdminErrors,
         (status = 404, description = "No trace of this event id is retained (`not_found`).", body = ErrorBody),
         (status = 409, description = "Tracing is off (`trace.enabled = false`: `trace_disabled`).", body = ErrorBody),
@@ -90,7 +91,7 @@ pub struct UserTraceParams {
     params(("user_id" = String, Path, description = "The user id (after aliases)."), UserTraceParams),
     responses(
         (status = 200, description = "The user's newest traces, newest first.", body = UserTraces),
-        (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
+        (status = 400, description = "`limit` does not parse or is out of range (`bad_query`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::AdminErrors,
         (status = 409, description = "Tracing is off (`trace.enabled = false`: `trace_disabled`).", body = ErrorBody),
         (status = 503, description = "The trace store cannot be read now (`trace_unavailable`): retry after `Retry-After`.", body = ErrorBody)

@@ -53,6 +53,24 @@ async fn a_preflight_from_an_allowed_origin_is_answered_and_cached() {
         assert!(h.get("access-control-allow-credentials").is_none(), "{what}: bearer tokens, never cookies");
         assert!(lists(header(h, "vary"), "origin"), "{what}: caches key on Origin: {h:?}");
     }
+    // Every method the published document gives a CORS route (the inbox, ingest, aliases) is allowed.
+    let doc: serde_json::Value = gw.raw().get(gw.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if !["/api/v1/users/", "/api/v1/events", "/api/v1/aliases/"].iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
+        let concrete =
+            path.replace("{user_id}", "alice").replace("{id}", "7").replace("{kind}", "k").replace("{alias}", "a");
+        for method in ops.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            let method = method.to_uppercase();
+            let resp = preflight(&gw, &concrete, APP, &method, "authorization").send().await.unwrap();
+            let allowed = header(resp.headers(), "access-control-allow-methods").to_owned();
+            assert!(lists(&allowed, &method), "{method} {path}: a documented method the preflight refuses ({allowed})");
+            checked += 1;
+        }
+    }
+    assert!(checked > 15, "{checked} operations checked");
     let alice = gw.token("alice");
     let resp = gw.get("/api/v1/users/alice/notifications", &alice).header("origin", APP).send().await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -261,7 +261,7 @@ async fn unknown_ids_are_404_and_bad_parameters_are_400_with_a_reason() {
         assert_eq!(resp.json::<Value>().await.unwrap()["error"], "bad_path");
     }
     let t = gw.token(user);
-    for q in ["?archived=maybe", "?related_id=7", "?limit=0&type=info"] {
+    for q in ["?archived=maybe", "?related_id=7", "?limit=0&type=info", "?unread_only=true", "?page=2"] {
         let resp = gw.get(&format!("/api/v1/users/{user}/notifications{q}"), &t).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{q}");
         let body: Value = resp.json().await.unwrap();
@@ -270,6 +270,23 @@ async fn unknown_ids_are_404_and_bad_parameters_are_400_with_a_reason() {
     }
     let other = gw.get("/api/v1/users/someone-else/notifications/counts", &t).send().await.unwrap();
     assert_eq!(other.status(), 403, "another user's counts");
+
+    // A service key reaches any inbox, but only one an event could fill: not an empty, over-long or unreadable id.
+    let long = "u".repeat(257);
+    for (user, why) in [("", "empty"), (long.as_str(), "over 256 bytes"), ("a%01b", "a control character")] {
+        for (method, path) in [
+            (reqwest::Method::GET, "notifications"),
+            (reqwest::Method::POST, "notifications/read_all"),
+            (reqwest::Method::PUT, "preferences"),
+        ] {
+            let url = gw.url(&format!("/api/v1/users/{user}/{path}"));
+            let resp = gw.raw().request(method.clone(), url).bearer_auth(SERVICE_KEY).json(&json!({"types": {}}));
+            let resp = resp.send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{method} {path} for a user id {why}");
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], "bad_path", "{method} {path}, {why}: {body}");
+        }
+    }
 }
 
 async fn batch(gw: &Gateway, user: &str, bearer: &str, body: Value) -> reqwest::Response {
@@ -484,6 +501,15 @@ async fn a_preferences_patch_changes_only_the_types_it_names_and_default_forgets
     let read: Value =
         gw.get(&format!("/api/v1/users/{user}/preferences"), &t).send().await.unwrap().json().await.unwrap();
     assert_eq!(read["types"].as_object().unwrap().len(), 602, "the refused patch wrote nothing");
+    // Naming more than 1,000 types is fine when fewer are left: every t… back to its default at once.
+    let forget = Value::Object((0..1200).map(|i| (format!("t{i}"), json!("default"))).collect());
+    let resp = patch(json!({"types": forget}), user).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["types"], json!({"promo": "muted", "info": "muted"}));
+    // The longest names fit: 1,000 types of 200 bytes, set and then sent back whole.
+    let longest = Value::Object((0..1000).map(|i| (format!("{i:0>200}"), json!("on"))).collect());
+    let put = gw.raw().put(gw.url(&format!("/api/v1/users/{user}/preferences"))).bearer_auth(&t);
+    assert_eq!(put.json(&json!({"types": longest})).send().await.unwrap().status(), 200);
     assert_eq!(patch(json!({"types": {}}), "someone-else").await.status(), 403);
 }
 

@@ -115,7 +115,7 @@ async fn every_error_is_json_with_error_and_message() {
         (http.post(gw.url("/healthz")), 405, "method_not_allowed"),
         (http.delete(gw.url("/api/v1/users/alice/notifications")).bearer_auth(&alice), 405, "method_not_allowed"),
         // A route whose handler takes axum's own `Path`: the JSON safety net under every route.
-        (http.get(gw.url("/api/v1/aliases/referee/%FF")).bearer_auth(SERVICE_KEY), 400, "bad_request"),
+        (http.get(gw.url("/api/v1/aliases/referee/%FF")).bearer_auth(SERVICE_KEY), 400, "bad_path"),
         (http.patch(gw.url("/api/v1/aliases/referee/7")).bearer_auth(SERVICE_KEY), 405, "method_not_allowed"),
         (http.get(gw.url("/nothing-here")), 404, "not_found"),
         (http.get(gw.url("/api/v1/nothing-here")), 404, "not_found"),
@@ -478,7 +478,8 @@ async fn json_bodies_are_read_only_after_authorization_and_only_within_the_body_
         let text = request(method, path, true, "text/plain", 2, "{}");
         assert_eq!(fresh_request("127.0.0.1", gw.addr, &text).await, Some(415), "{method} {path}: not JSON");
     }
-    for (path, limit) in [("/api/v1/users/alice/preferences", 64 * 1024), ("/api/v1/aliases/student/7", 64 * 1024)] {
+    // Preferences take up to 1,000 types of 200 bytes (~212 KiB); aliases 64 KiB.
+    for (path, limit) in [("/api/v1/users/alice/preferences", 213 * 1024), ("/api/v1/aliases/student/7", 64 * 1024)] {
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(limit));
         let over = request("PUT", path, true, "application/json", big.len(), &big);
         assert_eq!(fresh_request("127.0.0.1", gw.addr, &over).await, Some(413), "PUT {path} over {limit} bytes");

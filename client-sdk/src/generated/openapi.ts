@@ -719,7 +719,7 @@ export interface components {
             routing_key?: string | null;
             /**
              * @description The exchange it would be published to. Given: judged as the AMQP consumer would (an unmatched event is a
-             *     dead letter); absent: as HTTP ingest would (`202 unmatched`).
+             *     dead letter); absent: as HTTP ingest would (`422 unmatched`).
              */
             exchange?: string | null;
         };
@@ -771,17 +771,20 @@ export interface components {
             next_before: number | null;
             has_more: boolean;
         };
-        /** @description One event, or an array of 1 to 1000 events (all or nothing, except an unresolved alias: see the 422). */
+        /**
+         * @description One event, or an array of 1 to 1000 events (all or nothing, except an unresolved alias or an event no rule
+         *     takes: see the 422).
+         */
         IngestBody: components["schemas"]["Event"] | components["schemas"]["Event"][];
         /**
-         * @description A refused ingest (`422`): an error body; for `unresolved_recipient`, also what became of each event (the
-         *     others were stored).
+         * @description A refused ingest (`422`): an error body; for `unresolved_recipient` and `unmatched`, also what became of each
+         *     event (the others were stored).
          */
         IngestRefused: {
             /** @description The code, as in every error body. */
             error: string;
             message: string;
-            /** @description Only with `unresolved_recipient`. */
+            /** @description Only with `unresolved_recipient` and `unmatched`: what became of each event (some may be stored). */
             results?: components["schemas"]["Outcome"][];
         };
         /** @description `202`: one result per event, in the order posted. */
@@ -885,7 +888,10 @@ export interface components {
             types: {
                 [key: string]: components["schemas"]["TypeSetting"];
             };
-            /** @description The configured defaults (`preferences.muted_by_default`), for types the user did not set. */
+            /**
+             * @description The configured defaults (`preferences.muted_by_default`), listed whether or not the user set the type:
+             *     they apply to the types `types` leaves out.
+             */
             defaults?: {
                 [key: string]: components["schemas"]["TypeSetting"];
             };
@@ -1560,7 +1566,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) and their new `counts`. */
+            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`unread`, `archived`, `unarchived` or `deleted`; `read`: one per distinct `read_at`, as one read before keeps its first) and their new `counts`. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2374,7 +2380,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestResults"];
                 };
             };
-            /** @description Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`). */
+            /** @description Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not ASCII text: visible characters, spaces and tabs (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2383,7 +2389,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `invalid_credentials`). */
+            /** @description No or a bad credential, or a user token: ingest takes a service key (`missing_credentials`, `token_expired`, `invalid_credentials`). */
             401: {
                 headers: {
                     /** @description `Bearer`: send a token. */
@@ -2916,7 +2922,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedriveResults"];
                 };
             };
-            /** @description The body is not JSON of this shape (`invalid_json`). */
+            /** @description The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3024,6 +3030,15 @@ export interface operations {
                     "application/json": components["schemas"]["EventTraces"];
                 };
             };
+            /** @description A path segment that does not parse (`bad_path`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
             401: {
                 headers: {
@@ -3099,7 +3114,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserTraces"];
                 };
             };
-            /** @description `limit` does not parse or is out of range (`bad_query`). */
+            /** @description `limit` does not parse or is out of range (`bad_query`); a path segment that does not parse (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3213,6 +3228,15 @@ export interface operations {
                     "application/json": components["schemas"]["Alias"];
                 };
             };
+            /** @description A path segment that does not parse (`bad_path`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
             401: {
                 headers: {
@@ -3291,7 +3315,7 @@ export interface operations {
                     "application/json": components["schemas"]["Alias"];
                 };
             };
-            /** @description The body is not JSON of this shape (`invalid_json`). */
+            /** @description The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3347,7 +3371,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `user_id` is empty or not a string or number (`missing_user_id`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`). */
+            /** @description `user_id` is empty or not a string or number (`missing_user_id`), is over 256 bytes (`user_id_too_long`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`). */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3454,7 +3478,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestResults"];
                 };
             };
-            /** @description Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not visible ASCII (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`). */
+            /** @description Not JSON or not UTF-8, a body the client cut short, a bad or unknown query parameter, or an `Idempotency-Key` that is not ASCII text: visible characters, spaces and tabs (`invalid_json`, `invalid_utf8`, `body_read_failed`, `bad_query`, `bad_idempotency_key`); in a batch the message names the element (`event [i]: ...`). */
             400: {
                 headers: {
                     [name: string]: unknown;
