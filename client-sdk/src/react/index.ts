@@ -14,3 +14,4 @@ export {
   type UseInboxOptions,
   type UseInboxResult,
 } from './store-hooks';
+export { usePreferences, type PreferenceRow, type UsePreferencesResult } from './preferences';

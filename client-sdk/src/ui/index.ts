@@ -6,5 +6,6 @@
 export { NotificationBell, type NotificationBellProps } from './NotificationBell';
 export { Inbox, type InboxProps } from './Inbox';
 export { Toasts, type ToastsProps } from './Toasts';
+export { NotificationPreferences, type NotificationPreferencesProps } from './NotificationPreferences';
 export { STRINGS, resolveStrings, relativeTime, absoluteTime, type HeraldStrings } from './strings';
 export type { CommonProps } from './shared';

@@ -35,6 +35,16 @@ export interface HeraldStrings {
   /** The bell's panel close button. */
   close: string;
   justNow: string;
+  /** `<NotificationPreferences>`' heading. */
+  preferencesTitle: string;
+  /** What muting a type does, under the heading. */
+  preferencesHint: string;
+  /** No type to show. */
+  preferencesEmpty: string;
+  preferencesLoadFailed: string;
+  /** Shown in a type's switch: notifications of that type on, or muted. */
+  preferenceOn: string;
+  preferenceMuted: string;
 }
 
 const en: HeraldStrings = {
@@ -72,6 +82,12 @@ const en: HeraldStrings = {
   dismiss: 'Dismiss',
   close: 'Close',
   justNow: 'just now',
+  preferencesTitle: 'Notification settings',
+  preferencesHint: 'Muted types still reach your inbox, but they do not notify you or count as new.',
+  preferencesEmpty: 'There are no notification types to set.',
+  preferencesLoadFailed: 'The notification settings could not be loaded.',
+  preferenceOn: 'On',
+  preferenceMuted: 'Muted',
 };
 
 const es: HeraldStrings = {
@@ -109,6 +125,12 @@ const es: HeraldStrings = {
   dismiss: 'Descartar',
   close: 'Cerrar',
   justNow: 'ahora mismo',
+  preferencesTitle: 'Preferencias de notificación',
+  preferencesHint: 'Los tipos silenciados siguen llegando a tu bandeja, pero no te avisan ni cuentan como nuevos.',
+  preferencesEmpty: 'No hay tipos de notificación que configurar.',
+  preferencesLoadFailed: 'No se pudieron cargar las preferencias de notificación.',
+  preferenceOn: 'Activado',
+  preferenceMuted: 'Silenciado',
 };
 
 const fr: HeraldStrings = {
@@ -146,6 +168,13 @@ const fr: HeraldStrings = {
   dismiss: 'Fermer la notification',
   close: 'Fermer',
   justNow: 'à l’instant',
+  preferencesTitle: 'Préférences de notification',
+  preferencesHint:
+    'Les types en sourdine arrivent toujours dans votre boîte, mais ne vous alertent pas et ne comptent pas comme nouveaux.',
+  preferencesEmpty: 'Aucun type de notification à régler.',
+  preferencesLoadFailed: 'Impossible de charger les préférences de notification.',
+  preferenceOn: 'Activé',
+  preferenceMuted: 'En sourdine',
 };
 
 /** The included translations, by language. */

@@ -1,5 +1,5 @@
 /** An in-memory inbox behind a fake fetch: contract A's REST API, enough for component and store tests. */
-import type { FetchLike, Notification } from '../../src';
+import type { FetchLike, Notification, PreferenceValue } from '../../src';
 import { notificationFrame } from './fake-websocket';
 
 export function makeNotification(id: number, extra: Partial<Notification> = {}): Notification {
@@ -19,13 +19,51 @@ export function fakeServer(initial: (number | Notification)[] = []) {
   const batches: { action: string; ids: number[] }[] = [];
   /** Make the next requests fail with this status (null: answer normally). */
   let failWith: number | null = null;
+  /** How many more requests fail (then they are answered normally again). */
+  let failures = Infinity;
+  /** While holding, requests wait here (oldest first) until released. */
+  let holding = false;
+  const held: (() => void)[] = [];
+  /** The user's preferences, as the gateway keeps them: `types` set by the user, configured `defaults`, `known`. */
+  const preferences = {
+    types: {} as Record<string, PreferenceValue>,
+    defaults: {} as Record<string, PreferenceValue>,
+    known: [] as string[],
+  };
+  /** The bodies' `types` of the PATCH `/preferences` requests served. */
+  const patches: Record<string, string>[] = [];
   const now = () => '2026-01-10T09:00:00.000Z';
   const fetch: FetchLike = async (input, init) => {
     const url = new URL(input);
     const method = init?.method ?? 'GET';
     const path = url.pathname.replace(/^.*\/users\/[^/]+/, '');
     calls.push(`${method} ${path}${url.search}`);
-    if (failWith !== null) return json({ error: 'internal', message: 'the server failed' }, failWith);
+    if (holding) await new Promise<void>((r) => held.push(r));
+    if (failWith !== null && failures > 0) {
+      const status = failWith;
+      if (--failures === 0) failWith = null;
+      return json({ error: 'internal', message: 'the server failed' }, status);
+    }
+    if (path === '/preferences') {
+      if (method !== 'GET') {
+        const { types } = JSON.parse(String(init?.body)) as { types?: Record<string, string> };
+        const values = method === 'PATCH' ? ['on', 'muted', 'default'] : ['on', 'muted'];
+        if (!types || typeof types !== 'object' || !Object.values(types).every((v) => values.includes(v))) {
+          return json({ error: 'bad_request', message: `types: ${values.join(' | ')}` }, 400);
+        }
+        if (method === 'PUT') preferences.types = {};
+        if (method === 'PATCH') patches.push({ ...types });
+        for (const [type, v] of Object.entries(types)) {
+          if (v === 'default') delete preferences.types[type];
+          else preferences.types[type] = v as PreferenceValue;
+        }
+      }
+      return json({
+        types: { ...preferences.types },
+        defaults: { ...preferences.defaults },
+        known: [...preferences.known],
+      });
+    }
     const all = [...inbox.values()].sort((a, b) => b.id - a.id);
     const live = all.filter((n) => n.archived_at === null);
     if (path === '/notifications' && method === 'GET') {
@@ -101,8 +139,25 @@ export function fakeServer(initial: (number | Notification)[] = []) {
     fetch,
     calls,
     batches,
-    fail(status: number | null) {
+    preferences,
+    patches,
+    /** Make requests fail with `status` (null: answer normally again): all of them, or the next `times`. */
+    fail(status: number | null, times = Infinity) {
       failWith = status;
+      failures = times;
+    },
+    /** Keep requests waiting until `release`d. */
+    hold() {
+      holding = true;
+    },
+    /** Answer the oldest waiting request (`all`: every one, and stop holding). */
+    release(all = false) {
+      if (all) holding = false;
+      for (const r of held.splice(0, all ? held.length : 1)) r();
+    },
+    /** How many requests are waiting. */
+    waiting() {
+      return held.length;
     },
     /** How many requests matched `re`. */
     count(re: RegExp) {

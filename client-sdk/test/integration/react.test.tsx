@@ -8,11 +8,22 @@ import {
   useCounts,
   useInbox,
   useNotifications,
+  usePreferences,
   useUnreadCount,
 } from '../../src/react';
 import WebSocket from 'ws';
 import type { FetchLike, WebSocketConstructor } from '../../src';
-import { mintToken, newUser, notify, skipReason, startGateway, tempDir, testClient, type Gateway } from './gateway';
+import {
+  mintToken,
+  newUser,
+  notify,
+  postEvent,
+  skipReason,
+  startGateway,
+  tempDir,
+  testClient,
+  type Gateway,
+} from './gateway';
 
 const reason = skipReason('react');
 
@@ -179,6 +190,60 @@ describe.skipIf(reason !== null)('React hooks against a real gateway', () => {
       await act(async () => void (await result.current.a.markAllSeen()));
       await waitFor(() => expect(result.current.bell).toMatchObject({ unread: 2, unseen: 0 }), { timeout: 5000 });
       expect(calls).toEqual(['GET /notifications', 'POST /notifications/seen_all']);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('usePreferences: a type muted through the hook is listed but not pushed live nor counted; back on, it is pushed', async () => {
+    const user = newUser();
+    /** An `availability` notification (a type the gateway's rules store, so it is `known`). */
+    const availability = async (week: number) => {
+      const body = { event_type: 'availability.closed', referee_id: user, week_number: week, total_slots: 1 };
+      const [r] = await postEvent(gw, body, 'sgad.availability', `availability.closed.${user}`);
+      expect(r?.status).toBe('stored');
+      return r!.notification_ids[0]!;
+    };
+    const patches: string[] = [];
+    const recording: FetchLike = (input, init) => {
+      if (init?.method === 'PATCH') patches.push(String(init.body));
+      return fetch(input, init);
+    };
+    const client = testClient(gw, user, { fetch: recording });
+    const pushed: number[] = [];
+    client.on('notification', ({ notification }) => pushed.push(notification.id));
+    const wrapper = ({ children }: { children: ReactNode }) => (
+      <HeraldProvider client={client}>{children}</HeraldProvider>
+    );
+    const { result } = renderHook(
+      () => ({ prefs: usePreferences(), counts: useCounts(), state: useConnectionState() }),
+      { wrapper },
+    );
+    const row = () => result.current.prefs.types.find((r) => r.type === 'availability');
+    try {
+      await waitFor(() => expect(result.current.state).toBe('connected'), { timeout: 5000 });
+      await waitFor(() => expect(row()).toEqual({ type: 'availability', setting: 'on', source: 'default' }));
+      expect(result.current.prefs.types.map((r) => r.type)).toEqual(result.current.prefs.preferences!.known);
+
+      expect(await act(() => result.current.prefs.set('availability', 'muted'))).toBeNull();
+      expect(row()).toEqual({ type: 'availability', setting: 'muted', source: 'user' });
+      const muted = await availability(1);
+      const loud = await notify(gw, user);
+      await waitFor(() => expect(pushed).toEqual([loud.id]), { timeout: 5000 });
+      await waitFor(() => expect(result.current.counts).toMatchObject({ unread: 1, unseen: 1 }), { timeout: 5000 });
+      expect((await client.list()).items.map((n) => [n.id, n.muted])).toEqual([
+        [loud.id, false],
+        [muted, true],
+      ]);
+
+      // Back on, its default: the setting is forgotten, not pinned.
+      expect(await act(() => result.current.prefs.set('availability', 'on'))).toBeNull();
+      expect(row()).toEqual({ type: 'availability', setting: 'on', source: 'default' });
+      expect(patches).toEqual(['{"types":{"availability":"muted"}}', '{"types":{"availability":"default"}}']);
+      expect((await client.getPreferences()).types).toEqual({});
+      const again = await availability(2);
+      await waitFor(() => expect(pushed).toEqual([loud.id, again]), { timeout: 5000 });
+      await waitFor(() => expect(result.current.counts).toMatchObject({ unread: 2, unseen: 2 }), { timeout: 5000 });
     } finally {
       client.close();
     }

@@ -3,7 +3,7 @@ import { renderToString } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 import { HeraldClient } from '../../src';
 import { HeraldProvider } from '../../src/react';
-import { Inbox, NotificationBell, Toasts } from '../../src/ui';
+import { Inbox, NotificationBell, NotificationPreferences, Toasts } from '../../src/ui';
 
 describe('server rendering (Next.js, Remix)', () => {
   it('the components render to HTML without a DOM, a socket or a request', () => {
@@ -22,11 +22,13 @@ describe('server rendering (Next.js, Remix)', () => {
         <NotificationBell locale="fr" />
         <Inbox />
         <Toasts />
+        <NotificationPreferences />
       </HeraldProvider>,
     );
     expect(html).toContain('aria-label="Notifications, rien de nouveau"');
     expect(html).toContain('role="tablist"');
     expect(html).toContain('aria-live="polite"');
+    expect(html).toContain('Notification settings');
     expect(requests).toEqual([]);
     expect(client.state).toBe('disconnected');
   });

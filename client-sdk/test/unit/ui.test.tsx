@@ -6,7 +6,7 @@ import type { ReactNode } from 'react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HeraldClient } from '../../src';
 import { HeraldProvider, useCounts, useInbox } from '../../src/react';
-import { Inbox, NotificationBell, Toasts, resolveStrings } from '../../src/ui';
+import { Inbox, NotificationBell, NotificationPreferences, Toasts, resolveStrings } from '../../src/ui';
 import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
 import { fakeServer, makeNotification } from '../helpers/fake-server';
 
@@ -502,6 +502,142 @@ describe('<Toasts> failures (review finding 3)', () => {
     fireEvent.click(within(toast).getByRole('button', { name: 'Mark read: title 1' }));
     await waitFor(() => expect(screen.queryAllByRole('listitem')).toHaveLength(0));
     expect(t.server.inbox.get(1)!.read_at).not.toBeNull();
+  });
+});
+
+describe('<NotificationPreferences>', () => {
+  /** The gateway knows four types and mutes `digest` by default; the user muted `match-reminder`. */
+  function prefs(t: ReturnType<typeof setup>) {
+    Object.assign(t.server.preferences, {
+      known: ['availability', 'match-reminder', 'stage.accepted', 'weekly_report'],
+      defaults: { digest: 'muted' },
+      types: { 'match-reminder': 'muted' },
+    });
+  }
+  /** Each switch's name (the element that labels it) and state, in order. */
+  const switches = () =>
+    screen
+      .getAllByRole('switch')
+      .map((s) => [
+        document.getElementById(s.getAttribute('aria-labelledby')!)?.textContent,
+        s.getAttribute('aria-checked'),
+      ]);
+
+  it('a switch per type, named by its display name (labels, or the type made readable), checked when it notifies', async () => {
+    const t = setup();
+    prefs(t);
+    render(<NotificationPreferences labels={{ availability: 'Availability closed' }} />, { wrapper: t.wrapper });
+    expect(screen.getByRole('status').textContent).toBe('Loading…');
+    await screen.findAllByRole('switch');
+    expect(switches()).toEqual([
+      ['Availability closed', 'true'],
+      ['Digest', 'false'],
+      ['Match reminder', 'false'],
+      ['Stage accepted', 'true'],
+      ['Weekly report', 'true'],
+    ]);
+    expect(screen.getByRole('switch', { name: 'Stage accepted' }).tagName).toBe('BUTTON');
+    expect(screen.getByRole('switch', { name: 'Digest' }).textContent).toBe('Muted');
+    const region = screen.getByRole('region', { name: 'Notification settings' });
+    expect(region.getAttribute('aria-describedby')).toBe(screen.getByText(resolveStrings().preferencesHint).id);
+    expect(screen.getByRole('heading').textContent).toBe('Notification settings');
+    expect(screen.queryByRole('status')).toBeNull();
+    expect(t.server.calls).toEqual(['GET /preferences']);
+  });
+
+  it('toggling flips the switch at once and PATCHes only that type; back to its default it sends "default"', async () => {
+    const t = setup();
+    prefs(t);
+    render(<NotificationPreferences />, { wrapper: t.wrapper });
+    const availability = await screen.findByRole('switch', { name: 'Availability' });
+    fireEvent.click(availability);
+    expect(availability.getAttribute('aria-checked')).toBe('false');
+    await waitFor(() => expect(t.server.patches).toEqual([{ availability: 'muted' }]));
+    fireEvent.click(availability);
+    expect(availability.getAttribute('aria-checked')).toBe('true');
+    fireEvent.click(screen.getByRole('switch', { name: 'Digest' })); // muted by default: on pins it
+    fireEvent.click(screen.getByRole('switch', { name: 'Match reminder' })); // the user muted it: on is its default
+    await waitFor(() => expect(t.server.patches).toHaveLength(4));
+    expect(t.server.patches.slice(1)).toEqual([
+      { availability: 'default' },
+      { digest: 'on' },
+      { 'match-reminder': 'default' },
+    ]);
+    expect(t.server.preferences.types).toEqual({ digest: 'on' });
+    expect(switches().map(([, on]) => on)).toEqual(['true', 'true', 'true', 'true', 'true']);
+    expect(t.server.count(/^PUT/)).toBe(0);
+  });
+
+  it('`types` shows only those, in that order (a type the server does not list shows its default)', async () => {
+    const t = setup();
+    prefs(t);
+    render(<NotificationPreferences types={['stage.accepted', 'match-reminder', 'new_badge']} />, {
+      wrapper: t.wrapper,
+    });
+    await screen.findAllByRole('switch');
+    expect(switches()).toEqual([
+      ['Stage accepted', 'true'],
+      ['Match reminder', 'false'],
+      ['New badge', 'true'],
+    ]);
+    fireEvent.click(screen.getByRole('switch', { name: 'New badge' }));
+    await waitFor(() => expect(t.server.patches).toEqual([{ new_badge: 'muted' }]));
+  });
+
+  it('a failed change puts the switch back, says so (role="alert") and calls onError; a change that works clears it', async () => {
+    const t = setup();
+    prefs(t);
+    const onError = vi.fn();
+    render(<NotificationPreferences onError={onError} />, { wrapper: t.wrapper });
+    const availability = await screen.findByRole('switch', { name: 'Availability' });
+    t.server.fail(503, 1);
+    fireEvent.click(availability);
+    expect(availability.getAttribute('aria-checked')).toBe('false');
+    await waitFor(() => expect(screen.getByRole('alert').textContent).toContain(resolveStrings().actionFailed));
+    expect(availability.getAttribute('aria-checked')).toBe('true');
+    expect(onError).toHaveBeenCalledWith(expect.objectContaining({ status: 503 }));
+    expect(t.server.preferences.types).toEqual({ 'match-reminder': 'muted' });
+    fireEvent.click(availability);
+    await waitFor(() => expect(screen.queryByRole('alert')).toBeNull());
+    expect(availability.getAttribute('aria-checked')).toBe('false');
+    expect(t.server.preferences.types).toEqual({ 'match-reminder': 'muted', availability: 'muted' });
+    expect(onError).toHaveBeenCalledOnce();
+  });
+
+  it('a failed load shows an error with a retry; nothing to set shows the empty state', async () => {
+    const t = setup();
+    t.server.fail(500, 1);
+    render(<NotificationPreferences />, { wrapper: t.wrapper });
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toContain('The notification settings could not be loaded.');
+    expect(screen.queryByText('There are no notification types to set.')).toBeNull();
+    fireEvent.click(within(alert).getByRole('button', { name: 'Try again' }));
+    await screen.findByText('There are no notification types to set.');
+    expect(screen.queryByRole('alert')).toBeNull();
+    expect(screen.queryAllByRole('switch')).toHaveLength(0);
+  });
+
+  it('speaks Spanish and French (locale), takes string overrides, a theme and a class', async () => {
+    const t = setup();
+    prefs(t);
+    const { unmount } = render(<NotificationPreferences locale="es" />, { wrapper: t.wrapper });
+    const digest = await screen.findByRole('switch', { name: 'Digest' });
+    expect(digest.textContent).toBe('Silenciado');
+    expect(screen.getByRole('switch', { name: 'Availability' }).textContent).toBe('Activado');
+    expect(screen.getByRole('heading').textContent).toBe('Preferencias de notificación');
+    expect(screen.getByText(/^Los tipos silenciados siguen llegando a tu bandeja/)).toBeTruthy();
+    unmount();
+
+    render(
+      <NotificationPreferences locale="fr-CA" strings={{ preferencesTitle: 'Avis' }} theme="dark" className="mine" />,
+      { wrapper: t.wrapper },
+    );
+    expect(await screen.findByRole('switch', { name: 'Digest' })).toHaveProperty('textContent', 'En sourdine');
+    const region = screen.getByRole('region', { name: 'Avis' });
+    expect(region.getAttribute('data-theme')).toBe('dark');
+    expect(region.className).toBe('herald herald-prefs mine');
+    expect(screen.getByText(/^Les types en sourdine/)).toBeTruthy();
+    expect(resolveStrings('fr').preferencesHint).not.toBe(resolveStrings('en').preferencesHint);
   });
 });
 
