@@ -191,8 +191,8 @@ impl Badge {
     /// Counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
     /// delivered here above it are added back; later ones at or below it will not be added again. Counts older
     /// than those taken already (a lower `version`: another node's commit that reached this one late, or a
-    /// snapshot read while a newer commit's counts arrived) are dropped: `None`. Version 0 is unordered (one
-    /// writer orders them already, or a node from before versions sent them): always taken.
+    /// snapshot read while a newer commit's counts arrived) are dropped: `None`. Version 0 is unordered (a node
+    /// from before versions sent them): always taken.
     fn absolute(&mut self, counts: Counts, broadcast_up_to: i64, version: u64) -> Option<Counts> {
         if version != 0 && version < self.version {
             return None;
@@ -905,7 +905,7 @@ mod tests {
         assert_eq!(b.counts, Some(c(5, 5)));
         assert_eq!(b.absolute(c(5, 5), 0, 10), Some(c(5, 5)), "the same version again is the same counts");
         assert_eq!(b.absolute(c(6, 6), 0, 11), Some(c(6, 6)));
-        assert_eq!(b.absolute(c(1, 1), 0, 0), Some(c(1, 1)), "version 0 (one writer, or an older node): taken");
+        assert_eq!(b.absolute(c(1, 1), 0, 0), Some(c(1, 1)), "version 0 (a node from before versions): taken");
         assert_eq!(b.absolute(c(2, 2), 0, 10), None, "still older than the newest version taken");
     }
 

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -282,6 +283,9 @@ pub struct SqliteStore {
     #[cfg_attr(not(test), allow(dead_code))]
     wal: Arc<checkpointer::WalWatch>,
     retention: Retention,
+    /// The version of the last commit (see `Store::opening`): the writer raises it after each commit, before
+    /// telling the listener; a snapshot reads it before it begins.
+    committed: Arc<AtomicU64>,
 }
 
 /// A connection to `path` through the VFS named `vfs` (one of `walbatch`'s), or the default VFS.
@@ -441,9 +445,12 @@ impl SqliteStore {
         let writer_file = file.clone();
         let muted_defaults = MutedDefaults::default();
         let writer_defaults = muted_defaults.clone();
+        // 1, not 0: version 0 means "unordered, always taken" (`Store::opening`).
+        let committed = Arc::new(AtomicU64::new(1));
+        let writer_committed = committed.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max, listener, writer_file, writer_defaults))
+            .spawn(move || writer_loop(conn, rx, batch_max, listener, writer_file, writer_defaults, writer_committed))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
@@ -453,6 +460,7 @@ impl SqliteStore {
             file,
             wal,
             retention: Retention::from_settings(settings),
+            committed,
         })
     }
 
@@ -564,12 +572,15 @@ impl Store for SqliteStore {
     }
 
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
-        let user = user.to_owned();
+        let (user, committed) = (user.to_owned(), self.committed.clone());
         self.read(move |c| {
+            // The version read before the snapshot begins (at the first read below): every commit at or below it
+            // is in the snapshot (its version was raised after it committed), so its counts, queued for the
+            // session, are not newer than these.
+            let version = committed.load(Ordering::Acquire);
             // One read transaction: one snapshot for both.
             c.execute_batch("BEGIN")?;
-            // Version 0: the one writer's commits reach the sessions in commit order (`Store::opening`).
-            let read = (|| -> rusqlite::Result<_> { Ok((latest(c, &user)?, counts(c, &user)?, 0)) })();
+            let read = (|| -> rusqlite::Result<_> { Ok((latest(c, &user)?, counts(c, &user)?, version)) })();
             let end = c.execute_batch("COMMIT");
             let read = read?;
             end.map(|()| read)
@@ -907,6 +918,7 @@ fn writer_loop(
     listener: Option<Arc<dyn CommitListener>>,
     file: DbFile,
     muted_defaults: MutedDefaults,
+    committed: Arc<AtomicU64>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(64);
     let mut memory = Memory::new();
@@ -930,7 +942,8 @@ fn writer_loop(
         };
         let closing = !closers.is_empty();
         if !batch.is_empty() {
-            commit_batch(&mut conn.conn, &mut batch, &mut memory, listener.as_deref(), &file, &muted_defaults);
+            let at = Committed { listener: listener.as_deref(), version: &committed };
+            commit_batch(&mut conn.conn, &mut batch, &mut memory, at, &file, &muted_defaults);
         }
         // The checkpointer cannot catch up while commits keep coming (see `checkpointer`): past the limit the
         // writer checkpoints what its pass left, here, between two commits, so the next one starts the WAL again.
@@ -963,12 +976,19 @@ fn writer_loop(
     }
 }
 
+/// Who hears of a commit, and the version it raises.
+#[derive(Clone, Copy)]
+struct Committed<'a> {
+    listener: Option<&'a dyn CommitListener>,
+    version: &'a AtomicU64,
+}
+
 /// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
     memory: &mut Memory,
-    listener: Option<&dyn CommitListener>,
+    committed: Committed<'_>,
     file: &DbFile,
     muted_defaults: &MutedDefaults,
 ) {
@@ -1030,8 +1050,16 @@ fn commit_batch(
         Ok(answers)
     })();
     match result {
-        Ok((answers, changes)) => {
-            if let Some(listener) = listener {
+        Ok((answers, mut changes)) => {
+            // Counts carry this commit's version: a session drops those older than the snapshot it opened with.
+            // Raised before the listener hears, so a snapshot that read the previous version and still saw this
+            // commit only takes these counts again.
+            let version = committed.version.load(Ordering::Relaxed) + 1;
+            committed.version.store(version, Ordering::Release);
+            for c in &mut changes {
+                c.version = version;
+            }
+            if let Some(listener) = committed.listener {
                 let applied = batch.iter().zip(&answers).filter_map(|(job, answer)| match (job, answer) {
                     (Job::Apply(writes, _), Answer::Apply(outcomes)) => Some((writes.as_slice(), outcomes.as_slice())),
                     _ => None,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use herald::inbox::instrumented::{Instrumented, Read};
 use serde_json::{json, Value};
 
@@ -142,6 +143,53 @@ async fn a_broadcast_raises_every_sessions_counts_without_a_store_read_per_sessi
     }
     assert_eq!(reads.load(Ordering::SeqCst), opened, "three broadcasts to six sessions read no counts");
     assert_eq!(rest_counts(&gw, "bc-1").await, (3, 3), "and the counters agree");
+}
+
+/// A change committed while a session opens (after it registered, before its opening snapshot) queues counts
+/// older than the snapshot: they must not replace it. Before: SQLite's counts carried no version, the older counts
+/// went out after `ready` and stayed (a broadcast in between was in the snapshot, so never added back).
+#[tokio::test]
+async fn counts_committed_while_a_session_opens_do_not_replace_its_newer_opening_counts() {
+    let user = "slow-opening";
+    let (entered, gate) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Semaphore::new(0)));
+    let (hook_entered, hook_gate) = (entered.clone(), gate.clone());
+    let hook = Arc::new(move |read: Read, who: &str| -> BoxFuture<'static, ()> {
+        let (entered, gate) = (hook_entered.clone(), hook_gate.clone());
+        let held = matches!(read, Read::Latest) && who == user;
+        Box::pin(async move {
+            if held {
+                entered.notify_one();
+                gate.acquire().await.unwrap().forget();
+            }
+        })
+    });
+    let hooks = herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) };
+    let gw = Arc::new(spawn_gateway_hooked(|_| {}, hooks).await);
+    let a = notify(&gw, user, "a").await;
+    notify(&gw, user, "b").await;
+
+    let opening = tokio::spawn({
+        let gw = gw.clone();
+        async move { gw.connect(user).await }
+    });
+    entered.notified().await; // registered, its opening read held
+    assert_eq!(post(&gw, user, &format!("{a}/read")).await.status(), 200); // counts (1, 1) queued for it
+    broadcast(&gw, "while it opened").await; // in the snapshot: counted there, never added again
+    gate.add_permits(1);
+    let mut tab = opening.await.unwrap();
+
+    let truth = rest_counts(&gw, user).await;
+    assert_eq!(truth, (2, 2), "b and the broadcast");
+    let mut last = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(500), tab.ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let f: Value = serde_json::from_str(t.as_str()).unwrap();
+            if f["type"] == "counts" {
+                last = Some((f["unread"].as_u64().unwrap(), f["unseen"].as_u64().unwrap()));
+            }
+        }
+    }
+    assert_eq!(last, Some(truth), "the session's badge ends where the inbox is");
 }
 
 #[tokio::test]
