@@ -289,6 +289,8 @@ pub struct PostgresStore {
     readers: PgPool,
     retention: Retention,
     muted_defaults: MutedDefaults,
+    /// Told the counts pruning changed (pruning commits outside the writer).
+    listener: Option<Arc<dyn CommitListener>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -392,6 +394,7 @@ impl PostgresStore {
         // the core from the OS scheduler at once rather than after every request task its last commit woke.
         let (ready_tx, ready_rx) = oneshot::channel();
         let (batch_max, defaults) = (settings.batch_max.max(1), muted_defaults.clone());
+        let (writer_listener, prune_listener) = (listener.clone(), listener);
         std::thread::Builder::new()
             .name("herald-pg-writer".into())
             .spawn(move || {
@@ -406,7 +409,7 @@ impl PostgresStore {
                     match connected {
                         Ok(writer_pool) => {
                             let _ = ready_tx.send(Ok(()));
-                            writer_loop(writer_pool, rx, batch_max, listener, defaults).await;
+                            writer_loop(writer_pool, rx, batch_max, writer_listener, defaults).await;
                         }
                         Err(e) => drop(ready_tx.send(Err(store_error(e)))),
                     }
@@ -414,7 +417,13 @@ impl PostgresStore {
             })
             .map_err(|e| StoreError::Internal(format!("writer thread: {e}")))?;
         ready_rx.await.map_err(|_| StoreError::Internal("the writer thread stopped".into()))??;
-        Ok(PostgresStore { writer: tx, readers, retention: Retention::from_settings(settings), muted_defaults })
+        Ok(PostgresStore {
+            writer: tx,
+            readers,
+            retention: Retention::from_settings(settings),
+            muted_defaults,
+            listener: prune_listener,
+        })
     }
 
     /// Mute these notification types for users who did not set them (`preferences.muted_by_default`).
@@ -633,8 +642,14 @@ impl PostgresStore {
     ) -> Result<PruneReport, StoreError> {
         let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
         let rows = bind(sqlx::query_as(sql)).fetch_all(&mut *tx).await.map_err(store_error)?;
-        let report = raise_floors(&mut tx, &rows).await.map_err(store_error)?;
+        let mut tally = Tally::default();
+        let report = raise_floors(&mut tx, &rows, &mut tally).await.map_err(store_error)?;
+        let changes = finish_tally(&mut tx, tally).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)?;
+        // The users whose counts pruning changed hear them, as after any commit (their sessions' badges).
+        if let Some(listener) = &self.listener {
+            super::tell(listener.as_ref(), std::iter::empty(), &changes);
+        }
         Ok(report)
     }
 }
@@ -711,7 +726,8 @@ impl PruneSteps for PostgresStore {
 
 /// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
 /// state of the deleted broadcasts.
-async fn raise_floors(c: &mut PgConnection, rows: &[PrunedRow]) -> sqlx::Result<PruneReport> {
+/// Raise the floors over pruned `rows` and count what they took from their users' counters into `tally`.
+async fn raise_floors(c: &mut PgConnection, rows: &[PrunedRow], tally: &mut Tally) -> sqlx::Result<PruneReport> {
     let pairs: Vec<(i64, Option<String>)> = rows.iter().map(|r| (r.0, r.1.clone())).collect();
     let floors = Floors::of(&pairs);
     if !floors.users.is_empty() {
@@ -725,7 +741,6 @@ async fn raise_floors(c: &mut PgConnection, rows: &[PrunedRow]) -> sqlx::Result<
         .execute(&mut *c)
         .await?;
     }
-    let mut tally = Tally::default();
     for (_, user, _, unread, unseen) in rows {
         if let (Some(user), true) = (user, *unread || *unseen) {
             tally.add(user, -i64::from(*unread), -i64::from(*unseen), 0, 0);
@@ -760,7 +775,6 @@ async fn raise_floors(c: &mut PgConnection, rows: &[PrunedRow]) -> sqlx::Result<
             .await?
             .rows_affected();
     }
-    upsert_deltas(c, &mut tally).await?;
     Ok(PruneReport { notifications: rows.len() as u64, broadcast_states: states, dedupe_keys: 0 })
 }
 

@@ -1035,7 +1035,7 @@ fn commit_batch(
                             Upkeep::Expired { .. } | Upkeep::Beyond { .. } => memory.ordinals = None,
                             _ => {}
                         }
-                        Answer::Upkeep(upkeep(&tx, job, now, &mut memory.chains, &mut memory.sweep)?)
+                        Answer::Upkeep(upkeep(&tx, job, now, memory, &mut tally)?)
                     }
                     Job::Close(_) => unreachable!("the writer loop answers close"),
                 });
@@ -1321,8 +1321,8 @@ fn upkeep(
     tx: &Transaction<'_>,
     job: &Upkeep,
     now: DateTime<Utc>,
-    chains: &mut Chains,
-    sweeping: &mut Option<sweep::Run>,
+    memory: &mut Memory,
+    tally: &mut Tally,
 ) -> rusqlite::Result<PruneStep> {
     let step = |report: PruneReport| PruneStep { report, more: false };
     let deleted = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Vec<Pruned>> {
@@ -1351,7 +1351,7 @@ fn upkeep(
                 ),
                 params![cutoff, *batch as i64],
             )?;
-            raise_floors(tx, &rows, chains).map(step)
+            raise_floors(tx, &rows, &mut memory.chains, tally).map(step)
         }
         Upkeep::Beyond { user, keep, batch } => {
             let rows = deleted(
@@ -1364,9 +1364,9 @@ fn upkeep(
                 ),
                 params![user, *keep as i64, *batch as i64],
             )?;
-            raise_floors(tx, &rows, chains).map(step)
+            raise_floors(tx, &rows, &mut memory.chains, tally).map(step)
         }
-        Upkeep::Dedupe { cutoff, now, batch } => sweep_dedupe(tx, *cutoff, *now, *batch, sweeping),
+        Upkeep::Dedupe { cutoff, now, batch } => sweep_dedupe(tx, *cutoff, *now, *batch, &mut memory.sweep),
         #[cfg(test)]
         Upkeep::Pragma(sql) => tx.execute_batch(sql).map(|()| step(PruneReport::default())),
     }
@@ -1461,7 +1461,14 @@ const BROADCAST_ADJ: &str = "SELECT s.user_id,
 
 /// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
 /// state of the deleted broadcasts.
-fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned], chains: &mut Chains) -> rusqlite::Result<PruneReport> {
+/// Raise the floors over pruned `rows` and count what they took from their users' counters into the commit's
+/// `tally` (written, and told to the listener, with the commit's other changes).
+fn raise_floors(
+    tx: &Transaction<'_>,
+    rows: &[Pruned],
+    chains: &mut Chains,
+    tally: &mut Tally,
+) -> rusqlite::Result<PruneReport> {
     for r in rows {
         match &r.user {
             Some(user) => chains.forget_user(user),
@@ -1477,7 +1484,6 @@ fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned], chains: &mut Chains) -> r
         )?
         .execute(params![user, up_to])?;
     }
-    let mut tally = Tally::default();
     for r in rows {
         if let (Some(user), true) = (&r.user, r.unread || r.unseen) {
             tally.add(user, -i64::from(r.unread), -i64::from(r.unseen), 0, 0);
@@ -1506,9 +1512,6 @@ fn raise_floors(tx: &Transaction<'_>, rows: &[Pruned], chains: &mut Chains) -> r
             tally.add(&user, 0, 0, -unread_adj, -unseen_adj);
         }
         states += tx.prepare_cached("DELETE FROM broadcast_state WHERE notification_id = ?1")?.execute([id])?;
-    }
-    for (user, d) in &tally.deltas {
-        upsert_delta(tx, user, d)?;
     }
     Ok(PruneReport { notifications: rows.len() as u64, broadcast_states: states as u64, dedupe_keys: 0 })
 }

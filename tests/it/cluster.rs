@@ -462,6 +462,25 @@ async fn a_resync_over_pruned_history_is_announced_truncated() {
     redis.wait().unwrap();
 }
 
+/// Pruning on PostgreSQL commits outside the writer: the users whose counts it changed still hear them (a tab's
+/// badge kept the pruned notifications until the user's next change).
+#[tokio::test]
+async fn pruning_on_postgresql_sends_the_new_counts_to_the_users_sessions() {
+    let Some((pg, redis)) = fresh_database("prune_counts").await else { return };
+    let a = node_with(&pg, &redis, "pc-a", |s| {
+        s.store.max_per_user = 2;
+        s.store.prune_interval_secs = 1;
+    })
+    .await;
+    ready(&a).await;
+    let user = unique("pc-");
+    let mut tab = a.connect(&user).await;
+    for i in 0..5 {
+        notify(&a, &user, &format!("n{i}")).await;
+    }
+    eventually("the badge to follow pruning", WAIT, async || (tab.counts().await == (2, 2)).then_some(())).await;
+}
+
 /// The admin reload reaches every node: node B, asked over Redis, reloads its file too (it kept routing with the
 /// old rules: half a shared queue routed one way and half the other).
 #[tokio::test]

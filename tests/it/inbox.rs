@@ -161,6 +161,7 @@ async fn the_retention_task_prunes_beyond_the_cap_in_the_background() {
         s.store.prune_interval_secs = 1;
     })
     .await;
+    let mut tab = gw.connect("capped").await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(notify(&gw, "capped", &format!("n{i}")).await);
@@ -178,4 +179,9 @@ async fn the_retention_task_prunes_beyond_the_cap_in_the_background() {
     }
     let metrics = gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"herald_pruned_rows_total{kind="notification"}"#), "counted in metrics");
+    // The open tab's badge follows (it said 5 unread until the user's next change).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tab.counts().await != (2, 2) {
+        assert!(tokio::time::Instant::now() < deadline, "no counts frame after pruning");
+    }
 }
