@@ -1,5 +1,6 @@
 // Accessibility: axe-core in Debian's chromium over the demo page built on @herald/client/ui (bell, inbox with
-// its tabs, toasts), light and dark, and the inbox's keyboard use. No violation of serious or critical impact.
+// its tabs, toasts, notification settings), light and dark, and the inbox's and the settings' keyboard use. No
+// violation of serious or critical impact.
 //   npm run build && npm run test:a11y   (HERALD_BIN defaults to ../target/debug/herald)
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -116,6 +117,69 @@ test("the bell's own panel (?bell=panel): a dialog with the inbox, focus in, Esc
   await page.keyboard.press('Escape');
   await until('the panel to close', async () => (await dialog.count()) === 0);
   assert.equal(await bell.evaluate((el) => el === document.activeElement), true, 'focus is back on the bell');
+  assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
+  await page.close();
+});
+
+test('the notification settings: a region with its heading, a named switch per type, Space and Enter toggle; no axe violations, light and dark', async () => {
+  const errors = [];
+  const page = await browser.context.newPage();
+  watchForErrors(page, 'a11y-settings', errors);
+  await page.goto(`${herald.url}/?user=${USER}`);
+  await page.getByRole('status').filter({ hasText: 'Live' }).first().waitFor({ timeout: 15_000 });
+  const settings = page.getByRole('region', { name: 'Notification settings' });
+  const heading = settings.getByRole('heading', { name: 'Notification settings' });
+  assert.equal(
+    await heading.evaluate((h) => h.tagName),
+    'H2',
+    'a section of the page, as the publish panel and the inbox',
+  );
+  // The types the rules store, by the catalog's names where it has one (else the component's).
+  const availability = settings.getByRole('switch', { name: 'Referee availability', exact: true });
+  await availability.waitFor();
+  const names = await settings
+    .getByRole('switch')
+    .evaluateAll((all) => all.map((el) => document.getElementById(el.getAttribute('aria-labelledby'))?.textContent));
+  assert.deepEqual(names, [
+    'Referee availability', // availability
+    'Evaluation',
+    'Match',
+    'New sign-in', // security
+    'Internship (stage)', // stage
+    'Welcome (profile created, user registered)', // welcome
+  ]);
+  // The keyboard: Space mutes, focus stays on the switch; the muted state has no violations either.
+  await availability.focus();
+  const muted = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().endsWith('/preferences'));
+  await page.keyboard.press('Space');
+  assert.equal((await muted).status(), 200);
+  assert.equal(await availability.getAttribute('aria-checked'), 'false');
+  assert.equal(await availability.evaluate((el) => el === document.activeElement), true, 'focus stays on the switch');
+  await settings.scrollIntoViewIfNeeded();
+  assert.deepEqual(await seriousViolations(page), [], 'the settings with a muted type, light');
+  await settings.screenshot({ path: join(ARTIFACTS, 'a11y-settings-light.png') });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.deepEqual(await seriousViolations(page), [], 'the settings with a muted type, dark');
+  await settings.screenshot({ path: join(ARTIFACTS, 'a11y-settings-dark.png') });
+  await page.emulateMedia({ colorScheme: 'light' });
+  // Enter turns it back on.
+  const on = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().endsWith('/preferences'));
+  await page.keyboard.press('Enter');
+  assert.equal((await on).status(), 200);
+  assert.equal(await availability.getAttribute('aria-checked'), 'true');
+
+  // On a phone, "Sections" (the jump links shown there) leads to it, below the sticky header.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Settings' }).click();
+  await until('the settings heading on screen, below the header', () =>
+    heading.evaluate((h) => {
+      const r = h.getBoundingClientRect();
+      return r.top >= document.querySelector('.topbar').getBoundingClientRect().bottom && r.bottom <= innerHeight;
+    }),
+  );
+  assert.deepEqual(await seriousViolations(page), [], 'the settings on a phone');
+  await page.screenshot({ path: join(ARTIFACTS, 'a11y-settings-phone.png') });
   assert.deepEqual(errors, [], 'no console errors, page errors or failed requests');
   await page.close();
 });

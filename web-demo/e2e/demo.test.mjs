@@ -38,6 +38,12 @@ const items = (page) => inbox(page).locator('li.herald-item');
 const item = (page, title) => items(page).filter({ hasText: title });
 /** A toast of `@herald/client/ui`'s <Toasts>. */
 const toast = (page, text) => toasts(page).locator('li.herald-toast').filter({ hasText: text });
+/** A type's switch in the settings panel (`@herald/client/ui`'s <NotificationPreferences>), by its label. */
+const typeSwitch = (page, label) =>
+  page.getByRole('region', { name: 'Notification settings' }).getByRole('switch', { name: label, exact: true });
+/** The next answer to a `PATCH …/preferences` of the page. */
+const preferencesPatched = (page) =>
+  page.waitForResponse((r) => r.request().method() === 'PATCH' && new URL(r.url()).pathname.endsWith('/preferences'));
 
 /**
  * The inbox's buttons a toast covers: with the page scrolled to the top, the middle and the bottom, each button on
@@ -166,6 +172,95 @@ test('sign in, publish, toast + badge, mark read, second tab in sync, history af
     'tab 1 to show the broadcast read',
     async () => (await item(tab1, BROADCAST).getAttribute('data-unread')) === null,
   );
+
+  // --- mute a type in the settings: its notification is stored and listed, muted, but not pushed nor counted ---
+  const WEEK_42 = 'Your availability for week 42 is closed'; // the "Referee availability closed" fixture
+  const publishAvailability = tab1.getByRole('button', { name: 'Publish: Referee availability closed' });
+  /** Publish the fixture from the publish panel; the id of the notification stored. */
+  const publishWeek42 = async () => {
+    await publishAvailability.click();
+    const result = tab1.locator('[data-fixture="sgad-availability-closed"]').getByTestId('inline-result');
+    await resultInView(tab1, 'sgad-availability-closed', /^stored → notification #\d+\./);
+    return Number(/#(\d+)/.exec(await result.textContent())[1]);
+  };
+  const byId = (page, id) => inbox(page).locator(`li.herald-item[data-id="${id}"]`);
+  await tab1.bringToFront();
+  const availability = typeSwitch(tab1, 'Referee availability');
+  await availability.waitFor();
+  assert.equal(await availability.getAttribute('aria-checked'), 'true');
+  assert.equal(await availability.textContent(), 'On');
+  let patched = preferencesPatched(tab1);
+  await availability.click();
+  let answer = await patched;
+  assert.equal(answer.status(), 200);
+  assert.deepEqual(answer.request().postDataJSON(), { types: { availability: 'muted' } });
+  assert.deepEqual((await answer.json()).types, { availability: 'muted' });
+  assert.equal(await availability.getAttribute('aria-checked'), 'false');
+  assert.equal(await availability.textContent(), 'Muted');
+
+  const mutedId = await publishWeek42();
+  // Not pushed: for 2 s, no toast and no new item in either tab; the count stays at none.
+  for (const deadline = Date.now() + 2000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+    for (const tab of [tab1, tab2]) {
+      assert.equal(await toast(tab, WEEK_42).count(), 0, 'a toast for a muted type');
+      assert.equal(await item(tab, WEEK_42).count(), 0, 'a muted notification pushed into the inbox');
+      assert.equal(await bell(tab, 0).count(), 1, 'the unread count rose for a muted type');
+    }
+  }
+  assert.equal(await inbox(tab1).getByTestId('unread-summary').textContent(), 'All caught up');
+  assert.equal(await tab1.title(), 'Herald demo');
+
+  // Listed all the same: once the inbox loads again it is there, as the server lists it (muted: true); still not
+  // counted, nor in the Unread tab; and the switch is still off (saved).
+  const listed = [];
+  const onList = (r) => {
+    if (r.request().method() === 'GET' && new URL(r.url()).pathname.endsWith('/notifications'))
+      listed.push(r.json().catch(() => null));
+  };
+  tab1.on('response', onList);
+  await tab1.reload();
+  await live(tab1).waitFor({ timeout: 15_000 });
+  await byId(tab1, mutedId).waitFor();
+  tab1.off('response', onList);
+  const asListed = (await Promise.all(listed)).flatMap((body) => body?.items ?? []).find((n) => n.id === mutedId);
+  assert.equal(asListed?.muted, true, `listed as muted: ${JSON.stringify(asListed)}`);
+  assert.equal(asListed.type, 'availability');
+  assert.match(await byId(tab1, mutedId).textContent(), /week 42 is closed/);
+  await bell(tab1, 0).waitFor();
+  assert.equal(await inbox(tab1).getByTestId('unread-summary').textContent(), 'All caught up');
+  await inbox(tab1)
+    .getByRole('tab', { name: /^Unread/ })
+    .click();
+  await inbox(tab1).getByText('Nothing unread.').waitFor();
+  assert.equal(await byId(tab1, mutedId).count(), 0, 'a muted notification in the Unread tab');
+  await inbox(tab1).getByRole('tab', { name: 'All' }).click();
+  await byId(tab1, mutedId).waitFor();
+  await until('the saved setting', async () => (await availability.getAttribute('aria-checked')) === 'false');
+
+  // --- on again: the setting goes back to its default, and the next one is pushed to both tabs and counted ---
+  patched = preferencesPatched(tab1);
+  await availability.click();
+  answer = await patched;
+  assert.equal(answer.status(), 200);
+  assert.deepEqual(answer.request().postDataJSON(), { types: { availability: 'default' } });
+  assert.deepEqual((await answer.json()).types, {});
+  assert.equal(await availability.getAttribute('aria-checked'), 'true');
+  const pushedId = await publishWeek42();
+  await toast(tab1, WEEK_42).waitFor();
+  await toast(tab2, WEEK_42).waitFor();
+  await bell(tab1, 1).waitFor();
+  await bell(tab2, 1).waitFor();
+  await byId(tab2, pushedId).waitFor();
+  // Both go (the history below counts the items): the count is back at none.
+  for (const id of [pushedId, mutedId]) {
+    await byId(tab1, id)
+      .getByRole('button', { name: `Delete: ${WEEK_42}` })
+      .click();
+    await until(`the deletion of #${id}`, async () => (await byId(tab1, id).count()) === 0);
+  }
+  await until('the deletion to reach tab 2', async () => (await item(tab2, WEEK_42).count()) === 0);
+  await bell(tab1, 0).waitFor();
+  await bell(tab2, 0).waitFor();
 
   // --- delete in tab 1: gone from tab 2 ---
   await item(tab1, STAGE)

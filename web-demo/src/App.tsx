@@ -7,6 +7,7 @@ import { SignIn } from './components/SignIn';
 import { Header } from './components/Header';
 import { Inbox } from './components/Inbox';
 import { PublishPanel } from './components/PublishPanel';
+import { Settings } from './components/Settings';
 import { Toasts } from './components/Toasts';
 
 const STORAGE_KEY = 'herald-demo:user';
@@ -125,6 +126,7 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
       <Header userId={tokens.userId} link={link} onBell={showInbox} onSignOut={onSignOut} />
       <nav className="jump" aria-label="Sections">
         <a href="#publish">Publish</a>
+        <a href="#settings">Settings</a>
         <a
           href="#inbox"
           onClick={(e) => {
@@ -144,7 +146,11 @@ function SignedIn({ tokens, onSignOut }: { tokens: TokenSource; onSignOut: () =>
       </nav>
       <main className="layout">
         <PublishPanel link={link} userId={tokens.userId} getToken={tokens.getToken} onPurged={onPurged} />
-        <Inbox link={link} headingRef={inboxHeading} unreadCount={unread} />
+        {/* The right-hand column: the settings (short) above the inbox, whose list grows as it scrolls. */}
+        <div className="column">
+          <Settings />
+          <Inbox link={link} headingRef={inboxHeading} unreadCount={unread} />
+        </div>
       </main>
       <Toasts />
       <footer className="footer">

@@ -92,6 +92,18 @@ const KNOWN: Record<string, Meta> = {
   },
 };
 
+/**
+ * The settings panel's names for the notification types that config/rules.toml gives the catalog's events, in the
+ * catalog's words. Types the catalog does not publish (e.g. `evaluation`, `match`) keep the component's default
+ * name ("Evaluation", "Match").
+ */
+export const TYPE_LABELS: Record<string, string> = {
+  welcome: 'Welcome (profile created, user registered)',
+  stage: 'Internship (stage)',
+  availability: 'Referee availability',
+  security: 'New sign-in',
+};
+
 function nameOf(path: string): string {
   return path.replace(/^.*\//, '').replace(/\.json$/, '');
 }
