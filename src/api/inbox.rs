@@ -1,12 +1,10 @@
 //! The REST inbox: list (with filters), counts, read / unread, seen all, archive / unarchive, read all, delete,
-//! one of those on up to 100 notifications at once (`batch`), and the user's preferences. A user sees only their own inbox; a service key reads any with `inbox:read` and
-//! changes any with `inbox:write`.
+//! one of those on up to 100 notifications at once (`batch`), and the user's preferences. A user sees only their
+//! own inbox; a service key reads any with `inbox:read` and changes any with `inbox:write`.
 //!
-//! State changes are pushed to the user's open sessions (`read`, `unread`, `read_all`, `seen_all`, `archived`,
-//! `unarchived`, `deleted` frames) so every tab's list stays in sync; the store's writer publishes the new
-//! `counts` from the commit itself (see `CommitListener::counts`).
-
-use std::sync::Arc;
+//! State changes reach the user's open sessions from the store's commit listener, not from these handlers
+//! (`CommitListener::changed`, then `counts`): in commit order, only for what a commit changed, so every tab's
+//! list ends in the server's state however requests race.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,11 +15,10 @@ use super::error::ErrorBody;
 use super::{error, ApiError, AppState, Path};
 use crate::auth::Scope;
 use crate::config::MAX_PREFERENCE_TYPE_LEN;
-use crate::fanout::Message;
 use crate::inbox::{Change, ListQuery, PreferencesChange};
 use crate::protocol::{
     format_ts, BatchAction, BatchRequest, BatchResult, Counts, InboxPage, Notification, Preferences, PreferencesPatch,
-    PreferencesUpdate, ServerFrame, TypeSetting, UnreadCount,
+    PreferencesUpdate, TypeSetting, UnreadCount,
 };
 
 const MAX_LIMIT: u32 = 100;
@@ -64,10 +61,6 @@ impl AppState {
         self.principal(headers)?.may_access(user, scope).map_err(ApiError::Auth)?;
         crate::event::check_user_id(user)
             .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })
-    }
-
-    fn push_to_user(&self, user: &str, frame: ServerFrame<'_>) {
-        self.fanout.publish(Message::UserFrame { user: Arc::from(user), frame: frame.encode(), skip_session: None });
     }
 }
 
@@ -187,12 +180,7 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
-    let n = state.change(&user, id, Change::Read).await?;
-    if let Some(read_at) = n.read_at {
-        state.trace.recorder().read(id, &user, read_at);
-        state.push_to_user(&user, ServerFrame::Read { ids: &[id], read_at });
-    }
-    Ok(Json(n))
+    Ok(Json(state.change(&user, id, Change::Read).await?))
 }
 
 impl AppState {
@@ -220,9 +208,7 @@ pub async fn unread(
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
-    let n = state.change(&user, id, Change::Unread).await?;
-    state.push_to_user(&user, ServerFrame::Unread { ids: &[id] });
-    Ok(Json(n))
+    Ok(Json(state.change(&user, id, Change::Unread).await?))
 }
 
 #[utoipa::path(
@@ -244,9 +230,7 @@ pub async fn archive(
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
-    let n = state.change(&user, id, Change::Archive).await?;
-    state.push_to_user(&user, ServerFrame::Archived { ids: &[id] });
-    Ok(Json(n))
+    Ok(Json(state.change(&user, id, Change::Archive).await?))
 }
 
 #[utoipa::path(
@@ -268,9 +252,7 @@ pub async fn unarchive(
     headers: HeaderMap,
 ) -> Result<Json<Notification>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
-    let n = state.change(&user, id, Change::Unarchive).await?;
-    state.push_to_user(&user, ServerFrame::Unarchived { ids: &[id] });
-    Ok(Json(n))
+    Ok(Json(state.change(&user, id, Change::Unarchive).await?))
 }
 
 #[utoipa::path(
@@ -282,7 +264,7 @@ pub async fn unarchive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     request_body(content = BatchRequest, description = "`read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow)."),
     responses(
-        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`unread`, `archived`, `unarchived` or `deleted`; `read`: one per distinct `read_at`, as one read before keeps its first) and their new `counts`.", body = BatchResult),
+        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed (none: no frame), then their new `counts`.", body = BatchResult),
         (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
@@ -313,36 +295,12 @@ pub async fn batch(
         BatchAction::Delete => {
             let deleted = state.store.delete_many(&user, ids.clone()).await?;
             let (found, not_found) = split(&ids, &deleted, |d| *d);
-            if !found.is_empty() {
-                state.push_to_user(&user, ServerFrame::Deleted { ids: &found });
-            }
             return Ok(Json(BatchResult { action, ids: found, not_found, items: Vec::new() }));
         }
     };
     let changed = state.store.change_many(&user, ids.clone(), change).await?;
     let (found, not_found) = split(&ids, &changed, Option::is_some);
     let items: Vec<Notification> = changed.into_iter().flatten().collect();
-    if !found.is_empty() {
-        match action {
-            BatchAction::Read => {
-                // Newly read ones share this commit's time; ones read before keep theirs: a frame per time.
-                let mut by_time = std::collections::BTreeMap::<_, Vec<i64>>::new();
-                for n in &items {
-                    if let Some(read_at) = n.read_at {
-                        state.trace.recorder().read(n.id, &user, read_at);
-                        by_time.entry(read_at).or_default().push(n.id);
-                    }
-                }
-                for (read_at, ids) in by_time {
-                    state.push_to_user(&user, ServerFrame::Read { ids: &ids, read_at });
-                }
-            }
-            BatchAction::Unread => state.push_to_user(&user, ServerFrame::Unread { ids: &found }),
-            BatchAction::Archive => state.push_to_user(&user, ServerFrame::Archived { ids: &found }),
-            BatchAction::Unarchive => state.push_to_user(&user, ServerFrame::Unarchived { ids: &found }),
-            BatchAction::Delete => unreachable!("answered above"),
-        }
-    }
     Ok(Json(BatchResult { action, ids: found, not_found, items }))
 }
 
@@ -379,8 +337,6 @@ pub async fn seen_all(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let r = state.store.seen_all(&user).await?;
-    state.trace.recorder().marked_all(crate::trace::Kind::SeenAll, &user, r.up_to, r.seen_at);
-    state.push_to_user(&user, ServerFrame::SeenAll { up_to: r.up_to, seen_at: r.seen_at });
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "seen_at": format_ts(&r.seen_at) })))
 }
 
@@ -532,8 +488,6 @@ pub async fn read_all(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
     let r = state.store.mark_all_read(&user).await?;
-    state.trace.recorder().marked_all(crate::trace::Kind::ReadAll, &user, r.up_to, r.read_at);
-    state.push_to_user(&user, ServerFrame::ReadAll { up_to: r.up_to, read_at: r.read_at });
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
 }
 
@@ -559,6 +513,5 @@ pub async fn remove(
     if !state.store.delete(&user, id).await? {
         return Err(ApiError::NotFound("no such notification in this inbox"));
     }
-    state.push_to_user(&user, ServerFrame::Deleted { ids: &[id] });
     Ok(StatusCode::NO_CONTENT)
 }

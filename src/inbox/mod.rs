@@ -122,6 +122,11 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, written: &NewNotification, stored: &[Notification]);
     /// These users' inboxes were erased.
     fn purged(&self, _users: &[String]) {}
+    /// `user`'s inbox state changed in the commit just made (read, unread, archived, unarchived, deleted, read
+    /// all, seen all): only notifications the commit changed, never one already in that state. Called after the
+    /// commit's `committed` and `purged` calls and before its `counts`, in commit order, so sessions apply
+    /// changes in the order they were made whichever request made them.
+    fn changed(&self, _user: &str, _change: &StateChange) {}
     /// `user`'s counts changed in the commit just made: these are their values as of that commit, when the
     /// newest broadcast id was `broadcast_up_to`, and `version` their place among the user's counts (see
     /// [`Store::opening`]). Called after the commit's `committed` calls, in commit order, once per user and
@@ -147,6 +152,7 @@ pub(crate) struct CountsChange {
 pub(crate) fn tell<'a>(
     listener: &dyn CommitListener,
     applied: impl IntoIterator<Item = (&'a [Write], &'a [WriteOutcome])>,
+    state: impl IntoIterator<Item = (&'a str, StateChange)>,
     changes: &[CountsChange],
 ) {
     for (writes, outcomes) in applied {
@@ -157,6 +163,9 @@ pub(crate) fn tell<'a>(
                 _ => {}
             }
         }
+    }
+    for (user, change) in state {
+        listener.changed(user, &change);
     }
     for c in changes {
         listener.counts(&c.user, c.counts, c.broadcast_up_to, c.version);
@@ -309,6 +318,61 @@ impl RowState {
             hidden: n.archived_at.is_some(),
             muted: n.muted,
         }
+    }
+}
+
+/// A change of one user's inbox state made by a commit, as the listener is told it ([`CommitListener::changed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateChange {
+    /// Read (and seen) in this commit, at `read_at`.
+    Read {
+        ids: Vec<i64>,
+        read_at: DateTime<Utc>,
+    },
+    Unread {
+        ids: Vec<i64>,
+    },
+    Archived {
+        ids: Vec<i64>,
+    },
+    Unarchived {
+        ids: Vec<i64>,
+    },
+    Deleted {
+        ids: Vec<i64>,
+    },
+    ReadAll {
+        up_to: i64,
+        read_at: DateTime<Utc>,
+    },
+    SeenAll {
+        up_to: i64,
+        seen_at: DateTime<Utc>,
+    },
+}
+
+/// One notification after a [`Change`], and whether the change changed it (`false`: it was in that state).
+pub(crate) type Changed = Option<(Notification, bool)>;
+
+impl StateChange {
+    /// What a change job told: the notifications it changed (none: nothing to tell).
+    pub(crate) fn of_change(change: Change, results: &[Changed]) -> Option<StateChange> {
+        let changed: Vec<&Notification> = results.iter().flatten().filter(|(_, c)| *c).map(|(n, _)| n).collect();
+        let ids: Vec<i64> = changed.iter().map(|n| n.id).collect();
+        Some(match change {
+            // Newly read in one commit: one time for all.
+            Change::Read => StateChange::Read { read_at: changed.first()?.read_at?, ids },
+            _ if ids.is_empty() => return None,
+            Change::Unread => StateChange::Unread { ids },
+            Change::Archive => StateChange::Archived { ids },
+            Change::Unarchive => StateChange::Unarchived { ids },
+        })
+    }
+
+    /// What a delete job told: the ids it deleted (none: nothing to tell).
+    pub(crate) fn of_delete(ids: &[i64], deleted: &[bool]) -> Option<StateChange> {
+        let ids: Vec<i64> = ids.iter().zip(deleted).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
+        (!ids.is_empty()).then_some(StateChange::Deleted { ids })
     }
 }
 

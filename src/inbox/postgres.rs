@@ -49,9 +49,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
-    is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
-    NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally,
-    Write, WriteOutcome,
+    is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
+    MutedDefaults, NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, StateChange,
+    Store, StoreError, Tally, Write, WriteOutcome,
 };
 use crate::config::StoreSettings;
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -240,7 +240,7 @@ enum Job {
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
-    Change(Vec<Option<Notification>>),
+    Change(Vec<Changed>),
     MarkAllRead(ReadAll),
     SeenAll(SeenAll),
     Delete(Vec<bool>),
@@ -260,7 +260,9 @@ impl Job {
     fn answer(self, answer: Answer) {
         match (self, answer) {
             (Job::Apply(_, r), Answer::Apply(a)) => drop(r.send(Ok(a))),
-            (Job::Change(_, _, _, r), Answer::Change(a)) => drop(r.send(Ok(a))),
+            (Job::Change(_, _, _, r), Answer::Change(a)) => {
+                drop(r.send(Ok(a.into_iter().map(|c| c.map(|(n, _)| n)).collect())))
+            }
             (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
             (Job::SeenAll(_, r), Answer::SeenAll(a)) => drop(r.send(Ok(a))),
             (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
@@ -648,7 +650,7 @@ impl PostgresStore {
         tx.commit().await.map_err(store_error)?;
         // The users whose counts pruning changed hear them, as after any commit (their sessions' badges).
         if let Some(listener) = &self.listener {
-            super::tell(listener.as_ref(), std::iter::empty(), &changes);
+            super::tell(listener.as_ref(), std::iter::empty(), std::iter::empty(), &changes);
         }
         Ok(report)
     }
@@ -1106,7 +1108,22 @@ fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], liste
             (Job::Apply(writes, _), Answer::Apply(outcomes)) => Some((writes.as_slice(), outcomes.as_slice())),
             _ => None,
         });
-        super::tell(listener, applied, changes);
+        let state = batch.iter().zip(&answers).filter_map(|(job, answer)| match (job, answer) {
+            (Job::Change(user, _, change, _), Answer::Change(r)) => {
+                StateChange::of_change(*change, r).map(|c| (user.as_str(), c))
+            }
+            (Job::Delete(user, ids, _), Answer::Delete(d)) => {
+                StateChange::of_delete(ids, d).map(|c| (user.as_str(), c))
+            }
+            (Job::MarkAllRead(user, _), Answer::MarkAllRead(r)) => {
+                Some((user.as_str(), StateChange::ReadAll { up_to: r.up_to, read_at: r.read_at }))
+            }
+            (Job::SeenAll(user, _), Answer::SeenAll(r)) => {
+                Some((user.as_str(), StateChange::SeenAll { up_to: r.up_to, seen_at: r.seen_at }))
+            }
+            _ => None,
+        });
+        super::tell(listener, applied, state, changes);
     }
     for (job, answer) in batch.into_iter().zip(answers) {
         job.answer(answer);
@@ -1675,7 +1692,7 @@ async fn change_one(
     change: Change,
     now: DateTime<Utc>,
     tally: &mut Tally,
-) -> sqlx::Result<Option<Notification>> {
+) -> sqlx::Result<Changed> {
     let Some(n) = visible(c, user, id).await? else {
         return Ok(None);
     };
@@ -1686,7 +1703,7 @@ async fn change_one(
         Change::Unarchive => n.archived_at.is_none(),
     };
     if noop {
-        return Ok(Some(n));
+        return Ok(Some((n, false)));
     }
     let targeted = n.user_id.is_some();
     // `$3` (now) is typed in every statement, so one parameter list fits them all.
@@ -1723,7 +1740,7 @@ async fn change_one(
     }
     let after = visible(c, user, id).await?.expect("still visible: only its state changed");
     tally_change(c, tally, user, &n, RowState::of(&after)).await?;
-    Ok(Some(after))
+    Ok(Some((after, true)))
 }
 
 async fn mark_all_read(

@@ -27,9 +27,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::chains::{self, Chains};
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
-    is_muted, setting_from, setting_name, Change, CommitListener, Counters, CountsChange, ListQuery, MutedDefaults,
-    NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, Store, StoreError, Tally,
-    Write, WriteOutcome,
+    is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
+    MutedDefaults, NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, StateChange,
+    Store, StoreError, Tally, Write, WriteOutcome,
 };
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -1064,12 +1064,29 @@ fn commit_batch(
                     (Job::Apply(writes, _), Answer::Apply(outcomes)) => Some((writes.as_slice(), outcomes.as_slice())),
                     _ => None,
                 });
-                super::tell(listener, applied, &changes);
+                let state = batch.iter().zip(&answers).filter_map(|(job, answer)| match (job, answer) {
+                    (Job::Change(user, _, change, _), Answer::Change(r)) => {
+                        StateChange::of_change(*change, r).map(|c| (user.as_str(), c))
+                    }
+                    (Job::Delete(user, ids, _), Answer::Delete(d)) => {
+                        StateChange::of_delete(ids, d).map(|c| (user.as_str(), c))
+                    }
+                    (Job::MarkAllRead(user, _), Answer::MarkAllRead(r)) => {
+                        Some((user.as_str(), StateChange::ReadAll { up_to: r.up_to, read_at: r.read_at }))
+                    }
+                    (Job::SeenAll(user, _), Answer::SeenAll(r)) => {
+                        Some((user.as_str(), StateChange::SeenAll { up_to: r.up_to, seen_at: r.seen_at }))
+                    }
+                    _ => None,
+                });
+                super::tell(listener, applied, state, &changes);
             }
             for (job, answer) in batch.drain(..).zip(answers) {
                 match (job, answer) {
                     (Job::Apply(_, r), Answer::Apply(a)) => drop(r.send(Ok(a))),
-                    (Job::Change(_, _, _, r), Answer::Change(a)) => drop(r.send(Ok(a))),
+                    (Job::Change(_, _, _, r), Answer::Change(a)) => {
+                        drop(r.send(Ok(a.into_iter().map(|c| c.map(|(n, _)| n)).collect())))
+                    }
                     (Job::MarkAllRead(_, r), Answer::MarkAllRead(a)) => drop(r.send(Ok(a))),
                     (Job::SeenAll(_, r), Answer::SeenAll(a)) => drop(r.send(Ok(a))),
                     (Job::Delete(_, _, r), Answer::Delete(a)) => drop(r.send(Ok(a))),
@@ -1104,7 +1121,7 @@ fn commit_batch(
 #[allow(clippy::large_enum_variant)]
 enum Answer {
     Apply(Vec<WriteOutcome>),
-    Change(Vec<Option<Notification>>),
+    Change(Vec<Changed>),
     MarkAllRead(ReadAll),
     SeenAll(SeenAll),
     Delete(Vec<bool>),
@@ -1554,7 +1571,7 @@ fn change_one(
     change: Change,
     now: DateTime<Utc>,
     tally: &mut Tally,
-) -> rusqlite::Result<Option<Notification>> {
+) -> rusqlite::Result<Changed> {
     let Some(n) = visible(tx, user, id)? else {
         return Ok(None);
     };
@@ -1565,7 +1582,7 @@ fn change_one(
         Change::Unarchive => n.archived_at.is_none(),
     };
     if noop {
-        return Ok(Some(n));
+        return Ok(Some((n, false)));
     }
     // `?3` (now) is in every statement, so one parameter list fits them all.
     let set = match change {
@@ -1593,7 +1610,7 @@ fn change_one(
     }
     let after = visible(tx, user, id)?.expect("still visible: only its state changed");
     tally_change(tx, tally, user, &n, RowState::of(&after))?;
-    Ok(Some(after))
+    Ok(Some((after, true)))
 }
 
 fn mark_all_read(tx: &Transaction<'_>, user: &str, now: DateTime<Utc>, tally: &mut Tally) -> rusqlite::Result<ReadAll> {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::event::{DedupeKey, Event};
 use crate::fanout::{Fanout, Message, Wakes};
-use crate::inbox::{CommitListener, NewNotification, Store, StoreError, Write, WriteOutcome};
+use crate::inbox::{CommitListener, NewNotification, StateChange, Store, StoreError, Write, WriteOutcome};
 use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::{encode_notification_frame, FrameTexts, Notification, ServerFrame};
@@ -419,6 +419,33 @@ impl CommitListener for Publisher {
                 Message::UserFrame { user: Arc::from(user.as_str()), frame: frame.clone(), skip_session: None };
             self.fanout.publish_with(message, &mut wakes);
         }
+    }
+
+    /// The change's frame to the user's sessions on every node, and the trace's read steps, in commit order.
+    fn changed(&self, user: &str, change: &StateChange) {
+        let trace = self.fanout.trace();
+        let frame = match change {
+            StateChange::Read { ids, read_at } => {
+                for id in ids {
+                    trace.read(*id, user, *read_at);
+                }
+                ServerFrame::Read { ids, read_at: *read_at }
+            }
+            StateChange::Unread { ids } => ServerFrame::Unread { ids },
+            StateChange::Archived { ids } => ServerFrame::Archived { ids },
+            StateChange::Unarchived { ids } => ServerFrame::Unarchived { ids },
+            StateChange::Deleted { ids } => ServerFrame::Deleted { ids },
+            StateChange::ReadAll { up_to, read_at } => {
+                trace.marked_all(crate::trace::Kind::ReadAll, user, *up_to, *read_at);
+                ServerFrame::ReadAll { up_to: *up_to, read_at: *read_at }
+            }
+            StateChange::SeenAll { up_to, seen_at } => {
+                trace.marked_all(crate::trace::Kind::SeenAll, user, *up_to, *seen_at);
+                ServerFrame::SeenAll { up_to: *up_to, seen_at: *seen_at }
+            }
+        };
+        let message = Message::UserFrame { user: Arc::from(user), frame: frame.encode(), skip_session: None };
+        self.fanout.publish_with(message, &mut self.wakes());
     }
 
     fn counts(&self, user: &str, counts: crate::protocol::Counts, broadcast_up_to: i64, version: u64) {

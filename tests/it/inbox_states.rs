@@ -44,8 +44,8 @@ async fn post(gw: &Gateway, user: &str, path: &str) -> reqwest::Response {
     gw.post(&format!("/api/v1/users/{user}/notifications/{path}"), &gw.token(user)).send().await.unwrap()
 }
 
-/// The next two frames: a REST change brings its own frame and the user's new counts (the counts come from the
-/// commit, the frame from the handler: either may come first). Returns (the frame, the counts).
+/// The next two frames: a REST change brings its own frame and the user's new counts (both from the commit, the
+/// frame first; either order is accepted here). Returns (the frame, the counts).
 async fn change_frames(tab: &mut Client) -> (Value, (u64, u64)) {
     let (a, b) = (tab.raw_frame().await, tab.raw_frame().await);
     let (frame, counts) = if a["type"] == "counts" { (b, a) } else { (a, b) };
@@ -406,6 +406,51 @@ async fn a_batch_changes_several_notifications_in_one_request_and_each_tab_gets_
     assert_eq!(rest_counts(&gw, user).await, (1, 1), "no bad batch changed anything");
     let resp = batch(&gw, "someone-else", &t, json!({"action": "read", "ids": [theirs]})).await;
     assert_eq!(resp.status(), 403);
+}
+
+/// A tab that applies every frame ends with the server's list: frames go out in commit order, one per change made,
+/// none for a change that changed nothing. Before: each REST handler pushed its frame after its commit, so two
+/// changes racing (two tabs, a batch and a single change) could arrive in the other order (18 of 300 pairs), and
+/// every no-op pushed a frame too.
+#[tokio::test]
+async fn racing_changes_reach_a_tab_in_commit_order_and_changes_that_change_nothing_send_nothing() {
+    let gw = Arc::new(spawn_gateway().await);
+    let user = "racing";
+    let id = notify(&gw, user, "x").await;
+    let mut tab = gw.connect(user).await;
+    assert_eq!(tab.raw_frame().await["type"], "counts");
+    for _ in 0..40 {
+        let (a, b) = (gw.clone(), gw.clone());
+        let archive = tokio::spawn(async move { post(&a, user, &format!("{id}/archive")).await.status().as_u16() });
+        let unarchive = tokio::spawn(async move { post(&b, user, &format!("{id}/unarchive")).await.status().as_u16() });
+        assert_eq!((archive.await.unwrap(), unarchive.await.unwrap()), (200, 200));
+    }
+    // Changes that change nothing: no frame (and no counts).
+    post(&gw, user, &format!("{id}/unarchive")).await;
+    post(&gw, user, &format!("{id}/unread")).await;
+    let body = json!({"action": "unread", "ids": [id]});
+    gw.post(&format!("/api/v1/users/{user}/notifications/batch"), &gw.token(user)).json(&body).send().await.unwrap();
+
+    let mut states = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(500), tab.ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let f: Value = serde_json::from_str(t.as_str()).unwrap();
+            match f["type"].as_str().unwrap() {
+                "archived" | "unarchived" => {
+                    assert_eq!(f["ids"], json!([id]), "{f}");
+                    states.push(f["type"] == "archived");
+                }
+                "counts" => {}
+                other => panic!("a frame for a change that changed nothing: {other}: {f}"),
+            }
+        }
+    }
+    let archived_now = gw.get(&format!("/api/v1/users/{user}/notifications?archived=true"), &gw.token(user));
+    let archived_now: Value = archived_now.send().await.unwrap().json().await.unwrap();
+    let archived_now = archived_now["items"].as_array().unwrap().iter().any(|n| n["id"] == id);
+    assert!(!states.is_empty());
+    assert!(states.windows(2).all(|w| w[0] != w[1]), "each frame is a change from the one before: {states:?}");
+    assert_eq!(states.last(), Some(&archived_now), "the last frame is the server's state");
 }
 
 #[tokio::test]

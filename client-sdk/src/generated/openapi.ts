@@ -1566,7 +1566,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`unread`, `archived`, `unarchived` or `deleted`; `read`: one per distinct `read_at`, as one read before keeps its first) and their new `counts`. */
+            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed (none: no frame), then their new `counts`. */
             200: {
                 headers: {
                     [name: string]: unknown;
