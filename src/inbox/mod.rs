@@ -396,6 +396,14 @@ pub enum PreferencesChange {
 }
 
 impl PreferencesChange {
+    /// The rows it writes, at most: what it weighs in a group commit.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            PreferencesChange::Replace(types) => types.len() + 1,
+            PreferencesChange::Merge(changes) => changes.len().max(1),
+        }
+    }
+
     /// The settings after this change of `current`: what each backend's writer writes, under the user's lock.
     pub(crate) fn apply(
         self,

@@ -253,6 +253,7 @@ impl Job {
         match self {
             Job::Apply(w, _) => w.len().max(1),
             Job::Change(_, ids, ..) | Job::Delete(_, ids, _) => ids.len().max(1),
+            Job::SetPreferences(_, change, ..) => change.weight(),
             _ => 1,
         }
     }
@@ -1435,7 +1436,7 @@ async fn run(
                     Answer::SetPreferences(if after.len() > *max_types {
                         None
                     } else {
-                        set_preferences(&mut tx, &user, &after).await?;
+                        set_preferences(&mut tx, &user, change, &after).await?;
                         prefs.users.remove(&*user);
                         Some(after)
                     })
@@ -1597,19 +1598,44 @@ async fn preferences_of(c: &mut PgConnection, user: &str) -> sqlx::Result<BTreeM
     Ok(rows.into_iter().map(|(kind, setting)| (kind, setting_from(&setting))).collect())
 }
 
-async fn set_preferences(c: &mut PgConnection, user: &str, types: &BTreeMap<String, TypeSetting>) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM preferences WHERE user_id = $1").bind(user).execute(&mut *c).await?;
-    if types.is_empty() {
-        return Ok(());
+/// Write a change of `user`'s preferences: a replacement writes them all (`after`), a merge only the types it
+/// names (one statement for the set ones, one for those back to the default).
+async fn set_preferences(
+    c: &mut PgConnection,
+    user: &str,
+    change: &PreferencesChange,
+    after: &BTreeMap<String, TypeSetting>,
+) -> sqlx::Result<()> {
+    let (set, forgotten): (Vec<(&String, TypeSetting)>, Vec<String>) = match change {
+        PreferencesChange::Replace(_) => {
+            sqlx::query("DELETE FROM preferences WHERE user_id = $1").bind(user).execute(&mut *c).await?;
+            (after.iter().map(|(k, v)| (k, *v)).collect(), Vec::new())
+        }
+        PreferencesChange::Merge(changes) => (
+            changes.iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect(),
+            changes.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| text(k).into_owned()).collect(),
+        ),
+    };
+    if !forgotten.is_empty() {
+        sqlx::query("DELETE FROM preferences WHERE user_id = $1 AND type = ANY($2)")
+            .bind(user)
+            .bind(forgotten)
+            .execute(&mut *c)
+            .await?;
     }
-    let kinds: Vec<String> = types.keys().map(|k| text(k).into_owned()).collect();
-    let settings: Vec<&str> = types.values().map(|s| setting_name(*s)).collect();
-    sqlx::query("INSERT INTO preferences (user_id, type, setting) SELECT $1, * FROM UNNEST($2::text[], $3::text[])")
+    if !set.is_empty() {
+        let kinds: Vec<String> = set.iter().map(|(k, _)| text(k).into_owned()).collect();
+        let settings: Vec<&str> = set.iter().map(|(_, s)| setting_name(*s)).collect();
+        sqlx::query(
+            "INSERT INTO preferences (user_id, type, setting) SELECT $1, * FROM UNNEST($2::text[], $3::text[])
+             ON CONFLICT (user_id, type) DO UPDATE SET setting = excluded.setting",
+        )
         .bind(user)
         .bind(kinds)
         .bind(settings)
         .execute(&mut *c)
         .await?;
+    }
     Ok(())
 }
 

@@ -268,6 +268,7 @@ impl Job {
         match self {
             Job::Apply(w, _) => w.len().max(1),
             Job::Change(_, ids, ..) | Job::Delete(_, ids, _) => ids.len().max(1),
+            Job::SetPreferences(_, change, ..) => change.weight(),
             _ => 1,
         }
     }
@@ -877,33 +878,57 @@ impl Memory {
         self.legacy_ids = None;
         self.ordinals = None;
         self.sweep = None;
-        self.prefs.users.clear();
+        self.prefs.clear();
     }
 }
 
-/// Preferences of recipients, kept by the writer across commits (at most `chains::DEFAULT_CAPACITY` users): a
-/// recipient's are read by its first row ([`Prefs::muted`]), so the writer knows who muted what without a query
-/// per row, and usually without any. A `PUT` of preferences and a purge go through the same writer, which
-/// forgets that user.
+/// Preferences of recipients, kept by the writer across commits (at most `chains::DEFAULT_CAPACITY` users and
+/// [`PREFS_CACHE_BYTES`] of type names: a user may set 1,000 types of 200 bytes): a recipient's are read by its
+/// first row ([`Prefs::muted`]), so the writer knows who muted what without a query per row, and usually without
+/// any. A change of preferences and a purge go through the same writer, which forgets that user.
 #[derive(Default)]
 struct Prefs {
     defaults: Arc<HashSet<String>>,
     users: HashMap<String, HashMap<String, TypeSetting>>,
+    /// What `users` holds, roughly: type names and a map entry's overhead.
+    bytes: usize,
+}
+
+/// The most the preferences cache holds (bytes of type names and entries), whatever the users set.
+const PREFS_CACHE_BYTES: usize = 16 << 20;
+
+/// What caching `set` costs, roughly.
+fn prefs_bytes(user: &str, set: &HashMap<String, TypeSetting>) -> usize {
+    user.len() + 64 + set.keys().map(|k| k.len() + 48).sum::<usize>()
 }
 
 impl Prefs {
+    /// Forget `user`'s (their preferences changed, or they were erased).
+    fn forget(&mut self, user: &str) {
+        if let Some(set) = self.users.remove(user) {
+            self.bytes = self.bytes.saturating_sub(prefs_bytes(user, &set));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.users.clear();
+        self.bytes = 0;
+    }
+
     /// Whether `user` mutes notifications of type `kind`. A user's preferences are read on first use, one
     /// primary-key lookup in the writer's own transaction (in process: no round trip to save by reading a
     /// commit's recipients together, and a commit is mostly one recipient).
     fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
         if !self.users.contains_key(user) {
-            if self.users.len() >= chains::DEFAULT_CAPACITY {
-                self.users.clear();
-            }
             let mut stmt = tx.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
             let rows =
                 stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
-            let set = rows.collect::<rusqlite::Result<_>>()?;
+            let set: HashMap<String, TypeSetting> = rows.collect::<rusqlite::Result<_>>()?;
+            let bytes = prefs_bytes(user, &set);
+            if self.users.len() >= chains::DEFAULT_CAPACITY || self.bytes + bytes > PREFS_CACHE_BYTES {
+                self.clear();
+            }
+            self.bytes += bytes;
             self.users.insert(user.to_owned(), set);
         }
         let set = self.users[user].get(kind).copied();
@@ -1024,8 +1049,8 @@ fn commit_batch(
                         Answer::SetPreferences(if after.len() > *max_types {
                             None
                         } else {
-                            set_preferences(&tx, user, &after)?;
-                            memory.prefs.users.remove(user.as_str());
+                            set_preferences(&tx, user, change, &after)?;
+                            memory.prefs.forget(user);
                             Some(after)
                         })
                     }
@@ -1236,7 +1261,7 @@ fn purge(
         tx.prepare_cached("DELETE FROM inbox_counts WHERE user_id = ?1")?.execute([u])?;
         tally.deltas.remove(u.as_str());
         tally.touch(u);
-        prefs.users.remove(u.as_str());
+        prefs.forget(u);
         chains.forget_user(u);
     }
     Ok(WriteOutcome::Purged { rows })
@@ -1258,14 +1283,35 @@ fn preferences_of(c: &Connection, user: &str) -> rusqlite::Result<BTreeMap<Strin
     rows.collect()
 }
 
-fn set_preferences(tx: &Transaction<'_>, user: &str, types: &BTreeMap<String, TypeSetting>) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([user])?;
-    for (kind, setting) in types {
-        tx.prepare_cached("INSERT INTO preferences (user_id, type, setting) VALUES (?1, ?2, ?3)")?.execute(params![
-            user,
-            kind,
-            setting_name(*setting)
-        ])?;
+/// Write a change of `user`'s preferences: a replacement writes them all (`after`), a merge only the types it
+/// names (a user with 1,000 types set changing one writes one row).
+fn set_preferences(
+    tx: &Transaction<'_>,
+    user: &str,
+    change: &PreferencesChange,
+    after: &BTreeMap<String, TypeSetting>,
+) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO preferences (user_id, type, setting) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id, type) DO UPDATE SET setting = excluded.setting",
+    )?;
+    match change {
+        PreferencesChange::Replace(_) => {
+            tx.prepare_cached("DELETE FROM preferences WHERE user_id = ?1")?.execute([user])?;
+            for (kind, setting) in after {
+                upsert.execute(params![user, kind, setting_name(*setting)])?;
+            }
+        }
+        PreferencesChange::Merge(changes) => {
+            for (kind, setting) in changes {
+                match setting {
+                    Some(setting) => upsert.execute(params![user, kind, setting_name(*setting)])?,
+                    None => tx
+                        .prepare_cached("DELETE FROM preferences WHERE user_id = ?1 AND type = ?2")?
+                        .execute(params![user, kind])?,
+                };
+            }
+        }
     }
     Ok(())
 }
@@ -1696,6 +1742,45 @@ fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Users who set 1,000 types of 200 bytes each (~250 KB cached apiece) cannot grow the writer's preferences
+    /// cache past its byte bound: before, 65,536 such users could hold ~16 GB.
+    #[test]
+    fn the_writers_preferences_cache_stays_within_its_byte_bound() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE preferences (user_id TEXT, type TEXT, setting TEXT, PRIMARY KEY (user_id, type))",
+        )
+        .unwrap();
+        let users = PREFS_CACHE_BYTES / 200_000 + 10;
+        {
+            let tx = conn.transaction().unwrap();
+            let mut insert = tx.prepare("INSERT INTO preferences VALUES (?1, ?2, 'muted')").unwrap();
+            for u in 0..users {
+                for t in 0..1000 {
+                    insert.execute(params![format!("u{u}"), format!("{t:0>200}")]).unwrap();
+                }
+            }
+            drop(insert);
+            tx.commit().unwrap();
+        }
+        let tx = conn.transaction().unwrap();
+        let mut prefs = Prefs::default();
+        let mut most = 0;
+        for u in 0..users {
+            assert!(
+                prefs.muted(&tx, &format!("u{u}"), &format!("{:0>200}", 7)).unwrap(),
+                "read right whatever is cached"
+            );
+            assert!(prefs.bytes <= PREFS_CACHE_BYTES, "{} bytes cached", prefs.bytes);
+            most = most.max(prefs.users.len());
+        }
+        assert!(most < users, "the cache was cleared on the way ({most} of {users} users at most)");
+        prefs.forget("u0");
+        prefs.forget(&format!("u{}", users - 1));
+        let expected: usize = prefs.users.iter().map(|(u, set)| prefs_bytes(u, set)).sum();
+        assert_eq!(prefs.bytes, expected, "forgetting a user gives its bytes back");
+    }
     use crate::config::Settings;
 
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
