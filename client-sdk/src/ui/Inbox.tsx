@@ -283,10 +283,12 @@ function Item({
   list: ReturnType<typeof useInbox>;
 }) {
   const unread = n.read_at === null;
+  // Shown as unread only when it counts: a muted notification is listed but not in the badge nor the Unread tab.
+  const counted = unread && !n.muted;
   const archived = n.archived_at != null;
   const title = (
     <>
-      {unread && <span className="herald-sr">{s.unreadPrefix}</span>}
+      {counted && <span className="herald-sr">{s.unreadPrefix}</span>}
       {n.title}
     </>
   );
@@ -303,12 +305,13 @@ function Item({
   );
   return (
     <li
-      className={cx('herald-item', unread && 'herald-item--unread')}
+      className={cx('herald-item', counted && 'herald-item--unread')}
       data-id={n.id}
-      data-unread={unread || undefined}
+      data-unread={counted || undefined}
+      data-muted={n.muted || undefined}
       tabIndex={-1}
     >
-      {unread && <span className="herald-item__dot" aria-hidden="true" />}
+      {counted && <span className="herald-item__dot" aria-hidden="true" />}
       {icon}
       <div className="herald-item__body">
         <p className="herald-item__title">
@@ -330,6 +333,7 @@ function Item({
         {n.content && <p className="herald-item__content">{n.content}</p>}
         <p className="herald-item__meta">
           {n.user_id === null && <span className="herald-tag">{s.everyone}</span>}
+          {n.muted && <span className="herald-tag">{s.mutedTag}</span>}
           <time dateTime={n.created_at} title={absoluteTime(n.created_at, locale)}>
             {relativeTime(n.created_at, now, locale, s.justNow)}
           </time>

@@ -20,6 +20,8 @@ export interface HeraldStrings {
   unreadPrefix: string;
   /** Shown on a broadcast (a notification for everyone). */
   everyone: string;
+  /** Shown on a notification of a type the user muted (listed, not counted, not pushed). */
+  mutedTag: string;
   loading: string;
   loadMore: string;
   retry: string;
@@ -70,6 +72,7 @@ const en: HeraldStrings = {
   actionOn: (action, title) => `${action}: ${title}`,
   unreadPrefix: 'Unread: ',
   everyone: 'everyone',
+  mutedTag: 'muted',
   loading: 'Loading…',
   loadMore: 'Load more',
   retry: 'Try again',
@@ -113,6 +116,7 @@ const es: HeraldStrings = {
   actionOn: (action, title) => `${action}: ${title}`,
   unreadPrefix: 'Sin leer: ',
   everyone: 'para todos',
+  mutedTag: 'silenciado',
   loading: 'Cargando…',
   loadMore: 'Cargar más',
   retry: 'Reintentar',
@@ -156,6 +160,7 @@ const fr: HeraldStrings = {
   actionOn: (action, title) => `${action} : ${title}`,
   unreadPrefix: 'Non lue : ',
   everyone: 'pour tous',
+  mutedTag: 'en sourdine',
   loading: 'Chargement…',
   loadMore: 'Charger plus',
   retry: 'Réessayer',

@@ -203,6 +203,22 @@ describe('<Inbox>', () => {
     expect(screen.getByRole('heading', { name: 'Notifications' })).toBeTruthy();
   });
 
+  it('a muted notification is listed with a muted tag, not drawn as unread (it is not counted), and can be marked read', async () => {
+    const t = setup([1, makeNotification(2, { muted: true })]);
+    render(<Inbox />, { wrapper: t.wrapper });
+    await t.live({ unread: 1, unseen: 1 });
+    await waitFor(() => expect(screen.getAllByRole('listitem')).toHaveLength(2));
+    const [muted, counted] = screen.getAllByRole('listitem');
+    expect(muted!.dataset.muted).toBe('true');
+    expect(muted!.dataset.unread).toBeUndefined();
+    expect(muted!.textContent).not.toContain('Unread:');
+    expect(muted!.querySelector('.herald-item__dot')).toBeNull();
+    expect(within(muted!).getByText('muted')).toBeTruthy();
+    expect(within(muted!).getByRole('button', { name: 'Mark read: title 2' })).toBeTruthy();
+    expect(counted!.dataset.unread).toBe('true');
+    expect(counted!.dataset.muted).toBeUndefined();
+  });
+
   it('tabs all / unread / archived are a keyboard-operable tablist, each with its own list', async () => {
     const t = setup([1, makeNotification(2, { read_at: 'x' }), makeNotification(3, { archived_at: 'y' })]);
     render(<Inbox />, { wrapper: t.wrapper });
