@@ -137,6 +137,11 @@ pub struct ServerSettings {
     pub ingest_timeout_secs: u64,
     /// `POST /api/v1/events`: requests handled at once; one more answers 503 with `Retry-After` at once.
     pub ingest_max_concurrency: usize,
+    /// Changes a user token may make to its inbox and preferences per second, on average (`api::rate`); 0: no
+    /// limit. Over it: `429 rate_limited` with `Retry-After`. Service keys are not limited.
+    pub user_writes_per_second: u32,
+    /// How many such changes may come at once before the rate applies.
+    pub user_writes_burst: u32,
     /// Browser origins the REST API answers with CORS headers (`api::cors`). Absent: the WebSocket's
     /// `websocket.allowed_origins` (see [`Settings::cors_origins`]); `[]`: none.
     #[serde(default)]

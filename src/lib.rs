@@ -185,6 +185,10 @@ pub async fn start_with(
         trace: tracer,
         tracker: tracker.clone(),
         ingest_events: Default::default(),
+        user_writes: api::rate::UserWrites::new(
+            settings.server.user_writes_per_second,
+            settings.server.user_writes_burst,
+        ),
     });
     tracing::info!(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),

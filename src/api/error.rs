@@ -55,6 +55,8 @@ shared_error_responses! {
         "The inbox failed (`internal_error`); the details are logged, not sent.";
     InboxFailedBriefly = 500,
         "The inbox failed (`internal_error`).";
+    RateLimited = 429,
+        "Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`.";
     InboxUnavailable = 503,
         "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.";
     BodyTimeout = 408,
@@ -85,10 +87,10 @@ macro_rules! shared_error_sets {
 
 shared_error_sets! {
     /// A change to one notification of a user's inbox.
-    OneNotificationWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, NoSuchNotification, InboxFailed,
-        InboxUnavailable;
+    OneNotificationWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, NoSuchNotification, RateLimited,
+        InboxFailed, InboxUnavailable;
     /// A change to a user's whole inbox.
-    InboxWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, InboxFailed, InboxUnavailable;
+    InboxWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, RateLimited, InboxFailed, InboxUnavailable;
     /// A read of a user's inbox.
     InboxReadErrors = BadPath, Unauthenticated, NotYourInboxToRead, InboxFailed, InboxUnavailable;
     /// An admin endpoint's credential.
@@ -96,8 +98,8 @@ shared_error_sets! {
     /// A JSON body, read once the caller is authorized (`api::json_body`).
     JsonBodyErrors = BodyTimeout, BodyTooLarge, NotJson;
     /// A change to a user's inbox or preferences with a JSON body (its `400` is the endpoint's own).
-    InboxBodyWriteErrors = Unauthenticated, NotYourInboxToWrite, BodyTimeout, BodyTooLarge, NotJson, InboxFailed,
-        InboxUnavailable;
+    InboxBodyWriteErrors = Unauthenticated, NotYourInboxToWrite, BodyTimeout, BodyTooLarge, NotJson, RateLimited,
+        InboxFailed, InboxUnavailable;
 }
 
 /// Seconds a client is told to wait after a 503 (store unavailable, ingest overloaded or timed out).
@@ -134,6 +136,9 @@ pub enum ApiError {
     /// A dependency (the broker) cannot be reached now: `503` with `Retry-After`. The detail is logged here.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// A user changed their inbox faster than `server.user_writes_per_second`: `429` with `Retry-After`.
+    #[error("too many changes to this inbox: retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -160,6 +165,7 @@ impl ApiError {
             ApiError::Store(StoreError::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }
 }
@@ -184,6 +190,9 @@ impl IntoResponse for ApiError {
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         resp
     }

@@ -57,10 +57,16 @@ type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>
 impl AppState {
     /// The caller may use `user`'s inbox with `scope`, and `user` is an id an inbox can have (a service key could
     /// otherwise write state for an empty, over-long or unreadable id that no event could ever reach).
+    /// A change (`Scope::InboxWrite`) by a user token also counts against its rate (`api::rate`).
     fn authorize(&self, headers: &HeaderMap, user: &str, scope: Scope) -> Result<(), ApiError> {
-        self.principal(headers)?.may_access(user, scope).map_err(ApiError::Auth)?;
+        let principal = self.principal(headers)?;
+        principal.may_access(user, scope).map_err(ApiError::Auth)?;
         crate::event::check_user_id(user)
-            .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })
+            .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })?;
+        match (scope, principal) {
+            (Scope::InboxWrite, crate::auth::Principal::User { .. }) => self.user_writes.check(user),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod http_metrics;
 mod inbox;
 pub mod openapi;
 mod ops;
+pub mod rate;
 mod trace;
 mod ws;
 
@@ -64,6 +65,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// `herald_ingest_events_total{transport="http"}` by service key and status, held (counted per event).
     pub ingest_events: crate::telemetry::HeldHandles<metrics::Counter>,
+    /// How fast a user token may change its inbox.
+    pub user_writes: rate::UserWrites,
 }
 
 impl std::ops::Deref for AppState {

@@ -205,7 +205,7 @@ impl Modify for ErrorHeaders {
                     let RefOr::T(response) = response else { continue };
                     let (name, header) = match status.as_str() {
                         "401" => ("WWW-Authenticate", header_of(string(), "`Bearer`: send a token.")),
-                        "503" => ("Retry-After", header_of(integer(), "Seconds to wait before retrying.")),
+                        "429" | "503" => ("Retry-After", header_of(integer(), "Seconds to wait before retrying.")),
                         _ => continue,
                     };
                     response.headers.insert(name.to_owned(), RefOr::T(header));

@@ -414,7 +414,8 @@ async fn a_batch_changes_several_notifications_in_one_request_and_each_tab_gets_
 /// every no-op pushed a frame too.
 #[tokio::test]
 async fn racing_changes_reach_a_tab_in_commit_order_and_changes_that_change_nothing_send_nothing() {
-    let gw = Arc::new(spawn_gateway().await);
+    // 80 changes at once from one user token: over its rate (`server.user_writes_per_second`), off here.
+    let gw = Arc::new(spawn_gateway_with(|s| s.server.user_writes_per_second = 0).await);
     let user = "racing";
     let id = notify(&gw, user, "x").await;
     let mut tab = gw.connect(user).await;
@@ -451,6 +452,41 @@ async fn racing_changes_reach_a_tab_in_commit_order_and_changes_that_change_noth
     assert!(!states.is_empty());
     assert!(states.windows(2).all(|w| w[0] != w[1]), "each frame is a change from the one before: {states:?}");
     assert_eq!(states.last(), Some(&archived_now), "the last frame is the server's state");
+}
+
+/// A user token changing its inbox faster than `server.user_writes_per_second` (after its burst) is answered
+/// `429 rate_limited` with `Retry-After`, and the refused change is not made; other users and service keys are
+/// not held back by it.
+#[tokio::test]
+async fn a_user_changing_their_inbox_too_fast_is_told_when_to_retry_and_nothing_else_is_held_back() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.user_writes_per_second = 1;
+        s.server.user_writes_burst = 5;
+    })
+    .await;
+    let user = "hasty";
+    let id = notify(&gw, user, "x").await;
+    for i in 0..5 {
+        let change = if i % 2 == 0 { "archive" } else { "unarchive" };
+        assert_eq!(post(&gw, user, &format!("{id}/{change}")).await.status(), 200, "change {i}: within the burst");
+    }
+    let refused = post(&gw, user, &format!("{id}/unarchive")).await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "retry after {retry} s");
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "rate_limited");
+    let archived = gw.get(&format!("/api/v1/users/{user}/notifications?archived=true"), &gw.token(user));
+    let archived: Value = archived.send().await.unwrap().json().await.unwrap();
+    assert_eq!(archived["items"][0]["id"], id, "the refused unarchive was not made");
+    // Reads are not changes; another user and a service key are not held back by this user's rate.
+    let list = gw.get(&format!("/api/v1/users/{user}/notifications"), &gw.token(user)).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    let other = notify(&gw, "patient", "y").await;
+    assert_eq!(post(&gw, "patient", &format!("{other}/read")).await.status(), 200);
+    let by_service = gw.post(&format!("/api/v1/users/{user}/notifications/{id}/unarchive"), SERVICE_KEY);
+    assert_eq!(by_service.send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(post(&gw, user, &format!("{id}/read")).await.status(), 200, "after Retry-After");
 }
 
 #[tokio::test]

@@ -1455,6 +1455,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -1521,6 +1532,17 @@ export interface operations {
             /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:write` (`insufficient_scope`). */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1631,6 +1653,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -1708,6 +1741,17 @@ export interface operations {
             /** @description No such notification in this inbox (`not_found`). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1797,6 +1841,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -1880,6 +1935,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -1957,6 +2023,17 @@ export interface operations {
             /** @description No such notification in this inbox (`not_found`). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2139,6 +2216,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -2243,6 +2331,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -2318,6 +2417,17 @@ export interface operations {
             /** @description No such notification in this inbox (`not_found`). */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,0 +1,67 @@
+//! How fast one user may change their inbox (`server.user_writes_per_second`, `server.user_writes_burst`): every
+//! change goes through the store's one writer (one per node, and one database for all), so a user token looping on
+//! batches or preferences would slow everyone's notifications. Keyed by user, for user tokens only (a service key is
+//! the operator's own); over the rate, `429 rate_limited` with `Retry-After`.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use super::ApiError;
+
+/// Checks between two sweeps of users idle long enough to be back at a full burst.
+const SWEEP_EVERY: u64 = 4096;
+
+pub struct UserWrites {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    checks: AtomicU64,
+}
+
+impl UserWrites {
+    /// `per_second` 0: no limit.
+    pub fn new(per_second: u32, burst: u32) -> UserWrites {
+        let limiter = NonZeroU32::new(per_second).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        UserWrites { limiter, checks: AtomicU64::new(0) }
+    }
+
+    /// One change of `user`'s inbox, now: allowed, or `429` saying when to retry.
+    pub fn check(&self, user: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            // Users whose bucket is full again hold nothing worth keeping: memory follows the active users.
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        limiter.check_key(&user.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_over_the_burst_waits_and_others_do_not() {
+        let writes = UserWrites::new(1, 3);
+        for _ in 0..3 {
+            writes.check("alice").unwrap();
+        }
+        match writes.check("alice") {
+            Err(ApiError::RateLimited { retry_after_secs }) => assert!((1..=2).contains(&retry_after_secs)),
+            other => panic!("the fourth change within a second: {other:?}"),
+        }
+        writes.check("bob").expect("another user has their own burst");
+        let off = UserWrites::new(0, 0);
+        for _ in 0..1000 {
+            off.check("alice").expect("0: no limit");
+        }
+    }
+}
