@@ -189,12 +189,13 @@ struct Badge {
 
 impl Badge {
     /// Counts as of a commit (or a snapshot) that included broadcasts up to `broadcast_up_to`: broadcasts
-    /// delivered here above it are added back; later ones at or below it will not be added again. Counts older
-    /// than those taken already (a lower `version`: another node's commit that reached this one late, or a
-    /// snapshot read while a newer commit's counts arrived) are dropped: `None`. Version 0 is unordered (a node
-    /// from before versions sent them): always taken.
+    /// delivered here above it are added back; later ones at or below it will not be added again. Counts not newer
+    /// than those taken already (a version at or below: another node's commit that reached this one late, a
+    /// snapshot read while a newer commit's counts arrived, or a commit the snapshot already holds — with
+    /// broadcasts after it, which send no counts and whose frames the snapshot's position skips) are dropped:
+    /// `None`. Version 0 is unordered (a node from before versions sent them): always taken.
     fn absolute(&mut self, counts: Counts, broadcast_up_to: i64, version: u64) -> Option<Counts> {
-        if version != 0 && version < self.version {
+        if version != 0 && version <= self.version {
             return None;
         }
         self.version = self.version.max(version);
@@ -903,10 +904,21 @@ mod tests {
         // Node A's earlier commit (a read: version 9) arrives later over Redis: the badge keeps B's.
         assert_eq!(b.absolute(c(4, 4), 0, 9), None);
         assert_eq!(b.counts, Some(c(5, 5)));
-        assert_eq!(b.absolute(c(5, 5), 0, 10), Some(c(5, 5)), "the same version again is the same counts");
+        assert_eq!(b.absolute(c(5, 5), 0, 10), None, "the same version again: nothing newer");
         assert_eq!(b.absolute(c(6, 6), 0, 11), Some(c(6, 6)));
         assert_eq!(b.absolute(c(1, 1), 0, 0), Some(c(1, 1)), "version 0 (a node from before versions): taken");
         assert_eq!(b.absolute(c(2, 2), 0, 10), None, "still older than the newest version taken");
+    }
+
+    /// A snapshot holds a user's commit (version 10) and a broadcast after it (which sends no counts); that
+    /// commit's own counts, queued before the snapshot was read, must not replace it: the broadcast's frame is at or
+    /// below the session's position and is never added back.
+    #[test]
+    fn a_commits_counts_do_not_replace_a_snapshot_that_holds_that_commit_and_a_broadcast_after_it() {
+        let mut b = Badge::default();
+        assert_eq!(b.absolute(c(2, 2), 7, 10), Some(c(2, 2)), "the snapshot: the read, then broadcast 7");
+        assert_eq!(b.absolute(c(1, 1), 5, 10), None, "the read's own counts, from before broadcast 7");
+        assert_eq!(b.counts, Some(c(2, 2)));
     }
 
     #[test]

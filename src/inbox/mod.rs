@@ -526,10 +526,10 @@ pub trait Store: Send + Sync + 'static {
     /// broadcast is either counted and at or below the position, or neither. With the counts, their version:
     /// every write of a user's counts gives them a higher one, so that of two counts (a snapshot, or a commit's:
     /// [`CommitListener::counts`]) the higher version is the newer, whichever node wrote them and whichever way
-    /// they travelled (PostgreSQL: a sequence value per write of the counters row; SQLite: its one writer's
-    /// commit number, read before the snapshot begins, so a commit's counts queued for a session while it opened
-    /// are never taken over a snapshot that includes a later commit). 0: unordered (a node of the release
-    /// before).
+    /// they travelled, and a commit's counts are not newer than a snapshot that holds that commit (PostgreSQL: the
+    /// sequence value of the counters row's last write; SQLite: its one writer's commit number `n`, raised before
+    /// each commit and loaded after the snapshot's reads: commits' counts carry `2n`, a snapshot `2n - 1`). 0:
+    /// unordered (a node of the release before).
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError>;
 
     /// Change the state of each of `ids`, in one commit: the notification after the change, in the order of

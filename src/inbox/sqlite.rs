@@ -575,13 +575,17 @@ impl Store for SqliteStore {
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
         let (user, committed) = (user.to_owned(), self.committed.clone());
         self.read(move |c| {
-            // The version read before the snapshot begins (at the first read below): every commit at or below it
-            // is in the snapshot (its version was raised after it committed), so its counts, queued for the
-            // session, are not newer than these.
-            let version = committed.load(Ordering::Acquire);
             // One read transaction: one snapshot for both.
             c.execute_batch("BEGIN")?;
-            let read = (|| -> rusqlite::Result<_> { Ok((latest(c, &user)?, counts(c, &user)?, version)) })();
+            let read = (|| -> rusqlite::Result<_> {
+                let (latest, counts) = (latest(c, &user)?, counts(c, &user)?);
+                // The commit number loaded after the snapshot was taken: every commit in the snapshot raised it
+                // before committing, so the snapshot holds commits up to `n` at most, and all of them below `n`.
+                // Commit `n` itself may not be in it: the snapshot's version, `2n - 1`, sits between the counts of
+                // commits up to `n - 1` (`2(n-1)`, older: dropped) and those of commit `n` on (`2n`, newer: taken).
+                let n = committed.load(Ordering::Acquire);
+                Ok((latest, counts, 2 * n - 1))
+            })();
             let end = c.execute_batch("COMMIT");
             let read = read?;
             end.map(|()| read)
@@ -1018,7 +1022,7 @@ fn commit_batch(
     muted_defaults: &MutedDefaults,
 ) {
     let now = Utc::now();
-    let result = (|| -> Result<(Vec<Answer>, Vec<CountsChange>), StoreError> {
+    let result = (|| -> Result<((Vec<Answer>, Vec<CountsChange>), u64), StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(store_error)?;
         let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
             let mut answers = Vec::with_capacity(batch.len());
@@ -1071,18 +1075,18 @@ fn commit_batch(
         .map_err(store_error)?;
         // Dropping `tx` rolls back: nothing is acknowledged into a file the path no longer names.
         file.check()?;
+        // The commit number is raised before the commit, so a snapshot that holds this commit loads it or a later
+        // one (see `opening`); a failed commit leaves a gap, which orders nothing wrongly.
+        let number = committed.version.fetch_add(1, Ordering::AcqRel) + 1;
         tx.commit().map_err(store_error)?;
-        Ok(answers)
+        Ok((answers, number))
     })();
     match result {
-        Ok((answers, mut changes)) => {
-            // Counts carry this commit's version: a session drops those older than the snapshot it opened with.
-            // Raised before the listener hears, so a snapshot that read the previous version and still saw this
-            // commit only takes these counts again.
-            let version = committed.version.load(Ordering::Relaxed) + 1;
-            committed.version.store(version, Ordering::Release);
+        Ok(((answers, mut changes), number)) => {
+            // Counts carry this commit's version, `2 × number`: a session drops those not newer than the snapshot
+            // it opened with (`Store::opening`: `2n - 1`).
             for c in &mut changes {
-                c.version = version;
+                c.version = 2 * number;
             }
             if let Some(listener) = committed.listener {
                 let applied = batch.iter().zip(&answers).filter_map(|(job, answer)| match (job, answer) {
