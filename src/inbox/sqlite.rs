@@ -1022,7 +1022,9 @@ fn commit_batch(
     muted_defaults: &MutedDefaults,
 ) {
     let now = Utc::now();
-    let result = (|| -> Result<((Vec<Answer>, Vec<CountsChange>), u64), StoreError> {
+    /// The jobs' answers, the counts they changed, and the commit's number.
+    type Done = ((Vec<Answer>, Vec<CountsChange>), u64);
+    let result = (|| -> Result<Done, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(store_error)?;
         let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
             let mut answers = Vec::with_capacity(batch.len());
