@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::ErrorBody;
 use super::{error, ApiError, AppState, Path};
-use crate::auth::Scope;
+use crate::auth::{Principal, Scope};
 use crate::config::MAX_PREFERENCE_TYPE_LEN;
 use crate::inbox::{Change, ListQuery, PreferencesChange};
 use crate::protocol::{
@@ -58,14 +58,22 @@ impl AppState {
     /// The caller may use `user`'s inbox with `scope`, and `user` is an id an inbox can have (a service key could
     /// otherwise write state for an empty, over-long or unreadable id that no event could ever reach).
     /// A change (`Scope::InboxWrite`) by a user token also counts against its rate (`api::rate`).
-    fn authorize(&self, headers: &HeaderMap, user: &str, scope: Scope) -> Result<(), ApiError> {
+    fn authorize(&self, headers: &HeaderMap, user: &str, scope: Scope) -> Result<Principal, ApiError> {
         let principal = self.principal(headers)?;
         principal.may_access(user, scope).map_err(ApiError::Auth)?;
         crate::event::check_user_id(user)
             .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })?;
-        match (scope, principal) {
-            (Scope::InboxWrite, crate::auth::Principal::User { .. }) => self.user_writes.check(user),
-            _ => Ok(()),
+        if scope == Scope::InboxWrite {
+            self.charge(&principal, user, 1)?;
+        }
+        Ok(principal)
+    }
+
+    /// `changes` more of `user`'s inbox by `principal` (a user token's count against its rate; a key's do not).
+    fn charge(&self, principal: &Principal, user: &str, changes: usize) -> Result<(), ApiError> {
+        match principal {
+            Principal::User { .. } => self.user_writes.charge(user, u32::try_from(changes).unwrap_or(u32::MAX)),
+            Principal::Service { .. } => Ok(()),
         }
     }
 }
@@ -175,7 +183,7 @@ pub async fn counts(
     summary = "Mark one notification read",
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
-        (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. The user's open sessions get a `read` frame.", body = Notification),
+        (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. When it was unread, the user's open sessions get a `read` frame and their new `counts` (marking it again sends nothing).", body = Notification),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -203,7 +211,7 @@ impl AppState {
     summary = "Mark one notification unread again",
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
-        (status = 200, description = "The notification, `read_at` null again (it stays seen). The user's open sessions get an `unread` frame and their new `counts`.", body = Notification),
+        (status = 200, description = "The notification, `read_at` null again (it stays seen). When it was read, the user's open sessions get an `unread` frame and their new `counts` (otherwise nothing).", body = Notification),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -225,7 +233,7 @@ pub async fn unread(
     summary = "Archive one notification",
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
-        (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. The user's open sessions get an `archived` frame and their new `counts`.", body = Notification),
+        (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. When it was not archived, the user's open sessions get an `archived` frame and their new `counts` (otherwise nothing).", body = Notification),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -247,7 +255,7 @@ pub async fn archive(
     summary = "Restore one archived notification",
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
-        (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. The user's open sessions get an `unarchived` frame and their new `counts`.", body = Notification),
+        (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. When it was archived, the user's open sessions get an `unarchived` frame and their new `counts` (otherwise nothing).", body = Notification),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -270,7 +278,7 @@ pub async fn unarchive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     request_body(content = BatchRequest, description = "`read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow)."),
     responses(
-        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed (none: no frame), then their new `counts`.", body = BatchResult),
+        (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed, then their new `counts` (none changed: nothing).", body = BatchResult),
         (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
@@ -282,7 +290,7 @@ pub async fn batch(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<BatchResult>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     let BatchRequest { action, mut ids } =
         super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
     if ids.is_empty() || ids.len() > MAX_BATCH {
@@ -293,6 +301,8 @@ pub async fn batch(
     }
     let mut named = std::collections::HashSet::with_capacity(ids.len());
     ids.retain(|id| named.insert(*id));
+    // A change of ten notifications weighs one more change against the user's rate (one was charged already).
+    state.charge(&principal, &user, ids.len().div_ceil(10) - 1)?;
     let change = match action {
         BatchAction::Read => Change::Read,
         BatchAction::Unread => Change::Unread,
@@ -399,13 +409,14 @@ pub async fn put_preferences(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Preferences>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesUpdate =
         super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
     if body.types.len() > MAX_TYPES {
         return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
     }
     check_type_names(body.types.keys())?;
+    state.charge(&principal, &user, body.types.len() / 100)?;
     state.change_preferences(&user, PreferencesChange::Replace(body.types)).await
 }
 
@@ -419,7 +430,7 @@ pub async fn put_preferences(
     request_body(content = PreferencesPatch, description = "The types to change: `on`, `muted`, or `default` (forget the user's setting: the configured default applies). Types left out keep their setting."),
     responses(
         (status = 200, description = "The preferences now (every type the user set, not only those changed), from the next commit on.", body = Preferences),
-        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -430,11 +441,17 @@ pub async fn patch_preferences(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Preferences>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesPatch =
         super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
-    // Bounded by what it leaves set (the store checks), not by how many it names: `default` for all is fine.
+    // Bounded by what it leaves set (the store checks), so naming more than that is fine (`default` for every
+    // type set, and some more), but not without bound: each named type is a row the writer writes.
+    if body.types.len() > 2 * MAX_TYPES {
+        let message = format!("at most {} types in one change", 2 * MAX_TYPES);
+        return Err(ApiError::BadRequest { code: "bad_request", message });
+    }
     check_type_names(body.types.keys())?;
+    state.charge(&principal, &user, body.types.len() / 100)?;
     let changes = body.types.into_iter().map(|(kind, change)| (kind, change.setting())).collect();
     state.change_preferences(&user, PreferencesChange::Merge(changes)).await
 }
@@ -482,7 +499,7 @@ impl AppState {
     summary = "Mark every notification read",
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
-        (status = 200, description = "Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame.", body = super::openapi::ReadAllResult),
+        (status = 200, description = "Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame and their new `counts`.", body = super::openapi::ReadAllResult),
         error::InboxWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -505,7 +522,7 @@ pub async fn read_all(
     summary = "Delete one notification",
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
-        (status = 204, description = "Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame."),
+        (status = 204, description = "Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame and their new `counts`."),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))

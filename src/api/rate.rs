@@ -1,7 +1,8 @@
 //! How fast one user may change their inbox (`server.user_writes_per_second`, `server.user_writes_burst`): every
 //! change goes through the store's one writer (one per node, and one database for all), so a user token looping on
 //! batches or preferences would slow everyone's notifications. Keyed by user, for user tokens only (a service key is
-//! the operator's own); over the rate, `429 rate_limited` with `Retry-After`.
+//! the operator's own), per node; a request that makes many changes (a batch, a body of preferences) counts them,
+//! up to the burst; over the rate, `429 rate_limited` with `Retry-After`.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,31 +17,43 @@ const SWEEP_EVERY: u64 = 4096;
 
 pub struct UserWrites {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    burst: NonZeroU32,
     checks: AtomicU64,
 }
 
 impl UserWrites {
     /// `per_second` 0: no limit.
     pub fn new(per_second: u32, burst: u32) -> UserWrites {
-        let limiter = NonZeroU32::new(per_second).map(|rate| {
-            let burst = NonZeroU32::new(burst).unwrap_or(rate);
-            DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
-        UserWrites { limiter, checks: AtomicU64::new(0) }
+        let rate = NonZeroU32::new(per_second);
+        let burst = NonZeroU32::new(burst).or(rate).unwrap_or(NonZeroU32::MIN);
+        let limiter = rate.map(|rate| DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)));
+        UserWrites { limiter, burst, checks: AtomicU64::new(0) }
     }
 
     /// One change of `user`'s inbox, now: allowed, or `429` saying when to retry.
     pub fn check(&self, user: &str) -> Result<(), ApiError> {
+        self.charge(user, 1)
+    }
+
+    /// `n` changes' worth (a batch of ids, a body of preferences: what the writer will do for the request), now;
+    /// at most the burst is charged, so a request the burst allows is never refused for good.
+    pub fn charge(&self, user: &str, n: u32) -> Result<(), ApiError> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
+        let Some(n) = NonZeroU32::new(n) else { return Ok(()) };
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             // Users whose bucket is full again hold nothing worth keeping: memory follows the active users.
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        limiter.check_key(&user.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
-        })
+        let n = n.min(self.burst);
+        match limiter.check_key_n(&user.to_owned(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
+            }
+            Err(_) => Err(ApiError::RateLimited { retry_after_secs: 1 }),
+        }
     }
 }
 
@@ -59,6 +72,8 @@ mod tests {
             other => panic!("the fourth change within a second: {other:?}"),
         }
         writes.check("bob").expect("another user has their own burst");
+        assert!(writes.charge("carol", 2).is_ok() && writes.charge("carol", 2).is_err(), "a weight counts its changes");
+        assert!(writes.charge("dave", 50).is_ok(), "charged at most the burst: allowed once it is full");
         let off = UserWrites::new(0, 0);
         for _ in 0..1000 {
             off.check("alice").expect("0: no limit");

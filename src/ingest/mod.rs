@@ -483,7 +483,9 @@ impl CommitListener for Publisher {
 }
 
 impl Publisher {
-    /// The wake-ups held for the commit being told (only its writer takes them: never contended).
+    /// The wake-ups held for the commit being told: taken by the store's writer, and by PostgreSQL's pruning when it
+    /// tells the counts it changed (rarely: whichever tells `commit_told` first wakes what both held, early and
+    /// harmlessly).
     fn wakes(&self) -> std::sync::MutexGuard<'_, Wakes> {
         self.wakes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -427,7 +427,13 @@ async fn racing_changes_reach_a_tab_in_commit_order_and_changes_that_change_noth
         assert_eq!((archive.await.unwrap(), unarchive.await.unwrap()), (200, 200));
     }
     // Changes that change nothing: no frame (and no counts).
-    post(&gw, user, &format!("{id}/unarchive")).await;
+    let archived_now = |gw: Arc<Gateway>| async move {
+        let page = gw.get(&format!("/api/v1/users/{user}/notifications?archived=true"), &gw.token(user));
+        let page: Value = page.send().await.unwrap().json().await.unwrap();
+        page["items"].as_array().unwrap().iter().any(|n| n["id"] == id)
+    };
+    let archived = archived_now(gw.clone()).await;
+    post(&gw, user, &format!("{id}/{}", if archived { "archive" } else { "unarchive" })).await;
     post(&gw, user, &format!("{id}/unread")).await;
     let body = json!({"action": "unread", "ids": [id]});
     gw.post(&format!("/api/v1/users/{user}/notifications/batch"), &gw.token(user)).json(&body).send().await.unwrap();
@@ -446,9 +452,8 @@ async fn racing_changes_reach_a_tab_in_commit_order_and_changes_that_change_noth
             }
         }
     }
-    let archived_now = gw.get(&format!("/api/v1/users/{user}/notifications?archived=true"), &gw.token(user));
-    let archived_now: Value = archived_now.send().await.unwrap().json().await.unwrap();
-    let archived_now = archived_now["items"].as_array().unwrap().iter().any(|n| n["id"] == id);
+    assert_eq!(archived_now(gw.clone()).await, archived, "the no-ops changed nothing");
+    let archived_now = archived;
     assert!(!states.is_empty());
     assert!(states.windows(2).all(|w| w[0] != w[1]), "each frame is a change from the one before: {states:?}");
     assert_eq!(states.last(), Some(&archived_now), "the last frame is the server's state");
@@ -487,6 +492,13 @@ async fn a_user_changing_their_inbox_too_fast_is_told_when_to_retry_and_nothing_
     assert_eq!(by_service.send().await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_secs(retry)).await;
     assert_eq!(post(&gw, user, &format!("{id}/read")).await.status(), 200, "after Retry-After");
+
+    // A batch weighs its ids: 41 of them are 5 changes, the whole burst.
+    let weighty = "weighty";
+    let batch = json!({"action": "read", "ids": (1..=41).collect::<Vec<i64>>()});
+    let url = format!("/api/v1/users/{weighty}/notifications/batch");
+    assert_eq!(gw.post(&url, &gw.token(weighty)).json(&batch).send().await.unwrap().status(), 200);
+    assert_eq!(post(&gw, weighty, "read_all").await.status(), 429, "the batch took the burst");
 }
 
 #[tokio::test]

@@ -280,6 +280,20 @@ impl Client {
         }
     }
 
+    /// Read every frame until none comes for a second: the last `counts` frame among them, as (unread, unseen).
+    pub async fn last_counts_when_quiet(&mut self) -> Option<(u64, u64)> {
+        let mut last = None;
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(1), self.ws.next()).await {
+            if let Message::Text(t) = msg {
+                let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                if f["type"] == "counts" {
+                    last = Some((f["unread"].as_u64().unwrap(), f["unseen"].as_u64().unwrap()));
+                }
+            }
+        }
+        last
+    }
+
     /// Assert nothing at all arrives for `d`, `counts` frames included.
     pub async fn quiet_for(&mut self, d: Duration) {
         if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {

@@ -1417,7 +1417,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame. */
+            /** @description Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame and their new `counts`. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1588,7 +1588,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed (none: no frame), then their new `counts`. */
+            /** @description Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed, then their new `counts` (none changed: nothing). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1700,7 +1700,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The notification, with its `read_at`. Marking it again keeps the first `read_at`. The user's open sessions get a `read` frame. */
+            /** @description The notification, with its `read_at`. Marking it again keeps the first `read_at`. When it was unread, the user's open sessions get a `read` frame and their new `counts` (marking it again sends nothing). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1794,7 +1794,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The notification, `read_at` null again (it stays seen). The user's open sessions get an `unread` frame and their new `counts`. */
+            /** @description The notification, `read_at` null again (it stays seen). When it was read, the user's open sessions get an `unread` frame and their new `counts` (otherwise nothing). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1888,7 +1888,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. The user's open sessions get an `archived` frame and their new `counts`. */
+            /** @description The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. When it was not archived, the user's open sessions get an `archived` frame and their new `counts` (otherwise nothing). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1982,7 +1982,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The notification, `archived_at` null again: back in the default list and the counts. The user's open sessions get an `unarchived` frame and their new `counts`. */
+            /** @description The notification, `archived_at` null again: back in the default list and the counts. When it was archived, the user's open sessions get an `unarchived` frame and their new `counts` (otherwise nothing). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2275,7 +2275,7 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
-            /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`). */
+            /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2378,7 +2378,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame. */
+            /** @description Deleted (for a broadcast: hidden from this user). The user's open sessions get a `deleted` frame and their new `counts`. */
             204: {
                 headers: {
                     [name: string]: unknown;
