@@ -150,6 +150,14 @@ export class InboxStore {
   private _refetchQueued = false;
   /** Frames that changed notifications so far: a fetch answered after another change may be out of date. */
   private _changes = 0;
+  /**
+   * While actions are in flight: the last frame (its `_changes`) naming each id, and the last one naming them all
+   * (`read_all`, `seen_all`, `purged`). An action's answer older than such a frame is not placed: the server sends
+   * frames in commit order, so the frame is newer (another tab's change committed after this one).
+   */
+  private _framed = new Map<number, number>();
+  private _framedAll = 0;
+  private _acting = 0;
 
   /** Use {@link getInboxStore}: a second store for the same client would fetch everything twice. */
   constructor(readonly client: HeraldClient<any>) {
@@ -157,6 +165,14 @@ export class InboxStore {
     client.on('counts', ({ unread, unseen }) => this._setCounts({ unread, unseen, loaded: true, error: null }));
     for (const frame of ['read', 'unread', 'read_all', 'archived', 'unarchived', 'deleted', 'purged'] as const)
       client.on(frame, () => this._changes++);
+    for (const frame of ['read', 'unread', 'archived', 'unarchived', 'deleted'] as const)
+      client.on(frame, ({ ids }) => {
+        if (this._acting > 0) for (const id of ids) this._framed.set(id, this._changes);
+      });
+    for (const frame of ['read_all', 'seen_all', 'purged'] as const)
+      client.on(frame, () => {
+        if (this._acting > 0) this._framedAll = this._changes;
+      });
     client.on('notification', ({ notification }) => this._place([notification]));
     client.on('read', ({ ids, readAt }) =>
       this._patch(
@@ -318,16 +334,32 @@ export class InboxStore {
   // --- actions: REST, then the answer patches every list (the server's frames tell the other tabs) ---
 
   async markRead(id: number): Promise<void> {
-    this._place([await this.client.markRead(id)]);
+    await this._act(async () => [await this.client.markRead(id)]);
   }
   async markUnread(id: number): Promise<void> {
-    this._place([await this.client.markUnread(id)]);
+    await this._act(async () => [await this.client.markUnread(id)]);
   }
   async archive(id: number): Promise<void> {
-    this._place([await this.client.archive(id)]);
+    await this._act(async () => [await this.client.archive(id)]);
   }
   async unarchive(id: number): Promise<void> {
-    this._place([await this.client.unarchive(id)]);
+    await this._act(async () => [await this.client.unarchive(id)]);
+  }
+
+  /** Run an action and place what it answers, except where a frame that arrived meanwhile is newer. */
+  private async _act(request: () => Promise<Notification[]>): Promise<void> {
+    const since = this._changes;
+    this._acting++;
+    try {
+      const answered = await request();
+      const newer = (n: Notification) => this._framedAll > since || (this._framed.get(n.id) ?? -1) > since;
+      this._place(answered.filter((n) => !newer(n)));
+    } finally {
+      if (--this._acting === 0) {
+        this._framed.clear();
+        this._framedAll = 0;
+      }
+    }
   }
   /**
    * Mark everything read (`read_all`). With a `filter` narrowed by type or related object (see
@@ -355,9 +387,9 @@ export class InboxStore {
     let failure: unknown = null;
     for (let at = 0; at < ids.length; at += MAX_BATCH) {
       try {
-        const done = await this.client.batch(action, ids.slice(at, at + MAX_BATCH));
-        if (action === 'delete') this._removeIds(done.ids);
-        else this._place(done.items);
+        const part = ids.slice(at, at + MAX_BATCH);
+        if (action === 'delete') this._removeIds((await this.client.batch(action, part)).ids);
+        else await this._act(async () => (await this.client.batch(action, part)).items);
       } catch (e) {
         failure ??= e;
       }

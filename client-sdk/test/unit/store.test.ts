@@ -203,6 +203,28 @@ describe('the inbox store', () => {
     expect(server.count(/POST \/notifications\/read_all/)).toBe(1);
   });
 
+  it("an action's answer does not undo a newer frame that arrived while it was on its way (another tab's change)", async () => {
+    const { WS, server, store } = await setup([makeNotification(1)]);
+    const all = tabFilter('all');
+    const archived = tabFilter('archived');
+    store.subscribeList(all, () => {});
+    store.subscribeList(archived, () => {});
+    await settled(() => store.getList(all).loaded && store.getList(archived).loaded);
+    server.hold();
+    const archiving = store.archive(1);
+    await settled(() => server.waiting() === 1);
+    // This tab's archive commits, then another tab's unarchive: their frames, in commit order, come first.
+    WS.last.receive({ type: 'archived', ids: [1] });
+    WS.last.receive({ type: 'unarchived', ids: [1] });
+    server.release(true);
+    await archiving;
+    expect(store.getList(all).items.map((n) => [n.id, n.archived_at])).toEqual([[1, null]]);
+    expect(store.getList(archived).items).toEqual([]);
+    // With no frame meanwhile, the answer is placed as before.
+    await store.archive(1);
+    expect(store.getList(archived).items.map((n) => n.id)).toEqual([1]);
+  });
+
   it('batch() sends at most MAX_BATCH ids a request, tries every request and rejects with the first failure', async () => {
     const ids = Array.from({ length: 2 * MAX_BATCH + 1 }, (_, i) => i + 1);
     const { server, store } = await setup(ids.map((id) => makeNotification(id, { type: 'promo' })));
