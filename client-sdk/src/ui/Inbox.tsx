@@ -1,3 +1,4 @@
+import { Alert } from './Alert';
 import { useEffect, useRef, useState, type KeyboardEvent, type ReactNode, type Ref } from 'react';
 import type { HeraldError } from '../errors';
 import type { Notification } from '../protocol';
@@ -212,21 +213,14 @@ function Body(p: BodyProps) {
         aria-labelledby={tabs.length > 1 ? `${tabIds}-${tab}` : undefined}
         aria-busy={list.loading}
       >
-        {actionError && (
-          <div className="herald-error" role="alert">
-            <p>{s.actionFailed}</p>
-            <button type="button" className="herald-btn herald-btn--ghost" onClick={() => setActionError(null)}>
-              {s.close}
-            </button>
-          </div>
-        )}
+        {actionError && <Alert text={s.actionFailed} action={s.close} onAction={() => setActionError(null)} />}
         {list.error && (
-          <div className="herald-error" role="alert">
-            <p>{list.loaded ? list.error.message || s.loadFailed : s.loadFailed}</p>
-            <button type="button" className="herald-btn" onClick={() => void list.refresh()}>
-              {s.retry}
-            </button>
-          </div>
+          <Alert
+            text={list.loaded ? list.error.message || s.loadFailed : s.loadFailed}
+            action={s.retry}
+            primary
+            onAction={() => void list.refresh()}
+          />
         )}
         {showEmpty && <p className="herald-empty">{empty}</p>}
         <ul className="herald-list" ref={listRef} aria-label={label(tab)}>

@@ -1,4 +1,5 @@
 import { useState } from 'react';
+import { Alert } from './Alert';
 import type { HeraldError } from '../errors';
 import { preferenceRow, usePreferences } from '../react/preferences';
 import { cx, useDomId, useStrings, type CommonProps } from './shared';
@@ -54,21 +55,9 @@ export function NotificationPreferences(props: NotificationPreferencesProps) {
       <p id={hintId} className="herald-prefs__hint">
         {s.preferencesHint}
       </p>
-      {actionError && (
-        <div className="herald-error" role="alert">
-          <p>{s.actionFailed}</p>
-          <button type="button" className="herald-btn herald-btn--ghost" onClick={() => setActionError(null)}>
-            {s.close}
-          </button>
-        </div>
-      )}
+      {actionError && <Alert text={s.actionFailed} action={s.close} onAction={() => setActionError(null)} />}
       {prefs.error && (
-        <div className="herald-error" role="alert">
-          <p>{s.preferencesLoadFailed}</p>
-          <button type="button" className="herald-btn" onClick={() => void prefs.refresh()}>
-            {s.retry}
-          </button>
-        </div>
+        <Alert text={s.preferencesLoadFailed} action={s.retry} primary onAction={() => void prefs.refresh()} />
       )}
       {prefs.loading && (
         <p className="herald-hint" role="status">
