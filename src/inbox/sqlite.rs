@@ -924,10 +924,7 @@ impl Prefs {
     /// commit's recipients together, and a commit is mostly one recipient).
     fn muted(&mut self, tx: &Transaction<'_>, user: &str, kind: &str) -> rusqlite::Result<bool> {
         if !self.users.contains_key(user) {
-            let mut stmt = tx.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
-            let rows =
-                stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
-            let set: HashMap<String, TypeSetting> = rows.collect::<rusqlite::Result<_>>()?;
+            let set: HashMap<String, TypeSetting> = preferences_of(tx, user)?;
             let bytes = prefs_bytes(user, &set);
             if self.users.len() >= chains::DEFAULT_CAPACITY || self.bytes + bytes > PREFS_CACHE_BYTES {
                 self.clear();
@@ -1283,7 +1280,7 @@ fn set_alias(tx: &Transaction<'_>, a: &AliasRecord, now: DateTime<Utc>) -> rusql
 }
 
 /// What `user` set, by type.
-fn preferences_of(c: &Connection, user: &str) -> rusqlite::Result<BTreeMap<String, TypeSetting>> {
+fn preferences_of<C: FromIterator<(String, TypeSetting)>>(c: &Connection, user: &str) -> rusqlite::Result<C> {
     let mut stmt = c.prepare_cached("SELECT type, setting FROM preferences WHERE user_id = ?1")?;
     let rows = stmt.query_map([user], |r| Ok((r.get::<_, String>(0)?, setting_from(&r.get::<_, String>(1)?))))?;
     rows.collect()
