@@ -64,7 +64,7 @@ async fn everything(store: &dyn Store, user: &str) -> Vec<Notification> {
 }
 
 /// The counters say what the rows say: `counts` (read by key) equals a count over the user's rows.
-async fn counts_match_rows(store: &dyn Store, user: &str, step: &str) -> Counts {
+pub(crate) async fn counts_match_rows(store: &dyn Store, user: &str, step: &str) -> Counts {
     let rows = everything(store, user).await;
     let countable = |n: &&Notification| n.archived_at.is_none() && !n.muted;
     let truth = Counts {

@@ -28,7 +28,9 @@
 //! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
 //! - Retention runs as plain short transactions beside the writer, not through it (deleting draws no ids); each
 //!   first tries a second advisory lock ([`PRUNE_LOCK`]), so with several nodes one prunes while the others
-//!   skip that round.
+//!   skip that round, then takes the writers' ordering locks of the users whose rows it deletes (the exclusive
+//!   one for a broadcast), so it never deletes a row under a writer changing it (tested:
+//!   `pruning_waits_for_the_writers_of_the_users_it_prunes`).
 //!
 //! The schema is picked like any PostgreSQL setting, in the URL:
 //! `postgres://user@host/db?options=-c%20search_path%3Dherald`.
@@ -634,17 +636,22 @@ impl PostgresStore {
         Ok(mine.then_some(tx))
     }
 
-    /// Run `sql` (a `DELETE ... RETURNING` [`pruned!`] of notifications) in a pruning transaction, raising the
-    /// floors and correcting the counters with it.
+    /// Delete the notifications `ids` in a pruning transaction `tx` that holds [`PRUNE_LOCK`] and the writers'
+    /// ordering locks of the rows' users ([`lock_for_pruning`]), raising the floors and correcting the counters
+    /// with it. Rows deleted meanwhile by someone else are skipped.
     async fn prune_notifications(
         &self,
-        sql: &'static str,
-        bind: impl FnOnce(
-            sqlx::query::QueryAs<'static, sqlx::Postgres, PrunedRow, sqlx::postgres::PgArguments>,
-        ) -> sqlx::query::QueryAs<'static, sqlx::Postgres, PrunedRow, sqlx::postgres::PgArguments>,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        ids: Vec<i64>,
     ) -> Result<PruneReport, StoreError> {
-        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
-        let rows = bind(sqlx::query_as(sql)).fetch_all(&mut *tx).await.map_err(store_error)?;
+        if ids.is_empty() {
+            return Ok(PruneReport::default());
+        }
+        let rows: Vec<PrunedRow> = sqlx::query_as(concat!("DELETE FROM notifications WHERE id = ANY($1)", pruned!()))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
         let mut tally = Tally::default();
         let report = raise_floors(&mut tx, &rows, &mut tally).await.map_err(store_error)?;
         let changes = finish_tally(&mut tx, tally).await.map_err(store_error)?;
@@ -660,16 +667,24 @@ impl PostgresStore {
 #[async_trait]
 impl PruneSteps for PostgresStore {
     async fn prune_expired(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
-        self.prune_notifications(
-            concat!(
-                "DELETE FROM notifications WHERE id IN (
-                     SELECT id FROM (SELECT id, created_at FROM notifications ORDER BY id LIMIT $2) oldest
-                     WHERE created_at < $1)",
-                pruned!()
-            ),
-            |q| q.bind(cutoff).bind(batch as i64),
+        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
+        // The oldest rows by id, of which those older than the cutoff: read first, to know whose locks to take.
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, user_id FROM (SELECT id, user_id, created_at FROM notifications ORDER BY id LIMIT $2) oldest
+             WHERE created_at < $1",
         )
+        .bind(cutoff)
+        .bind(batch as i64)
+        .fetch_all(&mut *tx)
         .await
+        .map_err(store_error)?;
+        if rows.is_empty() {
+            return Ok(PruneReport::default());
+        }
+        // A broadcast among them takes the exclusive lock: any user may be changing its state.
+        let users = rows.iter().map(|(_, user)| user.as_deref().map(user_lock_key)).collect::<Option<Vec<_>>>();
+        lock_for_pruning(&mut tx, users).await?;
+        self.prune_notifications(tx, rows.into_iter().map(|(id, _)| id).collect()).await
     }
 
     async fn users_over(&self, max: u64, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -685,18 +700,20 @@ impl PruneSteps for PostgresStore {
     }
 
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
-        let user = text(user).into_owned();
-        self.prune_notifications(
-            concat!(
-                "DELETE FROM notifications WHERE id IN (
-                     SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1
-                                     ORDER BY id DESC LIMIT ALL OFFSET $2) beyond
-                     ORDER BY id LIMIT $3)",
-                pruned!()
-            ),
-            |q| q.bind(user).bind(keep as i64).bind(batch as i64),
+        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
+        // Read under the user's lock: the rows beyond the newest `keep` cannot move while it is held.
+        lock_for_pruning(&mut tx, Some(vec![user_lock_key(user)])).await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT ALL OFFSET $2)
+             beyond ORDER BY id LIMIT $3",
         )
+        .bind(text(user))
+        .bind(keep as i64)
+        .bind(batch as i64)
+        .fetch_all(&mut *tx)
         .await
+        .map_err(store_error)?;
+        self.prune_notifications(tx, ids).await
     }
 
     async fn expire_dedupe(
@@ -725,6 +742,16 @@ impl PruneSteps for PostgresStore {
         // Oldest first through the by-age index: a step that deleted nothing found nothing older.
         Ok(PruneStep { report: PruneReport { dedupe_keys: deleted, ..Default::default() }, more: deleted > 0 })
     }
+}
+
+/// Take, in a pruning transaction, the ordering locks a writer takes for `users` ([`ordering_locks`]; `None`:
+/// the exclusive one), so pruning never deletes a row under a writer changing it: the writer's change commits
+/// first and the row is deleted as it left it, or the row is gone before the writer reads it — the counters stay
+/// exact both ways, and a writer never finds a row it just changed gone. Taken after [`PRUNE_LOCK`], which
+/// writers never take, so no cycle.
+async fn lock_for_pruning(c: &mut PgConnection, users: Option<Vec<i32>>) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(ordering_locks(users))).execute(c).await.map_err(store_error)?;
+    Ok(())
 }
 
 /// After deleting `rows`: raise the floors, take the deleted rows out of the counters, and drop every user's
@@ -1144,15 +1171,22 @@ fn finish(batch: Vec<Job>, answers: Vec<Answer>, changes: &[CountsChange], liste
 /// shared lock, never overtakes a broadcast still being written. The shared lock comes first: a user lock held
 /// while queueing behind a broadcast's exclusive lock could close a cycle.
 fn begin_and_lock(batch: &[Job]) -> String {
+    format!("BEGIN; {}", ordering_locks(lock_keys(batch)))
+}
+
+/// The statement that takes the ordering locks of [`begin_and_lock`] in an open transaction: [`WRITE_LOCK`]
+/// shared, then the users' locks `keys` in key order, or [`WRITE_LOCK`] exclusive for `None`. Pruning takes the
+/// same locks for the users whose rows it deletes, so it never deletes a row a writer is changing.
+fn ordering_locks(keys: Option<Vec<i32>>) -> String {
     use std::fmt::Write as _;
-    let Some(mut keys) = lock_keys(batch) else {
-        return format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
+    let Some(mut keys) = keys else {
+        return format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})");
     };
     keys.sort_unstable();
     keys.dedup();
     // One statement: `Append` runs its inputs in order and `unnest` keeps the array's (sorted) order.
     let mut sql = format!(
-        "BEGIN; SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared({WRITE_LOCK}) UNION ALL \
+        "SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared({WRITE_LOCK}) UNION ALL \
          SELECT pg_advisory_xact_lock({USER_LOCKS}, k) FROM unnest('{{"
     );
     for (i, k) in keys.iter().enumerate() {
@@ -1764,7 +1798,11 @@ async fn change_one(
         .execute(&mut *c)
         .await?;
     }
-    let after = visible(c, user, id).await?.expect("still visible: only its state changed");
+    // Pruning takes this user's lock, so the row is still there; one an operator deleted by hand meanwhile is
+    // not found, as it would have been a moment later — never a panic of the writer.
+    let Some(after) = visible(c, user, id).await? else {
+        return Ok(None);
+    };
     tally_change(c, tally, user, &n, RowState::of(&after)).await?;
     Ok(Some((after, true)))
 }
@@ -1860,11 +1898,17 @@ async fn delete(
         return Ok(false);
     };
     if n.user_id.is_some() {
-        sqlx::query("DELETE FROM notifications WHERE user_id = $1 AND id = $2")
+        let deleted = sqlx::query("DELETE FROM notifications WHERE user_id = $1 AND id = $2")
             .bind(user)
             .bind(id)
             .execute(&mut *c)
-            .await?;
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            // Deleted meanwhile by a transaction that does not take the user's lock (an operator's own
+            // `DELETE`; pruning takes it): not found, and not taken out of the counters a second time.
+            return Ok(false);
+        }
     } else {
         sqlx::query(
             "INSERT INTO broadcast_state (user_id, notification_id, read_at, deleted) VALUES ($1, $2, $3, TRUE)
@@ -2269,6 +2313,74 @@ mod tests {
         assert_eq!(user_lock_key("") as u32, 0x811c_9dc5);
         assert_eq!(user_lock_key("a") as u32, 0xe40c_292c);
         assert_eq!(user_lock_key("foobar") as u32, 0xbf9c_f968);
+    }
+
+    /// Retention takes the writers' ordering locks of the users whose rows it deletes (the exclusive one when a
+    /// broadcast is among them). Without them, a user marking read a row pruning was deleting found it gone after
+    /// its `UPDATE` and panicked the writer thread (the node answered 503 to every write until restarted), and a
+    /// delete racing pruning took the row out of the counters twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pruning_waits_for_the_writers_of_the_users_it_prunes() {
+        let Some(db) = TestDb::create("pruning_waits_for_the_writers_of_the_users_it_prunes").await else { return };
+        let store = Arc::new(db.open(None).await);
+        let to = |id: String, user: &str| Write::Notify(draft(&id, Recipients::Users(vec![user.into()])));
+        for i in 0..5 {
+            store.apply(vec![to(format!("carol-{i}"), "carol")]).await.unwrap();
+        }
+        // What another node's writer holds while it changes carol's rows.
+        let mut other = db.admin.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(WRITE_LOCK).execute(&mut *other).await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(USER_LOCKS)
+            .bind(user_lock_key("carol"))
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        let beyond = {
+            let store = store.clone();
+            tokio::spawn(async move { store.prune_beyond("carol", 2, 100).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!beyond.is_finished(), "pruning carol's rows waits for the transaction holding carol");
+        other.commit().await.unwrap();
+        assert_eq!(beyond.await.unwrap().unwrap().notifications, 3);
+
+        // Age pruning over a broadcast waits for every write transaction (the shared lock alone holds it up).
+        store.apply(vec![Write::Notify(draft("everyone", Recipients::Everyone))]).await.unwrap();
+        let mut other = db.admin.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(WRITE_LOCK).execute(&mut *other).await.unwrap();
+        let expired = {
+            let store = store.clone();
+            tokio::spawn(async move { store.prune_expired(Utc::now() + chrono::Duration::days(1), 100).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!expired.is_finished(), "pruning a broadcast waits for the open write transaction");
+        other.commit().await.unwrap();
+        assert_eq!(expired.await.unwrap().unwrap().notifications, 3, "carol's two rows and the broadcast");
+
+        // Changes and deletes racing pruning of the same rows: the writer keeps writing, the counters stay a count
+        // over the rows.
+        for round in 0..40 {
+            let mut ids = Vec::new();
+            for i in 0..3 {
+                let out = store.apply(vec![to(format!("dave-{round}-{i}"), "dave")]).await.unwrap();
+                let WriteOutcome::Stored(rows) = &out[0] else { panic!("{out:?}") };
+                ids.push(rows[0].id);
+            }
+            let (a, b, c) = (store.clone(), store.clone(), store.clone());
+            let prune = tokio::spawn(async move { a.prune_beyond("dave", 1, 100).await });
+            let (first, second) = (ids[0], ids[1]);
+            let read = tokio::spawn(async move { b.change("dave", first, Change::Read).await });
+            let delete = tokio::spawn(async move { c.delete("dave", second).await });
+            prune.await.unwrap().unwrap();
+            read.await.unwrap().expect("a change racing pruning is answered");
+            delete.await.unwrap().expect("a delete racing pruning is answered");
+            crate::inbox::contract::counts_match_rows(store.as_ref(), "dave", &format!("round {round}")).await;
+        }
+        store.probe_write().await.expect("the writer is still writing");
+
+        Arc::into_inner(store).unwrap().close().await;
+        db.drop_database().await;
     }
 
     /// The ordering lock is per user: another node's open write transaction for alice holds up alice's writes
