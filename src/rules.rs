@@ -764,27 +764,41 @@ impl Rule {
                 return Ok(Recipients::Users(users));
             }
         }
+        // Only an absent (or null) recipient means everyone: a value that is there but is no id (`12.5`, `true`,
+        // `"  "`, an object) is a producer's mistake, and broadcasting it would tell every user what was meant
+        // for one.
+        let malformed = self.to.iter().any(|s| match s {
+            Source::Pointer(p) | Source::Alias { pointer: p, .. } => {
+                pointer(&event.body, p).and_then(not_an_id).is_some()
+            }
+            Source::Segment(_) | Source::Everyone => false,
+        });
         match self.when_missing {
-            WhenMissing::Everyone => Ok(Recipients::Everyone),
-            WhenMissing::Error => Err(RouteError::MissingRecipient {
-                rule: self.name.clone(),
-                tried: self
-                    .to
-                    .iter()
-                    .map(|s| match s {
-                        // A value that is there but not an id is said, not passed over as missing.
-                        Source::Pointer(p) => match pointer(&event.body, p).and_then(not_an_id) {
-                            Some(what) => format!("{p} (holds {what}, not a non-empty string or an integer)"),
-                            None => p.clone(),
-                        },
-                        Source::Segment(i) => format!("segment:{i}"),
-                        Source::Everyone => "everyone".into(),
-                        Source::Alias { kind, pointer } => format!("alias:{kind}:{pointer}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
+            WhenMissing::Everyone if !malformed => Ok(Recipients::Everyone),
+            WhenMissing::Everyone | WhenMissing::Error => Err(self.missing(event)),
         }
+    }
+
+    fn missing(&self, event: &Event) -> RouteError {
+        let tried = self
+            .to
+            .iter()
+            .map(|s| {
+                // A value that is there but not an id is said, not passed over as missing.
+                let said = |p: &str, shown: String| match pointer(&event.body, p).and_then(not_an_id) {
+                    Some(what) => format!("{shown} (holds {what}, not a non-empty string or an integer)"),
+                    None => shown,
+                };
+                match s {
+                    Source::Pointer(p) => said(p, p.clone()),
+                    Source::Segment(i) => format!("segment:{i}"),
+                    Source::Everyone => "everyone".into(),
+                    Source::Alias { kind, pointer } => said(pointer, format!("alias:{kind}:{pointer}")),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        RouteError::MissingRecipient { rule: self.name.clone(), tried }
     }
 }
 
@@ -1065,6 +1079,41 @@ mod tests {
         let raw = serde_json::value::to_raw_value(&body).unwrap();
         let env = crate::event::Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None };
         crate::event::decode(env, raw).unwrap()
+    }
+
+    /// `when_missing = "everyone"` broadcasts an event that names nobody (the recipient absent or null) or names
+    /// an everyone value; a recipient that is there but is no id (`12.5`, `true`, a blank string, an object, a
+    /// number too large) is the producer's mistake and is refused, not told to every user.
+    #[test]
+    fn only_an_absent_recipient_means_everyone_a_malformed_one_is_refused() {
+        let r = Rules::parse(
+            "[[rule]]\nname = \"r\"\nto = [\"/u\", \"alias:student:/s\"]\nwhen_missing = \"everyone\"\n\
+             everyone_values = [\"system\"]\ntitle = \"t\"\n",
+        )
+        .unwrap();
+        let recipients = |body| match r.route(&event(body)) {
+            Ok(Route::Notify(d)) => Ok(d.recipients),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        for body in [json!({}), json!({"u": null}), json!({"u": "system"}), json!({"u": null, "s": null})] {
+            assert_eq!(recipients(body.clone()).unwrap(), Recipients::Everyone, "{body}");
+        }
+        assert_eq!(recipients(json!({"u": 7})).unwrap(), Recipients::Users(vec!["7".into()]));
+        for (body, what) in [
+            (json!({"u": 12.5}), "/u (holds a number that is not an integer"),
+            (json!({"u": 1e30}), "/u (holds a number that is not an integer"),
+            (json!({"u": true}), "/u (holds a boolean"),
+            (json!({"u": "   "}), "/u (holds a blank string"),
+            (json!({"u": ""}), "/u (holds a blank string"),
+            (json!({"u": {"id": "a"}}), "/u (holds an object"),
+            (json!({"u": []}), "/u (holds an array without an id"),
+            (json!({"s": false}), "alias:student:/s (holds a boolean"),
+        ] {
+            let e = recipients(body.clone()).unwrap_err();
+            assert_eq!(e.reason(), "missing_user_id", "{body}");
+            assert!(e.to_string().contains(what), "{body}: {e}");
+        }
     }
 
     /// A user id that is there but unusable is named as such, not reported as missing; over 1,000 recipients are
