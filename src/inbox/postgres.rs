@@ -633,7 +633,20 @@ impl PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(store_error)?;
-        Ok(mine.then_some(tx))
+        if mine {
+            return Ok(Some(tx));
+        }
+        // Ended here, not on drop: a dropped transaction's rollback waits for the connection's next use.
+        tx.rollback().await.map_err(store_error)?;
+        Ok(None)
+    }
+
+    /// End a pruning step that found nothing to do. Explicitly: a dropped transaction rolls back only when its
+    /// connection is next used, holding [`PRUNE_LOCK`] until then, so the next step (on another pooled
+    /// connection) would find it taken and skip its round.
+    async fn end_idle(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<PruneReport, StoreError> {
+        tx.commit().await.map_err(store_error)?;
+        Ok(PruneReport::default())
     }
 
     /// Delete the notifications `ids` in a pruning transaction `tx` that holds [`PRUNE_LOCK`] and the writers'
@@ -645,7 +658,7 @@ impl PostgresStore {
         ids: Vec<i64>,
     ) -> Result<PruneReport, StoreError> {
         if ids.is_empty() {
-            return Ok(PruneReport::default());
+            return Self::end_idle(tx).await;
         }
         let rows: Vec<PrunedRow> = sqlx::query_as(concat!("DELETE FROM notifications WHERE id = ANY($1)", pruned!()))
             .bind(&ids)
@@ -679,7 +692,7 @@ impl PruneSteps for PostgresStore {
         .await
         .map_err(store_error)?;
         if rows.is_empty() {
-            return Ok(PruneReport::default());
+            return Self::end_idle(tx).await;
         }
         // A broadcast among them takes the exclusive lock: any user may be changing its state.
         let users = rows.iter().map(|(_, user)| user.as_deref().map(user_lock_key)).collect::<Option<Vec<_>>>();
@@ -2071,6 +2084,27 @@ mod tests {
         let Some(db) = TestDb::create("postgres_store_passes_the_retention_contract").await else { return };
         let store = db.open_with(&crate::inbox::contract::retention_settings(), None).await;
         crate::inbox::contract::run_retention(&store).await;
+        store.close().await;
+        db.drop_database().await;
+    }
+
+    /// A pruning step that finds nothing ends its transaction before returning: left to the pool, its rollback
+    /// waits for the connection's next use and the prune lock stays held, so this node's next step, on another
+    /// connection, found it taken and skipped (CI saw a dedupe expiry skipped this way).
+    #[tokio::test]
+    async fn a_pruning_step_that_finds_nothing_does_not_keep_the_prune_lock() {
+        let Some(db) = TestDb::create("a_pruning_step_that_finds_nothing").await else { return };
+        let store = db.open(None).await;
+        let now = Utc::now();
+        for round in 0..20 {
+            let event = Write::Notify(draft(&format!("idle-{round}"), Recipients::Users(vec!["u".into()])));
+            store.apply(vec![event]).await.unwrap();
+            // Nothing expired, nobody over a cap: both steps end idle.
+            assert_eq!(store.prune_expired(now - chrono::Duration::days(1), 10).await.unwrap(), PruneReport::default());
+            assert_eq!(store.prune_beyond("u", 1000, 10).await.unwrap(), PruneReport::default());
+            let step = store.expire_dedupe(now + chrono::Duration::days(8), now, 10).await.unwrap();
+            assert_eq!(step.report.dedupe_keys, 1, "round {round}: the lock was free, the key expired");
+        }
         store.close().await;
         db.drop_database().await;
     }
