@@ -929,6 +929,30 @@ fn service_keys_toml(raw: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// A configuration file's text, its TOML syntax checked here: the `config` crate's parse error quotes the
+/// offending line, and a configuration file holds passwords and keys, so an error says where (line and column)
+/// and what the parser expected, never the text.
+fn toml_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map_or(0, |r| r.start).min(text.len());
+        let before = &text[..text.floor_char_boundary(at)];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let what = e.message().lines().next().unwrap_or("invalid TOML");
+        return Err(invalid(
+            key,
+            format!(
+                "{} is not valid TOML: {what} at line {line}, column {column} (the line is not shown: it may hold \
+                 a secret)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 impl Settings {
     /// Load every layer. `file` is the `--config` path; `env` is the environment to read (tests pass their own).
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
@@ -957,17 +981,19 @@ impl Settings {
             if !Path::new(base).is_file() {
                 return Err(invalid(BASE_CONFIG_VAR, format!("file {base} does not exist")));
             }
-            builder = builder.add_source(File::new(base, FileFormat::Toml));
+            builder = builder.add_source(File::from_str(&toml_file(BASE_CONFIG_VAR, Path::new(base))?, FileFormat::Toml));
         }
         if let Some(profile) = profile {
-            let path = format!("config/{profile}.toml");
-            builder = builder.add_source(File::new(&path, FileFormat::Toml).required(false));
+            let path = PathBuf::from(format!("config/{profile}.toml"));
+            if path.is_file() {
+                builder = builder.add_source(File::from_str(&toml_file("profile", &path)?, FileFormat::Toml));
+            }
         }
         if let Some(file) = file {
             if !file.exists() {
                 return Err(invalid("--config", format!("file {} does not exist", file.display())));
             }
-            builder = builder.add_source(File::from(file).format(FileFormat::Toml));
+            builder = builder.add_source(File::from_str(&toml_file("--config", file)?, FileFormat::Toml));
         }
         // Scoped service keys from the environment (a Kubernetes Secret, a compose file): the variable holds a TOML
         // array of tables, `[{ id = "billing", key = "...", scopes = ["publish"] }]`, read as if it were in a file
@@ -1220,6 +1246,46 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The query parameters sqlx's PostgreSQL URL parser reads. It ignores any other with a WARN that prints the
+/// value (a mistyped `sslpassword=...` would reach the log), so Herald refuses them at load instead.
+const POSTGRES_URL_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// A PostgreSQL URL the driver reads as written: every parameter known, every value it parses (a port, an
+/// `sslmode`). Errors never repeat the URL's password.
+fn check_postgres_url(raw: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(raw).map_err(|e| format!("`{}` is not a URL: {e}", crate::redact_url(raw)))?;
+    for (key, _) in parsed.query_pairs() {
+        if !POSTGRES_URL_PARAMS.contains(&&*key) && !key.starts_with("options[") {
+            return Err(format!(
+                "unknown PostgreSQL URL parameter `{key}` (known: {}, options[NAME])",
+                POSTGRES_URL_PARAMS.join(", ")
+            ));
+        }
+    }
+    <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(raw)
+        .map_err(|e| format!("`{}` is not a usable PostgreSQL URL: {e}", crate::redact_url(raw)))?;
+    Ok(())
+}
+
 fn parse_store_url(url: &str) -> Result<StoreLocation, String> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -1227,6 +1293,7 @@ fn parse_store_url(url: &str) -> Result<StoreLocation, String> {
         }
         Ok(StoreLocation::Sqlite(PathBuf::from(path)))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        check_postgres_url(url)?;
         Ok(StoreLocation::Postgres(url.to_owned()))
     } else {
         // Redacted: a mistyped scheme still carries the password after it.
@@ -1535,6 +1602,42 @@ mod tests {
         let e = Settings::load(None, env(&[("HERALD__AUTH__SERVICE_KEYS", broken)])).unwrap_err().to_string();
         assert!(e.contains("HERALD__AUTH__SERVICE_KEYS") && e.contains("TOML array"), "{e}");
         assert!(!e.contains("a-secret-that-must-not-print"), "{e}");
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_toml_is_refused_by_position_without_quoting_its_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(&file, "[store]\nurl = \"postgres://herald:hunter2-secret@db/herald\n[server]\n").unwrap();
+        let e = Settings::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("--config") && e.contains("not valid TOML") && e.contains("line 2"), "{e}");
+        assert!(!e.contains("hunter2"), "the line holding the password is not shown: {e}");
+        // The platform's base file the same way.
+        let e = Settings::load(None, env(&[(BASE_CONFIG_VAR, file.to_str().unwrap())])).unwrap_err().to_string();
+        assert!(e.contains(BASE_CONFIG_VAR) && e.contains("line 2") && !e.contains("hunter2"), "{e}");
+        // A valid file still loads.
+        std::fs::write(&file, "[store]\nurl = \"postgres://herald:hunter2-secret@db/herald\"\n").unwrap();
+        let s = Settings::load(Some(&file), env(&[])).unwrap();
+        assert!(matches!(s.store_location(), StoreLocation::Postgres(_)));
+    }
+
+    #[test]
+    fn a_postgres_url_the_driver_would_not_read_as_written_is_refused_without_its_password() {
+        let bad = |url: &str| err(&[("HERALD__STORE__URL", url)]);
+        // An unknown parameter: the driver would ignore it and log its value.
+        let e = bad("postgres://herald:pw-secret@db/herald?sslpassword=key-secret");
+        assert!(e.contains("store.url") && e.contains("`sslpassword`"), "{e}");
+        assert!(!e.contains("key-secret") && !e.contains("pw-secret"), "{e}");
+        for url in ["postgres://herald:pw-secret@db:notaport/herald", "postgres://herald:pw-secret@db/h?sslmode=bogus"] {
+            let e = bad(url);
+            assert!(e.contains("store.url") && !e.contains("pw-secret"), "{url}: {e}");
+        }
+        for url in [
+            "postgres://herald:pw@db:5432/herald?sslmode=verify-full&sslrootcert=/ca.pem&application_name=h",
+            "postgresql://db/herald?options[statement_timeout]=5s",
+        ] {
+            Settings::load(None, env(&[("HERALD__STORE__URL", url)])).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
     }
 
     #[test]
