@@ -40,14 +40,16 @@ grace = int(re.search(r"^shutdown_grace_secs\s*=\s*(\d+)", toml, re.M).group(1))
 pod = yaml.safe_load(open("deploy/k8s/deployment.yaml"))["spec"]["template"]["spec"]
 pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
 total = pod["terminationGracePeriodSeconds"]
-assert total > grace + pre_stop, f"terminationGracePeriodSeconds {total} <= preStop {pre_stop} + shutdown_grace_secs {grace}"
+# Herald stops within shutdown_grace_secs and STORE_CLOSE (5 s, src/lib.rs) for the store after SIGTERM.
+store_close = 5
+assert total > grace + store_close + pre_stop, f"terminationGracePeriodSeconds {total} <= preStop {pre_stop} + shutdown_grace_secs {grace} + {store_close}"
 mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
 args = pod["containers"][0]["args"]
 assert args[args.index("--config") + 1] == mounts["config"] + "/herald.toml", f"--config does not point at the ConfigMap: {args}"
 env = {e["name"] for e in pod["containers"][0]["env"]}
 for key in ("HERALD__AUTH__JWT_SECRET", "HERALD__AUTH__SERVICE_KEYS", "HERALD__STORE__URL", "HERALD__AMQP__URL"):
     assert key in env, f"{key} is not set from the Secret"
-print(f"grace: {total}s > preStop {pre_stop}s + shutdown_grace_secs {grace}s")
+print(f"grace: {total}s > preStop {pre_stop}s + shutdown_grace_secs {grace}s + store close {store_close}s")
 PY
 cargo build -q --bin herald
 # Production refuses the development secrets and the example's placeholders: the example Secret's values, as the

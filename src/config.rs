@@ -933,8 +933,8 @@ fn service_keys_toml(raw: &str) -> Result<String, ConfigError> {
 /// offending line, and a configuration file holds passwords and keys, so an error says where (line and column)
 /// and what the parser expected, never the text.
 fn toml_file(key: &str, path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
     if let Err(e) = text.parse::<toml::Table>() {
         let at = e.span().map_or(0, |r| r.start).min(text.len());
         let before = &text[..text.floor_char_boundary(at)];
@@ -981,7 +981,8 @@ impl Settings {
             if !Path::new(base).is_file() {
                 return Err(invalid(BASE_CONFIG_VAR, format!("file {base} does not exist")));
             }
-            builder = builder.add_source(File::from_str(&toml_file(BASE_CONFIG_VAR, Path::new(base))?, FileFormat::Toml));
+            builder =
+                builder.add_source(File::from_str(&toml_file(BASE_CONFIG_VAR, Path::new(base))?, FileFormat::Toml));
         }
         if let Some(profile) = profile {
             let path = PathBuf::from(format!("config/{profile}.toml"));
@@ -1628,7 +1629,8 @@ mod tests {
         let e = bad("postgres://herald:pw-secret@db/herald?sslpassword=key-secret");
         assert!(e.contains("store.url") && e.contains("`sslpassword`"), "{e}");
         assert!(!e.contains("key-secret") && !e.contains("pw-secret"), "{e}");
-        for url in ["postgres://herald:pw-secret@db:notaport/herald", "postgres://herald:pw-secret@db/h?sslmode=bogus"] {
+        for url in ["postgres://herald:pw-secret@db:notaport/herald", "postgres://herald:pw-secret@db/h?sslmode=bogus"]
+        {
             let e = bad(url);
             assert!(e.contains("store.url") && !e.contains("pw-secret"), "{url}: {e}");
         }

@@ -197,6 +197,10 @@ pub async fn start_with(
     Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker })
 }
 
+/// How long the store may take to close after the grace period (its last group commit, its connections). The
+/// process stops within `server.shutdown_grace_secs` and this after SIGTERM.
+pub const STORE_CLOSE: Duration = Duration::from_secs(5);
+
 impl Started {
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
@@ -206,21 +210,37 @@ impl Started {
     pub async fn serve(self) -> anyhow::Result<()> {
         let Started { settings, listener, shutdown, app, registry, store, amqp, tracker } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-        accept::serve(listener, app, accept::Bounds::from_settings(&settings.server), shutdown, grace).await;
+        // One grace period for the whole drain, from the signal: each phase waits only for what is left of it.
+        let drain_deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::Instant::now() + grace
+        };
+        let ((), deadline) = tokio::join!(
+            accept::serve(listener, app, accept::Bounds::from_settings(&settings.server), shutdown.clone(), grace),
+            drain_deadline
+        );
 
         // The consumer sees the same token: it finishes its batch (commit, fan-out, ack) and closes.
         if let Some(amqp) = amqp {
-            if tokio::time::timeout(grace, amqp).await.is_err() {
+            if tokio::time::timeout_at(deadline, amqp).await.is_err() {
                 tracing::warn!("the amqp consumer did not stop within the grace period; its batch will be redelivered");
             }
         }
         // Sessions watch the same token and close with 1001; this covers any that were mid-upgrade.
         registry.close_all(CloseReason::Shutdown);
         tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
             tracing::warn!(left = tracker.len(), "sessions still open after the grace period");
         }
-        store.close().await;
+        // The store's last commits and its connections, bounded too: a database that stopped answering must not
+        // keep the process from exiting (what it did not commit was not acknowledged; brokers redeliver it).
+        let closing = deadline.max(tokio::time::Instant::now()) + STORE_CLOSE;
+        if tokio::time::timeout_at(closing, store.close()).await.is_err() {
+            tracing::warn!(
+                "the store did not close within the grace period and {}s more; exiting without it",
+                STORE_CLOSE.as_secs()
+            );
+        }
         tracing::info!("herald stopped");
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! A [`Store`] wrapper that runs a hook before every read, for fault injection and tests: delay reads to see
+//! A [`Store`] wrapper that runs a hook before every read (and before closing), for fault injection and tests: delay reads to see
 //! that a slow store stalls nobody, or count them to see that identical replays share one query.
 //!
 //! Writes pass straight through: the hook is about what sessions and REST readers wait on.
@@ -20,6 +20,8 @@ pub enum Read {
     Counts,
     Latest,
     HistoryFloor,
+    /// Not a read: the store is closing (the hook can hold it there, as a database that stopped answering would).
+    Close,
 }
 
 pub type ReadHook = Arc<dyn Fn(Read, &str) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -115,6 +117,7 @@ impl Store for Instrumented {
         self.inner.prune(now).await
     }
     async fn close(&self) {
+        (self.hook)(Read::Close, "").await;
         self.inner.close().await
     }
 }

@@ -1,5 +1,6 @@
 //! WebSocket sessions: handshake variants, ping/pong, replay, limits, timeouts, shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -161,6 +162,29 @@ async fn shutdown_closes_sessions_with_1001() {
     let _ = shutdown;
     assert_eq!(c.closed().await, 1001);
     stopping.await.unwrap().unwrap();
+}
+
+/// SIGTERM with a database that stopped answering: the drain is bounded (the grace period, then
+/// [`herald::STORE_CLOSE`] for the store), so the process exits instead of hanging until the orchestrator kills it.
+#[tokio::test]
+async fn shutdown_with_a_store_that_never_closes_still_ends_after_the_grace_period() {
+    use futures_util::future::BoxFuture;
+    use herald::inbox::instrumented::{Instrumented, Read};
+    let hook = Arc::new(|read: Read, _: &str| -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if read == Read::Close {
+                std::future::pending::<()>().await;
+            }
+        })
+    });
+    let hooks = herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) };
+    let gw = spawn_gateway_hooked(|s| s.server.shutdown_grace_secs = 1, hooks).await;
+    let mut c = gw.connect("u1").await;
+    let stopping = tokio::spawn(gw.stop());
+    assert_eq!(c.closed().await, 1001);
+    // Generous: the bound is 1 s + STORE_CLOSE; before, this waited forever.
+    let stopped = tokio::time::timeout(herald::STORE_CLOSE * 6, stopping).await;
+    stopped.expect("the process stops although the store never closes").unwrap().unwrap();
 }
 
 /// A client that closes gets the closing handshake's answer, its own code echoed (RFC 6455 §5.5.1), and so a clean
