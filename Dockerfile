@@ -83,8 +83,10 @@ COPY --from=demo /src/web-demo/dist /usr/share/herald/demo
 COPY --from=console /src/admin-console/dist /usr/share/herald/admin
 WORKDIR /var/lib/herald
 # Configuration, later wins: the compiled-in defaults → /etc/herald/image.toml (this image's paths and bind
-# address) → your file (`serve --config PATH`, e.g. mounted) → HERALD__SECTION__KEY variables. The image's
-# defaults are a file, not variables, so that your file can override them.
+# address) → your file (`HERALD_CONFIG=PATH`, e.g. mounted; `serve --config PATH` works too, but only the
+# variable reaches the HEALTHCHECK's `herald healthcheck`, which probes the port your file binds) →
+# HERALD__SECTION__KEY variables. The image's defaults are a file, not variables, so that your file can override
+# them.
 ENV HERALD_BASE_CONFIG=/etc/herald/image.toml
 USER 10001:10001
 EXPOSE 8080

@@ -24,7 +24,7 @@ enum Command {
     /// Run the gateway.
     Serve {
         /// A TOML file layered over the defaults (environment variables still win).
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Print a user token signed with the configured HS256 secret (for trying things out).
@@ -32,12 +32,12 @@ enum Command {
         user_id: String,
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Validate the configuration and the rules, then exit.
     CheckConfig {
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Check or dry-run the routing rules.
@@ -51,7 +51,7 @@ enum Command {
         /// Broker URL. Default: amqp.url from the configuration (HERALD__AMQP__URL).
         #[arg(long)]
         url: Option<String>,
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
         /// Publish to this exchange instead of the fixture's `exchange`.
         #[arg(long)]
@@ -74,7 +74,7 @@ enum Command {
         /// Give up after this long (connect, write and read each).
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Show how a running gateway handled an event (or a user's newest events): received, rule, stored ids,
@@ -106,7 +106,7 @@ enum RulesCommand {
     /// Validate a rules file (default: rules.path from the configuration) and print how many rules it holds.
     Check {
         file: Option<PathBuf>,
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Dry-run event fixture files through the configured rules: per event, the matched rule, the recipients
@@ -115,7 +115,7 @@ enum RulesCommand {
     Test {
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
-        #[arg(long, short)]
+        #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
         /// Use this rules file instead of rules.path.
         #[arg(long)]

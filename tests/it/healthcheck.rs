@@ -51,6 +51,13 @@ fn healthy_gateway_exits_0_by_url_by_port_and_by_the_configured_bind() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
 
+    // The file named by HERALD_CONFIG (the image's way to give `serve` a file that also reaches the probe).
+    let mine = dir.path().join("mine.toml");
+    std::fs::write(&mine, format!("[server]\nbind = \"127.0.0.1:{port}\"\n")).unwrap();
+    let out = healthcheck(&[], &[("HERALD_CONFIG", mine.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
+
     // A setting unrelated to the probe that does not validate: HERALD__SERVER__BIND alone still tells the port.
     let out = healthcheck(&[], &[("HERALD__SERVER__BIND", &bind), ("HERALD__AUTH__JWT_SECRET", "short")]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
