@@ -422,8 +422,12 @@ enum ClientJson {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("expected `ping` or a JSON object with type ping|resume|auth: {0}")]
+#[error("{0}")]
 pub struct BadClientMessage(pub String);
+
+/// Why a negative replay cursor is refused, on the handshake (`400 bad_query`) and in a `resume` (an `error` frame).
+pub const NEGATIVE_CURSOR: &str =
+    "since and since_broadcast are notification ids: 0 or more (0 replays all that is kept)";
 
 impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, BadClientMessage> {
@@ -433,11 +437,18 @@ impl ClientMessage {
         }
         match serde_json::from_str::<ClientJson>(trimmed) {
             Ok(ClientJson::Ping) => Ok(ClientMessage::Ping),
-            Ok(ClientJson::Resume { since, since_broadcast }) => Ok(ClientMessage::Resume {
-                since: Position { targeted: since, broadcast: since_broadcast.unwrap_or(since) },
-            }),
+            Ok(ClientJson::Resume { since, since_broadcast }) => {
+                let since = Position { targeted: since, broadcast: since_broadcast.unwrap_or(since) };
+                match since.targeted >= 0 && since.broadcast >= 0 {
+                    true => Ok(ClientMessage::Resume { since }),
+                    // A cursor below every id would read as "history was pruned under you" (`truncated`).
+                    false => Err(BadClientMessage(NEGATIVE_CURSOR.into())),
+                }
+            }
             Ok(ClientJson::Auth { token }) => Ok(ClientMessage::Auth { token }),
-            Err(e) => Err(BadClientMessage(e.to_string())),
+            Err(e) => {
+                Err(BadClientMessage(format!("expected `ping` or a JSON object with type ping|resume|auth: {e}")))
+            }
         }
     }
 }
@@ -842,6 +853,9 @@ mod tests {
             ClientMessage::parse(r#"{"type":"resume","since":7,"since_broadcast":5}"#),
             Ok(ClientMessage::Resume { since: Position { targeted: 7, broadcast: 5 } })
         );
+        for negative in [r#"{"type":"resume","since":-1}"#, r#"{"type":"resume","since":3,"since_broadcast":-5}"#] {
+            assert_eq!(ClientMessage::parse(negative), Err(BadClientMessage(NEGATIVE_CURSOR.into())), "{negative}");
+        }
         assert_eq!(
             ClientMessage::parse(r#"{"type":"auth","token":"t"}"#),
             Ok(ClientMessage::Auth { token: "t".into() })

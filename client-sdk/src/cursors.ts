@@ -18,8 +18,15 @@ export interface Position {
 /** Where to start: a position, or a single id for both chains (the v1 form). */
 export type Since = number | Position;
 
+/** A position from a `since`; throws a `RangeError` for a cursor that is not an id (the gateway refuses it). */
 export function toPosition(since: Since): Position {
-  return typeof since === 'number' ? { targeted: since, broadcast: since } : { ...since };
+  const pos = typeof since === 'number' ? { targeted: since, broadcast: since } : { ...since };
+  for (const [chain, id] of Object.entries(pos)) {
+    if (!Number.isSafeInteger(id) || id < 0) {
+      throw new RangeError(`since: the ${chain} cursor ${id} is not a notification id (an integer, 0 or more)`);
+    }
+  }
+  return pos;
 }
 
 const NO_FLOOR: Readonly<Record<Chain, number>> = { targeted: -Infinity, broadcast: -Infinity };

@@ -87,6 +87,9 @@ fn handshake(
             message: "since_broadcast needs since (the targeted cursor; 0 for all that is kept)".into(),
         });
     }
+    if query.since.is_some_and(|s| s < 0) || query.since_broadcast.is_some_and(|s| s < 0) {
+        return Err(ApiError::BadRequest { code: "bad_query", message: crate::protocol::NEGATIVE_CURSOR.into() });
+    }
     let ws = ws.map_err(|e| ApiError::BadRequest { code: "not_a_websocket_request", message: e.body_text() })?;
     check_origin(state, headers)?;
 

@@ -127,6 +127,14 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
             400,
             "bad_query",
         ),
+        // A negative cursor read as "history was pruned below you" (a false `truncated`).
+        ("negative since", format!("/ws/u1?token={}&since=-1", gw.token("u1")), 400, "bad_query"),
+        (
+            "negative since_broadcast",
+            format!("/ws/u1?token={}&since=0&since_broadcast=-3", gw.token("u1")),
+            400,
+            "bad_query",
+        ),
         ("garbage token", "/ws/u1?token=garbage".into(), 401, "invalid_credentials"),
         ("alg none", format!("/ws/u1?token={none_alg}"), 401, "invalid_credentials"),
         (

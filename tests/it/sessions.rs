@@ -35,6 +35,11 @@ async fn a_bad_client_message_gets_an_error_frame_and_the_session_stays_open() {
     let f = c.frame().await;
     assert_eq!(f["type"], "error");
     assert_eq!(f["code"], "bad_message");
+    // A negative resume cursor is refused the same way (it read as history pruned below the client: `truncated`).
+    c.send_text(r#"{"type":"resume","since":-1}"#).await;
+    let f = c.frame().await;
+    assert_eq!((f["type"].as_str(), f["code"].as_str()), (Some("error"), Some("bad_message")), "{f}");
+    assert!(f["message"].as_str().unwrap().contains("0 or more"), "{f}");
     let id = notify(&gw, "u1", "still here").await;
     assert_eq!(c.notification().await["notification"]["id"], id);
 }

@@ -25,6 +25,13 @@ describe('Cursors', () => {
     expect(new Cursors({ targeted: 3, broadcast: 8 }).position).toEqual({ targeted: 3, broadcast: 8 });
   });
 
+  it('a since that is not an id is refused before anything connects', () => {
+    for (const bad of [-1, 1.5, Number.NaN, { targeted: 3, broadcast: -2 }]) {
+      expect(() => new Cursors(bad)).toThrow(RangeError);
+    }
+    expect(new Cursors(0).position).toEqual({ targeted: 0, broadcast: 0 });
+  });
+
   it('a broadcast overtaking a targeted notification with a smaller id: both are accepted', () => {
     const c = new Cursors({ targeted: 10, broadcast: 11 });
     expect(c.accept(b(13))).toBe(true);
