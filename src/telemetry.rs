@@ -228,6 +228,39 @@ fn describe_metrics() {
     }
 }
 
+/// Why the process can no longer recover by itself, once an essential thread died ([`essential`]).
+static LIVENESS_FAILURE: OnceLock<&'static str> = OnceLock::new();
+
+/// `None` while the process is alive in the liveness probe's sense; otherwise what stopped (`/healthz` answers
+/// `503` with it, so an orchestrator restarts the process instead of leaving a node that refuses every write).
+pub fn liveness_failure() -> Option<&'static str> {
+    LIVENESS_FAILURE.get().copied()
+}
+
+/// Run the body of an essential thread (the store's writer, which every write goes through). A panic in it is
+/// logged and fails liveness for good ([`liveness_failure`]: `stopped` names what, never the panic's text, which
+/// may quote data); the thread then ends as it would have.
+pub fn essential<T>(stopped: &'static str, body: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(done) => Some(done),
+        Err(panic) => {
+            essential_failed(stopped, panic);
+            None
+        }
+    }
+}
+
+/// An essential thread's body panicked with `panic` ([`essential`]; an async body catches its own).
+pub fn essential_failed(stopped: &'static str, panic: Box<dyn std::any::Any + Send>) {
+    let what =
+        panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
+    tracing::error!(
+        panic = what.unwrap_or_default(),
+        "{stopped}: the process cannot recover by itself; /healthz now fails"
+    );
+    let _ = LIVENESS_FAILURE.set(stopped);
+}
+
 /// One dependency's state, as `/readyz` shows it.
 #[derive(Debug, Clone)]
 pub struct Component {

@@ -311,9 +311,11 @@ pub struct RulesReloaded {
 /// `GET /healthz`.
 #[derive(ToSchema)]
 pub struct Alive {
-    /// Always `ok`.
+    /// `ok`, or `failed` (with `503`).
     #[schema(examples("ok"))]
     pub status: String,
+    /// What stopped, with `failed`.
+    pub reason: Option<String>,
 }
 
 /// `GET /readyz`: ready when every required check is.

@@ -9,18 +9,29 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::{error, ApiError, AppState};
 
-/// Alive: the process answers. Checks nothing else, on purpose.
+/// Alive: the process answers and can recover by itself. It checks no dependency, on purpose (a database or
+/// broker outage is `/readyz`'s, and restarting would not cure it); it fails only once an essential thread died
+/// (the store's writer panicked: every write would fail until a restart).
 #[utoipa::path(
     get,
     path = "/healthz",
     operation_id = "healthz",
     tag = "ops",
     summary = "Liveness",
-    responses((status = 200, description = "The process answers.", body = super::openapi::Alive)),
+    responses(
+        (status = 200, description = "The process answers.", body = super::openapi::Alive),
+        (status = 503, description = "An essential thread stopped (`reason`): restart the process.", body = super::openapi::Alive)
+    ),
     security(())
 )]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+pub async fn healthz() -> axum::response::Response {
+    match crate::telemetry::liveness_failure() {
+        None => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Some(reason) => {
+            let failed = serde_json::json!({ "status": "failed", "reason": reason });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(failed)).into_response()
+        }
+    }
 }
 
 /// How long `/readyz` waits for the store's ping: under a probe's usual timeout (Kubernetes' `timeoutSeconds`

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use serde_json::value::RawValue;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
@@ -414,7 +415,11 @@ impl PostgresStore {
                     match connected {
                         Ok(writer_pool) => {
                             let _ = ready_tx.send(Ok(()));
-                            writer_loop(writer_pool, rx, batch_max, writer_listener, defaults).await;
+                            let writing = writer_loop(writer_pool, rx, batch_max, writer_listener, defaults);
+                            // A panic in the writer fails liveness (as `telemetry::essential` does for SQLite's).
+                            if let Err(panic) = std::panic::AssertUnwindSafe(writing).catch_unwind().await {
+                                crate::telemetry::essential_failed("the PostgreSQL writer thread stopped", panic);
+                            }
                         }
                         Err(e) => drop(ready_tx.send(Err(store_error(e)))),
                     }

@@ -451,7 +451,11 @@ impl SqliteStore {
         let writer_committed = committed.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max, listener, writer_file, writer_defaults, writer_committed))
+            .spawn(move || {
+                crate::telemetry::essential("the SQLite writer thread stopped", move || {
+                    writer_loop(conn, rx, batch_max, listener, writer_file, writer_defaults, writer_committed)
+                })
+            })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             writer: tx,
@@ -2192,6 +2196,35 @@ mod tests {
         assert!(writes_ok(), "ready again once a write succeeds");
         assert!(matches!(store.apply(vec![big("fits-again")]).await.unwrap()[0], WriteOutcome::Stored(_)));
         store.close().await;
+    }
+
+    /// A writer thread that panicked leaves a store that refuses every write until the process restarts: the
+    /// write answers `unavailable` and liveness fails (`/healthz` 503), so the orchestrator restarts it.
+    #[tokio::test]
+    async fn a_writer_that_panicked_fails_the_write_and_the_processs_liveness() {
+        struct Panics;
+        impl CommitListener for Panics {
+            fn committed(&self, _: &NewNotification, _: &[Notification]) {
+                panic!("a bug on the writer thread");
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, Some(Arc::new(Panics)))
+                .unwrap();
+        assert_eq!(crate::telemetry::liveness_failure(), None);
+        let draft = crate::inbox::contract::draft("p-1", Recipients::Users(vec!["u".into()]));
+        let out = store.apply(vec![Write::Notify(draft)]).await;
+        assert!(matches!(out, Err(StoreError::Unavailable(_))), "{out:?}");
+        // The write's answer is dropped as the panic unwinds, a moment before the thread records it.
+        for _ in 0..500 {
+            if crate::telemetry::liveness_failure().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(crate::telemetry::liveness_failure(), Some("the SQLite writer thread stopped"));
+        assert!(store.ping().await.is_err(), "not ready either");
     }
 
     /// The listener hears, after each commit, the counts of every user it changed, as of that commit; a

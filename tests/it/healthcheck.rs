@@ -129,3 +129,22 @@ fn rules_check_outside_a_checkout_checks_the_shipped_rules_and_a_missing_configu
     assert!(!typo.status.success());
     assert!(text(&typo.stderr).contains("no such rules file"), "{}", text(&typo.stderr));
 }
+
+/// Liveness fails once an essential thread died (the store's writer panicked): `/healthz` answers 503 with what
+/// stopped, and `herald healthcheck` exits 1, so Docker or Kubernetes restarts a node that would refuse every
+/// write until then. (Each test is its own process under nextest: the failure stays in this one.)
+#[tokio::test]
+async fn healthz_fails_once_an_essential_thread_died() {
+    let gw = spawn_gateway().await;
+    let alive = reqwest::get(gw.url("/healthz")).await.unwrap();
+    assert_eq!(alive.status(), 200);
+    std::thread::spawn(|| herald::telemetry::essential("the test's essential thread stopped", || panic!("a bug")))
+        .join()
+        .unwrap();
+    let failed = reqwest::get(gw.url("/healthz")).await.unwrap();
+    assert_eq!(failed.status(), 503);
+    let body: serde_json::Value = failed.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "status": "failed", "reason": "the test's essential thread stopped" }));
+    let out = healthcheck(&["--url", &gw.url("/healthz")], &[]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
+}

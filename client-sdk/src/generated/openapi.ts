@@ -579,10 +579,12 @@ export interface components {
         /** @description `GET /healthz`. */
         Alive: {
             /**
-             * @description Always `ok`.
+             * @description `ok`, or `failed` (with `503`).
              * @example ok
              */
             status: string;
+            /** @description What stopped, with `failed`. */
+            reason?: string | null;
         };
         /**
          * @description What `POST …/notifications/batch` does to each notification it names.
@@ -2639,6 +2641,17 @@ export interface operations {
             /** @description The process answers. */
             200: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Alive"];
+                };
+            };
+            /** @description An essential thread stopped (`reason`): restart the process. */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
