@@ -283,10 +283,16 @@ impl Authenticator {
         let data = decoded.map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
-            ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("no `{c}` claim")),
+            // The library also says "missing" for a time claim that is there but not a number it reads.
+            ErrorKind::MissingRequiredClaim(c) => {
+                AuthError::Invalid(bad_time_claim(token).unwrap_or_else(|| format!("no `{c}` claim")))
+            }
+            ErrorKind::InvalidClaimFormat(c) => AuthError::Invalid(
+                bad_time_claim(token).unwrap_or_else(|| format!("the `{c}` claim is not in the form a JWT holds")),
+            ),
             // Said for people, not in the library's words ("InvalidToken", "Base64 error: ...").
             ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-                AuthError::Invalid("not a JWT (three base64url parts: header, claims, signature)".into())
+                AuthError::Invalid(malformed(token))
             }
             ErrorKind::InvalidSignature => AuthError::Invalid("the signature does not match".into()),
             ErrorKind::InvalidAlgorithm => AuthError::Invalid("the token's algorithm is not the one accepted".into()),
@@ -445,6 +451,47 @@ pub fn redact_query(query: &str) -> String {
         .join("&")
 }
 
+/// Why the library could not read `token` (it says "JSON error" for a JWT whose algorithm or claims it cannot
+/// take as much as for garbage), in words that point at the fix. Echoes nothing the token holds but a short
+/// algorithm name.
+fn malformed(token: &str) -> String {
+    use base64::Engine;
+    const NOT_A_JWT: &str = "not a JWT (three base64url parts: header, claims, signature)";
+    let parts: Vec<&str> = token.split('.').collect();
+    let json = |part: &str| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
+        serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok()
+    };
+    let (Some(header), Some(_)) = (parts.first().and_then(|h| json(h)), parts.get(1).and_then(|c| json(c))) else {
+        return NOT_A_JWT.into();
+    };
+    if parts.len() != 3 {
+        return NOT_A_JWT.into();
+    }
+    match header.get("alg") {
+        Some(Value::String(alg)) if alg.parse::<Algorithm>().is_err() => {
+            let shown = alg.len() <= 16 && alg.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            return match shown {
+                true => format!("the token's algorithm `{alg}` is not accepted"),
+                false => "the token's algorithm is not one Herald knows".into(),
+            };
+        }
+        Some(Value::String(_)) => {}
+        _ => return "the token's header has no algorithm (`alg`)".into(),
+    }
+    bad_time_claim(token).unwrap_or_else(|| "the token's header or claims are not what a JWT holds".into())
+}
+
+/// A time claim (`exp`, `nbf`, `iat`) of `token` that is there but not a number of seconds the library reads.
+fn bad_time_claim(token: &str) -> Option<String> {
+    use base64::Engine;
+    let claims = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
+    let claims = serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok()?;
+    let claim = ["exp", "nbf", "iat"].into_iter().find(|c| claims.get(*c).is_some_and(|v| !v.is_u64()))?;
+    Some(format!("the `{claim}` claim is not a whole number of seconds since 1970"))
+}
+
 /// Whether a JWT's header (already verified as base64url JSON by the decode) holds `crit`.
 fn names_critical_extensions(token: &str) -> bool {
     use base64::Engine;
@@ -508,6 +555,33 @@ mod tests {
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1IiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
         assert!(matches!(a.verify_user(none), Err(AuthError::Invalid(_))));
         assert!(matches!(a.verify_user("garbage"), Err(AuthError::Invalid(_))));
+    }
+
+    /// A JWT refused for its algorithm or a claim says so, not "not a JWT" (the library reports both as a JSON
+    /// error).
+    #[test]
+    fn a_refusal_names_what_is_wrong_with_the_token() {
+        use base64::Engine;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let signed = |claims: Value| {
+            let message = format!("{}.{}", b64(serde_json::json!({"alg": "HS256", "typ": "JWT"})), b64(claims));
+            let key = EncodingKey::from_secret(&secret());
+            format!("{message}.{}", jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap())
+        };
+        let a = auth();
+        let refusal = |t: &str| match a.verify_user(t) {
+            Err(AuthError::Invalid(m)) => m,
+            other => panic!("{t}: {other:?}"),
+        };
+        let none = format!("{}.{}.", b64(serde_json::json!({"alg": "none"})), b64(serde_json::json!({"sub": "u"})));
+        assert_eq!(refusal(&none), "the token's algorithm `none` is not accepted");
+        let m = refusal(&signed(serde_json::json!({"sub": "u", "exp": 1e30})));
+        assert!(m.contains("`exp`") && m.contains("seconds"), "{m}");
+        let m = refusal(&signed(serde_json::json!({"sub": "u", "exp": future(), "nbf": "tomorrow"})));
+        assert!(m.contains("`nbf`"), "{m}");
+        for garbage in ["garbage", "a.b.c", "a.b"] {
+            assert!(refusal(garbage).starts_with("not a JWT"), "{garbage}: {}", refusal(garbage));
+        }
     }
 
     #[test]

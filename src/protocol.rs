@@ -736,6 +736,7 @@ mod tests {
     fn control_frames_match_golden() {
         let read_at = "2026-01-10T09:00:00Z".parse().unwrap();
         let live_body = RawValue::from_string(r#"{"referee_id":"r1","week_number":43}"#.into()).unwrap();
+        let bad_message = ClientMessage::parse("subscribe everything").unwrap_err().to_string();
         let cases: Vec<(ServerFrame, &str)> = vec![
             (
                 ServerFrame::Ready {
@@ -772,13 +773,8 @@ mod tests {
             (ServerFrame::Resync { reason: "slow_consumer", since: 41, since_broadcast: 40 }, "frame-resync.json"),
             (ServerFrame::TokenExpiring { expires_at: 1767000000 }, "frame-token-expiring.json"),
             (ServerFrame::AuthOk { expires_at: 1767003600 }, "frame-auth-ok.json"),
-            (
-                ServerFrame::Error {
-                    code: "bad_message",
-                    message: "expected `ping` or a JSON object with a known `type`",
-                },
-                "frame-error.json",
-            ),
+            // The text a session answers to a message that is not one (`subscribe everything`).
+            (ServerFrame::Error { code: "bad_message", message: &bad_message }, "frame-error.json"),
         ];
         for (frame, file) in cases {
             assert_eq!(as_value(&frame.encode()), golden(file), "{file}");
