@@ -947,41 +947,97 @@ async fn dead_letters_answer_409_without_amqp_and_503_when_the_broker_is_unreach
     gw.stop().await.unwrap();
 }
 
-/// A letter whose original exchange is gone, or whose routing key nothing is bound for, is not removed: its
-/// re-drive answers `failed` once, saying why, and the letter is still there afterwards.
+/// A letter cannot be re-driven while Herald's queue does not exist (deleted under a consumer that waits a minute
+/// before it reconnects and declares it again): its re-drive answers `failed`, saying why, and the letter is still
+/// there afterwards.
 #[tokio::test]
 async fn a_letter_that_cannot_be_republished_is_kept_and_reported_failed() {
     let Some(amqp) = Amqp::new("deadfail").await else { return };
-    let gw = amqp.gateway(|_| {}).await;
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.reconnect_min_ms = 120_000;
+            s.amqp.reconnect_max_ms = 120_000;
+        })
+        .await;
     let broker = Broker::connect(&amqp.url).await;
-    let letter = |id: &str, exchange: &str, key: &str| {
-        let mut h = FieldTable::default();
-        h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
-        h.insert("x-herald-exchange".into(), AMQPValue::LongString(exchange.into()));
-        h.insert("x-herald-routing-key".into(), AMQPValue::LongString(key.into()));
-        BasicProperties::default().with_message_id(id.into()).with_headers(h)
-    };
+    broker.ch.queue_delete(amqp.queue().as_str().into(), Default::default()).await.unwrap();
+    let mut h = FieldTable::default();
+    h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
+    h.insert("x-herald-exchange".into(), AMQPValue::LongString(amqp.exchange("events.topic").as_str().into()));
+    h.insert("x-herald-routing-key".into(), AMQPValue::LongString("student.created".into()));
+    let props = BasicProperties::default().with_message_id("orphan".into()).with_headers(h);
     let dlx = format!("{}.dlx", amqp.prefix);
-    broker.publish(&dlx, "a.b", b"{}", letter("orphan", &amqp.exchange("no-such-exchange"), "a.b")).await;
-    broker.publish(&dlx, "x", b"{}", letter("nowhere", &amqp.exchange("events.topic"), "nothing.bound.here")).await;
+    broker.publish(&dlx, "student.created", b"{}", props).await;
     let dlq = amqp.dead_letter_queue();
-    eventually("both letters queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    eventually("the letter queued", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
 
     let (status, body) = redrive(&gw, json!({"all": true})).await;
     assert_eq!(status, 200, "{body}");
-    let mut results = body["results"].as_array().unwrap().clone();
-    results.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
-    assert_eq!(results.len(), 2, "one outcome per letter: {body}");
-    assert_eq!((results[0]["id"].as_str(), results[0]["outcome"].as_str()), (Some("nowhere"), Some("failed")));
-    assert!(results[0]["message"].as_str().unwrap().contains("unroutable"), "{body}");
-    assert_eq!((results[1]["id"].as_str(), results[1]["outcome"].as_str()), (Some("orphan"), Some("failed")));
-    assert!(results[1]["message"].as_str().unwrap().contains("does not exist"), "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "one outcome per letter: {body}");
+    assert_eq!((results[0]["id"].as_str(), results[0]["outcome"].as_str()), (Some("orphan"), Some("failed")));
+    let message = results[0]["message"].as_str().unwrap();
+    assert!(message.contains("does not exist") && message.contains(&amqp.queue()), "{body}");
 
-    eventually("both letters back in the queue", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    eventually("the letter back in the queue", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
     let list = dead_letters(&gw).await;
-    let mut ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
-    ids.sort();
-    assert_eq!(ids, ["nowhere", "orphan"]);
+    let ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["orphan"]);
+    gw.stop().await.unwrap();
+}
+
+/// A re-drive goes to Herald's queue only: another service's queue bound to the same exchange got the original
+/// message once and gets no copy of the re-driven letter, while Herald routes it as first published (exchange and
+/// routing key from its headers) and stores it for the right user.
+#[tokio::test]
+async fn a_redriven_letter_reaches_herald_only_and_no_other_queue_of_its_exchange() {
+    use lapin::options::QueueBindOptions;
+    let Some(amqp) = Amqp::new("redriveonly").await else { return };
+    std::fs::write(&amqp.rules, NARROW_RULES).unwrap();
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("events.topic");
+    // Another service's queue on the same exchange, for the same routing keys.
+    let other = format!("{}.other-service", amqp.prefix);
+    let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+    broker.ch.queue_declare(other.as_str().into(), exclusive, FieldTable::default()).await.unwrap();
+    let bind = QueueBindOptions::default();
+    broker
+        .ch
+        .queue_bind(other.as_str().into(), exchange.as_str().into(), "student.*".into(), bind, FieldTable::default())
+        .await
+        .unwrap();
+
+    let promoted = br#"{"user_id": "redrive-ana", "level": "third year"}"#;
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("promo-only".into());
+    broker.publish(&exchange, "student.promoted", promoted, props).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("the message dead-lettered", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+    assert_eq!(broker.depth(&other).await, 1, "the other service got the original");
+
+    std::fs::write(&amqp.rules, FIXED_RULES).unwrap();
+    let resp = gw.post("/api/v1/admin/rules/reload", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, body) = redrive(&gw, json!({"ids": ["promo-only"]})).await;
+    assert_eq!((status, body), (200, json!({"results": [{"id": "promo-only", "outcome": "redriven"}]})));
+    eventually("the re-driven event stored", WAIT, async || {
+        (unread(&gw.url(""), "redrive-ana").await >= 1).then_some(())
+    })
+    .await;
+    let inbox = gw.inbox("redrive-ana").await;
+    assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox["items"][0]["title"], "Promoted", "routed as from its exchange and routing key: {inbox}");
+    assert_eq!(inbox["items"][0]["content"], "third year", "{inbox}");
+    eventually("the letter removed", WAIT, async || (broker.depth(&dlq).await == 0).then_some(())).await;
+    eventually("the main queue drained", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
+
+    let got = broker.take_all(&other).await;
+    assert_eq!(got.len(), 1, "the other service's queue has the original only, no re-driven copy");
+    assert_eq!(got[0].data, promoted);
+    assert!(
+        got[0].properties.headers().as_ref().is_none_or(|h| !h.contains_key("x-herald-deaths")),
+        "that one is the original, not the re-drive"
+    );
     gw.stop().await.unwrap();
 }
 

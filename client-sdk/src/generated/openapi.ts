@@ -405,8 +405,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Re-drive dead letters to their original exchange
-         * @description Each selected letter is republished to the exchange and routing key it first came through, with its properties minus the death headers, and removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails again is dead-lettered again by the consumer.
+         * Re-drive dead letters to Herald's queue
+         * @description Each selected letter is republished to Herald's own queue (`amqp.queue.name`, through the default exchange; never to its original exchange, whose other queues processed the event already), with its properties minus the death headers and its original exchange and routing key in the `x-herald-exchange` / `x-herald-routing-key` headers, by which the consumer routes it as first published. It is removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails again is dead-lettered again by the consumer.
          */
         post: operations["redrive_dead_letters"];
         delete?: never;

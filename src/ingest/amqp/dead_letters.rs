@@ -1,5 +1,5 @@
-//! Dead letters for operators: list the dead-letter queue without removing anything, and re-drive letters to the
-//! exchange and routing key they first came through (after a rule fix, an alias backfill).
+//! Dead letters for operators: list the dead-letter queue without removing anything, and re-drive letters to
+//! Herald's own queue, to be routed as they were first published (after a rule fix, an alias backfill).
 //!
 //! Each call opens its own short-lived connection: an operator's occasional request does not share the
 //! consumer's channels, and a broker that cannot be reached is a `503`, not a stalled consumer.
@@ -9,11 +9,16 @@
 //!   letters come back marked redelivered, a quorum queue may put them behind letters that arrived meanwhile,
 //!   and while one call holds them another call does not see them (a concurrent re-drive answers `not_found`).
 //! - **Re-drive** takes the letters the same way, holding each until the call ends, republishes each selected
-//!   one (confirm mode, `mandatory`) to its original exchange with its original routing key and properties, the
-//!   death headers removed, and acknowledges it only once the broker confirmed the republish. Everything else
-//!   (not selected, or its republish failed) is requeued at the end. A re-driven letter that fails again is
-//!   dead-lettered by the consumer as any message is; it keeps its id, and one call re-drives at most one
-//!   letter per id, so the re-drive itself never loops.
+//!   one (confirm mode, `mandatory`) to **Herald's queue only** (`amqp.queue.name`, through the default exchange),
+//!   never to its original exchange: every other queue bound there (other services' consumers) processed the
+//!   event already and must not get a second copy. The republished message keeps its properties, the death
+//!   headers removed, and carries its original exchange and routing key in `x-herald-exchange` /
+//!   `x-herald-routing-key`; the consumer routes a delivery that came through the default exchange with those
+//!   headers as if it came from that exchange with that routing key ([`moved_back`]). The letter is
+//!   acknowledged only once the broker confirmed the republish. Everything else (not selected, or its
+//!   republish failed, e.g. Herald's queue does not exist yet) is requeued at the end. A re-driven letter that
+//!   fails again is dead-lettered by the consumer as any message is, with the same origin; it keeps its id, and
+//!   one call re-drives at most one letter per id, so the re-drive itself never loops.
 //! - A letter's id is its `message_id`, or a digest of its body, original exchange, routing key and first
 //!   dead-lettering time (all carried across re-drives). A duplicate (the same message dead-lettered twice, e.g.
 //!   around a crash) waits for the next call; the inbox deduplicates it by event id.
@@ -179,7 +184,7 @@ impl DeadLetters {
     pub async fn redrive(&self, selection: &Selection) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
         let s = self.settings()?;
         let (conn, ch) = connect(s).await?;
-        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, selection).await;
+        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, &s.queue.name, selection).await;
         close(conn).await;
         result
     }
@@ -212,13 +217,14 @@ async fn redrive(
     conn: &Connection,
     ch: &Channel,
     queue: &str,
+    herald_queue: &str,
     selection: &Selection,
 ) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
     let wanted: HashSet<&str> = match selection {
         Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
         Selection::All => HashSet::new(),
     };
-    let mut publisher = Publisher::open(conn).await?;
+    let mut publisher = Publisher::open(conn, herald_queue).await?;
     let mut outcomes = Vec::new();
     let mut found = HashSet::new();
     let mut last_held = None;
@@ -243,7 +249,7 @@ async fn redrive(
                 metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "redriven").increment(1);
                 tracing::info!(
                     id = %letter.id, exchange = %letter.exchange, routing_key = %letter.routing_key,
-                    reason = %letter.reason, "dead letter re-driven"
+                    reason = %letter.reason, queue = herald_queue, "dead letter re-driven"
                 );
                 RedriveOutcome { id: letter.id, outcome: RedriveStatus::Redriven, message: None }
             }
@@ -251,7 +257,7 @@ async fn redrive(
                 last_held = Some(d.delivery_tag);
                 metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "failed").increment(1);
                 tracing::warn!(
-                    id = %letter.id, exchange = %letter.exchange, error = %why,
+                    id = %letter.id, exchange = %letter.exchange, queue = herald_queue, error = %why,
                     "re-driving a dead letter failed; it stays in the dead-letter queue"
                 );
                 RedriveOutcome { id: letter.id, outcome: RedriveStatus::Failed, message: Some(why) }
@@ -295,61 +301,59 @@ async fn close(conn: Connection) {
     }
 }
 
-/// A confirm-mode channel, reopened after an error closed it (e.g. an exchange that no longer exists).
+/// A confirm-mode channel to Herald's queue, reopened after an error closed it.
 struct Publisher {
     ch: Channel,
+    /// Herald's queue (`amqp.queue.name`): re-drives go there only, through the default exchange.
+    queue: String,
 }
 
 impl Publisher {
-    async fn open(conn: &Connection) -> Result<Publisher, lapin::Error> {
+    async fn open(conn: &Connection, queue: &str) -> Result<Publisher, lapin::Error> {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { ch })
+        Ok(Publisher { ch, queue: queue.to_owned() })
     }
 
-    /// Republish and wait for the confirm. `Err` says why in words an operator can act on.
+    /// Republish to Herald's queue (never to the original exchange, whose other queues processed the event
+    /// already) and wait for the confirm. `Err` says why in words an operator can act on.
     async fn republish(&mut self, conn: &Connection, d: &Delivery, letter: &DeadLetter) -> Result<(), String> {
         if !self.ch.status().connected() {
-            *self = Publisher::open(conn).await.map_err(|e| format!("reopening the publishing channel: {e}"))?;
+            *self = Publisher::open(conn, &self.queue)
+                .await
+                .map_err(|e| format!("reopening the publishing channel: {e}"))?;
         }
         let props = d.properties.clone().with_headers(redriven_headers(d, letter));
         let confirm = self
             .ch
             .basic_publish(
-                letter.exchange.as_str().into(),
-                letter.routing_key.as_str().into(),
+                "".into(),
+                self.queue.as_str().into(),
                 BasicPublishOptions { mandatory: true, immediate: false },
                 &d.data,
                 props,
             )
             .await
-            .map_err(|e| publish_error(e, &letter.exchange))?
+            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?
             .await
-            .map_err(|e| publish_error(e, &letter.exchange))?;
+            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?;
         if confirm.is_nack() {
-            return Err("the broker refused the message (nack)".into());
+            return Err(format!("the broker refused the message (nack) for queue `{}`", self.queue));
         }
         if confirm.take_message().is_some() {
             return Err(format!(
-                "unroutable: no queue is bound to exchange `{}` for routing key `{}`",
-                letter.exchange, letter.routing_key
+                "unroutable: queue `{}` does not exist (Herald's consumer declares it when it connects)",
+                self.queue
             ));
         }
         Ok(())
     }
 }
 
-fn publish_error(e: lapin::Error, exchange: &str) -> String {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => {
-            format!("exchange `{exchange}` does not exist")
-        }
-        _ => format!("publishing failed: {e}"),
-    }
-}
-
 /// The letter's headers minus the death headers (the broker's `x-death`, `x-first-death-*`, `x-last-death-*`,
-/// `x-delivery-count` and Herald's `x-herald-*`), with the death count and first time carried on.
+/// `x-delivery-count` and Herald's `x-herald-*`), with the death count and first time carried on, and the
+/// letter's original exchange and routing key in `x-herald-exchange` / `x-herald-routing-key`: the re-drive goes
+/// through the default exchange, and the consumer routes it by these ([`moved_back`]).
 fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
     let mut out = FieldTable::default();
     if let Some(headers) = d.properties.headers() {
@@ -366,6 +370,8 @@ fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
             }
         }
     }
+    out.insert(EXCHANGE.into(), AMQPValue::LongString(letter.exchange.as_str().into()));
+    out.insert(ROUTING_KEY.into(), AMQPValue::LongString(letter.routing_key.as_str().into()));
     out.insert(DEATHS.into(), AMQPValue::LongLongInt(letter.deaths.try_into().unwrap_or(i64::MAX)));
     if let Some(t) = letter.first_dead_lettered_at {
         out.insert(FIRST_DEATH_AT.into(), AMQPValue::Timestamp(t.timestamp().max(0) as u64));
@@ -444,9 +450,11 @@ fn describe(d: &Delivery) -> DeadLetter {
     }
 }
 
-/// A dead letter moved back to Herald's queue by hand (a queue-to-queue shovel, the management UI's "move
-/// messages") arrives through the default exchange under the queue's name: the exchange and routing key it was
-/// first published with, from the headers the dead-lettering wrote, to route it as then.
+/// A dead letter re-driven to Herald's queue, or moved back by hand (a queue-to-queue shovel, the management UI's
+/// "move messages"), arrives through the default exchange under the queue's name: the exchange and routing key it
+/// was first published with, from the `x-herald-exchange` / `x-herald-routing-key` headers, to route it as then.
+/// Only then: a delivery from a named exchange is routed by its real exchange and routing key, whatever its
+/// headers say (a publisher cannot pose as another exchange).
 pub(super) fn moved_back(d: &Delivery, queue: &str) -> Option<(String, String)> {
     if !d.exchange.as_str().is_empty() || d.routing_key.as_str() != queue {
         return None;
@@ -528,9 +536,27 @@ mod tests {
         assert_eq!(out.get("x-trace"), Some(&s("keep me")));
         assert_eq!(out.get(DEATHS), Some(&AMQPValue::LongLongInt(2)));
         assert_eq!(out.get(FIRST_DEATH_AT), Some(&AMQPValue::Timestamp(1_700_000_000)));
-        for gone in [REASON, ERROR, EXCHANGE, ROUTING_KEY, EVENT_ID] {
+        for gone in [REASON, ERROR, EVENT_ID] {
             assert!(!out.contains_key(gone), "{gone} is a death header: {out:?}");
         }
+        // The origin travels in headers: the re-drive goes through the default exchange to Herald's queue.
+        assert_eq!(out.get(EXCHANGE), Some(&s("events.topic")));
+        assert_eq!(out.get(ROUTING_KEY), Some(&s("student.promoted")));
+    }
+
+    #[test]
+    fn only_a_delivery_through_the_default_exchange_is_routed_by_its_origin_headers() {
+        let origin = table(&[(EXCHANGE, s("events.topic")), (ROUTING_KEY, s("student.created"))]);
+        let props = BasicProperties::default().with_headers(origin);
+        let redriven = delivery(props.clone(), b"{}", "", "herald.events");
+        assert_eq!(
+            moved_back(&redriven, "herald.events"),
+            Some(("events.topic".to_owned(), "student.created".to_owned()))
+        );
+        let named = delivery(props, b"{}", "sgad.notifications", "");
+        assert_eq!(moved_back(&named, "herald.events"), None, "a named exchange is its own origin");
+        let bare = delivery(BasicProperties::default(), b"{}", "", "herald.events");
+        assert_eq!(moved_back(&bare, "herald.events"), None, "no headers: nothing to route by");
     }
 
     #[test]
@@ -566,9 +592,10 @@ mod tests {
         let out = redriven_headers(&d, &l);
         assert!(
             out.inner().keys().all(|k| !k.as_str().starts_with("x-")
-                || k.as_str().starts_with("x-herald-deaths")
-                || k.as_str() == FIRST_DEATH_AT),
+                || [DEATHS, FIRST_DEATH_AT, EXCHANGE, ROUTING_KEY].contains(&k.as_str())),
             "{out:?}"
         );
+        assert_eq!(out.inner().get(EXCHANGE), Some(&s("sgad.matches")), "the broker's origin, carried on");
+        assert_eq!(out.inner().get(ROUTING_KEY), Some(&s("match.created")));
     }
 }
