@@ -329,20 +329,22 @@ impl Consumer {
     /// broker's confirms. An error leaves them unacknowledged (redelivered after the reconnect).
     async fn dead_letter(&self, dead: &Channel, poison: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
         let q = &self.settings.queue;
+        // Where each was first published: what the log, the trace and the dead letter's headers name.
+        let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
         let mut confirms = Vec::with_capacity(poison.len());
-        for (d, p) in poison {
+        for ((d, p), origin) in poison.iter().zip(&origins) {
             let confirm = dead
                 .basic_publish(
                     q.dead_letter_exchange.as_str().into(),
                     d.routing_key.clone(),
                     BasicPublishOptions { mandatory: true, immediate: false },
                     &d.data,
-                    dead_letter_properties(d, p, &q.name),
+                    dead_letter_properties(d, p, &q.name, origin),
                 )
                 .await?;
             confirms.push(confirm);
         }
-        for ((d, p), confirm) in poison.iter().zip(confirms) {
+        for (((d, p), confirm), (exchange, routing_key)) in poison.iter().zip(confirms).zip(&origins) {
             let confirmation = confirm.await?;
             if confirmation.is_nack() {
                 anyhow::bail!("the broker refused a dead letter (nack)");
@@ -357,20 +359,14 @@ impl Consumer {
             metrics::counter!("herald_amqp_messages_dead_lettered_total", "reason" => p.reason).increment(1);
             metrics::counter!("herald_ingest_errors_total", "transport" => "amqp", "reason" => p.reason).increment(1);
             tracing::warn!(
-                exchange = %d.exchange, routing_key = %d.routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
+                exchange = %exchange, routing_key = %routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
                 reason = p.reason, error = %p.error, redelivered = d.redelivered,
                 "message dead-lettered"
             );
             let trace = self.pipeline.trace();
             match &p.trace_id {
                 Some(t) => trace.dead_lettered(t, p.event_id.as_deref().unwrap_or_default(), p.reason, &p.error),
-                None => trace.dead_lettered_unrouted(
-                    p.event_id.as_deref(),
-                    d.exchange.as_str(),
-                    d.routing_key.as_str(),
-                    p.reason,
-                    &p.error,
-                ),
+                None => trace.dead_lettered_unrouted(p.event_id.as_deref(), exchange, routing_key, p.reason, &p.error),
             }
         }
         Ok(())
@@ -415,8 +411,9 @@ fn delivered(item: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> 
 }
 
 /// The original message's properties, minus those that would be refused or would expire it (`user-id` must
-/// match the publishing connection's user; `expiration`), plus the `x-herald-*` headers that say why.
-fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicProperties {
+/// match the publishing connection's user; `expiration`), plus the `x-herald-*` headers that say why and where
+/// it came from (`origin`: [`dead_letters::origin`]).
+fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(String, String)) -> BasicProperties {
     let src = &d.properties;
     let mut headers = src.headers().clone().unwrap_or_default();
     let mut put = |k: &str, v: &str| {
@@ -424,11 +421,10 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicPropert
     };
     put(dead_letters::REASON, p.reason);
     put(dead_letters::ERROR, truncate(&p.error, MAX_ERROR_HEADER));
-    // A letter moved back by hand keeps naming where it was first published.
-    let (exchange, routing_key) =
-        dead_letters::moved_back(d, queue).unwrap_or_else(|| (d.exchange.to_string(), d.routing_key.to_string()));
-    put(dead_letters::EXCHANGE, &exchange);
-    put(dead_letters::ROUTING_KEY, &routing_key);
+    // A re-driven letter, or one moved back by hand, keeps naming where it was first published.
+    let (exchange, routing_key) = origin;
+    put(dead_letters::EXCHANGE, exchange);
+    put(dead_letters::ROUTING_KEY, routing_key);
     put(dead_letters::QUEUE, queue);
     if let Some(id) = &p.event_id {
         put(dead_letters::EVENT_ID, id);
@@ -533,7 +529,8 @@ mod tests {
             Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()), trace_id: None };
         let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
         let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
-        let first = dead_letter_properties(&fresh, &poison, "herald.events");
+        let first =
+            dead_letter_properties(&fresh, &poison, "herald.events", &dead_letters::origin(&fresh, "herald.events"));
         assert_eq!(header(&first, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(1)));
         assert_eq!(header(&first, dead_letters::REASON), Some(AMQPValue::LongString("unmatched".into())));
         assert!(header(&first, dead_letters::FIRST_DEATH_AT).is_some());
@@ -543,13 +540,75 @@ mod tests {
         carried.insert(dead_letters::FIRST_DEATH_AT.into(), AMQPValue::Timestamp(100));
         let mut redriven = Delivery::mock(2, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
         redriven.properties = BasicProperties::default().with_headers(carried);
-        let again = dead_letter_properties(&redriven, &poison, "herald.events");
+        let again = dead_letter_properties(
+            &redriven,
+            &poison,
+            "herald.events",
+            &dead_letters::origin(&redriven, "herald.events"),
+        );
         assert_eq!(header(&again, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(3)));
         assert_eq!(
             header(&again, dead_letters::FIRST_DEATH_AT),
             Some(AMQPValue::Timestamp(100)),
             "the first time stays"
         );
+    }
+
+    /// The origin recorded when the consumer dead-letters: a named exchange's own; through the default exchange
+    /// (a re-drive, a letter moved back), the origin headers it was routed by, else the broker's `x-death` record;
+    /// never "" over a known origin.
+    #[test]
+    fn a_dead_letter_records_the_origin_it_was_routed_by_or_the_brokers() {
+        let poison = Poison { reason: "unmatched", error: "no rule".into(), event_id: None, trace_id: None };
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        let recorded = |d: &Delivery| {
+            let props = dead_letter_properties(d, &poison, "herald.events", &dead_letters::origin(d, "herald.events"));
+            let h = props.headers().clone().unwrap();
+            let get = |k: &str| h.inner().get(k).cloned();
+            (get(dead_letters::EXCHANGE), get(dead_letters::ROUTING_KEY))
+        };
+        let with = |exchange: &str, key: &str, pairs: &[(&str, AMQPValue)]| {
+            let mut t = FieldTable::default();
+            for (k, v) in pairs {
+                t.insert((*k).into(), v.clone());
+            }
+            let mut d = Delivery::mock(1, exchange.into(), key.into(), false, b"{}".to_vec());
+            d.properties = BasicProperties::default().with_headers(t);
+            d
+        };
+        let herald = [(dead_letters::EXCHANGE, s("events.topic")), (dead_letters::ROUTING_KEY, s("student.created"))];
+        let x_death = AMQPValue::FieldArray(
+            vec![AMQPValue::FieldTable({
+                let mut t = FieldTable::default();
+                t.insert("exchange".into(), s("sgad.matches"));
+                t.insert("routing-keys".into(), AMQPValue::FieldArray(vec![s("match.created")].into()));
+                t.insert("reason".into(), s("delivery_limit"));
+                t
+            })]
+            .into(),
+        );
+
+        // A re-drive: the default exchange, Herald's headers.
+        let redriven = with("", "herald.events", &herald);
+        assert_eq!(recorded(&redriven), (Some(s("events.topic")), Some(s("student.created"))));
+        // A named exchange is its own origin, whatever the headers say.
+        let named = with("sgad.notifications", "", &herald);
+        assert_eq!(recorded(&named), (Some(s("sgad.notifications")), Some(s(""))));
+        // Moved back after the broker dead-lettered it: no Herald headers, the broker's record.
+        let brokers = with("", "herald.events", &[("x-death", x_death.clone())]);
+        assert_eq!(recorded(&brokers), (Some(s("sgad.matches")), Some(s("match.created"))));
+        let first = with("", "herald.events", &[("x-death", x_death.clone()), ("x-first-death-exchange", s("sgad.x"))]);
+        assert_eq!(recorded(&first).0, Some(s("sgad.x")), "x-first-death-exchange first");
+        // An origin recorded as "" (by an earlier version) does not hide the broker's.
+        let blank = with(
+            "",
+            "herald.events",
+            &[(dead_letters::EXCHANGE, s("")), (dead_letters::ROUTING_KEY, s("herald.events")), ("x-death", x_death)],
+        );
+        assert_eq!(recorded(&blank), (Some(s("sgad.matches")), Some(s("match.created"))));
+        // Nothing known: the delivery's own.
+        let bare = with("", "herald.events", &[]);
+        assert_eq!(recorded(&bare), (Some(s("")), Some(s("herald.events"))));
     }
 
     #[test]

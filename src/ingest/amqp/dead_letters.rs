@@ -27,7 +27,7 @@
 //! - Death counts survive a re-drive: the republished message carries `x-herald-deaths` and
 //!   `x-herald-first-dead-lettered-at`, which the consumer continues when it dead-letters the message again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -385,17 +385,7 @@ fn describe(d: &Delivery) -> DeadLetter {
     let headers = d.properties.headers().as_ref().unwrap_or(&empty).inner();
     let text = |k: &str| headers.get(k).and_then(string);
     // The broker's own dead-lettering (a delivery limit): `x-death`, most recent first.
-    let x_death: Vec<&FieldTable> = match headers.get("x-death") {
-        Some(AMQPValue::FieldArray(a)) => a
-            .as_slice()
-            .iter()
-            .filter_map(|v| match v {
-                AMQPValue::FieldTable(t) => Some(t),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let x_death = x_deaths(headers);
     let oldest = x_death.last().map(|t| t.inner());
     let broker_deaths: u64 = x_death.iter().filter_map(|t| t.inner().get("count").and_then(integer)).sum();
     let herald_deaths = headers.get(DEATHS).and_then(integer).unwrap_or(u64::from(text(REASON).is_some()));
@@ -405,16 +395,9 @@ fn describe(d: &Delivery) -> DeadLetter {
         .into_iter()
         .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(integer)))
         .min();
-    let exchange = text(EXCHANGE)
-        .or_else(|| text("x-first-death-exchange"))
-        .or_else(|| oldest.and_then(|t| t.get("exchange")).and_then(string))
-        .unwrap_or_else(|| d.exchange.to_string());
-    let routing_key = text(ROUTING_KEY)
-        .or_else(|| match oldest.and_then(|t| t.get("routing-keys")) {
-            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(string),
-            _ => None,
-        })
-        .unwrap_or_else(|| d.routing_key.to_string());
+    let (broker_exchange, broker_routing_key) = broker_origin(headers);
+    let exchange = text(EXCHANGE).or(broker_exchange).unwrap_or_else(|| d.exchange.to_string());
+    let routing_key = text(ROUTING_KEY).or(broker_routing_key).unwrap_or_else(|| d.routing_key.to_string());
     let reason = text(REASON)
         .or_else(|| text("x-first-death-reason"))
         .or_else(|| oldest.and_then(|t| t.get("reason")).and_then(string))
@@ -461,6 +444,58 @@ pub(super) fn moved_back(d: &Delivery, queue: &str) -> Option<(String, String)> 
     }
     let headers = d.properties.headers().as_ref()?.inner();
     Some((headers.get(EXCHANGE).and_then(string)?, headers.get(ROUTING_KEY).and_then(string)?))
+}
+
+/// Where a delivery was first published, as the consumer records it when it dead-letters it
+/// (`x-herald-exchange` / `x-herald-routing-key`): a named exchange's delivery, its exchange and routing key; one
+/// through the default exchange (a re-drive, a letter moved back by hand), the origin its headers carry — the
+/// one the consumer routed it by ([`moved_back`]) — else the broker's own dead-lettering record (`x-death`), so
+/// that a known origin is never replaced by the default exchange's "". `("", key)` only when nothing says more.
+pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
+    if !d.exchange.as_str().is_empty() {
+        return (d.exchange.to_string(), d.routing_key.to_string());
+    }
+    if let Some((exchange, routing_key)) = moved_back(d, queue).filter(|(x, _)| !x.is_empty()) {
+        return (exchange, routing_key);
+    }
+    // Herald's headers say nothing (absent, or "" as an earlier version recorded a re-drive): the broker's.
+    let empty = FieldTable::default();
+    let headers = d.properties.headers().as_ref().unwrap_or(&empty).inner();
+    match broker_origin(headers) {
+        (Some(exchange), routing_key) => (exchange, routing_key.unwrap_or_default()),
+        (None, _) => (String::new(), d.routing_key.to_string()),
+    }
+}
+
+/// The broker's `x-death` entries (its own dead-lettering: a delivery limit), most recent first.
+fn x_deaths(headers: &BTreeMap<ShortString, AMQPValue>) -> Vec<&FieldTable> {
+    match headers.get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::FieldTable(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The exchange and routing key the broker's own dead-lettering recorded: `x-first-death-exchange`, else the
+/// oldest `x-death` entry's exchange, and that entry's first routing key. Empty values say nothing.
+fn broker_origin(headers: &BTreeMap<ShortString, AMQPValue>) -> (Option<String>, Option<String>) {
+    let oldest = x_deaths(headers).last().map(|t| t.inner());
+    let exchange = headers
+        .get("x-first-death-exchange")
+        .and_then(string)
+        .filter(|x| !x.is_empty())
+        .or_else(|| oldest.and_then(|t| t.get("exchange")).and_then(string).filter(|x| !x.is_empty()));
+    let routing_key = match oldest.and_then(|t| t.get("routing-keys")) {
+        Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(string).filter(|k| !k.is_empty()),
+        _ => None,
+    };
+    (exchange, routing_key)
 }
 
 fn string(v: &AMQPValue) -> Option<String> {
