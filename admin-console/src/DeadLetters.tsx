@@ -124,7 +124,7 @@ function Letter({ letter: l, checked, onToggle }: { letter: DeadLetter; checked:
         {l.event_id && ` · event ${l.event_id}`}
       </div>
       <details>
-        <summary>Body</summary>
+        <summary>Body{l.body_truncated && ` (the first 64 KiB of ${fmt.bytes(l.size)})`}</summary>
         <pre>{body}</pre>
       </details>
     </li>

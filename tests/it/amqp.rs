@@ -844,6 +844,7 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     assert_eq!((l["exchange"].as_str(), l["deaths"].as_u64()), (Some(exchange.as_str()), Some(1)), "{l}");
     assert_eq!(l["body"].as_str().unwrap().as_bytes(), promoted, "{l}");
     assert_eq!((l["body_encoding"].as_str(), l["size"].as_u64()), (Some("utf8"), Some(promoted.len() as u64)));
+    assert_eq!(l["body_truncated"], false, "{l}");
     assert!(l["first_dead_lettered_at"].is_string(), "{l}");
     let g = letter(&list, "student.graduated");
     let graduated_id = g["id"].as_str().unwrap().to_owned();
@@ -914,6 +915,33 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     assert_eq!(titles(&gw.url(""), "dl-ana").await, vec!["Promoted".to_owned()], "delivered exactly once");
     let inbox = gw.inbox("dl-ana").await;
     assert_eq!(inbox["items"][0]["content"], "second year", "the original body was re-driven: {inbox}");
+    gw.stop().await.unwrap();
+}
+
+/// A large letter is listed with at most the first 64 KiB of its body (cut on a character boundary) and
+/// `body_truncated`, `size` the whole body's; its re-drive still republishes the whole body.
+#[tokio::test]
+async fn a_large_dead_letter_is_listed_with_the_beginning_of_its_body_only() {
+    let Some(amqp) = Amqp::new("deadlarge").await else { return };
+    std::fs::write(&amqp.rules, NARROW_RULES).unwrap();
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    // 200 KiB of two-byte characters after an odd-length prefix: 64 KiB falls in the middle of one.
+    let body = format!(r#"{{"user_id": "dl-big", "pad": "{}"}}"#, "é".repeat(100 * 1024));
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("big-1".into());
+    broker.publish(&amqp.exchange("events.topic"), "student.promoted", body.as_bytes(), props).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("the message dead-lettered", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+
+    let doc = crate::openapi::served(&gw).await;
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    let list = crate::openapi::conforms(&doc, "get", "/api/v1/admin/dead-letters", resp).await;
+    let l = &list["letters"][0];
+    let shown = l["body"].as_str().unwrap();
+    assert!(shown.len() <= 64 * 1024 && shown.len() > 64 * 1024 - 4, "{}", shown.len());
+    assert!(body.starts_with(shown), "the beginning of the body");
+    assert_eq!((l["body_truncated"].as_bool(), l["size"].as_u64()), (Some(true), Some(body.len() as u64)));
+    assert_eq!(l["body_encoding"], "utf8");
     gw.stop().await.unwrap();
 }
 

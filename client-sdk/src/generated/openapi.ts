@@ -673,11 +673,16 @@ export interface components {
              * @description When it was first dead-lettered (second precision), when known.
              */
             first_dead_lettered_at?: string | null;
-            /** @description The body's size in bytes. */
+            /** @description The whole body's size in bytes (also when `body` shows only its beginning). */
             size: number;
-            /** @description The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`). */
+            /**
+             * @description The body as published, at most its first 64 KiB (65,536 bytes; `body_truncated`): text when it is
+             *     UTF-8 (cut on a character boundary), otherwise base64 of those bytes (`body_encoding`).
+             */
             body: string;
             body_encoding: components["schemas"]["BodyEncoding"];
+            /** @description `true` when `body` shows only the beginning of a body over 64 KiB; `size` is the whole body's. */
+            body_truncated: boolean;
         };
         /** @description `GET /api/v1/admin/dead-letters`. */
         DeadLetterList: {

@@ -8,6 +8,8 @@
 //!   handed back at once with `basic.nack multiple requeue`. Nothing is removed, but a peek is a delivery: the
 //!   letters come back marked redelivered, a quorum queue may put them behind letters that arrived meanwhile,
 //!   and while one call holds them another call does not see them (a concurrent re-drive answers `not_found`).
+//!   Each body is shown up to its first [`MAX_BODY_SHOWN`] bytes (`body_truncated`; `size` is the whole body's):
+//!   100 letters of several MiB each would otherwise make a response of hundreds of MiB.
 //! - **Re-drive** takes the letters the same way, holding each until the call ends, republishes each selected
 //!   one (confirm mode, `mandatory`) to **Herald's queue only** (`amqp.queue.name`, through the default exchange),
 //!   never to its original exchange: every other queue bound there (other services' consumers) processed the
@@ -48,6 +50,9 @@ use crate::config::AmqpSettings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most letters one listing returns.
 pub const MAX_LIST: usize = 100;
+/// Most bytes of a letter's body a listing shows (cut on a character boundary for text, before base64 for
+/// binary); the rest is left out and the letter says `body_truncated`.
+pub const MAX_BODY_SHOWN: usize = 64 * 1024;
 /// Most letters one re-drive takes from the queue (the rest wait for the next call).
 pub const MAX_REDRIVE: usize = 10_000;
 
@@ -117,11 +122,14 @@ pub struct DeadLetter {
     pub deaths: u64,
     /// When it was first dead-lettered (second precision), when known.
     pub first_dead_lettered_at: Option<DateTime<Utc>>,
-    /// The body's size in bytes.
+    /// The whole body's size in bytes (also when `body` shows only its beginning).
     pub size: usize,
-    /// The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`).
+    /// The body as published, at most its first 64 KiB (65,536 bytes; `body_truncated`): text when it is
+    /// UTF-8 (cut on a character boundary), otherwise base64 of those bytes (`body_encoding`).
     pub body: String,
     pub body_encoding: BodyEncoding,
+    /// `true` when `body` shows only the beginning of a body over 64 KiB; `size` is the whole body's.
+    pub body_truncated: bool,
 }
 
 /// `GET /api/v1/admin/dead-letters`.
@@ -414,10 +422,7 @@ fn describe(d: &Delivery) -> DeadLetter {
             format!("sha256:{}", hex::encode(&h.finalize()[..16]))
         }
     };
-    let (body, body_encoding) = match std::str::from_utf8(&d.data) {
-        Ok(s) => (s.to_owned(), BodyEncoding::Utf8),
-        Err(_) => (base64::engine::general_purpose::STANDARD.encode(&d.data), BodyEncoding::Base64),
-    };
+    let (body, body_encoding, body_truncated) = shown_body(&d.data, MAX_BODY_SHOWN);
     DeadLetter {
         id,
         reason,
@@ -430,6 +435,26 @@ fn describe(d: &Delivery) -> DeadLetter {
         size: d.data.len(),
         body,
         body_encoding,
+        body_truncated,
+    }
+}
+
+/// At most the first `max` bytes of `data`, as text when the whole body is UTF-8 (cut on a character
+/// boundary), otherwise as base64 of those bytes; and whether anything was left out.
+fn shown_body(data: &[u8], max: usize) -> (String, BodyEncoding, bool) {
+    let truncated = data.len() > max;
+    match std::str::from_utf8(data) {
+        Ok(text) => {
+            let mut end = max.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            (text[..end].to_owned(), BodyEncoding::Utf8, truncated)
+        }
+        Err(_) => {
+            let shown = &data[..max.min(data.len())];
+            (base64::engine::general_purpose::STANDARD.encode(shown), BodyEncoding::Base64, truncated)
+        }
     }
 }
 
@@ -562,7 +587,7 @@ mod tests {
         let l = describe(&d);
         assert_eq!((l.id.as_str(), l.reason.as_str(), l.exchange.as_str()), ("m-1", "unmatched", "events.topic"));
         assert_eq!((l.routing_key.as_str(), l.deaths, l.size), ("student.promoted", 2, 7));
-        assert_eq!((l.body.as_str(), l.body_encoding), (r#"{"a":1}"#, BodyEncoding::Utf8));
+        assert_eq!((l.body.as_str(), l.body_encoding, l.body_truncated), (r#"{"a":1}"#, BodyEncoding::Utf8, false));
         assert_eq!(l.first_dead_lettered_at.unwrap().timestamp(), 1_700_000_000);
         assert_eq!((l.error.as_deref(), l.event_id.as_deref()), (Some("no rule matches"), Some("e-1")));
 
@@ -577,6 +602,22 @@ mod tests {
         // The origin travels in headers: the re-drive goes through the default exchange to Herald's queue.
         assert_eq!(out.get(EXCHANGE), Some(&s("events.topic")));
         assert_eq!(out.get(ROUTING_KEY), Some(&s("student.promoted")));
+    }
+
+    #[test]
+    fn a_body_over_the_bound_is_shown_cut_on_a_char_boundary_or_before_base64() {
+        assert_eq!(shown_body(b"hello", 5), ("hello".into(), BodyEncoding::Utf8, false));
+        assert_eq!(shown_body(b"hello!", 5), ("hello".into(), BodyEncoding::Utf8, true));
+        // "é" is two bytes: a cut in its middle falls back before it.
+        assert_eq!(shown_body("abcdé".as_bytes(), 5), ("abcd".into(), BodyEncoding::Utf8, true));
+        assert_eq!(shown_body("abcdé".as_bytes(), 6), ("abcdé".into(), BodyEncoding::Utf8, false));
+        // Binary: the bytes are cut, then encoded.
+        assert_eq!(shown_body(&[0xff, 0, 1, 2], 2), ("/wA=".into(), BodyEncoding::Base64, true));
+        assert_eq!(shown_body(&[0xff, 0], 2), ("/wA=".into(), BodyEncoding::Base64, false));
+
+        let big = vec![b'x'; MAX_BODY_SHOWN + 10];
+        let l = describe(&delivery(BasicProperties::default(), &big, "herald.dlx", "k"));
+        assert_eq!((l.body.len(), l.size, l.body_truncated), (MAX_BODY_SHOWN, MAX_BODY_SHOWN + 10, true));
     }
 
     #[test]
