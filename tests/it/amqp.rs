@@ -497,6 +497,12 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         bad("unmatched", &topic, "student.archived", br#"{"event_type":"student.archived","payload":{}}"#.to_vec()),
         bad("routing_key_too_long", &fanout, "", long_key_body),
         bad("too_many_recipients", &topic, "user.registered", too_many.unwrap()),
+        {
+            // A body that would route as it is, but says it is compressed: not decoded as if plain.
+            let body = serde_json::to_vec(&json!({"user_id": user, "title": "gzipped", "message": "m"})).unwrap();
+            let (label, (x, k, b, props)) = bad("unsupported_content_encoding", &fanout, "", body);
+            (label, (x, k, b, props.with_content_encoding("gzip".into())))
+        },
     ];
     let expected_reason = |label: &str| if label == "non_json" { "invalid_json".to_owned() } else { label.to_owned() };
     // Good and bad interleaved: the good ones behind each bad one must not wait.
@@ -536,7 +542,9 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
     }
     assert_eq!(broker.depth(&amqp.queue()).await, 0, "nothing left behind");
     let base = gw.url("");
-    for reason in ["invalid_json", "invalid_utf8", "missing_user_id", "oversized", "unmatched"] {
+    for reason in
+        ["invalid_json", "invalid_utf8", "missing_user_id", "oversized", "unmatched", "unsupported_content_encoding"]
+    {
         let name = format!("herald_amqp_messages_dead_lettered_total{{reason=\"{reason}\"}}");
         assert!(metric(&base, &name).await >= 1.0, "{name} counted");
     }

@@ -33,10 +33,40 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// Longest error text carried in the `x-herald-error` header.
 const MAX_ERROR_HEADER: usize = 1024;
 
+/// The dead-letter reason of a message whose `content_encoding` property names an encoding Herald cannot
+/// decode (`gzip`, `deflate`, ...): decoded as if plain it would be `invalid_utf8` at best, or worse, wrong.
+const UNSUPPORTED_CONTENT_ENCODING: &str = "unsupported_content_encoding";
+
+/// Whether a `content_encoding` property leaves the body as it is: none said, `identity`, a charset that is
+/// UTF-8 (what kombu and Celery set for JSON), or a MIME transfer encoding that transforms nothing.
+fn decodable_encoding(encoding: &str) -> bool {
+    let e = encoding.trim();
+    e.is_empty() || ["identity", "utf-8", "utf8", "binary", "7bit", "8bit"].iter().any(|ok| e.eq_ignore_ascii_case(ok))
+}
+
+/// The reconnect log of one outage: its first failure at `warn`, the following ones at `info`, until a session
+/// gets as far as consuming again.
+#[derive(Debug, Default)]
+struct Outage {
+    warned: bool,
+}
+
+impl Outage {
+    /// A session ended in an error (`connected`: it had got as far as consuming, so this starts a new outage).
+    /// `true`: log it at `warn`.
+    fn failed(&mut self, connected: bool) -> bool {
+        if connected {
+            self.warned = false;
+        }
+        !std::mem::replace(&mut self.warned, true)
+    }
+}
+
 /// Why a delivery goes to the dead-letter queue instead of the inbox.
 #[derive(Debug)]
 struct Poison {
-    /// Stable label: a [`crate::event::DecodeError`] or [`crate::rules::RouteError`] reason, or `unmatched`.
+    /// Stable label: a [`crate::event::DecodeError`] or [`crate::rules::RouteError`] reason, `unmatched`, or
+    /// `unsupported_content_encoding`.
     reason: &'static str,
     error: String,
     event_id: Option<String>,
@@ -66,6 +96,7 @@ impl Consumer {
             Duration::from_millis(self.settings.reconnect_max_ms),
         );
         let mut attempt = 0u32;
+        let mut outage = Outage::default();
         loop {
             let mut consuming_since = None;
             let result = self.session(&mut consuming_since).await;
@@ -81,11 +112,16 @@ impl Consumer {
             attempt = attempt.saturating_add(1);
             let delay = backoff.delay(attempt);
             metrics::counter!("herald_amqp_reconnects_total").increment(1);
-            tracing::warn!(
-                url = %url, error = format!("{error:#}"), attempt, retry_in_ms = delay.as_millis() as u64,
-                "rabbitmq unavailable; reconnecting"
-            );
-            self.health.set(HEALTH, false, format!("disconnected ({error}); reconnecting"));
+            let retry_in_ms = delay.as_millis() as u64;
+            if outage.failed(consuming_since.is_some()) {
+                tracing::warn!(url = %url, error = format!("{error:#}"), attempt, retry_in_ms, "rabbitmq unavailable; reconnecting");
+            } else {
+                tracing::info!(
+                    url = %url, error = format!("{error:#}"), attempt, retry_in_ms,
+                    "rabbitmq still unavailable; reconnecting"
+                );
+            }
+            self.health.set(HEALTH, false, format!("disconnected ({error:#}); reconnecting"));
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -255,6 +291,19 @@ impl Consumer {
             Some((exchange, routing_key)) => (exchange.as_str(), routing_key.as_str()),
             None => (d.exchange.as_str(), d.routing_key.as_str()),
         };
+        if let Some(encoding) = d.properties.content_encoding().as_ref().map(|e| e.as_str()) {
+            if !decodable_encoding(encoding) {
+                return Err(Poison {
+                    reason: UNSUPPORTED_CONTENT_ENCODING,
+                    error: format!(
+                        "content_encoding `{}` is not one Herald decodes (the body must be plain UTF-8 JSON)",
+                        truncate(encoding, 64)
+                    ),
+                    event_id: message_id.map(str::to_owned),
+                    trace_id: None,
+                });
+            }
+        }
         // An AMQP message_id is global: no caller scopes it.
         let envelope = Envelope { exchange, routing_key: Some(routing_key), message_id, caller: None };
         let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
@@ -312,10 +361,17 @@ impl Consumer {
                     let delay = backoff.delay(attempt);
                     metrics::counter!("herald_amqp_store_retries_total").increment(1);
                     tracing::warn!(
-                        error = %e, held = batch.len(), attempt, retry_in_ms = delay.as_millis() as u64,
+                        error = format!("{e:#}"),
+                        held = batch.len(),
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
                         "inbox commit failed; holding the batch unacknowledged and retrying"
                     );
-                    self.health.set(HEALTH, false, format!("inbox unavailable, holding {} messages: {e}", batch.len()));
+                    self.health.set(
+                        HEALTH,
+                        false,
+                        format!("inbox unavailable, holding {} messages: {e:#}", batch.len()),
+                    );
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}
@@ -609,6 +665,26 @@ mod tests {
         // Nothing known: the delivery's own.
         let bare = with("", "herald.events", &[]);
         assert_eq!(recorded(&bare), (Some(s("")), Some(s("herald.events"))));
+    }
+
+    #[test]
+    fn only_encodings_that_leave_the_body_as_it_is_are_decoded() {
+        for ok in ["", " ", "identity", "utf-8", "UTF-8", "utf8", "binary", "7bit", "8bit"] {
+            assert!(decodable_encoding(ok), "{ok:?}");
+        }
+        for refused in ["gzip", "deflate", "br", "x-gzip", "zstd", "base64", "latin-1"] {
+            assert!(!decodable_encoding(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn reconnect_failures_warn_once_per_outage() {
+        let mut outage = Outage::default();
+        assert!(outage.failed(false), "the first failure warns");
+        assert!(!outage.failed(false), "the next ones are info");
+        assert!(!outage.failed(false));
+        assert!(outage.failed(true), "a session that consumed, then failed: a new outage");
+        assert!(!outage.failed(false));
     }
 
     #[test]
