@@ -737,6 +737,43 @@ async fn herald_publish_sends_a_fixture_with_publisher_confirms() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A fixture that fails does not stop the ones after it (the channel its error closed is reopened); the exit
+    // status and the last line say how many failed.
+    let mut good = fixture("medtrack-student-created.json");
+    good["exchange"] = json!(amqp.exchange("events.topic"));
+    good["body"]["payload"]["first_name"] = json!("Jane");
+    // Another student (the rule's dedupe key), taught to the same user.
+    good["body"]["payload"]["student_id"] = json!("5e1a9c3b-7d2f-4a8e-b6c0-1f3d5a7b9c2e");
+    let mut gone = good.clone();
+    gone["exchange"] = json!(amqp.exchange("no-such-exchange"));
+    let files: Vec<PathBuf> = [("gone.json", &gone), ("good.json", &good)]
+        .iter()
+        .map(|(name, f)| {
+            let path = amqp.dir.path().join(name);
+            std::fs::write(&path, f.to_string()).unwrap();
+            path
+        })
+        .collect();
+    let missing = amqp.dir.path().join("missing.json");
+    let url = amqp.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["publish", "--url", &url])
+            .args([&files[0], &missing, &files[1]])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stdout.contains("good.json") && stdout.contains("confirmed"), "the last one was published: {stdout}");
+    assert!(stderr.contains("gone.json") && stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("missing.json"), "{stderr}");
+    assert!(stderr.contains("2 of 3 fixtures failed"), "{stderr}");
+    let f = tab.notification().await;
+    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, Jane!");
 }
 
 #[tokio::test]
