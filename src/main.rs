@@ -46,7 +46,7 @@ enum Command {
         command: RulesCommand,
     },
     /// Publish event fixture files (the format of tests/fixtures/events/*.json) to RabbitMQ, each confirmed by
-    /// the broker.
+    /// the broker. A file that fails does not stop the others; the exit status is non-zero if any failed.
     Publish {
         /// Broker URL. Default: amqp.url from the configuration (HERALD__AMQP__URL).
         #[arg(long)]
@@ -197,7 +197,20 @@ fn main() -> anyhow::Result<()> {
             let report = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
                 herald::ingest::amqp::publish_fixtures(&url, &fixtures, exchange.as_deref(), routing_key.as_deref()),
             )?;
-            report.iter().for_each(|line| println!("{line}"));
+            // Every file is tried; the failures are counted at the end.
+            let mut failed = 0;
+            for outcome in &report {
+                match outcome {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e:#}");
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} fixtures failed to publish", report.len());
+            }
             Ok(())
         }
         Command::Trace { event_id, user, limit, url, key, json } => {

@@ -36,8 +36,14 @@ pub fn init_tracing(s: &LogSettings) {
 /// every notification) and AMQP frames (bodies, the broker's credentials).
 const PAYLOAD_LOGGERS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "lapin", "amq_protocol"];
 
-/// `filter` with those crates held at `debug` at most, unless it names them itself: `RUST_LOG=trace`, the way to
-/// debug Herald, must not write tokens and users' notifications to the log.
+/// Targets that log message bodies at a level an ordinary filter lets through, and the level they are held at:
+/// lapin writes every message the broker returns (unroutable, `mandatory`: a dead letter, a re-drive) at `warn`,
+/// with its whole body and headers (events, personal data). Herald reports those failures itself, without the body.
+const BODY_WARNERS: [(&str, &str); 1] = [("lapin::returned_messages", "error")];
+
+/// `filter` with those crates held at `debug` at most, and [`BODY_WARNERS`] at their level, unless it names them
+/// itself: `RUST_LOG=trace`, the way to debug Herald, and `RUST_LOG=info` must not write tokens and users'
+/// notifications to the log.
 fn capped(filter: &str) -> String {
     // The targets the filter's directives name (`target[span{field}]=level`; a bare level names none).
     let targets: Vec<&str> = filter
@@ -46,14 +52,15 @@ fn capped(filter: &str) -> String {
         .collect();
     let named = |krate: &str| targets.iter().any(|t| *t == krate || t.starts_with(&format!("{krate}::")));
     let mut out = filter.to_owned();
-    for krate in PAYLOAD_LOGGERS {
-        if !named(krate) {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(krate);
-            out.push_str("=debug");
+    let caps = PAYLOAD_LOGGERS.iter().map(|k| (*k, "debug")).filter(|(k, _)| !named(k));
+    let body_caps = BODY_WARNERS.iter().copied().filter(|(target, _)| !targets.contains(target));
+    for (target, level) in caps.chain(body_caps) {
+        if !out.is_empty() {
+            out.push(',');
         }
+        out.push_str(target);
+        out.push('=');
+        out.push_str(level);
     }
     out
 }
@@ -392,5 +399,19 @@ mod filter_tests {
         let other = capped("tokio_tungstenite=trace");
         assert!(other.split(',').any(|d| d == "tungstenite=debug"), "a crate whose name holds another's: {other}");
         assert!(capped("lapin::channel=trace").split(',').all(|d| d != "lapin=debug"), "a module names its crate");
+    }
+
+    #[test]
+    fn lapins_returned_messages_with_their_bodies_are_held_at_error_unless_named() {
+        for filter in ["info", "info,lapin=warn", "lapin=debug", "trace", ""] {
+            let f = capped(filter);
+            assert!(f.split(',').any(|d| d == "lapin::returned_messages=error"), "{f}");
+            assert!(EnvFilter::try_new(&f).is_ok(), "{f}");
+        }
+        let named = capped("info,lapin::returned_messages=warn");
+        assert!(named.split(',').all(|d| d != "lapin::returned_messages=error"), "named: kept as asked ({named})");
+        // The shipped default holds it itself.
+        let default = crate::config::Settings::defaults().log.filter;
+        assert!(default.split(',').any(|d| d == "lapin::returned_messages=error"), "{default}");
     }
 }

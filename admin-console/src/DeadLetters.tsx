@@ -52,8 +52,9 @@ export function DeadLetters({ api, onError, active }: { api: Client; onError: On
     <section aria-labelledby="dl-title">
       <h2 id="dl-title">Dead letters</h2>
       <p className="muted">
-        Events Herald could not route, with the reason. After fixing a rule or teaching an alias, send them back to the
-        exchange they came through: each is removed only once the broker confirmed its republish.
+        Events Herald could not route, with the reason. After fixing a rule or teaching an alias, send them back to
+        Herald's queue (only Herald gets them again, routed as first published): each is removed only once the broker
+        confirmed its republish.
       </p>
       <div className="row">
         <button onClick={() => void load()} disabled={busy}>
@@ -123,7 +124,7 @@ function Letter({ letter: l, checked, onToggle }: { letter: DeadLetter; checked:
         {l.event_id && ` · event ${l.event_id}`}
       </div>
       <details>
-        <summary>Body</summary>
+        <summary>Body{l.body_truncated && ` (the first 64 KiB of ${fmt.bytes(l.size)})`}</summary>
         <pre>{body}</pre>
       </details>
     </li>

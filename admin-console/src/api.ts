@@ -163,6 +163,8 @@ export interface DeadLetter {
   size: number;
   body: string;
   body_encoding: 'utf8' | 'base64';
+  /** `body` shows only the first 64 KiB; `size` is the whole body's. */
+  body_truncated: boolean;
 }
 
 export interface DeadLetterList {

@@ -223,16 +223,19 @@ pub struct RedriveResults {
     pub results: Vec<RedriveOutcome>,
 }
 
-/// `POST /api/v1/admin/dead-letters/redrive`: republish letters to their original exchange, then remove them.
+/// `POST /api/v1/admin/dead-letters/redrive`: republish letters to Herald's own queue, then remove them.
 #[utoipa::path(
     post,
     path = "/api/v1/admin/dead-letters/redrive",
     operation_id = "redrive_dead_letters",
     tag = "admin",
-    summary = "Re-drive dead letters to their original exchange",
-    description = "Each selected letter is republished to the exchange and routing key it first came through, \
-        with its properties minus the death headers, and removed from the dead-letter queue only once the broker \
-        confirmed the republish. A letter that fails again is dead-lettered again by the consumer.",
+    summary = "Re-drive dead letters to Herald's queue",
+    description = "Each selected letter is republished to Herald's own queue (`amqp.queue.name`, through the \
+        default exchange; never to its original exchange, whose other queues processed the event already), with \
+        its properties minus the death headers and its original exchange and routing key in the \
+        `x-herald-exchange` / `x-herald-routing-key` headers, by which the consumer routes it as first published. \
+        It is removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails \
+        again is dead-lettered again by the consumer.",
     request_body(content = RedriveRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why).", body = RedriveResults),

@@ -497,6 +497,12 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         bad("unmatched", &topic, "student.archived", br#"{"event_type":"student.archived","payload":{}}"#.to_vec()),
         bad("routing_key_too_long", &fanout, "", long_key_body),
         bad("too_many_recipients", &topic, "user.registered", too_many.unwrap()),
+        {
+            // A body that would route as it is, but says it is compressed: not decoded as if plain.
+            let body = serde_json::to_vec(&json!({"user_id": user, "title": "gzipped", "message": "m"})).unwrap();
+            let (label, (x, k, b, props)) = bad("unsupported_content_encoding", &fanout, "", body);
+            (label, (x, k, b, props.with_content_encoding("gzip".into())))
+        },
     ];
     let expected_reason = |label: &str| if label == "non_json" { "invalid_json".to_owned() } else { label.to_owned() };
     // Good and bad interleaved: the good ones behind each bad one must not wait.
@@ -536,7 +542,9 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
     }
     assert_eq!(broker.depth(&amqp.queue()).await, 0, "nothing left behind");
     let base = gw.url("");
-    for reason in ["invalid_json", "invalid_utf8", "missing_user_id", "oversized", "unmatched"] {
+    for reason in
+        ["invalid_json", "invalid_utf8", "missing_user_id", "oversized", "unmatched", "unsupported_content_encoding"]
+    {
         let name = format!("herald_amqp_messages_dead_lettered_total{{reason=\"{reason}\"}}");
         assert!(metric(&base, &name).await >= 1.0, "{name} counted");
     }
@@ -729,6 +737,43 @@ async fn herald_publish_sends_a_fixture_with_publisher_confirms() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // A fixture that fails does not stop the ones after it (the channel its error closed is reopened); the exit
+    // status and the last line say how many failed.
+    let mut good = fixture("medtrack-student-created.json");
+    good["exchange"] = json!(amqp.exchange("events.topic"));
+    good["body"]["payload"]["first_name"] = json!("Jane");
+    // Another student (the rule's dedupe key), taught to the same user.
+    good["body"]["payload"]["student_id"] = json!("5e1a9c3b-7d2f-4a8e-b6c0-1f3d5a7b9c2e");
+    let mut gone = good.clone();
+    gone["exchange"] = json!(amqp.exchange("no-such-exchange"));
+    let files: Vec<PathBuf> = [("gone.json", &gone), ("good.json", &good)]
+        .iter()
+        .map(|(name, f)| {
+            let path = amqp.dir.path().join(name);
+            std::fs::write(&path, f.to_string()).unwrap();
+            path
+        })
+        .collect();
+    let missing = amqp.dir.path().join("missing.json");
+    let url = amqp.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["publish", "--url", &url])
+            .args([&files[0], &missing, &files[1]])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stdout.contains("good.json") && stdout.contains("confirmed"), "the last one was published: {stdout}");
+    assert!(stderr.contains("gone.json") && stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("missing.json"), "{stderr}");
+    assert!(stderr.contains("2 of 3 fixtures failed"), "{stderr}");
+    let f = tab.notification().await;
+    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, Jane!");
 }
 
 #[tokio::test]
@@ -844,6 +889,7 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     assert_eq!((l["exchange"].as_str(), l["deaths"].as_u64()), (Some(exchange.as_str()), Some(1)), "{l}");
     assert_eq!(l["body"].as_str().unwrap().as_bytes(), promoted, "{l}");
     assert_eq!((l["body_encoding"].as_str(), l["size"].as_u64()), (Some("utf8"), Some(promoted.len() as u64)));
+    assert_eq!(l["body_truncated"], false, "{l}");
     assert!(l["first_dead_lettered_at"].is_string(), "{l}");
     let g = letter(&list, "student.graduated");
     let graduated_id = g["id"].as_str().unwrap().to_owned();
@@ -917,6 +963,33 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
     gw.stop().await.unwrap();
 }
 
+/// A large letter is listed with at most the first 64 KiB of its body (cut on a character boundary) and
+/// `body_truncated`, `size` the whole body's; its re-drive still republishes the whole body.
+#[tokio::test]
+async fn a_large_dead_letter_is_listed_with_the_beginning_of_its_body_only() {
+    let Some(amqp) = Amqp::new("deadlarge").await else { return };
+    std::fs::write(&amqp.rules, NARROW_RULES).unwrap();
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    // 200 KiB of two-byte characters after an odd-length prefix: 64 KiB falls in the middle of one.
+    let body = format!(r#"{{"user_id": "dl-big", "pad": "{}"}}"#, "é".repeat(100 * 1024));
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("big-1".into());
+    broker.publish(&amqp.exchange("events.topic"), "student.promoted", body.as_bytes(), props).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("the message dead-lettered", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+
+    let doc = crate::openapi::served(&gw).await;
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    let list = crate::openapi::conforms(&doc, "get", "/api/v1/admin/dead-letters", resp).await;
+    let l = &list["letters"][0];
+    let shown = l["body"].as_str().unwrap();
+    assert!(shown.len() <= 64 * 1024 && shown.len() > 64 * 1024 - 4, "{}", shown.len());
+    assert!(body.starts_with(shown), "the beginning of the body");
+    assert_eq!((l["body_truncated"].as_bool(), l["size"].as_u64()), (Some(true), Some(body.len() as u64)));
+    assert_eq!(l["body_encoding"], "utf8");
+    gw.stop().await.unwrap();
+}
+
 /// Without RabbitMQ ingest there is no dead-letter queue: a clear 409; with a broker that cannot be reached,
 /// a 503 with `Retry-After`. Neither needs a broker.
 #[tokio::test]
@@ -947,41 +1020,97 @@ async fn dead_letters_answer_409_without_amqp_and_503_when_the_broker_is_unreach
     gw.stop().await.unwrap();
 }
 
-/// A letter whose original exchange is gone, or whose routing key nothing is bound for, is not removed: its
-/// re-drive answers `failed` once, saying why, and the letter is still there afterwards.
+/// A letter cannot be re-driven while Herald's queue does not exist (deleted under a consumer that waits a minute
+/// before it reconnects and declares it again): its re-drive answers `failed`, saying why, and the letter is still
+/// there afterwards.
 #[tokio::test]
 async fn a_letter_that_cannot_be_republished_is_kept_and_reported_failed() {
     let Some(amqp) = Amqp::new("deadfail").await else { return };
-    let gw = amqp.gateway(|_| {}).await;
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.reconnect_min_ms = 120_000;
+            s.amqp.reconnect_max_ms = 120_000;
+        })
+        .await;
     let broker = Broker::connect(&amqp.url).await;
-    let letter = |id: &str, exchange: &str, key: &str| {
-        let mut h = FieldTable::default();
-        h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
-        h.insert("x-herald-exchange".into(), AMQPValue::LongString(exchange.into()));
-        h.insert("x-herald-routing-key".into(), AMQPValue::LongString(key.into()));
-        BasicProperties::default().with_message_id(id.into()).with_headers(h)
-    };
+    broker.ch.queue_delete(amqp.queue().as_str().into(), Default::default()).await.unwrap();
+    let mut h = FieldTable::default();
+    h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
+    h.insert("x-herald-exchange".into(), AMQPValue::LongString(amqp.exchange("events.topic").as_str().into()));
+    h.insert("x-herald-routing-key".into(), AMQPValue::LongString("student.created".into()));
+    let props = BasicProperties::default().with_message_id("orphan".into()).with_headers(h);
     let dlx = format!("{}.dlx", amqp.prefix);
-    broker.publish(&dlx, "a.b", b"{}", letter("orphan", &amqp.exchange("no-such-exchange"), "a.b")).await;
-    broker.publish(&dlx, "x", b"{}", letter("nowhere", &amqp.exchange("events.topic"), "nothing.bound.here")).await;
+    broker.publish(&dlx, "student.created", b"{}", props).await;
     let dlq = amqp.dead_letter_queue();
-    eventually("both letters queued", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    eventually("the letter queued", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
 
     let (status, body) = redrive(&gw, json!({"all": true})).await;
     assert_eq!(status, 200, "{body}");
-    let mut results = body["results"].as_array().unwrap().clone();
-    results.sort_by_key(|r| r["id"].as_str().unwrap().to_owned());
-    assert_eq!(results.len(), 2, "one outcome per letter: {body}");
-    assert_eq!((results[0]["id"].as_str(), results[0]["outcome"].as_str()), (Some("nowhere"), Some("failed")));
-    assert!(results[0]["message"].as_str().unwrap().contains("unroutable"), "{body}");
-    assert_eq!((results[1]["id"].as_str(), results[1]["outcome"].as_str()), (Some("orphan"), Some("failed")));
-    assert!(results[1]["message"].as_str().unwrap().contains("does not exist"), "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "one outcome per letter: {body}");
+    assert_eq!((results[0]["id"].as_str(), results[0]["outcome"].as_str()), (Some("orphan"), Some("failed")));
+    let message = results[0]["message"].as_str().unwrap();
+    assert!(message.contains("does not exist") && message.contains(&amqp.queue()), "{body}");
 
-    eventually("both letters back in the queue", WAIT, async || (broker.depth(&dlq).await == 2).then_some(())).await;
+    eventually("the letter back in the queue", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
     let list = dead_letters(&gw).await;
-    let mut ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
-    ids.sort();
-    assert_eq!(ids, ["nowhere", "orphan"]);
+    let ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["orphan"]);
+    gw.stop().await.unwrap();
+}
+
+/// A re-drive goes to Herald's queue only: another service's queue bound to the same exchange got the original
+/// message once and gets no copy of the re-driven letter, while Herald routes it as first published (exchange and
+/// routing key from its headers) and stores it for the right user.
+#[tokio::test]
+async fn a_redriven_letter_reaches_herald_only_and_no_other_queue_of_its_exchange() {
+    use lapin::options::QueueBindOptions;
+    let Some(amqp) = Amqp::new("redriveonly").await else { return };
+    std::fs::write(&amqp.rules, NARROW_RULES).unwrap();
+    let gw = amqp.gateway(|_| {}).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("events.topic");
+    // Another service's queue on the same exchange, for the same routing keys.
+    let other = format!("{}.other-service", amqp.prefix);
+    let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+    broker.ch.queue_declare(other.as_str().into(), exclusive, FieldTable::default()).await.unwrap();
+    let bind = QueueBindOptions::default();
+    broker
+        .ch
+        .queue_bind(other.as_str().into(), exchange.as_str().into(), "student.*".into(), bind, FieldTable::default())
+        .await
+        .unwrap();
+
+    let promoted = br#"{"user_id": "redrive-ana", "level": "third year"}"#;
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("promo-only".into());
+    broker.publish(&exchange, "student.promoted", promoted, props).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("the message dead-lettered", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+    assert_eq!(broker.depth(&other).await, 1, "the other service got the original");
+
+    std::fs::write(&amqp.rules, FIXED_RULES).unwrap();
+    let resp = gw.post("/api/v1/admin/rules/reload", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, body) = redrive(&gw, json!({"ids": ["promo-only"]})).await;
+    assert_eq!((status, body), (200, json!({"results": [{"id": "promo-only", "outcome": "redriven"}]})));
+    eventually("the re-driven event stored", WAIT, async || {
+        (unread(&gw.url(""), "redrive-ana").await >= 1).then_some(())
+    })
+    .await;
+    let inbox = gw.inbox("redrive-ana").await;
+    assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox["items"][0]["title"], "Promoted", "routed as from its exchange and routing key: {inbox}");
+    assert_eq!(inbox["items"][0]["content"], "third year", "{inbox}");
+    eventually("the letter removed", WAIT, async || (broker.depth(&dlq).await == 0).then_some(())).await;
+    eventually("the main queue drained", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
+
+    let got = broker.take_all(&other).await;
+    assert_eq!(got.len(), 1, "the other service's queue has the original only, no re-driven copy");
+    assert_eq!(got[0].data, promoted);
+    assert!(
+        got[0].properties.headers().as_ref().is_none_or(|h| !h.contains_key("x-herald-deaths")),
+        "that one is the original, not the re-drive"
+    );
     gw.stop().await.unwrap();
 }
 

@@ -405,8 +405,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Re-drive dead letters to their original exchange
-         * @description Each selected letter is republished to the exchange and routing key it first came through, with its properties minus the death headers, and removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails again is dead-lettered again by the consumer.
+         * Re-drive dead letters to Herald's queue
+         * @description Each selected letter is republished to Herald's own queue (`amqp.queue.name`, through the default exchange; never to its original exchange, whose other queues processed the event already), with its properties minus the death headers and its original exchange and routing key in the `x-herald-exchange` / `x-herald-routing-key` headers, by which the consumer routes it as first published. It is removed from the dead-letter queue only once the broker confirmed the republish. A letter that fails again is dead-lettered again by the consumer.
          */
         post: operations["redrive_dead_letters"];
         delete?: never;
@@ -675,11 +675,16 @@ export interface components {
              * @description When it was first dead-lettered (second precision), when known.
              */
             first_dead_lettered_at?: string | null;
-            /** @description The body's size in bytes. */
+            /** @description The whole body's size in bytes (also when `body` shows only its beginning). */
             size: number;
-            /** @description The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`). */
+            /**
+             * @description The body as published, at most its first 64 KiB (65,536 bytes; `body_truncated`): text when it is
+             *     UTF-8 (cut on a character boundary), otherwise base64 of those bytes (`body_encoding`).
+             */
             body: string;
             body_encoding: components["schemas"]["BodyEncoding"];
+            /** @description `true` when `body` shows only the beginning of a body over 64 KiB; `size` is the whole body's. */
+            body_truncated: boolean;
         };
         /** @description `GET /api/v1/admin/dead-letters`. */
         DeadLetterList: {

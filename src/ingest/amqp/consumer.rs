@@ -33,10 +33,40 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 /// Longest error text carried in the `x-herald-error` header.
 const MAX_ERROR_HEADER: usize = 1024;
 
+/// The dead-letter reason of a message whose `content_encoding` property names an encoding Herald cannot
+/// decode (`gzip`, `deflate`, ...): decoded as if plain it would be `invalid_utf8` at best, or worse, wrong.
+const UNSUPPORTED_CONTENT_ENCODING: &str = "unsupported_content_encoding";
+
+/// Whether a `content_encoding` property leaves the body as it is: none said, `identity`, a charset that is
+/// UTF-8 (what kombu and Celery set for JSON), or a MIME transfer encoding that transforms nothing.
+fn decodable_encoding(encoding: &str) -> bool {
+    let e = encoding.trim();
+    e.is_empty() || ["identity", "utf-8", "utf8", "binary", "7bit", "8bit"].iter().any(|ok| e.eq_ignore_ascii_case(ok))
+}
+
+/// The reconnect log of one outage: its first failure at `warn`, the following ones at `info`, until a session
+/// gets as far as consuming again.
+#[derive(Debug, Default)]
+struct Outage {
+    warned: bool,
+}
+
+impl Outage {
+    /// A session ended in an error (`connected`: it had got as far as consuming, so this starts a new outage).
+    /// `true`: log it at `warn`.
+    fn failed(&mut self, connected: bool) -> bool {
+        if connected {
+            self.warned = false;
+        }
+        !std::mem::replace(&mut self.warned, true)
+    }
+}
+
 /// Why a delivery goes to the dead-letter queue instead of the inbox.
 #[derive(Debug)]
 struct Poison {
-    /// Stable label: a [`crate::event::DecodeError`] or [`crate::rules::RouteError`] reason, or `unmatched`.
+    /// Stable label: a [`crate::event::DecodeError`] or [`crate::rules::RouteError`] reason, `unmatched`, or
+    /// `unsupported_content_encoding`.
     reason: &'static str,
     error: String,
     event_id: Option<String>,
@@ -66,6 +96,7 @@ impl Consumer {
             Duration::from_millis(self.settings.reconnect_max_ms),
         );
         let mut attempt = 0u32;
+        let mut outage = Outage::default();
         loop {
             let mut consuming_since = None;
             let result = self.session(&mut consuming_since).await;
@@ -81,11 +112,16 @@ impl Consumer {
             attempt = attempt.saturating_add(1);
             let delay = backoff.delay(attempt);
             metrics::counter!("herald_amqp_reconnects_total").increment(1);
-            tracing::warn!(
-                url = %url, error = format!("{error:#}"), attempt, retry_in_ms = delay.as_millis() as u64,
-                "rabbitmq unavailable; reconnecting"
-            );
-            self.health.set(HEALTH, false, format!("disconnected ({error}); reconnecting"));
+            let retry_in_ms = delay.as_millis() as u64;
+            if outage.failed(consuming_since.is_some()) {
+                tracing::warn!(url = %url, error = format!("{error:#}"), attempt, retry_in_ms, "rabbitmq unavailable; reconnecting");
+            } else {
+                tracing::info!(
+                    url = %url, error = format!("{error:#}"), attempt, retry_in_ms,
+                    "rabbitmq still unavailable; reconnecting"
+                );
+            }
+            self.health.set(HEALTH, false, format!("disconnected ({error:#}); reconnecting"));
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -255,6 +291,19 @@ impl Consumer {
             Some((exchange, routing_key)) => (exchange.as_str(), routing_key.as_str()),
             None => (d.exchange.as_str(), d.routing_key.as_str()),
         };
+        if let Some(encoding) = d.properties.content_encoding().as_ref().map(|e| e.as_str()) {
+            if !decodable_encoding(encoding) {
+                return Err(Poison {
+                    reason: UNSUPPORTED_CONTENT_ENCODING,
+                    error: format!(
+                        "content_encoding `{}` is not one Herald decodes (the body must be plain UTF-8 JSON)",
+                        truncate(encoding, 64)
+                    ),
+                    event_id: message_id.map(str::to_owned),
+                    trace_id: None,
+                });
+            }
+        }
         // An AMQP message_id is global: no caller scopes it.
         let envelope = Envelope { exchange, routing_key: Some(routing_key), message_id, caller: None };
         let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
@@ -312,10 +361,17 @@ impl Consumer {
                     let delay = backoff.delay(attempt);
                     metrics::counter!("herald_amqp_store_retries_total").increment(1);
                     tracing::warn!(
-                        error = %e, held = batch.len(), attempt, retry_in_ms = delay.as_millis() as u64,
+                        error = format!("{e:#}"),
+                        held = batch.len(),
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
                         "inbox commit failed; holding the batch unacknowledged and retrying"
                     );
-                    self.health.set(HEALTH, false, format!("inbox unavailable, holding {} messages: {e}", batch.len()));
+                    self.health.set(
+                        HEALTH,
+                        false,
+                        format!("inbox unavailable, holding {} messages: {e:#}", batch.len()),
+                    );
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}
@@ -329,20 +385,22 @@ impl Consumer {
     /// broker's confirms. An error leaves them unacknowledged (redelivered after the reconnect).
     async fn dead_letter(&self, dead: &Channel, poison: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
         let q = &self.settings.queue;
+        // Where each was first published: what the log, the trace and the dead letter's headers name.
+        let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
         let mut confirms = Vec::with_capacity(poison.len());
-        for (d, p) in poison {
+        for ((d, p), origin) in poison.iter().zip(&origins) {
             let confirm = dead
                 .basic_publish(
                     q.dead_letter_exchange.as_str().into(),
                     d.routing_key.clone(),
                     BasicPublishOptions { mandatory: true, immediate: false },
                     &d.data,
-                    dead_letter_properties(d, p, &q.name),
+                    dead_letter_properties(d, p, &q.name, origin),
                 )
                 .await?;
             confirms.push(confirm);
         }
-        for ((d, p), confirm) in poison.iter().zip(confirms) {
+        for (((d, p), confirm), (exchange, routing_key)) in poison.iter().zip(confirms).zip(&origins) {
             let confirmation = confirm.await?;
             if confirmation.is_nack() {
                 anyhow::bail!("the broker refused a dead letter (nack)");
@@ -357,20 +415,14 @@ impl Consumer {
             metrics::counter!("herald_amqp_messages_dead_lettered_total", "reason" => p.reason).increment(1);
             metrics::counter!("herald_ingest_errors_total", "transport" => "amqp", "reason" => p.reason).increment(1);
             tracing::warn!(
-                exchange = %d.exchange, routing_key = %d.routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
+                exchange = %exchange, routing_key = %routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
                 reason = p.reason, error = %p.error, redelivered = d.redelivered,
                 "message dead-lettered"
             );
             let trace = self.pipeline.trace();
             match &p.trace_id {
                 Some(t) => trace.dead_lettered(t, p.event_id.as_deref().unwrap_or_default(), p.reason, &p.error),
-                None => trace.dead_lettered_unrouted(
-                    p.event_id.as_deref(),
-                    d.exchange.as_str(),
-                    d.routing_key.as_str(),
-                    p.reason,
-                    &p.error,
-                ),
+                None => trace.dead_lettered_unrouted(p.event_id.as_deref(), exchange, routing_key, p.reason, &p.error),
             }
         }
         Ok(())
@@ -415,8 +467,9 @@ fn delivered(item: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> 
 }
 
 /// The original message's properties, minus those that would be refused or would expire it (`user-id` must
-/// match the publishing connection's user; `expiration`), plus the `x-herald-*` headers that say why.
-fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicProperties {
+/// match the publishing connection's user; `expiration`), plus the `x-herald-*` headers that say why and where
+/// it came from (`origin`: [`dead_letters::origin`]).
+fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(String, String)) -> BasicProperties {
     let src = &d.properties;
     let mut headers = src.headers().clone().unwrap_or_default();
     let mut put = |k: &str, v: &str| {
@@ -424,11 +477,10 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str) -> BasicPropert
     };
     put(dead_letters::REASON, p.reason);
     put(dead_letters::ERROR, truncate(&p.error, MAX_ERROR_HEADER));
-    // A letter moved back by hand keeps naming where it was first published.
-    let (exchange, routing_key) =
-        dead_letters::moved_back(d, queue).unwrap_or_else(|| (d.exchange.to_string(), d.routing_key.to_string()));
-    put(dead_letters::EXCHANGE, &exchange);
-    put(dead_letters::ROUTING_KEY, &routing_key);
+    // A re-driven letter, or one moved back by hand, keeps naming where it was first published.
+    let (exchange, routing_key) = origin;
+    put(dead_letters::EXCHANGE, exchange);
+    put(dead_letters::ROUTING_KEY, routing_key);
     put(dead_letters::QUEUE, queue);
     if let Some(id) = &p.event_id {
         put(dead_letters::EVENT_ID, id);
@@ -533,7 +585,8 @@ mod tests {
             Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()), trace_id: None };
         let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
         let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
-        let first = dead_letter_properties(&fresh, &poison, "herald.events");
+        let first =
+            dead_letter_properties(&fresh, &poison, "herald.events", &dead_letters::origin(&fresh, "herald.events"));
         assert_eq!(header(&first, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(1)));
         assert_eq!(header(&first, dead_letters::REASON), Some(AMQPValue::LongString("unmatched".into())));
         assert!(header(&first, dead_letters::FIRST_DEATH_AT).is_some());
@@ -543,13 +596,95 @@ mod tests {
         carried.insert(dead_letters::FIRST_DEATH_AT.into(), AMQPValue::Timestamp(100));
         let mut redriven = Delivery::mock(2, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
         redriven.properties = BasicProperties::default().with_headers(carried);
-        let again = dead_letter_properties(&redriven, &poison, "herald.events");
+        let again = dead_letter_properties(
+            &redriven,
+            &poison,
+            "herald.events",
+            &dead_letters::origin(&redriven, "herald.events"),
+        );
         assert_eq!(header(&again, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(3)));
         assert_eq!(
             header(&again, dead_letters::FIRST_DEATH_AT),
             Some(AMQPValue::Timestamp(100)),
             "the first time stays"
         );
+    }
+
+    /// The origin recorded when the consumer dead-letters: a named exchange's own; through the default exchange
+    /// (a re-drive, a letter moved back), the origin headers it was routed by, else the broker's `x-death` record;
+    /// never "" over a known origin.
+    #[test]
+    fn a_dead_letter_records_the_origin_it_was_routed_by_or_the_brokers() {
+        let poison = Poison { reason: "unmatched", error: "no rule".into(), event_id: None, trace_id: None };
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        let recorded = |d: &Delivery| {
+            let props = dead_letter_properties(d, &poison, "herald.events", &dead_letters::origin(d, "herald.events"));
+            let h = props.headers().clone().unwrap();
+            let get = |k: &str| h.inner().get(k).cloned();
+            (get(dead_letters::EXCHANGE), get(dead_letters::ROUTING_KEY))
+        };
+        let with = |exchange: &str, key: &str, pairs: &[(&str, AMQPValue)]| {
+            let mut t = FieldTable::default();
+            for (k, v) in pairs {
+                t.insert((*k).into(), v.clone());
+            }
+            let mut d = Delivery::mock(1, exchange.into(), key.into(), false, b"{}".to_vec());
+            d.properties = BasicProperties::default().with_headers(t);
+            d
+        };
+        let herald = [(dead_letters::EXCHANGE, s("events.topic")), (dead_letters::ROUTING_KEY, s("student.created"))];
+        let x_death = AMQPValue::FieldArray(
+            vec![AMQPValue::FieldTable({
+                let mut t = FieldTable::default();
+                t.insert("exchange".into(), s("sgad.matches"));
+                t.insert("routing-keys".into(), AMQPValue::FieldArray(vec![s("match.created")].into()));
+                t.insert("reason".into(), s("delivery_limit"));
+                t
+            })]
+            .into(),
+        );
+
+        // A re-drive: the default exchange, Herald's headers.
+        let redriven = with("", "herald.events", &herald);
+        assert_eq!(recorded(&redriven), (Some(s("events.topic")), Some(s("student.created"))));
+        // A named exchange is its own origin, whatever the headers say.
+        let named = with("sgad.notifications", "", &herald);
+        assert_eq!(recorded(&named), (Some(s("sgad.notifications")), Some(s(""))));
+        // Moved back after the broker dead-lettered it: no Herald headers, the broker's record.
+        let brokers = with("", "herald.events", &[("x-death", x_death.clone())]);
+        assert_eq!(recorded(&brokers), (Some(s("sgad.matches")), Some(s("match.created"))));
+        let first = with("", "herald.events", &[("x-death", x_death.clone()), ("x-first-death-exchange", s("sgad.x"))]);
+        assert_eq!(recorded(&first).0, Some(s("sgad.x")), "x-first-death-exchange first");
+        // An origin recorded as "" (by an earlier version) does not hide the broker's.
+        let blank = with(
+            "",
+            "herald.events",
+            &[(dead_letters::EXCHANGE, s("")), (dead_letters::ROUTING_KEY, s("herald.events")), ("x-death", x_death)],
+        );
+        assert_eq!(recorded(&blank), (Some(s("sgad.matches")), Some(s("match.created"))));
+        // Nothing known: the delivery's own.
+        let bare = with("", "herald.events", &[]);
+        assert_eq!(recorded(&bare), (Some(s("")), Some(s("herald.events"))));
+    }
+
+    #[test]
+    fn only_encodings_that_leave_the_body_as_it_is_are_decoded() {
+        for ok in ["", " ", "identity", "utf-8", "UTF-8", "utf8", "binary", "7bit", "8bit"] {
+            assert!(decodable_encoding(ok), "{ok:?}");
+        }
+        for refused in ["gzip", "deflate", "br", "x-gzip", "zstd", "base64", "latin-1"] {
+            assert!(!decodable_encoding(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn reconnect_failures_warn_once_per_outage() {
+        let mut outage = Outage::default();
+        assert!(outage.failed(false), "the first failure warns");
+        assert!(!outage.failed(false), "the next ones are info");
+        assert!(!outage.failed(false));
+        assert!(outage.failed(true), "a session that consumed, then failed: a new outage");
+        assert!(!outage.failed(false));
     }
 
     #[test]

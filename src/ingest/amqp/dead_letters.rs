@@ -1,5 +1,5 @@
-//! Dead letters for operators: list the dead-letter queue without removing anything, and re-drive letters to the
-//! exchange and routing key they first came through (after a rule fix, an alias backfill).
+//! Dead letters for operators: list the dead-letter queue without removing anything, and re-drive letters to
+//! Herald's own queue, to be routed as they were first published (after a rule fix, an alias backfill).
 //!
 //! Each call opens its own short-lived connection: an operator's occasional request does not share the
 //! consumer's channels, and a broker that cannot be reached is a `503`, not a stalled consumer.
@@ -8,12 +8,19 @@
 //!   handed back at once with `basic.nack multiple requeue`. Nothing is removed, but a peek is a delivery: the
 //!   letters come back marked redelivered, a quorum queue may put them behind letters that arrived meanwhile,
 //!   and while one call holds them another call does not see them (a concurrent re-drive answers `not_found`).
+//!   Each body is shown up to its first [`MAX_BODY_SHOWN`] bytes (`body_truncated`; `size` is the whole body's):
+//!   100 letters of several MiB each would otherwise make a response of hundreds of MiB.
 //! - **Re-drive** takes the letters the same way, holding each until the call ends, republishes each selected
-//!   one (confirm mode, `mandatory`) to its original exchange with its original routing key and properties, the
-//!   death headers removed, and acknowledges it only once the broker confirmed the republish. Everything else
-//!   (not selected, or its republish failed) is requeued at the end. A re-driven letter that fails again is
-//!   dead-lettered by the consumer as any message is; it keeps its id, and one call re-drives at most one
-//!   letter per id, so the re-drive itself never loops.
+//!   one (confirm mode, `mandatory`) to **Herald's queue only** (`amqp.queue.name`, through the default exchange),
+//!   never to its original exchange: every other queue bound there (other services' consumers) processed the
+//!   event already and must not get a second copy. The republished message keeps its properties, the death
+//!   headers removed, and carries its original exchange and routing key in `x-herald-exchange` /
+//!   `x-herald-routing-key`; the consumer routes a delivery that came through the default exchange with those
+//!   headers as if it came from that exchange with that routing key ([`moved_back`]). The letter is
+//!   acknowledged only once the broker confirmed the republish. Everything else (not selected, or its
+//!   republish failed, e.g. Herald's queue does not exist yet) is requeued at the end. A re-driven letter that
+//!   fails again is dead-lettered by the consumer as any message is, with the same origin; it keeps its id, and
+//!   one call re-drives at most one letter per id, so the re-drive itself never loops.
 //! - A letter's id is its `message_id`, or a digest of its body, original exchange, routing key and first
 //!   dead-lettering time (all carried across re-drives). A duplicate (the same message dead-lettered twice, e.g.
 //!   around a crash) waits for the next call; the inbox deduplicates it by event id.
@@ -22,7 +29,7 @@
 //! - Death counts survive a re-drive: the republished message carries `x-herald-deaths` and
 //!   `x-herald-first-dead-lettered-at`, which the consumer continues when it dead-letters the message again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +39,7 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -43,6 +50,9 @@ use crate::config::AmqpSettings;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most letters one listing returns.
 pub const MAX_LIST: usize = 100;
+/// Most bytes of a letter's body a listing shows (cut on a character boundary for text, before base64 for
+/// binary); the rest is left out and the letter says `body_truncated`.
+pub const MAX_BODY_SHOWN: usize = 64 * 1024;
 /// Most letters one re-drive takes from the queue (the rest wait for the next call).
 pub const MAX_REDRIVE: usize = 10_000;
 
@@ -112,11 +122,14 @@ pub struct DeadLetter {
     pub deaths: u64,
     /// When it was first dead-lettered (second precision), when known.
     pub first_dead_lettered_at: Option<DateTime<Utc>>,
-    /// The body's size in bytes.
+    /// The whole body's size in bytes (also when `body` shows only its beginning).
     pub size: usize,
-    /// The body as published: text when it is UTF-8, otherwise base64 (`body_encoding`).
+    /// The body as published, at most its first 64 KiB (65,536 bytes; `body_truncated`): text when it is
+    /// UTF-8 (cut on a character boundary), otherwise base64 of those bytes (`body_encoding`).
     pub body: String,
     pub body_encoding: BodyEncoding,
+    /// `true` when `body` shows only the beginning of a body over 64 KiB; `size` is the whole body's.
+    pub body_truncated: bool,
 }
 
 /// `GET /api/v1/admin/dead-letters`.
@@ -179,7 +192,7 @@ impl DeadLetters {
     pub async fn redrive(&self, selection: &Selection) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
         let s = self.settings()?;
         let (conn, ch) = connect(s).await?;
-        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, selection).await;
+        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, &s.queue.name, selection).await;
         close(conn).await;
         result
     }
@@ -212,13 +225,14 @@ async fn redrive(
     conn: &Connection,
     ch: &Channel,
     queue: &str,
+    herald_queue: &str,
     selection: &Selection,
 ) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
     let wanted: HashSet<&str> = match selection {
         Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
         Selection::All => HashSet::new(),
     };
-    let mut publisher = Publisher::open(conn).await?;
+    let mut publisher = Publisher::open(conn, herald_queue).await?;
     let mut outcomes = Vec::new();
     let mut found = HashSet::new();
     let mut last_held = None;
@@ -243,7 +257,7 @@ async fn redrive(
                 metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "redriven").increment(1);
                 tracing::info!(
                     id = %letter.id, exchange = %letter.exchange, routing_key = %letter.routing_key,
-                    reason = %letter.reason, "dead letter re-driven"
+                    reason = %letter.reason, queue = herald_queue, "dead letter re-driven"
                 );
                 RedriveOutcome { id: letter.id, outcome: RedriveStatus::Redriven, message: None }
             }
@@ -251,7 +265,7 @@ async fn redrive(
                 last_held = Some(d.delivery_tag);
                 metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "failed").increment(1);
                 tracing::warn!(
-                    id = %letter.id, exchange = %letter.exchange, error = %why,
+                    id = %letter.id, exchange = %letter.exchange, queue = herald_queue, error = %why,
                     "re-driving a dead letter failed; it stays in the dead-letter queue"
                 );
                 RedriveOutcome { id: letter.id, outcome: RedriveStatus::Failed, message: Some(why) }
@@ -295,61 +309,59 @@ async fn close(conn: Connection) {
     }
 }
 
-/// A confirm-mode channel, reopened after an error closed it (e.g. an exchange that no longer exists).
+/// A confirm-mode channel to Herald's queue, reopened after an error closed it.
 struct Publisher {
     ch: Channel,
+    /// Herald's queue (`amqp.queue.name`): re-drives go there only, through the default exchange.
+    queue: String,
 }
 
 impl Publisher {
-    async fn open(conn: &Connection) -> Result<Publisher, lapin::Error> {
+    async fn open(conn: &Connection, queue: &str) -> Result<Publisher, lapin::Error> {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Publisher { ch })
+        Ok(Publisher { ch, queue: queue.to_owned() })
     }
 
-    /// Republish and wait for the confirm. `Err` says why in words an operator can act on.
+    /// Republish to Herald's queue (never to the original exchange, whose other queues processed the event
+    /// already) and wait for the confirm. `Err` says why in words an operator can act on.
     async fn republish(&mut self, conn: &Connection, d: &Delivery, letter: &DeadLetter) -> Result<(), String> {
         if !self.ch.status().connected() {
-            *self = Publisher::open(conn).await.map_err(|e| format!("reopening the publishing channel: {e}"))?;
+            *self = Publisher::open(conn, &self.queue)
+                .await
+                .map_err(|e| format!("reopening the publishing channel: {e}"))?;
         }
         let props = d.properties.clone().with_headers(redriven_headers(d, letter));
         let confirm = self
             .ch
             .basic_publish(
-                letter.exchange.as_str().into(),
-                letter.routing_key.as_str().into(),
+                "".into(),
+                self.queue.as_str().into(),
                 BasicPublishOptions { mandatory: true, immediate: false },
                 &d.data,
                 props,
             )
             .await
-            .map_err(|e| publish_error(e, &letter.exchange))?
+            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?
             .await
-            .map_err(|e| publish_error(e, &letter.exchange))?;
+            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?;
         if confirm.is_nack() {
-            return Err("the broker refused the message (nack)".into());
+            return Err(format!("the broker refused the message (nack) for queue `{}`", self.queue));
         }
         if confirm.take_message().is_some() {
             return Err(format!(
-                "unroutable: no queue is bound to exchange `{}` for routing key `{}`",
-                letter.exchange, letter.routing_key
+                "unroutable: queue `{}` does not exist (Herald's consumer declares it when it connects)",
+                self.queue
             ));
         }
         Ok(())
     }
 }
 
-fn publish_error(e: lapin::Error, exchange: &str) -> String {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => {
-            format!("exchange `{exchange}` does not exist")
-        }
-        _ => format!("publishing failed: {e}"),
-    }
-}
-
 /// The letter's headers minus the death headers (the broker's `x-death`, `x-first-death-*`, `x-last-death-*`,
-/// `x-delivery-count` and Herald's `x-herald-*`), with the death count and first time carried on.
+/// `x-delivery-count` and Herald's `x-herald-*`), with the death count and first time carried on, and the
+/// letter's original exchange and routing key in `x-herald-exchange` / `x-herald-routing-key`: the re-drive goes
+/// through the default exchange, and the consumer routes it by these ([`moved_back`]).
 fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
     let mut out = FieldTable::default();
     if let Some(headers) = d.properties.headers() {
@@ -366,6 +378,8 @@ fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
             }
         }
     }
+    out.insert(EXCHANGE.into(), AMQPValue::LongString(letter.exchange.as_str().into()));
+    out.insert(ROUTING_KEY.into(), AMQPValue::LongString(letter.routing_key.as_str().into()));
     out.insert(DEATHS.into(), AMQPValue::LongLongInt(letter.deaths.try_into().unwrap_or(i64::MAX)));
     if let Some(t) = letter.first_dead_lettered_at {
         out.insert(FIRST_DEATH_AT.into(), AMQPValue::Timestamp(t.timestamp().max(0) as u64));
@@ -379,17 +393,7 @@ fn describe(d: &Delivery) -> DeadLetter {
     let headers = d.properties.headers().as_ref().unwrap_or(&empty).inner();
     let text = |k: &str| headers.get(k).and_then(string);
     // The broker's own dead-lettering (a delivery limit): `x-death`, most recent first.
-    let x_death: Vec<&FieldTable> = match headers.get("x-death") {
-        Some(AMQPValue::FieldArray(a)) => a
-            .as_slice()
-            .iter()
-            .filter_map(|v| match v {
-                AMQPValue::FieldTable(t) => Some(t),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    let x_death = x_deaths(headers);
     let oldest = x_death.last().map(|t| t.inner());
     let broker_deaths: u64 = x_death.iter().filter_map(|t| t.inner().get("count").and_then(integer)).sum();
     let herald_deaths = headers.get(DEATHS).and_then(integer).unwrap_or(u64::from(text(REASON).is_some()));
@@ -399,16 +403,9 @@ fn describe(d: &Delivery) -> DeadLetter {
         .into_iter()
         .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(integer)))
         .min();
-    let exchange = text(EXCHANGE)
-        .or_else(|| text("x-first-death-exchange"))
-        .or_else(|| oldest.and_then(|t| t.get("exchange")).and_then(string))
-        .unwrap_or_else(|| d.exchange.to_string());
-    let routing_key = text(ROUTING_KEY)
-        .or_else(|| match oldest.and_then(|t| t.get("routing-keys")) {
-            Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(string),
-            _ => None,
-        })
-        .unwrap_or_else(|| d.routing_key.to_string());
+    let (broker_exchange, broker_routing_key) = broker_origin(headers);
+    let exchange = text(EXCHANGE).or(broker_exchange).unwrap_or_else(|| d.exchange.to_string());
+    let routing_key = text(ROUTING_KEY).or(broker_routing_key).unwrap_or_else(|| d.routing_key.to_string());
     let reason = text(REASON)
         .or_else(|| text("x-first-death-reason"))
         .or_else(|| oldest.and_then(|t| t.get("reason")).and_then(string))
@@ -425,10 +422,7 @@ fn describe(d: &Delivery) -> DeadLetter {
             format!("sha256:{}", hex::encode(&h.finalize()[..16]))
         }
     };
-    let (body, body_encoding) = match std::str::from_utf8(&d.data) {
-        Ok(s) => (s.to_owned(), BodyEncoding::Utf8),
-        Err(_) => (base64::engine::general_purpose::STANDARD.encode(&d.data), BodyEncoding::Base64),
-    };
+    let (body, body_encoding, body_truncated) = shown_body(&d.data, MAX_BODY_SHOWN);
     DeadLetter {
         id,
         reason,
@@ -441,18 +435,92 @@ fn describe(d: &Delivery) -> DeadLetter {
         size: d.data.len(),
         body,
         body_encoding,
+        body_truncated,
     }
 }
 
-/// A dead letter moved back to Herald's queue by hand (a queue-to-queue shovel, the management UI's "move
-/// messages") arrives through the default exchange under the queue's name: the exchange and routing key it was
-/// first published with, from the headers the dead-lettering wrote, to route it as then.
+/// At most the first `max` bytes of `data`, as text when the whole body is UTF-8 (cut on a character
+/// boundary), otherwise as base64 of those bytes; and whether anything was left out.
+fn shown_body(data: &[u8], max: usize) -> (String, BodyEncoding, bool) {
+    let truncated = data.len() > max;
+    match std::str::from_utf8(data) {
+        Ok(text) => {
+            let mut end = max.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            (text[..end].to_owned(), BodyEncoding::Utf8, truncated)
+        }
+        Err(_) => {
+            let shown = &data[..max.min(data.len())];
+            (base64::engine::general_purpose::STANDARD.encode(shown), BodyEncoding::Base64, truncated)
+        }
+    }
+}
+
+/// A dead letter re-driven to Herald's queue, or moved back by hand (a queue-to-queue shovel, the management UI's
+/// "move messages"), arrives through the default exchange under the queue's name: the exchange and routing key it
+/// was first published with, from the `x-herald-exchange` / `x-herald-routing-key` headers, to route it as then.
+/// Only then: a delivery from a named exchange is routed by its real exchange and routing key, whatever its
+/// headers say (a publisher cannot pose as another exchange).
 pub(super) fn moved_back(d: &Delivery, queue: &str) -> Option<(String, String)> {
     if !d.exchange.as_str().is_empty() || d.routing_key.as_str() != queue {
         return None;
     }
     let headers = d.properties.headers().as_ref()?.inner();
     Some((headers.get(EXCHANGE).and_then(string)?, headers.get(ROUTING_KEY).and_then(string)?))
+}
+
+/// Where a delivery was first published, as the consumer records it when it dead-letters it
+/// (`x-herald-exchange` / `x-herald-routing-key`): a named exchange's delivery, its exchange and routing key; one
+/// through the default exchange (a re-drive, a letter moved back by hand), the origin its headers carry — the
+/// one the consumer routed it by ([`moved_back`]) — else the broker's own dead-lettering record (`x-death`), so
+/// that a known origin is never replaced by the default exchange's "". `("", key)` only when nothing says more.
+pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
+    if !d.exchange.as_str().is_empty() {
+        return (d.exchange.to_string(), d.routing_key.to_string());
+    }
+    if let Some((exchange, routing_key)) = moved_back(d, queue).filter(|(x, _)| !x.is_empty()) {
+        return (exchange, routing_key);
+    }
+    // Herald's headers say nothing (absent, or "" as an earlier version recorded a re-drive): the broker's.
+    let empty = FieldTable::default();
+    let headers = d.properties.headers().as_ref().unwrap_or(&empty).inner();
+    match broker_origin(headers) {
+        (Some(exchange), routing_key) => (exchange, routing_key.unwrap_or_default()),
+        (None, _) => (String::new(), d.routing_key.to_string()),
+    }
+}
+
+/// The broker's `x-death` entries (its own dead-lettering: a delivery limit), most recent first.
+fn x_deaths(headers: &BTreeMap<ShortString, AMQPValue>) -> Vec<&FieldTable> {
+    match headers.get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::FieldTable(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The exchange and routing key the broker's own dead-lettering recorded: `x-first-death-exchange`, else the
+/// oldest `x-death` entry's exchange, and that entry's first routing key. Empty values say nothing.
+fn broker_origin(headers: &BTreeMap<ShortString, AMQPValue>) -> (Option<String>, Option<String>) {
+    let oldest = x_deaths(headers).last().map(|t| t.inner());
+    let exchange = headers
+        .get("x-first-death-exchange")
+        .and_then(string)
+        .filter(|x| !x.is_empty())
+        .or_else(|| oldest.and_then(|t| t.get("exchange")).and_then(string).filter(|x| !x.is_empty()));
+    let routing_key = match oldest.and_then(|t| t.get("routing-keys")) {
+        Some(AMQPValue::FieldArray(keys)) => keys.as_slice().first().and_then(string).filter(|k| !k.is_empty()),
+        _ => None,
+    };
+    (exchange, routing_key)
 }
 
 fn string(v: &AMQPValue) -> Option<String> {
@@ -519,7 +587,7 @@ mod tests {
         let l = describe(&d);
         assert_eq!((l.id.as_str(), l.reason.as_str(), l.exchange.as_str()), ("m-1", "unmatched", "events.topic"));
         assert_eq!((l.routing_key.as_str(), l.deaths, l.size), ("student.promoted", 2, 7));
-        assert_eq!((l.body.as_str(), l.body_encoding), (r#"{"a":1}"#, BodyEncoding::Utf8));
+        assert_eq!((l.body.as_str(), l.body_encoding, l.body_truncated), (r#"{"a":1}"#, BodyEncoding::Utf8, false));
         assert_eq!(l.first_dead_lettered_at.unwrap().timestamp(), 1_700_000_000);
         assert_eq!((l.error.as_deref(), l.event_id.as_deref()), (Some("no rule matches"), Some("e-1")));
 
@@ -528,9 +596,43 @@ mod tests {
         assert_eq!(out.get("x-trace"), Some(&s("keep me")));
         assert_eq!(out.get(DEATHS), Some(&AMQPValue::LongLongInt(2)));
         assert_eq!(out.get(FIRST_DEATH_AT), Some(&AMQPValue::Timestamp(1_700_000_000)));
-        for gone in [REASON, ERROR, EXCHANGE, ROUTING_KEY, EVENT_ID] {
+        for gone in [REASON, ERROR, EVENT_ID] {
             assert!(!out.contains_key(gone), "{gone} is a death header: {out:?}");
         }
+        // The origin travels in headers: the re-drive goes through the default exchange to Herald's queue.
+        assert_eq!(out.get(EXCHANGE), Some(&s("events.topic")));
+        assert_eq!(out.get(ROUTING_KEY), Some(&s("student.promoted")));
+    }
+
+    #[test]
+    fn a_body_over_the_bound_is_shown_cut_on_a_char_boundary_or_before_base64() {
+        assert_eq!(shown_body(b"hello", 5), ("hello".into(), BodyEncoding::Utf8, false));
+        assert_eq!(shown_body(b"hello!", 5), ("hello".into(), BodyEncoding::Utf8, true));
+        // "é" is two bytes: a cut in its middle falls back before it.
+        assert_eq!(shown_body("abcdé".as_bytes(), 5), ("abcd".into(), BodyEncoding::Utf8, true));
+        assert_eq!(shown_body("abcdé".as_bytes(), 6), ("abcdé".into(), BodyEncoding::Utf8, false));
+        // Binary: the bytes are cut, then encoded.
+        assert_eq!(shown_body(&[0xff, 0, 1, 2], 2), ("/wA=".into(), BodyEncoding::Base64, true));
+        assert_eq!(shown_body(&[0xff, 0], 2), ("/wA=".into(), BodyEncoding::Base64, false));
+
+        let big = vec![b'x'; MAX_BODY_SHOWN + 10];
+        let l = describe(&delivery(BasicProperties::default(), &big, "herald.dlx", "k"));
+        assert_eq!((l.body.len(), l.size, l.body_truncated), (MAX_BODY_SHOWN, MAX_BODY_SHOWN + 10, true));
+    }
+
+    #[test]
+    fn only_a_delivery_through_the_default_exchange_is_routed_by_its_origin_headers() {
+        let origin = table(&[(EXCHANGE, s("events.topic")), (ROUTING_KEY, s("student.created"))]);
+        let props = BasicProperties::default().with_headers(origin);
+        let redriven = delivery(props.clone(), b"{}", "", "herald.events");
+        assert_eq!(
+            moved_back(&redriven, "herald.events"),
+            Some(("events.topic".to_owned(), "student.created".to_owned()))
+        );
+        let named = delivery(props, b"{}", "sgad.notifications", "");
+        assert_eq!(moved_back(&named, "herald.events"), None, "a named exchange is its own origin");
+        let bare = delivery(BasicProperties::default(), b"{}", "", "herald.events");
+        assert_eq!(moved_back(&bare, "herald.events"), None, "no headers: nothing to route by");
     }
 
     #[test]
@@ -566,9 +668,10 @@ mod tests {
         let out = redriven_headers(&d, &l);
         assert!(
             out.inner().keys().all(|k| !k.as_str().starts_with("x-")
-                || k.as_str().starts_with("x-herald-deaths")
-                || k.as_str() == FIRST_DEATH_AT),
+                || [DEATHS, FIRST_DEATH_AT, EXCHANGE, ROUTING_KEY].contains(&k.as_str())),
             "{out:?}"
         );
+        assert_eq!(out.inner().get(EXCHANGE), Some(&s("sgad.matches")), "the broker's origin, carried on");
+        assert_eq!(out.inner().get(ROUTING_KEY), Some(&s("match.created")));
     }
 }

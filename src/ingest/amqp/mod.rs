@@ -8,7 +8,8 @@
 //!   `basic.ack multiple`. It reconnects by itself, with capped exponential backoff and jitter ([`crate::backoff`]), and reports
 //!   its state to the [`Health`] board `/readyz` reads.
 //! - [`dead_letters`] lists the dead-letter queue for operators without removing anything, and re-drives
-//!   letters to their original exchange; **a letter is removed only after its republish is confirmed**.
+//!   letters to Herald's own queue (never their original exchange, whose other queues had them already), to be
+//!   routed by the origin they carry in headers; **a letter is removed only after its republish is confirmed**.
 //! - [`publish`] is the `herald publish` subcommand: fixture files to the broker, with publisher confirms.
 //!
 //! Invariants:

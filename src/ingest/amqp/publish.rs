@@ -1,5 +1,6 @@
 //! `herald publish`: fixture files (the format of `tests/fixtures/events/*.json`) to the broker, each one
-//! confirmed by the broker before the next, so users can try the AMQP path by hand.
+//! confirmed by the broker before the next, so users can try the AMQP path by hand. A file that fails does not
+//! stop the others.
 //!
 //! A fixture: `{exchange, routing_key, properties: {message_id, content_type, delivery_mode, headers, ...},
 //! body}`. The body is published as JSON (or, with `body_text`, as that exact text).
@@ -9,66 +10,84 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
 
 use crate::ingest::fixture::{self, Fixture, Properties};
 
-/// Publish every file in order, each with a publisher confirm; one line of report per file.
-/// `exchange` / `routing_key` replace the fixture's own.
+/// Publish every file in order, each with a publisher confirm: one outcome per file, its line of report or why
+/// it failed. A file that fails does not stop the others (the channel an error closed is reopened); only a
+/// broker that cannot be reached is an error for all. `exchange` / `routing_key` replace the fixture's own.
 pub async fn publish_fixtures(
     url: &str,
     files: &[PathBuf],
     exchange: Option<&str>,
     routing_key: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<anyhow::Result<String>>> {
     let conn = Connection::connect(url, ConnectionProperties::default().with_connection_name("herald publish".into()))
         .await
         .with_context(|| format!("connecting to {}", crate::redact_url(url)))?;
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut ch = confirm_channel(&conn).await?;
     let mut report = Vec::with_capacity(files.len());
     for file in files {
-        let (fixture, payload) = read(file)?;
-        let exchange = exchange.or(fixture.exchange.as_deref()).with_context(|| {
-            format!(
-                "{}: no `exchange` (an HTTP fixture? POST it to /api/v1/events, or pass --exchange)",
-                file.display()
-            )
-        })?;
-        let key = routing_key.or(fixture.routing_key.as_deref()).unwrap_or("");
-        let confirmation = ch
-            .basic_publish(
-                exchange.into(),
-                key.into(),
-                BasicPublishOptions { mandatory: true, immediate: false },
-                &payload,
-                properties(&fixture.properties),
-            )
-            .await?
-            .await
-            .map_err(|e| match e.kind() {
-                lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => anyhow::anyhow!(
-                    "exchange `{exchange}` does not exist: start Herald with amqp.enabled = true once (it declares \
-                     its topology), or check the name"
-                ),
-                _ => anyhow::Error::new(e),
-            })
-            .with_context(|| format!("publishing {}", file.display()))?;
-        anyhow::ensure!(confirmation.is_ack(), "{}: the broker refused the message (nack)", file.display());
-        anyhow::ensure!(
-            confirmation.take_message().is_none(),
-            "{}: no queue is bound to exchange `{exchange}` for routing key `{key}`: the message went nowhere",
-            file.display()
-        );
-        report.push(format!(
-            "{}: published to exchange `{exchange}` with routing key `{key}` ({} bytes, confirmed)",
-            file.display(),
-            payload.len()
-        ));
+        if !ch.status().connected() {
+            // A failed publish (an exchange that does not exist) closes the channel.
+            ch = confirm_channel(&conn).await.context("reopening the channel")?;
+        }
+        report.push(publish_one(&ch, file, exchange, routing_key).await);
     }
     conn.close(200, "done".into()).await?;
     Ok(report)
+}
+
+async fn confirm_channel(conn: &Connection) -> anyhow::Result<Channel> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
+}
+
+/// Publish one file and wait for the broker's confirm: its line of report.
+async fn publish_one(
+    ch: &Channel,
+    file: &Path,
+    exchange: Option<&str>,
+    routing_key: Option<&str>,
+) -> anyhow::Result<String> {
+    let (fixture, payload) = read(file)?;
+    let exchange = exchange.or(fixture.exchange.as_deref()).with_context(|| {
+        format!("{}: no `exchange` (an HTTP fixture? POST it to /api/v1/events, or pass --exchange)", file.display())
+    })?;
+    let key = routing_key.or(fixture.routing_key.as_deref()).unwrap_or("");
+    let confirmation = ch
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions { mandatory: true, immediate: false },
+            &payload,
+            properties(&fixture.properties),
+        )
+        .await
+        .with_context(|| format!("publishing {}", file.display()))?
+        .await
+        .map_err(|e| match e.kind() {
+            lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => anyhow::anyhow!(
+                "exchange `{exchange}` does not exist: start Herald with amqp.enabled = true once (it declares \
+                 its topology), or check the name"
+            ),
+            _ => anyhow::Error::new(e),
+        })
+        .with_context(|| format!("publishing {}", file.display()))?;
+    anyhow::ensure!(confirmation.is_ack(), "{}: the broker refused the message (nack)", file.display());
+    anyhow::ensure!(
+        confirmation.take_message().is_none(),
+        "{}: no queue is bound to exchange `{exchange}` for routing key `{key}`: the message went nowhere",
+        file.display()
+    );
+    Ok(format!(
+        "{}: published to exchange `{exchange}` with routing key `{key}` ({} bytes, confirmed)",
+        file.display(),
+        payload.len()
+    ))
 }
 
 fn read(file: &Path) -> anyhow::Result<(Fixture, Vec<u8>)> {
