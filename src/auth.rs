@@ -455,19 +455,10 @@ pub fn redact_query(query: &str) -> String {
 /// take as much as for garbage), in words that point at the fix. Echoes nothing the token holds but a short
 /// algorithm name.
 fn malformed(token: &str) -> String {
-    use base64::Engine;
     const NOT_A_JWT: &str = "not a JWT (three base64url parts: header, claims, signature)";
-    let parts: Vec<&str> = token.split('.').collect();
-    let json = |part: &str| {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
-        serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok()
-    };
-    let (Some(header), Some(_)) = (parts.first().and_then(|h| json(h)), parts.get(1).and_then(|c| json(c))) else {
+    let (Some(header), Some(_), 3) = (token_part(token, 0), token_part(token, 1), token.split('.').count()) else {
         return NOT_A_JWT.into();
     };
-    if parts.len() != 3 {
-        return NOT_A_JWT.into();
-    }
     match header.get("alg") {
         Some(Value::String(alg)) if alg.parse::<Algorithm>().is_err() => {
             let shown = alg.len() <= 16 && alg.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -484,23 +475,22 @@ fn malformed(token: &str) -> String {
 
 /// A time claim (`exp`, `nbf`, `iat`) of `token` that is there but not a number of seconds the library reads.
 fn bad_time_claim(token: &str) -> Option<String> {
-    use base64::Engine;
-    let claims = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
-    let claims = serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok()?;
+    let claims = token_part(token, 1)?;
     let claim = ["exp", "nbf", "iat"].into_iter().find(|c| claims.get(*c).is_some_and(|v| !v.is_u64()))?;
     Some(format!("the `{claim}` claim is not a whole number of seconds since 1970"))
 }
 
 /// Whether a JWT's header (already verified as base64url JSON by the decode) holds `crit`.
 fn names_critical_extensions(token: &str) -> bool {
+    token_part(token, 0).is_some_and(|h| h.contains_key("crit"))
+}
+
+/// Part `n` of a JWT (0: the header, 1: the claims) as the JSON object it should be, unverified.
+fn token_part(token: &str, n: usize) -> Option<serde_json::Map<String, Value>> {
     use base64::Engine;
-    let header = token.split('.').next().unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
-        .is_some_and(|h| h.contains_key("crit"))
+    let part = token.split('.').nth(n)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn is_secret_key(raw: &str) -> bool {
