@@ -74,7 +74,7 @@ impl CloseReason {
 
 impl Outgoing {
     pub fn new(link: Option<Link>, frame: Utf8Bytes, ingested_at: Option<Instant>) -> Self {
-        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None }
+        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None, state_version: 0 }
     }
 
     /// The bytes a session in `format` sends.
@@ -114,6 +114,10 @@ pub struct Outgoing {
     /// A `counts` frame's values, the newest broadcast id they include and their version: the session
     /// remembers them to derive later broadcasts' counts in memory, and drops counts older than its own.
     pub counts: Option<CountsAt>,
+    /// A state frame's (`read`, `unread`, `archived`, ...) place among its user's commits: the version of the
+    /// counts its commit wrote (0: unordered, never compared). Two nodes' changes can cross in Redis; a session
+    /// that gets one older than a state frame it already queued resyncs (`out_of_order`) after sending it.
+    pub state_version: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -144,6 +148,9 @@ pub enum ResyncReason {
     TransportLost,
     /// The node just subscribed to this user's channel: catch up on what committed meanwhile. Silent.
     Subscribed,
+    /// A state frame arrived after a newer one (two nodes' changes crossed in Redis): the client applied them in
+    /// the wrong order and must refetch. Announced, after the frames queued before it.
+    OutOfOrder,
 }
 
 impl ResyncReason {
@@ -152,6 +159,7 @@ impl ResyncReason {
             ResyncReason::SlowConsumer => "slow_consumer",
             ResyncReason::TransportLost => "transport_lost",
             ResyncReason::Subscribed => "subscribed",
+            ResyncReason::OutOfOrder => "out_of_order",
         }
     }
 }
@@ -165,6 +173,11 @@ struct OutboxState {
     /// A [`Wakes`] holds this session's wake-up (it wakes the session when released, once however many frames
     /// it queued meanwhile).
     wake_held: bool,
+    /// The newest [`Outgoing::state_version`] queued.
+    state_version: u64,
+    /// A state frame older than `state_version` was queued: once the frames before it are out, resync
+    /// ([`ResyncReason::OutOfOrder`]).
+    out_of_order: bool,
 }
 
 /// How much one session may queue: frames and bytes, whichever is reached first.
@@ -191,6 +204,8 @@ impl Outbox {
                 resync: None,
                 closing: None,
                 wake_held: false,
+                state_version: 0,
+                out_of_order: false,
             }),
             notify: Notify::new(),
             bounds,
@@ -215,6 +230,11 @@ impl Outbox {
             return (Push::Closed, false);
         }
         let already_held = s.wake_held;
+        match out.state_version {
+            0 => {}
+            v if v < s.state_version => s.out_of_order = true,
+            v => s.state_version = v,
+        }
         if let Some(new) = out.counts {
             // Counts are absolute: a newer one replaces a queued older one (and goes to the end, after the
             // frames it counts), so a session never queues more than one; an older one than that queued (a lower
@@ -292,6 +312,11 @@ impl Outbox {
                         s.frames.shrink_to_fit();
                     }
                     return Next::Frames;
+                }
+                if frames && s.out_of_order {
+                    // After the frames queued before (the late one among them): the client's refetch follows them.
+                    s.out_of_order = false;
+                    return Next::Resync(ResyncReason::OutOfOrder);
                 }
             }
             self.notify.notified().await;
@@ -572,6 +597,36 @@ pub(crate) mod tests {
         assert!(buf.is_empty());
         assert_eq!(slow.handle.outbox.next(&mut buf, true).await, Next::Frames);
         assert_eq!(buf.iter().map(|o| o.link.unwrap().id).collect::<Vec<_>>(), vec![4]);
+    }
+
+    /// Two nodes' state changes crossed in Redis: the late (older) frame is still sent, then the session resyncs
+    /// so the client refetches; frames in order, or unordered ones (version 0), never resync.
+    #[tokio::test]
+    async fn a_state_frame_older_than_one_queued_before_it_is_followed_by_an_out_of_order_resync() {
+        let reg = Registry::new();
+        let r = reg_user(&reg, "u", 16, QueueFullPolicy::Resync);
+        let state = |version: u64| {
+            let mut o = Outgoing::new(None, Utf8Bytes::from(format!("v{version}")), None);
+            o.state_version = version;
+            o
+        };
+        let mut buf = Vec::new();
+        for v in [3, 5, 5, 0, 8] {
+            r.handle.outbox.push(state(v));
+        }
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), r.handle.outbox.next(&mut buf, true));
+        assert!(idle.await.is_err(), "in order (and unordered 0): no resync");
+        buf.clear();
+        r.handle.outbox.push(state(6)); // committed before 8, arrived after it
+        r.handle.outbox.push(state(9));
+        let replaying =
+            tokio::time::timeout(std::time::Duration::from_millis(50), r.handle.outbox.next(&mut buf, false));
+        assert!(replaying.await.is_err(), "while the session replays, neither the frames nor the resync");
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        assert_eq!(buf.iter().map(|o| o.frame.as_str()).collect::<Vec<_>>(), ["v6", "v9"], "the late frame is sent");
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Resync(ResyncReason::OutOfOrder), "then resync");
+        assert_eq!(ResyncReason::OutOfOrder.label(), "out_of_order");
     }
 
     #[tokio::test]

@@ -143,13 +143,14 @@ export interface PurgedFrame {
 }
 /**
  * This session may have missed frames (`slow_consumer`: its outbound queue overflowed; `transport_lost`: the
- * node's Redis link dropped). The server replays notifications from the inbox after (`since`,
+ * node's Redis link dropped) or got read-state frames in the wrong order (`out_of_order`: two nodes' changes
+ * crossed). The server replays notifications from the inbox after (`since`,
  * `since_broadcast`), then sends `replayed`. Read state (`read`/`read_all`/`deleted`/`purged` frames) is not
  * replayed: the client refetches its counts and visible page.
  */
 export interface ResyncFrame {
   type: 'resync';
-  reason: 'slow_consumer' | 'transport_lost' | (string & {});
+  reason: 'slow_consumer' | 'transport_lost' | 'out_of_order' | (string & {});
   /** The targeted cursor the replay starts after. */
   since: number;
   /** The broadcast cursor the replay starts after. */

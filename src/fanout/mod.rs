@@ -24,8 +24,9 @@ use crate::trace::{Delivered, Recorder};
 pub enum Message {
     /// A new notification. `user: None` is a broadcast.
     Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
-    /// A read/read_all/deleted frame for one user's other sessions.
-    UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64> },
+    /// A read/read_all/deleted frame for one user's other sessions. `version`: its commit's place among the
+    /// user's commits (the counts version that commit wrote; 0: unordered), see [`Outgoing::state_version`].
+    UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64>, version: u64 },
     /// One user's counts as of a commit, with the newest broadcast id they include and their version. Each
     /// session sends it as a `counts` frame unless it has newer ones, and derives later broadcasts' counts from it
     /// in memory.
@@ -97,8 +98,9 @@ impl Fanout {
                 self.trace.delivered(*id, user.as_deref(), Delivered { sessions, written, overflowed, closed });
                 written
             }
-            Message::UserFrame { user, frame, skip_session } => {
-                let out = Outgoing::new(None, frame.clone(), None);
+            Message::UserFrame { user, frame, skip_session, version } => {
+                let mut out = Outgoing::new(None, frame.clone(), None);
+                out.state_version = *version;
                 self.registry.deliver_to_user(user, &out, *skip_session, wakes).written
             }
             Message::Counts { user, at } => {

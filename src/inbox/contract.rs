@@ -98,12 +98,20 @@ pub(crate) async fn counts_match_rows(store: &dyn Store, user: &str, step: &str)
     counts
 }
 
-/// Records the counts the store tells its listener about, per user, in order.
+/// Records the counts the store tells its listener about, per user, in order: the counts, their versions, and
+/// the versions of the state changes.
 #[derive(Default)]
-pub struct CountsRecorder(pub std::sync::Mutex<Vec<(String, Counts)>>, pub std::sync::Mutex<Vec<(String, u64)>>);
+pub struct CountsRecorder(
+    pub std::sync::Mutex<Vec<(String, Counts)>>,
+    pub std::sync::Mutex<Vec<(String, u64)>>,
+    pub std::sync::Mutex<Vec<(String, u64)>>,
+);
 
 impl CommitListener for CountsRecorder {
     fn committed(&self, _: &NewNotification, _: &[Notification]) {}
+    fn changed(&self, user: &str, _: &crate::inbox::StateChange, version: u64) {
+        self.2.lock().unwrap().push((user.to_owned(), version));
+    }
     fn counts(&self, user: &str, counts: Counts, _: i64, version: u64) {
         self.0.lock().unwrap().push((user.to_owned(), counts));
         self.1.lock().unwrap().push((user.to_owned(), version));

@@ -125,8 +125,10 @@ pub trait CommitListener: Send + Sync + 'static {
     /// `user`'s inbox state changed in the commit just made (read, unread, archived, unarchived, deleted, read
     /// all, seen all): only notifications the commit changed, never one already in that state. Called after the
     /// commit's `committed` and `purged` calls and before its `counts`, in commit order, so sessions apply
-    /// changes in the order they were made whichever request made them.
-    fn changed(&self, _user: &str, _change: &StateChange) {}
+    /// changes in the order they were made whichever request made them. `version`: the version of the counts
+    /// this commit wrote for `user` (every state change writes them, so two commits' changes of one user never
+    /// share one), 0 when it wrote none; sessions on other nodes order state frames by it.
+    fn changed(&self, _user: &str, _change: &StateChange, _version: u64) {}
     /// `user`'s counts changed in the commit just made: these are their values as of that commit, when the
     /// newest broadcast id was `broadcast_up_to`, and `version` their place among the user's counts (see
     /// [`Store::opening`]). Called after the commit's `committed` calls, in commit order, once per user and
@@ -165,7 +167,8 @@ pub(crate) fn tell<'a>(
         }
     }
     for (user, change) in state {
-        listener.changed(user, &change);
+        let version = changes.iter().find(|c| c.user == user).map_or(0, |c| c.version);
+        listener.changed(user, &change, version);
     }
     for c in changes {
         listener.counts(&c.user, c.counts, c.broadcast_up_to, c.version);
@@ -292,8 +295,11 @@ impl Tally {
     }
 
     /// Count the move of one notification `user` sees from `before` to `after`. `watermarks`: the user's
-    /// (read_all, seen_all) ids, needed for a broadcast only.
+    /// (read_all, seen_all) ids, needed for a broadcast only. The user's counters are written even when the move
+    /// leaves them as they were (archiving a read notification): the write gives the commit its own counts
+    /// version, by which other nodes' sessions order its state frame ([`CommitListener::changed`]).
     pub fn change(&mut self, user: &str, id: i64, watermarks: Option<(i64, i64)>, before: RowState, after: RowState) {
+        self.deltas.entry(user.to_owned()).or_default();
         match watermarks {
             Some((read_wm, seen_wm)) => {
                 let (above_read, above_seen) = (id > read_wm, id > seen_wm);

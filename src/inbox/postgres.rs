@@ -2038,6 +2038,35 @@ mod tests {
         db.drop_database().await;
     }
 
+    /// Every state change writes its user's counters, even one that leaves the counts as they were (archiving a
+    /// read notification), so its frame carries a version of its own, above the one before whichever node made
+    /// it: sessions on other nodes order state frames by it (a late, older one makes them resync).
+    #[tokio::test]
+    async fn each_state_change_has_its_own_higher_version_even_when_the_counts_do_not_move() {
+        use crate::inbox::contract::CountsRecorder;
+        let Some(db) = TestDb::create("state_versions").await else { return };
+        let (heard_a, heard_b) = (Arc::new(CountsRecorder::default()), Arc::new(CountsRecorder::default()));
+        let a = db.open(Some(heard_a.clone())).await;
+        let b = db.open(Some(heard_b.clone())).await;
+        let last = |r: &CountsRecorder| r.2.lock().unwrap().iter().rev().find(|(u, _)| u == "u").map(|(_, v)| *v);
+        let stored = a.apply(vec![Write::Notify(draft("s-1", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        let WriteOutcome::Stored(rows) = &stored[0] else { panic!("{stored:?}") };
+        let id = rows[0].id;
+        let mut versions = Vec::new();
+        a.change("u", id, Change::Read).await.unwrap().unwrap();
+        versions.push(last(&heard_a).unwrap());
+        b.change("u", id, Change::Archive).await.unwrap().unwrap(); // read and archived: no count moves
+        versions.push(last(&heard_b).unwrap());
+        a.change("u", id, Change::Unarchive).await.unwrap().unwrap();
+        versions.push(last(&heard_a).unwrap());
+        b.delete("u", id).await.unwrap();
+        versions.push(last(&heard_b).unwrap());
+        assert!(versions.windows(2).all(|w| w[0] < w[1]) && versions[0] > 0, "{versions:?}");
+        a.close().await;
+        b.close().await;
+        db.drop_database().await;
+    }
+
     /// A node of the release before migration 9 keeps writing beside this one: its function,
     /// `herald_write_targeted`, is still there with its result columns (its prepared statements stay valid), and
     /// what it writes is versioned by the trigger.

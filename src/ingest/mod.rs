@@ -415,14 +415,14 @@ impl CommitListener for Publisher {
         let frame = crate::protocol::ServerFrame::Purged.encode();
         let mut wakes = self.wakes();
         for user in users {
-            let message =
-                Message::UserFrame { user: Arc::from(user.as_str()), frame: frame.clone(), skip_session: None };
+            let user = Arc::from(user.as_str());
+            let message = Message::UserFrame { user, frame: frame.clone(), skip_session: None, version: 0 };
             self.fanout.publish_with(message, &mut wakes);
         }
     }
 
     /// The change's frame to the user's sessions on every node, and the trace's read steps, in commit order.
-    fn changed(&self, user: &str, change: &StateChange) {
+    fn changed(&self, user: &str, change: &StateChange, version: u64) {
         let trace = self.fanout.trace();
         let frame = match change {
             StateChange::Read { ids, read_at } => {
@@ -444,7 +444,7 @@ impl CommitListener for Publisher {
                 ServerFrame::SeenAll { up_to: *up_to, seen_at: *seen_at }
             }
         };
-        let message = Message::UserFrame { user: Arc::from(user), frame: frame.encode(), skip_session: None };
+        let message = Message::UserFrame { user: Arc::from(user), frame: frame.encode(), skip_session: None, version };
         self.fanout.publish_with(message, &mut self.wakes());
     }
 

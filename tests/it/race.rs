@@ -240,3 +240,37 @@ async fn counts_overtaken_on_the_way_from_a_slow_node_do_not_replace_newer_ones(
     assert_eq!(last, Some((truth["unread"].as_u64().unwrap(), truth["unseen"].as_u64().unwrap())), "{truth}");
     assert_eq!(last, Some((1, 1)), "one unread: the one after the read");
 }
+
+/// A read committed on slow node A and, 50 ms later, an unread of the same notification committed on B reach B's
+/// session in the other order: `unread` (B's, at once), then `read` (A's, late). Applied as they came, the client
+/// shows it read while the inbox has it unread; so the late frame is followed by `resync` with reason
+/// `out_of_order`, on which the client refetches. Before state frames carried their commit's version, nothing
+/// followed and the list stayed wrong until the next reconnect.
+#[tokio::test]
+async fn a_state_change_overtaken_on_the_way_from_a_slow_node_is_followed_by_an_out_of_order_resync() {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link("state_race").await else { return };
+    let user = unique("sr-");
+    let id = notify(&b, &user, "read then unread").await;
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // B's subscription to the user's channel
+    let path = |change: &str| format!("/api/v1/users/{user}/notifications/{id}/{change}");
+    let r = a.post(&path("read"), &a.token(&user)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(THEN).await;
+    let r = b.post(&path("unread"), &b.token(&user)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + SLOW_LINK * 2 + QUIET;
+    let mut seen = Vec::new();
+    while let Ok(f) = tokio::time::timeout_at(deadline, on_b.raw_frame()).await {
+        match f["type"].as_str().unwrap() {
+            "read" | "unread" => seen.push(f["type"].as_str().unwrap().to_owned()),
+            "resync" => seen.push(format!("resync {}", f["reason"].as_str().unwrap())),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["unread", "read", "resync out_of_order"], "the late read, then the resync");
+    // What the client refetches: the inbox's last state.
+    let page = b.get(&format!("/api/v1/users/{user}/notifications"), &b.token(&user)).send().await.unwrap();
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page["items"][0]["read_at"], Value::Null, "{page}");
+}
