@@ -449,10 +449,11 @@ fn client_message_parsing_never_panics() {
 
 #[test]
 fn valid_client_messages_round_trip() {
-    // `Option<i64>` / `Option<String>` stand for resume and auth; `None, None` for ping.
+    // `Option<i64>` / `Option<String>` stand for resume and auth; `None, None` for ping. A cursor is an id, 0 or
+    // more (a negative one is refused: `negative_resume_cursors_are_refused`).
     let message = prop_oneof![
         Just((None, None)),
-        any::<i64>().prop_map(|since| (Some(since), None)),
+        (0..=i64::MAX).prop_map(|since| (Some(since), None)),
         any::<String>().prop_map(|token| (None, Some(token))),
     ];
     let padding = "[ \t\n\r]{0,3}";
@@ -466,6 +467,19 @@ fn valid_client_messages_round_trip() {
         };
         let text = format!("{before}{json}{after}");
         prop_assert_eq!(ClientMessage::parse(&text), Ok(want));
+        Ok(())
+    });
+}
+
+#[test]
+fn negative_resume_cursors_are_refused() {
+    fuzz("protocol: negative resume cursors", (i64::MIN..0, any::<bool>()), |(since, broadcast_only)| {
+        let json = match broadcast_only {
+            true => json!({"type": "resume", "since": 0, "since_broadcast": since}),
+            false => json!({"type": "resume", "since": since}),
+        };
+        let refused = ClientMessage::parse(&json.to_string());
+        prop_assert!(matches!(&refused, Err(e) if e.to_string().contains("0 or more")), "{:?}", refused);
         Ok(())
     });
 }
