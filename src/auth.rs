@@ -285,10 +285,11 @@ impl Authenticator {
             ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
             // The library also says "missing" for a time claim that is there but not a number it reads.
             ErrorKind::MissingRequiredClaim(c) => {
-                AuthError::Invalid(bad_time_claim(token).unwrap_or_else(|| format!("no `{c}` claim")))
+                AuthError::Invalid(bad_time_claim(token, &[c.as_str()]).unwrap_or_else(|| format!("no `{c}` claim")))
             }
             ErrorKind::InvalidClaimFormat(c) => AuthError::Invalid(
-                bad_time_claim(token).unwrap_or_else(|| format!("the `{c}` claim is not in the form a JWT holds")),
+                bad_time_claim(token, &[c.as_str()])
+                    .unwrap_or_else(|| format!("the `{c}` claim is not in the form a JWT holds")),
             ),
             // Said for people, not in the library's words ("InvalidToken", "Base64 error: ...").
             ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
@@ -470,13 +471,15 @@ fn malformed(token: &str) -> String {
         Some(Value::String(_)) => {}
         _ => return "the token's header has no algorithm (`alg`)".into(),
     }
-    bad_time_claim(token).unwrap_or_else(|| "the token's header or claims are not what a JWT holds".into())
+    bad_time_claim(token, &["exp", "nbf", "iat"])
+        .unwrap_or_else(|| "the token's header or claims are not what a JWT holds".into())
 }
 
-/// A time claim (`exp`, `nbf`, `iat`) of `token` that is there but not a number of seconds the library reads.
-fn bad_time_claim(token: &str) -> Option<String> {
+/// The first of the time claims `names` (`exp`, `nbf`, `iat`) that `token` has but not as a number of seconds the
+/// library reads.
+fn bad_time_claim(token: &str, names: &[&str]) -> Option<String> {
     let claims = token_part(token, 1)?;
-    let claim = ["exp", "nbf", "iat"].into_iter().find(|c| claims.get(*c).is_some_and(|v| !v.is_u64()))?;
+    let claim = names.iter().find(|c| claims.get(**c).is_some_and(|v| !v.is_u64()))?;
     Some(format!("the `{claim}` claim is not a whole number of seconds since 1970"))
 }
 
@@ -569,6 +572,9 @@ mod tests {
         assert!(m.contains("`exp`") && m.contains("seconds"), "{m}");
         let m = refusal(&signed(serde_json::json!({"sub": "u", "exp": future(), "nbf": "tomorrow"})));
         assert!(m.contains("`nbf`"), "{m}");
+        // No `exp` at all, and an `iat` the library does not check: the missing `exp` is what is said.
+        let m = refusal(&signed(serde_json::json!({"sub": "u", "iat": 1.5})));
+        assert_eq!(m, "no `exp` claim");
         for garbage in ["garbage", "a.b.c", "a.b"] {
             assert!(refusal(garbage).starts_with("not a JWT"), "{garbage}: {}", refusal(garbage));
         }

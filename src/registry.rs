@@ -256,6 +256,8 @@ impl Outbox {
             s.frames.clear();
             s.frames.shrink_to_fit();
             s.bytes = 0;
+            // The announced resync makes the client refetch anyway: one is enough.
+            s.out_of_order = false;
             match self.bounds.policy {
                 QueueFullPolicy::Resync => s.resync = Some(ResyncReason::SlowConsumer),
                 QueueFullPolicy::Close => s.closing = Some(CloseReason::Lagged),
@@ -271,6 +273,14 @@ impl Outbox {
     fn release(&self) {
         self.state.lock().expect("outbox poisoned").wake_held = false;
         self.notify.notify_one();
+    }
+
+    /// The session read a snapshot of its user's inbox at counts `version` (its opening, a resume): the state
+    /// frames of commits up to it are in what the client fetches next, so one of an older commit queued later is
+    /// late (see [`Outgoing::state_version`]).
+    pub fn state_read_at(&self, version: u64) {
+        let mut s = self.state.lock().expect("outbox poisoned");
+        s.state_version = s.state_version.max(version);
     }
 
     /// Ask the session to replay from the inbox after what it sent (an announced reason wins over a silent one).
@@ -627,6 +637,21 @@ pub(crate) mod tests {
         assert_eq!(buf.iter().map(|o| o.frame.as_str()).collect::<Vec<_>>(), ["v6", "v9"], "the late frame is sent");
         assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Resync(ResyncReason::OutOfOrder), "then resync");
         assert_eq!(ResyncReason::OutOfOrder.label(), "out_of_order");
+        // A snapshot read at version 20 (a resume): a state frame of an older commit arriving after it is late too.
+        buf.clear();
+        r.handle.outbox.state_read_at(20);
+        r.handle.outbox.push(state(12));
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Resync(ResyncReason::OutOfOrder));
+        // An overflow's announced resync covers a late frame: one resync, not two.
+        let small = reg_user(&reg, "u", 2, QueueFullPolicy::Resync);
+        for v in [30, 25, 31] {
+            small.handle.outbox.push(state(v));
+        }
+        assert_eq!(small.handle.outbox.next(&mut buf, true).await, Next::Resync(ResyncReason::SlowConsumer));
+        let after =
+            tokio::time::timeout(std::time::Duration::from_millis(50), small.handle.outbox.next(&mut buf, true));
+        assert!(after.await.is_err(), "no second resync");
     }
 
     #[tokio::test]

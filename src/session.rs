@@ -283,6 +283,7 @@ impl<'a> Session<'a> {
                     self.pending = None;
                     let step = match loaded {
                         Ok(Loaded::Latest(latest, counts, version, floor)) => {
+                            outbox.state_read_at(version);
                             self.on_latest(latest, counts, version, floor, &session_id).await
                         }
                         Ok(Loaded::Counts(at, counts, version, announced)) => {
@@ -314,7 +315,10 @@ impl<'a> Session<'a> {
                             self.start_replay(self.position, false, FirstRead::Page);
                             Ok(())
                         }
-                        Next::Resync(reason @ ResyncReason::TransportLost) => self.resync(reason).await,
+                        // Not the client's doing, so not under the cap that closes slow clients.
+                        Next::Resync(reason @ (ResyncReason::TransportLost | ResyncReason::OutOfOrder)) => {
+                            self.resync(reason).await
+                        }
                         Next::Resync(reason) if resyncs.allow(s.max_resyncs_per_minute) => self.resync(reason).await,
                         Next::Resync(_) => return self.close(CloseReason::Lagged).await,
                     };

@@ -166,9 +166,10 @@ pub(crate) fn tell<'a>(
             }
         }
     }
+    let mut versions: Option<std::collections::HashMap<&str, u64>> = None;
     for (user, change) in state {
-        let version = changes.iter().find(|c| c.user == user).map_or(0, |c| c.version);
-        listener.changed(user, &change, version);
+        let versions = versions.get_or_insert_with(|| changes.iter().map(|c| (c.user.as_str(), c.version)).collect());
+        listener.changed(user, &change, versions.get(user).copied().unwrap_or(0));
     }
     for c in changes {
         listener.counts(&c.user, c.counts, c.broadcast_up_to, c.version);

@@ -131,8 +131,8 @@ fn rules_check_outside_a_checkout_checks_the_shipped_rules_and_a_missing_configu
 }
 
 /// Liveness fails once an essential thread died (the store's writer panicked): `/healthz` answers 503 with what
-/// stopped, and `herald healthcheck` exits 1, so Docker or Kubernetes restarts a node that would refuse every
-/// write until then. (Each test is its own process under nextest: the failure stays in this one.)
+/// stopped, and `herald healthcheck` exits 1: Kubernetes' liveness probe (or Swarm, on the image's HEALTHCHECK)
+/// restarts a node that would refuse every write until then; plain Docker marks it unhealthy. (Each test is its own process under nextest: the failure stays in this one.)
 #[tokio::test]
 async fn healthz_fails_once_an_essential_thread_died() {
     let gw = spawn_gateway().await;

@@ -404,8 +404,16 @@ fn describe(d: &Delivery) -> DeadLetter {
         .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(integer)))
         .min();
     let (broker_exchange, broker_routing_key) = broker_origin(headers);
-    let exchange = text(EXCHANGE).or(broker_exchange).unwrap_or_else(|| d.exchange.to_string());
-    let routing_key = text(ROUTING_KEY).or(broker_routing_key).unwrap_or_else(|| d.routing_key.to_string());
+    let (exchange, routing_key) = match (text(EXCHANGE), broker_exchange) {
+        (Some(exchange), _) if !exchange.is_empty() => (exchange, text(ROUTING_KEY).or(broker_routing_key)),
+        // An earlier version recorded "" for a letter that came through the default exchange (a re-drive): the
+        // broker's record instead, exchange and key together, so a re-drive restores the real origin.
+        (_, Some(exchange)) => (exchange, broker_routing_key.or_else(|| text(ROUTING_KEY))),
+        (exchange, None) => {
+            (exchange.unwrap_or_else(|| d.exchange.to_string()), text(ROUTING_KEY).or(broker_routing_key))
+        }
+    };
+    let routing_key = routing_key.unwrap_or_else(|| d.routing_key.to_string());
     let reason = text(REASON)
         .or_else(|| text("x-first-death-reason"))
         .or_else(|| oldest.and_then(|t| t.get("reason")).and_then(string))
@@ -468,7 +476,8 @@ pub(super) fn moved_back(d: &Delivery, queue: &str) -> Option<(String, String)> 
         return None;
     }
     let headers = d.properties.headers().as_ref()?.inner();
-    Some((headers.get(EXCHANGE).and_then(string)?, headers.get(ROUTING_KEY).and_then(string)?))
+    let exchange = headers.get(EXCHANGE).and_then(string).filter(|x| !x.is_empty())?;
+    Some((exchange, headers.get(ROUTING_KEY).and_then(string)?))
 }
 
 /// Where a delivery was first published, as the consumer records it when it dead-letters it
@@ -673,5 +682,30 @@ mod tests {
         );
         assert_eq!(out.inner().get(EXCHANGE), Some(&s("sgad.matches")), "the broker's origin, carried on");
         assert_eq!(out.inner().get(ROUTING_KEY), Some(&s("match.created")));
+    }
+
+    /// An earlier version recorded `""` as the origin of a letter that came through the default exchange (a
+    /// re-drive); the broker's `x-death` still has the real one. The listing shows it, and a re-drive carries it,
+    /// so the consumer routes the letter as first published instead of dead-lettering it again, origin lost.
+    #[test]
+    fn a_letter_recorded_with_an_empty_origin_shows_and_carries_the_brokers() {
+        let death = AMQPValue::FieldTable(table(&[
+            ("exchange", s("sgad.matches")),
+            ("routing-keys", AMQPValue::FieldArray(FieldArray::from(vec![s("match.created")]))),
+        ]));
+        let headers = table(&[
+            (REASON, s("unmatched")),
+            (EXCHANGE, s("")),
+            (ROUTING_KEY, s("herald.events")),
+            ("x-death", AMQPValue::FieldArray(FieldArray::from(vec![death]))),
+        ]);
+        let d = delivery(BasicProperties::default().with_headers(headers), b"{}", "herald.dlx", "herald.events");
+        let l = describe(&d);
+        assert_eq!((l.exchange.as_str(), l.routing_key.as_str()), ("sgad.matches", "match.created"));
+        let out = redriven_headers(&d, &l);
+        assert_eq!(out.inner().get(EXCHANGE), Some(&s("sgad.matches")));
+        // A delivery whose origin header is "" is not routed by it.
+        let props = BasicProperties::default().with_headers(table(&[(EXCHANGE, s("")), (ROUTING_KEY, s("k"))]));
+        assert_eq!(moved_back(&delivery(props, b"{}", "", "herald.events"), "herald.events"), None);
     }
 }
