@@ -1277,7 +1277,8 @@ fn check_postgres_url(raw: &str) -> Result<(), String> {
     for (key, _) in parsed.query_pairs() {
         if !POSTGRES_URL_PARAMS.contains(&&*key) && !key.starts_with("options[") {
             return Err(format!(
-                "unknown PostgreSQL URL parameter `{key}` (known: {}, options[NAME])",
+                "unknown PostgreSQL URL parameter `{key}`: Herald's driver (sqlx) would ignore it (libpq-only \
+                 parameters such as connect_timeout do nothing here; known: {}, options[NAME])",
                 POSTGRES_URL_PARAMS.join(", ")
             ));
         }
