@@ -300,7 +300,9 @@ impl Tally {
     /// leaves them as they were (archiving a read notification): the write gives the commit its own counts
     /// version, by which other nodes' sessions order its state frame ([`CommitListener::changed`]).
     pub fn change(&mut self, user: &str, id: i64, watermarks: Option<(i64, i64)>, before: RowState, after: RowState) {
-        self.deltas.entry(user.to_owned()).or_default();
+        if !self.deltas.contains_key(user) {
+            self.deltas.insert(user.to_owned(), Counters::default());
+        }
         match watermarks {
             Some((read_wm, seen_wm)) => {
                 let (above_read, above_seen) = (id > read_wm, id > seen_wm);

@@ -641,14 +641,15 @@ impl PostgresStore {
         if mine {
             return Ok(Some(tx));
         }
-        // Ended here, not on drop: a dropped transaction's rollback waits for the connection's next use.
+        // Ended here, not on drop: a dropped transaction's rollback is sent only once the pool takes its
+        // connection back, a moment later.
         tx.rollback().await.map_err(store_error)?;
         Ok(None)
     }
 
-    /// End a pruning step that found nothing to do. Explicitly: a dropped transaction rolls back only when its
-    /// connection is next used, holding [`PRUNE_LOCK`] until then, so the next step (on another pooled
-    /// connection) would find it taken and skip its round.
+    /// End a pruning step that found nothing to do. Explicitly: a dropped transaction rolls back only once the
+    /// pool takes its connection back (a spawned task, a moment later), holding [`PRUNE_LOCK`] until then, so the
+    /// next step, on another pooled connection, could find it taken and skip its round.
     async fn end_idle(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<PruneReport, StoreError> {
         tx.commit().await.map_err(store_error)?;
         Ok(PruneReport::default())
@@ -2123,8 +2124,8 @@ mod tests {
     }
 
     /// A pruning step that finds nothing ends its transaction before returning: left to the pool, its rollback
-    /// waits for the connection's next use and the prune lock stays held, so this node's next step, on another
-    /// connection, found it taken and skipped (CI saw a dedupe expiry skipped this way).
+    /// came only once the pool took the connection back and the prune lock stayed held until then, so this node's
+    /// next step, on another connection, could find it taken and skip (CI saw a dedupe expiry skipped this way).
     #[tokio::test]
     async fn a_pruning_step_that_finds_nothing_does_not_keep_the_prune_lock() {
         let Some(db) = TestDb::create("a_pruning_step_that_finds_nothing").await else { return };

@@ -489,8 +489,8 @@ pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
     if !d.exchange.as_str().is_empty() {
         return (d.exchange.to_string(), d.routing_key.to_string());
     }
-    if let Some((exchange, routing_key)) = moved_back(d, queue).filter(|(x, _)| !x.is_empty()) {
-        return (exchange, routing_key);
+    if let Some(recorded) = moved_back(d, queue) {
+        return recorded;
     }
     // Herald's headers say nothing (absent, or "" as an earlier version recorded a re-drive): the broker's.
     let empty = FieldTable::default();
