@@ -74,7 +74,7 @@ impl CloseReason {
 
 impl Outgoing {
     pub fn new(link: Option<Link>, frame: Utf8Bytes, ingested_at: Option<Instant>) -> Self {
-        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None, state_version: 0 }
+        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None, state_version: 0, late: false }
     }
 
     /// The bytes a session in `format` sends.
@@ -114,10 +114,15 @@ pub struct Outgoing {
     /// A `counts` frame's values, the newest broadcast id they include and their version: the session
     /// remembers them to derive later broadcasts' counts in memory, and drops counts older than its own.
     pub counts: Option<CountsAt>,
-    /// A state frame's (`read`, `unread`, `archived`, ...) place among its user's commits: the version of the
-    /// counts its commit wrote (0: unordered, never compared). Two nodes' changes can cross in Redis; a session
-    /// that gets one older than a state frame it already queued resyncs (`out_of_order`) after sending it.
+    /// A state frame's (`read`, `unread`, `archived`, ...) or a targeted notification's place among its user's
+    /// commits: the version of the counts its commit wrote (0: unordered, never compared). Two nodes' changes can
+    /// cross in Redis; a session that gets a state frame older than one it already queued resyncs (`out_of_order`)
+    /// after sending it, and a notification older than one marks it [`Outgoing::late`].
     pub state_version: u64,
+    /// A notification committed before a state change (or the snapshot) this session already queued: the change
+    /// may be about it (a read of it, a `read_all` over it), so the frame as committed would undo it on the
+    /// client. The session sends it from the inbox instead, with its state as of now (a gap fill).
+    pub late: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -224,7 +229,7 @@ impl Outbox {
     /// Queue a frame without waking the session; the caller wakes it (a `Closed` session needs no wake). With
     /// `hold`, the session's wake-up is marked held, and the answer says whether it already was (then another
     /// holder wakes it).
-    fn enqueue(&self, out: Outgoing, hold: bool) -> (Push, bool) {
+    fn enqueue(&self, mut out: Outgoing, hold: bool) -> (Push, bool) {
         let mut s = self.state.lock().expect("outbox poisoned");
         if s.closing.is_some() {
             return (Push::Closed, false);
@@ -232,6 +237,8 @@ impl Outbox {
         let already_held = s.wake_held;
         match out.state_version {
             0 => {}
+            // A notification orders only against state changes: two notifications are ordered by their chain.
+            v if out.link.is_some() => out.late = v < s.state_version,
             v if v < s.state_version => s.out_of_order = true,
             v => s.state_version = v,
         }
@@ -607,6 +614,39 @@ pub(crate) mod tests {
         assert!(buf.is_empty());
         assert_eq!(slow.handle.outbox.next(&mut buf, true).await, Next::Frames);
         assert_eq!(buf.iter().map(|o| o.link.unwrap().id).collect::<Vec<_>>(), vec![4]);
+    }
+
+    /// A targeted notification committed before a state change queued ahead of it (or the snapshot) is marked
+    /// late; one committed after is not, and notifications never make a later state frame late (two
+    /// notifications are ordered by their chain, and a change is always committed after what it changes).
+    #[tokio::test]
+    async fn a_notification_older_than_a_state_change_queued_before_it_is_marked_late() {
+        let reg = Registry::new();
+        let r = reg_user(&reg, "u", 16, QueueFullPolicy::Resync);
+        let version = |mut o: Outgoing, v: u64| {
+            o.state_version = v;
+            o
+        };
+        let note = |id: i64, v: u64| {
+            let link = Link { chain: Chain::Targeted, id, prev_id: id - 1 };
+            version(Outgoing::new(Some(link), Utf8Bytes::from(format!("n{id}")), None), v)
+        };
+        let state = |v: u64| version(Outgoing::new(None, Utf8Bytes::from(format!("s{v}")), None), v);
+        for o in [note(1, 2), state(4), note(2, 3), note(3, 5), note(4, 0), state(4)] {
+            r.handle.outbox.push(o);
+        }
+        let mut buf = Vec::new();
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        let late: Vec<_> = buf.iter().map(|o| (o.frame.as_str(), o.late)).collect();
+        let expected = [("n1", false), ("s4", false), ("n2", true), ("n3", false), ("n4", false), ("s4", false)];
+        assert_eq!(late, expected, "only n2, committed (3) before the change sent ahead of it (4)");
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(50), r.handle.outbox.next(&mut buf, true));
+        assert!(idle.await.is_err(), "n3 (5) did not make the later s4 out of order");
+        buf.clear();
+        r.handle.outbox.state_read_at(9);
+        r.handle.outbox.push(note(5, 8));
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        assert!(buf[0].late, "older than the snapshot: its fill (or the replay's id check) decides");
     }
 
     /// Two nodes' state changes crossed in Redis: the late (older) frame is still sent, then the session resyncs

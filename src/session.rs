@@ -693,9 +693,13 @@ impl<'a> Session<'a> {
                 if link.id <= self.position.get(link.chain) {
                     continue;
                 }
-                if fill_gaps && link.prev_id > self.position.get(link.chain) {
+                // A late one (see `Outgoing::late`) is filled like a gap: from the inbox, as it is now.
+                if fill_gaps && (out.late || link.prev_id > self.position.get(link.chain)) {
                     gap = Some(batch[i..].to_vec());
                     break;
+                }
+                if out.late {
+                    continue; // after its fill: the inbox no longer has it (deleted meanwhile)
                 }
                 self.position.advance(link.chain, link.id);
                 if link.chain == Chain::Broadcast {

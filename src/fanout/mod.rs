@@ -22,8 +22,10 @@ use crate::trace::{Delivered, Recorder};
 /// What travels to sessions (and, with a transport, between nodes).
 #[derive(Debug, Clone)]
 pub enum Message {
-    /// A new notification. `user: None` is a broadcast.
-    Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant },
+    /// A new notification. `user: None` is a broadcast. `version`: a targeted one's place among its user's commits
+    /// (as for `UserFrame`; 0: unordered), so a session that already sent a newer state change replays it from
+    /// the inbox, with its state as of now, instead of sending it as it was committed (see [`Outgoing::late`]).
+    Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant, version: u64 },
     /// A read/read_all/deleted frame for one user's other sessions. `version`: its commit's place among the
     /// user's commits (the counts version that commit wrote; 0: unordered), see [`Outgoing::state_version`].
     UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64>, version: u64 },
@@ -86,10 +88,11 @@ impl Fanout {
     /// Deliver to this node's sessions only (also what a transport calls for messages from other nodes).
     pub fn deliver_local(&self, message: &Message, wakes: &mut Wakes) -> usize {
         match message {
-            Message::Notification { user, id, prev_id, frame, ingested_at } => {
+            Message::Notification { user, id, prev_id, frame, ingested_at, version } => {
                 let chain = if user.is_some() { Chain::Targeted } else { Chain::Broadcast };
                 let link = Link { chain, id: *id, prev_id: *prev_id };
-                let out = Outgoing::new(Some(link), frame.clone(), Some(*ingested_at));
+                let mut out = Outgoing::new(Some(link), frame.clone(), Some(*ingested_at));
+                out.state_version = *version;
                 let sent = match user {
                     Some(u) => self.registry.deliver_to_user(u, &out, None, wakes),
                     None => self.registry.deliver_to_all(&out, wakes),
@@ -125,6 +128,11 @@ impl Fanout {
             }
             Message::ReloadRules => 0,
         }
+    }
+
+    /// Whether messages also go to other nodes (where frames of two nodes' commits can cross).
+    pub fn has_transport(&self) -> bool {
+        self.transport.is_some()
     }
 
     pub fn registry(&self) -> &Registry {

@@ -152,16 +152,18 @@ impl RedisTransport {
     }
 }
 
-/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification), `u` (user frame),
+/// Wire format between nodes: `v1|origin|kind|id|prev|skip|frame`, kind `n` (notification; its version where
+/// `skip` goes), `u` (user frame; its version where `id` goes),
 /// `c` (counts: `id` unread, `prev` unseen, `skip` the newest broadcast id they include, their version where the
 /// frame goes), `e` (a live-only event), `l` (lost: resync everything) or `r` (reload the rules; both on the broadcast
 /// channel). `origin` is the
 /// sending process (`node#<random>`).
 fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
     let (channel, head, frame) = match m {
-        Message::Notification { user, id, prev_id, frame, .. } => {
+        // The version goes in the skip slot, which nodes from before versions do not read for `n`.
+        Message::Notification { user, id, prev_id, frame, version, .. } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
-            (channel, format!("v1|{origin}|n|{id}|{prev_id}|0|"), frame.as_str())
+            (channel, format!("v1|{origin}|n|{id}|{prev_id}|{version}|"), frame.as_str())
         }
         // The version goes in the id slot, which nodes from before versions do not read for `u`.
         Message::UserFrame { user, frame, skip_session, version } => {
@@ -207,6 +209,8 @@ fn decode(names: &Names, origin_here: &str, channel: &str, payload: &[u8]) -> Op
             prev_id: prev.parse().ok()?,
             frame,
             ingested_at: Instant::now(),
+            // `0` from a node from before versions: unordered, as then.
+            version: skip.parse().ok()?,
         }),
         "u" => {
             let skip: u64 = skip.parse().ok()?;
@@ -628,15 +632,16 @@ mod tests {
             prev_id: 40,
             frame: Utf8Bytes::from_static(r#"{"type":"notification","x":"a|b"}"#),
             ingested_at: Instant::now(),
+            version: 9,
         };
         let names = Names::new("herald");
         let (channel, payload) = encode(&names, "node-a", &m);
         assert_eq!(channel, "herald:u:u|1");
         assert!(decode(&names, "node-a", &channel, &payload).is_none(), "a node ignores its own messages");
         match decode(&names, "node-b", &channel, &payload).unwrap() {
-            Message::Notification { user, id, prev_id, frame, .. } => {
+            Message::Notification { user, id, prev_id, frame, version, .. } => {
                 assert_eq!(user.as_deref(), Some("u|1"));
-                assert_eq!((id, prev_id), (42, 40));
+                assert_eq!((id, prev_id, version), (42, 40, 9));
                 assert_eq!(frame.as_str(), r#"{"type":"notification","x":"a|b"}"#);
             }
             other => panic!("{other:?}"),
@@ -647,6 +652,7 @@ mod tests {
             prev_id: 3,
             frame: Utf8Bytes::from_static("{}"),
             ingested_at: Instant::now(),
+            version: 0,
         };
         let (channel, payload) = encode(&names, "node-a", &b);
         assert_eq!(channel, "herald:all");

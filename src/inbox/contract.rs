@@ -108,7 +108,7 @@ pub struct CountsRecorder(
 );
 
 impl CommitListener for CountsRecorder {
-    fn committed(&self, _: &NewNotification, _: &[Notification]) {}
+    fn committed(&self, _: &NewNotification, _: &[Notification], _: &mut crate::inbox::CommitVersions<'_>) {}
     fn changed(&self, user: &str, _: &crate::inbox::StateChange, version: u64) {
         self.2.lock().unwrap().push((user.to_owned(), version));
     }

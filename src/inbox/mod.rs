@@ -119,7 +119,9 @@ impl NewNotification {
 /// Told about every stored notification right after its commit, in commit (= id) order, before the writer
 /// answers. This is how fan-out keeps per-user order without the store knowing about sessions.
 pub trait CommitListener: Send + Sync + 'static {
-    fn committed(&self, written: &NewNotification, stored: &[Notification]);
+    /// `written` was stored as `stored` (one row per recipient, or one broadcast row). `versions` gives each
+    /// user's counts version as of this commit (see `changed`), for a listener that orders frames by it.
+    fn committed(&self, written: &NewNotification, stored: &[Notification], versions: &mut CommitVersions<'_>);
     /// These users' inboxes were erased.
     fn purged(&self, _users: &[String]) {}
     /// `user`'s inbox state changed in the commit just made (read, unread, archived, unarchived, deleted, read
@@ -157,24 +159,46 @@ pub(crate) fn tell<'a>(
     state: impl IntoIterator<Item = (&'a str, StateChange)>,
     changes: &[CountsChange],
 ) {
+    let mut versions = CommitVersions { changes, by_user: None };
     for (writes, outcomes) in applied {
         for (w, o) in writes.iter().zip(outcomes) {
             match (w, o) {
-                (Write::Notify(n), WriteOutcome::Stored(stored)) => listener.committed(n, stored),
+                (Write::Notify(n), WriteOutcome::Stored(stored)) => listener.committed(n, stored, &mut versions),
                 (Write::Purge { users, .. }, WriteOutcome::Purged { .. }) => listener.purged(users),
                 _ => {}
             }
         }
     }
-    let mut versions: Option<std::collections::HashMap<&str, u64>> = None;
     for (user, change) in state {
-        let versions = versions.get_or_insert_with(|| changes.iter().map(|c| (c.user.as_str(), c.version)).collect());
-        listener.changed(user, &change, versions.get(user).copied().unwrap_or(0));
+        listener.changed(user, &change, versions.of(user));
     }
     for c in changes {
         listener.counts(&c.user, c.counts, c.broadcast_up_to, c.version);
     }
     listener.commit_told();
+}
+
+/// Each user's counts version as of one commit (see [`CommitListener::changed`]), looked up by user: a scan of a
+/// small commit's changes, an index built on first use for a larger one.
+pub struct CommitVersions<'a> {
+    changes: &'a [CountsChange],
+    by_user: Option<std::collections::HashMap<&'a str, u64>>,
+}
+
+impl CommitVersions<'_> {
+    /// Beyond this many users a commit's versions are indexed.
+    const SCAN: usize = 8;
+
+    /// `user`'s counts version as of this commit; 0 (unordered) when the commit wrote no counts for them.
+    pub fn of(&mut self, user: &str) -> u64 {
+        if self.changes.len() <= Self::SCAN {
+            return self.changes.iter().find(|c| c.user == user).map_or(0, |c| c.version);
+        }
+        let changes = self.changes;
+        let by_user =
+            self.by_user.get_or_insert_with(|| changes.iter().map(|c| (c.user.as_str(), c.version)).collect());
+        by_user.get(user).copied().unwrap_or(0)
+    }
 }
 
 // `Notify` is nearly every write: boxing it to shrink the rare variants would allocate once per notification.
@@ -685,3 +709,29 @@ pub(crate) fn setting_from(s: &str) -> TypeSetting {
 
 #[cfg(test)]
 pub(crate) mod contract;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small commit's versions are found by a scan, a large one's through an index: the same answers, 0 for a
+    /// user the commit wrote no counts for.
+    #[test]
+    fn a_commits_versions_are_found_by_user_whatever_its_size() {
+        for users in [1, CommitVersions::SCAN, CommitVersions::SCAN + 1, 100] {
+            let changes: Vec<CountsChange> = (0..users)
+                .map(|i| CountsChange {
+                    user: format!("u{i}"),
+                    counts: Counts::default(),
+                    broadcast_up_to: 0,
+                    version: 10 + i as u64,
+                })
+                .collect();
+            let mut versions = CommitVersions { changes: &changes, by_user: None };
+            for i in (0..users).rev() {
+                assert_eq!(versions.of(&format!("u{i}")), 10 + i as u64, "{users} users");
+            }
+            assert_eq!(versions.of("someone else"), 0, "{users} users");
+        }
+    }
+}

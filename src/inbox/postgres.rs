@@ -2275,7 +2275,7 @@ mod tests {
     struct Recorder(Mutex<Vec<i64>>);
 
     impl CommitListener for Recorder {
-        fn committed(&self, _: &NewNotification, stored: &[Notification]) {
+        fn committed(&self, _: &NewNotification, stored: &[Notification], _: &mut crate::inbox::CommitVersions<'_>) {
             self.0.lock().unwrap().extend(stored.iter().map(|n| n.id));
         }
     }

@@ -2204,7 +2204,7 @@ mod tests {
     async fn a_writer_that_panicked_fails_the_write_and_the_processs_liveness() {
         struct Panics;
         impl CommitListener for Panics {
-            fn committed(&self, _: &NewNotification, _: &[Notification]) {
+            fn committed(&self, _: &NewNotification, _: &[Notification], _: &mut crate::inbox::CommitVersions<'_>) {
                 panic!("a bug on the writer thread");
             }
         }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use crate::event::{DedupeKey, Event};
 use crate::fanout::{Fanout, Message, Wakes};
-use crate::inbox::{CommitListener, NewNotification, StateChange, Store, StoreError, Write, WriteOutcome};
+use crate::inbox::{
+    CommitListener, CommitVersions, NewNotification, StateChange, Store, StoreError, Write, WriteOutcome,
+};
 use axum::extract::ws::Utf8Bytes;
 
 use crate::protocol::{encode_notification_frame, FrameTexts, Notification, ServerFrame};
@@ -453,7 +455,9 @@ impl CommitListener for Publisher {
         self.fanout.publish_with(Message::Counts { user: Arc::from(user), at }, &mut self.wakes());
     }
 
-    fn committed(&self, written: &NewNotification, stored: &[Notification]) {
+    fn committed(&self, written: &NewNotification, stored: &[Notification], versions: &mut CommitVersions<'_>) {
+        // Only frames from two nodes can cross; a single node's go out in commit order.
+        let ordered = self.fanout.has_transport();
         let mut wakes = self.wakes();
         for n in stored {
             if n.muted {
@@ -472,6 +476,10 @@ impl CommitListener for Publisher {
                 prev_id: n.prev_id,
                 frame: encode_notification_frame(n, &written.body),
                 ingested_at: written.ingested_at,
+                version: match n.user_id.as_deref() {
+                    Some(user) if ordered => versions.of(user),
+                    _ => 0,
+                },
             };
             self.fanout.publish_with(message, &mut wakes);
         }

@@ -274,3 +274,53 @@ async fn a_state_change_overtaken_on_the_way_from_a_slow_node_is_followed_by_an_
     let page: Value = page.json().await.unwrap();
     assert_eq!(page["items"][0]["read_at"], Value::Null, "{page}");
 }
+
+/// Every frame B's session gets within the slow link's delay and well after it: the notification frames of `id`
+/// (with their `read_at`) and the state frames, in order.
+async fn frames_about(on_b: &mut Client, id: i64) -> Vec<String> {
+    let deadline = Instant::now() + SLOW_LINK * 2 + QUIET;
+    let mut seen = Vec::new();
+    while let Ok(f) = tokio::time::timeout_at(deadline, on_b.raw_frame()).await {
+        match f["type"].as_str().unwrap() {
+            "notification" if id_of(&f) == id => {
+                let state = if f["notification"]["read_at"].is_null() { "unread" } else { "read" };
+                seen.push(format!("notification {state}"));
+            }
+            "read" | "unread" | "read_all" => seen.push(f["type"].as_str().unwrap().to_owned()),
+            "resync" => seen.push(format!("resync {}", f["reason"].as_str().unwrap())),
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// A notification committed on slow node A is read on B before A's copy reaches B's session (the user saw it on
+/// A, or in a list B served). B's session gets `read` at once and the notification 300 ms later; sent as it was
+/// committed, it would show the client a read notification as unread. It is sent from the inbox instead, read.
+#[tokio::test]
+async fn a_notification_overtaken_by_a_read_of_it_arrives_read() {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link("late_notification").await else { return };
+    let user = unique("ln-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // B's subscription to the user's channel
+    let id = notify(&a, &user, "read before it arrives").await;
+    let r = b.post(&format!("/api/v1/users/{user}/notifications/{id}/read"), &b.token(&user)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(frames_about(&mut on_b, id).await, ["read", "notification read"], "once, and read");
+}
+
+/// The same with "mark all read" clicked on B while a notification committed on A is on its way: the `read_all`
+/// covers it, so it arrives read.
+#[tokio::test]
+async fn a_notification_overtaken_by_a_read_all_over_it_arrives_read() {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link("late_under_read_all").await else { return };
+    let user = unique("lr-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = notify(&a, &user, "covered by read all").await;
+    let r = b.post(&format!("/api/v1/users/{user}/notifications/read_all"), &b.token(&user)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let up_to = r.json::<Value>().await.unwrap()["up_to"].as_i64().unwrap();
+    assert!(up_to >= id, "the read_all covers the notification ({up_to} < {id})");
+    assert_eq!(frames_about(&mut on_b, id).await, ["read_all", "notification read"], "once, and read");
+}
