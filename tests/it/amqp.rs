@@ -776,6 +776,61 @@ async fn herald_publish_sends_a_fixture_with_publisher_confirms() {
     assert_eq!(f["notification"]["title"], "Welcome to MedTrack, Jane!");
 }
 
+/// The connection to the broker is cut after the first file was confirmed: the report still says the first was
+/// published, and each later one that it was not, because the connection was lost (before, the whole run ended
+/// in one error and the confirmed file's line was lost with it, so a user could not tell what to publish again).
+/// The second file is a FIFO, so the publisher is known to wait between the two while the link is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_publish_reports_what_was_confirmed_when_the_connection_drops_midway() {
+    let Some(amqp) = Amqp::new("cli_cut").await else { return };
+    let _gw = amqp.gateway(|_| {}).await; // declares the exchange
+    let mut fixture = fixture("medtrack-student-created.json");
+    fixture["exchange"] = json!(amqp.exchange("events.topic"));
+    let dir = amqp.dir.path();
+    let first = dir.join("first.json");
+    std::fs::write(&first, fixture.to_string()).unwrap();
+    let blocked = dir.join("blocked.json");
+    assert!(Command::new("mkfifo").arg(&blocked).status().unwrap().success());
+    let rest = [dir.join("third.json"), dir.join("fourth.json")];
+    for f in &rest {
+        std::fs::write(f, fixture.to_string()).unwrap();
+    }
+
+    // A link to the broker that the test cuts.
+    let (head, tail) = amqp.url.split_once('@').unwrap();
+    let (broker, path) = tail.split_once('/').unwrap();
+    let broker = broker.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("{head}@{}/{path}", listener.local_addr().unwrap());
+    let link = tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut upstream = tokio::net::TcpStream::connect(&broker).await.unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+
+    let files = [vec![first, blocked.clone()], rest.to_vec()].concat();
+    let run = tokio::spawn(async move { herald::ingest::amqp::publish_fixtures(&url, &files, None, None).await });
+    // Opening the FIFO for writing returns once the publisher opened it: the first file is confirmed by then.
+    let writer = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(blocked).unwrap());
+    let mut writer = writer.await.unwrap();
+    link.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the client sees the link closed
+    std::io::Write::write_all(&mut writer, fixture.to_string().as_bytes()).unwrap();
+    drop(writer);
+
+    let report = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    let report = report.expect("the connection was made: a report, not one error");
+    let lines: Vec<String> =
+        report.iter().map(|r| r.as_ref().map_or_else(|e| format!("{e:#}"), Clone::clone)).collect();
+    assert_eq!(report.len(), 4, "{lines:#?}");
+    assert!(report[0].is_ok() && lines[0].contains("first.json") && lines[0].contains("confirmed"), "{lines:#?}");
+    assert!(report[1].is_err() && lines[1].contains("blocked.json"), "{lines:#?}");
+    for (outcome, name) in report[2..].iter().zip(["third.json", "fourth.json"]) {
+        let e = format!("{:#}", outcome.as_ref().unwrap_err());
+        assert!(e.contains(name) && e.contains("not published: the connection to the broker was lost"), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn a_failing_store_holds_the_batch_and_retries_instead_of_dead_lettering() {
     let Some(amqp) = Amqp::new("store-down").await else { return };

@@ -16,8 +16,10 @@ use serde_json::Value;
 use crate::ingest::fixture::{self, Fixture, Properties};
 
 /// Publish every file in order, each with a publisher confirm: one outcome per file, its line of report or why
-/// it failed. A file that fails does not stop the others (the channel an error closed is reopened); only a
-/// broker that cannot be reached is an error for all. `exchange` / `routing_key` replace the fixture's own.
+/// it failed. A file that fails does not stop the others (the channel an error closed is reopened); a broker that
+/// cannot be reached at the start is an error for all, and a connection lost midway fails the files not yet
+/// confirmed, each saying so, while the report keeps those that were. `exchange` / `routing_key` replace the
+/// fixture's own.
 pub async fn publish_fixtures(
     url: &str,
     files: &[PathBuf],
@@ -29,14 +31,29 @@ pub async fn publish_fixtures(
         .with_context(|| format!("connecting to {}", crate::redact_url(url)))?;
     let mut ch = confirm_channel(&conn).await?;
     let mut report = Vec::with_capacity(files.len());
-    for file in files {
+    for (i, file) in files.iter().enumerate() {
         if !ch.status().connected() {
-            // A failed publish (an exchange that does not exist) closes the channel.
-            ch = confirm_channel(&conn).await.context("reopening the channel")?;
+            // A failed publish (an exchange that does not exist) closes the channel; a lost connection, too.
+            match confirm_channel(&conn).await {
+                Ok(reopened) => ch = reopened,
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    report.extend(files[i..].iter().map(|f| {
+                        Err(anyhow::anyhow!(
+                            "{}: not published: the connection to the broker was lost ({why})",
+                            f.display()
+                        ))
+                    }));
+                    return Ok(report);
+                }
+            }
         }
         report.push(publish_one(&ch, file, exchange, routing_key).await);
     }
-    conn.close(200, "done".into()).await?;
+    // Every file was confirmed or reported failed: a close that fails loses nothing.
+    if let Err(e) = conn.close(200, "done".into()).await {
+        tracing::debug!(error = %e, "closing the connection to the broker");
+    }
     Ok(report)
 }
 
