@@ -74,7 +74,16 @@ impl CloseReason {
 
 impl Outgoing {
     pub fn new(link: Option<Link>, frame: Utf8Bytes, ingested_at: Option<Instant>) -> Self {
-        Outgoing { link, frame, shaped: Arc::default(), ingested_at, counts: None, state_version: 0, late: false }
+        Outgoing {
+            link,
+            frame,
+            shaped: Arc::default(),
+            ingested_at,
+            counts: None,
+            state_version: 0,
+            covers: 0,
+            late: false,
+        }
     }
 
     /// The bytes a session in `format` sends.
@@ -119,9 +128,12 @@ pub struct Outgoing {
     /// cross in Redis; a session that gets a state frame older than one it already queued resyncs (`out_of_order`)
     /// after sending it, and a notification older than one marks it [`Outgoing::late`].
     pub state_version: u64,
-    /// A notification committed before a state change (or the snapshot) this session already queued: the change
-    /// may be about it (a read of it, a `read_all` over it), so the frame as committed would undo it on the
-    /// client. The session sends it from the inbox instead, with its state as of now (a gap fill).
+    /// A `read_all`'s or `seen_all`'s `up_to` (0 for other frames): a notification up to it (a broadcast too,
+    /// which has no version) queued after it is [`Outgoing::late`].
+    pub covers: i64,
+    /// A notification committed before a state change (or the snapshot) this session already queued, or covered
+    /// by a `read_all` / `seen_all` queued before it: the change may be about it, so the frame as committed would
+    /// undo it on the client. The session sends it from the inbox instead, with its state as of now (a gap fill).
     pub late: bool,
 }
 
@@ -183,6 +195,8 @@ struct OutboxState {
     /// A state frame older than `state_version` was queued: once the frames before it are out, resync
     /// ([`ResyncReason::OutOfOrder`]).
     out_of_order: bool,
+    /// The highest [`Outgoing::covers`] queued.
+    covered: i64,
 }
 
 /// How much one session may queue: frames and bytes, whichever is reached first.
@@ -211,6 +225,7 @@ impl Outbox {
                 wake_held: false,
                 state_version: 0,
                 out_of_order: false,
+                covered: 0,
             }),
             notify: Notify::new(),
             bounds,
@@ -241,6 +256,10 @@ impl Outbox {
             v if out.link.is_some() => out.late = v < s.state_version,
             v if v < s.state_version => s.out_of_order = true,
             v => s.state_version = v,
+        }
+        s.covered = s.covered.max(out.covers);
+        if let Some(link) = out.link {
+            out.late |= link.id <= s.covered;
         }
         if let Some(new) = out.counts {
             // Counts are absolute: a newer one replaces a queued older one (and goes to the end, after the
@@ -647,6 +666,21 @@ pub(crate) mod tests {
         r.handle.outbox.push(note(5, 8));
         assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
         assert!(buf[0].late, "older than the snapshot: its fill (or the replay's id check) decides");
+        // A read_all up to 20 covers the notifications up to it queued after it, broadcasts (no version) included.
+        buf.clear();
+        let broadcast = |id: i64| {
+            let link = Link { chain: Chain::Broadcast, id, prev_id: id - 1 };
+            Outgoing::new(Some(link), Utf8Bytes::from(format!("b{id}")), None)
+        };
+        let mut read_all = state(10);
+        read_all.covers = 20;
+        for o in [broadcast(19), read_all, broadcast(20), note(21, 11), broadcast(22)] {
+            r.handle.outbox.push(o);
+        }
+        assert_eq!(r.handle.outbox.next(&mut buf, true).await, Next::Frames);
+        let late: Vec<_> = buf.iter().map(|o| (o.frame.as_str(), o.late)).collect();
+        let expected = [("b19", false), ("s10", false), ("b20", true), ("n21", false), ("b22", false)];
+        assert_eq!(late, expected, "only b20: queued after the read_all over it");
     }
 
     /// Two nodes' state changes crossed in Redis: the late (older) frame is still sent, then the session resyncs

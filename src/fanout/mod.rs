@@ -28,7 +28,9 @@ pub enum Message {
     Notification { user: Option<Arc<str>>, id: i64, prev_id: i64, frame: Utf8Bytes, ingested_at: Instant, version: u64 },
     /// A read/read_all/deleted frame for one user's other sessions. `version`: its commit's place among the
     /// user's commits (the counts version that commit wrote; 0: unordered), see [`Outgoing::state_version`].
-    UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64>, version: u64 },
+    /// `up_to`: a `read_all`'s or `seen_all`'s, which covers every notification up to it (0: none), see
+    /// [`Outgoing::covers`].
+    UserFrame { user: Arc<str>, frame: Utf8Bytes, skip_session: Option<u64>, version: u64, up_to: i64 },
     /// One user's counts as of a commit, with the newest broadcast id they include and their version. Each
     /// session sends it as a `counts` frame unless it has newer ones, and derives later broadcasts' counts from it
     /// in memory.
@@ -101,9 +103,10 @@ impl Fanout {
                 self.trace.delivered(*id, user.as_deref(), Delivered { sessions, written, overflowed, closed });
                 written
             }
-            Message::UserFrame { user, frame, skip_session, version } => {
+            Message::UserFrame { user, frame, skip_session, version, up_to } => {
                 let mut out = Outgoing::new(None, frame.clone(), None);
                 out.state_version = *version;
+                out.covers = *up_to;
                 self.registry.deliver_to_user(user, &out, *skip_session, wakes).written
             }
             Message::Counts { user, at } => {

@@ -165,9 +165,11 @@ fn encode(names: &Names, origin: &str, m: &Message) -> (String, Bytes) {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
             (channel, format!("v1|{origin}|n|{id}|{prev_id}|{version}|"), frame.as_str())
         }
-        // The version goes in the id slot, which nodes from before versions do not read for `u`.
-        Message::UserFrame { user, frame, skip_session, version } => {
-            (names.user(user), format!("v1|{origin}|u|{version}|0|{}|", skip_session.unwrap_or(0)), frame.as_str())
+        // The version goes in the id slot and `up_to` in the prev slot, which nodes from before them do not read
+        // for `u`.
+        Message::UserFrame { user, frame, skip_session, version, up_to } => {
+            let head = format!("v1|{origin}|u|{version}|{up_to}|{}|", skip_session.unwrap_or(0));
+            (names.user(user), head, frame.as_str())
         }
         Message::Live { user, frame } => {
             let channel = user.as_deref().map(|u| names.user(u)).unwrap_or_else(|| names.all.clone());
@@ -216,7 +218,8 @@ fn decode(names: &Names, origin_here: &str, channel: &str, payload: &[u8]) -> Op
             let skip: u64 = skip.parse().ok()?;
             // `0` from a node from before versions: unordered, as then.
             let version = id.parse().ok()?;
-            Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip), version })
+            let up_to = prev.parse().ok()?;
+            Some(Message::UserFrame { user: user?, frame, skip_session: (skip != 0).then_some(skip), version, up_to })
         }
         "e" => Some(Message::Live { user, frame }),
         "c" => Some(Message::Counts {
@@ -664,16 +667,16 @@ mod tests {
         assert_eq!(channel, "herald:all");
         assert!(matches!(decode(&names, "node-b", &channel, &payload), Some(Message::Lost)));
         let frame = Utf8Bytes::from_static("{}");
-        let r = Message::UserFrame { user: Arc::from("u"), frame, skip_session: None, version: 4711 };
+        let r = Message::UserFrame { user: Arc::from("u"), frame, skip_session: None, version: 4711, up_to: 99 };
         let (channel, payload) = encode(&names, "node-a", &r);
         assert!(matches!(
             decode(&names, "node-b", &channel, &payload),
-            Some(Message::UserFrame { skip_session: None, version: 4711, .. })
+            Some(Message::UserFrame { skip_session: None, version: 4711, up_to: 99, .. })
         ));
         // A state frame from a node from before versions (0 in the id slot): unordered.
         assert!(matches!(
             decode(&names, "node-b", "herald:u:u", b"v1|old|u|0|0|0|{}"),
-            Some(Message::UserFrame { version: 0, .. })
+            Some(Message::UserFrame { version: 0, up_to: 0, .. })
         ));
         assert!(decode(&names, "node-b", "herald:u:x", b"garbage").is_none());
     }

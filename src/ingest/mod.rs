@@ -418,7 +418,7 @@ impl CommitListener for Publisher {
         let mut wakes = self.wakes();
         for user in users {
             let user = Arc::from(user.as_str());
-            let message = Message::UserFrame { user, frame: frame.clone(), skip_session: None, version: 0 };
+            let message = Message::UserFrame { user, frame: frame.clone(), skip_session: None, version: 0, up_to: 0 };
             self.fanout.publish_with(message, &mut wakes);
         }
     }
@@ -446,7 +446,12 @@ impl CommitListener for Publisher {
                 ServerFrame::SeenAll { up_to: *up_to, seen_at: *seen_at }
             }
         };
-        let message = Message::UserFrame { user: Arc::from(user), frame: frame.encode(), skip_session: None, version };
+        let up_to = match change {
+            StateChange::ReadAll { up_to, .. } | StateChange::SeenAll { up_to, .. } => *up_to,
+            _ => 0,
+        };
+        let (user, frame) = (Arc::from(user), frame.encode());
+        let message = Message::UserFrame { user, frame, skip_session: None, version, up_to };
         self.fanout.publish_with(message, &mut self.wakes());
     }
 

@@ -324,3 +324,19 @@ async fn a_notification_overtaken_by_a_read_all_over_it_arrives_read() {
     assert!(up_to >= id, "the read_all covers the notification ({up_to} < {id})");
     assert_eq!(frames_about(&mut on_b, id).await, ["read_all", "notification read"], "once, and read");
 }
+
+/// A broadcast has no per-user version; a `read_all` covers it by id. Committed on slow node A and covered by a
+/// "mark all read" on B before its copy reached B's session, it arrives read too.
+#[tokio::test]
+async fn a_broadcast_overtaken_by_a_read_all_over_it_arrives_read() {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link("late_broadcast").await else { return };
+    let user = unique("lb-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = commit(&a, Chain::Broadcast, &user, "a broadcast covered by read all").await;
+    let r = b.post(&format!("/api/v1/users/{user}/notifications/read_all"), &b.token(&user)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let up_to = r.json::<Value>().await.unwrap()["up_to"].as_i64().unwrap();
+    assert!(up_to >= id, "the read_all covers the broadcast ({up_to} < {id})");
+    assert_eq!(frames_about(&mut on_b, id).await, ["read_all", "notification read"], "once, and read");
+}
