@@ -309,15 +309,14 @@ async fn a_notification_overtaken_by_a_read_of_it_arrives_read() {
     assert_eq!(frames_about(&mut on_b, id).await, ["read", "notification read"], "once, and read");
 }
 
-/// The same with "mark all read" clicked on B while a notification committed on A is on its way: the `read_all`
-/// covers it, so it arrives read.
-#[tokio::test]
-async fn a_notification_overtaken_by_a_read_all_over_it_arrives_read() {
-    let Some((a, b)) = two_nodes_a_on_a_slow_link("late_under_read_all").await else { return };
+/// "Mark all read" clicked on B while a notification of `chain` committed on A is on its way: the `read_all`
+/// covers it (a targeted one by its version, a broadcast, which has none, by its id), so it arrives read.
+async fn overtaken_by_a_read_all(test: &str, chain: Chain) {
+    let Some((a, b)) = two_nodes_a_on_a_slow_link(test).await else { return };
     let user = unique("lr-");
     let mut on_b = b.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let id = notify(&a, &user, "covered by read all").await;
+    let id = commit(&a, chain, &user, "covered by read all").await;
     let r = b.post(&format!("/api/v1/users/{user}/notifications/read_all"), &b.token(&user)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let up_to = r.json::<Value>().await.unwrap()["up_to"].as_i64().unwrap();
@@ -325,18 +324,12 @@ async fn a_notification_overtaken_by_a_read_all_over_it_arrives_read() {
     assert_eq!(frames_about(&mut on_b, id).await, ["read_all", "notification read"], "once, and read");
 }
 
-/// A broadcast has no per-user version; a `read_all` covers it by id. Committed on slow node A and covered by a
-/// "mark all read" on B before its copy reached B's session, it arrives read too.
+#[tokio::test]
+async fn a_notification_overtaken_by_a_read_all_over_it_arrives_read() {
+    overtaken_by_a_read_all("late_under_read_all", Chain::Targeted).await;
+}
+
 #[tokio::test]
 async fn a_broadcast_overtaken_by_a_read_all_over_it_arrives_read() {
-    let Some((a, b)) = two_nodes_a_on_a_slow_link("late_broadcast").await else { return };
-    let user = unique("lb-");
-    let mut on_b = b.connect(&user).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let id = commit(&a, Chain::Broadcast, &user, "a broadcast covered by read all").await;
-    let r = b.post(&format!("/api/v1/users/{user}/notifications/read_all"), &b.token(&user)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let up_to = r.json::<Value>().await.unwrap()["up_to"].as_i64().unwrap();
-    assert!(up_to >= id, "the read_all covers the broadcast ({up_to} < {id})");
-    assert_eq!(frames_about(&mut on_b, id).await, ["read_all", "notification read"], "once, and read");
+    overtaken_by_a_read_all("late_broadcast", Chain::Broadcast).await;
 }
