@@ -320,9 +320,10 @@ impl Tally {
     }
 
     /// Count the move of one notification `user` sees from `before` to `after`. `watermarks`: the user's
-    /// (read_all, seen_all) ids, needed for a broadcast only. The user's counters are written even when the move
-    /// leaves them as they were (archiving a read notification): the write gives the commit its own counts
-    /// version, by which other nodes' sessions order its state frame ([`CommitListener::changed`]).
+    /// (read_all, seen_all) ids, needed for a broadcast only. The user gets a delta even when the move leaves
+    /// the counters as they were (archiving a read notification): on PostgreSQL its write gives the commit its own
+    /// counts version, by which other nodes' sessions order its state frame ([`CommitListener::changed`]); SQLite,
+    /// whose versions are its commits', skips a zero delta's write.
     pub fn change(&mut self, user: &str, id: i64, watermarks: Option<(i64, i64)>, before: RowState, after: RowState) {
         if !self.deltas.contains_key(user) {
             self.deltas.insert(user.to_owned(), Counters::default());

@@ -824,9 +824,12 @@ impl Tally {
         let broadcast_up_to = memory.chains.head(None, || chain_head(tx, None))?;
         let mut out = Vec::with_capacity(self.changed.len());
         for user in std::mem::take(&mut self.changed) {
+            // A change that leaves the counters as they were (archiving a read notification) writes none: the
+            // version its state frame is ordered by is the commit's own here (`Committed`), not the row's, as it is
+            // on PostgreSQL (`Tally::change`).
             let counters = match self.deltas.remove(&user) {
-                Some(d) => upsert_delta(tx, &user, &d)?,
-                None => counters(tx, &user)?.2,
+                Some(d) if d != Counters::default() => upsert_delta(tx, &user, &d)?,
+                _ => counters(tx, &user)?.2,
             };
             out.push(CountsChange { user, counts: counters.counts(total, pruned), broadcast_up_to, version: 0 });
         }
@@ -1833,6 +1836,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         crate::inbox::contract::run_all(&store).await;
+        store.close().await;
+    }
+
+    /// A state change that leaves the counts as they were writes no counters row (it would add a page to the
+    /// commit's WAL for nothing); one that moves them does. A trigger in the database counts the writes.
+    #[tokio::test]
+    async fn a_counts_neutral_state_change_writes_no_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let w = Write::Notify(crate::inbox::contract::draft("neutral", Recipients::Users(vec!["u".into()])));
+        let id = match &store.apply(vec![w]).await.unwrap()[0] {
+            WriteOutcome::Stored(rows) => rows[0].id,
+            other => panic!("{other:?}"),
+        };
+        store.mark_read("u", id).await.unwrap().unwrap();
+        let c = Connection::open(dir.path().join("inbox.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE counter_writes (n INTEGER);
+             CREATE TRIGGER counted AFTER UPDATE ON inbox_counts BEGIN INSERT INTO counter_writes VALUES (1); END;",
+        )
+        .unwrap();
+        let writes = || c.query_row("SELECT count(*) FROM counter_writes", [], |r| r.get::<_, i64>(0)).unwrap();
+        store.change("u", id, Change::Archive).await.unwrap().unwrap();
+        assert_eq!(writes(), 0, "archiving a read notification moves no count");
+        store.change("u", id, Change::Unarchive).await.unwrap().unwrap();
+        store.change("u", id, Change::Unread).await.unwrap().unwrap();
+        assert_eq!(writes(), 1, "marking it unread does");
         store.close().await;
     }
 
