@@ -96,6 +96,9 @@ impl Ended {
 }
 
 const MAX_BAD_MESSAGES: u32 = 10;
+/// After the server's close frame, how long the session keeps reading (and dropping) what the client still sends,
+/// waiting for its answering close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 pub async fn run(socket: WebSocket, deps: SessionDeps, params: SessionParams) {
     metrics::counter!("herald_sessions_opened_total").increment(1);
@@ -786,6 +789,7 @@ impl<'a> Session<'a> {
         self.bad_messages += 1;
         if self.bad_messages > MAX_BAD_MESSAGES {
             let _ = self.close_with(1008, "too many bad messages").await;
+            self.linger().await;
             return Err(Ended::BadMessages);
         }
         self.send_error(code, message).await
@@ -810,8 +814,25 @@ impl<'a> Session<'a> {
     }
 
     async fn close(&mut self, reason: CloseReason) -> Ended {
-        let _ = self.close_with(reason.code(), reason.label()).await;
+        if self.close_with(reason.code(), reason.label()).await.is_ok() {
+            self.linger().await;
+        }
         Ended::Server(reason)
+    }
+
+    /// The closing handshake's second half: read what the client sent before it saw our close frame, until its
+    /// own close frame (or the end of the stream, or `CLOSE_LINGER`). Closing the connection with its messages
+    /// unread makes the kernel answer them with a reset, and a client that reads after it (a browser, Node's
+    /// `ws`) loses the frames still on their way, the close frame with its code included, and reports 1006.
+    async fn linger(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
+            while let Some(Ok(msg)) = self.socket.recv().await {
+                if matches!(msg, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     async fn close_with(&mut self, code: u16, reason: &'static str) -> Result<(), Ended> {

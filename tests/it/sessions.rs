@@ -44,6 +44,39 @@ async fn a_bad_client_message_gets_an_error_frame_and_the_session_stays_open() {
     assert_eq!(c.notification().await["notification"]["id"], id);
 }
 
+/// A client that floods bad messages is closed with 1008 and sees why: the error frames and the close frame
+/// reach it, and the connection ends cleanly. Before, the server dropped the connection with the burst's tail
+/// unread, the kernel answered with a reset, and a client that reads after it (Node's `ws`, a browser) saw 1006
+/// and none of the frames.
+#[tokio::test]
+async fn a_burst_of_bad_messages_ends_in_a_1008_close_the_client_receives() {
+    let gw = spawn_gateway().await;
+    let mut c = gw.connect("u1").await;
+    // More than the server reads ahead of the close: some of it is still unread in its socket when it closes.
+    let filler = "x".repeat(2000);
+    for i in 0..500 {
+        c.ws.feed(Message::Text(format!("not json {i} {filler}").into())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    // Read only once the server is done with the session (a client busy elsewhere, or on a slow network).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut errors = 0;
+    let code = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut c.ws)).await;
+        match msg.expect("timed out waiting for close") {
+            Some(Ok(Message::Text(t))) if t.contains("bad_message") => errors += 1,
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("the connection ended without a close frame after {errors} error frames: {other:?}"),
+        }
+    };
+    assert_eq!((code, errors), (1008, 10), "ten error frames, then the close");
+    // The client's answering close frame (sent by the library) ends the handshake: then a clean end of stream,
+    // not a connection reset.
+    let end = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut c.ws)).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
 #[tokio::test]
 async fn token_is_accepted_from_authorization_header_and_subprotocol() {
     let gw = spawn_gateway().await;
