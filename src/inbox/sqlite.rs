@@ -369,6 +369,62 @@ impl DbFile {
     }
 }
 
+/// How long a store being opened waits for another process's hold on the inbox file to end (a restart whose
+/// previous process is still closing) before it refuses to start.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// One process's hold on an inbox file: a lock on `<file>-herald.lock`, held by the writer thread while it runs.
+/// The writer keeps each user's chain head, the commit version and the muted defaults in memory, so a second
+/// process writing the same file would store notifications that neither process pushes to the other's sessions
+/// and break the `prev_id` chain: it is refused at start instead. Readers (the `sqlite3` shell, a backup) take no
+/// such lock and are never kept out.
+struct InboxLock {
+    _file: std::fs::File,
+}
+
+impl InboxLock {
+    fn take(db: &Path) -> Result<InboxLock, StoreError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-herald.lock");
+        let path = std::path::PathBuf::from(name);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Internal(format!("cannot open the lock file {}: {e}", path.display())))?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let holder = holder.trim();
+                    let holder = if holder.is_empty() { String::new() } else { format!(" (pid {holder})") };
+                    return Err(StoreError::Internal(format!(
+                        "{} is in use by another Herald process{holder}, which holds {}: an SQLite inbox is served by                          one process. Stop the other one, give this one its own store.url, or use PostgreSQL for                          several nodes",
+                        db.display(),
+                        path.display()
+                    )));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::Internal(format!("cannot lock {}: {e}", path.display())));
+                }
+            }
+        }
+        // Who holds it, for the message above (the lock itself is what counts).
+        use std::io::{Seek, Write};
+        let _ = file.set_len(0);
+        let _ = file.seek(std::io::SeekFrom::Start(0));
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(InboxLock { _file: file })
+    }
+}
+
 impl SqliteStore {
     pub fn open(
         path: &Path,
@@ -389,6 +445,7 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let lock = InboxLock::take(path)?;
         crate::sqlite_pcache::install();
         // With `synchronous = full` the writer gathers each commit's WAL frames into one write (`walbatch`), and the
         // checkpointer skips the WAL syncs its commits already made; with `normal` a commit publishes frames it did
@@ -453,7 +510,8 @@ impl SqliteStore {
             .name("herald-sqlite-writer".into())
             .spawn(move || {
                 crate::telemetry::essential("the SQLite writer thread stopped", move || {
-                    writer_loop(conn, rx, batch_max, listener, writer_file, writer_defaults, writer_committed)
+                    let held = (writer_file, lock);
+                    writer_loop(conn, rx, batch_max, listener, held, writer_defaults, writer_committed)
                 })
             })
             .map_err(|e| StoreError::Internal(e.to_string()))?;
@@ -949,7 +1007,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
-    file: DbFile,
+    (file, lock): (DbFile, InboxLock),
     muted_defaults: MutedDefaults,
     committed: Arc<AtomicU64>,
 ) {
@@ -999,6 +1057,8 @@ fn writer_loop(
                 Ok(false) => tracing::warn!("the last checkpoint was blocked by a reader: the WAL still holds commits"),
                 Err(e) => tracing::warn!(error = %e, "the last checkpoint failed: the WAL still holds commits"),
             }
+            // Released before the close is answered: a restart in this process reopens the file at once.
+            drop(lock);
             for job in closers {
                 if let Job::Close(r) = job {
                     let _ = r.send(());
@@ -1837,6 +1897,28 @@ mod tests {
         let store = open(&dir);
         crate::inbox::contract::run_all(&store).await;
         store.close().await;
+    }
+
+    /// A second store on an inbox file another one serves is refused (after waiting `LOCK_WAIT` for a closing one),
+    /// saying which process holds it; once the first is closed, the file opens at once. Before, two processes
+    /// served one file side by side: neither pushed what the other stored, and their `prev_id` chains skipped
+    /// each other's ids.
+    #[tokio::test]
+    async fn a_second_store_on_an_inbox_file_in_use_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(&dir);
+        let path = dir.path().join("inbox.db");
+        let started = std::time::Instant::now();
+        let refused = SqliteStore::open(&path, &Settings::defaults().store, None).err().expect("refused");
+        assert!(started.elapsed() >= LOCK_WAIT, "it waited for the holder to close first");
+        let text = refused.to_string();
+        let pid = format!("(pid {})", std::process::id());
+        assert!(text.contains("in use by another Herald process") && text.contains(&pid), "{text}");
+        first.close().await;
+        let started = std::time::Instant::now();
+        let second = SqliteStore::open(&path, &Settings::defaults().store, None).expect("free once closed");
+        assert!(started.elapsed() < LOCK_WAIT, "no wait once the holder closed");
+        second.close().await;
     }
 
     /// A state change that leaves the counts as they were writes no counters row (it would add a page to the
