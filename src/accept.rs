@@ -8,6 +8,9 @@
 //! - `server.header_read_timeout_secs`: a connection that has not sent a whole request head that long after
 //!   connecting, or after its previous response when kept alive, is closed
 //!   (`herald_http_header_timeouts_total`).
+//! - `server.max_head_bytes`: what a connection buffers of a request head (hyper's read buffer); a longer head
+//!   gets `431`. Without it hyper buffers ~400 KiB per connection, and a client holding thousands of unfinished
+//!   heads for the timeout held gigabytes.
 //! - `server.write_stall_timeout_secs`: a connection whose peer takes no byte of what Herald writes for that long
 //!   (a response, or a WebSocket session's frames) is closed (`herald_write_stalls_total`): a client that sends
 //!   requests and never reads the answers cannot hold its descriptor and buffers.
@@ -39,6 +42,8 @@ pub struct Bounds {
     pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
     pub write_stall_timeout: Duration,
+    /// What a connection may buffer of a request head (`server.max_head_bytes`).
+    pub max_head_bytes: usize,
 }
 
 impl Bounds {
@@ -48,6 +53,7 @@ impl Bounds {
             max_connections_per_ip: s.max_connections_per_ip,
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
             write_stall_timeout: Duration::from_secs(s.write_stall_timeout_secs),
+            max_head_bytes: s.max_head_bytes,
         }
     }
 }
@@ -218,7 +224,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown: CancellationToken, grace: Duration) {
     let limiter = ConnectionLimiter::new(bounds.max_connections, bounds.max_connections_per_ip);
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(bounds.header_read_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(bounds.header_read_timeout).max_buf_size(bounds.max_head_bytes);
     let connections = TaskTracker::new();
     // Cancelled when the grace period is over: what is still open then is dropped.
     let hard_stop = CancellationToken::new();

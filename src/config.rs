@@ -120,6 +120,10 @@ pub struct ServerSettings {
     /// A connection that has not sent a whole request head this long after connecting (or after its previous
     /// response, when kept alive) is closed: slow-header and half-open sockets cannot hold a descriptor.
     pub header_read_timeout_secs: u64,
+    /// The most a request head (request line and headers) may take; over it, `431` (hyper's read buffer, at least
+    /// 8,192). It is what each connection may buffer before its head is whole, so it bounds what clients that never
+    /// finish a head hold (with `max_connections`), not only the head's size.
+    pub max_head_bytes: usize,
     /// The JSON body of a request other than ingest (preferences, aliases, the admin endpoints) must arrive whole
     /// within this long once its caller is authorized (`408 body_timeout`); ingest is bounded by
     /// `ingest_timeout_secs`. Bodies are read only after the credentials are checked.
@@ -156,6 +160,8 @@ pub struct ServerSettings {
 /// Descriptors kept back from `max_connections = 0` (the automatic cap): store files and connections, the
 /// broker, Redis, logs, the listener.
 const RESERVED_DESCRIPTORS: u64 = 128;
+/// The least `server.max_head_bytes` hyper takes.
+const MIN_HEAD_BYTES: usize = 8192;
 
 impl ServerSettings {
     /// The admin console's directory when it is enabled and built (it holds `index.html`); `None` when
@@ -1134,6 +1140,9 @@ impl Settings {
         self.store.validate_retention()?;
         self.trace.validate()?;
         self.preferences.validate()?;
+        if self.server.max_head_bytes < MIN_HEAD_BYTES {
+            return Err(invalid("server.max_head_bytes", "must be at least 8192 (the least hyper reads a head with)"));
+        }
         if self.websocket.max_auth_message_bytes < self.websocket.max_inbound_bytes {
             return Err(invalid(
                 "websocket.max_auth_message_bytes",
@@ -1465,6 +1474,7 @@ mod tests {
             (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "1000000")], "store.sqlite_cache_mib"),
             (vec![("HERALD__WEBSOCKET__MAX_AUTH_MESSAGE_BYTES", "1024")], "websocket.max_auth_message_bytes"),
             (vec![("HERALD__SERVER__HEADER_READ_TIMEOUT_SECS", "0")], "server.header_read_timeout_secs"),
+            (vec![("HERALD__SERVER__MAX_HEAD_BYTES", "4096")], "server.max_head_bytes"),
             (vec![("HERALD__SERVER__INGEST_TIMEOUT_SECS", "0")], "server.ingest_timeout_secs"),
             (vec![("HERALD__SERVER__INGEST_MAX_CONCURRENCY", "0")], "server.ingest_max_concurrency"),
         ] {

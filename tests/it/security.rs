@@ -285,6 +285,26 @@ async fn a_connection_that_sends_no_whole_request_head_is_closed_after_the_heade
     assert!(metric(&gw, "herald_http_header_timeouts_total").await >= 3.0);
 }
 
+/// What a connection may buffer of a request head is bounded (`server.max_head_bytes`, 32 KiB): an unfinished
+/// head past it is answered `431` at once, without waiting for the rest or for the header timeout. Before, hyper
+/// buffered up to ~400 KiB per connection until the timeout, and 3,000 such sockets held 1.4 GB. A head under it
+/// (a large JWT) is served.
+#[tokio::test]
+async fn a_request_head_over_its_bound_is_refused_at_once_without_being_buffered_whole() {
+    let gw = spawn_gateway().await;
+    let header = |i: usize| format!("X-Filler-{i}: {}\r\n", "a".repeat(1000));
+    let big = (0..40).map(header).collect::<String>(); // ~40 KiB, and the head never ends
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: herald\r\n{big}").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "answered before the 10 s header timeout");
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&buf));
+    let token = "t".repeat(20_000);
+    let request = format!("GET /healthz?token={token} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n");
+    assert_eq!(fresh_request("127.0.0.1", gw.addr, &request).await, Some(200), "a 20 KB head is served");
+}
+
 /// `server.max_connections`: one connection over the cap is closed at once; the count follows the socket, so
 /// an open WebSocket session holds its slot until it closes.
 #[tokio::test]
