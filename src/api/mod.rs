@@ -29,7 +29,7 @@ use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
-use tower_http::services::{ServeDir, ServeFile};
+use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -153,7 +153,10 @@ pub fn router(state: AppState) -> Router {
     app = app.method_not_allowed_fallback(error::method_not_allowed);
     let demo = &state.settings.server.demo_dir;
     if !demo.as_os_str().is_empty() && demo.join("index.html").is_file() {
-        app = app.fallback_service(ServeDir::new(demo).fallback(ServeFile::new(demo.join("index.html"))));
+        // The demo's files, `/` its page; any other path is a JSON 404 (the demo has no routes of its own, and a
+        // probe sent to a wrong path such as `/health` must fail, not get the page).
+        use axum::handler::HandlerWithoutStateExt;
+        app = app.fallback_service(ServeDir::new(demo).not_found_service(not_found.into_service()));
     } else {
         app = app.fallback(not_found);
     }

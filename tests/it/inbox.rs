@@ -137,16 +137,30 @@ async fn dev_endpoints_exist_only_when_enabled() {
     assert_eq!(r.status(), 401, "not anonymous");
 }
 
+/// The demo is served at `/` with its files; every other path is a JSON 404 (before, any unknown path answered
+/// 200 with the demo's page, so a health probe sent to `/health` by mistake always passed).
 #[tokio::test]
-async fn unknown_api_routes_are_a_json_404_even_with_the_demo_served() {
+async fn unknown_routes_are_a_json_404_even_with_the_demo_served() {
     let demo = tempfile::tempdir().unwrap();
     std::fs::write(demo.path().join("index.html"), "<!doctype html><title>demo</title>").unwrap();
+    std::fs::create_dir(demo.path().join("assets")).unwrap();
+    std::fs::write(demo.path().join("assets/app.js"), "console.log('demo')").unwrap();
     let dir = demo.path().to_owned();
     let gw = spawn_gateway_with(move |s| s.server.demo_dir = dir).await;
-    let page = gw.raw().get(gw.url("/some/page")).send().await.unwrap();
-    assert_eq!(page.status(), 200, "the single-page app handles its own routes");
+    let page = gw.raw().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("demo"));
-    for path in ["/api/v1/nope", "/api/v2/users/u/notifications", "/api/v1/users/u/notifications/1/x"] {
+    let asset = gw.raw().get(gw.url("/assets/app.js")).send().await.unwrap();
+    assert_eq!(asset.status(), 200);
+    for path in [
+        "/health",
+        "/some/page",
+        "/favicon.ico",
+        "/ws/",
+        "/api/v1/nope",
+        "/api/v2/users/u/notifications",
+        "/api/v1/users/u/notifications/1/x",
+    ] {
         let r = gw.raw().get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found", "{path}");
