@@ -232,6 +232,8 @@ pub fn render_verdict(verdict: &Verdict) -> String {
         Verdict::Ignored { rule } => write!(out, "  rule {rule}: ignored (acknowledged, not stored)"),
         Verdict::Unmatched { http: true } => write!(out, "  no rule matches: answered 422 `unmatched`, not stored"),
         Verdict::Unmatched { http: false } => write!(out, "  DEAD LETTER (unmatched): no rule matches"),
+        // Not what Herald would do with an event: the file could not be read as one.
+        Verdict::DeadLetter { reason: "unreadable_fixture", message } => write!(out, "  NOT TESTED: {message}"),
         Verdict::DeadLetter { reason, message } => write!(out, "  DEAD LETTER ({reason}): {message}"),
     };
     out
@@ -279,6 +281,25 @@ mod tests {
             r[0].verdict
         );
         assert!(render(&r[0]).contains("DEAD LETTER (unresolved_recipient)"));
+    }
+
+    /// A bare event body is not a fixture: the report says so and how to wrap it (it said "DEAD LETTER", which
+    /// Herald would never do with the event); wrapped as an HTTP fixture it is tested as HTTP ingest takes it.
+    #[test]
+    fn a_bare_event_body_is_not_tested_and_the_report_says_how_to_wrap_it() {
+        let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let event = serde_json::json!({"user_id": "42", "title": "t", "message": "m", "type": "info"});
+        let bare = dir.path().join("bare.json");
+        std::fs::write(&bare, event.to_string()).unwrap();
+        let wrapped = dir.path().join("wrapped.json");
+        let fixture = serde_json::json!({"transport": "http", "exchange": "sgad.notifications", "body": event});
+        std::fs::write(&wrapped, fixture.to_string()).unwrap();
+        let r = run(&rules, &[bare, wrapped], 1 << 20, 1 << 20);
+        let text = render(&r[0]);
+        assert!(text.contains("NOT TESTED") && text.contains(r#"{"transport": "http", "exchange": "<its exchange>", "body""#), "{text}");
+        assert!(!text.contains("DEAD LETTER"), "{text}");
+        assert!(matches!(r[1].verdict, Verdict::Stored { .. }), "{}", render(&r[1]));
     }
 
     #[test]

@@ -50,7 +50,12 @@ pub fn read(file: &Path) -> anyhow::Result<(Fixture, Vec<u8>)> {
     let payload = match (&fixture.body_text, &fixture.body) {
         (Some(text), _) => text.clone().into_bytes(),
         (None, Some(body)) => serde_json::to_vec(body)?,
-        (None, None) => anyhow::bail!("{}: no `body`", file.display()),
+        (None, None) => anyhow::bail!(
+            "{}: no `body`: a fixture holds the event as `body`, beside the `exchange` and `routing_key` it is \
+             published with (see tests/fixtures/events/); for a bare event body, wrap it: \
+             {{\"transport\": \"http\", \"exchange\": \"<its exchange>\", \"body\": <the event>}}",
+            file.display()
+        ),
     };
     Ok((fixture, payload))
 }
