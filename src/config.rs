@@ -146,6 +146,12 @@ pub struct ServerSettings {
     pub user_writes_per_second: u32,
     /// How many such changes may come at once before the rate applies.
     pub user_writes_burst: u32,
+    /// Reads of its inbox a user token may make per second, on average (`api::rate`); a filtered list counts as
+    /// [`FILTERED_LIST_READS`](crate::api::inbox::FILTERED_LIST_READS). 0: no limit. Over it: `429 rate_limited`
+    /// with `Retry-After`. Service keys are not limited.
+    pub user_reads_per_second: u32,
+    /// How many such reads may come at once before the rate applies.
+    pub user_reads_burst: u32,
     /// Browser origins the REST API answers with CORS headers (`api::cors`). Absent: the WebSocket's
     /// `websocket.allowed_origins` (see [`Settings::cors_origins`]); `[]`: none.
     #[serde(default)]

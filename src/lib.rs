@@ -185,9 +185,15 @@ pub async fn start_with(
         trace: tracer,
         tracker: tracker.clone(),
         ingest_events: Default::default(),
-        user_writes: api::rate::UserWrites::new(
+        user_writes: api::rate::UserRate::new(
+            api::rate::Budget::Writes,
             settings.server.user_writes_per_second,
             settings.server.user_writes_burst,
+        ),
+        user_reads: api::rate::UserRate::new(
+            api::rate::Budget::Reads,
+            settings.server.user_reads_per_second,
+            settings.server.user_reads_burst,
         ),
     });
     tracing::info!(

@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 const gateway = process.env.HERALD_URL ?? 'http://127.0.0.1:8080';
 
 export default defineConfig({
-  // Herald serves the demo at / (with index.html as the fallback for any other path): absolute asset URLs.
+  // Herald serves the demo at / and its files at their paths: absolute asset URLs.
   base: '/',
   // React's automatic JSX runtime through esbuild: no Babel plugin needed.
   esbuild: { jsx: 'automatic' },

@@ -57,6 +57,8 @@ shared_error_responses! {
         "The inbox failed (`internal_error`).";
     RateLimited = 429,
         "Too many changes to this inbox from its user's token (`server.user_writes_per_second`, `rate_limited`): retry after `Retry-After`.";
+    ReadRateLimited = 429,
+        "Too many reads of this inbox from its user's token (`server.user_reads_per_second`; a filtered list counts as several; `rate_limited`): retry after `Retry-After`.";
     InboxUnavailable = 503,
         "The inbox cannot take this now (`store_unavailable`): retry after `Retry-After`.";
     BodyTimeout = 408,
@@ -92,7 +94,7 @@ shared_error_sets! {
     /// A change to a user's whole inbox.
     InboxWriteErrors = BadPath, Unauthenticated, NotYourInboxToWrite, RateLimited, InboxFailed, InboxUnavailable;
     /// A read of a user's inbox.
-    InboxReadErrors = BadPath, Unauthenticated, NotYourInboxToRead, InboxFailed, InboxUnavailable;
+    InboxReadErrors = BadPath, Unauthenticated, NotYourInboxToRead, ReadRateLimited, InboxFailed, InboxUnavailable;
     /// An admin endpoint's credential.
     AdminErrors = BadCredential, AdminOnly;
     /// A JSON body, read once the caller is authorized (`api::json_body`).
@@ -136,9 +138,10 @@ pub enum ApiError {
     /// A dependency (the broker) cannot be reached now: `503` with `Retry-After`. The detail is logged here.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
-    /// A user changed their inbox faster than `server.user_writes_per_second`: `429` with `Retry-After`.
-    #[error("too many changes to this inbox: retry in {retry_after_secs} s")]
-    RateLimited { retry_after_secs: u64 },
+    /// A user read or changed their inbox faster than `server.user_reads_per_second` or
+    /// `server.user_writes_per_second`: `429` with `Retry-After`.
+    #[error("too many {noun} of this inbox: retry in {retry_after_secs} s", noun = budget.noun())]
+    RateLimited { retry_after_secs: u64, budget: super::rate::Budget },
 }
 
 impl ApiError {
@@ -191,7 +194,7 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited { retry_after_secs, .. } = self {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         resp

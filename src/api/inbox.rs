@@ -52,21 +52,36 @@ pub struct ListParams {
     related_id: Option<String>,
 }
 
+/// What a filtered list (by type, related object, unread or archived) counts against a user's read rate: it may
+/// read every retained broadcast to fill a page, where a plain page reads a page's worth of rows.
+pub const FILTERED_LIST_READS: u32 = 5;
+
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
 impl AppState {
     /// The caller may use `user`'s inbox with `scope`, and `user` is an id an inbox can have (a service key could
     /// otherwise write state for an empty, over-long or unreadable id that no event could ever reach).
-    /// A change (`Scope::InboxWrite`) by a user token also counts against its rate (`api::rate`).
+    /// A read (`Scope::InboxRead`) or a change (`Scope::InboxWrite`) by a user token also counts against its
+    /// rate (`api::rate`).
     fn authorize(&self, headers: &HeaderMap, user: &str, scope: Scope) -> Result<Principal, ApiError> {
         let principal = self.principal(headers)?;
         principal.may_access(user, scope).map_err(ApiError::Auth)?;
         crate::event::check_user_id(user)
             .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })?;
-        if scope == Scope::InboxWrite {
-            self.charge(&principal, user, 1)?;
+        match scope {
+            Scope::InboxWrite => self.charge(&principal, user, 1)?,
+            Scope::InboxRead => self.charge_reads(&principal, user, 1)?,
+            _ => {}
         }
         Ok(principal)
+    }
+
+    /// `reads` more of `user`'s inbox by `principal` (a user token's count against its rate; a key's do not).
+    fn charge_reads(&self, principal: &Principal, user: &str, reads: u32) -> Result<(), ApiError> {
+        match principal {
+            Principal::User { .. } => self.user_reads.charge(user, reads),
+            Principal::Service { .. } => Ok(()),
+        }
     }
 
     /// `changes` more of `user`'s inbox by `principal` (a user token's count against its rate; a key's do not).
@@ -99,8 +114,12 @@ pub async fn list(
     params: QueryResult<ListParams>,
     headers: HeaderMap,
 ) -> Result<Json<InboxPage>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxRead)?;
+    let principal = state.authorize(&headers, &user, Scope::InboxRead)?;
     let Query(p) = params.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
+    let filtered = p.kind.is_some() || p.related_type.is_some() || p.unread == Some(true) || p.archived == Some(true);
+    if filtered {
+        state.charge_reads(&principal, &user, FILTERED_LIST_READS - 1)?;
+    }
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest {

@@ -66,7 +66,8 @@ pub struct Shared {
     /// `herald_ingest_events_total{transport="http"}` by service key and status, held (counted per event).
     pub ingest_events: crate::telemetry::HeldHandles<metrics::Counter>,
     /// How fast a user token may change its inbox.
-    pub user_writes: rate::UserWrites,
+    pub user_writes: rate::UserRate,
+    pub user_reads: rate::UserRate,
 }
 
 impl std::ops::Deref for AppState {

@@ -1,8 +1,11 @@
-//! How fast one user may change their inbox (`server.user_writes_per_second`, `server.user_writes_burst`): every
-//! change goes through the store's one writer (one per node, and one database for all), so a user token looping on
-//! batches or preferences would slow everyone's notifications. Keyed by user, for user tokens only (a service key is
-//! the operator's own), per node; a request that makes many changes (a batch, a body of preferences) counts them,
-//! up to the burst; over the rate, `429 rate_limited` with `Retry-After`.
+//! How fast one user may change their inbox (`server.user_writes_per_second`, `server.user_writes_burst`) and read
+//! it (`server.user_reads_per_second`, `server.user_reads_burst`). Every change goes through the store's one writer
+//! (one per node, and one database for all), so a user token looping on batches or preferences would slow
+//! everyone's notifications; every read takes one of the store's few read connections, which sessions share, so a
+//! token looping on lists (a filtered one scans the retained broadcasts) would stall everyone's reads and replays.
+//! Keyed by user, for user tokens only (a service key is the operator's own), per node; a request that costs more
+//! (a batch, a body of preferences, a filtered list) counts more, up to the burst; over the rate,
+//! `429 rate_limited` with `Retry-After`.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,28 +18,46 @@ use super::ApiError;
 /// Checks between two sweeps of users idle long enough to be back at a full burst.
 const SWEEP_EVERY: u64 = 4096;
 
-pub struct UserWrites {
+/// What a [`UserRate`] limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Reads,
+    Writes,
+}
+
+impl Budget {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Budget::Reads => "reads",
+            Budget::Writes => "changes",
+        }
+    }
+}
+
+pub struct UserRate {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     burst: NonZeroU32,
     checks: AtomicU64,
+    budget: Budget,
 }
 
-impl UserWrites {
+impl UserRate {
     /// `per_second` 0: no limit.
-    pub fn new(per_second: u32, burst: u32) -> UserWrites {
+    pub fn new(budget: Budget, per_second: u32, burst: u32) -> UserRate {
         let rate = NonZeroU32::new(per_second);
         let burst = NonZeroU32::new(burst).or(rate).unwrap_or(NonZeroU32::MIN);
         let limiter = rate.map(|rate| DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)));
-        UserWrites { limiter, burst, checks: AtomicU64::new(0) }
+        UserRate { limiter, burst, checks: AtomicU64::new(0), budget }
     }
 
-    /// One change of `user`'s inbox, now: allowed, or `429` saying when to retry.
+    /// One read or change of `user`'s inbox, now: allowed, or `429` saying when to retry.
     pub fn check(&self, user: &str) -> Result<(), ApiError> {
         self.charge(user, 1)
     }
 
-    /// `n` changes' worth (a batch of ids, a body of preferences: what the writer will do for the request), now;
-    /// at most the burst is charged, so a request the burst allows is never refused for good.
+    /// `n` reads' or changes' worth (a batch of ids, a body of preferences, a filtered list: what the store will
+    /// do for the request), now; at most the burst is charged, so a request the burst allows is never refused for
+    /// good.
     pub fn charge(&self, user: &str, n: u32) -> Result<(), ApiError> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         let Some(n) = NonZeroU32::new(n) else { return Ok(()) };
@@ -50,9 +71,10 @@ impl UserWrites {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
+                let retry_after_secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                Err(ApiError::RateLimited { retry_after_secs, budget: self.budget })
             }
-            Err(_) => Err(ApiError::RateLimited { retry_after_secs: 1 }),
+            Err(_) => Err(ApiError::RateLimited { retry_after_secs: 1, budget: self.budget }),
         }
     }
 }
@@ -63,18 +85,20 @@ mod tests {
 
     #[test]
     fn a_user_over_the_burst_waits_and_others_do_not() {
-        let writes = UserWrites::new(1, 3);
+        let writes = UserRate::new(Budget::Writes, 1, 3);
         for _ in 0..3 {
             writes.check("alice").unwrap();
         }
         match writes.check("alice") {
-            Err(ApiError::RateLimited { retry_after_secs }) => assert!((1..=2).contains(&retry_after_secs)),
+            Err(ApiError::RateLimited { retry_after_secs, budget: Budget::Writes }) => {
+                assert!((1..=2).contains(&retry_after_secs))
+            }
             other => panic!("the fourth change within a second: {other:?}"),
         }
         writes.check("bob").expect("another user has their own burst");
         assert!(writes.charge("carol", 2).is_ok() && writes.charge("carol", 2).is_err(), "a weight counts its changes");
         assert!(writes.charge("dave", 50).is_ok(), "charged at most the burst: allowed once it is full");
-        let off = UserWrites::new(0, 0);
+        let off = UserRate::new(Budget::Reads, 0, 0);
         for _ in 0..1000 {
             off.check("alice").expect("0: no limit");
         }

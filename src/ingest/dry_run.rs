@@ -297,7 +297,11 @@ mod tests {
         std::fs::write(&wrapped, fixture.to_string()).unwrap();
         let r = run(&rules, &[bare, wrapped], 1 << 20, 1 << 20);
         let text = render(&r[0]);
-        assert!(text.contains("NOT TESTED") && text.contains(r#"{"transport": "http", "exchange": "<its exchange>", "body""#), "{text}");
+        assert!(
+            text.contains("NOT TESTED")
+                && text.contains(r#"{"transport": "http", "exchange": "<its exchange>", "body""#),
+            "{text}"
+        );
         assert!(!text.contains("DEAD LETTER"), "{text}");
         assert!(matches!(r[1].verdict, Verdict::Stored { .. }), "{}", render(&r[1]));
     }

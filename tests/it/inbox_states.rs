@@ -459,6 +459,49 @@ async fn racing_changes_reach_a_tab_in_commit_order_and_changes_that_change_noth
     assert_eq!(states.last(), Some(&archived_now), "the last frame is the server's state");
 }
 
+/// A user token reading its inbox faster than `server.user_reads_per_second` (after its burst) is answered
+/// `429 rate_limited` with `Retry-After`; a filtered list counts as `FILTERED_LIST_READS` reads (it may scan every
+/// retained broadcast); other users and service keys are not held back. Before, reads had no limit, and one
+/// token looping on filtered lists took every read connection: other users' lists and sessions stalled.
+#[tokio::test]
+async fn a_user_reading_their_inbox_too_fast_is_told_when_to_retry_and_others_are_not_held_back() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.user_reads_per_second = 1;
+        s.server.user_reads_burst = 10;
+    })
+    .await;
+    let gw = &gw;
+    let list = |user: &str, query: &str| {
+        let token = gw.token(user);
+        let path = format!("/api/v1/users/{user}/notifications{query}");
+        async move { gw.get(&path, &token).send().await.unwrap() }
+    };
+    // Two filtered lists are the burst (5 each); the plain list after them is refused.
+    assert_eq!(list("reader", "?type=zzz").await.status(), 200);
+    assert_eq!(list("reader", "?unread=true").await.status(), 200);
+    let refused = list("reader", "").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert!(body["message"].as_str().unwrap().contains("too many reads"), "{body}");
+    // Another user, and a service key reading this user's inbox, are not held back.
+    assert_eq!(list("other-reader", "").await.status(), 200);
+    let by_service = gw.get("/api/v1/users/reader/notifications", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(by_service.status(), 200);
+    // Plain reads cost one each: ten within a fresh burst.
+    let plain = spawn_gateway_with(|s| {
+        s.server.user_reads_per_second = 1;
+        s.server.user_reads_burst = 10;
+    })
+    .await;
+    let token = plain.token("steady");
+    for i in 0..10 {
+        let r = plain.get("/api/v1/users/steady/notifications/unread_count", &token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "read {i}: within the burst");
+    }
+}
+
 /// A user token changing its inbox faster than `server.user_writes_per_second` (after its burst) is answered
 /// `429 rate_limited` with `Retry-After`, and the refused change is not made; other users and service keys are
 /// not held back by it.

@@ -1246,6 +1246,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many reads of this inbox from its user's token (`server.user_reads_per_second`; a filtered list counts as several; `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -1318,6 +1329,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many reads of this inbox from its user's token (`server.user_reads_per_second`; a filtered list counts as several; `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The inbox failed (`internal_error`); the details are logged, not sent. */
             500: {
                 headers: {
@@ -1384,6 +1406,17 @@ export interface operations {
             /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`). */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many reads of this inbox from its user's token (`server.user_reads_per_second`; a filtered list counts as several; `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,3 +1,5 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { State } from '../../src';
@@ -17,7 +19,10 @@ describe.skipIf(reason !== null)('surviving a gateway restart', () => {
   it.each(['SIGKILL', 'SIGTERM'] as const)(
     'after %s: reconnects to the new process, gets what was posted while down via since, once each',
     async (signal) => {
-      const first = await startGateway(tmp.dir);
+      // An inbox per case: the other case's second gateway still serves its own (an SQLite inbox is one process's).
+      const dir = join(tmp.dir, signal);
+      mkdirSync(dir);
+      const first = await startGateway(dir);
       gateways.push(first);
       const user = newUser();
 
@@ -52,7 +57,7 @@ describe.skipIf(reason !== null)('surviving a gateway restart', () => {
         await first.stop(signal);
         await vi.waitFor(() => expect(client.state).toBe(State.Connecting), { timeout: 5000 });
 
-        const second = await startGateway(tmp.dir, first.port);
+        const second = await startGateway(dir, first.port);
         gateways.push(second);
         const missed = [await notify(second, user), await notify(second, user), await notify(second, user)];
         expect(ids).toEqual([before.id]); // the client is still held away
