@@ -471,8 +471,16 @@ fn malformed(token: &str) -> String {
         Some(Value::String(_)) => {}
         _ => return "the token's header has no algorithm (`alg`)".into(),
     }
-    bad_time_claim(token, &["exp", "nbf", "iat"])
-        .unwrap_or_else(|| "the token's header or claims are not what a JWT holds".into())
+    if let Some(m) = bad_time_claim(token, &["exp", "nbf", "iat"]) {
+        return m;
+    }
+    use base64::Engine;
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    if base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).is_err() {
+        // A changed last character can leave bits a base64url encoder never sets: a tampered signature too.
+        return "the token's signature is not base64url as a signer writes it (changed or cut?)".into();
+    }
+    "the token's header or claims are not what a JWT holds".into()
 }
 
 /// The first of the time claims `names` (`exp`, `nbf`, `iat`) that `token` has but not as a number of seconds the
@@ -578,6 +586,16 @@ mod tests {
         for garbage in ["garbage", "a.b.c", "a.b"] {
             assert!(refusal(garbage).starts_with("not a JWT"), "{garbage}: {}", refusal(garbage));
         }
+        // The signature's last character changed to one that leaves stray bits: said to be the signature (it
+        // was "the token's header or claims are not what a JWT holds").
+        let good = signed(serde_json::json!({"sub": "u", "exp": future()}));
+        let stray = ['B', 'C', 'D', 'F'].iter().find_map(|c| {
+            let t = format!("{}{c}", &good[..good.len() - 1]);
+            let sig = t.rsplit('.').next().unwrap();
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).is_err().then_some(t)
+        });
+        let m = refusal(&stray.expect("one of them leaves stray bits"));
+        assert!(m.contains("signature"), "{m}");
     }
 
     #[test]

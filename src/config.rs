@@ -29,6 +29,13 @@ pub enum ConfigError {
     Load(#[from] config::ConfigError),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
+    /// A configuration file that cannot be read, named by where it was given (`--config`, `HERALD_BASE_CONFIG`).
+    #[error("{given}: {message}")]
+    File { given: String, message: String },
+}
+
+fn file_error(given: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::File { given: given.to_owned(), message: message.into() }
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -944,17 +951,17 @@ fn service_keys_toml(raw: &str) -> Result<String, ConfigError> {
 /// A configuration file's text, its TOML syntax checked here: the `config` crate's parse error quotes the
 /// offending line, and a configuration file holds passwords and keys, so an error says where (line and column)
 /// and what the parser expected, never the text.
-fn toml_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+fn toml_file(given: &str, path: &Path) -> Result<String, ConfigError> {
     let text =
-        std::fs::read_to_string(path).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))?;
+        std::fs::read_to_string(path).map_err(|e| file_error(given, format!("cannot read {}: {e}", path.display())))?;
     if let Err(e) = text.parse::<toml::Table>() {
         let at = e.span().map_or(0, |r| r.start).min(text.len());
         let before = &text[..text.floor_char_boundary(at)];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         let what = e.message().lines().next().unwrap_or("invalid TOML");
-        return Err(invalid(
-            key,
+        return Err(file_error(
+            given,
             format!(
                 "{} is not valid TOML: {what} at line {line}, column {column} (the line is not shown: it may hold \
                  a secret)",
@@ -1004,7 +1011,7 @@ impl Settings {
         }
         if let Some(file) = file {
             if !file.exists() {
-                return Err(invalid("--config", format!("file {} does not exist", file.display())));
+                return Err(file_error("--config", format!("file {} does not exist", file.display())));
             }
             builder = builder.add_source(File::from_str(&toml_file("--config", file)?, FileFormat::Toml));
         }

@@ -123,7 +123,26 @@ enum RulesCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// A failure is its message and causes, never a backtrace: `RUST_BACKTRACE`, set in an environment for other
+/// reasons, made every refused configuration print one under its one-line reason.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            let causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+            if !causes.is_empty() {
+                eprintln!("\nCaused by:");
+                for cause in causes {
+                    eprintln!("    {cause}");
+                }
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // Before any thread or connection uses SQLite (see `sqlite_pcache`).
     herald::sqlite_pcache::install();
     let cli = Cli::parse();

@@ -325,7 +325,7 @@ impl Traced {
         let (outcome, reason) = match status {
             Status::Stored => ("stored", None),
             Status::Duplicate => {
-                ("duplicate", Some("this event id was applied before (within the dedupe window)".to_owned()))
+                ("duplicate", Some("this event id was applied before, within the dedupe window".to_owned()))
             }
             Status::Purged => ("purged", None),
             Status::Ignored => {

@@ -130,6 +130,24 @@ fn rules_check_outside_a_checkout_checks_the_shipped_rules_and_a_missing_configu
     assert!(text(&typo.stderr).contains("no such rules file"), "{}", text(&typo.stderr));
 }
 
+/// A command that fails says why on one line (and its causes), never with a backtrace, even where
+/// `RUST_BACKTRACE` is set: before, every refused configuration printed ~25 frames under its reason, and the
+/// missing file was called a "configuration key".
+#[test]
+fn a_refused_configuration_is_reported_without_a_backtrace() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config", "/nonexistent/herald.toml"])
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with("Error: --config: file /nonexistent/herald.toml does not exist"), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
 /// Liveness fails once an essential thread died (the store's writer panicked): `/healthz` answers 503 with what
 /// stopped, and `herald healthcheck` exits 1: Kubernetes' liveness probe (or Swarm, on the image's HEALTHCHECK)
 /// restarts a node that would refuse every write until then; plain Docker marks it unhealthy. (Each test is its own process under nextest: the failure stays in this one.)
