@@ -5,12 +5,23 @@ export class HeraldError extends Error {
   readonly status: number;
   /** The server's `error` code (e.g. `not_found`), or an SDK code: `network_error`, `token_error`, `bad_frame`, … */
   readonly code: string;
+  /**
+   * Seconds the server asked to wait before retrying (its `Retry-After`: a `429 rate_limited`, a `503`);
+   * `undefined` when it said nothing.
+   */
+  readonly retryAfterSecs: number | undefined;
 
-  constructor(status: number, code: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    options?: { cause?: unknown; retryAfterSecs?: number },
+  ) {
     super(message);
     this.name = 'HeraldError';
     this.status = status;
     this.code = code;
+    this.retryAfterSecs = options?.retryAfterSecs;
     if (options && 'cause' in options) (this as { cause?: unknown }).cause = options.cause;
   }
 }

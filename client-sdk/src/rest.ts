@@ -172,7 +172,9 @@ export class Inbox {
       } catch {
         // Not a JSON error body (a proxy's HTML page, say): keep the status and text.
       }
-      throw new HeraldError(res.status, code, message);
+      const retryAfter = Number(res.headers.get('retry-after') ?? NaN);
+      const retryAfterSecs = Number.isFinite(retryAfter) && retryAfter >= 0 ? retryAfter : undefined;
+      throw new HeraldError(res.status, code, message, { retryAfterSecs });
     }
     if (res.status === 204 || text === '') return undefined as T;
     try {

@@ -89,6 +89,28 @@ describe.skipIf(reason !== null)('REST inbox against a real gateway', () => {
     await expect(bad.unreadCount()).rejects.toMatchObject({ status: 401 });
   });
 
+  it('a user reading faster than the gateway allows gets rate_limited with the seconds to wait', async () => {
+    const dir = tempDir();
+    // The config file's [server] table is the helper's: the limits go in the environment the gateway inherits.
+    process.env.HERALD__SERVER__USER_READS_PER_SECOND = '1';
+    process.env.HERALD__SERVER__USER_READS_BURST = '5';
+    const limited = await startGateway(dir.dir).finally(() => {
+      delete process.env.HERALD__SERVER__USER_READS_PER_SECOND;
+      delete process.env.HERALD__SERVER__USER_READS_BURST;
+    });
+    try {
+      const client = testClient(limited, newUser());
+      await client.list({ unread: true }); // a filtered list: the whole burst
+      const refused = await client.unreadCount().catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(HeraldError);
+      expect(refused).toMatchObject({ status: 429, code: 'rate_limited' });
+      expect((refused as HeraldError).retryAfterSecs).toBeGreaterThanOrEqual(1);
+    } finally {
+      await limited.stop();
+      dir.remove();
+    }
+  });
+
   it('read, read_all and deleted done over REST reach a live session', async () => {
     const user = newUser();
     const [x, y] = [await notify(gw, user), await notify(gw, user)];
