@@ -1037,7 +1037,14 @@ impl Settings {
         let merged = builder.add_source(env_source).build()?;
         let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
-            invalid(&key, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            // The config crate ends its message with the table it was in (" for key `server`"): the key named
+            // first says it already.
+            let message = match message.rsplit_once(" for key `") {
+                Some((said, table)) if table.ends_with('`') => said.to_owned(),
+                _ => message,
+            };
+            invalid(&key, message)
         })?;
         settings.validate()?;
         Ok(settings)
@@ -1388,7 +1395,8 @@ mod tests {
     #[test]
     fn unknown_key_is_refused_and_named() {
         let e = err(&[("HERALD__SERVER__BINDD", "x")]);
-        assert!(e.contains("server") && e.contains("bindd"), "{e}");
+        assert!(e.contains("server.bindd") && e.contains("unknown field `bindd`"), "{e}");
+        assert!(!e.contains("for key"), "the key is named once: {e}");
     }
 
     #[test]
