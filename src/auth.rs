@@ -474,9 +474,7 @@ fn malformed(token: &str) -> String {
     if let Some(m) = bad_time_claim(token, &["exp", "nbf", "iat"]) {
         return m;
     }
-    use base64::Engine;
-    let signature = token.rsplit('.').next().unwrap_or_default();
-    if base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).is_err() {
+    if decoded_part(token, 2).is_none() {
         // A changed last character can leave bits a base64url encoder never sets: a tampered signature too.
         return "the token's signature is not base64url as a signer writes it (changed or cut?)".into();
     }
@@ -498,10 +496,14 @@ fn names_critical_extensions(token: &str) -> bool {
 
 /// Part `n` of a JWT (0: the header, 1: the claims) as the JSON object it should be, unverified.
 fn token_part(token: &str, n: usize) -> Option<serde_json::Map<String, Value>> {
+    serde_json::from_slice(&decoded_part(token, n)?).ok()
+}
+
+/// Part `n` of a JWT (2: the signature) decoded from base64url, as a signer writes it.
+fn decoded_part(token: &str, n: usize) -> Option<Vec<u8>> {
     use base64::Engine;
     let part = token.split('.').nth(n)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()
 }
 
 fn is_secret_key(raw: &str) -> bool {

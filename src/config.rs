@@ -1037,12 +1037,12 @@ impl Settings {
         let merged = builder.add_source(env_source).build()?;
         let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
-            let message = e.into_inner().to_string();
-            // The config crate ends its message with the table it was in (" for key `server`"): the key named
-            // first says it already.
-            let message = match message.rsplit_once(" for key `") {
-                Some((said, table)) if table.ends_with('`') => said.to_owned(),
-                _ => message,
+            // The config crate wraps the error with the table it was in (" for key `server`"): the key named first
+            // says it already; where the value came from is kept.
+            let message = match e.into_inner() {
+                config::ConfigError::At { error, origin: Some(origin), .. } => format!("{error} in {origin}"),
+                config::ConfigError::At { error, origin: None, .. } => error.to_string(),
+                other => other.to_string(),
             };
             invalid(&key, message)
         })?;

@@ -54,7 +54,7 @@ pub struct ListParams {
 
 /// What a filtered list (by type, related object, unread or archived) counts against a user's read rate: it may
 /// read every retained broadcast to fill a page, where a plain page reads a page's worth of rows.
-pub const FILTERED_LIST_READS: u32 = 5;
+pub const FILTERED_LIST_READS: usize = 5;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
@@ -69,27 +69,11 @@ impl AppState {
         crate::event::check_user_id(user)
             .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })?;
         match scope {
-            Scope::InboxWrite => self.charge(&principal, user, 1)?,
-            Scope::InboxRead => self.charge_reads(&principal, user, 1)?,
+            Scope::InboxWrite => self.user_writes.charge_for(&principal, user, 1)?,
+            Scope::InboxRead => self.user_reads.charge_for(&principal, user, 1)?,
             _ => {}
         }
         Ok(principal)
-    }
-
-    /// `reads` more of `user`'s inbox by `principal` (a user token's count against its rate; a key's do not).
-    fn charge_reads(&self, principal: &Principal, user: &str, reads: u32) -> Result<(), ApiError> {
-        match principal {
-            Principal::User { .. } => self.user_reads.charge(user, reads),
-            Principal::Service { .. } => Ok(()),
-        }
-    }
-
-    /// `changes` more of `user`'s inbox by `principal` (a user token's count against its rate; a key's do not).
-    fn charge(&self, principal: &Principal, user: &str, changes: usize) -> Result<(), ApiError> {
-        match principal {
-            Principal::User { .. } => self.user_writes.charge(user, u32::try_from(changes).unwrap_or(u32::MAX)),
-            Principal::Service { .. } => Ok(()),
-        }
     }
 }
 
@@ -118,7 +102,7 @@ pub async fn list(
     let Query(p) = params.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
     let filtered = p.kind.is_some() || p.related_type.is_some() || p.unread == Some(true) || p.archived == Some(true);
     if filtered {
-        state.charge_reads(&principal, &user, FILTERED_LIST_READS - 1)?;
+        state.user_reads.charge_for(&principal, &user, FILTERED_LIST_READS - 1)?;
     }
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -321,7 +305,7 @@ pub async fn batch(
     let mut named = std::collections::HashSet::with_capacity(ids.len());
     ids.retain(|id| named.insert(*id));
     // A change of ten notifications weighs one more change against the user's rate (one was charged already).
-    state.charge(&principal, &user, ids.len().div_ceil(10) - 1)?;
+    state.user_writes.charge_for(&principal, &user, ids.len().div_ceil(10) - 1)?;
     let change = match action {
         BatchAction::Read => Change::Read,
         BatchAction::Unread => Change::Unread,
@@ -435,7 +419,7 @@ pub async fn put_preferences(
         return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
     }
     check_type_names(body.types.keys())?;
-    state.charge(&principal, &user, body.types.len() / 100)?;
+    state.user_writes.charge_for(&principal, &user, body.types.len() / 100)?;
     state.change_preferences(&user, PreferencesChange::Replace(body.types)).await
 }
 
@@ -470,7 +454,7 @@ pub async fn patch_preferences(
         return Err(ApiError::BadRequest { code: "bad_request", message });
     }
     check_type_names(body.types.keys())?;
-    state.charge(&principal, &user, body.types.len() / 100)?;
+    state.user_writes.charge_for(&principal, &user, body.types.len() / 100)?;
     let changes = body.types.into_iter().map(|(kind, change)| (kind, change.setting())).collect();
     state.change_preferences(&user, PreferencesChange::Merge(changes)).await
 }

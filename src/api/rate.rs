@@ -14,6 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::ApiError;
+use crate::auth::Principal;
 
 /// Checks between two sweeps of users idle long enough to be back at a full burst.
 const SWEEP_EVERY: u64 = 4096;
@@ -53,6 +54,15 @@ impl UserRate {
     /// One read or change of `user`'s inbox, now: allowed, or `429` saying when to retry.
     pub fn check(&self, user: &str) -> Result<(), ApiError> {
         self.charge(user, 1)
+    }
+
+    /// `n` reads' or changes' worth of `user`'s inbox by `principal`: a user token's count against the rate, a
+    /// service key's nothing (the operator's own).
+    pub fn charge_for(&self, principal: &Principal, user: &str, n: usize) -> Result<(), ApiError> {
+        match principal {
+            Principal::User { .. } => self.charge(user, u32::try_from(n).unwrap_or(u32::MAX)),
+            Principal::Service { .. } => Ok(()),
+        }
     }
 
     /// `n` reads' or changes' worth (a batch of ids, a body of preferences, a filtered list: what the store will
