@@ -97,10 +97,20 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct DevTokenRequest {
-    user_id: String,
+    /// The user the token is for: a string, or a number (the ids the seeds' events carry), taken as its text.
+    #[schema(value_type = String)]
+    user_id: UserId,
     /// Lifetime in seconds, clamped to 10..=86400.
     #[schema(default = 3600, minimum = 10, maximum = 86400)]
     ttl_secs: Option<u64>,
+}
+
+/// A user id as a request writes it: `"42"` or `42`.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "user_id to be a string or an integer")]
+enum UserId {
+    Text(String),
+    Number(u64),
 }
 
 /// Mint a user token. Routed only when `auth.dev_token_endpoint = true`, which production refuses.
@@ -114,24 +124,31 @@ pub struct DevTokenRequest {
     responses(
         (status = 200, description = "A token for the user, signed with the configured HS256 secret.", body = super::openapi::DevToken),
         error::InvalidJson,
+        error::JsonBodyErrors,
         (status = 422, description = "`user_id` is empty (`missing_user_id`), or `auth.algorithm` is not HS256 (`unsupported`).", body = ErrorBody)
     ),
     security(())
 )]
 pub async fn dev_token(
     State(state): State<AppState>,
-    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })?;
-    if req.user_id.trim().is_empty() {
+    let req: DevTokenRequest =
+        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
+    let user_id = match req.user_id {
+        UserId::Text(text) => text.trim().to_owned(),
+        UserId::Number(n) => n.to_string(),
+    };
+    if user_id.is_empty() {
         return Err(ApiError::Unprocessable { code: "missing_user_id", message: "user_id is empty".into() });
     }
     let ttl = req.ttl_secs.unwrap_or(3600).clamp(10, 86_400);
-    let token = state.auth.mint(req.user_id.trim(), ttl).ok_or(ApiError::Unprocessable {
+    let token = state.auth.mint(&user_id, ttl).ok_or(ApiError::Unprocessable {
         code: "unsupported",
         message: "tokens can be minted only with auth.algorithm = \"HS256\"".into(),
     })?;
-    Ok(Json(serde_json::json!({ "token": token, "user_id": req.user_id.trim(), "expires_in": ttl })))
+    Ok(Json(serde_json::json!({ "token": token, "user_id": user_id, "expires_in": ttl })))
 }
 
 /// `GET /api/v1/admin/presence` (a service key with `admin`): users and sessions online, per node and in

@@ -2,7 +2,7 @@
 //! it (`server.user_reads_per_second`, `server.user_reads_burst`). Every change goes through the store's one writer
 //! (one per node, and one database for all), so a user token looping on batches or preferences would slow
 //! everyone's notifications; every read takes one of the store's few read connections, which sessions share, so a
-//! token looping on lists (a filtered one scans the retained broadcasts) would stall everyone's reads and replays.
+//! token looping on lists (a filtered one may walk many of the user's rows) would stall everyone's reads and replays.
 //! Keyed by user, for user tokens only (a service key is the operator's own), per node; a request that costs more
 //! (a batch, a body of preferences, a filtered list) counts more, up to the burst; over the rate,
 //! `429 rate_limited` with `Retry-After`.

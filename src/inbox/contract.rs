@@ -143,6 +143,7 @@ pub async fn run_all(store: &dyn Store) {
     counters_follow_every_broadcast_state_change(store).await;
     read_all_and_seen_all_reset_the_counters_and_later_changes_still_count(store).await;
     lists_filter_by_archived_type_and_related_object(store).await;
+    every_filtered_list_is_that_filter_over_everything(store).await;
     muted_types_are_stored_listed_not_counted_and_not_replayed(store).await;
     purge_resets_the_counters(store).await;
     unknown_ids_change_nothing(store).await;
@@ -340,6 +341,113 @@ async fn lists_filter_by_archived_type_and_related_object(store: &dyn Store) {
             .is_empty(),
         "archiving a broadcast is per user"
     );
+}
+
+/// Each combination of list filters pages through exactly the rows the same filter picks out of everything the
+/// user has, whatever way the backend walks them (by type or related object, from the read_all watermark, from
+/// the user's broadcast states, up to the unread count): read, unread again below the watermark, archived,
+/// deleted and muted rows, targeted and broadcast, in one inbox.
+async fn every_filtered_list_is_that_filter_over_everything(store: &dyn Store) {
+    let u = "sel";
+    store.set_preferences(u, [("digest".to_string(), TypeSetting::Muted)].into()).await.unwrap();
+    let kinds = ["invoice", "comment", "digest"];
+    let related = [Some(("order", "o-1")), Some(("order", "o-2")), Some(("ticket", "o-1")), None];
+    let mut created = Vec::new();
+    for i in 0..30 {
+        let recipients = if i % 3 == 0 { Recipients::Everyone } else { users(&[u]) };
+        let mut n = draft(&format!("sel-{i}"), recipients);
+        n.kind = kinds[(i / 2) % 3].into();
+        n.related_object = related[(i / 3) % 4].map(|(kind, id)| RelatedObject { kind: kind.into(), id: id.into() });
+        created.push(
+            stored(store, Write::Notify(n))
+                .await
+                .iter()
+                .find(|n| n.user_id.is_none() || n.user_id.as_deref() == Some(u))
+                .unwrap()
+                .id,
+        );
+        if i == 17 {
+            // Below the watermark: some read one by one first, then all, then some unread again or archived.
+            store.mark_read(u, created[4]).await.unwrap().unwrap();
+            store.mark_all_read(u).await.unwrap();
+            for &k in &[0, 3, 5, 9, 10] {
+                store.change(u, created[k], Change::Unread).await.unwrap().unwrap();
+            }
+            for &k in &[3, 6, 7, 12] {
+                store.change(u, created[k], Change::Archive).await.unwrap().unwrap();
+            }
+            assert!(store.delete(u, created[9]).await.unwrap() && store.delete(u, created[15]).await.unwrap());
+        }
+    }
+    // Above it: read, archived (read or not), deleted.
+    for &k in &[18, 19, 22] {
+        store.mark_read(u, created[k]).await.unwrap().unwrap();
+    }
+    for &k in &[21, 22, 25] {
+        store.change(u, created[k], Change::Archive).await.unwrap().unwrap();
+    }
+    assert!(store.delete(u, created[24]).await.unwrap());
+
+    let all = everything(store, u).await;
+    let mine: Vec<&Notification> = all.iter().filter(|n| created.contains(&n.id)).collect();
+    let gone = [created[9], created[15], created[24]];
+    assert_eq!(mine.len(), created.len() - gone.len(), "every row but the deleted ones, once: {mine:?}");
+    let archived: std::collections::BTreeSet<i64> = [3, 6, 7, 12, 21, 22, 25].iter().map(|&k| created[k]).collect();
+    assert_eq!(
+        mine.iter().filter(|n| n.archived_at.is_some()).map(|n| n.id).collect::<std::collections::BTreeSet<_>>(),
+        archived
+    );
+    assert!(
+        mine.iter().any(|n| n.user_id.is_none() && n.read_at.is_none() && n.id < created[17]),
+        "a broadcast unread again below the watermark"
+    );
+    assert!(mine.iter().any(|n| n.muted && n.read_at.is_none()), "a muted unread row");
+
+    let related_filters = [None, Some(("order", None)), Some(("order", Some("o-1"))), Some(("ticket", Some("o-1")))];
+    for archived in [false, true] {
+        for unread_only in [false, true] {
+            for kind in [None, Some("invoice"), Some("digest")] {
+                for related in related_filters {
+                    let query = ListQuery {
+                        limit: 1000,
+                        before: None,
+                        unread_only,
+                        archived,
+                        kind: kind.map(Into::into),
+                        related_type: related.map(|(t, _)| t.into()),
+                        related_id: related.and_then(|(_, id)| id.map(Into::into)),
+                    };
+                    let expected: Vec<i64> = all
+                        .iter()
+                        .filter(|n| n.archived_at.is_some() == archived)
+                        .filter(|n| !unread_only || (n.read_at.is_none() && !n.muted))
+                        .filter(|n| kind.is_none_or(|k| n.kind == k))
+                        .filter(|n| {
+                            related.is_none_or(|(t, id)| {
+                                n.related_object.as_ref().is_some_and(|r| r.kind == t && id.is_none_or(|id| r.id == id))
+                            })
+                        })
+                        .map(|n| n.id)
+                        .collect();
+                    // Whole, then in pages of 2 (the cursor and the limit apply after the filters).
+                    let listed: Vec<i64> = store.list(u, query.clone()).await.unwrap().iter().map(|n| n.id).collect();
+                    assert_eq!(listed, expected, "{query:?}");
+                    let (mut paged, mut before) = (Vec::new(), None);
+                    loop {
+                        let page = store.list(u, ListQuery { limit: 2, before, ..query.clone() }).await.unwrap();
+                        before = page.last().map(|n| n.id);
+                        let done = page.len() < 2;
+                        paged.extend(page.iter().map(|n| n.id));
+                        if done {
+                            break;
+                        }
+                    }
+                    assert_eq!(paged, expected, "in pages of 2: {query:?}");
+                }
+            }
+        }
+    }
+    counts_match_rows(store, u, "the filtered lists").await;
 }
 
 async fn muted_types_are_stored_listed_not_counted_and_not_replayed(store: &dyn Store) {

@@ -277,6 +277,17 @@ pub struct ListQuery {
     pub related_id: Option<String>,
 }
 
+impl ListQuery {
+    /// The column filters set, in the order both backends' list queries number their parameters after the
+    /// user, the cursor and the limit: only the filters set appear in the query, so each one can use an index.
+    pub fn filters(&self) -> Vec<(&'static str, String)> {
+        [("kind", &self.kind), ("related_type", &self.related_type), ("related_id", &self.related_id)]
+            .into_iter()
+            .filter_map(|(column, value)| value.clone().map(|v| (column, v)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ReadAll {
     pub up_to: i64,

@@ -98,6 +98,11 @@ fn migrator() -> Migrator {
         migration(7, "inline totals", include_str!("../../migrations/postgres/0007_inline_totals.sql")),
         migration(8, "chain heads", include_str!("../../migrations/postgres/0008_chain_heads.sql")),
         migration(9, "counts versions", include_str!("../../migrations/postgres/0009_counts_versions.sql")),
+        migration(
+            10,
+            "broadcast list indexes",
+            include_str!("../../migrations/postgres/0010_broadcast_list_indexes.sql"),
+        ),
     ]);
     migrator.set_ignore_missing(true);
     migrator
@@ -133,20 +138,37 @@ macro_rules! columns {
 
 /// Broadcast rows as user `$1` sees them: their read/seen/archived state, minus the ones they deleted. Read:
 /// their own mark, else the read_all watermark, unless they marked it unread since. Never muted.
-macro_rules! broadcasts {
+macro_rules! broadcast_columns {
     () => {
         "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source, n.related_type, n.related_id,
                 n.data::text AS data, n.created_at, n.prev_id,
                 CASE WHEN COALESCE(s.unread, FALSE) THEN NULL
                      ELSE COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) END AS read_at,
                 COALESCE(s.seen_at, CASE WHEN n.id <= w.seen_all_up_to THEN w.seen_all_at END) AS seen_at,
-                s.archived_at AS archived_at, FALSE AS muted
-         FROM notifications n
+                s.archived_at AS archived_at, FALSE AS muted"
+    };
+}
+
+macro_rules! broadcasts {
+    () => {
+        concat!(
+            broadcast_columns!(),
+            " FROM notifications n
          LEFT JOIN broadcast_state s ON s.user_id = $1 AND s.notification_id = n.id
          LEFT JOIN user_state w ON w.user_id = $1
          WHERE n.user_id IS NULL AND NOT COALESCE(s.deleted, FALSE)"
+        )
     };
 }
+
+/// The same rows walked from the user's own broadcast states: only the broadcasts they archived, read or marked
+/// unread, found without walking every retained broadcast.
+const BROADCASTS_BY_STATE: &str = concat!(
+    broadcast_columns!(),
+    " FROM broadcast_state s JOIN notifications n ON n.id = s.notification_id
+     LEFT JOIN user_state w ON w.user_id = $1
+     WHERE s.user_id = $1 AND NOT s.deleted AND n.user_id IS NULL"
+);
 
 /// The previous row of a new row's chain: user `$1`'s newest targeted row that was not muted (muted rows are
 /// never pushed, so a client's cursor never reaches them) or, for a broadcast (`$1` NULL), the newest broadcast.
@@ -452,30 +474,61 @@ impl PostgresStore {
     }
 }
 
-/// The list query for these filters: `$1` user, `$2` before, `$3` limit, `$4` type, `$5` related type, `$6`
-/// related id. Filters apply before the page limit, so rows that do not match crowd out none that do.
+/// User `$1`'s read_all watermark (0 without one), a constant the broadcast walk can start from.
+const READ_ALL_UP_TO: &str = "(SELECT COALESCE(max(read_all_up_to), 0) FROM user_state WHERE user_id = $1)";
+
+/// The list query for `q`, whose filter values ([`ListQuery::filters`]) bind after `$1` user, `$2` before and `$3`
+/// limit. Filters apply before the limit, so rows that do not match crowd out none that do, and each page's work
+/// is bounded by what it can return rather than by every retained broadcast (as SQLite's `list_sql`): only the
+/// filters set appear, so a type or related object finds broadcasts through their partial indexes (migration
+/// 10); unread broadcasts are those above the read_all watermark plus the ones marked unread below it, archived
+/// ones come from the user's states; unread targeted rows stop at the user's unread count.
 fn list_sql(q: &ListQuery) -> String {
-    // Unread lists what the unread count counts: muted notifications are in neither.
-    let unread = if q.unread_only { " AND read_at IS NULL AND NOT muted" } else { "" };
-    let archived = if q.archived { "IS NOT NULL" } else { "IS NULL" };
-    let bunread = if q.unread_only {
-        " AND s.read_at IS NULL AND (COALESCE(s.unread, FALSE) OR w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
-    } else {
-        ""
+    let (mut targeted_filters, mut broadcast_filters) = (String::new(), String::new());
+    for (i, (column, _)) in q.filters().iter().enumerate() {
+        targeted_filters += &format!(" AND {column} = ${}", i + 4);
+        broadcast_filters += &format!(" AND n.{column} = ${}", i + 4);
+    }
+    let rows = format!("{} AND n.id < $2{broadcast_filters}", broadcasts!());
+    let states = format!("{BROADCASTS_BY_STATE} AND s.notification_id < $2{broadcast_filters}");
+    let by_rows = "ORDER BY n.id DESC LIMIT $3";
+    let by_states = "ORDER BY s.notification_id DESC LIMIT $3";
+    let broadcasts = match (q.archived, q.unread_only) {
+        (true, false) => vec![format!("{states} AND s.archived_at IS NOT NULL {by_states}")],
+        (true, true) => vec![format!(
+            "{states} AND s.archived_at IS NOT NULL AND s.read_at IS NULL
+             AND (s.unread OR s.notification_id > {READ_ALL_UP_TO}) {by_states}"
+        )],
+        (false, true) => vec![
+            format!("{rows} AND n.id > {READ_ALL_UP_TO} AND s.read_at IS NULL AND s.archived_at IS NULL {by_rows}"),
+            format!(
+                "{states} AND s.notification_id <= {READ_ALL_UP_TO} AND s.unread AND s.read_at IS NULL
+                 AND s.archived_at IS NULL {by_states}"
+            ),
+        ],
+        (false, false) => vec![format!("{rows} AND s.archived_at IS NULL {by_rows}")],
     };
-    format!(
+    // Unread lists what the unread count counts: muted notifications are in neither.
+    let (unread, limit) = match (q.unread_only, q.archived) {
+        (true, false) => (
+            " AND read_at IS NULL AND NOT muted",
+            "LEAST($3, COALESCE((SELECT unread FROM inbox_counts WHERE user_id = $1), 0))",
+        ),
+        (true, true) => (" AND read_at IS NULL AND NOT muted", "$3"),
+        (false, _) => ("", "$3"),
+    };
+    let archived = if q.archived { "IS NOT NULL" } else { "IS NULL" };
+    let mut sql = format!(
         "SELECT * FROM ((SELECT {columns} FROM notifications
-              WHERE user_id = $1 AND id < $2{unread} AND archived_at {archived}
-                AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR related_type = $5)
-                AND ($6::text IS NULL OR related_id = $6)
-              ORDER BY id DESC LIMIT $3)
-          UNION ALL ({broadcasts} AND n.id < $2{bunread} AND s.archived_at {archived}
-                AND ($4::text IS NULL OR n.kind = $4) AND ($5::text IS NULL OR n.related_type = $5)
-                AND ($6::text IS NULL OR n.related_id = $6)
-              ORDER BY n.id DESC LIMIT $3)) u ORDER BY id DESC LIMIT $3",
+              WHERE user_id = $1 AND id < $2{unread} AND archived_at {archived}{targeted_filters}
+              ORDER BY id DESC LIMIT {limit})",
         columns = columns!(),
-        broadcasts = broadcasts!(),
-    )
+    );
+    for part in broadcasts {
+        sql += &format!(" UNION ALL ({part})");
+    }
+    sql += ") u ORDER BY id DESC LIMIT $3";
+    sql
 }
 
 #[async_trait]
@@ -488,16 +541,14 @@ impl Store for PostgresStore {
     }
 
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(list_sql(&q)))
+        let mut query = sqlx::query(AssertSqlSafe(list_sql(&q)))
             .bind(text(user))
             .bind(q.before.unwrap_or(i64::MAX))
-            .bind(i64::from(q.limit))
-            .bind(q.kind.as_deref().map(text))
-            .bind(q.related_type.as_deref().map(text))
-            .bind(q.related_id.as_deref().map(text))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(store_error)?;
+            .bind(i64::from(q.limit));
+        for (_, value) in q.filters() {
+            query = query.bind(text(&value).into_owned());
+        }
+        let rows = query.fetch_all(&self.readers).await.map_err(store_error)?;
         rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
     }
 
@@ -2266,6 +2317,63 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(unread_index, 0, "the partial unread index is dropped");
+        store.close().await;
+        db.drop_database().await;
+    }
+
+    /// On an inbox with many broadcasts of a few types and statistics to plan by, a list filtered by type or related
+    /// object finds broadcasts through their partial indexes (migration 10), and no filtered list walks every row.
+    #[tokio::test]
+    async fn filtered_lists_find_broadcasts_through_their_indexes() {
+        let Some(db) = TestDb::create("filtered_lists_find_broadcasts").await else { return };
+        let store = db.open(None).await;
+        let mut c = PgConnection::connect_with(&db.options).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, related_type, related_id,
+                                        data, body, created_at)
+             SELECT x::text, CASE WHEN x % 10 = 0 THEN 'u' || (x % 3) END, CASE WHEN x % 1000 = 1 THEN 'rare' ELSE 'a' END,
+                    '', '', 'e', 't', CASE WHEN x % 1000 = 2 THEN 'rare' ELSE 'i' END, '{}', '{}', now()
+             FROM generate_series(1, 20000) x;
+             INSERT INTO user_state (user_id, read_all_up_to, read_all_at) VALUES ('u', 19990, now());
+             ANALYZE;",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+        for archived in [false, true] {
+            for unread_only in [false, true] {
+                for (kind, related) in [(None, None), (Some("rare"), None), (None, Some(("t", Some("rare"))))] {
+                    let q = ListQuery {
+                        limit: 10,
+                        before: None,
+                        unread_only,
+                        archived,
+                        kind: kind.map(Into::into),
+                        related_type: related.map(|(t, _)| t.into()),
+                        related_id: related.and_then(|(_, id)| id.map(Into::into)),
+                    };
+                    let mut explain =
+                        sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("EXPLAIN {}", list_sql(&q))))
+                            .bind("u")
+                            .bind(i64::MAX)
+                            .bind(10i64);
+                    for (_, value) in q.filters() {
+                        explain = explain.bind(value);
+                    }
+                    let plan = explain.fetch_all(&mut c).await.unwrap().join("\n");
+                    let filtered = archived || unread_only || !q.filters().is_empty();
+                    assert!(!filtered || !plan.contains("Seq Scan on notifications"), "{q:?}:\n{plan}");
+                    // Archived ones come from the user's states.
+                    if kind.is_some() && !archived {
+                        assert!(plan.contains("notifications_broadcast_kinds"), "{q:?}:\n{plan}");
+                    }
+                    if related.is_some() && !archived {
+                        assert!(plan.contains("notifications_broadcast_related"), "{q:?}:\n{plan}");
+                    }
+                }
+            }
+        }
+        c.close().await.unwrap();
         store.close().await;
         db.drop_database().await;
     }

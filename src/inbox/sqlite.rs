@@ -213,6 +213,14 @@ CREATE TABLE dedupe_sweep (
 );
 "#,
     ),
+    // Filtered lists (`list_sql`): broadcasts of one type or related object found through their own index
+    // instead of a walk of every retained broadcast. Partial: a targeted insert writes neither.
+    M::up(
+        r#"
+CREATE INDEX notifications_broadcast_kinds ON notifications(kind, id) WHERE user_id IS NULL;
+CREATE INDEX notifications_broadcast_related ON notifications(related_type, related_id, id) WHERE user_id IS NULL;
+"#,
+    ),
 ];
 
 /// A targeted row in [`row_to_notification`]'s order.
@@ -573,33 +581,11 @@ impl Store for SqliteStore {
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
-            // Unread lists what the unread count counts: muted notifications are in neither.
-            let unread = if q.unread_only { "AND read_at IS NULL AND muted = 0" } else { "" };
-            let archived = if q.archived { "archived_at IS NOT NULL" } else { "archived_at IS NULL" };
-            // Filter before the limit: read, archived or other types' rows must not crowd the wanted ones out.
-            let filters = "AND (?4 IS NULL OR kind = ?4) AND (?5 IS NULL OR related_type = ?5)
-                           AND (?6 IS NULL OR related_id = ?6)";
-            let sql = format!(
-                "SELECT * FROM (SELECT {TARGETED} FROM notifications
-                     WHERE user_id = ?1 AND id < ?2 {unread} AND {archived} {filters} ORDER BY id DESC LIMIT ?3)
-                 UNION ALL
-                 SELECT * FROM ({BROADCAST_SELECT} AND n.id < ?2 {bunread} AND s.{archived} {bfilters}
-                                ORDER BY n.id DESC LIMIT ?3)
-                 ORDER BY id DESC LIMIT ?3",
-                bunread = if q.unread_only {
-                    "AND s.read_at IS NULL
-                     AND (COALESCE(s.unread, 0) = 1 OR w.read_all_up_to IS NULL OR n.id > w.read_all_up_to)"
-                } else {
-                    ""
-                },
-                bfilters = "AND (?4 IS NULL OR n.kind = ?4) AND (?5 IS NULL OR n.related_type = ?5)
-                            AND (?6 IS NULL OR n.related_id = ?6)",
-            );
+            let (sql, filters) = list_sql(&q);
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![user, q.before.unwrap_or(i64::MAX), q.limit, q.kind, q.related_type, q.related_id],
-                row_to_notification,
-            )?;
+            let fixed: [&dyn rusqlite::ToSql; 3] = [&user, &q.before.unwrap_or(i64::MAX), &q.limit];
+            let args = fixed.into_iter().chain(filters.iter().map(|(_, v)| v as &dyn rusqlite::ToSql));
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_notification)?;
             rows.collect()
         })
         .await
@@ -779,18 +765,107 @@ impl PruneSteps for SqliteStore {
     }
 }
 
-/// Broadcast rows as one user sees them (user `?1`): their read/seen/archived state, minus the ones they deleted.
-/// Read: their own mark, else the read_all watermark, unless they marked it unread since. Never muted.
-const BROADCAST_SELECT: &str = "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source,
+/// The columns of a broadcast row as one user sees it (user `?1`, `s` their state of it, `w` their watermarks):
+/// read is their own mark, else the read_all watermark, unless they marked it unread since. Never muted.
+macro_rules! broadcast_columns {
+    () => {
+        "SELECT n.id, n.user_id, n.kind, n.title, n.content, n.event_type, n.source,
         n.related_type, n.related_id, n.data, n.created_at, n.prev_id,
         CASE WHEN COALESCE(s.unread, 0) = 1 THEN NULL
              ELSE COALESCE(s.read_at, CASE WHEN n.id <= w.read_all_up_to THEN w.read_all_at END) END AS read_at,
         COALESCE(s.seen_at, CASE WHEN n.id <= w.seen_all_up_to THEN w.seen_all_at END) AS seen_at,
-        s.archived_at AS archived_at, 0 AS muted
-    FROM notifications n
-    LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
+        s.archived_at AS archived_at, 0 AS muted"
+    };
+}
+
+/// What joins a broadcast `n` to user `?1`'s state of it, minus the ones they deleted.
+macro_rules! broadcast_joins {
+    () => {
+        " LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
     LEFT JOIN user_state w ON w.user_id = ?1
-    WHERE n.user_id IS NULL AND COALESCE(s.deleted, 0) = 0";
+    WHERE n.user_id IS NULL AND COALESCE(s.deleted, 0) = 0"
+    };
+}
+
+/// Broadcast rows as one user sees them (user `?1`), minus the ones they deleted, walked from the broadcasts.
+const BROADCAST_SELECT: &str = concat!(broadcast_columns!(), " FROM notifications n", broadcast_joins!());
+
+/// The same rows walked from the user's own broadcast states (`CROSS JOIN` keeps that order): only the broadcasts
+/// they archived, read or marked unread, found without walking every retained broadcast.
+const BROADCAST_BY_STATE: &str = concat!(
+    broadcast_columns!(),
+    " FROM broadcast_state s CROSS JOIN notifications n ON n.id = s.notification_id
+    LEFT JOIN user_state w ON w.user_id = ?1
+    WHERE s.user_id = ?1 AND s.deleted = 0 AND n.user_id IS NULL"
+);
+
+/// User `?1`'s read_all watermark (0 without one), a constant the broadcast walk can start from.
+const READ_ALL_UP_TO: &str = "(SELECT COALESCE(max(read_all_up_to), 0) FROM user_state WHERE user_id = ?1)";
+
+/// The list query for `q` and the filter values it binds after `?1` user, `?2` before and `?3` limit. Filters apply
+/// before the limit, so rows that do not match crowd out none that do, and each page's work is bounded by what
+/// it can return rather than by every retained broadcast:
+/// - a type or related-object filter walks the broadcasts through their own index (`INDEXED BY`: the planner's
+///   statistics, if an operator runs `ANALYZE`, cannot send it back to the walk of every broadcast);
+/// - unread broadcasts are those above the read_all watermark (walked from it) plus the ones marked unread
+///   below it (walked from the user's states); archived ones are walked from the user's states;
+/// - unread targeted rows stop at the user's unread count (`inbox_counts`, exact in every snapshot), so a user
+///   who has read everything reads no rows.
+fn list_sql(q: &ListQuery) -> (String, Vec<(&'static str, String)>) {
+    let filters = q.filters();
+    let (mut targeted_filters, mut broadcast_filters) = (String::new(), String::new());
+    for (i, (column, _)) in filters.iter().enumerate() {
+        targeted_filters += &format!(" AND {column} = ?{}", i + 4);
+        broadcast_filters += &format!(" AND n.{column} = ?{}", i + 4);
+    }
+    let index = match (&q.kind, &q.related_type) {
+        (Some(_), _) => " INDEXED BY notifications_broadcast_kinds",
+        (None, Some(_)) => " INDEXED BY notifications_broadcast_related",
+        (None, None) => "",
+    };
+    let rows = format!(
+        "{} FROM notifications n{index}{} AND n.id < ?2{broadcast_filters}",
+        broadcast_columns!(),
+        broadcast_joins!()
+    );
+    let states = format!("{BROADCAST_BY_STATE} AND s.notification_id < ?2{broadcast_filters}");
+    let by_rows = "ORDER BY n.id DESC LIMIT ?3";
+    let by_states = "ORDER BY s.notification_id DESC LIMIT ?3";
+    let broadcasts = match (q.archived, q.unread_only) {
+        (true, false) => vec![format!("{states} AND s.archived_at IS NOT NULL {by_states}")],
+        (true, true) => vec![format!(
+            "{states} AND s.archived_at IS NOT NULL AND s.read_at IS NULL
+             AND (s.unread = 1 OR s.notification_id > {READ_ALL_UP_TO}) {by_states}"
+        )],
+        (false, true) => vec![
+            format!("{rows} AND n.id > {READ_ALL_UP_TO} AND s.read_at IS NULL AND s.archived_at IS NULL {by_rows}"),
+            format!(
+                "{states} AND s.notification_id <= {READ_ALL_UP_TO} AND s.unread = 1 AND s.read_at IS NULL
+                 AND s.archived_at IS NULL {by_states}"
+            ),
+        ],
+        (false, false) => vec![format!("{rows} AND s.archived_at IS NULL {by_rows}")],
+    };
+    // Unread lists what the unread count counts: muted notifications are in neither.
+    let (unread, limit) = match (q.unread_only, q.archived) {
+        (true, false) => (
+            " AND read_at IS NULL AND muted = 0",
+            "min(?3, COALESCE((SELECT unread FROM inbox_counts WHERE user_id = ?1), 0))",
+        ),
+        (true, true) => (" AND read_at IS NULL AND muted = 0", "?3"),
+        (false, _) => ("", "?3"),
+    };
+    let archived = if q.archived { "archived_at IS NOT NULL" } else { "archived_at IS NULL" };
+    let mut sql = format!(
+        "SELECT * FROM (SELECT {TARGETED} FROM notifications
+             WHERE user_id = ?1 AND id < ?2{unread} AND {archived}{targeted_filters} ORDER BY id DESC LIMIT {limit})"
+    );
+    for part in broadcasts {
+        sql += &format!(" UNION ALL SELECT * FROM ({part})");
+    }
+    sql += " ORDER BY id DESC LIMIT ?3";
+    (sql, filters)
+}
 
 fn raw(s: String) -> Box<RawValue> {
     RawValue::from_string(s).unwrap_or_else(|_| crate::protocol::raw_null())
@@ -1852,6 +1927,78 @@ mod tests {
         assert_eq!(prefs.bytes, expected, "forgetting a user gives its bytes back");
     }
     use crate::config::Settings;
+
+    /// Every list query with a filter walks broadcasts through their type or related-object index, from the
+    /// read_all watermark, or from the user's own states: never through every retained broadcast (the plain
+    /// list, which stops at the page's end as every row matches, is the one that walks them in id order). The
+    /// statistics an `ANALYZE` leaves behind change none of it.
+    #[test]
+    fn filtered_lists_walk_an_index_or_the_users_states_not_every_broadcast() {
+        let mut c = Connection::open_in_memory().unwrap();
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut c).unwrap();
+        let plans = |c: &Connection| {
+            let mut all = Vec::new();
+            for archived in [false, true] {
+                for unread_only in [false, true] {
+                    for (kind, related_type, related_id) in [
+                        (None, None, None),
+                        (Some("a"), None, None),
+                        (None, Some("t"), None),
+                        (None, Some("t"), Some("i")),
+                    ] {
+                        let q = ListQuery {
+                            limit: 10,
+                            before: None,
+                            unread_only,
+                            archived,
+                            kind: kind.map(Into::into),
+                            related_type: related_type.map(Into::into),
+                            related_id: related_id.map(Into::into),
+                        };
+                        let (sql, filters) = list_sql(&q);
+                        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+                        let fixed: [&dyn rusqlite::ToSql; 3] = [&"u", &i64::MAX, &10];
+                        let args = fixed.into_iter().chain(filters.iter().map(|(_, v)| v as &dyn rusqlite::ToSql));
+                        let plan: Vec<String> = stmt
+                            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                            .unwrap()
+                            .map(Result::unwrap)
+                            .collect();
+                        all.push((q, plan));
+                    }
+                }
+            }
+            all
+        };
+        let check = |c: &Connection| {
+            for (q, plan) in plans(c) {
+                // A whole table (`SCAN t`), not a subquery's rows (`SCAN (subquery-1)`).
+                let table_scan = |step: &&String| step.starts_with("SCAN ") && !step.starts_with("SCAN (");
+                assert!(!plan.iter().any(|step| table_scan(&step)), "{q:?}: {plan:#?}");
+                let filtered = q.archived || q.unread_only || !q.filters().is_empty();
+                let walks = plan.iter().filter(|step| step.starts_with("SEARCH n "));
+                for walk in walks.filter(|_| filtered) {
+                    assert!(
+                        walk.contains("notifications_broadcast_")
+                            || walk.contains("INTEGER PRIMARY KEY")
+                            || walk.contains("id>? AND id<?"),
+                        "{q:?} walks every broadcast: {plan:#?}"
+                    );
+                }
+            }
+        };
+        check(&c);
+        // Skewed statistics: many broadcasts of one type, few users.
+        c.execute_batch(
+            "WITH RECURSIVE i(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM i WHERE x < 2000)
+             INSERT INTO notifications (event_id, user_id, kind, title, content, event_type, related_type, related_id,
+                                        data, body, created_at)
+             SELECT x, CASE WHEN x % 10 = 0 THEN 'u' || (x % 3) END, 'a', '', '', 'e', 't', 'i', '{}', '{}', 0 FROM i;
+             ANALYZE;",
+        )
+        .unwrap();
+        check(&c);
+    }
 
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(&dir.path().join("inbox.db"), &Settings::defaults().store, None).unwrap()

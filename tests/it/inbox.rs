@@ -137,6 +137,40 @@ async fn dev_endpoints_exist_only_when_enabled() {
     assert_eq!(r.status(), 401, "not anonymous");
 }
 
+/// The dev token endpoint reads its body as every other JSON endpoint does: JSON with or without a content type,
+/// a form refused with 415, a number taken as the user id's text, anything else a 400 saying what was expected.
+#[tokio::test]
+async fn the_dev_token_endpoint_takes_json_bodies_and_numeric_user_ids() {
+    let gw = spawn_gateway_with(|s| s.auth.dev_token_endpoint = true).await;
+    let url = gw.url("/api/v1/dev/token");
+    let r = gw.raw().post(&url).body(r#"{"user_id": "plain"}"#).send().await.unwrap();
+    assert_eq!(r.status(), 200, "no content type: read as JSON");
+    assert_eq!(r.json::<Value>().await.unwrap()["user_id"], "plain");
+    let r = gw.raw().post(&url).json(&json!({"user_id": 42})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let token = r.json::<Value>().await.unwrap();
+    assert_eq!(token["user_id"], "42");
+    let count = gw.get("/api/v1/users/42/notifications/unread_count", token["token"].as_str().unwrap());
+    assert_eq!(count.send().await.unwrap().status(), 200, "the token is user 42's");
+    let r = gw
+        .raw()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("user_id=42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unsupported_media_type");
+    for bad in [json!({"user_id": [1]}), json!({"user_id": -1}), json!({})] {
+        let r = gw.raw().post(&url).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body = r.json::<Value>().await.unwrap();
+        assert_eq!(body["error"], "invalid_json", "{bad}");
+        assert!(body["message"].as_str().unwrap().contains("user_id"), "{bad}: {body}");
+    }
+}
+
 /// The demo is served at `/` with its files; every other path is a JSON 404 (before, any unknown path answered
 /// 200 with the demo's page, so a health probe sent to `/health` by mistake always passed).
 #[tokio::test]

@@ -710,6 +710,7 @@ export interface components {
             expires_in: number;
         };
         DevTokenRequest: {
+            /** @description The user the token is for: a string, or a number (the ids the seeds' events carry), taken as its text. */
             user_id: string;
             /**
              * Format: int64
@@ -3587,6 +3588,33 @@ export interface operations {
             };
             /** @description The body is not JSON of this shape (`invalid_json`). */
             400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body did not arrive whole within `server.body_read_timeout_secs` (`body_timeout`). */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is over this endpoint's limit (`body_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A content type that is not `application/json` or `*+json` (`unsupported_media_type`); a request without one is read as JSON. */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
