@@ -481,8 +481,9 @@ const READ_ALL_UP_TO: &str = "(SELECT COALESCE(max(read_all_up_to), 0) FROM user
 /// limit. Filters apply before the limit, so rows that do not match crowd out none that do, and each page's work
 /// is bounded by what it can return rather than by every retained broadcast (as SQLite's `list_sql`): only the
 /// filters set appear, so a type or related object finds broadcasts through their partial indexes (migration
-/// 10); unread broadcasts are those above the read_all watermark plus the ones marked unread below it, archived
-/// ones come from the user's states; unread targeted rows stop at the user's unread count.
+/// 10), and archived targeted rows through theirs; unread broadcasts are those above the read_all watermark plus
+/// the ones marked unread below it, archived ones come from the user's states; unread targeted rows stop at the
+/// user's unread count.
 fn list_sql(q: &ListQuery) -> String {
     let (mut targeted_filters, mut broadcast_filters) = (String::new(), String::new());
     for (i, (column, _)) in q.filters().iter().enumerate() {
@@ -2322,7 +2323,8 @@ mod tests {
     }
 
     /// On an inbox with many broadcasts of a few types and statistics to plan by, a list filtered by type or related
-    /// object finds broadcasts through their partial indexes (migration 10), and no filtered list walks every row.
+    /// object finds broadcasts through their partial indexes (migration 10), archived targeted rows are found
+    /// through theirs, and no filtered list walks every row.
     #[tokio::test]
     async fn filtered_lists_find_broadcasts_through_their_indexes() {
         let Some(db) = TestDb::create("filtered_lists_find_broadcasts").await else { return };
@@ -2363,7 +2365,8 @@ mod tests {
                     let plan = explain.fetch_all(&mut c).await.unwrap().join("\n");
                     let filtered = archived || unread_only || !q.filters().is_empty();
                     assert!(!filtered || !plan.contains("Seq Scan on notifications"), "{q:?}:\n{plan}");
-                    // Archived ones come from the user's states.
+                    assert_eq!(plan.contains("notifications_archived"), archived, "{q:?}:\n{plan}");
+                    // Archived broadcasts come from the user's states.
                     if kind.is_some() && !archived {
                         assert!(plan.contains("notifications_broadcast_kinds"), "{q:?}:\n{plan}");
                     }

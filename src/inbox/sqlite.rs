@@ -214,11 +214,13 @@ CREATE TABLE dedupe_sweep (
 "#,
     ),
     // Filtered lists (`list_sql`): broadcasts of one type or related object found through their own index
-    // instead of a walk of every retained broadcast. Partial: a targeted insert writes neither.
+    // instead of a walk of every retained broadcast, and a user's archived rows instead of a walk of all their
+    // rows. Partial: a targeted insert writes none of them (a row enters the last one when it is archived).
     M::up(
         r#"
 CREATE INDEX notifications_broadcast_kinds ON notifications(kind, id) WHERE user_id IS NULL;
 CREATE INDEX notifications_broadcast_related ON notifications(related_type, related_id, id) WHERE user_id IS NULL;
+CREATE INDEX notifications_archived ON notifications(user_id, id) WHERE archived_at IS NOT NULL;
 "#,
     ),
 ];
@@ -808,7 +810,8 @@ const READ_ALL_UP_TO: &str = "(SELECT COALESCE(max(read_all_up_to), 0) FROM user
 /// - a type or related-object filter walks the broadcasts through their own index (`INDEXED BY`: the planner's
 ///   statistics, if an operator runs `ANALYZE`, cannot send it back to the walk of every broadcast);
 /// - unread broadcasts are those above the read_all watermark (walked from it) plus the ones marked unread
-///   below it (walked from the user's states); archived ones are walked from the user's states;
+///   below it (walked from the user's states); archived ones are walked from the user's states, archived
+///   targeted rows through their own index;
 /// - unread targeted rows stop at the user's unread count (`inbox_counts`, exact in every snapshot), so a user
 ///   who has read everything reads no rows.
 fn list_sql(q: &ListQuery) -> (String, Vec<(&'static str, String)>) {
@@ -855,9 +858,12 @@ fn list_sql(q: &ListQuery) -> (String, Vec<(&'static str, String)>) {
         (true, true) => (" AND read_at IS NULL AND muted = 0", "?3"),
         (false, _) => ("", "?3"),
     };
-    let archived = if q.archived { "archived_at IS NOT NULL" } else { "archived_at IS NULL" };
+    let (archived, targeted_index) = match q.archived {
+        true => ("archived_at IS NOT NULL", " INDEXED BY notifications_archived"),
+        false => ("archived_at IS NULL", ""),
+    };
     let mut sql = format!(
-        "SELECT * FROM (SELECT {TARGETED} FROM notifications
+        "SELECT * FROM (SELECT {TARGETED} FROM notifications{targeted_index}
              WHERE user_id = ?1 AND id < ?2{unread} AND {archived}{targeted_filters} ORDER BY id DESC LIMIT {limit})"
     );
     for part in broadcasts {
@@ -1929,7 +1935,8 @@ mod tests {
     use crate::config::Settings;
 
     /// Every list query with a filter walks broadcasts through their type or related-object index, from the
-    /// read_all watermark, or from the user's own states: never through every retained broadcast (the plain
+    /// read_all watermark, or from the user's own states, and archived targeted rows through their index: never
+    /// through every retained broadcast, nor all the user's rows for the archived ones (the plain
     /// list, which stops at the page's end as every row matches, is the one that walks them in id order). The
     /// statistics an `ANALYZE` leaves behind change none of it.
     #[test]
@@ -1975,6 +1982,8 @@ mod tests {
                 // A whole table (`SCAN t`), not a subquery's rows (`SCAN (subquery-1)`).
                 let table_scan = |step: &&String| step.starts_with("SCAN ") && !step.starts_with("SCAN (");
                 assert!(!plan.iter().any(|step| table_scan(&step)), "{q:?}: {plan:#?}");
+                let archived_rows = plan.iter().any(|step| step.contains("USING INDEX notifications_archived"));
+                assert_eq!(archived_rows, q.archived, "archived targeted rows, through their index: {q:?}: {plan:#?}");
                 let filtered = q.archived || q.unread_only || !q.filters().is_empty();
                 let walks = plan.iter().filter(|step| step.starts_with("SEARCH n "));
                 for walk in walks.filter(|_| filtered) {
