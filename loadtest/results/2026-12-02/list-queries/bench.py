@@ -1,9 +1,18 @@
 import sqlite3, time, statistics, random, os, sys
 random.seed(1)
-path='/tmp/listbench/inbox.db'
+import tempfile
+path=os.path.join(tempfile.mkdtemp(), 'inbox.db')
 if os.path.exists(path): os.remove(path)
 c=sqlite3.connect(path)
-c.executescript(open('schema.sql').read())
+# The schema: Herald's SQLite migrations at the commit measured, in order.
+import re, subprocess
+rev = os.environ.get('REV', 'ee481a6')
+src = subprocess.run(['git', 'show', f'{rev}:src/inbox/sqlite.rs'], capture_output=True, text=True, check=True).stdout
+block = src[src.index('const MIGRATIONS'):]
+block = block[:block.index('];\n')]
+migrations = [m.group(1) if m.group(1) is not None else m.group(2)
+              for m in re.finditer(r'M::up\(\s*(?:r#"(.*?)"#|"([^"]*)")', block, re.S)]
+c.executescript(';\n'.join(migrations))
 NB=int(sys.argv[1]) if len(sys.argv)>1 else 100000
 NT=int(sys.argv[2]) if len(sys.argv)>2 else 20000
 rows=[]
@@ -45,7 +54,7 @@ def old(unread, archived):
                                 ORDER BY n.id DESC LIMIT ?3)
                  ORDER BY id DESC LIMIT ?3"""
 new = {}
-for part in open('new.sql').read().split(';;\n'):
+for part in open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'new.sql')).read().split(';;\n'):
     part = part.strip()
     if not part: continue
     name, sql = part.split('\n', 1)
