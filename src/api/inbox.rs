@@ -55,7 +55,7 @@ pub struct ListParams {
 /// What a filtered list (by type, related object, unread or archived) counts against a user's read rate: it may
 /// walk many of the user's own rows to fill a page (their targeted rows of other types or already read, their
 /// broadcast states), where a plain page reads a page's worth of rows. Broadcasts are found through their own
-/// indexes, never by a walk of every retained one (the stores' `list_sql`).
+/// indexes, never by a walk of every retained one (`inbox::list`).
 pub const FILTERED_LIST_READS: usize = 5;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;

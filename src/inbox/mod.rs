@@ -28,6 +28,7 @@
 mod chains;
 mod coalesce;
 pub mod instrumented;
+mod list;
 mod postgres;
 pub mod retention;
 mod sqlite;

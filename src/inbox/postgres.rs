@@ -50,6 +50,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
+use super::list;
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
@@ -161,14 +162,13 @@ macro_rules! broadcasts {
     };
 }
 
-/// The same rows walked from the user's own broadcast states: only the broadcasts they archived, read or marked
-/// unread, found without walking every retained broadcast.
-const BROADCASTS_BY_STATE: &str = concat!(
-    broadcast_columns!(),
-    " FROM broadcast_state s JOIN notifications n ON n.id = s.notification_id
-     LEFT JOIN user_state w ON w.user_id = $1
-     WHERE s.user_id = $1 AND NOT s.deleted AND n.user_id IS NULL"
-);
+/// PostgreSQL's pieces of the list query (`inbox::list`).
+const LIST: list::Dialect = list::Dialect {
+    targeted_columns: columns!(),
+    broadcast_select: broadcast_columns!(),
+    index_hints: false,
+    placeholder: '$',
+};
 
 /// The previous row of a new row's chain: user `$1`'s newest targeted row that was not muted (muted rows are
 /// never pushed, so a client's cursor never reaches them) or, for a broadcast (`$1` NULL), the newest broadcast.
@@ -474,64 +474,6 @@ impl PostgresStore {
     }
 }
 
-/// User `$1`'s read_all watermark (0 without one), a constant the broadcast walk can start from.
-const READ_ALL_UP_TO: &str = "(SELECT COALESCE(max(read_all_up_to), 0) FROM user_state WHERE user_id = $1)";
-
-/// The list query for `q`, whose filter values ([`ListQuery::filters`]) bind after `$1` user, `$2` before and `$3`
-/// limit. Filters apply before the limit, so rows that do not match crowd out none that do, and each page's work
-/// is bounded by what it can return rather than by every retained broadcast (as SQLite's `list_sql`): only the
-/// filters set appear, so a type or related object finds broadcasts through their partial indexes (migration
-/// 10), and archived targeted rows through theirs; unread broadcasts are those above the read_all watermark plus
-/// the ones marked unread below it, archived ones come from the user's states; unread targeted rows stop at the
-/// user's unread count.
-fn list_sql(q: &ListQuery) -> String {
-    let (mut targeted_filters, mut broadcast_filters) = (String::new(), String::new());
-    for (i, (column, _)) in q.filters().iter().enumerate() {
-        targeted_filters += &format!(" AND {column} = ${}", i + 4);
-        broadcast_filters += &format!(" AND n.{column} = ${}", i + 4);
-    }
-    let rows = format!("{} AND n.id < $2{broadcast_filters}", broadcasts!());
-    let states = format!("{BROADCASTS_BY_STATE} AND s.notification_id < $2{broadcast_filters}");
-    let by_rows = "ORDER BY n.id DESC LIMIT $3";
-    let by_states = "ORDER BY s.notification_id DESC LIMIT $3";
-    let broadcasts = match (q.archived, q.unread_only) {
-        (true, false) => vec![format!("{states} AND s.archived_at IS NOT NULL {by_states}")],
-        (true, true) => vec![format!(
-            "{states} AND s.archived_at IS NOT NULL AND s.read_at IS NULL
-             AND (s.unread OR s.notification_id > {READ_ALL_UP_TO}) {by_states}"
-        )],
-        (false, true) => vec![
-            format!("{rows} AND n.id > {READ_ALL_UP_TO} AND s.read_at IS NULL AND s.archived_at IS NULL {by_rows}"),
-            format!(
-                "{states} AND s.notification_id <= {READ_ALL_UP_TO} AND s.unread AND s.read_at IS NULL
-                 AND s.archived_at IS NULL {by_states}"
-            ),
-        ],
-        (false, false) => vec![format!("{rows} AND s.archived_at IS NULL {by_rows}")],
-    };
-    // Unread lists what the unread count counts: muted notifications are in neither.
-    let (unread, limit) = match (q.unread_only, q.archived) {
-        (true, false) => (
-            " AND read_at IS NULL AND NOT muted",
-            "LEAST($3, COALESCE((SELECT unread FROM inbox_counts WHERE user_id = $1), 0))",
-        ),
-        (true, true) => (" AND read_at IS NULL AND NOT muted", "$3"),
-        (false, _) => ("", "$3"),
-    };
-    let archived = if q.archived { "IS NOT NULL" } else { "IS NULL" };
-    let mut sql = format!(
-        "SELECT * FROM ((SELECT {columns} FROM notifications
-              WHERE user_id = $1 AND id < $2{unread} AND archived_at {archived}{targeted_filters}
-              ORDER BY id DESC LIMIT {limit})",
-        columns = columns!(),
-    );
-    for part in broadcasts {
-        sql += &format!(" UNION ALL ({part})");
-    }
-    sql += ") u ORDER BY id DESC LIMIT $3";
-    sql
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
@@ -542,7 +484,10 @@ impl Store for PostgresStore {
     }
 
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
-        let mut query = sqlx::query(AssertSqlSafe(list_sql(&q)))
+        // Unprepared, so planned with its values each time: a statement kept prepared goes over to a generic plan
+        // after a few runs, which estimates a type as common as the average one and may walk every broadcast.
+        let mut query = sqlx::query(AssertSqlSafe(list::sql(&q, &LIST)))
+            .persistent(false)
             .bind(text(user))
             .bind(q.before.unwrap_or(i64::MAX))
             .bind(i64::from(q.limit));
@@ -2344,7 +2289,9 @@ mod tests {
         .unwrap();
         for archived in [false, true] {
             for unread_only in [false, true] {
-                for (kind, related) in [(None, None), (Some("rare"), None), (None, Some(("t", Some("rare"))))] {
+                for (kind, related) in
+                    [(None, None), (Some("rare"), None), (None, Some(("t", Some("rare")))), (None, Some(("t", None)))]
+                {
                     let q = ListQuery {
                         limit: 10,
                         before: None,
@@ -2355,7 +2302,7 @@ mod tests {
                         related_id: related.and_then(|(_, id)| id.map(Into::into)),
                     };
                     let mut explain =
-                        sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("EXPLAIN {}", list_sql(&q))))
+                        sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("EXPLAIN {}", list::sql(&q, &LIST))))
                             .bind("u")
                             .bind(i64::MAX)
                             .bind(10i64);
@@ -2370,7 +2317,7 @@ mod tests {
                     if kind.is_some() && !archived {
                         assert!(plan.contains("notifications_broadcast_kinds"), "{q:?}:\n{plan}");
                     }
-                    if related.is_some() && !archived {
+                    if related.is_some_and(|(_, id)| id.is_some()) && !archived {
                         assert!(plan.contains("notifications_broadcast_related"), "{q:?}:\n{plan}");
                     }
                 }

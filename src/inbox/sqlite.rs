@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::chains::{self, Chains};
+use super::list;
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
@@ -43,6 +44,9 @@ mod walbatch;
 /// back once per checkpoint, so fewer checkpoints write less (19 → 13 KiB of disk writes per targeted
 /// notification in BENCHMARKS.md, when the writer still checkpointed itself at this size).
 const WAL_CHECKPOINT_PAGES: i32 = 16_384;
+
+/// Statements each read connection keeps prepared (rusqlite's default is 16).
+const READER_STATEMENTS: usize = 64;
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
@@ -213,13 +217,14 @@ CREATE TABLE dedupe_sweep (
 );
 "#,
     ),
-    // Filtered lists (`list_sql`): broadcasts of one type or related object found through their own index
+    // Filtered lists (`inbox::list`): broadcasts of one type or related object found through their own index
     // instead of a walk of every retained broadcast, and a user's archived rows instead of a walk of all their
     // rows. Partial: a targeted insert writes none of them (a row enters the last one when it is archived).
     M::up(
         r#"
 CREATE INDEX notifications_broadcast_kinds ON notifications(kind, id) WHERE user_id IS NULL;
 CREATE INDEX notifications_broadcast_related ON notifications(related_type, related_id, id) WHERE user_id IS NULL;
+CREATE INDEX notifications_broadcast_related_types ON notifications(related_type, id) WHERE user_id IS NULL;
 CREATE INDEX notifications_archived ON notifications(user_id, id) WHERE archived_at IS NOT NULL;
 "#,
     ),
@@ -505,6 +510,8 @@ impl SqliteStore {
             )
             .map_err(store_error)?;
             r.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
+            // The list query alone has 24 shapes (filters set × unread × archived): keep them all prepared.
+            r.set_prepared_statement_cache_capacity(READER_STATEMENTS);
             readers.push(r);
         }
 
@@ -583,8 +590,8 @@ impl Store for SqliteStore {
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
-            let (sql, filters) = list_sql(&q);
-            let mut stmt = c.prepare_cached(&sql)?;
+            let mut stmt = c.prepare_cached(&list::sql(&q, &LIST))?;
+            let filters = q.filters();
             let fixed: [&dyn rusqlite::ToSql; 3] = [&user, &q.before.unwrap_or(i64::MAX), &q.limit];
             let args = fixed.into_iter().chain(filters.iter().map(|(_, v)| v as &dyn rusqlite::ToSql));
             let rows = stmt.query_map(rusqlite::params_from_iter(args), row_to_notification)?;
@@ -780,98 +787,22 @@ macro_rules! broadcast_columns {
     };
 }
 
-/// What joins a broadcast `n` to user `?1`'s state of it, minus the ones they deleted.
-macro_rules! broadcast_joins {
-    () => {
-        " LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
+/// Broadcast rows as one user sees them (user `?1`), minus the ones they deleted.
+const BROADCAST_SELECT: &str = concat!(
+    broadcast_columns!(),
+    " FROM notifications n
+    LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
     LEFT JOIN user_state w ON w.user_id = ?1
     WHERE n.user_id IS NULL AND COALESCE(s.deleted, 0) = 0"
-    };
-}
-
-/// Broadcast rows as one user sees them (user `?1`), minus the ones they deleted, walked from the broadcasts.
-const BROADCAST_SELECT: &str = concat!(broadcast_columns!(), " FROM notifications n", broadcast_joins!());
-
-/// The same rows walked from the user's own broadcast states (`CROSS JOIN` keeps that order): only the broadcasts
-/// they archived, read or marked unread, found without walking every retained broadcast.
-const BROADCAST_BY_STATE: &str = concat!(
-    broadcast_columns!(),
-    " FROM broadcast_state s CROSS JOIN notifications n ON n.id = s.notification_id
-    LEFT JOIN user_state w ON w.user_id = ?1
-    WHERE s.user_id = ?1 AND s.deleted = 0 AND n.user_id IS NULL"
 );
 
-/// User `?1`'s read_all watermark (0 without one), a constant the broadcast walk can start from.
-const READ_ALL_UP_TO: &str = "(SELECT COALESCE(max(read_all_up_to), 0) FROM user_state WHERE user_id = ?1)";
-
-/// The list query for `q` and the filter values it binds after `?1` user, `?2` before and `?3` limit. Filters apply
-/// before the limit, so rows that do not match crowd out none that do, and each page's work is bounded by what
-/// it can return rather than by every retained broadcast:
-/// - a type or related-object filter walks the broadcasts through their own index (`INDEXED BY`: the planner's
-///   statistics, if an operator runs `ANALYZE`, cannot send it back to the walk of every broadcast);
-/// - unread broadcasts are those above the read_all watermark (walked from it) plus the ones marked unread
-///   below it (walked from the user's states); archived ones are walked from the user's states, archived
-///   targeted rows through their own index;
-/// - unread targeted rows stop at the user's unread count (`inbox_counts`, exact in every snapshot), so a user
-///   who has read everything reads no rows.
-fn list_sql(q: &ListQuery) -> (String, Vec<(&'static str, String)>) {
-    let filters = q.filters();
-    let (mut targeted_filters, mut broadcast_filters) = (String::new(), String::new());
-    for (i, (column, _)) in filters.iter().enumerate() {
-        targeted_filters += &format!(" AND {column} = ?{}", i + 4);
-        broadcast_filters += &format!(" AND n.{column} = ?{}", i + 4);
-    }
-    let index = match (&q.kind, &q.related_type) {
-        (Some(_), _) => " INDEXED BY notifications_broadcast_kinds",
-        (None, Some(_)) => " INDEXED BY notifications_broadcast_related",
-        (None, None) => "",
-    };
-    let rows = format!(
-        "{} FROM notifications n{index}{} AND n.id < ?2{broadcast_filters}",
-        broadcast_columns!(),
-        broadcast_joins!()
-    );
-    let states = format!("{BROADCAST_BY_STATE} AND s.notification_id < ?2{broadcast_filters}");
-    let by_rows = "ORDER BY n.id DESC LIMIT ?3";
-    let by_states = "ORDER BY s.notification_id DESC LIMIT ?3";
-    let broadcasts = match (q.archived, q.unread_only) {
-        (true, false) => vec![format!("{states} AND s.archived_at IS NOT NULL {by_states}")],
-        (true, true) => vec![format!(
-            "{states} AND s.archived_at IS NOT NULL AND s.read_at IS NULL
-             AND (s.unread = 1 OR s.notification_id > {READ_ALL_UP_TO}) {by_states}"
-        )],
-        (false, true) => vec![
-            format!("{rows} AND n.id > {READ_ALL_UP_TO} AND s.read_at IS NULL AND s.archived_at IS NULL {by_rows}"),
-            format!(
-                "{states} AND s.notification_id <= {READ_ALL_UP_TO} AND s.unread = 1 AND s.read_at IS NULL
-                 AND s.archived_at IS NULL {by_states}"
-            ),
-        ],
-        (false, false) => vec![format!("{rows} AND s.archived_at IS NULL {by_rows}")],
-    };
-    // Unread lists what the unread count counts: muted notifications are in neither.
-    let (unread, limit) = match (q.unread_only, q.archived) {
-        (true, false) => (
-            " AND read_at IS NULL AND muted = 0",
-            "min(?3, COALESCE((SELECT unread FROM inbox_counts WHERE user_id = ?1), 0))",
-        ),
-        (true, true) => (" AND read_at IS NULL AND muted = 0", "?3"),
-        (false, _) => ("", "?3"),
-    };
-    let (archived, targeted_index) = match q.archived {
-        true => ("archived_at IS NOT NULL", " INDEXED BY notifications_archived"),
-        false => ("archived_at IS NULL", ""),
-    };
-    let mut sql = format!(
-        "SELECT * FROM (SELECT {TARGETED} FROM notifications{targeted_index}
-             WHERE user_id = ?1 AND id < ?2{unread} AND {archived}{targeted_filters} ORDER BY id DESC LIMIT {limit})"
-    );
-    for part in broadcasts {
-        sql += &format!(" UNION ALL SELECT * FROM ({part})");
-    }
-    sql += " ORDER BY id DESC LIMIT ?3";
-    (sql, filters)
-}
+/// SQLite's pieces of the list query (`inbox::list`).
+const LIST: list::Dialect = list::Dialect {
+    targeted_columns: TARGETED,
+    broadcast_select: broadcast_columns!(),
+    index_hints: true,
+    placeholder: '?',
+};
 
 fn raw(s: String) -> Box<RawValue> {
     RawValue::from_string(s).unwrap_or_else(|_| crate::protocol::raw_null())
@@ -1962,7 +1893,7 @@ mod tests {
                             related_type: related_type.map(Into::into),
                             related_id: related_id.map(Into::into),
                         };
-                        let (sql, filters) = list_sql(&q);
+                        let (sql, filters) = (list::sql(&q, &LIST), q.filters());
                         let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
                         let fixed: [&dyn rusqlite::ToSql; 3] = [&"u", &i64::MAX, &10];
                         let args = fixed.into_iter().chain(filters.iter().map(|(_, v)| v as &dyn rusqlite::ToSql));
@@ -1979,11 +1910,20 @@ mod tests {
         };
         let check = |c: &Connection| {
             for (q, plan) in plans(c) {
-                // A whole table (`SCAN t`), not a subquery's rows (`SCAN (subquery-1)`).
-                let table_scan = |step: &&String| step.starts_with("SCAN ") && !step.starts_with("SCAN (");
+                // A whole table (`SCAN n`), not the rows a part of the union returns (`SCAN b0`).
+                let tables = ["notifications", "n", "broadcast_state", "s", "user_state", "w"];
+                let table_scan = |step: &&String| {
+                    step.strip_prefix("SCAN ")
+                        .and_then(|rest| rest.split(' ').next())
+                        .is_some_and(|t| tables.contains(&t))
+                };
                 assert!(!plan.iter().any(|step| table_scan(&step)), "{q:?}: {plan:#?}");
                 let archived_rows = plan.iter().any(|step| step.contains("USING INDEX notifications_archived"));
                 assert_eq!(archived_rows, q.archived, "archived targeted rows, through their index: {q:?}: {plan:#?}");
+                // An index walk from the cursor down, in id order: never all the rows of a type, sorted.
+                for step in plan.iter().filter(|step| step.starts_with("SEARCH n USING INDEX")) {
+                    assert!(step.contains("id<?"), "{q:?} sorts what it walks: {plan:#?}");
+                }
                 let filtered = q.archived || q.unread_only || !q.filters().is_empty();
                 let walks = plan.iter().filter(|step| step.starts_with("SEARCH n "));
                 for walk in walks.filter(|_| filtered) {

@@ -6,7 +6,7 @@ if os.path.exists(path): os.remove(path)
 c=sqlite3.connect(path)
 # The schema: Herald's SQLite migrations at the commit measured, in order.
 import re, subprocess
-rev = os.environ.get('REV', 'ee481a6')
+rev = os.environ.get('REV', 'HEAD')
 src = subprocess.run(['git', 'show', f'{rev}:src/inbox/sqlite.rs'], capture_output=True, text=True, check=True).stdout
 block = src[src.index('const MIGRATIONS'):]
 block = block[:block.index('];\n')]
@@ -65,6 +65,7 @@ cases = {
  'archived': (old(False, True), (None, None, None), ()),
  'kind': (old(False, False), ('rare', None, None), ('rare',)),
  'related': (old(False, False), (None, 'order', 'rare'), ('order', 'rare')),
+ 'related_type': (old(False, False), (None, 'order', None), ('order',)),
 }
 def timeit(sql, args, n=15):
     ts=[]; res=None
