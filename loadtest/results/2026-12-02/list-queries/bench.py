@@ -6,7 +6,7 @@ if os.path.exists(path): os.remove(path)
 c=sqlite3.connect(path)
 # The schema: Herald's SQLite migrations at the commit measured, in order.
 import re, subprocess
-rev = os.environ.get('REV', 'HEAD')
+rev = os.environ.get('REV', '30fa397')
 src = subprocess.run(['git', 'show', f'{rev}:src/inbox/sqlite.rs'], capture_output=True, text=True, check=True).stdout
 block = src[src.index('const MIGRATIONS'):]
 block = block[:block.index('];\n')]
