@@ -9,8 +9,9 @@
 //!   connecting, or after its previous response when kept alive, is closed
 //!   (`herald_http_header_timeouts_total`).
 //! - `server.max_head_bytes`: what a connection buffers of a request head (hyper's read buffer); a longer head
-//!   gets `431`. Without it hyper buffers ~400 KiB per connection, and a client holding thousands of unfinished
-//!   heads for the timeout held gigabytes.
+//!   gets `431` (hyper checks only a head still unfinished; `api::error::json_errors` makes the bound exact for
+//!   whole heads). Without it hyper buffers ~400 KiB per connection, and a client holding thousands of
+//!   unfinished heads for the timeout held gigabytes.
 //! - `server.write_stall_timeout_secs`: a connection whose peer takes no byte of what Herald writes for that long
 //!   (a response, or a WebSocket session's frames) is closed (`herald_write_stalls_total`): a client that sends
 //!   requests and never reads the answers cannot hold its descriptor and buffers.

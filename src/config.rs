@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+use crate::rules::MAX_TYPE_LEN;
+
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const DEV_JWT_SECRET: &str = "herald-dev-secret-change-me";
 const DEV_SERVICE_KEY: &str = "herald-dev-service-key";
@@ -86,17 +88,14 @@ pub struct PreferencesSettings {
     pub muted_by_default: Vec<String>,
 }
 
-/// Longest notification type a preference may name (the same bound as `PUT …/preferences`).
-pub const MAX_PREFERENCE_TYPE_LEN: usize = 200;
-
 impl PreferencesSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for kind in &self.muted_by_default {
-            if kind.trim().is_empty() || kind.len() > MAX_PREFERENCE_TYPE_LEN {
+            if kind.trim().is_empty() || kind.len() > MAX_TYPE_LEN {
                 return Err(invalid(
                     "preferences.muted_by_default",
-                    format!("each type must be a non-blank string of at most {MAX_PREFERENCE_TYPE_LEN} bytes"),
+                    format!("each type must be a non-blank string of at most {MAX_TYPE_LEN} bytes"),
                 ));
             }
             if !seen.insert(kind) {
@@ -1927,7 +1926,7 @@ mod tests {
         let s =
             Settings::load(None, env(&[("HERALD__PREFERENCES__MUTED_BY_DEFAULT", "digest,weekly_report")])).unwrap();
         assert_eq!(s.preferences.muted_by_default, ["digest", "weekly_report"]);
-        for bad in ["digest, ", "digest,digest", &"x".repeat(MAX_PREFERENCE_TYPE_LEN + 1)] {
+        for bad in ["digest, ", "digest,digest", &"x".repeat(MAX_TYPE_LEN + 1)] {
             let e = err(&[("HERALD__PREFERENCES__MUTED_BY_DEFAULT", bad)]);
             assert!(e.contains("preferences.muted_by_default"), "{bad}: {e}");
         }

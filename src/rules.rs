@@ -53,12 +53,22 @@ pub enum RouteError {
          (websocket.outbound_queue_bytes, websocket.max_write_buffer_bytes)"
     )]
     NotificationTooLarge { rule: String, bytes: usize, max: usize },
+    /// Over what a preference can name: such a type could be listed and filtered on, never muted.
+    #[error("rule `{rule}`: the notification type is {len} bytes, over the {max} a preference can name")]
+    TypeTooLong { rule: String, len: usize, max: usize },
     #[error("rule `{rule}`: {rows} notifications of up to {row} bytes each would store {total} bytes, over the {max} one event may")]
     TooMuchToStore { rule: String, rows: usize, row: usize, total: usize, max: usize },
     /// Reported by the store, which resolves aliases in the commit (see [`Recipients::Alias`]).
     #[error("no user is known for {kind} alias `{alias}` yet")]
     UnresolvedRecipient { kind: String, alias: String },
 }
+
+/// The notification type of a rule that names none, or whose type prints blank for an event.
+const DEFAULT_TYPE: &str = "info";
+
+/// The longest notification type: what a preference can name (`PUT …/preferences`,
+/// `preferences.muted_by_default`), so no type is stored that could be listed but never muted.
+pub const MAX_TYPE_LEN: usize = 200;
 
 impl From<RouteError> for String {
     fn from(e: RouteError) -> String {
@@ -77,6 +87,7 @@ impl RouteError {
             RouteError::TooManyRecipients { .. } => "too_many_recipients",
             RouteError::NotificationTooLarge { .. } => "notification_too_large",
             RouteError::TooMuchToStore { .. } => "too_much_to_store",
+            RouteError::TypeTooLong { .. } => "type_too_long",
         }
     }
 }
@@ -483,7 +494,7 @@ impl Rules {
             if matches!(spec.action, Action::Notify | Action::Live) {
                 let title = spec.title.clone().ok_or_else(|| invalid("a notify or live rule needs `title`".into()))?;
                 let sources = [
-                    spec.kind.clone().unwrap_or_else(|| "info".into()),
+                    spec.kind.clone().unwrap_or_else(|| DEFAULT_TYPE.into()),
                     title,
                     spec.content.clone().unwrap_or_default(),
                     spec.related_object.as_ref().map(|r| r.kind.clone()).unwrap_or_default(),
@@ -652,12 +663,21 @@ impl Rules {
                         Some(AliasRecord { kind: a.kind.clone(), alias, user })
                     })
                     .collect();
+                // A type is what preferences name: a blank one is the default's, a longer one is refused.
+                let kind = match field(0)? {
+                    blank if blank.is_empty() => DEFAULT_TYPE.to_owned(),
+                    kind if kind.len() > MAX_TYPE_LEN => {
+                        let (rule, len, max) = (rule.name.clone(), kind.len(), MAX_TYPE_LEN);
+                        return Err(RouteError::TypeTooLong { rule, len, max });
+                    }
+                    kind => kind,
+                };
                 let draft = Draft {
                     recipients,
                     event_type,
                     dedupe_key,
                     aliases,
-                    kind: field(0)?,
+                    kind,
                     title: field(1)?,
                     content: field(2)?,
                     related_object,

@@ -142,6 +142,8 @@ pub enum ApiError {
     /// `server.user_writes_per_second`: `429` with `Retry-After`.
     #[error("too many {noun} of this inbox: retry in {retry_after_secs} s", noun = budget.noun())]
     RateLimited { retry_after_secs: u64, budget: super::rate::Budget },
+    #[error("the request head is {len} bytes, over the {max} allowed (server.max_head_bytes)")]
+    HeadTooLarge { len: usize, max: usize },
 }
 
 impl ApiError {
@@ -169,6 +171,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::HeadTooLarge { .. } => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request_head_too_large"),
         }
     }
 }
@@ -215,8 +218,18 @@ pub struct Path<T>(pub T);
 /// The safety net under every route: an error response that is not JSON (an extractor's plain-text rejection
 /// in a handler that does not map it, a layer's bare status) is rewritten as `{"error", "message"}`, its
 /// status and headers kept. Handlers still answer their own precise codes; this keeps the invariant for routes
-/// added later.
-pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// added later. A head over `max_head` bytes is answered here, before any route: `431 request_head_too_large`.
+pub async fn json_errors(
+    axum::extract::State(max_head): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // hyper bounds what it buffers of a head (`server.max_head_bytes`), but a head that arrives whole in one read
+    // can pass that bound by a read's size; the bound is exact here, and answered in JSON.
+    let len = head_len(&req);
+    if len > max_head {
+        return ApiError::HeadTooLarge { len, max: max_head }.into_response();
+    }
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -254,6 +267,13 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
         parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The bytes of a request's head as HTTP/1.1 sent it: the request line, each header line, the blank line.
+fn head_len(req: &axum::extract::Request) -> usize {
+    let line = req.method().as_str().len() + 1 + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 11;
+    let headers: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + 2 + value.len() + 2).sum();
+    line + headers + 2
 }
 
 /// A 405 for a route that exists under another method. The router keeps its `Allow` header.
@@ -294,7 +314,7 @@ mod tests {
             .route("/teapot", get(|| async { (StatusCode::IM_A_TEAPOT, "short and stout") }))
             .route("/bare", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
             .route("/json", get(|| async { ApiError::NotFound("gone") }))
-            .layer(axum::middleware::from_fn(json_errors));
+            .layer(axum::middleware::from_fn_with_state(32 * 1024, json_errors));
         let call = |uri: &'static str| {
             let app = app.clone();
             async move {

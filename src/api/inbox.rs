@@ -14,12 +14,12 @@ use serde::Deserialize;
 use super::error::ErrorBody;
 use super::{error, ApiError, AppState, Path};
 use crate::auth::{Principal, Scope};
-use crate::config::MAX_PREFERENCE_TYPE_LEN;
 use crate::inbox::{Change, ListQuery, PreferencesChange};
 use crate::protocol::{
     format_ts, BatchAction, BatchRequest, BatchResult, Counts, InboxPage, Notification, Preferences, PreferencesPatch,
     PreferencesUpdate, TypeSetting, UnreadCount,
 };
+use crate::rules::MAX_TYPE_LEN;
 
 const MAX_LIMIT: u32 = 100;
 /// The most notifications one `batch` request names (a page at the largest `limit`).
@@ -298,14 +298,15 @@ pub async fn batch(
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     let BatchRequest { action, mut ids } =
         super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
+    // One named twice counts once, against the cap too (the body's limit bounds the list before this).
+    let mut named = std::collections::HashSet::with_capacity(ids.len());
+    ids.retain(|id| named.insert(*id));
     if ids.is_empty() || ids.len() > MAX_BATCH {
         return Err(ApiError::BadRequest {
             code: "bad_request",
-            message: format!("`ids` names 1 to {MAX_BATCH} notifications ({} given)", ids.len()),
+            message: format!("`ids` names 1 to {MAX_BATCH} notifications ({} different given)", ids.len()),
         });
     }
-    let mut named = std::collections::HashSet::with_capacity(ids.len());
-    ids.retain(|id| named.insert(*id));
     // A change of ten notifications weighs one more change against the user's rate (one was charged already).
     state.user_writes.charge_for(&principal, &user, ids.len().div_ceil(10) - 1)?;
     let change = match action {
@@ -391,7 +392,7 @@ pub async fn get_preferences(
 /// The most types one user's preferences name.
 const MAX_TYPES: usize = 1000;
 /// A preferences body: room for [`MAX_TYPES`] types of the longest name, as `GET` may show them.
-const PREFERENCES_BODY_BYTES: usize = MAX_TYPES * (MAX_PREFERENCE_TYPE_LEN + 16) + 1024;
+const PREFERENCES_BODY_BYTES: usize = MAX_TYPES * (MAX_TYPE_LEN + 16) + 1024;
 
 #[utoipa::path(
     put,
@@ -461,14 +462,14 @@ pub async fn patch_preferences(
     state.change_preferences(&user, PreferencesChange::Merge(changes)).await
 }
 
-/// Each type a preferences body names is a non-blank string of at most [`MAX_PREFERENCE_TYPE_LEN`] bytes.
+/// Each type a preferences body names is a non-blank string of at most [`MAX_TYPE_LEN`] bytes.
 fn check_type_names<'a>(types: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
     for kind in types {
-        if kind.trim().is_empty() || kind.len() > MAX_PREFERENCE_TYPE_LEN {
+        if kind.trim().is_empty() || kind.len() > MAX_TYPE_LEN {
             return Err(ApiError::BadRequest {
                 code: "bad_request",
                 message: format!(
-                    "type {:?}: a notification type is a non-blank string of at most {MAX_PREFERENCE_TYPE_LEN} bytes",
+                    "type {:?}: a notification type is a non-blank string of at most {MAX_TYPE_LEN} bytes",
                     kind.chars().take(40).collect::<String>()
                 ),
             });

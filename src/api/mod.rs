@@ -107,7 +107,8 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
 
 /// The JSON body of a request other than ingest, read by its handler once the caller is authorized (so no
 /// unauthenticated client makes Herald wait for or buffer a body): JSON by its content type, at most `limit`
-/// bytes, whole within `server.body_read_timeout_secs`. Bad JSON answers `400` with `bad_json` as its code.
+/// bytes, whole within `server.body_read_timeout_secs`, an object. Bad JSON answers `400` with `bad_json` as its
+/// code.
 async fn json_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &axum::http::HeaderMap,
@@ -120,7 +121,13 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     let bytes = tokio::time::timeout(std::time::Duration::from_secs(secs), read_body(body, limit))
         .await
         .map_err(|_| ApiError::BodyTimeout { secs })??;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest { code: bad_json, message: e.to_string() })
+    let value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest { code: bad_json, message: e.to_string() })?;
+    // Every such body is an object: serde's derive would also take its fields as an array, in order.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest { code: bad_json, message: "the body must be a JSON object".into() });
+    }
+    Ok(value)
 }
 
 /// A request's whole body, at most `limit` bytes: over it `413 body_too_large`, cut short by the client (or
@@ -179,7 +186,7 @@ pub fn router(state: AppState) -> Router {
                     // turned into the answer (`error::ApiError`).
                     .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
             )
-            .layer(axum::middleware::from_fn(error::json_errors))
+            .layer(axum::middleware::from_fn_with_state(state.settings.server.max_head_bytes, error::json_errors))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::new(http_metrics::HttpMetrics::default()),
                 http_metrics::record,

@@ -97,20 +97,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct DevTokenRequest {
-    /// The user the token is for: a string, or a number (the ids the seeds' events carry), taken as its text.
-    #[schema(value_type = String)]
-    user_id: UserId,
-    /// Lifetime in seconds, clamped to 10..=86400.
-    #[schema(default = 3600, minimum = 10, maximum = 86400)]
+    /// The user the token is for: a non-empty string (trimmed) or an integer (the ids the seeds' events carry),
+    /// taken as its text; what an inbox path can name (at most 256 bytes, no control characters).
+    #[schema(value_type = super::openapi::UserId)]
+    user_id: serde_json::Value,
+    /// Lifetime in seconds; values outside 10..=86400 are brought to the nearer bound.
+    #[schema(default = 3600)]
     ttl_secs: Option<u64>,
-}
-
-/// A user id as a request writes it: `"42"` or `42`.
-#[derive(Deserialize)]
-#[serde(untagged, expecting = "user_id to be a string or an integer")]
-enum UserId {
-    Text(String),
-    Number(u64),
 }
 
 /// Mint a user token. Routed only when `auth.dev_token_endpoint = true`, which production refuses.
@@ -125,7 +118,7 @@ enum UserId {
         (status = 200, description = "A token for the user, signed with the configured HS256 secret.", body = super::openapi::DevToken),
         error::InvalidJson,
         error::JsonBodyErrors,
-        (status = 422, description = "`user_id` is empty (`missing_user_id`), or `auth.algorithm` is not HS256 (`unsupported`).", body = ErrorBody)
+        (status = 422, description = "`user_id` is empty or not a string or integer (`missing_user_id`), is over 256 bytes (`user_id_too_long`), holds a control character no token can carry (`invalid_user_id`); or `auth.algorithm` is not HS256 (`unsupported`).", body = ErrorBody)
     ),
     security(())
 )]
@@ -136,13 +129,13 @@ pub async fn dev_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: DevTokenRequest =
         super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
-    let user_id = match req.user_id {
-        UserId::Text(text) => text.trim().to_owned(),
-        UserId::Number(n) => n.to_string(),
-    };
-    if user_id.is_empty() {
-        return Err(ApiError::Unprocessable { code: "missing_user_id", message: "user_id is empty".into() });
-    }
+    // The checks a user id in an event or an alias passes, so no token is minted for a user no path can name.
+    let user_id = crate::event::id_string(&req.user_id).ok_or(ApiError::Unprocessable {
+        code: "missing_user_id",
+        message: "user_id must be a non-empty string or an integer".into(),
+    })?;
+    crate::event::check_user_id(&user_id)
+        .map_err(|bad| ApiError::Unprocessable { code: bad.code(), message: bad.to_string() })?;
     let ttl = req.ttl_secs.unwrap_or(3600).clamp(10, 86_400);
     let token = state.auth.mint(&user_id, ttl).ok_or(ApiError::Unprocessable {
         code: "unsupported",

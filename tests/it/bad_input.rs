@@ -229,6 +229,31 @@ async fn bad_inbox_queries_get_400_with_a_reason() {
     }
 }
 
+/// A notification type is what a preference can name: one that prints blank is the default's (`info`), one over
+/// 200 bytes is refused before anything is stored (`type_too_long`). Before, both were stored and could be listed
+/// and filtered on, but never muted.
+#[tokio::test]
+async fn a_blank_type_is_the_default_and_one_no_preference_can_name_is_refused() {
+    let gw = spawn_gateway().await;
+    let notify = |kind: String| {
+        serde_json::to_vec(&json!({"user_id": "typed", "title": "t", "message": "m", "type": kind})).unwrap()
+    };
+    let query = "?exchange=sgad.notifications";
+    let (status, answer) = post_raw(&gw, query, "application/json", Some(SERVICE_KEY), notify("  ".into())).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(gw.inbox("typed").await["items"][0]["type"], "info");
+    let (status, answer) = post_raw(&gw, query, "application/json", Some(SERVICE_KEY), notify("t".repeat(201))).await;
+    assert_eq!((status, answer["error"].as_str()), (422, Some("type_too_long")), "{answer}");
+    let (status, answer) = post_raw(&gw, query, "application/json", Some(SERVICE_KEY), notify("t".repeat(200))).await;
+    assert_eq!(status, 202, "{answer}");
+    let items = gw.inbox("typed").await["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "the one refused was not stored");
+    let muted = json!({"types": {"t".repeat(200): "muted"}});
+    let put = gw.raw().put(gw.url("/api/v1/users/typed/preferences")).bearer_auth(gw.token("typed"));
+    let r = put.json(&muted).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the longest type stored can be muted");
+}
+
 /// What one event may store and push is bounded before anything is stored: more than 1,000 recipients
 /// (`too_many_recipients`), rows that would store over 16 MiB in all (`too_much_to_store`), a notification whose
 /// frame no session could carry (`notification_too_large`; sessions here carry 256 KiB). Before, a 799 KB

@@ -138,7 +138,8 @@ async fn dev_endpoints_exist_only_when_enabled() {
 }
 
 /// The dev token endpoint reads its body as every other JSON endpoint does: JSON with or without a content type,
-/// a form refused with 415, a number taken as the user id's text, anything else a 400 saying what was expected.
+/// a form refused with 415, a number taken as the user id's text, and mints no token for a user id no inbox path
+/// can name (422, as an event's or an alias's user id).
 #[tokio::test]
 async fn the_dev_token_endpoint_takes_json_bodies_and_numeric_user_ids() {
     let gw = spawn_gateway_with(|s| s.auth.dev_token_endpoint = true).await;
@@ -162,12 +163,21 @@ async fn the_dev_token_endpoint_takes_json_bodies_and_numeric_user_ids() {
         .unwrap();
     assert_eq!(r.status(), 415);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unsupported_media_type");
-    for bad in [json!({"user_id": [1]}), json!({"user_id": -1}), json!({})] {
+    let r = gw.raw().post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "invalid_json");
+    assert!(body["message"].as_str().unwrap().contains("user_id"), "{body}");
+    // No token for a user no inbox path can name (the checks an event's user id passes).
+    for (bad, code) in [
+        (json!({"user_id": [1]}), "missing_user_id"),
+        (json!({"user_id": "  "}), "missing_user_id"),
+        (json!({"user_id": "a\u{0}b"}), "invalid_user_id"),
+        (json!({"user_id": "y".repeat(300)}), "user_id_too_long"),
+    ] {
         let r = gw.raw().post(&url).json(&bad).send().await.unwrap();
-        assert_eq!(r.status(), 400, "{bad}");
-        let body = r.json::<Value>().await.unwrap();
-        assert_eq!(body["error"], "invalid_json", "{bad}");
-        assert!(body["message"].as_str().unwrap().contains("user_id"), "{bad}: {body}");
+        assert_eq!(r.status(), 422, "{bad}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], code, "{bad}");
     }
 }
 

@@ -396,6 +396,7 @@ async fn a_batch_changes_several_notifications_in_one_request_and_each_tab_gets_
         json!({"action": "read"}),
         json!({"action": "read", "ids": [kept], "extra": 1}),
         json!({"action": "read", "ids": ["one"]}),
+        json!(["read", [kept]]),
     ] {
         let resp = batch(&gw, user, &t, bad.clone()).await;
         assert_eq!(resp.status(), 400, "{bad}");
@@ -404,6 +405,12 @@ async fn a_batch_changes_several_notifications_in_one_request_and_each_tab_gets_
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{bad}: a reason");
     }
     assert_eq!(rest_counts(&gw, user).await, (1, 1), "no bad batch changed anything");
+    // One id named twice counts once, against the cap of 100 too.
+    let resp = batch(&gw, user, &t, json!({"action": "archive", "ids": vec![kept; 200]})).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["ids"], json!([kept]));
+    let resp = batch(&gw, user, &t, json!({"action": "unarchive", "ids": [kept]})).await;
+    assert_eq!(resp.status(), 200);
     let resp = batch(&gw, "someone-else", &t, json!({"action": "read", "ids": [theirs]})).await;
     assert_eq!(resp.status(), 403);
 }

@@ -710,11 +710,14 @@ export interface components {
             expires_in: number;
         };
         DevTokenRequest: {
-            /** @description The user the token is for: a string, or a number (the ids the seeds' events carry), taken as its text. */
-            user_id: string;
+            /**
+             * @description The user the token is for: a non-empty string (trimmed) or an integer (the ids the seeds' events carry),
+             *     taken as its text; what an inbox path can name (at most 256 bytes, no control characters).
+             */
+            user_id: components["schemas"]["UserId"];
             /**
              * Format: int64
-             * @description Lifetime in seconds, clamped to 10..=86400.
+             * @description Lifetime in seconds; values outside 10..=86400 are brought to the nearer bound.
              * @default 3600
              */
             ttl_secs: number | null;
@@ -3622,7 +3625,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `user_id` is empty (`missing_user_id`), or `auth.algorithm` is not HS256 (`unsupported`). */
+            /** @description `user_id` is empty or not a string or integer (`missing_user_id`), is over 256 bytes (`user_id_too_long`), holds a control character no token can carry (`invalid_user_id`); or `auth.algorithm` is not HS256 (`unsupported`). */
             422: {
                 headers: {
                     [name: string]: unknown;
