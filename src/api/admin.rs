@@ -95,12 +95,7 @@ pub async fn put_alias(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::InboxWrite)?;
     let body: AliasBody = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
-    let user = crate::event::id_string(&body.user_id).ok_or(ApiError::Unprocessable {
-        code: "missing_user_id",
-        message: "user_id must be a non-empty string or a number".into(),
-    })?;
-    crate::event::check_user_id(&user)
-        .map_err(|bad| ApiError::Unprocessable { code: bad.code(), message: bad.to_string() })?;
+    let user = super::user_id_in_body(&body.user_id)?;
     if kind.len() > crate::event::MAX_ID_LEN || alias.len() > crate::event::MAX_ID_LEN {
         return Err(ApiError::Unprocessable { code: "alias_too_long", message: "kind and alias are ids".into() });
     }

@@ -105,6 +105,18 @@ fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A user id a request body names (`"42"` or `42`), checked as an event's user id is: one no inbox path could
+/// name (empty, over 256 bytes, a control character) is `422`.
+fn user_id_in_body(value: &serde_json::Value) -> Result<String, ApiError> {
+    let user = crate::event::id_string(value).ok_or(ApiError::Unprocessable {
+        code: "missing_user_id",
+        message: "user_id must be a non-empty string or an integer".into(),
+    })?;
+    crate::event::check_user_id(&user)
+        .map_err(|bad| ApiError::Unprocessable { code: bad.code(), message: bad.to_string() })?;
+    Ok(user)
+}
+
 /// The JSON body of a request other than ingest, read by its handler once the caller is authorized (so no
 /// unauthenticated client makes Herald wait for or buffer a body): JSON by its content type, at most `limit`
 /// bytes, whole within `server.body_read_timeout_secs`, an object. Bad JSON answers `400` with `bad_json` as its

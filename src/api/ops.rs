@@ -129,13 +129,8 @@ pub async fn dev_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req: DevTokenRequest =
         super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
-    // The checks a user id in an event or an alias passes, so no token is minted for a user no path can name.
-    let user_id = crate::event::id_string(&req.user_id).ok_or(ApiError::Unprocessable {
-        code: "missing_user_id",
-        message: "user_id must be a non-empty string or an integer".into(),
-    })?;
-    crate::event::check_user_id(&user_id)
-        .map_err(|bad| ApiError::Unprocessable { code: bad.code(), message: bad.to_string() })?;
+    // No token for a user no inbox path can name.
+    let user_id = super::user_id_in_body(&req.user_id)?;
     let ttl = req.ttl_secs.unwrap_or(3600).clamp(10, 86_400);
     let token = state.auth.mint(&user_id, ttl).ok_or(ApiError::Unprocessable {
         code: "unsupported",

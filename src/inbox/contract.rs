@@ -408,15 +408,7 @@ async fn every_filtered_list_is_that_filter_over_everything(store: &dyn Store) {
         for unread_only in [false, true] {
             for kind in [None, Some("invoice"), Some("digest")] {
                 for related in related_filters {
-                    let query = ListQuery {
-                        limit: 1000,
-                        before: None,
-                        unread_only,
-                        archived,
-                        kind: kind.map(Into::into),
-                        related_type: related.map(|(t, _)| t.into()),
-                        related_id: related.and_then(|(_, id)| id.map(Into::into)),
-                    };
+                    let query = ListQuery::filtered(1000, unread_only, archived, kind, related);
                     let expected: Vec<i64> = all
                         .iter()
                         .filter(|n| n.archived_at.is_some() == archived)

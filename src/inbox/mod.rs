@@ -287,6 +287,26 @@ impl ListQuery {
             .filter_map(|(column, value)| value.clone().map(|v| (column, v)))
             .collect()
     }
+
+    /// A first page of `limit` with these filters (`related`: a type, and perhaps an id).
+    #[cfg(test)]
+    pub fn filtered(
+        limit: u32,
+        unread_only: bool,
+        archived: bool,
+        kind: Option<&str>,
+        related: Option<(&str, Option<&str>)>,
+    ) -> ListQuery {
+        ListQuery {
+            limit,
+            before: None,
+            unread_only,
+            archived,
+            kind: kind.map(Into::into),
+            related_type: related.map(|(t, _)| t.into()),
+            related_id: related.and_then(|(_, id)| id.map(Into::into)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

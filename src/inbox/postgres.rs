@@ -2292,15 +2292,7 @@ mod tests {
                 for (kind, related) in
                     [(None, None), (Some("rare"), None), (None, Some(("t", Some("rare")))), (None, Some(("t", None)))]
                 {
-                    let q = ListQuery {
-                        limit: 10,
-                        before: None,
-                        unread_only,
-                        archived,
-                        kind: kind.map(Into::into),
-                        related_type: related.map(|(t, _)| t.into()),
-                        related_id: related.and_then(|(_, id)| id.map(Into::into)),
-                    };
+                    let q = ListQuery::filtered(10, unread_only, archived, kind, related);
                     let mut explain =
                         sqlx::query_scalar::<_, String>(AssertSqlSafe(format!("EXPLAIN {}", list::sql(&q, &LIST))))
                             .bind("u")

@@ -1878,21 +1878,10 @@ mod tests {
             let mut all = Vec::new();
             for archived in [false, true] {
                 for unread_only in [false, true] {
-                    for (kind, related_type, related_id) in [
-                        (None, None, None),
-                        (Some("a"), None, None),
-                        (None, Some("t"), None),
-                        (None, Some("t"), Some("i")),
-                    ] {
-                        let q = ListQuery {
-                            limit: 10,
-                            before: None,
-                            unread_only,
-                            archived,
-                            kind: kind.map(Into::into),
-                            related_type: related_type.map(Into::into),
-                            related_id: related_id.map(Into::into),
-                        };
+                    for (kind, related) in
+                        [(None, None), (Some("a"), None), (None, Some(("t", None))), (None, Some(("t", Some("i"))))]
+                    {
+                        let q = ListQuery::filtered(10, unread_only, archived, kind, related);
                         let (sql, filters) = (list::sql(&q, &LIST), q.filters());
                         let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
                         let fixed: [&dyn rusqlite::ToSql; 3] = [&"u", &i64::MAX, &10];
