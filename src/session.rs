@@ -95,7 +95,28 @@ impl Ended {
     }
 }
 
+/// More bad messages than this within `BAD_MESSAGES_WINDOW` close the session with 1008: a flood, not the odd
+/// refused refresh or message type this server does not know yet over a session's lifetime.
 const MAX_BAD_MESSAGES: u32 = 10;
+const BAD_MESSAGES_WINDOW: Duration = Duration::from_secs(60);
+
+/// The bad messages a session received in its current window.
+#[derive(Debug)]
+struct BadMessages {
+    count: u32,
+    since: Instant,
+}
+
+impl BadMessages {
+    /// Count one received at `now`; whether that makes too many.
+    fn too_many_with_one_more(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.since) > BAD_MESSAGES_WINDOW {
+            *self = BadMessages { count: 0, since: now };
+        }
+        self.count += 1;
+        self.count > MAX_BAD_MESSAGES
+    }
+}
 /// After the server's close frame, how long the session keeps reading (and dropping) what the client still sends,
 /// waiting for its answering close frame.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
@@ -162,6 +183,8 @@ struct Session<'a> {
     /// Not set until the opening read answered and `ready` went out.
     opened: bool,
     since: Option<Position>,
+    /// A `resume` that arrived before the opening read returned, on a socket opened without `since`.
+    early_resume: Option<Position>,
     replay: Option<Replay>,
     pending: Option<PendingRead>,
     /// Live frames taken from the outbox that wait for a gap fill to finish.
@@ -170,7 +193,7 @@ struct Session<'a> {
     /// run once the session is open, since the opening read may predate what it is about.
     deferred: Option<Option<ResyncReason>>,
     last_heard: Instant,
-    bad_messages: u32,
+    bad_messages: BadMessages,
     /// The counts this session last sent, and how it keeps them.
     badge: Badge,
 }
@@ -239,12 +262,13 @@ impl<'a> Session<'a> {
             position: Position::default(),
             opened: false,
             since: p.since,
+            early_resume: None,
             replay: None,
             pending: None,
             held: Vec::new(),
             deferred: None,
             last_heard: Instant::now(),
-            bad_messages: 0,
+            bad_messages: BadMessages { count: 0, since: Instant::now() },
             badge: Badge::default(),
         }
     }
@@ -523,14 +547,17 @@ impl<'a> Session<'a> {
                 // and a frame for one of them that raced the opening is not pushed twice.
                 None => {
                     self.position = latest;
-                    return match deferred {
-                        None => Ok(()),
-                        Some(None) => {
-                            self.start_replay(latest, false, FirstRead::Page);
-                            Ok(())
-                        }
-                        Some(Some(reason)) => self.resync(reason).await,
-                    };
+                    match deferred {
+                        None => {}
+                        Some(None) => self.start_replay(latest, false, FirstRead::Page),
+                        Some(Some(reason)) => self.resync(reason).await?,
+                    }
+                    // A resume sent before the socket opened is one sent on the open socket: it cannot reach
+                    // below where the socket started, and what was pruned below it is announced.
+                    if let Some(since) = self.early_resume.take() {
+                        self.start_replay(since, true, FirstRead::Latest);
+                    }
+                    return Ok(());
                 }
             }
         }
@@ -756,10 +783,11 @@ impl<'a> Session<'a> {
             }
             Ok(ClientMessage::Ping) => self.send_now(ServerFrame::Pong.encode()).await,
             Ok(ClientMessage::Resume { since }) => {
-                if self.opened {
-                    self.start_replay(since, true, FirstRead::Latest);
-                } else {
-                    self.since = Some(since);
+                match (self.opened, self.since.is_some()) {
+                    (true, _) => self.start_replay(since, true, FirstRead::Latest),
+                    // Before the opening read returns: in place of the URL's `since`, or after the opening.
+                    (false, true) => self.since = Some(since),
+                    (false, false) => self.early_resume = Some(since),
                 }
                 Ok(())
             }
@@ -783,11 +811,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Answer a message the session cannot take with an error frame; past `MAX_BAD_MESSAGES` of them (refused
+    /// Answer a message the session cannot take with an error frame; past `MAX_BAD_MESSAGES` of them in a window (refused
     /// token refreshes count too), close with 1008.
     async fn bad_message(&mut self, code: &str, message: &str) -> Result<(), Ended> {
-        self.bad_messages += 1;
-        if self.bad_messages > MAX_BAD_MESSAGES {
+        if self.bad_messages.too_many_with_one_more(Instant::now()) {
             let _ = self.close_with(1008, "too many bad messages").await;
             self.linger().await;
             return Err(Ended::BadMessages);
@@ -894,6 +921,20 @@ fn is_too_big(e: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ten bad messages in a minute are answered; the eleventh closes. Spread over longer, a long-lived session's
+    /// occasional refused message never adds up to a close.
+    #[test]
+    fn more_than_ten_bad_messages_in_a_minute_close_and_fewer_never_add_up() {
+        let start = Instant::now();
+        let mut bad = BadMessages { count: 0, since: start };
+        assert!((0..10).all(|_| !bad.too_many_with_one_more(start)));
+        assert!(bad.too_many_with_one_more(start + Duration::from_secs(59)), "the eleventh within the minute");
+        let mut bad = BadMessages { count: 0, since: start };
+        for i in 0..100u64 {
+            assert!(!bad.too_many_with_one_more(start + Duration::from_secs(i * 7)), "one every 7 s: message {i}");
+        }
+    }
 
     const fn c(unread: u64, unseen: u64) -> Counts {
         Counts { unread, unseen }

@@ -179,3 +179,57 @@ async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
     let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast=0", ids[3])).await;
     assert_eq!(replay_of(&mut c).await.0, vec![ids[4]]);
 }
+
+/// A `resume` a client sends the moment its socket opens (here in the same TCP write as the handshake, so it
+/// arrives while the session's opening read, started without `since`, is running) is one on the open socket: told
+/// what was pruned, and not reaching below where the socket started. Before, it took the URL's `since`'s place
+/// (8 runs in 10 this way): the opening read had not looked up the floor, and the replay began there silently.
+#[tokio::test]
+async fn a_resume_sent_with_the_handshake_from_below_the_retained_history_is_told_it_was_truncated() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::{tungstenite::protocol::Role, MaybeTlsStream, WebSocketStream};
+    let gw = spawn_gateway_with(|s| {
+        s.store.max_per_user = 2;
+        s.store.prune_interval_secs = 1;
+    })
+    .await;
+    let user = "pruned-early";
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(notify(&gw, user, &format!("n{i}")).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.inbox(user).await["items"].as_array().unwrap().len() > 2 {
+        assert!(Instant::now() < deadline, "the retention task never pruned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        let resume = json!({"type": "resume", "since": ids[0], "since_broadcast": 0}).to_string();
+        // A masked text frame with a zero mask: the payload as it is.
+        let mut frame = vec![0x81, 0x80 | resume.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(resume.as_bytes());
+        let mut request = format!(
+            "GET /ws/{user}?token={} HTTP/1.1\r\nHost: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            gw.token(user)
+        )
+        .into_bytes();
+        request.extend_from_slice(&frame);
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(&request).await.unwrap();
+        // The handshake's answer, byte by byte so no frame after it is consumed.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let ws = WebSocketStream::from_raw_socket(MaybeTlsStream::Plain(tcp), Role::Client, None).await;
+        let mut c = Client { ws };
+        assert_eq!(c.frame().await["type"], "ready");
+        let truncated = c.frame().await;
+        assert_eq!(truncated["type"], "truncated", "{truncated}");
+        assert_eq!(truncated["oldest_id"], ids[2] + 1);
+        let (replayed, _) = replay_of(&mut c).await;
+        assert_eq!(replayed, Vec::<i64>::new(), "a socket opened without `since` starts at the newest");
+    }
+}
