@@ -149,14 +149,14 @@ async fn a_user_over_the_session_cap_is_closed_with_4029() {
     let _c = gw.connect("someone-else").await;
 }
 
-#[tokio::test]
-async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
+/// A gateway keeping two notifications per user, and the ids of five stored for `user`, once the first three are
+/// pruned.
+async fn five_with_three_pruned(user: &str) -> (Gateway, Vec<i64>) {
     let gw = spawn_gateway_with(|s| {
         s.store.max_per_user = 2;
         s.store.prune_interval_secs = 1;
     })
     .await;
-    let user = "pruned";
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(notify(&gw, user, &format!("n{i}")).await);
@@ -166,6 +166,13 @@ async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
         assert!(Instant::now() < deadline, "the retention task never pruned");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (gw, ids)
+}
+
+#[tokio::test]
+async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
+    let (gw, ids) = five_with_three_pruned("pruned").await;
+    let user = "pruned";
     // The client last saw the first one; the next two were pruned before it came back.
     let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast=0", ids[0])).await;
     let truncated = c.frame().await;
@@ -188,21 +195,8 @@ async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
 async fn a_resume_sent_with_the_handshake_from_below_the_retained_history_is_told_it_was_truncated() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::{tungstenite::protocol::Role, MaybeTlsStream, WebSocketStream};
-    let gw = spawn_gateway_with(|s| {
-        s.store.max_per_user = 2;
-        s.store.prune_interval_secs = 1;
-    })
-    .await;
+    let (gw, ids) = five_with_three_pruned("pruned-early").await;
     let user = "pruned-early";
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        ids.push(notify(&gw, user, &format!("n{i}")).await);
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gw.inbox(user).await["items"].as_array().unwrap().len() > 2 {
-        assert!(Instant::now() < deadline, "the retention task never pruned");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     for _ in 0..5 {
         let resume = json!({"type": "resume", "since": ids[0], "since_broadcast": 0}).to_string();
         // A masked text frame with a zero mask: the payload as it is.
