@@ -345,8 +345,8 @@ async fn lists_filter_by_archived_type_and_related_object(store: &dyn Store) {
 
 /// Each combination of list filters pages through exactly the rows the same filter picks out of everything the
 /// user has, whatever way the backend walks them (by type or related object, from the read_all watermark, from
-/// the user's broadcast states, up to the unread count): read, unread again below the watermark, archived,
-/// deleted and muted rows, targeted and broadcast, in one inbox.
+/// the user's broadcast states, archived targeted rows by their index): read, unread again below the watermark,
+/// archived, deleted and muted rows, targeted and broadcast, in one inbox.
 async fn every_filtered_list_is_that_filter_over_everything(store: &dyn Store) {
     let u = "sel";
     store.set_preferences(u, [("digest".to_string(), TypeSetting::Muted)].into()).await.unwrap();

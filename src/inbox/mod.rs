@@ -281,10 +281,10 @@ pub struct ListQuery {
 impl ListQuery {
     /// The column filters set, in the order both backends' list queries number their parameters after the
     /// user, the cursor and the limit: only the filters set appear in the query, so each one can use an index.
-    pub fn filters(&self) -> Vec<(&'static str, String)> {
+    pub fn filters(&self) -> Vec<(&'static str, &str)> {
         [("kind", &self.kind), ("related_type", &self.related_type), ("related_id", &self.related_id)]
             .into_iter()
-            .filter_map(|(column, value)| value.clone().map(|v| (column, v)))
+            .filter_map(|(column, value)| value.as_deref().map(|v| (column, v)))
             .collect()
     }
 

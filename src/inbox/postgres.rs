@@ -492,7 +492,7 @@ impl Store for PostgresStore {
             .bind(q.before.unwrap_or(i64::MAX))
             .bind(i64::from(q.limit));
         for (_, value) in q.filters() {
-            query = query.bind(text(&value).into_owned());
+            query = query.bind(text(value).into_owned());
         }
         let rows = query.fetch_all(&self.readers).await.map_err(store_error)?;
         rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
