@@ -170,6 +170,9 @@ struct Replay {
     requested: Position,
     /// A resync arrived meanwhile: run one more pass from the cursor once this one ends.
     again: bool,
+    /// A client's `resume` arrived meanwhile: its own replay once this one ends (with its own `truncated` when it
+    /// reaches below the retained history, and its own `replayed`). Two of them: the lower cursor of each chain.
+    resume: Option<Position>,
 }
 
 struct Session<'a> {
@@ -503,12 +506,20 @@ impl<'a> Session<'a> {
     /// Start (or, if one runs, extend) a replay from `from`.
     fn start_replay(&mut self, from: Position, announced: bool, first: FirstRead) {
         if let Some(r) = &mut self.replay {
-            // The running replay reads up to what is committed now; one more pass covers what comes after.
-            r.again = true;
-            r.announced |= announced;
+            if first == FirstRead::Latest {
+                let lower = |p: Position| Position {
+                    targeted: p.targeted.min(from.targeted),
+                    broadcast: p.broadcast.min(from.broadcast),
+                };
+                r.resume = Some(r.resume.map_or(from, lower));
+            } else {
+                // The running replay reads up to what is committed now; one more pass covers what comes after.
+                r.again = true;
+                r.announced |= announced;
+            }
             return;
         }
-        self.replay = Some(Replay { announced, requested: from, again: false });
+        self.replay = Some(Replay { announced, requested: from, again: false, resume: None });
         self.pending = Some(match first {
             FirstRead::Page => self.read_page(from),
             FirstRead::Floor => self.read_floor(),
@@ -541,7 +552,7 @@ impl<'a> Session<'a> {
             match self.since.take() {
                 Some(since) => {
                     let again = deferred.is_some();
-                    self.replay = Some(Replay { announced: true, requested: since, again });
+                    self.replay = Some(Replay { announced: true, requested: since, again, resume: None });
                 }
                 // Without `since`, the session starts at the newest ids: older notifications are history (REST),
                 // and a frame for one of them that raced the opening is not pushed twice.
@@ -666,6 +677,10 @@ impl<'a> Session<'a> {
         // them was deleted meanwhile, so they go out without another fill.
         let mut held = std::mem::take(&mut self.held);
         self.deliver(&mut held, false).await?;
+        if let Some(since) = replay.resume {
+            // Its counts come after its own `replayed`.
+            self.start_replay(since, true, FirstRead::Latest);
+        }
         if self.pending.is_none() {
             // The counts, read again: a replay may follow a loss (an overflow, Redis) that took counts frames
             // with it. Live frames wait for the read, as for a page. After a silent replay (a gap fill, a

@@ -187,6 +187,42 @@ async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
     assert_eq!(replay_of(&mut c).await.0, vec![ids[4]]);
 }
 
+/// A `resume` that arrives while a replay is still running gets a replay of its own once that one ends: its own
+/// `truncated` (it reaches below the retained history) and its own `replayed`. Before, it was folded into the
+/// running replay, which announced neither for it.
+#[tokio::test]
+async fn a_resume_sent_during_a_replay_is_answered_with_its_own_truncated_and_replayed() {
+    let gw = spawn_gateway_with(|s| {
+        s.store.max_per_user = 30;
+        s.store.prune_interval_secs = 1;
+        // One notification per page: the replay below lasts thirty store reads.
+        s.websocket.replay_page_size = 1;
+    })
+    .await;
+    let user = "resumed-twice";
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(notify(&gw, user, &format!("n{i}")).await);
+    }
+    eventually("the retention task pruning ten", Duration::from_secs(20), async || {
+        (gw.inbox(user).await["items"].as_array().unwrap().len() <= 30).then_some(())
+    })
+    .await;
+    let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast=0", ids[0])).await;
+    let truncated = c.frame().await;
+    assert_eq!(truncated["type"], "truncated", "{truncated}");
+    // Sent as the replay of the thirty kept starts.
+    c.send_text(&json!({"type": "resume", "since": ids[0], "since_broadcast": 0}).to_string()).await;
+    let (replayed, _) = replay_of(&mut c).await;
+    assert_eq!(replayed, ids[10..].to_vec(), "the URL's replay: what is kept, in order");
+    let truncated = c.frame().await;
+    assert_eq!(truncated["type"], "truncated", "the resume's own: {truncated}");
+    assert_eq!((truncated["since"].as_i64(), truncated["oldest_id"].as_i64()), (Some(ids[0]), Some(ids[9] + 1)));
+    let (replayed, end) = replay_of(&mut c).await;
+    assert_eq!(replayed, Vec::<i64>::new(), "nothing this socket already delivered");
+    assert_eq!(end["up_to_targeted"], ids[39]);
+}
+
 /// A `resume` a client sends the moment its socket opens (here in the same TCP write as the handshake, so it
 /// arrives while the session's opening read, started without `since`, is running) is one on the open socket: told
 /// what was pruned, and not reaching below where the socket started. Before, it took the URL's `since`'s place
