@@ -29,6 +29,22 @@ pub(crate) struct Dialect {
     pub placeholder: char,
 }
 
+impl Dialect {
+    /// Broadcast rows as user `1` sees them, minus the ones they deleted (`n` the broadcast, `s` their state of
+    /// it, `w` their watermarks), for the caller to add conditions on `n` to: the one text of this join, for the
+    /// list, a replay's pages (`Store::after`) and a single row's visibility. `index` is a hint or empty.
+    pub fn broadcasts(&self, index: &str) -> String {
+        let user = format!("{}1", self.placeholder);
+        format!(
+            "{select} FROM notifications n{index}
+         LEFT JOIN broadcast_state s ON s.user_id = {user} AND s.notification_id = n.id
+         LEFT JOIN user_state w ON w.user_id = {user}
+         WHERE n.user_id IS NULL AND NOT COALESCE(s.deleted, FALSE)",
+            select = self.broadcast_select,
+        )
+    }
+}
+
 /// The list query for `q`: parameter 1 the user, 2 the cursor (`before`, exclusive), 3 the limit, then the
 /// values of [`ListQuery::filters`] in order.
 pub(crate) fn sql(q: &ListQuery, d: &Dialect) -> String {
@@ -48,13 +64,7 @@ pub(crate) fn sql(q: &ListQuery, d: &Dialect) -> String {
     };
     let read_all_up_to = format!("(SELECT COALESCE(max(read_all_up_to), 0) FROM user_state WHERE user_id = {user})");
     // Walked from the broadcasts (in id order, or through the index named above) ...
-    let rows = format!(
-        "{select} FROM notifications n{broadcast_index}
-         LEFT JOIN broadcast_state s ON s.user_id = {user} AND s.notification_id = n.id
-         LEFT JOIN user_state w ON w.user_id = {user}
-         WHERE n.user_id IS NULL AND NOT COALESCE(s.deleted, FALSE) AND n.id < {before}{broadcast_filters}",
-        select = d.broadcast_select,
-    );
+    let rows = format!("{} AND n.id < {before}{broadcast_filters}", d.broadcasts(&broadcast_index));
     // ... or from the user's own states (SQLite keeps a `CROSS JOIN`'s order).
     let states = format!(
         "{select} FROM broadcast_state s CROSS JOIN notifications n

@@ -37,7 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -150,18 +150,6 @@ macro_rules! broadcast_columns {
     };
 }
 
-macro_rules! broadcasts {
-    () => {
-        concat!(
-            broadcast_columns!(),
-            " FROM notifications n
-         LEFT JOIN broadcast_state s ON s.user_id = $1 AND s.notification_id = n.id
-         LEFT JOIN user_state w ON w.user_id = $1
-         WHERE n.user_id IS NULL AND NOT COALESCE(s.deleted, FALSE)"
-        )
-    };
-}
-
 /// PostgreSQL's pieces of the list query (`inbox::list`).
 const LIST: list::Dialect = list::Dialect {
     targeted_columns: columns!(),
@@ -180,23 +168,24 @@ macro_rules! chain_head {
 }
 
 /// Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
-const AFTER: &str = concat!(
-    "SELECT u.*, b.body::text AS body FROM ((SELECT ",
-    columns!(),
-    " FROM notifications WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
-     UNION ALL (",
-    broadcasts!(),
-    " AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
-     JOIN notifications b ON b.id = u.id ORDER BY u.id"
-);
+static AFTER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT u.*, b.body::text AS body FROM ((SELECT {} FROM notifications
+             WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
+         UNION ALL ({} AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
+         JOIN notifications b ON b.id = u.id ORDER BY u.id",
+        columns!(),
+        LIST.broadcasts("")
+    )
+});
 
-const VISIBLE: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM notifications WHERE user_id = $1 AND id = $2 UNION ALL ",
-    broadcasts!(),
-    " AND n.id = $2"
-);
+static VISIBLE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM notifications WHERE user_id = $1 AND id = $2 UNION ALL {} AND n.id = $2",
+        columns!(),
+        LIST.broadcasts("")
+    )
+});
 
 /// One key read: the global broadcast ordinals and the user's counters (see `Counters`).
 const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_ord'), 0),
@@ -499,7 +488,7 @@ impl Store for PostgresStore {
     }
 
     async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
-        let rows = sqlx::query(AFTER)
+        let rows = sqlx::query(AFTER.as_str())
             .bind(text(user))
             .bind(from.targeted)
             .bind(i64::from(limit))
@@ -1734,7 +1723,14 @@ async fn insert(
 
 /// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
 async fn visible(c: &mut PgConnection, user: &str, id: i64) -> sqlx::Result<Option<Notification>> {
-    sqlx::query(VISIBLE).bind(user).bind(id).fetch_optional(&mut *c).await?.as_ref().map(notification).transpose()
+    sqlx::query(VISIBLE.as_str())
+        .bind(user)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?
+        .as_ref()
+        .map(notification)
+        .transpose()
 }
 
 /// Count the move of notification `n` (as `user` saw it) to `after`.

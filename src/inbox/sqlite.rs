@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -604,16 +604,19 @@ impl Store for SqliteStore {
         let user = user.to_owned();
         self.read(move |c| {
             // Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
-            let sql = format!(
-                "SELECT n.*, b.body FROM (
-                     SELECT * FROM (SELECT {TARGETED} FROM notifications
-                         WHERE user_id = ?1 AND id > ?2 AND muted = 0 ORDER BY id LIMIT ?3)
-                     UNION ALL
-                     SELECT * FROM ({BROADCAST_SELECT} AND n.id > ?4 ORDER BY n.id LIMIT ?3)
-                     ORDER BY id LIMIT ?3) n
-                 JOIN notifications b ON b.id = n.id ORDER BY n.id"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "SELECT n.*, b.body FROM (
+                         SELECT * FROM (SELECT {TARGETED} FROM notifications
+                             WHERE user_id = ?1 AND id > ?2 AND muted = 0 ORDER BY id LIMIT ?3)
+                         UNION ALL
+                         SELECT * FROM ({} AND n.id > ?4 ORDER BY n.id LIMIT ?3)
+                         ORDER BY id LIMIT ?3) n
+                     JOIN notifications b ON b.id = n.id ORDER BY n.id",
+                    LIST.broadcasts("")
+                )
+            });
+            let mut stmt = c.prepare_cached(&SQL)?;
             let rows = stmt.query_map(params![user, from.targeted, limit, from.broadcast], |r| {
                 let notification = row_to_notification(r)?;
                 let body: String = r.get(16)?;
@@ -786,15 +789,6 @@ macro_rules! broadcast_columns {
         s.archived_at AS archived_at, 0 AS muted"
     };
 }
-
-/// Broadcast rows as one user sees them (user `?1`), minus the ones they deleted.
-const BROADCAST_SELECT: &str = concat!(
-    broadcast_columns!(),
-    " FROM notifications n
-    LEFT JOIN broadcast_state s ON s.user_id = ?1 AND s.notification_id = n.id
-    LEFT JOIN user_state w ON w.user_id = ?1
-    WHERE n.user_id IS NULL AND COALESCE(s.deleted, 0) = 0"
-);
 
 /// SQLite's pieces of the list query (`inbox::list`).
 const LIST: list::Dialect = list::Dialect {
@@ -1663,11 +1657,14 @@ fn raise_floors(
 
 /// The notification `id` as `user` sees it, or `None` when it is not in their inbox.
 fn visible(tx: &Transaction<'_>, user: &str, id: i64) -> rusqlite::Result<Option<Notification>> {
-    let sql = format!(
-        "SELECT * FROM (SELECT {TARGETED} FROM notifications WHERE user_id = ?1 AND id = ?2
-         UNION ALL SELECT * FROM ({BROADCAST_SELECT} AND n.id = ?2))"
-    );
-    tx.prepare_cached(&sql)?.query_row(params![user, id], row_to_notification).optional()
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT * FROM (SELECT {TARGETED} FROM notifications WHERE user_id = ?1 AND id = ?2
+             UNION ALL SELECT * FROM ({} AND n.id = ?2))",
+            LIST.broadcasts("")
+        )
+    });
+    tx.prepare_cached(&SQL)?.query_row(params![user, id], row_to_notification).optional()
 }
 
 /// `user`'s read_all and seen_all watermarks (ids).
