@@ -503,7 +503,8 @@ impl<'a> Session<'a> {
         self.close(reason).await
     }
 
-    /// Start (or, if one runs, extend) a replay from `from`.
+    /// Start a replay from `from`; if one runs, extend it (one more pass) or, for a client's `resume`, queue its own
+    /// replay after it.
     fn start_replay(&mut self, from: Position, announced: bool, first: FirstRead) {
         if let Some(r) = &mut self.replay {
             if first == FirstRead::Latest {
