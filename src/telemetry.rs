@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{filter::LevelFilter, EnvFilter};
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -41,9 +41,10 @@ const PAYLOAD_LOGGERS: [&str; 4] = ["tungstenite", "tokio_tungstenite", "lapin",
 /// with its whole body and headers (events, personal data). Herald reports those failures itself, without the body.
 const BODY_WARNERS: [(&str, &str); 1] = [("lapin::returned_messages", "error")];
 
-/// `filter` with those crates held at `debug` at most, and [`BODY_WARNERS`] at their level, unless it names them
-/// itself: `RUST_LOG=trace`, the way to debug Herald, and `RUST_LOG=info` must not write tokens and users'
-/// notifications to the log.
+/// `filter` with those crates held at the filter's own default level but never above `debug`, and
+/// [`BODY_WARNERS`] at their level, unless it names them itself: `RUST_LOG=trace`, the way to debug Herald, and
+/// `RUST_LOG=info` must not write tokens and users' notifications to the log, and the cap must not raise them
+/// above what the rest logs (`info`: not their `debug` records, with a close reason a client chose).
 fn capped(filter: &str) -> String {
     // The targets the filter's directives name (`target[span{field}]=level`; a bare level names none).
     let targets: Vec<&str> = filter
@@ -51,8 +52,13 @@ fn capped(filter: &str) -> String {
         .filter_map(|d| d.split_once('=').map(|(target, _)| target.split('[').next().unwrap_or(target).trim()))
         .collect();
     let named = |krate: &str| targets.iter().any(|t| *t == krate || t.starts_with(&format!("{krate}::")));
+    // The level of what no directive names: the last bare level. Without one, nothing unnamed logs, these crates
+    // included, and they need no cap.
+    let default =
+        filter.split(',').map(str::trim).filter(|d| !d.is_empty()).rev().find_map(|d| d.parse::<LevelFilter>().ok());
+    let cap = default.map(|level| level.min(LevelFilter::DEBUG).to_string().to_lowercase());
     let mut out = filter.to_owned();
-    let caps = PAYLOAD_LOGGERS.iter().map(|k| (*k, "debug")).filter(|(k, _)| !named(k));
+    let caps = PAYLOAD_LOGGERS.iter().filter(|k| !named(k)).filter_map(|k| Some((*k, cap.as_deref()?)));
     let body_caps = BODY_WARNERS.iter().copied().filter(|(target, _)| !targets.contains(target));
     for (target, level) in caps.chain(body_caps) {
         if !out.is_empty() {
@@ -395,10 +401,25 @@ mod filter_tests {
         let named = capped("info,tungstenite=trace");
         let directives: Vec<&str> = named.split(',').collect();
         assert!(directives.contains(&"tungstenite=trace") && !directives.contains(&"tungstenite=debug"), "{named}");
-        assert!(capped("").starts_with("tungstenite=debug"), "an empty filter gets only the caps");
-        let other = capped("tokio_tungstenite=trace");
+        assert!(!capped("").contains("tungstenite"), "an empty filter logs none of them: nothing to hold");
+        let other = capped("trace,tokio_tungstenite=trace");
         assert!(other.split(',').any(|d| d == "tungstenite=debug"), "a crate whose name holds another's: {other}");
         assert!(capped("lapin::channel=trace").split(',').all(|d| d != "lapin=debug"), "a module names its crate");
+    }
+
+    /// The cap is a ceiling, not a level of its own: at `info` (the default filter) the WebSocket and AMQP crates
+    /// write no `debug` records (tungstenite's carry the close reason a client chose).
+    #[test]
+    fn the_crates_that_log_payloads_are_never_more_verbose_than_the_filters_default() {
+        for (filter, level) in [("info", "info"), ("warn,herald=debug", "warn"), ("debug", "debug"), ("off", "off")] {
+            let f = capped(filter);
+            for krate in ["tungstenite", "tokio_tungstenite", "lapin", "amq_protocol"] {
+                assert!(f.split(',').any(|d| d == format!("{krate}={level}")), "{filter}: {f}");
+            }
+            assert!(EnvFilter::try_new(&f).is_ok(), "{f}");
+        }
+        let shipped = capped(&crate::config::Settings::defaults().log.filter);
+        assert!(shipped.split(',').all(|d| !d.ends_with("=debug") && !d.ends_with("=trace")), "{shipped}");
     }
 
     #[test]
