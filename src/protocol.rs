@@ -566,8 +566,8 @@ pub enum BatchAction {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub action: BatchAction,
-    /// 1 to 100 notification ids; one named twice is changed once.
-    #[schema(min_items = 1, max_items = 100)]
+    /// 1 to 100 different notification ids; one named twice is changed once and counts once against the 100.
+    #[schema(min_items = 1)]
     pub ids: Vec<i64>,
 }
 

@@ -371,11 +371,7 @@ pub async fn seen_all(
     params(("user_id" = String, Path, description = "The user: the user claim of their token.")),
     responses(
         (status = 200, description = "`types`: what the user set, by notification type; `defaults`: the configured defaults (`preferences.muted_by_default`) for types they did not set; `known`: the types the rules in force store as written.", body = Preferences),
-        (status = 400, description = "A path parameter that does not parse (`bad_path`).", body = ErrorBody),
-        error::Unauthenticated,
-        (status = 403, description = "A user token for another user (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
-        error::InboxFailed,
-        error::InboxUnavailable
+        error::InboxReadErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
 )]

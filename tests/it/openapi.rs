@@ -63,6 +63,10 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String>
             }
         }
         Value::Array(items) => {
+            let (min, max) = (schema["minItems"].as_u64(), schema["maxItems"].as_u64());
+            if min.is_some_and(|m| (items.len() as u64) < m) || max.is_some_and(|m| items.len() as u64 > m) {
+                return Err(format!("{at}: {} items, the document says {min:?} to {max:?}", items.len()));
+            }
             for (i, item) in items.iter().enumerate() {
                 check(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
             }
@@ -193,6 +197,15 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     assert_eq!(conforms(&doc, "get", &format!("{inbox}/counts"), resp).await, json!({"unread": 0, "unseen": 0}));
     let resp = gw.post("/api/v1/users/42/notifications/seen_all", &user).send().await.unwrap();
     assert!(conforms(&doc, "post", &format!("{inbox}/seen_all"), resp).await["seen_at"].is_string());
+    // A batch naming one id twice as often as the cap: the server takes it (one named twice counts once), and so
+    // does the document's request schema.
+    let body = json!({"action": "read", "ids": vec![id; 200]});
+    let schema =
+        &doc["paths"][format!("{inbox}/batch")]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(check(&doc, schema, &body, "request"), Ok(()));
+    let resp = gw.post("/api/v1/users/42/notifications/batch", &user).json(&body).send().await.unwrap();
+    assert_eq!(conforms(&doc, "post", &format!("{inbox}/batch"), resp).await["ids"], json!([id]));
+    assert!(check(&doc, schema, &json!({"action": "read", "ids": []}), "request").is_err(), "minItems is checked");
     for action in ["unread", "archive", "unarchive"] {
         let path = format!("{inbox}/{{id}}/{action}");
         let resp = gw.post(&format!("/api/v1/users/42/notifications/{id}/{action}"), &user).send().await.unwrap();
@@ -273,6 +286,36 @@ async fn every_endpoint_answers_what_the_openapi_document_says() {
     assert_eq!(conforms(&doc, "post", "/api/v1/dev/token", resp).await["error"], "missing_user_id");
     let resp = gw.raw().get(gw.url("/ws/42")).send().await.unwrap();
     assert_eq!(conforms(&doc, "get", "/ws/{user_id}", resp).await["error"], "not_a_websocket_request");
+}
+
+/// Every read a user token makes of its own inbox is rate limited, and says so in the document: each answers its
+/// 429 as the document describes it (the preferences read answered an undocumented 429).
+#[tokio::test]
+async fn every_user_read_documents_the_429_it_answers_past_the_read_limit() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.user_reads_per_second = 1;
+        s.server.user_reads_burst = 1;
+    })
+    .await;
+    let doc = served(&gw).await;
+    let user = gw.token("42");
+    for (path, template) in [
+        ("/api/v1/users/42/notifications", "/api/v1/users/{user_id}/notifications"),
+        ("/api/v1/users/42/notifications/unread_count", "/api/v1/users/{user_id}/notifications/unread_count"),
+        ("/api/v1/users/42/notifications/counts", "/api/v1/users/{user_id}/notifications/counts"),
+        ("/api/v1/users/42/preferences", "/api/v1/users/{user_id}/preferences"),
+    ] {
+        let mut limited = false;
+        for _ in 0..5 {
+            let resp = gw.get(path, &user).send().await.unwrap();
+            if resp.status() == 429 {
+                assert_eq!(conforms(&doc, "get", template, resp).await["error"], "rate_limited", "{path}");
+                limited = true;
+                break;
+            }
+        }
+        assert!(limited, "{path}: five reads at once within a limit of one a second");
+    }
 }
 
 #[test]

@@ -594,7 +594,7 @@ export interface components {
         /** @description The body of `POST …/notifications/batch`: one action on up to 100 notifications, in one commit. */
         BatchRequest: {
             action: components["schemas"]["BatchAction"];
-            /** @description 1 to 100 notification ids; one named twice is changed once. */
+            /** @description 1 to 100 different notification ids; one named twice is changed once and counts once against the 100. */
             ids: number[];
         };
         /** @description The answer to `POST …/notifications/batch`. */
@@ -2127,7 +2127,7 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
-            /** @description A path parameter that does not parse (`bad_path`). */
+            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2147,9 +2147,20 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A user token for another user (`forbidden`); a service key without `inbox:read` (`insufficient_scope`). */
+            /** @description A user token for another user's inbox (`forbidden`); a service key without `inbox:read` (`insufficient_scope`). */
             403: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many reads of this inbox from its user's token (`server.user_reads_per_second`; a filtered list counts as several; `rate_limited`): retry after `Retry-After`. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
