@@ -18,10 +18,17 @@ export interface Position {
 /** Where to start: a position, or a single id for both chains (the v1 form). */
 export type Since = number | Position;
 
-/** A position from a `since`; throws a `RangeError` for a cursor that is not an id (the gateway refuses it). */
+/**
+ * A position from a `since`; throws a `RangeError` for a cursor that is not an id, or a chain left out (the
+ * gateway refuses both: `400 bad_query`).
+ */
 export function toPosition(since: Since): Position {
-  const pos = typeof since === 'number' ? { targeted: since, broadcast: since } : { ...since };
-  for (const [chain, id] of Object.entries(pos)) {
+  const pos: Position =
+    typeof since === 'number'
+      ? { targeted: since, broadcast: since }
+      : { targeted: since?.targeted, broadcast: since?.broadcast };
+  for (const chain of ['targeted', 'broadcast'] as const) {
+    const id = pos[chain];
     if (!Number.isSafeInteger(id) || id < 0) {
       throw new RangeError(`since: the ${chain} cursor ${id} is not a notification id (an integer, 0 or more)`);
     }

@@ -11,12 +11,7 @@ export class HeraldError extends Error {
    */
   readonly retryAfterSecs: number | undefined;
 
-  constructor(
-    status: number,
-    code: string,
-    message: string,
-    options?: { cause?: unknown; retryAfterSecs?: number },
-  ) {
+  constructor(status: number, code: string, message: string, options?: { cause?: unknown; retryAfterSecs?: number }) {
     super(message);
     this.name = 'HeraldError';
     this.status = status;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Cursors, toPosition } from '../../src/cursors';
+import { Cursors, toPosition, type Position } from '../../src/cursors';
 
 const t = (id: number) => ({ id, user_id: 'u1' }); // targeted
 const b = (id: number) => ({ id, user_id: null }); // broadcast
@@ -28,6 +28,10 @@ describe('Cursors', () => {
   it('a since that is not an id is refused before anything connects', () => {
     for (const bad of [-1, 1.5, Number.NaN, { targeted: 3, broadcast: -2 }]) {
       expect(() => new Cursors(bad)).toThrow(RangeError);
+    }
+    // A chain left out (plain JavaScript, or a cast): the gateway would refuse every connect with 400.
+    for (const partial of [{ targeted: 3 }, { broadcast: 3 }, {}]) {
+      expect(() => new Cursors(partial as unknown as Position)).toThrow(/cursor undefined is not a notification id/);
     }
     expect(new Cursors(0).position).toEqual({ targeted: 0, broadcast: 0 });
   });
