@@ -12,37 +12,26 @@
 # replace both the tag and the @sha256 in the FROM line. scripts/check-dockerfile.sh re-checks every stage's
 # inputs after any edit here (no Docker engine needed).
 
-# ---- chef: the Rust toolchain plus cargo-chef (dependency-only builds from a recipe) ----
-FROM rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS chef
-RUN cargo install cargo-chef --locked --version 0.1.78
+# ---- build: Herald. One `cargo build` of the copied sources, dependencies included: cargo-chef's cached
+# dependency layer cannot hold the crate patched in vendor/ (vendor/README.md): its `cook` replaces every path
+# crate's sources with a stub, and the crates that use the patched one then fail to compile against it.
+FROM rust:1.95.0-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS build
 WORKDIR /src
-
-# ---- planner: the dependency recipe (manifests + lockfile). Reads the whole context, but its output only
-# changes when a manifest or Cargo.lock does, so the `cook` layer below stays cached across source edits.
-FROM chef AS planner
-COPY . .
-RUN cargo chef prepare --recipe-path recipe.json
-
-# ---- build: dependencies (cached layer), then Herald itself ----
-FROM chef AS build
 # The image ships a stripped binary without debug info; Cargo.toml's [profile.release] keeps `debug = 1` for
 # the profiling in BENCHMARKS.md (these variables apply to this stage only).
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=symbols
-COPY --from=planner /src/recipe.json recipe.json
-# .cargo/config.toml's [env] sets how the bundled SQLite is compiled (fdatasync): before cook, which builds it.
+# .cargo/config.toml's [env] sets how the bundled SQLite is compiled (fdatasync).
 COPY .cargo .cargo
-# No `|| true`: a dependency that fails to build fails the image.
-RUN cargo chef cook --release --locked --recipe-path recipe.json --bin herald
 COPY Cargo.toml Cargo.lock ./
-# Cargo loads every workspace member: the load tool's manifest only (its src/ stays cook's skeleton).
-COPY loadtest/Cargo.toml loadtest/Cargo.toml
+COPY vendor vendor
+# Cargo loads every workspace member: the load tool comes along (it is not built).
+COPY loadtest loadtest
 # src/ include_str!s config/default.toml, config/rules.toml and migrations/postgres/*.sql.
 COPY src src
 COPY config config
 COPY migrations migrations
-# cargo chef cook deleted the dummy herald library it compiled, so the real crate and the binary linking it are
-# rebuilt; the version check proves the binary is Herald's all the same (a leftover `fn main() {}` would print nothing).
+# The version check proves the binary is Herald's.
 RUN cargo build --release --locked --bin herald \
     && ./target/release/herald --version > herald-version \
     && grep -q '^herald ' herald-version

@@ -339,20 +339,23 @@ def check_planner(stage, root):
 
 
 def check_build(stage, root):
-    """Nothing from the context but cargo's configuration may be copied before `cargo chef cook` (or every source
-    edit re-cooks), and the configuration must be: its [env] sets how dependencies compile (SQLite's fdatasync)."""
-    config = False
+    """What `cargo build` reads besides the sources must be copied before it: cargo's configuration (its [env] sets
+    how dependencies compile: SQLite's fdatasync) and every crate a [patch] in Cargo.toml points at (vendor/)."""
+    manifest = (REPO / "Cargo.toml").read_text()
+    patch = manifest.split("[patch.crates-io]", 1)[1] if "[patch.crates-io]" in manifest else ""
+    need = set(re.findall(r'path = "([^"]+)"', patch.split("\n[", 1)[0]))
+    if (REPO / ".cargo/config.toml").is_file():
+        need.add(".cargo")
+    copied = set()
     for step in stage["steps"]:
-        if step[0] == "run" and "cargo chef cook" in step[1]:
-            if (REPO / ".cargo/config.toml").is_file() and not config:
-                fail(f"stage {stage['name']}: .cargo/config.toml is not copied before `cargo chef cook`")
-            return
         if step[0] == "copy" and "from" not in step[1]:
-            if [s.rstrip("/") for s in step[2]] == [".cargo"]:
-                config = True
-                continue
-            fail(f"stage {stage['name']}: COPY {' '.join(step[2])} comes before `cargo chef cook`")
-    fail(f"stage {stage['name']}: no `cargo chef cook` (dependency layer) before the build")
+            copied.update(s.rstrip("/") for s in step[2])
+        if step[0] == "run" and "cargo build" in step[1]:
+            missing = sorted(n for n in need if not any(n == c or n.startswith(c + "/") for c in copied))
+            if missing:
+                fail(f"stage {stage['name']}: {', '.join(missing)} not copied before `cargo build`")
+            return
+    fail(f"stage {stage['name']}: no `cargo build`")
 
 
 def check_demo(stage, root):

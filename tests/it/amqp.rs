@@ -459,6 +459,92 @@ async fn user_deleted_event_purges_the_inbox() {
     assert_eq!(gw.inbox(other).await["items"].as_array().unwrap().len(), 1, "only that user's inbox");
 }
 
+/// A TCP proxy to the broker that replaces `marker` with `replacement` (the same length) in what the client sends:
+/// a publisher that sets properties no AMQP client library lets it write (bytes that are not UTF-8 in a short
+/// string; RabbitMQ takes them). A marker split between two reads is still found: the last `marker.len() - 1`
+/// bytes wait for the next read, or for 5 ms of quiet.
+async fn rewriting_link(upstream: String, marker: &'static [u8], replacement: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    assert_eq!(marker.len(), replacement.len());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+            let (mut from_client, mut to_client) = inbound.into_split();
+            let (mut from_broker, mut to_broker) = outbound.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
+            });
+            tokio::spawn(async move {
+                let (mut held, mut buf) = (Vec::new(), vec![0u8; 16 * 1024]);
+                loop {
+                    let read = tokio::time::timeout(Duration::from_millis(5), from_client.read(&mut buf)).await;
+                    let keep = match read {
+                        Ok(Ok(0) | Err(_)) => break,
+                        Ok(Ok(n)) => {
+                            held.extend_from_slice(&buf[..n]);
+                            marker.len() - 1
+                        }
+                        Err(_) => 0, // quiet: send everything
+                    };
+                    while let Some(at) = held.windows(marker.len()).position(|w| w == marker) {
+                        held[at..at + marker.len()].copy_from_slice(replacement);
+                    }
+                    let send = held.len().saturating_sub(keep);
+                    if to_broker.write_all(&held[..send]).await.is_err() {
+                        break;
+                    }
+                    held.drain(..send);
+                }
+                let _ = to_broker.write_all(&held).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A `message_id`, `type` and header key that are not UTF-8 (RabbitMQ passes such short strings through) are read
+/// lossily (the AMQP types patched in vendor/): the message is stored like any other, and the messages around it
+/// are neither redelivered nor dead-lettered. Before, the frame failed to parse and closed the connection, every
+/// reconnect got it again with the whole prefetch window beside it, and the quorum queue's delivery limit
+/// dead-lettered them all (`x-death` `delivery_limit`) after minutes of a stalled queue.
+#[tokio::test]
+async fn a_message_whose_properties_are_not_utf8_is_handled_and_the_messages_beside_it_are_not_lost() {
+    const MARKER: &[u8] = b"herald-test-not-utf8-marker";
+    const REPLACEMENT: &[u8] = b"herald-test-\xff\xfe\x80\xc3\x28\xa0\xa1\xe2-marker";
+    let Some(amqp) = Amqp::new("not-utf8").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    // amqp://user:password@host:port/vhost: the publisher goes through the proxy.
+    let (head, rest) = amqp.url.split_once('@').unwrap();
+    let (upstream, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    let proxy = rewriting_link(upstream.to_owned(), MARKER, REPLACEMENT).await;
+    let broker = Broker::connect(&format!("{head}@{proxy}/{vhost}")).await;
+    let fanout = amqp.exchange("sgad.notifications");
+    let user = "not-utf8-user".to_owned();
+    let title = |_: usize, i: usize| match i {
+        0..50 => format!("before {i}"),
+        50 => "properties not UTF-8".to_owned(),
+        _ => format!("after {i}"),
+    };
+    let mut messages: Vec<_> = (0..50).map(|i| notification(&fanout, &user, &title(0, i))).collect();
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert(marker.into(), AMQPValue::LongString("a header whose key is not UTF-8".into()));
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(marker.into())
+        .with_type(marker.into())
+        .with_headers(headers);
+    let body = json!({"user_id": user, "title": title(0, 50), "message": "m", "type": "info"});
+    messages.push((fanout.clone(), String::new(), serde_json::to_vec(&body).unwrap(), props));
+    messages.extend((51..101).map(|i| notification(&fanout, &user, &title(0, i))));
+    broker.publish_all(&messages).await.unwrap();
+    assert_exactly_once(&gw.url(""), std::slice::from_ref(&user), 101, title).await;
+    assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "nothing dead-lettered");
+    assert_eq!(metric(&gw.url(""), "herald_amqp_reconnects_total").await, 0.0, "the connection never dropped");
+}
+
 #[tokio::test]
 async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_queue() {
     let Some(amqp) = Amqp::new("poison").await else { return };

@@ -85,4 +85,20 @@ mod tests {
         assert!(check_url("http://localhost").is_err());
         assert!(check_url("amqp://host:notaport/").is_err());
     }
+
+    /// The patched AMQP types (vendor/README.md): a short string that is not UTF-8 (a publisher's `message_id`,
+    /// `type`, header key) parses, lossily and within a short string's 255 bytes, instead of failing the frame,
+    /// which closed the connection and redelivered every message in flight beside it.
+    #[test]
+    fn a_short_string_that_is_not_utf8_parses_lossily_within_255_bytes() {
+        use lapin::types::parsing::parse_short_string;
+        let (rest, s) = parse_short_string(&[4, b'i', 0xff, b'd', 0x80][..]).expect("parses");
+        assert_eq!((rest, s.as_str()), (&[][..], "i\u{fffd}d\u{fffd}"));
+        let mut all_bad = vec![255u8];
+        all_bad.extend([0xffu8; 255]);
+        let (_, s) = parse_short_string(&all_bad[..]).expect("parses");
+        assert!(s.as_str().len() <= 255 && s.as_str().chars().all(|c| c == '\u{fffd}'), "{}", s.as_str().len());
+        let (_, s) = parse_short_string(&[5, b'v', b'a', b'l', b'i', b'd'][..]).unwrap();
+        assert_eq!(s.as_str(), "valid", "UTF-8 as it was");
+    }
 }
