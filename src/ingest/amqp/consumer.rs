@@ -467,7 +467,7 @@ fn delivered(item: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> 
 }
 
 /// The original message's properties, minus those that would be refused or would expire it (`user-id` must
-/// match the publishing connection's user; `expiration`), plus the `x-herald-*` headers that say why and where
+/// match the publishing connection's user; `expiration`) and the deprecated `cluster-id`, plus the `x-herald-*` headers that say why and where
 /// it came from (`origin`: [`dead_letters::origin`]).
 fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(String, String)) -> BasicProperties {
     let src = &d.properties;
@@ -490,7 +490,9 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(Strin
     let deaths =
         headers.inner().get(dead_letters::DEATHS).and_then(dead_letters::integer).map_or(1, |n| n.saturating_add(1));
     headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
-    if !headers.contains_key(dead_letters::FIRST_DEATH_AT) {
+    // Kept from an earlier death only as Herald writes it (a timestamp): a publisher's own value of another type
+    // would leave the letter without one.
+    if !matches!(headers.inner().get(dead_letters::FIRST_DEATH_AT), Some(AMQPValue::Timestamp(_))) {
         headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
     }
     headers.insert(dead_letters::DEATH_AT.into(), now);
@@ -506,6 +508,12 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(Strin
     }
     if let Some(v) = src.correlation_id() {
         props = props.with_correlation_id(v.clone());
+    }
+    if let Some(v) = src.reply_to() {
+        props = props.with_reply_to(v.clone());
+    }
+    if let Some(v) = src.priority() {
+        props = props.with_priority(*v);
     }
     if let Some(v) = src.timestamp() {
         props = props.with_timestamp(*v);
