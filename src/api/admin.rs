@@ -179,7 +179,7 @@ impl From<DeadLetterError> for ApiError {
         (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
         error::AdminErrors,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
-        (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        (status = 503, description = "The broker cannot be reached now, or stopped answering (10 s for each of its operations; `amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
     security(("service_key" = []))
 )]
@@ -240,7 +240,7 @@ pub struct RedriveResults {
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
         (status = 422, description = "Neither 1 to 1000 `ids` nor `all: true`, or both (`bad_selection`).", body = ErrorBody),
         error::JsonBodyErrors,
-        (status = 503, description = "The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
+        (status = 503, description = "The broker cannot be reached now, or stopped answering (10 s for each of its operations; `amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
     ),
     security(("service_key" = []))
 )]

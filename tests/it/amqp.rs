@@ -459,13 +459,30 @@ async fn user_deleted_event_purges_the_inbox() {
     assert_eq!(gw.inbox(other).await["items"].as_array().unwrap().len(), 1, "only that user's inbox");
 }
 
-/// A TCP proxy to the broker that replaces `marker` with `replacement` (the same length) in what the client sends:
-/// a publisher that sets properties no AMQP client library lets it write (bytes that are not UTF-8 in a short
-/// string; RabbitMQ takes them). A marker split between two reads is still found: the last `marker.len() - 1`
-/// bytes wait for the next read, or for 5 ms of quiet.
-async fn rewriting_link(upstream: String, marker: &'static [u8], replacement: &'static [u8]) -> String {
+/// What [`tampering_link`] does to the bytes a client sends the broker.
+#[derive(Clone, Copy)]
+enum Tamper {
+    /// Replace `marker` with `replacement` (the same length): a publisher that sets properties no AMQP client
+    /// library lets it write (bytes that are not UTF-8 in a short string; RabbitMQ takes them).
+    Rewrite { marker: &'static [u8], replacement: &'static [u8] },
+    /// Forward nothing more, either way, once the client has sent `trigger`: a link that went silent without
+    /// closing.
+    FreezeOn(&'static [u8]),
+}
+
+/// A TCP proxy to the broker at `upstream` (`host:port`) that tampers with what clients send. A pattern split
+/// between two reads is still found: the last `len - 1` bytes wait for the next read, or for 5 ms of quiet.
+async fn tampering_link(upstream: String, tamper: Tamper) -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    assert_eq!(marker.len(), replacement.len());
+    let pattern = match tamper {
+        Tamper::Rewrite { marker, replacement } => {
+            assert_eq!(marker.len(), replacement.len());
+            marker
+        }
+        Tamper::FreezeOn(trigger) => trigger,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -473,8 +490,15 @@ async fn rewriting_link(upstream: String, marker: &'static [u8], replacement: &'
             let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { continue };
             let (mut from_client, mut to_client) = inbound.into_split();
             let (mut from_broker, mut to_broker) = outbound.into_split();
+            let frozen = Arc::new(AtomicBool::new(false));
+            let frozen_too = frozen.clone();
             tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut from_broker, &mut to_client).await;
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n @ 1..) = from_broker.read(&mut buf).await {
+                    if !frozen_too.load(Ordering::SeqCst) && to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
             });
             tokio::spawn(async move {
                 let (mut held, mut buf) = (Vec::new(), vec![0u8; 16 * 1024]);
@@ -484,12 +508,24 @@ async fn rewriting_link(upstream: String, marker: &'static [u8], replacement: &'
                         Ok(Ok(0) | Err(_)) => break,
                         Ok(Ok(n)) => {
                             held.extend_from_slice(&buf[..n]);
-                            marker.len() - 1
+                            pattern.len() - 1
                         }
                         Err(_) => 0, // quiet: send everything
                     };
-                    while let Some(at) = held.windows(marker.len()).position(|w| w == marker) {
-                        held[at..at + marker.len()].copy_from_slice(replacement);
+                    while let Some(at) = held.windows(pattern.len()).position(|w| w == pattern) {
+                        match tamper {
+                            Tamper::Rewrite { replacement, .. } => {
+                                held[at..at + pattern.len()].copy_from_slice(replacement)
+                            }
+                            Tamper::FreezeOn(_) => {
+                                frozen.store(true, Ordering::SeqCst);
+                                held.clear();
+                            }
+                        }
+                    }
+                    if frozen.load(Ordering::SeqCst) {
+                        held.clear(); // read and drop: the client sees a link that takes its bytes, never answering
+                        continue;
                     }
                     let send = held.len().saturating_sub(keep);
                     if to_broker.write_all(&held[..send]).await.is_err() {
@@ -497,11 +533,21 @@ async fn rewriting_link(upstream: String, marker: &'static [u8], replacement: &'
                     }
                     held.drain(..send);
                 }
-                let _ = to_broker.write_all(&held).await;
+                if !frozen.load(Ordering::SeqCst) {
+                    let _ = to_broker.write_all(&held).await;
+                }
             });
         }
     });
     addr
+}
+
+/// `url` (amqp://user:password@host:port/vhost) as (what comes before the host, `host:port`, what comes after),
+/// for a URL to the same broker through a proxy.
+fn split_amqp_url(url: &str) -> (&str, &str, &str) {
+    let (head, rest) = url.split_once('@').unwrap();
+    let (host, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    (head, host, vhost)
 }
 
 /// A `message_id`, `type` and header key that are not UTF-8 (RabbitMQ passes such short strings through) are read
@@ -515,10 +561,9 @@ async fn a_message_whose_properties_are_not_utf8_is_handled_and_the_messages_bes
     const REPLACEMENT: &[u8] = b"herald-test-\xff\xfe\x80\xc3\x28\xa0\xa1\xe2-marker";
     let Some(amqp) = Amqp::new("not-utf8").await else { return };
     let gw = amqp.gateway(|_| {}).await;
-    // amqp://user:password@host:port/vhost: the publisher goes through the proxy.
-    let (head, rest) = amqp.url.split_once('@').unwrap();
-    let (upstream, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-    let proxy = rewriting_link(upstream.to_owned(), MARKER, REPLACEMENT).await;
+    // The publisher goes through the proxy.
+    let (head, upstream, vhost) = split_amqp_url(&amqp.url);
+    let proxy = tampering_link(upstream.to_owned(), Tamper::Rewrite { marker: MARKER, replacement: REPLACEMENT }).await;
     let broker = Broker::connect(&format!("{head}@{proxy}/{vhost}")).await;
     let fanout = amqp.exchange("sgad.notifications");
     let user = "not-utf8-user".to_owned();
@@ -1122,6 +1167,31 @@ async fn dead_letters_are_listed_without_loss_and_redriven_once_after_a_rule_fix
 
 /// A large letter is listed with at most the first 64 KiB of its body (cut on a character boundary) and
 /// `body_truncated`, `size` the whole body's; its re-drive still republishes the whole body.
+/// A broker that stops answering in the middle of a listing or a re-drive (here: a link that goes silent, without
+/// closing, once the call's first `basic.get` is sent) gets the call a `503 amqp_unavailable` after the
+/// operation's timeout (10 s), not an answer never: a call that never returned also held a graceful shutdown
+/// for its whole grace period.
+#[tokio::test]
+async fn dead_letter_calls_answer_503_when_the_broker_stops_answering_midway() {
+    let Some(amqp) = Amqp::new("silent-broker").await else { return };
+    let (head, upstream, vhost) = split_amqp_url(&amqp.url);
+    // basic.get: class 60, method 70, at the start of a method frame's payload.
+    let proxy = tampering_link(upstream.to_owned(), Tamper::FreezeOn(&[0, 60, 0, 70])).await;
+    let through_proxy = format!("{head}@{proxy}/{vhost}");
+    let gw = amqp.gateway(|s| s.amqp.url = Secret::new(through_proxy)).await;
+    for (what, request) in [
+        ("a listing", gw.get("/api/v1/admin/dead-letters", SERVICE_KEY)),
+        ("a re-drive", gw.post("/api/v1/admin/dead-letters/redrive", SERVICE_KEY).json(&json!({"all": true}))),
+    ] {
+        let started = std::time::Instant::now();
+        let resp = tokio::time::timeout(Duration::from_secs(60), request.send()).await.expect(what).unwrap();
+        assert_eq!(resp.status(), 503, "{what}");
+        assert!(resp.headers().contains_key("retry-after"), "{what}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"], "amqp_unavailable", "{what}");
+        assert!(started.elapsed() >= Duration::from_secs(9), "{what}: answered after the operation's timeout");
+    }
+}
+
 #[tokio::test]
 async fn a_large_dead_letter_is_listed_with_the_beginning_of_its_body_only() {
     let Some(amqp) = Amqp::new("deadlarge").await else { return };

@@ -3063,7 +3063,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`. */
+            /** @description The broker cannot be reached now, or stopped answering (10 s for each of its operations; `amqp_unavailable`): retry after `Retry-After`. */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying. */
@@ -3172,7 +3172,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The broker cannot be reached now (`amqp_unavailable`): retry after `Retry-After`. */
+            /** @description The broker cannot be reached now, or stopped answering (10 s for each of its operations; `amqp_unavailable`): retry after `Retry-After`. */
             503: {
                 headers: {
                     /** @description Seconds to wait before retrying. */

@@ -30,6 +30,7 @@
 //!   `x-herald-first-dead-lettered-at`, which the consumer continues when it dead-letters the message again.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +49,11 @@ use crate::config::AmqpSettings;
 
 /// How long opening the connection may take before the call answers `503`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long each broker operation of a listing or a re-drive may take before the call answers `503`: a broker, or
+/// a link to it, that stopped answering without closing, or a connection lost with an operation still pending
+/// (which lapin may never fail). Closing the connection, which hands back what it held, waits `CLOSE_TIMEOUT`.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most letters one listing returns.
 pub const MAX_LIST: usize = 100;
 /// Most bytes of a letter's body a listing shows (cut on a character boundary for text, before base64 for
@@ -88,6 +94,17 @@ pub enum DeadLetterError {
 impl From<lapin::Error> for DeadLetterError {
     fn from(e: lapin::Error) -> Self {
         DeadLetterError::Unavailable(e.to_string())
+    }
+}
+
+/// `op`, bounded by [`OPERATION_TIMEOUT`].
+async fn bounded<T>(what: &str, op: impl Future<Output = lapin::Result<T>>) -> Result<T, DeadLetterError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(DeadLetterError::Unavailable(format!(
+            "the broker did not answer {what} within {} s",
+            OPERATION_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -208,12 +225,13 @@ async fn peek(ch: &Channel, queue: &str, limit: usize) -> Result<DeadLetterList,
     let mut letters = Vec::new();
     let mut last_tag = None;
     while letters.len() < limit {
-        let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
+        let get = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false });
+        let Some(m) = bounded("a basic.get", get).await? else { break };
         last_tag = Some(m.delivery.delivery_tag);
         letters.push(describe(&m.delivery));
     }
     if let Some(tag) = last_tag {
-        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+        bounded("a basic.nack", ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })).await?;
     }
     Ok(DeadLetterList { queue: queue.to_owned(), total: total.into(), letters })
 }
@@ -232,7 +250,7 @@ async fn redrive(
         Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
         Selection::All => HashSet::new(),
     };
-    let mut publisher = Publisher::open(conn, herald_queue).await?;
+    let mut publisher = bounded("opening a publishing channel", Publisher::open(conn, herald_queue)).await?;
     let mut outcomes = Vec::new();
     let mut found = HashSet::new();
     let mut last_held = None;
@@ -241,7 +259,8 @@ async fn redrive(
         if !wanted.is_empty() && found.len() == wanted.len() {
             break; // every letter asked for was taken: the rest of the queue stays untouched
         }
-        let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else { break };
+        let get = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false });
+        let Some(m) = bounded("a basic.get", get).await? else { break };
         let d = m.delivery;
         let letter = describe(&d);
         let selected = matches!(selection, Selection::All) || wanted.contains(letter.id.as_str());
@@ -253,7 +272,7 @@ async fn redrive(
         }
         let outcome = match publisher.republish(conn, &d, &letter).await {
             Ok(()) => {
-                ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: false }).await?;
+                bounded("a basic.ack", ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: false })).await?;
                 metrics::counter!("herald_amqp_dead_letters_redriven_total", "outcome" => "redriven").increment(1);
                 tracing::info!(
                     id = %letter.id, exchange = %letter.exchange, routing_key = %letter.routing_key,
@@ -275,7 +294,7 @@ async fn redrive(
     }
     if let Some(tag) = last_held {
         // Every letter still held up to the last one held (those acknowledged are no longer outstanding).
-        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+        bounded("a basic.nack", ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })).await?;
     }
     if let Selection::Ids(ids) = selection {
         let mut reported = HashSet::new();
@@ -292,20 +311,25 @@ async fn connect(s: &AmqpSettings) -> Result<(Connection, Channel), DeadLetterEr
     let name = format!("{} (dead letters)", s.connection_name);
     let conn =
         super::connect(s, &name, CONNECT_TIMEOUT).await.map_err(|e| DeadLetterError::Unavailable(format!("{e:#}")))?;
-    let ch = conn.create_channel().await?;
+    let ch = bounded("opening a channel", conn.create_channel()).await?;
     Ok((conn, ch))
 }
 
 /// Letters ready in `queue`. A queue that does not exist yet (the consumer declares it) is an error.
 async fn depth(ch: &Channel, queue: &str) -> Result<u32, DeadLetterError> {
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    Ok(ch.queue_declare(queue.into(), passive, FieldTable::default()).await?.message_count())
+    let declared = bounded("a passive queue.declare", ch.queue_declare(queue.into(), passive, FieldTable::default()));
+    Ok(declared.await?.message_count())
 }
 
 /// Closing returns whatever this connection still holds unacknowledged to the queue.
 async fn close(conn: Connection) {
-    if let Err(e) = conn.close(200, "done".into()).await {
-        tracing::debug!(error = %e, "closing the dead-letter connection failed; the broker requeues what it held");
+    match tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "done".into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "closing the dead-letter connection failed; the broker requeues what it held")
+        }
+        Err(_) => tracing::debug!("the broker did not answer the close; it requeues what it held when the link ends"),
     }
 }
 
@@ -332,19 +356,13 @@ impl Publisher {
                 .map_err(|e| format!("reopening the publishing channel: {e}"))?;
         }
         let props = d.properties.clone().with_headers(redriven_headers(d, letter));
-        let confirm = self
-            .ch
-            .basic_publish(
-                "".into(),
-                self.queue.as_str().into(),
-                BasicPublishOptions { mandatory: true, immediate: false },
-                &d.data,
-                props,
-            )
-            .await
-            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?
-            .await
-            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?;
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let publish = self.ch.basic_publish("".into(), self.queue.as_str().into(), options, &d.data, props);
+        let confirmed = tokio::time::timeout(OPERATION_TIMEOUT, async { publish.await?.await }).await;
+        let confirm = match confirmed {
+            Ok(result) => result.map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?,
+            Err(_) => return Err(format!("no confirm from the broker within {} s", OPERATION_TIMEOUT.as_secs())),
+        };
         if confirm.is_nack() {
             return Err(format!("the broker refused the message (nack) for queue `{}`", self.queue));
         }
