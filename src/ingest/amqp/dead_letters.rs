@@ -351,8 +351,11 @@ impl Publisher {
     /// already) and wait for the confirm. `Err` says why in words an operator can act on.
     async fn republish(&mut self, conn: &Connection, d: &Delivery, letter: &DeadLetter) -> Result<(), String> {
         if !self.ch.status().connected() {
-            *self = Publisher::open(conn, &self.queue)
+            *self = tokio::time::timeout(OPERATION_TIMEOUT, Publisher::open(conn, &self.queue))
                 .await
+                .map_err(|_| {
+                    format!("reopening the publishing channel: no answer within {} s", OPERATION_TIMEOUT.as_secs())
+                })?
                 .map_err(|e| format!("reopening the publishing channel: {e}"))?;
         }
         let props = d.properties.clone().with_headers(redriven_headers(d, letter));
