@@ -351,21 +351,16 @@ impl Publisher {
     /// already) and wait for the confirm. `Err` says why in words an operator can act on.
     async fn republish(&mut self, conn: &Connection, d: &Delivery, letter: &DeadLetter) -> Result<(), String> {
         if !self.ch.status().connected() {
-            *self = tokio::time::timeout(OPERATION_TIMEOUT, Publisher::open(conn, &self.queue))
+            *self = bounded("opening a publishing channel", Publisher::open(conn, &self.queue))
                 .await
-                .map_err(|_| {
-                    format!("reopening the publishing channel: no answer within {} s", OPERATION_TIMEOUT.as_secs())
-                })?
                 .map_err(|e| format!("reopening the publishing channel: {e}"))?;
         }
         let props = d.properties.clone().with_headers(redriven_headers(d, letter));
         let options = BasicPublishOptions { mandatory: true, immediate: false };
         let publish = self.ch.basic_publish("".into(), self.queue.as_str().into(), options, &d.data, props);
-        let confirmed = tokio::time::timeout(OPERATION_TIMEOUT, async { publish.await?.await }).await;
-        let confirm = match confirmed {
-            Ok(result) => result.map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?,
-            Err(_) => return Err(format!("no confirm from the broker within {} s", OPERATION_TIMEOUT.as_secs())),
-        };
+        let confirm = bounded("a publish with its confirm", async { publish.await?.await })
+            .await
+            .map_err(|e| format!("publishing to queue `{}` failed: {e}", self.queue))?;
         if confirm.is_nack() {
             return Err(format!("the broker refused the message (nack) for queue `{}`", self.queue));
         }
