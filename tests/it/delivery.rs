@@ -149,24 +149,34 @@ async fn a_user_over_the_session_cap_is_closed_with_4029() {
     let _c = gw.connect("someone-else").await;
 }
 
-/// A gateway keeping two notifications per user, and the ids of five stored for `user`, once the first three are
-/// pruned.
-async fn five_with_three_pruned(user: &str) -> (Gateway, Vec<i64>) {
+/// A gateway keeping `kept` notifications per user (and `configure`d further), and the ids of `stored` stored for
+/// `user`, once retention has pruned the oldest.
+async fn stored_then_pruned(
+    user: &str,
+    stored: usize,
+    kept: u64,
+    configure: impl FnOnce(&mut herald::config::Settings),
+) -> (Gateway, Vec<i64>) {
     let gw = spawn_gateway_with(|s| {
-        s.store.max_per_user = 2;
+        s.store.max_per_user = kept;
         s.store.prune_interval_secs = 1;
+        configure(s);
     })
     .await;
     let mut ids = Vec::new();
-    for i in 0..5 {
+    for i in 0..stored {
         ids.push(notify(&gw, user, &format!("n{i}")).await);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gw.inbox(user).await["items"].as_array().unwrap().len() > 2 {
-        assert!(Instant::now() < deadline, "the retention task never pruned");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("the retention task pruning", Duration::from_secs(20), async || {
+        (gw.inbox(user).await["items"].as_array().unwrap().len() <= kept as usize).then_some(())
+    })
+    .await;
     (gw, ids)
+}
+
+/// Five stored, the first three pruned.
+async fn five_with_three_pruned(user: &str) -> (Gateway, Vec<i64>) {
+    stored_then_pruned(user, 5, 2, |_| {}).await
 }
 
 #[tokio::test]
@@ -192,22 +202,9 @@ async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
 /// running replay, which announced neither for it.
 #[tokio::test]
 async fn a_resume_sent_during_a_replay_is_answered_with_its_own_truncated_and_replayed() {
-    let gw = spawn_gateway_with(|s| {
-        s.store.max_per_user = 30;
-        s.store.prune_interval_secs = 1;
-        // One notification per page: the replay below lasts thirty store reads.
-        s.websocket.replay_page_size = 1;
-    })
-    .await;
     let user = "resumed-twice";
-    let mut ids = Vec::new();
-    for i in 0..40 {
-        ids.push(notify(&gw, user, &format!("n{i}")).await);
-    }
-    eventually("the retention task pruning ten", Duration::from_secs(20), async || {
-        (gw.inbox(user).await["items"].as_array().unwrap().len() <= 30).then_some(())
-    })
-    .await;
+    // One notification per page: the replay below lasts thirty store reads.
+    let (gw, ids) = stored_then_pruned(user, 40, 30, |s| s.websocket.replay_page_size = 1).await;
     let mut c = gw.connect_with(user, &format!("&since={}&since_broadcast=0", ids[0])).await;
     let truncated = c.frame().await;
     assert_eq!(truncated["type"], "truncated", "{truncated}");
