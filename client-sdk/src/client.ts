@@ -32,7 +32,7 @@ import {
   type ServerFrame,
 } from './protocol';
 import { Inbox, type ListOptions } from './rest';
-import { apiUrl } from './utils';
+import { apiUrl, checkUserId } from './utils';
 import {
   State,
   type ClientEvents,
@@ -78,6 +78,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _state = State.Disconnected;
   private readonly _opts: HeraldClientOptions;
   private readonly _backoff: BackoffOptions;
+  /** `options.userId` as the gateway names it (checked). */
+  private readonly _userId: string;
   private readonly _inbox: Inbox;
   private _cursors: Cursors;
   private _ws: WebSocketLike | null = null;
@@ -103,15 +105,10 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   constructor(options: HeraldClientOptions) {
     super();
     this._opts = options;
+    const userId = (this._userId = checkUserId(options.userId));
     this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this._cursors = new Cursors(options.since ?? null);
-    this._inbox = new Inbox(
-      options.url,
-      String(options.userId),
-      options.getToken,
-      options.fetch,
-      options.requestTimeoutMs,
-    );
+    this._inbox = new Inbox(options.url, userId, options.getToken, options.fetch, options.requestTimeoutMs);
   }
 
   get state(): State {
@@ -256,7 +253,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     this._tokenFailures = 0;
     // A sub-protocol must be an HTTP token (a JWT always is): anything else could only travel in the query.
     const inQuery = this._opts.tokenIn === 'query' || !SUBPROTOCOL_TOKEN.test(token);
-    const url = wsUrl(this._opts.url, String(this._opts.userId), inQuery ? token : null, this._cursors.position);
+    const url = wsUrl(this._opts.url, this._userId, inQuery ? token : null, this._cursors.position);
     this._staleAnnounced = false;
     this._log('connecting', url.replace(/token=[^&]*/, 'token=…'));
     let ws: WebSocketLike;
@@ -326,10 +323,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private async _probe(token: string): Promise<{ status: number; code?: string; message?: string } | null> {
     const fetchFn = this._opts.fetch ?? (globalThis as { fetch?: typeof fetch }).fetch;
     if (!fetchFn) return null;
-    const url = apiUrl(
-      this._opts.url,
-      `/users/${encodeURIComponent(String(this._opts.userId))}/notifications/unread_count`,
-    );
+    const url = apiUrl(this._opts.url, `/users/${encodeURIComponent(this._userId)}/notifications/unread_count`);
     const timeout = this._connectTimeoutMs();
     const signal = timeout > 0 && typeof AbortSignal?.timeout === 'function' ? AbortSignal.timeout(timeout) : undefined;
     try {

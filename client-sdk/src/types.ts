@@ -155,6 +155,10 @@ export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>
 export interface HeraldClientOptions {
   /** Base http(s) URL of the gateway, e.g. `https://herald.example.com`. */
   url: string;
+  /**
+   * The user whose inbox and session this is: what the token's `sub` names. An id no inbox can have (empty,
+   * over 256 UTF-8 bytes, a control character, a number that is not a safe integer) throws a `RangeError`.
+   */
   userId: string | number;
   /** Called before every (re)connect and every REST call: return a current JWT. */
   getToken: () => Promise<string>;

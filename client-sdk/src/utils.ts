@@ -31,6 +31,28 @@ export function longBackoff(opts: BackoffOptions, random: () => number = Math.ra
   return Math.max(min, Math.floor(max / 2 + (random() * max) / 2));
 }
 
+/** The gateway's bound on a user id (`event::MAX_ID_LEN`): UTF-8 bytes. */
+export const MAX_USER_ID_BYTES = 256;
+
+/**
+ * The user id as the gateway names it, or a `RangeError` for one no inbox can have (the gateway's rule: not
+ * empty, at most 256 UTF-8 bytes, no control character). Every connect and request would be refused, and
+ * a socket refused with 400 or 404 looks like a network failure to a browser: thrown here instead of retried.
+ */
+export function checkUserId(userId: string | number): string {
+  if (typeof userId === 'number' && !Number.isSafeInteger(userId)) {
+    throw new RangeError(`userId: ${userId} is not an integer id (pass a string)`);
+  }
+  const id = String(userId);
+  if (id.length === 0) throw new RangeError('userId: the user id is empty');
+  const bytes = new TextEncoder().encode(id).length;
+  if (bytes > MAX_USER_ID_BYTES) {
+    throw new RangeError(`userId: the user id is ${bytes} bytes, over the ${MAX_USER_ID_BYTES}-byte limit`);
+  }
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(id)) throw new RangeError('userId: the user id holds a control character');
+  return id;
+}
+
 function join(base: string, path: string): URL {
   const url = new URL(base);
   url.pathname = url.pathname.replace(/\/+$/, '') + path;

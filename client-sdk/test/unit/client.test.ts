@@ -69,6 +69,28 @@ describe('state machine', () => {
     expect(url.searchParams.has('since')).toBe(false);
   });
 
+  it('a user id no inbox can have is refused when the client is made, before any socket or request', () => {
+    // The gateway answers these with 400/404, which a browser shows as a network failure: retried forever.
+    const bad: (string | number)[] = [
+      '',
+      'x'.repeat(257),
+      'é'.repeat(129),
+      'a\nb',
+      'tab\there',
+      '\u0085',
+      1.5,
+      2 ** 60,
+    ];
+    for (const userId of bad) {
+      expect(() => makeClient({ userId }), JSON.stringify(userId)).toThrow(RangeError);
+    }
+    expect(WS.instances).toHaveLength(0);
+    // The limits themselves are ids: 256 bytes, non-ASCII text, spaces, integers.
+    for (const userId of ['x'.repeat(256), 'é'.repeat(128), 'ユーザー 7', ' padded ', 0, -3, 2 ** 53 - 1]) {
+      expect(() => makeClient({ userId }), JSON.stringify(userId)).not.toThrow();
+    }
+  });
+
   it('a token that cannot be a sub-protocol (not an HTTP token) goes in the URL instead of failing', async () => {
     const { client } = makeClient({ getToken: async () => 'opaque/token+with=padding' });
     client.connect();
