@@ -10,9 +10,9 @@
 //! `kid` names, from `auth.jwks_algorithms` (so `alg: none` and algorithm confusion fail);
 //! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured; the user claim is
 //! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
-//! statics; tokens and service keys never reach logs ([`redact_query`] is what request logging uses) — a
-//! service key is named by its id ([`Principal::Service`]), and a refusal names the missing scope or the
-//! pattern, never the key. A service key is compared in constant time, as SHA-256 digests against every
+//! statics; tokens and service keys never reach logs ([`redact_query`] is what request logging uses: it shows
+//! only the values of the parameters Herald reads that hold no credential) — a service key is named by its id
+//! ([`Principal::Service`]), and a refusal names the missing scope or the pattern, never the key. A service key is compared in constant time, as SHA-256 digests against every
 //! configured key, so neither its content nor its length shows in the timing. A bare key from the old list
 //! form has every scope (and a warning at start).
 //!
@@ -284,8 +284,14 @@ impl Authenticator {
             ErrorKind::ExpiredSignature => AuthError::Expired,
             ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (`nbf`)".into()),
             // The library also says "missing" for a time claim that is there but not a number it reads.
+            // And for an `aud` or `iss` that is there but of another type than it reads.
             ErrorKind::MissingRequiredClaim(c) => {
-                AuthError::Invalid(bad_time_claim(token, &[c.as_str()]).unwrap_or_else(|| format!("no `{c}` claim")))
+                AuthError::Invalid(bad_time_claim(token, &[c.as_str()]).unwrap_or_else(|| {
+                    match token_part(token, 1).is_some_and(|claims| claims.contains_key(c.as_str())) {
+                        true => format!("the `{c}` claim is not in the form a JWT holds"),
+                        false => format!("no `{c}` claim"),
+                    }
+                }))
             }
             ErrorKind::InvalidClaimFormat(c) => AuthError::Invalid(
                 bad_time_claim(token, &[c.as_str()])
@@ -437,19 +443,42 @@ pub fn protocol_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .find(|p| p.len() > 20 && p.split('.').count() == 3)
 }
 
-/// A query string fit for logs: the value of any credential-like key (`token`, `access_token`, anything
-/// holding `token`, `secret`, `password` or `api_key`) replaced by `[redacted]`. Keys are compared after
-/// form-decoding, as the query extractor decodes them, so `tok%65n=` (which authenticates as `token=`) is
-/// redacted too.
+/// The query parameters Herald reads whose values are not credentials (`api`'s query types: the WebSocket's,
+/// the inbox list's, ingest's, the trace's and the dead letters'): the only values request logs show.
+const LOGGED_QUERY_KEYS: &[&str] = &[
+    "since",
+    "since_broadcast",
+    "format",
+    "limit",
+    "before",
+    "unread",
+    "archived",
+    "type",
+    "related_type",
+    "related_id",
+    "exchange",
+    "routing_key",
+];
+
+/// A query string fit for logs: every value is replaced by `[redacted]` except those of the parameters Herald
+/// reads that hold no credential ([`LOGGED_QUERY_KEYS`]). A client may put a token or key under any name
+/// (`?token=`, `?jwt=`, `?key=`, `?auth=`…), so the names shown are listed, not the ones hidden. Keys are
+/// compared after form-decoding, as the query extractor decodes them, so `tok%65n=` is redacted as `token=` is
+/// and `%6Cimit=5` shows as `limit=5` does.
 pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if is_secret_key(k) => format!("{k}=[redacted]"),
+            Some((k, _)) if !is_logged_key(k) => format!("{k}=[redacted]"),
             _ => pair.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+fn is_logged_key(raw: &str) -> bool {
+    let decoded: String = form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| format!("{k}{v}")).collect();
+    LOGGED_QUERY_KEYS.contains(&decoded.as_str())
 }
 
 /// Why the library could not read `token` (it says "JSON error" for a JWT whose algorithm or claims it cannot
@@ -504,12 +533,6 @@ fn decoded_part(token: &str, n: usize) -> Option<Vec<u8>> {
     use base64::Engine;
     let part = token.split('.').nth(n)?;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()
-}
-
-fn is_secret_key(raw: &str) -> bool {
-    let decoded: String = form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| format!("{k}{v}")).collect();
-    let key = decoded.trim().to_ascii_lowercase();
-    ["token", "secret", "password", "api_key", "apikey"].iter().any(|s| key.contains(s))
 }
 
 #[cfg(test)]
@@ -738,6 +761,22 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_under_any_name_the_gateway_does_not_read_is_redacted() {
+        // What clients and proxies use for tokens and keys: none of them is a parameter Herald reads.
+        for name in ["jwt", "key", "api-key", "auth", "authorization", "bearer", "access_token", "sig", "x"] {
+            assert_eq!(redact_query(&format!("{name}=eyJhbGciOi.x.y&limit=5")), format!("{name}=[redacted]&limit=5"));
+        }
+        let shown = "since=4&since_broadcast=2&format=json&limit=5&before=9&unread=true&archived=false&type=t\
+                     &related_type=order&related_id=7&exchange=x&routing_key=a.b";
+        assert_eq!(redact_query(shown), shown, "every parameter Herald reads that is not a credential");
+        assert_eq!(
+            redact_query("%6Cimit=5&Limit=5"),
+            "%6Cimit=5&Limit=[redacted]",
+            "names as the extractor reads them"
+        );
+    }
+
+    #[test]
     fn percent_encoded_token_keys_are_redacted_after_decoding() {
         // `tok%65n` decodes to `token`, which the query extractor authenticates with.
         assert_eq!(redact_query("tok%65n=abc.def.ghi&since=4"), "tok%65n=[redacted]&since=4");
@@ -807,6 +846,19 @@ mod tests {
         }
         // Not configured: not required.
         assert!(auth().verify_user(&token(base.clone(), Algorithm::HS256, &secret())).is_ok());
+        // There, but of a type the library does not read (it says "missing"): said as what it is.
+        for (claims, said) in [
+            (
+                serde_json::json!({"iss": "https://id.example", "aud": 7}),
+                "the `aud` claim is not in the form a JWT holds",
+            ),
+            (serde_json::json!({"iss": 7, "aud": "herald"}), "the `iss` claim is not in the form a JWT holds"),
+        ] {
+            match a.verify_user(&with(claims.clone())) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains(said), "{claims}: {m}"),
+                other => panic!("{claims} accepted: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -106,10 +106,13 @@ impl PreferencesSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     Development,
+    /// The default only of a field not read from the configuration ([`AuthSettings::profile`], set by
+    /// [`Settings::load`]): the stricter one.
+    #[default]
     Production,
 }
 
@@ -270,6 +273,10 @@ pub struct AuthSettings {
     pub jwks_algorithms: Vec<JwksAlgorithm>,
     /// Least time between two key-set refreshes asked for by a token with an unknown `kid`.
     pub jwks_min_refresh_secs: u64,
+    /// [`Settings::profile`], copied by [`Settings::load`]: what a key-set address discovered from
+    /// `oidc_issuer` must meet at run time ([`check_key_url`]), as a configured one does at start.
+    #[serde(skip)]
+    pub profile: Profile,
 }
 
 impl AuthSettings {
@@ -318,22 +325,23 @@ pub enum JwksAlgorithm {
 /// Where keys are fetched from (`auth.jwks_url`, `auth.oidc_issuer`): `https://`, or `http://` in development
 /// or to a loopback host (a sidecar, a test); never with credentials in it.
 pub fn check_key_url(raw: &str, profile: Profile) -> Result<url::Url, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    let shown = crate::redact_url(raw);
+    let url = url::Url::parse(raw).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{shown}` holds credentials: key sets are public, none are sent"));
+    }
     match url.scheme() {
         "https" => {}
         "http" if profile == Profile::Development || is_loopback(&url) => {}
         "http" => {
             return Err(format!(
-                "`{raw}`: keys must come over https:// in production (http:// only to a loopback host)"
+                "`{shown}`: keys must come over https:// in production (http:// only to a loopback host)"
             ))
         }
-        other => return Err(format!("`{raw}`: scheme `{other}` is not https:// (or http://)")),
+        other => return Err(format!("`{shown}`: scheme `{other}` is not https:// (or http://)")),
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{raw}` has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("`{}` holds credentials: key sets are public, none are sent", crate::redact_url(raw)));
+        return Err(format!("`{shown}` has no host"));
     }
     Ok(url)
 }
@@ -1034,7 +1042,7 @@ impl Settings {
             .try_parsing(false)
             .source(Some(env.into_iter().filter(|(k, _)| k.starts_with("HERALD__")).collect()));
         let merged = builder.add_source(env_source).build()?;
-        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let mut settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
             // The config crate wraps the error with the table it was in (" for key `server`"): the key named first
             // says it already; where the value came from is kept.
@@ -1045,6 +1053,7 @@ impl Settings {
             };
             invalid(&key, message)
         })?;
+        settings.auth.profile = settings.profile;
         settings.validate()?;
         Ok(settings)
     }

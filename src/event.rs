@@ -81,6 +81,10 @@ pub struct Envelope<'a> {
     /// Who chose `message_id`, which scopes it: `None` for an AMQP `message_id` (global), the caller for an HTTP
     /// `Idempotency-Key` (`service:<key id>` or `user:<id>`).
     pub caller: Option<&'a str>,
+    /// Element `i` of an array posted with `message_id` as its `Idempotency-Key`: the event's id is
+    /// `<key>:<i>`, deduplicated in a namespace of its own, so a single event whose key is `<key>:<i>` is
+    /// another event.
+    pub element: Option<usize>,
 }
 
 /// The store's idempotency key: the first 16 bytes of a SHA-256 over a namespace tag and the length-prefixed
@@ -100,6 +104,11 @@ impl DedupeKey {
     /// An HTTP `Idempotency-Key`, scoped by the caller that sent it.
     pub fn idempotency_key(caller: &str, key: &str) -> DedupeKey {
         DedupeKey::of("idempotency-key", &[caller, key])
+    }
+
+    /// Element `index` of an array posted with the `Idempotency-Key` `key`, scoped by the caller that sent it.
+    pub fn idempotency_key_element(caller: &str, key: &str, index: usize) -> DedupeKey {
+        DedupeKey::of("idempotency-key-element", &[caller, key, &index.to_string()])
     }
 
     /// A body `event_id`/`id`, scoped by where the event was published.
@@ -236,10 +245,20 @@ pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeErro
         }
     };
     let (id, dedupe_key, named) = if let Some(m) = env.message_id.filter(|m| !m.is_empty()) {
-        let id = shorten(m.to_owned());
-        let key = match env.caller {
-            Some(caller) => DedupeKey::idempotency_key(caller, &id),
-            None => DedupeKey::global(&id),
+        let (id, key) = match (env.caller, env.element) {
+            (Some(caller), Some(i)) => {
+                (shorten(format!("{m}:{i}")), DedupeKey::idempotency_key_element(caller, &shorten(m.to_owned()), i))
+            }
+            (Some(caller), None) => {
+                let id = shorten(m.to_owned());
+                let key = DedupeKey::idempotency_key(caller, &id);
+                (id, key)
+            }
+            (None, _) => {
+                let id = shorten(m.to_owned());
+                let key = DedupeKey::global(&id);
+                (id, key)
+            }
         };
         (id, key, true)
     } else if let Some(id) = body.get("event_id").and_then(id_string).or_else(|| body.get("id").and_then(id_string)) {
@@ -344,7 +363,7 @@ mod tests {
     use super::*;
 
     fn env<'a>(exchange: &'a str, key: &'a str) -> Envelope<'a> {
-        Envelope { exchange, routing_key: Some(key), message_id: None, caller: None }
+        Envelope { exchange, routing_key: Some(key), message_id: None, caller: None, element: None }
     }
 
     #[test]
@@ -355,7 +374,7 @@ mod tests {
         assert_eq!(decode_bytes(e, b"[1,2]", 100).unwrap_err().reason(), "not_an_object");
         assert_eq!(decode_bytes(e, b"\"s\"", 100).unwrap_err().reason(), "not_an_object");
         assert_eq!(decode_bytes(e, &[b' '; 101], 100).unwrap_err().reason(), "oversized");
-        let no_key = Envelope { exchange: "", routing_key: None, message_id: None, caller: None };
+        let no_key = Envelope { exchange: "", routing_key: None, message_id: None, caller: None, element: None };
         assert_eq!(decode_bytes(no_key, br#"{"foo":1}"#, 100).unwrap_err().reason(), "unknown_shape");
         // A flat body routes on its own event_type or event_name when nothing else names a routing key.
         for body in [&br#"{"event_type":"user.registered","user_id":501}"#[..], br#"{"event_name":"user.registered"}"#]
@@ -398,14 +417,19 @@ mod tests {
         // With no routing key, the event type scopes the id.
         let typed = |t: &str| {
             let body = format!(r#"{{"event_type":"{t}","data":{{}},"id":77}}"#);
-            let e = Envelope { exchange: "", routing_key: None, message_id: None, caller: None };
+            let e = Envelope { exchange: "", routing_key: None, message_id: None, caller: None, element: None };
             decode_bytes(e, body.as_bytes(), 1000).unwrap().dedupe_key
         };
         assert_eq!(typed("a.b"), typed("a.b"));
         assert_ne!(typed("a.b"), typed("a.c"));
 
-        let amqp =
-            |x: &'static str| Envelope { exchange: x, routing_key: Some("k"), message_id: Some("M"), caller: None };
+        let amqp = |x: &'static str| Envelope {
+            exchange: x,
+            routing_key: Some("k"),
+            message_id: Some("M"),
+            caller: None,
+            element: None,
+        };
         assert_eq!(key(amqp("x")), key(amqp("y")), "an AMQP message_id is global");
         assert_eq!(key(amqp("x")), DedupeKey::global("M"));
         let http = |caller: &'static str| Envelope { caller: Some(caller), ..amqp("x") };
@@ -431,8 +455,13 @@ mod tests {
             "one caller's events never use up another's keys"
         );
         let named = |e: Envelope<'_>, body: &[u8]| decode_bytes(e, body, 1000).unwrap().named;
-        let amqp =
-            |id: Option<&'static str>| Envelope { exchange: "x", routing_key: Some("k"), message_id: id, caller: None };
+        let amqp = |id: Option<&'static str>| Envelope {
+            exchange: "x",
+            routing_key: Some("k"),
+            message_id: id,
+            caller: None,
+            element: None,
+        };
         assert!(named(amqp(Some("M")), b"{}"), "an AMQP message_id names the event");
         assert!(named(amqp(None), br#"{"event_id":"e"}"#), "so does a body id");
         assert!(!named(amqp(None), br#"{"a":1}"#), "a digest does not");

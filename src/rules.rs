@@ -1097,7 +1097,13 @@ mod tests {
 
     fn event(body: serde_json::Value) -> Event {
         let raw = serde_json::value::to_raw_value(&body).unwrap();
-        let env = crate::event::Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None };
+        let env = crate::event::Envelope {
+            exchange: "x",
+            routing_key: Some("a.b"),
+            message_id: None,
+            caller: None,
+            element: None,
+        };
         crate::event::decode(env, raw).unwrap()
     }
 

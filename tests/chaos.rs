@@ -989,6 +989,7 @@ async fn under_node_kills_and_service_restarts_every_client_holds_exactly_its_in
     let db = fresh_database(&pg, &prefix).await;
     let dir = tempfile::tempdir().unwrap();
     let logs = env("CHAOS_LOG_DIR").map(PathBuf::from).unwrap_or_else(|| dir.path().to_owned());
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("CHAOS_LOG_DIR {}: {e}", logs.display()));
     let mut nodes: Vec<Node> = Vec::new();
     let upstream = redis.trim_start_matches("redis://").parse().expect("HERALD_TEST_REDIS_URL is redis://IP:PORT");
     let a_redis = format!("redis://{}", slow_link(upstream, size.redis_latency).await);

@@ -190,6 +190,7 @@ impl Env {
             routing_key: self.routing_key.as_deref(),
             message_id: self.message_id.as_deref(),
             caller: None,
+            element: None,
         }
     }
 }
@@ -364,7 +365,7 @@ fn rules_with_arbitrary_pointers_and_paths_route_as_serde_json_points() {
             }
         };
         let text = serde_json::to_string(&body).unwrap();
-        let env = Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None };
+        let env = Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None, element: None };
         let event = decode_bytes(env, text.as_bytes(), LIMIT).unwrap();
         let route = rules.route(&event);
         if let Ok(Route::Notify(draft)) = &route {
@@ -492,7 +493,7 @@ fn negative_resume_cursors_are_refused() {
 fn a_float_copied_into_data_keeps_every_digit() {
     let rules = Rules::parse("[[rule]]\nname = \"r\"\nto = [\"/u\"]\ntitle = \"t\"\ndata = \"/\"\n").unwrap();
     let body = br#"{"u": "user-1", "": {"_meta": -1.1405202265087811e243}}"#;
-    let env = Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None };
+    let env = Envelope { exchange: "x", routing_key: Some("a.b"), message_id: None, caller: None, element: None };
     let event = decode_bytes(env, body, LIMIT).unwrap();
     let Ok(Route::Notify(draft)) = rules.route(&event) else { panic!("routed") };
     assert_eq!(draft.data.get(), r#"{"_meta":-1.1405202265087811e+243}"#);

@@ -218,13 +218,14 @@ async fn handle(
     let mut stored_bytes = 0usize;
     for (i, raw) in items.into_iter().enumerate() {
         let where_ = if single { String::new() } else { format!("event [{i}]: ") };
-        // One key for a batch: each element gets `key:index`, so a retried batch dedupes element by element.
-        let message_id = idempotency_key.map(|k| if single { k.to_owned() } else { format!("{k}:{i}") });
+        // One key for a batch: each element is `key:index` (its own namespace: a single event posted with the
+        // key `key:index` is another event), so a retried batch dedupes element by element.
         let envelope = Envelope {
             exchange: query.exchange.as_deref().unwrap_or(""),
             routing_key: query.routing_key.as_deref(),
-            message_id: message_id.as_deref(),
+            message_id: idempotency_key,
             caller: Some(&caller),
+            element: (!single).then_some(i),
         };
         let event = decode(envelope, raw).map_err(|e| {
             let message = format!("{where_}{e}");

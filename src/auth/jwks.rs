@@ -34,7 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::AuthError;
-use crate::config::{AuthSettings, JwksAlgorithm};
+use crate::config::{check_key_url, AuthSettings, JwksAlgorithm, Profile};
+use crate::redact_url;
 use crate::telemetry::Health;
 
 /// Shortest cache lifetime honoured: a `max-age=0` or `no-cache` must not mean a fetch per token.
@@ -43,6 +44,20 @@ pub const MIN_MAX_AGE: Duration = Duration::from_secs(60);
 pub const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Cache lifetime of a response without `max-age`.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// How many key ids a log line or the health detail names, and how many skipped keys are logged one by one (a
+/// key set may list thousands).
+const LOGGED_KIDS: usize = 10;
+const LOGGED_SKIPPED: usize = 10;
+
+/// The first [`LOGGED_KIDS`] of `kids`, shown, and how many more there are.
+fn listed(kids: &[String]) -> String {
+    let mut named = kids.iter().take(LOGGED_KIDS).map(|k| shown(k)).collect::<Vec<_>>().join(", ");
+    if kids.len() > LOGGED_KIDS {
+        named.push_str(&format!(", and {} more", kids.len() - LOGGED_KIDS));
+    }
+    named
+}
+
 /// One fetch (discovery or key set), connection to last byte.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A key set or discovery document larger than this is refused.
@@ -74,10 +89,12 @@ struct Shared {
 
 enum Source {
     Jwks(url::Url),
-    /// `issuer` exactly as configured: the discovery document must name the same.
+    /// `issuer` exactly as configured: the discovery document must name the same. The `jwks_uri` it names must
+    /// meet what a configured `auth.jwks_url` does under `profile` (`config::check_key_url`).
     Oidc {
         issuer: String,
         discovery: url::Url,
+        profile: Profile,
     },
 }
 
@@ -118,7 +135,7 @@ impl Jwks {
         } else {
             let discovery = format!("{}/.well-known/openid-configuration", s.oidc_issuer.trim_end_matches('/'));
             let discovery = url::Url::parse(&discovery).map_err(|e| format!("auth.oidc_issuer: {e}"))?;
-            Source::Oidc { issuer: s.oidc_issuer.clone(), discovery }
+            Source::Oidc { issuer: s.oidc_issuer.clone(), discovery, profile: s.profile }
         };
         let allowed = s
             .jwks_algorithms
@@ -151,7 +168,8 @@ impl Jwks {
     /// The key that may verify `token`, chosen by its header's `kid` and `alg`. Reads the header only; the caller
     /// verifies the signature and claims with the key, pinned to `key.alg`.
     pub fn select(&self, token: &str) -> Result<Arc<Key>, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        // Said for people, as a static key's refusals are, not in the library's words ("Base64 error: …").
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid(super::malformed(token)))?;
         let alg = header.alg;
         if !self.shared.allowed.contains(&alg) {
             return Err(AuthError::Invalid(format!("algorithm {alg:?} is not accepted (auth.jwks_algorithms)")));
@@ -216,11 +234,17 @@ impl Jwks {
                     metrics::counter!("herald_jwks_refreshes_total", "outcome" => "ok").increment(1);
                     metrics::gauge!("herald_jwks_keys").set(f.keys.len() as f64);
                     let now: Vec<String> = f.keys.iter().map(|k| k.kid.clone().unwrap_or_else(|| "-".into())).collect();
+                    let url = redact_url(f.url.as_str());
                     if now != kids || f.skipped != skipped {
-                        tracing::info!(url = %f.url, kids = ?now, skipped = f.skipped.len(), "JWKS loaded");
-                        for s in &f.skipped {
+                        // What the set holds bounds neither line count nor line length: the first few are named.
+                        let named = listed(&now);
+                        tracing::info!(%url, keys = now.len(), kids = %named, skipped = f.skipped.len(), "JWKS loaded");
+                        for s in f.skipped.iter().take(LOGGED_SKIPPED) {
                             let kid = s.kid.as_deref().map(shown).unwrap_or_else(|| "(none)".into());
                             tracing::warn!(%kid, reason = %s.reason, "JWKS key skipped");
+                        }
+                        if let Some(more) = f.skipped.len().checked_sub(LOGGED_SKIPPED).filter(|n| *n > 0) {
+                            tracing::warn!(more, "JWKS keys skipped beyond those logged");
                         }
                         kids = now;
                         skipped = f.skipped.clone();
@@ -228,8 +252,8 @@ impl Jwks {
                     let detail = format!(
                         "{} keys ({}) from {}{}; cached {} s",
                         f.keys.len(),
-                        kids.iter().take(10).map(|k| shown(k)).collect::<Vec<_>>().join(", "),
-                        f.url,
+                        listed(&kids),
+                        url,
                         if f.skipped.is_empty() { String::new() } else { format!(", {} skipped", f.skipped.len()) },
                         f.max_age.as_secs()
                     );
@@ -276,10 +300,10 @@ impl Jwks {
         let client = &self.shared.client;
         let url = match &self.shared.source {
             Source::Jwks(url) => url.clone(),
-            Source::Oidc { issuer, discovery } => match discovered {
+            Source::Oidc { issuer, discovery, profile } => match discovered {
                 Some((url, at)) if at.elapsed() < DISCOVERY_MAX_AGE => url.clone(),
                 _ => {
-                    let url = discover(client, issuer, discovery).await?;
+                    let url = discover(client, issuer, discovery, *profile).await?;
                     *discovered = Some((url.clone(), Instant::now()));
                     url
                 }
@@ -338,8 +362,15 @@ fn http_client() -> Result<reqwest::Client, String> {
 }
 
 /// OpenID Connect discovery: the `jwks_uri` of the configuration at `discovery`, whose `issuer` must be `issuer`
-/// exactly (OpenID Connect Discovery 1.0, §4.3), and which may not step down from https.
-async fn discover(client: &reqwest::Client, issuer: &str, discovery: &url::Url) -> Result<url::Url, String> {
+/// exactly (OpenID Connect Discovery 1.0, §4.3); the `jwks_uri` must be an address `auth.jwks_url` could be under
+/// `profile` (no credentials; https, or http in development or to a loopback host), and may not step down from
+/// https.
+async fn discover(
+    client: &reqwest::Client,
+    issuer: &str,
+    discovery: &url::Url,
+    profile: Profile,
+) -> Result<url::Url, String> {
     #[derive(Deserialize)]
     struct Configuration {
         issuer: String,
@@ -351,10 +382,9 @@ async fn discover(client: &reqwest::Client, issuer: &str, discovery: &url::Url) 
     if doc.issuer != issuer {
         return Err(format!("{discovery} names issuer {}, not auth.oidc_issuer {}", shown(&doc.issuer), shown(issuer)));
     }
-    let jwks = url::Url::parse(&doc.jwks_uri).map_err(|e| format!("{discovery}: jwks_uri: {e}"))?;
-    let fits = jwks.scheme() == "https" || (jwks.scheme() == "http" && discovery.scheme() == "http");
-    if !fits {
-        return Err(format!("{discovery}: jwks_uri {} is not https://", shown(&doc.jwks_uri)));
+    let jwks = check_key_url(&doc.jwks_uri, profile).map_err(|e| format!("{discovery}: jwks_uri {e}"))?;
+    if jwks.scheme() != "https" && discovery.scheme() == "https" {
+        return Err(format!("{discovery}: jwks_uri `{}` steps down from https://", redact_url(&doc.jwks_uri)));
     }
     Ok(jwks)
 }
@@ -706,6 +736,16 @@ mod tests {
         let jwks = Jwks::new(&s).unwrap().unwrap();
         let m = invalid(jwks.select(&signed(Algorithm::RS256, Some("rsa-1"), "rsa-1")));
         assert!(m.contains("not loaded yet"), "{m}");
+    }
+
+    #[test]
+    fn a_large_key_set_is_named_by_its_first_ids_and_a_count_of_the_rest() {
+        let kids: Vec<String> = (0..1500).map(|i| format!("kid-{i}")).collect();
+        let named = listed(&kids);
+        assert!(named.starts_with(r#""kid-0", "kid-1","#), "{named}");
+        assert!(named.ends_with(r#""kid-9", and 1490 more"#), "{named}");
+        assert!(!named.contains("kid-10"), "{named}");
+        assert_eq!(listed(&kids[..3]), r#""kid-0", "kid-1", "kid-2""#);
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn decode(file: &std::path::Path, max_bytes: usize) -> Decoded {
         routing_key: f.routing_key.as_deref().filter(|k| !k.is_empty()),
         message_id: f.properties.message_id.as_deref(),
         caller: None,
+        element: None,
     };
     let event = decode_bytes(envelope, &payload, max_bytes)
         .map_err(|e| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() })?;
@@ -125,6 +126,7 @@ pub fn decode_one(
         routing_key: routing_key.filter(|k| !k.is_empty()),
         message_id: None,
         caller: None,
+        element: None,
     };
     crate::event::decode(envelope, raw).map_err(|e| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() })
 }

@@ -114,6 +114,45 @@ async fn an_array_of_events_is_stored_in_one_request_in_order() {
     assert_eq!(titles, vec!["n4", "n3", "n2", "n1", "n0"]);
 }
 
+/// An array posted with an `Idempotency-Key` dedupes element by element (`key:i`) when retried, and a single
+/// event whose own key happens to be `key:i` is another event, stored, not answered `duplicate`.
+#[tokio::test]
+async fn a_batchs_idempotency_key_never_swallows_a_single_event_whose_key_names_an_element() {
+    let gw = spawn_gateway().await;
+    let post = |key: &'static str, body: Value| {
+        gw.raw()
+            .post(gw.url("/api/v1/events?exchange=sgad.notifications"))
+            .bearer_auth(SERVICE_KEY)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let event = |title: &str| json!({"user_id": "keyed-user", "title": title, "message": "m", "type": "info"});
+    let statuses = |body: Value| -> Vec<String> {
+        body["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_owned()).collect()
+    };
+    let batch = json!([event("a0"), event("a1")]);
+    let first = post("order-7", batch.clone()).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(statuses(first.clone()), ["stored", "stored"]);
+    assert_eq!(first["results"][1]["event_id"], "order-7:1", "an element's id is the key and its index");
+    let retried: Value = post("order-7", batch).await.unwrap().json().await.unwrap();
+    assert_eq!(statuses(retried), ["duplicate", "duplicate"], "a retried batch is stored once");
+
+    let single: Value = post("order-7:1", event("b")).await.unwrap().json().await.unwrap();
+    assert_eq!(statuses(single.clone()), ["stored"], "{single}");
+    let again: Value = post("order-7:1", event("b")).await.unwrap().json().await.unwrap();
+    assert_eq!(statuses(again), ["duplicate"], "the single event dedupes under its own key");
+    let titles: Vec<String> = gw.inbox("keyed-user").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(titles, vec!["b", "a1", "a0"]);
+}
+
 #[tokio::test]
 async fn user_deleted_event_purges_the_inbox() {
     let gw = spawn_gateway().await;

@@ -29,6 +29,8 @@ struct Served {
     jwks: Mode,
     /// The discovery document's `issuer`; `None`: the provider's own base URL.
     issuer: Option<String>,
+    /// The discovery document's `jwks_uri`, `{port}` replaced by the provider's; `None`: its own `/jwks`.
+    jwks_uri: Option<String>,
     /// `GET /jwks` requests answered.
     hits: u64,
     /// `GET /.well-known/openid-configuration` requests answered.
@@ -43,8 +45,13 @@ struct Idp {
 
 impl Idp {
     async fn start(kids: &[&str]) -> Idp {
-        let served =
-            Arc::new(Mutex::new(Served { jwks: Mode::Keys(set(kids)), issuer: None, hits: 0, discoveries: 0 }));
+        let served = Arc::new(Mutex::new(Served {
+            jwks: Mode::Keys(set(kids)),
+            issuer: None,
+            jwks_uri: None,
+            hits: 0,
+            discoveries: 0,
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new()
@@ -80,14 +87,14 @@ async fn jwks(State((served, _)): State<IdpState>) -> Response {
 }
 
 async fn discovery(State((served, base)): State<IdpState>) -> axum::Json<Value> {
-    let issuer = {
+    let (issuer, jwks_uri) = {
         let mut served = served.lock().unwrap();
         served.discoveries += 1;
-        served.issuer.clone().unwrap_or_else(|| base.clone())
+        let port = base.rsplit(':').next().unwrap();
+        let jwks_uri = served.jwks_uri.as_ref().map(|u| u.replace("{port}", port));
+        (served.issuer.clone().unwrap_or_else(|| base.clone()), jwks_uri.unwrap_or_else(|| format!("{base}/jwks")))
     };
-    axum::Json(
-        json!({ "issuer": issuer, "jwks_uri": format!("{base}/jwks"), "id_token_signing_alg_values_supported": ["RS256"] }),
-    )
+    axum::Json(json!({ "issuer": issuer, "jwks_uri": jwks_uri, "id_token_signing_alg_values_supported": ["RS256"] }))
 }
 
 /// The public JWK of a fixture key, by kid.
@@ -426,6 +433,76 @@ async fn oidc_discovery_naming_another_issuer_is_refused_and_not_ready() {
     .await;
     assert_eq!(status, 503, "{body}");
     assert!(message_of_detail(&body).contains("evil.example"), "{body}");
+    gw.stop().await.unwrap();
+}
+
+/// `/readyz` once the key set's check says `why` it failed.
+async fn refused(gw: &Gateway, why: &'static str) -> (u16, Value) {
+    readyz_until(gw, why, move |_, b| b["checks"]["jwks"]["detail"].as_str().is_some_and(|d| d.contains(why))).await
+}
+
+/// The key set a discovery document names meets what `auth.jwks_url` must: an issuer on loopback (a sidecar)
+/// cannot point a production node at keys over plain http elsewhere, nor at an address with credentials, whose
+/// password would then be printed.
+#[tokio::test]
+async fn a_discovered_key_set_must_be_an_address_jwks_url_could_be() {
+    use herald::config::Profile;
+    let idp = Idp::start(&["rsa-1"]).await;
+    let gateway = |profile: Profile| {
+        let issuer = idp.base.clone();
+        jwks_gateway(move |s| {
+            s.auth.oidc_issuer = issuer;
+            s.auth.profile = profile;
+        })
+    };
+    let claims = json!({"sub": "alice", "exp": unix_now() + 600, "iss": idp.base});
+    let good = signed(Algorithm::RS256, Some("rsa-1"), "rsa-1", &claims);
+    // 0.0.0.0 reaches this machine but is not a loopback address: plain http to it is what a remote host gets.
+    idp.served.lock().unwrap().jwks_uri = Some("http://0.0.0.0:{port}/jwks".into());
+    let gw = gateway(Profile::Production).await;
+    let (status, body) = refused(&gw, "keys must come over https://").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(inbox_with(&gw, "alice", &good).await.0, 401);
+    gw.stop().await.unwrap();
+    // In development the same address serves (as `auth.jwks_url` may be plain http there).
+    let gw = gateway(Profile::Development).await;
+    loaded(&gw).await;
+    assert_eq!(inbox_with(&gw, "alice", &good).await.0, 200);
+    gw.stop().await.unwrap();
+
+    idp.served.lock().unwrap().jwks_uri = Some("http://herald:hunter2@127.0.0.1:{port}/jwks".into());
+    for profile in [Profile::Production, Profile::Development] {
+        let gw = gateway(profile).await;
+        let (status, body) = refused(&gw, "holds credentials").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(!body.to_string().contains("hunter2"), "{body}");
+        gw.stop().await.unwrap();
+    }
+}
+
+/// A token that is not a JWT, or names an algorithm no key can have, is refused in the words a static key uses,
+/// never the JWT library's ("Base64 error: …", "JSON error: unknown variant `none`…").
+#[tokio::test]
+async fn malformed_tokens_are_refused_in_words_that_point_at_the_fix() {
+    use base64::Engine;
+    let idp = Idp::start(&["rsa-1"]).await;
+    let gw = jwks_gateway(|s| s.auth.jwks_url = idp.url("/jwks")).await;
+    loaded(&gw).await;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let claims = b64(json!({"sub": "alice", "exp": unix_now() + 600}));
+    for (token, said) in [
+        ("not-a-token".to_owned(), "nor a user token (a JWT"),
+        ("%%%.%%%.%%%".to_owned(), "not a JWT"),
+        (format!("{}.{claims}.", b64(json!({"alg": "none"}))), "the token's algorithm `none` is not accepted"),
+        (format!("{}.{claims}.sig", b64(json!({"typ": "JWT"}))), "has no algorithm"),
+    ] {
+        let (status, body) = inbox_with(&gw, "alice", &token).await;
+        assert_eq!(status, 401, "{token}: {body}");
+        assert!(message(&body).contains(said), "{token}: {body}");
+        for library in ["Base64 error", "JSON error", "InvalidToken"] {
+            assert!(!message(&body).contains(library), "{token}: {body}");
+        }
+    }
     gw.stop().await.unwrap();
 }
 

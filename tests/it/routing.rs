@@ -37,6 +37,7 @@ fn check(name: &str, case: &Value, rules: &Rules) {
         routing_key: Some(&routing_key),
         message_id: message_id.as_deref(),
         caller: None,
+        element: None,
     };
     let event = match decode_bytes(env, body_text.as_bytes(), 1 << 20) {
         Ok(e) => e,

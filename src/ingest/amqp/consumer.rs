@@ -305,7 +305,7 @@ impl Consumer {
             }
         }
         // An AMQP message_id is global: no caller scopes it.
-        let envelope = Envelope { exchange, routing_key: Some(routing_key), message_id, caller: None };
+        let envelope = Envelope { exchange, routing_key: Some(routing_key), message_id, caller: None, element: None };
         let event = decode_bytes(envelope, &d.data, self.settings.max_message_bytes).map_err(|e| Poison {
             reason: e.reason(),
             error: e.to_string(),
