@@ -1187,6 +1187,13 @@ impl Settings {
             return Err(invalid("store.sqlite_cache_mib", format!("at most {MAX_SQLITE_CACHE_MIB} (64 GiB)")));
         }
         check_log_filter(&self.log.filter).map_err(|m| invalid("log.filter", m))?;
+        if self.server.write_stall_timeout_secs <= self.websocket.write_timeout_secs {
+            return Err(invalid(
+                "server.write_stall_timeout_secs",
+                "must be longer than websocket.write_timeout_secs, or a stuck session's connection is cut before the \
+                 session can close it with its code",
+            ));
+        }
         if self.websocket.idle_timeout_secs <= self.websocket.ping_interval_secs {
             return Err(invalid(
                 "websocket.idle_timeout_secs",

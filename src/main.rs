@@ -163,6 +163,8 @@ fn run() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let settings = load(config.as_deref())?;
+            // What `serve` reads before it listens: the verification key (a PEM file, the key set's address).
+            herald::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
             let rules = herald::rules::Rules::load_at_start(&settings.rules.path)?;
             println!("configuration ok: {} rules", rules.len());
             Ok(())

@@ -38,14 +38,14 @@ describe('a trace as a timeline', () => {
       'Not delivered to bob',
       'Read by alice',
     ]);
-    expect(timeline(base)[4]!.detail).toBe('written to 2 sessions on node node-a');
+    expect(timeline(base)[4]!.detail).toBe('queued for 2 sessions on node node-a');
     expect(timeline(base)[4]!.at).toBe('+4 ms');
   });
   it('answers why a user did not get it', () => {
     const v = verdict(base, 'bob');
     expect(v.tone).toBe('warn');
     expect(v.text).toMatch(/^Not delivered to bob: offline/);
-    expect(verdict(base, 'alice')).toEqual({ tone: 'ok', text: 'Delivered to alice, written to 2 sessions on node node-a' });
+    expect(verdict(base, 'alice')).toEqual({ tone: 'ok', text: 'Delivered to alice, queued for 2 sessions on node node-a' });
   });
   it('stops at the step that failed, with the reason', () => {
     const unmatched = { ...base, rule: null, outcome: 'unmatched', reason: null, recipients: [], deliveries: [] };

@@ -30,7 +30,7 @@ function deliveryStep(d: Delivery, receivedAt: string): Step {
   const n = d.sessions_written;
   return {
     title: `Delivered to ${d.user_id}`,
-    detail: `written to ${n} session${n === 1 ? '' : 's'} on node ${d.node}`,
+    detail: `queued for ${n} session${n === 1 ? '' : 's'} on node ${d.node}`,
     tone: n > 0 ? 'ok' : 'warn',
     at,
   };

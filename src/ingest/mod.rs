@@ -113,6 +113,16 @@ pub struct Pipeline {
 /// of rows.
 pub const MAX_STORED_BYTES_PER_EVENT: usize = 16 << 20;
 
+/// An event no rule matches, on any transport and under any `unmatched` policy: counted
+/// (`herald_events_unmatched_total`) and logged, once per event.
+pub fn unmatched(event: &Event) {
+    metrics::counter!("herald_events_unmatched_total").increment(1);
+    tracing::info!(
+        event_id = %event.id, exchange = %event.exchange, routing_key = %event.routing_key,
+        "no rule matches this event; it is not stored"
+    );
+}
+
 impl Pipeline {
     pub fn new(rules: RulesHandle, store: Arc<dyn Store>, fanout: Fanout) -> Self {
         Pipeline { rules, store, fanout, trace: Recorder::default(), max_frame: usize::MAX }
@@ -157,6 +167,8 @@ impl Pipeline {
     /// Route one decoded event with the rules in force: no I/O, no store, no clock (an unmatched event is counted
     /// and logged). Alias recipients stay unresolved here: the store resolves them in the commit. `origin` is
     /// what the trace records about its reception (written with the commit, so a refused event leaves none).
+    /// Route `event` and build what its commit needs (the store's write, or what to skip). An event no rule
+    /// matches is counted and logged here ([`unmatched`]).
     pub fn prepare(&self, event: Event, origin: &Origin) -> Result<Prepared, RouteError> {
         let rules = self.rules.current();
         let (rule, route) = rules.route_named(&event);
@@ -193,11 +205,7 @@ impl Pipeline {
             Route::Purge(users) => Action::Write { write: Write::Purge { event_id: event.id.clone(), users } },
             Route::Ignore => Action::Skip(Status::Ignored),
             Route::Unmatched => {
-                metrics::counter!("herald_events_unmatched_total").increment(1);
-                tracing::info!(
-                    event_id = %event.id, exchange = %event.exchange, routing_key = %event.routing_key,
-                    "no rule matches this event; it is not stored"
-                );
+                unmatched(&event);
                 Action::Skip(Status::Unmatched)
             }
         };

@@ -67,6 +67,8 @@ const LINGER: Duration = Duration::from_millis(250);
 const MAX_ROWS: usize = 10_000;
 /// Most recipients and notification ids kept in one `event` step.
 const MAX_LISTED: usize = 256;
+/// `dedupe` of an event refused before its commit: it was never deduplicated.
+pub const UNCHECKED: &str = "unchecked";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TraceError {
@@ -622,13 +624,14 @@ impl Recorder {
     }
 
     /// An event refused before its commit (undecodable, unmatched under `unmatched = "dead_letter"`, a rule
-    /// that could not route it) and dead-lettered (AMQP): its whole trace is this one step. The rule, if one
-    /// matched, is named in `error`.
+    /// that could not route it) and dead-lettered (AMQP): its whole trace is this one step, with the `rule` that
+    /// matched, if one did, and `dedupe` `unchecked` (it never reached the store).
     pub fn dead_lettered_unrouted(
         &self,
         event_id: Option<&str>,
         exchange: &str,
         routing_key: &str,
+        rule: Option<&str>,
         reason: &str,
         error: &str,
     ) {
@@ -643,8 +646,8 @@ impl Recorder {
             "routing_key": (!routing_key.is_empty()).then_some(routing_key),
             "producer": null,
             "event_type": null,
-            "rule": null,
-            "dedupe": "new",
+            "rule": rule,
+            "dedupe": UNCHECKED,
             "outcome": "dead_lettered",
             "reason": format!("{reason}: {error}"),
             "recipients": [],
@@ -997,7 +1000,8 @@ pub struct Trace {
     /// The service key's id that posted it (HTTP), else `null`.
     pub producer: Option<String>,
     pub event_type: Option<String>,
-    /// `new` or `duplicate` (the scoped event id was applied before).
+    /// `new` or `duplicate` (the scoped event id was applied before); `unchecked` for an event refused before
+    /// its commit (dead-lettered undecodable, unmatched or unroutable), which was never deduplicated.
     pub dedupe: String,
     /// The rule that matched, `null` when none did.
     pub rule: Option<String>,
@@ -1022,6 +1026,9 @@ pub struct TraceDelivery {
     pub node: String,
     /// Whether the user had a session on that node.
     pub online: bool,
+    /// Sessions whose outbox took the frame (queued): each writes it to its socket in order. A session closed
+    /// before it got there (`4008`, too slow to keep up) drops what it still held, and its client resumes from
+    /// the inbox on reconnecting.
     pub sessions_written: u64,
     /// Why not every session got it: `offline`, `outbox_overflow`, `muted` or `closed`; `null` when all did.
     pub reason: Option<String>,

@@ -148,9 +148,13 @@ pub fn render(t: &Trace) -> String {
         let _ = write!(received, ", type {e}");
     }
     lines.push((t.received_at, 0, received));
+    let dedupe = match t.dedupe.as_str() {
+        super::UNCHECKED => String::new(),
+        d => format!("; dedupe: {d}"),
+    };
     let rule = match &t.rule {
-        Some(r) => format!("rule `{r}` matched; dedupe: {}", t.dedupe),
-        None => format!("no rule matched; dedupe: {}", t.dedupe),
+        Some(r) => format!("rule `{r}` matched{dedupe}"),
+        None => format!("no rule matched{dedupe}"),
     };
     lines.push((t.received_at, 1, rule));
     let mut result = format!("outcome: {}", outcome(t));
@@ -166,14 +170,14 @@ pub fn render(t: &Trace) -> String {
         let who = if d.user_id == "*" { "everyone (broadcast)".to_owned() } else { d.user_id.clone() };
         let what = match (d.reason.as_deref(), d.online) {
             (None, _) => {
-                format!("written to {} session{}", d.sessions_written, if d.sessions_written == 1 { "" } else { "s" })
+                format!("queued for {} session{}", d.sessions_written, if d.sessions_written == 1 { "" } else { "s" })
             }
             (Some("offline"), _) => "not online there: nothing to push (it waits in the inbox)".to_owned(),
             (Some("muted"), _) => "muted by the user's preferences: stored, not pushed".to_owned(),
             (Some("outbox_overflow"), _) => {
-                format!("outbox full: written to {}, the others resync from the inbox", d.sessions_written)
+                format!("outbox full: queued for {}, the others resync from the inbox", d.sessions_written)
             }
-            (Some("closed"), _) => format!("session closing: written to {}", d.sessions_written),
+            (Some("closed"), _) => format!("session closing: queued for {}", d.sessions_written),
             (Some(other), _) => other.to_owned(),
         };
         lines.push((d.at, 3, format!("delivery to {who} on node {}: {what}", d.node)));
@@ -273,7 +277,7 @@ trace 00ab  event e-42
   2026-11-29 03:21:07.120  received over HTTP, exchange sgad.notifications, routing key availability.closed.7, from key billing, type availability.closed
                            rule `availability_closed` matched; dedupe: new
                            outcome: stored; recipients alice, bob; notifications #41, #42
-  2026-11-29 03:21:07.125  delivery to alice on node node-a: written to 2 sessions
+  2026-11-29 03:21:07.125  delivery to alice on node node-a: queued for 2 sessions
   2026-11-29 03:21:07.130  delivery to bob on node node-b: not online there: nothing to push (it waits in the inbox)
   2026-11-29 03:30:00.000  read by alice
   2026-11-29 04:00:00.000  seen by bob
@@ -310,5 +314,16 @@ trace 00ab  event e-42
         assert!(text.contains("no rule matched; dedupe: new"), "{text}");
         assert!(text.contains("outcome: no rule matched: not stored (no rule matches routing key `x.y`)"), "{text}");
         assert_eq!(render_all(&[]), "no trace retained\n");
+        // Dead-lettered before its commit by the rule that matched: the rule named, no dedupe verdict.
+        let refused = Trace {
+            dedupe: crate::trace::UNCHECKED.into(),
+            rule: Some("student-welcome".into()),
+            outcome: "dead_lettered".into(),
+            reason: Some("missing_user_id: no user id at /payload/user_id".into()),
+            ..t
+        };
+        let text = render(&refused);
+        assert!(text.contains("rule `student-welcome` matched\n"), "{text}");
+        assert!(!text.contains("dedupe"), "{text}");
     }
 }

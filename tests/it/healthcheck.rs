@@ -148,6 +148,42 @@ fn a_refused_configuration_is_reported_without_a_backtrace() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
 
+/// `herald check-config` refuses what `serve` would refuse before it listens: an RS256 public key that is missing
+/// or not a PEM (it said "configuration ok" and `serve` then exited 1), and a write-stall bound that would cut a
+/// stuck session's connection before the session closes it with its code.
+#[test]
+fn check_config_refuses_the_keys_and_timeouts_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not-a-key.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let check = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("check-config")
+            .current_dir(repo_path("."))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let ok = check(&[]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let rs256 =
+        |path: &str| check(&[("HERALD__AUTH__ALGORITHM", "RS256"), ("HERALD__AUTH__JWT_PUBLIC_KEY_PATH", path)]);
+    let missing = rs256("/nonexistent/public.pem");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("auth.jwt_public_key_path: cannot read"), "{}", text(&missing.stderr));
+    let garbage = rs256(not_pem.to_str().unwrap());
+    assert_eq!(garbage.status.code(), Some(1));
+    assert!(text(&garbage.stderr).contains("not an RSA public key PEM"), "{}", text(&garbage.stderr));
+    let stall = check(&[("HERALD__SERVER__WRITE_STALL_TIMEOUT_SECS", "2")]);
+    assert_eq!(stall.status.code(), Some(1));
+    assert!(
+        text(&stall.stderr).contains("server.write_stall_timeout_secs")
+            && text(&stall.stderr).contains("write_timeout"),
+        "{}",
+        text(&stall.stderr)
+    );
+}
+
 /// Liveness fails once an essential thread died (the store's writer panicked): `/healthz` answers 503 with what
 /// stopped, and `herald healthcheck` exits 1: Kubernetes' liveness probe (or Swarm, on the image's HEALTHCHECK)
 /// restarts a node that would refuse every write until then; plain Docker marks it unhealthy. (Each test is its own process under nextest: the failure stays in this one.)

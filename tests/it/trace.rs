@@ -251,6 +251,23 @@ async fn amqp_events_a_rule_cannot_route_or_whose_alias_is_unknown_are_traced_as
     assert_eq!(t["routing_key"], "stage.accepted");
     let reason = t["reason"].as_str().unwrap();
     assert!(reason.starts_with("missing_user_id") && reason.contains("stage-lifecycle"), "{reason}");
+    // The rule matched and could not route it; it never reached the store's dedupe (it said "no rule; new").
+    assert_eq!((t["rule"].as_str(), t["dedupe"].as_str()), (Some("stage-lifecycle"), Some("unchecked")), "{t}");
+
+    // No rule at all (dead-lettered under the default `unmatched` policy): no rule in its trace, and counted as
+    // unmatched as an HTTP event is (it was counted only as a dead letter).
+    let before = metric(&gw, "herald_events_unmatched_total").await;
+    let props = BasicProperties::default().with_message_id("trace-dead-3".into());
+    broker.publish(&topic, "student.archived", br#"{"event_type":"student.archived","payload":{}}"#, props).await;
+    let t = eventually("the unmatched event's trace", WAIT, async || {
+        let (status, body) = event_trace(&gw, "trace-dead-3").await;
+        (status == 200).then(|| body["traces"][0].clone())
+    })
+    .await;
+    assert_eq!(t["outcome"], "dead_lettered");
+    assert_eq!((t["rule"].as_str(), t["dedupe"].as_str()), (None, Some("unchecked")), "{t}");
+    assert!(t["reason"].as_str().unwrap().starts_with("unmatched"), "{t}");
+    assert_eq!(metric(&gw, "herald_events_unmatched_total").await, before + 1.0);
 
     // Routed and committed, then dead-lettered: addressed to a student alias nobody taught yet.
     let f = fixture("medtrack-stage-created-core.json");

@@ -1098,7 +1098,10 @@ export interface components {
             /** @description The service key's id that posted it (HTTP), else `null`. */
             producer?: string | null;
             event_type?: string | null;
-            /** @description `new` or `duplicate` (the scoped event id was applied before). */
+            /**
+             * @description `new` or `duplicate` (the scoped event id was applied before); `unchecked` for an event refused before
+             *     its commit (dead-lettered undecodable, unmatched or unroutable), which was never deduplicated.
+             */
             dedupe: string;
             /** @description The rule that matched, `null` when none did. */
             rule?: string | null;
@@ -1121,7 +1124,12 @@ export interface components {
             node: string;
             /** @description Whether the user had a session on that node. */
             online: boolean;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Sessions whose outbox took the frame (queued): each writes it to its socket in order. A session closed
+             *     before it got there (`4008`, too slow to keep up) drops what it still held, and its client resumes from
+             *     the inbox on reconnecting.
+             */
             sessions_written: number;
             /** @description Why not every session got it: `offline`, `outbox_overflow`, `muted` or `closed`; `null` when all did. */
             reason?: string | null;

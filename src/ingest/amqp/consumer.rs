@@ -73,6 +73,8 @@ struct Poison {
     /// The trace of an event that was committed (an unresolved alias); `None`: refused before its commit, the
     /// dead letter is its whole trace.
     trace_id: Option<String>,
+    /// The rule that matched an event refused before its commit (one that could not route it).
+    rule: Option<String>,
 }
 
 pub(super) struct Consumer {
@@ -255,6 +257,7 @@ impl Consumer {
                         error: e.to_string(),
                         event_id: Some(o.event_id.clone()),
                         trace_id: o.trace_id.clone(),
+                        rule: None,
                     },
                 ))
             })
@@ -301,6 +304,7 @@ impl Consumer {
                     ),
                     event_id: message_id.map(str::to_owned),
                     trace_id: None,
+                    rule: None,
                 });
             }
         }
@@ -311,13 +315,17 @@ impl Consumer {
             error: e.to_string(),
             event_id: message_id.map(str::to_owned),
             trace_id: None,
+            rule: None,
         })?;
-        if self.settings.unmatched == UnmatchedPolicy::DeadLetter && self.pipeline.rules().matching(&event).is_none() {
+        let rule = self.pipeline.rules().matching(&event).map(str::to_owned);
+        if self.settings.unmatched == UnmatchedPolicy::DeadLetter && rule.is_none() {
+            crate::ingest::unmatched(&event);
             return Err(Poison {
                 reason: "unmatched",
                 error: "no rule matches this exchange and routing key".into(),
                 event_id: Some(event.id),
                 trace_id: None,
+                rule: None,
             });
         }
         let event_id = event.id.clone();
@@ -326,6 +334,7 @@ impl Consumer {
             error: e.to_string(),
             event_id: Some(event_id),
             trace_id: None,
+            rule,
         })
     }
 
@@ -422,7 +431,14 @@ impl Consumer {
             let trace = self.pipeline.trace();
             match &p.trace_id {
                 Some(t) => trace.dead_lettered(t, p.event_id.as_deref().unwrap_or_default(), p.reason, &p.error),
-                None => trace.dead_lettered_unrouted(p.event_id.as_deref(), exchange, routing_key, p.reason, &p.error),
+                None => trace.dead_lettered_unrouted(
+                    p.event_id.as_deref(),
+                    exchange,
+                    routing_key,
+                    p.rule.as_deref(),
+                    p.reason,
+                    &p.error,
+                ),
             }
         }
         Ok(())
@@ -589,8 +605,13 @@ mod tests {
 
     #[test]
     fn a_dead_letter_continues_the_death_count_a_redriven_message_carries() {
-        let poison =
-            Poison { reason: "unmatched", error: "no rule".into(), event_id: Some("e-1".into()), trace_id: None };
+        let poison = Poison {
+            reason: "unmatched",
+            error: "no rule".into(),
+            event_id: Some("e-1".into()),
+            trace_id: None,
+            rule: None,
+        };
         let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
         let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
         let first =
@@ -623,7 +644,8 @@ mod tests {
     /// never "" over a known origin.
     #[test]
     fn a_dead_letter_records_the_origin_it_was_routed_by_or_the_brokers() {
-        let poison = Poison { reason: "unmatched", error: "no rule".into(), event_id: None, trace_id: None };
+        let poison =
+            Poison { reason: "unmatched", error: "no rule".into(), event_id: None, trace_id: None, rule: None };
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         let recorded = |d: &Delivery| {
             let props = dead_letter_properties(d, &poison, "herald.events", &dead_letters::origin(d, "herald.events"));
