@@ -649,6 +649,10 @@ async fn old_notifications_are_pruned_with_their_broadcast_state(store: &dyn Sto
     }
     assert_eq!(store.history_floor("aged").await.unwrap(), (mine, broadcast), "the newest pruned of each chain");
     assert_eq!(store.history_floor("cap").await.unwrap().0, capped, "age raised the capped user's floor too");
+    // A chain pruned whole still reached its ids: `ready` must not tell a client at them that history went back.
+    let latest = store.latest("aged").await.unwrap();
+    assert_eq!(latest.targeted, mine, "the newest targeted id, though every row of it was pruned");
+    assert!(latest.broadcast >= broadcast, "{latest:?}");
 
     // What comes after is kept and the floors stay where they were.
     let fresh = stored(store, Write::Notify(draft("aged-2", users(&["aged"])))).await[0].id;

@@ -656,7 +656,8 @@ pub trait Store: Send + Sync + 'static {
     /// The user an alias stands for, if known.
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError>;
 
-    /// The newest id of each of `user`'s chains (0 where none).
+    /// The newest id of each of `user`'s chains: the greatest retained, or pruned by retention if greater (0
+    /// where none ever was, or after the user's inbox was erased).
     async fn latest(&self, user: &str) -> Result<Position, StoreError>;
 
     /// Reachability check for `/readyz`.

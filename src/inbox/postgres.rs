@@ -193,8 +193,12 @@ const COUNTERS: &str = "SELECT COALESCE((SELECT value FROM store_state WHERE nam
         c.unread, c.unseen, c.read_ord, c.seen_ord, c.unread_adj, c.unseen_adj, c.version
     FROM (SELECT 1) one LEFT JOIN inbox_counts c ON c.user_id = $1";
 
-const LATEST: &str = "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0),
-                              COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)";
+/// The newest id of each chain: of the rows retained, or the greatest one retention pruned (a chain pruned whole
+/// still has the ids it reached: a client's cursor there is not "above the server's history").
+const LATEST: &str = "SELECT GREATEST(COALESCE((SELECT max(id) FROM notifications WHERE user_id = $1), 0),
+                                       COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = $1), 0)),
+                              GREATEST(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
+                                       COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0))";
 
 /// One row, which also moves its user's chain head (`inbox_counts.head`, migration 8) when it is targeted and
 /// unmuted: `herald_write_targeted` links that user's next row to it without reading the notifications.

@@ -833,10 +833,14 @@ fn row_to_notification(r: &Row<'_>) -> rusqlite::Result<Notification> {
 }
 
 /// The newest id of each chain `user` sees.
+/// The newest id of each chain: of the rows retained, or the greatest one retention pruned (a chain pruned whole
+/// still has the ids it reached: a client's cursor there is not "above the server's history").
 fn latest(c: &Connection, user: &str) -> rusqlite::Result<Position> {
     c.prepare_cached(
-        "SELECT COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
-                COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0)",
+        "SELECT max(COALESCE((SELECT max(id) FROM notifications WHERE user_id = ?1), 0),
+                    COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = ?1), 0)),
+                max(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
+                    COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0))",
     )?
     .query_row([user], |r| Ok(Position { targeted: r.get(0)?, broadcast: r.get(1)? }))
 }
