@@ -1,6 +1,6 @@
 //! The one retry backoff: exponential growth from a floor to a cap, with jitter so that many clients retrying
-//! the same dead service spread out. Used by the AMQP consumer (reconnects, held commits) and the Redis link
-//! (reconnects).
+//! the same dead service spread out. Used by the AMQP consumer (reconnects, held commits), the trace writer
+//! (refused writes) and the Redis link (reconnects).
 //!
 //! `delay(n)` for the n-th consecutive failure (1-based; 0 is treated as 1): the step is
 //! `min · 2^(n-1)`, capped at `max`, and the wait is drawn uniformly from `[step/2, step]` ("equal jitter": never

@@ -176,7 +176,8 @@ impl Data {
 /// Where the steps are kept: one per backend.
 #[async_trait]
 pub trait TraceStore: Send + Sync + 'static {
-    async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError>;
+    /// Write `steps` in one transaction (shared: a write that failed is retried with the same steps).
+    async fn append(&self, steps: Arc<Vec<Step>>) -> Result<(), TraceError>;
     /// Steps naming this event id (`event`, `stored`, `dead_lettered`), at most `limit`.
     async fn by_event(&self, event_id: &str, limit: usize) -> Result<Vec<Step>, TraceError>;
     /// Steps of these traces.
@@ -267,11 +268,22 @@ impl Delivered {
     }
 }
 
+/// Steps recorded on this node since it started: written, dropped (the buffer full), not sampled, lost (the
+/// store refused them through every retry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub recorded: u64,
+    pub dropped: u64,
+    pub sampled_out: u64,
+    pub lost: u64,
+}
+
 #[derive(Default)]
 struct Counters {
     recorded: AtomicU64,
     dropped: AtomicU64,
     sampled_out: AtomicU64,
+    lost: AtomicU64,
 }
 
 /// What the hot path hands the writer: typed and small, so recording costs a few moves and one `try_send`; the
@@ -768,15 +780,16 @@ impl Recorder {
         }
     }
 
-    /// (recorded, dropped, sampled out) on this node since it started.
-    pub fn counts(&self) -> (u64, u64, u64) {
+    /// What became of the steps recorded on this node since it started.
+    pub fn counts(&self) -> Counts {
         match &self.inner {
-            Some(i) => (
-                i.counters.recorded.load(Ordering::Relaxed),
-                i.counters.dropped.load(Ordering::Relaxed),
-                i.counters.sampled_out.load(Ordering::Relaxed),
-            ),
-            None => (0, 0, 0),
+            Some(i) => Counts {
+                recorded: i.counters.recorded.load(Ordering::Relaxed),
+                dropped: i.counters.dropped.load(Ordering::Relaxed),
+                sampled_out: i.counters.sampled_out.load(Ordering::Relaxed),
+                lost: i.counters.lost.load(Ordering::Relaxed),
+            },
+            None => Counts::default(),
         }
     }
 }
@@ -924,7 +937,7 @@ async fn batch_loop(
         let (rows, steps) = batch.into_rows(&node);
         if !rows.is_empty() {
             let n = steps as u64;
-            match store.append(rows).await {
+            match append_retrying(&*store, Arc::new(rows)).await {
                 Ok(()) => {
                     metrics::counter!("herald_trace_recorded_total").increment(n);
                     if let Some(c) = counters.upgrade() {
@@ -933,6 +946,9 @@ async fn batch_loop(
                 }
                 Err(e) => {
                     metrics::counter!("herald_trace_write_errors_total").increment(n);
+                    if let Some(c) = counters.upgrade() {
+                        c.counters.lost.fetch_add(n, Ordering::Relaxed);
+                    }
                     tracing::warn!(error = %e, steps = n, "trace steps could not be written; they are lost");
                 }
             }
@@ -947,6 +963,28 @@ async fn batch_loop(
         }
         for f in flushes {
             let _ = f.send(());
+        }
+    }
+}
+
+/// How a trace write that failed is retried: a store that is back within a few seconds (a restart, a failover)
+/// loses no step; meanwhile new steps wait in the recorder's buffer (or are dropped, counted, once it is full).
+const WRITE_RETRY: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// `store.append(steps)`, retried with [`WRITE_RETRY`] up to [`WRITE_ATTEMPTS`] times; the last error.
+async fn append_retrying(store: &dyn TraceStore, steps: Arc<Vec<Step>>) -> Result<(), TraceError> {
+    let mut attempt = 1;
+    loop {
+        match store.append(steps.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= WRITE_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "a trace write failed; retrying");
+                tokio::time::sleep(WRITE_RETRY.delay(attempt)).await;
+                attempt += 1;
+            }
         }
     }
 }
@@ -1072,6 +1110,9 @@ pub struct TraceStats {
     pub dropped: u64,
     /// Steps not kept by `trace.sample_rate`.
     pub sampled_out: u64,
+    /// Steps the trace's store refused through every retry (an outage of more than a few seconds): lost. A trace
+    /// read back may then miss steps, or the whole event (`404`), though the event itself was stored.
+    pub lost: u64,
     pub retention_days: u32,
 }
 
@@ -1108,8 +1149,8 @@ impl Tracer {
     }
 
     pub fn stats(&self) -> TraceStats {
-        let (recorded, dropped, sampled_out) = self.recorder.counts();
-        TraceStats { recorded, dropped, sampled_out, retention_days: self.retention_days }
+        let Counts { recorded, dropped, sampled_out, lost } = self.recorder.counts();
+        TraceStats { recorded, dropped, sampled_out, lost, retention_days: self.retention_days }
     }
 
     fn store(&self) -> Result<&Arc<dyn TraceStore>, TraceError> {
@@ -1380,6 +1421,8 @@ mod tests {
     #[derive(Default)]
     struct Batches {
         stuck: bool,
+        /// Writes refused before the store answers again (an outage).
+        failing: std::sync::atomic::AtomicU32,
         sizes: std::sync::Mutex<Vec<usize>>,
         rows: std::sync::Mutex<Vec<Step>>,
         wrote: tokio::sync::Notify,
@@ -1387,12 +1430,15 @@ mod tests {
 
     #[async_trait]
     impl TraceStore for Batches {
-        async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError> {
+        async fn append(&self, steps: Arc<Vec<Step>>) -> Result<(), TraceError> {
             if self.stuck {
                 std::future::pending::<()>().await;
             }
+            if self.failing.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                return Err(TraceError::Unavailable("the test store is down".into()));
+            }
             self.sizes.lock().unwrap().push(steps.len());
-            self.rows.lock().unwrap().extend(steps);
+            self.rows.lock().unwrap().extend(steps.iter().cloned());
             self.wrote.notify_one();
             Ok(())
         }
@@ -1458,7 +1504,31 @@ mod tests {
         r.delivered(4, Some("u"), delivered());
         r.flush().await;
         assert_eq!(*store.sizes.lock().unwrap(), [3, 1]);
-        assert_eq!(r.counts().0, 4);
+        assert_eq!(r.counts().recorded, 4);
+    }
+
+    /// A store that is back within the retries loses nothing; one that stays down past them loses the batch, and
+    /// the stats say so (they said nothing: `dropped` counts only a full buffer).
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_is_retried_and_steps_lost_past_the_retries_are_counted() {
+        let store = Arc::new(Batches::default());
+        store.failing.store(WRITE_ATTEMPTS - 1, Ordering::Relaxed);
+        let r = batching(&store, Duration::from_secs(3600), 1000);
+        r.delivered(1, Some("u"), delivered());
+        r.flush().await;
+        assert_eq!(*store.sizes.lock().unwrap(), [1], "written at the last attempt");
+        assert_eq!(r.counts(), Counts { recorded: 1, ..Counts::default() });
+
+        store.failing.store(WRITE_ATTEMPTS, Ordering::Relaxed);
+        r.delivered(2, Some("u"), delivered());
+        r.delivered(3, Some("u"), delivered());
+        r.flush().await;
+        assert_eq!(*store.sizes.lock().unwrap(), [1], "nothing more written");
+        assert_eq!(r.counts(), Counts { recorded: 1, lost: 2, ..Counts::default() });
+        // The store back: the next steps are written.
+        r.delivered(4, Some("u"), delivered());
+        r.flush().await;
+        assert_eq!(r.counts(), Counts { recorded: 2, lost: 2, ..Counts::default() });
     }
 
     #[tokio::test]
@@ -1503,14 +1573,14 @@ mod tests {
         for id in 0..100 {
             r.delivered(id, Some("u"), delivered()); // returns at once: a blocking send would hang this test
         }
-        let (recorded, dropped, sampled_out) = r.counts();
+        let Counts { recorded, dropped, sampled_out, .. } = r.counts();
         assert_eq!((recorded, dropped, sampled_out), (0, 98, 0));
         // The writer now takes the two queued steps and hangs on the store; recording still never waits.
         tokio::task::yield_now().await;
         for id in 100..110 {
             r.delivered(id, Some("u"), delivered());
         }
-        let dropped = r.counts().1;
+        let dropped = r.counts().dropped;
         assert!(dropped >= 98 + 8, "at most the buffer's 2 more were queued: dropped {dropped}");
         assert_eq!(tracer.stats().dropped, dropped);
     }
@@ -1521,12 +1591,12 @@ mod tests {
         for id in 0..10_000 {
             r.delivered(id, Some("u"), delivered());
         }
-        let (_, dropped, sampled_out) = r.counts();
+        let Counts { dropped, sampled_out, .. } = r.counts();
         assert_eq!(dropped, 0);
         assert!((7_000..8_000).contains(&sampled_out), "about 75 % sampled out, got {sampled_out}");
         let (none, _rx) = Recorder::new(Arc::from("n1"), 10, 0.0);
         none.delivered(1, None, delivered());
-        assert_eq!(none.counts().2, 1, "rate 0 keeps nothing");
+        assert_eq!(none.counts().sampled_out, 1, "rate 0 keeps nothing");
     }
 
     #[tokio::test]
@@ -1534,7 +1604,7 @@ mod tests {
         let r = Recorder::default();
         assert!(r.begin(&Origin::amqp(), "t", None, Instant::now()).is_none());
         r.delivered(1, Some("u"), delivered());
-        assert_eq!(r.counts(), (0, 0, 0));
+        assert_eq!(r.counts(), Counts::default());
     }
 
     fn step(
@@ -1638,7 +1708,7 @@ mod tests {
         assert!(rows
             .iter()
             .all(|s| s.kind == Kind::Stored && s.event_id.is_some() && s.data.json().get("delivery").is_some()));
-        assert_eq!(r.counts().0, 6, "each row holds the event, stored and delivered steps");
+        assert_eq!(r.counts().recorded, 6, "each row holds the event, stored and delivered steps");
 
         let traces = assemble(rows, &[], &[]);
         let t = traces.iter().find(|t| t.trace_id == first).unwrap();
@@ -1670,7 +1740,7 @@ mod tests {
         let rows = store.rows.lock().unwrap().clone();
         let kinds: Vec<&str> = rows.iter().map(|s| s.kind.as_str()).collect();
         assert_eq!(kinds, ["event", "stored", "stored", "delivered", "delivered", "delivered", "delivered", "stored"]);
-        assert_eq!(r.counts().0, 9, "eight rows; the last holds the event and stored steps");
+        assert_eq!(r.counts().recorded, 9, "eight rows; the last holds the event and stored steps");
 
         let (own, later): (Vec<Step>, Vec<Step>) = rows.into_iter().partition(|s| s.trace_id.is_some());
         let traces = assemble(own, &later, &[]);

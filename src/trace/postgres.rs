@@ -94,7 +94,7 @@ macro_rules! select {
 
 #[async_trait]
 impl TraceStore for PostgresTrace {
-    async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError> {
+    async fn append(&self, steps: std::sync::Arc<Vec<Step>>) -> Result<(), TraceError> {
         let mut at = Vec::with_capacity(steps.len());
         let mut trace = Vec::with_capacity(steps.len());
         let mut event = Vec::with_capacity(steps.len());
@@ -103,7 +103,7 @@ impl TraceStore for PostgresTrace {
         let mut kind = Vec::with_capacity(steps.len());
         let mut node = Vec::with_capacity(steps.len());
         let mut data = Vec::with_capacity(steps.len());
-        for s in steps {
+        for s in steps.iter() {
             at.push(s.at);
             trace.push(s.trace_id.as_deref().map(text));
             event.push(s.event_id.as_deref().map(text));

@@ -345,7 +345,7 @@ fn step(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Step>> {
 
 #[async_trait]
 impl TraceStore for SqliteTrace {
-    async fn append(&self, steps: Vec<Step>) -> Result<(), TraceError> {
+    async fn append(&self, steps: Arc<Vec<Step>>) -> Result<(), TraceError> {
         self.write(move |c| {
             let tx = c.transaction()?;
             {
@@ -353,7 +353,7 @@ impl TraceStore for SqliteTrace {
                     "INSERT INTO trace_steps (at, trace_id, event_id, event_key, notification_id, user_id, kind, node, \
                      data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )?;
-                for s in &steps {
+                for s in steps.iter() {
                     stmt.execute(params![
                         s.at.timestamp_millis(),
                         s.trace_id,
@@ -523,7 +523,7 @@ mod tests {
     async fn steps_are_found_by_event_through_the_key_index_and_never_mixed_on_a_shared_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteTrace::open(&dir.path().join("t.trace.db")).unwrap();
-        store.append(vec![step("alpha"), step("beta"), step("alpha")]).await.unwrap();
+        store.append(std::sync::Arc::new(vec![step("alpha"), step("beta"), step("alpha")])).await.unwrap();
         store
             .write(|c| {
                 c.execute(
@@ -616,7 +616,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
 
         let store = SqliteTrace::open(&path).expect("a damaged trace does not stop the gateway");
-        store.append(vec![step("after")]).await.unwrap();
+        store.append(std::sync::Arc::new(vec![step("after")])).await.unwrap();
         assert_eq!(store.by_event("after", 10).await.unwrap().len(), 1, "the new trace records steps");
         let aside: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()

@@ -334,7 +334,7 @@ async fn check_retention(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
         data: Data::Json(json!({})),
     };
     let steps: Vec<Step> = (0..5).map(|i| step(10, i)).chain((5..8).map(|i| step(1, i))).collect();
-    store.append(steps).await.unwrap();
+    store.append(std::sync::Arc::new(steps)).await.unwrap();
     let cutoff = now - chrono::Duration::days(7);
     let pruned = herald::trace::prune(store.as_ref(), cutoff, 2).await.unwrap();
     assert!(pruned >= 5, "the 5 old steps went, 2 at a time (other tests' rows may go too): {pruned}");
@@ -378,7 +378,7 @@ async fn check_erase(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
     let kinds = [Kind::Stored, Kind::Delivered, Kind::Read, Kind::ReadAll, Kind::SeenAll];
     let steps =
         kinds.iter().enumerate().flat_map(|(i, k)| [step(&gone, *k, i as i64), step(&kept, *k, 100 + i as i64)]);
-    store.append(steps.collect()).await.unwrap();
+    store.append(std::sync::Arc::new(steps.collect())).await.unwrap();
     assert_eq!(store.erase(&[gone.clone(), unique("nobody-")]).await.unwrap(), 5);
     let left = store.by_traces(std::slice::from_ref(&trace_id), 100).await.unwrap();
     assert!(left.iter().all(|s| s.user_id.as_deref() == Some(kept.as_str())) && left.len() == 5, "{left:?}");
@@ -419,7 +419,7 @@ async fn steps_recorded_before_tracing_was_turned_off_are_still_pruned() {
         node: "n".into(),
         data: Data::Json(json!({})),
     };
-    store.append(vec![old]).await.unwrap();
+    store.append(std::sync::Arc::new(vec![old])).await.unwrap();
     let _gw = spawn_gateway_with(|s| {
         s.trace.enabled = false;
         s.trace.sqlite_path = path.clone();

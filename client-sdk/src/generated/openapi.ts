@@ -1153,6 +1153,12 @@ export interface components {
              * @description Steps not kept by `trace.sample_rate`.
              */
             sampled_out: number;
+            /**
+             * Format: int64
+             * @description Steps the trace's store refused through every retry (an outage of more than a few seconds): lost. A trace
+             *     read back may then miss steps, or the whole event (`404`), though the event itself was stored.
+             */
+            lost: number;
             /** Format: int32 */
             retention_days: number;
         };
