@@ -7,6 +7,7 @@
 //! metric names and fails on one missing here), and `deploy/` queries only names listed here
 //! (`scripts/check-deploy.sh`). [`stats`] reads the same text back as JSON for the admin console.
 
+pub mod ratelimited;
 pub mod stats;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@ use axum::Json;
 
 use crate::auth::AuthError;
 use crate::inbox::StoreError;
+use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 
 /// The body of every error answer: a stable machine-readable code and a human-readable reason.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -182,7 +183,13 @@ impl IntoResponse for ApiError {
         let message = match &self {
             // Internals are logged here, once, and not leaked.
             ApiError::Store(e) => {
-                tracing::error!(error = %e, "request failed in the store");
+                // An outage fails every request alike: its first failure of each kind in full, then a count
+                // (`telemetry::ratelimited`; `herald_store_write_errors_total` counts each).
+                static FAILED: ThrottledKinds<2> = ThrottledKinds::new(WINDOW);
+                let kind = matches!(e, StoreError::Unavailable(_));
+                if let Some(repeats) = FAILED.admit(kind) {
+                    tracing::error!(error = %e, suppressed = repeats.suppressed(), "request failed in the store{repeats}");
+                }
                 match e {
                     StoreError::Unavailable(_) => "the inbox cannot take this now; retry later".to_owned(),
                     StoreError::Internal(_) => "the inbox is unavailable; retry later".to_owned(),

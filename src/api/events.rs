@@ -20,6 +20,7 @@ use super::{error, ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
 use crate::ingest::{Status, MAX_STORED_BYTES_PER_EVENT};
+use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
@@ -147,7 +148,12 @@ fn counted(
             "key" => key.to_owned()
         )
         .increment(1);
-        tracing::info!(reason, key, error = %e, "ingest request refused");
+        // Per reason and key: a store outage refuses every request alike, and a flood of one refusal must not
+        // hide the first of another (the counter above counts each).
+        static REFUSED: ThrottledKinds<64> = ThrottledKinds::new(WINDOW);
+        if let Some(repeats) = REFUSED.admit((reason, key)) {
+            tracing::info!(reason, key, error = %e, suppressed = repeats.suppressed(), "ingest request refused{repeats}");
+        }
     }
     result
 }
@@ -314,7 +320,11 @@ pub async fn shed(e: tower::BoxError, timeout: std::time::Duration) -> ApiError 
         ("shed", ApiError::Overloaded { code: "unavailable", message })
     };
     metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason).increment(1);
-    tracing::info!(reason, "ingest request shed");
+    // Shedding comes in storms (a store outage holds every slot): bounded per reason, counted above.
+    static SHED: ThrottledKinds<4> = ThrottledKinds::new(WINDOW);
+    if let Some(repeats) = SHED.admit(reason) {
+        tracing::info!(reason, suppressed = repeats.suppressed(), "ingest request shed{repeats}");
+    }
     err
 }
 

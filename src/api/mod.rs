@@ -29,6 +29,7 @@ use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
@@ -42,6 +43,7 @@ use crate::inbox::Store;
 use crate::ingest::amqp::DeadLetters;
 use crate::ingest::Pipeline;
 use crate::session::SessionDeps;
+use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 use crate::telemetry::Health;
 
 /// Everything the handlers share. Cheap to clone.
@@ -196,7 +198,7 @@ pub fn router(state: AppState) -> Router {
                     // A 5xx is mostly a state answered on purpose (503 with Retry-After, an unready /readyz, each
                     // probe of an outage): a warning. What failed inside is logged once, at error, where it is
                     // turned into the answer (`error::ApiError`).
-                    .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+                    .on_failure(response_failed),
             )
             .layer(axum::middleware::from_fn_with_state(state.settings.server.max_head_bytes, error::json_errors))
             .layer(axum::middleware::from_fn_with_state(
@@ -205,6 +207,22 @@ pub fn router(state: AppState) -> Router {
             )),
     )
     .with_state(state)
+}
+
+/// A response classified as a failure (a 5xx), logged at warn once per status per window: an outage answers
+/// every request and every readiness probe with a 503, and its log would be one line per request
+/// (`telemetry::ratelimited`; `herald_http_requests_total` counts each). Logged under tower-http's target, as
+/// its `DefaultOnFailure` did, so a filter naming it still applies.
+fn response_failed(class: ServerErrorsFailureClass, latency: std::time::Duration, _span: &tracing::Span) {
+    static FAILED: ThrottledKinds<16> = ThrottledKinds::new(WINDOW);
+    let kind = match &class {
+        ServerErrorsFailureClass::StatusCode(status) => status.as_u16(),
+        ServerErrorsFailureClass::Error(_) => 0,
+    };
+    if let Some(repeats) = FAILED.admit(kind) {
+        tracing::warn!(target: "tower_http::trace::on_failure", classification = %class,
+            latency_ms = latency.as_millis() as u64, suppressed = repeats.suppressed(), "response failed{repeats}");
+    }
 }
 
 /// Every endpoint and its handler (the fallbacks are [`router`]'s). Each is documented in [`openapi`], whose

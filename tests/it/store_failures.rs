@@ -104,3 +104,109 @@ async fn a_deleted_database_file_refuses_writes_and_is_not_ready() {
     assert_eq!(post(&gw, "after").await.status(), 202);
     assert_eq!(gw.inbox("sf").await["items"].as_array().unwrap().len(), 2, "before and after, not the refused one");
 }
+
+/// The `message` of each JSON log line of `herald` so far that starts with `prefix`, with its `suppressed`
+/// field (0 when it has none).
+fn logged(herald: &HeraldProcess, prefix: &str) -> Vec<(String, u64)> {
+    herald
+        .output()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| {
+            let message = l["message"].as_str()?.to_owned();
+            message.starts_with(prefix).then(|| (message, l["suppressed"].as_u64().unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// Every occurrence is a line or counted in a later line's `suppressed` (no line is open: the last occurrence
+/// was logged).
+fn occurrences(lines: &[(String, u64)]) -> u64 {
+    lines.iter().map(|(_, suppressed)| 1 + suppressed).sum()
+}
+
+/// An SRE review: a stopped store made every refused request write two or three lines (7,907 requests, 16,088
+/// lines in 15 s). Each kind of line is logged in full once, its repeats within the 10 s window are counted, and
+/// the next one after the window says how many were not logged; the counters still count every one.
+#[tokio::test]
+async fn a_store_outage_logs_each_kind_of_refusal_once_per_window_and_then_how_many_more_were_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two ingest slots: part of the storm is shed (`overloaded`), as when an outage holds every slot.
+    let config = process_config(dir.path(), "ingest_max_concurrency = 2", "");
+    let herald = spawn_herald_process_with(&config, &[("RUST_LOG", "info"), ("HERALD__LOG__FORMAT", "json")], None);
+    let http = reqwest::Client::new();
+    let post = |title: &str| {
+        http.post(format!("{}/api/v1/events?exchange=sgad.notifications", herald.url))
+            .bearer_auth(SERVICE_KEY)
+            .json(&json!({"user_id": "sf", "title": title, "message": "m", "type": "info"}))
+            .send()
+    };
+    let readyz = || http.get(format!("{}/readyz", herald.url)).send();
+    assert_eq!(post("before").await.unwrap().status(), 202);
+
+    std::fs::rename(dir.path().join("herald.db"), dir.path().join("aside.db")).unwrap();
+    // The storm: 200 ingest requests, 25 at a time, and an orchestrator's readiness probes.
+    let (mut refused, mut shed, mut failed_responses) = (0u64, 0u64, 0u64);
+    for _ in 0..8 {
+        let wave: Vec<_> = (0..25).map(|i| post(&format!("refused {i}"))).collect();
+        for resp in futures_util::future::join_all(wave).await {
+            let resp = resp.unwrap();
+            assert_eq!(resp.status(), 503);
+            failed_responses += 1;
+            match resp.json::<Value>().await.unwrap()["error"].as_str().unwrap() {
+                "store_unavailable" => refused += 1,
+                "overloaded" => shed += 1,
+                other => panic!("refused as {other}"),
+            }
+        }
+        if readyz().await.unwrap().status() == 503 {
+            failed_responses += 1;
+        }
+    }
+    assert!(refused >= 2 && shed >= 2, "both kinds repeat: {refused} refused by the store, {shed} shed");
+
+    // Bounded: one line per kind (two, should the storm outlast a window), not one per request.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kinds = ["ingest request refused", "request failed in the store", "ingest request shed", "response failed"];
+    for kind in kinds {
+        let lines = logged(&herald, kind);
+        assert!((1..=2).contains(&lines.len()), "{kind}: {} lines for the storm: {lines:#?}", lines.len());
+    }
+
+    // After the window, the next of each kind is logged in full and says how many were not.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(post("after the window").await.unwrap().status(), 503);
+    refused += 1;
+    failed_responses += 1;
+    let expected = [
+        ("ingest request refused", refused),
+        ("request failed in the store", refused),
+        ("response failed", failed_responses),
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for (kind, count) in expected {
+        let lines = loop {
+            let lines = logged(&herald, kind);
+            if occurrences(&lines) >= count || tokio::time::Instant::now() > deadline {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(occurrences(&lines), count, "{kind}: every occurrence logged or counted: {lines:#?}");
+        let (summary, suppressed) = lines.last().unwrap();
+        assert!(*suppressed > 0, "{kind}: {lines:#?}");
+        assert!(summary.contains(&format!("and {suppressed} more like it in the last")), "{summary}");
+    }
+    // The counters still count every refusal.
+    let metrics = http.get(format!("{}/metrics", herald.url)).send().await.unwrap().text().await.unwrap();
+    let errors = |reason: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("herald_ingest_errors_total{") && l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!((errors("store_unavailable"), errors("overloaded")), (refused as f64, shed as f64), "{metrics}");
+    let leaked: Vec<String> = herald.output().into_iter().filter(|l| l.contains(SERVICE_KEY)).collect();
+    assert!(leaked.is_empty(), "the service key reached the log: {leaked:#?}");
+}
