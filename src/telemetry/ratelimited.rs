@@ -1,8 +1,8 @@
 //! Log lines that repeat on every request during an outage, bounded: a 503 storm must not become a logging
 //! incident (a store outage made every refused request write two or three lines, thousands a second).
 //!
-//! One [`Throttled`] per call site (or [`ThrottledKinds`], one throttle per kind at a call site: a reason, a
-//! status): the first occurrence is logged in full at once; the repeats within [`WINDOW`] of it are counted,
+//! One [`ThrottledKinds`] per call site, a throttle per kind there (a reason, a status; `()` for a line of one
+//! kind): the first occurrence is logged in full at once; the repeats within [`WINDOW`] of it are counted,
 //! not logged; the first occurrence after the window is logged in full again and says how many were not
 //! (`... (and N more like it in the last 12 s, not logged)`, and `suppressed = N` as a field). Metrics are not
 //! throttled: their counters count every occurrence.
@@ -92,29 +92,6 @@ impl Window {
     }
 }
 
-/// One call site's log line, at most once per window (see the module's documentation).
-pub struct Throttled {
-    window_ms: u64,
-    window: Window,
-}
-
-impl Throttled {
-    pub const fn new(window: Duration) -> Self {
-        Throttled { window_ms: window.as_millis() as u64, window: Window::new() }
-    }
-
-    /// `Some` when this occurrence is to be logged (with what the ones before it that were not add up to);
-    /// `None` when it is counted instead.
-    pub fn admit(&self) -> Option<Repeats> {
-        self.admit_at(Instant::now())
-    }
-
-    /// [`Throttled::admit`] at `now`.
-    pub fn admit_at(&self, now: Instant) -> Option<Repeats> {
-        self.window.admit(self.window_ms, now)
-    }
-}
-
 /// A call site's log line throttled per kind (a reason, a status, a reason and a service key's id: a bounded
 /// set): a flood of one kind does not hide the first of another. Up to `N` kinds each get a window of their own,
 /// claimed on first use; any more share one.
@@ -134,7 +111,8 @@ impl<const N: usize> ThrottledKinds<N> {
         }
     }
 
-    /// [`Throttled::admit`] for an occurrence of `kind`.
+    /// `Some` when this occurrence of `kind` is to be logged (with what the ones before it that were not add up
+    /// to); `None` when it is counted instead.
     pub fn admit(&self, kind: impl Hash) -> Option<Repeats> {
         self.admit_at(kind, Instant::now())
     }
@@ -181,22 +159,22 @@ mod tests {
 
     #[test]
     fn the_first_occurrence_is_logged_its_repeats_in_the_window_counted_and_the_next_after_it_says_how_many() {
-        let throttle = Throttled::new(TEN_S);
+        let throttle = ThrottledKinds::<1>::new(TEN_S);
         let t0 = start();
-        let first = throttle.admit_at(t0).expect("the first occurrence is logged");
+        let first = throttle.admit_at((), t0).expect("the first occurrence is logged");
         assert_eq!((first.suppressed(), first.to_string()), (None, String::new()), "nothing to summarise yet");
         for ms in [0, 1, 500, 5_000, 9_000] {
-            assert_eq!(throttle.admit_at(t0 + Duration::from_millis(ms)), None, "a repeat {ms} ms in is counted");
+            assert_eq!(throttle.admit_at((), t0 + Duration::from_millis(ms)), None, "a repeat {ms} ms in is counted");
         }
-        let next = throttle.admit_at(t0 + Duration::from_secs(12)).expect("the first after the window is logged");
+        let next = throttle.admit_at((), t0 + Duration::from_secs(12)).expect("the first after the window is logged");
         assert_eq!(next.suppressed(), Some(5));
         assert_eq!(next.to_string(), " (and 5 more like it in the last 12 s, not logged)");
         // A new window opened at 12 s: its repeats are counted from zero.
-        assert_eq!(throttle.admit_at(t0 + Duration::from_secs(13)), None);
-        let after = throttle.admit_at(t0 + Duration::from_secs(30)).unwrap();
+        assert_eq!(throttle.admit_at((), t0 + Duration::from_secs(13)), None);
+        let after = throttle.admit_at((), t0 + Duration::from_secs(30)).unwrap();
         assert_eq!((after.suppressed(), after.to_string().contains("and 1 more")), (Some(1), true));
         // A quiet line logs each occurrence, with nothing to summarise.
-        assert_eq!(throttle.admit_at(t0 + Duration::from_secs(45)).unwrap().suppressed(), None);
+        assert_eq!(throttle.admit_at((), t0 + Duration::from_secs(45)).unwrap().suppressed(), None);
     }
 
     #[test]
