@@ -93,6 +93,11 @@ async fn the_same_event_twice_yields_one_notification() {
     }
 }
 
+/// The titles in `user`'s inbox, newest first.
+async fn titles(gw: &Gateway, user: &str) -> Vec<String> {
+    gw.inbox(user).await["items"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap().to_owned()).collect()
+}
+
 #[tokio::test]
 async fn an_array_of_events_is_stored_in_one_request_in_order() {
     let gw = spawn_gateway().await;
@@ -105,13 +110,7 @@ async fn an_array_of_events_is_stored_in_one_request_in_order() {
     let ids: Vec<i64> =
         body["results"].as_array().unwrap().iter().map(|r| r["notification_ids"][0].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    let titles: Vec<String> = gw.inbox("batch-user").await["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["title"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(titles, vec!["n4", "n3", "n2", "n1", "n0"]);
+    assert_eq!(titles(&gw, "batch-user").await, vec!["n4", "n3", "n2", "n1", "n0"]);
 }
 
 /// An array posted with an `Idempotency-Key` dedupes element by element (`key:i`) when retried, and a single
@@ -144,13 +143,7 @@ async fn a_batchs_idempotency_key_never_swallows_a_single_event_whose_key_names_
     assert_eq!(statuses(single.clone()), ["stored"], "{single}");
     let again: Value = post("order-7:1", event("b")).await.unwrap().json().await.unwrap();
     assert_eq!(statuses(again), ["duplicate"], "the single event dedupes under its own key");
-    let titles: Vec<String> = gw.inbox("keyed-user").await["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["title"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(titles, vec!["b", "a1", "a0"]);
+    assert_eq!(titles(&gw, "keyed-user").await, vec!["b", "a1", "a0"]);
 }
 
 #[tokio::test]
