@@ -35,6 +35,19 @@ export function longBackoff(opts: BackoffOptions, random: () => number = Math.ra
 export const MAX_USER_ID_BYTES = 256;
 
 /**
+ * Bytes of `s` in UTF-8, counted without `TextEncoder` (absent from some embedded and test globals); a lone
+ * surrogate counts as the 3 bytes of the U+FFFD it is encoded as.
+ */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (const ch of s) {
+    const cp = ch.codePointAt(0)!;
+    n += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  return n;
+}
+
+/**
  * The user id as the gateway names it, or a `RangeError` for one no inbox can have (the gateway's rule: not
  * empty, at most 256 UTF-8 bytes, no control character). Every connect and request would be refused, and
  * a socket refused with 400 or 404 looks like a network failure to a browser: thrown here instead of retried.
@@ -45,7 +58,7 @@ export function checkUserId(userId: string | number): string {
   }
   const id = String(userId);
   if (id.length === 0) throw new RangeError('userId: the user id is empty');
-  const bytes = new TextEncoder().encode(id).length;
+  const bytes = utf8Length(id);
   if (bytes > MAX_USER_ID_BYTES) {
     throw new RangeError(`userId: the user id is ${bytes} bytes, over the ${MAX_USER_ID_BYTES}-byte limit`);
   }

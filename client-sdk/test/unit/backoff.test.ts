@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backoff } from '../../src/utils';
+import { backoff, utf8Length } from '../../src/utils';
 
 const opts = { minDelayMs: 500, maxDelayMs: 20_000 };
 
@@ -35,5 +35,14 @@ describe('backoff', () => {
     const d = backoff(2, { minDelayMs: 100, maxDelayMs: 300 });
     expect(d).toBeGreaterThanOrEqual(100);
     expect(d).toBeLessThanOrEqual(300);
+  });
+});
+
+describe('utf8Length', () => {
+  it('counts the bytes TextEncoder would, without needing TextEncoder (a page or vm without it)', () => {
+    const samples = ['', 'abc', 'é', 'ユーザー 7', '😀x', '\ud800', 'a\udc00b', 'x'.repeat(300)];
+    for (const s of samples) {
+      expect(utf8Length(s), JSON.stringify(s)).toBe(new TextEncoder().encode(s).length);
+    }
   });
 });
