@@ -51,7 +51,13 @@ use crate::config::{Settings, StoreLocation};
 use crate::event::DedupeKey;
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
+use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 use crate::telemetry::Health;
+
+/// The writers' `inbox commit failed` line, one throttle for both backends keyed by whether the store was
+/// unavailable: an outage fails every group commit alike, logged in full once per kind per window, then with
+/// how many more were not (`herald_store_write_errors_total` counts each).
+static COMMIT_FAILED: ThrottledKinds<2> = ThrottledKinds::new(WINDOW);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

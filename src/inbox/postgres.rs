@@ -55,7 +55,7 @@ use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
     MutedDefaults, NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, StateChange,
-    Store, StoreError, Tally, Write, WriteOutcome,
+    Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::StoreSettings;
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -1123,14 +1123,18 @@ async fn commit_batch(writer: &mut Writer, batch: Vec<Job>, listener: Option<&dy
                 match writer.run(std::slice::from_ref(&job)).await {
                     Ok((answers, changes)) => finish(vec![job], answers, &changes, listener),
                     Err(e) => {
-                        tracing::error!(error = %e, "inbox commit failed");
+                        if let Some(repeats) = COMMIT_FAILED.admit(matches!(e, StoreError::Unavailable(_))) {
+                            tracing::error!(error = %e, suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
+                        }
                         job.fail(e);
                     }
                 }
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, jobs = batch.len(), "inbox commit failed");
+            if let Some(repeats) = COMMIT_FAILED.admit(matches!(e, StoreError::Unavailable(_))) {
+                tracing::error!(error = %e, jobs = batch.len(), suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
+            }
             for job in batch {
                 job.fail(e.clone());
             }

@@ -30,7 +30,7 @@ use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
     MutedDefaults, NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, StateChange,
-    Store, StoreError, Tally, Write, WriteOutcome,
+    Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -1204,7 +1204,9 @@ fn commit_batch(
         Err(failure) => {
             // Rolled back: what the writer remembers of it is not in the database (and its ids are given again).
             memory.forget();
-            tracing::error!(error = %failure, jobs = batch.len(), "inbox commit failed");
+            if let Some(repeats) = COMMIT_FAILED.admit(matches!(failure, StoreError::Unavailable(_))) {
+                tracing::error!(error = %failure, jobs = batch.len(), suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
+            }
             for job in batch.drain(..) {
                 let err = failure.clone();
                 match job {

@@ -167,7 +167,13 @@ async fn a_store_outage_logs_each_kind_of_refusal_once_per_window_and_then_how_m
 
     // Bounded: one line per kind (two, should the storm outlast a window), not one per request.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let kinds = ["ingest request refused", "request failed in the store", "ingest request shed", "response failed"];
+    let kinds = [
+        "ingest request refused",
+        "request failed in the store",
+        "ingest request shed",
+        "response failed",
+        "inbox commit failed",
+    ];
     for kind in kinds {
         let lines = logged(&herald, kind);
         assert!((1..=2).contains(&lines.len()), "{kind}: {} lines for the storm: {lines:#?}", lines.len());
