@@ -164,6 +164,8 @@ pub async fn start_with(
         .then(|| ingest::amqp::spawn(settings.amqp.clone(), pipeline.clone(), health.clone(), shutdown.clone()));
     #[cfg(unix)]
     tokio::spawn(reload_rules_on_sighup(pipeline.clone(), shutdown.clone()));
+    // Throttled log lines whose repeats no later line reported (the outage ended inside the window).
+    tokio::spawn(telemetry::ratelimited::flush_every_window(shutdown.clone()));
     let tracker = TaskTracker::new();
     let sessions = SessionDeps {
         store: store.clone(),
@@ -247,6 +249,8 @@ impl Started {
                 STORE_CLOSE.as_secs()
             );
         }
+        // Last: what the throttled log lines counted and no line reported yet (the stop's own failures too).
+        telemetry::ratelimited::flush(true);
         tracing::info!("herald stopped");
         Ok(())
     }

@@ -13,6 +13,7 @@ use axum::Json;
 use crate::auth::AuthError;
 use crate::inbox::StoreError;
 use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
+use tracing::Level;
 
 /// The body of every error answer: a stable machine-readable code and a human-readable reason.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -185,7 +186,8 @@ impl IntoResponse for ApiError {
             ApiError::Store(e) => {
                 // An outage fails every request alike: its first failure of each kind in full, then a count
                 // (`telemetry::ratelimited`; `herald_store_write_errors_total` counts each).
-                static FAILED: ThrottledKinds<2> = ThrottledKinds::new(WINDOW);
+                static FAILED: ThrottledKinds<2> =
+                    ThrottledKinds::new(Level::ERROR, "request failed in the store", WINDOW);
                 let kind = matches!(e, StoreError::Unavailable(_));
                 if let Some(repeats) = FAILED.admit(kind) {
                     tracing::error!(error = %e, suppressed = repeats.suppressed(), "request failed in the store{repeats}");

@@ -21,6 +21,7 @@ use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
 use crate::ingest::{Status, MAX_STORED_BYTES_PER_EVENT};
 use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
+use tracing::Level;
 
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
@@ -150,7 +151,7 @@ fn counted(
         .increment(1);
         // Per reason and key: a store outage refuses every request alike, and a flood of one refusal must not
         // hide the first of another (the counter above counts each).
-        static REFUSED: ThrottledKinds<64> = ThrottledKinds::new(WINDOW);
+        static REFUSED: ThrottledKinds<64> = ThrottledKinds::new(Level::INFO, "ingest request refused", WINDOW);
         if let Some(repeats) = REFUSED.admit((reason, key)) {
             tracing::info!(reason, key, error = %e, suppressed = repeats.suppressed(), "ingest request refused{repeats}");
         }
@@ -321,7 +322,7 @@ pub async fn shed(e: tower::BoxError, timeout: std::time::Duration) -> ApiError 
     };
     metrics::counter!("herald_ingest_errors_total", "transport" => "http", "reason" => reason).increment(1);
     // Shedding comes in storms (a store outage holds every slot): bounded per reason, counted above.
-    static SHED: ThrottledKinds<4> = ThrottledKinds::new(WINDOW);
+    static SHED: ThrottledKinds<4> = ThrottledKinds::new(Level::INFO, "ingest request shed", WINDOW);
     if let Some(repeats) = SHED.admit(reason) {
         tracing::info!(reason, suppressed = repeats.suppressed(), "ingest request shed{repeats}");
     }

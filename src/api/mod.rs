@@ -45,6 +45,7 @@ use crate::ingest::Pipeline;
 use crate::session::SessionDeps;
 use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 use crate::telemetry::Health;
+use tracing::Level;
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -214,7 +215,7 @@ pub fn router(state: AppState) -> Router {
 /// (`telemetry::ratelimited`; `herald_http_requests_total` counts each). Logged under tower-http's target, as
 /// its `DefaultOnFailure` did, so a filter naming it still applies.
 fn response_failed(class: ServerErrorsFailureClass, latency: std::time::Duration, _span: &tracing::Span) {
-    static FAILED: ThrottledKinds<16> = ThrottledKinds::new(WINDOW);
+    static FAILED: ThrottledKinds<16> = ThrottledKinds::new(Level::WARN, "response failed", WINDOW);
     let kind = match &class {
         ServerErrorsFailureClass::StatusCode(status) => status.as_u16(),
         ServerErrorsFailureClass::Error(_) => 0,

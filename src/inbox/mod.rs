@@ -53,11 +53,12 @@ use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting
 use crate::rules::{AliasRecord, Recipients};
 use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 use crate::telemetry::Health;
+use tracing::Level;
 
 /// The writers' `inbox commit failed` line, one throttle for both backends keyed by whether the store was
 /// unavailable: an outage fails every group commit alike, logged in full once per kind per window, then with
 /// how many more were not (`herald_store_write_errors_total` counts each).
-static COMMIT_FAILED: ThrottledKinds<2> = ThrottledKinds::new(WINDOW);
+static COMMIT_FAILED: ThrottledKinds<2> = ThrottledKinds::new(Level::ERROR, "inbox commit failed", WINDOW);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

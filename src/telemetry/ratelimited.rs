@@ -4,11 +4,13 @@
 //! One [`ThrottledKinds`] per call site, a throttle per kind there (a reason, a status; `()` for a line of one
 //! kind): the first occurrence is logged in full at once; the repeats within [`WINDOW`] of it are counted,
 //! not logged; the first occurrence after the window is logged in full again and says how many were not
-//! (`... (and N more like it in the last 12 s, not logged)`, and `suppressed = N` as a field). Metrics are not
-//! throttled: their counters count every occurrence.
+//! (`... (and N more like it in the last 12 s, not logged)`, and `suppressed = N` as a field). Repeats that no
+//! later occurrence reports (the outage ended inside the window) are reported by [`flush`], which `serve` runs
+//! every [`WINDOW`] (and, as it returns, for every window): one line per call site, `<its line>: N more like it in the last S s, not logged`, at the
+//! site's level. Metrics are not throttled: their counters count every occurrence.
 //!
 //! ```ignore
-//! static FAILED: ThrottledKinds<4> = ThrottledKinds::new(WINDOW);
+//! static FAILED: ThrottledKinds<4> = ThrottledKinds::new(Level::WARN, "it failed", WINDOW);
 //! if let Some(repeats) = FAILED.admit(reason) {
 //!     tracing::warn!(reason, suppressed = repeats.suppressed(), "it failed{repeats}");
 //! }
@@ -20,9 +22,11 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tracing::Level;
 
 /// How long the repeats of a logged line are counted instead of logged.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -90,31 +94,60 @@ impl Window {
         let over = if opened == 0 { Duration::ZERO } else { Duration::from_millis(now.saturating_sub(opened)) };
         Some(Repeats { suppressed, over })
     }
+
+    /// The repeats of a window open for at least `min_age_ms` that no occurrence has reported yet, taken (the
+    /// next logged occurrence does not count them again), with how long ago the window opened.
+    fn take_unreported(&self, min_age_ms: u64, now: Instant) -> Option<(u64, u64)> {
+        let now = ticks(now);
+        let opened = self.opened.load(Ordering::Acquire);
+        let age = now.saturating_sub(opened);
+        if opened == 0 || age < min_age_ms || self.suppressed.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let taken = self.suppressed.swap(0, Ordering::AcqRel);
+        (taken > 0).then_some((taken, age))
+    }
 }
 
 /// A call site's log line throttled per kind (a reason, a status, a reason and a service key's id: a bounded
 /// set): a flood of one kind does not hide the first of another. Up to `N` kinds each get a window of their own,
 /// claimed on first use; any more share one.
 pub struct ThrottledKinds<const N: usize> {
+    level: Level,
+    /// The line's message, which its [`flush`] summary repeats.
+    line: &'static str,
     window_ms: u64,
+    /// Whether [`flush`] knows this call site (it is told on the site's first logged occurrence).
+    registered: AtomicBool,
     /// A kind's hash (never 0) and its window; 0 while unclaimed.
     slots: [(AtomicU64, Window); N],
     overflow: Window,
 }
 
 impl<const N: usize> ThrottledKinds<N> {
-    pub const fn new(window: Duration) -> Self {
+    /// A throttle for the line `line`, logged at `level` (which its summaries use too).
+    pub const fn new(level: Level, line: &'static str, window: Duration) -> Self {
         ThrottledKinds {
+            level,
+            line,
             window_ms: window.as_millis() as u64,
+            registered: AtomicBool::new(false),
             slots: [const { (AtomicU64::new(0), Window::new()) }; N],
             overflow: Window::new(),
         }
     }
 
     /// `Some` when this occurrence of `kind` is to be logged (with what the ones before it that were not add up
-    /// to); `None` when it is counted instead.
-    pub fn admit(&self, kind: impl Hash) -> Option<Repeats> {
-        self.admit_at(kind, Instant::now())
+    /// to); `None` when it is counted instead, and reported by the next logged occurrence or by [`flush`].
+    pub fn admit(&'static self, kind: impl Hash) -> Option<Repeats> {
+        let admitted = self.admit_at(kind, Instant::now());
+        if admitted.is_some()
+            && !self.registered.load(Ordering::Relaxed)
+            && !self.registered.swap(true, Ordering::AcqRel)
+        {
+            sites().lock().unwrap_or_else(|e| e.into_inner()).push(self);
+        }
+        admitted
     }
 
     /// [`ThrottledKinds::admit`] at `now`.
@@ -143,6 +176,82 @@ impl<const N: usize> ThrottledKinds<N> {
         }
         &self.overflow
     }
+
+    /// What this site's windows suppressed and no occurrence reported, taken: the sum over its kinds and the
+    /// oldest window's age; only windows that are over unless `all` (the process is stopping). `None` when there
+    /// is nothing to report.
+    fn take_unreported_at(&self, now: Instant, all: bool) -> Option<(u64, Duration)> {
+        let min_age_ms = if all { 0 } else { self.window_ms };
+        let windows = self.slots.iter().map(|(_, w)| w).chain(std::iter::once(&self.overflow));
+        let (total, oldest) = windows
+            .filter_map(|w| w.take_unreported(min_age_ms, now))
+            .fold((0, 0), |(total, oldest), (n, age)| (total + n, oldest.max(age)));
+        (total > 0).then(|| (total, Duration::from_millis(oldest)))
+    }
+}
+
+/// A call site [`flush`] reports for.
+trait Site: Sync {
+    fn level(&self) -> Level;
+    fn line(&self) -> &'static str;
+    fn take_unreported_at(&self, now: Instant, all: bool) -> Option<(u64, Duration)>;
+}
+
+impl<const N: usize> Site for ThrottledKinds<N> {
+    fn level(&self) -> Level {
+        self.level
+    }
+    fn line(&self) -> &'static str {
+        self.line
+    }
+    fn take_unreported_at(&self, now: Instant, all: bool) -> Option<(u64, Duration)> {
+        ThrottledKinds::take_unreported_at(self, now, all)
+    }
+}
+
+/// Every call site that has logged a line: a handful of statics, each registered once.
+fn sites() -> &'static Mutex<Vec<&'static dyn Site>> {
+    static SITES: OnceLock<Mutex<Vec<&'static dyn Site>>> = OnceLock::new();
+    SITES.get_or_init(Default::default)
+}
+
+/// Log, for each call site, the repeats that its windows now over (every window, when `all`: the process is
+/// stopping) suppressed and that no later occurrence reported (an outage that ended inside the window):
+/// `<line>: N more like it in the last S s, not logged`, at the site's level, with `suppressed = N`. Returns
+/// how many lines it logged.
+pub fn flush(all: bool) -> usize {
+    let now = Instant::now();
+    // Collected before logging: no lock held while a subscriber writes.
+    let pending: Vec<_> = {
+        let sites = sites().lock().unwrap_or_else(|e| e.into_inner());
+        sites
+            .iter()
+            .filter_map(|s| s.take_unreported_at(now, all).map(|(n, over)| (s.level(), s.line(), n, over)))
+            .collect()
+    };
+    for &(level, line, n, over) in &pending {
+        let s = over.as_secs();
+        match level {
+            Level::ERROR => tracing::error!(suppressed = n, "{line}: {n} more like it in the last {s} s, not logged"),
+            Level::WARN => tracing::warn!(suppressed = n, "{line}: {n} more like it in the last {s} s, not logged"),
+            Level::INFO => tracing::info!(suppressed = n, "{line}: {n} more like it in the last {s} s, not logged"),
+            Level::DEBUG => tracing::debug!(suppressed = n, "{line}: {n} more like it in the last {s} s, not logged"),
+            _ => tracing::trace!(suppressed = n, "{line}: {n} more like it in the last {s} s, not logged"),
+        }
+    }
+    pending.len()
+}
+
+/// Run [`flush`] every [`WINDOW`] until `shutdown` (`serve` flushes every window once more as it returns).
+pub async fn flush_every_window(shutdown: tokio_util::sync::CancellationToken) {
+    let mut every = tokio::time::interval(WINDOW);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => { flush(false); }
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,7 +268,7 @@ mod tests {
 
     #[test]
     fn the_first_occurrence_is_logged_its_repeats_in_the_window_counted_and_the_next_after_it_says_how_many() {
-        let throttle = ThrottledKinds::<1>::new(TEN_S);
+        let throttle = ThrottledKinds::<1>::new(Level::INFO, "a line", TEN_S);
         let t0 = start();
         let first = throttle.admit_at((), t0).expect("the first occurrence is logged");
         assert_eq!((first.suppressed(), first.to_string()), (None, String::new()), "nothing to summarise yet");
@@ -179,7 +288,7 @@ mod tests {
 
     #[test]
     fn each_kind_has_its_own_window_so_a_flood_of_one_does_not_hide_the_first_of_another() {
-        let throttle = ThrottledKinds::<4>::new(TEN_S);
+        let throttle = ThrottledKinds::<4>::new(Level::INFO, "a line", TEN_S);
         let t0 = start();
         assert!(throttle.admit_at(("store_unavailable", "dev"), t0).is_some());
         for _ in 0..100 {
@@ -197,8 +306,50 @@ mod tests {
     }
 
     #[test]
+    fn repeats_no_later_occurrence_reports_are_taken_once_the_window_is_over_and_not_counted_again() {
+        let throttle = ThrottledKinds::<2>::new(Level::INFO, "a line", TEN_S);
+        let t0 = start();
+        assert!(throttle.admit_at("a", t0).is_some());
+        assert!(throttle.admit_at("b", t0 + Duration::from_secs(2)).is_some());
+        for _ in 0..3 {
+            assert!(throttle.admit_at("a", t0 + Duration::from_secs(1)).is_none());
+        }
+        assert!(throttle.admit_at("b", t0 + Duration::from_secs(3)).is_none());
+        assert_eq!(throttle.take_unreported_at(t0 + Duration::from_secs(5), false), None, "no window is over yet");
+        assert_eq!(
+            throttle.take_unreported_at(t0 + Duration::from_secs(11), false),
+            Some((3, Duration::from_secs(11))),
+            "a's window is over: its 3 repeats; b's window still runs"
+        );
+        assert_eq!(throttle.take_unreported_at(t0 + Duration::from_secs(11), false), None, "taken once");
+        assert_eq!(
+            throttle.take_unreported_at(t0 + Duration::from_secs(11), true),
+            Some((1, Duration::from_secs(9))),
+            "stopping: every window's repeats, b's too"
+        );
+        // The next logged occurrence does not count what the flush reported.
+        let next = throttle.admit_at("a", t0 + Duration::from_secs(12)).unwrap();
+        assert_eq!(next.suppressed(), None);
+    }
+
+    #[test]
+    fn a_registered_site_s_unreported_repeats_are_logged_by_flush_when_stopping() {
+        static SITE: ThrottledKinds<1> = ThrottledKinds::new(Level::WARN, "a flushed line", TEN_S);
+        assert!(SITE.admit(()).is_some());
+        for _ in 0..4 {
+            assert!(SITE.admit(()).is_none());
+        }
+        assert!(flush(true) >= 1, "this site had 4 repeats to report");
+        assert_eq!(SITE.take_unreported_at(Instant::now(), true), None, "flush took them");
+        assert!(
+            sites().lock().unwrap().iter().filter(|s| s.line() == "a flushed line").count() == 1,
+            "registered once"
+        );
+    }
+
+    #[test]
     fn concurrent_occurrences_log_once_per_window_and_every_other_one_is_counted() {
-        let throttle = ThrottledKinds::<2>::new(TEN_S);
+        let throttle = ThrottledKinds::<2>::new(Level::INFO, "a line", TEN_S);
         let t0 = start();
         let logged = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|s| {
