@@ -28,6 +28,11 @@ pub const MAX_ID_LEN: usize = 256;
 /// from HTTP and from bodies too, which bounds the work of matching a key against every rule's patterns.
 pub const MAX_ROUTING_KEY_LEN: usize = 255;
 
+/// Longest exchange name accepted (bytes): the AMQP limit (a short string), applied to `?exchange=` over HTTP and
+/// to a re-driven letter's `x-herald-exchange` too. The name is stored (a notification's `source`, the trace):
+/// unbounded, one small request would write it once per event.
+pub const MAX_EXCHANGE_LEN: usize = 255;
+
 /// One decoded event, whatever shape it arrived in.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -156,6 +161,8 @@ pub enum DecodeError {
     UnknownShape,
     #[error("routing key is {len} bytes, over the {max}-byte limit")]
     RoutingKeyTooLong { len: usize, max: usize },
+    #[error("exchange name is {len} bytes, over the {max}-byte limit")]
+    ExchangeTooLong { len: usize, max: usize },
 }
 
 impl DecodeError {
@@ -168,6 +175,7 @@ impl DecodeError {
             DecodeError::NotAnObject => "not_an_object",
             DecodeError::UnknownShape => "unknown_shape",
             DecodeError::RoutingKeyTooLong { .. } => "routing_key_too_long",
+            DecodeError::ExchangeTooLong { .. } => "exchange_too_long",
         }
     }
 }
@@ -184,6 +192,9 @@ pub fn decode_bytes(env: Envelope<'_>, bytes: &[u8], limit: usize) -> Result<Eve
 
 /// Decode one already-delimited JSON value (HTTP ingest, which may receive an array of them).
 pub fn decode(env: Envelope<'_>, raw: Box<RawValue>) -> Result<Event, DecodeError> {
+    if env.exchange.len() > MAX_EXCHANGE_LEN {
+        return Err(DecodeError::ExchangeTooLong { len: env.exchange.len(), max: MAX_EXCHANGE_LEN });
+    }
     let body = match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err(DecodeError::NotAnObject),
@@ -386,6 +397,14 @@ mod tests {
         assert_eq!(blank.reason(), "unknown_shape");
         let long_key = "a.".repeat(MAX_ROUTING_KEY_LEN / 2) + "zz";
         assert_eq!(decode_bytes(env("x", &long_key), b"{}", 100).unwrap_err().reason(), "routing_key_too_long");
+        let long_exchange = "billing.".to_owned() + &"x".repeat(MAX_EXCHANGE_LEN);
+        let body = br#"{"event_type":"invoice.paid","user_id":"u"}"#;
+        assert_eq!(
+            decode_bytes(env(&long_exchange, "invoice.paid"), body, 100).unwrap_err().reason(),
+            "exchange_too_long"
+        );
+        let at_limit = "x".repeat(MAX_EXCHANGE_LEN);
+        assert!(decode_bytes(env(&at_limit, "invoice.paid"), body, 100).is_ok(), "255 bytes is a name");
     }
 
     #[test]

@@ -579,7 +579,8 @@ pub struct BatchResult {
     pub ids: Vec<i64>,
     /// The ids not in this inbox (nothing was done to them).
     pub not_found: Vec<i64>,
-    /// Those notifications as they are now, in the order of `ids` (empty for `delete`).
+    /// Those notifications as they are now, in the order of `ids` (empty for `delete`, and for a service key with
+    /// `inbox:write` but not `inbox:read`, which may change an inbox without reading it).
     pub items: Vec<Notification>,
 }
 

@@ -8,8 +8,9 @@
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
 use super::{error, ApiError, AppState, Path};
@@ -76,6 +77,32 @@ impl AppState {
             _ => {}
         }
         Ok(principal)
+    }
+}
+
+/// What a change answers: the changed notification or preferences to a caller that may read the inbox, and
+/// `204` to a service key with `inbox:write` but not `inbox:read`, which may change an inbox without reading it
+/// (an unarchive of a notification that is not archived changes nothing and would show it whole).
+pub enum Shown<T> {
+    Shown(T),
+    Hidden,
+}
+
+impl<T> Shown<T> {
+    fn to(principal: &Principal, user: &str, value: T) -> Self {
+        match principal.may_access(user, Scope::InboxRead) {
+            Ok(()) => Shown::Shown(value),
+            Err(_) => Shown::Hidden,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Shown<T> {
+    fn into_response(self) -> Response {
+        match self {
+            Shown::Shown(value) => Json(value).into_response(),
+            Shown::Hidden => StatusCode::NO_CONTENT.into_response(),
+        }
     }
 }
 
@@ -189,6 +216,7 @@ pub async fn counts(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. When it was unread, the user's open sessions get a `read` frame and their new `counts` (marking it again sends nothing).", body = Notification),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -197,9 +225,9 @@ pub async fn read(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
-) -> Result<Json<Notification>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
-    Ok(Json(state.change(&user, id, Change::Read).await?))
+) -> Result<Shown<Notification>, ApiError> {
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Read).await?))
 }
 
 impl AppState {
@@ -217,6 +245,7 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, `read_at` null again (it stays seen). When it was read, the user's open sessions get an `unread` frame and their new `counts` (otherwise nothing).", body = Notification),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -225,9 +254,9 @@ pub async fn unread(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
-) -> Result<Json<Notification>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
-    Ok(Json(state.change(&user, id, Change::Unread).await?))
+) -> Result<Shown<Notification>, ApiError> {
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Unread).await?))
 }
 
 #[utoipa::path(
@@ -239,6 +268,7 @@ pub async fn unread(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. When it was not archived, the user's open sessions get an `archived` frame and their new `counts` (otherwise nothing).", body = Notification),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -247,9 +277,9 @@ pub async fn archive(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
-) -> Result<Json<Notification>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
-    Ok(Json(state.change(&user, id, Change::Archive).await?))
+) -> Result<Shown<Notification>, ApiError> {
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Archive).await?))
 }
 
 #[utoipa::path(
@@ -261,6 +291,7 @@ pub async fn archive(
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
     responses(
         (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. When it was archived, the user's open sessions get an `unarchived` frame and their new `counts` (otherwise nothing).", body = Notification),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
         error::OneNotificationWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -269,9 +300,9 @@ pub async fn unarchive(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
-) -> Result<Json<Notification>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
-    Ok(Json(state.change(&user, id, Change::Unarchive).await?))
+) -> Result<Shown<Notification>, ApiError> {
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Unarchive).await?))
 }
 
 #[utoipa::path(
@@ -322,7 +353,11 @@ pub async fn batch(
     };
     let changed = state.store.change_many(&user, ids.clone(), change).await?;
     let (found, not_found) = split(&ids, &changed, Option::is_some);
-    let items: Vec<Notification> = changed.into_iter().flatten().collect();
+    // A key that may change the inbox but not read it learns which ids exist in it, not what they hold.
+    let items: Vec<Notification> = match Shown::to(&principal, &user, ()) {
+        Shown::Shown(()) => changed.into_iter().flatten().collect(),
+        Shown::Hidden => Vec::new(),
+    };
     Ok(Json(BatchResult { action, ids: found, not_found, items }))
 }
 
@@ -400,6 +435,7 @@ const PREFERENCES_BODY_BYTES: usize = MAX_TYPES * (MAX_TYPE_LEN + 16) + 1024;
     request_body(content = PreferencesUpdate, description = "Every type the user sets, `on` or `muted`; types left out fall back to the defaults."),
     responses(
         (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
         (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
@@ -410,7 +446,7 @@ pub async fn put_preferences(
     Path(user): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Preferences>, ApiError> {
+) -> Result<Shown<Preferences>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesUpdate =
         super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
@@ -419,7 +455,8 @@ pub async fn put_preferences(
     }
     check_type_names(body.types.keys())?;
     state.user_writes.charge_for(&principal, &user, body.types.len() / 100)?;
-    state.change_preferences(&user, PreferencesChange::Replace(body.types)).await
+    let preferences = state.change_preferences(&user, PreferencesChange::Replace(body.types)).await?;
+    Ok(Shown::to(&principal, &user, preferences))
 }
 
 #[utoipa::path(
@@ -432,6 +469,7 @@ pub async fn put_preferences(
     request_body(content = PreferencesPatch, description = "The types to change: `on`, `muted`, or `default` (forget the user's setting: the configured default applies). Types left out keep their setting."),
     responses(
         (status = 200, description = "The preferences now (every type the user set, not only those changed), from the next commit on.", body = Preferences),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
         (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
@@ -442,7 +480,7 @@ pub async fn patch_preferences(
     Path(user): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<Json<Preferences>, ApiError> {
+) -> Result<Shown<Preferences>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     let body: PreferencesPatch =
         super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
@@ -455,7 +493,8 @@ pub async fn patch_preferences(
     check_type_names(body.types.keys())?;
     state.user_writes.charge_for(&principal, &user, body.types.len() / 100)?;
     let changes = body.types.into_iter().map(|(kind, change)| (kind, change.setting())).collect();
-    state.change_preferences(&user, PreferencesChange::Merge(changes)).await
+    let preferences = state.change_preferences(&user, PreferencesChange::Merge(changes)).await?;
+    Ok(Shown::to(&principal, &user, preferences))
 }
 
 /// Each type a preferences body names is a non-blank string of at most [`MAX_TYPE_LEN`] bytes.
@@ -482,9 +521,9 @@ impl AppState {
         Preferences { types, defaults, known: self.pipeline.rules().known_types() }
     }
 
-    async fn change_preferences(&self, user: &str, change: PreferencesChange) -> Result<Json<Preferences>, ApiError> {
+    async fn change_preferences(&self, user: &str, change: PreferencesChange) -> Result<Preferences, ApiError> {
         match self.store.change_preferences(user, change, MAX_TYPES).await? {
-            Some(types) => Ok(Json(self.preferences(types))),
+            Some(types) => Ok(self.preferences(types)),
             None => Err(ApiError::BadRequest {
                 code: "bad_request",
                 message: format!("at most {MAX_TYPES} types: this change would leave more set (nothing was changed)"),

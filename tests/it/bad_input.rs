@@ -41,6 +41,8 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
     };
     let user_token = gw.token("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40");
     let long_key = format!("?routing_key={}z", "b.".repeat(herald::event::MAX_ROUTING_KEY_LEN / 2 + 1));
+    // An exchange name is an AMQP short string: a longer one would be stored once per event (the trace, `source`).
+    let long_exchange = format!("?exchange=billing.{}", "x".repeat(herald::event::MAX_EXCHANGE_LEN));
     // (what, query, content type, bearer, body, status, error code)
     type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
     let cases: Vec<Case> = vec![
@@ -75,6 +77,7 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
         ),
         ("empty array", "", json_ct, key, b"[]".to_vec(), 422, "empty_batch"),
         ("routing key too long", &long_key, json_ct, key, ok_body.clone(), 422, "routing_key_too_long"),
+        ("exchange name too long", &long_exchange, json_ct, key, ok_body.clone(), 422, "exchange_too_long"),
         ("oversized body", "", json_ct, key, big, 413, "body_too_large"),
         ("wrong content type", "", "text/plain", key, ok_body.clone(), 415, "unsupported_media_type"),
         ("a form", "", "application/x-www-form-urlencoded", key, ok_body.clone(), 415, "unsupported_media_type"),

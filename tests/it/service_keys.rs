@@ -75,7 +75,7 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
                 let (u, http) = (url("/api/v1/users/alice/preferences"), http.clone());
                 move |key| http.put(&u).bearer_auth(key).json(&json!({"types": {"digest": "muted"}}))
             }),
-            200,
+            204,
         ),
         ("POST read_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/read_all")), 200),
         ("POST read", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/read")), 404),
@@ -160,6 +160,51 @@ async fn users_keep_their_own_inbox_and_nothing_more() {
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap()["error"].clone()),
             (403, json!("forbidden"))
         );
+    }
+}
+
+/// A key that may change inboxes but not read them gets no notification or preferences back from a change: an
+/// unarchive of a notification that is not archived changes nothing and would otherwise show it whole, and a
+/// batch would walk the ids 100 at a time. Users, and keys with `inbox:read` too, still get what they changed.
+#[tokio::test]
+async fn a_key_that_may_change_an_inbox_but_not_read_it_changes_it_without_seeing_what_it_holds() {
+    let gw = spawn_gateway_with(|s| {
+        one_scope_each(s);
+        s.auth.service_keys.push(scoped("both", "both-key-0123456789", &[Scope::InboxRead, Scope::InboxWrite]));
+    })
+    .await;
+    let event = json!({"user_id": "bob", "title": "secret", "message": "m", "type": "t"});
+    let resp = gw.post("/api/v1/events?exchange=sgad.notifications", PUBLISHER).json(&event).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let listed = gw.get("/api/v1/users/bob/notifications", READER).send().await.unwrap();
+    let id = listed.json::<Value>().await.unwrap()["items"][0]["id"].as_i64().unwrap();
+    let http = gw.raw();
+    let url = |p: &str| gw.url(&format!("/api/v1/users/bob{p}"));
+    for action in ["unarchive", "read", "unread", "archive"] {
+        let resp = http.post(url(&format!("/notifications/{id}/{action}"))).bearer_auth(WRITER).send().await.unwrap();
+        assert_eq!(resp.status(), 204, "{action}");
+        assert_eq!(resp.text().await.unwrap(), "", "{action}: nothing of the notification");
+    }
+    let archived = gw.get("/api/v1/users/bob/notifications?archived=true", READER).send().await.unwrap();
+    assert_eq!(archived.json::<Value>().await.unwrap()["items"][0]["id"], id, "the changes took effect");
+    let batch = json!({"action": "unarchive", "ids": [id, id + 1000]});
+    let resp = http.post(url("/notifications/batch")).bearer_auth(WRITER).json(&batch).send().await.unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!((&body["ids"], &body["not_found"], &body["items"]), (&json!([id]), &json!([id + 1000]), &json!([])));
+    let prefs = json!({"types": {}});
+    let resp = http.patch(url("/preferences")).bearer_auth(WRITER).json(&prefs).send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (204, String::new()));
+    let resp = http.put(url("/preferences")).bearer_auth(WRITER).json(&prefs).send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (204, String::new()));
+
+    // With `inbox:read` as well, and as the user, the change answers with what it changed.
+    for who in ["both-key-0123456789".to_owned(), gw.token("bob")] {
+        let resp = http.post(url(&format!("/notifications/{id}/read"))).bearer_auth(&who).send().await.unwrap();
+        assert_eq!(resp.json::<Value>().await.unwrap()["title"], "secret");
+        let resp = http.post(url("/notifications/batch")).bearer_auth(&who).json(&batch).send().await.unwrap();
+        assert_eq!(resp.json::<Value>().await.unwrap()["items"][0]["title"], "secret");
+        let resp = http.patch(url("/preferences")).bearer_auth(&who).json(&prefs).send().await.unwrap();
+        assert!(resp.json::<Value>().await.unwrap()["types"].is_object());
     }
 }
 

@@ -604,7 +604,10 @@ export interface components {
             ids: number[];
             /** @description The ids not in this inbox (nothing was done to them). */
             not_found: number[];
-            /** @description Those notifications as they are now, in the order of `ids` (empty for `delete`). */
+            /**
+             * @description Those notifications as they are now, in the order of `ids` (empty for `delete`, and for a service key with
+             *     `inbox:write` but not `inbox:read`, which may change an inbox without reading it).
+             */
             items: components["schemas"]["Notification"][];
         };
         /**
@@ -1767,6 +1770,13 @@ export interface operations {
                     "application/json": components["schemas"]["Notification"];
                 };
             };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
             400: {
                 headers: {
@@ -1860,6 +1870,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Notification"];
                 };
+            };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
             400: {
@@ -1955,6 +1972,13 @@ export interface operations {
                     "application/json": components["schemas"]["Notification"];
                 };
             };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
             400: {
                 headers: {
@@ -2048,6 +2072,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Notification"];
                 };
+            };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
             400: {
@@ -2229,6 +2260,13 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description A body that is not `{"types": {type: "on" | "muted"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`). */
             400: {
                 headers: {
@@ -2343,6 +2381,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Preferences"];
                 };
+            };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`). */
             400: {
