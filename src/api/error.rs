@@ -38,7 +38,7 @@ macro_rules! shared_error_responses {
 
 shared_error_responses! {
     BadPath = 400,
-        "A path or query parameter that does not parse (`bad_path`, `bad_query`).";
+        "A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`).";
     InvalidJson = 400,
         "The body is not JSON of this shape (`invalid_json`).";
     Unauthenticated = 401,

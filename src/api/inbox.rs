@@ -61,6 +61,32 @@ pub const FILTERED_LIST_READS: usize = 5;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 
+/// The query of an endpoint that takes no parameter, checked after the caller's credentials: one naming a
+/// parameter is refused (`bad_query`), so that `read_all?type=welcome` is not taken for a filtered change and
+/// marks nothing, rather than every notification.
+pub struct NoQuery(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let named = parts.uri.query().and_then(|q| q.split('&').find(|p| !p.is_empty()));
+        Ok(NoQuery(named.map(|p| p.split('=').next().unwrap_or_default().chars().take(64).collect())))
+    }
+}
+
+impl NoQuery {
+    fn check(self) -> Result<(), ApiError> {
+        match self.0 {
+            None => Ok(()),
+            Some(name) => Err(ApiError::BadRequest {
+                code: "bad_query",
+                message: format!("unknown query parameter `{name}`: this endpoint takes none"),
+            }),
+        }
+    }
+}
+
 impl AppState {
     /// The caller may use `user`'s inbox with `scope`, and `user` is an id an inbox can have (a service key could
     /// otherwise write state for an empty, over-long or unreadable id that no event could ever reach).
@@ -180,8 +206,10 @@ pub async fn unread_count(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<UnreadCount>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxRead)?;
+    no_query.check()?;
     Ok(Json(UnreadCount { unread_count: state.store.unread_count(&user).await? }))
 }
 
@@ -202,8 +230,10 @@ pub async fn counts(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<Counts>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxRead)?;
+    no_query.check()?;
     Ok(Json(state.store.counts(&user).await?))
 }
 
@@ -225,8 +255,10 @@ pub async fn read(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Shown<Notification>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Read).await?))
 }
 
@@ -254,8 +286,10 @@ pub async fn unread(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Shown<Notification>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Unread).await?))
 }
 
@@ -277,8 +311,10 @@ pub async fn archive(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Shown<Notification>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Archive).await?))
 }
 
@@ -300,8 +336,10 @@ pub async fn unarchive(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Shown<Notification>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Unarchive).await?))
 }
 
@@ -315,7 +353,7 @@ pub async fn unarchive(
     request_body(content = BatchRequest, description = "`read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow)."),
     responses(
         (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed, then their new `counts` (none changed: nothing).", body = BatchResult),
-        (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -324,9 +362,11 @@ pub async fn batch(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
     body: axum::body::Body,
 ) -> Result<Json<BatchResult>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     let BatchRequest { action, mut ids } =
         super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
     // One named twice counts once, against the cap too (the body's limit bounds the list before this).
@@ -391,8 +431,10 @@ pub async fn seen_all(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     let r = state.store.seen_all(&user).await?;
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "seen_at": format_ts(&r.seen_at) })))
 }
@@ -414,8 +456,10 @@ pub async fn get_preferences(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<Preferences>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxRead)?;
+    no_query.check()?;
     let types = state.store.preferences(&user).await?;
     Ok(Json(state.preferences(types)))
 }
@@ -436,7 +480,7 @@ const PREFERENCES_BODY_BYTES: usize = MAX_TYPES * (MAX_TYPE_LEN + 16) + 1024;
     responses(
         (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
         (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -445,9 +489,11 @@ pub async fn put_preferences(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
     body: axum::body::Body,
 ) -> Result<Shown<Preferences>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     let body: PreferencesUpdate =
         super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
     if body.types.len() > MAX_TYPES {
@@ -470,7 +516,7 @@ pub async fn put_preferences(
     responses(
         (status = 200, description = "The preferences now (every type the user set, not only those changed), from the next commit on.", body = Preferences),
         (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -479,9 +525,11 @@ pub async fn patch_preferences(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
     body: axum::body::Body,
 ) -> Result<Shown<Preferences>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     let body: PreferencesPatch =
         super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
     // Bounded by what it leaves set (the store checks), so naming more than that is fine (`default` for every
@@ -549,8 +597,10 @@ pub async fn read_all(
     State(state): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     let r = state.store.mark_all_read(&user).await?;
     Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
 }
@@ -572,8 +622,10 @@ pub async fn remove(
     State(state): State<AppState>,
     Path((user, id)): Path<(String, i64)>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<StatusCode, ApiError> {
     state.authorize(&headers, &user, Scope::InboxWrite)?;
+    no_query.check()?;
     if !state.store.delete(&user, id).await? {
         return Err(ApiError::NotFound("no such notification in this inbox"));
     }

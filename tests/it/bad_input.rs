@@ -232,6 +232,47 @@ async fn bad_inbox_queries_get_400_with_a_reason() {
     }
 }
 
+/// An endpoint that takes no query parameter refuses one (`bad_query`, naming it) after the caller's
+/// credentials, instead of ignoring it: `read_all?type=welcome` marked every notification read, which no one can
+/// undo.
+#[tokio::test]
+async fn a_parameter_an_endpoint_does_not_take_is_refused_and_changes_nothing() {
+    let gw = spawn_gateway().await;
+    for kind in ["welcome", "digest"] {
+        let event = json!({"user_id": "q", "title": kind, "message": "m", "type": kind});
+        assert_eq!(gw.post_event("sgad.notifications", "", &event).await.status(), 202);
+    }
+    let t = gw.token("q");
+    let id = gw.inbox("q").await["items"][0]["id"].as_i64().unwrap();
+    let http = gw.raw();
+    let at = |p: &str| gw.url(&format!("/api/v1/users/q{p}"));
+    let requests = [
+        http.post(at("/notifications/read_all?type=welcome")),
+        http.post(at("/notifications/seen_all?before=5")),
+        http.get(at("/notifications/counts?type=welcome")),
+        http.get(at("/notifications/unread_count?unread=true")),
+        http.post(at(&format!("/notifications/{id}/read?all=true"))),
+        http.post(at(&format!("/notifications/{id}/archive?x"))),
+        http.delete(at(&format!("/notifications/{id}?soft=1"))),
+        http.post(at("/notifications/batch?dry_run=true")).json(&json!({"action": "read", "ids": [id]})),
+        http.get(at("/preferences?type=welcome")),
+        http.patch(at("/preferences?type=welcome")).json(&json!({"types": {"welcome": "muted"}})),
+    ];
+    for request in requests {
+        let resp = request.bearer_auth(&t).send().await.unwrap();
+        let url = resp.url().to_string();
+        assert_eq!(resp.status(), 400, "{url}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "bad_query", "{url}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("unknown query parameter `"), "{url}: {body}");
+    }
+    assert_eq!(gw.unread("q").await, 2, "nothing was marked read");
+    assert_eq!(gw.inbox("q").await["items"].as_array().unwrap().len(), 2, "nothing archived or deleted");
+    // Credentials first: without them, a 401 whatever the query.
+    let resp = http.post(at("/notifications/read_all?type=welcome")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
 /// A notification type is what a preference can name: one that prints blank is the default's (`info`), one over
 /// 200 bytes is refused before anything is stored (`type_too_long`). Before, both were stored and could be listed
 /// and filtered on, but never muted.

@@ -1238,7 +1238,7 @@ export interface operations {
                     "application/json": components["schemas"]["InboxPage"];
                 };
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1321,7 +1321,7 @@ export interface operations {
                     "application/json": components["schemas"]["UnreadCount"];
                 };
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1404,7 +1404,7 @@ export interface operations {
                     "application/json": components["schemas"]["Counts"];
                 };
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1487,7 +1487,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReadAllResult"];
                 };
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1570,7 +1570,7 @@ export interface operations {
                     "application/json": components["schemas"]["SeenAllResult"];
                 };
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1658,7 +1658,7 @@ export interface operations {
                     "application/json": components["schemas"]["BatchResult"];
                 };
             };
-            /** @description A body that is not `{"action": …, "ids": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`). */
+            /** @description A body that is not `{"action": …, "ids": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1777,7 +1777,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1878,7 +1878,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1979,7 +1979,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2080,7 +2080,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2172,7 +2172,7 @@ export interface operations {
                     "application/json": components["schemas"]["Preferences"];
                 };
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2267,7 +2267,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A body that is not `{"types": {type: "on" | "muted"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`). */
+            /** @description A body that is not `{"types": {type: "on" | "muted"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2389,7 +2389,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`). */
+            /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2499,7 +2499,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A path or query parameter that does not parse (`bad_path`, `bad_query`). */
+            /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
