@@ -280,13 +280,73 @@ fn routes(settings: &Settings) -> Routes {
         .absorb(rest)
         .absorb(admin);
     if settings.auth.dev_token_endpoint {
-        app = app
-            .route("/api/v1/dev/token", post(ops::dev_token))
-            .route("/api/v1/dev/events", bounded_ingest(post(events::dev_ingest), &ingest_slots, settings));
+        let hosts = Arc::new(DevHosts::new(settings));
+        let local = move |hosts: Arc<DevHosts>| {
+            axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+                let hosts = hosts.clone();
+                async move {
+                    match hosts.check(&req) {
+                        Ok(()) => next.run(req).await,
+                        Err(e) => axum::response::IntoResponse::into_response(e),
+                    }
+                }
+            })
+        };
+        app = app.route("/api/v1/dev/token", post(ops::dev_token).layer(local(hosts.clone()))).route(
+            "/api/v1/dev/events",
+            bounded_ingest(post(events::dev_ingest), &ingest_slots, settings).layer(local(hosts)),
+        );
     }
     let served = openapi::Served::new(settings.auth.dev_token_endpoint);
     app.route(openapi::JSON_PATH, get(openapi::openapi_json).layer(axum::Extension(served)))
         .merge(openapi::DOCS_PATH, openapi::docs_page())
+}
+
+/// The hosts the dev endpoints answer: a page on any site can rebind its name to 127.0.0.1 (DNS rebinding) and
+/// then call a gateway on loopback as its own origin, minting tokens for any user. A request whose `Host` is not
+/// a loopback name (`localhost`, `*.localhost`), an IP address (a rebound page keeps its own name), or the host
+/// of an origin in `websocket.allowed_origins` is refused with `403` before the handler runs.
+struct DevHosts {
+    allowed: Vec<String>,
+}
+
+impl DevHosts {
+    fn new(settings: &Settings) -> DevHosts {
+        let allowed = settings
+            .websocket
+            .allowed_origins
+            .iter()
+            .filter_map(|o| {
+                url::Url::parse(o).ok()?.host_str().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+            })
+            .collect();
+        DevHosts { allowed }
+    }
+
+    fn check(&self, req: &Request) -> Result<(), error::ApiError> {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .unwrap_or_default();
+        // `name[:port]` or `[v6][:port]`.
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        }
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+        let local = name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok();
+        if local || self.allowed.iter().any(|a| *a == name) {
+            return Ok(());
+        }
+        Err(error::ApiError::Forbidden(format!(
+            "the dev endpoints answer only a loopback host, an IP address or a host of websocket.allowed_origins, \
+             not `{}` (a page could rebind its name to this gateway)",
+            name.chars().take(100).collect::<String>()
+        )))
+    }
 }
 
 /// The router under construction and the path of every route mounted on it, recorded as it is mounted, so

@@ -137,6 +137,48 @@ async fn dev_endpoints_exist_only_when_enabled() {
     assert_eq!(r.status(), 401, "not anonymous");
 }
 
+/// DNS rebinding: a page on any site can point its own name at 127.0.0.1 and call a gateway on loopback as its
+/// own origin. The dev endpoints answer only a loopback name, an IP address or a host of the allowed origins.
+#[tokio::test]
+async fn the_dev_endpoints_refuse_a_host_a_rebound_page_would_send() {
+    let gw = spawn_gateway_with(|s| {
+        s.auth.dev_token_endpoint = true;
+        s.websocket.allowed_origins = vec!["https://demo.example.org".into()];
+    })
+    .await;
+    let port = gw.url("/").split(':').nth(2).unwrap().split('/').next().unwrap().to_owned();
+    let mint = |host: String| {
+        gw.raw().post(gw.url("/api/v1/dev/token")).header("host", host).json(&json!({"user_id": "victim"})).send()
+    };
+    for host in [format!("attacker.example:{port}"), "rebind.attacker.example".into(), format!("localhost.evil:{port}")]
+    {
+        let r = mint(host.clone()).await.unwrap();
+        assert_eq!(r.status(), 403, "{host}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "forbidden", "{host}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("rebind"), "{host}: {body}");
+    }
+    let token = gw.token("victim");
+    let event = json!({"user_id": "someone", "title": "t", "message": "m", "type": "info"});
+    let r = gw
+        .post("/api/v1/dev/events?exchange=sgad.notifications", &token)
+        .header("host", "attacker.example")
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "publishing too");
+    for host in [
+        format!("localhost:{port}"),
+        format!("app.localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+        "demo.example.org".into(),
+    ] {
+        assert_eq!(mint(host.clone()).await.unwrap().status(), 200, "{host}");
+    }
+}
+
 /// The dev token endpoint reads its body as every other JSON endpoint does: JSON with or without a content type,
 /// a form refused with 415, a number taken as the user id's text, and mints no token for a user id no inbox path
 /// can name (422, as an event's or an alias's user id).
