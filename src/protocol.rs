@@ -505,10 +505,12 @@ pub struct Preferences {
     /// The configured defaults (`preferences.muted_by_default`), listed whether or not the user set the type:
     /// they apply to the types `types` leaves out.
     #[serde(default)]
+    #[schema(required = true)]
     pub defaults: std::collections::BTreeMap<String, TypeSetting>,
     /// The types the rules in force store as written, sorted: what a settings page can offer before the user
     /// has any of them (a type a rule's template prints is not listed).
     #[serde(default)]
+    #[schema(required = true)]
     pub known: Vec<String>,
 }
 

@@ -254,9 +254,9 @@ export type PreferenceValue = 'on' | 'muted';
 export interface Preferences {
   types: Record<string, PreferenceValue>;
   /** The configured defaults (`preferences.muted_by_default`), for types the user did not set. */
-  defaults?: Record<string, PreferenceValue>;
+  defaults: Record<string, PreferenceValue>;
   /** The types the gateway's rules store as written, sorted: what a settings page can offer before any arrives. */
-  known?: string[];
+  known: string[];
 }
 
 /** What `patchPreferences` sets a type to: `default` forgets the user's setting (the configured default applies). */

@@ -223,6 +223,8 @@ async fn handle(
     let single = items.len() == 1;
     let mut prepared = Vec::with_capacity(items.len());
     let mut stored_bytes = 0usize;
+    // Where the first event no rule takes was routed, for the 422 that names it.
+    let mut unmatched_route: Option<(String, String)> = None;
     for (i, raw) in items.into_iter().enumerate() {
         let where_ = if single { String::new() } else { format!("event [{i}]: ") };
         // One key for a batch: each element is `key:index` (its own namespace: a single event posted with the
@@ -264,6 +266,9 @@ async fn handle(
                 ),
             });
         }
+        if unmatched_route.is_none() && p.unmatched() {
+            unmatched_route = Some((p.exchange.clone(), p.routing_key.clone()));
+        }
         prepared.push(p);
     }
 
@@ -294,10 +299,14 @@ async fn handle(
     if let Some(i) = outcomes.iter().position(|o| o.status == Status::Unmatched) {
         let o = &outcomes[i];
         let where_ = if single { String::new() } else { format!("event [{i}]: ") };
+        let (exchange, routing_key) = unmatched_route.unwrap_or_default();
         let body = serde_json::json!({
             "error": "unmatched",
-            "message": format!("{where_}no rule matches event `{}`: nothing stored for it (add a rule, or an \
-                `ignore` rule for events nobody needs)", o.event_id),
+            "message": format!("{where_}no rule matches event `{}` on exchange `{exchange}` with routing key \
+                `{routing_key}`: nothing stored for it (a rule's `exchanges` and `routing_keys` must both match: \
+                pass `?exchange=` and `?routing_key=` as the event is published to the broker; \
+                `POST /api/v1/admin/rules/dry-run` shows which rule takes what; or add a rule, or an `ignore` rule \
+                for events nobody needs)", o.event_id),
             "results": outcomes,
         });
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));

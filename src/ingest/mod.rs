@@ -37,6 +37,13 @@ pub struct Prepared {
     pub stored_bytes: usize,
 }
 
+impl Prepared {
+    /// No rule takes it: committing it stores nothing.
+    pub fn unmatched(&self) -> bool {
+        matches!(self.action, Action::Skip(Status::Unmatched))
+    }
+}
+
 // `Write` is nearly every action: boxing it to shrink `Live`/`Skip` would allocate once per event.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]

@@ -171,6 +171,9 @@ async fn an_event_no_rule_takes_is_refused_with_422_and_an_ignored_one_accepted_
     assert_eq!(resp.status(), 422, "as AMQP dead-letters it");
     let body = resp.json::<Value>().await.unwrap();
     assert_eq!((body["error"].as_str(), body["results"][0]["status"].as_str()), (Some("unmatched"), Some("unmatched")));
+    // It says where the event was routed, what a rule matches on.
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("on exchange `events.topic` with routing key `invoice.paid`"), "{message}");
     // In a batch, the element is named and the others are stored, as `results` says.
     let batch = json!([
         {"event_type": "invoice.paid", "payload": {}},

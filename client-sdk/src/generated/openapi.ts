@@ -906,14 +906,14 @@ export interface components {
              * @description The configured defaults (`preferences.muted_by_default`), listed whether or not the user set the type:
              *     they apply to the types `types` leaves out.
              */
-            defaults?: {
+            defaults: {
                 [key: string]: components["schemas"]["TypeSetting"];
             };
             /**
              * @description The types the rules in force store as written, sorted: what a settings page can offer before the user
              *     has any of them (a type a rule's template prints is not listed).
              */
-            known?: string[];
+            known: string[];
         };
         /** @description The body of `PATCH …/preferences`: changes the types it names, keeps the others. */
         PreferencesPatch: {
