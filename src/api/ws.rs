@@ -18,6 +18,8 @@ use crate::auth::{self, AuthError, Principal};
 use crate::config::Settings;
 use crate::protocol::{Format, Position};
 use crate::session::{self, SessionParams};
+use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
+use tracing::Level;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -136,6 +138,18 @@ fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
             if Settings::origin_allowed(&s.allowed_origins, origin) {
                 Ok(())
             } else {
+                // A browser hides the 403 from the page (it sees 1006 and reconnects): the operator is told, once
+                // per origin per window (`herald_ws_rejected_total{reason="origin"}` counts each).
+                static REFUSED: ThrottledKinds<16> =
+                    ThrottledKinds::new(Level::WARN, "websocket refused: origin not allowed", WINDOW);
+                if let Some(repeats) = REFUSED.admit(origin) {
+                    let origin: String = origin.chars().take(200).collect();
+                    tracing::warn!(
+                        origin,
+                        suppressed = repeats.suppressed(),
+                        "websocket refused: origin not allowed (add it to websocket.allowed_origins){repeats}"
+                    );
+                }
                 Err(ApiError::Forbidden(format!("origin `{origin}` is not allowed")))
             }
         }

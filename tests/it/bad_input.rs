@@ -186,6 +186,38 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
     tokio_tungstenite::connect_async(req).await.expect("an allowed origin connects");
 }
 
+/// A browser hides a refused handshake's status from the page, which sees 1006 and reconnects: the operator
+/// learns of it from the log, once per origin per window (then how many more), not from a counter alone.
+#[tokio::test]
+async fn a_refused_origin_is_logged_once_per_origin_with_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(dir.path(), "", "");
+    let herald = spawn_herald_process_with(&config, &[("HERALD__LOG__FORMAT", "json")], None);
+    let ws = herald.url.replacen("http", "ws", 1);
+    for origin in ["http://localhost:3000", "http://localhost:3000", "http://localhost:3000", "https://other.example"] {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("{ws}/ws/u1"))
+                .unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        let err = tokio_tungstenite::connect_async(req).await.expect_err("refused");
+        assert!(err.to_string().contains("403"), "{origin}: {err}");
+    }
+    let lines: Vec<Value> = eventually("the refusals logged", WAIT, async || {
+        let lines: Vec<Value> = herald
+            .output()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("websocket refused: origin not allowed")))
+            .collect();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await;
+    let origins: Vec<&str> = lines.iter().map(|l| l["origin"].as_str().unwrap()).collect();
+    assert_eq!(origins, ["http://localhost:3000", "https://other.example"], "{lines:#?}");
+    assert!(lines[0]["message"].as_str().unwrap().contains("websocket.allowed_origins"), "{lines:#?}");
+    assert_eq!(lines[0]["level"], "WARN");
+}
+
 #[tokio::test]
 async fn a_missing_origin_is_refused_when_configured() {
     let gw = spawn_gateway_with(|s| s.websocket.allow_missing_origin = false).await;
