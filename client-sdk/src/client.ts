@@ -67,6 +67,20 @@ const DEFAULT_MAX_TOKEN_FAILURES = 5;
 function isOffline(): boolean {
   return typeof navigator !== 'undefined' && navigator.onLine === false;
 }
+/**
+ * A `getToken()` failure that says the token service could not be reached, not that it refused: `fetch`'s
+ * `TypeError` (network, DNS), an abort or timeout, or an error carrying a `status` of 5xx, 408 or 429 (a
+ * `HeraldError`, or an app's own). These are retried for ever; only other failures count toward
+ * `maxTokenFailures`.
+ */
+function tokenServiceUnreachable(e: unknown): boolean {
+  if (e instanceof TypeError) return true;
+  if (typeof e !== 'object' || e === null) return false;
+  const { name, status, code } = e as { name?: unknown; status?: unknown; code?: unknown };
+  if (name === 'AbortError' || name === 'TimeoutError') return true;
+  if (code === 'timeout' || code === 'network_error') return true;
+  return typeof status === 'number' && (status >= 500 || status === 408 || status === 429);
+}
 /** RFC 7230 `token`: what a `Sec-WebSocket-Protocol` value may hold. */
 const SUBPROTOCOL_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What the `ws` package (and Node's) error says for a refused handshake. */
@@ -237,8 +251,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       if (epoch !== this._epoch) return;
       const error = toHeraldError(e, 'token_error');
       this._error('token', error);
-      // Offline, a token service cannot answer either: that is the network, not the sign-in.
-      if (!isOffline()) this._tokenFailures++;
+      // Offline, or the token service out of reach: that is the network, not the sign-in.
+      if (!isOffline() && !tokenServiceUnreachable(e)) this._tokenFailures++;
       const max = this._opts.maxTokenFailures ?? DEFAULT_MAX_TOKEN_FAILURES;
       if (max > 0 && this._tokenFailures >= max) {
         this._log('getToken() failed', this._tokenFailures, 'times in a row: stopping');

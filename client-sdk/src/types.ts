@@ -191,7 +191,9 @@ export interface HeraldClientOptions {
    */
   requestTimeoutMs?: number;
   /**
-   * After this many `getToken()` failures in a row (not counted while the browser is offline) the client stops
+   * After this many `getToken()` failures in a row (not counted while the browser is offline, nor those that say
+   * the token service was out of reach: `fetch`'s `TypeError`, an abort or timeout, a 5xx, 408 or 429 `status` on
+   * the error, which are retried for ever) the client stops
    * in state `unauthorized` (event `unauthorized` with `via: 'token'`) instead of retrying (default 5; 0 retries
    * for ever).
    */

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { HeraldClient, State, type HeraldClientOptions, type NotificationContext } from '../../src';
+import { HeraldClient, HeraldError, State, type HeraldClientOptions, type NotificationContext } from '../../src';
 import {
   broadcastFrame,
   createFakeWebSocket,
@@ -882,6 +882,43 @@ describe('a getToken that keeps failing', () => {
     expect(client.state).toBe(State.Unauthorized);
     expect(states.at(-1)).toBe('connecting>unauthorized');
     expect(WS.instances).toHaveLength(0);
+  });
+
+  it('a token service out of reach (fetch TypeError, abort, 5xx/408/429) is retried for ever, not taken for a refusal', async () => {
+    const unreachable: unknown[] = [
+      new TypeError('fetch failed'),
+      Object.assign(new Error('aborted'), { name: 'AbortError' }),
+      new HeraldError(503, 'unavailable', 'token service restarting'),
+      Object.assign(new Error('Bad Gateway'), { status: 502 }),
+      { status: 429 },
+    ];
+    let calls = 0;
+    const { client } = makeClient({
+      maxTokenFailures: 2,
+      getToken: async () => {
+        throw unreachable[calls++ % unreachable.length];
+      },
+    });
+    const refused: string[] = [];
+    client.on('unauthorized', ({ via }) => refused.push(via));
+    client.connect();
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(calls).toBeGreaterThan(10);
+    expect(refused).toEqual([]);
+    expect(client.state).toBe(State.Connecting);
+    client.close();
+    // A refusal (an error with a 401, or any other error) still counts.
+    for (const e of [new HeraldError(401, 'unauthorized', 'signed out'), new Error('no session')]) {
+      const other = makeClient({
+        maxTokenFailures: 2,
+        getToken: async () => {
+          throw e;
+        },
+      }).client;
+      other.connect();
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(other.state).toBe(State.Unauthorized);
+    }
   });
 
   it('a token that works resets the count; the default is 5; 0 retries for ever', async () => {
