@@ -35,6 +35,7 @@ pub mod registry;
 pub mod rules;
 pub mod session;
 pub mod shutdown;
+pub mod sqlite_files;
 pub mod sqlite_pcache;
 pub mod telemetry;
 pub mod trace;

@@ -456,10 +456,8 @@ impl SqliteStore {
         listener: Option<Arc<dyn CommitListener>>,
         wal_pages: i32,
     ) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        crate::sqlite_files::create_private(path)
+            .map_err(|e| StoreError::Internal(format!("cannot create {}: {e}", path.display())))?;
         let lock = InboxLock::take(path)?;
         crate::sqlite_pcache::install();
         // With `synchronous = full` the writer gathers each commit's WAL frames into one write (`walbatch`), and the

@@ -237,12 +237,12 @@ impl SqliteTrace {
     /// Open (or create) the trace at `path`. A file SQLite finds damaged (see the module's note) is renamed to
     /// `<name>.damaged-<unix seconds>`, with its WAL, and a new trace starts in its place.
     pub fn open(path: &Path) -> Result<SqliteTrace, TraceError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
-        }
+        crate::sqlite_files::create_private(path).map_err(|e| err(format!("creating {}: {e}", path.display())))?;
         let mut writer = match migrated(path) {
             Err(Opening::Damaged(e)) => {
                 let aside = set_aside(path)?;
+                crate::sqlite_files::create_private(path)
+                    .map_err(|e| err(format!("creating {}: {e}", path.display())))?;
                 tracing::warn!(error = %e, damaged = %aside.display(), "the trace's database was damaged; moved it aside and started a new one");
                 migrated(path).map_err(Opening::into_error)?
             }
