@@ -25,12 +25,14 @@ use std::sync::Arc;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::Request;
+use axum::http::{header, HeaderValue};
 use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
@@ -205,7 +207,14 @@ pub fn router(state: AppState) -> Router {
             .layer(axum::middleware::from_fn_with_state(
                 Arc::new(http_metrics::HttpMetrics::default()),
                 http_metrics::record,
-            )),
+            ))
+            // No answer is sniffed into another type, or framed by another site (the Swagger UI, the demo; the
+            // console sets its own stricter headers).
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))),
     )
     .with_state(state)
 }

@@ -585,3 +585,16 @@ async fn a_client_that_never_reads_is_closed_after_the_write_stall_timeout() {
     assert!(taken < requests * doc / 2, "closed mid-way: {taken} of {} bytes", requests * doc);
     assert!(metric(&gw, "herald_write_stalls_total").await >= 1.0);
 }
+
+/// No answer is sniffed into another type or framed by another site: the JSON API, its errors, the Swagger UI.
+#[tokio::test]
+async fn every_answer_forbids_sniffing_and_framing() {
+    let gw = spawn_gateway().await;
+    for (path, status) in [("/api/openapi.json", 200), ("/api/docs/", 200), ("/api/v1/users/u/notifications", 401)] {
+        let resp = gw.raw().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let h = resp.headers();
+        assert_eq!(h.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{path}");
+        assert_eq!(h.get("x-frame-options").map(|v| v.to_str().unwrap()), Some("DENY"), "{path}");
+    }
+}
