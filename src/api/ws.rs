@@ -67,6 +67,7 @@ pub async fn upgrade(
             ApiError::Auth(AuthError::Invalid(_)) => "invalid_token",
             ApiError::Auth(AuthError::WrongUser(_)) => "wrong_user",
             ApiError::Forbidden(_) => "origin",
+            ApiError::RateLimited { .. } => "rate_limited",
             _ => "bad_request",
         };
         metrics::counter!("herald_ws_rejected_total", "reason" => reason).increment(1);
@@ -110,6 +111,9 @@ fn handshake(
     if expires_at <= chrono::Utc::now().timestamp() {
         return Err(ApiError::Auth(AuthError::Expired));
     }
+    // A session opens with a read of the store (and a replay with `since`): one of the user's reads, as over REST
+    // (`server.user_reads_per_second`), so a reconnect loop cannot hold the read connections every replay shares.
+    state.user_reads.check(&user)?;
 
     let s = &state.settings.websocket;
     let deps = state.sessions.clone();

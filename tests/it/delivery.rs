@@ -260,3 +260,50 @@ async fn a_resume_sent_with_the_handshake_from_below_the_retained_history_is_tol
         assert_eq!(replayed, Vec::<i64>::new(), "a socket opened without `since` starts at the newest");
     }
 }
+
+/// Each `resume` is a read of the store, whose read connections every session's replays share: a socket
+/// sending them in a loop (an attacker's 224,000 in 3 s) is refused past 30 a minute (`rate_limited`, and the
+/// session goes on), then closed with 1008 as any flood of bad messages is.
+#[tokio::test]
+async fn a_socket_resuming_in_a_loop_is_refused_past_thirty_a_minute_and_then_closed() {
+    let gw = spawn_gateway().await;
+    let mut c = gw.connect("resumer").await;
+    let resume = json!({"type": "resume", "since": 0, "since_broadcast": 0}).to_string();
+    for i in 0..30 {
+        c.send_text(&resume).await;
+        let (_, end) = replay_of(&mut c).await;
+        assert_eq!(end["type"], "replayed", "resume {i}");
+    }
+    c.send_text(&resume).await;
+    let refused = c.frame().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("rate_limited")),
+        "{refused}"
+    );
+    // Still open: a ping is answered.
+    c.send_text(r#"{"type":"ping"}"#).await;
+    assert_eq!(c.frame().await["type"], "pong");
+    for _ in 0..10 {
+        c.send_text(&resume).await;
+    }
+    assert_eq!(c.closed().await, 1008, "the eleventh refusal in the minute closes");
+}
+
+/// A session opens with a read of the store: one of the user's reads (`server.user_reads_per_second`), so a
+/// reconnect loop is refused with `429 rate_limited` and `Retry-After` as a REST reader would be.
+#[tokio::test]
+async fn opening_sessions_in_a_loop_is_refused_with_429_like_any_other_read_of_the_inbox() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.user_reads_per_second = 1;
+        s.server.user_reads_burst = 3;
+    })
+    .await;
+    for _ in 0..3 {
+        drop(gw.connect("looper").await);
+    }
+    let (status, body) = gw.refused(gw.ws_request(&format!("/ws/looper?token={}", gw.token("looper")))).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")), "{body}");
+    // Another user is not held back.
+    drop(gw.connect("someone-else").await);
+}
