@@ -318,8 +318,13 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     if (epoch !== this._epoch) return; // close() or connect() happened meanwhile
     const status = probe?.status;
     if (refused !== null) {
-      const code = status === refused ? probe?.code : undefined;
-      this._unauthorized(refused, 'handshake', code, `the server refused the handshake (${refused})`);
+      const same = status === refused;
+      let text = `the server refused the handshake (${refused})`;
+      if (same && probe?.message) text += `: ${probe.message}`;
+      else if (refused === 403 && status !== undefined && status < 400) {
+        text += ": the token is accepted over REST, so the page's Origin is likely not in websocket.allowed_origins";
+      }
+      this._unauthorized(refused, 'handshake', same ? probe?.code : undefined, text);
       return;
     }
     if (status === 401 || status === 403) {

@@ -561,12 +561,15 @@ describe('unauthorized (a refused handshake) is terminal', () => {
       const { client } = makeClient({ fetch: probeFetch(401, 'token_expired') });
       const events: string[] = [];
       client.on('unauthorized', ({ status, via, error }) => events.push(`${status} ${via} ${error.code}`));
+      const messages: string[] = [];
+      client.on('unauthorized', ({ error }) => messages.push(error.message));
       client.connect();
       await settle();
       if (how === 'refuse') WS.last.refuse(401);
       else WS.last.fail();
       await settle();
       expect(events).toEqual([`401 ${how === 'refuse' ? 'handshake' : 'probe'} token_expired`]);
+      expect(messages[0]).toMatch(/: y$/); // the server's own message, shown status or not
       expect(client.state).toBe(State.Unauthorized);
     }
   });
@@ -574,12 +577,17 @@ describe('unauthorized (a refused handshake) is terminal', () => {
   it('a 403 (another user, a foreign Origin) is terminal too', async () => {
     WS.autoOpen = false;
     const { client } = makeClient({ fetch: probeFetch(200) });
+    const messages: string[] = [];
+    client.on('unauthorized', ({ error }) => messages.push(error.message));
     client.connect();
     await settle();
     WS.last.refuse(403);
     await vi.advanceTimersByTimeAsync(60_000);
     expect(WS.instances).toHaveLength(1);
     expect(client.state).toBe(State.Unauthorized);
+    // The same token reads the inbox over REST: the refusal is the page's Origin, and the message says so.
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toContain('websocket.allowed_origins');
   });
 
   it('browsers hide the status: a close before open is probed over REST with the same token, 401 → unauthorized', async () => {
