@@ -150,6 +150,9 @@ pub struct ServerSettings {
     pub ingest_timeout_secs: u64,
     /// `POST /api/v1/events`: requests handled at once; one more answers 503 with `Retry-After` at once.
     pub ingest_max_concurrency: usize,
+    /// Of those, at most this many from one service key (or one signed-in user on the dev route), so one
+    /// publisher, slow or hostile, cannot hold every slot; 0: no cap of its own (`ingest_max_concurrency`).
+    pub ingest_max_concurrency_per_key: usize,
     /// Changes a user token may make to its inbox and preferences per second, on average (`api::rate`); 0: no
     /// limit. Over it: `429 rate_limited` with `Retry-After`. Service keys are not limited.
     pub user_writes_per_second: u32,

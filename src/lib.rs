@@ -188,6 +188,7 @@ pub async fn start_with(
         trace: tracer,
         tracker: tracker.clone(),
         ingest_events: Default::default(),
+        ingest_shares: api::IngestShares::new(settings.server.ingest_max_concurrency_per_key),
         user_writes: api::rate::UserRate::new(
             api::rate::Budget::Writes,
             settings.server.user_writes_per_second,

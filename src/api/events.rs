@@ -186,6 +186,8 @@ async fn handle(
     };
     let Query(query) = query.map_err(|e| ApiError::BadRequest { code: "bad_query", message: e.body_text() })?;
     super::require_json(headers)?;
+    // Held until the answer: the body's read and the commit are what a slow caller would hold slots with.
+    let _share = state.ingest_shares.take(&caller)?;
     let limit = state.settings.server.max_body_bytes;
     let bytes = super::read_body(body, limit).await?;
     let text = std::str::from_utf8(&bytes).map_err(|e| ApiError::BadRequest {
@@ -312,6 +314,64 @@ async fn handle(
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));
     }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "results": outcomes }))))
+}
+
+/// Ingest requests in flight per caller (a service key, or a signed-in user on the dev route), bounded by
+/// `server.ingest_max_concurrency_per_key`: a publisher sending bodies slowly holds its share of the ingest slots,
+/// never all of them. Entries live while their caller has a request in flight (at most the slots' count).
+pub struct IngestShares {
+    cap: usize,
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One request's place in its caller's share, given back when dropped.
+pub struct Share<'a> {
+    shares: &'a IngestShares,
+    caller: &'a str,
+}
+
+impl IngestShares {
+    /// `cap` 0: no cap of its own.
+    pub fn new(cap: usize) -> IngestShares {
+        IngestShares { cap, in_flight: Default::default() }
+    }
+
+    /// A place for one more of `caller`'s requests, or `503 overloaded` when it holds its whole share.
+    fn take<'a>(&'a self, caller: &'a str) -> Result<Share<'a>, ApiError> {
+        if self.cap > 0 {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            match in_flight.get_mut(caller) {
+                Some(n) if *n >= self.cap => {
+                    return Err(ApiError::Overloaded {
+                        code: "overloaded",
+                        message: format!(
+                            "this caller has {} ingest requests in flight, its share \
+                             (server.ingest_max_concurrency_per_key); retry after the Retry-After delay",
+                            self.cap
+                        ),
+                    })
+                }
+                Some(n) => *n += 1,
+                None => drop(in_flight.insert(caller.to_owned(), 1)),
+            }
+        }
+        Ok(Share { shares: self, caller })
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        if self.shares.cap == 0 {
+            return;
+        }
+        let mut in_flight = self.shares.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = in_flight.get_mut(self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(self.caller);
+            }
+        }
+    }
 }
 
 /// What ingest's tower layers reject with ([`super::bounded_ingest`]): shed load and timeouts, as JSON 503s.

@@ -37,6 +37,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 use error::Path;
+pub use events::IngestShares;
 
 use crate::auth::{self, Authenticator, Principal};
 use crate::config::Settings;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// `herald_ingest_events_total{transport="http"}` by service key and status, held (counted per event).
     pub ingest_events: crate::telemetry::HeldHandles<metrics::Counter>,
+    /// Ingest requests in flight per caller (`server.ingest_max_concurrency_per_key`).
+    pub ingest_shares: events::IngestShares,
     /// How fast a user token may change its inbox.
     pub user_writes: rate::UserRate,
     pub user_reads: rate::UserRate,

@@ -359,6 +359,54 @@ async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_are
     assert!(metric(&gw, "herald_connections_refused_total{reason=\"per_ip\"}").await >= 1.0);
 }
 
+/// One publisher cannot hold every ingest slot: past `server.ingest_max_concurrency_per_key` requests in flight,
+/// its next answers 503 at once while another key's are taken; its share comes back as its requests end. Before,
+/// 128 connections sending a body slowly with one narrowly scoped key shut every other publisher out.
+#[tokio::test]
+async fn one_key_holding_its_share_of_ingest_slots_leaves_the_rest_to_other_keys() {
+    const OTHER: &str = "other-publisher-key-0123456789";
+    let gw = spawn_gateway_with(|s| {
+        s.server.ingest_max_concurrency = 4;
+        s.server.ingest_max_concurrency_per_key = 2;
+        s.auth.service_keys.push(scoped("other", OTHER, &[herald::config::Scope::Publish]));
+    })
+    .await;
+    // The key's share: two requests whose bodies never finish.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user_id\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        slow.push(tcp);
+    }
+    let event = json!({"user_id": "share", "title": "t", "message": "m", "type": "info"});
+    let post = |key: &'static str| gw.post("/api/v1/events?exchange=sgad.notifications", key).json(&event).send();
+    let refused = eventually("the key's share is full", WAIT, async || {
+        let resp = post(SERVICE_KEY).await.unwrap();
+        (resp.status() == 503).then_some(resp)
+    })
+    .await;
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "overloaded", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("ingest_max_concurrency_per_key"), "{body}");
+    // Another key still has the slots the first does not hold.
+    assert_eq!(post(OTHER).await.unwrap().status(), 202);
+    // The share comes back as the slow requests end.
+    drop(slow);
+    eventually("the key's share is back", WAIT, async || {
+        (post(SERVICE_KEY).await.unwrap().status() == 202).then_some(())
+    })
+    .await;
+}
+
 /// HTTP ingest is bounded: `server.ingest_max_concurrency` requests at once (one more answers 503 with
 /// Retry-After and a JSON reason at once, instead of queueing), each within `server.ingest_timeout_secs`.
 #[tokio::test]
