@@ -77,7 +77,7 @@ pub async fn get_alias(
     request_body(content = AliasBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The alias as stored; events addressed to it now reach the user.", body = super::openapi::Alias),
-        (status = 400, description = "The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
         (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), is over 256 bytes (`user_id_too_long`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
@@ -94,7 +94,7 @@ pub async fn put_alias(
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::InboxWrite)?;
-    let body: AliasBody = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
+    let body: AliasBody = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     let user = super::user_id_in_body(&body.user_id)?;
     if kind.len() > crate::event::MAX_ID_LEN || alias.len() > crate::event::MAX_ID_LEN {
         return Err(ApiError::Unprocessable { code: "alias_too_long", message: "kind and alias are ids".into() });
@@ -234,7 +234,7 @@ pub struct RedriveResults {
     request_body(content = RedriveRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why).", body = RedriveResults),
-        (status = 400, description = "The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
         error::BadCredential,
         error::AdminOnly,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
@@ -250,8 +250,7 @@ pub async fn redrive_dead_letters(
     body: axum::body::Body,
 ) -> Result<Json<RedriveResults>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
-    let body: RedriveRequest =
-        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
+    let body: RedriveRequest = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     let selection = match (body.ids, body.all) {
         (Some(ids), None | Some(false)) if (1..=MAX_REDRIVE_IDS).contains(&ids.len()) => Selection::Ids(ids),
         (None, Some(true)) => Selection::All,
@@ -315,7 +314,7 @@ pub struct DryRunResult {
     request_body(content = DryRunRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What the gateway would do with the event.", body = DryRunResult),
-        (status = 400, description = "The body is not JSON of this shape (`invalid_json`; the message says where).", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`; the message says where).", body = ErrorBody),
         error::AdminErrors,
         error::JsonBodyErrors,
         (status = 500, description = "The inbox failed reading an alias (`internal_error`).", body = ErrorBody),
@@ -332,7 +331,7 @@ pub async fn dry_run_rules(
     service_only(&state, &headers, Scope::Admin)?;
     // The event it wraps may be as large as ingest takes, plus the request's own fields.
     let limit = state.settings.server.max_body_bytes.saturating_add(super::SMALL_BODY_BYTES);
-    let req: DryRunRequest = super::json_body(&state, &headers, body, limit, "invalid_json").await?;
+    let req: DryRunRequest = super::json_body(&state, &headers, body, limit).await?;
     let http = req.exchange.is_none();
     let transport = if http { "http" } else { "amqp" };
     let rules = state.pipeline.rules();

@@ -40,7 +40,7 @@ shared_error_responses! {
     BadPath = 400,
         "A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`).";
     InvalidJson = 400,
-        "The body is not JSON of this shape (`invalid_json`).";
+        "The body is not JSON (`invalid_json`), or JSON not of this shape (`bad_request`).";
     Unauthenticated = 401,
         "No, an expired or an invalid credential (`missing_credentials`, `token_expired`, `invalid_credentials`).";
     BadCredential = 401,

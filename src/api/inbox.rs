@@ -353,7 +353,7 @@ pub async fn unarchive(
     request_body(content = BatchRequest, description = "`read`, `unread`, `archive`, `unarchive` or `delete`, and 1 to 100 ids: a selection, or the loaded items of a filtered list (what `read_all` cannot narrow)."),
     responses(
         (status = 200, description = "Done in one commit: every id in this inbox is changed (or already was), the others are listed in `not_found`. The user's open sessions get one frame for the lot (`read`, `unread`, `archived`, `unarchived` or `deleted`) naming the ids it changed, then their new `counts` (none changed: nothing).", body = BatchResult),
-        (status = 400, description = "A body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
+        (status = 400, description = "A body that is not JSON (`invalid_json`); a body that is not `{\"action\": …, \"ids\": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -367,8 +367,7 @@ pub async fn batch(
 ) -> Result<Json<BatchResult>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     no_query.check()?;
-    let BatchRequest { action, mut ids } =
-        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "bad_request").await?;
+    let BatchRequest { action, mut ids } = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     // One named twice counts once, against the cap too (the body's limit bounds the list before this).
     let mut named = std::collections::HashSet::with_capacity(ids.len());
     ids.retain(|id| named.insert(*id));
@@ -480,7 +479,7 @@ const PREFERENCES_BODY_BYTES: usize = MAX_TYPES * (MAX_TYPE_LEN + 16) + 1024;
     responses(
         (status = 200, description = "The preferences now. A muted type's notifications are stored and listed (`\"muted\": true`) but not pushed live and not counted, from the next commit on.", body = Preferences),
         (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
+        (status = 400, description = "A body that is not JSON (`invalid_json`); a body that is not `{\"types\": {type: \"on\" | \"muted\"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -494,8 +493,7 @@ pub async fn put_preferences(
 ) -> Result<Shown<Preferences>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     no_query.check()?;
-    let body: PreferencesUpdate =
-        super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
+    let body: PreferencesUpdate = super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES).await?;
     if body.types.len() > MAX_TYPES {
         return Err(ApiError::BadRequest { code: "bad_request", message: format!("at most {MAX_TYPES} types") });
     }
@@ -516,7 +514,7 @@ pub async fn put_preferences(
     responses(
         (status = 200, description = "The preferences now (every type the user set, not only those changed), from the next commit on.", body = Preferences),
         (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        (status = 400, description = "A body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
+        (status = 400, description = "A body that is not JSON (`invalid_json`); a body that is not `{\"types\": {type: \"on\" | \"muted\" | \"default\"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::InboxBodyWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -530,8 +528,7 @@ pub async fn patch_preferences(
 ) -> Result<Shown<Preferences>, ApiError> {
     let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     no_query.check()?;
-    let body: PreferencesPatch =
-        super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES, "bad_request").await?;
+    let body: PreferencesPatch = super::json_body(&state, &headers, body, PREFERENCES_BODY_BYTES).await?;
     // Bounded by what it leaves set (the store checks), so naming more than that is fine (`default` for every
     // type set, and some more), but not without bound: each named type is a row the writer writes.
     if body.types.len() > 2 * MAX_TYPES {

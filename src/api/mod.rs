@@ -127,25 +127,29 @@ fn user_id_in_body(value: &serde_json::Value) -> Result<String, ApiError> {
 
 /// The JSON body of a request other than ingest, read by its handler once the caller is authorized (so no
 /// unauthenticated client makes Herald wait for or buffer a body): JSON by its content type, at most `limit`
-/// bytes, whole within `server.body_read_timeout_secs`, an object. Bad JSON answers `400` with `bad_json` as its
-/// code.
+/// bytes, whole within `server.body_read_timeout_secs`, an object. A body that is not JSON answers
+/// `400 invalid_json`; JSON of another shape, `400 bad_request`.
 async fn json_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     limit: usize,
-    bad_json: &'static str,
 ) -> Result<T, ApiError> {
     require_json(headers)?;
     let secs = state.settings.server.body_read_timeout_secs;
     let bytes = tokio::time::timeout(std::time::Duration::from_secs(secs), read_body(body, limit))
         .await
         .map_err(|_| ApiError::BodyTimeout { secs })??;
-    let value =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest { code: bad_json, message: e.to_string() })?;
+    // One pair of codes on every endpoint: `invalid_json` for a body that is not JSON, `bad_request` for JSON
+    // that is not what the endpoint takes. Told apart by a first pass that only checks the syntax (serde_json
+    // reports some wrong types, a `null` for an enum, as syntax errors).
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest { code: "bad_request", message: e.to_string() })?;
     // Every such body is an object: serde's derive would also take its fields as an array, in order.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::BadRequest { code: bad_json, message: "the body must be a JSON object".into() });
+        return Err(ApiError::BadRequest { code: "bad_request", message: "the body must be a JSON object".into() });
     }
     Ok(value)
 }

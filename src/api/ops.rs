@@ -127,8 +127,7 @@ pub async fn dev_token(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let req: DevTokenRequest =
-        super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES, "invalid_json").await?;
+    let req: DevTokenRequest = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     // No token for a user no inbox path can name.
     let user_id = super::user_id_in_body(&req.user_id)?;
     let ttl = req.ttl_secs.unwrap_or(3600).clamp(10, 86_400);

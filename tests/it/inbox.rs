@@ -205,10 +205,13 @@ async fn the_dev_token_endpoint_takes_json_bodies_and_numeric_user_ids() {
         .unwrap();
     assert_eq!(r.status(), 415);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unsupported_media_type");
+    let r = gw.raw().post(&url).body("{\"user_id\":").header("content-type", "application/json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_json", "not JSON");
     let r = gw.raw().post(&url).json(&json!({})).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let body = r.json::<Value>().await.unwrap();
-    assert_eq!(body["error"], "invalid_json");
+    assert_eq!(body["error"], "bad_request", "JSON of another shape");
     assert!(body["message"].as_str().unwrap().contains("user_id"), "{body}");
     // No token for a user no inbox path can name (the checks an event's user id passes).
     for (bad, code) in [

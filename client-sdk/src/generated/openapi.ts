@@ -1658,7 +1658,7 @@ export interface operations {
                     "application/json": components["schemas"]["BatchResult"];
                 };
             };
-            /** @description A body that is not `{"action": …, "ids": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
+            /** @description A body that is not JSON (`invalid_json`); a body that is not `{"action": …, "ids": […]}`, an unknown action, or no ids or more than 100 (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2267,7 +2267,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A body that is not `{"types": {type: "on" | "muted"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
+            /** @description A body that is not JSON (`invalid_json`); a body that is not `{"types": {type: "on" | "muted"}}`, a blank or over-long type, or more than 1,000 types (`bad_request`); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2389,7 +2389,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description A body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
+            /** @description A body that is not JSON (`invalid_json`); a body that is not `{"types": {type: "on" | "muted" | "default"}}`, a blank or over-long type, more than 2,000 types named, or a change leaving more than 1,000 types set (`bad_request`; nothing changed); a bad path (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2985,7 +2985,7 @@ export interface operations {
                     "application/json": components["schemas"]["DryRunResult"];
                 };
             };
-            /** @description The body is not JSON of this shape (`invalid_json`; the message says where). */
+            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`; the message says where). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3157,7 +3157,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedriveResults"];
                 };
             };
-            /** @description The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`). */
+            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3550,7 +3550,7 @@ export interface operations {
                     "application/json": components["schemas"]["Alias"];
                 };
             };
-            /** @description The body is not JSON of this shape (`invalid_json`); a path segment that does not parse (`bad_path`). */
+            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3659,7 +3659,7 @@ export interface operations {
                     "application/json": components["schemas"]["DevToken"];
                 };
             };
-            /** @description The body is not JSON of this shape (`invalid_json`). */
+            /** @description The body is not JSON (`invalid_json`), or JSON not of this shape (`bad_request`). */
             400: {
                 headers: {
                     [name: string]: unknown;
