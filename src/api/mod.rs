@@ -354,7 +354,7 @@ impl DevHosts {
         .trim_end_matches('.')
         .to_ascii_lowercase();
         let local = name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok();
-        if local || self.allowed.iter().any(|a| *a == name) {
+        if local || self.allowed.contains(&name) {
             return Ok(());
         }
         Err(error::ApiError::Forbidden(format!(
