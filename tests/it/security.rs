@@ -359,6 +359,17 @@ async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_are
     assert!(metric(&gw, "herald_connections_refused_total{reason=\"per_ip\"}").await >= 1.0);
 }
 
+/// An ingest request with the service key whose body never finishes: it holds an ingest slot until its timeout.
+async fn unfinished_ingest(gw: &Gateway) -> TcpStream {
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user_id\":"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
 /// One publisher cannot hold every ingest slot: past `server.ingest_max_concurrency_per_key` requests in flight,
 /// its next answers 503 at once while another key's are taken; its share comes back as its requests end. Before,
 /// 128 connections sending a body slowly with one narrowly scoped key shut every other publisher out.
@@ -372,20 +383,7 @@ async fn one_key_holding_its_share_of_ingest_slots_leaves_the_rest_to_other_keys
     })
     .await;
     // The key's share: two requests whose bodies never finish.
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
-        tcp.write_all(
-            format!(
-                "POST /api/v1/events HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
-                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user_id\":"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        slow.push(tcp);
-    }
+    let slow = vec![unfinished_ingest(&gw).await, unfinished_ingest(&gw).await];
     let event = json!({"user_id": "share", "title": "t", "message": "m", "type": "info"});
     let post = |key: &'static str| gw.post("/api/v1/events?exchange=sgad.notifications", key).json(&event).send();
     let refused = eventually("the key's share is full", WAIT, async || {
@@ -417,16 +415,7 @@ async fn ingest_sheds_over_its_concurrency_limit_and_times_out_slow_requests() {
     })
     .await;
     // The one slot: a request whose body never finishes.
-    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(
-        format!(
-            "POST /api/v1/events HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
-             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user_id\":"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut slow = unfinished_ingest(&gw).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
