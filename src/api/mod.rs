@@ -197,6 +197,14 @@ pub fn router(state: AppState) -> Router {
     // route once more, and a request clones its route's boxes (BENCHMARKS.md, "one box per layer call").
     app.layer(
         tower::ServiceBuilder::new()
+            // Outermost, so that every answer the router makes has them, the JSON errors' own too: no answer is
+            // sniffed into another type, or framed by another site (the Swagger UI, the demo; the console sets
+            // its own stricter headers).
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|req: &Request| {
@@ -214,14 +222,7 @@ pub fn router(state: AppState) -> Router {
             .layer(axum::middleware::from_fn_with_state(
                 Arc::new(http_metrics::HttpMetrics::default()),
                 http_metrics::record,
-            ))
-            // No answer is sniffed into another type, or framed by another site (the Swagger UI, the demo; the
-            // console sets its own stricter headers).
-            .layer(SetResponseHeaderLayer::if_not_present(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))),
+            )),
     )
     .with_state(state)
 }

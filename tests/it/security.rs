@@ -317,6 +317,8 @@ async fn a_request_head_over_its_bound_is_refused_at_once_without_being_buffered
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default()).expect("a JSON body");
     assert_eq!(body["error"], "request_head_too_large", "{body}");
+    // The JSON errors' own answers carry the headers every answer does.
+    assert!(answer.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{answer}");
 }
 
 /// `server.max_connections`: one connection over the cap is closed at once; the count follows the socket, so
@@ -627,7 +629,12 @@ async fn a_client_that_never_reads_is_closed_after_the_write_stall_timeout() {
 #[tokio::test]
 async fn every_answer_forbids_sniffing_and_framing() {
     let gw = spawn_gateway().await;
-    for (path, status) in [("/api/openapi.json", 200), ("/api/docs/", 200), ("/api/v1/users/u/notifications", 401)] {
+    for (path, status) in [
+        ("/api/openapi.json", 200),
+        ("/api/docs/", 200),
+        ("/api/v1/users/u/notifications", 401),
+        ("/no/such/route", 404),
+    ] {
         let resp = gw.raw().get(gw.url(path)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{path}");
         let h = resp.headers();
