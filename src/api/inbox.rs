@@ -116,11 +116,17 @@ pub enum Shown<T> {
 
 impl<T> Shown<T> {
     fn to(principal: &Principal, user: &str, value: T) -> Self {
-        match principal.may_access(user, Scope::InboxRead) {
-            Ok(()) => Shown::Shown(value),
-            Err(_) => Shown::Hidden,
+        if may_read(principal, user) {
+            Shown::Shown(value)
+        } else {
+            Shown::Hidden
         }
     }
+}
+
+/// Whether `principal` may read `user`'s inbox (its owner, or a key with `inbox:read`).
+fn may_read(principal: &Principal, user: &str) -> bool {
+    principal.may_access(user, Scope::InboxRead).is_ok()
 }
 
 impl<T: Serialize> IntoResponse for Shown<T> {
@@ -393,10 +399,8 @@ pub async fn batch(
     let changed = state.store.change_many(&user, ids.clone(), change).await?;
     let (found, not_found) = split(&ids, &changed, Option::is_some);
     // A key that may change the inbox but not read it learns which ids exist in it, not what they hold.
-    let items: Vec<Notification> = match Shown::to(&principal, &user, ()) {
-        Shown::Shown(()) => changed.into_iter().flatten().collect(),
-        Shown::Hidden => Vec::new(),
-    };
+    let items: Vec<Notification> =
+        if may_read(&principal, &user) { changed.into_iter().flatten().collect() } else { Vec::new() };
     Ok(Json(BatchResult { action, ids: found, not_found, items }))
 }
 

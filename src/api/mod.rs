@@ -297,21 +297,10 @@ fn routes(settings: &Settings) -> Routes {
         .absorb(rest)
         .absorb(admin);
     if settings.auth.dev_token_endpoint {
-        let hosts = Arc::new(DevHosts::new(settings));
-        let local = move |hosts: Arc<DevHosts>| {
-            axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
-                let hosts = hosts.clone();
-                async move {
-                    match hosts.check(&req) {
-                        Ok(()) => next.run(req).await,
-                        Err(e) => axum::response::IntoResponse::into_response(e),
-                    }
-                }
-            })
-        };
-        app = app.route("/api/v1/dev/token", post(ops::dev_token).layer(local(hosts.clone()))).route(
+        let local = axum::middleware::from_fn_with_state(Arc::new(DevHosts::new(settings)), DevHosts::only);
+        app = app.route("/api/v1/dev/token", post(ops::dev_token).layer(local.clone())).route(
             "/api/v1/dev/events",
-            bounded_ingest(post(events::dev_ingest), &ingest_slots, settings).layer(local(hosts)),
+            bounded_ingest(post(events::dev_ingest), &ingest_slots, settings).layer(local),
         );
     }
     let served = openapi::Served::new(settings.auth.dev_token_endpoint);
@@ -338,6 +327,18 @@ impl DevHosts {
             })
             .collect();
         DevHosts { allowed }
+    }
+
+    /// The middleware: the request goes on only to an allowed host.
+    async fn only(
+        axum::extract::State(hosts): axum::extract::State<Arc<DevHosts>>,
+        req: Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        match hosts.check(&req) {
+            Ok(()) => next.run(req).await,
+            Err(e) => axum::response::IntoResponse::into_response(e),
+        }
     }
 
     fn check(&self, req: &Request) -> Result<(), error::ApiError> {

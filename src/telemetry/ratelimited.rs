@@ -6,8 +6,9 @@
 //! not logged; the first occurrence after the window is logged in full again and says how many were not
 //! (`... (and N more like it in the last 12 s, not logged)`, and `suppressed = N` as a field). Repeats that no
 //! later occurrence reports (the outage ended inside the window) are reported by [`flush`], which `serve` runs
-//! every [`WINDOW`] (and, as it returns, for every window): one line per call site, `<its line>: N more like it in the last S s, not logged`, at the
-//! site's level. Metrics are not throttled: their counters count every occurrence.
+//! every [`WINDOW`] (and, as it returns, for every window): one line per call site,
+//! `<its line>: N more like it in the last S s, not logged`, at the site's level. Metrics are not throttled:
+//! their counters count every occurrence.
 //!
 //! ```ignore
 //! static FAILED: ThrottledKinds<4> = ThrottledKinds::new(Level::WARN, "it failed", WINDOW);
