@@ -8,7 +8,7 @@
 //!
 //! Invariants: one algorithm is accepted, the configured one, or with a key set the one of the key the token's
 //! `kid` names, from `auth.jwks_algorithms` (so `alg: none` and algorithm confusion fail);
-//! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured; the user claim is
+//! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured (an `iss` is one string, never an array); the user claim is
 //! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
 //! statics; tokens and service keys never reach logs ([`redact_query`] is what request logging uses: it shows
 //! only the values of the parameters Herald reads that hold no credential) — a service key is named by its id
@@ -313,6 +313,11 @@ impl Authenticator {
             return Err(AuthError::Invalid(
                 "the token names critical extensions (`crit`), which Herald implements none of".into(),
             ));
+        }
+        // RFC 7519 §4.1.1: `iss` is one StringOrURI. The library also takes an array and accepts it when any
+        // element is the configured issuer; a token naming several issuers is not one the issuer signed as such.
+        if data.claims.get("iss").is_some_and(|iss| !iss.is_string()) {
+            return Err(AuthError::Invalid("the `iss` claim is not in the form a JWT holds".into()));
         }
         let claim = self.user_claim.name();
         let id = user_claim(claim, data.claims.get(claim))?;
@@ -853,6 +858,10 @@ mod tests {
                 "the `aud` claim is not in the form a JWT holds",
             ),
             (serde_json::json!({"iss": 7, "aud": "herald"}), "the `iss` claim is not in the form a JWT holds"),
+            (
+                serde_json::json!({"iss": ["https://evil.example", "https://id.example"], "aud": "herald"}),
+                "the `iss` claim is not in the form a JWT holds",
+            ),
         ] {
             match a.verify_user(&with(claims.clone())) {
                 Err(AuthError::Invalid(m)) => assert!(m.contains(said), "{claims}: {m}"),
