@@ -243,111 +243,74 @@ pub async fn counts(
     Ok(Json(state.store.counts(&user).await?))
 }
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/users/{user_id}/notifications/{id}/read",
-    operation_id = "mark_read",
-    tag = "inbox",
-    summary = "Mark one notification read",
-    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
-    responses(
-        (status = 200, description = "The notification, with its `read_at`. Marking it again keeps the first `read_at`. When it was unread, the user's open sessions get a `read` frame and their new `counts` (marking it again sends nothing).", body = Notification),
-        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        error::OneNotificationWriteErrors
-    ),
-    security(("user_jwt" = []), ("service_key" = []))
-)]
-pub async fn read(
-    State(state): State<AppState>,
-    Path((user, id)): Path<(String, i64)>,
-    headers: HeaderMap,
-    no_query: NoQuery,
-) -> Result<Shown<Notification>, ApiError> {
-    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
-    no_query.check()?;
-    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Read).await?))
+/// One handler per single-notification change (`read`, `unread`, `archive`, `unarchive`): the same checks and
+/// answer, each its own route and OpenAPI operation.
+macro_rules! one_change {
+    ($name:ident, $change:ident, $path:literal, $operation:literal, $summary:literal, $shown:literal) => {
+        #[utoipa::path(
+            post,
+            path = $path,
+            operation_id = $operation,
+            tag = "inbox",
+            summary = $summary,
+            params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
+            responses(
+                (status = 200, description = $shown, body = Notification),
+                (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
+                error::OneNotificationWriteErrors
+            ),
+            security(("user_jwt" = []), ("service_key" = []))
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            Path((user, id)): Path<(String, i64)>,
+            headers: HeaderMap,
+            no_query: NoQuery,
+        ) -> Result<Shown<Notification>, ApiError> {
+            let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
+            no_query.check()?;
+            let changed = state.store.change(&user, id, Change::$change).await?;
+            let changed = changed.ok_or(ApiError::NotFound("no such notification in this inbox"))?;
+            Ok(Shown::to(&principal, &user, changed))
+        }
+    };
 }
 
-impl AppState {
-    async fn change(&self, user: &str, id: i64, change: Change) -> Result<Notification, ApiError> {
-        self.store.change(user, id, change).await?.ok_or(ApiError::NotFound("no such notification in this inbox"))
-    }
-}
+one_change!(
+    read,
+    Read,
+    "/api/v1/users/{user_id}/notifications/{id}/read",
+    "mark_read",
+    "Mark one notification read",
+    "The notification, with its `read_at`. Marking it again keeps the first `read_at`. When it was unread, the user's open sessions get a `read` frame and their new `counts` (marking it again sends nothing)."
+);
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/users/{user_id}/notifications/{id}/unread",
-    operation_id = "mark_unread",
-    tag = "inbox",
-    summary = "Mark one notification unread again",
-    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
-    responses(
-        (status = 200, description = "The notification, `read_at` null again (it stays seen). When it was read, the user's open sessions get an `unread` frame and their new `counts` (otherwise nothing).", body = Notification),
-        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        error::OneNotificationWriteErrors
-    ),
-    security(("user_jwt" = []), ("service_key" = []))
-)]
-pub async fn unread(
-    State(state): State<AppState>,
-    Path((user, id)): Path<(String, i64)>,
-    headers: HeaderMap,
-    no_query: NoQuery,
-) -> Result<Shown<Notification>, ApiError> {
-    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
-    no_query.check()?;
-    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Unread).await?))
-}
+one_change!(
+    unread,
+    Unread,
+    "/api/v1/users/{user_id}/notifications/{id}/unread",
+    "mark_unread",
+    "Mark one notification unread again",
+    "The notification, `read_at` null again (it stays seen). When it was read, the user's open sessions get an `unread` frame and their new `counts` (otherwise nothing)."
+);
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/users/{user_id}/notifications/{id}/archive",
-    operation_id = "archive",
-    tag = "inbox",
-    summary = "Archive one notification",
-    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
-    responses(
-        (status = 200, description = "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. When it was not archived, the user's open sessions get an `archived` frame and their new `counts` (otherwise nothing).", body = Notification),
-        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        error::OneNotificationWriteErrors
-    ),
-    security(("user_jwt" = []), ("service_key" = []))
-)]
-pub async fn archive(
-    State(state): State<AppState>,
-    Path((user, id)): Path<(String, i64)>,
-    headers: HeaderMap,
-    no_query: NoQuery,
-) -> Result<Shown<Notification>, ApiError> {
-    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
-    no_query.check()?;
-    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Archive).await?))
-}
+one_change!(
+    archive,
+    Archive,
+    "/api/v1/users/{user_id}/notifications/{id}/archive",
+    "archive",
+    "Archive one notification",
+    "The notification, with its `archived_at` (archiving it again keeps the first). It leaves the default list and the counts; `archived=true` lists it. When it was not archived, the user's open sessions get an `archived` frame and their new `counts` (otherwise nothing)."
+);
 
-#[utoipa::path(
-    post,
-    path = "/api/v1/users/{user_id}/notifications/{id}/unarchive",
-    operation_id = "unarchive",
-    tag = "inbox",
-    summary = "Restore one archived notification",
-    params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token."), ("id" = i64, Path, description = "The notification's id.")),
-    responses(
-        (status = 200, description = "The notification, `archived_at` null again: back in the default list and the counts. When it was archived, the user's open sessions get an `unarchived` frame and their new `counts` (otherwise nothing).", body = Notification),
-        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body."),
-        error::OneNotificationWriteErrors
-    ),
-    security(("user_jwt" = []), ("service_key" = []))
-)]
-pub async fn unarchive(
-    State(state): State<AppState>,
-    Path((user, id)): Path<(String, i64)>,
-    headers: HeaderMap,
-    no_query: NoQuery,
-) -> Result<Shown<Notification>, ApiError> {
-    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
-    no_query.check()?;
-    Ok(Shown::to(&principal, &user, state.change(&user, id, Change::Unarchive).await?))
-}
+one_change!(
+    unarchive,
+    Unarchive,
+    "/api/v1/users/{user_id}/notifications/{id}/unarchive",
+    "unarchive",
+    "Restore one archived notification",
+    "The notification, `archived_at` null again: back in the default list and the counts. When it was archived, the user's open sessions get an `unarchived` frame and their new `counts` (otherwise nothing)."
+);
 
 #[utoipa::path(
     post,
