@@ -51,6 +51,11 @@ pub struct ListParams {
     related_type: Option<String>,
     /// With `related_type`: only notifications about this object (`related_object.id`).
     related_id: Option<String>,
+    /// jQuery's cache-buster (`cache: false` sends `_=<time>`): taken and ignored, like [`NoQuery`] does.
+    #[serde(rename = "_")]
+    #[param(ignore)]
+    #[allow(dead_code)]
+    cache_buster: Option<String>,
 }
 
 /// What a filtered list (by type, related object, unread or archived) counts against a user's read rate: it may
@@ -70,7 +75,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let named = parts.uri.query().and_then(|q| q.split('&').find(|p| !p.is_empty()));
+        // jQuery's cache-buster (`_=<time>`, sent by `cache: false`) names nothing: ignored.
+        let named =
+            parts.uri.query().and_then(|q| q.split('&').find(|p| !p.is_empty() && *p != "_" && !p.starts_with("_=")));
         Ok(NoQuery(named.map(|p| p.split('=').next().unwrap_or_default().chars().take(64).collect())))
     }
 }

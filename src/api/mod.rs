@@ -205,6 +205,10 @@ pub fn router(state: AppState) -> Router {
                 HeaderValue::from_static("nosniff"),
             ))
             .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+            // An inbox page, a token, a trace: no JSON answer is kept by a browser's or a proxy's cache (a shared
+            // machine's next user, a proxy answering one user with another's page). Files (the demo, the Swagger
+            // UI, the console's, which say `no-cache`) are left to their own headers.
+            .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, no_store_json))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|req: &Request| {
@@ -225,6 +229,13 @@ pub fn router(state: AppState) -> Router {
             )),
     )
     .with_state(state)
+}
+
+/// `Cache-Control: no-store` for a JSON answer (see [`router`]'s layers).
+fn no_store_json<B>(response: &axum::http::Response<B>) -> Option<HeaderValue> {
+    let json =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    json.then(|| HeaderValue::from_static("no-store"))
 }
 
 /// A response classified as a failure (a 5xx), logged at warn once per status per window: an outage answers

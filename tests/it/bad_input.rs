@@ -402,3 +402,35 @@ async fn an_event_posted_without_a_content_type_is_read_as_json() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["results"][0]["status"], "stored", "{answer}");
 }
+
+/// jQuery's `cache: false` adds `_=<time>` to every GET: the inbox reads take it and ignore it (another unknown
+/// parameter is still refused), and no JSON answer may be kept by a browser's or a proxy's cache.
+#[tokio::test]
+async fn inbox_reads_ignore_jquery_cache_busters_and_no_json_answer_is_cached() {
+    let gw = spawn_gateway().await;
+    let event = json!({"user_id": "jq", "title": "t", "message": "m", "type": "welcome"});
+    assert_eq!(gw.post_event("sgad.notifications", "", &event).await.status(), 202);
+    let t = gw.token("jq");
+    for path in [
+        "/api/v1/users/jq/notifications?_=1733222222222",
+        "/api/v1/users/jq/notifications?limit=5&_=1733222222222",
+        "/api/v1/users/jq/notifications/unread_count?_=1733222222222",
+        "/api/v1/users/jq/notifications/counts?_",
+        "/api/v1/users/jq/preferences?_=1",
+    ] {
+        let resp = gw.get(path, &t).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{path}");
+        let body: Value = resp.json().await.unwrap();
+        if path.contains("notifications?") {
+            assert_eq!(body["items"].as_array().unwrap().len(), 1, "{path}: {body}");
+        }
+    }
+    let resp = gw.get("/api/v1/users/jq/notifications?_x=1", &t).send().await.unwrap();
+    assert_eq!(resp.status(), 400, "only `_` itself is ignored");
+    assert_eq!(resp.headers()["cache-control"], "no-store", "errors too");
+    // Files keep their own: the Swagger UI's are not JSON.
+    let resp = gw.raw().get(gw.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("cache-control").is_none_or(|v| v != "no-store"));
+}
