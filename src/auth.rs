@@ -8,7 +8,8 @@
 //!
 //! Invariants: one algorithm is accepted, the configured one, or with a key set the one of the key the token's
 //! `kid` names, from `auth.jwks_algorithms` (so `alg: none` and algorithm confusion fail);
-//! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured (an `iss` is one string, never an array); the user claim is
+//! `exp` is required, `nbf` is honoured, and `iss` / `aud` are required when configured (an `iss` is one string, never an array); a refresh token
+//! (`token_type` or `typ` "refresh") is refused; the user claim is
 //! taken exactly as issued (never trimmed: it must equal the path it opens); keys live in this handle, not in
 //! statics; tokens and service keys never reach logs ([`redact_query`] is what request logging uses: it shows
 //! only the values of the parameters Herald reads that hold no credential) — a service key is named by its id
@@ -318,6 +319,16 @@ impl Authenticator {
         // element is the configured issuer; a token naming several issuers is not one the issuer signed as such.
         if data.claims.get("iss").is_some_and(|iss| !iss.is_string()) {
             return Err(AuthError::Invalid("the `iss` claim is not in the form a JWT holds".into()));
+        }
+        // A refresh token is signed with the same key as the access tokens by some issuers (Django SimpleJWT's
+        // `token_type: "refresh"`, Keycloak's `typ: "Refresh"` with a realm's HS key); it lives far longer and is
+        // kept for the refresh endpoint alone, so it never opens a session or reads an inbox.
+        for name in ["token_type", "typ"] {
+            if data.claims.get(name).and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("refresh")) {
+                return Err(AuthError::Invalid(format!(
+                    "a refresh token (`{name}` is \"refresh\") is not an access token: send the access token"
+                )));
+            }
         }
         let claim = self.user_claim.name();
         let id = user_claim(claim, data.claims.get(claim))?;
@@ -867,6 +878,36 @@ mod tests {
                 Err(AuthError::Invalid(m)) => assert!(m.contains(said), "{claims}: {m}"),
                 other => panic!("{claims} accepted: {other:?}"),
             }
+        }
+    }
+
+    /// Django SimpleJWT signs its day-long refresh tokens with the same key as its access tokens, told apart by
+    /// `token_type`; Keycloak's say `typ: "Refresh"`. Neither opens a session or reads an inbox.
+    #[test]
+    fn a_refresh_token_signed_with_the_same_key_is_not_an_access_token() {
+        let a = auth();
+        let with = |extra: Value| {
+            let mut c = serde_json::json!({"sub": "u", "exp": future()});
+            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            token(c, Algorithm::HS256, &secret())
+        };
+        for claims in [
+            serde_json::json!({"token_type": "refresh", "jti": "j"}),
+            serde_json::json!({"typ": "Refresh"}),
+            serde_json::json!({"token_type": "REFRESH"}),
+        ] {
+            match a.verify_user(&with(claims.clone())) {
+                Err(AuthError::Invalid(m)) => assert!(m.contains("refresh token"), "{claims}: {m}"),
+                other => panic!("{claims} accepted: {other:?}"),
+            }
+        }
+        for claims in [
+            serde_json::json!({"token_type": "access", "jti": "j"}),
+            serde_json::json!({"typ": "Bearer"}),
+            serde_json::json!({"token_type": "sliding"}),
+            serde_json::json!({}),
+        ] {
+            assert!(a.verify_user(&with(claims.clone())).is_ok(), "{claims}");
         }
     }
 

@@ -111,6 +111,23 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
     assert_eq!(stored_snapshot(&gw).await, before, "nothing already stored was lost or altered");
 }
 
+/// A refresh token as Django SimpleJWT issues it (the access token's claims but `token_type`).
+fn simplejwt_refresh(user: &str, now: i64) -> Value {
+    json!({"token_type": "refresh", "exp": now + 86_400, "iat": now, "jti": "9f0c", "sub": user})
+}
+
+/// A refresh token signed with the access tokens' key reads no inbox: the REST side of the handshake's case.
+#[tokio::test]
+async fn a_refresh_token_reads_no_inbox() {
+    let gw = spawn_gateway().await;
+    let secret = gw.settings.auth.jwt_secret.expose().as_bytes().to_vec();
+    let refresh = token(simplejwt_refresh("u1", chrono::Utc::now().timestamp()), Algorithm::HS256, &secret);
+    let resp = gw.get("/api/v1/users/u1/notifications", &refresh).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("refresh token"), "{body}");
+}
+
 fn token(claims: Value, alg: Algorithm, secret: &[u8]) -> String {
     encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
 }
@@ -168,6 +185,13 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
             "invalid_credentials",
         ),
         ("token for another user", format!("/ws/u1?token={}", gw.token("u2")), 403, "forbidden"),
+        // Django SimpleJWT signs its day-long refresh tokens with the access tokens' key.
+        (
+            "refresh token",
+            format!("/ws/u1?token={}", token(simplejwt_refresh("u1", now), Algorithm::HS256, &secret)),
+            401,
+            "invalid_credentials",
+        ),
     ];
     for (name, path, status, code) in cases {
         let (got, body) = gw.refused(gw.ws_request(&path)).await;
