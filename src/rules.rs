@@ -784,7 +784,7 @@ impl Rule {
                 return Ok(Recipients::Users(users));
             }
         }
-        // Only an absent (or null) recipient means everyone: a value that is there but is no id (`12.5`, `true`,
+        // Only an absent recipient means everyone: a value that is there but is no id (`null`, `12.5`, `true`,
         // `"  "`, an object) is a producer's mistake, and broadcasting it would tell every user what was meant
         // for one.
         let malformed = self.to.iter().any(|s| match s {
@@ -838,7 +838,9 @@ fn pointer<'a>(body: &'a serde_json::Map<String, Value>, ptr: &str) -> Option<&'
 /// What a value found where a user id was looked for is, when it is not one (`None`: absent, null, or an id).
 fn not_an_id(v: &Value) -> Option<&'static str> {
     match v {
-        Value::Null => None,
+        // Python's `None`: a producer that named no one by mistake (the old gateways reached nobody), not one
+        // that meant everyone, which only an absent recipient or an everyone value says.
+        Value::Null => Some("null"),
         Value::Bool(_) => Some("a boolean"),
         Value::Object(_) => Some("an object"),
         Value::Array(items) if items.iter().all(|i| id_string(i).is_none()) => Some("an array without an id"),
@@ -1107,9 +1109,10 @@ mod tests {
         crate::event::decode(env, raw).unwrap()
     }
 
-    /// `when_missing = "everyone"` broadcasts an event that names nobody (the recipient absent or null) or names
-    /// an everyone value; a recipient that is there but is no id (`12.5`, `true`, a blank string, an object, a
-    /// number too large) is the producer's mistake and is refused, not told to every user.
+    /// `when_missing = "everyone"` broadcasts an event that names nobody (the recipient absent) or names an
+    /// everyone value; a recipient that is there but is no id (`null` — Python's `None` —, `12.5`, `true`, a
+    /// blank string, an object, a number too large) is the producer's mistake and is refused, not told to every
+    /// user.
     #[test]
     fn only_an_absent_recipient_means_everyone_a_malformed_one_is_refused() {
         let r = Rules::parse(
@@ -1122,11 +1125,14 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e),
         };
-        for body in [json!({}), json!({"u": null}), json!({"u": "system"}), json!({"u": null, "s": null})] {
+        for body in [json!({}), json!({"u": "system"}), json!({"other": null})] {
             assert_eq!(recipients(body.clone()).unwrap(), Recipients::Everyone, "{body}");
         }
         assert_eq!(recipients(json!({"u": 7})).unwrap(), Recipients::Users(vec!["7".into()]));
         for (body, what) in [
+            (json!({"u": null}), "/u (holds null"),
+            (json!({"u": null, "s": null}), "/u (holds null"),
+            (json!({"s": null}), "alias:student:/s (holds null"),
             (json!({"u": 12.5}), "/u (holds a number that is not an integer"),
             (json!({"u": 1e30}), "/u (holds a number that is not an integer"),
             (json!({"u": true}), "/u (holds a boolean"),
