@@ -39,9 +39,11 @@ pub struct ListParams {
     before: Option<i64>,
     /// `true`: only unread notifications that the unread count counts (muted ones are left out, as there).
     #[param(default = false)]
+    #[serde(default, deserialize_with = "query_bool")]
     unread: Option<bool>,
     /// `false`: archived notifications are left out; `true`: only archived ones.
     #[param(default = false)]
+    #[serde(default, deserialize_with = "query_bool")]
     archived: Option<bool>,
     /// Only notifications of this `type`.
     #[serde(rename = "type")]
@@ -56,6 +58,19 @@ pub struct ListParams {
     #[param(ignore)]
     #[allow(dead_code)]
     cache_buster: Option<String>,
+}
+
+/// A boolean query parameter as clients spell it: `true`/`false`, any case (Python's `requests` sends `True`
+/// for `params={"unread": True}`), or `1`/`0`. Anything else is refused, naming what is accepted.
+fn query_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    let raw = String::deserialize(d)?;
+    match raw.as_str() {
+        "1" => Ok(Some(true)),
+        "0" => Ok(Some(false)),
+        t if t.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        f if f.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        _ => Err(serde::de::Error::custom(format!("`{raw}` is not a boolean (true, false, 1 or 0)"))),
+    }
 }
 
 /// What a filtered list (by type, related object, unread or archived) counts against a user's read rate: it may

@@ -458,3 +458,37 @@ async fn inbox_reads_ignore_jquery_cache_busters_and_no_json_answer_is_cached() 
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("cache-control").is_none_or(|v| v != "no-store"));
 }
+
+/// Python's `requests` sends `params={"unread": True}` as `unread=True`, and many clients send `1`: the list's
+/// boolean filters take any case of `true`/`false` and `1`/`0`, and refuse anything else naming what they take.
+#[tokio::test]
+async fn list_filters_take_booleans_as_python_and_form_clients_spell_them() {
+    let gw = spawn_gateway().await;
+    for kind in ["a", "b"] {
+        let event = json!({"user_id": "py", "title": kind, "message": "m", "type": kind});
+        assert_eq!(gw.post_event("sgad.notifications", "", &event).await.status(), 202);
+    }
+    let t = gw.token("py");
+    let first = gw.inbox("py").await["items"][0]["id"].as_i64().unwrap();
+    let r = gw.post(&format!("/api/v1/users/py/notifications/{first}/read"), &t).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let count = async |q: &str| {
+        let resp = gw.get(&format!("/api/v1/users/py/notifications?{q}"), &t).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{q}");
+        resp.json::<Value>().await.unwrap()["items"].as_array().unwrap().len()
+    };
+    for q in ["unread=true", "unread=True", "unread=TRUE", "unread=1"] {
+        assert_eq!(count(q).await, 1, "{q}");
+    }
+    for q in ["unread=false", "unread=False", "unread=0", "archived=False", "archived=0"] {
+        assert_eq!(count(q).await, 2, "{q}");
+    }
+    assert_eq!(count("archived=True").await, 0);
+    for q in ["unread=yes", "unread=", "archived=2"] {
+        let resp = gw.get(&format!("/api/v1/users/py/notifications?{q}"), &t).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{q}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "bad_query", "{q}");
+        assert!(body["message"].as_str().unwrap().contains("true, false, 1 or 0"), "{q}: {body}");
+    }
+}
