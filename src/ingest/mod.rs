@@ -303,7 +303,9 @@ impl Pipeline {
                         }
                         WriteOutcome::Unresolved { kind, alias } => {
                             metrics::counter!("herald_events_unresolved_total").increment(1);
-                            tracing::warn!(event_id = %event_id, %kind, %alias, "no user known for this alias yet");
+                            // At info, as an unmatched event is: the transport logs its refusal at warn (the
+                            // dead letter, the 422), so an operator's log says it once.
+                            tracing::info!(event_id = %event_id, %kind, %alias, "no user known for this alias yet");
                             error = Some(RouteError::UnresolvedRecipient { kind: kind.clone(), alias: alias.clone() });
                             (Status::Unresolved, Vec::new())
                         }
