@@ -232,7 +232,7 @@ async fn with_tracing_off_nothing_is_recorded_and_reads_answer_409() {
 #[tokio::test]
 async fn amqp_events_a_rule_cannot_route_or_whose_alias_is_unknown_are_traced_as_dead_lettered_with_the_reason() {
     let Some(amqp) = Amqp::new("trace_dead").await else { return };
-    let gw = amqp.gateway(|_| {}).await;
+    let gw = amqp.gateway(|s| amqp.also_bind(s, "events.topic", "invoice.*")).await;
     let broker = Broker::connect(&amqp.url).await;
     let topic = amqp.exchange("events.topic");
     let props = BasicProperties::default().with_message_id("trace-dead-1".into());
@@ -258,7 +258,7 @@ async fn amqp_events_a_rule_cannot_route_or_whose_alias_is_unknown_are_traced_as
     // unmatched as an HTTP event is (it was counted only as a dead letter).
     let before = metric(&gw, "herald_events_unmatched_total").await;
     let props = BasicProperties::default().with_message_id("trace-dead-3".into());
-    broker.publish(&topic, "student.archived", br#"{"event_type":"student.archived","payload":{}}"#, props).await;
+    broker.publish(&topic, "invoice.paid", br#"{"event_type":"invoice.paid","payload":{}}"#, props).await;
     let t = eventually("the unmatched event's trace", WAIT, async || {
         let (status, body) = event_trace(&gw, "trace-dead-3").await;
         (status == 200).then(|| body["traces"][0].clone())
