@@ -94,6 +94,8 @@ pub struct Started {
     store: Arc<dyn inbox::Store>,
     amqp: Option<tokio::task::JoinHandle<()>>,
     tracker: TaskTracker,
+    /// The cluster's link, stopped after the store: the drain's commits are published to the other nodes.
+    redis: Option<fanout::redis::LinkTask>,
 }
 
 /// Open everything the gateway needs; [`Started::serve`] then serves. `herald serve` prints
@@ -118,6 +120,7 @@ pub async fn start_with(
     auth.start_key_refresh(&health, &shutdown);
     let pending_trace = trace::recorder(&settings, &settings.cluster.node_name());
     let recorder = pending_trace.recorder().clone();
+    let mut redis = None;
     let fanout = if settings.cluster.enabled() {
         // Another node's admin reload: this node reloads its own file (a file that does not compile is refused
         // here as there, and the rules in force stay).
@@ -133,16 +136,11 @@ pub async fn start_with(
                 });
             })
         };
-        let transport = fanout::redis::start(
-            &settings.cluster,
-            registry.clone(),
-            health.clone(),
-            recorder.clone(),
-            on_reload,
-            shutdown.clone(),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let (transport, task) =
+            fanout::redis::start(&settings.cluster, registry.clone(), health.clone(), recorder.clone(), on_reload)
+                .map_err(anyhow::Error::msg)?;
         registry.set_presence_hook(transport.clone());
+        redis = Some(task);
         Fanout::with_transport(registry.clone(), transport)
     } else {
         Fanout::local(registry.clone())
@@ -204,7 +202,7 @@ pub async fn start_with(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),
         max_connections = settings.server.connection_cap(), "herald started"
     );
-    Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker })
+    Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker, redis })
 }
 
 /// How long the store may take to close after the grace period (its last group commit, its connections). The
@@ -218,7 +216,7 @@ impl Started {
 
     /// Serve until the shutdown token is cancelled, then drain and return.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Started { settings, listener, shutdown, app, registry, store, amqp, tracker } = self;
+        let Started { settings, listener, shutdown, app, registry, store, amqp, tracker, redis } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         // One grace period for the whole drain, from the signal: each phase waits only for what is left of it.
         let drain_deadline = async {
@@ -250,6 +248,11 @@ impl Started {
                 "the store did not close within the grace period and {}s more; exiting without it",
                 STORE_CLOSE.as_secs()
             );
+        }
+        // The commits of the drain reach the other nodes: the link publishes what they queued, then leaves (until
+        // now it ran, its presence view too, whatever the signal). Within what is left of the store's time.
+        if let Some(redis) = redis {
+            redis.stop(closing.max(tokio::time::Instant::now() + Duration::from_secs(1))).await;
         }
         // Last: what the throttled log lines counted and no line reported yet (the stop's own failures too).
         telemetry::ratelimited::flush(true);

@@ -240,15 +240,32 @@ fn decode(names: &Names, origin_here: &str, channel: &str, payload: &[u8]) -> Op
 /// What a node does when another asks every node to reload its rules ([`Message::ReloadRules`]).
 pub type OnReload = Arc<dyn Fn() + Send + Sync>;
 
-/// Connect (in the background, with retries) and return the transport to install in the fan-out and registry.
+/// The link's task, stopped by [`LinkTask::stop`] once the node made its last commit — not at the shutdown signal:
+/// what the drain commits (requests in flight, the consumer's last batch) reaches the other nodes' sessions.
+pub struct LinkTask {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LinkTask {
+    /// Publish what is queued, leave the presence view and return, by `deadline` at the latest.
+    pub async fn stop(self, deadline: tokio::time::Instant) {
+        self.stop.cancel();
+        if tokio::time::timeout_at(deadline, self.task).await.is_err() {
+            tracing::warn!("the redis link did not publish its last messages in time; other nodes' sessions resync");
+        }
+    }
+}
+
+/// Connect (in the background, with retries) and return the transport to install in the fan-out and registry,
+/// with the task to stop once the node's last commit is made.
 pub fn start(
     settings: &ClusterSettings,
     registry: Registry,
     health: Health,
     trace: Recorder,
     on_reload: OnReload,
-    shutdown: CancellationToken,
-) -> Result<Arc<RedisTransport>, String> {
+) -> Result<(Arc<RedisTransport>, LinkTask), String> {
     let connector = Connector::new(settings)?;
     let node: Arc<str> = Arc::from(settings.node_name());
     let origin: Arc<str> = Arc::from(format!("{node}#{:016x}", rand::random::<u64>()));
@@ -277,8 +294,9 @@ pub fn start(
         presence_every: Duration::from_secs(settings.presence_interval_secs),
         on_reload,
     };
-    tokio::spawn(worker.run(publish_rx, shutdown));
-    Ok(transport)
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(publish_rx, stop.clone()));
+    Ok((transport, LinkTask { stop, task }))
 }
 
 struct Worker {
@@ -296,7 +314,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut publish: mpsc::Receiver<(String, Bytes)>, shutdown: CancellationToken) {
+    async fn run(self, mut publish: mpsc::Receiver<(String, Bytes)>, stop: CancellationToken) {
         let mut attempt = 0u32;
         let mut connected_before = false;
         // This process has written its presence line: a line under its name by another process since is not its
@@ -305,7 +323,7 @@ impl Worker {
         loop {
             let lost = Arc::new(Notify::new());
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 r = self.connect(lost.clone()) => r,
             };
             let (mut con, mut subscribed) = match result {
@@ -316,7 +334,7 @@ impl Worker {
                     let delay = RECONNECT.delay(attempt);
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unavailable");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(delay) => continue,
                     }
                 }
@@ -337,7 +355,8 @@ impl Worker {
             let error = loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => {
+                    _ = stop.cancelled() => {
+                        self.publish_last(&mut con, &mut publish).await;
                         let _: Result<(), _> = redis::cmd("HDEL").arg(&self.names.presence).arg(&*self.node).exec_async(&mut con).await;
                         return;
                     }
@@ -370,7 +389,7 @@ impl Worker {
                 attempt = attempt.saturating_add(1);
                 let delay = RECONNECT.delay(attempt);
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -457,6 +476,20 @@ impl Worker {
     }
 
     /// Publish what is queued, as one batch.
+    /// The node's last messages (the store is closed: nothing more comes), and a `lost` message if one of the
+    /// earlier publishes was dropped, which no later batch would carry now.
+    async fn publish_last(&self, con: &mut Link, publish: &mut mpsc::Receiver<(String, Bytes)>) {
+        while let Ok(first) = publish.try_recv() {
+            if self.publish_batch(con, first, publish).await.is_err() {
+                return;
+            }
+        }
+        if self.transport.dropped.swap(false, Ordering::Relaxed) {
+            let lost = encode(&self.names, &self.transport.origin, &Message::Lost);
+            let _ = con.publish(self.mode, &[lost]).await;
+        }
+    }
+
     async fn publish_batch(
         &self,
         con: &mut Link,

@@ -107,6 +107,45 @@ async fn a_user_on_node_b_receives_what_node_a_ingested_and_read_state_crosses_n
     assert_eq!(b.unread(&user).await, 0);
 }
 
+/// A node told to stop still finishes the requests in flight, and what they commit reaches the user's sessions
+/// on the other nodes: the Redis link publishes until the node's last commit, not only until the signal (a
+/// rolling update lost every such notification for the other nodes' tabs until the user's next one).
+#[tokio::test]
+async fn what_a_stopping_node_commits_while_it_drains_reaches_the_other_nodes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((pg, redis)) = fresh_database("drain_publish").await else { return };
+    let a = node(&pg, &redis, "node-a").await;
+    let b = node(&pg, &redis, "node-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("u-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel
+
+    // A request in flight on node A when it is told to stop: its body is half sent.
+    let body = json!({"user_id": user, "title": "during the drain", "message": "m", "type": "info"}).to_string();
+    let head = format!(
+        "POST /api/v1/events?exchange=sgad.notifications HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {SERVICE_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        a.addr,
+        body.len()
+    );
+    let mut request = tokio::net::TcpStream::connect(a.addr).await.unwrap();
+    request.write_all(head.as_bytes()).await.unwrap();
+    request.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(a.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await; // the signal's effects, the old link's end among them
+    request.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    request.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    let f = on_b.notification().await;
+    assert_eq!(f["notification"]["title"], "during the drain", "node B's session got what node A committed");
+    stopping.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn a_broadcast_reaches_every_user_on_every_node_once() {
     let Some((pg, redis)) = fresh_database("broadcast").await else { return };
