@@ -1,7 +1,10 @@
 # syntax=docker/dockerfile:1
 # Herald: multi-stage build → a small non-root runtime image.
 #   docker build -t herald .
-#   docker run -p 8080:8080 herald            # one node, SQLite in /var/lib/herald/data
+#   docker run -p 8080:8080 -e HERALD__PROFILE=development herald   # a local try: one node, SQLite in
+#                                                                     # /var/lib/herald/data, the dev secret
+#   docker run -p 8080:8080 -e HERALD__AUTH__JWT_SECRET=... -e HERALD__AUTH__SERVICE_KEYS=... herald
+#     (the image runs the production profile, which refuses the repository's public development secret and key)
 # docker-compose.yml runs two nodes with RabbitMQ, PostgreSQL and Redis behind a load balancer.
 #
 # Base images are pinned by exact tag and digest (the digests were taken from public references, not pulled from
@@ -73,7 +76,7 @@ COPY --from=console /src/admin-console/dist /usr/share/herald/admin
 WORKDIR /var/lib/herald
 # Configuration, later wins: the compiled-in defaults → /etc/herald/image.toml (this image's paths and bind
 # address) → your file (`HERALD_CONFIG=PATH`, e.g. mounted; `serve --config PATH` works too, but only the
-# variable reaches the HEALTHCHECK's `herald healthcheck`, which probes the port your file binds) →
+# variable reaches the HEALTHCHECK's `herald healthcheck`, which otherwise probes the image's port, 8080) →
 # HERALD__SECTION__KEY variables. The image's defaults are a file, not variables, so that your file can override
 # them.
 ENV HERALD_BASE_CONFIG=/etc/herald/image.toml

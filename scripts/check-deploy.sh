@@ -40,8 +40,9 @@ grace = int(re.search(r"^shutdown_grace_secs\s*=\s*(\d+)", toml, re.M).group(1))
 pod = yaml.safe_load(open("deploy/k8s/deployment.yaml"))["spec"]["template"]["spec"]
 pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
 total = pod["terminationGracePeriodSeconds"]
-# Herald stops within shutdown_grace_secs and STORE_CLOSE (5 s, src/lib.rs) for the store after SIGTERM.
-store_close = 5
+# Herald stops within shutdown_grace_secs and STORE_CLOSE (5 s, src/lib.rs) for the store after SIGTERM, and at
+# least 1 s more for the Redis link's last messages.
+store_close = 5 + 1
 assert total > grace + store_close + pre_stop, f"terminationGracePeriodSeconds {total} <= preStop {pre_stop} + shutdown_grace_secs {grace} + {store_close}"
 mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
 args = pod["containers"][0]["args"]

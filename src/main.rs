@@ -258,9 +258,11 @@ fn run() -> anyhow::Result<()> {
                 (Some(url), _) => url,
                 (None, Some(port)) => format!("http://127.0.0.1:{port}/healthz"),
                 (None, None) => {
-                    // server.bind from the configuration; when that does not load (the probe should not fail on
-                    // an unrelated setting), HERALD__SERVER__BIND alone, as the image sets it.
-                    let bind = load(config.as_deref()).map(|s| s.server.bind).or_else(|e| {
+                    // server.bind from the configuration's layers, unchecked as a whole (the probe must not fail
+                    // on a setting it does not use, such as secrets kept in a `serve --config` file it is not
+                    // given); when even that does not load, HERALD__SERVER__BIND alone.
+                    let layered = Settings::layered(config.as_deref(), std::env::vars()).map_err(anyhow::Error::from);
+                    let bind = layered.map(|s| s.server.bind).or_else(|e| {
                         std::env::var("HERALD__SERVER__BIND")
                             .ok()
                             .and_then(|v| v.parse::<std::net::SocketAddr>().ok())

@@ -378,6 +378,16 @@ fn pool(max_connections: u32) -> PgPoolOptions {
         .after_connect(|conn, _| Box::pin(async move { sqlx::query(STATEMENT_TIMEOUT).execute(conn).await.map(drop) }))
 }
 
+/// The migrator's one connection, without [`STATEMENT_TIMEOUT`]: a migration rewriting a large inbox, or waiting
+/// for a writer's lock, may take longer than any request may, and a node starting while another migrates waits
+/// for the migration lock as long as it takes. Cut short, a migration rolls back and the node exits — at every
+/// retry, for a table that size.
+fn migration_pool() -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(|conn, _| {
+        Box::pin(async move { sqlx::query("SET statement_timeout = 0").execute(conn).await.map(drop) })
+    })
+}
+
 impl PostgresStore {
     /// Connect to `url`, apply the migrations, and start this node's writer.
     pub async fn open(
@@ -398,7 +408,7 @@ impl PostgresStore {
         let options = options.application_name("herald");
         {
             // The migrator takes its own advisory lock: nodes starting together apply them once.
-            let migrating = pool(1).connect_with(options.clone()).await.map_err(store_error)?;
+            let migrating = migration_pool().connect_with(options.clone()).await.map_err(store_error)?;
             let migrator = migrator();
             let migrated = match migrator.run(&migrating).await.map_err(migrate_error) {
                 Ok(()) => compatible(&migrating, &migrator).await,
@@ -2006,6 +2016,23 @@ mod tests {
                 .unwrap();
             server.close().await.unwrap();
         }
+    }
+
+    /// Requests are bounded by the statement timeout; migrations are not (a long one would roll back and stop the
+    /// node at every start, and a node waiting for another's migration would give up after 30 s).
+    #[tokio::test]
+    async fn migrations_run_without_the_requests_statement_timeout() {
+        let Some(db) = TestDb::create("migration_timeout").await else { return };
+        let timeout = async |pool: &PgPool| -> String {
+            sqlx::query_scalar("SHOW statement_timeout").fetch_one(pool).await.unwrap()
+        };
+        let requests = pool(1).connect_with(db.options.clone()).await.unwrap();
+        assert_eq!(timeout(&requests).await, "30s");
+        let migrating = migration_pool().connect_with(db.options.clone()).await.unwrap();
+        assert_eq!(timeout(&migrating).await, "0");
+        requests.close().await;
+        migrating.close().await;
+        db.drop_database().await;
     }
 
     /// Two nodes' commits of one user's counts reach a third node's sessions in any order (over Redis): each

@@ -62,6 +62,14 @@ fn healthy_gateway_exits_0_by_url_by_port_and_by_the_configured_bind() {
     let out = healthcheck(&[], &[("HERALD__SERVER__BIND", &bind), ("HERALD__AUTH__JWT_SECRET", "short")]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
 
+    // As in the image with the secrets in a `serve --config` file the probe is not given: the base file's bind
+    // under the production profile, whose refusal of the development secret is no concern of the probe's.
+    let base = dir.path().join("image.toml");
+    std::fs::write(&base, format!("profile = \"production\"\n[server]\nbind = \"0.0.0.0:{port}\"\n")).unwrap();
+    let out = healthcheck(&[], &[("HERALD_BASE_CONFIG", base.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
+
     // A gateway that answers, but not 200 on that path.
     let out = healthcheck(&["--url", &format!("{addr}/no-such-endpoint")], &[]);
     assert_eq!(out.status.code(), Some(1));
