@@ -132,7 +132,7 @@ pub const METRICS: &[Metric] = &[
     counter("herald_notifications_muted_total", "Targeted notifications stored muted (their type muted by the recipient's preferences): listed, not pushed, not counted."),
     // AMQP consumer.
     gauge("herald_amqp_connected", "1 while the AMQP consumer is connected and consuming, else 0."),
-    counter("herald_amqp_reconnects_total", "AMQP connection losses followed by a reconnect attempt."),
+    counter("herald_amqp_reconnects_total", "AMQP connections lost while consuming (once per loss, however many attempts reconnecting takes)."),
     counter("herald_amqp_messages_consumed_total", "AMQP messages received by the consumer."),
     counter("herald_amqp_messages_redelivered_total", "AMQP messages received with the redelivered flag."),
     counter("herald_amqp_messages_requeued_total", "AMQP messages requeued (a batch not committed)."),

@@ -113,7 +113,10 @@ impl Consumer {
             }
             attempt = attempt.saturating_add(1);
             let delay = backoff.delay(attempt);
-            metrics::counter!("herald_amqp_reconnects_total").increment(1);
+            // Once per connection lost while consuming, as herald_redis_reconnects_total counts, not per attempt.
+            if consuming_since.is_some() {
+                metrics::counter!("herald_amqp_reconnects_total").increment(1);
+            }
             let retry_in_ms = delay.as_millis() as u64;
             if outage.failed(consuming_since.is_some()) {
                 tracing::warn!(url = %url, error = format!("{error:#}"), attempt, retry_in_ms, "rabbitmq unavailable; reconnecting");
