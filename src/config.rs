@@ -982,6 +982,16 @@ fn toml_file(given: &str, path: &Path) -> Result<String, ConfigError> {
     Ok(text)
 }
 
+/// A variable that names a section of the settings after `HERALD_` with one underscore (`HERALD_STORE_URL`,
+/// `HERALD_AUTH_JWT_SECRET`): a setting's variable misspelt. Herald's own single-underscore variables
+/// (`HERALD_CONFIG`, `HERALD_PROFILE`, `HERALD_BASE_CONFIG`) name no section.
+fn one_underscore_setting(var: &str) -> bool {
+    const SECTIONS: [&str; 10] =
+        ["SERVER", "LOG", "AUTH", "WEBSOCKET", "STORE", "RULES", "AMQP", "CLUSTER", "TRACE", "PREFERENCES"];
+    let Some(rest) = var.strip_prefix("HERALD_").filter(|r| !r.starts_with('_')) else { return false };
+    SECTIONS.iter().any(|s| rest.strip_prefix(s).is_some_and(|k| k.starts_with('_') && k.len() > 1))
+}
+
 impl Settings {
     /// Load every layer. `file` is the `--config` path; `env` is the environment to read (tests pass their own).
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
@@ -1000,6 +1010,17 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let env: std::collections::HashMap<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with("HERALD")).collect();
+        // `HERALD_STORE_URL` for `HERALD__STORE__URL`: read by no one, the node would run on the default (an
+        // SQLite file where a PostgreSQL URL was meant). Refused like an unknown key, naming the variable.
+        let mut misspelt: Vec<&String> = env.keys().filter(|k| one_underscore_setting(k)).collect();
+        misspelt.sort();
+        if let Some(var) = misspelt.first() {
+            let meant = format!("HERALD__{}", var["HERALD_".len()..].replacen('_', "__", 1));
+            return Err(invalid(
+                var,
+                format!("this variable is not read: a setting's is HERALD__SECTION__KEY, two underscores around each part (`{meant}`?)"),
+            ));
+        }
         let mut env = env;
         // `HERALD_PROFILE` is an alias of `HERALD__PROFILE`: it selects `config/{profile}.toml` *and* is the
         // profile (one name, one meaning), so `HERALD_PROFILE=production` gets production's checks.
@@ -1372,6 +1393,28 @@ mod tests {
 
     fn err(pairs: &[(&str, &str)]) -> String {
         Settings::load(None, env(pairs)).unwrap_err().to_string()
+    }
+
+    /// `HERALD_STORE_URL` (one underscore) was read by no one and the node ran on the default SQLite file: a
+    /// variable naming a section that way is refused, saying which was meant. Herald's own single-underscore
+    /// variables, and others' that name no section, are not.
+    #[test]
+    fn a_setting_variable_with_one_underscore_is_refused_naming_the_one_meant() {
+        let e = err(&[("HERALD_STORE_URL", "postgres://h/db")]);
+        assert!(e.contains("HERALD_STORE_URL") && e.contains("`HERALD__STORE__URL`?"), "{e}");
+        assert!(!e.contains("postgres://"), "the value may hold a password: {e}");
+        let e = err(&[("HERALD_AUTH_JWT_SECRET", "s")]);
+        assert!(e.contains("`HERALD__AUTH__JWT_SECRET`?"), "{e}");
+        for fine in [
+            ("HERALD_PROFILE", "development"),
+            ("HERALD_CONFIG", "x"),
+            ("HERALD_TEST_POSTGRES_URL", "postgres://h/db"),
+            ("HERALD_BIN", "target/release/herald"),
+            ("HERALD_SERVICES_DIR", "/tmp/s"),
+            ("HERALD_STORE", "x"),
+        ] {
+            assert!(Settings::load(None, env(&[fine])).is_ok(), "{fine:?}");
+        }
     }
 
     #[test]
