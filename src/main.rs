@@ -152,7 +152,12 @@ fn run() -> anyhow::Result<()> {
             herald::telemetry::init_tracing(&settings.log);
             // Before the runtime's threads and the sessions' memory: see `huge_pages`.
             herald::huge_pages::apply(settings.server.transparent_huge_pages);
-            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(settings))
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let served = runtime.block_on(serve(settings));
+            // Dropping the runtime waits for every blocking task still running (a store read that a stopped
+            // database holds): the stop's bound is the drain's, not theirs.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            served
         }
         Command::Token { user_id, ttl_secs, config } => {
             let settings = load(config.as_deref())?;
