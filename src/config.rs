@@ -1094,6 +1094,35 @@ impl Settings {
         Ok(settings)
     }
 
+    /// What a production configuration left at a development default that is not refused (a sidecar broker may
+    /// well take `guest` on loopback), said at start and by `check-config`: the likely "forgot to set it" cases.
+    pub fn production_warnings(&self) -> Vec<String> {
+        if self.profile != Profile::Production {
+            return Vec::new();
+        }
+        let defaults = Settings::defaults();
+        let mut said = Vec::new();
+        if self.amqp.enabled && self.amqp.url.expose() == defaults.amqp.url.expose() {
+            said.push("amqp.url is the default (guest@127.0.0.1): set HERALD__AMQP__URL to your broker".to_owned());
+        }
+        if self.websocket.allowed_origins == defaults.websocket.allowed_origins {
+            said.push(
+                "websocket.allowed_origins is the development default (localhost pages only): name your site's \
+                 origin, or browsers on it are refused"
+                    .to_owned(),
+            );
+        }
+        let any = |origins: &[String]| origins.iter().any(|o| o == "*");
+        if any(&self.websocket.allowed_origins) || any(self.cors_origins()) {
+            said.push(
+                "an allowed origin is `*`: any site's page holding a user's token may open sessions and read the \
+                 inbox"
+                    .to_owned(),
+            );
+        }
+        said
+    }
+
     /// Load from the process environment.
     pub fn from_env(file: Option<&Path>) -> Result<Settings, ConfigError> {
         Settings::load(file, std::env::vars())
@@ -1415,6 +1444,33 @@ mod tests {
         ] {
             assert!(Settings::load(None, env(&[fine])).is_ok(), "{fine:?}");
         }
+    }
+
+    /// Production defaults an operator most likely forgot: warned of, not refused.
+    #[test]
+    fn production_warns_of_the_default_broker_and_development_origins() {
+        let prod = [
+            ("HERALD__PROFILE", "production"),
+            ("HERALD__AUTH__JWT_SECRET", "a-real-secret-of-some-length"),
+            ("HERALD__AUTH__SERVICE_KEYS", "a-real-service-key-of-some-length"),
+        ];
+        let with = |more: &[(&str, &str)]| {
+            let mut pairs = prod.to_vec();
+            pairs.extend_from_slice(more);
+            Settings::load(None, env(&pairs)).unwrap().production_warnings()
+        };
+        let said = with(&[("HERALD__AMQP__ENABLED", "true")]);
+        assert!(said.iter().any(|w| w.starts_with("amqp.url")), "{said:?}");
+        assert!(said.iter().any(|w| w.starts_with("websocket.allowed_origins")), "{said:?}");
+        let set = [
+            ("HERALD__AMQP__ENABLED", "true"),
+            ("HERALD__AMQP__URL", "amqp://herald:pw@rabbit:5672/%2f"),
+            ("HERALD__WEBSOCKET__ALLOWED_ORIGINS", "https://app.example.com"),
+        ];
+        assert_eq!(with(&set), Vec::<String>::new());
+        let said = with(&[("HERALD__WEBSOCKET__ALLOWED_ORIGINS", "*")]);
+        assert!(said.iter().any(|w| w.contains("`*`")), "{said:?}");
+        assert_eq!(Settings::defaults().production_warnings(), Vec::<String>::new(), "development says nothing");
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub async fn start_with(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> anyhow::Result<Started> {
+    for warning in settings.production_warnings() {
+        tracing::warn!("{warning}");
+    }
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
