@@ -1085,6 +1085,7 @@ struct Committed<'a> {
 }
 
 /// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
+/// Commit the batch and answer its jobs.
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
@@ -1096,6 +1097,13 @@ fn commit_batch(
     let now = Utc::now();
     /// The jobs' answers, the counts they changed, and the commit's number.
     type Done = ((Vec<Answer>, Vec<CountsChange>), u64);
+    let full = std::cell::Cell::new(false);
+    let store_error = |e: rusqlite::Error| {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            full.set(true);
+        }
+        store_error(e)
+    };
     let result = (|| -> Result<Done, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(store_error)?;
         let answers = (|| -> rusqlite::Result<(Vec<Answer>, Vec<CountsChange>)> {
@@ -1202,6 +1210,21 @@ fn commit_batch(
         Err(failure) => {
             // Rolled back: what the writer remembers of it is not in the database (and its ids are given again).
             memory.forget();
+            // A full disk: the WAL keeps everything since the last checkpoint (up to WAL_CHECKPOINT_PAGES), and
+            // space freed meanwhile would go to its growth first, so the node would not recover until that much
+            // is free. Everything committed goes into the database file and the WAL restarts empty, giving its
+            // space back — before the answers, so that a caller's retry finds it.
+            if full.get() {
+                match checkpointer::checkpoint_truncate(conn) {
+                    Ok(true) => {
+                        tracing::warn!("the disk is full: the WAL was checkpointed and emptied to give its space back")
+                    }
+                    Ok(false) => tracing::warn!("the disk is full, and a reader kept the WAL from being emptied"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the disk is full, and the checkpoint that would empty the WAL failed too")
+                    }
+                }
+            }
             if let Some(repeats) = COMMIT_FAILED.admit(matches!(failure, StoreError::Unavailable(_))) {
                 tracing::error!(error = %failure, jobs = batch.len(), suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
             }
@@ -2385,9 +2408,13 @@ mod tests {
         let pages: i64 = sqlite.read(|c| c.query_row("PRAGMA page_count", [], |r| r.get(0))).await.unwrap();
         let cap = format!("PRAGMA max_page_count = {pages}");
         sqlite.write(|tx| Job::Upkeep(Upkeep::Pragma(cap), tx)).await.unwrap();
+        let wal = dir.path().join("inbox.db-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0, "the commits so far are in the WAL");
         let full = store.apply(vec![big("does-not-fit")]).await;
         assert!(matches!(&full, Err(StoreError::Unavailable(e)) if e.contains("full")), "{full:?}");
         assert!(!writes_ok(), "not ready after a refused write");
+        // The WAL gave its space back (on a full disk, space freed would otherwise go to its growth first).
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "the WAL was checkpointed and truncated");
 
         sqlite.write(|tx| Job::Upkeep(Upkeep::Pragma("PRAGMA max_page_count = 1073741823".into()), tx)).await.unwrap();
         store.probe_write().await.unwrap();
