@@ -378,6 +378,22 @@ fn pool(max_connections: u32) -> PgPoolOptions {
         .after_connect(|conn, _| Box::pin(async move { sqlx::query(STATEMENT_TIMEOUT).execute(conn).await.map(drop) }))
 }
 
+/// Why a node cannot reach PostgreSQL at start, said where and why: the pool says only that it waited ("pool
+/// timed out while waiting for an open connection"), so one direct connection asks for the reason (refused, an
+/// unknown host, a password refused). Neither names the password.
+async fn unreachable(options: &PgConnectOptions) -> StoreError {
+    let why = match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(options)).await {
+        Ok(Err(e)) => e.to_string(),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            "no connection within the pool's wait, though one opened just after".to_owned()
+        }
+        Err(_) => format!("no answer within {} s", ACQUIRE_TIMEOUT.as_secs()),
+    };
+    let (host, port, db) = (options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+    StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{db}: {why}"))
+}
+
 /// The migrator's one connection, without [`STATEMENT_TIMEOUT`]: a migration rewriting a large inbox, or waiting
 /// for a writer's lock, may take longer than any request may, and a node starting while another migrates waits
 /// for the migration lock as long as it takes. Cut short, a migration rolls back and the node exits — at every
@@ -408,7 +424,11 @@ impl PostgresStore {
         let options = options.application_name("herald");
         {
             // The migrator takes its own advisory lock: nodes starting together apply them once.
-            let migrating = migration_pool().connect_with(options.clone()).await.map_err(store_error)?;
+            let migrating = match migration_pool().connect_with(options.clone()).await {
+                Ok(pool) => pool,
+                Err(sqlx::Error::PoolTimedOut) => return Err(unreachable(&options).await),
+                Err(e) => return Err(store_error(e)),
+            };
             let migrator = migrator();
             let migrated = match migrator.run(&migrating).await.map_err(migrate_error) {
                 Ok(()) => compatible(&migrating, &migrator).await,
@@ -2016,6 +2036,22 @@ mod tests {
                 .unwrap();
             server.close().await.unwrap();
         }
+    }
+
+    /// A node that cannot reach PostgreSQL at start says where and why, not the pool's "timed out"; never the
+    /// password.
+    #[tokio::test]
+    async fn an_unreachable_database_at_start_is_named_with_the_reason() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener); // nothing listens there now
+        let url = format!("postgres://herald:hunter2@127.0.0.1:{port}/inbox");
+        let e = match PostgresStore::open(&url, &Settings::defaults().store, None).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("connected to a closed port"),
+        };
+        assert!(e.contains(&format!("127.0.0.1:{port}/inbox")) && e.to_lowercase().contains("refused"), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("pool timed out"), "{e}");
     }
 
     /// Requests are bounded by the statement timeout; migrations are not (a long one would roll back and stop the
