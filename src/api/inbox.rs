@@ -69,7 +69,10 @@ fn query_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D:
         "0" => Ok(Some(false)),
         t if t.eq_ignore_ascii_case("true") => Ok(Some(true)),
         f if f.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        _ => Err(serde::de::Error::custom(format!("`{raw}` is not a boolean (true, false, 1 or 0)"))),
+        _ => {
+            let shown: String = raw.chars().take(40).collect();
+            Err(serde::de::Error::custom(format!("`{shown}` is not a boolean (true, false, 1 or 0)")))
+        }
     }
 }
 

@@ -242,16 +242,18 @@ pub type OnReload = Arc<dyn Fn() + Send + Sync>;
 
 /// The link's task, stopped by [`LinkTask::stop`] once the node made its last commit — not at the shutdown signal:
 /// what the drain commits (requests in flight, the consumer's last batch) reaches the other nodes' sessions.
+/// Dropped without [`LinkTask::stop`] (a start that failed after the link began), it stops the link too.
 pub struct LinkTask {
-    stop: CancellationToken,
+    stop: tokio_util::sync::DropGuard,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LinkTask {
     /// Publish what is queued, leave the presence view and return, by `deadline` at the latest.
     pub async fn stop(self, deadline: tokio::time::Instant) {
-        self.stop.cancel();
-        if tokio::time::timeout_at(deadline, self.task).await.is_err() {
+        let LinkTask { stop, task } = self;
+        drop(stop); // cancels
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
             tracing::warn!("the redis link did not publish its last messages in time; other nodes' sessions resync");
         }
     }
@@ -296,7 +298,7 @@ pub fn start(
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(worker.run(publish_rx, stop.clone()));
-    Ok((transport, LinkTask { stop, task }))
+    Ok((transport, LinkTask { stop: stop.drop_guard(), task }))
 }
 
 struct Worker {
@@ -475,7 +477,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Publish what is queued, as one batch.
     /// The node's last messages (the store is closed: nothing more comes), and a `lost` message if one of the
     /// earlier publishes was dropped, which no later batch would carry now.
     async fn publish_last(&self, con: &mut Link, publish: &mut mpsc::Receiver<(String, Bytes)>) {
@@ -490,6 +491,7 @@ impl Worker {
         }
     }
 
+    /// Publish what is queued, as one batch.
     async fn publish_batch(
         &self,
         con: &mut Link,
