@@ -77,11 +77,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let latency = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
-                .expect("buckets are non-empty")
-                .build_recorder();
+            let recorder = recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (embedding apps); then ours only renders empty.
             let _ = metrics::set_global_recorder(recorder);
@@ -89,6 +85,19 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The recorder with Herald's histogram buckets.
+fn recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+    let latency = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+    // HTTP requests may last up to server.ingest_timeout_secs (30 s; /readyz 2 s when the store is down): past
+    // 2.5 s the latency buckets would say nothing of them. A full name is matched before a suffix.
+    let http = [&latency[..], &[5.0, 10.0, 30.0]].concat();
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("herald_http_request_duration_seconds".into()), &http))
+        .expect("buckets are non-empty")
+        .build_recorder()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +335,27 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ingest may take up to its 30 s timeout: the HTTP histogram tells 3 s from 25 s; the other latencies
+    /// keep buckets up to 2.5 s.
+    #[test]
+    fn http_request_durations_are_bucketed_up_to_the_ingest_timeout() {
+        let recorder = recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("herald_http_request_duration_seconds").record(25.0);
+            metrics::histogram!("herald_delivery_latency_seconds").record(0.001);
+        });
+        let text = handle.render();
+        for (line, present) in [
+            (r#"herald_http_request_duration_seconds_bucket{le="10"} 0"#, true),
+            (r#"herald_http_request_duration_seconds_bucket{le="30"} 1"#, true),
+            (r#"herald_delivery_latency_seconds_bucket{le="2.5"} 1"#, true),
+            (r#"herald_delivery_latency_seconds_bucket{le="30"} 1"#, false),
+        ] {
+            assert_eq!(text.lines().any(|l| l == line), present, "{line} in\n{text}");
+        }
+    }
 
     #[test]
     fn held_handles_register_each_label_combination_once_and_count_into_it() {
