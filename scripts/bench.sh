@@ -17,7 +17,9 @@
 # Environment: ROUNDS (3), RESULTS ($CARGO_TARGET_DIR/bench-results/DATE), CARGO_TARGET_DIR (/work/target-bench,
 # so a build here does not wait on the shared target dir's lock), HERALD_CORE (0), LOAD_CORE (1), ONLY (entry
 # names), AMQP (0), CLUSTER (0), NCHAN (1: the nchan-* reference entries), PIN_SERVICES (0), PG_DURABLE (1:
-# PostgreSQL with fsync and synchronous_commit on; 0: as the tests start it, fsync off), PEER_CORE (CLUSTER=1:
+# PostgreSQL with fsync and synchronous_commit on; 0: as the tests start it, fsync off), PG_WARM (1: PostgreSQL's
+# WAL segments written once and recycled before the first round and after each, as a server that has run a while
+# has them; 0: a fresh initdb's, each new segment zero-filled on first use), PEER_CORE (CLUSTER=1:
 # node B's core, default HERALD_CORE), SHORT (0),
 # EXTRA_HERALD_ENV (e.g. "HERALD__STORE__SYNCHRONOUS=normal"), EXTRA_LT_ARGS (appended to every entry's
 # herald-loadtest arguments, split on spaces; a later option overrides an earlier one, e.g. "--drain-timeout 30"),
@@ -41,6 +43,7 @@ AMQP=${AMQP:-0}
 CLUSTER=${CLUSTER:-0}
 NCHAN=${NCHAN:-1}
 PG_DURABLE=${PG_DURABLE:-1}
+PG_WARM=${PG_WARM:-1}
 SHORT=${SHORT:-0}
 EXTRA_HERALD_ENV=${EXTRA_HERALD_ENV:-}
 EXTRA_LT_ARGS=${EXTRA_LT_ARGS:-}
@@ -104,6 +107,20 @@ pin_services() {
   local pid
   for pid in "${_HERALD_PIDS[@]}" $(pgrep -x epmd) $(pgrep -f "$HERALD_SERVICES_DIR/postgres/data"); do pin_tree "$pid"; done
 }
+# pg_sql SQL: one statement on the benchmark's PostgreSQL.
+pg_sql() {
+  "$HERALD_TEST_POSTGRES_BIN/psql" -q -v ON_ERROR_STOP=1 "$HERALD_TEST_POSTGRES_URL" -c "$1" >/dev/null
+}
+# pg_warm: a fresh initdb has no WAL segment to reuse, so it creates and zero-fills each 16 MiB segment as its
+# writes reach it and syncs it (tens of ms in which no commit finishes: at 2,000 events/s one every few seconds).
+# A server that has run a while reuses the segments its checkpoints finished with (min_wal_size). Write ~1 GiB of
+# WAL and checkpoint, so the rounds measure Herald's commits on a PostgreSQL in that state, not its first hour.
+pg_warm() {
+  log "warming PostgreSQL's WAL (1 GiB written and recycled; PG_WARM=0 skips it)"
+  pg_sql "CREATE TABLE herald_bench_warm AS SELECT g AS x, repeat('x', 200) AS pad FROM generate_series(1, 3500000) g"
+  pg_sql 'DROP TABLE herald_bench_warm'
+  pg_sql 'CHECKPOINT'
+}
 RABBIT_PID=
 if [ "$AMQP" = 1 ]; then
   start_rabbitmq
@@ -112,8 +129,13 @@ if [ "$AMQP" = 1 ]; then
 fi
 if [ "$CLUSTER" = 1 ]; then
   if [ "$PG_DURABLE" = 1 ]; then export HERALD_POSTGRES_DURABLE=1; fi
+  if [ "$PG_WARM" = 1 ]; then
+    # Keep up to 1 GiB of finished WAL segments for reuse, as a server that has run a while has them.
+    export HERALD_POSTGRES_OPTIONS="${HERALD_POSTGRES_OPTIONS:-} -c min_wal_size=1GB -c max_wal_size=4GB"
+  fi
   start_postgres
   start_redis
+  if [ "$PG_WARM" = 1 ]; then pg_warm; fi
 fi
 if [ "$NCHAN" = 1 ] && [ "$CLUSTER" != 1 ]; then
   # Installs nginx and the nchan module if missing. The Debian package enables nginx's system service; this
@@ -160,6 +182,8 @@ start_herald() {
   if [ "$CLUSTER" = 1 ]; then
     # Every round starts from an empty shared inbox, as single-node rounds start from a fresh file.
     "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -q "$HERALD_TEST_POSTGRES_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' >/dev/null
+    # The WAL the last round wrote is recycled into segments the next one reuses (PG_WARM=1).
+    if [ "$PG_WARM" = 1 ]; then pg_sql 'CHECKPOINT'; fi
     spawn_herald node-a || return 1
     HERALD_PID=$SPAWNED_PID HERALD_URL=$SPAWNED_URL
     if [ "${1:-2}" = 2 ]; then
