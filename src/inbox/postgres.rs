@@ -200,6 +200,9 @@ const LATEST: &str = "SELECT GREATEST(COALESCE((SELECT max(id) FROM notification
                               GREATEST(COALESCE((SELECT max(id) FROM notifications WHERE user_id IS NULL), 0),
                                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0))";
 
+/// A session's opening: [`LATEST`]'s two ids, then [`COUNTERS`]' columns, read in one statement (one snapshot).
+static OPENING: LazyLock<String> = LazyLock::new(|| format!("SELECT l.*, c.* FROM ({LATEST}) l, ({COUNTERS}) c"));
+
 /// One row, which also moves its user's chain head (`inbox_counts.head`, migration 8) when it is targeted and
 /// unmuted: `herald_write_targeted` links that user's next row to it without reading the notifications.
 const INSERT: &str = concat!(
@@ -543,18 +546,15 @@ impl Store for PostgresStore {
     }
 
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
-        // One snapshot for both reads.
-        let mut tx = self.readers.begin().await.map_err(store_error)?;
-        let read = async {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-            let (targeted, broadcast): (i64, i64) = sqlx::query_as(LATEST).bind(text(user)).fetch_one(&mut *tx).await?;
-            let (total, pruned, counters, version) = counters(&mut tx, &text(user)).await?;
-            sqlx::Result::Ok((Position { targeted, broadcast }, counters.counts(total, pruned), version))
-        }
-        .await
-        .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(read)
+        // One statement: one snapshot for both reads, one round trip, and nothing to end if the caller's timeout
+        // cuts it (sqlx 0.9's `begin()` cut before `BEGIN`'s answer pooled its connection inside a transaction).
+        let r = sqlx::query(OPENING.as_str()).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
+        let read = || -> sqlx::Result<_> {
+            let position = Position { targeted: r.try_get(0)?, broadcast: r.try_get(1)? };
+            let (total, pruned, counters) = (r.try_get(2)?, r.try_get(3)?, counters_of(&r, 4)?);
+            Ok((position, counters.counts(total, pruned), version_of(&r, 10)?))
+        };
+        read().map_err(store_error)
     }
 
     async fn change_many(
@@ -2052,6 +2052,56 @@ mod tests {
         };
         assert!(e.contains(&format!("127.0.0.1:{port}/inbox")) && e.to_lowercase().contains("refused"), "{e}");
         assert!(!e.contains("hunter2") && !e.contains("pool timed out"), "{e}");
+    }
+
+    /// A session's opening read cut short at any point (its timeout, the socket closing) leaves no pooled
+    /// connection inside a transaction. sqlx 0.9's `begin()` cut between sending `BEGIN` and its answer hands
+    /// the connection back to the pool in that transaction without knowing it: the next reads on it ran inside,
+    /// holding back vacuum, and the next opening's `SET TRANSACTION` failed ("must be called before any query"),
+    /// closing a session with 1011 (the fault review saw it once).
+    #[tokio::test]
+    async fn an_opening_cut_at_any_point_leaves_no_connection_inside_a_transaction() {
+        use std::future::Future;
+        use std::pin::pin;
+        let Some(db) = TestDb::create("opening_cut").await else { return };
+        let settings = StoreSettings { read_connections: 1, ..Settings::defaults().store };
+        let store = db.open_with(&settings, None).await;
+        store.apply(vec![Write::Notify(draft("cut-1", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        let in_transaction = async || -> i64 {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND state LIKE 'idle in transaction%'",
+            )
+            .fetch_one(&db.admin)
+            .await
+            .unwrap()
+        };
+        // Cut after 1, 2, … polls, each after the answer to the last wait had time to arrive: every point at
+        // which the read waits on PostgreSQL, whatever their number.
+        for polls in 1..=8 {
+            {
+                let mut opening = pin!(store.opening("u"));
+                let mut finished = false;
+                for _ in 0..polls {
+                    if opening.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())).is_ready() {
+                        finished = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if finished {
+                    break;
+                }
+            }
+            // The pool takes a dropped connection back on a task of its own.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(in_transaction().await, 0, "cut after {polls} polls: a pooled connection is in a transaction");
+            let (_, counts, _) = store.opening("u").await.unwrap_or_else(|e| panic!("after a cut at {polls}: {e}"));
+            assert_eq!(counts.unread, 1);
+            store.counts("u").await.unwrap();
+        }
+        store.close().await;
+        db.drop_database().await;
     }
 
     /// Requests are bounded by the statement timeout; migrations are not (a long one would roll back and stop the
