@@ -87,11 +87,14 @@ impl Window {
             return None;
         }
         // The window is over (or none was open): one caller opens the next and logs; the others are its repeats.
+        // The count is taken before the window opens, so what callers add once it is open is the new window's:
+        // taken after, a repeat counted between the two was reported by the line it followed (and missing from
+        // the next report). A caller that does not open the window gives back what it took.
+        let suppressed = self.suppressed.swap(0, Ordering::AcqRel);
         if self.opened.compare_exchange(opened, now, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            self.suppressed.fetch_add(suppressed + 1, Ordering::AcqRel);
             return None;
         }
-        let suppressed = self.suppressed.swap(0, Ordering::AcqRel);
         let over = if opened == 0 { Duration::ZERO } else { Duration::from_millis(now.saturating_sub(opened)) };
         Some(Repeats { suppressed, over })
     }
