@@ -141,12 +141,14 @@ async fn json_body<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|_| ApiError::BodyTimeout { secs })??;
     // One pair of codes on every endpoint: `invalid_json` for a body that is not JSON, `bad_request` for JSON
-    // that is not what the endpoint takes. Told apart by a first pass that only checks the syntax (serde_json
-    // reports some wrong types, a `null` for an enum, as syntax errors).
-    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-        .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.to_string() })?;
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest { code: "bad_request", message: e.to_string() })?;
+    // that is not what the endpoint takes. A body the endpoint takes is parsed once; a refused one is told apart
+    // by a second pass that only checks the syntax (serde_json reports some wrong types, a `null` for an enum, as
+    // syntax errors).
+    let value =
+        serde_json::from_slice(&bytes).map_err(|e| match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            Err(syntax) => ApiError::BadRequest { code: "invalid_json", message: syntax.to_string() },
+            Ok(_) => ApiError::BadRequest { code: "bad_request", message: e.to_string() },
+        })?;
     // Every such body is an object: serde's derive would also take its fields as an array, in order.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::BadRequest { code: "bad_request", message: "the body must be a JSON object".into() });
