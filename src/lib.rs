@@ -96,6 +96,8 @@ pub struct Started {
     tracker: TaskTracker,
     /// The cluster's link, stopped after the store: the drain's commits are published to the other nodes.
     redis: Option<fanout::redis::LinkTask>,
+    /// Closed last: the drain records steps too.
+    tracer: trace::Tracer,
 }
 
 /// Open everything the gateway needs; [`Started::serve`] then serves. `herald serve` prints
@@ -186,7 +188,7 @@ pub async fn start_with(
         metrics,
         health,
         dead_letters: ingest::amqp::DeadLetters::new(&settings.amqp),
-        trace: tracer,
+        trace: tracer.clone(),
         tracker: tracker.clone(),
         ingest_events: Default::default(),
         ingest_shares: api::IngestShares::new(settings.server.ingest_max_concurrency_per_key),
@@ -205,7 +207,7 @@ pub async fn start_with(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),
         max_connections = settings.server.connection_cap(), "herald started"
     );
-    Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker, redis })
+    Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker, redis, tracer })
 }
 
 /// How long the store may take to close after the grace period (its last group commit, its connections). The
@@ -219,7 +221,7 @@ impl Started {
 
     /// Serve until the shutdown token is cancelled, then drain and return.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Started { settings, listener, shutdown, app, registry, store, amqp, tracker, redis } = self;
+        let Started { settings, listener, shutdown, app, registry, store, amqp, tracker, redis, tracer } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         // One grace period for the whole drain, from the signal: each phase waits only for what is left of it.
         let drain_deadline = async {
@@ -257,6 +259,10 @@ impl Started {
         if let Some(redis) = redis {
             redis.stop(closing.max(tokio::time::Instant::now() + Duration::from_secs(1))).await;
         }
+        // The steps the drain recorded, written; the trace's file left whole (its WAL checkpointed into it).
+        let _ =
+            tokio::time::timeout_at(closing.max(tokio::time::Instant::now() + Duration::from_secs(1)), tracer.close())
+                .await;
         // Last: what the throttled log lines counted and no line reported yet (the stop's own failures too).
         telemetry::ratelimited::flush(true);
         tracing::info!("herald stopped");

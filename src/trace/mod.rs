@@ -193,6 +193,11 @@ pub trait TraceStore: Send + Sync + 'static {
     /// Delete every step of these users (an erase: their `stored`, `delivered`, `read` and mark steps, and so an
     /// event stored for them alone, whose row is theirs); how many went. A rare call: it may scan the steps.
     async fn erase(&self, users: &[String]) -> Result<u64, TraceError>;
+    /// The node is stopping and everything recorded is written: leave the store complete in itself (SQLite: the
+    /// WAL checkpointed into the database file and truncated, so a copy of that file alone holds every step).
+    async fn close(&self) -> Result<(), TraceError> {
+        Ok(())
+    }
 }
 
 /// How an event reached Herald.
@@ -1125,6 +1130,16 @@ pub struct Tracer {
 }
 
 impl Tracer {
+    /// At a stop, after the drain: write every step recorded so far (the drain's own commits and deliveries), then
+    /// close the store ([`TraceStore::close`]). Bounded by [`Recorder::flush`]'s waits.
+    pub async fn close(&self) {
+        let Some(store) = &self.store else { return };
+        self.recorder.flush().await;
+        if let Err(e) = store.close().await {
+            tracing::warn!(error = %e, "the trace did not close cleanly; its WAL is checkpointed at the next start");
+        }
+    }
+
     /// Nothing recorded, nothing to read (`trace.enabled = false`).
     pub fn disabled(retention_days: u32) -> Tracer {
         Tracer { recorder: Recorder::default(), store: None, retention_days }

@@ -446,6 +446,10 @@ impl TraceStore for SqliteTrace {
         })
         .await
     }
+
+    async fn close(&self) -> Result<(), TraceError> {
+        self.write(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))).await
+    }
 }
 
 #[cfg(test)]

@@ -194,6 +194,14 @@ impl Gateway {
         self.task.take().unwrap().await.unwrap()
     }
 
+    /// Stop, and keep the files (the inbox, the trace) to look at.
+    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let Gateway { dir, .. } = self;
+        dir
+    }
+
     /// Stop and start again on the same database (a clean restart).
     pub async fn restart(mut self) -> Gateway {
         self.shutdown.cancel();

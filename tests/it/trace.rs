@@ -344,6 +344,40 @@ async fn check_retention(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
     assert_eq!(herald::trace::prune(store.as_ref(), cutoff, 2).await.unwrap(), 0, "nothing more to prune");
 }
 
+/// A clean stop leaves the trace's database file whole: every step recorded up to the stop is in
+/// `herald.trace.db` itself (written, the WAL checkpointed into it and truncated), so a copy of that file alone —
+/// a backup taken after a stop — holds them. Before, the steps still buffered at the stop were lost and the rest
+/// stayed in a `-wal` file of megabytes beside it.
+#[tokio::test]
+async fn a_clean_stop_leaves_every_recorded_step_in_the_trace_database_file_itself() {
+    let gw = spawn_gateway().await;
+    let user = unique("stop-");
+    let mut tab = gw.connect(&user).await;
+    let results = post(&gw, "sgad.notifications", "", &note(&user, "before the stop"), "ev-at-stop").await;
+    let id = results["results"][0]["notification_ids"][0].as_i64().unwrap();
+    assert_eq!(tab.notification().await["notification"]["id"], id);
+    // Stopped at once: the steps wait in the trace's buffer for its next write (up to its linger).
+    let dir = gw.stop_keeping_files().await;
+    let wal = std::fs::metadata(dir.path().join("herald.trace.db-wal")).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal, 0, "the trace's WAL is checkpointed into its database at the stop");
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("herald.trace.db"), copy.path().join("backup.trace.db")).unwrap();
+    let db = rusqlite::Connection::open(copy.path().join("backup.trace.db")).unwrap();
+    // Stored as one notification, its event, stored and delivered steps share one row (`delivery` in its data)
+    // when they reach the writer together, else the delivery is a row of its own.
+    let rows: Vec<(String, bool)> = db
+        .prepare(
+            "SELECT kind, json_extract(data, '$.delivery') IS NOT NULL FROM trace_steps WHERE notification_id = ?1",
+        )
+        .unwrap()
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.iter().any(|(k, _)| k == "stored"), "{rows:?}");
+    assert!(rows.iter().any(|(k, joined)| k == "delivered" || *joined), "the delivery: {rows:?}");
+}
+
 #[tokio::test]
 async fn trace_retention_prunes_old_steps_in_batches_and_keeps_young_ones() {
     let dir = tempfile::tempdir().unwrap();
