@@ -1136,7 +1136,7 @@ impl Tracer {
         let Some(store) = &self.store else { return };
         self.recorder.flush().await;
         if let Err(e) = store.close().await {
-            tracing::warn!(error = %e, "the trace did not close cleanly; its WAL is checkpointed at the next start");
+            tracing::warn!(error = %e, "the trace did not close cleanly; its WAL stays beside its file until the next checkpoint");
         }
     }
 
