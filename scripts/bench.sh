@@ -181,7 +181,7 @@ spawn_herald() {
 start_herald() {
   if [ "$CLUSTER" = 1 ]; then
     # Every round starts from an empty shared inbox, as single-node rounds start from a fresh file.
-    "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/psql" -q "$HERALD_TEST_POSTGRES_URL" -c 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;' >/dev/null
+    pg_sql 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'
     # The WAL the last round wrote is recycled into segments the next one reuses (PG_WARM=1).
     if [ "$PG_WARM" = 1 ]; then pg_sql 'CHECKPOINT'; fi
     spawn_herald node-a || return 1

@@ -551,8 +551,8 @@ impl Store for PostgresStore {
         let r = sqlx::query(OPENING.as_str()).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
         let read = || -> sqlx::Result<_> {
             let position = Position { targeted: r.try_get(0)?, broadcast: r.try_get(1)? };
-            let (total, pruned, counters) = (r.try_get(2)?, r.try_get(3)?, counters_of(&r, 4)?);
-            Ok((position, counters.counts(total, pruned), version_of(&r, 10)?))
+            let (total, pruned, counters, version) = counters_row(&r, 2)?;
+            Ok((position, counters.counts(total, pruned), version))
         };
         read().map_err(store_error)
     }
@@ -884,8 +884,12 @@ fn counters_of(r: &PgRow, from: usize) -> sqlx::Result<Counters> {
 
 /// (total, pruned, the user's counters, their version: migration 9): one key read.
 async fn counters(c: &mut PgConnection, user: &str) -> sqlx::Result<(i64, i64, Counters, u64)> {
-    let r = sqlx::query(COUNTERS).bind(user).fetch_one(&mut *c).await?;
-    Ok((r.try_get(0)?, r.try_get(1)?, counters_of(&r, 2)?, version_of(&r, 8)?))
+    counters_row(&sqlx::query(COUNTERS).bind(user).fetch_one(&mut *c).await?, 0)
+}
+
+/// [`COUNTERS`]' columns, from column `from` of a row on: (total, pruned, the user's counters, their version).
+fn counters_row(r: &PgRow, from: usize) -> sqlx::Result<(i64, i64, Counters, u64)> {
+    Ok((r.try_get(from)?, r.try_get(from + 1)?, counters_of(r, from + 2)?, version_of(r, from + 8)?))
 }
 
 /// A counters row's version (migration 9; 0 for a user without one).

@@ -1085,7 +1085,6 @@ struct Committed<'a> {
 }
 
 /// Run every job of the batch in one transaction, then answer them all. A failed transaction fails them all.
-/// Commit the batch and answer its jobs.
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
