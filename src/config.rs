@@ -608,9 +608,6 @@ pub struct StoreSettings {
     pub url: String,
     pub synchronous: SqliteSync,
     pub batch_max: usize,
-    /// PostgreSQL: group commits one node keeps in flight at once, each on its own connection (batches that
-    /// share no user; 1: one after the other).
-    pub commits_in_flight: usize,
     pub read_connections: usize,
     pub sqlite_cache_mib: usize,
     /// Notifications older than this many days are pruned (0: kept forever).
@@ -630,7 +627,6 @@ impl fmt::Debug for StoreSettings {
             .field("url", &crate::redact_url(&self.url))
             .field("synchronous", &self.synchronous)
             .field("batch_max", &self.batch_max)
-            .field("commits_in_flight", &self.commits_in_flight)
             .field("read_connections", &self.read_connections)
             .field("sqlite_cache_mib", &self.sqlite_cache_mib)
             .field("retention_days", &self.retention_days)
@@ -643,9 +639,8 @@ impl fmt::Debug for StoreSettings {
 }
 
 impl StoreSettings {
-    fn validate_ranges(&self) -> Result<(), ConfigError> {
-        let ranges: [(&str, u64, u64, u64); 6] = [
-            ("store.commits_in_flight", self.commits_in_flight as u64, 1, 16),
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let ranges: [(&str, u64, u64, u64); 5] = [
             ("store.retention_days", u64::from(self.retention_days), 0, 36_500),
             ("store.max_per_user", self.max_per_user, 0, 100_000_000),
             ("store.dedupe_window_days", u64::from(self.dedupe_window_days), 1, 3_650),
@@ -1235,7 +1230,7 @@ impl Settings {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        self.store.validate_ranges()?;
+        self.store.validate_retention()?;
         self.trace.validate()?;
         self.preferences.validate()?;
         if self.server.max_head_bytes < MIN_HEAD_BYTES {

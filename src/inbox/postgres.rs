@@ -3,11 +3,7 @@
 //! The same shape as the SQLite backend: each node has one writer (its own thread and current-thread runtime, so
 //! the OS schedules it as soon as PostgreSQL answers, not after the request tasks a commit woke) that commits
 //! whatever has queued up in one transaction (group commit) on a connection it keeps, and a pool of reader
-//! connections. Unlike SQLite's, it keeps up to `store.commits_in_flight` commits in flight, each on its own
-//! connection: while one waits for PostgreSQL (its statements, its WAL flush), the next batch of what queued
-//! meanwhile starts, if it shares no user with a batch in flight (a job that does waits, and every job behind
-//! it, so a user's jobs start in the order they came). One connection's commits are a round trip each, one
-//! after the other; two keep PostgreSQL's second core busy (BENCHMARKS.md). The schema, the queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
+//! connections. The schema, the queries and so the behaviour mirror `sqlite.rs`; both pass `contract.rs`.
 //!
 //! What changes is that several nodes write the same tables. Every write transaction first takes its ordering
 //! locks ([`begin_and_lock`]): [`WRITE_LOCK`] shared plus one transaction-scoped advisory lock per user it writes
@@ -28,10 +24,7 @@
 //!   size: one call of `herald_write_targeted_versioned` (migrations 6, 8 and 9) in autocommit ([`write_targeted`]), which
 //!   takes the same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks
 //!   open.
-//! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first. Batches are settled
-//!   (listener, then replies) in the order they started, which for any one user is their commit order: two
-//!   batches in flight together never write for the same user, nor beside a broadcast (tested:
-//!   `a_batch_starts_beside_one_in_flight_only_when_they_share_no_user`).
+//! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
 //! - A batch that fails for any reason but availability is retried job by job, so one bad write fails alone.
 //! - Retention runs as plain short transactions beside the writer, not through it (deleting draws no ids); each
 //!   first tries a second advisory lock ([`PRUNE_LOCK`]), so with several nodes one prunes while the others
@@ -455,7 +448,6 @@ impl PostgresStore {
         // the core from the OS scheduler at once rather than after every request task its last commit woke.
         let (ready_tx, ready_rx) = oneshot::channel();
         let (batch_max, defaults) = (settings.batch_max.max(1), muted_defaults.clone());
-        let depth = settings.commits_in_flight.max(1);
         let (writer_listener, prune_listener) = (listener.clone(), listener);
         std::thread::Builder::new()
             .name("herald-pg-writer".into())
@@ -467,11 +459,11 @@ impl PostgresStore {
                 runtime.block_on(async move {
                     // The writer's one connection is not pinged before each commit (a round trip per group
                     // commit): a broken connection fails that commit as unavailable, and the pool replaces it.
-                    let connected = pool(depth as u32).test_before_acquire(false).connect_with(options).await;
+                    let connected = pool(1).test_before_acquire(false).connect_with(options).await;
                     match connected {
                         Ok(writer_pool) => {
                             let _ = ready_tx.send(Ok(()));
-                            let writing = writer_loop(writer_pool, rx, batch_max, depth, writer_listener, defaults);
+                            let writing = writer_loop(writer_pool, rx, batch_max, writer_listener, defaults);
                             // A panic in the writer fails liveness (as `telemetry::essential` does for SQLite's).
                             if let Err(panic) = std::panic::AssertUnwindSafe(writing).catch_unwind().await {
                                 crate::telemetry::essential_failed("the PostgreSQL writer thread stopped", panic);
@@ -1081,123 +1073,45 @@ impl Prefs {
     }
 }
 
-/// A commit in flight: its writer (connection), its jobs and what came of them, in the order they are settled.
-type Landed = (Writer, Vec<(Vec<Job>, Result<(Vec<Answer>, Vec<CountsChange>), StoreError>)>);
-
-/// The users a batch locks: `None` for [`WRITE_LOCK`] exclusive (see [`lock_keys`]).
-type Keys = Option<Vec<i32>>;
-
-/// Whether a job locking `job` may commit beside batches in flight that lock `flying`: never beside an
-/// exclusive lock, nor when they share a user.
-fn conflicts(job: &Keys, flying: &[Keys]) -> bool {
-    match job {
-        None => !flying.is_empty(),
-        Some(keys) => flying.iter().any(|f| match f {
-            None => true,
-            Some(f) => keys.iter().any(|k| f.contains(k)),
-        }),
-    }
-}
-
 async fn writer_loop(
     pool: PgPool,
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
-    depth: usize,
     listener: Option<Arc<dyn CommitListener>>,
     muted_defaults: MutedDefaults,
 ) {
-    use futures_util::stream::{FuturesOrdered, StreamExt as _};
     let mut closers = Vec::new();
-    let mut idle: Vec<Writer> = (0..depth.max(1))
-        .map(|_| Writer { pool: pool.clone(), conn: None, legacy_empty: false, muted: muted_defaults.clone() })
-        .collect();
-    // Batches in flight, settled in the order they started, and the users each locks (same order).
-    let mut flights: FuturesOrdered<futures_util::future::BoxFuture<'static, Landed>> = FuturesOrdered::new();
-    let mut flying: std::collections::VecDeque<Keys> = std::collections::VecDeque::new();
-    // The next job in line, received but not started: it shares a user with a batch in flight, or no writer
-    // was free. Every job behind it waits too, so a user's jobs start in the order they came.
-    let mut next: Option<Job> = None;
-    let mut closing = false;
-    loop {
-        // Start a batch of what is queued, up to the first job that must wait for a batch in flight.
-        if !idle.is_empty() {
-            let mut batch = Vec::with_capacity(64);
-            let (mut weight, mut locked): (usize, Keys) = (0, Some(Vec::new()));
-            let flying_now = flying.make_contiguous();
-            while weight < batch_max {
-                let Some(job) = next.take().or_else(|| if closing { None } else { rx.try_recv().ok() }) else { break };
-                if let Job::Close(reply) = job {
-                    closers.push(reply);
-                    closing = true;
-                    continue;
+    let mut writer = Writer { pool, conn: None, legacy_empty: false, muted: muted_defaults };
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(64);
+        let mut weight = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Close(reply) => closers.push(reply),
+                job => {
+                    weight += job.weight();
+                    batch.push(job);
                 }
-                let keys = lock_keys(std::slice::from_ref(&job));
-                if conflicts(&keys, flying_now) {
-                    next = Some(job);
-                    break;
-                }
-                locked = match (locked, keys) {
-                    (Some(mut all), Some(keys)) => {
-                        all.extend(keys);
-                        Some(all)
-                    }
-                    _ => None,
-                };
-                weight += job.weight();
-                batch.push(job);
             }
-            if !batch.is_empty() {
-                let mut writer = idle.pop().expect("a writer is idle");
-                flights.push_back(
-                    async move {
-                        let settled = commit(&mut writer, batch).await;
-                        (writer, settled)
-                    }
-                    .boxed(),
-                );
-                flying.push_back(locked);
-                continue;
+            if weight < batch_max {
+                next = rx.try_recv().ok();
             }
         }
-        if flights.is_empty() {
-            if closing {
-                break;
-            }
-            match next.take() {
-                Some(job) => next = Some(job),
-                None => match rx.recv().await {
-                    Some(job) => next = Some(job),
-                    None => break,
-                },
-            }
-            continue;
+        if !batch.is_empty() {
+            commit_batch(&mut writer, batch, listener.as_deref()).await;
         }
-        let can_take = next.is_none() && !closing && !idle.is_empty();
-        tokio::select! {
-            biased;
-            Some((writer, settled)) = flights.next() => {
-                flying.pop_front();
-                idle.push(writer);
-                for (jobs, result) in settled {
-                    settle(jobs, result, listener.as_deref());
-                }
-            }
-            job = rx.recv(), if can_take => match job {
-                Some(job) => next = Some(job),
-                None => closing = true,
-            },
+        if !closers.is_empty() {
+            break;
         }
     }
     rx.close();
     // Anything that raced in after Close is answered by the dropped reply channels.
-    drop(next);
     while let Ok(job) = rx.try_recv() {
         drop(job);
     }
-    for Writer { conn, .. } in idle {
-        drop(conn);
-    }
+    let Writer { pool, conn, .. } = writer;
+    drop(conn);
     pool.close().await;
     for reply in closers {
         let _ = reply.send(());
@@ -1232,39 +1146,30 @@ impl Writer {
     }
 }
 
-/// Run the batch in one transaction. When that fails for a reason retrying will not fix, run each job on its own
-/// so the bad one fails alone. What came of each part, for [`settle`] to answer in order.
-async fn commit(
-    writer: &mut Writer,
-    batch: Vec<Job>,
-) -> Vec<(Vec<Job>, Result<(Vec<Answer>, Vec<CountsChange>), StoreError>)> {
+/// Run the batch in one transaction, then answer every job. When that fails for a reason retrying will not fix,
+/// run each job on its own so the bad one fails alone.
+async fn commit_batch(writer: &mut Writer, batch: Vec<Job>, listener: Option<&dyn CommitListener>) {
     match writer.run(&batch).await {
+        Ok((answers, changes)) => finish(batch, answers, &changes, listener),
         Err(StoreError::Internal(e)) if batch.len() > 1 => {
             tracing::warn!(error = %e, jobs = batch.len(), "inbox batch failed; committing its jobs one by one");
-            let mut settled = Vec::with_capacity(batch.len());
             for job in batch {
-                let result = writer.run(std::slice::from_ref(&job)).await;
-                settled.push((vec![job], result));
+                match writer.run(std::slice::from_ref(&job)).await {
+                    Ok((answers, changes)) => finish(vec![job], answers, &changes, listener),
+                    Err(e) => {
+                        if let Some(repeats) = COMMIT_FAILED.admit(matches!(e, StoreError::Unavailable(_))) {
+                            tracing::error!(error = %e, suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
+                        }
+                        job.fail(e);
+                    }
+                }
             }
-            settled
         }
-        result => vec![(batch, result)],
-    }
-}
-
-/// Answer the jobs of one commit (or of one job retried alone): the listener first, then the callers.
-fn settle(
-    jobs: Vec<Job>,
-    result: Result<(Vec<Answer>, Vec<CountsChange>), StoreError>,
-    listener: Option<&dyn CommitListener>,
-) {
-    match result {
-        Ok((answers, changes)) => finish(jobs, answers, &changes, listener),
         Err(e) => {
             if let Some(repeats) = COMMIT_FAILED.admit(matches!(e, StoreError::Unavailable(_))) {
-                tracing::error!(error = %e, jobs = jobs.len(), suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
+                tracing::error!(error = %e, jobs = batch.len(), suppressed = repeats.suppressed(), "inbox commit failed{repeats}");
             }
-            for job in jobs {
+            for job in batch {
                 job.fail(e.clone());
             }
         }
@@ -2648,101 +2553,6 @@ mod tests {
         assert_eq!(user_lock_key("") as u32, 0x811c_9dc5);
         assert_eq!(user_lock_key("a") as u32, 0xe40c_292c);
         assert_eq!(user_lock_key("foobar") as u32, 0xbf9c_f968);
-    }
-
-    /// With several commits in flight (`store.commits_in_flight`), a batch starts while another waits for
-    /// PostgreSQL only when the two share no user and neither holds a broadcast: a user's jobs, and a broadcast,
-    /// wait in line (with every job behind them) and so commit in the order they came. Batches are answered in
-    /// the order they started.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_starts_beside_one_in_flight_only_when_they_share_no_user() {
-        let Some(db) = TestDb::create("a_batch_starts_beside_one_in_flight").await else { return };
-        let settings = StoreSettings { commits_in_flight: 3, ..Settings::defaults().store };
-        let store = Arc::new(db.open_with(&settings, None).await);
-        let apply = |id: &str, to: Recipients| {
-            let store = store.clone();
-            let write = Write::Notify(draft(id, to));
-            tokio::spawn(async move { store.apply(vec![write]).await })
-        };
-        let user = |u: &str| Recipients::Users(vec![u.into()]);
-        apply("warm", user("warm")).await.unwrap().unwrap();
-        let mut probe = PgConnection::connect_with(&db.options).await.unwrap();
-        // Advisory locks the node's writers wait for (this test's database only), and the events stored.
-        async fn waiting(c: &mut PgConnection) -> i64 {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            )
-            .fetch_one(c)
-            .await
-            .unwrap()
-        }
-        async fn stored(c: &mut PgConnection, event: &str) -> bool {
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notifications WHERE event_id = $1)")
-                .bind(event)
-                .fetch_one(c)
-                .await
-                .unwrap()
-        }
-        async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !done().await {
-                assert!(tokio::time::Instant::now() < deadline, "{what}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        // What another node's writer holds while it writes for alice.
-        let hold_alice = async || {
-            let mut other = db.admin.begin().await.unwrap();
-            sqlx::query("SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2, $3)")
-                .bind(WRITE_LOCK)
-                .bind(USER_LOCKS)
-                .bind(user_lock_key("alice"))
-                .execute(&mut *other)
-                .await
-                .unwrap();
-            other
-        };
-
-        let other = hold_alice().await;
-        let first = apply("alice-1", user("alice"));
-        until("alice's batch waits for her lock", async || waiting(&mut probe).await == 1).await;
-        let bob = apply("bob-1", user("bob"));
-        until("bob's batch commits beside alice's", async || stored(&mut probe, "bob-1").await).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(!bob.is_finished(), "bob is answered after alice's batch, which started first");
-        let second = apply("alice-2", user("alice"));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let carol = apply("carol-1", user("carol"));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(waiting(&mut probe).await, 1, "alice's second job does not start beside her first");
-        assert!(!stored(&mut probe, "carol-1").await, "carol's job, behind alice's second, waits in line with it");
-        other.commit().await.unwrap();
-        let id = |out: Vec<WriteOutcome>| match &out[..] {
-            [WriteOutcome::Stored(rows)] => (rows[0].id, rows[0].prev_id),
-            other => panic!("{other:?}"),
-        };
-        let (a1, _) = id(first.await.unwrap().unwrap());
-        let (a2, a2_prev) = id(second.await.unwrap().unwrap());
-        assert!(a1 < a2 && a2_prev == a1, "alice's notifications in the order they came: {a1}, {a2} (prev {a2_prev})");
-        bob.await.unwrap().unwrap();
-        carol.await.unwrap().unwrap();
-
-        // A broadcast never starts beside a batch in flight.
-        let other = hold_alice().await;
-        let third = apply("alice-3", user("alice"));
-        until("alice's batch waits for her lock", async || waiting(&mut probe).await == 1).await;
-        let everyone = apply("everyone-1", Recipients::Everyone);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(waiting(&mut probe).await, 1, "the broadcast does not start beside alice's batch");
-        other.commit().await.unwrap();
-        third.await.unwrap().unwrap();
-        everyone.await.unwrap().unwrap();
-        assert!(stored(&mut probe, "everyone-1").await);
-
-        probe.close().await.unwrap();
-        Arc::into_inner(store).unwrap().close().await;
-        db.drop_database().await;
     }
 
     /// Retention takes the writers' ordering locks of the users whose rows it deletes (the exclusive one when a
