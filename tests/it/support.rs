@@ -195,19 +195,22 @@ impl Gateway {
     }
 
     /// Stop, and keep the files (the inbox, the trace) to look at.
-    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
-        self.shutdown.cancel();
-        self.task.take().unwrap().await.unwrap().unwrap();
-        let Gateway { dir, .. } = self;
-        dir
+    pub async fn stop_keeping_files(self) -> tempfile::TempDir {
+        self.stopped().await.1
     }
 
     /// Stop and start again on the same database (a clean restart).
-    pub async fn restart(mut self) -> Gateway {
+    pub async fn restart(self) -> Gateway {
+        let (settings, dir) = self.stopped().await;
+        start(settings, dir).await
+    }
+
+    /// Stop cleanly (a failed stop fails the test); what it ran with, and its files.
+    async fn stopped(mut self) -> (Settings, tempfile::TempDir) {
         self.shutdown.cancel();
         self.task.take().unwrap().await.unwrap().unwrap();
         let Gateway { settings, dir, .. } = self;
-        start(settings, dir).await
+        (settings, dir)
     }
 }
 
