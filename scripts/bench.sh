@@ -173,7 +173,7 @@ spawn_herald() {
     fi
     sleep 0.1
   done
-  SPAWNED_URL=$(sed -n 's/^herald listening on \(http:\/\/[^ ]*\).*/\1/p' "$dir/stdout.log" | head -1)
+  SPAWNED_URL=$(sed -n 's/.*herald listening on \(http:\/\/[^ "]*\).*/\1/p' "$dir/stdout.log" | head -1)
 }
 
 # start_herald NODES: a fresh Herald (single node) or, with CLUSTER=1, NODES (1 or 2) Heralds on an emptied

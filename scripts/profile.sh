@@ -152,7 +152,7 @@ until grep -q 'herald listening on' "$OUT/herald.stdout" 2>/dev/null; do
   fi
   sleep 0.2
 done
-URL=$(sed -n 's/^herald listening on \(http:\/\/[^ ]*\).*/\1/p' "$OUT/herald.stdout" | head -1)
+URL=$(sed -n 's/.*herald listening on \(http:\/\/[^ "]*\).*/\1/p' "$OUT/herald.stdout" | head -1)
 log "$MODE: herald pid $HERALD_PID at $URL; $EVENTS events to $SESSIONS sessions at ${RATE}/s (0: unbounded)"
 
 taskset -c "$LOAD_CORE" "$LT" targeted -n "$SESSIONS" -m "$EVENTS" --rate "$RATE" --batch "$BATCH" \

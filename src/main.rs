@@ -315,10 +315,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("binding server.bind = {}", settings.server.bind))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(herald::shutdown::on_signal(shutdown.clone()));
+    let json = herald::telemetry::json_logs(&settings.log);
     let started = herald::start(settings, listener, shutdown).await?;
     // Tests and scripts read this line to learn the port when server.bind uses port 0, and as "serving": it is
     // printed once the store and the rules are open (the broker and Redis connect in the background: `/readyz`).
-    println!("herald listening on http://{}", started.local_addr()?);
+    println!("{}", herald::telemetry::listening_line(json, started.local_addr()?));
     started.serve().await
 }
 

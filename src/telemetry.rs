@@ -24,13 +24,35 @@ use crate::config::{LogFormat, LogSettings};
 pub fn init_tracing(s: &LogSettings) {
     let raw = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| EnvFilter::try_new(v).is_ok());
     let filter = EnvFilter::new(capped(raw.as_deref().unwrap_or(&s.filter)));
-    let json = match s.format {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json_logs(s) { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}
+
+/// Whether the log is JSON lines on stdout (`log.format`; `auto`: when stdout is not a terminal).
+pub fn json_logs(s: &LogSettings) -> bool {
+    match s.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    }
+}
+
+/// The line that says a node serves, printed on stdout once whatever the log filter (tests and scripts read the
+/// address from it, as "ready"): `herald listening on http://ADDR`, or with JSON logs that text as the `message`
+/// of a JSON line shaped like the log's own, with the URL in `address`, so that every line on stdout parses.
+pub fn listening_line(json: bool, addr: std::net::SocketAddr) -> String {
+    let text = format!("herald listening on http://{addr}");
+    if !json {
+        return text;
+    }
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": "INFO",
+        "message": text,
+        "address": format!("http://{addr}"),
+        "target": "herald",
+    })
+    .to_string()
 }
 
 /// Crates that log what passes through them at `trace`: WebSocket messages (a token sent in an `auth` frame,
@@ -423,6 +445,18 @@ mod tests {
 mod filter_tests {
     use super::capped;
     use tracing_subscriber::EnvFilter;
+
+    #[test]
+    fn the_listening_line_is_plain_text_or_one_json_line_with_the_address() {
+        let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(super::listening_line(false, addr), "herald listening on http://127.0.0.1:8080");
+        let line = super::listening_line(true, addr);
+        assert!(!line.contains('\n'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["message"], "herald listening on http://127.0.0.1:8080");
+        assert_eq!(v["address"], "http://127.0.0.1:8080");
+        assert!(chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).is_ok(), "{line}");
+    }
 
     #[test]
     fn trace_logging_holds_the_crates_that_log_payloads_at_debug_unless_named() {

@@ -32,7 +32,7 @@ export function heraldProcess({ bin, dir, artifacts }) {
       child.stdout.on('data', (chunk) => {
         log.write(chunk);
         buf += chunk;
-        const m = buf.match(/herald listening on (http:\/\/\S+)/);
+        const m = buf.match(/herald listening on (http:\/\/[^\s"]+)/);
         if (m) {
           clearTimeout(timer);
           resolveUrl(m[1]);

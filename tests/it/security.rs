@@ -205,6 +205,29 @@ async fn a_store_open_failure_does_not_print_herald_listening() {
     assert!(stderr.contains("inbox"), "stderr names the cause: {stderr}");
 }
 
+/// With JSON logs every line on stdout is a JSON object, the `herald listening on` line included, so a log
+/// shipper reading stdout as JSON lines meets no plain line; that line carries the URL in `address` too.
+#[tokio::test]
+async fn with_json_logs_every_stdout_line_parses_the_listening_line_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = process_config(dir.path(), "", "");
+    let herald = spawn_herald_process_with(&config, &[("RUST_LOG", "info"), ("HERALD__LOG__FORMAT", "json")], None);
+    let lines = herald.output();
+    assert!(lines.len() >= 2, "the start's info lines, then the listening line: {lines:#?}");
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {l}")))
+        .collect();
+    assert!(parsed.iter().all(|v| v["level"].is_string() && v["message"].is_string()), "{lines:#?}");
+    let listening = parsed
+        .iter()
+        .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with("herald listening on ")))
+        .expect("the listening line");
+    assert_eq!(listening["message"], format!("herald listening on {}", herald.url), "{listening}");
+    assert_eq!(listening["address"], herald.url.as_str());
+    assert_eq!(listening["level"], "INFO");
+}
+
 // ---- Resource bounds -------------------------------------------------------------------------------------
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

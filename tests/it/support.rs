@@ -313,6 +313,12 @@ impl Client {
     }
 }
 
+/// The URL a `herald listening on http://ADDR` line names, plain or (with JSON logs) inside a JSON line.
+pub fn listening_url(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("herald listening on ")?;
+    Some(rest.split(|c: char| c.is_whitespace() || c == '"').next()?.to_owned())
+}
+
 /// `herald serve --config <config>` as a real process (for kill -9 tests). Returns the child and its base URL,
 /// read from the `herald listening on` line; stdout keeps being drained so the child never blocks on it.
 pub fn spawn_herald_process(config: &Path) -> (Child, String) {
@@ -327,8 +333,8 @@ pub fn spawn_herald_process(config: &Path) -> (Child, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("herald exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on ") {
-            break a.to_owned();
+        if let Some(url) = listening_url(&line) {
+            break url;
         }
     };
     std::thread::spawn(move || for _ in lines {});
@@ -352,8 +358,8 @@ pub fn spawn_herald_process_logged(config: &Path, log: &Path) -> (Child, String)
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("herald exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on ") {
-            break a.to_owned();
+        if let Some(url) = listening_url(&line) {
+            break url;
         }
     };
     std::thread::spawn(move || {
@@ -483,10 +489,11 @@ pub fn spawn_herald_process_with(config: &Path, env: &[(&str, &str)], nofile: Op
     let mut reader = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
         let line = reader.next().expect("herald exited before listening").unwrap();
-        if let Some(a) = line.strip_prefix("herald listening on ") {
-            break a.to_owned();
-        }
+        let url = listening_url(&line);
         lines.lock().unwrap().push(line);
+        if let Some(url) = url {
+            break url;
+        }
     };
     let kept = lines.clone();
     std::thread::spawn(move || {
