@@ -6,6 +6,9 @@
 #   scripts/pg-statements.sh                 # 12 notifications per call (a group commit at ~9k events/s)
 #   ROWS=1 DURATION=10 scripts/pg-statements.sh
 #   UPTO=7 scripts/pg-statements.sh          # only migrations 1..7: the function as an older release had it
+#   CLIENTS="1 2 1 2" scripts/pg-statements.sh
+#                                            # instead: rows/s with that many connections calling it at once,
+#                                            # at production durability (fsync on), pgbench on core 1
 #
 # PostgreSQL is started by scripts/lib/services.sh (fsync off, as the tests run it, with pg_stat_statements
 # loaded through HERALD_POSTGRES_OPTIONS: this measures the CPU the
@@ -18,12 +21,17 @@ source scripts/lib/services.sh
 trap stop_services EXIT
 ROWS=${ROWS:-12}
 DURATION=${DURATION:-8}
-HERALD_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
-  start_postgres
+CLIENTS=${CLIENTS:-}
+if [ -n "$CLIENTS" ]; then
+  HERALD_POSTGRES_DURABLE=1 HERALD_POSTGRES_OPTIONS="-c min_wal_size=1GB -c max_wal_size=4GB" start_postgres
+else
+  HERALD_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
+    start_postgres
+fi
 BIN=$HERALD_TEST_POSTGRES_BIN
 URL=$HERALD_TEST_POSTGRES_URL
 psql() { "$BIN/psql" -q -v ON_ERROR_STOP=1 "$URL" "$@"; }
-psql -c "CREATE EXTENSION pg_stat_statements"
+if [ -z "$CLIENTS" ]; then psql -c "CREATE EXTENSION pg_stat_statements"; fi
 UPTO=${UPTO:-9999}
 for f in migrations/postgres/*.sql; do
   n=$(basename "$f"); n=$((10#${n%%_*}))
@@ -47,6 +55,18 @@ SELECT * FROM $fn(79473407904836, 1212502625,
   ARRAY(SELECT g FROM generate_series(1, $ROWS) g),
   ARRAY(SELECT 'user-' || ((:base + g * 7919) % 10000) FROM generate_series(1, $ROWS) g));
 SQL
+if [ -n "$CLIENTS" ]; then
+  log "warming up (4 s), then $DURATION s per count of connections in ($CLIENTS), $ROWS notifications per call"
+  taskset -c 1 "$BIN/pgbench" -n -c 1 -T 4 -f "$script" "$URL" >/dev/null
+  psql -c CHECKPOINT
+  for c in $CLIENTS; do
+    tps=$(taskset -c 1 "$BIN/pgbench" -n -c "$c" -j "$c" -T "$DURATION" -f "$script" "$URL" |
+      sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    echo "connections=$c calls/s=$tps rows/s=$(python3 -c "print(round($tps * $ROWS))")"
+  done
+  rm -f "$script"
+  exit 0
+fi
 log "warming up (3 s), then measuring ($DURATION s) with $ROWS notifications per call"
 "$BIN/pgbench" -n -c 1 -T 3 -f "$script" "$URL" >/dev/null
 psql -c "SELECT pg_stat_statements_reset()" >/dev/null
