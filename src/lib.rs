@@ -338,3 +338,177 @@ mod redact_tests {
         }
     }
 }
+
+/// The module boundaries ARCHITECTURE.md states, checked on the source itself: which files may use which crate,
+/// and which modules the trace may depend on. Comments and string literals are not code (a log target written
+/// `"lapin::returned_messages"` uses no lapin API), so they are blanked before looking.
+#[cfg(test)]
+mod boundaries {
+    use std::path::Path;
+
+    /// Every `.rs` file under `src/`, as (`src/...` path, its code with comments and literals blanked).
+    fn sources() -> Vec<(String, String)> {
+        fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+                    let name = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                    out.push((name, code_of(&std::fs::read_to_string(&path).unwrap())));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+        assert!(out.len() > 40, "read the sources: {}", out.len());
+        out
+    }
+
+    /// `text` with comments and the insides of string and char literals replaced by spaces.
+    fn code_of(text: &str) -> String {
+        let b: Vec<char> = text.chars().collect();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == '/' && b.get(i + 1).copied() == Some('/') {
+                while i < b.len() && b[i] != '\n' {
+                    i += 1;
+                }
+            } else if b[i] == '/' && b.get(i + 1).copied() == Some('*') {
+                i += 2;
+                while i < b.len() && !(b[i] == '*' && b.get(i + 1).copied() == Some('/')) {
+                    i += 1;
+                }
+                i += 2;
+            } else if b[i] == 'r'
+                && (b.get(i + 1).copied() == Some('"') || b.get(i + 1).copied() == Some('#'))
+                && !ident(b.get(i.wrapping_sub(1)))
+            {
+                let hashes = b[i + 1..].iter().take_while(|c| **c == '#').count();
+                if b.get(i + 1 + hashes) != Some(&'"') {
+                    out.push(b[i]);
+                    i += 1;
+                    continue;
+                }
+                i += 2 + hashes;
+                while i < b.len()
+                    && !(b[i] == '"' && b[i + 1..].iter().take(hashes).filter(|c| **c == '#').count() == hashes)
+                {
+                    i += 1;
+                }
+                i += 1 + hashes;
+                out.push_str("\"\"");
+            } else if b[i] == '"' {
+                i += 1;
+                while i < b.len() && b[i] != '"' {
+                    i += if b[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("\"\"");
+            } else if b[i] == '\''
+                && (b.get(i + 2).copied() == Some('\'')
+                    || (b.get(i + 1).copied() == Some('\\') && b[i + 2..].contains(&'\'')))
+            {
+                // A char literal ('x', '\n', '\u{..}'); a lifetime ('a) has no closing quote right after.
+                i += 1;
+                while i < b.len() && b[i] != '\'' {
+                    i += if b[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("' '");
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn ident(c: Option<&char>) -> bool {
+        c.is_some_and(|c| c.is_alphanumeric() || *c == '_')
+    }
+
+    /// The files whose code uses the crate `krate` (`krate::...`, not a path ending in it such as
+    /// `fanout::redis::`).
+    fn users_of(sources: &[(String, String)], krate: &str) -> Vec<String> {
+        let pattern = format!("{krate}::");
+        sources
+            .iter()
+            .filter(|(_, code)| {
+                code.match_indices(&pattern).any(|(at, _)| {
+                    let before: Vec<char> = code[..at].chars().rev().take(2).collect();
+                    !ident(before.first()) && before.first() != Some(&':')
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn only_the_amqp_module_uses_lapin() {
+        let users = users_of(&sources(), "lapin");
+        assert!(!users.is_empty(), "the AMQP module uses lapin");
+        let outside: Vec<&String> = users.iter().filter(|f| !f.starts_with("src/ingest/amqp/")).collect();
+        assert!(outside.is_empty(), "lapin used outside src/ingest/amqp/: {outside:?}");
+    }
+
+    #[test]
+    fn only_the_store_and_trace_backends_use_the_database_crates() {
+        let sources = sources();
+        let allowed = |f: &str| {
+            f.starts_with("src/inbox/")
+                || f.starts_with("src/trace/")
+                // SQLite's file helpers and page cache, used by both; config parses a PostgreSQL URL with sqlx.
+                || ["src/sqlite_files.rs", "src/sqlite_pcache.rs", "src/config.rs"].contains(&f)
+        };
+        for krate in ["sqlx", "rusqlite"] {
+            let users = users_of(&sources, krate);
+            assert!(users.iter().any(|f| f.starts_with("src/inbox/")), "the inbox uses {krate}");
+            let outside: Vec<&String> = users.iter().filter(|f| !allowed(f)).collect();
+            assert!(outside.is_empty(), "{krate} used outside the store and trace backends: {outside:?}");
+        }
+    }
+
+    #[test]
+    fn only_fanout_redis_uses_the_redis_crate_and_names_channels() {
+        let sources = sources();
+        let users = users_of(&sources, "redis");
+        assert!(!users.is_empty(), "fanout::redis uses the redis crate");
+        let outside: Vec<&String> = users.iter().filter(|f| !f.starts_with("src/fanout/redis")).collect();
+        assert!(outside.is_empty(), "the redis crate used outside src/fanout/redis: {outside:?}");
+        // Channel names are built from `cluster.channel_prefix`, which only config (its setting) and fanout::redis
+        // read.
+        let prefix: Vec<&String> = sources
+            .iter()
+            .filter(|(f, code)| {
+                code.contains("channel_prefix") && f != "src/config.rs" && !f.starts_with("src/fanout/redis")
+            })
+            .map(|(f, _)| f)
+            .collect();
+        assert!(prefix.is_empty(), "channel names built outside src/fanout/redis: {prefix:?}");
+    }
+
+    #[test]
+    fn the_trace_depends_on_no_pipeline_stage() {
+        let stages = ["ingest", "event", "rules", "inbox", "fanout", "registry", "session", "protocol", "api"];
+        for (file, code) in sources().iter().filter(|(f, _)| f.starts_with("src/trace/") || f == "src/trace.rs") {
+            for stage in stages {
+                let uses = code.contains(&format!("crate::{stage}::"))
+                    || code.contains(&format!("crate::{stage};"))
+                    || code.contains(&format!("crate::{stage}}}"))
+                    || code.contains(&format!("crate::{stage},"));
+                assert!(!uses, "{file} depends on the pipeline stage `{stage}`");
+            }
+            assert!(!code.contains("crate::{"), "{file}: a grouped `crate::{{..}}` import hides what it depends on");
+        }
+    }
+
+    #[test]
+    fn comments_and_literals_are_not_code() {
+        let code = code_of("let a = \"lapin::x\"; // lapin::y\nlet b = r#\"redis::z\"#; /* sqlx:: */ let c = '\"'; fn f<'a>() { lapin::go() }");
+        assert!(!code.contains("lapin::x") && !code.contains("lapin::y") && !code.contains("redis::z"), "{code}");
+        assert!(!code.contains("sqlx::") && code.contains("fn f<'a>() { lapin::go() }"), "{code}");
+    }
+}
