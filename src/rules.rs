@@ -77,6 +77,21 @@ impl From<RouteError> for String {
 }
 
 impl RouteError {
+    /// The rule that matched the event it could not route (`None`: refused by the store, after routing).
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            RouteError::MissingRecipient { rule, .. }
+            | RouteError::Template { rule, .. }
+            | RouteError::UserIdTooLong { rule, .. }
+            | RouteError::InvalidUserId { rule, .. }
+            | RouteError::TooManyRecipients { rule, .. }
+            | RouteError::NotificationTooLarge { rule, .. }
+            | RouteError::TypeTooLong { rule, .. }
+            | RouteError::TooMuchToStore { rule, .. } => Some(rule),
+            RouteError::UnresolvedRecipient { .. } => None,
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             RouteError::MissingRecipient { .. } => "missing_user_id",

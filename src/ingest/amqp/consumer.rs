@@ -320,25 +320,26 @@ impl Consumer {
             trace_id: None,
             rule: None,
         })?;
-        let rule = self.pipeline.rules().matching(&event).map(str::to_owned);
-        if self.settings.unmatched == UnmatchedPolicy::DeadLetter && rule.is_none() {
-            crate::ingest::unmatched(&event);
+        // Routed once, against one snapshot of the rules: a reload landing between a match and the routing could
+        // otherwise turn an event the policy dead-letters into one acked as unmatched.
+        let event_id = event.id.clone();
+        let prepared = self.pipeline.prepare(event, &Origin::amqp()).map_err(|e| Poison {
+            reason: e.reason(),
+            error: e.to_string(),
+            event_id: Some(event_id.clone()),
+            trace_id: None,
+            rule: e.rule().map(str::to_owned),
+        })?;
+        if self.settings.unmatched == UnmatchedPolicy::DeadLetter && prepared.unmatched() {
             return Err(Poison {
                 reason: "unmatched",
                 error: "no rule matches this exchange and routing key".into(),
-                event_id: Some(event.id),
+                event_id: Some(event_id),
                 trace_id: None,
                 rule: None,
             });
         }
-        let event_id = event.id.clone();
-        self.pipeline.prepare(event, &Origin::amqp()).map_err(|e| Poison {
-            reason: e.reason(),
-            error: e.to_string(),
-            event_id: Some(event_id),
-            trace_id: None,
-            rule,
-        })
+        Ok(prepared)
     }
 
     /// Commit, retrying with backoff while the store fails; the batch stays unacknowledged meanwhile.
