@@ -1184,8 +1184,9 @@ impl Settings {
             if self.cluster.channel_prefix.is_empty() || self.cluster.channel_prefix.contains(char::is_whitespace) {
                 return Err(invalid("cluster.channel_prefix", "must be a non-empty word"));
             }
-            if self.cluster.node_id.contains('|') {
-                return Err(invalid("cluster.node_id", "may not contain `|`"));
+            // Both separate fields in what nodes tell each other (a message's origin, a presence line).
+            if self.cluster.node_id.contains(|c: char| c == '|' || c.is_whitespace() || c.is_control()) {
+                return Err(invalid("cluster.node_id", "may not contain `|`, spaces or control characters"));
             }
         }
         self.amqp.validate()?;
@@ -1444,6 +1445,24 @@ mod tests {
         ] {
             assert!(Settings::load(None, env(&[fine])).is_ok(), "{fine:?}");
         }
+    }
+
+    /// A node id is a field of what nodes tell each other through Redis (a presence line splits on spaces, a
+    /// message on `|`): one holding either would make every node misread the others, so it is refused at start.
+    #[test]
+    fn a_node_id_with_a_space_or_a_bar_is_refused() {
+        let cluster = |id: &'static str| {
+            [
+                ("HERALD__STORE__URL", "postgres://h/db"),
+                ("HERALD__CLUSTER__REDIS_URL", "redis://127.0.0.1:6379"),
+                ("HERALD__CLUSTER__NODE_ID", id),
+            ]
+        };
+        for bad in ["web 1", "web|1", "web\t1"] {
+            let e = err(&cluster(bad));
+            assert!(e.contains("cluster.node_id") && e.contains("spaces"), "{bad:?}: {e}");
+        }
+        assert!(Settings::load(None, env(&cluster("web-1.eu_west"))).is_ok());
     }
 
     /// Production defaults an operator most likely forgot: warned of, not refused.
