@@ -26,6 +26,42 @@ use tracing::Level;
 /// Most events accepted in one request.
 const MAX_BATCH: usize = 1000;
 
+/// An ingest body's array of events, borrowed from the body: at most [`MAX_BATCH`] are kept, and past that the
+/// rest are only counted (syntax-checked, nothing built), so a body of a million tiny elements costs no more
+/// memory than a full batch before its `422 batch_too_large`.
+struct Batch<'a> {
+    events: Vec<&'a RawValue>,
+    /// Every element, kept or not.
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for Batch<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Elements;
+        impl<'de> serde::de::Visitor<'de> for Elements {
+            type Value = Batch<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON array of events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Batch<'de>, A::Error> {
+                let mut events = Vec::new();
+                while events.len() < MAX_BATCH {
+                    match seq.next_element::<&'de RawValue>()? {
+                        Some(event) => events.push(event),
+                        None => return Ok(Batch { count: events.len(), events }),
+                    }
+                }
+                let mut count = events.len();
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Batch { events, count })
+            }
+        }
+        deserializer.deserialize_seq(Elements)
+    }
+}
+
 /// Unknown parameters are refused (`400 bad_query`): a misspelt `?exchang=` would otherwise route the event as if
 /// posted to no exchange, and no exchange-scoped rule would match it, silently.
 #[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
@@ -195,19 +231,20 @@ async fn handle(
         message: DecodeError::InvalidUtf8(e.valid_up_to()).to_string(),
     })?;
 
-    let items: Vec<Box<RawValue>> = if text.trim_start().starts_with('[') {
-        serde_json::from_str(text).map_err(|e| bad_json(&e))?
+    let items: Vec<&RawValue> = if text.trim_start().starts_with('[') {
+        let batch: Batch = serde_json::from_str(text).map_err(|e| bad_json(&e))?;
+        if batch.count > MAX_BATCH {
+            return Err(ApiError::Unprocessable {
+                code: "batch_too_large",
+                message: format!("{} events in one request; at most {MAX_BATCH}", batch.count),
+            });
+        }
+        batch.events
     } else {
         vec![serde_json::from_str(text).map_err(|e| bad_json(&e))?]
     };
     if items.is_empty() {
         return Err(ApiError::Unprocessable { code: "empty_batch", message: "the array holds no events".into() });
-    }
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::Unprocessable {
-            code: "batch_too_large",
-            message: format!("{} events in one request; at most {MAX_BATCH}", items.len()),
-        });
     }
 
     let origin = crate::trace::Origin::http((!key.is_empty()).then(|| key.to_owned()));
@@ -238,7 +275,7 @@ async fn handle(
             caller: Some(&caller),
             element: (!single).then_some(i),
         };
-        let event = decode(envelope, raw).map_err(|e| {
+        let event = decode(envelope, raw.to_owned()).map_err(|e| {
             let message = format!("{where_}{e}");
             match e {
                 DecodeError::InvalidJson(_) => ApiError::BadRequest { code: e.reason(), message },
@@ -400,4 +437,23 @@ pub async fn shed(e: tower::BoxError, timeout: std::time::Duration) -> ApiError 
 
 fn bad_json(e: &serde_json::Error) -> ApiError {
     ApiError::BadRequest { code: "invalid_json", message: DecodeError::InvalidJson(e.to_string()).to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Batch, MAX_BATCH};
+
+    #[test]
+    fn a_batch_keeps_at_most_the_cap_and_counts_the_rest_without_building_them() {
+        let text = format!("[{}]", (0..MAX_BATCH + 5).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>().join(","));
+        let batch: Batch = serde_json::from_str(&text).unwrap();
+        assert_eq!((batch.events.len(), batch.count), (MAX_BATCH, MAX_BATCH + 5));
+        assert_eq!(batch.events[MAX_BATCH - 1].get(), format!("{{\"n\":{}}}", MAX_BATCH - 1));
+        let small: Batch = serde_json::from_str("[1, {\"a\": [2]}]").unwrap();
+        assert_eq!((small.events.len(), small.count), (2, 2));
+        assert_eq!(small.events[1].get(), "{\"a\": [2]}");
+        let broken = format!("[{}, {{]", vec!["0"; MAX_BATCH + 1].join(","));
+        assert!(serde_json::from_str::<Batch>(&broken).is_err(), "syntax is checked past the cap too");
+        assert!(serde_json::from_str::<Batch>("{}").is_err(), "an object is not a batch");
+    }
 }

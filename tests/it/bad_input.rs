@@ -31,6 +31,9 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
     gw.post_fixture("medtrack-student-created.json").await;
     let before = stored_snapshot(&gw).await;
     let ok_body = serde_json::to_vec(&fixture("medtrack-stage-accepted.json")["body"]).unwrap();
+    let ok = std::str::from_utf8(&ok_body).unwrap();
+    let tiny = format!("[{}]", vec!["0"; 400_000].join(",")).into_bytes();
+    let broken_tail = format!("[{},{{]", vec!["0"; 1_500].join(",")).into_bytes();
     let json_ct = "application/json";
     let key = Some(SERVICE_KEY);
     let big = {
@@ -76,6 +79,18 @@ async fn bad_ingest_requests_get_a_4xx_with_a_reason_and_change_nothing() {
             "missing_user_id",
         ),
         ("empty array", "", json_ct, key, b"[]".to_vec(), 422, "empty_batch"),
+        (
+            "1,001 events",
+            "",
+            json_ct,
+            key,
+            format!("[{}]", vec![ok; 1001].join(",")).into_bytes(),
+            422,
+            "batch_too_large",
+        ),
+        // Past the cap elements are only counted, not built; still syntax-checked to the end.
+        ("400,000 tiny elements", "", json_ct, key, tiny.clone(), 422, "batch_too_large"),
+        ("past the cap, broken", "", json_ct, key, broken_tail, 400, "invalid_json"),
         ("routing key too long", &long_key, json_ct, key, ok_body.clone(), 422, "routing_key_too_long"),
         ("exchange name too long", &long_exchange, json_ct, key, ok_body.clone(), 422, "exchange_too_long"),
         ("oversized body", "", json_ct, key, big, 413, "body_too_large"),
