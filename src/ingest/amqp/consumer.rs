@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
-use super::{dead_letters, topology, HEALTH};
+use super::{bounded, dead_letters, topology, HEALTH, OPERATION_TIMEOUT};
 use crate::backoff::Backoff;
 use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
@@ -142,8 +142,11 @@ impl Consumer {
         let s = &self.settings;
         let setup = async {
             let conn = super::connect(s, &s.connection_name, CONNECT_TIMEOUT).await?;
-            let topo = conn.create_channel().await?;
-            topology::declare(&topo, s).await.map_err(|e| {
+            let topo = bounded("opening a channel", conn.create_channel()).await?;
+            let declared = tokio::time::timeout(OPERATION_TIMEOUT, topology::declare(&topo, s))
+                .await
+                .map_err(|_| anyhow::anyhow!("the broker did not declare the topology within {OPERATION_TIMEOUT:?}"))?;
+            declared.map_err(|e| {
                 tracing::error!(
                     error = %e, queue = %s.queue.name,
                     "declaring the amqp topology failed; an existing queue or exchange with other arguments must be \
@@ -151,18 +154,17 @@ impl Consumer {
                 );
                 anyhow::Error::new(e).context("declaring the topology")
             })?;
-            let dead = conn.create_channel().await?;
-            dead.confirm_select(ConfirmSelectOptions::default()).await?;
-            let ch = conn.create_channel().await?;
-            ch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
-            let consumer = ch
-                .basic_consume(
-                    s.queue.name.as_str().into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            let dead = bounded("opening a channel", conn.create_channel()).await?;
+            bounded("a confirm.select", dead.confirm_select(ConfirmSelectOptions::default())).await?;
+            let ch = bounded("opening a channel", conn.create_channel()).await?;
+            bounded("a basic.qos", ch.basic_qos(s.prefetch, BasicQosOptions::default())).await?;
+            let consume = ch.basic_consume(
+                s.queue.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            );
+            let consumer = bounded("a basic.consume", consume).await?;
             anyhow::Ok((conn, topo, dead, ch, consumer))
         };
         let (conn, topo, dead, ch, mut consumer) = tokio::select! {
@@ -212,7 +214,8 @@ impl Consumer {
         // Graceful stop: no new deliveries, settle those already here, then close (the broker requeues anything
         // left unacknowledged).
         self.health.set(HEALTH, false, "stopping");
-        ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.context("cancelling the consumer")?;
+        let cancel = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default());
+        bounded("a basic.cancel", cancel).await.context("cancelling the consumer")?;
         let mut rest = Vec::new();
         while let Some(Some(Ok(d))) = consumer.next().now_or_never() {
             rest.push(d);
@@ -223,7 +226,7 @@ impl Consumer {
         if !rest.is_empty() {
             self.settle(rest, &ch, &dead).await?;
         }
-        conn.close(200, "herald shutting down".into()).await?;
+        bounded("a connection.close", conn.close(200, "herald shutting down".into())).await?;
         Ok(())
     }
 
@@ -242,7 +245,8 @@ impl Consumer {
         let routed: Vec<&Delivery> =
             batch.iter().filter(|d| !poison.iter().any(|(p, _)| std::ptr::eq(*p, *d))).collect();
         let Some(outcomes) = self.commit(prepared, &batch).await else {
-            ch.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true }).await.context("requeueing")?;
+            let nack = ch.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true });
+            bounded("a basic.nack", nack).await.context("requeueing")?;
             metrics::counter!("herald_amqp_messages_requeued_total").increment(batch.len() as u64);
             return Ok(Settled::Requeued);
         };
@@ -268,7 +272,9 @@ impl Consumer {
         if !unresolved.is_empty() {
             self.dead_letter(dead, &unresolved).await.context("dead-lettering unresolved recipients")?;
         }
-        ch.basic_ack(last_tag, BasicAckOptions { multiple: true }).await.context("acknowledging")?;
+        bounded("a basic.ack", ch.basic_ack(last_tag, BasicAckOptions { multiple: true }))
+            .await
+            .context("acknowledging")?;
         metrics::counter!("herald_amqp_messages_acked_total").increment(batch.len() as u64);
         for o in &outcomes {
             metrics::counter!("herald_ingest_events_total", "transport" => "amqp", "status" => o.status.label())
@@ -402,19 +408,18 @@ impl Consumer {
         let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
         let mut confirms = Vec::with_capacity(poison.len());
         for ((d, p), origin) in poison.iter().zip(&origins) {
-            let confirm = dead
-                .basic_publish(
-                    q.dead_letter_exchange.as_str().into(),
-                    d.routing_key.clone(),
-                    BasicPublishOptions { mandatory: true, immediate: false },
-                    &d.data,
-                    dead_letter_properties(d, p, &q.name, origin),
-                )
-                .await?;
+            let publish = dead.basic_publish(
+                q.dead_letter_exchange.as_str().into(),
+                d.routing_key.clone(),
+                BasicPublishOptions { mandatory: true, immediate: false },
+                &d.data,
+                dead_letter_properties(d, p, &q.name, origin),
+            );
+            let confirm = bounded("a dead letter's publish", publish).await?;
             confirms.push(confirm);
         }
         for (((d, p), confirm), (exchange, routing_key)) in poison.iter().zip(confirms).zip(&origins) {
-            let confirmation = confirm.await?;
+            let confirmation = bounded("a dead letter's confirm", confirm).await?;
             if confirmation.is_nack() {
                 anyhow::bail!("the broker refused a dead letter (nack)");
             }
@@ -568,7 +573,12 @@ async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: Cancellatio
             _ = tick.tick() => {}
         }
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        match ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await {
+        match bounded(
+            "a passive queue.declare",
+            ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+        )
+        .await
+        {
             Ok(q) => {
                 let queue = queue.clone();
                 metrics::gauge!("herald_amqp_queue_messages", "queue" => queue.clone()).set(q.message_count() as f64);

@@ -30,7 +30,6 @@
 //!   `x-herald-first-dead-lettered-at`, which the consumer continues when it dead-letters the message again.
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,14 +44,13 @@ use lapin::{Channel, Connection};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::bounded;
 use crate::config::AmqpSettings;
 
 /// How long opening the connection may take before the call answers `503`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long each broker operation of a listing or a re-drive may take before the call answers `503`: a broker, or
-/// a link to it, that stopped answering without closing, or a connection lost with an operation still pending
-/// (which lapin may never fail). Closing the connection, which hands back what it held, waits `CLOSE_TIMEOUT`.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each broker operation of a listing or a re-drive is [`bounded`]: past it the call answers `503`. Closing the
+/// connection, which hands back what it held, waits `CLOSE_TIMEOUT`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most letters one listing returns.
 pub const MAX_LIST: usize = 100;
@@ -97,14 +95,9 @@ impl From<lapin::Error> for DeadLetterError {
     }
 }
 
-/// `op`, bounded by [`OPERATION_TIMEOUT`].
-async fn bounded<T>(what: &str, op: impl Future<Output = lapin::Result<T>>) -> Result<T, DeadLetterError> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(DeadLetterError::Unavailable(format!(
-            "the broker did not answer {what} within {} s",
-            OPERATION_TIMEOUT.as_secs()
-        ))),
+impl From<super::BrokerError> for DeadLetterError {
+    fn from(e: super::BrokerError) -> Self {
+        DeadLetterError::Unavailable(e.to_string())
     }
 }
 

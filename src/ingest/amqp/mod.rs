@@ -66,6 +66,28 @@ async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> 
     Ok(conn)
 }
 
+/// How long one broker operation (opening a channel, a `basic.ack`, a publish's confirm, ...) may take: a broker,
+/// or a link to it, that stopped answering without closing, or a connection lost with an operation still pending
+/// (which lapin may never fail), must not hold the consumer or an API call forever.
+const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A broker operation that failed, or did not answer within [`OPERATION_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+enum BrokerError {
+    #[error(transparent)]
+    Failed(#[from] lapin::Error),
+    #[error("the broker did not answer {what} within {secs} s")]
+    Silent { what: String, secs: u64 },
+}
+
+/// `op`, bounded by [`OPERATION_TIMEOUT`].
+async fn bounded<T>(what: &str, op: impl std::future::Future<Output = lapin::Result<T>>) -> Result<T, BrokerError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(BrokerError::Silent { what: what.to_owned(), secs: OPERATION_TIMEOUT.as_secs() }),
+    }
+}
+
 /// Check an `amqp://` / `amqps://` URL the way the client will read it (config validation).
 pub fn check_url(url: &str) -> Result<(), String> {
     if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
