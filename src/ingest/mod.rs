@@ -172,8 +172,9 @@ impl Pipeline {
     }
 
     /// Route one decoded event with the rules in force: no I/O, no store, and no clock but the trace id's (an
-    /// unmatched event is counted and logged). Alias recipients stay unresolved here: the store resolves them in the commit. `origin` is
-    /// what the trace records about its reception (written with the commit, so a refused event leaves none).
+    /// unmatched event is counted and logged). Alias recipients stay unresolved here: the store resolves them in
+    /// the commit. `origin` is what the trace records about its reception (written with the commit, so a refused
+    /// event leaves none).
     /// Route `event` and build what its commit needs (the store's write, or what to skip). An event no rule
     /// matches is counted and logged here ([`unmatched`]).
     pub fn prepare(&self, event: Event, origin: &Origin) -> Result<Prepared, RouteError> {
