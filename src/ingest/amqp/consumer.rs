@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
-use super::{bounded, dead_letters, topology, HEALTH, OPERATION_TIMEOUT};
+use super::{bounded, dead_letters, topology, BrokerError, HEALTH};
 use crate::backoff::Backoff;
 use crate::config::{AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
@@ -143,15 +143,14 @@ impl Consumer {
         let setup = async {
             let conn = super::connect(s, &s.connection_name, CONNECT_TIMEOUT).await?;
             let topo = bounded("opening a channel", conn.create_channel()).await?;
-            let declared = tokio::time::timeout(OPERATION_TIMEOUT, topology::declare(&topo, s))
-                .await
-                .map_err(|_| anyhow::anyhow!("the broker did not declare the topology within {OPERATION_TIMEOUT:?}"))?;
-            declared.map_err(|e| {
-                tracing::error!(
-                    error = %e, queue = %s.queue.name,
-                    "declaring the amqp topology failed; an existing queue or exchange with other arguments must be \
-                     deleted or renamed in the configuration"
-                );
+            bounded("the topology's declarations", topology::declare(&topo, s)).await.map_err(|e| {
+                if let BrokerError::Failed(e) = &e {
+                    tracing::error!(
+                        error = %e, queue = %s.queue.name,
+                        "declaring the amqp topology failed; an existing queue or exchange with other arguments must \
+                         be deleted or renamed in the configuration"
+                    );
+                }
                 anyhow::Error::new(e).context("declaring the topology")
             })?;
             let dead = bounded("opening a channel", conn.create_channel()).await?;
