@@ -571,6 +571,9 @@ pub struct WebSocketSettings {
     /// token, which may be as large as one that connects. Other messages stay bound by `max_inbound_bytes`.
     pub max_auth_message_bytes: usize,
     pub replay_page_size: u32,
+    /// A replay page ends with the notification that brings it to this many bytes (bodies and texts; one
+    /// notification always fits): what a session holds in memory while its socket takes a page.
+    pub replay_page_bytes: usize,
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
     pub max_write_buffer_bytes: usize,
@@ -1218,6 +1221,7 @@ impl Settings {
             ("server.ingest_timeout_secs", self.server.ingest_timeout_secs as usize),
             ("server.ingest_max_concurrency", self.server.ingest_max_concurrency),
             ("websocket.replay_page_size", self.websocket.replay_page_size as usize),
+            ("websocket.replay_page_bytes", self.websocket.replay_page_bytes),
             ("websocket.read_buffer_bytes", self.websocket.read_buffer_bytes),
             ("store.batch_max", self.store.batch_max),
             ("cluster.publish_queue", self.cluster.publish_queue),

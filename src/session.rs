@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::WebSocketSettings;
-use crate::inbox::{Replayed, Store, StoreError};
+use crate::inbox::{PageLimit, Replayed, Store, StoreError};
 use crate::protocol::{
     encode_notification_frame, event_format, Chain, ClientMessage, Counts, Format, Position, ServerFrame,
     EVENT_FORMAT_PONG,
@@ -491,8 +491,13 @@ impl<'a> Session<'a> {
 
     fn read_page(&self, from: Position) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
-        let page = self.deps.settings.replay_page_size;
+        let page = self.page_limit();
         self.bounded(async move { store.after(&user, from, page).await.map(Loaded::Page) })
+    }
+
+    fn page_limit(&self) -> PageLimit {
+        let s = &self.deps.settings;
+        PageLimit { rows: s.replay_page_size, bytes: s.replay_page_bytes }
     }
 
     async fn store_failed(&mut self, failed: ReadFailed) -> Ended {
@@ -631,7 +636,7 @@ impl<'a> Session<'a> {
     }
 
     async fn on_page(&mut self, items: Vec<Replayed>) -> Result<(), Ended> {
-        let full = items.len() >= self.deps.settings.replay_page_size as usize;
+        let full = self.page_limit().reached(&items);
         let mut sent = 0u64;
         let mut counts_changed = false;
         let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::{ListQuery, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PageLimit, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::protocol::{Notification, Position};
 
-type Key = (String, Position, u32);
+type Key = (String, Position, PageLimit);
 type Flight = Shared<BoxFuture<'static, Result<Arc<Vec<Replayed>>, StoreError>>>;
 
 pub struct Coalescing {
@@ -46,7 +46,7 @@ impl Drop for Landing<'_> {
 
 #[async_trait]
 impl Store for Coalescing {
-    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
         let key: Key = (user.to_owned(), from, limit);
         let flight = {
             let mut map = self.in_flight.lock().expect("in-flight map poisoned");
@@ -173,13 +173,16 @@ mod tests {
     async fn identical_concurrent_replays_run_one_query_and_all_get_the_rows() {
         let dir = tempfile::tempdir().unwrap();
         let (store, count) = counted(dir.path(), Duration::ZERO).await;
-        let results = futures_util::future::join_all((0..50).map(|_| store.after("u", Position::default(), 100))).await;
+        let results = futures_util::future::join_all(
+            (0..50).map(|_| store.after("u", Position::default(), PageLimit::rows(100))),
+        )
+        .await;
         assert!(results.iter().all(|r| r.as_ref().unwrap().len() == 20));
         assert_eq!(count.load(Ordering::SeqCst), 1, "50 identical replays, one query");
 
         // Different keys are not merged, and a finished flight is not reused.
-        store.after("u", Position::both(5), 100).await.unwrap();
-        store.after("u", Position::default(), 100).await.unwrap();
+        store.after("u", Position::both(5), PageLimit::rows(100)).await.unwrap();
+        store.after("u", Position::default(), PageLimit::rows(100)).await.unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 3);
         store.close().await;
     }
@@ -189,11 +192,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, count) = counted(dir.path(), Duration::from_millis(200)).await;
         // The only waiter goes away (its session closed) while the query runs.
-        let cancelled = tokio::time::timeout(Duration::from_millis(20), store.after("u", Position::default(), 100));
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            store.after("u", Position::default(), PageLimit::rows(100)),
+        );
         assert!(cancelled.await.is_err(), "the read is still held");
         assert!(store.in_flight.lock().unwrap().is_empty(), "the cancelled flight was taken out of the map");
         // A later identical replay runs its own query and gets fresh rows.
-        assert_eq!(store.after("u", Position::default(), 100).await.unwrap().len(), 20);
+        assert_eq!(store.after("u", Position::default(), PageLimit::rows(100)).await.unwrap().len(), 20);
         assert_eq!(count.load(Ordering::SeqCst), 2);
         store.close().await;
     }

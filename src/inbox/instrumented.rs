@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
-use super::{ListQuery, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PageLimit, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::protocol::{Notification, Position};
 
 /// Which read the hook is about to let through.
@@ -46,7 +46,7 @@ impl Store for Instrumented {
         (self.hook)(Read::List, user).await;
         self.inner.list(user, q).await
     }
-    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
         (self.hook)(Read::After, user).await;
         self.inner.after(user, from, limit).await
     }

@@ -270,6 +270,60 @@ pub struct Replayed {
     pub body: Box<RawValue>,
 }
 
+impl Replayed {
+    /// What it holds in memory, near enough: its body and its texts (a page is bounded by their sum).
+    pub fn bytes(&self) -> usize {
+        let n = &self.notification;
+        self.body.get().len() + n.data.get().len() + n.title.len() + n.content.len() + n.kind.len() + n.event_type.len()
+    }
+}
+
+/// How much one replay read returns: at most `rows` notifications, and none past the one that brings them to
+/// `bytes` (always one, however large). A session holds a page until its socket took it: the page's bytes, not
+/// its rows, are what a reconnecting crowd of sessions holds in memory at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageLimit {
+    pub rows: u32,
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    /// Bounded in rows only.
+    pub fn rows(rows: u32) -> PageLimit {
+        PageLimit { rows, bytes: usize::MAX }
+    }
+
+    /// Whether a page this full may have been cut by the limit: the next read may find more.
+    pub fn reached(&self, page: &[Replayed]) -> bool {
+        page.len() >= self.rows as usize || page.iter().map(Replayed::bytes).sum::<usize>() >= self.bytes
+    }
+
+    /// A page filled row by row, oldest first, as a backend reads them.
+    pub fn page(self) -> Page {
+        Page { limit: self, bytes: 0, items: Vec::new() }
+    }
+}
+
+/// A replay page being read ([`PageLimit::page`]): both backends stop reading rows where it says.
+pub struct Page {
+    limit: PageLimit,
+    bytes: usize,
+    items: Vec<Replayed>,
+}
+
+impl Page {
+    /// Take one more row; `false` once the page is full (read no more).
+    pub fn push(&mut self, r: Replayed) -> bool {
+        self.bytes = self.bytes.saturating_add(r.bytes());
+        self.items.push(r);
+        self.items.len() < self.limit.rows as usize && self.bytes < self.limit.bytes
+    }
+
+    pub fn into_items(self) -> Vec<Replayed> {
+        self.items
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub limit: u32,
@@ -584,8 +638,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError>;
 
     /// What `user` has after position `from` (targeted ids above `from.targeted`, broadcasts above
-    /// `from.broadcast`), oldest first, at most `limit`, with bodies (resume).
-    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError>;
+    /// `from.broadcast`), oldest first, with bodies (resume): one page, as `limit` bounds it
+    /// ([`PageLimit::reached`] says whether there may be more).
+    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError>;
 
     /// The user's counts, read by key from the counters.
     async fn counts(&self, user: &str) -> Result<Counts, StoreError>;

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt as _;
+use futures_util::{FutureExt as _, TryStreamExt as _};
 use serde_json::value::RawValue;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
@@ -54,8 +54,8 @@ use super::list;
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
-    MutedDefaults, NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, StateChange,
-    Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
+    MutedDefaults, NewNotification, PageLimit, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll,
+    StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::StoreSettings;
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -524,19 +524,24 @@ impl Store for PostgresStore {
         rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
     }
 
-    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
-        let rows = sqlx::query(AFTER.as_str())
+    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
+        let mut rows = sqlx::query(AFTER.as_str())
             .bind(text(user))
             .bind(from.targeted)
-            .bind(i64::from(limit))
+            .bind(i64::from(limit.rows))
             .bind(from.broadcast)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(store_error)?;
-        rows.iter()
-            .map(|r| Ok(Replayed { notification: notification(r)?, body: raw(r.try_get("body")?) }))
-            .collect::<sqlx::Result<_>>()
-            .map_err(store_error)
+            .fetch(&self.readers);
+        let mut page = limit.page();
+        // Rows past a full page are not kept: the stream stops there.
+        while let Some(r) = rows.try_next().await.map_err(store_error)? {
+            let read = || -> sqlx::Result<Replayed> {
+                Ok(Replayed { notification: notification(&r)?, body: raw(r.try_get("body")?) })
+            };
+            if !page.push(read().map_err(store_error)?) {
+                break;
+            }
+        }
+        Ok(page.into_items())
     }
 
     async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
@@ -2469,7 +2474,7 @@ mod tests {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             let (mut seen, mut cursor) = (Vec::new(), Position::default());
             while seen.len() < TOTAL && tokio::time::Instant::now() < deadline {
-                let page = reader.after(USER, cursor, 1000).await.unwrap();
+                let page = reader.after(USER, cursor, PageLimit::rows(1000)).await.unwrap();
                 for r in &page {
                     seen.push(r.notification.id);
                     cursor.advance(r.notification.chain(), r.notification.id);
@@ -2511,7 +2516,7 @@ mod tests {
             futures_util::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
         let polled = polling.await.unwrap();
 
-        let all = nodes[1].after(USER, Position::default(), 10_000).await.unwrap();
+        let all = nodes[1].after(USER, Position::default(), PageLimit::rows(10_000)).await.unwrap();
         let ids: Vec<i64> = all.iter().map(|r| r.notification.id).collect();
         assert_eq!(ids.len(), TOTAL);
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing ids");

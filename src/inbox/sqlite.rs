@@ -29,8 +29,8 @@ use super::list;
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
-    MutedDefaults, NewNotification, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll, StateChange,
-    Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
+    MutedDefaults, NewNotification, PageLimit, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll,
+    StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -598,7 +598,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
             // Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
@@ -615,12 +615,16 @@ impl Store for SqliteStore {
                 )
             });
             let mut stmt = c.prepare_cached(&SQL)?;
-            let rows = stmt.query_map(params![user, from.targeted, limit, from.broadcast], |r| {
-                let notification = row_to_notification(r)?;
+            let mut rows = stmt.query(params![user, from.targeted, limit.rows, from.broadcast])?;
+            let mut page = limit.page();
+            // Rows past a full page are never read.
+            while let Some(r) = rows.next()? {
                 let body: String = r.get(16)?;
-                Ok(Replayed { notification, body: raw(body) })
-            })?;
-            rows.collect()
+                if !page.push(Replayed { notification: row_to_notification(r)?, body: raw(body) }) {
+                    break;
+                }
+            }
+            Ok(page.into_items())
         })
         .await
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{ListQuery, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PageLimit, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
 use crate::config::StoreSettings;
 use crate::protocol::{Notification, Position};
 use crate::telemetry::Health;
@@ -98,7 +98,7 @@ impl Store for Monitored {
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
         self.inner.list(user, q).await
     }
-    async fn after(&self, user: &str, from: Position, limit: u32) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
         self.inner.after(user, from, limit).await
     }
     async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {

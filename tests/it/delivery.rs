@@ -197,6 +197,24 @@ async fn a_resume_from_below_the_retained_history_is_told_it_was_truncated() {
     assert_eq!(replay_of(&mut c).await.0, vec![ids[4]]);
 }
 
+/// A replay page ends at `websocket.replay_page_bytes` as well as at its rows: here every page holds one
+/// notification, and the session reads on from each until the inbox has no more, so the client gets all of
+/// them, in order, then `replayed`. (Read as "fewer rows than replay_page_size: the last page", it would stop
+/// after the first.)
+#[tokio::test]
+async fn a_replay_cut_by_its_bytes_reads_on_and_delivers_everything_in_order() {
+    let user = "paged-by-bytes";
+    let gw = spawn_gateway_with(|s| s.websocket.replay_page_bytes = 1).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(notify(&gw, user, &format!("n{i}")).await);
+    }
+    let mut c = gw.connect_with(user, "&since=0&since_broadcast=0").await;
+    let (replayed, end) = replay_of(&mut c).await;
+    assert_eq!(replayed, ids, "every notification once, oldest first");
+    assert_eq!(end["up_to_targeted"], ids[5]);
+}
+
 /// A `resume` that arrives while a replay is still running gets a replay of its own once that one ends: its own
 /// `truncated` (it reaches below the retained history) and its own `replayed`. Before, it was folded into the
 /// running replay, which announced neither for it.
