@@ -693,6 +693,10 @@ pub struct AmqpSettings {
     pub reconnect_max_ms: u64,
     /// How often the queue depth (consumer lag) is read; 0 disables it.
     pub lag_interval_secs: u64,
+    /// Times an event whose recipient alias is unknown is routed again before it is dead-lettered; 0: at once.
+    pub unresolved_retries: u32,
+    /// How long it waits in the retry queue between tries.
+    pub unresolved_retry_delay_secs: u64,
     pub queue: AmqpQueueSettings,
     pub exchanges: Vec<AmqpExchangeSettings>,
 }
@@ -708,6 +712,8 @@ pub struct AmqpQueueSettings {
     pub delivery_limit: u32,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    /// Where an event with an unresolved recipient waits for its next try (expired back into `name`).
+    pub retry_queue: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -776,11 +782,22 @@ impl AmqpSettings {
             ("amqp.queue.name", &q.name),
             ("amqp.queue.dead_letter_exchange", &q.dead_letter_exchange),
             ("amqp.queue.dead_letter_queue", &q.dead_letter_queue),
+            ("amqp.queue.retry_queue", &q.retry_queue),
         ] {
             check_amqp_name(key, name)?;
         }
         if q.dead_letter_queue == q.name {
             return Err(invalid("amqp.queue.dead_letter_queue", "must differ from amqp.queue.name"));
+        }
+        if q.retry_queue == q.name || q.retry_queue == q.dead_letter_queue {
+            return Err(invalid("amqp.queue.retry_queue", "must differ from amqp.queue.name and dead_letter_queue"));
+        }
+        if self.unresolved_retries > 0 && self.unresolved_retry_delay_secs == 0 {
+            return Err(invalid("amqp.unresolved_retry_delay_secs", "must be at least 1 when unresolved_retries > 0"));
+        }
+        // A wait for an alias, not a schedule (the broker itself takes up to 2^32 - 1 ms).
+        if self.unresolved_retry_delay_secs > 86_400 {
+            return Err(invalid("amqp.unresolved_retry_delay_secs", "must be at most 86400 (a day)"));
         }
         if self.exchanges.is_empty() {
             return Err(invalid("amqp.exchanges", "at least one exchange is needed to consume anything"));
@@ -2030,6 +2047,9 @@ mod tests {
             ("HERALD__AMQP__QUEUE__TYPE", "stream", "amqp.queue.type"),
             ("HERALD__AMQP__QUEUE__NAME", "amq.mine", "amqp.queue.name"),
             ("HERALD__AMQP__QUEUE__DEAD_LETTER_QUEUE", "herald.events", "amqp.queue.dead_letter_queue"),
+            ("HERALD__AMQP__QUEUE__RETRY_QUEUE", "herald.dead-letters", "amqp.queue.retry_queue"),
+            ("HERALD__AMQP__UNRESOLVED_RETRY_DELAY_SECS", "0", "amqp.unresolved_retry_delay_secs"),
+            ("HERALD__AMQP__UNRESOLVED_RETRY_DELAY_SECS", "86401", "amqp.unresolved_retry_delay_secs"),
             ("HERALD__AMQP__UNMATCHED", "drop", "amqp.unmatched"),
         ] {
             let e = err(&[(key, value)]);

@@ -170,6 +170,10 @@ pub const METRICS: &[Metric] = &[
     counter("herald_amqp_messages_acked_total", "AMQP messages acknowledged after their commit."),
     counter("herald_amqp_messages_dead_lettered_total", "AMQP messages dead-lettered, by reason."),
     counter(
+        "herald_amqp_messages_retried_total",
+        "AMQP messages held in the retry queue to be routed again (an alias nobody taught yet), by reason.",
+    ),
+    counter(
         "herald_amqp_dead_letters_redriven_total",
         "Dead letters an operator re-drove, by outcome (`redriven`: republished and removed; `failed`: kept).",
     ),

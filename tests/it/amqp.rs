@@ -71,6 +71,10 @@ impl Amqp {
         format!("{}.dead", self.prefix)
     }
 
+    fn retry_queue(&self) -> String {
+        format!("{}.retry", self.prefix)
+    }
+
     fn configure(&self, s: &mut Settings) {
         s.rules.path = self.rules.clone();
         let a = &mut s.amqp;
@@ -81,6 +85,7 @@ impl Amqp {
         a.queue.name = self.queue();
         a.queue.dead_letter_exchange = format!("{}.dlx", self.prefix);
         a.queue.dead_letter_queue = self.dead_letter_queue();
+        a.queue.retry_queue = self.retry_queue();
         for x in &mut a.exchanges {
             x.name = self.exchange(&x.name);
         }
@@ -95,13 +100,14 @@ impl Amqp {
             "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"sqlite://{}\"\nsynchronous = \"full\"\n\
              [rules]\npath = \"{}\"\n[amqp]\nenabled = true\nurl = \"{}\"\nreconnect_max_ms = 1000\n\
              lag_interval_secs = 1\n[amqp.queue]\nname = \"{}\"\ndead_letter_exchange = \"{}\"\n\
-             dead_letter_queue = \"{}\"\n",
+             dead_letter_queue = \"{}\"\nretry_queue = \"{}\"\n",
             db.display(),
             self.rules.display(),
             self.url,
             a.queue.name,
             a.queue.dead_letter_exchange,
             a.queue.dead_letter_queue,
+            a.queue.retry_queue,
         );
         for x in &a.exchanges {
             let kind = match x.kind {
@@ -175,7 +181,8 @@ async fn publish_and_settle(amqp: &Amqp, broker: &Broker, gw: &Gateway, name: &s
 async fn a_day_of_the_seeds_events_over_amqp_reaches_the_right_users_and_dead_letters_nothing() {
     use crate::seeds::{check, day};
     let Some(amqp) = Amqp::new("seeds").await else { return };
-    let gw = amqp.gateway(|_| {}).await;
+    // Unresolved recipients dead-lettered at once (their retries have tests of their own).
+    let gw = amqp.gateway(|s| s.amqp.unresolved_retries = 0).await;
     let broker = Broker::connect(&amqp.url).await;
     let mut tabs = std::collections::HashMap::new();
     let mut acked = 0.0;
@@ -204,6 +211,86 @@ async fn a_day_of_the_seeds_events_over_amqp_reaches_the_right_users_and_dead_le
         matches!(headers.get("x-herald-reason"), Some(AMQPValue::LongString(s)) if s.as_bytes() == b"unresolved_recipient"),
         "{headers:?}"
     );
+    gw.stop().await.unwrap();
+}
+
+/// A `stage.*` published before the `student.created` that teaches its student's alias (two services, no order
+/// between them) waits in the retry queue and is routed again: once the alias is known, the student gets it, and
+/// nothing is dead-lettered. Before, it went to the dead letters for an operator to re-drive.
+#[tokio::test]
+async fn an_event_that_overtook_the_alias_it_needs_is_delivered_once_the_alias_is_taught() {
+    let Some(amqp) = Amqp::new("overtaken").await else { return };
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.unresolved_retries = 5;
+            s.amqp.unresolved_retry_delay_secs = 1;
+        })
+        .await;
+    let broker = Broker::connect(&amqp.url).await;
+    let student_user = "0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40";
+    let mut tab = gw.connect(student_user).await;
+    let stage = fixture("medtrack-stage-created-core.json");
+    let props = BasicProperties::default().with_message_id("stage-before-its-student".into());
+    let exchange = amqp.exchange(stage["exchange"].as_str().unwrap());
+    broker.publish(&exchange, "stage.created", &serde_json::to_vec(&stage["body"]).unwrap(), props).await;
+    eventually("the stage event held for a retry", WAIT, async || {
+        (metric(&gw.url(""), "herald_amqp_messages_retried_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(gw.inbox(student_user).await["items"], json!([]), "nothing stored while the alias is unknown");
+
+    amqp.publish_fixture(&broker, "medtrack-student-created.json").await;
+    let mut seen = Vec::new();
+    while !seen.contains(&"stage.created".to_owned()) {
+        let f = tab.frame().await;
+        if f["type"] == "notification" {
+            seen.push(f["event_type"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, ["student.created", "stage.created"], "the welcome, then the stage the retry delivered");
+    let items = gw.inbox(student_user).await["items"].as_array().unwrap().len();
+    assert_eq!(items, 2, "each stored once");
+    assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "nothing dead-lettered");
+    assert_eq!(broker.depth(&amqp.retry_queue()).await, 0, "nothing left waiting");
+    gw.stop().await.unwrap();
+}
+
+/// An alias nobody ever teaches: the event is tried `unresolved_retries` times, then dead-lettered
+/// `unresolved_recipient` with the count of its tries and the exchange and routing key it was first published
+/// with (so a re-drive routes it as before).
+#[tokio::test]
+async fn an_alias_never_taught_is_dead_lettered_after_its_retries_with_the_count() {
+    let Some(amqp) = Amqp::new("never-taught").await else { return };
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.unresolved_retries = 2;
+            s.amqp.unresolved_retry_delay_secs = 1;
+        })
+        .await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("medtrack.events");
+    let body = br#"{"event_type":"stage.created","payload":{"stage_id":"s-1","student_id":"nobody-knows"}}"#;
+    let props = BasicProperties::default().with_message_id("stage-for-nobody".into());
+    broker.publish(&exchange, "stage.created", body, props).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("the event dead-lettered after its retries", Duration::from_secs(30), async || {
+        (broker.depth(&dlq).await == 1).then_some(())
+    })
+    .await;
+    let dead = broker.take_all(&dlq).await;
+    let headers = dead[0].properties.headers().as_ref().unwrap().inner();
+    let text = |k: &str| match headers.get(k) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(text("x-herald-reason"), "unresolved_recipient");
+    assert_eq!((text("x-herald-exchange"), text("x-herald-routing-key")), (exchange, "stage.created".to_owned()));
+    assert_eq!(headers.get("x-herald-retries"), Some(&AMQPValue::LongLongInt(2)), "{headers:?}");
+    assert!(!headers.contains_key("x-death"), "the retry queue's expiries are not deaths: {headers:?}");
+    assert_eq!(headers.get("x-herald-deaths"), Some(&AMQPValue::LongLongInt(1)));
+    assert_eq!(metric(&gw.url(""), "herald_amqp_messages_retried_total").await, 2.0);
+    assert_eq!(dead[0].data, body.to_vec(), "the body as published");
+    assert_eq!(broker.depth(&amqp.retry_queue()).await, 0);
     gw.stop().await.unwrap();
 }
 

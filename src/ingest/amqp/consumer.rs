@@ -249,8 +249,9 @@ impl Consumer {
             metrics::counter!("herald_amqp_messages_requeued_total").increment(batch.len() as u64);
             return Ok(Settled::Requeued);
         };
-        // Addressed through an alias nobody taught yet: nothing was stored for these; dead-letter them (a re-drive
-        // after the alias is known delivers them) before the batch is acknowledged.
+        // Addressed through an alias nobody taught yet: nothing was stored for these. Each is republished before the
+        // batch is acknowledged: to the retry queue while it has tries left, then to the dead letters (a re-drive
+        // after the alias is known delivers it).
         let unresolved: Vec<(&Delivery, Poison)> = routed
             .iter()
             .zip(&outcomes)
@@ -268,6 +269,12 @@ impl Consumer {
                 ))
             })
             .collect();
+        // Those with tries left wait in the retry queue (another service may teach the alias meanwhile).
+        let tries = self.settings.unresolved_retries;
+        let (retry, unresolved): (Vec<_>, Vec<_>) = unresolved.into_iter().partition(|(d, _)| retries(d) < tries);
+        if !retry.is_empty() {
+            self.hold_for_retry(dead, &retry).await.context("holding unresolved recipients for a retry")?;
+        }
         if !unresolved.is_empty() {
             self.dead_letter(dead, &unresolved).await.context("dead-lettering unresolved recipients")?;
         }
@@ -399,36 +406,48 @@ impl Consumer {
         }
     }
 
+    /// Republish events whose recipient alias is unknown to the retry queue, to expire back into the shared queue
+    /// after `unresolved_retry_delay_secs`, counting the try in `x-herald-retries`; wait for the broker's confirms.
+    /// An error leaves them unacknowledged (redelivered after the reconnect).
+    async fn hold_for_retry(&self, ch: &Channel, held: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
+        let q = &self.settings.queue;
+        let origins: Vec<(String, String)> = held.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
+        let expiration = (self.settings.unresolved_retry_delay_secs * 1000).to_string();
+        let messages = held.iter().zip(&origins).map(|((d, p), origin)| {
+            let try_ = retries(d).saturating_add(1);
+            let props = forwarded_properties(d, p, (&q.name, &q.retry_queue), origin, |h| {
+                h.insert(dead_letters::RETRIES.into(), AMQPValue::LongLongInt(i64::from(try_)));
+            });
+            ("", q.retry_queue.as_str(), &d.data[..], props.with_expiration(expiration.as_str().into()))
+        });
+        let unroutable = || format!("queue `{}` does not exist", q.retry_queue);
+        publish_confirmed(ch, "a retry", messages, unroutable).await?;
+        for ((d, p), (exchange, routing_key)) in held.iter().zip(&origins) {
+            metrics::counter!("herald_amqp_messages_retried_total", "reason" => p.reason).increment(1);
+            tracing::info!(
+                exchange = %exchange, routing_key = %routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
+                reason = p.reason, error = %p.error, retry = retries(d) + 1, of = self.settings.unresolved_retries,
+                in_secs = self.settings.unresolved_retry_delay_secs,
+                "message held for a retry"
+            );
+        }
+        Ok(())
+    }
+
     /// Republish poison messages to the dead-letter exchange with the reason in headers, and wait for the
     /// broker's confirms. An error leaves them unacknowledged (redelivered after the reconnect).
     async fn dead_letter(&self, dead: &Channel, poison: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
         let q = &self.settings.queue;
         // Where each was first published: what the log, the trace and the dead letter's headers name.
         let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
-        let mut confirms = Vec::with_capacity(poison.len());
-        for ((d, p), origin) in poison.iter().zip(&origins) {
-            let publish = dead.basic_publish(
-                q.dead_letter_exchange.as_str().into(),
-                d.routing_key.clone(),
-                BasicPublishOptions { mandatory: true, immediate: false },
-                &d.data,
-                dead_letter_properties(d, p, &q.name, origin),
-            );
-            let confirm = bounded("a dead letter's publish", publish).await?;
-            confirms.push(confirm);
-        }
-        for (((d, p), confirm), (exchange, routing_key)) in poison.iter().zip(confirms).zip(&origins) {
-            let confirmation = bounded("a dead letter's confirm", confirm).await?;
-            if confirmation.is_nack() {
-                anyhow::bail!("the broker refused a dead letter (nack)");
-            }
-            if confirmation.take_message().is_some() {
-                anyhow::bail!(
-                    "a dead letter was unroutable: queue `{}` is not bound to exchange `{}`",
-                    q.dead_letter_queue,
-                    q.dead_letter_exchange
-                );
-            }
+        let messages = poison.iter().zip(&origins).map(|((d, p), origin)| {
+            let props = dead_letter_properties(d, p, (&q.name, &q.retry_queue), origin);
+            (q.dead_letter_exchange.as_str(), d.routing_key.as_str(), &d.data[..], props)
+        });
+        let unroutable =
+            || format!("queue `{}` is not bound to exchange `{}`", q.dead_letter_queue, q.dead_letter_exchange);
+        publish_confirmed(dead, "a dead letter", messages, unroutable).await?;
+        for ((d, p), (exchange, routing_key)) in poison.iter().zip(&origins) {
             metrics::counter!("herald_amqp_messages_dead_lettered_total", "reason" => p.reason).increment(1);
             metrics::counter!("herald_ingest_errors_total", "transport" => "amqp", "reason" => p.reason).increment(1);
             tracing::warn!(
@@ -456,6 +475,39 @@ impl Consumer {
 enum Settled {
     Acked,
     Requeued,
+}
+
+/// Publish each message (confirm mode, `mandatory`), then wait for every confirm: an error names `what` when the
+/// broker refused one (nack) or could not route it (`unroutable` says why).
+async fn publish_confirmed<'a>(
+    ch: &Channel,
+    what: &str,
+    messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8], BasicProperties)>,
+    unroutable: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let mut confirms = Vec::new();
+    for (exchange, routing_key, body, props) in messages {
+        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let publish = ch.basic_publish(exchange.into(), routing_key.into(), options, body, props);
+        confirms.push(bounded("a republish", publish).await?);
+    }
+    for confirm in confirms {
+        let confirmation = bounded("a republish's confirm", confirm).await?;
+        if confirmation.is_nack() {
+            anyhow::bail!("the broker refused {what} (nack)");
+        }
+        if confirmation.take_message().is_some() {
+            anyhow::bail!("{what} was unroutable: {}", unroutable());
+        }
+    }
+    Ok(())
+}
+
+/// The tries an event with an unresolved recipient has had (`x-herald-retries`; 0 when first published).
+fn retries(d: &Delivery) -> u32 {
+    let headers = d.properties.headers().as_ref();
+    let n = headers.and_then(|h| h.inner().get(dead_letters::RETRIES)).and_then(dead_letters::integer);
+    n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// `prepared` in order, cut where the next event would take a chunk's stored bytes over `max` (each event is
@@ -490,12 +542,45 @@ fn delivered(item: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> 
     }
 }
 
+/// A dead letter's properties ([`forwarded_properties`]), counting this death in `x-herald-deaths` and saying
+/// when it died.
+fn dead_letter_properties(
+    d: &Delivery,
+    p: &Poison,
+    queues: (&str, &str),
+    origin: &(String, String),
+) -> BasicProperties {
+    forwarded_properties(d, p, queues, origin, |headers| {
+        // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
+        let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+        let deaths = headers
+            .inner()
+            .get(dead_letters::DEATHS)
+            .and_then(dead_letters::integer)
+            .map_or(1, |n| n.saturating_add(1));
+        headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
+        // Kept from an earlier death only as Herald writes it (a timestamp): a publisher's own value of another
+        // type would leave the letter without one.
+        if !matches!(headers.inner().get(dead_letters::FIRST_DEATH_AT), Some(AMQPValue::Timestamp(_))) {
+            headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
+        }
+        headers.insert(dead_letters::DEATH_AT.into(), now);
+    })
+}
+
 /// The original message's properties, minus those that would be refused or would expire it (`user-id` must
-/// match the publishing connection's user; `expiration`) and the deprecated `cluster-id`, plus the `x-herald-*` headers that say why and where
-/// it came from (`origin`: [`dead_letters::origin`]).
-fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(String, String)) -> BasicProperties {
+/// match the publishing connection's user; `expiration`) and the deprecated `cluster-id`, plus the `x-herald-*`
+/// headers that say why and where it came from (`origin`: [`dead_letters::origin`]), and what `more` adds.
+fn forwarded_properties(
+    d: &Delivery,
+    p: &Poison,
+    (queue, retry_queue): (&str, &str),
+    origin: &(String, String),
+    more: impl FnOnce(&mut FieldTable),
+) -> BasicProperties {
     let src = &d.properties;
     let mut headers = src.headers().clone().unwrap_or_default();
+    dead_letters::forget_retry_deaths(&mut headers, retry_queue);
     let mut put = |k: &str, v: &str| {
         headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
     };
@@ -509,17 +594,7 @@ fn dead_letter_properties(d: &Delivery, p: &Poison, queue: &str, origin: &(Strin
     if let Some(id) = &p.event_id {
         put(dead_letters::EVENT_ID, id);
     }
-    // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
-    let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
-    let deaths =
-        headers.inner().get(dead_letters::DEATHS).and_then(dead_letters::integer).map_or(1, |n| n.saturating_add(1));
-    headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
-    // Kept from an earlier death only as Herald writes it (a timestamp): a publisher's own value of another type
-    // would leave the letter without one.
-    if !matches!(headers.inner().get(dead_letters::FIRST_DEATH_AT), Some(AMQPValue::Timestamp(_))) {
-        headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
-    }
-    headers.insert(dead_letters::DEATH_AT.into(), now);
+    more(&mut headers);
     let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     if let Some(v) = src.content_type() {
         props = props.with_content_type(v.clone());
@@ -595,6 +670,9 @@ async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: Cancellatio
 mod tests {
     use super::*;
 
+    /// The shared queue and the retry queue, at their defaults.
+    const QUEUES: (&str, &str) = ("herald.events", "herald.retry");
+
     #[test]
     fn a_batch_is_committed_in_chunks_that_each_store_at_most_the_bound() {
         let event = |i: usize, stored_bytes: usize| Prepared {
@@ -627,8 +705,7 @@ mod tests {
         };
         let header = |props: &BasicProperties, k: &str| props.headers().as_ref().unwrap().inner().get(k).cloned();
         let fresh = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
-        let first =
-            dead_letter_properties(&fresh, &poison, "herald.events", &dead_letters::origin(&fresh, "herald.events"));
+        let first = dead_letter_properties(&fresh, &poison, QUEUES, &dead_letters::origin(&fresh, "herald.events"));
         assert_eq!(header(&first, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(1)));
         assert_eq!(header(&first, dead_letters::REASON), Some(AMQPValue::LongString("unmatched".into())));
         assert!(header(&first, dead_letters::FIRST_DEATH_AT).is_some());
@@ -638,12 +715,8 @@ mod tests {
         carried.insert(dead_letters::FIRST_DEATH_AT.into(), AMQPValue::Timestamp(100));
         let mut redriven = Delivery::mock(2, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
         redriven.properties = BasicProperties::default().with_headers(carried);
-        let again = dead_letter_properties(
-            &redriven,
-            &poison,
-            "herald.events",
-            &dead_letters::origin(&redriven, "herald.events"),
-        );
+        let again =
+            dead_letter_properties(&redriven, &poison, QUEUES, &dead_letters::origin(&redriven, "herald.events"));
         assert_eq!(header(&again, dead_letters::DEATHS), Some(AMQPValue::LongLongInt(3)));
         assert_eq!(
             header(&again, dead_letters::FIRST_DEATH_AT),
@@ -661,7 +734,7 @@ mod tests {
             Poison { reason: "unmatched", error: "no rule".into(), event_id: None, trace_id: None, rule: None };
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         let recorded = |d: &Delivery| {
-            let props = dead_letter_properties(d, &poison, "herald.events", &dead_letters::origin(d, "herald.events"));
+            let props = dead_letter_properties(d, &poison, QUEUES, &dead_letters::origin(d, "herald.events"));
             let h = props.headers().clone().unwrap();
             let get = |k: &str| h.inner().get(k).cloned();
             (get(dead_letters::EXCHANGE), get(dead_letters::ROUTING_KEY))

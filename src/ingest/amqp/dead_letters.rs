@@ -73,6 +73,8 @@ pub(super) const DEATHS: &str = "x-herald-deaths";
 pub(super) const FIRST_DEATH_AT: &str = "x-herald-first-dead-lettered-at";
 /// When Herald dead-lettered it this time.
 pub(super) const DEATH_AT: &str = "x-herald-dead-lettered-at";
+/// How many times an event with an unresolved recipient was held in the retry queue and routed again.
+pub(super) const RETRIES: &str = "x-herald-retries";
 
 /// The dead-letter queue as operators see it. Cheap to clone.
 #[derive(Clone)]
@@ -510,6 +512,40 @@ pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
     }
 }
 
+/// Take out of `headers` what the broker recorded when `retry_queue` expired the message back to Herald's queue
+/// (its `x-death` entry, and the `x-first-death-*` / `x-last-death-*` headers naming that queue): a wait for an
+/// alias is not a death, and a letter that counted one per retry would show them as its deaths and its first
+/// dead-lettering. Entries of other queues (a delivery limit) stay.
+pub(super) fn forget_retry_deaths(headers: &mut FieldTable, retry_queue: &str) {
+    let of_retry = |t: &FieldTable| t.inner().get("queue").and_then(string).is_some_and(|q| q == retry_queue);
+    let kept: Option<Vec<AMQPValue>> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => Some(
+            a.as_slice().iter().filter(|v| !matches!(v, AMQPValue::FieldTable(t) if of_retry(t))).cloned().collect(),
+        ),
+        _ => None,
+    };
+    let mut out = FieldTable::default();
+    for (k, v) in headers.inner() {
+        let name = k.as_str();
+        let by_retry = ["x-first-death-", "x-last-death-"].iter().any(|prefix| {
+            name.starts_with(prefix)
+                && headers.inner().get(format!("{prefix}queue").as_str()).and_then(string).as_deref()
+                    == Some(retry_queue)
+        });
+        match (name, &kept) {
+            _ if by_retry => {}
+            ("x-death", Some(kept)) if kept.is_empty() => {}
+            ("x-death", Some(kept)) => {
+                out.insert(k.clone(), AMQPValue::FieldArray(kept.clone().into()));
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    *headers = out;
+}
+
 /// The broker's `x-death` entries (its own dead-lettering: a delivery limit), most recent first.
 fn x_deaths(headers: &BTreeMap<ShortString, AMQPValue>) -> Vec<&FieldTable> {
     match headers.get("x-death") {
@@ -691,6 +727,38 @@ mod tests {
         );
         assert_eq!(out.inner().get(EXCHANGE), Some(&s("sgad.matches")), "the broker's origin, carried on");
         assert_eq!(out.inner().get(ROUTING_KEY), Some(&s("match.created")));
+    }
+
+    #[test]
+    fn what_the_retry_queue_recorded_is_not_a_death_and_a_delivery_limit_still_is() {
+        let death = |queue: &str, reason: &str, count: i64| {
+            AMQPValue::FieldTable(table(&[
+                ("reason", s(reason)),
+                ("count", AMQPValue::LongLongInt(count)),
+                ("queue", s(queue)),
+                ("time", AMQPValue::Timestamp(100)),
+            ]))
+        };
+        let mut retried_only = table(&[
+            ("x-death", AMQPValue::FieldArray(FieldArray::from(vec![death("herald.retry", "expired", 3)]))),
+            ("x-first-death-reason", s("expired")),
+            ("x-first-death-queue", s("herald.retry")),
+            ("x-first-death-exchange", s("")),
+            ("x-trace", s("keep me")),
+        ]);
+        forget_retry_deaths(&mut retried_only, "herald.retry");
+        assert_eq!(retried_only.inner().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-trace"]);
+
+        let both = vec![death("herald.retry", "expired", 2), death("herald.events", "delivery_limit", 1)];
+        let mut headers = table(&[
+            ("x-death", AMQPValue::FieldArray(FieldArray::from(both))),
+            ("x-first-death-reason", s("delivery_limit")),
+            ("x-first-death-queue", s("herald.events")),
+        ]);
+        forget_retry_deaths(&mut headers, "herald.retry");
+        let d = delivery(BasicProperties::default().with_headers(headers), b"{}", "herald.dlx", "k");
+        let l = describe(&d);
+        assert_eq!((l.deaths, l.reason.as_str()), (1, "delivery_limit"), "the delivery limit's death, alone");
     }
 
     /// An earlier version recorded `""` as the origin of a letter that came through the default exchange (a

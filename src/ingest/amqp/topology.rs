@@ -1,5 +1,5 @@
-//! The broker topology, from configuration only: dead-letter exchange and queue, the shared queue, the
-//! exchanges and their bindings. Declared after every connect; every declaration is idempotent.
+//! The broker topology, from configuration only: dead-letter exchange and queue, the shared queue, the retry
+//! queue, the exchanges and their bindings. Declared after every connect; every declaration is idempotent.
 //!
 //! Declaration only adds: a binding removed from the configuration stays on the broker until deleted there.
 
@@ -26,6 +26,10 @@ pub(super) async fn declare(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin:
     )
     .await?;
     ch.queue_declare(q.name.as_str().into(), QueueDeclareOptions::durable(), queue_arguments(s)).await?;
+    if s.unresolved_retries > 0 {
+        ch.queue_declare(q.retry_queue.as_str().into(), QueueDeclareOptions::durable(), retry_queue_arguments(s))
+            .await?;
+    }
     for x in &s.exchanges {
         let (kind, keys): (ExchangeKind, Vec<&str>) = match x.kind {
             AmqpExchangeKind::Topic => (ExchangeKind::Topic, x.bindings.iter().map(String::as_str).collect()),
@@ -69,6 +73,21 @@ fn queue_arguments(s: &AmqpSettings) -> FieldTable {
     args
 }
 
+/// The retry queue's: a message expires after its own `expiration` and the broker moves it, through the default
+/// exchange, back to the shared queue. A quorum queue does so at least once (it keeps the message until the
+/// shared queue confirmed it), which needs `reject-publish` overflow; a classic queue at most once.
+fn retry_queue_arguments(s: &AmqpSettings) -> FieldTable {
+    let q = &s.queue;
+    let mut args = queue_type(q.kind);
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(q.name.as_str().into()));
+    if q.kind == AmqpQueueKind::Quorum {
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +104,18 @@ mod tests {
         let args = queue_arguments(&s);
         assert_eq!(args.inner()["x-queue-type"], AMQPValue::LongString("classic".into()));
         assert!(!args.contains_key("x-delivery-limit"));
+    }
+
+    #[test]
+    fn the_retry_queue_expires_into_the_shared_queue_at_least_once_when_quorum() {
+        let mut s = Settings::defaults().amqp;
+        let args = retry_queue_arguments(&s);
+        assert_eq!(args.inner()["x-dead-letter-exchange"], AMQPValue::LongString("".into()));
+        assert_eq!(args.inner()["x-dead-letter-routing-key"], AMQPValue::LongString("herald.events".into()));
+        assert_eq!(args.inner()["x-dead-letter-strategy"], AMQPValue::LongString("at-least-once".into()));
+        assert_eq!(args.inner()["x-overflow"], AMQPValue::LongString("reject-publish".into()));
+        s.queue.kind = AmqpQueueKind::Classic;
+        let args = retry_queue_arguments(&s);
+        assert!(!args.contains_key("x-dead-letter-strategy") && !args.contains_key("x-overflow"));
     }
 }
