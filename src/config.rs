@@ -712,8 +712,21 @@ pub struct AmqpQueueSettings {
     pub delivery_limit: u32,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
-    /// Where an event with an unresolved recipient waits for its next try (expired back into `name`).
+    /// Where an event with an unresolved recipient waits for its next try (expired back into `name`); empty:
+    /// [`AmqpQueueSettings::retry_queue_name`].
     pub retry_queue: String,
+}
+
+impl AmqpQueueSettings {
+    /// The retry queue: `retry_queue`, or `<name>.retry` when that is empty. Its arguments name the shared queue
+    /// and its type, so a new queue name (what a new type or delivery limit needs) brings a new retry queue rather
+    /// than a declaration the broker refuses.
+    pub fn retry_queue_name(&self) -> std::borrow::Cow<'_, str> {
+        match self.retry_queue.as_str() {
+            "" => format!("{}.retry", self.name).into(),
+            name => name.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -782,14 +795,14 @@ impl AmqpSettings {
             ("amqp.queue.name", &q.name),
             ("amqp.queue.dead_letter_exchange", &q.dead_letter_exchange),
             ("amqp.queue.dead_letter_queue", &q.dead_letter_queue),
-            ("amqp.queue.retry_queue", &q.retry_queue),
+            ("amqp.queue.retry_queue", &q.retry_queue_name().into_owned()),
         ] {
             check_amqp_name(key, name)?;
         }
         if q.dead_letter_queue == q.name {
             return Err(invalid("amqp.queue.dead_letter_queue", "must differ from amqp.queue.name"));
         }
-        if q.retry_queue == q.name || q.retry_queue == q.dead_letter_queue {
+        if [&q.name, &q.dead_letter_queue].contains(&&q.retry_queue_name().into_owned()) {
             return Err(invalid("amqp.queue.retry_queue", "must differ from amqp.queue.name and dead_letter_queue"));
         }
         if self.unresolved_retries > 0 && self.unresolved_retry_delay_secs == 0 {

@@ -167,13 +167,22 @@ macro_rules! chain_head {
     };
 }
 
-/// Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
+/// Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows). A page stops at `$3`
+/// rows, and after the row whose body brings the page's bodies to `$5` bytes (`upto - size < $5`): the rows past
+/// it are never sent. Bodies alone: fewer bytes than [`Replayed::bytes`] counts, so the server never cuts a page
+/// before the [`PageLimit::page`] the rows are read into does, and the session's `reached` sees every cut.
+/// `json` is kept as written, so its text's length is the body's (measured in the inner query, cast once for the
+/// rows sent).
 static AFTER: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT u.*, b.body::text AS body FROM ((SELECT {} FROM notifications
-             WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
-         UNION ALL ({} AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
-         JOIN notifications b ON b.id = u.id ORDER BY u.id",
+        "SELECT id, user_id, kind, title, content, event_type, source, related_type, related_id, data, created_at,
+                prev_id, read_at, seen_at, archived_at, muted, raw::text AS body FROM (
+             SELECT s.*, sum(size) OVER (ORDER BY id) AS upto FROM (
+                 SELECT u.*, b.body AS raw, octet_length(b.body::text) AS size FROM ((SELECT {} FROM notifications
+                     WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
+                 UNION ALL ({} AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
+                 JOIN notifications b ON b.id = u.id) s) page
+         WHERE upto - size < $5 ORDER BY id",
         columns!(),
         LIST.broadcasts("")
     )
@@ -530,9 +539,9 @@ impl Store for PostgresStore {
             .bind(from.targeted)
             .bind(i64::from(limit.rows))
             .bind(from.broadcast)
+            .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
             .fetch(&self.readers);
         let mut page = limit.page();
-        // Rows past a full page are not kept: the stream stops there.
         while let Some(r) = rows.try_next().await.map_err(store_error)? {
             let read = || -> sqlx::Result<Replayed> {
                 Ok(Replayed { notification: notification(&r)?, body: raw(r.try_get("body")?) })
@@ -2115,6 +2124,33 @@ mod tests {
 
     /// Requests are bounded by the statement timeout; migrations are not (a long one would roll back and stop the
     /// node at every start, and a node waiting for another's migration would give up after 30 s).
+    /// The server stops a replay page at its bytes: the rows past the one whose body reaches them are never sent
+    /// (before, a page of 500 rows with large bodies crossed the wire whole and was cut on arrival).
+    #[tokio::test]
+    async fn a_replay_page_is_cut_at_its_bytes_by_the_server() {
+        let Some(db) = TestDb::create("page_bytes").await else { return };
+        let store = db.open(None).await;
+        for i in 0..5 {
+            let mut d = draft(&format!("pb-{i}"), Recipients::Users(vec!["pb".into()]));
+            d.body = Arc::from(RawValue::from_string(format!(r#"{{"pad":"{}"}}"#, "x".repeat(10_000))).unwrap());
+            store.apply(vec![Write::Notify(d)]).await.unwrap();
+        }
+        let sent = |bytes: i64| {
+            sqlx::query(AFTER.as_str())
+                .bind("pb")
+                .bind(0i64)
+                .bind(500i64)
+                .bind(i64::MAX)
+                .bind(bytes)
+                .fetch_all(&store.readers)
+        };
+        // 10,010-byte bodies: the second reaches 15,000, so the server sends two rows.
+        assert_eq!(sent(15_000).await.unwrap().len(), 2);
+        assert_eq!(sent(1).await.unwrap().len(), 1, "one row always");
+        assert_eq!(sent(i64::MAX).await.unwrap().len(), 5);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn migrations_run_without_the_requests_statement_timeout() {
         let Some(db) = TestDb::create("migration_timeout").await else { return };

@@ -71,8 +71,9 @@ impl Amqp {
         format!("{}.dead", self.prefix)
     }
 
+    /// Left to its default: the queue's name and `.retry`.
     fn retry_queue(&self) -> String {
-        format!("{}.retry", self.prefix)
+        format!("{}.retry", self.queue())
     }
 
     fn configure(&self, s: &mut Settings) {
@@ -85,7 +86,6 @@ impl Amqp {
         a.queue.name = self.queue();
         a.queue.dead_letter_exchange = format!("{}.dlx", self.prefix);
         a.queue.dead_letter_queue = self.dead_letter_queue();
-        a.queue.retry_queue = self.retry_queue();
         for x in &mut a.exchanges {
             x.name = self.exchange(&x.name);
         }
@@ -100,14 +100,13 @@ impl Amqp {
             "[server]\nbind = \"127.0.0.1:0\"\ndemo_dir = \"\"\n[store]\nurl = \"sqlite://{}\"\nsynchronous = \"full\"\n\
              [rules]\npath = \"{}\"\n[amqp]\nenabled = true\nurl = \"{}\"\nreconnect_max_ms = 1000\n\
              lag_interval_secs = 1\n[amqp.queue]\nname = \"{}\"\ndead_letter_exchange = \"{}\"\n\
-             dead_letter_queue = \"{}\"\nretry_queue = \"{}\"\n",
+             dead_letter_queue = \"{}\"\n",
             db.display(),
             self.rules.display(),
             self.url,
             a.queue.name,
             a.queue.dead_letter_exchange,
             a.queue.dead_letter_queue,
-            a.queue.retry_queue,
         );
         for x in &a.exchanges {
             let kind = match x.kind {
@@ -279,6 +278,17 @@ async fn an_alias_never_taught_is_dead_lettered_after_its_retries_with_the_count
         (broker.depth(&dlq).await == 1).then_some(())
     })
     .await;
+    // As an operator lists it: one death, Herald's reason, its origin.
+    let resp = gw.get("/api/v1/admin/dead-letters", SERVICE_KEY).send().await.unwrap();
+    let listed: Value = resp.json().await.unwrap();
+    let letter = &listed["letters"][0];
+    assert_eq!((letter["reason"].as_str(), letter["deaths"].as_u64()), (Some("unresolved_recipient"), Some(1)));
+    assert_eq!(
+        (letter["exchange"].as_str(), letter["id"].as_str()),
+        (Some(exchange.as_str()), Some("stage-for-nobody"))
+    );
+    // The listing hands letters back; the queue shows it again a moment later.
+    eventually("the letter back in its queue", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
     let dead = broker.take_all(&dlq).await;
     let headers = dead[0].properties.headers().as_ref().unwrap().inner();
     let text = |k: &str| match headers.get(k) {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{bounded, dead_letters, topology, BrokerError, HEALTH};
 use crate::backoff::Backoff;
-use crate::config::{AmqpSettings, UnmatchedPolicy};
+use crate::config::{AmqpQueueKind, AmqpSettings, UnmatchedPolicy};
 use crate::event::{decode_bytes, Envelope};
 use crate::ingest::{Outcome, Pipeline, Prepared, MAX_STORED_BYTES_PER_EVENT};
 use crate::telemetry::Health;
@@ -97,6 +97,14 @@ impl Consumer {
             Duration::from_millis(self.settings.reconnect_min_ms),
             Duration::from_millis(self.settings.reconnect_max_ms),
         );
+        if self.settings.unresolved_retries > 0 && self.settings.queue.kind == AmqpQueueKind::Classic {
+            tracing::warn!(
+                retry_queue = %self.settings.queue.retry_queue_name(),
+                "amqp.queue.type = \"classic\": the retry queue moves an expired event back to Herald's queue at most \
+                 once (one expiring while the broker cannot take it is lost); quorum queues do it at least once, and \
+                 amqp.unresolved_retries = 0 dead-letters at once"
+            );
+        }
         let mut attempt = 0u32;
         let mut outage = Outage::default();
         loop {
@@ -146,9 +154,9 @@ impl Consumer {
             bounded("the topology's declarations", topology::declare(&topo, s)).await.map_err(|e| {
                 if let BrokerError::Failed(e) = &e {
                     tracing::error!(
-                        error = %e, queue = %s.queue.name,
+                        error = %e, queue = %s.queue.name, retry_queue = %s.queue.retry_queue_name(),
                         "declaring the amqp topology failed; an existing queue or exchange with other arguments must \
-                         be deleted or renamed in the configuration"
+                         be deleted or renamed in the configuration (the error names it)"
                     );
                 }
                 anyhow::Error::new(e).context("declaring the topology")
@@ -178,7 +186,11 @@ impl Consumer {
         let lag = self.shutdown.child_token();
         if s.lag_interval_secs > 0 {
             let every = Duration::from_secs(s.lag_interval_secs);
-            tokio::spawn(poll_lag(topo, s.queue.name.clone(), every, lag.clone()));
+            let mut queues = vec![s.queue.name.clone()];
+            if s.unresolved_retries > 0 {
+                queues.push(s.queue.retry_queue_name().into_owned());
+            }
+            tokio::spawn(poll_lag(topo, queues, every, lag.clone()));
         }
         let _stop_lag = lag.drop_guard();
 
@@ -411,16 +423,14 @@ impl Consumer {
     /// An error leaves them unacknowledged (redelivered after the reconnect).
     async fn hold_for_retry(&self, ch: &Channel, held: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
         let q = &self.settings.queue;
+        let retry_queue = q.retry_queue_name();
         let origins: Vec<(String, String)> = held.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
         let expiration = (self.settings.unresolved_retry_delay_secs * 1000).to_string();
         let messages = held.iter().zip(&origins).map(|((d, p), origin)| {
-            let try_ = retries(d).saturating_add(1);
-            let props = forwarded_properties(d, p, (&q.name, &q.retry_queue), origin, |h| {
-                h.insert(dead_letters::RETRIES.into(), AMQPValue::LongLongInt(i64::from(try_)));
-            });
-            ("", q.retry_queue.as_str(), &d.data[..], props.with_expiration(expiration.as_str().into()))
+            let props = retry_properties(d, origin, p.event_id.as_deref(), retries(d).saturating_add(1));
+            ("", retry_queue.as_ref(), &d.data[..], props.with_expiration(expiration.as_str().into()))
         });
-        let unroutable = || format!("queue `{}` does not exist", q.retry_queue);
+        let unroutable = || format!("queue `{retry_queue}` does not exist");
         publish_confirmed(ch, "a retry", messages, unroutable).await?;
         for ((d, p), (exchange, routing_key)) in held.iter().zip(&origins) {
             metrics::counter!("herald_amqp_messages_retried_total", "reason" => p.reason).increment(1);
@@ -441,7 +451,7 @@ impl Consumer {
         // Where each was first published: what the log, the trace and the dead letter's headers name.
         let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
         let messages = poison.iter().zip(&origins).map(|((d, p), origin)| {
-            let props = dead_letter_properties(d, p, (&q.name, &q.retry_queue), origin);
+            let props = dead_letter_properties(d, p, (&q.name, &q.retry_queue_name()), origin);
             (q.dead_letter_exchange.as_str(), d.routing_key.as_str(), &d.data[..], props)
         });
         let unroutable =
@@ -542,59 +552,66 @@ fn delivered(item: Option<lapin::Result<Delivery>>) -> anyhow::Result<Delivery> 
     }
 }
 
-/// A dead letter's properties ([`forwarded_properties`]), counting this death in `x-herald-deaths` and saying
-/// when it died.
+/// A dead letter's properties ([`republished_properties`]): its headers with the broker's record of the retry
+/// queue's expiries taken out (waits, not deaths), and the `x-herald-*` headers that say why, where it came from
+/// (`origin`: [`dead_letters::origin`]), and how many times and since when Herald dead-lettered it.
 fn dead_letter_properties(
-    d: &Delivery,
-    p: &Poison,
-    queues: (&str, &str),
-    origin: &(String, String),
-) -> BasicProperties {
-    forwarded_properties(d, p, queues, origin, |headers| {
-        // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
-        let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
-        let deaths = headers
-            .inner()
-            .get(dead_letters::DEATHS)
-            .and_then(dead_letters::integer)
-            .map_or(1, |n| n.saturating_add(1));
-        headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
-        // Kept from an earlier death only as Herald writes it (a timestamp): a publisher's own value of another
-        // type would leave the letter without one.
-        if !matches!(headers.inner().get(dead_letters::FIRST_DEATH_AT), Some(AMQPValue::Timestamp(_))) {
-            headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
-        }
-        headers.insert(dead_letters::DEATH_AT.into(), now);
-    })
-}
-
-/// The original message's properties, minus those that would be refused or would expire it (`user-id` must
-/// match the publishing connection's user; `expiration`) and the deprecated `cluster-id`, plus the `x-herald-*`
-/// headers that say why and where it came from (`origin`: [`dead_letters::origin`]), and what `more` adds.
-fn forwarded_properties(
     d: &Delivery,
     p: &Poison,
     (queue, retry_queue): (&str, &str),
     origin: &(String, String),
-    more: impl FnOnce(&mut FieldTable),
 ) -> BasicProperties {
-    let src = &d.properties;
-    let mut headers = src.headers().clone().unwrap_or_default();
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
     dead_letters::forget_retry_deaths(&mut headers, retry_queue);
     let mut put = |k: &str, v: &str| {
         headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
     };
     put(dead_letters::REASON, p.reason);
     put(dead_letters::ERROR, truncate(&p.error, MAX_ERROR_HEADER));
-    // A re-driven letter, or one moved back by hand, keeps naming where it was first published.
-    let (exchange, routing_key) = origin;
+    put(dead_letters::QUEUE, queue);
+    put_origin(&mut headers, origin, p.event_id.as_deref());
+    // A re-driven message carries its earlier deaths (`dead_letters::redriven_headers`): continue the count.
+    let now = AMQPValue::Timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+    let deaths =
+        headers.inner().get(dead_letters::DEATHS).and_then(dead_letters::integer).map_or(1, |n| n.saturating_add(1));
+    headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
+    // Kept from an earlier death only as Herald writes it (a timestamp): a publisher's own value of another type
+    // would leave the letter without one.
+    if !matches!(headers.inner().get(dead_letters::FIRST_DEATH_AT), Some(AMQPValue::Timestamp(_))) {
+        headers.insert(dead_letters::FIRST_DEATH_AT.into(), now.clone());
+    }
+    headers.insert(dead_letters::DEATH_AT.into(), now);
+    republished_properties(&d.properties, headers)
+}
+
+/// A retry's properties: its headers without any death record (the broker's `x-death` family, which a later
+/// expiry would read as a dead-letter cycle if it named Herald's queue, and Herald's reason for an earlier dead
+/// letter, which the listing would show if the broker dead-lettered the retry itself), its origin, and this try's
+/// number in `x-herald-retries`. Herald's count of deaths, when a letter moved back by hand has one, stays.
+fn retry_properties(d: &Delivery, origin: &(String, String), event_id: Option<&str>, try_: u32) -> BasicProperties {
+    let mut headers = d.properties.headers().clone().unwrap_or_default();
+    dead_letters::forget_deaths(&mut headers);
+    put_origin(&mut headers, origin, event_id);
+    headers.insert(dead_letters::RETRIES.into(), AMQPValue::LongLongInt(i64::from(try_)));
+    republished_properties(&d.properties, headers)
+}
+
+/// Where a republished message was first published (a re-driven letter, a retry or one moved back by hand keeps
+/// naming it), and its event id.
+fn put_origin(headers: &mut FieldTable, (exchange, routing_key): &(String, String), event_id: Option<&str>) {
+    let mut put = |k: &str, v: &str| {
+        headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    };
     put(dead_letters::EXCHANGE, exchange);
     put(dead_letters::ROUTING_KEY, routing_key);
-    put(dead_letters::QUEUE, queue);
-    if let Some(id) = &p.event_id {
+    if let Some(id) = event_id {
         put(dead_letters::EVENT_ID, id);
     }
-    more(&mut headers);
+}
+
+/// The original message's properties with `headers`, minus those that would be refused or would expire it
+/// (`user-id` must match the publishing connection's user; `expiration`) and the deprecated `cluster-id`.
+fn republished_properties(src: &BasicProperties, headers: FieldTable) -> BasicProperties {
     let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     if let Some(v) = src.content_type() {
         props = props.with_content_type(v.clone());
@@ -638,7 +655,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Read the queue depth (messages ready, not yet delivered: the consumer lag) every `every`.
-async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: CancellationToken) {
+async fn poll_lag(ch: Channel, queues: Vec<String>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -646,21 +663,24 @@ async fn poll_lag(ch: Channel, queue: String, every: Duration, stop: Cancellatio
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        match bounded(
-            "a passive queue.declare",
-            ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
-        )
-        .await
-        {
-            Ok(q) => {
-                let queue = queue.clone();
-                metrics::gauge!("herald_amqp_queue_messages", "queue" => queue.clone()).set(q.message_count() as f64);
-                metrics::gauge!("herald_amqp_queue_consumers", "queue" => queue).set(q.consumer_count() as f64);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the queue depth failed; the session is ending");
-                return;
+        for queue in &queues {
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            match bounded(
+                "a passive queue.declare",
+                ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
+            )
+            .await
+            {
+                Ok(q) => {
+                    metrics::gauge!("herald_amqp_queue_messages", "queue" => queue.clone())
+                        .set(q.message_count() as f64);
+                    metrics::gauge!("herald_amqp_queue_consumers", "queue" => queue.clone())
+                        .set(q.consumer_count() as f64);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the queue depth failed; the session is ending");
+                    return;
+                }
             }
         }
     }
@@ -671,7 +691,7 @@ mod tests {
     use super::*;
 
     /// The shared queue and the retry queue, at their defaults.
-    const QUEUES: (&str, &str) = ("herald.events", "herald.retry");
+    const QUEUES: (&str, &str) = ("herald.events", "herald.events.retry");
 
     #[test]
     fn a_batch_is_committed_in_chunks_that_each_store_at_most_the_bound() {

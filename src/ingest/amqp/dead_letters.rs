@@ -45,7 +45,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::bounded;
-use crate::config::AmqpSettings;
+use crate::config::{AmqpQueueSettings, AmqpSettings};
 
 /// How long opening the connection may take before the call answers `503`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -195,7 +195,7 @@ impl DeadLetters {
     pub async fn list(&self, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
         let s = self.settings()?;
         let (conn, ch) = connect(s).await?;
-        let result = peek(&ch, &s.queue.dead_letter_queue, limit.min(MAX_LIST)).await;
+        let result = peek(&ch, &s.queue, limit.min(MAX_LIST)).await;
         close(conn).await;
         result
     }
@@ -204,7 +204,7 @@ impl DeadLetters {
     pub async fn redrive(&self, selection: &Selection) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
         let s = self.settings()?;
         let (conn, ch) = connect(s).await?;
-        let result = redrive(&conn, &ch, &s.queue.dead_letter_queue, &s.queue.name, selection).await;
+        let result = redrive(&conn, &ch, &s.queue, selection).await;
         close(conn).await;
         result
     }
@@ -215,7 +215,8 @@ impl DeadLetters {
 }
 
 /// Take up to `limit` letters unacknowledged, then hand them all back at once.
-async fn peek(ch: &Channel, queue: &str, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
+async fn peek(ch: &Channel, q: &AmqpQueueSettings, limit: usize) -> Result<DeadLetterList, DeadLetterError> {
+    let (queue, retry_queue) = (q.dead_letter_queue.as_str(), q.retry_queue_name());
     let total = depth(ch, queue).await?;
     let mut letters = Vec::new();
     let mut last_tag = None;
@@ -223,7 +224,7 @@ async fn peek(ch: &Channel, queue: &str, limit: usize) -> Result<DeadLetterList,
         let get = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false });
         let Some(m) = bounded("a basic.get", get).await? else { break };
         last_tag = Some(m.delivery.delivery_tag);
-        letters.push(describe(&m.delivery));
+        letters.push(describe(&m.delivery, &retry_queue));
     }
     if let Some(tag) = last_tag {
         bounded("a basic.nack", ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true })).await?;
@@ -237,10 +238,10 @@ async fn peek(ch: &Channel, queue: &str, limit: usize) -> Result<DeadLetterList,
 async fn redrive(
     conn: &Connection,
     ch: &Channel,
-    queue: &str,
-    herald_queue: &str,
+    q: &AmqpQueueSettings,
     selection: &Selection,
 ) -> Result<Vec<RedriveOutcome>, DeadLetterError> {
+    let (queue, herald_queue, retry_queue) = (q.dead_letter_queue.as_str(), q.name.as_str(), q.retry_queue_name());
     let wanted: HashSet<&str> = match selection {
         Selection::Ids(ids) => ids.iter().map(String::as_str).collect(),
         Selection::All => HashSet::new(),
@@ -257,7 +258,7 @@ async fn redrive(
         let get = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false });
         let Some(m) = bounded("a basic.get", get).await? else { break };
         let d = m.delivery;
-        let letter = describe(&d);
+        let letter = describe(&d, &retry_queue);
         let selected = matches!(selection, Selection::All) || wanted.contains(letter.id.as_str());
         // One letter per id per call: a second one is a duplicate, or the same message dead-lettered again
         // since this call re-drove it (re-driving that would loop).
@@ -378,13 +379,7 @@ fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
     if let Some(headers) = d.properties.headers() {
         for (k, v) in headers.inner() {
             let name = k.as_str();
-            // `x-delivery-count` is the quorum dead-letter queue's count of peeks, not the message's.
-            let death = name == "x-death"
-                || name == "x-delivery-count"
-                || name.starts_with("x-first-death-")
-                || name.starts_with("x-last-death-")
-                || name.starts_with("x-herald-");
-            if !death {
+            if !broker_death_header(name) && !name.starts_with("x-herald-") {
                 out.insert(k.clone(), v.clone());
             }
         }
@@ -399,9 +394,12 @@ fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
 }
 
 /// What the letter's headers say, in the shape the API shows.
-fn describe(d: &Delivery) -> DeadLetter {
-    let empty = FieldTable::default();
-    let headers = d.properties.headers().as_ref().unwrap_or(&empty).inner();
+fn describe(d: &Delivery, retry_queue: &str) -> DeadLetter {
+    // The retry queue's expiries are waits, not deaths (a retried message the broker itself dead-lettered, at a
+    // delivery limit, still carries them).
+    let mut table = d.properties.headers().clone().unwrap_or_default();
+    forget_retry_deaths(&mut table, retry_queue);
+    let headers = table.inner();
     let text = |k: &str| headers.get(k).and_then(string);
     // The broker's own dead-lettering (a delivery limit): `x-death`, most recent first.
     let x_death = x_deaths(headers);
@@ -512,6 +510,30 @@ pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
     }
 }
 
+/// Whether a header is the broker's record of a message's deaths (`x-death`, `x-first-death-*`,
+/// `x-last-death-*`) or of a quorum queue's deliveries (`x-delivery-count`, the dead-letter queue's count of peeks
+/// for a letter).
+fn broker_death_header(name: &str) -> bool {
+    name == "x-death"
+        || name == "x-delivery-count"
+        || name.starts_with("x-first-death-")
+        || name.starts_with("x-last-death-")
+}
+
+/// Take every record of a death out of `headers`: the broker's ([`broker_death_header`]) and Herald's reason for
+/// its last dead letter (`x-herald-reason`, `-error`, `-queue`, `-dead-lettered-at`). Herald's count of deaths and
+/// the first one's time stay.
+pub(super) fn forget_deaths(headers: &mut FieldTable) {
+    let mut out = FieldTable::default();
+    for (k, v) in headers.inner() {
+        let name = k.as_str();
+        if !broker_death_header(name) && ![REASON, ERROR, QUEUE, DEATH_AT].contains(&name) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    *headers = out;
+}
+
 /// Take out of `headers` what the broker recorded when `retry_queue` expired the message back to Herald's queue
 /// (its `x-death` entry, and the `x-first-death-*` / `x-last-death-*` headers naming that queue): a wait for an
 /// alias is not a death, and a letter that counted one per retry would show them as its deaths and its first
@@ -606,6 +628,9 @@ mod tests {
     use lapin::types::{FieldArray, LongString};
     use lapin::BasicProperties;
 
+    /// The retry queue at its default, beside `herald.events`.
+    const RETRY: &str = "herald.events.retry";
+
     fn delivery(props: BasicProperties, body: &[u8], exchange: &str, key: &str) -> Delivery {
         let mut d = Delivery::mock(1, exchange.into(), key.into(), false, body.to_vec());
         d.properties = props;
@@ -638,7 +663,7 @@ mod tests {
         ]);
         let props = BasicProperties::default().with_message_id("m-1".into()).with_headers(headers);
         let d = delivery(props, br#"{"a":1}"#, "herald.dlx", "student.promoted");
-        let l = describe(&d);
+        let l = describe(&d, RETRY);
         assert_eq!((l.id.as_str(), l.reason.as_str(), l.exchange.as_str()), ("m-1", "unmatched", "events.topic"));
         assert_eq!((l.routing_key.as_str(), l.deaths, l.size), ("student.promoted", 2, 7));
         assert_eq!((l.body.as_str(), l.body_encoding, l.body_truncated), (r#"{"a":1}"#, BodyEncoding::Utf8, false));
@@ -670,7 +695,7 @@ mod tests {
         assert_eq!(shown_body(&[0xff, 0], 2), ("/wA=".into(), BodyEncoding::Base64, false));
 
         let big = vec![b'x'; MAX_BODY_SHOWN + 10];
-        let l = describe(&delivery(BasicProperties::default(), &big, "herald.dlx", "k"));
+        let l = describe(&delivery(BasicProperties::default(), &big, "herald.dlx", "k"), RETRY);
         assert_eq!((l.body.len(), l.size, l.body_truncated), (MAX_BODY_SHOWN, MAX_BODY_SHOWN + 10, true));
     }
 
@@ -710,9 +735,9 @@ mod tests {
         ]);
         let d =
             delivery(BasicProperties::default().with_headers(headers), &[0xff, 0x00], "herald.dlx", "match.created");
-        let l = describe(&d);
+        let l = describe(&d, RETRY);
         assert!(l.id.starts_with("sha256:"), "{}", l.id);
-        assert_eq!(describe(&d).id, l.id, "the digest is stable");
+        assert_eq!(describe(&d, RETRY).id, l.id, "the digest is stable");
         assert_eq!(
             (l.reason.as_str(), l.exchange.as_str(), l.routing_key.as_str()),
             ("delivery_limit", "sgad.matches", "match.created")
@@ -740,25 +765,58 @@ mod tests {
             ]))
         };
         let mut retried_only = table(&[
-            ("x-death", AMQPValue::FieldArray(FieldArray::from(vec![death("herald.retry", "expired", 3)]))),
+            ("x-death", AMQPValue::FieldArray(FieldArray::from(vec![death(RETRY, "expired", 3)]))),
             ("x-first-death-reason", s("expired")),
-            ("x-first-death-queue", s("herald.retry")),
+            ("x-first-death-queue", s(RETRY)),
             ("x-first-death-exchange", s("")),
             ("x-trace", s("keep me")),
         ]);
-        forget_retry_deaths(&mut retried_only, "herald.retry");
+        forget_retry_deaths(&mut retried_only, RETRY);
         assert_eq!(retried_only.inner().keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-trace"]);
 
-        let both = vec![death("herald.retry", "expired", 2), death("herald.events", "delivery_limit", 1)];
-        let mut headers = table(&[
+        // A retried message the broker dead-lettered itself at the delivery limit: its first death on record is
+        // the retry queue's expiry, which the listing passes over.
+        let both = vec![death("herald.events", "delivery_limit", 1), death(RETRY, "expired", 2)];
+        let headers = table(&[
             ("x-death", AMQPValue::FieldArray(FieldArray::from(both))),
-            ("x-first-death-reason", s("delivery_limit")),
-            ("x-first-death-queue", s("herald.events")),
+            ("x-first-death-reason", s("expired")),
+            ("x-first-death-queue", s(RETRY)),
+            ("x-last-death-reason", s("delivery_limit")),
+            ("x-last-death-queue", s("herald.events")),
         ]);
-        forget_retry_deaths(&mut headers, "herald.retry");
         let d = delivery(BasicProperties::default().with_headers(headers), b"{}", "herald.dlx", "k");
-        let l = describe(&d);
+        let l = describe(&d, RETRY);
         assert_eq!((l.deaths, l.reason.as_str()), (1, "delivery_limit"), "the delivery limit's death, alone");
+    }
+
+    /// A retry carries no record of a death: neither the broker's (a later expiry into Herald's queue would read
+    /// an `x-death` naming that queue as a dead-letter cycle) nor Herald's reason for an earlier dead letter (the
+    /// listing would show it if the broker dead-lettered the retry). Herald's count of deaths stays.
+    #[test]
+    fn a_retry_forgets_every_death_record_but_herald_s_count() {
+        let mut headers = table(&[
+            (
+                "x-death",
+                AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(table(&[(
+                    "queue",
+                    s("herald.events"),
+                )]))])),
+            ),
+            ("x-first-death-queue", s("herald.events")),
+            ("x-last-death-reason", s("delivery_limit")),
+            ("x-delivery-count", AMQPValue::LongLongInt(3)),
+            (REASON, s("unresolved_recipient")),
+            (ERROR, s("no user known")),
+            (QUEUE, s("herald.events")),
+            (DEATH_AT, AMQPValue::Timestamp(200)),
+            (DEATHS, AMQPValue::LongLongInt(1)),
+            (FIRST_DEATH_AT, AMQPValue::Timestamp(100)),
+            ("x-trace", s("keep me")),
+        ]);
+        forget_deaths(&mut headers);
+        let mut kept: Vec<&str> = headers.inner().keys().map(|k| k.as_str()).collect();
+        kept.sort();
+        assert_eq!(kept, [DEATHS, FIRST_DEATH_AT, "x-trace"]);
     }
 
     /// An earlier version recorded `""` as the origin of a letter that came through the default exchange (a
@@ -777,7 +835,7 @@ mod tests {
             ("x-death", AMQPValue::FieldArray(FieldArray::from(vec![death]))),
         ]);
         let d = delivery(BasicProperties::default().with_headers(headers), b"{}", "herald.dlx", "herald.events");
-        let l = describe(&d);
+        let l = describe(&d, RETRY);
         assert_eq!((l.exchange.as_str(), l.routing_key.as_str()), ("sgad.matches", "match.created"));
         let out = redriven_headers(&d, &l);
         assert_eq!(out.inner().get(EXCHANGE), Some(&s("sgad.matches")));

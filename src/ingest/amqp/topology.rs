@@ -27,8 +27,8 @@ pub(super) async fn declare(ch: &Channel, s: &AmqpSettings) -> Result<(), lapin:
     .await?;
     ch.queue_declare(q.name.as_str().into(), QueueDeclareOptions::durable(), queue_arguments(s)).await?;
     if s.unresolved_retries > 0 {
-        ch.queue_declare(q.retry_queue.as_str().into(), QueueDeclareOptions::durable(), retry_queue_arguments(s))
-            .await?;
+        let retry = q.retry_queue_name();
+        ch.queue_declare(retry.as_ref().into(), QueueDeclareOptions::durable(), retry_queue_arguments(s)).await?;
     }
     for x in &s.exchanges {
         let (kind, keys): (ExchangeKind, Vec<&str>) = match x.kind {
@@ -117,5 +117,17 @@ mod tests {
         s.queue.kind = AmqpQueueKind::Classic;
         let args = retry_queue_arguments(&s);
         assert!(!args.contains_key("x-dead-letter-strategy") && !args.contains_key("x-overflow"));
+    }
+
+    /// The retry queue's arguments name the queue and its type: a new queue name (how a new type or limit is
+    /// taken) brings a retry queue of its own, not a declaration of the old one the broker would refuse.
+    #[test]
+    fn the_retry_queue_follows_the_queue_name_unless_named() {
+        let mut q = Settings::defaults().amqp.queue;
+        assert_eq!(q.retry_queue_name(), "herald.events.retry");
+        q.name = "herald.events.v2".into();
+        assert_eq!(q.retry_queue_name(), "herald.events.v2.retry");
+        q.retry_queue = "waiting".into();
+        assert_eq!(q.retry_queue_name(), "waiting");
     }
 }
