@@ -120,7 +120,8 @@ function Letter({ letter: l, checked, onToggle }: { letter: DeadLetter; checked:
       </div>
       <div className="small muted">
         {l.exchange || '(default exchange)'} · <span className="mono">{l.routing_key}</span> · dead-lettered{' '}
-        {l.deaths}× · first {fmt.timestamp(l.first_dead_lettered_at)} · {fmt.bytes(l.size)}
+        {l.deaths}×{l.retries > 0 && ` after ${l.retries} retries`} · first {fmt.timestamp(l.first_dead_lettered_at)} ·{' '}
+        {fmt.bytes(l.size)}
         {l.event_id && ` · event ${l.event_id}`}
       </div>
       <details>

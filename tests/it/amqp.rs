@@ -283,6 +283,7 @@ async fn an_alias_never_taught_is_dead_lettered_after_its_retries_with_the_count
     let listed: Value = resp.json().await.unwrap();
     let letter = &listed["letters"][0];
     assert_eq!((letter["reason"].as_str(), letter["deaths"].as_u64()), (Some("unresolved_recipient"), Some(1)));
+    assert_eq!(letter["retries"], 2, "{letter}");
     assert_eq!(
         (letter["exchange"].as_str(), letter["id"].as_str()),
         (Some(exchange.as_str()), Some("stage-for-nobody"))

@@ -674,6 +674,12 @@ export interface components {
              */
             deaths: number;
             /**
+             * Format: int32
+             * @description How many times it waited in the retry queue for an alias nobody had taught yet before it was
+             *     dead-lettered (`x-herald-retries`; 0 for every other reason).
+             */
+            retries: number;
+            /**
              * Format: date-time
              * @description When it was first dead-lettered (second precision), when known.
              */

@@ -132,6 +132,9 @@ pub struct DeadLetter {
     pub routing_key: String,
     /// How many times it was dead-lettered (re-drives included).
     pub deaths: u64,
+    /// How many times it waited in the retry queue for an alias nobody had taught yet before it was
+    /// dead-lettered (`x-herald-retries`; 0 for every other reason).
+    pub retries: u32,
     /// When it was first dead-lettered (second precision), when known.
     pub first_dead_lettered_at: Option<DateTime<Utc>>,
     /// The whole body's size in bytes (also when `body` shows only its beginning).
@@ -448,6 +451,7 @@ fn describe(d: &Delivery, retry_queue: &str) -> DeadLetter {
         exchange,
         routing_key,
         deaths: herald_deaths + broker_deaths,
+        retries: headers.get(RETRIES).and_then(integer).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
         first_dead_lettered_at,
         size: d.data.len(),
         body,
