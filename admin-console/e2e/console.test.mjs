@@ -183,6 +183,7 @@ test('dead letters: an event for an unknown student is listed with its reason, a
     return (await letter.count()) > 0;
   });
   assert.match(await letter.locator('.reason').textContent(), /unresolved_recipient/);
+  assert.match(await letter.textContent(), /dead-lettered 1× after 1 retry ·/, 'it waited once for the alias');
   await page.screenshot({ path: join(ARTIFACTS, 'dead-letters.png'), fullPage: true });
 
   // The fix: teach who the student is. Then re-drive the selected letter.

@@ -76,6 +76,9 @@ export async function startHerald({ amqp } = {}) {
       'enabled = true',
       `url = ${s(amqp.url)}`,
       'reconnect_max_ms = 1000',
+      // An unresolved recipient waits once, a second, before it is dead-lettered.
+      'unresolved_retries = 1',
+      'unresolved_retry_delay_secs = 1',
       '[amqp.queue]',
       `name = ${s(`${amqp.prefix}.events`)}`,
       `dead_letter_exchange = ${s(`${amqp.prefix}.dlx`)}`,

@@ -120,7 +120,7 @@ function Letter({ letter: l, checked, onToggle }: { letter: DeadLetter; checked:
       </div>
       <div className="small muted">
         {l.exchange || '(default exchange)'} · <span className="mono">{l.routing_key}</span> · dead-lettered{' '}
-        {l.deaths}×{l.retries > 0 && ` after ${l.retries} retries`} · first {fmt.timestamp(l.first_dead_lettered_at)} ·{' '}
+        {l.deaths}×{l.retries > 0 && ` after ${l.retries} ${l.retries === 1 ? 'retry' : 'retries'}`} · first {fmt.timestamp(l.first_dead_lettered_at)} ·{' '}
         {fmt.bytes(l.size)}
         {l.event_id && ` · event ${l.event_id}`}
       </div>
