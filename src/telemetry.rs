@@ -178,9 +178,10 @@ pub const METRICS: &[Metric] = &[
         "Dead letters an operator re-drove, by outcome (`redriven`: republished and removed; `failed`: kept).",
     ),
     counter("herald_amqp_store_retries_total", "Inbox commits of an AMQP batch that failed and were retried."),
+    gauge("herald_amqp_queue_messages", "Messages ready in the consumed queue (consumer lag), by queue."),
     gauge(
-        "herald_amqp_queue_messages",
-        "Messages ready in the consumed queue (consumer lag) and in the retry queue, by queue.",
+        "herald_amqp_retry_queue_messages",
+        "Events waiting in the retry queue for an alias nobody has taught yet (not consumer lag).",
     ),
     gauge("herald_amqp_queue_consumers", "Consumers attached to the consumed queue, by queue."),
     // Store.

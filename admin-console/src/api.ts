@@ -159,7 +159,7 @@ export interface DeadLetter {
   exchange: string;
   routing_key: string;
   deaths: number;
-  /** Tries it waited in the retry queue for an alias before it was dead-lettered (0 for other reasons). */
+  /** Tries it waited in the retry queue for an alias (0 when it never did). */
   retries: number;
   first_dead_lettered_at: string | null;
   size: number;

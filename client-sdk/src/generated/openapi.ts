@@ -675,8 +675,8 @@ export interface components {
             deaths: number;
             /**
              * Format: int32
-             * @description How many times it waited in the retry queue for an alias nobody had taught yet before it was
-             *     dead-lettered (`x-herald-retries`; 0 for every other reason).
+             * @description How many times it waited in the retry queue for an alias nobody had taught yet (`x-herald-retries`; 0
+             *     when it never did). A letter with another reason may have waited too (the rules changed between tries).
              */
             retries: number;
             /**

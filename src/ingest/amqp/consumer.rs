@@ -186,11 +186,8 @@ impl Consumer {
         let lag = self.shutdown.child_token();
         if s.lag_interval_secs > 0 {
             let every = Duration::from_secs(s.lag_interval_secs);
-            let mut queues = vec![s.queue.name.clone()];
-            if s.unresolved_retries > 0 {
-                queues.push(s.queue.retry_queue_name().into_owned());
-            }
-            tokio::spawn(poll_lag(topo, queues, every, lag.clone()));
+            let retry = (s.unresolved_retries > 0).then(|| s.queue.retry_queue_name().into_owned());
+            tokio::spawn(poll_lag(topo, s.queue.name.clone(), retry, every, lag.clone()));
         }
         let _stop_lag = lag.drop_guard();
 
@@ -655,30 +652,36 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Read the queue depth (messages ready, not yet delivered: the consumer lag) every `every`.
-async fn poll_lag(ch: Channel, queues: Vec<String>, every: Duration, stop: CancellationToken) {
+/// Every `every`, the shared queue's depth and consumers (`herald_amqp_queue_messages{queue}`: consumer lag), and
+/// the retry queue's depth (`herald_amqp_retry_queue_messages`: events waiting for an alias, not lag). Ends with
+/// the session: a failed read closes the channel.
+async fn poll_lag(ch: Channel, queue: String, retry: Option<String>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let depth = async |name: &str| {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        bounded("a passive queue.declare", ch.queue_declare(name.into(), passive, FieldTable::default())).await
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for queue in &queues {
-            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-            match bounded(
-                "a passive queue.declare",
-                ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()),
-            )
-            .await
-            {
-                Ok(q) => {
-                    metrics::gauge!("herald_amqp_queue_messages", "queue" => queue.clone())
-                        .set(q.message_count() as f64);
-                    metrics::gauge!("herald_amqp_queue_consumers", "queue" => queue.clone())
-                        .set(q.consumer_count() as f64);
-                }
+        match depth(&queue).await {
+            Ok(q) => {
+                metrics::gauge!("herald_amqp_queue_messages", "queue" => queue.clone()).set(q.message_count() as f64);
+                metrics::gauge!("herald_amqp_queue_consumers", "queue" => queue.clone()).set(q.consumer_count() as f64);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the queue depth failed; the session is ending");
+                return;
+            }
+        }
+        if let Some(retry) = &retry {
+            match depth(retry).await {
+                Ok(q) => metrics::gauge!("herald_amqp_retry_queue_messages").set(q.message_count() as f64),
                 Err(e) => {
-                    tracing::debug!(error = %e, "reading the queue depth failed; the session is ending");
+                    tracing::debug!(error = %e, "reading the retry queue's depth failed; the session is ending");
                     return;
                 }
             }

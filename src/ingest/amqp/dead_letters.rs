@@ -132,8 +132,8 @@ pub struct DeadLetter {
     pub routing_key: String,
     /// How many times it was dead-lettered (re-drives included).
     pub deaths: u64,
-    /// How many times it waited in the retry queue for an alias nobody had taught yet before it was
-    /// dead-lettered (`x-herald-retries`; 0 for every other reason).
+    /// How many times it waited in the retry queue for an alias nobody had taught yet (`x-herald-retries`; 0
+    /// when it never did). A letter with another reason may have waited too (the rules changed between tries).
     pub retries: u32,
     /// When it was first dead-lettered (second precision), when known.
     pub first_dead_lettered_at: Option<DateTime<Utc>>,
