@@ -791,18 +791,19 @@ impl AmqpSettings {
             return Err(invalid("amqp.reconnect_max_ms", "must be at least amqp.reconnect_min_ms"));
         }
         let q = &self.queue;
+        let retry_queue = q.retry_queue_name().into_owned();
         for (key, name) in [
             ("amqp.queue.name", &q.name),
             ("amqp.queue.dead_letter_exchange", &q.dead_letter_exchange),
             ("amqp.queue.dead_letter_queue", &q.dead_letter_queue),
-            ("amqp.queue.retry_queue", &q.retry_queue_name().into_owned()),
+            ("amqp.queue.retry_queue", &retry_queue),
         ] {
             check_amqp_name(key, name)?;
         }
         if q.dead_letter_queue == q.name {
             return Err(invalid("amqp.queue.dead_letter_queue", "must differ from amqp.queue.name"));
         }
-        if [&q.name, &q.dead_letter_queue].contains(&&q.retry_queue_name().into_owned()) {
+        if [&q.name, &q.dead_letter_queue].contains(&&retry_queue) {
             return Err(invalid("amqp.queue.retry_queue", "must differ from amqp.queue.name and dead_letter_queue"));
         }
         if self.unresolved_retries > 0 && self.unresolved_retry_delay_secs == 0 {

@@ -423,17 +423,18 @@ impl Consumer {
         let retry_queue = q.retry_queue_name();
         let origins: Vec<(String, String)> = held.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
         let expiration = (self.settings.unresolved_retry_delay_secs * 1000).to_string();
-        let messages = held.iter().zip(&origins).map(|((d, p), origin)| {
-            let props = retry_properties(d, origin, p.event_id.as_deref(), retries(d).saturating_add(1));
+        let tries: Vec<u32> = held.iter().map(|(d, _)| retries(d).saturating_add(1)).collect();
+        let messages = held.iter().zip(&origins).zip(&tries).map(|(((d, p), origin), &try_)| {
+            let props = retry_properties(d, origin, p.event_id.as_deref(), try_);
             ("", retry_queue.as_ref(), &d.data[..], props.with_expiration(expiration.as_str().into()))
         });
         let unroutable = || format!("queue `{retry_queue}` does not exist");
         publish_confirmed(ch, "a retry", messages, unroutable).await?;
-        for ((d, p), (exchange, routing_key)) in held.iter().zip(&origins) {
+        for (((_, p), (exchange, routing_key)), try_) in held.iter().zip(&origins).zip(tries) {
             metrics::counter!("herald_amqp_messages_retried_total", "reason" => p.reason).increment(1);
             tracing::info!(
                 exchange = %exchange, routing_key = %routing_key, event_id = p.event_id.as_deref().unwrap_or(""),
-                reason = p.reason, error = %p.error, retry = retries(d) + 1, of = self.settings.unresolved_retries,
+                reason = p.reason, error = %p.error, retry = try_, of = self.settings.unresolved_retries,
                 in_secs = self.settings.unresolved_retry_delay_secs,
                 "message held for a retry"
             );
@@ -447,8 +448,9 @@ impl Consumer {
         let q = &self.settings.queue;
         // Where each was first published: what the log, the trace and the dead letter's headers name.
         let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
+        let retry_queue = q.retry_queue_name();
         let messages = poison.iter().zip(&origins).map(|((d, p), origin)| {
-            let props = dead_letter_properties(d, p, (&q.name, &q.retry_queue_name()), origin);
+            let props = dead_letter_properties(d, p, (&q.name, &retry_queue), origin);
             (q.dead_letter_exchange.as_str(), d.routing_key.as_str(), &d.data[..], props)
         });
         let unroutable =
@@ -510,11 +512,9 @@ async fn publish_confirmed<'a>(
     Ok(())
 }
 
-/// The tries an event with an unresolved recipient has had (`x-herald-retries`; 0 when first published).
+/// The tries a delivery has had in the retry queue ([`dead_letters::retries`]; 0 when first published).
 fn retries(d: &Delivery) -> u32 {
-    let headers = d.properties.headers().as_ref();
-    let n = headers.and_then(|h| h.inner().get(dead_letters::RETRIES)).and_then(dead_letters::integer);
-    n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    d.properties.headers().as_ref().map_or(0, |h| dead_letters::retries(h.inner()))
 }
 
 /// `prepared` in order, cut where the next event would take a chunk's stored bytes over `max` (each event is

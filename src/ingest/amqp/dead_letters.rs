@@ -451,7 +451,7 @@ fn describe(d: &Delivery, retry_queue: &str) -> DeadLetter {
         exchange,
         routing_key,
         deaths: herald_deaths + broker_deaths,
-        retries: headers.get(RETRIES).and_then(integer).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        retries: retries(headers),
         first_dead_lettered_at,
         size: d.data.len(),
         body,
@@ -512,6 +512,11 @@ pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
         (Some(exchange), routing_key) => (exchange, routing_key.unwrap_or_default()),
         (None, _) => (String::new(), d.routing_key.to_string()),
     }
+}
+
+/// The tries an event with an unresolved recipient has had in the retry queue (`x-herald-retries`; 0 when none).
+pub(super) fn retries(headers: &BTreeMap<ShortString, AMQPValue>) -> u32 {
+    headers.get(RETRIES).and_then(integer).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Whether a header is the broker's record of a message's deaths (`x-death`, `x-first-death-*`,
