@@ -53,6 +53,19 @@ describe('a trace as a timeline', () => {
     expect(verdict(unmatched, 'bob').tone).toBe('fail');
     const dead = { ...base, transport: 'amqp', outcome: 'dead_lettered', reason: 'missing_user_id: no user id at user_id' };
     expect(verdict(dead).text).toBe('Rule welcome: dead-lettered: missing_user_id: no user id at user_id');
+    const held = {
+      ...base,
+      transport: 'amqp',
+      outcome: 'held_for_retry',
+      recipients: [],
+      deliveries: [],
+      reason: 'unresolved_recipient: no user for student s1; retry 1 of 6, back in 10 s',
+    };
+    expect(timeline(held).map((s) => s.title)).toEqual(['Received over AMQP', 'Rule welcome: held for a retry']);
+    expect(verdict(held, 'bob')).toEqual({
+      tone: 'warn',
+      text: 'Rule welcome: held for a retry: unresolved_recipient: no user for student s1; retry 1 of 6, back in 10 s',
+    });
     const dup = { ...base, dedupe: 'duplicate', outcome: 'duplicate' };
     expect(timeline(dup).map((s) => s.title)).toEqual(['Received over HTTP', 'Duplicate']);
   });

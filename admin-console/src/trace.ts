@@ -71,6 +71,13 @@ export function timeline(t: Trace, user?: string): Step[] {
         tone: 'fail',
       });
       return steps;
+    case 'held_for_retry':
+      steps.push({
+        title: `Rule ${t.rule ?? '?'}: held for a retry`,
+        detail: t.reason ?? 'its recipient alias is not known yet: the next try is a trace of its own',
+        tone: 'warn',
+      });
+      return steps;
     case 'unresolved':
       steps.push({
         title: `Rule ${t.rule ?? '?'}: recipient unknown`,
@@ -126,11 +133,15 @@ function recipientsText(rs: string[]): string {
 /** One sentence: what became of the event (for `user`, whether they got it and if not, why). */
 export function verdict(t: Trace, user?: string): { tone: Tone; text: string } {
   const steps = timeline(t, user);
-  const stopped = steps.some((s) => s.tone === 'fail');
+  // Held for a retry: this try stopped there, whoever is asking (its recipients are not known yet).
+  const held = t.outcome === 'held_for_retry';
+  const stopped = held || steps.some((s) => s.tone === 'fail');
   if (user && !stopped && !t.recipients.includes(user) && !t.recipients.includes('everyone'))
     return { tone: 'warn', text: `${user} is not a recipient of this event` };
   const last = steps[steps.length - 1]!;
-  const stop = steps.find((s) => s.tone === 'fail') ?? (user ? steps.find((s) => s.title.startsWith('Not delivered')) : undefined);
+  const stop =
+    steps.find((s) => s.tone === 'fail') ??
+    (held ? last : user ? steps.find((s) => s.title.startsWith('Not delivered')) : undefined);
   if (stop) return { tone: stop.tone, text: `${stop.title}: ${stop.detail}` };
   if (user) {
     const got = steps.find((s) => s.title === `Delivered to ${user}`);

@@ -87,6 +87,9 @@ pub enum Kind {
     Stored,
     /// The event was dead-lettered after its commit (an unresolved alias over AMQP).
     DeadLettered,
+    /// The event was held for a retry after its commit (an unresolved alias over AMQP, with tries left): it comes
+    /// back as a trace of its own.
+    HeldForRetry,
     /// A node handed a notification to its sessions (or found none, or could not).
     Delivered,
     /// A user marked a notification read.
@@ -103,6 +106,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Stored => "stored",
             Kind::DeadLettered => "dead_lettered",
+            Kind::HeldForRetry => "held_for_retry",
             Kind::Delivered => "delivered",
             Kind::Read => "read",
             Kind::ReadAll => "read_all",
@@ -115,6 +119,7 @@ impl Kind {
             "event" => Kind::Event,
             "stored" => Kind::Stored,
             "dead_lettered" => Kind::DeadLettered,
+            "held_for_retry" => Kind::HeldForRetry,
             "delivered" => Kind::Delivered,
             "read" => Kind::Read,
             "read_all" => Kind::ReadAll,
@@ -178,7 +183,7 @@ impl Data {
 pub trait TraceStore: Send + Sync + 'static {
     /// Write `steps` in one transaction (shared: a write that failed is retried with the same steps).
     async fn append(&self, steps: Arc<Vec<Step>>) -> Result<(), TraceError>;
-    /// Steps naming this event id (`event`, `stored`, `dead_lettered`), at most `limit`.
+    /// Steps naming this event id (`event`, `stored`, `dead_lettered`, `held_for_retry`), at most `limit`.
     async fn by_event(&self, event_id: &str, limit: usize) -> Result<Vec<Step>, TraceError>;
     /// Steps of these traces.
     async fn by_traces(&self, trace_ids: &[String], limit: usize) -> Result<Vec<Step>, TraceError>;
@@ -684,6 +689,28 @@ impl Recorder {
 
     /// A committed event then dead-lettered (an alias nobody taught yet, over AMQP).
     pub fn dead_lettered(&self, trace_id: &str, event_id: &str, reason: &str, error: &str) {
+        self.after_commit(trace_id, event_id, Kind::DeadLettered, format!("{reason}: {error}"));
+    }
+
+    /// A committed event then held for a retry (an alias nobody taught yet, over AMQP): try `retry` of `of`, back
+    /// in `in_secs`. The try that follows is a trace of its own, under the same event id.
+    pub fn held_for_retry(
+        &self,
+        trace_id: &str,
+        event_id: &str,
+        (reason, error): (&str, &str),
+        (retry, of, in_secs): (u32, u32, u64),
+    ) {
+        self.after_commit(
+            trace_id,
+            event_id,
+            Kind::HeldForRetry,
+            format!("{reason}: {error}; retry {retry} of {of}, back in {in_secs} s"),
+        );
+    }
+
+    /// A step that settles a committed event's trace after its commit, with why.
+    fn after_commit(&self, trace_id: &str, event_id: &str, kind: Kind, reason: String) {
         let Some(inner) = &self.inner else { return };
         if inner.keep(hash_str(trace_id)) {
             inner.send_step(Step {
@@ -692,9 +719,9 @@ impl Recorder {
                 event_id: Some(event_id.to_owned()),
                 notification_id: None,
                 user_id: None,
-                kind: Kind::DeadLettered,
+                kind,
                 node: inner.node.to_string(),
-                data: Data::Json(json!({ "reason": format!("{reason}: {error}") })),
+                data: Data::Json(json!({ "reason": reason })),
             });
         }
     }
@@ -1048,7 +1075,8 @@ pub struct Trace {
     pub dedupe: String,
     /// The rule that matched, `null` when none did.
     pub rule: Option<String>,
-    /// `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `purged`, `live_only` or `unresolved`.
+    /// `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `held_for_retry` (an unknown alias over
+    /// AMQP: its next try is a trace of its own under the same event id), `purged`, `live_only` or `unresolved`.
     pub outcome: String,
     /// Why it was not stored, or why it was dead-lettered.
     pub reason: Option<String>,
@@ -1205,7 +1233,7 @@ impl Tracer {
     }
 }
 
-/// Build traces from their own steps (`event`, `stored`, `dead_lettered`, in the order they were written), the
+/// Build traces from their own steps (`event`, `stored`, `dead_lettered`, `held_for_retry`, in the order they were written), the
 /// steps naming their notifications (`delivered`, `read`, from any node) and their users' `read_all` /
 /// `seen_all` marks. Newest first: by reception time, then (times are kept to the millisecond) by write order.
 pub fn assemble(own: Vec<Step>, later: &[Step], marks: &[Step]) -> Vec<Trace> {
@@ -1267,9 +1295,11 @@ fn one(trace_id: String, steps: Vec<Step>, later: &[Step], marks: &[Step]) -> Op
         read: Vec::new(),
         seen: Vec::new(),
     };
-    if let Some(dead) = steps.iter().find(|s| s.kind == Kind::DeadLettered) {
-        t.outcome = "dead_lettered".into();
-        t.reason = text(&dead.data.json(), "reason").or(t.reason);
+    // What became of it after its commit: dead-lettered, or held for a retry (whose next try is another trace).
+    let settled = [Kind::DeadLettered, Kind::HeldForRetry].into_iter().find_map(|k| steps.iter().find(|s| s.kind == k));
+    if let Some(step) = settled {
+        t.outcome = step.kind.as_str().into();
+        t.reason = text(&step.data.json(), "reason").or(t.reason);
     }
     // notification id → its user (None: a broadcast).
     let mut stored: BTreeMap<i64, Option<String>> = BTreeMap::new();
@@ -1768,6 +1798,34 @@ mod tests {
             (t.event_id.as_str(), t.deliveries.len()),
             ("e5", 1),
             "the earlier delivery row is joined when read"
+        );
+    }
+
+    #[test]
+    fn each_try_of_an_event_held_for_a_retry_is_a_trace_saying_so_and_the_last_one_says_how_it_ended() {
+        let unresolved = |at: i64| {
+            json!({"transport": "amqp", "exchange": "x", "routing_key": "stage.created", "producer": null,
+                "event_type": "stage.created", "rule": "r1", "dedupe": "new", "outcome": "unresolved",
+                "reason": "unresolved_recipient: no user for student s1", "recipients": [], "at": at})
+        };
+        let own = vec![
+            step(Kind::Event, Some("t1"), None, None, "n1", 0, unresolved(0)),
+            step(Kind::HeldForRetry, Some("t1"), None, None, "n1", 0, json!({"reason": "first; retry 1 of 2"})),
+            step(Kind::Event, Some("t2"), None, None, "n1", 10, unresolved(10)),
+            step(Kind::HeldForRetry, Some("t2"), None, None, "n1", 10, json!({"reason": "second; retry 2 of 2"})),
+            step(Kind::Event, Some("t3"), None, None, "n1", 20, unresolved(20)),
+            step(Kind::DeadLettered, Some("t3"), None, None, "n1", 20, json!({"reason": "unresolved_recipient: …"})),
+        ];
+        let t = assemble(own, &[], &[]);
+        let seen: Vec<(&str, &str, Option<&str>)> =
+            t.iter().map(|t| (t.trace_id.as_str(), t.outcome.as_str(), t.reason.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("t3", "dead_lettered", Some("unresolved_recipient: …")),
+                ("t2", "held_for_retry", Some("second; retry 2 of 2")),
+                ("t1", "held_for_retry", Some("first; retry 1 of 2")),
+            ]
         );
     }
 

@@ -475,8 +475,16 @@ mod tests {
 
     #[test]
     fn the_user_index_condition_holds_exactly_the_kinds_looked_up_by_user() {
-        let all =
-            [Kind::Event, Kind::Stored, Kind::DeadLettered, Kind::Delivered, Kind::Read, Kind::ReadAll, Kind::SeenAll];
+        let all = [
+            Kind::Event,
+            Kind::Stored,
+            Kind::DeadLettered,
+            Kind::HeldForRetry,
+            Kind::Delivered,
+            Kind::Read,
+            Kind::ReadAll,
+            Kind::SeenAll,
+        ];
         // `kind > 'read'`, as SQLite compares text (bytewise, as Rust does).
         let indexed: Vec<&str> = all.iter().map(|k| k.as_str()).filter(|k| *k > "read").collect();
         assert_eq!(indexed, ["stored", "read_all", "seen_all"]);

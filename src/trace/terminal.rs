@@ -112,6 +112,7 @@ fn outcome(t: &Trace) -> String {
         "unmatched" => "no rule matched: not stored",
         "ignored" => "ignored by its rule: not stored",
         "dead_lettered" => "dead-lettered",
+        "held_for_retry" => "not stored yet: held for a retry, its next try is a trace of its own",
         "purged" => "purged the recipients' inboxes",
         "live_only" => "pushed live only, not stored",
         "unresolved" => "not stored: its alias recipient is not known yet",

@@ -292,6 +292,35 @@ async fn amqp_events_a_rule_cannot_route_or_whose_alias_is_unknown_are_traced_as
 }
 
 #[tokio::test]
+async fn an_amqp_event_held_for_a_retry_has_a_trace_per_try_saying_so_before_the_last_says_dead_lettered() {
+    let Some(amqp) = Amqp::new("trace_retry").await else { return };
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.unresolved_retries = 1;
+            s.amqp.unresolved_retry_delay_secs = 1;
+        })
+        .await;
+    let broker = Broker::connect(&amqp.url).await;
+    let f = fixture("medtrack-stage-created-core.json");
+    let props = BasicProperties::default().with_message_id("trace-retry-1".into());
+    let exchange = amqp.exchange(f["exchange"].as_str().unwrap());
+    broker.publish(&exchange, "stage.created", &serde_json::to_vec(&f["body"]).unwrap(), props).await;
+    let traces = eventually("both tries' traces, the last dead-lettered", WAIT, async || {
+        let (status, body) = event_trace(&gw, "trace-retry-1").await;
+        let traces = body["traces"].as_array().cloned().unwrap_or_default();
+        (status == 200 && traces.len() == 2 && traces[0]["outcome"] == "dead_lettered").then_some(traces)
+    })
+    .await;
+    let (last, first) = (&traces[0], &traces[1]);
+    assert_eq!(first["outcome"], "held_for_retry", "{first}");
+    let reason = first["reason"].as_str().unwrap();
+    assert!(reason.starts_with("unresolved_recipient") && reason.ends_with("retry 1 of 1, back in 1 s"), "{reason}");
+    assert_ne!(first["trace_id"], last["trace_id"], "each try is a trace of its own");
+    assert_eq!((first["rule"].as_str(), last["rule"].as_str()), (Some("stage-lifecycle"), Some("stage-lifecycle")));
+    assert!(last["reason"].as_str().unwrap().starts_with("unresolved_recipient"), "{last}");
+}
+
+#[tokio::test]
 async fn a_delivery_is_recorded_by_the_node_that_wrote_the_frame() {
     let Some((pg, redis)) = fresh_database("trace_two_nodes").await else { return };
     let a = node(&pg, &redis, "trace-a").await;

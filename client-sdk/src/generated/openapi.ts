@@ -1114,7 +1114,10 @@ export interface components {
             dedupe: string;
             /** @description The rule that matched, `null` when none did. */
             rule?: string | null;
-            /** @description `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `purged`, `live_only` or `unresolved`. */
+            /**
+             * @description `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `held_for_retry` (an unknown alias over
+             *     AMQP: its next try is a trace of its own under the same event id), `purged`, `live_only` or `unresolved`.
+             */
             outcome: string;
             /** @description Why it was not stored, or why it was dead-lettered. */
             reason?: string | null;

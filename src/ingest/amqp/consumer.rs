@@ -425,7 +425,7 @@ impl Consumer {
         let expiration = (self.settings.unresolved_retry_delay_secs * 1000).to_string();
         let tries: Vec<u32> = held.iter().map(|(d, _)| retries(d).saturating_add(1)).collect();
         let messages = held.iter().zip(&origins).zip(&tries).map(|(((d, p), origin), &try_)| {
-            let props = retry_properties(d, origin, p.event_id.as_deref(), try_);
+            let props = retry_properties(d, &retry_queue, origin, p.event_id.as_deref(), try_);
             ("", retry_queue.as_ref(), &d.data[..], props.with_expiration(expiration.as_str().into()))
         });
         let unroutable = || format!("queue `{retry_queue}` does not exist");
@@ -438,6 +438,11 @@ impl Consumer {
                 in_secs = self.settings.unresolved_retry_delay_secs,
                 "message held for a retry"
             );
+            if let Some(t) = &p.trace_id {
+                let (event_id, of) = (p.event_id.as_deref().unwrap_or_default(), self.settings.unresolved_retries);
+                let in_secs = self.settings.unresolved_retry_delay_secs;
+                self.pipeline.trace().held_for_retry(t, event_id, (p.reason, &p.error), (try_, of, in_secs));
+            }
         }
         Ok(())
     }
@@ -584,10 +589,27 @@ fn dead_letter_properties(
 /// A retry's properties: its headers without any death record (the broker's `x-death` family, which a later
 /// expiry would read as a dead-letter cycle if it named Herald's queue, and Herald's reason for an earlier dead
 /// letter, which the listing would show if the broker dead-lettered the retry itself), its origin, and this try's
-/// number in `x-herald-retries`. Herald's count of deaths, when a letter moved back by hand has one, stays.
-fn retry_properties(d: &Delivery, origin: &(String, String), event_id: Option<&str>, try_: u32) -> BasicProperties {
+/// number in `x-herald-retries`. A letter moved back by hand keeps its deaths, the broker's folded into Herald's
+/// count (`x-herald-deaths`) and first time.
+fn retry_properties(
+    d: &Delivery,
+    retry_queue: &str,
+    origin: &(String, String),
+    event_id: Option<&str>,
+    try_: u32,
+) -> BasicProperties {
     let mut headers = d.properties.headers().clone().unwrap_or_default();
+    // Its deaths so far (a letter moved back by hand: the broker's delivery limit, Herald's own) become Herald's
+    // count and first time, which outlive the records taken off below; the retry queue's expiries are not deaths.
+    dead_letters::forget_retry_deaths(&mut headers, retry_queue);
+    let (deaths, first) = dead_letters::deaths_so_far(headers.inner());
     dead_letters::forget_deaths(&mut headers);
+    if deaths > 0 {
+        headers.insert(dead_letters::DEATHS.into(), AMQPValue::LongLongInt(i64::try_from(deaths).unwrap_or(i64::MAX)));
+    }
+    if let Some(first) = first {
+        headers.insert(dead_letters::FIRST_DEATH_AT.into(), AMQPValue::Timestamp(first));
+    }
     put_origin(&mut headers, origin, event_id);
     headers.insert(dead_letters::RETRIES.into(), AMQPValue::LongLongInt(i64::from(try_)));
     republished_properties(&d.properties, headers)
@@ -746,6 +768,67 @@ mod tests {
             Some(AMQPValue::Timestamp(100)),
             "the first time stays"
         );
+    }
+
+    #[test]
+    fn a_retry_folds_the_deaths_of_a_letter_moved_back_by_hand_into_heralds_count_and_drops_their_records() {
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        let death = |queue: &str, reason: &str, count: i64, time: u64| {
+            let mut t = FieldTable::default();
+            t.insert("queue".into(), s(queue));
+            t.insert("reason".into(), s(reason));
+            t.insert("count".into(), AMQPValue::LongLongInt(count));
+            t.insert("time".into(), AMQPValue::Timestamp(time));
+            t.insert("exchange".into(), s("events.topic"));
+            AMQPValue::FieldTable(t)
+        };
+        let mut h = FieldTable::default();
+        // The broker dead-lettered it at the delivery limit once, after it had waited twice in the retry queue.
+        h.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(
+                vec![death(QUEUES.0, "delivery_limit", 1, 300), death(QUEUES.1, "expired", 2, 200)].into(),
+            ),
+        );
+        h.insert("x-first-death-queue".into(), s(QUEUES.1));
+        h.insert("x-first-death-reason".into(), s("expired"));
+        h.insert("x-last-death-queue".into(), s(QUEUES.0));
+        h.insert(dead_letters::RETRIES.into(), AMQPValue::LongLongInt(2));
+        let mut d = Delivery::mock(1, "".into(), QUEUES.0.into(), false, b"{}".to_vec());
+        d.properties = BasicProperties::default().with_headers(h);
+        let origin = dead_letters::origin(&d, QUEUES.0);
+        let retry = retry_properties(&d, QUEUES.1, &origin, Some("e-1"), 3);
+        let headers = retry.headers().clone().unwrap();
+        let names: Vec<&str> = headers.inner().keys().map(|k| k.as_str()).collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with("x-death") && !n.starts_with("x-first-") && !n.starts_with("x-last-")),
+            "no death record: {names:?}"
+        );
+        let get = |k: &str| headers.inner().get(k).cloned();
+        assert_eq!(get(dead_letters::DEATHS), Some(AMQPValue::LongLongInt(1)), "the delivery limit, not the waits");
+        assert_eq!(get(dead_letters::FIRST_DEATH_AT), Some(AMQPValue::Timestamp(300)));
+        assert_eq!(get(dead_letters::RETRIES), Some(AMQPValue::LongLongInt(3)));
+
+        // Dead-lettered after its last try: that death is counted after the one it came back with.
+        let mut back = Delivery::mock(2, "".into(), QUEUES.0.into(), false, b"{}".to_vec());
+        back.properties = retry;
+        let poison = Poison {
+            reason: "unresolved_recipient",
+            error: "no user".into(),
+            event_id: Some("e-1".into()),
+            trace_id: None,
+            rule: None,
+        };
+        let letter = dead_letter_properties(&back, &poison, QUEUES, &origin);
+        let h = letter.headers().clone().unwrap();
+        assert_eq!(h.inner().get(dead_letters::DEATHS), Some(&AMQPValue::LongLongInt(2)));
+        assert_eq!(h.inner().get(dead_letters::FIRST_DEATH_AT), Some(&AMQPValue::Timestamp(300)));
+
+        // A first try of a message that never died carries no count.
+        let fresh = Delivery::mock(3, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
+        let first = retry_properties(&fresh, QUEUES.1, &dead_letters::origin(&fresh, QUEUES.0), None, 1);
+        let h = first.headers().clone().unwrap();
+        assert_eq!((h.inner().get(dead_letters::DEATHS), h.inner().get(dead_letters::FIRST_DEATH_AT)), (None, None));
     }
 
     /// The origin recorded when the consumer dead-letters: a named exchange's own; through the default exchange

@@ -405,16 +405,8 @@ fn describe(d: &Delivery, retry_queue: &str) -> DeadLetter {
     let headers = table.inner();
     let text = |k: &str| headers.get(k).and_then(string);
     // The broker's own dead-lettering (a delivery limit): `x-death`, most recent first.
-    let x_death = x_deaths(headers);
-    let oldest = x_death.last().map(|t| t.inner());
-    let broker_deaths: u64 = x_death.iter().filter_map(|t| t.inner().get("count").and_then(integer)).sum();
-    let herald_deaths = headers.get(DEATHS).and_then(integer).unwrap_or(u64::from(text(REASON).is_some()));
-    let first = headers
-        .get(FIRST_DEATH_AT)
-        .and_then(integer)
-        .into_iter()
-        .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(integer)))
-        .min();
+    let oldest = x_deaths(headers).last().map(|t| t.inner());
+    let (deaths, first) = deaths_so_far(headers);
     let (broker_exchange, broker_routing_key) = broker_origin(headers);
     let (exchange, routing_key) = match (text(EXCHANGE), broker_exchange) {
         (Some(exchange), _) if !exchange.is_empty() => (exchange, text(ROUTING_KEY).or(broker_routing_key)),
@@ -450,7 +442,7 @@ fn describe(d: &Delivery, retry_queue: &str) -> DeadLetter {
         event_id: text(EVENT_ID),
         exchange,
         routing_key,
-        deaths: herald_deaths + broker_deaths,
+        deaths,
         retries: retries(headers),
         first_dead_lettered_at,
         size: d.data.len(),
@@ -517,6 +509,23 @@ pub(super) fn origin(d: &Delivery, queue: &str) -> (String, String) {
 /// The tries an event with an unresolved recipient has had in the retry queue (`x-herald-retries`; 0 when none).
 pub(super) fn retries(headers: &BTreeMap<ShortString, AMQPValue>) -> u32 {
     headers.get(RETRIES).and_then(integer).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// How many times a message was dead-lettered, and when first (seconds since the epoch): Herald's count and time
+/// (`x-herald-deaths`, or 1 for a letter of a version that wrote only its reason; `x-herald-first-dead-lettered-at`)
+/// plus the broker's (`x-death`: a delivery limit). Take the retry queue's expiries out first
+/// ([`forget_retry_deaths`]): they are waits.
+pub(super) fn deaths_so_far(headers: &BTreeMap<ShortString, AMQPValue>) -> (u64, Option<u64>) {
+    let x_death = x_deaths(headers);
+    let broker: u64 = x_death.iter().filter_map(|t| t.inner().get("count").and_then(integer)).sum();
+    let herald = headers.get(DEATHS).and_then(integer).unwrap_or(u64::from(headers.get(REASON).is_some()));
+    let first = headers
+        .get(FIRST_DEATH_AT)
+        .and_then(integer)
+        .into_iter()
+        .chain(x_death.iter().filter_map(|t| t.inner().get("time").and_then(integer)))
+        .min();
+    (herald.saturating_add(broker), first)
 }
 
 /// Whether a header is the broker's record of a message's deaths (`x-death`, `x-first-death-*`,
