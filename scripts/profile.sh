@@ -44,7 +44,12 @@
 #
 # Every mode writes OUT/machine.txt: how fast the machine was (scripts/lib/machine.py).
 #
-# Environment: MODE (perf), TRACE_SECS (syscalls: 5), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
+# VIA=amqp profiles the AMQP path instead: RabbitMQ started (scripts/lib/services.sh) and pinned to LOAD_CORE,
+# off Herald's core, Herald consuming its queue, the load tool publishing one event per message with confirms
+# (CONCURRENCY in flight) at RATE (give one: unbounded publishing outruns the consumer and measures the queue).
+# The CPU per event is then the consumer's: AMQP decoding, the batch's commit, ack and frames.
+#
+# Environment: MODE (perf), VIA (http or amqp), TRACE_SECS (syscalls: 5), OUT (/tmp/herald-profile-DATE), SESSIONS, EVENTS, RATE (0 = unbounded), BATCH (1),
 # CONCURRENCY (32), FREQ (perf: 999), HERALD_CORE (0), LOAD_CORE (1), CARGO_TARGET_DIR (/work/target-bench),
 # EXTRA_HERALD_ENV (e.g. "HERALD__TRACE__ENABLED=false"), HERALD_BIN (a herald binary to profile instead of
 # building this checkout's, e.g. a copy of the build before a change, for a before/after comparison), SEED (a
@@ -55,6 +60,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${MODE:-perf}
+VIA=${VIA:-http}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
 OUT=${OUT:-/tmp/herald-profile-$(date +%Y%m%d-%H%M%S)}
 HERALD_CORE=${HERALD_CORE:-0}
@@ -68,6 +74,10 @@ case $MODE in
   callgrind) SESSIONS=${SESSIONS:-200} EVENTS=${EVENTS:-1000} RATE=${RATE:-100} ;;
   none | threads | pages | syscalls) SESSIONS=${SESSIONS:-10000} EVENTS=${EVENTS:-20000} RATE=${RATE:-2000} ;;
   *) echo "MODE must be perf, callgrind, threads, pages, syscalls or none" >&2; exit 2 ;;
+esac
+case $VIA in
+  http | amqp) ;;
+  *) echo "VIA must be http or amqp" >&2; exit 2 ;;
 esac
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -102,6 +112,15 @@ cleanup() {
   stop_services
 }
 trap cleanup EXIT
+via=()
+if [ "$VIA" = amqp ]; then
+  start_rabbitmq
+  # The broker, its threads and epmd on the load core: Herald's core is Herald's.
+  pin_tree() { taskset -a -p -c "$LOAD_CORE" "$1" >/dev/null 2>&1 || true; for c in $(pgrep -P "$1"); do pin_tree "$c"; done; }
+  for pid in "${_HERALD_PIDS[-1]}" $(pgrep -x epmd); do pin_tree "$pid"; done
+  EXTRA_HERALD_ENV="HERALD__AMQP__ENABLED=true HERALD__AMQP__URL=$HERALD_TEST_AMQP_URL $EXTRA_HERALD_ENV"
+  via=(--via amqp --amqp-url "$HERALD_TEST_AMQP_URL")
+fi
 
 wrap=()
 start_hook= end_hook=
@@ -153,10 +172,10 @@ until grep -q 'herald listening on' "$OUT/herald.stdout" 2>/dev/null; do
   sleep 0.2
 done
 URL=$(sed -n 's/.*herald listening on \(http:\/\/[^ "]*\).*/\1/p' "$OUT/herald.stdout" | head -1)
-log "$MODE: herald pid $HERALD_PID at $URL; $EVENTS events to $SESSIONS sessions at ${RATE}/s (0: unbounded)"
+log "$MODE: herald pid $HERALD_PID at $URL; via $VIA; $EVENTS events to $SESSIONS sessions at ${RATE}/s (0: unbounded)"
 
 taskset -c "$LOAD_CORE" "$LT" targeted -n "$SESSIONS" -m "$EVENTS" --rate "$RATE" --batch "$BATCH" \
-  --concurrency "$CONCURRENCY" --url "$URL" --server-pid "$HERALD_PID" --label "profile-$MODE" \
+  --concurrency "$CONCURRENCY" --url "$URL" --server-pid "$HERALD_PID" --label "profile-$MODE" "${via[@]}" \
   --json-out "$OUT/report.json" --connect-timeout 120 --drain-timeout 60 --deadline 1800 \
   --on-measure-start "$start_hook" --on-measure-end "$end_hook" | sed 's/^/    /'
 acked=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"]["sent"]["acked"])' "$OUT/report.json")
