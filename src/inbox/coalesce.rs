@@ -60,8 +60,11 @@ impl Store for Coalescing {
         };
         let landing = Landing { map: &self.in_flight, key, flight: flight.clone() };
         let result = flight.await;
+        // The last one out owns the page: once the landing (the flight's last other handle) is gone, the shared
+        // output went with it, and a lone caller (the usual replay) takes the rows without copying up to
+        // `replay_page_bytes` of them; callers that shared the flight copy theirs.
         drop(landing);
-        result.map(|items| items.as_ref().clone())
+        result.map(|items| Arc::try_unwrap(items).unwrap_or_else(|shared| shared.as_ref().clone()))
     }
 
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
