@@ -1078,7 +1078,7 @@ pub struct Trace {
     /// `stored`, `duplicate`, `unmatched`, `ignored`, `dead_lettered`, `held_for_retry` (an unknown alias over
     /// AMQP: its next try is a trace of its own under the same event id), `purged`, `live_only` or `unresolved`.
     pub outcome: String,
-    /// Why it was not stored, or why it was dead-lettered.
+    /// Why it was not stored, or why it was dead-lettered or held for a retry.
     pub reason: Option<String>,
     /// After aliases: the users it was stored for (`*` for a broadcast), a purge's users, a live event's users.
     pub recipients: Vec<String>,
@@ -1233,9 +1233,9 @@ impl Tracer {
     }
 }
 
-/// Build traces from their own steps (`event`, `stored`, `dead_lettered`, `held_for_retry`, in the order they were written), the
-/// steps naming their notifications (`delivered`, `read`, from any node) and their users' `read_all` /
-/// `seen_all` marks. Newest first: by reception time, then (times are kept to the millisecond) by write order.
+/// Build traces from their own steps (`event`, `stored`, `dead_lettered`, `held_for_retry`, in the order they
+/// were written), the steps naming their notifications (`delivered`, `read`, from any node) and their users'
+/// `read_all` / `seen_all` marks. Newest first: by reception time, then (times are kept to the millisecond) by write order.
 pub fn assemble(own: Vec<Step>, later: &[Step], marks: &[Step]) -> Vec<Trace> {
     let mut by_trace: BTreeMap<String, (usize, Vec<Step>)> = BTreeMap::new();
     for (i, s) in own.into_iter().enumerate() {

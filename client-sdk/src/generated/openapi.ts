@@ -1119,7 +1119,7 @@ export interface components {
              *     AMQP: its next try is a trace of its own under the same event id), `purged`, `live_only` or `unresolved`.
              */
             outcome: string;
-            /** @description Why it was not stored, or why it was dead-lettered. */
+            /** @description Why it was not stored, or why it was dead-lettered or held for a retry. */
             reason?: string | null;
             /** @description After aliases: the users it was stored for (`*` for a broadcast), a purge's users, a live event's users. */
             recipients: string[];
