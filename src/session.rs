@@ -143,9 +143,8 @@ enum Loaded {
     /// The newest id of each chain, the user's counts in the same snapshot and, when a client asked for a
     /// replay, how far history was pruned.
     Latest(Position, Counts, u64, Option<Position>),
-    /// The user's counts after a replay, with the newest ids they include and their version; `true` after an
-    /// announced replay (sent even when unchanged, right after `replayed`).
-    Counts(Position, Counts, u64, bool),
+    /// The user's counts after a replay, with the newest ids they include and their version.
+    Counts(Position, Counts, u64),
     /// One page of a replay, oldest first.
     Page(Vec<Replayed>),
     /// How far history was pruned, read before a resync's replay.
@@ -209,6 +208,9 @@ struct Session<'a> {
     resumes: PerWindow,
     /// The counts this session last sent, and how it keeps them.
     badge: Badge,
+    /// An announced replay ended: the next counts read is sent even when unchanged (right after `replayed`), also
+    /// when a catch-up's replay started before that read answered and took its place.
+    counts_owed: bool,
 }
 
 /// Broadcast ids a session remembers to correct absolute counts computed before them.
@@ -284,6 +286,7 @@ impl<'a> Session<'a> {
             bad_messages: PerWindow::new(Instant::now()),
             resumes: PerWindow::new(Instant::now()),
             badge: Badge::default(),
+            counts_owed: false,
         }
     }
 
@@ -327,10 +330,10 @@ impl<'a> Session<'a> {
                             outbox.state_read_at(version);
                             self.on_latest(latest, counts, version, floor, &session_id).await
                         }
-                        Ok(Loaded::Counts(at, counts, version, announced)) => {
+                        Ok(Loaded::Counts(at, counts, version)) => {
                             let before = self.badge.counts;
                             self.absolute_counts(counts, at.broadcast, version);
-                            if announced || before != self.badge.counts {
+                            if std::mem::take(&mut self.counts_owed) || before != self.badge.counts {
                                 self.send_counts().await
                             } else {
                                 Ok(())
@@ -458,11 +461,11 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn read_counts(&self, announced: bool) -> PendingRead {
+    fn read_counts(&self) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
             let (at, counts, version) = store.opening(&user).await?;
-            Ok(Loaded::Counts(at, counts, version, announced))
+            Ok(Loaded::Counts(at, counts, version))
         })
     }
 
@@ -689,6 +692,7 @@ impl<'a> Session<'a> {
             let frame =
                 ServerFrame::Replayed { up_to: p.max(), up_to_targeted: p.targeted, up_to_broadcast: p.broadcast };
             self.send_now(frame.encode()).await?;
+            self.counts_owed = true;
         }
         // Frames that waited for a gap fill: the fill sent what the inbox had; whatever is still missing below
         // them was deleted meanwhile, so they go out without another fill.
@@ -702,7 +706,7 @@ impl<'a> Session<'a> {
             // The counts, read again: a replay may follow a loss (an overflow, Redis) that took counts frames
             // with it. Live frames wait for the read, as for a page. After a silent replay (a gap fill, a
             // catch-up) they are sent only when they changed.
-            self.pending = Some(self.read_counts(replay.announced));
+            self.pending = Some(self.read_counts());
         }
         Ok(())
     }
@@ -729,6 +733,10 @@ impl<'a> Session<'a> {
         let timeout = Duration::from_secs(self.deps.settings.write_timeout_secs);
         let result = tokio::time::timeout(timeout, self.write_batch(batch, fill_gaps)).await;
         batch.clear();
+        if batch.capacity() > 64 {
+            // After a burst, as the outbox does: an idle session keeps a few KiB, not a full queue's worth.
+            batch.shrink_to_fit();
+        }
         match result {
             Ok(Ok(Some(gap))) => {
                 metrics::counter!("herald_session_gap_fills_total").increment(1);

@@ -205,8 +205,7 @@ pub const METRICS: &[Metric] = &[
     gauge("herald_cluster_nodes", "Nodes reporting presence, as of the last presence request."),
     gauge("herald_cluster_sessions", "Sessions across the cluster, as of the last presence request."),
     // Sessions.
-    gauge("herald_connections", "Open WebSocket sessions on this node."),
-    gauge("herald_sessions_open", "Open sessions in this node's registry, as of the last scrape."),
+    gauge("herald_connections", "Open WebSocket sessions on this node, from the upgrade to the close."),
     gauge("herald_users_online", "Users with at least one session on this node, as of the last scrape."),
     counter("herald_sessions_opened_total", "WebSocket sessions opened."),
     counter("herald_sessions_closed_total", "WebSocket sessions closed, by reason."),

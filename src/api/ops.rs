@@ -89,9 +89,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     security(())
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let (users, sessions) = state.fanout.registry().counts();
+    // Sessions are counted by `herald_connections`, which each session keeps itself; the registry counts users.
+    let (users, _sessions) = state.fanout.registry().counts();
     metrics::gauge!("herald_users_online").set(users as f64);
-    metrics::gauge!("herald_sessions_open").set(sessions as f64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 

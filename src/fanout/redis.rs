@@ -348,34 +348,48 @@ impl Worker {
                 // Whatever was published while we were away may be lost: every session replays from the inbox.
                 metrics::counter!("herald_redis_reconnects_total").increment(1);
                 tracing::info!("redis reconnected; resyncing local sessions from the inbox");
-                self.registry.resync_all(ResyncReason::TransportLost);
             }
+            // The first connection too: sessions opened before it (Redis unreachable when the node started, or
+            // slower than the first handshake) heard nothing the other nodes published for their users, notifications
+            // and read state alike. On an empty registry this does nothing.
+            self.registry.resync_all(ResyncReason::TransportLost);
             connected_before = true;
+            // A batch that failed before the reconnect may not have reached the other nodes: tell them now, not
+            // with this node's next publish, which may be minutes away.
+            let announced = match self.transport.dropped.swap(false, Ordering::Relaxed) {
+                true => con.publish(self.mode, &[encode(&self.names, &self.transport.origin, &Message::Lost)]).await,
+                false => Ok(()),
+            };
 
             let mut presence = tokio::time::interval(self.presence_every);
             let mut peers = PeerCheck::default();
-            let error = loop {
-                tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => {
-                        self.publish_last(&mut con, &mut publish).await;
-                        let _: Result<(), _> = redis::cmd("HDEL").arg(&self.names.presence).arg(&*self.node).exec_async(&mut con).await;
-                        return;
-                    }
-                    _ = lost.notified() => break "connection lost".to_owned(),
-                    _ = self.transport.dirty.changed.notified() => {
-                        if let Err(e) = self.reconcile(&mut con, &mut subscribed).await {
-                            break e.to_string();
+            let error = if let Err(e) = announced {
+                self.transport.dropped.store(true, Ordering::Relaxed);
+                e.to_string()
+            } else {
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => {
+                            self.publish_last(&mut con, &mut publish).await;
+                            let _: Result<(), _> = redis::cmd("HDEL").arg(&self.names.presence).arg(&*self.node).exec_async(&mut con).await;
+                            return;
                         }
-                    }
-                    Some(first) = publish.recv() => {
-                        if let Err(e) = self.publish_batch(&mut con, first, &mut publish).await {
-                            break e.to_string();
+                        _ = lost.notified() => break "connection lost".to_owned(),
+                        _ = self.transport.dirty.changed.notified() => {
+                            if let Err(e) = self.reconcile(&mut con, &mut subscribed).await {
+                                break e.to_string();
+                            }
                         }
-                    }
-                    _ = presence.tick() => {
-                        if let Err(e) = self.report_presence(&mut con, &mut peers, &mut reported).await {
-                            break e.to_string();
+                        Some(first) = publish.recv() => {
+                            if let Err(e) = self.publish_batch(&mut con, first, &mut publish).await {
+                                break e.to_string();
+                            }
+                        }
+                        _ = presence.tick() => {
+                            if let Err(e) = self.report_presence(&mut con, &mut peers, &mut reported).await {
+                                break e.to_string();
+                            }
                         }
                     }
                 }
@@ -453,11 +467,13 @@ impl Worker {
     /// here, not otherwise.
     async fn reconcile(&self, con: &mut Link, subscribed: &mut HashSet<Arc<str>>) -> redis::RedisResult<()> {
         let mut changed = self.transport.dirty.take();
+        let mut revoked = HashSet::new();
         for user in self.transport.dirty.take_revoked() {
             // Not subscribed any more (the server moved the slot): subscribe again below if still online.
             if subscribed.remove(&user) {
                 metrics::counter!("herald_redis_resubscribed_total").increment(1);
-                changed.insert(user);
+                changed.insert(user.clone());
+                revoked.insert(user);
             }
         }
         for user in changed {
@@ -468,8 +484,14 @@ impl Worker {
                     return Err(e);
                 }
                 subscribed.insert(user.clone());
-                // Anything published before the subscription took effect is in the inbox: catch up on it.
-                self.registry.resync_user(&user, ResyncReason::Subscribed);
+                // Anything published before the subscription took effect is in the inbox: catch up on it. After a
+                // revoked subscription, announced: the state frames (`read`, `deleted`, ...) published while the
+                // channel was away are not in a replay, and the client refetches them.
+                let reason = match revoked.contains(&user) {
+                    true => ResyncReason::TransportLost,
+                    false => ResyncReason::Subscribed,
+                };
+                self.registry.resync_user(&user, reason);
             } else if !online && subscribed.remove(&user) {
                 con.unsubscribe(self.mode, &self.names.user(&user)).await?;
             }

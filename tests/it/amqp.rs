@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use herald::config::{AmqpExchangeKind, Secret, Settings};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{json, Value};
@@ -307,6 +309,80 @@ async fn an_alias_never_taught_is_dead_lettered_after_its_retries_with_the_count
     gw.stop().await.unwrap();
 }
 
+/// A message waiting out its retries that the broker dead-letters itself (here: returned past the quorum queue's
+/// delivery limit while no node consumed it, as a consumer crashing on it would) is listed with the broker's
+/// reason, one death, the tries it had and its first exchange and routing key, from the headers Herald's retry
+/// wrote and the broker's `x-death`. Re-driven, it gets fresh tries, and when those run out its letter counts
+/// both deaths and keeps the first one's time.
+#[tokio::test]
+async fn a_retried_event_the_broker_dead_letters_at_its_delivery_limit_is_listed_as_such_and_counts_both_deaths() {
+    let Some(amqp) = Amqp::new("retry-delivery-limit").await else { return };
+    let settings = |retries: u32| {
+        move |s: &mut Settings| {
+            s.amqp.unresolved_retries = retries;
+            s.amqp.unresolved_retry_delay_secs = 1;
+            s.amqp.queue.delivery_limit = 1;
+        }
+    };
+    let gw = amqp.gateway(settings(5)).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("medtrack.events");
+    let body = br#"{"event_type":"stage.created","payload":{"stage_id":"s-2","student_id":"still-nobody"}}"#;
+    let props = BasicProperties::default().with_message_id("stage-past-its-limit".into());
+    broker.publish(&exchange, "stage.created", body, props).await;
+    eventually("the event held for a retry", WAIT, async || {
+        (metric(&gw.url(""), "herald_amqp_messages_retried_total").await >= 1.0).then_some(())
+    })
+    .await;
+    gw.stop().await.unwrap();
+
+    // No node consumes now: back from the retry queue, the message is returned until the broker gives up on it.
+    let queue = amqp.queue();
+    eventually("the event back from the retry queue", WAIT, async || (broker.depth(&queue).await == 1).then_some(()))
+        .await;
+    let dlq = amqp.dead_letter_queue();
+    let mut returns = 0;
+    while broker.depth(&dlq).await == 0 {
+        assert!(returns < 10, "the broker never dead-lettered a message returned {returns} times");
+        if broker.return_one(&queue).await {
+            returns += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let gw = amqp.gateway(settings(1)).await;
+    let listed = dead_letters(&gw).await;
+    let l = &listed["letters"][0];
+    assert_eq!((l["reason"].as_str(), l["deaths"].as_u64()), (Some("delivery_limit"), Some(1)), "{l}");
+    assert!(l["retries"].as_u64().is_some_and(|r| r >= 1), "the tries it had: {l}");
+    assert_eq!((l["exchange"].as_str(), l["routing_key"].as_str()), (Some(exchange.as_str()), Some("stage.created")));
+    assert_eq!(l["id"], "stage-past-its-limit", "{l}");
+    let first_death = l["first_dead_lettered_at"].clone();
+    assert!(first_death.is_string(), "{l}");
+
+    // Re-driven while the alias is still unknown: one fresh try, then Herald dead-letters it itself.
+    eventually("the letter back in its queue", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+    let (status, answer) = redrive(&gw, json!({"ids": ["stage-past-its-limit"]})).await;
+    assert_eq!((status, answer["results"][0]["outcome"].as_str()), (200, Some("redriven")), "{answer}");
+    let l = eventually("dead-lettered a second time", Duration::from_secs(30), async || {
+        let list = dead_letters(&gw).await;
+        let l = list["letters"].as_array().unwrap().first().cloned()?;
+        (l["deaths"] == 2).then_some(l)
+    })
+    .await;
+    assert_eq!((l["reason"].as_str(), l["retries"].as_u64()), (Some("unresolved_recipient"), Some(1)), "{l}");
+    assert_eq!(l["first_dead_lettered_at"], first_death, "the first death's time is kept: {l}");
+    assert_eq!((l["exchange"].as_str(), l["routing_key"].as_str()), (Some(exchange.as_str()), Some("stage.created")));
+    eventually("the letter back in its queue", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+    let dead = broker.take_all(&dlq).await;
+    let headers = dead[0].properties.headers().as_ref().unwrap().inner();
+    assert!(!headers.contains_key("x-death"), "the broker's record is folded into Herald's count: {headers:?}");
+    assert_eq!(headers.get("x-herald-deaths"), Some(&AMQPValue::LongLongInt(2)), "{headers:?}");
+    assert_eq!(dead[0].data, body.to_vec(), "the body as published");
+    assert_eq!((broker.depth(&queue).await, broker.depth(&amqp.retry_queue()).await), (0, 0));
+    gw.stop().await.unwrap();
+}
+
 /// The shipped rules, with every exchange they name prefixed (`exchanges = ["a", "b"]` lines).
 fn prefix_rule_exchanges(rules: &str, prefix: &str) -> String {
     rules
@@ -381,6 +457,16 @@ impl Broker {
     pub(crate) async fn depth(&self, queue: &str) -> u32 {
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         self.ch.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
+    }
+
+    /// Take one message of `queue` and hand it back unacknowledged (`basic.nack`, requeued), as a consumer that
+    /// fails on it does: the broker counts a delivery. `false` when the queue had none ready.
+    async fn return_one(&self, queue: &str) -> bool {
+        let Some(m) = self.ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.unwrap() else {
+            return false;
+        };
+        m.delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await.unwrap();
+        true
     }
 
     /// Take every message of `queue` (dead letters, for inspection).

@@ -359,6 +359,46 @@ async fn restarting_redis_mid_stream_loses_nothing_after_resume() {
     redis.wait().unwrap();
 }
 
+/// A node that starts with Redis out of its reach still serves its sessions (degraded). What the other nodes
+/// publish for those users meanwhile reaches them once its first connection is up: they resync from the inbox
+/// (`resync`, `transport_lost`: the read state they missed is refetched). Before, the first connection subscribed
+/// them silently, a notification committed in between waited for a later one to reveal the gap, and a read
+/// never arrived.
+#[tokio::test]
+async fn sessions_opened_before_a_nodes_first_redis_connection_catch_up_when_it_connects() {
+    let Some((pg, redis)) = fresh_database("redis_late").await else { return };
+    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let (gate, open) = gated_link(upstream).await;
+    let a = node(&pg, &redis, "late-a").await;
+    let b = node(&pg, &format!("redis://{gate}"), "late-b").await;
+    ready(&a).await;
+    let r: Value = b.raw().get(b.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["checks"]["redis"]["ok"], false, "B has no Redis yet: {r}");
+    let user = unique("late-");
+    let mut on_b = b.connect(&user).await;
+    let id = notify(&a, &user, "while B had no Redis").await;
+    let read = a.post(&format!("/api/v1/users/{user}/notifications/{id}/read"), &a.token(&user)).send().await;
+    assert_eq!(read.unwrap().status(), 200);
+
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    ready(&b).await;
+    let mut kinds = Vec::new();
+    let got = loop {
+        let f = on_b.frame().await;
+        kinds.push(f["type"].as_str().unwrap().to_owned());
+        if f["type"] == "notification" {
+            break f;
+        }
+    };
+    assert_eq!(kinds, ["resync", "notification"], "announced, then the notification from the inbox");
+    assert_eq!(got["notification"]["id"], id);
+    assert!(got["notification"]["read_at"].is_string(), "as the inbox has it now, read: {got}");
+    // Live from here on.
+    let next = notify(&a, &user, "after B connected").await;
+    assert_eq!(on_b.notification().await["notification"]["id"], next);
+}
+
 #[tokio::test]
 async fn interleaved_commits_on_two_nodes_reach_a_user_in_order_per_chain_with_nothing_skipped() {
     let Some((pg, redis)) = fresh_database("interleave").await else { return };

@@ -416,6 +416,27 @@ async fn delayed_copy(
     let _ = writer.await;
 }
 
+/// A TCP proxy to `upstream` that refuses every connection (accepts and drops it at once) until `open` is set:
+/// a service out of a node's reach, then back, without restarting it.
+pub async fn gated_link(upstream: SocketAddr) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !gate.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // dropped: the peer sees the connection closed
+            }
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { continue };
+            tokio::spawn(async move {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (addr, open)
+}
+
 /// A user token signed with the development HS256 secret, with exactly these claims (tests of hostile claims).
 pub fn dev_jwt(claims: &Value) -> String {
     let secret = Settings::defaults().auth.jwt_secret.expose().as_bytes().to_vec();
