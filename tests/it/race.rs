@@ -333,3 +333,67 @@ async fn a_notification_overtaken_by_a_read_all_over_it_arrives_read() {
 async fn a_broadcast_overtaken_by_a_read_all_over_it_arrives_read() {
     overtaken_by_a_read_all("late_broadcast", Chain::Broadcast).await;
 }
+
+/// A resume's replay ends with `replayed` and then the counts, read again and sent even when unchanged. When the
+/// node's first subscription to the user's channel lands while that counts read is out (its Redis link is slow:
+/// the `SUBSCRIBE` takes 600 ms, the replay a few), the catch-up replay it starts takes the read's place: the
+/// counts it owes still follow. Before, the catch-up's own read sent counts only when they had changed, and the
+/// client got `replayed` with no counts after it.
+#[tokio::test]
+async fn the_counts_owed_after_replayed_still_come_when_a_catch_up_replay_takes_the_reads_place() {
+    use herald::inbox::instrumented::{Instrumented, Read};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Some((pg, redis)) = fresh_database("counts_owed").await else { return };
+    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
+    let proxy = slow_link(host.to_socket_addrs().unwrap().next().unwrap(), SLOW_LINK).await;
+    let user = unique("owed-");
+    // The user's second counts read (the first is the opening's) waits at the gate.
+    let (reads, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(tokio::sync::Semaphore::new(0)));
+    let hook = {
+        let (reads, gate, user) = (reads.clone(), gate.clone(), user.clone());
+        Arc::new(move |read: Read, who: &str| -> futures_util::future::BoxFuture<'static, ()> {
+            let held = matches!(read, Read::Latest) && who == user && reads.fetch_add(1, Ordering::SeqCst) == 1;
+            let gate = gate.clone();
+            Box::pin(async move {
+                if held {
+                    gate.acquire().await.unwrap().forget();
+                }
+            })
+        })
+    };
+    let hooks = herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) };
+    let prefix = pg.rsplit('/').next().unwrap().to_owned();
+    let gw = spawn_gateway_hooked(
+        |s| {
+            s.cluster.channel_prefix = prefix.clone();
+            s.store.url = pg.clone();
+            s.cluster.redis_url = herald::config::Secret::new(format!("redis://{proxy}"));
+            s.cluster.node_id = "owed".into();
+        },
+        hooks,
+    )
+    .await;
+    ready(&gw).await;
+    let first = notify(&gw, &user, "one").await;
+    notify(&gw, &user, "two").await;
+
+    let mut c = gw.connect_with(&user, &format!("&since={first}")).await;
+    assert_eq!(c.raw_frame().await, json!({"type": "counts", "unread": 2, "unseen": 2}), "after ready");
+    assert_eq!(c.raw_frame().await["type"], "notification");
+    assert_eq!(c.raw_frame().await["type"], "replayed");
+    // The subscription lands while the counts read waits: Redis has it (the node's earlier commands went first
+    // over the slow link), then its answer reaches the node and the catch-up starts.
+    let mut redis = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let channel = format!("{prefix}:u:{user}");
+    eventually("the node's subscription to the user's channel", WAIT, async || {
+        let subs: Vec<(String, i64)> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query_async(&mut redis).await.unwrap();
+        (subs[0].1 == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(SLOW_LINK + QUIET).await;
+    gate.add_permits(1);
+    assert_eq!(c.raw_frame().await, json!({"type": "counts", "unread": 2, "unseen": 2}), "right after replayed");
+    assert!(reads.load(Ordering::SeqCst) >= 2, "the read was held");
+}
