@@ -19,6 +19,10 @@
  *   `Unexpected server response: 401`); browsers hide it, so a socket that closes before opening is followed by
  *   one REST probe (`GET …/unread_count`) with the same token: 401/403 there means the same refusal.
  * - A socket that has not opened within `connectTimeoutMs` is dropped and retried with the usual backoff.
+ * - Dead link: a session must answer within twice the default ping interval (`ready`), then within one ping
+ *   interval of each `ping` the client sends (any frame counts). The deadline runs from OUR ping, not from the
+ *   last frame: a background tab whose timers the browser throttles (Chrome runs them about once a minute) pings
+ *   less often, and a quiet link is not taken for a dead one.
  */
 import { Cursors, type Position } from './cursors';
 import { Emitter } from './emitter';
@@ -279,7 +283,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
       return;
     }
     this._ws = ws;
-    this._armDeadTimer();
+    this._armDeadTimer(2 * this._pingIntervalMs); // for `ready`
     this._armConnectTimer();
     let opened = false;
     let refused: 401 | 403 | null = null;
@@ -404,7 +408,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   }
 
   private _onMessage(text: string): void {
-    this._armDeadTimer(); // any traffic proves the link is alive
+    this._clearTimer('_deadTimer'); // any traffic proves the link is alive: the next ping arms it again
     let frame: ServerFrame | null;
     try {
       frame = parseServerFrame(text);
@@ -422,7 +426,6 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
         this._pingIntervalMs = frame.ping_interval_ms > 0 ? frame.ping_interval_ms : DEFAULT_PING_INTERVAL_MS;
         const rolledBack = this._cursors.baseline(frame);
         if (rolledBack) this._log("position above the server's newest ids: resuming from them", frame);
-        this._armDeadTimer(); // again, now with the server's interval
         this._startPings();
         this._setState(State.Connected);
         if (this._wasReady || rolledBack) this._stale('reconnect');
@@ -589,19 +592,34 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
 
   private _startPings(): void {
     if (this._pingTimer !== null) clearInterval(this._pingTimer);
-    // Browsers cannot see WebSocket pings, so ask for a text pong; its arrival re-arms the dead timer.
-    this._pingTimer = setInterval(() => this._send('ping'), this._pingIntervalMs);
+    // Browsers cannot see WebSocket pings, so ask for a text pong. Its arrival (any frame) clears the deadline
+    // the ping sets; one already set by an unanswered ping stands.
+    this._pingTimer = setInterval(() => {
+      this._send('ping');
+      if (this._deadTimer === null) this._armDeadTimer(this._pingIntervalMs);
+    }, this._pingIntervalMs);
   }
 
-  /** No traffic for twice the ping interval: the link is dead (a half-open TCP connection, say). */
-  private _armDeadTimer(): void {
+  /**
+   * Nothing within `ms` (of a ping, or of opening): the link is dead (a half-open TCP connection, say). A timer
+   * that fires much later than asked (the page was frozen, or the machine slept) gives one more `ms`: the answer
+   * may be waiting behind it.
+   */
+  private _armDeadTimer(ms: number): void {
     this._clearTimer('_deadTimer');
+    const due = Date.now() + ms;
     this._deadTimer = setTimeout(() => {
-      this._log('no traffic for', 2 * this._pingIntervalMs, 'ms: reconnecting');
+      this._deadTimer = null;
+      if (Date.now() - due > Math.max(1000, ms)) {
+        this._log('the dead-link timer fired late: waiting', ms, 'ms more');
+        this._armDeadTimer(ms);
+        return;
+      }
+      this._log('no answer within', ms, 'ms: reconnecting');
       this._dropSocket(4000, 'no traffic');
       this._error('transport', new HeraldError(0, 'dead_link', 'no traffic from the server: reconnecting'));
       this._scheduleReconnect();
-    }, 2 * this._pingIntervalMs);
+    }, ms);
   }
 
   private _send(text: string): void {

@@ -8,7 +8,8 @@
  *   (the client is disconnected, or the store was created after the frame went by). After a `resync` the counts
  *   come in the `counts` frame that follows the replay (`replayed`), as after every reconnect.
  * - One list per distinct filter (tab + type + related object + page size), fetched once however many
- *   subscribers it has. Its pages are fetched again on the first `connected` (what was committed between the
+ *   subscribers it has. A list nobody shows is kept (and patched) for when it is shown again, but only the
+ *   {@link MAX_IDLE_LISTS} most recently shown of them: older ones are dropped. Its pages are fetched again on the first `connected` (what was committed between the
  *   fetch and `ready` was neither in the page nor pushed live) and on every `stale` event (reconnect, resync,
  *   truncated history): once per event, for the lists someone shows; the others are refetched when shown again.
  *   A refetch goes down to the oldest item the list had loaded (at most {@link MAX_REFETCH_PAGES} requests;
@@ -17,6 +18,13 @@
  *   and the answers of the store's own actions patch every list: a notification that stops matching a list's
  *   filter leaves it; one that starts matching joins it when its id falls within what the list has loaded. An
  *   `unread` or `unarchived` frame naming one no list holds (it had left them all) fetches it by id to place it.
+ *   A live notification also joins a list whose first page is on its way (the page may not have it).
+ * - A first page answered after a change (a frame but `notification`, or an action's answer) is not applied: it
+ *   may predate the change, so it is fetched again (at most {@link MAX_STALE_PAGES} times in a row).
+ * - A REST value of the counts (`refreshCounts()`, `markAllSeen()`'s unseen 0) is applied only if no `counts`
+ *   frame arrived while the request was out: the frame is as new, or newer.
+ * - Before the first `connected`, lists and counts wait for it, unless the socket cannot open (a `transport` or
+ *   `token` error, state `unauthorized`): then they are fetched over REST, and fail visibly if need be.
  * - Snapshots (`getCounts()`, `getList()`) are immutable and replaced on change (React's useSyncExternalStore).
  */
 import type { HeraldClient } from './client';
@@ -72,6 +80,8 @@ export interface CountsState {
 }
 
 interface Entry {
+  /** Its key in the store's map. */
+  key: string;
   filter: InboxFilter;
   state: ListState;
   subscribers: number;
@@ -121,6 +131,10 @@ function byIdDesc(a: Notification, b: Notification): number {
   return b.id - a.id;
 }
 
+/** Lists nobody shows that are kept (patched by live frames) for when they are shown again; older ones are dropped. */
+export const MAX_IDLE_LISTS = 8;
+/** A first page answered after a change is fetched again, at most this many times in a row (then applied). */
+export const MAX_STALE_PAGES = 3;
 /** Most ids of one frame fetched one by one; beyond, the lists' first pages are fetched again. */
 const MAX_FETCHED_BY_ID = 5;
 /** Most requests of one refetch of a list (its first page, then pages of {@link MAX_PAGE} down to its oldest). */
@@ -145,10 +159,17 @@ export class InboxStore {
   private _counts: CountsState = { unread: 0, unseen: 0, loaded: false, error: null };
   private readonly _countListeners = new Set<() => void>();
   private _countsInflight: Promise<void> | null = null;
+  /** `counts` frames so far: a REST value asked before the last one is older. */
+  private _countsFrames = 0;
   /** A `connected` state was seen: lists fetched while connecting wait for it, fetched after do not. */
   private _everConnected: boolean;
+  /** The first connect failed (`transport` or `token` error, `unauthorized`): nothing waits for `connected`. */
+  private _connectFailed = false;
   private _refetchQueued = false;
-  /** Frames that changed notifications so far: a fetch answered after another change may be out of date. */
+  /**
+   * Changes of notifications so far (frames but `notification`, and the answers of the store's own actions): a
+   * fetch answered after another change may be out of date.
+   */
   private _changes = 0;
   /**
    * While actions are in flight: the last frame (its `_changes`) naming each id, and the last one naming them all
@@ -162,8 +183,20 @@ export class InboxStore {
   /** Use {@link getInboxStore}: a second store for the same client would fetch everything twice. */
   constructor(readonly client: HeraldClient<any>) {
     this._everConnected = client.state === State.Connected;
-    client.on('counts', ({ unread, unseen }) => this._setCounts({ unread, unseen, loaded: true, error: null }));
-    for (const frame of ['read', 'unread', 'read_all', 'archived', 'unarchived', 'deleted', 'purged'] as const)
+    client.on('counts', ({ unread, unseen }) => {
+      this._countsFrames++;
+      this._setCounts({ unread, unseen, loaded: true, error: null });
+    });
+    for (const frame of [
+      'read',
+      'unread',
+      'read_all',
+      'seen_all',
+      'archived',
+      'unarchived',
+      'deleted',
+      'purged',
+    ] as const)
       client.on(frame, () => this._changes++);
     for (const frame of ['read', 'unread', 'archived', 'unarchived', 'deleted'] as const)
       client.on(frame, ({ ids }) => {
@@ -173,7 +206,7 @@ export class InboxStore {
       client.on(frame, () => {
         if (this._acting > 0) this._framedAll = this._changes;
       });
-    client.on('notification', ({ notification }) => this._place([notification]));
+    client.on('notification', ({ notification }) => this._place([notification], true));
     client.on('read', ({ ids, readAt }) =>
       this._patch(
         (n) => ids.includes(n.id) && n.read_at === null,
@@ -208,18 +241,32 @@ export class InboxStore {
     // The lists, once per event; the counts come in the `counts` frame that follows each `replayed`.
     client.on('stale', () => this._refetchAll());
     client.on('state', ({ newState }) => {
+      // Refused (a handshake, or getToken() failing for good): no `connected` will come.
+      if (newState === State.Unauthorized) return this._connectFailedNow();
       if (newState !== State.Connected) return;
       const first = !this._everConnected;
       this._everConnected = true;
       // The first `ready`: fetch (again) what was fetched, or put off, before it. Later ones come with `stale`.
       if (first) this._refetchAll();
     });
-    // The socket cannot open (a server down): fetch over REST what waited for it, and fail visibly if need be.
+    // The socket cannot open (a server down, no token): fetch over REST what waited for it, and fail visibly if
+    // need be.
     client.on('error', ({ kind }) => {
-      if (kind !== 'transport' || this._everConnected) return;
-      for (const e of this._lists.values())
-        if (e.subscribers > 0 && !e.state.loaded && !e.inflight) void this._loadFirst(e);
+      if ((kind === 'transport' || kind === 'token') && !this._everConnected) this._connectFailedNow();
     });
+  }
+
+  /** Whether a first fetch should wait for the first `connected` (which fetches it). */
+  private _waitForConnect(): boolean {
+    return this.client.state === State.Connecting && !this._everConnected && !this._connectFailed;
+  }
+
+  /** The first connect failed: fetch over REST the lists and counts that waited for it. */
+  private _connectFailedNow(): void {
+    this._connectFailed = true;
+    for (const e of this._lists.values())
+      if (e.subscribers > 0 && !e.state.loaded && !e.inflight) void this._loadFirst(e);
+    if (this._countListeners.size > 0 && !this._counts.loaded) void this.refreshCounts();
   }
 
   // --- counts ---
@@ -230,27 +277,25 @@ export class InboxStore {
     this._countListeners.add(listener);
     // No frame will bring them: a client that is not connecting, or a store created after the frame went by.
     // Decided a tick later: a provider connects its client in an effect that runs after its children's.
+    // An unauthorized client is asked too: the request fails, and the error shows.
     queueMicrotask(() => {
-      const state = this.client.state;
-      if (
-        !this._counts.loaded &&
-        this._countListeners.size > 0 &&
-        state !== State.Connecting &&
-        state !== State.Unauthorized
-      ) {
-        void this.refreshCounts();
-      }
+      if (!this._counts.loaded && this._countListeners.size > 0 && !this._waitForConnect()) void this.refreshCounts();
     });
     return () => this._countListeners.delete(listener);
   };
 
-  /** Fetch the counts over REST (one request at a time). */
+  /**
+   * Fetch the counts over REST (one request at a time). The answer is dropped if a `counts` frame arrived
+   * meanwhile (it is as new, or newer).
+   */
   refreshCounts(): Promise<void> {
     if (this._countsInflight) return this._countsInflight;
     const run = async () => {
+      const frames = this._countsFrames;
       try {
         const c = await this.client.counts();
-        this._setCounts({ unread: c.unread, unseen: c.unseen, loaded: true, error: null });
+        if (this._countsFrames === frames)
+          this._setCounts({ unread: c.unread, unseen: c.unseen, loaded: true, error: null });
       } catch (e) {
         this._setCounts({ ...this._counts, error: toHeraldError(e, 'request_failed') });
       } finally {
@@ -287,7 +332,7 @@ export class InboxStore {
       // while the first connect is under way, its `connected` fetches the list, so not twice.
       queueMicrotask(() => {
         if (!e.dirty || e.subscribers === 0) return;
-        if (this.client.state === State.Connecting && !this._everConnected && !e.state.loaded) return;
+        if (this._waitForConnect() && !e.state.loaded) return;
         void this._loadFirst(e);
       });
     }
@@ -296,7 +341,13 @@ export class InboxStore {
       if (done) return;
       done = true;
       e.listeners.delete(listener);
-      e.subscribers--;
+      if (--e.subscribers > 0) return;
+      // Idle: kept for when it is shown again, the most recently shown last; the oldest idle ones are dropped.
+      if (this._lists.get(e.key) === e) {
+        this._lists.delete(e.key);
+        this._lists.set(e.key, e);
+        this._trim();
+      }
     };
   }
 
@@ -352,6 +403,7 @@ export class InboxStore {
     this._acting++;
     try {
       const answered = await request();
+      this._changes++;
       const newer = (n: Notification) => this._framedAll > since || (this._framed.get(n.id) ?? -1) > since;
       this._place(answered.filter((n) => !newer(n)));
     } finally {
@@ -370,6 +422,7 @@ export class InboxStore {
   async markAllRead(filter?: InboxFilter): Promise<void> {
     if (!filter || !isNarrowed(filter)) {
       const { up_to, read_at } = await this.client.markAllRead();
+      this._changes++;
       this._readAll(up_to, read_at);
       return;
     }
@@ -388,7 +441,7 @@ export class InboxStore {
     for (let at = 0; at < ids.length; at += MAX_BATCH) {
       try {
         const part = ids.slice(at, at + MAX_BATCH);
-        if (action === 'delete') this._removeIds((await this.client.batch(action, part)).ids);
+        if (action === 'delete') this._removed((await this.client.batch(action, part)).ids);
         else await this._act(async () => (await this.client.batch(action, part)).items);
       } catch (e) {
         failure ??= e;
@@ -396,15 +449,20 @@ export class InboxStore {
     }
     if (failure !== null) throw failure;
   }
-  /** The bell was opened: everything is seen (the unseen count is 0 until something new arrives). */
+  /**
+   * The bell was opened: everything is seen (the unseen count is 0 until something new arrives; a `counts` frame
+   * that arrived while the request was out is newer, and stands).
+   */
   async markAllSeen(): Promise<void> {
+    const frames = this._countsFrames;
     const { up_to, seen_at } = await this.client.markAllSeen();
+    this._changes++;
     this._seenAll(up_to, seen_at);
-    this._setCounts({ ...this._counts, unseen: 0 });
+    if (this._countsFrames === frames) this._setCounts({ ...this._counts, unseen: 0 });
   }
   async remove(id: number): Promise<void> {
     await this.client.delete(id);
-    this._removeIds([id]);
+    this._removed([id]);
   }
 
   // --- internals ---
@@ -414,6 +472,7 @@ export class InboxStore {
     let e = this._lists.get(key);
     if (!e) {
       e = {
+        key,
         filter: { ...filter },
         state: INITIAL_LIST,
         subscribers: 0,
@@ -424,8 +483,21 @@ export class InboxStore {
         dirty: false,
       };
       this._lists.set(key, e);
+      this._trim();
     }
     return e;
+  }
+
+  /** Drop the least recently shown lists nobody shows beyond {@link MAX_IDLE_LISTS}. */
+  private _trim(): void {
+    let idle = 0;
+    for (const e of this._lists.values()) if (e.subscribers === 0) idle++;
+    for (const [key, e] of this._lists) {
+      if (idle <= MAX_IDLE_LISTS) break;
+      if (e.subscribers > 0) continue;
+      this._lists.delete(key);
+      idle--;
+    }
   }
 
   private _setList(e: Entry, state: ListState): void {
@@ -441,10 +513,12 @@ export class InboxStore {
       return;
     }
     e.inflight = true;
+    let stale = 0;
     try {
       do {
         e.again = false;
         const epoch = ++e.epoch;
+        const changes = this._changes;
         // What arrives while the request is out (live, above this) is not in the page but still there.
         const items = e.state.items;
         const known = items.length > 0 ? items[0]!.id : -Infinity;
@@ -453,7 +527,14 @@ export class InboxStore {
         if (!e.state.loading) this._setList(e, { ...e.state, loading: true });
         try {
           const page = await this._pagesDownTo(e.filter, floor);
-          if (epoch === e.epoch) this._setList(e, this._applyPage(e, page, known));
+          if (epoch !== e.epoch) continue;
+          // A change came while the page was on its way: the page may predate it (a notification read meanwhile
+          // shown unread again). Fetch it again rather than show it, unless changes keep coming.
+          if (this._changes !== changes && ++stale <= MAX_STALE_PAGES) {
+            e.again = true;
+            continue;
+          }
+          this._setList(e, this._applyPage(e, page, known));
         } catch (err) {
           if (epoch === e.epoch)
             this._setList(e, { ...e.state, loading: false, error: toHeraldError(err, 'request_failed') });
@@ -568,10 +649,14 @@ export class InboxStore {
     if (changed.length > 0) this._place(changed);
   }
 
-  /** Put each notification where it belongs: replaced, removed from lists it no longer matches, or added. */
-  private _place(ns: Notification[]): void {
+  /**
+   * Put each notification where it belongs: replaced, removed from lists it no longer matches, or added. `live`:
+   * new notifications pushed live, which also join the lists whose first page is on its way (it may not have
+   * them); the other changes make that page be fetched again (see `_changes`).
+   */
+  private _place(ns: Notification[], live = false): void {
     for (const e of this._lists.values()) {
-      if (!e.state.loaded) continue;
+      if (!e.state.loaded && !(live && e.inflight)) continue;
       const s = e.state;
       const oldest = s.items.length > 0 ? s.items[s.items.length - 1]!.id : Infinity;
       const byId = new Map(s.items.map((n) => [n.id, n]));
@@ -605,6 +690,12 @@ export class InboxStore {
       (n) => n.id <= upTo && n.seen_at == null,
       (n) => ({ ...n, seen_at: seenAt }),
     );
+  }
+
+  /** The store's own deletion was answered. */
+  private _removed(ids: number[]): void {
+    this._changes++;
+    this._removeIds(ids);
   }
 
   private _removeIds(ids: number[]): void {

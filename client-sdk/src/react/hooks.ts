@@ -78,15 +78,19 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   }
   const current = useRef(client);
   current.current = client;
+  /** Bumped by a `purged` frame: a page asked for before it shows what was erased, and is dropped. */
+  const purges = useRef(0);
 
   const load = useCallback(
     async (before?: number, truncate = false) => {
+      const purge = purges.current;
+      const mine = () => current.current === client && purges.current === purge;
       dispatch({ type: 'loading' });
       try {
         const page = await client.list({ limit, before, unread: unread || undefined });
-        if (current.current === client) dispatch({ type: 'page', page, first: before === undefined, truncate });
+        if (mine()) dispatch({ type: 'page', page, first: before === undefined, truncate });
       } catch (e) {
-        if (current.current === client) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
+        if (mine()) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
       }
     },
     [client, limit, unread],
@@ -104,8 +108,13 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       client.on('archived', ({ ids }) => dispatch({ type: 'remove', ids })),
       client.on('unread', ({ ids }) => (unread ? void load() : dispatch({ type: 'unread', ids }))),
       client.on('unarchived', () => void load()),
-      // Erased on the server: the first page, fetched again, is the truth (empty).
-      client.on('purged', () => void load()),
+      // Erased on the server: forget everything shown; the first page, fetched again, is the whole truth (an
+      // empty one, an empty list; broadcasts are listed again, unread).
+      client.on('purged', () => {
+        purges.current++;
+        dispatch({ type: 'reset' });
+        void load(undefined, true);
+      }),
       // After `stale`, what was loaded below the first page may be out of date too: it is dropped (it loads
       // again with fetchMore).
       onRefetchNeeded(client, (stale) => void load(undefined, stale)),

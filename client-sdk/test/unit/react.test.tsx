@@ -112,6 +112,25 @@ describe('React bindings', () => {
     expect(result.current.error).toMatchObject({ status: 404, code: 'not_found' });
   });
 
+  it('useNotifications after purged shows only what the server lists again: an empty first page is an empty list', async () => {
+    const { WS, wrapper, server } = setup([1, 2, 3]);
+    const { result } = renderHook(() => useNotifications(), { wrapper });
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([3, 2, 1]));
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(3)));
+    // Erased but for a broadcast (listed again): the targeted ones above it are gone too.
+    server.inbox.delete(2);
+    server.inbox.delete(3);
+    act(() => WS.last.receive({ type: 'purged' }));
+    await waitFor(() => expect(result.current.loading).toBe(false));
+    expect(result.current.items.map((n) => n.id)).toEqual([1]);
+    // Nothing left at all.
+    server.inbox.clear();
+    act(() => WS.last.receive({ type: 'purged' }));
+    await waitFor(() => expect(result.current.loading).toBe(false));
+    expect(result.current.items).toEqual([]);
+  });
+
   it('useNotifications after stale: the pages below the first are dropped (they were not refetched), then load fresh', async () => {
     const { WS, wrapper, server } = setup([1, 2, 3]);
     const { result } = renderHook(() => useNotifications({ limit: 2 }), { wrapper });

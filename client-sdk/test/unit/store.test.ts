@@ -1,12 +1,35 @@
 import { describe, expect, it } from 'vitest';
 import { HeraldClient, MAX_BATCH, getInboxStore, tabFilter, type FetchLike } from '../../src';
-import { MAX_REFETCH_PAGES, matchesFilter } from '../../src/store';
+import { MAX_IDLE_LISTS, MAX_REFETCH_PAGES, matchesFilter } from '../../src/store';
 import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
 import { fakeServer, makeNotification } from '../helpers/fake-server';
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
-async function setup(initial: Parameters<typeof fakeServer>[0]) {
+/**
+ * `server.fetch`, but while `hold()` is on each answer is computed at once and delivered only when `release()`d
+ * (oldest first): an answer that predates what happens meanwhile.
+ */
+function lateAnswers(server: ReturnType<typeof fakeServer>) {
+  let holding = false;
+  const held: (() => void)[] = [];
+  const fetch: FetchLike = async (input, init) => {
+    const answer = await server.fetch(input, init);
+    if (holding) await new Promise<void>((r) => held.push(r));
+    return answer;
+  };
+  return {
+    fetch,
+    hold: (on = true) => void (holding = on),
+    release: () => held.shift()?.(),
+    waiting: () => held.length,
+  };
+}
+
+async function setup(
+  initial: Parameters<typeof fakeServer>[0],
+  wrap?: (server: ReturnType<typeof fakeServer>) => FetchLike,
+) {
   const WS = createFakeWebSocket();
   const server = fakeServer(initial);
   const client = new HeraldClient({
@@ -14,7 +37,7 @@ async function setup(initial: Parameters<typeof fakeServer>[0]) {
     userId: 'u1',
     getToken: async () => 't',
     WebSocket: WS,
-    fetch: server.fetch,
+    fetch: wrap ? wrap(server) : server.fetch,
   });
   const store = getInboxStore(client);
   client.connect();
@@ -294,5 +317,149 @@ describe('the inbox store', () => {
     await settled(() => store.getList(f).loaded);
     expect(store.getList(f).items.map((x) => x.id)).toEqual([1]);
     client.close();
+  });
+
+  it.each(['a read frame', 'a seen_all frame', "the store's own markRead"] as const)(
+    'a first page answered after %s is fetched again, not shown over the newer state',
+    async (change) => {
+      let late!: ReturnType<typeof lateAnswers>;
+      const { WS, server, store } = await setup([1, 2], (s) => (late = lateAnswers(s)).fetch);
+      const f = tabFilter('all');
+      late.hold();
+      store.subscribeList(f, () => {});
+      await settled(() => late.waiting() === 1); // the page is computed: 2 unread and unseen
+      late.hold(false);
+      if (change === 'a read frame') {
+        server.inbox.get(2)!.read_at = 'elsewhere';
+        WS.last.receive({ type: 'read', ids: [2], read_at: 'elsewhere' });
+      } else if (change === 'a seen_all frame') {
+        server.inbox.get(2)!.seen_at = 'elsewhere';
+        WS.last.receive({ type: 'seen_all', up_to: 2, seen_at: 'elsewhere' });
+      } else {
+        await store.markRead(2);
+      }
+      late.release();
+      await settled(() => store.getList(f).loaded && !store.getList(f).loading);
+      const two = store.getList(f).items.find((n) => n.id === 2)!;
+      expect(change === 'a seen_all frame' ? two.seen_at : two.read_at).not.toBeNull();
+      expect(server.count(/^GET \/notifications$/)).toBe(2);
+    },
+  );
+
+  it("a notification pushed while a list's first page is on its way joins that list", async () => {
+    let late!: ReturnType<typeof lateAnswers>;
+    const { WS, server, store } = await setup([1], (s) => (late = lateAnswers(s)).fetch);
+    const f = tabFilter('all');
+    late.hold();
+    store.subscribeList(f, () => {});
+    await settled(() => late.waiting() === 1); // the page has 1 only
+    const n = makeNotification(2);
+    server.inbox.set(2, n);
+    WS.last.receive({ type: 'notification', event_type: 'e', body: {}, notification: n });
+    late.hold(false);
+    late.release();
+    await settled(() => store.getList(f).loaded);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([2, 1]);
+  });
+
+  it('lists and counts put off for the first connect fail visibly when the handshake is refused (unauthorized)', async () => {
+    const WS = createFakeWebSocket();
+    WS.autoOpen = false;
+    const server = fakeServer([1]);
+    server.fail(401);
+    const client = new HeraldClient({
+      url: 'http://h',
+      userId: 'u1',
+      getToken: async () => 't',
+      WebSocket: WS,
+      fetch: server.fetch,
+    });
+    const store = getInboxStore(client);
+    client.connect();
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    store.subscribeCounts(() => {});
+    await tick();
+    expect(server.count(/^GET \/notifications(\/counts)?$/)).toBe(0); // waiting for `connected`
+    WS.last.refuse(401);
+    await settled(() => client.state === 'unauthorized');
+    await settled(() => !store.getList(f).loading && store.getCounts().error !== null);
+    expect(store.getList(f).error).toMatchObject({ status: 401 });
+    expect(store.getCounts().error).toMatchObject({ status: 401 });
+    // Shown after that: fetched (and failing) at once, not waiting for a `connected` that will not come.
+    const other = tabFilter('unread');
+    store.subscribeList(other, () => {});
+    await settled(() => store.getList(other).error !== null);
+  });
+
+  it('lists and counts put off for the first connect fail visibly when getToken() fails', async () => {
+    const WS = createFakeWebSocket();
+    const server = fakeServer([1]);
+    const client = new HeraldClient({
+      url: 'http://h',
+      userId: 'u1',
+      getToken: async () => {
+        throw new Error('signed out');
+      },
+      WebSocket: WS,
+      fetch: server.fetch,
+      backoff: { minDelayMs: 60_000, maxDelayMs: 60_000 },
+    });
+    const store = getInboxStore(client);
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    store.subscribeCounts(() => {});
+    client.connect();
+    await settled(() => !store.getList(f).loading && store.getCounts().error !== null);
+    expect(store.getList(f).error).toMatchObject({ code: 'token_error' });
+    expect(store.getCounts().error).toMatchObject({ code: 'token_error' });
+    client.close();
+  });
+
+  it('lists nobody shows are dropped beyond MAX_IDLE_LISTS, the least recently shown first; shown ones stay', async () => {
+    const { store } = await setup([makeNotification(1, { type: 't0' })]);
+    const shown = tabFilter('all');
+    store.subscribeList(shown, () => {});
+    const filters = Array.from({ length: MAX_IDLE_LISTS + 3 }, (_, i) => tabFilter('all', { type: `t${i}` }));
+    for (const f of filters) {
+      const off = store.subscribeList(f, () => {});
+      await settled(() => store.getList(f).loaded);
+      off();
+    }
+    // Newest first: reading an old one makes a new (empty) entry, which may drop another.
+    for (const f of filters.slice(3).reverse()) expect(store.getList(f).loaded).toBe(true);
+    for (const f of filters.slice(0, 3)) expect(store.getList(f).loaded).toBe(false);
+    expect(store.getList(shown).loaded).toBe(true);
+  });
+
+  it('markAllSeen() does not zero a badge that a newer counts frame set while it was on its way', async () => {
+    const { WS, server, store } = await setup([1, 2]);
+    store.subscribeCounts(() => {});
+    WS.last.receive({ type: 'counts', unread: 2, unseen: 2 });
+    server.hold();
+    const seeing = store.markAllSeen();
+    await settled(() => server.waiting() === 1);
+    // Its commit's frames, then a new notification's counts: all before the HTTP answer.
+    WS.last.receive({ type: 'seen_all', up_to: 2, seen_at: 'now' });
+    WS.last.receive({ type: 'counts', unread: 2, unseen: 0 });
+    WS.last.receive({ type: 'counts', unread: 3, unseen: 1 });
+    server.release(true);
+    await seeing;
+    expect(store.getCounts()).toMatchObject({ unread: 3, unseen: 1 });
+  });
+
+  it('refreshCounts() does not undo a counts frame that arrived while it was on its way', async () => {
+    const { WS, server, store } = await setup([1]);
+    store.subscribeCounts(() => {});
+    WS.last.receive({ type: 'counts', unread: 1, unseen: 1 });
+    server.hold();
+    const refreshing = store.refreshCounts();
+    await settled(() => server.waiting() === 1);
+    WS.last.receive({ type: 'counts', unread: 7, unseen: 7 });
+    server.release(true); // answers what the fake inbox holds: 1, 1
+    await refreshing;
+    expect(store.getCounts()).toMatchObject({ unread: 7, unseen: 7 });
+    await store.refreshCounts(); // none meanwhile: the answer is applied
+    expect(store.getCounts()).toMatchObject({ unread: 1, unseen: 1 });
   });
 });
