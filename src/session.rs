@@ -181,6 +181,9 @@ struct Replay {
     /// A client's `resume` arrived meanwhile: its own replay once this one ends (with its own `truncated` when it
     /// reaches below the retained history, and its own `replayed`). Two of them: the lower cursor of each chain.
     resume: Option<Position>,
+    /// When this pass became needed (the session registered, a gap showed, a resync or resume came): its pages hold
+    /// every commit made before it (`Store::after`).
+    needed: Instant,
 }
 
 struct Session<'a> {
@@ -204,6 +207,9 @@ struct Session<'a> {
     /// run once the session is open, since the opening read may predate what it is about.
     deferred: Option<Option<ResyncReason>>,
     last_heard: Instant,
+    /// When the session registered for live frames (`run`): a replay from the client's `since` must hold every
+    /// commit made before.
+    registered: Instant,
     bad_messages: PerWindow,
     resumes: PerWindow,
     /// The counts this session last sent, and how it keeps them.
@@ -287,12 +293,14 @@ impl<'a> Session<'a> {
             resumes: PerWindow::new(Instant::now()),
             badge: Badge::default(),
             counts_owed: false,
+            registered: Instant::now(),
         }
     }
 
     async fn run(mut self) -> Ended {
         let s = self.deps.settings.clone();
         // Register first: whatever commits from now on is queued, and the reads below see the rest.
+        self.registered = Instant::now();
         let bounds = Bounds { frames: s.outbound_queue, bytes: s.outbound_queue_bytes, policy: s.queue_full_policy };
         let registration = match self.deps.registry.register(&self.user, bounds, s.max_sessions_per_user) {
             Ok(r) => r,
@@ -495,7 +503,8 @@ impl<'a> Session<'a> {
     fn read_page(&self, from: Position) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         let page = self.page_limit();
-        self.bounded(async move { store.after(&user, from, page).await.map(Loaded::Page) })
+        let needed = self.replay.as_ref().map_or_else(Instant::now, |r| r.needed);
+        self.bounded(async move { store.after(&user, from, page, needed).await.map(Loaded::Page) })
     }
 
     fn page_limit(&self) -> PageLimit {
@@ -535,11 +544,12 @@ impl<'a> Session<'a> {
             } else {
                 // The running replay reads up to what is committed now; one more pass covers what comes after.
                 r.again = true;
+                r.needed = Instant::now();
                 r.announced |= announced;
             }
             return;
         }
-        self.replay = Some(Replay { announced, requested: from, again: false, resume: None });
+        self.replay = Some(Replay { announced, requested: from, again: false, resume: None, needed: Instant::now() });
         self.pending = Some(match first {
             FirstRead::Page => self.read_page(from),
             FirstRead::Floor => self.read_floor(),
@@ -572,7 +582,9 @@ impl<'a> Session<'a> {
             match self.since.take() {
                 Some(since) => {
                     let again = deferred.is_some();
-                    self.replay = Some(Replay { announced: true, requested: since, again, resume: None });
+                    // Everything committed before the session registered is in the replay; the rest came live.
+                    let needed = self.registered;
+                    self.replay = Some(Replay { announced: true, requested: since, again, resume: None, needed });
                 }
                 // Without `since`, the session starts at the newest ids: older notifications are history (REST),
                 // and a frame for one of them that raced the opening is not pushed twice.

@@ -2,10 +2,13 @@
 //!
 //! When a node restarts, every tab of a user reconnects at once with the same `since`; without this, each one
 //! would run the same replay query. [`Coalescing`] wraps any [`Store`] and lets the first caller's query serve
-//! every identical caller that arrives while it runs. Everything else passes through.
+//! every identical caller that arrives while it runs and needed the read no earlier than it started: a query
+//! started before a session registered may miss a notification committed in between, which that session did not
+//! hear live either, so such a caller runs its own. Everything else passes through.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -18,7 +21,8 @@ type Flight = Shared<BoxFuture<'static, Result<Arc<Vec<Replayed>>, StoreError>>>
 
 pub struct Coalescing {
     inner: Arc<dyn Store>,
-    in_flight: Arc<Mutex<HashMap<Key, Flight>>>,
+    /// Each key's latest flight, with when it was created (its query's snapshot is later).
+    in_flight: Arc<Mutex<HashMap<Key, (Flight, Instant)>>>,
 }
 
 impl Coalescing {
@@ -30,7 +34,7 @@ impl Coalescing {
 /// Takes a finished flight out of the map, also when the waiting caller is cancelled (a session that closed
 /// mid-replay): otherwise its entry would stay behind and later identical calls would share a stale result.
 struct Landing<'a> {
-    map: &'a Mutex<HashMap<Key, Flight>>,
+    map: &'a Mutex<HashMap<Key, (Flight, Instant)>>,
     key: Key,
     flight: Flight,
 }
@@ -38,7 +42,7 @@ struct Landing<'a> {
 impl Drop for Landing<'_> {
     fn drop(&mut self) {
         let mut map = self.map.lock().expect("in-flight map poisoned");
-        if map.get(&self.key).is_some_and(|f| f.ptr_eq(&self.flight)) {
+        if map.get(&self.key).is_some_and(|(f, _)| f.ptr_eq(&self.flight)) {
             map.remove(&self.key);
         }
     }
@@ -46,17 +50,31 @@ impl Drop for Landing<'_> {
 
 #[async_trait]
 impl Store for Coalescing {
-    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(
+        &self,
+        user: &str,
+        from: Position,
+        limit: PageLimit,
+        needed: Instant,
+    ) -> Result<Vec<Replayed>, StoreError> {
         let key: Key = (user.to_owned(), from, limit);
         let flight = {
             let mut map = self.in_flight.lock().expect("in-flight map poisoned");
-            map.entry(key.clone())
-                .or_insert_with(|| {
+            match map.get(&key) {
+                // Started after the caller needed the read: its page holds what the caller's must.
+                Some((flight, started)) if *started >= needed => flight.clone(),
+                // None, or one started too early: a flight of its own, which later callers join (the older one
+                // lands for those already waiting on it).
+                _ => {
                     let inner = self.inner.clone();
                     let user = user.to_owned();
-                    async move { inner.after(&user, from, limit).await.map(Arc::new) }.boxed().shared()
-                })
-                .clone()
+                    let started = Instant::now();
+                    let flight =
+                        async move { inner.after(&user, from, limit, started).await.map(Arc::new) }.boxed().shared();
+                    map.insert(key.clone(), (flight.clone(), started));
+                    flight
+                }
+            }
         };
         let landing = Landing { map: &self.in_flight, key, flight: flight.clone() };
         let result = flight.await;
@@ -176,16 +194,17 @@ mod tests {
     async fn identical_concurrent_replays_run_one_query_and_all_get_the_rows() {
         let dir = tempfile::tempdir().unwrap();
         let (store, count) = counted(dir.path(), Duration::ZERO).await;
+        let needed = Instant::now();
         let results = futures_util::future::join_all(
-            (0..50).map(|_| store.after("u", Position::default(), PageLimit::rows(100))),
+            (0..50).map(|_| store.after("u", Position::default(), PageLimit::rows(100), needed)),
         )
         .await;
         assert!(results.iter().all(|r| r.as_ref().unwrap().len() == 20));
         assert_eq!(count.load(Ordering::SeqCst), 1, "50 identical replays, one query");
 
         // Different keys are not merged, and a finished flight is not reused.
-        store.after("u", Position::both(5), PageLimit::rows(100)).await.unwrap();
-        store.after("u", Position::default(), PageLimit::rows(100)).await.unwrap();
+        store.after("u", Position::both(5), PageLimit::rows(100), Instant::now()).await.unwrap();
+        store.after("u", Position::default(), PageLimit::rows(100), Instant::now()).await.unwrap();
         assert_eq!(count.load(Ordering::SeqCst), 3);
         store.close().await;
     }
@@ -197,13 +216,36 @@ mod tests {
         // The only waiter goes away (its session closed) while the query runs.
         let cancelled = tokio::time::timeout(
             Duration::from_millis(20),
-            store.after("u", Position::default(), PageLimit::rows(100)),
+            store.after("u", Position::default(), PageLimit::rows(100), Instant::now()),
         );
         assert!(cancelled.await.is_err(), "the read is still held");
         assert!(store.in_flight.lock().unwrap().is_empty(), "the cancelled flight was taken out of the map");
         // A later identical replay runs its own query and gets fresh rows.
-        assert_eq!(store.after("u", Position::default(), PageLimit::rows(100)).await.unwrap().len(), 20);
+        assert_eq!(
+            store.after("u", Position::default(), PageLimit::rows(100), Instant::now()).await.unwrap().len(),
+            20
+        );
         assert_eq!(count.load(Ordering::SeqCst), 2);
+        store.close().await;
+    }
+
+    /// A session that registered after an identical replay query started cannot take that query's page: it may
+    /// miss a notification committed in between, which the session did not hear live either (it was not
+    /// registered yet). It runs its own query; one that needed the read before the query started shares it.
+    #[tokio::test]
+    async fn a_replay_needed_after_an_identical_query_started_runs_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, count) = counted(dir.path(), Duration::from_millis(300)).await;
+        let early = Instant::now();
+        let read = |needed| store.after("u", Position::default(), PageLimit::rows(100), needed);
+        let first = read(early);
+        tokio::pin!(first);
+        // The first query starts (and is held).
+        assert!(tokio::time::timeout(Duration::from_millis(20), &mut first).await.is_err());
+        let late = Instant::now();
+        let (a, b, c) = tokio::join!(first, read(early), read(late));
+        assert!([a, b, c].iter().all(|r| r.as_ref().unwrap().len() == 20));
+        assert_eq!(count.load(Ordering::SeqCst), 2, "the early caller shared the first query, the late one did not");
         store.close().await;
     }
 }

@@ -46,9 +46,15 @@ impl Store for Instrumented {
         (self.hook)(Read::List, user).await;
         self.inner.list(user, q).await
     }
-    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(
+        &self,
+        user: &str,
+        from: Position,
+        limit: PageLimit,
+        needed: std::time::Instant,
+    ) -> Result<Vec<Replayed>, StoreError> {
         (self.hook)(Read::After, user).await;
-        self.inner.after(user, from, limit).await
+        self.inner.after(user, from, limit, needed).await
     }
     async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
         (self.hook)(Read::UnreadCount, user).await;

@@ -639,8 +639,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// What `user` has after position `from` (targeted ids above `from.targeted`, broadcasts above
     /// `from.broadcast`), oldest first, with bodies (resume): one page, as `limit` bounds it
-    /// ([`PageLimit::reached`] says whether there may be more).
-    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError>;
+    /// ([`PageLimit::reached`] says whether there may be more). `needed`: when the caller learned it needs the read
+    /// (a session registered, a gap showed, a resync came): the page holds every commit made before it. Identical
+    /// reads share one query only if that query started after it (`coalesce.rs`).
+    async fn after(
+        &self,
+        user: &str,
+        from: Position,
+        limit: PageLimit,
+        needed: std::time::Instant,
+    ) -> Result<Vec<Replayed>, StoreError>;
 
     /// The user's counts, read by key from the counters.
     async fn counts(&self, user: &str) -> Result<Counts, StoreError>;

@@ -534,7 +534,13 @@ impl Store for PostgresStore {
         rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
     }
 
-    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(
+        &self,
+        user: &str,
+        from: Position,
+        limit: PageLimit,
+        _: std::time::Instant,
+    ) -> Result<Vec<Replayed>, StoreError> {
         let mut rows = sqlx::query(AFTER.as_str())
             .bind(text(user))
             .bind(from.targeted)
@@ -2158,7 +2164,10 @@ mod tests {
         assert_eq!(sent(1).await.unwrap().len(), 1, "one row always");
         assert_eq!(sent(i64::MAX).await.unwrap().len(), 5);
         // Through the store: the same cut, the page as the session reads it.
-        let page = store.after("pb", Position::default(), PageLimit { rows: 500, bytes: 15_000 }).await.unwrap();
+        let page = store
+            .after("pb", Position::default(), PageLimit { rows: 500, bytes: 15_000 }, std::time::Instant::now())
+            .await
+            .unwrap();
         assert_eq!(page.len(), 2);
         store.close().await;
         db.drop_database().await;
@@ -2525,7 +2534,7 @@ mod tests {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             let (mut seen, mut cursor) = (Vec::new(), Position::default());
             while seen.len() < TOTAL && tokio::time::Instant::now() < deadline {
-                let page = reader.after(USER, cursor, PageLimit::rows(1000)).await.unwrap();
+                let page = reader.after(USER, cursor, PageLimit::rows(1000), std::time::Instant::now()).await.unwrap();
                 for r in &page {
                     seen.push(r.notification.id);
                     cursor.advance(r.notification.chain(), r.notification.id);
@@ -2567,7 +2576,10 @@ mod tests {
             futures_util::future::join_all(writers).await.into_iter().map(Result::unwrap).collect();
         let polled = polling.await.unwrap();
 
-        let all = nodes[1].after(USER, Position::default(), PageLimit::rows(10_000)).await.unwrap();
+        let all = nodes[1]
+            .after(USER, Position::default(), PageLimit::rows(10_000), std::time::Instant::now())
+            .await
+            .unwrap();
         let ids: Vec<i64> = all.iter().map(|r| r.notification.id).collect();
         assert_eq!(ids.len(), TOTAL);
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing ids");

@@ -598,7 +598,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
+    async fn after(
+        &self,
+        user: &str,
+        from: Position,
+        limit: PageLimit,
+        _: std::time::Instant,
+    ) -> Result<Vec<Replayed>, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
             // Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
@@ -636,23 +642,7 @@ impl Store for SqliteStore {
 
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
         let (user, committed) = (user.to_owned(), self.committed.clone());
-        self.read(move |c| {
-            // One read transaction: one snapshot for both.
-            c.execute_batch("BEGIN")?;
-            let read = (|| -> rusqlite::Result<_> {
-                let (latest, counts) = (latest(c, &user)?, counts(c, &user)?);
-                // The commit number loaded after the snapshot was taken: every commit in the snapshot raised it
-                // before committing, so the snapshot holds commits up to `n` at most, and all of them below `n`.
-                // Commit `n` itself may not be in it: the snapshot's version, `2n - 1`, sits between the counts of
-                // commits up to `n - 1` (`2(n-1)`, older: dropped) and those of commit `n` on (`2n`, newer: taken).
-                let n = committed.load(Ordering::Acquire);
-                Ok((latest, counts, 2 * n - 1))
-            })();
-            let end = c.execute_batch("COMMIT");
-            let read = read?;
-            end.map(|()| read)
-        })
-        .await
+        self.read(move |c| opening_snapshot(c, &user, &committed, || {})).await
     }
 
     async fn change_many(
@@ -1541,6 +1531,44 @@ fn upkeep(
     }
 }
 
+/// Reads made again when a commit lands between the commit number loaded before a snapshot and after it.
+const OPENING_TRIES: usize = 3;
+
+/// A session's opening read (`Store::opening`): its position and counts from one snapshot, and that snapshot's
+/// version, `2n - 1`, between the counts of commits up to `n - 1` (`2(n - 1)`: in it, so older) and those of
+/// commit `n` on (`2n`: taken as newer). The writer raises the commit number before each commit, one at a time,
+/// so `n` loaded before the first read means every commit below `n` is in the snapshot; loaded again after the
+/// last read and unchanged, nothing above `n` is. A commit between the two loads (`between_reads` makes one in
+/// tests) reads again; if commits keep coming, the lower bound stands: counts of commits the snapshot already
+/// holds are then applied again after it, in commit order, so the badge ends on the newest — the upper bound
+/// would drop the counts of commits it does not hold, and with no later commit for the user the badge would
+/// stay behind.
+fn opening_snapshot(
+    c: &Connection,
+    user: &str,
+    committed: &AtomicU64,
+    mut between_reads: impl FnMut(),
+) -> rusqlite::Result<(Position, Counts, u64)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = committed.load(Ordering::Acquire);
+        // One read transaction: one snapshot for both reads (taken at the first).
+        c.execute_batch("BEGIN")?;
+        let read = (|| -> rusqlite::Result<_> {
+            let latest = latest(c, user)?;
+            between_reads();
+            Ok((latest, counts(c, user)?))
+        })();
+        let end = c.execute_batch("COMMIT");
+        let (latest, counts) = read?;
+        end?;
+        if committed.load(Ordering::Acquire) == before || tries == OPENING_TRIES {
+            return Ok((latest, counts, 2 * before - 1));
+        }
+    }
+}
+
 /// One step of the dedupe keys' sweep (`sweep.rs`): the next `batch` keys in key order of this run's ranges,
 /// those applied before `cutoff` deleted; when the run's ranges are done, where it stopped is kept for the next
 /// run. Ids from before scoping (`applied_events_legacy`, which only shrinks) still go oldest first, `batch` a
@@ -2058,6 +2086,47 @@ mod tests {
         store.change("u", id, Change::Unread).await.unwrap().unwrap();
         assert_eq!(writes(), 1, "marking it unread does");
         store.close().await;
+    }
+
+    /// A session opening while commits land never takes for its snapshot's a commit the snapshot does not hold: the
+    /// counts of the user's commit that lands after the snapshot was taken are newer than its version, or read
+    /// again. Before, the commit number was loaded after the reads: a commit for the user, then one for another
+    /// user, landing in between gave a version above the user's commit, whose counts the badge then dropped; with no
+    /// later change for the user, the badge stayed one behind.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_opening_snapshot_never_claims_a_commit_it_does_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let store = Arc::new(open(&dir));
+        let (s, handle) = (store.clone(), tokio::runtime::Handle::current());
+        let (counts, version, commit_for_a) = tokio::task::spawn_blocking(move || {
+            let notify = |id: &str, user: &str| {
+                let w = Write::Notify(crate::inbox::contract::draft(id, Recipients::Users(vec![user.into()])));
+                handle.block_on(s.apply(vec![w])).unwrap();
+            };
+            let c = Connection::open(path).unwrap();
+            let (mut reads, mut commit_for_a) = (0, 0);
+            let (_, counts, version) = opening_snapshot(&c, "a", &s.committed, || {
+                reads += 1;
+                if reads == 1 {
+                    notify("for-a", "a");
+                    commit_for_a = s.committed.load(Ordering::Acquire);
+                    notify("for-b", "b");
+                }
+            })
+            .unwrap();
+            (counts, version, commit_for_a)
+        })
+        .await
+        .unwrap();
+        assert!(
+            counts.unread == 1 || version < 2 * commit_for_a,
+            "the snapshot (unread {}) misses the user's commit {commit_for_a}, whose counts (version {}) are not \
+             newer than the snapshot's version {version}",
+            counts.unread,
+            2 * commit_for_a
+        );
+        Arc::try_unwrap(store).ok().expect("one owner left").close().await;
     }
 
     /// After a clean close the database file alone holds every commit and the WAL is empty: a copy of the file

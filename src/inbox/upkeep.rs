@@ -98,8 +98,14 @@ impl Store for Monitored {
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {
         self.inner.list(user, q).await
     }
-    async fn after(&self, user: &str, from: Position, limit: PageLimit) -> Result<Vec<Replayed>, StoreError> {
-        self.inner.after(user, from, limit).await
+    async fn after(
+        &self,
+        user: &str,
+        from: Position,
+        limit: PageLimit,
+        needed: std::time::Instant,
+    ) -> Result<Vec<Replayed>, StoreError> {
+        self.inner.after(user, from, limit, needed).await
     }
     async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {
         self.inner.unread_count(user).await
