@@ -1128,11 +1128,12 @@ impl Settings {
         Ok(settings)
     }
 
-    /// What a production configuration left at a development default that is not refused (a sidecar broker may
-    /// well take `guest` on loopback), said at start and by `check-config`: the likely "forgot to set it" cases.
-    pub fn production_warnings(&self) -> Vec<String> {
-        if self.profile != Profile::Production {
-            return Vec::new();
+    /// What starts but most likely is not meant, said at start and by `check-config`: in production, what was left
+    /// at a development default that is not refused (a sidecar broker may well take `guest` on loopback) and a key
+    /// set trusted without issuer or audience; in development, its public credentials on a reachable address.
+    pub fn warnings(&self) -> Vec<String> {
+        if self.profile == Profile::Development {
+            return self.development_warnings();
         }
         let defaults = Settings::defaults();
         let mut said = Vec::new();
@@ -1154,7 +1155,55 @@ impl Settings {
                     .to_owned(),
             );
         }
+        if self.auth.jwks_enabled() {
+            let issuer = !self.auth.issuer.is_empty() || !self.auth.oidc_issuer.is_empty();
+            let mut unchecked = Vec::new();
+            if !issuer {
+                unchecked.push("auth.issuer (`iss`)");
+            }
+            if self.auth.audience.is_empty() {
+                unchecked.push("auth.audience (`aud`)");
+            }
+            if !unchecked.is_empty() {
+                said.push(format!(
+                    "user tokens are verified against a key set without {}: any token that provider signs is \
+                     accepted, also one it issued to another application or tenant (key sets are often shared)",
+                    unchecked.join(" or ")
+                ));
+            }
+        }
         said
+    }
+
+    /// Development's public credentials on an address others can reach: each lets anyone act as any user or
+    /// service, so this is said at start (the compose demo publishes its port on purpose; a test on loopback
+    /// hears nothing).
+    fn development_warnings(&self) -> Vec<String> {
+        if self.server.bind.ip().is_loopback() {
+            return Vec::new();
+        }
+        let mut public = Vec::new();
+        if self.auth.algorithm == JwtAlgorithm::HS256
+            && !self.auth.jwks_enabled()
+            && self.auth.jwt_secret.expose() == DEV_JWT_SECRET
+        {
+            public.push("the repository's development JWT secret (anyone can sign a token for any user)");
+        }
+        if self.auth.service_keys.iter().any(|k| k.key().expose() == DEV_SERVICE_KEY) {
+            public.push("the repository's development service key (anyone can publish and read any inbox)");
+        }
+        if self.auth.dev_token_endpoint {
+            public.push("the dev token endpoint (anyone can get a token for any user)");
+        }
+        if public.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "server.bind {} is not a loopback address and the development profile uses {}: whoever reaches this \
+             port is trusted; set HERALD__PROFILE=production (which refuses these) before exposing it",
+            self.server.bind,
+            public.join(", ")
+        )]
     }
 
     /// Load from the process environment.
@@ -1502,7 +1551,7 @@ mod tests {
 
     /// Production defaults an operator most likely forgot: warned of, not refused.
     #[test]
-    fn production_warns_of_the_default_broker_and_development_origins() {
+    fn production_warns_of_the_default_broker_development_origins_and_an_unchecked_key_set() {
         let prod = [
             ("HERALD__PROFILE", "production"),
             ("HERALD__AUTH__JWT_SECRET", "a-real-secret-of-some-length"),
@@ -1511,7 +1560,7 @@ mod tests {
         let with = |more: &[(&str, &str)]| {
             let mut pairs = prod.to_vec();
             pairs.extend_from_slice(more);
-            Settings::load(None, env(&pairs)).unwrap().production_warnings()
+            Settings::load(None, env(&pairs)).unwrap().warnings()
         };
         let said = with(&[("HERALD__AMQP__ENABLED", "true")]);
         assert!(said.iter().any(|w| w.starts_with("amqp.url")), "{said:?}");
@@ -1524,7 +1573,31 @@ mod tests {
         assert_eq!(with(&set), Vec::<String>::new());
         let said = with(&[("HERALD__WEBSOCKET__ALLOWED_ORIGINS", "*")]);
         assert!(said.iter().any(|w| w.contains("`*`")), "{said:?}");
-        assert_eq!(Settings::defaults().production_warnings(), Vec::<String>::new(), "development says nothing");
+        assert_eq!(Settings::defaults().warnings(), Vec::<String>::new(), "development on loopback says nothing");
+        let jwks = [("HERALD__AUTH__JWKS_URL", "https://idp.example.com/jwks"), set[2]];
+        let said = with(&jwks);
+        assert!(said.iter().any(|w| w.contains("auth.issuer") && w.contains("auth.audience")), "{said:?}");
+        let checked = [jwks[0], jwks[1], ("HERALD__AUTH__ISSUER", "https://idp"), ("HERALD__AUTH__AUDIENCE", "herald")];
+        assert_eq!(with(&checked), Vec::<String>::new());
+    }
+
+    /// The development profile's public secret, key and token endpoint on an address others reach: said at start
+    /// (not refused: the compose demo publishes its port on purpose).
+    #[test]
+    fn development_credentials_on_a_public_address_are_warned_of() {
+        let said = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs)).unwrap().warnings();
+        let public = said(&[("HERALD__SERVER__BIND", "0.0.0.0:8080"), ("HERALD__AUTH__DEV_TOKEN_ENDPOINT", "true")]);
+        assert_eq!(public.len(), 1, "{public:?}");
+        for named in ["0.0.0.0:8080", "JWT secret", "service key", "dev token endpoint", "HERALD__PROFILE=production"] {
+            assert!(public[0].contains(named), "{named}: {public:?}");
+        }
+        let own = said(&[
+            ("HERALD__SERVER__BIND", "[::]:8080"),
+            ("HERALD__AUTH__JWT_SECRET", "a-secret-of-our-own"),
+            ("HERALD__AUTH__SERVICE_KEYS", "a-key-of-our-own"),
+        ]);
+        assert_eq!(own, Vec::<String>::new(), "its own credentials: nothing public to warn of");
+        assert_eq!(said(&[("HERALD__SERVER__BIND", "[::1]:8080")]), Vec::<String>::new(), "loopback");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn start_with(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> anyhow::Result<Started> {
-    for warning in settings.production_warnings() {
+    for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
     let settings = Arc::new(settings);
@@ -171,7 +171,13 @@ pub async fn start_with(
     // Throttled log lines whose repeats no later line reported (the outage ended inside the window).
     tokio::spawn(telemetry::ratelimited::flush_every_window(shutdown.clone()));
     let tracker = TaskTracker::new();
+    let user_reads = Arc::new(api::rate::UserRate::new(
+        api::rate::Budget::Reads,
+        settings.server.user_reads_per_second,
+        settings.server.user_reads_burst,
+    ));
     let sessions = SessionDeps {
+        reads: user_reads.clone(),
         store: store.clone(),
         registry: registry.clone(),
         auth: auth.clone(),
@@ -197,11 +203,7 @@ pub async fn start_with(
             settings.server.user_writes_per_second,
             settings.server.user_writes_burst,
         ),
-        user_reads: api::rate::UserRate::new(
-            api::rate::Budget::Reads,
-            settings.server.user_reads_per_second,
-            settings.server.user_reads_burst,
-        ),
+        user_reads: user_reads.clone(),
     });
     tracing::info!(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),
@@ -290,12 +292,14 @@ async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken)
 }
 
 /// A connection URL fit for logs: the password replaced, in the user info and in query parameters whose name
-/// says secret (`?password=`, `sslpassword=`, `token=`, …: sqlx and libpq take a password there too). Read as the
-/// clients read it (the `url` crate); a URL it cannot parse has everything between `://` and the last `@` masked.
+/// says secret (`?password=`, `sslpassword=`, `token=`, `api_key=`, `code=`, `sig=`, …: sqlx and libpq take a
+/// password there, and a JWKS address may carry a function key or a signature). Read as the clients read it (the
+/// `url` crate); a URL it cannot parse has everything between `://` and the last `@` masked.
 pub fn redact_url(raw: &str) -> String {
     let secret = |name: &str| {
         let name = name.to_ascii_lowercase();
-        ["pass", "secret", "token", "key"].iter().any(|s| name.contains(s))
+        ["pass", "secret", "token", "key", "auth", "credential", "signature"].iter().any(|s| name.contains(s))
+            || ["code", "sig"].contains(&name.as_str())
     };
     if let Ok(mut url) = url::Url::parse(raw) {
         if url.password().is_some() {
@@ -331,6 +335,12 @@ mod redact_tests {
         assert_eq!(redact_url("redis://:pw@h:6379/0?PASSWORD=x"), "redis://:***@h:6379/0?PASSWORD=***");
         assert_eq!(redact_url("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
         assert_eq!(redact_url("sqlite:///var/lib/herald.db"), "sqlite:///var/lib/herald.db");
+        // A JWKS address behind a function key or a signed URL.
+        assert_eq!(redact_url("https://idp/keys?code=K1&v=2"), "https://idp/keys?code=***&v=2");
+        assert_eq!(
+            redact_url("https://idp/keys?sig=S&se=1&X-Amz-Signature=A"),
+            "https://idp/keys?sig=***&se=1&X-Amz-Signature=***"
+        );
         // A password holding `?` or `/` (not percent-encoded): nothing of it is printed.
         for raw in ["postgres://u:pa?ss@h/db", "postgres://u:p/w?x@h/db"] {
             let masked = redact_url(raw);

@@ -171,7 +171,7 @@ fn run() -> anyhow::Result<()> {
             // What `serve` reads before it listens: the verification key (a PEM file, the key set's address).
             herald::auth::Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
             let rules = herald::rules::Rules::load_at_start(&settings.rules.path)?;
-            for warning in settings.production_warnings() {
+            for warning in settings.warnings() {
                 eprintln!("warning: {warning}");
             }
             println!("configuration ok: {} rules", rules.len());

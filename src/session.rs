@@ -47,6 +47,16 @@ pub struct SessionDeps {
     pub auth: Arc<Authenticator>,
     pub settings: Arc<WebSocketSettings>,
     pub shutdown: CancellationToken,
+    /// The user's reads (`server.user_reads_per_second`), which a `resume` spends as a REST read does.
+    pub reads: Arc<dyn ReadBudget>,
+}
+
+/// A user's read budget, shared with the REST inbox (the API's limiter implements it): a `resume` is a replay,
+/// which takes one of the store's read connections every session shares, so a user's sockets together resume no
+/// faster than the user may read, whichever number of them is open.
+pub trait ReadBudget: Send + Sync {
+    /// Spends one of `user`'s reads; false, spending nothing, when none is left now.
+    fn take(&self, user: &str) -> bool;
 }
 
 /// The handles every delivery records into, registered once (at the process's first delivery, after the
@@ -841,6 +851,12 @@ impl<'a> Session<'a> {
                          from where it is)"
                     );
                     return self.bad_message("rate_limited", &message).await;
+                }
+                if !self.deps.reads.take(&self.user) {
+                    let message = "too many reads of this inbox from its user (server.user_reads_per_second, shared \
+                                   by the user's sockets and REST reads): not replayed (the session goes on from \
+                                   where it is)";
+                    return self.bad_message("rate_limited", message).await;
                 }
                 match (self.opened, self.since.is_some()) {
                     (true, _) => self.start_replay(since, true, FirstRead::Latest),

@@ -75,7 +75,7 @@ pub struct Shared {
     pub ingest_shares: events::IngestShares,
     /// How fast a user token may change its inbox.
     pub user_writes: rate::UserRate,
-    pub user_reads: rate::UserRate,
+    pub user_reads: Arc<rate::UserRate>,
 }
 
 impl std::ops::Deref for AppState {

@@ -89,6 +89,13 @@ impl UserRate {
     }
 }
 
+/// A `resume` on a session is one of its user's reads (the session module cannot see the API: it asks this).
+impl crate::session::ReadBudget for UserRate {
+    fn take(&self, user: &str) -> bool {
+        self.charge(user, 1).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

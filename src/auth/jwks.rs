@@ -312,7 +312,8 @@ impl Jwks {
         let fetched = get(client, &url)
             .await
             .and_then(|(body, max_age)| {
-                let (keys, skipped) = parse_key_set(&body, &self.shared.allowed).map_err(|e| format!("{url}: {e}"))?;
+                let (keys, skipped) = parse_key_set(&body, &self.shared.allowed)
+                    .map_err(|e| format!("{}: {e}", redact_url(url.as_str())))?;
                 Ok((keys, skipped, max_age))
             })
             .inspect_err(|_| *discovered = None)?;
@@ -377,13 +378,14 @@ async fn discover(
         jwks_uri: String,
     }
     let (body, _) = get(client, discovery).await?;
+    let discovery = redact_url(discovery.as_str());
     let doc: Configuration =
         serde_json::from_slice(&body).map_err(|e| format!("{discovery}: not an OpenID provider configuration: {e}"))?;
     if doc.issuer != issuer {
         return Err(format!("{discovery} names issuer {}, not auth.oidc_issuer {}", shown(&doc.issuer), shown(issuer)));
     }
     let jwks = check_key_url(&doc.jwks_uri, profile).map_err(|e| format!("{discovery}: jwks_uri {e}"))?;
-    if jwks.scheme() != "https" && discovery.scheme() == "https" {
+    if jwks.scheme() != "https" && discovery.starts_with("https:") {
         return Err(format!("{discovery}: jwks_uri `{}` steps down from https://", redact_url(&doc.jwks_uri)));
     }
     Ok(jwks)
@@ -392,22 +394,24 @@ async fn discover(
 /// GET `url`: its body (at most [`MAX_BODY_BYTES`]) and how long it may be cached.
 async fn get(client: &reqwest::Client, url: &url::Url) -> Result<(Vec<u8>, Duration), String> {
     use reqwest::header::{ACCEPT, CACHE_CONTROL};
+    // Messages reach logs and `/readyz`: the address as `redact_url` shows it, and reqwest's errors without theirs.
+    let shown = redact_url(url.as_str());
     let mut resp = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
+        .map_err(|e| format!("GET {shown}: {}", chain(&e.without_url())))?;
     if !resp.status().is_success() {
-        return Err(format!("GET {url}: HTTP {}", resp.status()));
+        return Err(format!("GET {shown}: HTTP {}", resp.status()));
     }
     let cache_control: Vec<&str> =
         resp.headers().get_all(CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()).collect();
     let max_age = cache_lifetime(&cache_control.join(","));
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {}", chain(&e)))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {shown}: {}", chain(&e.without_url())))? {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(format!("GET {url}: the body is over {MAX_BODY_BYTES} bytes"));
+            return Err(format!("GET {shown}: the body is over {MAX_BODY_BYTES} bytes"));
         }
         body.extend_from_slice(&chunk);
     }

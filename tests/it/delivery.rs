@@ -308,6 +308,46 @@ async fn a_socket_resuming_in_a_loop_is_refused_past_thirty_a_minute_and_then_cl
     assert_eq!(c.closed().await, 1008, "the eleventh refusal in the minute closes");
 }
 
+/// A `resume` is one of the user's reads too, shared by all the user's sockets and the REST inbox: a user whose
+/// many sockets each stay under the per-socket limit still replays no faster than the user may read. Past the
+/// budget a resume is an `error` frame (`rate_limited`), not replayed, and the session goes on.
+#[tokio::test]
+async fn resumes_spend_the_users_reads_across_all_their_sockets() {
+    let gw = spawn_gateway_with(|s| {
+        s.server.user_reads_per_second = 1;
+        s.server.user_reads_burst = 3;
+    })
+    .await;
+    // Two sessions open: two reads of the burst's three.
+    let (mut a, mut b) = (gw.connect("reader").await, gw.connect("reader").await);
+    let resume = json!({"type": "resume", "since": 0, "since_broadcast": 0}).to_string();
+    a.send_text(&resume).await;
+    assert_eq!(replay_of(&mut a).await.1["type"], "replayed", "the third read");
+    // B's own socket has resumed nothing: its refusal is the user's budget. (One read a second comes back: a
+    // slow machine may replay a few more before the refusal, never eight.)
+    let mut refused = None;
+    for _ in 0..8 {
+        b.send_text(&resume).await;
+        let first = b.frame().await;
+        if first["type"] == "error" {
+            refused = Some(first);
+            break;
+        }
+        if first["type"] != "replayed" {
+            replay_of(&mut b).await;
+        }
+    }
+    let refused = refused.expect("a resume past the user's reads is refused");
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("user_reads_per_second"), "{refused}");
+    b.send_text(r#"{"type":"ping"}"#).await;
+    assert_eq!(b.frame().await["type"], "pong", "the session goes on");
+    // Another user's budget is their own.
+    let mut other = gw.connect("someone-else").await;
+    other.send_text(&resume).await;
+    assert_eq!(replay_of(&mut other).await.1["type"], "replayed");
+}
+
 /// A session opens with a read of the store: one of the user's reads (`server.user_reads_per_second`), so a
 /// reconnect loop is refused with `429 rate_limited` and `Retry-After` as a REST reader would be.
 #[tokio::test]

@@ -344,7 +344,8 @@ fn message_of_detail(body: &Value) -> &str {
 async fn a_key_set_that_never_loaded_is_not_ready_and_tokens_are_refused_with_a_reason() {
     let idp = Idp::start(&["rsa-1"]).await;
     idp.serve(Mode::Status(500));
-    let gw = jwks_gateway(|s| s.auth.jwks_url = idp.url("/jwks")).await;
+    // An address carrying a function key: `/readyz` (unauthenticated) and the logs name it without the key.
+    let gw = jwks_gateway(|s| s.auth.jwks_url = idp.url("/jwks?code=hunter2-fn-key")).await;
     let (status, body) = readyz_until(&gw, "the first fetch fails", |_, b| {
         b["checks"]["jwks"]["detail"].as_str().is_some_and(|d| d.contains("never loaded"))
     })
@@ -353,6 +354,8 @@ async fn a_key_set_that_never_loaded_is_not_ready_and_tokens_are_refused_with_a_
     assert_eq!(body["ready"], false, "{body}");
     assert_eq!(body["checks"]["jwks"]["ok"], false, "{body}");
     assert!(message_of_detail(&body).contains("HTTP 500"), "{body}");
+    assert!(message_of_detail(&body).contains("code=***"), "{body}");
+    assert!(!body.to_string().contains("hunter2"), "the function key is not shown: {body}");
 
     let (status, body) = inbox_with(&gw, "alice", &token("alice", "rsa-1")).await;
     assert_eq!(status, 401, "{body}");
@@ -363,6 +366,24 @@ async fn a_key_set_that_never_loaded_is_not_ready_and_tokens_are_refused_with_a_
     idp.serve(Mode::Keys(set(&["rsa-1"])));
     loaded(&gw).await;
     assert_eq!(inbox_with(&gw, "alice", &token("alice", "rsa-1")).await.0, 200);
+    gw.stop().await.unwrap();
+}
+
+/// A provider that cannot be reached: the client's own error (which names the address it tried) is shown without
+/// its address, so a key in the query does not reach `/readyz` that way either.
+#[tokio::test]
+async fn an_unreachable_key_set_is_not_ready_and_its_address_keeps_its_key_out_of_readyz() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks?sig=hunter2-signature", closed.local_addr().unwrap());
+    drop(closed);
+    let gw = jwks_gateway(|s| s.auth.jwks_url = url).await;
+    let (status, body) = readyz_until(&gw, "the first fetch fails", |_, b| {
+        b["checks"]["jwks"]["detail"].as_str().is_some_and(|d| d.contains("never loaded"))
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(message_of_detail(&body).contains("sig=***"), "{body}");
+    assert!(!body.to_string().contains("hunter2"), "the signature is not shown: {body}");
     gw.stop().await.unwrap();
 }
 
