@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HeraldClient, MAX_BATCH, getInboxStore, tabFilter, type FetchLike } from '../../src';
+import { HeraldClient, MAX_BATCH, getInboxStore, tabFilter, type FetchLike, type HeraldClientOptions } from '../../src';
 import { MAX_IDLE_LISTS, MAX_REFETCH_PAGES, matchesFilter } from '../../src/store';
 import { createFakeWebSocket, readyFrame } from '../helpers/fake-websocket';
 import { fakeServer, makeNotification } from '../helpers/fake-server';
@@ -44,6 +44,22 @@ async function setup(
   await tick();
   WS.last.receive(readyFrame());
   return { WS, client, server, store };
+}
+
+/** A client and store whose socket the test opens, fails or refuses (`WS.autoOpen` off); `connect()` not called. */
+function unconnected(initial: number[], options: Partial<HeraldClientOptions> = {}) {
+  const WS = createFakeWebSocket();
+  WS.autoOpen = false;
+  const server = fakeServer(initial);
+  const client = new HeraldClient({
+    url: 'http://h',
+    userId: 'u1',
+    getToken: async () => 't',
+    WebSocket: WS,
+    fetch: server.fetch,
+    ...options,
+  });
+  return { WS, server, client, store: getInboxStore(client) };
 }
 
 async function settled(check: () => boolean) {
@@ -296,18 +312,7 @@ describe('the inbox store', () => {
   });
 
   it('lists put off for the first connect are fetched when the socket cannot open (a server down)', async () => {
-    const WS = createFakeWebSocket();
-    WS.autoOpen = false;
-    const server = fakeServer([1]);
-    const client = new HeraldClient({
-      url: 'http://h',
-      userId: 'u1',
-      getToken: async () => 't',
-      WebSocket: WS,
-      fetch: server.fetch,
-      backoff: { minDelayMs: 60_000, maxDelayMs: 60_000 },
-    });
-    const store = getInboxStore(client);
+    const { WS, server, client, store } = unconnected([1], { backoff: { minDelayMs: 60_000, maxDelayMs: 60_000 } });
     client.connect();
     const f = tabFilter('all');
     store.subscribeList(f, () => {});
@@ -363,18 +368,8 @@ describe('the inbox store', () => {
   });
 
   it('lists and counts put off for the first connect fail visibly when the handshake is refused (unauthorized)', async () => {
-    const WS = createFakeWebSocket();
-    WS.autoOpen = false;
-    const server = fakeServer([1]);
+    const { WS, server, client, store } = unconnected([1]);
     server.fail(401);
-    const client = new HeraldClient({
-      url: 'http://h',
-      userId: 'u1',
-      getToken: async () => 't',
-      WebSocket: WS,
-      fetch: server.fetch,
-    });
-    const store = getInboxStore(client);
     client.connect();
     const f = tabFilter('all');
     store.subscribeList(f, () => {});
@@ -393,19 +388,12 @@ describe('the inbox store', () => {
   });
 
   it('lists and counts put off for the first connect fail visibly when getToken() fails', async () => {
-    const WS = createFakeWebSocket();
-    const server = fakeServer([1]);
-    const client = new HeraldClient({
-      url: 'http://h',
-      userId: 'u1',
+    const { client, store } = unconnected([1], {
       getToken: async () => {
         throw new Error('signed out');
       },
-      WebSocket: WS,
-      fetch: server.fetch,
       backoff: { minDelayMs: 60_000, maxDelayMs: 60_000 },
     });
-    const store = getInboxStore(client);
     const f = tabFilter('all');
     store.subscribeList(f, () => {});
     store.subscribeCounts(() => {});
