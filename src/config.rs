@@ -1179,7 +1179,7 @@ impl Settings {
     /// service, so this is said at start (the compose demo publishes its port on purpose; a test on loopback
     /// hears nothing).
     fn development_warnings(&self) -> Vec<String> {
-        if self.server.bind.ip().is_loopback() {
+        if self.server.bind.ip().to_canonical().is_loopback() {
             return Vec::new();
         }
         let mut public = Vec::new();
@@ -1598,6 +1598,7 @@ mod tests {
         ]);
         assert_eq!(own, Vec::<String>::new(), "its own credentials: nothing public to warn of");
         assert_eq!(said(&[("HERALD__SERVER__BIND", "[::1]:8080")]), Vec::<String>::new(), "loopback");
+        assert_eq!(said(&[("HERALD__SERVER__BIND", "[::ffff:127.0.0.1]:8080")]), Vec::<String>::new(), "mapped");
     }
 
     #[test]

@@ -294,7 +294,7 @@ async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken)
 /// A connection URL fit for logs: the password replaced, in the user info and in query parameters whose name
 /// says secret (`?password=`, `sslpassword=`, `token=`, `api_key=`, `code=`, `sig=`, …: sqlx and libpq take a
 /// password there, and a JWKS address may carry a function key or a signature). Read as the clients read it (the
-/// `url` crate); a URL it cannot parse has everything between `://` and the last `@` masked.
+/// `url` crate); a URL it cannot parse has everything between `://` and the last `@` masked, and its query.
 pub fn redact_url(raw: &str) -> String {
     let secret = |name: &str| {
         let name = name.to_ascii_lowercase();
@@ -317,9 +317,14 @@ pub fn redact_url(raw: &str) -> String {
         }
         return url.to_string();
     }
-    match (raw.find("://"), raw.rfind('@')) {
+    let masked = match (raw.find("://"), raw.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &raw[..scheme + 3], &raw[at..]),
         _ => raw.to_owned(),
+    };
+    // Then the query goes too: its parameters cannot be told apart reliably in what did not parse.
+    match masked.find('?') {
+        Some(q) => format!("{}?***", &masked[..q]),
+        None => masked,
     }
 }
 
@@ -335,6 +340,8 @@ mod redact_tests {
         assert_eq!(redact_url("redis://:pw@h:6379/0?PASSWORD=x"), "redis://:***@h:6379/0?PASSWORD=***");
         assert_eq!(redact_url("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
         assert_eq!(redact_url("sqlite:///var/lib/herald.db"), "sqlite:///var/lib/herald.db");
+        // Unparsable: the query is masked whole.
+        assert_eq!(redact_url("https://[bad/keys?code=K1"), "https://[bad/keys?***");
         // A JWKS address behind a function key or a signed URL.
         assert_eq!(redact_url("https://idp/keys?code=K1&v=2"), "https://idp/keys?code=***&v=2");
         assert_eq!(

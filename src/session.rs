@@ -186,8 +186,9 @@ struct Replay {
     announced: bool,
     /// The requested position: clamped to the newest ids before the first page when it came from the client.
     requested: Position,
-    /// A resync arrived meanwhile: run one more pass from the cursor once this one ends.
-    again: bool,
+    /// A resync arrived meanwhile, at this instant (or before it): run one more pass from the cursor once this one
+    /// ends, needed from then.
+    again: Option<Instant>,
     /// A client's `resume` arrived meanwhile: its own replay once this one ends (with its own `truncated` when it
     /// reaches below the retained history, and its own `replayed`). Two of them: the lower cursor of each chain.
     resume: Option<Position>,
@@ -310,12 +311,13 @@ impl<'a> Session<'a> {
     async fn run(mut self) -> Ended {
         let s = self.deps.settings.clone();
         // Register first: whatever commits from now on is queued, and the reads below see the rest.
-        self.registered = Instant::now();
         let bounds = Bounds { frames: s.outbound_queue, bytes: s.outbound_queue_bytes, policy: s.queue_full_policy };
         let registration = match self.deps.registry.register(&self.user, bounds, s.max_sessions_per_user) {
             Ok(r) => r,
             Err(reason) => return self.close(reason).await,
         };
+        // Taken once registered: a commit published before this instant may have missed the queue.
+        self.registered = Instant::now();
         let outbox = &registration.handle.outbox;
         let session_id = format!("s-{:x}", registration.handle.id);
         self.pending = Some(self.read_latest(self.since.is_some()));
@@ -553,13 +555,12 @@ impl<'a> Session<'a> {
                 r.resume = Some(r.resume.map_or(from, lower));
             } else {
                 // The running replay reads up to what is committed now; one more pass covers what comes after.
-                r.again = true;
-                r.needed = Instant::now();
+                r.again = Some(Instant::now());
                 r.announced |= announced;
             }
             return;
         }
-        self.replay = Some(Replay { announced, requested: from, again: false, resume: None, needed: Instant::now() });
+        self.replay = Some(Replay { announced, requested: from, again: None, resume: None, needed: Instant::now() });
         self.pending = Some(match first {
             FirstRead::Page => self.read_page(from),
             FirstRead::Floor => self.read_floor(),
@@ -591,7 +592,9 @@ impl<'a> Session<'a> {
             let deferred = self.deferred.take();
             match self.since.take() {
                 Some(since) => {
-                    let again = deferred.is_some();
+                    // A catch-up or resync that came before the opening: one more pass, needed from now (a
+                    // commit made after the registration may have missed the live path then).
+                    let again = deferred.map(|_| Instant::now());
                     // Everything committed before the session registered is in the replay; the rest came live.
                     let needed = self.registered;
                     self.replay = Some(Replay { announced: true, requested: since, again, resume: None, needed });
@@ -704,8 +707,8 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         let replay = self.replay.take().expect("a page belongs to a replay");
-        if replay.again {
-            self.replay = Some(Replay { again: false, ..replay });
+        if let Some(needed) = replay.again {
+            self.replay = Some(Replay { again: None, needed, ..replay });
             self.pending = Some(self.read_page(self.position));
             return Ok(());
         }
@@ -856,7 +859,8 @@ impl<'a> Session<'a> {
                     let message = "too many reads of this inbox from its user (server.user_reads_per_second, shared \
                                    by the user's sockets and REST reads): not replayed (the session goes on from \
                                    where it is)";
-                    return self.bad_message("rate_limited", message).await;
+                    // Not a bad message: the user's other sockets and REST reads spent the budget, not this one.
+                    return self.send_error("rate_limited", message).await;
                 }
                 match (self.opened, self.since.is_some()) {
                     (true, _) => self.start_replay(since, true, FirstRead::Latest),

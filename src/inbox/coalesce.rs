@@ -61,8 +61,9 @@ impl Store for Coalescing {
         let flight = {
             let mut map = self.in_flight.lock().expect("in-flight map poisoned");
             match map.get(&key) {
-                // Started after the caller needed the read: its page holds what the caller's must.
-                Some((flight, started)) if *started >= needed => flight.clone(),
+                // Started after the caller needed the read: its page holds what the caller's must. (Strictly after:
+                // a coarse clock gives one instant to both sides of a short interval.)
+                Some((flight, started)) if *started > needed => flight.clone(),
                 // None, or one started too early: a flight of its own, which later callers join (the older one
                 // lands for those already waiting on it).
                 _ => {

@@ -310,7 +310,8 @@ async fn a_socket_resuming_in_a_loop_is_refused_past_thirty_a_minute_and_then_cl
 
 /// A `resume` is one of the user's reads too, shared by all the user's sockets and the REST inbox: a user whose
 /// many sockets each stay under the per-socket limit still replays no faster than the user may read. Past the
-/// budget a resume is an `error` frame (`rate_limited`), not replayed, and the session goes on.
+/// budget a resume is an `error` frame (`rate_limited`), not replayed, and the session goes on (however many: the
+/// budget is the user's, not this socket's bad messages).
 #[tokio::test]
 async fn resumes_spend_the_users_reads_across_all_their_sockets() {
     let gw = spawn_gateway_with(|s| {
@@ -340,6 +341,14 @@ async fn resumes_spend_the_users_reads_across_all_their_sockets() {
     let refused = refused.expect("a resume past the user's reads is refused");
     assert_eq!(refused["code"], "rate_limited", "{refused}");
     assert!(refused["message"].as_str().unwrap().contains("user_reads_per_second"), "{refused}");
+    // Refusals of the user's budget are not this socket's bad messages: more than ten do not close it.
+    for _ in 0..12 {
+        b.send_text(&resume).await;
+        let first = b.frame().await;
+        if first["type"] != "error" && first["type"] != "replayed" {
+            replay_of(&mut b).await;
+        }
+    }
     b.send_text(r#"{"type":"ping"}"#).await;
     assert_eq!(b.frame().await["type"], "pong", "the session goes on");
     // Another user's budget is their own.
