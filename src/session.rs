@@ -855,7 +855,9 @@ impl<'a> Session<'a> {
                     );
                     return self.bad_message("rate_limited", &message).await;
                 }
-                if !self.deps.reads.take(&self.user) {
+                // Before the opening, a resume takes the place of the URL's `since`: the handshake paid that replay.
+                let replaces_since = !self.opened && self.since.is_some();
+                if !replaces_since && !self.deps.reads.take(&self.user) {
                     let message = "too many reads of this inbox from its user (server.user_reads_per_second, shared \
                                    by the user's sockets and REST reads): not replayed (the session goes on from \
                                    where it is)";
