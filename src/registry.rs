@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use tokio::sync::Notify;
 
 use crate::config::QueueFullPolicy;
@@ -376,13 +376,19 @@ pub struct Registry {
 /// subscribes to that user's channel in between). Called under the user's registry entry, so calls for one
 /// user arrive in order; implementations must not block.
 pub trait PresenceHook: Send + Sync + 'static {
-    fn first_session(&self, user: &Arc<str>);
+    /// True when the user's channel is not live yet and will be: the transport then calls
+    /// [`Registry::subscription_live`] (or resyncs everyone, reconnecting), and the user's sessions wait for it
+    /// before their opening read.
+    fn first_session(&self, user: &Arc<str>) -> bool;
     fn last_session(&self, user: &Arc<str>);
 }
 
 #[derive(Default)]
 struct Inner {
     users: DashMap<Arc<str>, Vec<Arc<SessionHandle>>>,
+    /// Users whose channel the transport is subscribing to: their sessions wait for it before reading the inbox.
+    /// Taken under the user's entry in `users` (never the other way round).
+    subscribing: DashSet<Arc<str>>,
     next_id: AtomicU64,
     hook: std::sync::OnceLock<Arc<dyn PresenceHook>>,
 }
@@ -392,17 +398,25 @@ pub struct Registration {
     registry: Registry,
     user: Arc<str>,
     pub handle: Arc<SessionHandle>,
+    /// The user's channel is being subscribed to: whatever other nodes publish for the user reaches this session
+    /// only once it is live, which a resync ([`ResyncReason::Subscribed`], or any other) says. A session reads
+    /// the inbox after that, so that nothing published meanwhile (read state, which no replay carries) is missed.
+    pub awaiting_subscription: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let id = self.handle.id;
         let hook = self.registry.inner.hook.get();
+        let subscribing = &self.registry.inner.subscribing;
         self.registry.inner.users.remove_if_mut(&self.user, |user, sessions| {
             sessions.retain(|s| s.id != id);
             let last = sessions.is_empty();
-            if let (true, Some(h)) = (last, hook) {
-                h.last_session(user);
+            if last {
+                subscribing.remove(user);
+                if let Some(h) = hook {
+                    h.last_session(user);
+                }
             }
             last
         });
@@ -425,11 +439,23 @@ impl Registry {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let handle = Arc::new(SessionHandle { id, outbox: Outbox::new(bounds) });
         if let (true, Some(h)) = (sessions.is_empty(), self.inner.hook.get()) {
-            h.first_session(&user);
+            if h.first_session(&user) {
+                self.inner.subscribing.insert(user.clone());
+            }
         }
+        let awaiting_subscription = self.inner.subscribing.contains(&user);
         sessions.push(handle.clone());
         drop(sessions);
-        Ok(Registration { registry: self.clone(), user, handle })
+        Ok(Registration { registry: self.clone(), user, handle, awaiting_subscription })
+    }
+
+    /// The transport found `user`'s channel still subscribed (their last session closed and a new one opened
+    /// before it unsubscribed): sessions waiting for it ([`Registration::awaiting_subscription`]) are told, with a
+    /// [`ResyncReason::Subscribed`] resync. A channel subscribed anew is announced with [`Registry::resync_user`].
+    pub fn subscription_live(&self, user: &str) {
+        if self.inner.subscribing.remove(user).is_some() {
+            self.resync_user(user, ResyncReason::Subscribed);
+        }
     }
 
     /// Install the presence hook (once, at start, before sessions open).
@@ -437,15 +463,19 @@ impl Registry {
         let _ = self.inner.hook.set(hook);
     }
 
-    /// Ask every session of `user` to replay from the inbox after what it sent.
+    /// Ask every session of `user` to replay from the inbox after what it sent (which ends a wait for the user's
+    /// subscription: a transport resyncs a user once their channel is live).
     pub fn resync_user(&self, user: &str, reason: ResyncReason) {
+        self.inner.subscribing.remove(user);
         if let Some(sessions) = self.inner.users.get(user) {
             sessions.iter().for_each(|s| s.outbox.resync(reason));
         }
     }
 
-    /// Ask every session on this node to replay from the inbox after what it sent.
+    /// Ask every session on this node to replay from the inbox after what it sent (a transport that reconnected
+    /// and subscribed to every user's channel: no session waits for one any more).
     pub fn resync_all(&self, reason: ResyncReason) {
+        self.inner.subscribing.clear();
         for entry in self.inner.users.iter() {
             entry.value().iter().for_each(|s| s.outbox.resync(reason));
         }
@@ -598,6 +628,56 @@ pub(crate) mod tests {
 
     fn reg_user(reg: &Registry, user: &str, frames: usize, policy: QueueFullPolicy) -> Registration {
         reg.register(user, bounds(frames, policy), 32).unwrap()
+    }
+
+    /// A transport that is connected and subscribes on the first session (as `fanout::redis` does).
+    struct Subscribing(std::sync::Mutex<Vec<String>>);
+
+    impl PresenceHook for Subscribing {
+        fn first_session(&self, user: &Arc<str>) -> bool {
+            self.0.lock().unwrap().push(format!("first {user}"));
+            true
+        }
+        fn last_session(&self, user: &Arc<str>) {
+            self.0.lock().unwrap().push(format!("last {user}"));
+        }
+    }
+
+    /// Every session of a user whose channel is being subscribed to waits for it (the first one and any opened
+    /// meanwhile), the resync that says it is live ends the wait, and later sessions do not wait; a channel found
+    /// still subscribed ends it too, and a user who left is forgotten.
+    #[tokio::test]
+    async fn sessions_wait_for_their_users_subscription_until_the_transport_says_it_is_live() {
+        let reg = Registry::new();
+        reg.set_presence_hook(Arc::new(Subscribing(Default::default())));
+        let first = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
+        let second = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
+        assert!(first.awaiting_subscription && second.awaiting_subscription);
+        reg.resync_user("u", ResyncReason::Subscribed);
+        for r in [&first, &second] {
+            assert_eq!(r.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::Subscribed));
+        }
+        assert!(!reg_user(&reg, "u", 8, QueueFullPolicy::Close).awaiting_subscription, "live: nothing to wait for");
+
+        // The last session goes and a new one comes before the transport unsubscribed: it waits, and the
+        // transport, finding the channel still subscribed, says so.
+        drop((first, second));
+        let back = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
+        assert!(back.awaiting_subscription);
+        reg.subscription_live("u");
+        assert_eq!(back.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::Subscribed));
+        assert!(!reg_user(&reg, "u", 8, QueueFullPolicy::Close).awaiting_subscription);
+        reg.subscription_live("u"); // not awaited: nothing sent
+        assert!(back.handle.outbox.state.lock().unwrap().resync.is_none());
+
+        // A user whose sessions all went while waiting is forgotten; a reconnect's resync of everyone ends every wait.
+        let gone = reg_user(&reg, "w", 8, QueueFullPolicy::Close);
+        drop(gone);
+        assert!(!reg.inner.subscribing.contains("w"));
+        let waiting = reg_user(&reg, "x", 8, QueueFullPolicy::Close);
+        reg.resync_all(ResyncReason::TransportLost);
+        assert!(reg.inner.subscribing.is_empty());
+        assert_eq!(waiting.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::TransportLost));
     }
 
     #[tokio::test]

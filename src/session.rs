@@ -9,6 +9,8 @@
 //! - Per user and per chain (targeted, broadcast), frames leave in id order, once: the session registers *before*
 //!   it reads its position or a replay, keeps one cursor per chain, drops a live frame whose id its cursor already
 //!   covers, and fills a gap (a frame whose `prev_id` is above the cursor) from the inbox before sending it.
+//! - With a cluster transport, the opening read waits (2 s at most) for the user's channel from the other nodes
+//!   to go live, so what they publish for the user after the read (read state too) reaches the session.
 //! - While a replay or gap fill runs, live frames stay queued (bounded by the outbox) and are sent after it.
 //! - A slow store stalls nobody: every store read is bounded by `store_timeout_secs` (then 1013), and while one
 //!   is pending the session still answers pings, refreshes tokens, expires and shuts down.
@@ -113,6 +115,9 @@ const MAX_BAD_MESSAGES: u32 = 10;
 /// or a reconnect, not in a loop (one socket sent 224,000 in 3 s, 0.7 of a core).
 const MAX_RESUMES: u32 = 30;
 const WINDOW: Duration = Duration::from_secs(60);
+/// How long a session waits for its user's channel from the other nodes to go live before reading the inbox
+/// anyway (Redis slow or going away: its reconnect, or the subscription's catch-up, covers what it missed).
+const SUBSCRIPTION_WAIT: Duration = Duration::from_secs(2);
 
 /// What a session received of one kind in its current fixed window (16 bytes: idle sessions are counted in
 /// bytes).
@@ -218,9 +223,9 @@ struct Session<'a> {
     /// run once the session is open, since the opening read may predate what it is about.
     deferred: Option<Option<ResyncReason>>,
     last_heard: Instant,
-    /// When the session registered for live frames (`run`): a replay from the client's `since` must hold every
-    /// commit made before.
-    registered: Instant,
+    /// When whatever commits started reaching this session live (`run`: it registered, and its user's channel
+    /// from the other nodes is live): a replay from the client's `since` must hold every commit made before.
+    live_since: Instant,
     bad_messages: PerWindow,
     resumes: PerWindow,
     /// The counts this session last sent, and how it keeps them.
@@ -304,7 +309,7 @@ impl<'a> Session<'a> {
             resumes: PerWindow::new(Instant::now()),
             badge: Badge::default(),
             counts_owed: false,
-            registered: Instant::now(),
+            live_since: Instant::now(),
         }
     }
 
@@ -316,11 +321,17 @@ impl<'a> Session<'a> {
             Ok(r) => r,
             Err(reason) => return self.close(reason).await,
         };
-        // Taken once registered: a commit published before this instant may have missed the queue.
-        self.registered = Instant::now();
         let outbox = &registration.handle.outbox;
         let session_id = format!("s-{:x}", registration.handle.id);
-        self.pending = Some(self.read_latest(self.since.is_some()));
+        // The user's channel from the other nodes is being subscribed to: read the inbox once it is live, so that
+        // nothing they publish meanwhile falls between the read and the live frames (read state, which no replay
+        // carries). A wait that outlasts SUBSCRIPTION_WAIT opens anyway; the subscription's catch-up follows.
+        let mut awaiting = registration.awaiting_subscription;
+        if !awaiting {
+            self.start_opening();
+        }
+        let subscription_wait = tokio::time::sleep(SUBSCRIPTION_WAIT);
+        tokio::pin!(subscription_wait);
 
         let ping_every = Duration::from_secs(s.ping_interval_secs);
         let idle_after = Duration::from_secs(s.idle_timeout_secs);
@@ -367,7 +378,20 @@ impl<'a> Session<'a> {
                         return ended;
                     }
                 }
+                _ = &mut subscription_wait, if awaiting => {
+                    awaiting = false;
+                    metrics::counter!("herald_session_subscription_waits_expired_total").increment(1);
+                    self.start_opening();
+                }
                 next = outbox.next(&mut batch, live) => {
+                    if awaiting && matches!(next, Next::Resync(_)) {
+                        // The channel is live (a transport that reconnected resyncs everyone after subscribing).
+                        awaiting = false;
+                        self.start_opening();
+                        if next == Next::Resync(ResyncReason::Subscribed) {
+                            continue; // read after it: nothing to catch up on
+                        }
+                    }
                     let step = match next {
                         Next::Close(reason) => return self.close(reason).await,
                         Next::Frames => self.deliver(&mut batch, true).await,
@@ -456,6 +480,12 @@ impl<'a> Session<'a> {
                 Err(_) => Err(ReadFailed::TimedOut),
             }
         })
+    }
+
+    /// The opening read: from now on whatever commits reaches this session live.
+    fn start_opening(&mut self) {
+        self.live_since = Instant::now();
+        self.pending = Some(self.read_latest(self.since.is_some()));
     }
 
     fn read_latest(&self, with_floor: bool) -> PendingRead {
@@ -595,8 +625,8 @@ impl<'a> Session<'a> {
                     // A catch-up or resync that came before the opening: one more pass, needed from now (a
                     // commit made after the registration may have missed the live path then).
                     let again = deferred.map(|_| Instant::now());
-                    // Everything committed before the session registered is in the replay; the rest came live.
-                    let needed = self.registered;
+                    // Everything committed before the session was live is in the replay; the rest came live.
+                    let needed = self.live_since;
                     self.replay = Some(Replay { announced: true, requested: since, again, resume: None, needed });
                 }
                 // Without `since`, the session starts at the newest ids: older notifications are history (REST),

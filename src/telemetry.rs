@@ -213,6 +213,7 @@ pub const METRICS: &[Metric] = &[
     counter("herald_session_overflows_total", "Frames refused by a full session outbox."),
     counter("herald_frames_too_large_total", "Stored notifications not pushed because their frame is over what a session can carry (rows stored before ingest refused such frames, or limits lowered since)."),
     counter("herald_session_resyncs_total", "Session resyncs from the inbox, by reason."),
+    counter("herald_session_subscription_waits_expired_total", "Sessions that read the inbox before their user's channel from the other nodes went live (it took over 2 s: Redis slow or reconnecting)."),
     counter("herald_session_gap_fills_total", "Live frames held while a session replayed a gap from the inbox."),
     counter("herald_session_store_timeouts_total", "Session store reads that outlived websocket.store_timeout_secs."),
     counter("herald_session_truncated_replays_total", "Resumes from below the kept history (a truncated frame was sent)."),

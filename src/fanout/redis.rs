@@ -134,8 +134,11 @@ impl Transport for RedisTransport {
 }
 
 impl PresenceHook for RedisTransport {
-    fn first_session(&self, user: &Arc<str>) {
+    fn first_session(&self, user: &Arc<str>) -> bool {
         self.dirty.mark(user);
+        // Connected: the worker's next reconcile subscribes (or finds the channel still subscribed) and says so.
+        // Not: the reconnect subscribes every user and resyncs every session; nothing to wait for before then.
+        self.is_connected()
     }
     fn last_session(&self, user: &Arc<str>) {
         self.dirty.mark(user);
@@ -492,7 +495,10 @@ impl Worker {
                     false => ResyncReason::Subscribed,
                 };
                 self.registry.resync_user(&user, reason);
-            } else if !online && subscribed.remove(&user) {
+            } else if online {
+                // Still subscribed (the user's last session closed and a new one opened before this ran).
+                self.registry.subscription_live(&user);
+            } else if subscribed.remove(&user) {
                 con.unsubscribe(self.mode, &self.names.user(&user)).await?;
             }
         }

@@ -359,6 +359,35 @@ async fn restarting_redis_mid_stream_loses_nothing_after_resume() {
     redis.wait().unwrap();
 }
 
+/// A node's session reads the inbox only once its user's channel from the other nodes is live, so a read made
+/// on another node right after `ready` reaches it. Before, with node B's Redis 300 ms away, B's first session for
+/// the user read the inbox and said `ready` while its SUBSCRIBE was still on the way: the `read` node A published
+/// meanwhile was lost (the subscription's catch-up replays notifications, not read state), and the tab showed the
+/// notification unread until it refetched.
+#[tokio::test]
+async fn a_read_made_on_another_node_right_after_a_first_session_opens_reaches_it() {
+    let Some((pg, redis)) = fresh_database("first_subscription").await else { return };
+    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let slow = slow_link(upstream, Duration::from_millis(300)).await;
+    let a = node(&pg, &redis, "first-a").await;
+    let b = node(&pg, &format!("redis://{slow}"), "first-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("first-");
+    let id = notify(&a, &user, "before B's session").await;
+
+    let mut on_b = b.connect(&user).await;
+    let read = a.post(&format!("/api/v1/users/{user}/notifications/{id}/read"), &a.token(&user)).send().await;
+    assert_eq!(read.unwrap().status(), 200);
+    let f = on_b.frame().await;
+    assert_eq!((f["type"].as_str(), f["ids"][0].as_i64()), (Some("read"), Some(id)), "{f}");
+    // And a second session of the user on B, opened now, is live at once.
+    let mut again = b.connect(&user).await;
+    let next = notify(&a, &user, "after").await;
+    assert_eq!(again.notification().await["notification"]["id"], next);
+}
+
 /// A node that starts with Redis out of its reach still serves its sessions (degraded). What the other nodes
 /// publish for those users meanwhile reaches them once its first connection is up: they resync from the inbox
 /// (`resync`, `transport_lost`: the read state they missed is refetched). Before, the first connection subscribed
