@@ -26,28 +26,12 @@ function lateAnswers(server: ReturnType<typeof fakeServer>) {
   };
 }
 
-async function setup(
+/** A client and store whose socket the test opens, fails or refuses (`WS.autoOpen` off); `connect()` not called. */
+function unconnected(
   initial: Parameters<typeof fakeServer>[0],
+  options: Partial<HeraldClientOptions> = {},
   wrap?: (server: ReturnType<typeof fakeServer>) => FetchLike,
 ) {
-  const WS = createFakeWebSocket();
-  const server = fakeServer(initial);
-  const client = new HeraldClient({
-    url: 'http://h',
-    userId: 'u1',
-    getToken: async () => 't',
-    WebSocket: WS,
-    fetch: wrap ? wrap(server) : server.fetch,
-  });
-  const store = getInboxStore(client);
-  client.connect();
-  await tick();
-  WS.last.receive(readyFrame());
-  return { WS, client, server, store };
-}
-
-/** A client and store whose socket the test opens, fails or refuses (`WS.autoOpen` off); `connect()` not called. */
-function unconnected(initial: number[], options: Partial<HeraldClientOptions> = {}) {
   const WS = createFakeWebSocket();
   WS.autoOpen = false;
   const server = fakeServer(initial);
@@ -56,10 +40,23 @@ function unconnected(initial: number[], options: Partial<HeraldClientOptions> = 
     userId: 'u1',
     getToken: async () => 't',
     WebSocket: WS,
-    fetch: server.fetch,
+    fetch: wrap ? wrap(server) : server.fetch,
     ...options,
   });
   return { WS, server, client, store: getInboxStore(client) };
+}
+
+/** A client and store connected (`ready` received) to a fake server holding `initial`. */
+async function setup(
+  initial: Parameters<typeof fakeServer>[0],
+  wrap?: (server: ReturnType<typeof fakeServer>) => FetchLike,
+) {
+  const { WS, server, client, store } = unconnected(initial, {}, wrap);
+  WS.autoOpen = true;
+  client.connect();
+  await tick();
+  WS.last.receive(readyFrame());
+  return { WS, client, server, store };
 }
 
 async function settled(check: () => boolean) {
