@@ -449,13 +449,23 @@ impl Registry {
         Ok(Registration { registry: self.clone(), user, handle, awaiting_subscription })
     }
 
-    /// The transport found `user`'s channel still subscribed (their last session closed and a new one opened
-    /// before it unsubscribed): sessions waiting for it ([`Registration::awaiting_subscription`]) are told, with a
-    /// [`ResyncReason::Subscribed`] resync. A channel subscribed anew is announced with [`Registry::resync_user`].
-    pub fn subscription_live(&self, user: &str) {
-        if self.inner.subscribing.remove(user).is_some() {
-            self.resync_user(user, ResyncReason::Subscribed);
+    /// The transport's channel for `user` is live: sessions waiting for it ([`Registration::awaiting_subscription`])
+    /// may read the inbox. `reason`: the resync the user's sessions get (a new subscription's catch-up, which also
+    /// wakes those waiting); `None` (the channel was already subscribed: nothing to catch up on), a
+    /// [`ResyncReason::Subscribed`] one only if a session waits.
+    pub fn subscription_live(&self, user: &str, reason: Option<ResyncReason>) {
+        let awaited = self.inner.subscribing.remove(user).is_some();
+        match reason {
+            Some(reason) => self.resync_user(user, reason),
+            None if awaited => self.resync_user(user, ResyncReason::Subscribed),
+            None => {}
         }
+    }
+
+    /// Whether `user`'s sessions still wait for their channel ([`Registration::awaiting_subscription`]): a resync
+    /// for another reason (a `lost` message, an overflow) does not end the wait.
+    pub fn awaits_subscription(&self, user: &str) -> bool {
+        self.inner.subscribing.contains(user)
     }
 
     /// Install the presence hook (once, at start, before sessions open).
@@ -463,19 +473,15 @@ impl Registry {
         let _ = self.inner.hook.set(hook);
     }
 
-    /// Ask every session of `user` to replay from the inbox after what it sent (which ends a wait for the user's
-    /// subscription: a transport resyncs a user once their channel is live).
+    /// Ask every session of `user` to replay from the inbox after what it sent.
     pub fn resync_user(&self, user: &str, reason: ResyncReason) {
-        self.inner.subscribing.remove(user);
         if let Some(sessions) = self.inner.users.get(user) {
             sessions.iter().for_each(|s| s.outbox.resync(reason));
         }
     }
 
-    /// Ask every session on this node to replay from the inbox after what it sent (a transport that reconnected
-    /// and subscribed to every user's channel: no session waits for one any more).
+    /// Ask every session on this node to replay from the inbox after what it sent.
     pub fn resync_all(&self, reason: ResyncReason) {
-        self.inner.subscribing.clear();
         for entry in self.inner.users.iter() {
             entry.value().iter().for_each(|s| s.outbox.resync(reason));
         }
@@ -644,8 +650,9 @@ pub(crate) mod tests {
     }
 
     /// Every session of a user whose channel is being subscribed to waits for it (the first one and any opened
-    /// meanwhile), the resync that says it is live ends the wait, and later sessions do not wait; a channel found
-    /// still subscribed ends it too, and a user who left is forgotten.
+    /// meanwhile); only the transport's word that it is live ends the wait (not a resync of everyone for a `lost`
+    /// message), and later sessions do not wait; a channel found still subscribed ends it too, and a user who left
+    /// is forgotten.
     #[tokio::test]
     async fn sessions_wait_for_their_users_subscription_until_the_transport_says_it_is_live() {
         let reg = Registry::new();
@@ -653,7 +660,13 @@ pub(crate) mod tests {
         let first = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
         let second = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
         assert!(first.awaiting_subscription && second.awaiting_subscription);
-        reg.resync_user("u", ResyncReason::Subscribed);
+        reg.resync_all(ResyncReason::TransportLost); // another node's `lost`: the channel is no more live for it
+        assert!(reg.awaits_subscription("u"));
+        for r in [&first, &second] {
+            assert_eq!(r.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::TransportLost));
+        }
+        reg.subscription_live("u", Some(ResyncReason::Subscribed));
+        assert!(!reg.awaits_subscription("u"));
         for r in [&first, &second] {
             assert_eq!(r.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::Subscribed));
         }
@@ -664,20 +677,16 @@ pub(crate) mod tests {
         drop((first, second));
         let back = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
         assert!(back.awaiting_subscription);
-        reg.subscription_live("u");
+        reg.subscription_live("u", None);
         assert_eq!(back.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::Subscribed));
         assert!(!reg_user(&reg, "u", 8, QueueFullPolicy::Close).awaiting_subscription);
-        reg.subscription_live("u"); // not awaited: nothing sent
+        reg.subscription_live("u", None); // not awaited, nothing to catch up on: nothing sent
         assert!(back.handle.outbox.state.lock().unwrap().resync.is_none());
 
-        // A user whose sessions all went while waiting is forgotten; a reconnect's resync of everyone ends every wait.
+        // A user whose sessions all went while waiting is forgotten.
         let gone = reg_user(&reg, "w", 8, QueueFullPolicy::Close);
         drop(gone);
-        assert!(!reg.inner.subscribing.contains("w"));
-        let waiting = reg_user(&reg, "x", 8, QueueFullPolicy::Close);
-        reg.resync_all(ResyncReason::TransportLost);
-        assert!(reg.inner.subscribing.is_empty());
-        assert_eq!(waiting.handle.outbox.next(&mut Vec::new(), false).await, Next::Resync(ResyncReason::TransportLost));
+        assert!(!reg.awaits_subscription("w"));
     }
 
     #[tokio::test]

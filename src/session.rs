@@ -349,8 +349,9 @@ impl<'a> Session<'a> {
 
         loop {
             let expires_at = self.expires_at;
-            // Live frames wait while the session opens, replays or fills a gap.
-            let live = self.opened && self.pending.is_none();
+            // Live frames wait while the session opens, replays or fills a gap; while it waits for its user's
+            // channel they are taken and dropped (the opening read, after, holds what they carry).
+            let live = (self.opened && self.pending.is_none()) || awaiting;
             tokio::select! {
                 biased;
                 _ = self.deps.shutdown.cancelled() => return self.close(CloseReason::Shutdown).await,
@@ -384,13 +385,18 @@ impl<'a> Session<'a> {
                     self.start_opening();
                 }
                 next = outbox.next(&mut batch, live) => {
-                    if awaiting && matches!(next, Next::Resync(_)) {
-                        // The channel is live (a transport that reconnected resyncs everyone after subscribing).
-                        awaiting = false;
-                        self.start_opening();
-                        if next == Next::Resync(ResyncReason::Subscribed) {
-                            continue; // read after it: nothing to catch up on
+                    if awaiting && next != Next::Frames && !matches!(next, Next::Close(_)) {
+                        // A resync: the transport's word that the channel is live, or another reason (a node's
+                        // `lost` message, an overflow), which the opening read covers. Read once it is live.
+                        if !self.deps.registry.awaits_subscription(&self.user) {
+                            awaiting = false;
+                            self.start_opening();
                         }
+                        continue;
+                    }
+                    if awaiting && next == Next::Frames {
+                        batch.clear();
+                        continue;
                     }
                     let step = match next {
                         Next::Close(reason) => return self.close(reason).await,

@@ -334,6 +334,7 @@ impl Worker {
             let (mut con, mut subscribed) = match result {
                 Ok(connected) => connected,
                 Err(e) => {
+                    self.transport.connected.store(false, Ordering::Relaxed);
                     self.health.set("redis", false, format!("reconnecting: {e}"));
                     attempt = attempt.saturating_add(1);
                     let delay = RECONNECT.delay(attempt);
@@ -345,7 +346,6 @@ impl Worker {
                 }
             };
             let up_since = Instant::now();
-            self.transport.connected.store(true, Ordering::Relaxed);
             self.health.set("redis", true, format!("node {}", self.node));
             if connected_before {
                 // Whatever was published while we were away may be lost: every session replays from the inbox.
@@ -456,6 +456,9 @@ impl Worker {
             Ok(())
         };
         let mut con = self.connector.connect(Some(on_push)).await?;
+        // From here a user's first session waits for their channel: the snapshot below subscribes it, or the
+        // change marked after it is reconciled once connected (`run` clears the flag if this attempt fails).
+        self.transport.connected.store(true, Ordering::Relaxed);
         // Changes marked from here on are reconciled after this snapshot.
         self.transport.dirty.take();
         self.transport.dirty.take_revoked();
@@ -463,6 +466,11 @@ impl Worker {
         let mut channels = vec![self.names.all.clone()];
         channels.extend(users.iter().map(|u| self.names.user(u)));
         con.subscribe(self.mode, &channels).await?;
+        // Live: sessions that waited for these users' channels may read the inbox (the reconnect's resync of
+        // every session follows; those that waited read after it anyway).
+        for user in &users {
+            self.registry.subscription_live(user, None);
+        }
         Ok((con, users.into_iter().collect()))
     }
 
@@ -479,28 +487,38 @@ impl Worker {
                 revoked.insert(user);
             }
         }
+        // The users to subscribe go in one command: a burst of new users (a node taking over another's
+        // clients) costs one round trip, not one each, while their sessions wait for it.
+        let mut joining = Vec::new();
         for user in changed {
             let online = self.registry.is_online(&user);
             if online && !subscribed.contains(&user) {
-                if let Err(e) = con.subscribe(self.mode, &[self.names.user(&user)]).await {
-                    self.transport.dirty.mark(&user); // retried after the reconnect's full resubscribe anyway
-                    return Err(e);
-                }
-                subscribed.insert(user.clone());
-                // Anything published before the subscription took effect is in the inbox: catch up on it. After a
-                // revoked subscription, announced: the state frames (`read`, `deleted`, ...) published while the
-                // channel was away are not in a replay, and the client refetches them.
-                let reason = match revoked.contains(&user) {
-                    true => ResyncReason::TransportLost,
-                    false => ResyncReason::Subscribed,
-                };
-                self.registry.resync_user(&user, reason);
+                joining.push(user);
             } else if online {
                 // Still subscribed (the user's last session closed and a new one opened before this ran).
-                self.registry.subscription_live(&user);
+                self.registry.subscription_live(&user, None);
             } else if subscribed.remove(&user) {
                 con.unsubscribe(self.mode, &self.names.user(&user)).await?;
             }
+        }
+        if joining.is_empty() {
+            return Ok(());
+        }
+        let channels: Vec<String> = joining.iter().map(|u| self.names.user(u)).collect();
+        if let Err(e) = con.subscribe(self.mode, &channels).await {
+            joining.iter().for_each(|u| self.transport.dirty.mark(u)); // and the reconnect subscribes them all
+            return Err(e);
+        }
+        for user in joining {
+            // Anything published before the subscription took effect is in the inbox: catch up on it. After a
+            // revoked subscription, announced: the state frames (`read`, `deleted`, ...) published while the
+            // channel was away are not in a replay, and the client refetches them.
+            let reason = match revoked.contains(&user) {
+                true => ResyncReason::TransportLost,
+                false => ResyncReason::Subscribed,
+            };
+            self.registry.subscription_live(&user, Some(reason));
+            subscribed.insert(user);
         }
         Ok(())
     }
