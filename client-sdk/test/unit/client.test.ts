@@ -827,7 +827,8 @@ describe('events', () => {
 });
 
 describe('dead-link detection', () => {
-  it('sends a text ping every interval and reconnects when one goes unanswered for an interval', async () => {
+  /** A connected client whose server pings every 1000 ms, the error codes it reports, and its socket. */
+  async function connectedEvery1000ms() {
     const { client } = makeClient();
     const errors: string[] = [];
     client.on('error', ({ error }) => errors.push(error.code));
@@ -835,6 +836,11 @@ describe('dead-link detection', () => {
     await settle();
     const ws = WS.last;
     ws.receive(readyFrame(0, 1000));
+    return { client, errors, ws };
+  }
+
+  it('sends a text ping every interval and reconnects when one goes unanswered for an interval', async () => {
+    const { client, errors, ws } = await connectedEvery1000ms();
     await vi.advanceTimersByTimeAsync(1000);
     expect(ws.sent).toEqual(['ping']);
     ws.receive({ type: 'pong' }); // traffic: the link is alive
@@ -854,13 +860,7 @@ describe('dead-link detection', () => {
     const fakeSetInterval = globalThis.setInterval;
     vi.spyOn(globalThis, 'setInterval').mockImplementation(((fn: () => void, ms?: number) =>
       fakeSetInterval(fn, Math.max(ms ?? 0, 60_000))) as typeof setInterval);
-    const { client } = makeClient();
-    const errors: string[] = [];
-    client.on('error', ({ error }) => errors.push(error.code));
-    client.connect();
-    await settle();
-    const ws = WS.last;
-    ws.receive(readyFrame(0, 1000));
+    const { client, errors, ws } = await connectedEvery1000ms();
     for (let i = 1; i <= 10; i++) {
       await vi.advanceTimersByTimeAsync(60_000);
       expect(ws.sent).toHaveLength(i);
@@ -876,13 +876,7 @@ describe('dead-link detection', () => {
   });
 
   it('a dead-link timer that fires late (a frozen page, a machine asleep) waits one more interval for the answer', async () => {
-    const { client } = makeClient();
-    const errors: string[] = [];
-    client.on('error', ({ error }) => errors.push(error.code));
-    client.connect();
-    await settle();
-    const ws = WS.last;
-    ws.receive(readyFrame(0, 1000));
+    const { client, errors, ws } = await connectedEvery1000ms();
     await vi.advanceTimersByTimeAsync(1000); // a ping: answer due by 2000 ms
     expect(ws.sent).toEqual(['ping']);
     vi.setSystemTime(Date.now() + 10 * 60_000); // the page was frozen for 10 minutes
