@@ -203,7 +203,7 @@ pub async fn start_with(
             settings.server.user_writes_per_second,
             settings.server.user_writes_burst,
         ),
-        user_reads: user_reads.clone(),
+        user_reads,
     });
     tracing::info!(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),

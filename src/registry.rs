@@ -377,8 +377,8 @@ pub struct Registry {
 /// user arrive in order; implementations must not block.
 pub trait PresenceHook: Send + Sync + 'static {
     /// True when the user's channel is not live yet and will be: the transport then calls
-    /// [`Registry::subscription_live`] (or resyncs everyone, reconnecting), and the user's sessions wait for it
-    /// before their opening read.
+    /// [`Registry::subscription_live`] (its next reconcile, or a reconnect's subscription of every user), and the
+    /// user's sessions wait for it before their opening read.
     fn first_session(&self, user: &Arc<str>) -> bool;
     fn last_session(&self, user: &Arc<str>);
 }
@@ -399,8 +399,9 @@ pub struct Registration {
     user: Arc<str>,
     pub handle: Arc<SessionHandle>,
     /// The user's channel is being subscribed to: whatever other nodes publish for the user reaches this session
-    /// only once it is live, which a resync ([`ResyncReason::Subscribed`], or any other) says. A session reads
-    /// the inbox after that, so that nothing published meanwhile (read state, which no replay carries) is missed.
+    /// only once it is live, which [`Registry::subscription_live`] says (with a resync;
+    /// [`Registry::awaits_subscription`] tells it from a resync for another reason). A session reads the inbox
+    /// after that, so that nothing published meanwhile (read state, which no replay carries) is missed.
     pub awaiting_subscription: bool,
 }
 
@@ -637,16 +638,13 @@ pub(crate) mod tests {
     }
 
     /// A transport that is connected and subscribes on the first session (as `fanout::redis` does).
-    struct Subscribing(std::sync::Mutex<Vec<String>>);
+    struct Subscribing;
 
     impl PresenceHook for Subscribing {
-        fn first_session(&self, user: &Arc<str>) -> bool {
-            self.0.lock().unwrap().push(format!("first {user}"));
+        fn first_session(&self, _: &Arc<str>) -> bool {
             true
         }
-        fn last_session(&self, user: &Arc<str>) {
-            self.0.lock().unwrap().push(format!("last {user}"));
-        }
+        fn last_session(&self, _: &Arc<str>) {}
     }
 
     /// Every session of a user whose channel is being subscribed to waits for it (the first one and any opened
@@ -656,7 +654,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn sessions_wait_for_their_users_subscription_until_the_transport_says_it_is_live() {
         let reg = Registry::new();
-        reg.set_presence_hook(Arc::new(Subscribing(Default::default())));
+        reg.set_presence_hook(Arc::new(Subscribing));
         let first = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
         let second = reg_user(&reg, "u", 8, QueueFullPolicy::Close);
         assert!(first.awaiting_subscription && second.awaiting_subscription);

@@ -385,17 +385,15 @@ impl<'a> Session<'a> {
                     self.start_opening();
                 }
                 next = outbox.next(&mut batch, live) => {
-                    if awaiting && next != Next::Frames && !matches!(next, Next::Close(_)) {
-                        // A resync: the transport's word that the channel is live, or another reason (a node's
-                        // `lost` message, an overflow), which the opening read covers. Read once it is live.
-                        if !self.deps.registry.awaits_subscription(&self.user) {
+                    if awaiting && !matches!(next, Next::Close(_)) {
+                        // Frames are dropped: the opening read, after, holds what they carry. A resync is the
+                        // transport's word that the channel is live, or has another reason (a node's `lost`
+                        // message, an overflow), which the opening read covers too. Read once it is live.
+                        batch.clear();
+                        if next != Next::Frames && !self.deps.registry.awaits_subscription(&self.user) {
                             awaiting = false;
                             self.start_opening();
                         }
-                        continue;
-                    }
-                    if awaiting && next == Next::Frames {
-                        batch.clear();
                         continue;
                     }
                     let step = match next {
