@@ -21,7 +21,7 @@
 //!   when any `DELETE` removes the head row (every head on a `TRUNCATE`); unknown, the writer reads it from the
 //!   notifications (tested: `chain_heads_follow_row_by_row_writes_and_any_delete`, the contract's chain tests).
 //! - A commit of targeted notifications only (the shape of one event per request) is one round trip whatever its
-//!   size: one call of `herald_write_targeted_versioned` (migrations 6, 8 and 9) in autocommit ([`write_targeted`]), which
+//!   size: one call of `herald_write_targeted_versioned` (migrations 6, 8, 9 and 11) in autocommit ([`write_targeted`]), which
 //!   takes the same locks first; anything else is written row by row in a transaction that `BEGIN` and the locks
 //!   open.
 //! - Replies leave the writer only after `COMMIT` returned; the commit listener runs first, in commit order.
@@ -103,6 +103,11 @@ fn migrator() -> Migrator {
             10,
             "broadcast list indexes",
             include_str!("../../migrations/postgres/0010_broadcast_list_indexes.sql"),
+        ),
+        migration(
+            11,
+            "counts versions set by the upsert",
+            include_str!("../../migrations/postgres/0011_counts_versions_set_by_the_upsert.sql"),
         ),
     ]);
     migrator.set_ignore_missing(true);
@@ -1313,7 +1318,7 @@ fn targeted_only(batch: &[Job]) -> bool {
     })
 }
 
-/// The row `herald_write_targeted_versioned` returns (migrations 6, 8 and 9): per write whether it was fresh; per row of a fresh
+/// The row `herald_write_targeted_versioned` returns (migrations 6, 8, 9 and 11): per write whether it was fresh; per row of a fresh
 /// write its id, prev_id and muted; the changed users' counters as columns (in no particular order); the totals.
 struct Targeted {
     fresh: Vec<bool>,
@@ -1356,7 +1361,7 @@ impl Targeted {
 }
 
 /// Commit a batch of targeted notifications in one round trip whatever its size: one call of
-/// `herald_write_targeted_versioned` (migrations 6, 8 and 9) in autocommit, which takes the locks [`begin_and_lock`] describes,
+/// `herald_write_targeted_versioned` (migrations 6, 8, 9 and 11) in autocommit, which takes the locks [`begin_and_lock`] describes,
 /// records the dedupe keys, draws the ids, reads the preferences, upserts the counters (moving the chain heads and
 /// returning the ones they replace), inserts the rows, and answers once its transaction committed (sqlx reads up
 /// to `ReadyForQuery`, which PostgreSQL sends after the implicit commit). The values go as one array per column:
@@ -2248,6 +2253,48 @@ mod tests {
         assert!(versions.windows(2).all(|w| w[0] < w[1]) && versions[0] > 0, "{versions:?}");
         a.close().await;
         b.close().await;
+        db.drop_database().await;
+    }
+
+    /// Since migration 11 the group commit's upsert takes the counters' version itself and the trigger runs only
+    /// for a write that does not raise it: an operator's UPDATE or INSERT by hand is still versioned, above the
+    /// row's version before it, even one that writes a lower version or a version above the sequence.
+    #[tokio::test]
+    async fn counters_written_by_hand_still_take_a_higher_version() {
+        use crate::inbox::contract::CountsRecorder;
+        let Some(db) = TestDb::create("versions_by_hand").await else { return };
+        let heard = Arc::new(CountsRecorder::default());
+        let store = db.open(Some(heard.clone())).await;
+        store.apply(vec![Write::Notify(draft("h-1", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        let mut c = PgConnection::connect_with(&db.options).await.unwrap();
+        async fn version(c: &mut PgConnection, user: &str) -> Result<i64, sqlx::Error> {
+            sqlx::query_scalar("SELECT version FROM inbox_counts WHERE user_id = $1").bind(user).fetch_one(c).await
+        }
+        let mut versions = vec![version(&mut c, "u").await.unwrap()];
+        for by_hand in [
+            "UPDATE inbox_counts SET unread = 0 WHERE user_id = 'u'",
+            "UPDATE inbox_counts SET unread = 1, version = 1 WHERE user_id = 'u'",
+            "UPDATE inbox_counts SET version = version + 1000000 WHERE user_id = 'u'",
+            "UPDATE inbox_counts SET unseen = 0 WHERE user_id = 'u'",
+        ] {
+            sqlx::query(by_hand).execute(&mut c).await.unwrap();
+            versions.push(version(&mut c, "u").await.unwrap());
+        }
+        assert!(versions.windows(2).all(|w| w[0] < w[1]) && versions[0] > 0, "{versions:?}");
+        // The group commit after a version written above the sequence goes above it too, and reports the version
+        // the row holds (its upsert's own value was lifted by the trigger).
+        store.apply(vec![Write::Notify(draft("h-2", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        let stored = version(&mut c, "u").await.unwrap();
+        assert!(stored > *versions.last().unwrap(), "{stored} after {versions:?}");
+        let reported = heard.1.lock().unwrap().iter().rev().find(|(u, _)| u == "u").map(|(_, v)| *v);
+        assert_eq!(reported, Some(stored as u64), "the version the commit reports is the row's");
+        sqlx::query("INSERT INTO inbox_counts (user_id, unread, unseen) VALUES ('by-hand', 0, 0)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        assert!(version(&mut c, "by-hand").await.unwrap() > 0, "an INSERT without a version takes one");
+        c.close().await.unwrap();
+        store.close().await;
         db.drop_database().await;
     }
 
