@@ -19,7 +19,7 @@ use super::error::ErrorBody;
 use super::{error, ApiError, AppState};
 use crate::auth::{AuthError, Principal, Scope};
 use crate::event::{decode, DecodeError, Envelope};
-use crate::ingest::{Status, MAX_STORED_BYTES_PER_EVENT};
+use crate::ingest::{Outcome, Status, MAX_STORED_BYTES_PER_EVENT};
 use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 use tracing::Level;
 
@@ -165,10 +165,27 @@ fn key_label(principal: &Result<Principal, ApiError>) -> String {
     }
 }
 
+/// What an ingest request answers: each event's result, after the error and its message for a `422`. Serialised
+/// as it is (no `serde_json::Value` built first): the same object `IngestResults` and `IngestRefused` describe.
+#[derive(serde::Serialize)]
+struct Answer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    results: Vec<Outcome>,
+}
+
+impl Answer {
+    fn refused(error: &'static str, message: String, results: Vec<Outcome>) -> Json<Answer> {
+        Json(Answer { error: Some(error), message: Some(message), results })
+    }
+}
+
 fn counted(
     key: &str,
-    result: Result<(StatusCode, Json<serde_json::Value>), ApiError>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    result: Result<(StatusCode, Json<Answer>), ApiError>,
+) -> Result<(StatusCode, Json<Answer>), ApiError> {
     if let Err(e) = &result {
         let reason = match e {
             ApiError::Auth(AuthError::MissingScope(_) | AuthError::OutOfScope(_)) => "insufficient_scope",
@@ -203,7 +220,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     allowed: Allowed,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Answer>), ApiError> {
     let principal = principal?;
     let grant = match &principal {
         Principal::Service { grant, .. } => {
@@ -326,12 +343,8 @@ async fn handle(
     // An event addressed through an alias nobody taught yet stored nothing (the others in the batch did): the
     // caller learns which, and may post it again once the alias is known.
     if let Some(unresolved) = outcomes.iter().find_map(|o| o.error.as_ref()) {
-        let body = serde_json::json!({
-            "error": unresolved.reason(),
-            "message": unresolved.to_string(),
-            "results": outcomes,
-        });
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));
+        let (error, message) = (unresolved.reason(), unresolved.to_string());
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Answer::refused(error, message, outcomes)));
     }
     // No rule takes it: stored nowhere, as AMQP dead-letters it — a publisher checking the status learns that its
     // events go nowhere (an `ignore` rule accepts the events a service posts but nobody needs).
@@ -339,18 +352,17 @@ async fn handle(
         let o = &outcomes[i];
         let where_ = if single { String::new() } else { format!("event [{i}]: ") };
         let (exchange, routing_key) = unmatched_route.unwrap_or_default();
-        let body = serde_json::json!({
-            "error": "unmatched",
-            "message": format!("{where_}no rule matches event `{}` on exchange `{exchange}` with routing key \
+        let message = format!(
+            "{where_}no rule matches event `{}` on exchange `{exchange}` with routing key \
                 `{routing_key}`: nothing stored for it (a rule's `exchanges` and `routing_keys` must both match: \
                 pass `?exchange=` and `?routing_key=` as the event is published to the broker; \
                 `POST /api/v1/admin/rules/dry-run` shows which rule takes what; or add a rule, or an `ignore` rule \
-                for events nobody needs)", o.event_id),
-            "results": outcomes,
-        });
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)));
+                for events nobody needs)",
+            o.event_id
+        );
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Answer::refused("unmatched", message, outcomes)));
     }
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "results": outcomes }))))
+    Ok((StatusCode::ACCEPTED, Json(Answer { error: None, message: None, results: outcomes })))
 }
 
 /// Ingest requests in flight per caller (a service key, or a signed-in user on the dev route), bounded by
