@@ -388,6 +388,49 @@ async fn a_read_made_on_another_node_right_after_a_first_session_opens_reaches_i
     assert_eq!(again.notification().await["notification"]["id"], next);
 }
 
+/// While a first session waits for its user's channel, the frames committed for the user are taken and dropped,
+/// not held: a burst larger than the session's queue cannot close it before `ready` (it used to, with 4008 under
+/// `queue_full_policy = "close"`), and the replay it asked for carries the burst once, in order, after `ready`.
+#[tokio::test]
+async fn a_burst_while_a_session_waits_for_its_channel_does_not_close_it_and_its_replay_carries_it_once() {
+    let Some((pg, redis)) = fresh_database("burst_while_waiting").await else { return };
+    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let slow = slow_link(upstream, Duration::from_millis(400)).await;
+    let b = node_with(&pg, &format!("redis://{slow}"), "burst-b", |s| {
+        s.websocket.outbound_queue = 4;
+        s.websocket.queue_full_policy = herald::config::QueueFullPolicy::Close;
+    })
+    .await;
+    ready(&b).await;
+    let user = unique("burst-");
+    // The handshake only: the session registers and waits for its channel (a SUBSCRIBE 800 ms away) while the
+    // burst commits on this same node.
+    let url = format!("ws://{}/ws/{user}?token={}&since=0", b.addr, b.token(&user));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("handshake");
+    let mut on_b = Client { ws };
+    let mut posted = Vec::new();
+    for i in 0..8 {
+        posted.push(notify(&b, &user, &format!("burst {i}")).await);
+    }
+    let opened = on_b.frame().await;
+    assert_eq!(opened["type"], "ready", "{opened}");
+    assert_eq!(opened["latest_id"].as_i64(), posted.last().copied(), "the session read the inbox after the burst");
+    let mut got = Vec::new();
+    loop {
+        let f = on_b.frame().await;
+        match f["type"].as_str().unwrap() {
+            "notification" => got.push(f["notification"]["id"].as_i64().unwrap()),
+            "replayed" => break,
+            other => panic!("unexpected {other}: {f}"),
+        }
+    }
+    assert_eq!(got, posted, "the burst once, in order, from the replay");
+    // Live from here on, and nothing of the burst comes again.
+    let next = notify(&b, &user, "after").await;
+    assert_eq!(on_b.notification().await["notification"]["id"], next);
+}
+
 /// A node that starts with Redis out of its reach still serves its sessions (degraded). What the other nodes
 /// publish for those users meanwhile reaches them once its first connection is up: they resync from the inbox
 /// (`resync`, `transport_lost`: the read state they missed is refetched). Before, the first connection subscribed
