@@ -278,7 +278,14 @@ impl Authenticator {
                 let Some((_, validation)) = self.by_algorithm.iter().find(|(alg, _)| *alg == key.alg) else {
                     return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", key.alg)));
                 };
-                decode::<HashMap<String, Value>>(token, &key.decoding, validation)
+                let decoded = decode::<HashMap<String, Value>>(token, &key.decoding, validation);
+                if decoded.as_ref().is_err_and(|e| *e.kind() == ErrorKind::InvalidSignature) {
+                    // The provider may have replaced a key under the same `kid` (or its only key, tokens naming
+                    // none): refetch, at most once per `auth.jwks_min_refresh_secs` as for an unknown `kid`, rather
+                    // than refuse its users until the cached set expires.
+                    jwks.request_refresh();
+                }
+                decoded
             }
         };
         let data = decoded.map_err(|e| match e.kind() {

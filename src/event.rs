@@ -316,6 +316,10 @@ pub enum BadUserId {
     TooLong(usize),
     #[error("the user id holds a control character, which no token can carry")]
     Control,
+    /// Ids are trimmed wherever an event names them, and a token's user claim may not be padded: no event and no
+    /// token ever names such an id.
+    #[error("the user id has leading or trailing whitespace, which no event or token names")]
+    Padded,
 }
 
 impl BadUserId {
@@ -324,15 +328,18 @@ impl BadUserId {
         match self {
             BadUserId::Empty => "missing_user_id",
             BadUserId::TooLong(_) => "user_id_too_long",
-            BadUserId::Control => "invalid_user_id",
+            BadUserId::Control | BadUserId::Padded => "invalid_user_id",
         }
     }
 }
 
-/// A user id as ingest would take it for a recipient: not empty, at most [`MAX_ID_LEN`] bytes, readable.
+/// A user id as ingest would take it for a recipient: not empty, at most [`MAX_ID_LEN`] bytes, readable, not
+/// padded with whitespace (ingest trims what it reads).
 pub fn check_user_id(id: &str) -> Result<(), BadUserId> {
     if id.is_empty() {
         Err(BadUserId::Empty)
+    } else if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {
+        Err(BadUserId::Padded)
     } else if id.len() > MAX_ID_LEN {
         Err(BadUserId::TooLong(id.len()))
     } else if !user_id_is_readable(id) {

@@ -56,8 +56,20 @@ pub enum RouteError {
     /// Over what a preference can name: such a type could be listed and filtered on, never muted.
     #[error("rule `{rule}`: the notification type is {len} bytes, over the {max} a preference can name")]
     TypeTooLong { rule: String, len: usize, max: usize },
+    /// A control character in the type: no preference can name it (`PUT …/preferences` refuses one).
+    #[error("rule `{rule}`: the notification type `{kind}` holds a control character, which a preference cannot name")]
+    InvalidType { rule: String, kind: String },
     #[error("rule `{rule}`: {rows} notifications of up to {row} bytes each would store {total} bytes, over the {max} one event may")]
     TooMuchToStore { rule: String, rows: usize, row: usize, total: usize, max: usize },
+    /// An alias the event teaches, longer than a user id may be: an alias is looked up by its text (an index
+    /// entry on PostgreSQL, which refuses one over ~2.7 KB as a failed commit), and `PUT /api/v1/aliases` refuses
+    /// it as `alias_too_long`.
+    #[error("rule `{rule}`: the {kind} alias is {len} bytes, over the {max}-byte limit")]
+    AliasTooLong { rule: String, kind: String, len: usize, max: usize },
+    /// A related object's type or id over the bound: broadcasts are listed by them (an index entry on
+    /// PostgreSQL, as above).
+    #[error("rule `{rule}`: the related object's {field} is {len} bytes, over the {max}-byte limit")]
+    RelatedObjectTooLong { rule: String, field: &'static str, len: usize, max: usize },
     /// Reported by the store, which resolves aliases in the commit (see [`Recipients::Alias`]).
     #[error("no user is known for {kind} alias `{alias}` yet")]
     UnresolvedRecipient { kind: String, alias: String },
@@ -69,6 +81,9 @@ const DEFAULT_TYPE: &str = "info";
 /// The longest notification type: what a preference can name (`PUT …/preferences`,
 /// `preferences.muted_by_default`), so no type is stored that could be listed but never muted.
 pub const MAX_TYPE_LEN: usize = 200;
+
+/// The longest related object type or id a rule may print (each): what a list filters broadcasts by.
+pub const MAX_RELATED_LEN: usize = 256;
 
 impl From<RouteError> for String {
     fn from(e: RouteError) -> String {
@@ -87,7 +102,10 @@ impl RouteError {
             | RouteError::TooManyRecipients { rule, .. }
             | RouteError::NotificationTooLarge { rule, .. }
             | RouteError::TypeTooLong { rule, .. }
-            | RouteError::TooMuchToStore { rule, .. } => Some(rule),
+            | RouteError::InvalidType { rule, .. }
+            | RouteError::TooMuchToStore { rule, .. }
+            | RouteError::AliasTooLong { rule, .. }
+            | RouteError::RelatedObjectTooLong { rule, .. } => Some(rule),
             RouteError::UnresolvedRecipient { .. } => None,
         }
     }
@@ -103,6 +121,9 @@ impl RouteError {
             RouteError::NotificationTooLarge { .. } => "notification_too_large",
             RouteError::TooMuchToStore { .. } => "too_much_to_store",
             RouteError::TypeTooLong { .. } => "type_too_long",
+            RouteError::InvalidType { .. } => "invalid_type",
+            RouteError::AliasTooLong { .. } => "alias_too_long",
+            RouteError::RelatedObjectTooLong { .. } => "related_object_too_long",
         }
     }
 }
@@ -450,11 +471,15 @@ impl Rules {
         // A dedupe key that prints a value the event lacks (or a null) would make every such event one: it prints a
         // marker instead, and a key holding it does not apply — the event keeps its own id (`Rules::route_by`). A
         // marker, not an error, so the rest of the template still runs (the trial render at load checks its
-        // filters). Other fields print nothing for those.
+        // filters). Other fields print nothing for those: a Python publisher's `None` is no text (minijinja would
+        // print `none`, and `| default(...)` does not replace a null).
         templates.set_formatter(|out, state, value| {
-            if state.name().ends_with(DEDUPE_KEY_FIELD) && (value.is_undefined() || value.is_none()) {
-                use std::fmt::Write;
-                return out.write_char(MISSING_KEY_PART).map_err(minijinja::Error::from);
+            if value.is_undefined() || value.is_none() {
+                if state.name().ends_with(DEDUPE_KEY_FIELD) {
+                    use std::fmt::Write;
+                    return out.write_char(MISSING_KEY_PART).map_err(minijinja::Error::from);
+                }
+                return Ok(());
             }
             minijinja::escape_formatter(out, state, value)
         });
@@ -484,6 +509,19 @@ impl Rules {
                         a.kind
                     )));
                 }
+            }
+            // A purge erases the inboxes of the users an event names; one that could resolve to everyone would only
+            // ever dead-letter such events.
+            if spec.action == Action::Purge
+                && (to.iter().any(|s| matches!(s, Source::Everyone))
+                    || spec.when_missing == WhenMissing::Everyone
+                    || !spec.everyone_values.is_empty())
+            {
+                return Err(invalid(
+                    "a purge erases the users an event names, never everyone: no `everyone` source, \
+                     `when_missing = \"everyone\"` or `everyone_values`"
+                        .into(),
+                ));
             }
             if spec.action != Action::Ignore && to.is_empty() && spec.when_missing == WhenMissing::Error {
                 return Err(invalid("needs `to` (who receives it / whose inbox is purged)".into()));
@@ -603,9 +641,10 @@ impl Rules {
             Action::Ignore => Ok(Route::Ignore),
             Action::Purge => match rule.recipients(event)? {
                 Recipients::Users(users) => Ok(Route::Purge(users)),
+                // Refused when the rules load (a purge names no `everyone` and no alias source).
                 Recipients::Everyone | Recipients::Alias { .. } => Err(RouteError::MissingRecipient {
                     rule: rule.name.clone(),
-                    tried: "a purge needs one user, not everyone".into(),
+                    tried: "the sources a purge reads (it erases named users, never everyone)".into(),
                 }),
             },
             Action::Notify | Action::Live => {
@@ -648,7 +687,33 @@ impl Rules {
                     }
                 };
                 let field = |i: usize| render(FIELDS[i], &rule.fields[i]);
+                let mut aliases = Vec::with_capacity(rule.aliases.len());
+                for a in &rule.aliases {
+                    let Some(alias) = pointer(&event.body, &a.alias).and_then(id_string) else { continue };
+                    // An alias pointing at a user no token can name would route their events to nobody.
+                    let Some(user) = pointer(&event.body, &a.user)
+                        .and_then(id_string)
+                        .filter(|u| crate::event::user_id_is_readable(u))
+                    else {
+                        continue;
+                    };
+                    let max = crate::event::MAX_ID_LEN;
+                    if alias.len() > max {
+                        let (rule, kind, len) = (rule.name.clone(), a.kind.clone(), alias.len());
+                        return Err(RouteError::AliasTooLong { rule, kind, len, max });
+                    }
+                    if user.len() > max {
+                        return Err(RouteError::UserIdTooLong { rule: rule.name.clone(), len: user.len(), max });
+                    }
+                    aliases.push(AliasRecord { kind: a.kind.clone(), alias, user });
+                }
                 let (related_type, related_id) = (field(3)?, field(4)?);
+                for (field, text) in [("type", &related_type), ("id", &related_id)] {
+                    if text.len() > MAX_RELATED_LEN {
+                        let (rule, len, max) = (rule.name.clone(), text.len(), MAX_RELATED_LEN);
+                        return Err(RouteError::RelatedObjectTooLong { rule, field, len, max });
+                    }
+                }
                 let related_object = (!related_type.is_empty() && !related_id.is_empty())
                     .then_some(RelatedObject { kind: related_type, id: related_id });
                 let data = match rule.data.as_deref() {
@@ -666,24 +731,16 @@ impl Rules {
                     None => None,
                     Some(Err(e)) => return Err(e),
                 };
-                let aliases = rule
-                    .aliases
-                    .iter()
-                    .filter_map(|a| {
-                        let alias = pointer(&event.body, &a.alias).and_then(id_string)?;
-                        // An alias pointing at a user no token can name would route their events to nobody.
-                        let user = pointer(&event.body, &a.user)
-                            .and_then(id_string)
-                            .filter(|u| crate::event::user_id_is_readable(u))?;
-                        Some(AliasRecord { kind: a.kind.clone(), alias, user })
-                    })
-                    .collect();
                 // A type is what preferences name: a blank one is the default's, a longer one is refused.
                 let kind = match field(0)? {
                     blank if blank.is_empty() => DEFAULT_TYPE.to_owned(),
                     kind if kind.len() > MAX_TYPE_LEN => {
                         let (rule, len, max) = (rule.name.clone(), kind.len(), MAX_TYPE_LEN);
                         return Err(RouteError::TypeTooLong { rule, len, max });
+                    }
+                    kind if kind.chars().any(char::is_control) => {
+                        let (rule, kind) = (rule.name.clone(), kind.escape_debug().to_string());
+                        return Err(RouteError::InvalidType { rule, kind });
                     }
                     kind => kind,
                 };
@@ -709,13 +766,20 @@ impl Rules {
 #[derive(Clone)]
 pub struct RulesHandle {
     current: Arc<RwLock<Arc<Rules>>>,
+    /// Held from reading the file to putting its rules in force: two reloads at once (SIGHUP, the admin endpoint,
+    /// another node's request) put them in force in the order they read the file, so the last file read stays.
+    reloading: Arc<std::sync::Mutex<()>>,
     path: PathBuf,
 }
 
 impl RulesHandle {
     pub fn new(rules: Rules, path: &Path) -> Self {
         report_digest(None, rules.digest());
-        RulesHandle { current: Arc::new(RwLock::new(Arc::new(rules))), path: path.to_owned() }
+        RulesHandle {
+            current: Arc::new(RwLock::new(Arc::new(rules))),
+            reloading: Arc::default(),
+            path: path.to_owned(),
+        }
     }
 
     /// The rules in force now.
@@ -726,6 +790,7 @@ impl RulesHandle {
     /// Load the rules file again (SIGHUP, the admin endpoint on this node or another), counted and logged. On
     /// error the rules in force are kept.
     pub fn reload(&self) -> Result<Arc<Rules>, RulesError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let rules = Arc::new(Rules::load(&self.path)?);
         let old = std::mem::replace(&mut *self.current.write().expect("rules lock poisoned"), rules.clone());
         report_digest(Some(old.digest()), rules.digest());
@@ -764,6 +829,7 @@ impl Rule {
                     .routing_key
                     .split('.')
                     .nth(*i)
+                    .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
                     .into_iter()
@@ -1294,6 +1360,74 @@ mod tests {
     fn shipped_rules_compile() {
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
         assert!(rules.len() >= 8);
+    }
+
+    /// The shipped file's header says so: a rule an operator adds for their own exchange is never shadowed by a
+    /// shipped one, and a publisher on another exchange cannot reach the seeds' rules (a `match.assigned` on
+    /// `billing.events` put text of its choosing in any referee's inbox).
+    #[test]
+    fn every_shipped_rule_names_its_exchanges() {
+        let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
+        for r in &rules.rules {
+            assert!(!r.exchanges.is_empty(), "shipped rule `{}` matches every exchange", r.name);
+        }
+    }
+
+    /// A purge that could resolve to everyone would dead-letter every event it matched: refused at load.
+    #[test]
+    fn a_purge_that_could_mean_everyone_is_refused_at_load() {
+        let purge = |extra: &str| format!("[[rule]]\nname = \"erase\"\naction = \"purge\"\n{extra}\n");
+        for extra in [
+            "to = [\"everyone\"]",
+            "to = [\"/u\", \"everyone\"]",
+            "to = [\"/u\"]\nwhen_missing = \"everyone\"",
+            "when_missing = \"everyone\"",
+            "to = [\"/u\"]\neveryone_values = [\"system\"]",
+        ] {
+            let e = Rules::parse(&purge(extra)).unwrap_err().to_string();
+            assert!(e.contains("erase") && e.contains("never everyone"), "{extra}: {e}");
+        }
+        Rules::parse(&purge("to = [\"/u\"]")).unwrap();
+    }
+
+    /// A null prints nothing, as a missing value does (minijinja printed `none`, and `| default` kept it): a
+    /// Python publisher's `None` title is no text, and its `None` type is the default's, not a type `none`.
+    #[test]
+    fn a_null_prints_nothing_and_a_null_type_is_the_default() {
+        let rules = rule("type = \"{{ kind | default('info') }}\"\ntitle = \"[{{ t }}]\"\ncontent = \"{{ c.d }}\"");
+        let Route::Notify(d) =
+            rules.route(&event(json!({"u": "x", "kind": null, "t": null, "c": {"d": null}}))).unwrap()
+        else {
+            panic!("a notify rule")
+        };
+        assert_eq!((d.kind.as_str(), d.title.as_str(), d.content.as_str()), ("info", "[]", ""));
+    }
+
+    /// What an event teaches is bounded as what it addresses is: an alias or its user over the 256 bytes of a
+    /// user id, a related object's type or id over 256 bytes, is refused before anything is stored (on
+    /// PostgreSQL such a value failed the commit's index entry: a 500, and an AMQP batch retried for ever).
+    #[test]
+    fn an_alias_or_related_object_over_its_bound_is_refused() {
+        let rules = rule(
+            "title = \"t\"\naliases = [{ kind = \"student\", alias = \"/s\", user = \"/au\" }]\n\
+             related_object = { type = \"{{ rt }}\", id = \"{{ ri }}\" }",
+        );
+        let long = "x".repeat(257);
+        let ok = "x".repeat(256);
+        let route = |body: serde_json::Value| rules.route(&event(body));
+        let e = route(json!({"u": "x", "s": long, "au": "y", "rt": "a", "ri": "b"})).unwrap_err();
+        assert_eq!(e.reason(), "alias_too_long", "{e}");
+        assert!(e.to_string().contains("student alias is 257 bytes"), "{e}");
+        let e = route(json!({"u": "x", "s": "s1", "au": long, "rt": "a", "ri": "b"})).unwrap_err();
+        assert_eq!(e.reason(), "user_id_too_long", "the alias's user: {e}");
+        let e = route(json!({"u": "x", "s": "s1", "rt": long, "ri": "b"})).unwrap_err();
+        assert_eq!(e.reason(), "related_object_too_long");
+        let e = route(json!({"u": "x", "s": "s1", "rt": "a", "ri": long})).unwrap_err();
+        assert!(e.to_string().contains("related object's id is 257 bytes"), "{e}");
+        let Route::Notify(d) = route(json!({"u": "x", "s": ok, "au": ok, "rt": ok, "ri": ok})).unwrap() else {
+            panic!("a notify rule")
+        };
+        assert_eq!((d.aliases.len(), d.related_object.map(|r| r.id.len())), (1, Some(256)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::ErrorBody;
-use super::{error, ApiError, AppState, Path};
+use super::{error, ApiError, AppState, NoQuery, Path};
 use crate::auth::{Principal, Scope};
 use crate::inbox::Write;
 use crate::ingest::amqp::dead_letters::{self, DeadLetterError, DeadLetterList, RedriveOutcome, Selection};
@@ -29,6 +29,7 @@ pub(super) fn service_only(state: &AppState, headers: &HeaderMap, scope: Scope) 
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AliasBody {
     /// The user this alias stands for: a non-empty string or a number.
     #[schema(value_type = super::openapi::UserId)]
@@ -45,7 +46,7 @@ pub struct AliasBody {
     params(("kind" = String, Path, description = "The alias's kind, e.g. `student`."), ("alias" = String, Path, description = "The id in that kind, e.g. a student profile id.")),
     responses(
         (status = 200, description = "The alias and its user.", body = super::openapi::Alias),
-        (status = 400, description = "A path segment that does not parse (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "A path segment that does not parse (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:read` (`insufficient_scope`).", body = ErrorBody),
         (status = 404, description = "No such alias (`not_found`).", body = ErrorBody),
@@ -58,8 +59,10 @@ pub async fn get_alias(
     State(state): State<AppState>,
     Path((kind, alias)): Path<(String, String)>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::InboxRead)?;
+    no_query.check()?;
     match state.store.alias(&kind, &alias).await? {
         Some(user) => Ok(Json(serde_json::json!({ "kind": kind, "alias": alias, "user_id": user }))),
         None => Err(ApiError::NotFound("no such alias")),
@@ -77,7 +80,7 @@ pub async fn get_alias(
     request_body(content = AliasBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The alias as stored; events addressed to it now reach the user.", body = super::openapi::Alias),
-        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::BadCredential,
         (status = 403, description = "A user token: this takes a service key (`forbidden`); a service key without `inbox:write` (`insufficient_scope`).", body = ErrorBody),
         (status = 422, description = "`user_id` is empty or not a string or number (`missing_user_id`), is over 256 bytes (`user_id_too_long`), holds a control character no token can carry (`invalid_user_id`), or `kind`/`alias` is too long (`alias_too_long`).", body = ErrorBody),
@@ -91,13 +94,22 @@ pub async fn put_alias(
     State(state): State<AppState>,
     Path((kind, alias)): Path<(String, String)>,
     headers: HeaderMap,
+    no_query: NoQuery,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::InboxWrite)?;
+    no_query.check()?;
     let body: AliasBody = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     let user = super::user_id_in_body(&body.user_id)?;
     if kind.len() > crate::event::MAX_ID_LEN || alias.len() > crate::event::MAX_ID_LEN {
         return Err(ApiError::Unprocessable { code: "alias_too_long", message: "kind and alias are ids".into() });
+    }
+    // An event's alias is read trimmed: a padded or blank one could be taught but never found.
+    for (name, id) in [("kind", &kind), ("alias", &alias)] {
+        if id.trim().is_empty() || id.trim().len() != id.len() {
+            let message = format!("{{{name}}} is blank or has leading or trailing whitespace, which no event names");
+            return Err(ApiError::BadRequest { code: "bad_path", message });
+        }
     }
     let record = AliasRecord { kind: kind.clone(), alias: alias.clone(), user: user.clone() };
     state.store.apply(vec![Write::Alias(record)]).await?;
@@ -115,6 +127,7 @@ pub async fn put_alias(
     description = "Reloads this node's rules file and, once it compiles, asks every other node of the cluster (over Redis) to reload its own; SIGHUP reloads one node. `herald_rules_info{digest}` shows which rules each node runs.",
     responses(
         (status = 200, description = "The new rules are in force here; the other nodes were asked to reload.", body = super::openapi::RulesReloaded),
+        (status = 400, description = "A query parameter, which it does not take (`bad_query`): nothing is reloaded.", body = ErrorBody),
         error::AdminErrors,
         (status = 422, description = "The file does not compile (`invalid_rules`, the message says why): the rules in force stay.", body = ErrorBody)
     ),
@@ -123,8 +136,10 @@ pub async fn put_alias(
 pub async fn reload_rules(
     State(state): State<AppState>,
     headers: HeaderMap,
+    no_query: NoQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
+    no_query.check()?;
     match state.pipeline.reload_rules_everywhere() {
         Ok(rules) => Ok(Json(serde_json::json!({ "rules": rules.len(), "digest": rules.digest() }))),
         Err(e) => {
@@ -141,6 +156,7 @@ const MAX_REDRIVE_IDS: usize = 1000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeadLetterParams {
     /// How many letters to show, 1 to 100.
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -176,7 +192,7 @@ impl From<DeadLetterError> for ApiError {
     params(DeadLetterParams),
     responses(
         (status = 200, description = "Up to `limit` letters, with their reason, origin and body.", body = DeadLetterList),
-        (status = 400, description = "`limit` does not parse or is out of range (`bad_query`).", body = ErrorBody),
+        (status = 400, description = "`limit` does not parse or is out of range, or another query parameter (`bad_query`).", body = ErrorBody),
         error::AdminErrors,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
         (status = 503, description = "The broker cannot be reached now, or stopped answering (10 s for each of its operations; `amqp_unavailable`): retry after `Retry-After`.", body = ErrorBody)
@@ -234,7 +250,7 @@ pub struct RedriveResults {
     request_body(content = RedriveRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What became of each letter: `redriven`, `not_found` or `failed` (it stays; `message` says why).", body = RedriveResults),
-        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`).", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::BadCredential,
         error::AdminOnly,
         (status = 409, description = "RabbitMQ ingest is not enabled (`amqp_disabled`): there is no dead-letter queue.", body = ErrorBody),
@@ -247,9 +263,11 @@ pub struct RedriveResults {
 pub async fn redrive_dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
+    no_query: NoQuery,
     body: axum::body::Body,
 ) -> Result<Json<RedriveResults>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
+    no_query.check()?;
     let body: RedriveRequest = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     let selection = match (body.ids, body.all) {
         (Some(ids), None | Some(false)) if (1..=MAX_REDRIVE_IDS).contains(&ids.len()) => Selection::Ids(ids),
@@ -314,7 +332,7 @@ pub struct DryRunResult {
     request_body(content = DryRunRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "What the gateway would do with the event.", body = DryRunResult),
-        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`; the message says where).", body = ErrorBody),
+        (status = 400, description = "The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`; the message says where); a query parameter, which it does not take (`bad_query`).", body = ErrorBody),
         error::AdminErrors,
         error::JsonBodyErrors,
         (status = 500, description = "The inbox failed reading an alias (`internal_error`).", body = ErrorBody),
@@ -325,10 +343,14 @@ pub struct DryRunResult {
 pub async fn dry_run_rules(
     State(state): State<AppState>,
     headers: HeaderMap,
+    no_query: NoQuery,
     body: axum::body::Body,
 ) -> Result<Json<DryRunResult>, ApiError> {
     use crate::ingest::dry_run;
     service_only(&state, &headers, Scope::Admin)?;
+    // The event's exchange and routing key are the body's fields: `?exchange=`, as ingest takes them, would be
+    // ignored and the verdict given for another transport.
+    no_query.check()?;
     // The event it wraps may be as large as ingest takes, plus the request's own fields.
     let limit = state.settings.server.max_body_bytes.saturating_add(super::SMALL_BODY_BYTES);
     let req: DryRunRequest = super::json_body(&state, &headers, body, limit).await?;

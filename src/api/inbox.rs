@@ -13,7 +13,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorBody;
-use super::{error, ApiError, AppState, Path};
+use super::{error, ApiError, AppState, NoQuery, Path};
 use crate::auth::{Principal, Scope};
 use crate::inbox::{Change, ListQuery, PreferencesChange};
 use crate::protocol::{
@@ -53,7 +53,7 @@ pub struct ListParams {
     related_type: Option<String>,
     /// With `related_type`: only notifications about this object (`related_object.id`).
     related_id: Option<String>,
-    /// jQuery's cache-buster (`cache: false` sends `_=<time>`): taken and ignored, like [`NoQuery`] does.
+    /// jQuery's cache-buster (`cache: false` sends `_=<time>`): taken and ignored, like [`super::NoQuery`] does.
     #[serde(rename = "_")]
     #[param(ignore)]
     #[allow(dead_code)]
@@ -83,34 +83,6 @@ fn query_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D:
 pub const FILTERED_LIST_READS: usize = 5;
 
 type QueryResult<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
-
-/// The query of an endpoint that takes no parameter, checked after the caller's credentials: one naming a
-/// parameter is refused (`bad_query`), so that `read_all?type=welcome` is not taken for a filtered change and
-/// marks nothing, rather than every notification.
-pub struct NoQuery(Option<String>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // jQuery's cache-buster (`_=<time>`, sent by `cache: false`) names nothing: ignored.
-        let named =
-            parts.uri.query().and_then(|q| q.split('&').find(|p| !p.is_empty() && *p != "_" && !p.starts_with("_=")));
-        Ok(NoQuery(named.map(|p| p.split('=').next().unwrap_or_default().chars().take(64).collect())))
-    }
-}
-
-impl NoQuery {
-    fn check(self) -> Result<(), ApiError> {
-        match self.0 {
-            None => Ok(()),
-            Some(name) => Err(ApiError::BadRequest {
-                code: "bad_query",
-                message: format!("unknown query parameter `{name}`: this endpoint takes none"),
-            }),
-        }
-    }
-}
 
 impl AppState {
     /// The caller may use `user`'s inbox with `scope`, and `user` is an id an inbox can have (a service key could
@@ -414,6 +386,7 @@ fn split<T>(ids: &[i64], answers: &[T], found: impl Fn(&T) -> bool) -> (Vec<i64>
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Every notification up to `up_to` is seen (broadcasts included); `unseen` is 0. The user's open sessions get a `seen_all` frame and their new `counts`.", body = super::openapi::SeenAllResult),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body (`up_to` would tell it when the user last received a notification)."),
         error::InboxWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -423,11 +396,11 @@ pub async fn seen_all(
     Path(user): Path<String>,
     headers: HeaderMap,
     no_query: NoQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
+) -> Result<Shown<serde_json::Value>, ApiError> {
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     no_query.check()?;
     let r = state.store.seen_all(&user).await?;
-    Ok(Json(serde_json::json!({ "up_to": r.up_to, "seen_at": format_ts(&r.seen_at) })))
+    Ok(Shown::to(&principal, &user, serde_json::json!({ "up_to": r.up_to, "seen_at": format_ts(&r.seen_at) })))
 }
 
 #[utoipa::path(
@@ -537,11 +510,12 @@ pub async fn patch_preferences(
 /// Each type a preferences body names is a non-blank string of at most [`MAX_TYPE_LEN`] bytes.
 fn check_type_names<'a>(types: impl Iterator<Item = &'a String>) -> Result<(), ApiError> {
     for kind in types {
-        if kind.trim().is_empty() || kind.len() > MAX_TYPE_LEN {
+        if kind.trim().is_empty() || kind.len() > MAX_TYPE_LEN || kind.chars().any(char::is_control) {
             return Err(ApiError::BadRequest {
                 code: "bad_request",
                 message: format!(
-                    "type {:?}: a notification type is a non-blank string of at most {MAX_TYPE_LEN} bytes",
+                    "type {:?}: a notification type is a non-blank string of at most {MAX_TYPE_LEN} bytes, without \
+                     control characters",
                     kind.chars().take(40).collect::<String>()
                 ),
             });
@@ -578,6 +552,7 @@ impl AppState {
     params(("user_id" = String, Path, description = "The inbox's owner: the user claim of their token.")),
     responses(
         (status = 200, description = "Every notification up to `up_to` is read (broadcasts included). The user's open sessions get a `read_all` frame and their new `counts`.", body = super::openapi::ReadAllResult),
+        (status = 204, description = "Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body (`up_to` would tell it when the user last received a notification)."),
         error::InboxWriteErrors
     ),
     security(("user_jwt" = []), ("service_key" = []))
@@ -587,11 +562,11 @@ pub async fn read_all(
     Path(user): Path<String>,
     headers: HeaderMap,
     no_query: NoQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    state.authorize(&headers, &user, Scope::InboxWrite)?;
+) -> Result<Shown<serde_json::Value>, ApiError> {
+    let principal = state.authorize(&headers, &user, Scope::InboxWrite)?;
     no_query.check()?;
     let r = state.store.mark_all_read(&user).await?;
-    Ok(Json(serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
+    Ok(Shown::to(&principal, &user, serde_json::json!({ "up_to": r.up_to, "read_at": format_ts(&r.read_at) })))
 }
 
 #[utoipa::path(

@@ -156,6 +156,34 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// The query of an endpoint that takes no parameter, checked after the caller's credentials: one naming a
+/// parameter is refused (`bad_query`), so that `read_all?type=welcome` is not taken for a filtered change and
+/// marks nothing, rather than every notification.
+pub struct NoQuery(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for NoQuery {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // jQuery's cache-buster (`_=<time>`, sent by `cache: false`) names nothing: ignored.
+        let named =
+            parts.uri.query().and_then(|q| q.split('&').find(|p| !p.is_empty() && *p != "_" && !p.starts_with("_=")));
+        Ok(NoQuery(named.map(|p| p.split('=').next().unwrap_or_default().chars().take(64).collect())))
+    }
+}
+
+impl NoQuery {
+    pub(crate) fn check(self) -> Result<(), ApiError> {
+        match self.0 {
+            None => Ok(()),
+            Some(name) => Err(ApiError::BadRequest {
+                code: "bad_query",
+                message: format!("unknown query parameter `{name}`: this endpoint takes none"),
+            }),
+        }
+    }
+}
+
 /// A request's whole body, at most `limit` bytes: over it `413 body_too_large`, cut short by the client (or
 /// otherwise unreadable) `400 body_read_failed`. The caller bounds the time it may take.
 async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {

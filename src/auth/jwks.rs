@@ -208,6 +208,12 @@ impl Jwks {
         }
     }
 
+    /// Ask the refresh task for a fetch (a signature the chosen key did not verify): it runs at most once per
+    /// `auth.jwks_min_refresh_secs`, as one an unknown `kid` asks for.
+    pub fn request_refresh(&self) {
+        self.shared.wake.notify_one();
+    }
+
     fn snapshot(&self) -> Arc<KeySet> {
         self.shared.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

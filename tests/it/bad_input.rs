@@ -339,6 +339,36 @@ async fn a_parameter_an_endpoint_does_not_take_is_refused_and_changes_nothing() 
     }
     assert_eq!(gw.unread("q").await, 2, "nothing was marked read");
     assert_eq!(gw.inbox("q").await["items"].as_array().unwrap().len(), 2, "nothing archived or deleted");
+    // The service keys' endpoints too: `?dry_run=true` reloaded the rules on every node, and a dry run's
+    // `?exchange=` (ingest's form) was ignored for a verdict on another transport.
+    let metrics = || async { gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let reloads =
+        |m: &str| m.lines().filter(|l| l.starts_with("herald_rules_reloads_total")).collect::<Vec<_>>().join("");
+    let before = reloads(&metrics().await);
+    let event = json!({"event": {"user_id": "q", "title": "t", "message": "m"}});
+    let requests = [
+        http.post(gw.url("/api/v1/admin/rules/reload?dry_run=true")),
+        http.post(gw.url("/api/v1/admin/rules/dry-run?exchange=sgad.notifications")).json(&event),
+        http.get(gw.url("/api/v1/admin/dead-letters?limt=5")),
+        http.post(gw.url("/api/v1/admin/dead-letters/redrive?all=true")).json(&json!({"all": true})),
+        http.get(gw.url("/api/v1/aliases/student/1?x=1")),
+        http.put(gw.url("/api/v1/aliases/student/1?user_id=zed")).json(&json!({"user_id": "q"})),
+    ];
+    for request in requests {
+        let resp = request.bearer_auth(SERVICE_KEY).send().await.unwrap();
+        let url = resp.url().to_string();
+        assert_eq!(resp.status(), 400, "{url}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "bad_query", "{url}: {body}");
+    }
+    assert_eq!(reloads(&metrics().await), before, "no reload ran");
+    let resp = gw.get("/api/v1/aliases/student/1", SERVICE_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "no alias was taught");
+    // A field an alias body does not take is refused as every other body's is.
+    let resp = http.put(gw.url("/api/v1/aliases/student/1")).bearer_auth(SERVICE_KEY);
+    let resp = resp.json(&json!({"user_id": "q", "alias": "2"})).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "bad_request");
     // Credentials first: without them, a 401 whatever the query.
     let resp = http.post(at("/notifications/read_all?type=welcome")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
@@ -367,6 +397,35 @@ async fn a_blank_type_is_the_default_and_one_no_preference_can_name_is_refused()
     let put = gw.raw().put(gw.url("/api/v1/users/typed/preferences")).bearer_auth(gw.token("typed"));
     let r = put.json(&muted).send().await.unwrap();
     assert_eq!(r.status(), 200, "the longest type stored can be muted");
+    // A control character: no preference can name it (PostgreSQL stored `a\u{fffd}b` for `a\0b`, and answered
+    // a muted type the next read did not show).
+    let (status, answer) = post_raw(&gw, query, "application/json", Some(SERVICE_KEY), notify("a\u{0}b".into())).await;
+    assert_eq!((status, answer["error"].as_str()), (422, Some("invalid_type")), "{answer}");
+    let put = gw.raw().put(gw.url("/api/v1/users/typed/preferences")).bearer_auth(gw.token("typed"));
+    let r = put.json(&json!({"types": {"a\u{0}b": "muted"}})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_request");
+    assert_eq!(gw.inbox("typed").await["items"].as_array().unwrap().len(), 2, "nothing more was stored");
+}
+
+/// What an event teaches is bounded as what it addresses: an alias over 256 bytes is refused before anything is
+/// stored (`alias_too_long`; on PostgreSQL its index entry failed the commit: a 500, and an AMQP consumer retried
+/// the batch for ever), and so is a related object's id (`related_object_too_long`).
+#[tokio::test]
+async fn an_alias_or_related_object_over_its_bound_is_refused_and_nothing_is_stored() {
+    let gw = spawn_gateway().await;
+    let student = |id: String| json!({"payload": {"user_id": "taught", "student_id": id, "first_name": "Ann"}});
+    let resp = gw.post_event("medtrack.events", "student.created", &student("s".repeat(300))).await;
+    let (status, answer) = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
+    assert_eq!((status, answer["error"].as_str()), (422, Some("alias_too_long")), "{answer}");
+    let assigned = json!({"match_id": "m".repeat(300), "referee_id": "taught"});
+    let resp = gw.post_event("sgad.matches", "match.assigned.taught", &assigned).await;
+    let (status, answer) = (resp.status().as_u16(), resp.json::<Value>().await.unwrap());
+    assert_eq!((status, answer["error"].as_str()), (422, Some("related_object_too_long")), "{answer}");
+    assert_eq!(gw.inbox("taught").await["items"].as_array().unwrap().len(), 0, "nothing was stored");
+    let resp = gw.post_event("medtrack.events", "student.created", &student("s".repeat(256))).await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(gw.inbox("taught").await["items"].as_array().unwrap().len(), 1);
 }
 
 /// What one event may store and push is bounded before anything is stored: more than 1,000 recipients

@@ -319,9 +319,17 @@ async fn unknown_ids_are_404_and_bad_parameters_are_400_with_a_reason() {
     let other = gw.get("/api/v1/users/someone-else/notifications/counts", &t).send().await.unwrap();
     assert_eq!(other.status(), 403, "another user's counts");
 
-    // A service key reaches any inbox, but only one an event could fill: not an empty, over-long or unreadable id.
+    // A service key reaches any inbox, but only one an event could fill: not an empty, over-long or unreadable id,
+    // nor one padded with whitespace (events' ids are trimmed, tokens' may not be padded: `gina ` was a second,
+    // unreachable inbox).
     let long = "u".repeat(257);
-    for (user, why) in [("", "empty"), (long.as_str(), "over 256 bytes"), ("a%01b", "a control character")] {
+    for (user, why) in [
+        ("", "empty"),
+        (long.as_str(), "over 256 bytes"),
+        ("a%01b", "a control character"),
+        ("gina%20", "trailing whitespace"),
+        ("%20gina", "leading whitespace"),
+    ] {
         for (method, path) in [
             (reqwest::Method::GET, "notifications"),
             (reqwest::Method::POST, "notifications/read_all"),

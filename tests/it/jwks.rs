@@ -261,6 +261,47 @@ async fn rotation_fetches_a_new_kid_on_demand_and_refuses_the_removed_one() {
     gw.stop().await.unwrap();
 }
 
+/// A provider that replaces its key but keeps its `kid` (or serves one key without any): the new tokens' signatures
+/// fail against the cached key, which asks for a refresh as an unknown `kid` does, so they are accepted after it.
+/// Before, only an unknown `kid` refreshed: the new key's users were refused until the cached set expired (up to
+/// 24 h at the provider's `max-age`).
+#[tokio::test]
+async fn a_key_replaced_under_the_same_kid_or_without_one_is_fetched_when_its_signature_fails() {
+    let relabelled = |kid: &str, to: Option<&str>| {
+        let mut k = jwk(kid);
+        match to {
+            Some(to) => k["kid"] = json!(to),
+            None => drop(k.as_object_mut().unwrap().remove("kid")),
+        }
+        json!({ "keys": [k] })
+    };
+    for label in [Some("signing"), None] {
+        let idp = Idp::start(&[]).await;
+        idp.serve(Mode::Keys(relabelled("rsa-1", label)));
+        let gw = jwks_gateway(|s| s.auth.jwks_url = idp.url("/jwks")).await;
+        loaded(&gw).await;
+        let claims = json!({"sub": "alice", "exp": unix_now() + 600});
+        let old = signed(Algorithm::RS256, label, "rsa-1", &claims);
+        assert_eq!(inbox_with(&gw, "alice", &old).await.0, 200, "{label:?}");
+        idp.serve(Mode::Keys(relabelled("rsa-2", label)));
+        let new = signed(Algorithm::RS256, label, "rsa-2", &claims);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = inbox_with(&gw, "alice", &new).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 401, "{body}");
+            assert!(message(&body).contains("signature does not match"), "{label:?}: {body}");
+            assert!(tokio::time::Instant::now() < deadline, "{label:?}: the replaced key was never fetched: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (status, body) = inbox_with(&gw, "alice", &old).await;
+        assert_eq!(status, 401, "{label:?}: the replaced key verifies nothing: {body}");
+        gw.stop().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn made_up_kids_cannot_make_the_gateway_fetch_more_than_once_per_interval() {
     let idp = Idp::start(&["rsa-1"]).await;

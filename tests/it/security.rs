@@ -117,6 +117,12 @@ async fn every_error_is_json_with_error_and_message() {
         // A route whose handler takes axum's own `Path`: the JSON safety net under every route.
         (http.get(gw.url("/api/v1/aliases/referee/%FF")).bearer_auth(SERVICE_KEY), 400, "bad_path"),
         (http.patch(gw.url("/api/v1/aliases/referee/7")).bearer_auth(SERVICE_KEY), 405, "method_not_allowed"),
+        // An alias an event reads trimmed: a padded one could be taught but never found.
+        (
+            http.put(gw.url("/api/v1/aliases/referee/%2077")).bearer_auth(SERVICE_KEY).json(&json!({"user_id": "ann"})),
+            400,
+            "bad_path",
+        ),
         (http.get(gw.url("/nothing-here")), 404, "not_found"),
         (http.get(gw.url("/api/v1/nothing-here")), 404, "not_found"),
     ];

@@ -59,7 +59,7 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
         ("GET alias", Scope::InboxRead, get(http, url("/api/v1/aliases/student/s-1")), 404),
         ("GET counts", Scope::InboxRead, get(http, url("/api/v1/users/alice/notifications/counts")), 200),
         ("GET preferences", Scope::InboxRead, get(http, url("/api/v1/users/alice/preferences")), 200),
-        ("POST seen_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/seen_all")), 200),
+        ("POST seen_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/seen_all")), 204),
         ("POST unread", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/unread")), 404),
         ("POST archive", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/archive")), 404),
         (
@@ -77,7 +77,7 @@ async fn each_route_needs_its_scope_and_a_key_with_it_is_accepted() {
             }),
             204,
         ),
-        ("POST read_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/read_all")), 200),
+        ("POST read_all", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/read_all")), 204),
         ("POST read", Scope::InboxWrite, post(http, url("/api/v1/users/alice/notifications/999999/read")), 404),
         (
             "DELETE notification",
@@ -165,7 +165,8 @@ async fn users_keep_their_own_inbox_and_nothing_more() {
 
 /// A key that may change inboxes but not read them gets no notification or preferences back from a change: an
 /// unarchive of a notification that is not archived changes nothing and would otherwise show it whole, and a
-/// batch would walk the ids 100 at a time. Users, and keys with `inbox:read` too, still get what they changed.
+/// batch would walk the ids 100 at a time; nor the newest id a `read_all` or `seen_all` reached, which polled
+/// told it when the user received something. Users, and keys with `inbox:read` too, still get what they changed.
 #[tokio::test]
 async fn a_key_that_may_change_an_inbox_but_not_read_it_changes_it_without_seeing_what_it_holds() {
     let gw = spawn_gateway_with(|s| {
@@ -196,6 +197,13 @@ async fn a_key_that_may_change_an_inbox_but_not_read_it_changes_it_without_seein
     assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (204, String::new()));
     let resp = http.put(url("/preferences")).bearer_auth(WRITER).json(&prefs).send().await.unwrap();
     assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (204, String::new()));
+    for all in ["read_all", "seen_all"] {
+        let resp = http.post(url(&format!("/notifications/{all}"))).bearer_auth(WRITER).send().await.unwrap();
+        assert_eq!((resp.status().as_u16(), resp.text().await.unwrap()), (204, String::new()), "{all}");
+    }
+    let listed = gw.get("/api/v1/users/bob/notifications", READER).send().await.unwrap();
+    let item = listed.json::<Value>().await.unwrap()["items"][0].clone();
+    assert!(item["read_at"].is_string() && item["seen_at"].is_string(), "read_all and seen_all took effect: {item}");
 
     // With `inbox:read` as well, and as the user, the change answers with what it changed.
     for who in ["both-key-0123456789".to_owned(), gw.token("bob")] {
@@ -205,6 +213,10 @@ async fn a_key_that_may_change_an_inbox_but_not_read_it_changes_it_without_seein
         assert_eq!(resp.json::<Value>().await.unwrap()["items"][0]["title"], "secret");
         let resp = http.patch(url("/preferences")).bearer_auth(&who).json(&prefs).send().await.unwrap();
         assert!(resp.json::<Value>().await.unwrap()["types"].is_object());
+        for all in ["read_all", "seen_all"] {
+            let resp = http.post(url(&format!("/notifications/{all}"))).bearer_auth(&who).send().await.unwrap();
+            assert_eq!(resp.json::<Value>().await.unwrap()["up_to"], id, "{all}");
+        }
     }
 }
 

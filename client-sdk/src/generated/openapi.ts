@@ -1496,6 +1496,13 @@ export interface operations {
                     "application/json": components["schemas"]["ReadAllResult"];
                 };
             };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body (`up_to` would tell it when the user last received a notification). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
                 headers: {
@@ -1578,6 +1585,13 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["SeenAllResult"];
                 };
+            };
+            /** @description Changed, shown only to a caller that may read the inbox: a service key with `inbox:write` but not `inbox:read` gets no body (`up_to` would tell it when the user last received a notification). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description A path or query parameter that does not parse, or a query parameter the endpoint does not take (`bad_path`, `bad_query`). */
             400: {
@@ -2941,6 +2955,15 @@ export interface operations {
                     "application/json": components["schemas"]["RulesReloaded"];
                 };
             };
+            /** @description A query parameter, which it does not take (`bad_query`): nothing is reloaded. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No or a bad credential (`missing_credentials`, `token_expired`, `invalid_credentials`). */
             401: {
                 headers: {
@@ -2994,7 +3017,7 @@ export interface operations {
                     "application/json": components["schemas"]["DryRunResult"];
                 };
             };
-            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`; the message says where). */
+            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`; the message says where); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3093,7 +3116,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeadLetterList"];
                 };
             };
-            /** @description `limit` does not parse or is out of range (`bad_query`). */
+            /** @description `limit` does not parse or is out of range, or another query parameter (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3166,7 +3189,7 @@ export interface operations {
                     "application/json": components["schemas"]["RedriveResults"];
                 };
             };
-            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`). */
+            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3472,7 +3495,7 @@ export interface operations {
                     "application/json": components["schemas"]["Alias"];
                 };
             };
-            /** @description A path segment that does not parse (`bad_path`). */
+            /** @description A path segment that does not parse (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3559,7 +3582,7 @@ export interface operations {
                     "application/json": components["schemas"]["Alias"];
                 };
             };
-            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`). */
+            /** @description The body is not JSON (`invalid_json`) or not JSON of this shape (`bad_request`); a path segment that does not parse (`bad_path`); a query parameter, which it does not take (`bad_query`). */
             400: {
                 headers: {
                     [name: string]: unknown;
