@@ -202,12 +202,12 @@ fn run() -> anyhow::Result<()> {
                 Some(path) => herald::rules::Rules::load(&path)?,
                 None => herald::rules::Rules::load_at_start(&settings.rules.path)?,
             };
-            let reports = herald::ingest::dry_run::run(
-                &rules,
-                &fixtures,
-                settings.amqp.max_message_bytes,
-                settings.websocket.max_frame_bytes(),
-            );
+            let limits = herald::ingest::dry_run::Limits {
+                http_body_bytes: settings.server.max_body_bytes,
+                amqp_message_bytes: settings.amqp.max_message_bytes,
+                max_frame: settings.websocket.max_frame_bytes(),
+            };
+            let reports = herald::ingest::dry_run::run(&rules, &fixtures, limits);
             for r in &reports {
                 println!("{}", herald::ingest::dry_run::render(r));
             }

@@ -66,17 +66,34 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// Dry-run `files` through `rules`, refusing notifications over `max_frame` bytes as ingest does.
-pub fn run(rules: &Rules, files: &[PathBuf], max_bytes: usize, max_frame: usize) -> Vec<Report> {
-    let decoded: Vec<(PathBuf, Decoded)> = files.iter().map(|f| (f.clone(), decode(f, max_bytes))).collect();
-    // Every alias the fixtures teach, first.
+/// The bounds a dry run applies as ingest does: a body over its transport's limit is refused, and so is a
+/// notification whose frame is over `max_frame` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `server.max_body_bytes`: an HTTP fixture's body.
+    pub http_body_bytes: usize,
+    /// `amqp.max_message_bytes`: an AMQP fixture's body.
+    pub amqp_message_bytes: usize,
+    /// What a session can carry (`WebsocketSettings::max_frame_bytes`).
+    pub max_frame: usize,
+}
+
+/// Dry-run `files` through `rules` within ingest's `limits`.
+pub fn run(rules: &Rules, files: &[PathBuf], limits: Limits) -> Vec<Report> {
+    let decoded: Vec<(PathBuf, Decoded)> = files.iter().map(|f| (f.clone(), decode(f, limits))).collect();
+    // Every alias the fixtures teach, first: only those of events ingest would store (a refused event teaches
+    // nothing).
     let mut aliases: HashMap<(String, String), String> = HashMap::new();
     for (_, d) in &decoded {
         if let Ok((event, _)) = d {
-            if let Ok(Route::Notify(draft)) = rules.route(event) {
-                for a in draft.aliases {
-                    aliases.insert((a.kind, a.alias), a.user);
-                }
+            let route = rules.route(event);
+            let Ok(route @ Route::Notify(_)) = route else { continue };
+            if super::check_sizes(rules.matching(event), &route, event, limits.max_frame).is_err() {
+                continue;
+            }
+            let Route::Notify(draft) = route else { unreachable!("matched above") };
+            for a in draft.aliases {
+                aliases.insert((a.kind, a.alias), a.user);
             }
         }
     }
@@ -85,7 +102,7 @@ pub fn run(rules: &Rules, files: &[PathBuf], max_bytes: usize, max_frame: usize)
         .map(|(file, d)| {
             let verdict = match d {
                 Err(v) => v,
-                Ok((event, http)) => verdict(rules, &event, http, &aliases, max_frame),
+                Ok((event, http)) => verdict(rules, &event, http, &aliases, limits.max_frame),
             };
             Report { file, verdict }
         })
@@ -97,9 +114,10 @@ type Decoded = Result<(Event, bool), Verdict>;
 
 // The error is the report's verdict, built once per fixture by a command-line dry run: its size costs nothing.
 #[allow(clippy::result_large_err)]
-fn decode(file: &std::path::Path, max_bytes: usize) -> Decoded {
+fn decode(file: &std::path::Path, limits: Limits) -> Decoded {
     let (f, payload) = fixture::read(file)
         .map_err(|e| Verdict::DeadLetter { reason: "unreadable_fixture", message: format!("{e:#}") })?;
+    let max_bytes = if f.is_http() { limits.http_body_bytes } else { limits.amqp_message_bytes };
     let envelope = Envelope {
         exchange: f.exchange.as_deref().unwrap_or(""),
         routing_key: f.routing_key.as_deref().filter(|k| !k.is_empty()),
@@ -246,6 +264,50 @@ mod tests {
     use super::*;
     use crate::rules::DEFAULT_RULES_TOML;
 
+    const MIB: Limits = Limits { http_body_bytes: 1 << 20, amqp_message_bytes: 1 << 20, max_frame: 1 << 20 };
+
+    /// A dry run says what ingest would: an event refused for its size teaches no alias (the stage event that
+    /// needs it is the dead letter it would be), and an HTTP fixture is bounded by `server.max_body_bytes`, an AMQP
+    /// one by `amqp.max_message_bytes`.
+    #[test]
+    fn a_refused_event_teaches_nothing_and_each_transport_has_its_own_body_limit() {
+        let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = fixtures(&["medtrack-student-created.json", "medtrack-stage-created-core.json"]);
+        let mut student: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&shipped[0]).unwrap()).unwrap();
+        student["body"]["payload"]["first_name"] = serde_json::json!("n".repeat(8192));
+        let large = dir.path().join("student-large.json");
+        std::fs::write(&large, student.to_string()).unwrap();
+        let limits = Limits { max_frame: 4096, ..MIB };
+        let r = run(&rules, &[large, shipped[1].clone()], limits);
+        assert!(
+            matches!(r[0].verdict, Verdict::DeadLetter { reason: "notification_too_large", .. }),
+            "{}",
+            render(&r[0])
+        );
+        assert!(
+            matches!(r[1].verdict, Verdict::DeadLetter { reason: "unresolved_recipient", .. }),
+            "{}",
+            render(&r[1])
+        );
+
+        let event = serde_json::json!({"user_id": "42", "title": "t".repeat(2000), "message": "m"});
+        let http = dir.path().join("http.json");
+        let fixture = serde_json::json!({"transport": "http", "exchange": "sgad.notifications", "body": event});
+        std::fs::write(&http, fixture.to_string()).unwrap();
+        let amqp = dir.path().join("amqp.json");
+        std::fs::write(&amqp, serde_json::json!({"exchange": "sgad.notifications", "body": event}).to_string())
+            .unwrap();
+        let limits = Limits { http_body_bytes: 1024, ..MIB };
+        let r = run(&rules, &[http.clone(), amqp.clone()], limits);
+        assert!(matches!(r[0].verdict, Verdict::DeadLetter { reason: "oversized", .. }), "{}", render(&r[0]));
+        assert!(matches!(r[1].verdict, Verdict::Stored { .. }), "{}", render(&r[1]));
+        let r = run(&rules, &[http, amqp], Limits { amqp_message_bytes: 1024, ..MIB });
+        assert!(matches!(r[0].verdict, Verdict::Stored { .. }), "{}", render(&r[0]));
+        assert!(matches!(r[1].verdict, Verdict::DeadLetter { reason: "oversized", .. }), "{}", render(&r[1]));
+    }
+
     fn fixtures(names: &[&str]) -> Vec<PathBuf> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
         names.iter().map(|n| dir.join(n)).collect()
@@ -255,12 +317,7 @@ mod tests {
     fn a_stage_event_reaches_the_student_through_the_alias_another_fixture_teaches() {
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
         // The stage event comes first on the command line: aliases are taught by all the given files.
-        let r = run(
-            &rules,
-            &fixtures(&["medtrack-stage-created-core.json", "medtrack-student-created.json"]),
-            1 << 20,
-            1 << 20,
-        );
+        let r = run(&rules, &fixtures(&["medtrack-stage-created-core.json", "medtrack-student-created.json"]), MIB);
         match &r[0].verdict {
             Verdict::Stored { recipients, .. } => {
                 assert!(
@@ -276,7 +333,7 @@ mod tests {
     #[test]
     fn without_the_teaching_fixture_the_stage_event_is_a_dead_letter() {
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
-        let r = run(&rules, &fixtures(&["medtrack-stage-created-core.json"]), 1 << 20, 1 << 20);
+        let r = run(&rules, &fixtures(&["medtrack-stage-created-core.json"]), MIB);
         assert!(
             matches!(r[0].verdict, Verdict::DeadLetter { reason: "unresolved_recipient", .. }),
             "{:?}",
@@ -297,7 +354,7 @@ mod tests {
         let wrapped = dir.path().join("wrapped.json");
         let fixture = serde_json::json!({"transport": "http", "exchange": "sgad.notifications", "body": event});
         std::fs::write(&wrapped, fixture.to_string()).unwrap();
-        let r = run(&rules, &[bare, wrapped], 1 << 20, 1 << 20);
+        let r = run(&rules, &[bare, wrapped], MIB);
         let text = render(&r[0]);
         assert!(
             text.contains("NOT TESTED")
@@ -314,7 +371,7 @@ mod tests {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
         files.sort();
         let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
-        for r in run(&rules, &files, 1 << 20, 1 << 20) {
+        for r in run(&rules, &files, MIB) {
             assert!(!r.verdict.is_dead_letter(), "{}", render(&r));
         }
     }
