@@ -203,6 +203,7 @@ fn run() -> anyhow::Result<()> {
                 None => herald::rules::Rules::load_at_start(&settings.rules.path)?,
             };
             let limits = herald::ingest::dry_run::Limits {
+                unmatched: settings.amqp.unmatched,
                 http_body_bytes: settings.server.max_body_bytes,
                 amqp_message_bytes: settings.amqp.max_message_bytes,
                 max_frame: settings.websocket.max_frame_bytes(),

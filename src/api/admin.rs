@@ -370,7 +370,9 @@ pub async fn dry_run_rules(
                     aliases.insert((kind, alias), user);
                 }
             }
-            let verdict = dry_run::verdict(&rules, &event, http, &aliases, state.settings.websocket.max_frame_bytes());
+            let settings = &state.settings;
+            let (max_frame, unmatched) = (settings.websocket.max_frame_bytes(), settings.amqp.unmatched);
+            let verdict = dry_run::verdict(&rules, &event, http, &aliases, max_frame, unmatched);
             let decoded = serde_json::json!({
                 "id": event.id,
                 "exchange": event.exchange,

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use crate::config::UnmatchedPolicy;
 use crate::event::{decode_bytes, Envelope, Event};
 use crate::ingest::fixture;
 use crate::rules::{Recipients, Route, RouteError, Rules};
@@ -43,10 +44,14 @@ pub enum Verdict {
     Ignored {
         rule: String,
     },
-    /// No rule matches: dead-lettered over AMQP (the default `amqp.unmatched`), `422 unmatched` over HTTP.
+    /// No rule matches: dead-lettered over AMQP (the default `amqp.unmatched`; acknowledged and dropped with
+    /// `"ack"`), `422 unmatched` over HTTP.
     Unmatched {
         #[serde(skip)]
         http: bool,
+        /// Acknowledged and dropped (`amqp.unmatched = "ack"`), not dead-lettered.
+        #[serde(skip)]
+        dropped: bool,
     },
     DeadLetter {
         reason: &'static str,
@@ -57,7 +62,7 @@ pub enum Verdict {
 impl Verdict {
     /// Would this event end in the dead-letter queue (or a 4xx)?
     pub fn is_dead_letter(&self) -> bool {
-        matches!(self, Verdict::DeadLetter { .. } | Verdict::Unmatched { .. })
+        matches!(self, Verdict::DeadLetter { .. } | Verdict::Unmatched { dropped: false, .. })
     }
 }
 
@@ -66,10 +71,12 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// The bounds a dry run applies as ingest does: a body over its transport's limit is refused, and so is a
-/// notification whose frame is over `max_frame` bytes.
+/// What a dry run applies as ingest does: a body over its transport's limit is refused, and so is a
+/// notification whose frame is over `max_frame` bytes; an AMQP event no rule matches meets `amqp.unmatched`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// `amqp.unmatched`.
+    pub unmatched: UnmatchedPolicy,
     /// `server.max_body_bytes`: an HTTP fixture's body.
     pub http_body_bytes: usize,
     /// `amqp.max_message_bytes`: an AMQP fixture's body.
@@ -102,7 +109,7 @@ pub fn run(rules: &Rules, files: &[PathBuf], limits: Limits) -> Vec<Report> {
         .map(|(file, d)| {
             let verdict = match d {
                 Err(v) => v,
-                Ok((event, http)) => verdict(rules, &event, http, &aliases, limits.max_frame),
+                Ok((event, http)) => verdict(rules, &event, http, &aliases, limits.max_frame, limits.unmatched),
             };
             Report { file, verdict }
         })
@@ -176,6 +183,7 @@ pub fn verdict(
     http: bool,
     aliases: &HashMap<(String, String), String>,
     max_frame: usize,
+    unmatched: UnmatchedPolicy,
 ) -> Verdict {
     let rule = rules.matching(event).unwrap_or_default().to_owned();
     let dead = |e: RouteError| Verdict::DeadLetter { reason: e.reason(), message: e.to_string() };
@@ -204,7 +212,7 @@ pub fn verdict(
     });
     match routed {
         Err(e) => dead(e),
-        Ok(Route::Unmatched) => Verdict::Unmatched { http },
+        Ok(Route::Unmatched) => Verdict::Unmatched { http, dropped: !http && unmatched == UnmatchedPolicy::Ack },
         Ok(Route::Ignore) => Verdict::Ignored { rule },
         Ok(Route::Purge(users)) => Verdict::Purged { rule, users },
         Ok(Route::Notify(d)) => match resolve(&d.recipients) {
@@ -250,8 +258,11 @@ pub fn render_verdict(verdict: &Verdict) -> String {
         }
         Verdict::Purged { rule, users } => write!(out, "  rule {rule}: erase the inbox of {}", users.join(", ")),
         Verdict::Ignored { rule } => write!(out, "  rule {rule}: ignored (acknowledged, not stored)"),
-        Verdict::Unmatched { http: true } => write!(out, "  no rule matches: answered 422 `unmatched`, not stored"),
-        Verdict::Unmatched { http: false } => write!(out, "  DEAD LETTER (unmatched): no rule matches"),
+        Verdict::Unmatched { http: true, .. } => write!(out, "  no rule matches: answered 422 `unmatched`, not stored"),
+        Verdict::Unmatched { http: false, dropped: true } => {
+            write!(out, "  no rule matches: acknowledged and dropped (amqp.unmatched = \"ack\"), not stored")
+        }
+        Verdict::Unmatched { http: false, dropped: false } => write!(out, "  DEAD LETTER (unmatched): no rule matches"),
         // Not what Herald would do with an event: the file could not be read as one.
         Verdict::DeadLetter { reason: "unreadable_fixture", message } => write!(out, "  NOT TESTED: {message}"),
         Verdict::DeadLetter { reason, message } => write!(out, "  DEAD LETTER ({reason}): {message}"),
@@ -264,7 +275,33 @@ mod tests {
     use super::*;
     use crate::rules::DEFAULT_RULES_TOML;
 
-    const MIB: Limits = Limits { http_body_bytes: 1 << 20, amqp_message_bytes: 1 << 20, max_frame: 1 << 20 };
+    const MIB: Limits = Limits {
+        unmatched: UnmatchedPolicy::DeadLetter,
+        http_body_bytes: 1 << 20,
+        amqp_message_bytes: 1 << 20,
+        max_frame: 1 << 20,
+    };
+
+    /// An AMQP event no rule matches is a dead letter under the default `amqp.unmatched`, and acknowledged and
+    /// dropped under `"ack"` (the report said dead letter, and `rules test` failed, whatever the setting).
+    #[test]
+    fn an_unmatched_amqp_event_follows_the_unmatched_policy() {
+        let rules = Rules::parse(DEFAULT_RULES_TOML).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("unmatched.json");
+        let fixture =
+            serde_json::json!({"exchange": "billing", "routing_key": "invoice.paid", "body": {"user_id": "1"}});
+        std::fs::write(&file, fixture.to_string()).unwrap();
+        let r = run(&rules, std::slice::from_ref(&file), MIB);
+        assert!(
+            r[0].verdict.is_dead_letter() && render(&r[0]).contains("DEAD LETTER (unmatched)"),
+            "{}",
+            render(&r[0])
+        );
+        let r = run(&rules, &[file], Limits { unmatched: UnmatchedPolicy::Ack, ..MIB });
+        assert!(!r[0].verdict.is_dead_letter(), "{}", render(&r[0]));
+        assert!(render(&r[0]).contains("acknowledged and dropped"), "{}", render(&r[0]));
+    }
 
     /// A dry run says what ingest would: an event refused for its size teaches no alias (the stage event that
     /// needs it is the dead letter it would be), and an HTTP fixture is bounded by `server.max_body_bytes`, an AMQP
