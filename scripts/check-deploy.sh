@@ -50,6 +50,17 @@ assert args[args.index("--config") + 1] == mounts["config"] + "/herald.toml", f"
 env = {e["name"] for e in pod["containers"][0]["env"]}
 for key in ("HERALD__AUTH__JWT_SECRET", "HERALD__AUTH__SERVICE_KEYS", "HERALD__STORE__URL", "HERALD__AMQP__URL"):
     assert key in env, f"{key} is not set from the Secret"
+# The probes and the scrape go to server.ops_bind's port (outside max_connections), which the Service does not expose.
+ops_port = int(re.search(r'^ops_bind\s*=\s*"[^"]*:(\d+)"', toml, re.M).group(1))
+ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+assert ports["ops"] == ops_port, f"the ops containerPort {ports['ops']} is not ops_bind's {ops_port}"
+for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    port = pod["containers"][0][probe]["httpGet"]["port"]
+    assert ports.get(port, port) == ops_port, f"{probe} probes {port}, not the ops listener"
+meta = yaml.safe_load(open("deploy/k8s/deployment.yaml"))["spec"]["template"]["metadata"]["annotations"]
+assert int(meta["prometheus.io/port"]) == ops_port, "Prometheus scrapes another port than ops_bind's"
+service = yaml.safe_load(open("deploy/k8s/service.yaml"))
+assert all(p["targetPort"] != "ops" and p["targetPort"] != ops_port for p in service["spec"]["ports"]), "the Service exposes the ops port"
 print(f"grace: {total}s > preStop {pre_stop}s + shutdown_grace_secs {grace}s + store close {store_close}s")
 PY
 cargo build -q --bin herald

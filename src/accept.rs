@@ -16,6 +16,10 @@
 //!   (a response, or a WebSocket session's frames) is closed (`herald_write_stalls_total`): a client that sends
 //!   requests and never reads the answers cannot hold its descriptor and buffers.
 //!
+//! - `server.ops_bind` (optional): a second listener serving only `/healthz`, `/readyz` and `/metrics`, with a
+//!   cap of its own ([`OPS_MAX_CONNECTIONS`]): a gateway at `max_connections` (a flood, or simply full) still
+//!   answers its liveness probe and its scrape, so the orchestrator does not kill a healthy node.
+//!
 //! Invariants: TCP_NODELAY on every accepted socket; on shutdown, stop accepting, let each connection finish
 //! its request (idle ones close at once), and after `grace` drop whatever is left.
 
@@ -45,7 +49,20 @@ pub struct Bounds {
     pub write_stall_timeout: Duration,
     /// What a connection may buffer of a request head (`server.max_head_bytes`).
     pub max_head_bytes: usize,
+    /// Which listener these bound: the operators' one (`server.ops_bind`) is counted apart, so that its
+    /// connections neither show in `herald_connections_open` nor take the clients' slots.
+    pub listener: Listener,
 }
+
+/// The two listeners: the clients' (`server.bind`) and the operators' (`server.ops_bind`: probes and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Main,
+    Ops,
+}
+
+/// The operators' listener takes this many connections at once (probes and scrapes, a few at a time).
+pub const OPS_MAX_CONNECTIONS: usize = 64;
 
 impl Bounds {
     pub fn from_settings(s: &crate::config::ServerSettings) -> Bounds {
@@ -55,6 +72,17 @@ impl Bounds {
             header_read_timeout: Duration::from_secs(s.header_read_timeout_secs),
             write_stall_timeout: Duration::from_secs(s.write_stall_timeout_secs),
             max_head_bytes: s.max_head_bytes,
+            listener: Listener::Main,
+        }
+    }
+
+    /// The operators' listener: its own small cap, the clients' timeouts.
+    pub fn ops(s: &crate::config::ServerSettings) -> Bounds {
+        Bounds {
+            max_connections: OPS_MAX_CONNECTIONS,
+            max_connections_per_ip: 0,
+            listener: Listener::Ops,
+            ..Bounds::from_settings(s)
         }
     }
 }
@@ -67,10 +95,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn label(self) -> &'static str {
-        match self {
-            Refusal::Total => "total",
-            Refusal::PerIp => "per_ip",
+    fn label(self, listener: Listener) -> &'static str {
+        match (listener, self) {
+            (Listener::Ops, _) => "ops",
+            (Listener::Main, Refusal::Total) => "total",
+            (Listener::Main, Refusal::PerIp) => "per_ip",
         }
     }
 }
@@ -82,6 +111,8 @@ pub struct ConnectionLimiter(Arc<LimiterInner>);
 struct LimiterInner {
     max_total: usize,
     max_per_ip: usize,
+    /// Whether the count is `herald_connections_open` (the clients' listener's only).
+    reported: bool,
     counts: Mutex<Counts>,
 }
 
@@ -93,7 +124,17 @@ struct Counts {
 
 impl ConnectionLimiter {
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        ConnectionLimiter(Arc::new(LimiterInner { max_total, max_per_ip, counts: Mutex::default() }))
+        ConnectionLimiter(Arc::new(LimiterInner { max_total, max_per_ip, reported: true, counts: Mutex::default() }))
+    }
+
+    /// A limiter whose count is not reported (the operators' listener).
+    fn unreported(max_total: usize) -> Self {
+        ConnectionLimiter(Arc::new(LimiterInner {
+            max_total,
+            max_per_ip: 0,
+            reported: false,
+            counts: Mutex::default(),
+        }))
     }
 
     /// A slot for a connection from `peer`, held until the returned [`Admission`] drops.
@@ -111,7 +152,9 @@ impl ConnectionLimiter {
             *n += 1;
         }
         c.total += 1;
-        metrics::gauge!("herald_connections_open").set(c.total as f64);
+        if self.0.reported {
+            metrics::gauge!("herald_connections_open").set(c.total as f64);
+        }
         Ok(Admission { limiter: self.clone(), key })
     }
 
@@ -140,7 +183,9 @@ impl Drop for Admission {
                 }
             }
         }
-        metrics::gauge!("herald_connections_open").set(c.total as f64);
+        if inner.reported {
+            metrics::gauge!("herald_connections_open").set(c.total as f64);
+        }
     }
 }
 
@@ -223,7 +268,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 /// Serve `app` on `listener` within `bounds` until `shutdown` is cancelled; then stop accepting, let open
 /// requests finish for up to `grace`, and return.
 pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown: CancellationToken, grace: Duration) {
-    let limiter = ConnectionLimiter::new(bounds.max_connections, bounds.max_connections_per_ip);
+    let limiter = match bounds.listener {
+        Listener::Main => ConnectionLimiter::new(bounds.max_connections, bounds.max_connections_per_ip),
+        Listener::Ops => ConnectionLimiter::unreported(bounds.max_connections),
+    };
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(bounds.header_read_timeout).max_buf_size(bounds.max_head_bytes);
     let connections = TaskTracker::new();
@@ -247,8 +295,9 @@ pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown:
             Ok(slot) => slot,
             Err(refusal) => {
                 // Closed at once: the socket costs a descriptor only for this instant.
-                metrics::counter!("herald_connections_refused_total", "reason" => refusal.label()).increment(1);
-                tracing::debug!(%peer, reason = refusal.label(), "connection refused: over the cap");
+                let reason = refusal.label(bounds.listener);
+                metrics::counter!("herald_connections_refused_total", "reason" => reason).increment(1);
+                tracing::debug!(%peer, reason, "connection refused: over the cap");
                 drop(stream);
                 continue;
             }

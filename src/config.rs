@@ -120,6 +120,10 @@ pub enum Profile {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub bind: SocketAddr,
+    /// A second listener for operators: `/healthz`, `/readyz` and `/metrics` only, outside `max_connections`
+    /// (a node at its cap still answers its probes and scrapes). Absent: those are served on `bind` alone.
+    #[serde(default)]
+    pub ops_bind: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub demo_dir: PathBuf,
@@ -1356,6 +1360,14 @@ impl Settings {
         for origin in self.server.cors_allowed_origins.iter().flatten() {
             check_origin(origin).map_err(|m| invalid("server.cors_allowed_origins", m))?;
         }
+        if let Some(ops) = self.server.ops_bind {
+            let (main, ops_port) = (self.server.bind, ops.port());
+            let overlap = main.port() == ops_port
+                && (main.ip() == ops.ip() || main.ip().is_unspecified() || ops.ip().is_unspecified());
+            if ops_port != 0 && overlap {
+                return Err(invalid("server.ops_bind", format!("must be another address than server.bind ({main})")));
+            }
+        }
         if self.server.cors_max_age_secs > 86_400 {
             return Err(invalid("server.cors_max_age_secs", "at most 86400 (browsers cap it lower anyway)"));
         }
@@ -1787,6 +1799,19 @@ mod tests {
         let same = format!("[server]\nadmin_dir = {0:?}\ndemo_dir = {0:?}\n", dir.path().display().to_string());
         assert!(with_file(&same).unwrap_err().to_string().contains("must differ from server.demo_dir"));
         assert_eq!(with_file("[server]\nadmin_dir = \"\"\n").unwrap().server.admin_console(), None);
+    }
+
+    #[test]
+    fn the_ops_listener_is_off_by_default_and_must_not_share_the_clients_address() {
+        assert_eq!(Settings::defaults().server.ops_bind, None);
+        let s = Settings::load(None, env(&[("HERALD__SERVER__OPS_BIND", "0.0.0.0:9090")])).unwrap();
+        assert_eq!(s.server.ops_bind, Some("0.0.0.0:9090".parse().unwrap()));
+        for clash in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+            let e = with_file(&format!("[server]\nbind = \"127.0.0.1:8080\"\nops_bind = \"{clash}\"\n")).unwrap_err();
+            assert!(e.to_string().contains("server.ops_bind"), "{e}");
+        }
+        let apart = with_file("[server]\nbind = \"127.0.0.1:8080\"\nops_bind = \"127.0.0.2:8080\"\n").unwrap();
+        assert_eq!(apart.server.ops_bind, Some("127.0.0.2:8080".parse().unwrap()));
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub async fn run_with(
 pub struct Started {
     settings: Arc<Settings>,
     listener: TcpListener,
+    /// The operators' listener (`server.ops_bind`) and what it serves.
+    ops: Option<(TcpListener, axum::Router)>,
     shutdown: CancellationToken,
     app: axum::Router,
     registry: Registry,
@@ -209,7 +211,16 @@ pub async fn start_with(
         addr = %listener.local_addr()?, rules = rules.current().len(), store = %redact_url(&settings.store.url),
         max_connections = settings.server.connection_cap(), "herald started"
     );
-    Ok(Started { app: api::router(state), settings, listener, shutdown, registry, store, amqp, tracker, redis, tracer })
+    let ops = match settings.server.ops_bind {
+        Some(addr) => {
+            let ops = TcpListener::bind(addr).await.with_context(|| format!("binding server.ops_bind = {addr}"))?;
+            tracing::info!(addr = %ops.local_addr()?, "serving /healthz, /readyz and /metrics on server.ops_bind too");
+            Some((ops, api::ops_router(state.clone())))
+        }
+        None => None,
+    };
+    let app = api::router(state);
+    Ok(Started { app, settings, listener, ops, shutdown, registry, store, amqp, tracker, redis, tracer })
 }
 
 /// How long the store may take to close after the grace period (its last group commit, its connections). The
@@ -221,17 +232,31 @@ impl Started {
         self.listener.local_addr()
     }
 
+    /// The operators' listener's address (`server.ops_bind`), when there is one.
+    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
+        self.ops.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serve until the shutdown token is cancelled, then drain and return.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Started { settings, listener, shutdown, app, registry, store, amqp, tracker, redis, tracer } = self;
+        let Started { settings, listener, ops, shutdown, app, registry, store, amqp, tracker, redis, tracer } = self;
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         // One grace period for the whole drain, from the signal: each phase waits only for what is left of it.
         let drain_deadline = async {
             shutdown.cancelled().await;
             tokio::time::Instant::now() + grace
         };
-        let ((), deadline) = tokio::join!(
+        // The operators' listener stops accepting with the clients' one: an orchestrator stops probing a node
+        // it is stopping, and a probe in flight is answered within the grace.
+        let ops_served = async {
+            if let Some((ops_listener, ops_app)) = ops {
+                accept::serve(ops_listener, ops_app, accept::Bounds::ops(&settings.server), shutdown.clone(), grace)
+                    .await;
+            }
+        };
+        let ((), (), deadline) = tokio::join!(
             accept::serve(listener, app, accept::Bounds::from_settings(&settings.server), shutdown.clone(), grace),
+            ops_served,
             drain_deadline
         );
 

@@ -68,7 +68,8 @@ enum Command {
         /// The URL to probe (plain http only). Default: http://127.0.0.1:<port>/healthz.
         #[arg(long)]
         url: Option<String>,
-        /// The port to probe on loopback. Default: the port of server.bind from the configuration.
+        /// The port to probe on loopback. Default: the port of server.ops_bind from the configuration when it is
+        /// set (it answers when server.bind is at max_connections), else server.bind's.
         #[arg(long, conflicts_with = "url")]
         port: Option<u16>,
         /// Give up after this long (connect, write and read each).
@@ -267,14 +268,14 @@ fn run() -> anyhow::Result<()> {
                 (Some(url), _) => url,
                 (None, Some(port)) => format!("http://127.0.0.1:{port}/healthz"),
                 (None, None) => {
-                    // server.bind from the configuration's layers, unchecked as a whole (the probe must not fail
-                    // on a setting it does not use, such as secrets kept in a `serve --config` file it is not
-                    // given); when even that does not load, HERALD__SERVER__BIND alone.
+                    // server.ops_bind, else server.bind, from the configuration's layers, unchecked as a whole (the
+                    // probe must not fail on a setting it does not use, such as secrets kept in a `serve --config`
+                    // file it is not given); when even that does not load, the same from the variables alone.
                     let layered = Settings::layered(config.as_deref(), std::env::vars()).map_err(anyhow::Error::from);
-                    let bind = layered.map(|s| s.server.bind).or_else(|e| {
-                        std::env::var("HERALD__SERVER__BIND")
-                            .ok()
-                            .and_then(|v| v.parse::<std::net::SocketAddr>().ok())
+                    let bind = layered.map(|s| s.server.ops_bind.unwrap_or(s.server.bind)).or_else(|e| {
+                        ["HERALD__SERVER__OPS_BIND", "HERALD__SERVER__BIND"]
+                            .iter()
+                            .find_map(|k| std::env::var(k).ok().and_then(|v| v.parse::<std::net::SocketAddr>().ok()))
                             .ok_or(e)
                     });
                     let bind = match bind {

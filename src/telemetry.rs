@@ -222,7 +222,7 @@ pub const METRICS: &[Metric] = &[
     seconds("herald_delivery_latency_seconds", "Time from a notification's commit to its write on a session."),
     // Connections (the accept loop: caps and the header-read timeout).
     gauge("herald_connections_open", "TCP connections open now (HTTP and upgraded WebSockets)."),
-    counter("herald_connections_refused_total", "Connections closed at accept, by reason (over the total or per-address cap)."),
+    counter("herald_connections_refused_total", "Connections closed at accept, by reason: `total` or `per_ip` (the clients' caps), `ops` (the operators' listener's own)."),
     counter("herald_http_header_timeouts_total", "Connections closed because the request headers did not arrive within server.header_read_timeout_secs."),
     counter("herald_write_stalls_total", "Connections closed because the peer took nothing Herald wrote for server.write_stall_timeout_secs."),
     counter("herald_accept_errors_total", "Errors accepting a connection (e.g. out of file descriptors)."),

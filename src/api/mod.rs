@@ -222,6 +222,24 @@ pub fn router(state: AppState) -> Router {
     } else {
         app = app.fallback(not_found);
     }
+    served(app, state)
+}
+
+/// The operators' listener (`server.ops_bind`): the probes and the metrics, nothing else (a JSON 404).
+pub fn ops_router(state: AppState) -> Router {
+    let not_found =
+        || async { ApiError::NotFound("no such route: this address serves /healthz, /readyz and /metrics") };
+    let app = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(not_found);
+    served(app, state)
+}
+
+/// Every answer's layers, around a listener's routes.
+fn served(app: Router<AppState>, state: AppState) -> Router {
     // Outermost first: the request span, JSON error bodies, and request metrics by matched route template (a
     // `Router::layer`, so it runs after routing: `MatchedPath`). One `Router::layer` call: each call boxes every
     // route once more, and a request clones its route's boxes (BENCHMARKS.md, "one box per layer call").

@@ -70,6 +70,20 @@ fn healthy_gateway_exits_0_by_url_by_port_and_by_the_configured_bind() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
 
+    // server.ops_bind, when set, is what the probe asks (it answers when server.bind is at its connection cap):
+    // here the gateway's port is named as ops_bind and bind is a port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ops = dir.path().join("ops.toml");
+    std::fs::write(&ops, format!("[server]\nbind = \"127.0.0.1:{closed}\"\nops_bind = \"0.0.0.0:{port}\"\n")).unwrap();
+    let out = healthcheck(&["--config", ops.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("http://127.0.0.1:{port}/healthz")), "{}", text(&out.stdout));
+    let out = healthcheck(
+        &[],
+        &[("HERALD__SERVER__BIND", &format!("127.0.0.1:{closed}")), ("HERALD__SERVER__OPS_BIND", &bind)],
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+
     // A gateway that answers, but not 200 on that path.
     let out = healthcheck(&["--url", &format!("{addr}/no-such-endpoint")], &[]);
     assert_eq!(out.status.code(), Some(1));

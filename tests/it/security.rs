@@ -377,6 +377,54 @@ async fn connections_over_the_total_cap_are_closed_at_once_and_sessions_count() 
     assert!(metric(&gw, "herald_connections_refused_total{reason=\"total\"}").await >= 1.0);
 }
 
+/// `server.ops_bind`: a gateway at `max_connections` (full, or flooded) still answers its liveness and readiness
+/// probes and its scrape on the operators' listener, so an orchestrator does not kill a healthy node; that listener
+/// serves nothing else, and its connections take none of the clients' slots.
+#[tokio::test]
+async fn a_gateway_at_its_connection_cap_still_answers_probes_and_scrapes_on_the_ops_listener() {
+    let ops = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let gw = spawn_gateway_with(|s| {
+        s.server.max_connections = 2;
+        s.server.ops_bind = Some(ops);
+    })
+    .await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n");
+    drop(eventually("the ops listener", WAIT, async || TcpStream::connect(ops).await.ok()).await);
+    let _session = gw.connect("alice").await;
+    let idle = TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fresh_request("127.0.0.1", gw.addr, &get_healthz()).await, None, "the clients' listener is full");
+
+    assert_eq!(fresh_request("127.0.0.1", ops, &get_healthz()).await, Some(200), "liveness");
+    assert_eq!(fresh_request("127.0.0.1", ops, &get("/readyz")).await, Some(200), "readiness");
+    let mut scrape = TcpStream::connect(ops).await.unwrap();
+    scrape.write_all(get("/metrics").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, scrape.read_to_string(&mut text)).await.unwrap().unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("herald_connections_refused_total{reason=\"total\"}"), "the refusal is scraped: {text}");
+
+    // Nothing else is served there: not the API, not a session.
+    assert_eq!(fresh_request("127.0.0.1", ops, &post_event("ops")).await, Some(404));
+    assert_eq!(fresh_request("127.0.0.1", ops, &get("/ws/alice")).await, Some(404));
+    assert_eq!(fresh_request("127.0.0.1", ops, &get("/api/v1/users/alice/notifications")).await, Some(404));
+
+    // Connections held on the ops listener take none of the clients' slots.
+    let _held: Vec<TcpStream> = futures_util::future::join_all((0..3).map(|_| TcpStream::connect(ops)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    drop(idle);
+    let served =
+        eventually("a freed client slot", WAIT, async || fresh_request("127.0.0.1", gw.addr, &get_healthz()).await)
+            .await;
+    assert_eq!(served, 200);
+}
+
 /// `server.max_connections_per_ip`: one source address cannot take more; another is served meanwhile.
 #[tokio::test]
 async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_are_served() {

@@ -44,6 +44,23 @@ fn decodable_encoding(encoding: &str) -> bool {
     e.is_empty() || ["identity", "utf-8", "utf8", "binary", "7bit", "8bit"].iter().any(|ok| e.eq_ignore_ascii_case(ok))
 }
 
+/// The delivery's `message_id`, unless it was not UTF-8. The frame parser reads such an id lossily (every invalid
+/// byte becomes U+FFFD, then cut to 255 bytes), so two different ids could read the same and the second event be
+/// acknowledged as the first's duplicate: lost. Without it the event is named as one without a `message_id`
+/// would be (its body's id, else the digest of its content), which redeliveries repeat.
+fn usable_message_id(d: &Delivery) -> Option<&str> {
+    let id = d.properties.message_id().as_ref()?.as_str();
+    if id.contains(char::REPLACEMENT_CHARACTER) {
+        tracing::warn!(
+            exchange = %d.exchange,
+            routing_key = %d.routing_key,
+            "a message_id that is not UTF-8 was ignored: the event is named by its body's id or its content instead"
+        );
+        return None;
+    }
+    Some(id)
+}
+
 /// The reconnect log of one outage: its first failure at `warn`, the following ones at `info`, until a session
 /// gets as far as consuming again.
 #[derive(Debug, Default)]
@@ -312,7 +329,7 @@ impl Consumer {
     }
 
     fn classify(&self, d: &Delivery) -> Result<Prepared, Poison> {
-        let message_id = d.properties.message_id().as_ref().map(|m| m.as_str());
+        let message_id = usable_message_id(d);
         let moved = dead_letters::moved_back(d, &self.settings.queue.name);
         let (exchange, routing_key) = match &moved {
             Some((exchange, routing_key)) => (exchange.as_str(), routing_key.as_str()),
@@ -737,6 +754,25 @@ mod tests {
         assert_eq!(sizes(&big), [vec![60, 30], vec![20], vec![90], vec![100], vec![5]]);
         let order: Vec<String> = big.into_iter().flatten().map(|p| p.event_id).collect();
         assert_eq!(order, ["e-0", "e-1", "e-2", "e-3", "e-4", "e-5"], "in order");
+    }
+
+    #[test]
+    fn a_message_id_that_was_not_utf8_names_nothing_so_two_such_ids_cannot_collide() {
+        // What the frame parser makes of `message_id`s `\xff1` and `\xfe1`: the same string.
+        let lossy = |raw: &[u8]| {
+            let mut frame = vec![raw.len() as u8];
+            frame.extend_from_slice(raw);
+            lapin::types::parsing::parse_short_string(frame.as_slice()).unwrap().1
+        };
+        assert_eq!(lossy(b"\xff1"), lossy(b"\xfe1"));
+        let with_id = |id: lapin::types::ShortString| {
+            let mut d = Delivery::mock(1, "events.topic".into(), "a.b".into(), false, b"{}".to_vec());
+            d.properties = BasicProperties::default().with_message_id(id);
+            d
+        };
+        assert_eq!(usable_message_id(&with_id(lossy(b"\xff1"))), None);
+        assert_eq!(usable_message_id(&with_id("order-42".into())), Some("order-42"));
+        assert_eq!(usable_message_id(&Delivery::mock(1, "x".into(), "k".into(), false, vec![])), None);
     }
 
     #[test]
