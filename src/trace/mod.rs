@@ -195,7 +195,8 @@ pub trait TraceStore: Send + Sync + 'static {
     async fn user_traces(&self, user: &str, limit: usize) -> Result<Vec<String>, TraceError>;
     /// Among the `batch` oldest steps, delete those before `cutoff`; how many went.
     async fn prune(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<u64, TraceError>;
-    /// Delete every step of these users (an erase: their `stored`, `delivered`, `read` and mark steps, and so an
+    /// Delete every step of these users (an erase: their `stored`, `delivered`, `read` and mark steps, the `event`
+    /// steps listing them among the recipients but the purge's own, and so an
     /// event stored for them alone, whose row is theirs); how many went. A rare call: it may scan the steps.
     async fn erase(&self, users: &[String]) -> Result<u64, TraceError>;
     /// The node is stopping and everything recorded is written: leave the store complete in itself (SQLite: the
@@ -1508,7 +1509,17 @@ mod tests {
         async fn erase(&self, users: &[String]) -> Result<u64, TraceError> {
             let mut rows = self.rows.lock().unwrap();
             let before = rows.len();
-            rows.retain(|s| !s.user_id.as_ref().is_some_and(|u| users.contains(u)));
+            let listed = |s: &Step| match &s.data {
+                Data::Event { event, .. } => {
+                    s.kind == Kind::Event
+                        && event.outcome != "purged"
+                        && event.recipients.iter().any(|r| users.contains(r))
+                }
+                _ => false,
+            };
+            rows.retain(|s| {
+                !(s.user_id.as_ref().is_some_and(|u| users.contains(u)) || (s.user_id.is_none() && listed(s)))
+            });
             Ok((before - rows.len()) as u64)
         }
     }

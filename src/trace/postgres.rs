@@ -187,11 +187,17 @@ impl TraceStore for PostgresTrace {
     }
 
     async fn erase(&self, users: &[String]) -> Result<u64, TraceError> {
-        let done = sqlx::query("DELETE FROM trace_steps WHERE user_id = ANY($1)")
-            .bind(users)
-            .execute(&self.pool)
-            .await
-            .map_err(err)?;
+        // Their own steps, and the `event` steps that list them among their recipients (a live event, one stored
+        // for several users), but the erasure's own record. A scan of the event steps: erases are rare.
+        let done = sqlx::query(
+            "DELETE FROM trace_steps WHERE user_id = ANY($1) \
+             OR (kind = 'event' AND user_id IS NULL AND (data::jsonb ->> 'outcome') IS DISTINCT FROM 'purged' \
+                 AND (data::jsonb -> 'recipients') ?| $1)",
+        )
+        .bind(users)
+        .execute(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(done.rows_affected())
     }
 }

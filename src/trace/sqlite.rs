@@ -440,6 +440,16 @@ impl TraceStore for SqliteTrace {
                 let marks = vec!["?"; chunk.len()].join(",");
                 n += tx
                     .execute(&format!("DELETE FROM trace_steps WHERE user_id IN ({marks})"), params_from_iter(chunk))?;
+                // The `event` steps that list them among their recipients (a live event, one stored for several
+                // users), but the erasure's own record. A scan of the event steps: erases are rare.
+                n += tx.execute(
+                    &format!(
+                        "DELETE FROM trace_steps WHERE kind = 'event' AND user_id IS NULL \
+                         AND json_extract(data, '$.outcome') IS NOT 'purged' \
+                         AND EXISTS (SELECT 1 FROM json_each(data, '$.recipients') WHERE value IN ({marks}))"
+                    ),
+                    params_from_iter(chunk),
+                )?;
             }
             tx.commit()?;
             Ok(n as u64)

@@ -158,12 +158,31 @@ async fn an_erase_deletes_the_users_trace_steps_and_keeps_the_record_of_the_eras
     let read = gw.raw().post(gw.url(&format!("/api/v1/users/{user}/notifications/{id}/read"))).bearer_auth(SERVICE_KEY);
     assert_eq!(read.send().await.unwrap().status(), 200);
     assert_eq!(user_traces(&gw, &user).await, 1);
+    // Events whose one `event` step (no user of its own) lists the user among its recipients: a live one, and one
+    // stored for them and another user.
+    let live = json!({"referee_id": user, "week_number": 3, "slots": []});
+    post(&gw, "sgad.availability", &format!("availability.updated.{user}"), &live, "ev-erased-live").await;
+    post(
+        &gw,
+        "sgad.notifications",
+        "",
+        &json!({"user_id": [user, other], "title": "both", "message": "m"}),
+        "ev-erased-both",
+    )
+    .await;
+    for id in ["ev-erased-live", "ev-erased-both"] {
+        assert!(strings(&only_trace(&gw, id).await["recipients"]).contains(&user.as_str()), "{id} names the user");
+    }
     post(&gw, "events.topic", "user.deleted", &json!({"user_id": user}), "ev-erase").await;
     assert_eq!(user_traces(&gw, &user).await, 0, "the erased user's history is gone");
     assert_eq!(event_trace(&gw, "ev-erased-1").await.0, 404, "and so is their event's");
+    for id in ["ev-erased-live", "ev-erased-both"] {
+        let (_, body) = event_trace(&gw, id).await;
+        assert!(!body.to_string().contains(&user), "{id}'s trace still names the erased user: {body}");
+    }
     let t = only_trace(&gw, "ev-erase").await;
     assert_eq!((t["outcome"].as_str(), strings(&t["recipients"])), (Some("purged"), vec![user.as_str()]));
-    assert_eq!(user_traces(&gw, &other).await, 1, "another user's trace stays");
+    assert_eq!(user_traces(&gw, &other).await, 2, "another user's traces stay");
 }
 
 /// How many traces `GET /api/v1/admin/users/{user}/trace` lists.
@@ -447,10 +466,24 @@ async fn check_erase(store: std::sync::Arc<dyn herald::trace::TraceStore>) {
     let kinds = [Kind::Stored, Kind::Delivered, Kind::Read, Kind::ReadAll, Kind::SeenAll];
     let steps =
         kinds.iter().enumerate().flat_map(|(i, k)| [step(&gone, *k, i as i64), step(&kept, *k, 100 + i as i64)]);
-    store.append(std::sync::Arc::new(steps.collect())).await.unwrap();
-    assert_eq!(store.erase(&[gone.clone(), unique("nobody-")]).await.unwrap(), 5);
+    // `event` steps have no user of their own: one listing the erased user goes, the erasure's own record and one
+    // listing someone else stay.
+    let event = |outcome: &str, recipients: &[&str]| Step {
+        kind: Kind::Event,
+        user_id: None,
+        notification_id: None,
+        data: Data::Json(json!({"outcome": outcome, "recipients": recipients, "recipients_total": recipients.len()})),
+        ..step("", Kind::Event, 0)
+    };
+    let events = [event("live", &[&kept, &gone]), event("purged", &[&gone]), event("stored", &[&kept])];
+    store.append(std::sync::Arc::new(steps.chain(events).collect())).await.unwrap();
+    assert_eq!(store.erase(&[gone.clone(), unique("nobody-")]).await.unwrap(), 6);
     let left = store.by_traces(std::slice::from_ref(&trace_id), 100).await.unwrap();
-    assert!(left.iter().all(|s| s.user_id.as_deref() == Some(kept.as_str())) && left.len() == 5, "{left:?}");
+    let users: Vec<_> = left.iter().filter_map(|s| s.user_id.as_deref()).collect();
+    assert!(users.iter().all(|u| *u == kept) && users.len() == 5, "{left:?}");
+    let outcomes: Vec<_> =
+        left.iter().filter(|s| s.kind == Kind::Event).map(|s| s.data.json()["outcome"].clone()).collect();
+    assert_eq!(outcomes, [json!("purged"), json!("stored")], "{left:?}");
 }
 
 #[tokio::test]
