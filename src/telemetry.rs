@@ -163,6 +163,7 @@ pub const METRICS: &[Metric] = &[
     counter("herald_notifications_muted_total", "Targeted notifications stored muted (their type muted by the recipient's preferences): listed, not pushed, not counted."),
     // AMQP consumer.
     gauge("herald_amqp_connected", "1 while the AMQP consumer is connected and consuming, else 0."),
+    counter("herald_amqp_consumer_panics_total", "AMQP consumer sessions ended by a panic (a bug): the broker requeued their deliveries and the consumer reconnected."),
     counter("herald_amqp_reconnects_total", "AMQP connections lost while consuming (once per loss, however many attempts reconnecting takes)."),
     counter("herald_amqp_messages_consumed_total", "AMQP messages received by the consumer."),
     counter("herald_amqp_messages_redelivered_total", "AMQP messages received with the redelivered flag."),

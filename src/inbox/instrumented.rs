@@ -1,7 +1,8 @@
 //! A [`Store`] wrapper that runs a hook before every read (and before closing), for fault injection and tests: delay reads to see
 //! that a slow store stalls nobody, or count them to see that identical replays share one query.
 //!
-//! Writes pass straight through: the hook is about what sessions and REST readers wait on.
+//! Writes pass straight through, but for the group commit ([`Read::Apply`], to fail a commit's caller): the hook is
+//! about what sessions, REST readers and the ingest paths wait on.
 
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ pub enum Read {
     Counts,
     Latest,
     HistoryFloor,
+    /// Not a read: a group commit, before it is handed to the store (the user is empty). A hook that panics here
+    /// panics its caller (the AMQP consumer, an HTTP ingest request), as a bug on that path would.
+    Apply,
     /// Not a read: the store is closing (the hook can hold it there, as a database that stopped answering would).
     Close,
 }
@@ -40,6 +44,7 @@ impl Instrumented {
 #[async_trait]
 impl Store for Instrumented {
     async fn apply(&self, writes: Vec<Write>) -> Result<Vec<WriteOutcome>, StoreError> {
+        (self.hook)(Read::Apply, "").await;
         self.inner.apply(writes).await
     }
     async fn list(&self, user: &str, q: ListQuery) -> Result<Vec<Notification>, StoreError> {

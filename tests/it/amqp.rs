@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald::config::{AmqpExchangeKind, Secret, Settings};
@@ -1215,6 +1216,43 @@ async fn a_failing_store_holds_the_batch_and_retries_instead_of_dead_lettering()
     assert_exactly_once(&base, &[user.to_owned()], 20, |_, i| format!("event {i}")).await;
     wait_consuming(&base).await;
     assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "a store error never dead-letters");
+    eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
+}
+
+/// A panic in the consumer (a bug on its path; here the group commit's caller) ends its session, not the consumer:
+/// the broker requeues what it held, the consumer reconnects and stores every event once. Before, the task ended,
+/// nothing was consumed again until a restart, and `/readyz` still said "consuming".
+#[tokio::test]
+async fn a_panic_in_the_consumer_requeues_its_batch_and_the_consumer_carries_on() {
+    use herald::inbox::instrumented::{Instrumented, Read};
+    let Some(amqp) = Amqp::new("consumer-panic").await else { return };
+    let panics = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook: herald::inbox::instrumented::ReadHook = {
+        let (panics, armed) = (panics.clone(), armed.clone());
+        Arc::new(move |read, _user| {
+            if read == Read::Apply && armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panics.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                panic!("a bug on the commit path");
+            }
+            Box::pin(async {})
+        })
+    };
+    let hooks = herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) };
+    let gw = spawn_gateway_hooked(|s| amqp.configure(s), hooks).await;
+    let base = gw.url("");
+    wait_consuming(&base).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("sgad.notifications");
+    let user = "consumer-panic-user";
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let messages: Vec<_> = (0..5).map(|i| notification(&exchange, user, &format!("event {i}"))).collect();
+    broker.publish_all(&messages).await.unwrap();
+    assert_exactly_once(&base, &[user.to_owned()], 5, |_, i| format!("event {i}")).await;
+    assert_eq!(panics.load(std::sync::atomic::Ordering::SeqCst), 1, "the commit panicked once");
+    assert_eq!(metric(&base, "herald_amqp_consumer_panics_total").await, 1.0);
+    wait_consuming(&base).await;
+    assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "a panic dead-letters nothing");
     eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
 }
 

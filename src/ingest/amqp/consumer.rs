@@ -126,7 +126,23 @@ impl Consumer {
         let mut outage = Outage::default();
         loop {
             let mut consuming_since = None;
-            let result = self.session(&mut consuming_since).await;
+            // A panic (a bug) ends the session as an error would, never the consumer: its connection drops with
+            // it, so the broker requeues what it held, and the next session takes them again after the backoff.
+            // Uncaught, the task ended and nothing consumed until a restart, with `/readyz` still reporting
+            // the last session's "consuming".
+            let result = match std::panic::AssertUnwindSafe(self.session(&mut consuming_since)).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "the amqp consumer panicked; its deliveries are requeued and it reconnects");
+                    metrics::counter!("herald_amqp_consumer_panics_total").increment(1);
+                    Err(anyhow::anyhow!("the consumer panicked: {what}"))
+                }
+            };
             metrics::gauge!("herald_amqp_connected").set(0.0);
             let error = match result {
                 Ok(()) => break,
