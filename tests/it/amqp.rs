@@ -1219,6 +1219,39 @@ async fn a_failing_store_holds_the_batch_and_retries_instead_of_dead_lettering()
     eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
 }
 
+/// A poison message whose publisher's headers nearly fill a frame: the dead letter's own headers would take it
+/// over `frame_max`, which closes the connection, and its redelivery would do so again with every message beside
+/// it. It is dead-lettered with Herald's headers only (`x-herald-headers-dropped` says how much was dropped), and
+/// the good messages published with it are stored once.
+#[tokio::test]
+async fn a_poison_message_with_headers_near_the_frame_size_is_dead_lettered_and_stalls_nothing() {
+    let Some(amqp) = Amqp::new("frame-full").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let base = gw.url("");
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("sgad.notifications");
+    let user = "frame-full-user";
+    // 130,800 bytes of headers: the header frame is ~130.9 KB of RabbitMQ's 131,072 as published.
+    let mut headers = FieldTable::default();
+    headers.insert("big".into(), AMQPValue::LongString(vec![b'x'; 130_800].into()));
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("frame-full-poison".into());
+    let poison = (exchange.clone(), String::new(), b"not json".to_vec(), props.with_headers(headers));
+    let mut messages = vec![notification(&exchange, user, "event 0"), poison];
+    messages.extend((1..4).map(|i| notification(&exchange, user, &format!("event {i}"))));
+    broker.publish_all(&messages).await.unwrap();
+
+    assert_exactly_once(&base, &[user.to_owned()], 4, |_, i| format!("event {i}")).await;
+    let dlq = amqp.dead_letter_queue();
+    eventually("the letter", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+    let letter = broker.take_all(&dlq).await.pop().unwrap();
+    let headers = letter.properties.headers().as_ref().unwrap().inner();
+    assert_eq!(headers.get("x-herald-reason"), Some(&AMQPValue::LongString("invalid_json".into())), "{headers:?}");
+    assert!(matches!(headers.get("x-herald-headers-dropped"), Some(AMQPValue::LongLongInt(n)) if *n > 130_800));
+    assert!(!headers.contains_key("big"), "the publisher's headers were dropped");
+    assert_eq!(letter.data, b"not json", "the body is kept");
+    assert_eq!(metric(&base, "herald_amqp_reconnects_total").await, 0.0, "the connection never dropped");
+}
+
 /// A panic in the consumer (a bug on its path; here the group commit's caller) ends its session, not the consumer:
 /// the broker requeues what it held, the consumer reconnects and stores every event once. Before, the task ended,
 /// nothing was consumed again until a restart, and `/readyz` still said "consuming".

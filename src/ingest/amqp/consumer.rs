@@ -211,6 +211,8 @@ impl Consumer {
             _ = self.shutdown.cancelled() => return Ok(()),
             r = setup => r?,
         };
+        // What one frame may carry on this connection: a republish's headers are fitted to it.
+        let frame_max = conn.configuration().frame_max();
         *consuming_since = Some(Instant::now());
         metrics::gauge!("herald_amqp_connected").set(1.0);
         self.health.set(HEALTH, true, format!("consuming {}", s.queue.name));
@@ -247,7 +249,7 @@ impl Consumer {
                 };
                 batch.push(delivered(next)?);
             }
-            if let Settled::Requeued = self.settle(batch, &ch, &dead).await? {
+            if let Settled::Requeued = self.settle(batch, &ch, &dead, frame_max).await? {
                 break;
             }
         }
@@ -261,11 +263,11 @@ impl Consumer {
         while let Some(Some(Ok(d))) = consumer.next().now_or_never() {
             rest.push(d);
             if rest.len() == s.batch_max {
-                self.settle(std::mem::take(&mut rest), &ch, &dead).await?;
+                self.settle(std::mem::take(&mut rest), &ch, &dead, frame_max).await?;
             }
         }
         if !rest.is_empty() {
-            self.settle(rest, &ch, &dead).await?;
+            self.settle(rest, &ch, &dead, frame_max).await?;
         }
         bounded("a connection.close", conn.close(200, "herald shutting down".into())).await?;
         Ok(())
@@ -273,7 +275,13 @@ impl Consumer {
 
     /// Settle one batch: dead-letter the poison, commit the rest, then acknowledge everything at once.
     /// `Requeued` when shutdown interrupted a store retry: the batch went back to the queue.
-    async fn settle(&self, batch: Vec<Delivery>, ch: &Channel, dead: &Channel) -> anyhow::Result<Settled> {
+    async fn settle(
+        &self,
+        batch: Vec<Delivery>,
+        ch: &Channel,
+        dead: &Channel,
+        frame_max: u32,
+    ) -> anyhow::Result<Settled> {
         let last_tag = batch.last().expect("a batch is never empty").delivery_tag;
         let redelivered = batch.iter().filter(|d| d.redelivered).count();
         metrics::counter!("herald_amqp_messages_consumed_total").increment(batch.len() as u64);
@@ -281,7 +289,7 @@ impl Consumer {
 
         let (prepared, poison) = self.prepare(&batch);
         if !poison.is_empty() {
-            self.dead_letter(dead, &poison).await.context("dead-lettering")?;
+            self.dead_letter(dead, &poison, frame_max).await.context("dead-lettering")?;
         }
         let routed: Vec<&Delivery> =
             batch.iter().filter(|d| !poison.iter().any(|(p, _)| std::ptr::eq(*p, *d))).collect();
@@ -315,10 +323,10 @@ impl Consumer {
         let tries = self.settings.unresolved_retries;
         let (retry, unresolved): (Vec<_>, Vec<_>) = unresolved.into_iter().partition(|(d, _)| retries(d) < tries);
         if !retry.is_empty() {
-            self.hold_for_retry(dead, &retry).await.context("holding unresolved recipients for a retry")?;
+            self.hold_for_retry(dead, &retry, frame_max).await.context("holding unresolved recipients for a retry")?;
         }
         if !unresolved.is_empty() {
-            self.dead_letter(dead, &unresolved).await.context("dead-lettering unresolved recipients")?;
+            self.dead_letter(dead, &unresolved, frame_max).await.context("dead-lettering unresolved recipients")?;
         }
         bounded("a basic.ack", ch.basic_ack(last_tag, BasicAckOptions { multiple: true }))
             .await
@@ -451,7 +459,7 @@ impl Consumer {
     /// Republish events whose recipient alias is unknown to the retry queue, to expire back into the shared queue
     /// after `unresolved_retry_delay_secs`, counting the try in `x-herald-retries`; wait for the broker's confirms.
     /// An error leaves them unacknowledged (redelivered after the reconnect).
-    async fn hold_for_retry(&self, ch: &Channel, held: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
+    async fn hold_for_retry(&self, ch: &Channel, held: &[(&Delivery, Poison)], frame_max: u32) -> anyhow::Result<()> {
         let q = &self.settings.queue;
         let retry_queue = q.retry_queue_name();
         let origins: Vec<(String, String)> = held.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
@@ -462,7 +470,7 @@ impl Consumer {
             ("", retry_queue.as_ref(), &d.data[..], props.with_expiration(expiration.as_str().into()))
         });
         let unroutable = || format!("queue `{retry_queue}` does not exist");
-        publish_confirmed(ch, "a retry", messages, unroutable).await?;
+        publish_confirmed(ch, "a retry", messages, frame_max, unroutable).await?;
         for (((_, p), (exchange, routing_key)), try_) in held.iter().zip(&origins).zip(tries) {
             metrics::counter!("herald_amqp_messages_retried_total", "reason" => p.reason).increment(1);
             tracing::info!(
@@ -482,7 +490,7 @@ impl Consumer {
 
     /// Republish poison messages to the dead-letter exchange with the reason in headers, and wait for the
     /// broker's confirms. An error leaves them unacknowledged (redelivered after the reconnect).
-    async fn dead_letter(&self, dead: &Channel, poison: &[(&Delivery, Poison)]) -> anyhow::Result<()> {
+    async fn dead_letter(&self, dead: &Channel, poison: &[(&Delivery, Poison)], frame_max: u32) -> anyhow::Result<()> {
         let q = &self.settings.queue;
         // Where each was first published: what the log, the trace and the dead letter's headers name.
         let origins: Vec<(String, String)> = poison.iter().map(|(d, _)| dead_letters::origin(d, &q.name)).collect();
@@ -493,7 +501,7 @@ impl Consumer {
         });
         let unroutable =
             || format!("queue `{}` is not bound to exchange `{}`", q.dead_letter_queue, q.dead_letter_exchange);
-        publish_confirmed(dead, "a dead letter", messages, unroutable).await?;
+        publish_confirmed(dead, "a dead letter", messages, frame_max, unroutable).await?;
         for ((d, p), (exchange, routing_key)) in poison.iter().zip(&origins) {
             metrics::counter!("herald_amqp_messages_dead_lettered_total", "reason" => p.reason).increment(1);
             metrics::counter!("herald_ingest_errors_total", "transport" => "amqp", "reason" => p.reason).increment(1);
@@ -530,10 +538,12 @@ async fn publish_confirmed<'a>(
     ch: &Channel,
     what: &str,
     messages: impl Iterator<Item = (&'a str, &'a str, &'a [u8], BasicProperties)>,
+    frame_max: u32,
     unroutable: impl Fn() -> String,
 ) -> anyhow::Result<()> {
     let mut confirms = Vec::new();
     for (exchange, routing_key, body, props) in messages {
+        let props = fit_to_frame(props, frame_max);
         let options = BasicPublishOptions { mandatory: true, immediate: false };
         let publish = ch.basic_publish(exchange.into(), routing_key.into(), options, body, props);
         confirms.push(bounded("a republish", publish).await?);
@@ -548,6 +558,42 @@ async fn publish_confirmed<'a>(
         }
     }
     Ok(())
+}
+
+/// What a content header frame spends besides the headers: the frame's own 8 bytes, the class, weight, body size
+/// and flags (14), and room for every other property a republish carries (short strings of 255 bytes at most).
+const HEADER_FRAME_RESERVE: usize = 8 + 14 + 10 * 256;
+
+/// The size of `headers` as a frame carries them.
+fn encoded_len(headers: &FieldTable) -> usize {
+    cookie_factory::gen_simple(lapin::types::generation::gen_field_table(headers), Vec::new())
+        .map_or(usize::MAX, |bytes| bytes.len())
+}
+
+/// `props` whose headers fit one content header frame of `frame_max` bytes. A message republished with more
+/// closes the connection (a frame error), and its redelivery would do so again, each time with every delivery in
+/// flight beside it: a publisher's headers near the limit, plus the `x-herald-*` headers a dead letter or a retry
+/// adds, stalled the queue. Over it, the publisher's own headers are dropped and Herald's kept, with
+/// `x-herald-headers-dropped` = the size of the headers that did not fit.
+fn fit_to_frame(props: BasicProperties, frame_max: u32) -> BasicProperties {
+    let Some(headers) = props.headers() else { return props };
+    let size = encoded_len(headers);
+    if size <= (frame_max as usize).saturating_sub(HEADER_FRAME_RESERVE) {
+        return props;
+    }
+    let mut kept = FieldTable::default();
+    for (k, v) in headers.inner() {
+        if k.as_str().starts_with(dead_letters::HERALD_PREFIX) {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    kept.insert(dead_letters::HEADERS_DROPPED.into(), AMQPValue::LongLongInt(i64::try_from(size).unwrap_or(i64::MAX)));
+    tracing::warn!(
+        headers_bytes = size,
+        frame_max,
+        "a republished message's headers would not fit one frame: the publisher's headers were dropped"
+    );
+    props.with_headers(kept)
 }
 
 /// The tries a delivery has had in the retry queue ([`dead_letters::retries`]; 0 when first published).
@@ -770,6 +816,26 @@ mod tests {
         assert_eq!(sizes(&big), [vec![60, 30], vec![20], vec![90], vec![100], vec![5]]);
         let order: Vec<String> = big.into_iter().flatten().map(|p| p.event_id).collect();
         assert_eq!(order, ["e-0", "e-1", "e-2", "e-3", "e-4", "e-5"], "in order");
+    }
+
+    #[test]
+    fn a_republish_whose_headers_would_not_fit_one_frame_keeps_only_heralds() {
+        let mut headers = FieldTable::default();
+        headers.insert("origin".into(), AMQPValue::LongString("test".into()));
+        headers.insert(dead_letters::REASON.into(), AMQPValue::LongString("invalid_json".into()));
+        let small = BasicProperties::default().with_headers(headers.clone());
+        assert_eq!(fit_to_frame(small.clone(), 131_072), small, "headers that fit are kept as they are");
+
+        headers.insert("big".into(), AMQPValue::LongString(vec![b'x'; 130_000].into()));
+        let big = BasicProperties::default().with_headers(headers).with_message_id("m-1".into());
+        let fitted = fit_to_frame(big, 131_072);
+        let kept = fitted.headers().as_ref().unwrap();
+        let mut names: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, [dead_letters::HEADERS_DROPPED, dead_letters::REASON]);
+        assert!(matches!(kept.inner()[dead_letters::HEADERS_DROPPED], AMQPValue::LongLongInt(n) if n > 130_000));
+        assert!(encoded_len(kept) <= 131_072 - HEADER_FRAME_RESERVE);
+        assert_eq!(fitted.message_id().as_ref().map(|m| m.as_str()), Some("m-1"), "the other properties stay");
     }
 
     #[test]

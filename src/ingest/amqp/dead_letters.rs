@@ -75,6 +75,10 @@ pub(super) const FIRST_DEATH_AT: &str = "x-herald-first-dead-lettered-at";
 pub(super) const DEATH_AT: &str = "x-herald-dead-lettered-at";
 /// How many times an event with an unresolved recipient was held in the retry queue and routed again.
 pub(super) const RETRIES: &str = "x-herald-retries";
+/// Set on a republish whose publisher's headers did not fit one frame and were dropped: their size in bytes.
+pub(super) const HEADERS_DROPPED: &str = "x-herald-headers-dropped";
+/// What every header Herald sets begins with.
+pub(super) const HERALD_PREFIX: &str = "x-herald-";
 
 /// The dead-letter queue as operators see it. Cheap to clone.
 #[derive(Clone)]
