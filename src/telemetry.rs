@@ -304,12 +304,19 @@ pub fn essential<T>(stopped: &'static str, body: impl FnOnce() -> T) -> Option<T
     }
 }
 
+/// What a caught panic said (its `&str` or `String` payload; empty for any other).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// An essential thread's body panicked with `panic` ([`essential`]; an async body catches its own).
 pub fn essential_failed(stopped: &'static str, panic: Box<dyn std::any::Any + Send>) {
-    let what =
-        panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned());
     tracing::error!(
-        panic = what.unwrap_or_default(),
+        panic = panic_message(&*panic),
         "{stopped}: the process cannot recover by itself; /healthz now fails"
     );
     let _ = LIVENESS_FAILURE.set(stopped);

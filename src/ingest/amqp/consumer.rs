@@ -133,11 +133,7 @@ impl Consumer {
             let result = match std::panic::AssertUnwindSafe(self.session(&mut consuming_since)).catch_unwind().await {
                 Ok(result) => result,
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
+                    let what = crate::telemetry::panic_message(&*panic);
                     tracing::error!(panic = %what, "the amqp consumer panicked; its deliveries are requeued and it reconnects");
                     metrics::counter!("herald_amqp_consumer_panics_total").increment(1);
                     Err(anyhow::anyhow!("the consumer panicked: {what}"))
