@@ -111,8 +111,8 @@ pub struct ConnectionLimiter(Arc<LimiterInner>);
 struct LimiterInner {
     max_total: usize,
     max_per_ip: usize,
-    /// Whether the count is `herald_connections_open` (the clients' listener's only).
-    reported: bool,
+    /// Whose connections these are: only the clients' listener's count is `herald_connections_open`.
+    listener: Listener,
     counts: Mutex<Counts>,
 }
 
@@ -123,18 +123,8 @@ struct Counts {
 }
 
 impl ConnectionLimiter {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        ConnectionLimiter(Arc::new(LimiterInner { max_total, max_per_ip, reported: true, counts: Mutex::default() }))
-    }
-
-    /// A limiter whose count is not reported (the operators' listener).
-    fn unreported(max_total: usize) -> Self {
-        ConnectionLimiter(Arc::new(LimiterInner {
-            max_total,
-            max_per_ip: 0,
-            reported: false,
-            counts: Mutex::default(),
-        }))
+    pub fn new(max_total: usize, max_per_ip: usize, listener: Listener) -> Self {
+        ConnectionLimiter(Arc::new(LimiterInner { max_total, max_per_ip, listener, counts: Mutex::default() }))
     }
 
     /// A slot for a connection from `peer`, held until the returned [`Admission`] drops.
@@ -152,7 +142,7 @@ impl ConnectionLimiter {
             *n += 1;
         }
         c.total += 1;
-        if self.0.reported {
+        if self.0.listener == Listener::Main {
             metrics::gauge!("herald_connections_open").set(c.total as f64);
         }
         Ok(Admission { limiter: self.clone(), key })
@@ -183,7 +173,7 @@ impl Drop for Admission {
                 }
             }
         }
-        if inner.reported {
+        if inner.listener == Listener::Main {
             metrics::gauge!("herald_connections_open").set(c.total as f64);
         }
     }
@@ -268,10 +258,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 /// Serve `app` on `listener` within `bounds` until `shutdown` is cancelled; then stop accepting, let open
 /// requests finish for up to `grace`, and return.
 pub async fn serve(listener: TcpListener, app: Router, bounds: Bounds, shutdown: CancellationToken, grace: Duration) {
-    let limiter = match bounds.listener {
-        Listener::Main => ConnectionLimiter::new(bounds.max_connections, bounds.max_connections_per_ip),
-        Listener::Ops => ConnectionLimiter::unreported(bounds.max_connections),
-    };
+    let limiter = ConnectionLimiter::new(bounds.max_connections, bounds.max_connections_per_ip, bounds.listener);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(bounds.header_read_timeout).max_buf_size(bounds.max_head_bytes);
     let connections = TaskTracker::new();
@@ -366,7 +353,7 @@ mod tests {
 
     #[test]
     fn caps_count_in_total_and_per_source_and_free_on_drop() {
-        let l = ConnectionLimiter::new(3, 2);
+        let l = ConnectionLimiter::new(3, 2, Listener::Main);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = l.try_admit(a).unwrap();
@@ -385,7 +372,7 @@ mod tests {
 
     #[test]
     fn no_per_source_cap_when_zero() {
-        let l = ConnectionLimiter::new(10, 0);
+        let l = ConnectionLimiter::new(10, 0, Listener::Main);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let slots: Vec<_> = (0..10).map(|_| l.try_admit(ip).unwrap()).collect();
         assert_eq!(l.try_admit(ip).err(), Some(Refusal::Total));

@@ -232,11 +232,6 @@ impl Started {
         self.listener.local_addr()
     }
 
-    /// The operators' listener's address (`server.ops_bind`), when there is one.
-    pub fn ops_addr(&self) -> Option<std::net::SocketAddr> {
-        self.ops.as_ref().and_then(|(l, _)| l.local_addr().ok())
-    }
-
     /// Serve until the shutdown token is cancelled, then drain and return.
     pub async fn serve(self) -> anyhow::Result<()> {
         let Started { settings, listener, ops, shutdown, app, registry, store, amqp, tracker, redis, tracer } = self;
