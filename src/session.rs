@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::WebSocketSettings;
-use crate::inbox::{PageLimit, Replayed, Store, StoreError};
+use crate::inbox::{PageLimit, ReplayPage, Store, StoreError};
 use crate::protocol::{
     encode_notification_frame, event_format, Chain, ClientMessage, Counts, Format, Position, ServerFrame,
     EVENT_FORMAT_PONG,
@@ -160,19 +160,16 @@ enum Loaded {
     Latest(Position, Counts, u64, Option<Position>),
     /// The user's counts after a replay, with the newest ids they include and their version.
     Counts(Position, Counts, u64),
-    /// One page of a replay, oldest first.
-    Page(Vec<Replayed>),
-    /// How far history was pruned, read before a resync's replay.
-    Floor(Position),
+    /// One page of a replay, oldest first, with how far history was pruned in the same snapshot.
+    Page(ReplayPage),
 }
 
 /// What a replay reads first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FirstRead {
-    /// Its first page (a catch-up, a gap fill: from this socket's own position, nothing pruned to announce).
+    /// Its first page (a catch-up, a gap fill, a resync: from this socket's own position; each page says how far
+    /// history was pruned, and what was pruned above the position is announced `truncated`).
     Page,
-    /// The history floor, then its pages (a resync: what was pruned meanwhile is announced `truncated`).
-    Floor,
     /// The newest ids and the floor, then its pages (a client's `resume`: its position may be above the newest
     /// ids, or below the floor).
     Latest,
@@ -200,6 +197,9 @@ struct Replay {
     /// When this pass became needed (the session registered, a gap showed, a resync or resume came): its pages hold
     /// every commit made before it (`Store::after`).
     needed: Instant,
+    /// The history floor this replay already announced (`truncated`), or found below where it started: a page
+    /// whose floor is above both it and the socket's position missed what retention pruned meanwhile.
+    floor: Position,
 }
 
 struct Session<'a> {
@@ -371,8 +371,7 @@ impl<'a> Session<'a> {
                                 Ok(())
                             }
                         }
-                        Ok(Loaded::Page(items)) => self.on_page(items).await,
-                        Ok(Loaded::Floor(floor)) => self.on_floor(floor).await,
+                        Ok(Loaded::Page(page)) => self.on_page(page).await,
                         Err(failed) => Err(self.store_failed(failed).await),
                     };
                     if let Err(ended) = step {
@@ -507,14 +506,6 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn read_floor(&self) -> PendingRead {
-        let (store, user) = (self.deps.store.clone(), self.user.clone());
-        self.bounded(async move {
-            let (targeted, broadcast) = store.history_floor(&user).await?;
-            Ok(Loaded::Floor(Position { targeted, broadcast }))
-        })
-    }
-
     fn read_counts(&self) -> PendingRead {
         let (store, user) = (self.deps.store.clone(), self.user.clone());
         self.bounded(async move {
@@ -594,10 +585,11 @@ impl<'a> Session<'a> {
             }
             return;
         }
-        self.replay = Some(Replay { announced, requested: from, again: None, resume: None, needed: Instant::now() });
+        let needed = Instant::now();
+        self.replay =
+            Some(Replay { announced, requested: from, again: None, resume: None, needed, floor: Position::default() });
         self.pending = Some(match first {
             FirstRead::Page => self.read_page(from),
-            FirstRead::Floor => self.read_floor(),
             FirstRead::Latest => self.read_latest(true),
         });
     }
@@ -631,7 +623,9 @@ impl<'a> Session<'a> {
                     let again = deferred.map(|_| Instant::now());
                     // Everything committed before the session was live is in the replay; the rest came live.
                     let needed = self.live_since;
-                    self.replay = Some(Replay { announced: true, requested: since, again, resume: None, needed });
+                    let floor = Position::default();
+                    self.replay =
+                        Some(Replay { announced: true, requested: since, again, resume: None, needed, floor });
                 }
                 // Without `since`, the session starts at the newest ids: older notifications are history (REST),
                 // and a frame for one of them that raced the opening is not pushed twice.
@@ -672,16 +666,24 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// What a replay from `requested` misses below the floors was pruned by retention: say so (`truncated`) rather
-    /// than replay a part silently.
-    async fn announce_pruned(&mut self, requested: Position, floor: Position) -> Result<(), Ended> {
-        let cut = |since: i64, floor: i64| (since < floor).then_some(floor);
-        let pruned = cut(requested.targeted, floor.targeted).max(cut(requested.broadcast, floor.broadcast));
+    /// What the replay misses from `since` on up to the floors was pruned by retention: say so (`truncated`) rather
+    /// than replay a part silently. Floors this replay announced already are not announced again.
+    async fn announce_pruned(&mut self, since: Position, floor: Position) -> Result<(), Ended> {
+        let Some(r) = &mut self.replay else { return Ok(()) };
+        let told = r.floor;
+        r.floor =
+            Position { targeted: told.targeted.max(floor.targeted), broadcast: told.broadcast.max(floor.broadcast) };
+        let cut = |since: i64, told: i64, floor: i64| (since.max(told) < floor).then_some(floor);
+        let pruned = cut(since.targeted, told.targeted, floor.targeted).max(cut(
+            since.broadcast,
+            told.broadcast,
+            floor.broadcast,
+        ));
         if let Some(pruned_up_to) = pruned {
             metrics::counter!("herald_session_truncated_replays_total").increment(1);
             let frame = ServerFrame::Truncated {
-                since: requested.targeted,
-                since_broadcast: requested.broadcast,
+                since: since.targeted,
+                since_broadcast: since.broadcast,
                 oldest_id: pruned_up_to + 1,
             };
             self.send_now(frame.encode()).await?;
@@ -689,15 +691,11 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// A resync's floor read: announce what was pruned below this socket's position, then replay after it.
-    async fn on_floor(&mut self, floor: Position) -> Result<(), Ended> {
-        let Some(r) = &self.replay else { return Ok(()) };
-        self.announce_pruned(r.requested, floor).await?;
-        self.pending = Some(self.read_page(self.position));
-        Ok(())
-    }
-
-    async fn on_page(&mut self, items: Vec<Replayed>) -> Result<(), Ended> {
+    async fn on_page(&mut self, page: ReplayPage) -> Result<(), Ended> {
+        // Retention may have pruned what this replay had not reached yet (when it started, or between its pages):
+        // the page's floor, read in its snapshot, says so.
+        self.announce_pruned(self.position, page.floor).await?;
+        let items = page.items;
         let full = self.page_limit().reached(&items);
         let mut sent = 0u64;
         let mut counts_changed = false;
@@ -780,9 +778,9 @@ impl<'a> Session<'a> {
         let p = self.position;
         let frame = ServerFrame::Resync { reason: reason.label(), since: p.targeted, since_broadcast: p.broadcast };
         self.send_now(frame.encode()).await?;
-        // The history floor first (one key read), so what retention pruned while this socket missed it is announced
-        // (`truncated`), not skipped silently.
-        self.start_replay(p, true, FirstRead::Floor);
+        // What retention pruned while this socket missed it is announced (`truncated`) with the first page, not
+        // skipped silently.
+        self.start_replay(p, true, FirstRead::Page);
         Ok(())
     }
 

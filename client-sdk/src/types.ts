@@ -97,7 +97,7 @@ export interface ResyncContext {
   since: number;
   sinceBroadcast: number;
 }
-/** The replay that follows starts above pruned history (`truncated` frame): ids below `oldestId` are gone. */
+/** The replay that follows, or the rest of the one under way, starts above pruned history (`truncated` frame): ids below `oldestId` are gone. */
 export interface TruncatedContext {
   since: number;
   sinceBroadcast: number;

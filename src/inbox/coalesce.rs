@@ -13,11 +13,11 @@ use std::time::Instant;
 use async_trait::async_trait;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::{ListQuery, PageLimit, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PageLimit, ReadAll, ReplayPage, Store, StoreError, Write, WriteOutcome};
 use crate::protocol::{Notification, Position};
 
 type Key = (String, Position, PageLimit);
-type Flight = Shared<BoxFuture<'static, Result<Arc<Vec<Replayed>>, StoreError>>>;
+type Flight = Shared<BoxFuture<'static, Result<Arc<ReplayPage>, StoreError>>>;
 
 pub struct Coalescing {
     inner: Arc<dyn Store>,
@@ -56,7 +56,7 @@ impl Store for Coalescing {
         from: Position,
         limit: PageLimit,
         needed: Instant,
-    ) -> Result<Vec<Replayed>, StoreError> {
+    ) -> Result<ReplayPage, StoreError> {
         let key: Key = (user.to_owned(), from, limit);
         let flight = {
             let mut map = self.in_flight.lock().expect("in-flight map poisoned");
@@ -200,7 +200,7 @@ mod tests {
             (0..50).map(|_| store.after("u", Position::default(), PageLimit::rows(100), needed)),
         )
         .await;
-        assert!(results.iter().all(|r| r.as_ref().unwrap().len() == 20));
+        assert!(results.iter().all(|r| r.as_ref().unwrap().items.len() == 20));
         assert_eq!(count.load(Ordering::SeqCst), 1, "50 identical replays, one query");
 
         // Different keys are not merged, and a finished flight is not reused.
@@ -223,7 +223,7 @@ mod tests {
         assert!(store.in_flight.lock().unwrap().is_empty(), "the cancelled flight was taken out of the map");
         // A later identical replay runs its own query and gets fresh rows.
         assert_eq!(
-            store.after("u", Position::default(), PageLimit::rows(100), Instant::now()).await.unwrap().len(),
+            store.after("u", Position::default(), PageLimit::rows(100), Instant::now()).await.unwrap().items.len(),
             20
         );
         assert_eq!(count.load(Ordering::SeqCst), 2);
@@ -245,7 +245,7 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(20), &mut first).await.is_err());
         let late = Instant::now();
         let (a, b, c) = tokio::join!(first, read(early), read(late));
-        assert!([a, b, c].iter().all(|r| r.as_ref().unwrap().len() == 20));
+        assert!([a, b, c].iter().all(|r| r.as_ref().unwrap().items.len() == 20));
         assert_eq!(count.load(Ordering::SeqCst), 2, "the early caller shared the first query, the late one did not");
         store.close().await;
     }

@@ -462,7 +462,8 @@ async fn muted_types_are_stored_listed_not_counted_and_not_replayed(store: &dyn 
     assert_eq!(counts_match_rows(store, u, "a muted notification").await, start, "not counted");
     let listed = store.list(u, q(100, None, false)).await.unwrap();
     assert!(listed.iter().any(|n| n.id == muted.id && n.muted), "stored and listed with muted: true");
-    let replay = store.after(u, Position::both(before), PageLimit::rows(100), std::time::Instant::now()).await.unwrap();
+    let replay =
+        store.after(u, Position::both(before), PageLimit::rows(100), std::time::Instant::now()).await.unwrap().items;
     assert!(replay.iter().all(|r| r.notification.id != muted.id), "never replayed");
     // Marking a muted one read or archiving it moves no counter.
     store.change(u, muted.id, Change::Read).await.unwrap().unwrap();
@@ -610,6 +611,14 @@ async fn max_per_user_keeps_each_users_newest(store: &dyn Store, now: DateTime<U
     assert_eq!(shared.len(), 4, "broadcasts are pruned by age only");
     assert_eq!(store.history_floor("cap").await.unwrap(), (ids[3], 0));
     assert_eq!(store.history_floor("under-cap").await.unwrap(), (0, 0));
+    // A replay page carries the floor of its snapshot, also when it has no rows: a replay from below it can tell
+    // that ids it never read were pruned.
+    let replay = |from| store.after("cap", from, PageLimit::rows(2), std::time::Instant::now());
+    let page = replay(Position::default()).await.unwrap();
+    assert_eq!(page.floor, Position { targeted: ids[3], broadcast: 0 });
+    assert_eq!(page.items.iter().map(|r| r.notification.id).collect::<Vec<_>>(), ids[4..6], "rows above the floor");
+    let empty = replay(store.latest("cap").await.unwrap()).await.unwrap();
+    assert_eq!((empty.items.len(), empty.floor), (0, page.floor), "no rows, the floor still");
     counts_match_rows(store, "cap", "pruning beyond max_per_user").await;
     assert_eq!(store.prune(now).await.unwrap(), PruneReport::default(), "nothing more to do");
     ids[6]
@@ -744,14 +753,14 @@ async fn after_replays_oldest_first_with_bodies(store: &dyn Store) {
     let a = stored(store, Write::Notify(draft("rp-1", users(&["rp"])))).await[0].id;
     let b = stored(store, Write::Notify(draft("rp-2", Recipients::Everyone))).await[0].id;
     let c = stored(store, Write::Notify(draft("rp-3", users(&["rp"])))).await[0].id;
-    let got = store.after("rp", start, PageLimit::rows(100), std::time::Instant::now()).await.unwrap();
+    let got = store.after("rp", start, PageLimit::rows(100), std::time::Instant::now()).await.unwrap().items;
     assert_eq!(got.iter().map(|r| r.notification.id).collect::<Vec<_>>(), vec![a, b, c]);
     assert_eq!(got[1].body.get(), r#"{"event":"rp-2"}"#);
-    let paged = store.after("rp", start, PageLimit::rows(2), std::time::Instant::now()).await.unwrap();
+    let paged = store.after("rp", start, PageLimit::rows(2), std::time::Instant::now()).await.unwrap().items;
     assert_eq!(paged.len(), 2);
     let end = store.latest("rp").await.unwrap();
     assert_eq!(end, Position { targeted: c, broadcast: b });
-    assert_eq!(store.after("rp", end, PageLimit::rows(100), std::time::Instant::now()).await.unwrap().len(), 0);
+    assert_eq!(store.after("rp", end, PageLimit::rows(100), std::time::Instant::now()).await.unwrap().items.len(), 0);
 }
 
 /// A replay page holds at most its bytes: it ends with the row that reaches them, a row larger than the whole
@@ -768,7 +777,7 @@ async fn replay_pages_stop_at_their_bytes_and_a_larger_row_comes_alone(store: &d
     let mut from = start;
     let mut pages = Vec::new();
     loop {
-        let page = store.after("rb", from, limit, std::time::Instant::now()).await.unwrap();
+        let page = store.after("rb", from, limit, std::time::Instant::now()).await.unwrap().items;
         let full = limit.reached(&page);
         if let Some(last) = page.last() {
             from.targeted = last.notification.id;
@@ -781,8 +790,8 @@ async fn replay_pages_stop_at_their_bytes_and_a_larger_row_comes_alone(store: &d
     // 1,000-byte bodies (with their texts) reach 2,500 bytes at the third row; the 20,000-byte one fills a page.
     let expected = vec![ids[0..3].to_vec(), vec![ids[3], ids[4]], vec![ids[5]]];
     assert_eq!(pages, expected, "pages cut at their bytes, every row once, in order");
-    assert!(!limit.reached(&store.after("rb", from, limit, std::time::Instant::now()).await.unwrap()));
-    let by_rows = store.after("rb", start, PageLimit::rows(4), std::time::Instant::now()).await.unwrap();
+    assert!(!limit.reached(&store.after("rb", from, limit, std::time::Instant::now()).await.unwrap().items));
+    let by_rows = store.after("rb", start, PageLimit::rows(4), std::time::Instant::now()).await.unwrap().items;
     assert_eq!(by_rows.len(), 4, "bounded in rows only, the bytes do not cut it");
 }
 
@@ -838,7 +847,8 @@ async fn after_takes_one_cursor_per_chain(store: &dyn Store) {
             std::time::Instant::now(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(missed_targeted.iter().map(|r| r.notification.id).collect::<Vec<_>>(), vec![t]);
     let missed_broadcast = store
         .after(
@@ -848,7 +858,8 @@ async fn after_takes_one_cursor_per_chain(store: &dyn Store) {
             std::time::Instant::now(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(missed_broadcast.iter().map(|r| r.notification.id).collect::<Vec<_>>(), vec![x]);
 }
 
@@ -889,8 +900,11 @@ async fn prev_id_links_each_users_stream(store: &dyn Store) {
     stored(store, Write::Notify(draft("chain-4", users(&["chain-b"])))).await;
     stored(store, Write::Notify(draft("chain-5", Recipients::Everyone))).await;
     for user in ["chain-a", "chain-b"] {
-        let all =
-            store.after(user, Position::default(), PageLimit::rows(10_000), std::time::Instant::now()).await.unwrap();
+        let all = store
+            .after(user, Position::default(), PageLimit::rows(10_000), std::time::Instant::now())
+            .await
+            .unwrap()
+            .items;
         let targeted: Vec<&Notification> =
             all.iter().map(|r| &r.notification).filter(|n| n.user_id.is_some()).collect();
         assert_eq!(targeted[0].prev_id, 0, "{user}: the first targeted row starts the chain");
@@ -898,8 +912,11 @@ async fn prev_id_links_each_users_stream(store: &dyn Store) {
             assert_eq!(w[1].prev_id, w[0].id, "{user}: a targeted row links to this user's previous targeted row");
         }
     }
-    let b =
-        store.after("chain-a", Position::default(), PageLimit::rows(10_000), std::time::Instant::now()).await.unwrap();
+    let b = store
+        .after("chain-a", Position::default(), PageLimit::rows(10_000), std::time::Instant::now())
+        .await
+        .unwrap()
+        .items;
     let broadcasts: Vec<_> = b.iter().filter(|r| r.notification.user_id.is_none()).collect();
     for w in broadcasts.windows(2) {
         assert_eq!(w[1].notification.prev_id, w[0].notification.id, "broadcasts chain to each other");
@@ -938,7 +955,8 @@ async fn one_commit_chains_its_own_rows_past_muted_ones(store: &dyn Store) {
     assert_eq!(u3.prev_id, u1.id, "the next row skips the muted one");
     assert_eq!((v1.prev_id, v2.prev_id), (0, v1.id), "{v}'s chain is its own");
     assert!(u1.id < u2.id && u2.id < u3.id && v1.id < v2.id, "ids grow in write order");
-    let replay = store.after(u, Position::both(before), PageLimit::rows(100), std::time::Instant::now()).await.unwrap();
+    let replay =
+        store.after(u, Position::both(before), PageLimit::rows(100), std::time::Instant::now()).await.unwrap().items;
     let replayed: Vec<i64> = replay.iter().map(|r| r.notification.id).filter(|id| *id > before).collect();
     assert_eq!(replayed, vec![u1.id, u3.id], "replayed as stored, without the muted row");
     assert_eq!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 
-use super::{ListQuery, PageLimit, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PageLimit, PruneReport, ReadAll, ReplayPage, Store, StoreError, Write, WriteOutcome};
 use crate::protocol::{Notification, Position};
 
 /// Which read the hook is about to let through.
@@ -57,7 +57,7 @@ impl Store for Instrumented {
         from: Position,
         limit: PageLimit,
         needed: std::time::Instant,
-    ) -> Result<Vec<Replayed>, StoreError> {
+    ) -> Result<ReplayPage, StoreError> {
         (self.hook)(Read::After, user).await;
         self.inner.after(user, from, limit, needed).await
     }

@@ -319,9 +319,19 @@ impl Page {
         self.items.len() < self.limit.rows as usize && self.bytes < self.limit.bytes
     }
 
-    pub fn into_items(self) -> Vec<Replayed> {
-        self.items
+    /// The page read, with the history floor read in the same snapshot.
+    pub fn finish(self, floor: Position) -> ReplayPage {
+        ReplayPage { items: self.items, floor }
     }
+}
+
+/// One replay read ([`Store::after`]): its rows, oldest first, and how far retention had pruned history in the
+/// same snapshot ([`Store::history_floor`]'s two ids). A page read from below the floor of a chain misses that
+/// chain's ids up to it, also when retention pruned them after the replay began: the reader can tell, and say so.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayPage {
+    pub items: Vec<Replayed>,
+    pub floor: Position,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -639,7 +649,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// What `user` has after position `from` (targeted ids above `from.targeted`, broadcasts above
     /// `from.broadcast`), oldest first, with bodies (resume): one page, as `limit` bounds it
-    /// ([`PageLimit::reached`] says whether there may be more). `needed`: when the caller learned it needs the read
+    /// ([`PageLimit::reached`] says whether there may be more), with the history floor of the same snapshot. `needed`: when the caller learned it needs the read
     /// (a session registered, a gap showed, a resync came): the page holds every commit made before it. Identical
     /// reads share one query only if that query started after it (`coalesce.rs`).
     async fn after(
@@ -648,7 +658,7 @@ pub trait Store: Send + Sync + 'static {
         from: Position,
         limit: PageLimit,
         needed: std::time::Instant,
-    ) -> Result<Vec<Replayed>, StoreError>;
+    ) -> Result<ReplayPage, StoreError>;
 
     /// The user's counts, read by key from the counters.
     async fn counts(&self, user: &str) -> Result<Counts, StoreError>;

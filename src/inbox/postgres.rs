@@ -54,8 +54,8 @@ use super::list;
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
-    MutedDefaults, NewNotification, PageLimit, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll,
-    StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
+    MutedDefaults, NewNotification, PageLimit, PreferencesChange, PruneReport, ReadAll, ReplayPage, Replayed, RowState,
+    SeenAll, StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::StoreSettings;
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -181,18 +181,25 @@ macro_rules! chain_head {
 /// larger pages, and are cut on arrival.
 static AFTER: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT id, user_id, kind, title, content, event_type, source, related_type, related_id, data, created_at,
-                prev_id, read_at, seen_at, archived_at, muted, raw::text AS body FROM (
-             SELECT s.*, sum(size) OVER (ORDER BY id) AS upto FROM (
-                 SELECT u.*, b.body AS raw, greatest(pg_column_size(b.body) - 4, 0) AS size FROM ((SELECT {} FROM notifications
-                     WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
-                 UNION ALL ({} AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
-                 JOIN notifications b ON b.id = u.id) s) page
-         WHERE upto - size < $5 ORDER BY id",
+        "SELECT page.*, floor.targeted AS floor_targeted, floor.broadcast AS floor_broadcast
+         FROM ({FLOOR}) floor LEFT JOIN (
+             SELECT id, user_id, kind, title, content, event_type, source, related_type, related_id, data,
+                    created_at, prev_id, read_at, seen_at, archived_at, muted, raw::text AS body FROM (
+                 SELECT s.*, sum(size) OVER (ORDER BY id) AS upto FROM (
+                     SELECT u.*, b.body AS raw, greatest(pg_column_size(b.body) - 4, 0) AS size FROM ((SELECT {}
+                         FROM notifications WHERE user_id = $1 AND id > $2 AND NOT muted ORDER BY id LIMIT $3)
+                     UNION ALL ({} AND n.id > $4 ORDER BY n.id LIMIT $3) ORDER BY id LIMIT $3) u
+                     JOIN notifications b ON b.id = u.id) s) rows
+             WHERE upto - size < $5) page ON TRUE
+         ORDER BY page.id",
         columns!(),
         LIST.broadcasts("")
     )
 });
+
+/// How far retention pruned user `$1`'s history: the newest pruned id of each chain (0: none).
+const FLOOR: &str = "SELECT COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = $1), 0) AS targeted,
+                            COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0) AS broadcast";
 
 static VISIBLE: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -545,7 +552,7 @@ impl Store for PostgresStore {
         from: Position,
         limit: PageLimit,
         _: std::time::Instant,
-    ) -> Result<Vec<Replayed>, StoreError> {
+    ) -> Result<ReplayPage, StoreError> {
         let mut rows = sqlx::query(AFTER.as_str())
             .bind(text(user))
             .bind(from.targeted)
@@ -554,15 +561,27 @@ impl Store for PostgresStore {
             .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
             .fetch(&self.readers);
         let mut page = limit.page();
+        // Every row carries the floor, read in the statement's snapshot; without rows, one row carries it alone.
+        let mut floor = Position::default();
         while let Some(r) = rows.try_next().await.map_err(store_error)? {
-            let read = || -> sqlx::Result<Replayed> {
-                Ok(Replayed { notification: notification(&r)?, body: raw(r.try_get("body")?) })
+            let read = |r: &PgRow| -> sqlx::Result<(Position, Option<Replayed>)> {
+                let floor =
+                    Position { targeted: r.try_get("floor_targeted")?, broadcast: r.try_get("floor_broadcast")? };
+                let item = match r.try_get::<Option<i64>, _>(0)? {
+                    Some(_) => Some(Replayed { notification: notification(r)?, body: raw(r.try_get("body")?) }),
+                    None => None,
+                };
+                Ok((floor, item))
             };
-            if !page.push(read().map_err(store_error)?) {
-                break;
+            let (at, item) = read(&r).map_err(store_error)?;
+            floor = at;
+            if let Some(item) = item {
+                if !page.push(item) {
+                    break;
+                }
             }
         }
-        Ok(page.into_items())
+        Ok(page.finish(floor))
     }
 
     async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
@@ -651,14 +670,7 @@ impl Store for PostgresStore {
     }
 
     async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
-        sqlx::query_as(
-            "SELECT COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = $1), 0),
-                    COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0)",
-        )
-        .bind(text(user))
-        .fetch_one(&self.readers)
-        .await
-        .map_err(store_error)
+        sqlx::query_as(FLOOR).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
@@ -2172,7 +2184,8 @@ mod tests {
         let page = store
             .after("pb", Position::default(), PageLimit { rows: 500, bytes: 15_000 }, std::time::Instant::now())
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         assert_eq!(page.len(), 2);
         store.close().await;
         db.drop_database().await;
@@ -2581,7 +2594,8 @@ mod tests {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             let (mut seen, mut cursor) = (Vec::new(), Position::default());
             while seen.len() < TOTAL && tokio::time::Instant::now() < deadline {
-                let page = reader.after(USER, cursor, PageLimit::rows(1000), std::time::Instant::now()).await.unwrap();
+                let page =
+                    reader.after(USER, cursor, PageLimit::rows(1000), std::time::Instant::now()).await.unwrap().items;
                 for r in &page {
                     seen.push(r.notification.id);
                     cursor.advance(r.notification.chain(), r.notification.id);
@@ -2626,7 +2640,8 @@ mod tests {
         let all = nodes[1]
             .after(USER, Position::default(), PageLimit::rows(10_000), std::time::Instant::now())
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         let ids: Vec<i64> = all.iter().map(|r| r.notification.id).collect();
         assert_eq!(ids.len(), TOTAL);
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing ids");

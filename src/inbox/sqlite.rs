@@ -29,8 +29,8 @@ use super::list;
 use super::retention::{self, Floors, PruneStep, PruneSteps, Retention};
 use super::{
     is_muted, setting_from, setting_name, Change, Changed, CommitListener, Counters, CountsChange, ListQuery,
-    MutedDefaults, NewNotification, PageLimit, PreferencesChange, PruneReport, ReadAll, Replayed, RowState, SeenAll,
-    StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
+    MutedDefaults, NewNotification, PageLimit, PreferencesChange, PruneReport, ReadAll, ReplayPage, Replayed, RowState,
+    SeenAll, StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::{SqliteSync, StoreSettings};
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
@@ -604,7 +604,7 @@ impl Store for SqliteStore {
         from: Position,
         limit: PageLimit,
         _: std::time::Instant,
-    ) -> Result<Vec<Replayed>, StoreError> {
+    ) -> Result<ReplayPage, StoreError> {
         let user = user.to_owned();
         self.read(move |c| {
             // Muted rows are never pushed: not replayed either (the chain skips them, so no gap shows).
@@ -620,17 +620,27 @@ impl Store for SqliteStore {
                     LIST.broadcasts("")
                 )
             });
-            let mut stmt = c.prepare_cached(&SQL)?;
-            let mut rows = stmt.query(params![user, from.targeted, limit.rows, from.broadcast])?;
-            let mut page = limit.page();
-            // Rows past a full page are never read.
-            while let Some(r) = rows.next()? {
-                let body: String = r.get(16)?;
-                if !page.push(Replayed { notification: row_to_notification(r)?, body: raw(body) }) {
-                    break;
+            // One read transaction: the floor and the rows from one snapshot (taken at the first read), so the
+            // page misses no id above the floor it reports.
+            c.execute_batch("BEGIN")?;
+            let read = (|| -> rusqlite::Result<_> {
+                let (targeted, broadcast) = history_floor(c, &user)?;
+                let mut stmt = c.prepare_cached(&SQL)?;
+                let mut rows = stmt.query(params![user, from.targeted, limit.rows, from.broadcast])?;
+                let mut page = limit.page();
+                // Rows past a full page are never read.
+                while let Some(r) = rows.next()? {
+                    let body: String = r.get(16)?;
+                    if !page.push(Replayed { notification: row_to_notification(r)?, body: raw(body) }) {
+                        break;
+                    }
                 }
-            }
-            Ok(page.into_items())
+                Ok(page.finish(Position { targeted, broadcast }))
+            })();
+            let end = c.execute_batch("COMMIT");
+            let page = read?;
+            end?;
+            Ok(page)
         })
         .await
     }
@@ -714,14 +724,7 @@ impl Store for SqliteStore {
 
     async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
         let user = user.to_owned();
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = ?1), 0),
-                        COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0)",
-            )?
-            .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
-        })
-        .await
+        self.read(move |c| history_floor(c, &user)).await
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
@@ -1543,6 +1546,15 @@ const OPENING_TRIES: usize = 3;
 /// holds are then applied again after it, in commit order, so the badge ends on the newest — the upper bound
 /// would drop the counts of commits it does not hold, and with no later commit for the user the badge would
 /// stay behind.
+/// How far retention pruned `user`'s history: the newest pruned id of each chain (0: none).
+fn history_floor(c: &Connection, user: &str) -> rusqlite::Result<(i64, i64)> {
+    c.prepare_cached(
+        "SELECT COALESCE((SELECT up_to FROM pruned_floors WHERE user_id = ?1), 0),
+                COALESCE((SELECT value FROM store_state WHERE name = 'broadcast_floor'), 0)",
+    )?
+    .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
 fn opening_snapshot(
     c: &Connection,
     user: &str,

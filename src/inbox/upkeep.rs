@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{ListQuery, PageLimit, PruneReport, ReadAll, Replayed, Store, StoreError, Write, WriteOutcome};
+use super::{ListQuery, PageLimit, PruneReport, ReadAll, ReplayPage, Store, StoreError, Write, WriteOutcome};
 use crate::config::StoreSettings;
 use crate::protocol::{Notification, Position};
 use crate::telemetry::Health;
@@ -104,7 +104,7 @@ impl Store for Monitored {
         from: Position,
         limit: PageLimit,
         needed: std::time::Instant,
-    ) -> Result<Vec<Replayed>, StoreError> {
+    ) -> Result<ReplayPage, StoreError> {
         self.inner.after(user, from, limit, needed).await
     }
     async fn unread_count(&self, user: &str) -> Result<u64, StoreError> {

@@ -105,6 +105,73 @@ fn slow_replays_for(slow_user: &'static str, delay: Duration) -> herald::Hooks {
     herald::Hooks { wrap_store: Some(Box::new(move |store| Arc::new(Instrumented::new(store, hook)))) }
 }
 
+/// Retention that prunes what a replay had not reached yet, between two of its pages, is announced: `truncated`
+/// before the rest, rather than the pruned ids skipped silently (each page reads the floor in its own snapshot;
+/// without that, the replay read the floor once, before its first page, and went on from below it).
+#[tokio::test]
+async fn retention_pruning_between_the_pages_of_a_replay_is_announced_truncated() {
+    use herald::inbox::Store;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    let user = "pruned-mid-replay";
+    let inner: Arc<OnceLock<Arc<dyn Store>>> = Arc::default();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let hook = {
+        let inner = inner.clone();
+        Arc::new(move |read: Read, who: &str| -> BoxFuture<'static, ()> {
+            // The replay's second page read: retention runs first (keeping the newest 5).
+            let prune = read == Read::After && who == user && reads.fetch_add(1, Ordering::SeqCst) == 1;
+            let store = inner.get().cloned();
+            Box::pin(async move {
+                if let (true, Some(store)) = (prune, store) {
+                    let report = store.prune(chrono::Utc::now()).await.unwrap();
+                    assert!(report.notifications > 0, "retention pruned: {report:?}");
+                }
+            })
+        })
+    };
+    let hooks = herald::Hooks {
+        wrap_store: Some(Box::new(move |store| {
+            let _ = inner.set(store.clone());
+            Arc::new(Instrumented::new(store, hook))
+        })),
+    };
+    let gw = spawn_gateway_hooked(
+        |s| {
+            s.store.max_per_user = 5;
+            s.store.prune_interval_secs = 3600;
+            s.websocket.replay_page_size = 2;
+        },
+        hooks,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(notify(&gw, user, &format!("n{i}")).await);
+    }
+
+    let mut c = gw.connect_with(user, &format!("&since={}", ids[0] - 1)).await;
+    let mut got = Vec::new();
+    let truncated = loop {
+        let f = c.frame().await;
+        match f["type"].as_str().unwrap() {
+            "notification" => got.push(f["notification"]["id"].as_i64().unwrap()),
+            "truncated" => break f,
+            other => panic!("unexpected {other} frame before `truncated` (got {got:?}): {f}"),
+        }
+    };
+    assert_eq!(got, ids[..2], "the first page went out before retention ran");
+    assert_eq!(
+        (truncated["since"].as_i64(), truncated["oldest_id"].as_i64()),
+        (Some(ids[1]), Some(ids[7])),
+        "{truncated}"
+    );
+    let (rest, replayed) = replay_of(&mut c).await;
+    assert_eq!(rest, ids[7..], "what retention kept follows");
+    assert_eq!(replayed["up_to_targeted"], ids[11]);
+}
+
 #[tokio::test]
 async fn a_slow_store_read_stalls_neither_this_sessions_pings_nor_other_sessions() {
     let gw = spawn_gateway_hooked(|_| {}, slow_replays_for("slow", Duration::from_secs(3))).await;
