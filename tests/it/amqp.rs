@@ -1219,6 +1219,75 @@ async fn a_failing_store_holds_the_batch_and_retries_instead_of_dead_lettering()
     eventually("the queue to be empty", WAIT, async || (broker.depth(&amqp.queue()).await == 0).then_some(())).await;
 }
 
+/// A shutdown while the inbox is down returns each held message to the queue once: the consumer is cancelled
+/// before anything goes back. Before, the interrupted batch was returned while the consumer was still active, the
+/// broker delivered it again at once, and the graceful stop returned it a second time (a quorum queue counted two
+/// deliveries against its delivery limit for one shutdown, and the stop waited out a failing commit for them).
+#[tokio::test]
+async fn a_shutdown_during_an_inbox_outage_returns_each_held_message_to_the_queue_once() {
+    const EVENTS: usize = 20;
+    let Some(amqp) = Amqp::new("stop-held").await else { return };
+    let db = amqp.dir.path().join("herald.db");
+    let store_url = format!("sqlite://{}", db.display());
+    let gw = amqp
+        .gateway(|s| {
+            s.store.url = store_url.clone();
+            s.amqp.batch_max = 5;
+        })
+        .await;
+    let base = gw.url("");
+    wait_consuming(&base).await;
+    let broker = Broker::connect(&amqp.url).await;
+    let exchange = amqp.exchange("sgad.notifications");
+    let user = "stop-held-user";
+
+    // Another process takes the database's write lock: every commit fails.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked.send(()).unwrap();
+        released.recv().unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    is_locked.recv().unwrap();
+    let messages: Vec<_> = (0..EVENTS).map(|i| notification(&exchange, user, &format!("event {i}"))).collect();
+    broker.publish_all(&messages).await.unwrap();
+    eventually("a held batch's commit to be retried", SLOW_WAIT, async || {
+        (metric(&base, "herald_amqp_store_retries_total").await >= 1.0).then_some(())
+    })
+    .await;
+    gw.stop().await.unwrap();
+    release.send(()).unwrap();
+    locker.join().unwrap();
+
+    eventually("every message back in the queue", WAIT, async || {
+        (broker.depth(&amqp.queue()).await as usize == EVENTS).then_some(())
+    })
+    .await;
+    let deliveries: Vec<(String, i64)> = broker
+        .take_all(&amqp.queue())
+        .await
+        .iter()
+        .map(|m| {
+            let id = m.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default();
+            let count = match m.properties.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned()) {
+                Some(AMQPValue::LongLongInt(n)) => n,
+                Some(AMQPValue::LongInt(n)) => i64::from(n),
+                Some(AMQPValue::LongUInt(n)) => i64::from(n),
+                _ => 0,
+            };
+            (id, count)
+        })
+        .collect();
+    assert_eq!(deliveries.len(), EVENTS, "every message is back, none stored or lost");
+    let twice: Vec<_> = deliveries.iter().filter(|(_, count)| *count > 1).collect();
+    assert!(twice.is_empty(), "returned to the queue more than once by one shutdown: {twice:?}");
+    assert!(deliveries.iter().any(|(_, count)| *count == 1), "the held batch was delivered once: {deliveries:?}");
+}
+
 /// A poison message whose publisher's headers nearly fill a frame: the dead letter's own headers would take it
 /// over `frame_max`, which closes the connection, and its redelivery would do so again with every message beside
 /// it. It is dead-lettered with Herald's headers only (`x-herald-headers-dropped` says how much was dropped), and

@@ -223,6 +223,9 @@ impl Consumer {
         let _stop_lag = lag.drop_guard();
 
         let linger = Duration::from_millis(s.batch_linger_ms);
+        // A batch whose commit shutdown interrupted: the highest delivery tag held (returned once the consumer is
+        // cancelled, with whatever else was delivered).
+        let mut interrupted = None;
         loop {
             let first = tokio::select! {
                 biased;
@@ -245,32 +248,52 @@ impl Consumer {
                 };
                 batch.push(delivered(next)?);
             }
-            if let Settled::Requeued = self.settle(batch, &ch, &dead, frame_max).await? {
+            let (last_tag, held) = (batch.last().expect("a batch is never empty").delivery_tag, batch.len());
+            if let Settled::Interrupted = self.settle(batch, &ch, &dead, frame_max).await? {
+                interrupted = Some((last_tag, held));
                 break;
             }
         }
 
         // Graceful stop: no new deliveries, settle those already here, then close (the broker requeues anything
-        // left unacknowledged).
+        // left unacknowledged). The consumer is cancelled before anything goes back: a message returned to a
+        // consumer still active is delivered to it again at once, and returned a second time, which counts two
+        // deliveries against the queue's delivery limit for one shutdown.
         self.health.set(HEALTH, false, "stopping");
         let cancel = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default());
         bounded("a basic.cancel", cancel).await.context("cancelling the consumer")?;
         let mut rest = Vec::new();
-        while let Some(Some(Ok(d))) = consumer.next().now_or_never() {
-            rest.push(d);
-            if rest.len() == s.batch_max {
-                self.settle(std::mem::take(&mut rest), &ch, &dead, frame_max).await?;
+        loop {
+            let next = consumer.next().now_or_never();
+            let drained = !matches!(next, Some(Some(Ok(_))));
+            if let Some(Some(Ok(d))) = next {
+                rest.push(d);
+            }
+            // Settled in batches while the store answers; after an interruption, only gathered (returned below).
+            if interrupted.is_none() && (rest.len() == s.batch_max || (drained && !rest.is_empty())) {
+                let (last_tag, held) = (rest.last().expect("not empty").delivery_tag, rest.len());
+                if let Settled::Interrupted = self.settle(std::mem::take(&mut rest), &ch, &dead, frame_max).await? {
+                    interrupted = Some((last_tag, held));
+                }
+            }
+            if drained {
+                break;
             }
         }
-        if !rest.is_empty() {
-            self.settle(rest, &ch, &dead, frame_max).await?;
+        if let Some((held_tag, held)) = interrupted {
+            // What was held, and everything delivered after it, back to the queue at once: in order, and once.
+            let last_tag = rest.last().map_or(held_tag, |d| d.delivery_tag.max(held_tag));
+            let nack = ch.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true });
+            bounded("a basic.nack", nack).await.context("requeueing")?;
+            metrics::counter!("herald_amqp_messages_requeued_total").increment((held + rest.len()) as u64);
         }
         bounded("a connection.close", conn.close(200, "herald shutting down".into())).await?;
         Ok(())
     }
 
     /// Settle one batch: dead-letter the poison, commit the rest, then acknowledge everything at once.
-    /// `Requeued` when shutdown interrupted a store retry: the batch went back to the queue.
+    /// `Interrupted` when shutdown interrupted a store retry: the batch is left unacknowledged, for the caller to
+    /// return once the consumer is cancelled.
     async fn settle(
         &self,
         batch: Vec<Delivery>,
@@ -290,10 +313,7 @@ impl Consumer {
         let routed: Vec<&Delivery> =
             batch.iter().filter(|d| !poison.iter().any(|(p, _)| std::ptr::eq(*p, *d))).collect();
         let Some(outcomes) = self.commit(prepared, &batch).await else {
-            let nack = ch.basic_nack(last_tag, BasicNackOptions { multiple: true, requeue: true });
-            bounded("a basic.nack", nack).await.context("requeueing")?;
-            metrics::counter!("herald_amqp_messages_requeued_total").increment(batch.len() as u64);
-            return Ok(Settled::Requeued);
+            return Ok(Settled::Interrupted);
         };
         // Addressed through an alias nobody taught yet: nothing was stored for these. Each is republished before the
         // batch is acknowledged: to the retry queue while it has tries left, then to the dead letters (a re-drive
@@ -525,7 +545,8 @@ impl Consumer {
 
 enum Settled {
     Acked,
-    Requeued,
+    /// Shutdown came during a store retry: nothing acknowledged.
+    Interrupted,
 }
 
 /// Publish each message (confirm mode, `mandatory`), then wait for every confirm: an error names `what` when the

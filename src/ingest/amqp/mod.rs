@@ -20,7 +20,8 @@
 //!   recipient, no rule) is republished to the dead-letter exchange with the reason in `x-herald-reason` and
 //!   acknowledged with the rest of its batch.
 //! - **A store error never dead-letters**: the batch is held (unacknowledged, so not redelivered and not counted
-//!   against the delivery limit) and its commit retried with backoff; on shutdown it is requeued.
+//!   against the delivery limit) and its commit retried with backoff; on shutdown it is requeued once, after the
+//!   consumer is cancelled (returned to a consumer still active, the broker would deliver it again at once).
 //!
 //! Dead letters are published by Herald rather than rejected to the queue's dead-letter exchange, because a
 //! rejection can carry no reason (`x-death` only says `rejected`) and quorum queues dead-letter at most once.
