@@ -9,8 +9,10 @@
  * - Gaps are the server's job: it replays a chain before a frame whose `prev_id` is above the session's cursor,
  *   so the client never reconnects because of a `prev_id`.
  * - `stale` (refetch counts and pages) is emitted on every `ready` but the first, on `resync`, and on a
- *   `truncated` that does not follow one of those in the same catch-up (until `replayed`): truncation says
- *   nothing about read state, so the refetch already asked for covers it.
+ *   `truncated` unless one was emitted with no notification since (a `truncated` right after `ready` or `resync`
+ *   is covered by the refetch already asked for; one after replayed rows — retention overtook the replay — is not).
+ * - The backoff grows with each failed attempt, a session closed soon after `ready` included; it resets once a
+ *   session has stayed up one ping interval.
  * - `token_expiring` is answered in-band (`auth` with a fresh token); a 4001 close reconnects at once.
  * - At most one socket is live; handlers of a dropped socket are detached, so a stale socket never acts.
  * - `close()` (or a 1000 close from the server) stops reconnecting until the next `connect()`.
@@ -36,7 +38,7 @@ import {
   type ServerFrame,
 } from './protocol';
 import { Inbox, type ListOptions } from './rest';
-import { apiUrl, checkUserId } from './utils';
+import { apiUrl, checkUrl, checkUserId } from './utils';
 import {
   State,
   type ClientEvents,
@@ -103,11 +105,14 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _ws: WebSocketLike | null = null;
   /** Bumped on every connect attempt and on close(): async work from an older attempt is ignored. */
   private _epoch = 0;
-  /** Failed attempts since the last `ready`. */
+  /** Failed attempts since the last session that stayed up (one ping interval after its `ready`). */
   private _attempt = 0;
   /** A session got ready before: the next `ready` is a reconnect (the app's REST data may be stale). */
   private _wasReady = false;
-  /** `stale` was emitted for the catch-up under way (until `replayed`): a `truncated` in it is not announced. */
+  /**
+   * `stale` was emitted and no notification came since (until `replayed` or a notification): a `truncated` now
+   * is covered by the refetch already asked for; one after replayed rows is announced.
+   */
   private _staleAnnounced = false;
   private _refreshingToken = false;
   private _pingIntervalMs = DEFAULT_PING_INTERVAL_MS;
@@ -115,6 +120,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _pingTimer: ReturnType<typeof setInterval> | null = null;
   private _deadTimer: Timer | null = null;
   private _connectTimer: Timer | null = null;
+  /** Runs for one ping interval after `ready`: a session that stays up that long resets the backoff. */
+  private _stableTimer: Timer | null = null;
   /** getToken() failures in a row (reset by a token that works): `maxTokenFailures` of them stop the client. */
   private _tokenFailures = 0;
   private _onOnline = (): void => this._reconnectNow('online');
@@ -124,6 +131,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     super();
     this._opts = options;
     const userId = (this._userId = checkUserId(options.userId));
+    checkUrl(options.url);
     this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this._cursors = new Cursors(options.since ?? null);
     this._inbox = new Inbox(options.url, userId, options.getToken, options.fetch, options.requestTimeoutMs);
@@ -422,8 +430,14 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     }
     switch (frame.type) {
       case 'ready':
-        this._attempt = 0;
+        // A session the server closes right after `ready` (its store timing out, say) is a failed attempt too:
+        // the backoff resets only once the session has stayed up.
         this._pingIntervalMs = frame.ping_interval_ms > 0 ? frame.ping_interval_ms : DEFAULT_PING_INTERVAL_MS;
+        this._clearTimer('_stableTimer');
+        this._stableTimer = setTimeout(() => {
+          this._stableTimer = null;
+          this._attempt = 0;
+        }, this._pingIntervalMs);
         const rolledBack = this._cursors.baseline(frame);
         if (rolledBack) this._log("position above the server's newest ids: resuming from them", frame);
         this._startPings();
@@ -436,6 +450,8 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
           this._log('duplicate', frame.notification.id);
           return;
         }
+        // A refetch asked for before this row may predate what retention prunes next: a later `truncated` says so.
+        this._staleAnnounced = false;
         this._emit('notification', {
           eventType: frame.event_type,
           body: frame.body,
@@ -644,11 +660,12 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
   private _stopLinkTimers(): void {
     this._clearTimer('_deadTimer');
     this._clearTimer('_connectTimer');
+    this._clearTimer('_stableTimer');
     if (this._pingTimer !== null) clearInterval(this._pingTimer);
     this._pingTimer = null;
   }
 
-  private _clearTimer(name: '_reconnectTimer' | '_deadTimer' | '_connectTimer'): void {
+  private _clearTimer(name: '_reconnectTimer' | '_deadTimer' | '_connectTimer' | '_stableTimer'): void {
     const t = this[name];
     if (t !== null) clearTimeout(t);
     this[name] = null;

@@ -153,7 +153,7 @@ export type WebSocketConstructor = new (url: string, protocols?: string | string
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
 export interface HeraldClientOptions {
-  /** Base http(s) URL of the gateway, e.g. `https://herald.example.com`. */
+  /** Base http(s) URL of the gateway, e.g. `https://herald.example.com` (not absolute: a `RangeError`). */
   url: string;
   /**
    * The user whose inbox and session this is: what the token's `sub` names. An id no inbox can have (empty,

@@ -66,6 +66,23 @@ export function checkUserId(userId: string | number): string {
   return id;
 }
 
+/**
+ * The gateway's base URL as the client is made: absolute `http(s)` (the REST inbox is fetched from it, the socket's
+ * `ws(s)` URL derived from it). A relative or unrendered one (`/herald`, `{{ HERALD_URL }}`) throws a `RangeError`
+ * rather than leave the client connecting for ever.
+ */
+export function checkUrl(base: string): void {
+  let url: URL;
+  try {
+    url = new URL(base);
+  } catch {
+    throw new RangeError(`url: ${JSON.stringify(base)} is not an absolute URL (give the gateway's http(s) base)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new RangeError(`url: ${JSON.stringify(base)} is not an http(s) URL`);
+  }
+}
+
 function join(base: string, path: string): URL {
   const url = new URL(base);
   url.pathname = url.pathname.replace(/\/+$/, '') + path;

@@ -198,7 +198,7 @@ describe('state machine', () => {
     expect(client.state).toBe(State.Disconnected);
   });
 
-  it('backs off further with each failed attempt and resets after ready', async () => {
+  it('backs off further with each failed attempt and resets once a session stayed up a ping interval', async () => {
     const delays: number[] = [];
     const { client } = makeClient({ backoff: { minDelayMs: 100, maxDelayMs: 100_000 } });
     vi.spyOn(Math, 'random').mockReturnValue(1);
@@ -212,11 +212,42 @@ describe('state machine', () => {
       delays.push(Date.now() - before);
     }
     expect(delays).toEqual([200, 300, 500, 900]);
-    WS.last.receive(readyFrame());
+    WS.last.receive(readyFrame(0, 1000));
+    await vi.advanceTimersByTimeAsync(1000);
     const before = Date.now();
     WS.last.serverClose(1006);
     while (WS.instances.length === 5) await vi.advanceTimersByTimeAsync(10);
     expect(Date.now() - before).toBe(200);
+  });
+
+  it('a session closed right after ready (its store timing out) is a failed attempt: the backoff keeps growing', async () => {
+    const delays: number[] = [];
+    const { client } = makeClient({ backoff: { minDelayMs: 100, maxDelayMs: 100_000 } });
+    vi.spyOn(Math, 'random').mockReturnValue(1);
+    client.connect();
+    await settle();
+    for (let i = 0; i < 4; i++) {
+      WS.last.receive(readyFrame(0, 25_000));
+      WS.last.receive({ type: 'counts', unread: 0, unseen: 0 });
+      const before = Date.now();
+      const n = WS.instances.length;
+      WS.last.serverClose(1013, 'store unavailable');
+      while (WS.instances.length === n) await vi.advanceTimersByTimeAsync(10);
+      delays.push(Date.now() - before);
+    }
+    // Before, every `ready` reset it: a reconnect every 0.5–1 s for as long as the store failed.
+    expect(delays).toEqual([200, 300, 500, 900]);
+  });
+
+  it('an url that is not an absolute http(s) one is refused when the client is made', () => {
+    // Before, `/herald` or an unrendered template left the client `connecting` for ever, with an unhandled rejection.
+    for (const url of ['', '/herald', '{{ HERALD_URL }}', 'herald.example.com', 'ftp://herald.example.com']) {
+      expect(() => makeClient({ url }), url).toThrow(RangeError);
+    }
+    expect(WS.instances).toHaveLength(0);
+    for (const url of ['http://localhost:8080', 'https://herald.example.com/base/']) {
+      expect(() => makeClient({ url }), url).not.toThrow();
+    }
   });
 });
 
@@ -494,6 +525,41 @@ describe('stale: refetch counts and pages', () => {
     WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 20, since_broadcast: 0 });
     WS.last.receive(replayedFrame(30));
     expect(reasons).toEqual(['reconnect', 'resync']);
+  });
+
+  it('a truncated after replayed rows is announced, though the reconnect asked for a refetch already', async () => {
+    // Retention pruned ahead of the replay after the app's refetch started: its page may hold rows now gone.
+    const { client } = makeClient();
+    const reasons = staleOf(client);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    WS.last.serverClose(1001);
+    await vi.advanceTimersByTimeAsync(1000);
+    WS.last.receive(readyFrame(30));
+    WS.last.receive(notificationFrame(4, 'x'));
+    WS.last.receive({ type: 'truncated', since: 4, since_broadcast: 0, oldest_id: 17 });
+    WS.last.receive(notificationFrame(17, 'x'));
+    WS.last.receive(replayedFrame(30));
+    expect(reasons).toEqual(['reconnect', 'truncated']);
+  });
+
+  it('each truncated of a live session (silent replays end without replayed) is announced', async () => {
+    const { client } = makeClient();
+    const reasons = staleOf(client);
+    client.connect();
+    await settle();
+    WS.last.receive(readyFrame(3));
+    const gaps: [number, number][] = [
+      [3, 10],
+      [12, 20],
+    ];
+    for (const [since, oldest] of gaps) {
+      WS.last.receive({ type: 'truncated', since, since_broadcast: 0, oldest_id: oldest });
+      WS.last.receive(notificationFrame(oldest, 'x', {}, 0));
+      WS.last.receive(notificationFrame(oldest + 2, 'x', {}, oldest));
+    }
+    expect(reasons).toEqual(['truncated', 'truncated']);
   });
 });
 
