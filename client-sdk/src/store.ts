@@ -519,9 +519,10 @@ export class InboxStore {
         e.again = false;
         const epoch = ++e.epoch;
         const changes = this._changes;
-        // What arrives while the request is out (live, above this) is not in the page but still there.
+        // What arrives while the request is out (live: not listed now) is not in the page but still there. Ids
+        // are not compared: a targeted notification can arrive after a broadcast with a greater id.
         const items = e.state.items;
-        const known = items.length > 0 ? items[0]!.id : -Infinity;
+        const known = new Set(items.map((n) => n.id));
         // The oldest item shown: the fresh pages go down to it, so no row keeps a state from before.
         const floor = e.state.loaded && items.length > 0 ? items[items.length - 1]!.id : null;
         if (!e.state.loading) this._setList(e, { ...e.state, loading: true });
@@ -578,17 +579,17 @@ export class InboxStore {
 
   /**
    * Merge a page. `known` (a first page only, or the pages from the first down: see `_pagesDownTo`; null for an
-   * older page): the newest id the list had when the request went out. A first page is the whole list: what it
-   * lacks left the list, unless it arrived live while the request was out (above `known`); what lies below its
+   * older page): the ids the list had when the request went out. A first page is the whole list: what it
+   * lacks left the list, unless it arrived live while the request was out (not in `known`); what lies below its
    * oldest item is dropped (its cursor says where `fetchMore` goes on).
    */
-  private _applyPage(e: Entry, page: InboxPage, known: number | null): ListState {
+  private _applyPage(e: Entry, page: InboxPage, known: ReadonlySet<number> | null): ListState {
     const s = e.state;
     const first = known !== null;
     let items = s.items;
     if (first) {
       const ids = new Set(page.items.map((n) => n.id));
-      items = items.filter((n) => ids.has(n.id) || n.id > known);
+      items = items.filter((n) => ids.has(n.id) || !known.has(n.id));
     }
     const byId = new Map(items.map((n) => [n.id, n]));
     for (const n of page.items) byId.set(n.id, n);

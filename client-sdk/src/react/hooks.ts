@@ -80,17 +80,23 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   current.current = client;
   /** Bumped by a `purged` frame: a page asked for before it shows what was erased, and is dropped. */
   const purges = useRef(0);
+  /** One set per page request out: the ids pushed live meanwhile (the page may predate them). */
+  const arrivals = useRef(new Set<Set<number>>());
 
   const load = useCallback(
     async (before?: number, truncate = false) => {
       const purge = purges.current;
       const mine = () => current.current === client && purges.current === purge;
       dispatch({ type: 'loading' });
+      const arrived = new Set<number>();
+      arrivals.current.add(arrived);
       try {
         const page = await client.list({ limit, before, unread: unread || undefined });
-        if (mine()) dispatch({ type: 'page', page, first: before === undefined, truncate });
+        if (mine()) dispatch({ type: 'page', page, first: before === undefined, truncate, arrived });
       } catch (e) {
         if (mine()) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
+      } finally {
+        arrivals.current.delete(arrived);
       }
     },
     [client, limit, unread],
@@ -99,7 +105,10 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   useEffect(() => {
     void load();
     const offs = [
-      client.on('notification', ({ notification }) => dispatch({ type: 'upsert', items: [notification] })),
+      client.on('notification', ({ notification }) => {
+        for (const arrived of arrivals.current) arrived.add(notification.id);
+        dispatch({ type: 'upsert', items: [notification] });
+      }),
       client.on('read', ({ ids, readAt }) => dispatch({ type: 'read', ids, readAt })),
       client.on('read_all', ({ upTo, readAt }) => dispatch({ type: 'read_all', upTo, readAt })),
       client.on('deleted', ({ ids }) => dispatch({ type: 'remove', ids })),

@@ -23,9 +23,11 @@ export type InboxAction =
   | { type: 'error'; error: HeraldError }
   /**
    * `first`: a fresh first page. `truncate` (with `first`): the pages loaded below it may be out of date (a
-   * refetch after a reconnect): they are dropped, and the list goes on from the page's cursor.
+   * refetch after a reconnect): they are dropped, and the list goes on from the page's cursor. `arrived`: ids
+   * pushed live while the request was out, kept though the page lacks them (ids of the two chains are not
+   * ordered with each other: a targeted one may come after a broadcast with a greater id).
    */
-  | { type: 'page'; page: InboxPage; first: boolean; truncate?: boolean }
+  | { type: 'page'; page: InboxPage; first: boolean; truncate?: boolean; arrived?: ReadonlySet<number> }
   | { type: 'upsert'; items: Notification[] }
   | { type: 'read'; ids: number[]; readAt: string }
   | { type: 'unread'; ids: number[] }
@@ -61,7 +63,8 @@ export function inboxReducer(state: InboxState, action: InboxAction): InboxState
         const ids = new Set(page.items.map((n) => n.id));
         const newest = page.items[0]!.id;
         const oldest = page.has_more && !action.truncate ? page.items[page.items.length - 1]!.id : -Infinity;
-        items = items.filter((n) => ids.has(n.id) || n.id > newest || n.id < oldest);
+        const arrived = action.arrived;
+        items = items.filter((n) => ids.has(n.id) || n.id > newest || n.id < oldest || arrived?.has(n.id));
       } else if (action.first && action.truncate) {
         items = [];
       }

@@ -27,6 +27,15 @@ describe('inbox reducer', () => {
     expect(s).toMatchObject({ hasMore: false, nextBefore: null, loading: false, loaded: true });
   });
 
+  it('a refetched first page keeps what was pushed live while it was out, whatever its id', () => {
+    // Targeted 95 came after broadcast 100 (two nodes) while the refetch was out: its id is inside the page's span.
+    const refetch: InboxAction = { ...page([n(100), n(5)]), arrived: new Set([95]) } as InboxAction;
+    const s = run([page([n(100), n(5)]), { type: 'upsert', items: [n(95)] }, refetch]);
+    expect(ids(s)).toEqual([100, 95, 5]);
+    // Without it, the page's span is the truth: an id it lacks there is gone.
+    expect(ids(run([page([n(100), n(95), n(5)]), page([n(100), n(5)])]))).toEqual([100, 5]);
+  });
+
   it('a refetched first page keeps the cursor of older pages and drops what vanished in its span', () => {
     const s = run([
       page([n(5), n(4)], true),

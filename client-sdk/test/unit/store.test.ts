@@ -364,6 +364,28 @@ describe('the inbox store', () => {
     expect(store.getList(f).items.map((x) => x.id)).toEqual([2, 1]);
   });
 
+  it('a notification pushed during a refetch stays, though its id is below the newest listed (another chain)', async () => {
+    // A targeted notification committed after a broadcast with a greater id (two nodes): its id was compared
+    // with the list's newest and it vanished until the next refetch.
+    let late!: ReturnType<typeof lateAnswers>;
+    const { WS, server, store } = await setup([5, 100], (s) => (late = lateAnswers(s)).fetch);
+    const f = tabFilter('all');
+    store.subscribeList(f, () => {});
+    await settled(() => store.getList(f).loaded);
+    late.hold();
+    const refetch = store.refreshAll();
+    await settled(() => server.count(/^GET \/notifications$/) === 2); // the page holds 100 and 5
+    await tick();
+    late.hold(false);
+    const n = makeNotification(95);
+    server.inbox.set(95, n);
+    WS.last.receive({ type: 'notification', event_type: 'e', body: {}, notification: n });
+    while (late.waiting() > 0) late.release();
+    await refetch;
+    await settled(() => !store.getList(f).loading);
+    expect(store.getList(f).items.map((x) => x.id)).toEqual([100, 95, 5]);
+  });
+
   it('lists and counts put off for the first connect fail visibly when the handshake is refused (unauthorized)', async () => {
     const { WS, server, client, store } = unconnected([1]);
     server.fail(401);
