@@ -1521,6 +1521,16 @@ mod tests {
         Settings::load(None, env(pairs)).unwrap_err().to_string()
     }
 
+    /// A store URL that is not in URL form (a libpq connection string, a scheme missing its slashes) is refused
+    /// without printing its password (it did: the error quoted the value whole).
+    #[test]
+    fn a_store_url_that_is_not_a_url_is_refused_without_its_password() {
+        for url in ["host=db user=herald password=s3cret dbname=herald", "postgres:/herald:s3cret@db/herald"] {
+            let e = err(&[("HERALD__STORE__URL", url)]);
+            assert!(e.contains("neither sqlite://PATH nor postgres://") && !e.contains("s3cret"), "{e}");
+        }
+    }
+
     /// `HERALD_STORE_URL` (one underscore) was read by no one and the node ran on the default SQLite file: a
     /// variable naming a section that way is refused, saying which was meant. Herald's own single-underscore
     /// variables, and others' that name no section, are not.

@@ -314,14 +314,17 @@ async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken)
 /// A connection URL fit for logs: the password replaced, in the user info and in query parameters whose name
 /// says secret (`?password=`, `sslpassword=`, `token=`, `api_key=`, `code=`, `sig=`, …: sqlx and libpq take a
 /// password there, and a JWKS address may carry a function key or a signature). Read as the clients read it (the
-/// `url` crate); a URL it cannot parse has everything between `://` and the last `@` masked, and its query.
+/// `url` crate); a URL it cannot parse, or one whose user info it reads as a path (`postgres:/u:pw@h`), has
+/// everything between its scheme and the last `@` masked, and its query; a libpq `key=value` string (`host=db
+/// password=…`) has everything from its first secret key's value on masked.
 pub fn redact_url(raw: &str) -> String {
     let secret = |name: &str| {
         let name = name.to_ascii_lowercase();
         ["pass", "secret", "token", "key", "auth", "credential", "signature"].iter().any(|s| name.contains(s))
             || ["code", "sig"].contains(&name.as_str())
     };
-    if let Ok(mut url) = url::Url::parse(raw) {
+    // `postgres:/u:pw@h` parses, with its user info read as a path: it is masked as text that did not parse.
+    if let Some(mut url) = url::Url::parse(raw).ok().filter(|u| u.has_authority() || !raw.contains('@')) {
         if url.password().is_some() {
             let _ = url.set_password(Some("***"));
         }
@@ -337,8 +340,24 @@ pub fn redact_url(raw: &str) -> String {
         }
         return url.to_string();
     }
-    let masked = match (raw.find("://"), raw.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &raw[..scheme + 3], &raw[at..]),
+    if !raw.contains("://") {
+        // libpq's `key=value` form: from the first secret key on (a quoted value may hold spaces), nothing shown.
+        let words: Vec<&str> = raw.split_whitespace().collect();
+        let secret_key = |i: usize| {
+            let w = words[i];
+            let key = w.split_once('=').map_or(w, |(k, _)| k);
+            let assigned = w.contains('=') || words.get(i + 1).is_some_and(|next| next.starts_with('='));
+            (assigned && !key.is_empty() && secret(key)).then_some(key)
+        };
+        if let Some((i, key)) = (0..words.len()).find_map(|i| secret_key(i).map(|key| (i, key))) {
+            let kept = words[..i].join(" ");
+            return format!("{kept}{}{key}=***", if kept.is_empty() { "" } else { " " });
+        }
+    }
+    let masked = match (raw.find("://"), raw.find(':'), raw.rfind('@')) {
+        (Some(scheme), _, Some(at)) if at > scheme => format!("{}***{}", &raw[..scheme + 3], &raw[at..]),
+        (None, Some(colon), Some(at)) if at > colon => format!("{}***{}", &raw[..=colon], &raw[at..]),
+        (None, _, Some(at)) => format!("***{}", &raw[at..]),
         _ => raw.to_owned(),
     };
     // Then the query goes too: its parameters cannot be told apart reliably in what did not parse.
@@ -368,6 +387,13 @@ mod redact_tests {
             redact_url("https://idp/keys?sig=S&se=1&X-Amz-Signature=A"),
             "https://idp/keys?sig=***&se=1&X-Amz-Signature=***"
         );
+        // Not in URL form: a libpq connection string, a scheme missing a slash or its slashes.
+        assert_eq!(redact_url("host=db user=herald password=s3cret dbname=herald"), "host=db user=herald password=***");
+        assert_eq!(redact_url("host=db password='s3 cret' dbname=x"), "host=db password=***");
+        assert_eq!(redact_url("host=db password = s3cret"), "host=db password=***");
+        assert_eq!(redact_url("postgres:/herald:s3cret@db/herald"), "postgres:***@db/herald");
+        assert_eq!(redact_url("postgresql:herald:s3cret@db"), "postgresql:***@db");
+        assert_eq!(redact_url("herald:s3cret@db"), "herald:***@db");
         // A password holding `?` or `/` (not percent-encoded): nothing of it is printed.
         for raw in ["postgres://u:pa?ss@h/db", "postgres://u:p/w?x@h/db"] {
             let masked = redact_url(raw);

@@ -73,6 +73,11 @@ pub struct IngestQuery {
     routing_key: Option<String>,
     /// The exchange the event would have been published to (e.g. `sgad.notifications`); rules may match on it.
     exchange: Option<String>,
+    /// jQuery's cache-buster (`cache: false` sends `_=<time>`): taken and ignored, like [`super::NoQuery`] does.
+    #[serde(rename = "_")]
+    #[param(ignore)]
+    #[allow(dead_code)]
+    cache_buster: Option<String>,
 }
 
 /// Who may post events to a route.

@@ -157,9 +157,11 @@ pub async fn dev_token(
 )]
 pub async fn presence(
     State(state): State<AppState>,
+    no_query: super::NoQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     super::admin::service_only(&state, &headers, crate::auth::Scope::Admin)?;
+    no_query.check()?;
     let cluster = &state.settings.cluster;
     let nodes = if cluster.enabled() {
         crate::fanout::redis::presence(cluster)
@@ -200,9 +202,11 @@ pub async fn presence(
 )]
 pub async fn stats(
     State(state): State<AppState>,
+    no_query: super::NoQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<crate::telemetry::stats::Stats>, ApiError> {
     super::admin::service_only(&state, &headers, crate::auth::Scope::Admin)?;
+    no_query.check()?;
     let (users, sessions) = state.fanout.registry().counts();
     let online = crate::telemetry::stats::Online { sessions: sessions as u64, users: users as u64 };
     Ok(Json(crate::telemetry::stats::snapshot(&state.metrics.render(), online)))

@@ -60,9 +60,11 @@ impl From<TraceError> for ApiError {
 pub async fn event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
+    no_query: super::NoQuery,
     headers: HeaderMap,
 ) -> Result<Json<EventTraces>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
+    no_query.check()?;
     let traces = state.trace.event(&event_id).await?;
     if traces.is_empty() {
         return Err(ApiError::NotFound("no trace of this event id is retained"));
@@ -72,10 +74,16 @@ pub async fn event(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct UserTraceParams {
     /// How many traces, 1 to 100.
     #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<usize>,
+    /// jQuery's cache-buster (`cache: false` sends `_=<time>`): taken and ignored, like [`super::NoQuery`] does.
+    #[serde(rename = "_")]
+    #[param(ignore)]
+    #[allow(dead_code)]
+    cache_buster: Option<String>,
 }
 
 /// `GET /api/v1/admin/users/{user_id}/trace?limit=N`.
@@ -133,7 +141,12 @@ pub async fn user(
     ),
     security(("service_key" = []))
 )]
-pub async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<TraceStats>, ApiError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    no_query: super::NoQuery,
+    headers: HeaderMap,
+) -> Result<Json<TraceStats>, ApiError> {
     service_only(&state, &headers, Scope::Admin)?;
+    no_query.check()?;
     Ok(Json(state.trace.stats()))
 }

@@ -21,8 +21,11 @@ use crate::session::{self, SessionParams};
 use crate::telemetry::ratelimited::{ThrottledKinds, WINDOW};
 use tracing::Level;
 
+/// A parameter the handshake does not take is refused (`bad_query`): a misspelt `sinse=3` opened a session
+/// without its replay, and the missed notifications were never sent.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct WsQuery {
     /// The user's JWT (or send it as `Authorization: Bearer` or `Sec-WebSocket-Protocol: bearer, <jwt>`).
     token: Option<String>,
@@ -34,6 +37,11 @@ pub struct WsQuery {
     #[serde(default)]
     #[param(inline)]
     format: Format,
+    /// jQuery's cache-buster (`cache: false` sends `_=<time>`): taken and ignored, like [`super::NoQuery`] does.
+    #[serde(rename = "_")]
+    #[param(ignore)]
+    #[allow(dead_code)]
+    cache_buster: Option<String>,
 }
 
 #[utoipa::path(

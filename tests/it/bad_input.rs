@@ -164,6 +164,8 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
         ),
         // A negative cursor read as "history was pruned below you" (a false `truncated`).
         ("negative since", format!("/ws/u1?token={}&since=-1", gw.token("u1")), 400, "bad_query"),
+        // A misspelt cursor opened the session live, without the replay it asked for.
+        ("misspelt since", format!("/ws/u1?token={}&sinse=3", gw.token("u1")), 400, "bad_query"),
         (
             "negative since_broadcast",
             format!("/ws/u1?token={}&since=0&since_broadcast=-3", gw.token("u1")),
@@ -531,6 +533,31 @@ async fn inbox_reads_ignore_jquery_cache_busters_and_no_json_answer_is_cached() 
     let resp = gw.raw().get(gw.url("/api/docs/")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("cache-control").is_none_or(|v| v != "no-store"));
+}
+
+/// The admin reads and the ingest endpoint refuse a parameter they do not take (`limt=5` returned the default 20
+/// traces, `presence?x=1` answered as if it were not there), and take jQuery's `_` as every endpoint does (the
+/// ingest endpoint refused it).
+#[tokio::test]
+async fn admin_reads_refuse_unknown_query_parameters_and_every_endpoint_takes_the_cache_buster() {
+    let gw = spawn_gateway_with(|s| s.trace.enabled = true).await;
+    for path in [
+        "/api/v1/admin/users/u1/trace?limt=5",
+        "/api/v1/admin/events/e1/trace?x=1",
+        "/api/v1/admin/trace/stats?x=1",
+        "/api/v1/admin/presence?x=1",
+        "/api/v1/admin/stats?x=1",
+    ] {
+        let resp = gw.get(path, SERVICE_KEY).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["error"], "bad_query", "{path}");
+    }
+    for path in ["/api/v1/admin/users/u1/trace?limit=5&_=1", "/api/v1/admin/presence?_=1", "/api/v1/admin/stats?_=1"] {
+        assert_eq!(gw.get(path, SERVICE_KEY).send().await.unwrap().status(), 200, "{path}");
+    }
+    let event = json!({"user_id": "jq", "title": "t", "message": "m", "type": "welcome"});
+    let resp = gw.post("/api/v1/events?exchange=sgad.notifications&_=1733222222222", SERVICE_KEY).json(&event).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
 }
 
 /// Python's `requests` sends `params={"unread": True}` as `unread=True`, and many clients send `1`: the list's
