@@ -325,8 +325,12 @@ impl<'a> Session<'a> {
         let session_id = format!("s-{:x}", registration.handle.id);
         // The user's channel from the other nodes is being subscribed to: read the inbox once it is live, so that
         // nothing they publish meanwhile falls between the read and the live frames (read state, which no replay
-        // carries). A wait that outlasts SUBSCRIPTION_WAIT opens anyway; the subscription's catch-up follows.
+        // carries). A wait that outlasts SUBSCRIPTION_WAIT opens anyway; an announced resync follows the
+        // subscription (`transport_lost`: the client refetches the read state it may have missed).
         let mut awaiting = registration.awaiting_subscription;
+        // The wait ran out: what other nodes published between the opening read and the subscription (read state,
+        // which no replay carries) went nowhere, so the subscription's catch-up is an announced resync.
+        let mut waited_out = false;
         if !awaiting {
             self.start_opening();
         }
@@ -380,6 +384,7 @@ impl<'a> Session<'a> {
                 }
                 _ = &mut subscription_wait, if awaiting => {
                     awaiting = false;
+                    waited_out = true;
                     metrics::counter!("herald_session_subscription_waits_expired_total").increment(1);
                     self.start_opening();
                 }
@@ -398,6 +403,9 @@ impl<'a> Session<'a> {
                     let step = match next {
                         Next::Close(reason) => return self.close(reason).await,
                         Next::Frames => self.deliver(&mut batch, true).await,
+                        Next::Resync(ResyncReason::Subscribed) if std::mem::take(&mut waited_out) => {
+                            self.resync(ResyncReason::TransportLost).await
+                        }
                         Next::Resync(ResyncReason::Subscribed) if !self.opened => {
                             self.deferred.get_or_insert(None);
                             Ok(())

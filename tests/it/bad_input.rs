@@ -556,7 +556,12 @@ async fn admin_reads_refuse_unknown_query_parameters_and_every_endpoint_takes_th
         assert_eq!(gw.get(path, SERVICE_KEY).send().await.unwrap().status(), 200, "{path}");
     }
     let event = json!({"user_id": "jq", "title": "t", "message": "m", "type": "welcome"});
-    let resp = gw.post("/api/v1/events?exchange=sgad.notifications&_=1733222222222", SERVICE_KEY).json(&event).send().await.unwrap();
+    let resp = gw
+        .post("/api/v1/events?exchange=sgad.notifications&_=1733222222222", SERVICE_KEY)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
 }
 

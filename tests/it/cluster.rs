@@ -388,6 +388,36 @@ async fn a_read_made_on_another_node_right_after_a_first_session_opens_reaches_i
     assert_eq!(again.notification().await["notification"]["id"], next);
 }
 
+/// A first session whose channel takes longer than the wait (2 s) to subscribe opens anyway; what another node
+/// publishes before the subscription reaches Redis (a read) goes nowhere, so the subscription is followed by an
+/// announced resync (`transport_lost`: the client refetches). Before, its catch-up was silent: the session got
+/// the new counts but no `read` and no `resync`, and the list kept the notification unread.
+#[tokio::test]
+async fn a_session_that_outwaited_its_subscription_is_told_to_refetch_once_it_is_live() {
+    let Some((pg, redis)) = fresh_database("outwaited").await else { return };
+    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    // What node B sends reaches Redis 2.5 s late (under the 3 s a reply may take): its SUBSCRIBE lands after the
+    // session opened and after A's read was published.
+    let late = lopsided_link(upstream, Duration::from_millis(2500), Duration::ZERO).await;
+    let a = node(&pg, &redis, "outwait-a").await;
+    let b = node(&pg, &format!("redis://{late}"), "outwait-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("outwait-");
+    let id = notify(&a, &user, "before B's session").await;
+
+    let mut on_b = b.connect(&user).await;
+    let read = a.post(&format!("/api/v1/users/{user}/notifications/{id}/read"), &a.token(&user)).send().await;
+    assert_eq!(read.unwrap().status(), 200);
+    let told = eventually("a read or a resync on B", Duration::from_secs(15), async || {
+        let f = on_b.frame().await;
+        matches!(f["type"].as_str(), Some("read" | "resync")).then_some(f)
+    })
+    .await;
+    assert!(told["type"] == "read" || told["reason"] == "transport_lost", "{told}");
+}
+
 /// While a first session waits for its user's channel, the frames committed for the user are taken and dropped,
 /// not held: a burst larger than the session's queue cannot close it before `ready` (it used to, with 4008 under
 /// `queue_full_policy = "close"`), and the replay it asked for carries the burst once, in order, after `ready`.

@@ -375,6 +375,11 @@ pub fn spawn_herald_process_logged(config: &Path, log: &Path) -> (Child, String)
 /// with that much latency (order kept, throughput not limited). Both directions, because what matters here is
 /// a node's PUBLISH reaching Redis late, and a real slow link is slow both ways.
 pub async fn slow_link(upstream: SocketAddr, delay: Duration) -> SocketAddr {
+    lopsided_link(upstream, delay, delay).await
+}
+
+/// [`slow_link`] with a latency of its own each way: `up` for what the node sends, `down` for what it hears.
+pub async fn lopsided_link(upstream: SocketAddr, up: Duration, down: Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -382,8 +387,8 @@ pub async fn slow_link(upstream: SocketAddr, delay: Duration) -> SocketAddr {
             let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else { continue };
             let (from_node, to_node) = inbound.into_split();
             let (from_redis, to_redis) = outbound.into_split();
-            tokio::spawn(delayed_copy(from_node, to_redis, delay));
-            tokio::spawn(delayed_copy(from_redis, to_node, delay));
+            tokio::spawn(delayed_copy(from_node, to_redis, up));
+            tokio::spawn(delayed_copy(from_redis, to_node, down));
         }
     });
     addr
