@@ -488,8 +488,10 @@ impl Worker {
             }
         }
         // The users to subscribe go in one command: a burst of new users (a node taking over another's
-        // clients) costs one round trip, not one each, while their sessions wait for it.
+        // clients) costs one round trip, not one each, while their sessions wait for it. Those who left go in one
+        // command too, after: their sessions wait for nothing.
         let mut joining = Vec::new();
+        let mut leaving = Vec::new();
         for user in changed {
             let online = self.registry.is_online(&user);
             if online && !subscribed.contains(&user) {
@@ -498,16 +500,15 @@ impl Worker {
                 // Still subscribed (the user's last session closed and a new one opened before this ran).
                 self.registry.subscription_live(&user, None);
             } else if subscribed.remove(&user) {
-                con.unsubscribe(self.mode, &self.names.user(&user)).await?;
+                leaving.push(self.names.user(&user));
             }
         }
-        if joining.is_empty() {
-            return Ok(());
-        }
-        let channels: Vec<String> = joining.iter().map(|u| self.names.user(u)).collect();
-        if let Err(e) = con.subscribe(self.mode, &channels).await {
-            joining.iter().for_each(|u| self.transport.dirty.mark(u)); // and the reconnect subscribes them all
-            return Err(e);
+        if !joining.is_empty() {
+            let channels: Vec<String> = joining.iter().map(|u| self.names.user(u)).collect();
+            if let Err(e) = con.subscribe(self.mode, &channels).await {
+                joining.iter().for_each(|u| self.transport.dirty.mark(u)); // and the reconnect subscribes them all
+                return Err(e);
+            }
         }
         for user in joining {
             // Anything published before the subscription took effect is in the inbox: catch up on it. After a
@@ -519,6 +520,10 @@ impl Worker {
             };
             self.registry.subscription_live(&user, Some(reason));
             subscribed.insert(user);
+        }
+        if !leaving.is_empty() {
+            // A failure reconnects, and the reconnect subscribes only who is online then.
+            con.unsubscribe(self.mode, &leaving).await?;
         }
         Ok(())
     }

@@ -418,6 +418,57 @@ async fn a_session_that_outwaited_its_subscription_is_told_to_refetch_once_it_is
     assert!(told["type"] == "read" || told["reason"] == "transport_lost", "{told}");
 }
 
+/// Users who leave together are unsubscribed in a few commands, not one round trip each: 200 users closing their
+/// sessions at once cost 200 `UNSUBSCRIBE`s, one after another, during which the node subscribed nobody new and
+/// published nothing (a load balancer's restart dropping 20,000 sessions held the node's publishes for seconds).
+#[tokio::test]
+async fn users_leaving_together_are_unsubscribed_in_a_few_commands() {
+    const USERS: usize = 200;
+    let Some((pg, _)) = fresh_database("leaving_together").await else { return };
+    // A Redis of its own: its command counts are this test's alone.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    struct Stopped(Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _redis = Stopped(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let redis_cli = |args: &[&str]| {
+        let out = Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually("redis to answer", WAIT, async || redis_cli(&["PING"]).contains("PONG").then_some(())).await;
+    let slow = slow_link(upstream, Duration::from_millis(10)).await;
+    let b = node(&pg, &format!("redis://{slow}"), "leaving-b").await;
+    ready(&b).await;
+    let users: Vec<String> = (0..USERS).map(|i| unique(&format!("leaving-{i}-"))).collect();
+    let sessions = futures_util::future::join_all(users.iter().map(|u| b.connect(u))).await;
+    let user_channels = || {
+        let out = redis_cli(&["PUBSUB", "CHANNELS", "*"]);
+        users.iter().filter(|u| out.lines().any(|line| line.ends_with(u.as_str()))).count()
+    };
+    eventually("every user's channel subscribed", WAIT, async || (user_channels() == USERS).then_some(())).await;
+
+    drop(sessions);
+    eventually("every user's channel unsubscribed", WAIT, async || (user_channels() == 0).then_some(())).await;
+    let stats = redis_cli(&["INFO", "commandstats"]);
+    let calls = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_unsubscribe:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(calls < USERS / 4, "{calls} UNSUBSCRIBE commands for {USERS} users leaving together");
+}
+
 /// While a first session waits for its user's channel, the frames committed for the user are taken and dropped,
 /// not held: a burst larger than the session's queue cannot close it before `ready` (it used to, with 4008 under
 /// `queue_full_policy = "close"`), and the replay it asked for carries the burst once, in order, after `ready`.

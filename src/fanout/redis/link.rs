@@ -91,11 +91,23 @@ pub(super) enum Link {
 
 impl Link {
     pub(super) async fn subscribe(&mut self, mode: PubSubMode, channels: &[String]) -> RedisResult<()> {
+        self.each_channel(true, mode, channels).await
+    }
+
+    /// Many channels at once, as [`Link::subscribe`] does: a node whose users left by the thousand (a load
+    /// balancer's restart) does not spend a round trip on each before it subscribes anyone new.
+    pub(super) async fn unsubscribe(&mut self, mode: PubSubMode, channels: &[String]) -> RedisResult<()> {
+        self.each_channel(false, mode, channels).await
+    }
+
+    async fn each_channel(&mut self, subscribe: bool, mode: PubSubMode, channels: &[String]) -> RedisResult<()> {
         match self {
             Link::Standalone(con) => {
-                let verb = match mode {
-                    PubSubMode::Classic => "SUBSCRIBE",
-                    PubSubMode::Sharded => "SSUBSCRIBE",
+                let verb = match (subscribe, mode) {
+                    (true, PubSubMode::Classic) => "SUBSCRIBE",
+                    (true, PubSubMode::Sharded) => "SSUBSCRIBE",
+                    (false, PubSubMode::Classic) => "UNSUBSCRIBE",
+                    (false, PubSubMode::Sharded) => "SUNSUBSCRIBE",
                 };
                 for chunk in channels.chunks(1000) {
                     redis::cmd(verb).arg(chunk).exec_async(con).await?;
@@ -105,36 +117,22 @@ impl Link {
             Link::Cluster(con) => {
                 // One channel per command: channels of different slots live on different shards. The futures
                 // own what they use (a clone of the connection, the channel), so the worker stays `Send`.
-                let subscriptions: Vec<_> = channels
+                let commands: Vec<_> = channels
                     .iter()
                     .map(|channel| {
                         let (mut con, channel) = (con.clone(), channel.clone());
                         async move {
-                            match mode {
-                                PubSubMode::Classic => con.subscribe(channel).await,
-                                PubSubMode::Sharded => con.ssubscribe(channel).await,
+                            match (subscribe, mode) {
+                                (true, PubSubMode::Classic) => con.subscribe(channel).await,
+                                (true, PubSubMode::Sharded) => con.ssubscribe(channel).await,
+                                (false, PubSubMode::Classic) => con.unsubscribe(channel).await,
+                                (false, PubSubMode::Sharded) => con.sunsubscribe(channel).await,
                             }
                         }
                     })
                     .collect();
-                futures_util::stream::iter(subscriptions)
-                    .buffer_unordered(SUBSCRIBE_CONCURRENCY)
-                    .try_collect::<()>()
-                    .await
+                futures_util::stream::iter(commands).buffer_unordered(SUBSCRIBE_CONCURRENCY).try_collect::<()>().await
             }
-        }
-    }
-
-    pub(super) async fn unsubscribe(&mut self, mode: PubSubMode, channel: &str) -> RedisResult<()> {
-        match (self, mode) {
-            (Link::Standalone(con), PubSubMode::Classic) => {
-                redis::cmd("UNSUBSCRIBE").arg(channel).exec_async(con).await
-            }
-            (Link::Standalone(con), PubSubMode::Sharded) => {
-                redis::cmd("SUNSUBSCRIBE").arg(channel).exec_async(con).await
-            }
-            (Link::Cluster(con), PubSubMode::Classic) => con.unsubscribe(channel).await,
-            (Link::Cluster(con), PubSubMode::Sharded) => con.sunsubscribe(channel).await,
         }
     }
 
