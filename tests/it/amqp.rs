@@ -1253,7 +1253,10 @@ async fn a_shutdown_during_an_inbox_outage_returns_each_held_message_to_the_queu
         conn.execute_batch("COMMIT").unwrap();
     });
     is_locked.recv().unwrap();
-    let messages: Vec<_> = (0..EVENTS).map(|i| notification(&exchange, user, &format!("event {i}"))).collect();
+    let mut messages: Vec<_> = (0..EVENTS).map(|i| notification(&exchange, user, &format!("event {i}"))).collect();
+    // A poison message in the first batch: it goes back with its batch, not dead-lettered before the commit.
+    let props = BasicProperties::default().with_delivery_mode(2).with_message_id("stop-held-poison".into());
+    messages.insert(1, (exchange.clone(), String::new(), b"not json".to_vec(), props));
     broker.publish_all(&messages).await.unwrap();
     eventually("a held batch's commit to be retried", SLOW_WAIT, async || {
         (metric(&base, "herald_amqp_store_retries_total").await >= 1.0).then_some(())
@@ -1264,9 +1267,10 @@ async fn a_shutdown_during_an_inbox_outage_returns_each_held_message_to_the_queu
     locker.join().unwrap();
 
     eventually("every message back in the queue", WAIT, async || {
-        (broker.depth(&amqp.queue()).await as usize == EVENTS).then_some(())
+        (broker.depth(&amqp.queue()).await as usize == EVENTS + 1).then_some(())
     })
     .await;
+    assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "nothing dead-lettered before its batch settled");
     let deliveries: Vec<(String, i64)> = broker
         .take_all(&amqp.queue())
         .await
@@ -1282,7 +1286,7 @@ async fn a_shutdown_during_an_inbox_outage_returns_each_held_message_to_the_queu
             (id, count)
         })
         .collect();
-    assert_eq!(deliveries.len(), EVENTS, "every message is back, none stored or lost");
+    assert_eq!(deliveries.len(), EVENTS + 1, "every message is back, none stored or lost");
     let twice: Vec<_> = deliveries.iter().filter(|(_, count)| *count > 1).collect();
     assert!(twice.is_empty(), "returned to the queue more than once by one shutdown: {twice:?}");
     assert!(deliveries.iter().any(|(_, count)| *count == 1), "the held batch was delivered once: {deliveries:?}");
@@ -1622,6 +1626,44 @@ async fn a_letter_that_cannot_be_republished_is_kept_and_reported_failed() {
     let list = dead_letters(&gw).await;
     let ids: Vec<_> = list["letters"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["orphan"]);
+    gw.stop().await.unwrap();
+}
+
+/// A letter whose publisher set `user_id` (the broker keeps it on what it dead-letters) is re-driven: the re-drive
+/// publishes it without that property, which the broker refuses from another user (406 closed the channel and the
+/// letter came back `failed` on every call).
+#[tokio::test]
+async fn a_letter_carrying_its_publishers_user_id_is_redriven() {
+    let Some(node) = std::env::var("HERALD_TEST_RABBITMQ_NODE").ok().filter(|n| !n.is_empty()) else {
+        eprintln!("SKIPPED: HERALD_TEST_RABBITMQ_NODE is not set (start_rabbitmq in scripts/lib/services.sh sets it)");
+        return;
+    };
+    let Some(amqp) = Amqp::new("redrive-user-id").await else { return };
+    let gw = amqp.gateway(|_| {}).await;
+    let user = format!("svc-{}", std::process::id());
+    for args in [vec!["add_user", &user, "svc-pw"], vec!["set_permissions", "-p", "/", &user, ".*", ".*", ".*"]] {
+        let status = Command::new("rabbitmqctl").args(["-n", &node, "-q"]).args(&args).stdout(Stdio::null()).status();
+        assert!(status.unwrap().success(), "rabbitmqctl {args:?}");
+    }
+    let (_, host, vhost) = split_amqp_url(&amqp.url);
+    let service = Broker::connect(&format!("amqp://{user}:svc-pw@{host}/{vhost}")).await;
+    let mut h = FieldTable::default();
+    h.insert("x-herald-reason".into(), AMQPValue::LongString("unmatched".into()));
+    h.insert("x-herald-exchange".into(), AMQPValue::LongString(amqp.exchange("events.topic").as_str().into()));
+    h.insert("x-herald-routing-key".into(), AMQPValue::LongString("student.created".into()));
+    let props = BasicProperties::default()
+        .with_message_id("with-user-id".into())
+        .with_user_id(user.as_str().into())
+        .with_headers(h);
+    service.publish(&format!("{}.dlx", amqp.prefix), "student.created", b"{}", props).await;
+    let dlq = amqp.dead_letter_queue();
+    let broker = Broker::connect(&amqp.url).await;
+    eventually("the letter queued", WAIT, async || (broker.depth(&dlq).await == 1).then_some(())).await;
+
+    let (status, body) = redrive(&gw, json!({"ids": ["with-user-id"]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "redriven", "{body}");
+    let _ = Command::new("rabbitmqctl").args(["-n", &node, "-q", "delete_user", &user]).status();
     gw.stop().await.unwrap();
 }
 

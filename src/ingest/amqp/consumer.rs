@@ -291,7 +291,7 @@ impl Consumer {
         Ok(())
     }
 
-    /// Settle one batch: dead-letter the poison, commit the rest, then acknowledge everything at once.
+    /// Settle one batch: commit what routes, dead-letter the poison, then acknowledge everything at once.
     /// `Interrupted` when shutdown interrupted a store retry: the batch is left unacknowledged, for the caller to
     /// return once the consumer is cancelled.
     async fn settle(
@@ -307,14 +307,17 @@ impl Consumer {
         metrics::counter!("herald_amqp_messages_redelivered_total").increment(redelivered as u64);
 
         let (prepared, poison) = self.prepare(&batch);
-        if !poison.is_empty() {
-            self.dead_letter(dead, &poison, frame_max).await.context("dead-lettering")?;
-        }
         let routed: Vec<&Delivery> =
             batch.iter().filter(|d| !poison.iter().any(|(p, _)| std::ptr::eq(*p, *d))).collect();
         let Some(outcomes) = self.commit(prepared, &batch).await else {
             return Ok(Settled::Interrupted);
         };
+        // The poison is dead-lettered once its batch is committed: a batch that shutdown returns to the queue
+        // takes its poison back with it, to be dead-lettered once, when it is settled (it was dead-lettered
+        // before the commit, then again on its redelivery).
+        if !poison.is_empty() {
+            self.dead_letter(dead, &poison, frame_max).await.context("dead-lettering")?;
+        }
         // Addressed through an alias nobody taught yet: nothing was stored for these. Each is republished before the
         // batch is acknowledged: to the retry queue while it has tries left, then to the dead letters (a re-drive
         // after the alias is known delivers it).
@@ -726,7 +729,7 @@ fn put_origin(headers: &mut FieldTable, (exchange, routing_key): &(String, Strin
 
 /// The original message's properties with `headers`, minus those that would be refused or would expire it
 /// (`user-id` must match the publishing connection's user; `expiration`) and the deprecated `cluster-id`.
-fn republished_properties(src: &BasicProperties, headers: FieldTable) -> BasicProperties {
+pub(super) fn republished_properties(src: &BasicProperties, headers: FieldTable) -> BasicProperties {
     let mut props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
     if let Some(v) = src.content_type() {
         props = props.with_content_type(v.clone());

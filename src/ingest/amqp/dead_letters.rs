@@ -358,7 +358,9 @@ impl Publisher {
                 .await
                 .map_err(|e| format!("reopening the publishing channel: {e}"))?;
         }
-        let props = d.properties.clone().with_headers(redriven_headers(d, letter));
+        // Its properties as the consumer's own republishes carry them: without the publisher's `user_id`, which the
+        // broker refuses from Herald's own user (406, the channel closed: the letter could never be re-driven).
+        let props = super::consumer::republished_properties(&d.properties, redriven_headers(d, letter));
         let options = BasicPublishOptions { mandatory: true, immediate: false };
         let publish = self.ch.basic_publish("".into(), self.queue.as_str().into(), options, &d.data, props);
         let confirm = bounded("a publish with its confirm", async { publish.await?.await })
@@ -427,8 +429,10 @@ fn describe(d: &Delivery, retry_queue: &str) -> DeadLetter {
         .or_else(|| oldest.and_then(|t| t.get("reason")).and_then(string))
         .unwrap_or_else(|| "unknown".into());
     let first_dead_lettered_at = first.and_then(|s| DateTime::from_timestamp(i64::try_from(s).ok()?, 0));
+    // A `message_id` that was not UTF-8 reads lossily (U+FFFD), so two such ids could read the same: it names
+    // nothing here either, as in the consumer, and the letter is named by its digest.
     let id = match d.properties.message_id() {
-        Some(id) if !id.as_str().is_empty() => id.to_string(),
+        Some(id) if !id.as_str().is_empty() && !id.as_str().contains(char::REPLACEMENT_CHARACTER) => id.to_string(),
         _ => {
             let mut h = Sha256::new();
             for part in [exchange.as_bytes(), routing_key.as_bytes(), &first.unwrap_or(0).to_be_bytes(), &d.data] {
@@ -687,6 +691,13 @@ mod tests {
         let d = delivery(props, br#"{"a":1}"#, "herald.dlx", "student.promoted");
         let l = describe(&d, RETRY);
         assert_eq!((l.id.as_str(), l.reason.as_str(), l.exchange.as_str()), ("m-1", "unmatched", "events.topic"));
+        // Two ids that were not UTF-8 read the same (`\u{fffd}1`): each letter is named by its own digest instead.
+        let lossy = |body: &[u8]| {
+            let props = BasicProperties::default().with_message_id("\u{fffd}1".into());
+            describe(&delivery(props, body, "herald.dlx", "student.promoted"), RETRY).id
+        };
+        let (one, two) = (lossy(b"one"), lossy(b"two"));
+        assert!(one.starts_with("sha256:") && two.starts_with("sha256:") && one != two, "{one} {two}");
         assert_eq!((l.routing_key.as_str(), l.deaths, l.size), ("student.promoted", 2, 7));
         assert_eq!((l.body.as_str(), l.body_encoding, l.body_truncated), (r#"{"a":1}"#, BodyEncoding::Utf8, false));
         assert_eq!(l.first_dead_lettered_at.unwrap().timestamp(), 1_700_000_000);
