@@ -165,10 +165,15 @@ const LIST: list::Dialect = list::Dialect {
 
 /// The previous row of a new row's chain: user `$1`'s newest targeted row that was not muted (muted rows are
 /// never pushed, so a client's cursor never reaches them) or, for a broadcast (`$1` NULL), the newest broadcast.
+/// One branch per chain, each on its index (`notifications_by_user`, `notifications_broadcasts`); only the one
+/// taken runs. (`user_id IS NOT DISTINCT FROM $1` could use neither: a broadcast's head was a sequential scan, a
+/// new user's a walk back over the whole primary key.)
 macro_rules! chain_head {
     () => {
-        "COALESCE((SELECT id FROM notifications WHERE user_id IS NOT DISTINCT FROM $1 AND NOT muted
-                   ORDER BY id DESC LIMIT 1), 0)"
+        "COALESCE(CASE WHEN $1::text IS NULL
+                       THEN (SELECT id FROM notifications WHERE user_id IS NULL AND NOT muted ORDER BY id DESC LIMIT 1)
+                       ELSE (SELECT id FROM notifications WHERE user_id = $1 AND NOT muted ORDER BY id DESC LIMIT 1)
+                  END, 0)"
     };
 }
 
@@ -2187,6 +2192,29 @@ mod tests {
             .unwrap()
             .items;
         assert_eq!(page.len(), 2);
+        store.close().await;
+        db.drop_database().await;
+    }
+
+    /// A row's chain head is found through an index for both chains, however large the table: the lookup's plan,
+    /// with sequential scans priced out, names the user index for a targeted row and the broadcasts' index for a
+    /// broadcast (it walked the primary key, or scanned the table, filtering on `IS NOT DISTINCT FROM`).
+    #[tokio::test]
+    async fn a_new_rows_chain_head_is_read_through_its_chains_index() {
+        let Some(db) = TestDb::create("chain_head_plan").await else { return };
+        let store = db.open(None).await;
+        let mut c = store.readers.acquire().await.unwrap();
+        sqlx::query("SET enable_seqscan = off").execute(&mut *c).await.unwrap();
+        for (user, index) in [(Some("ana"), "notifications_by_user"), (None, "notifications_broadcasts")] {
+            let plan: Vec<String> = sqlx::query_scalar(concat!("EXPLAIN SELECT ", chain_head!()))
+                .bind(user)
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(plan.contains(index) && !plan.contains("notifications_pkey"), "{user:?}: {plan}");
+        }
+        drop(c);
         store.close().await;
         db.drop_database().await;
     }
