@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use serde_json::value::RawValue;
 
+use super::retention::PruneSteps;
 use super::*;
 use crate::config::StoreSettings;
 use crate::rules::AliasRecord;
@@ -672,6 +673,86 @@ async fn old_notifications_are_pruned_with_their_broadcast_state(store: &dyn Sto
     stored(store, Write::Notify(draft("aged-b3", Recipients::Everyone))).await;
     for u in ["aged", "aged-wm", "never-here"] {
         counts_match_rows(store, u, "a broadcast after pruning").await;
+    }
+}
+
+/// Broadcasts are pruned strictly oldest id first: one stamped later than a younger one (its node's clock ran
+/// ahead) holds the younger one back until it expires itself, because the counts take the live broadcasts to be
+/// exactly the ordinals above the newest pruned. Targeted rows are not held back. Run on a fresh store opened
+/// with [`retention_settings`]; `stamp` sets a notification's `created_at` as a skewed node would have written it.
+pub async fn broadcasts_are_pruned_oldest_first_whatever_their_clocks(
+    store: &dyn Store,
+    stamp: impl AsyncFn(i64, DateTime<Utc>),
+) {
+    let now = Utc::now();
+    let ahead = stored(store, Write::Notify(draft("skew-b1", Recipients::Everyone))).await[0].id;
+    let behind = stored(store, Write::Notify(draft("skew-b2", Recipients::Everyone))).await[0].id;
+    let mine = stored(store, Write::Notify(draft("skew-t", users(&["skew"])))).await[0].id;
+    store.mark_read("skew-reader", behind).await.unwrap().unwrap();
+    stamp(ahead, now + Duration::days(10)).await;
+
+    let report = store.prune(now + Duration::days(91)).await.unwrap();
+    assert_eq!(report.notifications, 1, "the targeted row, not the younger broadcast: {report:?}");
+    let left: Vec<i64> = store.list("skew", q(10, None, false)).await.unwrap().iter().map(|n| n.id).collect();
+    assert_eq!(left, vec![behind, ahead], "both broadcasts stay while the older one has not expired");
+    for u in ["skew", "skew-reader", "never-here"] {
+        assert_eq!(
+            counts_match_rows(store, u, "a broadcast held back").await.unread,
+            2 - u64::from(u == "skew-reader")
+        );
+    }
+    assert_eq!(store.history_floor("skew").await.unwrap(), (mine, 0));
+
+    let report = store.prune(now + Duration::days(101)).await.unwrap();
+    assert_eq!((report.notifications, report.broadcast_states), (2, 1), "{report:?}");
+    for u in ["skew", "skew-reader", "never-here"] {
+        assert_eq!(counts_match_rows(store, u, "both pruned").await, Counts::default(), "{u}");
+    }
+    assert_eq!(store.history_floor("skew").await.unwrap(), (mine, behind));
+}
+
+/// A broadcast read by many users is pruned in a step that deletes none of their state rows: their counters are
+/// corrected in that step, in one statement, and the orphaned rows go `batch` at a time after, the counts right
+/// throughout. Run on a fresh store.
+pub(crate) async fn a_widely_read_broadcast_is_forgotten_a_batch_at_a_time<S: Store + PruneSteps>(store: &S) {
+    let now = Utc::now();
+    let b = stored(store, Write::Notify(draft("wide-b", Recipients::Everyone))).await[0].id;
+    let mut everyone: Vec<String> = (0..5).map(|i| format!("wide-{i}")).collect();
+    for reader in &everyone {
+        store.mark_read(reader, b).await.unwrap().unwrap();
+    }
+    // One marked it unread after reading all (its state counts against the watermark), one never touched it.
+    store.mark_all_read("wide-wm").await.unwrap();
+    store.change("wide-wm", b, Change::Unread).await.unwrap().unwrap();
+    everyone.extend(["wide-wm".to_string(), "wide-none".to_string()]);
+    for u in &everyone {
+        counts_match_rows(store, u, "before pruning").await;
+    }
+
+    let step = store.prune_expired(now + Duration::days(91), 2).await.unwrap();
+    assert_eq!(step, PruneReport { notifications: 1, ..Default::default() }, "no state row in the pruning step");
+    for u in &everyone {
+        assert_eq!(counts_match_rows(store, u, "pruned, its states orphaned").await, Counts::default(), "{u}");
+    }
+    let mut steps = Vec::new();
+    loop {
+        let states = store.forget_pruned_broadcast_states(2).await.unwrap();
+        steps.push(states);
+        for u in &everyone {
+            assert_eq!(counts_match_rows(store, u, "orphans forgotten").await, Counts::default(), "{u}");
+        }
+        if states < 2 {
+            break;
+        }
+    }
+    assert_eq!(steps, [2, 2, 2, 0], "six state rows, two a step");
+    // A broadcast after it counts for everyone, its own state rows untouched by the sweep.
+    let next = stored(store, Write::Notify(draft("wide-b2", Recipients::Everyone))).await[0].id;
+    store.mark_read("wide-0", next).await.unwrap().unwrap();
+    assert_eq!(store.forget_pruned_broadcast_states(2).await.unwrap(), 0);
+    for u in &everyone {
+        let unread = u64::from(u != "wide-0");
+        assert_eq!(counts_match_rows(store, u, "a broadcast after").await.unread, unread, "{u}");
     }
 }
 

@@ -1,10 +1,12 @@
 //! Retention: what the store forgets, and how, the same way in every backend.
 //!
 //! Three rules, from `[store]`: notifications older than `retention_days` go (targeted and broadcast, with the
-//! per-user state of pruned broadcasts); a user's targeted notifications beyond `max_per_user` go, oldest first
-//! (broadcasts are pruned by age only: they are shared, so one user's count says nothing about them); dedupe
-//! keys older than `dedupe_window_days` go, after which the same event would be stored again (PostgreSQL: at the
-//! next run; SQLite: within a day after, as its sweep passes them — see `sqlite.rs`).
+//! per-user state of pruned broadcasts: taken out of the counters in the step that prunes the broadcast, in one
+//! statement however many users read it, and deleted by later steps, `prune_batch` rows each); a user's
+//! targeted notifications beyond `max_per_user` go, oldest first (broadcasts are pruned by age only: they are
+//! shared, so one user's count says nothing about them); dedupe keys older than `dedupe_window_days` go, after
+//! which the same event would be stored again (PostgreSQL: at the next run; SQLite: within a day after, as its
+//! sweep passes them — see `sqlite.rs`).
 //!
 //! [`prune`] drives the backend's [`PruneSteps`]: each step is one short transaction over at most
 //! `prune_batch` rows, and the driver yields between steps, so writers queued meanwhile go first.
@@ -13,7 +15,10 @@
 //! broadcasts) in the same transaction that deletes it, so [`super::Store::history_floor`] never lags what is
 //! gone. Age pruning walks from the oldest id (ids follow commit time) and stops at the first batch of oldest
 //! rows with nothing expired, so it never scans the young part of the table; a row whose clock ran behind its
-//! neighbours' may outlive them by a cycle or two.
+//! neighbours' may outlive them by a cycle or two. Broadcasts go strictly oldest id first: one not yet expired
+//! (its node's clock ran ahead) holds back the younger ones until it expires, because the counts take the live
+//! broadcasts to be exactly the ordinals above the newest pruned one (`Counters`); the rows looked at leave the
+//! held broadcasts out, so targeted rows behind them still go.
 
 use std::collections::BTreeMap;
 
@@ -85,6 +90,10 @@ pub(crate) trait PruneSteps: Send + Sync {
     /// floor. (Counted in the transaction, so a purge or new rows meanwhile never make it delete too many.)
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError>;
 
+    /// Delete up to `batch` per-user state rows of broadcasts already pruned (their users' counters were
+    /// corrected in the step that pruned the broadcast); how many went.
+    async fn forget_pruned_broadcast_states(&self, batch: usize) -> Result<u64, StoreError>;
+
     /// One step of forgetting the dedupe keys applied before `cutoff` (`now` less the window), touching at most
     /// `batch` keys; `more` until this run has nothing left to do. A backend may forget a key later than
     /// `cutoff` says, never earlier (SQLite sweeps its keys in key order, within a day after: see there).
@@ -122,6 +131,15 @@ pub(crate) async fn prune(
             }
             tokio::task::yield_now().await;
         }
+    }
+    // The state rows of the broadcasts pruned (by this run, or by one a restart interrupted), a batch a step.
+    loop {
+        let states = steps.forget_pruned_broadcast_states(batch).await?;
+        report.add(PruneReport { broadcast_states: states, ..Default::default() });
+        if states < batch as u64 {
+            break;
+        }
+        tokio::task::yield_now().await;
     }
     if r.max_per_user > 0 {
         for user in steps.users_over(r.max_per_user, batch).await? {
