@@ -119,6 +119,16 @@ impl Position {
     pub fn max(&self) -> i64 {
         self.targeted.max(self.broadcast)
     }
+
+    /// Each chain's later cursor of the two.
+    pub fn later_each(self, other: Position) -> Position {
+        Position { targeted: self.targeted.max(other.targeted), broadcast: self.broadcast.max(other.broadcast) }
+    }
+
+    /// Each chain's earlier cursor of the two.
+    pub fn earlier_each(self, other: Position) -> Position {
+        Position { targeted: self.targeted.min(other.targeted), broadcast: self.broadcast.min(other.broadcast) }
+    }
 }
 
 /// Frames the server sends. Tagged by `type`.
@@ -314,6 +324,16 @@ impl<'a> FrameTexts<'a> {
             + texts.iter().map(|t| json_escaped_len(t)).sum::<usize>()
             + values.iter().map(|v| v.len()).sum::<usize>()
     }
+}
+
+/// Bytes the event shape ([`Format::Event`]) adds at most to a `notification` or `event` frame whose texts are
+/// these: the title and content again (as `title` and `message`), the event type and Herald's id at the top level,
+/// their keys, and `{"data": …}` around a body that is not an object. Ingest adds it to what it checks, so a
+/// notification it stores reaches sessions in either format (an event-format session skipped one near the limit).
+/// A body is re-serialised in that shape: a number written with an exponent may come out a few bytes longer.
+pub fn event_shape_extra(title: &str, content: &str, event_type: &str) -> usize {
+    const EVENT_SHAPE_FIXED: usize = 96;
+    EVENT_SHAPE_FIXED + json_escaped_len(title) + json_escaped_len(content) + json_escaped_len(event_type)
 }
 
 /// The length of `s` as a JSON string's contents, as serde_json writes it: a quote, a backslash and the short control
@@ -647,6 +667,14 @@ mod tests {
         (g, n, body)
     }
 
+    #[test]
+    fn positions_combine_chain_by_chain() {
+        let a = Position { targeted: 9, broadcast: 2 };
+        let b = Position { targeted: 4, broadcast: 6 };
+        assert_eq!(a.later_each(b), Position { targeted: 9, broadcast: 6 });
+        assert_eq!(a.earlier_each(b), Position { targeted: 4, broadcast: 2 });
+    }
+
     /// Ingest refuses a notification whose frame a session could not carry by this bound: it must never be under
     /// the frame's real length, whatever the texts hold (quotes, backslashes, control characters) and with every
     /// optional field at its longest.
@@ -681,6 +709,19 @@ mod tests {
         let body = RawValue::from_string(serde_json::to_string(&json!({ "b": nasty })).unwrap()).unwrap();
         let frame = encode_notification_frame(&longest, &body);
         assert!(frame.len() <= bound(&longest, &body), "{} > {}", frame.len(), bound(&longest, &body));
+        // In the event shape, with what it adds, too (a body that is an object, and one that is not).
+        for (n, body) in
+            [(&longest, &*body), (&golden, &*RawValue::from_string(serde_json::to_string(&nasty).unwrap()).unwrap())]
+        {
+            let frame = encode_notification_frame(n, body);
+            let reshaped = event_format(&frame).unwrap();
+            let limit = bound(n, body) + event_shape_extra(&n.title, &n.content, &n.event_type);
+            assert!(reshaped.len() <= limit, "{} > {limit}", reshaped.len());
+            let live =
+                ServerFrame::Event { event_type: &n.event_type, title: &n.title, content: &n.content, body }.encode();
+            let limit = live.len() + event_shape_extra(&n.title, &n.content, &n.event_type);
+            assert!(event_format(&live).unwrap().len() <= limit);
+        }
         // And not far over it: the fixed part is what the frame adds besides its texts and values.
         let empty = Notification { user_id: None, source: None, related_object: None, ..sample() };
         let fixed = encode_notification_frame(&empty, &RawValue::from_string("{}".into()).unwrap()).len();

@@ -359,6 +359,24 @@ impl<'a> Session<'a> {
             tokio::select! {
                 biased;
                 _ = self.deps.shutdown.cancelled() => return self.close(CloseReason::Shutdown).await,
+                // The deadlines before the work: a client that keeps the socket (or a stream that keeps the
+                // outbox) ready at every pass must not starve them (a session outlived its token that way).
+                _ = &mut expiry => return self.close(CloseReason::TokenExpired).await,
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() >= idle_after {
+                        return self.close(CloseReason::Idle).await;
+                    }
+                    if let Err(ended) = self.send_now_msg(WsMessage::Ping(Default::default())).await {
+                        return ended;
+                    }
+                }
+                _ = &mut warning, if !warned && self.opened => {
+                    warned = true;
+                    let frame = ServerFrame::TokenExpiring { expires_at: self.expires_at };
+                    if let Err(ended) = self.send_now(frame.encode()).await {
+                        return ended;
+                    }
+                }
                 Some(loaded) = OptionFuture::from(self.pending.as_mut()), if self.pending.is_some() => {
                     self.pending = None;
                     let step = match loaded {
@@ -451,22 +469,6 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() >= idle_after {
-                        return self.close(CloseReason::Idle).await;
-                    }
-                    if let Err(ended) = self.send_now_msg(WsMessage::Ping(Default::default())).await {
-                        return ended;
-                    }
-                }
-                _ = &mut warning, if !warned && self.opened => {
-                    warned = true;
-                    let frame = ServerFrame::TokenExpiring { expires_at: self.expires_at };
-                    if let Err(ended) = self.send_now(frame.encode()).await {
-                        return ended;
-                    }
-                }
-                _ = &mut expiry => return self.close(CloseReason::TokenExpired).await,
             }
             if self.expires_at != expires_at {
                 // A fresh token arrived: move both deadlines.
@@ -581,11 +583,7 @@ impl<'a> Session<'a> {
     fn start_replay(&mut self, from: Position, announced: bool, first: FirstRead) {
         if let Some(r) = &mut self.replay {
             if first == FirstRead::Latest {
-                let lower = |p: Position| Position {
-                    targeted: p.targeted.min(from.targeted),
-                    broadcast: p.broadcast.min(from.broadcast),
-                };
-                r.resume = Some(r.resume.map_or(from, lower));
+                r.resume = Some(r.resume.map_or(from, |p| p.earlier_each(from)));
             } else {
                 // The running replay reads up to what is committed now; one more pass covers what comes after.
                 r.again = Some(Instant::now());
@@ -679,8 +677,7 @@ impl<'a> Session<'a> {
     async fn announce_pruned(&mut self, since: Position, floor: Position) -> Result<(), Ended> {
         let Some(r) = &mut self.replay else { return Ok(()) };
         let told = r.floor;
-        r.floor =
-            Position { targeted: told.targeted.max(floor.targeted), broadcast: told.broadcast.max(floor.broadcast) };
+        r.floor = told.later_each(floor);
         let cut = |since: i64, told: i64, floor: i64| (since.max(told) < floor).then_some(floor);
         let pruned = cut(since.targeted, told.targeted, floor.targeted).max(cut(
             since.broadcast,

@@ -387,7 +387,10 @@ pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: 
     if total > MAX_STORED_BYTES_PER_EVENT {
         return Err(RouteError::TooMuchToStore { rule: rule(), rows, row, total, max: MAX_STORED_BYTES_PER_EVENT });
     }
-    let frame = texts.bound(&[d.data.get(), event.raw.get()]) + unresolved;
+    // Either format's frame: a session that asked for the event shape must be able to carry it too.
+    let frame = texts.bound(&[d.data.get(), event.raw.get()])
+        + crate::protocol::event_shape_extra(texts.title, texts.content, texts.event_type)
+        + unresolved;
     if frame > max_frame {
         return Err(RouteError::NotificationTooLarge { rule: rule(), bytes: frame, max: max_frame });
     }
@@ -398,9 +401,11 @@ pub fn check_sizes(rule: Option<&str>, route: &Route, event: &Event, max_frame: 
 pub fn live_frame(rule: Option<&str>, d: &Draft, event: &Event, max_frame: usize) -> Result<Utf8Bytes, RouteError> {
     let event_type = d.event_type.as_deref().unwrap_or(&event.event_type);
     let frame = ServerFrame::Event { event_type, title: &d.title, content: &d.content, body: &event.raw }.encode();
-    if frame.len() > max_frame {
+    // Carried in either format (the event shape adds to it).
+    let bytes = frame.len() + crate::protocol::event_shape_extra(&d.title, &d.content, event_type);
+    if bytes > max_frame {
         let rule = rule.unwrap_or_default().to_owned();
-        return Err(RouteError::NotificationTooLarge { rule, bytes: frame.len(), max: max_frame });
+        return Err(RouteError::NotificationTooLarge { rule, bytes, max: max_frame });
     }
     Ok(frame)
 }

@@ -367,8 +367,7 @@ async fn restarting_redis_mid_stream_loses_nothing_after_resume() {
 #[tokio::test]
 async fn a_read_made_on_another_node_right_after_a_first_session_opens_reaches_it() {
     let Some((pg, redis)) = fresh_database("first_subscription").await else { return };
-    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let upstream = redis_addr(&redis);
     let slow = slow_link(upstream, Duration::from_millis(300)).await;
     let a = node(&pg, &redis, "first-a").await;
     let b = node(&pg, &format!("redis://{slow}"), "first-b").await;
@@ -395,8 +394,7 @@ async fn a_read_made_on_another_node_right_after_a_first_session_opens_reaches_i
 #[tokio::test]
 async fn a_session_that_outwaited_its_subscription_is_told_to_refetch_once_it_is_live() {
     let Some((pg, redis)) = fresh_database("outwaited").await else { return };
-    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let upstream = redis_addr(&redis);
     // What node B sends reaches Redis 2.5 s late (under the 3 s a reply may take): its SUBSCRIBE lands after the
     // session opened and after A's read was published.
     let late = lopsided_link(upstream, Duration::from_millis(2500), Duration::ZERO).await;
@@ -475,8 +473,7 @@ async fn users_leaving_together_are_unsubscribed_in_a_few_commands() {
 #[tokio::test]
 async fn a_burst_while_a_session_waits_for_its_channel_does_not_close_it_and_its_replay_carries_it_once() {
     let Some((pg, redis)) = fresh_database("burst_while_waiting").await else { return };
-    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let upstream = redis_addr(&redis);
     let slow = slow_link(upstream, Duration::from_millis(400)).await;
     let b = node_with(&pg, &format!("redis://{slow}"), "burst-b", |s| {
         s.websocket.outbound_queue = 4;
@@ -520,8 +517,7 @@ async fn a_burst_while_a_session_waits_for_its_channel_does_not_close_it_and_its
 #[tokio::test]
 async fn sessions_opened_before_a_nodes_first_redis_connection_catch_up_when_it_connects() {
     let Some((pg, redis)) = fresh_database("redis_late").await else { return };
-    let host = redis.trim_start_matches("redis://").split('/').next().unwrap();
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap();
+    let upstream = redis_addr(&redis);
     let (gate, open) = gated_link(upstream).await;
     let a = node(&pg, &redis, "late-a").await;
     let b = node(&pg, &format!("redis://{gate}"), "late-b").await;

@@ -189,6 +189,68 @@ async fn a_session_is_warned_before_its_token_expires_and_closed_at_expiry_with_
     assert_eq!((status, body["error"].as_str()), (401, Some("token_expired")));
 }
 
+/// A client that keeps its socket ready at every pass (pings written faster than the session answers them) is
+/// still closed with 4001 when its token expires: the loop took the socket before its timers, so the expiry never
+/// won and the session carried on with an expired token. The client is raw TCP, writing prebuilt frames from one
+/// task while another reads, so nothing on its side paces the flood (a WebSocket client's halves share a lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_flooding_its_socket_is_still_closed_when_its_token_expires() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let gw = spawn_gateway().await;
+    let auth = herald::auth::Authenticator::new(&gw.settings.auth).unwrap();
+    let token = auth.mint("flood", 2).unwrap();
+    let expires = std::time::Instant::now() + Duration::from_secs(2);
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let handshake = format!(
+        "GET /ws/flood?token={token} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        gw.addr
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let (mut read, mut write) = tcp.into_split();
+    // A masked text frame "ping" (a zero mask leaves the payload as is), a thousand to a write.
+    let frames: Vec<u8> = [0x81u8, 0x84, 0, 0, 0, 0, b'p', b'i', b'n', b'g'].repeat(1000);
+    let flood = tokio::spawn(async move { while write.write_all(&frames).await.is_ok() {} });
+    // Read the server's frames (unmasked) until its close frame; its code.
+    let code = tokio::time::timeout(Duration::from_secs(15), async move {
+        let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 << 10]);
+        loop {
+            let n = read.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while buf.len() >= at + 2 {
+                let (op, len) = (buf[at] & 0x0f, usize::from(buf[at + 1] & 0x7f));
+                let (start, len) = match len {
+                    126 if buf.len() >= at + 4 => (at + 4, usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]]))),
+                    126 | 127 => break,
+                    len => (at + 2, len),
+                };
+                if buf.len() < start + len {
+                    break;
+                }
+                if op == 0x8 {
+                    return Some(u16::from_be_bytes([buf[start], buf[start + 1]]));
+                }
+                at = start + len;
+            }
+            buf.drain(..at);
+        }
+    })
+    .await
+    .expect("the session outlived its token by over 13 s");
+    flood.abort();
+    assert_eq!(code, Some(4001));
+    // Closed at its token's expiry, not once the flood happened to pause (the old loop closed it 4.5 s late here;
+    // 3 s is slack for a loaded machine, not a speed requirement).
+    let late = expires.elapsed();
+    assert!(late < Duration::from_secs(3), "closed {late:?} after the token expired");
+}
+
 /// A refresh with a token that already ran out (within the clock-skew leeway, which the handshake refuses too) is
 /// refused and the session stays on its current token; before, it answered `auth_ok`, warned and closed a healthy
 /// session with 4001. Refused refreshes count as bad messages: the eleventh closes with 1008.

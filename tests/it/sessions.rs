@@ -284,3 +284,47 @@ async fn a_stored_frame_too_large_for_the_session_is_skipped_and_the_session_car
     assert_eq!(metric(&gw, "herald_frames_too_large_total").await, 2.0);
     assert_eq!(metric(&gw, "herald_notifications_replayed_total").await, 2.0);
 }
+
+/// The largest notification ingest takes reaches a session in either format. The event shape adds `message` (the
+/// content again) when the body has none, and ingest counted Herald's frame only: an event-format session skipped
+/// a notification near the limit (a server warning; nothing the client could notice). The evaluation rule copies
+/// the body's comment into the content.
+#[tokio::test]
+async fn the_largest_notification_ingest_takes_reaches_a_session_in_the_event_shape_too() {
+    let gw = spawn_gateway_with(|s| s.websocket.outbound_queue_bytes = 16 << 10).await;
+    let evaluation = |user: &str, n: usize| json!({"payload": {"student_user_id": user, "evaluation_id": format!("{user}-{n}"), "comment": "c".repeat(n)}});
+    let post = async |user: &str, n: usize| {
+        let event = evaluation(user, n);
+        gw.post_event("medtrack.events", "evaluation.created", &event).await
+    };
+    // The longest comment ingest takes, found for a user nobody watches.
+    let (mut taken, mut refused) = (0, 16 << 10);
+    while refused - taken > 1 {
+        let mid = (taken + refused) / 2;
+        let resp = post("scale", mid).await;
+        match resp.status().as_u16() {
+            202 => taken = mid,
+            status => {
+                let body: Value = resp.json().await.unwrap();
+                assert!(status == 422 && body.to_string().contains("notification_too_large"), "{status} {body}");
+                refused = mid;
+            }
+        }
+    }
+    assert!(taken > 1_000, "{taken}");
+    let mut herald = gw.connect("edge").await;
+    let mut shaped = gw.connect_with("edge", "&format=event").await;
+    let resp = post("edge", taken).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["results"][0]["notification_ids"][0].as_i64().unwrap();
+    assert_eq!(herald.notification().await["notification"]["id"], id);
+    loop {
+        let m = shaped.frame().await; // times out if the session skipped it
+        if m["type"] == "counts" {
+            continue;
+        }
+        assert_eq!(m["id"], id, "{}", m["type"]);
+        assert_eq!(m["message"].as_str().map(str::len), Some(taken), "the content, copied in as `message`");
+        break;
+    }
+}

@@ -379,6 +379,12 @@ pub async fn slow_link(upstream: SocketAddr, delay: Duration) -> SocketAddr {
 }
 
 /// [`slow_link`] with a latency of its own each way: `up` for what the node sends, `down` for what it hears.
+/// The socket address a `redis://host:port[/db]` URL names (what a test's link proxies to).
+pub fn redis_addr(url: &str) -> SocketAddr {
+    let host = url.trim_start_matches("redis://").split('/').next().unwrap();
+    std::net::ToSocketAddrs::to_socket_addrs(host).unwrap().next().unwrap()
+}
+
 pub async fn lopsided_link(upstream: SocketAddr, up: Duration, down: Duration) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

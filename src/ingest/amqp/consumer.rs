@@ -248,8 +248,7 @@ impl Consumer {
                 };
                 batch.push(delivered(next)?);
             }
-            let (last_tag, held) = (batch.last().expect("a batch is never empty").delivery_tag, batch.len());
-            if let Settled::Interrupted = self.settle(batch, &ch, &dead, frame_max).await? {
+            if let Settled::Interrupted { last_tag, held } = self.settle(batch, &ch, &dead, frame_max).await? {
                 interrupted = Some((last_tag, held));
                 break;
             }
@@ -271,8 +270,8 @@ impl Consumer {
             }
             // Settled in batches while the store answers; after an interruption, only gathered (returned below).
             if interrupted.is_none() && (rest.len() == s.batch_max || (drained && !rest.is_empty())) {
-                let (last_tag, held) = (rest.last().expect("not empty").delivery_tag, rest.len());
-                if let Settled::Interrupted = self.settle(std::mem::take(&mut rest), &ch, &dead, frame_max).await? {
+                let settled = self.settle(std::mem::take(&mut rest), &ch, &dead, frame_max).await?;
+                if let Settled::Interrupted { last_tag, held } = settled {
                     interrupted = Some((last_tag, held));
                 }
             }
@@ -310,7 +309,7 @@ impl Consumer {
         let routed: Vec<&Delivery> =
             batch.iter().filter(|d| !poison.iter().any(|(p, _)| std::ptr::eq(*p, *d))).collect();
         let Some(outcomes) = self.commit(prepared, &batch).await else {
-            return Ok(Settled::Interrupted);
+            return Ok(Settled::Interrupted { last_tag, held: batch.len() });
         };
         // The poison is dead-lettered once its batch is committed: a batch that shutdown returns to the queue
         // takes its poison back with it, to be dead-lettered once, when it is settled (it was dead-lettered
@@ -548,8 +547,11 @@ impl Consumer {
 
 enum Settled {
     Acked,
-    /// Shutdown came during a store retry: nothing acknowledged.
-    Interrupted,
+    /// Shutdown came during a store retry: nothing acknowledged; `held` deliveries, up to `last_tag`, to return.
+    Interrupted {
+        last_tag: u64,
+        held: usize,
+    },
 }
 
 /// Publish each message (confirm mode, `mandatory`), then wait for every confirm: an error names `what` when the
