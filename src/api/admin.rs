@@ -161,6 +161,11 @@ pub struct DeadLetterParams {
     /// How many letters to show, 1 to 100.
     #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<usize>,
+    /// jQuery's cache-buster (`_=<time>`), ignored.
+    #[serde(rename = "_")]
+    #[param(ignore)]
+    #[allow(dead_code)]
+    cache_buster: Option<String>,
 }
 
 impl From<DeadLetterError> for ApiError {

@@ -149,6 +149,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The `error` code of the answer.
+    pub(crate) fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Auth(AuthError::WrongUser(_)) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -192,13 +192,12 @@ fn counted(
     result: Result<(StatusCode, Json<Answer>), ApiError>,
 ) -> Result<(StatusCode, Json<Answer>), ApiError> {
     if let Err(e) = &result {
+        // The code the caller was answered (a shed is `overloaded`, not a store outage), but one `unauthorized`
+        // for every refused credential.
         let reason = match e {
             ApiError::Auth(AuthError::MissingScope(_) | AuthError::OutOfScope(_)) => "insufficient_scope",
             ApiError::Auth(_) | ApiError::Forbidden(_) => "unauthorized",
-            ApiError::BadRequest { code, .. } | ApiError::Unprocessable { code, .. } => code,
-            ApiError::TooLarge { .. } => "body_too_large",
-            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
-            _ => "store_unavailable",
+            other => other.code(),
         };
         metrics::counter!(
             "herald_ingest_errors_total",

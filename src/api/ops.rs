@@ -96,6 +96,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DevTokenRequest {
     /// The user the token is for: a non-empty string (trimmed) or an integer (the ids the seeds' events carry),
     /// taken as its text; what an inbox path can name (at most 256 bytes, no control characters).
@@ -124,9 +125,11 @@ pub struct DevTokenRequest {
 )]
 pub async fn dev_token(
     State(state): State<AppState>,
+    no_query: super::NoQuery,
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    no_query.check()?;
     let req: DevTokenRequest = super::json_body(&state, &headers, body, super::SMALL_BODY_BYTES).await?;
     // No token for a user no inbox path can name.
     let user_id = super::user_id_in_body(&req.user_id)?;

@@ -119,6 +119,10 @@ fn handshake(
     if expires_at <= chrono::Utc::now().timestamp() {
         return Err(ApiError::Auth(AuthError::Expired));
     }
+    // As over REST: a session for an id no inbox can have (over 256 bytes, say) could never be sent a
+    // notification nor read its inbox.
+    crate::event::check_user_id(&user)
+        .map_err(|bad| ApiError::BadRequest { code: "bad_path", message: format!("{{user_id}}: {bad}") })?;
     // A session opens with a read of the store (and a replay with `since`): one of the user's reads, as over REST
     // (`server.user_reads_per_second`), so a reconnect loop cannot hold the read connections every replay shares.
     state.user_reads.check(&user)?;

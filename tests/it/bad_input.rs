@@ -153,6 +153,7 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
     let secret = gw.settings.auth.jwt_secret.expose().as_bytes().to_vec();
     let now = chrono::Utc::now().timestamp();
     let none_alg = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ1MSIsImV4cCI6NDEwMjQ0NDgwMH0.";
+    let long = "u".repeat(300);
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("missing token", "/ws/u1".into(), 401, "missing_credentials"),
         // A broadcast cursor alone was ignored (no replay, no error).
@@ -202,6 +203,9 @@ async fn bad_session_handshakes_are_refused_with_a_status_and_reason() {
             "invalid_credentials",
         ),
         ("token for another user", format!("/ws/u1?token={}", gw.token("u2")), 403, "forbidden"),
+        // A valid token for an id no inbox can have: REST refuses that path, and so does the handshake (a session
+        // for it could never be sent a notification).
+        ("an id over 256 bytes", format!("/ws/{long}?token={}", gw.token(&long)), 400, "bad_path"),
         // Django SimpleJWT signs its day-long refresh tokens with the access tokens' key.
         (
             "refresh token",

@@ -213,6 +213,14 @@ async fn the_dev_token_endpoint_takes_json_bodies_and_numeric_user_ids() {
     let body = r.json::<Value>().await.unwrap();
     assert_eq!(body["error"], "bad_request", "JSON of another shape");
     assert!(body["message"].as_str().unwrap().contains("user_id"), "{body}");
+    // A misspelt field or a query parameter is refused, not ignored (`ttl` minted a token for an hour).
+    let r = gw.raw().post(&url).json(&json!({"user_id": "42", "ttl": 60})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.json::<Value>().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("ttl"), "{body}");
+    let r = gw.raw().post(format!("{url}?ttl_secs=60")).json(&json!({"user_id": "42"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_query");
     // No token for a user no inbox path can name (the checks an event's user id passes).
     for (bad, code) in [
         (json!({"user_id": [1]}), "missing_user_id"),

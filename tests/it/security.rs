@@ -474,6 +474,14 @@ async fn one_key_holding_its_share_of_ingest_slots_leaves_the_rest_to_other_keys
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "overloaded", "{body}");
     assert!(body["message"].as_str().unwrap().contains("ingest_max_concurrency_per_key"), "{body}");
+    // Counted as what it is: a shed, not a store outage (the dashboard showed a slow publisher as one).
+    let metrics = gw.raw().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let errors = |reason: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with("herald_ingest_errors_total{") && l.contains(&format!("reason=\"{reason}\"")))
+    };
+    assert!(errors("overloaded") && !errors("store_unavailable"), "{metrics}");
     // Another key still has the slots the first does not hold.
     assert_eq!(post(OTHER).await.unwrap().status(), 202);
     // The share comes back as the slow requests end.
