@@ -59,12 +59,15 @@ export function inboxReducer(state: InboxState, action: InboxAction): InboxState
       let items = state.items;
       if (action.first && page.items.length > 0) {
         // A fresh first page is the truth for the ids it spans: what it lacks there was deleted (or read,
-        // for an unread-only list) while we were not listening. Newer ids may have arrived live since.
+        // for an unread-only list) while we were not listening. What arrived live while it was out is kept: by
+        // `arrived` when the caller tracked it (then an id above the page's newest that did not arrive meanwhile
+        // is one deleted, read or archived elsewhere), else by id, above the page's newest.
         const ids = new Set(page.items.map((n) => n.id));
         const newest = page.items[0]!.id;
         const oldest = page.has_more && !action.truncate ? page.items[page.items.length - 1]!.id : -Infinity;
         const arrived = action.arrived;
-        items = items.filter((n) => ids.has(n.id) || n.id > newest || n.id < oldest || arrived?.has(n.id));
+        const live = arrived ? (n: Notification) => arrived.has(n.id) : (n: Notification) => n.id > newest;
+        items = items.filter((n) => ids.has(n.id) || n.id < oldest || live(n));
       } else if (action.first && action.truncate) {
         items = [];
       }

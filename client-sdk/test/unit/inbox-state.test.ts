@@ -36,6 +36,18 @@ describe('inbox reducer', () => {
     expect(ids(run([page([n(100), n(95), n(5)]), page([n(100), n(5)])]))).toEqual([100, 5]);
   });
 
+  it('a refetch after a reconnect drops the newest rows changed elsewhere, not only those inside its span', () => {
+    // 60 was deleted (or read, in an unread list) on another device while this one slept: the page lacks it and
+    // nothing arrived while it was out. It stayed, above the page's newest id, until a later page passed it.
+    const refetch = { ...page([n(50), n(40)]), truncate: true, arrived: new Set<number>() } as InboxAction;
+    expect(ids(run([page([n(60), n(50), n(40)]), refetch]))).toEqual([50, 40]);
+    // What arrived live while it was out stays.
+    const withArrival = { ...page([n(50), n(40)]), truncate: true, arrived: new Set([70]) } as InboxAction;
+    expect(ids(run([page([n(60), n(50), n(40)]), { type: 'upsert', items: [n(70)] }, withArrival]))).toEqual([
+      70, 50, 40,
+    ]);
+  });
+
   it('a refetched first page keeps the cursor of older pages and drops what vanished in its span', () => {
     const s = run([
       page([n(5), n(4)], true),
