@@ -258,7 +258,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     }
     let token: string;
     try {
-      token = await this._opts.getToken();
+      token = await this._token();
     } catch (e) {
       if (epoch !== this._epoch) return;
       const error = toHeraldError(e, 'token_error');
@@ -399,6 +399,27 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
 
   private _connectTimeoutMs(): number {
     return this._opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  }
+
+  /**
+   * `getToken()`, given up on after `connectTimeoutMs` (a `timeout` error, which counts as the token service out of
+   * reach): a token request that never settles must not hold the client in `connecting`, or a refresh pending, for
+   * ever.
+   */
+  private _token(): Promise<string> {
+    const ms = this._connectTimeoutMs();
+    let token: Promise<string>;
+    try {
+      token = Promise.resolve(this._opts.getToken()); // called now, as before: a caller may hold its resolver
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (ms <= 0) return token;
+    let timer: Timer | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HeraldError(0, 'timeout', `getToken() did not settle within ${ms} ms`)), ms);
+    });
+    return Promise.race([token, deadline]).finally(() => clearTimeout(timer));
   }
 
   /** The socket must open within `connectTimeoutMs`, or it is dropped and retried with backoff. */
@@ -556,7 +577,7 @@ export class HeraldClient<M extends object = EventBodyMap> extends Emitter<Clien
     if (!ws || this._refreshingToken) return;
     this._refreshingToken = true;
     try {
-      const token = await this._opts.getToken();
+      const token = await this._token();
       if (this._ws === ws) this._send(JSON.stringify({ type: 'auth', token }));
     } catch (e) {
       // Not fatal: when the token runs out the server closes with 4001 and the reconnect tries again.

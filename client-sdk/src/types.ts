@@ -182,7 +182,8 @@ export interface HeraldClientOptions {
   tokenIn?: 'protocol' | 'query';
   /**
    * A socket that has not opened after this long is closed and retried with the usual backoff (default
-   * 10 000 ms; 0 disables it).
+   * 10 000 ms; 0 disables it). `getToken()` gets as long: one that has not settled by then counts as the token
+   * service out of reach (a `token` error of code `timeout`), retried with backoff like any other.
    */
   connectTimeoutMs?: number;
   /**

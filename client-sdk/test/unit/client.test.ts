@@ -299,6 +299,24 @@ describe('tokens', () => {
   });
 });
 
+describe('a token service that never answers', () => {
+  it('a getToken() that never settles is given up after connectTimeoutMs and retried with backoff', async () => {
+    let calls = 0;
+    const { client } = makeClient({
+      connectTimeoutMs: 2000,
+      getToken: () => (++calls === 1 ? new Promise<string>(() => {}) : Promise.resolve('t')),
+    });
+    const errors: string[] = [];
+    client.on('error', ({ kind, error }) => errors.push(`${kind}:${error.code}`));
+    client.connect();
+    await vi.advanceTimersByTimeAsync(2000 + 1000);
+    expect(errors).toEqual(['token:timeout']);
+    expect(WS.instances).toHaveLength(1);
+    WS.last.receive(readyFrame());
+    expect(client.state).toBe(State.Connected);
+  });
+});
+
 describe('resume: one cursor per chain', () => {
   it('first connect has no since; the position is ready’s latest ids; reconnects resume from the cursors', async () => {
     const { client, seen } = makeClient();
