@@ -5,7 +5,8 @@ import { toHeraldError, type HeraldError } from '../errors';
 import type { Notification } from '../protocol';
 import { State } from '../types';
 import { useHeraldClient } from './context';
-import { inboxReducer, initialInboxState } from './inbox-state';
+import { MAX_STALE_PAGES } from '../store';
+import { inboxReducer, initialInboxState, type InboxAction } from './inbox-state';
 
 /**
  * Call `refetch` when what was fetched over REST may be out of date: on `connected` (the first connect: what
@@ -82,6 +83,11 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
   const purges = useRef(0);
   /** One set per page request out: the ids pushed live meanwhile (the page may predate them). */
   const arrivals = useRef(new Set<Set<number>>());
+  /**
+   * Bumped by every change of a listed row this hook applies (a frame, or its own action's answer): a page asked
+   * for before it may show the row as it was, and is fetched again rather than laid over the change.
+   */
+  const changes = useRef(0);
 
   const load = useCallback(
     async (before?: number, truncate = false) => {
@@ -91,8 +97,14 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       const arrived = new Set<number>();
       arrivals.current.add(arrived);
       try {
-        const page = await client.list({ limit, before, unread: unread || undefined });
-        if (mine()) dispatch({ type: 'page', page, first: before === undefined, truncate, arrived });
+        for (let stale = 0; ; stale++) {
+          const seen = changes.current;
+          const page = await client.list({ limit, before, unread: unread || undefined });
+          if (!mine()) return;
+          if (changes.current !== seen && stale < MAX_STALE_PAGES) continue;
+          dispatch({ type: 'page', page, first: before === undefined, truncate, arrived });
+          return;
+        }
       } catch (e) {
         if (mine()) dispatch({ type: 'error', error: toHeraldError(e, 'request_failed') });
       } finally {
@@ -102,6 +114,12 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
     [client, limit, unread],
   );
 
+  /** Apply a change of listed rows, and say so to the pages out. */
+  const changed = useCallback((action: InboxAction) => {
+    changes.current++;
+    dispatch(action);
+  }, []);
+
   useEffect(() => {
     void load();
     const offs = [
@@ -109,14 +127,21 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
         for (const arrived of arrivals.current) arrived.add(notification.id);
         dispatch({ type: 'upsert', items: [notification] });
       }),
-      client.on('read', ({ ids, readAt }) => dispatch({ type: 'read', ids, readAt })),
-      client.on('read_all', ({ upTo, readAt }) => dispatch({ type: 'read_all', upTo, readAt })),
-      client.on('deleted', ({ ids }) => dispatch({ type: 'remove', ids })),
+      client.on('read', ({ ids, readAt }) => changed({ type: 'read', ids, readAt })),
+      client.on('read_all', ({ upTo, readAt }) => changed({ type: 'read_all', upTo, readAt })),
+      client.on('deleted', ({ ids }) => changed({ type: 'remove', ids })),
       // Archived ones are not listed here; one unarchived (or unread again, for an unread-only list) is not
       // held, so the first page is fetched again to show it.
-      client.on('archived', ({ ids }) => dispatch({ type: 'remove', ids })),
-      client.on('unread', ({ ids }) => (unread ? void load() : dispatch({ type: 'unread', ids }))),
-      client.on('unarchived', () => void load()),
+      client.on('archived', ({ ids }) => changed({ type: 'remove', ids })),
+      client.on('unread', ({ ids }) => {
+        changes.current++;
+        if (unread) void load();
+        else dispatch({ type: 'unread', ids });
+      }),
+      client.on('unarchived', () => {
+        changes.current++;
+        void load();
+      }),
       // Erased on the server: forget everything shown; the first page, fetched again, is the whole truth (an
       // empty one, an empty list; broadcasts are listed again, unread).
       client.on('purged', () => {
@@ -129,7 +154,7 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       onRefetchNeeded(client, (stale) => void load(undefined, stale)),
     ];
     return () => offs.forEach((off) => off());
-  }, [client, load]);
+  }, [client, load, changed]);
 
   const attempt = useCallback(async (action: () => Promise<void>) => {
     const mine = current.current;
@@ -148,25 +173,25 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
     (id: number) =>
       attempt(async () => {
         const n = await client.markRead(id);
-        if (current.current === client) dispatch({ type: 'upsert', items: [n] });
+        if (current.current === client) changed({ type: 'upsert', items: [n] });
       }),
-    [attempt, client],
+    [attempt, client, changed],
   );
   const markAllRead = useCallback(
     () =>
       attempt(async () => {
         const { up_to, read_at } = await client.markAllRead();
-        if (current.current === client) dispatch({ type: 'read_all', upTo: up_to, readAt: read_at });
+        if (current.current === client) changed({ type: 'read_all', upTo: up_to, readAt: read_at });
       }),
-    [attempt, client],
+    [attempt, client, changed],
   );
   const remove = useCallback(
     (id: number) =>
       attempt(async () => {
         await client.delete(id);
-        if (current.current === client) dispatch({ type: 'remove', ids: [id] });
+        if (current.current === client) changed({ type: 'remove', ids: [id] });
       }),
-    [attempt, client],
+    [attempt, client, changed],
   );
 
   return { items: state.items, hasMore, loading, error: state.error, fetchMore, markRead, markAllRead, remove };

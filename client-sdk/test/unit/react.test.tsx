@@ -147,6 +147,42 @@ describe('React bindings', () => {
     expect(result.current.items.find((n) => n.id === 1)!.read_at).toBe('elsewhere');
   });
 
+  it('useNotifications: a page out while a frame changes a listed row is fetched again, not laid over the change', async () => {
+    const WS = createFakeWebSocket();
+    const server = fakeServer([1, 2, 3]);
+    // Pages are answered as the server is when asked, and held back until released.
+    let hold: Promise<void> | null = null;
+    const fetch: FetchLike = async (input, init) => {
+      const answer = await server.fetch(input, init);
+      if (hold && new URL(input).pathname.endsWith('/notifications')) await hold;
+      return answer;
+    };
+    const client = new HeraldClient({ url: 'http://h', userId: 'u1', getToken: async () => 't', WebSocket: WS, fetch });
+    const wrapper = ({ children }: { children: ReactNode }) => (
+      <HeraldProvider client={client}>{children}</HeraldProvider>
+    );
+    const { result } = renderHook(() => useNotifications(), { wrapper });
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(3)));
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([3, 2, 1]));
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    const pages = server.calls.filter((c) => c === '').length;
+    act(() => WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 3, since_broadcast: 0 }));
+    await waitFor(() => expect(server.calls.filter((c) => c === '').length).toBe(pages + 1));
+    // While that page is out (it still holds 2, unread 3): 2 is deleted, 3 read, on another device.
+    server.inbox.delete(2);
+    server.inbox.get(3)!.read_at = 'elsewhere';
+    act(() => WS.last.receive({ type: 'deleted', ids: [2] }));
+    act(() => WS.last.receive({ type: 'read', ids: [3], read_at: 'elsewhere' }));
+    expect(result.current.items.map((n) => n.id)).toEqual([3, 1]);
+    hold = null;
+    release();
+    await waitFor(() => expect(result.current.loading).toBe(false));
+    expect(result.current.items.map((n) => n.id)).toEqual([3, 1]);
+    expect(result.current.items[0]!.read_at).toBe('elsewhere');
+  });
+
   it('useUnreadCount loads over REST and follows live frames', async () => {
     const { WS, wrapper, push, server } = setup([1, 2]);
     const { result } = renderHook(() => useUnreadCount(), { wrapper });
