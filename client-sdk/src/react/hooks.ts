@@ -88,11 +88,18 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
    * for before it may show the row as it was, and is fetched again rather than laid over the change.
    */
   const changes = useRef(0);
+  /**
+   * Bumped when the list is cut to a first page (a refetch after `stale`, a purge): an older page asked for before
+   * then would land below a cut list and leave a gap its cursor skips, so it is dropped.
+   */
+  const generation = useRef(0);
 
   const load = useCallback(
     async (before?: number, truncate = false) => {
       const purge = purges.current;
-      const mine = () => current.current === client && purges.current === purge;
+      const gen = generation.current;
+      const mine = () =>
+        current.current === client && purges.current === purge && (before === undefined || generation.current === gen);
       dispatch({ type: 'loading' });
       const arrived = new Set<number>();
       arrivals.current.add(arrived);
@@ -102,6 +109,7 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
           const page = await client.list({ limit, before, unread: unread || undefined });
           if (!mine()) return;
           if (changes.current !== seen && stale < MAX_STALE_PAGES) continue;
+          if (before === undefined && truncate) generation.current++;
           dispatch({ type: 'page', page, first: before === undefined, truncate, arrived });
           return;
         }
@@ -146,6 +154,7 @@ export function useNotifications(opts: UseNotificationsOptions = {}): UseNotific
       // empty one, an empty list; broadcasts are listed again, unread).
       client.on('purged', () => {
         purges.current++;
+        generation.current++;
         dispatch({ type: 'reset' });
         void load(undefined, true);
       }),

@@ -183,6 +183,39 @@ describe('React bindings', () => {
     expect(result.current.items[0]!.read_at).toBe('elsewhere');
   });
 
+  it('useNotifications: an older page that lands after a refetch cut the list is dropped, leaving no gap', async () => {
+    const WS = createFakeWebSocket();
+    const server = fakeServer([1, 2, 3, 4, 5, 6]);
+    let hold: Promise<void> | null = null;
+    const fetch: FetchLike = async (input, init) => {
+      const answer = await server.fetch(input, init);
+      if (hold && new URL(input).searchParams.has('before')) await hold;
+      return answer;
+    };
+    const client = new HeraldClient({ url: 'http://h', userId: 'u1', getToken: async () => 't', WebSocket: WS, fetch });
+    const wrapper = ({ children }: { children: ReactNode }) => (
+      <HeraldProvider client={client}>{children}</HeraldProvider>
+    );
+    const { result } = renderHook(() => useNotifications({ limit: 2 }), { wrapper });
+    await waitFor(() => expect(WS.instances).toHaveLength(1));
+    act(() => WS.last.receive(readyFrame(6)));
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([6, 5]));
+    await act(() => result.current.fetchMore());
+    expect(result.current.items.map((n) => n.id)).toEqual([6, 5, 4, 3]);
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    let more!: Promise<void>;
+    act(() => void (more = result.current.fetchMore())); // the page before 3, held
+    act(() => WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 6, since_broadcast: 0 }));
+    await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([6, 5]));
+    hold = null;
+    release();
+    await act(() => more);
+    expect(result.current.items.map((n) => n.id)).toEqual([6, 5]);
+    await act(() => result.current.fetchMore());
+    expect(result.current.items.map((n) => n.id)).toEqual([6, 5, 4, 3]);
+  });
+
   it('useUnreadCount loads over REST and follows live frames', async () => {
     const { WS, wrapper, push, server } = setup([1, 2]);
     const { result } = renderHook(() => useUnreadCount(), { wrapper });
