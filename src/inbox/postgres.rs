@@ -66,6 +66,11 @@ const WRITE_LOCK: i64 = 0x4845_5241_4C44;
 /// The first key of the per-user advisory locks (`pg_advisory_xact_lock(USER_LOCKS, user_lock_key(user))`,
 /// "HERA").
 const USER_LOCKS: i32 = 0x4845_5241;
+/// Most users' locks one transaction takes; a commit (or pruning step) for more takes [`WRITE_LOCK`] exclusive
+/// instead. Advisory locks share PostgreSQL's lock table, `max_locks_per_transaction` (64) × `max_connections`
+/// entries by default (and some slack): a commit for 60,000 users (one request of 1,000 events, 60 recipients each)
+/// failed with "out of shared memory" on every retry, and held the table full meanwhile.
+const MAX_USER_LOCKS: usize = 512;
 /// Key of the advisory lock a pruning transaction tries first ("HPRUNE").
 const PRUNE_LOCK: i64 = 0x4850_5255_4E45;
 /// How long a request waits for a connection (PostgreSQL down or saturated) before `Unavailable`.
@@ -1287,15 +1292,14 @@ fn begin_and_lock(batch: &[Job]) -> String {
 }
 
 /// The statement that takes the ordering locks of [`begin_and_lock`] in an open transaction: [`WRITE_LOCK`]
-/// shared, then the users' locks `keys` in key order, or [`WRITE_LOCK`] exclusive for `None`. Pruning takes the
+/// shared, then the users' locks `keys` in key order, or [`WRITE_LOCK`] exclusive for `None` or for more than
+/// [`MAX_USER_LOCKS`] users. Pruning takes the
 /// same locks for the users whose rows it deletes, so it never deletes a row a writer is changing.
 fn ordering_locks(keys: Option<Vec<i32>>) -> String {
     use std::fmt::Write as _;
-    let Some(mut keys) = keys else {
+    let Some(keys) = keys.and_then(few_enough) else {
         return format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})");
     };
-    keys.sort_unstable();
-    keys.dedup();
     // One statement: `Append` runs its inputs in order and `unnest` keeps the array's (sorted) order.
     let mut sql = format!(
         "SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared({WRITE_LOCK}) UNION ALL \
@@ -1319,8 +1323,15 @@ fn user_lock_key(user: &str) -> i32 {
     h as i32
 }
 
-/// The lock keys of the users a commit writes for, or `None` when it needs the exclusive lock (see
-/// [`begin_and_lock`]).
+/// `keys` sorted and without repeats, or `None` (take the exclusive lock) when they are over [`MAX_USER_LOCKS`].
+fn few_enough(mut keys: Vec<i32>) -> Option<Vec<i32>> {
+    keys.sort_unstable();
+    keys.dedup();
+    (keys.len() <= MAX_USER_LOCKS).then_some(keys)
+}
+
+/// The lock keys of the users a commit writes for (sorted, once each), or `None` when it needs the exclusive lock
+/// (see [`begin_and_lock`]): a broadcast or an alias among its writes, or more than [`MAX_USER_LOCKS`] users.
 fn lock_keys(batch: &[Job]) -> Option<Vec<i32>> {
     let mut keys = Vec::new();
     for job in batch {
@@ -1343,7 +1354,7 @@ fn lock_keys(batch: &[Job]) -> Option<Vec<i32>> {
             Job::Probe(_) | Job::Close(_) => {}
         }
     }
-    Some(keys)
+    few_enough(keys)
 }
 
 /// Whether every job of the batch is targeted notifications only (no broadcast, alias or purge), the shape one
@@ -1408,6 +1419,7 @@ impl Targeted {
 async fn write_targeted(
     c: &mut PgConnection,
     batch: &[Job],
+    locks: Vec<i32>,
     now: DateTime<Utc>,
     muted_by_default: &HashSet<String>,
 ) -> sqlx::Result<(Vec<Answer>, Vec<CountsChange>)> {
@@ -1428,9 +1440,6 @@ async fn write_targeted(
             _ => unreachable!("targeted_only"),
         }
     }
-    let mut locks = lock_keys(batch).expect("targeted_only: every user is listed");
-    locks.sort_unstable();
-    locks.dedup();
     // Each write's row as stored (texts through `text`, once per write); rows repeat it per recipient.
     let stored_as: Vec<Notification> = writes.iter().map(|n| as_stored(n.stored(0, 0, None, false, now))).collect();
     let column = |f: fn(&Notification) -> Option<&str>| -> Vec<Option<&str>> { stored_as.iter().map(f).collect() };
@@ -1541,7 +1550,10 @@ async fn run(
             .map_err(store_error)?;
     }
     if *legacy_empty && targeted_only(batch) {
-        return write_targeted(conn, batch, now, &muted.get()).await.map_err(store_error);
+        // Unless it is for so many users that it takes the exclusive lock, as the general path does.
+        if let Some(locks) = lock_keys(batch) {
+            return write_targeted(conn, batch, locks, now, &muted.get()).await.map_err(store_error);
+        }
     }
     // Ordered with every other node's writer (see `begin_and_lock`); the locks are released by COMMIT/ROLLBACK.
     let mut tx = conn.begin_with(AssertSqlSafe(begin_and_lock(batch))).await.map_err(store_error)?;
@@ -2746,6 +2758,30 @@ mod tests {
         for node in nodes {
             node.close().await;
         }
+        db.drop_database().await;
+    }
+
+    /// One commit for 60,000 users (60 writes of 1,000 recipients, what one HTTP request or AMQP batch can hold):
+    /// one advisory lock each overflowed PostgreSQL's lock table (64 × `max_connections` entries, and some slack:
+    /// 20,000 still fitted the harness's) with "out of shared memory", answered as unavailable on every retry.
+    /// Over 512 users a commit takes the exclusive lock.
+    #[tokio::test]
+    async fn a_commit_for_more_users_than_the_lock_table_holds_is_stored() {
+        let Some(db) = TestDb::create("a_commit_for_more_users_than_the_lock_table_holds").await else { return };
+        let store = db.open(None).await;
+        let writes: Vec<Write> = (0..60)
+            .map(|w| {
+                let users = (0..1000).map(|u| format!("many-{w}-{u}")).collect();
+                Write::Notify(draft(&format!("many-{w}"), Recipients::Users(users)))
+            })
+            .collect();
+        let outcomes = store.apply(writes).await.unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, WriteOutcome::Stored(rows) if rows.len() == 1000)));
+        assert_eq!(store.unread_count("many-59-999").await.unwrap(), 1);
+        // A few users still take their own locks; many, the exclusive one.
+        assert!(ordering_locks(Some(vec![3, 1, 3])).contains("pg_advisory_xact_lock_shared"));
+        assert_eq!(ordering_locks(Some((0..600).collect())), format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
+        store.close().await;
         db.drop_database().await;
     }
 
