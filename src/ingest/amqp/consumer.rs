@@ -597,15 +597,24 @@ fn encoded_len(headers: &FieldTable) -> usize {
 /// flight beside it: a publisher's headers near the limit, plus the `x-herald-*` headers a dead letter or a retry
 /// adds, stalled the queue. Over it, the publisher's own headers are dropped and Herald's kept, with
 /// `x-herald-headers-dropped` = the size of the headers that did not fit.
+/// Over the longest value Herald writes in one of its headers: the error (cut at [`MAX_ERROR_HEADER`], with room
+/// for the mark of the cut); an exchange, a routing key (255 bytes at most) or an event id (over 256 bytes, its
+/// digest) is shorter.
+const MAX_OWN_HEADER: usize = MAX_ERROR_HEADER + 64;
+
 fn fit_to_frame(props: BasicProperties, frame_max: u32) -> BasicProperties {
     let Some(headers) = props.headers() else { return props };
     let size = encoded_len(headers);
     if size <= (frame_max as usize).saturating_sub(HEADER_FRAME_RESERVE) {
         return props;
     }
+    // Herald's own headers, by name: a publisher's `x-herald-*` header of any other name is the publisher's (kept,
+    // one of 130 KB overflowed the frame again); and none over what Herald ever writes in one (a re-driven letter
+    // names its origin from headers a publisher could have set).
     let mut kept = FieldTable::default();
     for (k, v) in headers.inner() {
-        if k.as_str().starts_with(dead_letters::HERALD_PREFIX) {
+        let own = dead_letters::HERALD_HEADERS.contains(&k.as_str());
+        if own && !matches!(v, AMQPValue::LongString(s) if s.as_bytes().len() > MAX_OWN_HEADER) {
             kept.insert(k.clone(), v.clone());
         }
     }

@@ -77,8 +77,12 @@ pub(super) const DEATH_AT: &str = "x-herald-dead-lettered-at";
 pub(super) const RETRIES: &str = "x-herald-retries";
 /// Set on a republish whose publisher's headers did not fit one frame and were dropped: their size in bytes.
 pub(super) const HEADERS_DROPPED: &str = "x-herald-headers-dropped";
-/// What every header Herald sets begins with.
-pub(super) const HERALD_PREFIX: &str = "x-herald-";
+/// What every header Herald sets begins with (a re-drive drops them all: it writes its own).
+const HERALD_PREFIX: &str = "x-herald-";
+/// Every header Herald sets: what a republish whose headers do not fit one frame keeps (a publisher's own
+/// `x-herald-*` header is the publisher's, dropped with the rest).
+pub(super) const HERALD_HEADERS: [&str; 11] =
+    [REASON, ERROR, EXCHANGE, ROUTING_KEY, QUEUE, EVENT_ID, DEATHS, FIRST_DEATH_AT, DEATH_AT, RETRIES, HEADERS_DROPPED];
 
 /// The dead-letter queue as operators see it. Cheap to clone.
 #[derive(Clone)]
@@ -388,7 +392,7 @@ fn redriven_headers(d: &Delivery, letter: &DeadLetter) -> FieldTable {
     if let Some(headers) = d.properties.headers() {
         for (k, v) in headers.inner() {
             let name = k.as_str();
-            if !broker_death_header(name) && !name.starts_with("x-herald-") {
+            if !broker_death_header(name) && !name.starts_with(HERALD_PREFIX) {
                 out.insert(k.clone(), v.clone());
             }
         }
