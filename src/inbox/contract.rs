@@ -911,6 +911,10 @@ async fn aliases_resolve_in_the_commit_and_an_unknown_one_writes_nothing(store: 
     store.apply(vec![Write::Purge { event_id: "al-gdpr".into(), users: vec!["al-user".into()] }]).await.unwrap();
     assert_eq!(store.alias("student", "st-1").await.unwrap(), None, "erased with the user");
     assert_eq!(store.alias("encadrant", "en-1").await.unwrap(), None);
+    // The event applied before the erasure, delivered again (a lost ack): a duplicate, though its alias is gone
+    // (it was an unresolved recipient, held and retried, then dead-lettered).
+    let again = Write::Notify(draft("al-stage-2", to_student("st-1")));
+    assert!(matches!(store.apply(vec![again]).await.unwrap()[0], WriteOutcome::Duplicate));
 }
 
 /// Each chain has its own cursor: a client that got the newer broadcast but not the older targeted row (they

@@ -1650,7 +1650,18 @@ async fn apply_one(
             match user {
                 Some(u) if !users.contains(&u) => users.push(u),
                 Some(_) => {}
-                None => return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() }),
+                None => {
+                    // Already applied (before the user and their aliases were erased, say): a duplicate, not a
+                    // recipient to wait for.
+                    let applied: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM dedupe_keys WHERE key = $1)")
+                        .bind(&dedupe_key.0[..])
+                        .fetch_one(&mut *c)
+                        .await?;
+                    if applied {
+                        return Ok(WriteOutcome::Duplicate);
+                    }
+                    return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() });
+                }
             }
         }
         resolved = Some(users);

@@ -1288,7 +1288,17 @@ fn apply_one(
             match user {
                 Some(u) if !users.contains(&u) => users.push(u),
                 Some(_) => {}
-                None => return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() }),
+                None => {
+                    // Already applied (before the user and their aliases were erased, say): a duplicate, not a
+                    // recipient to wait for.
+                    let applied: bool = tx
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM dedupe_keys WHERE key = ?1)")?
+                        .query_row([&dedupe_key.0[..]], |r| r.get(0))?;
+                    if applied {
+                        return Ok(WriteOutcome::Duplicate);
+                    }
+                    return Ok(WriteOutcome::Unresolved { kind: kind.clone(), alias: alias.clone() });
+                }
             }
         }
         resolved = Some(users);
