@@ -1550,10 +1550,19 @@ async fn run(
             .map_err(store_error)?;
     }
     if *legacy_empty && targeted_only(batch) {
-        // Unless it is for so many users that it takes the exclusive lock, as the general path does.
-        if let Some(locks) = lock_keys(batch) {
-            return write_targeted(conn, batch, locks, now, &muted.get()).await.map_err(store_error);
-        }
+        let Some(locks) = lock_keys(batch) else {
+            // Too many users for a lock each: the same one call, in a transaction that holds the exclusive lock
+            // first (the function's own shared request is then granted at once) and names no user lock. Not row
+            // by row: a backlog of single-recipient events to different users fills whole commits.
+            let mut tx = conn
+                .begin_with(AssertSqlSafe(format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")))
+                .await
+                .map_err(store_error)?;
+            let written = write_targeted(&mut tx, batch, Vec::new(), now, &muted.get()).await.map_err(store_error)?;
+            tx.commit().await.map_err(store_error)?;
+            return Ok(written);
+        };
+        return write_targeted(conn, batch, locks, now, &muted.get()).await.map_err(store_error);
     }
     // Ordered with every other node's writer (see `begin_and_lock`); the locks are released by COMMIT/ROLLBACK.
     let mut tx = conn.begin_with(AssertSqlSafe(begin_and_lock(batch))).await.map_err(store_error)?;

@@ -1686,10 +1686,12 @@ struct Pruned {
 
 /// Take out of each user's counters the (unread, unseen) adjustment their state row of the pruned broadcast `?1`
 /// holds (see `Counters`), in one statement: the rows never leave SQLite (a broadcast read by 300,000 users was
-/// read and written back row by row in the writer's transaction). The state rows stay, orphaned, for
+/// read and written back row by row in the writer's transaction). An upsert: a user whose counters row the same
+/// commit's tally has not written yet (their change of the broadcast, just before) gets one, which the tally then
+/// adds to. The state rows stay, orphaned, for
 /// [`PruneSteps::forget_pruned_broadcast_states`] to delete a batch at a time.
-const UNCOUNT_PRUNED_BROADCAST: &str = "UPDATE inbox_counts
-    SET unread_adj = unread_adj - a.unread, unseen_adj = unseen_adj - a.unseen
+const UNCOUNT_PRUNED_BROADCAST: &str = "INSERT INTO inbox_counts (user_id, unread_adj, unseen_adj)
+    SELECT a.user_id, -a.unread, -a.unseen
     FROM (SELECT s.user_id,
             (s.notification_id > COALESCE(w.read_all_up_to, 0))
               - (s.deleted = 0 AND s.archived_at IS NULL
@@ -1700,7 +1702,9 @@ const UNCOUNT_PRUNED_BROADCAST: &str = "UPDATE inbox_counts
                  AND s.seen_at IS NULL AND s.notification_id > COALESCE(w.seen_all_up_to, 0)) AS unseen
         FROM broadcast_state s LEFT JOIN user_state w ON w.user_id = s.user_id
         WHERE s.notification_id = ?1) AS a
-    WHERE inbox_counts.user_id = a.user_id AND (a.unread <> 0 OR a.unseen <> 0)";
+    WHERE a.unread <> 0 OR a.unseen <> 0
+    ON CONFLICT (user_id) DO UPDATE SET unread_adj = unread_adj + excluded.unread_adj,
+        unseen_adj = unseen_adj + excluded.unseen_adj";
 
 /// Delete up to `?1` state rows of pruned broadcasts: at or below the broadcast floor (through the index by
 /// notification, oldest first) and without their notification (a broadcast an older release pruned out of order
