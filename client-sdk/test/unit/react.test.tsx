@@ -46,15 +46,31 @@ function fakeServer(initial: number[]) {
   return { inbox, fetch, calls };
 }
 
-function setup(initial: number[]) {
+/** `held`: the requests `hold()` holds back (answered as the server is when asked, released together). */
+function setup(initial: number[], held: (url: URL) => boolean = () => false) {
   const WS = createFakeWebSocket();
   const server = fakeServer(initial);
+  let gate: Promise<void> | null = null;
+  const fetch: FetchLike = async (input, init) => {
+    const answer = await server.fetch(input, init);
+    if (gate && held(new URL(input))) await gate;
+    return answer;
+  };
+  /** Hold the `held` requests from now on; call what it returns to let them (and later ones) through. */
+  const hold = () => {
+    let release!: () => void;
+    gate = new Promise((r) => (release = r));
+    return () => {
+      gate = null;
+      release();
+    };
+  };
   const client = new HeraldClient({
     url: 'http://h',
     userId: 'u1',
     getToken: async () => 't',
     WebSocket: WS,
-    fetch: server.fetch,
+    fetch,
   });
   const wrapper = ({ children }: { children: ReactNode }) => (
     <HeraldProvider client={client}>{children}</HeraldProvider>
@@ -63,7 +79,7 @@ function setup(initial: number[]) {
     server.inbox.set(id, notificationFrame(id).notification);
     act(() => WS.last.receive(notificationFrame(id)));
   };
-  return { WS, client, server, wrapper, push };
+  return { WS, client, server, wrapper, push, hold };
 }
 
 afterEach(cleanup);
@@ -148,25 +164,12 @@ describe('React bindings', () => {
   });
 
   it('useNotifications: a page out while a frame changes a listed row is fetched again, not laid over the change', async () => {
-    const WS = createFakeWebSocket();
-    const server = fakeServer([1, 2, 3]);
-    // Pages are answered as the server is when asked, and held back until released.
-    let hold: Promise<void> | null = null;
-    const fetch: FetchLike = async (input, init) => {
-      const answer = await server.fetch(input, init);
-      if (hold && new URL(input).pathname.endsWith('/notifications')) await hold;
-      return answer;
-    };
-    const client = new HeraldClient({ url: 'http://h', userId: 'u1', getToken: async () => 't', WebSocket: WS, fetch });
-    const wrapper = ({ children }: { children: ReactNode }) => (
-      <HeraldProvider client={client}>{children}</HeraldProvider>
-    );
+    const { WS, wrapper, server, hold } = setup([1, 2, 3], (url) => url.pathname.endsWith('/notifications'));
     const { result } = renderHook(() => useNotifications(), { wrapper });
     await waitFor(() => expect(WS.instances).toHaveLength(1));
     act(() => WS.last.receive(readyFrame(3)));
     await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([3, 2, 1]));
-    let release!: () => void;
-    hold = new Promise((r) => (release = r));
+    const release = hold();
     const pages = server.calls.filter((c) => c === '').length;
     act(() => WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 3, since_broadcast: 0 }));
     await waitFor(() => expect(server.calls.filter((c) => c === '').length).toBe(pages + 1));
@@ -176,7 +179,6 @@ describe('React bindings', () => {
     act(() => WS.last.receive({ type: 'deleted', ids: [2] }));
     act(() => WS.last.receive({ type: 'read', ids: [3], read_at: 'elsewhere' }));
     expect(result.current.items.map((n) => n.id)).toEqual([3, 1]);
-    hold = null;
     release();
     await waitFor(() => expect(result.current.loading).toBe(false));
     expect(result.current.items.map((n) => n.id)).toEqual([3, 1]);
@@ -184,31 +186,18 @@ describe('React bindings', () => {
   });
 
   it('useNotifications: an older page that lands after a refetch cut the list is dropped, leaving no gap', async () => {
-    const WS = createFakeWebSocket();
-    const server = fakeServer([1, 2, 3, 4, 5, 6]);
-    let hold: Promise<void> | null = null;
-    const fetch: FetchLike = async (input, init) => {
-      const answer = await server.fetch(input, init);
-      if (hold && new URL(input).searchParams.has('before')) await hold;
-      return answer;
-    };
-    const client = new HeraldClient({ url: 'http://h', userId: 'u1', getToken: async () => 't', WebSocket: WS, fetch });
-    const wrapper = ({ children }: { children: ReactNode }) => (
-      <HeraldProvider client={client}>{children}</HeraldProvider>
-    );
+    const { WS, wrapper, hold } = setup([1, 2, 3, 4, 5, 6], (url) => url.searchParams.has('before'));
     const { result } = renderHook(() => useNotifications({ limit: 2 }), { wrapper });
     await waitFor(() => expect(WS.instances).toHaveLength(1));
     act(() => WS.last.receive(readyFrame(6)));
     await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([6, 5]));
     await act(() => result.current.fetchMore());
     expect(result.current.items.map((n) => n.id)).toEqual([6, 5, 4, 3]);
-    let release!: () => void;
-    hold = new Promise((r) => (release = r));
+    const release = hold();
     let more!: Promise<void>;
     act(() => void (more = result.current.fetchMore())); // the page before 3, held
     act(() => WS.last.receive({ type: 'resync', reason: 'slow_consumer', since: 6, since_broadcast: 0 }));
     await waitFor(() => expect(result.current.items.map((n) => n.id)).toEqual([6, 5]));
-    hold = null;
     release();
     await act(() => more);
     expect(result.current.items.map((n) => n.id)).toEqual([6, 5]);
