@@ -1555,7 +1555,7 @@ async fn run(
             // first (the function's own shared request is then granted at once) and names no user lock. Not row
             // by row: a backlog of single-recipient events to different users fills whole commits.
             let mut tx = conn
-                .begin_with(AssertSqlSafe(format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")))
+                .begin_with(AssertSqlSafe(format!("BEGIN; {}", ordering_locks(None))))
                 .await
                 .map_err(store_error)?;
             let written = write_targeted(&mut tx, batch, Vec::new(), now, &muted.get()).await.map_err(store_error)?;
