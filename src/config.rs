@@ -683,6 +683,8 @@ pub struct AmqpSettings {
     pub enabled: bool,
     /// `amqp://` or `amqps://`, with credentials and the URL-encoded vhost.
     pub url: Secret,
+    /// A PEM file of CA certificates trusted for `amqps://` besides the system's trust store; empty: none.
+    pub ca_file: String,
     pub connection_name: String,
     /// Unacknowledged deliveries per consumer (`basic.qos`).
     pub prefetch: u16,
@@ -774,6 +776,12 @@ pub enum UnmatchedPolicy {
 impl AmqpSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         crate::ingest::amqp::check_url(self.url.expose()).map_err(|m| invalid("amqp.url", m))?;
+        if !self.ca_file.is_empty() {
+            if !self.url.expose().starts_with("amqps://") {
+                return Err(invalid("amqp.ca_file", "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
+            }
+            read_ca_file(&self.ca_file).map_err(|m| invalid("amqp.ca_file", m))?;
+        }
         let positive = [
             ("amqp.prefetch", self.prefetch as u64),
             ("amqp.batch_max", self.batch_max as u64),
@@ -845,6 +853,21 @@ impl AmqpSettings {
 }
 
 /// Exchange and queue names: 1–255 bytes, and not the broker's reserved `amq.` prefix.
+/// The contents of a PEM file of CA certificates for a TLS connection, once it is known to hold at least one
+/// certificate and nothing unreadable. Read at start (validation) and at each connect (a renewed CA is picked
+/// up on the next reconnect).
+pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path} is not a PEM file of certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(pem)
+}
+
 fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 255 {
         return Err(invalid(key, "must be 1 to 255 bytes"));
@@ -860,6 +883,9 @@ fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
 pub struct ClusterSettings {
     /// One URL (standalone), or comma-separated seed URLs of a Redis Cluster (`redis_mode = "cluster"`).
     pub redis_url: Secret,
+    /// A PEM file of CA certificates trusted for `rediss://` instead of the system's trust store; empty: the
+    /// system's.
+    pub redis_ca_file: String,
     pub redis_mode: RedisMode,
     pub pubsub: PubSubMode,
     pub channel_prefix: String,
@@ -1258,6 +1284,15 @@ impl Settings {
                     ));
                 }
                 _ => {}
+            }
+            if !self.cluster.redis_ca_file.is_empty() {
+                if urls.iter().any(|u| !u.starts_with("rediss://")) {
+                    return Err(invalid(
+                        "cluster.redis_ca_file",
+                        "is for rediss:// URLs (TLS); cluster.redis_url has a plain redis:// one",
+                    ));
+                }
+                read_ca_file(&self.cluster.redis_ca_file).map_err(|m| invalid("cluster.redis_ca_file", m))?;
             }
             if let Err(e) = crate::fanout::redis::check_urls(&self.cluster) {
                 return Err(invalid("cluster.redis_url", e.trim_start_matches("cluster.redis_url: ")));
@@ -2177,6 +2212,39 @@ mod tests {
         ] {
             let e = err(&[(key, value)]);
             assert!(e.contains(named), "{key}={value}: {e}");
+        }
+    }
+
+    /// A CA file is checked at start, for the connection it serves: one that cannot be read, holds no
+    /// certificate, or is set for a plain (non-TLS) URL is refused with its key, never found at the first connect.
+    #[test]
+    fn a_tls_ca_file_that_is_missing_empty_or_for_a_plain_url_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("key.txt");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let bad_pem = dir.path().join("bad.pem");
+        std::fs::write(&bad_pem, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let (not_pem, bad_pem, missing) =
+            (not_pem.to_str().unwrap(), bad_pem.to_str().unwrap(), missing.to_str().unwrap());
+        let amqps = ("HERALD__AMQP__URL", "amqps://u:p@mq.example.com/prod");
+        for (url, file, says) in [
+            (amqps, missing, "cannot read"),
+            (amqps, not_pem, "no PEM certificate"),
+            (amqps, bad_pem, "not a PEM file"),
+            (("HERALD__AMQP__URL", "amqp://u:p@mq/prod"), not_pem, "amqps://"),
+        ] {
+            let e = err(&[url, ("HERALD__AMQP__CA_FILE", file)]);
+            assert!(e.contains("amqp.ca_file") && e.contains(says), "{file}: {e}");
+        }
+        let pg = ("HERALD__STORE__URL", "postgres://h@db/h");
+        for (url, file, says) in [
+            ("rediss://r.example.com:6380", missing, "cannot read"),
+            ("rediss://r.example.com:6380", not_pem, "no PEM certificate"),
+            ("redis://r.example.com:6379", not_pem, "rediss://"),
+        ] {
+            let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", url), ("HERALD__CLUSTER__REDIS_CA_FILE", file)]);
+            assert!(e.contains("cluster.redis_ca_file") && e.contains(says), "{file}: {e}");
         }
     }
 

@@ -118,6 +118,7 @@ pub async fn start_with(
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
+    install_crypto_provider();
     let settings = Arc::new(settings);
     let metrics = telemetry::metrics_handle();
     let auth = Arc::new(Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?);
@@ -309,6 +310,13 @@ async fn reload_rules_on_sighup(pipeline: Pipeline, shutdown: CancellationToken)
             }
         }
     }
+}
+
+/// rustls's process-wide crypto provider: ring, as sqlx and reqwest use. Two providers are compiled in (lapin's
+/// TLS brings aws-lc-rs), and a client that takes rustls's default (redis's `rediss://`) panics unless one is
+/// installed. Idempotent: the first install wins.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A connection URL fit for logs: the password replaced, in the user info and in query parameters whose name

@@ -52,19 +52,24 @@ stop_services() {
   rm -rf "$HERALD_SERVICES_DIR"
 }
 
-# start_rabbitmq — exports HERALD_TEST_AMQP_URL, HERALD_TEST_RABBITMQ_NODE (for `rabbitmqctl -n`) and
+# start_rabbitmq — exports HERALD_TEST_AMQP_URL, HERALD_TEST_AMQPS_URL (the same broker over TLS; its CA is
+# HERALD_TEST_TLS_CA), HERALD_TEST_RABBITMQ_NODE (for `rabbitmqctl -n`) and
 # HERALD_TEST_RABBITMQ_PORT. The node has its own name, ports, data and logs under $HERALD_SERVICES_DIR; only epmd
 # (the Erlang name service, port 4369) is shared with any other node on the machine, as Erlang intends.
 start_rabbitmq() {
   ensure_packages rabbitmq-server:rabbitmq-server
-  local port dist dir node pid deadline
-  port=$(free_port); dist=$(free_port)
+  make_test_tls || return 1
+  local port tls dist dir node pid deadline
+  port=$(free_port); tls=$(free_port); dist=$(free_port)
   dir="$HERALD_SERVICES_DIR/rabbitmq"; mkdir -p "$dir/mnesia" "$dir/log"
   node="herald-test-$$-$port@localhost"
   echo '[].' > "$dir/enabled_plugins"
   # Small, fast and quiet: no disk alarm on a busy CI disk, no file log rotation.
+  # Also AMQP over TLS on its own port, with make_test_tls's certificate (clients are not asked for one).
   printf '%s\n' 'disk_free_limit.absolute = 10MB' 'log.file.level = warning' 'log.console = false' \
-    > "$dir/rabbitmq.conf"
+    "listeners.ssl.1 = 127.0.0.1:$tls" "ssl_options.cacertfile = $HERALD_TEST_TLS_DIR/ca.pem" \
+    "ssl_options.certfile = $HERALD_TEST_TLS_DIR/server.pem" "ssl_options.keyfile = $HERALD_TEST_TLS_DIR/server.key" \
+    'ssl_options.verify = verify_none' 'ssl_options.fail_if_no_peer_cert = false' > "$dir/rabbitmq.conf"
   # As root, the Debian wrapper drops to the `rabbitmq` user (and its Erlang cookie, which rabbitmqctl shares):
   # that user must be able to reach and write the node's directory.
   if [ "$(id -u)" -eq 0 ] && id rabbitmq >/dev/null 2>&1; then
@@ -92,23 +97,60 @@ start_rabbitmq() {
     sleep 0.5
   done
   wait_for_port 127.0.0.1 "$port" 10 || { tail -n 40 "$dir/stdout.log" >&2; return 1; }
+  wait_for_port 127.0.0.1 "$tls" 10 || { tail -n 40 "$dir/stdout.log" >&2; return 1; }
   export HERALD_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
+  # guest may log in from loopback only; this is loopback too.
+  export HERALD_TEST_AMQPS_URL="amqps://guest:guest@127.0.0.1:$tls/%2f"
   export HERALD_TEST_RABBITMQ_PORT=$port
 }
 
-# start_redis — exports HERALD_TEST_REDIS_URL.
+# make_test_tls — a throwaway certificate authority and a server certificate for 127.0.0.1 and localhost, signed
+# by it, in $HERALD_SERVICES_DIR/tls (ca.pem, server.pem, server.key). Exports HERALD_TEST_TLS_CA (the CA's PEM
+# file, which Herald is given as `amqp.ca_file` / `cluster.redis_ca_file`) and HERALD_TEST_TLS_DIR.
+make_test_tls() {
+  [ -n "${HERALD_TEST_TLS_CA:-}" ] && [ -f "$HERALD_TEST_TLS_CA" ] && return 0
+  ensure_packages openssl:openssl
+  local d="$HERALD_SERVICES_DIR/tls"; mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=herald-test-ca \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>"$d/openssl.log" \
+    && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+      -keyout "$d/server.key" -out "$d/server.csr" 2>>"$d/openssl.log" \
+    && printf '%s\n' 'subjectAltName = IP:127.0.0.1, DNS:localhost' 'basicConstraints = CA:FALSE' \
+      'keyUsage = digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth' > "$d/server.ext" \
+    && openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/server.ext" -out "$d/server.pem" 2>>"$d/openssl.log" \
+    || { cat "$d/openssl.log" >&2; return 1; }
+  # The brokers run as their own users (RabbitMQ drops to `rabbitmq`): a test key, readable by all.
+  chmod 755 "$HERALD_SERVICES_DIR" "$d"; chmod 644 "$d"/*
+  export HERALD_TEST_TLS_DIR=$d HERALD_TEST_TLS_CA=$d/ca.pem
+}
+
+# The redis-server of start_redis and restart_redis: plain TCP on HERALD_TEST_REDIS_PORT and TLS on
+# HERALD_TEST_REDIS_TLS_PORT, with make_test_tls's certificate (clients are not asked for one).
+_redis_server() {
+  local d=$HERALD_TEST_TLS_DIR
+  redis-server --port "$HERALD_TEST_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$HERALD_SERVICES_DIR/redis" --tls-port "$HERALD_TEST_REDIS_TLS_PORT" --tls-cert-file "$d/server.pem" \
+    --tls-key-file "$d/server.key" --tls-ca-cert-file "$d/ca.pem" --tls-auth-clients no
+}
+
+# start_redis — exports HERALD_TEST_REDIS_URL and HERALD_TEST_REDISS_URL (the same server over TLS; its CA is
+# HERALD_TEST_TLS_CA).
 start_redis() {
   ensure_packages redis-server:redis-server
-  local port dir
-  port=$(free_port); dir="$HERALD_SERVICES_DIR/redis"; mkdir -p "$dir"
-  log "starting redis on 127.0.0.1:$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >"$dir/stdout.log" 2>&1 &
+  make_test_tls || return 1
+  local port tls dir
+  port=$(free_port); tls=$(free_port); dir="$HERALD_SERVICES_DIR/redis"; mkdir -p "$dir"
+  export HERALD_TEST_REDIS_PORT=$port HERALD_TEST_REDIS_TLS_PORT=$tls
+  log "starting redis on 127.0.0.1:$port (TLS on $tls)"
+  _redis_server >"$dir/stdout.log" 2>&1 &
   _HERALD_PIDS+=($!)
   # A restart_redis from another shell replaces the process: stop whatever listens on the port.
   _HERALD_STOPS+=("redis-cli -p $port shutdown nosave")
   wait_for_port 127.0.0.1 "$port" 20 || { cat "$dir/stdout.log" >&2; return 1; }
+  wait_for_port 127.0.0.1 "$tls" 20 || { cat "$dir/stdout.log" >&2; return 1; }
   export HERALD_TEST_REDIS_URL="redis://127.0.0.1:$port"
-  export HERALD_TEST_REDIS_PORT=$port
+  export HERALD_TEST_REDISS_URL="rediss://127.0.0.1:$tls"
 }
 
 # start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback).
@@ -159,7 +201,7 @@ restart_redis() {
   local port=$HERALD_TEST_REDIS_PORT dir="$HERALD_SERVICES_DIR/redis"
   redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" >>"$dir/stdout.log" 2>&1 &
+  _redis_server >>"$dir/stdout.log" 2>&1 &
   wait_for_port 127.0.0.1 "$port" 20
 }
 

@@ -1755,3 +1755,53 @@ async fn a_dead_letter_moved_back_by_hand_is_routed_as_first_published() {
     assert_eq!(broker.depth(&amqp.dead_letter_queue()).await, 0, "not dead-lettered again");
     gw.stop().await.unwrap();
 }
+
+/// `HERALD_TEST_AMQPS_URL` and `HERALD_TEST_TLS_CA` (services.sh's `start_rabbitmq`): the test broker's TLS port
+/// and the private CA that signed its certificate.
+fn amqps(test: &str) -> Option<(String, String)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(url), Some(ca)) = (var("HERALD_TEST_AMQPS_URL"), var("HERALD_TEST_TLS_CA")) else {
+        eprintln!("SKIPPED {test}: HERALD_TEST_AMQPS_URL / HERALD_TEST_TLS_CA are not set (start_rabbitmq sets them)");
+        return None;
+    };
+    Some((url, ca))
+}
+
+/// A broker reached over TLS (`amqps://`) whose certificate a private CA signed: with that CA as `amqp.ca_file`
+/// Herald consumes, and the event reaches the user's session; without it the certificate is refused and
+/// `/readyz` says why. (The redis crate and lapin bring two rustls crypto providers: before one was installed,
+/// a TLS client that takes rustls's default panicked.)
+#[tokio::test]
+async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
+    let Some(amqp) = Amqp::new("tls").await else { return };
+    let Some((url, ca)) = amqps("tls") else { return };
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.url = Secret::new(url.clone());
+            s.amqp.ca_file = ca.clone();
+        })
+        .await;
+    let broker = Broker::connect(&amqp.url).await;
+    let user = "3e7a1b2c-4d5e-4f6a-8b7c-9d0e1f2a3b4c"; // the fixture's
+    let mut tab = gw.connect(user).await;
+    amqp.publish_fixture(&broker, "sgad-notification-user.json").await;
+    let f = tab.notification().await;
+    assert_eq!(f["notification"]["title"], "Disponibilidad Cerrada", "{f}");
+    gw.stop().await.unwrap();
+
+    // The system's trust store does not know the private CA: no connection, and readiness says so.
+    let untrusted = spawn_gateway_with(|s| {
+        amqp.configure(s);
+        s.amqp.url = Secret::new(url.clone());
+    })
+    .await;
+    // (AMQP is an optional check: the node stays ready for HTTP ingest, with `amqp` degraded.)
+    let detail = eventually("the refused certificate in /readyz", SLOW_WAIT, async || {
+        let (_, body) = readyz(&untrusted.url("")).await;
+        let detail = body["checks"]["amqp"]["detail"].as_str().unwrap_or_default().to_owned();
+        (body["checks"]["amqp"]["ok"] == false && detail.contains("disconnected")).then_some(detail)
+    })
+    .await;
+    assert!(detail.contains("UnknownIssuer"), "{detail}");
+    assert!(!detail.contains("guest:guest"), "no password in /readyz: {detail}");
+}

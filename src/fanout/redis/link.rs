@@ -27,32 +27,47 @@ const SUBSCRIBE_CONCURRENCY: usize = 64;
 
 /// How to reach Redis; opens [`Link`]s.
 pub(super) enum Connector {
-    Standalone(redis::Client),
+    Standalone(Box<redis::Client>),
     Cluster(Box<ClusterClient>),
 }
 
 impl Connector {
-    /// The key named in errors is `cluster.redis_url`; the URLs were validated at start-up.
+    /// The key named in errors is `cluster.redis_url` (`cluster.redis_ca_file` for the CA file); the URLs were
+    /// validated at start-up. `rediss://` URLs connect over TLS, verified against `redis_ca_file` when it is set
+    /// (read again here, so a renewed CA is taken when the link is rebuilt), else the system's trust store.
     pub(super) fn new(settings: &ClusterSettings) -> Result<Connector, String> {
         let err = |e: redis::RedisError| format!("cluster.redis_url: {e}");
+        let certs = match settings.redis_ca_file.as_str() {
+            "" => None,
+            path => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(crate::config::read_ca_file(path).map_err(|e| format!("cluster.redis_ca_file: {e}"))?),
+            }),
+        };
         match settings.redis_mode {
             RedisMode::Standalone => {
                 let url = settings.redis_url.expose();
                 let sep = if url.contains('?') { '&' } else { '?' };
-                Ok(Connector::Standalone(redis::Client::open(format!("{url}{sep}protocol=resp3")).map_err(err)?))
+                let url = format!("{url}{sep}protocol=resp3");
+                let client = match certs {
+                    Some(certs) => redis::Client::build_with_tls(url, certs),
+                    None => redis::Client::open(url),
+                };
+                Ok(Connector::Standalone(Box::new(client.map_err(err)?)))
             }
             RedisMode::Cluster => {
                 // Few, short retries: a shard that stays away is the worker's to handle (reconnect with backoff,
                 // `/readyz` down), not a reason to stall every publish for minutes. Retries still cover MOVED
                 // and ASK during a slot migration or failover.
-                let client = ClusterClientBuilder::new(settings.redis_urls())
+                let mut builder = ClusterClientBuilder::new(settings.redis_urls())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .retries(4)
                     .min_retry_wait(20)
-                    .max_retry_wait(500)
-                    .build()
-                    .map_err(err)?;
-                Ok(Connector::Cluster(Box::new(client)))
+                    .max_retry_wait(500);
+                if let Some(certs) = certs {
+                    builder = builder.certs(certs);
+                }
+                Ok(Connector::Cluster(Box::new(builder.build().map_err(err)?)))
             }
         }
     }

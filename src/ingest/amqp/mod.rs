@@ -61,7 +61,20 @@ pub fn spawn(
 /// Connect to `s.url`, named `name` in the broker's connection list, within `timeout` (TCP, TLS, handshake).
 async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> anyhow::Result<lapin::Connection> {
     let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
-    let conn = tokio::time::timeout(timeout, lapin::Connection::connect(s.url.expose(), props))
+    // `ca_file` (amqps:// only, validated at start) is read again here: a renewed CA is taken at the reconnect.
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: match s.ca_file.as_str() {
+            "" => None,
+            path => Some(
+                String::from_utf8(crate::config::read_ca_file(path).map_err(anyhow::Error::msg)?)
+                    .map_err(|_| anyhow::anyhow!("amqp.ca_file: {path} is not UTF-8 PEM"))?,
+            ),
+        },
+    };
+    let connecting =
+        lapin::Connection::connect_with_config(s.url.expose(), props, tls, lapin::runtime::default_runtime()?);
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("connecting timed out after {timeout:?}"))??;
     Ok(conn)
