@@ -1059,6 +1059,12 @@ fn one_underscore_setting(var: &str) -> bool {
 impl Settings {
     /// Load every layer. `file` is the `--config` path; `env` is the environment to read (tests pass their own).
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        // `RUST_LOG` replaces `log.filter` (telemetry::init_tracing): checked the same way, so a typo (`inf`, a
+        // target filter with no level) is refused rather than a node that logs nothing.
+        if let Some((_, filter)) = env.iter().find(|(k, v)| k == "RUST_LOG" && !v.trim().is_empty()) {
+            check_log_filter(filter).map_err(|m| invalid("RUST_LOG", m))?;
+        }
         let settings = Settings::layered(file, env)?;
         settings.validate()?;
         Ok(settings)
@@ -1803,6 +1809,8 @@ mod tests {
             ),
             (vec![("HERALD__WEBSOCKET__MAX_WRITE_BUFFER_BYTES", "0")], "websocket.max_write_buffer_bytes"),
             (vec![("HERALD__LOG__FILTER", "lapin=loud")], "log.filter"),
+            (vec![("RUST_LOG", "inf")], "RUST_LOG"),
+            (vec![("RUST_LOG", "herald=verbose")], "RUST_LOG"),
             (vec![("HERALD__LOG__FILTER", "inf")], "log.filter"),
             (vec![("HERALD__LOG__FILTER", "info,,herald=[")], "log.filter"),
             (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "18446744073709551615")], "store.sqlite_cache_mib"),

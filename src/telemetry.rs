@@ -22,7 +22,9 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Start logging. Safe to call more than once (later calls do nothing).
 pub fn init_tracing(s: &LogSettings) {
-    let raw = std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| EnvFilter::try_new(v).is_ok());
+    // Checked at load (`config::Settings::load` refuses a RUST_LOG that `log.filter` would refuse); empty is unset.
+    let raw =
+        std::env::var(EnvFilter::DEFAULT_ENV).ok().filter(|v| !v.trim().is_empty() && EnvFilter::try_new(v).is_ok());
     let filter = EnvFilter::new(capped(raw.as_deref().unwrap_or(&s.filter)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if json_logs(s) { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
