@@ -352,7 +352,10 @@ fn routes(settings: &Settings) -> Routes {
         .route("/ws/{user_id}", get(ws::upgrade))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .route(
+            "/metrics",
+            if settings.server.ops_bind.is_some() { get(ops::metrics_on_ops_bind) } else { get(ops::metrics) },
+        )
         .absorb(rest)
         .absorb(admin);
     if settings.auth.dev_token_endpoint {

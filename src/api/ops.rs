@@ -85,7 +85,11 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     operation_id = "metrics",
     tag = "ops",
     summary = "Prometheus metrics",
-    responses((status = 200, description = "Every metric in the Prometheus text format; each has a HELP text.", body = String, content_type = "text/plain; version=0.0.4")),
+    description = "On `server.bind` only while `server.ops_bind` is unset; with it set, on `server.ops_bind` only (the clients' address answers 404 `not_found`).",
+    responses(
+        (status = 200, description = "Every metric in the Prometheus text format; each has a HELP text.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 404, description = "Asked on the clients' address while `server.ops_bind` is set.", body = ErrorBody),
+    ),
     security(())
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -213,4 +217,10 @@ pub async fn stats(
     let (users, sessions) = state.fanout.registry().counts();
     let online = crate::telemetry::stats::Online { sessions: sessions as u64, users: users as u64 };
     Ok(Json(crate::telemetry::stats::snapshot(&state.metrics.render(), online)))
+}
+
+/// `/metrics` on the clients' address when `server.ops_bind` is set: the scrape lives on the operators'
+/// listener only, so the public port does not publish the node's internals (users, sessions, errors, queues).
+pub async fn metrics_on_ops_bind() -> ApiError {
+    ApiError::NotFound("metrics are served on server.ops_bind only")
 }

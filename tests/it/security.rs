@@ -407,6 +407,20 @@ async fn a_gateway_at_its_connection_cap_still_answers_probes_and_scrapes_on_the
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("herald_connections_refused_total{reason=\"total\"}"), "the refusal is scraped: {text}");
 
+    // The scrape is the operators' only: the clients' address does not publish the node's internals.
+    drop(_session);
+    let answer = eventually("a freed client slot", WAIT, async || {
+        let mut tcp = TcpStream::connect(gw.addr).await.ok()?;
+        tcp.write_all(get("/metrics").as_bytes()).await.ok()?;
+        let mut text = String::new();
+        tokio::time::timeout(WAIT, tcp.read_to_string(&mut text)).await.ok()?.ok()?;
+        (!text.is_empty()).then_some(text)
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("served on server.ops_bind only") && !answer.contains("herald_"), "{answer}");
+    let _session = gw.connect("alice").await;
+
     // Nothing else is served there: not the API, not a session.
     assert_eq!(fresh_request("127.0.0.1", ops, &post_event("ops")).await, Some(404));
     assert_eq!(fresh_request("127.0.0.1", ops, &get("/ws/alice")).await, Some(404));
