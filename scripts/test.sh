@@ -16,6 +16,7 @@ start_rabbitmq
 start_postgres
 start_redis
 start_redis_cluster
+start_redis_cluster --tls
 suite "rust: unit + integration tests" cargo nextest run --workspace --no-fail-fast --cargo-profile dev
 suite "rust: clippy, warnings as errors" cargo clippy --workspace --all-targets --profile dev -- -D warnings
 suite "chaos (short form): node kills and service restarts, every client holds its inbox" scripts/chaos.sh

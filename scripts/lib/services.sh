@@ -116,7 +116,7 @@ make_test_tls() {
     && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
       -keyout "$d/server.key" -out "$d/server.csr" 2>>"$d/openssl.log" \
     && printf '%s\n' 'subjectAltName = IP:127.0.0.1, DNS:localhost' 'basicConstraints = CA:FALSE' \
-      'keyUsage = digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth' > "$d/server.ext" \
+      'keyUsage = digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth, clientAuth' > "$d/server.ext" \
     && openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
       -extfile "$d/server.ext" -out "$d/server.pem" 2>>"$d/openssl.log" \
     || { cat "$d/openssl.log" >&2; return 1; }
@@ -222,40 +222,58 @@ restart_rabbitmq() {
   rabbitmqctl -n "$HERALD_TEST_RABBITMQ_NODE" -q await_startup --timeout 60 >/dev/null
 }
 
-# start_redis_cluster — a Redis Cluster of three masters (no replicas) on free loopback ports, each in its own
-# directory. Exports HERALD_TEST_REDIS_CLUSTER_URLS (comma-separated seed URLs) and HERALD_TEST_REDIS_CLUSTER_DIR:
+# start_redis_cluster [--tls] — a Redis Cluster of three masters (no replicas) on free loopback ports, each in its
+# own directory. Exports HERALD_TEST_REDIS_CLUSTER_URLS (comma-separated seed URLs) and HERALD_TEST_REDIS_CLUSTER_DIR:
 # a shard on port P lives in $HERALD_TEST_REDIS_CLUSTER_DIR/P, `sh .../P/start` starts it again (same node id and
 # slots, from its nodes.conf) and .../P/redis.pid holds its pid, so a test can kill and restart one shard.
+# With --tls, a second cluster that speaks only TLS (clients and its bus, make_test_tls's certificate; clients are
+# not asked for one): HERALD_TEST_REDISS_CLUSTER_URLS (rediss:// seeds; the CA is HERALD_TEST_TLS_CA).
 start_redis_cluster() {
   ensure_packages redis-server:redis-server redis-cli:redis-tools
-  local root port bus dir ports=() hosts=() urls=() state deadline
-  root="$HERALD_SERVICES_DIR/redis-cluster"; mkdir -p "$root"
+  local port bus dir ports=() hosts=() urls=() state deadline root listen scheme=redis cli=()
+  root="$HERALD_SERVICES_DIR/redis-cluster"
+  if [ "${1:-}" = --tls ]; then
+    make_test_tls || return 1
+    root="$HERALD_SERVICES_DIR/redis-cluster-tls"; scheme=rediss
+    cli=(--tls --cacert "$HERALD_TEST_TLS_CA")
+  fi
+  mkdir -p "$root"
   for _ in 1 2 3; do
     # The cluster bus gets its own free port (the default, port + 10000, may be taken or beyond 65535).
     port=$(free_port); bus=$(free_port); dir="$root/$port"; mkdir -p "$dir"
+    listen="--port $port"
+    if [ "$scheme" = rediss ]; then
+      listen="--port 0 --tls-port $port --tls-cluster yes --tls-cert-file $HERALD_TEST_TLS_DIR/server.pem"
+      listen+=" --tls-key-file $HERALD_TEST_TLS_DIR/server.key --tls-ca-cert-file $HERALD_TEST_TLS_CA --tls-auth-clients no"
+    fi
     # A short node timeout: a killed shard is noticed (and a restarted one rejoins) within seconds.
     cat > "$dir/start" <<SH
-exec redis-server --port $port --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \\
+exec redis-server $listen --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \\
   --cluster-enabled yes --cluster-port $bus --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 2000 \\
   --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
 SH
     sh "$dir/start"
     _HERALD_STOPS+=("kill \$(cat $dir/redis.pid)")
-    ports+=("$port"); hosts+=("127.0.0.1:$port"); urls+=("redis://127.0.0.1:$port")
+    ports+=("$port"); hosts+=("127.0.0.1:$port"); urls+=("$scheme://127.0.0.1:$port")
   done
-  log "starting a redis cluster on 127.0.0.1:${ports[*]}"
+  log "starting a redis cluster on 127.0.0.1:${ports[*]}${cli:+ (TLS only)}"
   for port in "${ports[@]}"; do
     wait_for_port 127.0.0.1 "$port" 20 || { cat "$root/$port/redis.log" >&2; return 1; }
   done
-  redis-cli --cluster create "${hosts[@]}" --cluster-replicas 0 --cluster-yes >"$root/create.log" 2>&1 \
+  redis-cli "${cli[@]}" --cluster create "${hosts[@]}" --cluster-replicas 0 --cluster-yes >"$root/create.log" 2>&1 \
     || { cat "$root/create.log" >&2; return 1; }
   for port in "${ports[@]}"; do
     deadline=$((SECONDS + 30))
-    until state=$(redis-cli -p "$port" cluster info 2>/dev/null) && [[ $state == *cluster_state:ok* ]]; do
+    until state=$(redis-cli "${cli[@]}" -p "$port" cluster info 2>/dev/null) && [[ $state == *cluster_state:ok* ]]; do
       ((SECONDS < deadline)) || { echo "redis cluster never became ok on :$port" >&2; return 1; }
       sleep 0.2
     done
   done
+  if [ "$scheme" = rediss ]; then
+    export HERALD_TEST_REDISS_CLUSTER_URLS
+    HERALD_TEST_REDISS_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")
+    return 0
+  fi
   export HERALD_TEST_REDIS_CLUSTER_URLS
   HERALD_TEST_REDIS_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")
   export HERALD_TEST_REDIS_CLUSTER_DIR=$root

@@ -2,8 +2,9 @@
 //! `pubsub = "sharded"`), live delivery through every shard, and a shard killed and restarted mid-stream.
 //!
 //! Needs HERALD_TEST_POSTGRES_URL, HERALD_TEST_REDIS_CLUSTER_URLS and HERALD_TEST_REDIS_CLUSTER_DIR (scripts/test.sh:
-//! `start_postgres`, `start_redis_cluster`). The tests share the cluster and one of them restarts a shard, so each
-//! holds the cluster's lock file while it runs (nextest runs tests as parallel processes).
+//! `start_postgres`, `start_redis_cluster`), and for the TLS test HERALD_TEST_REDISS_CLUSTER_URLS
+//! (`start_redis_cluster --tls`, a cluster of its own). The tests share the plain cluster and one of them restarts a
+//! shard, so each holds the cluster's lock file while it runs (nextest runs tests as parallel processes).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -53,20 +54,7 @@ impl RedisCluster {
 
     /// The port of the shard owning `channel`'s slot (CLUSTER KEYSLOT + CLUSTER SLOTS).
     async fn owner(&self, channel: &str) -> u16 {
-        let mut con = Self::con(self.ports()[0]).await;
-        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(channel).query_async(&mut con).await.unwrap();
-        let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut con).await.unwrap();
-        for range in ranges {
-            if let [redis::Value::Int(from), redis::Value::Int(to), redis::Value::Array(master), ..] = range.as_slice()
-            {
-                if (*from..=*to).contains(&slot) {
-                    if let [_, redis::Value::Int(port), ..] = master.as_slice() {
-                        return *port as u16;
-                    }
-                }
-            }
-        }
-        panic!("no shard owns slot {slot}");
+        owner_through(&mut Self::con(self.ports()[0]).await, channel).await
     }
 
     /// Users whose channels (`{prefix}:u:{user}`) hash to each shard: shard port → user.
@@ -135,6 +123,22 @@ impl RedisCluster {
     }
 }
 
+/// The port of the shard owning `channel`'s slot (CLUSTER KEYSLOT + CLUSTER SLOTS), asked through `con`.
+async fn owner_through(con: &mut redis::aio::MultiplexedConnection, channel: &str) -> u16 {
+    let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(channel).query_async(con).await.unwrap();
+    let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(con).await.unwrap();
+    for range in ranges {
+        if let [redis::Value::Int(from), redis::Value::Int(to), redis::Value::Array(master), ..] = range.as_slice() {
+            if (*from..=*to).contains(&slot) {
+                if let [_, redis::Value::Int(port), ..] = master.as_slice() {
+                    return *port as u16;
+                }
+            }
+        }
+    }
+    panic!("no shard owns slot {slot}");
+}
+
 /// A fresh database on the test PostgreSQL server, or None (with a note) without one.
 async fn fresh_database(test: &str) -> Option<String> {
     let Some(pg) = std::env::var("HERALD_TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()) else {
@@ -151,7 +155,13 @@ async fn fresh_database(test: &str) -> Option<String> {
 
 /// A node on the shared PostgreSQL database and the Redis Cluster, with the test's own channel prefix.
 async fn sharded_node(pg: &str, cluster: &RedisCluster, id: &str) -> Gateway {
-    let (pg, urls, id) = (pg.to_owned(), cluster.urls.clone(), id.to_owned());
+    sharded_node_at(pg, &cluster.urls, id, "").await
+}
+
+/// A node on the shared PostgreSQL database and the Redis Cluster seeded by `urls`, verifying a `rediss://`
+/// cluster's certificates against `ca_file` (the system's trust store when empty).
+async fn sharded_node_at(pg: &str, urls: &str, id: &str, ca_file: &str) -> Gateway {
+    let (pg, urls, id, ca_file) = (pg.to_owned(), urls.to_owned(), id.to_owned(), ca_file.to_owned());
     let prefix = channel_prefix(&pg);
     spawn_gateway_with(move |s| {
         s.cluster.channel_prefix = prefix;
@@ -159,6 +169,7 @@ async fn sharded_node(pg: &str, cluster: &RedisCluster, id: &str) -> Gateway {
         s.cluster.redis_url = Secret::new(urls);
         s.cluster.redis_mode = RedisMode::Cluster;
         s.cluster.pubsub = PubSubMode::Sharded;
+        s.cluster.redis_ca_file = ca_file;
         s.cluster.node_id = id;
         s.cluster.presence_interval_secs = 1;
     })
@@ -417,4 +428,57 @@ async fn when_a_users_slot_moves_to_another_shard_the_subscription_follows_and_n
     let id = notify(&a, &user, "live").await;
     assert_eq!(on_b.notification().await["notification"]["id"], id);
     on_b.silent_for(Duration::from_millis(200)).await;
+}
+
+/// A Redis Cluster that speaks only TLS, its certificates signed by a private CA (services.sh's
+/// `start_redis_cluster --tls`: `HERALD_TEST_REDISS_CLUSTER_URLS`, `HERALD_TEST_TLS_CA`): with that CA as
+/// `cluster.redis_ca_file`, two nodes carry a notification for a user on every shard, each shard reached over TLS
+/// at the address the cluster announces; without the CA the certificate is refused and `/readyz` says so.
+#[tokio::test]
+async fn over_a_tls_only_cluster_signed_by_a_private_ca_users_on_every_shard_receive_from_another_node() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(urls), Some(ca)) = (var("HERALD_TEST_REDISS_CLUSTER_URLS"), var("HERALD_TEST_TLS_CA")) else {
+        eprintln!(
+            "skipped: HERALD_TEST_REDISS_CLUSTER_URLS / HERALD_TEST_TLS_CA are not set (start_redis_cluster --tls)"
+        );
+        return;
+    };
+    let Some(pg) = fresh_database("redis_cluster_tls").await else { return };
+    let a = sharded_node_at(&pg, &urls, "rc-tls-a", &ca).await;
+    let b = sharded_node_at(&pg, &urls, "rc-tls-b", &ca).await;
+    ready(&a).await;
+    ready(&b).await;
+
+    // A user whose channel lives on each shard, found by asking the cluster over TLS.
+    let seed = urls.split(',').next().unwrap();
+    let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(&ca).unwrap()) };
+    let mut con = redis::Client::build_with_tls(seed, certs).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut users = BTreeMap::new();
+    while users.len() < 3 {
+        let user = unique("rct-");
+        users.entry(owner_through(&mut con, &format!("{}:u:{user}", channel_prefix(&pg))).await).or_insert(user);
+    }
+    let mut clients = Vec::new();
+    for user in users.values() {
+        clients.push(b.connect(user).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // B's SSUBSCRIBE to each user's shard
+    for (user, client) in users.values().zip(&mut clients) {
+        let id = notify(&a, user, "over tls").await;
+        assert_eq!(client.notification().await["notification"]["id"], id, "{user}'s session on B got A's event");
+    }
+
+    // The system's trust store does not know the private CA.
+    let untrusted = sharded_node_at(&pg, &urls, "rc-tls-c", "").await;
+    let mut detail = String::new();
+    for _ in 0..100 {
+        let r = untrusted.raw().get(untrusted.url("/readyz")).send().await.unwrap();
+        let body = r.json::<Value>().await.unwrap();
+        detail = body["checks"]["redis"]["detail"].as_str().unwrap_or_default().to_owned();
+        if body["checks"]["redis"]["ok"] == false && detail.to_lowercase().contains("certificate") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(detail.to_lowercase().contains("certificate"), "{detail}");
 }
