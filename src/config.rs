@@ -1472,26 +1472,47 @@ fn check_origin(origin: &str) -> Result<(), String> {
 /// The SQLite writer's page cache is a memory budget: more than this is a typo, not a plan.
 const MAX_SQLITE_CACHE_MIB: usize = 65_536;
 
-/// A `log.filter` must parse as tracing directives, each a level, a target (a Rust path or a crate name) or
-/// `target=level`: a typo such as `inf` or `lapin=loud` is refused rather than silently logging nothing.
+/// A `log.filter` must parse as tracing directives, each a level, a target (a Rust path or a crate name: all its
+/// events) or `target=level`. tracing reads any bare word that is not a level as a target, so a mistyped level
+/// (`inf`, `wran`, `debg`, `warning`) would silently log nothing but that "crate": a bare word within two edits of a
+/// level, or one that a level begins or ends, is refused as a typo. A crate so named is written `crate=trace`.
 fn check_log_filter(filter: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::builder().parse(filter).map_err(|e| format!("`{filter}`: {e}"))?;
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        // A bare word is a level or a target; a bare word that is neither a level nor a path-like target is junk.
-        if directive.contains(['=', '[']) {
+        if directive.contains(['=', '[', ':']) || directive.parse::<u8>().is_ok() {
             continue;
         }
-        let is_level = LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) || directive.parse::<u8>().is_ok();
-        let is_target =
-            directive.contains("::") && directive.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-        if !is_level && !is_target {
+        let word = directive.to_ascii_lowercase();
+        if LEVELS.contains(&word.as_str()) {
+            continue;
+        }
+        if let Some(level) = LEVELS.iter().find(|l| {
+            edit_distance(&word, l) <= 2 || word.starts_with(**l) || (word.len() >= 3 && l.starts_with(&word))
+        }) {
             return Err(format!(
-                "`{directive}` is not a level (off, error, warn, info, debug, trace) nor a `target=level` directive"
+                "`{directive}` looks like the level `{level}` mistyped (levels: off, error, warn, info, debug, trace); \
+                 a target of that name is written `{directive}=trace`"
             ));
         }
     }
     Ok(())
+}
+
+/// Levenshtein distance between two short ASCII words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// The query parameters sqlx's PostgreSQL URL parser reads. It ignores any other with a WARN that prints the
@@ -1812,6 +1833,10 @@ mod tests {
             (vec![("RUST_LOG", "inf")], "RUST_LOG"),
             (vec![("RUST_LOG", "herald=verbose")], "RUST_LOG"),
             (vec![("HERALD__LOG__FILTER", "inf")], "log.filter"),
+            (vec![("HERALD__LOG__FILTER", "info,wran")], "log.filter"),
+            (vec![("RUST_LOG", "debg")], "RUST_LOG"),
+            (vec![("RUST_LOG", "warning")], "RUST_LOG"),
+            (vec![("RUST_LOG", "Infoo")], "RUST_LOG"),
             (vec![("HERALD__LOG__FILTER", "info,,herald=[")], "log.filter"),
             (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "18446744073709551615")], "store.sqlite_cache_mib"),
             (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "1000000")], "store.sqlite_cache_mib"),
@@ -1824,8 +1849,20 @@ mod tests {
             let e = err(&pairs);
             assert!(e.contains(named), "{pairs:?}: {e}");
         }
-        for filter in ["info", "warn,herald=debug", "herald::api=trace,info", "info,lapin=warn,tower_http=debug", ""] {
+        // A bare crate name (all its events) is a target, as tracing reads it, for RUST_LOG as for log.filter.
+        for filter in [
+            "info",
+            "WARN",
+            "warn,herald=debug",
+            "herald::api=trace,info",
+            "info,lapin=warn,tower_http=debug",
+            "herald",
+            "info,hyper",
+            "tracing,tokio,3",
+            "",
+        ] {
             assert!(Settings::load(None, env(&[("HERALD__LOG__FILTER", filter)])).is_ok(), "{filter}");
+            assert!(Settings::load(None, env(&[("RUST_LOG", filter)])).is_ok(), "RUST_LOG={filter}");
         }
     }
 
