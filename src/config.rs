@@ -852,22 +852,30 @@ impl AmqpSettings {
     }
 }
 
-/// Exchange and queue names: 1–255 bytes, and not the broker's reserved `amq.` prefix.
-/// The contents of a PEM file of CA certificates for a TLS connection, once it is known to hold at least one
-/// certificate and nothing unreadable. Read at start (validation) and at each connect (a renewed CA is picked
-/// up on the next reconnect).
+/// The contents of a PEM file of CA certificates for a TLS connection, once it is known to be UTF-8 text (lapin
+/// takes the chain as a string) holding at least one certificate, every one of which parses as a trust anchor
+/// (the TLS verifiers refuse the whole store for one bad root, which would fail every connect after a clean
+/// start). Read at start (validation) and at each connect (a renewed CA is picked up on the next reconnect).
 pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if std::str::from_utf8(&pem).is_err() {
+        return Err(format!("{path} is not a PEM text file (it is not UTF-8)"));
+    }
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{path} is not a PEM file of certificates: {e}"))?;
     if certs.is_empty() {
         return Err(format!("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
     }
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in certs.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| format!("{path}: certificate {} is not a usable CA certificate: {e}", n + 1))?;
+    }
     Ok(pem)
 }
 
+/// Exchange and queue names: 1–255 bytes, and not the broker's reserved `amq.` prefix.
 fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 255 {
         return Err(invalid(key, "must be 1 to 255 bytes"));
@@ -2270,13 +2278,25 @@ mod tests {
         let bad_pem = dir.path().join("bad.pem");
         std::fs::write(&bad_pem, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n").unwrap();
         let missing = dir.path().join("missing.pem");
-        let (not_pem, bad_pem, missing) =
-            (not_pem.to_str().unwrap(), bad_pem.to_str().unwrap(), missing.to_str().unwrap());
+        // Well-formed PEM whose DER is no certificate: the verifiers would refuse the store at every connect.
+        let not_x509 = dir.path().join("not-x509.pem");
+        std::fs::write(&not_x509, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        let binary = dir.path().join("ca.der");
+        std::fs::write(&binary, [0x30, 0x82, 0xff, 0xfe, 0x00]).unwrap();
+        let (not_pem, bad_pem, missing, not_x509, binary) = (
+            not_pem.to_str().unwrap(),
+            bad_pem.to_str().unwrap(),
+            missing.to_str().unwrap(),
+            not_x509.to_str().unwrap(),
+            binary.to_str().unwrap(),
+        );
         let amqps = ("HERALD__AMQP__URL", "amqps://u:p@mq.example.com/prod");
         for (url, file, says) in [
             (amqps, missing, "cannot read"),
             (amqps, not_pem, "no PEM certificate"),
             (amqps, bad_pem, "not a PEM file"),
+            (amqps, not_x509, "certificate 1 is not a usable CA certificate"),
+            (amqps, binary, "not UTF-8"),
             (("HERALD__AMQP__URL", "amqp://u:p@mq/prod"), not_pem, "amqps://"),
         ] {
             let e = err(&[url, ("HERALD__AMQP__CA_FILE", file)]);
@@ -2286,6 +2306,7 @@ mod tests {
         for (url, file, says) in [
             ("rediss://r.example.com:6380", missing, "cannot read"),
             ("rediss://r.example.com:6380", not_pem, "no PEM certificate"),
+            ("rediss://r.example.com:6380", not_x509, "not a usable CA certificate"),
             ("redis://r.example.com:6379", not_pem, "rediss://"),
         ] {
             let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", url), ("HERALD__CLUSTER__REDIS_CA_FILE", file)]);

@@ -215,7 +215,7 @@ pub async fn start_with(
     let ops = match settings.server.ops_bind {
         Some(addr) => {
             let ops = TcpListener::bind(addr).await.with_context(|| format!("binding server.ops_bind = {addr}"))?;
-            tracing::info!(addr = %ops.local_addr()?, "serving /healthz, /readyz and /metrics on server.ops_bind too");
+            tracing::info!(addr = %ops.local_addr()?, "serving /healthz and /readyz (also on server.bind) and /metrics (only here) on server.ops_bind");
             Some((ops, api::ops_router(state.clone())))
         }
         None => None,

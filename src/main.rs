@@ -51,6 +51,10 @@ enum Command {
         /// Broker URL. Default: amqp.url from the configuration (HERALD__AMQP__URL).
         #[arg(long)]
         url: Option<String>,
+        /// With an amqps:// URL: a PEM file of CA certificates trusted besides the system's (a broker signed by
+        /// a private CA). Default: amqp.ca_file from the configuration when the URL comes from it too.
+        #[arg(long)]
+        ca_file: Option<String>,
         #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
         /// Publish to this exchange instead of the fixture's `exchange`.
@@ -220,13 +224,23 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Publish { url, config, exchange, routing_key, fixtures } => {
-            let url = match url {
-                Some(url) => url,
-                None => load(config.as_deref())?.amqp.url.expose().to_owned(),
+        Command::Publish { url, ca_file, config, exchange, routing_key, fixtures } => {
+            let (url, ca_file) = match url {
+                Some(url) => (url, ca_file.unwrap_or_default()),
+                None => {
+                    let amqp = load(config.as_deref())?.amqp;
+                    (amqp.url.expose().to_owned(), ca_file.unwrap_or(amqp.ca_file))
+                }
             };
+            herald::install_crypto_provider();
             let report = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
-                herald::ingest::amqp::publish_fixtures(&url, &fixtures, exchange.as_deref(), routing_key.as_deref()),
+                herald::ingest::amqp::publish_fixtures(
+                    &url,
+                    &ca_file,
+                    &fixtures,
+                    exchange.as_deref(),
+                    routing_key.as_deref(),
+                ),
             )?;
             // Every file is tried; the failures are counted at the end.
             let mut failed = 0;

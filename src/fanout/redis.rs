@@ -290,6 +290,7 @@ pub fn start(
     let worker = Worker {
         names,
         connector,
+        ca_reread: (!settings.redis_ca_file.is_empty()).then(|| settings.clone()),
         mode: settings.pubsub,
         node,
         registry,
@@ -307,6 +308,9 @@ pub fn start(
 struct Worker {
     names: Names,
     connector: Connector,
+    /// With `cluster.redis_ca_file` set, the settings to rebuild the connector from before each reconnect, so a
+    /// renewed CA file is taken without a restart (as `amqp.ca_file` is).
+    ca_reread: Option<ClusterSettings>,
     mode: PubSubMode,
     node: Arc<str>,
     registry: Registry,
@@ -319,13 +323,21 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut publish: mpsc::Receiver<(String, Bytes)>, stop: CancellationToken) {
+    async fn run(mut self, mut publish: mpsc::Receiver<(String, Bytes)>, stop: CancellationToken) {
         let mut attempt = 0u32;
         let mut connected_before = false;
         // This process has written its presence line: a line under its name by another process since is not its
         // own (at start, the line may be the previous process's).
         let mut reported = false;
         loop {
+            if let (Some(settings), true) = (&self.ca_reread, connected_before || attempt > 0) {
+                match Connector::new(settings) {
+                    Ok(connector) => self.connector = connector,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the Redis CA file again; keeping the one read before")
+                    }
+                }
+            }
             let lost = Arc::new(Notify::new());
             let result = tokio::select! {
                 _ = stop.cancelled() => return,

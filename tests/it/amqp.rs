@@ -1156,7 +1156,7 @@ async fn herald_publish_reports_what_was_confirmed_when_the_connection_drops_mid
     });
 
     let files = [vec![first, blocked.clone()], rest.to_vec()].concat();
-    let run = tokio::spawn(async move { herald::ingest::amqp::publish_fixtures(&url, &files, None, None).await });
+    let run = tokio::spawn(async move { herald::ingest::amqp::publish_fixtures(&url, "", &files, None, None).await });
     // Opening the FIFO for writing returns once the publisher opened it: the first file is confirmed by then.
     let writer = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(blocked).unwrap());
     let mut writer = writer.await.unwrap();
@@ -1787,6 +1787,32 @@ async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
     amqp.publish_fixture(&broker, "sgad-notification-user.json").await;
     let f = tab.notification().await;
     assert_eq!(f["notification"]["title"], "Disponibilidad Cerrada", "{f}");
+
+    // `herald publish` reaches the same broker over TLS with `--ca-file`, and says why it cannot without it.
+    let mut second = fixture("medtrack-student-created.json");
+    second["exchange"] = json!(amqp.exchange("events.topic"));
+    let file = amqp.dir.path().join("over-tls.json");
+    std::fs::write(&file, second.to_string()).unwrap();
+    let mut welcomed = gw.connect("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await; // the fixture's recipient
+    let publish = |with_ca: bool| {
+        let (url, ca, file) = (url.clone(), ca.clone(), file.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+            cmd.args(["publish", "--url", &url]).env_remove("HERALD__AMQP__CA_FILE");
+            if with_ca {
+                cmd.args(["--ca-file", &ca]);
+            }
+            cmd.arg(&file).output().unwrap()
+        })
+    };
+    let out = publish(false).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("UnknownIssuer"), "{stderr}");
+    let out = publish(true).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("confirmed"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let f = welcomed.notification().await;
+    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, John!", "{f}");
     gw.stop().await.unwrap();
 
     // The system's trust store does not know the private CA: no connection, and readiness says so.

@@ -786,3 +786,53 @@ async fn two_nodes_linked_through_a_redis_behind_tls_signed_by_a_private_ca_deli
     }
     assert!(detail.to_lowercase().contains("certificate"), "{detail}");
 }
+
+/// `cluster.redis_ca_file` is read again before each reconnect: a node started with a CA that did not sign the
+/// Redis server's certificate (a CA being rotated) reports the certificate refused, and once the file holds the
+/// right CA it connects without a restart and carries notifications (as `amqp.ca_file` does for the broker).
+#[tokio::test]
+async fn a_renewed_redis_ca_file_is_taken_at_the_next_reconnect_without_a_restart() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(rediss), Some(ca)) = (var("HERALD_TEST_REDISS_URL"), var("HERALD_TEST_TLS_CA")) else {
+        eprintln!("skipped: HERALD_TEST_REDISS_URL / HERALD_TEST_TLS_CA are not set (start_redis sets them)");
+        return;
+    };
+    let Some((pg, _)) = fresh_database("rediss_ca_renewed").await else { return };
+    // A CA of its own, valid but not the signer of the server's certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=another-ca", "-keyout"])
+        .arg(dir.path().join("ca.key"))
+        .arg("-out")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let path = file.to_str().unwrap().to_owned();
+    let renewed = node_with(&pg, &rediss, "node-renewed", move |s| s.cluster.redis_ca_file = path).await;
+    let redis_check = async |gw: &Gateway| -> Value {
+        let r = gw.raw().get(gw.url("/readyz")).send().await.unwrap();
+        r.json::<Value>().await.unwrap()["checks"]["redis"].clone()
+    };
+    let refused = eventually("the certificate refused", Duration::from_secs(15), async || {
+        let check = redis_check(&renewed).await;
+        (check["ok"] == false && check["detail"].as_str()?.to_lowercase().contains("certificate")).then_some(check)
+    })
+    .await;
+    assert_eq!(refused["ok"], false, "{refused}");
+
+    std::fs::copy(&ca, &file).unwrap();
+    eventually("connected with the renewed CA", Duration::from_secs(30), async || {
+        (redis_check(&renewed).await["ok"] == true).then_some(())
+    })
+    .await;
+    let other = node_with(&pg, &rediss, "node-other", move |s| s.cluster.redis_ca_file = ca).await;
+    ready(&other).await;
+    let user = unique("u-");
+    let mut session = renewed.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the renewed node's subscription to the user's channel
+    let id = notify(&other, &user, "after the renewal").await;
+    assert_eq!(session.notification().await["notification"]["id"], id, "the renewed node's session got it");
+}

@@ -62,22 +62,29 @@ pub fn spawn(
 async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> anyhow::Result<lapin::Connection> {
     let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
     // `ca_file` (amqps:// only, validated at start) is read again here: a renewed CA is taken at the reconnect.
-    let tls = lapin::tcp::OwnedTLSConfig {
-        identity: None,
-        cert_chain: match s.ca_file.as_str() {
-            "" => None,
-            path => Some(
-                String::from_utf8(crate::config::read_ca_file(path).map_err(anyhow::Error::msg)?)
-                    .map_err(|_| anyhow::anyhow!("amqp.ca_file: {path} is not UTF-8 PEM"))?,
-            ),
-        },
-    };
-    let connecting =
-        lapin::Connection::connect_with_config(s.url.expose(), props, tls, lapin::runtime::default_runtime()?);
+    let connecting = lapin::Connection::connect_with_config(
+        s.url.expose(),
+        props,
+        tls(&s.ca_file)?,
+        lapin::runtime::default_runtime()?,
+    );
     let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("connecting timed out after {timeout:?}"))??;
     Ok(conn)
+}
+
+/// The TLS settings of a connection: `ca_file` (a PEM file of CA certificates, trusted besides the system's
+/// store; empty for none) read now. The consumer and `herald publish` both connect with it.
+pub(crate) fn tls(ca_file: &str) -> anyhow::Result<lapin::tcp::OwnedTLSConfig> {
+    let cert_chain = match ca_file {
+        "" => None,
+        path => Some(
+            String::from_utf8(crate::config::read_ca_file(path).map_err(|e| anyhow::anyhow!("amqp.ca_file: {e}"))?)
+                .map_err(|_| anyhow::anyhow!("amqp.ca_file: {path} is not UTF-8 PEM"))?,
+        ),
+    };
+    Ok(lapin::tcp::OwnedTLSConfig { identity: None, cert_chain })
 }
 
 /// How long one broker operation (opening a channel, a `basic.ack`, a publish's confirm, ...) may take: a broker,
