@@ -780,7 +780,11 @@ impl AmqpSettings {
             if !self.url.expose().starts_with("amqps://") {
                 return Err(invalid("amqp.ca_file", "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
             }
-            read_ca_file(&self.ca_file).map_err(|m| invalid("amqp.ca_file", m))?;
+            // lapin takes the chain as text: the file must be UTF-8 as well.
+            crate::ingest::amqp::tls(&self.ca_file, "amqp.ca_file").map_err(|e| {
+                let m = e.to_string();
+                invalid("amqp.ca_file", m.strip_prefix("amqp.ca_file: ").unwrap_or(&m).to_owned())
+            })?;
         }
         let positive = [
             ("amqp.prefetch", self.prefetch as u64),
@@ -852,16 +856,13 @@ impl AmqpSettings {
     }
 }
 
-/// The contents of a PEM file of CA certificates for a TLS connection, once it is known to be UTF-8 text (lapin
-/// takes the chain as a string) holding at least one certificate, every one of which parses as a trust anchor
-/// (the TLS verifiers refuse the whole store for one bad root, which would fail every connect after a clean
-/// start). Read at start (validation) and at each connect (a renewed CA is picked up on the next reconnect).
+/// The contents of a PEM file of CA certificates for a TLS connection, once it is known to hold at least one
+/// certificate, every one of which parses as an X.509 trust anchor (the TLS verifiers refuse the whole store for
+/// one unparseable root, which would fail every connect after a clean start). Read at start (validation) and at
+/// each connect (a renewed CA is picked up on the next reconnect).
 pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    if std::str::from_utf8(&pem).is_err() {
-        return Err(format!("{path} is not a PEM text file (it is not UTF-8)"));
-    }
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{path} is not a PEM file of certificates: {e}"))?;
@@ -870,7 +871,9 @@ pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
     }
     let mut roots = rustls::RootCertStore::empty();
     for (n, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| format!("{path}: certificate {} is not a usable CA certificate: {e}", n + 1))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{path}: certificate {} is not a parseable X.509 certificate: {e}", n + 1))?;
     }
     Ok(pem)
 }
@@ -1480,47 +1483,62 @@ fn check_origin(origin: &str) -> Result<(), String> {
 /// The SQLite writer's page cache is a memory budget: more than this is a typo, not a plan.
 const MAX_SQLITE_CACHE_MIB: usize = 65_536;
 
-/// A `log.filter` must parse as tracing directives, each a level, a target (a Rust path or a crate name: all its
-/// events) or `target=level`. tracing reads any bare word that is not a level as a target, so a mistyped level
-/// (`inf`, `wran`, `debg`, `warning`) would silently log nothing but that "crate": a bare word within two edits of a
-/// level, or one that a level begins or ends, is refused as a typo. A crate so named is written `crate=trace`.
+/// A `log.filter` must parse as tracing directives, each a level (a name, or `0`–`5`), a target (a Rust path or a
+/// crate name: all its events) or `target=level`. tracing reads any other bare word as a target, so a mistyped
+/// level (`inf`, `wran`, `debg`, `warning`, `6`) would silently log nothing but that "crate": a bare number
+/// above 5, or a word one edit (a swap counts as one) from a level, or that a level begins or that begins a
+/// level, is refused as a typo. A crate so named (`warp`) is written `warp=trace`.
 fn check_log_filter(filter: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::builder().parse(filter).map_err(|e| format!("`{filter}`: {e}"))?;
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    const NAMES: &str = "levels: off, error, warn, info, debug, trace, or 0 to 5";
     for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        if directive.contains(['=', '[', ':']) || directive.parse::<u8>().is_ok() {
+        if directive.contains(['=', '[', ':']) {
             continue;
+        }
+        if directive.bytes().all(|b| b.is_ascii_digit()) {
+            if directive.parse::<u8>().is_ok_and(|n| n <= 5) {
+                continue;
+            }
+            return Err(format!("`{directive}` is no level ({NAMES})"));
         }
         let word = directive.to_ascii_lowercase();
         if LEVELS.contains(&word.as_str()) {
             continue;
         }
         if let Some(level) = LEVELS.iter().find(|l| {
-            edit_distance(&word, l) <= 2 || word.starts_with(**l) || (word.len() >= 3 && l.starts_with(&word))
+            edit_distance(&word, l) <= 1 || word.starts_with(**l) || (word.len() >= 3 && l.starts_with(&word))
         }) {
             return Err(format!(
-                "`{directive}` looks like the level `{level}` mistyped (levels: off, error, warn, info, debug, trace); \
-                 a target of that name is written `{directive}=trace`"
+                "`{directive}` looks like the level `{level}` mistyped ({NAMES}); a target of that name is written \
+                 `{directive}=trace`"
             ));
         }
     }
     Ok(())
 }
 
-/// Levenshtein distance between two short ASCII words.
+/// Edit distance between two short ASCII words (optimal string alignment: an insertion, a deletion, a
+/// substitution or a swap of two neighbours each count one).
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, &ca) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The query parameters sqlx's PostgreSQL URL parser reads. It ignores any other with a WARN that prints the
@@ -1845,6 +1863,8 @@ mod tests {
             (vec![("RUST_LOG", "debg")], "RUST_LOG"),
             (vec![("RUST_LOG", "warning")], "RUST_LOG"),
             (vec![("RUST_LOG", "Infoo")], "RUST_LOG"),
+            (vec![("RUST_LOG", "tarce")], "RUST_LOG"),
+            (vec![("RUST_LOG", "info,9")], "RUST_LOG"),
             (vec![("HERALD__LOG__FILTER", "info,,herald=[")], "log.filter"),
             (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "18446744073709551615")], "store.sqlite_cache_mib"),
             (vec![("HERALD__STORE__SQLITE_CACHE_MIB", "1000000")], "store.sqlite_cache_mib"),
@@ -1867,6 +1887,7 @@ mod tests {
             "herald",
             "info,hyper",
             "tracing,tokio,3",
+            "info,want,wasi,errno,h2,hyper,tower_http,sqlx,lapin,redis,axum,rustls,mio,reqwest",
             "",
         ] {
             assert!(Settings::load(None, env(&[("HERALD__LOG__FILTER", filter)])).is_ok(), "{filter}");
@@ -2270,6 +2291,9 @@ mod tests {
 
     /// A CA file is checked at start, for the connection it serves: one that cannot be read, holds no
     /// certificate, or is set for a plain (non-TLS) URL is refused with its key, never found at the first connect.
+    /// A self-signed CA certificate (`openssl req -x509 -newkey ec ... -days 36500`), for the CA-file checks.
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkzCCATmgAwIBAgIUD6zUMak1VT9afOjL0zi6jq6XxXwwCgYIKoZIzj0EAwIw\nHjEcMBoGA1UEAwwTaGVyYWxkLXVuaXQtdGVzdC1jYTAgFw0yNjEyMDYxNzMyMDZa\nGA8yMTI2MTExMjE3MzIwNlowHjEcMBoGA1UEAwwTaGVyYWxkLXVuaXQtdGVzdC1j\nYTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDLOGC5BmCzfmh0/gHfsBN78SsAh\njO7BaGY95yvMJBnKkhOCP79vQashbWE18D3r3/Yd9JlaTXIm9la5/hJoRKWjUzBR\nMB0GA1UdDgQWBBQHvS9dHJGtIRpge1D11jLc0Qg3eTAfBgNVHSMEGDAWgBQHvS9d\nHJGtIRpge1D11jLc0Qg3eTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA\nMEUCIFuf6JrtqdXo8iI/v3yXznO6iUpwzV6qlSP6P7TvUKlKAiEAhfht+00FZuYt\nK3AGAlvmYYT6Snb4Yb38jPU/BnL/gMs=\n-----END CERTIFICATE-----\n";
+
     #[test]
     fn a_tls_ca_file_that_is_missing_empty_or_for_a_plain_url_is_refused_at_start() {
         let dir = tempfile::tempdir().unwrap();
@@ -2281,22 +2305,27 @@ mod tests {
         // Well-formed PEM whose DER is no certificate: the verifiers would refuse the store at every connect.
         let not_x509 = dir.path().join("not-x509.pem");
         std::fs::write(&not_x509, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        // A good certificate after a Latin-1 comment: fine for Redis (bytes), refused for lapin (text).
+        let latin1 = dir.path().join("latin1.pem");
+        std::fs::write(&latin1, [b"# Autorit\xe9 de test\n".as_slice(), TEST_CA_PEM.as_bytes()].concat()).unwrap();
         let binary = dir.path().join("ca.der");
         std::fs::write(&binary, [0x30, 0x82, 0xff, 0xfe, 0x00]).unwrap();
-        let (not_pem, bad_pem, missing, not_x509, binary) = (
+        let (not_pem, bad_pem, missing, not_x509, binary, latin1) = (
             not_pem.to_str().unwrap(),
             bad_pem.to_str().unwrap(),
             missing.to_str().unwrap(),
             not_x509.to_str().unwrap(),
             binary.to_str().unwrap(),
+            latin1.to_str().unwrap(),
         );
         let amqps = ("HERALD__AMQP__URL", "amqps://u:p@mq.example.com/prod");
         for (url, file, says) in [
             (amqps, missing, "cannot read"),
             (amqps, not_pem, "no PEM certificate"),
             (amqps, bad_pem, "not a PEM file"),
-            (amqps, not_x509, "certificate 1 is not a usable CA certificate"),
-            (amqps, binary, "not UTF-8"),
+            (amqps, not_x509, "certificate 1 is not a parseable X.509 certificate"),
+            (amqps, binary, "no PEM certificate"),
+            (amqps, latin1, "not UTF-8"),
             (("HERALD__AMQP__URL", "amqp://u:p@mq/prod"), not_pem, "amqps://"),
         ] {
             let e = err(&[url, ("HERALD__AMQP__CA_FILE", file)]);
@@ -2306,12 +2335,23 @@ mod tests {
         for (url, file, says) in [
             ("rediss://r.example.com:6380", missing, "cannot read"),
             ("rediss://r.example.com:6380", not_pem, "no PEM certificate"),
-            ("rediss://r.example.com:6380", not_x509, "not a usable CA certificate"),
+            ("rediss://r.example.com:6380", not_x509, "not a parseable X.509 certificate"),
             ("redis://r.example.com:6379", not_pem, "rediss://"),
         ] {
             let e = err(&[pg, ("HERALD__CLUSTER__REDIS_URL", url), ("HERALD__CLUSTER__REDIS_CA_FILE", file)]);
             assert!(e.contains("cluster.redis_ca_file") && e.contains(says), "{file}: {e}");
         }
+        let redis_ca = |file: &str| {
+            Settings::load(
+                None,
+                env(&[
+                    pg,
+                    ("HERALD__CLUSTER__REDIS_URL", "rediss://r.example.com:6380"),
+                    ("HERALD__CLUSTER__REDIS_CA_FILE", file),
+                ]),
+            )
+        };
+        assert!(redis_ca(latin1).is_ok(), "a good certificate is taken whatever the text around it");
     }
 
     #[test]

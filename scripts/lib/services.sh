@@ -243,8 +243,9 @@ start_redis_cluster() {
     port=$(free_port); bus=$(free_port); dir="$root/$port"; mkdir -p "$dir"
     listen="--port $port"
     if [ "$scheme" = rediss ]; then
-      listen="--port 0 --tls-port $port --tls-cluster yes --tls-cert-file $HERALD_TEST_TLS_DIR/server.pem"
-      listen+=" --tls-key-file $HERALD_TEST_TLS_DIR/server.key --tls-ca-cert-file $HERALD_TEST_TLS_CA --tls-auth-clients no"
+      listen="--port 0 --tls-port $port --tls-cluster yes --tls-cert-file \"$HERALD_TEST_TLS_DIR/server.pem\""
+      listen+=" --tls-key-file \"$HERALD_TEST_TLS_DIR/server.key\" --tls-ca-cert-file \"$HERALD_TEST_TLS_CA\""
+      listen+=" --tls-auth-clients no"
     fi
     # A short node timeout: a killed shard is noticed (and a restarted one rejoins) within seconds.
     cat > "$dir/start" <<SH

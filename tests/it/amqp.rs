@@ -1156,7 +1156,9 @@ async fn herald_publish_reports_what_was_confirmed_when_the_connection_drops_mid
     });
 
     let files = [vec![first, blocked.clone()], rest.to_vec()].concat();
-    let run = tokio::spawn(async move { herald::ingest::amqp::publish_fixtures(&url, "", &files, None, None).await });
+    let run = tokio::spawn(async move {
+        herald::ingest::amqp::publish_fixtures(&url, Default::default(), &files, None, None).await
+    });
     // Opening the FIFO for writing returns once the publisher opened it: the first file is confirmed by then.
     let writer = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(blocked).unwrap());
     let mut writer = writer.await.unwrap();
@@ -1808,6 +1810,13 @@ async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
     let out = publish(false).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("UnknownIssuer"), "{stderr}");
+    let plain = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["publish", "--url", &amqp.url, "--ca-file", &ca])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success() && stderr.contains("--ca-file is for an amqps:// URL"), "{stderr}");
     let out = publish(true).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("confirmed"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));

@@ -19,17 +19,16 @@ use crate::ingest::fixture::{self, Fixture, Properties};
 /// it failed. A file that fails does not stop the others (the channel an error closed is reopened); a broker that
 /// cannot be reached at the start is an error for all, and a connection lost midway fails the files not yet
 /// confirmed, each saying so, while the report keeps those that were. `exchange` / `routing_key` replace the
-/// fixture's own. `ca_file` (empty for none) is a PEM file of CA certificates trusted for an `amqps://` broker, as
-/// `amqp.ca_file` is for the consumer.
+/// fixture's own. `tls` is [`super::tls`]'s: the CA certificates trusted for an `amqps://` broker.
 pub async fn publish_fixtures(
     url: &str,
-    ca_file: &str,
+    tls: lapin::tcp::OwnedTLSConfig,
     files: &[PathBuf],
     exchange: Option<&str>,
     routing_key: Option<&str>,
 ) -> anyhow::Result<Vec<anyhow::Result<String>>> {
     let props = ConnectionProperties::default().with_connection_name("herald publish".into());
-    let conn = Connection::connect_with_config(url, props, super::tls(ca_file)?, lapin::runtime::default_runtime()?)
+    let conn = Connection::connect_with_config(url, props, tls, lapin::runtime::default_runtime()?)
         .await
         .with_context(|| format!("connecting to {}", crate::redact_url(url)))?;
     let mut ch = confirm_channel(&conn).await?;
