@@ -288,7 +288,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics */
+        /**
+         * Prometheus metrics
+         * @description On `server.bind` only while `server.ops_bind` is unset; with it set, on `server.ops_bind` only (the clients' address answers 404 `not_found`).
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
@@ -2842,6 +2845,15 @@ export interface operations {
                 };
                 content: {
                     "text/plain; version=0.0.4": string;
+                };
+            };
+            /** @description Asked on the clients' address while `server.ops_bind` is set. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
