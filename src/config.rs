@@ -780,11 +780,8 @@ impl AmqpSettings {
             if !self.url.expose().starts_with("amqps://") {
                 return Err(invalid("amqp.ca_file", "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
             }
-            // lapin takes the chain as text: the file must be UTF-8 as well.
-            crate::ingest::amqp::tls(&self.ca_file, "amqp.ca_file").map_err(|e| {
-                let m = e.to_string();
-                invalid("amqp.ca_file", m.strip_prefix("amqp.ca_file: ").unwrap_or(&m).to_owned())
-            })?;
+            // The consumer's own reading (lapin takes the chain as text: the file must be UTF-8 as well).
+            crate::ingest::amqp::tls(&self.ca_file).map_err(|m| invalid("amqp.ca_file", m))?;
         }
         let positive = [
             ("amqp.prefetch", self.prefetch as u64),
@@ -2289,11 +2286,11 @@ mod tests {
         }
     }
 
-    /// A CA file is checked at start, for the connection it serves: one that cannot be read, holds no
-    /// certificate, or is set for a plain (non-TLS) URL is refused with its key, never found at the first connect.
     /// A self-signed CA certificate (`openssl req -x509 -newkey ec ... -days 36500`), for the CA-file checks.
     const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBkzCCATmgAwIBAgIUD6zUMak1VT9afOjL0zi6jq6XxXwwCgYIKoZIzj0EAwIw\nHjEcMBoGA1UEAwwTaGVyYWxkLXVuaXQtdGVzdC1jYTAgFw0yNjEyMDYxNzMyMDZa\nGA8yMTI2MTExMjE3MzIwNlowHjEcMBoGA1UEAwwTaGVyYWxkLXVuaXQtdGVzdC1j\nYTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDLOGC5BmCzfmh0/gHfsBN78SsAh\njO7BaGY95yvMJBnKkhOCP79vQashbWE18D3r3/Yd9JlaTXIm9la5/hJoRKWjUzBR\nMB0GA1UdDgQWBBQHvS9dHJGtIRpge1D11jLc0Qg3eTAfBgNVHSMEGDAWgBQHvS9d\nHJGtIRpge1D11jLc0Qg3eTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA\nMEUCIFuf6JrtqdXo8iI/v3yXznO6iUpwzV6qlSP6P7TvUKlKAiEAhfht+00FZuYt\nK3AGAlvmYYT6Snb4Yb38jPU/BnL/gMs=\n-----END CERTIFICATE-----\n";
 
+    /// A CA file is checked at start, for the connection it serves: one that cannot be read, holds no
+    /// certificate, or is set for a plain (non-TLS) URL is refused with its key, never found at the first connect.
     #[test]
     fn a_tls_ca_file_that_is_missing_empty_or_for_a_plain_url_is_refused_at_start() {
         let dir = tempfile::tempdir().unwrap();

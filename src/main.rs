@@ -225,24 +225,22 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Publish { url, ca_file, config, exchange, routing_key, fixtures } => {
-            let (url, ca_file, key) = match (url, ca_file) {
-                (url, Some(ca_file)) => {
-                    let url = match url {
-                        Some(url) => url,
-                        None => load(config.as_deref())?.amqp.url.expose().to_owned(),
-                    };
-                    if !url.starts_with("amqps://") {
-                        anyhow::bail!("--ca-file is for an amqps:// URL (TLS); the broker URL is plain amqp://");
-                    }
-                    (url, ca_file, "--ca-file")
-                }
-                (Some(url), None) => (url, String::new(), "--ca-file"),
-                (None, None) => {
+            // Without --url, the configured broker, and its CA file unless --ca-file names another.
+            let (url, configured_ca) = match url {
+                Some(url) => (url, String::new()),
+                None => {
                     let amqp = load(config.as_deref())?.amqp;
-                    (amqp.url.expose().to_owned(), amqp.ca_file, "amqp.ca_file")
+                    (amqp.url.expose().to_owned(), amqp.ca_file)
                 }
             };
-            let tls = herald::ingest::amqp::tls(&ca_file, key)?;
+            let (file, key) = match ca_file {
+                Some(_) if !url.starts_with("amqps://") => {
+                    anyhow::bail!("--ca-file is for an amqps:// URL (TLS); the broker URL is plain amqp://")
+                }
+                Some(file) => (file, "--ca-file"),
+                None => (configured_ca, "amqp.ca_file"),
+            };
+            let tls = herald::ingest::amqp::tls(&file).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
             herald::install_crypto_provider();
             let report = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
                 herald::ingest::amqp::publish_fixtures(

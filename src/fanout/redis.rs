@@ -330,7 +330,8 @@ impl Worker {
         // own (at start, the line may be the previous process's).
         let mut reported = false;
         loop {
-            if let (Some(settings), true) = (&self.ca_reread, connected_before || attempt > 0) {
+            // Not before the first attempt: `start` has just built the connector from the file.
+            if let Some(settings) = self.ca_reread.as_ref().filter(|_| connected_before || attempt > 0) {
                 match Connector::new(settings) {
                     Ok(connector) => self.connector = connector,
                     Err(e) => {

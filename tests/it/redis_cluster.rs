@@ -59,13 +59,7 @@ impl RedisCluster {
 
     /// Users whose channels (`{prefix}:u:{user}`) hash to each shard: shard port → user.
     async fn a_user_on_every_shard(&self, prefix: &str) -> BTreeMap<u16, String> {
-        let mut users = BTreeMap::new();
-        while users.len() < self.ports().len() {
-            let user = unique("rc-");
-            let port = self.owner(&format!("{prefix}:u:{user}")).await;
-            users.entry(port).or_insert(user);
-        }
-        users
+        a_user_on_every_shard(&mut Self::con(self.ports()[0]).await, prefix, self.ports().len()).await
     }
 
     /// Move one (keyless) slot to another shard the way `redis-cli --cluster reshard` does: IMPORTING on the
@@ -137,6 +131,21 @@ async fn owner_through(con: &mut redis::aio::MultiplexedConnection, channel: &st
         }
     }
     panic!("no shard owns slot {slot}");
+}
+
+/// Users whose channels (`{prefix}:u:{user}`) hash to each of the cluster's `shards`, asked through `con`: shard
+/// port → user.
+async fn a_user_on_every_shard(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    shards: usize,
+) -> BTreeMap<u16, String> {
+    let mut users = BTreeMap::new();
+    while users.len() < shards {
+        let user = unique("rc-");
+        users.entry(owner_through(con, &format!("{prefix}:u:{user}")).await).or_insert(user);
+    }
+    users
 }
 
 /// A fresh database on the test PostgreSQL server, or None (with a note) without one.
@@ -453,11 +462,7 @@ async fn over_a_tls_only_cluster_signed_by_a_private_ca_users_on_every_shard_rec
     let seed = urls.split(',').next().unwrap();
     let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(&ca).unwrap()) };
     let mut con = redis::Client::build_with_tls(seed, certs).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let mut users = BTreeMap::new();
-    while users.len() < 3 {
-        let user = unique("rct-");
-        users.entry(owner_through(&mut con, &format!("{}:u:{user}", channel_prefix(&pg))).await).or_insert(user);
-    }
+    let users = a_user_on_every_shard(&mut con, &channel_prefix(&pg), urls.split(',').count()).await;
     let mut clients = Vec::new();
     for user in users.values() {
         clients.push(b.connect(user).await);

@@ -65,7 +65,7 @@ async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> 
     let connecting = lapin::Connection::connect_with_config(
         s.url.expose(),
         props,
-        tls(&s.ca_file, "amqp.ca_file")?,
+        tls(&s.ca_file).map_err(|e| anyhow::anyhow!("amqp.ca_file: {e}"))?,
         lapin::runtime::default_runtime()?,
     );
     let conn = tokio::time::timeout(timeout, connecting)
@@ -75,14 +75,15 @@ async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> 
 }
 
 /// The TLS settings of a connection: `ca_file` (a PEM file of CA certificates, trusted besides the system's
-/// store; empty for none) read now, errors naming it `key`. lapin takes the chain as text, so the file must be
-/// UTF-8. The consumer (`amqp.ca_file`, also checked so at start) and `herald publish` (`--ca-file`) use it.
-pub fn tls(ca_file: &str, key: &str) -> anyhow::Result<lapin::tcp::OwnedTLSConfig> {
+/// store; empty for none) read now; the error does not name the setting, which the caller does. lapin takes the
+/// chain as text, so the file must be UTF-8. The consumer (`amqp.ca_file`, also checked so at start) and
+/// `herald publish` (`--ca-file`) use it.
+pub fn tls(ca_file: &str) -> Result<lapin::tcp::OwnedTLSConfig, String> {
     let cert_chain = match ca_file {
         "" => None,
         path => Some(
-            String::from_utf8(crate::config::read_ca_file(path).map_err(|e| anyhow::anyhow!("{key}: {e}"))?)
-                .map_err(|_| anyhow::anyhow!("{key}: {path} is not a PEM text file (it is not UTF-8)"))?,
+            String::from_utf8(crate::config::read_ca_file(path)?)
+                .map_err(|_| format!("{path} is not a PEM text file (it is not UTF-8)"))?,
         ),
     };
     Ok(lapin::tcp::OwnedTLSConfig { identity: None, cert_chain })
