@@ -761,17 +761,23 @@ async fn a_rules_reload_through_one_node_reloads_every_node() {
     .await;
 }
 
+/// The test Redis's TLS URL and the CA that signed its certificate (services.sh's `start_redis`), or None (with
+/// a note) without them.
+fn rediss() -> Option<(String, String)> {
+    let found = env("HERALD_TEST_REDISS_URL").zip(env("HERALD_TEST_TLS_CA"));
+    if found.is_none() {
+        eprintln!("skipped: HERALD_TEST_REDISS_URL / HERALD_TEST_TLS_CA are not set (start_redis sets them)");
+    }
+    found
+}
+
 /// A Redis reached over TLS (`rediss://`) whose certificate a private CA signed (services.sh's `start_redis`:
 /// `HERALD_TEST_REDISS_URL`, `HERALD_TEST_TLS_CA`): with that CA as `cluster.redis_ca_file` two nodes carry a
 /// notification between them; without it the certificate is refused and `/readyz` says so. (The redis crate was
 /// built without TLS: a `rediss://` URL passed the config check and never connected.)
 #[tokio::test]
 async fn two_nodes_linked_through_a_redis_behind_tls_signed_by_a_private_ca_deliver_across() {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(rediss), Some(ca)) = (var("HERALD_TEST_REDISS_URL"), var("HERALD_TEST_TLS_CA")) else {
-        eprintln!("skipped: HERALD_TEST_REDISS_URL / HERALD_TEST_TLS_CA are not set (start_redis sets them)");
-        return;
-    };
+    let Some((rediss, ca)) = rediss() else { return };
     let Some((pg, _)) = fresh_database("rediss").await else { return };
     let with_ca = {
         let ca = ca.clone();
@@ -797,11 +803,7 @@ async fn two_nodes_linked_through_a_redis_behind_tls_signed_by_a_private_ca_deli
 /// right CA it connects without a restart and carries notifications (as `amqp.ca_file` does for the broker).
 #[tokio::test]
 async fn a_renewed_redis_ca_file_is_taken_at_the_next_reconnect_without_a_restart() {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(rediss), Some(ca)) = (var("HERALD_TEST_REDISS_URL"), var("HERALD_TEST_TLS_CA")) else {
-        eprintln!("skipped: HERALD_TEST_REDISS_URL / HERALD_TEST_TLS_CA are not set (start_redis sets them)");
-        return;
-    };
+    let Some((rediss, ca)) = rediss() else { return };
     let Some((pg, _)) = fresh_database("rediss_ca_renewed").await else { return };
     // A CA of its own, valid but not the signer of the server's certificate.
     let dir = tempfile::tempdir().unwrap();
