@@ -626,6 +626,9 @@ pub struct StoreSettings {
     pub prune_interval_secs: u64,
     /// Most rows one pruning transaction touches.
     pub prune_batch: usize,
+    /// PostgreSQL: the server's bound on any one statement, and with a margin the writer's bound on a whole
+    /// group commit (a server that stops answering without closing the connection).
+    pub statement_timeout_secs: u64,
 }
 
 impl fmt::Debug for StoreSettings {
@@ -641,18 +644,20 @@ impl fmt::Debug for StoreSettings {
             .field("dedupe_window_days", &self.dedupe_window_days)
             .field("prune_interval_secs", &self.prune_interval_secs)
             .field("prune_batch", &self.prune_batch)
+            .field("statement_timeout_secs", &self.statement_timeout_secs)
             .finish()
     }
 }
 
 impl StoreSettings {
-    fn validate_retention(&self) -> Result<(), ConfigError> {
-        let ranges: [(&str, u64, u64, u64); 5] = [
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let ranges: [(&str, u64, u64, u64); 6] = [
             ("store.retention_days", u64::from(self.retention_days), 0, 36_500),
             ("store.max_per_user", self.max_per_user, 0, 100_000_000),
             ("store.dedupe_window_days", u64::from(self.dedupe_window_days), 1, 3_650),
             ("store.prune_interval_secs", self.prune_interval_secs, 1, 86_400),
             ("store.prune_batch", self.prune_batch as u64, 1, 100_000),
+            ("store.statement_timeout_secs", self.statement_timeout_secs, 1, 3_600),
         ];
         for (key, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -1368,7 +1373,7 @@ impl Settings {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        self.store.validate_retention()?;
+        self.store.validate_ranges()?;
         self.trace.validate()?;
         self.preferences.validate()?;
         if self.server.max_head_bytes < MIN_HEAD_BYTES {
@@ -1780,13 +1785,14 @@ mod tests {
             ("HERALD__STORE__PRUNE_BATCH", "0", "store.prune_batch"),
             ("HERALD__STORE__PRUNE_INTERVAL_SECS", "0", "store.prune_interval_secs"),
             ("HERALD__STORE__RETENTION_DAYS", "100000", "store.retention_days"),
+            ("HERALD__STORE__STATEMENT_TIMEOUT_SECS", "0", "store.statement_timeout_secs"),
         ] {
             let e = err(&[(var, value)]);
             assert!(e.contains(key), "{var}={value}: {e}");
         }
         let s = Settings::defaults().store;
         assert_eq!((s.retention_days, s.max_per_user, s.dedupe_window_days), (90, 0, 7));
-        assert_eq!((s.prune_interval_secs, s.prune_batch), (60, 1000));
+        assert_eq!((s.prune_interval_secs, s.prune_batch, s.statement_timeout_secs), (60, 1000, 30));
     }
 
     #[test]

@@ -75,9 +75,9 @@ const MAX_USER_LOCKS: usize = 512;
 const PRUNE_LOCK: i64 = 0x4850_5255_4E45;
 /// How long a request waits for a connection (PostgreSQL down or saturated) before `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Server-side bound on any one statement, the write-lock wait included (a hung node must not hang the others).
-/// A `SET` after connecting rather than a startup option, which connection poolers such as PgBouncer refuse.
-const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '30s'";
+/// How much longer than `store.statement_timeout_secs` the writer waits for a group commit's answers before it
+/// gives the connection up: room for the few short statements around the one that may wait for a lock.
+const COMMIT_MARGIN: Duration = Duration::from_secs(5);
 
 /// The inbox's migrations. A node still starts when a newer node already applied migrations it does not know
 /// (sqlx refuses that by default), so a rolling upgrade's older nodes can restart — unless the database says
@@ -423,11 +423,17 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn pool(max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .after_connect(|conn, _| Box::pin(async move { sqlx::query(STATEMENT_TIMEOUT).execute(conn).await.map(drop) }))
+/// A pool whose connections bound every statement at `statement_timeout` on the server, the write-lock wait
+/// included (a hung node must not hang the others): a `SET` after connecting rather than a startup option, which
+/// connection poolers such as PgBouncer refuse.
+fn pool(max_connections: u32, statement_timeout: Duration) -> PgPoolOptions {
+    let set = format!("SET statement_timeout = '{}s'", statement_timeout.as_secs());
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(
+        move |conn, _| {
+            let set = set.clone();
+            Box::pin(async move { sqlx::query(AssertSqlSafe(set)).execute(conn).await.map(drop) })
+        },
+    )
 }
 
 /// Why a node cannot reach PostgreSQL at start, said where and why: the pool says only that it waited ("pool
@@ -446,7 +452,7 @@ async fn unreachable(options: &PgConnectOptions) -> StoreError {
     StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{db}: {why}"))
 }
 
-/// The migrator's one connection, without [`STATEMENT_TIMEOUT`]: a migration rewriting a large inbox, or waiting
+/// The migrator's one connection, without the requests' statement timeout ([`pool`]): a migration rewriting a large inbox, or waiting
 /// for a writer's lock, may take longer than any request may, and a node starting while another migrates waits
 /// for the migration lock as long as it takes. Cut short, a migration rolls back and the node exits — at every
 /// retry, for a table that size.
@@ -454,6 +460,32 @@ fn migration_pool() -> PgPoolOptions {
     PgPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(|conn, _| {
         Box::pin(async move { sqlx::query("SET statement_timeout = 0").execute(conn).await.map(drop) })
     })
+}
+
+/// A reader connection taken from the pool for one read. Finished ([`Reading::done`]), it goes back to the pool as
+/// usual; dropped before that (the caller's timeout cut the read: an HTTP request's, a session's, the readiness
+/// probe's) it is given up instead. sqlx would hand it back through a ping that waits for the server's answer,
+/// with no bound: on a server gone silent that wait never ends and holds one of the pool's slots, so a few cut
+/// reads (the readiness probe cuts one every few seconds) would leave no connection for any read, even after
+/// PostgreSQL is back at its address.
+struct Reading(Option<PoolConnection<Postgres>>);
+
+impl Reading {
+    fn conn(&mut self) -> &mut PgConnection {
+        self.0.as_mut().expect("a reading's connection is taken only by done or drop")
+    }
+
+    fn done(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach()); // its socket closed, no goodbye: the pool opens another
+        }
+    }
 }
 
 impl PostgresStore {
@@ -489,7 +521,9 @@ impl PostgresStore {
             migrating.close().await;
             migrated?;
         }
-        let readers = pool(settings.read_connections.max(1) as u32).connect_lazy_with(options.clone());
+        let statement_timeout = Duration::from_secs(settings.statement_timeout_secs.max(1));
+        let readers =
+            pool(settings.read_connections.max(1) as u32, statement_timeout).connect_lazy_with(options.clone());
 
         let (tx, rx) = mpsc::channel(4096);
         let muted_defaults = MutedDefaults::default();
@@ -508,11 +542,19 @@ impl PostgresStore {
                 runtime.block_on(async move {
                     // The writer's one connection is not pinged before each commit (a round trip per group
                     // commit): a broken connection fails that commit as unavailable, and the pool replaces it.
-                    let connected = pool(1).test_before_acquire(false).connect_with(options).await;
+                    let connected = pool(1, statement_timeout).test_before_acquire(false).connect_with(options).await;
                     match connected {
                         Ok(writer_pool) => {
                             let _ = ready_tx.send(Ok(()));
-                            let writing = writer_loop(writer_pool, rx, batch_max, writer_listener, defaults);
+                            let deadline = statement_timeout + COMMIT_MARGIN;
+                            let writer = Writer {
+                                pool: writer_pool,
+                                conn: None,
+                                legacy_empty: false,
+                                muted: defaults,
+                                deadline,
+                            };
+                            let writing = writer_loop(writer, rx, batch_max, writer_listener);
                             // A panic in the writer fails liveness (as `telemetry::essential` does for SQLite's).
                             if let Err(panic) = std::panic::AssertUnwindSafe(writing).catch_unwind().await {
                                 crate::telemetry::essential_failed("the PostgreSQL writer thread stopped", panic);
@@ -537,6 +579,10 @@ impl PostgresStore {
     pub fn muting_by_default(self, types: &[String]) -> Self {
         self.muted_defaults.set(types);
         self
+    }
+
+    async fn reading(&self) -> Result<Reading, StoreError> {
+        Ok(Reading(Some(self.readers.acquire().await.map_err(store_error)?)))
     }
 
     async fn write<T>(
@@ -569,8 +615,10 @@ impl Store for PostgresStore {
         for (_, value) in q.filters() {
             query = query.bind(text(value).into_owned());
         }
-        let rows = query.fetch_all(&self.readers).await.map_err(store_error)?;
-        rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
+        let mut r = self.reading().await?;
+        let rows = query.fetch_all(r.conn()).await;
+        r.done();
+        rows.map_err(store_error)?.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
     }
 
     async fn after(
@@ -580,13 +628,14 @@ impl Store for PostgresStore {
         limit: PageLimit,
         _: std::time::Instant,
     ) -> Result<ReplayPage, StoreError> {
+        let mut r = self.reading().await?;
         let mut rows = sqlx::query(AFTER.as_str())
             .bind(text(user))
             .bind(from.targeted)
             .bind(i64::from(limit.rows))
             .bind(from.broadcast)
             .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
-            .fetch(&self.readers);
+            .fetch(r.conn());
         let mut page = limit.page();
         // Every row carries the floor, read in the statement's snapshot; without rows, one row carries it alone.
         let mut floor = Position::default();
@@ -608,19 +657,26 @@ impl Store for PostgresStore {
                 }
             }
         }
+        drop(rows);
+        r.done();
         Ok(page.finish(floor))
     }
 
     async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
-        let mut c = self.readers.acquire().await.map_err(store_error)?;
-        let (total, pruned, counters, _) = counters(&mut c, &text(user)).await.map_err(store_error)?;
+        let mut r = self.reading().await?;
+        let read = counters(r.conn(), &text(user)).await;
+        r.done();
+        let (total, pruned, counters, _) = read.map_err(store_error)?;
         Ok(counters.counts(total, pruned))
     }
 
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
         // One statement: one snapshot for both reads, one round trip, and nothing to end if the caller's timeout
         // cuts it (sqlx 0.9's `begin()` cut before `BEGIN`'s answer pooled its connection inside a transaction).
-        let r = sqlx::query(OPENING.as_str()).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
+        let mut reading = self.reading().await?;
+        let r = sqlx::query(OPENING.as_str()).bind(text(user)).fetch_one(reading.conn()).await;
+        reading.done();
+        let r = r.map_err(store_error)?;
         let read = || -> sqlx::Result<_> {
             let position = Position { targeted: r.try_get(0)?, broadcast: r.try_get(1)? };
             let (total, pruned, counters, version) = counters_row(&r, 2)?;
@@ -650,8 +706,10 @@ impl Store for PostgresStore {
     }
 
     async fn preferences(&self, user: &str) -> Result<BTreeMap<String, TypeSetting>, StoreError> {
-        let mut c = self.readers.acquire().await.map_err(store_error)?;
-        preferences_of(&mut c, &text(user)).await.map_err(store_error)
+        let mut r = self.reading().await?;
+        let read = preferences_of(r.conn(), &text(user)).await;
+        r.done();
+        read.map_err(store_error)
     }
 
     async fn change_preferences(
@@ -670,17 +728,21 @@ impl Store for PostgresStore {
     }
 
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
-        sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
+        let mut r = self.reading().await?;
+        let read = sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
             .bind(text(kind))
             .bind(text(alias))
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(store_error)
+            .fetch_optional(r.conn())
+            .await;
+        r.done();
+        read.map_err(store_error)
     }
 
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
-        let (targeted, broadcast): (i64, i64) =
-            sqlx::query_as(LATEST).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)?;
+        let mut r = self.reading().await?;
+        let read: sqlx::Result<(i64, i64)> = sqlx::query_as(LATEST).bind(text(user)).fetch_one(r.conn()).await;
+        r.done();
+        let (targeted, broadcast) = read.map_err(store_error)?;
         Ok(Position { targeted, broadcast })
     }
 
@@ -688,8 +750,10 @@ impl Store for PostgresStore {
         if self.writer.is_closed() {
             return Err(unavailable("the store writer stopped"));
         }
-        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(store_error)?;
-        Ok(())
+        let mut r = self.reading().await?;
+        let read = sqlx::query("SELECT 1").execute(r.conn()).await;
+        r.done();
+        read.map(drop).map_err(store_error)
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {
@@ -697,7 +761,10 @@ impl Store for PostgresStore {
     }
 
     async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
-        sqlx::query_as(FLOOR).bind(text(user)).fetch_one(&self.readers).await.map_err(store_error)
+        let mut r = self.reading().await?;
+        let read = sqlx::query_as(FLOOR).bind(text(user)).fetch_one(r.conn()).await;
+        r.done();
+        read.map_err(store_error)
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
@@ -1144,14 +1211,12 @@ impl Prefs {
 }
 
 async fn writer_loop(
-    pool: PgPool,
+    mut writer: Writer,
     mut rx: mpsc::Receiver<Job>,
     batch_max: usize,
     listener: Option<Arc<dyn CommitListener>>,
-    muted_defaults: MutedDefaults,
 ) {
     let mut closers = Vec::new();
-    let mut writer = Writer { pool, conn: None, legacy_empty: false, muted: muted_defaults };
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(64);
         let mut weight = 0;
@@ -1198,6 +1263,11 @@ struct Writer {
     /// Whether `applied_events_legacy` was seen empty (it only shrinks), so dedupe skips looking into it.
     legacy_empty: bool,
     muted: MutedDefaults,
+    /// The longest a group commit may wait for PostgreSQL's answers. Nothing else bounds that wait when the
+    /// server goes silent without closing the connection (its host gone, a partition): sqlx sets no TCP
+    /// keepalive, and the kernel gives up on the socket only after its retransmissions (about 15 minutes) or, when
+    /// what was sent had been acknowledged, never — every write of the node would wait meanwhile.
+    deadline: Duration,
 }
 
 impl Writer {
@@ -1206,7 +1276,21 @@ impl Writer {
             Some(conn) => conn,
             None => self.conn.insert(self.pool.acquire().await.map_err(store_error)?),
         };
-        let result = run(conn, batch, &self.muted, &mut self.legacy_empty).await;
+        let Ok(result) =
+            tokio::time::timeout(self.deadline, run(conn, batch, &self.muted, &mut self.legacy_empty)).await
+        else {
+            // The transaction's fate is unknown (its COMMIT may have landed): the jobs fail as unavailable, so
+            // their senders retry, and the retries are deduplicated by their event ids. The connection is
+            // dropped, not closed: a goodbye to a silent server could wait as long as the commit did, holding
+            // the pool's one slot.
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
+            }
+            return Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not answer a commit within {} s; its connection is dropped and the next commit opens another",
+                self.deadline.as_secs()
+            )));
+        };
         if matches!(result, Err(StoreError::Unavailable(_))) {
             if let Some(mut conn) = self.conn.take() {
                 conn.close_on_drop();
@@ -2079,6 +2163,8 @@ async fn delete(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::Mutex;
 
     use super::*;
@@ -2273,19 +2359,20 @@ mod tests {
         db.drop_database().await;
     }
 
-    /// Requests are bounded by the statement timeout; migrations are not (a long one would roll back and stop the
-    /// node at every start, and a node waiting for another's migration would give up after 30 s).
+    /// Requests are bounded by `store.statement_timeout_secs`; migrations are not (a long one would roll back and
+    /// stop the node at every start, and a node waiting for another's migration would give up).
     #[tokio::test]
     async fn migrations_run_without_the_requests_statement_timeout() {
         let Some(db) = TestDb::create("migration_timeout").await else { return };
         let timeout = async |pool: &PgPool| -> String {
             sqlx::query_scalar("SHOW statement_timeout").fetch_one(pool).await.unwrap()
         };
-        let requests = pool(1).connect_with(db.options.clone()).await.unwrap();
-        assert_eq!(timeout(&requests).await, "30s");
+        let settings = StoreSettings { statement_timeout_secs: 7, ..Settings::defaults().store };
+        let store = db.open_with(&settings, None).await;
+        assert_eq!(timeout(&store.readers).await, "7s", "store.statement_timeout_secs");
         let migrating = migration_pool().connect_with(db.options.clone()).await.unwrap();
         assert_eq!(timeout(&migrating).await, "0");
-        requests.close().await;
+        store.close().await;
         migrating.close().await;
         db.drop_database().await;
     }
@@ -2977,6 +3064,144 @@ mod tests {
         let targeted: Vec<_> = stored.iter().filter(|n| n.user_id.is_some()).collect();
         assert_eq!(targeted[0].title, "a\u{FFFD}b");
         store.close().await;
+        db.drop_database().await;
+    }
+
+    /// A TCP link to PostgreSQL that can go silent as a vanished host does: from [`SilentLink::silence`] on, the
+    /// connections open through it carry nothing more either way and none is closed (no reset, no FIN: only a
+    /// timeout can tell). Connections opened after [`SilentLink::restore`] work; the silenced ones stay silent.
+    struct SilentLink {
+        addr: std::net::SocketAddr,
+        /// Bumped by `silence`: a connection opened in an earlier generation is dead for good.
+        generation: Arc<AtomicU64>,
+        silent: Arc<AtomicBool>,
+    }
+
+    impl SilentLink {
+        async fn to(upstream: (String, u16)) -> SilentLink {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let link = SilentLink {
+                addr: listener.local_addr().unwrap(),
+                generation: Arc::new(AtomicU64::new(0)),
+                silent: Arc::new(AtomicBool::new(false)),
+            };
+            let (generation, silent) = (link.generation.clone(), link.silent.clone());
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(upstream.clone()).await else { continue };
+                    let born = generation.load(SeqCst);
+                    let (generation, silent) = (generation.clone(), silent.clone());
+                    let alive: Arc<dyn Fn() -> bool + Send + Sync> =
+                        Arc::new(move || !silent.load(SeqCst) && generation.load(SeqCst) == born);
+                    let (from_node, to_node) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
+                    tokio::spawn(SilentLink::pipe(from_node, to_server, alive.clone()));
+                    tokio::spawn(SilentLink::pipe(from_server, to_node, alive));
+                }
+            });
+            link
+        }
+
+        async fn pipe(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            alive: Arc<dyn Fn() -> bool + Send + Sync>,
+        ) {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buf).await {
+                // Read and dropped once dead: what the node sends is taken, and never answered.
+                if alive() && to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            if alive() {
+                let _ = to.shutdown().await;
+            } else {
+                std::future::pending::<()>().await; // a dead link never says it closed
+            }
+        }
+
+        fn silence(&self) {
+            self.silent.store(true, SeqCst);
+            self.generation.fetch_add(1, SeqCst);
+        }
+
+        fn restore(&self) {
+            self.silent.store(false, SeqCst);
+        }
+    }
+
+    /// PostgreSQL going silent mid-stream (its host gone without a reset, a partition) fails the commit waiting
+    /// on it as unavailable once `store.statement_timeout_secs` and the writer's margin have passed, rather than
+    /// holding every later write until the kernel gives up on the socket, and a read its caller cut short (an
+    /// HTTP request's timeout, the readiness probe's) does not keep its pool slot. Once PostgreSQL answers at its
+    /// address again, the next commit and the next read open new connections and succeed.
+    #[tokio::test]
+    async fn a_server_gone_silent_fails_writes_as_unavailable_keeps_no_reader_slot_and_both_reconnect() {
+        let Some(db) = TestDb::create("silent_server").await else { return };
+        let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
+        let settings = StoreSettings { statement_timeout_secs: 1, read_connections: 1, ..Settings::defaults().store };
+        let options = db.options.clone().host("127.0.0.1").port(link.addr.port());
+        let store = PostgresStore::connect(options, &settings, None).await.unwrap();
+        let write = |id: &str| store.apply(vec![Write::Notify(draft(id, Recipients::Users(vec!["u".into()])))]);
+        let list = || store.list("u", ListQuery { limit: 10, ..Default::default() });
+        assert!(matches!(write("before").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
+        assert_eq!(list().await.unwrap().len(), 1);
+        while store.readers.num_idle() == 0 {
+            tokio::task::yield_now().await; // the reader back in the pool before the link goes silent
+        }
+
+        link.silence();
+        // Far longer than the deadline (1 s + the margin), far shorter than the kernel's retransmissions.
+        let cut = tokio::time::timeout(Duration::from_secs(60), write("during")).await;
+        let Ok(Err(StoreError::Unavailable(why))) = cut else { panic!("not failed as unavailable: {cut:?}") };
+        assert!(why.contains("did not answer"), "{why}");
+        link.restore();
+        // The reader left idle in the pool through the silence is dead: the pool's check before handing it out
+        // waits for the acquire timeout, that read fails as unavailable, and the next opens a new connection.
+        let mut failed = 0;
+        while let Err(e) = list().await {
+            assert!(matches!(e, StoreError::Unavailable(_)) && failed < settings.read_connections, "{e:?}");
+            failed += 1;
+        }
+
+        // A read in flight when the server goes silent, then given up by its caller (an HTTP request's timeout):
+        // held behind a table lock until PostgreSQL shows it waiting, so the silence falls inside the query.
+        let mut lock = db.admin.begin().await.unwrap();
+        let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", db.schema);
+        sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
+        let mut watch = PgConnection::connect_with(&db.options).await.unwrap();
+        {
+            let mut reading = std::pin::pin!(list());
+            loop {
+                tokio::select! {
+                    r = &mut reading => panic!("a read answered under the lock: {r:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&mut watch)
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    break;
+                }
+            }
+            link.silence();
+        } // given up
+        lock.rollback().await.unwrap();
+        watch.close().await.unwrap();
+        link.restore();
+        assert!(matches!(write("after").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
+        let listed = tokio::time::timeout(Duration::from_secs(60), list()).await;
+        let titles: Vec<String> = match listed {
+            Ok(Ok(rows)) => rows.into_iter().map(|n| n.title).collect(),
+            other => panic!("the read after the link came back failed: {other:?}"),
+        };
+        assert_eq!(titles, ["title after", "title before"], "what the silent server never heard is not stored");
+        tokio::time::timeout(Duration::from_secs(60), store.close()).await.expect("closing waits for no silent slot");
         db.drop_database().await;
     }
 
