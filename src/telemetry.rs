@@ -190,6 +190,7 @@ pub const METRICS: &[Metric] = &[
     // Store.
     counter("herald_store_write_errors_total", "Inbox writes that failed, by kind (unavailable: the store refused; internal: one bad write)."),
     counter("herald_pruned_rows_total", "Rows deleted by retention, by kind."),
+    counter("herald_retention_failures_total", "Retention runs that failed (retried at the next interval; readiness is not affected)."),
     // The per-event trace (src/trace/).
     counter("herald_trace_recorded_total", "Trace steps written by this node's trace writer."),
     counter("herald_trace_dropped_total", "Trace steps dropped because the trace buffer (trace.buffer) was full: recording never waits."),

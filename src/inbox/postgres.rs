@@ -3067,6 +3067,36 @@ mod tests {
         db.drop_database().await;
     }
 
+    /// A retention run that fails (here its statement timed out behind an operator's table lock, which
+    /// PostgreSQL reports as a cancellation, class 57, as it does a shutdown) leaves `store_writes` ready and
+    /// is counted: producers' writes were never refused, and a node reported not ready for it left its load
+    /// balancer until the next probe write.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_retention_run_is_counted_and_leaves_readiness_alone() {
+        let Some(db) = TestDb::create("failed_retention").await else { return };
+        let settings = StoreSettings { statement_timeout_secs: 1, ..Settings::defaults().store };
+        let health = crate::telemetry::Health::default();
+        let store = crate::inbox::Monitored::new(Arc::new(db.open_with(&settings, None).await), health.clone());
+        store.apply(vec![Write::Notify(draft("kept", Recipients::Users(vec!["u".into()])))]).await.unwrap();
+        let writes_ok = || health.snapshot().into_iter().find(|(name, _)| *name == "store_writes").unwrap().1.ok;
+
+        let mut lock = db.admin.begin().await.unwrap();
+        let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", db.schema);
+        sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let pruned = metrics::with_local_recorder(&recorder, || {
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(store.prune(Utc::now())))
+        });
+        lock.rollback().await.unwrap();
+        assert!(matches!(&pruned, Err(StoreError::Unavailable(e)) if e.contains("statement timeout")), "{pruned:?}");
+        assert!(writes_ok(), "a failed retention run took the node out of readiness");
+        let text = handle.render();
+        assert!(text.lines().any(|l| l == "herald_retention_failures_total 1"), "{text}");
+        store.close().await;
+        db.drop_database().await;
+    }
+
     /// A TCP link to PostgreSQL that can go silent as a vanished host does: from [`SilentLink::silence`] on, the
     /// connections open through it carry nothing more either way and none is closed (no reset, no FIN: only a
     /// timeout can tell). Connections opened after [`SilentLink::restore`] work; the silenced ones stay silent.

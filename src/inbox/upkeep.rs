@@ -9,7 +9,8 @@
 //!
 //! Invariants: both tasks hold only a weak reference and stop once the store is closed or dropped; a write
 //! that fails for a reason retrying will not fix (`Internal`: one bad row) says nothing about the store and
-//! leaves readiness alone; the board is touched only when the state changes, never per write while healthy.
+//! leaves readiness alone, and so does a failed retention run (`herald_retention_failures_total` counts it); the
+//! board is touched only when the state changes, never per write while healthy.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -46,6 +47,7 @@ impl Monitored {
         for kind in ["unavailable", "internal"] {
             metrics::counter!("herald_store_write_errors_total", "kind" => kind).increment(0);
         }
+        metrics::counter!("herald_retention_failures_total").increment(0);
         Monitored {
             inner,
             health,
@@ -165,8 +167,15 @@ impl Store for Monitored {
     async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
         self.inner.history_floor(user).await
     }
+    /// Retention's outcome leaves readiness alone: a pruning step that failed (a statement timeout behind a long
+    /// lock, a conflict) says nothing about whether producers' writes commit, and reporting not ready for it took
+    /// the node out of its load balancer until the next probe write. Counted instead, for the retention alert.
     async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
-        self.record(self.inner.prune(now).await)
+        let pruned = self.inner.prune(now).await;
+        if pruned.is_err() && !self.closed.load(Ordering::Acquire) {
+            metrics::counter!("herald_retention_failures_total").increment(1);
+        }
+        pruned
     }
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
