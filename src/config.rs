@@ -626,8 +626,7 @@ pub struct StoreSettings {
     pub prune_interval_secs: u64,
     /// Most rows one pruning transaction touches.
     pub prune_batch: usize,
-    /// PostgreSQL: the server's bound on any one statement, and with a margin the writer's bound on a whole
-    /// group commit (a server that stops answering without closing the connection).
+    /// PostgreSQL: the server's bound on any one statement and on a transaction left idle.
     pub statement_timeout_secs: u64,
 }
 

@@ -426,14 +426,27 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A pool whose connections bound every statement at `statement_timeout` on the server, the write-lock wait
-/// included (a hung node must not hang the others): a `SET` after connecting rather than a startup option, which
-/// connection poolers such as PgBouncer refuse.
+/// included (a hung node must not hang the others), and a transaction left idle as long: the server ends such a
+/// session and its locks go with it. Herald never pauses inside a transaction (its statements follow one another
+/// with no wait between), so an idle one is a node that stopped answering: partitioned, or whose writer gave the
+/// commit up. Its ordering locks (the write lock exclusive, for a broadcast) would otherwise stop every other
+/// node's writes until the server's TCP keepalive noticed, two hours by default. Set after connecting rather than
+/// as startup options, which connection poolers such as PgBouncer refuse.
 fn pool(max_connections: u32, statement_timeout: Duration) -> PgPoolOptions {
-    let set = format!("SET statement_timeout = '{}s'", statement_timeout.as_secs());
+    let secs = format!("{}s", statement_timeout.as_secs());
     PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(
         move |conn, _| {
-            let set = set.clone();
-            Box::pin(async move { sqlx::query(AssertSqlSafe(set)).execute(conn).await.map(drop) })
+            let secs = secs.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "SELECT set_config('statement_timeout', $1, false),
+                            set_config('idle_in_transaction_session_timeout', $1, false)",
+                )
+                .bind(secs)
+                .execute(conn)
+                .await
+                .map(drop)
+            })
         },
     )
 }
@@ -2442,6 +2455,9 @@ mod tests {
         let settings = StoreSettings { statement_timeout_secs: 7, ..Settings::defaults().store };
         let store = db.open_with(&settings, None).await;
         assert_eq!(timeout(&store.readers).await, "7s", "store.statement_timeout_secs");
+        let idle: String =
+            sqlx::query_scalar("SHOW idle_in_transaction_session_timeout").fetch_one(&store.readers).await.unwrap();
+        assert_eq!(idle, "7s", "an idle transaction is ended as soon");
         let migrating = migration_pool().connect_with(db.options.clone()).await.unwrap();
         assert_eq!(timeout(&migrating).await, "0");
         store.close().await;
@@ -3157,6 +3173,73 @@ mod tests {
         assert!(matches!(written.as_deref(), Ok([WriteOutcome::Stored(_)])), "{written:?}");
         other.close().await.unwrap();
         store.close().await;
+        db.drop_database().await;
+    }
+
+    /// A node that falls silent inside a broadcast's commit, after PostgreSQL gave it the write lock exclusive,
+    /// holds the other nodes' writes back for about the statement timeout, not until the server's TCP keepalive
+    /// notices (two hours by default): its transaction, left idle, is ended with its locks.
+    #[tokio::test]
+    async fn a_node_gone_silent_inside_its_commit_holds_the_others_writes_only_about_the_statement_timeout() {
+        let Some(db) = TestDb::create("silent_in_commit").await else { return };
+        let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
+        let settings = StoreSettings { statement_timeout_secs: 2, ..Settings::defaults().store };
+        let a_options = db.options.clone().host("127.0.0.1").port(link.addr.port());
+        let a = PostgresStore::connect(a_options, &settings, None).await.unwrap();
+        let b = db.open_with(&settings, None).await;
+
+        // A's broadcast takes the write lock, then waits behind an operator's table lock until A is silent.
+        let mut lock = db.admin.begin().await.unwrap();
+        let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", db.schema);
+        sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
+        let mut watch = PgConnection::connect_with(&db.options).await.unwrap();
+        {
+            let mut a_write = std::pin::pin!(a.apply(vec![Write::Notify(draft("a-broadcast", Recipients::Everyone))]));
+            loop {
+                tokio::select! {
+                    r = &mut a_write => panic!("A's commit ended under the lock: {r:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&mut watch)
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    break;
+                }
+            }
+            link.silence();
+        } // A's writer carries on alone; its answer is not awaited
+        lock.rollback().await.unwrap(); // A's statement completes on the server, into the silence
+
+        // B's writes wait for the write lock; each is cut by the statement timeout until A's session is ended.
+        let started = std::time::Instant::now();
+        let mut tries = 0;
+        let stored = loop {
+            tries += 1;
+            let written =
+                b.apply(vec![Write::Notify(draft(&format!("b-{tries}"), Recipients::Users(vec!["u".into()])))]);
+            match written.await {
+                Ok(outcomes) => break outcomes,
+                Err(StoreError::Unavailable(e)) if started.elapsed() < Duration::from_secs(60) => {
+                    assert!(e.contains("timeout") || e.contains("cancel"), "{e}");
+                }
+                Err(e) => panic!("B could not write for {:?}: {e:?}", started.elapsed()),
+            }
+        };
+        assert!(matches!(stored.as_slice(), [WriteOutcome::Stored(_)]), "{stored:?}");
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        assert_eq!(ended, 0, "no transaction is left idle");
+        watch.close().await.unwrap();
+        b.close().await;
+        a.close().await;
         db.drop_database().await;
     }
 
