@@ -614,7 +614,7 @@ impl PostgresStore {
         user: &str,
         from: Position,
         limit: PageLimit,
-    ) -> Result<ReplayPage, StoreError> {
+    ) -> sqlx::Result<ReplayPage> {
         let mut rows = sqlx::query(AFTER.as_str())
             .bind(text(user))
             .bind(from.targeted)
@@ -625,7 +625,7 @@ impl PostgresStore {
         let mut page = limit.page();
         // Every row carries the floor, read in the statement's snapshot; without rows, one row carries it alone.
         let mut floor = Position::default();
-        while let Some(r) = rows.try_next().await.map_err(store_error)? {
+        while let Some(r) = rows.try_next().await? {
             let read = |r: &PgRow| -> sqlx::Result<(Position, Option<Replayed>)> {
                 let floor =
                     Position { targeted: r.try_get("floor_targeted")?, broadcast: r.try_get("floor_broadcast")? };
@@ -635,7 +635,7 @@ impl PostgresStore {
                 };
                 Ok((floor, item))
             };
-            let (at, item) = read(&r).map_err(store_error)?;
+            let (at, item) = read(&r)?;
             floor = at;
             if let Some(item) = item {
                 if !page.push(item) {
@@ -646,9 +646,14 @@ impl PostgresStore {
         Ok(page.finish(floor))
     }
 
-    async fn reading(&self) -> Result<Reading, StoreError> {
+    /// Run `read` on a reader connection, through a [`Reading`]: back to the pool once `read` ends, whatever it
+    /// returned; drained within a bound, or given up, when the caller drops this future first.
+    async fn read<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> Result<T, StoreError> {
         let conn = self.readers.acquire().await.map_err(store_error)?;
-        Ok(Reading { conn: Some(conn), drain: self.statement_timeout + Duration::from_secs(1) })
+        let mut reading = Reading { conn: Some(conn), drain: self.statement_timeout + Duration::from_secs(1) };
+        let result = read(reading.conn()).await;
+        reading.done();
+        result.map_err(store_error)
     }
 
     async fn write<T>(
@@ -681,10 +686,8 @@ impl Store for PostgresStore {
         for (_, value) in q.filters() {
             query = query.bind(text(value).into_owned());
         }
-        let mut r = self.reading().await?;
-        let rows = query.fetch_all(r.conn()).await;
-        r.done();
-        rows.map_err(store_error)?.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
+        let rows = self.read(async |c| query.fetch_all(c).await).await?;
+        rows.iter().map(notification).collect::<sqlx::Result<_>>().map_err(store_error)
     }
 
     async fn after(
@@ -694,27 +697,18 @@ impl Store for PostgresStore {
         limit: PageLimit,
         _: std::time::Instant,
     ) -> Result<ReplayPage, StoreError> {
-        let mut r = self.reading().await?;
-        let page = Self::replay_page(r.conn(), user, from, limit).await;
-        r.done();
-        page
+        self.read(async |c| Self::replay_page(c, user, from, limit).await).await
     }
 
     async fn counts(&self, user: &str) -> Result<Counts, StoreError> {
-        let mut r = self.reading().await?;
-        let read = counters(r.conn(), &text(user)).await;
-        r.done();
-        let (total, pruned, counters, _) = read.map_err(store_error)?;
+        let (total, pruned, counters, _) = self.read(async |c| counters(c, &text(user)).await).await?;
         Ok(counters.counts(total, pruned))
     }
 
     async fn opening(&self, user: &str) -> Result<(Position, Counts, u64), StoreError> {
         // One statement: one snapshot for both reads, one round trip, and nothing to end if the caller's timeout
         // cuts it (sqlx 0.9's `begin()` cut before `BEGIN`'s answer pooled its connection inside a transaction).
-        let mut reading = self.reading().await?;
-        let r = sqlx::query(OPENING.as_str()).bind(text(user)).fetch_one(reading.conn()).await;
-        reading.done();
-        let r = r.map_err(store_error)?;
+        let r = self.read(async |c| sqlx::query(OPENING.as_str()).bind(text(user)).fetch_one(c).await).await?;
         let read = || -> sqlx::Result<_> {
             let position = Position { targeted: r.try_get(0)?, broadcast: r.try_get(1)? };
             let (total, pruned, counters, version) = counters_row(&r, 2)?;
@@ -744,10 +738,7 @@ impl Store for PostgresStore {
     }
 
     async fn preferences(&self, user: &str) -> Result<BTreeMap<String, TypeSetting>, StoreError> {
-        let mut r = self.reading().await?;
-        let read = preferences_of(r.conn(), &text(user)).await;
-        r.done();
-        read.map_err(store_error)
+        self.read(async |c| preferences_of(c, &text(user)).await).await
     }
 
     async fn change_preferences(
@@ -766,21 +757,19 @@ impl Store for PostgresStore {
     }
 
     async fn alias(&self, kind: &str, alias: &str) -> Result<Option<String>, StoreError> {
-        let mut r = self.reading().await?;
-        let read = sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
-            .bind(text(kind))
-            .bind(text(alias))
-            .fetch_optional(r.conn())
-            .await;
-        r.done();
-        read.map_err(store_error)
+        self.read(async |c| {
+            sqlx::query_scalar("SELECT user_id FROM aliases WHERE kind = $1 AND alias = $2")
+                .bind(text(kind))
+                .bind(text(alias))
+                .fetch_optional(c)
+                .await
+        })
+        .await
     }
 
     async fn latest(&self, user: &str) -> Result<Position, StoreError> {
-        let mut r = self.reading().await?;
-        let read: sqlx::Result<(i64, i64)> = sqlx::query_as(LATEST).bind(text(user)).fetch_one(r.conn()).await;
-        r.done();
-        let (targeted, broadcast) = read.map_err(store_error)?;
+        let (targeted, broadcast): (i64, i64) =
+            self.read(async |c| sqlx::query_as(LATEST).bind(text(user)).fetch_one(c).await).await?;
         Ok(Position { targeted, broadcast })
     }
 
@@ -788,10 +777,7 @@ impl Store for PostgresStore {
         if self.writer.is_closed() {
             return Err(unavailable("the store writer stopped"));
         }
-        let mut r = self.reading().await?;
-        let read = sqlx::query("SELECT 1").execute(r.conn()).await;
-        r.done();
-        read.map(drop).map_err(store_error)
+        self.read(async |c| sqlx::query("SELECT 1").execute(c).await.map(drop)).await
     }
 
     async fn probe_write(&self) -> Result<(), StoreError> {
@@ -799,10 +785,7 @@ impl Store for PostgresStore {
     }
 
     async fn history_floor(&self, user: &str) -> Result<(i64, i64), StoreError> {
-        let mut r = self.reading().await?;
-        let read = sqlx::query_as(FLOOR).bind(text(user)).fetch_one(r.conn()).await;
-        r.done();
-        read.map_err(store_error)
+        self.read(async |c| sqlx::query_as(FLOOR).bind(text(user)).fetch_one(c).await).await
     }
 
     async fn prune(&self, now: DateTime<Utc>) -> Result<PruneReport, StoreError> {
@@ -1313,14 +1296,14 @@ impl Writer {
             let pid = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.map_err(store_error)?;
             self.conn = Some((conn, pid));
         }
-        let mut waited = Duration::ZERO;
+        let started = std::time::Instant::now();
         let result = {
             let Writer { conn: Some((conn, pid)), muted, legacy_empty, options, .. } = self else { unreachable!() };
             let mut work = std::pin::pin!(run(conn, batch, muted, legacy_empty));
             loop {
                 match tokio::time::timeout(COMMIT_CHECK, &mut work).await {
                     Ok(result) => break Some(result),
-                    Err(_) if still_working(options, *pid).await => waited += COMMIT_CHECK,
+                    Err(_) if still_working(options, *pid).await => {}
                     Err(_) => break None,
                 }
             }
@@ -1336,7 +1319,7 @@ impl Writer {
             return Err(StoreError::Unavailable(format!(
                 "PostgreSQL stopped answering a commit (nothing for {} s, and its server process was not seen \
                  working on it); its connection is dropped and the next commit opens another",
-                (waited + COMMIT_CHECK).as_secs()
+                started.elapsed().as_secs()
             )));
         };
         if matches!(result, Err(StoreError::Unavailable(_))) {
@@ -2299,6 +2282,44 @@ mod tests {
             PostgresStore::connect(self.options.clone(), settings, listener).await.unwrap()
         }
 
+        /// An operator's lock on the notifications table, which every read and write of them waits behind
+        /// until the transaction ends.
+        async fn lock_notifications(&self) -> sqlx::Transaction<'_, Postgres> {
+            let mut lock = self.admin.begin().await.unwrap();
+            let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", self.schema);
+            sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
+            lock
+        }
+
+        /// Run `work` until PostgreSQL shows it waiting behind [`TestDb::lock_notifications`], silence `link`
+        /// then, so the silence falls inside its statement, and give `work` up (its caller's timeout); the lock
+        /// ends after, and what the server then answers goes into the silence.
+        async fn silence_inside(&self, link: &SilentLink, work: impl std::future::Future<Output: std::fmt::Debug>) {
+            let lock = self.lock_notifications().await;
+            let mut watch = PgConnection::connect_with(&self.options).await.unwrap();
+            {
+                let mut work = std::pin::pin!(work);
+                loop {
+                    tokio::select! {
+                        r = &mut work => panic!("answered under the lock: {r:?}"),
+                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    }
+                    let waiting: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    .fetch_one(&mut watch)
+                    .await
+                    .unwrap();
+                    if waiting > 0 {
+                        break;
+                    }
+                }
+                link.silence();
+            } // `work` given up
+            lock.rollback().await.unwrap();
+            watch.close().await.unwrap();
+        }
+
         async fn drop_database(self) {
             self.admin.close().await;
             let mut server = PgConnection::connect(&self.url).await.expect("connect to PostgreSQL");
@@ -3188,31 +3209,10 @@ mod tests {
         let a = PostgresStore::connect(a_options, &settings, None).await.unwrap();
         let b = db.open_with(&settings, None).await;
 
-        // A's broadcast takes the write lock, then waits behind an operator's table lock until A is silent.
-        let mut lock = db.admin.begin().await.unwrap();
-        let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", db.schema);
-        sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
+        // A's broadcast takes the write lock, then waits behind an operator's table lock until A is silent; its
+        // statement then completes on the server, into the silence. A's writer carries on alone.
+        db.silence_inside(&link, a.apply(vec![Write::Notify(draft("a-broadcast", Recipients::Everyone))])).await;
         let mut watch = PgConnection::connect_with(&db.options).await.unwrap();
-        {
-            let mut a_write = std::pin::pin!(a.apply(vec![Write::Notify(draft("a-broadcast", Recipients::Everyone))]));
-            loop {
-                tokio::select! {
-                    r = &mut a_write => panic!("A's commit ended under the lock: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                }
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&mut watch)
-                .await
-                .unwrap();
-                if waiting > 0 {
-                    break;
-                }
-            }
-            link.silence();
-        } // A's writer carries on alone; its answer is not awaited
-        lock.rollback().await.unwrap(); // A's statement completes on the server, into the silence
 
         // B's writes wait for the write lock; each is cut by the statement timeout until A's session is ended.
         let started = std::time::Instant::now();
@@ -3256,9 +3256,7 @@ mod tests {
         store.apply(vec![Write::Notify(draft("kept", Recipients::Users(vec!["u".into()])))]).await.unwrap();
         let writes_ok = || health.snapshot().into_iter().find(|(name, _)| *name == "store_writes").unwrap().1.ok;
 
-        let mut lock = db.admin.begin().await.unwrap();
-        let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", db.schema);
-        sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
+        let lock = db.lock_notifications().await;
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let pruned = metrics::with_local_recorder(&recorder, || {
@@ -3378,33 +3376,8 @@ mod tests {
             failed += 1;
         }
 
-        // A read in flight when the server goes silent, then given up by its caller (an HTTP request's timeout):
-        // held behind a table lock until PostgreSQL shows it waiting, so the silence falls inside the query.
-        let mut lock = db.admin.begin().await.unwrap();
-        let table = format!("LOCK TABLE {}.notifications IN ACCESS EXCLUSIVE MODE", db.schema);
-        sqlx::query(AssertSqlSafe(table)).execute(&mut *lock).await.unwrap();
-        let mut watch = PgConnection::connect_with(&db.options).await.unwrap();
-        {
-            let mut reading = std::pin::pin!(list());
-            loop {
-                tokio::select! {
-                    r = &mut reading => panic!("a read answered under the lock: {r:?}"),
-                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                }
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&mut watch)
-                .await
-                .unwrap();
-                if waiting > 0 {
-                    break;
-                }
-            }
-            link.silence();
-        } // given up
-        lock.rollback().await.unwrap();
-        watch.close().await.unwrap();
+        // A read in flight when the server goes silent, then given up by its caller (an HTTP request's timeout).
+        db.silence_inside(&link, list()).await;
         link.restore();
         assert!(matches!(write("after").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
         let listed = tokio::time::timeout(Duration::from_secs(60), list()).await;
