@@ -689,6 +689,11 @@ pub struct AmqpSettings {
     pub url: Secret,
     /// A PEM file of CA certificates trusted for `amqps://` besides the system's trust store; empty: none.
     pub ca_file: String,
+    /// `amqps://` only, both or neither: the client certificate (PEM, then any intermediates) and its private
+    /// key that Herald presents to a broker that asks for one (mutual TLS; with `?auth_mechanism=external` the
+    /// certificate is also the login). Empty: none.
+    pub cert_file: String,
+    pub key_file: String,
     pub connection_name: String,
     /// Unacknowledged deliveries per consumer (`basic.qos`).
     pub prefetch: u16,
@@ -778,14 +783,22 @@ pub enum UnmatchedPolicy {
 }
 
 impl AmqpSettings {
+    /// The files of an `amqps://` connection, read at each connect.
+    pub fn tls_files(&self) -> TlsFiles<'_> {
+        TlsFiles { ca_file: &self.ca_file, cert_file: &self.cert_file, key_file: &self.key_file }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         crate::ingest::amqp::check_url(self.url.expose()).map_err(|m| invalid("amqp.url", m))?;
-        if !self.ca_file.is_empty() {
+        let files =
+            [("amqp.ca_file", &self.ca_file), ("amqp.cert_file", &self.cert_file), ("amqp.key_file", &self.key_file)];
+        if let Some((key, _)) = files.iter().find(|(_, file)| !file.is_empty()) {
             if !self.url.expose().starts_with("amqps://") {
-                return Err(invalid("amqp.ca_file", "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
+                return Err(invalid(key, "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
             }
             // The consumer's own reading (lapin takes the chain as text: the file must be UTF-8 as well).
-            crate::ingest::amqp::tls(&self.ca_file).map_err(|m| invalid("amqp.ca_file", m))?;
+            crate::ingest::amqp::tls(self.tls_files())
+                .map_err(|(file, m)| invalid(&format!("amqp.{}", file.setting()), m))?;
         }
         let positive = [
             ("amqp.prefetch", self.prefetch as u64),
@@ -879,6 +892,85 @@ pub fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
+/// The files of a TLS connection to a broker or Redis, as configured (empty: not set). Read at start to check
+/// them and again at each connect, so renewed certificates are taken without a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    pub ca_file: &'a str,
+    pub cert_file: &'a str,
+    pub key_file: &'a str,
+}
+
+/// Which of [`TlsFiles`] an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFile {
+    Ca,
+    Cert,
+    Key,
+}
+
+impl TlsFile {
+    /// The setting's name after its section's prefix (`ca_file`, `cert_file`, `key_file`).
+    pub fn setting(self) -> &'static str {
+        match self {
+            TlsFile::Ca => "ca_file",
+            TlsFile::Cert => "cert_file",
+            TlsFile::Key => "key_file",
+        }
+    }
+}
+
+/// A client certificate chain and its private key, as PEM, for a server that asks the client to prove who it
+/// is (mutual TLS). Never printed: the key is a secret.
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity(<redacted>)")
+    }
+}
+
+/// The client identity named by `files`, or `None` when neither `cert_file` nor `key_file` is set: both read,
+/// the certificate file holding at least one parseable X.509 certificate (the client's first, then any
+/// intermediates), the key file one private key (PKCS#8, PKCS#1 or SEC1, unencrypted) that the crypto provider
+/// loads and that is the first certificate's. Errors say which file and why, never what the key holds.
+pub fn read_client_identity(files: TlsFiles<'_>) -> Result<Option<ClientIdentity>, (TlsFile, String)> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    match (files.cert_file, files.key_file) {
+        ("", "") => return Ok(None),
+        (_, "") => return Err((TlsFile::Key, "is needed with cert_file (the certificate's private key)".into())),
+        ("", _) => return Err((TlsFile::Cert, "is needed with key_file (the key's certificate)".into())),
+        _ => {}
+    }
+    let (cert_path, key_path) = (files.cert_file, files.key_file);
+    let cert_pem = std::fs::read(cert_path).map_err(|e| (TlsFile::Cert, format!("cannot read {cert_path}: {e}")))?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (TlsFile::Cert, format!("{cert_path} is not a PEM file of certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err((TlsFile::Cert, format!("{cert_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")));
+    }
+    let key_pem = std::fs::read(key_path).map_err(|e| (TlsFile::Key, format!("cannot read {key_path}: {e}")))?;
+    // rustls-pki-types' error names the PEM section kinds it looked for, never the key's bytes.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        (TlsFile::Key, format!("{key_path} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"))
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            (TlsFile::Key, format!("{key_path} is not the private key of the certificate in {cert_path}"))
+        }
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            (TlsFile::Cert, format!("{cert_path}: its first certificate is not a parseable X.509 certificate: {e}"))
+        }
+        e => (TlsFile::Key, format!("{key_path}: the key cannot be used: {e}")),
+    })?;
+    Ok(Some(ClientIdentity { cert_pem, key_pem }))
+}
+
 /// Exchange and queue names: 1–255 bytes, and not the broker's reserved `amq.` prefix.
 fn check_amqp_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 255 {
@@ -898,6 +990,10 @@ pub struct ClusterSettings {
     /// A PEM file of CA certificates trusted for `rediss://` instead of the system's trust store; empty: the
     /// system's.
     pub redis_ca_file: String,
+    /// `rediss://` only, both or neither: the client certificate (PEM, then any intermediates) and its private
+    /// key that Herald presents to a Redis that asks for one (`tls-auth-clients yes`). Empty: none.
+    pub redis_cert_file: String,
+    pub redis_key_file: String,
     pub redis_mode: RedisMode,
     pub pubsub: PubSubMode,
     pub channel_prefix: String,
@@ -926,6 +1022,11 @@ pub enum RedisMode {
 }
 
 impl ClusterSettings {
+    /// The files of a `rediss://` connection, read at each (re)connect.
+    pub fn tls_files(&self) -> TlsFiles<'_> {
+        TlsFiles { ca_file: &self.redis_ca_file, cert_file: &self.redis_cert_file, key_file: &self.redis_key_file }
+    }
+
     /// This node's name in presence, traces and logs: `node_id`, or `hostname-pid` when it is empty.
     pub fn node_name(&self) -> String {
         if self.node_id.is_empty() {
@@ -1303,14 +1404,20 @@ impl Settings {
                 }
                 _ => {}
             }
-            if !self.cluster.redis_ca_file.is_empty() {
+            let files = self.cluster.tls_files();
+            let set = [(TlsFile::Ca, files.ca_file), (TlsFile::Cert, files.cert_file), (TlsFile::Key, files.key_file)];
+            if let Some((file, _)) = set.iter().find(|(_, path)| !path.is_empty()) {
                 if urls.iter().any(|u| !u.starts_with("rediss://")) {
                     return Err(invalid(
-                        "cluster.redis_ca_file",
+                        &format!("cluster.redis_{}", file.setting()),
                         "is for rediss:// URLs (TLS); cluster.redis_url has a plain redis:// one",
                     ));
                 }
-                read_ca_file(&self.cluster.redis_ca_file).map_err(|m| invalid("cluster.redis_ca_file", m))?;
+                if !files.ca_file.is_empty() {
+                    read_ca_file(files.ca_file).map_err(|m| invalid("cluster.redis_ca_file", m))?;
+                }
+                read_client_identity(files)
+                    .map_err(|(file, m)| invalid(&format!("cluster.redis_{}", file.setting()), m))?;
             }
             if let Err(e) = crate::fanout::redis::check_urls(&self.cluster) {
                 return Err(invalid("cluster.redis_url", e.trim_start_matches("cluster.redis_url: ")));
@@ -2243,6 +2350,62 @@ mod tests {
         let debug = format!("{s:?}");
         assert!(!debug.contains(DEV_JWT_SECRET));
         assert!(!debug.contains(DEV_SERVICE_KEY));
+    }
+
+    /// A client certificate and key (mutual TLS) are checked at start, for the connection they serve: one without
+    /// the other, either set for a plain URL, a file that cannot be read or holds no certificate or key, and a key
+    /// that is not the certificate's are refused with the setting's name, never at the first connect, and no error
+    /// prints the key.
+    #[test]
+    fn a_client_certificate_without_its_key_or_unusable_is_refused_at_start_naming_the_setting() {
+        let fixture = |name: &str| format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"));
+        let (cert, key, other_key) = (fixture("client.pem"), fixture("client.key"), fixture("other.key"));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem").to_str().unwrap().to_owned();
+        let text = dir.path().join("text.pem");
+        std::fs::write(&text, "not pem\n").unwrap();
+        let text = text.to_str().unwrap().to_owned();
+        let key_body = std::fs::read_to_string(&key).unwrap();
+        let key_line = key_body.lines().nth(1).unwrap();
+        let pg = ("HERALD__STORE__URL", "postgres://h@db/h");
+        for (section, url) in [
+            ("amqp.", ("HERALD__AMQP__URL", "amqps://mq.example.com/prod?auth_mechanism=external")),
+            ("cluster.redis_", ("HERALD__CLUSTER__REDIS_URL", "rediss://r.example.com:6380")),
+        ] {
+            let (cert_var, key_var) = match section {
+                "amqp." => ("HERALD__AMQP__CERT_FILE", "HERALD__AMQP__KEY_FILE"),
+                _ => ("HERALD__CLUSTER__REDIS_CERT_FILE", "HERALD__CLUSTER__REDIS_KEY_FILE"),
+            };
+            let ok = Settings::load(None, env(&[pg, url, (cert_var, &cert), (key_var, &key)]));
+            assert!(ok.is_ok(), "{section}: {:?}", ok.err());
+            for (cert_file, key_file, named, says) in [
+                (cert.as_str(), "", "key_file", "is needed with cert_file"),
+                ("", key.as_str(), "cert_file", "is needed with key_file"),
+                (&missing, &key, "cert_file", "cannot read"),
+                (&text, &key, "cert_file", "no PEM certificate"),
+                (&key, &key, "cert_file", "no PEM certificate"),
+                (&cert, &missing, "key_file", "cannot read"),
+                (&cert, &cert, "key_file", "no unencrypted PEM private key"),
+                (&cert, &other_key, "key_file", "is not the private key of the certificate"),
+            ] {
+                let e = err(&[pg, url, (cert_var, cert_file), (key_var, key_file)]);
+                assert!(e.contains(&format!("{section}{named}")) && e.contains(says), "{cert_file} {key_file}: {e}");
+                assert!(!e.contains(key_line), "no key material in the error: {e}");
+            }
+        }
+        for (url, var, named) in [
+            (("HERALD__AMQP__URL", "amqp://u:p@mq/prod"), "HERALD__AMQP__CERT_FILE", "amqp.cert_file"),
+            (
+                ("HERALD__CLUSTER__REDIS_URL", "redis://r:6379"),
+                "HERALD__CLUSTER__REDIS_KEY_FILE",
+                "cluster.redis_key_file",
+            ),
+        ] {
+            let e = err(&[pg, url, (var, &cert)]);
+            assert!(e.contains(named) && e.contains("is for") && e.contains("(TLS)"), "{e}");
+        }
+        let id = read_client_identity(TlsFiles { ca_file: "", cert_file: &cert, key_file: &key }).unwrap().unwrap();
+        assert!(!format!("{id:?}").contains(key_line), "the identity's Debug prints no key");
     }
 
     #[test]

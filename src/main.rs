@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use herald::config::Settings;
+use herald::config::{Settings, TlsFile, TlsFiles};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the hot paths allocate small, short-lived buffers on several threads; glibc's malloc spent
@@ -55,6 +55,13 @@ enum Command {
         /// a private CA). Default: amqp.ca_file from the configuration when the URL comes from it too.
         #[arg(long)]
         ca_file: Option<String>,
+        /// With an amqps:// URL: the client certificate (PEM) to present to a broker that asks for one (mutual
+        /// TLS), with --key-file. Default: amqp.cert_file from the configuration when the URL comes from it too.
+        #[arg(long)]
+        cert_file: Option<String>,
+        /// The private key (PEM) of --cert-file. Default: amqp.key_file, as --cert-file.
+        #[arg(long)]
+        key_file: Option<String>,
         #[arg(long, short, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
         /// Publish to this exchange instead of the fixture's `exchange`.
@@ -224,23 +231,37 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Publish { url, ca_file, config, exchange, routing_key, fixtures } => {
-            // Without --url, the configured broker, and its CA file unless --ca-file names another.
-            let (url, configured_ca) = match url {
-                Some(url) => (url, String::new()),
+        Command::Publish { url, ca_file, cert_file, key_file, config, exchange, routing_key, fixtures } => {
+            // Without --url, the configured broker and its TLS files, each unless a flag names another.
+            let (url, configured) = match url {
+                Some(url) => (url, [String::new(), String::new(), String::new()]),
                 None => {
                     let amqp = load(config.as_deref())?.amqp;
-                    (amqp.url.expose().to_owned(), amqp.ca_file)
+                    (amqp.url.expose().to_owned(), [amqp.ca_file, amqp.cert_file, amqp.key_file])
                 }
             };
-            let (file, key) = match ca_file {
-                Some(_) if !url.starts_with("amqps://") => {
-                    anyhow::bail!("--ca-file is for an amqps:// URL (TLS); the broker URL is plain amqp://")
+            let flags = [("--ca-file", ca_file), ("--cert-file", cert_file), ("--key-file", key_file)];
+            if let Some((flag, _)) = flags.iter().find(|(_, f)| f.is_some()) {
+                if !url.starts_with("amqps://") {
+                    anyhow::bail!("{flag} is for an amqps:// URL (TLS); the broker URL is plain amqp://");
                 }
-                Some(file) => (file, "--ca-file"),
-                None => (configured_ca, "amqp.ca_file"),
+            }
+            // Each file named in errors as the setting it came from, else as the flag that sets it.
+            let [(_, ca_flag), (_, cert_flag), (_, key_flag)] = flags;
+            let [ca, cert, key] = configured;
+            let named = |flag: &Option<String>, configured: &str, file: TlsFile| match flag {
+                None if !configured.is_empty() => format!("amqp.{}", file.setting()),
+                _ => format!("--{}", file.setting().replace('_', "-")),
             };
-            let tls = herald::ingest::amqp::tls(&file).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            let names = [
+                named(&ca_flag, &ca, TlsFile::Ca),
+                named(&cert_flag, &cert, TlsFile::Cert),
+                named(&key_flag, &key, TlsFile::Key),
+            ];
+            let files = [ca_flag.unwrap_or(ca), cert_flag.unwrap_or(cert), key_flag.unwrap_or(key)];
+            let tls =
+                herald::ingest::amqp::tls(TlsFiles { ca_file: &files[0], cert_file: &files[1], key_file: &files[2] })
+                    .map_err(|(file, e)| anyhow::anyhow!("{}: {e}", names[file as usize]))?;
             herald::install_crypto_provider();
             let report = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
                 herald::ingest::amqp::publish_fixtures(

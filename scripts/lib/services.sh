@@ -63,13 +63,16 @@ start_rabbitmq() {
   port=$(free_port); tls=$(free_port); dist=$(free_port)
   dir="$HERALD_SERVICES_DIR/rabbitmq"; mkdir -p "$dir/mnesia" "$dir/log"
   node="herald-test-$$-$port@localhost"
-  echo '[].' > "$dir/enabled_plugins"
+  echo '[rabbitmq_auth_mechanism_ssl].' > "$dir/enabled_plugins"
   # Small, fast and quiet: no disk alarm on a busy CI disk, no file log rotation.
-  # Also AMQP over TLS on its own port, with make_test_tls's certificate (clients are not asked for one).
+  # Also AMQP over TLS on its own port, with make_test_tls's certificate. A client certificate is verified when
+  # one is presented (not required); EXTERNAL logs in as the user its common name names (mutual TLS, no password).
   printf '%s\n' 'disk_free_limit.absolute = 10MB' 'log.file.level = warning' 'log.console = false' \
     "listeners.ssl.1 = 127.0.0.1:$tls" "ssl_options.cacertfile = $HERALD_TEST_TLS_DIR/ca.pem" \
     "ssl_options.certfile = $HERALD_TEST_TLS_DIR/server.pem" "ssl_options.keyfile = $HERALD_TEST_TLS_DIR/server.key" \
-    'ssl_options.verify = verify_none' 'ssl_options.fail_if_no_peer_cert = false' > "$dir/rabbitmq.conf"
+    'ssl_options.verify = verify_peer' 'ssl_options.fail_if_no_peer_cert = false' \
+    'auth_mechanisms.1 = PLAIN' 'auth_mechanisms.2 = AMQPLAIN' 'auth_mechanisms.3 = EXTERNAL' \
+    'ssl_cert_login_from = common_name' > "$dir/rabbitmq.conf"
   # As root, the Debian wrapper drops to the `rabbitmq` user (and its Erlang cookie, which rabbitmqctl shares):
   # that user must be able to reach and write the node's directory.
   if [ "$(id -u)" -eq 0 ] && id rabbitmq >/dev/null 2>&1; then
@@ -101,14 +104,18 @@ start_rabbitmq() {
   export HERALD_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:$port/%2f"
   # guest may log in from loopback only; this is loopback too.
   export HERALD_TEST_AMQPS_URL="amqps://guest:guest@127.0.0.1:$tls/%2f"
+  # No password: the client certificate (HERALD_TEST_TLS_CLIENT_CERT, common name `guest`) is the login.
+  export HERALD_TEST_AMQPS_EXTERNAL_URL="amqps://127.0.0.1:$tls/%2f?auth_mechanism=external"
   export HERALD_TEST_RABBITMQ_PORT=$port
 }
 
 # make_test_tls — a throwaway certificate authority and a server certificate for 127.0.0.1 and localhost, signed
-# by it, in $HERALD_SERVICES_DIR/tls (ca.pem, server.pem, server.key). Exports HERALD_TEST_TLS_CA (the CA's PEM
-# file, which Herald is given as `amqp.ca_file` / `cluster.redis_ca_file`) and HERALD_TEST_TLS_DIR.
+# by it, in $HERALD_SERVICES_DIR/tls (ca.pem, server.pem, server.key), and a client certificate it signed for
+# mutual TLS (client.pem, client.key; common name `guest`, the broker user it logs in as with EXTERNAL). Exports
+# HERALD_TEST_TLS_CA (the CA's PEM file, which Herald is given as `amqp.ca_file` / `cluster.redis_ca_file`),
+# HERALD_TEST_TLS_CLIENT_CERT and HERALD_TEST_TLS_CLIENT_KEY, and HERALD_TEST_TLS_DIR.
 make_test_tls() {
-  [ -n "${HERALD_TEST_TLS_CA:-}" ] && [ -f "$HERALD_TEST_TLS_CA" ] && return 0
+  [ -n "${HERALD_TEST_TLS_CA:-}" ] && [ -f "$HERALD_TEST_TLS_CA" ] && [ -f "${HERALD_TEST_TLS_CLIENT_KEY:-}" ] && return 0
   ensure_packages openssl:openssl
   local d="$HERALD_SERVICES_DIR/tls"; mkdir -p "$d"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=herald-test-ca \
@@ -119,10 +126,17 @@ make_test_tls() {
       'keyUsage = digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth, clientAuth' > "$d/server.ext" \
     && openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
       -extfile "$d/server.ext" -out "$d/server.pem" 2>>"$d/openssl.log" \
+    && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=guest \
+      -keyout "$d/client.key" -out "$d/client.csr" 2>>"$d/openssl.log" \
+    && printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = digitalSignature' 'extendedKeyUsage = clientAuth' \
+      > "$d/client.ext" \
+    && openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+      -extfile "$d/client.ext" -out "$d/client.pem" 2>>"$d/openssl.log" \
     || { cat "$d/openssl.log" >&2; return 1; }
   # The brokers run as their own users (RabbitMQ drops to `rabbitmq`): a test key, readable by all.
   chmod 755 "$HERALD_SERVICES_DIR" "$d"; chmod 644 "$d"/*
   export HERALD_TEST_TLS_DIR=$d HERALD_TEST_TLS_CA=$d/ca.pem
+  export HERALD_TEST_TLS_CLIENT_CERT=$d/client.pem HERALD_TEST_TLS_CLIENT_KEY=$d/client.key
 }
 
 # The redis-server of start_redis and restart_redis: plain TCP on HERALD_TEST_REDIS_PORT and TLS on
@@ -135,22 +149,29 @@ _redis_server() {
 }
 
 # start_redis — exports HERALD_TEST_REDIS_URL and HERALD_TEST_REDISS_URL (the same server over TLS; its CA is
-# HERALD_TEST_TLS_CA).
+# HERALD_TEST_TLS_CA), and HERALD_TEST_REDISS_MTLS_URL: a second server, TLS only, that refuses a client without
+# a certificate its CA signed (`tls-auth-clients yes`; make_test_tls's client certificate is one).
 start_redis() {
   ensure_packages redis-server:redis-server
   make_test_tls || return 1
-  local port tls dir
-  port=$(free_port); tls=$(free_port); dir="$HERALD_SERVICES_DIR/redis"; mkdir -p "$dir"
+  local port tls mtls dir d=$HERALD_TEST_TLS_DIR
+  port=$(free_port); tls=$(free_port); mtls=$(free_port); dir="$HERALD_SERVICES_DIR/redis"; mkdir -p "$dir" "$dir-mtls"
   export HERALD_TEST_REDIS_PORT=$port HERALD_TEST_REDIS_TLS_PORT=$tls
-  log "starting redis on 127.0.0.1:$port (TLS on $tls)"
+  log "starting redis on 127.0.0.1:$port (TLS on $tls; mutual TLS on $mtls)"
   _redis_server >"$dir/stdout.log" 2>&1 &
   _HERALD_PIDS+=($!)
   # A restart_redis from another shell replaces the process: stop whatever listens on the port.
   _HERALD_STOPS+=("redis-cli -p $port shutdown nosave")
+  redis-server --port 0 --bind 127.0.0.1 --save '' --appendonly no --dir "$dir-mtls" --tls-port "$mtls" \
+    --tls-cert-file "$d/server.pem" --tls-key-file "$d/server.key" --tls-ca-cert-file "$d/ca.pem" \
+    --tls-auth-clients yes >"$dir-mtls/stdout.log" 2>&1 &
+  _HERALD_PIDS+=($!)
   wait_for_port 127.0.0.1 "$port" 20 || { cat "$dir/stdout.log" >&2; return 1; }
   wait_for_port 127.0.0.1 "$tls" 20 || { cat "$dir/stdout.log" >&2; return 1; }
+  wait_for_port 127.0.0.1 "$mtls" 20 || { cat "$dir-mtls/stdout.log" >&2; return 1; }
   export HERALD_TEST_REDIS_URL="redis://127.0.0.1:$port"
   export HERALD_TEST_REDISS_URL="rediss://127.0.0.1:$tls"
+  export HERALD_TEST_REDISS_MTLS_URL="rediss://127.0.0.1:$mtls"
 }
 
 # start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback).
@@ -226,8 +247,9 @@ restart_rabbitmq() {
 # own directory. Exports HERALD_TEST_REDIS_CLUSTER_URLS (comma-separated seed URLs) and HERALD_TEST_REDIS_CLUSTER_DIR:
 # a shard on port P lives in $HERALD_TEST_REDIS_CLUSTER_DIR/P, `sh .../P/start` starts it again (same node id and
 # slots, from its nodes.conf) and .../P/redis.pid holds its pid, so a test can kill and restart one shard.
-# With --tls, a second cluster that speaks only TLS (clients and its bus, make_test_tls's certificate; clients are
-# not asked for one): HERALD_TEST_REDISS_CLUSTER_URLS (rediss:// seeds; the CA is HERALD_TEST_TLS_CA).
+# With --tls, a second cluster that speaks only TLS (clients and its bus, make_test_tls's certificate) and refuses
+# a client without a certificate its CA signed (make_test_tls's client certificate is one):
+# HERALD_TEST_REDISS_CLUSTER_URLS (rediss:// seeds; the CA is HERALD_TEST_TLS_CA).
 start_redis_cluster() {
   ensure_packages redis-server:redis-server redis-cli:redis-tools
   local port bus dir ports=() hosts=() urls=() state deadline root listen scheme=redis cli=()
@@ -235,7 +257,7 @@ start_redis_cluster() {
   if [ "${1:-}" = --tls ]; then
     make_test_tls || return 1
     root="$HERALD_SERVICES_DIR/redis-cluster-tls"; scheme=rediss
-    cli=(--tls --cacert "$HERALD_TEST_TLS_CA")
+    cli=(--tls --cacert "$HERALD_TEST_TLS_CA" --cert "$HERALD_TEST_TLS_CLIENT_CERT" --key "$HERALD_TEST_TLS_CLIENT_KEY")
   fi
   mkdir -p "$root"
   for _ in 1 2 3; do
@@ -245,7 +267,7 @@ start_redis_cluster() {
     if [ "$scheme" = rediss ]; then
       listen="--port 0 --tls-port $port --tls-cluster yes --tls-cert-file \"$HERALD_TEST_TLS_DIR/server.pem\""
       listen+=" --tls-key-file \"$HERALD_TEST_TLS_DIR/server.key\" --tls-ca-cert-file \"$HERALD_TEST_TLS_CA\""
-      listen+=" --tls-auth-clients no"
+      listen+=" --tls-auth-clients yes"
     fi
     # A short node timeout: a killed shard is noticed (and a restarted one rejoins) within seconds.
     cat > "$dir/start" <<SH

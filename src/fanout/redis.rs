@@ -290,7 +290,10 @@ pub fn start(
     let worker = Worker {
         names,
         connector,
-        ca_reread: (!settings.redis_ca_file.is_empty()).then(|| settings.clone()),
+        ca_reread: {
+            let files = settings.tls_files();
+            [files.ca_file, files.cert_file, files.key_file].iter().any(|f| !f.is_empty()).then(|| settings.clone())
+        },
         mode: settings.pubsub,
         node,
         registry,
@@ -308,8 +311,9 @@ pub fn start(
 struct Worker {
     names: Names,
     connector: Connector,
-    /// With `cluster.redis_ca_file` set, the settings to rebuild the connector from before each reconnect, so a
-    /// renewed CA file is taken without a restart (as `amqp.ca_file` is).
+    /// With a TLS file set (`cluster.redis_ca_file`, `redis_cert_file`, `redis_key_file`), the settings to rebuild
+    /// the connector from before each reconnect, so a renewed CA or client certificate is taken without a restart
+    /// (as `amqp.ca_file` is).
     ca_reread: Option<ClusterSettings>,
     mode: PubSubMode,
     node: Arc<str>,
@@ -335,7 +339,7 @@ impl Worker {
                 match Connector::new(settings) {
                     Ok(connector) => self.connector = connector,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the Redis CA file again; keeping the one read before")
+                        tracing::warn!(error = %e, "cannot read the Redis TLS files again; keeping the ones read before")
                     }
                 }
             }

@@ -1840,3 +1840,78 @@ async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
     assert!(detail.contains("UnknownIssuer"), "{detail}");
     assert!(!detail.contains("guest:guest"), "no password in /readyz: {detail}");
 }
+
+/// A broker that logs clients in by their TLS certificate (`?auth_mechanism=external`, RabbitMQ's
+/// rabbitmq_auth_mechanism_ssl: the user named by the certificate's common name; no password in the URL): with
+/// `amqp.cert_file` and `amqp.key_file` Herald presents the certificate, consumes, and the event reaches the
+/// user's session; `herald publish` does the same with `--cert-file` and `--key-file`. Without a certificate the
+/// login is refused, and `/readyz` and `herald publish` say so.
+#[tokio::test]
+async fn a_broker_that_logs_in_by_client_certificate_is_consumed_with_the_configured_one() {
+    let Some(amqp) = Amqp::new("mtls").await else { return };
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(url), Some(ca), Some(cert), Some(key)) = (
+        var("HERALD_TEST_AMQPS_EXTERNAL_URL"),
+        var("HERALD_TEST_TLS_CA"),
+        var("HERALD_TEST_TLS_CLIENT_CERT"),
+        var("HERALD_TEST_TLS_CLIENT_KEY"),
+    ) else {
+        eprintln!(
+            "SKIPPED mtls: HERALD_TEST_AMQPS_EXTERNAL_URL / HERALD_TEST_TLS_CLIENT_* are not set (start_rabbitmq)"
+        );
+        return;
+    };
+    let gw = amqp
+        .gateway(|s| {
+            s.amqp.url = Secret::new(url.clone());
+            s.amqp.ca_file = ca.clone();
+            s.amqp.cert_file = cert.clone();
+            s.amqp.key_file = key.clone();
+        })
+        .await;
+    let broker = Broker::connect(&amqp.url).await;
+    let user = "3e7a1b2c-4d5e-4f6a-8b7c-9d0e1f2a3b4c"; // the fixture's
+    let mut tab = gw.connect(user).await;
+    amqp.publish_fixture(&broker, "sgad-notification-user.json").await;
+    let f = tab.notification().await;
+    assert_eq!(f["notification"]["title"], "Disponibilidad Cerrada", "{f}");
+
+    let mut second = fixture("medtrack-student-created.json");
+    second["exchange"] = json!(amqp.exchange("events.topic"));
+    let file = amqp.dir.path().join("over-mtls.json");
+    std::fs::write(&file, second.to_string()).unwrap();
+    let mut welcomed = gw.connect("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await; // the fixture's recipient
+    let publish = |identity: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["publish", "--url", &url, "--ca-file", &ca]).args(identity).arg(&file);
+        cmd.env_remove("HERALD__AMQP__CERT_FILE").env_remove("HERALD__AMQP__KEY_FILE");
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let out = publish(&[]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("EXTERNAL"), "refused without a certificate: {stderr}");
+    let out = publish(&["--cert-file", &cert]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--key-file: is needed with cert_file"), "{stderr}");
+    let out = publish(&["--cert-file", &cert, "--key-file", &key]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("confirmed"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let f = welcomed.notification().await;
+    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, John!", "{f}");
+    gw.stop().await.unwrap();
+
+    // Without the certificate the broker refuses the login, and readiness says so.
+    let anonymous = spawn_gateway_with(|s| {
+        amqp.configure(s);
+        s.amqp.url = Secret::new(url.clone());
+        s.amqp.ca_file = ca.clone();
+    })
+    .await;
+    let detail = eventually("the refused login in /readyz", SLOW_WAIT, async || {
+        let (_, body) = readyz(&anonymous.url("")).await;
+        let detail = body["checks"]["amqp"]["detail"].as_str().unwrap_or_default().to_owned();
+        (body["checks"]["amqp"]["ok"] == false && detail.contains("disconnected")).then_some(detail)
+    })
+    .await;
+    assert!(detail.contains("EXTERNAL"), "{detail}");
+}

@@ -834,3 +834,77 @@ async fn a_renewed_redis_ca_file_is_taken_at_the_next_reconnect_without_a_restar
     let id = notify(&other, &user, "after the renewal").await;
     assert_eq!(session.notification().await["notification"]["id"], id, "the renewed node's session got it");
 }
+
+/// A Redis that asks every client for a certificate its CA signed (`tls-auth-clients yes`; services.sh's
+/// `HERALD_TEST_REDISS_MTLS_URL`): a node without `cluster.redis_cert_file` is refused and says so on `/readyz`;
+/// a node whose certificate file holds one the server's CA did not sign is refused too, and once the files hold
+/// a signed certificate and its key it connects without a restart (both are read again before each reconnect)
+/// and carries a notification to and from a node that had the right certificate from the start.
+#[tokio::test]
+async fn a_redis_that_requires_client_certificates_takes_the_configured_one_and_a_renewed_one_without_a_restart() {
+    let (Some(mtls), Some(ca), Some(cert), Some(key)) = (
+        env("HERALD_TEST_REDISS_MTLS_URL"),
+        env("HERALD_TEST_TLS_CA"),
+        env("HERALD_TEST_TLS_CLIENT_CERT"),
+        env("HERALD_TEST_TLS_CLIENT_KEY"),
+    ) else {
+        eprintln!(
+            "skipped: HERALD_TEST_REDISS_MTLS_URL / HERALD_TEST_TLS_CLIENT_* are not set (start_redis sets them)"
+        );
+        return;
+    };
+    let Some((pg, _)) = fresh_database("rediss_mtls").await else { return };
+
+    // No client certificate: the server ends the handshake.
+    let ca_only = ca.clone();
+    let anonymous = node_with(&pg, &mtls, "mtls-anonymous", move |s| s.cluster.redis_ca_file = ca_only).await;
+
+    // A certificate of its own making (self-signed, so no CA the server trusts signed it), then renewed.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=unsigned-client", "-keyout"])
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&cert_file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let files = (ca.clone(), cert_file.to_str().unwrap().to_owned(), key_file.to_str().unwrap().to_owned());
+    let renewed = node_with(&pg, &mtls, "mtls-renewed", move |s| {
+        (s.cluster.redis_ca_file, s.cluster.redis_cert_file, s.cluster.redis_key_file) = files;
+    })
+    .await;
+
+    for refused in [&anonymous, &renewed] {
+        let detail = eventually("the handshake refused on /readyz", Duration::from_secs(15), async || {
+            let check = redis_check(refused).await;
+            (check["ok"] == false && check["detail"].as_str()?.contains("reconnecting"))
+                .then(|| check["detail"].as_str().unwrap().to_owned())
+        })
+        .await;
+        assert!(!detail.contains("BEGIN"), "no key material in /readyz: {detail}");
+    }
+
+    std::fs::copy(&key, &key_file).unwrap();
+    std::fs::copy(&cert, &cert_file).unwrap();
+    eventually("connected with the renewed client certificate", Duration::from_secs(30), async || {
+        (redis_check(&renewed).await["ok"] == true).then_some(())
+    })
+    .await;
+    let signed = node_with(&pg, &mtls, "mtls-signed", move |s| {
+        (s.cluster.redis_ca_file, s.cluster.redis_cert_file, s.cluster.redis_key_file) = (ca, cert, key);
+    })
+    .await;
+    ready(&signed).await;
+    let (to_renewed, to_signed) = (unique("u-"), unique("u-"));
+    let mut on_renewed = renewed.connect(&to_renewed).await;
+    let mut on_signed = signed.connect(&to_signed).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the subscriptions to the users' channels
+    let id = notify(&signed, &to_renewed, "over mutual tls").await;
+    assert_eq!(on_renewed.notification().await["notification"]["id"], id, "the renewed node's session got it");
+    let id = notify(&renewed, &to_signed, "and back").await;
+    assert_eq!(on_signed.notification().await["notification"]["id"], id, "the signed node's session got it");
+    assert_eq!(redis_check(&anonymous).await["ok"], false, "still refused without a certificate");
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use herald::config::{PubSubMode, RedisMode, Secret};
 use serde_json::{json, Value};
 
-use crate::cluster::{notify, ready, redis_refuses_the_certificate, unique};
+use crate::cluster::{notify, ready, redis_check, redis_refuses_the_certificate, unique};
 use crate::support::*;
 
 struct RedisCluster {
@@ -164,13 +164,15 @@ async fn fresh_database(test: &str) -> Option<String> {
 
 /// A node on the shared PostgreSQL database and the Redis Cluster, with the test's own channel prefix.
 async fn sharded_node(pg: &str, cluster: &RedisCluster, id: &str) -> Gateway {
-    sharded_node_at(pg, &cluster.urls, id, "").await
+    sharded_node_at(pg, &cluster.urls, id, ("", "", "")).await
 }
 
 /// A node on the shared PostgreSQL database and the Redis Cluster seeded by `urls`, verifying a `rediss://`
 /// cluster's certificates against `ca_file` (the system's trust store when empty).
-async fn sharded_node_at(pg: &str, urls: &str, id: &str, ca_file: &str) -> Gateway {
-    let (pg, urls, id, ca_file) = (pg.to_owned(), urls.to_owned(), id.to_owned(), ca_file.to_owned());
+/// A node on the cluster at `urls`; `tls` is its `cluster.redis_ca_file`, `redis_cert_file` and `redis_key_file`.
+async fn sharded_node_at(pg: &str, urls: &str, id: &str, tls: (&str, &str, &str)) -> Gateway {
+    let (pg, urls, id) = (pg.to_owned(), urls.to_owned(), id.to_owned());
+    let (ca_file, cert_file, key_file) = (tls.0.to_owned(), tls.1.to_owned(), tls.2.to_owned());
     let prefix = channel_prefix(&pg);
     spawn_gateway_with(move |s| {
         s.cluster.channel_prefix = prefix;
@@ -178,7 +180,7 @@ async fn sharded_node_at(pg: &str, urls: &str, id: &str, ca_file: &str) -> Gatew
         s.cluster.redis_url = Secret::new(urls);
         s.cluster.redis_mode = RedisMode::Cluster;
         s.cluster.pubsub = PubSubMode::Sharded;
-        s.cluster.redis_ca_file = ca_file;
+        (s.cluster.redis_ca_file, s.cluster.redis_cert_file, s.cluster.redis_key_file) = (ca_file, cert_file, key_file);
         s.cluster.node_id = id;
         s.cluster.presence_interval_secs = 1;
     })
@@ -439,28 +441,38 @@ async fn when_a_users_slot_moves_to_another_shard_the_subscription_follows_and_n
     on_b.silent_for(Duration::from_millis(200)).await;
 }
 
-/// A Redis Cluster that speaks only TLS, its certificates signed by a private CA (services.sh's
-/// `start_redis_cluster --tls`: `HERALD_TEST_REDISS_CLUSTER_URLS`, `HERALD_TEST_TLS_CA`): with that CA as
-/// `cluster.redis_ca_file`, two nodes carry a notification for a user on every shard, each shard reached over TLS
-/// at the address the cluster announces; without the CA the certificate is refused and `/readyz` says so.
+/// A Redis Cluster that speaks only TLS, its certificates signed by a private CA, and that asks every client for
+/// a certificate that CA signed (services.sh's `start_redis_cluster --tls`: `HERALD_TEST_REDISS_CLUSTER_URLS`,
+/// `HERALD_TEST_TLS_CA`, `HERALD_TEST_TLS_CLIENT_CERT` and `_KEY`): with that CA as `cluster.redis_ca_file` and the
+/// client certificate as `redis_cert_file` and `redis_key_file`, two nodes carry a notification for a user on
+/// every shard, each shard reached over mutual TLS at the address the cluster announces; without the CA the
+/// server's certificate is refused, and without the client certificate the cluster refuses the node, and
+/// `/readyz` says so.
 #[tokio::test]
 async fn over_a_tls_only_cluster_signed_by_a_private_ca_users_on_every_shard_receive_from_another_node() {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(urls), Some(ca)) = (var("HERALD_TEST_REDISS_CLUSTER_URLS"), var("HERALD_TEST_TLS_CA")) else {
+    let (Some(urls), Some(ca), Some(cert), Some(key)) = (
+        var("HERALD_TEST_REDISS_CLUSTER_URLS"),
+        var("HERALD_TEST_TLS_CA"),
+        var("HERALD_TEST_TLS_CLIENT_CERT"),
+        var("HERALD_TEST_TLS_CLIENT_KEY"),
+    ) else {
         eprintln!(
-            "skipped: HERALD_TEST_REDISS_CLUSTER_URLS / HERALD_TEST_TLS_CA are not set (start_redis_cluster --tls)"
+            "skipped: HERALD_TEST_REDISS_CLUSTER_URLS / HERALD_TEST_TLS_* are not set (start_redis_cluster --tls)"
         );
         return;
     };
     let Some(pg) = fresh_database("redis_cluster_tls").await else { return };
-    let a = sharded_node_at(&pg, &urls, "rc-tls-a", &ca).await;
-    let b = sharded_node_at(&pg, &urls, "rc-tls-b", &ca).await;
+    let a = sharded_node_at(&pg, &urls, "rc-tls-a", (&ca, &cert, &key)).await;
+    let b = sharded_node_at(&pg, &urls, "rc-tls-b", (&ca, &cert, &key)).await;
     ready(&a).await;
     ready(&b).await;
 
     // A user whose channel lives on each shard, found by asking the cluster over TLS.
     let seed = urls.split(',').next().unwrap();
-    let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(&ca).unwrap()) };
+    let client_tls =
+        redis::ClientTlsConfig { client_cert: std::fs::read(&cert).unwrap(), client_key: std::fs::read(&key).unwrap() };
+    let certs = redis::TlsCertificates { client_tls: Some(client_tls), root_cert: Some(std::fs::read(&ca).unwrap()) };
     let mut con = redis::Client::build_with_tls(seed, certs).unwrap().get_multiplexed_async_connection().await.unwrap();
     let users = a_user_on_every_shard(&mut con, &channel_prefix(&pg), urls.split(',').count()).await;
     let mut clients = Vec::new();
@@ -473,7 +485,15 @@ async fn over_a_tls_only_cluster_signed_by_a_private_ca_users_on_every_shard_rec
         assert_eq!(client.notification().await["notification"]["id"], id, "{user}'s session on B got A's event");
     }
 
+    // Without the client certificate the cluster ends the handshake.
+    let anonymous = sharded_node_at(&pg, &urls, "rc-tls-anonymous", (&ca, "", "")).await;
+    eventually("the handshake refused on /readyz", Duration::from_secs(15), async || {
+        let check = redis_check(&anonymous).await;
+        (check["ok"] == false && check["detail"].as_str()?.contains("reconnecting")).then_some(())
+    })
+    .await;
+
     // The system's trust store does not know the private CA.
-    let untrusted = sharded_node_at(&pg, &urls, "rc-tls-c", "").await;
+    let untrusted = sharded_node_at(&pg, &urls, "rc-tls-c", ("", &cert, &key)).await;
     redis_refuses_the_certificate(&untrusted).await;
 }

@@ -32,18 +32,23 @@ pub(super) enum Connector {
 }
 
 impl Connector {
-    /// The key named in errors is `cluster.redis_url` (`cluster.redis_ca_file` for the CA file); the URLs were
-    /// validated at start-up. `rediss://` URLs connect over TLS, verified against `redis_ca_file` when it is set
-    /// (read again here, so a renewed CA is taken when the link is rebuilt), else the system's trust store.
+    /// The key named in errors is `cluster.redis_url` (`cluster.redis_ca_file`, `redis_cert_file` or
+    /// `redis_key_file` for the TLS files); the URLs were validated at start-up. `rediss://` URLs connect over TLS,
+    /// verified against `redis_ca_file` when it is set, else the system's trust store, and present the client
+    /// certificate of `redis_cert_file` and `redis_key_file` when they are set (mutual TLS). The files are read
+    /// again here, so a renewed CA or client certificate is taken when the link is rebuilt.
     pub(super) fn new(settings: &ClusterSettings) -> Result<Connector, String> {
         let err = |e: redis::RedisError| format!("cluster.redis_url: {e}");
-        let certs = match settings.redis_ca_file.as_str() {
+        let files = settings.tls_files();
+        let root_cert = match files.ca_file {
             "" => None,
-            path => Some(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(crate::config::read_ca_file(path).map_err(|e| format!("cluster.redis_ca_file: {e}"))?),
-            }),
+            path => Some(crate::config::read_ca_file(path).map_err(|e| format!("cluster.redis_ca_file: {e}"))?),
         };
+        let client_tls = crate::config::read_client_identity(files)
+            .map_err(|(file, e)| format!("cluster.redis_{}: {e}", file.setting()))?
+            .map(|id| redis::ClientTlsConfig { client_cert: id.cert_pem, client_key: id.key_pem });
+        let certs =
+            (root_cert.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates { client_tls, root_cert });
         match settings.redis_mode {
             RedisMode::Standalone => {
                 let url = settings.redis_url.expose();

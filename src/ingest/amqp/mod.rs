@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 pub use dead_letters::DeadLetters;
 pub use publish::publish_fixtures;
 
-use crate::config::AmqpSettings;
+use crate::config::{AmqpSettings, TlsFile, TlsFiles};
 use crate::ingest::Pipeline;
 use crate::telemetry::Health;
 
@@ -61,32 +61,33 @@ pub fn spawn(
 /// Connect to `s.url`, named `name` in the broker's connection list, within `timeout` (TCP, TLS, handshake).
 async fn connect(s: &AmqpSettings, name: &str, timeout: std::time::Duration) -> anyhow::Result<lapin::Connection> {
     let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
-    // `ca_file` (amqps:// only, validated at start) is read again here: a renewed CA is taken at the reconnect.
-    let connecting = lapin::Connection::connect_with_config(
-        s.url.expose(),
-        props,
-        tls(&s.ca_file).map_err(|e| anyhow::anyhow!("amqp.ca_file: {e}"))?,
-        lapin::runtime::default_runtime()?,
-    );
+    // The TLS files (amqps:// only, validated at start) are read again here: a renewed CA or client certificate
+    // is taken at the reconnect.
+    let tls = tls(s.tls_files()).map_err(|(file, e)| anyhow::anyhow!("amqp.{}: {e}", file.setting()))?;
+    let connecting =
+        lapin::Connection::connect_with_config(s.url.expose(), props, tls, lapin::runtime::default_runtime()?);
     let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("connecting timed out after {timeout:?}"))??;
     Ok(conn)
 }
 
-/// The TLS settings of a connection: `ca_file` (a PEM file of CA certificates, trusted besides the system's
-/// store; empty for none) read now; the error does not name the setting, which the caller does. lapin takes the
-/// chain as text, so the file must be UTF-8. The consumer (`amqp.ca_file`, also checked so at start) and
-/// `herald publish` (`--ca-file`) use it.
-pub fn tls(ca_file: &str) -> Result<lapin::tcp::OwnedTLSConfig, String> {
-    let cert_chain = match ca_file {
+/// The TLS settings of a connection, its files read now: `ca_file` (a PEM file of CA certificates, trusted
+/// besides the system's store) and the client certificate and key (`cert_file`, `key_file`, for a broker that
+/// asks for one); empty for none. The error says which file, not under which setting, which the caller does.
+/// lapin takes the CA chain as text, so that file must be UTF-8. The consumer (`amqp.*`, also checked so at
+/// start) and `herald publish` (`--ca-file`, `--cert-file`, `--key-file`) use it.
+pub fn tls(files: TlsFiles<'_>) -> Result<lapin::tcp::OwnedTLSConfig, (TlsFile, String)> {
+    let cert_chain = match files.ca_file {
         "" => None,
         path => Some(
-            String::from_utf8(crate::config::read_ca_file(path)?)
-                .map_err(|_| format!("{path} is not a PEM text file (it is not UTF-8)"))?,
+            String::from_utf8(crate::config::read_ca_file(path).map_err(|e| (TlsFile::Ca, e))?)
+                .map_err(|_| (TlsFile::Ca, format!("{path} is not a PEM text file (it is not UTF-8)")))?,
         ),
     };
-    Ok(lapin::tcp::OwnedTLSConfig { identity: None, cert_chain })
+    let identity = crate::config::read_client_identity(files)?
+        .map(|id| lapin::tcp::OwnedIdentity::PKCS8 { pem: id.cert_pem, key: id.key_pem });
+    Ok(lapin::tcp::OwnedTLSConfig { identity, cert_chain })
 }
 
 /// How long one broker operation (opening a channel, a `basic.ack`, a publish's confirm, ...) may take: a broker,
