@@ -1769,6 +1769,31 @@ fn amqps(test: &str) -> Option<(String, String)> {
     Some((url, ca))
 }
 
+/// Over a TLS gateway `gw` just started: an event published to the broker reaches its user's session; then a
+/// second fixture, written to a file for `herald publish`, and a session of its recipient waiting for it.
+async fn consumed_and_ready_to_publish(amqp: &Amqp, gw: &Gateway) -> (PathBuf, Client) {
+    let broker = Broker::connect(&amqp.url).await;
+    let user = "3e7a1b2c-4d5e-4f6a-8b7c-9d0e1f2a3b4c"; // the fixture's
+    let mut tab = gw.connect(user).await;
+    amqp.publish_fixture(&broker, "sgad-notification-user.json").await;
+    let f = tab.notification().await;
+    assert_eq!(f["notification"]["title"], "Disponibilidad Cerrada", "{f}");
+    let mut second = fixture("medtrack-student-created.json");
+    second["exchange"] = json!(amqp.exchange("events.topic"));
+    let file = amqp.dir.path().join("over-tls.json");
+    std::fs::write(&file, second.to_string()).unwrap();
+    let welcomed = gw.connect("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await; // the fixture's recipient
+    (file, welcomed)
+}
+
+/// `herald publish` of [`consumed_and_ready_to_publish`]'s file succeeded and its notification arrived.
+async fn published_and_delivered(out: std::process::Output, welcomed: &mut Client) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("confirmed"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let f = welcomed.notification().await;
+    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, John!", "{f}");
+}
+
 /// A broker reached over TLS (`amqps://`) whose certificate a private CA signed: with that CA as `amqp.ca_file`
 /// Herald consumes, and the event reaches the user's session; without it the certificate is refused and
 /// `/readyz` says why. (The redis crate and lapin bring two rustls crypto providers: before one was installed,
@@ -1783,19 +1808,8 @@ async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
             s.amqp.ca_file = ca.clone();
         })
         .await;
-    let broker = Broker::connect(&amqp.url).await;
-    let user = "3e7a1b2c-4d5e-4f6a-8b7c-9d0e1f2a3b4c"; // the fixture's
-    let mut tab = gw.connect(user).await;
-    amqp.publish_fixture(&broker, "sgad-notification-user.json").await;
-    let f = tab.notification().await;
-    assert_eq!(f["notification"]["title"], "Disponibilidad Cerrada", "{f}");
-
+    let (file, mut welcomed) = consumed_and_ready_to_publish(&amqp, &gw).await;
     // `herald publish` reaches the same broker over TLS with `--ca-file`, and says why it cannot without it.
-    let mut second = fixture("medtrack-student-created.json");
-    second["exchange"] = json!(amqp.exchange("events.topic"));
-    let file = amqp.dir.path().join("over-tls.json");
-    std::fs::write(&file, second.to_string()).unwrap();
-    let mut welcomed = gw.connect("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await; // the fixture's recipient
     let publish = |with_ca: bool| {
         let (url, ca, file) = (url.clone(), ca.clone(), file.clone());
         tokio::task::spawn_blocking(move || {
@@ -1817,11 +1831,7 @@ async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(!plain.status.success() && stderr.contains("--ca-file is for an amqps:// URL"), "{stderr}");
-    let out = publish(true).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("confirmed"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    let f = welcomed.notification().await;
-    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, John!", "{f}");
+    published_and_delivered(publish(true).await.unwrap(), &mut welcomed).await;
     gw.stop().await.unwrap();
 
     // The system's trust store does not know the private CA: no connection, and readiness says so.
@@ -1849,18 +1859,7 @@ async fn a_broker_behind_tls_signed_by_a_private_ca_is_consumed_with_that_ca() {
 #[tokio::test]
 async fn a_broker_that_logs_in_by_client_certificate_is_consumed_with_the_configured_one() {
     let Some(amqp) = Amqp::new("mtls").await else { return };
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(url), Some(ca), Some(cert), Some(key)) = (
-        var("HERALD_TEST_AMQPS_EXTERNAL_URL"),
-        var("HERALD_TEST_TLS_CA"),
-        var("HERALD_TEST_TLS_CLIENT_CERT"),
-        var("HERALD_TEST_TLS_CLIENT_KEY"),
-    ) else {
-        eprintln!(
-            "SKIPPED mtls: HERALD_TEST_AMQPS_EXTERNAL_URL / HERALD_TEST_TLS_CLIENT_* are not set (start_rabbitmq)"
-        );
-        return;
-    };
+    let Some((url, TestTls { ca, cert, key })) = test_tls("mtls", "HERALD_TEST_AMQPS_EXTERNAL_URL") else { return };
     let gw = amqp
         .gateway(|s| {
             s.amqp.url = Secret::new(url.clone());
@@ -1869,18 +1868,7 @@ async fn a_broker_that_logs_in_by_client_certificate_is_consumed_with_the_config
             s.amqp.key_file = key.clone();
         })
         .await;
-    let broker = Broker::connect(&amqp.url).await;
-    let user = "3e7a1b2c-4d5e-4f6a-8b7c-9d0e1f2a3b4c"; // the fixture's
-    let mut tab = gw.connect(user).await;
-    amqp.publish_fixture(&broker, "sgad-notification-user.json").await;
-    let f = tab.notification().await;
-    assert_eq!(f["notification"]["title"], "Disponibilidad Cerrada", "{f}");
-
-    let mut second = fixture("medtrack-student-created.json");
-    second["exchange"] = json!(amqp.exchange("events.topic"));
-    let file = amqp.dir.path().join("over-mtls.json");
-    std::fs::write(&file, second.to_string()).unwrap();
-    let mut welcomed = gw.connect("0f8b6c2e-1d4a-4e7b-8c3f-5a9d2b6e1c40").await; // the fixture's recipient
+    let (file, mut welcomed) = consumed_and_ready_to_publish(&amqp, &gw).await;
     let publish = |identity: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(["publish", "--url", &url, "--ca-file", &ca]).args(identity).arg(&file);
@@ -1893,11 +1881,7 @@ async fn a_broker_that_logs_in_by_client_certificate_is_consumed_with_the_config
     let out = publish(&["--cert-file", &cert]).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("--key-file: is needed with cert_file"), "{stderr}");
-    let out = publish(&["--cert-file", &cert, "--key-file", &key]).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("confirmed"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    let f = welcomed.notification().await;
-    assert_eq!(f["notification"]["title"], "Welcome to MedTrack, John!", "{f}");
+    published_and_delivered(publish(&["--cert-file", &cert, "--key-file", &key]).await.unwrap(), &mut welcomed).await;
     gw.stop().await.unwrap();
 
     // Without the certificate the broker refuses the login, and readiness says so.

@@ -842,17 +842,7 @@ async fn a_renewed_redis_ca_file_is_taken_at_the_next_reconnect_without_a_restar
 /// and carries a notification to and from a node that had the right certificate from the start.
 #[tokio::test]
 async fn a_redis_that_requires_client_certificates_takes_the_configured_one_and_a_renewed_one_without_a_restart() {
-    let (Some(mtls), Some(ca), Some(cert), Some(key)) = (
-        env("HERALD_TEST_REDISS_MTLS_URL"),
-        env("HERALD_TEST_TLS_CA"),
-        env("HERALD_TEST_TLS_CLIENT_CERT"),
-        env("HERALD_TEST_TLS_CLIENT_KEY"),
-    ) else {
-        eprintln!(
-            "skipped: HERALD_TEST_REDISS_MTLS_URL / HERALD_TEST_TLS_CLIENT_* are not set (start_redis sets them)"
-        );
-        return;
-    };
+    let Some((mtls, TestTls { ca, cert, key })) = test_tls("redis mtls", "HERALD_TEST_REDISS_MTLS_URL") else { return };
     let Some((pg, _)) = fresh_database("rediss_mtls").await else { return };
 
     // No client certificate: the server ends the handshake.

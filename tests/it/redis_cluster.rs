@@ -450,16 +450,7 @@ async fn when_a_users_slot_moves_to_another_shard_the_subscription_follows_and_n
 /// `/readyz` says so.
 #[tokio::test]
 async fn over_a_tls_only_cluster_signed_by_a_private_ca_users_on_every_shard_receive_from_another_node() {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (Some(urls), Some(ca), Some(cert), Some(key)) = (
-        var("HERALD_TEST_REDISS_CLUSTER_URLS"),
-        var("HERALD_TEST_TLS_CA"),
-        var("HERALD_TEST_TLS_CLIENT_CERT"),
-        var("HERALD_TEST_TLS_CLIENT_KEY"),
-    ) else {
-        eprintln!(
-            "skipped: HERALD_TEST_REDISS_CLUSTER_URLS / HERALD_TEST_TLS_* are not set (start_redis_cluster --tls)"
-        );
+    let Some((urls, TestTls { ca, cert, key })) = test_tls("tls cluster", "HERALD_TEST_REDISS_CLUSTER_URLS") else {
         return;
     };
     let Some(pg) = fresh_database("redis_cluster_tls").await else { return };

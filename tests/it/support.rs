@@ -567,3 +567,22 @@ pub fn scoped(id: &str, key: &str, scopes: &[herald::config::Scope]) -> herald::
         routing_keys: None,
     })
 }
+
+/// The test CA and the client certificate it signed (services.sh's `make_test_tls`), as files.
+pub struct TestTls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// The URL in `url_var` and [`TestTls`]'s files, or None (with a note naming `test`) when any is not set: the
+/// script that starts the service sets them.
+pub fn test_tls(test: &str, url_var: &str) -> Option<(String, TestTls)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let names = [url_var, "HERALD_TEST_TLS_CA", "HERALD_TEST_TLS_CLIENT_CERT", "HERALD_TEST_TLS_CLIENT_KEY"];
+    let [Some(url), Some(ca), Some(cert), Some(key)] = names.map(var) else {
+        eprintln!("SKIPPED {test}: {} are not all set (scripts/lib/services.sh sets them)", names.join(", "));
+        return None;
+    };
+    Some((url, TestTls { ca, cert, key }))
+}
