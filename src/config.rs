@@ -800,6 +800,13 @@ impl AmqpSettings {
             crate::ingest::amqp::tls(self.tls_files())
                 .map_err(|(file, m)| invalid(&format!("amqp.{}", file.setting()), m))?;
         }
+        if crate::ingest::amqp::logs_in_by_certificate(self.url.expose()) && self.cert_file.is_empty() {
+            return Err(invalid(
+                "amqp.cert_file",
+                "is needed with ?auth_mechanism=external in amqp.url: the broker logs Herald in by its client \
+                 certificate (with amqp.key_file)",
+            ));
+        }
         let positive = [
             ("amqp.prefetch", self.prefetch as u64),
             ("amqp.batch_max", self.batch_max as u64),
@@ -941,22 +948,22 @@ pub fn read_client_identity(files: TlsFiles<'_>) -> Result<Option<ClientIdentity
     use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     match (files.cert_file, files.key_file) {
         ("", "") => return Ok(None),
-        (_, "") => return Err((TlsFile::Key, "is needed with cert_file (the certificate's private key)".into())),
-        ("", _) => return Err((TlsFile::Cert, "is needed with key_file (the key's certificate)".into())),
+        (_, "") => return Err((TlsFile::Key, "is needed too: the client certificate's private key".into())),
+        ("", _) => return Err((TlsFile::Cert, "is needed too: the private key's client certificate".into())),
         _ => {}
     }
     let (cert_path, key_path) = (files.cert_file, files.key_file);
     let cert_pem = std::fs::read(cert_path).map_err(|e| (TlsFile::Cert, format!("cannot read {cert_path}: {e}")))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| (TlsFile::Cert, format!("{cert_path} is not a PEM file of certificates: {e}")))?;
+        .map_err(|e| (TlsFile::Cert, format!("{cert_path} is not a PEM file of certificates: {}", pem_problem(&e))))?;
     if chain.is_empty() {
         return Err((TlsFile::Cert, format!("{cert_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")));
     }
     let key_pem = std::fs::read(key_path).map_err(|e| (TlsFile::Key, format!("cannot read {key_path}: {e}")))?;
-    // rustls-pki-types' error names the PEM section kinds it looked for, never the key's bytes.
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        (TlsFile::Key, format!("{key_path} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"))
+        let why = pem_problem(&e);
+        (TlsFile::Key, format!("{key_path} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1): {why}"))
     })?;
     let provider = rustls::crypto::ring::default_provider();
     rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
@@ -969,6 +976,20 @@ pub fn read_client_identity(files: TlsFiles<'_>) -> Result<Option<ClientIdentity
         e => (TlsFile::Key, format!("{key_path}: the key cannot be used: {e}")),
     })?;
     Ok(Some(ClientIdentity { cert_pem, key_pem }))
+}
+
+/// What is wrong with a PEM file, in fixed words: the parser's own messages quote the lines they stopped at, which
+/// in a key file are the key (a file whose line breaks a secret store turned into spaces is one long line).
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a section has no matching -----END line",
+        Error::IllegalSectionStart { .. } => "a -----BEGIN line is malformed (is the file's text on one line?)",
+        Error::Base64Decode(_) => "a section's body is not valid base64",
+        Error::NoItemsFound => "no section of the expected kind",
+        Error::SectionTooLarge => "a section is larger than 256 MiB",
+        _ => "it cannot be read as PEM",
+    }
 }
 
 /// Exchange and queue names: 1–255 bytes, and not the broker's reserved `amq.` prefix.
@@ -2367,6 +2388,12 @@ mod tests {
         let text = text.to_str().unwrap().to_owned();
         let key_body = std::fs::read_to_string(&key).unwrap();
         let key_line = key_body.lines().nth(1).unwrap();
+        // The key mangled as secret stores do: its line breaks turned into spaces, or gone after the BEGIN line.
+        let spaced = dir.path().join("spaced.key");
+        std::fs::write(&spaced, key_body.replace('\n', " ")).unwrap();
+        let glued = dir.path().join("glued.key");
+        std::fs::write(&glued, key_body.replacen("-----\n", "-----", 1)).unwrap();
+        let (spaced, glued) = (spaced.to_str().unwrap().to_owned(), glued.to_str().unwrap().to_owned());
         let pg = ("HERALD__STORE__URL", "postgres://h@db/h");
         for (section, url) in [
             ("amqp.", ("HERALD__AMQP__URL", "amqps://mq.example.com/prod?auth_mechanism=external")),
@@ -2379,18 +2406,29 @@ mod tests {
             let ok = Settings::load(None, env(&[pg, url, (cert_var, &cert), (key_var, &key)]));
             assert!(ok.is_ok(), "{section}: {:?}", ok.err());
             for (cert_file, key_file, named, says) in [
-                (cert.as_str(), "", "key_file", "is needed with cert_file"),
-                ("", key.as_str(), "cert_file", "is needed with key_file"),
+                (cert.as_str(), "", "key_file", "is needed too"),
+                ("", key.as_str(), "cert_file", "is needed too"),
                 (&missing, &key, "cert_file", "cannot read"),
                 (&text, &key, "cert_file", "no PEM certificate"),
                 (&key, &key, "cert_file", "no PEM certificate"),
                 (&cert, &missing, "key_file", "cannot read"),
                 (&cert, &cert, "key_file", "no unencrypted PEM private key"),
                 (&cert, &other_key, "key_file", "is not the private key of the certificate"),
+                (&cert, &spaced, "key_file", "no unencrypted PEM private key"),
+                (&cert, &glued, "key_file", "no unencrypted PEM private key"),
             ] {
                 let e = err(&[pg, url, (cert_var, cert_file), (key_var, key_file)]);
                 assert!(e.contains(&format!("{section}{named}")) && e.contains(says), "{cert_file} {key_file}: {e}");
-                assert!(!e.contains(key_line), "no key material in the error: {e}");
+                // Not a line of the key, not a piece of one, not its bytes as numbers (the PEM parser's own form).
+                let pieces = key_body.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| {
+                    let bytes = l.as_bytes();
+                    bytes.chunks(12).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>()
+                });
+                for piece in pieces.filter(|p| p.len() == 12) {
+                    assert!(!e.contains(piece), "no key material in the error ({piece}): {e}");
+                }
+                let first = key_line.as_bytes().iter().take(4).map(u8::to_string).collect::<Vec<_>>().join(", ");
+                assert!(!e.contains(&first), "no key bytes in the error: {e}");
             }
         }
         for (url, var, named) in [
@@ -2404,6 +2442,9 @@ mod tests {
             let e = err(&[pg, url, (var, &cert)]);
             assert!(e.contains(named) && e.contains("is for") && e.contains("(TLS)"), "{e}");
         }
+        // Logging in by the certificate (EXTERNAL) without one could never succeed.
+        let e = err(&[("HERALD__AMQP__URL", "amqps://mq.example.com/prod?auth_mechanism=external")]);
+        assert!(e.contains("amqp.cert_file") && e.contains("auth_mechanism=external"), "{e}");
         let id = read_client_identity(TlsFiles { ca_file: "", cert_file: &cert, key_file: &key }).unwrap().unwrap();
         assert!(!format!("{id:?}").contains(key_line), "the identity's Debug prints no key");
     }

@@ -328,7 +328,9 @@ pub fn install_crypto_provider() {
 pub fn redact_url(raw: &str) -> String {
     let secret = |name: &str| {
         let name = name.to_ascii_lowercase();
-        ["pass", "secret", "token", "key", "auth", "credential", "signature"].iter().any(|s| name.contains(s))
+        // `auth_mechanism` (an AMQP URL's SASL mechanism, e.g. `external`) names how to log in, not a secret.
+        (["pass", "secret", "token", "key", "auth", "credential", "signature"].iter().any(|s| name.contains(s))
+            && name != "auth_mechanism")
             || ["code", "sig"].contains(&name.as_str())
     };
     // `postgres:/u:pw@h` parses, with its user info read as a path: it is masked as text that did not parse.
@@ -387,6 +389,12 @@ mod redact_tests {
         assert_eq!(redact_url("redis://:pw@h:6379/0?PASSWORD=x"), "redis://:***@h:6379/0?PASSWORD=***");
         assert_eq!(redact_url("postgres://u@h/db?application_name=a@b"), "postgres://u@h/db?application_name=a@b");
         assert_eq!(redact_url("sqlite:///var/lib/herald.db"), "sqlite:///var/lib/herald.db");
+        let external = "amqps://mq:5671/%2f?auth_mechanism=external&heartbeat=30";
+        assert_eq!(redact_url(external), external, "how to log in is not a secret");
+        assert_eq!(
+            redact_url("amqps://mq/%2f?auth_token=T&auth_mechanism=plain"),
+            "amqps://mq/%2f?auth_token=***&auth_mechanism=plain"
+        );
         // Unparsable: the query is masked whole.
         assert_eq!(redact_url("https://[bad/keys?code=K1"), "https://[bad/keys?***");
         // A JWKS address behind a function key or a signed URL.

@@ -246,22 +246,33 @@ fn run() -> anyhow::Result<()> {
                     anyhow::bail!("{flag} is for an amqps:// URL (TLS); the broker URL is plain amqp://");
                 }
             }
-            // Each file named in errors as the setting it came from, else as the flag that sets it.
+            // A client certificate and its key go together: a flag for either replaces both configured files.
+            // Each file is named in errors as the setting it came from, else as the flag that sets it.
             let [(_, ca_flag), (_, cert_flag), (_, key_flag)] = flags;
-            let [ca, cert, key] = configured;
+            let [ca, mut cert, mut key] = configured;
+            if cert_flag.is_some() || key_flag.is_some() {
+                (cert, key) = (String::new(), String::new());
+            }
             let named = |flag: &Option<String>, configured: &str, file: TlsFile| match flag {
                 None if !configured.is_empty() => format!("amqp.{}", file.setting()),
                 _ => format!("--{}", file.setting().replace('_', "-")),
             };
-            let names = [
+            let names = (
                 named(&ca_flag, &ca, TlsFile::Ca),
                 named(&cert_flag, &cert, TlsFile::Cert),
                 named(&key_flag, &key, TlsFile::Key),
-            ];
-            let files = [ca_flag.unwrap_or(ca), cert_flag.unwrap_or(cert), key_flag.unwrap_or(key)];
+            );
+            let files = (ca_flag.unwrap_or(ca), cert_flag.unwrap_or(cert), key_flag.unwrap_or(key));
             let tls =
-                herald::ingest::amqp::tls(TlsFiles { ca_file: &files[0], cert_file: &files[1], key_file: &files[2] })
-                    .map_err(|(file, e)| anyhow::anyhow!("{}: {e}", names[file as usize]))?;
+                herald::ingest::amqp::tls(TlsFiles { ca_file: &files.0, cert_file: &files.1, key_file: &files.2 })
+                    .map_err(|(file, e)| {
+                        let name = match file {
+                            TlsFile::Ca => &names.0,
+                            TlsFile::Cert => &names.1,
+                            TlsFile::Key => &names.2,
+                        };
+                        anyhow::anyhow!("{name}: {e}")
+                    })?;
             herald::install_crypto_provider();
             let report = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(
                 herald::ingest::amqp::publish_fixtures(

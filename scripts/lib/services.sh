@@ -3,6 +3,7 @@
 # shellcheck shell=bash
 
 HERALD_SERVICES_DIR="${HERALD_SERVICES_DIR:-$(mktemp -d /tmp/herald-services.XXXXXX)}"
+mkdir -p "$HERALD_SERVICES_DIR"
 # Exported: the restart_* functions below also work from a child shell (the chaos harness calls them).
 export HERALD_SERVICES_DIR
 _HERALD_PIDS=()
@@ -11,7 +12,13 @@ _HERALD_STOPS=()
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  # Never one handed out before in this services directory: a service started a moment ago may not listen yet,
+  # so the kernel could offer its port again.
+  local port used="$HERALD_SERVICES_DIR/ports-handed-out"
+  while :; do
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+    grep -qx "$port" "$used" 2>/dev/null || { echo "$port" >> "$used"; echo "$port"; return 0; }
+  done
 }
 
 # ensure_packages CMD:PACKAGE ... — apt-get install the packages whose command (or file, given a path) is missing.
@@ -115,24 +122,32 @@ start_rabbitmq() {
 # HERALD_TEST_TLS_CA (the CA's PEM file, which Herald is given as `amqp.ca_file` / `cluster.redis_ca_file`),
 # HERALD_TEST_TLS_CLIENT_CERT and HERALD_TEST_TLS_CLIENT_KEY, and HERALD_TEST_TLS_DIR.
 make_test_tls() {
-  [ -n "${HERALD_TEST_TLS_CA:-}" ] && [ -f "$HERALD_TEST_TLS_CA" ] && [ -f "${HERALD_TEST_TLS_CLIENT_KEY:-}" ] && return 0
-  ensure_packages openssl:openssl
   local d="$HERALD_SERVICES_DIR/tls"; mkdir -p "$d"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=herald-test-ca \
-    -keyout "$d/ca.key" -out "$d/ca.pem" 2>"$d/openssl.log" \
-    && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
-      -keyout "$d/server.key" -out "$d/server.csr" 2>>"$d/openssl.log" \
-    && printf '%s\n' 'subjectAltName = IP:127.0.0.1, DNS:localhost' 'basicConstraints = CA:FALSE' \
-      'keyUsage = digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth, clientAuth' > "$d/server.ext" \
-    && openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
-      -extfile "$d/server.ext" -out "$d/server.pem" 2>>"$d/openssl.log" \
-    && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=guest \
+  # Made once per services directory, each part only if missing: services already running keep their CA.
+  if [ ! -f "$d/server.pem" ]; then
+    ensure_packages openssl:openssl
+    # The server certificate also serves as a client's (`clientAuth`): a TLS Redis Cluster's nodes present it to
+    # each other on the cluster bus, which asks for one like the clients' port does.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=herald-test-ca \
+      -keyout "$d/ca.key" -out "$d/ca.pem" 2>"$d/openssl.log" \
+      && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+        -keyout "$d/server.key" -out "$d/server.csr" 2>>"$d/openssl.log" \
+      && printf '%s\n' 'subjectAltName = IP:127.0.0.1, DNS:localhost' 'basicConstraints = CA:FALSE' \
+        'keyUsage = digitalSignature, keyEncipherment' 'extendedKeyUsage = serverAuth, clientAuth' > "$d/server.ext" \
+      && openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+        -extfile "$d/server.ext" -out "$d/server.pem" 2>>"$d/openssl.log" \
+      || { cat "$d/openssl.log" >&2; return 1; }
+  fi
+  if [ ! -f "$d/client.pem" ]; then
+    ensure_packages openssl:openssl
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=guest \
       -keyout "$d/client.key" -out "$d/client.csr" 2>>"$d/openssl.log" \
-    && printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = digitalSignature' 'extendedKeyUsage = clientAuth' \
-      > "$d/client.ext" \
-    && openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
-      -extfile "$d/client.ext" -out "$d/client.pem" 2>>"$d/openssl.log" \
-    || { cat "$d/openssl.log" >&2; return 1; }
+      && printf '%s\n' 'basicConstraints = CA:FALSE' 'keyUsage = digitalSignature' 'extendedKeyUsage = clientAuth' \
+        > "$d/client.ext" \
+      && openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+        -extfile "$d/client.ext" -out "$d/client.pem" 2>>"$d/openssl.log" \
+      || { cat "$d/openssl.log" >&2; return 1; }
+  fi
   # The brokers run as their own users (RabbitMQ drops to `rabbitmq`): a test key, readable by all.
   chmod 755 "$HERALD_SERVICES_DIR" "$d"; chmod 644 "$d"/*
   export HERALD_TEST_TLS_DIR=$d HERALD_TEST_TLS_CA=$d/ca.pem

@@ -478,11 +478,14 @@ async fn over_a_tls_only_cluster_signed_by_a_private_ca_users_on_every_shard_rec
 
     // Without the client certificate the cluster ends the handshake.
     let anonymous = sharded_node_at(&pg, &urls, "rc-tls-anonymous", (&ca, "", "")).await;
-    eventually("the handshake refused on /readyz", Duration::from_secs(15), async || {
+    let detail = eventually("the handshake refused on /readyz", Duration::from_secs(15), async || {
         let check = redis_check(&anonymous).await;
-        (check["ok"] == false && check["detail"].as_str()?.contains("reconnecting")).then_some(())
+        (check["ok"] == false && check["detail"].as_str()?.contains("reconnecting"))
+            .then(|| check["detail"].as_str().unwrap().to_owned())
     })
     .await;
+    eprintln!("refused: {detail}");
+    assert!(detail.contains("alert"), "the cluster's TLS alert, not another failure: {detail}");
 
     // The system's trust store does not know the private CA.
     let untrusted = sharded_node_at(&pg, &urls, "rc-tls-c", ("", &cert, &key)).await;

@@ -586,3 +586,19 @@ pub fn test_tls(test: &str, url_var: &str) -> Option<(String, TestTls)> {
     };
     Some((url, TestTls { ca, cert, key }))
 }
+
+/// A client certificate of its own making in `dir` (self-signed: no CA a test server trusts signed it) and its
+/// key, as (certificate file, key file): what a node holds before its certificate is renewed.
+pub fn self_signed_client(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=unsigned-client", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (cert.to_str().unwrap().to_owned(), key.to_str().unwrap().to_owned())
+}

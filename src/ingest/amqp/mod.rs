@@ -120,6 +120,12 @@ pub fn check_url(url: &str) -> Result<(), String> {
     url.parse::<lapin::uri::AMQPUri>().map(drop).map_err(|e| format!("not a valid AMQP URL: {e}"))
 }
 
+/// Whether `url` (already checked) asks the broker to log in by the client certificate (`auth_mechanism=external`).
+pub fn logs_in_by_certificate(url: &str) -> bool {
+    url.parse::<lapin::uri::AMQPUri>()
+        .is_ok_and(|uri| uri.query.auth_mechanism == Some(lapin::uri::SASLMechanism::External))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
