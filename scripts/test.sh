@@ -11,9 +11,12 @@ suite() { log "$1"; shift; "$@"; suites_passed=$((suites_passed + 1)); }
 
 ensure_packages python3:python3
 
-# Rust: unit and integration tests against a real RabbitMQ, PostgreSQL and Redis started here.
+# Rust: unit and integration tests against a real RabbitMQ, PostgreSQL (also behind PgBouncer) and Redis started
+# here.
 start_rabbitmq
 start_postgres
+start_pgbouncer session
+start_pgbouncer transaction
 start_redis
 start_redis_cluster
 start_redis_cluster --tls

@@ -241,6 +241,30 @@ restart_redis() {
   wait_for_port 127.0.0.1 "$port" 20
 }
 
+# start_pgbouncer [MODE] — PgBouncer in front of start_postgres's server, in pool mode MODE (default `session`),
+# every database passed through (`*`), trust auth on loopback. Exports HERALD_TEST_PGBOUNCER_SESSION_PORT (or
+# _TRANSACTION_PORT, _STATEMENT_PORT): a URL of HERALD_TEST_POSTGRES_URL's with this port instead reaches the same
+# database through the pooler.
+start_pgbouncer() {
+  ensure_packages pgbouncer:pgbouncer
+  local port dir pg_port as=()
+  port=$(free_port); dir="$HERALD_SERVICES_DIR/pgbouncer-${1:-session}"; mkdir -p "$dir"
+  pg_port=${HERALD_TEST_POSTGRES_URL##*:}; pg_port=${pg_port%%/*}
+  echo '"herald" ""' > "$dir/users.txt"
+  printf '%s\n' '[databases]' "* = host=127.0.0.1 port=$pg_port" '[pgbouncer]' "listen_addr = 127.0.0.1" \
+    "listen_port = $port" "unix_socket_dir = $dir" 'auth_type = trust' "auth_file = $dir/users.txt" \
+    "pool_mode = ${1:-session}" 'max_client_conn = 500' 'default_pool_size = 50' "pidfile = $dir/pgbouncer.pid" \
+    "logfile = $dir/pgbouncer.log" 'ignore_startup_parameters = extra_float_digits' > "$dir/pgbouncer.ini"
+  # PgBouncer refuses to run as root: as root, it runs as the `postgres` user, like the server.
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$dir"; as=(runuser -u postgres --); fi
+  log "starting pgbouncer (${1:-session} mode) on 127.0.0.1:$port"
+  "${as[@]}" pgbouncer -d "$dir/pgbouncer.ini" || { cat "$dir/pgbouncer.log" >&2; return 1; }
+  _HERALD_STOPS+=("kill \$(cat $dir/pgbouncer.pid)")
+  wait_for_port 127.0.0.1 "$port" 20 || { cat "$dir/pgbouncer.log" >&2; return 1; }
+  local mode=${1:-session}
+  export "HERALD_TEST_PGBOUNCER_${mode^^}_PORT=$port"
+}
+
 # restart_postgres — an immediate shutdown (no checkpoint: the next start runs crash recovery, as after a crash)
 # and a start with the same options.
 restart_postgres() {

@@ -453,18 +453,36 @@ fn pool(max_connections: u32, statement_timeout: Duration) -> PgPoolOptions {
 
 /// Why a node cannot reach PostgreSQL at start, said where and why: the pool says only that it waited ("pool
 /// timed out while waiting for an open connection"), so one direct connection asks for the reason (refused, an
-/// unknown host, a password refused). Neither names the password.
+/// unknown host, a password refused, a pooler in transaction mode). Neither names the password.
 async fn unreachable(options: &PgConnectOptions) -> StoreError {
     let why = match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(options)).await {
         Ok(Err(e)) => e.to_string(),
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            "no connection within the pool's wait, though one opened just after".to_owned()
+        Ok(Ok(mut conn)) => {
+            // A statement prepared under the name another client of the same server connection already gave one:
+            // a pooler handing server connections out per transaction (PgBouncer's `pool_mode = transaction` or
+            // `statement`), which mixes its clients' prepared statements and session settings. What failed the
+            // pool's connections fails this one's first statement too.
+            let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, sqlx::query("SELECT 1").execute(&mut conn)).await;
+            let _ = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.close()).await;
+            match probe {
+                Ok(Err(e)) if shares_server_connections(&e) => "its connections are shared per transaction (a pooler \
+                    such as PgBouncer in `pool_mode = transaction` or `statement`): Herald keeps prepared statements \
+                    and settings on its connections and needs session pooling (`pool_mode = session`) or a direct \
+                    connection"
+                    .to_owned(),
+                _ => "no connection within the pool's wait, though one opened just after".to_owned(),
+            }
         }
         Err(_) => format!("no answer within {} s", ACQUIRE_TIMEOUT.as_secs()),
     };
     let (host, port, db) = (options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
     StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{db}: {why}"))
+}
+
+/// A prepared statement's name already taken, or not found, on a connection that prepared it (SQLSTATE 42P05,
+/// 26000): never on a server connection of Herald's own.
+fn shares_server_connections(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "42P05" || code == "26000")
 }
 
 /// The migrator's one connection, without the requests' statement timeout ([`pool`]): a migration rewriting a large inbox, or waiting
@@ -586,6 +604,7 @@ impl PostgresStore {
                                 crate::telemetry::essential_failed("the PostgreSQL writer thread stopped", panic);
                             }
                         }
+                        Err(sqlx::Error::PoolTimedOut) => drop(ready_tx.send(Err(unreachable(&check_options).await))),
                         Err(e) => drop(ready_tx.send(Err(store_error(e)))),
                     }
                 });

@@ -892,3 +892,89 @@ async fn a_redis_that_requires_client_certificates_takes_the_configured_one_and_
     assert_eq!(on_signed.notification().await["notification"]["id"], id, "the signed node's session got it");
     assert_eq!(redis_check(&anonymous).await["ok"], false, "still refused without a certificate");
 }
+
+/// Two nodes whose inbox is reached through PgBouncer in session mode (services.sh's `start_pgbouncer`), the
+/// pooler most PostgreSQL deployments put in front: Herald sends no startup option the pooler refuses, a
+/// notification ingested on one node reaches a session on the other and both inboxes, a session opened later
+/// replays it, and a commit held behind another transaction's lock for longer than the writer's 5 s check is
+/// stored rather than given up: through the pooler the writer still finds its own server process busy (in
+/// transaction mode it could not; README, "PostgreSQL behind a pooler").
+#[tokio::test]
+async fn two_nodes_behind_pgbouncer_in_session_mode_deliver_store_replay_and_outwait_a_lock() {
+    let Some((direct, redis)) = fresh_database("pgbouncer").await else { return };
+    let Some(pooled) = through_pgbouncer(&direct, "SESSION") else { return };
+    let a = node(&pooled, &redis, "pooled-a").await;
+    let b = node(&pooled, &redis, "pooled-b").await;
+    ready(&a).await;
+    ready(&b).await;
+    let user = unique("u-");
+    let mut on_b = b.connect(&user).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel
+    let first = notify(&a, &user, "through the pooler").await;
+    assert_eq!(on_b.notification().await["notification"]["id"], first, "B's session got A's event");
+    for gw in [&a, &b] {
+        assert_eq!(gw.inbox(&user).await["items"][0]["id"], first, "the inbox through the pooler");
+    }
+
+    // Another client holds the table for longer than the writer's check (5 s), directly on the server.
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(&direct).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE notifications IN EXCLUSIVE MODE").execute(&mut holder).await.unwrap();
+    let waiting = {
+        let body = json!({"user_id": user, "title": "after the lock", "message": "m", "type": "info"});
+        let url = a.url("/api/v1/events?exchange=sgad.notifications&routing_key=");
+        let client = a.raw().clone();
+        tokio::spawn(async move { client.post(url).bearer_auth(SERVICE_KEY).json(&body).send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert!(!waiting.is_finished(), "the commit waits behind the lock");
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.status(), 202, "stored once the lock went: {}", answer.text().await.unwrap());
+    let second = on_b.notification().await;
+    assert_eq!(second["notification"]["title"], "after the lock", "{second}");
+
+    // A session opened later replays both from the inbox, through the pooler.
+    let mut late = b.connect_with(&user, "&since=0").await;
+    let replayed = [late.notification().await, late.notification().await];
+    assert_eq!(
+        replayed.map(|f| f["notification"]["id"].as_i64()),
+        [Some(first), second["notification"]["id"].as_i64()]
+    );
+}
+
+/// A PgBouncer handing server connections out per transaction (`pool_mode = transaction`) mixes its clients'
+/// prepared statements and session settings, which Herald keeps on its connections: a node started behind one
+/// exits at once saying so and what to use instead, rather than after a bare "pool timed out".
+#[tokio::test]
+async fn a_node_behind_pgbouncer_in_transaction_mode_refuses_to_start_saying_why() {
+    let Some((direct, _)) = fresh_database("pgbouncer transaction").await else { return };
+    let Some(pooled) = through_pgbouncer(&direct, "TRANSACTION") else { return };
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .env("HERALD__STORE__URL", &pooled)
+        .env("HERALD__SERVER__BIND", "127.0.0.1:0")
+        .env("HERALD__SERVER__OPS_BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually("the node to exit", Duration::from_secs(60), async || node.try_wait().unwrap()).await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("shared per transaction") && stderr.contains("pool_mode = session"), "{stderr}");
+}
+
+/// `direct` (a database's URL on the test server) through the PgBouncer of `mode` (`SESSION`, `TRANSACTION`;
+/// services.sh's `start_pgbouncer`), or None with a note when that pooler is not running.
+fn through_pgbouncer(direct: &str, mode: &str) -> Option<String> {
+    let Some(port) = env(&format!("HERALD_TEST_PGBOUNCER_{mode}_PORT")) else {
+        eprintln!("skipped: HERALD_TEST_PGBOUNCER_{mode}_PORT is not set (start_pgbouncer sets it)");
+        return None;
+    };
+    let (head, db) = direct.rsplit_once('/').unwrap();
+    let (host, _) = head.rsplit_once(':').unwrap();
+    Some(format!("{host}:{port}/{db}"))
+}
