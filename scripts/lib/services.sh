@@ -242,23 +242,24 @@ restart_redis() {
 }
 
 # start_pgbouncer [MODE] — PgBouncer in front of start_postgres's server, in pool mode MODE (default `session`),
-# every database passed through (`*`), trust auth on loopback. Exports HERALD_TEST_PGBOUNCER_SESSION_PORT (or
+# every database passed through (`*`), trust auth on loopback, its other settings PgBouncer's defaults (no startup
+# option ignored; 20 server connections per database). Exports HERALD_TEST_PGBOUNCER_SESSION_PORT (or
 # _TRANSACTION_PORT, _STATEMENT_PORT): a URL of HERALD_TEST_POSTGRES_URL's with this port instead reaches the same
 # database through the pooler.
 start_pgbouncer() {
-  ensure_packages pgbouncer:pgbouncer
+  ensure_packages /usr/sbin/pgbouncer:pgbouncer
   local port dir pg_port as=()
   port=$(free_port); dir="$HERALD_SERVICES_DIR/pgbouncer-${1:-session}"; mkdir -p "$dir"
   pg_port=${HERALD_TEST_POSTGRES_URL##*:}; pg_port=${pg_port%%/*}
   echo '"herald" ""' > "$dir/users.txt"
   printf '%s\n' '[databases]' "* = host=127.0.0.1 port=$pg_port" '[pgbouncer]' "listen_addr = 127.0.0.1" \
     "listen_port = $port" "unix_socket_dir = $dir" 'auth_type = trust' "auth_file = $dir/users.txt" \
-    "pool_mode = ${1:-session}" 'max_client_conn = 500' 'default_pool_size = 50' "pidfile = $dir/pgbouncer.pid" \
-    "logfile = $dir/pgbouncer.log" 'ignore_startup_parameters = extra_float_digits' > "$dir/pgbouncer.ini"
+    "pool_mode = ${1:-session}" "pidfile = $dir/pgbouncer.pid" "logfile = $dir/pgbouncer.log" \
+    'server_idle_timeout = 10' > "$dir/pgbouncer.ini"
   # PgBouncer refuses to run as root: as root, it runs as the `postgres` user, like the server.
   if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$dir"; as=(runuser -u postgres --); fi
   log "starting pgbouncer (${1:-session} mode) on 127.0.0.1:$port"
-  "${as[@]}" pgbouncer -d "$dir/pgbouncer.ini" || { cat "$dir/pgbouncer.log" >&2; return 1; }
+  "${as[@]}" /usr/sbin/pgbouncer -d "$dir/pgbouncer.ini" || { cat "$dir/pgbouncer.log" >&2; return 1; }
   _HERALD_STOPS+=("kill \$(cat $dir/pgbouncer.pid)")
   wait_for_port 127.0.0.1 "$port" 20 || { cat "$dir/pgbouncer.log" >&2; return 1; }
   local mode=${1:-session}

@@ -453,25 +453,13 @@ fn pool(max_connections: u32, statement_timeout: Duration) -> PgPoolOptions {
 
 /// Why a node cannot reach PostgreSQL at start, said where and why: the pool says only that it waited ("pool
 /// timed out while waiting for an open connection"), so one direct connection asks for the reason (refused, an
-/// unknown host, a password refused, a pooler in transaction mode). Neither names the password.
+/// unknown host, a password refused). Neither names the password.
 async fn unreachable(options: &PgConnectOptions) -> StoreError {
     let why = match tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect_with(options)).await {
         Ok(Err(e)) => e.to_string(),
-        Ok(Ok(mut conn)) => {
-            // A statement prepared under the name another client of the same server connection already gave one:
-            // a pooler handing server connections out per transaction (PgBouncer's `pool_mode = transaction` or
-            // `statement`), which mixes its clients' prepared statements and session settings. What failed the
-            // pool's connections fails this one's first statement too.
-            let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, sqlx::query("SELECT 1").execute(&mut conn)).await;
+        Ok(Ok(conn)) => {
             let _ = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.close()).await;
-            match probe {
-                Ok(Err(e)) if shares_server_connections(&e) => "its connections are shared per transaction (a pooler \
-                    such as PgBouncer in `pool_mode = transaction` or `statement`): Herald keeps prepared statements \
-                    and settings on its connections and needs session pooling (`pool_mode = session`) or a direct \
-                    connection"
-                    .to_owned(),
-                _ => "no connection within the pool's wait, though one opened just after".to_owned(),
-            }
+            "no connection within the pool's wait, though one opened just after".to_owned()
         }
         Err(_) => format!("no answer within {} s", ACQUIRE_TIMEOUT.as_secs()),
     };
@@ -479,10 +467,44 @@ async fn unreachable(options: &PgConnectOptions) -> StoreError {
     StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}/{db}: {why}"))
 }
 
-/// A prepared statement's name already taken, or not found, on a connection that prepared it (SQLSTATE 42P05,
-/// 26000): never on a server connection of Herald's own.
-fn shares_server_connections(e: &sqlx::Error) -> bool {
-    e.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "42P05" || code == "26000")
+/// Refuse, at start, a server that hands its connections to other clients between transactions: a pooler in
+/// transaction or statement mode (PgBouncer's `pool_mode = transaction`). Herald keeps state on each connection
+/// for its whole life: prepared statements, the session's statement timeouts ([`pool`]), and the writer's server
+/// process, whose activity it checks on a slow commit. Two connections are opened; a setting made on the first
+/// for its session is looked for from the second, and read back on the first. A shared server connection shows
+/// it on the second, or loses it on the first; a pooler that does not handle prepared statements also fails a
+/// statement for a name another client prepared (SQLSTATE 42P05, 26000), which Herald's own connections never
+/// do. Nothing is decided when the probe cannot run: the pools report an unreachable server themselves.
+async fn refuse_shared_connections(options: &PgConnectOptions) -> Result<(), StoreError> {
+    let probe = async {
+        let (mut first, mut second) =
+            (PgConnection::connect_with(options).await?, PgConnection::connect_with(options).await?);
+        let marker = format!("herald-{:016x}", rand::random::<u64>());
+        let setting = "SELECT set_config('herald.connection_probe', $1, false)";
+        let look = "SELECT coalesce(current_setting('herald.connection_probe', true), '')";
+        sqlx::query(setting).bind(&marker).execute(&mut first).await?;
+        let on_second: String = sqlx::query_scalar(look).fetch_one(&mut second).await?;
+        let on_first: String = sqlx::query_scalar(look).fetch_one(&mut first).await?;
+        let _ = first.close().await;
+        let _ = second.close().await;
+        Ok::<bool, sqlx::Error>(on_second == marker || on_first != marker)
+    };
+    let shared = match tokio::time::timeout(ACQUIRE_TIMEOUT * 2, probe).await {
+        Ok(Ok(shared)) => shared,
+        Ok(Err(e)) => {
+            e.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "42P05" || code == "26000")
+        }
+        Err(_) => false,
+    };
+    if !shared {
+        return Ok(());
+    }
+    let (host, port, db) = (options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+    Err(StoreError::Unavailable(format!(
+        "PostgreSQL at {host}:{port}/{db} shares its connections between clients per transaction (a pooler such as \
+         PgBouncer in `pool_mode = transaction` or `statement`): Herald keeps prepared statements and settings on \
+         its connections and needs session pooling (`pool_mode = session`) or a direct connection"
+    )))
 }
 
 /// The migrator's one connection, without the requests' statement timeout ([`pool`]): a migration rewriting a large inbox, or waiting
@@ -549,7 +571,10 @@ impl PostgresStore {
         settings: &StoreSettings,
         listener: Option<Arc<dyn CommitListener>>,
     ) -> Result<PostgresStore, StoreError> {
-        let options = options.application_name("herald");
+        // sqlx sends `extra_float_digits` at startup unless told not to, and PgBouncer refuses a connection with a
+        // startup option it does not know. Herald reads no float as text, and PostgreSQL 12+ prints floats
+        // exactly anyway.
+        let options = options.application_name("herald").extra_float_digits(None);
         {
             // The migrator takes its own advisory lock: nodes starting together apply them once.
             let migrating = match migration_pool().connect_with(options.clone()).await {
@@ -565,6 +590,7 @@ impl PostgresStore {
             migrating.close().await;
             migrated?;
         }
+        refuse_shared_connections(&options).await?;
         let statement_timeout = Duration::from_secs(settings.statement_timeout_secs.max(1));
         let readers =
             pool(settings.read_connections.max(1) as u32, statement_timeout).connect_lazy_with(options.clone());
@@ -604,7 +630,6 @@ impl PostgresStore {
                                 crate::telemetry::essential_failed("the PostgreSQL writer thread stopped", panic);
                             }
                         }
-                        Err(sqlx::Error::PoolTimedOut) => drop(ready_tx.send(Err(unreachable(&check_options).await))),
                         Err(e) => drop(ready_tx.send(Err(store_error(e)))),
                     }
                 });

@@ -48,7 +48,9 @@ impl PostgresTrace {
         // The parse error never repeats the URL, which may hold a password.
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| TraceError::Unavailable(format!("store.url: {e}")))?
-            .application_name("herald-trace");
+            .application_name("herald-trace")
+            // As the inbox's connections: no startup option a pooler refuses (`crate::inbox::postgres`).
+            .extra_float_digits(None);
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
