@@ -189,7 +189,9 @@ start_redis() {
   export HERALD_TEST_REDISS_MTLS_URL="rediss://127.0.0.1:$mtls"
 }
 
-# start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback).
+# start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback). The
+# server also speaks TLS (make_test_tls's certificate), and its role `guest` logs in over TLS with make_test_tls's
+# client certificate only.
 # As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root): that user must be able to
 # reach the data directory and the socket directory under $HERALD_SERVICES_DIR.
 # HERALD_POSTGRES_DURABLE=1: production durability (fsync and synchronous_commit on, PostgreSQL's defaults), for
@@ -217,13 +219,23 @@ start_postgres() {
     durability="-c fsync=on -c synchronous_commit=on"
     log "postgresql at production durability (fsync and synchronous_commit on)"
   fi
+  # TLS too, with make_test_tls's certificate; the role `guest` logs in only over TLS and only with a client
+  # certificate the test CA signed whose common name is `guest` (make_test_tls's client certificate).
+  make_test_tls || return 1
+  cp "$HERALD_TEST_TLS_DIR/server.pem" "$HERALD_TEST_TLS_DIR/server.key" "$dir/"
+  chmod 600 "$dir/server.key"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/server.pem" "$dir/server.key"
+  { echo "hostssl all guest 127.0.0.1/32 cert"; echo "host all guest 127.0.0.1/32 reject"; cat "$dir/data/pg_hba.conf"; } \
+    > "$dir/pg_hba.conf" && cat "$dir/pg_hba.conf" > "$dir/data/pg_hba.conf"
+  local tls="-c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key -c ssl_ca_file=$HERALD_TEST_TLS_CA"
   # HERALD_POSTGRES_OPTIONS: more server options (e.g. scripts/pg-statements.sh loads pg_stat_statements).
-  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=200 ${HERALD_POSTGRES_OPTIONS:-}"
+  local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability $tls -c max_connections=200 ${HERALD_POSTGRES_OPTIONS:-}"
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 -o "$opts" start >/dev/null \
     || { tail -n 40 "$dir/log" >&2; return 1; }
   _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
   export HERALD_TEST_POSTGRES_BIN=$bin
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U herald herald
+  "${as[@]}" "$bin/psql" -q -h 127.0.0.1 -p "$port" -U herald -d herald -c 'CREATE ROLE guest LOGIN CREATEDB' >/dev/null
   export HERALD_TEST_POSTGRES_URL="postgres://herald@127.0.0.1:$port/herald"
 }
 

@@ -959,27 +959,7 @@ async fn two_nodes_behind_pgbouncer_in_session_mode_deliver_store_replay_and_out
 async fn a_node_behind_pgbouncer_in_transaction_mode_refuses_to_start_saying_why() {
     let Some((direct, _)) = fresh_database("pgbouncer transaction").await else { return };
     let Some(pooled) = through_pgbouncer(&direct, "TRANSACTION") else { return };
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("serve")
-        .env("HERALD__STORE__URL", &pooled)
-        .env("HERALD__SERVER__BIND", "127.0.0.1:0")
-        .env("HERALD__SERVER__OPS_BIND", "127.0.0.1:0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map(Killed)
-        .unwrap();
-    let status = eventually("the node to exit", Duration::from_secs(60), async || node.0.try_wait().unwrap()).await;
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut node.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
+    let stderr = refused_at_start(&pooled).await;
     assert!(stderr.contains("per transaction") && stderr.contains("pool_mode = session"), "{stderr}");
 }
 
@@ -993,4 +973,64 @@ fn through_pgbouncer(direct: &str, mode: &str) -> Option<String> {
     let (head, db) = direct.rsplit_once('/').unwrap();
     let (host, _) = head.rsplit_once(':').unwrap();
     Some(format!("{host}:{port}/{db}"))
+}
+
+/// `herald serve` with `store_url` as its inbox: it must exit with an error; what it printed on stderr.
+async fn refused_at_start(store_url: &str) -> String {
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .env("HERALD__STORE__URL", store_url)
+        .env("HERALD__SERVER__BIND", "127.0.0.1:0")
+        .env("HERALD__SERVER__OPS_BIND", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map(Killed)
+        .unwrap();
+    let status = eventually("the node to exit", Duration::from_secs(60), async || node.0.try_wait().unwrap()).await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut node.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    stderr
+}
+
+/// An inbox on a PostgreSQL reached over TLS, its certificate verified against a private CA (`sslmode=verify-full`,
+/// `sslrootcert`), logging in with a client certificate (`sslcert`, `sslkey`; the server's `cert` authentication,
+/// services.sh's role `guest`): the node stores and serves what it is sent. Without the client certificate, or
+/// without TLS, the server refuses the login and the node does not start, saying why.
+#[tokio::test]
+async fn an_inbox_over_tls_logging_in_by_client_certificate_stores_and_one_without_it_is_refused() {
+    let Some((_, TestTls { ca, cert, key })) = test_tls("postgres tls", "HERALD_TEST_POSTGRES_URL") else { return };
+    let Some(admin_url) = env("HERALD_TEST_POSTGRES_URL") else { return };
+    use sqlx::Connection;
+    let name = format!("herald_{}", unique("").replace('-', "_"));
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    let create = format!("CREATE DATABASE {name} OWNER guest");
+    sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await.unwrap();
+    let (head, _) = admin_url.rsplit_once('/').unwrap();
+    let host_port = head.rsplit_once('@').unwrap().1;
+    let base = format!("postgres://guest@{host_port}/{name}");
+    let url = format!("{base}?sslmode=verify-full&sslrootcert={ca}&sslcert={cert}&sslkey={key}");
+
+    let gw = spawn_gateway_with({
+        let url = url.clone();
+        move |s| s.store.url = url
+    })
+    .await;
+    let user = unique("u-");
+    let id = notify(&gw, &user, "over tls").await;
+    assert_eq!(gw.inbox(&user).await["items"][0]["id"], id, "stored and read back over TLS");
+    gw.stop().await.unwrap();
+
+    let without_certificate = refused_at_start(&format!("{base}?sslmode=verify-full&sslrootcert={ca}")).await;
+    assert!(without_certificate.contains("certificate"), "{without_certificate}");
+    let without_tls = refused_at_start(&format!("{base}?sslmode=disable")).await;
+    assert!(without_tls.contains("pg_hba.conf rejects connection"), "{without_tls}");
 }
