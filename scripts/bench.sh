@@ -133,7 +133,8 @@ if [ "$CLUSTER" = 1 ]; then
     # Keep up to 1 GiB of finished WAL segments for reuse, as a server that has run a while has them.
     export HERALD_POSTGRES_OPTIONS="${HERALD_POSTGRES_OPTIONS:-} -c min_wal_size=1GB -c max_wal_size=4GB"
   fi
-  start_postgres
+  # Without TLS, as every PostgreSQL figure in BENCHMARKS.md was measured.
+  HERALD_POSTGRES_TLS=0 start_postgres
   start_redis
   if [ "$PG_WARM" = 1 ]; then pg_warm; fi
 fi

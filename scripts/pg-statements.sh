@@ -23,9 +23,10 @@ ROWS=${ROWS:-12}
 DURATION=${DURATION:-8}
 CLIENTS=${CLIENTS:-}
 if [ -n "$CLIENTS" ]; then
-  HERALD_POSTGRES_DURABLE=1 HERALD_POSTGRES_OPTIONS="-c min_wal_size=1GB -c max_wal_size=4GB" start_postgres
+  HERALD_POSTGRES_TLS=0 HERALD_POSTGRES_DURABLE=1 HERALD_POSTGRES_OPTIONS="-c min_wal_size=1GB -c max_wal_size=4GB" \
+    start_postgres
 else
-  HERALD_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
+  HERALD_POSTGRES_TLS=0 HERALD_POSTGRES_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
     start_postgres
 fi
 BIN=$HERALD_TEST_POSTGRES_BIN

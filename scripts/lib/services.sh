@@ -220,14 +220,19 @@ start_postgres() {
     log "postgresql at production durability (fsync and synchronous_commit on)"
   fi
   # TLS too, with make_test_tls's certificate; the role `guest` logs in only over TLS and only with a client
-  # certificate the test CA signed whose common name is `guest` (make_test_tls's client certificate).
-  make_test_tls || return 1
-  cp "$HERALD_TEST_TLS_DIR/server.pem" "$HERALD_TEST_TLS_DIR/server.key" "$dir/"
-  chmod 600 "$dir/server.key"
-  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/server.pem" "$dir/server.key"
-  { echo "hostssl all guest 127.0.0.1/32 cert"; echo "host all guest 127.0.0.1/32 reject"; cat "$dir/data/pg_hba.conf"; } \
-    > "$dir/pg_hba.conf" && cat "$dir/pg_hba.conf" > "$dir/data/pg_hba.conf"
-  local tls="-c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key -c ssl_ca_file=$HERALD_TEST_TLS_CA"
+  # certificate the test CA signed whose common name is `guest` (make_test_tls's client certificate). Clients
+  # then use TLS unless their URL says `sslmode=disable` (sqlx prefers it). HERALD_POSTGRES_TLS=0 (the
+  # benchmarks, measured without it since the first): no TLS.
+  local tls=""
+  if [ "${HERALD_POSTGRES_TLS:-1}" != 0 ]; then
+    make_test_tls || return 1
+    cp "$HERALD_TEST_TLS_DIR/server.pem" "$HERALD_TEST_TLS_DIR/server.key" "$dir/"
+    chmod 600 "$dir/server.key"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir/server.pem" "$dir/server.key"; fi
+    { echo "hostssl all guest 127.0.0.1/32 cert"; echo "host all guest 127.0.0.1/32 reject"; cat "$dir/data/pg_hba.conf"; } \
+      > "$dir/pg_hba.conf" && cat "$dir/pg_hba.conf" > "$dir/data/pg_hba.conf"
+    tls="-c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key -c ssl_ca_file=$HERALD_TEST_TLS_CA"
+  fi
   # HERALD_POSTGRES_OPTIONS: more server options (e.g. scripts/pg-statements.sh loads pg_stat_statements).
   local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability $tls -c max_connections=200 ${HERALD_POSTGRES_OPTIONS:-}"
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 -o "$opts" start >/dev/null \
@@ -235,7 +240,9 @@ start_postgres() {
   _HERALD_STOPS+=("${as[*]} $bin/pg_ctl -D $dir/data -m fast stop")
   export HERALD_TEST_POSTGRES_BIN=$bin
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U herald herald
-  "${as[@]}" "$bin/psql" -q -h 127.0.0.1 -p "$port" -U herald -d herald -c 'CREATE ROLE guest LOGIN CREATEDB' >/dev/null
+  if [ -n "$tls" ]; then
+    "${as[@]}" "$bin/psql" -q -h 127.0.0.1 -p "$port" -U herald -d herald -c 'CREATE ROLE guest LOGIN' >/dev/null
+  fi
   export HERALD_TEST_POSTGRES_URL="postgres://herald@127.0.0.1:$port/herald"
 }
 
