@@ -190,8 +190,8 @@ start_redis() {
 }
 
 # start_postgres — exports HERALD_TEST_POSTGRES_URL (database `herald`, user `herald`, trust auth on loopback). The
-# server also speaks TLS (make_test_tls's certificate), and its role `guest` logs in over TLS with make_test_tls's
-# client certificate only.
+# server also speaks TLS (make_test_tls's certificate; HERALD_TEST_POSTGRES_TLS=1 says so), and its role `guest`
+# logs in over TLS with make_test_tls's client certificate only; HERALD_POSTGRES_TLS=0: no TLS.
 # As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root): that user must be able to
 # reach the data directory and the socket directory under $HERALD_SERVICES_DIR.
 # HERALD_POSTGRES_DURABLE=1: production durability (fsync and synchronous_commit on, PostgreSQL's defaults), for
@@ -229,8 +229,8 @@ start_postgres() {
     cp "$HERALD_TEST_TLS_DIR/server.pem" "$HERALD_TEST_TLS_DIR/server.key" "$dir/"
     chmod 600 "$dir/server.key"
     if [ "$(id -u)" -eq 0 ]; then chown postgres: "$dir/server.pem" "$dir/server.key"; fi
-    { echo "hostssl all guest 127.0.0.1/32 cert"; echo "host all guest 127.0.0.1/32 reject"; cat "$dir/data/pg_hba.conf"; } \
-      > "$dir/pg_hba.conf" && cat "$dir/pg_hba.conf" > "$dir/data/pg_hba.conf"
+    { printf '%s\n' "hostssl all guest 127.0.0.1/32 cert" "host all guest 127.0.0.1/32 reject" "local all guest reject"
+      cat "$dir/data/pg_hba.conf"; } > "$dir/pg_hba.conf" && cat "$dir/pg_hba.conf" > "$dir/data/pg_hba.conf"
     tls="-c ssl=on -c ssl_cert_file=$dir/server.pem -c ssl_key_file=$dir/server.key -c ssl_ca_file=$HERALD_TEST_TLS_CA"
   fi
   # HERALD_POSTGRES_OPTIONS: more server options (e.g. scripts/pg-statements.sh loads pg_stat_statements).
@@ -242,6 +242,9 @@ start_postgres() {
   "${as[@]}" "$bin/createdb" -h 127.0.0.1 -p "$port" -U herald herald
   if [ -n "$tls" ]; then
     "${as[@]}" "$bin/psql" -q -h 127.0.0.1 -p "$port" -U herald -d herald -c 'CREATE ROLE guest LOGIN' >/dev/null
+    export HERALD_TEST_POSTGRES_TLS=1
+  else
+    unset HERALD_TEST_POSTGRES_TLS
   fi
   export HERALD_TEST_POSTGRES_URL="postgres://herald@127.0.0.1:$port/herald"
 }

@@ -1007,7 +1007,7 @@ async fn refused_at_start(store_url: &str) -> String {
 /// without TLS, the server refuses the login and the node does not start, saying why.
 #[tokio::test]
 async fn an_inbox_over_tls_logging_in_by_client_certificate_stores_and_one_without_it_is_refused() {
-    let Some((_, TestTls { ca, cert, key })) = test_tls("postgres tls", "HERALD_TEST_POSTGRES_URL") else { return };
+    let Some((_, TestTls { ca, cert, key })) = test_tls("postgres tls", "HERALD_TEST_POSTGRES_TLS") else { return };
     let Some(admin_url) = env("HERALD_TEST_POSTGRES_URL") else { return };
     use sqlx::Connection;
     let name = format!("herald_{}", unique("").replace('-', "_"));
