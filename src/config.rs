@@ -1099,6 +1099,29 @@ impl TraceSettings {
     }
 }
 
+/// A PostgreSQL URL that asks for TLS, or names a CA, without having the driver check the server's certificate:
+/// sqlx, like libpq, checks it only for `sslmode=verify-ca` or `verify-full`, so `require` (and `prefer`) with an
+/// `sslrootcert` encrypts to whoever answers. Said at start in production rather than refused: it is what many
+/// guides write.
+fn unverified_postgres_tls(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let mode = param("sslmode").unwrap_or_default().to_ascii_lowercase();
+    if mode.starts_with("verify") {
+        return None;
+    }
+    let why = match (mode.as_str(), param("sslrootcert")) {
+        (_, Some(_)) => "names a CA (sslrootcert) that is not used",
+        ("require" | "prefer", None) => "asks for TLS without checking the server's certificate",
+        _ => return None,
+    };
+    Some(format!(
+        "store.url {why} (sslmode={}): only sslmode=verify-full or verify-ca check PostgreSQL's certificate; \
+         without it anyone on the path can read and change the inbox",
+        if mode.is_empty() { "prefer, the default" } else { &mode }
+    ))
+}
+
 /// Where the inbox lives, parsed from `store.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -1324,6 +1347,9 @@ impl Settings {
                  inbox"
                     .to_owned(),
             );
+        }
+        if let StoreLocation::Postgres(url) = self.store_location() {
+            said.extend(unverified_postgres_tls(&url));
         }
         if self.auth.jwks_enabled() {
             let issuer = !self.auth.issuer.is_empty() || !self.auth.oidc_issuer.is_empty();
@@ -1818,6 +1844,22 @@ mod tests {
         assert!(said.iter().any(|w| w.contains("auth.issuer") && w.contains("auth.audience")), "{said:?}");
         let checked = [jwks[0], jwks[1], ("HERALD__AUTH__ISSUER", "https://idp"), ("HERALD__AUTH__AUDIENCE", "herald")];
         assert_eq!(with(&checked), Vec::<String>::new());
+        // PostgreSQL's TLS asked for, or its CA named, without the certificate being checked.
+        for (query, says) in [
+            ("?sslmode=require", "without checking the server's certificate (sslmode=require)"),
+            ("?sslmode=prefer", "(sslmode=prefer)"),
+            ("?sslrootcert=/ca.pem", "names a CA (sslrootcert) that is not used (sslmode=prefer, the default)"),
+            ("?sslmode=require&sslrootcert=/ca.pem", "names a CA (sslrootcert) that is not used (sslmode=require)"),
+        ] {
+            let url = format!("postgres://h:pw@db.example.com/h{query}");
+            let said = with(&[set[2], ("HERALD__STORE__URL", &url)]);
+            assert!(said.len() == 1 && said[0].starts_with("store.url") && said[0].contains(says), "{query}: {said:?}");
+            assert!(!said[0].contains("pw"), "no password: {said:?}");
+        }
+        for query in ["", "?sslmode=disable", "?sslmode=verify-full&sslrootcert=/ca.pem", "?sslmode=verify-ca"] {
+            let url = format!("postgres://h@db.example.com/h{query}");
+            assert_eq!(with(&[set[2], ("HERALD__STORE__URL", &url)]), Vec::<String>::new(), "{query}");
+        }
     }
 
     /// The development profile's public secret, key and token endpoint on an address others reach: said at start
