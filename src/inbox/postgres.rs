@@ -1384,8 +1384,8 @@ impl Writer {
 /// address): sqlx sets no TCP keepalive, and the kernel gives up on the socket only after its retransmissions
 /// (about 15 minutes) or, when what was sent had been acknowledged, never — every write of the node would wait.
 /// No answer within [`ACQUIRE_TIMEOUT`], no such process (another server now, or it ended), or one idle: not
-/// working. Behind a pooler in transaction mode the process may differ; such a commit is given up after
-/// [`COMMIT_CHECK`].
+/// working. The process is the writer's own for the connection's life: a pooler that would hand it to another
+/// client between transactions is refused at start ([`refuse_shared_connections`]).
 async fn still_working(options: &PgConnectOptions, pid: i32) -> bool {
     let look = async {
         let mut c = PgConnection::connect_with(options).await?;
