@@ -790,11 +790,10 @@ impl AmqpSettings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         crate::ingest::amqp::check_url(self.url.expose()).map_err(|m| invalid("amqp.url", m))?;
-        let files =
-            [("amqp.ca_file", &self.ca_file), ("amqp.cert_file", &self.cert_file), ("amqp.key_file", &self.key_file)];
-        if let Some((key, _)) = files.iter().find(|(_, file)| !file.is_empty()) {
+        if let Some(file) = self.tls_files().first_set() {
             if !self.url.expose().starts_with("amqps://") {
-                return Err(invalid(key, "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
+                let key = format!("amqp.{}", file.setting());
+                return Err(invalid(&key, "is for an amqps:// URL (TLS); amqp.url is plain amqp://"));
             }
             // The consumer's own reading (lapin takes the chain as text: the file must be UTF-8 as well).
             crate::ingest::amqp::tls(self.tls_files())
@@ -906,6 +905,15 @@ pub struct TlsFiles<'a> {
     pub ca_file: &'a str,
     pub cert_file: &'a str,
     pub key_file: &'a str,
+}
+
+impl TlsFiles<'_> {
+    /// The first file set (CA, certificate, key), if any: the connection is then meant to be TLS.
+    pub fn first_set(&self) -> Option<TlsFile> {
+        [(TlsFile::Ca, self.ca_file), (TlsFile::Cert, self.cert_file), (TlsFile::Key, self.key_file)]
+            .into_iter()
+            .find_map(|(file, path)| (!path.is_empty()).then_some(file))
+    }
 }
 
 /// Which of [`TlsFiles`] an error is about.
@@ -1451,23 +1459,18 @@ impl Settings {
                 }
                 _ => {}
             }
-            let files = self.cluster.tls_files();
-            let set = [(TlsFile::Ca, files.ca_file), (TlsFile::Cert, files.cert_file), (TlsFile::Key, files.key_file)];
-            if let Some((file, _)) = set.iter().find(|(_, path)| !path.is_empty()) {
+            if let Some(file) = self.cluster.tls_files().first_set() {
                 if urls.iter().any(|u| !u.starts_with("rediss://")) {
                     return Err(invalid(
                         &format!("cluster.redis_{}", file.setting()),
                         "is for rediss:// URLs (TLS); cluster.redis_url has a plain redis:// one",
                     ));
                 }
-                if !files.ca_file.is_empty() {
-                    read_ca_file(files.ca_file).map_err(|m| invalid("cluster.redis_ca_file", m))?;
-                }
-                read_client_identity(files)
-                    .map_err(|(file, m)| invalid(&format!("cluster.redis_{}", file.setting()), m))?;
             }
+            // The link's own reading of the URLs and the TLS files; its errors start with the key they are about.
             if let Err(e) = crate::fanout::redis::check_urls(&self.cluster) {
-                return Err(invalid("cluster.redis_url", e.trim_start_matches("cluster.redis_url: ")));
+                let (key, message) = e.split_once(": ").unwrap_or(("cluster.redis_url", &e));
+                return Err(invalid(key, message));
             }
             if matches!(self.store_location(), StoreLocation::Sqlite(_)) {
                 return Err(invalid(

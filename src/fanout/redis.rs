@@ -46,8 +46,9 @@ use crate::registry::{PresenceHook, Registry, ResyncReason, Wakes};
 use crate::telemetry::Health;
 use crate::trace::Recorder;
 
-/// Check `cluster.redis_url` the way the client will read it, without connecting (config validation: `serve`
-/// would otherwise refuse a URL `check-config` passed).
+/// Check `cluster.redis_url` and the TLS files the way the link will read them, without connecting (config
+/// validation: `serve` would otherwise refuse what `check-config` passed). An error starts with the key it is
+/// about (`cluster.redis_url: `, `cluster.redis_ca_file: `, ...).
 pub fn check_urls(settings: &ClusterSettings) -> Result<(), String> {
     Connector::new(settings).map(drop)
 }
@@ -290,10 +291,7 @@ pub fn start(
     let worker = Worker {
         names,
         connector,
-        ca_reread: {
-            let files = settings.tls_files();
-            [files.ca_file, files.cert_file, files.key_file].iter().any(|f| !f.is_empty()).then(|| settings.clone())
-        },
+        ca_reread: settings.tls_files().first_set().map(|_| settings.clone()),
         mode: settings.pubsub,
         node,
         registry,
