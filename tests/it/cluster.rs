@@ -71,6 +71,15 @@ pub(crate) async fn ready(gw: &Gateway) {
     panic!("node never became ready");
 }
 
+/// Two nodes on one inbox and one Redis, named `ids`, both ready ([`ready`]).
+pub(crate) async fn two_ready_nodes(pg: &str, redis: &str, ids: [&str; 2]) -> (Gateway, Gateway) {
+    let a = node(pg, redis, ids[0]).await;
+    let b = node(pg, redis, ids[1]).await;
+    ready(&a).await;
+    ready(&b).await;
+    (a, b)
+}
+
 /// The node's `redis` readiness check: `{ok, detail}`.
 pub(crate) async fn redis_check(gw: &Gateway) -> Value {
     let r = gw.raw().get(gw.url("/readyz")).send().await.unwrap();
@@ -96,10 +105,7 @@ pub(crate) async fn notify(gw: &Gateway, user: &str, title: &str) -> i64 {
 #[tokio::test]
 async fn a_user_on_node_b_receives_what_node_a_ingested_and_read_state_crosses_nodes() {
     let Some((pg, redis)) = fresh_database("cross_node").await else { return };
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["node-a", "node-b"]).await;
     let user = unique("u-");
     let mut on_a = a.connect(&user).await;
     let mut on_b = b.connect(&user).await;
@@ -129,10 +135,7 @@ async fn a_user_on_node_b_receives_what_node_a_ingested_and_read_state_crosses_n
 async fn what_a_stopping_node_commits_while_it_drains_reaches_the_other_nodes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some((pg, redis)) = fresh_database("drain_publish").await else { return };
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["node-a", "node-b"]).await;
     let user = unique("u-");
     let mut on_b = b.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel
@@ -164,10 +167,7 @@ async fn what_a_stopping_node_commits_while_it_drains_reaches_the_other_nodes() 
 #[tokio::test]
 async fn a_broadcast_reaches_every_user_on_every_node_once() {
     let Some((pg, redis)) = fresh_database("broadcast").await else { return };
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["node-a", "node-b"]).await;
     let mut clients = Vec::new();
     for i in 0..5 {
         clients.push(a.connect(&unique(&format!("a{i}-"))).await);
@@ -318,10 +318,7 @@ async fn restarting_redis_mid_stream_loses_nothing_after_resume() {
     };
     let mut redis = start_redis();
     let redis_url = format!("redis://127.0.0.1:{port}");
-    let a = node(&pg, &redis_url, "rr-a").await;
-    let b = node(&pg, &redis_url, "rr-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis_url, ["rr-a", "rr-b"]).await;
     let user = unique("rr-");
     let mut on_b = b.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -566,10 +563,7 @@ async fn sessions_opened_before_a_nodes_first_redis_connection_catch_up_when_it_
 #[tokio::test]
 async fn interleaved_commits_on_two_nodes_reach_a_user_in_order_per_chain_with_nothing_skipped() {
     let Some((pg, redis)) = fresh_database("interleave").await else { return };
-    let a = node(&pg, &redis, "il-a").await;
-    let b = node(&pg, &redis, "il-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["il-a", "il-b"]).await;
     let user = unique("il-");
     let mut on_b = b.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -613,10 +607,7 @@ async fn interleaved_commits_on_two_nodes_reach_a_user_in_order_per_chain_with_n
 #[tokio::test]
 async fn nodes_sharing_a_node_id_still_hear_each_other_and_nodes_that_cannot_are_reported_degraded() {
     let Some((pg, redis)) = fresh_database("same_node_id").await else { return };
-    let a = node(&pg, &redis, "twin").await;
-    let b = node(&pg, &redis, "twin").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["twin", "twin"]).await;
     let user = unique("u-");
     let mut on_b = b.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel
@@ -904,10 +895,7 @@ async fn a_redis_that_requires_client_certificates_takes_the_configured_one_and_
 async fn two_nodes_behind_pgbouncer_in_session_mode_deliver_store_replay_and_outwait_a_lock() {
     let Some((direct, redis)) = fresh_database("pgbouncer").await else { return };
     let Some(pooled) = through_pgbouncer(&direct, "SESSION") else { return };
-    let a = node(&pooled, &redis, "pooled-a").await;
-    let b = node(&pooled, &redis, "pooled-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pooled, &redis, ["pooled-a", "pooled-b"]).await;
     let user = unique("u-");
     let mut on_b = b.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // B's subscription to the user's channel

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use herald::inbox::instrumented::{Instrumented, Read};
 use serde_json::{json, Value};
 
-use crate::cluster::{fresh_database, node, ready, unique};
+use crate::cluster::{fresh_database, two_ready_nodes, unique};
 use crate::support::*;
 
 async fn notify_as(gw: &Gateway, user: &str, title: &str, kind: &str) -> i64 {
@@ -738,10 +738,7 @@ async fn a_type_muted_by_default_is_muted_until_the_user_turns_it_on() {
 #[tokio::test]
 async fn counts_frames_reach_the_users_sessions_on_every_node() {
     let Some((pg, redis)) = fresh_database("counts_across_nodes").await else { return };
-    let a = node(&pg, &redis, "node-a").await;
-    let b = node(&pg, &redis, "node-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["node-a", "node-b"]).await;
     let user = unique("cn-");
     let mut on_a = a.connect(&user).await;
     let mut on_b = b.connect(&user).await;

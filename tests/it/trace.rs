@@ -12,7 +12,7 @@ use lapin::BasicProperties;
 use serde_json::{json, Value};
 
 use crate::amqp::{Amqp, Broker};
-use crate::cluster::{fresh_database, node, ready, unique};
+use crate::cluster::{fresh_database, two_ready_nodes, unique};
 use crate::support::*;
 use herald::config::Scope;
 
@@ -342,10 +342,7 @@ async fn an_amqp_event_held_for_a_retry_has_a_trace_per_try_saying_so_before_the
 #[tokio::test]
 async fn a_delivery_is_recorded_by_the_node_that_wrote_the_frame() {
     let Some((pg, redis)) = fresh_database("trace_two_nodes").await else { return };
-    let a = node(&pg, &redis, "trace-a").await;
-    let b = node(&pg, &redis, "trace-b").await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_ready_nodes(&pg, &redis, ["trace-a", "trace-b"]).await;
     let user = unique("t2-");
     let mut on_a = a.connect(&user).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // A's subscription to the user's channel
