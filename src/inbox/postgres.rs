@@ -366,6 +366,8 @@ pub struct PostgresStore {
     muted_defaults: MutedDefaults,
     /// Told the counts pruning changed (pruning commits outside the writer).
     listener: Option<Arc<dyn CommitListener>>,
+    /// Where [`still_working`] connects to look at a pruning step's server process.
+    watch: PgConnectOptions,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -602,6 +604,7 @@ impl PostgresStore {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (batch_max, defaults) = (settings.batch_max.max(1), muted_defaults.clone());
         let (writer_listener, prune_listener) = (listener.clone(), listener);
+        let watch = options.clone();
         std::thread::Builder::new()
             .name("herald-pg-writer".into())
             .spawn(move || {
@@ -643,6 +646,7 @@ impl PostgresStore {
             retention: Retention::from_settings(settings),
             muted_defaults,
             listener: prune_listener,
+            watch,
         })
     }
 
@@ -846,52 +850,75 @@ impl Store for PostgresStore {
 }
 
 impl PostgresStore {
-    /// A transaction for one pruning step, or `None` when another node holds [`PRUNE_LOCK`] (it prunes; this
-    /// node skips the round).
-    async fn prune_tx(&self) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, StoreError> {
-        let mut tx = self.readers.begin().await.map_err(store_error)?;
-        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(PRUNE_LOCK)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        if mine {
-            return Ok(Some(tx));
-        }
-        // Ended here, not on drop: a dropped transaction's rollback is sent only once the pool takes its
-        // connection back, a moment later.
-        tx.rollback().await.map_err(store_error)?;
-        Ok(None)
+    /// Run `step` in a transaction that holds [`PRUNE_LOCK`], and commit it; `None` when another node holds the
+    /// lock (it prunes; this node skips the round). The step's server process is watched as a commit's is
+    /// ([`while_working`]): retention runs with no caller to cut it short, and a step waiting on a server gone
+    /// silent (no reset: its host gone, a partition) would wait for good, retention on the node with it. Its
+    /// connection is then given up after a bounded drain ([`Reading`]), and the step fails as unavailable.
+    async fn prune_step<T>(
+        &self,
+        step: impl AsyncFnOnce(&mut PgConnection) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let conn = self.readers.acquire().await.map_err(store_error)?;
+        let mut reading = Reading { conn: Some(conn), drain: self.statement_timeout + Duration::from_secs(1) };
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(reading.conn());
+        let pid: i32 = match tokio::time::timeout(ACQUIRE_TIMEOUT, pid).await {
+            Ok(pid) => pid.map_err(store_error)?,
+            Err(_) => return Err(unavailable("PostgreSQL did not answer a pruning step's first statement")),
+        };
+        let work = async {
+            let mut tx = reading.conn().begin().await.map_err(store_error)?;
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(PRUNE_LOCK)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            if !mine {
+                tx.rollback().await.map_err(store_error)?;
+                return Ok(None);
+            }
+            let done = step(&mut tx).await?;
+            tx.commit().await.map_err(store_error)?;
+            Ok(Some(done))
+        };
+        let started = std::time::Instant::now();
+        let Some(done) = while_working(&self.watch, pid, work).await else {
+            return Err(StoreError::Unavailable(format!(
+                "PostgreSQL stopped answering a pruning step (nothing for {} s, and its server process was not \
+                 seen working on it); its connection is given up and the next run opens another",
+                started.elapsed().as_secs()
+            )));
+        };
+        reading.done();
+        done
     }
 
-    /// End a pruning step that found nothing to do. Explicitly: a dropped transaction rolls back only once the
-    /// pool takes its connection back (a spawned task, a moment later), holding [`PRUNE_LOCK`] until then, so the
-    /// next step, on another pooled connection, could find it taken and skip its round.
-    async fn end_idle(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<PruneReport, StoreError> {
-        tx.commit().await.map_err(store_error)?;
-        Ok(PruneReport::default())
-    }
-
-    /// Delete the notifications `ids` in a pruning transaction `tx` that holds [`PRUNE_LOCK`] and the writers'
-    /// ordering locks of the rows' users ([`lock_for_pruning`]), raising the floors and correcting the counters
-    /// with it. Rows deleted meanwhile by someone else are skipped.
+    /// A pruning step that deletes the notifications `ids` (the rows' users' ordering locks taken,
+    /// [`lock_for_pruning`]), raising the floors and correcting the counters with it; its users hear their new
+    /// counts once it has committed. Rows deleted meanwhile by someone else are skipped.
     async fn prune_notifications(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        ids: Vec<i64>,
+        step: impl AsyncFnOnce(&mut PgConnection) -> Result<Vec<i64>, StoreError>,
     ) -> Result<PruneReport, StoreError> {
-        if ids.is_empty() {
-            return Self::end_idle(tx).await;
-        }
-        let rows: Vec<PrunedRow> = sqlx::query_as(concat!("DELETE FROM notifications WHERE id = ANY($1)", pruned!()))
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let mut tally = Tally::default();
-        let report = raise_floors(&mut tx, &rows, &mut tally).await.map_err(store_error)?;
-        let changes = finish_tally(&mut tx, tally).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
+        let pruned = self
+            .prune_step(async |c| {
+                let ids = step(c).await?;
+                if ids.is_empty() {
+                    return Ok((PruneReport::default(), Vec::new()));
+                }
+                let rows: Vec<PrunedRow> =
+                    sqlx::query_as(concat!("DELETE FROM notifications WHERE id = ANY($1)", pruned!()))
+                        .bind(&ids)
+                        .fetch_all(&mut *c)
+                        .await
+                        .map_err(store_error)?;
+                let mut tally = Tally::default();
+                let report = raise_floors(c, &rows, &mut tally).await.map_err(store_error)?;
+                let changes = finish_tally(c, tally).await.map_err(store_error)?;
+                Ok((report, changes))
+            })
+            .await?;
+        let Some((report, changes)) = pruned else { return Ok(PruneReport::default()) };
         // The users whose counts pruning changed hear them, as after any commit (their sessions' badges).
         if let Some(listener) = &self.listener {
             super::tell(listener.as_ref(), std::iter::empty(), std::iter::empty(), &changes);
@@ -903,67 +930,78 @@ impl PostgresStore {
 #[async_trait]
 impl PruneSteps for PostgresStore {
     async fn prune_expired(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<PruneReport, StoreError> {
-        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
-        // The oldest rows by id, of which those older than the cutoff: read first, to know whose locks to take.
-        // Broadcasts only those older than the first one not expired (see `retention.rs`), looked for among the
-        // `$2` oldest broadcasts: no younger one can be among the `$2` oldest rows.
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "WITH hold AS (SELECT COALESCE(min(id), 9223372036854775807) AS id FROM
-                 (SELECT id, created_at FROM notifications WHERE user_id IS NULL ORDER BY id LIMIT $2) b
-                 WHERE created_at >= $1),
-             oldest AS (SELECT id, user_id, created_at FROM notifications
-                 WHERE user_id IS NOT NULL OR id < (SELECT id FROM hold) ORDER BY id LIMIT $2)
-             SELECT id, user_id FROM oldest WHERE created_at < $1",
-        )
-        .bind(cutoff)
-        .bind(batch as i64)
-        .fetch_all(&mut *tx)
+        self.prune_notifications(async |c| {
+            // The oldest rows by id, of which those older than the cutoff: read first, to know whose locks to
+            // take. Broadcasts only those older than the first one not expired (see `retention.rs`), looked for
+            // among the `$2` oldest broadcasts: no younger one can be among the `$2` oldest rows.
+            let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+                "WITH hold AS (SELECT COALESCE(min(id), 9223372036854775807) AS id FROM
+                     (SELECT id, created_at FROM notifications WHERE user_id IS NULL ORDER BY id LIMIT $2) b
+                     WHERE created_at >= $1),
+                 oldest AS (SELECT id, user_id, created_at FROM notifications
+                     WHERE user_id IS NOT NULL OR id < (SELECT id FROM hold) ORDER BY id LIMIT $2)
+                 SELECT id, user_id FROM oldest WHERE created_at < $1",
+            )
+            .bind(cutoff)
+            .bind(batch as i64)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(store_error)?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            // A broadcast among them takes the exclusive lock: any user may be changing its state.
+            let users = rows.iter().map(|(_, user)| user.as_deref().map(user_lock_key)).collect::<Option<Vec<_>>>();
+            lock_for_pruning(c, users).await?;
+            Ok(rows.into_iter().map(|(id, _)| id).collect())
+        })
         .await
-        .map_err(store_error)?;
-        if rows.is_empty() {
-            return Self::end_idle(tx).await;
-        }
-        // A broadcast among them takes the exclusive lock: any user may be changing its state.
-        let users = rows.iter().map(|(_, user)| user.as_deref().map(user_lock_key)).collect::<Option<Vec<_>>>();
-        lock_for_pruning(&mut tx, users).await?;
-        self.prune_notifications(tx, rows.into_iter().map(|(id, _)| id).collect()).await
     }
 
     async fn users_over(&self, max: u64, limit: usize) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT user_id FROM notifications WHERE user_id IS NOT NULL
-             GROUP BY user_id HAVING count(*) > $1 LIMIT $2",
-        )
-        .bind(max as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.readers)
-        .await
-        .map_err(store_error)
+        let users = self
+            .prune_step(async |c| {
+                sqlx::query_scalar(
+                    "SELECT user_id FROM notifications WHERE user_id IS NOT NULL
+                     GROUP BY user_id HAVING count(*) > $1 LIMIT $2",
+                )
+                .bind(max as i64)
+                .bind(limit as i64)
+                .fetch_all(c)
+                .await
+                .map_err(store_error)
+            })
+            .await?;
+        Ok(users.unwrap_or_default())
     }
 
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
-        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneReport::default()) };
-        // Read under the user's lock: the rows beyond the newest `keep` cannot move while it is held.
-        lock_for_pruning(&mut tx, Some(vec![user_lock_key(user)])).await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT ALL OFFSET $2)
-             beyond ORDER BY id LIMIT $3",
-        )
-        .bind(text(user))
-        .bind(keep as i64)
-        .bind(batch as i64)
-        .fetch_all(&mut *tx)
+        self.prune_notifications(async |c| {
+            // Read under the user's lock: the rows beyond the newest `keep` cannot move while it is held.
+            lock_for_pruning(c, Some(vec![user_lock_key(user)])).await?;
+            sqlx::query_scalar(
+                "SELECT id FROM (SELECT id FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT ALL OFFSET $2)
+                 beyond ORDER BY id LIMIT $3",
+            )
+            .bind(text(user))
+            .bind(keep as i64)
+            .bind(batch as i64)
+            .fetch_all(c)
+            .await
+            .map_err(store_error)
+        })
         .await
-        .map_err(store_error)?;
-        self.prune_notifications(tx, ids).await
     }
 
     async fn forget_pruned_broadcast_states(&self, batch: usize) -> Result<u64, StoreError> {
         // Only the prune lock: no writer changes a pruned broadcast's state (it is no longer visible to anyone).
-        let Some(mut tx) = self.prune_tx().await? else { return Ok(0) };
-        let deleted = sqlx::query(ORPHANED_STATES).bind(batch as i64).execute(&mut *tx).await.map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(deleted.rows_affected())
+        let deleted = self
+            .prune_step(async |c| {
+                let deleted = sqlx::query(ORPHANED_STATES).bind(batch as i64).execute(c).await.map_err(store_error)?;
+                Ok(deleted.rows_affected())
+            })
+            .await?;
+        Ok(deleted.unwrap_or(0))
     }
 
     async fn expire_dedupe(
@@ -972,23 +1010,27 @@ impl PruneSteps for PostgresStore {
         _now: DateTime<Utc>,
         batch: usize,
     ) -> Result<PruneStep, StoreError> {
-        let Some(mut tx) = self.prune_tx().await? else { return Ok(PruneStep::default()) };
-        let mut deleted = 0;
-        for sql in [
-            "DELETE FROM dedupe_keys WHERE key IN
-                 (SELECT key FROM dedupe_keys WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)",
-            "DELETE FROM applied_events_legacy WHERE event_id IN
-                 (SELECT event_id FROM applied_events_legacy WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)",
-        ] {
-            deleted += sqlx::query(sql)
-                .bind(cutoff)
-                .bind(batch as i64)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(store_error)?;
+        let deleted = self
+            .prune_step(async |c| {
+                let mut deleted = 0;
+                for sql in [
+                    "DELETE FROM dedupe_keys WHERE key IN
+                         (SELECT key FROM dedupe_keys WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)",
+                    "DELETE FROM applied_events_legacy WHERE event_id IN
+                         (SELECT event_id FROM applied_events_legacy WHERE applied_at < $1 ORDER BY applied_at LIMIT $2)",
+                ] {
+                    deleted += sqlx::query(sql)
+                        .bind(cutoff)
+                        .bind(batch as i64)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(store_error)?
+                        .rows_affected();
+                }
+                Ok(deleted)
+            })
+            .await?
+            .unwrap_or(0);
         // Oldest first through the by-age index: a step that deleted nothing found nothing older.
         Ok(PruneStep { report: PruneReport { dedupe_keys: deleted, ..Default::default() }, more: deleted > 0 })
     }
@@ -1311,7 +1353,11 @@ async fn writer_loop(
         drop(job);
     }
     let Writer { pool, conn, .. } = writer;
-    drop(conn);
+    // Closed, not handed back: sqlx hands a connection back through a ping it does not bound, which a server gone
+    // silent since the last commit never answers, and the pool's close waits for it. A goodbye waits for no answer.
+    if let Some((conn, _)) = conn {
+        let _ = tokio::time::timeout(ACQUIRE_TIMEOUT, conn.close()).await;
+    }
     pool.close().await;
     for reply in closers {
         let _ = reply.send(());
@@ -1343,14 +1389,7 @@ impl Writer {
         let started = std::time::Instant::now();
         let result = {
             let Writer { conn: Some((conn, pid)), muted, legacy_empty, options, .. } = self else { unreachable!() };
-            let mut work = std::pin::pin!(run(conn, batch, muted, legacy_empty));
-            loop {
-                match tokio::time::timeout(COMMIT_CHECK, &mut work).await {
-                    Ok(result) => break Some(result),
-                    Err(_) if still_working(options, *pid).await => {}
-                    Err(_) => break None,
-                }
-            }
+            while_working(options, *pid, run(conn, batch, muted, legacy_empty)).await
         };
         let Some(result) = result else {
             // The transaction's fate is unknown (its COMMIT may have landed): the jobs fail as unavailable, so
@@ -1375,7 +1414,21 @@ impl Writer {
     }
 }
 
-/// Whether PostgreSQL is still working on the writer's commit, asked through a new connection: its server
+/// `work`'s outcome, awaited for as long as PostgreSQL's server process `pid`, which runs it, is seen working on
+/// it ([`still_working`], asked after each [`COMMIT_CHECK`] without an answer); `None` once it is not, and `work`
+/// is then dropped, its connection to be given up by the caller.
+async fn while_working<T>(options: &PgConnectOptions, pid: i32, work: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    loop {
+        match tokio::time::timeout(COMMIT_CHECK, &mut work).await {
+            Ok(result) => return Some(result),
+            Err(_) if still_working(options, pid).await => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Whether PostgreSQL is still working on the writer's commit (or a pruning step), asked through a new connection: its server
 /// process `pid` exists and is running a statement, not waiting for the writer (`wait_event_type` `Client`: a
 /// message of the writer's lost, or an answer it cannot send). A commit may rightly take long (a lock held by
 /// another node's broadcast or pruning, a large purge: each statement bounded by `store.statement_timeout_secs`,
@@ -2335,14 +2388,17 @@ mod tests {
             lock
         }
 
-        /// Run `work` until PostgreSQL shows it waiting behind [`TestDb::lock_notifications`], silence `link`
-        /// then, so the silence falls inside its statement, and give `work` up (its caller's timeout); the lock
-        /// ends after, and what the server then answers goes into the silence.
-        async fn silence_inside(&self, link: &SilentLink, work: impl std::future::Future<Output: std::fmt::Debug>) {
+        /// Run `work` until PostgreSQL shows it waiting behind [`TestDb::lock_notifications`] and silence `link`
+        /// then, so the silence falls inside its statement; the lock ends after, and what the server then answers
+        /// goes into the silence. The caller gives `work` up (its caller's timeout) or awaits what it makes of it.
+        async fn silence_inside<F: std::future::Future<Output: std::fmt::Debug>>(
+            &self,
+            link: &SilentLink,
+            mut work: std::pin::Pin<&mut F>,
+        ) {
             let lock = self.lock_notifications().await;
             let mut watch = PgConnection::connect_with(&self.options).await.unwrap();
             {
-                let mut work = std::pin::pin!(work);
                 loop {
                     tokio::select! {
                         r = &mut work => panic!("answered under the lock: {r:?}"),
@@ -2359,7 +2415,7 @@ mod tests {
                     }
                 }
                 link.silence();
-            } // `work` given up
+            }
             lock.rollback().await.unwrap();
             watch.close().await.unwrap();
         }
@@ -3255,7 +3311,8 @@ mod tests {
 
         // A's broadcast takes the write lock, then waits behind an operator's table lock until A is silent; its
         // statement then completes on the server, into the silence. A's writer carries on alone.
-        db.silence_inside(&link, a.apply(vec![Write::Notify(draft("a-broadcast", Recipients::Everyone))])).await;
+        let broadcast = std::pin::pin!(a.apply(vec![Write::Notify(draft("a-broadcast", Recipients::Everyone))]));
+        db.silence_inside(&link, broadcast).await; // given up
         let mut watch = PgConnection::connect_with(&db.options).await.unwrap();
 
         // B's writes wait for the write lock; each is cut by the statement timeout until A's session is ended.
@@ -3421,7 +3478,7 @@ mod tests {
         }
 
         // A read in flight when the server goes silent, then given up by its caller (an HTTP request's timeout).
-        db.silence_inside(&link, list()).await;
+        db.silence_inside(&link, std::pin::pin!(list())).await; // given up
         link.restore();
         assert!(matches!(write("after").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
         let listed = tokio::time::timeout(Duration::from_secs(60), list()).await;
@@ -3430,6 +3487,46 @@ mod tests {
             other => panic!("the read after the link came back failed: {other:?}"),
         };
         assert_eq!(titles, ["title after", "title before"], "what the silent server never heard is not stored");
+        tokio::time::timeout(Duration::from_secs(60), store.close()).await.expect("closing waits for no silent slot");
+        db.drop_database().await;
+    }
+
+    /// A retention run whose server falls silent inside a step (its host gone without a reset, a partition)
+    /// fails as unavailable once PostgreSQL is not seen working on it, as a commit does, rather than waiting on
+    /// a socket nothing will ever answer (sqlx sets no TCP keepalive): that wait stopped retention on the node
+    /// for good, uncounted, and its inbox grew without bound. Once PostgreSQL answers again, the next run prunes;
+    /// and the store then closes without waiting on the writer's connection, silent since its last commit.
+    #[tokio::test]
+    async fn a_retention_run_on_a_server_gone_silent_fails_as_unavailable_and_the_next_run_prunes() {
+        let Some(db) = TestDb::create("silent_prune").await else { return };
+        let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
+        let settings = StoreSettings { statement_timeout_secs: 2, retention_days: 1, ..Settings::defaults().store };
+        let options = db.options.clone().host("127.0.0.1").port(link.addr.port());
+        let store = PostgresStore::connect(options, &settings, None).await.unwrap();
+        let write = |id: &str| store.apply(vec![Write::Notify(draft(id, Recipients::Users(vec!["u".into()])))]);
+        assert!(matches!(write("old").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
+        let expired = Utc::now() + chrono::Duration::days(2);
+
+        // The step waits behind an operator's table lock when the link goes silent.
+        let mut pruning = std::pin::pin!(store.prune(expired));
+        db.silence_inside(&link, pruning.as_mut()).await;
+        // Far longer than the check's wait and its look (5 s each), and than the server's statement timeout.
+        let pruned = tokio::time::timeout(Duration::from_secs(60), pruning).await;
+        let Ok(Err(StoreError::Unavailable(why))) = pruned else { panic!("not failed as unavailable: {pruned:?}") };
+        assert!(why.contains("stopped answering"), "{why}");
+
+        link.restore();
+        // A reader left idle in the pool through the silence fails one step at the pool's check; then a new one.
+        let started = std::time::Instant::now();
+        let report = loop {
+            match tokio::time::timeout(Duration::from_secs(60), store.prune(expired)).await {
+                Ok(Ok(report)) => break report,
+                Ok(Err(StoreError::Unavailable(_))) if started.elapsed() < Duration::from_secs(60) => {}
+                other => panic!("retention did not recover: {other:?}"),
+            }
+        };
+        assert_eq!(report.notifications, 1, "{report:?}");
+        assert!(store.list("u", ListQuery { limit: 10, ..Default::default() }).await.unwrap().is_empty());
         tokio::time::timeout(Duration::from_secs(60), store.close()).await.expect("closing waits for no silent slot");
         db.drop_database().await;
     }
