@@ -1417,7 +1417,11 @@ impl Writer {
 /// `work`'s outcome, awaited for as long as PostgreSQL's server process `pid`, which runs it, is seen working on
 /// it ([`still_working`], asked after each [`COMMIT_CHECK`] without an answer); `None` once it is not, and `work`
 /// is then dropped, its connection to be given up by the caller.
-async fn while_working<T>(options: &PgConnectOptions, pid: i32, work: impl std::future::Future<Output = T>) -> Option<T> {
+async fn while_working<T>(
+    options: &PgConnectOptions,
+    pid: i32,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let mut work = std::pin::pin!(work);
     loop {
         match tokio::time::timeout(COMMIT_CHECK, &mut work).await {
