@@ -30,6 +30,7 @@ pub mod fanout;
 pub mod huge_pages;
 pub mod inbox;
 pub mod ingest;
+pub mod postgres_connections;
 pub mod protocol;
 pub mod registry;
 pub mod rules;
@@ -538,8 +539,10 @@ mod boundaries {
         let allowed = |f: &str| {
             f.starts_with("src/inbox/")
                 || f.starts_with("src/trace/")
-                // SQLite's file helpers and page cache, used by both; config parses a PostgreSQL URL with sqlx.
-                || ["src/sqlite_files.rs", "src/sqlite_pcache.rs", "src/config.rs"].contains(&f)
+                // SQLite's file helpers and page cache, and PostgreSQL's bounded connections, used by both; config
+                // parses a PostgreSQL URL with sqlx.
+                || ["src/sqlite_files.rs", "src/sqlite_pcache.rs", "src/postgres_connections.rs", "src/config.rs"]
+                    .contains(&f)
         };
         for krate in ["sqlx", "rusqlite"] {
             let users = users_of(&sources, krate);

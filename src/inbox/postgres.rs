@@ -46,7 +46,7 @@ use futures_util::{FutureExt as _, TryStreamExt as _};
 use serde_json::value::RawValue;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +58,7 @@ use super::{
     SeenAll, StateChange, Store, StoreError, Tally, Write, WriteOutcome, COMMIT_FAILED,
 };
 use crate::config::StoreSettings;
+use crate::postgres_connections::{migration_pool, pool, watched, while_working, Lent, Unanswered, ACQUIRE_TIMEOUT};
 use crate::protocol::{Counts, Notification, Position, RelatedObject, TypeSetting};
 use crate::rules::{AliasRecord, Recipients};
 
@@ -73,11 +74,6 @@ const USER_LOCKS: i32 = 0x4845_5241;
 const MAX_USER_LOCKS: usize = 512;
 /// Key of the advisory lock a pruning transaction tries first ("HPRUNE").
 const PRUNE_LOCK: i64 = 0x4850_5255_4E45;
-/// How long a request waits for a connection (PostgreSQL down or saturated) before `Unavailable`.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the writer waits for a group commit's answers before it asks, through a connection of its own,
-/// whether PostgreSQL is still working on it ([`still_working`]); then again after each such period.
-const COMMIT_CHECK: Duration = Duration::from_secs(5);
 
 /// The inbox's migrations. A node still starts when a newer node already applied migrations it does not know
 /// (sqlx refuses that by default), so a rolling upgrade's older nodes can restart — unless the database says
@@ -366,7 +362,7 @@ pub struct PostgresStore {
     muted_defaults: MutedDefaults,
     /// Told the counts pruning changed (pruning commits outside the writer).
     listener: Option<Arc<dyn CommitListener>>,
-    /// Where [`still_working`] connects to look at a pruning step's server process.
+    /// Where [`watched`] connects to look at a pruning step's server process.
     watch: PgConnectOptions,
 }
 
@@ -427,32 +423,6 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A pool whose connections bound every statement at `statement_timeout` on the server, the write-lock wait
-/// included (a hung node must not hang the others), and a transaction left idle as long: the server ends such a
-/// session and its locks go with it. Herald never pauses inside a transaction (its statements follow one another
-/// with no wait between), so an idle one is a node that stopped answering: partitioned, or whose writer gave the
-/// commit up. Its ordering locks (the write lock exclusive, for a broadcast) would otherwise stop every other
-/// node's writes until the server's TCP keepalive noticed, two hours by default. Set after connecting rather than
-/// as startup options, which connection poolers such as PgBouncer refuse.
-fn pool(max_connections: u32, statement_timeout: Duration) -> PgPoolOptions {
-    let secs = format!("{}s", statement_timeout.as_secs());
-    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(
-        move |conn, _| {
-            let secs = secs.clone();
-            Box::pin(async move {
-                sqlx::query(
-                    "SELECT set_config('statement_timeout', $1, false),
-                            set_config('idle_in_transaction_session_timeout', $1, false)",
-                )
-                .bind(secs)
-                .execute(conn)
-                .await
-                .map(drop)
-            })
-        },
-    )
-}
-
 /// Why a node cannot reach PostgreSQL at start, said where and why: the pool says only that it waited ("pool
 /// timed out while waiting for an open connection"), so one direct connection asks for the reason (refused, an
 /// unknown host, a password refused). Neither names the password.
@@ -507,53 +477,6 @@ async fn refuse_shared_connections(options: &PgConnectOptions) -> Result<(), Sto
          PgBouncer in `pool_mode = transaction` or `statement`): Herald keeps prepared statements and settings on \
          its connections and needs session pooling (`pool_mode = session`) or a direct connection"
     )))
-}
-
-/// The migrator's one connection, without the requests' statement timeout ([`pool`]): a migration rewriting a large inbox, or waiting
-/// for a writer's lock, may take longer than any request may, and a node starting while another migrates waits
-/// for the migration lock as long as it takes. Cut short, a migration rolls back and the node exits — at every
-/// retry, for a table that size.
-fn migration_pool() -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(|conn, _| {
-        Box::pin(async move { sqlx::query("SET statement_timeout = 0").execute(conn).await.map(drop) })
-    })
-}
-
-/// A reader connection taken from the pool for one read. Finished ([`Reading::done`]), it goes back to the pool as
-/// usual. Dropped before that (the caller's timeout cut the read: an HTTP request's, a session's, the readiness
-/// probe's), it keeps its pool slot while the cut statement's answer drains, as sqlx's own return would, but for
-/// no longer than the server's statement timeout and a second: then it is given up. sqlx hands a connection back
-/// through a ping with no bound; on a server gone silent that wait never ends and holds the slot, so a few cut
-/// reads (the readiness probe cuts one every few seconds) would leave no connection for any read, even after
-/// PostgreSQL is back at its address. Bounded rather than given up at once, so that a slow server is not sent
-/// a new connection for every read cut short.
-struct Reading {
-    conn: Option<PoolConnection<Postgres>>,
-    drain: Duration,
-}
-
-impl Reading {
-    fn conn(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("a reading's connection is taken only by done or drop")
-    }
-
-    fn done(mut self) {
-        drop(self.conn.take());
-    }
-}
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return drop(conn.detach()) };
-        let drain = self.drain;
-        runtime.spawn(async move {
-            match tokio::time::timeout(drain, conn.ping()).await {
-                Ok(Ok(())) => drop(conn), // drained: back to the pool
-                _ => drop(conn.detach()), // its socket closed, no goodbye: the pool opens another
-            }
-        });
-    }
 }
 
 impl PostgresStore {
@@ -694,14 +617,18 @@ impl PostgresStore {
         Ok(page.finish(floor))
     }
 
-    /// Run `read` on a reader connection, through a [`Reading`]: back to the pool once `read` ends, whatever it
+    /// Run `read` on a reader connection, through a [`Lent`]: back to the pool once `read` ends, whatever it
     /// returned; drained within a bound, or given up, when the caller drops this future first.
     async fn read<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> Result<T, StoreError> {
-        let conn = self.readers.acquire().await.map_err(store_error)?;
-        let mut reading = Reading { conn: Some(conn), drain: self.statement_timeout + Duration::from_secs(1) };
-        let result = read(reading.conn()).await;
-        reading.done();
+        let mut lent = Lent::from(&self.readers, self.drain()).await.map_err(store_error)?;
+        let result = read(lent.conn()).await;
+        lent.done();
         result.map_err(store_error)
+    }
+
+    /// How long a reader connection cut mid-statement may drain before it is given up ([`Lent`]).
+    fn drain(&self) -> Duration {
+        self.statement_timeout + Duration::from_secs(1)
     }
 
     async fn write<T>(
@@ -851,23 +778,15 @@ impl Store for PostgresStore {
 
 impl PostgresStore {
     /// Run `step` in a transaction that holds [`PRUNE_LOCK`], and commit it; `None` when another node holds the
-    /// lock (it prunes; this node skips the round). The step's server process is watched as a commit's is
-    /// ([`while_working`]): retention runs with no caller to cut it short, and a step waiting on a server gone
-    /// silent (no reset: its host gone, a partition) would wait for good, retention on the node with it. Its
-    /// connection is then given up after a bounded drain ([`Reading`]), and the step fails as unavailable.
+    /// lock (it prunes; this node skips the round). Watched as a commit is ([`watched`]): retention runs with no
+    /// caller to cut it short, and a step waiting on a server gone silent (no reset: its host gone, a partition)
+    /// would wait for good, and retention on the node with it. It fails as unavailable instead.
     async fn prune_step<T>(
         &self,
         step: impl AsyncFnOnce(&mut PgConnection) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let conn = self.readers.acquire().await.map_err(store_error)?;
-        let mut reading = Reading { conn: Some(conn), drain: self.statement_timeout + Duration::from_secs(1) };
-        let pid = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(reading.conn());
-        let pid: i32 = match tokio::time::timeout(ACQUIRE_TIMEOUT, pid).await {
-            Ok(pid) => pid.map_err(store_error)?,
-            Err(_) => return Err(unavailable("PostgreSQL did not answer a pruning step's first statement")),
-        };
-        let work = async {
-            let mut tx = reading.conn().begin().await.map_err(store_error)?;
+        let work = async |c: &mut PgConnection| {
+            let mut tx = c.begin().await.map_err(store_error)?;
             let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
                 .bind(PRUNE_LOCK)
                 .fetch_one(&mut *tx)
@@ -881,16 +800,11 @@ impl PostgresStore {
             tx.commit().await.map_err(store_error)?;
             Ok(Some(done))
         };
-        let started = std::time::Instant::now();
-        let Some(done) = while_working(&self.watch, pid, work).await else {
-            return Err(StoreError::Unavailable(format!(
-                "PostgreSQL stopped answering a pruning step (nothing for {} s, and its server process was not \
-                 seen working on it); its connection is given up and the next run opens another",
-                started.elapsed().as_secs()
-            )));
-        };
-        reading.done();
-        done
+        match watched(&self.readers, &self.watch, self.drain(), "a pruning step", work).await {
+            Ok(done) => done,
+            Err(Unanswered::Connection(e)) => Err(store_error(e)),
+            Err(Unanswered::Silent(why)) => Err(StoreError::Unavailable(why)),
+        }
     }
 
     /// A pruning step that deletes the notifications `ids` (the rows' users' ordering locks taken,
@@ -1375,7 +1289,7 @@ struct Writer {
     /// Whether `applied_events_legacy` was seen empty (it only shrinks), so dedupe skips looking into it.
     legacy_empty: bool,
     muted: MutedDefaults,
-    /// Where [`still_working`] connects to look at the commit's server process.
+    /// Where [`while_working`] connects to look at the commit's server process.
     options: PgConnectOptions,
 }
 
@@ -1411,52 +1325,6 @@ impl Writer {
             }
         }
         result
-    }
-}
-
-/// `work`'s outcome, awaited for as long as PostgreSQL's server process `pid`, which runs it, is seen working on
-/// it ([`still_working`], asked after each [`COMMIT_CHECK`] without an answer); `None` once it is not, and `work`
-/// is then dropped, its connection to be given up by the caller.
-async fn while_working<T>(
-    options: &PgConnectOptions,
-    pid: i32,
-    work: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    let mut work = std::pin::pin!(work);
-    loop {
-        match tokio::time::timeout(COMMIT_CHECK, &mut work).await {
-            Ok(result) => return Some(result),
-            Err(_) if still_working(options, pid).await => {}
-            Err(_) => return None,
-        }
-    }
-}
-
-/// Whether PostgreSQL is still working on the writer's commit (or a pruning step), asked through a new connection: its server
-/// process `pid` exists and is running a statement, not waiting for the writer (`wait_event_type` `Client`: a
-/// message of the writer's lost, or an answer it cannot send). A commit may rightly take long (a lock held by
-/// another node's broadcast or pruning, a large purge: each statement bounded by `store.statement_timeout_secs`,
-/// not the whole), and is waited for as long as the server works on it. Nothing else bounds that wait when the
-/// server goes silent without closing the connection (its host gone, a partition, a failover to another
-/// address): sqlx sets no TCP keepalive, and the kernel gives up on the socket only after its retransmissions
-/// (about 15 minutes) or, when what was sent had been acknowledged, never — every write of the node would wait.
-/// No answer within [`ACQUIRE_TIMEOUT`], no such process (another server now, or it ended), or one idle: not
-/// working. The process is the writer's own for the connection's life: a pooler that would hand it to another
-/// client between transactions is refused at start ([`refuse_shared_connections`]).
-async fn still_working(options: &PgConnectOptions, pid: i32) -> bool {
-    let look = async {
-        let mut c = PgConnection::connect_with(options).await?;
-        let seen: Option<(Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT state, wait_event_type FROM pg_stat_activity WHERE pid = $1")
-                .bind(pid)
-                .fetch_optional(&mut c)
-                .await?;
-        drop(c); // no goodbye to wait for
-        Ok::<_, sqlx::Error>(seen)
-    };
-    match tokio::time::timeout(ACQUIRE_TIMEOUT, look).await {
-        Ok(Ok(Some((state, wait)))) => state.as_deref() == Some("active") && wait.as_deref() != Some("Client"),
-        _ => false,
     }
 }
 
@@ -2332,13 +2200,13 @@ async fn delete(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering::SeqCst;
-    use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::sync::Mutex;
 
     use super::*;
     use crate::config::Settings;
     use crate::inbox::contract::draft;
+    use crate::postgres_connections::testing::SilentLink;
+    use sqlx::postgres::PgPoolOptions;
 
     /// A fresh database on the server `HERALD_TEST_POSTGRES_URL` names (advisory locks are per database: tests
     /// that hold the writers' locks must not meet another test's writers), with a fresh schema in it.
@@ -3291,7 +3159,7 @@ mod tests {
         sqlx::query("SELECT pg_advisory_lock($1)").bind(WRITE_LOCK).execute(&mut other).await.unwrap();
         let write = store.apply(vec![Write::Notify(draft("waits", Recipients::Users(vec!["u".into()])))]);
         let release = async {
-            tokio::time::sleep(COMMIT_CHECK + Duration::from_secs(3)).await;
+            tokio::time::sleep(crate::postgres_connections::SILENCE_CHECK + Duration::from_secs(3)).await;
             sqlx::query("SELECT pg_advisory_unlock($1)").bind(WRITE_LOCK).execute(&mut other).await.unwrap();
         };
         let (written, ()) = tokio::join!(write, release);
@@ -3374,71 +3242,6 @@ mod tests {
         assert!(text.lines().any(|l| l == "herald_retention_failures_total 1"), "{text}");
         store.close().await;
         db.drop_database().await;
-    }
-
-    /// A TCP link to PostgreSQL that can go silent as a vanished host does: from [`SilentLink::silence`] on, the
-    /// connections open through it carry nothing more either way and none is closed (no reset, no FIN: only a
-    /// timeout can tell). Connections opened after [`SilentLink::restore`] work; the silenced ones stay silent.
-    struct SilentLink {
-        addr: std::net::SocketAddr,
-        /// Bumped by `silence`: a connection opened in an earlier generation is dead for good.
-        generation: Arc<AtomicU64>,
-        silent: Arc<AtomicBool>,
-    }
-
-    impl SilentLink {
-        async fn to(upstream: (String, u16)) -> SilentLink {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let link = SilentLink {
-                addr: listener.local_addr().unwrap(),
-                generation: Arc::new(AtomicU64::new(0)),
-                silent: Arc::new(AtomicBool::new(false)),
-            };
-            let (generation, silent) = (link.generation.clone(), link.silent.clone());
-            tokio::spawn(async move {
-                while let Ok((inbound, _)) = listener.accept().await {
-                    let Ok(outbound) = tokio::net::TcpStream::connect(upstream.clone()).await else { continue };
-                    let born = generation.load(SeqCst);
-                    let (generation, silent) = (generation.clone(), silent.clone());
-                    let alive: Arc<dyn Fn() -> bool + Send + Sync> =
-                        Arc::new(move || !silent.load(SeqCst) && generation.load(SeqCst) == born);
-                    let (from_node, to_node) = inbound.into_split();
-                    let (from_server, to_server) = outbound.into_split();
-                    tokio::spawn(SilentLink::pipe(from_node, to_server, alive.clone()));
-                    tokio::spawn(SilentLink::pipe(from_server, to_node, alive));
-                }
-            });
-            link
-        }
-
-        async fn pipe(
-            mut from: tokio::net::tcp::OwnedReadHalf,
-            mut to: tokio::net::tcp::OwnedWriteHalf,
-            alive: Arc<dyn Fn() -> bool + Send + Sync>,
-        ) {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n @ 1..) = from.read(&mut buf).await {
-                // Read and dropped once dead: what the node sends is taken, and never answered.
-                if alive() && to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            if alive() {
-                let _ = to.shutdown().await;
-            } else {
-                std::future::pending::<()>().await; // a dead link never says it closed
-            }
-        }
-
-        fn silence(&self) {
-            self.silent.store(true, SeqCst);
-            self.generation.fetch_add(1, SeqCst);
-        }
-
-        fn restore(&self) {
-            self.silent.store(false, SeqCst);
-        }
     }
 
     /// PostgreSQL going silent mid-stream (its host gone without a reset, a partition) fails the commit waiting

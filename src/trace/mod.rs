@@ -1454,7 +1454,10 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn TraceStore>, Trac
                 if t.sqlite_path.as_os_str().is_empty() { sqlite::beside(&inbox) } else { t.sqlite_path.clone() };
             Arc::new(sqlite::SqliteTrace::open(&path)?)
         }
-        StoreLocation::Postgres(url) => Arc::new(postgres::PostgresTrace::open(&url).await?),
+        StoreLocation::Postgres(url) => {
+            let statement_timeout = Duration::from_secs(settings.store.statement_timeout_secs.max(1));
+            Arc::new(postgres::PostgresTrace::open(&url, statement_timeout).await?)
+        }
     })
 }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Row, SqlSafeStr};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
+use sqlx::{PgConnection, Row, SqlSafeStr};
 
 use super::{Kind, Step, TraceError, TraceStore};
+use crate::postgres_connections::{migration_pool, pool, watched, Unanswered};
 
 fn migrator() -> Migrator {
     let mut m = Migrator::with_migrations(vec![Migration::new(
@@ -41,24 +42,47 @@ fn text(s: &str) -> String {
 
 pub struct PostgresTrace {
     pool: PgPool,
+    /// Where a statement's server process is looked at when it goes without an answer (`postgres_connections`).
+    watch: PgConnectOptions,
+    /// How long a connection cut mid-statement may drain before it is given up.
+    drain: Duration,
 }
 
 impl PostgresTrace {
-    pub async fn open(url: &str) -> Result<PostgresTrace, TraceError> {
+    /// Open the trace's table at `url` (migrating it), over a pool whose statements PostgreSQL ends after
+    /// `statement_timeout` (`store.statement_timeout_secs`, as the inbox's).
+    pub async fn open(url: &str, statement_timeout: Duration) -> Result<PostgresTrace, TraceError> {
         // The parse error never repeats the URL, which may hold a password.
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| TraceError::Unavailable(format!("store.url: {e}")))?
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| TraceError::Unavailable(format!("store.url: {e}")))?;
+        PostgresTrace::connect(options, statement_timeout).await
+    }
+
+    pub async fn connect(options: PgConnectOptions, statement_timeout: Duration) -> Result<PostgresTrace, TraceError> {
+        let options = options
             .application_name("herald-trace")
             // As the inbox's connections: no startup option a pooler refuses (`crate::inbox::postgres`).
             .extra_float_digits(None);
-        let pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(err)?;
-        migrator().run(&pool).await.map_err(|e| err(format!("trace migrations: {e}")))?;
-        Ok(PostgresTrace { pool })
+        let migrating = migration_pool().connect_with(options.clone()).await.map_err(err)?;
+        let migrated = migrator().run(&migrating).await.map_err(|e| err(format!("trace migrations: {e}")));
+        migrating.close().await;
+        migrated?;
+        let pool = pool(2, statement_timeout).connect_with(options.clone()).await.map_err(err)?;
+        Ok(PostgresTrace { pool, watch: options, drain: statement_timeout + Duration::from_secs(1) })
+    }
+
+    /// Run `work` on a pooled connection, watched (`crate::postgres_connections::watched`): no trace write or
+    /// read waits for good on a server gone silent, which stopped the trace's writer on the node for good.
+    async fn run<T>(
+        &self,
+        what: &str,
+        work: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>,
+    ) -> Result<T, TraceError> {
+        match watched(&self.pool, &self.watch, self.drain, what, work).await {
+            Ok(done) => done.map_err(err),
+            Err(Unanswered::Connection(e)) => Err(err(e)),
+            Err(Unanswered::Silent(why)) => Err(TraceError::Unavailable(why)),
+        }
     }
 
     async fn rows(
@@ -66,7 +90,8 @@ impl PostgresTrace {
         sql: &'static str,
         bind: impl FnOnce(Query<'static>) -> Query<'static>,
     ) -> Result<Vec<Step>, TraceError> {
-        let rows = bind(sqlx::query(sql)).fetch_all(&self.pool).await.map_err(err)?;
+        let query = bind(sqlx::query(sql));
+        let rows = self.run("a trace read", async |c| query.fetch_all(c).await).await?;
         rows.iter().map(step).filter_map(Result::transpose).collect()
     }
 }
@@ -115,7 +140,7 @@ impl TraceStore for PostgresTrace {
             node.push(text(&s.node));
             data.push(text(&s.data.to_json_string()));
         }
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO trace_steps (at, trace_id, event_id, notification_id, user_id, kind, node, data) \
              SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
              $7::text[], $8::text[])",
@@ -127,10 +152,8 @@ impl TraceStore for PostgresTrace {
         .bind(user)
         .bind(kind)
         .bind(node)
-        .bind(data)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
+        .bind(data);
+        self.run("a trace write", async |c| query.execute(c).await).await?;
         Ok(())
     }
 
@@ -162,44 +185,126 @@ impl TraceStore for PostgresTrace {
     }
 
     async fn user_traces(&self, user: &str, limit: usize) -> Result<Vec<String>, TraceError> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             "SELECT trace_id FROM trace_steps WHERE user_id = $1 AND kind = 'stored' AND trace_id IS NOT NULL \
              GROUP BY trace_id ORDER BY max(id) DESC LIMIT $2",
         )
         .bind(text(user))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
+        .bind(limit as i64);
+        let rows = self.run("a trace read", async |c| query.fetch_all(c).await).await?;
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(err)).collect()
     }
 
     async fn prune(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<u64, TraceError> {
         // Among the oldest `batch` rows (ids follow time), those before the cutoff: never a scan of young rows.
-        let done = sqlx::query(
+        let query = sqlx::query(
             "DELETE FROM trace_steps WHERE id IN \
              (SELECT id FROM (SELECT id, at FROM trace_steps ORDER BY id LIMIT $1) oldest WHERE at < $2)",
         )
         .bind(batch as i64)
-        .bind(cutoff)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
+        .bind(cutoff);
+        let done = self.run("a trace pruning step", async |c| query.execute(c).await).await?;
         Ok(done.rows_affected())
     }
 
     async fn erase(&self, users: &[String]) -> Result<u64, TraceError> {
         // Their own steps, and the `event` steps that list them among their recipients (a live event, one stored
         // for several users), but the erasure's own record. A scan of the event steps: erases are rare.
-        let done = sqlx::query(
+        let query = sqlx::query(
             "DELETE FROM trace_steps WHERE user_id = ANY($1) \
              OR (kind = 'event' AND user_id IS NULL AND (data::jsonb ->> 'outcome') IS DISTINCT FROM 'purged' \
                  AND (data::jsonb -> 'recipients') ?| $1)",
         )
-        .bind(users)
-        .execute(&self.pool)
-        .await
-        .map_err(err)?;
+        .bind(users);
+        let done = self.run("a trace erase", async |c| query.execute(c).await).await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{AssertSqlSafe, Connection as _};
+
+    use super::*;
+    use crate::postgres_connections::testing::SilentLink;
+
+    fn step(event: &str) -> Step {
+        Step {
+            at: Utc::now(),
+            trace_id: Some(format!("trace-{event}")),
+            event_id: Some(event.to_owned()),
+            notification_id: None,
+            user_id: Some("u".into()),
+            kind: Kind::Event,
+            node: "node-a".into(),
+            data: super::super::Data::Json(serde_json::json!({"outcome": "stored"})),
+        }
+    }
+
+    /// The trace's statements are bounded as the inbox's: one waiting behind a lock ends at
+    /// `store.statement_timeout_secs`, and one in flight when PostgreSQL goes silent (its host gone without a
+    /// reset, a partition) fails as unavailable once the server is not seen working on it. Before, that write
+    /// waited for good (sqlx sets no TCP keepalive), and the trace's one writer with it: the node recorded
+    /// nothing more, every step counted as dropped. Once the server answers again, the next write lands.
+    #[tokio::test]
+    async fn a_trace_write_on_a_server_gone_silent_fails_and_the_next_one_lands() {
+        let Ok(url) = std::env::var("HERALD_TEST_POSTGRES_URL") else {
+            assert!(std::env::var_os("CI").is_none(), "CI must run it; set HERALD_TEST_POSTGRES_URL");
+            return eprintln!("SKIPPED: HERALD_TEST_POSTGRES_URL is not set (scripts/test.sh starts PostgreSQL)");
+        };
+        let database = format!("herald_trace_test_{:016x}", rand::random::<u64>());
+        let mut server = PgConnection::connect(&url).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut server).await.unwrap();
+        let options = PgConnectOptions::from_str(&url).unwrap().database(&database);
+        let link = SilentLink::to((options.get_host().to_owned(), options.get_port())).await;
+        let through = options.clone().host("127.0.0.1").port(link.addr.port());
+        let trace = PostgresTrace::connect(through, Duration::from_secs(2)).await.unwrap();
+        trace.append(std::sync::Arc::new(vec![step("before")])).await.unwrap();
+
+        let mut admin = PgConnection::connect_with(&options).await.unwrap();
+        let mut lock = admin.begin().await.unwrap();
+        sqlx::query("LOCK TABLE trace_steps IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(30), trace.by_event("before", 10)).await;
+        let Ok(Err(TraceError::Unavailable(why))) = waited else { panic!("not ended by the server: {waited:?}") };
+        assert!(why.contains("statement timeout"), "{why}");
+
+        // A write waiting behind the lock when the link goes silent; the lock ends after.
+        let mut writing = std::pin::pin!(trace.append(std::sync::Arc::new(vec![step("during")])));
+        let mut watch = PgConnection::connect_with(&options).await.unwrap();
+        loop {
+            tokio::select! {
+                r = &mut writing => panic!("answered under the lock: {r:?}"),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'herald-trace' AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+        }
+        link.silence();
+        lock.rollback().await.unwrap();
+        // Far longer than the check's wait and its look (5 s each), and than the server's statement timeout.
+        let written = tokio::time::timeout(Duration::from_secs(60), writing).await;
+        let Ok(Err(TraceError::Unavailable(why))) = written else { panic!("not failed as unavailable: {written:?}") };
+        assert!(why.contains("stopped answering a trace write"), "{why}");
+
+        link.restore();
+        let started = std::time::Instant::now();
+        while let Err(e) = trace.append(std::sync::Arc::new(vec![step("after")])).await {
+            assert!(started.elapsed() < Duration::from_secs(60), "the trace did not recover: {e}");
+        }
+        assert_eq!(trace.by_event("after", 10).await.unwrap().len(), 1);
+        trace.pool.close().await;
+        watch.close().await.unwrap();
+        admin.close().await.unwrap();
+        sqlx::query(AssertSqlSafe(format!("DROP DATABASE {database} WITH (FORCE)")))
+            .execute(&mut server)
+            .await
+            .unwrap();
     }
 }
