@@ -14,7 +14,9 @@
 //!
 //! The stores' tests hold the invariants: `a_server_gone_silent_fails_writes_as_unavailable_keeps_no_reader_slot_
 //! and_both_reconnect`, `a_retention_run_on_a_server_gone_silent_fails_as_unavailable_and_the_next_run_prunes`
-//! (`inbox::postgres`), `a_trace_write_on_a_server_gone_silent_fails_and_the_next_one_lands` (`trace::postgres`).
+//! (`inbox::postgres`), `a_trace_write_on_a_server_gone_silent_fails_and_the_next_one_lands` (`trace::postgres`);
+//! and work that answers while its server is being asked about it is taken, not given up
+//! (`work_answering_while_its_server_is_asked_about_it_is_taken`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,8 +25,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, Postgres};
 
-/// How long a caller waits for a pooled connection (PostgreSQL down or saturated), or a look at the server
-/// ([`still_working`]) waits for its answer.
+/// How long a caller waits for a pooled connection (PostgreSQL down or saturated), watched work's first statement
+/// ([`watched`]) or a look at the server ([`still_working`]) for its answer, and a goodbye for its write.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long watched work ([`while_working`]) goes without an answer before PostgreSQL is asked, through a
 /// connection of its own, whether it is still working on it; then again after each such period.
@@ -158,10 +160,15 @@ pub(crate) async fn watched<T, E>(
 pub(crate) async fn while_working<T>(options: &PgConnectOptions, pid: i32, work: impl Future<Output = T>) -> Option<T> {
     let mut work = std::pin::pin!(work);
     loop {
-        match tokio::time::timeout(SILENCE_CHECK, &mut work).await {
-            Ok(result) => return Some(result),
-            Err(_) if still_working(options, pid).await => {}
-            Err(_) => return None,
+        if let Ok(result) = tokio::time::timeout(SILENCE_CHECK, &mut work).await {
+            return Some(result);
+        }
+        // `work` is still polled while the server is asked: an answer arriving meanwhile is taken, not given up
+        // because the process it came from is already idle.
+        tokio::select! {
+            biased;
+            result = &mut work => return Some(result),
+            working = still_working(options, pid) => if !working { return None },
         }
     }
 }
@@ -188,6 +195,27 @@ async fn still_working(options: &PgConnectOptions, pid: i32) -> bool {
     match tokio::time::timeout(ACQUIRE_TIMEOUT, look).await {
         Ok(Ok(Some((state, wait)))) => state.as_deref() == Some("active") && wait.as_deref() != Some("Client"),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Work that answers while its server is being asked about it is taken: while the look waits (here on an
+    /// address that accepts and never answers, up to its 5 s), `work` is still polled. Before, it was not, and
+    /// work the server had just finished (its process then idle) was given up as unanswered: a commit failed
+    /// though stored, a trace batch written twice. Work that never answers is still given up.
+    #[tokio::test(start_paused = true)]
+    async fn work_answering_while_its_server_is_asked_about_it_is_taken() {
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = PgConnectOptions::new().host("127.0.0.1").port(mute.local_addr().unwrap().port());
+        let answers_during_the_look = async {
+            tokio::time::sleep(SILENCE_CHECK + Duration::from_secs(1)).await;
+            "answered"
+        };
+        assert_eq!(while_working(&options, 1, answers_during_the_look).await, Some("answered"));
+        assert_eq!(while_working(&options, 1, std::future::pending::<()>()).await, None);
     }
 }
 
@@ -255,6 +283,35 @@ pub(crate) mod testing {
         pub(crate) fn silence(&self) {
             self.silent.store(true, SeqCst);
             self.generation.fetch_add(1, SeqCst);
+        }
+
+        /// Run `work` until PostgreSQL shows a statement of the database `options` names waiting for a lock (one
+        /// the caller holds), then silence the link, so the silence falls inside that statement. `work` is left
+        /// to the caller: given up (its caller's timeout), or awaited for what it makes of the silence.
+        pub(crate) async fn silence_once_waiting<F: std::future::Future<Output: std::fmt::Debug>>(
+            &self,
+            options: &sqlx::postgres::PgConnectOptions,
+            mut work: std::pin::Pin<&mut F>,
+        ) {
+            use sqlx::Connection as _;
+            let mut watch = sqlx::PgConnection::connect_with(options).await.unwrap();
+            loop {
+                tokio::select! {
+                    r = &mut work => panic!("answered under the lock: {r:?}"),
+                    () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                }
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&mut watch)
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    break;
+                }
+            }
+            self.silence();
+            watch.close().await.unwrap();
         }
 
         pub(crate) fn restore(&self) {

@@ -370,6 +370,14 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Watched work that did not run to its end ([`watched`]): as its connection's error, or unavailable.
+fn unanswered(e: Unanswered) -> StoreError {
+    match e {
+        Unanswered::Connection(e) => store_error(e),
+        Unanswered::Silent(why) => StoreError::Unavailable(why),
+    }
+}
+
 /// Worth retrying (PostgreSQL unreachable, restarting, overloaded, a timeout) or not (everything else).
 fn store_error(e: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
@@ -796,15 +804,17 @@ impl PostgresStore {
                 tx.rollback().await.map_err(store_error)?;
                 return Ok(None);
             }
-            let done = step(&mut tx).await?;
-            tx.commit().await.map_err(store_error)?;
-            Ok(Some(done))
+            match step(&mut tx).await {
+                Ok(done) => tx.commit().await.map_err(store_error).map(|()| Some(done)),
+                // Rolled back here, while watched: a transaction dropped only queues its rollback, which sqlx's
+                // return of the connection then sends with no bound, this step's locks held until it is answered.
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
         };
-        match watched(&self.readers, &self.watch, self.drain(), "a pruning step", work).await {
-            Ok(done) => done,
-            Err(Unanswered::Connection(e)) => Err(store_error(e)),
-            Err(Unanswered::Silent(why)) => Err(StoreError::Unavailable(why)),
-        }
+        watched(&self.readers, &self.watch, self.drain(), "a pruning step", work).await.map_err(unanswered)?
     }
 
     /// A pruning step that deletes the notifications `ids` (the rows' users' ordering locks taken,
@@ -873,20 +883,18 @@ impl PruneSteps for PostgresStore {
     }
 
     async fn users_over(&self, max: u64, limit: usize) -> Result<Vec<String>, StoreError> {
-        let users = self
-            .prune_step(async |c| {
-                sqlx::query_scalar(
-                    "SELECT user_id FROM notifications WHERE user_id IS NOT NULL
-                     GROUP BY user_id HAVING count(*) > $1 LIMIT $2",
-                )
-                .bind(max as i64)
-                .bind(limit as i64)
-                .fetch_all(c)
-                .await
-                .map_err(store_error)
-            })
-            .await?;
-        Ok(users.unwrap_or_default())
+        // A read: watched, without the prune lock (each `prune_beyond` step takes it).
+        let query = sqlx::query_scalar(
+            "SELECT user_id FROM notifications WHERE user_id IS NOT NULL GROUP BY user_id HAVING count(*) > $1 LIMIT $2",
+        )
+        .bind(max as i64)
+        .bind(limit as i64);
+        match watched(&self.readers, &self.watch, self.drain(), "a retention read", async |c| query.fetch_all(c).await)
+            .await
+        {
+            Ok(users) => users.map_err(store_error),
+            Err(e) => Err(unanswered(e)),
+        }
     }
 
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {
@@ -2260,36 +2268,17 @@ mod tests {
             lock
         }
 
-        /// Run `work` until PostgreSQL shows it waiting behind [`TestDb::lock_notifications`] and silence `link`
-        /// then, so the silence falls inside its statement; the lock ends after, and what the server then answers
-        /// goes into the silence. The caller gives `work` up (its caller's timeout) or awaits what it makes of it.
+        /// Silence `link` inside `work`'s statement, once PostgreSQL shows it waiting behind
+        /// [`TestDb::lock_notifications`]; the lock ends after, and what the server then answers goes into the
+        /// silence. The caller gives `work` up (its caller's timeout) or awaits what it makes of it.
         async fn silence_inside<F: std::future::Future<Output: std::fmt::Debug>>(
             &self,
             link: &SilentLink,
-            mut work: std::pin::Pin<&mut F>,
+            work: std::pin::Pin<&mut F>,
         ) {
             let lock = self.lock_notifications().await;
-            let mut watch = PgConnection::connect_with(&self.options).await.unwrap();
-            {
-                loop {
-                    tokio::select! {
-                        r = &mut work => panic!("answered under the lock: {r:?}"),
-                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                    }
-                    let waiting: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    )
-                    .fetch_one(&mut watch)
-                    .await
-                    .unwrap();
-                    if waiting > 0 {
-                        break;
-                    }
-                }
-                link.silence();
-            }
+            link.silence_once_waiting(&self.options, work).await;
             lock.rollback().await.unwrap();
-            watch.close().await.unwrap();
         }
 
         async fn drop_database(self) {
@@ -3307,7 +3296,7 @@ mod tests {
     async fn a_retention_run_on_a_server_gone_silent_fails_as_unavailable_and_the_next_run_prunes() {
         let Some(db) = TestDb::create("silent_prune").await else { return };
         let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
-        let settings = StoreSettings { statement_timeout_secs: 2, retention_days: 1, ..Settings::defaults().store };
+        let settings = StoreSettings { statement_timeout_secs: 3, retention_days: 1, ..Settings::defaults().store };
         let options = db.options.clone().host("127.0.0.1").port(link.addr.port());
         let store = PostgresStore::connect(options, &settings, None).await.unwrap();
         let write = |id: &str| store.apply(vec![Write::Notify(draft(id, Recipients::Users(vec!["u".into()])))]);
