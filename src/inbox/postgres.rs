@@ -2259,6 +2259,13 @@ mod tests {
             PostgresStore::connect(self.options.clone(), settings, listener).await.unwrap()
         }
 
+        /// A store that reaches this database through a link the test can silence ([`SilentLink`]).
+        async fn open_through_link(&self, settings: &StoreSettings) -> (SilentLink, PostgresStore) {
+            let link = SilentLink::to((self.options.get_host().to_owned(), self.options.get_port())).await;
+            let options = self.options.clone().host("127.0.0.1").port(link.addr.port());
+            (link, PostgresStore::connect(options, settings, None).await.unwrap())
+        }
+
         /// An operator's lock on the notifications table, which every read and write of them waits behind
         /// until the transaction ends.
         async fn lock_notifications(&self) -> sqlx::Transaction<'_, Postgres> {
@@ -3164,10 +3171,8 @@ mod tests {
     #[tokio::test]
     async fn a_node_gone_silent_inside_its_commit_holds_the_others_writes_only_about_the_statement_timeout() {
         let Some(db) = TestDb::create("silent_in_commit").await else { return };
-        let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
         let settings = StoreSettings { statement_timeout_secs: 2, ..Settings::defaults().store };
-        let a_options = db.options.clone().host("127.0.0.1").port(link.addr.port());
-        let a = PostgresStore::connect(a_options, &settings, None).await.unwrap();
+        let (link, a) = db.open_through_link(&settings).await;
         let b = db.open_with(&settings, None).await;
 
         // A's broadcast takes the write lock, then waits behind an operator's table lock until A is silent; its
@@ -3241,13 +3246,11 @@ mod tests {
     #[tokio::test]
     async fn a_server_gone_silent_fails_writes_as_unavailable_keeps_no_reader_slot_and_both_reconnect() {
         let Some(db) = TestDb::create("silent_server").await else { return };
-        let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
         // The cut read's connection drains for the statement timeout and a second (3 s), inside the pool's 5 s wait
         // of the read after the link is back; and the read held behind the lock is not cancelled before the link
         // goes silent (2 s to see it waiting).
         let settings = StoreSettings { statement_timeout_secs: 2, read_connections: 1, ..Settings::defaults().store };
-        let options = db.options.clone().host("127.0.0.1").port(link.addr.port());
-        let store = PostgresStore::connect(options, &settings, None).await.unwrap();
+        let (link, store) = db.open_through_link(&settings).await;
         let write = |id: &str| store.apply(vec![Write::Notify(draft(id, Recipients::Users(vec!["u".into()])))]);
         let list = || store.list("u", ListQuery { limit: 10, ..Default::default() });
         assert!(matches!(write("before").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
@@ -3295,10 +3298,8 @@ mod tests {
     #[tokio::test]
     async fn a_retention_run_on_a_server_gone_silent_fails_as_unavailable_and_the_next_run_prunes() {
         let Some(db) = TestDb::create("silent_prune").await else { return };
-        let link = SilentLink::to((db.options.get_host().to_owned(), db.options.get_port())).await;
         let settings = StoreSettings { statement_timeout_secs: 3, retention_days: 1, ..Settings::defaults().store };
-        let options = db.options.clone().host("127.0.0.1").port(link.addr.port());
-        let store = PostgresStore::connect(options, &settings, None).await.unwrap();
+        let (link, store) = db.open_through_link(&settings).await;
         let write = |id: &str| store.apply(vec![Write::Notify(draft(id, Recipients::Users(vec!["u".into()])))]);
         assert!(matches!(write("old").await.as_deref(), Ok([WriteOutcome::Stored(_)])));
         let expired = Utc::now() + chrono::Duration::days(2);
