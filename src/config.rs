@@ -649,6 +649,11 @@ impl fmt::Debug for StoreSettings {
 }
 
 impl StoreSettings {
+    /// `statement_timeout_secs` as the PostgreSQL pools set it (validation keeps it at 1 s at least).
+    pub fn statement_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.statement_timeout_secs.max(1))
+    }
+
     fn validate_ranges(&self) -> Result<(), ConfigError> {
         let ranges: [(&str, u64, u64, u64); 6] = [
             ("store.retention_days", u64::from(self.retention_days), 0, 36_500),

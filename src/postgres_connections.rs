@@ -71,8 +71,8 @@ pub(crate) fn migration_pool() -> PgPoolOptions {
 /// A connection taken from a pool for one piece of work. Finished ([`Lent::done`]), it goes back to the pool as
 /// usual. Dropped before that (the caller's timeout cut the work: an HTTP request's, a session's, the readiness
 /// probe's, or [`watched`] gave it up), it keeps its pool slot while the cut statement's answer drains, as sqlx's
-/// own return would, but for no longer than `drain` (the server's statement timeout and a second): then it is
-/// given up. sqlx hands a connection back through a ping with no bound; on a server gone silent that wait never
+/// own return would, but for no longer than the server's statement timeout (the pool's, [`pool`]) and a second:
+/// then it is given up. sqlx hands a connection back through a ping with no bound; on a server gone silent that wait never
 /// ends and holds the slot, so a few cut reads (the readiness probe cuts one every few seconds) would leave no
 /// connection for any read, even after PostgreSQL is back at its address. Bounded rather than given up at once,
 /// so that a slow server is not sent a new connection for every read cut short.
@@ -82,9 +82,10 @@ pub(crate) struct Lent {
 }
 
 impl Lent {
-    /// A connection from `pool`, within the pool's acquire timeout.
-    pub(crate) async fn from(pool: &PgPool, drain: Duration) -> sqlx::Result<Lent> {
-        Ok(Lent { conn: Some(pool.acquire().await?), drain })
+    /// A connection from `pool`, whose statements the server ends at `statement_timeout`, within the pool's
+    /// acquire timeout.
+    pub(crate) async fn from(pool: &PgPool, statement_timeout: Duration) -> sqlx::Result<Lent> {
+        Ok(Lent { conn: Some(pool.acquire().await?), drain: statement_timeout + Duration::from_secs(1) })
     }
 
     pub(crate) fn conn(&mut self) -> &mut PgConnection {
@@ -121,17 +122,17 @@ pub(crate) enum Unanswered {
 
 /// Run `work` on a connection from `pool`, for as long as its server process is seen working on it
 /// ([`while_working`], looking through `watch`); the connection goes back to the pool once `work` ends, whatever
-/// it returned. When PostgreSQL goes silent on it, `work` is dropped, its connection given up after `drain`
-/// ([`Lent`]), and the answer says so, naming `what` the work was. Costs one round trip more than `work`: the
+/// it returned. When PostgreSQL goes silent on it, `work` is dropped, its connection given up after a bounded
+/// drain ([`Lent`]: `pool`'s `statement_timeout` and a second), and the answer says so, naming `what` the work was. Costs one round trip more than `work`: the
 /// server process's id, asked first.
 pub(crate) async fn watched<T, E>(
     pool: &PgPool,
     watch: &PgConnectOptions,
-    drain: Duration,
+    statement_timeout: Duration,
     what: &str,
     work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
 ) -> Result<Result<T, E>, Unanswered> {
-    let mut lent = Lent::from(pool, drain).await.map_err(Unanswered::Connection)?;
+    let mut lent = Lent::from(pool, statement_timeout).await.map_err(Unanswered::Connection)?;
     let pid = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(lent.conn());
     let pid: i32 = match tokio::time::timeout(ACQUIRE_TIMEOUT, pid).await {
         Ok(pid) => pid.map_err(Unanswered::Connection)?,

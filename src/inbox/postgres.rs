@@ -524,7 +524,7 @@ impl PostgresStore {
             migrated?;
         }
         refuse_shared_connections(&options).await?;
-        let statement_timeout = Duration::from_secs(settings.statement_timeout_secs.max(1));
+        let statement_timeout = settings.statement_timeout();
         let readers =
             pool(settings.read_connections.max(1) as u32, statement_timeout).connect_lazy_with(options.clone());
 
@@ -628,15 +628,10 @@ impl PostgresStore {
     /// Run `read` on a reader connection, through a [`Lent`]: back to the pool once `read` ends, whatever it
     /// returned; drained within a bound, or given up, when the caller drops this future first.
     async fn read<T>(&self, read: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>) -> Result<T, StoreError> {
-        let mut lent = Lent::from(&self.readers, self.drain()).await.map_err(store_error)?;
+        let mut lent = Lent::from(&self.readers, self.statement_timeout).await.map_err(store_error)?;
         let result = read(lent.conn()).await;
         lent.done();
         result.map_err(store_error)
-    }
-
-    /// How long a reader connection cut mid-statement may drain before it is given up ([`Lent`]).
-    fn drain(&self) -> Duration {
-        self.statement_timeout + Duration::from_secs(1)
     }
 
     async fn write<T>(
@@ -814,7 +809,7 @@ impl PostgresStore {
                 }
             }
         };
-        watched(&self.readers, &self.watch, self.drain(), "a pruning step", work).await.map_err(unanswered)?
+        watched(&self.readers, &self.watch, self.statement_timeout, "a pruning step", work).await.map_err(unanswered)?
     }
 
     /// A pruning step that deletes the notifications `ids` (the rows' users' ordering locks taken,
@@ -889,12 +884,11 @@ impl PruneSteps for PostgresStore {
         )
         .bind(max as i64)
         .bind(limit as i64);
-        match watched(&self.readers, &self.watch, self.drain(), "a retention read", async |c| query.fetch_all(c).await)
+        let read = async |c: &mut PgConnection| query.fetch_all(c).await;
+        watched(&self.readers, &self.watch, self.statement_timeout, "a retention read", read)
             .await
-        {
-            Ok(users) => users.map_err(store_error),
-            Err(e) => Err(unanswered(e)),
-        }
+            .map_err(unanswered)?
+            .map_err(store_error)
     }
 
     async fn prune_beyond(&self, user: &str, keep: u64, batch: usize) -> Result<PruneReport, StoreError> {

@@ -1455,8 +1455,7 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn TraceStore>, Trac
             Arc::new(sqlite::SqliteTrace::open(&path)?)
         }
         StoreLocation::Postgres(url) => {
-            let statement_timeout = Duration::from_secs(settings.store.statement_timeout_secs.max(1));
-            Arc::new(postgres::PostgresTrace::open(&url, statement_timeout).await?)
+            Arc::new(postgres::PostgresTrace::open(&url, settings.store.statement_timeout()).await?)
         }
     })
 }

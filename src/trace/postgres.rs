@@ -44,8 +44,8 @@ pub struct PostgresTrace {
     pool: PgPool,
     /// Where a statement's server process is looked at when it goes without an answer (`postgres_connections`).
     watch: PgConnectOptions,
-    /// How long a connection cut mid-statement may drain before it is given up.
-    drain: Duration,
+    /// The server's bound on each statement (`store.statement_timeout_secs`), set on every pooled connection.
+    statement_timeout: Duration,
 }
 
 impl PostgresTrace {
@@ -68,7 +68,7 @@ impl PostgresTrace {
         migrating.close().await;
         migrated?;
         let pool = pool(2, statement_timeout).connect_with(options.clone()).await.map_err(err)?;
-        Ok(PostgresTrace { pool, watch: options, drain: statement_timeout + Duration::from_secs(1) })
+        Ok(PostgresTrace { pool, watch: options, statement_timeout })
     }
 
     /// Run `work` on a pooled connection, watched (`crate::postgres_connections::watched`): no trace write or
@@ -78,7 +78,7 @@ impl PostgresTrace {
         what: &str,
         work: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<T>,
     ) -> Result<T, TraceError> {
-        match watched(&self.pool, &self.watch, self.drain, what, work).await {
+        match watched(&self.pool, &self.watch, self.statement_timeout, what, work).await {
             Ok(done) => done.map_err(err),
             Err(Unanswered::Connection(e)) => Err(err(e)),
             Err(Unanswered::Silent(why)) => Err(TraceError::Unavailable(why)),
